@@ -1,0 +1,299 @@
+"""The MobileNetV2 model object: Keras's constructor arguments, layers, weights and forward pass."""
+import numbers
+import os
+import warnings
+
+import numpy as np
+
+from mobilenetv2 import arch
+from mobilenetv2 import layers as L
+
+OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+OFFICIAL_ROWS = (96, 128, 160, 192, 224)
+MIN_SIZE = 32
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_alpha(alpha):
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha must be a positive number (the width multiplier), got {alpha!r}")
+    return float(alpha)
+
+
+def _check_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return dt
+
+
+def _input_shape(input_shape, include_top, weights):
+    """Keras's ``obtain_input_shape`` for MobileNetV2: returns (H, W, C) with None for any size,
+    and the rows of the imagenet weights file to load."""
+    if input_shape is None:
+        default = 224
+    else:
+        try:
+            input_shape = tuple(None if d is None else int(d) for d in input_shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}") from None
+        if len(input_shape) != 3:
+            raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}")
+        h, w, c = input_shape
+        for name, d in (("height", h), ("width", w)):
+            if d is not None and d < MIN_SIZE:
+                raise ValueError(f"input_shape {name} must be at least {MIN_SIZE}, got {d} "
+                                 f"(input_shape={input_shape})")
+        if c is None or c < 1:
+            raise ValueError(f"input_shape channels must be a positive number, got {input_shape!r}")
+        if weights == "imagenet" and c != 3:
+            raise ValueError(f"the imagenet weights take 3 input channels, input_shape has {c}")
+        default = h if (h == w and h in OFFICIAL_ROWS) else 224
+    default_shape = (default, default, 3)
+    if weights == "imagenet" and include_top:
+        if input_shape is not None and input_shape != default_shape:
+            raise ValueError(f"with include_top=True and weights='imagenet', input_shape must be "
+                             f"one of (R, R, 3) for R in {OFFICIAL_ROWS}, got {input_shape}")
+        return default_shape, default
+    if input_shape is None:
+        input_shape = default_shape if include_top else (None, None, 3)
+    if include_top and None in input_shape[:2]:
+        raise ValueError("with include_top=True the input_shape must be static (height and width given)")
+    h, w = input_shape[:2]
+    rows = h if (h == w and h in OFFICIAL_ROWS) else 224
+    if weights == "imagenet" and rows != h:
+        warnings.warn("input_shape is undefined, non-square, or its size is not one of "
+                      f"{OFFICIAL_ROWS}: the weights for 224x224 are loaded", stacklevel=3)
+    return input_shape, rows
+
+
+class MobileNetV2:
+    """MobileNetV2 with the arguments and meaning of ``keras.applications.MobileNetV2``.
+
+    ``dtype='float64'`` runs the whole network in float64: a golden reference for checking the
+    float32 numerics of other frameworks.
+    """
+
+    def __init__(self, input_shape=None, alpha=1.0, include_top=True, weights="imagenet",
+                 pooling=None, classes=1000, classifier_activation="softmax", dtype="float32"):
+        self.alpha = _check_alpha(alpha)
+        self.dtype = _check_dtype(dtype)
+        if not (weights in ("imagenet", None) or isinstance(weights, (str, os.PathLike))):
+            raise ValueError("weights must be 'imagenet', None or the path of a weights file, "
+                             f"got {weights!r}")
+        if pooling not in (None, "avg", "max"):
+            raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+        if classifier_activation not in ("softmax", None):
+            raise ValueError(f"classifier_activation must be 'softmax' or None, got {classifier_activation!r}")
+        if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
+            raise ValueError(f"classes must be a positive integer, got {classes!r}")
+        if weights == "imagenet":
+            if include_top and classes != 1000:
+                raise ValueError(f"with weights='imagenet' and include_top=True, classes must be 1000, got {classes}")
+            if self.alpha not in OFFICIAL_ALPHAS:
+                raise ValueError(f"imagenet weights exist for alpha in {OFFICIAL_ALPHAS}, got {alpha!r}")
+        self.input_shape, self.weights_rows = _input_shape(input_shape, include_top, weights)
+        self.include_top = bool(include_top)
+        self.pooling = pooling
+        self.classes = int(classes)
+        self.classifier_activation = classifier_activation
+        self.layers = arch.build_layers(self.alpha, self.include_top, pooling, self.classes,
+                                        classifier_activation)
+        if self.input_shape[2] != 3:
+            self.layers[1].cin = self.input_shape[2]
+        self._by_name = {layer.name: layer for layer in self.layers}
+        self._init_random_weights()
+        if weights is not None:
+            self.load_weights(weights)
+
+    # -- layers and weights ----------------------------------------------------------------
+    @property
+    def name(self):
+        return f"mobilenetv2_{self.alpha:g}_{self.weights_rows}"
+
+    def get_layer(self, name):
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise ValueError(f"no layer named {name!r} in this model (see model.layers)") from None
+
+    def count_params(self):
+        return sum(layer.count_params() for layer in self.layers)
+
+    def weighted_layers(self):
+        return [layer for layer in self.layers if layer.weight_shapes()]
+
+    def get_weights(self):
+        return [w for layer in self.weighted_layers() for w in layer.get_weights()]
+
+    def set_weights(self, arrays):
+        arrays = list(arrays)
+        need = sum(len(layer.weight_shapes()) for layer in self.weighted_layers())
+        if len(arrays) != need:
+            raise ValueError(f"set_weights takes {need} arrays for this model, got {len(arrays)}")
+        i = 0
+        for layer in self.weighted_layers():
+            n = len(layer.weight_shapes())
+            layer.set_weights(arrays[i:i + n], self.dtype)
+            i += n
+
+    def _init_random_weights(self, seed=0):
+        """Keras's initial values: Glorot-uniform kernels, zero biases, identity batch norms."""
+        rng = np.random.default_rng(seed)
+        for layer in self.weighted_layers():
+            arrays = []
+            for wname, shape in zip(layer.weight_names, layer.weight_shapes()):
+                if wname == "kernel":
+                    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+                    if isinstance(layer, L.DepthwiseConv2D):
+                        fan_in = fan_out = receptive
+                    else:
+                        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+                    limit = np.sqrt(6.0 / (fan_in + fan_out))
+                    arrays.append(rng.uniform(-limit, limit, shape))
+                elif wname in ("gamma", "moving_variance"):
+                    arrays.append(np.ones(shape))
+                else:
+                    arrays.append(np.zeros(shape))
+            layer.set_weights(arrays, self.dtype)
+
+    def load_weights(self, weights="imagenet"):
+        """Load 'imagenet' (found or downloaded, see mobilenetv2.registry) or a Keras .h5 file."""
+        from mobilenetv2 import loader, registry
+        if weights == "imagenet":
+            path = registry.resolve(self.alpha, self.weights_rows, self.include_top)
+        else:
+            path = os.fspath(weights)
+        expected = [(layer.name, list(zip(layer.weight_names, layer.weight_shapes())))
+                    for layer in self.weighted_layers()]
+        arrays = loader.load_by_order(path, expected, context=self.describe())
+        for layer, layer_arrays in zip(self.weighted_layers(), arrays):
+            layer.set_weights(layer_arrays, self.dtype)
+
+    def describe(self):
+        top = "with top" if self.include_top else "without top"
+        return f"MobileNetV2 alpha={self.alpha:g} {top} ({self.classes} classes)" if self.include_top \
+            else f"MobileNetV2 alpha={self.alpha:g} {top}"
+
+    # -- shapes and cost -------------------------------------------------------------------
+    def _shapes(self, input_shape=None):
+        """Per-example output shape of every layer for an input of ``input_shape``."""
+        shape = tuple(input_shape or self.input_shape)
+        if None in shape:
+            shape = (224, 224, shape[2])
+        shapes = {self.layers[0].name: shape}
+        for layer in self.layers[1:]:
+            shapes[layer.name] = layer.output_shape(*[shapes[i] for i in layer.inputs])
+        return shapes
+
+    def macs(self, input_shape=None):
+        """Multiply-accumulates of one forward pass (convolutions and the dense head)."""
+        shapes = self._shapes(input_shape)
+        return sum(layer.macs(*[shapes[i] for i in layer.inputs]) for layer in self.layers[1:])
+
+    def summary(self, input_shape=None, print_fn=print):
+        """Print every layer with its output shape, parameters and multiply-accumulates."""
+        shapes = self._shapes(input_shape)
+        shape0 = shapes[self.layers[0].name]
+        rows = [("Layer (type)", "Output Shape", "Param #", "MACs")]
+        for layer in self.layers:
+            macs = layer.macs(*[shapes[i] for i in layer.inputs]) if layer.inputs else 0
+            rows.append((f"{layer.name} ({type(layer).__name__})", str((None,) + tuple(shapes[layer.name])),
+                         f"{layer.count_params():,}", f"{macs:,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        line = "  ".join("{:<%d}" % w if i == 0 else "{:>%d}" % w for i, w in enumerate(widths))
+        rule = "-" * (sum(widths) + 6)
+        print_fn(f'Model: "{self.name}"  {self.describe()}, input {shape0}, {self.dtype.name}')
+        print_fn(rule)
+        print_fn(line.format(*rows[0]))
+        print_fn(rule)
+        for r in rows[1:]:
+            print_fn(line.format(*r))
+        print_fn(rule)
+        print_fn(f"Total params: {self.count_params():,}")
+        print_fn(f"Total MACs: {self.macs(shape0):,} ({self.macs(shape0) / 1e6:.1f} M)")
+
+    # -- inference -------------------------------------------------------------------------
+    def _check_input(self, x):
+        x = np.asarray(x)
+        if x.dtype.kind != "f":
+            hint = " (scale images with preprocess_input first)" if x.dtype.kind in "ui" else ""
+            raise ValueError(f"input must be a floating-point array, got dtype {x.dtype}{hint}")
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4:
+            raise ValueError(f"input must be (N, H, W, C) or (H, W, C), got shape {x.shape}")
+        n, h, w, c = x.shape
+        want_h, want_w, want_c = self.input_shape
+        if c != want_c:
+            raise ValueError(f"input must have {want_c} channels (NHWC), got shape {x.shape}")
+        if h < MIN_SIZE or w < MIN_SIZE:
+            raise ValueError(f"input height and width must be at least {MIN_SIZE}, got shape {x.shape}")
+        if (want_h is not None and h != want_h) or (want_w is not None and w != want_w):
+            raise ValueError(f"this model takes inputs of {self.input_shape}, got shape {x.shape}")
+        if n == 0:
+            raise ValueError("input batch is empty")
+        if not np.isfinite(x).all():
+            raise ValueError("input contains NaN or inf")
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def _run(self, x, wanted=None):
+        """Run the layers in order on a checked batch.
+
+        wanted=None returns the last layer's output; otherwise a dict of the named layers'
+        outputs, computing nothing after the last of them.  Outputs are freed as soon as no
+        later layer reads them.
+        """
+        layers = self.layers
+        if wanted is not None:
+            last = max(i for i, layer in enumerate(layers) if layer.name in wanted)
+            layers = layers[:last + 1]
+        uses = {}
+        for layer in layers:
+            for i in layer.inputs:
+                uses[i] = uses.get(i, 0) + 1
+        outputs = {layers[0].name: x}
+        kept = {}
+        for layer in layers[1:]:
+            y = layer(*[outputs[i] for i in layer.inputs])
+            for i in layer.inputs:
+                uses[i] -= 1
+                if uses[i] == 0:
+                    del outputs[i]
+            outputs[layer.name] = y
+            if wanted is not None and layer.name in wanted:
+                kept[layer.name] = y
+        return kept if wanted is not None else outputs[layers[-1].name]
+
+    def __call__(self, x):
+        return self._run(self._check_input(x))
+
+    def predict(self, x, batch_size=32):
+        """Outputs for a batch (N, H, W, C) or one image (H, W, C), run ``batch_size`` at a time."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        x = self._check_input(x)
+        return np.concatenate([self._run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+    def features(self, x, layers):
+        """The named layers' outputs as a dict (in the order asked), computing nothing after
+        the last layer needed."""
+        if isinstance(layers, str):
+            layers = [layers]
+        layers = list(layers)
+        if not layers:
+            raise ValueError("features() needs at least one layer name")
+        for name in layers:
+            self.get_layer(name)
+        if self.layers[0].name in layers:
+            raise ValueError(f"{self.layers[0].name!r} is the input itself, not an activation")
+        out = self._run(self._check_input(x), set(layers))
+        return {name: out[name] for name in layers}
+
+    def trace(self, x):
+        """Every layer's output after the input layer, in order, as a dict by Keras name."""
+        names = [layer.name for layer in self.layers[1:]]
+        return self._run(self._check_input(x), set(names))
