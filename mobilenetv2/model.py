@@ -268,15 +268,19 @@ class MobileNetV2:
                 kept[layer.name] = y
         return kept if wanted is not None else outputs[layers[-1].name]
 
+    def _forward(self, x):
+        """Whole-network forward of a checked batch (the seam where the C plan plugs in)."""
+        return self._run(x)
+
     def __call__(self, x):
-        return self._run(self._check_input(x))
+        return self._forward(self._check_input(x))
 
     def predict(self, x, batch_size=32):
         """Outputs for a batch (N, H, W, C) or one image (H, W, C), run ``batch_size`` at a time."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         x = self._check_input(x)
-        return np.concatenate([self._run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        return np.concatenate([self._forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
     def features(self, x, layers):
         """The named layers' outputs as a dict (in the order asked), computing nothing after
