@@ -1,0 +1,62 @@
+"""Shared test fixtures: where ../shared is, and models with the deterministic synthetic weights.
+
+The shared folder (real weights, photos, Keras reference outputs) sits beside the checkout, or
+where $MOBILENETV2_SHARED points.  Tests that need it skip with a reason when it is absent.
+"""
+import functools
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def find_shared():
+    env = os.environ.get("MOBILENETV2_SHARED")
+    path = Path(env) if env else REPO.parent / "shared"
+    return path if path.is_dir() else None
+
+
+def require_shared(*parts):
+    """The path of a file under the shared folder, or skip the test saying what is missing."""
+    shared = find_shared()
+    if shared is None:
+        pytest.skip("the shared test data folder is absent (set MOBILENETV2_SHARED or put it at ../shared)")
+    path = shared.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent from the shared test data folder")
+    return path
+
+
+@pytest.fixture
+def shared_dir():
+    return require_shared()
+
+
+@functools.lru_cache(maxsize=None)
+def synthetic_weight_fn():
+    """``synthetic_weight(layer, weight, shape)`` from shared/tools/synthetic_weights.py."""
+    path = require_shared("tools", "synthetic_weights.py")
+    spec = importlib.util.spec_from_file_location("synthetic_weights", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.synthetic_weight
+
+
+def set_synthetic_weights(model):
+    """Give every weighted layer of ``model`` the synthetic weights Keras's reference used."""
+    fn = synthetic_weight_fn()
+    for layer in model.weighted_layers():
+        layer.set_weights([fn(layer.name, wname, shape)
+                           for wname, shape in zip(layer.weight_names, layer.weight_shapes())],
+                          model.dtype)
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def keras_reference(name):
+    """A reference .npz from shared/reference, loaded once."""
+    import numpy as np
+    return np.load(require_shared("reference", name))
