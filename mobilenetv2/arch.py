@@ -95,3 +95,18 @@ def build_layers(alpha=1.0, include_top=True, pooling=None, classes=1000,
     elif pooling == "max":
         layers.append(L.GlobalMaxPooling2D("global_max_pooling2d", ["out_relu"]))
     return layers
+
+
+def output_shapes(layers, input_shape):
+    """Per-example output shape (H, W, C) of every layer, by name, for one input shape."""
+    shapes = {layers[0].name: tuple(input_shape)}
+    for layer in layers[1:]:
+        shapes[layer.name] = layer.output_shape(*[shapes[i] for i in layer.inputs])
+    return shapes
+
+
+def layer_macs(layers, input_shape):
+    """Multiply-accumulates of each layer (convolutions and the dense head), by name."""
+    shapes = output_shapes(layers, input_shape)
+    return {layer.name: layer.macs(*[shapes[i] for i in layer.inputs]) if layer.inputs else 0
+            for layer in layers}

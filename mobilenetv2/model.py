@@ -179,33 +179,28 @@ class MobileNetV2:
             else f"MobileNetV2 alpha={self.alpha:g} {top}"
 
     # -- shapes and cost -------------------------------------------------------------------
-    def _shapes(self, input_shape=None):
-        """Per-example output shape of every layer for an input of ``input_shape``."""
+    def _static_shape(self, input_shape=None):
+        """The example shape used for shapes and MACs (224x224 where the model takes any size)."""
         shape = tuple(input_shape or self.input_shape)
-        if None in shape:
-            shape = (224, 224, shape[2])
-        shapes = {self.layers[0].name: shape}
-        for layer in self.layers[1:]:
-            shapes[layer.name] = layer.output_shape(*[shapes[i] for i in layer.inputs])
-        return shapes
+        return (224, 224, shape[2]) if None in shape else shape
 
     def macs(self, input_shape=None):
         """Multiply-accumulates of one forward pass (convolutions and the dense head)."""
-        shapes = self._shapes(input_shape)
-        return sum(layer.macs(*[shapes[i] for i in layer.inputs]) for layer in self.layers[1:])
+        return sum(arch.layer_macs(self.layers, self._static_shape(input_shape)).values())
 
     def summary(self, input_shape=None, print_fn=print):
         """Print every layer with its output shape, parameters and multiply-accumulates."""
-        shapes = self._shapes(input_shape)
-        shape0 = shapes[self.layers[0].name]
+        shape0 = self._static_shape(input_shape)
+        shapes = arch.output_shapes(self.layers, shape0)
+        macs = arch.layer_macs(self.layers, shape0)
         rows = [("Layer (type)", "Output Shape", "Param #", "MACs")]
         for layer in self.layers:
-            macs = layer.macs(*[shapes[i] for i in layer.inputs]) if layer.inputs else 0
             rows.append((f"{layer.name} ({type(layer).__name__})", str((None,) + tuple(shapes[layer.name])),
-                         f"{layer.count_params():,}", f"{macs:,}"))
+                         f"{layer.count_params():,}", f"{macs[layer.name]:,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         line = "  ".join("{:<%d}" % w if i == 0 else "{:>%d}" % w for i, w in enumerate(widths))
         rule = "-" * (sum(widths) + 6)
+        total = sum(macs.values())
         print_fn(f'Model: "{self.name}"  {self.describe()}, input {shape0}, {self.dtype.name}')
         print_fn(rule)
         print_fn(line.format(*rows[0]))
@@ -214,7 +209,7 @@ class MobileNetV2:
             print_fn(line.format(*r))
         print_fn(rule)
         print_fn(f"Total params: {self.count_params():,}")
-        print_fn(f"Total MACs: {self.macs(shape0):,} ({self.macs(shape0) / 1e6:.1f} M)")
+        print_fn(f"Total MACs: {total:,} ({total / 1e6:.1f} M)")
 
     # -- inference -------------------------------------------------------------------------
     def _check_input(self, x):
