@@ -1,0 +1,204 @@
+"""The model object: Keras's constructor arguments and errors, input checks, and the API."""
+import numpy as np
+import pytest
+
+from mobilenetv2 import MobileNetV2, arch
+from mobilenetv2.variants import VARIANTS, PUBLISHED, variant_table
+
+
+@pytest.fixture(scope="module")
+def small():
+    return MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
+
+
+def rand(*shape, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(alpha=0), "alpha must be a positive"),
+    (dict(alpha=-1.0), "alpha must be a positive"),
+    (dict(alpha=float("nan")), "alpha must be a positive"),
+    (dict(alpha="1.0"), "alpha must be a positive"),
+    (dict(alpha=True), "alpha must be a positive"),
+    (dict(input_shape=(31, 64, 3)), "at least 32"),
+    (dict(input_shape=(64, 64)), r"\(height, width, channels\)"),
+    (dict(input_shape="big"), r"\(height, width, channels\)"),
+    (dict(dtype="float16"), "float32' or 'float64"),
+    (dict(pooling="min", include_top=False), "pooling must be"),
+    (dict(classes=0), "classes must be a positive"),
+    (dict(classifier_activation="relu"), "classifier_activation"),
+    (dict(weights=123), "weights must be"),
+    (dict(include_top=True, input_shape=(None, None, 3)), "static"),
+])
+def test_bad_arguments(kwargs, match):
+    kwargs.setdefault("weights", None)
+    with pytest.raises(ValueError, match=match):
+        MobileNetV2(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(alpha=0.6), "imagenet weights exist for alpha"),
+    (dict(classes=10), "classes must be 1000"),
+    (dict(input_shape=(100, 100, 3)), "input_shape must be one of"),
+    (dict(input_shape=(96, 96, 1), include_top=False), "3 input channels"),
+])
+def test_bad_arguments_with_imagenet_weights(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MobileNetV2(weights="imagenet", **kwargs)
+
+
+@pytest.mark.parametrize("x,match", [
+    (np.zeros((1, 96, 96), np.float32), "got shape"),
+    (np.zeros((1, 1, 96, 96, 3), np.float32), "got shape"),
+    (np.zeros((1, 96, 96, 4), np.float32), "3 channels"),
+    (np.zeros((1, 96, 96, 3), np.uint8), "preprocess_input"),
+    (np.zeros((1, 96, 96, 3), np.complex64), "floating-point"),
+    (np.array([["a"]]), "floating-point"),
+    (np.zeros((1, 64, 64, 3), np.float32), r"takes inputs of \(96, 96, 3\)"),
+    (np.zeros((0, 96, 96, 3), np.float32), "empty"),
+])
+def test_bad_inputs(small, x, match):
+    with pytest.raises(ValueError, match=match):
+        small.predict(x)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_input(small, value):
+    x = rand(2, 96, 96, 3)
+    x[1, 50, 3, 2] = value
+    for call in (small.predict, small, lambda x: small.features(x, "Conv1"), small.trace):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            call(x)
+
+
+def test_too_small_for_any_size_model():
+    model = MobileNetV2(None, alpha=0.35, include_top=False, weights=None)
+    assert model.input_shape == (None, None, 3)
+    with pytest.raises(ValueError, match="at least 32"):
+        model.predict(np.zeros((1, 31, 40, 3), np.float32))
+
+
+def test_default_shapes_follow_keras():
+    assert MobileNetV2(weights=None).input_shape == (224, 224, 3)
+    assert MobileNetV2(include_top=False, weights=None).input_shape == (None, None, 3)
+    assert MobileNetV2((160, 160, 3), include_top=False, weights=None).weights_rows == 160
+    assert MobileNetV2((100, 120, 3), include_top=False, weights=None).weights_rows == 224
+
+
+def test_single_image_is_a_batch_of_one(small):
+    x = rand(96, 96, 3)
+    np.testing.assert_array_equal(small.predict(x), small.predict(x[None]))
+    assert small(x).shape == (1, 1000)
+
+
+def test_predict_batches_agree_with_one_call(small):
+    x = rand(5, 96, 96, 3)
+    whole = small.predict(x, batch_size=32)
+    assert whole.shape == (5, 1000)
+    np.testing.assert_allclose(small.predict(x, batch_size=2), whole, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(whole.sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):
+        small.predict(x, batch_size=0)
+
+
+def test_features_returns_named_layers_and_stops_early(small, monkeypatch):
+    x = rand(2, 96, 96, 3)
+    names = ["block_3_expand_relu", "Conv1", "block_2_add"]
+    trace = small.trace(x)
+
+    later = small.get_layer("block_3_depthwise")
+
+    class Boom(type(later)):
+        def __call__(self, *args):
+            raise AssertionError("a layer after the last one asked for was computed")
+
+    monkeypatch.setattr(later, "__class__", Boom)
+    feats = small.features(x, names)
+    assert list(feats) == names
+    for name in names:
+        np.testing.assert_array_equal(feats[name], trace[name])
+
+
+def test_features_errors(small):
+    x = rand(1, 96, 96, 3)
+    with pytest.raises(ValueError, match="no layer named 'nope'"):
+        small.features(x, ["Conv1", "nope"])
+    with pytest.raises(ValueError, match="at least one"):
+        small.features(x, [])
+    with pytest.raises(ValueError, match="input itself"):
+        small.features(x, ["input_layer"])
+
+
+def test_trace_has_every_layer_with_keras_shapes(small):
+    trace = small.trace(rand(1, 96, 96, 3))
+    assert list(trace) == [layer.name for layer in small.layers[1:]]
+    shapes = arch.output_shapes(small.layers, (96, 96, 3))
+    for name, y in trace.items():
+        assert y.shape == (1,) + shapes[name], name
+    assert trace["Conv1"].shape == (1, 48, 48, 16)
+    assert trace["out_relu"].shape == (1, 3, 3, 1280)
+    assert trace["predictions"].shape == (1, 1000)
+    assert small.get_layer("block_4_add").inputs == ("block_3_project_BN", "block_4_project_BN")
+
+
+def test_any_size_model_pads_like_a_static_one():
+    dynamic = MobileNetV2(None, alpha=0.5, include_top=False, pooling="avg", weights=None)
+    for h, w in [(33, 47), (64, 64), (97, 32)]:
+        static = MobileNetV2((h, w, 3), alpha=0.5, include_top=False, pooling="avg", weights=None)
+        x = rand(1, h, w, 3, seed=h)
+        np.testing.assert_array_equal(dynamic.predict(x), static.predict(x))
+
+
+def test_float64_mode_runs_in_float64_and_agrees_with_float32():
+    m32 = MobileNetV2((96, 96, 3), alpha=0.5, weights=None, classifier_activation=None)
+    m64 = MobileNetV2((96, 96, 3), alpha=0.5, weights=None, classifier_activation=None, dtype="float64")
+    x = rand(2, 96, 96, 3)
+    y64 = m64.predict(x)
+    assert y64.dtype == np.float64 and m64.predict(x.astype(np.float64)).dtype == np.float64
+    assert all(w.dtype == np.float64 for w in m64.get_weights())
+    y32 = m32.predict(x)
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-4 * np.abs(y64).max())
+
+
+def test_weights_roundtrip_and_errors(small):
+    weights = small.get_weights()
+    assert sum(w.size for w in weights) == small.count_params() == 1691208
+    other = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
+    other.set_weights([w * 0.5 for w in weights])
+    np.testing.assert_array_equal(other.get_layer("Conv1").weights[0], small.get_layer("Conv1").weights[0] * 0.5)
+    with pytest.raises(ValueError, match="takes 262 arrays"):
+        other.set_weights(weights[:-1])
+    bad = list(weights)
+    bad[0] = bad[0][..., :8]
+    with pytest.raises(ValueError, match=r"'Conv1' weight 'kernel': expected shape \(3, 3, 3, 16\)"):
+        other.set_weights(bad)
+    bad[0] = np.full_like(weights[0], np.nan)
+    with pytest.raises(ValueError, match="NaN"):
+        other.set_weights(bad)
+    with pytest.raises(ValueError, match="no layer named"):
+        small.get_layer("block_99_add")
+
+
+def test_summary_lists_layers_params_and_macs():
+    lines = []
+    MobileNetV2(weights=None).summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "Total params: 3,538,984" in text
+    assert "Total MACs: 300,774,272 (300.8 M)" in text
+    for name in ("Conv1 (Conv2D)", "block_1_pad (ZeroPadding2D)", "block_16_project_BN", "predictions (Dense)"):
+        assert name in text
+    conv1 = next(line for line in lines if line.startswith("Conv1 "))
+    assert "(None, 112, 112, 32)" in conv1 and "864" in conv1 and "10,838,016" in conv1
+
+
+def test_variant_table_reproduces_the_published_figures():
+    table = variant_table()
+    assert len(table) == len(VARIANTS) == 22
+    for row in table:
+        macs_m, params_m, _, _ = PUBLISHED[row["alpha"], row["rows"]]
+        assert row["macs_m"] == macs_m, row["variant"]
+        assert row["params_m"] == params_m, row["variant"]
+    one = next(r for r in table if r["variant"] == "1.0_224")
+    assert one["keras_params"] == 3538984 and one["top1"] == 71.8
