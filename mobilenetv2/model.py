@@ -7,6 +7,7 @@ import numpy as np
 
 from mobilenetv2 import arch
 from mobilenetv2 import layers as L
+from mobilenetv2 import native
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 OFFICIAL_ROWS = (96, 128, 160, 192, 224)
@@ -105,6 +106,7 @@ class MobileNetV2:
         if self.input_shape[2] != 3:
             self.layers[1].cin = self.input_shape[2]
         self._by_name = {layer.name: layer for layer in self.layers}
+        native.warn_if_missing()
         self._init_random_weights()
         if weights is not None:
             self.load_weights(weights)
