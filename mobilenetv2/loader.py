@@ -339,7 +339,8 @@ def load_by_order(path, expected, context=None):
         out.append(arrays)
     if len(found) < len(expected):
         fail(f"the file has {len(found)} layers with weights and the model has {len(expected)}; "
-             f"nothing in the file for {expected[len(found)][0]!r} and after")
+             f"nothing in the file for {expected[len(found)][0]!r} and after (an incomplete export, "
+             "or not a MobileNetV2 file?)")
     if len(found) > len(expected):
         extra = ", ".join(repr(layer.name) for layer in found[len(expected):][:3])
         fail(f"the file has {len(found)} layers with weights and the model has {len(expected)}; "
