@@ -55,8 +55,10 @@ def _entry(alpha, rows, include_top):
         if (v["alpha"], v["rows"], v["include_top"]) == key:
             return v
     pairs = sorted({(v["alpha"], v["rows"]) for v in _table()["variants"]})
-    raise ValueError(f"no official MobileNetV2 weights for alpha={alpha!r}, rows={rows!r}; "
-                     "the 22 variants (alpha, rows) are: " + ", ".join(f"({a:g}, {r})" for a, r in pairs))
+    same_alpha = [r for a, r in pairs if key and a == key[0]]
+    hint = f" (alpha={key[0]} has rows {', '.join(map(str, same_alpha))})" if same_alpha else ""
+    raise ValueError(f"no official MobileNetV2 weights for alpha={alpha!r}, rows={rows!r}{hint}; "
+                     "the 22 variants (alpha, rows) are: " + ", ".join(f"({a}, {r})" for a, r in pairs))
 
 
 def weights_filename(alpha, rows, include_top=True):
