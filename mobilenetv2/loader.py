@@ -135,14 +135,19 @@ def _read_legacy(path, root):
         if lname not in root:
             raise WeightsError(f"weights file {path!r} lists layer {lname!r} but has no group for it")
         group = root[lname]
-        weights = []
+        # A model saved as one layer of another holds all its layers' weights, named
+        # '<inner layer>/<weight>', trainable ones first: split them back by inner layer.
+        inner = {}
         for wname in _attr_list(group, "weight_names") or []:
             if wname not in group:
                 raise WeightsError(f"weights file {path!r}: layer {lname!r} lists weight {wname!r} "
                                    "but has no dataset for it")
-            weights.append((_short_name(wname), _read_array(path, f"{lname}/{wname}", group[wname])))
-        if weights:
-            layers.append(_FileLayer(lname, None, weights))
+            array = _read_array(path, f"{lname}/{wname}", group[wname])
+            scope = wname.rsplit("/", 1)[0] if "/" in wname else ""
+            inner.setdefault(scope, []).append((_short_name(wname), array))
+        for scope, weights in inner.items():
+            name = lname if len(inner) == 1 else f"{lname}/{scope.rsplit('/', 1)[-1]}"
+            layers.append(_FileLayer(name, None, weights))
     return layers
 
 
@@ -295,6 +300,11 @@ def _order_keras3(expected, found):
     return ordered + [layer for queue in queues.values() for layer in queue]
 
 
+def _names(weights, most=6):
+    names = [w for w, _ in weights]
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+
+
 def load_by_order(path, expected, context=None):
     """Weights of ``path`` for a model whose weighted layers are ``expected``.
 
@@ -319,8 +329,8 @@ def load_by_order(path, expected, context=None):
         where = f"layer #{k} {name!r} (in the file: {layer.name!r})"
         got = layer.weights
         if len(got) != len(want):
-            fail(f"{where} takes {len(want)} weight(s) ({', '.join(w for w, _ in want)}), the file "
-                 f"has {len(got)} ({', '.join(w for w, _ in got)})")
+            fail(f"{where} takes {len(want)} weight(s) ({_names(want)}), the file has {len(got)} "
+                 f"({_names(got)})")
         got_names = [w for w, _ in got]
         if got_names != [w for w, _ in want] and sorted(got_names) == sorted(w for w, _ in want):
             by_name = dict(got)

@@ -325,3 +325,31 @@ def test_real_files_give_identical_weights():
         variance = f["bn16_conv_16_bn_project/bn16_conv_16_bn_project/moving_variance:0"][()]
     np.testing.assert_array_equal(a.get_layer("block_16_project").get_weights()[0], kernel)
     np.testing.assert_array_equal(a.get_layer("block_16_project_BN").get_weights()[3], variance)
+
+
+def test_model_saved_inside_another_model(tmp_path):
+    """tf.keras 2 saves a model used as a layer (Sequential([MobileNetV2, Dense])) as one group
+    whose weights are '<inner layer>/<weight>:0', all trainable weights first."""
+    backbone = model_layers(0.35, include_top=False)
+    head = model_layers(0.35, include_top=True, classes=10)[-1]
+    weights = [(n, w, a) for n, _, ws in backbone for w, a in ws]
+    trainable = [x for x in weights if x[1] not in ("moving_mean", "moving_variance")]
+    frozen = [x for x in weights if x[1] in ("moving_mean", "moving_variance")]
+    path = tmp_path / "nested.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([b"input_1", b"mobilenetv2_0.35_224", b"dense"])
+        f.create_group("input_1").attrs["weight_names"] = np.array([])
+        g = f.create_group("mobilenetv2_0.35_224")
+        names = [f"{n}/{w}:0".encode() for n, w, _ in trainable + frozen]
+        for i, part in enumerate(np.array_split(np.array(names), 2)):
+            g.attrs[f"weight_names{i}"] = part
+        for (n, w, a), name in zip(trainable + frozen, names):
+            g.create_dataset(name.decode(), data=a)
+        d = f.create_group("dense")
+        d.attrs["weight_names"] = np.array([b"dense/kernel:0", b"dense/bias:0"])
+        for w, a in head[2]:
+            d.create_dataset(f"dense/{w}:0", data=a)
+    layers = backbone + [head]
+    read = [name for name, _ in loader.read_weights(path)]
+    assert read[:2] == ["mobilenetv2_0.35_224/Conv1", "mobilenetv2_0.35_224/bn_Conv1"]
+    assert_arrays_equal(loader.load_by_order(path, expected_of(layers)), arrays_of(layers))
