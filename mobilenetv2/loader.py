@@ -25,6 +25,7 @@ import os
 import re
 import zipfile
 
+import h5py
 import numpy as np
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -46,8 +47,6 @@ class WeightsError(ValueError):
 # -- opening ---------------------------------------------------------------------------------
 def _open_h5(path):
     """An open h5py.File for ``path``, or a clear exception saying what is wrong with the file."""
-    import h5py
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(2, "weights file not found", path)
@@ -75,8 +74,6 @@ def _open_h5(path):
 
 def _open_keras_archive(path):
     """The weights of a Keras 3 ``.keras`` archive (a zip holding model.weights.h5)."""
-    import h5py
-
     try:
         with zipfile.ZipFile(path) as zf:
             data = zf.read("model.weights.h5")
@@ -118,13 +115,11 @@ def _short_name(weight_name):
 
 
 def _read_array(path, where, dataset):
-    import h5py
-
     if not isinstance(dataset, h5py.Dataset):
         raise WeightsError(f"weights file {path!r}: {where} is not a dataset")
     try:
         return np.asarray(dataset[()])
-    except (OSError, TypeError, ValueError) as exc:
+    except (OSError, RuntimeError, TypeError, ValueError) as exc:
         raise WeightsError(f"weights file {path!r}: cannot read {where} ({exc}); "
                            "the file is truncated or corrupt") from None
 
@@ -158,8 +153,6 @@ def _natural_key(key):
 
 
 def _read_keras3(path, container, prefix=""):
-    import h5py
-
     layers = []
     for key in sorted(container, key=_natural_key):
         group = container[key]
@@ -183,8 +176,6 @@ def _read_keras3(path, container, prefix=""):
 
 def _read_layers(path):
     """The file's weighted layers as _FileLayer tuples, and its layout's name."""
-    import h5py
-
     path = os.fspath(path)
     with _open_h5(path) as f:
         try:

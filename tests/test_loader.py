@@ -154,8 +154,8 @@ def test_keras3_weights_h5(tmp_path, container, wrap):
     assert [w for w, _ in read[prefix + "batch_normalization_3"]] == ["gamma", "beta", "moving_mean",
                                                                       "moving_variance"]
     # the 11th depthwise layer of the model is block_10's
-    np.testing.assert_array_equal(read[prefix + "depthwise_conv2d_10"][0][1],
-                                  dict(layers[[n for n, *_ in layers].index("block_10_depthwise")][2])["kernel"])
+    block_10 = next(ws for name, _, ws in layers if name == "block_10_depthwise")
+    np.testing.assert_array_equal(read[prefix + "depthwise_conv2d_10"][0][1], block_10[0][1])
 
 
 def test_keras_archive(tmp_path, small):

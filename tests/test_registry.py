@@ -171,7 +171,8 @@ def test_body_shorter_than_content_length_leaves_nothing(isolated, server):
 def test_size_differing_from_the_registry_leaves_nothing(isolated, server):
     v = next(v for v in registry.variants() if v["size"] is not None)
     server.serve(v["file"], PAYLOAD)
-    with pytest.raises(DownloadError, match=f"{len(PAYLOAD)} bytes, the registry says the file has {v['size']}"):
+    says = f"{len(PAYLOAD)} bytes, the registry says the file has {v['size']}"
+    with pytest.raises(DownloadError, match=says):
         registry.resolve(v["alpha"], v["rows"], v["include_top"])
     assert os.listdir(cache(isolated)) == []
 
@@ -180,7 +181,8 @@ def test_size_checked_without_content_length(isolated, server):
     """No Content-Length: the body is checked against the registry's size."""
     v = next(v for v in registry.variants() if v["size"] is not None)
     server.serve(v["file"], PAYLOAD, headers={"Content-Length": None})
-    with pytest.raises(DownloadError, match=f"downloaded {len(PAYLOAD)} bytes .* says the file has {v['size']}"):
+    says = f"downloaded {len(PAYLOAD)} bytes .* says the file has {v['size']}"
+    with pytest.raises(DownloadError, match=says):
         registry.resolve(v["alpha"], v["rows"], v["include_top"])
     assert os.listdir(cache(isolated)) == []
 
@@ -194,7 +196,8 @@ def test_checksum_mismatch_leaves_nothing(isolated, server):
 
 
 def test_http_404(isolated, server):
-    with pytest.raises(DownloadError, match=r"cannot download http://127\.0\.0\.1:\d+/w/.*_1\.3_224\.h5: HTTP 404"):
+    with pytest.raises(DownloadError, match=r"cannot download http://127\.0\.0\.1:\d+/w/\S+_1\.3_224\.h5: "
+                                            r"HTTP 404"):
         registry.resolve(1.3, 224)
     assert not cache(isolated).exists() or os.listdir(cache(isolated)) == []
 
