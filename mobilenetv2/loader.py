@@ -347,3 +347,29 @@ def load_by_order(path, expected, context=None):
         fail(f"the file has {len(found)} layers with weights and the model has {len(expected)}; "
              f"the file has more: {extra}")
     return out
+
+
+# -- writing ---------------------------------------------------------------------------------
+def save_weights(path, layers):
+    """Write ``layers``' weights as a Keras 2 weights file (the layout of the official files,
+    with today's layer names), through a temporary file renamed into place at the end."""
+    import tempfile
+    path = os.path.abspath(os.fspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["layer_names"] = np.array([layer.name.encode() for layer in layers])
+            f.attrs["backend"] = b"tensorflow"
+            f.attrs["keras_version"] = b"2.1.6"
+            for layer in layers:
+                group = f.create_group(layer.name)
+                names = [f"{layer.name}/{w}:0" for w in layer.weight_names] if layer.weights else []
+                for name, array in zip(names, layer.weights):
+                    group.create_dataset(name, data=np.asarray(array, np.float32))
+                group.attrs["weight_names"] = np.array([n.encode() for n in names])
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path

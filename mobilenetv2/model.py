@@ -175,6 +175,11 @@ class MobileNetV2:
         for layer, layer_arrays in zip(self.weighted_layers(), arrays):
             layer.set_weights(layer_arrays, self.dtype)
 
+    def save_weights(self, path):
+        """Save the weights as a Keras 2 ``.h5`` weights file (Keras's names; loads back here and in Keras)."""
+        from mobilenetv2 import loader
+        return loader.save_weights(path, self.layers)
+
     def describe(self):
         top = "with top" if self.include_top else "without top"
         return f"MobileNetV2 alpha={self.alpha:g} {top} ({self.classes} classes)" if self.include_top \

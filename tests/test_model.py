@@ -202,3 +202,16 @@ def test_variant_table_reproduces_the_published_figures():
         assert row["params_m"] == params_m, row["variant"]
     one = next(r for r in table if r["variant"] == "1.0_224")
     assert one["keras_params"] == 3538984 and one["top1"] == 71.8
+
+
+def test_save_weights_roundtrip_leaves_one_file(tmp_path, small):
+    import h5py
+    path = small.save_weights(tmp_path / "small.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.h5"]
+    with h5py.File(path, "r") as f:  # the Keras 2 layout: every layer listed, weights by name
+        names = [n.decode() for n in f.attrs["layer_names"]]
+        assert names == [layer.name for layer in small.layers]
+        assert [n.decode() for n in f["Conv1"].attrs["weight_names"]] == ["Conv1/kernel:0"]
+    again = MobileNetV2((96, 96, 3), alpha=0.35, weights=path)
+    for a, b in zip(small.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
