@@ -1,0 +1,102 @@
+"""The command line, as a user runs it."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import keras_reference, require_shared, set_synthetic_weights
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.cli import main
+
+
+@pytest.fixture(scope="module")
+def synthetic_top_file(tmp_path_factory):
+    """The synthetic 0.35_96 model with its classifier, saved as a Keras weights file."""
+    model = set_synthetic_weights(MobileNetV2((96, 96, 3), alpha=0.35, weights=None))
+    return model.save_weights(tmp_path_factory.mktemp("w") / "synthetic_0.35_96.h5")
+
+
+def softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def test_classify_panda_matches_keras_ranking(synthetic_top_file, capsys):
+    """Image loading, preprocessing, the network and decoding end to end, against Keras's logits."""
+    panda = require_shared("images", "panda.jpg")
+    classes = json.loads(require_shared("imagenet_class_index.json").read_text())
+    code = main(["classify", str(panda), "--alpha", "0.35", "--size", "96",
+                 "--weights", synthetic_top_file, "--top", "5", "--json"])
+    assert code == 0
+    [result] = json.loads(capsys.readouterr().out)
+    probs = softmax(keras_reference("synthetic_keras.npz")["0.35_96/logits"][0].astype(np.float64))
+    want = np.argsort(-probs)[:5]
+    assert [p["wnid"] for p in result["predictions"]] == [classes[str(i)][0] for i in want]
+    assert [p["name"] for p in result["predictions"]] == [classes[str(i)][1] for i in want]
+    np.testing.assert_allclose([p["score"] for p in result["predictions"]], probs[want], rtol=1e-4)
+
+
+def test_classify_text_output_and_errors(synthetic_top_file, tmp_path, capsys):
+    from PIL import Image
+    img = tmp_path / "grey.png"
+    Image.fromarray(np.full((40, 50), 128, np.uint8)).save(img)
+    args = ["--alpha", "0.35", "--size", "96", "--weights", synthetic_top_file]
+    assert main(["classify", str(img), "--top", "2"] + args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == str(img) and out[1].lstrip().startswith("1. ") and len(out) == 3
+    assert main(["classify", str(tmp_path / "missing.jpg")] + args) == 2
+    assert "missing.jpg" in capsys.readouterr().err
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((20, 64, 3), np.uint8)).save(tiny)
+    assert main(["classify", str(tiny)] + args) == 2
+    assert "32" in capsys.readouterr().err
+    assert main(["classify", str(img), "--alpha", "0.5", "--size", "96", "--weights", synthetic_top_file]) == 2
+    assert "alpha" in capsys.readouterr().err
+
+
+def test_dump_writes_the_named_activations(synthetic_top_file, tmp_path, capsys):
+    from mobilenetv2.preprocessing import load_image, preprocess_input
+    from PIL import Image
+    img = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "acts.npz"
+    layers = ["block_1_pad", "block_2_add", "out_relu"]
+    assert main(["dump", str(img), "--layers", *layers, "--out", str(out), "--alpha", "0.35",
+                 "--size", "96", "--weights", synthetic_top_file]) == 0
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=synthetic_top_file)
+    want = model.features(preprocess_input(load_image(img, target_size=96))[None], layers)
+    with np.load(out) as acts:
+        assert sorted(acts.files) == sorted(layers)
+        for name in layers:
+            np.testing.assert_array_equal(acts[name], want[name][0])
+    # A bad layer name is an error that writes nothing.
+    bad = tmp_path / "bad.npz"
+    assert main(["dump", str(img), "--layers", "block_99_add", "--out", str(bad), "--alpha", "0.35",
+                 "--size", "96", "--weights", synthetic_top_file]) == 2
+    assert "block_99_add" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acts.npz", "noise.png"]
+
+
+def test_info_lists_the_22_variants(monkeypatch, capsys):
+    weights = require_shared("weights")
+    monkeypatch.setenv("MOBILENETV2_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("KERAS_HOME", "/nonexistent-keras-home")
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    rows = {r["variant"]: r for r in info["variants"]}
+    assert len(rows) == 22
+    assert rows["1.0_224"]["macs_m"] == 300 and rows["0.35_96"]["params_m"] == 1.66
+    assert rows["1.0_224"]["weights_no_top"].endswith("kernels_1.0_224_no_top.h5")
+    assert rows["1.0_224"]["weights_top"] is None and rows["0.5_160"]["weights_no_top"] is None
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert "1.4_224" in text and "0.35_96" in text and "3,538,984" in text
+
+
+def test_python_dash_m_runs_the_cli():
+    run = subprocess.run([sys.executable, "-m", "mobilenetv2", "summary", "--alpha", "0.35", "--size", "96"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "Total params: 1,691,208" in run.stdout and "block_16_project" in run.stdout
