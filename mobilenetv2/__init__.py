@@ -1,6 +1,8 @@
 """mobilenetv2: a dependency-light MobileNetV2 inference engine with Keras's names and numerics."""
+from mobilenetv2.imagenet import decode_predictions
 from mobilenetv2.model import MobileNetV2
 from mobilenetv2.native import backend
+from mobilenetv2.preprocessing import load_image, preprocess_input
 
-__all__ = ["MobileNetV2", "backend"]
+__all__ = ["MobileNetV2", "backend", "decode_predictions", "load_image", "preprocess_input"]
 __version__ = "0.1.0"

@@ -1,0 +1,33 @@
+"""ImageNet class names: ``decode_predictions`` as Keras has it, from the table in data/."""
+import functools
+from importlib import resources
+
+import numpy as np
+
+NUM_CLASSES = 1000
+
+
+@functools.lru_cache(maxsize=1)
+def class_table():
+    """[(wnid, name)] for the 1000 classes, in index order (see data/README.md for its source)."""
+    text = resources.files("mobilenetv2").joinpath("data/imagenet_classes.tsv").read_text()
+    rows = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
+    table = [(wnid, name) for _, wnid, name in rows]
+    assert [int(i) for i, _, _ in rows] == list(range(NUM_CLASSES)), "corrupt class table"
+    return table
+
+
+def decode_predictions(preds, top=5):
+    """For each row of ``preds`` (N, 1000): the ``top`` classes as (wnid, name, score), best first."""
+    preds = np.asarray(preds)
+    if preds.ndim != 2 or preds.shape[1] != NUM_CLASSES:
+        raise ValueError("decode_predictions expects a batch of predictions (a 2D array of shape "
+                         f"(samples, {NUM_CLASSES})), got an array of shape {preds.shape}")
+    table = class_table()
+    results = []
+    for pred in preds:
+        best = pred.argsort()[-top:][::-1]
+        result = [table[i] + (pred[i],) for i in best]
+        result.sort(key=lambda r: r[2], reverse=True)
+        results.append(result)
+    return results
