@@ -16,6 +16,48 @@ int mnv2_simd_level(void);
 /* y[i] = min(max(x[i], 0), 6) for i < n.  x and y may be the same array. */
 void f32_relu6(const float *x, float *y, size_t n);
 void f32_relu6_scalar(const float *x, float *y, size_t n);
+
+/* ---- kernels (csrc/pointwise.c, depthwise.c, stem.c, pool.c); each X has X_scalar, same args ----
+ * Row ranges [r0, r1) let the plan split work across threads; every output element is computed by
+ * the same operations whatever range or tile it falls in, so any split is bit-identical. */
+
+/* Floats of the packed form of a [cin, cout] 1x1 kernel plus its bias. */
+size_t f32_pointwise_packed_floats(size_t cin, size_t cout);
+/* Pack w: [cin, cout] and bias: [cout] (float32, C contiguous) once, at load time. */
+void f32_pointwise_pack(const float *w, const float *bias, size_t cin, size_t cout, float *packed);
+/* y[m, o] = act(sum_c x[m, c] * w[c, o] + bias[o]) (+ residual[m, o]) for rows m in [m0, m1).
+ * x: [M, cin]; y, residual: [M, cout]; residual may be NULL; act = ReLU6 if relu6 else identity. */
+void f32_pointwise(const float *x, const float *packed, const float *residual, float *y,
+                   size_t cin, size_t cout, size_t m0, size_t m1, int relu6);
+void f32_pointwise_scalar(const float *x, const float *packed, const float *residual, float *y,
+                          size_t cin, size_t cout, size_t m0, size_t m1, int relu6);
+
+/* Depthwise 3x3: y[n,i,j,c] = act(sum_{a,b} x[n, i*s+a-pt, j*s+b-pl, c] * w[a,b,c] + bias[c]),
+ * x outside the image reads as 0 (padding handled inside, no padded copy), for output rows
+ * i in [oh0, oh1) of every image n.  x: [N, H, W, C]; w: [3, 3, C]; bias: [C]; y: [N, OH, OW, C]. */
+void f32_dwconv3x3(const float *x, const float *w, const float *bias, float *y,
+                   size_t n, size_t h, size_t wd, size_t c, size_t stride,
+                   size_t pad_top, size_t pad_left, size_t oh, size_t ow,
+                   size_t oh0, size_t oh1, int relu6);
+void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, float *y,
+                          size_t n, size_t h, size_t wd, size_t c, size_t stride,
+                          size_t pad_top, size_t pad_left, size_t oh, size_t ow,
+                          size_t oh0, size_t oh1, int relu6);
+
+/* Stem: 3x3 stride-2 conv from 3 channels, TF-SAME padding (pad_top, pad_left), bias, ReLU6:
+ * x: [N, H, W, 3]; w: [3, 3, 3, cout]; bias: [cout]; y: [N, OH, OW, cout], output rows [oh0, oh1). */
+void f32_stem3x3s2(const float *x, const float *w, const float *bias, float *y,
+                   size_t n, size_t h, size_t wd, size_t cout,
+                   size_t pad_top, size_t pad_left, size_t oh, size_t ow,
+                   size_t oh0, size_t oh1, int relu6);
+void f32_stem3x3s2_scalar(const float *x, const float *w, const float *bias, float *y,
+                          size_t n, size_t h, size_t wd, size_t cout,
+                          size_t pad_top, size_t pad_left, size_t oh, size_t ow,
+                          size_t oh0, size_t oh1, int relu6);
+
+/* Global pooling over H*W pixels: y[n, c] = mean (or max) of x[n, :, c]. x: [N, HW, C]; y: [N, C]. */
+void f32_global_avgpool(const float *x, float *y, size_t n, size_t hw, size_t c);
+void f32_global_maxpool(const float *x, float *y, size_t n, size_t hw, size_t c);
 /* cdef-end */
 
 #endif
