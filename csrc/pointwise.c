@@ -1,0 +1,180 @@
+/* Pointwise 1x1 convolution with fused bias, ReLU6 and residual add.
+ *   y[m, o] = act(sum_c x[m, c] * w[c, o] + bias[o]) + residual[m, o],  rows m in [m0, m1)
+ * x: [M, cin] float32 (NHWC pixels as rows); y, residual: [M, cout]; residual may be NULL.
+ * packed: for each panel p of 16 output channels (ceil(cout / 16) panels):
+ *   [16] bias, then [cin][16] weights; channels past cout are zero.
+ * Each output is bias + the products over c in increasing order (one FMA chain on AVX2, one
+ * multiply-add chain in the scalar code), whatever tile or row range it falls in.
+ */
+#include <string.h>
+#include "mobilenetv2.h"
+#include "simd.h"
+
+#define PANEL 16
+
+static size_t panels(size_t cout) { return (cout + PANEL - 1) / PANEL; }
+
+size_t f32_pointwise_packed_floats(size_t cin, size_t cout)
+{
+    return panels(cout) * PANEL * (cin + 1);
+}
+
+void f32_pointwise_pack(const float *w, const float *bias, size_t cin, size_t cout, float *packed)
+{
+    memset(packed, 0, f32_pointwise_packed_floats(cin, cout) * sizeof(float));
+    for (size_t p = 0; p < panels(cout); p++) {
+        float *dst = packed + p * PANEL * (cin + 1);
+        for (size_t j = 0; j < PANEL && p * PANEL + j < cout; j++) {
+            size_t o = p * PANEL + j;
+            dst[j] = bias ? bias[o] : 0.0f;
+            for (size_t c = 0; c < cin; c++)
+                dst[PANEL + c * PANEL + j] = w[c * cout + o];
+        }
+    }
+}
+
+static inline float act_scalar(float v, int relu6)
+{
+    if (relu6) {
+        v = v > 0.0f ? v : 0.0f;
+        v = v < 6.0f ? v : 6.0f;
+    }
+    return v;
+}
+
+void f32_pointwise_scalar(const float *x, const float *packed, const float *residual, float *y,
+                          size_t cin, size_t cout, size_t m0, size_t m1, int relu6)
+{
+    float acc[PANEL];
+    for (size_t m = m0; m < m1; m++) {
+        const float *xr = x + m * cin;
+        for (size_t p = 0; p < panels(cout); p++) {
+            const float *pw = packed + p * PANEL * (cin + 1);
+            for (size_t j = 0; j < PANEL; j++)
+                acc[j] = pw[j];
+            for (size_t c = 0; c < cin; c++) {
+                const float xv = xr[c];
+                const float *wc = pw + PANEL + c * PANEL;
+                for (size_t j = 0; j < PANEL; j++)
+                    acc[j] = acc[j] + xv * wc[j];
+            }
+            size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
+            for (size_t j = 0; j < n; j++) {
+                size_t o = p * PANEL + j;
+                float v = act_scalar(acc[j], relu6);
+                if (residual)
+                    v += residual[m * cout + o];
+                y[m * cout + o] = v;
+            }
+        }
+    }
+}
+
+#if MNV2_X86
+#define MR 6
+
+/* Lanes [0, n) of a 16-wide panel: masks for the two 8-float halves. */
+MNV2_AVX2 static inline void tail_masks(size_t n, __m256i *lo, __m256i *hi)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    *lo = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx);
+    *hi = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n - 8), idx);
+}
+
+MNV2_AVX2 static inline void store_row(float *yr, const float *rr, __m256 a0, __m256 a1, size_t n,
+                                       int relu6)
+{
+    if (relu6) {
+        const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+        a0 = _mm256_min_ps(_mm256_max_ps(a0, zero), six);
+        a1 = _mm256_min_ps(_mm256_max_ps(a1, zero), six);
+    }
+    if (n == PANEL) {
+        if (rr) {
+            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(rr));
+            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(rr + 8));
+        }
+        _mm256_storeu_ps(yr, a0);
+        _mm256_storeu_ps(yr + 8, a1);
+    } else {
+        __m256i lo, hi;
+        tail_masks(n, &lo, &hi);
+        if (rr) {
+            a0 = _mm256_add_ps(a0, _mm256_maskload_ps(rr, lo));
+            a1 = _mm256_add_ps(a1, _mm256_maskload_ps(rr + 8, hi));
+        }
+        _mm256_maskstore_ps(yr, lo, a0);
+        _mm256_maskstore_ps(yr + 8, hi, a1);
+    }
+}
+
+/* MR rows x one 16-channel panel. */
+MNV2_AVX2 static void tile_mr(const float *x, const float *pw, const float *residual, float *y,
+                              size_t cin, size_t cout, size_t m, size_t o, size_t n, int relu6)
+{
+    __m256 a[MR][2];
+    const __m256 b0 = _mm256_loadu_ps(pw), b1 = _mm256_loadu_ps(pw + 8);
+    for (int r = 0; r < MR; r++) {
+        a[r][0] = b0;
+        a[r][1] = b1;
+    }
+    const float *xr = x + m * cin;
+    const float *wc = pw + PANEL;
+    for (size_t c = 0; c < cin; c++, wc += PANEL) {
+        const __m256 w0 = _mm256_loadu_ps(wc), w1 = _mm256_loadu_ps(wc + 8);
+        for (int r = 0; r < MR; r++) {
+            const __m256 xv = _mm256_broadcast_ss(xr + r * cin + c);
+            a[r][0] = _mm256_fmadd_ps(xv, w0, a[r][0]);
+            a[r][1] = _mm256_fmadd_ps(xv, w1, a[r][1]);
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        store_row(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL,
+                  a[r][0], a[r][1], n, relu6);
+}
+
+/* One row x one panel: the same operations per output as tile_mr. */
+MNV2_AVX2 static void tile_1(const float *x, const float *pw, const float *residual, float *y,
+                             size_t cin, size_t cout, size_t m, size_t o, size_t n, int relu6)
+{
+    __m256 a0 = _mm256_loadu_ps(pw), a1 = _mm256_loadu_ps(pw + 8);
+    const float *xr = x + m * cin;
+    const float *wc = pw + PANEL;
+    for (size_t c = 0; c < cin; c++, wc += PANEL) {
+        const __m256 xv = _mm256_broadcast_ss(xr + c);
+        a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wc), a0);
+        a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wc + 8), a1);
+    }
+    store_row(y + m * cout + o, residual ? residual + m * cout + o : NULL, a0, a1, n, relu6);
+}
+
+MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float *packed,
+                                                    const float *residual, float *y, size_t cin,
+                                                    size_t cout, size_t m0, size_t m1, int relu6)
+{
+    const size_t np = panels(cout);
+    size_t m = m0;
+    for (; m + MR <= m1; m += MR)
+        for (size_t p = 0; p < np; p++) {
+            size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
+            tile_mr(x, packed + p * PANEL * (cin + 1), residual, y, cin, cout, m, p * PANEL, n, relu6);
+        }
+    for (; m < m1; m++)
+        for (size_t p = 0; p < np; p++) {
+            size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
+            tile_1(x, packed + p * PANEL * (cin + 1), residual, y, cin, cout, m, p * PANEL, n, relu6);
+        }
+}
+#endif
+
+void f32_pointwise(const float *x, const float *packed, const float *residual, float *y,
+                   size_t cin, size_t cout, size_t m0, size_t m1, int relu6)
+{
+#if MNV2_X86
+    if (mnv2_simd_level() >= 1) {
+        f32_pointwise_bias_relu6_avx2(x, packed, residual, y, cin, cout, m0, m1, relu6);
+        return;
+    }
+#endif
+    f32_pointwise_scalar(x, packed, residual, y, cin, cout, m0, m1, relu6);
+}

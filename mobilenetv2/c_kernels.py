@@ -1,0 +1,112 @@
+"""Validated Python entry points to the C kernels, one per kernel, each allocating its output.
+
+The C side checks nothing: these wrappers (and the plan) make sure every array is float32,
+C-contiguous and of the shapes the kernel reads before calling in.  ``scalar=True`` calls the
+portable twin instead of the dispatcher (which picks AVX2+FMA when the CPU has it).
+"""
+import numpy as np
+
+from mobilenetv2 import native
+
+
+def _f32(a, name, ndim):
+    a = np.asarray(a)
+    if a.dtype != np.float32:
+        raise ValueError(f"{name} must be float32, got {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _fn(name, scalar):
+    if not native.available():
+        raise RuntimeError("the C extension is not built")
+    return getattr(native.lib, name + "_scalar" if scalar else name)
+
+
+def _ptr(a):
+    return native.ffi.cast("float *", native.ffi.from_buffer(a))
+
+
+def pack_pointwise(w, bias):
+    """Pack a [cin, cout] kernel and its [cout] bias into f32_pointwise's layout."""
+    w = _f32(w, "w", 2)
+    bias = _f32(bias, "bias", 1)
+    cin, cout = w.shape
+    if bias.shape != (cout,):
+        raise ValueError(f"bias must have shape ({cout},), got {bias.shape}")
+    packed = np.empty(native.lib.f32_pointwise_packed_floats(cin, cout), np.float32)
+    native.lib.f32_pointwise_pack(_ptr(w), _ptr(bias), cin, cout, _ptr(packed))
+    return packed
+
+
+def pointwise(x, packed, cin, cout, relu6=False, residual=None, rows=None, scalar=False):
+    """y = act(x @ w + bias) (+ residual) for x: [M, cin]; ``rows`` = (m0, m1) computes only those."""
+    x = _f32(x, "x", 2)
+    if x.shape[1] != cin or packed.size != native.lib.f32_pointwise_packed_floats(cin, cout):
+        raise ValueError(f"x {x.shape} / packed {packed.shape} do not fit cin={cin}, cout={cout}")
+    m = x.shape[0]
+    y = np.zeros((m, cout), np.float32)
+    res = native.ffi.NULL
+    if residual is not None:
+        residual = _f32(residual, "residual", 2)
+        if residual.shape != (m, cout):
+            raise ValueError(f"residual must have shape {(m, cout)}, got {residual.shape}")
+        res = _ptr(residual)
+    m0, m1 = rows or (0, m)
+    if not 0 <= m0 <= m1 <= m:
+        raise ValueError(f"rows {rows} outside [0, {m}]")
+    _fn("f32_pointwise", scalar)(_ptr(x), _ptr(packed), res, _ptr(y), cin, cout, m0, m1, int(relu6))
+    return y
+
+
+def _conv_out(size, pad_before, pad_after, stride):
+    out = (size + pad_before + pad_after - 3) // stride + 1
+    if out < 1:
+        raise ValueError(f"input of size {size} with pads ({pad_before}, {pad_after}) is too small for a 3x3 window")
+    return out
+
+
+def dwconv3x3(x, w, bias, stride, pads, relu6=False, rows=None, scalar=False):
+    """Depthwise 3x3 on x: [N, H, W, C] with w: [3, 3, C], bias: [C], pads (top, bottom, left, right)."""
+    x, w, bias = _f32(x, "x", 4), _f32(w, "w", 3), _f32(bias, "bias", 1)
+    n, h, wd, c = x.shape
+    if w.shape != (3, 3, c) or bias.shape != (c,) or stride not in (1, 2):
+        raise ValueError(f"w {w.shape}, bias {bias.shape}, stride {stride} do not fit x {x.shape}")
+    top, bottom, left, right = pads
+    if max(pads) > 2 or min(pads) < 0:
+        raise ValueError(f"pads must be in [0, 2], got {pads}")
+    oh, ow = _conv_out(h, top, bottom, stride), _conv_out(wd, left, right, stride)
+    y = np.zeros((n, oh, ow, c), np.float32)
+    r0, r1 = rows or (0, oh)
+    _fn("f32_dwconv3x3", scalar)(_ptr(x), _ptr(w), _ptr(bias), _ptr(y), n, h, wd, c, stride,
+                                 top, left, oh, ow, r0, r1, int(relu6))
+    return y
+
+
+def stem(x, w, bias, pads, relu6=False, rows=None, scalar=False):
+    """3x3 stride-2 conv of x: [N, H, W, 3] with w: [3, 3, 3, cout], bias: [cout]."""
+    x, w, bias = _f32(x, "x", 4), _f32(w, "w", 4), _f32(bias, "bias", 1)
+    n, h, wd, c = x.shape
+    cout = w.shape[3]
+    if c != 3 or w.shape[:3] != (3, 3, 3) or bias.shape != (cout,):
+        raise ValueError(f"w {w.shape}, bias {bias.shape} do not fit x {x.shape}")
+    top, bottom, left, right = pads
+    if max(pads) > 2 or min(pads) < 0:
+        raise ValueError(f"pads must be in [0, 2], got {pads}")
+    oh, ow = _conv_out(h, top, bottom, 2), _conv_out(wd, left, right, 2)
+    y = np.zeros((n, oh, ow, cout), np.float32)
+    r0, r1 = rows or (0, oh)
+    _fn("f32_stem3x3s2", scalar)(_ptr(x), _ptr(w), _ptr(bias), _ptr(y), n, h, wd, cout,
+                                 top, left, oh, ow, r0, r1, int(relu6))
+    return y
+
+
+def global_pool(x, kind="avg"):
+    """[N, H, W, C] -> [N, C], mean or max over H and W."""
+    x = _f32(x, "x", 4)
+    n, h, w, c = x.shape
+    y = np.empty((n, c), np.float32)
+    fn = {"avg": native.lib.f32_global_avgpool, "max": native.lib.f32_global_maxpool}[kind]
+    fn(_ptr(x), _ptr(y), n, h * w, c)
+    return y

@@ -1,0 +1,102 @@
+"""Every C kernel, AVX2 and scalar, against its NumPy twin computed in float64, on awkward shapes;
+and the promise the thread split relies on: any row range gives bit-identical outputs."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from mobilenetv2 import native
+from mobilenetv2 import numpy_kernels as K
+from mobilenetv2.layers import same_pads
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
+if native.available():
+    from mobilenetv2 import c_kernels as C
+
+seeds = st.integers(0, 2 ** 32 - 1)
+scalar = st.booleans()
+
+
+def close(got, want):
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6 * scale)
+
+
+def rnd(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@settings(max_examples=80, deadline=None)
+@given(m=st.integers(1, 200), cin=st.integers(1, 70), cout=st.integers(1, 70), relu6=st.booleans(),
+       res=st.booleans(), sc=scalar, seed=seeds)
+def test_pointwise(m, cin, cout, relu6, res, sc, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b = rnd(rng, m, cin) * 2, rnd(rng, cin, cout), rnd(rng, cout)
+    r = rnd(rng, m, cout) if res else None
+    packed = C.pack_pointwise(w, b)
+    got = C.pointwise(x, packed, cin, cout, relu6=relu6, residual=r, scalar=sc)
+    want = K.pointwise(x.astype(np.float64)[None, None], w.astype(np.float64), bias=b, relu6=relu6,
+                       residual=None if r is None else r.astype(np.float64)[None, None])[0, 0]
+    close(got, want)
+    a = int(rng.integers(0, m + 1))
+    split = C.pointwise(x, packed, cin, cout, relu6, r, rows=(0, a), scalar=sc) + \
+        C.pointwise(x, packed, cin, cout, relu6, r, rows=(a, m), scalar=sc)
+    np.testing.assert_array_equal(split, got)
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 3), h=st.integers(1, 13), w=st.integers(1, 13), c=st.integers(1, 40),
+       stride=st.sampled_from([1, 2]), keras_pads=st.booleans(), relu6=st.booleans(), sc=scalar,
+       seed=seeds, data=st.data())
+def test_dwconv3x3(n, h, w, c, stride, keras_pads, relu6, sc, seed, data):
+    rng = np.random.default_rng(seed)
+    if keras_pads:  # what the network uses: 'same' at stride 1, correct_pad + 'valid' at stride 2
+        pads = (1, 1, 1, 1) if stride == 1 else (h % 2, 1, w % 2, 1)
+    else:
+        pads = tuple(data.draw(st.integers(0, 2)) for _ in range(4))
+    if h + pads[0] + pads[1] < 3 or w + pads[2] + pads[3] < 3:
+        return
+    x, k, b = rnd(rng, n, h, w, c), rnd(rng, 3, 3, c), rnd(rng, c)
+    got = C.dwconv3x3(x, k, b, stride, pads, relu6=relu6, scalar=sc)
+    want = K.depthwise3x3(x.astype(np.float64), k.astype(np.float64), stride, pads, bias=b, relu6=relu6)
+    close(got, want)
+    oh = got.shape[1]
+    a = int(rng.integers(0, oh + 1))
+    parts = C.dwconv3x3(x, k, b, stride, pads, relu6, rows=(0, a), scalar=sc) + \
+        C.dwconv3x3(x, k, b, stride, pads, relu6, rows=(a, oh), scalar=sc)
+    np.testing.assert_array_equal(parts, got)
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 2), h=st.integers(1, 15), w=st.integers(1, 15), cout=st.integers(1, 50),
+       relu6=st.booleans(), sc=scalar, seed=seeds)
+def test_stem(n, h, w, cout, relu6, sc, seed):
+    rng = np.random.default_rng(seed)
+    pads = same_pads(h, 3, 2) + same_pads(w, 3, 2)
+    x, k, b = rnd(rng, n, h, w, 3), rnd(rng, 3, 3, 3, cout), rnd(rng, cout)
+    got = C.stem(x, k, b, pads, relu6=relu6, scalar=sc)
+    want = K.conv2d(x.astype(np.float64), k.astype(np.float64), 2, pads, bias=b, relu6=relu6)
+    close(got, want)
+    oh = got.shape[1]
+    a = int(rng.integers(0, oh + 1))
+    parts = C.stem(x, k, b, pads, relu6, rows=(0, a), scalar=sc) + C.stem(x, k, b, pads, relu6, rows=(a, oh), scalar=sc)
+    np.testing.assert_array_equal(parts, got)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9), c=st.integers(1, 40), seed=seeds)
+def test_global_pooling(n, h, w, c, seed):
+    x = rnd(np.random.default_rng(seed), n, h, w, c)
+    close(C.global_pool(x, "avg"), K.global_avg_pool(x.astype(np.float64)))
+    np.testing.assert_array_equal(C.global_pool(x, "max"), K.global_max_pool(x))
+
+
+def test_wrappers_reject_bad_arrays():
+    w = np.zeros((4, 5), np.float32)
+    packed = C.pack_pointwise(w, np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        C.pointwise(np.zeros((3, 4)), packed, 4, 5)
+    with pytest.raises(ValueError, match="do not fit"):
+        C.pointwise(np.zeros((3, 6), np.float32), packed, 4, 5)
+    with pytest.raises(ValueError, match="do not fit"):
+        C.dwconv3x3(np.zeros((1, 5, 5, 4), np.float32), np.zeros((3, 3, 3), np.float32),
+                    np.zeros(4, np.float32), 1, (1, 1, 1, 1))
