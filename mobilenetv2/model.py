@@ -1,6 +1,7 @@
 """The MobileNetV2 model object: Keras's constructor arguments, layers, weights and forward pass."""
 import numbers
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -107,6 +108,8 @@ class MobileNetV2:
             self.layers[1].cin = self.input_shape[2]
         self._by_name = {layer.name: layer for layer in self.layers}
         native.warn_if_missing()
+        self._plans = {}
+        self._plan_lock = threading.Lock()
         self._init_random_weights()
         if weights is not None:
             self.load_weights(weights)
@@ -271,8 +274,16 @@ class MobileNetV2:
         return kept if wanted is not None else outputs[layers[-1].name]
 
     def _forward(self, x):
-        """Whole-network forward of a checked batch (the seam where the C plan plugs in)."""
-        return self._run(x)
+        """Whole-network forward of a checked batch: the C plan for float32 where the extension
+        is built, else the NumPy layers.  Calls on one model are serialized (one arena per shape)."""
+        if not native.available() or self.dtype != np.float32:
+            return self._run(x)
+        from mobilenetv2.plan import Plan
+        with self._plan_lock:
+            plan = self._plans.get(x.shape)
+            if plan is None or not plan.valid_for(self):
+                plan = self._plans[x.shape] = Plan(self, x.shape)
+            return plan.run(x)
 
     def __call__(self, x):
         return self._forward(self._check_input(x))

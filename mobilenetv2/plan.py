@@ -1,0 +1,160 @@
+"""Lower a float32 model to a plan of fused C kernel calls for one input shape.
+
+Built once per input shape: batch norms folded into the convolutions before them, pointwise
+weights packed, ZeroPadding + depthwise + BN + ReLU6 fused into one call, the residual add fused
+into the projecting pointwise conv, every activation buffer allocated once and reused as soon
+as no later op reads it.  Running the plan allocates nothing but the returned output.
+"""
+import numpy as np
+
+from mobilenetv2 import arch
+from mobilenetv2 import layers as L
+from mobilenetv2 import native
+from mobilenetv2.numpy_kernels import fold_batchnorm, softmax
+
+
+class _Buffers:
+    """Flat float32 arrays handed out and taken back by liveness, at plan-build time."""
+
+    def __init__(self):
+        self.free = []
+
+    def take(self, shape):
+        size = int(np.prod(shape))
+        fits = [b for b in self.free if b.size >= size]
+        if fits:
+            buf = min(fits, key=lambda b: b.size)
+            self.free = [b for b in self.free if b is not buf]
+        else:
+            buf = np.empty(size, np.float32)
+        return buf, buf[:size].reshape(shape)
+
+    def give(self, buf):
+        self.free.append(buf)
+
+
+class Plan:
+    def __init__(self, model, shape):
+        self.shape = tuple(shape)
+        self.sources = [layer.weights for layer in model.layers]
+        self.keep = []  # arrays the C calls point into
+        self.ops = []
+        self.softmax = False
+        self._build(model)
+
+    def valid_for(self, model):
+        return all(layer.weights is src for layer, src in zip(model.layers, self.sources))
+
+    def _p(self, a):
+        self.keep.append(a)
+        return native.ffi.cast("float *", native.ffi.from_buffer(a))
+
+    def _build(self, model):
+        lib = native.lib
+        n, h, w, _ = self.shape
+        layers = model.layers
+        byname = {layer.name: layer for layer in layers}
+        shapes = arch.output_shapes(layers, (h, w, 3))
+        consumers = {}
+        for layer in layers:
+            for i in layer.inputs:
+                consumers.setdefault(i, []).append(layer.name)
+        pool = _Buffers()
+        self.input = np.empty(self.shape, np.float32)
+        tensors = {layers[0].name: (None, self.input)}  # name -> (pool buffer, view)
+        pending = {name: len(c) for name, c in consumers.items()}
+
+        def follow(name, kind):
+            nxt = consumers.get(name, [])
+            if len(nxt) == 1 and isinstance(byname[nxt[0]], kind):
+                return byname[nxt[0]]
+            return None
+
+        def release(name):
+            pending[name] -= 1
+            if pending[name] == 0 and tensors[name][0] is not None:
+                pool.give(tensors[name][0])
+
+        done = {layers[0].name}
+        for layer in layers[1:]:
+            if layer.name in done:
+                continue
+            src = layer.inputs[0]
+            x = tensors[src][1]
+            if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.ZeroPadding2D)):
+                fused = [layer]
+                conv = layer
+                pads = None
+                if isinstance(layer, L.ZeroPadding2D):
+                    pads = layer.pads(*shapes[src][:2])
+                    conv = follow(layer.name, L.DepthwiseConv2D)
+                    fused.append(conv)
+                bn = follow(conv.name, L.BatchNormalization)
+                fused.append(bn)
+                relu = follow(bn.name, L.ReLU)
+                add = follow(bn.name, L.Add) if relu is None else None
+                fused += [f for f in (relu, add) if f is not None]
+                out_name = fused[-1].name
+                out_shape = (n,) + shapes[conv.name]
+                buf, y = pool.take(out_shape)
+                kernel = conv.weights[0]
+                if isinstance(conv, L.DepthwiseConv2D):
+                    wk, bias = fold_batchnorm(kernel[:, :, :, 0], *bn.weights, eps=bn.epsilon)
+                    if pads is None:
+                        pads = conv.pads(*shapes[src][:2])
+                    args = (self._p(x), self._p(np.ascontiguousarray(wk)), self._p(bias), self._p(y),
+                            n, x.shape[1], x.shape[2], x.shape[3], conv.stride, pads[0], pads[2],
+                            y.shape[1], y.shape[2])
+                    self.ops.append((lib.f32_dwconv3x3, args, (0, y.shape[1]), (int(relu is not None),)))
+                elif conv.kernel == 3:
+                    wk, bias = fold_batchnorm(kernel, *bn.weights, eps=bn.epsilon)
+                    pads = conv.pads(*shapes[src][:2])
+                    args = (self._p(x), self._p(np.ascontiguousarray(wk)), self._p(bias), self._p(y),
+                            n, x.shape[1], x.shape[2], conv.cout, pads[0], pads[2], y.shape[1], y.shape[2])
+                    self.ops.append((lib.f32_stem3x3s2, args, (0, y.shape[1]), (int(relu is not None),)))
+                else:
+                    wk, bias = fold_batchnorm(kernel[0, 0], *bn.weights, eps=bn.epsilon)
+                    packed = np.empty(lib.f32_pointwise_packed_floats(conv.cin, conv.cout), np.float32)
+                    lib.f32_pointwise_pack(self._p(np.ascontiguousarray(wk)), self._p(bias),
+                                           conv.cin, conv.cout, self._p(packed))
+                    residual = native.ffi.NULL
+                    if add is not None:
+                        other = [i for i in add.inputs if i != bn.name][0]
+                        residual = self._p(tensors[other][1])
+                    m = int(np.prod(y.shape[:3]))
+                    args = (self._p(x), self._p(packed), residual, self._p(y), conv.cin, conv.cout)
+                    self.ops.append((lib.f32_pointwise, args, (0, m), (int(relu is not None),)))
+                tensors[out_name] = (buf, y)
+                release(src)
+                if add is not None:
+                    release([i for i in add.inputs if i != bn.name][0])
+                done.update(f.name for f in fused)
+            elif isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
+                buf, y = pool.take((n, x.shape[3]))
+                fn = lib.f32_global_maxpool if isinstance(layer, L.GlobalMaxPooling2D) else lib.f32_global_avgpool
+                self.ops.append((fn, (self._p(x), self._p(y), n, x.shape[1] * x.shape[2], x.shape[3]), None, ()))
+                tensors[layer.name] = (buf, y)
+                release(src)
+            elif isinstance(layer, L.Dense):
+                kernel, bias = layer.weights
+                packed = np.empty(lib.f32_pointwise_packed_floats(layer.cin, layer.cout), np.float32)
+                lib.f32_pointwise_pack(self._p(kernel), self._p(bias), layer.cin, layer.cout, self._p(packed))
+                buf, y = pool.take((n, layer.cout))
+                args = (self._p(x), self._p(packed), native.ffi.NULL, self._p(y), layer.cin, layer.cout)
+                self.ops.append((lib.f32_pointwise, args, (0, n), (0,)))
+                self.softmax = layer.activation == "softmax"
+                tensors[layer.name] = (buf, y)
+                release(src)
+            else:
+                raise NotImplementedError(f"the C plan cannot lower layer {layer.name!r} ({type(layer).__name__})")
+        self.output = tensors[layers[-1].name][1]
+
+    def run(self, x):
+        np.copyto(self.input, x)
+        for fn, args, rows, tail in self.ops:
+            if rows is None:
+                fn(*args)
+            else:
+                fn(*args, *rows, *tail)
+        out = self.output.copy()
+        return softmax(out) if self.softmax else out

@@ -1,0 +1,92 @@
+"""The C plan (model.predict / model(x) for float32) against the NumPy layer path."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from mobilenetv2 import MobileNetV2, native
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
+
+
+def rand(*shape, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def rel_l2(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("alpha,shape,kw,batch", [
+    (0.35, (96, 96, 3), dict(classifier_activation=None), 1),
+    (0.35, (96, 96, 3), dict(), 3),
+    (0.5, (97, 113, 3), dict(include_top=False, pooling="avg"), 2),
+    (1.0, (32, 32, 3), dict(include_top=False, pooling="max"), 1),
+    (1.4, (64, 64, 3), dict(include_top=False), 1),
+    (0.75, (33, 47, 3), dict(include_top=False, classes=10), 1),
+])
+def test_plan_matches_numpy_layers(alpha, shape, kw, batch):
+    model = MobileNetV2(shape, alpha=alpha, weights=None, **kw)
+    x = rand(batch, *shape)
+    got = model.predict(x)
+    want = model._run(model._check_input(x))
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert rel_l2(got, want) <= 1e-5
+    if got.ndim == 2:
+        assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+    np.testing.assert_array_equal(model.predict(x), got)  # the reused arena gives the same bits
+
+
+def test_plan_follows_weight_changes():
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, classifier_activation=None)
+    x = rand(1, 96, 96, 3)
+    before = model.predict(x)
+    model.set_weights([w * 0.9 for w in model.get_weights()])
+    after = model.predict(x)
+    assert not np.allclose(before, after)
+    assert rel_l2(after, model._run(model._check_input(x))) <= 1e-5
+    layer = model.get_layer("predictions")  # a layer changed directly, not through the model
+    layer.set_weights([layer.weights[0], layer.weights[1] + 1.0])
+    np.testing.assert_allclose(model.predict(x), after + 1.0, rtol=1e-5, atol=1e-5)
+
+
+def test_float64_models_do_not_use_the_plan():
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, dtype="float64")
+    model.predict(rand(1, 96, 96, 3))
+    assert model._plans == {}
+
+
+def test_concurrent_predict_from_python_threads():
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
+    inputs = [rand(2, 96, 96, 3, seed=i) for i in range(4)]
+    want = [model.predict(x) for x in inputs]
+    got = [None] * 4
+
+    def work(i):
+        for _ in range(5):
+            got[i] = model.predict(inputs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_forced_scalar_path():
+    code = ("import numpy as np, mobilenetv2 as m; print(m.backend()); "
+            "model = m.MobileNetV2((96, 96, 3), alpha=0.35, weights=None, classifier_activation=None); "
+            "x = np.random.default_rng(0).uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32); "
+            "a, b = model.predict(x), model._run(model._check_input(x)); "
+            "print(np.linalg.norm(a - b) / np.linalg.norm(b))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, MNV2_FORCE_SCALAR="1"))
+    assert run.returncode == 0, run.stderr
+    backend, err = run.stdout.strip().splitlines()
+    assert backend == "C scalar" and float(err) <= 1e-5
