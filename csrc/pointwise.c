@@ -108,29 +108,43 @@ MNV2_AVX2 static inline void store_row(float *yr, const float *rr, __m256 a0, __
     }
 }
 
-/* MR rows x one 16-channel panel. */
+/* MR (= 6) rows x one 16-channel panel, twelve accumulators kept in registers (named, so the
+ * compiler does not keep a memory copy of an accumulator array). */
 MNV2_AVX2 static void tile_mr(const float *x, const float *pw, const float *residual, float *y,
                               size_t cin, size_t cout, size_t m, size_t o, size_t n, int relu6)
 {
-    __m256 a[MR][2];
-    const __m256 b0 = _mm256_loadu_ps(pw), b1 = _mm256_loadu_ps(pw + 8);
-    for (int r = 0; r < MR; r++) {
-        a[r][0] = b0;
-        a[r][1] = b1;
-    }
-    const float *xr = x + m * cin;
+    __m256 a00 = _mm256_loadu_ps(pw), a01 = _mm256_loadu_ps(pw + 8);
+    __m256 a10 = a00, a11 = a01, a20 = a00, a21 = a01, a30 = a00, a31 = a01;
+    __m256 a40 = a00, a41 = a01, a50 = a00, a51 = a01;
+    const float *x0 = x + m * cin, *x1 = x0 + cin, *x2 = x1 + cin, *x3 = x2 + cin,
+                *x4 = x3 + cin, *x5 = x4 + cin;
     const float *wc = pw + PANEL;
     for (size_t c = 0; c < cin; c++, wc += PANEL) {
         const __m256 w0 = _mm256_loadu_ps(wc), w1 = _mm256_loadu_ps(wc + 8);
-        for (int r = 0; r < MR; r++) {
-            const __m256 xv = _mm256_broadcast_ss(xr + r * cin + c);
-            a[r][0] = _mm256_fmadd_ps(xv, w0, a[r][0]);
-            a[r][1] = _mm256_fmadd_ps(xv, w1, a[r][1]);
-        }
+        __m256 xv = _mm256_broadcast_ss(x0 + c);
+        a00 = _mm256_fmadd_ps(xv, w0, a00);
+        a01 = _mm256_fmadd_ps(xv, w1, a01);
+        xv = _mm256_broadcast_ss(x1 + c);
+        a10 = _mm256_fmadd_ps(xv, w0, a10);
+        a11 = _mm256_fmadd_ps(xv, w1, a11);
+        xv = _mm256_broadcast_ss(x2 + c);
+        a20 = _mm256_fmadd_ps(xv, w0, a20);
+        a21 = _mm256_fmadd_ps(xv, w1, a21);
+        xv = _mm256_broadcast_ss(x3 + c);
+        a30 = _mm256_fmadd_ps(xv, w0, a30);
+        a31 = _mm256_fmadd_ps(xv, w1, a31);
+        xv = _mm256_broadcast_ss(x4 + c);
+        a40 = _mm256_fmadd_ps(xv, w0, a40);
+        a41 = _mm256_fmadd_ps(xv, w1, a41);
+        xv = _mm256_broadcast_ss(x5 + c);
+        a50 = _mm256_fmadd_ps(xv, w0, a50);
+        a51 = _mm256_fmadd_ps(xv, w1, a51);
     }
-    for (int r = 0; r < MR; r++)
-        store_row(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL,
-                  a[r][0], a[r][1], n, relu6);
+#define ROW(r, lo, hi) store_row(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL, \
+                                 lo, hi, n, relu6)
+    ROW(0, a00, a01); ROW(1, a10, a11); ROW(2, a20, a21);
+    ROW(3, a30, a31); ROW(4, a40, a41); ROW(5, a50, a51);
+#undef ROW
 }
 
 /* One row x one panel: the same operations per output as tile_mr. */
