@@ -35,8 +35,9 @@ ffibuilder.set_source(
     '#include "mobilenetv2.h"',
     sources=_sources(),
     include_dirs=[str(HERE.relative_to(HERE.parent))],
-    extra_compile_args=["-O3", "-std=c11", "-fno-math-errno"] + shlex.split(os.environ.get("MNV2_CFLAGS", "")),
-    extra_link_args=shlex.split(os.environ.get("MNV2_LDFLAGS", "")),
+    extra_compile_args=["-O3", "-std=c11", "-fno-math-errno", "-pthread"]
+    + shlex.split(os.environ.get("MNV2_CFLAGS", "")),
+    extra_link_args=["-pthread"] + shlex.split(os.environ.get("MNV2_LDFLAGS", "")),
 )
 
 if __name__ == "__main__":

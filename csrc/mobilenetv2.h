@@ -58,6 +58,31 @@ void f32_stem3x3s2_scalar(const float *x, const float *w, const float *bias, flo
 /* Global pooling over H*W pixels: y[n, c] = mean (or max) of x[n, :, c]. x: [N, HW, C]; y: [N, C]. */
 void f32_global_avgpool(const float *x, float *y, size_t n, size_t hw, size_t c);
 void f32_global_maxpool(const float *x, float *y, size_t n, size_t hw, size_t c);
+
+/* ---- the plan (csrc/plan.c): every op of a lowered network, run by one call ----
+ * kind: MNV2_OP_STEM, _DWCONV, _POINTWISE (x: [rows, c] -> y: [rows, cout]), _AVGPOOL, _MAXPOOL
+ * (x: [n, h*w_, c] -> y: [n, c]).  Arguments as for the kernels above; split_rows is the row count
+ * the threads share (output rows for stem/depthwise, pixels for pointwise, 0: thread 0 alone). */
+enum { MNV2_OP_STEM = 0, MNV2_OP_DWCONV = 1, MNV2_OP_POINTWISE = 2, MNV2_OP_AVGPOOL = 3,
+       MNV2_OP_MAXPOOL = 4 };
+struct mnv2_op {
+    int kind;
+    int relu6;
+    const float *x;
+    const float *w;
+    const float *bias;
+    const float *residual;
+    float *y;
+    size_t n, h, w_, c, cout, stride, pad_top, pad_left, oh, ow;
+    size_t split_rows;
+};
+/* A plan over ops[0..n_ops) (the array must outlive the plan) run by `threads` threads: the
+ * caller and threads - 1 workers that sleep between runs.  NULL if a thread cannot be started. */
+void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops, int threads);
+/* Run every op in order; each op's rows are split statically among the threads, so the result
+ * is bit-identical for every thread count. */
+void mnv2_plan_run(void *plan);
+void mnv2_plan_destroy(void *plan);
 /* cdef-end */
 
 #endif

@@ -80,8 +80,10 @@ class MobileNetV2:
     """
 
     def __init__(self, input_shape=None, alpha=1.0, include_top=True, weights="imagenet",
-                 pooling=None, classes=1000, classifier_activation="softmax", dtype="float32"):
+                 pooling=None, classes=1000, classifier_activation="softmax", dtype="float32",
+                 threads=None):
         self.alpha = _check_alpha(alpha)
+        self.threads = threads
         self.dtype = _check_dtype(dtype)
         if not (weights in ("imagenet", None) or isinstance(weights, (str, os.PathLike))):
             raise ValueError("weights must be 'imagenet', None or the path of a weights file, "
@@ -283,7 +285,20 @@ class MobileNetV2:
             plan = self._plans.get(x.shape)
             if plan is None or not plan.valid_for(self):
                 plan = self._plans[x.shape] = Plan(self, x.shape)
-            return plan.run(x)
+            return plan.run(x, self.threads)
+
+    @property
+    def threads(self):
+        """Threads the C engine uses (default: every core); results are the same for any count."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, value):
+        if value is None:
+            value = os.cpu_count() or 1
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"threads must be a positive integer or None, got {value!r}")
+        self._threads = int(value)
 
     def __call__(self, x):
         return self._forward(self._check_input(x))

@@ -102,28 +102,26 @@ class Plan:
                     wk, bias = fold_batchnorm(kernel[:, :, :, 0], *bn.weights, eps=bn.epsilon)
                     if pads is None:
                         pads = conv.pads(*shapes[src][:2])
-                    args = (self._p(x), self._p(np.ascontiguousarray(wk)), self._p(bias), self._p(y),
-                            n, x.shape[1], x.shape[2], x.shape[3], conv.stride, pads[0], pads[2],
-                            y.shape[1], y.shape[2])
-                    self.ops.append((lib.f32_dwconv3x3, args, (0, y.shape[1]), (int(relu is not None),)))
+                    self._op(lib.MNV2_OP_DWCONV, x, y, w=np.ascontiguousarray(wk), bias=bias,
+                             relu6=relu is not None, c=x.shape[3], stride=conv.stride,
+                             pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1])
                 elif conv.kernel == 3:
                     wk, bias = fold_batchnorm(kernel, *bn.weights, eps=bn.epsilon)
                     pads = conv.pads(*shapes[src][:2])
-                    args = (self._p(x), self._p(np.ascontiguousarray(wk)), self._p(bias), self._p(y),
-                            n, x.shape[1], x.shape[2], conv.cout, pads[0], pads[2], y.shape[1], y.shape[2])
-                    self.ops.append((lib.f32_stem3x3s2, args, (0, y.shape[1]), (int(relu is not None),)))
+                    self._op(lib.MNV2_OP_STEM, x, y, w=np.ascontiguousarray(wk), bias=bias,
+                             relu6=relu is not None, c=3, cout=conv.cout, stride=2,
+                             pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1])
                 else:
                     wk, bias = fold_batchnorm(kernel[0, 0], *bn.weights, eps=bn.epsilon)
                     packed = np.empty(lib.f32_pointwise_packed_floats(conv.cin, conv.cout), np.float32)
                     lib.f32_pointwise_pack(self._p(np.ascontiguousarray(wk)), self._p(bias),
                                            conv.cin, conv.cout, self._p(packed))
-                    residual = native.ffi.NULL
+                    residual = None
                     if add is not None:
-                        other = [i for i in add.inputs if i != bn.name][0]
-                        residual = self._p(tensors[other][1])
-                    m = int(np.prod(y.shape[:3]))
-                    args = (self._p(x), self._p(packed), residual, self._p(y), conv.cin, conv.cout)
-                    self.ops.append((lib.f32_pointwise, args, (0, m), (int(relu is not None),)))
+                        residual = tensors[[i for i in add.inputs if i != bn.name][0]][1]
+                    self._op(lib.MNV2_OP_POINTWISE, x, y, w=packed, residual=residual,
+                             relu6=relu is not None, c=conv.cin, cout=conv.cout,
+                             split_rows=int(np.prod(y.shape[:3])))
                 tensors[out_name] = (buf, y)
                 release(src)
                 if add is not None:
@@ -131,8 +129,8 @@ class Plan:
                 done.update(f.name for f in fused)
             elif isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
                 buf, y = pool.take((n, x.shape[3]))
-                fn = lib.f32_global_maxpool if isinstance(layer, L.GlobalMaxPooling2D) else lib.f32_global_avgpool
-                self.ops.append((fn, (self._p(x), self._p(y), n, x.shape[1] * x.shape[2], x.shape[3]), None, ()))
+                kind = lib.MNV2_OP_MAXPOOL if isinstance(layer, L.GlobalMaxPooling2D) else lib.MNV2_OP_AVGPOOL
+                self._op(kind, x, y, c=x.shape[3])
                 tensors[layer.name] = (buf, y)
                 release(src)
             elif isinstance(layer, L.Dense):
@@ -140,21 +138,42 @@ class Plan:
                 packed = np.empty(lib.f32_pointwise_packed_floats(layer.cin, layer.cout), np.float32)
                 lib.f32_pointwise_pack(self._p(kernel), self._p(bias), layer.cin, layer.cout, self._p(packed))
                 buf, y = pool.take((n, layer.cout))
-                args = (self._p(x), self._p(packed), native.ffi.NULL, self._p(y), layer.cin, layer.cout)
-                self.ops.append((lib.f32_pointwise, args, (0, n), (0,)))
+                self._op(lib.MNV2_OP_POINTWISE, x, y, w=packed, c=layer.cin, cout=layer.cout, split_rows=n)
                 self.softmax = layer.activation == "softmax"
                 tensors[layer.name] = (buf, y)
                 release(src)
             else:
                 raise NotImplementedError(f"the C plan cannot lower layer {layer.name!r} ({type(layer).__name__})")
         self.output = tensors[layers[-1].name][1]
+        self.c_ops = native.ffi.new("struct mnv2_op[]", len(self.ops))
+        for i, fields in enumerate(self.ops):
+            for key, value in fields.items():
+                setattr(self.c_ops[i], key, value)
+        self.threads = None
 
-    def run(self, x):
+    def _op(self, kind, x, y, w=None, bias=None, residual=None, relu6=False, **dims):
+        """Record one op: x [N, H, W, C] (or [N, C]) in, y out, the kernels' other arguments."""
+        null = native.ffi.NULL
+        fields = dict(kind=kind, relu6=int(relu6), x=self._p(x), y=self._p(y),
+                      w=null if w is None else self._p(w), bias=null if bias is None else self._p(bias),
+                      residual=null if residual is None else self._p(residual),
+                      n=x.shape[0], h=x.shape[1] if x.ndim == 4 else 1, w_=x.shape[2] if x.ndim == 4 else 1,
+                      oh=y.shape[1] if y.ndim == 4 else 1, ow=y.shape[2] if y.ndim == 4 else 1)
+        fields.update(dims)
+        self.ops.append(fields)
+
+    def set_threads(self, threads):
+        """(Re)start the C plan's thread pool with ``threads`` threads."""
+        if threads != self.threads:
+            handle = native.lib.mnv2_plan_create(self.c_ops, len(self.ops), threads)
+            if handle == native.ffi.NULL:
+                raise RuntimeError(f"could not start {threads} threads for the C plan")
+            self.handle = native.ffi.gc(handle, native.lib.mnv2_plan_destroy)
+            self.threads = threads
+
+    def run(self, x, threads=1):
+        self.set_threads(threads)
         np.copyto(self.input, x)
-        for fn, args, rows, tail in self.ops:
-            if rows is None:
-                fn(*args)
-            else:
-                fn(*args, *rows, *tail)
+        native.lib.mnv2_plan_run(self.handle)
         out = self.output.copy()
         return softmax(out) if self.softmax else out

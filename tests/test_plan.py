@@ -90,3 +90,27 @@ def test_forced_scalar_path():
     assert run.returncode == 0, run.stderr
     backend, err = run.stdout.strip().splitlines()
     assert backend == "C scalar" and float(err) <= 1e-5
+
+
+def test_bit_identical_for_every_thread_count():
+    model = MobileNetV2((97, 113, 3), alpha=0.5, weights=None, include_top=False, pooling="avg", threads=1)
+    x = rand(2, 97, 113, 3)
+    one = model.predict(x)
+    for threads in (2, 3, 4, 1):
+        model.threads = threads
+        np.testing.assert_array_equal(model.predict(x), one)
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=3)
+    assert model.threads == 3
+    y3 = model.predict(rand(1, 96, 96, 3))
+    model.threads = 1
+    np.testing.assert_array_equal(model.predict(rand(1, 96, 96, 3)), y3)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_bad_thread_counts(bad):
+    with pytest.raises(ValueError, match="threads"):
+        MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=bad)
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
+    assert model.threads == (os.cpu_count() or 1)
+    with pytest.raises(ValueError, match="threads"):
+        model.threads = bad

@@ -1,0 +1,185 @@
+/* The plan executor: one call runs every op of a lowered network on a persistent thread pool.
+ *
+ * Thread t of T computes rows [R*t/T, R*(t+1)/T) of each op (R = op->split_rows, rounded to the
+ * pointwise tile height), then all meet at a spinning barrier before the next op.  The kernels
+ * compute each output the same way whatever its row range, so any T gives the same bits.
+ * Workers sleep on a condition variable between runs.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include "mobilenetv2.h"
+
+struct plan;
+
+struct worker {
+    struct plan *plan;
+    int index;
+    pthread_t tid;
+};
+
+struct plan {
+    const struct mnv2_op *ops;
+    size_t n_ops;
+    int threads;
+    struct worker *workers;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned long generation; /* bumped by each run, under mu */
+    int quit;
+    atomic_int arrived;       /* barrier */
+    atomic_int sense;
+};
+
+static void run_op(const struct mnv2_op *op, size_t r0, size_t r1)
+{
+    switch (op->kind) {
+    case MNV2_OP_STEM:
+        f32_stem3x3s2(op->x, op->w, op->bias, op->y, op->n, op->h, op->w_, op->cout,
+                      op->pad_top, op->pad_left, op->oh, op->ow, r0, r1, op->relu6);
+        break;
+    case MNV2_OP_DWCONV:
+        f32_dwconv3x3(op->x, op->w, op->bias, op->y, op->n, op->h, op->w_, op->c, op->stride,
+                      op->pad_top, op->pad_left, op->oh, op->ow, r0, r1, op->relu6);
+        break;
+    case MNV2_OP_POINTWISE:
+        f32_pointwise(op->x, op->w, op->residual, op->y, op->c, op->cout, r0, r1, op->relu6);
+        break;
+    case MNV2_OP_AVGPOOL:
+        f32_global_avgpool(op->x, op->y, op->n, op->h * op->w_, op->c);
+        break;
+    case MNV2_OP_MAXPOOL:
+        f32_global_maxpool(op->x, op->y, op->n, op->h * op->w_, op->c);
+        break;
+    }
+}
+
+static size_t split(size_t rows, int t, int threads, size_t align)
+{
+    size_t r = rows * (size_t)t / (size_t)threads;
+    if (t > 0 && t < threads && align > 1)
+        r -= r % align;
+    return r;
+}
+
+static void barrier(struct plan *p, int *local_sense)
+{
+    int s = !*local_sense;
+    *local_sense = s;
+    if (atomic_fetch_add(&p->arrived, 1) == p->threads - 1) {
+        atomic_store(&p->arrived, 0);
+        atomic_store(&p->sense, s);
+    } else {
+        unsigned spins = 0;
+        while (atomic_load(&p->sense) != s)
+            if (++spins > 2000)
+                sched_yield();
+    }
+}
+
+static void run_share(struct plan *p, int t, int *local_sense)
+{
+    for (size_t i = 0; i < p->n_ops; i++) {
+        const struct mnv2_op *op = &p->ops[i];
+        if (op->split_rows == 0) {
+            if (t == 0)
+                run_op(op, 0, 0);
+        } else {
+            size_t align = op->kind == MNV2_OP_POINTWISE ? 6 : 1;
+            size_t r0 = split(op->split_rows, t, p->threads, align);
+            size_t r1 = split(op->split_rows, t + 1, p->threads, align);
+            if (r0 < r1)
+                run_op(op, r0, r1);
+        }
+        if (p->threads > 1)
+            barrier(p, local_sense);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct plan *p = w->plan;
+    int local_sense = 0;
+    unsigned long seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (p->generation == seen && !p->quit)
+            pthread_cond_wait(&p->cv, &p->mu);
+        int quit = p->quit;
+        seen = p->generation;
+        pthread_mutex_unlock(&p->mu);
+        if (quit)
+            return NULL;
+        run_share(p, w->index, &local_sense);
+    }
+}
+
+static int caller_sense(struct plan *p)
+{
+    /* The caller's barrier sense must track the shared one across runs. */
+    return atomic_load(&p->sense);
+}
+
+void mnv2_plan_run(void *handle)
+{
+    struct plan *p = handle;
+    if (p->threads > 1) {
+        pthread_mutex_lock(&p->mu);
+        p->generation++;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    int local_sense = caller_sense(p);
+    run_share(p, 0, &local_sense);
+}
+
+void mnv2_plan_destroy(void *handle)
+{
+    struct plan *p = handle;
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->threads; i++)
+        if (p->workers[i].plan)
+            pthread_join(p->workers[i].tid, NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p->workers);
+    free(p);
+}
+
+void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops, int threads)
+{
+    struct plan *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->ops = ops;
+    p->n_ops = n_ops;
+    p->threads = threads < 1 ? 1 : threads;
+    p->workers = calloc((size_t)p->threads, sizeof *p->workers);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    atomic_init(&p->arrived, 0);
+    atomic_init(&p->sense, 0);
+    if (!p->workers) {
+        free(p);
+        return NULL;
+    }
+    for (int i = 1; i < p->threads; i++) {
+        p->workers[i].plan = p;
+        p->workers[i].index = i;
+        if (pthread_create(&p->workers[i].tid, NULL, worker_main, &p->workers[i]) != 0) {
+            p->workers[i].plan = NULL;
+            p->threads = i; /* the workers started so far exit on destroy */
+            mnv2_plan_destroy(p);
+            return NULL;
+        }
+    }
+    return p;
+}
