@@ -2,7 +2,8 @@
 from mobilenetv2.imagenet import decode_predictions
 from mobilenetv2.model import MobileNetV2
 from mobilenetv2.native import backend
+from mobilenetv2.onnx_export import export_onnx
 from mobilenetv2.preprocessing import load_image, preprocess_input
 
-__all__ = ["MobileNetV2", "backend", "decode_predictions", "load_image", "preprocess_input"]
+__all__ = ["MobileNetV2", "backend", "decode_predictions", "export_onnx", "load_image", "preprocess_input"]
 __version__ = "0.1.0"

@@ -1,0 +1,110 @@
+"""Export a model to ONNX with the same weights, for running peers (ONNX Runtime, OpenVINO) on it.
+
+The graph takes the model's NHWC float32 input (transposed to NCHW inside), folds every batch
+norm into the convolution before it, merges Keras's ZeroPadding2D into the depthwise conv's pads
+and writes TF-SAME padding explicitly, so it computes what the model computes.  ``onnx`` is an
+optional extra: ``pip install "mobilenetv2[onnx]"``.
+"""
+import os
+import tempfile
+
+import numpy as np
+
+from mobilenetv2 import arch
+from mobilenetv2 import layers as L
+from mobilenetv2.numpy_kernels import fold_batchnorm
+
+
+def export_onnx(model, path, batch=1, opset=13):
+    """Write ``model`` as an ONNX file at ``path``; ``batch=None`` leaves the batch size dynamic."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        raise ImportError('export_onnx needs the onnx package: pip install "mobilenetv2[onnx]"') from None
+    if None in model.input_shape:
+        raise ValueError("export_onnx needs a model with a static input_shape (height and width given)")
+    h, w, c = model.input_shape
+    shapes = arch.output_shapes(model.layers, model.input_shape)
+    nodes, inits = [], []
+    tensor = {model.layers[0].name: "nchw"}
+    nodes.append(helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]))
+
+    def const(name, array):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name))
+        return name
+
+    const("relu6_min", np.array(0.0, np.float32))
+    const("relu6_max", np.array(6.0, np.float32))
+    pending_pads = {}
+    for layer in model.layers[1:]:
+        src = tensor.get(layer.inputs[0]) if layer.inputs else None
+        out = layer.name
+        if isinstance(layer, L.ZeroPadding2D):
+            pending_pads[layer.name] = layer.pads(*shapes[layer.inputs[0]][:2])
+            tensor[layer.name] = src
+            continue
+        if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D)):
+            bn = next(x for x in model.layers if x.inputs == (layer.name,))
+            kernel = layer.weights[0]
+            if isinstance(layer, L.DepthwiseConv2D):
+                wk, bias = fold_batchnorm(kernel[:, :, :, 0], *bn.weights, eps=bn.epsilon)
+                oihw = wk.transpose(2, 0, 1)[:, None]  # [C, 1, 3, 3]
+                group = layer.channels
+            else:
+                wk, bias = fold_batchnorm(kernel, *bn.weights, eps=bn.epsilon)
+                oihw = wk.transpose(3, 2, 0, 1)
+                group = 1
+            pads = pending_pads.pop(layer.inputs[0], None) or layer.pads(*shapes[layer.inputs[0]][:2])
+            top, bottom, left, right = pads
+            nodes.append(helper.make_node(
+                "Conv", [src, const(out + "/W", oihw), const(out + "/B", bias)], [bn.name],
+                kernel_shape=list(oihw.shape[2:]), strides=[layer.stride] * 2,
+                pads=[top, left, bottom, right], group=group))
+            tensor[layer.name] = tensor[bn.name] = bn.name
+        elif isinstance(layer, L.BatchNormalization):
+            continue  # folded into its convolution
+        elif isinstance(layer, L.ReLU):
+            nodes.append(helper.make_node("Clip", [src, "relu6_min", "relu6_max"], [out]))
+            tensor[out] = out
+        elif isinstance(layer, L.Add):
+            nodes.append(helper.make_node("Add", [tensor[i] for i in layer.inputs], [out]))
+            tensor[out] = out
+        elif isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
+            op = "GlobalMaxPool" if isinstance(layer, L.GlobalMaxPooling2D) else "GlobalAveragePool"
+            nodes.append(helper.make_node(op, [src], [out + "/4d"]))
+            nodes.append(helper.make_node("Flatten", [out + "/4d"], [out]))
+            tensor[out] = out
+        elif isinstance(layer, L.Dense):
+            kernel, bias = layer.weights
+            nodes.append(helper.make_node("Gemm", [src, const(out + "/W", kernel), const(out + "/B", bias)],
+                                          [out + "/logits" if layer.activation else out]))
+            if layer.activation == "softmax":
+                nodes.append(helper.make_node("Softmax", [out + "/logits"], [out], axis=1))
+            tensor[out] = out
+        else:
+            raise NotImplementedError(f"export_onnx cannot export layer {layer.name!r}")
+    last = model.layers[-1].name
+    out_shape = [batch] + list(shapes[last])
+    final = tensor[last]
+    if len(shapes[last]) == 3:  # a feature map: back to NHWC
+        nodes.append(helper.make_node("Transpose", [final], ["output"], perm=[0, 2, 3, 1]))
+    else:
+        nodes.append(helper.make_node("Identity", [final], ["output"]))
+    graph = helper.make_graph(
+        nodes, model.name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, h, w, c])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)], inits)
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                                   producer_name="mobilenetv2")
+    onnx.checker.check_model(onnx_model)
+    path = os.path.abspath(os.fspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        onnx.save(onnx_model, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path

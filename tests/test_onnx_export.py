@@ -1,0 +1,48 @@
+"""The ONNX export computes what the model computes (checked with onnx's reference evaluator,
+and ONNX Runtime where installed)."""
+import numpy as np
+import pytest
+
+from mobilenetv2 import MobileNetV2, export_onnx
+
+onnx = pytest.importorskip("onnx", reason="onnx is an optional extra (pip install 'mobilenetv2[onnx]')")
+
+
+def rel_l2(a, b):
+    return np.linalg.norm(np.float64(a) - b) / np.linalg.norm(np.float64(b))
+
+
+CASES = [
+    ((96, 96, 3), 0.35, dict()),
+    ((96, 96, 3), 0.35, dict(classifier_activation=None)),
+    ((97, 113, 3), 0.5, dict(include_top=False, pooling="avg")),
+    ((33, 40, 3), 0.35, dict(include_top=False)),
+]
+
+
+@pytest.mark.parametrize("shape,alpha,kw", CASES)
+def test_reference_evaluator(tmp_path, shape, alpha, kw):
+    from onnx.reference import ReferenceEvaluator
+    model = MobileNetV2(shape, alpha=alpha, weights=None, **kw)
+    x = np.random.default_rng(0).uniform(-1, 1, (1,) + shape).astype(np.float32)
+    path = export_onnx(model, tmp_path / "m.onnx")
+    onnx.checker.check_model(onnx.load(path))
+    (got,) = ReferenceEvaluator(path).run(None, {"input": x})
+    want = model.predict(x)
+    assert got.shape == want.shape
+    assert rel_l2(got, want) <= 1e-5
+
+
+@pytest.mark.parametrize("shape,alpha,kw", CASES)
+def test_onnxruntime(tmp_path, shape, alpha, kw):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (a benchmark peer)")
+    model = MobileNetV2(shape, alpha=alpha, weights=None, **kw)
+    x = np.random.default_rng(1).uniform(-1, 1, (2,) + shape).astype(np.float32)
+    path = export_onnx(model, tmp_path / "m.onnx", batch=None)
+    (got,) = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    assert rel_l2(got, model.predict(x)) <= 1e-5
+
+
+def test_needs_a_static_shape(tmp_path):
+    with pytest.raises(ValueError, match="static"):
+        export_onnx(MobileNetV2(None, alpha=0.35, include_top=False, weights=None), tmp_path / "m.onnx")
