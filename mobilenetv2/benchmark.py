@@ -1,0 +1,201 @@
+"""Time MobileNetV2 on this CPU: the C engine, the NumPy engine and installed peers, in one run.
+
+Batch-1 latency (median, 10th/90th percentiles, min over --runs calls after --warmup) and, with
+--batch8, batch-8 throughput, for any of the 22 variants and thread counts.  Peers run the same
+network: ONNX Runtime and OpenVINO on an ONNX export of the same weights, LiteRT (XNNPACK) on the
+float32 .tflite files in shared/peers.  Prints what ran and a table; writes JSON.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mobilenetv2 import MobileNetV2, native
+from mobilenetv2.variants import VARIANTS, parse_variant, variant_name
+
+ENGINES = ("c", "numpy", "ort", "openvino", "litert")
+PEERS = ("ort", "openvino", "litert")
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def shared_dir():
+    env = os.environ.get("MOBILENETV2_SHARED")
+    path = Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared"
+    return path if path.is_dir() else None
+
+
+def time_calls(fn, runs, warmup):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    ms = np.array(times) * 1e3
+    return {"median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
+            "p90_ms": float(np.percentile(ms, 90)), "min_ms": float(ms.min()), "runs": runs}
+
+
+def _runner(engine, model, x, threads, tmpdir, variant):
+    """A zero-argument function running one inference of ``engine`` on ``x``, or a reason string."""
+    if engine == "c":
+        if not native.available():
+            return "the C extension is not built"
+        model.threads = threads
+        checked = model._check_input(x)
+        return lambda: model._forward(checked)
+    if engine == "numpy":
+        checked = model._check_input(x)
+        return lambda: model._run(checked)
+    if engine in ("ort", "openvino"):
+        try:
+            from mobilenetv2.onnx_export import export_onnx
+            path = export_onnx(model, Path(tmpdir) / f"{variant}_{len(x)}.onnx", batch=len(x))
+        except ImportError as exc:
+            return str(exc)
+        if engine == "ort":
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                return "onnxruntime is not installed"
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            return lambda: sess.run(None, {"input": x})
+        try:
+            import openvino as ov
+        except ImportError:
+            return "openvino is not installed"
+        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                         "PERFORMANCE_HINT": "LATENCY"})
+        request = compiled.create_infer_request()
+        return lambda: request.infer({0: x})
+    if engine == "litert":
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            return "ai-edge-litert is not installed"
+        shared = shared_dir()
+        tflite = shared / "peers" / f"mobilenet_v2_{variant}_synthetic.tflite" if shared else None
+        if tflite is None or not tflite.exists():
+            return f"no .tflite file for {variant} in shared/peers"
+        interp = Interpreter(model_path=str(tflite), num_threads=threads)
+        inp = interp.get_input_details()[0]["index"]
+        if len(x) != 1:
+            interp.resize_tensor_input(inp, list(x.shape))
+        interp.allocate_tensors()
+
+        def run():
+            interp.set_tensor(inp, x)
+            interp.invoke()
+        return run
+    raise ValueError(engine)
+
+
+def versions():
+    out = {"numpy": np.__version__, "python": platform.python_version()}
+    for name, module in (("onnxruntime", "onnxruntime"), ("openvino", "openvino"), ("onnx", "onnx"),
+                         ("ai-edge-litert", "ai_edge_litert")):
+        try:
+            from importlib.metadata import version
+            out[name] = version(name)
+        except Exception:
+            pass
+    return out
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="mobilenetv2 bench", description=__doc__.splitlines()[0])
+    p.add_argument("--variants", default="1.0_224,0.35_96", help="comma list like 1.0_224,0.35_96, or 'all'")
+    p.add_argument("--threads", default="1,2", help="comma list of thread counts")
+    p.add_argument("--engines", default=",".join(ENGINES), help=f"comma list from {','.join(ENGINES)}")
+    p.add_argument("--runs", type=int, default=200, help="timed batch-1 calls per measurement")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--numpy-runs", type=int, default=10, help="timed calls for the slow NumPy engine")
+    p.add_argument("--batch8", action="store_true", help="also time batch-8 throughput")
+    p.add_argument("--json", help="output JSON path (default benchmarks/results/bench-<time>.json)")
+    args = p.parse_args(argv)
+    names = [variant_name(*v) for v in VARIANTS] if args.variants == "all" else args.variants.split(",")
+    try:
+        args.variants = [(name, parse_variant(name)) for name in names]
+    except ValueError as exc:
+        p.error(str(exc))
+    args.threads = [int(t) for t in args.threads.split(",")]
+    args.engines = args.engines.split(",")
+    for e in args.engines:
+        if e not in ENGINES:
+            p.error(f"unknown engine {e!r}; choose from {', '.join(ENGINES)}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    header = {"date": now.isoformat(timespec="seconds"), "cpu": cpu_model(), "cores": os.cpu_count(),
+              "backend": native.backend(), "versions": versions(),
+              "note": "one shared machine: compare ratios within one run"}
+    print(f"# {header['date']}  {header['cpu']}, {header['cores']} cores, mobilenetv2 engine: {header['backend']}")
+    print("# " + ", ".join(f"{k} {v}" for k, v in header["versions"].items()))
+    rows, skipped = [], {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        for name, (alpha, res) in args.variants:
+            model = MobileNetV2((res, res, 3), alpha=alpha, weights=None)
+            flops = 2 * model.macs()
+            rng = np.random.default_rng(0)
+            for batch in ([1, 8] if args.batch8 else [1]):
+                x = rng.uniform(-1, 1, (batch, res, res, 3)).astype(np.float32)
+                for engine in args.engines:
+                    for threads in (args.threads if engine != "numpy" else [0]):
+                        run = _runner(engine, model, x, max(threads, 1), tmpdir, name)
+                        if isinstance(run, str):
+                            skipped[engine] = run
+                            continue
+                        runs = args.numpy_runs if engine == "numpy" else args.runs
+                        if batch > 1:
+                            runs = max(3, runs // 4)
+                        stats = time_calls(run, runs, min(args.warmup, runs))
+                        stats.update(engine=engine, variant=name, batch=batch,
+                                     threads=threads if engine != "numpy" else "BLAS",
+                                     img_per_s=1e3 * batch / stats["median_ms"],
+                                     gflops=flops * batch / stats["median_ms"] / 1e6,
+                                     peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                        rows.append(stats)
+    for r in rows:
+        peers = [p["median_ms"] for p in rows if p["engine"] in PEERS and p["variant"] == r["variant"]
+                 and p["batch"] == r["batch"] and p["threads"] == r["threads"]]
+        r["speedup_vs_best_peer"] = min(peers) / r["median_ms"] if peers else None
+    line = "{:<9} {:<8} {:>5} {:>5} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9}"
+    print(line.format("engine", "variant", "thr", "batch", "median ms", "p10 ms", "p90 ms", "img/s", "GFLOP/s",
+                      "vs best peer"))
+    for r in rows:
+        ratio = f"{r['speedup_vs_best_peer']:.2f}x" if r["speedup_vs_best_peer"] else "-"
+        print(line.format(r["engine"], r["variant"], r["threads"], r["batch"], f"{r['median_ms']:.2f}",
+                          f"{r['p10_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['img_per_s']:.1f}", f"{r['gflops']:.1f}",
+                          ratio))
+    for engine, why in skipped.items():
+        print(f"# skipped {engine}: {why}")
+    out = Path(args.json) if args.json else (
+        Path(__file__).resolve().parent.parent / "benchmarks" / "results" / f"bench-{now:%Y%m%dT%H%M%SZ}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"run": header, "results": rows, "skipped": skipped}, indent=2))
+    print(f"# wrote {out}")
+    return 0

@@ -1,0 +1,30 @@
+"""The benchmark runs, reports consistent numbers and writes its JSON (timing itself is not tested)."""
+import json
+
+import pytest
+
+from mobilenetv2.benchmark import main
+
+
+def test_small_run_writes_consistent_json(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["--variants", "0.35_96", "--runs", "3", "--warmup", "1", "--numpy-runs", "2",
+                 "--engines", "c,numpy", "--threads", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["run"]["cores"] >= 1 and data["run"]["backend"]
+    engines = {r["engine"] for r in data["results"]}
+    assert "numpy" in engines
+    for r in data["results"]:
+        assert r["variant"] == "0.35_96" and r["batch"] == 1
+        assert 0 < r["min_ms"] <= r["median_ms"] and r["p10_ms"] <= r["p90_ms"]
+        assert r["img_per_s"] == pytest.approx(1000 / r["median_ms"])
+        # 0.35_96 is 11.9 M MACs (the published table's 11 M): 2 flops each
+        assert r["gflops"] == pytest.approx(2 * 11_934_128 / r["median_ms"] / 1e6)
+        assert r["gflops"] > 0 and r["peak_rss_mb"] > 0
+    assert "engine" in capsys.readouterr().out
+
+
+def test_unknown_variant_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["--variants", "2.0_224"])
+    assert "unknown variant '2.0_224'" in capsys.readouterr().err
