@@ -6,14 +6,6 @@
 #include "mobilenetv2.h"
 #include "simd.h"
 
-/* Valid tap range [lo, hi) of one axis for output index i. */
-static inline void taps(size_t i, size_t stride, size_t pad, size_t size, int *lo, int *hi)
-{
-    long base = (long)(i * stride) - (long)pad;
-    *lo = base < 0 ? (int)-base : 0;
-    long end = (long)size - base;
-    *hi = end < 3 ? (int)end : 3;
-}
 
 void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, float *y,
                           size_t n, size_t h, size_t wd, size_t c, size_t stride,
@@ -23,10 +15,10 @@ void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, flo
     for (size_t b = 0; b < n; b++)
         for (size_t i = oh0; i < oh1; i++) {
             int alo, ahi;
-            taps(i, stride, pad_top, h, &alo, &ahi);
+            mnv2_taps(i, stride, pad_top, h, &alo, &ahi);
             for (size_t j = 0; j < ow; j++) {
                 int blo, bhi;
-                taps(j, stride, pad_left, wd, &blo, &bhi);
+                mnv2_taps(j, stride, pad_left, wd, &blo, &bhi);
                 float *yp = y + ((b * oh + i) * ow + j) * c;
                 for (size_t k = 0; k < c; k++) {
                     float acc = bias[k];
@@ -58,10 +50,10 @@ MNV2_AVX2 static void f32_dwconv3x3_relu6_avx2(const float *x, const float *w, c
     for (size_t b = 0; b < n; b++)
         for (size_t i = oh0; i < oh1; i++) {
             int alo, ahi;
-            taps(i, stride, pad_top, h, &alo, &ahi);
+            mnv2_taps(i, stride, pad_top, h, &alo, &ahi);
             for (size_t j = 0; j < ow; j++) {
                 int blo, bhi;
-                taps(j, stride, pad_left, wd, &blo, &bhi);
+                mnv2_taps(j, stride, pad_left, wd, &blo, &bhi);
                 float *yp = y + ((b * oh + i) * ow + j) * c;
                 for (size_t k = 0; k < c; k += 8) {
                     const int full = k < cfull;

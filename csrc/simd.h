@@ -14,4 +14,16 @@
 #define MNV2_X86 0
 #endif
 
+#include <stddef.h>
+
+/* The 3x3 taps [lo, hi) of one axis that fall inside an input of `size` for output index i at
+ * `stride` with `pad` leading zeros: the kernels skip the others (padding without a copy). */
+static inline void mnv2_taps(size_t i, size_t stride, size_t pad, size_t size, int *lo, int *hi)
+{
+    long base = (long)(i * stride) - (long)pad;
+    long end = (long)size - base;
+    *lo = base < 0 ? (int)-base : 0;
+    *hi = end < 3 ? (int)end : 3;
+}
+
 #endif

@@ -6,13 +6,6 @@
 #include "mobilenetv2.h"
 #include "simd.h"
 
-static inline void taps(size_t i, size_t pad, size_t size, int *lo, int *hi)
-{
-    long base = (long)(i * 2) - (long)pad;
-    *lo = base < 0 ? (int)-base : 0;
-    long end = (long)size - base;
-    *hi = end < 3 ? (int)end : 3;
-}
 
 void f32_stem3x3s2_scalar(const float *x, const float *w, const float *bias, float *y,
                           size_t n, size_t h, size_t wd, size_t cout,
@@ -22,10 +15,10 @@ void f32_stem3x3s2_scalar(const float *x, const float *w, const float *bias, flo
     for (size_t b = 0; b < n; b++)
         for (size_t i = oh0; i < oh1; i++) {
             int alo, ahi;
-            taps(i, pad_top, h, &alo, &ahi);
+            mnv2_taps(i, 2, pad_top, h, &alo, &ahi);
             for (size_t j = 0; j < ow; j++) {
                 int blo, bhi;
-                taps(j, pad_left, wd, &blo, &bhi);
+                mnv2_taps(j, 2, pad_left, wd, &blo, &bhi);
                 float *yp = y + ((b * oh + i) * ow + j) * cout;
                 for (size_t o = 0; o < cout; o++) {
                     float acc = bias[o];
@@ -58,10 +51,10 @@ MNV2_AVX2 static void f32_stem3x3s2_relu6_avx2(const float *x, const float *w, c
     for (size_t b = 0; b < n; b++)
         for (size_t i = oh0; i < oh1; i++) {
             int alo, ahi;
-            taps(i, pad_top, h, &alo, &ahi);
+            mnv2_taps(i, 2, pad_top, h, &alo, &ahi);
             for (size_t j = 0; j < ow; j++) {
                 int blo, bhi;
-                taps(j, pad_left, wd, &blo, &bhi);
+                mnv2_taps(j, 2, pad_left, wd, &blo, &bhi);
                 float *yp = y + ((b * oh + i) * ow + j) * cout;
                 for (size_t o = 0; o < cout; o += 8) {
                     const int full = o < ofull;
