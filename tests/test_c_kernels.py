@@ -67,7 +67,7 @@ def test_dwconv3x3(n, h, w, c, stride, keras_pads, relu6, sc, seed, data):
 
 
 @settings(max_examples=50, deadline=None)
-@given(n=st.integers(1, 2), h=st.integers(1, 15), w=st.integers(1, 15), cout=st.integers(1, 50),
+@given(n=st.integers(1, 2), h=st.integers(1, 15), w=st.integers(1, 15), cout=st.integers(1, 80),
        relu6=st.booleans(), sc=scalar, seed=seeds)
 def test_stem(n, h, w, cout, relu6, sc, seed):
     rng = np.random.default_rng(seed)
