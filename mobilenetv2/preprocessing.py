@@ -40,26 +40,37 @@ def _open(path):
     name = getattr(path, "name", None) or "<file object>"
     if isinstance(path, (str, os.PathLike)):
         name = os.fspath(path)
-        if not os.path.isfile(name):
+        if not os.path.exists(name):
             raise FileNotFoundError(2, "image file not found", name)
+        if not os.path.isfile(name):
+            raise ValueError(f"{name!r} is not a file (an image file path was expected)")
     try:
         img = Image.open(path)
         img.load()
     except UnidentifiedImageError:
         raise ValueError(f"{name!r} is not an image file Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image {name!r} is too large to decode safely: {exc}") from None
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"image {name!r} cannot be read (truncated or corrupt?): {exc}") from None
     return img, name
 
 
 def _to_rgb(img):
-    """Any Pillow mode to 8-bit RGB; 16-bit and 32-bit grey are scaled, not clipped."""
+    """Any Pillow mode to 8-bit RGB, as Keras's ``load_img`` does for 8-bit modes.
+
+    Alpha is dropped (not composited), palettes are expanded, CMYK is converted.  Deeper grey is
+    scaled to 8 bits, not clipped: I;16 always by 255/65535; I and F (whose range Pillow does
+    not record) by 255/65535 only when a value exceeds 255, else taken as 0..255 already.
+    """
     if img.mode.startswith("I") or img.mode == "F":
         a = np.asarray(img, dtype=np.float64)
         if img.mode.startswith("I;16") or a.max(initial=0) > 255:
             a = a * (255.0 / 65535.0)
         img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
-    return img.convert("RGB")  # as Keras's load_img: alpha is dropped, palettes expanded, CMYK converted
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # same colours; spares Pillow's warning about palette transparency
+    return img.convert("RGB")
 
 
 def _center_crop(img, aspect, fraction):

@@ -1,5 +1,6 @@
 """Image loading and preprocessing: Keras's exact inputs on real photos, every Pillow mode, errors."""
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -127,3 +128,36 @@ def test_other_inputs_and_errors(tmp_path):
         load_image(small)
     with pytest.raises(ValueError, match="interpolation"):
         load_image(good, interpolation="cubic-ish")
+
+
+def test_palette_with_transparency_keeps_its_colours(tmp_path):
+    colours = np.array([[250, 0, 0], [0, 120, 0], [0, 0, 60]], np.uint8)
+    idx = np.arange(40 * 64).reshape(40, 64) % 3
+    img = Image.fromarray(idx.astype(np.uint8), "P")
+    img.putpalette(colours.ravel().tolist())
+    path = _save(img, tmp_path, "pt.png", transparency=1)  # the green entry is transparent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = load_image(path, target_size=(40, 64))
+    np.testing.assert_array_equal(out, colours[idx])  # alpha dropped, as Keras's convert("RGB")
+
+
+def test_deep_grey_modes(tmp_path):
+    values = np.arange(64)[None].repeat(40, axis=0)
+    # 32-bit I with 16-bit values: scaled by 255/65535
+    deep = Image.fromarray((values * 1000).astype(np.int32), "I")
+    np.testing.assert_array_equal(load_image(deep, target_size=(40, 64))[:, :, 1],
+                                  np.rint(values * 1000 * 255 / 65535).astype(np.uint8))
+    # I or F holding 8-bit values: kept as they are
+    for arr, mode in ((values.astype(np.int32) * 4, "I"), (values.astype(np.float32) * 4, "F")):
+        out = load_image(Image.fromarray(arr, mode), target_size=(40, 64))
+        np.testing.assert_array_equal(out[:, :, 2], values * 4, err_msg=mode)
+
+
+def test_paths_that_are_not_image_files(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="not a file"):
+        load_image(tmp_path)
+    path = _save(Image.fromarray(np.zeros((100, 100, 3), np.uint8)), tmp_path, "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10000 pixels is then a decompression bomb
+    with pytest.raises(ValueError, match="big.png.*too large"):
+        load_image(path)
