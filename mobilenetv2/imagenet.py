@@ -18,7 +18,13 @@ def class_table():
 
 
 def decode_predictions(preds, top=5):
-    """For each row of ``preds`` (N, 1000): the ``top`` classes as (wnid, name, score), best first."""
+    """For each row of ``preds`` (N, 1000): the ``top`` classes as (wnid, name, score), best first.
+
+    The same selection as Keras's (ties included); unlike Keras, ``top`` below 1 is an error
+    rather than a silent "all 1000" (top=0) or "all but -top" (top<0).
+    """
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise ValueError(f"top must be a positive integer, got {top!r}")
     preds = np.asarray(preds)
     if preds.ndim != 2 or preds.shape[1] != NUM_CLASSES:
         raise ValueError("decode_predictions expects a batch of predictions (a 2D array of shape "

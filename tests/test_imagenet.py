@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from conftest import require_shared
 from mobilenetv2 import decode_predictions
@@ -39,3 +40,27 @@ def test_decode_rejects_wrong_shapes():
     for bad in (np.zeros(1000), np.zeros((1, 10)), np.zeros((1, 1000, 1))):
         with pytest.raises(ValueError, match=r"\(samples, 1000\)"):
             decode_predictions(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=1000, max_size=1000), st.integers(1, 1000))
+def test_decode_with_ties_takes_the_best_scores(levels, top):
+    """Scores with many ties: the scores returned are the `top` largest, best first, each from
+    its own class (which of several tied classes comes first is argsort's choice, as in Keras)."""
+    pred = np.array(levels, np.float32) / 4
+    out = decode_predictions(pred[None], top=top)[0]
+    np.testing.assert_array_equal([s for _, _, s in out], np.sort(pred)[::-1][:top])
+    index = {wnid: i for i, (wnid, _) in enumerate(class_table())}
+    picked = [index[w] for w, _, _ in out]
+    assert len(set(picked)) == top
+    assert all(pred[i] == s and class_table()[i][1] == n for i, (_, n, s) in zip(picked, out))
+
+
+def test_decode_takes_lists_and_rejects_bad_top():
+    row = [0.0] * 1000
+    row[388] = 1.0
+    assert decode_predictions([row], top=1) == [[("n02510455", "giant_panda", 1.0)]]
+    assert len(decode_predictions([row], top=5000)[0]) == 1000  # as Keras: at most every class
+    for bad in (0, -3, 2.5, True, "5"):
+        with pytest.raises(ValueError, match="top must be a positive integer"):
+            decode_predictions([row], top=bad)
