@@ -161,3 +161,12 @@ def test_paths_that_are_not_image_files(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10000 pixels is then a decompression bomb
     with pytest.raises(ValueError, match="big.png.*too large"):
         load_image(path)
+
+
+def test_center_crop_to_a_wide_target_from_a_tall_image(tmp_path):
+    a = np.zeros((100, 40, 3), np.uint8)
+    a[40:60] = np.arange(40, dtype=np.uint8)[:, None] * 5  # the middle 20 rows carry a ramp
+    path = _save(Image.fromarray(a), tmp_path, "tall.png")
+    # target 20 rows x 40 cols (aspect 2): the full width and the middle 20 rows, no resize needed
+    np.testing.assert_array_equal(load_image(path, target_size=(20, 40), crop="center"), a[40:60])
+    assert load_image(path, target_size=(20, 40), crop="center", interpolation="lanczos").shape == (20, 40, 3)
