@@ -28,6 +28,14 @@ def _ptr(a):
     return native.ffi.cast("float *", native.ffi.from_buffer(a))
 
 
+def _rows(rows, total):
+    """(r0, r1) of a row range inside [0, total]; the kernels write exactly those rows."""
+    r0, r1 = (0, total) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= r0 <= r1 <= total:
+        raise ValueError(f"rows {rows} outside [0, {total}]")
+    return r0, r1
+
+
 def pack_pointwise(w, bias):
     """Pack a [cin, cout] kernel and its [cout] bias into f32_pointwise's layout."""
     w = _f32(w, "w", 2)
@@ -43,6 +51,7 @@ def pack_pointwise(w, bias):
 def pointwise(x, packed, cin, cout, relu6=False, residual=None, rows=None, scalar=False):
     """y = act(x @ w + bias) (+ residual) for x: [M, cin]; ``rows`` = (m0, m1) computes only those."""
     x = _f32(x, "x", 2)
+    packed = _f32(packed, "packed", 1)
     if x.shape[1] != cin or packed.size != native.lib.f32_pointwise_packed_floats(cin, cout):
         raise ValueError(f"x {x.shape} / packed {packed.shape} do not fit cin={cin}, cout={cout}")
     m = x.shape[0]
@@ -53,9 +62,7 @@ def pointwise(x, packed, cin, cout, relu6=False, residual=None, rows=None, scala
         if residual.shape != (m, cout):
             raise ValueError(f"residual must have shape {(m, cout)}, got {residual.shape}")
         res = _ptr(residual)
-    m0, m1 = rows or (0, m)
-    if not 0 <= m0 <= m1 <= m:
-        raise ValueError(f"rows {rows} outside [0, {m}]")
+    m0, m1 = _rows(rows, m)
     _fn("f32_pointwise", scalar)(_ptr(x), _ptr(packed), res, _ptr(y), cin, cout, m0, m1, int(relu6))
     return y
 
@@ -78,7 +85,7 @@ def dwconv3x3(x, w, bias, stride, pads, relu6=False, rows=None, scalar=False):
         raise ValueError(f"pads must be in [0, 2], got {pads}")
     oh, ow = _conv_out(h, top, bottom, stride), _conv_out(wd, left, right, stride)
     y = np.zeros((n, oh, ow, c), np.float32)
-    r0, r1 = rows or (0, oh)
+    r0, r1 = _rows(rows, oh)
     _fn("f32_dwconv3x3", scalar)(_ptr(x), _ptr(w), _ptr(bias), _ptr(y), n, h, wd, c, stride,
                                  top, left, oh, ow, r0, r1, int(relu6))
     return y
@@ -96,7 +103,7 @@ def stem(x, w, bias, pads, relu6=False, rows=None, scalar=False):
         raise ValueError(f"pads must be in [0, 2], got {pads}")
     oh, ow = _conv_out(h, top, bottom, 2), _conv_out(wd, left, right, 2)
     y = np.zeros((n, oh, ow, cout), np.float32)
-    r0, r1 = rows or (0, oh)
+    r0, r1 = _rows(rows, oh)
     _fn("f32_stem3x3s2", scalar)(_ptr(x), _ptr(w), _ptr(bias), _ptr(y), n, h, wd, cout,
                                  top, left, oh, ow, r0, r1, int(relu6))
     return y
@@ -106,6 +113,10 @@ def global_pool(x, kind="avg"):
     """[N, H, W, C] -> [N, C], mean or max over H and W."""
     x = _f32(x, "x", 4)
     n, h, w, c = x.shape
+    if kind not in ("avg", "max"):
+        raise ValueError(f"kind must be 'avg' or 'max', got {kind!r}")
+    if h * w == 0:
+        raise ValueError(f"x {x.shape} has no pixels to pool")
     y = np.empty((n, c), np.float32)
     fn = {"avg": native.lib.f32_global_avgpool, "max": native.lib.f32_global_maxpool}[kind]
     fn(_ptr(x), _ptr(y), n, h * w, c)

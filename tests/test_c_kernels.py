@@ -100,3 +100,20 @@ def test_wrappers_reject_bad_arrays():
     with pytest.raises(ValueError, match="do not fit"):
         C.dwconv3x3(np.zeros((1, 5, 5, 4), np.float32), np.zeros((3, 3, 3), np.float32),
                     np.zeros(4, np.float32), 1, (1, 1, 1, 1))
+
+
+def test_wrappers_reject_rows_and_pools_that_would_leave_the_arrays():
+    x = np.zeros((1, 5, 5, 4), np.float32)
+    k, b = np.zeros((3, 3, 4), np.float32), np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="rows"):
+        C.dwconv3x3(x, k, b, 1, (1, 1, 1, 1), rows=(0, 6))
+    with pytest.raises(ValueError, match="rows"):
+        C.stem(np.zeros((1, 5, 5, 3), np.float32), np.zeros((3, 3, 3, 8), np.float32),
+               np.zeros(8, np.float32), (1, 1, 1, 1), rows=(2, 1))
+    packed = C.pack_pointwise(np.zeros((4, 5), np.float32), np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        C.pointwise(np.zeros((3, 4), np.float32), packed.astype(np.float64)[::2], 4, 5)
+    with pytest.raises(ValueError, match="kind"):
+        C.global_pool(x, "sum")
+    with pytest.raises(ValueError, match="no pixels"):
+        C.global_pool(np.zeros((1, 0, 3, 4), np.float32), "max")
