@@ -59,8 +59,7 @@ def _runner(engine, model, x, threads, tmpdir, variant):
         if not native.available():
             return "the C extension is not built"
         model.threads = threads
-        checked = model._check_input(x)
-        return lambda: model._forward(checked)
+        return lambda: model(x)  # the public call: input checks included, as the peers convert theirs
     if engine == "numpy":
         checked = model._check_input(x)
         return lambda: model._run(checked)
