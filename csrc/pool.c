@@ -1,8 +1,10 @@
 /* Global pooling over the H*W pixels of each image: y[n, c] = mean (or max) over p of x[n, p, c].
- * x: [N, HW, C] float32 (NHWC with H and W flattened); y: [N, C].  Sums run in pixel order. */
+ * x: [N, HW, C] float32 (NHWC with H and W flattened); y: [N, C].  Sums run in pixel order and
+ * the mean is the sum divided by HW, in both the scalar and the AVX2 code (8 channels a vector). */
 #include "mobilenetv2.h"
+#include "simd.h"
 
-void f32_global_avgpool(const float *x, float *y, size_t n, size_t hw, size_t c)
+static void f32_global_avgpool_scalar(const float *x, float *y, size_t n, size_t hw, size_t c)
 {
     for (size_t b = 0; b < n; b++) {
         float *yb = y + b * c;
@@ -18,7 +20,7 @@ void f32_global_avgpool(const float *x, float *y, size_t n, size_t hw, size_t c)
     }
 }
 
-void f32_global_maxpool(const float *x, float *y, size_t n, size_t hw, size_t c)
+static void f32_global_maxpool_scalar(const float *x, float *y, size_t n, size_t hw, size_t c)
 {
     for (size_t b = 0; b < n; b++) {
         float *yb = y + b * c;
@@ -30,4 +32,50 @@ void f32_global_maxpool(const float *x, float *y, size_t n, size_t hw, size_t c)
                 yb[k] = xp[k] > yb[k] ? xp[k] : yb[k];
         }
     }
+}
+
+#if MNV2_X86
+/* One 8-channel chunk [k, k+8) of image b at a time (lanes past c masked off), swept over the
+ * pixels: the running sum or maximum stays in a register. */
+MNV2_AVX2 static void f32_global_pool_avx2(const float *x, float *y, size_t n, size_t hw,
+                                           size_t c, int max)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 count = _mm256_set1_ps((float)hw);
+    for (size_t b = 0; b < n; b++)
+        for (size_t k = 0; k < c; k += 8) {
+            const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(c - k)), idx);
+            const float *xp = x + b * hw * c + k;
+            __m256 acc = max ? _mm256_maskload_ps(xp, mask) : _mm256_setzero_ps();
+            for (size_t p = max ? 1 : 0; p < hw; p++) {
+                const __m256 v = _mm256_maskload_ps(xp + p * c, mask);
+                acc = max ? _mm256_max_ps(v, acc) : _mm256_add_ps(acc, v);
+            }
+            if (!max)
+                acc = _mm256_div_ps(acc, count);
+            _mm256_maskstore_ps(y + b * c + k, mask, acc);
+        }
+}
+#endif
+
+void f32_global_avgpool(const float *x, float *y, size_t n, size_t hw, size_t c)
+{
+#if MNV2_X86
+    if (mnv2_simd_level() >= 1) {
+        f32_global_pool_avx2(x, y, n, hw, c, 0);
+        return;
+    }
+#endif
+    f32_global_avgpool_scalar(x, y, n, hw, c);
+}
+
+void f32_global_maxpool(const float *x, float *y, size_t n, size_t hw, size_t c)
+{
+#if MNV2_X86
+    if (mnv2_simd_level() >= 1) {
+        f32_global_pool_avx2(x, y, n, hw, c, 1);
+        return;
+    }
+#endif
+    f32_global_maxpool_scalar(x, y, n, hw, c);
 }
