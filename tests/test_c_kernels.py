@@ -117,3 +117,21 @@ def test_wrappers_reject_rows_and_pools_that_would_leave_the_arrays():
         C.global_pool(x, "sum")
     with pytest.raises(ValueError, match="no pixels"):
         C.global_pool(np.zeros((1, 0, 3, 4), np.float32), "max")
+
+
+def test_pooling_on_the_scalar_path():
+    """The pools have no exported _scalar twin: run them in a process forced onto the scalar path."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import numpy as np\n"
+        "from mobilenetv2 import native, c_kernels as C, numpy_kernels as K\n"
+        "assert native.backend() == 'C scalar', native.backend()\n"
+        "x = np.random.default_rng(1).standard_normal((2, 5, 3, 13)).astype(np.float32)\n"
+        "np.testing.assert_allclose(C.global_pool(x, 'avg'), K.global_avg_pool(x.astype(np.float64)),"
+        " rtol=1e-5, atol=1e-6)\n"
+        "np.testing.assert_array_equal(C.global_pool(x, 'max'), K.global_max_pool(x))\n")
+    env = dict(os.environ, MNV2_FORCE_SCALAR="1")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
