@@ -42,30 +42,39 @@ static inline float act_scalar(float v, int relu6)
     return v;
 }
 
+/* Up to SCALAR_ROWS rows x one panel at a time (the compiler vectorises the 16 lanes of each row
+ * with whatever SIMD the baseline target has); each output is still bias + products in c order. */
+#define SCALAR_ROWS 4
+
 void f32_pointwise_scalar(const float *x, const float *packed, const float *residual, float *y,
                           size_t cin, size_t cout, size_t m0, size_t m1, int relu6)
 {
-    float acc[PANEL];
-    for (size_t m = m0; m < m1; m++) {
-        const float *xr = x + m * cin;
+    float acc[SCALAR_ROWS][PANEL];
+    for (size_t m = m0; m < m1; m += SCALAR_ROWS) {
+        const size_t rows = m1 - m < SCALAR_ROWS ? m1 - m : SCALAR_ROWS;
         for (size_t p = 0; p < panels(cout); p++) {
             const float *pw = packed + p * PANEL * (cin + 1);
-            for (size_t j = 0; j < PANEL; j++)
-                acc[j] = pw[j];
-            for (size_t c = 0; c < cin; c++) {
-                const float xv = xr[c];
-                const float *wc = pw + PANEL + c * PANEL;
+            for (size_t r = 0; r < SCALAR_ROWS; r++)
                 for (size_t j = 0; j < PANEL; j++)
-                    acc[j] = acc[j] + xv * wc[j];
+                    acc[r][j] = pw[j];
+            for (size_t c = 0; c < cin; c++) {
+                const float *wc = pw + PANEL + c * PANEL;
+                for (size_t r = 0; r < SCALAR_ROWS; r++) {
+                    /* rows past m1 (only in the last block) repeat row m: computed, never stored */
+                    const float xv = x[(m + (r < rows ? r : 0)) * cin + c];
+                    for (size_t j = 0; j < PANEL; j++)
+                        acc[r][j] = acc[r][j] + xv * wc[j];
+                }
             }
-            size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
-            for (size_t j = 0; j < n; j++) {
-                size_t o = p * PANEL + j;
-                float v = act_scalar(acc[j], relu6);
-                if (residual)
-                    v += residual[m * cout + o];
-                y[m * cout + o] = v;
-            }
+            const size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
+            for (size_t r = 0; r < rows; r++)
+                for (size_t j = 0; j < n; j++) {
+                    const size_t o = p * PANEL + j;
+                    float v = act_scalar(acc[r][j], relu6);
+                    if (residual)
+                        v += residual[(m + r) * cout + o];
+                    y[(m + r) * cout + o] = v;
+                }
         }
     }
 }
