@@ -20,19 +20,22 @@ void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, flo
                 int blo, bhi;
                 mnv2_taps(j, stride, pad_left, wd, &blo, &bhi);
                 float *yp = y + ((b * oh + i) * ow + j) * c;
-                for (size_t k = 0; k < c; k++) {
-                    float acc = bias[k];
-                    for (int a = alo; a < ahi; a++)
-                        for (int e = blo; e < bhi; e++) {
-                            size_t r = i * stride + a - pad_top, q = j * stride + e - pad_left;
-                            acc = acc + x[((b * h + r) * wd + q) * c + k] * w[(a * 3 + e) * c + k];
-                        }
-                    if (relu6) {
-                        acc = acc > 0.0f ? acc : 0.0f;
-                        acc = acc < 6.0f ? acc : 6.0f;
+                /* taps outer, channels inner (vectorisable); per channel still bias + taps in
+                 * (a, b) order */
+                for (size_t k = 0; k < c; k++)
+                    yp[k] = bias[k];
+                for (int a = alo; a < ahi; a++)
+                    for (int e = blo; e < bhi; e++) {
+                        size_t r = i * stride + a - pad_top, q = j * stride + e - pad_left;
+                        const float *xt = x + ((b * h + r) * wd + q) * c, *wt = w + (a * 3 + e) * c;
+                        for (size_t k = 0; k < c; k++)
+                            yp[k] = yp[k] + xt[k] * wt[k];
                     }
-                    yp[k] = acc;
-                }
+                if (relu6)
+                    for (size_t k = 0; k < c; k++) {
+                        float v = yp[k] > 0.0f ? yp[k] : 0.0f;
+                        yp[k] = v < 6.0f ? v : 6.0f;
+                    }
             }
         }
 }

@@ -20,20 +20,24 @@ void f32_stem3x3s2_scalar(const float *x, const float *w, const float *bias, flo
                 int blo, bhi;
                 mnv2_taps(j, 2, pad_left, wd, &blo, &bhi);
                 float *yp = y + ((b * oh + i) * ow + j) * cout;
-                for (size_t o = 0; o < cout; o++) {
-                    float acc = bias[o];
-                    for (int a = alo; a < ahi; a++)
-                        for (int e = blo; e < bhi; e++)
-                            for (int k = 0; k < 3; k++) {
-                                size_t r = 2 * i + a - pad_top, q = 2 * j + e - pad_left;
-                                acc = acc + x[((b * h + r) * wd + q) * 3 + k] * w[((a * 3 + e) * 3 + k) * cout + o];
-                            }
-                    if (relu6) {
-                        acc = acc > 0.0f ? acc : 0.0f;
-                        acc = acc < 6.0f ? acc : 6.0f;
+                /* taps outer, output channels inner (vectorisable); per output still bias +
+                 * taps in (a, b, c) order */
+                for (size_t o = 0; o < cout; o++)
+                    yp[o] = bias[o];
+                for (int a = alo; a < ahi; a++)
+                    for (int e = blo; e < bhi; e++)
+                        for (int k = 0; k < 3; k++) {
+                            size_t r = 2 * i + a - pad_top, q = 2 * j + e - pad_left;
+                            const float xv = x[((b * h + r) * wd + q) * 3 + k];
+                            const float *wt = w + ((a * 3 + e) * 3 + k) * cout;
+                            for (size_t o = 0; o < cout; o++)
+                                yp[o] = yp[o] + xv * wt[o];
+                        }
+                if (relu6)
+                    for (size_t o = 0; o < cout; o++) {
+                        float v = yp[o] > 0.0f ? yp[o] : 0.0f;
+                        yp[o] = v < 6.0f ? v : 6.0f;
                     }
-                    yp[o] = acc;
-                }
             }
         }
 }
