@@ -28,6 +28,9 @@ def rel_l2(a, b):
     (1.0, (32, 32, 3), dict(include_top=False, pooling="max"), 1),
     (1.4, (64, 64, 3), dict(include_top=False), 1),
     (0.75, (33, 47, 3), dict(include_top=False, classes=10), 1),
+    (1.0, (96, 96, 3), dict(), 3),
+    (1.4, (32, 32, 3), dict(include_top=False, pooling="avg"), 3),
+    (1.0, (97, 113, 3), dict(include_top=False, pooling="max"), 1),
 ])
 def test_plan_matches_numpy_layers(alpha, shape, kw, batch):
     model = MobileNetV2(shape, alpha=alpha, weights=None, **kw)
