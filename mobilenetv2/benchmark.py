@@ -3,13 +3,15 @@
 Batch-1 latency (median, 10th/90th percentiles, min over --runs calls after --warmup) and, with
 --batch8, batch-8 throughput, for any of the 22 variants and thread counts.  Peers run the same
 network: ONNX Runtime and OpenVINO on an ONNX export of the same weights, LiteRT (XNNPACK) on the
-float32 .tflite files in shared/peers.  Prints what ran and a table; writes JSON.
+float32 .tflite files in shared/peers.  Prints what ran and a table; writes JSON.  "RSS MB" is
+the process's peak resident memory so far (getrusage), read after each row, so it only grows.
 """
 import argparse
 import datetime
 import json
 import os
 import platform
+import re
 import resource
 import tempfile
 import time
@@ -110,6 +112,20 @@ def _runner(engine, model, x, threads, tmpdir, variant):
     raise ValueError(engine)
 
 
+def compiler():
+    """The compiler recorded in the built extension's .comment section, and any MNV2_CFLAGS now set."""
+    if not native.available():
+        return None
+    try:
+        from mobilenetv2 import _mnv2
+        found = re.findall(rb"GCC: \([^)]*\) [0-9.]+|clang version [0-9.]+", Path(_mnv2.__file__).read_bytes())
+    except (OSError, AttributeError):
+        found = []
+    name = found[0].decode() if found else "unknown compiler"
+    extra = os.environ.get("MNV2_CFLAGS")
+    return name + " with csrc/build_ffi.py's default flags" + (f" (MNV2_CFLAGS={extra!r} now set)" if extra else "")
+
+
 def versions():
     out = {"numpy": np.__version__, "python": platform.python_version()}
     for name, module in (("onnxruntime", "onnxruntime"), ("openvino", "openvino"), ("onnx", "onnx"),
@@ -150,9 +166,10 @@ def main(argv=None):
     args = parse_args(argv)
     now = datetime.datetime.now(datetime.timezone.utc)
     header = {"date": now.isoformat(timespec="seconds"), "cpu": cpu_model(), "cores": os.cpu_count(),
-              "backend": native.backend(), "versions": versions(),
+              "backend": native.backend(), "compiler": compiler(), "versions": versions(),
               "note": "one shared machine: compare ratios within one run"}
     print(f"# {header['date']}  {header['cpu']}, {header['cores']} cores, mobilenetv2 engine: {header['backend']}")
+    print(f"# C extension built by: {header['compiler']}")
     print("# " + ", ".join(f"{k} {v}" for k, v in header["versions"].items()))
     rows, skipped = [], {}
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -182,14 +199,14 @@ def main(argv=None):
         peers = [p["median_ms"] for p in rows if p["engine"] in PEERS and p["variant"] == r["variant"]
                  and p["batch"] == r["batch"] and p["threads"] == r["threads"]]
         r["speedup_vs_best_peer"] = min(peers) / r["median_ms"] if peers else None
-    line = "{:<9} {:<8} {:>5} {:>5} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9}"
+    line = "{:<9} {:<8} {:>5} {:>5} {:>9} {:>9} {:>9} {:>8} {:>7} {:>12} {:>8}"
     print(line.format("engine", "variant", "thr", "batch", "median ms", "p10 ms", "p90 ms", "img/s", "GFLOP/s",
-                      "vs best peer"))
+                      "vs best peer", "RSS MB"))
     for r in rows:
         ratio = f"{r['speedup_vs_best_peer']:.2f}x" if r["speedup_vs_best_peer"] else "-"
         print(line.format(r["engine"], r["variant"], r["threads"], r["batch"], f"{r['median_ms']:.2f}",
                           f"{r['p10_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['img_per_s']:.1f}", f"{r['gflops']:.1f}",
-                          ratio))
+                          ratio, f"{r['peak_rss_mb']:.0f}"))
     for engine, why in skipped.items():
         print(f"# skipped {engine}: {why}")
     out = Path(args.json) if args.json else (
