@@ -16,6 +16,7 @@ CASES = [
     ((96, 96, 3), 0.35, dict()),
     ((96, 96, 3), 0.35, dict(classifier_activation=None)),
     ((97, 113, 3), 0.5, dict(include_top=False, pooling="avg")),
+    ((97, 113, 3), 0.35, dict(include_top=False, pooling="max")),
     ((33, 40, 3), 0.35, dict(include_top=False)),
 ]
 
