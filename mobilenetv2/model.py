@@ -280,11 +280,14 @@ class MobileNetV2:
         is built, else the NumPy layers.  Calls on one model are serialized (one arena per shape)."""
         if not native.available() or self.dtype != np.float32:
             return self._run(x)
-        from mobilenetv2.plan import Plan
+        from mobilenetv2.plan import Plan, Unsupported
         with self._plan_lock:
             plan = self._plans.get(x.shape)
             if plan is None or not plan.valid_for(self):
-                plan = self._plans[x.shape] = Plan(self, x.shape)
+                try:
+                    plan = self._plans[x.shape] = Plan(self, x.shape)
+                except Unsupported:  # e.g. a stem over other than 3 channels: the NumPy layers
+                    return self._run(x)
             return plan.run(x, self.threads)
 
     @property

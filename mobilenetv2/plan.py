@@ -13,6 +13,10 @@ from mobilenetv2 import native
 from mobilenetv2.numpy_kernels import fold_batchnorm, softmax
 
 
+class Unsupported(Exception):
+    """The graph has a layer the C kernels do not cover; the NumPy layers run it instead."""
+
+
 class _Buffers:
     """Flat float32 arrays handed out and taken back by liveness, at plan-build time."""
 
@@ -106,6 +110,9 @@ class Plan:
                              relu6=relu is not None, c=x.shape[3], stride=conv.stride,
                              pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1])
                 elif conv.kernel == 3:
+                    if conv.cin != 3 or conv.stride != 2:
+                        raise Unsupported(f"the C stem takes 3 input channels at stride 2, "
+                                          f"{conv.name!r} has {conv.cin} at stride {conv.stride}")
                     wk, bias = fold_batchnorm(kernel, *bn.weights, eps=bn.epsilon)
                     pads = conv.pads(*shapes[src][:2])
                     self._op(lib.MNV2_OP_STEM, x, y, w=np.ascontiguousarray(wk), bias=bias,
@@ -143,7 +150,7 @@ class Plan:
                 tensors[layer.name] = (buf, y)
                 release(src)
             else:
-                raise NotImplementedError(f"the C plan cannot lower layer {layer.name!r} ({type(layer).__name__})")
+                raise Unsupported(f"the C plan cannot lower layer {layer.name!r} ({type(layer).__name__})")
         self.output = tensors[layers[-1].name][1]
         self.c_ops = native.ffi.new("struct mnv2_op[]", len(self.ops))
         for i, fields in enumerate(self.ops):

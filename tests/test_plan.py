@@ -117,3 +117,11 @@ def test_bad_thread_counts(bad):
     assert model.threads == (os.cpu_count() or 1)
     with pytest.raises(ValueError, match="threads"):
         model.threads = bad
+
+
+def test_input_channels_the_stem_kernel_does_not_cover_run_on_numpy():
+    """The C stem reads 3 channels; a 1-channel model must not go through it."""
+    model = MobileNetV2((64, 64, 1), alpha=0.35, include_top=False, weights=None)
+    x = rand(1, 64, 64, 1)
+    np.testing.assert_array_equal(model.predict(x), model._run(model._check_input(x)))
+    assert model._plans == {}
