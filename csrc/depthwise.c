@@ -59,8 +59,92 @@ MNV2_AVX2 static inline __m256 dw_pixel(const float *x, const float *w, __m256 a
     return acc;
 }
 
-/* Per output row and 8-channel chunk, the nine weight vectors stay in registers while the chunk
- * sweeps the row; interior pixels take all three column taps of each valid kernel row. */
+/* A run of nblk blocks of px interior output pixels of one 8-channel chunk (rows[a]: the input of
+ * kernel row a at the first block's first tap column, or NULL when that row is padding; yp: the
+ * first block's output).  px accumulators stay in registers: each input vector is loaded once per
+ * block and feeds every pixel whose window covers it, the three weights of a kernel row once per
+ * block.  Per pixel the FMAs come in (a, b) order, as in the per-pixel code. */
+MNV2_AVX2 static inline __attribute__((always_inline)) void
+dw_blocks(const float *const rows[3], const float *w, const float *bias, float *yp, size_t c,
+          const size_t stride, const int px, size_t nblk, int relu6)
+{
+    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+    const size_t step = stride * (size_t)px * c;
+    for (size_t blk = 0; blk < nblk; blk++, yp += (size_t)px * c) {
+        __m256 acc[16];
+        const __m256 bv = _mm256_loadu_ps(bias);
+#pragma GCC unroll 16
+        for (int p = 0; p < px; p++)
+            acc[p] = bv;
+#pragma GCC unroll 3
+        for (int a = 0; a < 3; a++) {
+            if (!rows[a])
+                continue;
+            const float *xr = rows[a] + blk * step;
+            const __m256 wa0 = _mm256_loadu_ps(w + (3 * a) * c), wa1 = _mm256_loadu_ps(w + (3 * a + 1) * c),
+                         wa2 = _mm256_loadu_ps(w + (3 * a + 2) * c);
+#pragma GCC unroll 40
+            for (size_t col = 0; col < stride * (size_t)(px - 1) + 3; col++) {
+                const __m256 v = _mm256_loadu_ps(xr + col * c);
+                if (col % stride == 0 && col / stride < (size_t)px)
+                    acc[col / stride] = _mm256_fmadd_ps(v, wa0, acc[col / stride]);
+                if (col >= 1 && (col - 1) % stride == 0 && (col - 1) / stride < (size_t)px)
+                    acc[(col - 1) / stride] = _mm256_fmadd_ps(v, wa1, acc[(col - 1) / stride]);
+                if (col >= 2 && (col - 2) % stride == 0 && (col - 2) / stride < (size_t)px)
+                    acc[(col - 2) / stride] = _mm256_fmadd_ps(v, wa2, acc[(col - 2) / stride]);
+            }
+        }
+#pragma GCC unroll 16
+        for (int p = 0; p < px; p++) {
+            __m256 r = acc[p];
+            if (relu6)
+                r = _mm256_min_ps(_mm256_max_ps(r, zero), six);
+            _mm256_storeu_ps(yp + p * c, r);
+        }
+    }
+}
+
+#define DW_PX 8 /* pixels per block: enough independent FMA chains to hide the FMA latency */
+#define DW_BLOCKS(s, name, px)                                                                      \
+    MNV2_AVX2 static void dw_blocks_s##s##_##name(const float *const rows[3], const float *w,          \
+                                                const float *bias, float *yp, size_t c, size_t nblk, \
+                                                int relu6)                                           \
+    {                                                                                               \
+        dw_blocks(rows, w, bias, yp, c, s, px, nblk, relu6);                                        \
+    }
+DW_BLOCKS(1, big, DW_PX)
+DW_BLOCKS(1, 4, 4)
+DW_BLOCKS(1, 1, 1)
+DW_BLOCKS(2, big, DW_PX)
+DW_BLOCKS(2, 4, 4)
+DW_BLOCKS(2, 1, 1)
+#undef DW_BLOCKS
+
+/* Interior pixels [j, j + count) of one output row and chunk: blocks of 12, then 4, then 1. */
+MNV2_AVX2 static void dw_interior(const float *const rows0[3], const float *w, const float *bias,
+                                  float *yp, size_t c, size_t stride, size_t count, int relu6)
+{
+    const float *rows[3] = {rows0[0], rows0[1], rows0[2]};
+    static const int sizes[3] = {DW_PX, 4, 1};
+    for (int s = 0; s < 3; s++) {
+        const size_t px = (size_t)sizes[s], nblk = count / px;
+        if (!nblk)
+            continue;
+        if (stride == 1)
+            (px == DW_PX ? dw_blocks_s1_big : px == 4 ? dw_blocks_s1_4 : dw_blocks_s1_1)(rows, w, bias, yp, c, nblk, relu6);
+        else
+            (px == DW_PX ? dw_blocks_s2_big : px == 4 ? dw_blocks_s2_4 : dw_blocks_s2_1)(rows, w, bias, yp, c, nblk, relu6);
+        for (int a = 0; a < 3; a++)
+            if (rows[a])
+                rows[a] += nblk * px * stride * c;
+        yp += nblk * px * c;
+        count -= nblk * px;
+    }
+}
+
+/* Per output row and 8-channel chunk: blocks of DW_PX interior pixels (above), then the other
+ * pixels one at a time with the taps inside the image (borders, the rest of the interior, and a
+ * masked channel tail). */
 MNV2_AVX2 static void f32_dwconv3x3_relu6_avx2(const float *x, const float *w, const float *bias,
                                                float *y, size_t n, size_t h, size_t wd, size_t c,
                                                size_t stride, size_t pad_top, size_t pad_left,
@@ -80,44 +164,25 @@ MNV2_AVX2 static void f32_dwconv3x3_relu6_avx2(const float *x, const float *w, c
         for (size_t i = oh0; i < oh1; i++) {
             int alo, ahi;
             mnv2_taps(i, stride, pad_top, h, &alo, &ahi);
-            const int r0 = alo <= 0 && ahi > 0, r1 = alo <= 1 && ahi > 1, r2 = ahi > 2;
             float *yrow = y + (b * oh + i) * ow * c;
             for (size_t k = 0; k < c; k += 8) {
                 const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(c - k)), idx);
-                const __m256 bv = _mm256_maskload_ps(bias + k, mask);
-                const __m256 w00 = _mm256_maskload_ps(w + 0 * c + k, mask), w01 = _mm256_maskload_ps(w + 1 * c + k, mask),
-                             w02 = _mm256_maskload_ps(w + 2 * c + k, mask), w10 = _mm256_maskload_ps(w + 3 * c + k, mask),
-                             w11 = _mm256_maskload_ps(w + 4 * c + k, mask), w12 = _mm256_maskload_ps(w + 5 * c + k, mask),
-                             w20 = _mm256_maskload_ps(w + 6 * c + k, mask), w21 = _mm256_maskload_ps(w + 7 * c + k, mask),
-                             w22 = _mm256_maskload_ps(w + 8 * c + k, mask);
                 const int full = k + 8 <= c;
-                /* input rows of taps a = 0, 1, 2 (only dereferenced when that row is valid) */
-                const float *xr0 = r0 ? x + ((b * h + i * stride - pad_top) * wd) * c + k : NULL;
-                const float *xr1 = r1 ? x + ((b * h + i * stride + 1 - pad_top) * wd) * c + k : NULL;
-                const float *xr2 = r2 ? x + ((b * h + i * stride + 2 - pad_top) * wd) * c + k : NULL;
+                if (full && j1 > j0) {
+                    const float *rows[3];
+                    for (int a = 0; a < 3; a++)
+                        rows[a] = a >= alo && a < ahi
+                                      ? x + ((b * h + i * stride + a - pad_top) * wd + j0 * stride - pad_left) * c + k
+                                      : NULL;
+                    dw_interior(rows, w + k, bias + k, yrow + j0 * c + k, c, stride, j1 - j0, relu6);
+                }
+                const __m256 bv = _mm256_maskload_ps(bias + k, mask);
                 for (size_t j = 0; j < ow; j++) {
-                    __m256 acc;
-                    if (j >= j0 && j < j1 && full) {
-                        const size_t q = (j * stride - pad_left) * c;
-                        acc = bv;
-                        if (r0) {
-                            acc = _mm256_fmadd_ps(_mm256_loadu_ps(xr0 + q), w00, acc);
-                            acc = _mm256_fmadd_ps(_mm256_loadu_ps(xr0 + q + c), w01, acc);
-                            acc = _mm256_fmadd_ps(_mm256_loadu_ps(xr0 + q + 2 * c), w02, acc);
-                        }
-                        if (r1) {
-                            acc = _mm256_fmadd_ps(_mm256_loadu_ps(xr1 + q), w10, acc);
-                            acc = _mm256_fmadd_ps(_mm256_loadu_ps(xr1 + q + c), w11, acc);
-                            acc = _mm256_fmadd_ps(_mm256_loadu_ps(xr1 + q + 2 * c), w12, acc);
-                        }
-                        if (r2) {
-                            acc = _mm256_fmadd_ps(_mm256_loadu_ps(xr2 + q), w20, acc);
-                            acc = _mm256_fmadd_ps(_mm256_loadu_ps(xr2 + q + c), w21, acc);
-                            acc = _mm256_fmadd_ps(_mm256_loadu_ps(xr2 + q + 2 * c), w22, acc);
-                        }
-                    } else {
-                        acc = dw_pixel(x, w, bv, mask, b, h, wd, c, stride, pad_top, pad_left, i, j, k, alo, ahi);
+                    if (full && j == j0 && j1 > j0) {
+                        j = j1 - 1;
+                        continue;
                     }
+                    __m256 acc = dw_pixel(x, w, bv, mask, b, h, wd, c, stride, pad_top, pad_left, i, j, k, alo, ahi);
                     if (relu6)
                         acc = _mm256_min_ps(_mm256_max_ps(acc, zero), six);
                     if (full)
