@@ -13,6 +13,30 @@ from mobilenetv2 import native
 from mobilenetv2.numpy_kernels import fold_batchnorm, softmax
 
 
+ALIGN = 64  # bytes: a cache line, so no 32-byte vector load of a buffer straddles two lines
+
+
+def aligned_empty(size):
+    """A flat float32 array of ``size`` elements whose data starts on an ALIGN-byte boundary."""
+    raw = np.empty(size * 4 + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + size * 4].view(np.float32)
+
+
+def aligned_copy(a):
+    """A C-contiguous float32 copy of ``a`` on an ALIGN-byte boundary."""
+    out = aligned_empty(a.size).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def _by_panels(rows, cout):
+    """Whether threads should share a pointwise layer's output channels rather than its rows:
+    when its weights (cin x cout) outweigh its input (rows x cin), so each thread streams only
+    its share of the weights (the 7x7 layers, the dense head)."""
+    return int(cout > rows)
+
+
 class Unsupported(Exception):
     """The graph has a layer the C kernels do not cover; the NumPy layers run it instead."""
 
@@ -30,7 +54,7 @@ class _Buffers:
             buf = min(fits, key=lambda b: b.size)
             self.free = [b for b in self.free if b is not buf]
         else:
-            buf = np.empty(size, np.float32)
+            buf = aligned_empty(size)
         return buf, buf[:size].reshape(shape)
 
     def give(self, buf):
@@ -64,7 +88,7 @@ class Plan:
             for i in layer.inputs:
                 consumers.setdefault(i, []).append(layer.name)
         pool = _Buffers()
-        self.input = np.empty(self.shape, np.float32)
+        self.input = aligned_empty(int(np.prod(self.shape))).reshape(self.shape)
         tensors = {layers[0].name: (None, self.input)}  # name -> (pool buffer, view)
         pending = {name: len(c) for name, c in consumers.items()}
 
@@ -106,7 +130,7 @@ class Plan:
                     wk, bias = fold_batchnorm(kernel[:, :, :, 0], *bn.weights, eps=bn.epsilon)
                     if pads is None:
                         pads = conv.pads(*shapes[src][:2])
-                    self._op(lib.MNV2_OP_DWCONV, x, y, w=np.ascontiguousarray(wk), bias=bias,
+                    self._op(lib.MNV2_OP_DWCONV, x, y, w=aligned_copy(wk), bias=aligned_copy(bias),
                              relu6=relu is not None, c=x.shape[3], stride=conv.stride,
                              pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1])
                 elif conv.kernel == 3:
@@ -115,20 +139,21 @@ class Plan:
                                           f"{conv.name!r} has {conv.cin} at stride {conv.stride}")
                     wk, bias = fold_batchnorm(kernel, *bn.weights, eps=bn.epsilon)
                     pads = conv.pads(*shapes[src][:2])
-                    self._op(lib.MNV2_OP_STEM, x, y, w=np.ascontiguousarray(wk), bias=bias,
+                    self._op(lib.MNV2_OP_STEM, x, y, w=aligned_copy(wk), bias=aligned_copy(bias),
                              relu6=relu is not None, c=3, cout=conv.cout, stride=2,
                              pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1])
                 else:
                     wk, bias = fold_batchnorm(kernel[0, 0], *bn.weights, eps=bn.epsilon)
-                    packed = np.empty(lib.f32_pointwise_packed_floats(conv.cin, conv.cout), np.float32)
+                    packed = aligned_empty(lib.f32_pointwise_packed_floats(conv.cin, conv.cout))
                     lib.f32_pointwise_pack(self._p(np.ascontiguousarray(wk)), self._p(bias),
                                            conv.cin, conv.cout, self._p(packed))
                     residual = None
                     if add is not None:
                         residual = tensors[[i for i in add.inputs if i != bn.name][0]][1]
+                    rows = int(np.prod(y.shape[:3]))
                     self._op(lib.MNV2_OP_POINTWISE, x, y, w=packed, residual=residual,
                              relu6=relu is not None, c=conv.cin, cout=conv.cout,
-                             split_rows=int(np.prod(y.shape[:3])))
+                             split_rows=rows, split_panels=_by_panels(rows, conv.cout))
                 tensors[out_name] = (buf, y)
                 release(src)
                 if add is not None:
@@ -142,10 +167,11 @@ class Plan:
                 release(src)
             elif isinstance(layer, L.Dense):
                 kernel, bias = layer.weights
-                packed = np.empty(lib.f32_pointwise_packed_floats(layer.cin, layer.cout), np.float32)
+                packed = aligned_empty(lib.f32_pointwise_packed_floats(layer.cin, layer.cout))
                 lib.f32_pointwise_pack(self._p(kernel), self._p(bias), layer.cin, layer.cout, self._p(packed))
                 buf, y = pool.take((n, layer.cout))
-                self._op(lib.MNV2_OP_POINTWISE, x, y, w=packed, c=layer.cin, cout=layer.cout, split_rows=n)
+                self._op(lib.MNV2_OP_POINTWISE, x, y, w=packed, c=layer.cin, cout=layer.cout,
+                         split_rows=n, split_panels=_by_panels(n, layer.cout))
                 self.softmax = layer.activation == "softmax"
                 tensors[layer.name] = (buf, y)
                 release(src)
