@@ -31,6 +31,16 @@ void f32_pointwise(const float *x, const float *packed, const float *residual, f
                    size_t cin, size_t cout, size_t m0, size_t m1, int relu6);
 void f32_pointwise_scalar(const float *x, const float *packed, const float *residual, float *y,
                           size_t cin, size_t cout, size_t m0, size_t m1, int relu6);
+/* The 16-channel output panels of a [cin, cout] kernel: ceil(cout / 16). */
+size_t f32_pointwise_panels(size_t cout);
+/* f32_pointwise restricted to output panels [p0, p1) (channels [16 p0, min(16 p1, cout))): the
+ * plan splits a layer with few rows and large weights among threads this way. */
+void f32_pointwise_part(const float *x, const float *packed, const float *residual, float *y,
+                        size_t cin, size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
+                        int relu6);
+void f32_pointwise_part_scalar(const float *x, const float *packed, const float *residual, float *y,
+                               size_t cin, size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
+                               int relu6);
 
 /* Depthwise 3x3: y[n,i,j,c] = act(sum_{a,b} x[n, i*s+a-pt, j*s+b-pl, c] * w[a,b,c] + bias[c]),
  * x outside the image reads as 0 (padding handled inside, no padded copy), for output rows
@@ -62,7 +72,9 @@ void f32_global_maxpool(const float *x, float *y, size_t n, size_t hw, size_t c)
 /* ---- the plan (csrc/plan.c): every op of a lowered network, run by one call ----
  * kind: MNV2_OP_STEM, _DWCONV, _POINTWISE (x: [rows, c] -> y: [rows, cout]), _AVGPOOL, _MAXPOOL
  * (x: [n, h*w_, c] -> y: [n, c]).  Arguments as for the kernels above; split_rows is the row count
- * the threads share (output rows for stem/depthwise, pixels for pointwise, 0: thread 0 alone). */
+ * the threads share (output rows for stem/depthwise, pixels for pointwise, 0: thread 0 alone);
+ * a pointwise op with split_panels set is split by output panels instead, each thread taking all
+ * split_rows rows. */
 enum { MNV2_OP_STEM = 0, MNV2_OP_DWCONV = 1, MNV2_OP_POINTWISE = 2, MNV2_OP_AVGPOOL = 3,
        MNV2_OP_MAXPOOL = 4 };
 struct mnv2_op {
@@ -75,6 +87,7 @@ struct mnv2_op {
     float *y;
     size_t n, h, w_, c, cout, stride, pad_top, pad_left, oh, ow;
     size_t split_rows;
+    int split_panels; /* pointwise only: threads share output panels, not rows */
 };
 /* A plan over ops[0..n_ops) (the array must outlive the plan) run by `threads` threads: the
  * caller and threads - 1 workers that sleep between runs.  NULL if a thread cannot be started. */
@@ -82,6 +95,9 @@ void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops, int threads);
 /* Run every op in order; each op's rows are split statically among the threads, so the result
  * is bit-identical for every thread count. */
 void mnv2_plan_run(void *plan);
+/* Run once as mnv2_plan_run does, writing each op's wall time (seconds, barrier included) to
+ * seconds[0..n_ops). */
+void mnv2_plan_profile(void *plan, double *seconds);
 void mnv2_plan_destroy(void *plan);
 /* cdef-end */
 

@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include "mobilenetv2.h"
 
 struct plan;
@@ -31,7 +32,15 @@ struct plan {
     int quit;
     atomic_int arrived;       /* barrier */
     atomic_int sense;
+    double *seconds;          /* per-op wall time of a profiled run, written by the caller's thread */
 };
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static void run_op(const struct mnv2_op *op, size_t r0, size_t r1)
 {
@@ -79,11 +88,24 @@ static void barrier(struct plan *p, int *local_sense)
     }
 }
 
+static void run_panels(const struct mnv2_op *op, int t, int threads)
+{
+    size_t np = f32_pointwise_panels(op->cout);
+    size_t p0 = split(np, t, threads, 1), p1 = split(np, t + 1, threads, 1);
+    if (p0 < p1)
+        f32_pointwise_part(op->x, op->w, op->residual, op->y, op->c, op->cout, 0, op->split_rows,
+                           p0, p1, op->relu6);
+}
+
 static void run_share(struct plan *p, int t, int *local_sense)
 {
+    double *seconds = t == 0 ? p->seconds : NULL;
+    double start = seconds ? now() : 0.0;
     for (size_t i = 0; i < p->n_ops; i++) {
         const struct mnv2_op *op = &p->ops[i];
-        if (op->split_rows == 0) {
+        if (op->kind == MNV2_OP_POINTWISE && op->split_panels) {
+            run_panels(op, t, p->threads);
+        } else if (op->split_rows == 0) {
             if (t == 0)
                 run_op(op, 0, 0);
         } else {
@@ -95,6 +117,11 @@ static void run_share(struct plan *p, int t, int *local_sense)
         }
         if (p->threads > 1)
             barrier(p, local_sense);
+        if (seconds) {
+            double end = now();
+            seconds[i] = end - start;
+            start = end;
+        }
     }
 }
 
@@ -134,6 +161,14 @@ void mnv2_plan_run(void *handle)
     }
     int local_sense = caller_sense(p);
     run_share(p, 0, &local_sense);
+}
+
+void mnv2_plan_profile(void *handle, double *seconds)
+{
+    struct plan *p = handle;
+    p->seconds = seconds;
+    mnv2_plan_run(p);
+    p->seconds = NULL;
 }
 
 void mnv2_plan_destroy(void *handle)

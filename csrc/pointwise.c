@@ -46,13 +46,14 @@ static inline float act_scalar(float v, int relu6)
  * with whatever SIMD the baseline target has); each output is still bias + products in c order. */
 #define SCALAR_ROWS 4
 
-void f32_pointwise_scalar(const float *x, const float *packed, const float *residual, float *y,
-                          size_t cin, size_t cout, size_t m0, size_t m1, int relu6)
+void f32_pointwise_part_scalar(const float *x, const float *packed, const float *residual, float *y,
+                               size_t cin, size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
+                               int relu6)
 {
     float acc[SCALAR_ROWS][PANEL];
     for (size_t m = m0; m < m1; m += SCALAR_ROWS) {
         const size_t rows = m1 - m < SCALAR_ROWS ? m1 - m : SCALAR_ROWS;
-        for (size_t p = 0; p < panels(cout); p++) {
+        for (size_t p = p0; p < p1; p++) {
             const float *pw = packed + p * PANEL * (cin + 1);
             for (size_t r = 0; r < SCALAR_ROWS; r++)
                 for (size_t j = 0; j < PANEL; j++)
@@ -77,6 +78,12 @@ void f32_pointwise_scalar(const float *x, const float *packed, const float *resi
                 }
         }
     }
+}
+
+void f32_pointwise_scalar(const float *x, const float *packed, const float *residual, float *y,
+                          size_t cin, size_t cout, size_t m0, size_t m1, int relu6)
+{
+    f32_pointwise_part_scalar(x, packed, residual, y, cin, cout, m0, m1, 0, panels(cout), relu6);
 }
 
 #if MNV2_X86
@@ -156,48 +163,150 @@ MNV2_AVX2 static void tile_mr(const float *x, const float *pw, const float *resi
 #undef ROW
 }
 
-/* One row x one panel: the same operations per output as tile_mr. */
-MNV2_AVX2 static void tile_1(const float *x, const float *pw, const float *residual, float *y,
-                             size_t cin, size_t cout, size_t m, size_t o, size_t n, int relu6)
+/* rt rows (1..3) x npn panels (1..4) starting at panel p: rt * npn * 2 accumulators, so a few
+ * rows (the tail of a row range, or the dense head's single row) still run enough independent FMA
+ * chains to hide the FMA latency.  The same operations per output as tile_mr. */
+MNV2_AVX2 static inline __attribute__((always_inline)) void
+tile_small(const float *x, const float *packed, const float *residual, float *y, size_t cin,
+           size_t cout, size_t m, size_t p, const int rt, const int npn, int relu6)
 {
-    __m256 a0 = _mm256_loadu_ps(pw), a1 = _mm256_loadu_ps(pw + 8);
-    const float *xr = x + m * cin;
-    const float *wc = pw + PANEL;
-    for (size_t c = 0; c < cin; c++, wc += PANEL) {
-        const __m256 xv = _mm256_broadcast_ss(xr + c);
-        a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wc), a0);
-        a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wc + 8), a1);
+    const size_t pstride = PANEL * (cin + 1);
+    const float *pw = packed + p * pstride;
+    __m256 acc[3][8];
+#pragma GCC unroll 4
+    for (int q = 0; q < npn; q++) {
+        const __m256 b0 = _mm256_loadu_ps(pw + q * pstride), b1 = _mm256_loadu_ps(pw + q * pstride + 8);
+#pragma GCC unroll 3
+        for (int r = 0; r < rt; r++) {
+            acc[r][2 * q] = b0;
+            acc[r][2 * q + 1] = b1;
+        }
     }
-    store_row(y + m * cout + o, residual ? residual + m * cout + o : NULL, a0, a1, n, relu6);
+    const float *xr = x + m * cin;
+    for (size_t c = 0; c < cin; c++) {
+        const float *wc = pw + PANEL + c * PANEL;
+#pragma GCC unroll 4
+        for (int q = 0; q < npn; q++) {
+            const __m256 w0 = _mm256_loadu_ps(wc + q * pstride), w1 = _mm256_loadu_ps(wc + q * pstride + 8);
+#pragma GCC unroll 3
+            for (int r = 0; r < rt; r++) {
+                const __m256 xv = _mm256_broadcast_ss(xr + r * cin + c);
+                acc[r][2 * q] = _mm256_fmadd_ps(xv, w0, acc[r][2 * q]);
+                acc[r][2 * q + 1] = _mm256_fmadd_ps(xv, w1, acc[r][2 * q + 1]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < npn; q++) {
+        const size_t o = (p + q) * PANEL, n = cout - o < PANEL ? cout - o : PANEL;
+#pragma GCC unroll 3
+        for (int r = 0; r < rt; r++)
+            store_row(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL,
+                      acc[r][2 * q], acc[r][2 * q + 1], n, relu6);
+    }
 }
+
+#define TILE_SMALL(rt, npn)                                                                       \
+    MNV2_AVX2 static void tile_##rt##x##npn(const float *x, const float *packed,                  \
+                                            const float *residual, float *y, size_t cin,          \
+                                            size_t cout, size_t m, size_t p, int relu6)           \
+    {                                                                                             \
+        tile_small(x, packed, residual, y, cin, cout, m, p, rt, npn, relu6);                      \
+    }
+TILE_SMALL(1, 1)
+TILE_SMALL(1, 4)
+TILE_SMALL(2, 1)
+TILE_SMALL(2, 2)
+TILE_SMALL(3, 1)
+TILE_SMALL(3, 2)
+#undef TILE_SMALL
+
+/* Rows [m, m1) (fewer than MR) x every panel, in tiles of up to 3 rows and several panels. */
+MNV2_AVX2 static void tail_rows(const float *x, const float *packed, const float *residual, float *y,
+                                size_t cin, size_t cout, size_t m, size_t m1, size_t p0, size_t np,
+                                int relu6)
+{
+    while (m < m1) {
+        const size_t rt = m1 - m >= 3 ? 3 : m1 - m;
+        size_t p = p0;
+        if (rt == 1) {
+            for (; p + 4 <= np; p += 4)
+                tile_1x4(x, packed, residual, y, cin, cout, m, p, relu6);
+            for (; p < np; p++)
+                tile_1x1(x, packed, residual, y, cin, cout, m, p, relu6);
+        } else if (rt == 2) {
+            for (; p + 2 <= np; p += 2)
+                tile_2x2(x, packed, residual, y, cin, cout, m, p, relu6);
+            for (; p < np; p++)
+                tile_2x1(x, packed, residual, y, cin, cout, m, p, relu6);
+        } else {
+            for (; p + 2 <= np; p += 2)
+                tile_3x2(x, packed, residual, y, cin, cout, m, p, relu6);
+            for (; p < np; p++)
+                tile_3x1(x, packed, residual, y, cin, cout, m, p, relu6);
+        }
+        m += rt;
+    }
+}
+
+/* Weights of up to this many bytes are read once per MR-row tile (they stay in L2); larger ones
+ * (the last layers' 0.6-5 MB) once per block of rows whose input fits in X_BLOCK_BYTES, panel by
+ * panel, so the weights stream from memory once per block instead of once per tile. */
+#define W_CACHED_BYTES (256 * 1024)
+#define X_BLOCK_BYTES (128 * 1024)
 
 MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float *packed,
                                                     const float *residual, float *y, size_t cin,
-                                                    size_t cout, size_t m0, size_t m1, int relu6)
+                                                    size_t cout, size_t m0, size_t m1, size_t p0,
+                                                    size_t np, int relu6)
 {
-    const size_t np = panels(cout);
-    size_t m = m0;
-    for (; m + MR <= m1; m += MR)
-        for (size_t p = 0; p < np; p++) {
-            size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
-            tile_mr(x, packed + p * PANEL * (cin + 1), residual, y, cin, cout, m, p * PANEL, n, relu6);
+    const size_t pstride = PANEL * (cin + 1);
+    size_t mb = m1 - m0;
+    if ((np - p0) * pstride * sizeof(float) > W_CACHED_BYTES) {
+        mb = X_BLOCK_BYTES / (cin * sizeof(float));
+        mb = mb < MR ? MR : mb - mb % MR;
+    }
+    for (size_t mblk = m0; mblk < m1; mblk += mb) {
+        const size_t mend = m1 - mblk < mb ? m1 : mblk + mb;
+        const size_t mfull = mblk + (mend - mblk) / MR * MR;
+        if (mb == m1 - m0) {
+            for (size_t m = mblk; m < mfull; m += MR)
+                for (size_t p = p0; p < np; p++) {
+                    size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
+                    tile_mr(x, packed + p * pstride, residual, y, cin, cout, m, p * PANEL, n, relu6);
+                }
+        } else {
+            for (size_t p = p0; p < np; p++) {
+                size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
+                for (size_t m = mblk; m < mfull; m += MR)
+                    tile_mr(x, packed + p * pstride, residual, y, cin, cout, m, p * PANEL, n, relu6);
+            }
         }
-    for (; m < m1; m++)
-        for (size_t p = 0; p < np; p++) {
-            size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
-            tile_1(x, packed + p * PANEL * (cin + 1), residual, y, cin, cout, m, p * PANEL, n, relu6);
-        }
+        tail_rows(x, packed, residual, y, cin, cout, mfull, mend, p0, np, relu6);
+    }
 }
 #endif
+
+size_t f32_pointwise_panels(size_t cout)
+{
+    return panels(cout);
+}
+
+void f32_pointwise_part(const float *x, const float *packed, const float *residual, float *y,
+                        size_t cin, size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
+                        int relu6)
+{
+#if MNV2_X86
+    if (mnv2_simd_level() >= 1) {
+        f32_pointwise_bias_relu6_avx2(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6);
+        return;
+    }
+#endif
+    f32_pointwise_part_scalar(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6);
+}
 
 void f32_pointwise(const float *x, const float *packed, const float *residual, float *y,
                    size_t cin, size_t cout, size_t m0, size_t m1, int relu6)
 {
-#if MNV2_X86
-    if (mnv2_simd_level() >= 1) {
-        f32_pointwise_bias_relu6_avx2(x, packed, residual, y, cin, cout, m0, m1, relu6);
-        return;
-    }
-#endif
-    f32_pointwise_scalar(x, packed, residual, y, cin, cout, m0, m1, relu6);
+    f32_pointwise_part(x, packed, residual, y, cin, cout, m0, m1, 0, panels(cout), relu6);
 }

@@ -48,8 +48,9 @@ def pack_pointwise(w, bias):
     return packed
 
 
-def pointwise(x, packed, cin, cout, relu6=False, residual=None, rows=None, scalar=False):
-    """y = act(x @ w + bias) (+ residual) for x: [M, cin]; ``rows`` = (m0, m1) computes only those."""
+def pointwise(x, packed, cin, cout, relu6=False, residual=None, rows=None, panels=None, scalar=False):
+    """y = act(x @ w + bias) (+ residual) for x: [M, cin]; ``rows`` = (m0, m1) computes only those
+    rows, ``panels`` = (p0, p1) only output channels [16 p0, 16 p1) (the rest of y stays 0)."""
     x = _f32(x, "x", 2)
     packed = _f32(packed, "packed", 1)
     if x.shape[1] != cin or packed.size != native.lib.f32_pointwise_packed_floats(cin, cout):
@@ -63,7 +64,12 @@ def pointwise(x, packed, cin, cout, relu6=False, residual=None, rows=None, scala
             raise ValueError(f"residual must have shape {(m, cout)}, got {residual.shape}")
         res = _ptr(residual)
     m0, m1 = _rows(rows, m)
-    _fn("f32_pointwise", scalar)(_ptr(x), _ptr(packed), res, _ptr(y), cin, cout, m0, m1, int(relu6))
+    if panels is None:
+        _fn("f32_pointwise", scalar)(_ptr(x), _ptr(packed), res, _ptr(y), cin, cout, m0, m1, int(relu6))
+    else:
+        p0, p1 = _rows(panels, native.lib.f32_pointwise_panels(cout))
+        _fn("f32_pointwise_part", scalar)(_ptr(x), _ptr(packed), res, _ptr(y), cin, cout, m0, m1,
+                                          p0, p1, int(relu6))
     return y
 
 
