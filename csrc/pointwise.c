@@ -1,8 +1,9 @@
 /* Pointwise 1x1 convolution with fused bias, ReLU6 and residual add.
  *   y[m, o] = act(sum_c x[m, c] * w[c, o] + bias[o]) + residual[m, o],  rows m in [m0, m1)
  * x: [M, cin] float32 (NHWC pixels as rows); y, residual: [M, cout]; residual may be NULL.
- * packed: for each panel p of 16 output channels (ceil(cout / 16) panels):
- *   [16] bias, then [cin][16] weights; channels past cout are zero.
+ * packed: for each panel p of output channels (ceil(cout / 16) panels, at p * 16 * (cin + 1)):
+ *   [W] bias, then [cin][W] weights, W = 16, except W = 8 for a last panel of at most 8 channels
+ *   (cout = 8, 24, 56, ...: no work on lanes that would only hold zeros); channels past cout are 0.
  * Each output is bias + the products over c in increasing order (one FMA chain on AVX2, one
  * multiply-add chain in the scalar code), whatever tile or row range it falls in.
  */
@@ -14,9 +15,15 @@
 
 static size_t panels(size_t cout) { return (cout + PANEL - 1) / PANEL; }
 
+/* Width of panel p: 16, or 8 for a last panel of at most 8 channels. */
+static size_t panel_width(size_t p, size_t cout)
+{
+    return cout - p * PANEL <= PANEL / 2 ? PANEL / 2 : PANEL;
+}
+
 size_t f32_pointwise_packed_floats(size_t cin, size_t cout)
 {
-    return panels(cout) * PANEL * (cin + 1);
+    return cout == 0 ? 0 : (panels(cout) - 1) * PANEL * (cin + 1) + panel_width(panels(cout) - 1, cout) * (cin + 1);
 }
 
 void f32_pointwise_pack(const float *w, const float *bias, size_t cin, size_t cout, float *packed)
@@ -24,11 +31,12 @@ void f32_pointwise_pack(const float *w, const float *bias, size_t cin, size_t co
     memset(packed, 0, f32_pointwise_packed_floats(cin, cout) * sizeof(float));
     for (size_t p = 0; p < panels(cout); p++) {
         float *dst = packed + p * PANEL * (cin + 1);
-        for (size_t j = 0; j < PANEL && p * PANEL + j < cout; j++) {
+        const size_t wp = panel_width(p, cout);
+        for (size_t j = 0; j < wp && p * PANEL + j < cout; j++) {
             size_t o = p * PANEL + j;
             dst[j] = bias ? bias[o] : 0.0f;
             for (size_t c = 0; c < cin; c++)
-                dst[PANEL + c * PANEL + j] = w[c * cout + o];
+                dst[wp + c * wp + j] = w[c * cout + o];
         }
     }
 }
@@ -42,40 +50,50 @@ static inline float act_scalar(float v, int relu6)
     return v;
 }
 
-/* Up to SCALAR_ROWS rows x one panel at a time (the compiler vectorises the 16 lanes of each row
- * with whatever SIMD the baseline target has); each output is still bias + products in c order. */
+/* Up to SCALAR_ROWS rows x one panel of width wp at a time (the compiler vectorises the wp lanes
+ * of each row with whatever SIMD the baseline target has); each output is still bias + products
+ * in c order. */
 #define SCALAR_ROWS 4
+
+static inline __attribute__((always_inline)) void
+panel_scalar(const float *x, const float *pw, const float *residual, float *y, size_t cin,
+             size_t cout, size_t m, size_t rows, size_t o, const size_t wp, int relu6)
+{
+    float acc[SCALAR_ROWS][PANEL];
+    for (size_t r = 0; r < SCALAR_ROWS; r++)
+        for (size_t j = 0; j < wp; j++)
+            acc[r][j] = pw[j];
+    for (size_t c = 0; c < cin; c++) {
+        const float *wc = pw + wp + c * wp;
+        for (size_t r = 0; r < SCALAR_ROWS; r++) {
+            /* rows past m1 (only in the last block) repeat row m: computed, never stored */
+            const float xv = x[(m + (r < rows ? r : 0)) * cin + c];
+            for (size_t j = 0; j < wp; j++)
+                acc[r][j] = acc[r][j] + xv * wc[j];
+        }
+    }
+    const size_t n = cout - o < wp ? cout - o : wp;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < n; j++) {
+            float v = act_scalar(acc[r][j], relu6);
+            if (residual)
+                v += residual[(m + r) * cout + o + j];
+            y[(m + r) * cout + o + j] = v;
+        }
+}
 
 void f32_pointwise_part_scalar(const float *x, const float *packed, const float *residual, float *y,
                                size_t cin, size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
                                int relu6)
 {
-    float acc[SCALAR_ROWS][PANEL];
     for (size_t m = m0; m < m1; m += SCALAR_ROWS) {
         const size_t rows = m1 - m < SCALAR_ROWS ? m1 - m : SCALAR_ROWS;
         for (size_t p = p0; p < p1; p++) {
             const float *pw = packed + p * PANEL * (cin + 1);
-            for (size_t r = 0; r < SCALAR_ROWS; r++)
-                for (size_t j = 0; j < PANEL; j++)
-                    acc[r][j] = pw[j];
-            for (size_t c = 0; c < cin; c++) {
-                const float *wc = pw + PANEL + c * PANEL;
-                for (size_t r = 0; r < SCALAR_ROWS; r++) {
-                    /* rows past m1 (only in the last block) repeat row m: computed, never stored */
-                    const float xv = x[(m + (r < rows ? r : 0)) * cin + c];
-                    for (size_t j = 0; j < PANEL; j++)
-                        acc[r][j] = acc[r][j] + xv * wc[j];
-                }
-            }
-            const size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
-            for (size_t r = 0; r < rows; r++)
-                for (size_t j = 0; j < n; j++) {
-                    const size_t o = p * PANEL + j;
-                    float v = act_scalar(acc[r][j], relu6);
-                    if (residual)
-                        v += residual[(m + r) * cout + o];
-                    y[(m + r) * cout + o] = v;
-                }
+            if (panel_width(p, cout) == PANEL)
+                panel_scalar(x, pw, residual, y, cin, cout, m, rows, p * PANEL, PANEL, relu6);
+            else
+                panel_scalar(x, pw, residual, y, cin, cout, m, rows, p * PANEL, PANEL / 2, relu6);
         }
     }
 }
@@ -112,15 +130,23 @@ MNV2_AVX2 static inline void store_row(float *yr, const float *rr, __m256 a0, __
         }
         _mm256_storeu_ps(yr, a0);
         _mm256_storeu_ps(yr + 8, a1);
-    } else {
-        __m256i lo, hi;
-        tail_masks(n, &lo, &hi);
+        return;
+    }
+    __m256i lo, hi;
+    tail_masks(n, &lo, &hi);
+    if (n >= 8) { /* a plain store for the first 8 lanes: masked stores are slow on some cores */
         if (rr) {
-            a0 = _mm256_add_ps(a0, _mm256_maskload_ps(rr, lo));
-            a1 = _mm256_add_ps(a1, _mm256_maskload_ps(rr + 8, hi));
+            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(rr));
+            if (n > 8)
+                a1 = _mm256_add_ps(a1, _mm256_maskload_ps(rr + 8, hi));
         }
+        _mm256_storeu_ps(yr, a0);
+        if (n > 8)
+            _mm256_maskstore_ps(yr + 8, hi, a1);
+    } else {
+        if (rr)
+            a0 = _mm256_add_ps(a0, _mm256_maskload_ps(rr, lo));
         _mm256_maskstore_ps(yr, lo, a0);
-        _mm256_maskstore_ps(yr + 8, hi, a1);
     }
 }
 
@@ -206,6 +232,54 @@ tile_small(const float *x, const float *packed, const float *residual, float *y,
     }
 }
 
+/* rt rows x a last panel of width 8 (channels [o, o + n), n <= 8): one accumulator a row. */
+MNV2_AVX2 static inline __attribute__((always_inline)) void
+tile_half(const float *x, const float *pw, const float *residual, float *y, size_t cin, size_t cout,
+          size_t m, size_t o, size_t n, const int rt, int relu6)
+{
+    const int W = PANEL / 2;
+    __m256 acc[MR];
+    const __m256 b = _mm256_loadu_ps(pw);
+#pragma GCC unroll 6
+    for (int r = 0; r < rt; r++)
+        acc[r] = b;
+    const float *xr = x + m * cin, *wc = pw + W;
+    for (size_t c = 0; c < cin; c++, wc += W) {
+        const __m256 w0 = _mm256_loadu_ps(wc);
+#pragma GCC unroll 6
+        for (int r = 0; r < rt; r++)
+            acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(xr + r * cin + c), w0, acc[r]);
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < rt; r++)
+        store_row(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL, acc[r],
+                  _mm256_setzero_ps(), n, relu6);
+}
+
+MNV2_AVX2 static void tile_half_mr(const float *x, const float *pw, const float *residual, float *y,
+                                   size_t cin, size_t cout, size_t m, size_t o, size_t n, int relu6)
+{
+    tile_half(x, pw, residual, y, cin, cout, m, o, n, MR, relu6);
+}
+
+MNV2_AVX2 static void tile_half_1(const float *x, const float *pw, const float *residual, float *y,
+                                  size_t cin, size_t cout, size_t m, size_t o, size_t n, int relu6)
+{
+    tile_half(x, pw, residual, y, cin, cout, m, o, n, 1, relu6);
+}
+
+/* One MR-row tile of panel p, full or half width. */
+MNV2_AVX2 static inline void tile_any(const float *x, const float *packed, const float *residual,
+                                      float *y, size_t cin, size_t cout, size_t m, size_t p, int relu6)
+{
+    const float *pw = packed + p * PANEL * (cin + 1);
+    const size_t o = p * PANEL, n = cout - o < PANEL ? cout - o : PANEL;
+    if (panel_width(p, cout) == PANEL)
+        tile_mr(x, pw, residual, y, cin, cout, m, o, n, relu6);
+    else
+        tile_half_mr(x, pw, residual, y, cin, cout, m, o, n, relu6);
+}
+
 #define TILE_SMALL(rt, npn)                                                                       \
     MNV2_AVX2 static void tile_##rt##x##npn(const float *x, const float *packed,                  \
                                             const float *residual, float *y, size_t cin,          \
@@ -223,9 +297,16 @@ TILE_SMALL(3, 2)
 
 /* Rows [m, m1) (fewer than MR) x every panel, in tiles of up to 3 rows and several panels. */
 MNV2_AVX2 static void tail_rows(const float *x, const float *packed, const float *residual, float *y,
-                                size_t cin, size_t cout, size_t m, size_t m1, size_t p0, size_t np,
+                                size_t cin, size_t cout, size_t m, size_t m1, size_t p0, size_t p1,
                                 int relu6)
 {
+    size_t np = p1;
+    if (np > p0 && panel_width(np - 1, cout) != PANEL) {
+        np--; /* the half-width last panel: a row at a time */
+        const size_t o = np * PANEL;
+        for (size_t r = m; r < m1; r++)
+            tile_half_1(x, packed + np * PANEL * (cin + 1), residual, y, cin, cout, r, o, cout - o, relu6);
+    }
     while (m < m1) {
         const size_t rt = m1 - m >= 3 ? 3 : m1 - m;
         size_t p = p0;
@@ -271,16 +352,12 @@ MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float 
         const size_t mfull = mblk + (mend - mblk) / MR * MR;
         if (mb == m1 - m0) {
             for (size_t m = mblk; m < mfull; m += MR)
-                for (size_t p = p0; p < np; p++) {
-                    size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
-                    tile_mr(x, packed + p * pstride, residual, y, cin, cout, m, p * PANEL, n, relu6);
-                }
+                for (size_t p = p0; p < np; p++)
+                    tile_any(x, packed, residual, y, cin, cout, m, p, relu6);
         } else {
-            for (size_t p = p0; p < np; p++) {
-                size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
+            for (size_t p = p0; p < np; p++)
                 for (size_t m = mblk; m < mfull; m += MR)
-                    tile_mr(x, packed + p * pstride, residual, y, cin, cout, m, p * PANEL, n, relu6);
-            }
+                    tile_any(x, packed, residual, y, cin, cout, m, p, relu6);
         }
         tail_rows(x, packed, residual, y, cin, cout, mfull, mend, p0, np, relu6);
     }
