@@ -69,14 +69,17 @@ void f32_stem3x3s2_scalar(const float *x, const float *w, const float *bias, flo
 void f32_global_avgpool(const float *x, float *y, size_t n, size_t hw, size_t c);
 void f32_global_maxpool(const float *x, float *y, size_t n, size_t hw, size_t c);
 
+/* Softmax over the last axis of x: [n, c], shifted by the row maximum; y may be x. */
+void f32_softmax(const float *x, float *y, size_t n, size_t c);
+
 /* ---- the plan (csrc/plan.c): every op of a lowered network, run by one call ----
- * kind: MNV2_OP_STEM, _DWCONV, _POINTWISE (x: [rows, c] -> y: [rows, cout]), _AVGPOOL, _MAXPOOL
- * (x: [n, h*w_, c] -> y: [n, c]).  Arguments as for the kernels above; split_rows is the row count
- * the threads share (output rows for stem/depthwise, pixels for pointwise, 0: thread 0 alone);
+ * kind: MNV2_OP_STEM, _DWCONV, _POINTWISE (x: [n * oh * ow, c] -> y: [n * oh * ow, cout]),
+ * _AVGPOOL, _MAXPOOL (x: [n, h*w_, c] -> y: [n, c]), _SOFTMAX (x: [n, c] -> y: [n, c]).  Arguments as for the kernels above;
+ * split_rows is the count of output rows per image the threads share (0: thread 0 alone);
  * a pointwise op with split_panels set is split by output panels instead, each thread taking all
- * split_rows rows. */
+ * rows.  The dense head is a pointwise op over n = 1 image of oh = batch rows, ow = 1. */
 enum { MNV2_OP_STEM = 0, MNV2_OP_DWCONV = 1, MNV2_OP_POINTWISE = 2, MNV2_OP_AVGPOOL = 3,
-       MNV2_OP_MAXPOOL = 4 };
+       MNV2_OP_MAXPOOL = 4, MNV2_OP_SOFTMAX = 5 };
 struct mnv2_op {
     int kind;
     int relu6;
@@ -88,6 +91,9 @@ struct mnv2_op {
     size_t n, h, w_, c, cout, stride, pad_top, pad_left, oh, ow;
     size_t split_rows;
     int split_panels; /* pointwise only: threads share output panels, not rows */
+    int sync;         /* the threads meet at a barrier before this op; 0 only where each thread
+                         reads just what it wrote itself since the last barrier, and writes what
+                         no other thread reads or writes there */
 };
 /* A plan over ops[0..n_ops) (the array must outlive the plan) run by `threads` threads: the
  * caller and threads - 1 workers that sleep between runs.  NULL if a thread cannot be started. */

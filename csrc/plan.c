@@ -1,8 +1,10 @@
 /* The plan executor: one call runs every op of a lowered network on a persistent thread pool.
  *
- * Thread t of T computes rows [R*t/T, R*(t+1)/T) of each op (R = op->split_rows, rounded to the
- * pointwise tile height), then all meet at a spinning barrier before the next op.  The kernels
- * compute each output the same way whatever its row range, so any T gives the same bits.
+ * Thread t of T computes image rows [R*t/T, R*(t+1)/T) of each op (R = op->split_rows; output
+ * panels instead for a pointwise op with split_panels), then all meet at a spinning barrier
+ * before the next op, unless that op is marked as reading only rows this thread wrote (a pointwise
+ * conv after an op with the same row split).  The kernels compute each output the same way
+ * whatever its row range, so any T gives the same bits.
  * Workers sleep on a condition variable between runs.
  */
 #define _GNU_SOURCE
@@ -29,7 +31,9 @@ struct plan {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned long generation; /* bumped by each run, under mu */
+    atomic_ulong published;   /* the same, read by spinning workers without the lock */
     int quit;
+    atomic_int stop;          /* quit, readable without the lock */
     atomic_int arrived;       /* barrier */
     atomic_int sense;
     double *seconds;          /* per-op wall time of a profiled run, written by the caller's thread */
@@ -53,8 +57,10 @@ static void run_op(const struct mnv2_op *op, size_t r0, size_t r1)
         f32_dwconv3x3(op->x, op->w, op->bias, op->y, op->n, op->h, op->w_, op->c, op->stride,
                       op->pad_top, op->pad_left, op->oh, op->ow, r0, r1, op->relu6);
         break;
-    case MNV2_OP_POINTWISE:
-        f32_pointwise(op->x, op->w, op->residual, op->y, op->c, op->cout, r0, r1, op->relu6);
+    case MNV2_OP_POINTWISE: /* rows [r0, r1) of every image: pixels (b * oh + r) * ow + [0, ow) */
+        for (size_t b = 0; b < op->n; b++)
+            f32_pointwise(op->x, op->w, op->residual, op->y, op->c, op->cout, (b * op->oh + r0) * op->ow,
+                          (b * op->oh + r1) * op->ow, op->relu6);
         break;
     case MNV2_OP_AVGPOOL:
         f32_global_avgpool(op->x, op->y, op->n, op->h * op->w_, op->c);
@@ -62,15 +68,15 @@ static void run_op(const struct mnv2_op *op, size_t r0, size_t r1)
     case MNV2_OP_MAXPOOL:
         f32_global_maxpool(op->x, op->y, op->n, op->h * op->w_, op->c);
         break;
+    case MNV2_OP_SOFTMAX:
+        f32_softmax(op->x, op->y, op->n, op->c);
+        break;
     }
 }
 
-static size_t split(size_t rows, int t, int threads, size_t align)
+static size_t split(size_t rows, int t, int threads)
 {
-    size_t r = rows * (size_t)t / (size_t)threads;
-    if (t > 0 && t < threads && align > 1)
-        r -= r % align;
-    return r;
+    return rows * (size_t)t / (size_t)threads;
 }
 
 static void barrier(struct plan *p, int *local_sense)
@@ -91,10 +97,10 @@ static void barrier(struct plan *p, int *local_sense)
 static void run_panels(const struct mnv2_op *op, int t, int threads)
 {
     size_t np = f32_pointwise_panels(op->cout);
-    size_t p0 = split(np, t, threads, 1), p1 = split(np, t + 1, threads, 1);
+    size_t p0 = split(np, t, threads), p1 = split(np, t + 1, threads);
     if (p0 < p1)
-        f32_pointwise_part(op->x, op->w, op->residual, op->y, op->c, op->cout, 0, op->split_rows,
-                           p0, p1, op->relu6);
+        f32_pointwise_part(op->x, op->w, op->residual, op->y, op->c, op->cout, 0,
+                           op->n * op->oh * op->ow, p0, p1, op->relu6);
 }
 
 static void run_share(struct plan *p, int t, int *local_sense)
@@ -109,13 +115,12 @@ static void run_share(struct plan *p, int t, int *local_sense)
             if (t == 0)
                 run_op(op, 0, 0);
         } else {
-            size_t align = op->kind == MNV2_OP_POINTWISE ? 6 : 1;
-            size_t r0 = split(op->split_rows, t, p->threads, align);
-            size_t r1 = split(op->split_rows, t + 1, p->threads, align);
+            size_t r0 = split(op->split_rows, t, p->threads);
+            size_t r1 = split(op->split_rows, t + 1, p->threads);
             if (r0 < r1)
                 run_op(op, r0, r1);
         }
-        if (p->threads > 1)
+        if (p->threads > 1 && (i + 1 == p->n_ops || p->ops[i + 1].sync))
             barrier(p, local_sense);
         if (seconds) {
             double end = now();
@@ -125,6 +130,10 @@ static void run_share(struct plan *p, int t, int *local_sense)
     }
 }
 
+/* How long a worker spins for the next run before it sleeps: back-to-back calls (a benchmark, a
+ * batch loop in Python) then start without a futex wake-up, which costs tens of microseconds. */
+#define SPIN_SECONDS 2e-3
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -132,6 +141,15 @@ static void *worker_main(void *arg)
     int local_sense = 0;
     unsigned long seen = 0;
     for (;;) {
+        double until = now() + SPIN_SECONDS;
+        unsigned spins = 0;
+        while (atomic_load(&p->published) == seen && !atomic_load(&p->stop)) {
+            if (++spins % 256 == 0 && now() > until)
+                break;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
         pthread_mutex_lock(&p->mu);
         while (p->generation == seen && !p->quit)
             pthread_cond_wait(&p->cv, &p->mu);
@@ -156,6 +174,7 @@ void mnv2_plan_run(void *handle)
     if (p->threads > 1) {
         pthread_mutex_lock(&p->mu);
         p->generation++;
+        atomic_store(&p->published, p->generation);
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
@@ -178,6 +197,7 @@ void mnv2_plan_destroy(void *handle)
         return;
     pthread_mutex_lock(&p->mu);
     p->quit = 1;
+    atomic_store(&p->stop, 1);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->threads; i++)
@@ -202,6 +222,8 @@ void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops, int threads)
     pthread_cond_init(&p->cv, NULL);
     atomic_init(&p->arrived, 0);
     atomic_init(&p->sense, 0);
+    atomic_init(&p->published, 0);
+    atomic_init(&p->stop, 0);
     if (!p->workers) {
         free(p);
         return NULL;

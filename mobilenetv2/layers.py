@@ -27,6 +27,18 @@ class Layer:
     """Base class.  ``inputs`` are the names of the layers this one reads."""
 
     weight_names = ()
+    # bumped whenever any layer's weights list is replaced: a compiled plan built at an older
+    # epoch is rebuilt (one integer compare per call instead of a walk over the layers)
+    weights_epoch = 0
+
+    @property
+    def weights(self):
+        return self._weights
+
+    @weights.setter
+    def weights(self, arrays):
+        self._weights = arrays
+        Layer.weights_epoch += 1
 
     def __init__(self, name, inputs):
         self.name = name

@@ -133,4 +133,5 @@ def dense(x, w, bias=None):
 def softmax(x):
     """Softmax over the last axis, shifted by the row maximum as Keras does."""
     e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e

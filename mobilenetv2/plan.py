@@ -10,7 +10,7 @@ import numpy as np
 from mobilenetv2 import arch
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
-from mobilenetv2.numpy_kernels import fold_batchnorm, softmax
+from mobilenetv2.numpy_kernels import fold_batchnorm
 
 
 ALIGN = 64  # bytes: a cache line, so no 32-byte vector load of a buffer straddles two lines
@@ -30,11 +30,46 @@ def aligned_copy(a):
     return out
 
 
-def _by_panels(rows, cout):
-    """Whether threads should share a pointwise layer's output channels rather than its rows:
-    when its weights (cin x cout) outweigh its input (rows x cin), so each thread streams only
-    its share of the weights (the 7x7 layers, the dense head)."""
-    return int(cout > rows)
+def _by_panels(rows, image_rows, cin, cout):
+    """Whether threads should share a pointwise layer's output channels rather than its image
+    rows: when its weights are too big to stay in L2 and outweigh its input (each thread then
+    streams only its share of the weights: the 7x7 layers, the dense head), or when it has too
+    few image rows to share evenly."""
+    big = cin * cout * 4 > 256 * 1024 and cout > rows
+    return int(big or image_rows < 8)
+
+
+def _span(a):
+    """The bytes [start, end) an array occupies."""
+    start = a.__array_interface__["data"][0]
+    return start, start + a.nbytes
+
+
+def _overlaps(a, b):
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def _row_split(op):
+    """How an op's output rows are shared among threads: equal keys, equal row ranges per thread."""
+    if not op.get("split_rows") or op.get("split_panels"):
+        return None
+    return op["n"], op["split_rows"]
+
+
+def _mark_syncs(ops):
+    """Clear the barrier before each pointwise conv that needs none: its inputs written since the
+    last barrier were written with its own row split (so by the same thread, row for row), and
+    its output overlaps nothing read or written since that barrier.  A pointwise conv after a
+    depthwise or another pointwise conv at the same resolution thus follows without waiting."""
+    since = []  # ops run since the last barrier
+    for op in ops:
+        key = _row_split(op)
+        free = op["kind"] == native.lib.MNV2_OP_POINTWISE and key is not None and since and all(
+            _row_split(prev) == key or not any(_overlaps(prev["writes"], r) for r in op["reads"])
+            for prev in since) and not any(
+            _overlaps(op["writes"], s) for prev in since for s in prev["reads"] + [prev["writes"]])
+        op["sync"] = int(not free)
+        since = since + [op] if free else [op]
 
 
 class Unsupported(Exception):
@@ -42,36 +77,45 @@ class Unsupported(Exception):
 
 
 class _Buffers:
-    """Flat float32 arrays handed out and taken back by liveness, at plan-build time."""
+    """Flat float32 arrays handed out and taken back by liveness, at plan-build time.
+
+    One take per op.  A buffer given back is not handed out again for QUARANTINE more ops, so an
+    op's output never lands on memory that the ops just before it read or wrote: then the threads
+    need not meet at a barrier before a pointwise conv that reads only its own rows (see
+    _mark_syncs, which checks this rather than trusting it)."""
+
+    QUARANTINE = 3
 
     def __init__(self):
-        self.free = []
+        self.free = []  # (buffer, op count when given back)
+        self.clock = 0
 
     def take(self, shape):
+        self.clock += 1
         size = int(np.prod(shape))
-        fits = [b for b in self.free if b.size >= size]
+        fits = [(b, t) for b, t in self.free if b.size >= size and t + self.QUARANTINE <= self.clock]
         if fits:
-            buf = min(fits, key=lambda b: b.size)
-            self.free = [b for b in self.free if b is not buf]
+            buf = min(fits, key=lambda bt: bt[0].size)[0]
+            self.free = [(b, t) for b, t in self.free if b is not buf]
         else:
             buf = aligned_empty(size)
         return buf, buf[:size].reshape(shape)
 
     def give(self, buf):
-        self.free.append(buf)
+        self.free.append((buf, self.clock))
 
 
 class Plan:
     def __init__(self, model, shape):
         self.shape = tuple(shape)
-        self.sources = [layer.weights for layer in model.layers]
+        self.epoch = L.Layer.weights_epoch
         self.keep = []  # arrays the C calls point into
         self.ops = []
-        self.softmax = False
         self._build(model)
 
     def valid_for(self, model):
-        return all(layer.weights is src for layer, src in zip(model.layers, self.sources))
+        """Whether no layer's weights have been replaced since this plan was built."""
+        return L.Layer.weights_epoch == self.epoch
 
     def _p(self, a):
         self.keep.append(a)
@@ -150,10 +194,9 @@ class Plan:
                     residual = None
                     if add is not None:
                         residual = tensors[[i for i in add.inputs if i != bn.name][0]][1]
-                    rows = int(np.prod(y.shape[:3]))
                     self._op(lib.MNV2_OP_POINTWISE, x, y, w=packed, residual=residual,
-                             relu6=relu is not None, c=conv.cin, cout=conv.cout,
-                             split_rows=rows, split_panels=_by_panels(rows, conv.cout))
+                             relu6=relu is not None, c=conv.cin, cout=conv.cout, split_rows=y.shape[1],
+                             split_panels=_by_panels(int(np.prod(y.shape[:3])), y.shape[1], conv.cin, conv.cout))
                 tensors[out_name] = (buf, y)
                 release(src)
                 if add is not None:
@@ -171,23 +214,27 @@ class Plan:
                 lib.f32_pointwise_pack(self._p(kernel), self._p(bias), layer.cin, layer.cout, self._p(packed))
                 buf, y = pool.take((n, layer.cout))
                 self._op(lib.MNV2_OP_POINTWISE, x, y, w=packed, c=layer.cin, cout=layer.cout,
-                         split_rows=n, split_panels=_by_panels(n, layer.cout))
-                self.softmax = layer.activation == "softmax"
+                         n=1, oh=n, ow=1, split_rows=n, split_panels=_by_panels(n, n, layer.cin, layer.cout))
                 tensors[layer.name] = (buf, y)
                 release(src)
+                if layer.activation == "softmax":
+                    self._op(lib.MNV2_OP_SOFTMAX, y, y, c=layer.cout)
             else:
                 raise Unsupported(f"the C plan cannot lower layer {layer.name!r} ({type(layer).__name__})")
         self.output = tensors[layers[-1].name][1]
+        _mark_syncs(self.ops)
         self.c_ops = native.ffi.new("struct mnv2_op[]", len(self.ops))
         for i, fields in enumerate(self.ops):
             for key, value in fields.items():
-                setattr(self.c_ops[i], key, value)
+                if key not in ("reads", "writes"):
+                    setattr(self.c_ops[i], key, value)
         self.threads = None
 
     def _op(self, kind, x, y, w=None, bias=None, residual=None, relu6=False, **dims):
         """Record one op: x [N, H, W, C] (or [N, C]) in, y out, the kernels' other arguments."""
         null = native.ffi.NULL
-        fields = dict(kind=kind, relu6=int(relu6), x=self._p(x), y=self._p(y),
+        fields = dict(kind=kind, relu6=int(relu6), x=self._p(x), y=self._p(y), sync=1,
+                      reads=[_span(a) for a in (x, residual) if a is not None], writes=_span(y),
                       w=null if w is None else self._p(w), bias=null if bias is None else self._p(bias),
                       residual=null if residual is None else self._p(residual),
                       n=x.shape[0], h=x.shape[1] if x.ndim == 4 else 1, w_=x.shape[2] if x.ndim == 4 else 1,
@@ -208,5 +255,4 @@ class Plan:
         self.set_threads(threads)
         np.copyto(self.input, x)
         native.lib.mnv2_plan_run(self.handle)
-        out = self.output.copy()
-        return softmax(out) if self.softmax else out
+        return self.output.copy()
