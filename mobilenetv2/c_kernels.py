@@ -127,3 +127,15 @@ def global_pool(x, kind="avg"):
     fn = {"avg": native.lib.f32_global_avgpool, "max": native.lib.f32_global_maxpool}[kind]
     fn(_ptr(x), _ptr(y), n, h * w, c)
     return y
+
+
+def softmax(x):
+    """[N, C] -> [N, C], softmax over C shifted by the row maximum."""
+    x = _f32(x, "x", 2)
+    if x.shape[1] == 0:
+        raise ValueError(f"x {x.shape} has no classes")
+    if not np.isfinite(x).all():
+        raise ValueError("x contains NaN or inf")
+    y = np.empty_like(x)
+    native.lib.f32_softmax(_ptr(x), _ptr(y), x.shape[0], x.shape[1])
+    return y

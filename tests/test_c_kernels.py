@@ -64,6 +64,16 @@ def test_pointwise_large_weights(m, cin, cout, relu6, res, sc, seed, data):
     np.testing.assert_array_equal(split, got)
 
 
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 1100), scale=st.sampled_from([1.0, 30.0, 1e4]), seed=seeds)
+def test_softmax(n, c, scale, seed):
+    x = rnd(np.random.default_rng(seed), n, c) * np.float32(scale)
+    got = C.softmax(x)
+    want = K.softmax(x.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-9)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
+
+
 def test_pointwise_panels_write_only_their_channels():
     rng = np.random.default_rng(3)
     x, w, b = rnd(rng, 7, 5), rnd(rng, 5, 40), rnd(rng, 40)
