@@ -72,6 +72,10 @@ void f32_global_maxpool(const float *x, float *y, size_t n, size_t hw, size_t c)
 /* Softmax over the last axis of x: [n, c], shifted by the row maximum; y may be x. */
 void f32_softmax(const float *x, float *y, size_t n, size_t c);
 
+/* Benchmarks only (csrc/peak.c): iters rounds of 12 independent 8-lane FMAs (192 flops a round)
+ * on AVX2+FMA; returns a value that depends on all of them, or -1 where AVX2+FMA is absent. */
+float mnv2_fma_peak_loop(size_t iters);
+
 /* ---- the plan (csrc/plan.c): every op of a lowered network, run by one call ----
  * kind: MNV2_OP_STEM, _DWCONV, _POINTWISE (x: [n * oh * ow, c] -> y: [n * oh * ow, cout]),
  * _AVGPOOL, _MAXPOOL (x: [n, h*w_, c] -> y: [n, c]), _SOFTMAX (x: [n, c] -> y: [n, c]).  Arguments as for the kernels above;

@@ -275,19 +275,38 @@ class MobileNetV2:
                 kept[layer.name] = y
         return kept if wanted is not None else outputs[layers[-1].name]
 
+    def _plan(self, x):
+        """The C plan for a checked float32 batch's shape (built on first use), or None."""
+        if not native.available() or self.dtype != np.float32:
+            return None
+        from mobilenetv2.plan import Plan, Unsupported
+        plan = self._plans.get(x.shape)
+        if plan is None or not plan.valid_for(self):
+            try:
+                plan = self._plans[x.shape] = Plan(self, x.shape)
+            except Unsupported:  # e.g. a stem over other than 3 channels: the NumPy layers
+                return None
+        return plan
+
+    def profile(self, x, runs=30):
+        """Time each op of the C plan on ``x`` (model.threads threads): a list of dicts with the
+        Keras layer it computes (fused BN/ReLU6/add included), kind, shape, multiply-accumulates
+        and median seconds over ``runs`` runs.  Needs the C extension and float32."""
+        x = self._check_input(x)
+        with self._plan_lock:
+            plan = self._plan(x)
+            if plan is None:
+                raise RuntimeError(f"profile() times the C plan, which does not run here "
+                                   f"(backend: {native.backend()}, dtype: {np.dtype(self.dtype).name})")
+            return plan.profile(x, self.threads, runs)
+
     def _forward(self, x):
         """Whole-network forward of a checked batch: the C plan for float32 where the extension
         is built, else the NumPy layers.  Calls on one model are serialized (one arena per shape)."""
-        if not native.available() or self.dtype != np.float32:
-            return self._run(x)
-        from mobilenetv2.plan import Plan, Unsupported
         with self._plan_lock:
-            plan = self._plans.get(x.shape)
-            if plan is None or not plan.valid_for(self):
-                try:
-                    plan = self._plans[x.shape] = Plan(self, x.shape)
-                except Unsupported:  # e.g. a stem over other than 3 channels: the NumPy layers
-                    return self._run(x)
+            plan = self._plan(x)
+            if plan is None:
+                return self._run(x)
             return plan.run(x, self.threads)
 
     @property

@@ -111,6 +111,7 @@ class Plan:
         self.epoch = L.Layer.weights_epoch
         self.keep = []  # arrays the C calls point into
         self.ops = []
+        self.labels = []  # the Keras layer each op computes
         self._build(model)
 
     def valid_for(self, model):
@@ -174,7 +175,7 @@ class Plan:
                     wk, bias = fold_batchnorm(kernel[:, :, :, 0], *bn.weights, eps=bn.epsilon)
                     if pads is None:
                         pads = conv.pads(*shapes[src][:2])
-                    self._op(lib.MNV2_OP_DWCONV, x, y, w=aligned_copy(wk), bias=aligned_copy(bias),
+                    self._op(lib.MNV2_OP_DWCONV, x, y, layer=conv.name, w=aligned_copy(wk), bias=aligned_copy(bias),
                              relu6=relu is not None, c=x.shape[3], stride=conv.stride,
                              pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1])
                 elif conv.kernel == 3:
@@ -183,7 +184,7 @@ class Plan:
                                           f"{conv.name!r} has {conv.cin} at stride {conv.stride}")
                     wk, bias = fold_batchnorm(kernel, *bn.weights, eps=bn.epsilon)
                     pads = conv.pads(*shapes[src][:2])
-                    self._op(lib.MNV2_OP_STEM, x, y, w=aligned_copy(wk), bias=aligned_copy(bias),
+                    self._op(lib.MNV2_OP_STEM, x, y, layer=conv.name, w=aligned_copy(wk), bias=aligned_copy(bias),
                              relu6=relu is not None, c=3, cout=conv.cout, stride=2,
                              pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1])
                 else:
@@ -194,7 +195,7 @@ class Plan:
                     residual = None
                     if add is not None:
                         residual = tensors[[i for i in add.inputs if i != bn.name][0]][1]
-                    self._op(lib.MNV2_OP_POINTWISE, x, y, w=packed, residual=residual,
+                    self._op(lib.MNV2_OP_POINTWISE, x, y, layer=conv.name, w=packed, residual=residual,
                              relu6=relu is not None, c=conv.cin, cout=conv.cout, split_rows=y.shape[1],
                              split_panels=_by_panels(int(np.prod(y.shape[:3])), y.shape[1], conv.cin, conv.cout))
                 tensors[out_name] = (buf, y)
@@ -205,7 +206,7 @@ class Plan:
             elif isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
                 buf, y = pool.take((n, x.shape[3]))
                 kind = lib.MNV2_OP_MAXPOOL if isinstance(layer, L.GlobalMaxPooling2D) else lib.MNV2_OP_AVGPOOL
-                self._op(kind, x, y, c=x.shape[3])
+                self._op(kind, x, y, layer=layer.name, c=x.shape[3])
                 tensors[layer.name] = (buf, y)
                 release(src)
             elif isinstance(layer, L.Dense):
@@ -213,12 +214,12 @@ class Plan:
                 packed = aligned_empty(lib.f32_pointwise_packed_floats(layer.cin, layer.cout))
                 lib.f32_pointwise_pack(self._p(kernel), self._p(bias), layer.cin, layer.cout, self._p(packed))
                 buf, y = pool.take((n, layer.cout))
-                self._op(lib.MNV2_OP_POINTWISE, x, y, w=packed, c=layer.cin, cout=layer.cout,
+                self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=packed, c=layer.cin, cout=layer.cout,
                          n=1, oh=n, ow=1, split_rows=n, split_panels=_by_panels(n, n, layer.cin, layer.cout))
                 tensors[layer.name] = (buf, y)
                 release(src)
                 if layer.activation == "softmax":
-                    self._op(lib.MNV2_OP_SOFTMAX, y, y, c=layer.cout)
+                    self._op(lib.MNV2_OP_SOFTMAX, y, y, layer=layer.name, c=layer.cout)
             else:
                 raise Unsupported(f"the C plan cannot lower layer {layer.name!r} ({type(layer).__name__})")
         self.output = tensors[layers[-1].name][1]
@@ -230,8 +231,10 @@ class Plan:
                     setattr(self.c_ops[i], key, value)
         self.threads = None
 
-    def _op(self, kind, x, y, w=None, bias=None, residual=None, relu6=False, **dims):
-        """Record one op: x [N, H, W, C] (or [N, C]) in, y out, the kernels' other arguments."""
+    def _op(self, kind, x, y, layer, w=None, bias=None, residual=None, relu6=False, **dims):
+        """Record one op of Keras layer ``layer``: x [N, H, W, C] (or [N, C]) in, y out, the
+        kernels' other arguments."""
+        self.labels.append(layer)
         null = native.ffi.NULL
         fields = dict(kind=kind, relu6=int(relu6), x=self._p(x), y=self._p(y), sync=1,
                       reads=[_span(a) for a in (x, residual) if a is not None], writes=_span(y),
@@ -250,6 +253,36 @@ class Plan:
                 raise RuntimeError(f"could not start {threads} threads for the C plan")
             self.handle = native.ffi.gc(handle, native.lib.mnv2_plan_destroy)
             self.threads = threads
+
+    _KINDS = {0: "stem", 1: "depthwise", 2: "pointwise", 3: "avgpool", 4: "maxpool", 5: "softmax"}
+
+    def profile(self, x, threads=1, runs=30):
+        """Per op: its layer, kind, shapes, multiply-accumulates and median wall time over ``runs``
+        runs (barrier waits included)."""
+        self.set_threads(threads)
+        np.copyto(self.input, x)
+        n_ops = len(self.ops)
+        seconds = native.ffi.new("double[]", n_ops)
+        times = np.empty((runs, n_ops))
+        for r in range(runs):
+            native.lib.mnv2_plan_profile(self.handle, seconds)
+            times[r] = native.ffi.unpack(seconds, n_ops)
+        med = np.median(times, axis=0)
+        rows = []
+        for op, label, t in zip(self.ops, self.labels, med):
+            kind = self._KINDS[op["kind"]]
+            if kind == "pointwise":
+                pixels = op["n"] * op["oh"] * op["ow"]
+                macs, what = pixels * op["c"] * op["cout"], f"{pixels}x{op['c']}->{op['cout']}"
+            elif kind == "depthwise":
+                macs = op["n"] * op["oh"] * op["ow"] * op["c"] * 9
+                what = f"{op['h']}x{op['w_']}x{op['c']}/s{op['stride']}"
+            elif kind == "stem":
+                macs, what = op["n"] * op["oh"] * op["ow"] * 27 * op["cout"], f"{op['h']}x{op['w_']}x3->{op['cout']}"
+            else:
+                macs, what = 0, ""
+            rows.append(dict(layer=label, kind=kind, shape=what, macs=int(macs), seconds=float(t)))
+        return rows
 
     def run(self, x, threads=1):
         self.set_threads(threads)

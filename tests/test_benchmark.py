@@ -28,3 +28,32 @@ def test_unknown_variant_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
         main(["--variants", "2.0_224"])
     assert "unknown variant '2.0_224'" in capsys.readouterr().err
+
+
+def _pointwise_peak():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "pointwise_peak.py"
+    spec = importlib.util.spec_from_file_location("pointwise_peak", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pointwise_peak_covers_every_pointwise_layer(tmp_path, capsys):
+    from mobilenetv2 import MobileNetV2, arch, layers as L, native
+    if not native.available() or native.lib.mnv2_simd_level() < 1:
+        pytest.skip("the peak report needs the C extension with AVX2+FMA")
+    out = tmp_path / "p.json"
+    assert _pointwise_peak().main(["--variant", "0.35_96", "--runs", "2", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
+    pointwise = [layer for layer in model.layers if isinstance(layer, L.Dense) or
+                 (isinstance(layer, L.Conv2D) and layer.kernel == 1)]
+    assert sum(s["layers"] for s in data["shapes"]) == len(pointwise) == 35
+    macs = arch.layer_macs(model.layers, (96, 96, 3))
+    assert data["summary"]["pointwise_macs"] == sum(macs[layer.name] for layer in pointwise)
+    assert data["summary"]["peak_gflops"] > 0
+    for s in data["shapes"]:
+        assert s["alone_gflops"] > 0 and s["in_run_gflops"] > 0
+    assert "% peak" in capsys.readouterr().out

@@ -57,6 +57,19 @@ def test_plan_follows_weight_changes():
     np.testing.assert_allclose(model.predict(x), after + 1.0, rtol=1e-5, atol=1e-5)
 
 
+def test_profile_names_every_op_and_counts_the_models_macs():
+    from mobilenetv2 import arch
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=2)
+    rows = model.profile(rand(1, 96, 96, 3), runs=3)
+    names = {layer.name for layer in model.layers}
+    assert [r["layer"] for r in rows][:3] == ["Conv1", "expanded_conv_depthwise", "expanded_conv_project"]
+    assert all(r["layer"] in names and r["seconds"] > 0 for r in rows)
+    assert sum(r["macs"] for r in rows) == sum(arch.layer_macs(model.layers, (96, 96, 3)).values())
+    assert [r["kind"] for r in rows][-3:] == ["avgpool", "pointwise", "softmax"]
+    with pytest.raises(RuntimeError, match="times the C plan"):
+        MobileNetV2((96, 96, 3), alpha=0.35, weights=None, dtype="float64").profile(rand(1, 96, 96, 3))
+
+
 def test_float64_models_do_not_use_the_plan():
     model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, dtype="float64")
     model.predict(rand(1, 96, 96, 3))

@@ -1,0 +1,126 @@
+"""How close the pointwise (1x1) kernel comes to this core's FMA peak, measured two ways.
+
+    python benchmarks/pointwise_peak.py [--variant 1.0_224] [--json PATH]
+
+1. The peak: our own loop of 12 independent AVX2 FMA chains (csrc/peak.c), best of 5 runs.
+2. Each distinct pointwise shape of the variant, alone: f32_pointwise on one thread over a
+   64-byte-aligned input, timed in a loop (its weights and input stay in cache between calls).
+3. The same layers inside a whole 1-thread inference (model.profile: caches as they are in a
+   real run).
+Prints a table, writes JSON (default benchmarks/results/pointwise-peak-<time>.json).
+"""
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from mobilenetv2 import MobileNetV2, native
+from mobilenetv2.benchmark import cpu_model
+from mobilenetv2.plan import aligned_empty
+from mobilenetv2.variants import parse_variant
+
+PEAK_ROUNDS = 20_000_000  # 192 flops a round: ~40 ms at 100 GFLOP/s
+
+
+def peak_gflops(repeats=5):
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        if native.lib.mnv2_fma_peak_loop(PEAK_ROUNDS) < 0:
+            return None  # no AVX2+FMA
+        best = max(best, 192 * PEAK_ROUNDS / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def _filled(shape, rng):
+    a = aligned_empty(int(np.prod(shape))).reshape(shape)
+    a[...] = rng.uniform(-1, 1, shape)
+    return a
+
+
+def kernel_gflops(rows, cin, cout, min_seconds=0.2):
+    """One thread, f32_pointwise with bias and ReLU6 over all rows, median of 5 timed loops."""
+    lib, ffi = native.lib, native.ffi
+    rng = np.random.default_rng(0)
+    x, w, b = _filled((rows, cin), rng), _filled((cin, cout), rng), _filled((cout,), rng)
+    y = aligned_empty(rows * cout)
+    packed = aligned_empty(lib.f32_pointwise_packed_floats(cin, cout))
+    ptr = lambda a: ffi.cast("float *", ffi.from_buffer(a))  # noqa: E731
+    lib.f32_pointwise_pack(ptr(w), ptr(b), cin, cout, ptr(packed))
+    args = (ptr(x), ptr(packed), ffi.NULL, ptr(y), cin, cout, 0, rows, 1)
+    lib.f32_pointwise(*args)
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < 0.02:
+        lib.f32_pointwise(*args)
+        calls += 1
+    loops = max(1, int(calls * min_seconds / 0.02 / 5))
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(loops):
+            lib.f32_pointwise(*args)
+        times.append((time.perf_counter() - start) / loops)
+    return 2 * rows * cin * cout / float(np.median(times)) / 1e9
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variant", default="1.0_224")
+    p.add_argument("--runs", type=int, default=50, help="whole-network runs for the in-run column")
+    p.add_argument("--json", help="output path")
+    args = p.parse_args(argv)
+    if not native.available() or native.lib.mnv2_simd_level() < 1:
+        print(f"needs the C extension with AVX2+FMA (backend: {native.backend()})", file=sys.stderr)
+        return 2
+    alpha, size = parse_variant(args.variant)
+    model = MobileNetV2((size, size, 3), alpha=alpha, weights=None, threads=1)
+    x = np.random.default_rng(1).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
+    model(x)
+    profile = [r for r in model.profile(x, runs=args.runs) if r["kind"] == "pointwise"]
+    peak = peak_gflops()
+
+    shapes = {}
+    for r in profile:
+        s = shapes.setdefault(r["shape"], dict(count=0, macs=r["macs"], seconds_in_run=[]))
+        s["count"] += 1
+        s["seconds_in_run"].append(r["seconds"])
+    table = []
+    for shape, s in shapes.items():
+        rows, rest = shape.split("x")
+        cin, cout = (int(v) for v in rest.split("->"))
+        alone = kernel_gflops(int(rows), cin, cout)
+        in_run = 2 * s["macs"] / float(np.median(s["seconds_in_run"])) / 1e9
+        table.append(dict(shape=shape, layers=s["count"], macs=s["macs"], alone_gflops=alone,
+                          in_run_gflops=in_run))
+
+    macs = sum(t["macs"] * t["layers"] for t in table)
+    alone_s = sum(t["macs"] * t["layers"] * 2 / (t["alone_gflops"] * 1e9) for t in table)
+    in_run_s = sum(r["seconds"] for r in profile)
+    summary = dict(variant=args.variant, cpu=cpu_model(), peak_gflops=peak,
+                   pointwise_macs=macs, alone_gflops=2 * macs / alone_s / 1e9,
+                   in_run_gflops=2 * macs / in_run_s / 1e9)
+
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%S%z}  {cpu_model()}, 1 thread, {args.variant}")
+    print(f"# our FMA peak loop (12 chains x 8 lanes, csrc/peak.c): {peak:.1f} GFLOP/s")
+    print(f"{'rows x cin -> cout':>22} {'layers':>6} {'alone GF/s':>10} {'% peak':>6} {'in run GF/s':>11} {'% peak':>6}")
+    for t in table:
+        print(f"{t['shape']:>22} {t['layers']:>6} {t['alone_gflops']:>10.1f} {100 * t['alone_gflops'] / peak:>5.0f}%"
+              f" {t['in_run_gflops']:>11.1f} {100 * t['in_run_gflops'] / peak:>5.0f}%")
+    print(f"{'all pointwise (MAC-weighted)':>29} {summary['alone_gflops']:>10.1f} "
+          f"{100 * summary['alone_gflops'] / peak:>5.0f}% {summary['in_run_gflops']:>11.1f} "
+          f"{100 * summary['in_run_gflops'] / peak:>5.0f}%")
+    now = datetime.now(timezone.utc)
+    out = Path(args.json) if args.json else (
+        Path(__file__).resolve().parent / "results" / f"pointwise-peak-{now:%Y%m%dT%H%M%SZ}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "shapes": table}, indent=2))
+    print(f"# wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
