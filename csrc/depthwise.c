@@ -2,10 +2,50 @@
  *   y[n,i,j,c] = act(bias[c] + sum_{a,b} x[n, i*s+a-pt, j*s+b-pl, c] * w[a,b,c])
  * taps outside the image are skipped (they read as zero), in (a, b) order.
  * x: [N, H, W, C]; w: [3, 3, C]; bias: [C]; y: [N, OH, OW, C]; output rows i in [oh0, oh1).
+ * The work is one output row at a time (f32_dwconv3x3_row) from the three input rows it reads,
+ * given by pointer, so the fused block op can feed rows from its ring of expanded rows.
  */
 #include "mobilenetv2.h"
 #include "simd.h"
 
+
+void f32_dwconv3x3_row_scalar(const float *const rows[3], const float *w, const float *bias,
+                              float *y, size_t wd, size_t c, size_t stride, size_t pad_left,
+                              size_t ow, int relu6)
+{
+    for (size_t j = 0; j < ow; j++) {
+        int blo, bhi;
+        mnv2_taps(j, stride, pad_left, wd, &blo, &bhi);
+        float *yp = y + j * c;
+        /* taps outer, channels inner (vectorisable); per channel still bias + taps in (a, b) order */
+        for (size_t k = 0; k < c; k++)
+            yp[k] = bias[k];
+        for (int a = 0; a < 3; a++) {
+            if (!rows[a])
+                continue;
+            for (int e = blo; e < bhi; e++) {
+                const float *xt = rows[a] + (j * stride + e - pad_left) * c, *wt = w + (a * 3 + e) * c;
+                for (size_t k = 0; k < c; k++)
+                    yp[k] = yp[k] + xt[k] * wt[k];
+            }
+        }
+        if (relu6)
+            for (size_t k = 0; k < c; k++) {
+                float v = yp[k] > 0.0f ? yp[k] : 0.0f;
+                yp[k] = v < 6.0f ? v : 6.0f;
+            }
+    }
+}
+
+/* The three input rows that output row i of image b reads (NULL for rows in the padding). */
+static void input_rows(const float *x, size_t b, size_t h, size_t wd, size_t c, size_t i,
+                       size_t stride, size_t pad_top, const float *rows[3])
+{
+    for (size_t a = 0; a < 3; a++) {
+        const long r = (long)(i * stride + a) - (long)pad_top;
+        rows[a] = r >= 0 && r < (long)h ? x + ((b * h + (size_t)r) * wd) * c : NULL;
+    }
+}
 
 void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, float *y,
                           size_t n, size_t h, size_t wd, size_t c, size_t stride,
@@ -14,48 +54,29 @@ void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, flo
 {
     for (size_t b = 0; b < n; b++)
         for (size_t i = oh0; i < oh1; i++) {
-            int alo, ahi;
-            mnv2_taps(i, stride, pad_top, h, &alo, &ahi);
-            for (size_t j = 0; j < ow; j++) {
-                int blo, bhi;
-                mnv2_taps(j, stride, pad_left, wd, &blo, &bhi);
-                float *yp = y + ((b * oh + i) * ow + j) * c;
-                /* taps outer, channels inner (vectorisable); per channel still bias + taps in
-                 * (a, b) order */
-                for (size_t k = 0; k < c; k++)
-                    yp[k] = bias[k];
-                for (int a = alo; a < ahi; a++)
-                    for (int e = blo; e < bhi; e++) {
-                        size_t r = i * stride + a - pad_top, q = j * stride + e - pad_left;
-                        const float *xt = x + ((b * h + r) * wd + q) * c, *wt = w + (a * 3 + e) * c;
-                        for (size_t k = 0; k < c; k++)
-                            yp[k] = yp[k] + xt[k] * wt[k];
-                    }
-                if (relu6)
-                    for (size_t k = 0; k < c; k++) {
-                        float v = yp[k] > 0.0f ? yp[k] : 0.0f;
-                        yp[k] = v < 6.0f ? v : 6.0f;
-                    }
-            }
+            const float *rows[3];
+            input_rows(x, b, h, wd, c, i, stride, pad_top, rows);
+            f32_dwconv3x3_row_scalar(rows, w, bias, y + (b * oh + i) * ow * c, wd, c, stride,
+                                     pad_left, ow, relu6);
         }
 }
 
 #if MNV2_X86
-/* 8 channels [k, k+8) (lanes past c masked off) of output pixel (i, j): bias + taps in (a, b)
- * order, skipping taps outside the image; weights read from memory.  Used at the borders. */
-MNV2_AVX2 static inline __m256 dw_pixel(const float *x, const float *w, __m256 acc, __m256i mask,
-                                        size_t b, size_t h, size_t wd, size_t c, size_t stride,
-                                        size_t pad_top, size_t pad_left, size_t i, size_t j,
-                                        size_t k, int alo, int ahi)
+/* 8 channels [k, k+8) (lanes past c masked off) of output pixel j: bias + taps in (a, b) order,
+ * skipping taps outside the image; weights read from memory.  Used at the borders. */
+MNV2_AVX2 static inline __m256 dw_pixel(const float *const rows[3], const float *w, __m256 acc,
+                                        __m256i mask, size_t wd, size_t c, size_t stride,
+                                        size_t pad_left, size_t j, size_t k)
 {
     int blo, bhi;
     mnv2_taps(j, stride, pad_left, wd, &blo, &bhi);
-    for (int a = alo; a < ahi; a++)
-        for (int e = blo; e < bhi; e++) {
-            const size_t r = i * stride + a - pad_top, q = j * stride + e - pad_left;
-            acc = _mm256_fmadd_ps(_mm256_maskload_ps(x + ((b * h + r) * wd + q) * c + k, mask),
+    for (int a = 0; a < 3; a++) {
+        if (!rows[a])
+            continue;
+        for (int e = blo; e < bhi; e++)
+            acc = _mm256_fmadd_ps(_mm256_maskload_ps(rows[a] + (j * stride + e - pad_left) * c + k, mask),
                                   _mm256_maskload_ps(w + (a * 3 + e) * c + k, mask), acc);
-        }
+    }
     return acc;
 }
 
@@ -142,13 +163,12 @@ MNV2_AVX2 static void dw_interior(const float *const rows0[3], const float *w, c
     }
 }
 
-/* Per output row and 8-channel chunk: blocks of DW_PX interior pixels (above), then the other
- * pixels one at a time with the taps inside the image (borders, the rest of the interior, and a
- * masked channel tail). */
-MNV2_AVX2 static void f32_dwconv3x3_relu6_avx2(const float *x, const float *w, const float *bias,
-                                               float *y, size_t n, size_t h, size_t wd, size_t c,
-                                               size_t stride, size_t pad_top, size_t pad_left,
-                                               size_t oh, size_t ow, size_t oh0, size_t oh1, int relu6)
+/* One output row, per 8-channel chunk: blocks of DW_PX interior pixels (above), then the other
+ * pixels one at a time with the taps inside the image (borders, and a masked channel tail). */
+MNV2_AVX2 static void f32_dwconv3x3_row_relu6_avx2(const float *const rows[3], const float *w,
+                                                   const float *bias, float *yrow, size_t wd,
+                                                   size_t c, size_t stride, size_t pad_left,
+                                                   size_t ow, int relu6)
 {
     const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -160,52 +180,55 @@ MNV2_AVX2 static void f32_dwconv3x3_relu6_avx2(const float *x, const float *w, c
         j1 = ow;
     if (j0 > j1)
         j0 = j1;
-    for (size_t b = 0; b < n; b++)
-        for (size_t i = oh0; i < oh1; i++) {
-            int alo, ahi;
-            mnv2_taps(i, stride, pad_top, h, &alo, &ahi);
-            float *yrow = y + (b * oh + i) * ow * c;
-            for (size_t k = 0; k < c; k += 8) {
-                const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(c - k)), idx);
-                const int full = k + 8 <= c;
-                if (full && j1 > j0) {
-                    const float *rows[3];
-                    for (int a = 0; a < 3; a++)
-                        rows[a] = a >= alo && a < ahi
-                                      ? x + ((b * h + i * stride + a - pad_top) * wd + j0 * stride - pad_left) * c + k
-                                      : NULL;
-                    dw_interior(rows, w + k, bias + k, yrow + j0 * c + k, c, stride, j1 - j0, relu6);
-                }
-                const __m256 bv = _mm256_maskload_ps(bias + k, mask);
-                for (size_t j = 0; j < ow; j++) {
-                    if (full && j == j0 && j1 > j0) {
-                        j = j1 - 1;
-                        continue;
-                    }
-                    __m256 acc = dw_pixel(x, w, bv, mask, b, h, wd, c, stride, pad_top, pad_left, i, j, k, alo, ahi);
-                    if (relu6)
-                        acc = _mm256_min_ps(_mm256_max_ps(acc, zero), six);
-                    if (full)
-                        _mm256_storeu_ps(yrow + j * c + k, acc);
-                    else
-                        _mm256_maskstore_ps(yrow + j * c + k, mask, acc);
-                }
-            }
+    for (size_t k = 0; k < c; k += 8) {
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(c - k)), idx);
+        const int full = k + 8 <= c;
+        if (full && j1 > j0) {
+            const float *at[3];
+            for (int a = 0; a < 3; a++)
+                at[a] = rows[a] ? rows[a] + (j0 * stride - pad_left) * c + k : NULL;
+            dw_interior(at, w + k, bias + k, yrow + j0 * c + k, c, stride, j1 - j0, relu6);
         }
+        const __m256 bv = _mm256_maskload_ps(bias + k, mask);
+        for (size_t j = 0; j < ow; j++) {
+            if (full && j == j0 && j1 > j0) {
+                j = j1 - 1;
+                continue;
+            }
+            __m256 acc = dw_pixel(rows, w, bv, mask, wd, c, stride, pad_left, j, k);
+            if (relu6)
+                acc = _mm256_min_ps(_mm256_max_ps(acc, zero), six);
+            if (full)
+                _mm256_storeu_ps(yrow + j * c + k, acc);
+            else
+                _mm256_maskstore_ps(yrow + j * c + k, mask, acc);
+        }
+    }
 }
 #endif
+
+void f32_dwconv3x3_row(const float *const rows[3], const float *w, const float *bias, float *y,
+                       size_t wd, size_t c, size_t stride, size_t pad_left, size_t ow, int relu6)
+{
+#if MNV2_X86
+    if (mnv2_simd_level() >= 1) {
+        f32_dwconv3x3_row_relu6_avx2(rows, w, bias, y, wd, c, stride, pad_left, ow, relu6);
+        return;
+    }
+#endif
+    f32_dwconv3x3_row_scalar(rows, w, bias, y, wd, c, stride, pad_left, ow, relu6);
+}
 
 void f32_dwconv3x3(const float *x, const float *w, const float *bias, float *y,
                    size_t n, size_t h, size_t wd, size_t c, size_t stride,
                    size_t pad_top, size_t pad_left, size_t oh, size_t ow,
                    size_t oh0, size_t oh1, int relu6)
 {
-#if MNV2_X86
-    if (mnv2_simd_level() >= 1) {
-        f32_dwconv3x3_relu6_avx2(x, w, bias, y, n, h, wd, c, stride, pad_top, pad_left, oh, ow,
-                                 oh0, oh1, relu6);
-        return;
-    }
-#endif
-    f32_dwconv3x3_scalar(x, w, bias, y, n, h, wd, c, stride, pad_top, pad_left, oh, ow, oh0, oh1, relu6);
+    for (size_t b = 0; b < n; b++)
+        for (size_t i = oh0; i < oh1; i++) {
+            const float *rows[3];
+            input_rows(x, b, h, wd, c, i, stride, pad_top, rows);
+            f32_dwconv3x3_row(rows, w, bias, y + (b * oh + i) * ow * c, wd, c, stride, pad_left,
+                              ow, relu6);
+        }
 }

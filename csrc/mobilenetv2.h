@@ -53,6 +53,13 @@ void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, flo
                           size_t n, size_t h, size_t wd, size_t c, size_t stride,
                           size_t pad_top, size_t pad_left, size_t oh, size_t ow,
                           size_t oh0, size_t oh1, int relu6);
+/* One output row y: [OW, C] of the above from the three input rows it reads: rows[a] is input
+ * row i*s+a-pt ([W, C]), or NULL where that row is padding. */
+void f32_dwconv3x3_row(const float *const rows[3], const float *w, const float *bias, float *y,
+                       size_t wd, size_t c, size_t stride, size_t pad_left, size_t ow, int relu6);
+void f32_dwconv3x3_row_scalar(const float *const rows[3], const float *w, const float *bias,
+                              float *y, size_t wd, size_t c, size_t stride, size_t pad_left,
+                              size_t ow, int relu6);
 
 /* Stem: 3x3 stride-2 conv from 3 channels, TF-SAME padding (pad_top, pad_left), bias, ReLU6:
  * x: [N, H, W, 3]; w: [3, 3, 3, cout]; bias: [cout]; y: [N, OH, OW, cout], output rows [oh0, oh1). */
