@@ -88,9 +88,13 @@ float mnv2_fma_peak_loop(size_t iters);
  * _AVGPOOL, _MAXPOOL (x: [n, h*w_, c] -> y: [n, c]), _SOFTMAX (x: [n, c] -> y: [n, c]).  Arguments as for the kernels above;
  * split_rows is the count of output rows per image the threads share (0: thread 0 alone);
  * a pointwise op with split_panels set is split by output panels instead, each thread taking all
- * rows.  The dense head is a pointwise op over n = 1 image of oh = batch rows, ow = 1. */
+ * rows.  The dense head is a pointwise op over n = 1 image of oh = batch rows, ow = 1.
+ * _BLOCK is an inverted residual block fused: x: [n, h, w_, c] -> expand (packed w, c -> ce, ReLU6;
+ * w NULL: no expansion, ce = c) -> depthwise 3x3 (dw_w, dw_bias, stride, pads, ReLU6) -> project
+ * (packed proj_w, ce -> cout, + residual) -> y: [n, oh, ow, cout], band output rows at a time; the
+ * expanded rows live in a per-thread ring and never reach memory as a whole tensor. */
 enum { MNV2_OP_STEM = 0, MNV2_OP_DWCONV = 1, MNV2_OP_POINTWISE = 2, MNV2_OP_AVGPOOL = 3,
-       MNV2_OP_MAXPOOL = 4, MNV2_OP_SOFTMAX = 5 };
+       MNV2_OP_MAXPOOL = 4, MNV2_OP_SOFTMAX = 5, MNV2_OP_BLOCK = 6 };
 struct mnv2_op {
     int kind;
     int relu6;
@@ -105,6 +109,8 @@ struct mnv2_op {
     int sync;         /* the threads meet at a barrier before this op; 0 only where each thread
                          reads just what it wrote itself since the last barrier, and writes what
                          no other thread reads or writes there */
+    const float *dw_w, *dw_bias, *proj_w; /* _BLOCK only */
+    size_t ce, band;                      /* _BLOCK only */
 };
 /* A plan over ops[0..n_ops) (the array must outlive the plan) run by `threads` threads: the
  * caller and threads - 1 workers that sleep between runs.  NULL if a thread cannot be started. */

@@ -21,6 +21,7 @@ struct worker {
     struct plan *plan;
     int index;
     pthread_t tid;
+    float *scratch; /* this thread's ring and band buffers for _BLOCK ops */
 };
 
 struct plan {
@@ -46,7 +47,65 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void run_op(const struct mnv2_op *op, size_t r0, size_t r1)
+/* Floats of one thread's scratch for a _BLOCK op: a ring of the expanded input rows one band of
+ * output rows reads, then the band's depthwise output. */
+static size_t ring_rows(const struct mnv2_op *op) { return (op->band - 1) * op->stride + 3; }
+
+static size_t block_scratch_floats(const struct mnv2_op *op)
+{
+    size_t ring = op->w ? ring_rows(op) * op->w_ * op->ce : 0;
+    return ring + op->band * op->ow * op->ce + 16; /* + 16: the band starts on a 64-byte line */
+}
+
+/* Output rows [r0, r1) of every image of a _BLOCK op, op->band rows at a time.  Input row r of the
+ * expansion lives in ring slot r % R; each band computes the rows it needs that the ring does not
+ * hold yet (a thread's first band also its halo rows), in runs of consecutive slots. */
+static void run_block(const struct mnv2_op *op, size_t r0, size_t r1, float *scratch)
+{
+    const size_t h = op->h, wd = op->w_, ce = op->ce, s = op->stride, R = ring_rows(op);
+    float *ring = scratch;
+    float *band = scratch + (op->w ? R * wd * ce : 0);
+    band += (16 - ((size_t)band / sizeof(float)) % 16) % 16;
+    for (size_t b = 0; b < op->n; b++) {
+        const float *xb = op->x + b * h * wd * op->c;
+        long have = -1; /* the ring holds expanded rows up to (not including) this one */
+        for (size_t o0 = r0; o0 < r1; o0 += op->band) {
+            const size_t o1 = o0 + op->band < r1 ? o0 + op->band : r1;
+            long lo = (long)(o0 * s) - (long)op->pad_top, hi = (long)((o1 - 1) * s + 3) - (long)op->pad_top;
+            lo = lo < 0 ? 0 : lo;
+            hi = hi > (long)h ? (long)h : hi;
+            if (op->w) {
+                long r = have > lo ? have : lo;
+                while (r < hi) {
+                    const size_t slot = (size_t)r % R;
+                    size_t count = (size_t)(hi - r);
+                    if (count > R - slot)
+                        count = R - slot;
+                    f32_pointwise(xb + (size_t)r * wd * op->c, op->w, NULL, ring + slot * wd * ce,
+                                  op->c, ce, 0, count * wd, 1);
+                    r += (long)count;
+                }
+                have = hi;
+            }
+            for (size_t i = o0; i < o1; i++) {
+                const float *rows[3];
+                for (size_t a = 0; a < 3; a++) {
+                    const long r = (long)(i * s + a) - (long)op->pad_top;
+                    rows[a] = r < 0 || r >= (long)h ? NULL
+                              : op->w ? ring + ((size_t)r % R) * wd * ce
+                                      : xb + (size_t)r * wd * ce;
+                }
+                f32_dwconv3x3_row(rows, op->dw_w, op->dw_bias, band + (i - o0) * op->ow * ce, wd, ce,
+                                  s, op->pad_left, op->ow, 1);
+            }
+            const size_t first = (b * op->oh + o0) * op->ow;
+            f32_pointwise(band, op->proj_w, op->residual ? op->residual + first * op->cout : NULL,
+                          op->y + first * op->cout, ce, op->cout, 0, (o1 - o0) * op->ow, op->relu6);
+        }
+    }
+}
+
+static void run_op(const struct mnv2_op *op, size_t r0, size_t r1, float *scratch)
 {
     switch (op->kind) {
     case MNV2_OP_STEM:
@@ -70,6 +129,9 @@ static void run_op(const struct mnv2_op *op, size_t r0, size_t r1)
         break;
     case MNV2_OP_SOFTMAX:
         f32_softmax(op->x, op->y, op->n, op->c);
+        break;
+    case MNV2_OP_BLOCK:
+        run_block(op, r0, r1, scratch);
         break;
     }
 }
@@ -113,12 +175,12 @@ static void run_share(struct plan *p, int t, int *local_sense)
             run_panels(op, t, p->threads);
         } else if (op->split_rows == 0) {
             if (t == 0)
-                run_op(op, 0, 0);
+                run_op(op, 0, 0, p->workers[0].scratch);
         } else {
             size_t r0 = split(op->split_rows, t, p->threads);
             size_t r1 = split(op->split_rows, t + 1, p->threads);
             if (r0 < r1)
-                run_op(op, r0, r1);
+                run_op(op, r0, r1, p->workers[t].scratch);
         }
         if (p->threads > 1 && (i + 1 == p->n_ops || p->ops[i + 1].sync))
             barrier(p, local_sense);
@@ -205,6 +267,8 @@ void mnv2_plan_destroy(void *handle)
             pthread_join(p->workers[i].tid, NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+    for (int i = 0; i < p->threads; i++)
+        free(p->workers[i].scratch);
     free(p->workers);
     free(p);
 }
@@ -218,21 +282,40 @@ void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops, int threads)
     p->n_ops = n_ops;
     p->threads = threads < 1 ? 1 : threads;
     p->workers = calloc((size_t)p->threads, sizeof *p->workers);
+    if (!p->workers) {
+        free(p);
+        return NULL;
+    }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     atomic_init(&p->arrived, 0);
     atomic_init(&p->sense, 0);
     atomic_init(&p->published, 0);
     atomic_init(&p->stop, 0);
-    if (!p->workers) {
-        free(p);
-        return NULL;
+    size_t scratch = 0;
+    for (size_t i = 0; i < n_ops; i++)
+        if (ops[i].kind == MNV2_OP_BLOCK && block_scratch_floats(&ops[i]) > scratch)
+            scratch = block_scratch_floats(&ops[i]);
+    for (int i = 0; scratch && i < p->threads; i++) {
+        void *mem = NULL;
+        if (posix_memalign(&mem, 64, scratch * sizeof(float)) != 0) {
+            for (int j = 0; j < i; j++)
+                free(p->workers[j].scratch);
+            pthread_mutex_destroy(&p->mu);
+            pthread_cond_destroy(&p->cv);
+            free(p->workers);
+            free(p);
+            return NULL;
+        }
+        p->workers[i].scratch = mem;
     }
     for (int i = 1; i < p->threads; i++) {
         p->workers[i].plan = p;
         p->workers[i].index = i;
         if (pthread_create(&p->workers[i].tid, NULL, worker_main, &p->workers[i]) != 0) {
             p->workers[i].plan = NULL;
+            for (int j = i; j < p->threads; j++)
+                free(p->workers[j].scratch);
             p->threads = i; /* the workers started so far exit on destroy */
             mnv2_plan_destroy(p);
             return NULL;

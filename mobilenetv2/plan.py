@@ -72,6 +72,62 @@ def _mark_syncs(ops):
         since = since + [op] if free else [op]
 
 
+FUSE_MIN_BYTES = 512 * 1024   # fuse a block whose expanded tensor is bigger than this (L2)
+FUSE_MIN_ROWS = 8             # ... and has this many output rows to share among threads
+BAND_SCRATCH_BYTES = 256 * 1024  # a thread's ring of expanded rows plus one band of output
+
+
+def _band(dw):
+    """Output rows a fused block computes at a time: the most (up to 4) whose scratch fits."""
+    for band in (4, 3, 2):
+        ring = ((band - 1) * dw["stride"] + 3) * dw["w_"] * dw["c"]
+        if 4 * (ring + band * dw["ow"] * dw["c"]) <= BAND_SCRATCH_BYTES:
+            return band
+    return 1
+
+
+def _fuse_blocks(ops, labels):
+    """Replace expand -> depthwise -> project (or depthwise -> project, for the first block) by
+    one _BLOCK op where the expanded tensor is big enough that keeping it out of memory pays."""
+    lib, null = native.lib, native.ffi.NULL
+    out, out_labels, i = [], [], 0
+    while i < len(ops):
+        group = None
+        for start in (i, i - 1):  # with an expansion (ops[i] expands), or without
+            e = ops[start] if start == i else None
+            d, p = (ops[i + 1], ops[i + 2]) if e is not None and i + 2 < len(ops) else \
+                (ops[i], ops[i + 1]) if e is None and i + 1 < len(ops) else (None, None)
+            if d is None or d["kind"] != lib.MNV2_OP_DWCONV or p["kind"] != lib.MNV2_OP_POINTWISE:
+                continue
+            if e is not None and not (e["kind"] == lib.MNV2_OP_POINTWISE and e["relu6"] and
+                                      not e["split_panels"] and e["residual"] == null and
+                                      e["writes"] == d["reads"][0]):
+                continue
+            if not (d["relu6"] and p["reads"][0] == d["writes"] and not p["split_panels"] and
+                    d["oh"] >= FUSE_MIN_ROWS and 4 * d["n"] * d["h"] * d["w_"] * d["c"] > FUSE_MIN_BYTES):
+                continue
+            group = (e, d, p)
+            break
+        if group is None:
+            out.append(ops[i])
+            out_labels.append(labels[i])
+            i += 1
+            continue
+        e, d, p = group
+        first = e if e is not None else d
+        out.append(dict(
+            kind=lib.MNV2_OP_BLOCK, relu6=p["relu6"], x=first["x"], y=p["y"],
+            w=e["w"] if e is not None else null, bias=null, residual=p["residual"],
+            dw_w=d["w"], dw_bias=d["bias"], proj_w=p["w"], n=d["n"], h=d["h"], w_=d["w_"],
+            c=first["c"], ce=d["c"], cout=p["cout"], stride=d["stride"], pad_top=d["pad_top"],
+            pad_left=d["pad_left"], oh=d["oh"], ow=d["ow"], split_rows=d["oh"], split_panels=0,
+            band=_band(d), sync=1, reads=[first["reads"][0]] + p["reads"][1:], writes=p["writes"]))
+        n_fused = 3 if e is not None else 2
+        out_labels.append(labels[i + n_fused - 1])  # the block's project layer
+        i += n_fused
+    return out, out_labels
+
+
 class Unsupported(Exception):
     """The graph has a layer the C kernels do not cover; the NumPy layers run it instead."""
 
@@ -119,8 +175,9 @@ class Plan:
         return L.Layer.weights_epoch == self.epoch
 
     def _p(self, a):
-        self.keep.append(a)
-        return native.ffi.cast("float *", native.ffi.from_buffer(a))
+        ptr = native.ffi.cast("float *", native.ffi.from_buffer(a))
+        self.keep.append((int(native.ffi.cast("uintptr_t", ptr)), a))
+        return ptr
 
     def _build(self, model):
         lib = native.lib
@@ -223,6 +280,11 @@ class Plan:
             else:
                 raise Unsupported(f"the C plan cannot lower layer {layer.name!r} ({type(layer).__name__})")
         self.output = tensors[layers[-1].name][1]
+        self.ops, self.labels = _fuse_blocks(self.ops, self.labels)
+        # drop the buffers only fused-away ops used (the expanded tensors)
+        used = {int(native.ffi.cast("uintptr_t", v)) for op in self.ops for v in op.values()
+                if isinstance(v, native.ffi.CData)}
+        self.keep = [(addr, a) for addr, a in self.keep if addr in used]
         _mark_syncs(self.ops)
         self.c_ops = native.ffi.new("struct mnv2_op[]", len(self.ops))
         for i, fields in enumerate(self.ops):
@@ -254,7 +316,8 @@ class Plan:
             self.handle = native.ffi.gc(handle, native.lib.mnv2_plan_destroy)
             self.threads = threads
 
-    _KINDS = {0: "stem", 1: "depthwise", 2: "pointwise", 3: "avgpool", 4: "maxpool", 5: "softmax"}
+    _KINDS = {0: "stem", 1: "depthwise", 2: "pointwise", 3: "avgpool", 4: "maxpool", 5: "softmax",
+              6: "block"}
 
     def profile(self, x, threads=1, runs=30):
         """Per op: its layer, kind, shapes, multiply-accumulates and median wall time over ``runs``
@@ -277,6 +340,11 @@ class Plan:
             elif kind == "depthwise":
                 macs = op["n"] * op["oh"] * op["ow"] * op["c"] * 9
                 what = f"{op['h']}x{op['w_']}x{op['c']}/s{op['stride']}"
+            elif kind == "block":
+                pixels_in, pixels = op["n"] * op["h"] * op["w_"], op["n"] * op["oh"] * op["ow"]
+                macs = (pixels_in * op["c"] * op["ce"] if op["w"] != native.ffi.NULL else 0) + \
+                    pixels * op["ce"] * (9 + op["cout"])
+                what = f"{op['h']}x{op['w_']}x{op['c']}->{op['ce']}/s{op['stride']}->{op['cout']}"
             elif kind == "stem":
                 macs, what = op["n"] * op["oh"] * op["ow"] * 27 * op["cout"], f"{op['h']}x{op['w_']}x3->{op['cout']}"
             else:

@@ -57,6 +57,32 @@ def test_plan_follows_weight_changes():
     np.testing.assert_allclose(model.predict(x), after + 1.0, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("alpha,shape,batch", [
+    (0.35, (96, 96, 3), 1), (0.5, (97, 113, 3), 2), (1.0, (33, 47, 3), 3), (0.75, (64, 65, 3), 1)])
+def test_fused_blocks_give_the_same_bits_as_separate_ops(monkeypatch, alpha, shape, batch):
+    """Every block fused (ring of expanded rows, bands of output rows, odd sizes, stride 2 with
+    Keras's asymmetric padding, several images) against no block fused, for 1 to 4 threads: each
+    output is computed by the same operations either way, so the bits must agree."""
+    from mobilenetv2 import plan as P
+    x = rand(batch, *shape)
+    monkeypatch.setattr(P, "FUSE_MIN_BYTES", float("inf"))
+    separate = MobileNetV2(shape, alpha=alpha, weights=None, classifier_activation=None, threads=1)
+    want = separate.predict(x)
+    assert all(op["kind"] != 6 for plan in separate._plans.values() for op in plan.ops)
+    monkeypatch.setattr(P, "FUSE_MIN_BYTES", 0)
+    monkeypatch.setattr(P, "FUSE_MIN_ROWS", 1)
+    monkeypatch.setattr(P, "_by_panels", lambda *args: 0)  # small maps too
+    for band_bytes in (1, 64 * 1024, 10 ** 9):  # bands of 1 row ... 4 rows
+        monkeypatch.setattr(P, "BAND_SCRATCH_BYTES", band_bytes)
+        fused = MobileNetV2(shape, alpha=alpha, weights=None, classifier_activation=None, threads=1)
+        fused.set_weights(separate.get_weights())
+        for threads in (1, 2, 3, 4):
+            fused.threads = threads
+            np.testing.assert_array_equal(fused.predict(x), want)
+        kinds = [op["kind"] for plan in fused._plans.values() for op in plan.ops]
+        assert kinds.count(6) == 17  # every inverted residual block
+
+
 def test_profile_names_every_op_and_counts_the_models_macs():
     from mobilenetv2 import arch
     model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=2)
