@@ -16,6 +16,11 @@ MIN_SIZE = 32
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def _require_finite(x):
+    if not np.isfinite(x).all():
+        raise ValueError("input contains NaN or inf")
+
+
 def _check_alpha(alpha):
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"alpha must be a positive number (the width multiplier), got {alpha!r}")
@@ -224,7 +229,10 @@ class MobileNetV2:
         print_fn(f"Total MACs: {total:,} ({total / 1e6:.1f} M)")
 
     # -- inference -------------------------------------------------------------------------
-    def _check_input(self, x):
+    def _check_input(self, x, finite=True):
+        """The input as a C-contiguous batch of the model's dtype, or a ValueError naming what is
+        wrong.  finite=False leaves the NaN/inf check to the caller (the C plan does it while it
+        copies the batch in)."""
         x = np.asarray(x)
         if x.dtype.kind != "f":
             hint = " (scale images with preprocess_input first)" if x.dtype.kind in "ui" else ""
@@ -243,9 +251,11 @@ class MobileNetV2:
             raise ValueError(f"this model takes inputs of {self.input_shape}, got shape {x.shape}")
         if n == 0:
             raise ValueError("input batch is empty")
-        if not np.isfinite(x).all():
-            raise ValueError("input contains NaN or inf")
-        return np.ascontiguousarray(x, dtype=self.dtype)
+        with np.errstate(over="ignore"):  # a value past float32's range: the finite check names it
+            x = np.ascontiguousarray(x, dtype=self.dtype)
+        if finite:
+            _require_finite(x)
+        return x
 
     def _run(self, x, wanted=None):
         """Run the layers in order on a checked batch.
@@ -301,13 +311,15 @@ class MobileNetV2:
             return plan.profile(x, self.threads, runs)
 
     def _forward(self, x):
-        """Whole-network forward of a checked batch: the C plan for float32 where the extension
-        is built, else the NumPy layers.  Calls on one model are serialized (one arena per shape)."""
+        """Whole-network forward of a checked batch (its values checked for NaN/inf here: by the C
+        plan as it copies them in, else before the NumPy layers run): the C plan for float32 where
+        the extension is built.  Calls on one model are serialized (one arena per shape)."""
         with self._plan_lock:
             plan = self._plan(x)
-            if plan is None:
-                return self._run(x)
-            return plan.run(x, self.threads)
+            if plan is not None:
+                return plan.run(x, self.threads)
+        _require_finite(x)
+        return self._run(x)
 
     @property
     def threads(self):
@@ -323,7 +335,7 @@ class MobileNetV2:
         self._threads = int(value)
 
     def __call__(self, x):
-        return self._forward(self._check_input(x))
+        return self._forward(self._check_input(x, finite=False))
 
     def predict(self, x, batch_size=32):
         """Outputs for a batch (N, H, W, C) or one image (H, W, C), run ``batch_size`` at a time."""

@@ -191,6 +191,7 @@ class Plan:
                 consumers.setdefault(i, []).append(layer.name)
         pool = _Buffers()
         self.input = aligned_empty(int(np.prod(self.shape))).reshape(self.shape)
+        self._input_ptr = self._p(self.input)
         tensors = {layers[0].name: (None, self.input)}  # name -> (pool buffer, view)
         pending = {name: len(c) for name, c in consumers.items()}
 
@@ -323,7 +324,7 @@ class Plan:
         """Per op: its layer, kind, shapes, multiply-accumulates and median wall time over ``runs``
         runs (barrier waits included)."""
         self.set_threads(threads)
-        np.copyto(self.input, x)
+        self._load(x)
         n_ops = len(self.ops)
         seconds = native.ffi.new("double[]", n_ops)
         times = np.empty((runs, n_ops))
@@ -352,8 +353,15 @@ class Plan:
             rows.append(dict(layer=label, kind=kind, shape=what, macs=int(macs), seconds=float(t)))
         return rows
 
+    def _load(self, x):
+        """Copy a C-contiguous float32 batch of this plan's shape into the plan's input, checking
+        for NaN and infinity in the same pass."""
+        ffi = native.ffi
+        if native.lib.mnv2_copy_finite(ffi.cast("float *", ffi.from_buffer(x)), self._input_ptr, x.size):
+            raise ValueError("input contains NaN or inf")
+
     def run(self, x, threads=1):
         self.set_threads(threads)
-        np.copyto(self.input, x)
+        self._load(x)
         native.lib.mnv2_plan_run(self.handle)
         return self.output.copy()

@@ -63,9 +63,10 @@ def test_bad_inputs(small, x, match):
         small.predict(x)
 
 
-@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 1e39])
 def test_non_finite_input(small, value):
-    x = rand(2, 96, 96, 3)
+    """NaN, infinity, and a float64 value that is infinite once cast to the model's float32."""
+    x = rand(2, 96, 96, 3).astype(np.float64)
     x[1, 50, 3, 2] = value
     for call in (small.predict, small, lambda x: small.features(x, "Conv1"), small.trace):
         with pytest.raises(ValueError, match="NaN or inf"):
