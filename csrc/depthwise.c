@@ -62,22 +62,50 @@ void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, flo
 }
 
 #if MNV2_X86
-/* 8 channels [k, k+8) (lanes past c masked off) of output pixel j: bias + taps in (a, b) order,
- * skipping taps outside the image; weights read from memory.  Used at the borders. */
-MNV2_AVX2 static inline __m256 dw_pixel(const float *const rows[3], const float *w, __m256 acc,
-                                        __m256i mask, size_t wd, size_t c, size_t stride,
-                                        size_t pad_left, size_t j, size_t k)
+/* Output pixel j, channels [k0, c): bias + the taps inside the image in (a, b) order, weights read
+ * from memory; whole 8-channel chunks with plain loads, a last partial chunk masked.  Used at the
+ * borders (all channels) and for a channel tail of the interior. */
+MNV2_AVX2 static void dw_pixel(const float *const rows[3], const float *w, const float *bias,
+                               float *yrow, size_t wd, size_t c, size_t stride, size_t pad_left,
+                               size_t j, size_t k0, int relu6)
 {
+    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
     int blo, bhi;
     mnv2_taps(j, stride, pad_left, wd, &blo, &bhi);
-    for (int a = 0; a < 3; a++) {
-        if (!rows[a])
-            continue;
-        for (int e = blo; e < bhi; e++)
-            acc = _mm256_fmadd_ps(_mm256_maskload_ps(rows[a] + (j * stride + e - pad_left) * c + k, mask),
-                                  _mm256_maskload_ps(w + (a * 3 + e) * c + k, mask), acc);
+    const float *at[3] = {NULL, NULL, NULL};
+    for (int a = 0; a < 3; a++)
+        if (rows[a])
+            at[a] = rows[a] + (j * stride - pad_left) * c; /* column b at at[a] + b * c */
+    float *yp = yrow + j * c;
+    size_t k = k0;
+    for (; k + 8 <= c; k += 8) {
+        __m256 acc = _mm256_loadu_ps(bias + k);
+        for (int a = 0; a < 3; a++) {
+            if (!at[a])
+                continue;
+            for (int e = blo; e < bhi; e++)
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(at[a] + e * c + k),
+                                      _mm256_loadu_ps(w + (a * 3 + e) * c + k), acc);
+        }
+        if (relu6)
+            acc = _mm256_min_ps(_mm256_max_ps(acc, zero), six);
+        _mm256_storeu_ps(yp + k, acc);
     }
-    return acc;
+    if (k < c) {
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(c - k)),
+                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 acc = _mm256_maskload_ps(bias + k, mask);
+        for (int a = 0; a < 3; a++) {
+            if (!at[a])
+                continue;
+            for (int e = blo; e < bhi; e++)
+                acc = _mm256_fmadd_ps(_mm256_maskload_ps(at[a] + e * c + k, mask),
+                                      _mm256_maskload_ps(w + (a * 3 + e) * c + k, mask), acc);
+        }
+        if (relu6)
+            acc = _mm256_min_ps(_mm256_max_ps(acc, zero), six);
+        _mm256_maskstore_ps(yp + k, mask, acc);
+    }
 }
 
 /* A run of nblk blocks of px interior output pixels of one 8-channel chunk (rows[a]: the input of
@@ -163,15 +191,13 @@ MNV2_AVX2 static void dw_interior(const float *const rows0[3], const float *w, c
     }
 }
 
-/* One output row, per 8-channel chunk: blocks of DW_PX interior pixels (above), then the other
- * pixels one at a time with the taps inside the image (borders, and a masked channel tail). */
+/* One output row: the interior pixels chunk by chunk in blocks (above), whole 8-channel chunks;
+ * then the border pixels, and the interior pixels' channel tail, pixel by pixel. */
 MNV2_AVX2 static void f32_dwconv3x3_row_relu6_avx2(const float *const rows[3], const float *w,
                                                    const float *bias, float *yrow, size_t wd,
                                                    size_t c, size_t stride, size_t pad_left,
                                                    size_t ow, int relu6)
 {
-    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
-    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     /* interior columns: every j with all three column taps inside the image */
     size_t j0 = (pad_left + stride - 1) / stride, j1 = 0;
     if (wd + pad_left >= 3)
@@ -180,29 +206,18 @@ MNV2_AVX2 static void f32_dwconv3x3_row_relu6_avx2(const float *const rows[3], c
         j1 = ow;
     if (j0 > j1)
         j0 = j1;
-    for (size_t k = 0; k < c; k += 8) {
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(c - k)), idx);
-        const int full = k + 8 <= c;
-        if (full && j1 > j0) {
+    const size_t cfull = c - c % 8;
+    if (j1 > j0)
+        for (size_t k = 0; k < cfull; k += 8) {
             const float *at[3];
             for (int a = 0; a < 3; a++)
                 at[a] = rows[a] ? rows[a] + (j0 * stride - pad_left) * c + k : NULL;
             dw_interior(at, w + k, bias + k, yrow + j0 * c + k, c, stride, j1 - j0, relu6);
         }
-        const __m256 bv = _mm256_maskload_ps(bias + k, mask);
-        for (size_t j = 0; j < ow; j++) {
-            if (full && j == j0 && j1 > j0) {
-                j = j1 - 1;
-                continue;
-            }
-            __m256 acc = dw_pixel(rows, w, bv, mask, wd, c, stride, pad_left, j, k);
-            if (relu6)
-                acc = _mm256_min_ps(_mm256_max_ps(acc, zero), six);
-            if (full)
-                _mm256_storeu_ps(yrow + j * c + k, acc);
-            else
-                _mm256_maskstore_ps(yrow + j * c + k, mask, acc);
-        }
+    for (size_t j = 0; j < ow; j++) {
+        const int interior = j >= j0 && j < j1;
+        if (!interior || cfull < c)
+            dw_pixel(rows, w, bias, yrow, wd, c, stride, pad_left, j, interior ? cfull : 0, relu6);
     }
 }
 #endif
