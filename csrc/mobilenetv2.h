@@ -62,15 +62,14 @@ void f32_dwconv3x3_row_scalar(const float *const rows[3], const float *w, const 
                               size_t ow, int relu6);
 
 /* Stem: 3x3 stride-2 conv from 3 channels, TF-SAME padding (pad_top, pad_left), bias, ReLU6:
- * x: [N, H, W, 3]; w: [3, 3, 3, cout]; bias: [cout]; y: [N, OH, OW, cout], output rows [oh0, oh1). */
-void f32_stem3x3s2(const float *x, const float *w, const float *bias, float *y,
-                   size_t n, size_t h, size_t wd, size_t cout,
-                   size_t pad_top, size_t pad_left, size_t oh, size_t ow,
+ * x: [N, H, W, 3]; packed: w [3, 3, 3, cout] as a [27, cout] matrix with its bias, packed by
+ * f32_pointwise_pack(w, bias, 27, cout, packed); y: [N, OH, OW, cout], output rows [oh0, oh1). */
+void f32_stem3x3s2(const float *x, const float *packed, float *y, size_t n, size_t h, size_t wd,
+                   size_t cout, size_t pad_top, size_t pad_left, size_t oh, size_t ow,
                    size_t oh0, size_t oh1, int relu6);
-void f32_stem3x3s2_scalar(const float *x, const float *w, const float *bias, float *y,
-                          size_t n, size_t h, size_t wd, size_t cout,
-                          size_t pad_top, size_t pad_left, size_t oh, size_t ow,
-                          size_t oh0, size_t oh1, int relu6);
+void f32_stem3x3s2_scalar(const float *x, const float *packed, float *y, size_t n, size_t h,
+                          size_t wd, size_t cout, size_t pad_top, size_t pad_left, size_t oh,
+                          size_t ow, size_t oh0, size_t oh1, int relu6);
 
 /* Global pooling over H*W pixels: y[n, c] = mean (or max) of x[n, :, c]. x: [N, HW, C]; y: [N, C]. */
 void f32_global_avgpool(const float *x, float *y, size_t n, size_t hw, size_t c);

@@ -109,7 +109,7 @@ static void run_op(const struct mnv2_op *op, size_t r0, size_t r1, float *scratc
 {
     switch (op->kind) {
     case MNV2_OP_STEM:
-        f32_stem3x3s2(op->x, op->w, op->bias, op->y, op->n, op->h, op->w_, op->cout,
+        f32_stem3x3s2(op->x, op->w, op->y, op->n, op->h, op->w_, op->cout,
                       op->pad_top, op->pad_left, op->oh, op->ow, r0, r1, op->relu6);
         break;
     case MNV2_OP_DWCONV:

@@ -110,7 +110,8 @@ def stem(x, w, bias, pads, relu6=False, rows=None, scalar=False):
     oh, ow = _conv_out(h, top, bottom, 2), _conv_out(wd, left, right, 2)
     y = np.zeros((n, oh, ow, cout), np.float32)
     r0, r1 = _rows(rows, oh)
-    _fn("f32_stem3x3s2", scalar)(_ptr(x), _ptr(w), _ptr(bias), _ptr(y), n, h, wd, cout,
+    packed = pack_pointwise(w.reshape(27, cout), bias)
+    _fn("f32_stem3x3s2", scalar)(_ptr(x), _ptr(packed), _ptr(y), n, h, wd, cout,
                                  top, left, oh, ow, r0, r1, int(relu6))
     return y
 

@@ -30,6 +30,17 @@ def aligned_copy(a):
     return out
 
 
+def _pack(w, bias):
+    """A [cin, cout] kernel and its bias in the pointwise kernel's packed layout, 64-byte aligned."""
+    lib, ffi = native.lib, native.ffi
+    cin, cout = w.shape
+    w, bias = np.ascontiguousarray(w, np.float32), np.ascontiguousarray(bias, np.float32)
+    packed = aligned_empty(lib.f32_pointwise_packed_floats(cin, cout))
+    lib.f32_pointwise_pack(ffi.cast("float *", ffi.from_buffer(w)), ffi.cast("float *", ffi.from_buffer(bias)),
+                           cin, cout, ffi.cast("float *", ffi.from_buffer(packed)))
+    return packed
+
+
 def _by_panels(rows, image_rows, cin, cout):
     """Whether threads should share a pointwise layer's output channels rather than its image
     rows: when its weights are too big to stay in L2 and outweigh its input (each thread then
@@ -242,14 +253,12 @@ class Plan:
                                           f"{conv.name!r} has {conv.cin} at stride {conv.stride}")
                     wk, bias = fold_batchnorm(kernel, *bn.weights, eps=bn.epsilon)
                     pads = conv.pads(*shapes[src][:2])
-                    self._op(lib.MNV2_OP_STEM, x, y, layer=conv.name, w=aligned_copy(wk), bias=aligned_copy(bias),
+                    self._op(lib.MNV2_OP_STEM, x, y, layer=conv.name, w=_pack(wk.reshape(27, conv.cout), bias),
                              relu6=relu is not None, c=3, cout=conv.cout, stride=2,
                              pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1])
                 else:
                     wk, bias = fold_batchnorm(kernel[0, 0], *bn.weights, eps=bn.epsilon)
-                    packed = aligned_empty(lib.f32_pointwise_packed_floats(conv.cin, conv.cout))
-                    lib.f32_pointwise_pack(self._p(np.ascontiguousarray(wk)), self._p(bias),
-                                           conv.cin, conv.cout, self._p(packed))
+                    packed = _pack(wk, bias)
                     residual = None
                     if add is not None:
                         residual = tensors[[i for i in add.inputs if i != bn.name][0]][1]
@@ -269,8 +278,7 @@ class Plan:
                 release(src)
             elif isinstance(layer, L.Dense):
                 kernel, bias = layer.weights
-                packed = aligned_empty(lib.f32_pointwise_packed_floats(layer.cin, layer.cout))
-                lib.f32_pointwise_pack(self._p(kernel), self._p(bias), layer.cin, layer.cout, self._p(packed))
+                packed = _pack(kernel, bias)
                 buf, y = pool.take((n, layer.cout))
                 self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=packed, c=layer.cin, cout=layer.cout,
                          n=1, oh=n, ow=1, split_rows=n, split_panels=_by_panels(n, n, layer.cin, layer.cout))
