@@ -108,20 +108,21 @@ MNV2_AVX2 static void dw_pixel(const float *const rows[3], const float *w, const
     }
 }
 
-/* A run of nblk blocks of px interior output pixels of one 8-channel chunk (rows[a]: the input of
- * kernel row a at the first block's first tap column, or NULL when that row is padding; yp: the
- * first block's output).  px accumulators stay in registers: each input vector is loaded once per
- * block and feeds every pixel whose window covers it, the three weights of a kernel row once per
- * block.  Per pixel the FMAs come in (a, b) order, as in the per-pixel code. */
+/* One block of px interior output pixels, every whole 8-channel chunk [0, cfull) in turn (rows[a]:
+ * the input of kernel row a at the block's first tap column, channel 0, or NULL when that row is
+ * padding; yp: the block's first output pixel).  Going through the channels with the pixels fixed
+ * uses each input cache line for all its channels while it is in L1.  px accumulators stay in
+ * registers: each input vector is loaded once per chunk and feeds every pixel whose window covers
+ * it, the three weights of a kernel row once per chunk.  Per pixel the FMAs come in (a, b) order,
+ * as in the per-pixel code. */
 MNV2_AVX2 static inline __attribute__((always_inline)) void
-dw_blocks(const float *const rows[3], const float *w, const float *bias, float *yp, size_t c,
-          const size_t stride, const int px, size_t nblk, int relu6)
+dw_block(const float *const rows[3], const float *w, const float *bias, float *yp, size_t c,
+         size_t cfull, const size_t stride, const int px, int relu6)
 {
     const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
-    const size_t step = stride * (size_t)px * c;
-    for (size_t blk = 0; blk < nblk; blk++, yp += (size_t)px * c) {
+    for (size_t k = 0; k < cfull; k += 8) {
         __m256 acc[16];
-        const __m256 bv = _mm256_loadu_ps(bias);
+        const __m256 bv = _mm256_loadu_ps(bias + k);
 #pragma GCC unroll 16
         for (int p = 0; p < px; p++)
             acc[p] = bv;
@@ -129,9 +130,9 @@ dw_blocks(const float *const rows[3], const float *w, const float *bias, float *
         for (int a = 0; a < 3; a++) {
             if (!rows[a])
                 continue;
-            const float *xr = rows[a] + blk * step;
-            const __m256 wa0 = _mm256_loadu_ps(w + (3 * a) * c), wa1 = _mm256_loadu_ps(w + (3 * a + 1) * c),
-                         wa2 = _mm256_loadu_ps(w + (3 * a + 2) * c);
+            const float *xr = rows[a] + k;
+            const __m256 wa0 = _mm256_loadu_ps(w + (3 * a) * c + k), wa1 = _mm256_loadu_ps(w + (3 * a + 1) * c + k),
+                         wa2 = _mm256_loadu_ps(w + (3 * a + 2) * c + k);
 #pragma GCC unroll 40
             for (size_t col = 0; col < stride * (size_t)(px - 1) + 3; col++) {
                 const __m256 v = _mm256_loadu_ps(xr + col * c);
@@ -148,51 +149,50 @@ dw_blocks(const float *const rows[3], const float *w, const float *bias, float *
             __m256 r = acc[p];
             if (relu6)
                 r = _mm256_min_ps(_mm256_max_ps(r, zero), six);
-            _mm256_storeu_ps(yp + p * c, r);
+            _mm256_storeu_ps(yp + p * c + k, r);
         }
     }
 }
 
 #define DW_PX 8 /* pixels per block: enough independent FMA chains to hide the FMA latency */
-#define DW_BLOCKS(s, name, px)                                                                      \
-    MNV2_AVX2 static void dw_blocks_s##s##_##name(const float *const rows[3], const float *w,          \
-                                                const float *bias, float *yp, size_t c, size_t nblk, \
-                                                int relu6)                                           \
+#define DW_BLOCK(s, px)                                                                             \
+    MNV2_AVX2 static void dw_block_s##s##_##px(const float *const rows[3], const float *w,           \
+                                              const float *bias, float *yp, size_t c, size_t cfull, \
+                                              int relu6)                                            \
     {                                                                                               \
-        dw_blocks(rows, w, bias, yp, c, s, px, nblk, relu6);                                        \
+        dw_block(rows, w, bias, yp, c, cfull, s, px, relu6);                                        \
     }
-DW_BLOCKS(1, big, DW_PX)
-DW_BLOCKS(1, 4, 4)
-DW_BLOCKS(1, 1, 1)
-DW_BLOCKS(2, big, DW_PX)
-DW_BLOCKS(2, 4, 4)
-DW_BLOCKS(2, 1, 1)
-#undef DW_BLOCKS
+DW_BLOCK(1, 8)
+DW_BLOCK(1, 4)
+DW_BLOCK(1, 1)
+DW_BLOCK(2, 8)
+DW_BLOCK(2, 4)
+DW_BLOCK(2, 1)
+#undef DW_BLOCK
 
-/* Interior pixels [j, j + count) of one output row and chunk: blocks of 12, then 4, then 1. */
+/* Interior pixels [j, j + count) of one output row (rows0 as for dw_block, at pixel j): blocks of
+ * DW_PX pixels, then of 4, then single pixels, whole channel chunks [0, cfull). */
 MNV2_AVX2 static void dw_interior(const float *const rows0[3], const float *w, const float *bias,
-                                  float *yp, size_t c, size_t stride, size_t count, int relu6)
+                                  float *yp, size_t c, size_t cfull, size_t stride, size_t count,
+                                  int relu6)
 {
     const float *rows[3] = {rows0[0], rows0[1], rows0[2]};
-    static const int sizes[3] = {DW_PX, 4, 1};
-    for (int s = 0; s < 3; s++) {
-        const size_t px = (size_t)sizes[s], nblk = count / px;
-        if (!nblk)
-            continue;
+    while (count) {
+        const size_t px = count >= DW_PX ? DW_PX : count >= 4 ? 4 : 1;
         if (stride == 1)
-            (px == DW_PX ? dw_blocks_s1_big : px == 4 ? dw_blocks_s1_4 : dw_blocks_s1_1)(rows, w, bias, yp, c, nblk, relu6);
+            (px == DW_PX ? dw_block_s1_8 : px == 4 ? dw_block_s1_4 : dw_block_s1_1)(rows, w, bias, yp, c, cfull, relu6);
         else
-            (px == DW_PX ? dw_blocks_s2_big : px == 4 ? dw_blocks_s2_4 : dw_blocks_s2_1)(rows, w, bias, yp, c, nblk, relu6);
+            (px == DW_PX ? dw_block_s2_8 : px == 4 ? dw_block_s2_4 : dw_block_s2_1)(rows, w, bias, yp, c, cfull, relu6);
         for (int a = 0; a < 3; a++)
             if (rows[a])
-                rows[a] += nblk * px * stride * c;
-        yp += nblk * px * c;
-        count -= nblk * px;
+                rows[a] += px * stride * c;
+        yp += px * c;
+        count -= px;
     }
 }
 
-/* One output row: the interior pixels chunk by chunk in blocks (above), whole 8-channel chunks;
- * then the border pixels, and the interior pixels' channel tail, pixel by pixel. */
+/* One output row: the interior pixels in blocks (above), whole 8-channel chunks; then the border
+ * pixels, and the interior pixels' channel tail, pixel by pixel. */
 MNV2_AVX2 static void f32_dwconv3x3_row_relu6_avx2(const float *const rows[3], const float *w,
                                                    const float *bias, float *yrow, size_t wd,
                                                    size_t c, size_t stride, size_t pad_left,
@@ -207,13 +207,12 @@ MNV2_AVX2 static void f32_dwconv3x3_row_relu6_avx2(const float *const rows[3], c
     if (j0 > j1)
         j0 = j1;
     const size_t cfull = c - c % 8;
-    if (j1 > j0)
-        for (size_t k = 0; k < cfull; k += 8) {
-            const float *at[3];
-            for (int a = 0; a < 3; a++)
-                at[a] = rows[a] ? rows[a] + (j0 * stride - pad_left) * c + k : NULL;
-            dw_interior(at, w + k, bias + k, yrow + j0 * c + k, c, stride, j1 - j0, relu6);
-        }
+    if (j1 > j0 && cfull) {
+        const float *at[3];
+        for (int a = 0; a < 3; a++)
+            at[a] = rows[a] ? rows[a] + (j0 * stride - pad_left) * c : NULL;
+        dw_interior(at, w, bias, yrow + j0 * c, c, cfull, stride, j1 - j0, relu6);
+    }
     for (size_t j = 0; j < ow; j++) {
         const int interior = j >= j0 && j < j1;
         if (!interior || cfull < c)
