@@ -77,6 +77,7 @@ void f32_global_maxpool(const float *x, float *y, size_t n, size_t hw, size_t c)
 
 /* Softmax over the last axis of x: [n, c], shifted by the row maximum; y may be x. */
 void f32_softmax(const float *x, float *y, size_t n, size_t c);
+void f32_softmax_scalar(const float *x, float *y, size_t n, size_t c);
 
 /* dst[i] = src[i] for i < n; returns the count of NaN and infinite values among them. */
 size_t mnv2_copy_finite(const float *src, float *dst, size_t n);

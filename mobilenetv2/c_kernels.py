@@ -130,7 +130,7 @@ def global_pool(x, kind="avg"):
     return y
 
 
-def softmax(x):
+def softmax(x, scalar=False):
     """[N, C] -> [N, C], softmax over C shifted by the row maximum."""
     x = _f32(x, "x", 2)
     if x.shape[1] == 0:
@@ -138,5 +138,5 @@ def softmax(x):
     if not np.isfinite(x).all():
         raise ValueError("x contains NaN or inf")
     y = np.empty_like(x)
-    native.lib.f32_softmax(_ptr(x), _ptr(y), x.shape[0], x.shape[1])
+    _fn("f32_softmax", scalar)(_ptr(x), _ptr(y), x.shape[0], x.shape[1])
     return y

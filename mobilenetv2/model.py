@@ -9,6 +9,7 @@ import numpy as np
 from mobilenetv2 import arch
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
+from mobilenetv2.plan import Plan, Unsupported
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 OFFICIAL_ROWS = (96, 128, 160, 192, 224)
@@ -251,8 +252,9 @@ class MobileNetV2:
             raise ValueError(f"this model takes inputs of {self.input_shape}, got shape {x.shape}")
         if n == 0:
             raise ValueError("input batch is empty")
-        with np.errstate(over="ignore"):  # a value past float32's range: the finite check names it
-            x = np.ascontiguousarray(x, dtype=self.dtype)
+        if x.dtype != self.dtype or not x.flags.c_contiguous:
+            with np.errstate(over="ignore"):  # a value past float32's range: the finite check names it
+                x = np.ascontiguousarray(x, dtype=self.dtype)
         if finite:
             _require_finite(x)
         return x
@@ -289,7 +291,6 @@ class MobileNetV2:
         """The C plan for a checked float32 batch's shape (built on first use), or None."""
         if not native.available() or self.dtype != np.float32:
             return None
-        from mobilenetv2.plan import Plan, Unsupported
         plan = self._plans.get(x.shape)
         if plan is None or not plan.valid_for(self):
             try:

@@ -67,10 +67,11 @@ def test_pointwise_large_weights(m, cin, cout, relu6, res, sc, seed, data):
 
 
 @settings(max_examples=50, deadline=None)
-@given(n=st.integers(1, 3), c=st.integers(1, 1100), scale=st.sampled_from([1.0, 30.0, 1e4]), seed=seeds)
-def test_softmax(n, c, scale, seed):
+@given(n=st.integers(1, 3), c=st.integers(1, 1100), scale=st.sampled_from([1.0, 30.0, 1e4]), sc=scalar,
+       seed=seeds)
+def test_softmax(n, c, scale, sc, seed):
     x = rnd(np.random.default_rng(seed), n, c) * np.float32(scale)
-    got = C.softmax(x)
+    got = C.softmax(x, scalar=sc)
     want = K.softmax(x.astype(np.float64))
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-9)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)

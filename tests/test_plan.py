@@ -96,6 +96,17 @@ def test_profile_names_every_op_and_counts_the_models_macs():
         MobileNetV2((96, 96, 3), alpha=0.35, weights=None, dtype="float64").profile(rand(1, 96, 96, 3))
 
 
+@pytest.mark.parametrize("index", [0, 1234, -1])
+def test_plan_input_copy_finds_a_nan_anywhere(index):
+    """The C copy checks 8 values a vector and the rest one by one: 1 x 33 x 35 x 3 = 3465 values."""
+    model = MobileNetV2((33, 35, 3), alpha=0.35, weights=None, include_top=False)
+    x = rand(1, 33, 35, 3)
+    model(x)
+    x.reshape(-1)[index] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model(x)
+
+
 def test_float64_models_do_not_use_the_plan():
     model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, dtype="float64")
     model.predict(rand(1, 96, 96, 3))
