@@ -79,8 +79,8 @@ void f32_global_maxpool(const float *x, float *y, size_t n, size_t hw, size_t c)
 void f32_softmax(const float *x, float *y, size_t n, size_t c);
 void f32_softmax_scalar(const float *x, float *y, size_t n, size_t c);
 
-/* dst[i] = src[i] for i < n; returns the count of NaN and infinite values among them. */
-size_t mnv2_copy_finite(const float *src, float *dst, size_t n);
+/* The count of NaN and infinite values among x[0..n). */
+size_t mnv2_count_nonfinite(const float *x, size_t n);
 
 /* Benchmarks only (csrc/peak.c): iters rounds of 12 independent 8-lane FMAs (192 flops a round)
  * on AVX2+FMA; returns a value that depends on all of them, or -1 where AVX2+FMA is absent. */

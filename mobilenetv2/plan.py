@@ -201,8 +201,7 @@ class Plan:
             for i in layer.inputs:
                 consumers.setdefault(i, []).append(layer.name)
         pool = _Buffers()
-        self.input = aligned_empty(int(np.prod(self.shape))).reshape(self.shape)
-        self._input_ptr = self._p(self.input)
+        self.input = aligned_empty(int(np.prod(self.shape))).reshape(self.shape)  # replaced per run
         tensors = {layers[0].name: (None, self.input)}  # name -> (pool buffer, view)
         pending = {name: len(c) for name, c in consumers.items()}
 
@@ -295,6 +294,9 @@ class Plan:
                 if isinstance(v, native.ffi.CData)}
         self.keep = [(addr, a) for addr, a in self.keep if addr in used]
         _mark_syncs(self.ops)
+        start = self.input.__array_interface__["data"][0]
+        self._input_ops = [i for i, op in enumerate(self.ops)
+                           if int(native.ffi.cast("uintptr_t", op["x"])) == start]
         self.c_ops = native.ffi.new("struct mnv2_op[]", len(self.ops))
         for i, fields in enumerate(self.ops):
             for key, value in fields.items():
@@ -362,11 +364,14 @@ class Plan:
         return rows
 
     def _load(self, x):
-        """Copy a C-contiguous float32 batch of this plan's shape into the plan's input, checking
-        for NaN and infinity in the same pass."""
-        ffi = native.ffi
-        if native.lib.mnv2_copy_finite(ffi.cast("float *", ffi.from_buffer(x)), self._input_ptr, x.size):
+        """Point the ops that read the network input at a C-contiguous float32 batch of this
+        plan's shape (no copy; the caller keeps it alive during the run), after checking it for
+        NaN and infinity in C."""
+        ptr = native.ffi.cast("float *", native.ffi.from_buffer(x))
+        if native.lib.mnv2_count_nonfinite(ptr, x.size):
             raise ValueError("input contains NaN or inf")
+        for i in self._input_ops:
+            self.c_ops[i].x = ptr
 
     def run(self, x, threads=1):
         self.set_threads(threads)

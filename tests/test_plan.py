@@ -96,6 +96,19 @@ def test_profile_names_every_op_and_counts_the_models_macs():
         MobileNetV2((96, 96, 3), alpha=0.35, weights=None, dtype="float64").profile(rand(1, 96, 96, 3))
 
 
+def test_plan_reads_the_callers_array_in_place_and_leaves_it_alone():
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, classifier_activation=None)
+    x = rand(2, 96, 96, 3)
+    want = model._run(model._check_input(x))
+    kept = x.copy()
+    x.setflags(write=False)  # a read-only batch is fine: the plan only reads it
+    got = model(x)
+    np.testing.assert_array_equal(x, kept)
+    assert rel_l2(got, want) <= 1e-5
+    np.testing.assert_array_equal(model(rand(2, 96, 96, 3, seed=1)), model(rand(2, 96, 96, 3, seed=1)))
+    np.testing.assert_array_equal(model(kept), got)  # a new array for the same plan
+
+
 @pytest.mark.parametrize("index", [0, 1234, -1])
 def test_plan_input_copy_finds_a_nan_anywhere(index):
     """The C copy checks 8 values a vector and the rest one by one: 1 x 33 x 35 x 3 = 3465 values."""
