@@ -342,15 +342,16 @@ MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float 
                                                     size_t np, int relu6)
 {
     const size_t pstride = PANEL * (cin + 1);
+    const int panel_outer = (np - p0) * pstride * sizeof(float) > W_CACHED_BYTES;
     size_t mb = m1 - m0;
-    if ((np - p0) * pstride * sizeof(float) > W_CACHED_BYTES) {
+    if (panel_outer) {
         mb = X_BLOCK_BYTES / (cin * sizeof(float));
         mb = mb < MR ? MR : mb - mb % MR;
     }
     for (size_t mblk = m0; mblk < m1; mblk += mb) {
         const size_t mend = m1 - mblk < mb ? m1 : mblk + mb;
         const size_t mfull = mblk + (mend - mblk) / MR * MR;
-        if (mb == m1 - m0) {
+        if (!panel_outer) {
             for (size_t m = mblk; m < mfull; m += MR)
                 for (size_t p = p0; p < np; p++)
                     tile_any(x, packed, residual, y, cin, cout, m, p, relu6);
