@@ -3,12 +3,17 @@
 Batch-1 latency (median, 10th/90th percentiles, min over --runs calls after --warmup) and, with
 --batch8, batch-8 throughput, for any of the 22 variants and thread counts.  Peers run the same
 network: ONNX Runtime and OpenVINO on an ONNX export of the same weights, LiteRT (XNNPACK) on the
-float32 .tflite files in shared/peers.  Prints what ran and a table; writes JSON.  "RSS MB" is
-the process's peak resident memory so far (getrusage), read after each row, so it only grows.
+float32 .tflite files in shared/peers.  Prints what ran and a table; writes JSON.
+
+Each measurement runs in a fresh child process, so no engine's thread pool (OpenVINO's and ONNX
+Runtime's workers outlive their sessions) competes with the next one for the cores, and "RSS MB"
+is that process's own peak resident memory (getrusage): Python and NumPy plus the engine.
 """
 import argparse
+import concurrent.futures
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -162,38 +167,74 @@ def parse_args(argv):
     return args
 
 
+def synthetic_weights():
+    """shared/tools/synthetic_weights.py's weight function (the weights the LiteRT .tflite files
+    were made with), or None where shared/ is absent."""
+    shared = shared_dir()
+    path = shared / "tools" / "synthetic_weights.py" if shared else None
+    if path is None or not path.exists():
+        return None
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_mnv2_synthetic_weights", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.synthetic_weight
+
+
+def _model(alpha, res):
+    """The benchmarked network: the synthetic weights where shared/ has them, so every engine
+    (LiteRT's .tflite files included) computes with the same numbers; else the random init."""
+    model = MobileNetV2((res, res, 3), alpha=alpha, weights=None)
+    fn = synthetic_weights()
+    if fn is not None:
+        model.set_weights([fn(layer.name, wname, shape) for layer in model.weighted_layers()
+                           for wname, shape in zip(layer.weight_names, layer.weight_shapes())])
+    return model
+
+
+def _measure(name, alpha, res, batch, engine, threads, runs, warmup, tmpdir):
+    """One measurement (run in its own process): a stats dict, or a reason string if skipped."""
+    model = _model(alpha, res)
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, res, res, 3)).astype(np.float32)
+    run = _runner(engine, model, x, max(threads, 1), tmpdir, name)
+    if isinstance(run, str):
+        return run
+    stats = time_calls(run, runs, min(warmup, runs))
+    stats["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return stats
+
+
 def main(argv=None):
     args = parse_args(argv)
     now = datetime.datetime.now(datetime.timezone.utc)
     header = {"date": now.isoformat(timespec="seconds"), "cpu": cpu_model(), "cores": os.cpu_count(),
               "backend": native.backend(), "compiler": compiler(), "versions": versions(),
-              "note": "one shared machine: compare ratios within one run"}
+              "weights": "synthetic (shared/tools)" if synthetic_weights() else "random init",
+              "note": "one shared machine: compare ratios within one run; each row timed in its own process"}
     print(f"# {header['date']}  {header['cpu']}, {header['cores']} cores, mobilenetv2 engine: {header['backend']}")
-    print(f"# C extension built by: {header['compiler']}")
+    print(f"# C extension built by: {header['compiler']}; weights: {header['weights']}")
     print("# " + ", ".join(f"{k} {v}" for k, v in header["versions"].items()))
     rows, skipped = [], {}
+    spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmpdir:
         for name, (alpha, res) in args.variants:
-            model = MobileNetV2((res, res, 3), alpha=alpha, weights=None)
-            flops = 2 * model.macs()
-            rng = np.random.default_rng(0)
+            flops = 2 * MobileNetV2((res, res, 3), alpha=alpha, weights=None).macs()
             for batch in ([1, 8] if args.batch8 else [1]):
-                x = rng.uniform(-1, 1, (batch, res, res, 3)).astype(np.float32)
                 for engine in args.engines:
                     for threads in (args.threads if engine != "numpy" else [0]):
-                        run = _runner(engine, model, x, max(threads, 1), tmpdir, name)
-                        if isinstance(run, str):
-                            skipped[engine] = run
-                            continue
                         runs = args.numpy_runs if engine == "numpy" else args.runs
                         if batch > 1:
                             runs = max(3, runs // 4)
-                        stats = time_calls(run, runs, min(args.warmup, runs))
+                        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                            stats = pool.submit(_measure, name, alpha, res, batch, engine, threads, runs,
+                                                args.warmup, tmpdir).result()
+                        if isinstance(stats, str):
+                            skipped[engine] = stats
+                            continue
                         stats.update(engine=engine, variant=name, batch=batch,
                                      threads=threads if engine != "numpy" else "BLAS",
                                      img_per_s=1e3 * batch / stats["median_ms"],
-                                     gflops=flops * batch / stats["median_ms"] / 1e6,
-                                     peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                                     gflops=flops * batch / stats["median_ms"] / 1e6)
                         rows.append(stats)
     for r in rows:
         peers = [p["median_ms"] for p in rows if p["engine"] in PEERS and p["variant"] == r["variant"]
