@@ -27,9 +27,7 @@ class Layer:
     """Base class.  ``inputs`` are the names of the layers this one reads."""
 
     weight_names = ()
-    # bumped whenever any layer's weights list is replaced: a compiled plan built at an older
-    # epoch is rebuilt (one integer compare per call instead of a walk over the layers)
-    weights_epoch = 0
+    on_weights_change = None  # set by the model that owns the layer: told of every replacement
 
     @property
     def weights(self):
@@ -38,7 +36,8 @@ class Layer:
     @weights.setter
     def weights(self, arrays):
         self._weights = arrays
-        Layer.weights_epoch += 1
+        if self.on_weights_change is not None:
+            self.on_weights_change()
 
     def __init__(self, name, inputs):
         self.name = name

@@ -112,6 +112,9 @@ class MobileNetV2:
         self.classifier_activation = classifier_activation
         self.layers = arch.build_layers(self.alpha, self.include_top, pooling, self.classes,
                                         classifier_activation)
+        self.weights_epoch = 0  # bumped when any layer's weights are replaced: compiled plans rebuild
+        for layer in self.layers:
+            layer.on_weights_change = self._weights_changed
         if self.input_shape[2] != 3:
             self.layers[1].cin = self.input_shape[2]
         self._by_name = {layer.name: layer for layer in self.layers}
@@ -286,6 +289,9 @@ class MobileNetV2:
             if wanted is not None and layer.name in wanted:
                 kept[layer.name] = y
         return kept if wanted is not None else outputs[layers[-1].name]
+
+    def _weights_changed(self):
+        self.weights_epoch += 1
 
     def _plan(self, x):
         """The C plan for a checked float32 batch's shape (built on first use), or None."""

@@ -175,15 +175,15 @@ class _Buffers:
 class Plan:
     def __init__(self, model, shape):
         self.shape = tuple(shape)
-        self.epoch = L.Layer.weights_epoch
+        self.epoch = model.weights_epoch
         self.keep = []  # arrays the C calls point into
         self.ops = []
         self.labels = []  # the Keras layer each op computes
         self._build(model)
 
     def valid_for(self, model):
-        """Whether no layer's weights have been replaced since this plan was built."""
-        return L.Layer.weights_epoch == self.epoch
+        """Whether none of the model's layers has had its weights replaced since this plan was built."""
+        return model.weights_epoch == self.epoch
 
     def _p(self, a):
         ptr = native.ffi.cast("float *", native.ffi.from_buffer(a))

@@ -120,6 +120,20 @@ def test_plan_input_copy_finds_a_nan_anywhere(index):
         model(x)
 
 
+def test_plan_survives_other_models_and_is_rebuilt_for_its_own_changes():
+    x = rand(1, 96, 96, 3)
+    a = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
+    a(x)
+    plan = a._plans[x.shape]
+    b = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)  # sets its own layers' weights
+    b.set_weights(a.get_weights())
+    a(x)
+    assert a._plans[x.shape] is plan
+    a.get_layer("Conv1").set_weights(a.get_layer("Conv1").get_weights())
+    a(x)
+    assert a._plans[x.shape] is not plan
+
+
 def test_float64_models_do_not_use_the_plan():
     model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, dtype="float64")
     model.predict(rand(1, 96, 96, 3))
