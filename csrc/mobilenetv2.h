@@ -75,6 +75,16 @@ void f32_stem3x3s2_scalar(const float *x, const float *packed, float *y, size_t 
 void f32_global_avgpool(const float *x, float *y, size_t n, size_t hw, size_t c);
 void f32_global_maxpool(const float *x, float *y, size_t n, size_t hw, size_t c);
 
+/* Batch-norm folding (load time): for each output channel o of w: [k, c],
+ * inv = gamma / sqrt(var + eps), w_out[:, o] = w[:, o] * inv, bias_out[o] = beta - mean * inv,
+ * in double, rounded once (the NumPy twin's bits).  w_out may be w. */
+void f32_fold_batchnorm(const float *w, size_t k, size_t c, const float *gamma, const float *beta,
+                        const float *mean, const float *var, double eps, float *w_out,
+                        float *bias_out);
+void f32_fold_batchnorm_scalar(const float *w, size_t k, size_t c, const float *gamma,
+                               const float *beta, const float *mean, const float *var, double eps,
+                               float *w_out, float *bias_out);
+
 /* Softmax over the last axis of x: [n, c], shifted by the row maximum; y may be x. */
 void f32_softmax(const float *x, float *y, size_t n, size_t c);
 void f32_softmax_scalar(const float *x, float *y, size_t n, size_t c);

@@ -140,3 +140,22 @@ def softmax(x, scalar=False):
     y = np.empty_like(x)
     _fn("f32_softmax", scalar)(_ptr(x), _ptr(y), x.shape[0], x.shape[1])
     return y
+
+
+def fold_batchnorm(w, gamma, beta, mean, var, eps, scalar=False):
+    """(w * inv, beta - mean * inv), inv = gamma / sqrt(var + eps), for w whose last axis is the
+    output channel; the C twin of numpy_kernels.fold_batchnorm for float32 arrays."""
+    w = np.ascontiguousarray(w, np.float32)
+    if w.ndim < 1:
+        raise ValueError("w must have an output-channel axis")
+    c = w.shape[-1]
+    stats = [_f32(np.ascontiguousarray(a, np.float32), name, 1)
+             for a, name in ((gamma, "gamma"), (beta, "beta"), (mean, "mean"), (var, "var"))]
+    if any(s.shape != (c,) for s in stats):
+        raise ValueError(f"batch-norm statistics must have shape ({c},), got {[s.shape for s in stats]}")
+    if not all(np.isfinite(a).all() for a in [w] + stats) or (stats[3] + eps <= 0).any():
+        raise ValueError("batch-norm folding needs finite weights and var + eps > 0")
+    w_out, bias = np.empty_like(w), np.empty(c, np.float32)
+    _fn("f32_fold_batchnorm", scalar)(_ptr(w), w.size // max(c, 1), c, *[_ptr(s) for s in stats],
+                                      float(eps), _ptr(w_out), _ptr(bias))
+    return w_out, bias

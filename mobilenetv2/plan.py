@@ -10,7 +10,7 @@ import numpy as np
 from mobilenetv2 import arch
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
-from mobilenetv2.numpy_kernels import fold_batchnorm
+from mobilenetv2.c_kernels import fold_batchnorm
 
 
 ALIGN = 64  # bytes: a cache line, so no 32-byte vector load of a buffer straddles two lines

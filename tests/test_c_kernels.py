@@ -77,6 +77,29 @@ def test_softmax(n, c, scale, sc, seed):
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@settings(max_examples=60, deadline=None)
+@given(shape=st.sampled_from([(1, 1, 5, 7), (3, 3, 13), (3, 3, 3, 32), (40, 1), (1, 1)]),
+       sc=scalar, seed=seeds)
+def test_fold_batchnorm_gives_the_numpy_twins_bits(shape, sc, seed):
+    rng = np.random.default_rng(seed)
+    c = shape[-1]
+    w = rnd(rng, *shape)
+    gamma, beta, mean = rnd(rng, c), rnd(rng, c), rnd(rng, c)
+    var = np.abs(rnd(rng, c)) * np.float32(rng.choice([1e-6, 1.0, 1e3]))
+    got_w, got_b = C.fold_batchnorm(w, gamma, beta, mean, var, 1e-3, scalar=sc)
+    want_w, want_b = K.fold_batchnorm(w, gamma, beta, mean, var, eps=1e-3)
+    np.testing.assert_array_equal(got_w, want_w)
+    np.testing.assert_array_equal(got_b, want_b)
+
+
+def test_fold_batchnorm_rejects_what_would_be_nan():
+    w, ones = np.ones((3, 4), np.float32), np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="var"):
+        C.fold_batchnorm(w, ones, ones, ones, -ones, 1e-3)
+    with pytest.raises(ValueError, match="shape"):
+        C.fold_batchnorm(w, ones[:3], ones, ones, ones, 1e-3)
+
+
 def test_pointwise_panels_write_only_their_channels():
     rng = np.random.default_rng(3)
     x, w, b = rnd(rng, 7, 5), rnd(rng, 5, 40), rnd(rng, 40)
