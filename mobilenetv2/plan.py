@@ -41,13 +41,25 @@ def _pack(w, bias):
     return packed
 
 
+BALANCE_THREADS = 2  # the thread count the row-or-panel choice balances for (set_threads may differ)
+
+
+def _busiest_share(widths, threads=BALANCE_THREADS):
+    """The largest share of the total work one thread gets when ``threads`` split the items of
+    these widths as the C plan does (items [n t / T, n (t + 1) / T) to thread t)."""
+    n, total = len(widths), sum(widths)
+    return max(sum(widths[n * t // threads:n * (t + 1) // threads]) for t in range(threads)) / total
+
+
 def _by_panels(rows, image_rows, cin, cout):
     """Whether threads should share a pointwise layer's output channels rather than its image
     rows: when its weights are too big to stay in L2 and outweigh its input (each thread then
-    streams only its share of the weights: the 7x7 layers, the dense head), or when it has too
-    few image rows to share evenly."""
-    big = cin * cout * 4 > 256 * 1024 and cout > rows
-    return int(big or image_rows < 8)
+    streams only its share of the weights: the 7x7 layers, the dense head), or when its image rows
+    split less evenly than its 16-channel panels (a 3-row map)."""
+    if cin * cout * 4 > 256 * 1024 and cout > rows:
+        return 1
+    panels = [min(16, cout - 16 * p) for p in range(-(-cout // 16))]
+    return int(_busiest_share(panels) < _busiest_share([1] * image_rows))
 
 
 def _span(a):
