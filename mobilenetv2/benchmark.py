@@ -5,9 +5,11 @@ Batch-1 latency (median, 10th/90th percentiles, min over --runs calls after --wa
 network: ONNX Runtime and OpenVINO on an ONNX export of the same weights, LiteRT (XNNPACK) on the
 float32 .tflite files in shared/peers.  Prints what ran and a table; writes JSON.
 
-Each measurement runs in a fresh child process, so no engine's thread pool (OpenVINO's and ONNX
+Each measurement runs in fresh child processes, so no engine's thread pool (OpenVINO's and ONNX
 Runtime's workers outlive their sessions) competes with the next one for the cores, and "RSS MB"
-is that process's own peak resident memory (getrusage): Python and NumPy plus the engine.
+is that process's own peak resident memory (VmHWM): Python and NumPy plus the engine.  The runs
+of each measurement are split over --rounds rounds that visit every engine in turn, so a slow
+spell of a shared machine lands on all engines alike; the statistics are over all its runs.
 """
 import argparse
 import concurrent.futures
@@ -47,7 +49,8 @@ def shared_dir():
     return path if path.is_dir() else None
 
 
-def time_calls(fn, runs, warmup):
+def call_times(fn, runs, warmup):
+    """Seconds of each of ``runs`` calls of fn after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -55,9 +58,25 @@ def time_calls(fn, runs, warmup):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
+    return times
+
+
+def summarize(times):
     ms = np.array(times) * 1e3
     return {"median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
-            "p90_ms": float(np.percentile(ms, 90)), "min_ms": float(ms.min()), "runs": runs}
+            "p90_ms": float(np.percentile(ms, 90)), "min_ms": float(ms.min()), "runs": len(ms)}
+
+
+def peak_rss_mb():
+    """This process's peak resident memory since it started (VmHWM: ru_maxrss would carry the
+    parent's peak over a fork and exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _runner(engine, model, x, threads, tmpdir, variant):
@@ -152,6 +171,8 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--numpy-runs", type=int, default=10, help="timed calls for the slow NumPy engine")
     p.add_argument("--batch8", action="store_true", help="also time batch-8 throughput")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="split each measurement's runs over this many rounds through all engines")
     p.add_argument("--json", help="output JSON path (default benchmarks/results/bench-<time>.json)")
     args = p.parse_args(argv)
     names = [variant_name(*v) for v in VARIANTS] if args.variants == "all" else args.variants.split(",")
@@ -199,9 +220,7 @@ def _measure(name, alpha, res, batch, engine, threads, runs, warmup, tmpdir):
     run = _runner(engine, model, x, max(threads, 1), tmpdir, name)
     if isinstance(run, str):
         return run
-    stats = time_calls(run, runs, min(warmup, runs))
-    stats["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return stats
+    return call_times(run, runs, min(warmup, runs)), peak_rss_mb()
 
 
 def main(argv=None):
@@ -220,22 +239,40 @@ def main(argv=None):
         for name, (alpha, res) in args.variants:
             flops = 2 * MobileNetV2((res, res, 3), alpha=alpha, weights=None).macs()
             for batch in ([1, 8] if args.batch8 else [1]):
-                for engine in args.engines:
-                    for threads in (args.threads if engine != "numpy" else [0]):
+                configs = [(engine, threads) for engine in args.engines
+                           for threads in (args.threads if engine != "numpy" else [0])]
+                times = {config: [] for config in configs}
+                rss = {config: 0.0 for config in configs}
+                # --rounds rounds, each timing every engine for its share of the runs in turn, so a
+                # slow spell of the shared machine falls on all of them rather than on one
+                for r in range(args.rounds):
+                    for engine, threads in configs:
+                        if engine in skipped:
+                            continue
                         runs = args.numpy_runs if engine == "numpy" else args.runs
                         if batch > 1:
                             runs = max(3, runs // 4)
-                        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                            stats = pool.submit(_measure, name, alpha, res, batch, engine, threads, runs,
-                                                args.warmup, tmpdir).result()
-                        if isinstance(stats, str):
-                            skipped[engine] = stats
+                        share = runs * (r + 1) // args.rounds - runs * r // args.rounds
+                        if share == 0:
                             continue
-                        stats.update(engine=engine, variant=name, batch=batch,
-                                     threads=threads if engine != "numpy" else "BLAS",
-                                     img_per_s=1e3 * batch / stats["median_ms"],
-                                     gflops=flops * batch / stats["median_ms"] / 1e6)
-                        rows.append(stats)
+                        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                            got = pool.submit(_measure, name, alpha, res, batch, engine, threads, share,
+                                              args.warmup, tmpdir).result()
+                        if isinstance(got, str):
+                            skipped[engine] = got
+                            continue
+                        times[engine, threads] += got[0]
+                        rss[engine, threads] = max(rss[engine, threads], got[1])
+                for engine, threads in configs:
+                    if not times[engine, threads]:
+                        continue
+                    stats = summarize(times[engine, threads])
+                    stats.update(engine=engine, variant=name, batch=batch,
+                                 threads=threads if engine != "numpy" else "BLAS",
+                                 img_per_s=1e3 * batch / stats["median_ms"],
+                                 gflops=flops * batch / stats["median_ms"] / 1e6,
+                                 peak_rss_mb=rss[engine, threads])
+                    rows.append(stats)
     for r in rows:
         peers = [p["median_ms"] for p in rows if p["engine"] in PEERS and p["variant"] == r["variant"]
                  and p["batch"] == r["batch"] and p["threads"] == r["threads"]]
