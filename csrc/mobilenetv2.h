@@ -124,12 +124,16 @@ struct mnv2_op {
                          no other thread reads or writes there */
     const float *dw_w, *dw_bias, *proj_w; /* _BLOCK only */
     size_t ce, band;                      /* _BLOCK only */
+    int batch_rows;   /* the op's rows are the batch's images (the dense head: n = 1, oh = batch) */
+    int sync_images;  /* with whole images per thread: the barrier before this op is needed (it
+                         writes memory an earlier op since the last barrier used) */
 };
 /* A plan over ops[0..n_ops) (the array must outlive the plan) run by `threads` threads: the
  * caller and threads - 1 workers that sleep between runs.  NULL if a thread cannot be started. */
 void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops, int threads);
-/* Run every op in order; each op's rows are split statically among the threads, so the result
- * is bit-identical for every thread count. */
+/* Run every op in order.  Where the batch divides among the threads, each thread runs every op
+ * on its own images with no barrier until the end; otherwise each op's rows (or panels) are split
+ * statically among the threads.  Either way the result is bit-identical for every thread count. */
 void mnv2_plan_run(void *plan);
 /* Run once as mnv2_plan_run does, writing each op's wall time (seconds, barrier included) to
  * seconds[0..n_ops). */

@@ -38,6 +38,7 @@ struct plan {
     atomic_int arrived;       /* barrier */
     atomic_int sense;
     double *seconds;          /* per-op wall time of a profiled run, written by the caller's thread */
+    size_t batch;             /* images per run */
 };
 
 static double now(void)
@@ -165,8 +166,61 @@ static void run_panels(const struct mnv2_op *op, int t, int threads)
                            op->n * op->oh * op->ow, p0, p1, op->relu6);
 }
 
+/* Floats per image of an op's input and of its output (and residual). */
+static size_t in_per_image(const struct mnv2_op *op) { return op->h * op->w_ * op->c; }
+
+static size_t out_per_image(const struct mnv2_op *op)
+{
+    const int per_channel = op->kind == MNV2_OP_DWCONV || op->kind == MNV2_OP_AVGPOOL ||
+                            op->kind == MNV2_OP_MAXPOOL || op->kind == MNV2_OP_SOFTMAX;
+    return op->oh * op->ow * (per_channel ? op->c : op->cout);
+}
+
+/* Images [b0, b1) of one op, all of its rows and channels. */
+static void run_images(const struct mnv2_op *op, size_t b0, size_t b1, float *scratch)
+{
+    if (op->batch_rows) {
+        run_op(op, b0, b1, scratch);
+        return;
+    }
+    struct mnv2_op part = *op;
+    part.x = op->x + b0 * in_per_image(op);
+    part.y = op->y + b0 * out_per_image(op);
+    if (op->residual)
+        part.residual = op->residual + b0 * out_per_image(op);
+    part.n = b1 - b0;
+    run_op(&part, 0, op->split_rows, scratch);
+}
+
 static void run_share(struct plan *p, int t, int *local_sense)
 {
+    if (p->threads > 1 && p->batch % (size_t)p->threads == 0) {
+        /* each thread its own images through the whole network: no barrier until the end */
+        const size_t b0 = split(p->batch, t, p->threads), b1 = split(p->batch, t + 1, p->threads);
+        double *seconds = t == 0 ? p->seconds : NULL;
+        double start = seconds ? now() : 0.0;
+        int shared = 0;
+        for (size_t i = 0; i < p->n_ops; i++) {
+            const struct mnv2_op *op = &p->ops[i];
+            /* the dense head still splits its weights by panels over all images (it streams
+             * megabytes of them): the threads meet before it and after it */
+            const int was_shared = shared;
+            shared = op->batch_rows && op->split_panels;
+            if (i > 0 && (op->sync_images || shared || was_shared))
+                barrier(p, local_sense);
+            if (shared)
+                run_panels(op, t, p->threads);
+            else
+                run_images(op, b0, b1, p->workers[t].scratch);
+            if (seconds) {
+                double end = now();
+                seconds[i] = end - start;
+                start = end;
+            }
+        }
+        barrier(p, local_sense);
+        return;
+    }
     double *seconds = t == 0 ? p->seconds : NULL;
     double start = seconds ? now() : 0.0;
     for (size_t i = 0; i < p->n_ops; i++) {
@@ -280,6 +334,10 @@ void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops, int threads)
         return NULL;
     p->ops = ops;
     p->n_ops = n_ops;
+    for (size_t i = 0; i < n_ops; i++) {
+        const size_t images = ops[i].batch_rows ? ops[i].split_rows : ops[i].n;
+        p->batch = images > p->batch ? images : p->batch;
+    }
     p->threads = threads < 1 ? 1 : threads;
     p->workers = calloc((size_t)p->threads, sizeof *p->workers);
     if (!p->workers) {

@@ -93,6 +93,14 @@ def _mark_syncs(ops):
             _overlaps(op["writes"], s) for prev in since for s in prev["reads"] + [prev["writes"]])
         op["sync"] = int(not free)
         since = since + [op] if free else [op]
+    # When each thread takes whole images through every op, a thread only reads what it wrote
+    # itself; the one hazard is an op writing over a reused buffer that the other threads may
+    # still be reading or writing (their images of an earlier tensor lie elsewhere in it).
+    since = []
+    for op in ops:
+        clash = any(_overlaps(op["writes"], s) for prev in since for s in prev["reads"] + [prev["writes"]])
+        op["sync_images"] = int(clash)
+        since = [op] if clash else since + [op]
 
 
 FUSE_MIN_BYTES = 512 * 1024   # fuse a block whose expanded tensor is bigger than this (L2)
@@ -292,7 +300,8 @@ class Plan:
                 packed = _pack(kernel, bias)
                 buf, y = pool.take((n, layer.cout))
                 self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=packed, c=layer.cin, cout=layer.cout,
-                         n=1, oh=n, ow=1, split_rows=n, split_panels=_by_panels(n, n, layer.cin, layer.cout))
+                         n=1, oh=n, ow=1, split_rows=n, batch_rows=1,
+                         split_panels=_by_panels(n, n, layer.cin, layer.cout))
                 tensors[layer.name] = (buf, y)
                 release(src)
                 if layer.activation == "softmax":

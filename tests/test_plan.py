@@ -182,6 +182,20 @@ def test_bit_identical_for_every_thread_count():
     model.threads = 2  # repeated runs: a missing barrier would show as a run that differs
     for _ in range(20):
         np.testing.assert_array_equal(model.predict(x), one)
+    x4 = rand(4, 97, 113, 3)  # 4 images: 2 or 4 threads take whole images each, 3 split rows
+    model.threads = 1
+    one4 = model.predict(x4)
+    for threads in (2, 3, 4):
+        model.threads = threads
+        np.testing.assert_array_equal(model.predict(x4), one4)
+    head = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=1)  # dense head + softmax
+    x4 = rand(4, 64, 64, 3)
+    want = head.predict(x4)
+    assert rel_l2(want, head._run(head._check_input(x4))) <= 1e-5
+    for threads in (2, 4, 3):
+        head.threads = threads
+        for _ in range(5):
+            np.testing.assert_array_equal(head.predict(x4), want)
     model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=3)
     assert model.threads == 3
     y3 = model.predict(rand(1, 96, 96, 3))
