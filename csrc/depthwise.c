@@ -47,18 +47,30 @@ static void input_rows(const float *x, size_t b, size_t h, size_t wd, size_t c, 
     }
 }
 
-void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, float *y,
-                          size_t n, size_t h, size_t wd, size_t c, size_t stride,
-                          size_t pad_top, size_t pad_left, size_t oh, size_t ow,
-                          size_t oh0, size_t oh1, int relu6)
+typedef void dw_row_fn(const float *const rows[3], const float *w, const float *bias, float *y,
+                       size_t wd, size_t c, size_t stride, size_t pad_left, size_t ow, int relu6);
+
+/* Output rows [oh0, oh1) of every image, one row at a time by ``row``. */
+static void dwconv_rows(const float *x, const float *w, const float *bias, float *y, size_t n,
+                        size_t h, size_t wd, size_t c, size_t stride, size_t pad_top,
+                        size_t pad_left, size_t oh, size_t ow, size_t oh0, size_t oh1, int relu6,
+                        dw_row_fn *row)
 {
     for (size_t b = 0; b < n; b++)
         for (size_t i = oh0; i < oh1; i++) {
             const float *rows[3];
             input_rows(x, b, h, wd, c, i, stride, pad_top, rows);
-            f32_dwconv3x3_row_scalar(rows, w, bias, y + (b * oh + i) * ow * c, wd, c, stride,
-                                     pad_left, ow, relu6);
+            row(rows, w, bias, y + (b * oh + i) * ow * c, wd, c, stride, pad_left, ow, relu6);
         }
+}
+
+void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, float *y,
+                          size_t n, size_t h, size_t wd, size_t c, size_t stride,
+                          size_t pad_top, size_t pad_left, size_t oh, size_t ow,
+                          size_t oh0, size_t oh1, int relu6)
+{
+    dwconv_rows(x, w, bias, y, n, h, wd, c, stride, pad_top, pad_left, oh, ow, oh0, oh1, relu6,
+                f32_dwconv3x3_row_scalar);
 }
 
 #if MNV2_X86
@@ -238,11 +250,6 @@ void f32_dwconv3x3(const float *x, const float *w, const float *bias, float *y,
                    size_t pad_top, size_t pad_left, size_t oh, size_t ow,
                    size_t oh0, size_t oh1, int relu6)
 {
-    for (size_t b = 0; b < n; b++)
-        for (size_t i = oh0; i < oh1; i++) {
-            const float *rows[3];
-            input_rows(x, b, h, wd, c, i, stride, pad_top, rows);
-            f32_dwconv3x3_row(rows, w, bias, y + (b * oh + i) * ow * c, wd, c, stride, pad_left,
-                              ow, relu6);
-        }
+    dwconv_rows(x, w, bias, y, n, h, wd, c, stride, pad_top, pad_left, oh, ow, oh0, oh1, relu6,
+                f32_dwconv3x3_row);
 }

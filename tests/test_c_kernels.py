@@ -27,18 +27,25 @@ def rnd(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-@settings(max_examples=80, deadline=None)
-@given(m=st.integers(1, 200), cin=st.integers(1, 70), cout=st.integers(1, 70), relu6=st.booleans(),
-       res=st.booleans(), sc=scalar, seed=seeds)
-def test_pointwise(m, cin, cout, relu6, res, sc, seed):
-    rng = np.random.default_rng(seed)
-    x, w, b = rnd(rng, m, cin) * 2, rnd(rng, cin, cout), rnd(rng, cout)
+def checked_pointwise(rng, m, cin, cout, relu6, res, sc, x_scale=1.0, w_scale=1.0):
+    """Random x, w, bias (and residual), the C pointwise result, checked against the float64
+    NumPy twin: returns (x, packed, residual, result)."""
+    x, w, b = rnd(rng, m, cin) * np.float32(x_scale), rnd(rng, cin, cout) * np.float32(w_scale), rnd(rng, cout)
     r = rnd(rng, m, cout) if res else None
     packed = C.pack_pointwise(w, b)
     got = C.pointwise(x, packed, cin, cout, relu6=relu6, residual=r, scalar=sc)
     want = K.pointwise(x.astype(np.float64)[None, None], w.astype(np.float64), bias=b, relu6=relu6,
                        residual=None if r is None else r.astype(np.float64)[None, None])[0, 0]
     close(got, want)
+    return x, packed, r, got
+
+
+@settings(max_examples=80, deadline=None)
+@given(m=st.integers(1, 200), cin=st.integers(1, 70), cout=st.integers(1, 70), relu6=st.booleans(),
+       res=st.booleans(), sc=scalar, seed=seeds)
+def test_pointwise(m, cin, cout, relu6, res, sc, seed):
+    rng = np.random.default_rng(seed)
+    x, packed, r, got = checked_pointwise(rng, m, cin, cout, relu6, res, sc, x_scale=2.0)
     a = int(rng.integers(0, m + 1))
     split = C.pointwise(x, packed, cin, cout, relu6, r, rows=(0, a), scalar=sc) + \
         C.pointwise(x, packed, cin, cout, relu6, r, rows=(a, m), scalar=sc)
@@ -52,13 +59,7 @@ def test_pointwise_large_weights(m, cin, cout, relu6, res, sc, seed, data):
     """Weights past the kernel's cached-weights limit (the 7x7 layers, the dense head) go through
     row blocks panel by panel; threads may split them by output panels: same bits either way."""
     rng = np.random.default_rng(seed)
-    x, w, b = rnd(rng, m, cin), rnd(rng, cin, cout) * 0.1, rnd(rng, cout)
-    r = rnd(rng, m, cout) if res else None
-    packed = C.pack_pointwise(w, b)
-    got = C.pointwise(x, packed, cin, cout, relu6=relu6, residual=r, scalar=sc)
-    want = K.pointwise(x.astype(np.float64)[None, None], w.astype(np.float64), bias=b, relu6=relu6,
-                       residual=None if r is None else r.astype(np.float64)[None, None])[0, 0]
-    close(got, want)
+    x, packed, r, got = checked_pointwise(rng, m, cin, cout, relu6, res, sc, w_scale=0.1)
     npanels = -(-cout // 16)
     a = data.draw(st.integers(0, npanels))
     split = C.pointwise(x, packed, cin, cout, relu6, r, panels=(0, a), scalar=sc) + \
