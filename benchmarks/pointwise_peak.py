@@ -6,7 +6,8 @@
 2. Each distinct pointwise shape of the variant, alone: f32_pointwise on one thread over a
    64-byte-aligned input, timed in a loop (its weights and input stay in cache between calls).
 3. The same layers inside a whole 1-thread inference (model.profile: caches as they are in a
-   real run).
+   real run); a layer fused into an inverted-residual block op has no time of its own there, so
+   those blocks are reported whole (expand + depthwise + project).
 Prints a table, writes JSON (default benchmarks/results/pointwise-peak-<time>.json).
 """
 import argparse
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenetv2 import MobileNetV2, native
+from mobilenetv2 import MobileNetV2, arch, layers as L, native
 from mobilenetv2.benchmark import cpu_model
 from mobilenetv2.plan import aligned_empty
 from mobilenetv2.variants import parse_variant
@@ -80,39 +81,56 @@ def main(argv=None):
     model = MobileNetV2((size, size, 3), alpha=alpha, weights=None, threads=1)
     x = np.random.default_rng(1).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
     model(x)
-    profile = [r for r in model.profile(x, runs=args.runs) if r["kind"] == "pointwise"]
+    ops = model.profile(x, runs=args.runs)
     peak = peak_gflops()
 
+    # every pointwise layer (1x1 conv or dense) of the network, by shape
+    out_shapes = arch.output_shapes(model.layers, (size, size, 3))
     shapes = {}
-    for r in profile:
-        s = shapes.setdefault(r["shape"], dict(count=0, macs=r["macs"], seconds_in_run=[]))
-        s["count"] += 1
-        s["seconds_in_run"].append(r["seconds"])
+    for layer in model.layers:
+        if isinstance(layer, L.Dense) or (isinstance(layer, L.Conv2D) and layer.kernel == 1):
+            rows = int(np.prod(out_shapes[layer.name][:-1]))
+            s = shapes.setdefault((rows, layer.cin, layer.cout), dict(layers=0, in_run=[]))
+            s["layers"] += 1
+    for r in ops:  # the layers that run as ops of their own
+        if r["kind"] == "pointwise":
+            rows, rest = r["shape"].split("x")
+            shapes[(int(rows),) + tuple(int(v) for v in rest.split("->"))]["in_run"].append(r["seconds"])
     table = []
-    for shape, s in shapes.items():
-        rows, rest = shape.split("x")
-        cin, cout = (int(v) for v in rest.split("->"))
-        alone = kernel_gflops(int(rows), cin, cout)
-        in_run = 2 * s["macs"] / float(np.median(s["seconds_in_run"])) / 1e9
-        table.append(dict(shape=shape, layers=s["count"], macs=s["macs"], alone_gflops=alone,
-                          in_run_gflops=in_run))
+    for (rows, cin, cout), s in shapes.items():
+        macs = rows * cin * cout
+        in_run = 2 * macs / float(np.median(s["in_run"])) / 1e9 if s["in_run"] else None
+        table.append(dict(shape=f"{rows}x{cin}->{cout}", layers=s["layers"], macs=macs,
+                          alone_gflops=kernel_gflops(rows, cin, cout), in_run_gflops=in_run))
 
     macs = sum(t["macs"] * t["layers"] for t in table)
     alone_s = sum(t["macs"] * t["layers"] * 2 / (t["alone_gflops"] * 1e9) for t in table)
-    in_run_s = sum(r["seconds"] for r in profile)
+    own = [r for r in ops if r["kind"] == "pointwise"]
+    blocks = [r for r in ops if r["kind"] == "block"]
     summary = dict(variant=args.variant, cpu=cpu_model(), peak_gflops=peak,
                    pointwise_macs=macs, alone_gflops=2 * macs / alone_s / 1e9,
-                   in_run_gflops=2 * macs / in_run_s / 1e9)
+                   in_run_gflops=2 * sum(r["macs"] for r in own) / sum(r["seconds"] for r in own) / 1e9,
+                   in_run_layers=len(own),
+                   fused_blocks=len(blocks), fused_block_gflops=(
+                       2 * sum(r["macs"] for r in blocks) / sum(r["seconds"] for r in blocks) / 1e9
+                       if blocks else None))
+
+    def pct(g):
+        return f"{g:>11.1f} {100 * g / peak:>5.0f}%" if g is not None else f"{'(fused)':>11} {'':>6}"
 
     print(f"# {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%S%z}  {cpu_model()}, 1 thread, {args.variant}")
     print(f"# our FMA peak loop (12 chains x 8 lanes, csrc/peak.c): {peak:.1f} GFLOP/s")
     print(f"{'rows x cin -> cout':>22} {'layers':>6} {'alone GF/s':>10} {'% peak':>6} {'in run GF/s':>11} {'% peak':>6}")
     for t in table:
-        print(f"{t['shape']:>22} {t['layers']:>6} {t['alone_gflops']:>10.1f} {100 * t['alone_gflops'] / peak:>5.0f}%"
-              f" {t['in_run_gflops']:>11.1f} {100 * t['in_run_gflops'] / peak:>5.0f}%")
+        print(f"{t['shape']:>22} {t['layers']:>6} {t['alone_gflops']:>10.1f} "
+              f"{100 * t['alone_gflops'] / peak:>5.0f}% {pct(t['in_run_gflops'])}")
     print(f"{'all pointwise (MAC-weighted)':>29} {summary['alone_gflops']:>10.1f} "
-          f"{100 * summary['alone_gflops'] / peak:>5.0f}% {summary['in_run_gflops']:>11.1f} "
-          f"{100 * summary['in_run_gflops'] / peak:>5.0f}%")
+          f"{100 * summary['alone_gflops'] / peak:>5.0f}% {pct(summary['in_run_gflops'])}"
+          f"  (in run: the {len(own)} layers with ops of their own)")
+    if blocks:
+        print(f"# {len(blocks)} fused blocks in the run (expand + depthwise + project): "
+              f"{summary['fused_block_gflops']:.1f} GFLOP/s, "
+              f"{100 * summary['fused_block_gflops'] / peak:.0f}% of peak")
     now = datetime.now(timezone.utc)
     out = Path(args.json) if args.json else (
         Path(__file__).resolve().parent / "results" / f"pointwise-peak-{now:%Y%m%dT%H%M%SZ}.json")
