@@ -142,12 +142,13 @@ dw_block(const float *const rows[3], const float *w, const float *bias, float *y
         for (int a = 0; a < 3; a++) {
             if (!rows[a])
                 continue;
-            const float *xr = rows[a] + k;
+            const float *xp = rows[a] + k; /* advanced a column at a time: few live addresses */
             const __m256 wa0 = _mm256_loadu_ps(w + (3 * a) * c + k), wa1 = _mm256_loadu_ps(w + (3 * a + 1) * c + k),
                          wa2 = _mm256_loadu_ps(w + (3 * a + 2) * c + k);
 #pragma GCC unroll 40
             for (size_t col = 0; col < stride * (size_t)(px - 1) + 3; col++) {
-                const __m256 v = _mm256_loadu_ps(xr + col * c);
+                const __m256 v = _mm256_loadu_ps(xp);
+                xp += c;
                 if (col % stride == 0 && col / stride < (size_t)px)
                     acc[col / stride] = _mm256_fmadd_ps(v, wa0, acc[col / stride]);
                 if (col >= 1 && (col - 1) % stride == 0 && (col - 1) / stride < (size_t)px)
