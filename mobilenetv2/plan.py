@@ -106,6 +106,7 @@ def _mark_syncs(ops):
 FUSE_MIN_BYTES = 512 * 1024   # fuse a block whose expanded tensor is bigger than this (L2)
 FUSE_MIN_ROWS = 8             # ... and has this many output rows to share among threads
 BAND_SCRATCH_BYTES = 256 * 1024  # a thread's ring of expanded rows plus one band of output
+FUSE_MAX_WEIGHT_BYTES = 256 * 1024  # expand + project weights, read again for every band
 
 
 def _band(dw):
@@ -136,6 +137,9 @@ def _fuse_blocks(ops, labels):
                 continue
             if not (d["relu6"] and p["reads"][0] == d["writes"] and not p["split_panels"] and
                     d["oh"] >= FUSE_MIN_ROWS and 4 * d["n"] * d["h"] * d["w_"] * d["c"] > FUSE_MIN_BYTES):
+                continue
+            weights = d["c"] * p["cout"] + (e["c"] * d["c"] if e is not None else 0)
+            if 4 * weights > FUSE_MAX_WEIGHT_BYTES:
                 continue
             group = (e, d, p)
             break

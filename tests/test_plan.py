@@ -71,6 +71,7 @@ def test_fused_blocks_give_the_same_bits_as_separate_ops(monkeypatch, alpha, sha
     assert all(op["kind"] != 6 for plan in separate._plans.values() for op in plan.ops)
     monkeypatch.setattr(P, "FUSE_MIN_BYTES", 0)
     monkeypatch.setattr(P, "FUSE_MIN_ROWS", 1)
+    monkeypatch.setattr(P, "FUSE_MAX_WEIGHT_BYTES", float("inf"))
     monkeypatch.setattr(P, "_by_panels", lambda *args: 0)  # small maps too
     for band_bytes in (1, 64 * 1024, 10 ** 9):  # bands of 1 row ... 4 rows
         monkeypatch.setattr(P, "BAND_SCRATCH_BYTES", band_bytes)
