@@ -232,25 +232,26 @@ tile_small(const float *x, const float *packed, const float *residual, float *y,
     }
 }
 
-/* rt rows x a last panel of width 8 (channels [o, o + n), n <= 8): one accumulator a row. */
+/* rt rows (up to 2 MR) x a last panel of width 8 (channels [o, o + n), n <= 8): one accumulator
+ * a row, so the 12-row version runs as many FMA chains as a full 6x16 tile. */
 MNV2_AVX2 static inline __attribute__((always_inline)) void
 tile_half(const float *x, const float *pw, const float *residual, float *y, size_t cin, size_t cout,
           size_t m, size_t o, size_t n, const int rt, int relu6)
 {
     const int W = PANEL / 2;
-    __m256 acc[MR];
+    __m256 acc[2 * MR];
     const __m256 b = _mm256_loadu_ps(pw);
-#pragma GCC unroll 6
+#pragma GCC unroll 12
     for (int r = 0; r < rt; r++)
         acc[r] = b;
     const float *xr = x + m * cin, *wc = pw + W;
     for (size_t c = 0; c < cin; c++, wc += W) {
         const __m256 w0 = _mm256_loadu_ps(wc);
-#pragma GCC unroll 6
+#pragma GCC unroll 12
         for (int r = 0; r < rt; r++)
             acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(xr + r * cin + c), w0, acc[r]);
     }
-#pragma GCC unroll 6
+#pragma GCC unroll 12
     for (int r = 0; r < rt; r++)
         store_row(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL, acc[r],
                   _mm256_setzero_ps(), n, relu6);
@@ -262,21 +263,34 @@ MNV2_AVX2 static void tile_half_mr(const float *x, const float *pw, const float 
     tile_half(x, pw, residual, y, cin, cout, m, o, n, MR, relu6);
 }
 
+MNV2_AVX2 static void tile_half_2mr(const float *x, const float *pw, const float *residual,
+                                    float *y, size_t cin, size_t cout, size_t m, size_t o, size_t n,
+                                    int relu6)
+{
+    tile_half(x, pw, residual, y, cin, cout, m, o, n, 2 * MR, relu6);
+}
+
 MNV2_AVX2 static void tile_half_1(const float *x, const float *pw, const float *residual, float *y,
                                   size_t cin, size_t cout, size_t m, size_t o, size_t n, int relu6)
 {
     tile_half(x, pw, residual, y, cin, cout, m, o, n, 1, relu6);
 }
 
-/* One MR-row tile of panel p, full or half width. */
-MNV2_AVX2 static inline void tile_any(const float *x, const float *packed, const float *residual,
-                                      float *y, size_t cin, size_t cout, size_t m, size_t p, int relu6)
+/* Rows [m, m1) (a multiple of MR) of panel p: 6-row tiles of a full panel, 12-row tiles (then a
+ * 6-row one) of a half panel. */
+MNV2_AVX2 static void panel_rows(const float *x, const float *packed, const float *residual, float *y,
+                                 size_t cin, size_t cout, size_t m, size_t m1, size_t p, int relu6)
 {
     const float *pw = packed + p * PANEL * (cin + 1);
     const size_t o = p * PANEL, n = cout - o < PANEL ? cout - o : PANEL;
-    if (panel_width(p, cout) == PANEL)
-        tile_mr(x, pw, residual, y, cin, cout, m, o, n, relu6);
-    else
+    if (panel_width(p, cout) == PANEL) {
+        for (; m < m1; m += MR)
+            tile_mr(x, pw, residual, y, cin, cout, m, o, n, relu6);
+        return;
+    }
+    for (; m + 2 * MR <= m1; m += 2 * MR)
+        tile_half_2mr(x, pw, residual, y, cin, cout, m, o, n, relu6);
+    if (m < m1)
         tile_half_mr(x, pw, residual, y, cin, cout, m, o, n, relu6);
 }
 
@@ -352,13 +366,20 @@ MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float 
         const size_t mend = m1 - mblk < mb ? m1 : mblk + mb;
         const size_t mfull = mblk + (mend - mblk) / MR * MR;
         if (!panel_outer) {
-            for (size_t m = mblk; m < mfull; m += MR)
-                for (size_t p = p0; p < np; p++)
-                    tile_any(x, packed, residual, y, cin, cout, m, p, relu6);
+            /* 6 rows at a time through every full panel; a half panel 12 rows at a time */
+            const size_t half = np > p0 && panel_width(np - 1, cout) != PANEL ? np - 1 : np;
+            for (size_t m = mblk; m < mfull; m += MR) {
+                for (size_t p = p0; p < half; p++) {
+                    const size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
+                    tile_mr(x, packed + p * pstride, residual, y, cin, cout, m, p * PANEL, n, relu6);
+                }
+                if (half < np && (m - mblk) % (2 * MR) == 0)
+                    panel_rows(x, packed, residual, y, cin, cout, m,
+                               mfull - m < 2 * MR ? mfull : m + 2 * MR, half, relu6);
+            }
         } else {
             for (size_t p = p0; p < np; p++)
-                for (size_t m = mblk; m < mfull; m += MR)
-                    tile_any(x, packed, residual, y, cin, cout, m, p, relu6);
+                panel_rows(x, packed, residual, y, cin, cout, mblk, mfull, p, relu6);
         }
         tail_rows(x, packed, residual, y, cin, cout, mfull, mend, p0, np, relu6);
     }
