@@ -377,11 +377,17 @@ MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float 
                     panel_rows(x, packed, residual, y, cin, cout, m,
                                mfull - m < 2 * MR ? mfull : m + 2 * MR, half, relu6);
             }
+            tail_rows(x, packed, residual, y, cin, cout, mfull, mend, p0, np, relu6);
         } else {
-            for (size_t p = p0; p < np; p++)
-                panel_rows(x, packed, residual, y, cin, cout, mblk, mfull, p, relu6);
+            /* four panels at a time, the rows past the last full tile with them while those
+             * panels are still in L2 (not in one more pass over every panel) */
+            for (size_t pg = p0; pg < np; pg += 4) {
+                const size_t pe = np - pg < 4 ? np : pg + 4;
+                for (size_t p = pg; p < pe; p++)
+                    panel_rows(x, packed, residual, y, cin, cout, mblk, mfull, p, relu6);
+                tail_rows(x, packed, residual, y, cin, cout, mfull, mend, pg, pe, relu6);
+            }
         }
-        tail_rows(x, packed, residual, y, cin, cout, mfull, mend, p0, np, relu6);
     }
 }
 #endif
