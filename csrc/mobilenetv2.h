@@ -98,8 +98,9 @@ float mnv2_fma_peak_loop(size_t iters);
 
 /* ---- the plan (csrc/plan.c): every op of a lowered network, run by one call ----
  * kind: MNV2_OP_STEM, _DWCONV, _POINTWISE (x: [n * oh * ow, c] -> y: [n * oh * ow, cout]),
- * _AVGPOOL, _MAXPOOL (x: [n, h*w_, c] -> y: [n, c]), _SOFTMAX (x: [n, c] -> y: [n, c]).  Arguments as for the kernels above;
- * split_rows is the count of output rows per image the threads share (0: thread 0 alone);
+ * _AVGPOOL, _MAXPOOL (x: [n, h*w_, c] -> y: [n, c]), _SOFTMAX (x: [n, c] -> y: [n, c]).
+ * Arguments as for the kernels above; split_rows is the count of output rows per image the
+ * threads share (0: thread 0 alone);
  * a pointwise op with split_panels set is split by output panels instead, each thread taking all
  * rows.  The dense head is a pointwise op over n = 1 image of oh = batch rows, ow = 1.
  * _BLOCK is an inverted residual block fused: x: [n, h, w_, c] -> expand (packed w, c -> ce, ReLU6;
@@ -129,7 +130,8 @@ struct mnv2_op {
                          writes memory an earlier op since the last barrier used) */
 };
 /* A plan over ops[0..n_ops) (the array must outlive the plan) run by `threads` threads: the
- * caller and threads - 1 workers that sleep between runs.  NULL if a thread cannot be started. */
+ * caller and threads - 1 workers that wait for the next run (spinning for 2 ms, then asleep), each
+ * with its own scratch for _BLOCK ops.  NULL if a thread or the scratch cannot be had. */
 void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops, int threads);
 /* Run every op in order.  Where the batch divides among the threads, each thread runs every op
  * on its own images with no barrier until the end; otherwise each op's rows (or panels) are split
