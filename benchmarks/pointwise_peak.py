@@ -50,7 +50,7 @@ def kernel_gflops(rows, cin, cout, min_seconds=0.2):
     x, w, b = _filled((rows, cin), rng), _filled((cin, cout), rng), _filled((cout,), rng)
     y = aligned_empty(rows * cout)
     packed = aligned_empty(lib.f32_pointwise_packed_floats(cin, cout))
-    ptr = lambda a: ffi.cast("float *", ffi.from_buffer(a))  # noqa: E731
+    ptr = native.as_float_ptr
     lib.f32_pointwise_pack(ptr(w), ptr(b), cin, cout, ptr(packed))
     args = (ptr(x), ptr(packed), ffi.NULL, ptr(y), cin, cout, 0, rows, 1)
     lib.f32_pointwise(*args)

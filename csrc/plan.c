@@ -192,58 +192,62 @@ static void run_images(const struct mnv2_op *op, size_t b0, size_t b1, float *sc
     run_op(&part, 0, op->split_rows, scratch);
 }
 
+/* Op i when each thread takes whole images [b0, b1): the threads meet only before an op that
+ * writes memory another thread may still use, and around the dense head, which still splits its
+ * weights by panels over all images (it streams megabytes of them). */
+static void step_images(struct plan *p, int t, size_t i, size_t b0, size_t b1, int *local_sense)
+{
+    const struct mnv2_op *op = &p->ops[i];
+    const int shared = op->batch_rows && op->split_panels;
+    const int after_shared = i > 0 && p->ops[i - 1].batch_rows && p->ops[i - 1].split_panels;
+    if (i > 0 && (op->sync_images || shared || after_shared))
+        barrier(p, local_sense);
+    if (shared)
+        run_panels(op, t, p->threads);
+    else
+        run_images(op, b0, b1, p->workers[t].scratch);
+}
+
+/* Op i with its rows (or panels) shared among the threads, then a barrier if the next op needs
+ * one (always after the last). */
+static void step_rows(struct plan *p, int t, size_t i, int *local_sense)
+{
+    const struct mnv2_op *op = &p->ops[i];
+    if (op->kind == MNV2_OP_POINTWISE && op->split_panels) {
+        run_panels(op, t, p->threads);
+    } else if (op->split_rows == 0) {
+        if (t == 0)
+            run_op(op, 0, 0, p->workers[0].scratch);
+    } else {
+        size_t r0 = split(op->split_rows, t, p->threads);
+        size_t r1 = split(op->split_rows, t + 1, p->threads);
+        if (r0 < r1)
+            run_op(op, r0, r1, p->workers[t].scratch);
+    }
+    if (p->threads > 1 && (i + 1 == p->n_ops || p->ops[i + 1].sync))
+        barrier(p, local_sense);
+}
+
 static void run_share(struct plan *p, int t, int *local_sense)
 {
-    if (p->threads > 1 && p->batch % (size_t)p->threads == 0) {
-        /* each thread its own images through the whole network: no barrier until the end */
-        const size_t b0 = split(p->batch, t, p->threads), b1 = split(p->batch, t + 1, p->threads);
-        double *seconds = t == 0 ? p->seconds : NULL;
-        double start = seconds ? now() : 0.0;
-        int shared = 0;
-        for (size_t i = 0; i < p->n_ops; i++) {
-            const struct mnv2_op *op = &p->ops[i];
-            /* the dense head still splits its weights by panels over all images (it streams
-             * megabytes of them): the threads meet before it and after it */
-            const int was_shared = shared;
-            shared = op->batch_rows && op->split_panels;
-            if (i > 0 && (op->sync_images || shared || was_shared))
-                barrier(p, local_sense);
-            if (shared)
-                run_panels(op, t, p->threads);
-            else
-                run_images(op, b0, b1, p->workers[t].scratch);
-            if (seconds) {
-                double end = now();
-                seconds[i] = end - start;
-                start = end;
-            }
-        }
-        barrier(p, local_sense);
-        return;
-    }
+    /* whole images per thread where the batch divides among them: no barrier until the end */
+    const int by_images = p->threads > 1 && p->batch % (size_t)p->threads == 0;
+    const size_t b0 = split(p->batch, t, p->threads), b1 = split(p->batch, t + 1, p->threads);
     double *seconds = t == 0 ? p->seconds : NULL;
     double start = seconds ? now() : 0.0;
     for (size_t i = 0; i < p->n_ops; i++) {
-        const struct mnv2_op *op = &p->ops[i];
-        if (op->kind == MNV2_OP_POINTWISE && op->split_panels) {
-            run_panels(op, t, p->threads);
-        } else if (op->split_rows == 0) {
-            if (t == 0)
-                run_op(op, 0, 0, p->workers[0].scratch);
-        } else {
-            size_t r0 = split(op->split_rows, t, p->threads);
-            size_t r1 = split(op->split_rows, t + 1, p->threads);
-            if (r0 < r1)
-                run_op(op, r0, r1, p->workers[t].scratch);
-        }
-        if (p->threads > 1 && (i + 1 == p->n_ops || p->ops[i + 1].sync))
-            barrier(p, local_sense);
+        if (by_images)
+            step_images(p, t, i, b0, b1, local_sense);
+        else
+            step_rows(p, t, i, local_sense);
         if (seconds) {
             double end = now();
             seconds[i] = end - start;
             start = end;
         }
     }
+    if (by_images)
+        barrier(p, local_sense);
 }
 
 /* How long a worker spins for the next run before it sleeps: back-to-back calls (a benchmark, a

@@ -24,8 +24,7 @@ def _fn(name, scalar):
     return getattr(native.lib, name + "_scalar" if scalar else name)
 
 
-def _ptr(a):
-    return native.ffi.cast("float *", native.ffi.from_buffer(a))
+_ptr = native.as_float_ptr
 
 
 def _rows(rows, total):

@@ -32,12 +32,11 @@ def aligned_copy(a):
 
 def _pack(w, bias):
     """A [cin, cout] kernel and its bias in the pointwise kernel's packed layout, 64-byte aligned."""
-    lib, ffi = native.lib, native.ffi
+    lib, ptr = native.lib, native.as_float_ptr
     cin, cout = w.shape
     w, bias = np.ascontiguousarray(w, np.float32), np.ascontiguousarray(bias, np.float32)
     packed = aligned_empty(lib.f32_pointwise_packed_floats(cin, cout))
-    lib.f32_pointwise_pack(ffi.cast("float *", ffi.from_buffer(w)), ffi.cast("float *", ffi.from_buffer(bias)),
-                           cin, cout, ffi.cast("float *", ffi.from_buffer(packed)))
+    lib.f32_pointwise_pack(ptr(w), ptr(bias), cin, cout, ptr(packed))
     return packed
 
 
@@ -210,7 +209,7 @@ class Plan:
         return model.weights_epoch == self.epoch
 
     def _p(self, a):
-        ptr = native.ffi.cast("float *", native.ffi.from_buffer(a))
+        ptr = native.as_float_ptr(a)
         self.keep.append((int(native.ffi.cast("uintptr_t", ptr)), a))
         return ptr
 
@@ -392,7 +391,7 @@ class Plan:
         """Point the ops that read the network input at a C-contiguous float32 batch of this
         plan's shape (no copy; the caller keeps it alive during the run), after checking it for
         NaN and infinity in C."""
-        ptr = native.ffi.cast("float *", native.ffi.from_buffer(x))
+        ptr = native.as_float_ptr(x)
         if native.lib.mnv2_count_nonfinite(ptr, x.size):
             raise ValueError("input contains NaN or inf")
         for i in self._input_ops:
