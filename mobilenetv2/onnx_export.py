@@ -15,8 +15,18 @@ from mobilenetv2 import layers as L
 from mobilenetv2.numpy_kernels import fold_batchnorm
 
 
+OPSETS = range(13, 22)  # the default ONNX domain's opsets this exporter writes (Clip takes its bounds as inputs from 11)
+
+
 def export_onnx(model, path, batch=1, opset=13):
-    """Write ``model`` as an ONNX file at ``path``; ``batch=None`` leaves the batch size dynamic."""
+    """Write ``model`` as an ONNX file at ``path``; ``batch=None`` leaves the batch size dynamic.
+
+    ``opset`` (13..21) is the default domain's opset; the file's IR version is the oldest one that
+    opset goes with in onnx's own release table (opset 13 -> IR 7, 15 -> 8, 19 -> 9, 21 -> 10), not
+    the newest IR the installed onnx knows, so older runtimes load it (ONNX Runtime 1.6+ for the default).
+    """
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
+        raise ValueError(f"opset must be an integer from {OPSETS[0]} to {OPSETS[-1]}, got {opset!r}")
     try:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
@@ -95,8 +105,9 @@ def export_onnx(model, path, batch=1, opset=13):
         nodes, model.name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, h, w, c])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)], inits)
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                                   producer_name="mobilenetv2")
+    opsets = [helper.make_opsetid("", opset)]
+    onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="mobilenetv2",
+                                   ir_version=helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(onnx_model)
     path = os.path.abspath(os.fspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=os.path.dirname(path))

@@ -47,3 +47,31 @@ def test_onnxruntime(tmp_path, shape, alpha, kw):
 def test_needs_a_static_shape(tmp_path):
     with pytest.raises(ValueError, match="static"):
         export_onnx(MobileNetV2(None, alpha=0.35, include_top=False, weights=None), tmp_path / "m.onnx")
+
+
+# The IR version each opset first shipped with, from onnx's release table (onnx.helper.VERSION_TABLE):
+# written out here so the test does not check the exporter against the function the exporter calls.
+IR_FOR_OPSET = {13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10}
+
+
+@pytest.mark.parametrize("opset", sorted(IR_FOR_OPSET))
+def test_ir_version_goes_with_the_opset(tmp_path, opset):
+    model = MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None)
+    path = export_onnx(model, tmp_path / "m.onnx", opset=opset)
+    m = onnx.load(path)
+    assert m.ir_version == IR_FOR_OPSET[opset]
+    assert [(o.domain, o.version) for o in m.opset_import] == [("", opset)]
+    # the table itself: the first onnx release carrying this opset wrote this IR version
+    first = min((row for row in onnx.helper.VERSION_TABLE if row[2] >= opset), key=lambda r: r[2])
+    assert first[1] == IR_FOR_OPSET[opset]
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (a benchmark peer)")
+    x = np.random.default_rng(opset).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
+    (got,) = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    assert rel_l2(got, model.predict(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("opset", [12, 22, "13", True])
+def test_opset_out_of_range(tmp_path, opset):
+    model = MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None)
+    with pytest.raises(ValueError, match="opset"):
+        export_onnx(model, tmp_path / "m.onnx", opset=opset)
