@@ -1,0 +1,1 @@
+"""Tools built on the network: comparing another framework's MobileNetV2 with ours (compare/)."""

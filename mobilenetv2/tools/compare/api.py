@@ -1,0 +1,194 @@
+"""``compare(other, ...)``: where another framework's MobileNetV2 first leaves our float64
+reference by more than rounding, and why.  See mobilenetv2/tools/compare/__init__.py."""
+import os
+import sys
+
+import numpy as np
+
+from mobilenetv2.tools.compare import mapping as M
+from mobilenetv2.tools.compare import weights as W
+from mobilenetv2.tools.compare.diagnose import diagnose
+from mobilenetv2.tools.compare.errors import CompareError
+from mobilenetv2.tools.compare.inputs import make_input
+from mobilenetv2.tools.compare.metrics import DEFAULT_FACTOR, layer_row, metrics, noise_floor
+from mobilenetv2.tools.compare.reference import NO_PATCH, Reference
+
+SCHEMA = "mobilenetv2.compare/1"
+
+
+def open_other(other, mapping_input=None, mapping_layout=None):
+    """OTHER as an OtherModel: a path (.onnx, .tflite, .npz, a folder of .npy) or a live
+    torch / Keras model object."""
+    if isinstance(other, (str, os.PathLike)):
+        path = os.fspath(other)
+        if not os.path.exists(path):
+            raise CompareError(f"OTHER {path!r} does not exist")
+        low = path.lower()
+        if low.endswith(".onnx"):
+            from mobilenetv2.tools.compare.onnx_reader import read_onnx
+            return read_onnx(path)
+        if low.endswith(".tflite"):
+            from mobilenetv2.tools.compare.tflite_reader import read_tflite
+            return read_tflite(path)
+        if low.endswith(".npz") or os.path.isdir(path):
+            from mobilenetv2.tools.compare.dump_reader import read_dump
+            return read_dump(path, mapping_input or "input", mapping_layout)
+        raise CompareError(f"OTHER {path!r}: compare reads .onnx, .tflite, .npz or a folder of .npy files")
+    from mobilenetv2.tools.compare.object_reader import read_object
+    return read_object(other)
+
+
+class _Progress:
+    def __init__(self, enabled, total):
+        self.enabled, self.total, self.done = enabled, max(total, 1), 0
+
+    def __call__(self, label):
+        if not self.enabled:
+            return
+        self.done = min(self.done + 1, self.total)
+        width = 30
+        filled = int(width * self.done / self.total)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {label[:60]:<60}")
+        sys.stderr.flush()
+
+    def close(self):
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 96 + "\r")
+            sys.stderr.flush()
+
+
+def _rows(ref_trace, floors, other_out, matches, layout, factor, patch=NO_PATCH):
+    rows = []
+    for m in matches:
+        if m.layer not in ref_trace:
+            continue
+        want = ref_trace[m.layer]
+        got, read_as = M.to_nhwc(other_out[m.tensor], want.shape, layout)
+        if m.layer in patch.other_fn:
+            got = patch.other_fn[m.layer](got)
+        if m.layer in patch.ref_fn:
+            want = patch.ref_fn[m.layer](want)
+        row = layer_row(m.layer, got, want, floors[m.layer], factor, m.how)
+        row["tensor"], row["layout"] = m.tensor, read_as
+        rows.append(row)
+    return rows
+
+
+def _epsilon_everywhere(ref, patch):
+    from mobilenetv2 import layers as L
+    from mobilenetv2.tools.compare.reference import Patch, clone
+    e = patch.detail["epsilon"]
+    return Patch("bn_epsilon", patch.text, {x.name: (lambda layer: clone(layer, epsilon=e)) for x in ref.layers
+                                            if isinstance(x, L.BatchNormalization) and x.epsilon != 0.0})
+
+
+def compare(other, weights=None, images=None, random=None, seed=0, batch=None, mapping=None,
+            factor=DEFAULT_FACTOR, progress=False):
+    """Compare OTHER with the float64 reference layer by layer; return the report (a dict, the
+    JSON schema in the README): per-layer metrics, ``agrees``, ``first_divergent_layer`` and a
+    ``diagnosis`` confirmed by re-running the reference with the defect applied."""
+    if not (isinstance(factor, (int, float)) and factor > 1):
+        raise CompareError(f"factor must be a number above 1, got {factor!r}")
+    tensors_map, map_input, map_layout = M.load_mapping_file(mapping) if mapping else (None, None, None)
+    o = open_other(other, map_input, map_layout)
+    if o.fixed_input is not None:
+        if images is not None or random is not None or batch is not None:
+            raise CompareError(f"{o.source!r} is a tensor dump: it carries its own input, so --images, "
+                               "--random and an input batch do not apply")
+        x, input_desc = o.fixed_input, f"the input stored in the dump ({o.input_layout})"
+        hw = tuple(x.shape[1:3])
+    else:
+        hw = o.input_hw
+        if hw is None and images is None and batch is None:
+            hw = (224, 224)
+        if hw is None and batch is not None and not isinstance(batch, (str, os.PathLike)):
+            b = np.asarray(batch)
+            hw = tuple(b.shape[1:3]) if b.shape[-1] == 3 else tuple(b.shape[2:4])
+        x, input_desc = make_input(hw, images, random, seed, batch)
+        hw = tuple(x.shape[1:3])
+    include_top = M.has_head(o) if o.nodes else True
+    if weights is not None:
+        m64, m32, wdesc, cannot = W.from_user(weights, hw, include_top)
+    elif o.nodes:
+        m64, m32, wdesc, cannot, _ = W.from_other(o, hw, include_top)
+    else:
+        raise CompareError(f"{o.source!r} is a tensor dump and carries no weights: name the reference "
+                           "weights with --weights (a Keras .h5, a Hugging Face folder or a variant name)")
+    ref = Reference(m64, m32, x)
+    if tensors_map is not None:
+        matches = M.map_by_names(tensors_map, m64.layers, "mapping file")
+    elif not o.nodes:
+        names = {layer.name for layer in m64.layers}
+        matches = M.map_by_names({k: k for k in o.fixed_tensors if k in names}, m64.layers,
+                                 "by name (the dump's array is named as the Keras layer)")
+        if not matches:
+            raise CompareError(f"dump {o.source!r}: no array is named as a Keras layer; give a --mapping "
+                               'file {"input": NAME, "tensors": {ARRAY: KERAS_LAYER}}')
+    else:
+        matches = M.map_by_topology(o, m64.layers)
+    for m in matches:
+        if m.layer == m64.layers[0].name:
+            raise CompareError("the mapping names the input layer; map it with the \"input\" key instead")
+    bar = _Progress(progress, 4 + 40)
+    bar("running OTHER")
+    other_out = o.run(x)
+    missing = [m.tensor for m in matches if m.tensor not in other_out]
+    if missing:
+        raise CompareError(f"OTHER has no tensor(s) {missing[:5]} named in the mapping")
+    bar("running the float64 reference")
+    ref_trace = ref.base()
+    bar("running our float32 engine (noise floor)")
+    ref32 = ref.float32_trace()
+    floors = {m.layer: noise_floor(ref32[m.layer], ref_trace[m.layer]) for m in matches}
+    rows = _rows(ref_trace, floors, other_out, matches, o.activation_layout, factor)
+    first = next((r for r in rows if not r["agrees"]), None)
+    report = {
+        "schema": SCHEMA,
+        "other": {"source": o.source if isinstance(o.source, str) else repr(o.source), "kind": o.kind,
+                  "input_layout": o.input_layout},
+        "weights": {"source": wdesc, "cannot_detect": cannot},
+        "input": {"source": input_desc, "shape": list(x.shape)},
+        "factor": float(factor),
+        "floor": "our float32 NumPy engine's relative L2 error against float64 at each layer, same input",
+        "layers": rows,
+        "agrees": first is None,
+        "first_divergent_layer": None if first is None else first["layer"],
+        "diagnosis": None,
+    }
+    if first is not None:
+        layer = first["layer"]
+        match = next(m for m in matches if m.layer == layer)
+        other_arr, _ = M.to_nhwc(other_out[match.tensor], ref_trace[layer].shape, o.activation_layout)
+        floor = first["floor_rel_l2"]
+
+        def score(patch):
+            t = ref.trace(patch, stop=layer)
+            want = t[layer]
+            got = other_arr
+            if layer in patch.other_fn:
+                got = patch.other_fn[layer](got)
+            if layer in patch.ref_fn:
+                want = patch.ref_fn[layer](want)
+            if np.shape(got) != np.shape(want):
+                return (np.inf, np.inf)
+            e = metrics(got, want)["rel_l2"]
+            return (e / floor, e)
+        score.factor = factor
+        d = diagnose(ref, layer, score, other_arr, np.shape(other_arr), progress=bar)
+        patch = d.pop("patch")
+        if patch is not None:
+            bar("checking every layer with the diagnosis applied")
+            fixed = _rows(ref.trace(patch), floors, other_out, matches, o.activation_layout, factor, patch)
+            nxt = next((r for r in fixed if not r["agrees"]), None)
+            d["scope"] = "this layer"
+            if nxt is not None and d["cause"] == "bn_epsilon" and not d["also"]:
+                everywhere = _epsilon_everywhere(ref, patch)  # the same epsilon in every batch norm?
+                fixed2 = _rows(ref.trace(everywhere), floors, other_out, matches, o.activation_layout, factor)
+                nxt2 = next((r for r in fixed2 if not r["agrees"]), None)
+                if nxt2 is None or ref.index[nxt2["layer"]] > ref.index[nxt["layer"]]:
+                    nxt, d["scope"] = nxt2, "every batch norm"
+                    d["evidence"][0]["applied"] += "; the same in every batch norm"
+            d["after_fix"] = {"agrees": nxt is None, "first_divergent_layer": None if nxt is None else nxt["layer"]}
+        report["diagnosis"] = d
+    bar.close()
+    return report

@@ -1,0 +1,293 @@
+"""Why OTHER leaves its noise floor at a layer: suspected defects, each confirmed or not by
+re-running the float64 reference with that defect applied and checking that OTHER then agrees
+with it to its floor at that layer.
+
+Causes (a fixed vocabulary): ``padding`` (other pads on the layer's convolution), ``bn_epsilon``
+(another epsilon, fitted per channel), ``activation`` (ReLU where ReLU6 belongs), ``layout`` (the
+input's channels permuted, e.g. BGR, its height and width transposed, or an NHWC buffer read as
+NCHW), ``preprocessing`` (an affine map of the input, fitted per channel), ``class_offset`` (a
+1001-class head, or the class axis shifted by one), ``precision`` (weights rounded to float16 or
+bfloat16, folded or not), ``unexplained`` (nothing tried brings OTHER to its floor).  Where no
+single defect explains the layer, the best one is kept and the others are tried on top of it: two
+defects found together are reported with the one that explains most first, the other in ``also``.
+"""
+import itertools
+
+import numpy as np
+
+from mobilenetv2 import layers as L
+from mobilenetv2.numpy_kernels import fold_batchnorm
+from mobilenetv2.tools.compare.reference import NO_PATCH, Patch, PlainReLU, clone, fixed_pads
+
+CAUSES = ("padding", "bn_epsilon", "activation", "layout", "preprocessing", "class_offset",
+          "precision", "unexplained")
+CHANNEL_NAMES = "RGB"
+
+
+def _padding(ref, layer, other_shape, base):
+    unit = ref.unit_of(layer)
+    if not isinstance(unit, (L.Conv2D, L.DepthwiseConv2D)) or getattr(unit, "kernel", 3) == 1:
+        return []
+    pad_layer = ref.layers[ref.index[unit.inputs[0]]]
+    target = pad_layer if isinstance(pad_layer, L.ZeroPadding2D) else unit
+    src = ref.trace(base, stop=target.name)[target.inputs[0]]
+    h, w = src.shape[1:3]
+    current = tuple(target.pads(h, w))
+    s = unit.stride
+    want = tuple(other_shape[1:3]) if other_shape is not None and len(other_shape) == 4 else None
+    out = []
+    combos = sorted(itertools.product(range(3), repeat=4),
+                    key=lambda p: (p != (1, 1, 1, 1), p != (0, 0, 0, 0), p[0] != p[1] or p[2] != p[3], p))
+    for p in combos:
+        t, b, l, r = p
+        size = ((h + t + b - 3) // s + 1, (w + l + r - 3) // s + 1)
+        if p == current or (want is not None and size != want) or min(size) < 1:
+            continue
+        out.append(Patch("padding", f"pads (top, bottom, left, right) {p} instead of {current} for {unit.name}",
+                         {target.name: lambda x, p=p: clone(x, pads=fixed_pads(p))},
+                         detail={"layer": unit.name, "pads": list(p), "reference_pads": list(current)}))
+    return out
+
+
+def _bn_epsilon(ref, layer, other_arr, base):
+    unit = ref.unit_of(layer)
+    bn = ref.reader_of(unit.name, L.BatchNormalization)
+    if bn is None or bn.epsilon == 0.0:  # folded weights from OTHER: epsilon is invisible
+        return []
+    gamma, beta, mean, var = (np.asarray(w, np.float64) for w in bn.weights)
+    fitted = None
+    if other_arr is not None and ref.index[layer] in (ref.index[bn.name], ref.index[bn.name] + 1):
+        z = ref.trace(base, stop=unit.name)[unit.name] - mean
+        y = np.asarray(other_arr, np.float64) - beta
+        if z.shape == y.shape:
+            m = (other_arr > 0) & (other_arr < 6) if layer != bn.name else np.ones(y.shape, bool)
+            axes = tuple(range(z.ndim - 1))
+            num = np.where(m, y * z, 0).sum(axis=axes)
+            den = np.where(m, z * z, 0).sum(axis=axes)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                eps_c = (gamma * den / num) ** 2 - var
+            eps_c = eps_c[np.isfinite(eps_c) & (den > 0)]
+            if eps_c.size:
+                fitted = {"median": float(np.median(eps_c)), "p10": float(np.percentile(eps_c, 10)),
+                          "p90": float(np.percentile(eps_c, 90)), "channels": int(eps_c.size)}
+    values = [1e-5, 1e-4, 1e-6, 1e-2, 0.0]  # the usual ones first, so a confirmed one reads simply
+    if fitted is not None and fitted["median"] >= 0:
+        values.append(fitted["median"])
+    out = []
+    for e in values:
+        if e == bn.epsilon:
+            continue
+        text = f"epsilon {e:.3g} instead of {bn.epsilon:g} in {bn.name}"
+        if fitted is not None:
+            text += (f" (fitted per channel: median {fitted['median']:.3g}, 10-90 % "
+                     f"{fitted['p10']:.3g} .. {fitted['p90']:.3g} over {fitted['channels']} channels)")
+        out.append(Patch("bn_epsilon", text, {bn.name: lambda x, e=e: clone(x, epsilon=e)},
+                         detail={"layer": bn.name, "epsilon": e, "reference_epsilon": bn.epsilon,
+                                 "fitted": fitted}))
+    return out
+
+
+def _activation(ref, layer):
+    unit = ref.unit_of(layer)
+    bn = ref.reader_of(unit.name, L.BatchNormalization)
+    act = ref.reader_of(bn.name, L.ReLU) if bn is not None else None
+    if act is None or ref.index[act.name] > ref.index[layer]:
+        return []
+    return [Patch("activation", f"ReLU (no cap at 6) instead of ReLU6 in {act.name}",
+                  {act.name: lambda x: PlainReLU(x.name, x.inputs)}, detail={"layer": act.name, "activation": "relu"})]
+
+
+def _layout(ref, layer):
+    if ref.unit_of(layer) is not ref.layers[1]:
+        return []
+    out = []
+    for p in itertools.permutations(range(3)):
+        if p != (0, 1, 2):
+            order = "".join(CHANNEL_NAMES[i] for i in p)
+            out.append(Patch("layout", f"input channels in the order {order}",
+                             input_fn=lambda x, p=p: x[..., list(p)], detail={"channels": order}))
+    n, h, w, c = ref.x.shape
+    if h == w:
+        out.append(Patch("layout", "input height and width transposed",
+                         input_fn=lambda x: x.transpose(0, 2, 1, 3), detail={"transform": "transpose_hw"}))
+    out.append(Patch("layout", "the NCHW input buffer read as NHWC",
+                     input_fn=lambda x: x.transpose(0, 3, 1, 2).reshape(x.shape),
+                     detail={"transform": "nchw_buffer_read_as_nhwc"}))
+    out.append(Patch("layout", "an NHWC input buffer read as NCHW",
+                     input_fn=lambda x: x.reshape(n, c, h, w).transpose(0, 2, 3, 1),
+                     detail={"transform": "nhwc_buffer_read_as_nchw"}))
+    return out
+
+
+def _preprocessing(ref, layer, other_arr, base):
+    """Fit OTHER's stem output as the reference stem applied to a*x + b (per channel a, b)."""
+    if ref.unit_of(layer) is not ref.layers[1] or other_arr is None:
+        return []
+    layers = ref.patched_layers(base)
+    conv, bn = layers[1], layers[2]
+    if ref.index[layer] > 3:
+        return []
+
+    def g(u):
+        return bn(conv(u))
+
+    x = ref.x
+    zero = g(np.zeros_like(x))
+    feats = []
+    for c in range(3):
+        xc = np.zeros_like(x)
+        xc[..., c] = x[..., c]
+        oc = np.zeros_like(x)
+        oc[..., c] = 1.0
+        feats += [g(xc) - zero, g(oc) - zero]
+    y = np.asarray(other_arr, np.float64)
+    if y.shape != zero.shape:
+        return []
+    m = ((y > 0) & (y < 6)) if layer != bn.name else np.ones(y.shape, bool)
+    if m.sum() < 12:
+        return []
+    A = np.stack([f[m] for f in feats], axis=1)
+    coef, *_ = np.linalg.lstsq(A, (y - zero)[m], rcond=None)
+    a, b = coef[0::2], coef[1::2]
+    out = []
+    for digits in (3, None):
+        aa, bb = (np.round(a, digits), np.round(b, digits)) if digits is not None else (a, b)
+        if np.allclose(aa, 1) and np.allclose(bb, 0):
+            continue
+        if not np.all(np.abs(aa) > 1e-6):
+            continue
+        lo, hi = (-1 - bb) / aa, (1 - bb) / aa
+        rng = (f"[{lo[0]:.4g}, {hi[0]:.4g}]" if np.allclose(lo, lo[0]) and np.allclose(hi, hi[0])
+               else ", ".join(f"{ch} [{l_:.4g}, {h_:.4g}]" for ch, l_, h_ in zip(CHANNEL_NAMES, lo, hi)))
+        out.append(Patch("preprocessing",
+                         f"OTHER maps its input x to a*x + b with a = {np.array2string(aa, precision=4)}, "
+                         f"b = {np.array2string(bb, precision=4)} (fitted): it expects input in {rng}, "
+                         "where the reference takes [-1, 1]",
+                         input_fn=lambda x, aa=aa, bb=bb: x * aa + bb,
+                         detail={"scale": aa.tolist(), "offset": bb.tolist(), "expects_range": [lo.tolist(), hi.tolist()]}))
+    return out
+
+
+def _round(w, kind):
+    w = np.asarray(w, np.float64)
+    if kind == "float16":
+        return w.astype(np.float16).astype(np.float64)
+    bits = w.astype(np.float32).view(np.uint32).astype(np.uint64)
+    bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16  # round to nearest even
+    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def _precision(ref):
+    out = []
+    convs = [x for x in ref.layers if isinstance(x, (L.Conv2D, L.DepthwiseConv2D))]
+    for kind in ("float16", "bfloat16"):
+        plain = {x.name: (lambda layer, kind=kind: clone(layer, weights=[_round(w, kind) for w in layer.weights]))
+                 for x in ref.layers if x.weight_shapes()}
+        out.append(Patch("precision", f"every weight rounded to {kind}", plain,
+                         detail={"weights": kind, "folded": False}))
+        folded = {}
+        for conv in convs:
+            bn = ref.reader_of(conv.name, L.BatchNormalization)
+            k = conv.weights[0]
+            w, bias = fold_batchnorm(k[..., 0] if isinstance(conv, L.DepthwiseConv2D) else k,
+                                     *bn.weights, eps=bn.epsilon)
+            w = _round(w, kind)
+            w = w[..., None] if isinstance(conv, L.DepthwiseConv2D) else w
+            ones = np.ones_like(bias)
+            folded[conv.name] = lambda layer, w=w: clone(layer, weights=[w])
+            folded[bn.name] = lambda layer, bias=_round(bias, kind), ones=ones: clone(
+                layer, epsilon=0.0, weights=[ones, bias, np.zeros_like(ones), ones])
+        for x in ref.layers:
+            if isinstance(x, L.Dense):
+                folded[x.name] = plain[x.name]
+        out.append(Patch("precision", f"batch norms folded into the convolutions, then every weight rounded to {kind}",
+                         folded, detail={"weights": kind, "folded": True}))
+    return out
+
+
+def _class_offset(ref, layer, other_shape):
+    if layer != "predictions" or other_shape is None or len(other_shape) != 2:
+        return []
+    k_other, k_ref = other_shape[1], ref.model.classes
+    if k_other == k_ref + 1:
+        return [Patch("class_offset", f"OTHER has {k_other} classes: its class 0 is a background class, "
+                      "Keras class i is OTHER's class i + 1", other_fn={layer: lambda a: a[:, 1:]},
+                      detail={"other_classes": k_other, "shift": 1}),
+                Patch("class_offset", f"OTHER has {k_other} classes: an extra last class",
+                      other_fn={layer: lambda a: a[:, :-1]}, detail={"other_classes": k_other, "shift": 0})]
+    if k_other == k_ref:
+        return [Patch("class_offset", "OTHER's classes shifted by one (Keras class i is OTHER's i + 1)",
+                      other_fn={layer: lambda a: a[:, 1:]}, ref_fn={layer: lambda r: r[:, :-1]},
+                      detail={"other_classes": k_other, "shift": 1})]
+    return []
+
+
+def candidates(ref, layer, other_arr, other_shape, base=NO_PATCH, skip=()):
+    """Every suspected defect that could show first at ``layer``, as patches on top of ``base``."""
+    out = []
+    if "class_offset" not in skip:
+        out += _class_offset(ref, layer, other_shape)
+    if "padding" not in skip:
+        out += _padding(ref, layer, other_shape, base)
+    if "bn_epsilon" not in skip:
+        out += _bn_epsilon(ref, layer, other_arr, base)
+    if "activation" not in skip:
+        out += _activation(ref, layer)
+    if "layout" not in skip:
+        out += _layout(ref, layer)
+    if "preprocessing" not in skip:
+        out += _preprocessing(ref, layer, other_arr, base)
+    if "precision" not in skip:
+        out += _precision(ref)
+    return out
+
+
+def diagnose(ref, layer, score, other_arr, other_shape, progress=None):
+    """The diagnosis of ``layer``: ``score(patch)`` gives OTHER's (ratio, rel_l2) at ``layer``
+    against the reference with ``patch`` applied; a patch is confirmed when the ratio is within
+    the factor (``score.factor``)."""
+    before = score(NO_PATCH)
+    tried = 0
+
+    def run(patches):
+        nonlocal tried
+        out = []
+        for p in patches:
+            tried += 1
+            if progress:
+                progress(f"diagnosing {layer}: {p.cause}")
+            out.append((score(p), p))
+        return out
+
+    def evidence(p, after, alone=None):
+        e = {"cause": p.cause, "applied": p.text, "layer": layer,
+             "before": {"rel_l2": before[1], "ratio": before[0]},
+             "after": {"rel_l2": after[1], "ratio": after[0]}, "detail": p.detail}
+        return e
+
+    scored = run(candidates(ref, layer, other_arr, other_shape))
+    ok = [s for s in scored if s[0][0] <= score.factor]  # in the candidates' order: simplest first
+    if ok:
+        (after, p) = ok[0]
+        return {"layer": layer, "cause": p.cause, "also": [], "evidence": [evidence(p, after)],
+                "equivalent": [q.text for _, q in ok[1:] if q.cause == p.cause][:8],
+                "patch": p, "tried": tried}
+    finite = [s for s in scored if s[0][0] is not None and np.isfinite(s[0][0])]
+    if finite:
+        (after1, p1) = min(finite, key=lambda s: s[0][0])
+        if before[0] is None or after1[0] < before[0] / 2:
+            seconds = candidates(ref, layer, other_arr, other_shape, base=p1, skip=(p1.cause,))
+            scored2 = [(s, p2) for (s, _), p2 in zip(run([p1 + p2 for p2 in seconds]), seconds)]
+            ok2 = [s for s in scored2 if s[0][0] <= score.factor]
+            if ok2:
+                (after2, p2) = ok2[0]
+                both = p1 + p2
+                alone2 = min((s[0] for s, q in scored if q.cause == p2.cause), default=None)
+                first, rest = (p1.cause, p2.cause) if alone2 is None or after1[0] <= alone2 else (p2.cause, p1.cause)
+                both.cause = first
+                return {"layer": layer, "cause": first, "also": [rest],
+                        "evidence": [evidence(both, after2)], "patch": both, "tried": tried}
+        return {"layer": layer, "cause": "unexplained", "also": [],
+                "evidence": [dict(evidence(p1, after1), cause="unexplained",
+                                  closest=p1.cause)], "patch": None, "tried": tried}
+    return {"layer": layer, "cause": "unexplained", "also": [], "evidence": [], "patch": None, "tried": tried}

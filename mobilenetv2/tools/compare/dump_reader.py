@@ -1,0 +1,70 @@
+"""Read a tensor dump as OTHER: an ``.npz`` file or a folder of ``.npy`` files (name -> array),
+written by any runtime, with the input that produced them.  NumPy only; nothing is unpickled."""
+import os
+import zipfile
+
+import numpy as np
+
+from mobilenetv2.tools.compare.errors import CompareError
+from mobilenetv2.tools.compare.graph import OtherModel
+
+MAX_TENSORS = 4096
+
+
+def _load_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if len(z.files) > MAX_TENSORS:
+                raise CompareError(f"{path!r} holds {len(z.files)} arrays, more than the {MAX_TENSORS} "
+                                   "a MobileNetV2 dump can have")
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        if isinstance(exc, CompareError):
+            raise
+        raise CompareError(f"{path!r} is not an .npz archive NumPy can read without pickles: {exc}") from None
+
+
+def _load_folder(path):
+    names = sorted(f for f in os.listdir(path) if f.endswith(".npy"))
+    if not names:
+        raise CompareError(f"folder {path!r} has no .npy files")
+    if len(names) > MAX_TENSORS:
+        raise CompareError(f"folder {path!r} holds {len(names)} .npy files, more than {MAX_TENSORS}")
+    out = {}
+    for f in names:
+        full = os.path.join(path, f)
+        if os.path.islink(full) or not os.path.isfile(full):
+            raise CompareError(f"{full!r} is not a plain file (links are not followed)")
+        try:
+            out[f[:-4]] = np.load(full, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise CompareError(f"{full!r} is not an .npy array NumPy can read without pickles: {exc}") from None
+    return out
+
+
+def read_dump(path, input_name="input", layout=None):
+    """OTHER from a dump.  ``input_name`` is the key of the input batch; ``layout`` ('NCHW' or
+    'NHWC') the layout of its image-like arrays (guessed from the input's shape when None)."""
+    path = os.fspath(path)
+    arrays = _load_folder(path) if os.path.isdir(path) else _load_npz(path)
+    if input_name not in arrays:
+        raise CompareError(f"dump {path!r} has no input array {input_name!r} (name it in the mapping "
+                           "file's \"input\" key); its arrays: " + ", ".join(sorted(arrays)[:12]))
+    x = np.asarray(arrays.pop(input_name))
+    if x.dtype.kind != "f":
+        raise CompareError(f"dump {path!r}: input {input_name!r} has dtype {x.dtype}, expected float")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4:
+        raise CompareError(f"dump {path!r}: input {input_name!r} has shape {x.shape}, expected (N, H, W, 3) or (N, 3, H, W)")
+    if layout is None:
+        layout = "NCHW" if x.shape[1] == 3 and x.shape[3] != 3 else "NHWC"
+    if layout not in ("NCHW", "NHWC"):
+        raise CompareError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    if (x.shape[1] if layout == "NCHW" else x.shape[3]) != 3:
+        raise CompareError(f"dump {path!r}: input {input_name!r} of shape {x.shape} has no 3-channel axis in {layout}")
+    nhwc = x.transpose(0, 2, 3, 1) if layout == "NCHW" else x
+    tensors = {k: (v if v.ndim == 0 or v.shape[0] == nhwc.shape[0] or v.ndim < 2 else v[None])
+               for k, v in arrays.items() if v.dtype.kind == "f"}
+    return OtherModel("dump", path, [], layout, nhwc.shape[1:3], layout,
+                      fixed_input=np.ascontiguousarray(nhwc), fixed_tensors=tensors)

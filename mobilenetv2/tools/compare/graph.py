@@ -1,0 +1,44 @@
+"""OTHER as the comparison sees it: a list of nodes in a small op vocabulary, and a way to run it.
+
+Every reader (ONNX, TFLite, a tensor dump, a live torch/Keras object) produces an ``OtherModel``:
+
+- ``nodes``: ``Node`` objects in execution order, ``op`` one of ``conv`` (attrs: ``weight`` OIHW or
+  None, ``bias``, ``group``, ``stride``), ``bn`` (``gamma``, ``beta``, ``mean``, ``var``, ``eps``),
+  ``relu``, ``clip`` (``lo``, ``hi``), ``add`` (two activations), ``affine`` (a Mul/Add/Sub/Div by
+  a constant), ``pad``, ``reshape`` (Transpose, Reshape, Flatten, Squeeze, Identity), ``pool``
+  (global average), ``dense`` (``weight`` (out, in), ``bias``), ``softmax``, ``other``;
+- ``run(x)``: the named tensors OTHER computed for an NHWC float32 batch ``x`` (transposed to
+  OTHER's input layout by the reader);
+- ``input_layout`` ('NCHW' or 'NHWC'), ``input_hw`` ((H, W) or None where dynamic),
+  ``activation_layout`` (the layout of OTHER's feature maps), and ``fixed_input`` (a dump's
+  own input, NHWC, or None where OTHER can be run on any input).
+"""
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Node:
+    op: str
+    inputs: list
+    output: str
+    name: str = ""
+    attrs: dict = field(default_factory=dict)
+
+
+@dataclass
+class OtherModel:
+    kind: str
+    source: str
+    nodes: list
+    input_layout: str
+    input_hw: object
+    activation_layout: str
+    runner: object = None
+    fixed_input: object = None
+    fixed_tensors: dict = None
+    fused_activations: bool = False  # a conv op may carry its BN and ReLU6 (TFLite)
+
+    def run(self, x):
+        if self.runner is None:
+            return dict(self.fixed_tensors)
+        return self.runner(x)

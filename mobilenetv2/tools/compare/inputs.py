@@ -1,0 +1,66 @@
+"""The input batch both sides get: images (``load_image`` + ``preprocess_input``), a seeded
+uniform [-1, 1] draw, or an ``.npy`` batch; NHWC float32 here, transposed for OTHER by its reader."""
+import os
+
+import numpy as np
+
+from mobilenetv2.tools.compare.errors import CompareError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+MAX_IMAGES = 256
+
+
+def _image_paths(items):
+    paths = []
+    for item in items:
+        item = os.fspath(item)
+        if os.path.isdir(item):
+            paths += sorted(os.path.join(item, f) for f in os.listdir(item)
+                            if f.lower().endswith(IMAGE_EXTENSIONS))
+        else:
+            paths.append(item)
+    if not paths:
+        raise CompareError(f"no images found in {list(map(os.fspath, items))}")
+    if len(paths) > MAX_IMAGES:
+        raise CompareError(f"{len(paths)} images given; compare runs at most {MAX_IMAGES} at once")
+    return paths
+
+
+def make_input(hw, images=None, random=None, seed=0, batch=None):
+    """(NHWC float32 batch, description).  Exactly one of images / random / batch, or none
+    (one random image with seed 0)."""
+    given = [v is not None for v in (images, random, batch)]
+    if sum(given) > 1:
+        raise CompareError("give one input: --images, --random or an .npy batch, not several")
+    if hw is None:
+        hw = (224, 224)
+    if images is not None:
+        from mobilenetv2.preprocessing import load_image, preprocess_input
+        paths = _image_paths(images if isinstance(images, (list, tuple)) else [images])
+        x = np.stack([load_image(p, target_size=hw) for p in paths])
+        return preprocess_input(x.astype(np.float32)), f"{len(paths)} image(s) via load_image + preprocess_input"
+    if batch is not None:
+        if isinstance(batch, (str, os.PathLike)):
+            try:
+                x = np.load(os.fspath(batch), allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise CompareError(f"input batch {os.fspath(batch)!r} is not an .npy array: {exc}") from None
+            src = f"the batch in {os.fspath(batch)!r}"
+        else:
+            x, src = np.asarray(batch), "the given batch"
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.dtype.kind != "f":
+            raise CompareError(f"input batch must be a float (N, H, W, 3) array, got {x.dtype} {x.shape}")
+        if x.shape[3] != 3 and x.shape[1] == 3:
+            x = x.transpose(0, 2, 3, 1)
+        if tuple(x.shape[1:3]) != tuple(hw) or x.shape[3] != 3:
+            raise CompareError(f"input batch has shape {x.shape}; OTHER takes (N, {hw[0]}, {hw[1]}, 3)")
+        if not np.isfinite(x).all():
+            raise CompareError("input batch contains NaN or inf")
+        return np.ascontiguousarray(x, np.float32), src
+    n = 1 if random is None else int(random)
+    if n < 1 or n > MAX_IMAGES:
+        raise CompareError(f"--random takes 1 to {MAX_IMAGES} images, got {n}")
+    x = np.random.default_rng(seed).uniform(-1, 1, (n, hw[0], hw[1], 3)).astype(np.float32)
+    return x, f"{n} random image(s), uniform [-1, 1], seed {seed}"

@@ -1,0 +1,204 @@
+"""Which of OTHER's tensors is which Keras layer's output.
+
+By the network's fixed topology: the i-th convolution OTHER runs is the i-th of MobileNetV2
+(checked by kind and weight shape where OTHER's weights are readable); what follows it (a
+BatchNormalization node, a Clip/Relu, an Add of two activations, the pooling and the dense head)
+is named from the Keras layers that follow that convolution.  A conv with its batch norm folded
+in (conv + bias) maps to the Keras ``*_BN`` layer; one that also carries its ReLU6 (TFLite) to
+``*_relu``.  A JSON mapping file (``{"input": ..., "layout": ..., "tensors": {OTHER: KERAS}}``)
+overrides all of this and is how a tensor dump is mapped (or its arrays are named as Keras's).
+"""
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from mobilenetv2 import layers as L
+from mobilenetv2.tools.compare.errors import CompareError
+
+MAX_MAPPING_BYTES = 1 << 20
+
+
+@dataclass
+class Match:
+    layer: str      # Keras layer name
+    tensor: str     # OTHER's tensor name
+    how: str        # how the match was made, for the report
+
+
+def load_mapping_file(path):
+    """The mapping file as (tensors {OTHER: KERAS}, input name or None, layout or None)."""
+    path = os.fspath(path)
+    try:
+        if os.path.getsize(path) > MAX_MAPPING_BYTES:
+            raise CompareError(f"mapping file {path!r} is larger than 1 MB; it should be a small JSON object")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise CompareError(f"mapping file {path!r} is not valid JSON: {exc}") from None
+    if isinstance(data, dict) and "tensors" not in data:
+        data = {"tensors": data}
+    if not isinstance(data, dict) or not isinstance(data.get("tensors"), dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data["tensors"].items()):
+        raise CompareError(f"mapping file {path!r} must be a JSON object "
+                           '{"input": NAME, "layout": "NCHW"|"NHWC", "tensors": {OTHER_NAME: KERAS_LAYER}}')
+    return data["tensors"], data.get("input"), data.get("layout")
+
+
+def map_by_names(tensors, ref_layers, how):
+    """Matches from a {OTHER tensor: Keras layer} dict, in the network's order."""
+    order = {layer.name: i for i, layer in enumerate(ref_layers)}
+    bad = sorted(v for v in tensors.values() if v not in order)
+    if bad:
+        raise CompareError(f"the mapping names layers this MobileNetV2 does not have: {bad[:5]} "
+                           "(use Keras layer names, e.g. block_3_expand_relu)")
+    return sorted((Match(k, t, how) for t, k in tensors.items()), key=lambda m: order[m.layer])
+
+
+def _keras_follow(ref_layers):
+    """For each Keras layer name, the layers that read it."""
+    readers = {}
+    for layer in ref_layers:
+        for i in layer.inputs:
+            readers.setdefault(i, []).append(layer)
+    return readers
+
+
+def _expected_oihw(layer):
+    (shape,) = layer.weight_shapes()
+    kh, kw, a, b = shape
+    return (a, 1, kh, kw) if isinstance(layer, L.DepthwiseConv2D) else (b, a, kh, kw)
+
+
+def keras_convs(ref_layers):
+    return [x for x in ref_layers if isinstance(x, (L.Conv2D, L.DepthwiseConv2D))]
+
+
+def check_convs(convs, ref_layers):
+    """None where OTHER's convolutions have MobileNetV2's kinds and shapes, else why not."""
+    kconvs = keras_convs(ref_layers)
+    if len(convs) != len(kconvs):
+        return f"OTHER runs {len(convs)} convolutions, MobileNetV2 has {len(kconvs)}"
+    for i, (node, layer) in enumerate(zip(convs, kconvs)):
+        w = node.attrs.get("weight")
+        if w is not None and tuple(w.shape) != _expected_oihw(layer):
+            return (f"OTHER's convolution #{i + 1} ({node.name or node.output}) has weight shape "
+                    f"{tuple(w.shape)} (OIHW), MobileNetV2's {layer.name} has {_expected_oihw(layer)}")
+    return None
+
+
+def map_by_topology(other, ref_layers):
+    nodes = other.nodes
+    convs = [n for n in nodes if n.op == "conv"]
+    why = check_convs(convs, ref_layers)
+    if why:
+        raise CompareError(f"cannot map {other.source!r} onto MobileNetV2 by topology: {why} "
+                           "(give a --mapping file)")
+    consumers = {}
+    for n in nodes:
+        for i in n.inputs:
+            consumers.setdefault(i, []).append(n)
+    readers = _keras_follow(ref_layers)
+    matches = []
+    mapped = {}  # Keras name -> OTHER tensor
+
+    def only(tensor, ops):
+        c = consumers.get(tensor, [])
+        return c[0] if len(c) == 1 and c[0].op in ops else None
+
+    def add(layer, tensor, how):
+        matches.append(Match(layer, tensor, how))
+        mapped[layer] = tensor
+
+    for i, (node, layer) in enumerate(zip(convs, keras_convs(ref_layers))):
+        bn = readers[layer.name][0]
+        after = readers.get(bn.name, [])
+        act = next((x for x in after if isinstance(x, L.ReLU)), None)
+        residual = next((x for x in after if isinstance(x, L.Add) and x.inputs[1] == bn.name), None)
+        kind = "depthwise " if isinstance(layer, L.DepthwiseConv2D) else ""
+        where = f"conv #{i + 1} {node.name or node.output!r} ({kind}{layer.kernel if hasattr(layer, 'kernel') else 3}x"
+        where += f"{layer.kernel if hasattr(layer, 'kernel') else 3}, stride {layer.stride})"
+        t = node.output
+        nxt = only(t, ("bn",))
+        if nxt is not None:
+            add(layer.name, t, f"{where}, its BatchNormalization separate")
+            t = nxt.output
+            add(bn.name, t, "BatchNormalization node after " + where)
+        else:
+            # BN folded into the conv (+ bias), or written out as Mul/Add by constants
+            chain = []
+            while True:
+                nxt = only(t, ("affine",))
+                if nxt is None:
+                    break
+                chain.append(nxt)
+                t = nxt.output
+            if other.fused_activations and act is not None:
+                add(act.name, t, f"{where} with BN and ReLU6 fused into it (activation by topology)")
+                continue
+            add(bn.name, t, f"{where} with BN folded in" + (" (BN as Mul/Add)" if chain else ""))
+        if act is not None:
+            a = only(t, ("clip", "relu"))
+            if a is not None:
+                nxt2 = only(a.output, ("clip",))  # Max then Min
+                if nxt2 is not None and a.op == "clip" and a.attrs.get("op"):
+                    a = nxt2
+                add(act.name, a.output, f"{a.op} node after {bn.name}")
+        if residual is not None:
+            add_node = next((n for n in consumers.get(t, []) if n.op == "add"), None)
+            if add_node is not None:
+                add(residual.name, add_node.output, "Add of two activations after " + bn.name)
+    # the head: pooling, then the dense classifier
+    last = matches[-1].tensor
+    names = {x.name: x for x in ref_layers}
+    pool = next((n for n in nodes if n.op == "pool" and last in n.inputs), None)
+    gap = next((x.name for x in ref_layers if isinstance(x, L.GlobalAveragePooling2D)), None)
+    if pool is not None and gap is not None:
+        t, how = pool.output, "global average pooling"
+        while True:
+            nxt = only(t, ("reshape",))
+            if nxt is None:
+                break
+            t, how = nxt.output, how + " + " + nxt.attrs.get("kind", "reshape")
+        add(gap, t, how)
+        dense = only(t, ("dense",))
+        if dense is not None and "predictions" in names:
+            t, how = dense.output, "dense layer after the pooling"
+            nxt = only(t, ("affine",))
+            if nxt is not None:
+                t, how = nxt.output, how + " + bias"
+            add("predictions", t, how)
+    order = {x.name: i for i, x in enumerate(ref_layers)}
+    return sorted(matches, key=lambda m: order[m.layer])
+
+
+def head_classes(other):
+    """OTHER's classifier width (from its dense weight), or None."""
+    dense = [n for n in other.nodes if n.op == "dense" and n.attrs.get("weight") is not None]
+    return int(dense[-1].attrs["weight"].shape[0]) if dense else None
+
+
+def has_head(other):
+    return any(n.op == "dense" for n in other.nodes)
+
+
+def to_nhwc(array, want_shape, layout):
+    """OTHER's array as NHWC to compare with a reference of shape ``want_shape`` (N, ...), and
+    how it was read: its own layout where the shape allows, else whichever layout fits."""
+    a = np.asarray(array)
+    if a.ndim == len(want_shape) - 1:
+        a = a[None]
+    if a.ndim == 4 and len(want_shape) == 2 and a.shape[2:] == (1, 1):
+        a = a[:, :, 0, 0]  # pooled (N, C, 1, 1)
+    if a.ndim == 4 and len(want_shape) == 2 and a.shape[1:3] == (1, 1):
+        a = a[:, 0, 0, :]
+    if a.ndim != 4:
+        return a, "as is"
+    nchw_ok = a.shape[1:] == (want_shape[3], want_shape[1], want_shape[2])
+    nhwc_ok = tuple(a.shape[1:]) == tuple(want_shape[1:])
+    if nhwc_ok and (layout == "NHWC" or not nchw_ok):
+        return a, "NHWC"
+    if nchw_ok or layout == "NCHW":
+        return a.transpose(0, 2, 3, 1), "NCHW"
+    return a, "NHWC"

@@ -1,0 +1,69 @@
+"""Live model objects as OTHER: a torch ``nn.Module`` (a torchvision or Hugging Face
+MobileNetV2) through forward hooks on its leaf modules.  Each is an optional extra."""
+import numpy as np
+
+from mobilenetv2.tools.compare.errors import CompareError, require
+from mobilenetv2.tools.compare.graph import Node, OtherModel
+
+
+def read_object(obj):
+    kind = type(obj).__module__.split(".")[0]
+    if kind in ("torch", "torchvision", "transformers", "timm") or hasattr(obj, "register_forward_hook"):
+        return _read_torch(obj)
+    if kind in ("keras", "tensorflow", "tf_keras"):
+        raise CompareError("comparing a live Keras model is not supported yet: save it as .tflite "
+                           "(tf.lite.TFLiteConverter) or dump its layer outputs to an .npz with a mapping file")
+    raise CompareError(f"OTHER must be a path (.onnx, .tflite, .npz, a folder of .npy) or a torch "
+                       f"module, got {type(obj).__name__}")
+
+
+def _read_torch(module):
+    torch = require("torch", "comparing a torch module", "torch")
+    module.eval()
+    leaves = [(n, m) for n, m in module.named_modules() if not list(m.children())]
+    order = []
+
+    def hook_for(name, m):
+        def hook(mod, inputs, output):
+            order.append((name, mod, output))
+        return hook
+
+    def run(x):
+        order.clear()
+        handles = [m.register_forward_hook(hook_for(n, m)) for n, m in leaves]
+        try:
+            with torch.no_grad():
+                t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+                module(t)
+        finally:
+            for h in handles:
+                h.remove()
+        return {name: out.detach().double().numpy() for name, _, out in order
+                if isinstance(out, torch.Tensor)}
+
+    nodes, prev = [], "input"
+    for name, m in leaves:
+        cls = type(m).__name__
+        if cls == "Conv2d":
+            w = m.weight.detach().double().numpy()
+            b = None if m.bias is None else m.bias.detach().double().numpy()
+            nodes.append(Node("conv", [prev], name, name, dict(weight=w, bias=b, group=m.groups)))
+        elif cls == "BatchNorm2d":
+            nodes.append(Node("bn", [prev], name, name, dict(
+                gamma=m.weight.detach().double().numpy(), beta=m.bias.detach().double().numpy(),
+                mean=m.running_mean.detach().double().numpy(), var=m.running_var.detach().double().numpy(),
+                eps=m.eps)))
+        elif cls in ("ReLU6", "Hardtanh"):
+            nodes.append(Node("clip", [prev], name, name))
+        elif cls == "ReLU":
+            nodes.append(Node("relu", [prev], name, name))
+        elif cls == "Linear":
+            nodes.append(Node("dense", [prev], name, name, dict(
+                weight=m.weight.detach().double().numpy(),
+                bias=None if m.bias is None else m.bias.detach().double().numpy())))
+        elif cls in ("AdaptiveAvgPool2d",):
+            nodes.append(Node("pool", [prev], name, name))
+        else:
+            continue
+        prev = name
+    return OtherModel("torch", type(module).__name__, nodes, "NCHW", None, "NCHW", runner=run)

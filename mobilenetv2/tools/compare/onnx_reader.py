@@ -1,0 +1,153 @@
+"""Read an ONNX file as OTHER: its nodes in the compare vocabulary, and ONNX Runtime running a
+copy of it with every intermediate float tensor made a graph output."""
+import os
+
+import numpy as np
+
+from mobilenetv2.tools.compare.errors import CompareError, require
+from mobilenetv2.tools.compare.graph import Node, OtherModel
+
+_RESHAPES = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
+_FLOAT_OPS = {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "Mul", "Sub", "Div", "Pad",
+              "Transpose", "Reshape", "Flatten", "Squeeze", "GlobalAveragePool", "ReduceMean",
+              "Gemm", "MatMul", "Softmax", "Max", "Min", "Identity"}
+
+
+def _constants(graph, numpy_helper):
+    """Initializers and Constant-node values by tensor name (Identity of a constant included)."""
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    consts[node.output[0]] = numpy_helper.to_array(a.t)
+                elif a.name == "value_float":
+                    consts[node.output[0]] = np.array(a.f, np.float32)
+                elif a.name == "value_floats":
+                    consts[node.output[0]] = np.array(a.floats, np.float32)
+                elif a.name == "value_int":
+                    consts[node.output[0]] = np.array(a.i, np.int64)
+                elif a.name == "value_ints":
+                    consts[node.output[0]] = np.array(a.ints, np.int64)
+        elif node.op_type == "Identity" and node.input[0] in consts:
+            consts[node.output[0]] = consts[node.input[0]]
+    return consts
+
+
+def _attrs(node, helper):
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _normalize(node, consts, helper):
+    """One ONNX node as a compare Node, or None for nodes that compute only constants."""
+    op, ins, out = node.op_type, list(node.input), node.output[0] if node.output else ""
+    if op == "Constant" or (ins and all(i in consts or i == "" for i in ins)):
+        return None
+    a = _attrs(node, helper)
+    data = [i for i in ins if i and i not in consts]
+    if op == "Conv":
+        w = consts.get(ins[1])
+        bias = consts.get(ins[2]) if len(ins) > 2 and ins[2] else None
+        return Node("conv", [ins[0]], out, node.name, dict(
+            weight=None if w is None else np.asarray(w, np.float64), bias=bias, group=a.get("group", 1),
+            stride=tuple(a.get("strides", (1, 1))), pads=a.get("pads")))
+    if op == "BatchNormalization":
+        g, b, m, v = (consts.get(i) for i in ins[1:5])
+        return Node("bn", [ins[0]], out, node.name, dict(gamma=g, beta=b, mean=m, var=v,
+                                                           eps=a.get("epsilon", 1e-5)))
+    if op == "Relu":
+        return Node("relu", data, out, node.name)
+    if op == "Clip":
+        lo = consts.get(ins[1]) if len(ins) > 1 and ins[1] else a.get("min")
+        hi = consts.get(ins[2]) if len(ins) > 2 and ins[2] else a.get("max")
+        return Node("clip", [ins[0]], out, node.name,
+                    dict(lo=None if lo is None else float(np.ravel(lo)[0]), hi=None if hi is None else float(np.ravel(hi)[0])))
+    if op in ("Max", "Min") and len(data) == 1:
+        return Node("clip", data, out, node.name, dict(op=op))
+    if op == "Add" and len(data) == 2:
+        return Node("add", data, out, node.name)
+    if op in ("Add", "Sub", "Mul", "Div") and len(data) == 1:
+        return Node("affine", data, out, node.name, dict(kind=op))
+    if op == "Pad":
+        return Node("pad", [ins[0]], out, node.name)
+    if op in _RESHAPES:
+        return Node("reshape", [ins[0]], out, node.name, dict(kind=op))
+    if op == "GlobalAveragePool" or op == "ReduceMean":
+        return Node("pool", [ins[0]], out, node.name)
+    if op in ("Gemm", "MatMul") and len(data) == 1:
+        w = consts.get(ins[1])
+        if w is not None:
+            w = np.asarray(w, np.float64)
+            if op == "MatMul" or not a.get("transB", 0):
+                w = w.T  # to (out, in)
+            w = w * a.get("alpha", 1.0)
+        bias = consts.get(ins[2]) if op == "Gemm" and len(ins) > 2 and ins[2] else None
+        if bias is not None:
+            bias = np.asarray(bias, np.float64) * a.get("beta", 1.0)
+        return Node("dense", [ins[0]], out, node.name, dict(weight=w, bias=bias))
+    if op == "Softmax":
+        return Node("softmax", [ins[0]], out, node.name)
+    return Node("other", data, out, node.name, dict(kind=op))
+
+
+def read_onnx(path):
+    onnx = require("onnx", "comparing an ONNX file", "onnx")
+    ort = require("onnxruntime", "running an ONNX file", "onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    path = os.fspath(path)
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise CompareError(f"{path!r} is not an ONNX file onnx can read: {exc}") from None
+    graph = model.graph
+    for t in graph.initializer:
+        if t.data_location == TensorProto.EXTERNAL:
+            raise CompareError(f"{path!r} keeps weights in external files; compare reads only the "
+                               "file given (save the model with its weights inside)")
+    consts = _constants(graph, numpy_helper)
+    inputs = [i for i in graph.input if i.name not in consts]
+    if len(inputs) != 1:
+        raise CompareError(f"{path!r} has {len(inputs)} inputs ({[i.name for i in inputs]}); "
+                           "a MobileNetV2 takes one image batch")
+    inp = inputs[0]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    if len(dims) != 4:
+        raise CompareError(f"{path!r}: input {inp.name!r} has rank {len(dims)}, expected an image batch (rank 4)")
+    if dims[1] == 3:
+        layout, hw = "NCHW", (dims[2], dims[3])
+    elif dims[3] == 3:
+        layout, hw = "NHWC", (dims[1], dims[2])
+    else:
+        raise CompareError(f"{path!r}: input shape {dims} has 3 channels neither at axis 1 (NCHW) "
+                           "nor at axis 3 (NHWC)")
+    hw = None if None in hw else hw
+    nodes = [n for n in (_normalize(node, consts, helper) for node in graph.node) if n is not None]
+
+    # A copy with every float intermediate tensor as an output (types from shape inference).
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe).graph.value_info
+        types = {v.name: v.type.tensor_type.elem_type for v in inferred}
+    except Exception:
+        types = {}
+    have = {o.name for o in probe.graph.output}
+    for node in graph.node:
+        if node.op_type not in _FLOAT_OPS:
+            continue
+        for name in node.output:
+            if name and name not in have and name not in consts:
+                if types.get(name, TensorProto.FLOAT) == TensorProto.FLOAT:
+                    probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+                    have.add(name)
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise CompareError(f"ONNX Runtime cannot load {path!r}: {exc}") from None
+    names = [o.name for o in session.get_outputs()]
+
+    def run(x):
+        feed = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "NCHW" else x, np.float32)
+        return dict(zip(names, session.run(names, {inp.name: feed})))
+
+    return OtherModel("onnx", path, nodes, layout, hw, "NCHW", runner=run)

@@ -1,0 +1,148 @@
+"""The reference's weights: named by the user (``--weights``) or read from OTHER.
+
+Read from OTHER, a convolution with its batch norm folded in (conv + bias, the form converters
+write) becomes a float64 MobileNetV2 layer pair whose batch norm adds the bias and nothing else:
+gamma = 1, beta = bias, moving mean = 0, moving variance = 1 and that layer's epsilon set to 0,
+so the scale ``gamma / sqrt(var + eps)`` is exactly 1.0 and ``x * 1 + bias`` is exact in any
+precision.  A separate BatchNormalization node's own statistics are used as they are, with
+Keras's epsilon (1e-3): an epsilon written into OTHER's node is then a defect compare can see;
+a folded one cannot be seen (the fold already multiplied it in).
+"""
+import os
+
+import numpy as np
+
+from mobilenetv2 import arch
+from mobilenetv2 import layers as L
+from mobilenetv2.tools.compare.errors import CompareError
+from mobilenetv2.tools.compare.mapping import check_convs, head_classes, keras_convs
+
+OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+
+def _model(alpha, hw, include_top, classes, dtype):
+    from mobilenetv2 import MobileNetV2
+    return MobileNetV2((hw[0], hw[1], 3), alpha=alpha, include_top=include_top, weights=None,
+                       classes=classes, classifier_activation=None, dtype=dtype)
+
+
+def infer_alpha(other):
+    convs = [n for n in other.nodes if n.op == "conv"]
+    for alpha in OFFICIAL_ALPHAS:
+        if check_convs(convs, arch.build_layers(alpha, include_top=False)) is None:
+            return alpha
+    why = check_convs(convs, arch.build_layers(1.0, include_top=False))
+    raise CompareError(f"{other.source!r} does not have the convolutions of a MobileNetV2 with any "
+                       f"alpha in {OFFICIAL_ALPHAS} ({why} at alpha 1.0)")
+
+
+def from_other(other, hw, include_top):
+    """(float64 model, float32 model, description) with OTHER's own weights."""
+    alpha = infer_alpha(other)
+    convs = [n for n in other.nodes if n.op == "conv"]
+    if any(n.attrs.get("weight") is None for n in convs):
+        raise CompareError(f"{other.source!r}: some convolution weights are computed at run time, "
+                           "not stored; give the reference weights with --weights")
+    classes = head_classes(other) if include_top else None
+    note = ""
+    drop = 0
+    if include_top and classes == 1001:
+        classes, drop = 1000, 1
+        note = ("; OTHER's head has 1001 classes: the reference takes rows 1..1000 (TF-slim's "
+                "background class 0 dropped), so Keras class i is OTHER's class i + 1")
+    models = []
+    folded = 0
+    for dtype in ("float64", "float32"):
+        m = _model(alpha, hw, include_top, classes or 1000, dtype)
+        consumers = {}
+        for n in other.nodes:
+            for i in n.inputs:
+                consumers.setdefault(i, []).append(n)
+        for node, layer in zip(convs, keras_convs(m.layers)):
+            w = node.attrs["weight"]
+            kernel = w.transpose(2, 3, 0, 1) if isinstance(layer, L.DepthwiseConv2D) else w.transpose(2, 3, 1, 0)
+            layer.set_weights([kernel], m.dtype)
+            bn = next(x for x in m.layers if x.inputs == (layer.name,))
+            bias = node.attrs.get("bias")
+            bias = np.zeros(bn.channels) if bias is None else np.asarray(bias, np.float64)
+            nxt = consumers.get(node.output, [])
+            if len(nxt) == 1 and nxt[0].op == "bn" and nxt[0].attrs.get("gamma") is not None:
+                a = nxt[0].attrs
+                bn.set_weights([a["gamma"], a["beta"], np.asarray(a["mean"], np.float64) - bias, a["var"]], m.dtype)
+            else:
+                bn.epsilon = 0.0
+                bn.set_weights([np.ones(bn.channels), bias, np.zeros(bn.channels), np.ones(bn.channels)], m.dtype)
+                folded += dtype == "float64"
+        if include_top:
+            dense = [n for n in other.nodes if n.op == "dense"][-1]
+            w = dense.attrs["weight"][drop:]
+            b = dense.attrs.get("bias")
+            b = np.zeros(w.shape[0]) if b is None else np.asarray(b, np.float64)[drop:]
+            m.get_layer("predictions").set_weights([w.T, b], m.dtype)
+        models.append(m)
+    desc = (f"read from OTHER ({other.kind}): MobileNetV2 alpha={alpha:g}, {len(convs)} convolutions, "
+            f"{folded} with the batch norm folded in")
+    cannot = ("weights read from OTHER cannot show a defect baked into them: a wrong batch-norm "
+              "epsilon folded into the conv weights, or weights already rounded (float16/bfloat16)")
+    if folded == 0:
+        cannot = "weights read from OTHER cannot show weights already rounded (float16/bfloat16) in them"
+    return models[0], models[1], desc + note, cannot, drop
+
+
+def _copy(model, dtype, hw, include_top):
+    """A model with ``model``'s weights (a MobileNetV2 object given as weights)."""
+    classes = model.classes if model.include_top else 1000
+    m = _model(model.alpha, hw, include_top and model.include_top, classes, dtype)
+    for layer in m.weighted_layers():
+        src = model.get_layer(layer.name)
+        if isinstance(src, L.BatchNormalization):
+            layer.epsilon = src.epsilon
+        layer.set_weights(src.get_weights(), m.dtype)
+    return m
+
+
+def from_user(weights, hw, include_top, alpha_hint=None):
+    """(float64 model, float32 model, description, cannot-detect note) from --weights: a
+    MobileNetV2 object, a Keras .h5, a Hugging Face folder, or a variant name like '1.0_224'."""
+    from mobilenetv2 import MobileNetV2
+    import mobilenetv2
+    if isinstance(weights, MobileNetV2):
+        src, desc = weights, f"the given model object ({weights.describe()})"
+    elif isinstance(weights, (str, os.PathLike)) and os.path.isdir(weights):
+        loader = getattr(mobilenetv2, "from_pretrained", None)
+        if loader is None:
+            raise CompareError(f"--weights {os.fspath(weights)!r} is a folder (a Hugging Face checkpoint?), "
+                               "and this build of mobilenetv2 has no from_pretrained() to read it; "
+                               "give a Keras .h5 file or a variant name")
+        src, desc = loader(weights, dtype="float64"), f"Hugging Face checkpoint {os.fspath(weights)!r}"
+    elif isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+        path = os.fspath(weights)
+        src = None
+        for top in ((True, False) if include_top else (False,)):
+            for alpha in ([alpha_hint] if alpha_hint else []) + [a for a in OFFICIAL_ALPHAS if a != alpha_hint]:
+                try:
+                    src = MobileNetV2((hw[0], hw[1], 3), alpha=alpha, include_top=top, weights=path,
+                                      classifier_activation=None, dtype="float64")
+                    break
+                except ValueError:
+                    continue
+            if src is not None:
+                break
+        if src is None:
+            raise CompareError(f"--weights {path!r} loads into no MobileNetV2 of alpha {OFFICIAL_ALPHAS} "
+                               "(is it a Keras MobileNetV2 .h5 weights file?)")
+        desc = f"Keras weights file {path!r} (alpha={src.alpha:g})"
+    else:
+        from mobilenetv2.variants import parse_variant
+        try:
+            alpha, rows = parse_variant(str(weights))
+        except ValueError as exc:
+            raise CompareError(f"--weights {weights!r}: not a file, folder or variant name ({exc})") from None
+        src = MobileNetV2((rows, rows, 3), alpha=alpha, include_top=include_top, weights="imagenet",
+                          classifier_activation=None, dtype="float64")
+        desc = f"imagenet weights of variant {weights} (Keras's file)"
+    m64 = _copy(src, "float64", hw, include_top)
+    m32 = _copy(src, "float32", hw, include_top)
+    cannot = ("reference weights given by the user: every defect in OTHER, weights included, is "
+              "visible; a wrong class head shows only if OTHER's head is compared")
+    return m64, m32, desc, cannot

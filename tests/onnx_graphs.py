@@ -1,0 +1,185 @@
+"""Hand-built ONNX graphs of MobileNetV2 as torch.onnx writes a TF-ported model (timm's ``tf_``
+models), with optional defects, for the compare tests; built with onnx.helper (no torch).
+
+What a real export looks like: NCHW input with a dynamic batch, batch norms folded into the convs
+(conv + bias, anonymous initializer names), TF "same" padding of stride-2 convs as separate Pad
+nodes whose pads a small subgraph computes from the input's shape at run time, Clip bounds from
+Constant nodes, scoped tensor names (/features/features.3/conv/...), GlobalAveragePool + Flatten +
+Gemm.  Defects reproduce the classic conversion bugs on purpose.
+"""
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from mobilenetv2 import layers as L
+from mobilenetv2.numpy_kernels import fold_batchnorm
+
+
+def _unit_prefix(i):
+    return f"/features/features.{i}/conv"
+
+
+def torch_style(model, path, sym_pads=(), relu=(), eps=None, input_map=None, weights_dtype=None,
+                classes_1001=False, opset=13):
+    eps = eps or {}
+    nodes, inits = [], []
+    counter = [0]
+
+    def const(array, dtype=np.float32):
+        counter[0] += 1
+        name = f"onnx::Conv_{counter[0]}"  # anonymous, as torch.onnx names folded weights
+        inits.append(numpy_helper.from_array(np.asarray(array, dtype), name))
+        return name
+
+    def constant_node(value, scope):
+        out = f"{scope}/Constant_output_0"
+        nodes.append(helper.make_node("Constant", [], [out], name=f"{scope}/Constant",
+                                      value=numpy_helper.from_array(np.asarray(value, np.float32))))
+        return out
+
+    def rounded(a):
+        if weights_dtype is None:
+            return a
+        return a.astype(weights_dtype).astype(np.float64)
+
+    h, w, _ = model.input_shape
+    x = "input"
+    if input_map == "unit":  # the graph expects [0, 1] and maps it to [-1, 1] itself
+        nodes.append(helper.make_node("Mul", [x, const(2.0)], ["/pre/Mul_output_0"]))
+        nodes.append(helper.make_node("Sub", ["/pre/Mul_output_0", const(1.0)], ["/pre/Sub_output_0"]))
+        x = "/pre/Sub_output_0"
+    elif input_map == "bgr":  # the graph expects BGR input
+        idx = "pre_idx"
+        inits.append(numpy_helper.from_array(np.array([2, 1, 0], np.int64), idx))
+        nodes.append(helper.make_node("Gather", [x, idx], ["/pre/Gather_output_0"], axis=1))
+        x = "/pre/Gather_output_0"
+    elif input_map == "nhwc_as_nchw":  # declares NCHW, but reads the buffer as NHWC
+        shape = "pre_shape"
+        inits.append(numpy_helper.from_array(np.array([-1, h, w, 3], np.int64), shape))
+        nodes.append(helper.make_node("Reshape", [x, shape], ["/pre/Reshape_output_0"]))
+        nodes.append(helper.make_node("Transpose", ["/pre/Reshape_output_0"], ["/pre/Transpose_output_0"],
+                                      perm=[0, 3, 1, 2]))
+        x = "/pre/Transpose_output_0"
+    tensor = {model.layers[0].name: x}
+    unit = 0
+    for layer in model.layers[1:]:
+        src = tensor.get(layer.inputs[0]) if layer.inputs else None
+        if isinstance(layer, L.ZeroPadding2D):
+            tensor[layer.name] = src
+            continue
+        if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D)):
+            unit += 1
+            scope = f"{_unit_prefix(unit)}/conv.{layer.name}"
+            bn = next(b for b in model.layers if b.inputs == (layer.name,))
+            k = layer.weights[0]
+            if isinstance(layer, L.DepthwiseConv2D):
+                wk, bias = fold_batchnorm(k[:, :, :, 0].astype(np.float64), *bn.weights, eps=eps.get(bn.name, bn.epsilon))
+                oihw, group, ksize = wk.transpose(2, 0, 1)[:, None], layer.channels, 3
+            else:
+                wk, bias = fold_batchnorm(k.astype(np.float64), *bn.weights, eps=eps.get(bn.name, bn.epsilon))
+                oihw, group, ksize = wk.transpose(3, 2, 0, 1), 1, layer.kernel
+            pads = [0, 0, 0, 0]
+            if ksize == 3 and (layer.stride == 1 or layer.name in sym_pads):
+                pads = [1, 1, 1, 1]
+            elif ksize == 3:
+                src = _dynamic_same_pad(nodes, inits, src, scope)
+            nodes.append(helper.make_node(
+                "Conv", [src, const(rounded(oihw)), const(rounded(bias))], [f"{scope}/Conv_output_0"],
+                name=f"{scope}/Conv", kernel_shape=[ksize, ksize], strides=[layer.stride] * 2,
+                pads=pads, group=group))
+            tensor[layer.name] = tensor[bn.name] = f"{scope}/Conv_output_0"
+        elif isinstance(layer, L.BatchNormalization):
+            continue
+        elif isinstance(layer, L.ReLU):
+            scope = f"{_unit_prefix(unit)}/act.{layer.name}"
+            out = f"{scope}/Clip_output_0"
+            if layer.name in relu:
+                nodes.append(helper.make_node("Relu", [src], [out], name=f"{scope}/Relu"))
+            else:
+                lo, hi = constant_node(0.0, scope + "/min"), constant_node(6.0, scope + "/max")
+                nodes.append(helper.make_node("Clip", [src, lo, hi], [out], name=f"{scope}/Clip"))
+            tensor[layer.name] = out
+        elif isinstance(layer, L.Add):
+            out = f"{_unit_prefix(unit)}/Add_output_0"
+            nodes.append(helper.make_node("Add", [tensor[i] for i in layer.inputs], [out]))
+            tensor[layer.name] = out
+        elif isinstance(layer, L.GlobalAveragePooling2D):
+            nodes.append(helper.make_node("GlobalAveragePool", [src], ["/GlobalAveragePool_output_0"]))
+            nodes.append(helper.make_node("Flatten", ["/GlobalAveragePool_output_0"], ["/Flatten_output_0"]))
+            tensor[layer.name] = "/Flatten_output_0"
+        elif isinstance(layer, L.Dense):
+            kernel, b = (np.asarray(a, np.float64) for a in layer.weights)
+            wt = kernel.T
+            if classes_1001:
+                wt = np.concatenate([np.full((1, wt.shape[1]), 0.01), wt])
+                b = np.concatenate([[0.5], b])
+            nodes.append(helper.make_node("Gemm", [src, const(rounded(wt)), const(rounded(b))],
+                                          ["logits"], name="/classifier/classifier.1/Gemm", transB=1))
+            tensor[layer.name] = "logits"
+    last = tensor[model.layers[-1].name]
+    n_out = [None, (1001 if classes_1001 else model.classes)] if model.include_top else None
+    graph = helper.make_graph(
+        nodes, "torch_style_mobilenetv2",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, h, w])],
+        [helper.make_tensor_value_info(last, TensorProto.FLOAT, n_out)], inits)
+    opsets = [helper.make_opsetid("", opset)]
+    m = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets),
+                          producer_name="pytorch-style")
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    return str(path)
+
+
+def _dynamic_same_pad(nodes, inits, src, scope):
+    """Pad ``src`` (NCHW) as TF "same" for a 3x3 stride-2 conv, the pads computed from its shape."""
+    def c(name, value):
+        inits.append(numpy_helper.from_array(np.array(value, np.int64), f"{scope}/{name}"))
+        return f"{scope}/{name}"
+
+    def op(kind, ins, tag, **kw):
+        out = f"{scope}/pad/{tag}_output_0"
+        nodes.append(helper.make_node(kind, ins, [out], name=f"{scope}/pad/{tag}", **kw))
+        return out
+
+    shape = op("Shape", [src], "Shape")
+    hw = op("Gather", [shape, c("hw_idx", [2, 3])], "Gather", axis=0)
+    out = op("Div", [op("Add", [hw, c("one", [1, 1])], "Add0"), c("two", [2, 2])], "Div")  # ceil(h / 2)
+    need = op("Sub", [op("Add", [op("Mul", [op("Sub", [out, c("one_b", [1, 1])], "Sub0"), c("two_b", [2, 2])], "Mul"),
+                                 c("three", [3, 3])], "Add1"), hw], "Sub1")
+    total = op("Max", [need, c("zero", [0, 0])], "Max")
+    before = op("Div", [total, c("two_c", [2, 2])], "Div1")
+    after = op("Sub", [total, before], "Sub2")
+    pads = op("Concat", [c("z2", [0, 0]), before, c("z2b", [0, 0]), after], "Concat", axis=0)
+    return op("Pad", [src, pads], "Pad", mode="constant")
+
+
+def edit_export(path, out, stem_pads=None, conv_pads=None, clip_to_relu=None, round_f16=False,
+                input_unit=False):
+    """Defects edited into an ``export_onnx`` file: pads of named convs, a Clip made Relu, every
+    initializer rounded to float16, or a [0, 1] input mapped to [-1, 1] inside."""
+    m = onnx.load(str(path))
+    g = m.graph
+    for node in g.node:
+        if node.op_type == "Conv" and conv_pads and node.output[0] in conv_pads:
+            for a in node.attribute:
+                if a.name == "pads":
+                    a.ints[:] = conv_pads[node.output[0]]
+        if node.op_type == "Clip" and clip_to_relu and node.output[0] == clip_to_relu:
+            node.op_type = "Relu"
+            del node.input[1:]
+    if round_f16:
+        for i, t in enumerate(g.initializer):
+            a = numpy_helper.to_array(t)
+            if a.dtype == np.float32:
+                g.initializer[i].CopyFrom(numpy_helper.from_array(a.astype(np.float16).astype(np.float32), t.name))
+    if input_unit:
+        first = g.node[0]
+        g.initializer.extend([numpy_helper.from_array(np.array(2.0, np.float32), "pre_two"),
+                              numpy_helper.from_array(np.array(1.0, np.float32), "pre_one")])
+        pre = [helper.make_node("Mul", ["input", "pre_two"], ["pre_mul"]),
+               helper.make_node("Sub", ["pre_mul", "pre_one"], ["pre_sub"])]
+        first.input[0] = "pre_sub"
+        for n in reversed(pre):
+            g.node.insert(0, n)
+    onnx.save(m, str(out))
+    return str(out)
