@@ -5,6 +5,8 @@
     mobilenetv2 dump IMAGE --layers NAME... --out acts.npz [--alpha A] [--size S] [--weights PATH]
     mobilenetv2 summary [--alpha A] [--size S]
     mobilenetv2 bench ...            (see mobilenetv2 bench --help)
+    mobilenetv2 compare OTHER [--weights W] [--images F|DIR... | --random N --seed S | --input X.npy]
+                        [--mapping M.json] [--json OUT] [--plot OUT.png] [--factor F]
 """
 import argparse
 import json
@@ -122,6 +124,21 @@ def cmd_bench(argv):
     return benchmark.main(argv)
 
 
+def cmd_compare(args):
+    """Exit 0 when OTHER agrees with the float64 reference to its noise floor, 1 when not."""
+    from mobilenetv2.tools.compare import compare
+    from mobilenetv2.tools.compare.report import format_table, write_json, write_plot
+    report = compare(args.other, weights=args.weights, images=args.images, random=args.random,
+                     seed=args.seed, batch=args.input, mapping=args.mapping, factor=args.factor,
+                     progress=not args.quiet and sys.stderr.isatty())
+    print(format_table(report, all_layers=args.all))
+    if args.json:
+        print(f"wrote {write_json(report, args.json)}")
+    if args.plot:
+        print(f"wrote {write_plot(report, args.plot)}")
+    return 0 if report["agrees"] else 1
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="mobilenetv2", description="MobileNetV2 inference with Keras's weights and names.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +167,25 @@ def build_parser():
     p.set_defaults(func=cmd_summary, weights="none")
 
     sub.add_parser("bench", help="time the engines and peers (mobilenetv2 bench --help)", add_help=False)
+
+    p = sub.add_parser("compare", help="find where another framework's MobileNetV2 leaves the float64 "
+                       "reference, and why (exit 0 agrees, 1 diverges, 2 bad input)")
+    p.add_argument("other", metavar="OTHER", help=".onnx, .tflite, .npz, or a folder of .npy files")
+    p.add_argument("--weights", help="reference weights: a Keras .h5, a Hugging Face folder or a "
+                   "variant name (default: read from OTHER)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--images", nargs="+", metavar="FILE|DIR", help="images (load_image + preprocess_input)")
+    src.add_argument("--random", type=int, metavar="N", help="N random images, uniform [-1, 1] (default 1)")
+    src.add_argument("--input", metavar="X.npy", help="an input batch (N, H, W, 3), float")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
+    p.add_argument("--mapping", metavar="M.json", help='{"input": NAME, "layout": "NCHW", "tensors": {OTHER: KERAS}}')
+    p.add_argument("--factor", type=float, default=30.0, help="a layer diverges above this many times "
+                   "its float32 noise floor (default 30)")
+    p.add_argument("--json", metavar="OUT.json", help="write the report as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="plot error per layer against the floor (matplotlib)")
+    p.add_argument("--all", action="store_true", help="show every layer in the table")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -117,7 +117,7 @@ def torch_style(model, path, sym_pads=(), relu=(), eps=None, input_map=None, wei
                                           ["logits"], name="/classifier/classifier.1/Gemm", transB=1))
             tensor[layer.name] = "logits"
     last = tensor[model.layers[-1].name]
-    n_out = [None, (1001 if classes_1001 else model.classes)] if model.include_top else None
+    n_out = ["batch", (1001 if classes_1001 else model.classes)] if model.include_top else ["batch", None, None, None]
     graph = helper.make_graph(
         nodes, "torch_style_mobilenetv2",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, h, w])],
@@ -183,3 +183,23 @@ def edit_export(path, out, stem_pads=None, conv_pads=None, clip_to_relu=None, ro
             g.node.insert(0, n)
     onnx.save(m, str(out))
     return str(out)
+
+
+def lively_weights(model, seed=0):
+    """Seeded weights under which every ReLU6 clips at both ends and batch norms matter (the
+    initial Keras weights keep activations small and batch norms at identity)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.weighted_layers():
+        arrays = []
+        for wname, shape in zip(layer.weight_names, layer.weight_shapes()):
+            if wname == "kernel":
+                fan_in = shape[0] * shape[1] if isinstance(layer, L.DepthwiseConv2D) else int(np.prod(shape[:-1]))
+                arrays.append(rng.normal(0, 1.0 / np.sqrt(fan_in), shape))
+            elif wname == "gamma":
+                arrays.append(rng.uniform(1.0, 2.0, shape))
+            elif wname == "moving_variance":
+                arrays.append(rng.uniform(0.5, 2.0, shape))
+            elif wname in ("beta", "moving_mean", "bias"):
+                arrays.append(rng.uniform(-0.2, 0.2, shape))
+        layer.set_weights(arrays, model.dtype)
+    return model

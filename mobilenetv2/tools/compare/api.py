@@ -174,12 +174,27 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
             e = metrics(got, want)["rel_l2"]
             return (e / floor, e)
         score.factor = factor
-        d = diagnose(ref, layer, score, other_arr, np.shape(other_arr), progress=bar)
+        i = rows.index(first)
+        d = diagnose(ref, layer, score, other_arr, np.shape(other_arr),
+                     previous=rows[i - 1]["layer"] if i else None, progress=bar)
         patch = d.pop("patch")
+        alternatives = d.pop("alternatives", [])
         if patch is not None:
             bar("checking every layer with the diagnosis applied")
-            fixed = _rows(ref.trace(patch), floors, other_out, matches, o.activation_layout, factor, patch)
-            nxt = next((r for r in fixed if not r["agrees"]), None)
+
+            def next_divergent(p):
+                fixed = _rows(ref.trace(p), floors, other_out, matches, o.activation_layout, factor, p)
+                return next((r for r in fixed if not r["agrees"]), None)
+            nxt = next_divergent(patch)
+            # equally confirmed at this layer (e.g. pads on the stem only, or on every stride-2
+            # conv): keep the one that explains the most layers after it
+            for ev, alt in alternatives[:6]:
+                if nxt is None:
+                    break
+                n2 = next_divergent(alt)
+                if n2 is None or ref.index[n2["layer"]] > ref.index[nxt["layer"]]:
+                    nxt, patch, d["evidence"] = n2, alt, [ev]
+            d["equivalent"] = [e["applied"] for e, _ in alternatives if e["applied"] != d["evidence"][0]["applied"]][:8]
             d["scope"] = "this layer"
             if nxt is not None and d["cause"] == "bn_epsilon" and not d["also"]:
                 everywhere = _epsilon_everywhere(ref, patch)  # the same epsilon in every batch norm?

@@ -49,6 +49,37 @@ def _padding(ref, layer, other_shape, base):
     return out
 
 
+def _pad_target(ref, conv):
+    """The layer whose pads a 3x3 conv uses: its ZeroPadding2D where it has one, else itself."""
+    before = ref.layers[ref.index[conv.inputs[0]]]
+    return before if isinstance(before, L.ZeroPadding2D) else conv
+
+
+def _symmetric(ref, convs, text, detail):
+    patch = {}
+    for conv in convs:
+        patch[_pad_target(ref, conv).name] = lambda x: clone(x, pads=fixed_pads((1, 1, 1, 1)))
+    return Patch("padding", text, patch, detail=detail)
+
+
+def _padding_unseen(ref, layer, previous):
+    """Symmetric pads on the stride-2 3x3 convs OTHER ran where nothing could be compared
+    (between the last agreeing layer and ``layer``), and on every stride-2 3x3 conv (a
+    framework-wide setting such as transformers' tf_padding=False)."""
+    s2 = [x for x in ref.layers if isinstance(x, (L.Conv2D, L.DepthwiseConv2D))
+          and getattr(x, "kernel", 3) == 3 and x.stride == 2]
+    lo = ref.index[previous] if previous else 0
+    gap = [x for x in s2 if lo < ref.index[x.name] < ref.index[layer]]
+    out = []
+    if gap and len(gap) < len(s2):
+        names = [x.name for x in gap]
+        out.append(_symmetric(ref, gap, f"symmetric pads (1, 1, 1, 1) on the stride-2 convs before {layer} "
+                              f"that could not be compared: {', '.join(names)}", {"layers": names, "pads": [1, 1, 1, 1]}))
+    out.append(_symmetric(ref, s2, "symmetric pads (1, 1, 1, 1) on every stride-2 3x3 conv (PyTorch's "
+                          "padding=1 where TensorFlow pads 'same')", {"layers": "all stride-2", "pads": [1, 1, 1, 1]}))
+    return out
+
+
 def _bn_epsilon(ref, layer, other_arr, base):
     unit = ref.unit_of(layer)
     bn = ref.reader_of(unit.name, L.BatchNormalization)
@@ -97,8 +128,8 @@ def _activation(ref, layer):
                   {act.name: lambda x: PlainReLU(x.name, x.inputs)}, detail={"layer": act.name, "activation": "relu"})]
 
 
-def _layout(ref, layer):
-    if ref.unit_of(layer) is not ref.layers[1]:
+def _layout(ref, layer, first_visible):
+    if ref.unit_of(layer) is not ref.layers[1] and not first_visible:
         return []
     out = []
     for p in itertools.permutations(range(3)):
@@ -117,6 +148,31 @@ def _layout(ref, layer):
                      input_fn=lambda x: x.reshape(n, c, h, w).transpose(0, 2, 3, 1),
                      detail={"transform": "nhwc_buffer_read_as_nchw"}))
     return out
+
+
+IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+def _affine(a, b, how):
+    a, b = np.broadcast_to(np.asarray(a, np.float64), (3,)), np.broadcast_to(np.asarray(b, np.float64), (3,))
+    lo, hi = (-1 - b) / a, (1 - b) / a
+    rng = (f"[{lo[0]:.4g}, {hi[0]:.4g}]" if np.allclose(lo, lo[0]) and np.allclose(hi, hi[0])
+           else ", ".join(f"{ch} [{l_:.4g}, {h_:.4g}]" for ch, l_, h_ in zip(CHANNEL_NAMES, lo, hi)))
+    return Patch("preprocessing",
+                 f"OTHER maps its input x to a*x + b with a = {np.array2string(a, precision=4)}, "
+                 f"b = {np.array2string(b, precision=4)} ({how}): it expects input in {rng}, "
+                 "where the reference takes [-1, 1]",
+                 input_fn=lambda x: x * a + b,
+                 detail={"scale": a.tolist(), "offset": b.tolist(), "expects_range": [lo.tolist(), hi.tolist()]})
+
+
+def _preprocessing_named(ref, layer, first_visible):
+    """The usual input scalings, for a first divergent layer deeper than the stem."""
+    if ref.unit_of(layer) is ref.layers[1] or not first_visible:
+        return []
+    # [0, 1] mapped by 2u - 1; [0, 255] by u / 127.5 - 1; torchvision's (u - mean) / std on [0, 1]
+    return [_affine(2.0, -1.0, "input expected in [0, 1]"), _affine(1 / 127.5, -1.0, "input expected in [0, 255]"),
+            _affine(1 / IMAGENET_STD, -IMAGENET_MEAN / IMAGENET_STD, "ImageNet mean/std normalization")]
 
 
 def _preprocessing(ref, layer, other_arr, base):
@@ -156,15 +212,7 @@ def _preprocessing(ref, layer, other_arr, base):
             continue
         if not np.all(np.abs(aa) > 1e-6):
             continue
-        lo, hi = (-1 - bb) / aa, (1 - bb) / aa
-        rng = (f"[{lo[0]:.4g}, {hi[0]:.4g}]" if np.allclose(lo, lo[0]) and np.allclose(hi, hi[0])
-               else ", ".join(f"{ch} [{l_:.4g}, {h_:.4g}]" for ch, l_, h_ in zip(CHANNEL_NAMES, lo, hi)))
-        out.append(Patch("preprocessing",
-                         f"OTHER maps its input x to a*x + b with a = {np.array2string(aa, precision=4)}, "
-                         f"b = {np.array2string(bb, precision=4)} (fitted): it expects input in {rng}, "
-                         "where the reference takes [-1, 1]",
-                         input_fn=lambda x, aa=aa, bb=bb: x * aa + bb,
-                         detail={"scale": aa.tolist(), "offset": bb.tolist(), "expects_range": [lo.tolist(), hi.tolist()]}))
+        out.append(_affine(aa, bb, "fitted per channel on the stem's output"))
     return out
 
 
@@ -222,27 +270,29 @@ def _class_offset(ref, layer, other_shape):
     return []
 
 
-def candidates(ref, layer, other_arr, other_shape, base=NO_PATCH, skip=()):
-    """Every suspected defect that could show first at ``layer``, as patches on top of ``base``."""
+def candidates(ref, layer, other_arr, other_shape, base=NO_PATCH, skip=(), previous=None):
+    """Every suspected defect that could show first at ``layer``, as patches on top of ``base``;
+    ``previous`` is the last layer compared before it (agreeing), None where it is the first."""
     out = []
+    first_visible = previous is None
     if "class_offset" not in skip:
         out += _class_offset(ref, layer, other_shape)
     if "padding" not in skip:
-        out += _padding(ref, layer, other_shape, base)
+        out += _padding(ref, layer, other_shape, base) + _padding_unseen(ref, layer, previous)
     if "bn_epsilon" not in skip:
         out += _bn_epsilon(ref, layer, other_arr, base)
     if "activation" not in skip:
         out += _activation(ref, layer)
     if "layout" not in skip:
-        out += _layout(ref, layer)
+        out += _layout(ref, layer, first_visible)
     if "preprocessing" not in skip:
-        out += _preprocessing(ref, layer, other_arr, base)
+        out += _preprocessing(ref, layer, other_arr, base) + _preprocessing_named(ref, layer, first_visible)
     if "precision" not in skip:
         out += _precision(ref)
     return out
 
 
-def diagnose(ref, layer, score, other_arr, other_shape, progress=None):
+def diagnose(ref, layer, score, other_arr, other_shape, previous=None, progress=None):
     """The diagnosis of ``layer``: ``score(patch)`` gives OTHER's (ratio, rel_l2) at ``layer``
     against the reference with ``patch`` applied; a patch is confirmed when the ratio is within
     the factor (``score.factor``)."""
@@ -265,18 +315,19 @@ def diagnose(ref, layer, score, other_arr, other_shape, progress=None):
              "after": {"rel_l2": after[1], "ratio": after[0]}, "detail": p.detail}
         return e
 
-    scored = run(candidates(ref, layer, other_arr, other_shape))
+    scored = run(candidates(ref, layer, other_arr, other_shape, previous=previous))
     ok = [s for s in scored if s[0][0] <= score.factor]  # in the candidates' order: simplest first
     if ok:
         (after, p) = ok[0]
         return {"layer": layer, "cause": p.cause, "also": [], "evidence": [evidence(p, after)],
                 "equivalent": [q.text for _, q in ok[1:] if q.cause == p.cause][:8],
-                "patch": p, "tried": tried}
+                "patch": p, "alternatives": [(evidence(q, a), q) for a, q in ok[1:] if q.cause == p.cause],
+                "tried": tried}
     finite = [s for s in scored if s[0][0] is not None and np.isfinite(s[0][0])]
     if finite:
         (after1, p1) = min(finite, key=lambda s: s[0][0])
         if before[0] is None or after1[0] < before[0] / 2:
-            seconds = candidates(ref, layer, other_arr, other_shape, base=p1, skip=(p1.cause,))
+            seconds = candidates(ref, layer, other_arr, other_shape, base=p1, skip=(p1.cause,), previous=previous)
             scored2 = [(s, p2) for (s, _), p2 in zip(run([p1 + p2 for p2 in seconds]), seconds)]
             ok2 = [s for s in scored2 if s[0][0] <= score.factor]
             if ok2:

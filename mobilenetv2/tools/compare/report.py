@@ -1,0 +1,126 @@
+"""The report of a comparison: a terminal table, a JSON file, a plot (matplotlib optional)."""
+import json
+import math
+import os
+import tempfile
+
+from mobilenetv2.tools.compare.errors import require
+
+
+def _num(v, fmt="{:.2e}"):
+    return "-" if v is None else fmt.format(v)
+
+
+def format_table(report, all_layers=False):
+    """The table as text: every layer up to the first divergent one and a few after (all with
+    ``all_layers``), the first divergent layer marked ``>>``, then the verdict and diagnosis."""
+    rows = report["layers"]
+    first = report["first_divergent_layer"]
+    idx = next((i for i, r in enumerate(rows) if r["layer"] == first), None)
+    shown = rows if all_layers or idx is None else rows[:idx + 4]
+    name_w = max([len(r["layer"]) for r in shown] + [5])
+    lines = [f"OTHER:   {report['other']['source']} ({report['other']['kind']}, input {report['other']['input_layout']})",
+             f"weights: {report['weights']['source']}",
+             f"         cannot detect: {report['weights']['cannot_detect']}",
+             f"input:   {report['input']['source']}, shape {report['input']['shape']} (NHWC)",
+             f"floor:   {report['floor']}; a layer diverges above {report['factor']:g} x its floor", ""]
+    head = f"   {'layer':<{name_w}}  {'max abs':>9}  {'rel L2':>9}  {'cosine':>10}  {'floor':>9}  {'x floor':>9}"
+    lines += [head, "-" * len(head)]
+    for r in shown:
+        mark = ">> " if r["layer"] == first else ("   " if r["agrees"] else " ! ")
+        ratio = "-" if r["ratio"] is None else (f"{r['ratio']:.1f}" if r["ratio"] < 1e4 else f"{r['ratio']:.1e}")
+        cos = "-" if r["cosine"] is None else f"{r['cosine']:.8f}"
+        lines.append(f"{mark}{r['layer']:<{name_w}}  {_num(r['max_abs'])}  {_num(r['rel_l2'])}  {cos:>10}  "
+                     f"{_num(r['floor_rel_l2'])}  {ratio:>9}" + (f"  {r['note']}" if r.get("note") else ""))
+    if len(shown) < len(rows):
+        lines.append(f"   ... {len(rows) - len(shown)} more layers (--all to show them)")
+    lines.append("")
+    if report["agrees"]:
+        worst = max(rows, key=lambda r: r["ratio"] or 0)
+        lines.append(f"AGREES: all {len(rows)} compared layers within {report['factor']:g} x their float32 noise floor "
+                     f"(worst {worst['layer']}: {worst['ratio']:.1f} x)")
+        return "\n".join(lines)
+    r = rows[idx]
+    lines.append(f"DIVERGES at {first} ({r['how']}): " + (
+        r.get("note") or f"rel L2 {r['rel_l2']:.3e} = {r['ratio']:.3g} x its floor {r['floor_rel_l2']:.2e}"))
+    d = report["diagnosis"]
+    if d:
+        also = f" (also: {', '.join(d['also'])})" if d["also"] else ""
+        lines.append(f"cause: {d['cause']}{also}" + (f", in {d['scope']}" if d.get("scope") not in (None, "this layer") else ""))
+        for e in d["evidence"]:
+            b, a = e["before"], e["after"]
+            label = "closest (not confirmed)" if d["cause"] == "unexplained" else "confirmed"
+            lines.append(f"  {label}: {e['applied']}")
+            lines.append(f"    before: rel L2 {_num(b['rel_l2'])} = {_num(b['ratio'], '{:.3g}')} x floor;  "
+                         f"with it applied to the float64 reference: rel L2 {_num(a['rel_l2'])} = "
+                         f"{_num(a['ratio'], '{:.3g}')} x floor")
+        if d.get("equivalent"):
+            lines.append(f"  equally confirmed: {'; '.join(d['equivalent'][:3])}")
+        fix = d.get("after_fix")
+        if fix:
+            lines.append("  with the diagnosis applied, every compared layer agrees" if fix["agrees"] else
+                         f"  with the diagnosis applied, the next divergent layer is {fix['first_divergent_layer']}")
+        lines.append(f"  ({d['tried']} suspected defects tried)")
+    return "\n".join(lines)
+
+
+def _atomic_write(path, write, suffix):
+    path = os.path.abspath(os.fspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def write_json(report, path):
+    data = json.dumps(_clean(report), indent=2).encode()
+    return _atomic_write(path, lambda f: f.write(data), ".json")
+
+
+def write_plot(report, path):
+    """Relative L2 per layer against the noise floor and the factor line, log scale."""
+    require("matplotlib", "--plot", "plot")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = report["layers"]
+    xs = range(len(rows))
+    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.16), 4.5))
+    err = [r["rel_l2"] if r["rel_l2"] else float("nan") for r in rows]
+    floor = [r["floor_rel_l2"] for r in rows]
+    ax.semilogy(xs, err, "o-", ms=3, label="OTHER vs float64 (rel L2)")
+    ax.semilogy(xs, floor, "-", color="gray", label="float32 noise floor")
+    ax.semilogy(xs, [f * report["factor"] for f in floor], "--", color="gray", lw=0.8,
+                label=f"{report['factor']:g} x floor")
+    first = report["first_divergent_layer"]
+    if first is not None:
+        i = next(i for i, r in enumerate(rows) if r["layer"] == first)
+        cause = report["diagnosis"]["cause"] if report["diagnosis"] else ""
+        ax.axvline(i, color="red", lw=1)
+        ax.annotate(f"{first}: {cause}", (i, err[i] if err[i] == err[i] else floor[i]), color="red",
+                    xytext=(5, 5), textcoords="offset points", fontsize=8)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([r["layer"] for r in rows], rotation=90, fontsize=6)
+    ax.set_ylabel("relative L2 error")
+    ax.set_title(f"{os.path.basename(report['other']['source'])} vs the float64 reference")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        return _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), ".png")
+    finally:
+        plt.close(fig)

@@ -1,0 +1,255 @@
+"""``mobilenetv2 compare``: clean conversions agree, injected defects are found at the right layer
+with the right cause (each confirmed by the float64 reference re-run with that defect), bad input
+exits 2 with one line.  OTHER here is ONNX (our export, or a torch-style graph built with
+onnx.helper); see test_compare_peers.py for LiteRT, Hugging Face dumps and the real backbone."""
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="compare's ONNX tests need the onnx extra (pip install 'mobilenetv2[onnx]')")
+pytest.importorskip("onnxruntime", reason="compare runs ONNX files in onnxruntime (pip install 'mobilenetv2[onnx]')")
+
+from mobilenetv2 import MobileNetV2, export_onnx  # noqa: E402
+from mobilenetv2.cli import main  # noqa: E402
+from mobilenetv2.tools.compare import CAUSES, CompareError, compare  # noqa: E402
+from onnx_graphs import edit_export, lively_weights, torch_style  # noqa: E402
+
+SHAPE = (96, 96, 3)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return lively_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None, classifier_activation=None), seed=3)
+
+
+@pytest.fixture(scope="module")
+def weights_file(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "lively_0.35_96.h5"
+    model.save_weights(path)
+    return str(path)
+
+
+def _model_with_eps(model, eps):
+    m = MobileNetV2(SHAPE, alpha=0.35, weights=None, classifier_activation=None)
+    m.set_weights(model.get_weights())
+    for layer in m.layers:
+        if layer.name in eps:
+            layer.epsilon = eps[layer.name]
+    return m
+
+
+def n_keras_outputs(model):
+    """Layers a fused ONNX graph shows: every BN (conv+BN), ReLU6, Add, the pooling and the head."""
+    from mobilenetv2 import layers as L
+    return sum(isinstance(x, (L.BatchNormalization, L.ReLU, L.Add, L.GlobalAveragePooling2D, L.Dense))
+               for x in model.layers)
+
+
+# -- clean conversions agree ------------------------------------------------------------------
+def test_own_export_agrees_every_layer(model, weights_file, tmp_path, capsys):
+    path = export_onnx(model, tmp_path / "clean.onnx", batch=None)
+    out = tmp_path / "r.json"
+    code = main(["compare", path, "--weights", weights_file, "--random", "2", "--seed", "5",
+                 "--json", str(out), "--quiet"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "AGREES" in text
+    report = json.loads(out.read_text())
+    assert report["agrees"] is True and report["first_divergent_layer"] is None and report["diagnosis"] is None
+    assert len(report["layers"]) == n_keras_outputs(model)  # every layer of the graph mapped
+    for row in report["layers"]:
+        assert row["ratio"] <= report["factor"] and 0 < row["floor_rel_l2"] < 1e-4
+        assert row["cosine"] > 0.999999 and row["how"]
+    assert report["layers"][0]["layer"] == "bn_Conv1" and "folded" in report["layers"][0]["how"]
+    assert report["layers"][-1]["layer"] == "predictions"
+
+
+def test_weights_read_from_other_agree_and_say_what_they_hide(model, tmp_path):
+    path = torch_style(model, tmp_path / "clean.onnx")
+    report = compare(path, random=1, seed=2)
+    assert report["agrees"], [r for r in report["layers"] if not r["agrees"]][:1]
+    assert "52 with the batch norm folded in" in report["weights"]["source"]
+    assert "epsilon" in report["weights"]["cannot_detect"]
+    # ... and indeed: epsilon 1e-5 folded into every layer is invisible with OTHER's own weights
+    eps = {x.name: 1e-5 for x in model.layers if type(x).__name__ == "BatchNormalization"}
+    assert compare(torch_style(model, tmp_path / "eps.onnx", eps=eps), random=1)["agrees"]
+
+
+# -- injected defects: the right layer, the right cause, confirmed -----------------------------
+TORCH_STYLE_DEFECTS = {
+    "stem_symmetric_pads": (dict(sym_pads={"Conv1"}), "bn_Conv1", "padding", []),
+    "depthwise_symmetric_pads": (dict(sym_pads={"block_6_depthwise"}), "block_6_depthwise_BN", "padding", []),
+    "eps_one_layer": (dict(eps={"block_4_expand_BN": 1e-5}), "block_4_expand_BN", "bn_epsilon", []),
+    "eps_all": ("all", "bn_Conv1", "bn_epsilon", []),
+    "relu_for_relu6": (dict(relu={"block_2_expand_relu"}), "block_2_expand_relu", "activation", []),
+    "input_in_0_1": (dict(input_map="unit"), "bn_Conv1", "preprocessing", []),
+    "bgr": (dict(input_map="bgr"), "bn_Conv1", "layout", []),
+    "nhwc_as_nchw": (dict(input_map="nhwc_as_nchw"), "bn_Conv1", "layout", []),
+    "float16_weights": (dict(weights_dtype=np.float16), "bn_Conv1", "precision", []),
+    "head_1001": (dict(classes_1001=True), "predictions", "class_offset", []),
+    "padding_and_eps": (dict(sym_pads={"Conv1"}, eps={"bn_Conv1": 1e-5}), "bn_Conv1", "padding", ["bn_epsilon"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TORCH_STYLE_DEFECTS))
+def test_torch_style_defect_found(model, tmp_path, case):
+    kw, layer, cause, also = TORCH_STYLE_DEFECTS[case]
+    if kw == "all":
+        kw = dict(eps={x.name: 1e-5 for x in model.layers if type(x).__name__ == "BatchNormalization"})
+    path = torch_style(model, tmp_path / f"{case}.onnx", **kw)
+    report = compare(path, weights=model, random=1, seed=7)
+    assert not report["agrees"]
+    assert report["first_divergent_layer"] == layer
+    d = report["diagnosis"]
+    assert (d["cause"], d["also"]) == (cause, also), d["evidence"]
+    ev = d["evidence"][0]
+    assert ev["before"]["ratio"] > 10 * report["factor"]       # far off before
+    assert ev["after"]["ratio"] <= report["factor"]            # at its floor with the defect applied
+    assert d["after_fix"]["agrees"] is True                      # and so is every later layer
+    assert cause in CAUSES
+
+
+def test_found_details(model, tmp_path):
+    """The evidence names the values: pads, fitted epsilon, the input map, the channel order."""
+    d = compare(torch_style(model, tmp_path / "a.onnx", sym_pads={"Conv1"}), weights=model)["diagnosis"]
+    assert d["evidence"][0]["detail"]["pads"] == [1, 1, 1, 1]
+    assert d["evidence"][0]["detail"]["reference_pads"] == [0, 1, 0, 1]
+    d = compare(torch_style(model, tmp_path / "b.onnx", eps={"block_4_expand_BN": 1e-5}), weights=model)["diagnosis"]
+    assert d["evidence"][0]["detail"]["epsilon"] == 1e-5
+    assert d["evidence"][0]["detail"]["fitted"]["median"] == pytest.approx(1e-5, rel=0.05)
+    d = compare(torch_style(model, tmp_path / "c.onnx", input_map="unit"), weights=model)["diagnosis"]
+    assert d["evidence"][0]["detail"]["scale"] == pytest.approx([2, 2, 2])
+    assert d["evidence"][0]["detail"]["offset"] == pytest.approx([-1, -1, -1])
+    assert "[0, 1]" in d["evidence"][0]["applied"]
+    d = compare(torch_style(model, tmp_path / "d.onnx", input_map="bgr"), weights=model)["diagnosis"]
+    assert d["evidence"][0]["detail"]["channels"] == "BGR"
+    d = compare(torch_style(model, tmp_path / "e.onnx", eps={x.name: 1e-5 for x in model.layers
+                                                            if type(x).__name__ == "BatchNormalization"}), weights=model)["diagnosis"]
+    assert d["scope"] == "every batch norm"
+
+
+EXPORT_DEFECTS = {
+    "stem_symmetric_pads": (dict(conv_pads={"bn_Conv1": [1, 1, 1, 1]}), "bn_Conv1", "padding"),
+    "depthwise_symmetric_pads": (dict(conv_pads={"block_3_depthwise_BN": [1, 1, 1, 1]}), "block_3_depthwise_BN", "padding"),
+    "relu_for_relu6": (dict(clip_to_relu="block_5_depthwise_relu"), "block_5_depthwise_relu", "activation"),
+    "float16_weights": (dict(round_f16=True), "bn_Conv1", "precision"),
+    "input_in_0_1": (dict(input_unit=True), "bn_Conv1", "preprocessing"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXPORT_DEFECTS))
+def test_export_defect_found_by_the_cli(model, weights_file, tmp_path, capsys, case):
+    kw, layer, cause = EXPORT_DEFECTS[case]
+    clean = export_onnx(model, tmp_path / "clean.onnx")
+    path = edit_export(clean, tmp_path / f"{case}.onnx", **kw)
+    out = tmp_path / "r.json"
+    assert main(["compare", path, "--weights", weights_file, "--json", str(out), "--quiet"]) == 1
+    text = capsys.readouterr().out
+    assert f">> {layer}" in text and f"cause: {cause}" in text and "before:" in text
+    report = json.loads(out.read_text())
+    assert report["first_divergent_layer"] == layer and report["diagnosis"]["cause"] == cause
+
+
+def test_export_with_a_wrong_epsilon(model, tmp_path):
+    bad = _model_with_eps(model, {"block_8_project_BN": 1e-5})
+    path = export_onnx(bad, tmp_path / "eps.onnx")
+    report = compare(path, weights=model, random=1)
+    assert report["first_divergent_layer"] == "block_8_project_BN"
+    assert report["diagnosis"]["cause"] == "bn_epsilon"
+
+
+def test_padding_seen_only_after_the_layers_that_caused_it(tmp_path):
+    """A dump with block outputs only (as transformers' hidden states), from a graph padding every
+    stride-2 conv symmetrically at 33x40 (an even side): the first layer compare can see is
+    block_1_project_BN, three convs after the stem, and the cause named there is padding."""
+    from mobilenetv2.tools.compare.onnx_reader import read_onnx
+    m = lively_weights(MobileNetV2((33, 40, 3), alpha=0.35, include_top=False, weights=None), seed=4)
+    s2 = {x.name for x in m.layers if getattr(x, "stride", 1) == 2}
+    path = torch_style(m, tmp_path / "sym.onnx", sym_pads=s2)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 33, 40, 3)).astype(np.float32)
+    tensors = read_onnx(path).run(x)
+    arrays, names = {"pixel_values": x.transpose(0, 3, 1, 2)}, {}
+    for b in range(1, 17):
+        add = [k for k in tensors if k == f"/features/features.{3 * b + 1}/conv/Add_output_0"]
+        proj = [k for k in tensors if f"conv.block_{b}_project/" in k]
+        key = f"hidden_states/{b - 1:02d}"
+        arrays[key] = tensors[(add or proj)[0]]
+        names[key] = f"block_{b}_add" if add else f"block_{b}_project_BN"
+    dump = tmp_path / "dump.npz"
+    np.savez(dump, **arrays)
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"input": "pixel_values", "layout": "NCHW", "tensors": names}))
+    report = compare(str(dump), weights=m, mapping=str(mapping))
+    assert report["first_divergent_layer"] == "block_1_project_BN"
+    assert report["diagnosis"]["cause"] == "padding"
+    assert report["diagnosis"]["after_fix"]["agrees"]
+    # the same dump of the clean graph agrees
+    clean = read_onnx(torch_style(m, tmp_path / "clean.onnx")).run(x)
+    for key, name in names.items():
+        b = int(key[-2:]) + 1
+        add = f"/features/features.{3 * b + 1}/conv/Add_output_0"
+        arrays[key] = clean[add] if add in clean else clean[next(k for k in clean if f"conv.block_{b}_project/" in k)]
+    np.savez(dump, **arrays)
+    assert compare(str(dump), weights=m, mapping=str(mapping))["agrees"]
+
+
+# -- output -----------------------------------------------------------------------------------
+def test_plot(model, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (pip install 'mobilenetv2[plot]')")
+    path = torch_style(model, tmp_path / "relu.onnx", relu={"block_2_expand_relu"})
+    png = tmp_path / "err.png"
+    main(["compare", path, "--plot", str(png), "--quiet"])  # weights from OTHER
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_images_go_to_both_sides(model, tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (120, 100, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    path = torch_style(model, tmp_path / "bgr.onnx", input_map="bgr")
+    report = compare(path, weights=model, images=[str(tmp_path)])
+    assert report["input"]["shape"] == [2, 96, 96, 3]
+    assert report["diagnosis"]["cause"] == "layout"
+
+
+# -- bad input: exit 2, one line ----------------------------------------------------------------
+def test_usage_errors_exit_2_with_one_line(model, tmp_path, capsys):
+    clean = export_onnx(model, tmp_path / "clean.onnx")
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{not json")
+    (tmp_path / "junk.onnx").write_bytes(b"\x00garbage" * 10)
+    np.savez(tmp_path / "dump.npz", input=np.zeros((1, 96, 96, 3), np.float32))
+    small = MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None)
+    export_onnx(small, tmp_path / "small.onnx")
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Relu", ["input"], ["y"])], "g",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=7), tmp_path / "relu.onnx")
+    cases = [
+        [str(tmp_path / "missing.onnx")],
+        [str(tmp_path / "junk.onnx")],
+        [str(tmp_path / "relu.onnx")],                         # not a MobileNetV2
+        [clean, "--mapping", str(bad_json)],
+        [clean, "--weights", str(tmp_path / "nope.h5")],
+        [clean, "--input", str(tmp_path / "missing.npy")],
+        [str(tmp_path / "dump.npz")],                          # a dump without --weights
+        [str(tmp_path / "dump.npz"), "--weights", str(tmp_path / "small.onnx")],
+        [clean, "--random", "0"],
+        [str(tmp_path / "model.pt")],
+    ]
+    (tmp_path / "model.pt").write_bytes(b"x")
+    for args in cases:
+        assert main(["compare"] + args + ["--quiet"]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("mobilenetv2 compare: error:") and "\n" not in err, (args, err)
+
+
+def test_missing_extra_is_named(monkeypatch, tmp_path, model):
+    import sys
+    path = export_onnx(model, tmp_path / "m.onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(CompareError, match=r'pip install "mobilenetv2\[onnx\]"'):
+        compare(path)
