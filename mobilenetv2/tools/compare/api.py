@@ -107,10 +107,11 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         x, input_desc = make_input(hw, images, random, seed, batch)
         hw = tuple(x.shape[1:3])
     include_top = M.has_head(o) if o.nodes else True
+    pooling = "avg" if any(n.op == "pool" for n in o.nodes) and not include_top else None
     if weights is not None:
-        m64, m32, wdesc, cannot = W.from_user(weights, hw, include_top)
+        m64, m32, wdesc, cannot = W.from_user(weights, hw, include_top, pooling)
     elif o.nodes:
-        m64, m32, wdesc, cannot, _ = W.from_other(o, hw, include_top)
+        m64, m32, wdesc, cannot, _ = W.from_other(o, hw, include_top, pooling)
     else:
         raise CompareError(f"{o.source!r} is a tensor dump and carries no weights: name the reference "
                            "weights with --weights (a Keras .h5, a Hugging Face folder or a variant name)")

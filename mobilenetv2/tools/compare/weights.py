@@ -20,10 +20,11 @@ from mobilenetv2.tools.compare.mapping import check_convs, head_classes, keras_c
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
 
-def _model(alpha, hw, include_top, classes, dtype):
+def _model(alpha, hw, include_top, classes, dtype, pooling=None):
     from mobilenetv2 import MobileNetV2
     return MobileNetV2((hw[0], hw[1], 3), alpha=alpha, include_top=include_top, weights=None,
-                       classes=classes, classifier_activation=None, dtype=dtype)
+                       classes=classes, classifier_activation=None, dtype=dtype,
+                       pooling=None if include_top else pooling)
 
 
 def infer_alpha(other):
@@ -36,7 +37,7 @@ def infer_alpha(other):
                        f"alpha in {OFFICIAL_ALPHAS} ({why} at alpha 1.0)")
 
 
-def from_other(other, hw, include_top):
+def from_other(other, hw, include_top, pooling=None):
     """(float64 model, float32 model, description) with OTHER's own weights."""
     alpha = infer_alpha(other)
     convs = [n for n in other.nodes if n.op == "conv"]
@@ -53,7 +54,7 @@ def from_other(other, hw, include_top):
     models = []
     folded = 0
     for dtype in ("float64", "float32"):
-        m = _model(alpha, hw, include_top, classes or 1000, dtype)
+        m = _model(alpha, hw, include_top, classes or 1000, dtype, pooling)
         consumers = {}
         for n in other.nodes:
             for i in n.inputs:
@@ -89,10 +90,10 @@ def from_other(other, hw, include_top):
     return models[0], models[1], desc + note, cannot, drop
 
 
-def _copy(model, dtype, hw, include_top):
+def _copy(model, dtype, hw, include_top, pooling=None):
     """A model with ``model``'s weights (a MobileNetV2 object given as weights)."""
     classes = model.classes if model.include_top else 1000
-    m = _model(model.alpha, hw, include_top and model.include_top, classes, dtype)
+    m = _model(model.alpha, hw, include_top and model.include_top, classes, dtype, pooling)
     for layer in m.weighted_layers():
         src = model.get_layer(layer.name)
         if isinstance(src, L.BatchNormalization):
@@ -101,7 +102,7 @@ def _copy(model, dtype, hw, include_top):
     return m
 
 
-def from_user(weights, hw, include_top, alpha_hint=None):
+def from_user(weights, hw, include_top, pooling=None, alpha_hint=None):
     """(float64 model, float32 model, description, cannot-detect note) from --weights: a
     MobileNetV2 object, a Keras .h5, a Hugging Face folder, or a variant name like '1.0_224'."""
     from mobilenetv2 import MobileNetV2
@@ -141,8 +142,8 @@ def from_user(weights, hw, include_top, alpha_hint=None):
         src = MobileNetV2((rows, rows, 3), alpha=alpha, include_top=include_top, weights="imagenet",
                           classifier_activation=None, dtype="float64")
         desc = f"imagenet weights of variant {weights} (Keras's file)"
-    m64 = _copy(src, "float64", hw, include_top)
-    m32 = _copy(src, "float32", hw, include_top)
+    m64 = _copy(src, "float64", hw, include_top, pooling)
+    m32 = _copy(src, "float32", hw, include_top, pooling)
     cannot = ("reference weights given by the user: every defect in OTHER, weights included, is "
               "visible; a wrong class head shows only if OTHER's head is compared")
     return m64, m32, desc, cannot

@@ -1,0 +1,113 @@
+"""``compare`` against real peers: the LiteRT .tflite files of ../shared/peers, the Hugging Face
+hidden states of ../shared/reference/hf (through the .npz path, transformers' tf_padding=False
+dumps being a real padding mismatch), and the real ImageNet backbone of ../shared/weights."""
+import json
+
+import numpy as np
+import pytest
+
+import mobilenetv2
+from conftest import require_shared, set_synthetic_weights
+from mobilenetv2 import MobileNetV2, export_onnx
+from mobilenetv2.cli import main
+from mobilenetv2.tools.compare import compare
+
+
+# -- LiteRT ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["0.35_96", "0.5_160"])
+def test_tflite_peer_agrees(variant, tmp_path, capsys):
+    pytest.importorskip("ai_edge_litert", reason="LiteRT is an optional extra (pip install 'mobilenetv2[litert]')")
+    path = require_shared("peers", f"mobilenet_v2_{variant}_synthetic.tflite")
+    out = tmp_path / "r.json"
+    assert main(["compare", str(path), "--random", "1", "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["other"]["kind"] == "tflite" and report["agrees"]
+    assert "read from OTHER" in report["weights"]["source"]
+    assert {"Conv1_relu", "block_16_project_BN", "predictions"} <= {r["layer"] for r in report["layers"]}
+    # with the reference weights named instead (the synthetic weights the file was made with)
+    alpha, rows = variant.split("_")
+    m = set_synthetic_weights(MobileNetV2((int(rows), int(rows), 3), alpha=float(alpha), weights=None))
+    weights = tmp_path / "w.h5"
+    m.save_weights(weights)
+    assert main(["compare", str(path), "--weights", str(weights), "--random", "1", "--json", str(out),
+                 "--quiet"]) == 0
+    assert json.loads(out.read_text())["weights"]["source"].startswith("Keras weights file")
+
+
+# -- Hugging Face hidden states through the .npz path -------------------------------------------
+HF_BLOCK_OUTPUT = ["block_1_project_BN", "block_2_add", "block_3_project_BN", "block_4_add", "block_5_add",
+                   "block_6_project_BN", "block_7_add", "block_8_add", "block_9_add", "block_10_project_BN",
+                   "block_11_add", "block_12_add", "block_13_project_BN", "block_14_add", "block_15_add",
+                   "block_16_project_BN"]
+
+
+def hf_from_pretrained():
+    """mobilenetv2.from_pretrained (the Hugging Face reader), or skip saying it is absent."""
+    if not hasattr(mobilenetv2, "from_pretrained"):
+        pytest.skip("mobilenetv2.from_pretrained (the Hugging Face checkpoint reader) is not in this build")
+    return mobilenetv2.from_pretrained
+
+
+def _hf_dump(tmp_path, case, x_nchw, suffix=""):
+    """An .npz of one case's hidden states (+ its input) and the mapping file for it."""
+    ref = np.load(require_shared("reference", "hf", "mobilenet_v2_0.35_96.npz"))
+    arrays = {"pixel_values": x_nchw}
+    names = {}
+    for i, layer in enumerate(HF_BLOCK_OUTPUT):
+        arrays[f"hidden_states/{i:02d}"] = ref[f"{case}/hidden_states/{i:02d}{suffix}"]
+        names[f"hidden_states/{i:02d}"] = layer
+    arrays["last_hidden_state"] = ref[f"{case}/last_hidden_state{suffix}"]
+    names["last_hidden_state"] = "out_relu"
+    np.savez(tmp_path / "dump.npz", **arrays)
+    (tmp_path / "map.json").write_text(json.dumps({"input": "pixel_values", "layout": "NCHW", "tensors": names}))
+    return str(tmp_path / "dump.npz"), str(tmp_path / "map.json")
+
+
+def _random_input(h, w):
+    x = np.random.default_rng(h * 1000 + w).uniform(-1, 1, (1, h, w, 3)).astype(np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("suffix", ["", "_f64"])
+def test_hf_hidden_states_agree(tmp_path, suffix):
+    hf_from_pretrained()
+    folder = require_shared("hf", "mobilenet_v2_0.35_96")
+    ref = np.load(require_shared("reference", "hf", "mobilenet_v2_0.35_96.npz"))
+    dump, mapping = _hf_dump(tmp_path, "panda", ref["panda/pixel_values"], suffix)
+    out = tmp_path / "r.json"
+    assert main(["compare", dump, "--weights", str(folder), "--mapping", mapping, "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert len(report["layers"]) == 17 and report["agrees"]
+
+
+@pytest.mark.parametrize("case,first", [("random_33x40", "block_1_project_BN"),
+                                        ("random_81x49", "block_13_project_BN")])
+def test_hf_tf_padding_false_is_a_padding_mismatch(tmp_path, case, first):
+    hf_from_pretrained()
+    folder = require_shared("hf", "mobilenet_v2_0.35_96")
+    h, w = (int(v) for v in case.split("_")[1].split("x"))
+    x = _random_input(h, w)
+    ref = np.load(require_shared("reference", "hf", "mobilenet_v2_0.35_96.npz"))
+    check = ref[f"{case}/input_check"]
+    assert np.allclose([x.astype(np.float64).sum(), (x.astype(np.float64) ** 2).sum()], check[:2])
+    dump, mapping = _hf_dump(tmp_path, "tf_padding_false/" + case, x)
+    report = compare(dump, weights=str(folder), mapping=mapping)
+    assert report["first_divergent_layer"] == first  # the first layer the dump shows that differs
+    assert report["diagnosis"]["cause"] == "padding"
+    # ... and the same case with tf_padding=True agrees
+    dump, mapping = _hf_dump(tmp_path, case, x)
+    assert compare(dump, weights=str(folder), mapping=mapping)["agrees"]
+
+
+# -- the real backbone, converted ------------------------------------------------------------------
+def test_real_backbone_export_agrees(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="compare runs ONNX files in onnxruntime (pip install 'mobilenetv2[onnx]')")
+    weights = require_shared("weights", "mobilenet_v2_1.0_224_no_top.keras3-names.h5")
+    model = MobileNetV2((224, 224, 3), alpha=1.0, include_top=False, weights=str(weights), pooling="avg")
+    path = export_onnx(model, tmp_path / "real.onnx", batch=None)
+    images = require_shared("images", "panda.jpg")
+    out = tmp_path / "r.json"
+    code = main(["compare", path, "--weights", str(weights), "--images", str(images), "--json", str(out), "--quiet"])
+    report = json.loads(out.read_text())
+    assert code == 0 and report["agrees"], [r for r in report["layers"] if not r["agrees"]][:1]
+    assert report["layers"][-1]["layer"] == "global_average_pooling2d"
