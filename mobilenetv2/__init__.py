@@ -4,6 +4,8 @@ from mobilenetv2.model import MobileNetV2
 from mobilenetv2.native import backend
 from mobilenetv2.onnx_export import export_onnx
 from mobilenetv2.preprocessing import load_image, preprocess_input
+from mobilenetv2.tools.compare import compare
 
-__all__ = ["MobileNetV2", "backend", "decode_predictions", "export_onnx", "load_image", "preprocess_input"]
+__all__ = ["MobileNetV2", "backend", "compare", "decode_predictions", "export_onnx", "load_image",
+           "preprocess_input"]
 __version__ = "0.1.0"

@@ -82,6 +82,67 @@ def _epsilon_everywhere(ref, patch):
                                             if isinstance(x, L.BatchNormalization) and x.epsilon != 0.0})
 
 
+MAX_DIAGNOSES = 4  # the first divergent layer, then up to 3 more found with the earlier causes applied
+
+
+def _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, bar):
+    """Diagnose the layer of ``row`` with the defects of ``base`` applied; return (diagnosis,
+    base with this layer's defect added or None if unexplained, next divergent row or None)."""
+    layer = row["layer"]
+    match = next(m for m in matches if m.layer == layer)
+    other_arr, _ = M.to_nhwc(other_out[match.tensor], ref.base()[layer].shape, o.activation_layout)
+    floor = row["floor_rel_l2"]
+
+    def score(patch):
+        want = ref.trace(patch, stop=layer)[layer]
+        got = patch.other_fn[layer](other_arr) if layer in patch.other_fn else other_arr
+        if layer in patch.ref_fn:
+            want = patch.ref_fn[layer](want)
+        if np.shape(got) != np.shape(want):
+            return (np.inf, np.inf)
+        e = metrics(got, want)["rel_l2"]
+        return (e / floor, e)
+    score.factor = factor
+    i = next(k for k, r in enumerate(rows) if r["layer"] == layer)
+    d = diagnose(ref, layer, score, other_arr, np.shape(other_arr), base=base,
+                 previous=rows[i - 1]["layer"] if i else None, progress=bar)
+    patch = d.pop("patch")
+    alternatives = d.pop("alternatives", [])
+    if patch is None:
+        return d, None, None
+    bar("checking every layer with the diagnosis applied")
+
+    def next_divergent(p):
+        fixed = _rows(ref.trace(p), floors, other_out, matches, o.activation_layout, factor, p)
+        return next((r for r in fixed if not r["agrees"]), None)
+
+    def touches(p):
+        return frozenset(p.layers), p.input_fn is None
+    nxt = next_divergent(patch)
+    # equally confirmed here but touching other layers (pads on the stem only, or on every
+    # stride-2 conv): keep the one that explains the most layers after it
+    tried = {touches(patch)}
+    for ev, alt in alternatives:
+        if nxt is None or len(tried) > 6:
+            break
+        if touches(alt) in tried:
+            continue
+        tried.add(touches(alt))
+        n2 = next_divergent(alt)
+        if n2 is None or ref.index[n2["layer"]] > ref.index[nxt["layer"]]:
+            nxt, patch, d["evidence"] = n2, alt, [ev]
+    d["equivalent"] = [e["applied"] for e, _ in alternatives if e["applied"] != d["evidence"][0]["applied"]][:8]
+    d["scope"] = "this layer"
+    if nxt is not None and d["cause"] == "bn_epsilon" and not d["also"]:
+        everywhere = patch + _epsilon_everywhere(ref, patch)  # the same epsilon in every batch norm?
+        n2 = next_divergent(everywhere)
+        if n2 is None or ref.index[n2["layer"]] > ref.index[nxt["layer"]]:
+            nxt, patch, d["scope"] = n2, everywhere, "every batch norm"
+            d["evidence"][0]["applied"] += "; the same in every batch norm"
+    d["after_fix"] = {"agrees": nxt is None, "first_divergent_layer": None if nxt is None else nxt["layer"]}
+    return d, patch, nxt
+
+
 def compare(other, weights=None, images=None, random=None, seed=0, batch=None, mapping=None,
             factor=DEFAULT_FACTOR, progress=False):
     """Compare OTHER with the float64 reference layer by layer; return the report (a dict, the
@@ -156,55 +217,14 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         "first_divergent_layer": None if first is None else first["layer"],
         "diagnosis": None,
     }
-    if first is not None:
-        layer = first["layer"]
-        match = next(m for m in matches if m.layer == layer)
-        other_arr, _ = M.to_nhwc(other_out[match.tensor], ref_trace[layer].shape, o.activation_layout)
-        floor = first["floor_rel_l2"]
-
-        def score(patch):
-            t = ref.trace(patch, stop=layer)
-            want = t[layer]
-            got = other_arr
-            if layer in patch.other_fn:
-                got = patch.other_fn[layer](got)
-            if layer in patch.ref_fn:
-                want = patch.ref_fn[layer](want)
-            if np.shape(got) != np.shape(want):
-                return (np.inf, np.inf)
-            e = metrics(got, want)["rel_l2"]
-            return (e / floor, e)
-        score.factor = factor
-        i = rows.index(first)
-        d = diagnose(ref, layer, score, other_arr, np.shape(other_arr),
-                     previous=rows[i - 1]["layer"] if i else None, progress=bar)
-        patch = d.pop("patch")
-        alternatives = d.pop("alternatives", [])
-        if patch is not None:
-            bar("checking every layer with the diagnosis applied")
-
-            def next_divergent(p):
-                fixed = _rows(ref.trace(p), floors, other_out, matches, o.activation_layout, factor, p)
-                return next((r for r in fixed if not r["agrees"]), None)
-            nxt = next_divergent(patch)
-            # equally confirmed at this layer (e.g. pads on the stem only, or on every stride-2
-            # conv): keep the one that explains the most layers after it
-            for ev, alt in alternatives[:6]:
-                if nxt is None:
-                    break
-                n2 = next_divergent(alt)
-                if n2 is None or ref.index[n2["layer"]] > ref.index[nxt["layer"]]:
-                    nxt, patch, d["evidence"] = n2, alt, [ev]
-            d["equivalent"] = [e["applied"] for e, _ in alternatives if e["applied"] != d["evidence"][0]["applied"]][:8]
-            d["scope"] = "this layer"
-            if nxt is not None and d["cause"] == "bn_epsilon" and not d["also"]:
-                everywhere = _epsilon_everywhere(ref, patch)  # the same epsilon in every batch norm?
-                fixed2 = _rows(ref.trace(everywhere), floors, other_out, matches, o.activation_layout, factor)
-                nxt2 = next((r for r in fixed2 if not r["agrees"]), None)
-                if nxt2 is None or ref.index[nxt2["layer"]] > ref.index[nxt["layer"]]:
-                    nxt, d["scope"] = nxt2, "every batch norm"
-                    d["evidence"][0]["applied"] += "; the same in every batch norm"
-            d["after_fix"] = {"agrees": nxt is None, "first_divergent_layer": None if nxt is None else nxt["layer"]}
-        report["diagnosis"] = d
+    further = []
+    base, row = NO_PATCH, first
+    while row is not None and len(further) < MAX_DIAGNOSES:
+        d, base, row = _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, bar)
+        further.append(d)
+        if base is None:
+            break
+    if further:
+        report["diagnosis"] = dict(further[0], further=further[1:])
     bar.close()
     return report

@@ -292,11 +292,15 @@ def candidates(ref, layer, other_arr, other_shape, base=NO_PATCH, skip=(), previ
     return out
 
 
-def diagnose(ref, layer, score, other_arr, other_shape, previous=None, progress=None):
+def diagnose(ref, layer, score, other_arr, other_shape, previous=None, progress=None, base=NO_PATCH):
     """The diagnosis of ``layer``: ``score(patch)`` gives OTHER's (ratio, rel_l2) at ``layer``
     against the reference with ``patch`` applied; a patch is confirmed when the ratio is within
-    the factor (``score.factor``)."""
-    before = score(NO_PATCH)
+    the factor (``score.factor``).  ``base``: defects already confirmed at earlier layers, kept
+    applied while this layer is diagnosed."""
+    def full(p):
+        return p if base is NO_PATCH else base + p
+
+    before = score(base)
     tried = 0
 
     def run(patches):
@@ -306,28 +310,27 @@ def diagnose(ref, layer, score, other_arr, other_shape, previous=None, progress=
             tried += 1
             if progress:
                 progress(f"diagnosing {layer}: {p.cause}")
-            out.append((score(p), p))
+            out.append((score(full(p)), p))
         return out
 
-    def evidence(p, after, alone=None):
-        e = {"cause": p.cause, "applied": p.text, "layer": layer,
-             "before": {"rel_l2": before[1], "ratio": before[0]},
-             "after": {"rel_l2": after[1], "ratio": after[0]}, "detail": p.detail}
-        return e
+    def evidence(p, after):
+        return {"cause": p.cause, "applied": p.text, "layer": layer,
+                "before": {"rel_l2": before[1], "ratio": before[0]},
+                "after": {"rel_l2": after[1], "ratio": after[0]}, "detail": p.detail}
 
-    scored = run(candidates(ref, layer, other_arr, other_shape, previous=previous))
+    scored = run(candidates(ref, layer, other_arr, other_shape, base=base, previous=previous))
     ok = [s for s in scored if s[0][0] <= score.factor]  # in the candidates' order: simplest first
     if ok:
         (after, p) = ok[0]
         return {"layer": layer, "cause": p.cause, "also": [], "evidence": [evidence(p, after)],
-                "equivalent": [q.text for _, q in ok[1:] if q.cause == p.cause][:8],
-                "patch": p, "alternatives": [(evidence(q, a), q) for a, q in ok[1:] if q.cause == p.cause],
-                "tried": tried}
+                "patch": full(p), "tried": tried,
+                "alternatives": [(evidence(q, a), full(q)) for a, q in ok[1:] if q.cause == p.cause]}
     finite = [s for s in scored if s[0][0] is not None and np.isfinite(s[0][0])]
     if finite:
         (after1, p1) = min(finite, key=lambda s: s[0][0])
         if before[0] is None or after1[0] < before[0] / 2:
-            seconds = candidates(ref, layer, other_arr, other_shape, base=p1, skip=(p1.cause,), previous=previous)
+            seconds = candidates(ref, layer, other_arr, other_shape, base=full(p1), skip=(p1.cause,),
+                                 previous=previous)
             scored2 = [(s, p2) for (s, _), p2 in zip(run([p1 + p2 for p2 in seconds]), seconds)]
             ok2 = [s for s in scored2 if s[0][0] <= score.factor]
             if ok2:
@@ -337,7 +340,7 @@ def diagnose(ref, layer, score, other_arr, other_shape, previous=None, progress=
                 first, rest = (p1.cause, p2.cause) if alone2 is None or after1[0] <= alone2 else (p2.cause, p1.cause)
                 both.cause = first
                 return {"layer": layer, "cause": first, "also": [rest],
-                        "evidence": [evidence(both, after2)], "patch": both, "tried": tried}
+                        "evidence": [evidence(both, after2)], "patch": full(both), "tried": tried}
         return {"layer": layer, "cause": "unexplained", "also": [],
                 "evidence": [dict(evidence(p1, after1), cause="unexplained",
                                   closest=p1.cause)], "patch": None, "tried": tried}

@@ -44,7 +44,9 @@ def format_table(report, all_layers=False):
     lines.append(f"DIVERGES at {first} ({r['how']}): " + (
         r.get("note") or f"rel L2 {r['rel_l2']:.3e} = {r['ratio']:.3g} x its floor {r['floor_rel_l2']:.2e}"))
     d = report["diagnosis"]
-    if d:
+    for k, d in enumerate([d] + d.get("further", []) if d else []):
+        if k:
+            lines.append(f"next divergent layer with the causes above applied: {d['layer']}")
         also = f" (also: {', '.join(d['also'])})" if d["also"] else ""
         lines.append(f"cause: {d['cause']}{also}" + (f", in {d['scope']}" if d.get("scope") not in (None, "this layer") else ""))
         for e in d["evidence"]:
@@ -55,7 +57,7 @@ def format_table(report, all_layers=False):
                          f"with it applied to the float64 reference: rel L2 {_num(a['rel_l2'])} = "
                          f"{_num(a['ratio'], '{:.3g}')} x floor")
         if d.get("equivalent"):
-            lines.append(f"  equally confirmed: {'; '.join(d['equivalent'][:3])}")
+            lines.append(f"  {len(d['equivalent'])} more patch(es) of this kind equally confirmed (listed in the JSON)")
         fix = d.get("after_fix")
         if fix:
             lines.append("  with the diagnosis applied, every compared layer agrees" if fix["agrees"] else
