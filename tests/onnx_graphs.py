@@ -203,3 +203,72 @@ def lively_weights(model, seed=0):
                 arrays.append(rng.uniform(-0.2, 0.2, shape))
         layer.set_weights(arrays, model.dtype)
     return model
+
+
+def tf_style(model, path, relu=(), eps=None):
+    """The graph as tf2onnx writes a Keras model it could not optimize: NHWC input, each conv
+    between a pair of Transposes, batch norms written out as Mul and Add by per-channel constants
+    in NHWC, ReLU6 as Clip, ReduceMean + Squeeze, MatMul + Add; TF's "same" padding in the conv's
+    own pads (0 before, 1 after on even sides)."""
+    eps = eps or {}
+    nodes, inits = [], []
+    shapes = {}
+    from mobilenetv2 import arch
+    shapes = arch.output_shapes(model.layers, model.input_shape)
+
+    def const(name, array, dtype=np.float32):
+        inits.append(numpy_helper.from_array(np.asarray(array, dtype), name))
+        return name
+
+    def node(op, ins, name, **kw):
+        nodes.append(helper.make_node(op, ins, [name], name=name, **kw))
+        return name
+
+    tensor = {model.layers[0].name: "input_1:0"}
+    pending = {}
+    for layer in model.layers[1:]:
+        src = tensor.get(layer.inputs[0]) if layer.inputs else None
+        scope = f"model/{layer.name}"
+        if isinstance(layer, L.ZeroPadding2D):
+            pending[layer.name] = layer.pads(*shapes[layer.inputs[0]][:2])
+            tensor[layer.name] = src
+        elif isinstance(layer, (L.Conv2D, L.DepthwiseConv2D)):
+            k = layer.weights[0].astype(np.float64)
+            if isinstance(layer, L.DepthwiseConv2D):
+                oihw, group, ksize = k[:, :, :, 0].transpose(2, 0, 1)[:, None], layer.channels, 3
+            else:
+                oihw, group, ksize = k.transpose(3, 2, 0, 1), 1, layer.kernel
+            t, b, lft, r = pending.pop(layer.inputs[0], None) or layer.pads(*shapes[layer.inputs[0]][:2])
+            nchw = node("Transpose", [src], scope + "/to_nchw", perm=[0, 3, 1, 2])
+            conv = node("Conv", [nchw, const(scope + "/kernel", oihw)], scope + "/Conv2D", kernel_shape=[ksize, ksize],
+                        strides=[layer.stride] * 2, pads=[t, lft, b, r], group=group)
+            tensor[layer.name] = node("Transpose", [conv], scope + "/to_nhwc", perm=[0, 2, 3, 1])
+        elif isinstance(layer, L.BatchNormalization):
+            g, be, mu, var = (np.asarray(a, np.float64) for a in layer.weights)
+            inv = g / np.sqrt(var + eps.get(layer.name, layer.epsilon))
+            mul = node("Mul", [src, const(scope + "/mul/y", inv)], scope + "/batchnorm/mul")
+            tensor[layer.name] = node("Add", [mul, const(scope + "/sub", be - mu * inv)], scope + "/batchnorm/add_1")
+        elif isinstance(layer, L.ReLU):
+            if layer.name in relu:
+                tensor[layer.name] = node("Relu", [src], scope + "/Relu")
+            else:
+                tensor[layer.name] = node("Clip", [src, const(scope + "/min", 0.0), const(scope + "/max", 6.0)],
+                                          scope + "/Relu6")
+        elif isinstance(layer, L.Add):
+            tensor[layer.name] = node("Add", [tensor[i] for i in layer.inputs], scope + "/add")
+        elif isinstance(layer, L.GlobalAveragePooling2D):
+            mean = node("ReduceMean", [src], scope + "/Mean", axes=[1, 2], keepdims=1)
+            tensor[layer.name] = node("Squeeze", [mean, const(scope + "/axes", [1, 2], np.int64)], scope + "/Squeeze")
+        elif isinstance(layer, L.Dense):
+            kernel, bias = layer.weights
+            mm = node("MatMul", [src, const(scope + "/kernel", kernel)], scope + "/MatMul")
+            tensor[layer.name] = node("Add", [mm, const(scope + "/bias", bias)], scope + "/BiasAdd")
+    h, w, _ = model.input_shape
+    last = tensor[model.layers[-1].name]
+    graph = helper.make_graph(nodes, "tf2onnx_style",
+                              [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, ["unk__0", h, w, 3])],
+                              [helper.make_tensor_value_info(last, TensorProto.FLOAT, None)], inits)
+    opsets = [helper.make_opsetid("", 13)]
+    m = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+    onnx.save(m, str(path))
+    return str(path)

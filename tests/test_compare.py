@@ -13,7 +13,7 @@ pytest.importorskip("onnxruntime", reason="compare runs ONNX files in onnxruntim
 from mobilenetv2 import MobileNetV2, export_onnx  # noqa: E402
 from mobilenetv2.cli import main  # noqa: E402
 from mobilenetv2.tools.compare import CAUSES, CompareError, compare  # noqa: E402
-from onnx_graphs import edit_export, lively_weights, torch_style  # noqa: E402
+from onnx_graphs import edit_export, lively_weights, tf_style, torch_style  # noqa: E402
 
 SHAPE = (96, 96, 3)
 
@@ -192,6 +192,22 @@ def test_padding_seen_only_after_the_layers_that_caused_it(tmp_path):
         arrays[key] = clean[add] if add in clean else clean[next(k for k in clean if f"conv.block_{b}_project/" in k)]
     np.savez(dump, **arrays)
     assert compare(str(dump), weights=m, mapping=str(mapping))["agrees"]
+
+
+def test_tf2onnx_style_graph(model, tmp_path):
+    """NHWC input, Transposes around every conv, batch norms as Mul/Add in NHWC, MatMul + Add:
+    mapped (a 48x48x48 map's axes told apart by the Transposes), weights folded from OTHER."""
+    path = tf_style(model, tmp_path / "tf.onnx")
+    for weights in (model, None):
+        report = compare(path, weights=weights)
+        assert report["agrees"] and len(report["layers"]) == n_keras_outputs(model)
+    assert "BN as Mul/Add" in report["layers"][0]["how"]
+    path = tf_style(model, tmp_path / "tf_eps.onnx", eps={"block_3_depthwise_BN": 1e-5})
+    report = compare(path, weights=model)
+    assert (report["first_divergent_layer"], report["diagnosis"]["cause"]) == ("block_3_depthwise_BN", "bn_epsilon")
+    path = tf_style(model, tmp_path / "tf_relu.onnx", relu={"block_7_expand_relu"})
+    report = compare(path)
+    assert (report["first_divergent_layer"], report["diagnosis"]["cause"]) == ("block_7_expand_relu", "activation")
 
 
 # -- output -----------------------------------------------------------------------------------

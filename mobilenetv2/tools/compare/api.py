@@ -57,13 +57,13 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _rows(ref_trace, floors, other_out, matches, layout, factor, patch=NO_PATCH):
+def _rows(ref_trace, floors, other_out, matches, other, factor, patch=NO_PATCH):
     rows = []
     for m in matches:
         if m.layer not in ref_trace:
             continue
         want = ref_trace[m.layer]
-        got, read_as = M.to_nhwc(other_out[m.tensor], want.shape, layout)
+        got, read_as = M.to_nhwc(other_out[m.tensor], want.shape, other.layout_of(m.tensor))
         if m.layer in patch.other_fn:
             got = patch.other_fn[m.layer](got)
         if m.layer in patch.ref_fn:
@@ -90,7 +90,7 @@ def _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, b
     base with this layer's defect added or None if unexplained, next divergent row or None)."""
     layer = row["layer"]
     match = next(m for m in matches if m.layer == layer)
-    other_arr, _ = M.to_nhwc(other_out[match.tensor], ref.base()[layer].shape, o.activation_layout)
+    other_arr, _ = M.to_nhwc(other_out[match.tensor], ref.base()[layer].shape, o.layout_of(match.tensor))
     floor = row["floor_rel_l2"]
 
     def score(patch):
@@ -113,7 +113,7 @@ def _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, b
     bar("checking every layer with the diagnosis applied")
 
     def next_divergent(p):
-        fixed = _rows(ref.trace(p), floors, other_out, matches, o.activation_layout, factor, p)
+        fixed = _rows(ref.trace(p), floors, other_out, matches, o, factor, p)
         return next((r for r in fixed if not r["agrees"]), None)
 
     def touches(p):
@@ -202,7 +202,7 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     bar("running our float32 engine (noise floor)")
     ref32 = ref.float32_trace()
     floors = {m.layer: noise_floor(ref32[m.layer], ref_trace[m.layer]) for m in matches}
-    rows = _rows(ref_trace, floors, other_out, matches, o.activation_layout, factor)
+    rows = _rows(ref_trace, floors, other_out, matches, o, factor)
     first = next((r for r in rows if not r["agrees"]), None)
     report = {
         "schema": SCHEMA,

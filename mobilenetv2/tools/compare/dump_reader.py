@@ -11,8 +11,16 @@ from mobilenetv2.tools.compare.graph import OtherModel
 MAX_TENSORS = 4096
 
 
+MAX_BYTES = 8 << 30  # a float64 dump of every layer of 1.4_224 at batch 8 is under 4 GB
+
+
 def _load_npz(path):
     try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(info.file_size for info in zf.infolist())
+        if total > MAX_BYTES:
+            raise CompareError(f"{path!r} unpacks to {total / 2**30:.1f} GB, more than a MobileNetV2 dump "
+                               f"needs ({MAX_BYTES / 2**30:.0f} GB): dump fewer layers or a smaller batch")
         with np.load(path, allow_pickle=False) as z:
             if len(z.files) > MAX_TENSORS:
                 raise CompareError(f"{path!r} holds {len(z.files)} arrays, more than the {MAX_TENSORS} "

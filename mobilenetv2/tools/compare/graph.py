@@ -37,6 +37,10 @@ class OtherModel:
     fixed_input: object = None
     fixed_tensors: dict = None
     fused_activations: bool = False  # a conv op may carry its BN and ReLU6 (TFLite)
+    layouts: dict = None             # tensor name -> 'NCHW' / 'NHWC' where the reader knows it
+
+    def layout_of(self, tensor):
+        return (self.layouts or {}).get(tensor) or self.activation_layout
 
     def run(self, x):
         if self.runner is None:

@@ -104,7 +104,12 @@ def map_by_topology(other, ref_layers):
     mapped = {}  # Keras name -> OTHER tensor
 
     def only(tensor, ops):
+        """The single consumer of ``tensor`` if its op is one of ``ops``, looking through layout
+        changes (tf2onnx's Transpose pairs around each op, Identity)."""
         c = consumers.get(tensor, [])
+        while len(c) == 1 and c[0].op == "reshape" and c[0].attrs.get("kind") in ("Transpose", "Identity") \
+                and "reshape" not in ops:
+            c = consumers.get(c[0].output, [])
         return c[0] if len(c) == 1 and c[0].op in ops else None
 
     def add(layer, tensor, how):
@@ -146,7 +151,14 @@ def map_by_topology(other, ref_layers):
                     a = nxt2
                 add(act.name, a.output, f"{a.op} node after {bn.name}")
         if residual is not None:
-            add_node = next((n for n in consumers.get(t, []) if n.op == "add"), None)
+            seen, add_node = [t], None
+            while add_node is None and seen:  # through layout changes, as above
+                nxt_t = seen.pop()
+                for n in consumers.get(nxt_t, []):
+                    if n.op == "add":
+                        add_node = n
+                    elif n.op == "reshape" and n.attrs.get("kind") in ("Transpose", "Identity"):
+                        seen.append(n.output)
             if add_node is not None:
                 add(residual.name, add_node.output, "Add of two activations after " + bn.name)
     # the head: pooling, then the dense classifier

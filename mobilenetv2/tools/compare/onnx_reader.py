@@ -67,11 +67,13 @@ def _normalize(node, consts, helper):
     if op == "Add" and len(data) == 2:
         return Node("add", data, out, node.name)
     if op in ("Add", "Sub", "Mul", "Div") and len(data) == 1:
-        return Node("affine", data, out, node.name, dict(kind=op))
+        const = next(consts[i] for i in ins if i in consts)
+        return Node("affine", data, out, node.name, dict(kind=op, value=np.asarray(const, np.float64),
+                                                         data_first=ins[0] == data[0]))
     if op == "Pad":
         return Node("pad", [ins[0]], out, node.name)
     if op in _RESHAPES:
-        return Node("reshape", [ins[0]], out, node.name, dict(kind=op))
+        return Node("reshape", [ins[0]], out, node.name, dict(kind=op, perm=a.get("perm")))
     if op == "GlobalAveragePool" or op == "ReduceMean":
         return Node("pool", [ins[0]], out, node.name)
     if op in ("Gemm", "MatMul") and len(data) == 1:
@@ -122,6 +124,7 @@ def read_onnx(path):
                            "nor at axis 3 (NHWC)")
     hw = None if None in hw else hw
     nodes = [n for n in (_normalize(node, consts, helper) for node in graph.node) if n is not None]
+    layouts = _layouts(nodes, inp.name, layout)
 
     # A copy with every float intermediate tensor as an output (types from shape inference).
     probe = onnx.ModelProto()
@@ -150,4 +153,26 @@ def read_onnx(path):
         feed = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "NCHW" else x, np.float32)
         return dict(zip(names, session.run(names, {inp.name: feed})))
 
-    return OtherModel("onnx", path, nodes, layout, hw, "NCHW", runner=run)
+    other = OtherModel("onnx", path, nodes, layout, hw, "NCHW", runner=run)
+    other.layouts = layouts
+    return other
+
+
+def _layouts(nodes, input_name, input_layout):
+    """The layout of each 4-d tensor: a Conv writes NCHW, a Transpose (0,3,1,2) or (0,2,3,1)
+    switches, anything else keeps its input's (what tells a 48x48x48 map's axes apart)."""
+    lay = {input_name: input_layout}
+    for n in nodes:
+        src = lay.get(n.inputs[0]) if n.inputs else None
+        perm = list(n.attrs.get("perm") or [])
+        if n.op == "conv":
+            lay[n.output] = "NCHW"
+        elif perm == [0, 3, 1, 2]:
+            lay[n.output] = "NCHW" if src == "NHWC" else None
+        elif perm == [0, 2, 3, 1]:
+            lay[n.output] = "NHWC" if src == "NCHW" else None
+        elif n.op in ("reshape",) and n.attrs.get("kind") not in ("Identity", "Dropout"):
+            lay[n.output] = None
+        else:
+            lay[n.output] = src
+    return lay

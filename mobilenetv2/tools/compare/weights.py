@@ -66,6 +66,10 @@ def from_other(other, hw, include_top, pooling=None):
             bn = next(x for x in m.layers if x.inputs == (layer.name,))
             bias = node.attrs.get("bias")
             bias = np.zeros(bn.channels) if bias is None else np.asarray(bias, np.float64)
+            scale, bias = _affine_after(node, consumers, bias)
+            if scale is not None:
+                kernel = kernel * (scale[:, None] if isinstance(layer, L.DepthwiseConv2D) else scale)  # BN as Mul/Add: folded here
+                layer.set_weights([kernel], m.dtype)
             nxt = consumers.get(node.output, [])
             if len(nxt) == 1 and nxt[0].op == "bn" and nxt[0].attrs.get("gamma") is not None:
                 a = nxt[0].attrs
@@ -78,7 +82,11 @@ def from_other(other, hw, include_top, pooling=None):
             dense = [n for n in other.nodes if n.op == "dense"][-1]
             w = dense.attrs["weight"][drop:]
             b = dense.attrs.get("bias")
-            b = np.zeros(w.shape[0]) if b is None else np.asarray(b, np.float64)[drop:]
+            b = np.zeros(dense.attrs["weight"].shape[0]) if b is None else np.asarray(b, np.float64)
+            scale, b = _affine_after(dense, consumers, b)  # MatMul + Add (tf2onnx)
+            if scale is not None:
+                w = w * scale[drop:, None]
+            b = b[drop:]
             m.get_layer("predictions").set_weights([w.T, b], m.dtype)
         models.append(m)
     desc = (f"read from OTHER ({other.kind}): MobileNetV2 alpha={alpha:g}, {len(convs)} convolutions, "
@@ -88,6 +96,35 @@ def from_other(other, hw, include_top, pooling=None):
     if folded == 0:
         cannot = "weights read from OTHER cannot show weights already rounded (float16/bfloat16) in them"
     return models[0], models[1], desc + note, cannot, drop
+
+
+def _affine_after(conv, consumers, bias):
+    """(per-channel scale or None, bias) of the Mul/Add/Sub/Div-by-constant chain after a conv
+    (through Transpose/Identity): a batch norm a converter wrote out as arithmetic."""
+    c = bias.size
+    scale, t = None, conv.output
+    while True:
+        nxt = consumers.get(t, [])
+        if len(nxt) != 1:
+            break
+        n = nxt[0]
+        if n.op == "reshape" and n.attrs.get("kind") in ("Transpose", "Identity"):
+            t = n.output
+            continue
+        if n.op != "affine" or n.attrs["value"].size not in (1, c):
+            break
+        v = n.attrs["value"].reshape(-1) * np.ones(c)
+        kind = n.attrs["kind"]
+        if kind in ("Sub", "Div") and not n.attrs["data_first"]:
+            break
+        if kind in ("Mul", "Div"):
+            f = v if kind == "Mul" else 1.0 / v
+            scale = f if scale is None else scale * f
+            bias = bias * f
+        else:
+            bias = bias + (v if kind == "Add" else -v)
+        t = n.output
+    return scale, bias
 
 
 def _copy(model, dtype, hw, include_top, pooling=None):
