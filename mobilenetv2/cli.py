@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -88,18 +87,10 @@ def cmd_info(args):
 
 def _save_npz_atomically(path, arrays):
     """Write arrays to ``path`` via a temporary file in the same folder, so no half-written file remains."""
-    path = os.path.abspath(path)
-    if not path.endswith(".npz"):
-        path += ".npz"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    from mobilenetv2.tools.files import write_atomically
+    path = os.fspath(path)
+    return write_atomically(path if path.endswith(".npz") else path + ".npz",
+                            lambda f: np.savez(f, **arrays), ".npz")
 
 
 def cmd_dump(args):

@@ -269,3 +269,44 @@ def test_missing_extra_is_named(monkeypatch, tmp_path, model):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     with pytest.raises(CompareError, match=r'pip install "mobilenetv2\[onnx\]"'):
         compare(path)
+
+
+def test_keras_model_object(monkeypatch, model):
+    """The Keras reader's plumbing, with a stand-in for keras (not installed here): OTHER's
+    layers are named as Keras's, so they map by name; its weights are read by layer name, batch
+    norms unfolded, so a wrong epsilon in OTHER is visible."""
+    import sys
+    import types
+    other_engine = _model_with_eps(model, {"block_5_depthwise_BN": 1e-5})  # what "Keras" computes
+
+    class Layer:
+        def __init__(self, name):
+            self.name = self.output = name
+
+        def get_weights(self):
+            return [w.astype(np.float32) for w in other_engine.get_layer(self.name).weights]
+
+    class KerasModel:
+        name = "mobilenetv2_0.35_96"
+        input_shape = (None, 96, 96, 3)
+        inputs = ["input_layer"]
+        layers = [Layer(x.name) for x in other_engine.layers]
+
+        def get_layer(self, name):
+            other_engine.get_layer(name)  # raises ValueError for a name the model lacks
+            return Layer(name)
+
+    class Probe:
+        def __init__(self, inputs, outputs):
+            self.outputs = outputs
+
+        def predict(self, x, verbose=0):
+            t = other_engine.features(x, self.outputs)
+            return [t[n] for n in self.outputs]
+
+    monkeypatch.setitem(sys.modules, "keras", types.SimpleNamespace(Model=Probe))
+    report = compare(KerasModel(), random=1, seed=3)
+    assert report["other"]["kind"] == "keras" and "by layer name" in report["weights"]["source"]
+    assert len(report["layers"]) == len(model.layers) - 1
+    assert report["first_divergent_layer"] == "block_5_depthwise_BN"
+    assert report["diagnosis"]["cause"] == "bn_epsilon"

@@ -173,6 +173,8 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         m64, m32, wdesc, cannot = W.from_user(weights, hw, include_top, pooling)
     elif o.nodes:
         m64, m32, wdesc, cannot, _ = W.from_other(o, hw, include_top, pooling)
+    elif o.keras_weights is not None:
+        m64, m32, wdesc, cannot = W.from_keras_object(o, hw)
     else:
         raise CompareError(f"{o.source!r} is a tensor dump and carries no weights: name the reference "
                            "weights with --weights (a Keras .h5, a Hugging Face folder or a variant name)")
@@ -181,8 +183,8 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         matches = M.map_by_names(tensors_map, m64.layers, "mapping file")
     elif not o.nodes:
         names = {layer.name for layer in m64.layers}
-        matches = M.map_by_names({k: k for k in o.fixed_tensors if k in names}, m64.layers,
-                                 "by name (the dump's array is named as the Keras layer)")
+        matches = M.map_by_names({k: k for k in (o.tensor_names or o.fixed_tensors) if k in names}, m64.layers,
+                                 "by name (OTHER's tensor is named as the Keras layer)")
         if not matches:
             raise CompareError(f"dump {o.source!r}: no array is named as a Keras layer; give a --mapping "
                                'file {"input": NAME, "tensors": {ARRAY: KERAS_LAYER}}')

@@ -38,6 +38,8 @@ class OtherModel:
     fixed_tensors: dict = None
     fused_activations: bool = False  # a conv op may carry its BN and ReLU6 (TFLite)
     layouts: dict = None             # tensor name -> 'NCHW' / 'NHWC' where the reader knows it
+    tensor_names: list = None        # names OTHER's run() returns where it has no nodes (a Keras model)
+    keras_weights: object = None     # Keras layer name -> its weight arrays (a Keras model)
 
     def layout_of(self, tensor):
         return (self.layouts or {}).get(tensor) or self.activation_layout

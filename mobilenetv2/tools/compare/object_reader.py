@@ -1,5 +1,7 @@
 """Live model objects as OTHER: a torch ``nn.Module`` (a torchvision or Hugging Face
-MobileNetV2) through forward hooks on its leaf modules.  Each is an optional extra."""
+MobileNetV2) through forward hooks on its leaf modules, or a Keras model through a model that
+outputs every layer (its layers carry Keras's names, so they map by name).  Each is an optional
+extra."""
 import numpy as np
 
 from mobilenetv2.tools.compare.errors import CompareError, require
@@ -10,9 +12,8 @@ def read_object(obj):
     kind = type(obj).__module__.split(".")[0]
     if kind in ("torch", "torchvision", "transformers", "timm") or hasattr(obj, "register_forward_hook"):
         return _read_torch(obj)
-    if kind in ("keras", "tensorflow", "tf_keras"):
-        raise CompareError("comparing a live Keras model is not supported yet: save it as .tflite "
-                           "(tf.lite.TFLiteConverter) or dump its layer outputs to an .npz with a mapping file")
+    if kind in ("keras", "tensorflow", "tf_keras") or hasattr(obj, "get_layer") and hasattr(obj, "layers"):
+        return _read_keras(obj)
     raise CompareError(f"OTHER must be a path (.onnx, .tflite, .npz, a folder of .npy) or a torch "
                        f"module, got {type(obj).__name__}")
 
@@ -67,3 +68,23 @@ def _read_torch(module):
             continue
         prev = name
     return OtherModel("torch", type(module).__name__, nodes, "NCHW", None, "NCHW", runner=run)
+
+
+def _read_keras(model):
+    """A Keras MobileNetV2: every layer's output by its name (Keras names map by name); its
+    weights by layer name (``keras_weights``)."""
+    keras = require("keras", "comparing a Keras model", "keras")
+    layers = [layer for layer in model.layers[1:]]
+    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    names = [layer.name for layer in layers]
+
+    def run(x):
+        outs = probe.predict(np.asarray(x, np.float32), verbose=0)
+        return {n: np.asarray(o) for n, o in zip(names, outs)}
+
+    shape = tuple(model.input_shape[1:3])
+    other = OtherModel("keras", getattr(model, "name", "keras model"), [], "NHWC",
+                       None if None in shape else shape, "NHWC", runner=run)
+    other.tensor_names = names
+    other.keras_weights = lambda name: [np.asarray(w, np.float64) for w in model.get_layer(name).get_weights()]
+    return other

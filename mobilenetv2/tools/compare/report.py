@@ -2,9 +2,9 @@
 import json
 import math
 import os
-import tempfile
 
 from mobilenetv2.tools.compare.errors import require
+from mobilenetv2.tools.files import write_atomically
 
 
 def _num(v, fmt="{:.2e}"):
@@ -66,19 +66,6 @@ def format_table(report, all_layers=False):
     return "\n".join(lines)
 
 
-def _atomic_write(path, write, suffix):
-    path = os.path.abspath(os.fspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
-
-
 def _clean(v):
     if isinstance(v, float) and not math.isfinite(v):
         return None
@@ -91,7 +78,7 @@ def _clean(v):
 
 def write_json(report, path):
     data = json.dumps(_clean(report), indent=2).encode()
-    return _atomic_write(path, lambda f: f.write(data), ".json")
+    return write_atomically(path, lambda f: f.write(data), ".json")
 
 
 def write_plot(report, path):
@@ -123,6 +110,6 @@ def write_plot(report, path):
     ax.legend(fontsize=8)
     fig.tight_layout()
     try:
-        return _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), ".png")
+        return write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=110), ".png")
     finally:
         plt.close(fig)

@@ -184,3 +184,26 @@ def from_user(weights, hw, include_top, pooling=None, alpha_hint=None):
     cannot = ("reference weights given by the user: every defect in OTHER, weights included, is "
               "visible; a wrong class head shows only if OTHER's head is compared")
     return m64, m32, desc, cannot
+
+
+def from_keras_object(other, hw):
+    """The reference with a Keras model's own weights, by layer name (its epsilon stays Keras's)."""
+    try:
+        cout = other.keras_weights("block_16_project")[0].shape[-1]
+        top = other.keras_weights("predictions")
+    except ValueError:
+        top = None
+    except Exception as exc:
+        raise CompareError(f"the Keras model has no MobileNetV2 layer block_16_project ({exc})") from None
+    alpha = next((a for a in OFFICIAL_ALPHAS if arch.make_divisible(int(320 * a), 8) == cout), None)
+    if alpha is None:
+        raise CompareError(f"the Keras model's block_16_project has {cout} filters: no MobileNetV2 alpha "
+                           f"in {OFFICIAL_ALPHAS} gives that")
+    models = []
+    for dtype in ("float64", "float32"):
+        m = _model(alpha, hw, top is not None, top[0].shape[1] if top else 1000, dtype)
+        for layer in m.weighted_layers():
+            layer.set_weights(other.keras_weights(layer.name), m.dtype)
+        models.append(m)
+    return (models[0], models[1], f"read from the Keras model by layer name (alpha={alpha:g})",
+            "weights read from OTHER cannot show weights already rounded (float16/bfloat16) in them")
