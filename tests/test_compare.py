@@ -310,3 +310,21 @@ def test_keras_model_object(monkeypatch, model):
     assert len(report["layers"]) == len(model.layers) - 1
     assert report["first_divergent_layer"] == "block_5_depthwise_BN"
     assert report["diagnosis"]["cause"] == "bn_epsilon"
+
+
+def test_local_functions_are_inlined(model, tmp_path):
+    """torch.onnx's dynamo exporter writes modules as ONNX local functions: here every Clip is
+    a call of a function holding it, and the graph still maps and agrees."""
+    from onnx import helper
+    m = onnx.load(torch_style(model, tmp_path / "plain.onnx"))
+    fn = helper.make_function("pkg.torch.test", "ReLU6", ["x", "lo", "hi"], ["y"],
+                              [helper.make_node("Clip", ["x", "lo", "hi"], ["y"])],
+                              [helper.make_opsetid("", 13)])
+    for node in m.graph.node:
+        if node.op_type == "Clip":
+            node.op_type, node.domain = "ReLU6", "pkg.torch.test"
+    m.functions.append(fn)
+    m.opset_import.append(helper.make_opsetid("pkg.torch.test", 1))
+    onnx.save(m, tmp_path / "functions.onnx")
+    report = compare(str(tmp_path / "functions.onnx"), weights=model)
+    assert report["agrees"] and len(report["layers"]) == n_keras_outputs(model)

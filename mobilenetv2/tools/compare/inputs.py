@@ -7,7 +7,7 @@ import numpy as np
 from mobilenetv2.tools.compare.errors import CompareError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-MAX_IMAGES = 256
+MAX_IMAGES = 32  # every layer of both sides is kept for the diagnosis: ~0.1 GB per 224x224 image
 
 
 def _image_paths(items):

@@ -101,6 +101,12 @@ def read_onnx(path):
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise CompareError(f"{path!r} is not an ONNX file onnx can read: {exc}") from None
+    if len(model.functions):  # torch.onnx's dynamo exporter wraps modules in local functions
+        try:
+            from onnx import inliner
+            model = inliner.inline_local_functions(model)
+        except (ImportError, AttributeError):
+            raise CompareError(f"{path!r} uses ONNX local functions: install onnx >= 1.16 to inline them") from None
     graph = model.graph
     for t in graph.initializer:
         if t.data_location == TensorProto.EXTERNAL:
