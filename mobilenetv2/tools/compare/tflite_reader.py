@@ -24,6 +24,10 @@ def read_tflite(path):
         raise CompareError(f"LiteRT cannot load {path!r}: {exc}") from None
     details = {t["index"]: t for t in interp.get_tensor_details()}
     (inp,) = interp.get_input_details()
+    if np.dtype(inp["dtype"]).kind != "f" or any(
+            np.dtype(t["dtype"]).kind in "iu" and t.get("quantization", (0.0, 0))[0] for t in details.values()):
+        raise CompareError(f"{path!r} is a quantized model (integer tensors); compare checks float models: "
+                           "compare the float model it was quantized from")
     if len(inp["shape"]) != 4 or inp["shape"][3] != 3:
         raise CompareError(f"{path!r}: input shape {list(inp['shape'])} is not an NHWC image batch")
     consts = {}
