@@ -157,7 +157,10 @@ def read_onnx(path):
 
     def run(x):
         feed = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "NCHW" else x, np.float32)
-        return dict(zip(names, session.run(names, {inp.name: feed})))
+        try:
+            return dict(zip(names, session.run(names, {inp.name: feed})))
+        except Exception as exc:  # onnxruntime's own exception types
+            raise CompareError(f"ONNX Runtime failed running {path!r} on input {list(feed.shape)}: {exc}") from None
 
     other = OtherModel("onnx", path, nodes, layout, hw, "NCHW", runner=run)
     other.layouts = layouts

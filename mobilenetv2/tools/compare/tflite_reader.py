@@ -65,11 +65,14 @@ def read_tflite(path):
     hw = (int(inp["shape"][1]), int(inp["shape"][2]))
 
     def run(x):
-        if x.shape[0] != inp["shape"][0]:
-            interp.resize_tensor_input(inp["index"], list(x.shape))
-            interp.allocate_tensors()
-        interp.set_tensor(inp["index"], np.ascontiguousarray(x, np.float32))
-        interp.invoke()
+        try:
+            if x.shape[0] != inp["shape"][0]:
+                interp.resize_tensor_input(inp["index"], list(x.shape))
+                interp.allocate_tensors()
+            interp.set_tensor(inp["index"], np.ascontiguousarray(x, np.float32))
+            interp.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise CompareError(f"LiteRT failed running {path!r} on input {list(x.shape)}: {exc}") from None
         out = {}
         for n in nodes:
             out[n.output] = np.array(interp.get_tensor(int(n.output)))
