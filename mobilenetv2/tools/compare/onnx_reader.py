@@ -155,12 +155,20 @@ def read_onnx(path):
         raise CompareError(f"ONNX Runtime cannot load {path!r}: {exc}") from None
     names = [o.name for o in session.get_outputs()]
 
-    def run(x):
-        feed = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "NCHW" else x, np.float32)
+    batch = dims[0]  # a static batch size: run the input that many images at a time
+
+    def run_one(feed):
         try:
-            return dict(zip(names, session.run(names, {inp.name: feed})))
+            return session.run(names, {inp.name: feed})
         except Exception as exc:  # onnxruntime's own exception types
             raise CompareError(f"ONNX Runtime failed running {path!r} on input {list(feed.shape)}: {exc}") from None
+
+    def run(x):
+        feed = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "NCHW" else x, np.float32)
+        if not batch or len(feed) == batch or len(feed) % batch:
+            return dict(zip(names, run_one(feed)))
+        parts = [run_one(feed[i:i + batch]) for i in range(0, len(feed), batch)]
+        return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)}
 
     other = OtherModel("onnx", path, nodes, layout, hw, "NCHW", runner=run)
     other.layouts = layouts
