@@ -20,7 +20,9 @@ def _unit_prefix(i):
 
 
 def torch_style(model, path, sym_pads=(), relu=(), eps=None, input_map=None, weights_dtype=None,
-                classes_1001=False, opset=13):
+                classes_1001=False, opset=13, bn_nodes=None):
+    """``bn_nodes``: keep each batch norm as a BatchNormalization node with that epsilon (an
+    export without constant folding) instead of folding it."""
     eps = eps or {}
     nodes, inits = [], []
     counter = [0]
@@ -83,11 +85,19 @@ def torch_style(model, path, sym_pads=(), relu=(), eps=None, input_map=None, wei
                 pads = [1, 1, 1, 1]
             elif ksize == 3:
                 src = _dynamic_same_pad(nodes, inits, src, scope)
+            if bn_nodes is not None:  # the raw kernel, then the batch norm as a node
+                oihw = k[:, :, :, 0].transpose(2, 0, 1)[:, None] if group > 1 else k.transpose(3, 2, 0, 1)
+            conv_in = [src, const(rounded(oihw))] + ([] if bn_nodes is not None else [const(rounded(bias))])
             nodes.append(helper.make_node(
-                "Conv", [src, const(rounded(oihw)), const(rounded(bias))], [f"{scope}/Conv_output_0"],
+                "Conv", conv_in, [f"{scope}/Conv_output_0"],
                 name=f"{scope}/Conv", kernel_shape=[ksize, ksize], strides=[layer.stride] * 2,
                 pads=pads, group=group))
             tensor[layer.name] = tensor[bn.name] = f"{scope}/Conv_output_0"
+            if bn_nodes is not None:
+                out = f"{scope}/BatchNormalization_output_0"
+                nodes.append(helper.make_node("BatchNormalization", [tensor[layer.name]] + [const(a) for a in bn.weights],
+                                              [out], name=f"{scope}/BatchNormalization", epsilon=bn_nodes))
+                tensor[bn.name] = out
         elif isinstance(layer, L.BatchNormalization):
             continue
         elif isinstance(layer, L.ReLU):

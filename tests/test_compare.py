@@ -76,6 +76,17 @@ def test_weights_read_from_other_agree_and_say_what_they_hide(model, tmp_path):
     assert compare(torch_style(model, tmp_path / "eps.onnx", eps=eps), random=1)["agrees"]
 
 
+def test_separate_batchnorm_nodes(model, tmp_path):
+    """Batch norms left as BatchNormalization nodes: the conv and the BN each map to their Keras
+    layer, and with weights read from OTHER a wrong epsilon in the node is visible."""
+    report = compare(torch_style(model, tmp_path / "bn.onnx", bn_nodes=1e-3))
+    assert report["agrees"] and "0 with the batch norm folded in" in report["weights"]["source"]
+    assert [r["layer"] for r in report["layers"][:3]] == ["Conv1", "bn_Conv1", "Conv1_relu"]
+    report = compare(torch_style(model, tmp_path / "bn_eps.onnx", bn_nodes=1e-5))
+    assert report["first_divergent_layer"] == "bn_Conv1"
+    assert report["diagnosis"]["cause"] == "bn_epsilon" and report["diagnosis"]["scope"] == "every batch norm"
+
+
 # -- injected defects: the right layer, the right cause, confirmed -----------------------------
 TORCH_STYLE_DEFECTS = {
     "stem_symmetric_pads": (dict(sym_pads={"Conv1"}), "bn_Conv1", "padding", []),
