@@ -166,6 +166,18 @@ class Unsupported(Exception):
     """The graph has a layer the C kernels do not cover; the NumPy layers run it instead."""
 
 
+def _check_lowerable(layer):
+    """Raise Unsupported for a layer whose variant the C ops below do not compute."""
+    if isinstance(layer, L.DepthwiseConv2D) and layer.dilation != 1:
+        raise Unsupported(f"{layer.name!r}: dilated depthwise convolution")
+    if isinstance(layer, L.ReLU) and layer.max_value != 6.0:
+        raise Unsupported(f"{layer.name!r}: ReLU without the cap at 6")
+    if isinstance(layer, L.Conv2D) and layer.use_bias:
+        raise Unsupported(f"{layer.name!r}: convolution with a bias")
+    if isinstance(layer, L.GlobalAveragePooling2D) and layer.keepdims:
+        raise Unsupported(f"{layer.name!r}: pooling that keeps its spatial axes")
+
+
 class _Buffers:
     """Flat float32 arrays handed out and taken back by liveness, at plan-build time.
 
@@ -239,6 +251,8 @@ class Plan:
             if pending[name] == 0 and tensors[name][0] is not None:
                 pool.give(tensors[name][0])
 
+        for layer in layers:
+            _check_lowerable(layer)
         done = {layers[0].name}
         for layer in layers[1:]:
             if layer.name in done:
@@ -298,7 +312,7 @@ class Plan:
                 self._op(kind, x, y, layer=layer.name, c=x.shape[3])
                 tensors[layer.name] = (buf, y)
                 release(src)
-            elif isinstance(layer, L.Dense):
+            elif isinstance(layer, L.Dense) and x.ndim == 2:
                 kernel, bias = layer.weights
                 packed = _pack(kernel, bias)
                 buf, y = pool.take((n, layer.cout))
