@@ -88,7 +88,8 @@ class HFConfig:
                 out[f.name] = getattr(self, f.name)
         if self.head is not None:
             out["id2label"] = {str(k): v for k, v in sorted(self.id2label.items())}
-            out["label2id"] = {v: k for k, v in sorted(self.id2label.items(), reverse=True)}
+            label2id = {v: k for k, v in sorted(self.id2label.items())}  # a repeated name: its last id
+            out["label2id"] = dict(sorted(label2id.items()))
         out["dtype"] = "float32"
         out["model_type"] = "mobilenet_v2"
         return dict(sorted(out.items()))
