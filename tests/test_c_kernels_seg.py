@@ -1,0 +1,74 @@
+"""The segmentation kernels (dilated depthwise, bilinear resize) against their NumPy twins, AVX2
+against scalar bit for bit, on channel tails, dilations 1, 2, 4, and any row split."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from mobilenetv2 import native
+from mobilenetv2 import numpy_kernels as K
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
+if native.available():
+    from mobilenetv2 import c_kernels as C
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 2), h=st.integers(1, 14), w=st.integers(1, 14),
+       c=st.one_of(st.integers(1, 40), st.sampled_from([8, 16, 24, 320])), dilation=st.sampled_from([1, 2, 4]),
+       stride=st.sampled_from([1, 2]), relu6=st.booleans(), seed=st.integers(0, 2 ** 32 - 1), data=st.data())
+def test_dilated_depthwise(n, h, w, c, dilation, stride, relu6, seed, data):
+    rng = np.random.default_rng(seed)
+    pads = tuple(data.draw(st.integers(0, 2 * dilation)) for _ in range(4))
+    span = 2 * dilation + 1
+    if h + pads[0] + pads[1] < span or w + pads[2] + pads[3] < span:
+        return
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    k = rng.standard_normal((3, 3, c)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    got = C.dwconv3x3_dilated(x, k, b, stride, dilation, pads, relu6)
+    scalar = C.dwconv3x3_dilated(x, k, b, stride, dilation, pads, relu6, scalar=True)
+    np.testing.assert_array_equal(got, scalar)  # the same FMAs in the same order
+    want = K.depthwise3x3(x.astype(np.float64), k.astype(np.float64), stride, pads, bias=b.astype(np.float64),
+                          relu6=relu6, dilation=dilation)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    oh = got.shape[1]
+    a = data.draw(st.integers(0, oh))
+    parts = C.dwconv3x3_dilated(x, k, b, stride, dilation, pads, relu6, rows=(0, a)) + \
+        C.dwconv3x3_dilated(x, k, b, stride, dilation, pads, relu6, rows=(a, oh))
+    np.testing.assert_array_equal(parts, got)
+
+
+def test_dilation_1_is_the_plain_depthwise():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 9, 7, 19)).astype(np.float32)
+    k, b = rng.standard_normal((3, 3, 19)).astype(np.float32), rng.standard_normal(19).astype(np.float32)
+    np.testing.assert_allclose(C.dwconv3x3_dilated(x, k, b, 1, 1, (1, 1, 1, 1), True),
+                               C.dwconv3x3(x, k, b, 1, (1, 1, 1, 1), True), rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 12), w=st.integers(1, 12), oh=st.integers(1, 30), ow=st.integers(1, 30),
+       c=st.integers(1, 21), align=st.booleans(), seed=st.integers(0, 2 ** 32 - 1))
+def test_resize_bilinear_is_its_numpy_twin_bit_for_bit(h, w, oh, ow, c, align, seed):
+    x = np.random.default_rng(seed).standard_normal((2, h, w, c)).astype(np.float32)
+    got = C.resize_bilinear(x, oh, ow, align)
+    np.testing.assert_array_equal(got, K.resize_bilinear(x, oh, ow, align))
+    a = oh // 2
+    np.testing.assert_array_equal(C.resize_bilinear(x, oh, ow, align, rows=(0, a)) +
+                                  C.resize_bilinear(x, oh, ow, align, rows=(a, oh)), got)
+
+
+def test_resize_from_one_pixel_is_a_broadcast():
+    """With align_corners (DeepLabV3's image pooling) every source index is 0, weight 1 and 0:
+    exactly a broadcast.  (Without it the weights 0.8 and 0.2 of the same pixel may round.)"""
+    x = np.random.default_rng(1).standard_normal((2, 1, 1, 5)).astype(np.float32)
+    assert np.array_equal(C.resize_bilinear(x, 7, 4, True), np.broadcast_to(x, (2, 7, 4, 5)))
+
+
+def test_resize_numpy_twin_hand_computed():
+    """align_corners False, 2 -> 4: sources -0.25 (clamped to 0), 0.25, 0.75, 1.25 (1 clamped)."""
+    x = np.array([0.0, 1.0], np.float64).reshape(1, 2, 1, 1)
+    y = K.resize_bilinear(x, 4, 1)[0, :, 0, 0]
+    assert np.allclose(y, [0.0, 0.25, 0.75, 1.0])
+    y = K.resize_bilinear(x, 3, 1, align_corners=True)[0, :, 0, 0]
+    assert np.allclose(y, [0.0, 0.5, 1.0])
