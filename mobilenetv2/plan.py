@@ -166,18 +166,6 @@ class Unsupported(Exception):
     """The graph has a layer the C kernels do not cover; the NumPy layers run it instead."""
 
 
-def _check_lowerable(layer):
-    """Raise Unsupported for a layer whose variant the C ops below do not compute."""
-    if isinstance(layer, L.DepthwiseConv2D) and layer.dilation != 1:
-        raise Unsupported(f"{layer.name!r}: dilated depthwise convolution")
-    if isinstance(layer, L.ReLU) and layer.max_value != 6.0:
-        raise Unsupported(f"{layer.name!r}: ReLU without the cap at 6")
-    if isinstance(layer, L.Conv2D) and layer.use_bias:
-        raise Unsupported(f"{layer.name!r}: convolution with a bias")
-    if isinstance(layer, L.GlobalAveragePooling2D) and layer.keepdims:
-        raise Unsupported(f"{layer.name!r}: pooling that keeps its spatial axes")
-
-
 class _Buffers:
     """Flat float32 arrays handed out and taken back by liveness, at plan-build time.
 
@@ -251,15 +239,23 @@ class Plan:
             if pending[name] == 0 and tensors[name][0] is not None:
                 pool.give(tensors[name][0])
 
-        for layer in layers:
-            _check_lowerable(layer)
         done = {layers[0].name}
         for layer in layers[1:]:
             if layer.name in done:
                 continue
             src = layer.inputs[0]
             x = tensors[src][1]
-            if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.ZeroPadding2D)):
+            if isinstance(layer, L.Conv2D) and layer.use_bias:  # DeepLabV3's classifier: no BN after it
+                if layer.kernel != 1 or layer.stride != 1:
+                    raise Unsupported(f"{layer.name!r}: only a 1x1 convolution may have a bias")
+                buf, y = pool.take((n,) + shapes[layer.name])
+                self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=_pack(layer.weights[0][0, 0], layer.weights[1]),
+                         c=layer.cin, cout=layer.cout, split_rows=y.shape[1],
+                         split_panels=_by_panels(int(np.prod(y.shape[:3])), y.shape[1], layer.cin, layer.cout))
+                tensors[layer.name] = (buf, y)
+                release(src)
+                done.add(layer.name)
+            elif isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.ZeroPadding2D)):
                 fused = [layer]
                 conv = layer
                 pads = None
@@ -280,9 +276,11 @@ class Plan:
                     wk, bias = fold_batchnorm(kernel[:, :, :, 0], *bn.weights, eps=bn.epsilon)
                     if pads is None:
                         pads = conv.pads(*shapes[src][:2])
-                    self._op(lib.MNV2_OP_DWCONV, x, y, layer=conv.name, w=aligned_copy(wk), bias=aligned_copy(bias),
+                    dilated = dict(dilation=conv.dilation, cout=x.shape[3]) if conv.dilation > 1 else {}
+                    self._op(lib.MNV2_OP_DWCONV_DILATED if dilated else lib.MNV2_OP_DWCONV, x, y, layer=conv.name,
+                             w=aligned_copy(wk), bias=aligned_copy(bias),
                              relu6=relu is not None, c=x.shape[3], stride=conv.stride,
-                             pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1])
+                             pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1], **dilated)
                 elif conv.kernel == 3:
                     if conv.cin != 3 or conv.stride != 2:
                         raise Unsupported(f"the C stem takes 3 input channels at stride 2, "
@@ -298,9 +296,14 @@ class Plan:
                     residual = None
                     if add is not None:
                         residual = tensors[[i for i in add.inputs if i != bn.name][0]][1]
+                    plain_relu = relu is not None and relu.max_value is None  # DeepLabV3's head
                     self._op(lib.MNV2_OP_POINTWISE, x, y, layer=conv.name, w=packed, residual=residual,
-                             relu6=relu is not None, c=conv.cin, cout=conv.cout, split_rows=y.shape[1],
+                             relu6=relu is not None and not plain_relu, c=conv.cin, cout=conv.cout,
+                             split_rows=y.shape[1],
                              split_panels=_by_panels(int(np.prod(y.shape[:3])), y.shape[1], conv.cin, conv.cout))
+                    if plain_relu:  # max(y, 0) in place
+                        self._op(lib.MNV2_OP_COPY, y, y, layer=relu.name, c=conv.cout, cout=conv.cout,
+                                 relu=1, split_rows=y.shape[1])
                 tensors[out_name] = (buf, y)
                 release(src)
                 if add is not None:
@@ -310,8 +313,29 @@ class Plan:
                 buf, y = pool.take((n, x.shape[3]))
                 kind = lib.MNV2_OP_MAXPOOL if isinstance(layer, L.GlobalMaxPooling2D) else lib.MNV2_OP_AVGPOOL
                 self._op(kind, x, y, layer=layer.name, c=x.shape[3])
-                tensors[layer.name] = (buf, y)
+                tensors[layer.name] = (buf, y.reshape(n, 1, 1, -1) if layer.keepdims else y)
                 release(src)
+            elif isinstance(layer, L.ResizeBilinear):
+                oh, ow, c = shapes[layer.name]
+                buf, y = pool.take((n, oh, ow, c))
+                from mobilenetv2.c_kernels import resize_scales
+                sh, sw = resize_scales(x.shape[1], x.shape[2], oh, ow, layer.align_corners)
+                self._op(lib.MNV2_OP_RESIZE, x, y, layer=layer.name, c=c, cout=c, split_rows=oh,
+                         align_corners=int(layer.align_corners), scale_h=sh, scale_w=sw)
+                tensors[layer.name] = (buf, y)
+                for i in layer.inputs:
+                    release(i)
+            elif isinstance(layer, L.Concatenate):
+                buf, y = pool.take((n,) + shapes[layer.name])
+                offset = 0
+                for i in layer.inputs:
+                    part = tensors[i][1]
+                    self._op(lib.MNV2_OP_COPY, part, y, layer=layer.name, c=part.shape[3], cout=y.shape[3],
+                             y_offset=offset, split_rows=y.shape[1])
+                    offset += part.shape[3]
+                tensors[layer.name] = (buf, y)
+                for i in layer.inputs:
+                    release(i)
             elif isinstance(layer, L.Dense) and x.ndim == 2:
                 kernel, bias = layer.weights
                 packed = _pack(kernel, bias)
@@ -366,7 +390,7 @@ class Plan:
             self.threads = threads
 
     _KINDS = {0: "stem", 1: "depthwise", 2: "pointwise", 3: "avgpool", 4: "maxpool", 5: "softmax",
-              6: "block"}
+              6: "block", 7: "depthwise", 8: "resize", 9: "copy"}
 
     def profile(self, x, threads=1, runs=30):
         """Per op: its layer, kind, shapes, multiply-accumulates and median wall time over ``runs``
