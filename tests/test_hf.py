@@ -288,3 +288,17 @@ def test_id2label():
     m = model("mobilenet_v2_1.0_224")
     assert m.id2label[0] == "background" and m.id2label[389] == "giant_panda" and len(m.id2label) == 1001
     assert model(SEGMENTER).id2label[15] == "person"
+
+
+def test_keras_model_takes_the_tf_slim_head_too():
+    from mobilenetv2 import MobileNetV2
+    glob = MobileNetV2((320, 320, 3), alpha=0.35, weights=None, dtype="float64")
+    slim = MobileNetV2((320, 320, 3), alpha=0.35, weights=None, dtype="float64", top_pooling="7x7")
+    slim.set_weights(glob.get_weights())
+    x = np.random.default_rng(3).uniform(-1, 1, (1, 320, 320, 3))
+    grid = slim.predict(x)
+    assert grid.shape == (1, 4, 4, 1000) and np.allclose(grid.sum(axis=-1), 1.0)
+    feat = glob.features(x, "out_relu")["out_relu"]
+    w, b = glob.get_layer("predictions").weights
+    logits = feat[0, 3:10, 0:7].mean(axis=(0, 1)) @ w + b
+    assert np.allclose(grid[0, 3, 0], np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
