@@ -72,3 +72,23 @@ def test_resize_numpy_twin_hand_computed():
     assert np.allclose(y, [0.0, 0.25, 0.75, 1.0])
     y = K.resize_bilinear(x, 3, 1, align_corners=True)[0, :, 0, 0]
     assert np.allclose(y, [0.0, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("size, tf_padding, threads", [((64, 48), True, 1), ((65, 49), False, 2), ((33, 40), True, 2)])
+def test_segmentation_plan_against_float64(size, tf_padding, threads):
+    """A whole DeepLabV3 (random weights, depth 0.35, no shared data needed) through the C plan, batch
+    of 3, against the float64 NumPy engine; any thread count gives the same bits."""
+    from mobilenetv2.hf import HFMobileNetV2
+    from mobilenetv2.hf_config import HFConfig
+    config = HFConfig(depth_multiplier=0.35, output_stride=8, tf_padding=tf_padding, head="segmentation",
+                      id2label={i: str(i) for i in range(5)})
+    f32, f64 = HFMobileNetV2(config, threads=threads), HFMobileNetV2(config, dtype="float64")
+    f64.set_weights(f32.get_weights())
+    x = np.random.default_rng(0).uniform(-1, 1, (3,) + size + (3,)).astype(np.float32)
+    assert f32._plan(f32._check_input(x)) is not None
+    got = f32.predict(x)
+    want = f64.predict(x.astype(np.float64))
+    assert got.shape == (3, -(-size[0] // 8), -(-size[1] // 8), 5)
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
+    f32.threads = 1
+    assert np.array_equal(f32.predict(x), got)
