@@ -64,7 +64,7 @@ void f32_dwconv3x3_dilated_scalar(const float *x, const float *w, const float *b
 }
 
 #if MNV2_X86
-/* One output pixel, all channels: 8-channel chunks with plain loads, the last partial one masked. */
+/* One output pixel, all channels: 8-channel chunks, then the tail channel by channel. */
 MNV2_AVX2 static void pixel_avx2(const float *xb, const float *w, const float *bias, float *yp,
                                  size_t h, size_t wd, size_t c, size_t stride, size_t dilation,
                                  size_t pad_top, size_t pad_left, size_t i, size_t j, int relu6)
@@ -92,15 +92,13 @@ MNV2_AVX2 static void pixel_avx2(const float *xb, const float *w, const float *b
             acc = _mm256_min_ps(_mm256_max_ps(acc, zero), six);
         _mm256_storeu_ps(yp + k, acc);
     }
-    if (k < c) {
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(c - k)),
-                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        __m256 acc = _mm256_maskload_ps(bias + k, mask);
+    for (; k < c; k++) { /* the channel tail: the same single-rounding FMAs, one lane at a time */
+        float acc = bias[k];
         for (int t = 0; t < taps; t++)
-            acc = _mm256_fmadd_ps(_mm256_maskload_ps(xt[t] + k, mask), _mm256_maskload_ps(wt[t] + k, mask), acc);
+            acc = fmaf(xt[t][k], wt[t][k], acc);
         if (relu6)
-            acc = _mm256_min_ps(_mm256_max_ps(acc, zero), six);
-        _mm256_maskstore_ps(yp + k, mask, acc);
+            acc = acc > 0.0f ? (acc < 6.0f ? acc : 6.0f) : 0.0f;
+        yp[k] = acc;
     }
 }
 

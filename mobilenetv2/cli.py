@@ -115,20 +115,26 @@ def cmd_info(args):
     return 0
 
 
-def _save_npz_atomically(path, arrays):
-    """Write arrays to ``path`` via a temporary file in the same folder, so no half-written file remains."""
-    path = os.path.abspath(path)
-    if not path.endswith(".npz"):
-        path += ".npz"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=os.path.dirname(path))
+def _write_atomically(path, write):
+    """Call ``write(binary file)`` on a temporary file in ``path``'s folder, then rename it to
+    ``path``: no half-written file remains, whatever fails."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
     return path
+
+
+def _save_npz_atomically(path, arrays):
+    """Write arrays to ``path`` via a temporary file in the same folder, so no half-written file remains."""
+    path = os.path.abspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    return _write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 def cmd_dump(args):
@@ -164,16 +170,7 @@ def _palette(n):
 
 def _save_png_atomically(path, array):
     from PIL import Image
-    path = os.path.abspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(array).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return _write_atomically(os.path.abspath(path), lambda f: Image.fromarray(array).save(f, format="PNG"))
 
 
 def cmd_segment(args):

@@ -220,24 +220,15 @@ def _hf_key(name, prefixed):
     return PREFIX + name if prefixed and not name.startswith(("classifier", "segmentation_head")) else name
 
 
+_TO_KERAS = {"conv": (2, 3, 1, 0), "depthwise": (2, 3, 0, 1), "linear": (1, 0)}  # torch layout -> Keras's
+
+
 def _to_keras(a, kind):
-    if kind == "conv":
-        return a.transpose(2, 3, 1, 0)
-    if kind == "depthwise":
-        return a.transpose(2, 3, 0, 1)
-    if kind == "linear":
-        return a.T
-    return a
+    return a.transpose(_TO_KERAS[kind]) if kind in _TO_KERAS else a
 
 
 def _to_torch(a, kind):
-    if kind == "conv":
-        return a.transpose(3, 2, 0, 1)
-    if kind == "depthwise":
-        return a.transpose(2, 3, 0, 1)
-    if kind == "linear":
-        return a.T
-    return a
+    return a.transpose(np.argsort(_TO_KERAS[kind])) if kind in _TO_KERAS else a
 
 
 def load_safetensors(model, path):
