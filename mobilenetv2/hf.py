@@ -152,6 +152,11 @@ class HFMobileNetV2(MobileNetV2):
         return f"transformers {self.config.architecture} depth_multiplier={self.alpha:g}" + (
             f" ({self.classes} labels)" if self.classes else "")
 
+    def _static_shape(self, input_shape=None):
+        """The checkpoint's image_size where no input shape is given (summary, macs)."""
+        size = self.config.image_size
+        return tuple(input_shape) if input_shape else (size, size, self.config.num_channels)
+
     def load_weights(self, weights):
         """Load a model.safetensors (transformers' names and layouts) into this model."""
         load_safetensors(self, weights)
