@@ -92,3 +92,21 @@ def test_segmentation_plan_against_float64(size, tf_padding, threads):
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
     f32.threads = 1
     assert np.array_equal(f32.predict(x), got)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 30), c=st.integers(1, 40), extra=st.integers(0, 9), relu=st.booleans(),
+       per=st.integers(0, 5), seed=st.integers(0, 2 ** 32 - 1))
+def test_copy_channels(m, c, extra, relu, per, seed):
+    """f32_copy_channels against its NumPy twin (a channel slice assignment, K.relu, broadcast)."""
+    rng = np.random.default_rng(seed)
+    stride, offset = c + extra, extra // 2
+    rows = -(-m // per) if per else m
+    x = rng.standard_normal((rows, c)).astype(np.float32)
+    y = rng.standard_normal((m, stride)).astype(np.float32)
+    want = y.copy()
+    src = x[np.arange(m) // per] if per else x
+    want[:, offset:offset + c] = K.relu(src) if relu else src
+    native.lib.f32_copy_channels(native.as_float_ptr(x), native.as_float_ptr(y) + offset, c, stride, 0, m,
+                                 per, int(relu))
+    np.testing.assert_array_equal(y, want)
