@@ -57,8 +57,8 @@ class CheckpointError(ValueError):
 
 def _module_table(model):
     """[(HF module name without prefix, conv layer, batch-norm layer or None, output layer)] of a
-    model's layer list, in order."""
-    byname = model._by_name
+    model's layer list (a model, or a list of layers), in order."""
+    byname = {layer.name: layer for layer in getattr(model, "layers", model)}
     rows = []
 
     def conv(hf, keras, bn, out):
@@ -106,6 +106,14 @@ def hf_name_map(model):
     return out
 
 
+def _build_layers(config, top_pooling="global"):
+    return arch.build_hf_layers(
+        config.depth_multiplier, config.depth_divisible_by, config.min_depth, config.expand_ratio,
+        config.output_stride, config.first_layer_is_expansion, config.finegrained_output,
+        config.tf_padding, config.layer_norm_eps, config.num_channels, config.head,
+        config.num_labels, top_pooling)
+
+
 class HFMobileNetV2(MobileNetV2):
     """A transformers MobileNetV2 (``MobileNetV2Model``, ``...ForImageClassification`` or
     ``...ForSemanticSegmentation``) on this package's engines.  Build it with ``from_pretrained``.
@@ -135,11 +143,7 @@ class HFMobileNetV2(MobileNetV2):
         self.top_pooling = top_pooling
         self.id2label = dict(config.id2label) if config.id2label else {}
         self.processor_config = ProcessorConfig.for_image_size(config.image_size)
-        self._adopt_layers(arch.build_hf_layers(
-            config.depth_multiplier, config.depth_divisible_by, config.min_depth, config.expand_ratio,
-            config.output_stride, config.first_layer_is_expansion, config.finegrained_output,
-            config.tf_padding, config.layer_norm_eps, config.num_channels, config.head,
-            config.num_labels, top_pooling))
+        self._adopt_layers(_build_layers(config, top_pooling))
         self.hf_names = hf_name_map(self)
 
     @property
@@ -236,22 +240,21 @@ def _to_torch(a, kind):
     return a.transpose(np.argsort(_TO_KERAS[kind])) if kind in _TO_KERAS else a
 
 
-def load_safetensors(model, path):
-    """Read a transformers model.safetensors into ``model``'s layers: every expected tensor must be
-    there with its exact shape and a float dtype, and nothing else may be (other than BN
-    ``num_batches_tracked`` and, for segmentation, the conv_1x1 the head never reads).  Shapes are
-    checked from the header before any tensor is read."""
-    path = os.fspath(path)
-    f = SafetensorsFile(path)
+def check_tensors(f, layers, config):
+    """{tensor name: (torch shape, layer, index, layout)} of a model of ``layers`` (described by
+    ``config``) in the SafetensorsFile ``f``, after checking from the header alone that every
+    expected tensor is there with its exact shape and a float dtype, and nothing else is (other
+    than BN ``num_batches_tracked`` and, for segmentation, the conv_1x1 the head never reads)."""
+    path = f.path
     names = set(f.names())
     prefixed = any(n.startswith(PREFIX) for n in names)
-    expected = {_hf_key(k, prefixed): v for k, v in _expected(model).items()}
+    expected = {_hf_key(k, prefixed): v for k, v in _expected(layers).items()}
     ignorable = {n for n in names if n.endswith(".num_batches_tracked")}
-    if model.config.head == "segmentation":
+    if config.head == "segmentation":
         ignorable |= {n for n in names if n.startswith(_hf_key("conv_1x1.", prefixed))}
     missing = sorted(set(expected) - names)
     extra = sorted(names - set(expected) - ignorable)
-    what = f"{model.describe()} (its config.json)"
+    what = f"the transformers {config.architecture} of depth_multiplier {config.depth_multiplier:g} in its config.json"
     if missing:
         raise CheckpointError(f"{path!r} lacks {len(missing)} tensor(s) that {what} needs: "
                               f"{', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''} "
@@ -266,6 +269,15 @@ def load_safetensors(model, path):
                                   f"{shape} (for layer {layer.name!r}; check depth_multiplier and the labels)")
         if f.dtype(name) not in ("F32", "F64", "F16", "BF16"):
             raise CheckpointError(f"{path!r}: tensor {name!r} has dtype {f.dtype(name)}, expected floats")
+    return expected
+
+
+def load_safetensors(model, path):
+    """Read a transformers model.safetensors into ``model``'s layers (see check_tensors: shapes
+    and names are checked from the header before any tensor is read)."""
+    path = os.fspath(path)
+    f = SafetensorsFile(path)
+    expected = check_tensors(f, model.layers, model.config)
     by_layer = {}
     for name, (_, layer, index, kind) in expected.items():
         by_layer.setdefault(layer.name, (layer, {}))[1][index] = _to_keras(f.get(name), kind)
@@ -297,6 +309,8 @@ def from_pretrained(path, dtype="float32", threads=None, top_pooling="global"):
                                    "there is no model.safetensors beside it, and " + PICKLE_HINT)
         raise FileNotFoundError(2, "no model.safetensors in the checkpoint folder", folder)
     config = read_config(config_path)
+    # the header against the graph the config describes, before any weight is allocated
+    check_tensors(SafetensorsFile(weights), _build_layers(config, top_pooling), config)
     model = HFMobileNetV2(config, dtype=dtype, threads=threads, top_pooling=top_pooling)
     model.load_weights(weights)
     proc = os.path.join(folder, "preprocessor_config.json")

@@ -183,3 +183,21 @@ def test_hf_preprocess_arrays_and_errors(tmp_path):
         hf_preprocess(u, {"resample": 3})
     with pytest.raises(ValueError, match="smaller than"):
         hf_preprocess(u, {"do_resize": False, "crop_size": {"height": 500, "width": 500}})
+
+
+def test_an_oversized_config_fails_before_allocating_weights(tmp_path):
+    """A config describing a far bigger net (depth_multiplier 8: ~300 M weights) than its tensors is
+    refused from the safetensors header, before the model's weights exist."""
+    import tracemalloc
+    folder = _copy("mobilenet_v2_0.35_96", tmp_path)
+    config = json.load(open(folder / "config.json"))
+    config["depth_multiplier"] = 8.0
+    (folder / "config.json").write_text(json.dumps(config))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match="depth_multiplier 8"):
+            from_pretrained(folder)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 1024 * 1024
