@@ -10,7 +10,7 @@ import numpy as np
 from mobilenetv2 import arch
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
-from mobilenetv2.c_kernels import fold_batchnorm
+from mobilenetv2.c_kernels import fold_batchnorm, resize_scales
 
 
 ALIGN = 64  # bytes: a cache line, so no 32-byte vector load of a buffer straddles two lines
@@ -318,7 +318,6 @@ class Plan:
             elif isinstance(layer, L.ResizeBilinear):
                 oh, ow, c = shapes[layer.name]
                 buf, y = pool.take((n, oh, ow, c))
-                from mobilenetv2.c_kernels import resize_scales
                 sh, sw = resize_scales(x.shape[1], x.shape[2], oh, ow, layer.align_corners)
                 self._op(lib.MNV2_OP_RESIZE, x, y, layer=layer.name, c=c, cout=c, split_rows=oh,
                          align_corners=int(layer.align_corners), scale_h=sh, scale_w=sw)
