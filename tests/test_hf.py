@@ -39,6 +39,16 @@ def model(name, dtype="float32", tf_padding=True):
     return m
 
 
+@functools.lru_cache(maxsize=None)
+def backbone(name, tf_padding=True):
+    """The checkpoint's MobileNetV2Model (no head: predict gives the pooled features), float32."""
+    cls = model(name, "float32", tf_padding)
+    m = HFMobileNetV2(dataclasses.replace(cls.config, head=None, id2label=None))
+    for layer in m.weighted_layers():
+        layer.set_weights(cls.get_layer(layer.name).weights)
+    return m
+
+
 def case_input(ref, case):
     """The NHWC float32 input of a reference case (random ones regenerated and checked)."""
     if case.startswith("random_"):
@@ -101,11 +111,12 @@ def test_hidden_states(name):
 @needs_c
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_float32_c_core_against_f64(name):
-    """float32 through the C plan: within 1e-4 of transformers' float64 logits on every case; the
-    geometric mean of its errors against transformers' own float32 errors on the same cases is
-    printed (see README: 1.0_224 sits at 1.01x, 0.35_96 at 0.72x) and held to 1.05x."""
+    """float32 through the C plan: logits and pooled features within 1e-4 of transformers' float64
+    ones on every case; the geometric mean of its errors over transformers' own float32 errors on
+    the same cases is printed (README: logits 1.01x on 1.0_224, 0.72x on 0.35_96; pooled 1.00x and
+    0.72x) and held to 1.05x (per case the two trade places by rounding luck: 0.34x-1.16x)."""
     ref = reference(name)
-    ours, theirs = [], []
+    ours, theirs, pooled_ours, pooled_theirs = [], [], [], []
     for key, case, tf_padding in f64_keys(name):
         m = model(name, "float32", tf_padding)
         assert m._plan(m._check_input(case_input(ref, case))) is not None  # the C core runs it
@@ -114,11 +125,14 @@ def test_float32_c_core_against_f64(name):
         theirs.append(rel(ref[key[:-4]], ref[key]))
         assert ours[-1] < 1e-4, key
         pooled_key = key.replace("logits_f64", "pooler_output_f64")
-        pooled = m.features(case_input(ref, case), "pooler")["pooler"]
-        assert rel(pooled, ref[pooled_key]) < 1e-4, pooled_key
-    ratio = np.exp(np.mean(np.log(ours)) - np.mean(np.log(theirs)))
-    print(f"{name}: per-case ratios {np.round(np.array(ours) / theirs, 2)}, geometric mean {ratio:.3f}")
-    assert ratio <= 1.05
+        pooled = backbone(name, tf_padding).predict(case_input(ref, case))  # the C plan's pooled features
+        pooled_ours.append(rel(pooled, ref[pooled_key]))
+        pooled_theirs.append(rel(ref[pooled_key[:-4]], ref[pooled_key]))
+        assert pooled_ours[-1] < 1e-4, pooled_key
+    for what, a, b in (("logits", ours, theirs), ("pooled", pooled_ours, pooled_theirs)):
+        ratio = np.exp(np.mean(np.log(a)) - np.mean(np.log(b)))
+        print(f"{name} {what}: per-case ratios {np.round(np.array(a) / b, 2)}, geometric mean {ratio:.3f}")
+        assert ratio <= 1.05
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
