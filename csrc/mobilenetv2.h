@@ -110,6 +110,12 @@ void f32_resize_bilinear(const float *x, float *y, size_t n, size_t h, size_t wd
 void f32_copy_channels(const float *x, float *y, size_t c, size_t y_stride, size_t m0, size_t m1,
                        size_t broadcast, int relu);
 
+/* TF-slim's head pooling (csrc/resize.c): y[n,i,j,c] = (sum over a < kh, e < kw, in (a, e) order
+ * from 0, of x[n, i+a, j+e, c]) / (kh * kw): stride 1, no padding; x: [N, H, W, C],
+ * y: [N, OH, OW, C] with OH = H - kh + 1, OW = W - kw + 1; output rows [oh0, oh1). */
+void f32_avgpool_window(const float *x, float *y, size_t n, size_t h, size_t wd, size_t c, size_t kh,
+                        size_t kw, size_t oh, size_t ow, size_t oh0, size_t oh1);
+
 /* Softmax over the last axis of x: [n, c], shifted by the row maximum; y may be x. */
 void f32_softmax(const float *x, float *y, size_t n, size_t c);
 void f32_softmax_scalar(const float *x, float *y, size_t n, size_t c);
@@ -139,7 +145,10 @@ enum { MNV2_OP_STEM = 0, MNV2_OP_DWCONV = 1, MNV2_OP_POINTWISE = 2, MNV2_OP_AVGP
         * cout = c); _COPY: y [n, oh, ow, cout] channels [y_offset, y_offset + c) = act(x) where
         * x is [n, oh, ow, c], or [n, c] broadcast over each image's pixels (broadcast = 1);
         * act = plain ReLU if relu. */
-       MNV2_OP_DWCONV_DILATED = 7, MNV2_OP_RESIZE = 8, MNV2_OP_COPY = 9 };
+       MNV2_OP_DWCONV_DILATED = 7, MNV2_OP_RESIZE = 8, MNV2_OP_COPY = 9,
+       /* TF-slim's 7x7 head: _AVGPOOL_WINDOW x [n, h, w_, c] -> y [n, oh, ow, c], window pool_h x
+        * pool_w, stride 1, no padding (cout = c) */
+       MNV2_OP_AVGPOOL_WINDOW = 10 };
 struct mnv2_op {
     int kind;
     int relu6;
@@ -163,6 +172,7 @@ struct mnv2_op {
     size_t y_offset, broadcast;       /* _COPY only */
     int align_corners, relu;          /* _RESIZE; _COPY */
     float scale_h, scale_w;           /* _RESIZE only */
+    size_t pool_h, pool_w;            /* _AVGPOOL_WINDOW only */
 };
 /* A plan over ops[0..n_ops) (the array must outlive the plan) run by `threads` threads: the
  * caller and threads - 1 workers that wait for the next run (spinning for 2 ms, then asleep), each

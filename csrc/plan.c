@@ -148,6 +148,10 @@ static void run_op(const struct mnv2_op *op, size_t r0, size_t r1, float *scratc
                               op->y + b * op->oh * op->ow * op->cout + op->y_offset, op->c, op->cout,
                               r0 * op->ow, r1 * op->ow, op->broadcast ? op->oh * op->ow : 0, op->relu);
         break;
+    case MNV2_OP_AVGPOOL_WINDOW:
+        f32_avgpool_window(op->x, op->y, op->n, op->h, op->w_, op->c, op->pool_h, op->pool_w, op->oh,
+                           op->ow, r0, r1);
+        break;
     }
 }
 

@@ -1,6 +1,7 @@
-/* DeepLabV3's glue: bilinear resize as PyTorch computes it, and a channel copy that places a
- * tensor (or a broadcast vector) into a wider one at a channel offset, with an optional ReLU.
- * Plain C: these move little data next to the convolutions around them.
+/* The heads' glue: bilinear resize as PyTorch computes it, a channel copy that places a tensor
+ * (or a broadcast vector) into a wider one at a channel offset with an optional ReLU (DeepLabV3),
+ * and TF-slim's windowed average pooling.  Plain C: these move little data next to the
+ * convolutions around them.
  */
 #include "mobilenetv2.h"
 
@@ -60,4 +61,25 @@ void f32_copy_channels(const float *x, float *y, size_t c, size_t y_stride, size
             for (size_t k = 0; k < c; k++)
                 yr[k] = xr[k];
     }
+}
+
+void f32_avgpool_window(const float *x, float *y, size_t n, size_t h, size_t wd, size_t c, size_t kh,
+                        size_t kw, size_t oh, size_t ow, size_t oh0, size_t oh1)
+{
+    const float count = (float)(kh * kw);
+    for (size_t b = 0; b < n; b++)
+        for (size_t i = oh0; i < oh1; i++)
+            for (size_t j = 0; j < ow; j++) {
+                float *yp = y + ((b * oh + i) * ow + j) * c;
+                for (size_t k = 0; k < c; k++)
+                    yp[k] = 0.0f;
+                for (size_t a = 0; a < kh; a++)
+                    for (size_t e = 0; e < kw; e++) {
+                        const float *xp = x + ((b * h + i + a) * wd + j + e) * c;
+                        for (size_t k = 0; k < c; k++)
+                            yp[k] = yp[k] + xp[k];
+                    }
+                for (size_t k = 0; k < c; k++)
+                    yp[k] = yp[k] / count;
+            }
 }

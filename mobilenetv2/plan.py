@@ -335,6 +335,21 @@ class Plan:
                 tensors[layer.name] = (buf, y)
                 for i in layer.inputs:
                     release(i)
+            elif isinstance(layer, L.AveragePooling2D):  # TF-slim's head
+                oh, ow, c = shapes[layer.name]
+                buf, y = pool.take((n, oh, ow, c))
+                kh, kw = layer.window(x.shape[1], x.shape[2])
+                self._op(lib.MNV2_OP_AVGPOOL_WINDOW, x, y, layer=layer.name, c=c, cout=c, split_rows=oh,
+                         pool_h=kh, pool_w=kw)
+                tensors[layer.name] = (buf, y)
+                release(src)
+            elif isinstance(layer, L.Dense) and x.ndim == 4 and layer.activation is None:  # over a grid
+                buf, y = pool.take((n,) + shapes[layer.name])
+                self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=_pack(*layer.weights), c=layer.cin,
+                         cout=layer.cout, split_rows=y.shape[1],
+                         split_panels=_by_panels(int(np.prod(y.shape[:3])), y.shape[1], layer.cin, layer.cout))
+                tensors[layer.name] = (buf, y)
+                release(src)
             elif isinstance(layer, L.Dense) and x.ndim == 2:
                 kernel, bias = layer.weights
                 packed = _pack(kernel, bias)
@@ -389,7 +404,7 @@ class Plan:
             self.threads = threads
 
     _KINDS = {0: "stem", 1: "depthwise", 2: "pointwise", 3: "avgpool", 4: "maxpool", 5: "softmax",
-              6: "block", 7: "depthwise", 8: "resize", 9: "copy"}
+              6: "block", 7: "depthwise", 8: "resize", 9: "copy", 10: "avgpool"}
 
     def profile(self, x, threads=1, runs=30):
         """Per op: its layer, kind, shapes, multiply-accumulates and median wall time over ``runs``

@@ -110,3 +110,35 @@ def test_copy_channels(m, c, extra, relu, per, seed):
     native.lib.f32_copy_channels(native.as_float_ptr(x), native.as_float_ptr(y) + offset, c, stride, 0, m,
                                  per, int(relu))
     np.testing.assert_array_equal(y, want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 12), w=st.integers(1, 12), c=st.integers(1, 20), kh=st.integers(1, 7),
+       kw=st.integers(1, 7), seed=st.integers(0, 2 ** 32 - 1))
+def test_avgpool_window_is_its_numpy_twin_bit_for_bit(h, w, c, kh, kw, seed):
+    kh, kw = min(kh, h), min(kw, w)
+    x = np.random.default_rng(seed).standard_normal((2, h, w, c)).astype(np.float32)
+    want = K.avg_pool(x, kh, kw)
+    y = np.zeros_like(want)
+    oh, ow = want.shape[1:3]
+    p = native.as_float_ptr
+    native.lib.f32_avgpool_window(p(x), p(y), 2, h, w, c, kh, kw, oh, ow, 0, oh)
+    np.testing.assert_array_equal(y, want)
+
+
+def test_tf_slim_head_runs_on_the_c_plan():
+    """transformers' classifier with TF-slim's 7x7 head (random weights): the C plan, any size,
+    against the float64 engine; 1 and 2 threads give the same bits."""
+    from mobilenetv2.hf import HFMobileNetV2
+    from mobilenetv2.hf_config import HFConfig
+    config = HFConfig(depth_multiplier=0.35, head="classification", id2label={i: str(i) for i in range(11)})
+    f32, f64 = HFMobileNetV2(config, top_pooling="7x7", threads=2), HFMobileNetV2(config, "float64", top_pooling="7x7")
+    f64.set_weights(f32.get_weights())
+    for size in ((320, 320), (96, 96), (250, 224)):
+        x = np.random.default_rng(0).uniform(-1, 1, (2,) + size + (3,)).astype(np.float32)
+        assert f32._plan(f32._check_input(x)) is not None
+        got, want = f32.predict(x), f64.predict(x.astype(np.float64))
+        assert got.shape == want.shape and np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
+        f32.threads = 1
+        assert np.array_equal(f32.predict(x), got)
+        f32.threads = 2
