@@ -85,6 +85,37 @@ void f32_fold_batchnorm_scalar(const float *w, size_t k, size_t c, const float *
                                const float *beta, const float *mean, const float *var, double eps,
                                float *w_out, float *bias_out);
 
+/* Dilated depthwise 3x3 (csrc/dwconv_dilated.c): as f32_dwconv3x3 with the taps `dilation`
+ * pixels apart: y[n,i,j,c] = act(bias[c] + sum_{a,b} x[n, i*s+a*d-pt, j*s+b*d-pl, c] * w[a,b,c]),
+ * one FMA per tap in (a, b) order in both paths (same bits). */
+void f32_dwconv3x3_dilated(const float *x, const float *w, const float *bias, float *y,
+                           size_t n, size_t h, size_t wd, size_t c, size_t stride, size_t dilation,
+                           size_t pad_top, size_t pad_left, size_t oh, size_t ow, size_t oh0,
+                           size_t oh1, int relu6);
+void f32_dwconv3x3_dilated_scalar(const float *x, const float *w, const float *bias, float *y,
+                                  size_t n, size_t h, size_t wd, size_t c, size_t stride,
+                                  size_t dilation, size_t pad_top, size_t pad_left, size_t oh,
+                                  size_t ow, size_t oh0, size_t oh1, int relu6);
+
+/* Bilinear resize (csrc/resize.c) of x: [N, H, W, C] to y: [N, OH, OW, C], output rows [oh0, oh1),
+ * as torch.nn.functional.interpolate(mode='bilinear') computes it in float: source index
+ * scale * i (align_corners) or max(scale * (i + 0.5) - 0.5, 0), scale_h/scale_w given by the
+ * caller ((H-1)/(OH-1) or H/OH rounded to float), y = l0h (l0w x00 + l1w x01) + l1h (l0w x10 + l1w x11). */
+void f32_resize_bilinear(const float *x, float *y, size_t n, size_t h, size_t wd, size_t c,
+                         size_t oh, size_t ow, int align_corners, float scale_h, float scale_w,
+                         size_t oh0, size_t oh1);
+/* y[m * y_stride + k] = act(x[src * c + k]) for k < c, rows m in [m0, m1), src = m / broadcast
+ * (broadcast > 0: one x row per `broadcast` y rows) or m; act = max(., 0) if relu.  y may be x
+ * when y_stride = c (an in-place ReLU). */
+void f32_copy_channels(const float *x, float *y, size_t c, size_t y_stride, size_t m0, size_t m1,
+                       size_t broadcast, int relu);
+
+/* TF-slim's head pooling (csrc/resize.c): y[n,i,j,c] = (sum over a < kh, e < kw, in (a, e) order
+ * from 0, of x[n, i+a, j+e, c]) / (kh * kw): stride 1, no padding; x: [N, H, W, C],
+ * y: [N, OH, OW, C] with OH = H - kh + 1, OW = W - kw + 1; output rows [oh0, oh1). */
+void f32_avgpool_window(const float *x, float *y, size_t n, size_t h, size_t wd, size_t c, size_t kh,
+                        size_t kw, size_t oh, size_t ow, size_t oh0, size_t oh1);
+
 /* Softmax over the last axis of x: [n, c], shifted by the row maximum; y may be x. */
 void f32_softmax(const float *x, float *y, size_t n, size_t c);
 void f32_softmax_scalar(const float *x, float *y, size_t n, size_t c);
@@ -108,7 +139,16 @@ float mnv2_fma_peak_loop(size_t iters);
  * (packed proj_w, ce -> cout, + residual) -> y: [n, oh, ow, cout], band output rows at a time; the
  * expanded rows live in a per-thread ring and never reach memory as a whole tensor. */
 enum { MNV2_OP_STEM = 0, MNV2_OP_DWCONV = 1, MNV2_OP_POINTWISE = 2, MNV2_OP_AVGPOOL = 3,
-       MNV2_OP_MAXPOOL = 4, MNV2_OP_SOFTMAX = 5, MNV2_OP_BLOCK = 6 };
+       MNV2_OP_MAXPOOL = 4, MNV2_OP_SOFTMAX = 5, MNV2_OP_BLOCK = 6,
+       /* DeepLabV3 (segmentation): _DWCONV_DILATED as _DWCONV with `dilation` (cout = c);
+        * _RESIZE: x [n, h, w_, c] -> y [n, oh, ow, c] bilinear (align_corners, scale_h, scale_w;
+        * cout = c); _COPY: y [n, oh, ow, cout] channels [y_offset, y_offset + c) = act(x) where
+        * x is [n, oh, ow, c], or [n, c] broadcast over each image's pixels (broadcast = 1);
+        * act = plain ReLU if relu. */
+       MNV2_OP_DWCONV_DILATED = 7, MNV2_OP_RESIZE = 8, MNV2_OP_COPY = 9,
+       /* TF-slim's 7x7 head: _AVGPOOL_WINDOW x [n, h, w_, c] -> y [n, oh, ow, c], window pool_h x
+        * pool_w, stride 1, no padding (cout = c) */
+       MNV2_OP_AVGPOOL_WINDOW = 10 };
 struct mnv2_op {
     int kind;
     int relu6;
@@ -128,6 +168,11 @@ struct mnv2_op {
     int batch_rows;   /* the op's rows are the batch's images (the dense head: n = 1, oh = batch) */
     int sync_images;  /* with whole images per thread: the barrier before this op is needed (it
                          writes memory an earlier op since the last barrier used) */
+    size_t dilation;                  /* _DWCONV_DILATED only */
+    size_t y_offset, broadcast;       /* _COPY only */
+    int align_corners, relu;          /* _RESIZE; _COPY */
+    float scale_h, scale_w;           /* _RESIZE only */
+    size_t pool_h, pool_w;            /* _AVGPOOL_WINDOW only */
 };
 /* A plan over ops[0..n_ops) (the array must outlive the plan) run by `threads` threads: the
  * caller and threads - 1 workers that wait for the next run (spinning for 2 ms, then asleep), each

@@ -134,6 +134,24 @@ static void run_op(const struct mnv2_op *op, size_t r0, size_t r1, float *scratc
     case MNV2_OP_BLOCK:
         run_block(op, r0, r1, scratch);
         break;
+    case MNV2_OP_DWCONV_DILATED:
+        f32_dwconv3x3_dilated(op->x, op->w, op->bias, op->y, op->n, op->h, op->w_, op->c, op->stride,
+                              op->dilation, op->pad_top, op->pad_left, op->oh, op->ow, r0, r1, op->relu6);
+        break;
+    case MNV2_OP_RESIZE:
+        f32_resize_bilinear(op->x, op->y, op->n, op->h, op->w_, op->c, op->oh, op->ow, op->align_corners,
+                            op->scale_h, op->scale_w, r0, r1);
+        break;
+    case MNV2_OP_COPY: /* rows [r0, r1) of every image */
+        for (size_t b = 0; b < op->n; b++)
+            f32_copy_channels(op->broadcast ? op->x + b * op->c : op->x + b * op->oh * op->ow * op->c,
+                              op->y + b * op->oh * op->ow * op->cout + op->y_offset, op->c, op->cout,
+                              r0 * op->ow, r1 * op->ow, op->broadcast ? op->oh * op->ow : 0, op->relu);
+        break;
+    case MNV2_OP_AVGPOOL_WINDOW:
+        f32_avgpool_window(op->x, op->y, op->n, op->h, op->w_, op->c, op->pool_h, op->pool_w, op->oh,
+                           op->ow, r0, r1);
+        break;
     }
 }
 

@@ -1,7 +1,10 @@
 """MobileNetV2 as Keras builds it: a stem, the paper's table of inverted-residual blocks, a head.
 
 ``build_layers`` returns the layer list of ``keras.applications.MobileNetV2`` with the same names,
-order and channel counts, for any width multiplier ``alpha``.
+order and channel counts, for any width multiplier ``alpha``.  ``build_hf_layers`` lowers a
+transformers ``MobileNetV2Config`` (depth multiplier rounding, TF or symmetric padding, output
+stride 8 with dilated depthwise convolutions, the 1001-class classifier or the DeepLabV3 head) onto
+the same block table and the same ``_inverted_res_block``, with Keras's layer names.
 """
 from mobilenetv2 import layers as L
 
@@ -17,6 +20,11 @@ BLOCKS = (
 )
 STEM_FILTERS = 32
 LAST_FILTERS = 1280
+
+
+BN_EPS = 1e-3          # Keras's and TF-slim's batch-norm epsilon (transformers' layer_norm_eps)
+DEEPLAB_BN_EPS = 1e-5  # transformers' DeepLabV3 head (hard-coded there)
+DEEPLAB_CHANNELS = 256
 
 
 def make_divisible(v, divisor=8, min_value=None):
@@ -42,54 +50,86 @@ def last_filters(alpha):
     return make_divisible(LAST_FILTERS * alpha, 8) if alpha > 1.0 else LAST_FILTERS
 
 
-def _inverted_res_block(layers, x, cin, block_id, expansion, cout, stride):
-    """Append one block's layers after layer ``x``; return (last layer name, channels)."""
+def _inverted_res_block(layers, x, cin, block_id, expansion, cout, stride, dilation=1,
+                        tf_padding=True, hidden=None, eps=BN_EPS):
+    """Append one block's layers after layer ``x``; return (last layer name, channels).
+
+    ``hidden`` (default ``expansion * cin``) is the expanded width; the expand conv is there when
+    ``block_id`` is not 0 or the expansion is not 1.  ``tf_padding`` pads the depthwise conv as
+    Keras does (TF-SAME, a ZeroPadding2D before a stride-2 one); False pads ``dilation`` zeros on
+    every side, as PyTorch's ``padding=dilation``."""
     def add(layer):
         layers.append(layer)
         return layer.name
 
     inputs = x
-    if block_id:
-        prefix = f"block_{block_id}_"
-        hidden = expansion * cin
+    prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
+    hidden = expansion * cin if hidden is None else hidden
+    if block_id or expansion != 1:
         x = add(L.Conv2D(prefix + "expand", [x], cin, hidden, kernel=1))
-        x = add(L.BatchNormalization(prefix + "expand_BN", [x], hidden))
+        x = add(L.BatchNormalization(prefix + "expand_BN", [x], hidden, eps))
         x = add(L.ReLU(prefix + "expand_relu", [x]))
-    else:
-        prefix = "expanded_conv_"
-        hidden = cin
-    if stride == 2:
+    if not tf_padding:
+        padding = "symmetric"
+    elif stride == 2:
         x = add(L.ZeroPadding2D(prefix + "pad", [x]))
-    x = add(L.DepthwiseConv2D(prefix + "depthwise", [x], hidden, stride,
-                              padding="same" if stride == 1 else "valid"))
-    x = add(L.BatchNormalization(prefix + "depthwise_BN", [x], hidden))
+        padding = "valid"
+    else:
+        padding = "same"
+    x = add(L.DepthwiseConv2D(prefix + "depthwise", [x], hidden, stride, padding=padding, dilation=dilation))
+    x = add(L.BatchNormalization(prefix + "depthwise_BN", [x], hidden, eps))
     x = add(L.ReLU(prefix + "depthwise_relu", [x]))
     x = add(L.Conv2D(prefix + "project", [x], hidden, cout, kernel=1))
-    x = add(L.BatchNormalization(prefix + "project_BN", [x], cout))
+    x = add(L.BatchNormalization(prefix + "project_BN", [x], cout, eps))
     if cin == cout and stride == 1:
         x = add(L.Add(prefix + "add", [inputs, x]))
     return x, cout
 
 
+def _stem(layers, cin, cout, tf_padding=True, eps=BN_EPS):
+    """Conv1 (3x3 stride 2), its batch norm and ReLU6; returns the last layer's name."""
+    layers += [L.Conv2D("Conv1", ["input_layer"], cin, cout, kernel=3, stride=2,
+                        padding="same" if tf_padding else "symmetric"),
+               L.BatchNormalization("bn_Conv1", ["Conv1"], cout, eps),
+               L.ReLU("Conv1_relu", ["bn_Conv1"])]
+    return "Conv1_relu"
+
+
+def _last_conv(layers, x, cin, cout, eps=BN_EPS):
+    layers += [L.Conv2D("Conv_1", [x], cin, cout, kernel=1),
+               L.BatchNormalization("Conv_1_bn", ["Conv_1"], cout, eps),
+               L.ReLU("out_relu", ["Conv_1_bn"])]
+    return "out_relu"
+
+
+def _classifier(layers, x, cin, classes, activation, pool="global"):
+    """The classification head: global average pooling (or TF-slim's 7x7 average pooling, which
+    gives a grid of scores on inputs above 224) and the dense layer."""
+    if pool == "global":
+        layers.append(L.GlobalAveragePooling2D("global_average_pooling2d", [x]))
+        x = "global_average_pooling2d"
+    else:
+        layers.append(L.AveragePooling2D("average_pooling2d", [x], pool=7))
+        x = "average_pooling2d"
+    layers.append(L.Dense("predictions", [x], cin, classes, activation=activation))
+    return "predictions"
+
+
 def build_layers(alpha=1.0, include_top=True, pooling=None, classes=1000,
-                 classifier_activation="softmax"):
-    """The layer list of Keras's MobileNetV2, input layer first, in Keras's order."""
+                 classifier_activation="softmax", top_pooling="global"):
+    """The layer list of Keras's MobileNetV2, input layer first, in Keras's order.
+
+    ``top_pooling='7x7'`` replaces the head's global average by TF-slim's 7x7 average pooling
+    (stride 1, VALID): a 224 input gives the same scores, a larger one a grid of them."""
     layers = [L.InputLayer("input_layer")]
     c = make_divisible(STEM_FILTERS * alpha, 8)
-    layers += [L.Conv2D("Conv1", ["input_layer"], 3, c, kernel=3, stride=2, padding="same"),
-               L.BatchNormalization("bn_Conv1", ["Conv1"], c),
-               L.ReLU("Conv1_relu", ["bn_Conv1"])]
-    x = "Conv1_relu"
+    x = _stem(layers, 3, c)
     for block_id, t, cout, s in block_specs(alpha):
         x, c = _inverted_res_block(layers, x, c, block_id, t, cout, s)
     last = last_filters(alpha)
-    layers += [L.Conv2D("Conv_1", [x], c, last, kernel=1),
-               L.BatchNormalization("Conv_1_bn", ["Conv_1"], last),
-               L.ReLU("out_relu", ["Conv_1_bn"])]
+    _last_conv(layers, x, c, last)
     if include_top:
-        layers += [L.GlobalAveragePooling2D("global_average_pooling2d", ["out_relu"]),
-                   L.Dense("predictions", ["global_average_pooling2d"], last, classes,
-                           activation=classifier_activation)]
+        _classifier(layers, "out_relu", last, classes, classifier_activation, top_pooling)
     elif pooling == "avg":
         layers.append(L.GlobalAveragePooling2D("global_average_pooling2d", ["out_relu"]))
     elif pooling == "max":
@@ -110,3 +150,97 @@ def layer_macs(layers, input_shape):
     shapes = output_shapes(layers, input_shape)
     return {layer.name: layer.macs(*[shapes[i] for i in layer.inputs]) if layer.inputs else 0
             for layer in layers}
+
+
+# -- transformers' MobileNetV2Config ---------------------------------------------------------------
+def hf_depth(channels, depth_multiplier, divisible_by=8, min_depth=8):
+    """transformers' ``apply_depth_multiplier``: make_divisible(round(c * multiplier)).  For the
+    official multipliers it gives Keras's widths (which round down before make_divisible; tested)."""
+    return make_divisible(int(round(channels * depth_multiplier)), divisible_by, min_depth)
+
+
+def hf_block_specs(depth_multiplier=1.0, depth_divisible_by=8, min_depth=8, expand_ratio=6.0,
+                   output_stride=32):
+    """(block_id, expanded width, output channels, stride, dilation) of the 17 blocks of a
+    transformers MobileNetV2 (block 0 is its stem's depthwise + project: expanded width = input).
+
+    Once the running stride reaches ``output_stride``, later strides become 1 and multiply the
+    dilation of the blocks after them instead (the block that would have strided keeps the
+    dilation it had)."""
+    def depth(c):
+        return hf_depth(c, depth_multiplier, depth_divisible_by, min_depth)
+
+    specs, current, dilation = [], 2, 1  # the stem conv has stride 2
+    cin = depth(STEM_FILTERS)
+    for t, c, n, s in BLOCKS:
+        for i in range(n):
+            block_id, stride = len(specs), s if i == 0 else 1
+            hidden = cin if block_id == 0 else make_divisible(int(round(cin * expand_ratio)),
+                                                              depth_divisible_by, min_depth)
+            if block_id and current == output_stride:
+                block_dilation, dilation, stride = dilation, dilation * stride, 1
+            else:
+                block_dilation = 1
+                current *= stride
+            specs.append((block_id, hidden, depth(c), stride, block_dilation))
+            cin = depth(c)
+    return specs
+
+
+def hf_last_filters(depth_multiplier, depth_divisible_by=8, min_depth=8, finegrained_output=True):
+    if finegrained_output and depth_multiplier < 1.0:
+        return LAST_FILTERS
+    return hf_depth(LAST_FILTERS, depth_multiplier, depth_divisible_by, min_depth)
+
+
+def build_hf_layers(depth_multiplier=1.0, depth_divisible_by=8, min_depth=8, expand_ratio=6.0,
+                    output_stride=32, first_layer_is_expansion=True, finegrained_output=True,
+                    tf_padding=True, eps=BN_EPS, num_channels=3, head="classification",
+                    num_labels=1001, top_pooling="global"):
+    """The layer list of transformers' MobileNetV2 (``MobileNetV2Model`` with ``head=None``: the
+    backbone, conv_1x1 and the pooler; ``'classification'``: + the linear classifier;
+    ``'segmentation'``: the backbone up to its last block, then the DeepLabV3 head, without the
+    conv_1x1 whose output that head never reads), with Keras's layer names.
+
+    With ``tf_padding`` and ``first_layer_is_expansion`` (the hub checkpoints) the backbone is
+    Keras's graph exactly."""
+    layers = [L.InputLayer("input_layer")]
+    c = hf_depth(STEM_FILTERS, depth_multiplier, depth_divisible_by, min_depth)
+    x = _stem(layers, num_channels, c, tf_padding, eps)
+    for block_id, hidden, cout, stride, dilation in hf_block_specs(
+            depth_multiplier, depth_divisible_by, min_depth, expand_ratio, output_stride):
+        expansion = 6 if block_id or not first_layer_is_expansion else 1
+        x, c = _inverted_res_block(layers, x, c, block_id, expansion, cout, stride, dilation,
+                                   tf_padding, hidden, eps)
+    if head == "segmentation":
+        _deeplab_head(layers, x, c, num_labels)
+        return layers
+    last = hf_last_filters(depth_multiplier, depth_divisible_by, min_depth, finegrained_output)
+    x = _last_conv(layers, x, c, last, eps)
+    if head == "classification":
+        _classifier(layers, x, last, num_labels, None, top_pooling)
+    else:
+        layers.append(L.GlobalAveragePooling2D("global_average_pooling2d", [x]))
+    return layers
+
+
+def _conv_bn_relu(layers, name, x, cin, cout):
+    layers += [L.Conv2D(name, [x], cin, cout, kernel=1),
+               L.BatchNormalization(name + "_BN", [name], cout, DEEPLAB_BN_EPS),
+               L.ReLU(name + "_relu", [name + "_BN"], max_value=None)]
+    return name + "_relu"
+
+
+def _deeplab_head(layers, x, cin, num_labels):
+    """DeepLabV3's head as transformers builds it: [image pooling (global average, 1x1 conv, BN,
+    ReLU, broadcast back), 1x1 conv branch] concatenated, projected, and a 1x1 classifier with bias.
+    Its ReLUs are plain (no cap at 6) and its batch norms use eps 1e-5."""
+    ch = DEEPLAB_CHANNELS
+    layers.append(L.GlobalAveragePooling2D("aspp_pool", [x], keepdims=True))
+    pool = _conv_bn_relu(layers, "aspp_pool_conv", "aspp_pool", cin, ch)
+    layers.append(L.ResizeBilinear("aspp_pool_upsample", [pool, x], align_corners=True))
+    aspp = _conv_bn_relu(layers, "aspp_conv", x, cin, ch)
+    layers.append(L.Concatenate("aspp_concat", ["aspp_pool_upsample", aspp]))
+    proj = _conv_bn_relu(layers, "aspp_projection", "aspp_concat", 2 * ch, ch)
+    layers.append(L.Conv2D("logits", [proj], ch, num_labels, kernel=1, use_bias=True))
+    return "logits"

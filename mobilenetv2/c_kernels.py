@@ -158,3 +158,46 @@ def fold_batchnorm(w, gamma, beta, mean, var, eps, scalar=False):
     _fn("f32_fold_batchnorm", scalar)(_ptr(w), w.size // max(c, 1), c, *[_ptr(s) for s in stats],
                                       float(eps), _ptr(w_out), _ptr(bias))
     return w_out, bias
+
+
+def dwconv3x3_dilated(x, w, bias, stride, dilation, pads, relu6=False, rows=None, scalar=False):
+    """Dilated depthwise 3x3 on x: [N, H, W, C] (taps ``dilation`` apart), w: [3, 3, C], bias: [C],
+    pads (top, bottom, left, right), each at most ``2 * dilation``."""
+    x, w, bias = _f32(x, "x", 4), _f32(w, "w", 3), _f32(bias, "bias", 1)
+    n, h, wd, c = x.shape
+    if w.shape != (3, 3, c) or bias.shape != (c,) or stride not in (1, 2) or not 1 <= dilation <= 64:
+        raise ValueError(f"w {w.shape}, bias {bias.shape}, stride {stride}, dilation {dilation} do not fit x {x.shape}")
+    if max(pads) > 2 * dilation or min(pads) < 0:
+        raise ValueError(f"pads must be in [0, {2 * dilation}], got {pads}")
+    top, bottom, left, right = pads
+    span = 2 * dilation + 1
+    oh, ow = (h + top + bottom - span) // stride + 1, (wd + left + right - span) // stride + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"input {x.shape} with pads {pads} is too small for a dilated 3x3 window")
+    y = np.zeros((n, oh, ow, c), np.float32)
+    r0, r1 = _rows(rows, oh)
+    _fn("f32_dwconv3x3_dilated", scalar)(_ptr(x), _ptr(w), _ptr(bias), _ptr(y), n, h, wd, c, stride,
+                                         dilation, top, left, oh, ow, r0, r1, int(relu6))
+    return y
+
+
+def resize_scales(h, w, oh, ow, align_corners):
+    """The float32 scales f32_resize_bilinear takes (PyTorch's, rounded as numpy_kernels does)."""
+    def one(i, o):
+        if align_corners:
+            return np.float32((i - 1) / (o - 1)) if o > 1 else np.float32(0)
+        return np.float32(i) / np.float32(o)
+    return float(one(h, oh)), float(one(w, ow))
+
+
+def resize_bilinear(x, oh, ow, align_corners=False, rows=None):
+    """Bilinear resize of x: [N, H, W, C] to [N, oh, ow, C] (PyTorch's arithmetic)."""
+    x = _f32(x, "x", 4)
+    n, h, w, c = x.shape
+    if oh < 1 or ow < 1 or h < 1 or w < 1:
+        raise ValueError(f"cannot resize {x.shape} to {oh}x{ow}")
+    y = np.zeros((n, oh, ow, c), np.float32)
+    r0, r1 = _rows(rows, oh)
+    sh, sw = resize_scales(h, w, oh, ow, align_corners)
+    native.lib.f32_resize_bilinear(_ptr(x), _ptr(y), n, h, w, c, oh, ow, int(align_corners), sh, sw, r0, r1)
+    return y

@@ -1,6 +1,8 @@
 """The ``mobilenetv2`` command: classify images, list the variants, dump activations, benchmark.
 
     mobilenetv2 classify IMAGE... [--alpha A] [--size S] [--weights PATH] [--top K] [--json]
+    mobilenetv2 classify --hf DIR IMAGE... [--top K] [--json]     (a transformers checkpoint folder)
+    mobilenetv2 segment --hf DIR IMAGE --out mask.png [--overlay]
     mobilenetv2 info [--json]
     mobilenetv2 dump IMAGE --layers NAME... --out acts.npz [--alpha A] [--size S] [--weights PATH]
     mobilenetv2 summary [--alpha A] [--size S]
@@ -41,8 +43,37 @@ def _load_batch(paths, size, dtype):
     return preprocess_input(images.astype(dtype))
 
 
+def _classify_hf(args):
+    """classify with a transformers checkpoint folder: its processor, its labels."""
+    from mobilenetv2.hf import from_pretrained
+    from mobilenetv2.hf_processing import hf_preprocess
+    from mobilenetv2.numpy_kernels import softmax
+    model = from_pretrained(args.hf, dtype=args.dtype)
+    if model.config.head != "classification":
+        raise ValueError(f"{args.hf!r} holds a {model.config.architecture}, not an image classifier")
+    x = np.concatenate([hf_preprocess(p, model.processor_config) for p in args.images])
+    probs = softmax(model.predict(x.astype(args.dtype)).astype(np.float64))
+    results = []
+    for path, p in zip(args.images, probs):
+        best = np.argsort(-p, kind="stable")[:args.top]
+        results.append((path, [(int(i), model.id2label.get(int(i), str(i)), float(p[i])) for i in best]))
+    if args.json:
+        print(json.dumps([{"image": path, "predictions": [{"id": i, "label": n, "score": s} for i, n, s in top]}
+                          for path, top in results], indent=2))
+        return 0
+    for path, top in results:
+        print(path)
+        for rank, (i, name, score) in enumerate(top, 1):
+            print(f"  {rank}. {name:<28} {i:>5}  {score:.4f}")
+    return 0
+
+
 def cmd_classify(args):
     from mobilenetv2.imagenet import decode_predictions
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1, got {args.top}")
+    if args.hf:
+        return _classify_hf(args)
     model = _model(args)
     if model.classes != 1000:
         raise ValueError("classify needs a 1000-class ImageNet head")
@@ -85,12 +116,19 @@ def cmd_info(args):
     return 0
 
 
+def _write_atomically(path, write):
+    """Call ``write(binary file)`` on a temporary file in ``path``'s folder, then rename it to
+    ``path``: no half-written file remains, whatever fails."""
+    from mobilenetv2.tools.files import write_atomically
+    return write_atomically(path, write, os.path.splitext(os.fspath(path))[1])
+
+
 def _save_npz_atomically(path, arrays):
     """Write arrays to ``path`` via a temporary file in the same folder, so no half-written file remains."""
-    from mobilenetv2.tools.files import write_atomically
-    path = os.fspath(path)
-    return write_atomically(path if path.endswith(".npz") else path + ".npz",
-                            lambda f: np.savez(f, **arrays), ".npz")
+    path = os.path.abspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    return _write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 def cmd_dump(args):
@@ -107,6 +145,52 @@ def cmd_dump(args):
 
 def cmd_summary(args):
     _model(args).summary()
+    return 0
+
+
+def _palette(n):
+    """n distinct RGB colours, PASCAL VOC's convention (class 0 black), from the bits of the id."""
+    out = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        out[i] = (r, g, b)
+    return out
+
+
+def _save_png_atomically(path, array):
+    from PIL import Image
+    return _write_atomically(os.path.abspath(path), lambda f: Image.fromarray(array).save(f, format="PNG"))
+
+
+def cmd_segment(args):
+    """The class map of a photo at its own size (transformers' post-processing), colour-coded."""
+    from mobilenetv2.hf import from_pretrained
+    from mobilenetv2.hf_processing import _rgb_image, hf_preprocess, post_process_semantic_segmentation
+    if not args.out.lower().endswith(".png"):
+        raise ValueError(f"--out must name a .png file, got {args.out!r}")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise FileNotFoundError(2, "the folder of --out does not exist", args.out)
+    model = from_pretrained(args.hf, dtype=args.dtype)
+    if model.config.head != "segmentation":
+        raise ValueError(f"{args.hf!r} holds a {model.config.architecture}, not a segmentation model")
+    photo = np.asarray(_rgb_image(args.image))
+    logits = model.predict(hf_preprocess(args.image, model.processor_config).astype(args.dtype))
+    classes = post_process_semantic_segmentation(logits, [photo.shape[:2]])[0]
+    colours = _palette(max(model.classes, 1))
+    image = colours[classes]
+    if args.overlay:
+        image = (0.5 * photo + 0.5 * image).round().astype(np.uint8)
+    path = _save_png_atomically(args.out, image)
+    ids, counts = np.unique(classes, return_counts=True)
+    print(f"{args.image}: {classes.shape[1]}x{classes.shape[0]} class map written to {path}")
+    for i, n in sorted(zip(ids, counts), key=lambda t: -t[1]):
+        r, g, b = colours[i]
+        print(f"  {model.id2label.get(int(i), str(i)):<16} {int(i):>3}  #{r:02x}{g:02x}{b:02x}  {n / classes.size:7.2%}")
     return 0
 
 
@@ -139,7 +223,17 @@ def build_parser():
     _add_model_args(p)
     p.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--hf", metavar="DIR", help="a transformers checkpoint folder (config.json, "
+                   "model.safetensors, preprocessor_config.json) instead of Keras's weights")
     p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("segment", help="class map of a photo with a transformers DeepLabV3 checkpoint")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--hf", metavar="DIR", required=True, help="a transformers segmentation checkpoint folder")
+    p.add_argument("--out", required=True, help="output .png (the class map, colour-coded, at the image's size)")
+    p.add_argument("--overlay", action="store_true", help="blend the colours over the photo")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("info", help="the 22 variants: params, MACs, published accuracy, weights found")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -90,47 +90,60 @@ class InputLayer(Layer):
 
 
 class Conv2D(Layer):
-    """Keras Conv2D without bias; 'same' padding is TF-SAME, 'valid' none."""
+    """Keras Conv2D, without bias unless ``use_bias``; 'same' padding is TF-SAME, 'valid' none,
+    'symmetric' kernel // 2 zeros on every side (PyTorch's ``padding=k // 2``)."""
 
     weight_names = ("kernel",)
 
-    def __init__(self, name, inputs, cin, cout, kernel=1, stride=1, padding="same"):
+    def __init__(self, name, inputs, cin, cout, kernel=1, stride=1, padding="same", use_bias=False):
         super().__init__(name, inputs)
         self.cin, self.cout, self.kernel, self.stride, self.padding = cin, cout, kernel, stride, padding
+        self.use_bias = use_bias
+        if use_bias:
+            self.weight_names = ("kernel", "bias")
 
     def weight_shapes(self):
-        return [(self.kernel, self.kernel, self.cin, self.cout)]
+        return [(self.kernel, self.kernel, self.cin, self.cout)] + ([(self.cout,)] if self.use_bias else [])
 
     def pads(self, h, w):
         if self.padding == "valid":
             return (0, 0, 0, 0)
+        if self.padding == "symmetric":
+            return (self.kernel // 2,) * 4
         return same_pads(h, self.kernel, self.stride) + same_pads(w, self.kernel, self.stride)
 
     def output_shape(self, shape):
         h, w, _ = shape
         if self.padding == "same":
             return (-(-h // self.stride), -(-w // self.stride), self.cout)
-        return ((h - self.kernel) // self.stride + 1, (w - self.kernel) // self.stride + 1, self.cout)
+        top, bottom, left, right = self.pads(h, w)
+        return ((h + top + bottom - self.kernel) // self.stride + 1,
+                (w + left + right - self.kernel) // self.stride + 1, self.cout)
 
     def macs(self, shape):
         h, w, _ = self.output_shape(shape)
         return h * w * self.kernel * self.kernel * self.cin * self.cout
 
     def __call__(self, x):
-        (kernel,) = self.weights
+        kernel, bias = self.weights[0], (self.weights[1] if self.use_bias else None)
+        if bias is not None:
+            bias = bias.astype(x.dtype, copy=False)
         if self.kernel == 1 and self.stride == 1:
-            return K.pointwise(x, kernel[0, 0])
-        return K.conv2d(x, kernel, self.stride, self.pads(x.shape[1], x.shape[2]))
+            return K.pointwise(x, kernel[0, 0], bias=bias)
+        return K.conv2d(x, kernel, self.stride, self.pads(x.shape[1], x.shape[2]), bias=bias)
 
 
 class DepthwiseConv2D(Layer):
-    """Keras DepthwiseConv2D 3x3, depth multiplier 1, without bias."""
+    """Keras DepthwiseConv2D 3x3, depth multiplier 1, without bias, with an optional
+    ``dilation`` (taps ``dilation`` pixels apart: DeepLab's atrous convolution).  Padding 'same'
+    is TF-SAME for the dilated window, 'valid' none, 'symmetric' ``dilation`` zeros on every side
+    (PyTorch's ``padding=dilation``)."""
 
     weight_names = ("kernel",)
 
-    def __init__(self, name, inputs, channels, stride=1, padding="same"):
+    def __init__(self, name, inputs, channels, stride=1, padding="same", dilation=1):
         super().__init__(name, inputs)
-        self.channels, self.stride, self.padding = channels, stride, padding
+        self.channels, self.stride, self.padding, self.dilation = channels, stride, padding, dilation
 
     def weight_shapes(self):
         return [(3, 3, self.channels, 1)]
@@ -138,13 +151,18 @@ class DepthwiseConv2D(Layer):
     def pads(self, h, w):
         if self.padding == "valid":
             return (0, 0, 0, 0)
-        return same_pads(h, 3, self.stride) + same_pads(w, 3, self.stride)
+        if self.padding == "symmetric":
+            return (self.dilation,) * 4
+        span = 2 * self.dilation + 1
+        return same_pads(h, span, self.stride) + same_pads(w, span, self.stride)
 
     def output_shape(self, shape):
         h, w, c = shape
         if self.padding == "same":
             return (-(-h // self.stride), -(-w // self.stride), c)
-        return ((h - 3) // self.stride + 1, (w - 3) // self.stride + 1, c)
+        top, bottom, left, right = self.pads(h, w)
+        span = 2 * self.dilation + 1
+        return ((h + top + bottom - span) // self.stride + 1, (w + left + right - span) // self.stride + 1, c)
 
     def macs(self, shape):
         h, w, c = self.output_shape(shape)
@@ -152,7 +170,8 @@ class DepthwiseConv2D(Layer):
 
     def __call__(self, x):
         (kernel,) = self.weights
-        return K.depthwise3x3(x, kernel[:, :, :, 0], self.stride, self.pads(x.shape[1], x.shape[2]))
+        return K.depthwise3x3(x, kernel[:, :, :, 0], self.stride, self.pads(x.shape[1], x.shape[2]),
+                              dilation=self.dilation)
 
 
 class BatchNormalization(Layer):
@@ -170,10 +189,16 @@ class BatchNormalization(Layer):
 
 
 class ReLU(Layer):
-    """ReLU capped at 6 (Keras ``ReLU(6.0)``)."""
+    """ReLU capped at ``max_value`` (Keras ``ReLU(6.0)``), or plain max(x, 0) when it is None."""
+
+    def __init__(self, name, inputs, max_value=6.0):
+        super().__init__(name, inputs)
+        if max_value not in (6.0, None):
+            raise ValueError(f"ReLU {name!r}: max_value must be 6.0 or None, got {max_value!r}")
+        self.max_value = max_value
 
     def __call__(self, x):
-        return K.relu6(x)
+        return K.relu6(x) if self.max_value is not None else K.relu(x)
 
 
 class ZeroPadding2D(Layer):
@@ -197,11 +222,18 @@ class Add(Layer):
 
 
 class GlobalAveragePooling2D(Layer):
+    """Mean over H and W: (H, W, C) -> (C,), or (1, 1, C) with ``keepdims``."""
+
+    def __init__(self, name, inputs, keepdims=False):
+        super().__init__(name, inputs)
+        self.keepdims = keepdims
+
     def output_shape(self, shape):
-        return (shape[2],)
+        return (1, 1, shape[2]) if self.keepdims else (shape[2],)
 
     def __call__(self, x):
-        return K.global_avg_pool(x)
+        y = K.global_avg_pool(x)
+        return y[:, None, None, :] if self.keepdims else y
 
 
 class GlobalMaxPooling2D(GlobalAveragePooling2D):
@@ -210,7 +242,8 @@ class GlobalMaxPooling2D(GlobalAveragePooling2D):
 
 
 class Dense(Layer):
-    """Keras Dense with bias; ``activation`` is 'softmax' or None."""
+    """Keras Dense with bias over the last axis (of (C,) or of every pixel of (H, W, C));
+    ``activation`` is 'softmax' or None."""
 
     weight_names = ("kernel", "bias")
 
@@ -222,11 +255,58 @@ class Dense(Layer):
         return [(self.cin, self.cout), (self.cout,)]
 
     def output_shape(self, shape):
-        return (self.cout,)
+        return tuple(shape[:-1]) + (self.cout,)
 
     def macs(self, shape):
-        return self.cin * self.cout
+        return int(np.prod(shape[:-1], dtype=np.int64)) * self.cin * self.cout
 
     def __call__(self, x):
         y = K.dense(x, *self.weights)
         return K.softmax(y) if self.activation == "softmax" else y
+
+
+class AveragePooling2D(Layer):
+    """TF-slim's head pooling: a ``pool`` x ``pool`` average, stride 1, VALID, the window shrunk to
+    the input where the input is smaller (``_reduced_kernel_size_for_small_input``).  On a 7x7 map it
+    is the global average; on a 10x10 map (320x320 input) it gives a 4x4 grid."""
+
+    def __init__(self, name, inputs, pool=7):
+        super().__init__(name, inputs)
+        self.pool = pool
+
+    def window(self, h, w):
+        return min(self.pool, h), min(self.pool, w)
+
+    def output_shape(self, shape):
+        h, w, c = shape
+        kh, kw = self.window(h, w)
+        return (h - kh + 1, w - kw + 1, c)
+
+    def __call__(self, x):
+        return K.avg_pool(x, *self.window(x.shape[1], x.shape[2]))
+
+
+class ResizeBilinear(Layer):
+    """Bilinear resize of the first input to the spatial size of the second, as PyTorch's
+    ``interpolate(mode='bilinear')`` computes it (``align_corners`` as given).  From a 1x1 map it
+    is a broadcast (DeepLabV3's image-pooling branch)."""
+
+    def __init__(self, name, inputs, align_corners=False):
+        super().__init__(name, inputs)
+        self.align_corners = align_corners
+
+    def output_shape(self, shape, like):
+        return (like[0], like[1], shape[2])
+
+    def __call__(self, x, like):
+        return K.resize_bilinear(x, like.shape[1], like.shape[2], self.align_corners)
+
+
+class Concatenate(Layer):
+    """Channel concatenation of the inputs, in order."""
+
+    def output_shape(self, *shapes):
+        return tuple(shapes[0][:2]) + (sum(s[2] for s in shapes),)
+
+    def __call__(self, *xs):
+        return np.concatenate(xs, axis=-1)

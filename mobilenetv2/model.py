@@ -87,7 +87,7 @@ class MobileNetV2:
 
     def __init__(self, input_shape=None, alpha=1.0, include_top=True, weights="imagenet",
                  pooling=None, classes=1000, classifier_activation="softmax", dtype="float32",
-                 threads=None):
+                 threads=None, top_pooling="global"):
         self.alpha = _check_alpha(alpha)
         self.threads = threads
         self.dtype = _check_dtype(dtype)
@@ -96,6 +96,8 @@ class MobileNetV2:
                              f"got {weights!r}")
         if pooling not in (None, "avg", "max"):
             raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+        if top_pooling not in ("global", "7x7"):
+            raise ValueError(f"top_pooling must be 'global' or '7x7' (TF-slim's head), got {top_pooling!r}")
         if classifier_activation not in ("softmax", None):
             raise ValueError(f"classifier_activation must be 'softmax' or None, got {classifier_activation!r}")
         if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
@@ -110,20 +112,26 @@ class MobileNetV2:
         self.pooling = pooling
         self.classes = int(classes)
         self.classifier_activation = classifier_activation
-        self.layers = arch.build_layers(self.alpha, self.include_top, pooling, self.classes,
-                                        classifier_activation)
+        layers = arch.build_layers(self.alpha, self.include_top, pooling, self.classes,
+                                   classifier_activation, top_pooling)
+        if self.input_shape[2] != 3:
+            layers[1].cin = self.input_shape[2]
+        self._adopt_layers(layers)
+        if weights is not None:
+            self.load_weights(weights)
+
+    def _adopt_layers(self, layers):
+        """Take ``layers`` (from an arch builder) as this model's graph, with initial weights.
+        Every model family (Keras's, transformers') comes through here."""
+        self.layers = layers
         self.weights_epoch = 0  # bumped when any layer's weights are replaced: compiled plans rebuild
         for layer in self.layers:
             layer.on_weights_change = self._weights_changed
-        if self.input_shape[2] != 3:
-            self.layers[1].cin = self.input_shape[2]
         self._by_name = {layer.name: layer for layer in self.layers}
         native.warn_if_missing()
         self._plans = {}
         self._plan_lock = threading.Lock()
         self._init_random_weights()
-        if weights is not None:
-            self.load_weights(weights)
 
     # -- layers and weights ----------------------------------------------------------------
     @property

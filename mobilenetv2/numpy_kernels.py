@@ -71,20 +71,22 @@ def pointwise(x, w, bias=None, relu6=False, residual=None):
     return _epilogue(y.reshape(n, h, wd, w.shape[1]), bias, relu6, residual)
 
 
-def depthwise3x3(x, w, stride, pads, bias=None, relu6=False):
-    """y[n,i,j,c] = sum_{a,b} xpad[n, i*s+a, j*s+b, c] * w[a,b,c] (+bias, ReLU6).
+def depthwise3x3(x, w, stride, pads, bias=None, relu6=False, dilation=1):
+    """y[n,i,j,c] = sum_{a,b} xpad[n, i*s+a*d, j*s+b*d, c] * w[a,b,c] (+bias, ReLU6), d = dilation.
 
     x: [N, H, W, C]; w: [3, 3, C] (a Keras (3, 3, C, 1) depthwise kernel without its last axis).
     """
     xp = zero_pad(x, pads)
     n, hp, wp, c = xp.shape
-    ho = (hp - 3) // stride + 1
-    wo = (wp - 3) // stride + 1
+    d = dilation
+    ho = (hp - 2 * d - 1) // stride + 1
+    wo = (wp - 2 * d - 1) // stride + 1
     w = w.astype(x.dtype, copy=False)
     y = np.zeros((n, ho, wo, c), dtype=x.dtype)
     for a in range(3):
         for b in range(3):
-            y += xp[:, a:a + stride * (ho - 1) + 1:stride, b:b + stride * (wo - 1) + 1:stride, :] * w[a, b]
+            y += xp[:, a * d:a * d + stride * (ho - 1) + 1:stride,
+                    b * d:b * d + stride * (wo - 1) + 1:stride, :] * w[a, b]
     return _epilogue(y, bias, relu6)
 
 
@@ -106,6 +108,51 @@ def fold_batchnorm(w, gamma, beta, mean, var, eps=BN_EPSILON):
     inv = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
     return ((w.astype(np.float64) * inv).astype(w.dtype),
             (beta.astype(np.float64) - mean.astype(np.float64) * inv).astype(w.dtype))
+
+
+def relu(x):
+    """max(x, 0), elementwise."""
+    return np.maximum(x, 0).astype(x.dtype, copy=False)
+
+
+def avg_pool(x, kh, kw):
+    """Average over every kh x kw window, stride 1, no padding: [N, H, W, C] -> [N, H-kh+1, W-kw+1, C]
+    (the window sum in (a, b) order, then divided by kh * kw)."""
+    n, h, w, c = x.shape
+    ho, wo = h - kh + 1, w - kw + 1
+    y = np.zeros((n, ho, wo, c), dtype=x.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            y += x[:, a:a + ho, b:b + wo, :]
+    return y / x.dtype.type(kh * kw)
+
+
+def _linear_taps(size_in, size_out, align_corners, dt):
+    """PyTorch's source indices and weights along one axis of a bilinear resize: (i0, i1, l0, l1),
+    computed in the tensor's dtype as ATen's CPU kernel does."""
+    if align_corners:
+        scale = dt.type((size_in - 1) / (size_out - 1)) if size_out > 1 else dt.type(0)
+        src = scale * np.arange(size_out, dtype=dt)
+    else:
+        scale = dt.type(dt.type(size_in) / dt.type(size_out))
+        src = np.maximum(scale * (np.arange(size_out, dtype=dt) + dt.type(0.5)) - dt.type(0.5), dt.type(0))
+    i0 = np.minimum(src.astype(np.int64), size_in - 1)
+    i1 = np.minimum(i0 + 1, size_in - 1)
+    l1 = (src - i0.astype(dt)).astype(dt)
+    l0 = (dt.type(1) - l1).astype(dt)
+    return i0, i1, l0, l1
+
+
+def resize_bilinear(x, out_h, out_w, align_corners=False):
+    """Bilinear resize of x: [N, H, W, C] to [N, out_h, out_w, C] as torch.nn.functional.interpolate
+    (mode='bilinear', antialias=False): y = l0h (l0w x00 + l1w x01) + l1h (l0w x10 + l1w x11)."""
+    dt = x.dtype
+    h0, h1, lh0, lh1 = _linear_taps(x.shape[1], out_h, align_corners, dt)
+    w0, w1, lw0, lw1 = _linear_taps(x.shape[2], out_w, align_corners, dt)
+    lw0, lw1 = lw0[None, None, :, None], lw1[None, None, :, None]
+    top = x[:, h0][:, :, w0] * lw0 + x[:, h0][:, :, w1] * lw1
+    bottom = x[:, h1][:, :, w0] * lw0 + x[:, h1][:, :, w1] * lw1
+    return (lh0[None, :, None, None] * top + lh1[None, :, None, None] * bottom).astype(dt, copy=False)
 
 
 def add(a, b):

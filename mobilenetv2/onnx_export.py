@@ -18,8 +18,9 @@ from mobilenetv2.numpy_kernels import fold_batchnorm
 OPSETS = range(13, 22)  # the default ONNX domain's opsets this exporter writes (Clip takes its bounds as inputs from 11)
 
 
-def export_onnx(model, path, batch=1, opset=13):
+def export_onnx(model, path, batch=1, opset=13, input_size=None):
     """Write ``model`` as an ONNX file at ``path``; ``batch=None`` leaves the batch size dynamic.
+    ``input_size=(H, W)`` fixes the size of a model that takes any (a transformers checkpoint).
 
     ``opset`` (13..21) is the default domain's opset; the file's IR version is the oldest one that
     opset goes with in onnx's own release table (opset 13 -> IR 7, 15 -> 8, 19 -> 9, 21 -> 10), not
@@ -32,10 +33,14 @@ def export_onnx(model, path, batch=1, opset=13):
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
         raise ImportError('export_onnx needs the onnx package: pip install "mobilenetv2[onnx]"') from None
-    if None in model.input_shape:
-        raise ValueError("export_onnx needs a model with a static input_shape (height and width given)")
-    h, w, c = model.input_shape
-    shapes = arch.output_shapes(model.layers, model.input_shape)
+    input_shape = tuple(model.input_shape)
+    if input_size is not None:
+        input_shape = (int(input_size[0]), int(input_size[1]), input_shape[2])
+    if None in input_shape:
+        raise ValueError("export_onnx needs a model with a static input_shape (height and width given), "
+                         "or input_size=(H, W)")
+    h, w, c = input_shape
+    shapes = arch.output_shapes(model.layers, input_shape)
     nodes, inits = [], []
     tensor = {model.layers[0].name: "nchw"}
     nodes.append(helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]))
@@ -54,9 +59,17 @@ def export_onnx(model, path, batch=1, opset=13):
             pending_pads[layer.name] = layer.pads(*shapes[layer.inputs[0]][:2])
             tensor[layer.name] = src
             continue
+        if isinstance(layer, L.Conv2D) and layer.use_bias:  # no batch norm after it
+            kernel, bias = layer.weights
+            nodes.append(helper.make_node("Conv", [src, const(out + "/W", kernel.transpose(3, 2, 0, 1)),
+                                                   const(out + "/B", bias)], [out],
+                                          kernel_shape=[layer.kernel] * 2, strides=[layer.stride] * 2))
+            tensor[out] = out
+            continue
         if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D)):
             bn = next(x for x in model.layers if x.inputs == (layer.name,))
             kernel = layer.weights[0]
+            dilation = getattr(layer, "dilation", 1)
             if isinstance(layer, L.DepthwiseConv2D):
                 wk, bias = fold_batchnorm(kernel[:, :, :, 0], *bn.weights, eps=bn.epsilon)
                 oihw = wk.transpose(2, 0, 1)[:, None]  # [C, 1, 3, 3]
@@ -70,12 +83,31 @@ def export_onnx(model, path, batch=1, opset=13):
             nodes.append(helper.make_node(
                 "Conv", [src, const(out + "/W", oihw), const(out + "/B", bias)], [bn.name],
                 kernel_shape=list(oihw.shape[2:]), strides=[layer.stride] * 2,
-                pads=[top, left, bottom, right], group=group))
+                pads=[top, left, bottom, right], group=group, dilations=[dilation] * 2))
             tensor[layer.name] = tensor[bn.name] = bn.name
         elif isinstance(layer, L.BatchNormalization):
             continue  # folded into its convolution
         elif isinstance(layer, L.ReLU):
-            nodes.append(helper.make_node("Clip", [src, "relu6_min", "relu6_max"], [out]))
+            if layer.max_value is None:
+                nodes.append(helper.make_node("Relu", [src], [out]))
+            else:
+                nodes.append(helper.make_node("Clip", [src, "relu6_min", "relu6_max"], [out]))
+            tensor[out] = out
+        elif isinstance(layer, L.GlobalAveragePooling2D) and getattr(layer, "keepdims", False):
+            nodes.append(helper.make_node("GlobalAveragePool", [src], [out]))
+            tensor[out] = out
+        elif isinstance(layer, L.ResizeBilinear):
+            if batch is None:
+                raise ValueError("export_onnx: a model with a resize (DeepLabV3) needs a fixed batch size")
+            oh, ow, oc = shapes[layer.name]
+            inits.append(numpy_helper.from_array(np.array([batch, oc, oh, ow], np.int64),
+                                                         out + "/sizes"))
+            mode = "align_corners" if layer.align_corners else "pytorch_half_pixel"
+            nodes.append(helper.make_node("Resize", [src, "", "", out + "/sizes"], [out], mode="linear",
+                                          coordinate_transformation_mode=mode))
+            tensor[out] = out
+        elif isinstance(layer, L.Concatenate):
+            nodes.append(helper.make_node("Concat", [tensor[i] for i in layer.inputs], [out], axis=1))
             tensor[out] = out
         elif isinstance(layer, L.Add):
             nodes.append(helper.make_node("Add", [tensor[i] for i in layer.inputs], [out]))

@@ -10,7 +10,7 @@ import numpy as np
 from mobilenetv2 import arch
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
-from mobilenetv2.c_kernels import fold_batchnorm
+from mobilenetv2.c_kernels import fold_batchnorm, resize_scales
 
 
 ALIGN = 64  # bytes: a cache line, so no 32-byte vector load of a buffer straddles two lines
@@ -245,7 +245,17 @@ class Plan:
                 continue
             src = layer.inputs[0]
             x = tensors[src][1]
-            if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.ZeroPadding2D)):
+            if isinstance(layer, L.Conv2D) and layer.use_bias:  # DeepLabV3's classifier: no BN after it
+                if layer.kernel != 1 or layer.stride != 1:
+                    raise Unsupported(f"{layer.name!r}: only a 1x1 convolution may have a bias")
+                buf, y = pool.take((n,) + shapes[layer.name])
+                self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=_pack(layer.weights[0][0, 0], layer.weights[1]),
+                         c=layer.cin, cout=layer.cout, split_rows=y.shape[1],
+                         split_panels=_by_panels(int(np.prod(y.shape[:3])), y.shape[1], layer.cin, layer.cout))
+                tensors[layer.name] = (buf, y)
+                release(src)
+                done.add(layer.name)
+            elif isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.ZeroPadding2D)):
                 fused = [layer]
                 conv = layer
                 pads = None
@@ -266,9 +276,11 @@ class Plan:
                     wk, bias = fold_batchnorm(kernel[:, :, :, 0], *bn.weights, eps=bn.epsilon)
                     if pads is None:
                         pads = conv.pads(*shapes[src][:2])
-                    self._op(lib.MNV2_OP_DWCONV, x, y, layer=conv.name, w=aligned_copy(wk), bias=aligned_copy(bias),
+                    dilated = dict(dilation=conv.dilation, cout=x.shape[3]) if conv.dilation > 1 else {}
+                    self._op(lib.MNV2_OP_DWCONV_DILATED if dilated else lib.MNV2_OP_DWCONV, x, y, layer=conv.name,
+                             w=aligned_copy(wk), bias=aligned_copy(bias),
                              relu6=relu is not None, c=x.shape[3], stride=conv.stride,
-                             pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1])
+                             pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1], **dilated)
                 elif conv.kernel == 3:
                     if conv.cin != 3 or conv.stride != 2:
                         raise Unsupported(f"the C stem takes 3 input channels at stride 2, "
@@ -284,9 +296,14 @@ class Plan:
                     residual = None
                     if add is not None:
                         residual = tensors[[i for i in add.inputs if i != bn.name][0]][1]
+                    plain_relu = relu is not None and relu.max_value is None  # DeepLabV3's head
                     self._op(lib.MNV2_OP_POINTWISE, x, y, layer=conv.name, w=packed, residual=residual,
-                             relu6=relu is not None, c=conv.cin, cout=conv.cout, split_rows=y.shape[1],
+                             relu6=relu is not None and not plain_relu, c=conv.cin, cout=conv.cout,
+                             split_rows=y.shape[1],
                              split_panels=_by_panels(int(np.prod(y.shape[:3])), y.shape[1], conv.cin, conv.cout))
+                    if plain_relu:  # max(y, 0) in place
+                        self._op(lib.MNV2_OP_COPY, y, y, layer=relu.name, c=conv.cout, cout=conv.cout,
+                                 relu=1, split_rows=y.shape[1])
                 tensors[out_name] = (buf, y)
                 release(src)
                 if add is not None:
@@ -296,9 +313,44 @@ class Plan:
                 buf, y = pool.take((n, x.shape[3]))
                 kind = lib.MNV2_OP_MAXPOOL if isinstance(layer, L.GlobalMaxPooling2D) else lib.MNV2_OP_AVGPOOL
                 self._op(kind, x, y, layer=layer.name, c=x.shape[3])
+                tensors[layer.name] = (buf, y.reshape(n, 1, 1, -1) if layer.keepdims else y)
+                release(src)
+            elif isinstance(layer, L.ResizeBilinear):
+                oh, ow, c = shapes[layer.name]
+                buf, y = pool.take((n, oh, ow, c))
+                sh, sw = resize_scales(x.shape[1], x.shape[2], oh, ow, layer.align_corners)
+                self._op(lib.MNV2_OP_RESIZE, x, y, layer=layer.name, c=c, cout=c, split_rows=oh,
+                         align_corners=int(layer.align_corners), scale_h=sh, scale_w=sw)
+                tensors[layer.name] = (buf, y)
+                for i in layer.inputs:
+                    release(i)
+            elif isinstance(layer, L.Concatenate):
+                buf, y = pool.take((n,) + shapes[layer.name])
+                offset = 0
+                for i in layer.inputs:
+                    part = tensors[i][1]
+                    self._op(lib.MNV2_OP_COPY, part, y, layer=layer.name, c=part.shape[3], cout=y.shape[3],
+                             y_offset=offset, split_rows=y.shape[1])
+                    offset += part.shape[3]
+                tensors[layer.name] = (buf, y)
+                for i in layer.inputs:
+                    release(i)
+            elif isinstance(layer, L.AveragePooling2D):  # TF-slim's head
+                oh, ow, c = shapes[layer.name]
+                buf, y = pool.take((n, oh, ow, c))
+                kh, kw = layer.window(x.shape[1], x.shape[2])
+                self._op(lib.MNV2_OP_AVGPOOL_WINDOW, x, y, layer=layer.name, c=c, cout=c, split_rows=oh,
+                         pool_h=kh, pool_w=kw)
                 tensors[layer.name] = (buf, y)
                 release(src)
-            elif isinstance(layer, L.Dense):
+            elif isinstance(layer, L.Dense) and x.ndim == 4 and layer.activation is None:  # over a grid
+                buf, y = pool.take((n,) + shapes[layer.name])
+                self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=_pack(*layer.weights), c=layer.cin,
+                         cout=layer.cout, split_rows=y.shape[1],
+                         split_panels=_by_panels(int(np.prod(y.shape[:3])), y.shape[1], layer.cin, layer.cout))
+                tensors[layer.name] = (buf, y)
+                release(src)
+            elif isinstance(layer, L.Dense) and x.ndim == 2:
                 kernel, bias = layer.weights
                 packed = _pack(kernel, bias)
                 buf, y = pool.take((n, layer.cout))
@@ -352,7 +404,7 @@ class Plan:
             self.threads = threads
 
     _KINDS = {0: "stem", 1: "depthwise", 2: "pointwise", 3: "avgpool", 4: "maxpool", 5: "softmax",
-              6: "block"}
+              6: "block", 7: "depthwise", 8: "resize", 9: "copy", 10: "avgpool"}
 
     def profile(self, x, threads=1, runs=30):
         """Per op: its layer, kind, shapes, multiply-accumulates and median wall time over ``runs``

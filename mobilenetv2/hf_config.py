@@ -1,0 +1,238 @@
+"""transformers' ``MobileNetV2Config`` (config.json) and ``MobileNetV2ImageProcessor`` settings
+(preprocessor_config.json), read as plain JSON and validated field by field.
+
+Nothing in these files is evaluated.  Fields that do not change the computation (``dtype``,
+``torch_dtype``, ``transformers_version``, ``classifier_dropout_prob``, ``initializer_range``,
+``semantic_loss_ignore_index``, ``label2id`` and transformers' generic keys) are type-checked where
+they matter and otherwise ignored.
+"""
+import dataclasses
+import json
+import math
+import os
+
+MAX_JSON_BYTES = 16 * 1024 * 1024
+ARCHITECTURES = {"MobileNetV2Model": None, "MobileNetV2ForImageClassification": "classification",
+                 "MobileNetV2ForSemanticSegmentation": "segmentation"}
+SUPPORTED_ACTS = ("relu6",)
+
+
+class ConfigError(ValueError):
+    """A config.json or preprocessor_config.json that is malformed or describes something else."""
+
+    def __init__(self, path, problem):
+        super().__init__(f"{os.fspath(path)!r}: {problem}")
+
+
+def read_json(path, what):
+    """The JSON object in ``path`` (at most MAX_JSON_BYTES), or ConfigError."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(2, f"{what} not found", path)
+    with open(path, "rb") as f:
+        data = f.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise ConfigError(path, f"{what} is larger than {MAX_JSON_BYTES} bytes")
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ConfigError(path, f"{what} is not valid JSON ({str(exc)[:120]})") from None
+    if not isinstance(obj, dict):
+        raise ConfigError(path, f"{what} must be a JSON object, got a {type(obj).__name__}")
+    return obj
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclasses.dataclass
+class HFConfig:
+    """The fields of a MobileNetV2Config that define the computation, validated."""
+
+    depth_multiplier: float = 1.0
+    depth_divisible_by: int = 8
+    min_depth: int = 8
+    expand_ratio: float = 6.0
+    output_stride: int = 32
+    first_layer_is_expansion: bool = True
+    finegrained_output: bool = True
+    hidden_act: str = "relu6"
+    tf_padding: bool = True
+    layer_norm_eps: float = 0.001
+    num_channels: int = 3
+    image_size: int = 224
+    head: str = None           # None (MobileNetV2Model), 'classification' or 'segmentation'
+    id2label: dict = None      # {int: str}
+    classifier_dropout_prob: float = 0.8
+    semantic_loss_ignore_index: int = 255
+    initializer_range: float = 0.02
+
+    @property
+    def num_labels(self):
+        return len(self.id2label) if self.id2label else 0
+
+    @property
+    def architecture(self):
+        return {v: k for k, v in ARCHITECTURES.items()}[self.head]
+
+    def to_json(self):
+        """config.json as transformers writes it for this model."""
+        out = {"architectures": [self.architecture]}
+        for f in dataclasses.fields(self):
+            if f.name not in ("head", "id2label"):
+                out[f.name] = getattr(self, f.name)
+        if self.head is not None:
+            out["id2label"] = {str(k): v for k, v in sorted(self.id2label.items())}
+            label2id = {v: k for k, v in sorted(self.id2label.items())}  # a repeated name: its last id
+            out["label2id"] = dict(sorted(label2id.items()))
+        out["dtype"] = "float32"
+        out["model_type"] = "mobilenet_v2"
+        return dict(sorted(out.items()))
+
+
+_CHECKS = {  # field: (test, what it must be)
+    "depth_multiplier": (lambda v: _number(v) and 0 < v <= 8, "a number in (0, 8]"),
+    "depth_divisible_by": (lambda v: _integer(v) and 1 <= v <= 1024, "an integer in [1, 1024]"),
+    "min_depth": (lambda v: _integer(v) and 1 <= v <= 4096, "an integer in [1, 4096]"),
+    "expand_ratio": (lambda v: _number(v) and 0 < v <= 64, "a number in (0, 64]"),
+    "output_stride": (lambda v: v in (8, 16, 32) and _integer(v), "8, 16 or 32"),
+    "first_layer_is_expansion": (lambda v: isinstance(v, bool), "true or false"),
+    "finegrained_output": (lambda v: isinstance(v, bool), "true or false"),
+    "hidden_act": (lambda v: v in SUPPORTED_ACTS, f"one of {SUPPORTED_ACTS}"),
+    "tf_padding": (lambda v: isinstance(v, bool), "true or false"),
+    "layer_norm_eps": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "num_channels": (lambda v: _integer(v) and 1 <= v <= 64, "an integer in [1, 64]"),
+    "image_size": (lambda v: _integer(v) and 32 <= v <= 8192, "an integer in [32, 8192]"),
+    "classifier_dropout_prob": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "semantic_loss_ignore_index": (lambda v: _integer(v), "an integer"),
+    "initializer_range": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+}
+
+
+def parse_config(obj, path="config.json", head=...):
+    """An HFConfig from a config.json object.  ``head`` (None, 'classification', 'segmentation')
+    overrides the one the ``architectures`` field names."""
+    fields = {}
+    for name, (test, want) in _CHECKS.items():
+        if name in obj:
+            if not test(obj[name]):
+                raise ConfigError(path, f"{name} must be {want}, got {str(obj[name])[:60]!r}")
+            fields[name] = obj[name]
+    if "model_type" in obj and obj["model_type"] != "mobilenet_v2":
+        raise ConfigError(path, f"model_type is {str(obj['model_type'])[:40]!r}, not 'mobilenet_v2' "
+                                "(this package runs MobileNetV2 checkpoints only)")
+    archs = obj.get("architectures")
+    if archs is not None and not (isinstance(archs, list) and len(archs) == 1 and archs[0] in ARCHITECTURES):
+        raise ConfigError(path, f"architectures must be one of {sorted(ARCHITECTURES)} in a list, "
+                                f"got {str(archs)[:80]}")
+    if head is ...:
+        head = ARCHITECTURES[archs[0]] if archs else None
+    if head not in (None, "classification", "segmentation"):
+        raise ValueError(f"head must be None, 'classification' or 'segmentation', got {head!r}")
+    labels = obj.get("id2label")
+    id2label = None
+    if labels is not None:
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and k.isdigit() and isinstance(v, str)
+                                                   for k, v in labels.items()):
+            raise ConfigError(path, "id2label must map decimal ids (strings) to label strings")
+        id2label = {int(k): v for k, v in labels.items()}
+        if sorted(id2label) != list(range(len(id2label))):
+            raise ConfigError(path, f"id2label's ids must be 0..{len(id2label) - 1}, each once")
+    n = obj.get("num_labels")
+    if n is not None and (not _integer(n) or n < 1 or (id2label and n != len(id2label))):
+        raise ConfigError(path, f"num_labels must be a positive integer equal to id2label's size, got {n!r}")
+    if head is not None and id2label is None:
+        id2label = {i: f"LABEL_{i}" for i in range(n or 2)}  # transformers' default names
+    if head is not None and not 1 <= len(id2label) <= 100000:
+        raise ConfigError(path, f"a head needs 1 to 100000 labels, id2label has {len(id2label)}")
+    return HFConfig(head=head, id2label=id2label if head is not None else None, **fields)
+
+
+def read_config(path, head=...):
+    return parse_config(read_json(path, "config.json"), os.fspath(path), head)
+
+
+@dataclasses.dataclass
+class ProcessorConfig:
+    """MobileNetV2ImageProcessor's settings."""
+
+    do_resize: bool = True
+    shortest_edge: int = 256
+    resample: int = 2
+    do_center_crop: bool = True
+    crop_height: int = 224
+    crop_width: int = 224
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_normalize: bool = True
+    image_mean: tuple = (0.5, 0.5, 0.5)
+    image_std: tuple = (0.5, 0.5, 0.5)
+
+    @classmethod
+    def for_image_size(cls, image_size):
+        """The hub conversion script's rule: crop image_size, shortest edge image_size + 32."""
+        return cls(shortest_edge=image_size + 32, crop_height=image_size, crop_width=image_size)
+
+    def to_json(self):
+        return {"crop_size": {"height": self.crop_height, "width": self.crop_width},
+                "do_center_crop": self.do_center_crop, "do_normalize": self.do_normalize,
+                "do_reduce_labels": False, "do_rescale": self.do_rescale, "do_resize": self.do_resize,
+                "image_mean": list(self.image_mean), "image_processor_type": "MobileNetV2ImageProcessor",
+                "image_std": list(self.image_std), "resample": self.resample,
+                "rescale_factor": self.rescale_factor, "size": {"shortest_edge": self.shortest_edge}}
+
+
+RESAMPLE_BILINEAR = 2
+
+
+def parse_processor_config(obj, path="preprocessor_config.json"):
+    """A ProcessorConfig from a preprocessor_config.json object (or a dict of the same keys)."""
+    def fail(problem):
+        raise ConfigError(path, problem)
+
+    out = {}
+    for key in ("do_resize", "do_center_crop", "do_rescale", "do_normalize"):
+        if key in obj:
+            if not isinstance(obj[key], bool):
+                fail(f"{key} must be true or false")
+            out[key] = obj[key]
+    size = obj.get("size", {"shortest_edge": 256})
+    if _integer(size):
+        size = {"shortest_edge": size}
+    if not (isinstance(size, dict) and set(size) == {"shortest_edge"} and _integer(size["shortest_edge"])
+            and 1 <= size["shortest_edge"] <= 16384):
+        fail(f"size must be {{'shortest_edge': N}} with 1 <= N <= 16384, got {str(size)[:80]}")
+    out["shortest_edge"] = size["shortest_edge"]
+    crop = obj.get("crop_size", {"height": 224, "width": 224})
+    if _integer(crop):
+        crop = {"height": crop, "width": crop}
+    if not (isinstance(crop, dict) and set(crop) == {"height", "width"} and
+            all(_integer(v) and 1 <= v <= 16384 for v in crop.values())):
+        fail(f"crop_size must be {{'height': H, 'width': W}}, got {str(crop)[:80]}")
+    out["crop_height"], out["crop_width"] = crop["height"], crop["width"]
+    if "resample" in obj and obj["resample"] != RESAMPLE_BILINEAR:
+        fail(f"resample {obj['resample']!r} is not supported (only 2, bilinear, as the MobileNetV2 "
+             "checkpoints use)")
+    if "rescale_factor" in obj:
+        if not (_number(obj["rescale_factor"]) and obj["rescale_factor"] > 0):
+            fail("rescale_factor must be a positive number")
+        out["rescale_factor"] = obj["rescale_factor"]
+    for key in ("image_mean", "image_std"):
+        if key in obj:
+            v = obj[key]
+            if _number(v):
+                v = [v] * 3
+            if not (isinstance(v, list) and len(v) == 3 and all(_number(x) for x in v)) or \
+                    (key == "image_std" and not all(x > 0 for x in v)):
+                fail(f"{key} must be three numbers (std positive), got {str(obj[key])[:60]}")
+            out[key] = tuple(v)
+    return ProcessorConfig(**out)
+
+
+def read_processor_config(path):
+    return parse_processor_config(read_json(path, "preprocessor_config.json"), os.fspath(path))

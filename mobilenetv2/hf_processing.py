@@ -1,0 +1,101 @@
+"""transformers' MobileNetV2ImageProcessor (its Pillow backend, bit for bit) and DeepLabV3's
+``post_process_semantic_segmentation``, with NumPy and Pillow alone.  Arrays are NHWC.
+
+The processor: RGB uint8 image -> resize (Pillow bilinear) so the short side is
+``size.shortest_edge`` and the long side ``int(S * long / short)`` -> center crop ``crop_size``
+(top ``int((h - ch) / 2)``, left ``int((w - cw) / 2)``) -> ``u * rescale_factor`` in float64,
+rounded to float32 -> ``(x - mean) / std`` in float32.  transformers 5's default torchvision backend
+resizes with ``torchvision.transforms.v2.functional.resize(antialias=True)`` instead: on the three
+test photos its uint8 values differ from Pillow's by one level on 0-0.3 % of the values, and its
+rescale ``(u - 127.5) / 127.5`` differs by one float32 ulp for some values (measured distances in
+README.md, "Hugging Face checkpoints").
+"""
+import os
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from mobilenetv2.hf_config import ProcessorConfig, parse_processor_config, read_processor_config
+from mobilenetv2.numpy_kernels import resize_bilinear
+from mobilenetv2.preprocessing import _open, _to_rgb
+
+
+def processor_config(config):
+    """A ProcessorConfig from a ProcessorConfig, a dict of preprocessor_config.json's keys, the
+    path of such a file, or a checkpoint folder holding one."""
+    if isinstance(config, ProcessorConfig):
+        return config
+    if isinstance(config, dict):
+        return parse_processor_config(config, "<dict>")
+    if isinstance(config, (str, os.PathLike)):
+        path = os.fspath(config)
+        if os.path.isdir(path):
+            path = os.path.join(path, "preprocessor_config.json")
+        return read_processor_config(path)
+    raise TypeError("preprocessor_config must be a ProcessorConfig, a dict, or a path, "
+                    f"got {type(config).__name__}")
+
+
+def _rgb_image(image):
+    """A Pillow RGB image from a path, file object, PIL image, or (H, W, 3) uint8 array."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"an image array must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        return Image.fromarray(image, "RGB")
+    img, _ = _open(image)
+    return _to_rgb(ImageOps.exif_transpose(img))
+
+
+def resize_shortest_edge(img, shortest_edge):
+    """Pillow bilinear resize so the short side is ``shortest_edge`` (transformers' size rule)."""
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(shortest_edge * long / short)
+    size = (shortest_edge, new_long) if w <= h else (new_long, shortest_edge)
+    return img if size == img.size else img.resize(size, Image.BILINEAR)
+
+
+def hf_preprocess(image, preprocessor_config=None):
+    """The model input for one image as transformers' Pillow-backend MobileNetV2ImageProcessor
+    computes it, as an NHWC float32 array (1, crop_h, crop_w, 3) (transformers' is NCHW:
+    ``ours.transpose(0, 3, 1, 2)``).  ``image``: a path, file object, PIL image or uint8 RGB
+    array; ``preprocessor_config``: a ProcessorConfig, dict, file or folder (default: 224's)."""
+    cfg = processor_config(preprocessor_config) if preprocessor_config is not None else ProcessorConfig()
+    img = _rgb_image(image)
+    if cfg.do_resize:
+        img = resize_shortest_edge(img, cfg.shortest_edge)
+    u = np.asarray(img, dtype=np.uint8)
+    if cfg.do_center_crop:
+        h, w = u.shape[:2]
+        ch, cw = cfg.crop_height, cfg.crop_width
+        if ch > h or cw > w:
+            raise ValueError(f"the image is {h}x{w} after resizing, smaller than the {ch}x{cw} crop")
+        top, left = int((h - ch) / 2), int((w - cw) / 2)
+        u = u[top:top + ch, left:left + cw]
+    x = u.astype(np.float64) * cfg.rescale_factor if cfg.do_rescale else u.astype(np.float64)
+    x = x.astype(np.float32)
+    if cfg.do_normalize:
+        x = (x - np.asarray(cfg.image_mean, np.float32)) / np.asarray(cfg.image_std, np.float32)
+    return np.ascontiguousarray(x[None])
+
+
+def post_process_semantic_segmentation(logits, target_sizes=None):
+    """transformers' ``post_process_semantic_segmentation`` on NHWC logits (N, h, w, labels): each
+    image's logits resized to its target (height, width) (bilinear, align_corners False, in the
+    logits' dtype; no crop undone), then the argmax over labels.  Without target sizes, the argmax
+    of the logits.  Returns a list of (H, W) int64 class maps."""
+    logits = np.asarray(logits)
+    if logits.ndim != 4:
+        raise ValueError(f"logits must be (N, h, w, labels) (NHWC), got shape {logits.shape}")
+    if target_sizes is not None and len(target_sizes) != len(logits):
+        raise ValueError(f"{len(target_sizes)} target sizes for {len(logits)} images")
+    out = []
+    for i in range(len(logits)):
+        y = logits[i:i + 1]
+        if target_sizes is not None:
+            th, tw = (int(v) for v in target_sizes[i])
+            if th < 1 or tw < 1:
+                raise ValueError(f"target size {target_sizes[i]} must be positive")
+            y = resize_bilinear(y, th, tw, align_corners=False)
+        out.append(y[0].argmax(axis=-1))
+    return out

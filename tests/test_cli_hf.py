@@ -1,0 +1,53 @@
+"""The CLI with transformers checkpoints: classify --hf, segment --hf (one-line errors, atomic PNG)."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import require_shared
+from mobilenetv2.cli import main
+
+
+def test_classify_hf_top5_are_transformers_top5(capsys):
+    folder = require_shared("hf", "mobilenet_v2_1.0_224")
+    ref = np.load(require_shared("reference", "hf", "mobilenet_v2_1.0_224.npz"))
+    images = [str(require_shared("images", f)) for f in ("panda.jpg", "cat.png")]
+    assert main(["classify", "--hf", str(folder), *images, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    config = json.load(open(folder / "config.json"))
+    for result, photo in zip(out, ("panda", "cat")):
+        want = np.argsort(-ref[f"{photo}_pil/logits"][0])[:5]  # the Pillow backend's input
+        assert [p["id"] for p in result["predictions"]] == list(want)
+        assert [p["label"] for p in result["predictions"]] == [config["id2label"][str(i)] for i in want]
+
+
+def test_segment_writes_the_class_map_at_the_image_size(tmp_path, capsys):
+    folder = require_shared("hf", "deeplabv3_mobilenet_v2_1.0_513")
+    photo = str(require_shared("images", "panda.jpg"))
+    out = tmp_path / "mask.png"
+    assert main(["segment", "--hf", str(folder), photo, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    mask = np.asarray(Image.open(out))
+    assert mask.shape == (613, 696, 3)
+    assert "person" in printed and "#" in printed
+    assert main(["segment", "--hf", str(folder), photo, "--out", str(tmp_path / "o.png"), "--overlay"]) == 0
+    assert np.asarray(Image.open(tmp_path / "o.png")).shape == (613, 696, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.png", "o.png"]  # no temporary left
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["segment", "--hf", "HF_CLS", "IMG", "--out", "OUT.png"], "not a segmentation model"),
+    (["segment", "--hf", "HF_SEG", "IMG", "--out", "OUT.txt"], ".png"),
+    (["classify", "--hf", "HF_SEG", "IMG"], "not an image classifier"),
+    (["classify", "--hf", "/nonexistent", "IMG"], "not found"),
+])
+def test_errors_are_one_line(tmp_path, capsys, argv, message):
+    subs = {"HF_CLS": str(require_shared("hf", "mobilenet_v2_0.35_96")),
+            "HF_SEG": str(require_shared("hf", "deeplabv3_mobilenet_v2_1.0_513")),
+            "IMG": str(require_shared("images", "cat.png")), "OUT.png": str(tmp_path / "m.png"),
+            "OUT.txt": str(tmp_path / "m.txt")}
+    assert main([subs.get(a, a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

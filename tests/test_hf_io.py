@@ -1,0 +1,203 @@
+"""Hugging Face folders in and out: from_pretrained's checks, save_pretrained (Keras .h5 -> the shared
+converted folder, exactly), the real backbone on 101 photos, and hf_preprocess against transformers."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import keras_reference, require_shared
+from mobilenetv2 import MobileNetV2, native
+from mobilenetv2.hf import CheckpointError, from_pretrained, save_pretrained
+from mobilenetv2.hf_config import ConfigError
+from mobilenetv2.hf_processing import hf_preprocess
+from mobilenetv2.safetensors import SafetensorsError, load_file, save_file
+
+PHOTOS = {"panda": "panda.jpg", "cat": "cat.png", "grace_hopper": "grace_hopper.bmp"}
+
+
+def rel(a, b):
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+
+
+def _copy(name, tmp_path):
+    dst = tmp_path / name
+    shutil.copytree(require_shared("hf", name), dst)
+    for p in dst.iterdir():
+        p.chmod(0o644)
+    return dst
+
+
+# -- save_pretrained -----------------------------------------------------------------------------
+def test_keras_h5_converts_to_the_shared_folder_exactly(tmp_path):
+    h5 = require_shared("weights", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+    ref = require_shared("hf", "mobilenet_v2_1.0_224_backbone_real")
+    model = MobileNetV2(include_top=False, weights=h5)
+    out = save_pretrained(model, tmp_path / "converted")
+    ours, theirs = load_file(f"{out}/model.safetensors"), load_file(ref / "model.safetensors")
+    assert sorted(ours) == sorted(theirs)
+    for name, a in theirs.items():
+        assert ours[name].dtype == a.dtype and ours[name].shape == a.shape, name
+        assert np.array_equal(ours[name], a), name
+    config, want = json.load(open(f"{out}/config.json")), json.load(open(ref / "config.json"))
+    want.pop("transformers_version")
+    assert config == want
+    assert json.load(open(f"{out}/preprocessor_config.json")) == json.load(open(ref / "preprocessor_config.json"))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2_0.35_96", "deeplabv3_mobilenet_v2_1.0_513"])
+def test_save_pretrained_round_trips_a_checkpoint(tmp_path, name):
+    folder = require_shared("hf", name)
+    model = from_pretrained(folder)
+    out = save_pretrained(model, tmp_path / "again")
+    ours, theirs = load_file(f"{out}/model.safetensors"), load_file(folder / "model.safetensors")
+    skipped = {n for n in theirs if "conv_1x1" in n} if "deeplab" in name else set()
+    assert sorted(ours) == sorted(set(theirs) - skipped)  # the segmentation model has no conv_1x1
+    for n in ours:
+        assert np.array_equal(ours[n], theirs[n]), n
+    config, want = json.load(open(f"{out}/config.json")), json.load(open(folder / "config.json"))
+    want.pop("transformers_version")
+    assert config == want
+
+
+# -- from_pretrained's checks --------------------------------------------------------------------
+def _rewrite(folder, edit):
+    tensors = {k: np.array(v) for k, v in load_file(folder / "model.safetensors").items()}
+    edit(tensors)
+    save_file(tensors, folder / "model.safetensors", {"format": "pt"})
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.pop("classifier.bias"), "lacks 1 tensor"),
+    (lambda t: t.__setitem__("extra.weight", np.zeros(3, np.float32)), "does not have: extra.weight"),
+    (lambda t: t.__setitem__("classifier.bias", np.zeros(1000, np.float32)), r"shape \(1000,\)"),
+    (lambda t: t.__setitem__("classifier.bias", np.zeros(1001, np.int32)), "dtype I32"),
+    (lambda t: t["classifier.bias"].__setitem__(3, np.nan), "NaN or inf"),
+])
+def test_checkpoint_mismatches_are_named(tmp_path, edit, message):
+    folder = _copy("mobilenet_v2_0.35_96", tmp_path)
+    _rewrite(folder, edit)
+    with pytest.raises(CheckpointError, match=message):
+        from_pretrained(folder)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("depth_multiplier", -1), ("depth_multiplier", "1.0"), ("output_stride", 4), ("tf_padding", 1),
+    ("hidden_act", "gelu"), ("layer_norm_eps", 0), ("model_type", "resnet"), ("id2label", {"0": 1}),
+    ("id2label", {"1": "a"}), ("architectures", ["EvilModel"]), ("image_size", True),
+])
+def test_bad_config_fields_are_refused(tmp_path, field, value):
+    folder = _copy("mobilenet_v2_0.35_96", tmp_path)
+    config = json.load(open(folder / "config.json"))
+    config[field] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=field if field != "id2label" or value != {"1": "a"} else "ids"):
+        from_pretrained(folder)
+
+
+def test_config_not_json_and_ignored_fields(tmp_path):
+    folder = _copy("mobilenet_v2_0.35_96", tmp_path)
+    config = json.load(open(folder / "config.json"))
+    config.update(torch_dtype="float16", dtype="bfloat16", transformers_version="4.0", something_new=[1])
+    (folder / "config.json").write_text(json.dumps(config))
+    assert from_pretrained(folder).dtype == np.float32
+    (folder / "config.json").write_text("{'not': json}")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        from_pretrained(folder)
+
+
+def test_a_depth_multiplier_that_does_not_fit_the_tensors(tmp_path):
+    folder = _copy("mobilenet_v2_0.35_96", tmp_path)
+    config = json.load(open(folder / "config.json"))
+    config["depth_multiplier"] = 0.5
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="depth_multiplier"):
+        from_pretrained(folder)
+
+
+def test_pytorch_bin_is_refused_with_how_to_convert(tmp_path):
+    folder = _copy("mobilenet_v2_0.35_96", tmp_path)
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    with pytest.raises(SafetensorsError, match="safe_serialization=True"):
+        from_pretrained(folder)
+
+
+def test_segmentation_checkpoint_without_conv_1x1_loads(tmp_path):
+    folder = _copy("deeplabv3_mobilenet_v2_1.0_513", tmp_path)
+    _rewrite(folder, lambda t: [t.pop(k) for k in list(t) if "conv_1x1" in k])
+    from_pretrained(folder)
+
+
+# -- the real backbone ---------------------------------------------------------------------------
+@pytest.mark.skipif(not native.available(), reason="the 1e-5 bound is the C core's float32")
+def test_real_backbone_from_hf_folder_matches_keras_on_101_photos():
+    ref = keras_reference("real_backbone_1.0_224.npz")
+    model = from_pretrained(require_shared("hf", "mobilenet_v2_1.0_224_backbone_real"))
+    x = ref["inputs_uint8"].astype(np.float32) / np.float32(127.5) - np.float32(1)
+    pooled = model.predict(x)
+    errors = np.linalg.norm(pooled - ref["pooled"], axis=1) / np.linalg.norm(ref["pooled"], axis=1)
+    assert errors.max() < 1e-5, errors.max()
+
+
+def test_real_backbone_float64_matches_transformers():
+    ref = np.load(require_shared("reference", "hf", "real_backbone_1.0_224.npz"))
+    model = from_pretrained(require_shared("hf", "mobilenet_v2_1.0_224_backbone_real"), dtype="float64")
+    keras = keras_reference("real_backbone_1.0_224.npz")
+    x = keras["inputs_uint8"][ref["keras_rows"]].astype(np.float32) / np.float32(127.5) - np.float32(1)
+    x = x.astype(np.float64)  # transformers' float64 run took the float32 input's values
+    assert rel(model.predict(x), ref["pooler_output_f64"]) < 1e-10
+
+
+# -- the image processor -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mobilenet_v2_1.0_224", "mobilenet_v2_0.35_96"])
+def test_hf_preprocess_is_the_pillow_backend_bit_for_bit(name):
+    ref = np.load(require_shared("reference", "hf", name + ".npz"))
+    for photo, file in PHOTOS.items():
+        x = hf_preprocess(require_shared("images", file), require_shared("hf", name))
+        assert x.dtype == np.float32
+        assert np.array_equal(x, ref[f"{photo}/pixel_values_pil"].transpose(0, 2, 3, 1)), photo
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2_1.0_224", "mobilenet_v2_0.35_96", "deeplabv3_mobilenet_v2_1.0_513"])
+def test_distance_to_the_torchvision_backend(name):
+    """The torchvision backend's pixel_values differ from Pillow's by one grey level (2/255) on at
+    most 0.35 % of the values, and elsewhere by at most an ulp (README's table)."""
+    ref = np.load(require_shared("reference", "hf", name + ".npz"))
+    for photo, file in PHOTOS.items():
+        if f"{photo}/pixel_values" not in ref:
+            continue
+        x = hf_preprocess(require_shared("images", file), require_shared("hf", name))
+        diff = np.abs(x - ref[f"{photo}/pixel_values"].transpose(0, 2, 3, 1))
+        level = diff > 1e-6
+        assert np.allclose(diff[level], 2 / 255, atol=1e-6)
+        assert level.mean() < 0.0035 and diff[~level].max(initial=0) <= 6e-8
+        print(f"{name} {photo}: {level.mean():.3%} of values one level apart, "
+              f"relative L2 {rel(x, ref[f'{photo}/pixel_values'].transpose(0, 2, 3, 1)):.2e}")
+
+
+def test_hf_preprocess_arrays_and_errors(tmp_path):
+    u = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    x = hf_preprocess(u, {"size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}})
+    assert x.shape == (1, 224, 224, 3)
+    with pytest.raises(ConfigError, match="resample"):
+        hf_preprocess(u, {"resample": 3})
+    with pytest.raises(ValueError, match="smaller than"):
+        hf_preprocess(u, {"do_resize": False, "crop_size": {"height": 500, "width": 500}})
+
+
+def test_an_oversized_config_fails_before_allocating_weights(tmp_path):
+    """A config describing a far bigger net (depth_multiplier 8: ~300 M weights) than its tensors is
+    refused from the safetensors header, before the model's weights exist."""
+    import tracemalloc
+    folder = _copy("mobilenet_v2_0.35_96", tmp_path)
+    config = json.load(open(folder / "config.json"))
+    config["depth_multiplier"] = 8.0
+    (folder / "config.json").write_text(json.dumps(config))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match="depth_multiplier 8"):
+            from_pretrained(folder)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 1024 * 1024
