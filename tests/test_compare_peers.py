@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 
-import mobilenetv2
 from conftest import require_shared, set_synthetic_weights
 from mobilenetv2 import MobileNetV2, export_onnx
 from mobilenetv2.cli import main
@@ -41,13 +40,6 @@ HF_BLOCK_OUTPUT = ["block_1_project_BN", "block_2_add", "block_3_project_BN", "b
                    "block_16_project_BN"]
 
 
-def hf_from_pretrained():
-    """mobilenetv2.from_pretrained (the Hugging Face reader), or skip saying it is absent."""
-    if not hasattr(mobilenetv2, "from_pretrained"):
-        pytest.skip("mobilenetv2.from_pretrained (the Hugging Face checkpoint reader) is not in this build")
-    return mobilenetv2.from_pretrained
-
-
 def _hf_dump(tmp_path, case, x_nchw, suffix=""):
     """An .npz of one case's hidden states (+ its input) and the mapping file for it."""
     ref = np.load(require_shared("reference", "hf", "mobilenet_v2_0.35_96.npz"))
@@ -70,7 +62,6 @@ def _random_input(h, w):
 
 @pytest.mark.parametrize("suffix", ["", "_f64"])
 def test_hf_hidden_states_agree(tmp_path, suffix):
-    hf_from_pretrained()
     folder = require_shared("hf", "mobilenet_v2_0.35_96")
     ref = np.load(require_shared("reference", "hf", "mobilenet_v2_0.35_96.npz"))
     dump, mapping = _hf_dump(tmp_path, "panda", ref["panda/pixel_values"], suffix)
@@ -83,7 +74,6 @@ def test_hf_hidden_states_agree(tmp_path, suffix):
 @pytest.mark.parametrize("case,first", [("random_33x40", "block_1_project_BN"),
                                         ("random_81x49", "block_13_project_BN")])
 def test_hf_tf_padding_false_is_a_padding_mismatch(tmp_path, case, first):
-    hf_from_pretrained()
     folder = require_shared("hf", "mobilenet_v2_0.35_96")
     h, w = (int(v) for v in case.split("_")[1].split("x"))
     x = _random_input(h, w)
