@@ -1,10 +1,12 @@
 /* Depthwise 3x3 convolution with padding handled inside (no padded copy), fused bias and ReLU6.
  *   y[n,i,j,c] = act(bias[c] + sum_{a,b} x[n, i*s+a-pt, j*s+b-pl, c] * w[a,b,c])
- * taps outside the image are skipped (they read as zero), in (a, b) order.
+ * taps outside the image are skipped (they read as zero); per output one fused multiply-add a tap
+ * in (a, b) order from the bias (fmaf in the scalar code), the same bits on every ISA.
  * x: [N, H, W, C]; w: [3, 3, C]; bias: [C]; y: [N, OH, OW, C]; output rows i in [oh0, oh1).
  * The work is one output row at a time (f32_dwconv3x3_row) from the three input rows it reads,
  * given by pointer, so the fused block op can feed rows from its ring of expanded rows.
  */
+#include <math.h>
 #include "mobilenetv2.h"
 #include "simd.h"
 
@@ -26,7 +28,7 @@ void f32_dwconv3x3_row_scalar(const float *const rows[3], const float *w, const 
             for (int e = blo; e < bhi; e++) {
                 const float *xt = rows[a] + (j * stride + e - pad_left) * c, *wt = w + (a * 3 + e) * c;
                 for (size_t k = 0; k < c; k++)
-                    yp[k] = yp[k] + xt[k] * wt[k];
+                    yp[k] = fmaf(xt[k], wt[k], yp[k]);
             }
         }
         if (relu6)
