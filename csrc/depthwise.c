@@ -5,6 +5,7 @@
  * x: [N, H, W, C]; w: [3, 3, C]; bias: [C]; y: [N, OH, OW, C]; output rows i in [oh0, oh1).
  * The work is one output row at a time (f32_dwconv3x3_row) from the three input rows it reads,
  * given by pointer, so the fused block op can feed rows from its ring of expanded rows.
+ * The AVX-512 row kernel is in depthwise_avx512.c.
  */
 #include <math.h>
 #include "mobilenetv2.h"
@@ -240,7 +241,12 @@ void f32_dwconv3x3_row(const float *const rows[3], const float *w, const float *
                        size_t wd, size_t c, size_t stride, size_t pad_left, size_t ow, int relu6)
 {
 #if MNV2_X86
-    if (mnv2_simd_level() >= 1) {
+    const int isa = mnv2_simd_level();
+    if (isa >= MNV2_ISA_AVX512) {
+        f32_dwconv3x3_row_avx512(rows, w, bias, y, wd, c, stride, pad_left, ow, relu6);
+        return;
+    }
+    if (isa >= MNV2_ISA_AVX2) {
         f32_dwconv3x3_row_relu6_avx2(rows, w, bias, y, wd, c, stride, pad_left, ow, relu6);
         return;
     }
