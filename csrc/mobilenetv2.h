@@ -103,6 +103,8 @@ size_t mnv2_count_nonfinite(const float *x, size_t n);
 /* Benchmarks only (csrc/peak.c): iters rounds of 12 independent 8-lane FMAs (192 flops a round)
  * on AVX2+FMA; returns a value that depends on all of them, or -1 where AVX2+FMA is absent. */
 float mnv2_fma_peak_loop(size_t iters);
+/* The same with 16-lane AVX-512 FMAs (384 flops a round); -1 where AVX-512 is absent. */
+float mnv2_fma_peak_loop512(size_t iters);
 
 /* ---- the plan (csrc/plan.c): every op of a lowered network, run by one call ----
  * kind: MNV2_OP_STEM, _DWCONV, _POINTWISE (x: [n * oh * ow, c] -> y: [n * oh * ow, cout]),
