@@ -9,8 +9,13 @@ of that input, and the mean of that ratio.  Writes a table; --json writes the fi
 import argparse
 import json
 import os
-import subprocess
 import sys
+from pathlib import Path
+
+try:
+    import mobilenetv2  # noqa: F401  (installed)
+except ImportError:  # run from a checkout: the package beside this folder
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 

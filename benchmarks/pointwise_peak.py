@@ -18,6 +18,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+try:
+    import mobilenetv2  # noqa: F401  (installed)
+except ImportError:  # run from a checkout: the package beside this folder
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import numpy as np
 
 from mobilenetv2 import MobileNetV2, arch, layers as L, native
