@@ -2,7 +2,7 @@
  *   y[j, c] = act(bias[c] + sum_{a,b} rows[a][j*s+b-pl, c] * w[a, b, c])  (taps inside the image)
  * rows[a]: input row a of the window, [W, C], or NULL where it is padding; w: [3, 3, C]; bias: [C];
  * y: [OW, C].  16 channels a zmm register; the last c % 16 channels go through k-register masks in
- * the same loops (no scalar or separate tail code).  Interior pixels in blocks of DW_PX (16 for
+ * the same code (no scalar tail).  Interior pixels in blocks of DW_PX (16 for
  * stride 1, 8 for stride 2: the accumulators stay in registers, each input vector is loaded once
  * and feeds every pixel whose window covers it); border pixels one at a time with only their taps.
  * Per output: bias, then one FMA per tap in (a, b) order: the scalar and AVX2 kernels' bits.
@@ -33,7 +33,29 @@ MNV2_AVX512 static void pixel(const float *const rows[3], const float *w, const 
         if (rows[a])
             at[a] = rows[a] + (j * stride - pad_left) * c; /* column b at at[a] + b * c */
     float *yp = yrow + j * c;
-    for (size_t k = 0; k < c; k += 16) {
+    size_t k = 0;
+    /* four chunks at a time: four independent FMA chains instead of one (a border pixel has few
+     * taps, so a lone chain would wait on the FMA latency) */
+    for (; k + 64 <= c; k += 64) {
+        __m512 acc[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++)
+            acc[q] = _mm512_loadu_ps(bias + k + 16 * q);
+        for (int a = 0; a < 3; a++) {
+            if (!at[a])
+                continue;
+            for (int e = blo; e < bhi; e++) {
+                const float *xt = at[a] + e * c + k, *wt = w + (a * 3 + e) * c + k;
+#pragma GCC unroll 4
+                for (int q = 0; q < 4; q++)
+                    acc[q] = _mm512_fmadd_ps(_mm512_loadu_ps(xt + 16 * q), _mm512_loadu_ps(wt + 16 * q), acc[q]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++)
+            _mm512_storeu_ps(yp + k + 16 * q, act16(acc[q], relu6));
+    }
+    for (; k < c; k += 16) {
         const __mmask16 m = chunk_mask(c, k);
         __m512 acc = _mm512_maskz_loadu_ps(m, bias + k);
         for (int a = 0; a < 3; a++) {
@@ -47,16 +69,19 @@ MNV2_AVX512 static void pixel(const float *const rows[3], const float *w, const 
     }
 }
 
-/* px interior output pixels from yp, every 16-channel chunk in turn (rows[a]: kernel row a's
- * input at the block's first tap column, channel 0, or NULL). */
+/* Load 16 floats, or lanes m only (the others 0) in the channel tail. */
+#define LOAD(full, m, p) ((full) ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p))
+
+/* px interior output pixels from yp, 16-channel chunks [k0, k1) (whole chunks with full set, else
+ * the one tail chunk through mask m) (rows[a]: kernel row a's input at the block's first tap
+ * column, channel 0, or NULL). */
 MNV2_AVX512 static inline __attribute__((always_inline)) void
-block(const float *const rows[3], const float *w, const float *bias, float *yp, size_t c,
-      const size_t stride, const int px, int relu6)
+chunks(const float *const rows[3], const float *w, const float *bias, float *yp, size_t c,
+       size_t k0, size_t k1, const int full, __mmask16 m, const size_t stride, const int px, int relu6)
 {
-    for (size_t k = 0; k < c; k += 16) {
-        const __mmask16 m = chunk_mask(c, k);
+    for (size_t k = k0; k < k1; k += 16) {
         __m512 acc[16];
-        const __m512 bv = _mm512_maskz_loadu_ps(m, bias + k);
+        const __m512 bv = LOAD(full, m, bias + k);
 #pragma GCC unroll 16
         for (int p = 0; p < px; p++)
             acc[p] = bv;
@@ -65,12 +90,12 @@ block(const float *const rows[3], const float *w, const float *bias, float *yp, 
             if (!rows[a])
                 continue;
             const float *xp = rows[a] + k;
-            const __m512 wa0 = _mm512_maskz_loadu_ps(m, w + (3 * a) * c + k),
-                         wa1 = _mm512_maskz_loadu_ps(m, w + (3 * a + 1) * c + k),
-                         wa2 = _mm512_maskz_loadu_ps(m, w + (3 * a + 2) * c + k);
+            const __m512 wa0 = LOAD(full, m, w + (3 * a) * c + k),
+                         wa1 = LOAD(full, m, w + (3 * a + 1) * c + k),
+                         wa2 = LOAD(full, m, w + (3 * a + 2) * c + k);
 #pragma GCC unroll 40
             for (size_t col = 0; col < stride * (size_t)(px - 1) + 3; col++) {
-                const __m512 v = _mm512_maskz_loadu_ps(m, xp);
+                const __m512 v = LOAD(full, m, xp);
                 xp += c;
                 if (col % stride == 0 && col / stride < (size_t)px)
                     acc[col / stride] = _mm512_fmadd_ps(v, wa0, acc[col / stride]);
@@ -81,9 +106,23 @@ block(const float *const rows[3], const float *w, const float *bias, float *yp, 
             }
         }
 #pragma GCC unroll 16
-        for (int p = 0; p < px; p++)
-            _mm512_mask_storeu_ps(yp + p * c + k, m, act16(acc[p], relu6));
+        for (int p = 0; p < px; p++) {
+            if (full)
+                _mm512_storeu_ps(yp + p * c + k, act16(acc[p], relu6));
+            else
+                _mm512_mask_storeu_ps(yp + p * c + k, m, act16(acc[p], relu6));
+        }
     }
+}
+
+MNV2_AVX512 static inline __attribute__((always_inline)) void
+block(const float *const rows[3], const float *w, const float *bias, float *yp, size_t c,
+      const size_t stride, const int px, int relu6)
+{
+    const size_t cfull = c - c % 16;
+    chunks(rows, w, bias, yp, c, 0, cfull, 1, 0xffff, stride, px, relu6);
+    if (cfull < c)
+        chunks(rows, w, bias, yp, c, cfull, c, 0, chunk_mask(c, cfull), stride, px, relu6);
 }
 
 typedef void block_fn(const float *const rows[3], const float *w, const float *bias, float *yp,
