@@ -50,12 +50,14 @@ store8(float *yr, const float *rr, __m256 a, size_t n, int relu6, int phase)
     _mm256_mask_storeu_ps(yr, k, a);
 }
 
-/* RT rows from m x NP full-width panels from p (each of 16 packed lanes; the last may hold fewer
- * channels).  Per block of the sum: accumulators from the bias (first block) or 0, one FMA chain
- * over the block's channels in order, then stored (store16). */
+/* RT rows from m x NP panels from p, each 16 packed lanes (the last may hold fewer channels), or
+ * with HALF the last one the 8-wide last panel (its 8 lanes loaded into a zmm whose upper half is
+ * 0: it shares the rows' broadcasts with the full panels instead of needing its own).  Per block
+ * of the sum: accumulators from the bias (first block) or 0, one FMA chain over the block's
+ * channels in order, then stored (store16). */
 MNV2_AVX512 static inline __attribute__((always_inline)) void
 tile(const float *x, const float *packed, const float *residual, float *y, size_t cin, size_t cout,
-     size_t m, size_t p, const int RT, const int NP, int relu6)
+     size_t m, size_t p, const int RT, const int NP, const int HALF, int relu6)
 {
     const size_t pstride = PANEL * (cin + 1), kb = mnv2_kblock(cin);
     const float *pw = packed + p * pstride, *xr = x + m * cin;
@@ -66,17 +68,20 @@ tile(const float *x, const float *packed, const float *residual, float *y, size_
         __m512 acc[12][4];
 #pragma GCC unroll 4
         for (int q = 0; q < NP; q++) {
-            const __m512 b = phase & MNV2_FIRST ? _mm512_loadu_ps(pw + q * pstride) : _mm512_setzero_ps();
+            const int h = HALF && q == NP - 1;
+            const __m512 b = !(phase & MNV2_FIRST) ? _mm512_setzero_ps()
+                             : h ? _mm512_maskz_loadu_ps(0xff, pw + q * pstride) : _mm512_loadu_ps(pw + q * pstride);
 #pragma GCC unroll 12
             for (int r = 0; r < RT; r++)
                 acc[r][q] = b;
         }
         const float *wc = pw + PANEL + k0 * PANEL;
-        for (size_t c = k0; c < k1; c++, wc += PANEL) {
+        const float *wh = pw + (NP - 1) * pstride + PANEL / 2 + k0 * (PANEL / 2); /* HALF's weights */
+        for (size_t c = k0; c < k1; c++, wc += PANEL, wh += PANEL / 2) {
             __m512 w[4];
 #pragma GCC unroll 4
             for (int q = 0; q < NP; q++)
-                w[q] = _mm512_loadu_ps(wc + q * pstride);
+                w[q] = HALF && q == NP - 1 ? _mm512_maskz_loadu_ps(0xff, wh) : _mm512_loadu_ps(wc + q * pstride);
 #pragma GCC unroll 12
             for (int r = 0; r < RT; r++) {
                 const __m512 xv = _mm512_set1_ps(xr[r * cin + c]);
@@ -136,7 +141,14 @@ typedef void tile_fn(const float *x, const float *packed, const float *residual,
                                              const float *residual, float *y, size_t cin,          \
                                              size_t cout, size_t m, size_t p, int relu6)           \
     {                                                                                              \
-        tile(x, packed, residual, y, cin, cout, m, p, rt, np, relu6);                              \
+        tile(x, packed, residual, y, cin, cout, m, p, rt, np, 0, relu6);                           \
+    }
+#define TILEH(rt, np)                                                                              \
+    MNV2_AVX512 static void tileh_##rt##x##np(const float *x, const float *packed,                 \
+                                              const float *residual, float *y, size_t cin,         \
+                                              size_t cout, size_t m, size_t p, int relu6)          \
+    {                                                                                              \
+        tile(x, packed, residual, y, cin, cout, m, p, rt, np, 1, relu6);                           \
     }
 #define HALF(rt)                                                                                   \
     MNV2_AVX512 static void half_##rt(const float *x, const float *packed, const float *residual,   \
@@ -150,19 +162,27 @@ TILE(8, 3) TILE(4, 3) TILE(2, 3) TILE(1, 3)
 TILE(12, 2) TILE(8, 2) TILE(4, 2) TILE(2, 2) TILE(1, 2)
 TILE(12, 1) TILE(8, 1) TILE(4, 1) TILE(2, 1) TILE(1, 1)
 HALF(12) HALF(8) HALF(4) HALF(2) HALF(1)
+TILEH(6, 4) TILEH(4, 4) TILEH(2, 4) TILEH(1, 4)
+TILEH(8, 3) TILEH(4, 3) TILEH(2, 3) TILEH(1, 3)
+TILEH(12, 2) TILEH(8, 2) TILEH(4, 2) TILEH(2, 2) TILEH(1, 2)
 #undef TILE
+#undef TILEH
 #undef HALF
 
-/* The tiles for np panels (index np; 0: the half panel), largest row count first. */
-static const struct { int rows[5]; tile_fn *fn[5]; } TILES[5] = {
+/* The tiles for np panels (index np; 0: the half panel alone; 4 + np: np full panels and the
+ * half one after them), largest row count first. */
+static const struct { int rows[5]; tile_fn *fn[5]; } TILES[8] = {
     {{12, 8, 4, 2, 1}, {half_12, half_8, half_4, half_2, half_1}},
     {{12, 8, 4, 2, 1}, {tile_12x1, tile_8x1, tile_4x1, tile_2x1, tile_1x1}},
     {{12, 8, 4, 2, 1}, {tile_12x2, tile_8x2, tile_4x2, tile_2x2, tile_1x2}},
     {{8, 4, 2, 1, 0}, {tile_8x3, tile_4x3, tile_2x3, tile_1x3, NULL}},
     {{6, 4, 2, 1, 0}, {tile_6x4, tile_4x4, tile_2x4, tile_1x4, NULL}},
+    {{12, 8, 4, 2, 1}, {tileh_12x2, tileh_8x2, tileh_4x2, tileh_2x2, tileh_1x2}},
+    {{8, 4, 2, 1, 0}, {tileh_8x3, tileh_4x3, tileh_2x3, tileh_1x3, NULL}},
+    {{6, 4, 2, 1, 0}, {tileh_6x4, tileh_4x4, tileh_2x4, tileh_1x4, NULL}},
 };
 
-/* Rows [m, m1) of np panels from p (np = 0: the half panel p): the largest tiles that fit. */
+/* Rows [m, m1) of the panels of TILES[np] from p: the largest tiles that fit. */
 MNV2_AVX512 static void rows_run(const float *x, const float *packed, const float *residual,
                                  float *y, size_t cin, size_t cout, size_t m, size_t m1, size_t p,
                                  int np, int relu6)
@@ -197,11 +217,17 @@ MNV2_AVX512 void f32_pointwise_part_avx512(const float *x, const float *packed,
     const size_t full = mnv2_panel_width(p1 - 1, cout) == PANEL ? p1 : p1 - 1;
     for (size_t mblk = m0; mblk < m1; mblk += mb) {
         const size_t mend = m1 - mblk < mb ? m1 : mblk + mb;
-        for (size_t p = p0; p < full; p += 4) {
+        size_t p = p0;
+        for (; p < full; p += 4) {
             const int np = full - p < 4 ? (int)(full - p) : 4;
+            if (np < 4 && full < p1) { /* the half panel joins the last group */
+                rows_run(x, packed, residual, y, cin, cout, mblk, mend, p, 4 + np, relu6);
+                p = p1;
+                break;
+            }
             rows_run(x, packed, residual, y, cin, cout, mblk, mend, p, np, relu6);
         }
-        if (full < p1)
+        if (p < p1 && full < p1)
             rows_run(x, packed, residual, y, cin, cout, mblk, mend, full, 0, relu6);
     }
 }
