@@ -90,13 +90,36 @@ tile(const float *x, const float *packed, const float *residual, float *y, size_
                     acc[r][q] = _mm512_fmadd_ps(xv, w[q], acc[r][q]);
             }
         }
+        if (phase == (MNV2_FIRST | MNV2_LAST) && !HALF && (p + NP) * PANEL <= cout) {
+            /* the common case (one block, full panels), straight-line: with a short sum (cin
+             * 16-32) the general epilogue's tests cost as much as the FMAs */
+            const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+            if (residual) {
 #pragma GCC unroll 4
-        for (int q = 0; q < NP; q++) {
-            const size_t o = (p + q) * PANEL, n = cout - o < PANEL ? cout - o : PANEL;
+                for (int q = 0; q < NP; q++)
 #pragma GCC unroll 12
-            for (int r = 0; r < RT; r++)
-                store16(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL,
-                        acc[r][q], n, relu6, phase);
+                    for (int r = 0; r < RT; r++) {
+                        const size_t at = (m + r) * cout + (p + q) * PANEL;
+                        __m512 v = relu6 ? _mm512_min_ps(_mm512_max_ps(acc[r][q], zero), six) : acc[r][q];
+                        _mm512_storeu_ps(y + at, _mm512_add_ps(v, _mm512_loadu_ps(residual + at)));
+                    }
+            } else {
+#pragma GCC unroll 4
+                for (int q = 0; q < NP; q++)
+#pragma GCC unroll 12
+                    for (int r = 0; r < RT; r++)
+                        _mm512_storeu_ps(y + (m + r) * cout + (p + q) * PANEL,
+                                         relu6 ? _mm512_min_ps(_mm512_max_ps(acc[r][q], zero), six) : acc[r][q]);
+            }
+        } else {
+#pragma GCC unroll 4
+            for (int q = 0; q < NP; q++) {
+                const size_t o = (p + q) * PANEL, n = cout - o < PANEL ? cout - o : PANEL;
+#pragma GCC unroll 12
+                for (int r = 0; r < RT; r++)
+                    store16(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL,
+                            acc[r][q], n, relu6, phase);
+            }
         }
         k0 = k1;
     } while (k0 < cin);
