@@ -90,10 +90,11 @@ tile(const float *x, const float *packed, const float *residual, float *y, size_
                     acc[r][q] = _mm512_fmadd_ps(xv, w[q], acc[r][q]);
             }
         }
-        if (phase == (MNV2_FIRST | MNV2_LAST) && !HALF && (p + NP) * PANEL <= cout) {
-            /* the common case (one block, full panels), straight-line: with a short sum (cin
-             * 16-32) the general epilogue's tests cost as much as the FMAs */
+        if (phase == (MNV2_FIRST | MNV2_LAST) && (p + NP - HALF) * PANEL <= cout) {
+            /* the common case (one block, full panels but HALF's), straight-line: with a short
+             * sum (cin 16-32) the general epilogue's tests cost as much as the FMAs */
             const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+            const __mmask16 last = HALF ? lanes16(cout - (p + NP - 1) * PANEL) : (__mmask16)0xffff;
             if (residual) {
 #pragma GCC unroll 4
                 for (int q = 0; q < NP; q++)
@@ -101,15 +102,22 @@ tile(const float *x, const float *packed, const float *residual, float *y, size_
                     for (int r = 0; r < RT; r++) {
                         const size_t at = (m + r) * cout + (p + q) * PANEL;
                         __m512 v = relu6 ? _mm512_min_ps(_mm512_max_ps(acc[r][q], zero), six) : acc[r][q];
-                        _mm512_storeu_ps(y + at, _mm512_add_ps(v, _mm512_loadu_ps(residual + at)));
+                        if (HALF && q == NP - 1)
+                            _mm512_mask_storeu_ps(y + at, last, _mm512_add_ps(v, _mm512_maskz_loadu_ps(last, residual + at)));
+                        else
+                            _mm512_storeu_ps(y + at, _mm512_add_ps(v, _mm512_loadu_ps(residual + at)));
                     }
             } else {
 #pragma GCC unroll 4
                 for (int q = 0; q < NP; q++)
 #pragma GCC unroll 12
-                    for (int r = 0; r < RT; r++)
-                        _mm512_storeu_ps(y + (m + r) * cout + (p + q) * PANEL,
-                                         relu6 ? _mm512_min_ps(_mm512_max_ps(acc[r][q], zero), six) : acc[r][q]);
+                    for (int r = 0; r < RT; r++) {
+                        const __m512 v = relu6 ? _mm512_min_ps(_mm512_max_ps(acc[r][q], zero), six) : acc[r][q];
+                        if (HALF && q == NP - 1)
+                            _mm512_mask_storeu_ps(y + (m + r) * cout + (p + q) * PANEL, last, v);
+                        else
+                            _mm512_storeu_ps(y + (m + r) * cout + (p + q) * PANEL, v);
+                    }
             }
         } else {
 #pragma GCC unroll 4
