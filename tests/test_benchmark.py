@@ -103,3 +103,34 @@ def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["--variants", "0.35_96", "--plot", "x.png"])
     assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def _script(name):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_interleaved_times_c_on_every_simd_isa(capsys):
+    if not native.available() or native.isa() == "scalar":
+        pytest.skip("needs the C extension with a SIMD ISA")
+    assert _script("interleaved").main(["--variants", "0.35_96", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    line = next(row for row in out.splitlines() if row.startswith("0.35_96:"))
+    for isa in native.isas()[1:]:
+        assert f"C {isa} " in line
+
+
+def test_accuracy_reports_every_isa_against_float64(tmp_path):
+    if not native.available():
+        pytest.skip("needs the C extension")
+    out = tmp_path / "a.json"
+    assert _script("accuracy").main(["--variant", "0.35_96", "--json", str(out)]) == 0
+    errors = json.loads(out.read_text())["errors"]
+    runs = [errors[f"C {isa}"] for isa in native.isas()]
+    assert all(r == runs[0] for r in runs)  # the same bits, so the same error, on every ISA
+    assert 0 < runs[0]["max_rel"] < 1e-4
