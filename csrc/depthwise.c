@@ -214,14 +214,8 @@ MNV2_AVX2 static void f32_dwconv3x3_row_relu6_avx2(const float *const rows[3], c
                                                    size_t c, size_t stride, size_t pad_left,
                                                    size_t ow, int relu6)
 {
-    /* interior columns: every j with all three column taps inside the image */
-    size_t j0 = (pad_left + stride - 1) / stride, j1 = 0;
-    if (wd + pad_left >= 3)
-        j1 = (wd + pad_left - 3) / stride + 1;
-    if (j1 > ow)
-        j1 = ow;
-    if (j0 > j1)
-        j0 = j1;
+    size_t j0, j1;
+    mnv2_interior(wd, stride, pad_left, ow, &j0, &j1);
     const size_t cfull = c - c % 8;
     if (j1 > j0 && cfull) {
         const float *at[3];

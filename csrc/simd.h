@@ -20,6 +20,19 @@
 
 #include <stddef.h>
 
+/* The interior output columns [j0, j1) of a 3x3 row at `stride` with `pad_left` leading zeros over
+ * an input of `wd` columns: every j whose three column taps are inside the image. */
+static inline void mnv2_interior(size_t wd, size_t stride, size_t pad_left, size_t ow, size_t *j0,
+                                 size_t *j1)
+{
+    *j0 = (pad_left + stride - 1) / stride;
+    *j1 = wd + pad_left >= 3 ? (wd + pad_left - 3) / stride + 1 : 0;
+    if (*j1 > ow)
+        *j1 = ow;
+    if (*j0 > *j1)
+        *j0 = *j1;
+}
+
 /* Long reductions (a pointwise conv or the dense head with at least MNV2_KBLOCK_MIN input
  * channels) sum in blocks of MNV2_KBLOCK channels: per output, t = bias + products of block 0 (one
  * FMA chain), then for each later block b, in order, t = t + (products of block b, one FMA chain
