@@ -2,7 +2,8 @@
 
     python benchmarks/pointwise_peak.py [--variant 1.0_224] [--json PATH]
 
-1. The peak: our own loop of 12 independent AVX2 FMA chains (csrc/peak.c), best of 5 runs.
+1. The peak: our own loop of 12 independent FMA chains (csrc/peak.c) of the ISA the kernels use
+   (16-lane AVX-512 or 8-lane AVX2; MNV2_FORCE_ISA picks), best of 5 runs; the AVX2 figure too.
 2. Each distinct pointwise shape of the variant, alone: f32_pointwise on one thread over a
    64-byte-aligned input, timed in a loop (its weights and input stay in cache between calls).
 3. The same layers inside a whole 1-thread inference (model.profile: caches as they are in a
@@ -17,6 +18,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+try:
+    import mobilenetv2  # noqa: F401  (installed)
+except ImportError:  # run from a checkout: the package beside this folder
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import numpy as np
 
 from mobilenetv2 import MobileNetV2, arch, layers as L, native
@@ -27,13 +33,18 @@ from mobilenetv2.variants import parse_variant
 PEAK_ROUNDS = 20_000_000  # 192 flops a round: ~40 ms at 100 GFLOP/s
 
 
-def peak_gflops(repeats=5):
+def peak_gflops(isa=None, repeats=5):
+    """Our FMA loop's GFLOP/s on one core: 12 chains of 16 lanes (AVX-512) or 8 (AVX2); ``isa``
+    None: the ISA the kernels use now.  None where the CPU lacks it."""
+    isa = isa or native.isa()
+    loop, flops = ((native.lib.mnv2_fma_peak_loop512, 384) if isa == "avx512"
+                   else (native.lib.mnv2_fma_peak_loop, 192))
     best = 0.0
     for _ in range(repeats):
         start = time.perf_counter()
-        if native.lib.mnv2_fma_peak_loop(PEAK_ROUNDS) < 0:
-            return None  # no AVX2+FMA
-        best = max(best, 192 * PEAK_ROUNDS / (time.perf_counter() - start) / 1e9)
+        if loop(PEAK_ROUNDS) < 0:
+            return None
+        best = max(best, flops * PEAK_ROUNDS / (time.perf_counter() - start) / 1e9)
     return best
 
 
@@ -74,8 +85,8 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=50, help="whole-network runs for the in-run column")
     p.add_argument("--json", help="output path")
     args = p.parse_args(argv)
-    if not native.available() or native.lib.mnv2_simd_level() < 1:
-        print(f"needs the C extension with AVX2+FMA (backend: {native.backend()})", file=sys.stderr)
+    if not native.available() or native.isa() == "scalar":
+        print(f"needs the C extension with AVX2+FMA or AVX-512 (backend: {native.backend()})", file=sys.stderr)
         return 2
     alpha, size = parse_variant(args.variant)
     model = MobileNetV2((size, size, 3), alpha=alpha, weights=None, threads=1)
@@ -83,6 +94,8 @@ def main(argv=None):
     model(x)
     ops = model.profile(x, runs=args.runs)
     peak = peak_gflops()
+    peak_avx2 = peak_gflops("avx2")
+    whole = 2 * model.macs() / sum(r["seconds"] for r in ops) / 1e9
 
     # every pointwise layer (1x1 conv or dense) of the network, by shape
     out_shapes = arch.output_shapes(model.layers, (size, size, 3))
@@ -107,7 +120,8 @@ def main(argv=None):
     alone_s = sum(t["macs"] * t["layers"] * 2 / (t["alone_gflops"] * 1e9) for t in table)
     own = [r for r in ops if r["kind"] == "pointwise"]
     blocks = [r for r in ops if r["kind"] == "block"]
-    summary = dict(variant=args.variant, cpu=cpu_model(), peak_gflops=peak,
+    summary = dict(variant=args.variant, cpu=cpu_model(), isa=native.isa(), peak_gflops=peak,
+                   peak_avx2_gflops=peak_avx2, network_gflops=whole,
                    pointwise_macs=macs, alone_gflops=2 * macs / alone_s / 1e9,
                    in_run_gflops=2 * sum(r["macs"] for r in own) / sum(r["seconds"] for r in own) / 1e9,
                    in_run_layers=len(own),
@@ -119,7 +133,10 @@ def main(argv=None):
         return f"{g:>11.1f} {100 * g / peak:>5.0f}%" if g is not None else f"{'(fused)':>11} {'':>6}"
 
     print(f"# {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%S%z}  {cpu_model()}, 1 thread, {args.variant}")
-    print(f"# our FMA peak loop (12 chains x 8 lanes, csrc/peak.c): {peak:.1f} GFLOP/s")
+    lanes = 16 if native.isa() == "avx512" else 8
+    print(f"# kernels: {native.backend()}; our FMA peak loop (12 chains x {lanes} lanes, csrc/peak.c): "
+          f"{peak:.1f} GFLOP/s (AVX2 loop: {peak_avx2:.1f})")
+    print(f"# whole network, 1 thread, in run: {whole:.1f} GFLOP/s = {100 * whole / peak:.0f}% of the peak")
     print(f"{'rows x cin -> cout':>22} {'layers':>6} {'alone GF/s':>10} {'% peak':>6} {'in run GF/s':>11} {'% peak':>6}")
     for t in table:
         print(f"{t['shape']:>22} {t['layers']:>6} {t['alone_gflops']:>10.1f} "

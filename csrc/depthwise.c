@@ -1,10 +1,13 @@
 /* Depthwise 3x3 convolution with padding handled inside (no padded copy), fused bias and ReLU6.
  *   y[n,i,j,c] = act(bias[c] + sum_{a,b} x[n, i*s+a-pt, j*s+b-pl, c] * w[a,b,c])
- * taps outside the image are skipped (they read as zero), in (a, b) order.
+ * taps outside the image are skipped (they read as zero); per output one fused multiply-add a tap
+ * in (a, b) order from the bias (fmaf in the scalar code), the same bits on every ISA.
  * x: [N, H, W, C]; w: [3, 3, C]; bias: [C]; y: [N, OH, OW, C]; output rows i in [oh0, oh1).
  * The work is one output row at a time (f32_dwconv3x3_row) from the three input rows it reads,
  * given by pointer, so the fused block op can feed rows from its ring of expanded rows.
+ * The AVX-512 row kernel is in depthwise_avx512.c.
  */
+#include <math.h>
 #include "mobilenetv2.h"
 #include "simd.h"
 
@@ -26,7 +29,7 @@ void f32_dwconv3x3_row_scalar(const float *const rows[3], const float *w, const 
             for (int e = blo; e < bhi; e++) {
                 const float *xt = rows[a] + (j * stride + e - pad_left) * c, *wt = w + (a * 3 + e) * c;
                 for (size_t k = 0; k < c; k++)
-                    yp[k] = yp[k] + xt[k] * wt[k];
+                    yp[k] = fmaf(xt[k], wt[k], yp[k]);
             }
         }
         if (relu6)
@@ -211,14 +214,8 @@ MNV2_AVX2 static void f32_dwconv3x3_row_relu6_avx2(const float *const rows[3], c
                                                    size_t c, size_t stride, size_t pad_left,
                                                    size_t ow, int relu6)
 {
-    /* interior columns: every j with all three column taps inside the image */
-    size_t j0 = (pad_left + stride - 1) / stride, j1 = 0;
-    if (wd + pad_left >= 3)
-        j1 = (wd + pad_left - 3) / stride + 1;
-    if (j1 > ow)
-        j1 = ow;
-    if (j0 > j1)
-        j0 = j1;
+    size_t j0, j1;
+    mnv2_interior(wd, stride, pad_left, ow, &j0, &j1);
     const size_t cfull = c - c % 8;
     if (j1 > j0 && cfull) {
         const float *at[3];
@@ -238,7 +235,12 @@ void f32_dwconv3x3_row(const float *const rows[3], const float *w, const float *
                        size_t wd, size_t c, size_t stride, size_t pad_left, size_t ow, int relu6)
 {
 #if MNV2_X86
-    if (mnv2_simd_level() >= 1) {
+    const int isa = mnv2_simd_level();
+    if (isa >= MNV2_ISA_AVX512) {
+        f32_dwconv3x3_row_avx512(rows, w, bias, y, wd, c, stride, pad_left, ow, relu6);
+        return;
+    }
+    if (isa >= MNV2_ISA_AVX2) {
         f32_dwconv3x3_row_relu6_avx2(rows, w, bias, y, wd, c, stride, pad_left, ow, relu6);
         return;
     }

@@ -1,23 +1,120 @@
-/* CPU feature detection, once: AVX2 and FMA together, or the scalar path.
- * MNV2_FORCE_SCALAR=1 in the environment forces the scalar path (tests compare both). */
+/* Which instruction set the kernels use, decided once: the best the CPU *and* the OS support.
+ *
+ * Levels: MNV2_ISA_SCALAR (0, portable C), MNV2_ISA_AVX2 (1, AVX2 + FMA), MNV2_ISA_AVX512 (2,
+ * AVX-512 F + VL + BW + DQ, with AVX2 + FMA).  CPUID says what the core implements; XGETBV says
+ * whether the OS saves the registers on a context switch (ymm for AVX2; opmask and all 32 zmm
+ * for AVX-512): without that a kernel would run but lose state, so such a level is not used.
+ * MNV2_FORCE_ISA=scalar|avx2|avx512 caps the level (never above what the machine has);
+ * MNV2_FORCE_SCALAR=1 is the older spelling of MNV2_FORCE_ISA=scalar.  mnv2_set_isa changes the
+ * level at run time (the tests run every kernel and the whole network on every level).
+ */
+#define _GNU_SOURCE /* sysconf's cache-size names */
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #include "mobilenetv2.h"
 #include "simd.h"
 
+#if MNV2_X86
+#include <cpuid.h>
+
+static unsigned long long xgetbv0(void)
+{
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+
+static int detect(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return MNV2_ISA_SCALAR;
+    const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    if (!(fma && osxsave && avx))
+        return MNV2_ISA_SCALAR;
+    const unsigned long long xcr0 = xgetbv0();
+    if ((xcr0 & 0x6) != 0x6) /* SSE and AVX (ymm upper halves) state */
+        return MNV2_ISA_SCALAR;
+    if (__get_cpuid_max(0, NULL) < 7)
+        return MNV2_ISA_SCALAR;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (!((b >> 5) & 1)) /* AVX2 */
+        return MNV2_ISA_SCALAR;
+    const int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
+    if (f && dq && bw && vl && (xcr0 & 0xe0) == 0xe0) /* opmask, zmm0-15 upper, zmm16-31 */
+        return MNV2_ISA_AVX512;
+    return MNV2_ISA_AVX2;
+}
+#else
+static int detect(void) { return MNV2_ISA_SCALAR; }
+#endif
+
+static int detected = -1;
+static int level = -1;
+
+int mnv2_isa_detected(void)
+{
+    if (detected < 0)
+        detected = detect();
+    return detected;
+}
+
+static int forced(int l)
+{
+    const char *force = getenv("MNV2_FORCE_ISA");
+    if (force && *force) {
+        int cap = l;
+        if (!strcmp(force, "scalar"))
+            cap = MNV2_ISA_SCALAR;
+        else if (!strcmp(force, "avx2"))
+            cap = MNV2_ISA_AVX2;
+        else if (!strcmp(force, "avx512"))
+            cap = MNV2_ISA_AVX512;
+        l = cap < l ? cap : l;
+    }
+    const char *scalar = getenv("MNV2_FORCE_SCALAR");
+    if (scalar && scalar[0] == '1')
+        l = MNV2_ISA_SCALAR;
+    return l;
+}
+
 int mnv2_simd_level(void)
 {
-    static int level = -1;
-    if (level < 0) {
-        int l = 0;
-#if MNV2_X86
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-            l = 1;
-#endif
-        const char *force = getenv("MNV2_FORCE_SCALAR");
-        if (force && force[0] == '1')
-            l = 0;
-        level = l;
+    int l = __atomic_load_n(&level, __ATOMIC_RELAXED);
+    if (l < 0) {
+        l = forced(mnv2_isa_detected());
+        __atomic_store_n(&level, l, __ATOMIC_RELAXED);
     }
-    return level;
+    return l;
+}
+
+int mnv2_set_isa(int isa)
+{
+    const int top = mnv2_isa_detected();
+    const int l = isa < 0 ? forced(top) : isa > top ? top : isa;
+    __atomic_store_n(&level, l, __ATOMIC_RELAXED);
+    return l;
+}
+
+/* sysconf's cache sizes (glibc reads them with CPUID); a size it cannot tell is a common one. */
+size_t mnv2_cache_bytes(int lvl)
+{
+    static long sizes[4];
+    if (lvl < 1 || lvl > 3)
+        return 0;
+    long s = __atomic_load_n(&sizes[lvl], __ATOMIC_RELAXED);
+    if (s <= 0) {
+        const long fallback[4] = {0, 32 * 1024, 1024 * 1024, 8 * 1024 * 1024};
+#if defined(_SC_LEVEL1_DCACHE_SIZE)
+        const int names[4] = {0, _SC_LEVEL1_DCACHE_SIZE, _SC_LEVEL2_CACHE_SIZE, _SC_LEVEL3_CACHE_SIZE};
+        s = sysconf(names[lvl]);
+#else
+        s = 0;
+#endif
+        if (s <= 0 || s > (1L << 30))
+            s = fallback[lvl];
+        __atomic_store_n(&sizes[lvl], s, __ATOMIC_RELAXED);
+    }
+    return (size_t)s;
 }

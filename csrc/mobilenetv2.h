@@ -10,8 +10,16 @@
 #include <stddef.h>
 
 /* cdef-begin */
-/* Which SIMD path runs: 1 for AVX2+FMA, 0 for the portable scalar code. */
+/* Instruction sets (csrc/dispatch.c): every kernel gives the same bits on each of them. */
+enum { MNV2_ISA_SCALAR = 0, MNV2_ISA_AVX2 = 1, MNV2_ISA_AVX512 = 2 };
+/* The level the dispatching kernels use now: MNV2_ISA_*, the best this CPU and OS support unless
+ * MNV2_FORCE_ISA (scalar|avx2|avx512) or MNV2_FORCE_SCALAR=1 capped it or mnv2_set_isa set it. */
 int mnv2_simd_level(void);
+/* The best level this CPU and OS support (CPUID and XGETBV), whatever is forced. */
+int mnv2_isa_detected(void);
+/* Use level isa from now on (capped at mnv2_isa_detected(); isa < 0: back to the environment's
+ * choice); returns the level now in use.  Not while a kernel or plan runs. */
+int mnv2_set_isa(int isa);
 
 /* y[i] = min(max(x[i], 0), 6) for i < n.  x and y may be the same array. */
 void f32_relu6(const float *x, float *y, size_t n);
@@ -126,6 +134,8 @@ size_t mnv2_count_nonfinite(const float *x, size_t n);
 /* Benchmarks only (csrc/peak.c): iters rounds of 12 independent 8-lane FMAs (192 flops a round)
  * on AVX2+FMA; returns a value that depends on all of them, or -1 where AVX2+FMA is absent. */
 float mnv2_fma_peak_loop(size_t iters);
+/* The same with 16-lane AVX-512 FMAs (384 flops a round); -1 where AVX-512 is absent. */
+float mnv2_fma_peak_loop512(size_t iters);
 
 /* ---- the plan (csrc/plan.c): every op of a lowered network, run by one call ----
  * kind: MNV2_OP_STEM, _DWCONV, _POINTWISE (x: [n * oh * ow, c] -> y: [n * oh * ow, cout]),
@@ -187,5 +197,14 @@ void mnv2_plan_run(void *plan);
 void mnv2_plan_profile(void *plan, double *seconds);
 void mnv2_plan_destroy(void *plan);
 /* cdef-end */
+
+/* ---- internal: the AVX-512 kernels the dispatchers above call (never on a CPU without
+ * AVX-512 F/VL/BW/DQ); same arguments and results as their dispatchers ---- */
+void f32_pointwise_part_avx512(const float *x, const float *packed, const float *residual, float *y,
+                               size_t cin, size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
+                               int relu6);
+void f32_dwconv3x3_row_avx512(const float *const rows[3], const float *w, const float *bias,
+                              float *y, size_t wd, size_t c, size_t stride, size_t pad_left,
+                              size_t ow, int relu6);
 
 #endif

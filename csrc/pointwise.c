@@ -4,22 +4,19 @@
  * packed: for each panel p of output channels (ceil(cout / 16) panels, at p * 16 * (cin + 1)):
  *   [W] bias, then [cin][W] weights, W = 16, except W = 8 for a last panel of at most 8 channels
  *   (cout = 8, 24, 56, ...: no work on lanes that would only hold zeros); channels past cout are 0.
- * Each output is bias + the products over c in increasing order (one FMA chain on AVX2, one
- * multiply-add chain in the scalar code), whatever tile or row range it falls in.
+ * Each output is bias + the products over c in increasing order as fused multiply-adds (fmaf in
+ * the scalar code), in blocks of MNV2_KBLOCK channels added in order where cin >= MNV2_KBLOCK_MIN
+ * (simd.h), whatever ISA, tile or row range it falls in: every path gives the same bits.
+ * The AVX-512 kernel (pointwise_avx512.c) reads the same packed layout.
  */
+#include <math.h>
 #include <string.h>
 #include "mobilenetv2.h"
 #include "simd.h"
 
-#define PANEL 16
-
-static size_t panels(size_t cout) { return (cout + PANEL - 1) / PANEL; }
-
-/* Width of panel p: 16, or 8 for a last panel of at most 8 channels. */
-static size_t panel_width(size_t p, size_t cout)
-{
-    return cout - p * PANEL <= PANEL / 2 ? PANEL / 2 : PANEL;
-}
+#define PANEL MNV2_PANEL
+#define panels mnv2_panels
+#define panel_width mnv2_panel_width
 
 size_t f32_pointwise_packed_floats(size_t cin, size_t cout)
 {
@@ -60,26 +57,36 @@ panel_scalar(const float *x, const float *pw, const float *residual, float *y, s
              size_t cout, size_t m, size_t rows, size_t o, const size_t wp, int relu6)
 {
     float acc[SCALAR_ROWS][PANEL];
-    for (size_t r = 0; r < SCALAR_ROWS; r++)
-        for (size_t j = 0; j < wp; j++)
-            acc[r][j] = pw[j];
-    for (size_t c = 0; c < cin; c++) {
-        const float *wc = pw + wp + c * wp;
-        for (size_t r = 0; r < SCALAR_ROWS; r++) {
-            /* rows past m1 (only in the last block) repeat row m: computed, never stored */
-            const float xv = x[(m + (r < rows ? r : 0)) * cin + c];
+    const size_t n = cout - o < wp ? cout - o : wp, kb = mnv2_kblock(cin);
+    size_t k0 = 0;
+    do {
+        const size_t k1 = cin - k0 < kb ? cin : k0 + kb;
+        const int phase = mnv2_phase(k0, k1, cin);
+        for (size_t r = 0; r < SCALAR_ROWS; r++)
             for (size_t j = 0; j < wp; j++)
-                acc[r][j] = acc[r][j] + xv * wc[j];
+                acc[r][j] = phase & MNV2_FIRST ? pw[j] : 0.0f;
+        for (size_t c = k0; c < k1; c++) {
+            const float *wc = pw + wp + c * wp;
+            for (size_t r = 0; r < SCALAR_ROWS; r++) {
+                /* rows past m1 (only in the last block) repeat row m: computed, never stored */
+                const float xv = x[(m + (r < rows ? r : 0)) * cin + c];
+                for (size_t j = 0; j < wp; j++)
+                    acc[r][j] = fmaf(xv, wc[j], acc[r][j]);
+            }
         }
-    }
-    const size_t n = cout - o < wp ? cout - o : wp;
-    for (size_t r = 0; r < rows; r++)
-        for (size_t j = 0; j < n; j++) {
-            float v = act_scalar(acc[r][j], relu6);
-            if (residual)
-                v += residual[(m + r) * cout + o + j];
-            y[(m + r) * cout + o + j] = v;
-        }
+        for (size_t r = 0; r < rows; r++)
+            for (size_t j = 0; j < n; j++) {
+                float *yp = y + (m + r) * cout + o + j;
+                float v = phase & MNV2_FIRST ? acc[r][j] : *yp + acc[r][j];
+                if (phase & MNV2_LAST) {
+                    v = act_scalar(v, relu6);
+                    if (residual)
+                        v += residual[(m + r) * cout + o + j];
+                }
+                *yp = v;
+            }
+        k0 = k1;
+    } while (k0 < cin);
 }
 
 void f32_pointwise_part_scalar(const float *x, const float *packed, const float *residual, float *y,
@@ -115,9 +122,20 @@ MNV2_AVX2 static inline void tail_masks(size_t n, __m256i *lo, __m256i *hi)
     *hi = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n - 8), idx);
 }
 
+/* Lanes [0, n) of a 16-wide panel of one row: the block's sums a0, a1 (added to the total so far
+ * in y after the first block), ReLU6 and the residual after the last block, stored to y. */
 MNV2_AVX2 static inline void store_row(float *yr, const float *rr, __m256 a0, __m256 a1, size_t n,
-                                       int relu6)
+                                       int relu6, int phase)
 {
+    __m256i lo, hi;
+    tail_masks(n, &lo, &hi);
+    if (!(phase & MNV2_FIRST)) {
+        a0 = _mm256_add_ps(n >= 8 ? _mm256_loadu_ps(yr) : _mm256_maskload_ps(yr, lo), a0);
+        if (n > 8)
+            a1 = _mm256_add_ps(n == PANEL ? _mm256_loadu_ps(yr + 8) : _mm256_maskload_ps(yr + 8, hi), a1);
+    }
+    if (!(phase & MNV2_LAST))
+        rr = NULL, relu6 = 0;
     if (relu6) {
         const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
         a0 = _mm256_min_ps(_mm256_max_ps(a0, zero), six);
@@ -132,8 +150,6 @@ MNV2_AVX2 static inline void store_row(float *yr, const float *rr, __m256 a0, __
         _mm256_storeu_ps(yr + 8, a1);
         return;
     }
-    __m256i lo, hi;
-    tail_masks(n, &lo, &hi);
     if (n >= 8) { /* a plain store for the first 8 lanes: masked stores are slow on some cores */
         if (rr) {
             a0 = _mm256_add_ps(a0, _mm256_loadu_ps(rr));
@@ -150,43 +166,61 @@ MNV2_AVX2 static inline void store_row(float *yr, const float *rr, __m256 a0, __
     }
 }
 
+/* The channel blocks [k0, k1) of a sum over cin (simd.h): the code between BLOCKS_BEGIN and
+ * BLOCKS_END runs once per block, with k0, k1 and phase set. */
+#define BLOCKS_BEGIN(cin)                                                                          \
+    {                                                                                              \
+        const size_t kb_ = mnv2_kblock(cin);                                                       \
+        size_t k0 = 0;                                                                             \
+        do {                                                                                       \
+            const size_t k1 = (cin) - k0 < kb_ ? (cin) : k0 + kb_;                                 \
+            const int phase = mnv2_phase(k0, k1, cin);
+#define BLOCKS_END(cin)                                                                            \
+            k0 = k1;                                                                               \
+        } while (k0 < (cin));                                                                      \
+    }
+
 /* MR (= 6) rows x one 16-channel panel, twelve accumulators kept in registers (named, so the
  * compiler does not keep a memory copy of an accumulator array). */
 MNV2_AVX2 static void tile_mr(const float *x, const float *pw, const float *residual, float *y,
                               size_t cin, size_t cout, size_t m, size_t o, size_t n, int relu6)
 {
-    __m256 a00 = _mm256_loadu_ps(pw), a01 = _mm256_loadu_ps(pw + 8);
-    __m256 a10 = a00, a11 = a01, a20 = a00, a21 = a01, a30 = a00, a31 = a01;
-    __m256 a40 = a00, a41 = a01, a50 = a00, a51 = a01;
     const float *x0 = x + m * cin, *x1 = x0 + cin, *x2 = x1 + cin, *x3 = x2 + cin,
                 *x4 = x3 + cin, *x5 = x4 + cin;
-    const float *wc = pw + PANEL;
-    for (size_t c = 0; c < cin; c++, wc += PANEL) {
-        const __m256 w0 = _mm256_loadu_ps(wc), w1 = _mm256_loadu_ps(wc + 8);
-        __m256 xv = _mm256_broadcast_ss(x0 + c);
-        a00 = _mm256_fmadd_ps(xv, w0, a00);
-        a01 = _mm256_fmadd_ps(xv, w1, a01);
-        xv = _mm256_broadcast_ss(x1 + c);
-        a10 = _mm256_fmadd_ps(xv, w0, a10);
-        a11 = _mm256_fmadd_ps(xv, w1, a11);
-        xv = _mm256_broadcast_ss(x2 + c);
-        a20 = _mm256_fmadd_ps(xv, w0, a20);
-        a21 = _mm256_fmadd_ps(xv, w1, a21);
-        xv = _mm256_broadcast_ss(x3 + c);
-        a30 = _mm256_fmadd_ps(xv, w0, a30);
-        a31 = _mm256_fmadd_ps(xv, w1, a31);
-        xv = _mm256_broadcast_ss(x4 + c);
-        a40 = _mm256_fmadd_ps(xv, w0, a40);
-        a41 = _mm256_fmadd_ps(xv, w1, a41);
-        xv = _mm256_broadcast_ss(x5 + c);
-        a50 = _mm256_fmadd_ps(xv, w0, a50);
-        a51 = _mm256_fmadd_ps(xv, w1, a51);
-    }
+    BLOCKS_BEGIN(cin)
+        __m256 a00 = _mm256_setzero_ps(), a01 = a00;
+        if (phase & MNV2_FIRST)
+            a00 = _mm256_loadu_ps(pw), a01 = _mm256_loadu_ps(pw + 8);
+        __m256 a10 = a00, a11 = a01, a20 = a00, a21 = a01, a30 = a00, a31 = a01;
+        __m256 a40 = a00, a41 = a01, a50 = a00, a51 = a01;
+        const float *wc = pw + PANEL + k0 * PANEL;
+        for (size_t c = k0; c < k1; c++, wc += PANEL) {
+            const __m256 w0 = _mm256_loadu_ps(wc), w1 = _mm256_loadu_ps(wc + 8);
+            __m256 xv = _mm256_broadcast_ss(x0 + c);
+            a00 = _mm256_fmadd_ps(xv, w0, a00);
+            a01 = _mm256_fmadd_ps(xv, w1, a01);
+            xv = _mm256_broadcast_ss(x1 + c);
+            a10 = _mm256_fmadd_ps(xv, w0, a10);
+            a11 = _mm256_fmadd_ps(xv, w1, a11);
+            xv = _mm256_broadcast_ss(x2 + c);
+            a20 = _mm256_fmadd_ps(xv, w0, a20);
+            a21 = _mm256_fmadd_ps(xv, w1, a21);
+            xv = _mm256_broadcast_ss(x3 + c);
+            a30 = _mm256_fmadd_ps(xv, w0, a30);
+            a31 = _mm256_fmadd_ps(xv, w1, a31);
+            xv = _mm256_broadcast_ss(x4 + c);
+            a40 = _mm256_fmadd_ps(xv, w0, a40);
+            a41 = _mm256_fmadd_ps(xv, w1, a41);
+            xv = _mm256_broadcast_ss(x5 + c);
+            a50 = _mm256_fmadd_ps(xv, w0, a50);
+            a51 = _mm256_fmadd_ps(xv, w1, a51);
+        }
 #define ROW(r, lo, hi) store_row(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL, \
-                                 lo, hi, n, relu6)
-    ROW(0, a00, a01); ROW(1, a10, a11); ROW(2, a20, a21);
-    ROW(3, a30, a31); ROW(4, a40, a41); ROW(5, a50, a51);
+                                 lo, hi, n, relu6, phase)
+        ROW(0, a00, a01); ROW(1, a10, a11); ROW(2, a20, a21);
+        ROW(3, a30, a31); ROW(4, a40, a41); ROW(5, a50, a51);
 #undef ROW
+    BLOCKS_END(cin)
 }
 
 /* rt rows (1..3) x npn panels (1..4) starting at panel p: rt * npn * 2 accumulators, so a few
@@ -198,38 +232,42 @@ tile_small(const float *x, const float *packed, const float *residual, float *y,
 {
     const size_t pstride = PANEL * (cin + 1);
     const float *pw = packed + p * pstride;
-    __m256 acc[3][8];
-#pragma GCC unroll 4
-    for (int q = 0; q < npn; q++) {
-        const __m256 b0 = _mm256_loadu_ps(pw + q * pstride), b1 = _mm256_loadu_ps(pw + q * pstride + 8);
-#pragma GCC unroll 3
-        for (int r = 0; r < rt; r++) {
-            acc[r][2 * q] = b0;
-            acc[r][2 * q + 1] = b1;
-        }
-    }
     const float *xr = x + m * cin;
-    for (size_t c = 0; c < cin; c++) {
-        const float *wc = pw + PANEL + c * PANEL;
+    BLOCKS_BEGIN(cin)
+        __m256 acc[3][8];
 #pragma GCC unroll 4
         for (int q = 0; q < npn; q++) {
-            const __m256 w0 = _mm256_loadu_ps(wc + q * pstride), w1 = _mm256_loadu_ps(wc + q * pstride + 8);
+            __m256 b0 = _mm256_setzero_ps(), b1 = b0;
+            if (phase & MNV2_FIRST)
+                b0 = _mm256_loadu_ps(pw + q * pstride), b1 = _mm256_loadu_ps(pw + q * pstride + 8);
 #pragma GCC unroll 3
             for (int r = 0; r < rt; r++) {
-                const __m256 xv = _mm256_broadcast_ss(xr + r * cin + c);
-                acc[r][2 * q] = _mm256_fmadd_ps(xv, w0, acc[r][2 * q]);
-                acc[r][2 * q + 1] = _mm256_fmadd_ps(xv, w1, acc[r][2 * q + 1]);
+                acc[r][2 * q] = b0;
+                acc[r][2 * q + 1] = b1;
             }
         }
-    }
+        for (size_t c = k0; c < k1; c++) {
+            const float *wc = pw + PANEL + c * PANEL;
 #pragma GCC unroll 4
-    for (int q = 0; q < npn; q++) {
-        const size_t o = (p + q) * PANEL, n = cout - o < PANEL ? cout - o : PANEL;
+            for (int q = 0; q < npn; q++) {
+                const __m256 w0 = _mm256_loadu_ps(wc + q * pstride), w1 = _mm256_loadu_ps(wc + q * pstride + 8);
 #pragma GCC unroll 3
-        for (int r = 0; r < rt; r++)
-            store_row(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL,
-                      acc[r][2 * q], acc[r][2 * q + 1], n, relu6);
-    }
+                for (int r = 0; r < rt; r++) {
+                    const __m256 xv = _mm256_broadcast_ss(xr + r * cin + c);
+                    acc[r][2 * q] = _mm256_fmadd_ps(xv, w0, acc[r][2 * q]);
+                    acc[r][2 * q + 1] = _mm256_fmadd_ps(xv, w1, acc[r][2 * q + 1]);
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int q = 0; q < npn; q++) {
+            const size_t o = (p + q) * PANEL, n = cout - o < PANEL ? cout - o : PANEL;
+#pragma GCC unroll 3
+            for (int r = 0; r < rt; r++)
+                store_row(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL,
+                          acc[r][2 * q], acc[r][2 * q + 1], n, relu6, phase);
+        }
+    BLOCKS_END(cin)
 }
 
 /* rt rows (up to 2 MR) x a last panel of width 8 (channels [o, o + n), n <= 8): one accumulator
@@ -239,22 +277,25 @@ tile_half(const float *x, const float *pw, const float *residual, float *y, size
           size_t m, size_t o, size_t n, const int rt, int relu6)
 {
     const int W = PANEL / 2;
-    __m256 acc[2 * MR];
-    const __m256 b = _mm256_loadu_ps(pw);
-#pragma GCC unroll 12
-    for (int r = 0; r < rt; r++)
-        acc[r] = b;
-    const float *xr = x + m * cin, *wc = pw + W;
-    for (size_t c = 0; c < cin; c++, wc += W) {
-        const __m256 w0 = _mm256_loadu_ps(wc);
+    const float *xr = x + m * cin;
+    BLOCKS_BEGIN(cin)
+        __m256 acc[2 * MR];
+        const __m256 b = phase & MNV2_FIRST ? _mm256_loadu_ps(pw) : _mm256_setzero_ps();
 #pragma GCC unroll 12
         for (int r = 0; r < rt; r++)
-            acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(xr + r * cin + c), w0, acc[r]);
-    }
+            acc[r] = b;
+        const float *wc = pw + W + k0 * W;
+        for (size_t c = k0; c < k1; c++, wc += W) {
+            const __m256 w0 = _mm256_loadu_ps(wc);
 #pragma GCC unroll 12
-    for (int r = 0; r < rt; r++)
-        store_row(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL, acc[r],
-                  _mm256_setzero_ps(), n, relu6);
+            for (int r = 0; r < rt; r++)
+                acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(xr + r * cin + c), w0, acc[r]);
+        }
+#pragma GCC unroll 12
+        for (int r = 0; r < rt; r++)
+            store_row(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL, acc[r],
+                      _mm256_setzero_ps(), n, relu6, phase);
+    BLOCKS_END(cin)
 }
 
 MNV2_AVX2 static void tile_half_mr(const float *x, const float *pw, const float *residual, float *y,
@@ -402,7 +443,12 @@ void f32_pointwise_part(const float *x, const float *packed, const float *residu
                         int relu6)
 {
 #if MNV2_X86
-    if (mnv2_simd_level() >= 1) {
+    const int isa = mnv2_simd_level();
+    if (isa >= MNV2_ISA_AVX512) {
+        f32_pointwise_part_avx512(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6);
+        return;
+    }
+    if (isa >= MNV2_ISA_AVX2) {
         f32_pointwise_bias_relu6_avx2(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6);
         return;
     }

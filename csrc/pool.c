@@ -1,6 +1,7 @@
 /* Global pooling over the H*W pixels of each image: y[n, c] = mean (or max) over p of x[n, p, c].
  * x: [N, HW, C] float32 (NHWC with H and W flattened); y: [N, C].  Sums run in pixel order and
- * the mean is the sum divided by HW, in both the scalar and the AVX2 code (8 channels a vector). */
+ * the mean is the sum divided by HW, in the scalar, AVX2 (8 channels a vector) and AVX-512 (16, the
+ * tail k-masked) code alike: the same bits on every ISA. */
 #include "mobilenetv2.h"
 #include "simd.h"
 
@@ -56,26 +57,53 @@ MNV2_AVX2 static void f32_global_pool_avx2(const float *x, float *y, size_t n, s
             _mm256_maskstore_ps(y + b * c + k, mask, acc);
         }
 }
+
+/* 16 channels a zmm, the last c % 16 through a k-mask: the same per-channel sums in pixel order. */
+MNV2_AVX512 static void f32_global_pool_avx512(const float *x, float *y, size_t n, size_t hw,
+                                               size_t c, int max)
+{
+    const __m512 count = _mm512_set1_ps((float)hw);
+    for (size_t b = 0; b < n; b++)
+        for (size_t k = 0; k < c; k += 16) {
+            const __mmask16 mask = c - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (c - k)) - 1);
+            const float *xp = x + b * hw * c + k;
+            __m512 acc = max ? _mm512_maskz_loadu_ps(mask, xp) : _mm512_setzero_ps();
+            for (size_t p = max ? 1 : 0; p < hw; p++) {
+                const __m512 v = _mm512_maskz_loadu_ps(mask, xp + p * c);
+                acc = max ? _mm512_max_ps(v, acc) : _mm512_add_ps(acc, v);
+            }
+            if (!max)
+                acc = _mm512_div_ps(acc, count);
+            _mm512_mask_storeu_ps(y + b * c + k, mask, acc);
+        }
+}
 #endif
 
-void f32_global_avgpool(const float *x, float *y, size_t n, size_t hw, size_t c)
+static void global_pool(const float *x, float *y, size_t n, size_t hw, size_t c, int max)
 {
 #if MNV2_X86
-    if (mnv2_simd_level() >= 1) {
-        f32_global_pool_avx2(x, y, n, hw, c, 0);
+    const int isa = mnv2_simd_level();
+    if (isa >= MNV2_ISA_AVX512) {
+        f32_global_pool_avx512(x, y, n, hw, c, max);
+        return;
+    }
+    if (isa >= MNV2_ISA_AVX2) {
+        f32_global_pool_avx2(x, y, n, hw, c, max);
         return;
     }
 #endif
-    f32_global_avgpool_scalar(x, y, n, hw, c);
+    if (max)
+        f32_global_maxpool_scalar(x, y, n, hw, c);
+    else
+        f32_global_avgpool_scalar(x, y, n, hw, c);
+}
+
+void f32_global_avgpool(const float *x, float *y, size_t n, size_t hw, size_t c)
+{
+    global_pool(x, y, n, hw, c, 0);
 }
 
 void f32_global_maxpool(const float *x, float *y, size_t n, size_t hw, size_t c)
 {
-#if MNV2_X86
-    if (mnv2_simd_level() >= 1) {
-        f32_global_pool_avx2(x, y, n, hw, c, 1);
-        return;
-    }
-#endif
-    f32_global_maxpool_scalar(x, y, n, hw, c);
+    global_pool(x, y, n, hw, c, 1);
 }

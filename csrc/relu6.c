@@ -19,12 +19,25 @@ MNV2_AVX2 static void f32_relu6_avx2(const float *x, float *y, size_t n)
         _mm256_storeu_ps(y + i, _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(x + i), zero), six));
     f32_relu6_scalar(x + i, y + i, n - i);
 }
+
+MNV2_AVX512 static void f32_relu6_avx512(const float *x, float *y, size_t n)
+{
+    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_min_ps(_mm512_max_ps(_mm512_maskz_loadu_ps(m, x + i), zero), six));
+    }
+}
 #endif
 
 void f32_relu6(const float *x, float *y, size_t n)
 {
 #if MNV2_X86
-    if (mnv2_simd_level() >= 1) {
+    if (mnv2_simd_level() >= MNV2_ISA_AVX512) {
+        f32_relu6_avx512(x, y, n);
+        return;
+    }
+    if (mnv2_simd_level() >= MNV2_ISA_AVX2) {
         f32_relu6_avx2(x, y, n);
         return;
     }

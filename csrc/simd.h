@@ -1,7 +1,9 @@
 /* Run-time SIMD dispatch helpers shared by the kernels.
  *
- * The default build targets any x86-64: AVX2+FMA functions are compiled with a target attribute
- * and only called when the CPU reports both features.  Other architectures build the scalar code.
+ * The default build targets any x86-64: AVX2+FMA and AVX-512 functions are compiled with a target
+ * attribute and only called at the level csrc/dispatch.c chose (mnv2_simd_level()).  Other
+ * architectures build the scalar code.  Every ISA computes each output by the same operations in
+ * the same order (the scalar code calls fmaf where the vector code fuses), so all give one result.
  */
 #ifndef MNV2_SIMD_H
 #define MNV2_SIMD_H
@@ -10,11 +12,53 @@
 #define MNV2_X86 1
 #include <immintrin.h>
 #define MNV2_AVX2 __attribute__((target("avx2,fma")))
+/* AVX-512 F + VL + BW + DQ: 32 zmm registers, opmask (k) registers for tails. */
+#define MNV2_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
 #else
 #define MNV2_X86 0
 #endif
 
 #include <stddef.h>
+
+/* The interior output columns [j0, j1) of a 3x3 row at `stride` with `pad_left` leading zeros over
+ * an input of `wd` columns: every j whose three column taps are inside the image. */
+static inline void mnv2_interior(size_t wd, size_t stride, size_t pad_left, size_t ow, size_t *j0,
+                                 size_t *j1)
+{
+    *j0 = (pad_left + stride - 1) / stride;
+    *j1 = wd + pad_left >= 3 ? (wd + pad_left - 3) / stride + 1 : 0;
+    if (*j1 > ow)
+        *j1 = ow;
+    if (*j0 > *j1)
+        *j0 = *j1;
+}
+
+/* Long reductions (a pointwise conv or the dense head with at least MNV2_KBLOCK_MIN input
+ * channels) sum in blocks of MNV2_KBLOCK channels: per output, t = bias + products of block 0 (one
+ * FMA chain), then for each later block b, in order, t = t + (products of block b, one FMA chain
+ * from 0).  Shorter ones are the single chain of block 0.  Every ISA and tile keeps this order. */
+#define MNV2_KBLOCK 128
+#define MNV2_KBLOCK_MIN 384
+static inline size_t mnv2_kblock(size_t cin) { return cin >= MNV2_KBLOCK_MIN ? MNV2_KBLOCK : cin; }
+
+/* Phases of one block of a blocked sum: the first starts from the bias, later ones add their
+ * chain to the total kept in y; the last applies ReLU6 and the residual. */
+enum { MNV2_FIRST = 1, MNV2_LAST = 2 };
+static inline int mnv2_phase(size_t k0, size_t k1, size_t cin)
+{
+    return (k0 == 0 ? MNV2_FIRST : 0) | (k1 >= cin ? MNV2_LAST : 0);
+}
+
+/* Pointwise packed layout: 16-channel panels; a last panel of at most 8 channels is 8 wide. */
+#define MNV2_PANEL 16
+static inline size_t mnv2_panels(size_t cout) { return (cout + MNV2_PANEL - 1) / MNV2_PANEL; }
+static inline size_t mnv2_panel_width(size_t p, size_t cout)
+{
+    return cout - p * MNV2_PANEL <= MNV2_PANEL / 2 ? MNV2_PANEL / 2 : MNV2_PANEL;
+}
+
+/* Data cache sizes in bytes (level 1, 2 or 3) read once from the machine (csrc/dispatch.c). */
+size_t mnv2_cache_bytes(int level);
 
 /* The 3x3 taps [lo, hi) of one axis that fall inside an input of `size` for output index i at
  * `stride` with `pad` leading zeros: the kernels skip the others (padding without a copy). */

@@ -3,7 +3,10 @@
 Batch-1 latency (median, 10th/90th percentiles, min over --runs calls after --warmup) and, with
 --batch8, batch-8 throughput, for any of the 22 variants and thread counts.  Peers run the same
 network: ONNX Runtime and OpenVINO on an ONNX export of the same weights, LiteRT (XNNPACK) on the
-float32 .tflite files in shared/peers.  Prints what ran and a table; writes JSON.
+float32 .tflite files in shared/peers.  Every row computes in float32 (OpenVINO is pinned to f32:
+left alone it runs bfloat16 on CPUs with AVX512_BF16 or AMX); --bf16 adds a labelled bfloat16
+OpenVINO row that never counts as a peer.  Prints what ran and a table; writes JSON recording each
+row's precision, ISA and thread count; --plot FILE.png draws published top-1 vs latency.
 
 Each measurement runs in fresh child processes, so no engine's thread pool (OpenVINO's and ONNX
 Runtime's workers outlive their sessions) competes with the next one for the cores, and "RSS MB"
@@ -30,7 +33,10 @@ from mobilenetv2 import MobileNetV2, native
 from mobilenetv2.variants import VARIANTS, parse_variant, variant_name
 
 ENGINES = ("c", "numpy", "ort", "openvino", "litert")
-PEERS = ("ort", "openvino", "litert")
+PEERS = ("ort", "openvino", "litert")  # float32 peers: "vs best peer" compares with these only
+REDUCED = ("openvino-bf16",)  # reduced-precision rows, only with --bf16, labelled, never "best peer"
+PRECISION = {"c": "float32", "numpy": "float32", "ort": "float32", "openvino": "float32",
+             "litert": "float32", "openvino-bf16": "bfloat16"}
 
 
 def cpu_model():
@@ -106,14 +112,11 @@ def _runner(engine, model, x, threads, tmpdir, variant):
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
             return lambda: sess.run(None, {"input": x})
-        try:
-            import openvino as ov
-        except ImportError:
-            return "openvino is not installed"
-        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                         "PERFORMANCE_HINT": "LATENCY"})
-        request = compiled.create_infer_request()
-        return lambda: request.infer({0: x})
+        return _openvino(path, x, threads, "f32")
+    if engine == "openvino-bf16":
+        from mobilenetv2.onnx_export import export_onnx
+        path = export_onnx(model, Path(tmpdir) / f"{variant}_{len(x)}.onnx", batch=len(x))
+        return _openvino(path, x, threads, "bf16")
     if engine == "litert":
         try:
             from ai_edge_litert.interpreter import Interpreter
@@ -136,6 +139,46 @@ def _runner(engine, model, x, threads, tmpdir, variant):
     raise ValueError(engine)
 
 
+def _openvino(path, x, threads, precision):
+    """OpenVINO's CPU plugin pinned to ``precision`` ('f32' or 'bf16'): left alone it computes in
+    bfloat16 on CPUs with AVX512_BF16 or AMX, which is not a float32 result."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return "openvino is not installed"
+    compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                     "PERFORMANCE_HINT": "LATENCY",
+                                                     "INFERENCE_PRECISION_HINT": precision})
+    got = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+    if not any(name in got for name in {"f32": ("f32", "float32"), "bf16": ("bf16", "bfloat16")}[precision]):
+        return f"OpenVINO ran at precision {got}, not {precision} as asked"
+    request = compiled.create_infer_request()
+    return lambda: request.infer({0: x})
+
+
+def cpu_isa():
+    """The best vector ISA of this CPU as its kernel reports it ('avx512', 'avx2', 'scalar')."""
+    flags = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    if {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags:
+        return "avx512"
+    return "avx2" if {"avx2", "fma"} <= flags else "scalar"
+
+
+def engine_isa(engine):
+    """What a row's ISA is: the C kernels' level (MNV2_FORCE_ISA may cap it); the NumPy engine's
+    BLAS and the peers choose their own kernels up to what the CPU has."""
+    if engine == "c":
+        return native.isa()
+    return f"own dispatch (CPU has {cpu_isa()})"
+
+
 def compiler():
     """The compiler recorded in the built extension's .comment section, and any MNV2_CFLAGS now set."""
     if not native.available():
@@ -148,6 +191,20 @@ def compiler():
     name = found[0].decode() if found else "unknown compiler"
     extra = os.environ.get("MNV2_CFLAGS")
     return name + " with csrc/build_ffi.py's default flags" + (f" (MNV2_CFLAGS={extra!r} now set)" if extra else "")
+
+
+def git_commit():
+    """The checkout's commit (with '+changes' if the tree differs), or None outside git."""
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+changes" if dirty else "")) or None
 
 
 def versions():
@@ -173,8 +230,17 @@ def parse_args(argv):
     p.add_argument("--batch8", action="store_true", help="also time batch-8 throughput")
     p.add_argument("--rounds", type=int, default=3,
                    help="split each measurement's runs over this many rounds through all engines")
+    p.add_argument("--bf16", action="store_true",
+                   help="also time OpenVINO in bfloat16 (a labelled reduced-precision row, never a 'best peer')")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw published top-1 vs measured batch-1 latency (needs matplotlib)")
     p.add_argument("--json", help="output JSON path (default benchmarks/results/bench-<time>.json)")
     args = p.parse_args(argv)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            p.error("--plot needs matplotlib (pip install 'mobilenetv2[plot]')")
     names = [variant_name(*v) for v in VARIANTS] if args.variants == "all" else args.variants.split(",")
     try:
         args.variants = [(name, parse_variant(name)) for name in names]
@@ -183,8 +249,10 @@ def parse_args(argv):
     args.threads = [int(t) for t in args.threads.split(",")]
     args.engines = args.engines.split(",")
     for e in args.engines:
-        if e not in ENGINES:
+        if e not in ENGINES + REDUCED:
             p.error(f"unknown engine {e!r}; choose from {', '.join(ENGINES)}")
+    if args.bf16 and "openvino-bf16" not in args.engines:
+        args.engines.append("openvino-bf16")
     return args
 
 
@@ -227,7 +295,7 @@ def main(argv=None):
     args = parse_args(argv)
     now = datetime.datetime.now(datetime.timezone.utc)
     header = {"date": now.isoformat(timespec="seconds"), "cpu": cpu_model(), "cores": os.cpu_count(),
-              "backend": native.backend(), "compiler": compiler(), "versions": versions(),
+              "backend": native.backend(), "cpu_isa": cpu_isa(), "commit": git_commit(), "compiler": compiler(), "versions": versions(),
               "weights": "synthetic (shared/tools)" if synthetic_weights() else "random init",
               "note": "one shared machine: compare ratios within one run; each row timed in its own process"}
     print(f"# {header['date']}  {header['cpu']}, {header['cores']} cores, mobilenetv2 engine: {header['backend']}")
@@ -247,7 +315,7 @@ def main(argv=None):
                 # slow spell of the shared machine falls on all of them rather than on one
                 for r in range(args.rounds):
                     for engine, threads in configs:
-                        if engine in skipped:
+                        if engine in skipped or (engine, name) in skipped:
                             continue
                         runs = args.numpy_runs if engine == "numpy" else args.runs
                         if batch > 1:
@@ -259,7 +327,8 @@ def main(argv=None):
                             got = pool.submit(_measure, name, alpha, res, batch, engine, threads, share,
                                               args.warmup, tmpdir).result()
                         if isinstance(got, str):
-                            skipped[engine] = got
+                            # a missing .tflite file skips that variant only; other reasons the engine
+                            skipped[(engine, name) if "no .tflite" in got else engine] = got
                             continue
                         times[engine, threads] += got[0]
                         rss[engine, threads] = max(rss[engine, threads], got[1])
@@ -269,6 +338,7 @@ def main(argv=None):
                     stats = summarize(times[engine, threads])
                     stats.update(engine=engine, variant=name, batch=batch,
                                  threads=threads if engine != "numpy" else "BLAS",
+                                 precision=PRECISION[engine], isa=engine_isa(engine),
                                  img_per_s=1e3 * batch / stats["median_ms"],
                                  gflops=flops * batch / stats["median_ms"] / 1e6,
                                  peak_rss_mb=rss[engine, threads])
@@ -277,14 +347,16 @@ def main(argv=None):
         peers = [p["median_ms"] for p in rows if p["engine"] in PEERS and p["variant"] == r["variant"]
                  and p["batch"] == r["batch"] and p["threads"] == r["threads"]]
         r["speedup_vs_best_peer"] = min(peers) / r["median_ms"] if peers else None
-    line = "{:<9} {:<8} {:>5} {:>5} {:>9} {:>9} {:>9} {:>8} {:>7} {:>12} {:>8}"
-    print(line.format("engine", "variant", "thr", "batch", "median ms", "p10 ms", "p90 ms", "img/s", "GFLOP/s",
-                      "vs best peer", "RSS MB"))
+    line = "{:<14} {:<8} {:<6} {:>5} {:>5} {:>9} {:>9} {:>9} {:>8} {:>7} {:>12} {:>8}"
+    print(line.format("engine", "variant", "prec", "thr", "batch", "median ms", "p10 ms", "p90 ms", "img/s",
+                      "GFLOP/s", "vs best peer", "RSS MB"))
     for r in rows:
         ratio = f"{r['speedup_vs_best_peer']:.2f}x" if r["speedup_vs_best_peer"] else "-"
-        print(line.format(r["engine"], r["variant"], r["threads"], r["batch"], f"{r['median_ms']:.2f}",
+        print(line.format(r["engine"], r["variant"], {"float32": "f32", "bfloat16": "bf16"}[r["precision"]],
+                          r["threads"], r["batch"], f"{r['median_ms']:.2f}",
                           f"{r['p10_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['img_per_s']:.1f}", f"{r['gflops']:.1f}",
                           ratio, f"{r['peak_rss_mb']:.0f}"))
+    skipped = {" ".join(k) if isinstance(k, tuple) else k: why for k, why in skipped.items()}
     for engine, why in skipped.items():
         print(f"# skipped {engine}: {why}")
     out = Path(args.json) if args.json else (
@@ -292,4 +364,51 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"run": header, "results": rows, "skipped": skipped}, indent=2))
     print(f"# wrote {out}")
+    if any(r["precision"] != "float32" for r in rows):
+        print("# bf16 rows are reduced precision: shown for reference, never counted as a best peer")
+    if args.plot:
+        plot(rows, args.plot, header)
+        print(f"# wrote {args.plot}")
     return 0
+
+
+def plot(rows, path, header):
+    """The paper's accuracy-vs-cost chart with measured cost: each variant's published top-1
+    (variants.PUBLISHED) against its batch-1 median latency at the lowest thread count measured;
+    the C engine as one line per width multiplier, peers as open markers where they ran."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mobilenetv2.variants import PUBLISHED
+    ones = [r for r in rows if r["batch"] == 1 and r["engine"] != "numpy"]
+    if not ones:
+        raise ValueError("--plot needs batch-1 rows of the C engine or a peer")
+    threads = min(r["threads"] for r in ones)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    style = {"c": ("o", "mobilenetv2 C"), "ort": ("s", "ONNX Runtime"), "openvino": ("^", "OpenVINO f32"),
+             "litert": ("D", "LiteRT"), "openvino-bf16": ("v", "OpenVINO bf16 (reduced precision)")}
+    for engine, (marker, label) in style.items():
+        pts = [(r["median_ms"], parse_variant(r["variant"]), r["variant"])
+               for r in ones if r["engine"] == engine and r["threads"] == threads]
+        if not pts:
+            continue
+        if engine != "c":
+            ax.plot([p[0] for p in pts], [PUBLISHED[p[1]][2] for p in pts], marker=marker, label=label,
+                    linestyle="none", markersize=8, fillstyle="none")
+            continue
+        # the C engine: one line per width multiplier across resolutions, as the paper draws them
+        for i, alpha in enumerate(sorted({p[1][0] for p in pts})):
+            line = sorted((p[1][1], p[0], PUBLISHED[p[1]][2], p[2]) for p in pts if p[1][0] == alpha)
+            ax.plot([q[1] for q in line], [q[2] for q in line], marker=marker, color="tab:blue",
+                    label=label if i == 0 else None, linewidth=1)
+            for res, ms, top1, name in line:
+                ax.annotate(name, (ms, top1), textcoords="offset points", xytext=(4, -3), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"measured latency, batch 1, {threads} thread(s), ms (log)")
+    ax.set_ylabel("published ImageNet top-1, %")
+    ax.set_title(f"MobileNetV2 variants: accuracy vs latency\n{header['cpu']}, {header['date']}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -2,7 +2,8 @@
 
 The C side checks nothing: these wrappers (and the plan) make sure every array is float32,
 C-contiguous and of the shapes the kernel reads before calling in.  ``scalar=True`` calls the
-portable twin instead of the dispatcher (which picks AVX2+FMA when the CPU has it).
+portable twin instead of the dispatcher (which picks AVX-512 or AVX2+FMA when the CPU has them);
+``scalar='avx2'`` (any name in native.isas()) runs the dispatcher on that instruction set.
 """
 import numpy as np
 
@@ -19,8 +20,18 @@ def _f32(a, name, ndim):
 
 
 def _fn(name, scalar):
+    """Kernel ``name``: its portable ``_scalar`` twin where ``scalar`` is True, the dispatcher where
+    it is False, and the dispatcher on one instruction set where it names one ('scalar', 'avx2',
+    'avx512': see native.isas()), so the tests can run every ISA the CPU has."""
     if not native.available():
         raise RuntimeError("the C extension is not built")
+    if isinstance(scalar, str):
+        fn = getattr(native.lib, name)
+
+        def on_isa(*args):
+            with native.use_isa(scalar):
+                return fn(*args)
+        return on_isa
     return getattr(native.lib, name + "_scalar" if scalar else name)
 
 
@@ -115,7 +126,7 @@ def stem(x, w, bias, pads, relu6=False, rows=None, scalar=False):
     return y
 
 
-def global_pool(x, kind="avg"):
+def global_pool(x, kind="avg", scalar=False):
     """[N, H, W, C] -> [N, C], mean or max over H and W."""
     x = _f32(x, "x", 4)
     n, h, w, c = x.shape
@@ -124,8 +135,9 @@ def global_pool(x, kind="avg"):
     if h * w == 0:
         raise ValueError(f"x {x.shape} has no pixels to pool")
     y = np.empty((n, c), np.float32)
-    fn = {"avg": native.lib.f32_global_avgpool, "max": native.lib.f32_global_maxpool}[kind]
-    fn(_ptr(x), _ptr(y), n, h * w, c)
+    if scalar is True:
+        scalar = "scalar"  # the pools' twins are reached through the dispatcher
+    _fn({"avg": "f32_global_avgpool", "max": "f32_global_maxpool"}[kind], scalar)(_ptr(x), _ptr(y), n, h * w, c)
     return y
 
 
@@ -201,3 +213,19 @@ def resize_bilinear(x, oh, ow, align_corners=False, rows=None):
     sh, sw = resize_scales(h, w, oh, ow, align_corners)
     native.lib.f32_resize_bilinear(_ptr(x), _ptr(y), n, h, w, c, oh, ow, int(align_corners), sh, sw, r0, r1)
     return y
+
+
+def relu6(x, scalar=False):
+    """min(max(x, 0), 6) of a float32 array, any shape."""
+    x = np.ascontiguousarray(_f32(x, "x", np.ndim(x)))
+    y = np.empty_like(x)
+    _fn("f32_relu6", scalar)(_ptr(x), _ptr(y), x.size)
+    return y
+
+
+def count_nonfinite(x, scalar=False):
+    """How many of the values of a float32 array are NaN or infinite (the plan's input check)."""
+    x = np.ascontiguousarray(_f32(x, "x", np.ndim(x)))
+    if scalar is True:
+        scalar = "scalar"
+    return int(_fn("mnv2_count_nonfinite", scalar)(_ptr(x), x.size))

@@ -1,8 +1,11 @@
 """The C extension, if it was built, and the one place that says which engine runs.
 
-``backend()`` returns ``"C AVX2"``, ``"C scalar"`` or ``"NumPy"``.  When the extension is missing
-the NumPy engine runs and a single warning says why.
+``backend()`` returns ``"C AVX-512"``, ``"C AVX2"``, ``"C scalar"`` or ``"NumPy"``.  When the
+extension is missing the NumPy engine runs and a single warning says why.  The instruction set
+is the best the CPU and OS support (CPUID and XGETBV, in csrc/dispatch.c), capped by
+``MNV2_FORCE_ISA=scalar|avx2|avx512`` (or ``MNV2_FORCE_SCALAR=1``); every level gives the same bits.
 """
+import contextlib
 import warnings
 
 try:
@@ -12,6 +15,9 @@ try:
 except ImportError as exc:  # not compiled (no compiler at install time) or removed
     ffi = lib = None
     IMPORT_ERROR = exc
+
+ISA_NAMES = ("scalar", "avx2", "avx512")  # index = the C level (MNV2_ISA_*)
+_LABELS = {"scalar": "C scalar", "avx2": "C AVX2", "avx512": "C AVX-512"}
 
 _warned = False
 
@@ -30,11 +36,33 @@ def warn_if_missing():
                       RuntimeWarning, stacklevel=3)
 
 
+def isa():
+    """The instruction set the C kernels use now ('scalar', 'avx2', 'avx512'), None without C."""
+    return None if lib is None else ISA_NAMES[lib.mnv2_simd_level()]
+
+
+def isas():
+    """Every instruction set this CPU and OS can run, lowest first ([] without the C extension)."""
+    return [] if lib is None else list(ISA_NAMES[:lib.mnv2_isa_detected() + 1])
+
+
 def backend():
-    """Which path runs: 'C AVX2', 'C scalar' or 'NumPy'."""
-    if lib is None:
-        return "NumPy"
-    return "C AVX2" if lib.mnv2_simd_level() >= 1 else "C scalar"
+    """Which path runs: 'C AVX-512', 'C AVX2', 'C scalar' or 'NumPy'."""
+    return "NumPy" if lib is None else _LABELS[isa()]
+
+
+@contextlib.contextmanager
+def use_isa(name):
+    """Run the C kernels on instruction set ``name`` inside the block (it must be in isas());
+    the level before is restored after.  Not while another thread runs a kernel or plan."""
+    if name not in isas():
+        raise ValueError(f"instruction set {name!r} is not available here (have {isas()})")
+    before = lib.mnv2_simd_level()
+    lib.mnv2_set_isa(ISA_NAMES.index(name))
+    try:
+        yield
+    finally:
+        lib.mnv2_set_isa(before)
 
 
 def as_float_ptr(a):

@@ -9,6 +9,7 @@ import numpy as np
 
 from mobilenetv2 import arch
 from mobilenetv2 import layers as L
+from mobilenetv2 import machine
 from mobilenetv2 import native
 from mobilenetv2.c_kernels import fold_batchnorm, resize_scales
 
@@ -40,7 +41,8 @@ def _pack(w, bias):
     return packed
 
 
-BALANCE_THREADS = 2  # the thread count the row-or-panel choice balances for (set_threads may differ)
+BALANCE_THREADS = machine.CORES  # the thread count the row-or-panel choice balances for (set_threads may differ)
+WEIGHTS_CACHED_BYTES = machine.L2 // 2  # pointwise weights that stay in L2 beside the rows they meet
 
 
 def _busiest_share(widths, threads=BALANCE_THREADS):
@@ -55,7 +57,7 @@ def _by_panels(rows, image_rows, cin, cout):
     rows: when its weights are too big to stay in L2 and outweigh its input (each thread then
     streams only its share of the weights: the 7x7 layers, the dense head), or when its image rows
     split less evenly than its 16-channel panels (a 3-row map)."""
-    if cin * cout * 4 > 256 * 1024 and cout > rows:
+    if cin * cout * 4 > WEIGHTS_CACHED_BYTES and cout > rows:
         return 1
     panels = [min(16, cout - 16 * p) for p in range(-(-cout // 16))]
     return int(_busiest_share(panels) < _busiest_share([1] * image_rows))
@@ -102,10 +104,11 @@ def _mark_syncs(ops):
         since = [op] if clash else since + [op]
 
 
-FUSE_MIN_BYTES = 512 * 1024   # fuse a block whose expanded tensor is bigger than this (L2)
+# From this machine's caches (machine.py; measured first on a 512 KB-L2 core as 512, 256, 256 KB):
+FUSE_MIN_BYTES = machine.L2   # fuse a block whose expanded tensor is bigger than this (L2)
 FUSE_MIN_ROWS = 8             # ... and has this many output rows to share among threads
-BAND_SCRATCH_BYTES = 256 * 1024  # a thread's ring of expanded rows plus one band of output
-FUSE_MAX_WEIGHT_BYTES = 256 * 1024  # expand + project weights, read again for every band
+BAND_SCRATCH_BYTES = machine.L2 // 2  # a thread's ring of expanded rows plus one band of output
+FUSE_MAX_WEIGHT_BYTES = machine.L2 // 2  # expand + project weights, read again for every band
 
 
 def _band(dw):

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from mobilenetv2 import native
 from mobilenetv2.benchmark import main
 
 
@@ -21,6 +22,9 @@ def test_small_run_writes_consistent_json(tmp_path, capsys):
         # 0.35_96 is 11.9 M MACs (the published table's 11 M): 2 flops each
         assert r["gflops"] == pytest.approx(2 * 11_934_128 / r["median_ms"] / 1e6)
         assert r["gflops"] > 0 and r["peak_rss_mb"] > 0
+        assert r["precision"] == "float32" and r["threads"] in (1, "BLAS") and r["isa"]
+    c_row = next(r for r in data["results"] if r["engine"] == "c")
+    assert c_row["isa"] == native.isa()
     assert "engine" in capsys.readouterr().out
 
 
@@ -41,9 +45,9 @@ def _pointwise_peak():
 
 
 def test_pointwise_peak_covers_every_pointwise_layer(tmp_path, capsys):
-    from mobilenetv2 import MobileNetV2, arch, layers as L, native
-    if not native.available() or native.lib.mnv2_simd_level() < 1:
-        pytest.skip("the peak report needs the C extension with AVX2+FMA")
+    from mobilenetv2 import MobileNetV2, arch, layers as L
+    if not native.available() or native.isa() == "scalar":
+        pytest.skip("the peak report needs the C extension with AVX2+FMA or AVX-512")
     out = tmp_path / "p.json"
     assert _pointwise_peak().main(["--variant", "0.35_96", "--runs", "2", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
@@ -58,3 +62,75 @@ def test_pointwise_peak_covers_every_pointwise_layer(tmp_path, capsys):
         assert s["alone_gflops"] > 0 and s["in_run_gflops"] > 0
     assert data["summary"]["in_run_layers"] == 35 and data["summary"]["fused_blocks"] == 0
     assert "% peak" in capsys.readouterr().out
+
+
+def test_openvino_is_pinned_to_float32_and_bf16_only_when_asked(tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    out = tmp_path / "b.json"
+    assert main(["--variants", "0.35_96", "--runs", "2", "--warmup", "1", "--rounds", "1",
+                 "--engines", "openvino", "--threads", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [(r["engine"], r["precision"]) for r in data["results"]] == [("openvino", "float32")]
+    assert main(["--variants", "0.35_96", "--runs", "2", "--warmup", "1", "--rounds", "1",
+                 "--engines", "c,openvino", "--bf16", "--threads", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert {(r["engine"], r["precision"]) for r in rows} == {
+        ("c", "float32"), ("openvino", "float32"), ("openvino-bf16", "bfloat16")}
+    c = next(r for r in rows if r["engine"] == "c")
+    ov = next(r for r in rows if r["engine"] == "openvino")
+    assert c["speedup_vs_best_peer"] == pytest.approx(ov["median_ms"] / c["median_ms"])  # bf16 never the peer
+
+
+def test_plot_draws_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "chart.png"
+    assert main(["--variants", "0.35_96,0.5_96", "--runs", "2", "--warmup", "1", "--rounds", "1",
+                 "--engines", "c", "--threads", "1", "--json", str(tmp_path / "b.json"),
+                 "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kw):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib")
+        return real_import(name, *args, **kw)
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    with pytest.raises(SystemExit):
+        main(["--variants", "0.35_96", "--plot", "x.png"])
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def _script(name):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_interleaved_times_c_on_every_simd_isa(capsys):
+    if not native.available() or native.isa() == "scalar":
+        pytest.skip("needs the C extension with a SIMD ISA")
+    assert _script("interleaved").main(["--variants", "0.35_96", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    line = next(row for row in out.splitlines() if row.startswith("0.35_96:"))
+    for isa in native.isas()[1:]:
+        assert f"C {isa} " in line
+
+
+def test_accuracy_reports_every_isa_against_float64(tmp_path):
+    if not native.available():
+        pytest.skip("needs the C extension")
+    out = tmp_path / "a.json"
+    assert _script("accuracy").main(["--variant", "0.35_96", "--json", str(out)]) == 0
+    errors = json.loads(out.read_text())["errors"]
+    runs = [errors[f"C {isa}"] for isa in native.isas()]
+    assert all(r == runs[0] for r in runs)  # the same bits, so the same error, on every ISA
+    assert 0 < runs[0]["max_rel"] < 1e-4

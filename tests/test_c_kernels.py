@@ -1,5 +1,7 @@
-"""Every C kernel, AVX2 and scalar, against its NumPy twin computed in float64, on awkward shapes;
-and the promise the thread split relies on: any row range gives bit-identical outputs."""
+"""Every C kernel, on every ISA this CPU has (scalar, AVX2, AVX-512) and as its _scalar twin,
+against its NumPy twin computed in float64, on awkward shapes and on deterministic grids of every
+channel count 1..33 and every tile remainder; the promise of the same bits on every ISA; and the
+promise the thread split relies on: any row range gives bit-identical outputs."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -13,7 +15,9 @@ if native.available():
     from mobilenetv2 import c_kernels as C
 
 seeds = st.integers(0, 2 ** 32 - 1)
-scalar = st.booleans()
+# True: the portable _scalar twin; an ISA name: the dispatcher on that ISA (every one this CPU has)
+ISAS = native.isas()
+scalar = st.sampled_from([True] + ISAS)
 # channel counts the network has (multiples of 8: the vector paths), drawn beside any other
 net_channels = st.sampled_from([8, 16, 24, 32, 40, 48, 64])
 
@@ -153,11 +157,11 @@ def test_stem(n, h, w, cout, relu6, sc, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9), c=st.integers(1, 40), seed=seeds)
-def test_global_pooling(n, h, w, c, seed):
+@given(n=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9), c=st.integers(1, 40), sc=scalar, seed=seeds)
+def test_global_pooling(n, h, w, c, sc, seed):
     x = rnd(np.random.default_rng(seed), n, h, w, c)
-    close(C.global_pool(x, "avg"), K.global_avg_pool(x.astype(np.float64)))
-    np.testing.assert_array_equal(C.global_pool(x, "max"), K.global_max_pool(x))
+    close(C.global_pool(x, "avg", scalar=sc), K.global_avg_pool(x.astype(np.float64)))
+    np.testing.assert_array_equal(C.global_pool(x, "max", scalar=sc), K.global_max_pool(x))
 
 
 def test_wrappers_reject_bad_arrays():
@@ -205,3 +209,111 @@ def test_pooling_on_the_scalar_path():
     env = dict(os.environ, MNV2_FORCE_SCALAR="1")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# ---- deterministic grids: every channel count 1..33, every tile remainder, every ISA ----
+
+def same_on_every_isa(call):
+    """call(isa) on every ISA this CPU has and on the _scalar twin: all bit-identical; returns it."""
+    outs = {isa: call(isa) for isa in [True] + ISAS}
+    first = outs[True]
+    for isa, got in outs.items():
+        np.testing.assert_array_equal(got, first, err_msg=f"ISA {isa} differs from the scalar twin")
+    return first
+
+
+@pytest.mark.parametrize("cin", [1, 7, 33, 400])  # 400: a blocked sum (128 + 128 + 128 + 16)
+def test_pointwise_grid_every_channel_count_and_row_remainder(cin):
+    """cout 1..33 (every lane of a 16-wide panel, the 8-wide last panel) and 64..80 (the 4-panel
+    tiles); rows 1..25 (every remainder of the 6-, 8- and 12-row tiles); ReLU6 and residual."""
+    rng = np.random.default_rng(cin)
+    couts = list(range(1, 34)) + [64, 72, 80]
+    rows = range(1, 26) if cin < 400 else (1, 5, 13, 25)
+    for cout in couts:
+        w, b = rnd(rng, cin, cout), rnd(rng, cout)
+        packed = C.pack_pointwise(w, b)
+        for m in rows:
+            x, r = rnd(rng, m, cin), rnd(rng, m, cout)
+            for relu6, res in ((False, None), (True, r)):
+                got = same_on_every_isa(lambda isa: C.pointwise(x, packed, cin, cout, relu6, res, scalar=isa))
+                want = K.pointwise(x.astype(np.float64)[None, None], w.astype(np.float64), bias=b,
+                                   relu6=relu6, residual=None if res is None else res.astype(np.float64)[None, None])
+                close(got, want[0, 0])
+
+
+def test_pointwise_long_sums_are_more_accurate_than_one_chain():
+    """K = 1280 (the dense head) sums in 128-channel blocks: closer to the exact sum than a single
+    float32 FMA chain over the 1280 products (computed here in NumPy, one product at a time)."""
+    rng = np.random.default_rng(11)
+    cin, cout, m = 1280, 16, 64
+    x, w = rng.uniform(0, 1, (m, cin)).astype(np.float32), rng.uniform(0, 1, (cin, cout)).astype(np.float32)
+    b = np.zeros(cout, np.float32)
+    got = C.pointwise(x, C.pack_pointwise(w, b), cin, cout)
+    exact = x.astype(np.float64) @ w.astype(np.float64)
+    chain = np.zeros((m, cout), np.float32)
+    for c in range(cin):  # float32 rounding after every step (a multiply-add chain)
+        chain = (chain.astype(np.float64) + x[:, c:c + 1].astype(np.float64) * w[c]).astype(np.float32)
+    err_blocked = np.abs(got - exact).mean()
+    err_chain = np.abs(chain - exact).mean()
+    assert err_blocked < 0.5 * err_chain, (err_blocked, err_chain)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dwconv_grid_every_channel_count_and_width(stride):
+    """c 1..33 (every lane of a 16- and 8-wide chunk), widths 1..19 at stride 1 and 1..37 at stride 2
+    (every remainder of the 16-, 8-, 4-pixel blocks), with each pad pattern the network has."""
+    rng = np.random.default_rng(stride)
+    widths = range(1, 20) if stride == 1 else range(1, 38, 2)
+    for c in range(1, 34):
+        k, b = rnd(rng, 3, 3, c), rnd(rng, c)
+        for w in widths:
+            h = 3 + w % 3
+            x = rnd(rng, 1, h, w, c)
+            for pads in ((1, 1, 1, 1), (h % 2, 1, w % 2, 1), (0, 0, 0, 0)):
+                if h + pads[0] + pads[1] < 3 or w + pads[2] + pads[3] < 3:
+                    continue
+                relu6 = bool((c + w) % 2)
+                got = same_on_every_isa(lambda isa: C.dwconv3x3(x, k, b, stride, pads, relu6, scalar=isa))
+                close(got, K.depthwise3x3(x.astype(np.float64), k.astype(np.float64), stride, pads,
+                                          bias=b, relu6=relu6))
+
+
+def test_stem_grid_every_channel_count():
+    rng = np.random.default_rng(5)
+    for cout in range(1, 34):
+        x, k, b = rnd(rng, 1, 9, 11, 3), rnd(rng, 3, 3, 3, cout), rnd(rng, cout)
+        pads = same_pads(9, 3, 2) + same_pads(11, 3, 2)
+        got = same_on_every_isa(lambda isa: C.stem(x, k, b, pads, relu6=True, scalar=isa))
+        close(got, K.conv2d(x.astype(np.float64), k.astype(np.float64), 2, pads, bias=b, relu6=True))
+
+
+def test_pool_softmax_relu6_grid_every_channel_count():
+    rng = np.random.default_rng(6)
+    for c in range(1, 41):
+        x = rnd(rng, 2, 3, 5, c) * np.float32(4)
+        avg = same_on_every_isa(lambda isa: C.global_pool(x, "avg", scalar=isa))
+        close(avg, K.global_avg_pool(x.astype(np.float64)))
+        mx = same_on_every_isa(lambda isa: C.global_pool(x, "max", scalar=isa))
+        np.testing.assert_array_equal(mx, K.global_max_pool(x))
+        logits = rnd(rng, 2, c) * np.float32(10)
+        sm = same_on_every_isa(lambda isa: C.softmax(logits, scalar=isa))
+        np.testing.assert_allclose(sm, K.softmax(logits.astype(np.float64)), rtol=2e-6, atol=1e-9)
+        v = rng.uniform(-3, 9, c).astype(np.float32)
+        np.testing.assert_array_equal(same_on_every_isa(lambda isa: C.relu6(v, scalar=isa)), K.relu6(v))
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_count_nonfinite_finds_each_kind_in_every_lane_and_tail(bad):
+    """Every position of arrays of 1..40 values (the whole 8- and 16-lane steps and every tail)."""
+    big = np.float32(3.4e38)  # the largest finite values must not count
+    for n in range(1, 41):
+        for i in range(n):
+            x = np.full(n, big, np.float32)
+            x[::2] = -big
+            x[i] = bad
+            for isa in [True] + ISAS:
+                assert C.count_nonfinite(x, scalar=isa) == 1, (n, i, isa)
+        x = np.full(n, bad, np.float32)
+        for isa in [True] + ISAS:
+            assert C.count_nonfinite(x, scalar=isa) == n
+            assert C.count_nonfinite(np.zeros(n, np.float32), scalar=isa) == 0

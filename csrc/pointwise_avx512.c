@@ -1,0 +1,265 @@
+/* Pointwise 1x1 convolution on AVX-512: f32_pointwise's math and packed layout (pointwise.c),
+ *   y[m, o] = act(sum_c x[m, c] * w[c, o] + bias[o]) + residual[m, o],  rows m in [m0, m1)
+ * x: [M, cin]; y, residual: [M, cout]; packed: 16-channel panels [bias][cin][16] (a last panel of
+ * at most 8 channels 8 wide).  A 16-channel panel is one zmm register: a tile of RT rows x NP
+ * panels keeps RT * NP accumulators in the 32 zmm registers (6x4, 8x3, 12x2, 12x1: 24 FMA chains
+ * a step, 4-6 loads), each x value broadcast from memory.  Channel tails (cout not a multiple of
+ * 16) are stored through k-register masks.  Per output the same FMA sequence and blocked sum as the
+ * scalar and AVX2 kernels (simd.h), so the same bits.
+ */
+#include "mobilenetv2.h"
+#include "simd.h"
+
+#if MNV2_X86
+#define PANEL MNV2_PANEL
+
+static inline __mmask16 lanes16(size_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
+
+/* One row's 16 lanes [0, n) of a block's sums: added to y's total after the first block, ReLU6 and
+ * residual after the last, stored. */
+MNV2_AVX512 static inline __attribute__((always_inline)) void
+store16(float *yr, const float *rr, __m512 a, size_t n, int relu6, int phase)
+{
+    const __mmask16 k = lanes16(n);
+    if (!(phase & MNV2_FIRST))
+        a = _mm512_add_ps(n == PANEL ? _mm512_loadu_ps(yr) : _mm512_maskz_loadu_ps(k, yr), a);
+    if (phase & MNV2_LAST) {
+        if (relu6)
+            a = _mm512_min_ps(_mm512_max_ps(a, _mm512_setzero_ps()), _mm512_set1_ps(6.0f));
+        if (rr)
+            a = _mm512_add_ps(a, n == PANEL ? _mm512_loadu_ps(rr) : _mm512_maskz_loadu_ps(k, rr));
+    }
+    if (n == PANEL)
+        _mm512_storeu_ps(yr, a);
+    else
+        _mm512_mask_storeu_ps(yr, k, a);
+}
+
+MNV2_AVX512 static inline __attribute__((always_inline)) void
+store8(float *yr, const float *rr, __m256 a, size_t n, int relu6, int phase)
+{
+    const __mmask8 k = (__mmask8)lanes16(n);
+    if (!(phase & MNV2_FIRST))
+        a = _mm256_add_ps(_mm256_maskz_loadu_ps(k, yr), a);
+    if (phase & MNV2_LAST) {
+        if (relu6)
+            a = _mm256_min_ps(_mm256_max_ps(a, _mm256_setzero_ps()), _mm256_set1_ps(6.0f));
+        if (rr)
+            a = _mm256_add_ps(a, _mm256_maskz_loadu_ps(k, rr));
+    }
+    _mm256_mask_storeu_ps(yr, k, a);
+}
+
+/* RT rows from m x NP panels from p, each 16 packed lanes (the last may hold fewer channels), or
+ * with HALF the last one the 8-wide last panel (its 8 lanes loaded into a zmm whose upper half is
+ * 0: it shares the rows' broadcasts with the full panels instead of needing its own).  Per block
+ * of the sum: accumulators from the bias (first block) or 0, one FMA chain over the block's
+ * channels in order, then stored (store16). */
+MNV2_AVX512 static inline __attribute__((always_inline)) void
+tile(const float *x, const float *packed, const float *residual, float *y, size_t cin, size_t cout,
+     size_t m, size_t p, const int RT, const int NP, const int HALF, int relu6)
+{
+    const size_t pstride = PANEL * (cin + 1), kb = mnv2_kblock(cin);
+    const float *pw = packed + p * pstride, *xr = x + m * cin;
+    size_t k0 = 0;
+    do {
+        const size_t k1 = cin - k0 < kb ? cin : k0 + kb;
+        const int phase = mnv2_phase(k0, k1, cin);
+        __m512 acc[12][4];
+#pragma GCC unroll 4
+        for (int q = 0; q < NP; q++) {
+            const int h = HALF && q == NP - 1;
+            const __m512 b = !(phase & MNV2_FIRST) ? _mm512_setzero_ps()
+                             : h ? _mm512_maskz_loadu_ps(0xff, pw + q * pstride) : _mm512_loadu_ps(pw + q * pstride);
+#pragma GCC unroll 12
+            for (int r = 0; r < RT; r++)
+                acc[r][q] = b;
+        }
+        const float *wc = pw + PANEL + k0 * PANEL;
+        const float *wh = pw + (NP - 1) * pstride + PANEL / 2 + k0 * (PANEL / 2); /* HALF's weights */
+        for (size_t c = k0; c < k1; c++, wc += PANEL, wh += PANEL / 2) {
+            __m512 w[4];
+#pragma GCC unroll 4
+            for (int q = 0; q < NP; q++)
+                w[q] = HALF && q == NP - 1 ? _mm512_maskz_loadu_ps(0xff, wh) : _mm512_loadu_ps(wc + q * pstride);
+#pragma GCC unroll 12
+            for (int r = 0; r < RT; r++) {
+                const __m512 xv = _mm512_set1_ps(xr[r * cin + c]);
+#pragma GCC unroll 4
+                for (int q = 0; q < NP; q++)
+                    acc[r][q] = _mm512_fmadd_ps(xv, w[q], acc[r][q]);
+            }
+        }
+        if (phase == (MNV2_FIRST | MNV2_LAST) && (p + NP - HALF) * PANEL <= cout) {
+            /* the common case (one block, full panels but HALF's), straight-line: with a short
+             * sum (cin 16-32) the general epilogue's tests cost as much as the FMAs */
+            const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+            const __mmask16 last = HALF ? lanes16(cout - (p + NP - 1) * PANEL) : (__mmask16)0xffff;
+            if (residual) {
+#pragma GCC unroll 4
+                for (int q = 0; q < NP; q++)
+#pragma GCC unroll 12
+                    for (int r = 0; r < RT; r++) {
+                        const size_t at = (m + r) * cout + (p + q) * PANEL;
+                        __m512 v = relu6 ? _mm512_min_ps(_mm512_max_ps(acc[r][q], zero), six) : acc[r][q];
+                        if (HALF && q == NP - 1)
+                            _mm512_mask_storeu_ps(y + at, last, _mm512_add_ps(v, _mm512_maskz_loadu_ps(last, residual + at)));
+                        else
+                            _mm512_storeu_ps(y + at, _mm512_add_ps(v, _mm512_loadu_ps(residual + at)));
+                    }
+            } else {
+#pragma GCC unroll 4
+                for (int q = 0; q < NP; q++)
+#pragma GCC unroll 12
+                    for (int r = 0; r < RT; r++) {
+                        const __m512 v = relu6 ? _mm512_min_ps(_mm512_max_ps(acc[r][q], zero), six) : acc[r][q];
+                        if (HALF && q == NP - 1)
+                            _mm512_mask_storeu_ps(y + (m + r) * cout + (p + q) * PANEL, last, v);
+                        else
+                            _mm512_storeu_ps(y + (m + r) * cout + (p + q) * PANEL, v);
+                    }
+            }
+        } else {
+#pragma GCC unroll 4
+            for (int q = 0; q < NP; q++) {
+                const size_t o = (p + q) * PANEL, n = cout - o < PANEL ? cout - o : PANEL;
+#pragma GCC unroll 12
+                for (int r = 0; r < RT; r++)
+                    store16(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL,
+                            acc[r][q], n, relu6, phase);
+            }
+        }
+        k0 = k1;
+    } while (k0 < cin);
+}
+
+/* RT rows x the half-width (8-channel) last panel p, channels [o, o + n): ymm accumulators. */
+MNV2_AVX512 static inline __attribute__((always_inline)) void
+tile_half(const float *x, const float *packed, const float *residual, float *y, size_t cin,
+          size_t cout, size_t m, size_t p, const int RT, int relu6)
+{
+    const size_t W = PANEL / 2, kb = mnv2_kblock(cin), o = p * PANEL, n = cout - o;
+    const float *pw = packed + p * PANEL * (cin + 1), *xr = x + m * cin;
+    size_t k0 = 0;
+    do {
+        const size_t k1 = cin - k0 < kb ? cin : k0 + kb;
+        const int phase = mnv2_phase(k0, k1, cin);
+        __m256 acc[12];
+        const __m256 b = phase & MNV2_FIRST ? _mm256_loadu_ps(pw) : _mm256_setzero_ps();
+#pragma GCC unroll 12
+        for (int r = 0; r < RT; r++)
+            acc[r] = b;
+        const float *wc = pw + W + k0 * W;
+        for (size_t c = k0; c < k1; c++, wc += W) {
+            const __m256 w0 = _mm256_loadu_ps(wc);
+#pragma GCC unroll 12
+            for (int r = 0; r < RT; r++)
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xr[r * cin + c]), w0, acc[r]);
+        }
+#pragma GCC unroll 12
+        for (int r = 0; r < RT; r++)
+            store8(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL, acc[r], n,
+                   relu6, phase);
+        k0 = k1;
+    } while (k0 < cin);
+}
+
+typedef void tile_fn(const float *x, const float *packed, const float *residual, float *y,
+                     size_t cin, size_t cout, size_t m, size_t p, int relu6);
+
+#define TILE(rt, np)                                                                               \
+    MNV2_AVX512 static void tile_##rt##x##np(const float *x, const float *packed,                  \
+                                             const float *residual, float *y, size_t cin,          \
+                                             size_t cout, size_t m, size_t p, int relu6)           \
+    {                                                                                              \
+        tile(x, packed, residual, y, cin, cout, m, p, rt, np, 0, relu6);                           \
+    }
+#define TILEH(rt, np)                                                                              \
+    MNV2_AVX512 static void tileh_##rt##x##np(const float *x, const float *packed,                 \
+                                              const float *residual, float *y, size_t cin,         \
+                                              size_t cout, size_t m, size_t p, int relu6)          \
+    {                                                                                              \
+        tile(x, packed, residual, y, cin, cout, m, p, rt, np, 1, relu6);                           \
+    }
+#define HALF(rt)                                                                                   \
+    MNV2_AVX512 static void half_##rt(const float *x, const float *packed, const float *residual,   \
+                                      float *y, size_t cin, size_t cout, size_t m, size_t p,       \
+                                      int relu6)                                                   \
+    {                                                                                              \
+        tile_half(x, packed, residual, y, cin, cout, m, p, rt, relu6);                             \
+    }
+TILE(6, 4) TILE(4, 4) TILE(2, 4) TILE(1, 4)
+TILE(8, 3) TILE(4, 3) TILE(2, 3) TILE(1, 3)
+TILE(12, 2) TILE(8, 2) TILE(4, 2) TILE(2, 2) TILE(1, 2)
+TILE(12, 1) TILE(8, 1) TILE(4, 1) TILE(2, 1) TILE(1, 1)
+HALF(12) HALF(8) HALF(4) HALF(2) HALF(1)
+TILEH(6, 4) TILEH(4, 4) TILEH(2, 4) TILEH(1, 4)
+TILEH(8, 3) TILEH(4, 3) TILEH(2, 3) TILEH(1, 3)
+TILEH(12, 2) TILEH(8, 2) TILEH(4, 2) TILEH(2, 2) TILEH(1, 2)
+#undef TILE
+#undef TILEH
+#undef HALF
+
+/* The tiles for np panels (index np; 0: the half panel alone; 4 + np: np full panels and the
+ * half one after them), largest row count first. */
+static const struct { int rows[5]; tile_fn *fn[5]; } TILES[8] = {
+    {{12, 8, 4, 2, 1}, {half_12, half_8, half_4, half_2, half_1}},
+    {{12, 8, 4, 2, 1}, {tile_12x1, tile_8x1, tile_4x1, tile_2x1, tile_1x1}},
+    {{12, 8, 4, 2, 1}, {tile_12x2, tile_8x2, tile_4x2, tile_2x2, tile_1x2}},
+    {{8, 4, 2, 1, 0}, {tile_8x3, tile_4x3, tile_2x3, tile_1x3, NULL}},
+    {{6, 4, 2, 1, 0}, {tile_6x4, tile_4x4, tile_2x4, tile_1x4, NULL}},
+    {{12, 8, 4, 2, 1}, {tileh_12x2, tileh_8x2, tileh_4x2, tileh_2x2, tileh_1x2}},
+    {{8, 4, 2, 1, 0}, {tileh_8x3, tileh_4x3, tileh_2x3, tileh_1x3, NULL}},
+    {{6, 4, 2, 1, 0}, {tileh_6x4, tileh_4x4, tileh_2x4, tileh_1x4, NULL}},
+};
+
+/* Rows [m, m1) of the panels of TILES[np] from p: the largest tiles that fit. */
+MNV2_AVX512 static void rows_run(const float *x, const float *packed, const float *residual,
+                                 float *y, size_t cin, size_t cout, size_t m, size_t m1, size_t p,
+                                 int np, int relu6)
+{
+    int t = 0;
+    while (m < m1) {
+        while ((size_t)TILES[np].rows[t] > m1 - m)
+            t++;
+        const size_t rt = (size_t)TILES[np].rows[t];
+        tile_fn *fn = TILES[np].fn[t];
+        for (; m + rt <= m1; m += rt)
+            fn(x, packed, residual, y, cin, cout, m, p, relu6);
+    }
+}
+
+/* Rows are taken in blocks whose input stays in cache while every panel group (4 panels, 4 zmm
+ * of weights a channel) runs over it: half of L1 where the layer's weights fit in half of L2
+ * (the weights then stay in L2 across blocks), else a quarter of L2 (the weights, streamed from
+ * L3 or memory, are read once per block).  Cache sizes come from the machine (dispatch.c). */
+MNV2_AVX512 void f32_pointwise_part_avx512(const float *x, const float *packed,
+                                           const float *residual, float *y, size_t cin,
+                                           size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
+                                           int relu6)
+{
+    if (m1 <= m0 || p1 <= p0)
+        return;
+    const size_t pstride = PANEL * (cin + 1);
+    const size_t wbytes = (p1 - p0) * pstride * sizeof(float), row = (cin ? cin : 1) * sizeof(float);
+    const size_t budget = wbytes <= mnv2_cache_bytes(2) / 2 ? mnv2_cache_bytes(1) / 2 : mnv2_cache_bytes(2) / 4;
+    size_t mb = budget / row;
+    mb = mb < 24 ? 24 : mb - mb % 24;
+    const size_t full = mnv2_panel_width(p1 - 1, cout) == PANEL ? p1 : p1 - 1;
+    for (size_t mblk = m0; mblk < m1; mblk += mb) {
+        const size_t mend = m1 - mblk < mb ? m1 : mblk + mb;
+        size_t p = p0;
+        for (; p < full; p += 4) {
+            const int np = full - p < 4 ? (int)(full - p) : 4;
+            if (np < 4 && full < p1) { /* the half panel joins the last group */
+                rows_run(x, packed, residual, y, cin, cout, mblk, mend, p, 4 + np, relu6);
+                p = p1;
+                break;
+            }
+            rows_run(x, packed, residual, y, cin, cout, mblk, mend, p, np, relu6);
+        }
+        if (p < p1 && full < p1)
+            rows_run(x, packed, residual, y, cin, cout, mblk, mend, full, 0, relu6);
+    }
+}
+#endif
