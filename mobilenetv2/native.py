@@ -16,6 +16,10 @@ except ImportError as exc:  # not compiled (no compiler at install time) or remo
 _warned = False
 
 
+class EngineUnavailable(RuntimeError):
+    """``engine="c"`` was asked for a model the C core cannot run (the message says why)."""
+
+
 def available():
     return lib is not None
 

@@ -1,9 +1,14 @@
 """Lower a float32 model to a plan of fused C kernel calls for one input shape.
 
-Built once per input shape: batch norms folded into the convolutions before them, pointwise
-weights packed, ZeroPadding + depthwise + BN + ReLU6 fused into one call, the residual add fused
-into the projecting pointwise conv, every activation buffer allocated once and reused as soon
-as no later op reads it.  Running the plan allocates nothing but the returned output.
+Two lifetimes, as XNNPACK's create / reshape split them:
+- ``PackedWeights`` (once per weights version of a model, shared by every input shape): batch
+  norms folded into the convolutions before them, pointwise and stem weights packed, depthwise
+  weights aligned;
+- ``Plan`` (once per input shape, cheap): ZeroPadding + depthwise + BN + ReLU6 fused into one
+  call, the residual add fused into the projecting pointwise conv, every activation buffer
+  allocated once and reused as soon as no later op reads it, the schedule of the threads.
+  A plan holds no thread: it runs on the model's ``pool.Pool``.
+Running a plan allocates nothing but the returned output.
 """
 import numpy as np
 
@@ -162,6 +167,44 @@ def _fuse_blocks(ops, labels):
     return out, out_labels
 
 
+class PackedWeights:
+    """The C kernels' form of a model's weights at one weights version (``model.weights_epoch``),
+    computed per layer on first use and shared by every plan of that version."""
+
+    def __init__(self, model):
+        self.epoch = model.weights_epoch
+        self._arrays = {}  # conv or dense layer name -> dict of aligned float32 arrays
+
+    def _get(self, name, make):
+        arrays = self._arrays.get(name)
+        if arrays is None:
+            arrays = self._arrays[name] = make()
+        return arrays
+
+    def depthwise(self, conv, bn):
+        """BN folded into a depthwise kernel: w [3, 3, C] and bias [C]."""
+        def make():
+            wk, bias = fold_batchnorm(conv.weights[0][:, :, :, 0], *bn.weights, eps=bn.epsilon)
+            return dict(w=aligned_copy(wk), bias=aligned_copy(bias))
+        return self._get(conv.name, make)
+
+    def conv(self, conv, bn):
+        """BN folded into a stem (as a [27, cout] matrix) or 1x1 kernel, packed with its bias."""
+        def make():
+            kernel = conv.weights[0]
+            k = kernel.reshape(-1, conv.cout) if conv.kernel == 3 else kernel[0, 0]
+            wk, bias = fold_batchnorm(k, *bn.weights, eps=bn.epsilon)
+            return dict(w=_pack(wk, bias))
+        return self._get(conv.name, make)
+
+    def dense(self, layer):
+        return self._get(layer.name, lambda: dict(w=_pack(*layer.weights)))
+
+    @property
+    def nbytes(self):
+        return sum(a.nbytes for arrays in self._arrays.values() for a in arrays.values())
+
+
 class Unsupported(Exception):
     """The graph has a layer the C kernels do not cover; the NumPy layers run it instead."""
 
@@ -179,6 +222,7 @@ class _Buffers:
     def __init__(self):
         self.free = []  # (buffer, op count when given back)
         self.clock = 0
+        self.nbytes = 0  # allocated so far
 
     def take(self, shape):
         self.clock += 1
@@ -189,6 +233,7 @@ class _Buffers:
             self.free = [(b, t) for b, t in self.free if b is not buf]
         else:
             buf = aligned_empty(size)
+            self.nbytes += buf.nbytes
         return buf, buf[:size].reshape(shape)
 
     def give(self, buf):
@@ -196,13 +241,15 @@ class _Buffers:
 
 
 class Plan:
-    def __init__(self, model, shape):
+    """The ops, activation buffers and C schedule of one input shape, over ``packed`` weights."""
+
+    def __init__(self, model, shape, packed):
         self.shape = tuple(shape)
-        self.epoch = model.weights_epoch
+        self.epoch = packed.epoch
         self.keep = []  # arrays the C calls point into
         self.ops = []
         self.labels = []  # the Keras layer each op computes
-        self._build(model)
+        self._build(model, packed)
 
     def valid_for(self, model):
         """Whether none of the model's layers has had its weights replaced since this plan was built."""
@@ -213,7 +260,7 @@ class Plan:
         self.keep.append((int(native.ffi.cast("uintptr_t", ptr)), a))
         return ptr
 
-    def _build(self, model):
+    def _build(self, model, packed):
         lib = native.lib
         n, h, w, _ = self.shape
         layers = model.layers
@@ -261,30 +308,27 @@ class Plan:
                 out_name = fused[-1].name
                 out_shape = (n,) + shapes[conv.name]
                 buf, y = pool.take(out_shape)
-                kernel = conv.weights[0]
                 if isinstance(conv, L.DepthwiseConv2D):
-                    wk, bias = fold_batchnorm(kernel[:, :, :, 0], *bn.weights, eps=bn.epsilon)
+                    dw = packed.depthwise(conv, bn)
                     if pads is None:
                         pads = conv.pads(*shapes[src][:2])
-                    self._op(lib.MNV2_OP_DWCONV, x, y, layer=conv.name, w=aligned_copy(wk), bias=aligned_copy(bias),
+                    self._op(lib.MNV2_OP_DWCONV, x, y, layer=conv.name, w=dw["w"], bias=dw["bias"],
                              relu6=relu is not None, c=x.shape[3], stride=conv.stride,
                              pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1])
                 elif conv.kernel == 3:
                     if conv.cin != 3 or conv.stride != 2:
                         raise Unsupported(f"the C stem takes 3 input channels at stride 2, "
                                           f"{conv.name!r} has {conv.cin} at stride {conv.stride}")
-                    wk, bias = fold_batchnorm(kernel, *bn.weights, eps=bn.epsilon)
                     pads = conv.pads(*shapes[src][:2])
-                    self._op(lib.MNV2_OP_STEM, x, y, layer=conv.name, w=_pack(wk.reshape(27, conv.cout), bias),
+                    self._op(lib.MNV2_OP_STEM, x, y, layer=conv.name, w=packed.conv(conv, bn)["w"],
                              relu6=relu is not None, c=3, cout=conv.cout, stride=2,
                              pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1])
                 else:
-                    wk, bias = fold_batchnorm(kernel[0, 0], *bn.weights, eps=bn.epsilon)
-                    packed = _pack(wk, bias)
                     residual = None
                     if add is not None:
                         residual = tensors[[i for i in add.inputs if i != bn.name][0]][1]
-                    self._op(lib.MNV2_OP_POINTWISE, x, y, layer=conv.name, w=packed, residual=residual,
+                    self._op(lib.MNV2_OP_POINTWISE, x, y, layer=conv.name, w=packed.conv(conv, bn)["w"],
+                             residual=residual,
                              relu6=relu is not None, c=conv.cin, cout=conv.cout, split_rows=y.shape[1],
                              split_panels=_by_panels(int(np.prod(y.shape[:3])), y.shape[1], conv.cin, conv.cout))
                 tensors[out_name] = (buf, y)
@@ -299,10 +343,9 @@ class Plan:
                 tensors[layer.name] = (buf, y)
                 release(src)
             elif isinstance(layer, L.Dense):
-                kernel, bias = layer.weights
-                packed = _pack(kernel, bias)
                 buf, y = pool.take((n, layer.cout))
-                self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=packed, c=layer.cin, cout=layer.cout,
+                self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=packed.dense(layer)["w"],
+                         c=layer.cin, cout=layer.cout,
                          n=1, oh=n, ow=1, split_rows=n, batch_rows=1,
                          split_panels=_by_panels(n, n, layer.cin, layer.cout))
                 tensors[layer.name] = (buf, y)
@@ -326,7 +369,11 @@ class Plan:
             for key, value in fields.items():
                 if key not in ("reads", "writes"):
                     setattr(self.c_ops[i], key, value)
-        self.threads = None
+        self.nbytes = pool.nbytes  # the activation buffers (the input is the caller's array)
+        handle = native.lib.mnv2_plan_create(self.c_ops, len(self.ops))
+        if handle == native.ffi.NULL:
+            raise MemoryError(f"no memory for the C plan of input shape {self.shape}")
+        self.handle = native.ffi.gc(handle, native.lib.mnv2_plan_destroy)
 
     def _op(self, kind, x, y, layer, w=None, bias=None, residual=None, relu6=False, **dims):
         """Record one op of Keras layer ``layer``: x [N, H, W, C] (or [N, C]) in, y out, the
@@ -342,28 +389,22 @@ class Plan:
         fields.update(dims)
         self.ops.append(fields)
 
-    def set_threads(self, threads):
-        """(Re)start the C plan's thread pool with ``threads`` threads."""
-        if threads != self.threads:
-            handle = native.lib.mnv2_plan_create(self.c_ops, len(self.ops), threads)
-            if handle == native.ffi.NULL:
-                raise RuntimeError(f"could not start {threads} threads for the C plan")
-            self.handle = native.ffi.gc(handle, native.lib.mnv2_plan_destroy)
-            self.threads = threads
-
     _KINDS = {0: "stem", 1: "depthwise", 2: "pointwise", 3: "avgpool", 4: "maxpool", 5: "softmax",
               6: "block"}
 
-    def profile(self, x, threads=1, runs=30):
+    def _check(self, rc):
+        if rc != 0:
+            raise MemoryError(f"no memory for the C threads' scratch (input shape {self.shape})")
+
+    def profile(self, x, pool, runs=30):
         """Per op: its layer, kind, shapes, multiply-accumulates and median wall time over ``runs``
-        runs (barrier waits included)."""
-        self.set_threads(threads)
+        runs on ``pool`` (barrier waits included)."""
         self._load(x)
         n_ops = len(self.ops)
         seconds = native.ffi.new("double[]", n_ops)
         times = np.empty((runs, n_ops))
         for r in range(runs):
-            native.lib.mnv2_plan_profile(self.handle, seconds)
+            self._check(native.lib.mnv2_plan_profile(self.handle, pool.handle, seconds))
             times[r] = native.ffi.unpack(seconds, n_ops)
         med = np.median(times, axis=0)
         rows = []
@@ -397,8 +438,8 @@ class Plan:
         for i in self._input_ops:
             self.c_ops[i].x = ptr
 
-    def run(self, x, threads=1):
-        self.set_threads(threads)
+    def run(self, x, pool):
+        """The output for a C-contiguous float32 batch of this plan's shape, run on ``pool``."""
         self._load(x)
-        native.lib.mnv2_plan_run(self.handle)
+        self._check(native.lib.mnv2_plan_run(self.handle, pool.handle))
         return self.output.copy()
