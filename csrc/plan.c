@@ -163,7 +163,7 @@ static size_t split(size_t rows, int t, int threads)
  * cores) for up to YIELD_SECONDS, then asleep on a futex until the last thread arrives (a thread
  * preempted for long, or stopped, then costs no CPU). */
 #define SPIN_ROUNDS 2000
-#define YIELD_SECONDS 2e-3
+#define YIELD_SECONDS 20e-3
 
 static void cpu_relax(void)
 {

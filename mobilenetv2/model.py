@@ -91,6 +91,8 @@ def _after_fork_in_child():
     forgotten by mobilenetv2.pool's own handler)."""
     for model in list(_LIVE_MODELS):
         model._plan_lock = threading.Lock()
+        if model._pool is not None:
+            model._pool.forget()  # whichever fork handler runs first: never joined here
         model._pool = None
 
 
