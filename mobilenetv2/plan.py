@@ -251,6 +251,9 @@ class Plan:
         self.labels = []  # the Keras layer each op computes
         self._build(model, packed)
 
+    def __getstate__(self):
+        raise TypeError("a compiled C plan cannot be pickled (a model drops its plans when pickled)")
+
     def valid_for(self, model):
         """Whether none of the model's layers has had its weights replaced since this plan was built."""
         return model.weights_epoch == self.epoch

@@ -62,7 +62,17 @@ def test_default_threads_are_resolved_again_where_the_copy_is_loaded(monkeypatch
 
 
 @pytest.mark.skipif(not native.available(), reason="the C extension is not built")
-def test_a_pool_itself_refuses_to_be_pickled():
+def test_c_handles_refuse_to_be_pickled_with_a_reason_and_deepcopy_works():
+    import copy
     from mobilenetv2.pool import Pool
-    with pytest.raises(TypeError, match="cannot be pickled"):
+    with pytest.raises(TypeError, match="pool cannot be pickled"):
         pickle.dumps(Pool(1))
+    model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=2)
+    x = rand(1, 64, 64, 3)
+    y = model(x)
+    with pytest.raises(TypeError, match="plan cannot be pickled"):
+        pickle.dumps(next(iter(model._plans.values())))
+    twin = copy.deepcopy(model)
+    assert twin._plans == {} and twin._pool is None
+    np.testing.assert_array_equal(twin(x), y)
+    assert not twin.get_layer("Conv1").weights[0].flags.writeable
