@@ -273,9 +273,9 @@ class Plan:
         for layer in layers:
             for i in layer.inputs:
                 consumers.setdefault(i, []).append(layer.name)
-        pool = _Buffers()
+        arena = _Buffers()
         self.input = aligned_empty(int(np.prod(self.shape))).reshape(self.shape)  # replaced per run
-        tensors = {layers[0].name: (None, self.input)}  # name -> (pool buffer, view)
+        tensors = {layers[0].name: (None, self.input)}  # name -> (arena buffer, view)
         pending = {name: len(c) for name, c in consumers.items()}
 
         def follow(name, kind):
@@ -287,7 +287,7 @@ class Plan:
         def release(name):
             pending[name] -= 1
             if pending[name] == 0 and tensors[name][0] is not None:
-                pool.give(tensors[name][0])
+                arena.give(tensors[name][0])
 
         done = {layers[0].name}
         for layer in layers[1:]:
@@ -310,7 +310,7 @@ class Plan:
                 fused += [f for f in (relu, add) if f is not None]
                 out_name = fused[-1].name
                 out_shape = (n,) + shapes[conv.name]
-                buf, y = pool.take(out_shape)
+                buf, y = arena.take(out_shape)
                 if isinstance(conv, L.DepthwiseConv2D):
                     dw = packed.depthwise(conv, bn)
                     if pads is None:
@@ -340,13 +340,13 @@ class Plan:
                     release([i for i in add.inputs if i != bn.name][0])
                 done.update(f.name for f in fused)
             elif isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
-                buf, y = pool.take((n, x.shape[3]))
+                buf, y = arena.take((n, x.shape[3]))
                 kind = lib.MNV2_OP_MAXPOOL if isinstance(layer, L.GlobalMaxPooling2D) else lib.MNV2_OP_AVGPOOL
                 self._op(kind, x, y, layer=layer.name, c=x.shape[3])
                 tensors[layer.name] = (buf, y)
                 release(src)
             elif isinstance(layer, L.Dense):
-                buf, y = pool.take((n, layer.cout))
+                buf, y = arena.take((n, layer.cout))
                 self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=packed.dense(layer)["w"],
                          c=layer.cin, cout=layer.cout,
                          n=1, oh=n, ow=1, split_rows=n, batch_rows=1,
@@ -372,7 +372,7 @@ class Plan:
             for key, value in fields.items():
                 if key not in ("reads", "writes"):
                     setattr(self.c_ops[i], key, value)
-        self.nbytes = pool.nbytes  # the activation buffers (the input is the caller's array)
+        self.nbytes = arena.nbytes  # the activation buffers (the input is the caller's array)
         handle = native.lib.mnv2_plan_create(self.c_ops, len(self.ops))
         if handle == native.ffi.NULL:
             raise MemoryError(f"no memory for the C plan of input shape {self.shape}")
