@@ -326,8 +326,8 @@ class MobileNetV2:
 
     # -- the C engine's compiled state: packed weights, plans per shape, the thread pool -------
     def _reset_compiled(self):
-        """Forget every compiled thing (they rebuild on the next run): after unpickling, in a
-        forked child, and for clear_cache()."""
+        """Start with nothing compiled and a new lock (at construction and after unpickling):
+        packed weights, plans and threads are made on the next float32 run."""
         self._plan_lock = threading.Lock()
         self._plans = collections.OrderedDict()  # input shape -> Plan, least recently used first
         self._packed = None
