@@ -184,17 +184,26 @@ struct mnv2_op {
     float scale_h, scale_w;           /* _RESIZE only */
     size_t pool_h, pool_w;            /* _AVGPOOL_WINDOW only */
 };
-/* A plan over ops[0..n_ops) (the array must outlive the plan) run by `threads` threads: the
- * caller and threads - 1 workers that wait for the next run (spinning for 2 ms, then asleep), each
- * with its own scratch for _BLOCK ops.  NULL if a thread or the scratch cannot be had. */
-void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops, int threads);
-/* Run every op in order.  Where the batch divides among the threads, each thread runs every op
- * on its own images with no barrier until the end; otherwise each op's rows (or panels) are split
- * statically among the threads.  Either way the result is bit-identical for every thread count. */
-void mnv2_plan_run(void *plan);
+/* A thread pool: the caller of a run and threads - 1 workers that wait for the next run
+ * (spinning for 2 ms, then asleep).  One per model, shared by all its plans; runs on one pool
+ * take turns (a mutex), whichever threads call.  NULL if a thread cannot be had.  After fork() the child must not
+ * touch a pool of its parent (its workers do not exist there): it forgets it and makes a new one. */
+void *mnv2_pool_create(int threads);
+/* The threads a pool runs with (the caller included). */
+int mnv2_pool_threads(const void *pool);
+void mnv2_pool_destroy(void *pool);
+/* A plan over ops[0..n_ops) (the array and everything it points to must outlive the plan): no
+ * threads, no buffers, just the schedule.  NULL if out of memory. */
+void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops);
+/* Run every op in order on the pool's threads.  Where the batch divides among the threads, each
+ * thread runs every op on its own images with no barrier until the end; otherwise each op's rows
+ * (or panels) are split statically among the threads.  Either way the result is bit-identical for
+ * every thread count.  Returns 0, or -1 (nothing run) when the threads' scratch for _BLOCK ops
+ * cannot be allocated. */
+int mnv2_plan_run(void *plan, void *pool);
 /* Run once as mnv2_plan_run does, writing each op's wall time (seconds, barrier included) to
  * seconds[0..n_ops). */
-void mnv2_plan_profile(void *plan, double *seconds);
+int mnv2_plan_profile(void *plan, void *pool, double *seconds);
 void mnv2_plan_destroy(void *plan);
 /* cdef-end */
 

@@ -1,11 +1,13 @@
 /* The plan executor: one call runs every op of a lowered network on a persistent thread pool.
  *
- * Thread t of T computes image rows [R*t/T, R*(t+1)/T) of each op (R = op->split_rows; output
- * panels instead for a pointwise op with split_panels), then all meet at a spinning barrier
- * before the next op, unless that op is marked as reading only rows this thread wrote (a pointwise
- * conv after an op with the same row split).  The kernels compute each output the same way
- * whatever its row range, so any T gives the same bits.
- * Workers sleep on a condition variable between runs.
+ * A plan (the ops of one input shape) holds no threads; a pool (the threads of one model) runs
+ * any plan, one at a time.  Thread t of T computes image rows [R*t/T, R*(t+1)/T) of each op
+ * (R = op->split_rows; output panels instead for a pointwise op with split_panels), then all meet
+ * at a barrier before the next op, unless that op is marked as reading only rows this thread wrote
+ * (a pointwise conv after an op with the same row split).  The kernels compute each output the
+ * same way whatever its row range, so any T gives the same bits.
+ * Workers spin briefly, then sleep on a condition variable between runs; at a barrier they spin,
+ * yield, then sleep on a futex, so more threads than cores still make progress.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -13,22 +15,35 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
+#include <limits.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include "mobilenetv2.h"
 
-struct plan;
-
 struct worker {
-    struct plan *plan;
+    struct pool *pool;
     int index;
     pthread_t tid;
-    float *scratch; /* this thread's ring and band buffers for _BLOCK ops */
+    float *scratch;        /* this thread's ring and band buffers for _BLOCK ops */
+    size_t scratch_floats; /* its size, grown by the caller between runs */
 };
 
+/* What depends on the input shape: the ops (memory owned by the caller) and what they imply. */
 struct plan {
     const struct mnv2_op *ops;
     size_t n_ops;
+    size_t batch;          /* images per run */
+    size_t scratch_floats; /* per thread, for the largest _BLOCK op */
+};
+
+/* The threads, shared by every plan of a model; one run at a time (run_mu). */
+struct pool {
     int threads;
     struct worker *workers;
+    pthread_mutex_t run_mu;   /* one run at a time, whoever calls */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned long generation; /* bumped by each run, under mu */
@@ -37,8 +52,9 @@ struct plan {
     atomic_int stop;          /* quit, readable without the lock */
     atomic_int arrived;       /* barrier */
     atomic_int sense;
+    atomic_int sleepers;      /* threads asleep (or about to be) in the barrier */
+    const struct plan *plan;  /* the run in progress, set under mu before it is published */
     double *seconds;          /* per-op wall time of a profiled run, written by the caller's thread */
-    size_t batch;             /* images per run */
 };
 
 static double now(void)
@@ -160,18 +176,65 @@ static size_t split(size_t rows, int t, int threads)
     return rows * (size_t)t / (size_t)threads;
 }
 
-static void barrier(struct plan *p, int *local_sense)
+/* How a waiting thread passes the time: SPIN_ROUNDS rounds of pause, then sched_yield (which
+ * hands the core to a thread that has work, the usual case when there are more threads than
+ * cores) for up to YIELD_SECONDS, then asleep on a futex until the last thread arrives (a thread
+ * preempted for long, or stopped, then costs no CPU). */
+#define SPIN_ROUNDS 2000
+#define YIELD_SECONDS 20e-3
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void futex_wait(atomic_int *addr, int value)
+{
+#ifdef __linux__
+    syscall(SYS_futex, (int *)addr, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
+#else
+    (void)addr, (void)value;
+    sched_yield();
+#endif
+}
+
+static void futex_wake_all(atomic_int *addr)
+{
+#ifdef __linux__
+    syscall(SYS_futex, (int *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#else
+    (void)addr;
+#endif
+}
+
+static void barrier(struct pool *p, int *local_sense)
 {
     int s = !*local_sense;
     *local_sense = s;
     if (atomic_fetch_add(&p->arrived, 1) == p->threads - 1) {
         atomic_store(&p->arrived, 0);
         atomic_store(&p->sense, s);
-    } else {
-        unsigned spins = 0;
-        while (atomic_load(&p->sense) != s)
-            if (++spins > 2000)
-                sched_yield();
+        /* seq_cst store then load, mirrored by the sleeper: one of the two sees the other */
+        if (atomic_load(&p->sleepers) > 0)
+            futex_wake_all(&p->sense);
+        return;
+    }
+    double until = 0.0;
+    for (unsigned spins = 0; atomic_load(&p->sense) != s; spins++) {
+        if (spins < SPIN_ROUNDS) {
+            cpu_relax();
+        } else if (spins == SPIN_ROUNDS || spins % 64 != 0 || now() < until) {
+            if (spins == SPIN_ROUNDS)
+                until = now() + YIELD_SECONDS;
+            sched_yield();
+        } else {
+            atomic_fetch_add(&p->sleepers, 1);
+            if (atomic_load(&p->sense) != s)
+                futex_wait(&p->sense, !s);
+            atomic_fetch_sub(&p->sleepers, 1);
+        }
     }
 }
 
@@ -213,11 +276,12 @@ static void run_images(const struct mnv2_op *op, size_t b0, size_t b1, float *sc
 /* Op i when each thread takes whole images [b0, b1): the threads meet only before an op that
  * writes memory another thread may still use, and around the dense head, which still splits its
  * weights by panels over all images (it streams megabytes of them). */
-static void step_images(struct plan *p, int t, size_t i, size_t b0, size_t b1, int *local_sense)
+static void step_images(struct pool *p, const struct plan *pl, int t, size_t i, size_t b0,
+                        size_t b1, int *local_sense)
 {
-    const struct mnv2_op *op = &p->ops[i];
+    const struct mnv2_op *op = &pl->ops[i];
     const int shared = op->batch_rows && op->split_panels;
-    const int after_shared = i > 0 && p->ops[i - 1].batch_rows && p->ops[i - 1].split_panels;
+    const int after_shared = i > 0 && pl->ops[i - 1].batch_rows && pl->ops[i - 1].split_panels;
     if (i > 0 && (op->sync_images || shared || after_shared))
         barrier(p, local_sense);
     if (shared)
@@ -228,9 +292,9 @@ static void step_images(struct plan *p, int t, size_t i, size_t b0, size_t b1, i
 
 /* Op i with its rows (or panels) shared among the threads, then a barrier if the next op needs
  * one (always after the last). */
-static void step_rows(struct plan *p, int t, size_t i, int *local_sense)
+static void step_rows(struct pool *p, const struct plan *pl, int t, size_t i, int *local_sense)
 {
-    const struct mnv2_op *op = &p->ops[i];
+    const struct mnv2_op *op = &pl->ops[i];
     if (op->kind == MNV2_OP_POINTWISE && op->split_panels) {
         run_panels(op, t, p->threads);
     } else if (op->split_rows == 0) {
@@ -242,22 +306,25 @@ static void step_rows(struct plan *p, int t, size_t i, int *local_sense)
         if (r0 < r1)
             run_op(op, r0, r1, p->workers[t].scratch);
     }
-    if (p->threads > 1 && (i + 1 == p->n_ops || p->ops[i + 1].sync))
+    if (p->threads > 1 && (i + 1 == pl->n_ops || pl->ops[i + 1].sync))
         barrier(p, local_sense);
 }
 
-static void run_share(struct plan *p, int t, int *local_sense)
+/* Thread t's share of one run.  After the last barrier a worker must not read the plan again:
+ * the caller may return and free it (hence n_ops and by_images in locals). */
+static void run_share(struct pool *p, const struct plan *pl, int t, int *local_sense)
 {
     /* whole images per thread where the batch divides among them: no barrier until the end */
-    const int by_images = p->threads > 1 && p->batch % (size_t)p->threads == 0;
-    const size_t b0 = split(p->batch, t, p->threads), b1 = split(p->batch, t + 1, p->threads);
+    const int by_images = p->threads > 1 && pl->batch % (size_t)p->threads == 0;
+    const size_t n_ops = pl->n_ops;
+    const size_t b0 = split(pl->batch, t, p->threads), b1 = split(pl->batch, t + 1, p->threads);
     double *seconds = t == 0 ? p->seconds : NULL;
     double start = seconds ? now() : 0.0;
-    for (size_t i = 0; i < p->n_ops; i++) {
+    for (size_t i = 0; i < n_ops; i++) {
         if (by_images)
-            step_images(p, t, i, b0, b1, local_sense);
+            step_images(p, pl, t, i, b0, b1, local_sense);
         else
-            step_rows(p, t, i, local_sense);
+            step_rows(p, pl, t, i, local_sense);
         if (seconds) {
             double end = now();
             seconds[i] = end - start;
@@ -275,7 +342,7 @@ static void run_share(struct plan *p, int t, int *local_sense)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    struct plan *p = w->plan;
+    struct pool *p = w->pool;
     int local_sense = 0;
     unsigned long seen = 0;
     for (;;) {
@@ -284,53 +351,105 @@ static void *worker_main(void *arg)
         while (atomic_load(&p->published) == seen && !atomic_load(&p->stop)) {
             if (++spins % 256 == 0 && now() > until)
                 break;
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
+            cpu_relax();
         }
         pthread_mutex_lock(&p->mu);
         while (p->generation == seen && !p->quit)
             pthread_cond_wait(&p->cv, &p->mu);
         int quit = p->quit;
         seen = p->generation;
+        const struct plan *pl = p->plan;
         pthread_mutex_unlock(&p->mu);
         if (quit)
             return NULL;
-        run_share(p, w->index, &local_sense);
+        run_share(p, pl, w->index, &local_sense);
     }
 }
 
-static int caller_sense(struct plan *p)
+/* Every thread's scratch at least the plan's need; the workers are idle between runs. */
+static int reserve_scratch(struct pool *p, size_t floats)
 {
-    /* The caller's barrier sense must track the shared one across runs. */
-    return atomic_load(&p->sense);
+    for (int i = 0; floats && i < p->threads; i++) {
+        struct worker *w = &p->workers[i];
+        if (w->scratch_floats >= floats)
+            continue;
+        void *mem = NULL;
+        if (posix_memalign(&mem, 64, floats * sizeof(float)) != 0)
+            return -1;
+        free(w->scratch);
+        w->scratch = mem;
+        w->scratch_floats = floats;
+    }
+    return 0;
 }
 
-void mnv2_plan_run(void *handle)
+static int run_locked(const struct plan *pl, struct pool *p)
 {
-    struct plan *p = handle;
+    if (reserve_scratch(p, pl->scratch_floats) != 0)
+        return -1;
     if (p->threads > 1) {
         pthread_mutex_lock(&p->mu);
+        p->plan = pl;
         p->generation++;
         atomic_store(&p->published, p->generation);
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
-    int local_sense = caller_sense(p);
-    run_share(p, 0, &local_sense);
+    /* The caller's barrier sense tracks the shared one across runs. */
+    int local_sense = atomic_load(&p->sense);
+    run_share(p, pl, 0, &local_sense);
+    return 0;
 }
 
-void mnv2_plan_profile(void *handle, double *seconds)
+int mnv2_plan_run(void *plan, void *pool)
 {
-    struct plan *p = handle;
+    struct pool *p = pool;
+    pthread_mutex_lock(&p->run_mu);
+    int rc = run_locked(plan, p);
+    pthread_mutex_unlock(&p->run_mu);
+    return rc;
+}
+
+int mnv2_plan_profile(void *plan, void *pool, double *seconds)
+{
+    struct pool *p = pool;
+    pthread_mutex_lock(&p->run_mu);
     p->seconds = seconds;
-    mnv2_plan_run(p);
+    int rc = run_locked(plan, p);
     p->seconds = NULL;
+    pthread_mutex_unlock(&p->run_mu);
+    return rc;
 }
 
-void mnv2_plan_destroy(void *handle)
+void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops)
 {
-    struct plan *p = handle;
+    struct plan *pl = calloc(1, sizeof *pl);
+    if (!pl)
+        return NULL;
+    pl->ops = ops;
+    pl->n_ops = n_ops;
+    for (size_t i = 0; i < n_ops; i++) {
+        const size_t images = ops[i].batch_rows ? ops[i].split_rows : ops[i].n;
+        pl->batch = images > pl->batch ? images : pl->batch;
+        if (ops[i].kind == MNV2_OP_BLOCK && block_scratch_floats(&ops[i]) > pl->scratch_floats)
+            pl->scratch_floats = block_scratch_floats(&ops[i]);
+    }
+    return pl;
+}
+
+void mnv2_plan_destroy(void *plan)
+{
+    free(plan);
+}
+
+int mnv2_pool_threads(const void *pool)
+{
+    return ((const struct pool *)pool)->threads;
+}
+
+void mnv2_pool_destroy(void *pool)
+{
+    struct pool *p = pool;
     if (!p)
         return;
     pthread_mutex_lock(&p->mu);
@@ -339,9 +458,10 @@ void mnv2_plan_destroy(void *handle)
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->threads; i++)
-        if (p->workers[i].plan)
+        if (p->workers[i].pool)
             pthread_join(p->workers[i].tid, NULL);
     pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->run_mu);
     pthread_cond_destroy(&p->cv);
     for (int i = 0; i < p->threads; i++)
         free(p->workers[i].scratch);
@@ -349,17 +469,11 @@ void mnv2_plan_destroy(void *handle)
     free(p);
 }
 
-void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops, int threads)
+void *mnv2_pool_create(int threads)
 {
-    struct plan *p = calloc(1, sizeof *p);
+    struct pool *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
-    p->ops = ops;
-    p->n_ops = n_ops;
-    for (size_t i = 0; i < n_ops; i++) {
-        const size_t images = ops[i].batch_rows ? ops[i].split_rows : ops[i].n;
-        p->batch = images > p->batch ? images : p->batch;
-    }
     p->threads = threads < 1 ? 1 : threads;
     p->workers = calloc((size_t)p->threads, sizeof *p->workers);
     if (!p->workers) {
@@ -367,37 +481,20 @@ void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops, int threads)
         return NULL;
     }
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->run_mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     atomic_init(&p->arrived, 0);
     atomic_init(&p->sense, 0);
+    atomic_init(&p->sleepers, 0);
     atomic_init(&p->published, 0);
     atomic_init(&p->stop, 0);
-    size_t scratch = 0;
-    for (size_t i = 0; i < n_ops; i++)
-        if (ops[i].kind == MNV2_OP_BLOCK && block_scratch_floats(&ops[i]) > scratch)
-            scratch = block_scratch_floats(&ops[i]);
-    for (int i = 0; scratch && i < p->threads; i++) {
-        void *mem = NULL;
-        if (posix_memalign(&mem, 64, scratch * sizeof(float)) != 0) {
-            for (int j = 0; j < i; j++)
-                free(p->workers[j].scratch);
-            pthread_mutex_destroy(&p->mu);
-            pthread_cond_destroy(&p->cv);
-            free(p->workers);
-            free(p);
-            return NULL;
-        }
-        p->workers[i].scratch = mem;
-    }
     for (int i = 1; i < p->threads; i++) {
-        p->workers[i].plan = p;
+        p->workers[i].pool = p;
         p->workers[i].index = i;
         if (pthread_create(&p->workers[i].tid, NULL, worker_main, &p->workers[i]) != 0) {
-            p->workers[i].plan = NULL;
-            for (int j = i; j < p->threads; j++)
-                free(p->workers[j].scratch);
+            p->workers[i].pool = NULL;
             p->threads = i; /* the workers started so far exit on destroy */
-            mnv2_plan_destroy(p);
+            mnv2_pool_destroy(p);
             return NULL;
         }
     }

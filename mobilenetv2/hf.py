@@ -125,7 +125,7 @@ class HFMobileNetV2(MobileNetV2):
     Layer names: Keras's (``model.layers``) or transformers' module names (``hf_name_map``).
     """
 
-    def __init__(self, config, dtype="float32", threads=None, top_pooling="global"):
+    def __init__(self, config, dtype="float32", threads=None, top_pooling="global", engine="auto"):
         if not isinstance(config, HFConfig):
             raise TypeError("config must be an HFConfig (use from_pretrained to read a folder)")
         if top_pooling not in ("global", "7x7"):
@@ -143,7 +143,7 @@ class HFMobileNetV2(MobileNetV2):
         self.top_pooling = top_pooling
         self.id2label = dict(config.id2label) if config.id2label else {}
         self.processor_config = ProcessorConfig.for_image_size(config.image_size)
-        self._adopt_layers(_build_layers(config, top_pooling))
+        self._adopt_layers(_build_layers(config, top_pooling), engine)
         self.hf_names = hf_name_map(self)
 
     @property
@@ -288,12 +288,13 @@ def load_safetensors(model, path):
             raise CheckpointError(f"{path!r}: {exc}") from None
 
 
-def from_pretrained(path, dtype="float32", threads=None, top_pooling="global"):
+def from_pretrained(path, dtype="float32", threads=None, top_pooling="global", engine="auto"):
     """An HFMobileNetV2 from a Hugging Face folder: config.json + model.safetensors (+
     preprocessor_config.json, kept as ``model.processor_config``).
 
     ``dtype='float32'`` runs on the C core (where the graph allows), ``'float64'`` on the NumPy
-    engine as a golden reference for transformers itself.  ``top_pooling='7x7'`` gives a
+    engine as a golden reference for transformers itself (``engine`` as for MobileNetV2).
+    ``top_pooling="7x7"`` gives a
     classification model TF-slim's 7x7 average-pooling head (a grid of scores above 224).
     A ``pytorch_model.bin`` (a pickle) is refused: convert it with transformers'
     ``save_pretrained(folder, safe_serialization=True)``.  Arrays are NHWC.
@@ -311,7 +312,7 @@ def from_pretrained(path, dtype="float32", threads=None, top_pooling="global"):
     config = read_config(config_path)
     # the header against the graph the config describes, before any weight is allocated
     check_tensors(SafetensorsFile(weights), _build_layers(config, top_pooling), config)
-    model = HFMobileNetV2(config, dtype=dtype, threads=threads, top_pooling=top_pooling)
+    model = HFMobileNetV2(config, dtype=dtype, threads=threads, top_pooling=top_pooling, engine=engine)
     model.load_weights(weights)
     proc = os.path.join(folder, "preprocessor_config.json")
     if os.path.isfile(proc):

@@ -31,18 +31,29 @@ class Layer:
 
     @property
     def weights(self):
+        """The weights, in Keras's order, as a tuple of read-only arrays: change them through
+        ``set_weights`` (or by assigning this property), which the compiled C plans follow; an
+        edit in place would reach the NumPy engine only, so it raises instead."""
         return self._weights
 
     @weights.setter
     def weights(self, arrays):
-        self._weights = arrays
-        if self.on_weights_change is not None:
-            self.on_weights_change()
+        self.set_weights(arrays)
 
     def __init__(self, name, inputs):
         self.name = name
         self.inputs = tuple(inputs)
-        self.weights = []
+        self._weights = ()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("on_weights_change", None)  # the owning model's method: it sets it again
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        for w in self._weights:  # unpickled arrays come back writable
+            w.setflags(write=False)
 
     # -- weights -------------------------------------------------------------------------
     def weight_shapes(self):
@@ -51,7 +62,12 @@ class Layer:
     def count_params(self):
         return int(sum(np.prod(s) for s in self.weight_shapes()))
 
-    def set_weights(self, arrays, dtype=np.float32):
+    def set_weights(self, arrays, dtype=None):
+        """Replace the weights by copies of ``arrays`` (checked against the layer's shapes, and
+        finite) in ``dtype``: by default the dtype the layer has (float32 for a new layer)."""
+        if dtype is None:
+            dtype = self._weights[0].dtype if self._weights else np.float32
+        arrays = list(arrays)
         shapes = self.weight_shapes()
         if len(arrays) != len(shapes):
             raise ValueError(f"layer {self.name!r} takes {len(shapes)} weight arrays "
@@ -64,8 +80,12 @@ class Layer:
                                  f"{tuple(shape)}, got {tuple(a.shape)}")
             if not np.isfinite(a).all():
                 raise ValueError(f"layer {self.name!r} weight {wname!r} contains NaN or inf")
-            out.append(np.ascontiguousarray(a, dtype=dtype))
-        self.weights = out
+            a = np.array(a, dtype=dtype, order="C", copy=True)  # never the caller's array
+            a.setflags(write=False)
+            out.append(a)
+        self._weights = tuple(out)
+        if self.on_weights_change is not None:
+            self.on_weights_change()
 
     def get_weights(self):
         return [w.copy() for w in self.weights]

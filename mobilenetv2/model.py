@@ -1,20 +1,24 @@
 """The MobileNetV2 model object: Keras's constructor arguments, layers, weights and forward pass."""
+import collections
 import numbers
 import os
 import threading
 import warnings
+import weakref
 
 import numpy as np
 
 from mobilenetv2 import arch
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
-from mobilenetv2.plan import Plan, Unsupported
+from mobilenetv2 import pool as threadpool
+from mobilenetv2.plan import PackedWeights, Plan, Unsupported
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 OFFICIAL_ROWS = (96, 128, 160, 192, 224)
 MIN_SIZE = 32
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+ENGINES = ("auto", "c", "numpy")
 
 
 def _require_finite(x):
@@ -78,16 +82,43 @@ def _input_shape(input_shape, include_top, weights):
     return input_shape, rows
 
 
+_LIVE_MODELS = weakref.WeakSet()  # for the fork handler below
+
+
+def _after_fork_in_child():
+    """In a child made by fork(): the parent's threads are gone; a lock another thread of the
+    parent held would never be released.  Every model starts over lazily (the pools themselves are
+    forgotten by mobilenetv2.pool's own handler)."""
+    for model in list(_LIVE_MODELS):
+        model._plan_lock = threading.Lock()
+        if model._pool is not None:
+            model._pool.forget()  # whichever fork handler runs first: never joined here
+        model._pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class MobileNetV2:
     """MobileNetV2 with the arguments and meaning of ``keras.applications.MobileNetV2``.
 
     ``dtype='float64'`` runs the whole network in float64: a golden reference for checking the
-    float32 numerics of other frameworks.
+    float32 numerics of other frameworks.  ``engine`` picks what runs ``predict``/``model(x)``:
+    ``"auto"`` (the C core where it can serve the model, else NumPy), ``"c"`` (the C core or an
+    EngineUnavailable error saying why not) or ``"numpy"``.  ``threads`` is the C core's thread
+    count (None: see ``pool.default_threads``).
     """
+
+    # The compiled plans kept (least recently used dropped first): at most this many input shapes,
+    # and at most this many bytes of their activation buffers (the newest plan is kept whatever
+    # its size).  Packed weights are shared by all plans and not counted here.
+    plan_cache_shapes = 8
+    plan_cache_bytes = 256 * 1024 * 1024
 
     def __init__(self, input_shape=None, alpha=1.0, include_top=True, weights="imagenet",
                  pooling=None, classes=1000, classifier_activation="softmax", dtype="float32",
-                 threads=None, top_pooling="global"):
+                 threads=None, top_pooling="global", engine="auto"):
         self.alpha = _check_alpha(alpha)
         self.threads = threads
         self.dtype = _check_dtype(dtype)
@@ -116,11 +147,11 @@ class MobileNetV2:
                                    classifier_activation, top_pooling)
         if self.input_shape[2] != 3:
             layers[1].cin = self.input_shape[2]
-        self._adopt_layers(layers)
+        self._adopt_layers(layers, engine)
         if weights is not None:
             self.load_weights(weights)
 
-    def _adopt_layers(self, layers):
+    def _adopt_layers(self, layers, engine="auto"):
         """Take ``layers`` (from an arch builder) as this model's graph, with initial weights.
         Every model family (Keras's, transformers') comes through here."""
         self.layers = layers
@@ -129,8 +160,8 @@ class MobileNetV2:
             layer.on_weights_change = self._weights_changed
         self._by_name = {layer.name: layer for layer in self.layers}
         native.warn_if_missing()
-        self._plans = {}
-        self._plan_lock = threading.Lock()
+        self._reset_compiled()
+        self.engine = engine
         self._init_random_weights()
 
     # -- layers and weights ----------------------------------------------------------------
@@ -301,17 +332,87 @@ class MobileNetV2:
     def _weights_changed(self):
         self.weights_epoch += 1
 
+    # -- the C engine's compiled state: packed weights, plans per shape, the thread pool -------
+    def _reset_compiled(self):
+        """Start with nothing compiled and a new lock (at construction and after unpickling):
+        packed weights, plans and threads are made on the next float32 run."""
+        self._plan_lock = threading.Lock()
+        self._plans = collections.OrderedDict()  # input shape -> Plan, least recently used first
+        self._packed = None
+        self._pool = None
+        _LIVE_MODELS.add(self)
+
+    def clear_cache(self):
+        """Free the compiled plans, the packed weights and the C threads; the next float32 run
+        rebuilds what it needs."""
+        with self._plan_lock:
+            self._plans.clear()
+            self._packed = None
+            self._pool = None
+
+    def _c_refusal(self):
+        """Why the C core cannot run this model, or None."""
+        if not native.available():
+            return f"the C extension is not built ({native.IMPORT_ERROR})"
+        if self.dtype != np.float32:
+            return (f"the C core computes in float32 and this model is {self.dtype.name} "
+                    "(use engine='numpy' or 'auto')")
+        if self.input_shape[2] != 3:
+            return f"the C stem takes 3 input channels and this model has {self.input_shape[2]}"
+        return None
+
+    @property
+    def engine(self):
+        """"auto", "c" or "numpy": what runs predict() and model(x) (features() and trace() run
+        the NumPy layers, which keep every activation)."""
+        return self._engine
+
+    @engine.setter
+    def engine(self, value):
+        if value not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {value!r}")
+        if value == "c":
+            reason = self._c_refusal()
+            if reason is not None:
+                raise native.EngineUnavailable(f"engine='c' cannot run {self.describe()}: {reason}")
+        self._engine = value
+
     def _plan(self, x):
-        """The C plan for a checked float32 batch's shape (built on first use), or None."""
-        if not native.available() or self.dtype != np.float32:
+        """The C plan for a checked float32 batch's shape (built on first use), or None where the
+        NumPy engine runs.  Called with the plan lock held."""
+        if self._engine == "numpy" or self._c_refusal() is not None:
             return None
+        if self._packed is None or self._packed.epoch != self.weights_epoch:
+            self._plans.clear()
+            self._packed = PackedWeights(self)
         plan = self._plans.get(x.shape)
-        if plan is None or not plan.valid_for(self):
-            try:
-                plan = self._plans[x.shape] = Plan(self, x.shape)
-            except Unsupported:  # e.g. a stem over other than 3 channels: the NumPy layers
-                return None
+        if plan is not None:
+            self._plans.move_to_end(x.shape)
+            return plan
+        try:
+            plan = Plan(self, x.shape, self._packed)
+        except Unsupported as exc:
+            if self._engine == "c":
+                raise native.EngineUnavailable(f"engine='c' cannot run {self.describe()}: {exc}") from None
+            return None
+        self._plans[x.shape] = plan
+        total = sum(p.nbytes for p in self._plans.values())
+        while len(self._plans) > 1 and (len(self._plans) > self.plan_cache_shapes or
+                                        total > self.plan_cache_bytes):
+            _, old = self._plans.popitem(last=False)
+            total -= old.nbytes
         return plan
+
+    def _thread_pool(self):
+        """The model's C thread pool with model.threads threads (a new one after fork or a
+        change of model.threads).  Called with the plan lock held."""
+        pool = self._pool
+        if pool is not None and not pool.usable():
+            pool.forget()  # a parent's pool (fork() from C, which no handler saw): never joined
+        if pool is None or not pool.usable() or pool.threads != self._threads:
+            self._pool = None  # the old pool's threads stop before new ones start
+            pool = self._pool = threadpool.Pool(self._threads)
+        return pool
 
     def profile(self, x, runs=30):
         """Time each op of the C plan on ``x`` (model.threads threads): a list of dicts with the
@@ -322,8 +423,9 @@ class MobileNetV2:
             plan = self._plan(x)
             if plan is None:
                 raise RuntimeError(f"profile() times the C plan, which does not run here "
-                                   f"(backend: {native.backend()}, dtype: {np.dtype(self.dtype).name})")
-            return plan.profile(x, self.threads, runs)
+                                   f"(backend: {native.backend()}, dtype: {np.dtype(self.dtype).name}, "
+                                   f"engine: {self._engine})")
+            return plan.profile(x, self._thread_pool(), runs)
 
     def _forward(self, x):
         """Whole-network forward of a checked batch (its values checked for NaN/inf here: by the C
@@ -332,22 +434,38 @@ class MobileNetV2:
         with self._plan_lock:
             plan = self._plan(x)
             if plan is not None:
-                return plan.run(x, self.threads)
+                return plan.run(x, self._thread_pool())
         _require_finite(x)
         return self._run(x)
 
     @property
     def threads(self):
-        """Threads the C engine uses (default: every core); results are the same for any count."""
+        """Threads the C engine uses; results are the same for any count.  None (the default)
+        means the first of $MNV2_NUM_THREADS, $OMP_NUM_THREADS, the CPUs this process may run
+        on, os.cpu_count().  At most pool.MAX_THREADS."""
         return self._threads
 
     @threads.setter
     def threads(self, value):
-        if value is None:
-            value = os.cpu_count() or 1
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"threads must be a positive integer or None, got {value!r}")
-        self._threads = int(value)
+        self._threads = threadpool.default_threads() if value is None else threadpool.check_threads(value)
+        self._threads_arg = value if value is None else self._threads
+
+    # -- pickling: the weights and settings travel, compiled state is rebuilt on first use ----
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for key in ("_plan_lock", "_plans", "_packed", "_pool"):
+            state.pop(key, None)
+        if state.get("_threads_arg") is None:
+            state.pop("_threads", None)  # resolved again where the copy is loaded
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self._threads_arg is None:
+            self.threads = None
+        self._reset_compiled()
+        for layer in self.layers:
+            layer.on_weights_change = self._weights_changed
 
     def __call__(self, x):
         return self._forward(self._check_input(x, finite=False))

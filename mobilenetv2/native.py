@@ -22,6 +22,10 @@ _LABELS = {"scalar": "C scalar", "avx2": "C AVX2", "avx512": "C AVX-512"}
 _warned = False
 
 
+class EngineUnavailable(RuntimeError):
+    """``engine="c"`` was asked for a model the C core cannot run (the message says why)."""
+
+
 def available():
     return lib is not None
 

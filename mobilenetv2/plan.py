@@ -1,9 +1,14 @@
 """Lower a float32 model to a plan of fused C kernel calls for one input shape.
 
-Built once per input shape: batch norms folded into the convolutions before them, pointwise
-weights packed, ZeroPadding + depthwise + BN + ReLU6 fused into one call, the residual add fused
-into the projecting pointwise conv, every activation buffer allocated once and reused as soon
-as no later op reads it.  Running the plan allocates nothing but the returned output.
+Two lifetimes, as XNNPACK's create / reshape split them:
+- ``PackedWeights`` (once per weights version of a model, shared by every input shape): batch
+  norms folded into the convolutions before them, pointwise and stem weights packed, depthwise
+  weights aligned;
+- ``Plan`` (once per input shape, cheap): ZeroPadding + depthwise + BN + ReLU6 fused into one
+  call, the residual add fused into the projecting pointwise conv, every activation buffer
+  allocated once and reused as soon as no later op reads it, the schedule of the threads.
+  A plan holds no thread: it runs on the model's ``pool.Pool``.
+Running a plan allocates nothing but the returned output.
 """
 import numpy as np
 
@@ -165,6 +170,49 @@ def _fuse_blocks(ops, labels):
     return out, out_labels
 
 
+class PackedWeights:
+    """The C kernels' form of a model's weights at one weights version (``model.weights_epoch``),
+    computed per layer on first use and shared by every plan of that version."""
+
+    def __init__(self, model):
+        self.epoch = model.weights_epoch
+        self._arrays = {}  # conv or dense layer name -> dict of aligned float32 arrays
+
+    def _get(self, name, make):
+        arrays = self._arrays.get(name)
+        if arrays is None:
+            arrays = self._arrays[name] = make()
+        return arrays
+
+    def depthwise(self, conv, bn):
+        """BN folded into a depthwise kernel: w [3, 3, C] and bias [C]."""
+        def make():
+            wk, bias = fold_batchnorm(conv.weights[0][:, :, :, 0], *bn.weights, eps=bn.epsilon)
+            return dict(w=aligned_copy(wk), bias=aligned_copy(bias))
+        return self._get(conv.name, make)
+
+    def conv(self, conv, bn):
+        """BN folded into a stem (as a [27, cout] matrix) or 1x1 kernel, packed with its bias."""
+        def make():
+            kernel = conv.weights[0]
+            k = kernel.reshape(-1, conv.cout) if conv.kernel == 3 else kernel[0, 0]
+            wk, bias = fold_batchnorm(k, *bn.weights, eps=bn.epsilon)
+            return dict(w=_pack(wk, bias))
+        return self._get(conv.name, make)
+
+    def dense(self, layer):
+        """A dense layer's [cin, cout] kernel (or a biased 1x1 conv's, DeepLabV3's classifier)
+        packed with its bias."""
+        def make():
+            kernel, bias = layer.weights
+            return dict(w=_pack(kernel.reshape(-1, kernel.shape[-1]), bias))
+        return self._get(layer.name, make)
+
+    @property
+    def nbytes(self):
+        return sum(a.nbytes for arrays in self._arrays.values() for a in arrays.values())
+
+
 class Unsupported(Exception):
     """The graph has a layer the C kernels do not cover; the NumPy layers run it instead."""
 
@@ -182,6 +230,7 @@ class _Buffers:
     def __init__(self):
         self.free = []  # (buffer, op count when given back)
         self.clock = 0
+        self.nbytes = 0  # allocated so far
 
     def take(self, shape):
         self.clock += 1
@@ -192,6 +241,7 @@ class _Buffers:
             self.free = [(b, t) for b, t in self.free if b is not buf]
         else:
             buf = aligned_empty(size)
+            self.nbytes += buf.nbytes
         return buf, buf[:size].reshape(shape)
 
     def give(self, buf):
@@ -199,13 +249,18 @@ class _Buffers:
 
 
 class Plan:
-    def __init__(self, model, shape):
+    """The ops, activation buffers and C schedule of one input shape, over ``packed`` weights."""
+
+    def __init__(self, model, shape, packed):
         self.shape = tuple(shape)
-        self.epoch = model.weights_epoch
+        self.epoch = packed.epoch
         self.keep = []  # arrays the C calls point into
         self.ops = []
         self.labels = []  # the Keras layer each op computes
-        self._build(model)
+        self._build(model, packed)
+
+    def __getstate__(self):
+        raise TypeError("a compiled C plan cannot be pickled (a model drops its plans when pickled)")
 
     def valid_for(self, model):
         """Whether none of the model's layers has had its weights replaced since this plan was built."""
@@ -216,7 +271,7 @@ class Plan:
         self.keep.append((int(native.ffi.cast("uintptr_t", ptr)), a))
         return ptr
 
-    def _build(self, model):
+    def _build(self, model, packed):
         lib = native.lib
         n, h, w, _ = self.shape
         layers = model.layers
@@ -226,9 +281,9 @@ class Plan:
         for layer in layers:
             for i in layer.inputs:
                 consumers.setdefault(i, []).append(layer.name)
-        pool = _Buffers()
+        arena = _Buffers()
         self.input = aligned_empty(int(np.prod(self.shape))).reshape(self.shape)  # replaced per run
-        tensors = {layers[0].name: (None, self.input)}  # name -> (pool buffer, view)
+        tensors = {layers[0].name: (None, self.input)}  # name -> (arena buffer, view)
         pending = {name: len(c) for name, c in consumers.items()}
 
         def follow(name, kind):
@@ -240,7 +295,7 @@ class Plan:
         def release(name):
             pending[name] -= 1
             if pending[name] == 0 and tensors[name][0] is not None:
-                pool.give(tensors[name][0])
+                arena.give(tensors[name][0])
 
         done = {layers[0].name}
         for layer in layers[1:]:
@@ -251,8 +306,8 @@ class Plan:
             if isinstance(layer, L.Conv2D) and layer.use_bias:  # DeepLabV3's classifier: no BN after it
                 if layer.kernel != 1 or layer.stride != 1:
                     raise Unsupported(f"{layer.name!r}: only a 1x1 convolution may have a bias")
-                buf, y = pool.take((n,) + shapes[layer.name])
-                self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=_pack(layer.weights[0][0, 0], layer.weights[1]),
+                buf, y = arena.take((n,) + shapes[layer.name])
+                self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=packed.dense(layer)["w"],
                          c=layer.cin, cout=layer.cout, split_rows=y.shape[1],
                          split_panels=_by_panels(int(np.prod(y.shape[:3])), y.shape[1], layer.cin, layer.cout))
                 tensors[layer.name] = (buf, y)
@@ -273,36 +328,32 @@ class Plan:
                 fused += [f for f in (relu, add) if f is not None]
                 out_name = fused[-1].name
                 out_shape = (n,) + shapes[conv.name]
-                buf, y = pool.take(out_shape)
-                kernel = conv.weights[0]
+                buf, y = arena.take(out_shape)
                 if isinstance(conv, L.DepthwiseConv2D):
-                    wk, bias = fold_batchnorm(kernel[:, :, :, 0], *bn.weights, eps=bn.epsilon)
+                    dw = packed.depthwise(conv, bn)
                     if pads is None:
                         pads = conv.pads(*shapes[src][:2])
                     dilated = dict(dilation=conv.dilation, cout=x.shape[3]) if conv.dilation > 1 else {}
                     self._op(lib.MNV2_OP_DWCONV_DILATED if dilated else lib.MNV2_OP_DWCONV, x, y, layer=conv.name,
-                             w=aligned_copy(wk), bias=aligned_copy(bias),
+                             w=dw["w"], bias=dw["bias"],
                              relu6=relu is not None, c=x.shape[3], stride=conv.stride,
                              pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1], **dilated)
                 elif conv.kernel == 3:
                     if conv.cin != 3 or conv.stride != 2:
                         raise Unsupported(f"the C stem takes 3 input channels at stride 2, "
                                           f"{conv.name!r} has {conv.cin} at stride {conv.stride}")
-                    wk, bias = fold_batchnorm(kernel, *bn.weights, eps=bn.epsilon)
                     pads = conv.pads(*shapes[src][:2])
-                    self._op(lib.MNV2_OP_STEM, x, y, layer=conv.name, w=_pack(wk.reshape(27, conv.cout), bias),
+                    self._op(lib.MNV2_OP_STEM, x, y, layer=conv.name, w=packed.conv(conv, bn)["w"],
                              relu6=relu is not None, c=3, cout=conv.cout, stride=2,
                              pad_top=pads[0], pad_left=pads[2], split_rows=y.shape[1])
                 else:
-                    wk, bias = fold_batchnorm(kernel[0, 0], *bn.weights, eps=bn.epsilon)
-                    packed = _pack(wk, bias)
                     residual = None
                     if add is not None:
                         residual = tensors[[i for i in add.inputs if i != bn.name][0]][1]
                     plain_relu = relu is not None and relu.max_value is None  # DeepLabV3's head
-                    self._op(lib.MNV2_OP_POINTWISE, x, y, layer=conv.name, w=packed, residual=residual,
-                             relu6=relu is not None and not plain_relu, c=conv.cin, cout=conv.cout,
-                             split_rows=y.shape[1],
+                    self._op(lib.MNV2_OP_POINTWISE, x, y, layer=conv.name, w=packed.conv(conv, bn)["w"],
+                             residual=residual, relu6=relu is not None and not plain_relu, c=conv.cin,
+                             cout=conv.cout, split_rows=y.shape[1],
                              split_panels=_by_panels(int(np.prod(y.shape[:3])), y.shape[1], conv.cin, conv.cout))
                     if plain_relu:  # max(y, 0) in place
                         self._op(lib.MNV2_OP_COPY, y, y, layer=relu.name, c=conv.cout, cout=conv.cout,
@@ -313,14 +364,14 @@ class Plan:
                     release([i for i in add.inputs if i != bn.name][0])
                 done.update(f.name for f in fused)
             elif isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
-                buf, y = pool.take((n, x.shape[3]))
+                buf, y = arena.take((n, x.shape[3]))
                 kind = lib.MNV2_OP_MAXPOOL if isinstance(layer, L.GlobalMaxPooling2D) else lib.MNV2_OP_AVGPOOL
                 self._op(kind, x, y, layer=layer.name, c=x.shape[3])
                 tensors[layer.name] = (buf, y.reshape(n, 1, 1, -1) if layer.keepdims else y)
                 release(src)
             elif isinstance(layer, L.ResizeBilinear):
                 oh, ow, c = shapes[layer.name]
-                buf, y = pool.take((n, oh, ow, c))
+                buf, y = arena.take((n, oh, ow, c))
                 sh, sw = resize_scales(x.shape[1], x.shape[2], oh, ow, layer.align_corners)
                 self._op(lib.MNV2_OP_RESIZE, x, y, layer=layer.name, c=c, cout=c, split_rows=oh,
                          align_corners=int(layer.align_corners), scale_h=sh, scale_w=sw)
@@ -328,7 +379,7 @@ class Plan:
                 for i in layer.inputs:
                     release(i)
             elif isinstance(layer, L.Concatenate):
-                buf, y = pool.take((n,) + shapes[layer.name])
+                buf, y = arena.take((n,) + shapes[layer.name])
                 offset = 0
                 for i in layer.inputs:
                     part = tensors[i][1]
@@ -340,24 +391,23 @@ class Plan:
                     release(i)
             elif isinstance(layer, L.AveragePooling2D):  # TF-slim's head
                 oh, ow, c = shapes[layer.name]
-                buf, y = pool.take((n, oh, ow, c))
+                buf, y = arena.take((n, oh, ow, c))
                 kh, kw = layer.window(x.shape[1], x.shape[2])
                 self._op(lib.MNV2_OP_AVGPOOL_WINDOW, x, y, layer=layer.name, c=c, cout=c, split_rows=oh,
                          pool_h=kh, pool_w=kw)
                 tensors[layer.name] = (buf, y)
                 release(src)
             elif isinstance(layer, L.Dense) and x.ndim == 4 and layer.activation is None:  # over a grid
-                buf, y = pool.take((n,) + shapes[layer.name])
-                self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=_pack(*layer.weights), c=layer.cin,
+                buf, y = arena.take((n,) + shapes[layer.name])
+                self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=packed.dense(layer)["w"], c=layer.cin,
                          cout=layer.cout, split_rows=y.shape[1],
                          split_panels=_by_panels(int(np.prod(y.shape[:3])), y.shape[1], layer.cin, layer.cout))
                 tensors[layer.name] = (buf, y)
                 release(src)
             elif isinstance(layer, L.Dense) and x.ndim == 2:
-                kernel, bias = layer.weights
-                packed = _pack(kernel, bias)
-                buf, y = pool.take((n, layer.cout))
-                self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=packed, c=layer.cin, cout=layer.cout,
+                buf, y = arena.take((n, layer.cout))
+                self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=packed.dense(layer)["w"],
+                         c=layer.cin, cout=layer.cout,
                          n=1, oh=n, ow=1, split_rows=n, batch_rows=1,
                          split_panels=_by_panels(n, n, layer.cin, layer.cout))
                 tensors[layer.name] = (buf, y)
@@ -381,7 +431,11 @@ class Plan:
             for key, value in fields.items():
                 if key not in ("reads", "writes"):
                     setattr(self.c_ops[i], key, value)
-        self.threads = None
+        self.nbytes = arena.nbytes  # the activation buffers (the input is the caller's array)
+        handle = native.lib.mnv2_plan_create(self.c_ops, len(self.ops))
+        if handle == native.ffi.NULL:
+            raise MemoryError(f"no memory for the C plan of input shape {self.shape}")
+        self.handle = native.ffi.gc(handle, native.lib.mnv2_plan_destroy)
 
     def _op(self, kind, x, y, layer, w=None, bias=None, residual=None, relu6=False, **dims):
         """Record one op of Keras layer ``layer``: x [N, H, W, C] (or [N, C]) in, y out, the
@@ -397,28 +451,22 @@ class Plan:
         fields.update(dims)
         self.ops.append(fields)
 
-    def set_threads(self, threads):
-        """(Re)start the C plan's thread pool with ``threads`` threads."""
-        if threads != self.threads:
-            handle = native.lib.mnv2_plan_create(self.c_ops, len(self.ops), threads)
-            if handle == native.ffi.NULL:
-                raise RuntimeError(f"could not start {threads} threads for the C plan")
-            self.handle = native.ffi.gc(handle, native.lib.mnv2_plan_destroy)
-            self.threads = threads
-
     _KINDS = {0: "stem", 1: "depthwise", 2: "pointwise", 3: "avgpool", 4: "maxpool", 5: "softmax",
               6: "block", 7: "depthwise", 8: "resize", 9: "copy", 10: "avgpool"}
 
-    def profile(self, x, threads=1, runs=30):
+    def _check(self, rc):
+        if rc != 0:
+            raise MemoryError(f"no memory for the C threads' scratch (input shape {self.shape})")
+
+    def profile(self, x, pool, runs=30):
         """Per op: its layer, kind, shapes, multiply-accumulates and median wall time over ``runs``
-        runs (barrier waits included)."""
-        self.set_threads(threads)
+        runs on ``pool`` (barrier waits included)."""
         self._load(x)
         n_ops = len(self.ops)
         seconds = native.ffi.new("double[]", n_ops)
         times = np.empty((runs, n_ops))
         for r in range(runs):
-            native.lib.mnv2_plan_profile(self.handle, seconds)
+            self._check(native.lib.mnv2_plan_profile(self.handle, pool.handle, seconds))
             times[r] = native.ffi.unpack(seconds, n_ops)
         med = np.median(times, axis=0)
         rows = []
@@ -452,8 +500,8 @@ class Plan:
         for i in self._input_ops:
             self.c_ops[i].x = ptr
 
-    def run(self, x, threads=1):
-        self.set_threads(threads)
+    def run(self, x, pool):
+        """The output for a C-contiguous float32 batch of this plan's shape, run on ``pool``."""
         self._load(x)
-        native.lib.mnv2_plan_run(self.handle)
+        self._check(native.lib.mnv2_plan_run(self.handle, pool.handle))
         return self.output.copy()

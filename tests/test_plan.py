@@ -16,6 +16,16 @@ def rand(*shape, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
 
 
+def numpy_engine(model, x):
+    """The NumPy engine's output for ``x`` on ``model`` (same weights)."""
+    engine = model.engine
+    model.engine = "numpy"
+    try:
+        return model.predict(x)
+    finally:
+        model.engine = engine
+
+
 def rel_l2(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return np.linalg.norm(a - b) / np.linalg.norm(b)
@@ -36,7 +46,7 @@ def test_plan_matches_numpy_layers(alpha, shape, kw, batch):
     model = MobileNetV2(shape, alpha=alpha, weights=None, **kw)
     x = rand(batch, *shape)
     got = model.predict(x)
-    want = model._run(model._check_input(x))
+    want = numpy_engine(model, x)
     assert got.shape == want.shape and got.dtype == np.float32
     assert rel_l2(got, want) <= 1e-5
     if got.ndim == 2:
@@ -51,7 +61,7 @@ def test_plan_follows_weight_changes():
     model.set_weights([w * 0.9 for w in model.get_weights()])
     after = model.predict(x)
     assert not np.allclose(before, after)
-    assert rel_l2(after, model._run(model._check_input(x))) <= 1e-5
+    assert rel_l2(after, numpy_engine(model, x)) <= 1e-5
     layer = model.get_layer("predictions")  # a layer changed directly, not through the model
     layer.set_weights([layer.weights[0], layer.weights[1] + 1.0])
     np.testing.assert_allclose(model.predict(x), after + 1.0, rtol=1e-5, atol=1e-5)
@@ -100,7 +110,7 @@ def test_profile_names_every_op_and_counts_the_models_macs():
 def test_plan_reads_the_callers_array_in_place_and_leaves_it_alone():
     model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, classifier_activation=None)
     x = rand(2, 96, 96, 3)
-    want = model._run(model._check_input(x))
+    want = numpy_engine(model, x)
     kept = x.copy()
     x.setflags(write=False)  # a read-only batch is fine: the plan only reads it
     got = model(x)
@@ -164,7 +174,7 @@ def test_forced_scalar_path():
     code = ("import numpy as np, mobilenetv2 as m; print(m.backend()); "
             "model = m.MobileNetV2((96, 96, 3), alpha=0.35, weights=None, classifier_activation=None); "
             "x = np.random.default_rng(0).uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32); "
-            "a, b = model.predict(x), model._run(model._check_input(x)); "
+            "a = model.predict(x); model.engine = 'numpy'; b = model.predict(x); "
             "print(np.linalg.norm(a - b) / np.linalg.norm(b))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, MNV2_FORCE_SCALAR="1"))
@@ -192,7 +202,7 @@ def test_bit_identical_for_every_thread_count():
     head = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=1)  # dense head + softmax
     x4 = rand(4, 64, 64, 3)
     want = head.predict(x4)
-    assert rel_l2(want, head._run(head._check_input(x4))) <= 1e-5
+    assert rel_l2(want, numpy_engine(head, x4)) <= 1e-5
     for threads in (2, 4, 3):
         head.threads = threads
         for _ in range(5):
@@ -208,15 +218,79 @@ def test_bit_identical_for_every_thread_count():
 def test_bad_thread_counts(bad):
     with pytest.raises(ValueError, match="threads"):
         MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=bad)
-    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
-    assert model.threads == (os.cpu_count() or 1)
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=2)
     with pytest.raises(ValueError, match="threads"):
         model.threads = bad
+    assert model.threads == 2
 
 
 def test_input_channels_the_stem_kernel_does_not_cover_run_on_numpy():
     """The C stem reads 3 channels; a 1-channel model must not go through it."""
     model = MobileNetV2((64, 64, 1), alpha=0.35, include_top=False, weights=None)
     x = rand(1, 64, 64, 1)
-    np.testing.assert_array_equal(model.predict(x), model._run(model._check_input(x)))
+    np.testing.assert_array_equal(model.predict(x), numpy_engine(model, x))
     assert model._plans == {}
+
+
+def test_stress_every_thread_count_and_batch_gives_the_same_bits():
+    """1..16 threads (more than this machine's cores), batches smaller than, equal to and twice
+    the thread count and odd ones, each run several times on one pool: bit-identical to one
+    thread.  Batches equal to a multiple of the thread count take the by-images schedule, whose
+    dense head is still shared by output panels: a barrier missing before or after it shows as a
+    softmax over half-written logits."""
+    model = MobileNetV2((32, 32, 3), alpha=0.35, weights=None, threads=1)
+    model.set_weights([w * 1.5 for w in model.get_weights()])  # logits far from uniform
+    xs = {n: rand(n, 32, 32, 3, seed=n) for n in range(1, 34)}
+    want = {n: model.predict(x) for n, x in xs.items()}
+    for threads in range(2, 17):
+        model.threads = threads
+        for n in sorted({1, 3, threads - 1, threads, 2 * threads, 2 * threads + 1} - {0}):
+            for _ in range(3):
+                np.testing.assert_array_equal(model.predict(xs[n]), want[n], err_msg=f"{threads} threads, batch {n}")
+    assert model._pool.threads == 16
+
+
+def _two_op_schedule(x, packed, cout, threads, runs):
+    """A plan of a dense layer shared by output panels (as the head is) then an out-of-place
+    softmax that marks no barrier of its own, run ``runs`` times on ``threads`` threads with the
+    logits poisoned before each run: the probabilities of every run."""
+    from mobilenetv2.pool import Pool
+    lib, ffi, ptr = native.lib, native.ffi, native.as_float_ptr
+    n, cin = x.shape
+    logits, probs = np.zeros((n, cout), np.float32), np.zeros((n, cout), np.float32)
+    ops = ffi.new("struct mnv2_op[]", 2)
+    head, soft = ops[0], ops[1]
+    head.kind, head.x, head.w, head.y = lib.MNV2_OP_POINTWISE, ptr(x), ptr(packed), ptr(logits)
+    head.n, head.h, head.w_, head.c, head.cout, head.oh, head.ow = 1, 1, 1, cin, cout, n, 1
+    head.split_rows, head.split_panels, head.batch_rows, head.sync = n, 1, 1, 1
+    soft.kind, soft.x, soft.y = lib.MNV2_OP_SOFTMAX, ptr(logits), ptr(probs)
+    soft.n, soft.h, soft.w_, soft.c, soft.oh, soft.ow, soft.sync = n, 1, 1, cout, 1, 1, 1
+    plan = ffi.gc(lib.mnv2_plan_create(ops, 2), lib.mnv2_plan_destroy)
+    pool = Pool(threads)
+    out = []
+    for _ in range(runs):
+        logits[...] = np.nan
+        assert lib.mnv2_plan_run(plan, pool.handle) == 0
+        out.append(probs.copy())
+    return out
+
+
+def test_by_images_schedule_waits_after_a_panel_shared_op():
+    """Where each thread takes whole images, an op after the panel-shared dense head reads logits
+    every thread wrote: the C schedule itself must put a barrier there (the model's own softmax
+    also asks for one, being in place, which hid a missing one from every model test)."""
+    from mobilenetv2.plan import _pack
+    rng = np.random.default_rng(0)
+    cin, cout = 1280, 1000
+    w = rng.uniform(-0.1, 0.1, (cin, cout)).astype(np.float32)
+    b = rng.uniform(-1, 1, cout).astype(np.float32)
+    packed = _pack(w, b)
+    for threads in (2, 3, 4, 8):
+        x = rng.uniform(-1, 1, (threads, cin)).astype(np.float32)  # batch = threads: by images
+        logits = x.astype(np.float64) @ w + b
+        want = np.exp(logits - logits.max(axis=1, keepdims=True))
+        want /= want.sum(axis=1, keepdims=True)
+        one = _two_op_schedule(x, packed, cout, 1, 1)[0]
+        np.testing.assert_allclose(one, want, rtol=1e-4, atol=1e-7)
+        for probs in _two_op_schedule(x, packed, cout, threads, 20):
+            np.testing.assert_array_equal(probs, one, err_msg=f"{threads} threads")

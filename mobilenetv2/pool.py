@@ -1,0 +1,101 @@
+"""The C engine's threads: how many (``threads=None``), and the pool that holds them.
+
+A model owns one pool, shared by every plan (input shape) it compiles; a plan holds no thread.
+Threads of a parent process do not exist in a child made by ``fork()`` (``multiprocessing``'s
+fork start method, ``gunicorn --preload``): every pool is forgotten in the child, without
+touching its locks or joining its threads, and its owner makes a new one on its next run.
+"""
+import os
+import weakref
+
+from mobilenetv2 import native
+
+# Above this, threads= is refused: no MobileNetV2 op has more than 1024 rows, images or 16-channel
+# panels to share below a batch of 1024 at 2048x2048, each thread costs a stack (8 MiB of address
+# space) and a scratch buffer, and a typo like threads=10**6 would otherwise try to start them all.
+MAX_THREADS = 1024
+
+THREAD_VARIABLES = ("MNV2_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+class ThreadsError(ValueError):
+    """A thread count (argument or environment variable) that is not a usable number of threads."""
+
+
+def check_threads(value, what="threads"):
+    """``value`` as an int in [1, MAX_THREADS], or a ThreadsError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
+        raise ThreadsError(f"{what} must be a positive integer or None, got {value!r}")
+    value = int(value.__index__())
+    if value < 1:
+        raise ThreadsError(f"{what} must be a positive integer or None, got {value!r}")
+    if value > MAX_THREADS:
+        raise ThreadsError(f"{what}={value} is more than the {MAX_THREADS} threads the C engine "
+                           f"starts (this machine has {os.cpu_count()} CPUs)")
+    return value
+
+
+def default_threads(environ=None):
+    """Threads for ``threads=None``: the first of $MNV2_NUM_THREADS, $OMP_NUM_THREADS (the first
+    entry of a nested list such as "4,2"), the CPUs this process may run on, os.cpu_count().
+    Ray, Dask and batch schedulers set OMP_NUM_THREADS to the CPUs a worker was given."""
+    environ = os.environ if environ is None else environ
+    for name in THREAD_VARIABLES:
+        raw = environ.get(name, "").strip()
+        if not raw:
+            continue
+        first = raw.split(",")[0].strip()
+        try:
+            value = int(first, 10)
+        except ValueError:
+            raise ThreadsError(f"environment variable {name}={raw!r} is not a positive integer "
+                               "(unset it or give a thread count)") from None
+        return check_threads(value, f"environment variable {name}")
+    try:
+        return min(len(os.sched_getaffinity(0)), MAX_THREADS)
+    except (AttributeError, OSError):
+        return min(os.cpu_count() or 1, MAX_THREADS)
+
+
+_POOLS = weakref.WeakSet()  # every live pool of this process, for the fork handler
+
+
+class Pool:
+    """A C thread pool of ``threads`` threads (the caller's included)."""
+
+    def __init__(self, threads):
+        threads = check_threads(threads)
+        handle = native.lib.mnv2_pool_create(threads)
+        if handle == native.ffi.NULL:
+            raise RuntimeError(f"could not start {threads} threads for the C engine "
+                               "(try fewer: threads=N or MNV2_NUM_THREADS)")
+        self.handle = native.ffi.gc(handle, native.lib.mnv2_pool_destroy)
+        self.pid = os.getpid()
+        _POOLS.add(self)
+
+    @property
+    def threads(self):
+        """The pool's thread count, as the C side reads it."""
+        return native.lib.mnv2_pool_threads(self.handle)
+
+    def usable(self):
+        """False in a forked child (or once forgotten): its owner must make a new pool."""
+        return self.handle is not None and self.pid == os.getpid()
+
+    def forget(self):
+        """Drop the pool without stopping its threads (which, after fork, do not exist)."""
+        if self.handle is not None:
+            native.ffi.gc(self.handle, None)  # cancels mnv2_pool_destroy: the memory is left as is
+            self.handle = None
+
+    def __getstate__(self):
+        raise TypeError("a C thread pool cannot be pickled (a model drops its pool when pickled)")
+
+
+def _forget_all_pools():
+    for pool in list(_POOLS):
+        pool.forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_all_pools)

@@ -1,0 +1,142 @@
+"""One model in a long-lived service: bounded memory and threads over many input shapes, fork
+after a multithreaded run, many Python threads on one model."""
+import gc
+import multiprocessing
+import threading
+
+import numpy as np
+import pytest
+
+from mobilenetv2 import MobileNetV2, native
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
+
+
+def rand(*shape, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def proc_status():
+    """(VmRSS in MiB, OS threads) of this process."""
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.split()
+    return int(fields["VmRSS"][0]) / 1024, int(fields["Threads"][0])
+
+
+def test_many_shapes_keep_memory_and_threads_bounded():
+    """200 batch sizes and 50 input sizes through one any-size model: the plans stay within the
+    cache's bounds, the OS threads are the pool's, and every result is the one a fresh model
+    gives (same weights, same threads)."""
+    gc.collect()  # earlier tests' models (and their pools' threads) go now, not during this one
+    model = MobileNetV2(None, alpha=0.35, include_top=False, pooling="avg", weights=None, threads=2)
+    model.plan_cache_bytes = 32 * 1024 * 1024
+    model(rand(1, 32, 32, 3))
+    rss0, threads0 = proc_status()
+    peak_rss, peak_threads = rss0, threads0
+    shapes = [(n, 32, 32, 3) for n in range(1, 201)] + [(2, s, s + 1, 3) for s in range(32, 82)]
+    checks = {}
+    for i, shape in enumerate(shapes):
+        y = model(rand(*shape, seed=i))
+        if i % 23 == 0:
+            checks[shape] = (i, y)
+        rss, threads = proc_status()
+        peak_rss, peak_threads = max(peak_rss, rss), max(peak_threads, threads)
+        assert len(model._plans) <= model.plan_cache_shapes
+        assert sum(p.nbytes for p in list(model._plans.values())[:-1]) <= model.plan_cache_bytes
+    # the pool's one worker is already running after the first call: not one more thread
+    assert peak_threads == threads0
+    # plans: at most 32 MiB cached + the newest (batch 200 at 32x32: 6.6 MiB); inputs and
+    # outputs of a call: < 3 MiB; 40 MiB more for the allocator's slack
+    assert peak_rss - rss0 < 80, (rss0, peak_rss)
+    fresh = MobileNetV2(None, alpha=0.35, include_top=False, pooling="avg", weights=None, threads=2)
+    fresh.set_weights(model.get_weights())
+    for shape, (i, y) in checks.items():
+        np.testing.assert_array_equal(fresh(rand(*shape, seed=i)), y)
+    model.clear_cache()
+    fresh.clear_cache()
+    assert len(model._plans) == 0 and model._pool is None
+    assert proc_status()[1] <= threads0 - 1  # the worker of the model's pool has stopped
+    i, y = checks[(1, 32, 32, 3)]
+    np.testing.assert_array_equal(model(rand(1, 32, 32, 3, seed=i)), y)  # rebuilt on demand
+
+
+def test_weights_are_packed_once_for_every_shape():
+    model = MobileNetV2(None, alpha=0.35, include_top=False, weights=None, threads=1)
+    model(rand(1, 32, 32, 3))
+    packed = model._packed
+    arrays = {name: dict(a) for name, a in packed._arrays.items()}
+    for n in (2, 3):
+        model(rand(n, 40, 48, 3))
+    assert model._packed is packed
+    for name, a in packed._arrays.items():  # the very same arrays, not repacked
+        assert all(a[k] is arrays[name][k] for k in a)
+    plans = list(model._plans.values())
+    assert len(plans) == 3
+    conv1 = [{op["w"] for op in p.ops if op["kind"] == native.lib.MNV2_OP_STEM} for p in plans]
+    assert len(set().union(*conv1)) == 1  # every plan's stem reads one packed kernel
+    model.get_layer("Conv1").set_weights(model.get_layer("Conv1").get_weights())
+    model(rand(1, 32, 32, 3))
+    assert model._packed is not packed and len(model._plans) == 1
+
+
+def _child_predict(conn, model, x):
+    conn.send(model.predict(x))
+    conn.close()
+
+
+def test_forked_child_after_a_multithreaded_run_does_not_hang():
+    model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=2)
+    x = rand(3, 64, 64, 3)
+    want = model.predict(x)  # the pool's worker is running (or spinning) in the parent
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_child_predict, args=(child, model, x))
+    proc.start()
+    try:
+        assert parent.poll(30), "the forked child did not answer within 30 s (hung?)"
+        np.testing.assert_array_equal(parent.recv(), want)
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    assert proc.exitcode == 0
+    np.testing.assert_array_equal(model.predict(x), want)  # the parent's pool is untouched
+
+
+def test_forked_pool_workers_each_get_a_fresh_pool():
+    """A multiprocessing pool (fork) mapping over a model used with 2 threads in the parent."""
+    model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=2)
+    xs = [rand(2, 64, 64, 3, seed=s) for s in range(4)]
+    want = [model.predict(x) for x in xs]
+    with multiprocessing.get_context("fork").Pool(2) as workers:
+        result = workers.map_async(model.predict, xs)
+        got = result.get(timeout=120)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_eight_python_threads_on_one_model_match_serial():
+    model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=2)
+    inputs = [rand(1 + i % 3, 64, 64, 3, seed=i) for i in range(8)]
+    want = [model.predict(x) for x in inputs]
+    got = [[] for _ in inputs]
+    start = threading.Barrier(8)
+
+    def work(i):
+        start.wait()
+        for _ in range(6):
+            got[i].append(model(inputs[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for outs, w in zip(got, want):
+        assert len(outs) == 6
+        for g in outs:
+            np.testing.assert_array_equal(g, w)
