@@ -219,3 +219,32 @@ def test_missing_pyarrow_names_the_extra(tmp_path, monkeypatch, capsys):
                                *SMALL], capsys)
     assert code == 2 and "mobilenetv2[batch]" in stderr
     assert not (tmp_path / "o").exists()
+
+
+def _peak_rss_kib(argv, env, cwd):
+    """Run ``argv`` and return the child's peak resident set (ru_maxrss, KiB on Linux)."""
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stdout = proc.stdout.read().decode()
+    proc.stdout.close()
+    assert proc.returncode == 0, stdout
+    return usage.ru_maxrss, stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "wait4"), reason="os.wait4 (a child's own peak RSS) is POSIX-only")
+def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
+    """2,000 images within 1.5x the peak RSS of 200: nothing is held per image but its id and path.
+    (Holding the decoded 128x128 float32 inputs alone would add ~390 MB for 2,000 images.)"""
+    paths = write_images(tmp_path / "i", 2000, size=(100, 180))
+    listing = tmp_path / "first200.txt"
+    listing.write_text("\n".join(paths[:200]))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    peaks = {}
+    for name, source in (("200", listing), ("2000", tmp_path / "i")):
+        argv = [sys.executable, "-m", "mobilenetv2", "features", str(source), "--out", str(tmp_path / name),
+                "--weights", "none", "--alpha", "0.35", "--size", "128", "--batch-size", "32", "--quiet"]
+        peaks[name], stdout = _peak_rss_kib(argv, env, tmp_path)
+        assert PROCESSED.search(stdout).group(1) == name
+    print("peak RSS KiB", peaks)
+    assert peaks["2000"] <= 1.5 * peaks["200"], peaks
