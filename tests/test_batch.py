@@ -248,3 +248,12 @@ def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
         assert PROCESSED.search(stdout).group(1) == name
     print("peak RSS KiB", peaks)
     assert peaks["2000"] <= 1.5 * peaks["200"], peaks
+
+
+def test_ray_without_ray_names_the_extra(tmp_path, monkeypatch, capsys):
+    write_images(tmp_path / "i", 2)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setitem(sys.modules, "ray.data", None)
+    code, _, stderr = run_cli(["features", str(tmp_path / "i"), "--out", str(tmp_path / "o"), "--weights", "none",
+                               *SMALL, "--ray", "auto"], capsys)
+    assert code == 2 and "mobilenetv2[ray]" in stderr

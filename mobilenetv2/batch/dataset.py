@@ -7,13 +7,15 @@ or ``pandas.read_parquet(out)``):
                            with another configuration is refused instead of mixing rows
   part-<run>-<n>.parquet   the rows, one row group per batch; each file is written as .tmp-*, synced,
                            then renamed, so a file with this name is always complete
-  .tmp-*                   a part being written; a killed run leaves one, the next run deletes it
+  .tmp-*                   a part being written (a folder with --ray: Ray's files, moved in as parts
+                           when the Ray job ends); a killed run leaves one, the next run deletes it
 
 On a rerun, the ids in the part files are done (rows with an error included: ``--overwrite`` redoes
 everything) and only the other images are processed.
 """
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -34,6 +36,13 @@ def _fsync_dir(folder):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def _write_json_atomically(path, obj):
@@ -60,14 +69,9 @@ class OutputDataset:
         self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         self._seq = 0
         manifest = os.path.join(self.path, MANIFEST)
-        if overwrite:
-            for name in os.listdir(self.path):
-                if name == MANIFEST or self._is_part(name) or name.startswith(TMP_PREFIX):
-                    os.unlink(os.path.join(self.path, name))
-        else:
-            for name in os.listdir(self.path):
-                if name.startswith(TMP_PREFIX):  # left by a killed run
-                    os.unlink(os.path.join(self.path, name))
+        for name in os.listdir(self.path):
+            if name.startswith(TMP_PREFIX) or (overwrite and (name == MANIFEST or self._is_part(name))):
+                _remove(os.path.join(self.path, name))  # a killed run's temporaries, or --overwrite
         if os.path.exists(manifest):
             with open(manifest, encoding="utf-8") as f:
                 try:
