@@ -34,13 +34,15 @@ def add_arguments(p, kind):
                             "global_average_pooling2d)")
     else:
         p.add_argument("--top", type=_positive, default=5, help="classes per image (default 5)")
-    p.add_argument("--threads", type=_positive, default=None,
-                   help="C engine threads (default: the model's default; with --ray: 1 per actor)")
+    p.add_argument("--threads", type=_positive, default=1,
+                   help="C engine threads of each model replica / Ray actor (default 1)")
+    p.add_argument("--workers", type=_positive, default=None,
+                   help="model replicas running batches side by side (default: the CPUs / --threads)")
     p.add_argument("--batch-size", type=_positive, default=32, help="images per batch (default 32)")
     p.add_argument("--prefetch", type=_positive, default=2,
-                   help="batches decoded ahead of the model (default 2); memory ~ batch-size x (prefetch + 1)")
+                   help="batches decoded ahead of the models (default 2); memory ~ batch-size x (prefetch + workers)")
     p.add_argument("--decode-workers", type=_positive, default=None,
-                   help="threads decoding images (default: --prefetch)")
+                   help="threads decoding images (default: the CPUs)")
     p.add_argument("--rows-per-part", type=_positive, default=4096,
                    help="rows per part file (default 4096): the unit a killed run loses")
     p.add_argument("--overwrite", action="store_true", help="delete the rows already in --out and start over")
@@ -65,10 +67,9 @@ def run(args, kind):
         if args.ray:
             require("ray.data", "ray")
         items = inputs.list_images(args.inputs)
-        threads = args.threads if args.threads or not args.ray else 1
         job_args = dict(kind=kind, alpha=args.alpha, size=args.size, weights=args.weights,
                         layer=getattr(args, "layer", None), top=getattr(args, "top", 5), dtype=args.dtype,
-                        threads=threads)
+                        threads=args.threads)
         job = BatchJob(**job_args)
         out = OutputDataset(args.out, job.config(), overwrite=args.overwrite)
         done = out.done_ids()
@@ -89,9 +90,10 @@ def run(args, kind):
                                                quiet=args.quiet)
         else:
             from mobilenetv2.batch import local
-            from mobilenetv2.batch.local import Progress
-            progress = Progress(len(todo), enabled=not args.quiet)
-            written, errors = local.run(job, todo, out, batch_size=args.batch_size, prefetch=args.prefetch,
+            workers = args.workers or max(1, local.available_cpus() // args.threads)
+            jobs = [job] + [BatchJob(**job_args) for _ in range(min(workers, len(todo)) - 1)]
+            progress = local.Progress(len(todo), enabled=not args.quiet)
+            written, errors = local.run(jobs, todo, out, batch_size=args.batch_size, prefetch=args.prefetch,
                                         decode_workers=args.decode_workers, rows_per_part=args.rows_per_part,
                                         progress=progress)
             progress.finish()

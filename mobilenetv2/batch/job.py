@@ -100,16 +100,22 @@ class BatchJob:
     def decode(self, paths):
         """(x, ok, errors): the readable images as one preprocessed batch (None if none), their
         positions in ``paths``, and {position: message} for the others."""
-        from mobilenetv2.preprocessing import load_image, preprocess_input
-        images, ok, errors = [], [], {}
-        for i, path in enumerate(paths):
-            try:
-                images.append(load_image(path, target_size=(self.size, self.size)))
-            except Exception as exc:  # a stranger's file: any failure is that row's error, not the run's
-                errors[i] = _describe(exc)
-            else:
-                ok.append(i)
-        x = preprocess_input(np.stack(images).astype(self.dtype)) if images else None
+        return self.assemble([self.load(path) for path in paths])
+
+    def load(self, path):
+        """One image as (size, size, 3) uint8, or the message saying why it cannot be read."""
+        from mobilenetv2.preprocessing import load_image
+        try:
+            return load_image(path, target_size=(self.size, self.size))
+        except Exception as exc:  # a stranger's file: any failure is that row's error, not the run's
+            return _describe(exc)
+
+    def assemble(self, loaded):
+        """``decode``'s result from the ``load`` results of a batch's images."""
+        from mobilenetv2.preprocessing import preprocess_input
+        ok = [i for i, v in enumerate(loaded) if not isinstance(v, str)]
+        errors = {i: v for i, v in enumerate(loaded) if isinstance(v, str)}
+        x = preprocess_input(np.stack([loaded[i] for i in ok]).astype(self.dtype)) if ok else None
         return x, ok, errors
 
     def infer(self, x):

@@ -1,17 +1,28 @@
-"""The single-machine stream: decode in a thread pool while the model runs, write parts as batches finish.
+"""The single-machine stream: images decode in a thread pool while model replicas run batches.
 
-    list of (id, path) --batches--> [decode pool: at most `prefetch` batches decoded ahead]
-        --> model (threads C threads) --> table --> part writer (a part every `rows_per_part` rows)
+    (id, path) batches --> decode pool (one task per image) --> W model replicas, each with `threads`
+        C threads (default W = CPUs / threads, threads = 1) --> table --> part writer (in input order)
 
-Memory is bounded by the batches in flight: ``(prefetch + 1) x batch_size`` decoded images plus one
-part's rows, whatever the number of images (the list of paths and the set of done ids, ~100 bytes an
-image, are the only things that grow with it).  Pillow releases the GIL while it decodes and resizes,
-so decoding threads overlap the C engine's threads.
+Replicas rather than one model on every core: a C plan's threads meet at a barrier after each layer,
+so one of them descheduled by a decoding thread stalls the others; single-threaded replicas just
+share the cores with the decoders (measured on 2 cores: see benchmarks/README.md).  Pillow and the C
+engine release the GIL, so Python threads are enough.
+
+Memory is bounded by the batches in flight: ``(prefetch + workers) x batch_size`` decoded images,
+whatever the number of images (the list of paths and the set of done ids, ~100 bytes an image, are
+the only things that grow with it).
 """
 import collections
 import concurrent.futures
+import os
+import queue
 import sys
 import time
+
+
+def available_cpus():
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class Progress:
@@ -23,7 +34,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.every = 0.2 if self.tty else every
-        self.enabled = enabled
+        self.enabled = enabled and total > 0
         self.start = self._last = time.perf_counter()
 
     def rate(self):
@@ -59,42 +70,55 @@ def _batches(items, batch_size):
         yield [k for k, _ in chunk], [p for _, p in chunk]
 
 
-def run(job, items, dataset, batch_size=32, prefetch=2, decode_workers=None, rows_per_part=4096,
+def run(jobs, items, dataset, batch_size=32, prefetch=2, decode_workers=None, rows_per_part=4096,
         progress=None):
-    """Process ``items`` [(id, path)] with ``job`` into ``dataset``; returns (rows, errors) written."""
-    decode_workers = decode_workers or max(1, prefetch)
-    writer = dataset.part_writer(job.schema())
+    """Process ``items`` [(id, path)] into ``dataset`` with the model replicas ``jobs`` (BatchJobs of
+    one configuration; one is fine); returns (rows, errors) written."""
+    jobs = list(jobs) if isinstance(jobs, (list, tuple)) else [jobs]
+    decode_workers = decode_workers or available_cpus()
+    replicas = queue.SimpleQueue()
+    for job in jobs:
+        replicas.put(job)
+
+    def infer(ids, paths, loads):
+        loaded = [f.result() for f in loads]
+        job = replicas.get()
+        try:
+            x, ok, bad = job.assemble(loaded)
+            return job.table(ids, paths, job.infer(x), ok, bad), len(bad)
+        finally:
+            replicas.put(job)
+
+    writer = dataset.part_writer(jobs[0].schema())
     batches = _batches(items, batch_size)
     written = errors = 0
-    with concurrent.futures.ThreadPoolExecutor(decode_workers, thread_name_prefix="mnv2-decode") as pool:
-        pending = collections.deque()
-
-        def refill():
-            while len(pending) < prefetch:
-                nxt = next(batches, None)
-                if nxt is None:
-                    return
-                ids, paths = nxt
-                pending.append((ids, paths, pool.submit(job.decode, paths)))
-
+    with concurrent.futures.ThreadPoolExecutor(decode_workers, thread_name_prefix="mnv2-decode") as decoders, \
+            concurrent.futures.ThreadPoolExecutor(len(jobs), thread_name_prefix="mnv2-model") as models:
+        pending = collections.deque()  # (loads, inference) of each batch in flight, in input order
         try:
-            refill()
-            while pending:
-                ids, paths, future = pending.popleft()
-                x, ok, bad = future.result()
-                refill()  # the next decode starts before this batch's inference
-                writer.write(job.table(ids, paths, job.infer(x), ok, bad))
-                written += len(ids)
-                errors += len(bad)
+            while True:
+                while len(pending) < prefetch + len(jobs):
+                    nxt = next(batches, None)
+                    if nxt is None:
+                        break
+                    ids, paths = nxt
+                    loads = [decoders.submit(jobs[0].load, path) for path in paths]
+                    pending.append((loads, models.submit(infer, ids, paths, loads)))
+                if not pending:
+                    break
+                table, bad = pending.popleft()[1].result()
+                writer.write(table)
+                written += table.num_rows
+                errors += bad
                 if writer.rows >= rows_per_part:
                     writer.commit()
                 if progress is not None:
-                    progress.update(len(ids), len(bad))
+                    progress.update(table.num_rows, bad)
             writer.commit()
         except BaseException:
-            for *_, future in pending:
-                future.cancel()
+            for loads, inference in pending:
+                for future in loads + [inference]:
+                    future.cancel()
             writer.abort()
             raise
     return written, errors
-
