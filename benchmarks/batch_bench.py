@@ -6,6 +6,9 @@ Engines, visited in turn in each of --rounds rounds (so a slow spell of a shared
            to Parquet parts (the CLI's path, minus interpreter start-up and model build)
   ray      (--ray) mobilenetv2.ray.run_job on a local ray.init(num_cpus=cores): N actors x threads=1,
            end to end (actor start-up and model build per actor included), rows written as parts
+  ray-start  the same job on N images (one per actor): the fixed cost of a job, mostly actor start-up
+  "ray marginal" in the table: (images - N) / (ray - ray-start), the rate once the actors run, which
+           is what a job of millions of images sees
 All engines compute pooled features of the same model (random Keras-initial weights: same speed as
 ImageNet's); float32 uses the C engine, float64 the NumPy reference (--float64-images images).
 
@@ -19,6 +22,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -62,15 +66,21 @@ def naive(job, items, batch_size):
         job.infer(x)
 
 
-def stream(job, items, batch_size, out):
-    dataset = OutputDataset(out, job.config())
-    local.run(job, items, dataset, batch_size=batch_size, prefetch=2)
+def stream(jobs, items, batch_size, out):
+    dataset = OutputDataset(out, jobs[0].config())
+    local.run(jobs, items, dataset, batch_size=batch_size, prefetch=2)
 
 
 def ray_run(job_args, items, batch_size, out, actors):
     from mobilenetv2.ray import run_job
     dataset = OutputDataset(out, BatchJob(**job_args).config())
     run_job(job_args, items, dataset, actors=actors, batch_size=batch_size, quiet=True)
+
+
+def cpu_seconds():
+    """CPU time of this process, every thread (Ray's actors run in other processes: not counted)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv=None):
@@ -92,30 +102,35 @@ def main(argv=None):
     cases = [("float32", items), ("float64", items[:args.float64_images])]
     jobs = {dt: BatchJob("features", alpha=args.alpha, size=args.size, weights="none", dtype=dt, threads=cores)
             for dt, _ in cases}
+    # the CLI's defaults: float32 one single-threaded replica per core, float64 one (BLAS takes the cores)
+    replicas = {"float32": [BatchJob("features", alpha=args.alpha, size=args.size, weights="none", threads=1)
+                            for _ in range(cores)], "float64": [jobs["float64"]]}
     engines = ["naive", "stream"]
     if args.ray:
         import ray
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
-        engines.append("ray")
+        engines += ["ray", "ray-start"]
     actors = args.ray_actors or cores
-    times = {}
+    times, cpu = {}, {}
     run_no = 0
     for _ in range(args.rounds):
         for dt, its in cases:
             for engine in engines:
                 run_no += 1
                 out = tmp / f"out{run_no}"
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), cpu_seconds()
                 if engine == "naive":
                     naive(jobs[dt], its, args.batch_size)
                 elif engine == "stream":
-                    stream(jobs[dt], its, args.batch_size, out)
+                    stream(replicas[dt], its, args.batch_size, out)
                 else:
                     ray_run(dict(kind="features", alpha=args.alpha, size=args.size, weights="none", dtype=dt,
-                                 threads=1), its, args.batch_size, out, actors)
+                                 threads=1), its if engine == "ray" else its[:actors], args.batch_size, out, actors)
                 times.setdefault((engine, dt), []).append(time.perf_counter() - start)
-                print(f"  {engine:<6} {dt}: {len(its)} images in {times[engine, dt][-1]:.2f} s", file=sys.stderr)
+                cpu.setdefault((engine, dt), []).append(cpu_seconds() - cpu_start)
+                n = actors if engine == "ray-start" else len(its)
+                print(f"  {engine:<9} {dt}: {n} images in {times[engine, dt][-1]:.2f} s", file=sys.stderr)
     rows = []
     for dt, its in cases:
         base = statistics.median(times["naive", dt])
@@ -123,10 +138,24 @@ def main(argv=None):
         for engine in engines:
             t = times[engine, dt]
             med = statistics.median(t)
-            rows.append({"engine": engine, "dtype": dt, "images": len(its), "median_s": med, "min_s": min(t),
-                         "max_s": max(t), "images_per_s": len(its) / med, "vs_naive": base / med,
-                         "vs_stream": single / med,
-                         "config": f"{actors} actors x 1 thread" if engine == "ray" else f"{cores} threads"})
+            n = len(its) if engine != "ray-start" else actors
+            rate = n / med
+            cpu_ms = None if engine.startswith("ray") else 1000 * statistics.median(cpu[engine, dt]) / n
+            util = None if engine.startswith("ray") else statistics.median(
+                [c / w for c, w in zip(cpu[engine, dt], t)])
+            rows.append({"engine": engine, "dtype": dt, "images": n, "median_s": med, "min_s": min(t),
+                         "cpu_ms_per_image": cpu_ms, "cores_busy": util,
+                         "max_s": max(t), "images_per_s": rate, "vs_naive": rate / (len(its) / base),
+                         "vs_stream": rate / (len(its) / single),
+                         "config": f"{actors} actors x 1 thread" if engine.startswith("ray")
+                         else f"{len(replicas[dt])} replicas" if engine == "stream" else f"{cores} threads"})
+        if "ray" in engines:
+            marginal = [(len(its) - actors) / (a - b) for a, b in zip(times["ray", dt], times["ray-start", dt])]
+            rate = statistics.median(marginal)
+            rows.append({"engine": "ray marginal", "dtype": dt, "images": len(its) - actors, "median_s": None,
+                         "min_s": None, "max_s": None, "images_per_s": rate, "cpu_ms_per_image": None,
+                         "cores_busy": None, "vs_naive": rate / (len(its) / base),
+                         "vs_stream": rate / (len(its) / single), "config": f"{actors} actors x 1 thread"})
     header = (f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}  {cpu_model()}, {cores} cores, "
               f"engine: {native.backend()}, python {platform.python_version()}, numpy {np.__version__}\n"
               f"# features of MobileNetV2 {args.alpha:g}_{args.size}, batch {args.batch_size}, {args.rounds} rounds; "
@@ -135,12 +164,16 @@ def main(argv=None):
         import ray
         header += f"; ray {ray.__version__}"
     print(header)
-    print(f"{'engine':<7}{'dtype':<9}{'config':<22}{'images':>7}{'median s':>10}{'min s':>8}{'max s':>8}"
-          f"{'img/s':>8}{'vs naive':>10}{'vs stream':>10}")
+    print(f"{'engine':<13}{'dtype':<9}{'config':<24}{'images':>7}{'median s':>10}{'min s':>8}{'max s':>8}"
+          f"{'img/s':>8}{'vs naive':>10}{'vs stream':>10}{'cpu ms/img':>12}{'busy':>6}")
+    def sec(v):
+        return f"{v:.2f}" if v is not None else "-"
+    print("(cpu ms/img: this process's CPU time per image, all threads; busy: CPU time / wall time, in cores "
+          "- below the core count where other processes had the cores)")
     for r in rows:
-        print(f"{r['engine']:<7}{r['dtype']:<9}{r['config']:<22}{r['images']:>7}{r['median_s']:>10.2f}"
-              f"{r['min_s']:>8.2f}{r['max_s']:>8.2f}{r['images_per_s']:>8.1f}{r['vs_naive']:>9.2f}x"
-              f"{r['vs_stream']:>9.2f}x")
+        print(f"{r['engine']:<13}{r['dtype']:<9}{r['config']:<24}{r['images']:>7}{sec(r['median_s']):>10}"
+              f"{sec(r['min_s']):>8}{sec(r['max_s']):>8}{r['images_per_s']:>8.1f}{r['vs_naive']:>9.2f}x"
+              f"{r['vs_stream']:>9.2f}x{sec(r['cpu_ms_per_image']):>12}{sec(r['cores_busy']):>6}")
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"header": header, "cpu": cpu_model(), "cores": cores, "rows": rows,

@@ -87,14 +87,16 @@ class BatchJob:
                 raise ValueError(f"{self.layer!r} is the input itself, not an activation")
             self.shape = tuple(int(d) for d in arch.output_shapes(self.model.layers, self.model.input_shape)[self.layer])
         self.width = int(np.prod(self.shape))
+        file = weights not in (None, "imagenet")
+        self._config = {"format": FORMAT_VERSION, "kind": self.kind, "alpha": self.model.alpha, "size": self.size,
+                        "weights": os.path.basename(self.weights) if file else weights,
+                        "weights_sha256": _file_sha256(self.weights) if file else None,
+                        "layer": self.layer, "shape": list(self.shape), "top": self.top, "dtype": self.dtype.name}
+        self._schema = None
 
     def config(self):
         """What makes two runs' rows the same: a rerun into the same --out must match it."""
-        weights = self.weights
-        return {"format": FORMAT_VERSION, "kind": self.kind, "alpha": self.model.alpha, "size": self.size,
-                "weights": weights if weights in (None, "imagenet") else os.path.basename(weights),
-                "weights_sha256": _file_sha256(weights) if weights not in (None, "imagenet") else None,
-                "layer": self.layer, "shape": list(self.shape), "top": self.top, "dtype": self.dtype.name}
+        return dict(self._config)
 
     # -- the three steps -------------------------------------------------------------------
     def decode(self, paths):
@@ -137,6 +139,12 @@ class BatchJob:
 
     # -- the rows --------------------------------------------------------------------------
     def schema(self):
+        """The Arrow schema of the rows (built once)."""
+        if self._schema is None:
+            self._schema = self._make_schema()
+        return self._schema
+
+    def _make_schema(self):
         pa = require("pyarrow", "batch")
         value = pa.float64() if self.dtype == np.float64 else pa.float32()
         fields = [pa.field("id", pa.string(), nullable=False), pa.field("path", pa.string(), nullable=False)]
