@@ -257,3 +257,17 @@ def test_ray_without_ray_names_the_extra(tmp_path, monkeypatch, capsys):
     code, _, stderr = run_cli(["features", str(tmp_path / "i"), "--out", str(tmp_path / "o"), "--weights", "none",
                                *SMALL, "--ray", "auto"], capsys)
     assert code == 2 and "mobilenetv2[ray]" in stderr
+
+
+def test_progress_line_counts_rate_and_eta():
+    import io
+    from mobilenetv2.batch.local import Progress
+    stream = io.StringIO()
+    progress = Progress(10_000_000, stream=stream, every=0)
+    progress.start -= 100.0  # 100 s ago
+    progress.update(800, errors=2)
+    line = stream.getvalue().strip()
+    rate = float(re.search(r"([\d.]+) images/s", line).group(1))
+    assert line.startswith("800/10000000 images") and "2 errors" in line and 7.9 < rate <= 8.0
+    days, h, m, s = map(int, re.search(r"ETA (\d+)d (\d\d):(\d\d):(\d\d)", line).groups())
+    assert abs(days * 86400 + h * 3600 + m * 60 + s - (10_000_000 - 800) / rate) < 2  # ~14.5 days at 8/s

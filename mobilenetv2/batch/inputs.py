@@ -81,8 +81,8 @@ def list_images(specs):
             key = image_id(rel)
             if key in seen:
                 raise ValueError(f"{seen[key]!r} and {path!r} have the same path relative to their input "
-                                 f"folders ({rel!r}), so they would get the same id; "
-                                 "run them as separate jobs or list them in one .txt file")
+                                 f"folders ({rel!r}), so they would get the same id: list each image once, "
+                                 "and run inputs with the same layout as separate jobs (separate --out)")
             seen[key] = path
             items.append((key, path))
     if not items:

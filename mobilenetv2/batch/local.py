@@ -25,6 +25,14 @@ def available_cpus():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _duration(seconds):
+    """'1d 02:03:04' / '02:03:04'."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return (f"{days}d " if days else "") + f"{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
 class Progress:
     """Count, images/s and ETA on a stream (stderr): redrawn in place on a terminal, else a line
     every ``every`` seconds."""
@@ -44,7 +52,7 @@ class Progress:
     def line(self):
         rate = self.rate()
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta == eta else "--:--:--"
+        eta_text = _duration(eta) if eta == eta else "--:--:--"
         errors = f"  {self.errors} errors" if self.errors else ""
         return f"{self.done}/{self.total} images  {rate:.1f} images/s  ETA {eta_text}{errors}"
 
