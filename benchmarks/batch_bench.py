@@ -1,9 +1,11 @@
 """Throughput of the batch command (``mobilenetv2 features``) against the naive loop, and on Ray.
 
 Engines, visited in turn in each of --rounds rounds (so a slow spell of a shared machine lands on all):
-  naive    for each batch: load and preprocess its images, then model.predict (nothing overlaps)
-  stream   mobilenetv2.batch.local.run: decoding in a thread pool overlapping inference, rows written
-           to Parquet parts (the CLI's path, minus interpreter start-up and model build)
+  naive    for each batch: load and preprocess its images, then model.predict (nothing overlaps; BLAS
+           with NumPy's default threads, as a user's loop runs)
+  stream   mobilenetv2.batch.local.run with the CLI's defaults: one single-threaded model replica per
+           core, one BLAS thread, decoding in a thread pool overlapping inference, rows written to
+           Parquet parts (the CLI's path, minus interpreter start-up and model build)
   ray      (--ray) mobilenetv2.ray.run_job on a local ray.init(num_cpus=cores): N actors x threads=1,
            end to end (actor start-up and model build per actor included), rows written as parts
   ray-start  the same job on N images (one per actor): the fixed cost of a job, mostly actor start-up
@@ -102,9 +104,9 @@ def main(argv=None):
     cases = [("float32", items), ("float64", items[:args.float64_images])]
     jobs = {dt: BatchJob("features", alpha=args.alpha, size=args.size, weights="none", dtype=dt, threads=cores)
             for dt, _ in cases}
-    # the CLI's defaults: float32 one single-threaded replica per core, float64 one (BLAS takes the cores)
-    replicas = {"float32": [BatchJob("features", alpha=args.alpha, size=args.size, weights="none", threads=1)
-                            for _ in range(cores)], "float64": [jobs["float64"]]}
+    # the CLI's defaults: one single-threaded replica per core (and one BLAS thread)
+    replicas = {dt: [BatchJob("features", alpha=args.alpha, size=args.size, weights="none", dtype=dt, threads=1)
+                     for _ in range(cores)] for dt, _ in cases}
     engines = ["naive", "stream"]
     if args.ray:
         import ray

@@ -137,7 +137,7 @@ def test_sigkill_then_rerun_finishes_only_the_missing_ids(images, tmp_path):
     folder, paths = images
     out = tmp_path / "killed"
     argv = [sys.executable, "-m", "mobilenetv2", "features", str(folder), "--out", str(out), "--weights", "none",
-            *SMALL, "--dtype", "float64", "--threads", "1", "--batch-size", "4", "--rows-per-part", "8"]
+            *SMALL, "--dtype", "float64", "--workers", "1", "--batch-size", "4", "--rows-per-part", "8"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
     deadline = time.monotonic() + 120
@@ -271,3 +271,32 @@ def test_progress_line_counts_rate_and_eta():
     assert line.startswith("800/10000000 images") and "2 errors" in line and 7.9 < rate <= 8.0
     days, h, m, s = map(int, re.search(r"ETA (\d+)d (\d\d):(\d\d):(\d\d)", line).groups())
     assert abs(days * 86400 + h * 3600 + m * 60 + s - (10_000_000 - 800) / rate) < 2  # ~14.5 days at 8/s
+
+
+def test_the_stream_holds_blas_to_one_thread_while_it_runs(tmp_path):
+    """float64 replicas with OpenBLAS's own threads spin at its barriers (7x slower on 2 busy cores)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="the BLAS limit needs threadpoolctl ('batch' extra)")
+    from mobilenetv2.batch import local
+    from mobilenetv2.batch.dataset import OutputDataset
+    from mobilenetv2.batch.inputs import list_images
+    from mobilenetv2.batch.job import BatchJob
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    class Recording(BatchJob):
+        seen = []
+
+        def infer(self, x):
+            self.seen.append(blas_threads())
+            return super().infer(x)
+
+    write_images(tmp_path / "i", 6)
+    job = Recording("features", alpha=0.35, size=96, weights="none", dtype="float64")
+    before = blas_threads()
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        outside = blas_threads()
+        local.run([job], list_images([str(tmp_path / "i")]), OutputDataset(tmp_path / "o", job.config()), batch_size=2)
+        assert blas_threads() == outside  # restored after the run
+    assert Recording.seen and all(t and set(t) == {1} for t in Recording.seen)
+    assert blas_threads() == before

@@ -37,8 +37,7 @@ def add_arguments(p, kind):
     p.add_argument("--threads", type=_positive, default=1,
                    help="C engine threads of each model replica / Ray actor (default 1)")
     p.add_argument("--workers", type=_positive, default=None,
-                   help="model replicas running batches side by side (default: the CPUs / --threads; "
-                        "1 for float64, whose NumPy engine uses every core through BLAS)")
+                   help="model replicas running batches side by side (default: the CPUs / --threads)")
     p.add_argument("--batch-size", type=_positive, default=32, help="images per batch (default 32)")
     p.add_argument("--prefetch", type=_positive, default=2,
                    help="batches decoded ahead of the models (default 2); memory ~ batch-size x (prefetch + workers)")
@@ -91,8 +90,7 @@ def run(args, kind):
                                                quiet=args.quiet)
         else:
             from mobilenetv2.batch import local
-            # float64 runs on the NumPy engine, whose matmuls already take every core through BLAS
-            workers = args.workers or (1 if args.dtype == "float64" else max(1, local.available_cpus() // args.threads))
+            workers = args.workers or max(1, local.available_cpus() // args.threads)
             jobs = [job] + [BatchJob(**job_args) for _ in range(min(workers, len(todo)) - 1)]
             progress = local.Progress(len(todo), enabled=not args.quiet)
             written, errors = local.run(jobs, todo, out, batch_size=args.batch_size, prefetch=args.prefetch,

@@ -8,12 +8,17 @@ so one of them descheduled by a decoding thread stalls the others; single-thread
 share the cores with the decoders (measured on 2 cores: see benchmarks/README.md).  Pillow and the C
 engine release the GIL, so Python threads are enough.
 
+The replicas also mean one BLAS thread (threadpoolctl, in the ``batch`` extra): the float64 NumPy
+engine's matmuls are small, and OpenBLAS threads spinning at their own barriers cost far more than
+they give (2 loaded cores, float64 1.0_224: 1.3 images/s with OpenBLAS's 2 threads, 8.9-11 with 1).
+
 Memory is bounded by the batches in flight: ``(prefetch + workers) x batch_size`` decoded images,
 whatever the number of images (the list of paths and the set of done ids, ~100 bytes an image, are
 the only things that grow with it).
 """
 import collections
 import concurrent.futures
+import contextlib
 import os
 import queue
 import sys
@@ -72,6 +77,15 @@ class Progress:
                 self.stream.write("\n")
 
 
+def blas_single_threaded():
+    """A context in which BLAS runs one thread (a no-op where threadpoolctl is not installed)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _batches(items, batch_size):
     for i in range(0, len(items), batch_size):
         chunk = items[i:i + batch_size]
@@ -100,7 +114,8 @@ def run(jobs, items, dataset, batch_size=32, prefetch=2, decode_workers=None, ro
     writer = dataset.part_writer(jobs[0].schema())
     batches = _batches(items, batch_size)
     written = errors = 0
-    with concurrent.futures.ThreadPoolExecutor(decode_workers, thread_name_prefix="mnv2-decode") as decoders, \
+    with blas_single_threaded(), \
+            concurrent.futures.ThreadPoolExecutor(decode_workers, thread_name_prefix="mnv2-decode") as decoders, \
             concurrent.futures.ThreadPoolExecutor(len(jobs), thread_name_prefix="mnv2-model") as models:
         pending = collections.deque()  # (loads, inference) of each batch in flight, in input order
         try:
