@@ -25,6 +25,6 @@ setup(
     cffi_modules=["csrc/build_ffi.py:ffibuilder"],
     cmdclass={"build_ext": OptionalBuildExt},
     package_dir={"mobilenetv2": "mobilenetv2", "mobilenetv2._registry": "weights"},
-    packages=["mobilenetv2", "mobilenetv2._registry"],
+    packages=["mobilenetv2", "mobilenetv2._registry", "mobilenetv2.batch"],
     package_data={"mobilenetv2": ["data/*"], "mobilenetv2._registry": ["*.json"]},
 )

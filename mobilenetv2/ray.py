@@ -28,6 +28,10 @@ import os
 
 from mobilenetv2.batch import require
 
+class RayJobFailed(RuntimeError):
+    """The Ray job failed (an actor that cannot start, a task out of retries): the message says why."""
+
+
 RESERVED_CPUS = 0.5   # left to read/write tasks by the default actor num_cpus
 IO_TASK_CPUS = 0.25   # what each of run_job's write tasks asks for
 
@@ -117,7 +121,12 @@ def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, 
                         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
                         num_cpus=actor_cpus)
     staging = os.path.join(out.path, f".tmp-ray-{out.run_id}")
-    ds.write_parquet(staging, ray_remote_args={"num_cpus": IO_TASK_CPUS})
+    try:
+        ds.write_parquet(staging, ray_remote_args={"num_cpus": IO_TASK_CPUS})
+    except ray.exceptions.RayError as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        raise RayJobFailed(f"the Ray job failed ({type(exc).__name__}: {lines[-1] if lines else ''}); "
+                           "the parts already in --out stay: rerun to resume") from exc
     files = [os.path.join(staging, f) for f in os.listdir(staging) if f.endswith(".parquet")]
     written = errors = 0
     for f in files:

@@ -111,3 +111,21 @@ def test_default_actors_leave_cpu_for_reads_and_writes():
 def test_importing_the_recipe_does_not_import_ray():
     code = "import sys, mobilenetv2, mobilenetv2.ray, mobilenetv2.cli; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+
+def test_a_job_whose_actors_cannot_start_fails_in_one_line(local_ray, images, tmp_path, capsys):
+    """Weights that exist on the driver but not for the actors (a node without the file) -> one line, exit 2."""
+    from mobilenetv2.batch.dataset import OutputDataset
+    from mobilenetv2.batch.inputs import list_images
+    from mobilenetv2.batch.job import BatchJob
+    from mobilenetv2.ray import RayJobFailed, run_job
+
+    class NoWeightsHere(Predictor):
+        def __init__(self, **kwargs):
+            raise OSError("weights file 'w.h5' not found on this node")
+
+    job_args = dict(kind="features", alpha=0.35, size=96, weights="none", threads=1)
+    out = OutputDataset(tmp_path / "out", BatchJob(**job_args).config())
+    with pytest.raises(RayJobFailed, match="rerun to resume"):
+        run_job(job_args, list_images([str(images)])[:4], out, batch_size=2, quiet=True, predictor=NoWeightsHere)
+    assert not out.parts()

@@ -82,8 +82,11 @@ def run(args, kind):
         print(f"{name}: {len(items)} images, {skipped} already in {out.path}, {len(todo)} to process",
               file=sys.stderr)
     start = time.perf_counter()
+    failures = (MissingExtra, ValueError, OSError)
     try:
         if args.ray:
+            from mobilenetv2.ray import RayJobFailed
+            failures += (RayJobFailed,)
             from mobilenetv2 import ray as mnv2_ray
             written, errors = mnv2_ray.run_job(job_args, todo, out, address=args.ray, actors=args.ray_actors,
                                                actor_cpus=args.ray_actor_cpus, batch_size=args.batch_size,
@@ -100,7 +103,7 @@ def run(args, kind):
     except KeyboardInterrupt:
         print(f"{name}: interrupted; the finished parts stay in {out.path}: rerun to resume", file=sys.stderr)
         return 130
-    except (MissingExtra, ValueError, OSError) as exc:
+    except failures as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start
