@@ -16,7 +16,7 @@ Why a module and not a function in your script: Dask pickles a function defined 
 value, with fresh globals, so a model cached in it is rebuilt for every partition (2x slower on 2
 cores); ``predict_partition`` is pickled by reference and its model is built once per worker
 process (``functools.lru_cache``).  One thread per worker and ``threads=1``: the parallelism is the
-workers.  The rows are the batch command's (mobilenetv2.batch.job) as a pandas DataFrame: the vectors
+workers (each call also holds BLAS to one thread, see mobilenetv2.batch.job.blas_single_threaded).  The rows are the batch command's (mobilenetv2.batch.job) as a pandas DataFrame: the vectors
 are one NumPy array per row.
 """
 import functools
@@ -36,10 +36,12 @@ def predict_partition(frame, kind="features", alpha=1.0, size=224, weights="imag
     """A pandas DataFrame with a ``path`` column (and optionally ``id``) -> its rows as a DataFrame
     (columns id, path, features or classes/scores[/wnids/names], error)."""
     from mobilenetv2.batch.inputs import image_id
+    from mobilenetv2.batch.job import blas_single_threaded
     job = cached_job(kind, alpha, size, weights, layer, top, dtype, threads)
     paths = [str(p) for p in frame["path"]]
     ids = [str(i) for i in frame["id"]] if "id" in frame else [image_id(p) for p in paths]
-    return job.run(ids, paths).to_pandas()
+    with blas_single_threaded():
+        return job.run(ids, paths).to_pandas()
 
 
 def partition_meta(kind="features", alpha=1.0, size=224, weights="imagenet", layer=None, top=5, dtype="float32",

@@ -79,12 +79,14 @@ class Predictor:
 
     def __call__(self, batch):
         from mobilenetv2.batch.inputs import image_id
+        from mobilenetv2.batch.job import blas_single_threaded
         paths = _column(batch, "path")
         if paths is None:
             raise ValueError("the batch has no 'path' column (the image paths to read)")
         paths = [str(p) for p in paths]
         ids = _column(batch, "id") or [image_id(p) for p in paths]
-        return self.job.run([str(i) for i in ids], paths)
+        with blas_single_threaded():
+            return self.job.run([str(i) for i in ids], paths)
 
 
 def _connect(address):

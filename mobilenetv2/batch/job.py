@@ -17,6 +17,7 @@ float64 runs each image on its own, so its outputs do not depend on which images
 float32 C engine gives bit-identical rows for any batch already): a resumed or distributed run writes
 exactly the values of an uninterrupted one.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -46,6 +47,17 @@ def _file_sha256(path):
 def _describe(exc):
     text = str(exc) or type(exc).__name__
     return text if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {text}"
+
+
+def blas_single_threaded():
+    """A context in which BLAS runs one thread (a no-op where threadpoolctl is not installed): every
+    engine parallelizes over replicas, actors or workers, and OpenBLAS's own threads spinning at
+    their barriers on the NumPy engine's small matmuls cost far more than they give."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 class BatchJob:

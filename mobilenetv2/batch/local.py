@@ -18,11 +18,12 @@ the only things that grow with it).
 """
 import collections
 import concurrent.futures
-import contextlib
 import os
 import queue
 import sys
 import time
+
+from mobilenetv2.batch.job import blas_single_threaded
 
 
 def available_cpus():
@@ -75,15 +76,6 @@ class Progress:
             self.update(0, force=True)
             if self.tty:
                 self.stream.write("\n")
-
-
-def blas_single_threaded():
-    """A context in which BLAS runs one thread (a no-op where threadpoolctl is not installed)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _batches(items, batch_size):
