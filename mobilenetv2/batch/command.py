@@ -88,6 +88,10 @@ def run(args, kind):
             from mobilenetv2.ray import RayJobFailed
             failures += (RayJobFailed,)
             from mobilenetv2 import ray as mnv2_ray
+            # actors may run in another folder (or on another node): absolute paths, same ids
+            todo = [(i, os.path.abspath(p)) for i, p in todo]
+            if job_args["weights"] not in ("imagenet", "none"):
+                job_args["weights"] = os.path.abspath(job_args["weights"])
             written, errors = mnv2_ray.run_job(job_args, todo, out, address=args.ray, actors=args.ray_actors,
                                                actor_cpus=args.ray_actor_cpus, batch_size=args.batch_size,
                                                quiet=args.quiet)
