@@ -300,3 +300,14 @@ def test_the_stream_holds_blas_to_one_thread_while_it_runs(tmp_path):
         assert blas_threads() == outside  # restored after the run
     assert Recording.seen and all(t and set(t) == {1} for t in Recording.seen)
     assert blas_threads() == before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the --out lock is an flock (POSIX)")
+def test_a_second_run_on_the_same_out_is_refused(tmp_path):
+    from mobilenetv2.batch.dataset import OutputDataset
+    config = {"format": 1, "kind": "features"}
+    first = OutputDataset(tmp_path / "out", config)
+    with pytest.raises(ValueError, match="another run is writing"):
+        OutputDataset(tmp_path / "out", config)
+    first.close()
+    OutputDataset(tmp_path / "out", config).close()

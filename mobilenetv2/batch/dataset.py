@@ -7,6 +7,7 @@ or ``pandas.read_parquet(out)``):
                            with another configuration is refused instead of mixing rows
   part-<run>-<n>.parquet   the rows, one row group per batch; each file is written as .tmp-*, synced,
                            then renamed, so a file with this name is always complete
+  .lock                    held (flock) by the run writing here: a second run on the same folder is refused
   .tmp-*                   a part being written (a folder with --ray: Ray's files, moved in as parts
                            when the Ray job ends); a killed run leaves one, the next run deletes it
 
@@ -23,6 +24,7 @@ import uuid
 from mobilenetv2.batch import require
 
 MANIFEST = "_mobilenetv2.json"
+LOCK = ".lock"
 PART_PREFIX = "part-"
 TMP_PREFIX = ".tmp-"
 
@@ -36,6 +38,21 @@ def _fsync_dir(folder):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _lock(lock_path, shown):
+    """Hold an exclusive lock on ``lock_path`` for the life of the returned file (POSIX; elsewhere none)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    f = open(lock_path, "a")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ValueError(f"another run is writing to --out {shown!r}; wait for it or choose another --out") from None
+    return f
 
 
 def _remove(path):
@@ -66,6 +83,7 @@ class OutputDataset:
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise ValueError(f"--out {path!r} exists and is not a folder (the output is a folder of Parquet parts)")
         os.makedirs(self.path, exist_ok=True)
+        self._lock = _lock(os.path.join(self.path, LOCK), path)
         self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         self._seq = 0
         manifest = os.path.join(self.path, MANIFEST)
@@ -92,6 +110,12 @@ class OutputDataset:
     @staticmethod
     def _is_part(name):
         return name.startswith(PART_PREFIX) and name.endswith(".parquet")
+
+    def close(self):
+        """Release the folder for another run (also done when the process ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def parts(self):
         return sorted(os.path.join(self.path, n) for n in os.listdir(self.path) if self._is_part(n))
