@@ -246,7 +246,6 @@ def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
                 "--weights", "none", "--alpha", "0.35", "--size", "128", "--batch-size", "32", "--quiet"]
         peaks[name], stdout = _peak_rss_kib(argv, env, tmp_path)
         assert PROCESSED.search(stdout).group(1) == name
-    print("peak RSS KiB", peaks)
     assert peaks["2000"] <= 1.5 * peaks["200"], peaks
 
 
