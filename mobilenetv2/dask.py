@@ -4,13 +4,13 @@ Importing this module does not import Dask.  The recipe::
 
     import dask.dataframe as dd, pandas as pd
     from dask.distributed import Client, LocalCluster        # or a running cluster
-    from mobilenetv2.dask import predict_partition, partition_meta
+    from mobilenetv2.dask import predict_partition, partition_meta, partition_schema
 
     client = Client(LocalCluster(n_workers=CPUS, threads_per_worker=1))   # one thread per worker
     paths = dd.from_pandas(pd.DataFrame({"path": image_paths}), npartitions=CPUS * 8)
     config = dict(kind="features", alpha=1.0, size=224, weights="imagenet")
     rows = paths.map_partitions(predict_partition, **config, meta=partition_meta(**config))
-    rows.to_parquet("/shared/features")
+    rows.to_parquet("/shared/features", schema=partition_schema(**config))   # fixed-size list vectors
 
 Why a module and not a function in your script: Dask pickles a function defined in ``__main__`` by
 value, with fresh globals, so a model cached in it is rebuilt for every partition (2x slower on 2
@@ -49,3 +49,11 @@ def partition_meta(kind="features", alpha=1.0, size=224, weights="imagenet", lay
     """The empty DataFrame Dask's ``meta=`` wants for ``predict_partition``'s output."""
     job = cached_job(kind, alpha, size, weights, layer, top, dtype, threads)
     return job.schema().empty_table().to_pandas()
+
+
+def partition_schema(kind="features", alpha=1.0, size=224, weights="imagenet", layer=None, top=5, dtype="float32",
+                     threads=1):
+    """The Arrow schema for ``to_parquet(..., schema=)``: Dask cannot infer the vectors' type from
+    ``partition_meta`` (an empty object column), and with it they are written as fixed-size lists,
+    as the batch command writes them."""
+    return cached_job(kind, alpha, size, weights, layer, top, dtype, threads).schema()

@@ -41,10 +41,14 @@ def test_partition_rows_equal_the_batch_command_and_the_model_is_built_once(loca
     assert list(meta.columns) == list(parts[0].columns) and len(meta) == 0
 
 
-def test_on_dask_processes(local_rows):
+def test_on_dask_processes_and_to_parquet(local_rows, tmp_path):
     dd = pytest.importorskip("dask.dataframe", reason="the Dask test needs dask[dataframe]")
     import dask
     frame = dd.from_pandas(pd.DataFrame({"id": local_rows.index, "path": local_rows["path"]}), npartitions=4)
     rows = frame.map_partitions(mnv2_dask.predict_partition, **CONFIG, meta=mnv2_dask.partition_meta(**CONFIG))
     with dask.config.set(scheduler="processes", num_workers=2):
         assert_same(rows.compute(), local_rows)
+        rows.to_parquet(str(tmp_path / "out"), schema=mnv2_dask.partition_schema(**CONFIG))
+    written = pads.dataset(str(tmp_path / "out"), format="parquet").to_table()
+    assert written.schema.field("features").type == mnv2_dask.partition_schema(**CONFIG).field("features").type
+    assert_same(written.to_pandas(), local_rows)
