@@ -6,7 +6,7 @@ a failed compile an error instead (CI does).
 """
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 
@@ -25,6 +25,6 @@ setup(
     cffi_modules=["csrc/build_ffi.py:ffibuilder"],
     cmdclass={"build_ext": OptionalBuildExt},
     package_dir={"mobilenetv2": "mobilenetv2", "mobilenetv2._registry": "weights"},
-    packages=["mobilenetv2", "mobilenetv2._registry", "mobilenetv2.tools", "mobilenetv2.tools.compare"],
+    packages=find_packages(include=["mobilenetv2", "mobilenetv2.*"]) + ["mobilenetv2._registry"],
     package_data={"mobilenetv2": ["data/*"], "mobilenetv2._registry": ["*.json"]},
 )

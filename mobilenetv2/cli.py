@@ -9,6 +9,7 @@
     mobilenetv2 bench ...            (see mobilenetv2 bench --help)
     mobilenetv2 compare OTHER [--weights W] [--images F|DIR... | --random N --seed S | --input X.npy]
                         [--mapping M.json] [--json OUT] [--plot OUT.png] [--factor F]
+    mobilenetv2 features|predict DIR_OR_GLOB_OR_LIST... --out DIR   (a resumable Parquet dataset)
 """
 import argparse
 import json
@@ -214,6 +215,16 @@ def cmd_compare(args):
     return 0 if report["agrees"] else 1
 
 
+def cmd_features(args):
+    from mobilenetv2.batch import command
+    return command.run(args, "features")
+
+
+def cmd_predict(args):
+    from mobilenetv2.batch import command
+    return command.run(args, "predict")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="mobilenetv2", description="MobileNetV2 inference with Keras's weights and names.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -250,6 +261,15 @@ def build_parser():
     p = sub.add_parser("summary", help="print the layers, output shapes, params and MACs")
     _add_model_args(p)
     p.set_defaults(func=cmd_summary, weights="none")
+
+    from mobilenetv2.batch.command import add_arguments as add_batch_arguments
+    p = sub.add_parser("features", help="features of many images into a resumable Parquet dataset")
+    add_batch_arguments(p, "features")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("predict", help="top classes of many images into a resumable Parquet dataset")
+    add_batch_arguments(p, "predict")
+    p.set_defaults(func=cmd_predict)
 
     sub.add_parser("bench", help="time the engines and peers (mobilenetv2 bench --help)", add_help=False)
 

@@ -1,0 +1,120 @@
+"""``mobilenetv2 features|predict INPUT... --out DIR``: the arguments and the run, local or on Ray.
+
+Progress goes to stderr; the last line on stdout says what this run did:
+``processed N images (E unreadable), skipped S already in OUT, in T s (R images/s)``.
+"""
+import os
+import sys
+import time
+
+from mobilenetv2.batch import MissingExtra, require
+
+
+def _positive(value):
+    n = int(value)
+    if n < 1:
+        raise ValueError(value)
+    return n
+
+
+def add_arguments(p, kind):
+    """The options of the ``features`` (kind='features') or ``predict`` subcommand."""
+    p.add_argument("inputs", nargs="+", metavar="DIR_OR_GLOB_OR_LIST",
+                   help="a folder (searched recursively), a quoted glob ('imgs/**/*.jpg'), a .txt file "
+                        "of image paths, or an image")
+    p.add_argument("--out", required=True, help="output folder: a Parquet dataset, resumed if it exists")
+    p.add_argument("--alpha", type=float, default=1.0, help="width multiplier (default 1.0)")
+    p.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (found or downloaded), 'none' (Keras's initial weights), or a Keras .h5 path")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    if kind == "features":
+        p.add_argument("--layer", metavar="NAME", default=None,
+                       help="Keras layer whose output to write, flattened (default: the pooled features, "
+                            "global_average_pooling2d)")
+    else:
+        p.add_argument("--top", type=_positive, default=5, help="classes per image (default 5)")
+    p.add_argument("--threads", type=_positive, default=1,
+                   help="C engine threads of each model replica / Ray actor (default 1)")
+    p.add_argument("--workers", type=_positive, default=None,
+                   help="model replicas running batches side by side (default: the CPUs / --threads)")
+    p.add_argument("--batch-size", type=_positive, default=32, help="images per batch (default 32)")
+    p.add_argument("--prefetch", type=_positive, default=2,
+                   help="batches decoded ahead of the models (default 2); memory ~ batch-size x (prefetch + workers)")
+    p.add_argument("--decode-workers", type=_positive, default=None,
+                   help="threads decoding images (default: the CPUs)")
+    p.add_argument("--rows-per-part", type=_positive, default=4096,
+                   help="rows per part file (default 4096): the unit a killed run loses")
+    p.add_argument("--overwrite", action="store_true", help="delete the rows already in --out and start over")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run on Ray Data: 'auto' (a running cluster, else a local one) or a cluster address")
+    p.add_argument("--ray-actors", type=_positive, default=None,
+                   help="Ray actors, each with its own model (default: the cluster's CPUs / --threads)")
+    p.add_argument("--ray-actor-cpus", type=float, default=None,
+                   help="CPUs Ray reserves per actor (default: --threads, less a share that leaves "
+                        "half a CPU of the cluster to the read and write tasks)")
+
+
+def run(args, kind):
+    """Run the subcommand; returns the exit status (2 with one line on stderr for a usage error)."""
+    from mobilenetv2.batch import inputs
+    from mobilenetv2.batch.dataset import OutputDataset
+    from mobilenetv2.batch.job import BatchJob
+    name = f"mobilenetv2 {kind}"
+    try:
+        require("pyarrow", "batch")
+        if args.ray:
+            require("ray.data", "ray")
+        items = inputs.list_images(args.inputs)
+        job_args = dict(kind=kind, alpha=args.alpha, size=args.size, weights=args.weights,
+                        layer=getattr(args, "layer", None), top=getattr(args, "top", 5), dtype=args.dtype,
+                        threads=args.threads)
+        job = BatchJob(**job_args)
+        out = OutputDataset(args.out, job.config(), overwrite=args.overwrite)
+        done = out.done_ids()
+    except (MissingExtra, ValueError, OSError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    todo = [item for item in items if item[0] not in done]
+    skipped = len(items) - len(todo)
+    if not args.quiet:
+        print(f"{name}: {len(items)} images, {skipped} already in {out.path}, {len(todo)} to process",
+              file=sys.stderr)
+    start = time.perf_counter()
+    failures = (MissingExtra, ValueError, OSError)
+    try:
+        if args.ray:
+            from mobilenetv2.ray import RayJobFailed
+            failures += (RayJobFailed,)
+            from mobilenetv2 import ray as mnv2_ray
+            # actors may run in another folder (or on another node): absolute paths, same ids
+            todo = [(i, os.path.abspath(p)) for i, p in todo]
+            if job_args["weights"] not in ("imagenet", "none"):
+                job_args["weights"] = os.path.abspath(job_args["weights"])
+            written, errors = mnv2_ray.run_job(job_args, todo, out, address=args.ray, actors=args.ray_actors,
+                                               actor_cpus=args.ray_actor_cpus, batch_size=args.batch_size,
+                                               quiet=args.quiet)
+        else:
+            from mobilenetv2.batch import local
+            workers = args.workers or max(1, local.available_cpus() // args.threads)
+            jobs = [job] + [BatchJob(**job_args) for _ in range(min(workers, len(todo)) - 1)]
+            progress = local.Progress(len(todo), enabled=not args.quiet)
+            written, errors = local.run(jobs, todo, out, batch_size=args.batch_size, prefetch=args.prefetch,
+                                        decode_workers=args.decode_workers, rows_per_part=args.rows_per_part,
+                                        progress=progress)
+            progress.finish()
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; the finished parts stay in {out.path}: rerun to resume", file=sys.stderr)
+        return 130
+    except failures as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - start
+    rate = written / elapsed if elapsed > 0 else 0.0
+    print(f"processed {written} images ({errors} unreadable), skipped {skipped} already in {out.path}, "
+          f"in {elapsed:.1f} s ({rate:.1f} images/s)")
+    if errors:
+        print(f"{name}: {errors} images could not be read: their rows have the reason in the 'error' column",
+              file=sys.stderr)
+    return 0

@@ -1,0 +1,184 @@
+"""The --out folder of a batch job: a Parquet dataset that a killed run can resume.
+
+Layout (any Parquet reader takes the folder as one dataset, e.g. ``pyarrow.dataset.dataset(out)``
+or ``pandas.read_parquet(out)``):
+
+  _mobilenetv2.json        the job's configuration (model, layer, dtype, weights' sha256); a rerun
+                           with another configuration is refused instead of mixing rows
+  part-<run>-<n>.parquet   the rows, one row group per batch; each file is written as .tmp-*, synced,
+                           then renamed, so a file with this name is always complete
+  .lock                    held (flock) by the run writing here: a second run on the same folder is refused
+  .tmp-*                   a part being written (a folder with --ray: Ray's files, moved in as parts
+                           when the Ray job ends); a killed run leaves one, the next run deletes it
+
+On a rerun, the ids in the part files are done (rows with an error included: ``--overwrite`` redoes
+everything) and only the other images are processed.
+"""
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+
+from mobilenetv2.batch import require
+
+MANIFEST = "_mobilenetv2.json"
+LOCK = ".lock"
+PART_PREFIX = "part-"
+TMP_PREFIX = ".tmp-"
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform without directory fds (Windows): rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _lock(lock_path, shown):
+    """Hold an exclusive lock on ``lock_path`` for the life of the returned file (POSIX; elsewhere none)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    f = open(lock_path, "a")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ValueError(f"another run is writing to --out {shown!r}; wait for it or choose another --out") from None
+    return f
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _write_json_atomically(path, obj):
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".json", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+class OutputDataset:
+    """The --out folder for a job whose ``config()`` is ``config``; created if absent."""
+
+    def __init__(self, path, config, overwrite=False):
+        self.path = os.path.abspath(os.fspath(path))
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise ValueError(f"--out {path!r} exists and is not a folder (the output is a folder of Parquet parts)")
+        os.makedirs(self.path, exist_ok=True)
+        self._lock = _lock(os.path.join(self.path, LOCK), path)
+        self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+        self._seq = 0
+        manifest = os.path.join(self.path, MANIFEST)
+        for name in os.listdir(self.path):
+            if name.startswith(TMP_PREFIX) or (overwrite and (name == MANIFEST or self._is_part(name))):
+                _remove(os.path.join(self.path, name))  # a killed run's temporaries, or --overwrite
+        if os.path.exists(manifest):
+            with open(manifest, encoding="utf-8") as f:
+                try:
+                    old = json.load(f)
+                except ValueError:
+                    raise ValueError(f"{manifest!r} is not valid JSON; use --overwrite to start over") from None
+            if old != config:
+                diff = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now"
+                                 for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k))
+                raise ValueError(f"--out {path!r} holds results of another configuration ({diff}); "
+                                 "use --overwrite to replace them or choose another --out")
+        else:
+            if self.parts():
+                raise ValueError(f"--out {path!r} has part files but no {MANIFEST}; "
+                                 "use --overwrite to replace them or choose another --out")
+            _write_json_atomically(manifest, config)
+
+    @staticmethod
+    def _is_part(name):
+        return name.startswith(PART_PREFIX) and name.endswith(".parquet")
+
+    def close(self):
+        """Release the folder for another run (also done when the process ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def parts(self):
+        return sorted(os.path.join(self.path, n) for n in os.listdir(self.path) if self._is_part(n))
+
+    def done_ids(self):
+        """The ids already written (a set of str)."""
+        pq = require("pyarrow.parquet", "batch")
+        done = set()
+        for part in self.parts():
+            try:
+                done.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+            except Exception as exc:
+                raise ValueError(f"part file {part!r} cannot be read ({exc}); delete it to redo its "
+                                 "images, or use --overwrite") from None
+        return done
+
+    def new_part_name(self, tag=""):
+        self._seq += 1
+        return os.path.join(self.path, f"{PART_PREFIX}{self.run_id}{tag}-{self._seq:06d}.parquet")
+
+    def part_writer(self, schema):
+        return _PartWriter(self, schema)
+
+    def adopt(self, files, tag="-ray"):
+        """Move finished Parquet files (written elsewhere on this file system) in as parts."""
+        for f in sorted(files):
+            os.replace(f, self.new_part_name(tag))
+        _fsync_dir(self.path)
+
+
+class _PartWriter:
+    """Writes batches as row groups of a temporary file; ``commit()`` publishes it as a part."""
+
+    def __init__(self, dataset, schema):
+        self.dataset, self.schema = dataset, schema
+        self.rows, self._writer, self._tmp = 0, None, None
+
+    def write(self, table):
+        pq = require("pyarrow.parquet", "batch")
+        if self._writer is None:
+            fd, self._tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".parquet", dir=self.dataset.path)
+            os.close(fd)
+            self._writer = pq.ParquetWriter(self._tmp, self.schema)
+        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self.rows += table.num_rows
+
+    def commit(self):
+        """Close the file and rename it to its part name; returns that name (None if empty)."""
+        if self._writer is None:
+            return None
+        self._writer.close()
+        with open(self._tmp, "rb") as f:
+            os.fsync(f.fileno())
+        final = self.dataset.new_part_name()
+        os.replace(self._tmp, final)
+        _fsync_dir(self.dataset.path)
+        self._writer, self._tmp, self.rows = None, None, 0
+        return final
+
+    def abort(self):
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            finally:
+                os.unlink(self._tmp)
+                self._writer, self._tmp, self.rows = None, None, 0

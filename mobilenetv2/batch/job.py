@@ -1,0 +1,200 @@
+"""What a batch job computes, the same on every engine (the local stream, Ray actors, Dask workers).
+
+``BatchJob(kind, ...)`` builds the model once; ``decode(paths)`` reads a batch of images (a bad image
+becomes an error message for its row, never an exception); ``infer(x)`` runs the model;
+``table(...)`` lays the rows out in the one Arrow schema of every engine:
+
+  id      string   the stable id (see mobilenetv2.batch.inputs)
+  path    string   the image path as listed
+  features  fixed_size_list<float32|float64>[D]   (features) the layer's output, flattened (C order;
+            the field metadata 'shape' gives its (H, W, C)); null where the image failed
+  classes fixed_size_list<int32>[K], scores fixed_size_list<float32|float64>[K]   (predict) the top K,
+            best first (ties: lower class index first); with a 1000-class head also
+            wnids and names (fixed_size_list<string>[K]); null where the image failed
+  error   string   null, or why the image could not be read
+
+float64 runs each image on its own, so its outputs do not depend on which images share its batch (the
+float32 C engine gives bit-identical rows for any batch already): a resumed or distributed run writes
+exactly the values of an uninterrupted one.
+"""
+import contextlib
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from mobilenetv2.batch import require
+
+KINDS = ("features", "predict")
+FORMAT_VERSION = 1
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _describe(exc):
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {text}"
+
+
+def blas_single_threaded():
+    """A context in which BLAS runs one thread (a no-op where threadpoolctl is not installed): every
+    engine parallelizes over replicas, actors or workers, and OpenBLAS's own threads spinning at
+    their barriers on the NumPy engine's small matmuls cost far more than they give."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+class BatchJob:
+    """One configuration of the model and of the rows it writes.
+
+    kind: 'features' (the pooled features, or ``layer``'s output) or 'predict' (top ``top`` classes).
+    weights: 'imagenet', None / 'none' (Keras's deterministic initial weights) or a Keras .h5 path.
+    threads: the C engine's threads (None: the model's default).
+    """
+
+    def __init__(self, kind="features", alpha=1.0, size=224, weights="imagenet", layer=None, top=5,
+                 dtype="float32", threads=None):
+        from mobilenetv2 import arch
+        from mobilenetv2.model import MobileNetV2
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.kind = kind
+        self.size = _positive_int("size", size)
+        weights = None if weights in (None, "none") else weights
+        self.weights = weights if weights in (None, "imagenet") else os.fspath(weights)
+        include_top = kind == "predict"
+        if include_top and layer is not None:
+            raise ValueError("--layer is for features; predict writes the top classes")
+        self.model = MobileNetV2((self.size, self.size, 3), alpha=alpha, include_top=include_top,
+                                 weights=self.weights, pooling=None if include_top else "avg",
+                                 dtype=dtype, threads=threads)
+        self.dtype = self.model.dtype
+        last = self.model.layers[-1].name
+        if include_top:
+            self.top = _positive_int("top", top)
+            if self.top > self.model.classes:
+                raise ValueError(f"top must be at most the {self.model.classes} classes, got {top}")
+            self.layer, self.shape = None, (self.model.classes,)
+        else:
+            self.top = None
+            self.layer = last if layer is None else layer
+            self.model.get_layer(self.layer)  # a ValueError naming the layer if it does not exist
+            if self.layer == self.model.layers[0].name:
+                raise ValueError(f"{self.layer!r} is the input itself, not an activation")
+            self.shape = tuple(int(d) for d in arch.output_shapes(self.model.layers, self.model.input_shape)[self.layer])
+        self.width = int(np.prod(self.shape))
+        file = weights not in (None, "imagenet")
+        self._config = {"format": FORMAT_VERSION, "kind": self.kind, "alpha": self.model.alpha, "size": self.size,
+                        "weights": os.path.basename(self.weights) if file else weights,
+                        "weights_sha256": _file_sha256(self.weights) if file else None,
+                        "layer": self.layer, "shape": list(self.shape), "top": self.top, "dtype": self.dtype.name}
+        self._schema = None
+
+    def config(self):
+        """What makes two runs' rows the same: a rerun into the same --out must match it."""
+        return dict(self._config)
+
+    # -- the three steps -------------------------------------------------------------------
+    def decode(self, paths):
+        """(x, ok, errors): the readable images as one preprocessed batch (None if none), their
+        positions in ``paths``, and {position: message} for the others."""
+        return self.assemble([self.load(path) for path in paths])
+
+    def load(self, path):
+        """One image as (size, size, 3) uint8, or the message saying why it cannot be read."""
+        from mobilenetv2.preprocessing import load_image
+        try:
+            return load_image(path, target_size=(self.size, self.size))
+        except Exception as exc:  # a stranger's file: any failure is that row's error, not the run's
+            return _describe(exc)
+
+    def assemble(self, loaded):
+        """``decode``'s result from the ``load`` results of a batch's images."""
+        from mobilenetv2.preprocessing import preprocess_input
+        ok = [i for i, v in enumerate(loaded) if not isinstance(v, str)]
+        errors = {i: v for i, v in enumerate(loaded) if isinstance(v, str)}
+        x = preprocess_input(np.stack([loaded[i] for i in ok]).astype(self.dtype)) if ok else None
+        return x, ok, errors
+
+    def infer(self, x):
+        """The outputs for a decoded batch, one row per image: (N, D); (0, D) for x None."""
+        if x is None:
+            return np.zeros((0, self.width), self.dtype)
+        if self.dtype == np.float64 and len(x) > 1:
+            return np.concatenate([self.infer(x[i:i + 1]) for i in range(len(x))])
+        if self.layer is None or self.layer == self.model.layers[-1].name:
+            y = self.model.predict(x, batch_size=len(x))
+        else:
+            y = self.model.features(x, [self.layer])[self.layer]
+        return y.reshape(len(x), -1)
+
+    def run(self, ids, paths):
+        """decode -> infer -> table for one batch of (ids, paths)."""
+        x, ok, errors = self.decode(paths)
+        return self.table(ids, paths, self.infer(x), ok, errors)
+
+    # -- the rows --------------------------------------------------------------------------
+    def schema(self):
+        """The Arrow schema of the rows (built once)."""
+        if self._schema is None:
+            self._schema = self._make_schema()
+        return self._schema
+
+    def _make_schema(self):
+        pa = require("pyarrow", "batch")
+        value = pa.float64() if self.dtype == np.float64 else pa.float32()
+        fields = [pa.field("id", pa.string(), nullable=False), pa.field("path", pa.string(), nullable=False)]
+        if self.kind == "features":
+            fields.append(pa.field("features", pa.list_(value, self.width),
+                                   metadata={"shape": json.dumps(list(self.shape)), "layer": self.layer}))
+        else:
+            fields += [pa.field("classes", pa.list_(pa.int32(), self.top)), pa.field("scores", pa.list_(value, self.top))]
+            if self.model.classes == 1000:
+                fields += [pa.field("wnids", pa.list_(pa.string(), self.top)),
+                           pa.field("names", pa.list_(pa.string(), self.top))]
+        fields.append(pa.field("error", pa.string()))
+        return pa.schema(fields, metadata={"mobilenetv2": json.dumps(self.config())})
+
+    def table(self, ids, paths, y, ok, errors):
+        """The rows of one batch: ``y`` holds the outputs of the images at positions ``ok``."""
+        pa = require("pyarrow", "batch")
+        n = len(paths)
+        null = np.ones(n, dtype=bool)
+        null[list(ok)] = False
+        mask = pa.array(null)
+
+        def fixed(values, width, typ):
+            full = np.full((n, width), "" if values.dtype == object else 0, dtype=values.dtype)
+            full[list(ok)] = values
+            return pa.FixedSizeListArray.from_arrays(pa.array(full.reshape(-1), type=typ), width, mask=mask)
+
+        schema = self.schema()
+        columns = [pa.array([str(i) for i in ids], pa.string()), pa.array([str(p) for p in paths], pa.string())]
+        if self.kind == "features":
+            columns.append(fixed(y, self.width, schema.field("features").type.value_type))
+        else:
+            best = np.argsort(-y, axis=1, kind="stable")[:, :self.top]
+            columns += [fixed(best.astype(np.int32), self.top, pa.int32()),
+                        fixed(np.take_along_axis(y, best, axis=1), self.top, schema.field("scores").type.value_type)]
+            if self.model.classes == 1000:
+                from mobilenetv2.imagenet import class_table
+                wnids, names = (np.array(col, dtype=object) for col in zip(*class_table()))
+                columns += [fixed(wnids[best], self.top, pa.string()), fixed(names[best], self.top, pa.string())]
+        columns.append(pa.array([errors.get(i) for i in range(n)], pa.string()))
+        return pa.Table.from_arrays(columns, schema=schema)

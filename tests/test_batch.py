@@ -1,0 +1,312 @@
+"""The batch command (``mobilenetv2 features|predict``): its rows against the model run image by image,
+resuming after SIGKILL, bad images, ids, and the output folder's rules."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from batch_images import write_images
+from conftest import REPO, set_synthetic_weights
+from mobilenetv2 import MobileNetV2, load_image, preprocess_input
+from mobilenetv2.cli import main
+
+pa = pytest.importorskip("pyarrow", reason="the batch command needs the 'batch' extra (pyarrow)")
+import pyarrow.dataset as pads  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+SMALL = ["--alpha", "0.35", "--size", "96"]
+PROCESSED = re.compile(r"processed (\d+) images \((\d+) unreadable\), skipped (\d+)")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    return folder, write_images(folder, 240, bad=["broken.png"])
+
+
+def read_rows(out):
+    table = pads.dataset(str(out), format="parquet").to_table()
+    return {row["id"]: row for row in table.to_pylist()}, table
+
+
+def model_rows(model, paths, layer=None):
+    """The independent truth: each image loaded and run on its own, batch of one."""
+    rows = {}
+    for path in paths:
+        x = preprocess_input(load_image(path, target_size=(96, 96)).astype(model.dtype))[None]
+        y = model.predict(x) if layer is None else model.features(x, [layer])[layer]
+        rows[path] = y.reshape(-1)
+    return rows
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_features_equal_the_model_image_by_image(images, tmp_path, capsys):
+    folder, paths = images
+    out = tmp_path / "feats"
+    code, stdout, stderr = run_cli(["features", str(folder), "--out", str(out), "--weights", "none", *SMALL,
+                                    "--batch-size", "7", "--rows-per-part", "50"], capsys)
+    assert code == 0, stderr
+    assert PROCESSED.search(stdout).groups() == ("241", "1", "0")
+    rows, table = read_rows(out)
+    assert len(rows) == table.num_rows == 241
+    assert table.schema.field("features").type == pa.list_(pa.float32(), 1280)
+    want = model_rows(MobileNetV2((96, 96, 3), alpha=0.35, include_top=False, pooling="avg", weights=None,
+                                  threads=1), [p for p in paths if not p.endswith("broken.png")])
+    by_path = {row["path"]: row for row in rows.values()}
+    for path, y in want.items():
+        got = np.array(by_path[path]["features"], dtype=np.float32)
+        assert by_path[path]["error"] is None
+        assert np.array_equal(got, y), path
+    broken = by_path[os.path.join(str(folder), "broken.png")]
+    assert broken["features"] is None and "not an image file" in broken["error"]
+    assert len(list(out.glob("part-*.parquet"))) == 5  # 241 rows, 50 a part (batches of 7: 56 56 56 56 17)
+    assert not list(out.glob(".tmp-*"))
+    assert "1 images could not be read" in stderr
+
+
+def test_features_of_a_named_layer_and_float64(images, tmp_path, capsys):
+    folder, paths = images
+    some = [p for p in paths if not p.endswith("broken.png")][:10]
+    listing = tmp_path / "some.txt"
+    listing.write_text("# ten images\n" + "\n".join(some) + "\n\n")
+    out = tmp_path / "block"
+    code, _, stderr = run_cli(["features", str(listing), "--out", str(out), "--weights", "none", *SMALL,
+                               "--layer", "block_13_expand_relu", "--dtype", "float64", "--batch-size", "4"], capsys)
+    assert code == 0, stderr
+    rows, table = read_rows(out)
+    field = table.schema.field("features")
+    assert field.type == pa.list_(pa.float64(), 6 * 6 * 192)
+    assert field.metadata[b"shape"] == b"[6, 6, 192]"
+    model = MobileNetV2((96, 96, 3), alpha=0.35, include_top=False, pooling="avg", weights=None, dtype="float64")
+    want = model_rows(model, some, layer="block_13_expand_relu")
+    for row in rows.values():
+        assert np.array_equal(np.array(row["features"]), want[row["path"]])
+
+
+@pytest.fixture(scope="module")
+def synthetic_top_file(tmp_path_factory):
+    model = set_synthetic_weights(MobileNetV2((96, 96, 3), alpha=0.35, weights=None))
+    return str(model.save_weights(tmp_path_factory.mktemp("w") / "synthetic_0.35_96.h5"))
+
+
+def test_predict_writes_the_top_classes(images, synthetic_top_file, tmp_path, capsys):
+    from mobilenetv2.imagenet import class_table
+    folder, paths = images
+    out = tmp_path / "preds"
+    code, _, stderr = run_cli(["predict", str(folder / "sub"), "--out", str(out), *SMALL,
+                               "--weights", synthetic_top_file, "--top", "3"], capsys)
+    assert code == 0, stderr
+    rows, table = read_rows(out)
+    assert table.schema.field("classes").type == pa.list_(pa.int32(), 3)
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=synthetic_top_file, threads=1)
+    want = model_rows(model, [p for p in paths if os.sep + "sub" + os.sep in p])
+    assert len(rows) == len(want) == 80
+    table_names = class_table()
+    for row in rows.values():
+        probs = want[row["path"]]
+        best = sorted(range(1000), key=lambda i: -probs[i])[:3]
+        assert row["classes"] == best
+        assert np.array_equal(np.array(row["scores"], np.float32), probs[best])
+        assert row["wnids"] == [table_names[i][0] for i in best]
+        assert row["names"] == [table_names[i][1] for i in best]
+
+
+def _ids(files):
+    ids = []
+    for f in files:
+        ids += pq.read_table(f, columns=["id"]).column("id").to_pylist()
+    return ids
+
+
+def test_sigkill_then_rerun_finishes_only_the_missing_ids(images, tmp_path):
+    from mobilenetv2.batch.inputs import image_id
+    """A run killed after its first parts: the rerun writes exactly the ids not yet written, and the
+    union equals the float64 model run image by image (float64: slow enough to kill mid-run)."""
+    folder, paths = images
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "mobilenetv2", "features", str(folder), "--out", str(out), "--weights", "none",
+            *SMALL, "--dtype", "float64", "--workers", "1", "--batch-size", "4", "--rows-per-part", "8"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("part-*.parquet"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed mid-way"
+    first = set(out.glob("part-*.parquet"))
+    done = _ids(first)
+    assert 8 <= len(done) < 241 and len(done) % 8 == 0  # whole parts only: the part being written is lost
+
+    rerun = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not list(out.glob(".tmp-*"))
+    new = _ids(set(out.glob("part-*.parquet")) - first)
+    broken_again = str(int(image_id("broken.png") in new))  # listed first: usually written before the kill
+    assert PROCESSED.search(rerun.stdout).groups() == (str(241 - len(done)), broken_again, str(len(done)))
+    rows, table = read_rows(out)
+    assert sorted(new + done) == sorted(rows) and table.num_rows == 241  # every id exactly once
+    assert not set(new) & set(done)
+    model = MobileNetV2((96, 96, 3), alpha=0.35, include_top=False, pooling="avg", weights=None, dtype="float64")
+    want = model_rows(model, [p for p in paths if not p.endswith("broken.png")])
+    for row in rows.values():
+        if row["error"] is None:
+            assert np.array_equal(np.array(row["features"]), want[row["path"]]), row["path"]
+
+
+def test_ids_follow_the_relative_path(tmp_path, capsys):
+    from mobilenetv2.batch.inputs import image_id, list_images
+    a = tmp_path / "a"
+    write_images(a, 6, seed=1)
+    shutil.copytree(a, tmp_path / "moved" / "b")
+    here = list_images([str(a)])
+    there = list_images([str(tmp_path / "moved" / "b")])
+    assert [i for i, _ in here] == [i for i, _ in there]
+    assert dict(here)[image_id("img00001.png")] == str(a / "img00001.png")
+    assert dict(here)[image_id("sub/img00000.jpg")] == str(a / "sub" / "img00000.jpg")
+    import hashlib
+    assert image_id("sub/x.png") == hashlib.blake2b(b"sub/x.png", digest_size=8).hexdigest()
+    globbed = list_images([str(a / "**" / "*.png")])
+    assert {p for _, p in globbed} == {str(p) for p in a.rglob("*.png")}
+    assert dict(globbed)[image_id("sub/img00003.png")] == str(a / "sub" / "img00003.png")
+    with pytest.raises(ValueError, match="same path relative"):
+        list_images([str(a), str(tmp_path / "moved" / "b")])
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        list_images([str(a / "*.gif")])
+    code, _, stderr = run_cli(["features", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "nowhere" in stderr and "Traceback" not in stderr
+
+
+def test_out_folder_rules(images, tmp_path, capsys):
+    folder, _ = images
+    some = tmp_path / "some"
+    write_images(some, 5, seed=2)
+    out = tmp_path / "out"
+    base = ["features", str(some), "--out", str(out), "--weights", "none", *SMALL]
+    assert run_cli(base, capsys)[0] == 0
+    (out / ".tmp-left-by-a-kill.parquet").write_bytes(b"half")
+    code, stdout, _ = run_cli(base, capsys)
+    assert code == 0 and PROCESSED.search(stdout).groups() == ("0", "0", "5")
+    assert not list(out.glob(".tmp-*"))
+    code, _, stderr = run_cli(base + ["--dtype", "float64"], capsys)
+    assert code == 2 and "another configuration" in stderr and "dtype" in stderr
+    code, stdout, _ = run_cli(base + ["--dtype", "float64", "--overwrite"], capsys)
+    assert code == 0 and PROCESSED.search(stdout).groups() == ("5", "0", "0")
+    rows, table = read_rows(out)
+    assert table.num_rows == 5 and table.schema.field("features").type.value_type == pa.float64()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, _, stderr = run_cli(["features", str(some), "--out", str(afile), "--weights", "none", *SMALL], capsys)
+    assert code == 2 and "not a folder" in stderr
+
+
+def test_missing_pyarrow_names_the_extra(tmp_path, monkeypatch, capsys):
+    write_images(tmp_path / "i", 2)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    code, _, stderr = run_cli(["features", str(tmp_path / "i"), "--out", str(tmp_path / "o"), "--weights", "none",
+                               *SMALL], capsys)
+    assert code == 2 and "mobilenetv2[batch]" in stderr
+    assert not (tmp_path / "o").exists()
+
+
+def _peak_rss_kib(argv, env, cwd):
+    """Run ``argv`` and return the child's peak resident set (ru_maxrss, KiB on Linux)."""
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stdout = proc.stdout.read().decode()
+    proc.stdout.close()
+    assert proc.returncode == 0, stdout
+    return usage.ru_maxrss, stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "wait4"), reason="os.wait4 (a child's own peak RSS) is POSIX-only")
+def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
+    """2,000 images within 1.5x the peak RSS of 200: nothing is held per image but its id and path.
+    (Holding the decoded 128x128 float32 inputs alone would add ~390 MB for 2,000 images.)"""
+    paths = write_images(tmp_path / "i", 2000, size=(100, 180))
+    listing = tmp_path / "first200.txt"
+    listing.write_text("\n".join(paths[:200]))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    peaks = {}
+    for name, source in (("200", listing), ("2000", tmp_path / "i")):
+        argv = [sys.executable, "-m", "mobilenetv2", "features", str(source), "--out", str(tmp_path / name),
+                "--weights", "none", "--alpha", "0.35", "--size", "128", "--batch-size", "32", "--quiet"]
+        peaks[name], stdout = _peak_rss_kib(argv, env, tmp_path)
+        assert PROCESSED.search(stdout).group(1) == name
+    assert peaks["2000"] <= 1.5 * peaks["200"], peaks
+
+
+def test_ray_without_ray_names_the_extra(tmp_path, monkeypatch, capsys):
+    write_images(tmp_path / "i", 2)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setitem(sys.modules, "ray.data", None)
+    code, _, stderr = run_cli(["features", str(tmp_path / "i"), "--out", str(tmp_path / "o"), "--weights", "none",
+                               *SMALL, "--ray", "auto"], capsys)
+    assert code == 2 and "mobilenetv2[ray]" in stderr
+
+
+def test_progress_line_counts_rate_and_eta():
+    import io
+    from mobilenetv2.batch.local import Progress
+    stream = io.StringIO()
+    progress = Progress(10_000_000, stream=stream, every=0)
+    progress.start -= 100.0  # 100 s ago
+    progress.update(800, errors=2)
+    line = stream.getvalue().strip()
+    rate = float(re.search(r"([\d.]+) images/s", line).group(1))
+    assert line.startswith("800/10000000 images") and "2 errors" in line and 7.9 < rate <= 8.0
+    days, h, m, s = map(int, re.search(r"ETA (\d+)d (\d\d):(\d\d):(\d\d)", line).groups())
+    assert abs(days * 86400 + h * 3600 + m * 60 + s - (10_000_000 - 800) / rate) < 2  # ~14.5 days at 8/s
+
+
+def test_the_stream_holds_blas_to_one_thread_while_it_runs(tmp_path):
+    """float64 replicas with OpenBLAS's own threads spin at its barriers (7x slower on 2 busy cores)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="the BLAS limit needs threadpoolctl ('batch' extra)")
+    from mobilenetv2.batch import local
+    from mobilenetv2.batch.dataset import OutputDataset
+    from mobilenetv2.batch.inputs import list_images
+    from mobilenetv2.batch.job import BatchJob
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    class Recording(BatchJob):
+        seen = []
+
+        def infer(self, x):
+            self.seen.append(blas_threads())
+            return super().infer(x)
+
+    write_images(tmp_path / "i", 6)
+    job = Recording("features", alpha=0.35, size=96, weights="none", dtype="float64")
+    before = blas_threads()
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        outside = blas_threads()
+        local.run([job], list_images([str(tmp_path / "i")]), OutputDataset(tmp_path / "o", job.config()), batch_size=2)
+        assert blas_threads() == outside  # restored after the run
+    assert Recording.seen and all(t and set(t) == {1} for t in Recording.seen)
+    assert blas_threads() == before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the --out lock is an flock (POSIX)")
+def test_a_second_run_on_the_same_out_is_refused(tmp_path):
+    from mobilenetv2.batch.dataset import OutputDataset
+    config = {"format": 1, "kind": "features"}
+    first = OutputDataset(tmp_path / "out", config)
+    with pytest.raises(ValueError, match="another run is writing"):
+        OutputDataset(tmp_path / "out", config)
+    first.close()
+    OutputDataset(tmp_path / "out", config).close()

@@ -1,0 +1,54 @@
+"""The Dask recipe (mobilenetv2.dask): the rows of the batch command, one model per process."""
+import numpy as np
+import pytest
+
+from batch_images import write_images
+from mobilenetv2.cli import main
+
+pytest.importorskip("pyarrow", reason="the batch rows need the 'batch' extra (pyarrow)")
+pd = pytest.importorskip("pandas", reason="the Dask recipe needs pandas")
+import pyarrow.dataset as pads  # noqa: E402
+
+from mobilenetv2 import dask as mnv2_dask  # noqa: E402
+
+CONFIG = dict(kind="features", alpha=0.35, size=96, weights="none")
+
+
+@pytest.fixture(scope="module")
+def local_rows(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    write_images(folder, 24, seed=9, bad=["broken.png"])
+    out = tmp_path_factory.mktemp("out") / "rows"
+    assert main(["features", str(folder), "--out", str(out), "--alpha", "0.35", "--size", "96", "--weights", "none",
+                 "--quiet"]) == 0
+    return pads.dataset(str(out), format="parquet").to_table().to_pandas().set_index("id").sort_index()
+
+
+def assert_same(got, want):
+    got = got.set_index("id").sort_index()
+    assert list(got.index) == list(want.index)
+    assert list(got["error"].isna()) == list(want["error"].isna())
+    for g, w in zip(got["features"], want["features"]):
+        assert (g is None and w is None) or np.array_equal(g, w)
+
+
+def test_partition_rows_equal_the_batch_command_and_the_model_is_built_once(local_rows):
+    frame = pd.DataFrame({"id": local_rows.index, "path": local_rows["path"]})
+    parts = [mnv2_dask.predict_partition(frame.iloc[i:i + 7], **CONFIG) for i in range(0, len(frame), 7)]
+    assert_same(pd.concat(parts), local_rows)
+    assert mnv2_dask.cached_job.cache_info().misses == 1
+    meta = mnv2_dask.partition_meta(**CONFIG)
+    assert list(meta.columns) == list(parts[0].columns) and len(meta) == 0
+
+
+def test_on_dask_processes_and_to_parquet(local_rows, tmp_path):
+    dd = pytest.importorskip("dask.dataframe", reason="the Dask test needs dask[dataframe]")
+    import dask
+    frame = dd.from_pandas(pd.DataFrame({"id": local_rows.index, "path": local_rows["path"]}), npartitions=4)
+    rows = frame.map_partitions(mnv2_dask.predict_partition, **CONFIG, meta=mnv2_dask.partition_meta(**CONFIG))
+    with dask.config.set(scheduler="processes", num_workers=2):
+        assert_same(rows.compute(), local_rows)
+        rows.to_parquet(str(tmp_path / "out"), schema=mnv2_dask.partition_schema(**CONFIG))
+    written = pads.dataset(str(tmp_path / "out"), format="parquet").to_table()
+    assert written.schema.field("features").type == mnv2_dask.partition_schema(**CONFIG).field("features").type
+    assert_same(written.to_pandas(), local_rows)

@@ -1,0 +1,131 @@
+"""The batch command on Ray Data (a local 2-CPU instance): the same rows as without Ray, and an actor
+killed mid-run loses and duplicates nothing."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from batch_images import write_images
+from conftest import REPO
+from mobilenetv2.cli import main
+
+pytest.importorskip("pyarrow", reason="the batch command needs the 'batch' extra (pyarrow)")
+ray = pytest.importorskip("ray", reason="the Ray tests need the 'ray' extra")
+pytest.importorskip("ray.data", reason="the Ray tests need the 'ray' extra (ray[data])")
+import pyarrow.dataset as pads  # noqa: E402
+
+from mobilenetv2.ray import Predictor, actor_resources  # noqa: E402
+
+SMALL = ["--alpha", "0.35", "--size", "96", "--weights", "none", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """A local Ray instance with 2 CPUs whose workers import this checkout."""
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), old]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+    if old is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = old
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    write_images(folder, 60, seed=5, bad=["broken.jpg"])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_rows(images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "out"
+    assert main(["features", str(images), "--out", str(out), *SMALL, "--quiet"]) == 0
+    return sorted_table(out)
+
+
+def sorted_table(out):
+    table = pads.dataset(str(out), format="parquet").to_table()
+    return table.sort_by("id")
+
+
+def assert_same_rows(got, want):
+    assert got.num_rows == want.num_rows == len(set(got.column("id").to_pylist()))
+    assert got.schema.remove_metadata() == want.schema.remove_metadata()
+    for name in want.column_names:
+        assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+
+
+def test_ray_rows_equal_the_local_run(local_ray, images, local_rows, tmp_path):
+    out = tmp_path / "ray"
+    assert main(["features", str(images), "--out", str(out), *SMALL, "--ray", "auto", "--quiet"]) == 0
+    got = sorted_table(out)
+    assert_same_rows(got, local_rows)
+    assert np.array_equal(np.array(got.column("features").to_pylist()[1]),
+                          np.array(local_rows.column("features").to_pylist()[1]))
+    assert not list(out.glob(".tmp-*"))
+    # a rerun finds every id done and starts no Ray job
+    assert main(["features", str(images), "--out", str(out), *SMALL, "--ray", "auto", "--quiet"]) == 0
+    assert sorted_table(out).num_rows == 61
+
+
+def test_an_actor_killed_once_loses_and_duplicates_nothing(local_ray, images, local_rows, tmp_path):
+    from mobilenetv2.batch.dataset import OutputDataset
+    from mobilenetv2.batch.inputs import list_images
+    from mobilenetv2.batch.job import BatchJob
+    from mobilenetv2.ray import run_job
+    marker = str(tmp_path / "killed-once")
+
+    class DiesOnItsThirdBatch(Predictor):  # defined here: Ray ships it to the actors by value
+        calls = 0
+
+        def __call__(self, batch):
+            type(self).calls += 1
+            if type(self).calls == 3 and not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)  # the actor process dies mid-job, as on an OOM kill or a lost node
+            return super().__call__(batch)
+
+    job_args = dict(kind="features", alpha=0.35, size=96, weights="none", threads=1)
+    out = OutputDataset(tmp_path / "out", BatchJob(**job_args).config())
+    written, errors = run_job(job_args, list_images([str(images)]), out, batch_size=8, quiet=True,
+                              predictor=DiesOnItsThirdBatch)
+    assert os.path.exists(marker), "no actor was killed: the test proved nothing"
+    assert (written, errors) == (61, 1)
+    assert_same_rows(sorted_table(out.path), local_rows)
+
+
+def test_default_actors_leave_cpu_for_reads_and_writes():
+    assert actor_resources(2, threads=1) == (2, 0.75)
+    assert actor_resources(64, threads=4) == (16, (64 - 0.5) / 16)
+    assert actor_resources(8, threads=1, actors=2) == (2, 1.0)
+    with pytest.raises(ValueError, match="leave no CPU"):
+        actor_resources(2, threads=1, actors=2, actor_cpus=1)
+
+
+def test_importing_the_recipe_does_not_import_ray():
+    code = "import sys, mobilenetv2, mobilenetv2.ray, mobilenetv2.cli; assert 'ray' not in sys.modules, 'ray imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+
+def test_a_job_whose_actors_cannot_start_fails_in_one_line(local_ray, images, tmp_path, capsys):
+    """Weights that exist on the driver but not for the actors (a node without the file) -> one line, exit 2."""
+    from mobilenetv2.batch.dataset import OutputDataset
+    from mobilenetv2.batch.inputs import list_images
+    from mobilenetv2.batch.job import BatchJob
+    from mobilenetv2.ray import RayJobFailed, run_job
+
+    class NoWeightsHere(Predictor):
+        def __init__(self, **kwargs):
+            raise OSError("weights file 'w.h5' not found on this node")
+
+    job_args = dict(kind="features", alpha=0.35, size=96, weights="none", threads=1)
+    out = OutputDataset(tmp_path / "out", BatchJob(**job_args).config())
+    with pytest.raises(RayJobFailed, match="rerun to resume"):
+        run_job(job_args, list_images([str(images)])[:4], out, batch_size=2, quiet=True, predictor=NoWeightsHere)
+    assert not out.parts()
