@@ -1,6 +1,7 @@
 """The package's own exceptions.  Every failure a user can cause through a file, a download or an
 argument is one of these: a ValueError or OSError subclass (so existing ``except ValueError``
 code keeps working) whose message names the file, layer or argument and what to do."""
+import argparse
 
 
 class Error(Exception):
@@ -25,3 +26,11 @@ class ArgumentError(Error, ValueError):
 
 class OutputPathError(Error, OSError):
     """An output path the package will not write to (empty, a folder, or a folder's name)."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (no usage block), exit status 2: the
+    command line's failures look like every other failure of the package."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
