@@ -341,6 +341,8 @@ class MobileNetV2:
             raise ValueError(f"input must have {want_c} channels (NHWC), got shape {x.shape}")
         if h < MIN_SIZE or w < MIN_SIZE:
             raise ValueError(f"input height and width must be at least {MIN_SIZE}, got shape {x.shape}")
+        if h > MAX_SIZE or w > MAX_SIZE:
+            raise ArgumentError(f"input height and width must be at most {MAX_SIZE}, got shape {x.shape}")
         if (want_h is not None and h != want_h) or (want_w is not None and w != want_w):
             raise ValueError(f"this model takes inputs of {self.input_shape}, got shape {x.shape}")
         if n == 0:
