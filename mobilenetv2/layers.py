@@ -64,6 +64,9 @@ class Layer:
                                  f"{tuple(shape)}, got {tuple(a.shape)}")
             if not np.isfinite(a).all():
                 raise ValueError(f"layer {self.name!r} weight {wname!r} contains NaN or inf")
+            if wname == "moving_variance" and (a < 0).any():  # sqrt(var + eps) would be NaN
+                raise ValueError(f"layer {self.name!r} weight 'moving_variance' has negative values "
+                                 f"(as low as {a.min():g}); a variance is never negative")
             out.append(np.ascontiguousarray(a, dtype=dtype))
         self.weights = out
 

@@ -86,3 +86,14 @@ def test_features_layer_argument(small, layers, match):
 def test_profile_runs(small, runs):
     with pytest.raises(ArgumentError, match="runs must be a whole number from 1 to"):
         small.profile(x96(), runs=runs)
+
+
+def test_set_weights_refuses_a_negative_moving_variance():
+    m = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, include_top=False)
+    arrays = m.get_weights()
+    names = [w for layer in m.weighted_layers() for w in layer.weight_names]
+    k = [i for i, n in enumerate(names) if n == "moving_variance"][5]
+    arrays[k] = arrays[k].copy()
+    arrays[k][3] = -0.25
+    with pytest.raises(ValueError, match=r"'block_1_project_BN' weight 'moving_variance' has negative values \(as low as -0\.25\)"):
+        m.set_weights(arrays)
