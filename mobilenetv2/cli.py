@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -182,10 +183,12 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv and not argv[0].startswith("-") else "mobilenetv2"
     try:
-        if argv and argv[0] == "bench":
-            return cmd_bench(argv[1:])
-        args = build_parser().parse_args(argv)
-        return args.func(args)
+        with warnings.catch_warnings():  # warnings (no C extension, ...) on one line each too
+            warnings.showwarning = _one_line_warning
+            if argv and argv[0] == "bench":
+                return cmd_bench(argv[1:])
+            args = build_parser().parse_args(argv)
+            return args.func(args)
     except KeyboardInterrupt:
         print(f"mobilenetv2 {command}: interrupted", file=sys.stderr)
         return 130
@@ -203,6 +206,10 @@ def main(argv=None):
         _fail(command, f"internal error: {type(exc).__name__}: {exc} (please report it; "
                        "MOBILENETV2_DEBUG=1 shows the traceback)")
         return 1
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"mobilenetv2: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def _fail(command, message):

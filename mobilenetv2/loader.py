@@ -396,10 +396,38 @@ def _read_layers(src):
 
 
 def check_file(path):
-    """Raise WeightsError unless ``path`` opens as a complete, safe HDF5 weights file or .keras
-    archive (the download check for files the registry has no checksum for)."""
-    with _Source(path):
-        pass
+    """Raise WeightsError unless ``path`` is a complete, safe HDF5 weights file or .keras archive
+    (the download check for files the registry has no checksum for): it opens safely, and an
+    HDF5 file ends where its superblock says, no shorter (truncated) and no longer (bytes
+    appended after the data)."""
+    with _Source(path) as src:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            size = os.fstat(f.fileno()).st_size
+        end = _superblock_end(head)
+        if end is not None and end != size:
+            raise WeightsError(f"weights file {src.label} is {size} bytes and its HDF5 superblock says "
+                               f"{end}: {'bytes were appended' if size > end else 'it is truncated'}")
+
+
+def _superblock_end(head):
+    """The end-of-file address an HDF5 superblock at offset 0 records, or None where the
+    superblock is not one of versions 0-3 with 8-byte addresses at offset 0."""
+    if not head.startswith(HDF5_MAGIC) or len(head) < 48:
+        return None
+    version = head[8]
+    if version in (0, 1):
+        if head[13] != 8:  # size of offsets
+            return None
+        at = 24 + (4 if version == 1 else 0) + 16  # past base and free-space addresses
+    elif version in (2, 3):
+        if head[9] != 8:
+            return None
+        at = 12 + 16  # past base and superblock-extension addresses
+    else:
+        return None
+    base = struct.unpack_from("<Q", head, at - 16)[0]
+    return base + struct.unpack_from("<Q", head, at)[0]
 
 
 def read_weights(path):

@@ -26,7 +26,8 @@ def image(tmp_path):
 
 
 def one_line(err):
-    lines = err.strip("\n").split("\n")
+    """The one line of a failure (besides one-line warnings, such as the C extension's absence)."""
+    lines = [line for line in err.strip("\n").split("\n") if not line.startswith("mobilenetv2: warning: ")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
@@ -133,3 +134,15 @@ def test_bench_argument_errors(arg, says, capsys):
     with pytest.raises(SystemExit) as info:
         main(["bench", arg])
     assert info.value.code == 2 and says in one_line(capsys.readouterr().err)
+
+
+def test_warnings_are_one_line_too(capsys, monkeypatch):
+    import warnings
+
+    def warn(args):
+        warnings.warn("the C extension is not available (no compiler);\n  running on NumPy", RuntimeWarning)
+        return 0
+    monkeypatch.setattr(cli, "cmd_summary", warn)
+    assert main(["summary"]) == 0
+    assert capsys.readouterr().err == ("mobilenetv2: warning: the C extension is not available (no compiler); "
+                                       "running on NumPy\n")

@@ -514,3 +514,13 @@ def test_downloaded_file_has_the_umask_permissions(isolated, server, mask):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_bytes_appended_to_a_valid_file_are_refused(isolated, server):
+    """No size or hash recorded: the HDF5 superblock's end-of-file address still says where the
+    file ends, so a valid file with anything appended is not put in place."""
+    server.serve(keras_name(*UNKNOWN), PAYLOAD + b"<script>appended</script>")
+    with pytest.raises(DownloadError, match=f"{len(PAYLOAD) + 25} bytes and its HDF5 superblock says "
+                                            f"{len(PAYLOAD)}: bytes were appended"):
+        registry.resolve(*UNKNOWN)
+    only_good_files(cache(isolated))

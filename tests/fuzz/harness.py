@@ -72,6 +72,8 @@ def _leaked(ctx, sentinel_bytes, opened):
 
 
 def _child(kind, index, seed, folder, sentinel, fifo, shared, out_fd, generators):
+    import faulthandler
+    faulthandler.disable()  # pytest's handler would print a crash to the parent's terminal
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.chdir(folder)
