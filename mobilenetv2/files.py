@@ -33,8 +33,8 @@ def open_regular(path, what="file"):
 
     The file is opened with O_NONBLOCK, so a FIFO or a device returns at once instead of
     hanging, then checked with fstat on that same descriptor (no race between check and use).
-    Raises FileNotFoundError, IsADirectoryError, PermissionError, or ValueError (`kind` from
-    ``error``) for anything that is not a regular file."""
+    Raises FileNotFoundError, IsADirectoryError or PermissionError as os.open does, and
+    NotRegularFile (which callers turn into their own error) for a FIFO, device or socket."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     fd = os.open(path, flags)
     try:

@@ -17,6 +17,12 @@ Layouts read (learnt from Keras's saving code and the official files):
 
 Like Keras, layers are matched by the order of the layers that have weights, not by name: the
 official files use older names (``mobl1_conv_1_expand``, ``bn1_conv_1_bn_expand``).
+
+Files come from strangers, so nothing outside the given file is ever read (see _Source): the
+path is opened once as a regular file and read into memory, only hard links are walked,
+external links, soft links, virtual datasets, external storage and unknown filters are refused,
+and every declared shape, dtype and the layer count are checked before any data is read.
+Every error of h5py, zipfile and the decompressors becomes a WeightsError naming the file.
 """
 import collections
 import contextlib

@@ -303,7 +303,7 @@ def _fetch(url, out, size, progress, deadline):
         head = b""
         try:
             while True:
-                sock_timeout(response, min(_READ_TIMEOUT, remaining()))
+                _sock_timeout(response, min(_READ_TIMEOUT, remaining()))
                 chunk = response.read1(min(_CHUNK, limit + 1 - done)) if hasattr(response, "read1") \
                     else response.read(min(_CHUNK, limit + 1 - done))
                 remaining()
@@ -339,7 +339,7 @@ def _fetch(url, out, size, progress, deadline):
     return done, digest.hexdigest()
 
 
-def sock_timeout(response, seconds):
+def _sock_timeout(response, seconds):
     """Shorten the socket timeout of an HTTP response to what is left of the deadline."""
     sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
     if sock is not None:
