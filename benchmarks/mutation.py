@@ -29,7 +29,7 @@ TARGETS = {
     "loader": ["tests/test_loader.py", "tests/test_loader_security.py"],
     "registry": ["tests/test_registry.py"],
     "preprocessing": ["tests/test_preprocessing.py", "tests/test_preprocessing_hostile.py"],
-    "files": ["tests/test_cli_errors.py", "tests/test_registry.py"],
+    "files": ["tests/test_files.py", "tests/test_cli_errors.py"],
     "cli": ["tests/test_cli.py", "tests/test_cli_errors.py"],
 }
 SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
