@@ -339,11 +339,17 @@ def make_image(ctx):
     elif mode == "tiny":
         data = _image_bytes(Image.new("RGB", (rng.randint(1, 40), rng.randint(1, 40))), "PNG")
     (ctx.folder / "img").write_bytes(data)
-    ctx.args = dict(
-        target_size=rng.choice([224, 32, (40, 7), 1, 0, -1, 10 ** 6, 2.5, (3,), "x", None, (2, 8193)]),
-        crop=rng.choice([None, None, "center", 0.875, 1e-6, 0, 1.5, float("nan"), True]),
-        interpolation=rng.choice(["bilinear", "nearest", "lanczos", "bad", None, ["bilinear"]]),
-        as_=rng.choice(["str", "bytes", "path", "file"]))
+    if rng.random() < 0.75:  # mostly valid arguments, so the decoders see the damaged bytes
+        ctx.args = dict(target_size=rng.choice([224, 32, (40, 7), 1, (96, 128)]),
+                        crop=rng.choice([None, None, "center", 0.875, 0.01]),
+                        interpolation=rng.choice(sorted(preprocessing.INTERPOLATIONS)),
+                        as_=rng.choice(["str", "bytes", "path", "file"]))
+    else:
+        ctx.args = dict(
+            target_size=rng.choice([224, 0, -1, 10 ** 6, 2.5, (3,), "x", None, (2, 8193)]),
+            crop=rng.choice([None, 1e-6, 0, 1.5, float("nan"), True]),
+            interpolation=rng.choice(["bilinear", "bad", None, ["bilinear"]]),
+            as_=rng.choice(["str", "bytes", "path", "file"]))
     return f"{fmt}-{mode}"
 
 
