@@ -45,6 +45,7 @@ def run_cli(*args, cwd=None):
     (["classify", "IMG", "--size", str(10 ** 9)], "--size: must be from 1 to 4096"),
     (["classify", "IMG", "--size", "1e3"], "--size: '1e3' is not a whole number"),
     (["classify", "IMG", "--alpha", "nan"], "--alpha: 'nan' is not a finite number"),
+    (["classify", "IMG", "--alpha", "1/3"], "--alpha: '1/3' is not a number"),
     (["classify", "IMG", "--alpha", "1e308", "--weights", "none"], "alpha must be a positive number at most 4"),
     (["classify", "IMG", "--top", "0"] + SMALL, "--top: must be from 1 to 1000"),
     (["classify", "IMG", "--weights", "/dev/zero"], "is a device, not a regular file"),

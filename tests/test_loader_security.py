@@ -169,10 +169,12 @@ def test_negative_moving_variance_names_the_layer(tmp_path, small):
     layers = list(small)
     k, (name, cls, weights) = next((i, l) for i, l in enumerate(layers) if l[0] == "block_3_project_BN")
     weights = [(w, -a - 1 if w == "moving_variance" else a) for w, a in weights]
+    weights = [(w, np.where(np.arange(a.size) < 3, a, 0) if w == "moving_variance" else a) for w, a in weights]
     layers[k] = (name, cls, weights)
     path = tmp_path / "w.h5"
     write_keras2(path, layers)
-    with pytest.raises(WeightsError, match=r"'block_3_project_BN' .*'moving_variance' has \d+ negative value"):
+    # three negative values and the rest zero (a zero variance is allowed: eps keeps it finite)
+    with pytest.raises(WeightsError, match=r"'block_3_project_BN' .*'moving_variance' has 3 negative value"):
         MobileNetV2((96, 96, 3), alpha=0.35, include_top=False, weights=str(path))
 
 
@@ -287,3 +289,30 @@ def test_every_loader_error_is_the_packages_own(tmp_path, small):
             assert isinstance(exc, WeightsError)
             outcomes["refused"] = outcomes.get("refused", 0) + 1
     assert outcomes.get("refused", 0) > 10
+
+
+def test_declared_size_bounds_are_exact(tmp_path, small, monkeypatch):
+    """A dataset of exactly MAX_DATASET_ELEMENTS values passes the size check (and then fails
+    the shape check); one more value is refused by the size check."""
+    for n, says in ((loader.MAX_DATASET_ELEMENTS, "does not fit"),
+                    (loader.MAX_DATASET_ELEMENTS + 1, "larger than any MobileNetV2 weight")):
+        path = hostile(tmp_path, small, lambda g, name: g.create_dataset(name, shape=(n,), dtype="<f4",
+                                                                          chunks=(1 << 16,)))
+        refused(path, small, says)
+
+
+def test_total_declared_bytes_bound_is_exact(tmp_path, small, monkeypatch):
+    path = tmp_path / "w.h5"
+    write_keras2(path, small)
+    total = 8 * sum(a.size for _, _, ws in small for _, a in ws)  # counted as float64
+    monkeypatch.setattr(loader, "MAX_TOTAL_BYTES", total)
+    assert len(loader.load_by_order(path, expected_of(small))) == len(expected_of(small))
+    monkeypatch.setattr(loader, "MAX_TOTAL_BYTES", total - 1)
+    refused(path, small, f"declare more than {total - 1} bytes together")
+
+
+def test_is_a_directory_error_carries_its_errno(tmp_path):
+    import errno
+    with pytest.raises(IsADirectoryError) as info:
+        loader.read_weights(tmp_path)
+    assert info.value.errno == errno.EISDIR

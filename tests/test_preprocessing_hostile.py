@@ -150,7 +150,8 @@ def test_crop_bounds(crop):
 
 def test_crop_that_rounds_to_an_empty_box():
     tall = Image.fromarray(np.zeros((1000, 32, 3), np.uint8))
-    with pytest.raises(ImageError, match=r"rounds to an empty region"):
+    with pytest.raises(ImageError, match=r"^crop=0\.3 of image '<PIL image>' \(32x1000\) at the target's aspect "
+                                         r"ratio is 0\.3x300 pixels, which rounds to an empty region"):
         load_image(tall, target_size=(1000, 1), crop=0.3)
     assert load_image(tall, target_size=(1000, 1), crop=Fraction(1, 1)).shape == (1000, 1, 3)
 
@@ -165,3 +166,19 @@ def test_open_file_object_in_memory():
     RGB.save(buf, format="PNG")
     buf.seek(0)
     np.testing.assert_array_equal(load_image(buf, target_size=(40, 48)), np.asarray(RGB))
+
+
+def test_float_image_over_255_is_scaled_from_16_bits():
+    values = np.linspace(0, 65535, 40 * 50).reshape(40, 50).astype(np.float32)
+    want = np.rint(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    got = load_image(Image.fromarray(values, "F"), target_size=(40, 50))[:, :, 0]
+    assert np.abs(got.astype(int) - want).max() <= 1  # float32 arithmetic: at most one step off
+    assert (got == want).mean() > 0.99
+
+
+def test_our_pixel_limit_applies_below_pillows_own(tmp_path, monkeypatch):
+    """Pillow only warns between its limit and twice it; the package refuses from its limit."""
+    path = save(Image.fromarray(np.zeros((60, 100, 3), np.uint8)), tmp_path / "x.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # 6000 pixels: Pillow would only warn
+    with pytest.raises(ImageError, match=r"60\b.*too large to decode safely \(more than 5000 pixels\)"):
+        load_image(path)
