@@ -1,4 +1,5 @@
 """mobilenetv2.files: regular files only on the way in, atomic and umask-respecting on the way out."""
+import errno
 import os
 import stat
 
@@ -70,7 +71,8 @@ def test_open_regular(tmp_path):
     for path, says in ((fifo, "a FIFO"), (os.fsencode(fifo), "a FIFO"), ("/dev/null", "a device")):
         with pytest.raises(files.NotRegularFile, match=says):
             files.open_regular(path)
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(IsADirectoryError) as info:
         files.open_regular(tmp_path)
+    assert info.value.errno == errno.EISDIR
     with pytest.raises(FileNotFoundError):
         files.open_regular(tmp_path / "missing")

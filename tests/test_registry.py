@@ -526,3 +526,10 @@ def test_bytes_appended_to_a_valid_file_are_refused(isolated, server):
                                             f"{len(PAYLOAD)}: bytes were appended"):
         registry.resolve(*UNKNOWN)
     only_good_files(cache(isolated))
+
+
+def test_progress_bar_without_a_known_total(isolated, server, capsys):
+    server.serve(keras_name(*UNKNOWN), PAYLOAD, headers={"Content-Length": None})
+    registry.resolve(*UNKNOWN, progress=True)
+    err = capsys.readouterr().err
+    assert err.endswith(f": {len(PAYLOAD) / 1e6:.1f} MB\n") and "%" not in err
