@@ -220,7 +220,8 @@ def versions():
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="mobilenetv2 bench", description=__doc__.splitlines()[0])
+    from mobilenetv2.errors import OneLineArgumentParser
+    p = OneLineArgumentParser(prog="mobilenetv2 bench", description=__doc__.splitlines()[0])
     p.add_argument("--variants", default="1.0_224,0.35_96", help="comma list like 1.0_224,0.35_96, or 'all'")
     p.add_argument("--threads", default="1,2", help="comma list of thread counts")
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma list from {','.join(ENGINES)}")
@@ -234,8 +235,19 @@ def parse_args(argv):
                    help="also time OpenVINO in bfloat16 (a labelled reduced-precision row, never a 'best peer')")
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw published top-1 vs measured batch-1 latency (needs matplotlib)")
-    p.add_argument("--json", help="output JSON path (default benchmarks/results/bench-<time>.json)")
+    p.add_argument("--json", help="output JSON path (default: bench-<time>.json in the current folder)")
     args = p.parse_args(argv)
+    from mobilenetv2.files import check_output_path
+    from mobilenetv2.pool import max_threads
+    if args.json is not None:
+        try:
+            args.json = check_output_path(args.json, "--json")
+        except OSError as exc:
+            p.error(str(exc))
+    for name in ("runs", "warmup", "numpy_runs", "rounds"):
+        if not 0 <= getattr(args, name) <= 100_000 or (name != "warmup" and getattr(args, name) < 1):
+            p.error(f"--{name.replace('_', '-')} must be from {0 if name == 'warmup' else 1} to 100000, "
+                    f"got {getattr(args, name)}")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -246,7 +258,13 @@ def parse_args(argv):
         args.variants = [(name, parse_variant(name)) for name in names]
     except ValueError as exc:
         p.error(str(exc))
-    args.threads = [int(t) for t in args.threads.split(",")]
+    try:
+        args.threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        p.error(f"--threads takes a comma list of whole numbers, got {args.threads!r}")
+    bad = [t for t in args.threads if not 1 <= t <= max_threads()]
+    if bad:
+        p.error(f"--threads must each be from 1 to {max_threads()} (4 per core here, at least 64), got {bad[0]}")
     args.engines = args.engines.split(",")
     for e in args.engines:
         if e not in ENGINES + REDUCED:
@@ -359,10 +377,11 @@ def main(argv=None):
     skipped = {" ".join(k) if isinstance(k, tuple) else k: why for k, why in skipped.items()}
     for engine, why in skipped.items():
         print(f"# skipped {engine}: {why}")
-    out = Path(args.json) if args.json else (
-        Path(__file__).resolve().parent.parent / "benchmarks" / "results" / f"bench-{now:%Y%m%dT%H%M%SZ}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"run": header, "results": rows, "skipped": skipped}, indent=2))
+    # Where the user said, else the current folder: never inside the installed package.
+    out = Path(args.json) if args.json else Path.cwd() / f"bench-{now:%Y%m%dT%H%M%SZ}.json"
+    from mobilenetv2.files import atomic_write
+    with atomic_write(out, suffix=".json") as f:
+        f.write(json.dumps({"run": header, "results": rows, "skipped": skipped}, indent=2).encode())
     print(f"# wrote {out}")
     if any(r["precision"] != "float32" for r in rows):
         print("# bf16 rows are reduced precision: shown for reference, never counted as a best peer")

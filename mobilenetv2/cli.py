@@ -15,8 +15,34 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 import numpy as np
+
+from mobilenetv2 import files
+from mobilenetv2.errors import Error, OneLineArgumentParser as _Parser
+
+
+def _positive_int(limit):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not 1 <= value <= limit:
+            raise argparse.ArgumentTypeError(f"must be from 1 to {limit}, got {value}")
+        return value
+    return parse
+
+
+def _finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def _weights_arg(value):
@@ -24,8 +50,10 @@ def _weights_arg(value):
 
 
 def _add_model_args(p, top=True):
-    p.add_argument("--alpha", type=float, default=1.0, help="width multiplier (default 1.0)")
-    p.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
+    from mobilenetv2.model import MAX_SIZE
+    p.add_argument("--alpha", type=_finite_float, default=1.0, help="width multiplier (default 1.0)")
+    p.add_argument("--size", type=_positive_int(MAX_SIZE), default=224,
+                   help="input height and width (default 224)")
     p.add_argument("--weights", type=_weights_arg, default="imagenet",
                    help="'imagenet' (found or downloaded), 'none' (random), or a Keras .h5 path")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -125,14 +153,18 @@ def _write_atomically(path, write):
 
 
 def _save_npz_atomically(path, arrays):
-    """Write arrays to ``path`` via a temporary file in the same folder, so no half-written file remains."""
-    path = os.path.abspath(path)
+    """Write arrays to ``path`` (``.npz`` added where missing) through a temporary file in the
+    same folder renamed into place, with the umask's permissions: no half-written file remains."""
+    path = os.path.abspath(files.check_output_path(path, "--out"))
     if not path.endswith(".npz"):
         path += ".npz"
-    return _write_atomically(path, lambda f: np.savez(f, **arrays))
+    with files.atomic_write(path, suffix=".npz") as f:
+        np.savez(f, **arrays)
+    return path
 
 
 def cmd_dump(args):
+    files.check_output_path(args.out, "--out")  # before any work: '' or 'dir/' would write elsewhere
     model = _model(args, include_top=args.include_top, pooling=None)
     x = _load_batch([args.image], args.size, args.dtype)
     names = [layer.name for layer in model.layers[1:]] if args.layers == ["all"] else args.layers
@@ -226,13 +258,13 @@ def cmd_predict(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="mobilenetv2", description="MobileNetV2 inference with Keras's weights and names.")
+    parser = _Parser(prog="mobilenetv2", description="MobileNetV2 inference with Keras's weights and names.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("classify", help="top ImageNet classes of images")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     _add_model_args(p)
-    p.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
+    p.add_argument("--top", type=_positive_int(1000), default=5, help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--hf", metavar="DIR", help="a transformers checkpoint folder (config.json, "
                    "model.safetensors, preprocessor_config.json) instead of Keras's weights")
@@ -295,15 +327,46 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run one command.  Every failure is one line on stderr and a non-zero exit status: 2 for
+    a bad argument or input, 1 for an internal error, 130 for Ctrl-C; never a traceback
+    (set MOBILENETV2_DEBUG=1 to see one)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "bench":
-        return cmd_bench(argv[1:])
-    args = build_parser().parse_args(argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else "mobilenetv2"
     try:
-        return args.func(args)
-    except (ValueError, OSError) as exc:
-        print(f"mobilenetv2 {args.command}: error: {exc}", file=sys.stderr)
+        with warnings.catch_warnings():  # warnings (no C extension, ...) on one line each too
+            warnings.showwarning = _one_line_warning
+            if argv and argv[0] == "bench":
+                return cmd_bench(argv[1:])
+            args = build_parser().parse_args(argv)
+            return args.func(args)
+    except KeyboardInterrupt:
+        print(f"mobilenetv2 {command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into a program that stopped reading (| head)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except MemoryError:
+        _fail(command, "out of memory (try a smaller --size or batch, or fewer images at once)")
         return 2
+    except (Error, ValueError, OSError) as exc:
+        _fail(command, f"error: {exc}")
+        return 2
+    except Exception as exc:  # a bug: still one line, with what to report
+        _fail(command, f"internal error: {type(exc).__name__}: {exc} (please report it; "
+                       "MOBILENETV2_DEBUG=1 shows the traceback)")
+        return 1
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"mobilenetv2: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _fail(command, message):
+    if os.environ.get("MOBILENETV2_DEBUG") == "1":
+        import traceback
+        traceback.print_exc()
+    print(f"mobilenetv2 {command}: {' '.join(message.split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,9 @@ class Layer:
                                  f"{tuple(shape)}, got {tuple(a.shape)}")
             if not np.isfinite(a).all():
                 raise ValueError(f"layer {self.name!r} weight {wname!r} contains NaN or inf")
+            if wname == "moving_variance" and (a < 0).any():  # sqrt(var + eps) would be NaN
+                raise ValueError(f"layer {self.name!r} weight 'moving_variance' has negative values "
+                                 f"(as low as {a.min():g}); a variance is never negative")
             a = np.array(a, dtype=dtype, order="C", copy=True)  # never the caller's array
             a.setflags(write=False)
             out.append(a)

@@ -17,16 +17,29 @@ Layouts read (learnt from Keras's saving code and the official files):
 
 Like Keras, layers are matched by the order of the layers that have weights, not by name: the
 official files use older names (``mobl1_conv_1_expand``, ``bn1_conv_1_bn_expand``).
+
+Files come from strangers, so nothing outside the given file is ever read (see _Source): the
+path is opened once as a regular file and read into memory, only hard links are walked,
+external links, soft links, virtual datasets, external storage and unknown filters are refused,
+and every declared shape, dtype and the layer count are checked before any data is read.
+Every error of h5py, zipfile and the decompressors becomes a WeightsError naming the file.
 """
 import collections
+import contextlib
 import functools
 import io
+import lzma
 import os
 import re
+import struct
 import zipfile
+import zlib
 
 import h5py
 import numpy as np
+
+from mobilenetv2 import files
+from mobilenetv2.errors import WeightsError  # re-exported: loader.WeightsError
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 _CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
@@ -37,109 +50,290 @@ _KERAS3_WEIGHT_NAMES = {
     "dense": ("kernel", "bias"),
     "batch_normalization": ("gamma", "beta", "moving_mean", "moving_variance"),
 }
-_FileLayer = collections.namedtuple("_FileLayer", "name kind weights")  # weights: [(name, array)]
+_FileLayer = collections.namedtuple("_FileLayer", "name kind weights")  # weights: [(name, _Stored)]
+
+# -- what a file may hold (every bound is far above what any MobileNetV2 file needs) -------------
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+MAX_FILE_BYTES = 512 << 20       # the largest official file (1.4_224 with top) is ~25 MB
+MAX_DATASET_ELEMENTS = 1 << 24   # the largest MobileNetV2 weight: 1.4's classifier, 1792x1000
+MAX_TOTAL_BYTES = 1 << 30        # all datasets a file declares, together, as float64
+MAX_ATTR_ELEMENTS = 1 << 16      # a layer_names / weight_names list (MobileNetV2 has 158 layers)
+MAX_OBJECTS = 20000              # groups and datasets visited in one file
+MAX_DEPTH = 12                   # nested Keras 3 containers (a model inside a model: 2-3)
+MAX_ARCHIVE_MEMBERS = 64         # a .keras archive holds 3 (config, metadata, weights)
+_ALLOWED_FILTERS = {h5py.h5z.FILTER_DEFLATE: "gzip", h5py.h5z.FILTER_SHUFFLE: "shuffle",
+                    h5py.h5z.FILTER_FLETCHER32: "fletcher32", 32000: "lzf"}
+# Errors the HDF5, zip and decompression libraries raise on damaged input: turned into WeightsError.
+_LIBRARY_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, OverflowError,
+                   RecursionError, NotImplementedError, EOFError, zlib.error, lzma.LZMAError,
+                   struct.error, UnicodeError, zipfile.BadZipFile, AttributeError)
 
 
-class WeightsError(ValueError):
-    """A weights file that cannot be read, or does not fit the model."""
+def _access_lists():
+    """Property lists under which nothing outside the file can be reached even if a check were
+    missed: external links resolve under a prefix that does not exist and may not open files
+    for writing; soft and external link chains stop after one step; external raw storage and
+    virtual dataset sources resolve under a prefix that does not exist."""
+    nowhere = b"/nonexistent/mobilenetv2-refuses-external-files/"
+    lapl = h5py.h5p.create(h5py.h5p.LINK_ACCESS)
+    lapl.set_nlinks(1)
+    lapl.set_elink_prefix(nowhere)
+    lapl.set_elink_acc_flags(h5py.h5f.ACC_RDONLY)
+    dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+    dapl.set_efile_prefix(nowhere)
+    dapl.set_virtual_prefix(nowhere)
+    return lapl, dapl
 
 
-# -- opening ---------------------------------------------------------------------------------
-def _open_h5(path):
-    """An open h5py.File for ``path``, or a clear exception saying what is wrong with the file."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(2, "weights file not found", path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(21, "weights path is a directory, not a .h5 file", path)
-    if not os.access(path, os.R_OK):
-        raise PermissionError(13, "weights file is not readable", path)
-    size = os.path.getsize(path)
-    if size == 0:
-        raise WeightsError(f"weights file {path!r} is empty (0 bytes; an interrupted download?): "
-                           "delete it and download it again")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(b"PK\x03\x04"):
-        return _open_keras_archive(path)
-    if not h5py.is_hdf5(path):
-        raise WeightsError(f"weights file {path!r} is not an HDF5 file (it starts with {head!r}); "
-                           "expected a Keras .h5 weights file")
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise WeightsError(f"weights file {path!r} ({size} bytes) is truncated or corrupt "
-                           f"(h5py: {exc}); delete it and download it again") from None
+class _Stored:
+    """A dataset checked for safety (layout, storage, filters, type, declared size) but not read:
+    its declared ``shape`` is compared with the model's before any byte of data is read."""
+
+    def __init__(self, source, where, dsid):
+        self.source, self.where, self.dsid = source, where, dsid
+        self.shape = tuple(int(d) for d in dsid.shape)
+        self.dtype = np.dtype(dsid.dtype)
+
+    def read(self):
+        with self.source.guard(f"reading {self.where}"):
+            out = np.empty(self.shape, dtype=self.dtype.newbyteorder("="))
+            if out.size:
+                self.dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+            return out
 
 
-def _open_keras_archive(path):
-    """The weights of a Keras 3 ``.keras`` archive (a zip holding model.weights.h5)."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            data = zf.read("model.weights.h5")
-    except KeyError:
-        raise WeightsError(f"weights file {path!r} is a zip archive without model.weights.h5 "
-                           "(expected a Keras .h5 weights file or a .keras archive)") from None
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise WeightsError(f"weights file {path!r} is a damaged zip archive ({exc})") from None
-    try:
-        return h5py.File(io.BytesIO(data), "r")
-    except OSError as exc:
-        raise WeightsError(f"the model.weights.h5 inside {path!r} is truncated or corrupt "
-                           f"(h5py: {exc})") from None
+class _Source:
+    """One weights file opened for safe reading: the path is opened once, read-only, as a
+    regular file (a FIFO or device is refused before anything waits on it), read whole into
+    memory (bounded), and handed to HDF5 from memory, so HDF5 never opens a path itself.
+    Only hard links are followed; external links, soft links, virtual datasets, external raw
+    storage and unknown filters are refused before a byte of data is read."""
+
+    def __init__(self, path):
+        self.path = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
+        self.label = repr(self.path)
+        self.objects = 0
+        self.declared = 0
+        self.lapl, self.dapl = _access_lists()
+        data = self._read_file(path)
+        if data.startswith(b"PK\x03\x04"):
+            self.label = f"{self.path!r} (its model.weights.h5)"
+            data = self._from_archive(data)
+        if not data.startswith(HDF5_MAGIC):
+            raise WeightsError(f"weights file {self.label} is not an HDF5 file (it starts with "
+                               f"{data[:8]!r}); expected a Keras .h5 weights file or a .keras archive")
+        with self.guard("opening it"):
+            self.file = h5py.File(io.BytesIO(data), "r")
+
+    def _read_file(self, path):
+        try:
+            fd = files.open_regular(path, "weights file")
+        except files.NotRegularFile as exc:
+            raise WeightsError(str(exc)) from None
+        except FileNotFoundError:
+            raise FileNotFoundError(2, "weights file not found", self.path) from None
+        except PermissionError:
+            raise PermissionError(13, "weights file is not readable", self.path) from None
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                raise WeightsError(f"weights file {self.label} is empty (0 bytes; an interrupted "
+                                   "download?): delete it and download it again")
+            if size > MAX_FILE_BYTES:
+                raise WeightsError(f"weights file {self.label} is {size} bytes, more than any "
+                                   f"MobileNetV2 weights file ({MAX_FILE_BYTES} at most)")
+            return f.read(MAX_FILE_BYTES + 1)
+
+    def _from_archive(self, data):
+        """model.weights.h5 from a Keras 3 archive: stored or deflated only, not encrypted,
+        inflated size declared and capped, read no further than declared."""
+        with self.guard("reading it as a zip archive"):
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                members = zf.infolist()
+                if len(members) > MAX_ARCHIVE_MEMBERS:
+                    raise WeightsError(f"weights file {self.path!r} is a zip archive of {len(members)} "
+                                       f"members; a .keras archive has a few ({MAX_ARCHIVE_MEMBERS} at most)")
+                total = sum(m.file_size for m in members)
+                if total > MAX_FILE_BYTES:
+                    raise WeightsError(f"weights file {self.path!r}: its members would inflate to "
+                                       f"{total} bytes (at most {MAX_FILE_BYTES}): refused")
+                info = next((m for m in members if m.filename == "model.weights.h5"), None)
+                if info is None:
+                    raise WeightsError(f"weights file {self.path!r} is a zip archive without "
+                                       "model.weights.h5 (expected a Keras .h5 weights file or a "
+                                       ".keras archive)")
+                if info.flag_bits & 0x1:
+                    raise WeightsError(f"weights file {self.path!r}: model.weights.h5 is encrypted; "
+                                       "Keras never encrypts it: refused")
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    raise WeightsError(f"weights file {self.path!r}: model.weights.h5 uses zip "
+                                       f"compression method {info.compress_type}; a .keras archive "
+                                       "is stored or deflated: refused")
+                with zf.open(info) as member:
+                    out = member.read(info.file_size + 1)
+                if len(out) != info.file_size:
+                    raise WeightsError(f"weights file {self.path!r}: model.weights.h5 inflates to "
+                                       f"{len(out)} bytes, its header says {info.file_size}")
+                return out
+
+    @contextlib.contextmanager
+    def guard(self, doing):
+        """Turn any library error while ``doing`` into a WeightsError naming the file."""
+        try:
+            yield
+        except WeightsError:
+            raise
+        except MemoryError:
+            raise WeightsError(f"weights file {self.label}: out of memory while {doing}") from None
+        except _LIBRARY_ERRORS as exc:
+            raise WeightsError(f"weights file {self.label} is truncated or corrupt, or not a Keras weights file "
+                               f"({type(exc).__name__} while {doing}: {exc}); delete it and download "
+                               "it again, or give the file Keras wrote") from None
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- walking ---------------------------------------------------------------------------------
+    def _count(self):
+        self.objects += 1
+        if self.objects > MAX_OBJECTS:
+            raise WeightsError(f"weights file {self.label} has more than {MAX_OBJECTS} groups and "
+                               "datasets (a loop of links, or not a MobileNetV2 file): refused")
+
+    def child(self, group, name, where):
+        """The object at ``name`` (a path relative to ``group``) or None where absent, following
+        hard links only, one component at a time."""
+        obj = group
+        for part in name.split("/"):
+            if part == "":
+                continue
+            if part in (".", ".."):
+                raise WeightsError(f"weights file {self.label}: {where} names {name!r}, a relative "
+                                   "path: refused")
+            if not isinstance(obj, h5py.Group):
+                return None
+            link = obj.get(part, getlink=True)
+            if link is None:
+                return None
+            if not isinstance(link, h5py.HardLink):
+                kind = {h5py.SoftLink: "a soft link", h5py.ExternalLink: "an external link to "
+                        "another file"}.get(type(link), "a link of an unknown kind")
+                target = getattr(link, "filename", None) or getattr(link, "path", "")
+                raise WeightsError(f"weights file {self.label}: {where} goes through {part!r}, "
+                                   f"{kind} ({target!r}); a weights file must hold its data itself: "
+                                   "refused")
+            self._count()
+            otype = h5py.h5o.get_info(obj.id, part.encode(), lapl=self.lapl).type
+            if otype == h5py.h5o.TYPE_DATASET:
+                obj = h5py.Dataset(h5py.h5d.open(obj.id, part.encode(), dapl=self.dapl))
+            elif otype == h5py.h5o.TYPE_GROUP:
+                obj = obj[part]
+            else:
+                return None
+        return obj
+
+    def keys(self, group, where):
+        """The names directly in ``group`` (bounded)."""
+        n = group.id.get_num_objs()
+        if n > MAX_OBJECTS:
+            raise WeightsError(f"weights file {self.label}: {where} holds {n} objects: refused")
+        return [k for k in group]
+
+    def stored(self, obj, where):
+        """A checked, unread dataset at ``where``."""
+        if not isinstance(obj, h5py.Dataset):
+            raise WeightsError(f"weights file {self.label}: {where} is not a dataset")
+        dsid = obj.id
+        plist = dsid.get_create_plist()
+        if plist.get_layout() == h5py.h5d.VIRTUAL:
+            raise WeightsError(f"weights file {self.label}: {where} is a virtual dataset (its data "
+                               "lives in other files); a weights file must hold its data itself: refused")
+        if plist.get_external_count():
+            raise WeightsError(f"weights file {self.label}: {where} keeps its data in external "
+                               f"file(s) ({plist.get_external(0)[0]!r}); a weights file must hold "
+                               "its data itself: refused")
+        for i in range(plist.get_nfilters()):
+            code = plist.get_filter(i)[0]
+            if code not in _ALLOWED_FILTERS:
+                raise WeightsError(f"weights file {self.label}: {where} uses HDF5 filter {code}; only "
+                                   f"{', '.join(sorted(_ALLOWED_FILTERS.values()))} are read: refused")
+        if dsid.get_type().get_class() != h5py.h5t.FLOAT or dsid.dtype.itemsize not in (2, 4, 8):
+            raise WeightsError(f"weights file {self.label}: {where} has dtype {dsid.dtype}, "
+                               "expected floating point")
+        shape = dsid.shape
+        elements = int(np.prod(shape, dtype=object)) if shape is not None else 0
+        if shape is None or elements > MAX_DATASET_ELEMENTS:
+            raise WeightsError(f"weights file {self.label}: {where} declares shape {shape}, larger "
+                               f"than any MobileNetV2 weight ({MAX_DATASET_ELEMENTS} values at most): refused")
+        self.declared += elements * 8
+        if self.declared > MAX_TOTAL_BYTES:
+            raise WeightsError(f"weights file {self.label}: its datasets declare more than "
+                               f"{MAX_TOTAL_BYTES} bytes together: refused")
+        return _Stored(self, where, dsid)
+
+    def attr_list(self, obj, name, where):
+        """Keras's list attribute ``name`` of an HDF5 object, joined from ``name0, name1, ...``
+        when Keras split it; None when absent.  Each part's size is checked before it is read."""
+        if name in obj.attrs:
+            names = [name]
+        elif f"{name}0" in obj.attrs:
+            names, i = [], 0
+            while f"{name}{i}" in obj.attrs:
+                names.append(f"{name}{i}")
+                i += 1
+                if i > MAX_ATTR_ELEMENTS:
+                    break
+        else:
+            return None
+        out = []
+        for n in names:
+            aid = obj.attrs.get_id(n)
+            count = int(np.prod(aid.shape, dtype=object)) if aid.shape else 1
+            if count == 0:  # Keras writes an empty list as an empty float array
+                continue
+            if aid.dtype.kind not in "SUO" or count + len(out) > MAX_ATTR_ELEMENTS:
+                raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} has dtype "
+                                   f"{aid.dtype} and {count} values; expected a list of names")
+            for item in np.atleast_1d(obj.attrs[n]):
+                if isinstance(item, bytes):
+                    item = item.decode("utf8")
+                if not isinstance(item, str):
+                    raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} holds "
+                                       f"{type(item).__name__}, expected names")
+                out.append(item)
+        return out
 
 
 # -- reading -----------------------------------------------------------------------------------
-def _attr_list(obj, name):
-    """Keras's list attribute ``name`` of an HDF5 object, joined from ``name0, name1, ...``
-    when Keras split it; None when absent."""
-    if name in obj.attrs:
-        values = [obj.attrs[name]]
-    elif f"{name}0" in obj.attrs:
-        values, i = [], 0
-        while f"{name}{i}" in obj.attrs:
-            values.append(obj.attrs[f"{name}{i}"])
-            i += 1
-    else:
-        return None
-    out = []
-    for v in values:
-        for item in np.atleast_1d(v):
-            out.append(item.decode("utf8") if isinstance(item, bytes) else str(item))
-    return out
-
-
 def _short_name(weight_name):
     """'block_1_expand/kernel:0' -> 'kernel'."""
     return weight_name.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
-def _read_array(path, where, dataset):
-    if not isinstance(dataset, h5py.Dataset):
-        raise WeightsError(f"weights file {path!r}: {where} is not a dataset")
-    try:
-        return np.asarray(dataset[()])
-    except (OSError, RuntimeError, TypeError, ValueError) as exc:
-        raise WeightsError(f"weights file {path!r}: cannot read {where} ({exc}); "
-                           "the file is truncated or corrupt") from None
-
-
-def _read_legacy(path, root):
+def _read_legacy(src, root, where):
     layers = []
-    for lname in _attr_list(root, "layer_names"):
-        if lname not in root:
-            raise WeightsError(f"weights file {path!r} lists layer {lname!r} but has no group for it")
-        group = root[lname]
+    for lname in src.attr_list(root, "layer_names", where):
+        group = src.child(root, lname, f"layer {lname!r}")
+        if not isinstance(group, h5py.Group):
+            raise WeightsError(f"weights file {src.label} lists layer {lname!r} but has no group for it")
         # A model saved as one layer of another holds all its layers' weights, named
         # '<inner layer>/<weight>', trainable ones first: split them back by inner layer.
         inner = {}
-        for wname in _attr_list(group, "weight_names") or []:
-            if wname not in group:
-                raise WeightsError(f"weights file {path!r}: layer {lname!r} lists weight {wname!r} "
+        for wname in src.attr_list(group, "weight_names", f"layer {lname!r}") or []:
+            obj = src.child(group, wname, f"layer {lname!r} weight {wname!r}")
+            if obj is None:
+                raise WeightsError(f"weights file {src.label}: layer {lname!r} lists weight {wname!r} "
                                    "but has no dataset for it")
-            array = _read_array(path, f"{lname}/{wname}", group[wname])
+            stored = src.stored(obj, f"{lname}/{wname}")
             scope = wname.rsplit("/", 1)[0] if "/" in wname else ""
-            inner.setdefault(scope, []).append((_short_name(wname), array))
+            inner.setdefault(scope, []).append((_short_name(wname), stored))
         for scope, weights in inner.items():
             name = lname if len(inner) == 1 else f"{lname}/{scope.rsplit('/', 1)[-1]}"
             layers.append(_FileLayer(name, None, weights))
@@ -152,46 +346,94 @@ def _natural_key(key):
     return base, int(num or 0)
 
 
-def _read_keras3(path, container, prefix=""):
+def _read_keras3(src, container, prefix="", depth=0, seen=None):
+    """Keras 3 layers under ``container``, depth-first; a container met twice (a cycle of hard
+    links) or nested deeper than MAX_DEPTH is refused."""
+    seen = set() if seen is None else seen
+    addr = h5py.h5o.get_info(container.id).addr
+    if addr in seen:
+        raise WeightsError(f"weights file {src.label}: {prefix or '/'} contains itself (a cycle of "
+                           "links): refused")
+    if depth > MAX_DEPTH:
+        raise WeightsError(f"weights file {src.label}: layers nested more than {MAX_DEPTH} deep at "
+                           f"{prefix!r}: refused")
+    seen.add(addr)
     layers = []
-    for key in sorted(container, key=_natural_key):
-        group = container[key]
+    for key in sorted(src.keys(container, prefix or "/"), key=_natural_key):
+        group = src.child(container, key, f"{prefix}{key}")
         if not isinstance(group, h5py.Group):
             continue
         name = f"{prefix}{key}"
-        variables = group.get("vars")
+        variables = src.child(group, "vars", f"{name}/vars")
         if isinstance(variables, h5py.Group) and len(variables):
             kind = _natural_key(key)[0]
-            keys = sorted(variables, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else k))
+            keys = sorted(src.keys(variables, f"{name}/vars"),
+                          key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
             known = _KERAS3_WEIGHT_NAMES.get(kind, ())
             names = list(known[:len(keys)]) if len(keys) <= len(known) else keys
             layers.append(_FileLayer(name, kind, [
-                (wname, _read_array(path, f"{name}/vars/{k}", variables[k]))
+                (wname, src.stored(src.child(variables, k, f"{name}/vars/{k}"), f"{name}/vars/{k}"))
                 for wname, k in zip(names, keys)]))
         for sub in _CONTAINERS:
-            if isinstance(group.get(sub), h5py.Group):
-                layers += _read_keras3(path, group[sub], f"{name}/")
+            inner = src.child(group, sub, f"{name}/{sub}")
+            if isinstance(inner, h5py.Group):
+                layers += _read_keras3(src, inner, f"{name}/", depth + 1, seen)
     return layers
 
 
-def _read_layers(path):
-    """The file's weighted layers as _FileLayer tuples, and its layout's name."""
-    path = os.fspath(path)
-    with _open_h5(path) as f:
-        try:
-            if _attr_list(f, "layer_names") is not None:
-                return _read_legacy(path, f), "keras2"
-            mw = f.get("model_weights")
-            if isinstance(mw, h5py.Group) and _attr_list(mw, "layer_names") is not None:
-                return _read_legacy(path, mw), "keras2-model"
-            for sub in _CONTAINERS:
-                if isinstance(f.get(sub), h5py.Group):
-                    return _read_keras3(path, f[sub]), "keras3"
-        except (KeyError, OSError) as exc:
-            raise WeightsError(f"weights file {path!r} is damaged ({exc})") from None
-        raise WeightsError(f"weights file {path!r} is HDF5 but not a Keras weights file: it has no "
-                           "'layer_names' attribute and no 'model_weights' or 'layers' group "
-                           f"(top-level keys: {sorted(f)[:8]})")
+def _read_layers(src):
+    """The file's weighted layers as _FileLayer tuples (datasets checked, not read), and its
+    layout's name."""
+    f = src.file
+    with src.guard("reading its layer list"):
+        if src.attr_list(f, "layer_names", "the file") is not None:
+            return _read_legacy(src, f, "the file"), "keras2"
+        mw = src.child(f, "model_weights", "model_weights")
+        if isinstance(mw, h5py.Group) and src.attr_list(mw, "layer_names", "model_weights") is not None:
+            return _read_legacy(src, mw, "model_weights"), "keras2-model"
+        for sub in _CONTAINERS:
+            inner = src.child(f, sub, sub)
+            if isinstance(inner, h5py.Group):
+                return _read_keras3(src, inner), "keras3"
+        top = sorted(src.keys(f, "/"))[:8]
+    raise WeightsError(f"weights file {src.label} is HDF5 but not a Keras weights file: it has no "
+                       "'layer_names' attribute and no 'model_weights' or 'layers' group "
+                       f"(top-level keys: {top})")
+
+
+def check_file(path):
+    """Raise WeightsError unless ``path`` is a complete, safe HDF5 weights file or .keras archive
+    (the download check for files the registry has no checksum for): it opens safely, and an
+    HDF5 file ends where its superblock says, no shorter (truncated) and no longer (bytes
+    appended after the data)."""
+    with _Source(path) as src:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            size = os.fstat(f.fileno()).st_size
+        end = _superblock_end(head)
+        if end is not None and end != size:
+            raise WeightsError(f"weights file {src.label} is {size} bytes and its HDF5 superblock says "
+                               f"{end}: {'bytes were appended' if size > end else 'it is truncated'}")
+
+
+def _superblock_end(head):
+    """The end-of-file address an HDF5 superblock at offset 0 records, or None where the
+    superblock is not one of versions 0-3 with 8-byte addresses at offset 0."""
+    if not head.startswith(HDF5_MAGIC) or len(head) < 48:
+        return None
+    version = head[8]
+    if version in (0, 1):
+        if head[13] != 8:  # size of offsets
+            return None
+        at = 24 + (4 if version == 1 else 0) + 16  # past base and free-space addresses
+    elif version in (2, 3):
+        if head[9] != 8:
+            return None
+        at = 12 + 16  # past base and superblock-extension addresses
+    else:
+        return None
+    base = struct.unpack_from("<Q", head, at - 16)[0]
+    return base + struct.unpack_from("<Q", head, at)[0]
 
 
 def read_weights(path):
@@ -201,16 +443,18 @@ def read_weights(path):
     shortened to Keras's (``kernel``, ``gamma``, ``moving_mean``, ...).  For Keras 3 files the
     layers come grouped by class, numbered in model order within each class (see module doc).
     """
-    layers, _ = _read_layers(path)
-    return [(layer.name, [(w, _as_float32(path, layer.name, w, a)) for w, a in layer.weights])
-            for layer in layers]
+    with _Source(path) as src:
+        layers, _ = _read_layers(src)
+        return [(layer.name, [(w, _as_float32(src, layer.name, w, s.read())) for w, s in layer.weights])
+                for layer in layers]
 
 
-def _as_float32(path, lname, wname, array):
+def _as_float32(src, lname, wname, array):
     if array.dtype.kind != "f":
-        raise WeightsError(f"weights file {os.fspath(path)!r}: layer {lname!r} weight {wname!r} has "
+        raise WeightsError(f"weights file {src.label}: layer {lname!r} weight {wname!r} has "
                            f"dtype {array.dtype}, expected floating point")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a float64 past float32's range: the finite check names it
+        return np.ascontiguousarray(array, dtype=np.float32)
 
 
 # -- diagnosis: which model does a file fit? ------------------------------------------------
@@ -301,63 +545,71 @@ def load_by_order(path, expected, context=None):
 
     ``expected``: ``[(keras_layer_name, [(weight_name, shape), ...]), ...]`` in model order.
     Returns one list of float32 arrays per expected layer, in the expected weight order.
-    Raises WeightsError naming the file, the layer and the shapes, with the likely cause.
+    Every layer's weight count and every dataset's declared shape, and the number of layers,
+    are checked before any data is read.  Raises WeightsError naming the file, the layer and
+    the shapes, with the likely cause; NaN, inf and negative moving variances are refused.
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
     expected = [(name, [(w, tuple(int(d) for d in s)) for w, s in weights]) for name, weights in expected]
-    found, layout = _read_layers(path)
-    if layout == "keras3":
-        found = _order_keras3(expected, found)
-    what = context or "the model"
+    with _Source(path) as src:
+        found, layout = _read_layers(src)
+        if layout == "keras3":
+            found = _order_keras3(expected, found)
+        what = context or "the model"
 
-    def fail(problem):
-        hints = _hints(expected, found)
-        raise WeightsError(f"weights file {path!r} does not fit {what}: {problem}"
-                           + "".join(f"; {h}" for h in hints))
+        def fail(problem):
+            hints = _hints(expected, found)
+            raise WeightsError(f"weights file {src.label} does not fit {what}: {problem}"
+                               + "".join(f"; {h}" for h in hints))
 
-    out = []
-    for k, ((name, want), layer) in enumerate(zip(expected, found)):
-        where = f"layer #{k} {name!r} (in the file: {layer.name!r})"
-        got = layer.weights
-        if len(got) != len(want):
-            fail(f"{where} takes {len(want)} weight(s) ({_names(want)}), the file has {len(got)} "
-                 f"({_names(got)})")
-        got_names = [w for w, _ in got]
-        if got_names != [w for w, _ in want] and sorted(got_names) == sorted(w for w, _ in want):
-            by_name = dict(got)
-            got = [(w, by_name[w]) for w, _ in want]
-        arrays = []
-        for (wname, shape), (_, array) in zip(want, got):
-            if tuple(array.shape) != shape:
-                fail(f"{where} weight {wname!r} should have shape {shape}, the file has "
-                     f"{tuple(array.shape)}")
-            array = _as_float32(path, layer.name, wname, array)
-            bad = array.size - int(np.isfinite(array).sum())
-            if bad:
-                raise WeightsError(f"weights file {path!r}: {where} weight {wname!r} has {bad} "
-                                   "NaN or inf value(s); the file is corrupt")
-            arrays.append(array)
-        out.append(arrays)
-    if len(found) < len(expected):
-        fail(f"the file has {len(found)} layers with weights and the model has {len(expected)}; "
-             f"nothing in the file for {expected[len(found)][0]!r} and after (an incomplete export, "
-             "or not a MobileNetV2 file?)")
-    if len(found) > len(expected):
-        extra = ", ".join(repr(layer.name) for layer in found[len(expected):][:3])
-        fail(f"the file has {len(found)} layers with weights and the model has {len(expected)}; "
-             f"the file has more: {extra}")
-    return out
+        plan = []
+        for k, ((name, want), layer) in enumerate(zip(expected, found)):
+            where = f"layer #{k} {name!r} (in the file: {layer.name!r})"
+            got = layer.weights
+            if len(got) != len(want):
+                fail(f"{where} takes {len(want)} weight(s) ({_names(want)}), the file has {len(got)} "
+                     f"({_names(got)})")
+            got_names = [w for w, _ in got]
+            if got_names != [w for w, _ in want] and sorted(got_names) == sorted(w for w, _ in want):
+                by_name = dict(got)
+                got = [(w, by_name[w]) for w, _ in want]
+            for (wname, shape), (_, stored) in zip(want, got):
+                if stored.shape != shape:
+                    fail(f"{where} weight {wname!r} should have shape {shape}, the file has "
+                         f"{stored.shape}")
+            plan.append((where, layer, [(wname, stored) for (wname, _), (_, stored) in zip(want, got)]))
+        if len(found) < len(expected):
+            fail(f"the file has {len(found)} layers with weights and the model has {len(expected)}; "
+                 f"nothing in the file for {expected[len(found)][0]!r} and after (an incomplete export, "
+                 "or not a MobileNetV2 file?)")
+        if len(found) > len(expected):
+            extra = ", ".join(repr(layer.name) for layer in found[len(expected):][:3])
+            fail(f"the file has {len(found)} layers with weights and the model has {len(expected)}; "
+                 f"the file has more: {extra}")
+        return [[_checked_values(src, where, layer, wname, stored) for wname, stored in weights]
+                for where, layer, weights in plan]
+
+
+def _checked_values(src, where, layer, wname, stored):
+    array = _as_float32(src, layer.name, wname, stored.read())
+    bad = array.size - int(np.isfinite(array).sum())
+    if bad:
+        raise WeightsError(f"weights file {src.label}: {where} weight {wname!r} has {bad} "
+                           "NaN or inf value(s); the file is corrupt")
+    if wname == "moving_variance" and (array < 0).any():
+        raise WeightsError(f"weights file {src.label}: {where} weight 'moving_variance' has "
+                           f"{int((array < 0).sum())} negative value(s) (as low as {array.min():g}); "
+                           "a variance is never negative: the file is corrupt")
+    return array
 
 
 # -- writing ---------------------------------------------------------------------------------
 def save_weights(path, layers):
     """Write ``layers``' weights as a Keras 2 weights file (the layout of the official files,
-    with today's layer names), through a temporary file renamed into place at the end."""
-    import tempfile
-    path = os.path.abspath(os.fspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=os.path.dirname(path))
-    os.close(fd)
-    try:
+    with today's layer names), through a temporary file renamed into place at the end, with
+    the permissions the user's umask gives a new file."""
+    path = os.path.abspath(files.check_output_path(path, "weights"))
+    with files.atomic_path(path, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["layer_names"] = np.array([layer.name.encode() for layer in layers])
             f.attrs["backend"] = b"tensorflow"
@@ -368,8 +620,4 @@ def save_weights(path, layers):
                 for name, array in zip(names, layer.weights):
                     group.create_dataset(name, data=np.asarray(array, np.float32))
                 group.attrs["weight_names"] = np.array([n.encode() for n in names])
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
     return path

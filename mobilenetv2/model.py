@@ -1,5 +1,6 @@
 """The MobileNetV2 model object: Keras's constructor arguments, layers, weights and forward pass."""
 import collections
+import math
 import numbers
 import os
 import threading
@@ -12,6 +13,7 @@ from mobilenetv2 import arch
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
 from mobilenetv2 import pool as threadpool
+from mobilenetv2.errors import ArgumentError
 from mobilenetv2.plan import PackedWeights, Plan, Unsupported
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -26,20 +28,85 @@ def _require_finite(x):
         raise ValueError("input contains NaN or inf")
 
 
+# Bounds on what a model may be built with.  Each keeps one model inside what a machine holds,
+# far above anything MobileNetV2 is used at:
+MAX_ALPHA = 4.0         # ~3x the widest published (1.4); 4.0 has ~16x 1.0's weights (~55 M, 440 MB in float64)
+MAX_CLASSES = 100_000   # the dense head is last_channels x classes: 100k x 1280 = 1 GB in float64
+MAX_SIZE = 4096         # input height/width: at 4096 block_1_expand alone is 2048^2 x 96 = 1.6 GB per image
+MAX_RUNS = 100_000      # profile() timing runs
+
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def _check_alpha(alpha):
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a positive number (the width multiplier), got {alpha!r}")
-    return float(alpha)
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
+        raise ArgumentError(f"alpha must be a positive number (the width multiplier), got {alpha!r}")
+    try:
+        value = float(alpha)
+    except (OverflowError, ValueError, TypeError):
+        value = math.inf
+    if not (math.isfinite(value) and 0 < value <= MAX_ALPHA):
+        raise ArgumentError(f"alpha must be a positive number at most {MAX_ALPHA:g} (the width multiplier; the "
+                            f"published ones are {', '.join(map(str, OFFICIAL_ALPHAS))}), got {alpha!r}")
+    return value
 
 
 def _check_dtype(dtype):
-    try:
+    """float32 or float64, named by a string, NumPy's type or dtype (or Python's float); nothing
+    else, not even what np.dtype turns into float64 (None) or a near-miss name ('float33')."""
+    if isinstance(dtype, str):
+        try:
+            dt = np.dtype(dtype)  # 'float32', 'f4', 'double', ...
+        except TypeError:
+            dt = None
+    elif dtype is float or dtype in (np.float32, np.float64) or isinstance(dtype, np.dtype):
         dt = np.dtype(dtype)
-    except TypeError:
+    else:
         dt = None
-    if dt not in DTYPES:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    if dt is None or dt not in DTYPES:  # (np.dtype compares equal to None: None is float64 to it)
+        raise ArgumentError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return dt
+
+
+
+def _check_classes(classes):
+    if not _is_int(classes) or not 1 <= classes <= MAX_CLASSES:
+        raise ArgumentError(f"classes must be a positive whole number at most {MAX_CLASSES}, got {classes!r}")
+    return int(classes)
+
+
+def _check_runs(runs):
+    if not _is_int(runs) or not 1 <= runs <= MAX_RUNS:
+        raise ArgumentError(f"runs must be a whole number from 1 to {MAX_RUNS}, got {runs!r}")
+    return int(runs)
+
+
+def _check_layer_names(layers):
+    """features()'s layer names: one name or an iterable of names, at least one."""
+    if isinstance(layers, str):
+        return [layers]
+    if layers is None or isinstance(layers, (bytes, numbers.Number)) or not hasattr(layers, "__iter__"):
+        raise ArgumentError(f"layers must be a layer name or a list of layer names, got {layers!r}")
+    layers = list(layers)
+    bad = [n for n in layers if not isinstance(n, str)]
+    if bad:
+        raise ArgumentError(f"layer names must be strings, got {bad[0]!r}")
+    if not layers:
+        raise ArgumentError("features() needs at least one layer name")
+    return layers
+
+
+def _size_dim(name, d, input_shape):
+    """One input_shape entry: None or a whole number (an int-valued float is not silently cut)."""
+    if d is None:
+        return None
+    if _is_int(d):
+        return int(d)
+    raise ArgumentError(f"input_shape {name} must be a whole number or None, got {d!r} "
+                        f"(input_shape={input_shape!r})")
 
 
 def _input_shape(input_shape, include_top, weights):
@@ -49,18 +116,22 @@ def _input_shape(input_shape, include_top, weights):
         default = 224
     else:
         try:
-            input_shape = tuple(None if d is None else int(d) for d in input_shape)
-        except (TypeError, ValueError):
-            raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}") from None
-        if len(input_shape) != 3:
-            raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}")
+            if isinstance(input_shape, (str, bytes)):
+                raise TypeError
+            dims = tuple(input_shape)
+        except TypeError:
+            raise ArgumentError(f"input_shape must be (height, width, channels), got {input_shape!r}") from None
+        if len(dims) != 3:
+            raise ArgumentError(f"input_shape must be (height, width, channels), got {input_shape!r}")
+        input_shape = tuple(_size_dim(n, d, input_shape) for n, d in zip(("height", "width", "channels"), dims))
         h, w, c = input_shape
         for name, d in (("height", h), ("width", w)):
-            if d is not None and d < MIN_SIZE:
-                raise ValueError(f"input_shape {name} must be at least {MIN_SIZE}, got {d} "
-                                 f"(input_shape={input_shape})")
-        if c is None or c < 1:
-            raise ValueError(f"input_shape channels must be a positive number, got {input_shape!r}")
+            if d is not None and not MIN_SIZE <= d <= MAX_SIZE:
+                raise ArgumentError(f"input_shape {name} must be at least {MIN_SIZE} and at most {MAX_SIZE}, got {d} "
+                                    f"(input_shape={input_shape})")
+        if c is None or not 1 <= c <= 4096:
+            raise ArgumentError(f"input_shape channels must be a whole number from 1 to 4096, got "
+                                f"{input_shape!r}")
         if weights == "imagenet" and c != 3:
             raise ValueError(f"the imagenet weights take 3 input channels, input_shape has {c}")
         default = h if (h == w and h in OFFICIAL_ROWS) else 224
@@ -131,8 +202,7 @@ class MobileNetV2:
             raise ValueError(f"top_pooling must be 'global' or '7x7' (TF-slim's head), got {top_pooling!r}")
         if classifier_activation not in ("softmax", None):
             raise ValueError(f"classifier_activation must be 'softmax' or None, got {classifier_activation!r}")
-        if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
-            raise ValueError(f"classes must be a positive integer, got {classes!r}")
+        classes = _check_classes(classes)
         if weights == "imagenet":
             if include_top and classes != 1000:
                 raise ValueError(f"with weights='imagenet' and include_top=True, classes must be 1000, got {classes}")
@@ -290,6 +360,8 @@ class MobileNetV2:
             raise ValueError(f"input must have {want_c} channels (NHWC), got shape {x.shape}")
         if h < MIN_SIZE or w < MIN_SIZE:
             raise ValueError(f"input height and width must be at least {MIN_SIZE}, got shape {x.shape}")
+        if h > MAX_SIZE or w > MAX_SIZE:
+            raise ArgumentError(f"input height and width must be at most {MAX_SIZE}, got shape {x.shape}")
         if (want_h is not None and h != want_h) or (want_w is not None and w != want_w):
             raise ValueError(f"this model takes inputs of {self.input_shape}, got shape {x.shape}")
         if n == 0:
@@ -418,6 +490,7 @@ class MobileNetV2:
         """Time each op of the C plan on ``x`` (model.threads threads): a list of dicts with the
         Keras layer it computes (fused BN/ReLU6/add included), kind, shape, multiply-accumulates
         and median seconds over ``runs`` runs.  Needs the C extension and float32."""
+        runs = _check_runs(runs)
         x = self._check_input(x)
         with self._plan_lock:
             plan = self._plan(x)
@@ -442,7 +515,7 @@ class MobileNetV2:
     def threads(self):
         """Threads the C engine uses; results are the same for any count.  None (the default)
         means the first of $MNV2_NUM_THREADS, $OMP_NUM_THREADS, the CPUs this process may run
-        on, os.cpu_count().  At most pool.MAX_THREADS."""
+        on, os.cpu_count().  At most pool.max_threads()."""
         return self._threads
 
     @threads.setter
@@ -480,11 +553,7 @@ class MobileNetV2:
     def features(self, x, layers):
         """The named layers' outputs as a dict (in the order asked), computing nothing after
         the last layer needed."""
-        if isinstance(layers, str):
-            layers = [layers]
-        layers = list(layers)
-        if not layers:
-            raise ValueError("features() needs at least one layer name")
+        layers = _check_layer_names(layers)
         for name in layers:
             self.get_layer(name)
         if self.layers[0].name in layers:

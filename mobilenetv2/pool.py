@@ -9,29 +9,37 @@ import os
 import weakref
 
 from mobilenetv2 import native
+from mobilenetv2.machine import usable_cores
+from mobilenetv2.errors import ArgumentError
 
-# Above this, threads= is refused: no MobileNetV2 op has more than 1024 rows, images or 16-channel
-# panels to share below a batch of 1024 at 2048x2048, each thread costs a stack (8 MiB of address
-# space) and a scratch buffer, and a typo like threads=10**6 would otherwise try to start them all.
-MAX_THREADS = 1024
+
+def max_threads():
+    """The most threads a model may use: 4 per core this process may run on (more only adds
+    switching between threads that share a core), and at least 64, so a small machine can still
+    be oversubscribed on purpose.  Each thread is an OS thread with its own stack (8 MiB of
+    address space) and scratch, and a typo like threads=10**6 must not try to start them all."""
+    return max(64, 4 * usable_cores())
+
 
 THREAD_VARIABLES = ("MNV2_NUM_THREADS", "OMP_NUM_THREADS")
 
 
-class ThreadsError(ValueError):
+class ThreadsError(ArgumentError):
     """A thread count (argument or environment variable) that is not a usable number of threads."""
 
 
 def check_threads(value, what="threads"):
-    """``value`` as an int in [1, MAX_THREADS], or a ThreadsError naming ``what``."""
+    """``value`` as an int in [1, max_threads()], or a ThreadsError naming ``what``."""
+    limit = max_threads()
+    wrong = f"{what} must be None or a whole number from 1 to {limit} (4 per usable core, at least 64)"
     if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
-        raise ThreadsError(f"{what} must be a positive integer or None, got {value!r}")
+        raise ThreadsError(f"{wrong}, got {value!r}")
     value = int(value.__index__())
     if value < 1:
-        raise ThreadsError(f"{what} must be a positive integer or None, got {value!r}")
-    if value > MAX_THREADS:
-        raise ThreadsError(f"{what}={value} is more than the {MAX_THREADS} threads the C engine "
-                           f"starts (this machine has {os.cpu_count()} CPUs)")
+        raise ThreadsError(f"{wrong}, got {value!r}")
+    if value > limit:
+        raise ThreadsError(f"{what}={value} is more than the {limit} threads the C engine starts "
+                           f"here (4 per usable core, at least 64; this process may use {usable_cores()} CPUs)")
     return value
 
 
@@ -51,10 +59,7 @@ def default_threads(environ=None):
             raise ThreadsError(f"environment variable {name}={raw!r} is not a positive integer "
                                "(unset it or give a thread count)") from None
         return check_threads(value, f"environment variable {name}")
-    try:
-        return min(len(os.sched_getaffinity(0)), MAX_THREADS)
-    except (AttributeError, OSError):
-        return min(os.cpu_count() or 1, MAX_THREADS)
+    return usable_cores()
 
 
 _POOLS = weakref.WeakSet()  # every live pool of this process, for the fork handler

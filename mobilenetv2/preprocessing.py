@@ -1,8 +1,15 @@
 """Images in, network inputs out: Pillow loading and Keras's 'tf' preprocessing."""
+import math
+import numbers
 import os
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mobilenetv2 import files
+from mobilenetv2.errors import ArgumentError, ImageError
 
 MIN_SIZE = 32
 INTERPOLATIONS = {
@@ -25,34 +32,72 @@ def preprocess_input(x):
     return x / dt(127.5) - dt(1.0)
 
 
+# The formats load_image reads (Pillow's names).  Not the others Pillow knows: EPS runs
+# Ghostscript, AVIF/JPEG 2000/PSD/... go through large decoders no one here needs.
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+MAX_PIXELS = 64 * 1024 * 1024  # 8192x8192: decoded as RGB, 192 MB; Pillow's own bomb limit applies too
+MAX_TARGET = 8192              # per side of target_size (a 8192x8192x3 uint8 array is 192 MB)
+# What Pillow's decoders raise on damaged input (EXIF parsing raises SyntaxError, AVIF RuntimeError).
+_DECODER_ERRORS = (OSError, SyntaxError, ValueError, RuntimeError, EOFError, IndexError, KeyError,
+                   TypeError, OverflowError, struct.error, zlib.error, UnicodeError, AttributeError,
+                   ZeroDivisionError)
+
+
 def _size_pair(target_size):
-    if isinstance(target_size, (int, np.integer)):
-        target_size = (target_size, target_size)
-    h, w = (int(v) for v in target_size)
-    if h < 1 or w < 1:
-        raise ValueError(f"target_size must be positive, got {target_size!r}")
-    return h, w
+    pair = (target_size, target_size) if isinstance(target_size, (int, np.integer)) else target_size
+    try:
+        h, w = pair
+    except (TypeError, ValueError):
+        raise ArgumentError(f"target_size must be an int or (height, width), got {target_size!r}") from None
+    for v in (h, w):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not 1 <= v <= MAX_TARGET:
+            raise ArgumentError(f"target_size must be whole numbers from 1 to {MAX_TARGET}, got "
+                                f"{target_size!r}")
+    return int(h), int(w)
 
 
 def _open(path):
+    """A loaded Pillow image of one of FORMATS, or ImageError; a path must be a regular file
+    (a FIFO or device is refused at once, without waiting on it)."""
     if isinstance(path, Image.Image):
         return path, "<PIL image>"
     name = getattr(path, "name", None) or "<file object>"
-    if isinstance(path, (str, os.PathLike)):
-        name = os.fspath(path)
-        if not os.path.exists(name):
-            raise FileNotFoundError(2, "image file not found", name)
-        if not os.path.isfile(name):
-            raise ValueError(f"{name!r} is not a file (an image file path was expected)")
+    owned = None
+    if isinstance(path, (str, bytes, os.PathLike)):
+        name = os.fsdecode(path)
+        try:
+            fd = files.open_regular(path, "image file")
+        except FileNotFoundError:
+            raise FileNotFoundError(2, "image file not found", name) from None
+        except (IsADirectoryError, files.NotRegularFile):
+            raise ImageError(f"{name!r} is not a file (an image file path was expected)") from None
+        owned = path = os.fdopen(fd, "rb")
+    elif not hasattr(path, "read"):
+        raise ArgumentError(f"load_image takes a file path, a binary file or a PIL image, got "
+                            f"{type(path).__name__}")
     try:
-        img = Image.open(path)
+        img = Image.open(path, formats=FORMATS)
+        limit = min(MAX_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_PIXELS)
+        if img.width * img.height > limit:
+            raise ImageError(f"image {name!r} is {img.width}x{img.height}, too large to decode "
+                             f"safely (more than {limit} pixels)")
         img.load()
+        img = ImageOps.exif_transpose(img)
     except UnidentifiedImageError:
-        raise ValueError(f"{name!r} is not an image file Pillow can read") from None
+        raise ImageError(f"{name!r} is not an image file of a format load_image reads "
+                         f"({', '.join(FORMATS)})") from None
     except Image.DecompressionBombError as exc:
-        raise ValueError(f"image {name!r} is too large to decode safely: {exc}") from None
-    except (OSError, SyntaxError) as exc:
-        raise ValueError(f"image {name!r} cannot be read (truncated or corrupt?): {exc}") from None
+        raise ImageError(f"image {name!r} is too large to decode safely: {exc}") from None
+    except MemoryError:
+        raise ImageError(f"image {name!r}: out of memory while decoding it") from None
+    except _DECODER_ERRORS as exc:
+        if isinstance(exc, ImageError):
+            raise
+        raise ImageError(f"image {name!r} cannot be read (truncated or corrupt?): "
+                         f"{type(exc).__name__}: {exc}") from None
+    finally:
+        if owned is not None:
+            owned.close()
     return img, name
 
 
@@ -62,49 +107,78 @@ def _to_rgb(img):
     Alpha is dropped (not composited), palettes are expanded, CMYK is converted.  Deeper grey is
     scaled to 8 bits, not clipped: I;16 always by 255/65535; I and F (whose range Pillow does
     not record) by 255/65535 only when a value exceeds 255, else taken as 0..255 already.
+    Integer modes are scaled in integers (one uint32 copy, rounding to nearest: x*255/65535 is
+    never a half), F in one float32 copy changed in place: never float64 copies of the image.
     """
-    if img.mode.startswith("I") or img.mode == "F":
-        a = np.asarray(img, dtype=np.float64)
-        if img.mode.startswith("I;16") or a.max(initial=0) > 255:
-            a = a * (255.0 / 65535.0)
-        img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    if img.mode.startswith("I;16") or img.mode == "I":
+        a = np.asarray(img)
+        scale = img.mode.startswith("I;16") or a.max(initial=0) > 255
+        a = np.clip(a, 0, 65535 if scale else 255).astype(np.uint32)
+        if scale:
+            a *= 255
+            a += 32767
+            a //= 65535
+        img = Image.fromarray(a.astype(np.uint8), "L")
+    elif img.mode == "F":
+        a = np.array(img, dtype=np.float32)
+        scale = a.max(where=np.isfinite(a), initial=0) > 255
+        np.nan_to_num(a, copy=False, nan=0.0, posinf=65535.0 if scale else 255.0, neginf=0.0)
+        if scale:
+            a *= np.float32(255.0 / 65535.0)
+        np.rint(a, out=a)
+        np.clip(a, 0, 255, out=a)
+        img = Image.fromarray(a.astype(np.uint8), "L")
     elif img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")  # same colours; spares Pillow's warning about palette transparency
     return img.convert("RGB")
 
 
-def _center_crop(img, aspect, fraction):
-    """The central region with the target's aspect ratio, of ``fraction`` of the largest such region."""
+def _center_crop(img, aspect, fraction, name):
+    """The central region with the target's aspect ratio, of ``fraction`` of the largest such
+    region: its width and height rounded to whole pixels (halves up), then centred."""
     w, h = img.size
     cw, ch = (w, w / aspect) if w / h < aspect else (h * aspect, h)
-    cw, ch = cw * fraction, ch * fraction
-    left, top = (w - cw) / 2, (h - ch) / 2
-    box = tuple(int(round(v)) for v in (left, top, left + cw, top + ch))
-    return img.crop(box)
+    pw, ph = (min(n, math.floor(v * fraction + 0.5)) for v, n in ((cw, w), (ch, h)))
+    if pw < 1 or ph < 1:
+        raise ImageError(f"crop={fraction!r} of image {name!r} ({w}x{h}) at the target's aspect "
+                         f"ratio is {cw * fraction:.3g}x{ch * fraction:.3g} pixels, which rounds to an "
+                         "empty region: use a larger crop fraction")
+    left, top = math.floor((w - pw) / 2 + 0.5), math.floor((h - ph) / 2 + 0.5)
+    return img.crop((left, top, left + pw, top + ph))
 
 
 def load_image(path, target_size=(224, 224), interpolation="bilinear", crop=None):
-    """Read an image as an (H, W, 3) uint8 RGB array of ``target_size`` (an int or (H, W)).
+    """Read an image as an (H, W, 3) uint8 RGB array of ``target_size`` (an int or (H, W),
+    each from 1 to MAX_TARGET).
 
-    ``path`` is a file path, an open binary file or a PIL image.  EXIF orientation is applied.
+    ``path`` is a file path, an open binary file or a PIL image, in one of FORMATS (JPEG, PNG,
+    BMP, GIF, TIFF, WebP, PPM); others are refused.  EXIF orientation is applied.
     ``crop='center'`` (or a fraction such as 0.875 of the central region) crops to the target's
     aspect ratio before resizing; the default resizes the whole image, as Keras's ``load_img``.
+    A damaged or oversized file raises ImageError (a ValueError).
     """
     h, w = _size_pair(target_size)
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
-    if crop == "center":
+    if not isinstance(interpolation, str) or interpolation not in INTERPOLATIONS:
+        raise ArgumentError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
+    if isinstance(crop, str) and crop == "center":
         crop = 1.0
-    if crop is not None and not (isinstance(crop, (int, float)) and 0 < crop <= 1):
-        raise ValueError(f"crop must be None, 'center' or a fraction in (0, 1], got {crop!r}")
+    if crop is not None and (isinstance(crop, bool) or not isinstance(crop, numbers.Real)
+                             or not 0 < float(crop) <= 1):
+        raise ArgumentError(f"crop must be None, 'center' or a fraction in (0, 1], got {crop!r}")
     img, name = _open(path)
-    img = ImageOps.exif_transpose(img)
     if img.width < MIN_SIZE or img.height < MIN_SIZE:
-        raise ValueError(f"image {name!r} is {img.width}x{img.height}; "
+        raise ImageError(f"image {name!r} is {img.width}x{img.height}; "
                          f"MobileNetV2 needs at least {MIN_SIZE}x{MIN_SIZE}")
-    img = _to_rgb(img)
-    if crop is not None:
-        img = _center_crop(img, w / h, float(crop))
-    if img.size != (w, h):
-        img = img.resize((w, h), INTERPOLATIONS[interpolation])
+    try:
+        img = _to_rgb(img)
+        if crop is not None:
+            img = _center_crop(img, w / h, float(crop), name)
+        if img.size != (w, h):
+            img = img.resize((w, h), INTERPOLATIONS[interpolation])
+    except MemoryError:
+        raise ImageError(f"image {name!r}: out of memory while converting it") from None
+    except _DECODER_ERRORS as exc:
+        if isinstance(exc, ImageError):
+            raise
+        raise ImageError(f"image {name!r} cannot be converted: {type(exc).__name__}: {exc}") from None
     return np.asarray(img, dtype=np.uint8)

@@ -25,19 +25,22 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
+from mobilenetv2.errors import DownloadError  # re-exported: registry.DownloadError
+
 ENV_DIR = "MOBILENETV2_WEIGHTS_DIR"
 ENV_URL = "MOBILENETV2_WEIGHTS_URL"
 ENV_NO_DOWNLOAD = "MOBILENETV2_NO_DOWNLOAD"
 _CHUNK = 1 << 20
 
 
-class DownloadError(OSError):
-    """A weights download that failed or delivered the wrong bytes (nothing is left behind)."""
 
 
 @functools.lru_cache(maxsize=None)
 def _table():
-    text = importlib.resources.files("mobilenetv2._registry").joinpath("registry.json").read_text()
+    try:
+        text = importlib.resources.files("mobilenetv2._registry").joinpath("registry.json").read_text()
+    except ModuleNotFoundError:  # a source checkout, not installed: the file beside the package
+        text = (Path(__file__).resolve().parent.parent / "weights" / "registry.json").read_text()
     return json.loads(text)
 
 
@@ -99,13 +102,25 @@ def find_weights(alpha, rows, include_top=True):
 
 def resolve(alpha, rows, include_top=True, download=True, progress=None):
     """The path of the variant's file: found in the search folders, else downloaded into
-    Keras's cache.  ``progress`` shows a progress bar on stderr (None: when stderr is a tty)."""
+    Keras's cache.  ``progress`` shows a progress bar on stderr (None: when stderr is a tty).
+
+    A file found is checked against the registry's size and SHA-256 (where recorded) the first
+    time this process uses it; a wrong file in Keras's cache (ours to manage) is removed and
+    downloaded again, a wrong file in $MOBILENETV2_WEIGHTS_DIR is an error naming it."""
     entry = _entry(alpha, rows, include_top)
-    found = find_weights(alpha, rows, include_top)
-    if found is not None:
-        return found
     url = _base_url() + entry["file"]
-    if not download or os.environ.get(ENV_NO_DOWNLOAD, "") not in ("", "0"):
+    allowed = download and os.environ.get(ENV_NO_DOWNLOAD, "") in ("", "0")
+    found = find_weights(alpha, rows, include_top)
+    cache = keras_cache_dir() / entry["file"]
+    if found is not None:
+        problem = verify_file(found, entry["size"], entry["sha256"])
+        if problem is None:
+            return found
+        if found != cache or not allowed:
+            raise DownloadError(f"weights file {str(found)!r} is not the official "
+                                f"{entry['file']}: {problem}; delete it (or download {url} again)")
+        cache.unlink()  # ours: a wrong file in Keras's cache is replaced, never used
+    if not allowed:
         looked = ", ".join(str(d) for d in search_dirs())
         why = f"{ENV_NO_DOWNLOAD} is set" if download else "download=False"
         raise FileNotFoundError(
@@ -114,8 +129,36 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
             f"(or set {ENV_DIR}), or pass weights='path/to/file.h5'")
     if progress is None:
         progress = sys.stderr.isatty()
-    return download_file(url, keras_cache_dir() / entry["file"], entry["size"], entry["sha256"],
-                         progress)
+    return download_file(url, cache, entry["size"], entry["sha256"], progress)
+
+
+_VERIFIED = {}  # (path, device, inode, size, mtime_ns) -> None (good) or the problem found
+
+
+def _file_key(path):
+    st = os.stat(path)
+    return (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), st.st_size
+
+
+def verify_file(path, size, sha256):
+    """None where ``path`` has the registry's ``size`` and ``sha256`` (each checked where not
+    None), else what is wrong.  The answer is kept per process for the file's identity, size and
+    modification time, so a file is hashed once however many models load it."""
+    key, actual = _file_key(path)
+    if key in _VERIFIED:
+        return _VERIFIED[key]
+    problem = None
+    if size is not None and actual != size:
+        problem = f"it has {actual} bytes, the registry says {size}"
+    elif sha256 is not None:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(_CHUNK), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            problem = f"its SHA-256 is {digest.hexdigest()}, the registry says {sha256}"
+    _VERIFIED[key] = problem
+    return problem
 
 
 class _Progress:
@@ -137,62 +180,170 @@ class _Progress:
         sys.stderr.flush()
 
 
-def download_file(url, dest, size=None, sha256=None, progress=False):
-    """Download ``url`` to ``dest`` through a temporary file in the same folder, renamed into
-    place only once complete and checked (Content-Length, ``size``, ``sha256`` when known).
-    On any failure or interruption the temporary file is removed and ``dest`` is untouched."""
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+MAX_UNKNOWN_SIZE = 64 << 20  # a file whose size the registry lacks: the largest official is ~25 MB
+DEADLINE = 600.0             # seconds for a whole download (at 100 kB/s the largest file takes 250 s)
+_READ_TIMEOUT = 60.0         # seconds any single read may wait
+
+
+def _clean_stale_parts(folder, name):
+    """Remove ``.<name>.*.part`` files no live download holds: every download keeps an
+    exclusive lock on its part file, so a part file whose lock can be taken was left by a
+    process that died (SIGKILL, power loss) and is removed."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): leave them; they are never used as weights
+        return
+    for part in Path(folder).glob(f".{name}.*.part"):
+        try:
+            fd = os.open(part, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # a download in progress in another process
+            continue
+        try:
+            part.unlink()
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _lock(fd):
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):
+        pass
+
+
+def download_file(url, dest, size=None, sha256=None, progress=False, deadline=None):
+    """Download ``url`` to ``dest`` through a temporary ``.part`` file in the same folder,
+    renamed into place only once complete and checked: no more than ``size`` bytes are read
+    (64 MB where unknown), the size and ``sha256`` are checked where known, and the body must
+    start like an HDF5 file.  The whole download must finish within ``deadline`` seconds
+    (default DEADLINE).  On any failure or interruption the part file is removed and ``dest``
+    is untouched; part files left by killed processes are removed first.  The file gets the
+    permissions the user's umask gives."""
+    from mobilenetv2.files import current_umask
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale_parts(dest.parent, dest.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    _lock(fd)
     try:
         with os.fdopen(fd, "wb") as out:
-            done, digest = _fetch(url, out, size, progress)
-        if size is not None and done != size:
-            raise DownloadError(f"downloaded {done} bytes from {url}, the registry says the file "
-                                f"has {size}: incomplete download (try again)")
-        if sha256 is not None and digest != sha256:
-            raise DownloadError(f"the file downloaded from {url} has SHA-256 {digest}, the registry "
-                                f"says {sha256}: corrupt download or a different file")
-        os.replace(tmp, dest)
+            done, digest = _fetch(url, out, size, progress,
+                                  time.monotonic() + (DEADLINE if deadline is None else deadline))
+            if size is not None and done != size:
+                raise DownloadError(f"downloaded {done} bytes from {url}, the registry says the file "
+                                    f"has {size}: incomplete download (try again)")
+            if sha256 is not None and digest != sha256:
+                raise DownloadError(f"the file downloaded from {url} has SHA-256 {digest}, the "
+                                    f"registry says {sha256}: corrupt download or a different file")
+            out.flush()
+            if sha256 is None:  # nothing to compare with: at least a whole, safe HDF5 file
+                _check_hdf5(tmp, url)
+            os.fsync(out.fileno())
+            os.fchmod(out.fileno(), 0o666 & ~current_umask())
+            os.replace(tmp, dest)  # while the lock is held: never removed as stale
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+    _VERIFIED[_file_key(dest)[0]] = None
     return dest
 
 
-def _fetch(url, out, size, progress):
-    """Copy ``url`` into the open file ``out``; return (bytes written, SHA-256 hex)."""
+def _check_hdf5(path, url):
+    from mobilenetv2 import loader
     try:
-        response = urllib.request.urlopen(url, timeout=60)
+        loader.check_file(path)
+    except (loader.WeightsError, OSError) as exc:
+        raise DownloadError(f"{url} did not send a complete HDF5 file ({exc}); try again") from None
+
+
+def _fetch(url, out, size, progress, deadline):
+    """Copy ``url`` into the open file ``out``; return (bytes written, SHA-256 hex)."""
+    limit = size if size is not None else MAX_UNKNOWN_SIZE
+    done = 0
+
+    def remaining():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DownloadError(f"download of {url} did not finish within its deadline "
+                                f"(after {done} bytes): a stalled or very slow server; try again")
+        return left
+
+    try:
+        response = urllib.request.urlopen(url, timeout=min(_READ_TIMEOUT, remaining()))
     except urllib.error.HTTPError as exc:
+        exc.close()
         raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise DownloadError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
-    digest, done = hashlib.sha256(), 0
+    except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
+        raise DownloadError(f"cannot download {url}: {getattr(exc, 'reason', None) or exc!r}") from None
+    digest = hashlib.sha256()
     with response:
+        status = getattr(response, "status", 200)
+        if status is not None and status != 200:
+            raise DownloadError(f"cannot download {url}: HTTP {status} (expected 200)")
         length = response.headers.get("Content-Length")
-        length = int(length) if length and length.isdigit() else None
+        length = int(length) if length and length.strip().isdigit() else None
         if length is not None and size is not None and length != size:
             raise DownloadError(f"{url} is {length} bytes, the registry says the file has {size}: "
                                 "not the expected file")
+        if length is not None and length > limit:
+            raise DownloadError(f"{url} is {length} bytes, more than any MobileNetV2 weights file "
+                                f"({limit} bytes at most): not a weights file")
         bar = _Progress(url.rsplit("/", 1)[-1], length or size) if progress else None
+        head = b""
         try:
             while True:
-                chunk = response.read(_CHUNK)
+                _sock_timeout(response, min(_READ_TIMEOUT, remaining()))
+                chunk = response.read1(min(_CHUNK, limit + 1 - done)) if hasattr(response, "read1") \
+                    else response.read(min(_CHUNK, limit + 1 - done))
+                remaining()
                 if not chunk:
                     break
+                done += len(chunk)
+                if done > limit:
+                    raise DownloadError(f"{url} sent more than {limit} bytes, "
+                                        + ("the registry's size of the file" if size is not None
+                                           else "more than any MobileNetV2 weights file")
+                                        + ": not the expected file")
+                if len(head) < len(HDF5_MAGIC):
+                    head += chunk[:len(HDF5_MAGIC) - len(head)]
+                    if head != HDF5_MAGIC[:len(head)]:
+                        raise DownloadError(f"{url} did not send an HDF5 file (it starts with "
+                                            f"{head!r}; an error page?)")
                 out.write(chunk)
                 digest.update(chunk)
-                done += len(chunk)
                 if bar:
                     bar.update(done)
-        except (HTTPException, OSError) as exc:
+        except (HTTPException, OSError, ValueError) as exc:
+            if isinstance(exc, DownloadError):
+                raise
+            if time.monotonic() >= deadline:
+                remaining()
             raise DownloadError(f"download of {url} broke off after {done} bytes ({exc!r})") from None
         if bar:
             bar.update(done, final=True)
     if length is not None and done != length:
         raise DownloadError(f"download of {url} broke off: got {done} of {length} bytes")
+    if done < len(HDF5_MAGIC):
+        raise DownloadError(f"{url} sent {done} bytes: not a weights file")
     return done, digest.hexdigest()
+
+
+def _sock_timeout(response, seconds):
+    """Shorten the socket timeout of an HTTP response to what is left of the deadline."""
+    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+    if sock is not None:
+        try:
+            sock.settimeout(max(seconds, 0.001))
+        except OSError:
+            pass

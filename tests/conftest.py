@@ -60,3 +60,22 @@ def keras_reference(name):
     """A reference .npz from shared/reference, loaded once."""
     import numpy as np
     return np.load(require_shared("reference", name))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fuzz_long: the long fuzz profile of tests/fuzz (or MNV2_FUZZ_PROFILE=long)")
+
+
+# Hypothesis: derandomised on CI (CI=true, as CI services set it), so a red run replays exactly;
+# HYPOTHESIS_PROFILE picks a profile by name anywhere.
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # hypothesis is a test extra; the tests that use it import it themselves
+    _hypothesis_settings = None
+if _hypothesis_settings is not None:
+    _hypothesis_settings.register_profile("ci", derandomize=True, database=None, deadline=None,
+                                          print_blob=True)
+    _hypothesis_settings.register_profile("dev", deadline=None)
+    _profile = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else None)
+    if _profile:
+        _hypothesis_settings.load_profile(_profile)

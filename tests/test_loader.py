@@ -29,6 +29,7 @@ def model_layers(alpha=0.35, include_top=False, classes=10, seed=0):
     for layer in arch.build_layers(alpha, include_top=include_top, classes=classes):
         weights = [(w, rng.standard_normal(s).astype(np.float32))
                    for w, s in zip(layer.weight_names, layer.weight_shapes())]
+        weights = [(w, np.abs(a) if w == "moving_variance" else a) for w, a in weights]
         out.append((layer.name, type(layer).__name__, weights))
     return out
 

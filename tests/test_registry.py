@@ -2,6 +2,14 @@
 from a local HTTP server on 127.0.0.1 (or a file:// folder).  Nothing here touches the internet."""
 import http.server
 import os
+import re
+import signal
+import socket
+import socketserver
+import stat
+import subprocess
+import sys
+import time
 import threading
 
 import numpy as np
@@ -13,7 +21,16 @@ from mobilenetv2.variants import PUBLISHED
 from test_loader import arrays_of, model_layers, write_keras2
 
 OFFICIAL_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
-PAYLOAD = bytes(range(256)) * 40 + b"end"  # a small fake file
+def _small_h5():
+    import io
+    import h5py
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("x", data=np.arange(2500, dtype=np.float32))
+    return buf.getvalue()
+
+
+PAYLOAD = _small_h5()  # a small complete HDF5 file (not a weights file: downloads check only that)
 
 
 def keras_name(alpha, rows, include_top):
@@ -43,7 +60,12 @@ class Server:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                status, body, headers, send = server.routes.get(self.path, (404, b"no", {}, None))
+                route = server.routes.get(self.path, (404, b"no", {}, None))
+                if callable(route):  # a handler of its own: trickles, endless bodies, stalls
+                    route(self)
+                    self.close_connection = True
+                    return
+                status, body, headers, send = route
                 self.send_response(status)
                 headers = {"Content-Length": str(len(body)), **headers}
                 for k, v in headers.items():
@@ -64,6 +86,9 @@ class Server:
 
     def serve(self, name, body, headers=None, send=None, status=200):
         self.routes[f"/w/{name}"] = (status, body, headers or {}, send)
+
+    def serve_with(self, name, handler):
+        self.routes[f"/w/{name}"] = handler
 
     def close(self):
         self.httpd.shutdown()
@@ -90,7 +115,11 @@ def test_the_22_variants_with_and_without_top():
     for v in vs:
         assert v["file"] == keras_name(v["alpha"], v["rows"], v["include_top"])
         assert v["size"] is None or (isinstance(v["size"], int) and v["size"] > 10 ** 6)
-        assert v["sha256"] is None or len(v["sha256"]) == 64
+        assert v["sha256"] is None or re.fullmatch("[0-9a-f]{64}", v["sha256"])
+        # every entry says what is checked, and where an entry is unverified, why
+        want = "size+sha256" if v["sha256"] else "size" if v["size"] else False
+        assert v["verified"] == want, v["file"]
+        assert v["source"] and (v["verified"] or v["source"].startswith("none: "))
     assert sum(v["include_top"] for v in vs) == 22
 
 
@@ -158,7 +187,9 @@ def test_progress_bar_goes_to_stderr(isolated, server, capsys):
     server.serve(keras_name(0.5, 96, False), PAYLOAD)
     registry.resolve(0.5, 96, False, progress=True)
     err = capsys.readouterr().err
-    assert keras_name(0.5, 96, False) in err and "(100%)" in err and err.endswith("\n")
+    assert keras_name(0.5, 96, False) in err and err.endswith("\n")
+    mb = f"{len(PAYLOAD) / 1e6:.1f}"
+    assert f"{mb}/{mb} MB (100%)" in err
 
 
 def test_body_shorter_than_content_length_leaves_nothing(isolated, server):
@@ -189,7 +220,7 @@ def test_size_checked_without_content_length(isolated, server):
 
 def test_checksum_mismatch_leaves_nothing(isolated, server):
     v = next(v for v in registry.variants() if v["sha256"] is not None)
-    server.serve(v["file"], bytes(v["size"]))  # right size, wrong bytes
+    server.serve(v["file"], registry.HDF5_MAGIC + bytes(v["size"] - 8))  # right size, wrong bytes
     with pytest.raises(DownloadError, match="SHA-256"):
         registry.resolve(v["alpha"], v["rows"], v["include_top"])
     assert os.listdir(cache(isolated)) == []
@@ -241,3 +272,264 @@ def test_imagenet_model_downloads_and_loads(isolated, server):
         for a, b in zip(g, w):
             np.testing.assert_array_equal(a, b)
     assert (cache(isolated) / keras_name(0.5, 128, False)).is_file()
+
+
+# -- what a hostile or broken server sends ------------------------------------------------------
+UNKNOWN = (0.75, 160, True)  # an entry with no recorded size or hash
+KNOWN = next((v["alpha"], v["rows"], v["include_top"]) for v in registry.variants()
+             if v["size"] is not None and v["sha256"] is None)
+
+
+def only_good_files(folder, allowed=()):
+    """The cache holds nothing but ``allowed``: no part file, no wrong file."""
+    names = sorted(os.listdir(folder)) if folder.exists() else []
+    assert names == sorted(allowed), names
+
+
+def test_html_error_page_with_status_200_is_refused(isolated, server):
+    server.serve(keras_name(*UNKNOWN), b"<!DOCTYPE html><html><body>Service unavailable</body></html>")
+    with pytest.raises(DownloadError, match=r"did not send an HDF5 file \(it starts with b'<!DOCTYP'; an error page"):
+        registry.resolve(*UNKNOWN)
+    only_good_files(cache(isolated))
+
+
+def test_truncated_body_without_content_length_is_refused(isolated, server):
+    """No size in the registry and no Content-Length: the HDF5 superblock's end-of-file address
+    says the body is short."""
+    layers = model_layers(0.35, include_top=False, seed=1)
+    write_keras2(isolated / "src.h5", layers)
+    body = (isolated / "src.h5").read_bytes()
+    server.serve(keras_name(*UNKNOWN), body[:len(body) // 2], headers={"Content-Length": None})
+    with pytest.raises(DownloadError, match="did not send a complete HDF5 file .*truncated file"):
+        registry.resolve(*UNKNOWN)
+    only_good_files(cache(isolated))
+
+
+def endless(handler):
+    handler.send_response(200)
+    handler.end_headers()  # no Content-Length: data until the client hangs up
+    chunk = registry.HDF5_MAGIC + bytes(1 << 16)
+    try:
+        while True:
+            handler.wfile.write(chunk)
+    except OSError:
+        pass
+
+
+def test_endless_body_stops_at_the_registry_size(isolated, server):
+    v = next(v for v in registry.variants() if v["size"] is not None)
+    server.serve_with(v["file"], endless)
+    with pytest.raises(DownloadError, match=f"sent more than {v['size']} bytes, the registry's size"):
+        registry.resolve(v["alpha"], v["rows"], v["include_top"])
+    only_good_files(cache(isolated))
+
+
+def test_endless_body_of_an_unverified_entry_stops_at_the_cap(isolated, server, monkeypatch):
+    monkeypatch.setattr(registry, "MAX_UNKNOWN_SIZE", 1 << 20)
+    server.serve_with(keras_name(*UNKNOWN), endless)
+    with pytest.raises(DownloadError, match=f"sent more than {1 << 20} bytes, more than any MobileNetV2"):
+        registry.resolve(*UNKNOWN)
+    only_good_files(cache(isolated))
+
+
+def test_content_length_past_the_cap_is_refused_before_reading(isolated, server):
+    server.serve(keras_name(*UNKNOWN), PAYLOAD, headers={"Content-Length": str(registry.MAX_UNKNOWN_SIZE + 1)})
+    with pytest.raises(DownloadError, match="more than any MobileNetV2 weights file"):
+        registry.resolve(*UNKNOWN)
+    only_good_files(cache(isolated))
+
+
+def test_trickling_server_hits_the_deadline(isolated, server, monkeypatch):
+    """One byte every 20 ms never trips a per-read timeout; the overall deadline stops it."""
+    def trickle(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(PAYLOAD)))
+        handler.end_headers()
+        try:
+            for b in PAYLOAD:
+                handler.wfile.write(bytes([b]))
+                handler.wfile.flush()
+                time.sleep(0.02)
+        except OSError:
+            pass
+
+    monkeypatch.setattr(registry, "DEADLINE", 0.5)
+    server.serve_with(keras_name(*UNKNOWN), trickle)
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="did not finish within its deadline"):
+        registry.resolve(*UNKNOWN)
+    assert time.monotonic() - start < 3
+    only_good_files(cache(isolated))
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that answers every connection with ``reply`` bytes."""
+
+    def __init__(self, reply):
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                self.request.recv(65536)
+                try:
+                    self.request.sendall(reply)
+                except OSError:
+                    pass
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/w/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("reply", [
+    b"NONSENSE\r\n\r\n",                                                     # bad status line
+    b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n",            # header line too long
+    b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n",  # too many
+    b"",                                                                     # closed at once
+], ids=["bad-status-line", "long-header", "too-many-headers", "empty-reply"])
+def test_broken_http_replies_are_download_errors(isolated, monkeypatch, reply):
+    raw = RawServer(reply)
+    monkeypatch.setenv(registry.ENV_URL, raw.url)
+    try:
+        with pytest.raises(DownloadError, match=r"cannot download http://127\.0\.0\.1"):
+            registry.resolve(*UNKNOWN)
+    finally:
+        raw.close()
+    only_good_files(cache(isolated))
+
+
+KILL_SCRIPT = """
+import sys
+from mobilenetv2 import registry
+registry.resolve(0.75, 160, True, progress=False)
+"""
+
+
+def test_killed_mid_download_then_rerun_leaves_only_the_good_file(isolated, server):
+    """SIGKILL while the body is half sent leaves a .part file (nothing can remove it then);
+    the next download removes it, and the cache ends with the one good file."""
+    release = threading.Event()
+
+    def stall_half_way(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(PAYLOAD)))
+        handler.end_headers()
+        handler.wfile.write(PAYLOAD[:len(PAYLOAD) // 2])
+        handler.wfile.flush()
+        release.wait(30)
+
+    server.serve_with(keras_name(*UNKNOWN), stall_half_way)
+    env = dict(os.environ, PYTHONPATH=str(registry.Path(registry.__file__).resolve().parent.parent))
+    child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT], env=env)
+    folder = cache(isolated)
+    deadline = time.monotonic() + 30
+    while not (folder.exists() and any(n.endswith(".part") and os.path.getsize(folder / n)
+                                       for n in os.listdir(folder))):
+        assert time.monotonic() < deadline and child.poll() is None, "the child never started writing"
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    release.set()
+    assert [n for n in os.listdir(folder) if n.endswith(".part")]  # what the kill left
+    assert registry.find_weights(*UNKNOWN) is None  # a part file is never taken for the weights
+    server.serve(keras_name(*UNKNOWN), PAYLOAD)
+    path = registry.resolve(*UNKNOWN)
+    assert path.read_bytes() == PAYLOAD
+    only_good_files(folder, [keras_name(*UNKNOWN)])
+
+
+def test_a_download_in_progress_keeps_its_part_file(isolated):
+    """A part file whose lock another download holds is not stale: it is left alone."""
+    import fcntl
+    folder = cache(isolated)
+    folder.mkdir(parents=True)
+    part = folder / f".{keras_name(*UNKNOWN)}.abc.part"
+    with open(part, "wb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        registry._clean_stale_parts(folder, keras_name(*UNKNOWN))
+        assert part.exists()
+    registry._clean_stale_parts(folder, keras_name(*UNKNOWN))
+    assert not part.exists()
+
+
+# -- files already there ----------------------------------------------------------------------
+def test_wrong_file_in_the_keras_cache_is_replaced(isolated, server, monkeypatch):
+    v = next(v for v in registry.variants() if v["sha256"] is not None)
+    good = registry.HDF5_MAGIC + bytes(v["size"] - 8)
+    target = cache(isolated) / v["file"]
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"<html>an error page saved by an old downloader</html>")
+    server.serve(v["file"], good)
+    import hashlib
+    entry = registry._entry(v["alpha"], v["rows"], v["include_top"])
+    monkeypatch.setitem(entry, "sha256", hashlib.sha256(good).hexdigest())
+    assert registry.resolve(v["alpha"], v["rows"], v["include_top"]) == target
+    assert target.read_bytes() == good
+    only_good_files(target.parent, [v["file"]])
+
+
+def test_wrong_file_in_the_weights_dir_is_an_error_naming_it(isolated, monkeypatch):
+    v = next(v for v in registry.variants() if v["size"] is not None)
+    mine = isolated / "mine"
+    mine.mkdir()
+    (mine / v["file"]).write_bytes(PAYLOAD)
+    monkeypatch.setenv(registry.ENV_DIR, str(mine))
+    with pytest.raises(DownloadError, match=re.escape(f"weights file {str(mine / v['file'])!r} is not the "
+                                                      f"official {v['file']}: it has {len(PAYLOAD)} bytes")):
+        registry.resolve(v["alpha"], v["rows"], v["include_top"])
+    assert (mine / v["file"]).read_bytes() == PAYLOAD  # the user's file is never deleted
+
+
+def test_a_file_is_hashed_once_per_process_until_it_changes(isolated, monkeypatch):
+    import hashlib
+    path = isolated / "f.h5"
+    path.write_bytes(PAYLOAD)
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    calls = []
+    real = registry.hashlib.sha256
+
+    class Counting:
+        @staticmethod
+        def sha256(*a):
+            calls.append(1)
+            return real(*a)
+
+    monkeypatch.setattr(registry, "hashlib", Counting)
+    assert registry.verify_file(path, len(PAYLOAD), digest) is None
+    assert registry.verify_file(path, len(PAYLOAD), digest) is None
+    assert len(calls) == 1
+    path.write_bytes(PAYLOAD[::-1])  # same size, new bytes, new mtime
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10 ** 9))
+    assert "SHA-256" in registry.verify_file(path, len(PAYLOAD), digest)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_downloaded_file_has_the_umask_permissions(isolated, server, mask):
+    server.serve(keras_name(*UNKNOWN), PAYLOAD)
+    old = os.umask(mask)
+    try:
+        path = registry.resolve(*UNKNOWN)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_bytes_appended_to_a_valid_file_are_refused(isolated, server):
+    """No size or hash recorded: the HDF5 superblock's end-of-file address still says where the
+    file ends, so a valid file with anything appended is not put in place."""
+    server.serve(keras_name(*UNKNOWN), PAYLOAD + b"<script>appended</script>")
+    with pytest.raises(DownloadError, match=f"{len(PAYLOAD) + 25} bytes and its HDF5 superblock says "
+                                            f"{len(PAYLOAD)}: bytes were appended"):
+        registry.resolve(*UNKNOWN)
+    only_good_files(cache(isolated))
+
+
+def test_progress_bar_without_a_known_total(isolated, server, capsys):
+    server.serve(keras_name(*UNKNOWN), PAYLOAD, headers={"Content-Length": None})
+    registry.resolve(*UNKNOWN, progress=True)
+    err = capsys.readouterr().err
+    assert err.endswith(f": {len(PAYLOAD) / 1e6:.1f} MB\n") and "%" not in err

@@ -1,0 +1,36 @@
+"""The package's own exceptions.  Every failure a user can cause through a file, a download or an
+argument is one of these: a ValueError or OSError subclass (so existing ``except ValueError``
+code keeps working) whose message names the file, layer or argument and what to do."""
+import argparse
+
+
+class Error(Exception):
+    """Base of every mobilenetv2 exception."""
+
+
+class WeightsError(Error, ValueError):
+    """A weights file that cannot be read safely, or does not fit the model."""
+
+
+class DownloadError(Error, OSError):
+    """A weights download that failed or delivered the wrong bytes (nothing is left behind)."""
+
+
+class ImageError(Error, ValueError):
+    """An image file that is not one of the documented formats, or is damaged or too large."""
+
+
+class ArgumentError(Error, ValueError):
+    """An argument outside what the model, the machine or the command can take."""
+
+
+class OutputPathError(Error, OSError):
+    """An output path the package will not write to (empty, a folder, or a folder's name)."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (no usage block), exit status 2: the
+    command line's failures look like every other failure of the package."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -1,0 +1,103 @@
+"""Files in and out: open only a regular file (never block on a FIFO or a device), and write
+outputs atomically (a temporary file in the same folder, renamed into place) with the
+permissions the user's umask gives a new file, like ``open(path, 'w')`` does."""
+import contextlib
+import os
+import stat
+import tempfile
+import threading
+
+from mobilenetv2.errors import OutputPathError
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask():
+    """The process umask, read without changing it where Linux says it (/proc), else by the
+    set-and-restore dance under a lock."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def open_regular(path, what="file"):
+    """A read-only descriptor on ``path`` (str, bytes or PathLike) that is a regular file.
+
+    The file is opened with O_NONBLOCK, so a FIFO or a device returns at once instead of
+    hanging, then checked with fstat on that same descriptor (no race between check and use).
+    Raises FileNotFoundError, IsADirectoryError or PermissionError as os.open does, and
+    NotRegularFile (which callers turn into their own error) for a FIFO, device or socket."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(21, f"{what} path is a directory", os.fsdecode(path))
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
+                    "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+                    "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+            raise NotRegularFile(f"{what} {os.fsdecode(path)!r} is {kind}, not a regular file; "
+                                 f"give the path of a {what}")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class NotRegularFile(ValueError):
+    """Raised by open_regular; callers re-raise it as their own error class."""
+
+
+def check_output_path(path, what="output"):
+    """``path`` as a str, refusing what would silently write somewhere else: an empty path, a
+    path ending in a separator, or an existing folder."""
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    path = os.fspath(path)
+    if not path or not path.strip():
+        raise OutputPathError(f"{what} path is empty: give a file name")
+    if path.endswith((os.sep, "/")) or (os.altsep and path.endswith(os.altsep)):
+        raise OutputPathError(f"{what} path {path!r} ends with a path separator (a folder): give a file name")
+    if os.path.isdir(path):
+        raise OutputPathError(f"{what} path {path!r} is an existing folder: give a file name inside it")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise OutputPathError(f"{what} path {path!r}: folder {parent!r} does not exist")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yield a temporary path in ``path``'s folder; when the block ends without an exception it
+    gets the umask's permissions and is renamed to ``path``; otherwise it is removed."""
+    path = os.path.abspath(os.fspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix + ".tmp",
+                               dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path, suffix=""):
+    """Like atomic_path, yielding the temporary file open for binary writing."""
+    with atomic_path(path, suffix) as tmp:
+        with open(tmp, "wb") as f:
+            yield f

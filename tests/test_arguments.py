@@ -1,0 +1,99 @@
+"""Every argument of the public API is bounded and checked, and a bad one is the package's
+ArgumentError (a ValueError) naming it: never a TypeError, OverflowError or a silent change."""
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from mobilenetv2 import MobileNetV2, model as model_module, pool as threadpool
+from mobilenetv2.errors import ArgumentError
+
+
+@pytest.fixture(scope="module")
+def small():
+    return MobileNetV2((96, 96, 3), alpha=0.35, weights=None, include_top=False)
+
+
+def x96():
+    return np.random.default_rng(0).uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(alpha=model_module.MAX_ALPHA * 1.01), "alpha must be a positive number at most 4"),
+    (dict(alpha=float("inf")), "alpha must be"),
+    (dict(alpha=10 ** 400), "alpha must be"),
+    (dict(alpha=Fraction(-1, 3)), "alpha must be"),
+    (dict(alpha=1 + 0j), "alpha must be"),
+    (dict(classes=model_module.MAX_CLASSES + 1), "classes must be a positive whole number at most 100000"),
+    (dict(classes=10.0), "classes must be"),
+    (dict(classes=True), "classes must be"),
+    (dict(input_shape=(224.5, 224, 3)), r"input_shape height must be a whole number or None, got 224\.5"),
+    (dict(input_shape=(224, 224, 3.0)), "input_shape channels must be a whole number"),
+    (dict(input_shape=(10 ** 5, 64, 3)), "at most 4096"),
+    (dict(input_shape=(64, 64, 0)), "channels must be a whole number from 1"),
+    (dict(input_shape=(64, 64, 10 ** 6)), "channels must be a whole number from 1"),
+    (dict(dtype="float33"), "dtype must be 'float32' or 'float64', got 'float33'"),
+    (dict(dtype=None), "dtype must be 'float32' or 'float64', got None"),
+    (dict(dtype=np.int32), "dtype must be"),
+    (dict(dtype=[1]), "dtype must be"),
+    (dict(threads=0), "threads must be None or a whole number from 1 to"),
+    (dict(threads=-3), "threads must be"),
+    (dict(threads=10 ** 30), "threads=1000000000000000000000000000000 is more than the"),
+    (dict(threads=1.5), "threads must be"),
+    (dict(threads=True), "threads must be"),
+])
+def test_constructor_bounds(kwargs, match):
+    kwargs.setdefault("weights", None)
+    kwargs.setdefault("include_top", "input_shape" not in kwargs)
+    with pytest.raises(ArgumentError, match=match):
+        MobileNetV2(**kwargs)
+
+
+def test_fraction_alpha_is_the_same_model_as_its_float():
+    a = MobileNetV2((96, 96, 3), alpha=Fraction(7, 20), weights=None)
+    b = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
+    assert a.alpha == 0.35 and a.count_params() == b.count_params()
+    assert [layer.weight_shapes() for layer in a.layers] == [layer.weight_shapes() for layer in b.layers]
+
+
+def test_numpy_scalars_are_accepted():
+    m = MobileNetV2((np.int64(96), np.int32(96), 3), alpha=np.float32(0.5), classes=np.int16(10),
+                    weights=None, threads=np.int8(2), dtype=np.dtype("float64"))
+    assert m.input_shape == (96, 96, 3) and m.classes == 10 and m.threads == 2 and m.dtype == np.float64
+
+
+def test_thread_limit_follows_the_machine():
+    import os
+    cores = len(os.sched_getaffinity(0))
+    assert threadpool.max_threads() == max(64, 4 * cores)
+    assert MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=threadpool.max_threads()).threads \
+        == threadpool.max_threads()
+
+
+@pytest.mark.parametrize("layers, match", [
+    (None, "layers must be a layer name or a list of layer names, got None"),
+    (5, "layers must be a layer name"),
+    (b"Conv1", "layers must be a layer name"),
+    ([1], "layer names must be strings, got 1"),
+    ([], "at least one layer name"),
+])
+def test_features_layer_argument(small, layers, match):
+    with pytest.raises(ArgumentError, match=match):
+        small.features(x96(), layers)
+
+
+@pytest.mark.parametrize("runs", [0, -1, 1.5, True, "3", model_module.MAX_RUNS + 1])
+def test_profile_runs(small, runs):
+    with pytest.raises(ArgumentError, match="runs must be a whole number from 1 to"):
+        small.profile(x96(), runs=runs)
+
+
+def test_set_weights_refuses_a_negative_moving_variance():
+    m = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, include_top=False)
+    arrays = m.get_weights()
+    names = [w for layer in m.weighted_layers() for w in layer.weight_names]
+    k = [i for i, n in enumerate(names) if n == "moving_variance"][5]
+    arrays[k] = arrays[k].copy()
+    arrays[k][3] = -0.25
+    with pytest.raises(ValueError, match=r"'block_1_project_BN' weight 'moving_variance' has negative values \(as low as -0\.25\)"):
+        m.set_weights(arrays)

@@ -1,0 +1,78 @@
+"""mobilenetv2.files: regular files only on the way in, atomic and umask-respecting on the way out."""
+import errno
+import os
+import stat
+
+import pytest
+
+from mobilenetv2 import files
+from mobilenetv2.errors import OutputPathError
+
+
+def test_a_failed_write_raises_and_leaves_nothing(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(ZeroDivisionError):
+        with files.atomic_write(target) as f:
+            f.write(b"half")
+            1 / 0
+    assert target.read_bytes() == b"old"  # the previous file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_a_write_replaces_the_file_whole(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with files.atomic_write(target) as f:
+        f.write(b"new")
+        assert target.read_bytes() == b"old"  # nothing visible until the end
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o027, 0o000])
+def test_permissions_follow_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        assert files.current_umask() == mask
+        with files.atomic_write(tmp_path / "x") as f:
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x").stat().st_mode) == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("path, says", [("", "is empty"), ("  ", "is empty"), ("sub/", "ends with a path separator"),
+                                        ("sub", "is an existing folder"), ("nowhere/x", "does not exist")])
+def test_output_paths_refused(tmp_path, monkeypatch, path, says):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(OutputPathError, match=says):
+        files.check_output_path(path)
+
+
+def test_output_path_accepted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert files.check_output_path("x.npz") == "x.npz"
+    assert files.check_output_path(os.fsencode(tmp_path / "y")) == str(tmp_path / "y")
+
+
+def test_open_regular(tmp_path):
+    regular = tmp_path / "r"
+    regular.write_bytes(b"abc")
+    fd = files.open_regular(regular)
+    try:
+        assert os.read(fd, 3) == b"abc"
+        assert os.get_blocking(fd)
+    finally:
+        os.close(fd)
+    fifo = tmp_path / "f"
+    os.mkfifo(fifo)
+    for path, says in ((fifo, "a FIFO"), (os.fsencode(fifo), "a FIFO"), ("/dev/null", "a device")):
+        with pytest.raises(files.NotRegularFile, match=says):
+            files.open_regular(path)
+    with pytest.raises(IsADirectoryError) as info:
+        files.open_regular(tmp_path)
+    assert info.value.errno == errno.EISDIR
+    with pytest.raises(FileNotFoundError):
+        files.open_regular(tmp_path / "missing")

@@ -1,0 +1,184 @@
+"""load_image on images made by someone else: only the documented formats, every decoder error
+as the package's ImageError, bombs refused before decoding, no float64 copies of deep images,
+and every argument bounded."""
+import io
+import os
+import signal
+import struct
+import zlib
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from mobilenetv2 import preprocessing
+from mobilenetv2.errors import ArgumentError, ImageError
+from mobilenetv2.preprocessing import load_image
+
+
+def save(img, path, fmt=None, **kw):
+    img.save(path, format=fmt, **kw)
+    return path
+
+
+RGB = Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 48, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["TGA", "ICO", "QOI", "AVIF"])
+def test_formats_outside_the_list_are_refused(tmp_path, fmt):
+    path = save(RGB, tmp_path / f"x.{fmt.lower()}", fmt)
+    assert Image.open(path).format == fmt  # Pillow alone would decode it
+    with pytest.raises(ImageError, match=r"not an image file of a format load_image reads \(JPEG, PNG"):
+        load_image(path)
+
+
+def test_damaged_avif_is_an_image_error(tmp_path):
+    path = save(RGB, tmp_path / "x.avif", "AVIF")
+    path.write_bytes(path.read_bytes()[:150])
+    with pytest.raises(ImageError):
+        load_image(path)
+
+
+def png_header_only(width, height):
+    """A PNG whose IHDR declares width x height and whose pixel data is missing."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header_only(9000, 9000))  # 81 M pixels: under Pillow's error limit
+    with pytest.raises(ImageError, match=r"9000x9000, too large to decode safely \(more than 67108864"):
+        load_image(path)
+
+
+def test_truncated_and_garbage_files(tmp_path):
+    good = save(RGB, tmp_path / "g.png")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ImageError, match="cut.png.*truncated or corrupt"):
+        load_image(cut)
+    data = bytearray(good.read_bytes())
+    data[60:80] = bytes(20)
+    (tmp_path / "flip.png").write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="flip.png"):
+        load_image(tmp_path / "flip.png")
+
+
+def test_exif_errors_are_image_errors(tmp_path, monkeypatch):
+    """Pillow versions before 10 raised SyntaxError from exif_transpose on damaged EXIF."""
+    path = save(RGB, tmp_path / "e.jpg")
+
+    def broken(img):
+        raise SyntaxError("not a TIFF file (header b'XX\\x00*' not valid)")
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", broken)
+    with pytest.raises(ImageError, match="e.jpg.*SyntaxError: not a TIFF file"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_fifo_is_refused_without_waiting(tmp_path, as_bytes):
+    fifo = tmp_path / "img.png"
+    os.mkfifo(fifo)
+    old = signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("blocked")))
+    signal.alarm(10)
+    try:
+        with pytest.raises(ImageError, match="is not a file"):
+            load_image(os.fsencode(fifo) if as_bytes else fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_16_bit_image_matches_float64_rounding_without_float64_copies(tmp_path, monkeypatch):
+    values = np.random.default_rng(5).integers(0, 65536, (40, 50)).astype(np.uint16)
+    values[0, :4] = [0, 128, 65535, 32768]
+    path = save(Image.fromarray(values), tmp_path / "deep.png")
+    want = np.rint(values.astype(np.float64) * 255 / 65535).astype(np.uint8)  # the reference
+    created = []
+    real_asarray, real_array = np.asarray, np.array
+
+    def spy(fn):
+        def wrapped(*a, **k):
+            out = fn(*a, **k)
+            if isinstance(out, np.ndarray) and out.dtype == np.float64 and out.size >= values.size:
+                created.append(out.shape)
+            return out
+        return wrapped
+
+    monkeypatch.setattr(preprocessing.np, "asarray", spy(real_asarray))
+    monkeypatch.setattr(preprocessing.np, "array", spy(real_array))
+    got = load_image(path, target_size=(40, 50))
+    np.testing.assert_array_equal(got[:, :, 0], want)
+    assert created == []
+
+
+def test_float_image_with_nan_and_inf(tmp_path):
+    a = np.full((40, 50), 100.0, np.float32)
+    a[0, 0], a[0, 1], a[0, 2] = np.nan, np.inf, -np.inf
+    out = load_image(Image.fromarray(a, "F"), target_size=(40, 50))[:, :, 0]
+    assert out[0, 0] == 0 and out[0, 2] == 0 and out[0, 1] == 255
+    assert (out[1:] == 100).all()
+
+
+@pytest.mark.parametrize("size", [0, -1, preprocessing.MAX_TARGET + 1, 2.5, True, "224", (224,),
+                                  (224, 224, 3), Fraction(224), (224, None), 10 ** 30])
+def test_target_size_bounds(size):
+    with pytest.raises(ArgumentError, match="target_size"):
+        load_image(RGB, target_size=size)
+
+
+def test_target_size_numpy_ints_are_fine():
+    assert load_image(RGB, target_size=(np.int64(33), np.uint16(34))).shape == (33, 34, 3)
+
+
+@pytest.mark.parametrize("interp", [["bilinear"], None, 2, "Bilinear"])
+def test_interpolation_must_be_a_known_name(interp):
+    with pytest.raises(ArgumentError, match="interpolation must be one of"):
+        load_image(RGB, interpolation=interp)
+
+
+@pytest.mark.parametrize("crop", [0, -0.5, 1.01, float("nan"), True, "middle", [0.5]])
+def test_crop_bounds(crop):
+    with pytest.raises(ArgumentError, match="crop must be"):
+        load_image(RGB, crop=crop)
+
+
+def test_crop_that_rounds_to_an_empty_box():
+    tall = Image.fromarray(np.zeros((1000, 32, 3), np.uint8))
+    with pytest.raises(ImageError, match=r"^crop=0\.3 of image '<PIL image>' \(32x1000\) at the target's aspect "
+                                         r"ratio is 0\.3x300 pixels, which rounds to an empty region"):
+        load_image(tall, target_size=(1000, 1), crop=0.3)
+    assert load_image(tall, target_size=(1000, 1), crop=Fraction(1, 1)).shape == (1000, 1, 3)
+
+
+def test_not_a_path_or_file():
+    with pytest.raises(ArgumentError, match="takes a file path, a binary file or a PIL image, got int"):
+        load_image(42)
+
+
+def test_open_file_object_in_memory():
+    buf = io.BytesIO()
+    RGB.save(buf, format="PNG")
+    buf.seek(0)
+    np.testing.assert_array_equal(load_image(buf, target_size=(40, 48)), np.asarray(RGB))
+
+
+def test_float_image_over_255_is_scaled_from_16_bits():
+    values = np.linspace(0, 65535, 40 * 50).reshape(40, 50).astype(np.float32)
+    want = np.rint(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    got = load_image(Image.fromarray(values, "F"), target_size=(40, 50))[:, :, 0]
+    assert np.abs(got.astype(int) - want).max() <= 1  # float32 arithmetic: at most one step off
+    assert (got == want).mean() > 0.99
+
+
+def test_our_pixel_limit_applies_below_pillows_own(tmp_path, monkeypatch):
+    """Pillow only warns between its limit and twice it; the package refuses from its limit."""
+    path = save(Image.fromarray(np.zeros((60, 100, 3), np.uint8)), tmp_path / "x.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # 6000 pixels: Pillow would only warn
+    with pytest.raises(ImageError, match=r"60\b.*too large to decode safely \(more than 5000 pixels\)"):
+        load_image(path)
