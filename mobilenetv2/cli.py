@@ -145,13 +145,6 @@ def cmd_info(args):
     return 0
 
 
-def _write_atomically(path, write):
-    """Call ``write(binary file)`` on a temporary file in ``path``'s folder, then rename it to
-    ``path``: no half-written file remains, whatever fails."""
-    from mobilenetv2.tools.files import write_atomically
-    return write_atomically(path, write, os.path.splitext(os.fspath(path))[1])
-
-
 def _save_npz_atomically(path, arrays):
     """Write arrays to ``path`` (``.npz`` added where missing) through a temporary file in the
     same folder renamed into place, with the umask's permissions: no half-written file remains."""
@@ -197,7 +190,9 @@ def _palette(n):
 
 def _save_png_atomically(path, array):
     from PIL import Image
-    return _write_atomically(os.path.abspath(path), lambda f: Image.fromarray(array).save(f, format="PNG"))
+    with files.atomic_write(path, suffix=".png") as f:
+        Image.fromarray(array).save(f, format="PNG")
+    return os.path.abspath(path)
 
 
 def cmd_segment(args):

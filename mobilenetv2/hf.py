@@ -36,11 +36,10 @@ checkpoints).  Torch layouts: conv (out, in, kh, kw) = Keras (kh, kw, in, out) t
 """
 import json
 import os
-import tempfile
 
 import numpy as np
 
-from mobilenetv2 import arch
+from mobilenetv2 import arch, files
 from mobilenetv2 import layers as L
 from mobilenetv2.hf_config import (ConfigError, HFConfig, ProcessorConfig, read_config,
                                    read_processor_config)
@@ -355,15 +354,8 @@ def _state_dict(model, config):
 
 
 def _write_json(path, obj):
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with files.atomic_write(path, suffix=".json") as f:
+        f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def save_pretrained(model, path):

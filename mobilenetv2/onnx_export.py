@@ -6,11 +6,10 @@ and writes TF-SAME padding explicitly, so it computes what the model computes.  
 optional extra: ``pip install "mobilenetv2[onnx]"``.
 """
 import os
-import tempfile
 
 import numpy as np
 
-from mobilenetv2 import arch
+from mobilenetv2 import arch, files
 from mobilenetv2 import layers as L
 from mobilenetv2.numpy_kernels import fold_batchnorm
 
@@ -142,12 +141,6 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
                                    ir_version=helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(onnx_model)
     path = os.path.abspath(os.fspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=os.path.dirname(path))
-    os.close(fd)
-    try:
+    with files.atomic_path(path, suffix=".onnx") as tmp:
         onnx.save(onnx_model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
     return path

@@ -17,9 +17,10 @@ opened as a pickle.
 import json
 import mmap
 import os
-import tempfile
 
 import numpy as np
+
+from mobilenetv2 import files
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's own cap
 
@@ -229,15 +230,9 @@ def save_file(tensors, path, metadata=None):
         pos += a.nbytes
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(len(text).to_bytes(8, "little"))
-            f.write(text)
-            for a in arrays:
-                f.write(a.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with files.atomic_write(path, suffix=".safetensors") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for a in arrays:
+            f.write(a.tobytes())
     return path

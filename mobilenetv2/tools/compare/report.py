@@ -4,7 +4,7 @@ import math
 import os
 
 from mobilenetv2.tools.compare.errors import require
-from mobilenetv2.tools.files import write_atomically
+from mobilenetv2 import files
 
 
 def _num(v, fmt="{:.2e}"):
@@ -78,7 +78,9 @@ def _clean(v):
 
 def write_json(report, path):
     data = json.dumps(_clean(report), indent=2).encode()
-    return write_atomically(path, lambda f: f.write(data), ".json")
+    with files.atomic_write(path, suffix=".json") as f:
+        f.write(data)
+    return os.path.abspath(path)
 
 
 def write_plot(report, path):
@@ -110,6 +112,8 @@ def write_plot(report, path):
     ax.legend(fontsize=8)
     fig.tight_layout()
     try:
-        return write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=110), ".png")
+        with files.atomic_write(path, suffix=".png") as f:
+            fig.savefig(f, format="png", dpi=110)
+        return os.path.abspath(path)
     finally:
         plt.close(fig)
