@@ -7,7 +7,7 @@ import stat
 import tempfile
 import threading
 
-from mobilenetv2.errors import OutputPathError
+from mobilenetv2.errors import Error, OutputPathError
 
 _UMASK_LOCK = threading.Lock()
 
@@ -55,7 +55,7 @@ def open_regular(path, what="file"):
         raise
 
 
-class NotRegularFile(ValueError):
+class NotRegularFile(Error, ValueError):
     """Raised by open_regular; callers re-raise it as their own error class."""
 
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from mobilenetv2 import arch, files
 from mobilenetv2 import layers as L
+from mobilenetv2.errors import Error
 from mobilenetv2.hf_config import (ConfigError, HFConfig, ProcessorConfig, read_config,
                                    read_processor_config)
 from mobilenetv2.model import MobileNetV2, _check_dtype
@@ -50,7 +51,7 @@ PREFIX = "mobilenet_v2."
 _BN = ("weight", "bias", "running_mean", "running_var")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(Error, ValueError):
     """A Hugging Face folder whose tensors do not fit the model its config describes."""
 
 

@@ -11,13 +11,16 @@ import json
 import math
 import os
 
+from mobilenetv2 import files
+from mobilenetv2.errors import Error
+
 MAX_JSON_BYTES = 16 * 1024 * 1024
 ARCHITECTURES = {"MobileNetV2Model": None, "MobileNetV2ForImageClassification": "classification",
                  "MobileNetV2ForSemanticSegmentation": "segmentation"}
 SUPPORTED_ACTS = ("relu6",)
 
 
-class ConfigError(ValueError):
+class ConfigError(Error, ValueError):
     """A config.json or preprocessor_config.json that is malformed or describes something else."""
 
     def __init__(self, path, problem):

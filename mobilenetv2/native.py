@@ -8,6 +8,8 @@ is the best the CPU and OS support (CPUID and XGETBV, in csrc/dispatch.c), cappe
 import contextlib
 import warnings
 
+from mobilenetv2.errors import Error
+
 try:
     from mobilenetv2 import _mnv2
     ffi, lib = _mnv2.ffi, _mnv2.lib
@@ -22,7 +24,7 @@ _LABELS = {"scalar": "C scalar", "avx2": "C AVX2", "avx512": "C AVX-512"}
 _warned = False
 
 
-class EngineUnavailable(RuntimeError):
+class EngineUnavailable(Error, RuntimeError):
     """``engine="c"`` was asked for a model the C core cannot run (the message says why)."""
 
 

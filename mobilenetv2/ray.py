@@ -26,9 +26,10 @@ pipeline waits forever (2 actors x num_cpus=1 on 2 CPUs hung).  ``actor_resource
 import math
 import os
 
+from mobilenetv2 import errors
 from mobilenetv2.batch import require
 
-class RayJobFailed(RuntimeError):
+class RayJobFailed(errors.Error, RuntimeError):
     """The Ray job failed (an actor that cannot start, a task out of retries): the message says why."""
 
 

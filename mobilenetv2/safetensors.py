@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 from mobilenetv2 import files
+from mobilenetv2.errors import Error
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's own cap
 
@@ -39,7 +40,7 @@ PICKLE_HINT = ("it is a PyTorch pickle, which can run code when loaded and is ne
                "writes model.safetensors")
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(Error, ValueError):
     """A safetensors file that is malformed, or does not hold what the caller needs."""
 
     def __init__(self, path, problem):

@@ -1,7 +1,8 @@
 """The exceptions of ``compare``: bad input (exit 2 on the command line) vs a missing extra."""
+from mobilenetv2.errors import Error
 
 
-class CompareError(ValueError):
+class CompareError(Error, ValueError):
     """OTHER, the weights, the mapping or the input cannot be used; the message says what to do."""
 
 
