@@ -59,6 +59,38 @@ class NotRegularFile(Error, ValueError):
     """Raised by open_regular; callers re-raise it as their own error class."""
 
 
+class TooLarge(NotRegularFile):
+    """Raised by read_regular for a file over its size limit."""
+
+
+def read_regular(path, what, max_bytes):
+    """The bytes of the regular file ``path`` (open_regular's checks), refusing one larger than
+    ``max_bytes`` (TooLarge) before reading past that bound."""
+    fd = open_regular(path, what)
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(max_bytes + 1) if size <= max_bytes else b""
+    if size > max_bytes or len(data) > max_bytes:
+        raise TooLarge(f"{what} {os.fsdecode(path)!r} is larger than {max_bytes} bytes")
+    return data
+
+
+def outside_folder(folder, path):
+    """None when ``path`` (a file in ``folder``, perhaps a symbolic link) resolves inside
+    ``folder``, or inside the ``blobs/`` of a Hugging Face hub cache when ``folder`` is one of its
+    ``snapshots/<revision>`` folders (the hub links every file there); else the resolved path,
+    which a reader of ``folder`` must not open."""
+    real_folder = os.path.realpath(os.fsdecode(folder))
+    real = os.path.realpath(os.fsdecode(path))
+    allowed = [real_folder]
+    parent = os.path.dirname(real_folder)
+    if os.path.basename(parent) == "snapshots":
+        allowed.append(os.path.join(os.path.dirname(parent), "blobs"))
+    if any(os.path.commonpath([root, real]) == root for root in allowed):
+        return None
+    return real
+
+
 def check_output_path(path, what="output"):
     """``path`` as a str, refusing what would silently write somewhere else: an empty path, a
     path ending in a separator, or an existing folder."""

@@ -288,6 +288,18 @@ def load_safetensors(model, path):
             raise CheckpointError(f"{path!r}: {exc}") from None
 
 
+def _member(folder, name):
+    """``folder/name``, refused when it is a symbolic link resolving outside the folder (a
+    checkpoint from a stranger must not make us read another file of this machine); the hub
+    cache's snapshot links into its own ``blobs/`` are allowed (files.outside_folder)."""
+    member = os.path.join(folder, name)
+    target = files.outside_folder(folder, member) if os.path.lexists(member) else None
+    if target is not None:
+        raise CheckpointError(f"{member!r} is a symbolic link to {target!r}, outside the checkpoint "
+                              "folder: copy the file into the folder if you trust it")
+    return member
+
+
 def from_pretrained(path, dtype="float32", threads=None, top_pooling="global", engine="auto"):
     """An HFMobileNetV2 from a Hugging Face folder: config.json + model.safetensors (+
     preprocessor_config.json, kept as ``model.processor_config``).
@@ -299,13 +311,13 @@ def from_pretrained(path, dtype="float32", threads=None, top_pooling="global", e
     A ``pytorch_model.bin`` (a pickle) is refused: convert it with transformers'
     ``save_pretrained(folder, safe_serialization=True)``.  Arrays are NHWC.
     """
-    folder = os.fspath(path)
+    folder = os.fsdecode(path)
     if not os.path.isdir(folder):
         raise FileNotFoundError(2, "Hugging Face checkpoint folder not found", folder)
-    config_path = os.path.join(folder, "config.json")
-    weights = os.path.join(folder, "model.safetensors")
-    if not os.path.isfile(weights):
-        if os.path.isfile(os.path.join(folder, "pytorch_model.bin")):
+    config_path = _member(folder, "config.json")
+    weights = _member(folder, "model.safetensors")
+    if not os.path.exists(weights):
+        if os.path.lexists(os.path.join(folder, "pytorch_model.bin")):
             raise SafetensorsError(os.path.join(folder, "pytorch_model.bin"),
                                    "there is no model.safetensors beside it, and " + PICKLE_HINT)
         raise FileNotFoundError(2, "no model.safetensors in the checkpoint folder", folder)
@@ -314,8 +326,8 @@ def from_pretrained(path, dtype="float32", threads=None, top_pooling="global", e
     check_tensors(SafetensorsFile(weights), _build_layers(config, top_pooling), config)
     model = HFMobileNetV2(config, dtype=dtype, threads=threads, top_pooling=top_pooling, engine=engine)
     model.load_weights(weights)
-    proc = os.path.join(folder, "preprocessor_config.json")
-    if os.path.isfile(proc):
+    proc = _member(folder, "preprocessor_config.json")
+    if os.path.lexists(proc):
         model.processor_config = read_processor_config(proc)
     return model
 

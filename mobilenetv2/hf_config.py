@@ -24,20 +24,35 @@ class ConfigError(Error, ValueError):
     """A config.json or preprocessor_config.json that is malformed or describes something else."""
 
     def __init__(self, path, problem):
-        super().__init__(f"{os.fspath(path)!r}: {problem}")
+        super().__init__(f"{os.fsdecode(path)!r}: {problem}")
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text):
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"number {text[:40]} overflows a float")
+    return v
 
 
 def read_json(path, what):
-    """The JSON object in ``path`` (at most MAX_JSON_BYTES), or ConfigError."""
+    """The JSON object in ``path`` (a regular file of at most MAX_JSON_BYTES, with no NaN or
+    Infinity literal and no number beyond a float), or ConfigError.  Nesting deeper than the
+    interpreter's recursion limit is a RecursionError inside json's C scanner, refused here too."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(2, f"{what} not found", path)
-    with open(path, "rb") as f:
+    try:
+        fd = files.open_regular(path, what)
+    except files.NotRegularFile as exc:
+        raise ConfigError(path, str(exc)) from None
+    with os.fdopen(fd, "rb") as f:
         data = f.read(MAX_JSON_BYTES + 1)
     if len(data) > MAX_JSON_BYTES:
         raise ConfigError(path, f"{what} is larger than {MAX_JSON_BYTES} bytes")
     try:
-        obj = json.loads(data.decode("utf-8"))
+        obj = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ConfigError(path, f"{what} is not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(obj, dict):

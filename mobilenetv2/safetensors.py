@@ -44,8 +44,8 @@ class SafetensorsError(Error, ValueError):
     """A safetensors file that is malformed, or does not hold what the caller needs."""
 
     def __init__(self, path, problem):
-        super().__init__(f"safetensors file {os.fspath(path)!r}: {problem}")
-        self.path, self.problem = os.fspath(path), problem
+        super().__init__(f"safetensors file {os.fsdecode(path)!r}: {problem}")
+        self.path, self.problem = os.fsdecode(path), problem
 
 
 def _refuse_pickle(path, head):
@@ -141,7 +141,11 @@ class SafetensorsFile:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        with open(self.path, "rb") as f:
+        try:
+            fd = files.open_regular(self.path, "safetensors file")
+        except files.NotRegularFile as exc:
+            raise SafetensorsError(self.path, str(exc)) from None
+        with os.fdopen(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(9)
             _refuse_pickle(self.path, head)

@@ -2,10 +2,11 @@
 written by any runtime, with the input that produced them.  NumPy only; nothing is unpickled."""
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
-from mobilenetv2.tools.compare.errors import CompareError
+from mobilenetv2.tools.compare.errors import CompareError, open_input
 from mobilenetv2.tools.compare.graph import OtherModel
 
 MAX_TENSORS = 4096
@@ -14,19 +15,50 @@ MAX_TENSORS = 4096
 MAX_BYTES = 8 << 30  # a float64 dump of every layer of 1.4_224 at batch 8 is under 4 GB
 
 
+def _read_npy(f, size, where):
+    """The array in the .npy stream ``f`` of ``size`` bytes, its header's shape and dtype checked
+    against ``size`` before anything is allocated (np.load allocates the declared shape first);
+    object dtypes (pickles) refused."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    shape, fortran, dtype = (fmt.read_array_header_1_0(f) if version == (1, 0)
+                             else fmt.read_array_header_2_0(f))
+    if dtype.hasobject:
+        raise CompareError(f"{where} holds Python objects (a pickle), which compare never loads")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    nbytes = count * dtype.itemsize
+    if nbytes > size:
+        raise CompareError(f"{where}: its header declares {shape} {dtype} ({nbytes} bytes), more than the "
+                           f"{size} bytes stored (damaged or not an .npy array)")
+    data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise CompareError(f"{where} is truncated ({len(data)} of {nbytes} bytes)")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+
+
 def _load_npz(path):
+    f = open_input(path, "dump")
     try:
-        with zipfile.ZipFile(path) as zf:
-            total = sum(info.file_size for info in zf.infolist())
-        if total > MAX_BYTES:
-            raise CompareError(f"{path!r} unpacks to {total / 2**30:.1f} GB, more than a MobileNetV2 dump "
-                               f"needs ({MAX_BYTES / 2**30:.0f} GB): dump fewer layers or a smaller batch")
-        with np.load(path, allow_pickle=False) as z:
-            if len(z.files) > MAX_TENSORS:
-                raise CompareError(f"{path!r} holds {len(z.files)} arrays, more than the {MAX_TENSORS} "
+        with f, zipfile.ZipFile(f) as zf:
+            infos = zf.infolist()
+            if len(infos) > MAX_TENSORS:
+                raise CompareError(f"{path!r} holds {len(infos)} arrays, more than the {MAX_TENSORS} "
                                    "a MobileNetV2 dump can have")
-            return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            total = sum(info.file_size for info in infos)
+            if total > MAX_BYTES:
+                raise CompareError(f"{path!r} unpacks to {total / 2**30:.1f} GB, more than a MobileNetV2 dump "
+                                   f"needs ({MAX_BYTES / 2**30:.0f} GB): dump fewer layers or a smaller batch")
+            out = {}
+            for info in infos:
+                if not info.filename.endswith(".npy"):
+                    raise CompareError(f"{path!r} holds {info.filename!r}, not an .npy array (not a NumPy .npz?)")
+                with zf.open(info) as m:
+                    out[info.filename[:-4]] = _read_npy(m, info.file_size, f"{path!r}, array {info.filename!r}")
+            return out
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError,
+            zlib.error, KeyError) as exc:
         if isinstance(exc, CompareError):
             raise
         raise CompareError(f"{path!r} is not an .npz archive NumPy can read without pickles: {exc}") from None
@@ -44,8 +76,9 @@ def _load_folder(path):
         if os.path.islink(full) or not os.path.isfile(full):
             raise CompareError(f"{full!r} is not a plain file (links are not followed)")
         try:
-            out[f[:-4]] = np.load(full, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+            with open_input(full, "array file") as fh:
+                out[f[:-4]] = _read_npy(fh, os.fstat(fh.fileno()).st_size, repr(full))
+        except (OSError, ValueError, EOFError) as exc:
             raise CompareError(f"{full!r} is not an .npy array NumPy can read without pickles: {exc}") from None
     return out
 

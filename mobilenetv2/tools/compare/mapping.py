@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mobilenetv2 import layers as L
-from mobilenetv2.tools.compare.errors import CompareError
+from mobilenetv2.tools.compare.errors import CompareError, read_input
 
 MAX_MAPPING_BYTES = 1 << 20
 
@@ -27,16 +27,18 @@ class Match:
     how: str        # how the match was made, for the report
 
 
+def _no_constant(name):
+    raise ValueError(f"{name} is not allowed in a mapping file")
+
+
 def load_mapping_file(path):
     """The mapping file as (tensors {OTHER: KERAS}, input name or None, layout or None)."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)
+    raw = read_input(path, "mapping file", MAX_MAPPING_BYTES)
     try:
-        if os.path.getsize(path) > MAX_MAPPING_BYTES:
-            raise CompareError(f"mapping file {path!r} is larger than 1 MB; it should be a small JSON object")
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise CompareError(f"mapping file {path!r} is not valid JSON: {exc}") from None
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CompareError(f"mapping file {path!r} is not valid JSON: {str(exc)[:120]}") from None
     if isinstance(data, dict) and "tensors" not in data:
         data = {"tensors": data}
     if not isinstance(data, dict) or not isinstance(data.get("tensors"), dict) or not all(

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from mobilenetv2.tools.compare.errors import CompareError, require
+from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
 from mobilenetv2.tools.compare.graph import Node, OtherModel
 
 _RESHAPES = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
@@ -92,15 +92,36 @@ def _normalize(node, consts, helper):
     return Node("other", data, out, node.name, dict(kind=op))
 
 
+def _refuse_external(graph, path, TensorProto):
+    """Refuse a tensor anywhere in the graph (initializers, sparse initializers, Constant
+    attributes, subgraphs) whose data lives in another file: compare reads only the file given."""
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        tensors = list(g.initializer) + [s.values for s in g.sparse_initializer]
+        for node in g.node:
+            for a in node.attribute:
+                tensors += [a.t] if a.HasField("t") else []
+                tensors += list(a.tensors) + [s.values for s in a.sparse_tensors]
+                tensors += [a.sparse_tensor.values] if a.HasField("sparse_tensor") else []
+                stack += ([a.g] if a.HasField("g") else []) + list(a.graphs)
+        for t in tensors:
+            if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
+                raise CompareError(f"{path!r} keeps tensor {t.name!r} in an external file; compare reads "
+                                   "only the file given (save the model with its weights inside)")
+
+
 def read_onnx(path):
     onnx = require("onnx", "comparing an ONNX file", "onnx")
     ort = require("onnxruntime", "running an ONNX file", "onnx")
     from onnx import TensorProto, helper, numpy_helper
-    path = os.fspath(path)
+    path = os.fsdecode(path)
+    data = read_input(path, "ONNX file", MAX_MODEL_BYTES)
     try:
-        model = onnx.load(path, load_external_data=False)
+        model = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf's DecodeError and friends
-        raise CompareError(f"{path!r} is not an ONNX file onnx can read: {exc}") from None
+        raise CompareError(f"{path!r} is not an ONNX file onnx can read: {str(exc)[:200]}") from None
+    _refuse_external(model.graph, path, TensorProto)
     if len(model.functions):  # torch.onnx's dynamo exporter wraps modules in local functions
         try:
             from onnx import inliner
@@ -108,10 +129,6 @@ def read_onnx(path):
         except (ImportError, AttributeError):
             raise CompareError(f"{path!r} uses ONNX local functions: install onnx >= 1.16 to inline them") from None
     graph = model.graph
-    for t in graph.initializer:
-        if t.data_location == TensorProto.EXTERNAL:
-            raise CompareError(f"{path!r} keeps weights in external files; compare reads only the "
-                               "file given (save the model with its weights inside)")
     consts = _constants(graph, numpy_helper)
     inputs = [i for i in graph.input if i.name not in consts]
     if len(inputs) != 1:

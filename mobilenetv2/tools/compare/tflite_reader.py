@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from mobilenetv2.tools.compare.errors import CompareError, require
+from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
 from mobilenetv2.tools.compare.graph import Node, OtherModel
 
 _OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "conv", "ADD": "add", "PAD": "pad", "MEAN": "pool",
@@ -14,10 +14,11 @@ _OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "conv", "ADD": "add", "PAD": "pa
 
 def read_tflite(path):
     lite = require("ai_edge_litert.interpreter", "comparing a .tflite file", "litert")
-    path = os.fspath(path)
+    path = os.fsdecode(path)
+    data = read_input(path, ".tflite file", MAX_MODEL_BYTES)
     try:
         interp = lite.Interpreter(
-            model_path=path, experimental_preserve_all_tensors=True,
+            model_content=data, experimental_preserve_all_tensors=True,
             experimental_op_resolver_type=lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
