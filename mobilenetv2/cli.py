@@ -323,7 +323,8 @@ def build_parser():
 
 def main(argv=None):
     """Run one command.  Every failure is one line on stderr and a non-zero exit status: 2 for
-    a bad argument or input, 1 for an internal error, 130 for Ctrl-C; never a traceback
+    a bad argument or input, 1 for an internal error (3 for ``compare``, whose 1 means
+    "diverges"), 130 for Ctrl-C; never a traceback
     (set MOBILENETV2_DEBUG=1 to see one)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv and not argv[0].startswith("-") else "mobilenetv2"
@@ -350,7 +351,8 @@ def main(argv=None):
     except Exception as exc:  # a bug: still one line, with what to report
         _fail(command, f"internal error: {type(exc).__name__}: {exc} (please report it; "
                        "MOBILENETV2_DEBUG=1 shows the traceback)")
-        return 1
+        # compare's 1 means "OTHER diverges": a bug there must not read as a verdict
+        return 3 if command == "compare" else 1
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):

@@ -145,7 +145,8 @@ def parse_config(obj, path="config.json", head=...):
         raise ConfigError(path, f"model_type is {str(obj['model_type'])[:40]!r}, not 'mobilenet_v2' "
                                 "(this package runs MobileNetV2 checkpoints only)")
     archs = obj.get("architectures")
-    if archs is not None and not (isinstance(archs, list) and len(archs) == 1 and archs[0] in ARCHITECTURES):
+    if archs is not None and not (isinstance(archs, list) and len(archs) == 1
+                                 and isinstance(archs[0], str) and archs[0] in ARCHITECTURES):
         raise ConfigError(path, f"architectures must be one of {sorted(ARCHITECTURES)} in a list, "
                                 f"got {str(archs)[:80]}")
     if head is ...:

@@ -254,3 +254,11 @@ def test_tflite_fifo_and_garbage(tmp_path):
 def test_every_refusal_is_an_error():
     for cls in (ConfigError, SafetensorsError, CheckpointError, CompareError):
         assert issubclass(cls, Error)
+
+
+@pytest.mark.parametrize("archs", [[["MobileNetV2Model"]], [{"a": 1}], [None], "MobileNetV2Model", [1]])
+def test_architectures_of_any_json_type_refused_cleanly(tmp_path, archs):
+    """Found by the fuzz suite: a list inside "architectures" was a TypeError (unhashable)."""
+    from mobilenetv2.hf_config import parse_config
+    with pytest.raises(ConfigError, match="architectures must be one of"):
+        parse_config({"architectures": archs}, "config.json")

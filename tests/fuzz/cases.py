@@ -115,6 +115,7 @@ def prepare():
     }
     T["model"] = MobileNetV2((32, 32, 3), alpha=ALPHA, include_top=False, weights=None)
     T["flex"] = MobileNetV2(None, alpha=ALPHA, include_top=False, weights=None)
+    _hf_templates()
     _start_server()
 
 
@@ -302,20 +303,287 @@ def run_keras(ctx):
 
 # -- safetensors (hook) ----------------------------------------------------------------------------
 def safetensors_available():
-    """HOOK for after branch i8 (mobilenetv2/safetensors.py) is merged: return True there and
-    fill make_safetensors / run_safetensors below (header length past the file, offsets past the
-    end or overlapping, dtype/shape lies, a huge JSON header, duplicate names, non-UTF-8 keys,
-    __metadata__ tricks) with the reader's public function.  Until then these cases are skipped
-    and the report says so."""
-    return False  # after the merge: importlib.util.find_spec("mobilenetv2.safetensors") is not None
+    """The safetensors reader is in the tree (it is since branch i8 was merged)."""
+    import importlib.util
+    return importlib.util.find_spec("mobilenetv2.safetensors") is not None
+
+
+# -- Hugging Face folders: safetensors, config.json, preprocessor_config.json ---------------------
+def _hf_templates():
+    """A small transformers-layout folder (the 0.35 backbone as save_pretrained writes it), its
+    safetensors header parsed, built once in the parent."""
+    import json
+    import shutil
+    import tempfile
+    from mobilenetv2.hf import save_pretrained
+    folder = Path(tempfile.mkdtemp(prefix="mnv2-fuzz-hf-"))
+    try:
+        save_pretrained(T["model"], folder)
+        T["hf"] = {p.name: p.read_bytes() for p in folder.iterdir()}
+    finally:
+        shutil.rmtree(folder)
+    st = T["hf"]["model.safetensors"]
+    n = int.from_bytes(st[:8], "little")
+    T["st_header"] = json.loads(st[8:8 + n])
+    T["st_data"] = st[8 + n:]
+    T["hf_config"] = json.loads(T["hf"]["config.json"])
+    T["hf_proc"] = json.loads(T["hf"]["preprocessor_config.json"])
+
+
+def _st_bytes(header, data, length=None):
+    import json
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return (len(raw) if length is None else length).to_bytes(8, "little") + raw + data
+
+
+ST_ATTACKS = ["bytes", "bytes-header", "length-huge", "length-past-end", "length-short", "length-zero",
+              "not-object", "offset-past-end", "offset-overlap", "offset-negative", "offset-reversed",
+              "offset-float", "dtype-unknown", "dtype-f16", "dtype-bf16", "dtype-i64", "shape-lie",
+              "shape-huge", "shape-negative", "missing", "extra", "duplicate", "key-not-utf8",
+              "metadata-odd", "pickle", "truncate-data", "symlink-sentinel", "symlink-fifo", "fifo",
+              "good"]
+_VALUES = [-1, 0, 1, 3, 7, 1e308, 2 ** 63, -2 ** 63, 10 ** 30, 0.5, "x", "", None, True, [], {}, [1, 2],
+           {"a": 1}, "relu", "NaN-literal", "deep"]
 
 
 def make_safetensors(ctx):
-    raise NotImplementedError("safetensors fuzzing waits for mobilenetv2/safetensors.py (branch i8)")
+    import copy
+    rng = ctx.rng
+    h, data = copy.deepcopy(T["st_header"]), T["st_data"]
+    names = [k for k in h if k != "__metadata__"]
+    attack = rng.choice(ST_ATTACKS)
+    name = rng.choice(names)
+    e = h[name]
+    out, target = None, ctx.folder / "model.safetensors"
+    if attack == "bytes":
+        out = damage(rng, _st_bytes(h, data))[1]
+    elif attack == "bytes-header":
+        raw = _st_bytes(h, data)
+        out = damage(rng, raw, near=8 + int.from_bytes(raw[:8], "little"))[1]
+    elif attack.startswith("length"):
+        n = len(_st_bytes(h, b"")) - 8
+        length = {"length-huge": rng.choice([2 ** 64 - 1, 2 ** 40, 100 << 20]),
+                  "length-past-end": n + len(data) + rng.randint(1, 100),
+                  "length-short": rng.randint(1, n - 1), "length-zero": 0}[attack]
+        out = _st_bytes(h, data, length)
+    elif attack == "not-object":
+        out = _st_bytes(rng.choice([b"[]", b"1", b'"x"', b"null", b"[" * 5000, b"{" * 5000]), data)
+    elif attack.startswith("offset"):
+        a, b = e["data_offsets"]
+        e["data_offsets"] = {"offset-past-end": [a, len(data) + rng.randint(1, 1 << 20)],
+                             "offset-overlap": [max(0, a - 4), b - 4] if a else [4, b + 4],
+                             "offset-negative": [-4, b], "offset-reversed": [b, a],
+                             "offset-float": [float(a), b + 0.5]}[attack]
+        out = _st_bytes(h, data)
+    elif attack.startswith("dtype"):
+        e["dtype"] = {"dtype-unknown": rng.choice(["F33", "", "Q4", "f32", None, 3]), "dtype-f16": "F16",
+                      "dtype-bf16": "BF16", "dtype-i64": "I64"}[attack]
+        out = _st_bytes(h, data)
+    elif attack.startswith("shape"):
+        e["shape"] = {"shape-lie": list(reversed(e["shape"])) + [1] if rng.random() < 0.5 else [int(np.prod(e["shape"]))],
+                      "shape-huge": [2 ** 31, 2 ** 31, 4], "shape-negative": [-1] + e["shape"][1:]}[attack]
+        out = _st_bytes(h, data)
+    elif attack == "missing":
+        del h[name]
+        out = _st_bytes(h, data)
+    elif attack == "extra":
+        h["mobilenet_v2.extra.weight"] = dict(e)
+        out = _st_bytes(h, data)
+    elif attack == "duplicate":
+        import json
+        raw = json.dumps(h).encode()
+        dup = json.dumps({name: e}).encode()[1:-1]
+        out = _st_bytes(raw[:-1] + b", " + dup + b"}", data)
+    elif attack == "key-not-utf8":
+        import json
+        raw = json.dumps(h).encode().replace(json.dumps(name).encode(), b'"\xff\xfe"', 1)
+        out = _st_bytes(raw, data)
+    elif attack == "metadata-odd":
+        h["__metadata__"] = rng.choice([[], 1, {"format": 3}, {"a": {"b": 1}}, None, "pt"])
+        out = _st_bytes(h, data)
+    elif attack == "pickle":
+        out = b"\x80\x02" + bytes(rng.randrange(256) for _ in range(64))
+    elif attack == "truncate-data":
+        out = _st_bytes(h, data[:rng.randrange(len(data))])
+    elif attack in ("symlink-sentinel", "symlink-fifo"):
+        os.symlink(ctx.sentinel if attack == "symlink-sentinel" else ctx.fifo, target)
+    elif attack == "fifo":
+        os.mkfifo(target)
+    else:
+        out = _st_bytes(h, data)
+    if out is not None:
+        target.write_bytes(out)
+    (ctx.folder / "config.json").write_bytes(T["hf"]["config.json"])
+    ctx.attack = attack
+    ctx.direct = rng.random() < 0.3
+    return f"{attack} {name}" + (" direct" if ctx.direct else "")
+
+
+def _run_folder(ctx):
+    from mobilenetv2.hf import from_pretrained
+    m = from_pretrained(ctx.folder, dtype=ctx.rng.choice(["float32", "float64"]))
+    out = np.asarray(m(np.full((1, 32, 32, 3), 0.25, np.float32)))
+    ctx.seen.append(out.tobytes())
+    if not np.isfinite(out).all():
+        raise AssertionError("a checkpoint that loaded gave a non-finite output on a finite input")
 
 
 def run_safetensors(ctx):
-    raise NotImplementedError
+    if ctx.direct:
+        from mobilenetv2.safetensors import SafetensorsFile
+        with SafetensorsFile(ctx.folder / "model.safetensors") as f:
+            for name in f.names():
+                ctx.seen.append(np.ascontiguousarray(f.get(name)).tobytes())
+        return
+    _run_folder(ctx)
+
+
+HF_ATTACKS = ["field", "field", "field", "delete", "bytes", "nan", "deep", "huge", "not-object",
+              "symlink-sentinel", "symlink-fifo", "fifo", "good", "proc-field", "proc-delete", "proc-bytes",
+              "proc-symlink", "pytorch-bin"]
+
+
+def _json_value(rng):
+    v = rng.choice(_VALUES)
+    return {"NaN-literal": float("nan"), "deep": [[[[[[[[1]]]]]]]]}.get(v, v) if isinstance(v, str) else v
+
+
+def make_hf(ctx):
+    import copy
+    import json
+    rng = ctx.rng
+    cfg, proc = copy.deepcopy(T["hf_config"]), copy.deepcopy(T["hf_proc"])
+    attack = rng.choice(HF_ATTACKS)
+    files = {"model.safetensors": T["hf"]["model.safetensors"]}
+    label = attack
+    if attack == "field":
+        key = rng.choice(sorted(cfg) + ["id2label", "num_labels", "architectures"])
+        cfg[key] = _json_value(rng)
+        if key == "architectures" and rng.random() < 0.5:
+            cfg[key] = [rng.choice(["MobileNetV2ForImageClassification", "MobileNetV2ForSemanticSegmentation",
+                                    "BertModel"])]
+        label += f" {key}={str(cfg[key])[:30]}"
+    elif attack == "delete":
+        key = rng.choice(sorted(cfg))
+        del cfg[key]
+        label += f" {key}"
+    elif attack == "proc-field":
+        key = rng.choice(sorted(proc) + ["size", "crop_size"])
+        proc[key] = _json_value(rng) if rng.random() < 0.6 else {"shortest_edge": _json_value(rng)}
+        label += f" {key}"
+    elif attack == "proc-delete":
+        del proc[rng.choice(sorted(proc))]
+    text_cfg = json.dumps(cfg).encode()
+    text_proc = json.dumps(proc).encode()
+    if attack == "bytes":
+        text_cfg = damage(rng, text_cfg)[1]
+    elif attack == "proc-bytes":
+        text_proc = damage(rng, text_proc)[1]
+    elif attack == "nan":
+        text_cfg = text_cfg.replace(b'"layer_norm_eps": 0.001', rng.choice([b'"layer_norm_eps": NaN',
+                                    b'"layer_norm_eps": -Infinity', b'"layer_norm_eps": 1e999']))
+    elif attack == "deep":
+        text_cfg = text_cfg[:-1] + b', "x": ' + b"[" * 200000 + b"]" * 200000 + b"}"
+    elif attack == "huge":
+        text_cfg = text_cfg[:-1] + b', "x": "' + b"a" * (17 << 20) + b'"}'
+    elif attack == "not-object":
+        text_cfg = rng.choice([b"[]", b"null", b"1", b""])
+    files["config.json"] = text_cfg
+    files["preprocessor_config.json"] = text_proc
+    if attack in ("symlink-sentinel", "symlink-fifo", "fifo", "proc-symlink"):
+        victim = "preprocessor_config.json" if attack == "proc-symlink" else "config.json"
+        del files[victim]
+        if attack == "fifo":
+            os.mkfifo(ctx.folder / victim)
+        else:
+            os.symlink(ctx.fifo if attack == "symlink-fifo" else ctx.sentinel, ctx.folder / victim)
+    if attack == "pytorch-bin":
+        files["pytorch_model.bin"] = files.pop("model.safetensors")
+    for name, data in files.items():
+        (ctx.folder / name).write_bytes(data)
+    return label
+
+
+def run_hf(ctx):
+    _run_folder(ctx)
+
+
+# -- compare's inputs: .npz dumps and mapping JSON --------------------------------------------------
+COMPARE_ATTACKS = ["npz-bytes", "npz-pickle", "npz-shape-lie", "npz-many", "npz-not-npy", "npz-fifo",
+                   "npz-symlink", "npz-good", "npz-bomb", "map-bytes", "map-nan", "map-deep", "map-huge",
+                   "map-fifo", "map-types", "map-good"]
+
+
+def _npz_bytes(arrays, compression=zipfile.ZIP_STORED):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        for name, a in arrays.items():
+            b = io.BytesIO()
+            np.lib.format.write_array(b, np.asarray(a), allow_pickle=True)
+            zf.writestr(name + ".npy", b.getvalue())
+    return buf.getvalue()
+
+
+def make_compare(ctx):
+    import json
+    rng = ctx.rng
+    attack = rng.choice(COMPARE_ATTACKS)
+    x = np.random.default_rng(rng.randrange(1 << 30)).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    good = {"input": x, "Conv1": np.zeros((1, 16, 16, 16), np.float32)}
+    ctx.attack = attack
+    if attack.startswith("npz"):
+        target = ctx.folder / "dump.npz"
+        if attack == "npz-bytes":
+            target.write_bytes(damage(rng, _npz_bytes(good))[1])
+        elif attack == "npz-pickle":
+            target.write_bytes(_npz_bytes(dict(good, evil=np.array([{"a": 1}], dtype=object))))
+        elif attack == "npz-shape-lie":
+            raw = _npz_bytes({"input": np.zeros(4, np.float32)})
+            target.write_bytes(raw.replace(b"(4,), }" + b" " * 12, b"(4000000000000,), }"))
+        elif attack == "npz-many":
+            target.write_bytes(_npz_bytes({f"a{i}": np.zeros(1, np.float32) for i in range(5000)}))
+        elif attack == "npz-not-npy":
+            target.write_bytes(_zip([("input.npy", b"not an array"), ("x.txt", b"hi")]))
+        elif attack == "npz-fifo":
+            os.symlink(ctx.fifo, target)
+        elif attack == "npz-symlink":
+            os.symlink(ctx.sentinel, target)
+        elif attack == "npz-bomb":
+            target.write_bytes(_npz_bytes({"input": np.zeros((1, 2048, 2048, 3), np.float32)}, zipfile.ZIP_DEFLATED))
+        else:
+            target.write_bytes(_npz_bytes(good))
+    else:
+        target = ctx.folder / "map.json"
+        body = {"input": "input", "layout": "NHWC", "tensors": {"Conv1": "Conv1"}}
+        text = json.dumps(body).encode()
+        if attack == "map-bytes":
+            text = damage(rng, text)[1]
+        elif attack == "map-nan":
+            text = text[:-1] + b', "x": NaN}'
+        elif attack == "map-deep":
+            text = b"[" * 100000 + b"]" * 100000
+        elif attack == "map-huge":
+            text = b'{"tensors": {"a": "' + b"b" * (2 << 20) + b'"}}'
+        elif attack == "map-types":
+            body["tensors"] = rng.choice([[1], {"a": 1}, None, "x", {"a": ["b"]}])
+            text = json.dumps(body).encode()
+        if attack == "map-fifo":
+            os.symlink(ctx.fifo, target)
+        else:
+            target.write_bytes(text)
+    return attack
+
+
+def run_compare(ctx):
+    from mobilenetv2.tools.compare.dump_reader import read_dump
+    from mobilenetv2.tools.compare.mapping import load_mapping_file
+    if ctx.attack.startswith("npz"):
+        other = read_dump(ctx.folder / "dump.npz")
+        ctx.seen.append(np.ascontiguousarray(other.fixed_input).tobytes())
+        ctx.seen.extend(np.ascontiguousarray(a).tobytes() for a in other.fixed_tensors.values())
+    else:
+        tensors, inp, layout = load_mapping_file(ctx.folder / "map.json")
+        ctx.seen.append(repr((tensors, inp, layout)).encode())
 
 
 # -- images ----------------------------------------------------------------------------------------
@@ -585,4 +853,6 @@ GENERATORS = {
     "array": (make_array, run_array),
     "cli": (make_cli, run_cli),
     "download": (_make_download, run_download),
+    "hf": (make_hf, run_hf),
+    "compare": (make_compare, run_compare),
 }

@@ -34,9 +34,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent.parent / "mobilenetv2"
 MEMORY_LIMIT = 3 << 30  # address space of a child: far above any valid case (~0.6 GB)
 PROFILES = {  # cases per kind
-    "ci": {"hdf5": 60, "keras": 30, "safetensors": 10, "image": 50, "array": 40, "cli": 25, "download": 20},
-    "long": {"hdf5": 1500, "keras": 600, "safetensors": 200, "image": 1200, "array": 800, "cli": 400,
-             "download": 300},
+    "ci": {"hdf5": 60, "keras": 30, "safetensors": 30, "image": 50, "array": 40, "cli": 25, "download": 20,
+           "hf": 25, "compare": 20},
+    "long": {"hdf5": 1500, "keras": 600, "safetensors": 1000, "image": 1200, "array": 800, "cli": 400,
+             "download": 300, "hf": 800, "compare": 500},
 }
 TIMEOUTS = {"cli": 60.0, "download": 30.0}
 DEFAULT_TIMEOUT = 20.0
