@@ -31,6 +31,10 @@ TARGETS = {
     "preprocessing": ["tests/test_preprocessing.py", "tests/test_preprocessing_hostile.py"],
     "files": ["tests/test_files.py", "tests/test_cli_errors.py"],
     "cli": ["tests/test_cli.py", "tests/test_cli_errors.py"],
+    "safetensors": ["tests/test_safetensors.py", "tests/test_untrusted_hf_compare.py", "tests/test_errors.py"],
+    "hf_config": ["tests/test_hf_io.py", "tests/test_untrusted_hf_compare.py"],
+    "hf": ["tests/test_hf_io.py", "tests/test_untrusted_hf_compare.py", "tests/test_hf.py"],
+    "model": ["tests/test_model.py", "tests/test_arguments.py", "tests/test_engine.py", "tests/test_pickle.py"],
 }
 SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
          ast.NotEq: ast.Eq, ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv,
