@@ -23,7 +23,7 @@ import numpy as np
 from mobilenetv2 import files
 from mobilenetv2.errors import Error
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's own cap
+MAX_HEADER_BYTES = 100_000_000  # the reference implementation's own cap (its MAX_HEADER_SIZE)
 
 DTYPES = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),

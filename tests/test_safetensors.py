@@ -145,3 +145,14 @@ def test_missing_name_is_named(tmp_path):
     path = safetensors.save_file({"a": np.zeros(2, np.float32)}, tmp_path / "m.safetensors")
     with pytest.raises(SafetensorsError, match="no tensor 'b'"):
         SafetensorsFile(path).get("b")
+
+
+@pytest.mark.parametrize("length, says", [
+    (100_000_001, "more than the 100000000 allowed"),   # the reference reader's MAX_HEADER_SIZE
+    (100_000_000, "truncated"),                          # at the cap: only the file's size refuses it
+])
+def test_header_cap_is_the_reference_readers(tmp_path, length, says):
+    p = tmp_path / "model.safetensors"
+    p.write_bytes(length.to_bytes(8, "little") + b"{}")
+    with pytest.raises(SafetensorsError, match=says):
+        SafetensorsFile(p)
