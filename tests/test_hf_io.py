@@ -201,3 +201,39 @@ def test_an_oversized_config_fails_before_allocating_weights(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 50 * 1024 * 1024
+
+
+# -- exact bounds of config fields (survivors of the mutation pass) -------------------------------
+CLS = {"architectures": ["MobileNetV2ForImageClassification"]}
+
+
+@pytest.mark.parametrize("obj, labels", [
+    (dict(CLS, num_labels=1), {0: "LABEL_0"}),           # one class is a classifier too
+    (dict(CLS, id2label={str(i): f"c{i}" for i in range(100000)}), None),
+])
+def test_label_count_bounds_accepted(obj, labels):
+    from mobilenetv2.hf_config import parse_config
+    config = parse_config(obj, "config.json")
+    if labels is not None:
+        assert config.id2label == labels
+    else:
+        assert len(config.id2label) == 100000
+
+
+@pytest.mark.parametrize("obj, says", [
+    (dict(CLS, num_labels=0), "num_labels must be a positive integer"),
+    (dict(CLS, id2label={str(i): f"c{i}" for i in range(100001)}), "1 to 100000 labels, id2label has 100001"),
+])
+def test_label_count_bounds_refused(obj, says):
+    from mobilenetv2.hf_config import parse_config
+    with pytest.raises(ConfigError, match=says):
+        parse_config(obj, "config.json")
+
+
+def test_image_size_bounds():
+    from mobilenetv2.hf_config import parse_config
+    assert parse_config({"image_size": 32}, "config.json").image_size == 32
+    assert parse_config({"image_size": 8192}, "config.json").image_size == 8192
+    for bad in (31, 8193):
+        with pytest.raises(ConfigError, match=r"image_size.*\[32, 8192\]"):
+            parse_config({"image_size": bad}, "config.json")

@@ -216,3 +216,14 @@ def test_save_weights_roundtrip_leaves_one_file(tmp_path, small):
     again = MobileNetV2((96, 96, 3), alpha=0.35, weights=path)
     for a, b in zip(small.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_imagenet_top_takes_each_official_square_size_and_no_other():
+    """Keras's obtain_input_shape: with the classifier and imagenet weights, (R, R, 3) for an
+    official R loads R's weights; a non-square shape is refused (survivor of the mutation pass)."""
+    from mobilenetv2.model import OFFICIAL_ROWS, _input_shape
+    for r in OFFICIAL_ROWS:
+        assert _input_shape((r, r, 3), True, "imagenet") == ((r, r, 3), r)
+    with pytest.raises(ValueError, match="input_shape must be one of"):
+        _input_shape((192, 160, 3), True, "imagenet")
+    assert _input_shape((192, 160, 3), False, None) == ((192, 160, 3), 224)
