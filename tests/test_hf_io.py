@@ -237,3 +237,14 @@ def test_image_size_bounds():
     for bad in (31, 8193):
         with pytest.raises(ConfigError, match=r"image_size.*\[32, 8192\]"):
             parse_config({"image_size": bad}, "config.json")
+
+
+def test_missing_folder_and_wrong_model_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint folder not found"):
+        from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "afile").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match="checkpoint folder not found"):
+        from_pretrained(tmp_path / "afile")
+    with pytest.raises(TypeError, match="save_pretrained takes a MobileNetV2 model, got dict"):
+        save_pretrained({}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
