@@ -248,3 +248,25 @@ def test_missing_folder_and_wrong_model_named(tmp_path):
     with pytest.raises(TypeError, match="save_pretrained takes a MobileNetV2 model, got dict"):
         save_pretrained({}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_hf_model_needs_a_config_and_describes_itself():
+    from mobilenetv2.hf import HFMobileNetV2
+    from mobilenetv2.hf_config import parse_config
+    with pytest.raises(TypeError, match="config must be an HFConfig"):
+        HFMobileNetV2({"depth_multiplier": 0.35})
+    backbone = HFMobileNetV2(parse_config({"depth_multiplier": 0.35}, "config.json"))
+    assert backbone.describe() == "transformers MobileNetV2Model depth_multiplier=0.35"
+    cls = HFMobileNetV2(parse_config(dict(CLS, depth_multiplier=0.5, num_labels=7), "config.json"))
+    assert cls.describe() == "transformers MobileNetV2ForImageClassification depth_multiplier=0.5 (7 labels)"
+
+
+def test_config_json_cap_is_16_mib(tmp_path):
+    from mobilenetv2.hf_config import read_json
+    p = tmp_path / "config.json"
+    body = b'{"a": 1}'
+    p.write_bytes(body + b" " * (16 * 1024 * 1024 - len(body)))     # exactly 16 MiB: read
+    assert read_json(p, "config.json") == {"a": 1}
+    p.write_bytes(body + b" " * (16 * 1024 * 1024 + 1 - len(body)))
+    with pytest.raises(ConfigError, match="larger than 16777216 bytes"):
+        read_json(p, "config.json")
