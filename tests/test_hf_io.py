@@ -270,3 +270,39 @@ def test_config_json_cap_is_16_mib(tmp_path):
     p.write_bytes(body + b" " * (16 * 1024 * 1024 + 1 - len(body)))
     with pytest.raises(ConfigError, match="larger than 16777216 bytes"):
         read_json(p, "config.json")
+
+
+# -- survivors of the second mutation pass (seed 1) --------------------------------------------------
+def test_config_defaults_and_exact_edges():
+    from mobilenetv2.hf_config import parse_config, parse_processor_config
+    # transformers' default for a head without labels: two, named LABEL_0 and LABEL_1
+    assert parse_config(CLS, "config.json").id2label == {0: "LABEL_0", 1: "LABEL_1"}
+    assert parse_config({"layer_norm_eps": 0.999}, "config.json").layer_norm_eps == 0.999
+    with pytest.raises(ConfigError, match=r"layer_norm_eps.*\(0, 1\)"):
+        parse_config({"layer_norm_eps": 1.0}, "config.json")
+    with pytest.raises(ConfigError, match=r"id2label's ids must be 0\.\.0, each once"):
+        parse_config(dict(CLS, id2label={"1": "a"}), "config.json")
+    # MobileNetV2ImageProcessor's default resize: shortest edge 256
+    assert parse_processor_config({}).shortest_edge == 256
+    # the mean may be negative; only the std must be positive
+    assert parse_processor_config({"image_mean": [-0.5, 0.0, 2.0]}).image_mean == (-0.5, 0.0, 2.0)
+    with pytest.raises(ConfigError, match="image_std must be three numbers"):
+        parse_processor_config({"image_std": [0.5, 0.0, 0.5]})
+
+
+def test_safetensors_header_alignment_and_a_0x80_length_byte(tmp_path):
+    """save_file pads the header to 8 bytes (the data stays aligned, as the reference writer
+    does); a header whose length's first byte is 0x80 is not mistaken for a pickle."""
+    from mobilenetv2.safetensors import SafetensorsFile
+    for name_len in range(1, 10):
+        p = tmp_path / f"a{name_len}.safetensors"
+        save_file({"x" * name_len: np.arange(3, dtype=np.float32)}, p)
+        n = int.from_bytes(p.read_bytes()[:8], "little")
+        assert n % 8 == 0, n
+    header = b'{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    header += b" " * (0x80 - len(header))
+    p = tmp_path / "b.safetensors"
+    p.write_bytes(len(header).to_bytes(8, "little") + header + np.float32(1.5).tobytes())
+    assert p.read_bytes()[0] == 0x80
+    with SafetensorsFile(p) as f:
+        assert f.get("t").tolist() == [1.5]
