@@ -306,3 +306,16 @@ def test_safetensors_header_alignment_and_a_0x80_length_byte(tmp_path):
     assert p.read_bytes()[0] == 0x80
     with SafetensorsFile(p) as f:
         assert f.get("t").tolist() == [1.5]
+
+
+@pytest.mark.parametrize("drop, dots", [(4, False), (5, True)])
+def test_missing_tensors_message_lists_four_then_dots(tmp_path, drop, dots):
+    folder = tmp_path / "ckpt"
+    save_pretrained(MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None), folder)
+    tensors = load_file(folder / "model.safetensors")
+    names = sorted(n for n in tensors if n.endswith("running_mean"))[:drop]
+    save_file({k: v for k, v in tensors.items() if k not in names}, folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=f"lacks {drop} tensor") as info:
+        from_pretrained(folder)
+    assert (", ..." in str(info.value)) == dots
+    assert all(n in str(info.value) for n in names[:4])
