@@ -91,6 +91,21 @@ def outside_folder(folder, path):
     return real
 
 
+class OutsideFolder(NotRegularFile):
+    """Raised by folder_member for a symbolic link that leaves its folder."""
+
+
+def folder_member(folder, name):
+    """``folder/name``, or OutsideFolder when it is a symbolic link resolving outside the folder
+    (outside_folder's rule): a folder from a stranger must not make us read another file."""
+    member = os.path.join(os.fsdecode(folder), name)
+    target = outside_folder(folder, member) if os.path.lexists(member) else None
+    if target is not None:
+        raise OutsideFolder(f"{member!r} is a symbolic link to {target!r}, outside the checkpoint "
+                            "folder: copy the file into the folder if you trust it")
+    return member
+
+
 def check_output_path(path, what="output"):
     """``path`` as a str, refusing what would silently write somewhere else: an empty path, a
     path ending in a separator, or an existing folder."""

@@ -292,12 +292,10 @@ def _member(folder, name):
     """``folder/name``, refused when it is a symbolic link resolving outside the folder (a
     checkpoint from a stranger must not make us read another file of this machine); the hub
     cache's snapshot links into its own ``blobs/`` are allowed (files.outside_folder)."""
-    member = os.path.join(folder, name)
-    target = files.outside_folder(folder, member) if os.path.lexists(member) else None
-    if target is not None:
-        raise CheckpointError(f"{member!r} is a symbolic link to {target!r}, outside the checkpoint "
-                              "folder: copy the file into the folder if you trust it")
-    return member
+    try:
+        return files.folder_member(folder, name)
+    except files.OutsideFolder as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def from_pretrained(path, dtype="float32", threads=None, top_pooling="global", engine="auto"):

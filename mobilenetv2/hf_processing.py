@@ -15,7 +15,8 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
-from mobilenetv2.hf_config import ProcessorConfig, parse_processor_config, read_processor_config
+from mobilenetv2 import files
+from mobilenetv2.hf_config import ConfigError, ProcessorConfig, parse_processor_config, read_processor_config
 from mobilenetv2.numpy_kernels import resize_bilinear
 from mobilenetv2.preprocessing import _open, _to_rgb
 
@@ -30,7 +31,10 @@ def processor_config(config):
     if isinstance(config, (str, os.PathLike)):
         path = os.fspath(config)
         if os.path.isdir(path):
-            path = os.path.join(path, "preprocessor_config.json")
+            try:
+                path = files.folder_member(path, "preprocessor_config.json")
+            except files.OutsideFolder as exc:
+                raise ConfigError(path, str(exc)) from None
         return read_processor_config(path)
     raise TypeError("preprocessor_config must be a ProcessorConfig, a dict, or a path, "
                     f"got {type(config).__name__}")

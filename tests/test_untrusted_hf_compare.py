@@ -262,3 +262,15 @@ def test_architectures_of_any_json_type_refused_cleanly(tmp_path, archs):
     from mobilenetv2.hf_config import parse_config
     with pytest.raises(ConfigError, match="architectures must be one of"):
         parse_config({"architectures": archs}, "config.json")
+
+
+def test_hf_preprocess_folder_with_a_link_out_is_refused(tmp_path):
+    from mobilenetv2.hf_processing import processor_config
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    outside = tmp_path / "proc.json"
+    outside.write_text('{"size": {"shortest_edge": 64}}')
+    os.symlink(outside, folder / "preprocessor_config.json")
+    with pytest.raises(ConfigError, match="outside the checkpoint folder"):
+        processor_config(folder)
+    assert processor_config(outside).shortest_edge == 64      # the file given directly is read
