@@ -79,6 +79,25 @@ def ray_run(job_args, items, batch_size, out, actors):
     run_job(job_args, items, dataset, actors=actors, batch_size=batch_size, quiet=True)
 
 
+def where_time_goes(job1, jobn, items, batch_size):
+    """Decode and inference timed apart on a warm model (wall ms per image, alone in this process):
+    decode (load_image + preprocess, one thread), inference with 1 thread and with every core.
+    Returns them and the best ratio overlap can give over the naive loop on ``cores`` idle cores:
+    naive = decode + infer(all cores); overlapped = (decode + infer(1 thread)) / cores."""
+    paths = [p for _, p in items[:batch_size]]
+    start = time.perf_counter()
+    x = preprocess_input(np.stack([load_image(p, target_size=(job1.size, job1.size)) for p in paths])
+                         .astype(job1.dtype))
+    decode = (time.perf_counter() - start) / len(paths)
+    infer = {}
+    for job in (job1, jobn):
+        job.infer(x)  # plans compiled
+        start = time.perf_counter()
+        job.infer(x)
+        infer[job.model.threads] = (time.perf_counter() - start) / len(paths)
+    return decode, infer
+
+
 def cpu_seconds():
     """CPU time of this process, every thread (Ray's actors run in other processes: not counted)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -97,6 +116,7 @@ def main(argv=None):
     p.add_argument("--ray-actors", type=int, default=None, help="default: one per core")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "batch_bench.json"))
     args = p.parse_args(argv)
+    load_start = os.getloadavg()[0]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     tmp = Path(tempfile.mkdtemp(prefix="mnv2-batch-bench-"))
     source = make_images(tmp / "images", args.images)
@@ -114,6 +134,15 @@ def main(argv=None):
         ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
         engines += ["ray", "ray-start"]
     actors = args.ray_actors or cores
+    for dt, its in cases:  # warm-up: plans compiled, images in the page cache, before any timing
+        naive(jobs[dt], its[:args.batch_size], args.batch_size)
+        stream(replicas[dt], its[:2 * args.batch_size], args.batch_size, tmp / f"warm-{dt}")
+    decode, infer = where_time_goes(replicas["float32"][0], jobs["float32"], items, args.batch_size)
+    ideal = (decode + infer[cores]) / ((decode + infer[1]) / cores)
+    split = (f"# where time goes (float32, alone, wall ms/image): decode {1000 * decode:.2f}, inference "
+             f"{1000 * infer[1]:.2f} on 1 thread / {1000 * infer[cores]:.2f} on {cores}; best overlap on "
+             f"{cores} idle cores: {ideal:.2f}x the naive loop")
+    print(split, file=sys.stderr)
     times, cpu = {}, {}
     run_no = 0
     for _ in range(args.rounds):
@@ -161,10 +190,11 @@ def main(argv=None):
     header = (f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}  {cpu_model()}, {cores} cores, "
               f"engine: {native.backend()}, python {platform.python_version()}, numpy {np.__version__}\n"
               f"# features of MobileNetV2 {args.alpha:g}_{args.size}, batch {args.batch_size}, {args.rounds} rounds; "
-              f"images: {source}")
+              f"images: {source}; load average at start {load_start:.1f}")
     if args.ray:
         import ray
         header += f"; ray {ray.__version__}"
+    header += f", at end {os.getloadavg()[0]:.1f}\n{split}"
     print(header)
     print(f"{'engine':<13}{'dtype':<9}{'config':<24}{'images':>7}{'median s':>10}{'min s':>8}{'max s':>8}"
           f"{'img/s':>8}{'vs naive':>10}{'vs stream':>10}{'cpu ms/img':>12}{'busy':>6}")
@@ -179,6 +209,8 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"header": header, "cpu": cpu_model(), "cores": cores, "rows": rows,
+                   "decode_ms": 1000 * decode, "infer_ms": {str(k): 1000 * v for k, v in infer.items()},
+                   "best_overlap": ideal,
                    "times": {f"{e}/{d}": t for (e, d), t in times.items()}}, f, indent=2)
     print(f"wrote {args.json}", file=sys.stderr)
     return 0
