@@ -9,6 +9,9 @@ Engines, visited in turn in each of --rounds rounds (so a slow spell of a shared
   ray      (--ray) mobilenetv2.ray.run_job on a local ray.init(num_cpus=cores): N actors x threads=1,
            end to end (actor start-up and model build per actor included), rows written as parts
   ray-start  the same job on N images (one per actor): the fixed cost of a job, mostly actor start-up
+  "ray running" in the table: the images / (last batch's end - first batch's start) of the ray job,
+           from each actor's clock (the actors' start-up and model build left out, the job's
+           scheduling, reads and writes between batches kept)
   "ray marginal" in the table: (images - N) / (ray - ray-start), the rate once the actors run, which
            is what a job of millions of images sees
 All engines compute pooled features of the same model (random Keras-initial weights: same speed as
@@ -74,9 +77,43 @@ def stream(jobs, items, batch_size, out):
 
 
 def ray_run(job_args, items, batch_size, out, actors):
-    from mobilenetv2.ray import run_job
+    """Runs the job; returns (first batch start, last batch end) over the actors (time.time())."""
+    from mobilenetv2.ray import Predictor, run_job
+    clock = os.path.join(str(out) + "-clock")
+    os.makedirs(clock, exist_ok=True)
+
+    class Clocked(Predictor):  # defined here: Ray ships it to the actors by value
+        def __call__(self, batch):
+            start = time.time()
+            rows = super().__call__(batch)
+            with open(os.path.join(clock, str(os.getpid())), "a") as f:
+                f.write(f"{start} {time.time()}\n")
+            return rows
+
     dataset = OutputDataset(out, BatchJob(**job_args).config())
-    run_job(job_args, items, dataset, actors=actors, batch_size=batch_size, quiet=True)
+    run_job(job_args, items, dataset, actors=actors, batch_size=batch_size, quiet=True, predictor=Clocked)
+    spans = [tuple(map(float, line.split())) for name in os.listdir(clock)
+             for line in open(os.path.join(clock, name))]
+    return min(a for a, _ in spans), max(b for _, b in spans)
+
+
+def where_time_goes(job1, jobn, items, batch_size):
+    """Decode and inference timed apart on a warm model (wall ms per image, alone in this process):
+    decode (load_image + preprocess, one thread), inference with 1 thread and with every core.
+    Returns them; main() derives the best ratio overlap can give over the naive loop on idle cores:
+    naive = decode + infer(1 thread) / cores; overlapped = (decode + infer(1 thread)) / cores."""
+    paths = [p for _, p in items[:batch_size]]
+    start = time.perf_counter()
+    x = preprocess_input(np.stack([load_image(p, target_size=(job1.size, job1.size)) for p in paths])
+                         .astype(job1.dtype))
+    decode = (time.perf_counter() - start) / len(paths)
+    infer = {}
+    for job in (job1, jobn):
+        job.infer(x)  # plans compiled
+        start = time.perf_counter()
+        job.infer(x)
+        infer[job.model.threads] = (time.perf_counter() - start) / len(paths)
+    return decode, infer
 
 
 def cpu_seconds():
@@ -97,6 +134,7 @@ def main(argv=None):
     p.add_argument("--ray-actors", type=int, default=None, help="default: one per core")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "batch_bench.json"))
     args = p.parse_args(argv)
+    load_start = os.getloadavg()[0]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     tmp = Path(tempfile.mkdtemp(prefix="mnv2-batch-bench-"))
     source = make_images(tmp / "images", args.images)
@@ -114,7 +152,18 @@ def main(argv=None):
         ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
         engines += ["ray", "ray-start"]
     actors = args.ray_actors or cores
-    times, cpu = {}, {}
+    for dt, its in cases:  # warm-up: plans compiled, images in the page cache, before any timing
+        naive(jobs[dt], its[:args.batch_size], args.batch_size)
+        stream(replicas[dt], its[:2 * args.batch_size], args.batch_size, tmp / f"warm-{dt}")
+    decode, infer = where_time_goes(replicas["float32"][0], jobs["float32"], items, args.batch_size)
+    # the naive loop's inference taken as scaling perfectly over the cores (its best case): a busy
+    # machine's measured multi-thread time can be slower than one thread and would overstate the gain
+    ideal = (decode + infer[1] / cores) / ((decode + infer[1]) / cores)
+    split = (f"# where time goes (float32, alone, wall ms/image): decode {1000 * decode:.2f}, inference "
+             f"{1000 * infer[1]:.2f} on 1 thread / {1000 * infer[cores]:.2f} on {cores}; best overlap on "
+             f"{cores} idle cores: {ideal:.2f}x the naive loop")
+    print(split, file=sys.stderr)
+    times, cpu, running = {}, {}, {}
     run_no = 0
     for _ in range(args.rounds):
         for dt, its in cases:
@@ -127,8 +176,11 @@ def main(argv=None):
                 elif engine == "stream":
                     stream(replicas[dt], its, args.batch_size, out)
                 else:
-                    ray_run(dict(kind="features", alpha=args.alpha, size=args.size, weights="none", dtype=dt,
-                                 threads=1), its if engine == "ray" else its[:actors], args.batch_size, out, actors)
+                    span = ray_run(dict(kind="features", alpha=args.alpha, size=args.size, weights="none", dtype=dt,
+                                        threads=1), its if engine == "ray" else its[:actors], args.batch_size, out,
+                                   actors)
+                    if engine == "ray":
+                        running.setdefault(dt, []).append(len(its) / (span[1] - span[0]))
                 times.setdefault((engine, dt), []).append(time.perf_counter() - start)
                 cpu.setdefault((engine, dt), []).append(cpu_seconds() - cpu_start)
                 n = actors if engine == "ray-start" else len(its)
@@ -152,6 +204,11 @@ def main(argv=None):
                          "config": f"{actors} actors x 1 thread" if engine.startswith("ray")
                          else f"{len(replicas[dt])} replicas" if engine == "stream" else f"{cores} threads"})
         if "ray" in engines:
+            rate = statistics.median(running[dt])
+            rows.append({"engine": "ray running", "dtype": dt, "images": len(its), "median_s": None,
+                         "min_s": None, "max_s": None, "images_per_s": rate, "cpu_ms_per_image": None,
+                         "cores_busy": None, "vs_naive": rate / (len(its) / base),
+                         "vs_stream": rate / (len(its) / single), "config": f"{actors} actors x 1 thread"})
             marginal = [(len(its) - actors) / (a - b) for a, b in zip(times["ray", dt], times["ray-start", dt])]
             rate = statistics.median(marginal)
             rows.append({"engine": "ray marginal", "dtype": dt, "images": len(its) - actors, "median_s": None,
@@ -161,10 +218,11 @@ def main(argv=None):
     header = (f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}  {cpu_model()}, {cores} cores, "
               f"engine: {native.backend()}, python {platform.python_version()}, numpy {np.__version__}\n"
               f"# features of MobileNetV2 {args.alpha:g}_{args.size}, batch {args.batch_size}, {args.rounds} rounds; "
-              f"images: {source}")
+              f"images: {source}; load average at start {load_start:.1f}")
     if args.ray:
         import ray
         header += f"; ray {ray.__version__}"
+    header += f", at end {os.getloadavg()[0]:.1f}\n{split}"
     print(header)
     print(f"{'engine':<13}{'dtype':<9}{'config':<24}{'images':>7}{'median s':>10}{'min s':>8}{'max s':>8}"
           f"{'img/s':>8}{'vs naive':>10}{'vs stream':>10}{'cpu ms/img':>12}{'busy':>6}")
@@ -179,7 +237,10 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"header": header, "cpu": cpu_model(), "cores": cores, "rows": rows,
-                   "times": {f"{e}/{d}": t for (e, d), t in times.items()}}, f, indent=2)
+                   "decode_ms": 1000 * decode, "infer_ms": {str(k): 1000 * v for k, v in infer.items()},
+                   "best_overlap": ideal,
+                   "times": {f"{e}/{d}": t for (e, d), t in times.items()},
+                   "ray_running_images_per_s": running}, f, indent=2)
     print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

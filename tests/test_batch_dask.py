@@ -52,3 +52,25 @@ def test_on_dask_processes_and_to_parquet(local_rows, tmp_path):
     written = pads.dataset(str(tmp_path / "out"), format="parquet").to_table()
     assert written.schema.field("features").type == mnv2_dask.partition_schema(**CONFIG).field("features").type
     assert_same(written.to_pandas(), local_rows)
+
+
+def predict_with(indices, model):
+    """A partition function taking the model itself (Dask pickles it into each task)."""
+    x = np.random.default_rng(3).uniform(-1, 1, (6, 64, 64, 3)).astype(np.float32)
+    return [(i, model.threads, model.predict(x[i:i + 1])[0]) for i in indices]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_map_partitions_with_the_model_as_an_argument_on_processes(dtype):
+    db = pytest.importorskip("dask.bag", reason="the Dask test needs dask[bag]")
+    import dask
+    from mobilenetv2 import MobileNetV2
+    model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, dtype=dtype, threads=2)
+    model.set_weights([w * 1.01 for w in model.get_weights()])
+    want = predict_with(range(6), model)  # the model has run: plans and a pool that must not travel
+    with dask.config.set(scheduler="processes", num_workers=2):
+        got = db.from_sequence(range(6), npartitions=3).map_partitions(predict_with, model).compute()
+    assert [i for i, _, _ in got] == list(range(6))
+    for (_, threads, g), (_, _, w) in zip(got, want):
+        assert threads == 2
+        np.testing.assert_array_equal(g, w)

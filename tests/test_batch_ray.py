@@ -129,3 +129,30 @@ def test_a_job_whose_actors_cannot_start_fails_in_one_line(local_ray, images, tm
     with pytest.raises(RayJobFailed, match="rerun to resume"):
         run_job(job_args, list_images([str(images)])[:4], out, batch_size=2, quiet=True, predictor=NoWeightsHere)
     assert not out.parts()
+
+
+def _inputs(n=4, size=64):
+    return np.random.default_rng(7).uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_model_sent_through_ray_put_predicts_the_same_bits_with_the_workers_threads(local_ray, dtype):
+    """ray.put(model) of a model that has run (compiled plans, a pool) reaches a task, which builds its
+    own plans with the one thread Ray gave it (OMP_NUM_THREADS=1) and computes the original's bits."""
+    from mobilenetv2 import MobileNetV2
+    model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, dtype=dtype, threads=2)
+    model.set_weights([w * 1.01 for w in model.get_weights()])  # not what a fresh model would hold
+    default = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, dtype=dtype)  # threads from the worker
+    default.set_weights(model.get_weights())
+    x = _inputs()
+    want = model.predict(x)
+    default.predict(x)  # both have compiled plans when they are put
+
+    @ray.remote(num_cpus=1)
+    def predict(m, x):
+        return m.threads, os.environ.get("OMP_NUM_THREADS"), m.predict(x)
+
+    for sent, threads in ((model, 2), (default, 1)):
+        got_threads, omp, got = ray.get(predict.remote(ray.put(sent), ray.put(x)))
+        assert (got_threads, omp) == (threads, "1")
+        np.testing.assert_array_equal(got, want)
