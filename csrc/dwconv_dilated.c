@@ -3,7 +3,7 @@
  * taps outside the image are skipped (they read as zero), in (a, b) order, each one fused
  * multiply-add (fmaf in the scalar twin, so both paths give the same bits).
  * x: [N, H, W, C]; w: [3, 3, C]; bias: [C]; y: [N, OH, OW, C]; output rows i in [oh0, oh1) of
- * every image; d = dilation >= 1, s = stride.
+ * every image; d = dilation >= 1, s = stride.  The AVX-512 kernel is in dwconv_dilated_avx512.c.
  */
 #include <math.h>
 #include "mobilenetv2.h"
@@ -176,7 +176,13 @@ void f32_dwconv3x3_dilated(const float *x, const float *w, const float *bias, fl
                            size_t oh1, int relu6)
 {
 #if MNV2_X86
-    if (mnv2_simd_level() >= 1) {
+    if (mnv2_simd_level() >= MNV2_ISA_AVX512) {
+        for (size_t b = 0; b < n; b++)
+            f32_dwconv3x3_dilated_avx512(x + b * h * wd * c, w, bias, y + b * oh * ow * c, h, wd, c,
+                                         stride, dilation, pad_top, pad_left, ow, oh0, oh1, relu6);
+        return;
+    }
+    if (mnv2_simd_level() >= MNV2_ISA_AVX2) {
         f32_dwconv3x3_dilated_relu6_avx2(x, w, bias, y, n, h, wd, c, stride, dilation, pad_top,
                                          pad_left, oh, ow, oh0, oh1, relu6);
         return;

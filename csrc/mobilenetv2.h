@@ -212,6 +212,11 @@ void mnv2_plan_destroy(void *plan);
 void f32_pointwise_part_avx512(const float *x, const float *packed, const float *residual, float *y,
                                size_t cin, size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
                                int relu6);
+/* (the dilated one takes one image: x [H, W, C], y [OH, OW, C]) */
+void f32_dwconv3x3_dilated_avx512(const float *x, const float *w, const float *bias, float *y,
+                                  size_t h, size_t wd, size_t c, size_t stride, size_t dilation,
+                                  size_t pad_top, size_t pad_left, size_t ow, size_t oh0, size_t oh1,
+                                  int relu6);
 void f32_dwconv3x3_row_avx512(const float *const rows[3], const float *w, const float *bias,
                               float *y, size_t wd, size_t c, size_t stride, size_t pad_left,
                               size_t ow, int relu6);

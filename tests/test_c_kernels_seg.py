@@ -142,3 +142,28 @@ def test_tf_slim_head_runs_on_the_c_plan():
         f32.threads = 1
         assert np.array_equal(f32.predict(x), got)
         f32.threads = 2
+
+
+def _isas():
+    return native.isas() if native.available() else []
+
+
+@pytest.mark.parametrize("isa", _isas())
+@pytest.mark.parametrize("dilation,stride", [(1, 1), (2, 1), (4, 1), (2, 2)])
+def test_dilated_depthwise_grid_on_every_isa(isa, dilation, stride):
+    """Every channel tail 1..33 (the 16-lane masks, the 8-lane AVX2 tail) and widths whose interior
+    runs leave every remainder of the 8-pixel (AVX-512) and 4-pixel (AVX2) blocks: bit for bit the
+    scalar twin, and the float64 NumPy engine within float32 rounding."""
+    rng = np.random.default_rng(1000 * dilation + stride)
+    pads = (dilation, dilation, dilation, dilation)
+    for c in range(1, 34):
+        for w in range(2 * dilation + 1, 2 * dilation + 1 + 9 * stride, stride):
+            x = rng.standard_normal((1, 2 * dilation + 3, w, c)).astype(np.float32)
+            k = rng.standard_normal((3, 3, c)).astype(np.float32)
+            b = rng.standard_normal(c).astype(np.float32)
+            got = C.dwconv3x3_dilated(x, k, b, stride, dilation, pads, True, scalar=isa)
+            np.testing.assert_array_equal(got, C.dwconv3x3_dilated(x, k, b, stride, dilation, pads, True,
+                                                                   scalar=True), err_msg=f"{isa} c={c} w={w}")
+            want = K.depthwise3x3(x.astype(np.float64), k.astype(np.float64), stride, pads,
+                                  bias=b.astype(np.float64), relu6=True, dilation=dilation)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
