@@ -37,6 +37,8 @@ ffibuilder.set_source(
     "mobilenetv2._mnv2",
     '#include "mobilenetv2.h"',
     sources=_sources(),
+    # a changed header (simd.h's block sizes, the op struct) rebuilds every source
+    depends=sorted(str(p.relative_to(HERE.parent)) for p in HERE.glob("*.h")),
     include_dirs=[str(HERE.relative_to(HERE.parent))],
     extra_compile_args=["-O3", "-std=c11", "-fno-math-errno", "-ffp-contract=off", "-pthread"]
     + shlex.split(os.environ.get("MNV2_CFLAGS", "")),

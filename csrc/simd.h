@@ -37,8 +37,8 @@ static inline void mnv2_interior(size_t wd, size_t stride, size_t pad_left, size
  * channels) sum in blocks of MNV2_KBLOCK channels: per output, t = bias + products of block 0 (one
  * FMA chain), then for each later block b, in order, t = t + (products of block b, one FMA chain
  * from 0).  Shorter ones are the single chain of block 0.  Every ISA and tile keeps this order. */
-#define MNV2_KBLOCK 128
-#define MNV2_KBLOCK_MIN 384
+#define MNV2_KBLOCK 64
+#define MNV2_KBLOCK_MIN 128
 static inline size_t mnv2_kblock(size_t cin) { return cin >= MNV2_KBLOCK_MIN ? MNV2_KBLOCK : cin; }
 
 /* Phases of one block of a blocked sum: the first starts from the bias, later ones add their

@@ -79,3 +79,15 @@ if _hypothesis_settings is not None:
     _profile = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else None)
     if _profile:
         _hypothesis_settings.load_profile(_profile)
+
+
+def same_values(got, want):
+    """Whether a batch run's values equal the model run image by image: bit for bit on the C core
+    (its results do not depend on the batch a value was computed in), to float32 rounding on the
+    NumPy engine (its BLAS matmuls round differently for different batch sizes)."""
+    import numpy as np
+    from mobilenetv2 import native
+    got, want = np.asarray(got), np.asarray(want)
+    if native.available():
+        return np.array_equal(got, want)
+    return got.shape == want.shape and np.allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from batch_images import write_images
-from conftest import REPO, set_synthetic_weights
+from conftest import REPO, same_values, set_synthetic_weights
 from mobilenetv2 import MobileNetV2, load_image, preprocess_input
 from mobilenetv2.cli import main
 
@@ -68,7 +68,7 @@ def test_features_equal_the_model_image_by_image(images, tmp_path, capsys):
     for path, y in want.items():
         got = np.array(by_path[path]["features"], dtype=np.float32)
         assert by_path[path]["error"] is None
-        assert np.array_equal(got, y), path
+        assert same_values(got, y), path
     broken = by_path[os.path.join(str(folder), "broken.png")]
     assert broken["features"] is None and "not an image file" in broken["error"]
     assert len(list(out.glob("part-*.parquet"))) == 5  # 241 rows, 50 a part (batches of 7: 56 56 56 56 17)
@@ -92,7 +92,7 @@ def test_features_of_a_named_layer_and_float64(images, tmp_path, capsys):
     model = MobileNetV2((96, 96, 3), alpha=0.35, include_top=False, pooling="avg", weights=None, dtype="float64")
     want = model_rows(model, some, layer="block_13_expand_relu")
     for row in rows.values():
-        assert np.array_equal(np.array(row["features"]), want[row["path"]])
+        assert same_values(np.array(row["features"]), want[row["path"]])
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_predict_writes_the_top_classes(images, synthetic_top_file, tmp_path, ca
         probs = want[row["path"]]
         best = sorted(range(1000), key=lambda i: -probs[i])[:3]
         assert row["classes"] == best
-        assert np.array_equal(np.array(row["scores"], np.float32), probs[best])
+        assert same_values(np.array(row["scores"], np.float32), probs[best])
         assert row["wnids"] == [table_names[i][0] for i in best]
         assert row["names"] == [table_names[i][1] for i in best]
 
@@ -163,7 +163,7 @@ def test_sigkill_then_rerun_finishes_only_the_missing_ids(images, tmp_path):
     want = model_rows(model, [p for p in paths if not p.endswith("broken.png")])
     for row in rows.values():
         if row["error"] is None:
-            assert np.array_equal(np.array(row["features"]), want[row["path"]]), row["path"]
+            assert same_values(np.array(row["features"]), want[row["path"]]), row["path"]
 
 
 def test_ids_follow_the_relative_path(tmp_path, capsys):

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from batch_images import write_images
+from conftest import same_values
 from mobilenetv2.cli import main
 
 pytest.importorskip("pyarrow", reason="the batch rows need the 'batch' extra (pyarrow)")
@@ -29,7 +30,7 @@ def assert_same(got, want):
     assert list(got.index) == list(want.index)
     assert list(got["error"].isna()) == list(want["error"].isna())
     for g, w in zip(got["features"], want["features"]):
-        assert (g is None and w is None) or np.array_equal(g, w)
+        assert (g is None and w is None) or same_values(g, w)
 
 
 def test_partition_rows_equal_the_batch_command_and_the_model_is_built_once(local_rows):

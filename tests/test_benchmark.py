@@ -23,8 +23,11 @@ def test_small_run_writes_consistent_json(tmp_path, capsys):
         assert r["gflops"] == pytest.approx(2 * 11_934_128 / r["median_ms"] / 1e6)
         assert r["gflops"] > 0 and r["peak_rss_mb"] > 0
         assert r["precision"] == "float32" and r["threads"] in (1, "BLAS") and r["isa"]
-    c_row = next(r for r in data["results"] if r["engine"] == "c")
-    assert c_row["isa"] == native.isa()
+    if native.available():
+        c_row = next(r for r in data["results"] if r["engine"] == "c")
+        assert c_row["isa"] == native.isa()
+    else:  # the C engine cannot run: the run says so instead of timing it
+        assert "c" not in engines
     assert "engine" in capsys.readouterr().out
 
 

@@ -242,7 +242,7 @@ def test_pointwise_grid_every_channel_count_and_row_remainder(cin):
 
 
 def test_pointwise_long_sums_are_more_accurate_than_one_chain():
-    """K = 1280 (the dense head) sums in 128-channel blocks: closer to the exact sum than a single
+    """K = 1280 (the dense head) sums in 64-channel blocks: closer to the exact sum than a single
     float32 FMA chain over the 1280 products (computed here in NumPy, one product at a time)."""
     rng = np.random.default_rng(11)
     cin, cout, m = 1280, 16, 64

@@ -113,8 +113,9 @@ def test_hidden_states(name):
 def test_float32_c_core_against_f64(name):
     """float32 through the C plan: logits and pooled features within 1e-4 of transformers' float64
     ones on every case; the geometric mean of its errors over transformers' own float32 errors on
-    the same cases is printed (README: logits 1.01x on 1.0_224, 0.72x on 0.35_96; pooled 1.00x and
-    0.72x) and held to 1.05x (per case the two trade places by rounding luck: 0.34x-1.16x)."""
+    the same cases is printed (logits 0.95x on 1.0_224, 0.72x on 0.35_96) and held to 1.0x: a golden
+    reference is at least as accurate as what it checks (per case the two trade places by rounding
+    luck: 0.33x-1.04x)."""
     ref = reference(name)
     ours, theirs, pooled_ours, pooled_theirs = [], [], [], []
     for key, case, tf_padding in f64_keys(name):
@@ -132,7 +133,7 @@ def test_float32_c_core_against_f64(name):
     for what, a, b in (("logits", ours, theirs), ("pooled", pooled_ours, pooled_theirs)):
         ratio = np.exp(np.mean(np.log(a)) - np.mean(np.log(b)))
         print(f"{name} {what}: per-case ratios {np.round(np.array(a) / b, 2)}, geometric mean {ratio:.3f}")
-        assert ratio <= 1.05
+        assert ratio <= 1.0
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
