@@ -1,7 +1,8 @@
-"""A small mutation-testing driver for the Python package: single-point changes, the tests that
-cover the module, and the score.
+"""A small mutation-testing driver for the Python package and the C core: single-point changes,
+the tests that cover the module, and the score.
 
     python benchmarks/mutation.py [--module loader] [--max 40] [--seed 0] [--json out.json]
+    python benchmarks/mutation.py --c [--cfile plan.c] [--seed 0] [--json out.json] [--only ID]
 
 Each mutant changes one thing in one module (a comparison flipped or made strict, an arithmetic
 operator swapped, a whole-number constant moved by one, ``and``/``or`` swapped, a ``not``
@@ -10,12 +11,31 @@ of the package, and the module's tests run against it (``pytest -x``, with a tim
 is killed when a test fails or the run times out.  Prints every survivor (module, line, change)
 and the score; survivors are read by hand: some are equivalent (the change cannot alter
 behaviour), the rest are missing tests.
+
+``--c`` mutates csrc/ instead (the C half is in ``c_mutation_points`` / ``run_c_mutants``): a
+relational operator made strict or not (``<`` ``<=`` ``>`` ``>=``) or negated (``==`` ``!=``), ``+``
+and ``-`` swapped (also ``+=``/``-=``), ``&&``/``||`` swapped, a number moved by one (``3`` -> ``4``,
+``6.0f`` -> ``7.0f``), ``min`` and ``max`` swapped in a call (``fminf``, ``_mm512_max_ps``), ``add`` and
+``sub`` swapped in an intrinsic, or a whole statement replaced by ``;`` (a deleted residual add,
+clamp, barrier, tail store or check).  Comments and preprocessor lines are never mutated.  The
+sites are every such point of each file, shuffled by ``--seed`` and taken in that order until the
+file's quota (C_TARGETS) of mutants has been run: a mutant that does not compile is stillborn and
+not counted; one whose object code (debug info stripped) is the original's is equivalent by
+construction (the compiler proved it) and not run.  The package is copied once into a scratch
+folder and built there with ``setup.py build_ext --inplace`` (the worktree is never written); each
+mutant recompiles its one file with the build's own compiler command, relinks the extension and
+runs the file's tests (HYPOTHESIS_PROFILE=ci: derandomised), then the original file and object
+are put back.  The kernel tests run every ISA this CPU has through ``scalar=<isa>`` and the plan
+tests switch ISA with ``mnv2_set_isa``, so AVX2 code runs on an AVX-512 machine without
+MNV2_FORCE_ISA; AVX-512 code is only reached on a CPU that has it (the JSON records the CPU).
 """
 import argparse
 import ast
 import json
 import os
 import random
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,6 +55,8 @@ TARGETS = {
     "hf_config": ["tests/test_hf_io.py", "tests/test_untrusted_hf_compare.py"],
     "hf": ["tests/test_hf_io.py", "tests/test_untrusted_hf_compare.py", "tests/test_hf.py"],
     "model": ["tests/test_model.py", "tests/test_arguments.py", "tests/test_engine.py", "tests/test_pickle.py"],
+    "plan": ["tests/test_plan.py", "tests/test_c_kernels_seg.py", "tests/test_engine.py"],
+    "pool": ["tests/test_plan.py", "tests/test_arguments.py", "tests/test_engine.py", "tests/test_service.py"],
 }
 SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
          ast.NotEq: ast.Eq, ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv,
@@ -114,29 +136,258 @@ def run_mutant(module, source, index, kind, tests, timeout):
         shutil.copytree(REPO / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__", "fuzz"))
         shutil.copytree(REPO / "weights", work / "weights")
         (work / "mobilenetv2" / f"{module}.py").write_text(mutated)
-        env = dict(os.environ, PYTHONPATH=str(work), MOBILENETV2_SHARED=str(REPO.parent / "shared"),
-                   PYTHONDONTWRITEBYTECODE="1")
-        try:
-            run = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
-                                 cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
-            return "survived" if run.returncode == 0 else "killed"
-        except subprocess.TimeoutExpired:
-            return "killed (timeout)"
+        return run_tests(work, tests, timeout)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+
+# ---- the C core ----
+
+_KERNEL_TESTS = ["tests/test_c_kernels.py", "tests/test_isa.py", "tests/test_plan.py"]
+_SEG_TESTS = ["tests/test_c_kernels_seg.py"]
+# csrc file -> (mutants to run, the tests that exercise it: fastest first, pytest -x stops at the first failure)
+C_TARGETS = {
+    "pointwise.c": (16, _KERNEL_TESTS),
+    "pointwise_avx512.c": (14, _KERNEL_TESTS),
+    "depthwise.c": (12, _KERNEL_TESTS),
+    "depthwise_avx512.c": (10, _KERNEL_TESTS),
+    "dwconv_dilated.c": (8, _SEG_TESTS),
+    "dwconv_dilated_avx512.c": (8, _SEG_TESTS),
+    "stem.c": (6, _KERNEL_TESTS),
+    "pool.c": (8, _KERNEL_TESTS + _SEG_TESTS),
+    "softmax.c": (8, _KERNEL_TESTS),
+    "finite.c": (6, _KERNEL_TESTS),
+    "relu6.c": (4, _KERNEL_TESTS),
+    "resize.c": (6, _SEG_TESTS),
+    "batchnorm.c": (4, _KERNEL_TESTS),
+    "plan.c": (18, ["tests/test_plan.py", "tests/test_c_kernels_seg.py", "tests/test_isa.py"]),
+    "dispatch.c": (6, ["tests/test_isa.py", "tests/test_backend.py", "tests/test_machine.py"]),
+}
+_C_WORD = r"[A-Za-z_0-9\])]"  # what ends an operand: a binary operator follows one
+_C_RULES = [  # (kind, pattern, replacement for the match)
+    ("rel", re.compile(r"(?<![<>=!\-])<=(?![<>=])"), "<"),
+    ("rel", re.compile(r"(?<![<>=!\-])>=(?![<>=])"), ">"),
+    ("rel", re.compile(r"(?<![<>=!\-])<(?![<>=])"), "<="),
+    ("rel", re.compile(r"(?<![<>=!\-])>(?![<>=])"), ">="),
+    ("rel", re.compile(r"(?<![<>=!])==(?!=)"), "!="),
+    ("rel", re.compile(r"!=(?!=)"), "=="),
+    ("arith", re.compile(r"(?<=" + _C_WORD + r" )\+(?= [^=+])|(?<=" + _C_WORD + r")\+(?=[A-Za-z_0-9(])"), "-"),
+    ("arith", re.compile(r"(?<=" + _C_WORD + r" )-(?= [^=\->])|(?<=" + _C_WORD + r")-(?=[A-Za-z_0-9(])"), "+"),
+    ("arith", re.compile(r"\+="), "-="),
+    ("arith", re.compile(r"-="), "+="),
+    ("logic", re.compile(r"&&"), "||"),
+    ("logic", re.compile(r"\|\|"), "&&"),
+    ("const", re.compile(r"(?<![\w.])\d+\.\d*f?(?![\w.])"), None),  # float: + 1
+    ("const", re.compile(r"(?<![\w.])\d+(?![\w.])"), None),  # integer: + 1
+    ("minmax", re.compile(r"(?<=[a-z_])max(?=[a-z_]*\()"), "min"),
+    ("minmax", re.compile(r"(?<=[a-z_])min(?=[a-z_]*\()"), "max"),
+    ("addsub", re.compile(r"(?<=_)add(?=_p[sd]\()"), "sub"),
+    ("addsub", re.compile(r"(?<=_)sub(?=_p[sd]\()"), "add"),
+]
+_C_DECL = re.compile(r"^\s*(const|static|float|double|int|unsigned|signed|long|char|void|size_t|ptrdiff_t|"
+                     r"struct|enum|union|typedef|__m\w+|\w+_t|return|break|continue|goto|case|default)\b")
+
+
+def _c_mask(text):
+    """The source with comments and string/char literals blanked (same length, newlines kept)."""
+    out, i, n = list(text), 0, len(text)
+    while i < n:
+        if text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+        elif text.startswith("//", i):
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+        elif text[i] in "\"'":
+            j = i + 1
+            while j < n and text[j] != text[i]:
+                j += 2 if text[j] == "\\" else 1
+            j = min(j + 1, n)
+        else:
+            i += 1
+            continue
+        for k in range(i, j):
+            if out[k] != "\n":
+                out[k] = " "
+        i = j
+    return "".join(out)
+
+
+def c_mutation_points(text):
+    """Every single-point change of a C source: (line, column, kind, original, replacement)."""
+    points, source = [], text.split("\n")
+    for ln, line in enumerate(_c_mask(text).split("\n"), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        for kind, pattern, repl in _C_RULES:
+            for m in pattern.finditer(line):
+                new = repl
+                if kind == "const":
+                    tok = m.group()
+                    if "." in tok:
+                        num = tok.rstrip("f")
+                        new = f"{float(num) + 1:.1f}" + ("f" if tok.endswith("f") else "")
+                    else:
+                        new = str(int(tok) + 1)
+                points.append((ln, m.start(), kind, m.group(), new))
+        # a whole one-line statement replaced by the empty statement
+        if (stripped.endswith(";") and not _C_DECL.match(line) and "{" not in stripped and "}" not in stripped
+                and stripped.count("(") == stripped.count(")") and not stripped.startswith(("for", "if", "while"))):
+            original = source[ln - 1].rstrip()
+            start = len(original) - len(original.lstrip())
+            points.append((ln, start, "delete", original[start:], ";"))
+    return points
+
+
+def apply_c_mutant(text, point):
+    ln, col, _, old, new = point
+    lines = text.split("\n")
+    line = lines[ln - 1]
+    assert line[col:col + len(old)] == old, (point, line)
+    lines[ln - 1] = line[:col] + new + line[col + len(old):]
+    return "\n".join(lines)
+
+
+def c_mutant_id(cfile, point):
+    ln, col, kind, old, new = point
+    return f"{cfile}:{ln}:{col}:{kind}"
+
+
+class CBuild:
+    """A scratch copy of the package with its extension built in place, and the build's own
+    compile command for each csrc file and its link command, to rebuild one mutated file fast."""
+
+    def __init__(self, tests_from=REPO):
+        self.work = Path(tempfile.mkdtemp(prefix="mnv2-cmut-"))
+        for name in ("setup.py", "pyproject.toml", "README.md"):
+            shutil.copy2(REPO / name, self.work / name)
+        for name in ("csrc", "mobilenetv2", "weights"):
+            shutil.copytree(REPO / name, self.work / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.so", "build"))
+        shutil.copytree(tests_from / "tests", self.work / "tests", ignore=shutil.ignore_patterns("__pycache__", "fuzz"))
+        env = dict(os.environ, MNV2_REQUIRE_EXT="1")
+        env.pop("MNV2_CFLAGS", None)
+        env.pop("MNV2_LDFLAGS", None)
+        log = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "--force"], cwd=self.work,
+                             env=env, capture_output=True, text=True, check=True).stdout
+        self.compile, self.link = {}, None
+        for line in log.splitlines():
+            words = shlex.split(line)
+            if not words or not ("gcc" in words[0] or "cc" in words[0]):
+                continue
+            if "-shared" in words:
+                words[words.index("-o") + 1] = str(next((self.work / "mobilenetv2").glob("_mnv2*.so")))
+                self.link = words
+            elif "-c" in words:
+                src = words[words.index("-c") + 1]
+                self.compile[Path(src).name] = (words, self.work / words[words.index("-o") + 1])
+        assert self.link and self.compile, log
+        self.base_objects = {name: obj.read_bytes() for name, (_, obj) in self.compile.items()}
+        self.base_code = {name: self._code(obj) for name, (_, obj) in self.compile.items()}
+
+    def _code(self, obj):
+        stripped = obj.with_suffix(".nodebug.o")
+        subprocess.run(["objcopy", "--strip-debug", str(obj), str(stripped)], check=True)
+        data = stripped.read_bytes()
+        stripped.unlink()
+        return data
+
+    def run(self, cfile, text, tests, timeout):
+        """'stillborn', 'equivalent (same object code)', 'killed', 'killed (timeout)' or 'survived'."""
+        src = self.work / "csrc" / cfile
+        original = src.read_text()
+        words, obj = self.compile[cfile]
+        try:
+            src.write_text(text)
+            if subprocess.run(words, cwd=self.work, capture_output=True).returncode != 0:
+                return "stillborn"
+            if self._code(obj) == self.base_code[cfile]:
+                return "equivalent (same object code)"
+            subprocess.run(self.link, cwd=self.work, capture_output=True, check=True)
+            return run_tests(self.work, tests, timeout)
+        finally:
+            src.write_text(original)
+            obj.write_bytes(self.base_objects[cfile])
+
+    def close(self):
+        subprocess.run(self.link, cwd=self.work, capture_output=True)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def run_tests(work, tests, timeout):
+    env = dict(os.environ, PYTHONPATH=str(work), MOBILENETV2_SHARED=str(REPO.parent / "shared"),
+               PYTHONDONTWRITEBYTECODE="1", HYPOTHESIS_PROFILE="ci")
+    for name in ("MNV2_FORCE_ISA", "MNV2_FORCE_SCALAR", "MNV2_NUM_THREADS", "OMP_NUM_THREADS"):
+        env.pop(name, None)
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                              cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
+        return "survived" if done.returncode == 0 else "killed"
+    except subprocess.TimeoutExpired:
+        return "killed (timeout)"
+
+
+def cpu_name():
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def run_c_mutants(cfiles, seed, timeout, only=None, tests_from=REPO, log=print):
+    """Run each file's quota of seeded mutants (or exactly the mutant ids in ``only``)."""
+    build = CBuild(tests_from)
+    results = []
+    try:
+        for cfile in cfiles:
+            quota, tests = C_TARGETS[cfile]
+            text = (REPO / "csrc" / cfile).read_text()
+            points = c_mutation_points(text)
+            random.Random(f"{seed}/{cfile}").shuffle(points)
+            ran = 0
+            for point in points:
+                mid = c_mutant_id(cfile, point)
+                if only is not None and mid not in only:
+                    continue
+                if only is None and ran >= quota:
+                    break
+                t0 = time.monotonic()
+                outcome = build.run(cfile, apply_c_mutant(text, point), tests, timeout)
+                if outcome == "stillborn":
+                    continue
+                ran += outcome != "equivalent (same object code)"
+                ln, _, kind, old, new = point
+                results.append({"module": cfile, "id": mid, "change": f"line {ln}: {old!r} -> {new!r}",
+                                "source": text.split("\n")[ln - 1].strip(), "outcome": outcome,
+                                "seconds": round(time.monotonic() - t0, 1)})
+                log(f"{cfile:<24} {results[-1]['change'][:60]:<60} {outcome}")
+    finally:
+        build.close()
+    return results
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--module", action="append", choices=sorted(TARGETS))
     p.add_argument("--max", type=int, default=40, help="mutants per module (a seeded sample)")
+    p.add_argument("--c", action="store_true", help="mutate csrc/ (C_TARGETS) instead of the Python modules")
+    p.add_argument("--cfile", action="append", choices=sorted(C_TARGETS), help="with --c: only these files")
+    p.add_argument("--only", action="append", help="with --c: run exactly these mutant ids (file:line:col:kind)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--json")
     args = p.parse_args(argv)
     results = []
     start = time.monotonic()
-    for module in args.module or sorted(TARGETS):
+    if args.c:
+        cfiles = args.cfile or list(C_TARGETS)
+        if args.only:
+            cfiles = [f for f in cfiles if any(o.startswith(f + ":") for o in args.only)]
+        results = run_c_mutants(cfiles, args.seed, args.timeout, only=set(args.only) if args.only else None,
+                                log=lambda line: print(line, flush=True))
+    for module in [] if args.c else args.module or sorted(TARGETS):
         source = (REPO / "mobilenetv2" / f"{module}.py").read_text()
         points = mutation_points(ast.parse(source))
         sample = random.Random(f"{args.seed}/{module}").sample(points, min(args.max, len(points)))
@@ -144,16 +395,19 @@ def main(argv=None):
             outcome = run_mutant(module, source, index, kind, TARGETS[module], args.timeout)
             results.append({"module": module, "change": what, "outcome": outcome})
             print(f"{module:<14} {what:<44} {outcome}", flush=True)
-    killed = sum(r["outcome"].startswith("killed") for r in results)
-    print(f"\n{killed}/{len(results)} mutants killed ({100 * killed / max(len(results), 1):.1f} %) "
-          f"in {time.monotonic() - start:.0f} s")
+    scored = [r for r in results if not r["outcome"].startswith("equivalent")]
+    killed = sum(r["outcome"].startswith("killed") for r in scored)
+    print(f"\n{killed}/{len(scored)} mutants killed ({100 * killed / max(len(scored), 1):.1f} %) "
+          f"in {time.monotonic() - start:.0f} s; {len(results) - len(scored)} equivalent by object code not run")
+    for module in sorted({r["module"] for r in scored}):
+        mine = [r for r in scored if r["module"] == module]
+        print(f"  {module:<24} {sum(r['outcome'].startswith('killed') for r in mine)}/{len(mine)}")
     for r in results:
         if r["outcome"] == "survived":
-            print(f"survivor: {r['module']} {r['change']}")
+            print(f"survivor: {r.get('id', r['module'])} {r['change']}  [{r.get('source', '')}]")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "seed": args.seed, "results": results}, indent=1))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
