@@ -144,8 +144,8 @@ def run_mutant(module, source, index, kind, tests, timeout):
 
 # ---- the C core ----
 
-_KERNEL_TESTS = ["tests/test_c_kernels.py", "tests/test_isa.py", "tests/test_plan.py"]
-_SEG_TESTS = ["tests/test_c_kernels_seg.py"]
+_KERNEL_TESTS = ["tests/test_c_kernels.py", "tests/test_c_grids.py", "tests/test_isa.py", "tests/test_plan.py"]
+_SEG_TESTS = ["tests/test_c_kernels_seg.py", "tests/test_c_grids.py"]
 # csrc file -> (mutants to run, the tests that exercise it: fastest first, pytest -x stops at the first failure)
 C_TARGETS = {
     "pointwise.c": (16, _KERNEL_TESTS),
@@ -161,7 +161,7 @@ C_TARGETS = {
     "relu6.c": (4, _KERNEL_TESTS),
     "resize.c": (6, _SEG_TESTS),
     "batchnorm.c": (4, _KERNEL_TESTS),
-    "plan.c": (18, ["tests/test_plan.py", "tests/test_c_kernels_seg.py", "tests/test_isa.py"]),
+    "plan.c": (18, ["tests/test_plan.py", "tests/test_c_grids.py", "tests/test_c_kernels_seg.py", "tests/test_isa.py"]),
     "dispatch.c": (6, ["tests/test_isa.py", "tests/test_backend.py", "tests/test_machine.py"]),
 }
 _C_WORD = r"[A-Za-z_0-9\])]"  # what ends an operand: a binary operator follows one
@@ -362,7 +362,7 @@ def run_c_mutants(cfiles, seed, timeout, only=None, tests_from=REPO, log=print):
                 results.append({"module": cfile, "id": mid, "change": f"line {ln}: {old!r} -> {new!r}",
                                 "source": text.split("\n")[ln - 1].strip(), "outcome": outcome,
                                 "seconds": round(time.monotonic() - t0, 1)})
-                log(f"{cfile:<24} {results[-1]['change'][:60]:<60} {outcome}")
+                log(f"{mid:<34} {results[-1]['change'][:60]:<60} {outcome}")
     finally:
         build.close()
     return results

@@ -1,0 +1,54 @@
+"""Deterministic grids that close what a mutation pass over csrc/ let through (benchmarks/mutation.py
+--c; the survivors and why each is killed or equivalent are in benchmarks/README.md): paths that the
+random draws of test_c_kernels.py reach only by chance (the row-blocked pointwise path for weights
+past the cached-weights limit, on every ISA and every panel group), each checked against its float64
+NumPy twin and across ISAs bit for bit."""
+import numpy as np
+import pytest
+
+from mobilenetv2 import native
+from mobilenetv2 import numpy_kernels as K
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
+if native.available():
+    from mobilenetv2 import c_kernels as C
+
+ISAS = native.isas()
+
+
+def rnd(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def close(got, want):
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6 * scale)
+
+
+def same_on_every_isa(call):
+    outs = {isa: call(isa) for isa in [True] + ISAS}
+    for isa, got in outs.items():
+        np.testing.assert_array_equal(got, outs[True], err_msg=f"ISA {isa} differs from the scalar twin")
+    return outs[True]
+
+
+def twin_pointwise(x, w, b, relu6, r):
+    return K.pointwise(x.astype(np.float64)[None, None], w.astype(np.float64), bias=b, relu6=relu6,
+                       residual=None if r is None else r.astype(np.float64)[None, None])[0, 0]
+
+
+@pytest.mark.parametrize("cout", [65, 72, 81, 97, 129, 152])
+def test_pointwise_row_blocked_path_every_panel_group(cout):
+    """cin = 960: 16 x 961 floats a panel, so 5+ panels are past the AVX2 kernel's 256 KiB
+    cached-weights limit and the AVX-512 kernel's L2 budget: rows go in blocks, panels in groups of
+    four (5..10 panels: one, two or three groups, a last group of 1..4, an 8-wide last panel or
+    not); rows 1..70 cross the row blocks (30 rows on AVX2, a multiple of 24 on AVX-512)."""
+    rng = np.random.default_rng(cout)
+    cin = 960
+    w, b = rnd(rng, cin, cout) * np.float32(0.1), rnd(rng, cout)
+    packed = C.pack_pointwise(w, b)
+    for m in (1, 7, 31, 70):
+        x, r = rnd(rng, m, cin), rnd(rng, m, cout)
+        for relu6, res in ((False, None), (True, r)):
+            got = same_on_every_isa(lambda isa: C.pointwise(x, packed, cin, cout, relu6, res, scalar=isa))
+            close(got, twin_pointwise(x, w, b, relu6, res))
