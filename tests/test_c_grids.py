@@ -52,3 +52,34 @@ def test_pointwise_row_blocked_path_every_panel_group(cout):
         for relu6, res in ((False, None), (True, r)):
             got = same_on_every_isa(lambda isa: C.pointwise(x, packed, cin, cout, relu6, res, scalar=isa))
             close(got, twin_pointwise(x, w, b, relu6, res))
+
+
+def test_no_kernel_reads_outside_its_inputs():
+    """tests/guard_pages.py in a child: every kernel on every ISA over inputs that end (and start) at
+    an inaccessible page; a read one float too far is a SIGSEGV there, not a silent neighbour read
+    (e.g. the AVX-512 depthwise block loading one pixel past its last column)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).with_name("guard_pages.py")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"exit {done.returncode} (negative: a signal)\n{done.stderr[-2000:]}"
+    assert "no read outside an input" in done.stdout
+
+
+@pytest.mark.parametrize("dilation,stride", [(4, 1), (4, 2), (8, 1)])
+def test_dilated_depthwise_wide_left_padding(dilation, stride):
+    """Left padding up to 2 * dilation (the wrapper's limit): the first interior column j0 reaches
+    8 and more, so the 8-pixel interior blocks start past the row's first block; every ISA bit for
+    bit the scalar twin and within float32 rounding of the float64 engine."""
+    rng = np.random.default_rng(dilation * 10 + stride)
+    for c in (1, 9, 16, 17, 33):
+        k, b = rnd(rng, 3, 3, c), rnd(rng, c)
+        for w in range(2 * dilation + 1, 2 * dilation + 1 + 20 * stride, 3):
+            x = rnd(rng, 1, 2 * dilation + 2, w, c)
+            for pads in ((2 * dilation, 0, 2 * dilation, 0), (dilation, dilation, 2 * dilation, 1)):
+                got = same_on_every_isa(lambda isa: C.dwconv3x3_dilated(x, k, b, stride, dilation, pads, True,
+                                                                        scalar=isa))
+                want = K.depthwise3x3(x.astype(np.float64), k.astype(np.float64), stride, pads,
+                                      bias=b.astype(np.float64), relu6=True, dilation=dilation)
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
