@@ -65,8 +65,13 @@ def main():
             ks = rng.standard_normal((3, 3, 3, c)).astype(np.float32)
             xp = g(rng.standard_normal((2, 3, 5, c)))
             logits = g(rng.standard_normal((2, c)))
+            # no padding: the last window of the last row ends at x's last float
+            xv = g(rng.standard_normal((1, 9, 11, 3)))
+            xw = g(rng.standard_normal((1, 3, 101, 3)))  # 50 pixels: one full 48-pixel gather and a tail
             for isa in isas:
                 C.stem(xs, ks, b, same_pads(9, 3, 2) + same_pads(11, 3, 2), relu6=True, scalar=isa)
+                C.stem(xv, ks, b, (0, 0, 0, 0), relu6=True, scalar=isa)
+                C.stem(xw, ks, b, (0, 0, 0, 0), relu6=True, scalar=isa)
                 C.global_pool(xp, "avg", scalar=isa)
                 C.global_pool(xp, "max", scalar=isa)
                 C.softmax(logits, scalar=isa)
