@@ -338,6 +338,10 @@ def cpu_name():
 
 def run_c_mutants(cfiles, seed, timeout, only=None, tests_from=REPO, log=print):
     """Run each file's quota of seeded mutants (or exactly the mutant ids in ``only``)."""
+    if only is not None:
+        known = {c_mutant_id(f, pt) for f in cfiles for pt in c_mutation_points((REPO / "csrc" / f).read_text())}
+        if set(only) - known:
+            raise SystemExit(f"no such mutant: {', '.join(sorted(set(only) - known))}")
     build = CBuild(tests_from)
     results = []
     try:
