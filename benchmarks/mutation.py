@@ -55,8 +55,8 @@ TARGETS = {
     "hf_config": ["tests/test_hf_io.py", "tests/test_untrusted_hf_compare.py"],
     "hf": ["tests/test_hf_io.py", "tests/test_untrusted_hf_compare.py", "tests/test_hf.py"],
     "model": ["tests/test_model.py", "tests/test_arguments.py", "tests/test_engine.py", "tests/test_pickle.py"],
-    "plan": ["tests/test_plan.py", "tests/test_c_kernels_seg.py", "tests/test_engine.py"],
-    "pool": ["tests/test_plan.py", "tests/test_arguments.py", "tests/test_engine.py", "tests/test_service.py"],
+    "plan": ["tests/test_plan.py", "tests/test_plan_pool.py", "tests/test_c_kernels_seg.py", "tests/test_engine.py"],
+    "pool": ["tests/test_plan.py", "tests/test_plan_pool.py", "tests/test_arguments.py", "tests/test_engine.py", "tests/test_service.py"],
 }
 SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
          ast.NotEq: ast.Eq, ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv,
