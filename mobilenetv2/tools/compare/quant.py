@@ -7,9 +7,12 @@ rounds), rounds the folded weights onto the graph's own grid (per channel or per
 scales and zero points), the biases onto their int32 grid, and rounds every activation OTHER
 rounds (the input included) with that tensor's scale and zero point, clamped to its range.  Its
 floor is measured (``Reference.floors``): the same int8 reference run by our float32 engine
-against float64, never below one step at one value.  Where OTHER computes exactly what the
-patched reference computes, the only differences left are values that sat within float32
-rounding of a rounding boundary and landed a step apart: that is what "agrees" means at int8.
+against float64, never below one step at one value.  Each layer is run from OTHER's own tensors
+at its inputs: an int8 runtime's kernels (requantization, saturating multiply-adds) put the odd
+value a step away from exact arithmetic, and a step flipped early becomes hundreds downstream;
+run on OTHER's inputs, a layer that computes what the patched reference computes differs only by
+such steps, and that is what "agrees" means at int8.  A defect is still local to its layer and
+shows there (other pads on one conv change a whole border).
 """
 from dataclasses import dataclass
 
@@ -27,6 +30,7 @@ class QuantInfo:
     input: object   # QParams of OTHER's input rounding, or None
     weights: dict   # Keras conv / dense name -> (weight QParams, bias QParams or None, OTHER's
                     # dequantized weights in the Keras layout: the side it took at a rounding tie)
+    forced: dict = None  # Keras layer -> OTHER's tensor there (NHWC): what the int8 reference runs from
 
 
 def quant_info(other, matches, ref_layers):
@@ -59,11 +63,17 @@ def round_to_grid(x, scale, zero_point, qmin, qmax):
     return (q - zero_point) * scale
 
 
-def activation_fn(grid):
-    """The rounding of a layer's NHWC output (or (N, C) vector) onto an activation grid."""
+def activation_fn(grid, as_quantize_linear=False):
+    """The rounding of a layer's NHWC output (or (N, C) vector) onto an activation grid.
+    ``as_quantize_linear``: divide in float32 as ONNX Runtime's QuantizeLinear does, for the
+    input: preprocessed pixels (p / 127.5 - 1) on a 2/255 grid all sit on ties, which float32
+    and float64 division break differently."""
     def fn(y):
         c = y.shape[-1]
         s, z = _last_axis(grid.scale, c), _last_axis(grid.zero_point, c)
+        if as_quantize_linear:
+            q = np.clip(np.round(y.astype(np.float32) / s.astype(np.float32)) + z, grid.qmin, grid.qmax)
+            return ((q - z) * s).astype(y.dtype)
         return round_to_grid(y, s.astype(y.dtype), z.astype(y.dtype), grid.qmin, grid.qmax).astype(y.dtype, copy=False)
     return fn
 
@@ -169,10 +179,11 @@ def _int8_patch(ref, weight_grids, acts, input_grid):
             "the graph's scales and zero points")
     input_fn = None
     if input_grid is not None:
-        input_fn = activation_fn(input_grid)
+        input_fn = activation_fn(input_grid, as_quantize_linear=True)
         text += ", the input included"
     return Patch("precision", text, layers, input_fn=input_fn, post=post, steps=steps,
                  detail={"weights": "int8", "folded": True, "grid": f"OTHER's own, {kind}",
                          "activations": len(post), "input": input_grid is not None,
                          "floor": "measured: this int8 reference run by our float32 engine against float64, "
-                                  "at least one step at one value per layer"})
+                                  "at least one step at one value per layer",
+                         "inputs": "each layer run from OTHER's own tensors at its inputs"})

@@ -8,8 +8,10 @@ Layers are copied, never changed: the model stays as it was.
 
 A patch that rounds activations (``steps``) makes a float32 noise floor meaningless: a value
 near a rounding boundary lands on either side of it by float32 rounding alone, a whole step
-apart.  Its floor is measured instead (``Reference.floors``): the same patch run by our float32
-engine against float64, and never below one step at one value of the layer's tensor.
+apart, and such flips multiply through the layers after it.  So each layer of such a patch is
+run from OTHER's own tensors at its inputs (where OTHER has them), and its floor is measured
+(``Reference.floors``): the same patch run by our float32 engine against float64, and never
+below one step at one value of the layer's tensor.
 """
 import copy
 from dataclasses import dataclass, field
@@ -71,16 +73,23 @@ class Patch:
 NO_PATCH = Patch("none", "as is")
 
 
-def run_layers(layers, x, stop=None, cache=None, start=1, post=None):
+def run_layers(layers, x, stop=None, cache=None, start=1, post=None, feed=None):
     """Every layer's output (by name) up to and including ``stop``, each rounded by ``post``
-    where it names the layer; layers before index ``start`` are taken from ``cache``."""
+    where it names the layer; layers before index ``start`` are taken from ``cache``.  ``feed``
+    ({layer: array}): the layers after a fed layer read that array instead of its output (each
+    layer then computed from OTHER's own inputs), while its output is still what is returned."""
     out = {layers[0].name: x}
+    flow = out if not feed else dict(out)
     if cache is not None:
         for layer in layers[1:start]:
             out[layer.name] = cache[layer.name]
+            if feed:
+                flow[layer.name] = feed.get(layer.name, cache[layer.name])
     for layer in layers[start:]:
-        y = layer(*[out[i] for i in layer.inputs])
+        y = layer(*[flow[i] for i in layer.inputs])
         out[layer.name] = post[layer.name](y) if post and layer.name in post else y
+        if feed:
+            flow[layer.name] = feed[layer.name].astype(y.dtype, copy=False) if layer.name in feed else out[layer.name]
         if layer.name == stop:
             break
     return out
@@ -119,10 +128,19 @@ class Reference:
         if patch is NO_PATCH:
             return self.base()
         layers = self.patched_layers(patch)
+        feed = self._feed(patch)
         if patch.input_fn is not None:
-            return run_layers(layers, np.ascontiguousarray(patch.input_fn(self.x)), stop, post=patch.post)
+            return run_layers(layers, np.ascontiguousarray(patch.input_fn(self.x)), stop, post=patch.post, feed=feed)
         start = min((self.index[n] for n in list(patch.layers) + list(patch.post)), default=len(layers))
-        return run_layers(layers, self.x, stop, cache=self.base(), start=start, post=patch.post)
+        return run_layers(layers, self.x, stop, cache=self.base(), start=start, post=patch.post, feed=feed)
+
+    def _feed(self, patch):
+        """OTHER's own tensors to run each layer from, for a patch that rounds activations (an
+        int8 graph's rounding flips values a step either way by its kernels' arithmetic, and
+        those flips multiply downstream: each layer is checked on the inputs OTHER gave it)."""
+        if patch.steps is None or self.quant is None:
+            return None
+        return self.quant.forced or None
 
     def floors(self, patch, stop=None, names=None):
         """{layer: (relative L2 floor, max abs floor)} of a patch that rounds activations (see the
@@ -133,7 +151,7 @@ class Reference:
         from mobilenetv2.tools.compare.metrics import noise_floor
         x = patch.input_fn(self.x) if patch.input_fn is not None else self.x
         t32 = run_layers(self.patched_layers(patch, self.model32.layers), np.ascontiguousarray(x, np.float32),
-                         stop, post=patch.post)
+                         stop, post=patch.post, feed=self._feed(patch))
         t64 = self.trace(patch, stop)
         out = {}
         for name, ref in t64.items():

@@ -45,7 +45,9 @@ def format_table(report, all_layers=False):
         r.get("note") or f"rel L2 {r['rel_l2']:.3e} = {r['ratio']:.3g} x its floor {r['floor_rel_l2']:.2e}"))
     d = report["diagnosis"]
     for k, d in enumerate([d] + d.get("further", []) if d else []):
-        if k:
+        if k and k == 1 and d["cause"] == "precision" and "precision" in report["diagnosis"]["also"]:
+            lines.append(f"found first, at {d['layer']} (the rounding the cause above was diagnosed with):")
+        elif k:
             lines.append(f"next divergent layer with the causes above applied: {d['layer']}")
         also = f" (also: {', '.join(d['also'])})" if d["also"] else ""
         at = f" at {d['layer']}" if k == 0 and d["layer"] != first else ""
