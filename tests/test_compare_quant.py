@@ -162,3 +162,21 @@ def test_bfloat16_weights_are_precision_at_bfloat16_level(model, tmp_path):
     # the float16 patch does not explain it (bfloat16 has 3 fewer mantissa bits)
     f16 = torch_style(model, tmp_path / "f16.onnx", weights_dtype=np.float16)
     assert compare(f16, weights=model, random=1, seed=7)["diagnosis"]["evidence"][0]["detail"]["weights"] == "float16"
+
+
+def test_a_malformed_quantized_graph_is_an_input_error(clean_export, tmp_path, capsys):
+    """Scales from a stranger's file are checked: a per-channel scale of the wrong length, or a
+    zero scale, is exit 2 with one line, not a traceback or a NaN reference."""
+    from onnx import numpy_helper
+    path = quantize(clean_export, tmp_path / "int8.onnx")
+    for bad in ("short", "zero"):
+        m = onnx.load(path)
+        for i, t in enumerate(m.graph.initializer):
+            if t.name == "block_1_expand/W_scale":
+                a = numpy_helper.to_array(t)
+                a = a[:-1] if bad == "short" else np.zeros_like(a)
+                m.graph.initializer[i].CopyFrom(numpy_helper.from_array(a, t.name))
+        onnx.save(m, tmp_path / f"{bad}.onnx")
+        assert main(["compare", str(tmp_path / f"{bad}.onnx"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("mobilenetv2 compare: error:") and "block_1_expand" in err and "\n" not in err

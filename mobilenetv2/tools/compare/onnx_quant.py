@@ -10,6 +10,7 @@ a QOperator op's integer output is dequantized with its own scale and zero point
 """
 import numpy as np
 
+from mobilenetv2.tools.compare.errors import CompareError
 from mobilenetv2.tools.compare.graph import Node, QParams
 
 QOPERATOR_OPS = {"QLinearConv", "QLinearAdd", "QLinearGlobalAveragePool", "QGemm", "QLinearMul",
@@ -38,8 +39,15 @@ def dequantize_constants(graph, consts, helper):
             continue
         zp = consts[ins[2]] if ins[2] else None
         axis = _axis(node, helper)
-        grid = QParams.of(consts[ins[1]], zp, q.dtype, axis % max(q.ndim, 1))
-        consts[node.output[0]] = grid.dequantize(q)
+        try:
+            grid = QParams.of(consts[ins[1]], zp, q.dtype, axis % max(q.ndim, 1))
+            value = grid.dequantize(q)
+        except (ValueError, TypeError) as exc:  # a scale or zero point that does not fit the tensor
+            raise CompareError(f"DequantizeLinear {node.name or node.output[0]!r} of {ins[0]!r} {list(q.shape)}: its "
+                               f"scale {list(np.shape(consts[ins[1]]))} / zero point do not fit (axis {axis}): {exc}") from None
+        if not (np.all(np.isfinite(grid.scale)) and np.all(grid.scale > 0)):
+            raise CompareError(f"DequantizeLinear {node.name or node.output[0]!r}: scales must be finite and positive")
+        consts[node.output[0]] = value
         grids[node.output[0]] = grid
     return grids
 

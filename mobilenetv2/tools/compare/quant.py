@@ -84,8 +84,8 @@ def _weight_grid(grid, cout, w):
         amax = np.abs(w).reshape(-1, cout).max(axis=0)
         return np.where(amax > 0, amax / 127.0, 1.0), np.zeros(cout), -127, 127
     s, z = _last_axis(grid.scale, cout), _last_axis(grid.zero_point, cout)
-    if s is None or z is None:
-        return None
+    if s is None or z is None or not np.all(np.isfinite(s) & (s > 0)):
+        return None  # not a grid these weights can be rounded onto: no int8 patch
     return s, z, grid.qmin, grid.qmax
 
 
