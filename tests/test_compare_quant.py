@@ -84,7 +84,7 @@ def test_int8_graph_is_precision_at_int8_level(model, clean_export, tmp_path, fm
         assert 1e-3 < ev["before"]["rel_l2"] < 1e-1 and ev["before"]["ratio"] > 1e3 * report["factor"]
         assert ev["after"]["ratio"] <= report["factor"]
         fix = d["after_fix"]
-        assert fix["agrees"] and fix["floor"].startswith("measured int8") and fix["worst_ratio"] <= report["factor"]
+        assert fix["agrees"] and fix["floor"] == "measured int8 (quant.py)" and fix["worst_ratio"] <= report["factor"]
         assert not d["further"]
     # the float export of the same weights agrees at the float32 floor: int8 is told by measurement
     assert compare(clean_export, weights=model, batch=x)["agrees"]
@@ -180,3 +180,32 @@ def test_a_malformed_quantized_graph_is_an_input_error(clean_export, tmp_path, c
         assert main(["compare", str(tmp_path / f"{bad}.onnx"), "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("mobilenetv2 compare: error:") and "block_1_expand" in err and "\n" not in err
+
+
+def test_a_graph_computing_in_bfloat16(model, tmp_path):
+    """bfloat16 weights and a Cast to bfloat16 and back after every Conv, Clip and Add (what a
+    graph computing in bfloat16 rounds): precision at bfloat16 level, the activations rounded
+    where OTHER casts them, agreeing to the measured floor."""
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 rounding is made with ml_dtypes (onnx's dependency)")
+    from onnx import TensorProto, helper
+    m = onnx.load(torch_style(model, tmp_path / "bf16w.onnx", weights_dtype=ml_dtypes.bfloat16))
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
+    nodes = []
+    for n in m.graph.node:
+        nodes.append(n)
+        out = n.output[0]
+        if n.op_type in ("Conv", "Clip", "Add") and types.get(out) == TensorProto.FLOAT:
+            n.output[0] = out + "_f32"
+            nodes.append(helper.make_node("Cast", [out + "_f32"], [out + "_bf16"], to=TensorProto.BFLOAT16))
+            nodes.append(helper.make_node("Cast", [out + "_bf16"], [out], to=TensorProto.FLOAT))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.save(m, tmp_path / "bf16.onnx")
+    report = compare(str(tmp_path / "bf16.onnx"), weights=model, random=1, seed=7)
+    d = report["diagnosis"]
+    assert len(report["layers"]) == 99  # every layer mapped through its Cast pair
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("bn_Conv1", "precision", [])
+    ev = d["evidence"][0]
+    assert ev["detail"]["weights"] == "bfloat16" and ev["detail"]["activations"] == "bfloat16"
+    assert ev["after"]["ratio"] <= report["factor"]
+    assert d["after_fix"]["agrees"] and d["after_fix"]["floor"] == "measured bfloat16 (quant.py)"

@@ -145,7 +145,7 @@ def _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, b
     worst = max(fixed, key=lambda r: -1 if r["ratio"] is None else r["ratio"])
     d["after_fix"] = {"agrees": nxt is None, "first_divergent_layer": None if nxt is None else nxt["layer"],
                       "worst_layer": worst["layer"], "worst_ratio": worst["ratio"],
-                      "floor": "float32" if patch.steps is None else "measured int8 (quant.py)"}
+                      "floor": "float32" if patch.steps is None else f"measured {patch.detail.get('weights')} (quant.py)"}
     return d, patch, nxt
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from mobilenetv2 import layers as L
 from mobilenetv2.numpy_kernels import fold_batchnorm
-from mobilenetv2.tools.compare.quant import int8_patches
+from mobilenetv2.tools.compare.quant import int8_patches, rounded_compute
 from mobilenetv2.tools.compare.reference import NO_PATCH, Patch, PlainReLU, clone, fixed_pads
 
 CAUSES = ("padding", "bn_epsilon", "activation", "layout", "preprocessing", "class_offset",
@@ -253,6 +253,9 @@ def _precision(ref):
                 folded[x.name] = plain[x.name]
         out.append(Patch("precision", f"batch norms folded into the convolutions, then every weight rounded to {kind}",
                          folded, detail={"weights": kind, "folded": True}))
+        computing = rounded_compute(ref, kind, lambda y, kind=kind: _round(y, kind), out[-1])
+        if computing is not None:
+            out.append(computing)
     return out + int8_patches(ref)
 
 

@@ -77,6 +77,7 @@ class OtherModel:
     keras_weights: object = None     # Keras layer name -> its weight arrays (a Keras model)
     quant: dict = None               # tensor name -> QParams: OTHER's values there lie on that grid
     input_quant: object = None       # QParams of the rounding OTHER applies to its input, or None
+    float_rounding: dict = None      # tensor name -> 'bfloat16' / 'float16': OTHER rounds it there (Casts)
 
     def layout_of(self, tensor):
         return (self.layouts or {}).get(tensor) or self.activation_layout

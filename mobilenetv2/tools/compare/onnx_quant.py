@@ -147,3 +147,27 @@ def input_grid(nodes, input_name):
             elif n.op in ("qdq", "quant"):
                 return n.attrs["grid"]
     return None
+
+
+def collapse_casts(nodes, TensorProto):
+    """Each Cast to bfloat16 or float16 read only by a Cast back to float, as one ``qdq`` node
+    (``kind`` the narrow type, no grid): a graph computing in bfloat16 rounds its activations
+    there.  Return (nodes, {the float tensor after the pair: kind})."""
+    narrow = {TensorProto.BFLOAT16: "bfloat16", TensorProto.FLOAT16: "float16"}
+    consumers = {}
+    for n in nodes:
+        for i in n.inputs:
+            consumers.setdefault(i, []).append(n)
+    out, rounded, dropped = [], {}, set()
+    for n in nodes:
+        if id(n) in dropped:
+            continue
+        if n.op == "cast" and n.attrs.get("to") in narrow:
+            c = consumers.get(n.output, [])
+            if len(c) == 1 and c[0].op == "cast" and c[0].attrs.get("to") == TensorProto.FLOAT:
+                dropped.add(id(c[0]))
+                out.append(Node("qdq", n.inputs, c[0].output, n.name, dict(grid=None, kind=narrow[n.attrs["to"]])))
+                rounded[c[0].output] = narrow[n.attrs["to"]]
+                continue
+        out.append(n)
+    return out, rounded

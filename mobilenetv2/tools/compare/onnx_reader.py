@@ -11,7 +11,7 @@ from mobilenetv2.tools.compare.graph import Node, OtherModel
 _RESHAPES = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 _FLOAT_OPS = {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "Mul", "Sub", "Div", "Pad",
               "Transpose", "Reshape", "Flatten", "Squeeze", "GlobalAveragePool", "ReduceMean",
-              "Gemm", "MatMul", "Softmax", "Max", "Min", "Identity"}
+              "Gemm", "MatMul", "Softmax", "Max", "Min", "Identity", "Cast"}
 
 
 def _constants(graph, numpy_helper):
@@ -95,6 +95,8 @@ def _normalize(node, consts, helper, grids):
             weight=w, bias=bias, weight_q=grids.get(ins[1]), bias_q=grids.get(ins[2]) if op == "Gemm" and len(ins) > 2 else None))
     if op == "Softmax":
         return Node("softmax", [ins[0]], out, node.name)
+    if op == "Cast":
+        return Node("cast", [ins[0]], out, node.name, dict(to=a.get("to")))
     return Node("other", data, out, node.name, dict(kind=op))
 
 
@@ -155,6 +157,7 @@ def read_onnx(path):
     hw = None if None in hw else hw
     nodes = [n for n in (_normalize(node, consts, helper, grids) for node in graph.node) if n is not None]
     nodes, on_grid, to_dequantize = onnx_quant.collapse_qdq(nodes)
+    nodes, float_rounded = onnx_quant.collapse_casts(nodes, TensorProto)
     qoperator = any(n.op_type in onnx_quant.QOPERATOR_OPS for n in graph.node)
     layouts = _layouts(nodes, inp.name, layout)
 
@@ -215,6 +218,7 @@ def read_onnx(path):
 
     other = OtherModel("onnx", path, nodes, layout, hw, "NCHW", runner=run)
     other.layouts = layouts
+    other.float_rounding = float_rounded or None
     if on_grid:
         other.quant = on_grid
         other.input_quant = onnx_quant.input_grid(nodes, inp.name)

@@ -31,11 +31,14 @@ class QuantInfo:
     weights: dict   # Keras conv / dense name -> (weight QParams, bias QParams or None, OTHER's
                     # dequantized weights in the Keras layout: the side it took at a rounding tie)
     forced: dict = None  # Keras layer -> OTHER's tensor there (NHWC): what the int8 reference runs from
+    rounding: dict = None  # Keras layer -> 'bfloat16' / 'float16': OTHER rounds its output (Cast pairs)
 
 
 def quant_info(other, matches, ref_layers):
     """What OTHER rounds, by Keras layer name; None where OTHER is not a quantized graph."""
     acts = {m.layer: other.quant[m.tensor] for m in matches if m.tensor in (other.quant or {})}
+    rounding = {m.layer: other.float_rounding[m.tensor] for m in matches
+                if m.tensor in (getattr(other, "float_rounding", None) or {})}
     weights = {}
     convs = [n for n in other.nodes if n.op == "conv"]
     for node, layer in zip(convs, keras_convs(ref_layers)):
@@ -46,9 +49,27 @@ def quant_info(other, matches, ref_layers):
     dense = [n for n in other.nodes if n.op == "dense"]
     if dense and dense[-1].attrs.get("weight_q") is not None and any(x.name == "predictions" for x in ref_layers):
         weights["predictions"] = (dense[-1].attrs["weight_q"], dense[-1].attrs.get("bias_q"), dense[-1].attrs["weight"].T)
-    if not acts and not weights:
+    if not acts and not weights and not rounding:
         return None
-    return QuantInfo(acts, other.input_quant, weights)
+    return QuantInfo(acts, other.input_quant, weights, rounding=rounding or None)
+
+
+def rounded_compute(ref, kind, round_fn, folded):
+    """The patch of a graph computing in ``kind`` (bfloat16 / float16): the weights patch
+    ``folded`` plus every output OTHER rounds (its Cast pairs) rounded by ``round_fn``; its
+    floor is measured like int8's, at least one ulp of the layer's largest value."""
+    info = getattr(ref, "quant", None)
+    names = [k for k, v in ((info.rounding or {}) if info else {}).items() if v == kind and k in ref.index]
+    if not names:
+        return None
+    base = ref.base()
+    bits = 8 if kind == "bfloat16" else 11
+    post = {k: (lambda y: round_fn(y).astype(y.dtype)) for k in names}
+    steps = {k: float(np.max(np.abs(base[k]))) * 2.0 ** -bits for k in names}
+    return Patch("precision", f"{folded.text}, and the outputs of {len(names)} layers rounded to {kind} "
+                 "where OTHER casts them", folded.layers, post=post, steps=steps,
+                 detail=dict(folded.detail, activations=kind, rounded_layers=len(names),
+                             inputs="each layer run from OTHER's own tensors at its inputs"))
 
 
 def _last_axis(v, n):
