@@ -209,3 +209,27 @@ def test_a_graph_computing_in_bfloat16(model, tmp_path):
     assert ev["detail"]["weights"] == "bfloat16" and ev["detail"]["activations"] == "bfloat16"
     assert ev["after"]["ratio"] <= report["factor"]
     assert d["after_fix"]["agrees"] and d["after_fix"]["floor"] == "measured bfloat16 (quant.py)"
+
+
+def test_int8_tflite_made_by_ai_edge_quantizer(tmp_path):
+    """LiteRT int8: ../shared/peers' float .tflite quantized by Google's ai-edge-quantizer
+    (static int8 weights and activations, no TensorFlow) reads, maps and is precision at int8."""
+    pytest.importorskip("ai_edge_litert", reason="LiteRT is an optional extra (pip install 'mobilenetv2[litert]')")
+    aeq = pytest.importorskip("ai_edge_quantizer", reason="int8 .tflite files are made with ai-edge-quantizer "
+                                                          "(not a test extra)")
+    from conftest import require_shared
+    from ai_edge_litert.interpreter import Interpreter
+    src = str(require_shared("peers", "mobilenet_v2_0.35_96_synthetic.tflite"))
+    sig = Interpreter(model_path=src).get_signature_list()
+    key = next(iter(sig))
+    q = aeq.quantizer.Quantizer(src)
+    q.load_quantization_recipe(aeq.recipe.static_wi8_ai8())
+    calibration = q.calibrate({key: [{sig[key]["inputs"][0]: pixels(1, seed)} for seed in range(4)]})
+    path = str(tmp_path / "int8.tflite")
+    q.quantize(calibration).export_model(path, overwrite=True)
+    report = compare(path, random=2, seed=3)
+    d = report["diagnosis"]
+    assert report["other"]["kind"] == "tflite (int8)" and len(report["layers"]) == 64
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("Conv1_relu", "precision", [])
+    assert d["evidence"][0]["detail"]["weights"] == "int8" and d["evidence"][0]["detail"]["input"] is True
+    assert d["evidence"][0]["after"]["ratio"] <= report["factor"] and d["after_fix"]["agrees"]
