@@ -11,6 +11,7 @@ from mobilenetv2.tools.compare.diagnose import diagnose
 from mobilenetv2.tools.compare.errors import CompareError
 from mobilenetv2.tools.compare.inputs import make_input
 from mobilenetv2.tools.compare.metrics import DEFAULT_FACTOR, layer_row, metrics, noise_floor
+from mobilenetv2.tools.compare.quant import quant_info
 from mobilenetv2.tools.compare.reference import NO_PATCH, Reference
 
 SCHEMA = "mobilenetv2.compare/1"
@@ -101,7 +102,8 @@ def _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, b
         if np.shape(got) != np.shape(want):
             return (np.inf, np.inf)
         e = metrics(got, want)["rel_l2"]
-        return (e / floor, e)
+        measured = ref.floors(patch, stop=layer, names=(layer,))  # a patch rounding activations: its own floor
+        return (e / (measured[layer][0] if measured and layer in measured else floor), e)
     score.factor = factor
     i = next(k for k, r in enumerate(rows) if r["layer"] == layer)
     d = diagnose(ref, layer, score, other_arr, np.shape(other_arr), base=base,
@@ -113,7 +115,7 @@ def _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, b
     bar("checking every layer with the diagnosis applied")
 
     def next_divergent(p):
-        fixed = _rows(ref.trace(p), floors, other_out, matches, o, factor, p)
+        fixed = _rows(ref.trace(p), ref.floors(p, names=floors) or floors, other_out, matches, o, factor, p)
         return next((r for r in fixed if not r["agrees"]), None)
 
     def touches(p):
@@ -139,8 +141,23 @@ def _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, b
         if n2 is None or ref.index[n2["layer"]] > ref.index[nxt["layer"]]:
             nxt, patch, d["scope"] = n2, everywhere, "every batch norm"
             d["evidence"][0]["applied"] += "; the same in every batch norm"
-    d["after_fix"] = {"agrees": nxt is None, "first_divergent_layer": None if nxt is None else nxt["layer"]}
+    fixed = _rows(ref.trace(patch), ref.floors(patch, names=floors) or floors, other_out, matches, o, factor, patch)
+    worst = max(fixed, key=lambda r: -1 if r["ratio"] is None else r["ratio"])
+    d["after_fix"] = {"agrees": nxt is None, "first_divergent_layer": None if nxt is None else nxt["layer"],
+                      "worst_layer": worst["layer"], "worst_ratio": worst["ratio"],
+                      "floor": "float32" if patch.steps is None else f"measured {patch.detail.get('weights')} (quant.py)"}
     return d, patch, nxt
+
+
+def _defect_first(found):
+    """The report's diagnosis from the causes found in order.  Rounding (``precision``) shows at
+    the first layer and everywhere after; a defect found once it is applied (pads on one layer
+    of an int8 graph) is what the user must fix: it leads, ``precision`` goes to its ``also``."""
+    k = next((i for i, d in enumerate(found) if d["cause"] not in ("precision", "unexplained")), None)
+    if found[0]["cause"] != "precision" or k is None:
+        return dict(found[0], further=found[1:])
+    lead = dict(found[k], also=list(found[k]["also"]) + ["precision"] * ("precision" not in found[k]["also"]))
+    return dict(lead, further=found[:k] + found[k + 1:])
 
 
 def compare(other, weights=None, images=None, random=None, seed=0, batch=None, mapping=None,
@@ -193,6 +210,7 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     for m in matches:
         if m.layer == m64.layers[0].name:
             raise CompareError("the mapping names the input layer; map it with the \"input\" key instead")
+    ref.quant = quant_info(o, matches, m64.layers)
     bar = _Progress(progress, 4 + 40)
     bar("running OTHER")
     other_out = o.run(x)
@@ -204,6 +222,11 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     bar("running our float32 engine (noise floor)")
     ref32 = ref.float32_trace()
     floors = {m.layer: noise_floor(ref32[m.layer], ref_trace[m.layer]) for m in matches}
+    if ref.quant is not None:  # what an int8 reference runs each layer from: OTHER's own tensors
+        ref.quant.forced = {m.layer: np.asarray(M.to_nhwc(other_out[m.tensor], ref_trace[m.layer].shape,
+                                                          o.layout_of(m.tensor))[0], np.float64)
+                            for m in matches if m.layer in ref_trace}
+        ref.quant.forced = {k: v for k, v in ref.quant.forced.items() if v.shape == ref_trace[k].shape}
     rows = _rows(ref_trace, floors, other_out, matches, o, factor)
     first = next((r for r in rows if not r["agrees"]), None)
     report = {
@@ -227,6 +250,6 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         if base is None:
             break
     if further:
-        report["diagnosis"] = dict(further[0], further=further[1:])
+        report["diagnosis"] = _defect_first(further)
     bar.close()
     return report

@@ -7,7 +7,8 @@ Causes (a fixed vocabulary): ``padding`` (other pads on the layer's convolution)
 input's channels permuted, e.g. BGR, its height and width transposed, or an NHWC buffer read as
 NCHW), ``preprocessing`` (an affine map of the input, fitted per channel), ``class_offset`` (a
 1001-class head, or the class axis shifted by one), ``precision`` (weights rounded to float16 or
-bfloat16, folded or not), ``unexplained`` (nothing tried brings OTHER to its floor).  Where no
+bfloat16, folded or not; int8 weights, and for a quantized graph int8 as it computes: see
+quant.py), ``unexplained`` (nothing tried brings OTHER to its floor).  Where no
 single defect explains the layer, the best one is kept and the others are tried on top of it: two
 defects found together are reported with the one that explains most first, the other in ``also``.
 """
@@ -17,6 +18,7 @@ import numpy as np
 
 from mobilenetv2 import layers as L
 from mobilenetv2.numpy_kernels import fold_batchnorm
+from mobilenetv2.tools.compare.quant import int8_patches, rounded_compute
 from mobilenetv2.tools.compare.reference import NO_PATCH, Patch, PlainReLU, clone, fixed_pads
 
 CAUSES = ("padding", "bn_epsilon", "activation", "layout", "preprocessing", "class_offset",
@@ -220,9 +222,10 @@ def _round(w, kind):
     w = np.asarray(w, np.float64)
     if kind == "float16":
         return w.astype(np.float16).astype(np.float64)
-    bits = w.astype(np.float32).view(np.uint32).astype(np.uint64)
-    bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16  # round to nearest even
-    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+    # bfloat16 keeps 8 significant bits: round the float64 value to them once, ties to even (going
+    # through float32 first would round twice, and a weight near a tie would land an ulp away)
+    m, e = np.frexp(w)
+    return np.ldexp(np.round(m * 256.0) / 256.0, e)
 
 
 def _precision(ref):
@@ -250,7 +253,10 @@ def _precision(ref):
                 folded[x.name] = plain[x.name]
         out.append(Patch("precision", f"batch norms folded into the convolutions, then every weight rounded to {kind}",
                          folded, detail={"weights": kind, "folded": True}))
-    return out
+        computing = rounded_compute(ref, kind, lambda y, kind=kind: _round(y, kind), out[-1])
+        if computing is not None:
+            out.append(computing)
+    return out + int8_patches(ref)
 
 
 def _class_offset(ref, layer, other_shape):
@@ -318,7 +324,8 @@ def diagnose(ref, layer, score, other_arr, other_shape, previous=None, progress=
                 "before": {"rel_l2": before[1], "ratio": before[0]},
                 "after": {"rel_l2": after[1], "ratio": after[0]}, "detail": p.detail}
 
-    scored = run(candidates(ref, layer, other_arr, other_shape, base=base, previous=previous))
+    rounded = ("precision",) if "weights" in base.detail else ()  # rounding already applied: not again
+    scored = run(candidates(ref, layer, other_arr, other_shape, base=base, previous=previous, skip=rounded))
     ok = [s for s in scored if s[0][0] <= score.factor]  # in the candidates' order: simplest first
     if ok:
         (after, p) = ok[0]
@@ -329,7 +336,7 @@ def diagnose(ref, layer, score, other_arr, other_shape, previous=None, progress=
     if finite:
         (after1, p1) = min(finite, key=lambda s: s[0][0])
         if before[0] is None or after1[0] < before[0] / 2:
-            seconds = candidates(ref, layer, other_arr, other_shape, base=full(p1), skip=(p1.cause,),
+            seconds = candidates(ref, layer, other_arr, other_shape, base=full(p1), skip=(p1.cause,) + rounded,
                                  previous=previous)
             scored2 = [(s, p2) for (s, _), p2 in zip(run([p1 + p2 for p2 in seconds]), seconds)]
             ok2 = [s for s in scored2 if s[0][0] <= score.factor]

@@ -6,7 +6,10 @@ Every reader (ONNX, TFLite, a tensor dump, a live torch/Keras object) produces a
   None, ``bias``, ``group``, ``stride``), ``bn`` (``gamma``, ``beta``, ``mean``, ``var``, ``eps``),
   ``relu``, ``clip`` (``lo``, ``hi``), ``add`` (two activations), ``affine`` (a Mul/Add/Sub/Div by
   a constant), ``pad``, ``reshape`` (Transpose, Reshape, Flatten, Squeeze, Identity), ``pool``
-  (global average), ``dense`` (``weight`` (out, in), ``bias``), ``softmax``, ``other``;
+  (global average), ``dense`` (``weight`` (out, in), ``bias``), ``softmax``, ``qdq`` (a
+  QuantizeLinear -> DequantizeLinear pair: the values rounded onto an integer grid), ``other``;
+  a conv or dense read from a quantized graph carries ``weight_q`` / ``bias_q``, the graph's own
+  quantization of its weights (``QParams``), its ``weight`` being their dequantized values;
 - ``run(x)``: the named tensors OTHER computed for an NHWC float32 batch ``x`` (transposed to
   OTHER's input layout by the reader);
 - ``input_layout`` ('NCHW' or 'NHWC'), ``input_hw`` ((H, W) or None where dynamic),
@@ -14,6 +17,38 @@ Every reader (ONNX, TFLite, a tensor dump, a live torch/Keras object) produces a
   own input, NHWC, or None where OTHER can be run on any input).
 """
 from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class QParams:
+    """An integer grid: value = (q - zero_point) * scale, q in [qmin, qmax]; ``scale`` and
+    ``zero_point`` per tensor (scalars) or per channel along ``axis``."""
+    scale: object
+    zero_point: object
+    qmin: int
+    qmax: int
+    axis: int = 1
+
+    @classmethod
+    def of(cls, scale, zero_point, dtype, axis=1):
+        info = np.iinfo(dtype)
+        zp = np.zeros_like(np.asarray(scale), np.int64) if zero_point is None else np.asarray(zero_point, np.int64)
+        return cls(np.asarray(scale, np.float64), zp, int(info.min), int(info.max), axis)
+
+    @property
+    def bits(self):
+        return int(np.log2(self.qmax - self.qmin + 1))
+
+    def dequantize(self, q):
+        q = np.asarray(q, np.float64)
+        s, z = self.scale, self.zero_point
+        if np.ndim(s):
+            shape = [1] * q.ndim
+            shape[self.axis] = -1
+            s, z = s.reshape(shape), z.reshape(shape)
+        return (q - z) * s
 
 
 @dataclass
@@ -40,6 +75,9 @@ class OtherModel:
     layouts: dict = None             # tensor name -> 'NCHW' / 'NHWC' where the reader knows it
     tensor_names: list = None        # names OTHER's run() returns where it has no nodes (a Keras model)
     keras_weights: object = None     # Keras layer name -> its weight arrays (a Keras model)
+    quant: dict = None               # tensor name -> QParams: OTHER's values there lie on that grid
+    input_quant: object = None       # QParams of the rounding OTHER applies to its input, or None
+    float_rounding: dict = None      # tensor name -> 'bfloat16' / 'float16': OTHER rounds it there (Casts)
 
     def layout_of(self, tensor):
         return (self.layouts or {}).get(tensor) or self.activation_layout

@@ -5,6 +5,9 @@ By the network's fixed topology: the i-th convolution OTHER runs is the i-th of 
 BatchNormalization node, a Clip/Relu, an Add of two activations, the pooling and the dense head)
 is named from the Keras layers that follow that convolution.  A conv with its batch norm folded
 in (conv + bias) maps to the Keras ``*_BN`` layer; one that also carries its ReLU6 (TFLite) to
+``*_relu``.  In a quantized graph the layer's tensor is the one after its QuantizeLinear ->
+DequantizeLinear pair (or a QOperator op's integer output); a conv whose output grid starts at
+zero carries its ReLU6 in that grid (ONNX Runtime's quantizer drops the Clip) and maps to
 ``*_relu``.  A JSON mapping file (``{"input": ..., "layout": ..., "tensors": {OTHER: KERAS}}``)
 overrides all of this and is how a tensor dump is mapped (or its arrays are named as Keras's).
 """
@@ -118,6 +121,17 @@ def map_by_topology(other, ref_layers):
         matches.append(Match(layer, tensor, how))
         mapped[layer] = tensor
 
+    grids = other.quant or {}
+
+    def rounded(tensor):
+        """``tensor``, or the output of the Q -> DQ pair that rounds it onto an integer grid."""
+        q = only(tensor, ("qdq",))
+        return q.output if q is not None else tensor
+
+    def relu_in_grid(tensor):
+        g = grids.get(tensor)
+        return g is not None and np.all(g.zero_point == g.qmin) and only(tensor, ("clip", "relu")) is None
+
     for i, (node, layer) in enumerate(zip(convs, keras_convs(ref_layers))):
         bn = readers[layer.name][0]
         after = readers.get(bn.name, [])
@@ -144,14 +158,21 @@ def map_by_topology(other, ref_layers):
             if other.fused_activations and act is not None:
                 add(act.name, t, f"{where} with BN and ReLU6 fused into it (activation by topology)")
                 continue
-            add(bn.name, t, f"{where} with BN folded in" + (" (BN as Mul/Add)" if chain else ""))
+            q = rounded(t)
+            if act is not None and relu_in_grid(q):
+                add(act.name, q, f"{where} with BN folded in, ReLU6 in its int8 output grid (zero point at its minimum)")
+                continue
+            how = f"{where} with BN folded in" + (" (BN as Mul/Add)" if chain else "")
+            how += ", after its QuantizeLinear/DequantizeLinear" if q != t else (", its int8 output" if t in grids else "")
+            t = q
+            add(bn.name, t, how)
         if act is not None:
             a = only(t, ("clip", "relu"))
             if a is not None:
                 nxt2 = only(a.output, ("clip",))  # Max then Min
                 if nxt2 is not None and a.op == "clip" and a.attrs.get("op"):
                     a = nxt2
-                add(act.name, a.output, f"{a.op} node after {bn.name}")
+                add(act.name, rounded(a.output), f"{a.op} node after {bn.name}")
         if residual is not None:
             seen, add_node = [t], None
             while add_node is None and seen:  # through layout changes, as above
@@ -162,26 +183,26 @@ def map_by_topology(other, ref_layers):
                     elif n.op == "reshape" and n.attrs.get("kind") in ("Transpose", "Identity"):
                         seen.append(n.output)
             if add_node is not None:
-                add(residual.name, add_node.output, "Add of two activations after " + bn.name)
+                add(residual.name, rounded(add_node.output), "Add of two activations after " + bn.name)
     # the head: pooling, then the dense classifier
     last = matches[-1].tensor
     names = {x.name: x for x in ref_layers}
     pool = next((n for n in nodes if n.op == "pool" and last in n.inputs), None)
     gap = next((x.name for x in ref_layers if isinstance(x, L.GlobalAveragePooling2D)), None)
     if pool is not None and gap is not None:
-        t, how = pool.output, "global average pooling"
+        t, how = rounded(pool.output), "global average pooling"
         while True:
             nxt = only(t, ("reshape",))
             if nxt is None:
                 break
-            t, how = nxt.output, how + " + " + nxt.attrs.get("kind", "reshape")
+            t, how = rounded(nxt.output), how + " + " + nxt.attrs.get("kind", "reshape")
         add(gap, t, how)
         dense = only(t, ("dense",))
         if dense is not None and "predictions" in names:
-            t, how = dense.output, "dense layer after the pooling"
+            t, how = rounded(dense.output), "dense layer after the pooling"
             nxt = only(t, ("affine",))
             if nxt is not None:
-                t, how = nxt.output, how + " + bias"
+                t, how = rounded(nxt.output), how + " + bias"
             add("predictions", t, how)
     order = {x.name: i for i, x in enumerate(ref_layers)}
     return sorted(matches, key=lambda m: order[m.layer])

@@ -5,12 +5,13 @@ import os
 import numpy as np
 
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
+from mobilenetv2.tools.compare import onnx_quant
 from mobilenetv2.tools.compare.graph import Node, OtherModel
 
 _RESHAPES = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 _FLOAT_OPS = {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "Mul", "Sub", "Div", "Pad",
               "Transpose", "Reshape", "Flatten", "Squeeze", "GlobalAveragePool", "ReduceMean",
-              "Gemm", "MatMul", "Softmax", "Max", "Min", "Identity"}
+              "Gemm", "MatMul", "Softmax", "Max", "Min", "Identity", "Cast"}
 
 
 def _constants(graph, numpy_helper):
@@ -38,19 +39,23 @@ def _attrs(node, helper):
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _normalize(node, consts, helper):
+def _normalize(node, consts, helper, grids):
     """One ONNX node as a compare Node, or None for nodes that compute only constants."""
     op, ins, out = node.op_type, list(node.input), node.output[0] if node.output else ""
     if op == "Constant" or (ins and all(i in consts or i == "" for i in ins)):
         return None
     a = _attrs(node, helper)
+    quantized = onnx_quant.normalize(node, consts, grids, a)
+    if quantized is not None:
+        return quantized
     data = [i for i in ins if i and i not in consts]
     if op == "Conv":
         w = consts.get(ins[1])
         bias = consts.get(ins[2]) if len(ins) > 2 and ins[2] else None
         return Node("conv", [ins[0]], out, node.name, dict(
             weight=None if w is None else np.asarray(w, np.float64), bias=bias, group=a.get("group", 1),
-            stride=tuple(a.get("strides", (1, 1))), pads=a.get("pads")))
+            stride=tuple(a.get("strides", (1, 1))), pads=a.get("pads"),
+            weight_q=grids.get(ins[1]), bias_q=grids.get(ins[2]) if len(ins) > 2 else None))
     if op == "BatchNormalization":
         g, b, m, v = (consts.get(i) for i in ins[1:5])
         return Node("bn", [ins[0]], out, node.name, dict(gamma=g, beta=b, mean=m, var=v,
@@ -86,9 +91,12 @@ def _normalize(node, consts, helper):
         bias = consts.get(ins[2]) if op == "Gemm" and len(ins) > 2 and ins[2] else None
         if bias is not None:
             bias = np.asarray(bias, np.float64) * a.get("beta", 1.0)
-        return Node("dense", [ins[0]], out, node.name, dict(weight=w, bias=bias))
+        return Node("dense", [ins[0]], out, node.name, dict(
+            weight=w, bias=bias, weight_q=grids.get(ins[1]), bias_q=grids.get(ins[2]) if op == "Gemm" and len(ins) > 2 else None))
     if op == "Softmax":
         return Node("softmax", [ins[0]], out, node.name)
+    if op == "Cast":
+        return Node("cast", [ins[0]], out, node.name, dict(to=a.get("to")))
     return Node("other", data, out, node.name, dict(kind=op))
 
 
@@ -130,6 +138,7 @@ def read_onnx(path):
             raise CompareError(f"{path!r} uses ONNX local functions: install onnx >= 1.16 to inline them") from None
     graph = model.graph
     consts = _constants(graph, numpy_helper)
+    grids = onnx_quant.dequantize_constants(graph, consts, helper)
     inputs = [i for i in graph.input if i.name not in consts]
     if len(inputs) != 1:
         raise CompareError(f"{path!r} has {len(inputs)} inputs ({[i.name for i in inputs]}); "
@@ -146,7 +155,10 @@ def read_onnx(path):
         raise CompareError(f"{path!r}: input shape {dims} has 3 channels neither at axis 1 (NCHW) "
                            "nor at axis 3 (NHWC)")
     hw = None if None in hw else hw
-    nodes = [n for n in (_normalize(node, consts, helper) for node in graph.node) if n is not None]
+    nodes = [n for n in (_normalize(node, consts, helper, grids) for node in graph.node) if n is not None]
+    nodes, on_grid, to_dequantize = onnx_quant.collapse_qdq(nodes)
+    nodes, float_rounded = onnx_quant.collapse_casts(nodes, TensorProto)
+    qoperator = any(n.op_type in onnx_quant.QOPERATOR_OPS for n in graph.node)
     layouts = _layouts(nodes, inp.name, layout)
 
     # A copy with every float intermediate tensor as an output (types from shape inference).
@@ -158,16 +170,26 @@ def read_onnx(path):
     except Exception:
         types = {}
     have = {o.name for o in probe.graph.output}
+    # In a quantized graph a float tensor read only by a QuantizeLinear is one ONNX Runtime fuses
+    # away (DQ -> Conv -> Q becomes QLinearConv): asking for it would make ORT run the float op.
+    quantizes = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
     for node in graph.node:
-        if node.op_type not in _FLOAT_OPS:
+        wanted = node.op_type in _FLOAT_OPS or node.op_type in onnx_quant.QOPERATOR_OPS or (
+            node.op_type in ("DequantizeLinear", "QuantizeLinear") and node.output and node.output[0] in on_grid)
+        if not wanted:
             continue
         for name in node.output:
-            if name and name not in have and name not in consts:
-                if types.get(name, TensorProto.FLOAT) == TensorProto.FLOAT:
-                    probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+            if name and name not in have and name not in consts and name not in quantizes:
+                kind = types.get(name, None if qoperator else TensorProto.FLOAT)  # unknown: int8 or float?
+                if name in to_dequantize:
+                    kind = types.get(name) or (TensorProto.INT8 if to_dequantize[name].qmin < 0 else TensorProto.UINT8)
+                if kind == TensorProto.FLOAT or name in to_dequantize:
+                    probe.graph.output.append(helper.make_tensor_value_info(name, kind, None))
                     have.add(name)
     try:
-        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # no warning per initializer the probe leaves unused
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise CompareError(f"ONNX Runtime cannot load {path!r}: {exc}") from None
     names = [o.name for o in session.get_outputs()]
@@ -180,15 +202,27 @@ def read_onnx(path):
         except Exception as exc:  # onnxruntime's own exception types
             raise CompareError(f"ONNX Runtime failed running {path!r} on input {list(feed.shape)}: {exc}") from None
 
-    def run(x):
+    def run_all(x):
         feed = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "NCHW" else x, np.float32)
         if not batch or len(feed) == batch or len(feed) % batch:
             return dict(zip(names, run_one(feed)))
         parts = [run_one(feed[i:i + batch]) for i in range(0, len(feed), batch)]
         return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)}
 
+    def run(x):
+        out = run_all(x)
+        for name, grid in to_dequantize.items():  # QOperator's integer tensors, as float values
+            if name in out and np.asarray(out[name]).dtype.kind in "iu":
+                out[name] = grid.dequantize(out[name])
+        return out
+
     other = OtherModel("onnx", path, nodes, layout, hw, "NCHW", runner=run)
     other.layouts = layouts
+    other.float_rounding = float_rounded or None
+    if on_grid:
+        other.quant = on_grid
+        other.input_quant = onnx_quant.input_grid(nodes, inp.name)
+        other.kind = "onnx (int8)" if all(g.bits <= 8 for g in on_grid.values()) else "onnx (quantized)"
     return other
 
 

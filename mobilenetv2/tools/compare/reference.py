@@ -2,8 +2,16 @@
 
 A ``Patch`` is one suspected defect of OTHER reproduced on our side: it replaces some layers by
 modified copies (other pads, another epsilon, ReLU for ReLU6, rounded weights), transforms the
-input (a permutation, a transposition, an affine map), or transforms OTHER's tensor at a layer
-(a shifted class axis).  Layers are copied, never changed: the model stays as it was.
+input (a permutation, a transposition, an affine map), rounds layers' outputs (``post``: int8
+activations on OTHER's grid), or transforms OTHER's tensor at a layer (a shifted class axis).
+Layers are copied, never changed: the model stays as it was.
+
+A patch that rounds activations (``steps``) makes a float32 noise floor meaningless: a value
+near a rounding boundary lands on either side of it by float32 rounding alone, a whole step
+apart, and such flips multiply through the layers after it.  So each layer of such a patch is
+run from OTHER's own tensors at its inputs (where OTHER has them), and its floor is measured
+(``Reference.floors``): the same patch run by our float32 engine against float64, and never
+below one step at one value of the layer's tensor.
 """
 import copy
 from dataclasses import dataclass, field
@@ -43,6 +51,8 @@ class Patch:
     other_fn: dict = field(default_factory=dict)  # Keras name -> function(OTHER's array) -> array
     ref_fn: dict = field(default_factory=dict)    # Keras name -> function(reference's array) -> array
     detail: dict = field(default_factory=dict)   # values for the JSON report (fitted epsilon, ...)
+    post: dict = field(default_factory=dict)     # Keras name -> function(layer's output) -> rounded output
+    steps: dict = None                           # Keras name -> the rounding step there: floors are measured
 
     def __add__(self, other):
         def compose(f, g):
@@ -51,23 +61,35 @@ class Patch:
         for k, fn in other.layers.items():
             first = layers.get(k)
             layers[k] = fn if first is None else (lambda layer, a=first, b=fn: b(a(layer)))
+        post = dict(self.post)
+        for k, fn in other.post.items():
+            post[k] = compose(post.get(k), fn)
+        steps = None if self.steps is None and other.steps is None else {**(self.steps or {}), **(other.steps or {})}
         return Patch(self.cause, self.text + "; " + other.text, layers,
                      compose(self.input_fn, other.input_fn), {**self.other_fn, **other.other_fn},
-                     {**self.ref_fn, **other.ref_fn}, {**self.detail, **other.detail})
+                     {**self.ref_fn, **other.ref_fn}, {**self.detail, **other.detail}, post, steps)
 
 
 NO_PATCH = Patch("none", "as is")
 
 
-def run_layers(layers, x, stop=None, cache=None, start=1):
-    """Every layer's output (by name) up to and including ``stop``; layers before index ``start``
-    are taken from ``cache``."""
+def run_layers(layers, x, stop=None, cache=None, start=1, post=None, feed=None):
+    """Every layer's output (by name) up to and including ``stop``, each rounded by ``post``
+    where it names the layer; layers before index ``start`` are taken from ``cache``.  ``feed``
+    ({layer: array}): the layers after a fed layer read that array instead of its output (each
+    layer then computed from OTHER's own inputs), while its output is still what is returned."""
     out = {layers[0].name: x}
+    flow = out if not feed else dict(out)
     if cache is not None:
         for layer in layers[1:start]:
             out[layer.name] = cache[layer.name]
+            if feed:
+                flow[layer.name] = feed.get(layer.name, cache[layer.name])
     for layer in layers[start:]:
-        out[layer.name] = layer(*[out[i] for i in layer.inputs])
+        y = layer(*[flow[i] for i in layer.inputs])
+        out[layer.name] = post[layer.name](y) if post and layer.name in post else y
+        if feed:
+            flow[layer.name] = feed[layer.name].astype(y.dtype, copy=False) if layer.name in feed else out[layer.name]
         if layer.name == stop:
             break
     return out
@@ -84,6 +106,7 @@ class Reference:
         self.layers = model64.layers
         self.index = {layer.name: i for i, layer in enumerate(self.layers)}
         self._base = None
+        self.quant = None  # quant.QuantInfo where OTHER is a quantized graph
 
     def base(self):
         if self._base is None:
@@ -94,8 +117,8 @@ class Reference:
         """Our own float32 NumPy engine on the same input (the noise floor's other side)."""
         return run_layers(self.model32.layers, self.x.astype(np.float32))
 
-    def patched_layers(self, patch):
-        layers = list(self.layers)
+    def patched_layers(self, patch, layers=None):
+        layers = list(self.layers if layers is None else layers)
         for name, fn in patch.layers.items():
             i = self.index[name]
             layers[i] = fn(layers[i])
@@ -105,10 +128,42 @@ class Reference:
         if patch is NO_PATCH:
             return self.base()
         layers = self.patched_layers(patch)
+        feed = self._feed(patch)
         if patch.input_fn is not None:
-            return run_layers(layers, np.ascontiguousarray(patch.input_fn(self.x)), stop)
-        start = min((self.index[n] for n in patch.layers), default=len(layers))
-        return run_layers(layers, self.x, stop, cache=self.base(), start=start)
+            return run_layers(layers, np.ascontiguousarray(patch.input_fn(self.x)), stop, post=patch.post, feed=feed)
+        start = min((self.index[n] for n in list(patch.layers) + list(patch.post)), default=len(layers))
+        return run_layers(layers, self.x, stop, cache=self.base(), start=start, post=patch.post, feed=feed)
+
+    def _feed(self, patch):
+        """OTHER's own tensors to run each layer from, for a patch that rounds activations (an
+        int8 graph's rounding flips values a step either way by its kernels' arithmetic, and
+        those flips multiply downstream: each layer is checked on the inputs OTHER gave it)."""
+        if patch.steps is None or self.quant is None:
+            return None
+        return self.quant.forced or None
+
+    def floors(self, patch, stop=None, names=None):
+        """{layer: (relative L2 floor, max abs floor)} of a patch that rounds activations (see the
+        module's text), at the layers ``names`` (all by default), or None for a patch that does
+        not round activations (the float32 floors hold)."""
+        if patch.steps is None:
+            return None
+        from mobilenetv2.tools.compare.metrics import noise_floor
+        x = patch.input_fn(self.x) if patch.input_fn is not None else self.x
+        t32 = run_layers(self.patched_layers(patch, self.model32.layers), np.ascontiguousarray(x, np.float32),
+                         stop, post=patch.post, feed=self._feed(patch))
+        t64 = self.trace(patch, stop)
+        out = {}
+        for name, ref in t64.items():
+            if name not in t32 or name == self.layers[0].name or (names is not None and name not in names):
+                continue
+            rel, mx = noise_floor(t32[name], ref)
+            step = patch.steps.get(name)
+            if step is not None:
+                norm = float(np.linalg.norm(np.asarray(ref, np.float64).ravel()))
+                rel, mx = max(rel, step / norm if norm > 0 else 0.0), max(mx, step)
+            out[name] = (rel, mx)
+        return out
 
     def unit_of(self, name):
         """The convolution (or dense) layer whose unit (conv -> BN -> ReLU6 -> add) ``name`` is in."""

@@ -45,10 +45,13 @@ def format_table(report, all_layers=False):
         r.get("note") or f"rel L2 {r['rel_l2']:.3e} = {r['ratio']:.3g} x its floor {r['floor_rel_l2']:.2e}"))
     d = report["diagnosis"]
     for k, d in enumerate([d] + d.get("further", []) if d else []):
-        if k:
+        if k and k == 1 and d["cause"] == "precision" and "precision" in report["diagnosis"]["also"]:
+            lines.append(f"found first, at {d['layer']} (the rounding the cause above was diagnosed with):")
+        elif k:
             lines.append(f"next divergent layer with the causes above applied: {d['layer']}")
         also = f" (also: {', '.join(d['also'])})" if d["also"] else ""
-        lines.append(f"cause: {d['cause']}{also}" + (f", in {d['scope']}" if d.get("scope") not in (None, "this layer") else ""))
+        at = f" at {d['layer']}" if k == 0 and d["layer"] != first else ""
+        lines.append(f"cause: {d['cause']}{also}{at}" + (f", in {d['scope']}" if d.get("scope") not in (None, "this layer") else ""))
         for e in d["evidence"]:
             b, a = e["before"], e["after"]
             label = "closest (not confirmed)" if d["cause"] == "unexplained" else "confirmed"
@@ -60,7 +63,10 @@ def format_table(report, all_layers=False):
             lines.append(f"  {len(d['equivalent'])} more patch(es) of this kind equally confirmed (listed in the JSON)")
         fix = d.get("after_fix")
         if fix:
-            lines.append("  with the diagnosis applied, every compared layer agrees" if fix["agrees"] else
+            floor = "" if fix.get("floor", "float32") == "float32" else f" its {fix['floor'].split(' (')[0]} floor"
+            worst = (f" (worst {fix['worst_layer']}: {fix['worst_ratio']:.2g} x{floor})"
+                     if fix.get("worst_ratio") is not None else "")
+            lines.append(f"  with the diagnosis applied, every compared layer agrees{worst}" if fix["agrees"] else
                          f"  with the diagnosis applied, the next divergent layer is {fix['first_divergent_layer']}")
         lines.append(f"  ({d['tried']} suspected defects tried)")
     return "\n".join(lines)

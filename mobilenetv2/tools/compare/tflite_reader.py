@@ -5,11 +5,26 @@ import os
 import numpy as np
 
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
-from mobilenetv2.tools.compare.graph import Node, OtherModel
+from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams
 
 _OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "conv", "ADD": "add", "PAD": "pad", "MEAN": "pool",
         "FULLY_CONNECTED": "dense", "SOFTMAX": "softmax", "RESHAPE": "reshape", "RELU6": "clip",
-        "RELU": "relu", "TRANSPOSE": "reshape", "MUL": "affine", "SUB": "affine"}
+        "RELU": "relu", "TRANSPOSE": "reshape", "MUL": "affine", "SUB": "affine", "QUANTIZE": "quant",
+        "DEQUANTIZE": "dequant"}
+
+
+def _grid(t):
+    """The QParams of an integer tensor (int8 activations and weights, int32 biases), or None."""
+    q = t.get("quantization_parameters") or {}
+    scales = np.asarray(q.get("scales", []), np.float64)
+    if np.dtype(t["dtype"]).kind not in "iu" or scales.size == 0:
+        return None
+    if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
+        raise CompareError(f"tensor {t['name'][:80]!r} has a zero or non-finite quantization scale")
+    zp = np.asarray(q.get("zero_points", []), np.int64)
+    grid = QParams.of(scales if scales.size > 1 else scales[0], zp if zp.size > 1 else (zp[0] if zp.size else None),
+                      np.dtype(t["dtype"]), int(q.get("quantized_dimension", 0)))
+    return grid
 
 
 def read_tflite(path):
@@ -25,10 +40,11 @@ def read_tflite(path):
         raise CompareError(f"LiteRT cannot load {path!r}: {exc}") from None
     details = {t["index"]: t for t in interp.get_tensor_details()}
     (inp,) = interp.get_input_details()
-    if np.dtype(inp["dtype"]).kind != "f" or any(
-            np.dtype(t["dtype"]).kind in "iu" and t.get("quantization", (0.0, 0))[0] for t in details.values()):
-        raise CompareError(f"{path!r} is a quantized model (integer tensors); compare checks float models: "
-                           "compare the float model it was quantized from")
+    grids = {i: _grid(t) for i, t in details.items()}
+    in_grid = grids.get(int(inp["index"]))
+    if np.dtype(inp["dtype"]).kind != "f" and in_grid is None:
+        raise CompareError(f"{path!r} takes {np.dtype(inp['dtype'])} input with no quantization parameters; "
+                           "compare feeds float images")
     if len(inp["shape"]) != 4 or inp["shape"][3] != 3:
         raise CompareError(f"{path!r}: input shape {list(inp['shape'])} is not an NHWC image batch")
     consts = {}
@@ -38,7 +54,9 @@ def read_tflite(path):
             return None
         if index not in consts:
             try:
-                consts[index] = np.array(interp.get_tensor(index), np.float64)
+                value = np.array(interp.get_tensor(index))
+                consts[index] = (grids[index].dequantize(value) if grids.get(index) is not None
+                                 else np.asarray(value, np.float64))
             except ValueError:
                 consts[index] = None
         return consts[index]
@@ -55,10 +73,15 @@ def read_tflite(path):
                 w, group = w.transpose(3, 0, 1, 2), w.shape[3]
             else:  # (O, KH, KW, I) -> OIHW
                 w, group = w.transpose(0, 3, 1, 2), 1
-            nodes.append(Node("conv", [str(ins[0])], out, name, dict(weight=w, bias=b, group=group)))
+            nodes.append(Node("conv", [str(ins[0])], out, name, dict(
+                weight=w, bias=b, group=group, weight_q=grids.get(ins[1]),
+                bias_q=grids.get(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None)))
         elif kind == "dense":
-            nodes.append(Node("dense", [str(ins[0])], out, name,
-                              dict(weight=const(ins[1]), bias=const(ins[2]) if len(ins) > 2 else None)))
+            nodes.append(Node("dense", [str(ins[0])], out, name, dict(
+                weight=const(ins[1]), bias=const(ins[2]) if len(ins) > 2 else None, weight_q=grids.get(ins[1]),
+                bias_q=grids.get(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None)))
+        elif kind == "quant":
+            nodes.append(Node("quant", [str(ins[0])], out, name, dict(grid=grids.get(int(out)))))
         elif kind == "add":
             nodes.append(Node("add", [str(i) for i in ins], out, name))
         else:
@@ -70,13 +93,25 @@ def read_tflite(path):
             if x.shape[0] != inp["shape"][0]:
                 interp.resize_tensor_input(inp["index"], list(x.shape))
                 interp.allocate_tensors()
-            interp.set_tensor(inp["index"], np.ascontiguousarray(x, np.float32))
+            feed = np.ascontiguousarray(x, np.float32)
+            if np.dtype(inp["dtype"]).kind != "f":  # an int8 input: the image rounded onto its grid
+                s, z = np.float32(in_grid.scale), in_grid.zero_point
+                feed = np.clip(np.round(feed / s) + z, in_grid.qmin, in_grid.qmax).astype(inp["dtype"])
+            interp.set_tensor(inp["index"], feed)
             interp.invoke()
         except (ValueError, RuntimeError) as exc:
             raise CompareError(f"LiteRT failed running {path!r} on input {list(x.shape)}: {exc}") from None
         out = {}
         for n in nodes:
-            out[n.output] = np.array(interp.get_tensor(int(n.output)))
+            value = np.array(interp.get_tensor(int(n.output)))
+            grid = grids.get(int(n.output))
+            out[n.output] = grid.dequantize(value) if grid is not None and value.dtype.kind in "iu" else value
         return out
 
-    return OtherModel("tflite", path, nodes, "NHWC", hw, "NHWC", runner=run, fused_activations=True)
+    other = OtherModel("tflite", path, nodes, "NHWC", hw, "NHWC", runner=run, fused_activations=True)
+    on_grid = {n.output: grids[int(n.output)] for n in nodes if grids.get(int(n.output)) is not None}
+    if on_grid:  # an int8 model: its activations lie on these grids
+        from mobilenetv2.tools.compare.onnx_quant import input_grid
+        other.quant, other.kind = on_grid, "tflite (int8)"
+        other.input_quant = in_grid or input_grid(nodes, str(int(inp["index"])))
+    return other

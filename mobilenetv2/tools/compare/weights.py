@@ -92,9 +92,9 @@ def from_other(other, hw, include_top, pooling=None):
     desc = (f"read from OTHER ({other.kind}): MobileNetV2 alpha={alpha:g}, {len(convs)} convolutions, "
             f"{folded} with the batch norm folded in")
     cannot = ("weights read from OTHER cannot show a defect baked into them: a wrong batch-norm "
-              "epsilon folded into the conv weights, or weights already rounded (float16/bfloat16)")
+              "epsilon folded into the conv weights, or weights already rounded (float16/bfloat16/int8)")
     if folded == 0:
-        cannot = "weights read from OTHER cannot show weights already rounded (float16/bfloat16) in them"
+        cannot = "weights read from OTHER cannot show weights already rounded (float16/bfloat16/int8) in them"
     return models[0], models[1], desc + note, cannot, drop
 
 

@@ -1,0 +1,173 @@
+"""Quantized ONNX graphs as OTHER: QDQ graphs (QuantizeLinear / DequantizeLinear around float
+ops, what ``onnxruntime.quantization.quantize_static(..., quant_format=QuantFormat.QDQ)`` writes,
+per-tensor or per-channel weights) and QOperator graphs (QLinearConv, QLinearAdd,
+QLinearGlobalAveragePool, QGemm).
+
+Weights are read dequantized (``(q - zero_point) * scale``), each conv keeping the graph's own
+grid (``weight_q``, ``bias_q``) for the reference's fake quantization.  A Q -> DQ pair on an
+activation becomes one ``qdq`` node whose output (the DQ's float tensor) is the layer's tensor;
+a QOperator op's integer output is dequantized with its own scale and zero point after the run.
+"""
+import numpy as np
+
+from mobilenetv2.tools.compare.errors import CompareError
+from mobilenetv2.tools.compare.graph import Node, QParams
+
+QOPERATOR_OPS = {"QLinearConv", "QLinearAdd", "QLinearGlobalAveragePool", "QGemm", "QLinearMul",
+                 "QLinearAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu"}
+
+
+def _axis(node, helper, default=1):
+    for a in node.attribute:
+        if a.name == "axis":
+            return helper.get_attribute_value(a)
+    return default
+
+
+def dequantize_constants(graph, consts, helper):
+    """Add to ``consts`` the float value of every DequantizeLinear of constants (a quantized
+    weight or bias); return {its output: QParams}."""
+    grids = {}
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in consts:
+            continue
+        ins = list(node.input) + ["", ""]
+        if any(i and i not in consts for i in ins[:3]):
+            continue
+        q = consts[ins[0]]
+        if q.dtype.kind not in "iu":
+            continue
+        zp = consts[ins[2]] if ins[2] else None
+        axis = _axis(node, helper)
+        try:
+            grid = QParams.of(consts[ins[1]], zp, q.dtype, axis % max(q.ndim, 1))
+            value = grid.dequantize(q)
+        except (ValueError, TypeError) as exc:  # a scale or zero point that does not fit the tensor
+            raise CompareError(f"DequantizeLinear {node.name or node.output[0]!r} of {ins[0]!r} {list(q.shape)}: its "
+                               f"scale {list(np.shape(consts[ins[1]]))} / zero point do not fit (axis {axis}): {exc}") from None
+        if not (np.all(np.isfinite(grid.scale)) and np.all(grid.scale > 0)):
+            raise CompareError(f"DequantizeLinear {node.name or node.output[0]!r}: scales must be finite and positive")
+        consts[node.output[0]] = value
+        grids[node.output[0]] = grid
+    return grids
+
+
+def _grid(consts, scale, zp, default=np.uint8):
+    if scale not in consts:
+        return None
+    z = consts.get(zp) if zp else None
+    return QParams.of(consts[scale], z, z.dtype if z is not None else default)
+
+
+def normalize(node, consts, grids, attrs):
+    """The compare Node of a quantization op, or None where ``node`` is not one."""
+    op, ins = node.op_type, list(node.input) + [""] * 9
+    out = node.output[0] if node.output else ""
+    if op == "QuantizeLinear" and ins[0] not in consts:
+        z = consts.get(ins[2]) if ins[2] else None
+        grid = QParams.of(consts[ins[1]], z, z.dtype if z is not None else np.uint8) if ins[1] in consts else None
+        return Node("quant", [ins[0]], out, node.name, dict(grid=grid))
+    if op == "DequantizeLinear" and ins[0] not in consts:
+        return Node("dequant", [ins[0]], out, node.name, dict(grid=_grid(consts, ins[1], ins[2])))
+    if op == "QLinearConv":
+        wq, x_grid = consts.get(ins[3]), _grid(consts, ins[1], ins[2])
+        weight = bias = w_grid = b_grid = None
+        if wq is not None and ins[4] in consts:
+            w_grid = QParams.of(consts[ins[4]], consts.get(ins[5]) if ins[5] else None, wq.dtype, 0)
+            weight = w_grid.dequantize(wq)
+            if ins[8] in consts and x_grid is not None:
+                b_grid = QParams.of(np.asarray(x_grid.scale) * w_grid.scale, None, np.int32, 0)
+                bias = b_grid.dequantize(consts[ins[8]])
+        return Node("conv", [ins[0]], out, node.name, dict(
+            weight=weight, bias=bias, group=attrs.get("group", 1), stride=tuple(attrs.get("strides", (1, 1))),
+            pads=attrs.get("pads"), weight_q=w_grid, bias_q=b_grid, out_grid=_grid(consts, ins[6], ins[7])))
+    if op == "QLinearAdd":
+        return Node("add", [ins[0], ins[3]], out, node.name, dict(out_grid=_grid(consts, ins[6], ins[7])))
+    if op == "QLinearGlobalAveragePool":
+        return Node("pool", [ins[0]], out, node.name, dict(out_grid=_grid(consts, ins[3], ins[4])))
+    if op == "QGemm":
+        wq = consts.get(ins[3])
+        weight = bias = w_grid = None
+        if wq is not None and ins[4] in consts:
+            w_grid = QParams.of(consts[ins[4]], consts.get(ins[5]) if ins[5] else None, wq.dtype,
+                                0 if attrs.get("transB", 0) else 1)
+            weight = w_grid.dequantize(wq)
+            weight = weight if attrs.get("transB", 0) else weight.T  # to (out, in)
+            x_grid = _grid(consts, ins[1], ins[2])
+            if ins[6] in consts and x_grid is not None:
+                bias = np.asarray(consts[ins[6]], np.float64) * np.asarray(x_grid.scale) * w_grid.scale
+        return Node("dense", [ins[0]], out, node.name, dict(weight=weight, bias=bias, weight_q=w_grid,
+                                                            out_grid=_grid(consts, ins[7], ins[8])))
+    if op in QOPERATOR_OPS:
+        return Node("other", [i for i in ins if i and i not in consts], out, node.name, dict(kind=op))
+    return None
+
+
+def collapse_qdq(nodes):
+    """Each QuantizeLinear -> DequantizeLinear pair (the Q's output read by that DQ alone) as one
+    ``qdq`` node from the Q's input to the DQ's output; return (nodes, grids, integer): ``grids``
+    {tensor: QParams} holds every tensor whose values lie on an integer grid (a qdq output, a
+    QOperator op's integer output), ``integer`` those of them the runner gets as integers and
+    must dequantize itself."""
+    consumers = {}
+    for n in nodes:
+        for i in n.inputs:
+            consumers.setdefault(i, []).append(n)
+    out, grids, dropped, integer = [], {}, set(), set()
+    for n in nodes:
+        if id(n) in dropped:
+            continue
+        if n.op == "reshape" and n.inputs and n.inputs[0] in integer:  # Flatten of an int8 tensor
+            grids[n.output] = grids[n.inputs[0]]
+            integer.add(n.output)
+        if n.op == "quant":
+            c = consumers.get(n.output, [])
+            if len(c) == 1 and c[0].op == "dequant" and n.attrs["grid"] is not None:
+                dropped.add(id(c[0]))
+                out.append(Node("qdq", n.inputs, c[0].output, n.name, dict(grid=n.attrs["grid"])))
+                grids[c[0].output] = n.attrs["grid"]
+                continue
+            if n.attrs["grid"] is not None:
+                grids[n.output] = n.attrs["grid"]
+                integer.add(n.output)
+        if n.attrs.get("out_grid") is not None:
+            grids[n.output] = n.attrs["out_grid"]
+            integer.add(n.output)
+        out.append(n)
+    return out, grids, {t: grids[t] for t in integer}
+
+
+def input_grid(nodes, input_name):
+    """The grid OTHER rounds its input to (a Q right after the input, through layout ops), or None."""
+    seen = {input_name}
+    for n in nodes:
+        if n.inputs and n.inputs[0] in seen:
+            if n.op == "reshape":
+                seen.add(n.output)
+            elif n.op in ("qdq", "quant"):
+                return n.attrs["grid"]
+    return None
+
+
+def collapse_casts(nodes, TensorProto):
+    """Each Cast to bfloat16 or float16 read only by a Cast back to float, as one ``qdq`` node
+    (``kind`` the narrow type, no grid): a graph computing in bfloat16 rounds its activations
+    there.  Return (nodes, {the float tensor after the pair: kind})."""
+    narrow = {TensorProto.BFLOAT16: "bfloat16", TensorProto.FLOAT16: "float16"}
+    consumers = {}
+    for n in nodes:
+        for i in n.inputs:
+            consumers.setdefault(i, []).append(n)
+    out, rounded, dropped = [], {}, set()
+    for n in nodes:
+        if id(n) in dropped:
+            continue
+        if n.op == "cast" and n.attrs.get("to") in narrow:
+            c = consumers.get(n.output, [])
+            if len(c) == 1 and c[0].op == "cast" and c[0].attrs.get("to") == TensorProto.FLOAT:
+                dropped.add(id(c[0]))
+                out.append(Node("qdq", n.inputs, c[0].output, n.name, dict(grid=None, kind=narrow[n.attrs["to"]])))
+                rounded[c[0].output] = narrow[n.attrs["to"]]
+                continue
+        out.append(n)
+    return out, rounded

@@ -1,0 +1,210 @@
+"""int8 on the reference's side: OTHER's own integer grids (from a quantized ONNX graph) carried
+over to the float64 reference, so that ``precision`` at int8 level is confirmed the way every
+other cause is: re-run the reference with the defect applied, here "computes in int8".
+
+The ``int8`` patch folds each batch norm into its convolution (as a quantizer does before it
+rounds), rounds the folded weights onto the graph's own grid (per channel or per tensor, its
+scales and zero points), the biases onto their int32 grid, and rounds every activation OTHER
+rounds (the input included) with that tensor's scale and zero point, clamped to its range.  Its
+floor is measured (``Reference.floors``): the same int8 reference run by our float32 engine
+against float64, never below one step at one value.  Each layer is run from OTHER's own tensors
+at its inputs: an int8 runtime's kernels (requantization, saturating multiply-adds) put the odd
+value a step away from exact arithmetic, and a step flipped early becomes hundreds downstream;
+run on OTHER's inputs, a layer that computes what the patched reference computes differs only by
+such steps, and that is what "agrees" means at int8.  A defect is still local to its layer and
+shows there (other pads on one conv change a whole border).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from mobilenetv2 import layers as L
+from mobilenetv2.numpy_kernels import fold_batchnorm
+from mobilenetv2.tools.compare.mapping import keras_convs
+from mobilenetv2.tools.compare.reference import Patch, clone
+
+
+@dataclass
+class QuantInfo:
+    acts: dict      # Keras layer -> QParams: OTHER's tensor mapped to that layer lies on this grid
+    input: object   # QParams of OTHER's input rounding, or None
+    weights: dict   # Keras conv / dense name -> (weight QParams, bias QParams or None, OTHER's
+                    # dequantized weights in the Keras layout: the side it took at a rounding tie)
+    forced: dict = None  # Keras layer -> OTHER's tensor there (NHWC): what the int8 reference runs from
+    rounding: dict = None  # Keras layer -> 'bfloat16' / 'float16': OTHER rounds its output (Cast pairs)
+
+
+def quant_info(other, matches, ref_layers):
+    """What OTHER rounds, by Keras layer name; None where OTHER is not a quantized graph."""
+    acts = {m.layer: other.quant[m.tensor] for m in matches if m.tensor in (other.quant or {})}
+    rounding = {m.layer: other.float_rounding[m.tensor] for m in matches
+                if m.tensor in (getattr(other, "float_rounding", None) or {})}
+    weights = {}
+    convs = [n for n in other.nodes if n.op == "conv"]
+    for node, layer in zip(convs, keras_convs(ref_layers)):
+        if node.attrs.get("weight_q") is not None:
+            w = node.attrs["weight"]
+            w = w[:, 0].transpose(1, 2, 0) if isinstance(layer, L.DepthwiseConv2D) else w.transpose(2, 3, 1, 0)
+            weights[layer.name] = (node.attrs["weight_q"], node.attrs.get("bias_q"), w)
+    dense = [n for n in other.nodes if n.op == "dense"]
+    if dense and dense[-1].attrs.get("weight_q") is not None and any(x.name == "predictions" for x in ref_layers):
+        weights["predictions"] = (dense[-1].attrs["weight_q"], dense[-1].attrs.get("bias_q"), dense[-1].attrs["weight"].T)
+    if not acts and not weights and not rounding:
+        return None
+    return QuantInfo(acts, other.input_quant, weights, rounding=rounding or None)
+
+
+def rounded_compute(ref, kind, round_fn, folded):
+    """The patch of a graph computing in ``kind`` (bfloat16 / float16): the weights patch
+    ``folded`` plus every output OTHER rounds (its Cast pairs) rounded by ``round_fn``; its
+    floor is measured like int8's, at least one ulp of the layer's largest value."""
+    info = getattr(ref, "quant", None)
+    names = [k for k, v in ((info.rounding or {}) if info else {}).items() if v == kind and k in ref.index]
+    if not names:
+        return None
+    base = ref.base()
+    bits = 8 if kind == "bfloat16" else 11
+    post = {k: (lambda y: round_fn(y).astype(y.dtype)) for k in names}
+    steps = {k: float(np.max(np.abs(base[k]))) * 2.0 ** -bits for k in names}
+    return Patch("precision", f"{folded.text}, and the outputs of {len(names)} layers rounded to {kind} "
+                 "where OTHER casts them", folded.layers, post=post, steps=steps,
+                 detail=dict(folded.detail, activations=kind, rounded_layers=len(names),
+                             inputs="each layer run from OTHER's own tensors at its inputs"))
+
+
+def _last_axis(v, n):
+    v = np.asarray(v, np.float64).reshape(-1)
+    return v if v.size in (1, n) else None
+
+
+def round_to_grid(x, scale, zero_point, qmin, qmax):
+    """Values of ``x`` rounded onto the grid (q - zero_point) * scale, q in [qmin, qmax], with
+    ties to even as QuantizeLinear does; ``scale`` / ``zero_point`` per last axis or scalars."""
+    q = np.clip(np.round(x / scale) + zero_point, qmin, qmax)
+    return (q - zero_point) * scale
+
+
+def activation_fn(grid, as_quantize_linear=False):
+    """The rounding of a layer's NHWC output (or (N, C) vector) onto an activation grid.
+    ``as_quantize_linear``: divide in float32 as ONNX Runtime's QuantizeLinear does, for the
+    input: preprocessed pixels (p / 127.5 - 1) on a 2/255 grid all sit on ties, which float32
+    and float64 division break differently."""
+    def fn(y):
+        c = y.shape[-1]
+        s, z = _last_axis(grid.scale, c), _last_axis(grid.zero_point, c)
+        if as_quantize_linear:
+            q = np.clip(np.round(y.astype(np.float32) / s.astype(np.float32)) + z, grid.qmin, grid.qmax)
+            return ((q - z) * s).astype(y.dtype)
+        return round_to_grid(y, s.astype(y.dtype), z.astype(y.dtype), grid.qmin, grid.qmax).astype(y.dtype, copy=False)
+    return fn
+
+
+def _weight_grid(grid, cout, w):
+    """(scale, zero point, qmin, qmax) per output channel (the last axis of ``w``)."""
+    if grid is None:  # no grid in OTHER: per-channel symmetric, max |w| / 127
+        amax = np.abs(w).reshape(-1, cout).max(axis=0)
+        return np.where(amax > 0, amax / 127.0, 1.0), np.zeros(cout), -127, 127
+    s, z = _last_axis(grid.scale, cout), _last_axis(grid.zero_point, cout)
+    if s is None or z is None or not np.all(np.isfinite(s) & (s > 0)):
+        return None  # not a grid these weights can be rounded onto: no int8 patch
+    return s, z, grid.qmin, grid.qmax
+
+
+TIE = 1e-4  # steps: a weight this close to halfway between two grid points is on a tie
+
+
+def _round_as_quantizer(w, grid, other=None):
+    """Float weights onto an int8 grid as a quantizer does it: the float32 weights (what the
+    exported file held) divided by the float32 scale, in float32.  A weight on a tie (within
+    float32 rounding of halfway) goes either way by the quantizer's arithmetic: where OTHER's
+    own weight is one of its two neighbours, that side is taken."""
+    s, z, qmin, qmax = grid
+    q = np.clip(np.round(w.astype(np.float32) / np.asarray(s, np.float32)) + z, qmin, qmax).astype(np.float64)
+    if other is not None and other.shape == w.shape:
+        exact = w / s + z
+        q_other = np.round(other / s) + z
+        tie = (np.abs(np.abs(exact - np.floor(exact)) - 0.5) < TIE) & (np.abs(q_other - exact) < 0.5 + TIE)
+        q = np.where(tie, q_other, q)
+    return (q - z) * np.asarray(s, np.float64)
+
+
+def _folded(ref, conv):
+    bn = ref.reader_of(conv.name, L.BatchNormalization)
+    k = np.asarray(conv.weights[0], np.float64)
+    depthwise = isinstance(conv, L.DepthwiseConv2D)
+    w, bias = fold_batchnorm(k[..., 0] if depthwise else k, *(np.asarray(a, np.float64) for a in bn.weights),
+                             eps=bn.epsilon)
+    return bn, w, bias, depthwise
+
+
+def int8_patches(ref):
+    """The int8 patches to try: OTHER's own grids (a quantized graph), and int8 weights alone
+    (per-channel symmetric, for a graph that stores int8 weights but computes in float)."""
+    info = getattr(ref, "quant", None)
+    out = []
+    if info is not None and (info.acts or info.weights):
+        p = _int8_patch(ref, info.weights, info.acts, info.input)
+        if p is not None:
+            out.append(p)
+    p = _int8_patch(ref, None, {}, None)
+    if p is not None:
+        out.append(p)
+    return out
+
+
+def _int8_patch(ref, weight_grids, acts, input_grid):
+    layers, per_channel = {}, set()
+    for conv in keras_convs(ref.layers):
+        wq, bq, own = (weight_grids or {}).get(conv.name, (None, None, None))
+        if weight_grids is not None and wq is None:
+            continue
+        bn, w, bias, depthwise = _folded(ref, conv)
+        g = _weight_grid(wq, w.shape[-1], w)
+        if g is None:
+            return None
+        per_channel.add(np.size(g[0]) > 1)
+        w = _round_as_quantizer(w, g, own)
+        if bq is not None and _last_axis(bq.scale, bias.size) is not None:
+            bias = round_to_grid(bias, _last_axis(bq.scale, bias.size), 0.0, bq.qmin, bq.qmax)
+        w = w[..., None] if depthwise else w
+        ones = np.ones_like(bias)
+        layers[conv.name] = lambda layer, w=w: clone(layer, weights=[w.astype(layer.weights[0].dtype)])
+        layers[bn.name] = lambda layer, b=bias, ones=ones: clone(
+            layer, epsilon=0.0, weights=[a.astype(layer.weights[0].dtype) for a in (ones, b, np.zeros_like(ones), ones)])
+    dense = next((x for x in ref.layers if isinstance(x, L.Dense)), None)
+    if dense is not None and (weight_grids is None or dense.name in weight_grids):
+        wq, bq, own = (weight_grids or {}).get(dense.name, (None, None, None))
+        k, b = (np.asarray(a, np.float64) for a in dense.weights)
+        g = _weight_grid(wq, k.shape[-1], k)
+        if g is not None:
+            k = _round_as_quantizer(k, g, own)
+            if bq is not None and _last_axis(bq.scale, b.size) is not None:
+                b = round_to_grid(b, _last_axis(bq.scale, b.size), 0.0, bq.qmin, bq.qmax)
+            layers[dense.name] = lambda layer, k=k, b=b: clone(layer, weights=[k.astype(layer.weights[0].dtype),
+                                                                               b.astype(layer.weights[0].dtype)])
+    if not layers:
+        return None
+    kind = "per channel" if per_channel == {True} else ("per tensor" if per_channel == {False} else "per channel and per tensor")
+    if weight_grids is None:
+        return Patch("precision", "batch norms folded into the convolutions, then every weight rounded to int8 "
+                     "(per channel, symmetric, max |w| / 127)", layers,
+                     detail={"weights": "int8", "folded": True, "grid": "per-channel symmetric, max |w| / 127"})
+    post = {name: activation_fn(grid) for name, grid in acts.items() if name in ref.index}
+    steps = {name: float(np.max(grid.scale)) for name, grid in acts.items() if name in ref.index}
+    if not post and input_grid is None:  # int8 weights, float compute
+        return Patch("precision", f"batch norms folded, weights rounded onto the graph's own int8 grids ({kind}), "
+                     "biases onto their int32 grids; activations in float as OTHER computes them", layers,
+                     detail={"weights": "int8", "folded": True, "grid": f"OTHER's own, {kind}"})
+    text = (f"int8 as OTHER computes it: batch norms folded, weights rounded onto the graph's own int8 grids "
+            f"({kind}), biases onto their int32 grids, and the outputs of {len(post)} layers rounded with "
+            "the graph's scales and zero points")
+    input_fn = None
+    if input_grid is not None:
+        input_fn = activation_fn(input_grid, as_quantize_linear=True)
+        text += ", the input included"
+    return Patch("precision", text, layers, input_fn=input_fn, post=post, steps=steps,
+                 detail={"weights": "int8", "folded": True, "grid": f"OTHER's own, {kind}",
+                         "activations": len(post), "input": input_grid is not None,
+                         "floor": "measured: this int8 reference run by our float32 engine against float64, "
+                                  "at least one step at one value per layer",
+                         "inputs": "each layer run from OTHER's own tensors at its inputs"})

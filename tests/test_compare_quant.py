@@ -1,0 +1,235 @@
+"""``compare`` on models that round: int8 graphs as ONNX Runtime's quantizer writes them (QDQ,
+per channel or per tensor, and QOperator) and bfloat16 weights.  The cause is ``precision`` at
+the right level, confirmed by re-running the float64 reference rounded the same way (for int8:
+the graph's own grids for weights and activations) until OTHER agrees with it to a measured
+floor; a real defect inside an int8 graph is still named as that defect, with ``precision`` in
+``also``.  The quantized files are made by onnxruntime.quantization from our own export."""
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="compare's ONNX tests need the onnx extra (pip install 'mobilenetv2[onnx]')")
+ort = pytest.importorskip("onnxruntime", reason="compare runs ONNX files in onnxruntime (pip install 'mobilenetv2[onnx]')")
+quantization = pytest.importorskip("onnxruntime.quantization", reason="int8 graphs are made by onnxruntime.quantization")
+
+from mobilenetv2 import MobileNetV2, export_onnx  # noqa: E402
+from mobilenetv2.cli import main  # noqa: E402
+from mobilenetv2.tools.compare import compare  # noqa: E402
+from onnx_graphs import edit_export, lively_weights, torch_style  # noqa: E402
+
+SHAPE = (96, 96, 3)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return lively_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None, classifier_activation=None), seed=3)
+
+
+def pixels(n, seed):
+    """Random 8-bit images through preprocess_input (p / 127.5 - 1): on the 2/255 input grid every
+    value sits on a rounding tie, as a real photo's do."""
+    return (np.random.default_rng(seed).integers(0, 256, (n,) + SHAPE) / 127.5 - 1).astype(np.float32)
+
+
+class _Calibration(quantization.CalibrationDataReader):
+    """Four seeded random 8-bit images: the quantizer's activation ranges come from these."""
+
+    def __init__(self):
+        self.batches = iter([{"input": pixels(1, seed)} for seed in range(4)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def quantize(src, dst, fmt="QDQ", per_channel=True):
+    quantization.quantize_static(str(src), str(dst), _Calibration(),
+                                 quant_format=getattr(quantization.QuantFormat, fmt), per_channel=per_channel,
+                                 activation_type=quantization.QuantType.QUInt8,
+                                 weight_type=quantization.QuantType.QInt8)
+    return str(dst)
+
+
+@pytest.fixture(scope="module")
+def clean_export(model, tmp_path_factory):
+    return export_onnx(model, tmp_path_factory.mktemp("q") / "clean.onnx", batch=None)
+
+
+def _ort_logits(path, x):
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+@pytest.mark.parametrize("fmt,per_channel", [("QDQ", True), ("QDQ", False), ("QOperator", True)])
+def test_int8_graph_is_precision_at_int8_level(model, clean_export, tmp_path, fmt, per_channel):
+    path = quantize(clean_export, tmp_path / "int8.onnx", fmt, per_channel)
+    x = pixels(2, 7)
+    # the float weights named, or (once) the int8 ones read from the graph
+    for weights in (model, None) if (fmt, per_channel) == ("QDQ", True) else (model,):
+        report = compare(path, weights=weights, batch=x)
+        assert report["other"]["kind"] == "onnx (int8)"
+        assert len(report["layers"]) == 64  # every layer mapped through its Q/DQ pair (or QLinear op)
+        # the logits compared are the int8 model's own: the probe with every tensor exposed does not
+        # change what ONNX Runtime computes (its fused int8 kernels)
+        logits = next(r for r in report["layers"] if r["layer"] == "predictions")
+        assert logits["shape"] == [1000]
+        d = report["diagnosis"]
+        assert report["first_divergent_layer"] == "Conv1_relu" and d["layer"] == "Conv1_relu"
+        assert (d["cause"], d["also"]) == ("precision", [])
+        ev = d["evidence"][0]
+        assert ev["detail"]["weights"] == "int8" and ev["detail"]["grid"].startswith("OTHER's own")
+        assert ev["detail"]["grid"].endswith("per channel" if per_channel else "per tensor")
+        assert ev["detail"]["input"] is True and ev["detail"]["activations"] == 64
+        # int8 level: ~1e-2 off the float reference, where float16 weights are ~1e-4 off
+        assert 1e-3 < ev["before"]["rel_l2"] < 1e-1 and ev["before"]["ratio"] > 1e3 * report["factor"]
+        assert ev["after"]["ratio"] <= report["factor"]
+        fix = d["after_fix"]
+        assert fix["agrees"] and fix["floor"] == "measured int8 (quant.py)" and fix["worst_ratio"] <= report["factor"]
+        assert not d["further"]
+    # the float export of the same weights agrees at the float32 floor: int8 is told by measurement
+    assert compare(clean_export, weights=model, batch=x)["agrees"]
+
+
+def test_int8_weights_in_a_float_graph(model, clean_export, tmp_path):
+    """Weights stored as int8 (DequantizeLinear of int8 initializers, per output channel), the
+    graph computing in float: precision at int8 level from the graph's own weight grids, and no
+    activation rounding claimed (OTHER does none)."""
+    from onnx import helper, numpy_helper
+    m = onnx.load(clean_export)
+    inits = {t.name: t for t in m.graph.initializer}
+    dq = []
+    for node in m.graph.node:
+        if node.op_type != "Conv":
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+        scale = np.abs(w).reshape(len(w), -1).max(axis=1) / 127.5  # not the generic max / 127
+        q = np.clip(np.round(w / scale[:, None, None, None]), -128, 127).astype(np.int8)
+        name = node.input[1]
+        m.graph.initializer.extend([numpy_helper.from_array(q, name + "_q"),
+                                    numpy_helper.from_array(scale.astype(np.float32), name + "_s")])
+        dq.append(helper.make_node("DequantizeLinear", [name + "_q", name + "_s"], [name + "_dq"], axis=0))
+        node.input[1] = name + "_dq"
+    for n in reversed(dq):
+        m.graph.node.insert(0, n)
+    onnx.save(m, tmp_path / "w8.onnx")
+    report = compare(str(tmp_path / "w8.onnx"), weights=model, random=1)
+    d = report["diagnosis"]
+    assert report["other"]["kind"] == "onnx" and report["first_divergent_layer"] == "bn_Conv1"
+    assert d["cause"] == "precision" and d["evidence"][0]["detail"]["weights"] == "int8"
+    assert d["evidence"][0]["detail"]["grid"] == "OTHER's own, per channel"
+    assert "activations" not in d["evidence"][0]["detail"]
+    assert d["after_fix"]["agrees"] and d["after_fix"]["floor"] == "float32"
+
+
+def test_padding_defect_inside_an_int8_graph(model, clean_export, tmp_path, capsys):
+    """Symmetric pads on one stride-2 depthwise conv, then quantized: the cause named is padding
+    at that layer, precision in ``also``, and the int8 rounding found first is kept in ``further``."""
+    bad = edit_export(clean_export, tmp_path / "sym.onnx", conv_pads={"block_6_depthwise_BN": [1, 1, 1, 1]})
+    path = quantize(bad, tmp_path / "sym_int8.onnx")
+    out = tmp_path / "r.json"
+    assert main(["compare", path, "--weights", _h5(model, tmp_path), "--random", "1", "--json", str(out),
+                 "--quiet"]) == 1
+    text = capsys.readouterr().out
+    assert "cause: padding (also: precision) at block_6_depthwise_relu" in text
+    report = json.loads(out.read_text())
+    d = report["diagnosis"]
+    assert report["first_divergent_layer"] == "Conv1_relu"  # int8 rounding shows from the first layer
+    assert (d["layer"], d["cause"], d["also"]) == ("block_6_depthwise_relu", "padding", ["precision"])
+    assert d["evidence"][0]["detail"]["pads"] == [1, 1, 1, 1]
+    assert d["evidence"][0]["before"]["ratio"] > 3 * report["factor"] >= d["evidence"][0]["after"]["ratio"]
+    assert d["after_fix"]["agrees"]
+    assert [f["cause"] for f in d["further"]] == ["precision"]
+    assert d["further"][0]["after_fix"]["first_divergent_layer"] == "block_6_depthwise_relu"
+
+
+def _h5(model, tmp_path):
+    path = tmp_path / "w.h5"
+    model.save_weights(path)
+    return str(path)
+
+
+# -- bfloat16 --------------------------------------------------------------------------------
+def test_bfloat16_weights_are_precision_at_bfloat16_level(model, tmp_path):
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 rounding is made with ml_dtypes (onnx's dependency)")
+    path = torch_style(model, tmp_path / "bf16.onnx", weights_dtype=ml_dtypes.bfloat16)
+    report = compare(path, weights=model, random=1, seed=7)
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("bn_Conv1", "precision", [])
+    ev = d["evidence"][0]
+    assert ev["detail"]["weights"] == "bfloat16" and "bfloat16" in ev["applied"]
+    assert ev["before"]["ratio"] > 10 * report["factor"] >= ev["after"]["ratio"]
+    assert d["after_fix"]["agrees"] and d["after_fix"]["floor"] == "float32"
+    # the float16 patch does not explain it (bfloat16 has 3 fewer mantissa bits)
+    f16 = torch_style(model, tmp_path / "f16.onnx", weights_dtype=np.float16)
+    assert compare(f16, weights=model, random=1, seed=7)["diagnosis"]["evidence"][0]["detail"]["weights"] == "float16"
+
+
+def test_a_malformed_quantized_graph_is_an_input_error(clean_export, tmp_path, capsys):
+    """Scales from a stranger's file are checked: a per-channel scale of the wrong length, or a
+    zero scale, is exit 2 with one line, not a traceback or a NaN reference."""
+    from onnx import numpy_helper
+    path = quantize(clean_export, tmp_path / "int8.onnx")
+    for bad in ("short", "zero"):
+        m = onnx.load(path)
+        for i, t in enumerate(m.graph.initializer):
+            if t.name == "block_1_expand/W_scale":
+                a = numpy_helper.to_array(t)
+                a = a[:-1] if bad == "short" else np.zeros_like(a)
+                m.graph.initializer[i].CopyFrom(numpy_helper.from_array(a, t.name))
+        onnx.save(m, tmp_path / f"{bad}.onnx")
+        assert main(["compare", str(tmp_path / f"{bad}.onnx"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("mobilenetv2 compare: error:") and "block_1_expand" in err and "\n" not in err
+
+
+def test_a_graph_computing_in_bfloat16(model, tmp_path):
+    """bfloat16 weights and a Cast to bfloat16 and back after every Conv, Clip and Add (what a
+    graph computing in bfloat16 rounds): precision at bfloat16 level, the activations rounded
+    where OTHER casts them, agreeing to the measured floor."""
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 rounding is made with ml_dtypes (onnx's dependency)")
+    from onnx import TensorProto, helper
+    m = onnx.load(torch_style(model, tmp_path / "bf16w.onnx", weights_dtype=ml_dtypes.bfloat16))
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
+    nodes = []
+    for n in m.graph.node:
+        nodes.append(n)
+        out = n.output[0]
+        if n.op_type in ("Conv", "Clip", "Add") and types.get(out) == TensorProto.FLOAT:
+            n.output[0] = out + "_f32"
+            nodes.append(helper.make_node("Cast", [out + "_f32"], [out + "_bf16"], to=TensorProto.BFLOAT16))
+            nodes.append(helper.make_node("Cast", [out + "_bf16"], [out], to=TensorProto.FLOAT))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.save(m, tmp_path / "bf16.onnx")
+    report = compare(str(tmp_path / "bf16.onnx"), weights=model, random=1, seed=7)
+    d = report["diagnosis"]
+    assert len(report["layers"]) == 99  # every layer mapped through its Cast pair
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("bn_Conv1", "precision", [])
+    ev = d["evidence"][0]
+    assert ev["detail"]["weights"] == "bfloat16" and ev["detail"]["activations"] == "bfloat16"
+    assert ev["after"]["ratio"] <= report["factor"]
+    assert d["after_fix"]["agrees"] and d["after_fix"]["floor"] == "measured bfloat16 (quant.py)"
+
+
+def test_int8_tflite_made_by_ai_edge_quantizer(tmp_path):
+    """LiteRT int8: ../shared/peers' float .tflite quantized by Google's ai-edge-quantizer
+    (static int8 weights and activations, no TensorFlow) reads, maps and is precision at int8."""
+    pytest.importorskip("ai_edge_litert", reason="LiteRT is an optional extra (pip install 'mobilenetv2[litert]')")
+    aeq = pytest.importorskip("ai_edge_quantizer", reason="int8 .tflite files are made with ai-edge-quantizer "
+                                                          "(not a test extra)")
+    from conftest import require_shared
+    from ai_edge_litert.interpreter import Interpreter
+    src = str(require_shared("peers", "mobilenet_v2_0.35_96_synthetic.tflite"))
+    sig = Interpreter(model_path=src).get_signature_list()
+    key = next(iter(sig))
+    q = aeq.quantizer.Quantizer(src)
+    q.load_quantization_recipe(aeq.recipe.static_wi8_ai8())
+    calibration = q.calibrate({key: [{sig[key]["inputs"][0]: pixels(1, seed)} for seed in range(4)]})
+    path = str(tmp_path / "int8.tflite")
+    q.quantize(calibration).export_model(path, overwrite=True)
+    report = compare(path, random=2, seed=3)
+    d = report["diagnosis"]
+    assert report["other"]["kind"] == "tflite (int8)" and len(report["layers"]) == 64
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("Conv1_relu", "precision", [])
+    assert d["evidence"][0]["detail"]["weights"] == "int8" and d["evidence"][0]["detail"]["input"] is True
+    assert d["evidence"][0]["after"]["ratio"] <= report["factor"] and d["after_fix"]["agrees"]

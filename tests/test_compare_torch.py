@@ -1,0 +1,136 @@
+"""``compare`` with a live torch module as OTHER (the reader hooks every leaf module): a torch
+MobileNetV2 built here with torch.nn from our weights agrees; one with ReLU for ReLU6, or batch-norm
+epsilon 1e-5 (PyTorch's default) in one layer, is caught at that layer with that cause; a
+transformers MobileNetV2Model from ../shared/hf agrees.  torch is not a test extra (CI has none):
+these tests skip there and run where torch is installed."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the torch reader's tests need torch, which is not a test extra "
+                                            "(pip install torch to run them)")
+nn = torch.nn
+
+from conftest import require_shared  # noqa: E402
+from mobilenetv2 import MobileNetV2  # noqa: E402
+from mobilenetv2 import layers as L  # noqa: E402
+from mobilenetv2.tools.compare import compare  # noqa: E402
+from onnx_graphs import lively_weights  # noqa: E402
+
+SHAPE = (96, 96, 3)
+
+
+class KerasOrderNet(nn.Module):
+    """MobileNetV2 in torch.nn, one module per Keras layer (registered in Keras's order, as
+    torchvision registers its own): Conv2d without bias, BatchNorm2d, ReLU6, TF's "same" padding
+    as a ZeroPad2d before each stride-2 conv, residual adds in forward, AdaptiveAvgPool2d + Linear.
+    ``relu``: layers made nn.ReLU; ``eps``: {BN layer: epsilon}."""
+
+    def __init__(self, model, relu=(), eps=None):
+        super().__init__()
+        eps = eps or {}
+        self.mods = nn.ModuleDict()
+        self.plan = []
+        shapes = {model.layers[0].name: model.input_shape}
+        for layer in model.layers[1:]:
+            src = layer.inputs[0]
+            h, w, c = shapes[src] if len(shapes[src]) == 3 else (None, None, shapes[src][0])
+            shapes[layer.name] = layer.output_shape(*[shapes[i] for i in layer.inputs])
+            key = layer.name
+            if isinstance(layer, L.ZeroPadding2D):
+                t, b, lf, r = layer.pads(h, w)
+                self.mods[key] = nn.ZeroPad2d((lf, r, t, b))
+            elif isinstance(layer, (L.Conv2D, L.DepthwiseConv2D)):
+                t, b, lf, r = layer.pads(h, w)
+                if (t, b) != (lf, r) or t != b:
+                    self.mods[key + "_pad"] = nn.ZeroPad2d((lf, r, t, b))
+                    self.plan.append((key + "_pad", "mod", (src,)))
+                    src, t = key + "_pad", 0
+                k = np.asarray(layer.weights[0], np.float32)
+                if isinstance(layer, L.DepthwiseConv2D):
+                    conv = nn.Conv2d(c, c, 3, layer.stride, t, groups=c, bias=False)
+                    conv.weight.data = torch.from_numpy(np.ascontiguousarray(k[:, :, :, 0].transpose(2, 0, 1)[:, None]))
+                else:
+                    conv = nn.Conv2d(c, layer.cout, layer.kernel, layer.stride, t, bias=False)
+                    conv.weight.data = torch.from_numpy(np.ascontiguousarray(k.transpose(3, 2, 0, 1)))
+                self.mods[key] = conv
+            elif isinstance(layer, L.BatchNormalization):
+                bn = nn.BatchNorm2d(c, eps=eps.get(layer.name, layer.epsilon))
+                g, be, mu, var = (torch.tensor(np.asarray(a, np.float32)) for a in layer.weights)
+                bn.weight.data, bn.bias.data, bn.running_mean.data, bn.running_var.data = g, be, mu, var
+                self.mods[key] = bn
+            elif isinstance(layer, L.ReLU):
+                self.mods[key] = nn.ReLU() if layer.name in relu else nn.ReLU6()
+            elif isinstance(layer, L.GlobalAveragePooling2D):
+                self.mods[key] = nn.AdaptiveAvgPool2d(1)
+            elif isinstance(layer, L.Dense):
+                k, bias = (torch.tensor(np.asarray(a, np.float32)) for a in layer.weights)
+                lin = nn.Linear(k.shape[0], k.shape[1])
+                lin.weight.data, lin.bias.data = k.T.contiguous(), bias
+                self.mods[key] = lin
+            kind = "add" if isinstance(layer, L.Add) else "mod"
+            self.plan.append((key, kind, (src,) if kind == "mod" else layer.inputs))
+        self.input_name = model.layers[0].name
+
+    def forward(self, x):
+        out = {self.input_name: x}
+        for key, kind, ins in self.plan:
+            if kind == "add":
+                out[key] = out[ins[0]] + out[ins[1]]
+            else:
+                y = out[ins[0]]
+                if isinstance(self.mods[key], nn.Linear):
+                    y = y.flatten(1)
+                out[key] = self.mods[key](y)
+        return out[self.plan[-1][0]]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return lively_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None, classifier_activation=None), seed=3)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(11).uniform(-1, 1, (2,) + SHAPE).astype(np.float32)
+
+
+def test_torch_module_built_from_our_weights_agrees(model, x):
+    net = KerasOrderNet(model).eval()
+    with torch.no_grad():  # independent of compare: the module computes what the float64 engine does
+        logits = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    assert np.allclose(logits, model.predict(x.astype(np.float64)), rtol=1e-4, atol=1e-4)
+    for weights in (None, model):  # the module's own weights (separate BNs), or ours named
+        report = compare(net, weights=weights, batch=x)
+        assert report["other"]["kind"] == "torch"
+        assert report["agrees"], [r for r in report["layers"] if not r["agrees"]][:1]
+        layers = [r["layer"] for r in report["layers"]]
+        assert layers[:3] == ["Conv1", "bn_Conv1", "Conv1_relu"] and layers[-2:] == ["global_average_pooling2d", "predictions"]
+        # every conv, BN and ReLU6 is hooked (residual adds are tensor ops, not modules)
+        assert len(layers) == sum(isinstance(x_, (L.Conv2D, L.DepthwiseConv2D, L.BatchNormalization, L.ReLU))
+                                  for x_ in model.layers) + 2
+    assert "0 with the batch norm folded in" in compare(net, batch=x)["weights"]["source"]
+
+
+@pytest.mark.parametrize("defect,layer,cause", [
+    (dict(relu={"block_3_expand_relu"}), "block_3_expand_relu", "activation"),
+    (dict(eps={"block_5_depthwise_BN": 1e-5}), "block_5_depthwise_BN", "bn_epsilon"),
+])
+def test_torch_module_defect_found(model, x, defect, layer, cause):
+    net = KerasOrderNet(model, **defect).eval()
+    report = compare(net, batch=x)  # weights read from the module: a BN's epsilon stays visible
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == (layer, cause, [])
+    assert d["evidence"][0]["after"]["ratio"] <= report["factor"] < d["evidence"][0]["before"]["ratio"]
+    assert d["after_fix"]["agrees"]
+    if cause == "bn_epsilon":
+        assert d["evidence"][0]["detail"]["epsilon"] == 1e-5
+
+
+def test_transformers_model_agrees():
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+    folder = require_shared("hf", "mobilenet_v2_0.35_96")
+    hf = transformers.MobileNetV2Model.from_pretrained(str(folder)).eval()
+    x = np.random.default_rng(5).uniform(-1, 1, (1,) + SHAPE).astype(np.float32)
+    report = compare(hf, batch=x)  # weights from the module; its tf_padding is functional, not a module
+    assert report["agrees"], (report["first_divergent_layer"], report["diagnosis"])
+    assert len(report["layers"]) >= 100 and report["layers"][-1]["layer"] == "global_average_pooling2d"
