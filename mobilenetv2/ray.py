@@ -27,8 +27,9 @@ pipeline waits forever (2 actors x num_cpus=1 on 2 CPUs hung).  ``actor_resource
 sees, its actors are ``PartWriter``s, which write each block's rows as one Parquet part themselves
 and return only (file, rows, errors).  The vectors then never cross Ray's object store, no write
 task (nor the worker process Ray starts for it) takes CPU from the actors, and the driver adopts
-each part as it is reported.  Measured on 2 cores (benchmarks/README.md): the job's CPU per image,
-all of Ray's processes counted, fell from 8.4-9.0 ms to 7.2-7.5 ms (decode and inference: ~6.5).
+each part as it is reported.  Measured on 2 busy cores (benchmarks/README.md): the job's CPU per
+image, all of Ray's processes counted, went from 7.6-9.7 ms to 7.3-8.6 ms (decode and inference:
+~6.5), its fixed CPU per job from 4.3-6.4 s to 3.1-4.4 s.
 """
 import math
 import os
@@ -158,12 +159,11 @@ class PartWriter:
                                                   ("errors", pa.int64())]))
 
 
-def part_rows(images, actors, batch_size, rows_per_part=4096):
-    """Images per part (one Ray block, one task): at most ``rows_per_part``, at least one batch, and
-    small enough that every actor gets about 4 blocks (a short job ends on balanced actors)."""
-    per = math.ceil(images / (4 * actors))
-    per = batch_size * math.ceil(per / batch_size)
-    return max(1, min(rows_per_part, per))
+def part_rows(images, actors, rows_per_part=4096):
+    """Images per part (one Ray block, one task): at most ``rows_per_part``, and small enough that
+    every actor gets about 4 parts, so that a short job ends on balanced actors (the last part
+    of one actor is the time the other may wait)."""
+    return max(1, min(rows_per_part, math.ceil(images / (4 * actors))))
 
 
 def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, batch_size=32, quiet=False,
@@ -187,7 +187,7 @@ def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, 
     ctx = ray.data.DataContext.get_current()
     if quiet or progress is not None:
         ctx.enable_progress_bars = False
-    rows = part_rows(len(items), actors, batch_size, rows_per_part)
+    rows = part_rows(len(items), actors, rows_per_part)
     blocks = math.ceil(len(items) / rows)
     actors = min(actors, blocks)  # an actor without a block would only build a model
     staging = os.path.join(out.path, f".tmp-ray-{out.run_id}")

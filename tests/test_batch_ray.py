@@ -114,11 +114,11 @@ def test_default_actors_leave_cpu_for_reads_and_writes():
 
 def test_parts_hold_a_few_blocks_per_actor_within_the_part_limit():
     from mobilenetv2.ray import part_rows
-    assert part_rows(800, actors=2, batch_size=32) == 128        # 800 / (4 x 2) = 100, up to whole batches
-    assert part_rows(61, actors=2, batch_size=8) == 8            # 61 / 8 = 7.6 -> one batch of 8
-    assert part_rows(5, actors=2, batch_size=32) == 32           # never less than one batch
-    assert part_rows(10_000_000, actors=64, batch_size=32) == 4096   # a big job: --rows-per-part
-    assert part_rows(10_000_000, actors=2, batch_size=32, rows_per_part=1000) == 1000
+    assert part_rows(800, actors=2) == 100                       # 800 / (4 x 2)
+    assert part_rows(61, actors=2) == 8                          # 61 / 8 = 7.6 -> 8
+    assert part_rows(5, actors=2) == 1                           # at least one image
+    assert part_rows(10_000_000, actors=64) == 4096              # a big job: --rows-per-part
+    assert part_rows(10_000_000, actors=2, rows_per_part=1000) == 1000
 
 
 def test_a_retried_block_publishes_the_same_part_again(images, local_rows, tmp_path):
