@@ -112,6 +112,40 @@ def test_default_actors_leave_cpu_for_reads_and_writes():
         actor_resources(2, threads=1, actors=2, actor_cpus=1)
 
 
+def test_parts_hold_a_few_blocks_per_actor_within_the_part_limit():
+    from mobilenetv2.ray import part_rows
+    assert part_rows(800, actors=2) == 100                       # 800 / (4 x 2)
+    assert part_rows(61, actors=2) == 8                          # 61 / 8 = 7.6 -> 8
+    assert part_rows(5, actors=2) == 1                           # at least one image
+    assert part_rows(10_000_000, actors=64) == 4096              # a big job: --rows-per-part
+    assert part_rows(10_000_000, actors=2, rows_per_part=1000) == 1000
+
+
+def test_a_retried_block_publishes_the_same_part_again(images, local_rows, tmp_path):
+    """What Ray does after an actor died: the same block runs again (here on a second writer, as on a
+    restarted actor).  It must land in the same file name with the same rows, not in a second file."""
+    import pyarrow.parquet as pq
+    from mobilenetv2.batch.inputs import list_images
+    from mobilenetv2.ray import PartWriter, part_name
+    items = list_images([str(images)])
+    block = {"id": [i for i, _ in items[:13]], "path": [p for _, p in items[:13]]}
+    job_args = dict(kind="features", alpha=0.35, size=96, weights="none", threads=1)
+    first = PartWriter(tmp_path, batch_size=4, **job_args)(block).to_pylist()
+    name = part_name(block["id"])
+    assert pq.read_metadata(tmp_path / name).num_row_groups == 4  # one row group per batch: 4+4+4+1
+    before = pq.read_table(tmp_path / name)
+    again = PartWriter(tmp_path, batch_size=5, **job_args)(block).to_pylist()
+    assert block["path"][0].endswith("broken.jpg")               # the unreadable image is in the block
+    assert first == again == [{"file": name, "rows": 13, "errors": 1}]
+    assert sorted(os.listdir(tmp_path)) == [name]                # no temporary left, no second part
+    assert pq.read_table(tmp_path / name).equals(before)
+    assert pq.read_metadata(tmp_path / name).num_row_groups == 3  # the retry's file (5+5+3), not the first's (4x)
+    want = local_rows.filter(pads.field("id").isin(block["id"])).sort_by("id")
+    assert_same_rows(before.sort_by("id"), want)
+    other = {"id": block["id"][1:], "path": block["path"][1:]}
+    assert part_name(other["id"]) != name
+
+
 def test_importing_the_recipe_does_not_import_ray():
     code = "import sys, mobilenetv2, mobilenetv2.ray, mobilenetv2.cli; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))

@@ -92,9 +92,13 @@ def run(args, kind):
             todo = [(i, os.path.abspath(p)) for i, p in todo]
             if job_args["weights"] not in ("imagenet", "none"):
                 job_args["weights"] = os.path.abspath(job_args["weights"])
+            from mobilenetv2.batch import local
+            progress = local.Progress(len(todo), enabled=not args.quiet)
             written, errors = mnv2_ray.run_job(job_args, todo, out, address=args.ray, actors=args.ray_actors,
                                                actor_cpus=args.ray_actor_cpus, batch_size=args.batch_size,
-                                               quiet=args.quiet)
+                                               quiet=args.quiet, rows_per_part=args.rows_per_part,
+                                               progress=progress)
+            progress.finish()
         else:
             from mobilenetv2.batch import local
             workers = args.workers or max(1, local.available_cpus() // args.threads)

@@ -146,32 +146,33 @@ class OutputDataset:
         _fsync_dir(self.path)
 
 
-class _PartWriter:
-    """Writes batches as row groups of a temporary file; ``commit()`` publishes it as a part."""
+class PartFile:
+    """Batches written as row groups of a temporary file in ``folder``; ``publish(final)`` syncs it and
+    renames it to ``final`` (an existing file of that name is replaced, atomically), ``abort()``
+    deletes it.  Memory: one batch at a time."""
 
-    def __init__(self, dataset, schema):
-        self.dataset, self.schema = dataset, schema
+    def __init__(self, folder, schema):
+        self.folder, self.schema = folder, schema
         self.rows, self._writer, self._tmp = 0, None, None
 
     def write(self, table):
         pq = require("pyarrow.parquet", "batch")
         if self._writer is None:
-            fd, self._tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".parquet", dir=self.dataset.path)
+            fd, self._tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".parquet", dir=self.folder)
             os.close(fd)
             self._writer = pq.ParquetWriter(self._tmp, self.schema)
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
         self.rows += table.num_rows
 
-    def commit(self):
-        """Close the file and rename it to its part name; returns that name (None if empty)."""
+    def publish(self, final):
+        """Close the file and rename it to ``final``; returns ``final`` (None if nothing was written)."""
         if self._writer is None:
             return None
         self._writer.close()
         with open(self._tmp, "rb") as f:
             os.fsync(f.fileno())
-        final = self.dataset.new_part_name()
         os.replace(self._tmp, final)
-        _fsync_dir(self.dataset.path)
+        _fsync_dir(os.path.dirname(final))
         self._writer, self._tmp, self.rows = None, None, 0
         return final
 
@@ -182,3 +183,17 @@ class _PartWriter:
             finally:
                 os.unlink(self._tmp)
                 self._writer, self._tmp, self.rows = None, None, 0
+
+
+class _PartWriter(PartFile):
+    """A PartFile in the dataset's folder; ``commit()`` publishes it under the next part name."""
+
+    def __init__(self, dataset, schema):
+        super().__init__(dataset.path, schema)
+        self.dataset = dataset
+
+    def commit(self):
+        """Close the file and rename it to its part name; returns that name (None if empty)."""
+        if self._writer is None:
+            return None
+        return self.publish(self.dataset.new_part_name())
