@@ -40,31 +40,38 @@ void f32_dwconv3x3_row_scalar(const float *const rows[3], const float *w, const 
     }
 }
 
-/* The three input rows that output row i of image b reads (NULL for rows in the padding). */
-static void input_rows(const float *x, size_t b, size_t h, size_t wd, size_t c, size_t i,
-                       size_t stride, size_t pad_top, const float *rows[3])
-{
-    for (size_t a = 0; a < 3; a++) {
-        const long r = (long)(i * stride + a) - (long)pad_top;
-        rows[a] = r >= 0 && r < (long)h ? x + ((b * h + (size_t)r) * wd) * c : NULL;
-    }
-}
+typedef void dw_rows_fn(const float *const *rows, size_t nout, const float *w, const float *bias,
+                        float *y, size_t wd, size_t c, size_t stride, size_t pad_left, size_t ow,
+                        int relu6);
 
-typedef void dw_row_fn(const float *const rows[3], const float *w, const float *bias, float *y,
-                       size_t wd, size_t c, size_t stride, size_t pad_left, size_t ow, int relu6);
+#define DW_GROUP 8 /* output rows handed to the rows kernel at once */
 
-/* Output rows [oh0, oh1) of every image, one row at a time by ``row``. */
+/* Output rows [oh0, oh1) of every image, DW_GROUP rows at a time by ``rows_fn``: input row
+ * i*s+r-pt for r in [0, (nout-1)*s + 3) of each group, NULL in the padding. */
 static void dwconv_rows(const float *x, const float *w, const float *bias, float *y, size_t n,
                         size_t h, size_t wd, size_t c, size_t stride, size_t pad_top,
                         size_t pad_left, size_t oh, size_t ow, size_t oh0, size_t oh1, int relu6,
-                        dw_row_fn *row)
+                        dw_rows_fn *rows_fn)
 {
     for (size_t b = 0; b < n; b++)
-        for (size_t i = oh0; i < oh1; i++) {
-            const float *rows[3];
-            input_rows(x, b, h, wd, c, i, stride, pad_top, rows);
-            row(rows, w, bias, y + (b * oh + i) * ow * c, wd, c, stride, pad_left, ow, relu6);
+        for (size_t i = oh0; i < oh1; i += DW_GROUP) {
+            const size_t nout = oh1 - i < DW_GROUP ? oh1 - i : DW_GROUP;
+            const float *rows[(DW_GROUP - 1) * 2 + 3];
+            for (size_t r = 0; r < (nout - 1) * stride + 3; r++) {
+                const long q = (long)(i * stride + r) - (long)pad_top;
+                rows[r] = q >= 0 && q < (long)h ? x + ((b * h + (size_t)q) * wd) * c : NULL;
+            }
+            rows_fn(rows, nout, w, bias, y + (b * oh + i) * ow * c, wd, c, stride, pad_left, ow, relu6);
         }
+}
+
+void f32_dwconv3x3_rows_scalar(const float *const *rows, size_t nout, const float *w,
+                               const float *bias, float *y, size_t wd, size_t c, size_t stride,
+                               size_t pad_left, size_t ow, int relu6)
+{
+    for (size_t o = 0; o < nout; o++)
+        f32_dwconv3x3_row_scalar(rows + o * stride, w, bias, y + o * ow * c, wd, c, stride,
+                                 pad_left, ow, relu6);
 }
 
 void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, float *y,
@@ -73,7 +80,7 @@ void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, flo
                           size_t oh0, size_t oh1, int relu6)
 {
     dwconv_rows(x, w, bias, y, n, h, wd, c, stride, pad_top, pad_left, oh, ow, oh0, oh1, relu6,
-                f32_dwconv3x3_row_scalar);
+                f32_dwconv3x3_rows_scalar);
 }
 
 #if MNV2_X86
@@ -248,11 +255,26 @@ void f32_dwconv3x3_row(const float *const rows[3], const float *w, const float *
     f32_dwconv3x3_row_scalar(rows, w, bias, y, wd, c, stride, pad_left, ow, relu6);
 }
 
+void f32_dwconv3x3_rows(const float *const *rows, size_t nout, const float *w, const float *bias,
+                        float *y, size_t wd, size_t c, size_t stride, size_t pad_left, size_t ow,
+                        int relu6)
+{
+#if MNV2_X86
+    if (mnv2_simd_level() >= MNV2_ISA_AVX512) {
+        f32_dwconv3x3_rows_avx512(rows, nout, w, bias, y, wd, c, stride, pad_left, ow, relu6);
+        return;
+    }
+#endif
+    for (size_t o = 0; o < nout; o++)
+        f32_dwconv3x3_row(rows + o * stride, w, bias, y + o * ow * c, wd, c, stride, pad_left, ow,
+                          relu6);
+}
+
 void f32_dwconv3x3(const float *x, const float *w, const float *bias, float *y,
                    size_t n, size_t h, size_t wd, size_t c, size_t stride,
                    size_t pad_top, size_t pad_left, size_t oh, size_t ow,
                    size_t oh0, size_t oh1, int relu6)
 {
     dwconv_rows(x, w, bias, y, n, h, wd, c, stride, pad_top, pad_left, oh, ow, oh0, oh1, relu6,
-                f32_dwconv3x3_row);
+                f32_dwconv3x3_rows);
 }

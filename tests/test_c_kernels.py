@@ -278,6 +278,35 @@ def test_dwconv_grid_every_channel_count_and_width(stride):
                                           bias=b, relu6=relu6))
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dwconv_grid_row_pairs_heights_and_channel_groups(stride):
+    """The AVX-512 kernel computes two output rows per pass (a lone last row on its own), the rows of
+    a call in groups of 8, channels in groups sized from L1 (at least 64) with a masked tail, and
+    splits a row's interior pixels into blocks of 1..10: heights 1..12 (odd and even row counts,
+    every group remainder), interiors of 1..29 pixels, channel counts around 16, 64 and beyond, and
+    row ranges starting on odd rows.  Same bits on every ISA, close to float64."""
+    rng = np.random.default_rng(10 + stride)
+    widths = (3, 5, 12, 13, 22, 31) if stride == 1 else (3, 6, 23, 24, 43, 61)
+    for c in (1, 15, 17, 33, 65, 97, 130):
+        k, b = rnd(rng, 3, 3, c), rnd(rng, c)
+        for h in range(1, 13):
+            for w in widths[(h + c) % 2::2]:
+                x = rnd(rng, 1, h, w, c)
+                pads = (1, 1, 1, 1) if stride == 1 else (h % 2, 1, w % 2, 1)
+                if h + pads[0] + pads[1] < 3:
+                    continue
+                relu6 = bool((c + h) % 2)
+                got = same_on_every_isa(lambda isa: C.dwconv3x3(x, k, b, stride, pads, relu6, scalar=isa))
+                close(got, K.depthwise3x3(x.astype(np.float64), k.astype(np.float64), stride, pads,
+                                          bias=b, relu6=relu6))
+                oh = got.shape[1]
+                for a in range(1, oh, 3):
+                    parts = same_on_every_isa(
+                        lambda isa: C.dwconv3x3(x, k, b, stride, pads, relu6, rows=(0, a), scalar=isa) +
+                        C.dwconv3x3(x, k, b, stride, pads, relu6, rows=(a, oh), scalar=isa))
+                    np.testing.assert_array_equal(parts, got)
+
+
 def test_stem_grid_every_channel_count():
     rng = np.random.default_rng(5)
     for cout in range(1, 34):
