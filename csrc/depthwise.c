@@ -177,7 +177,9 @@ dw_block(const float *const rows[3], const float *w, const float *bias, float *y
     }
 }
 
-#define DW_PX 8 /* pixels per block: enough independent FMA chains to hide the FMA latency */
+#define DW_PX 8 /* pixels per block at most: enough independent FMA chains to hide the FMA latency */
+typedef void dw_block_fn(const float *const rows[3], const float *w, const float *bias, float *yp,
+                         size_t c, size_t cfull, int relu6);
 #define DW_BLOCK(s, px)                                                                             \
     MNV2_AVX2 static void dw_block_s##s##_##px(const float *const rows[3], const float *w,           \
                                               const float *bias, float *yp, size_t c, size_t cfull, \
@@ -185,32 +187,33 @@ dw_block(const float *const rows[3], const float *w, const float *bias, float *y
     {                                                                                               \
         dw_block(rows, w, bias, yp, c, cfull, s, px, relu6);                                        \
     }
-DW_BLOCK(1, 8)
-DW_BLOCK(1, 4)
-DW_BLOCK(1, 1)
-DW_BLOCK(2, 8)
-DW_BLOCK(2, 4)
-DW_BLOCK(2, 1)
+#define DW_BLOCKS(s)                                                                                \
+    DW_BLOCK(s, 1) DW_BLOCK(s, 2) DW_BLOCK(s, 3) DW_BLOCK(s, 4)                                     \
+    DW_BLOCK(s, 5) DW_BLOCK(s, 6) DW_BLOCK(s, 7) DW_BLOCK(s, 8)
+DW_BLOCKS(1)
+DW_BLOCKS(2)
+#undef DW_BLOCKS
 #undef DW_BLOCK
+static dw_block_fn *const dw_blocks[2][DW_PX] = {
+    {dw_block_s1_1, dw_block_s1_2, dw_block_s1_3, dw_block_s1_4, dw_block_s1_5, dw_block_s1_6, dw_block_s1_7, dw_block_s1_8},
+    {dw_block_s2_1, dw_block_s2_2, dw_block_s2_3, dw_block_s2_4, dw_block_s2_5, dw_block_s2_6, dw_block_s2_7, dw_block_s2_8}};
 
-/* Interior pixels [j, j + count) of one output row (rows0 as for dw_block, at pixel j): blocks of
- * DW_PX pixels, then of 4, then single pixels, whole channel chunks [0, cfull). */
+/* Interior pixels [j, j + count) of one output row (rows0 as for dw_block, at pixel j): split into
+ * near-equal blocks of at most DW_PX pixels (so no one-pixel block waits on the FMA latency
+ * alone), whole channel chunks [0, cfull). */
 MNV2_AVX2 static void dw_interior(const float *const rows0[3], const float *w, const float *bias,
                                   float *yp, size_t c, size_t cfull, size_t stride, size_t count,
                                   int relu6)
 {
     const float *rows[3] = {rows0[0], rows0[1], rows0[2]};
-    while (count) {
-        const size_t px = count >= DW_PX ? DW_PX : count >= 4 ? 4 : 1;
-        if (stride == 1)
-            (px == DW_PX ? dw_block_s1_8 : px == 4 ? dw_block_s1_4 : dw_block_s1_1)(rows, w, bias, yp, c, cfull, relu6);
-        else
-            (px == DW_PX ? dw_block_s2_8 : px == 4 ? dw_block_s2_4 : dw_block_s2_1)(rows, w, bias, yp, c, cfull, relu6);
+    const size_t nb = (count + DW_PX - 1) / DW_PX;
+    for (size_t i = 0; i < nb; i++) {
+        const size_t px = count * (i + 1) / nb - count * i / nb; /* 1..DW_PX */
+        dw_blocks[stride - 1][px - 1](rows, w, bias, yp, c, cfull, relu6);
         for (int a = 0; a < 3; a++)
             if (rows[a])
                 rows[a] += px * stride * c;
         yp += px * c;
-        count -= px;
     }
 }
 
