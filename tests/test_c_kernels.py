@@ -316,6 +316,24 @@ def test_stem_grid_every_channel_count():
         close(got, K.conv2d(x.astype(np.float64), k.astype(np.float64), 2, pads, bias=b, relu6=True))
 
 
+def test_stem_grid_direct_interior_tiles():
+    """On AVX-512 a row with its three input rows inside the image computes its interior in tiles of
+    12 (cout 16, 32), 8 (48) or 6 (64) pixels straight from the image, the rest (borders, the tile
+    remainder, rows in the padding, other couts) through the gather: interiors of 11..27 pixels
+    (every remainder of those tiles), each pad pattern the network has and symmetric pads of 0..2,
+    several images, ReLU6 on and off.  Same bits on every ISA, close to float64."""
+    rng = np.random.default_rng(7)
+    for cout in (8, 16, 24, 32, 48, 64, 72):
+        k, b = rnd(rng, 3, 3, 3, cout), rnd(rng, cout)
+        for w in range(23, 58, 3):
+            h = 5 + w % 4
+            x = rnd(rng, 2, h, w, 3)
+            for pads in (same_pads(h, 3, 2) + same_pads(w, 3, 2), (1, 1, 1, 1), (0, 0, 0, 0), (2, 2, 2, 2)):
+                relu6 = bool((w + cout) % 2)
+                got = same_on_every_isa(lambda isa: C.stem(x, k, b, pads, relu6=relu6, scalar=isa))
+                close(got, K.conv2d(x.astype(np.float64), k.astype(np.float64), 2, pads, bias=b, relu6=relu6))
+
+
 def test_pool_softmax_relu6_grid_every_channel_count():
     rng = np.random.default_rng(6)
     for c in range(1, 41):
