@@ -282,7 +282,7 @@ def test_dwconv_grid_every_channel_count_and_width(stride):
 def test_dwconv_grid_row_pairs_heights_and_channel_groups(stride):
     """The AVX-512 kernel computes two output rows per pass (a lone last row on its own), the rows of
     a call in groups of 8, channels in groups sized from L1 (at least 64) with a masked tail, and
-    splits a row's interior pixels into blocks of 1..10: heights 1..12 (odd and even row counts,
+    splits a row's interior pixels into blocks of 1..8: heights 1..12 (odd and even row counts,
     every group remainder), interiors of 1..29 pixels, channel counts around 16, 64 and beyond, and
     row ranges starting on odd rows.  Same bits on every ISA, close to float64."""
     rng = np.random.default_rng(10 + stride)
