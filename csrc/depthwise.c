@@ -276,9 +276,9 @@ dw_pair(const float *const in[5], const float *w, const float *bias, float *cons
                 xp += c;
 #pragma GCC unroll 3
                 for (size_t b = 0; b < 3; b++) {
-                    if (col < b || (col - b) % stride != 0 || (col - b) / stride >= (size_t)px)
+                    size_t p;
+                    if (!mnv2_col_tap(col, b, stride, (size_t)px, &p))
                         continue;
-                    const size_t p = (col - b) / stride;
                     if (a0 < 3)
                         acc[0][p] = _mm256_fmadd_ps(v, w0[b], acc[0][p]);
                     if (a1 >= 0 && a1 < 3)
