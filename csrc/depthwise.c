@@ -3,9 +3,10 @@
  * taps outside the image are skipped (they read as zero); per output one fused multiply-add a tap
  * in (a, b) order from the bias (fmaf in the scalar code), the same bits on every ISA.
  * x: [N, H, W, C]; w: [3, 3, C]; bias: [C]; y: [N, OH, OW, C]; output rows i in [oh0, oh1).
- * The work is one output row at a time (f32_dwconv3x3_row) from the three input rows it reads,
- * given by pointer, so the fused block op can feed rows from its ring of expanded rows.
- * The AVX-512 row kernel is in depthwise_avx512.c.
+ * The work is a few consecutive output rows at a time (f32_dwconv3x3_rows) from the input rows
+ * they read, given by pointer, so the fused block op can feed rows from its ring of expanded rows;
+ * the vector kernels compute two rows per pass where they can (AVX-512 always, AVX2 at stride 2),
+ * loading the input rows the two share once.  The AVX-512 kernel is in depthwise_avx512.c.
  */
 #include <math.h>
 #include "mobilenetv2.h"
