@@ -3,9 +3,10 @@
  * taps outside the image are skipped (they read as zero); per output one fused multiply-add a tap
  * in (a, b) order from the bias (fmaf in the scalar code), the same bits on every ISA.
  * x: [N, H, W, C]; w: [3, 3, C]; bias: [C]; y: [N, OH, OW, C]; output rows i in [oh0, oh1).
- * The work is one output row at a time (f32_dwconv3x3_row) from the three input rows it reads,
- * given by pointer, so the fused block op can feed rows from its ring of expanded rows.
- * The AVX-512 row kernel is in depthwise_avx512.c.
+ * The work is a few consecutive output rows at a time (f32_dwconv3x3_rows) from the input rows
+ * they read, given by pointer, so the fused block op can feed rows from its ring of expanded rows;
+ * the vector kernels compute two rows per pass where they can (AVX-512 always, AVX2 at stride 2),
+ * loading the input rows the two share once.  The AVX-512 kernel is in depthwise_avx512.c.
  */
 #include <math.h>
 #include "mobilenetv2.h"
@@ -40,31 +41,38 @@ void f32_dwconv3x3_row_scalar(const float *const rows[3], const float *w, const 
     }
 }
 
-/* The three input rows that output row i of image b reads (NULL for rows in the padding). */
-static void input_rows(const float *x, size_t b, size_t h, size_t wd, size_t c, size_t i,
-                       size_t stride, size_t pad_top, const float *rows[3])
-{
-    for (size_t a = 0; a < 3; a++) {
-        const long r = (long)(i * stride + a) - (long)pad_top;
-        rows[a] = r >= 0 && r < (long)h ? x + ((b * h + (size_t)r) * wd) * c : NULL;
-    }
-}
+typedef void dw_rows_fn(const float *const *rows, size_t nout, const float *w, const float *bias,
+                        float *y, size_t wd, size_t c, size_t stride, size_t pad_left, size_t ow,
+                        int relu6);
 
-typedef void dw_row_fn(const float *const rows[3], const float *w, const float *bias, float *y,
-                       size_t wd, size_t c, size_t stride, size_t pad_left, size_t ow, int relu6);
+#define DW_GROUP 8 /* output rows handed to the rows kernel at once */
 
-/* Output rows [oh0, oh1) of every image, one row at a time by ``row``. */
+/* Output rows [oh0, oh1) of every image, DW_GROUP rows at a time by ``rows_fn``: input row
+ * i*s+r-pt for r in [0, (nout-1)*s + 3) of each group, NULL in the padding. */
 static void dwconv_rows(const float *x, const float *w, const float *bias, float *y, size_t n,
                         size_t h, size_t wd, size_t c, size_t stride, size_t pad_top,
                         size_t pad_left, size_t oh, size_t ow, size_t oh0, size_t oh1, int relu6,
-                        dw_row_fn *row)
+                        dw_rows_fn *rows_fn)
 {
     for (size_t b = 0; b < n; b++)
-        for (size_t i = oh0; i < oh1; i++) {
-            const float *rows[3];
-            input_rows(x, b, h, wd, c, i, stride, pad_top, rows);
-            row(rows, w, bias, y + (b * oh + i) * ow * c, wd, c, stride, pad_left, ow, relu6);
+        for (size_t i = oh0; i < oh1; i += DW_GROUP) {
+            const size_t nout = oh1 - i < DW_GROUP ? oh1 - i : DW_GROUP;
+            const float *rows[(DW_GROUP - 1) * 2 + 3];
+            for (size_t r = 0; r < (nout - 1) * stride + 3; r++) {
+                const long q = (long)(i * stride + r) - (long)pad_top;
+                rows[r] = q >= 0 && q < (long)h ? x + ((b * h + (size_t)q) * wd) * c : NULL;
+            }
+            rows_fn(rows, nout, w, bias, y + (b * oh + i) * ow * c, wd, c, stride, pad_left, ow, relu6);
         }
+}
+
+void f32_dwconv3x3_rows_scalar(const float *const *rows, size_t nout, const float *w,
+                               const float *bias, float *y, size_t wd, size_t c, size_t stride,
+                               size_t pad_left, size_t ow, int relu6)
+{
+    for (size_t o = 0; o < nout; o++)
+        f32_dwconv3x3_row_scalar(rows + o * stride, w, bias, y + o * ow * c, wd, c, stride,
+                                 pad_left, ow, relu6);
 }
 
 void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, float *y,
@@ -73,7 +81,7 @@ void f32_dwconv3x3_scalar(const float *x, const float *w, const float *bias, flo
                           size_t oh0, size_t oh1, int relu6)
 {
     dwconv_rows(x, w, bias, y, n, h, wd, c, stride, pad_top, pad_left, oh, ow, oh0, oh1, relu6,
-                f32_dwconv3x3_row_scalar);
+                f32_dwconv3x3_rows_scalar);
 }
 
 #if MNV2_X86
@@ -170,7 +178,9 @@ dw_block(const float *const rows[3], const float *w, const float *bias, float *y
     }
 }
 
-#define DW_PX 8 /* pixels per block: enough independent FMA chains to hide the FMA latency */
+#define DW_PX 8 /* pixels per block at most: enough independent FMA chains to hide the FMA latency */
+typedef void dw_block_fn(const float *const rows[3], const float *w, const float *bias, float *yp,
+                         size_t c, size_t cfull, int relu6);
 #define DW_BLOCK(s, px)                                                                             \
     MNV2_AVX2 static void dw_block_s##s##_##px(const float *const rows[3], const float *w,           \
                                               const float *bias, float *yp, size_t c, size_t cfull, \
@@ -178,32 +188,33 @@ dw_block(const float *const rows[3], const float *w, const float *bias, float *y
     {                                                                                               \
         dw_block(rows, w, bias, yp, c, cfull, s, px, relu6);                                        \
     }
-DW_BLOCK(1, 8)
-DW_BLOCK(1, 4)
-DW_BLOCK(1, 1)
-DW_BLOCK(2, 8)
-DW_BLOCK(2, 4)
-DW_BLOCK(2, 1)
+#define DW_BLOCKS(s)                                                                                \
+    DW_BLOCK(s, 1) DW_BLOCK(s, 2) DW_BLOCK(s, 3) DW_BLOCK(s, 4)                                     \
+    DW_BLOCK(s, 5) DW_BLOCK(s, 6) DW_BLOCK(s, 7) DW_BLOCK(s, 8)
+DW_BLOCKS(1)
+DW_BLOCKS(2)
+#undef DW_BLOCKS
 #undef DW_BLOCK
+static dw_block_fn *const dw_blocks[2][DW_PX] = {
+    {dw_block_s1_1, dw_block_s1_2, dw_block_s1_3, dw_block_s1_4, dw_block_s1_5, dw_block_s1_6, dw_block_s1_7, dw_block_s1_8},
+    {dw_block_s2_1, dw_block_s2_2, dw_block_s2_3, dw_block_s2_4, dw_block_s2_5, dw_block_s2_6, dw_block_s2_7, dw_block_s2_8}};
 
-/* Interior pixels [j, j + count) of one output row (rows0 as for dw_block, at pixel j): blocks of
- * DW_PX pixels, then of 4, then single pixels, whole channel chunks [0, cfull). */
+/* Interior pixels [j, j + count) of one output row (rows0 as for dw_block, at pixel j): split into
+ * near-equal blocks of at most DW_PX pixels (so no one-pixel block waits on the FMA latency
+ * alone), whole channel chunks [0, cfull). */
 MNV2_AVX2 static void dw_interior(const float *const rows0[3], const float *w, const float *bias,
                                   float *yp, size_t c, size_t cfull, size_t stride, size_t count,
                                   int relu6)
 {
     const float *rows[3] = {rows0[0], rows0[1], rows0[2]};
-    while (count) {
-        const size_t px = count >= DW_PX ? DW_PX : count >= 4 ? 4 : 1;
-        if (stride == 1)
-            (px == DW_PX ? dw_block_s1_8 : px == 4 ? dw_block_s1_4 : dw_block_s1_1)(rows, w, bias, yp, c, cfull, relu6);
-        else
-            (px == DW_PX ? dw_block_s2_8 : px == 4 ? dw_block_s2_4 : dw_block_s2_1)(rows, w, bias, yp, c, cfull, relu6);
+    const size_t nb = (count + DW_PX - 1) / DW_PX;
+    for (size_t i = 0; i < nb; i++) {
+        const size_t px = count * (i + 1) / nb - count * i / nb; /* 1..DW_PX */
+        dw_blocks[stride - 1][px - 1](rows, w, bias, yp, c, cfull, relu6);
         for (int a = 0; a < 3; a++)
             if (rows[a])
                 rows[a] += px * stride * c;
         yp += px * c;
-        count -= px;
     }
 }
 
@@ -229,6 +240,116 @@ MNV2_AVX2 static void f32_dwconv3x3_row_relu6_avx2(const float *const rows[3], c
             dw_pixel(rows, w, bias, yrow, wd, c, stride, pad_left, j, interior ? cfull : 0, relu6);
     }
 }
+
+/* Two output rows at once (stride s: their s + 3 input rows in[0 .. s + 3), each at the block's
+ * first tap column, channel 0, or NULL; y[o]: output row o at the block's first pixel): px <= 4
+ * pixels of each, whole 8-channel chunks [0, cfull).  Input row r is kernel row r of output 0 and
+ * row r - s of output 1, so the rows both outputs read are loaded once for both; 2 x px
+ * accumulators and the 6 weights of the two kernel rows in use fit the 16 ymm registers.  Going
+ * through r, then the columns, keeps every output's FMAs in (a, b) order. */
+#define DW2_PX 4
+MNV2_AVX2 static inline __attribute__((always_inline)) void
+dw_pair(const float *const in[5], const float *w, const float *bias, float *const y[2], size_t c,
+        size_t cfull, const size_t stride, const int px, int relu6)
+{
+    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+    for (size_t k = 0; k < cfull; k += 8) {
+        __m256 acc[2][DW2_PX];
+        const __m256 bv = _mm256_loadu_ps(bias + k);
+#pragma GCC unroll 4
+        for (int p = 0; p < px; p++)
+            acc[0][p] = acc[1][p] = bv;
+#pragma GCC unroll 5
+        for (int r = 0; r < (int)stride + 3; r++) {
+            if (!in[r])
+                continue;
+            const int a0 = r, a1 = r - (int)stride; /* kernel row of output 0, of output 1 */
+            __m256 w0[3], w1[3];
+#pragma GCC unroll 3
+            for (int b = 0; b < 3; b++) {
+                w0[b] = a0 < 3 ? _mm256_loadu_ps(w + (3 * a0 + b) * c + k) : zero;
+                w1[b] = a1 >= 0 && a1 < 3 ? _mm256_loadu_ps(w + (3 * a1 + b) * c + k) : zero;
+            }
+            const float *xp = in[r] + k;
+#pragma GCC unroll 12
+            for (size_t col = 0; col < stride * (size_t)(px - 1) + 3; col++) {
+                const __m256 v = _mm256_loadu_ps(xp);
+                xp += c;
+#pragma GCC unroll 3
+                for (size_t b = 0; b < 3; b++) {
+                    size_t p;
+                    if (!mnv2_col_tap(col, b, stride, (size_t)px, &p))
+                        continue;
+                    if (a0 < 3)
+                        acc[0][p] = _mm256_fmadd_ps(v, w0[b], acc[0][p]);
+                    if (a1 >= 0 && a1 < 3)
+                        acc[1][p] = _mm256_fmadd_ps(v, w1[b], acc[1][p]);
+                }
+            }
+        }
+#pragma GCC unroll 2
+        for (int o = 0; o < 2; o++)
+#pragma GCC unroll 4
+            for (int p = 0; p < px; p++) {
+                __m256 v = acc[o][p];
+                if (relu6)
+                    v = _mm256_min_ps(_mm256_max_ps(v, zero), six);
+                _mm256_storeu_ps(y[o] + p * c + k, v);
+            }
+    }
+}
+
+typedef void dw_pair_fn(const float *const in[5], const float *w, const float *bias,
+                        float *const y[2], size_t c, size_t cfull, int relu6);
+#define DW_PAIR(s, px)                                                                              \
+    MNV2_AVX2 static void dw_pair_s##s##_##px(const float *const in[5], const float *w,             \
+                                             const float *bias, float *const y[2], size_t c,       \
+                                             size_t cfull, int relu6)                              \
+    {                                                                                               \
+        dw_pair(in, w, bias, y, c, cfull, s, px, relu6);                                            \
+    }
+DW_PAIR(2, 1) DW_PAIR(2, 2) DW_PAIR(2, 3) DW_PAIR(2, 4)
+#undef DW_PAIR
+static dw_pair_fn *const dw_pairs[DW2_PX] = {dw_pair_s2_1, dw_pair_s2_2, dw_pair_s2_3, dw_pair_s2_4};
+
+/* Two consecutive output rows y[0 .. 2 * ow * c) at stride 2 from their 5 input rows: the
+ * interior's whole chunks by dw_pair in near-equal blocks of at most DW2_PX pixels; then, row by
+ * row, the border pixels and the interior's channel tail pixel by pixel.  Stride 2 only: there the
+ * pair reads 5 input rows instead of 6 and was 7 % faster over the network's stride-2 shapes; at
+ * stride 1 its 4-pixel blocks (the most the 16 ymm registers hold for two rows) lost 4 % to the
+ * one-row kernel's 8-pixel blocks (this Zen 5 forced to AVX2). */
+MNV2_AVX2 static void f32_dwconv3x3_rows2_s2_avx2(const float *const in[5], const float *w,
+                                                  const float *bias, float *y, size_t wd, size_t c,
+                                                  size_t pad_left, size_t ow, int relu6)
+{
+    const size_t stride = 2;
+    size_t j0, j1;
+    mnv2_interior(wd, stride, pad_left, ow, &j0, &j1);
+    const size_t cfull = c - c % 8;
+    if (j1 > j0 && cfull) {
+        const size_t count = j1 - j0, nb = (count + DW2_PX - 1) / DW2_PX;
+        const float *at[5] = {NULL, NULL, NULL, NULL, NULL};
+        for (size_t r = 0; r < stride + 3; r++)
+            at[r] = in[r] ? in[r] + (j0 * stride - pad_left) * c : NULL;
+        float *yp[2] = {y + j0 * c, y + (ow + j0) * c};
+        for (size_t i = 0; i < nb; i++) {
+            const size_t px = count * (i + 1) / nb - count * i / nb; /* 1..DW2_PX */
+            dw_pairs[px - 1](at, w, bias, yp, c, cfull, relu6);
+            for (int r = 0; r < 5; r++)
+                if (at[r])
+                    at[r] += px * stride * c;
+            yp[0] += px * c;
+            yp[1] += px * c;
+        }
+    }
+    for (size_t o = 0; o < 2; o++)
+        for (size_t j = 0; j < ow; j++) {
+            const int interior = j >= j0 && j < j1;
+            if (!interior || cfull < c)
+                dw_pixel(in + o * stride, w, bias, y + o * ow * c, wd, c, stride, pad_left, j,
+                         interior ? cfull : 0, relu6);
+        }
+}
 #endif
 
 void f32_dwconv3x3_row(const float *const rows[3], const float *w, const float *bias, float *y,
@@ -248,11 +369,36 @@ void f32_dwconv3x3_row(const float *const rows[3], const float *w, const float *
     f32_dwconv3x3_row_scalar(rows, w, bias, y, wd, c, stride, pad_left, ow, relu6);
 }
 
+void f32_dwconv3x3_rows(const float *const *rows, size_t nout, const float *w, const float *bias,
+                        float *y, size_t wd, size_t c, size_t stride, size_t pad_left, size_t ow,
+                        int relu6)
+{
+#if MNV2_X86
+    if (mnv2_simd_level() >= MNV2_ISA_AVX512) {
+        f32_dwconv3x3_rows_avx512(rows, nout, w, bias, y, wd, c, stride, pad_left, ow, relu6);
+        return;
+    }
+    if (mnv2_simd_level() >= MNV2_ISA_AVX2) {
+        size_t o = 0;
+        for (; stride == 2 && o + 2 <= nout; o += 2)
+            f32_dwconv3x3_rows2_s2_avx2(rows + o * stride, w, bias, y + o * ow * c, wd, c, pad_left,
+                                        ow, relu6);
+        for (; o < nout; o++)
+            f32_dwconv3x3_row_relu6_avx2(rows + o * stride, w, bias, y + o * ow * c, wd, c, stride,
+                                         pad_left, ow, relu6);
+        return;
+    }
+#endif
+    for (size_t o = 0; o < nout; o++)
+        f32_dwconv3x3_row(rows + o * stride, w, bias, y + o * ow * c, wd, c, stride, pad_left, ow,
+                          relu6);
+}
+
 void f32_dwconv3x3(const float *x, const float *w, const float *bias, float *y,
                    size_t n, size_t h, size_t wd, size_t c, size_t stride,
                    size_t pad_top, size_t pad_left, size_t oh, size_t ow,
                    size_t oh0, size_t oh1, int relu6)
 {
     dwconv_rows(x, w, bias, y, n, h, wd, c, stride, pad_top, pad_left, oh, ow, oh0, oh1, relu6,
-                f32_dwconv3x3_row);
+                f32_dwconv3x3_rows);
 }

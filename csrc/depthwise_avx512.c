@@ -1,19 +1,26 @@
-/* Depthwise 3x3 on AVX-512: one output row of f32_dwconv3x3_row (depthwise.c),
- *   y[j, c] = act(bias[c] + sum_{a,b} rows[a][j*s+b-pl, c] * w[a, b, c])  (taps inside the image)
- * rows[a]: input row a of the window, [W, C], or NULL where it is padding; w: [3, 3, C]; bias: [C];
- * y: [OW, C].  16 channels a zmm register; the last c % 16 channels go through k-register masks in
- * the same code (no scalar tail).  Interior pixels in blocks of DW_PX (16 for
- * stride 1, 8 for stride 2: the accumulators stay in registers, each input vector is loaded once
- * and feeds every pixel whose window covers it); border pixels one at a time with only their taps.
+/* Depthwise 3x3 on AVX-512: output rows of f32_dwconv3x3_rows (depthwise.c),
+ *   y[o][j, c] = act(bias[c] + sum_{a,b} rows[o*s+a][j*s+b-pl, c] * w[a, b, c])  (taps inside the image)
+ * rows[r]: input row r of the window of the rows ([W, C]), or NULL where it is padding; w: [3, 3, C];
+ * bias: [C]; y: [nout][OW, C].  16 channels a zmm register; the last c % 16 channels go through
+ * k-register masks in the same code (no scalar tail).
+ * Two output rows at a time where there are two: their 4 (stride 1) or 5 (stride 2) input rows are
+ * loaded once for both, and the 9 weights once per 16-channel chunk, so each input row comes from
+ * L2 about (s+3)/2 times instead of 3.  Interior pixels in blocks of 1..DW_MAXPX (a row's interior
+ * split into near-equal blocks: no latency-bound one-pixel remainder); each block holds
+ * 2 x px accumulators in registers and each input vector feeds every pixel of both rows whose
+ * window covers it.  Border pixels one at a time with only their taps, four chunks in flight.
  * Per output: bias, then one FMA per tap in (a, b) order: the scalar and AVX2 kernels' bits.
  */
 #include "mobilenetv2.h"
 #include "simd.h"
 
 #if MNV2_X86
+#define DW_MAXPX 8 /* 2 rows x 8 accumulators + 9 weights + 1 input: 26 of the 32 zmm registers
+                     * (10 pixels spilled and were 10-20 % slower at stride 1) */
+
 static inline __mmask16 chunk_mask(size_t c, size_t k)
 {
-    return c - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (c - k)) - 1);
+    return k >= c ? (__mmask16)0 : c - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (c - k)) - 1);
 }
 
 MNV2_AVX512 static inline __m512 act16(__m512 v, int relu6)
@@ -21,10 +28,12 @@ MNV2_AVX512 static inline __m512 act16(__m512 v, int relu6)
     return relu6 ? _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(6.0f)) : v;
 }
 
-/* Output pixel j (all channels) with the taps of its window inside the image. */
+/* Output pixel j, channels [k0, k1), of one row with the taps of its window inside the image; four
+ * 16-channel chunks at a time (masked, so any c): four independent FMA chains, since a border
+ * pixel has few taps and a lone chain would wait on the FMA latency. */
 MNV2_AVX512 static void pixel(const float *const rows[3], const float *w, const float *bias,
-                              float *yrow, size_t wd, size_t c, size_t stride, size_t pad_left,
-                              size_t j, int relu6)
+                              float *yrow, size_t wd, size_t c, size_t k0, size_t k1, size_t stride,
+                              size_t pad_left, size_t j, int relu6)
 {
     int blo, bhi;
     mnv2_taps(j, stride, pad_left, wd, &blo, &bhi);
@@ -33,14 +42,14 @@ MNV2_AVX512 static void pixel(const float *const rows[3], const float *w, const 
         if (rows[a])
             at[a] = rows[a] + (j * stride - pad_left) * c; /* column b at at[a] + b * c */
     float *yp = yrow + j * c;
-    size_t k = 0;
-    /* four chunks at a time: four independent FMA chains instead of one (a border pixel has few
-     * taps, so a lone chain would wait on the FMA latency) */
-    for (; k + 64 <= c; k += 64) {
+    for (size_t k = k0; k < k1; k += 64) {
         __m512 acc[4];
+        __mmask16 m[4];
 #pragma GCC unroll 4
-        for (int q = 0; q < 4; q++)
-            acc[q] = _mm512_loadu_ps(bias + k + 16 * q);
+        for (int q = 0; q < 4; q++) {
+            m[q] = chunk_mask(k1, k + 16 * q);
+            acc[q] = _mm512_maskz_loadu_ps(m[q], bias + k + 16 * q);
+        }
         for (int a = 0; a < 3; a++) {
             if (!at[a])
                 continue;
@@ -48,123 +57,168 @@ MNV2_AVX512 static void pixel(const float *const rows[3], const float *w, const 
                 const float *xt = at[a] + e * c + k, *wt = w + (a * 3 + e) * c + k;
 #pragma GCC unroll 4
                 for (int q = 0; q < 4; q++)
-                    acc[q] = _mm512_fmadd_ps(_mm512_loadu_ps(xt + 16 * q), _mm512_loadu_ps(wt + 16 * q), acc[q]);
+                    acc[q] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m[q], xt + 16 * q),
+                                             _mm512_maskz_loadu_ps(m[q], wt + 16 * q), acc[q]);
             }
         }
 #pragma GCC unroll 4
         for (int q = 0; q < 4; q++)
-            _mm512_storeu_ps(yp + k + 16 * q, act16(acc[q], relu6));
-    }
-    for (; k < c; k += 16) {
-        const __mmask16 m = chunk_mask(c, k);
-        __m512 acc = _mm512_maskz_loadu_ps(m, bias + k);
-        for (int a = 0; a < 3; a++) {
-            if (!at[a])
-                continue;
-            for (int e = blo; e < bhi; e++)
-                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, at[a] + e * c + k),
-                                      _mm512_maskz_loadu_ps(m, w + (a * 3 + e) * c + k), acc);
-        }
-        _mm512_mask_storeu_ps(yp + k, m, act16(acc, relu6));
+            _mm512_mask_storeu_ps(yp + k + 16 * q, m[q], act16(acc[q], relu6));
     }
 }
 
 /* Load 16 floats, or lanes m only (the others 0) in the channel tail. */
 #define LOAD(full, m, p) ((full) ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p))
 
-/* px interior output pixels from yp, 16-channel chunks [k0, k1) (whole chunks with full set, else
- * the one tail chunk through mask m) (rows[a]: kernel row a's input at the block's first tap
- * column, channel 0, or NULL). */
+/* nr (1 or 2) output rows x px interior pixels, 16-channel chunks [k0, k1) (whole chunks with
+ * full set, else the one tail chunk through mask m).  in[r]: input row r of the tile ((nr-1)*s + 3
+ * of them) at the block's first tap column, channel 0, or NULL; y[o]: output row o at the block's
+ * first pixel.  Input row r is kernel row r of output 0 and kernel row r - s of output 1; going
+ * through r and then the columns in order gives every output its taps in (a, b) order. */
 MNV2_AVX512 static inline __attribute__((always_inline)) void
-chunks(const float *const rows[3], const float *w, const float *bias, float *yp, size_t c,
-       size_t k0, size_t k1, const int full, __mmask16 m, const size_t stride, const int px, int relu6)
+tile(const float *const in[5], const float *w, const float *bias, float *const y[2], size_t c,
+     size_t k0, size_t k1, const int full, __mmask16 m, const size_t stride, const int nr,
+     const int px, int relu6)
 {
     for (size_t k = k0; k < k1; k += 16) {
-        __m512 acc[16];
+        __m512 acc[2][DW_MAXPX], wv[9];
         const __m512 bv = LOAD(full, m, bias + k);
-#pragma GCC unroll 16
-        for (int p = 0; p < px; p++)
-            acc[p] = bv;
-#pragma GCC unroll 3
-        for (int a = 0; a < 3; a++) {
-            if (!rows[a])
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; t++)
+            wv[t] = LOAD(full, m, w + t * c + k);
+#pragma GCC unroll 2
+        for (int o = 0; o < nr; o++)
+#pragma GCC unroll 8
+            for (int p = 0; p < px; p++)
+                acc[o][p] = bv;
+#pragma GCC unroll 5
+        for (int r = 0; r < (nr - 1) * (int)stride + 3; r++) {
+            if (!in[r])
                 continue;
-            const float *xp = rows[a] + k;
-            const __m512 wa0 = LOAD(full, m, w + (3 * a) * c + k),
-                         wa1 = LOAD(full, m, w + (3 * a + 1) * c + k),
-                         wa2 = LOAD(full, m, w + (3 * a + 2) * c + k);
-#pragma GCC unroll 40
+            const float *xp = in[r] + k; /* advanced a column at a time: few live addresses */
+            const int a0 = r, a1 = r - (int)stride; /* kernel row of output 0, of output 1 */
+#pragma GCC unroll 24
             for (size_t col = 0; col < stride * (size_t)(px - 1) + 3; col++) {
                 const __m512 v = LOAD(full, m, xp);
                 xp += c;
-                if (col % stride == 0 && col / stride < (size_t)px)
-                    acc[col / stride] = _mm512_fmadd_ps(v, wa0, acc[col / stride]);
-                if (col >= 1 && (col - 1) % stride == 0 && (col - 1) / stride < (size_t)px)
-                    acc[(col - 1) / stride] = _mm512_fmadd_ps(v, wa1, acc[(col - 1) / stride]);
-                if (col >= 2 && (col - 2) % stride == 0 && (col - 2) / stride < (size_t)px)
-                    acc[(col - 2) / stride] = _mm512_fmadd_ps(v, wa2, acc[(col - 2) / stride]);
+#pragma GCC unroll 3
+                for (size_t b = 0; b < 3; b++) {
+                    size_t p;
+                    if (!mnv2_col_tap(col, b, stride, (size_t)px, &p))
+                        continue;
+                    if (a0 < 3)
+                        acc[0][p] = _mm512_fmadd_ps(v, wv[3 * a0 + b], acc[0][p]);
+                    if (nr == 2 && a1 >= 0 && a1 < 3)
+                        acc[1][p] = _mm512_fmadd_ps(v, wv[3 * a1 + b], acc[1][p]);
+                }
             }
         }
-#pragma GCC unroll 16
-        for (int p = 0; p < px; p++) {
-            if (full)
-                _mm512_storeu_ps(yp + p * c + k, act16(acc[p], relu6));
-            else
-                _mm512_mask_storeu_ps(yp + p * c + k, m, act16(acc[p], relu6));
+#pragma GCC unroll 2
+        for (int o = 0; o < nr; o++)
+#pragma GCC unroll 8
+            for (int p = 0; p < px; p++) {
+                if (full)
+                    _mm512_storeu_ps(y[o] + p * c + k, act16(acc[o][p], relu6));
+                else
+                    _mm512_mask_storeu_ps(y[o] + p * c + k, m, act16(acc[o][p], relu6));
+            }
+    }
+}
+
+/* Channels [k0, k1): whole chunks, then a masked tail where k1 is not on a chunk. */
+MNV2_AVX512 static inline __attribute__((always_inline)) void
+block(const float *const in[5], const float *w, const float *bias, float *const y[2], size_t c,
+      size_t k0, size_t k1, const size_t stride, const int nr, const int px, int relu6)
+{
+    const size_t kfull = k0 + (k1 - k0) / 16 * 16;
+    tile(in, w, bias, y, c, k0, kfull, 1, 0xffff, stride, nr, px, relu6);
+    if (kfull < k1)
+        tile(in, w, bias, y, c, kfull, k1, 0, chunk_mask(k1, kfull), stride, nr, px, relu6);
+}
+
+typedef void block_fn(const float *const in[5], const float *w, const float *bias,
+                      float *const y[2], size_t c, size_t k0, size_t k1, int relu6);
+#define BLOCK(s, nr, px)                                                                           \
+    MNV2_AVX512 static void block_s##s##_##nr##_##px(const float *const in[5], const float *w,     \
+                                                     const float *bias, float *const y[2],         \
+                                                     size_t c, size_t k0, size_t k1, int relu6)    \
+    {                                                                                              \
+        block(in, w, bias, y, c, k0, k1, s, nr, px, relu6);                                                \
+    }
+#define BLOCKS(s, nr)                                                                              \
+    BLOCK(s, nr, 1) BLOCK(s, nr, 2) BLOCK(s, nr, 3) BLOCK(s, nr, 4) BLOCK(s, nr, 5)                \
+    BLOCK(s, nr, 6) BLOCK(s, nr, 7) BLOCK(s, nr, 8)
+BLOCKS(1, 1) BLOCKS(1, 2) BLOCKS(2, 1) BLOCKS(2, 2)
+#undef BLOCKS
+#undef BLOCK
+#define ROW(s, nr)                                                                                 \
+    {block_s##s##_##nr##_1, block_s##s##_##nr##_2, block_s##s##_##nr##_3, block_s##s##_##nr##_4,   \
+     block_s##s##_##nr##_5, block_s##s##_##nr##_6, block_s##s##_##nr##_7, block_s##s##_##nr##_8}
+static block_fn *const blocks[2][2][DW_MAXPX] = {{ROW(1, 1), ROW(1, 2)}, {ROW(2, 1), ROW(2, 2)}};
+#undef ROW
+
+/* nr (1 or 2) output rows, channels [k0, k1), from their input rows in[0 .. (nr-1)*s + 3). */
+MNV2_AVX512 static void rows_tile(const float *const *in, int nr, const float *w, const float *bias,
+                                  float *y, size_t wd, size_t c, size_t k0, size_t k1, size_t stride,
+                                  size_t pad_left, size_t ow, int relu6)
+{
+    size_t j0, j1;
+    mnv2_interior(wd, stride, pad_left, ow, &j0, &j1);
+    if (j1 > j0) {
+        const size_t count = j1 - j0, nb = (count + DW_MAXPX - 1) / DW_MAXPX;
+        const float *at[5] = {NULL, NULL, NULL, NULL, NULL};
+        for (int r = 0; r < (nr - 1) * (int)stride + 3; r++)
+            at[r] = in[r] ? in[r] + (j0 * stride - pad_left) * c : NULL;
+        float *yp[2] = {y + j0 * c, nr == 2 ? y + (ow + j0) * c : y + j0 * c};
+        for (size_t i = 0; i < nb; i++) {
+            const size_t px = count * (i + 1) / nb - count * i / nb; /* 1..DW_MAXPX */
+            blocks[stride - 1][nr - 1][px - 1](at, w, bias, yp, c, k0, k1, relu6);
+            for (int r = 0; r < 5; r++)
+                if (at[r])
+                    at[r] += px * stride * c;
+            yp[0] += px * c;
+            yp[1] += px * c;
+        }
+    }
+    for (int o = 0; o < nr; o++) {
+        float *yrow = y + (size_t)o * ow * c;
+        for (size_t j = 0; j < j0; j++)
+            pixel(in + (size_t)o * stride, w, bias, yrow, wd, c, k0, k1, stride, pad_left, j, relu6);
+        for (size_t j = j1; j < ow; j++)
+            pixel(in + (size_t)o * stride, w, bias, yrow, wd, c, k0, k1, stride, pad_left, j, relu6);
+    }
+}
+
+/* Channels a pass over the rows covers: its (s + 3) input rows' share of them fits in L1, so the
+ * rows the next pair of output rows reads again (2 of 4 at stride 1, 1 of 5 at stride 2) are still
+ * there for it (half of L1 was 10-20 % slower at stride 1 on 14- to 56-wide maps); at least 64
+ * (four whole cache lines a pixel: fewer defeat the prefetchers, measured slower). */
+static size_t channel_group(size_t wd, size_t c, size_t stride)
+{
+    const size_t bytes_per_channel = (stride + 3) * wd * sizeof(float);
+    size_t g = mnv2_cache_bytes(1) / bytes_per_channel / 16 * 16;
+    return g < 64 ? 64 : g >= c ? c : g;
+}
+
+MNV2_AVX512 void f32_dwconv3x3_rows_avx512(const float *const *rows, size_t nout, const float *w,
+                                           const float *bias, float *y, size_t wd, size_t c,
+                                           size_t stride, size_t pad_left, size_t ow, int relu6)
+{
+    const size_t g = channel_group(wd, c, stride);
+    for (size_t k0 = 0; k0 < c; k0 += g) {
+        const size_t k1 = c - k0 < g ? c : k0 + g;
+        for (size_t o = 0; o < nout; o += 2) {
+            const int nr = nout - o >= 2 ? 2 : 1;
+            rows_tile(rows + o * stride, nr, w, bias, y + o * ow * c, wd, c, k0, k1, stride, pad_left,
+                      ow, relu6);
         }
     }
 }
-
-MNV2_AVX512 static inline __attribute__((always_inline)) void
-block(const float *const rows[3], const float *w, const float *bias, float *yp, size_t c,
-      const size_t stride, const int px, int relu6)
-{
-    const size_t cfull = c - c % 16;
-    chunks(rows, w, bias, yp, c, 0, cfull, 1, 0xffff, stride, px, relu6);
-    if (cfull < c)
-        chunks(rows, w, bias, yp, c, cfull, c, 0, chunk_mask(c, cfull), stride, px, relu6);
-}
-
-typedef void block_fn(const float *const rows[3], const float *w, const float *bias, float *yp,
-                      size_t c, int relu6);
-#define BLOCK(s, px)                                                                                \
-    MNV2_AVX512 static void block_s##s##_##px(const float *const rows[3], const float *w,           \
-                                              const float *bias, float *yp, size_t c, int relu6)    \
-    {                                                                                               \
-        block(rows, w, bias, yp, c, s, px, relu6);                                                  \
-    }
-BLOCK(1, 16) BLOCK(1, 8) BLOCK(1, 4) BLOCK(1, 1)
-BLOCK(2, 8) BLOCK(2, 4) BLOCK(2, 1)
-#undef BLOCK
 
 MNV2_AVX512 void f32_dwconv3x3_row_avx512(const float *const rows[3], const float *w,
                                           const float *bias, float *yrow, size_t wd, size_t c,
                                           size_t stride, size_t pad_left, size_t ow, int relu6)
 {
-    size_t j0, j1;
-    mnv2_interior(wd, stride, pad_left, ow, &j0, &j1);
-    if (j1 > j0) {
-        const float *at[3];
-        for (int a = 0; a < 3; a++)
-            at[a] = rows[a] ? rows[a] + (j0 * stride - pad_left) * c : NULL;
-        float *yp = yrow + j0 * c;
-        size_t count = j1 - j0;
-        const size_t big = stride == 1 ? 16 : 8;
-        while (count) {
-            const size_t px = count >= big ? big : count >= 8 ? 8 : count >= 4 ? 4 : 1;
-            block_fn *fn = stride == 1 ? (px == 16 ? block_s1_16 : px == 8 ? block_s1_8 : px == 4 ? block_s1_4 : block_s1_1)
-                                       : (px == 8 ? block_s2_8 : px == 4 ? block_s2_4 : block_s2_1);
-            fn(at, w, bias, yp, c, relu6);
-            for (int a = 0; a < 3; a++)
-                if (at[a])
-                    at[a] += px * stride * c;
-            yp += px * c;
-            count -= px;
-        }
-    }
-    for (size_t j = 0; j < j0; j++)
-        pixel(rows, w, bias, yrow, wd, c, stride, pad_left, j, relu6);
-    for (size_t j = j1; j < ow; j++)
-        pixel(rows, w, bias, yrow, wd, c, stride, pad_left, j, relu6);
+    f32_dwconv3x3_rows_avx512(rows, 1, w, bias, yrow, wd, c, stride, pad_left, ow, relu6);
 }
 #endif

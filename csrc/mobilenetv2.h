@@ -68,6 +68,15 @@ void f32_dwconv3x3_row(const float *const rows[3], const float *w, const float *
 void f32_dwconv3x3_row_scalar(const float *const rows[3], const float *w, const float *bias,
                               float *y, size_t wd, size_t c, size_t stride, size_t pad_left,
                               size_t ow, int relu6);
+/* nout consecutive output rows y: [nout][OW, C] from the (nout - 1) * s + 3 input rows they read
+ * (rows[r]: input row i0*s+r-pt, or NULL where it is padding); the same bits as nout calls of
+ * f32_dwconv3x3_row (the AVX-512 kernel computes two rows per pass, sharing their input rows). */
+void f32_dwconv3x3_rows(const float *const *rows, size_t nout, const float *w, const float *bias,
+                        float *y, size_t wd, size_t c, size_t stride, size_t pad_left, size_t ow,
+                        int relu6);
+void f32_dwconv3x3_rows_scalar(const float *const *rows, size_t nout, const float *w,
+                               const float *bias, float *y, size_t wd, size_t c, size_t stride,
+                               size_t pad_left, size_t ow, int relu6);
 
 /* Stem: 3x3 stride-2 conv from 3 channels, TF-SAME padding (pad_top, pad_left), bias, ReLU6:
  * x: [N, H, W, 3]; packed: w [3, 3, 3, cout] as a [27, cout] matrix with its bias, packed by
@@ -220,5 +229,13 @@ void f32_dwconv3x3_dilated_avx512(const float *x, const float *w, const float *b
 void f32_dwconv3x3_row_avx512(const float *const rows[3], const float *w, const float *bias,
                               float *y, size_t wd, size_t c, size_t stride, size_t pad_left,
                               size_t ow, int relu6);
+/* Stem output pixels [j0, j) of one row, whole tiles of its interior [j0, j1) (every tap inside the
+ * image; rows[a]: input row 2i+a-pt, all inside), y: the row's output; returns j (j0 when cout is
+ * not 16, 32, 48 or 64: the caller's gather path does them all). */
+size_t f32_stem3x3s2_interior_avx512(const float *const rows[3], const float *packed, float *y,
+                                     size_t cout, size_t pad_left, size_t j0, size_t j1, int relu6);
+void f32_dwconv3x3_rows_avx512(const float *const *rows, size_t nout, const float *w,
+                               const float *bias, float *y, size_t wd, size_t c, size_t stride,
+                               size_t pad_left, size_t ow, int relu6);
 
 #endif

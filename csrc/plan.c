@@ -66,6 +66,8 @@ static double now(void)
 
 /* Floats of one thread's scratch for a _BLOCK op: a ring of the expanded input rows one band of
  * output rows reads, then the band's depthwise output. */
+#define DW_GROUP 8 /* output rows of a band handed to f32_dwconv3x3_rows at once */
+
 static size_t ring_rows(const struct mnv2_op *op) { return (op->band - 1) * op->stride + 3; }
 
 static size_t block_scratch_floats(const struct mnv2_op *op)
@@ -104,16 +106,17 @@ static void run_block(const struct mnv2_op *op, size_t r0, size_t r1, float *scr
                 }
                 have = hi;
             }
-            for (size_t i = o0; i < o1; i++) {
-                const float *rows[3];
-                for (size_t a = 0; a < 3; a++) {
-                    const long r = (long)(i * s + a) - (long)op->pad_top;
+            for (size_t g0 = o0; g0 < o1; g0 += DW_GROUP) { /* DW_GROUP rows to the rows kernel */
+                const size_t nout = o1 - g0 < DW_GROUP ? o1 - g0 : DW_GROUP;
+                const float *rows[(DW_GROUP - 1) * 2 + 3];
+                for (size_t a = 0; a < (nout - 1) * s + 3; a++) {
+                    const long r = (long)(g0 * s + a) - (long)op->pad_top;
                     rows[a] = r < 0 || r >= (long)h ? NULL
                               : op->w ? ring + ((size_t)r % R) * wd * ce
                                       : xb + (size_t)r * wd * ce;
                 }
-                f32_dwconv3x3_row(rows, op->dw_w, op->dw_bias, band + (i - o0) * op->ow * ce, wd, ce,
-                                  s, op->pad_left, op->ow, 1);
+                f32_dwconv3x3_rows(rows, nout, op->dw_w, op->dw_bias, band + (g0 - o0) * op->ow * ce,
+                                   wd, ce, s, op->pad_left, op->ow, 1);
             }
             const size_t first = (b * op->oh + o0) * op->ow;
             f32_pointwise(band, op->proj_w, op->residual ? op->residual + first * op->cout : NULL,

@@ -70,4 +70,15 @@ static inline void mnv2_taps(size_t i, size_t stride, size_t pad, size_t size, i
     *hi = end < 3 ? (int)end : 3;
 }
 
+/* In a depthwise block of px output pixels at `stride` (columns counted from the block's first tap
+ * column): whether input column col is tap b of one of its pixels, and which (*p).  The kernels'
+ * loops run over constant col, b, stride and px, so this folds away. */
+static inline int mnv2_col_tap(size_t col, size_t b, size_t stride, size_t px, size_t *p)
+{
+    if (col < b || (col - b) % stride != 0 || (col - b) / stride >= px)
+        return 0;
+    *p = (col - b) / stride;
+    return 1;
+}
+
 #endif

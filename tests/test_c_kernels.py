@@ -278,6 +278,35 @@ def test_dwconv_grid_every_channel_count_and_width(stride):
                                           bias=b, relu6=relu6))
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dwconv_grid_row_pairs_heights_and_channel_groups(stride):
+    """The AVX-512 kernel computes two output rows per pass (a lone last row on its own), the rows of
+    a call in groups of 8, channels in groups sized from L1 (at least 64) with a masked tail, and
+    splits a row's interior pixels into blocks of 1..8: heights 1..12 (odd and even row counts,
+    every group remainder), interiors of 1..29 pixels, channel counts around 16, 64 and beyond, and
+    row ranges starting on odd rows.  Same bits on every ISA, close to float64."""
+    rng = np.random.default_rng(10 + stride)
+    widths = (3, 5, 12, 13, 22, 31) if stride == 1 else (3, 6, 23, 24, 43, 61)
+    for c in (1, 15, 17, 33, 65, 97, 130):
+        k, b = rnd(rng, 3, 3, c), rnd(rng, c)
+        for h in range(1, 13):
+            for w in widths[(h + c) % 2::2]:
+                x = rnd(rng, 1, h, w, c)
+                pads = (1, 1, 1, 1) if stride == 1 else (h % 2, 1, w % 2, 1)
+                if h + pads[0] + pads[1] < 3:
+                    continue
+                relu6 = bool((c + h) % 2)
+                got = same_on_every_isa(lambda isa: C.dwconv3x3(x, k, b, stride, pads, relu6, scalar=isa))
+                close(got, K.depthwise3x3(x.astype(np.float64), k.astype(np.float64), stride, pads,
+                                          bias=b, relu6=relu6))
+                oh = got.shape[1]
+                for a in range(1, oh, 3):
+                    parts = same_on_every_isa(
+                        lambda isa: C.dwconv3x3(x, k, b, stride, pads, relu6, rows=(0, a), scalar=isa) +
+                        C.dwconv3x3(x, k, b, stride, pads, relu6, rows=(a, oh), scalar=isa))
+                    np.testing.assert_array_equal(parts, got)
+
+
 def test_stem_grid_every_channel_count():
     rng = np.random.default_rng(5)
     for cout in range(1, 34):
@@ -285,6 +314,24 @@ def test_stem_grid_every_channel_count():
         pads = same_pads(9, 3, 2) + same_pads(11, 3, 2)
         got = same_on_every_isa(lambda isa: C.stem(x, k, b, pads, relu6=True, scalar=isa))
         close(got, K.conv2d(x.astype(np.float64), k.astype(np.float64), 2, pads, bias=b, relu6=True))
+
+
+def test_stem_grid_direct_interior_tiles():
+    """On AVX-512 a row with its three input rows inside the image computes its interior in tiles of
+    12 (cout 16, 32), 8 (48) or 6 (64) pixels straight from the image, the rest (borders, the tile
+    remainder, rows in the padding, other couts) through the gather: interiors of 11..27 pixels
+    (every remainder of those tiles), each pad pattern the network has and symmetric pads of 0..2,
+    several images, ReLU6 on and off.  Same bits on every ISA, close to float64."""
+    rng = np.random.default_rng(7)
+    for cout in (8, 16, 24, 32, 48, 64, 72):
+        k, b = rnd(rng, 3, 3, 3, cout), rnd(rng, cout)
+        for w in range(23, 58, 3):
+            h = 5 + w % 4
+            x = rnd(rng, 2, h, w, 3)
+            for pads in (same_pads(h, 3, 2) + same_pads(w, 3, 2), (1, 1, 1, 1), (0, 0, 0, 0), (2, 2, 2, 2)):
+                relu6 = bool((w + cout) % 2)
+                got = same_on_every_isa(lambda isa: C.stem(x, k, b, pads, relu6=relu6, scalar=isa))
+                close(got, K.conv2d(x.astype(np.float64), k.astype(np.float64), 2, pads, bias=b, relu6=relu6))
 
 
 def test_pool_softmax_relu6_grid_every_channel_count():
