@@ -505,7 +505,8 @@ class Plan:
                 pixels_in, pixels = op["n"] * op["h"] * op["w_"], op["n"] * op["oh"] * op["ow"]
                 macs = (pixels_in * op["c"] * op["ce"] if op["w"] != native.ffi.NULL else 0) + \
                     pixels * op["ce"] * (9 + op["cout"])
-                what = f"{op['h']}x{op['w_']}x{op['c']}->{op['ce']}/s{op['stride']}->{op['cout']}"
+                dilated = f"d{op['dilation']}" if op["dilation"] > 1 else ""
+                what = f"{op['h']}x{op['w_']}x{op['c']}->{op['ce']}/s{op['stride']}{dilated}->{op['cout']}"
             elif kind == "stem":
                 macs, what = op["n"] * op["oh"] * op["ow"] * 27 * op["cout"], f"{op['h']}x{op['w_']}x3->{op['cout']}"
             else:
