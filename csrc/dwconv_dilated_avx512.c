@@ -1,8 +1,7 @@
-/* Dilated depthwise 3x3 on AVX-512: f32_dwconv3x3_dilated (dwconv_dilated.c) for one image's
- * output rows [oh0, oh1),
- *   y[i, j, c] = act(bias[c] + sum_{a,b} x[i*s + a*d - pt, j*s + b*d - pl, c] * w[a, b, c])
- * (taps inside the image only).  x: [H, W, C] one image, C contiguous; w: [3, 3, C]; bias: [C];
- * y: [OH, OW, C].  16 channels a zmm register, the last c % 16 through k-register masks (no
+/* Dilated depthwise 3x3 on AVX-512: one output row of f32_dwconv3x3_dilated_row (dwconv_dilated.c),
+ *   y[j, c] = act(bias[c] + sum_{a,b} rows[a][j*s + b*d - pl, c] * w[a, b, c])
+ * (taps inside the image only).  rows[a]: input row a*d of the window, [W, C], C contiguous, or
+ * NULL where it is padding; w: [3, 3, C]; bias: [C]; y: [OW, C].  16 channels a zmm register, the last c % 16 through k-register masks (no
  * scalar tail).  Interior pixels (all three column taps inside) in blocks of 8: per 16-channel
  * chunk the nine weight vectors are loaded once and 8 accumulators stay in registers; border
  * pixels one at a time with their own taps.  Per output: bias, then one FMA per tap in (a, b)
@@ -97,10 +96,10 @@ MNV2_AVX512 static void block(const float *const xrow[3], const float *w, const 
 }
 #undef LOAD
 
-MNV2_AVX512 void f32_dwconv3x3_dilated_avx512(const float *x, const float *w, const float *bias, float *y,
-                                              size_t h, size_t wd, size_t c, size_t stride,
-                                              size_t dilation, size_t pad_top, size_t pad_left,
-                                              size_t ow, size_t oh0, size_t oh1, int relu6)
+MNV2_AVX512 void f32_dwconv3x3_dilated_row_avx512(const float *const xrow[3], const float *w,
+                                                  const float *bias, float *yr, size_t wd, size_t c,
+                                                  size_t stride, size_t dilation, size_t pad_left,
+                                                  size_t ow, int relu6)
 {
     /* interior columns [j0, j1): all three column taps inside the image */
     size_t j0 = (pad_left + stride - 1) / stride, j1 = 0;
@@ -110,38 +109,30 @@ MNV2_AVX512 void f32_dwconv3x3_dilated_avx512(const float *x, const float *w, co
         j1 = ow;
     if (j0 > j1)
         j0 = j1;
-    for (size_t i = oh0; i < oh1; i++) {
-        const float *xrow[3];
+    size_t j = j0;
+    for (; j + PX <= j1; j += PX) {
+        const float *at[3];
+        for (int a = 0; a < 3; a++)
+            at[a] = xrow[a] ? xrow[a] + (j * stride - pad_left) * c : NULL;
+        block(at, w, bias, yr + j * c, c, stride * c, dilation * c, relu6);
+    }
+    for (size_t jj = 0; jj < ow; jj++) {
+        if (jj >= j0 && jj < j)
+            continue; /* done by the blocks */
+        const float *xt[9], *wt[9];
+        int taps = 0;
         for (int a = 0; a < 3; a++) {
-            const long r = (long)(i * stride + (size_t)a * dilation) - (long)pad_top;
-            xrow[a] = r >= 0 && r < (long)h ? x + (size_t)r * wd * c : NULL;
-        }
-        float *yr = y + i * ow * c;
-        size_t j = j0;
-        for (; j + PX <= j1; j += PX) {
-            const float *at[3];
-            for (int a = 0; a < 3; a++)
-                at[a] = xrow[a] ? xrow[a] + (j * stride - pad_left) * c : NULL;
-            block(at, w, bias, yr + j * c, c, stride * c, dilation * c, relu6);
-        }
-        for (size_t jj = 0; jj < ow; jj++) {
-            if (jj >= j0 && jj < j)
-                continue; /* done by the blocks */
-            const float *xt[9], *wt[9];
-            int taps = 0;
-            for (int a = 0; a < 3; a++) {
-                if (!xrow[a])
+            if (!xrow[a])
+                continue;
+            for (int b = 0; b < 3; b++) {
+                const long col = (long)(jj * stride + (size_t)b * dilation) - (long)pad_left;
+                if (col < 0 || col >= (long)wd)
                     continue;
-                for (int b = 0; b < 3; b++) {
-                    const long col = (long)(jj * stride + (size_t)b * dilation) - (long)pad_left;
-                    if (col < 0 || col >= (long)wd)
-                        continue;
-                    xt[taps] = xrow[a] + (size_t)col * c;
-                    wt[taps++] = w + (size_t)(a * 3 + b) * c;
-                }
+                xt[taps] = xrow[a] + (size_t)col * c;
+                wt[taps++] = w + (size_t)(a * 3 + b) * c;
             }
-            pixel(xt, wt, taps, bias, yr + jj * c, c, relu6);
         }
+        pixel(xt, wt, taps, bias, yr + jj * c, c, relu6);
     }
 }
 #undef PX

@@ -113,6 +113,14 @@ void f32_dwconv3x3_dilated_scalar(const float *x, const float *w, const float *b
                                   size_t n, size_t h, size_t wd, size_t c, size_t stride,
                                   size_t dilation, size_t pad_top, size_t pad_left, size_t oh,
                                   size_t ow, size_t oh0, size_t oh1, int relu6);
+/* One output row y: [OW, C] of the above from the three input rows it reads: rows[a] is input
+ * row i*s+a*d-pt ([W, C]), or NULL where that row is padding (the fused block op's form). */
+void f32_dwconv3x3_dilated_row(const float *const rows[3], const float *w, const float *bias, float *y,
+                               size_t wd, size_t c, size_t stride, size_t dilation, size_t pad_left,
+                               size_t ow, int relu6);
+void f32_dwconv3x3_dilated_row_scalar(const float *const rows[3], const float *w, const float *bias,
+                                      float *y, size_t wd, size_t c, size_t stride, size_t dilation,
+                                      size_t pad_left, size_t ow, int relu6);
 
 /* Bilinear resize (csrc/resize.c) of x: [N, H, W, C] to y: [N, OH, OW, C], output rows [oh0, oh1),
  * as torch.nn.functional.interpolate(mode='bilinear') computes it in float: source index
@@ -156,7 +164,8 @@ float mnv2_fma_peak_loop512(size_t iters);
  * _BLOCK is an inverted residual block fused: x: [n, h, w_, c] -> expand (packed w, c -> ce, ReLU6;
  * w NULL: no expansion, ce = c) -> depthwise 3x3 (dw_w, dw_bias, stride, pads, ReLU6) -> project
  * (packed proj_w, ce -> cout, + residual) -> y: [n, oh, ow, cout], band output rows at a time; the
- * expanded rows live in a per-thread ring and never reach memory as a whole tensor. */
+ * expanded rows live in a per-thread ring and never reach memory as a whole tensor; dilation > 1:
+ * the depthwise conv is the dilated one (f32_dwconv3x3_dilated_row). */
 enum { MNV2_OP_STEM = 0, MNV2_OP_DWCONV = 1, MNV2_OP_POINTWISE = 2, MNV2_OP_AVGPOOL = 3,
        MNV2_OP_MAXPOOL = 4, MNV2_OP_SOFTMAX = 5, MNV2_OP_BLOCK = 6,
        /* DeepLabV3 (segmentation): _DWCONV_DILATED as _DWCONV with `dilation` (cout = c);
@@ -187,7 +196,7 @@ struct mnv2_op {
     int batch_rows;   /* the op's rows are the batch's images (the dense head: n = 1, oh = batch) */
     int sync_images;  /* with whole images per thread: the barrier before this op is needed (it
                          writes memory an earlier op since the last barrier used) */
-    size_t dilation;                  /* _DWCONV_DILATED only */
+    size_t dilation;                  /* _DWCONV_DILATED; _BLOCK (0 or 1: not dilated) */
     size_t y_offset, broadcast;       /* _COPY only */
     int align_corners, relu;          /* _RESIZE; _COPY */
     float scale_h, scale_w;           /* _RESIZE only */
@@ -221,11 +230,9 @@ void mnv2_plan_destroy(void *plan);
 void f32_pointwise_part_avx512(const float *x, const float *packed, const float *residual, float *y,
                                size_t cin, size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
                                int relu6);
-/* (the dilated one takes one image: x [H, W, C], y [OH, OW, C]) */
-void f32_dwconv3x3_dilated_avx512(const float *x, const float *w, const float *bias, float *y,
-                                  size_t h, size_t wd, size_t c, size_t stride, size_t dilation,
-                                  size_t pad_top, size_t pad_left, size_t ow, size_t oh0, size_t oh1,
-                                  int relu6);
+void f32_dwconv3x3_dilated_row_avx512(const float *const rows[3], const float *w,
+                                      const float *bias, float *y, size_t wd, size_t c, size_t stride,
+                                      size_t dilation, size_t pad_left, size_t ow, int relu6);
 void f32_dwconv3x3_row_avx512(const float *const rows[3], const float *w, const float *bias,
                               float *y, size_t wd, size_t c, size_t stride, size_t pad_left,
                               size_t ow, int relu6);

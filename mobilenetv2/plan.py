@@ -114,15 +114,36 @@ FUSE_MIN_BYTES = machine.L2   # fuse a block whose expanded tensor is bigger tha
 FUSE_MIN_ROWS = 8             # ... and has this many output rows to share among threads
 BAND_SCRATCH_BYTES = machine.L2 // 2  # a thread's ring of expanded rows plus one band of output
 FUSE_MAX_WEIGHT_BYTES = machine.L2 // 2  # expand + project weights, read again for every band
+MAX_BAND = 4
+
+
+def _ring_rows(dw, band):
+    """Expanded input rows one band of ``band`` output rows reads (2 d + 1 for one row at dilation d)."""
+    return (band - 1) * dw["stride"] + 2 * dw.get("dilation", 1) + 1
 
 
 def _band(dw):
-    """Output rows a fused block computes at a time: the most (up to 4) whose scratch fits."""
-    for band in (4, 3, 2):
-        ring = ((band - 1) * dw["stride"] + 3) * dw["w_"] * dw["c"]
-        if 4 * (ring + band * dw["ow"] * dw["c"]) <= BAND_SCRATCH_BYTES:
+    """Output rows a fused block computes at a time: the most (up to MAX_BAND) whose scratch fits.
+    Where even one row's ring overflows the scratch budget (a dilated block: 2 d + 1 rows of a wide
+    expansion), the ring lives in L3 whatever the band: then the most rows, so the project reads
+    its weights least often (measured on the 513 segmentation model: bands of 2-4 rows ~5 %
+    faster than bands of 1)."""
+    def scratch(band):
+        return 4 * (_ring_rows(dw, band) * dw["w_"] + band * dw["ow"]) * dw["c"]
+    if scratch(1) > BAND_SCRATCH_BYTES:
+        return MAX_BAND
+    for band in range(MAX_BAND, 1, -1):
+        if scratch(band) <= BAND_SCRATCH_BYTES:
             return band
     return 1
+
+
+def _weights_pay(weight_bytes, dw, band):
+    """Whether a fused block's expand + project weights, read again for every band, cost less than
+    the memory traffic fusing saves: they stay in L2 (FUSE_MAX_WEIGHT_BYTES), or they are no more
+    than one band's expanded rows make in the four passes the unfused ops give them (the expand
+    writes them, the depthwise conv reads them and writes its output, the project reads that)."""
+    return weight_bytes <= FUSE_MAX_WEIGHT_BYTES or weight_bytes <= 4 * 4 * band * dw["ow"] * dw["c"]
 
 
 def _fuse_blocks(ops, labels):
@@ -136,17 +157,19 @@ def _fuse_blocks(ops, labels):
             e = ops[start] if start == i else None
             d, p = (ops[i + 1], ops[i + 2]) if e is not None and i + 2 < len(ops) else \
                 (ops[i], ops[i + 1]) if e is None and i + 1 < len(ops) else (None, None)
-            if d is None or d["kind"] != lib.MNV2_OP_DWCONV or p["kind"] != lib.MNV2_OP_POINTWISE:
+            if d is None or d["kind"] not in (lib.MNV2_OP_DWCONV, lib.MNV2_OP_DWCONV_DILATED) or \
+                    p["kind"] != lib.MNV2_OP_POINTWISE:
                 continue
+            # (the expand's and project's own split, rows or panels, no longer matters: the fused
+            # op shares its output rows among the threads)
             if e is not None and not (e["kind"] == lib.MNV2_OP_POINTWISE and e["relu6"] and
-                                      not e["split_panels"] and e["residual"] == null and
-                                      e["writes"] == d["reads"][0]):
+                                      e["residual"] == null and e["writes"] == d["reads"][0]):
                 continue
-            if not (d["relu6"] and p["reads"][0] == d["writes"] and not p["split_panels"] and
+            if not (d["relu6"] and p["reads"][0] == d["writes"] and
                     d["oh"] >= FUSE_MIN_ROWS and 4 * d["n"] * d["h"] * d["w_"] * d["c"] > FUSE_MIN_BYTES):
                 continue
             weights = d["c"] * p["cout"] + (e["c"] * d["c"] if e is not None else 0)
-            if 4 * weights > FUSE_MAX_WEIGHT_BYTES:
+            if not _weights_pay(4 * weights, d, _band(d)):
                 continue
             group = (e, d, p)
             break
@@ -163,7 +186,7 @@ def _fuse_blocks(ops, labels):
             dw_w=d["w"], dw_bias=d["bias"], proj_w=p["w"], n=d["n"], h=d["h"], w_=d["w_"],
             c=first["c"], ce=d["c"], cout=p["cout"], stride=d["stride"], pad_top=d["pad_top"],
             pad_left=d["pad_left"], oh=d["oh"], ow=d["ow"], split_rows=d["oh"], split_panels=0,
-            band=_band(d), sync=1, reads=[first["reads"][0]] + p["reads"][1:], writes=p["writes"]))
+            band=_band(d), dilation=d.get("dilation", 1), sync=1, reads=[first["reads"][0]] + p["reads"][1:], writes=p["writes"]))
         n_fused = 3 if e is not None else 2
         out_labels.append(labels[i + n_fused - 1])  # the block's project layer
         i += n_fused
@@ -482,7 +505,8 @@ class Plan:
                 pixels_in, pixels = op["n"] * op["h"] * op["w_"], op["n"] * op["oh"] * op["ow"]
                 macs = (pixels_in * op["c"] * op["ce"] if op["w"] != native.ffi.NULL else 0) + \
                     pixels * op["ce"] * (9 + op["cout"])
-                what = f"{op['h']}x{op['w_']}x{op['c']}->{op['ce']}/s{op['stride']}->{op['cout']}"
+                dilated = f"d{op['dilation']}" if op["dilation"] > 1 else ""
+                what = f"{op['h']}x{op['w_']}x{op['c']}->{op['ce']}/s{op['stride']}{dilated}->{op['cout']}"
             elif kind == "stem":
                 macs, what = op["n"] * op["oh"] * op["ow"] * 27 * op["cout"], f"{op['h']}x{op['w_']}x3->{op['cout']}"
             else:

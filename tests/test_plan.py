@@ -83,8 +83,9 @@ def test_fused_blocks_give_the_same_bits_as_separate_ops(monkeypatch, alpha, sha
     monkeypatch.setattr(P, "FUSE_MIN_ROWS", 1)
     monkeypatch.setattr(P, "FUSE_MAX_WEIGHT_BYTES", float("inf"))
     monkeypatch.setattr(P, "_by_panels", lambda *args: 0)  # small maps too
-    for band_bytes in (1, 64 * 1024, 10 ** 9):  # bands of 1 row ... 4 rows
+    for band_bytes, max_band in ((10 ** 9, 1), (64 * 1024, 4), (10 ** 9, 4)):  # bands of 1 row ... 4 rows
         monkeypatch.setattr(P, "BAND_SCRATCH_BYTES", band_bytes)
+        monkeypatch.setattr(P, "MAX_BAND", max_band)
         fused = MobileNetV2(shape, alpha=alpha, weights=None, classifier_activation=None, threads=1)
         fused.set_weights(separate.get_weights())
         for threads in (1, 2, 3, 4):

@@ -37,32 +37,37 @@ def test_profile_counts_the_macs_of_fused_blocks(monkeypatch):
 
 
 def test_blocks_whose_weights_pass_the_limit_are_not_fused(monkeypatch):
-    """FUSE_MAX_WEIGHT_BYTES: no block fused at 0; at a limit between the smallest and the largest
-    block's expand + project weights, exactly the blocks within it (4 bytes a weight)."""
+    """A block fuses where its expand + project weights (4 bytes each) are within
+    FUSE_MAX_WEIGHT_BYTES, or no more than the 4 passes over one band's expanded rows (band x ow x
+    ce floats) that fusing saves; a block too heavy with its expansion still fuses its depthwise
+    and project where those pass. Checked at a limit of 0 (only the band rule) and at one between
+    the smallest and the largest block's weights."""
     x = rand(1, 64, 64, 3)
-    force_fusion(monkeypatch, max_weight_bytes=0)
-    model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=1)
-    model.predict(x)
-    assert all(op["kind"] != native.lib.MNV2_OP_BLOCK for p in model._plans.values() for op in p.ops)
     force_fusion(monkeypatch)
     everything = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=1)
     everything.predict(x)
-    blocks = [(op["w"] != native.ffi.NULL, op["c"], op["ce"], op["cout"])
+    blocks = [(op["w"] != native.ffi.NULL, op["c"], op["ce"], op["cout"], op["band"], op["ow"])
               for p in everything._plans.values() for op in p.ops if op["kind"] == native.lib.MNV2_OP_BLOCK]
     assert len(blocks) == 17
-    whole = sorted(4 * (c * ce + ce * cout) for e, c, ce, cout in blocks if e)
-    limit = whole[len(whole) // 2]
-    force_fusion(monkeypatch, max_weight_bytes=limit)
-    some = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=1)
-    some.predict(x)
-    fused = [op for p in some._plans.values() for op in p.ops if op["kind"] == native.lib.MNV2_OP_BLOCK]
-    # a block too heavy with its expansion still fuses its depthwise and project where those fit
-    with_e = [op for op in fused if op["w"] != native.ffi.NULL]
-    assert len(with_e) == sum(w <= limit for w in whole) < len(whole)
-    assert len(fused) == sum(4 * ce * cout <= limit for e, c, ce, cout in blocks)
-    for op in fused:
-        weights = op["ce"] * op["cout"] + (op["c"] * op["ce"] if op["w"] != native.ffi.NULL else 0)
-        assert 4 * weights <= limit
+
+    def pays(weight_bytes, band, ow, ce, limit):
+        return weight_bytes <= limit or weight_bytes <= 16 * band * ow * ce
+
+    whole = sorted(4 * (c * ce + ce * cout) for e, c, ce, cout, band, ow in blocks if e)
+    for limit in (0, whole[len(whole) // 2]):
+        force_fusion(monkeypatch, max_weight_bytes=limit)
+        some = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=1)
+        some.predict(x)
+        fused = [op for p in some._plans.values() for op in p.ops if op["kind"] == native.lib.MNV2_OP_BLOCK]
+        with_e = sum(e and pays(4 * (c * ce + ce * cout), band, ow, ce, limit)
+                     for e, c, ce, cout, band, ow in blocks)
+        assert sum(op["w"] != native.ffi.NULL for op in fused) == with_e < sum(e for e, *_ in blocks)
+        assert len(fused) == sum(pays(4 * (c * ce + ce * cout), band, ow, ce, limit) if e else False
+                                 or pays(4 * ce * cout, band, ow, ce, limit)
+                                 for e, c, ce, cout, band, ow in blocks) < 17
+        for op in fused:
+            weights = op["ce"] * op["cout"] + (op["c"] * op["ce"] if op["w"] != native.ffi.NULL else 0)
+            assert pays(4 * weights, op["band"], op["ow"], op["ce"], limit)
 
 
 def test_thread_limit_is_four_per_usable_core_and_at_least_64(monkeypatch):

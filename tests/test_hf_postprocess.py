@@ -1,0 +1,21 @@
+"""post_process_semantic_segmentation's resize on the C kernel (float32 logits, extension built)
+against its NumPy twin: the same class maps, from the same resized bits."""
+import numpy as np
+import pytest
+
+from mobilenetv2 import hf_processing, native
+from mobilenetv2.numpy_kernels import resize_bilinear
+
+
+@pytest.mark.skipif(not native.available(), reason="the C extension is not built")
+@pytest.mark.parametrize("shape,target", [((65, 65, 21), (513, 513)), ((9, 7, 3), (31, 60)), ((1, 1, 4), (5, 3))])
+def test_float32_logits_resize_in_c_as_numpy_does(monkeypatch, shape, target):
+    logits = np.random.default_rng(sum(shape)).standard_normal((2,) + shape).astype(np.float32)
+    resized = hf_processing._resize_logits(logits[:1], *target)
+    np.testing.assert_array_equal(resized, resize_bilinear(logits[:1], *target, align_corners=False))
+    got = hf_processing.post_process_semantic_segmentation(logits, [target, target])
+    monkeypatch.setattr(native, "available", lambda: False)  # the NumPy path
+    want = hf_processing.post_process_semantic_segmentation(logits, [target, target])
+    assert all(np.array_equal(g, w) and g.shape == target for g, w in zip(got, want))
+    # float64 logits keep the NumPy kernel (the golden reference's dtype)
+    assert hf_processing._resize_logits(logits[:1].astype(np.float64), *target).dtype == np.float64
