@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -236,6 +237,9 @@ def parse_args(argv):
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw published top-1 vs measured batch-1 latency (needs matplotlib)")
     p.add_argument("--json", help="output JSON path (default: bench-<time>.json in the current folder)")
+    p.add_argument("--segmentation", metavar="DIR",
+                   help="time a transformers DeepLabV3 checkpoint (DIR, or 'random') against ONNX Runtime "
+                        "instead (mobilenetv2 bench --segmentation DIR --help)")
     args = p.parse_args(argv)
     from mobilenetv2.files import check_output_path
     from mobilenetv2.pool import max_threads
@@ -310,6 +314,10 @@ def _measure(name, alpha, res, batch, engine, threads, runs, warmup, tmpdir):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--segmentation" or a.startswith("--segmentation=") for a in argv):
+        from mobilenetv2 import benchmark_segmentation  # the DeepLabV3 model at 513 vs ONNX Runtime
+        return benchmark_segmentation.main(argv)
     args = parse_args(argv)
     now = datetime.datetime.now(datetime.timezone.utc)
     header = {"date": now.isoformat(timespec="seconds"), "cpu": cpu_model(), "cores": os.cpu_count(),

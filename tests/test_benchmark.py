@@ -137,3 +137,31 @@ def test_accuracy_reports_every_isa_against_float64(tmp_path):
     runs = [errors[f"C {isa}"] for isa in native.isas()]
     assert all(r == runs[0] for r in runs)  # the same bits, so the same error, on every ISA
     assert 0 < runs[0]["max_rel"] < 1e-4
+
+
+def test_bench_segmentation_times_c_and_onnx_runtime_on_the_same_model(tmp_path, capsys):
+    """`mobilenetv2 bench --segmentation`: the DeepLabV3 model (random weights, a small input to stay
+    quick) on the C core and on ONNX Runtime running its ONNX export; both agree to float32
+    rounding and the JSON has one row per engine and thread count."""
+    pytest.importorskip("onnxruntime", reason="the segmentation bench times ONNX Runtime (pip install onnxruntime)")
+    if not native.available():
+        pytest.skip("the segmentation bench times the C core: the C extension is not built")
+    from mobilenetv2.cli import main as cli
+    args = ["bench", "--segmentation", "random", "--size", "65", "--threads", "1,2", "--runs", "2",
+            "--warmup", "1", "--rounds", "1", "--out", str(tmp_path)]
+    assert cli(args) == 0
+    out = capsys.readouterr().out
+    report = json.loads(next(tmp_path.glob("segmentation-*.json")).read_text())
+    assert report["weights"] == "random" and report["size"] == 65
+    assert sorted((r["engine"], r["threads"]) for r in report["rows"]) == [("c", 1), ("c", 2), ("ort", 1), ("ort", 2)]
+    assert all(r["median_ms"] > 0 for r in report["rows"])
+    assert report["agreement_rel_l2"] < 1e-4
+    assert "C core vs ONNX Runtime outputs" in out
+
+
+def test_bench_segmentation_refuses_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="the segmentation bench times ONNX Runtime")
+    from mobilenetv2.cli import main as cli
+    assert cli(["bench", "--segmentation", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mobilenetv2 bench: error:")

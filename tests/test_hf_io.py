@@ -158,6 +158,44 @@ def test_hf_preprocess_is_the_pillow_backend_bit_for_bit(name):
         assert np.array_equal(x, ref[f"{photo}/pixel_values_pil"].transpose(0, 2, 3, 1)), photo
 
 
+def pillow_backend(path, shortest_edge, crop):
+    """transformers' Pillow-backend processor as ../shared/reference/hf/README.md writes it out,
+    computed here with Pillow directly: short side to `shortest_edge`, long side int(S * long /
+    short), PIL bilinear, centre crop at int((h - ch) / 2), int((w - cw) / 2), then
+    ((u * (1/255)) as float32 - 0.5) / 0.5."""
+    from PIL import Image
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w0, h0 = im.size
+        if w0 <= h0:
+            w, h = shortest_edge, int(shortest_edge * h0 / w0)
+        else:
+            w, h = int(shortest_edge * w0 / h0), shortest_edge
+        u = np.asarray(im.resize((w, h), Image.BILINEAR))
+    top, left = int((h - crop) / 2), int((w - crop) / 2)
+    u = u[top:top + crop, left:left + crop]
+    return (((u.astype(np.float64) * (1 / 255)).astype(np.float32) - np.float32(0.5)) / np.float32(0.5))[None], (h, w)
+
+
+def test_hf_preprocess_is_the_pillow_backend_at_513():
+    """The references hold no Pillow-backend tensor at 513 (only the torchvision backend's, for the
+    panda). The recipe above is first checked against transformers' own pixel_values_pil at 224 and
+    96 (bit for bit, three photos each), then hf_preprocess must equal it at 513 for the three
+    photos, with the panda resized to 545x618 as the README records."""
+    for name, short, crop in (("mobilenet_v2_1.0_224", 256, 224), ("mobilenet_v2_0.35_96", 128, 96)):
+        ref = np.load(require_shared("reference", "hf", name + ".npz"))
+        for photo, file in PHOTOS.items():
+            x, _ = pillow_backend(require_shared("images", file), short, crop)
+            assert np.array_equal(x, ref[f"{photo}/pixel_values_pil"].transpose(0, 2, 3, 1)), (name, photo)
+    folder = require_shared("hf", "deeplabv3_mobilenet_v2_1.0_513")
+    for photo, file in PHOTOS.items():
+        expected, resized = pillow_backend(require_shared("images", file), 545, 513)
+        if photo == "panda":
+            assert resized == (545, 618)
+        x = hf_preprocess(require_shared("images", file), folder)
+        assert x.shape == (1, 513, 513, 3) and np.array_equal(x, expected), photo
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2_1.0_224", "mobilenet_v2_0.35_96", "deeplabv3_mobilenet_v2_1.0_513"])
 def test_distance_to_the_torchvision_backend(name):
     """The torchvision backend's pixel_values differ from Pillow's by one grey level (2/255) on at

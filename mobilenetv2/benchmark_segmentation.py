@@ -1,0 +1,223 @@
+"""Time DeepLabV3-MobileNetV2 (transformers' google/deeplabv3_mobilenet_v2_1.0_513) at 513x513:
+the C core against ONNX Runtime on an ONNX export of the same model, 1 and 2 threads.
+
+    mobilenetv2 bench --segmentation DIR [--size 513] [--threads 1,2] [--runs 20] [--lockstep 20]
+    python benchmarks/bench_segmentation.py [--hf DIR] ...   (DIR defaults to ../shared's checkpoint)
+
+DIR is a transformers DeepLabV3-MobileNetV2 checkpoint folder (--segmentation random: the same
+config with random weights: same speed).  Every measurement runs in a fresh spawned process (ONNX
+Runtime's workers outlive their sessions); the runs are split over --rounds rounds that visit every
+engine in turn, so a slow spell of a shared machine lands on both.  Prints what ran and a table of
+batch-1 latencies (median, p10, p90, min) with the C core's speed relative to ONNX Runtime; writes
+JSON (--out FOLDER, default the current folder).  Each call's CPU time (time.process_time, every thread of the
+process) is recorded too: at 1 thread it leaves out the time the scheduler gave to other jobs, so on
+a shared, loaded machine its C-vs-ORT ratio is the steadier one (at 2 threads it also counts the
+threads' waiting, so only wall time says anything there).  --lockstep CALLS adds a 1-thread
+measurement with each engine in its own process and their calls alternating one by one.
+"""
+import datetime
+import json
+import multiprocessing
+import os
+import queue as queue_module
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from mobilenetv2.benchmark import call_times, cpu_model, peak_rss_mb, summarize
+
+ENGINES = ("c", "ort")
+
+
+def load_model(hf_dir):
+    from mobilenetv2.hf import HFMobileNetV2, from_pretrained
+    from mobilenetv2.hf_config import HFConfig
+    if hf_dir:
+        return from_pretrained(hf_dir)
+    labels = {i: str(i) for i in range(21)}
+    return HFMobileNetV2(HFConfig(output_stride=8, head="segmentation", id2label=labels, image_size=513))
+
+
+def engine_call(engine, hf_dir, onnx_path, size, threads):
+    """A function making one batch-1 call of ``engine``."""
+    x = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
+    if engine == "c":
+        model = load_model(hf_dir)
+        model.threads = threads
+        if model._plan(model._check_input(x)) is None:
+            raise RuntimeError("the C plan does not run here")
+        fn = lambda: model.predict(x)  # noqa: E731
+    else:
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+        fn = lambda: session.run(None, {"input": x})  # noqa: E731
+    return fn
+
+
+def measure(engine, hf_dir, onnx_path, size, threads, runs, warmup, queue):
+    """In a child process: time ``runs`` batch-1 calls of one engine (or say why it could not)."""
+    try:
+        fn = engine_call(engine, hf_dir, onnx_path, size, threads)
+        cpu = []
+
+        def timed():
+            start = time.process_time()
+            fn()
+            cpu.append(time.process_time() - start)
+        wall = call_times(timed, runs, warmup)
+        queue.put((wall, cpu[warmup:], peak_rss_mb()))
+    except Exception as exc:
+        queue.put(f"{engine} at {threads} thread(s): {type(exc).__name__}: {exc}")
+
+
+def serve(engine, hf_dir, onnx_path, size, conn):
+    """In a child process, 1 thread: one timed call (wall, CPU seconds) per request on ``conn``."""
+    fn = engine_call(engine, hf_dir, onnx_path, size, 1)
+    while conn.recv():
+        cpu, wall = time.process_time(), time.perf_counter()
+        fn()
+        conn.send((time.perf_counter() - wall, time.process_time() - cpu))
+
+
+def lockstep(ctx, hf_dir, onnx_path, size, calls, warmup):
+    """1 thread, each engine in its own process, calls alternating one by one (C, ORT, C, ...): a
+    slow spell of a shared machine lands on both within a call.  Per engine: wall and CPU seconds
+    of each call, and the median over pairs of ORT's time / C's (wall, CPU)."""
+    pipes, procs = {}, []
+    for e in ENGINES:
+        ours, theirs = ctx.Pipe()
+        procs.append(ctx.Process(target=serve, args=(e, hf_dir, onnx_path, size, theirs)))
+        procs[-1].start()
+        pipes[e] = ours
+    got = {e: [] for e in ENGINES}
+    try:
+        for i in range(warmup + calls):
+            for e in ENGINES:
+                pipes[e].send(True)
+                result = pipes[e].recv()
+                if i >= warmup:
+                    got[e].append(result)
+    finally:
+        for e in ENGINES:
+            pipes[e].send(False)
+        for p in procs:
+            p.join()
+    pairs = np.array([[o[k] / c[k] for k in (0, 1)] for c, o in zip(got["c"], got["ort"])])
+    return got, np.median(pairs, axis=0)
+
+
+def run_child(ctx, *args):
+    queue = ctx.Queue()
+    p = ctx.Process(target=measure, args=args + (queue,))
+    p.start()
+    while True:  # a child that dies without a word (a signal) must not leave us waiting forever
+        try:
+            out = queue.get(timeout=1)
+            break
+        except queue_module.Empty:
+            if not p.is_alive():
+                raise RuntimeError(f"the timing process stopped with exit code {p.exitcode}")
+    p.join()
+    if isinstance(out, str):
+        raise RuntimeError(out)
+    return out
+
+
+def main(argv=None):
+    from mobilenetv2.errors import OneLineArgumentParser
+    ap = OneLineArgumentParser(prog="mobilenetv2 bench --segmentation", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--segmentation", "--hf", dest="hf", required=True, metavar="DIR",
+                    help="the DeepLabV3 checkpoint folder, or 'random' for random weights")
+    ap.add_argument("--size", type=int, default=513)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=".", metavar="FOLDER", help="where the JSON goes (default: the current folder)")
+    ap.add_argument("--lockstep", type=int, default=0, metavar="CALLS",
+                    help="also time CALLS 1-thread calls per engine alternating one by one, each "
+                         "engine in its own process (ratios as medians over the pairs)")
+    args = ap.parse_args(argv)
+    threads = [int(t) for t in args.threads.split(",")]
+    hf_dir = None if args.hf == "random" else str(args.hf)
+    try:
+        import onnxruntime
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        sys.exit("mobilenetv2 bench --segmentation: needs onnxruntime (pip install onnxruntime)")
+    from mobilenetv2 import export_onnx, native
+    if not native.available():
+        sys.exit("mobilenetv2 bench --segmentation: the C extension is not built, so there is no C core to time")
+    model = load_model(hf_dir)
+    tmp = tempfile.mkdtemp(prefix="bench-seg-")
+    onnx_path = export_onnx(model, os.path.join(tmp, "deeplabv3.onnx"), batch=1, input_size=(args.size, args.size))
+    x = np.random.default_rng(0).uniform(-1, 1, (1, args.size, args.size, 3)).astype(np.float32)
+    ours = model.predict(x)
+    theirs = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    agree = float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+
+    print(f"DeepLabV3-MobileNetV2 1.0, {args.size}x{args.size}, batch 1; weights: {hf_dir or 'random'}")
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); Python {platform.python_version()}; "
+          f"C core {native.backend()}; ONNX Runtime {ort_version}")
+    print(f"C core vs ONNX Runtime outputs: relative L2 {agree:.2e}")
+    ctx = multiprocessing.get_context("spawn")
+    per_round = max(1, args.runs // args.rounds)
+    times = {(e, t): [] for e in ENGINES for t in threads}
+    cpu = {(e, t): [] for e in ENGINES for t in threads}
+    rss = {}
+    for _ in range(args.rounds):
+        for t in threads:
+            for e in ENGINES:
+                got, got_cpu, mem = run_child(ctx, e, hf_dir, onnx_path, args.size, t, per_round, args.warmup)
+                times[(e, t)] += got
+                cpu[(e, t)] += got_cpu
+                rss[(e, t)] = max(rss.get((e, t), 0), mem)
+    rows = []
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (CPU ms: process CPU time per call)")
+    print(f"\n{'engine':<14} {'threads':>7} {'median ms':>10} {'p10':>8} {'p90':>8} {'min':>8} {'RSS MB':>7} "
+          f"{'C vs ORT':>9} {'CPU ms':>7} {'by CPU':>7}")
+    for t in threads:
+        ort_median = summarize(times[("ort", t)])["median_ms"]
+        ort_cpu = float(np.median(cpu[("ort", t)])) * 1e3
+        for e in ENGINES:
+            s = summarize(times[(e, t)])
+            cpu_ms = float(np.median(cpu[(e, t)])) * 1e3
+            ratio, cpu_ratio = ort_median / s["median_ms"], ort_cpu / cpu_ms
+            name = {"c": "C core", "ort": "ONNX Runtime"}[e]
+            by_cpu = f"{cpu_ratio if e == 'c' else 1.0:>6.2f}x" if t == 1 else f"{'-':>7}"
+            print(f"{name:<14} {t:>7} {s['median_ms']:>10.1f} {s['p10_ms']:>8.1f} {s['p90_ms']:>8.1f} "
+                  f"{s['min_ms']:>8.1f} {rss[(e, t)]:>7.0f} {ratio if e == 'c' else 1.0:>8.2f}x {cpu_ms:>7.1f} {by_cpu}")
+            rows.append(dict(engine=e, threads=t, rss_mb=rss[(e, t)], cpu_median_ms=cpu_ms, **s))
+    paired = None
+    if args.lockstep:
+        got, (wall_ratio, cpu_ratio) = lockstep(ctx, hf_dir, onnx_path, args.size, args.lockstep, args.warmup)
+        print(f"\nlockstep, 1 thread, {args.lockstep} pairs of calls (load average now "
+              f"{os.getloadavg()[0]:.1f}):")
+        for e in ENGINES:
+            wall, cpu_s = (np.array([g[k] for g in got[e]]) * 1e3 for k in (0, 1))
+            print(f"  {e:<4} wall median {np.median(wall):7.1f} ms  p10 {np.percentile(wall, 10):7.1f}  "
+                  f"CPU median {np.median(cpu_s):7.1f} ms")
+        print(f"  C vs ORT, median over pairs: wall {wall_ratio:.2f}x, CPU {cpu_ratio:.2f}x")
+        paired = dict(calls=args.lockstep, wall_ratio=float(wall_ratio), cpu_ratio=float(cpu_ratio),
+                      **{f"{e}_{k}_ms": [g[i] * 1e3 for g in got[e]] for e in ENGINES
+                         for i, k in enumerate(("wall", "cpu"))})
+    os.makedirs(args.out, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = os.path.join(args.out, f"segmentation-{stamp}.json")
+    with open(path, "w") as f:
+        json.dump({"model": "deeplabv3_mobilenet_v2_1.0", "size": args.size, "weights": hf_dir or "random",
+                   "cpu": cpu_model(), "cores": os.cpu_count(), "backend": native.backend(),
+                   "onnxruntime": ort_version, "agreement_rel_l2": agree, "load_average_end": os.getloadavg()[0],
+                   "rows": rows, "lockstep_1_thread": paired}, f, indent=2)
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
