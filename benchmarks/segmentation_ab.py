@@ -56,6 +56,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from mobilenetv2 import export_onnx
+    from mobilenetv2.benchmark_segmentation import alternate
     from mobilenetv2.hf import from_pretrained
     onnx_path = export_onnx(from_pretrained(args.hf), os.path.join(tempfile.mkdtemp(), "seg.onnx"), batch=1,
                             input_size=(args.size, args.size))
@@ -67,20 +68,8 @@ def main(argv=None):
         procs.append(ctx.Process(target=serve, args=(kind, root, args.hf, onnx_path, args.size, theirs)))
         procs[-1].start()
         pipes[name] = ours
-    got = {name: [] for name in engines}
     load = os.getloadavg()[0]
-    try:
-        for i in range(args.warmup + args.rounds):
-            for name in engines:
-                pipes[name].send(True)
-                result = pipes[name].recv()
-                if i >= args.warmup:
-                    got[name].append(result)
-    finally:
-        for name in engines:
-            pipes[name].send(False)
-        for p in procs:
-            p.join()
+    got = alternate(pipes, procs, args.rounds, args.warmup)
     print(f"{args.size}x{args.size}, 1 thread, {args.rounds} rounds in lockstep; load average "
           f"{load:.1f} -> {os.getloadavg()[0]:.1f}; other checkout: {args.other}")
     t = {name: np.array(v) for name, v in got.items()}  # [round, (wall, cpu)]

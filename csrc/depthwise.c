@@ -17,28 +17,8 @@ void f32_dwconv3x3_row_scalar(const float *const rows[3], const float *w, const 
                               float *y, size_t wd, size_t c, size_t stride, size_t pad_left,
                               size_t ow, int relu6)
 {
-    for (size_t j = 0; j < ow; j++) {
-        int blo, bhi;
-        mnv2_taps(j, stride, pad_left, wd, &blo, &bhi);
-        float *yp = y + j * c;
-        /* taps outer, channels inner (vectorisable); per channel still bias + taps in (a, b) order */
-        for (size_t k = 0; k < c; k++)
-            yp[k] = bias[k];
-        for (int a = 0; a < 3; a++) {
-            if (!rows[a])
-                continue;
-            for (int e = blo; e < bhi; e++) {
-                const float *xt = rows[a] + (j * stride + e - pad_left) * c, *wt = w + (a * 3 + e) * c;
-                for (size_t k = 0; k < c; k++)
-                    yp[k] = fmaf(xt[k], wt[k], yp[k]);
-            }
-        }
-        if (relu6)
-            for (size_t k = 0; k < c; k++) {
-                float v = yp[k] > 0.0f ? yp[k] : 0.0f;
-                yp[k] = v < 6.0f ? v : 6.0f;
-            }
-    }
+    /* the dilated twin at dilation 1: per channel bias + taps in (a, b) order, fmaf each */
+    f32_dwconv3x3_dilated_row_scalar(rows, w, bias, y, wd, c, stride, 1, pad_left, ow, relu6);
 }
 
 typedef void dw_rows_fn(const float *const *rows, size_t nout, const float *w, const float *bias,

@@ -85,6 +85,25 @@ def serve(engine, hf_dir, onnx_path, size, conn):
         conn.send((time.perf_counter() - wall, time.process_time() - cpu))
 
 
+def alternate(pipes, procs, calls, warmup):
+    """Ask each serving process in ``pipes`` (name -> connection) for one call in turn, warmup +
+    calls times; then stop them (``procs``).  Per name: the replies after the warmup."""
+    got = {name: [] for name in pipes}
+    try:
+        for i in range(warmup + calls):
+            for name, pipe in pipes.items():
+                pipe.send(True)
+                result = pipe.recv()
+                if i >= warmup:
+                    got[name].append(result)
+    finally:
+        for pipe in pipes.values():
+            pipe.send(False)
+        for p in procs:
+            p.join()
+    return got
+
+
 def lockstep(ctx, hf_dir, onnx_path, size, calls, warmup):
     """1 thread, each engine in its own process, calls alternating one by one (C, ORT, C, ...): a
     slow spell of a shared machine lands on both within a call.  Per engine: wall and CPU seconds
@@ -95,19 +114,7 @@ def lockstep(ctx, hf_dir, onnx_path, size, calls, warmup):
         procs.append(ctx.Process(target=serve, args=(e, hf_dir, onnx_path, size, theirs)))
         procs[-1].start()
         pipes[e] = ours
-    got = {e: [] for e in ENGINES}
-    try:
-        for i in range(warmup + calls):
-            for e in ENGINES:
-                pipes[e].send(True)
-                result = pipes[e].recv()
-                if i >= warmup:
-                    got[e].append(result)
-    finally:
-        for e in ENGINES:
-            pipes[e].send(False)
-        for p in procs:
-            p.join()
+    got = alternate(pipes, procs, calls, warmup)
     pairs = np.array([[o[k] / c[k] for k in (0, 1)] for c, o in zip(got["c"], got["ort"])])
     return got, np.median(pairs, axis=0)
 
