@@ -75,3 +75,39 @@ def test_opset_out_of_range(tmp_path, opset):
     model = MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None)
     with pytest.raises(ValueError, match="opset"):
         export_onnx(model, tmp_path / "m.onnx", opset=opset)
+
+
+# The oldest ONNX Runtime the README claims: the first release with wheels for the Pythons we support
+# (3.11) is 1.15.1. It runs opsets 13-19 with a fixed batch, 13-18 with a dynamic one (at 19 the
+# dynamic batch's Reshape is Reshape-19, which 1.15 has no kernel for). CI installs it in a venv of
+# its own (.ci/run).
+OLDEST_ORT, OLDEST_ORT_OPSETS = "1.15.1", {1: range(13, 20), None: range(13, 19)}
+
+
+def test_the_oldest_claimed_onnx_runtime_runs_every_opset_it_reads(tmp_path):
+    import json
+    import os
+    import subprocess
+    python = os.environ.get("MOBILENETV2_OLDEST_ORT_PYTHON")
+    if not python:
+        pytest.skip(f"needs MOBILENETV2_OLDEST_ORT_PYTHON: a Python with onnxruntime=={OLDEST_ORT} and "
+                    "numpy<2 (CI makes one in .ci/run)")
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
+    files = []
+    for batch, opsets in OLDEST_ORT_OPSETS.items():
+        x = np.random.default_rng(7).uniform(-1, 1, (batch or 2, 96, 96, 3)).astype(np.float32)
+        np.save(tmp_path / f"x{batch}.npy", x)
+        files += [(x, str(export_onnx(model, tmp_path / f"m{opset}-{batch}.onnx", opset=opset, batch=batch)),
+                   str(tmp_path / f"x{batch}.npy")) for opset in opsets]
+    script = (
+        "import json, sys, numpy as np, onnxruntime as ort\n"
+        "for f, x in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+        "    (y,) = ort.InferenceSession(f, providers=['CPUExecutionProvider']).run(None, {'input': np.load(x)})\n"
+        "    np.save(f + '.out.npy', y)\n"
+        "print(json.dumps(ort.__version__))\n")
+    done = subprocess.run([python, "-c", script, *(a for _, f, xf in files for a in (f, xf))],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == OLDEST_ORT
+    for x, f, _ in files:
+        assert rel_l2(np.load(f + ".out.npy"), model.predict(x)) <= 1e-5, f
