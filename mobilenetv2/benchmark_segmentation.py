@@ -159,9 +159,9 @@ def main(argv=None):
     except ImportError:
         sys.exit("mobilenetv2 bench --segmentation: needs onnxruntime (pip install onnxruntime)")
     from mobilenetv2 import export_onnx, native
+    model = load_model(hf_dir)
     if not native.available():
         sys.exit("mobilenetv2 bench --segmentation: the C extension is not built, so there is no C core to time")
-    model = load_model(hf_dir)
     tmp = tempfile.mkdtemp(prefix="bench-seg-")
     onnx_path = export_onnx(model, os.path.join(tmp, "deeplabv3.onnx"), batch=1, input_size=(args.size, args.size))
     x = np.random.default_rng(0).uniform(-1, 1, (1, args.size, args.size, 3)).astype(np.float32)

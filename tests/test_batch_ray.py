@@ -138,7 +138,7 @@ def test_a_retried_block_publishes_the_same_part_again(images, local_rows, tmp_p
     assert block["path"][0].endswith("broken.jpg")               # the unreadable image is in the block
     assert first == again == [{"file": name, "rows": 13, "errors": 1}]
     assert sorted(os.listdir(tmp_path)) == [name]                # no temporary left, no second part
-    assert pq.read_table(tmp_path / name).equals(before)
+    assert_same_rows(pq.read_table(tmp_path / name), before)  # bit for bit on the C core
     assert pq.read_metadata(tmp_path / name).num_row_groups == 3  # the retry's file (5+5+3), not the first's (4x)
     want = local_rows.filter(pads.field("id").isin(block["id"])).sort_by("id")
     assert_same_rows(before.sort_by("id"), want)
