@@ -217,11 +217,12 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = os.path.join(args.out, f"segmentation-{stamp}.json")
-    with open(path, "w") as f:
-        json.dump({"model": "deeplabv3_mobilenet_v2_1.0", "size": args.size, "weights": hf_dir or "random",
+    from mobilenetv2.files import atomic_write
+    with atomic_write(path, suffix=".json") as f:
+        f.write(json.dumps({"model": "deeplabv3_mobilenet_v2_1.0", "size": args.size, "weights": hf_dir or "random",
                    "cpu": cpu_model(), "cores": os.cpu_count(), "backend": native.backend(),
                    "onnxruntime": ort_version, "agreement_rel_l2": agree, "load_average_end": os.getloadavg()[0],
-                   "rows": rows, "lockstep_1_thread": paired}, f, indent=2)
+                   "rows": rows, "lockstep_1_thread": paired}, indent=2).encode())
     print(f"\nwrote {path}")
     return 0
 
