@@ -1,7 +1,9 @@
 """``compare`` with a live Keras 3 model as OTHER (the reader runs a model that outputs every layer,
 matched by Keras's layer names, and reads the weights by name): ``keras.applications.MobileNetV2``
 given our weights agrees; with one ReLU6 made a ReLU, or one batch norm's epsilon set to 1e-5, it is
-caught at that layer with that cause.  Keras is not a test extra (CI has none): these tests skip
+caught at that layer with that cause; the real 1.0_224 backbone loaded into Keras from
+../shared/weights (checked against Keras's recorded features of real photos) agrees, and with one
+batch norm's epsilon at 1e-5 is caught there.  Keras is not a test extra (CI has none): these tests skip
 there and run where Keras 3 is installed (any backend; torch is used when none is chosen)."""
 import os
 
@@ -14,6 +16,7 @@ keras = pytest.importorskip("keras", reason="the Keras reader's tests need Keras
 if int(keras.__version__.split(".")[0]) < 3:
     pytest.skip(f"the Keras reader's tests need Keras 3, found {keras.__version__}", allow_module_level=True)
 
+from conftest import keras_reference, require_shared  # noqa: E402
 from mobilenetv2 import MobileNetV2  # noqa: E402
 from mobilenetv2.tools.compare import compare  # noqa: E402
 from onnx_graphs import lively_weights  # noqa: E402
@@ -75,3 +78,22 @@ def test_keras_model_defect_found(kmodel, x, layer, attr, value, cause):
     assert d["after_fix"]["agrees"]
     if cause == "bn_epsilon":
         assert d["evidence"][0]["detail"]["epsilon"] == 1e-5
+
+
+def test_real_backbone_in_keras_agrees_and_epsilon_defect_found():
+    path = require_shared("weights", "mobilenet_v2_1.0_224_no_top.keras3-names.h5")
+    ref = keras_reference("real_backbone_1.0_224.npz")
+    photos = ref["inputs_uint8"][:2].astype(np.float32) / 127.5 - 1
+    k = keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=False, weights=str(path))
+    # independent of compare: this Keras model computes Keras's recorded features of these photos
+    pooled = k.predict(photos, verbose=0).mean(axis=(1, 2))
+    assert np.linalg.norm(pooled - ref["pooled"][:2]) <= 1e-5 * np.linalg.norm(ref["pooled"][:2])
+    report = compare(k, batch=photos)
+    assert report["weights"]["source"] == "read from the Keras model by layer name (alpha=1)"
+    assert report["agrees"], (report["first_divergent_layer"], report["diagnosis"])
+    assert report["layers"][-1]["layer"] == "out_relu" and len(report["layers"]) >= 150
+    k.get_layer("block_12_project_BN").epsilon = 1e-5
+    report = compare(k, batch=photos)
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("block_12_project_BN", "bn_epsilon", [])
+    assert d["evidence"][0]["detail"]["epsilon"] == 1e-5 and d["after_fix"]["agrees"]
