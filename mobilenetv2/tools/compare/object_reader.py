@@ -10,10 +10,11 @@ from mobilenetv2.tools.compare.graph import Node, OtherModel
 
 def read_object(obj):
     kind = type(obj).__module__.split(".")[0]
-    if kind in ("torch", "torchvision", "transformers", "timm") or hasattr(obj, "register_forward_hook"):
-        return _read_torch(obj)
+    # Keras first: on Keras 3's torch backend a Keras model is also a torch.nn.Module
     if kind in ("keras", "tensorflow", "tf_keras") or hasattr(obj, "get_layer") and hasattr(obj, "layers"):
         return _read_keras(obj)
+    if kind in ("torch", "torchvision", "transformers", "timm") or hasattr(obj, "register_forward_hook"):
+        return _read_torch(obj)
     raise CompareError(f"OTHER must be a path (.onnx, .tflite, .npz, a folder of .npy) or a torch "
                        f"module, got {type(obj).__name__}")
 

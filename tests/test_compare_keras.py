@@ -1,0 +1,99 @@
+"""``compare`` with a live Keras 3 model as OTHER (the reader runs a model that outputs every layer,
+matched by Keras's layer names, and reads the weights by name): ``keras.applications.MobileNetV2``
+given our weights agrees; with one ReLU6 made a ReLU, or one batch norm's epsilon set to 1e-5, it is
+caught at that layer with that cause; the real 1.0_224 backbone loaded into Keras from
+../shared/weights (checked against Keras's recorded features of real photos) agrees, and with one
+batch norm's epsilon at 1e-5 is caught there.  Keras is not a test extra (CI has none): these tests skip
+there and run where Keras 3 is installed (any backend; torch is used when none is chosen)."""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+keras = pytest.importorskip("keras", reason="the Keras reader's tests need Keras 3, which is not a test extra "
+                                            "(pip install keras torch to run them)")
+if int(keras.__version__.split(".")[0]) < 3:
+    pytest.skip(f"the Keras reader's tests need Keras 3, found {keras.__version__}", allow_module_level=True)
+
+from conftest import keras_reference, require_shared  # noqa: E402
+from mobilenetv2 import MobileNetV2  # noqa: E402
+from mobilenetv2.tools.compare import compare  # noqa: E402
+from onnx_graphs import lively_weights  # noqa: E402
+
+SHAPE = (96, 96, 3)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return lively_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None, classifier_activation=None), seed=3)
+
+
+@pytest.fixture(scope="module")
+def kmodel(model):
+    k = keras.applications.MobileNetV2(input_shape=SHAPE, alpha=0.35, weights=None, classifier_activation=None)
+    for layer in model.weighted_layers():  # Keras's layer names are ours
+        k.get_layer(layer.name).set_weights([np.asarray(w, np.float32) for w in layer.weights])
+    return k
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(11).uniform(-1, 1, (2,) + SHAPE).astype(np.float32)
+
+
+def test_keras_model_with_our_weights_agrees(model, kmodel, x):
+    # independent of compare: Keras computes what the float64 engine does, to float32 rounding
+    assert np.allclose(kmodel.predict(x, verbose=0), model.predict(x.astype(np.float64)), rtol=1e-4, atol=1e-4)
+    report = compare(kmodel, batch=x)
+    assert report["other"]["kind"] == "keras"
+    assert report["weights"]["source"] == "read from the Keras model by layer name (alpha=0.35)"
+    assert report["agrees"] and report["first_divergent_layer"] is None and report["diagnosis"] is None
+    assert all(r["agrees"] for r in report["layers"])
+    names = [r["layer"] for r in report["layers"]]
+    assert names == [layer.name for layer in model.layers[1:]]  # every layer but the input, by name
+
+
+def _set(layer, attr, value):
+    old = getattr(layer, attr)
+    setattr(layer, attr, value)
+    return old
+
+
+@pytest.mark.parametrize("layer,attr,value,cause", [
+    ("block_3_expand_relu", "max_value", None, "activation"),   # ReLU6 -> ReLU
+    ("block_5_depthwise_BN", "epsilon", 1e-5, "bn_epsilon"),    # PyTorch's default epsilon
+])
+def test_keras_model_defect_found(kmodel, x, layer, attr, value, cause):
+    target = kmodel.get_layer(layer)
+    old = _set(target, attr, value)
+    try:
+        report = compare(kmodel, batch=x)  # weights read by name; the epsilon stays Keras's 1e-3
+    finally:
+        _set(target, attr, old)
+    d = report["diagnosis"]
+    assert not report["agrees"]
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == (layer, cause, [])
+    assert d["evidence"][0]["after"]["ratio"] <= report["factor"] < d["evidence"][0]["before"]["ratio"]
+    assert d["after_fix"]["agrees"]
+    if cause == "bn_epsilon":
+        assert d["evidence"][0]["detail"]["epsilon"] == 1e-5
+
+
+def test_real_backbone_in_keras_agrees_and_epsilon_defect_found():
+    path = require_shared("weights", "mobilenet_v2_1.0_224_no_top.keras3-names.h5")
+    ref = keras_reference("real_backbone_1.0_224.npz")
+    photos = ref["inputs_uint8"][:2].astype(np.float32) / 127.5 - 1
+    k = keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=False, weights=str(path))
+    # independent of compare: this Keras model computes Keras's recorded features of these photos
+    pooled = k.predict(photos, verbose=0).mean(axis=(1, 2))
+    assert np.linalg.norm(pooled - ref["pooled"][:2]) <= 1e-5 * np.linalg.norm(ref["pooled"][:2])
+    report = compare(k, batch=photos)
+    assert report["weights"]["source"] == "read from the Keras model by layer name (alpha=1)"
+    assert report["agrees"], (report["first_divergent_layer"], report["diagnosis"])
+    assert report["layers"][-1]["layer"] == "out_relu" and len(report["layers"]) >= 150
+    k.get_layer("block_12_project_BN").epsilon = 1e-5
+    report = compare(k, batch=photos)
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("block_12_project_BN", "bn_epsilon", [])
+    assert d["evidence"][0]["detail"]["epsilon"] == 1e-5 and d["after_fix"]["agrees"]
