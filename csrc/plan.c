@@ -81,6 +81,15 @@ static size_t block_scratch_floats(const struct mnv2_op *op)
     return ring + op->band * op->ow * op->ce + 16; /* + 16: the band starts on a 64-byte line */
 }
 
+/* The depthwise conv's input row r of a _BLOCK op: its ring slot (with an expansion) or the input
+ * itself; NULL for a row of the padding. */
+static const float *input_row(const struct mnv2_op *op, const float *ring, const float *xb, size_t R, long r)
+{
+    if (r < 0 || r >= (long)op->h)
+        return NULL;
+    return op->w ? ring + ((size_t)r % R) * op->w_ * op->ce : xb + (size_t)r * op->w_ * op->ce;
+}
+
 /* Output rows [r0, r1) of every image of a _BLOCK op, op->band rows at a time.  Input row r of the
  * expansion lives in ring slot r % R; each band computes the rows it needs that the ring does not
  * hold yet (a thread's first band also its halo rows: 2 d of them for dilation d), in runs of
@@ -117,12 +126,8 @@ static void run_block(const struct mnv2_op *op, size_t r0, size_t r1, float *scr
             if (d > 1) { /* dilated: one row at a time, taps d rows apart */
                 for (size_t i = o0; i < o1; i++) {
                     const float *rows[3];
-                    for (size_t a = 0; a < 3; a++) {
-                        const long r = (long)(i * s + a * d) - (long)op->pad_top;
-                        rows[a] = r < 0 || r >= (long)h ? NULL
-                                  : op->w ? ring + ((size_t)r % R) * wd * ce
-                                          : xb + (size_t)r * wd * ce;
-                    }
+                    for (size_t a = 0; a < 3; a++)
+                        rows[a] = input_row(op, ring, xb, R, (long)(i * s + a * d) - (long)op->pad_top);
                     f32_dwconv3x3_dilated_row(rows, op->dw_w, op->dw_bias, band + (i - o0) * op->ow * ce,
                                               wd, ce, s, d, op->pad_left, op->ow, 1);
                 }
@@ -130,12 +135,8 @@ static void run_block(const struct mnv2_op *op, size_t r0, size_t r1, float *scr
                 for (size_t g0 = o0; g0 < o1; g0 += DW_GROUP) { /* DW_GROUP rows to the rows kernel */
                     const size_t nout = o1 - g0 < DW_GROUP ? o1 - g0 : DW_GROUP;
                     const float *rows[(DW_GROUP - 1) * 2 + 3];
-                    for (size_t a = 0; a < (nout - 1) * s + 3; a++) {
-                        const long r = (long)(g0 * s + a) - (long)op->pad_top;
-                        rows[a] = r < 0 || r >= (long)h ? NULL
-                                  : op->w ? ring + ((size_t)r % R) * wd * ce
-                                          : xb + (size_t)r * wd * ce;
-                    }
+                    for (size_t a = 0; a < (nout - 1) * s + 3; a++)
+                        rows[a] = input_row(op, ring, xb, R, (long)(g0 * s + a) - (long)op->pad_top);
                     f32_dwconv3x3_rows(rows, nout, op->dw_w, op->dw_bias, band + (g0 - o0) * op->ow * ce,
                                        wd, ce, s, op->pad_left, op->ow, 1);
                 }
