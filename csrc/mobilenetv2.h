@@ -213,12 +213,15 @@ void mnv2_pool_destroy(void *pool);
 /* A plan over ops[0..n_ops) (the array and everything it points to must outlive the plan): no
  * threads, no buffers, just the schedule.  NULL if out of memory. */
 void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops);
-/* Run every op in order on the pool's threads.  Where the batch divides among the threads, each
- * thread runs every op on its own images with no barrier until the end; otherwise each op's rows
- * (or panels) are split statically among the threads.  Either way the result is bit-identical for
- * every thread count.  Returns 0, or -1 (nothing run) when the threads' scratch for _BLOCK ops
- * cannot be allocated. */
+/* Run every op in order on the pool's threads.  The T threads form G = mnv2_plan_groups(plan, T)
+ * groups, each taking a share of whole images through every op, its rows (or panels) split
+ * statically among the group's threads; the groups meet only where they could touch the same
+ * memory (G = T: no barrier but those; G = 1: every thread on every image).  Either way the result
+ * is bit-identical for every thread count.  Returns 0, or -1 (nothing run) when the threads'
+ * scratch for _BLOCK ops cannot be allocated. */
 int mnv2_plan_run(void *plan, void *pool);
+/* The groups of threads a run of this plan on `threads` threads forms: gcd(batch, threads). */
+int mnv2_plan_groups(const void *plan, int threads);
 /* Run once as mnv2_plan_run does, writing each op's wall time (seconds, barrier included) to
  * seconds[0..n_ops). */
 int mnv2_plan_profile(void *plan, void *pool, double *seconds);

@@ -1,11 +1,17 @@
 /* The plan executor: one call runs every op of a lowered network on a persistent thread pool.
  *
  * A plan (the ops of one input shape) holds no threads; a pool (the threads of one model) runs
- * any plan, one at a time.  Thread t of T computes image rows [R*t/T, R*(t+1)/T) of each op
- * (R = op->split_rows; output panels instead for a pointwise op with split_panels), then all meet
- * at a barrier before the next op, unless that op is marked as reading only rows this thread wrote
- * (a pointwise conv after an op with the same row split).  The kernels compute each output the
- * same way whatever its row range, so any T gives the same bits.
+ * any plan, one at a time.  The T threads form G = gcd(batch, T) groups of T / G threads; group g
+ * takes the images [B*g/G, B*(g+1)/G) through every op, and thread u of a group computes image
+ * rows [R*u/S, R*(u+1)/S) of each op over its group's images (R = op->split_rows, S = T / G;
+ * output panels instead for a pointwise op with split_panels).  So a batch of 2 on 16 threads
+ * runs as 2 groups of 8, a batch of 8 on 2 threads as 2 groups of one thread each, a batch of 1
+ * (or one prime to T) as one group of T.  A group meets at its own barrier before an op unless
+ * that op reads only rows this thread wrote (a pointwise conv after an op with the same row
+ * split); all threads meet where groups could touch the same memory (an op writing over a
+ * buffer the other groups may still use: sync_images), around the dense head when its panels
+ * are shared by everyone, and at the end.  The kernels compute each output the same way
+ * whatever its row range or image range, so any T gives the same bits.
  * Workers spin briefly, then sleep on a condition variable between runs; at a barrier they spin,
  * yield, then sleep on a futex, so more threads than cores still make progress.
  */
@@ -39,6 +45,13 @@ struct plan {
     size_t scratch_floats; /* per thread, for the largest _BLOCK op */
 };
 
+/* A sense-reversing barrier for `count` threads. */
+struct barrier {
+    atomic_int arrived;
+    atomic_int sense;
+    atomic_int sleepers;      /* threads asleep (or about to be) in it */
+};
+
 /* The threads, shared by every plan of a model; one run at a time (run_mu). */
 struct pool {
     int threads;
@@ -50,9 +63,8 @@ struct pool {
     atomic_ulong published;   /* the same, read by spinning workers without the lock */
     int quit;
     atomic_int stop;          /* quit, readable without the lock */
-    atomic_int arrived;       /* barrier */
-    atomic_int sense;
-    atomic_int sleepers;      /* threads asleep (or about to be) in the barrier */
+    struct barrier all;       /* every thread */
+    struct barrier *groups;   /* [threads]: the barrier of thread group g (see run_share) */
     const struct plan *plan;  /* the run in progress, set under mu before it is published */
     double *seconds;          /* per-op wall time of a profiled run, written by the caller's thread */
 };
@@ -235,20 +247,21 @@ static void futex_wake_all(atomic_int *addr)
 #endif
 }
 
-static void barrier(struct pool *p, int *local_sense)
+/* Wait until `count` threads (this one included) have arrived at b. */
+static void barrier(struct barrier *b, int count, int *local_sense)
 {
     int s = !*local_sense;
     *local_sense = s;
-    if (atomic_fetch_add(&p->arrived, 1) == p->threads - 1) {
-        atomic_store(&p->arrived, 0);
-        atomic_store(&p->sense, s);
+    if (atomic_fetch_add(&b->arrived, 1) == count - 1) {
+        atomic_store(&b->arrived, 0);
+        atomic_store(&b->sense, s);
         /* seq_cst store then load, mirrored by the sleeper: one of the two sees the other */
-        if (atomic_load(&p->sleepers) > 0)
-            futex_wake_all(&p->sense);
+        if (atomic_load(&b->sleepers) > 0)
+            futex_wake_all(&b->sense);
         return;
     }
     double until = 0.0;
-    for (unsigned spins = 0; atomic_load(&p->sense) != s; spins++) {
+    for (unsigned spins = 0; atomic_load(&b->sense) != s; spins++) {
         if (spins < SPIN_ROUNDS) {
             cpu_relax();
         } else if (spins == SPIN_ROUNDS || spins % 64 != 0 || now() < until) {
@@ -256,12 +269,17 @@ static void barrier(struct pool *p, int *local_sense)
                 until = now() + YIELD_SECONDS;
             sched_yield();
         } else {
-            atomic_fetch_add(&p->sleepers, 1);
-            if (atomic_load(&p->sense) != s)
-                futex_wait(&p->sense, !s);
-            atomic_fetch_sub(&p->sleepers, 1);
+            atomic_fetch_add(&b->sleepers, 1);
+            if (atomic_load(&b->sense) != s)
+                futex_wait(&b->sense, !s);
+            atomic_fetch_sub(&b->sleepers, 1);
         }
     }
+}
+
+static void barrier_all(struct pool *p, int *local_sense)
+{
+    barrier(&p->all, p->threads, local_sense);
 }
 
 static void run_panels(const struct mnv2_op *op, int t, int threads)
@@ -283,37 +301,70 @@ static size_t out_per_image(const struct mnv2_op *op)
     return op->oh * op->ow * (per_channel ? op->c : op->cout);
 }
 
-/* Images [b0, b1) of one op, all of its rows and channels. */
-static void run_images(const struct mnv2_op *op, size_t b0, size_t b1, float *scratch)
+/* Op `op` restricted to images [b0, b1) (not for a batch_rows op, whose rows are the images). */
+static struct mnv2_op images_of(const struct mnv2_op *op, size_t b0, size_t b1)
 {
-    if (op->batch_rows) {
-        run_op(op, b0, b1, scratch);
-        return;
-    }
     struct mnv2_op part = *op;
     part.x = op->x + b0 * in_per_image(op);
     part.y = op->y + b0 * out_per_image(op);
     if (op->residual)
         part.residual = op->residual + b0 * out_per_image(op);
     part.n = b1 - b0;
-    run_op(&part, 0, op->split_rows, scratch);
+    return part;
 }
 
-/* Op i when each thread takes whole images [b0, b1): the threads meet only before an op that
- * writes memory another thread may still use, and around the dense head, which still splits its
- * weights by panels over all images (it streams megabytes of them). */
-static void step_images(struct pool *p, const struct plan *pl, int t, size_t i, size_t b0,
-                        size_t b1, int *local_sense)
+/* Thread u of S's share of op `op` over images [b0, b1): its rows (or output panels, or the
+ * whole op for u = 0 where the op is not split). */
+static void run_group_share(const struct mnv2_op *op, size_t b0, size_t b1, int u, int S, float *scratch)
+{
+    if (op->batch_rows) { /* rows are images: the group's images split among its threads */
+        const size_t r0 = b0 + split(b1 - b0, u, S), r1 = b0 + split(b1 - b0, u + 1, S);
+        if (r0 < r1)
+            run_op(op, r0, r1, scratch);
+        return;
+    }
+    const struct mnv2_op part = images_of(op, b0, b1);
+    if (S == 1) {
+        run_op(&part, 0, part.split_rows, scratch);
+    } else if (part.kind == MNV2_OP_POINTWISE && part.split_panels) {
+        run_panels(&part, u, S);
+    } else if (part.split_rows == 0) {
+        if (u == 0)
+            run_op(&part, 0, 0, scratch);
+    } else {
+        const size_t r0 = split(part.split_rows, u, S), r1 = split(part.split_rows, u + 1, S);
+        if (r0 < r1)
+            run_op(&part, r0, r1, scratch);
+    }
+}
+
+/* Where thread t stands when the threads form groups: its group g of S threads, its index u in
+ * the group, the group's images [b0, b1), its group barrier and that barrier's sense. */
+struct group_share {
+    int S, u;
+    size_t b0, b1;
+    struct barrier *bar;
+    int sense;
+};
+
+/* Op i when groups of threads take whole images: everyone meets before an op that writes memory
+ * another group may still use, and around a dense head that splits its weights by panels over all
+ * images and all threads (it streams megabytes of them); the group meets before an op that needs
+ * it (op->sync). */
+static void step_group(struct pool *p, const struct plan *pl, int t, size_t i, struct group_share *g,
+                       int *local_sense)
 {
     const struct mnv2_op *op = &pl->ops[i];
     const int shared = op->batch_rows && op->split_panels;
     const int after_shared = i > 0 && pl->ops[i - 1].batch_rows && pl->ops[i - 1].split_panels;
     if (i > 0 && (op->sync_images || shared || after_shared))
-        barrier(p, local_sense);
+        barrier_all(p, local_sense);
+    else if (i > 0 && g->S > 1 && op->sync)
+        barrier(g->bar, g->S, &g->sense);
     if (shared)
         run_panels(op, t, p->threads);
     else
-        run_images(op, b0, b1, p->workers[t].scratch);
+        run_group_share(op, g->b0, g->b1, g->u, g->S, p->workers[t].scratch);
 }
 
 /* Op i with its rows (or panels) shared among the threads, then a barrier if the next op needs
@@ -333,22 +384,48 @@ static void step_rows(struct pool *p, const struct plan *pl, int t, size_t i, in
             run_op(op, r0, r1, p->workers[t].scratch);
     }
     if (p->threads > 1 && (i + 1 == pl->n_ops || pl->ops[i + 1].sync))
-        barrier(p, local_sense);
+        barrier_all(p, local_sense);
+}
+
+static size_t gcd(size_t a, size_t b)
+{
+    while (b) {
+        const size_t r = a % b;
+        a = b;
+        b = r;
+    }
+    return a;
+}
+
+int mnv2_plan_groups(const void *plan, int threads)
+{
+    const struct plan *pl = plan;
+    return threads > 1 ? (int)gcd(pl->batch, (size_t)threads) : 1;
 }
 
 /* Thread t's share of one run.  After the last barrier a worker must not read the plan again:
- * the caller may return and free it (hence n_ops and by_images in locals). */
+ * the caller may return and free it (hence n_ops and the groups in locals). */
 static void run_share(struct pool *p, const struct plan *pl, int t, int *local_sense)
 {
-    /* whole images per thread where the batch divides among them: no barrier until the end */
-    const int by_images = p->threads > 1 && pl->batch % (size_t)p->threads == 0;
+    const int T = p->threads;
+    const int G = mnv2_plan_groups(pl, T); /* groups taking whole images */
     const size_t n_ops = pl->n_ops;
-    const size_t b0 = split(pl->batch, t, p->threads), b1 = split(pl->batch, t + 1, p->threads);
+    struct group_share g = {0};
+    if (G > 1) {
+        const int S = T / G, group = t / S;
+        g.S = S;
+        g.u = t % S;
+        g.b0 = split(pl->batch, group, G);
+        g.b1 = split(pl->batch, group + 1, G);
+        g.bar = &p->groups[group];
+        /* stable here: every run ends with all threads past every barrier of it */
+        g.sense = atomic_load(&g.bar->sense);
+    }
     double *seconds = t == 0 ? p->seconds : NULL;
     double start = seconds ? now() : 0.0;
     for (size_t i = 0; i < n_ops; i++) {
-        if (by_images)
-            step_images(p, pl, t, i, b0, b1, local_sense);
+        if (G > 1)
+            step_group(p, pl, t, i, &g, local_sense);
         else
             step_rows(p, pl, t, i, local_sense);
         if (seconds) {
@@ -357,8 +434,8 @@ static void run_share(struct pool *p, const struct plan *pl, int t, int *local_s
             start = end;
         }
     }
-    if (by_images)
-        barrier(p, local_sense);
+    if (G > 1)
+        barrier_all(p, local_sense);
 }
 
 /* How long a worker spins for the next run before it sleeps: back-to-back calls (a benchmark, a
@@ -422,7 +499,7 @@ static int run_locked(const struct plan *pl, struct pool *p)
         pthread_mutex_unlock(&p->mu);
     }
     /* The caller's barrier sense tracks the shared one across runs. */
-    int local_sense = atomic_load(&p->sense);
+    int local_sense = atomic_load(&p->all.sense);
     run_share(p, pl, 0, &local_sense);
     return 0;
 }
@@ -492,6 +569,7 @@ void mnv2_pool_destroy(void *pool)
     for (int i = 0; i < p->threads; i++)
         free(p->workers[i].scratch);
     free(p->workers);
+    free(p->groups);
     free(p);
 }
 
@@ -502,16 +580,24 @@ void *mnv2_pool_create(int threads)
         return NULL;
     p->threads = threads < 1 ? 1 : threads;
     p->workers = calloc((size_t)p->threads, sizeof *p->workers);
-    if (!p->workers) {
+    p->groups = calloc((size_t)p->threads, sizeof *p->groups);
+    if (!p->workers || !p->groups) {
+        free(p->workers);
+        free(p->groups);
         free(p);
         return NULL;
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->run_mu, NULL);
     pthread_cond_init(&p->cv, NULL);
-    atomic_init(&p->arrived, 0);
-    atomic_init(&p->sense, 0);
-    atomic_init(&p->sleepers, 0);
+    for (int i = 0; i < p->threads; i++) {
+        atomic_init(&p->groups[i].arrived, 0);
+        atomic_init(&p->groups[i].sense, 0);
+        atomic_init(&p->groups[i].sleepers, 0);
+    }
+    atomic_init(&p->all.arrived, 0);
+    atomic_init(&p->all.sense, 0);
+    atomic_init(&p->all.sleepers, 0);
     atomic_init(&p->published, 0);
     atomic_init(&p->stop, 0);
     for (int i = 1; i < p->threads; i++) {

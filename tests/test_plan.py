@@ -251,6 +251,46 @@ def test_stress_every_thread_count_and_batch_gives_the_same_bits():
     assert model._pool.threads == 16
 
 
+@pytest.mark.parametrize("batch,threads,groups", [
+    (1, 1, 1), (1, 16, 1), (7, 16, 1), (3, 2, 1),    # one group: every thread on every image
+    (2, 2, 2), (16, 16, 16), (32, 16, 16),           # one thread per group
+    (2, 16, 2), (8, 16, 8), (2, 4, 2), (4, 6, 2),    # batch < threads: groups of 8, 2, 2, 3
+    (6, 4, 2), (9, 6, 3), (12, 8, 4),                # batch > threads, not a multiple
+])
+def test_threads_form_groups_of_whole_images(batch, threads, groups):
+    """The schedule's groups are gcd(batch, threads), worked out by hand: a batch of 2 on 16
+    threads is 2 groups of 8, a batch prime to the thread count one group of all of them."""
+    model = MobileNetV2((32, 32, 3), alpha=0.35, weights=None, threads=1)
+    model(rand(batch, 32, 32, 3))
+    plan = model._plans[(batch, 32, 32, 3)]
+    assert native.lib.mnv2_plan_groups(plan.handle, threads) == groups
+
+
+@pytest.mark.parametrize("alpha,shape,kw", [
+    (0.35, (32, 32, 3), dict()),                      # dense head shared by panels + softmax
+    (0.5, (97, 113, 3), dict(include_top=False, pooling="avg")),  # fused blocks, odd rows
+    (1.0, (64, 48, 3), dict(include_top=False)),
+])
+def test_thread_groups_give_the_same_bits(alpha, shape, kw):
+    """Groups of 2..8 threads each taking whole images (batch 2 on 4, 8 and 16 threads, 4 on 6,
+    6 on 4, 9 on 6, 8 on 12): bit-identical to one thread, run after run on one pool, and within
+    float32 rounding of the NumPy engine.  A missing group or whole-pool barrier shows as a run
+    that differs."""
+    model = MobileNetV2(shape, alpha=alpha, weights=None, threads=1, **kw)
+    model.set_weights([w * 1.5 for w in model.get_weights()])
+    cases = [(2, 4), (2, 8), (2, 16), (4, 6), (6, 4), (9, 6), (8, 12)]
+    xs = {n: rand(n, *shape, seed=n) for n in {n for n, _ in cases}}
+    want = {n: model.predict(x) for n, x in xs.items()}
+    for n, x in xs.items():
+        assert rel_l2(want[n], numpy_engine(model, x)) < 1e-4
+    for n, threads in cases:
+        model.threads = threads
+        for _ in range(3):
+            np.testing.assert_array_equal(model.predict(xs[n]), want[n], err_msg=f"{threads} threads, batch {n}")
+        plan = model._plans[(n,) + shape]
+        assert 1 < native.lib.mnv2_plan_groups(plan.handle, threads) < threads
+
+
 def _two_op_schedule(x, packed, cout, threads, runs):
     """A plan of a dense layer shared by output panels (as the head is) then an out-of-place
     softmax that marks no barrier of its own, run ``runs`` times on ``threads`` threads with the
@@ -286,8 +326,9 @@ def test_by_images_schedule_waits_after_a_panel_shared_op():
     w = rng.uniform(-0.1, 0.1, (cin, cout)).astype(np.float32)
     b = rng.uniform(-1, 1, cout).astype(np.float32)
     packed = _pack(w, b)
-    for threads in (2, 3, 4, 8):
-        x = rng.uniform(-1, 1, (threads, cin)).astype(np.float32)  # batch = threads: by images
+    # batch = threads: one thread per group; 2 on 4 and 8, 4 on 6: groups of 2, 4 and 3 threads
+    for threads, batch in ((2, 2), (3, 3), (4, 4), (8, 8), (4, 2), (8, 2), (6, 4)):
+        x = rng.uniform(-1, 1, (batch, cin)).astype(np.float32)
         logits = x.astype(np.float64) @ w + b
         want = np.exp(logits - logits.max(axis=1, keepdims=True))
         want /= want.sum(axis=1, keepdims=True)
