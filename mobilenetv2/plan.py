@@ -99,9 +99,10 @@ def _mark_syncs(ops):
             _overlaps(op["writes"], s) for prev in since for s in prev["reads"] + [prev["writes"]])
         op["sync"] = int(not free)
         since = since + [op] if free else [op]
-    # When each thread takes whole images through every op, a thread only reads what it wrote
-    # itself; the one hazard is an op writing over a reused buffer that the other threads may
-    # still be reading or writing (their images of an earlier tensor lie elsewhere in it).
+    # When groups of threads take whole images through every op (csrc/plan.c), a group only reads
+    # what it wrote itself (within the group, "sync" above applies); the one hazard between groups
+    # is an op writing over a reused buffer that the other groups may still be reading or writing
+    # (their images of an earlier tensor lie elsewhere in it).
     since = []
     for op in ops:
         clash = any(_overlaps(op["writes"], s) for prev in since for s in prev["reads"] + [prev["writes"]])
