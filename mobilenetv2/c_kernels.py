@@ -126,6 +126,31 @@ def stem(x, w, bias, pads, relu6=False, rows=None, scalar=False):
     return y
 
 
+def stem_row(x, w, bias, pads, i, relu6=False, out=None, scalar=False):
+    """Output row ``i`` of ``stem`` for one image x: [H, W, 3]: [OW, cout], written into ``out``
+    (a C-contiguous float32 [OW, cout] array: the fused block's ring slot in the plan) if given."""
+    x, w, bias = _f32(x, "x", 3), _f32(w, "w", 4), _f32(bias, "bias", 1)
+    h, wd, c = x.shape
+    cout = w.shape[3]
+    if c != 3 or w.shape[:3] != (3, 3, 3) or bias.shape != (cout,):
+        raise ValueError(f"w {w.shape}, bias {bias.shape} do not fit x {x.shape}")
+    top, bottom, left, right = pads
+    if max(pads) > 2 or min(pads) < 0:
+        raise ValueError(f"pads must be in [0, 2], got {pads}")
+    oh, ow = _conv_out(h, top, bottom, 2), _conv_out(wd, left, right, 2)
+    if not 0 <= i < oh:
+        raise ValueError(f"row {i} outside [0, {oh})")
+    if out is None:
+        out = np.zeros((ow, cout), np.float32)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (ow, cout)
+              and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"out must be a writeable C-contiguous float32 array of shape {(ow, cout)}")
+    packed = pack_pointwise(w.reshape(27, cout), bias)
+    _fn("f32_stem3x3s2_row", scalar)(_ptr(x), _ptr(packed), _ptr(out), h, wd, cout, top, left, ow,
+                                     int(i), int(relu6))
+    return out
+
+
 def global_pool(x, kind="avg", scalar=False):
     """[N, H, W, C] -> [N, C], mean or max over H and W."""
     x = _f32(x, "x", 4)
