@@ -133,26 +133,28 @@ def test_segmentation_model_fuses_its_stem_with_the_same_bits(monkeypatch, isa):
         assert stem_fused(fused)
 
 
-def test_rule_fuses_the_stem_only_where_its_output_outgrows_l2(monkeypatch):
-    """With a 1 MB L2 (Zen 4/5): 1.0_224's stem output (112x112x32 floats, 1.6 MB) is fused away;
-    0.35_96's (48x48x16, 147 KB, which stays in L2) is not, nor is its first block (the same
-    tensor is the block's input), nor is 1.0_224's with the rule off."""
+def test_rule_fuses_the_stem_only_where_its_output_outgrows_l1(monkeypatch):
+    """With a 48 KB L1d and a 1 MB L2 (Zen 5): 1.0_224's stem output (112x112x32 floats, 1.6 MB)
+    and 0.35_96's (48x48x16, 147 KB: in L2, not in L1) are fused away with the first block (the
+    latter although that block alone, its input inside L2, is not fused); 0.35 at 32x32 (16x16x16,
+    16 KB) stays separate, as does 1.0_224's stem with the rule off."""
     l2 = 1024 * 1024
     monkeypatch.setattr(P, "FUSE_MIN_BYTES", l2)
     monkeypatch.setattr(P, "BAND_SCRATCH_BYTES", l2 // 2)
     monkeypatch.setattr(P, "FUSE_MAX_WEIGHT_BYTES", l2 // 2)
-    monkeypatch.setattr(P, "STEM_FUSE_MIN_BYTES", l2)
-    big = MobileNetV2((224, 224, 3), alpha=1.0, weights=None)
-    big.predict(np.zeros((1, 224, 224, 3), np.float32))
-    assert stem_fused(big)
-    small = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
-    small.predict(np.zeros((1, 96, 96, 3), np.float32))
-    assert first_ops(small)[0][0] == (STEM, None)
+    monkeypatch.setattr(P, "STEM_FUSE_MIN_BYTES", 48 * 1024)
+
+    def first_two(alpha, size):
+        model = MobileNetV2((size, size, 3), alpha=alpha, weights=None)
+        model.predict(np.zeros((1, size, size, 3), np.float32))
+        return first_ops(model)[0]
+    fused = (BLOCK, ["Conv1", "expanded_conv_depthwise", "expanded_conv_project"])
+    assert first_two(1.0, 224)[0] == fused
+    assert first_two(0.35, 96)[0] == fused
+    assert first_two(0.35, 32) == [(STEM, None), (1, None)]  # stem, depthwise (MNV2_OP_DWCONV)
     monkeypatch.setattr(P, "STEM_FUSE_MIN_BYTES", float("inf"))
-    off = MobileNetV2((224, 224, 3), alpha=1.0, weights=None)
-    off.predict(np.zeros((1, 224, 224, 3), np.float32))
-    assert first_ops(off)[0][0] == (STEM, None)
-    assert first_ops(off)[0][1] == (BLOCK, ["expanded_conv_depthwise", "expanded_conv_project"])
+    assert first_two(1.0, 224) == [(STEM, None), (BLOCK, ["expanded_conv_depthwise", "expanded_conv_project"])]
+    assert first_two(0.35, 96) == [(STEM, None), (1, None)]
 
 
 def test_stem_with_a_second_reader_is_not_fused():
