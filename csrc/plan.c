@@ -109,9 +109,9 @@ static void fill_ring(const struct mnv2_op *op, const float *xb, size_t r, size_
 }
 
 /* Output rows [r0, r1) of every image of a _BLOCK op, op->band rows at a time.  Input row r of the
- * expansion (or of the fused stem) lives in ring slot r % R; each band computes the rows it needs that the ring does not
- * hold yet (a thread's first band also its halo rows: 2 d of them for dilation d), in runs of
- * consecutive slots.  The depthwise rows are those of the unfused op (f32_dwconv3x3_rows, or
+ * expansion (or of the fused stem) lives in ring slot r % R; each band computes the rows it needs
+ * that the ring does not hold yet (a thread's first band also its halo rows: 2 d of them for
+ * dilation d), in runs of consecutive slots.  The depthwise rows are those of the unfused op (f32_dwconv3x3_rows, or
  * f32_dwconv3x3_dilated_row for d > 1), so fused and unfused give the same bits. */
 static void run_block(const struct mnv2_op *op, size_t r0, size_t r1, float *scratch)
 {
