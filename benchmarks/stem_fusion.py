@@ -9,8 +9,9 @@ the machine's L1d), one with the stem fusion off.  Two measurements:
   4x the L3 of other memory, as when other engines run between our calls): the ops before
   block_1 (stem + expanded_conv, fused or not) and the whole network;
 - call by call, interleaved with the installed float32 peers (ONNX Runtime, OpenVINO, LiteRT at 1
-  thread, as benchmarks/interleaved.py runs them): min, p10 and median ms of each engine, and the
-  fused model's p10 against the separate one's and against the best peer's.
+  thread, as benchmarks/interleaved.py runs them), all the peers between the two C models' calls:
+  min, p10 and median ms of each engine, and the fused model's p10 against the separate one's and
+  against the best peer's.
 Prints a table and writes the JSON (CPU, date, commit, load average, every figure).
 """
 import argparse
@@ -74,19 +75,32 @@ def _per_op(models, x, rounds):
 
 
 def _interleaved(models, alpha, res, x, name, rounds, tmpdir):
+    """Each round: C model A, every peer, C model B, every peer again, so that each C call comes
+    after the same others (a C call right after another C model's runs measurably faster, ~3 %
+    on 1.0_224: their code is still in the caches).  Without a peer, other memory is written
+    between the C calls instead."""
     calls = {f"C {label}": (lambda m=model: m(x)) for label, model in models.items()}
+    peers = {}
     for peer in PEERS:
         run = _runner(peer, _model(alpha, res), x, 1, tmpdir, name)
         if isinstance(run, str):
             print(f"# {name}: skipped {peer}: {run}")
             continue
-        calls[peer] = run
+        peers[peer] = run
+    if not peers:
+        junk = np.ones(4 * machine.L3 // 4, np.float32)
+
+        def scrub():
+            junk.__iadd__(1)
+        peers["(other memory written)"] = scrub
+    sequence = [item for c in calls.items() for item in [c] + list(peers.items())]
+    calls.update(peers)
     for call in calls.values():
         for _ in range(3):
             call()
     times = {label: [] for label in calls}
     for _ in range(rounds):
-        for label, call in calls.items():
+        for label, call in sequence:
             start = time.perf_counter()
             call()
             times[label].append(time.perf_counter() - start)
