@@ -1,7 +1,9 @@
 /* The stem: 3x3 stride-2 convolution from 3 channels, padding inside, fused bias and ReLU6.
  *   y[n,i,j,o] = act(bias[o] + sum_{a,b,c} x[n, 2i+a-pt, 2j+b-pl, c] * w[a,b,c,o])
  * x: [N, H, W, 3]; packed: w as a [27, cout] matrix (rows in (a, b, c) order) with its bias, in
- * f32_pointwise_pack's layout; y: [N, OH, OW, cout]; output rows i in [oh0, oh1).
+ * f32_pointwise_pack's layout; y: [N, OH, OW, cout]; output rows i in [oh0, oh1), each computed
+ * by f32_stem3x3s2_row, which writes one row of one image to any [OW, cout] buffer (the fused
+ * block op's ring slot): the same bits either way.
  * Up to STEM_PIXELS output pixels at a time, their 27 input values are gathered into a small
  * matrix (zeros for taps in the padding, which add exact zeros to the sums), and the pointwise
  * kernel multiplies it by the packed weights: so the stem runs at the GEMM's speed, and its
