@@ -87,6 +87,13 @@ void f32_stem3x3s2(const float *x, const float *packed, float *y, size_t n, size
 void f32_stem3x3s2_scalar(const float *x, const float *packed, float *y, size_t n, size_t h,
                           size_t wd, size_t cout, size_t pad_top, size_t pad_left, size_t oh,
                           size_t ow, size_t oh0, size_t oh1, int relu6);
+/* Output row i of the above for one image x: [H, W, 3] into y: [OW, cout] (any row buffer: the
+ * fused block op's ring slot); f32_stem3x3s2 is this row by row, so the bits are the same. */
+void f32_stem3x3s2_row(const float *x, const float *packed, float *y, size_t h, size_t wd,
+                       size_t cout, size_t pad_top, size_t pad_left, size_t ow, size_t i, int relu6);
+void f32_stem3x3s2_row_scalar(const float *x, const float *packed, float *y, size_t h, size_t wd,
+                              size_t cout, size_t pad_top, size_t pad_left, size_t ow, size_t i,
+                              int relu6);
 
 /* Global pooling over H*W pixels: y[n, c] = mean (or max) of x[n, :, c]. x: [N, HW, C]; y: [N, C]. */
 void f32_global_avgpool(const float *x, float *y, size_t n, size_t hw, size_t c);
@@ -165,7 +172,10 @@ float mnv2_fma_peak_loop512(size_t iters);
  * w NULL: no expansion, ce = c) -> depthwise 3x3 (dw_w, dw_bias, stride, pads, ReLU6) -> project
  * (packed proj_w, ce -> cout, + residual) -> y: [n, oh, ow, cout], band output rows at a time; the
  * expanded rows live in a per-thread ring and never reach memory as a whole tensor; dilation > 1:
- * the depthwise conv is the dilated one (f32_dwconv3x3_dilated_row). */
+ * the depthwise conv is the dilated one (f32_dwconv3x3_dilated_row).  stem_w set (a block without
+ * expansion, w NULL): the stem is fused in front: x is the image [n, stem_h, stem_w_, 3] and the
+ * ring's rows are the stem's output rows (f32_stem3x3s2_row: packed stem_w, stem_pad_top,
+ * stem_pad_left, ReLU6 if stem_relu6), h x w_ x c its output, which never reaches memory whole. */
 enum { MNV2_OP_STEM = 0, MNV2_OP_DWCONV = 1, MNV2_OP_POINTWISE = 2, MNV2_OP_AVGPOOL = 3,
        MNV2_OP_MAXPOOL = 4, MNV2_OP_SOFTMAX = 5, MNV2_OP_BLOCK = 6,
        /* DeepLabV3 (segmentation): _DWCONV_DILATED as _DWCONV with `dilation` (cout = c);
@@ -201,6 +211,9 @@ struct mnv2_op {
     int align_corners, relu;          /* _RESIZE; _COPY */
     float scale_h, scale_w;           /* _RESIZE only */
     size_t pool_h, pool_w;            /* _AVGPOOL_WINDOW only */
+    const float *stem_w;              /* _BLOCK: the fused stem's packed weights, or NULL */
+    size_t stem_h, stem_w_, stem_pad_top, stem_pad_left; /* _BLOCK with stem_w: the image, pads */
+    int stem_relu6;                   /* _BLOCK with stem_w */
 };
 /* A thread pool: the caller of a run and threads - 1 workers that wait for the next run
  * (spinning for 2 ms, then asleep).  One per model, shared by all its plans; runs on one pool

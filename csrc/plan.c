@@ -87,50 +87,68 @@ static size_t ring_rows(const struct mnv2_op *op)
     return (op->band - 1) * op->stride + 2 * dilation_of(op) + 1;
 }
 
+/* Whether a _BLOCK op's depthwise input rows are made into a ring (by the expansion or the fused
+ * stem) rather than read from its input tensor. */
+static int has_ring(const struct mnv2_op *op) { return op->w || op->stem_w; }
+
 static size_t block_scratch_floats(const struct mnv2_op *op)
 {
-    size_t ring = op->w ? ring_rows(op) * op->w_ * op->ce : 0;
+    size_t ring = has_ring(op) ? ring_rows(op) * op->w_ * op->ce : 0;
     return ring + op->band * op->ow * op->ce + 16; /* + 16: the band starts on a 64-byte line */
 }
 
-/* The depthwise conv's input row r of a _BLOCK op: its ring slot (with an expansion) or the input
- * itself; NULL for a row of the padding. */
+/* The depthwise conv's input row r of a _BLOCK op: its ring slot (with an expansion or a fused
+ * stem) or the input itself; NULL for a row of the padding. */
 static const float *input_row(const struct mnv2_op *op, const float *ring, const float *xb, size_t R, long r)
 {
     if (r < 0 || r >= (long)op->h)
         return NULL;
-    return op->w ? ring + ((size_t)r % R) * op->w_ * op->ce : xb + (size_t)r * op->w_ * op->ce;
+    return has_ring(op) ? ring + ((size_t)r % R) * op->w_ * op->ce : xb + (size_t)r * op->w_ * op->ce;
+}
+
+/* Rows [r, r + count) of the ring's image xb into consecutive ring slots from dst: the expansion
+ * (one pointwise call) or the fused stem (row by row). */
+static void fill_ring(const struct mnv2_op *op, const float *xb, size_t r, size_t count, float *dst)
+{
+    if (op->stem_w) {
+        for (size_t k = 0; k < count; k++)
+            f32_stem3x3s2_row(xb, op->stem_w, dst + k * op->w_ * op->ce, op->stem_h, op->stem_w_,
+                              op->ce, op->stem_pad_top, op->stem_pad_left, op->w_, r + k,
+                              op->stem_relu6);
+    } else {
+        f32_pointwise(xb + r * op->w_ * op->c, op->w, NULL, dst, op->c, op->ce, 0, count * op->w_, 1);
+    }
 }
 
 /* Output rows [r0, r1) of every image of a _BLOCK op, op->band rows at a time.  Input row r of the
- * expansion lives in ring slot r % R; each band computes the rows it needs that the ring does not
- * hold yet (a thread's first band also its halo rows: 2 d of them for dilation d), in runs of
- * consecutive slots.  The depthwise rows are those of the unfused op (f32_dwconv3x3_rows, or
+ * expansion (or of the fused stem) lives in ring slot r % R; each band computes the rows it needs
+ * that the ring does not hold yet (a thread's first band also its halo rows: 2 d of them for
+ * dilation d), in runs of consecutive slots.  The depthwise rows are those of the unfused op (f32_dwconv3x3_rows, or
  * f32_dwconv3x3_dilated_row for d > 1), so fused and unfused give the same bits. */
 static void run_block(const struct mnv2_op *op, size_t r0, size_t r1, float *scratch)
 {
     const size_t h = op->h, wd = op->w_, ce = op->ce, s = op->stride, R = ring_rows(op);
     const size_t d = dilation_of(op);
     float *ring = scratch;
-    float *band = scratch + (op->w ? R * wd * ce : 0);
+    float *band = scratch + (has_ring(op) ? R * wd * ce : 0);
+    const size_t image = op->stem_w ? op->stem_h * op->stem_w_ * 3 : h * wd * op->c; /* x per image */
     band += (16 - ((size_t)band / sizeof(float)) % 16) % 16;
     for (size_t b = 0; b < op->n; b++) {
-        const float *xb = op->x + b * h * wd * op->c;
+        const float *xb = op->x + b * image;
         long have = -1; /* the ring holds expanded rows up to (not including) this one */
         for (size_t o0 = r0; o0 < r1; o0 += op->band) {
             const size_t o1 = o0 + op->band < r1 ? o0 + op->band : r1;
             long lo = (long)(o0 * s) - (long)op->pad_top, hi = (long)((o1 - 1) * s + 2 * d + 1) - (long)op->pad_top;
             lo = lo < 0 ? 0 : lo;
             hi = hi > (long)h ? (long)h : hi;
-            if (op->w) {
+            if (has_ring(op)) {
                 long r = have > lo ? have : lo;
                 while (r < hi) {
                     const size_t slot = (size_t)r % R;
                     size_t count = (size_t)(hi - r);
                     if (count > R - slot)
                         count = R - slot;
-                    f32_pointwise(xb + (size_t)r * wd * op->c, op->w, NULL, ring + slot * wd * ce,
-                                  op->c, ce, 0, count * wd, 1);
+                    fill_ring(op, xb, (size_t)r, count, ring + slot * wd * ce);
                     r += (long)count;
                 }
                 have = hi;
@@ -292,7 +310,10 @@ static void run_panels(const struct mnv2_op *op, int t, int threads)
 }
 
 /* Floats per image of an op's input and of its output (and residual). */
-static size_t in_per_image(const struct mnv2_op *op) { return op->h * op->w_ * op->c; }
+static size_t in_per_image(const struct mnv2_op *op)
+{
+    return op->kind == MNV2_OP_BLOCK && op->stem_w ? op->stem_h * op->stem_w_ * 3 : op->h * op->w_ * op->c;
+}
 
 static size_t out_per_image(const struct mnv2_op *op)
 {

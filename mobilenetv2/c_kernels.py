@@ -107,10 +107,11 @@ def dwconv3x3(x, w, bias, stride, pads, relu6=False, rows=None, scalar=False):
     return y
 
 
-def stem(x, w, bias, pads, relu6=False, rows=None, scalar=False):
-    """3x3 stride-2 conv of x: [N, H, W, 3] with w: [3, 3, 3, cout], bias: [cout]."""
+def _stem_args(x, w, bias, pads):
+    """The stem's checked arrays and sizes for x: [N, H, W, 3]: (x, packed weights, h, wd, cout,
+    pad top, pad left, oh, ow)."""
     x, w, bias = _f32(x, "x", 4), _f32(w, "w", 4), _f32(bias, "bias", 1)
-    n, h, wd, c = x.shape
+    _, h, wd, c = x.shape
     cout = w.shape[3]
     if c != 3 or w.shape[:3] != (3, 3, 3) or bias.shape != (cout,):
         raise ValueError(f"w {w.shape}, bias {bias.shape} do not fit x {x.shape}")
@@ -118,12 +119,33 @@ def stem(x, w, bias, pads, relu6=False, rows=None, scalar=False):
     if max(pads) > 2 or min(pads) < 0:
         raise ValueError(f"pads must be in [0, 2], got {pads}")
     oh, ow = _conv_out(h, top, bottom, 2), _conv_out(wd, left, right, 2)
-    y = np.zeros((n, oh, ow, cout), np.float32)
+    return x, pack_pointwise(w.reshape(27, cout), bias), h, wd, cout, top, left, oh, ow
+
+
+def stem(x, w, bias, pads, relu6=False, rows=None, scalar=False):
+    """3x3 stride-2 conv of x: [N, H, W, 3] with w: [3, 3, 3, cout], bias: [cout]."""
+    x, packed, h, wd, cout, top, left, oh, ow = _stem_args(x, w, bias, pads)
+    y = np.zeros((x.shape[0], oh, ow, cout), np.float32)
     r0, r1 = _rows(rows, oh)
-    packed = pack_pointwise(w.reshape(27, cout), bias)
-    _fn("f32_stem3x3s2", scalar)(_ptr(x), _ptr(packed), _ptr(y), n, h, wd, cout,
+    _fn("f32_stem3x3s2", scalar)(_ptr(x), _ptr(packed), _ptr(y), x.shape[0], h, wd, cout,
                                  top, left, oh, ow, r0, r1, int(relu6))
     return y
+
+
+def stem_row(x, w, bias, pads, i, relu6=False, out=None, scalar=False):
+    """Output row ``i`` of ``stem`` for one image x: [H, W, 3]: [OW, cout], written into ``out``
+    (a C-contiguous float32 [OW, cout] array: the fused block's ring slot in the plan) if given."""
+    x, packed, h, wd, cout, top, left, oh, ow = _stem_args(_f32(x, "x", 3)[None], w, bias, pads)
+    if not 0 <= i < oh:
+        raise ValueError(f"row {i} outside [0, {oh})")
+    if out is None:
+        out = np.zeros((ow, cout), np.float32)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (ow, cout)
+              and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"out must be a writeable C-contiguous float32 array of shape {(ow, cout)}")
+    _fn("f32_stem3x3s2_row", scalar)(_ptr(x), _ptr(packed), _ptr(out), h, wd, cout, top, left, ow,
+                                     int(i), int(relu6))
+    return out
 
 
 def global_pool(x, kind="avg", scalar=False):

@@ -72,6 +72,10 @@ def main():
                 C.stem(xs, ks, b, same_pads(9, 3, 2) + same_pads(11, 3, 2), relu6=True, scalar=isa)
                 C.stem(xv, ks, b, (0, 0, 0, 0), relu6=True, scalar=isa)
                 C.stem(xw, ks, b, (0, 0, 0, 0), relu6=True, scalar=isa)
+                for i in range(5):  # one row into a buffer of exactly that row (a fused block's ring slot)
+                    C.stem_row(xs[0], ks, b, same_pads(9, 3, 2) + same_pads(11, 3, 2), i, True,
+                               out=g(np.zeros((6, c))), scalar=isa)
+                    C.stem_row(xv[0], ks, b, (0, 0, 0, 0), i % 4, True, out=g(np.zeros((5, c))), scalar=isa)
                 C.global_pool(xp, "avg", scalar=isa)
                 C.global_pool(xp, "max", scalar=isa)
                 C.softmax(logits, scalar=isa)

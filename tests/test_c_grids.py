@@ -58,11 +58,16 @@ def test_no_kernel_reads_outside_its_inputs():
     """tests/guard_pages.py in a child: every kernel on every ISA over inputs that end (and start) at
     an inaccessible page; a read one float too far is a SIGSEGV there, not a silent neighbour read
     (e.g. the AVX-512 depthwise block loading one pixel past its last column)."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
+    import mobilenetv2
     script = Path(__file__).with_name("guard_pages.py")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    # the child imports the package under test (this one), not whichever the interpreter finds first
+    root = str(Path(mobilenetv2.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, f"exit {done.returncode} (negative: a signal)\n{done.stderr[-2000:]}"
     assert "no read outside an input" in done.stdout
 
