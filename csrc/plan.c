@@ -1,19 +1,24 @@
 /* The plan executor: one call runs every op of a lowered network on a persistent thread pool.
  *
  * A plan (the ops of one input shape) holds no threads; a pool (the threads of one model) runs
- * any plan, one at a time.  The T threads form G = gcd(batch, T) groups of T / G threads; group g
- * takes the images [B*g/G, B*(g+1)/G) through every op, and thread u of a group computes image
- * rows [R*u/S, R*(u+1)/S) of each op over its group's images (R = op->split_rows, S = T / G;
- * output panels instead for a pointwise op with split_panels).  So a batch of 2 on 16 threads
- * runs as 2 groups of 8, a batch of 8 on 2 threads as 2 groups of one thread each, a batch of 1
- * (or one prime to T) as one group of T.  A group meets at its own barrier before an op unless
- * that op reads only rows this thread wrote (a pointwise conv after an op with the same row
- * split); all threads meet where groups could touch the same memory (an op writing over a
- * buffer the other groups may still use: sync_images), around the dense head when its panels
- * are shared by everyone, and at the end.  The kernels compute each output the same way
- * whatever its row range or image range, so any T gives the same bits.
- * Workers spin briefly, then sleep on a condition variable between runs; at a barrier they spin,
- * yield, then sleep on a futex, so more threads than cores still make progress.
+ * any plan, one at a time.  The T threads form G = gcd(batch, T) groups of S = T / G threads.
+ * - G = 1 (one image, or a batch prime to T): the ops between two barriers form a stage, and each
+ *   stage has T shares, share c being rows [R*c/T, R*(c+1)/T) of each of its ops (R =
+ *   op->split_rows; output panels instead for a pointwise op with split_panels).  A thread takes
+ *   its own share first, then any share nobody has taken; whoever finishes the last share opens the
+ *   next stage (run_stages).  No thread waits for another to arrive, only for shares in progress,
+ *   so a thread the OS has descheduled does not hold up the rest for a time slice.
+ * - G > 1: group g takes the images [B*g/G, B*(g+1)/G) through every op, thread u of the group
+ *   rows [R*u/S, R*(u+1)/S) of each op over them (a batch of 2 on 16 threads: 2 groups of 8; a
+ *   batch of 8 on 2 threads: one thread per 4 images).  A group meets at its own barrier before an
+ *   op unless that op reads only rows this thread wrote (a pointwise conv after an op with the same
+ *   row split); all threads meet where groups could touch the same memory (an op writing over a
+ *   buffer the other groups may still use: sync_images), around the dense head when its panels are
+ *   shared by everyone, and at the end.
+ * The kernels compute each output the same way whatever its row range or image range, and
+ * whichever thread runs it, so any T gives the same bits.
+ * Workers spin briefly, then sleep on a condition variable between runs; at a barrier or a stage
+ * they spin, yield, then sleep on a futex, so more threads than cores still make progress.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -43,6 +48,8 @@ struct plan {
     size_t n_ops;
     size_t batch;          /* images per run */
     size_t scratch_floats; /* per thread, for the largest _BLOCK op */
+    size_t n_stages;       /* runs of ops between barriers: stage s is ops [first[s], first[s + 1]) */
+    size_t *first;         /* [n_stages + 1] */
 };
 
 /* A sense-reversing barrier for `count` threads. */
@@ -64,6 +71,13 @@ struct pool {
     int quit;
     atomic_int stop;          /* quit, readable without the lock */
     struct barrier all;       /* every thread */
+    /* One image (or a batch prime to the thread count): the stage open now and who took which
+     * share of it (see run_stages). */
+    atomic_ullong cur;        /* TICKET(run, stage) of the open stage; stage END: none */
+    atomic_ullong *claim;     /* [threads]: the newest ticket each share was taken under */
+    atomic_int done;          /* shares of the open stage finished */
+    atomic_int stage_seq;     /* bumped at each change of cur: the futex word of its waiters */
+    atomic_int stage_sleepers;
     struct barrier *groups;   /* [threads]: the barrier of thread group g (see run_share) */
     const struct plan *plan;  /* the run in progress, set under mu before it is published */
     double *seconds;          /* per-op wall time of a profiled run, written by the caller's thread */
@@ -388,24 +402,109 @@ static void step_group(struct pool *p, const struct plan *pl, int t, size_t i, s
         run_group_share(op, g->b0, g->b1, g->u, g->S, p->workers[t].scratch);
 }
 
-/* Op i with its rows (or panels) shared among the threads, then a barrier if the next op needs
- * one (always after the last). */
-static void step_rows(struct pool *p, const struct plan *pl, int t, size_t i, int *local_sense)
+/* Share c of T of op `op`: its rows (or output panels) [n c / T, n (c + 1) / T); share 0 alone
+ * for an op the threads do not split. */
+static void run_op_share(const struct mnv2_op *op, int c, int T, float *scratch)
 {
-    const struct mnv2_op *op = &pl->ops[i];
     if (op->kind == MNV2_OP_POINTWISE && op->split_panels) {
-        run_panels(op, t, p->threads);
+        run_panels(op, c, T);
     } else if (op->split_rows == 0) {
-        if (t == 0)
-            run_op(op, 0, 0, p->workers[0].scratch);
+        if (c == 0)
+            run_op(op, 0, 0, scratch);
     } else {
-        size_t r0 = split(op->split_rows, t, p->threads);
-        size_t r1 = split(op->split_rows, t + 1, p->threads);
+        const size_t r0 = split(op->split_rows, c, T), r1 = split(op->split_rows, c + 1, T);
         if (r0 < r1)
-            run_op(op, r0, r1, p->workers[t].scratch);
+            run_op(op, r0, r1, scratch);
     }
-    if (p->threads > 1 && (i + 1 == pl->n_ops || pl->ops[i + 1].sync))
-        barrier_all(p, local_sense);
+}
+
+/* Tickets name a stage of a run: (run << STAGE_BITS) | stage, increasing from stage to stage and
+ * run to run.  Two stage values are marks: END, a run by stages that is over (or none yet); GROUPS,
+ * a run by groups of threads (no stages).  A worker reads which from p->cur, never from the plan,
+ * which may already be freed when it wakes for a run that ended without it. */
+#define STAGE_BITS 20
+#define END ((1ull << STAGE_BITS) - 1)
+#define GROUPS (END - 1)
+#define TICKET(run, stage) (((unsigned long long)(run) << STAGE_BITS) | (unsigned long long)(stage))
+
+/* Wait until the open stage is no longer `ticket` (or the pool stops): spin, yield, then sleep
+ * on stage_seq, as in barrier(). */
+static void wait_stage_change(struct pool *p, unsigned long long ticket)
+{
+    double until = 0.0;
+    for (unsigned spins = 0;; spins++) {
+        const int seq = atomic_load(&p->stage_seq);
+        if (atomic_load(&p->cur) != ticket || atomic_load(&p->stop))
+            return;
+        if (spins < SPIN_ROUNDS) {
+            cpu_relax();
+        } else if (spins == SPIN_ROUNDS || spins % 64 != 0 || now() < until) {
+            if (spins == SPIN_ROUNDS)
+                until = now() + YIELD_SECONDS;
+            sched_yield();
+        } else {
+            atomic_fetch_add(&p->stage_sleepers, 1);
+            if (atomic_load(&p->stage_seq) == seq)
+                futex_wait(&p->stage_seq, seq);
+            atomic_fetch_sub(&p->stage_sleepers, 1);
+        }
+    }
+}
+
+/* Open the stage named `next` (the finisher of the last share of the current one). */
+static void open_stage(struct pool *p, unsigned long long next)
+{
+    atomic_store(&p->done, 0);
+    atomic_store(&p->cur, next);
+    atomic_fetch_add(&p->stage_seq, 1);
+    if (atomic_load(&p->stage_sleepers) > 0)
+        futex_wake_all(&p->stage_seq);
+}
+
+/* Thread t's part of run `run` of a plan whose threads split every op (G = 1).  The ops between
+ * two barriers form a stage; a stage has T shares, share c being rows [n c / T, n (c + 1) / T) of
+ * each of its ops (the threads' static split: a pointwise conv without a barrier before it reads
+ * only rows its own share wrote).  Each thread takes its own share first, then any share no one
+ * has taken (claim[c] below the stage's ticket), and whoever finishes the last share opens the
+ * next stage.  So no thread waits for another to *arrive*, only for work in progress: a thread
+ * the OS has descheduled (other processes on the cores, more threads than cores) has its share
+ * done by the others instead of stalling them for a time slice, and it finds the run over when it
+ * runs again.  It touches the plan only after taking a share, which cannot happen once the run is
+ * over (every share of every stage is taken by then), so the caller may return and free the plan.
+ * Which thread computes a share changes no bit of it. */
+static void run_stages(struct pool *p, const struct plan *pl, int t, unsigned long run)
+{
+    const int T = p->threads;
+    double *seconds = t == 0 ? p->seconds : NULL;
+    for (;;) {
+        const unsigned long long ticket = atomic_load(&p->cur);
+        if (ticket >> STAGE_BITS != run || (ticket & END) >= GROUPS || atomic_load(&p->stop))
+            return;
+        const size_t stage = (size_t)(ticket & END);
+        const double stage_start = seconds ? now() : 0.0;
+        double own = 0.0;
+        for (int k = 0; k < T; k++) {
+            const int c = (t + k) % T;
+            unsigned long long v = atomic_load(&p->claim[c]);
+            if (v >= ticket || !atomic_compare_exchange_strong(&p->claim[c], &v, ticket))
+                continue;
+            /* share c of this stage is ours: the run is not over, the plan is alive */
+            for (size_t i = pl->first[stage]; i < pl->first[stage + 1]; i++) {
+                const double start = seconds ? now() : 0.0;
+                run_op_share(&pl->ops[i], c, T, p->workers[t].scratch);
+                if (seconds) {
+                    const double took = now() - start;
+                    seconds[i] += took;
+                    own += took;
+                }
+            }
+            if (atomic_fetch_add(&p->done, 1) + 1 == T)
+                open_stage(p, stage + 1 < pl->n_stages ? ticket + 1 : TICKET(run, END));
+        }
+        wait_stage_change(p, ticket);
+        if (seconds) /* the stage's wall time beyond thread 0's own work: its last op's wait */
+            seconds[pl->first[stage + 1] - 1] += now() - stage_start - own;
+    }
 }
 
 static size_t gcd(size_t a, size_t b)
@@ -424,11 +523,21 @@ int mnv2_plan_groups(const void *plan, int threads)
     return threads > 1 ? (int)gcd(pl->batch, (size_t)threads) : 1;
 }
 
-/* Thread t's share of one run.  After the last barrier a worker must not read the plan again:
- * the caller may return and free it (hence n_ops and the groups in locals). */
-static void run_share(struct pool *p, const struct plan *pl, int t, int *local_sense)
+/* Thread t's share of run `run`.  After the last barrier a worker must not read the plan
+ * again: the caller may return and free it (hence n_ops and the groups in locals). */
+static void run_share(struct pool *p, const struct plan *pl, int t, unsigned long run, int *local_sense)
 {
     const int T = p->threads;
+    if (T > 1) {
+        const unsigned long long ticket = atomic_load(&p->cur);
+        if (ticket >> STAGE_BITS != run)
+            return; /* a worker waking after its run is over: the plan may be gone */
+        if ((ticket & END) != GROUPS) {
+            run_stages(p, pl, t, run);
+            return;
+        }
+    }
+    /* one thread, or a run by groups (it ends with every thread at a barrier: the plan lives) */
     const int G = mnv2_plan_groups(pl, T); /* groups taking whole images */
     const size_t n_ops = pl->n_ops;
     struct group_share g = {0};
@@ -448,7 +557,7 @@ static void run_share(struct pool *p, const struct plan *pl, int t, int *local_s
         if (G > 1)
             step_group(p, pl, t, i, &g, local_sense);
         else
-            step_rows(p, pl, t, i, local_sense);
+            run_op_share(&pl->ops[i], 0, 1, p->workers[0].scratch);
         if (seconds) {
             double end = now();
             seconds[i] = end - start;
@@ -486,7 +595,7 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&p->mu);
         if (quit)
             return NULL;
-        run_share(p, pl, w->index, &local_sense);
+        run_share(p, pl, w->index, seen, &local_sense);
     }
 }
 
@@ -511,17 +620,28 @@ static int run_locked(const struct plan *pl, struct pool *p)
 {
     if (reserve_scratch(p, pl->scratch_floats) != 0)
         return -1;
+    if (p->seconds)
+        for (size_t i = 0; i < pl->n_ops; i++)
+            p->seconds[i] = 0.0;
+    unsigned long run = p->generation + 1;
     if (p->threads > 1) {
+        /* a worker still in an earlier run's stages sees the run change and leaves it */
+        const int staged = mnv2_plan_groups(pl, p->threads) == 1;
+        atomic_store(&p->done, 0);
+        atomic_store(&p->cur, TICKET(run, staged ? 0 : GROUPS));
+        atomic_fetch_add(&p->stage_seq, 1);
+        if (atomic_load(&p->stage_sleepers) > 0)
+            futex_wake_all(&p->stage_seq);
         pthread_mutex_lock(&p->mu);
         p->plan = pl;
-        p->generation++;
+        p->generation = run;
         atomic_store(&p->published, p->generation);
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
     /* The caller's barrier sense tracks the shared one across runs. */
     int local_sense = atomic_load(&p->all.sense);
-    run_share(p, pl, 0, &local_sense);
+    run_share(p, pl, 0, run, &local_sense);
     return 0;
 }
 
@@ -547,11 +667,22 @@ int mnv2_plan_profile(void *plan, void *pool, double *seconds)
 
 void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops)
 {
+    if (n_ops >= GROUPS) /* stage numbers must stay below the marks (networks have ~60 ops) */
+        return NULL;
     struct plan *pl = calloc(1, sizeof *pl);
     if (!pl)
         return NULL;
     pl->ops = ops;
     pl->n_ops = n_ops;
+    pl->first = malloc((n_ops + 1) * sizeof *pl->first);
+    if (!pl->first) {
+        free(pl);
+        return NULL;
+    }
+    for (size_t i = 0; i < n_ops; i++)
+        if (i == 0 || ops[i].sync)
+            pl->first[pl->n_stages++] = i;
+    pl->first[pl->n_stages] = n_ops;
     for (size_t i = 0; i < n_ops; i++) {
         const size_t images = ops[i].batch_rows ? ops[i].split_rows : ops[i].n;
         pl->batch = images > pl->batch ? images : pl->batch;
@@ -563,7 +694,10 @@ void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops)
 
 void mnv2_plan_destroy(void *plan)
 {
-    free(plan);
+    struct plan *pl = plan;
+    if (pl)
+        free(pl->first);
+    free(pl);
 }
 
 int mnv2_pool_threads(const void *pool)
@@ -581,6 +715,8 @@ void mnv2_pool_destroy(void *pool)
     atomic_store(&p->stop, 1);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    atomic_fetch_add(&p->stage_seq, 1); /* a worker asleep in an earlier run's stage sees stop */
+    futex_wake_all(&p->stage_seq);
     for (int i = 1; i < p->threads; i++)
         if (p->workers[i].pool)
             pthread_join(p->workers[i].tid, NULL);
@@ -591,6 +727,7 @@ void mnv2_pool_destroy(void *pool)
         free(p->workers[i].scratch);
     free(p->workers);
     free(p->groups);
+    free(p->claim);
     free(p);
 }
 
@@ -602,9 +739,11 @@ void *mnv2_pool_create(int threads)
     p->threads = threads < 1 ? 1 : threads;
     p->workers = calloc((size_t)p->threads, sizeof *p->workers);
     p->groups = calloc((size_t)p->threads, sizeof *p->groups);
-    if (!p->workers || !p->groups) {
+    p->claim = calloc((size_t)p->threads, sizeof *p->claim);
+    if (!p->workers || !p->groups || !p->claim) {
         free(p->workers);
         free(p->groups);
+        free(p->claim);
         free(p);
         return NULL;
     }
@@ -621,6 +760,12 @@ void *mnv2_pool_create(int threads)
     atomic_init(&p->all.sleepers, 0);
     atomic_init(&p->published, 0);
     atomic_init(&p->stop, 0);
+    atomic_init(&p->cur, TICKET(0, END));
+    atomic_init(&p->done, 0);
+    atomic_init(&p->stage_seq, 0);
+    atomic_init(&p->stage_sleepers, 0);
+    for (int i = 0; i < p->threads; i++)
+        atomic_init(&p->claim[i], 0);
     for (int i = 1; i < p->threads; i++) {
         p->workers[i].pool = p;
         p->workers[i].index = i;

@@ -236,6 +236,31 @@ def test_input_channels_the_stem_kernel_does_not_cover_run_on_numpy():
     assert model._plans == {}
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity (Linux)")
+def test_threads_sharing_one_cpu_take_each_others_shares():
+    """All threads of the pool on one CPU (the process pinned to it before the pool starts): most
+    shares of each stage are done by whichever thread runs while the others wait for the CPU, in an
+    order that changes from run to run.  The results stay bit-identical to one thread, for single
+    images (stages) and batches (groups), run after run."""
+    model = MobileNetV2((97, 113, 3), alpha=0.5, weights=None, threads=1)
+    model.set_weights([w * 1.5 for w in model.get_weights()])
+    xs = {n: rand(n, 97, 113, 3, seed=n) for n in (1, 2, 3)}
+    want = {n: model.predict(x) for n, x in xs.items()}
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(saved)})
+    try:
+        pinned = MobileNetV2((97, 113, 3), alpha=0.5, weights=None, threads=1)
+        pinned.set_weights(model.get_weights())
+        for threads in (2, 3, 8):
+            pinned.threads = threads  # a new pool, its threads pinned with the process
+            for _ in range(5):
+                for n, x in xs.items():
+                    np.testing.assert_array_equal(pinned.predict(x), want[n], err_msg=f"{threads} threads, batch {n}")
+        del pinned
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
 def test_stress_every_thread_count_and_batch_gives_the_same_bits():
     """1..16 threads (more than this machine's cores), batches smaller than, equal to and twice
     the thread count and odd ones, each run several times on one pool: bit-identical to one
