@@ -348,8 +348,23 @@ static struct mnv2_op images_of(const struct mnv2_op *op, size_t b0, size_t b1)
     return part;
 }
 
-/* Thread u of S's share of op `op` over images [b0, b1): its rows (or output panels, or the
- * whole op for u = 0 where the op is not split). */
+/* Share c of T of op `op`: its rows (or output panels) [n c / T, n (c + 1) / T); share 0 alone
+ * for an op the threads do not split. */
+static void run_op_share(const struct mnv2_op *op, int c, int T, float *scratch)
+{
+    if (op->kind == MNV2_OP_POINTWISE && op->split_panels) {
+        run_panels(op, c, T);
+    } else if (op->split_rows == 0) {
+        if (c == 0)
+            run_op(op, 0, 0, scratch);
+    } else {
+        const size_t r0 = split(op->split_rows, c, T), r1 = split(op->split_rows, c + 1, T);
+        if (r0 < r1)
+            run_op(op, r0, r1, scratch);
+    }
+}
+
+/* Thread u of S's share of op `op` over images [b0, b1). */
 static void run_group_share(const struct mnv2_op *op, size_t b0, size_t b1, int u, int S, float *scratch)
 {
     if (op->batch_rows) { /* rows are images: the group's images split among its threads */
@@ -359,18 +374,7 @@ static void run_group_share(const struct mnv2_op *op, size_t b0, size_t b1, int 
         return;
     }
     const struct mnv2_op part = images_of(op, b0, b1);
-    if (S == 1) {
-        run_op(&part, 0, part.split_rows, scratch);
-    } else if (part.kind == MNV2_OP_POINTWISE && part.split_panels) {
-        run_panels(&part, u, S);
-    } else if (part.split_rows == 0) {
-        if (u == 0)
-            run_op(&part, 0, 0, scratch);
-    } else {
-        const size_t r0 = split(part.split_rows, u, S), r1 = split(part.split_rows, u + 1, S);
-        if (r0 < r1)
-            run_op(&part, r0, r1, scratch);
-    }
+    run_op_share(&part, u, S, scratch);
 }
 
 /* Where thread t stands when the threads form groups: its group g of S threads, its index u in
@@ -400,22 +404,6 @@ static void step_group(struct pool *p, const struct plan *pl, int t, size_t i, s
         run_panels(op, t, p->threads);
     else
         run_group_share(op, g->b0, g->b1, g->u, g->S, p->workers[t].scratch);
-}
-
-/* Share c of T of op `op`: its rows (or output panels) [n c / T, n (c + 1) / T); share 0 alone
- * for an op the threads do not split. */
-static void run_op_share(const struct mnv2_op *op, int c, int T, float *scratch)
-{
-    if (op->kind == MNV2_OP_POINTWISE && op->split_panels) {
-        run_panels(op, c, T);
-    } else if (op->split_rows == 0) {
-        if (c == 0)
-            run_op(op, 0, 0, scratch);
-    } else {
-        const size_t r0 = split(op->split_rows, c, T), r1 = split(op->split_rows, c + 1, T);
-        if (r0 < r1)
-            run_op(op, r0, r1, scratch);
-    }
 }
 
 /* Tickets name a stage of a run: (run << STAGE_BITS) | stage, increasing from stage to stage and
