@@ -279,6 +279,23 @@ static void futex_wake_all(atomic_int *addr)
 #endif
 }
 
+/* Round `spins` of a wait: pause, or yield (until *until, set on the first yield); 1 when the
+ * waiter should now sleep on its futex instead. */
+static int pass_time(unsigned spins, double *until)
+{
+    if (spins < SPIN_ROUNDS) {
+        cpu_relax();
+        return 0;
+    }
+    if (spins == SPIN_ROUNDS || spins % 64 != 0 || now() < *until) {
+        if (spins == SPIN_ROUNDS)
+            *until = now() + YIELD_SECONDS;
+        sched_yield();
+        return 0;
+    }
+    return 1;
+}
+
 /* Wait until `count` threads (this one included) have arrived at b. */
 static void barrier(struct barrier *b, int count, int *local_sense)
 {
@@ -294,13 +311,7 @@ static void barrier(struct barrier *b, int count, int *local_sense)
     }
     double until = 0.0;
     for (unsigned spins = 0; atomic_load(&b->sense) != s; spins++) {
-        if (spins < SPIN_ROUNDS) {
-            cpu_relax();
-        } else if (spins == SPIN_ROUNDS || spins % 64 != 0 || now() < until) {
-            if (spins == SPIN_ROUNDS)
-                until = now() + YIELD_SECONDS;
-            sched_yield();
-        } else {
+        if (pass_time(spins, &until)) {
             atomic_fetch_add(&b->sleepers, 1);
             if (atomic_load(&b->sense) != s)
                 futex_wait(&b->sense, !s);
@@ -424,13 +435,7 @@ static void wait_stage_change(struct pool *p, unsigned long long ticket)
         const int seq = atomic_load(&p->stage_seq);
         if (atomic_load(&p->cur) != ticket || atomic_load(&p->stop))
             return;
-        if (spins < SPIN_ROUNDS) {
-            cpu_relax();
-        } else if (spins == SPIN_ROUNDS || spins % 64 != 0 || now() < until) {
-            if (spins == SPIN_ROUNDS)
-                until = now() + YIELD_SECONDS;
-            sched_yield();
-        } else {
+        if (pass_time(spins, &until)) {
             atomic_fetch_add(&p->stage_sleepers, 1);
             if (atomic_load(&p->stage_seq) == seq)
                 futex_wait(&p->stage_seq, seq);
