@@ -1,24 +1,20 @@
 /* The plan executor: one call runs every op of a lowered network on a persistent thread pool.
  *
  * A plan (the ops of one input shape) holds no threads; a pool (the threads of one model) runs
- * any plan, one at a time.  The T threads form G = gcd(batch, T) groups of S = T / G threads.
- * - G = 1 (one image, or a batch prime to T): the ops between two barriers form a stage, and each
- *   stage has T shares, share c being rows [R*c/T, R*(c+1)/T) of each of its ops (R =
- *   op->split_rows; output panels instead for a pointwise op with split_panels).  A thread takes
- *   its own share first, then any share nobody has taken; whoever finishes the last share opens the
- *   next stage (run_stages).  No thread waits for another to arrive, only for shares in progress,
- *   so a thread the OS has descheduled does not hold up the rest for a time slice.
- * - G > 1: group g takes the images [B*g/G, B*(g+1)/G) through every op, thread u of the group
- *   rows [R*u/S, R*(u+1)/S) of each op over them (a batch of 2 on 16 threads: 2 groups of 8; a
- *   batch of 8 on 2 threads: one thread per 4 images).  A group meets at its own barrier before an
- *   op unless that op reads only rows this thread wrote (a pointwise conv after an op with the same
- *   row split); all threads meet where groups could touch the same memory (an op writing over a
- *   buffer the other groups may still use: sync_images), around the dense head when its panels are
- *   shared by everyone, and at the end.
- * The kernels compute each output the same way whatever its row range or image range, and
- * whichever thread runs it, so any T gives the same bits.
- * Workers spin briefly, then sleep on a condition variable between runs; at a barrier or a stage
- * they spin, yield, then sleep on a futex, so more threads than cores still make progress.
+ * any plan, one at a time.  The T threads form G = gcd(batch, T) groups of S = T / G threads: a
+ * group takes the images [B*g/G, B*(g+1)/G) (all of them for G = 1), and its threads u take rows
+ * [R*u/S, R*(u+1)/S) of each op over them (R = op->split_rows; output panels instead for a
+ * pointwise op with split_panels).  So a batch of 2 on 16 threads runs as 2 groups of 8, a batch
+ * of 8 on 2 threads as one thread per 4 images, one image as one group of all T.  These T shares
+ * of the work are not tied to threads: the ops between two meeting points form a stage, each
+ * thread takes its own share of a stage first, then any share nobody has taken, and whoever
+ * finishes the last share opens the next stage (run_stages).  No thread waits for another to
+ * arrive, only for shares in progress, so a thread the OS has descheduled (other processes on
+ * the cores, more threads than cores) does not hold up the rest for a time slice.  The kernels
+ * compute each output the same way whatever its row range or image range, and whichever thread
+ * runs it, so any T gives the same bits.
+ * Workers spin briefly, then sleep on a condition variable between runs; between stages they
+ * spin, yield, then sleep on a futex, so more threads than cores still make progress.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -48,15 +44,6 @@ struct plan {
     size_t n_ops;
     size_t batch;          /* images per run */
     size_t scratch_floats; /* per thread, for the largest _BLOCK op */
-    size_t n_stages;       /* runs of ops between barriers: stage s is ops [first[s], first[s + 1]) */
-    size_t *first;         /* [n_stages + 1] */
-};
-
-/* A sense-reversing barrier for `count` threads. */
-struct barrier {
-    atomic_int arrived;
-    atomic_int sense;
-    atomic_int sleepers;      /* threads asleep (or about to be) in it */
 };
 
 /* The threads, shared by every plan of a model; one run at a time (run_mu). */
@@ -70,15 +57,17 @@ struct pool {
     atomic_ulong published;   /* the same, read by spinning workers without the lock */
     int quit;
     atomic_int stop;          /* quit, readable without the lock */
-    struct barrier all;       /* every thread */
-    /* One image (or a batch prime to the thread count): the stage open now and who took which
-     * share of it (see run_stages). */
+    /* The run in progress (see run_stages): how its threads split the work, set by the caller
+     * before it opens stage 0; the stage open now and who took which share of it. */
+    int G, S;                 /* G groups of S threads, each group taking whole images */
+    size_t n_stages;          /* stage s is ops [first[s], first[s + 1]) */
+    size_t *first;            /* [first_cap] */
+    size_t first_cap;
     atomic_ullong cur;        /* TICKET(run, stage) of the open stage; stage END: none */
     atomic_ullong *claim;     /* [threads]: the newest ticket each share was taken under */
     atomic_int done;          /* shares of the open stage finished */
     atomic_int stage_seq;     /* bumped at each change of cur: the futex word of its waiters */
     atomic_int stage_sleepers;
-    struct barrier *groups;   /* [threads]: the barrier of thread group g (see run_share) */
     const struct plan *plan;  /* the run in progress, set under mu before it is published */
     double *seconds;          /* per-op wall time of a profiled run, written by the caller's thread */
 };
@@ -296,35 +285,6 @@ static int pass_time(unsigned spins, double *until)
     return 1;
 }
 
-/* Wait until `count` threads (this one included) have arrived at b. */
-static void barrier(struct barrier *b, int count, int *local_sense)
-{
-    int s = !*local_sense;
-    *local_sense = s;
-    if (atomic_fetch_add(&b->arrived, 1) == count - 1) {
-        atomic_store(&b->arrived, 0);
-        atomic_store(&b->sense, s);
-        /* seq_cst store then load, mirrored by the sleeper: one of the two sees the other */
-        if (atomic_load(&b->sleepers) > 0)
-            futex_wake_all(&b->sense);
-        return;
-    }
-    double until = 0.0;
-    for (unsigned spins = 0; atomic_load(&b->sense) != s; spins++) {
-        if (pass_time(spins, &until)) {
-            atomic_fetch_add(&b->sleepers, 1);
-            if (atomic_load(&b->sense) != s)
-                futex_wait(&b->sense, !s);
-            atomic_fetch_sub(&b->sleepers, 1);
-        }
-    }
-}
-
-static void barrier_all(struct pool *p, int *local_sense)
-{
-    barrier(&p->all, p->threads, local_sense);
-}
-
 static void run_panels(const struct mnv2_op *op, int t, int threads)
 {
     size_t np = f32_pointwise_panels(op->cout);
@@ -388,46 +348,14 @@ static void run_group_share(const struct mnv2_op *op, size_t b0, size_t b1, int 
     run_op_share(&part, u, S, scratch);
 }
 
-/* Where thread t stands when the threads form groups: its group g of S threads, its index u in
- * the group, the group's images [b0, b1), its group barrier and that barrier's sense. */
-struct group_share {
-    int S, u;
-    size_t b0, b1;
-    struct barrier *bar;
-    int sense;
-};
-
-/* Op i when groups of threads take whole images: everyone meets before an op that writes memory
- * another group may still use, and around a dense head that splits its weights by panels over all
- * images and all threads (it streams megabytes of them); the group meets before an op that needs
- * it (op->sync). */
-static void step_group(struct pool *p, const struct plan *pl, int t, size_t i, struct group_share *g,
-                       int *local_sense)
-{
-    const struct mnv2_op *op = &pl->ops[i];
-    const int shared = op->batch_rows && op->split_panels;
-    const int after_shared = i > 0 && pl->ops[i - 1].batch_rows && pl->ops[i - 1].split_panels;
-    if (i > 0 && (op->sync_images || shared || after_shared))
-        barrier_all(p, local_sense);
-    else if (i > 0 && g->S > 1 && op->sync)
-        barrier(g->bar, g->S, &g->sense);
-    if (shared)
-        run_panels(op, t, p->threads);
-    else
-        run_group_share(op, g->b0, g->b1, g->u, g->S, p->workers[t].scratch);
-}
-
 /* Tickets name a stage of a run: (run << STAGE_BITS) | stage, increasing from stage to stage and
- * run to run.  Two stage values are marks: END, a run by stages that is over (or none yet); GROUPS,
- * a run by groups of threads (no stages).  A worker reads which from p->cur, never from the plan,
- * which may already be freed when it wakes for a run that ended without it. */
+ * run to run; stage END marks a run that is over (or none yet). */
 #define STAGE_BITS 20
 #define END ((1ull << STAGE_BITS) - 1)
-#define GROUPS (END - 1)
 #define TICKET(run, stage) (((unsigned long long)(run) << STAGE_BITS) | (unsigned long long)(stage))
 
 /* Wait until the open stage is no longer `ticket` (or the pool stops): spin, yield, then sleep
- * on stage_seq, as in barrier(). */
+ * on stage_seq. */
 static void wait_stage_change(struct pool *p, unsigned long long ticket)
 {
     double until = 0.0;
@@ -454,24 +382,43 @@ static void open_stage(struct pool *p, unsigned long long next)
         futex_wake_all(&p->stage_seq);
 }
 
-/* Thread t's part of run `run` of a plan whose threads split every op (G = 1).  The ops between
- * two barriers form a stage; a stage has T shares, share c being rows [n c / T, n (c + 1) / T) of
- * each of its ops (the threads' static split: a pointwise conv without a barrier before it reads
- * only rows its own share wrote).  Each thread takes its own share first, then any share no one
- * has taken (claim[c] below the stage's ticket), and whoever finishes the last share opens the
- * next stage.  So no thread waits for another to *arrive*, only for work in progress: a thread
- * the OS has descheduled (other processes on the cores, more threads than cores) has its share
- * done by the others instead of stalling them for a time slice, and it finds the run over when it
- * runs again.  It touches the plan only after taking a share, which cannot happen once the run is
- * over (every share of every stage is taken by then), so the caller may return and free the plan.
- * Which thread computes a share changes no bit of it. */
+/* Whether a dense head splits its output panels among all threads (it streams megabytes of
+ * weights: each thread reads only its panels' share, over every image). */
+static int panels_of_all(const struct mnv2_op *op) { return op->batch_rows && op->split_panels; }
+
+/* Share c of op `op` in a run of G groups of S threads: the panels c of T of a head shared by all,
+ * else share c % S of the images of group c / S. */
+static void run_share_of_op(const struct pool *p, const struct plan *pl, const struct mnv2_op *op, int c,
+                            float *scratch)
+{
+    const int T = p->threads, S = p->S, g = c / S;
+    if (panels_of_all(op))
+        run_panels(op, c, T);
+    else if (p->G == 1)
+        run_op_share(op, c, T, scratch);
+    else
+        run_group_share(op, split(pl->batch, g, p->G), split(pl->batch, g + 1, p->G), c % S, S, scratch);
+}
+
+/* Thread t's part of run `run`.  The ops between two meeting points form a stage, and a stage has
+ * T shares (run_share_of_op): rows of every image for one group (G = 1), or whole images and their
+ * rows for G > 1.  Share c of the ops of a stage reads only what share c of the stage wrote, or
+ * what earlier stages did (the meeting points below), so shares need no order among themselves.
+ * Each thread takes its own share first, then any share no one has taken (claim[c] below the
+ * stage's ticket), and whoever finishes the last share opens the next stage.  So no thread waits
+ * for another to *arrive*, only for work in progress: a thread the OS has descheduled (other
+ * processes on the cores, more threads than cores) has its share done by the others instead of
+ * stalling them for a time slice, and finds the run over when it runs again.  A thread touches the
+ * plan only after taking a share, which cannot happen once the run is over (every share of every
+ * stage is taken by then), so the caller may return and free the plan.  Which thread computes a
+ * share changes no bit of it. */
 static void run_stages(struct pool *p, const struct plan *pl, int t, unsigned long run)
 {
     const int T = p->threads;
     double *seconds = t == 0 ? p->seconds : NULL;
     for (;;) {
         const unsigned long long ticket = atomic_load(&p->cur);
-        if (ticket >> STAGE_BITS != run || (ticket & END) >= GROUPS || atomic_load(&p->stop))
+        if (ticket >> STAGE_BITS != run || (ticket & END) == END || atomic_load(&p->stop))
             return;
         const size_t stage = (size_t)(ticket & END);
         const double stage_start = seconds ? now() : 0.0;
@@ -482,9 +429,9 @@ static void run_stages(struct pool *p, const struct plan *pl, int t, unsigned lo
             if (v >= ticket || !atomic_compare_exchange_strong(&p->claim[c], &v, ticket))
                 continue;
             /* share c of this stage is ours: the run is not over, the plan is alive */
-            for (size_t i = pl->first[stage]; i < pl->first[stage + 1]; i++) {
+            for (size_t i = p->first[stage]; i < p->first[stage + 1]; i++) {
                 const double start = seconds ? now() : 0.0;
-                run_op_share(&pl->ops[i], c, T, p->workers[t].scratch);
+                run_share_of_op(p, pl, &pl->ops[i], c, p->workers[t].scratch);
                 if (seconds) {
                     const double took = now() - start;
                     seconds[i] += took;
@@ -492,11 +439,11 @@ static void run_stages(struct pool *p, const struct plan *pl, int t, unsigned lo
                 }
             }
             if (atomic_fetch_add(&p->done, 1) + 1 == T)
-                open_stage(p, stage + 1 < pl->n_stages ? ticket + 1 : TICKET(run, END));
+                open_stage(p, stage + 1 < p->n_stages ? ticket + 1 : TICKET(run, END));
         }
         wait_stage_change(p, ticket);
         if (seconds) /* the stage's wall time beyond thread 0's own work: its last op's wait */
-            seconds[pl->first[stage + 1] - 1] += now() - stage_start - own;
+            seconds[p->first[stage + 1] - 1] += now() - stage_start - own;
     }
 }
 
@@ -516,49 +463,40 @@ int mnv2_plan_groups(const void *plan, int threads)
     return threads > 1 ? (int)gcd(pl->batch, (size_t)threads) : 1;
 }
 
-/* Thread t's share of run `run`.  After the last barrier a worker must not read the plan
- * again: the caller may return and free it (hence n_ops and the groups in locals). */
-static void run_share(struct pool *p, const struct plan *pl, int t, unsigned long run, int *local_sense)
+/* Where the threads of a run of plan pl on T threads meet (the stages): before op i where a
+ * share could read what another share of the run wrote, or write what another may still use:
+ * - G = 1 (shares are rows): before each op marked sync;
+ * - G > 1: before an op that writes over a buffer other groups may still use (sync_images), and
+ *   within groups of S > 1 threads before each op marked sync;
+ * - around a dense head whose panels all threads share.  Returns the count; first[0..count]. */
+static size_t stage_starts(const struct plan *pl, int G, int S, size_t *first)
 {
-    const int T = p->threads;
-    if (T > 1) {
-        const unsigned long long ticket = atomic_load(&p->cur);
-        if (ticket >> STAGE_BITS != run)
-            return; /* a worker waking after its run is over: the plan may be gone */
-        if ((ticket & END) != GROUPS) {
-            run_stages(p, pl, t, run);
-            return;
-        }
+    size_t n = 0;
+    for (size_t i = 0; i < pl->n_ops; i++) {
+        const struct mnv2_op *op = &pl->ops[i];
+        const int meet = i == 0 || panels_of_all(op) || panels_of_all(&pl->ops[i - 1]) ||
+                         (G == 1 ? op->sync : op->sync_images || (S > 1 && op->sync));
+        if (meet)
+            first[n++] = i;
     }
-    /* one thread, or a run by groups (it ends with every thread at a barrier: the plan lives) */
-    const int G = mnv2_plan_groups(pl, T); /* groups taking whole images */
-    const size_t n_ops = pl->n_ops;
-    struct group_share g = {0};
-    if (G > 1) {
-        const int S = T / G, group = t / S;
-        g.S = S;
-        g.u = t % S;
-        g.b0 = split(pl->batch, group, G);
-        g.b1 = split(pl->batch, group + 1, G);
-        g.bar = &p->groups[group];
-        /* stable here: every run ends with all threads past every barrier of it */
-        g.sense = atomic_load(&g.bar->sense);
+    first[n] = pl->n_ops;
+    return n;
+}
+
+/* Thread t's part of run `run` (the caller's is t = 0). */
+static void run_share(struct pool *p, const struct plan *pl, int t, unsigned long run)
+{
+    if (p->threads > 1) {
+        run_stages(p, pl, t, run);
+        return;
     }
-    double *seconds = t == 0 ? p->seconds : NULL;
-    double start = seconds ? now() : 0.0;
-    for (size_t i = 0; i < n_ops; i++) {
-        if (G > 1)
-            step_group(p, pl, t, i, &g, local_sense);
-        else
-            run_op_share(&pl->ops[i], 0, 1, p->workers[0].scratch);
-        if (seconds) {
-            double end = now();
-            seconds[i] = end - start;
-            start = end;
-        }
+    double *seconds = p->seconds;
+    for (size_t i = 0; i < pl->n_ops; i++) {
+        const double start = seconds ? now() : 0.0;
+        run_op_share(&pl->ops[i], 0, 1, p->workers[0].scratch);
+        if (seconds)
+            seconds[i] = now() - start;
     }
-    if (G > 1)
-        barrier_all(p, local_sense);
 }
 
 /* How long a worker spins for the next run before it sleeps: back-to-back calls (a benchmark, a
@@ -569,7 +507,6 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct pool *p = w->pool;
-    int local_sense = 0;
     unsigned long seen = 0;
     for (;;) {
         double until = now() + SPIN_SECONDS;
@@ -588,7 +525,7 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&p->mu);
         if (quit)
             return NULL;
-        run_share(p, pl, w->index, seen, &local_sense);
+        run_share(p, pl, w->index, seen);
     }
 }
 
@@ -616,12 +553,22 @@ static int run_locked(const struct plan *pl, struct pool *p)
     if (p->seconds)
         for (size_t i = 0; i < pl->n_ops; i++)
             p->seconds[i] = 0.0;
-    unsigned long run = p->generation + 1;
+    const unsigned long run = p->generation + 1;
     if (p->threads > 1) {
-        /* a worker still in an earlier run's stages sees the run change and leaves it */
-        const int staged = mnv2_plan_groups(pl, p->threads) == 1;
+        if (p->first_cap < pl->n_ops + 1) { /* no worker reads it now: the last run is over */
+            size_t *first = malloc((pl->n_ops + 1) * sizeof *first);
+            if (!first)
+                return -1;
+            free(p->first);
+            p->first = first;
+            p->first_cap = pl->n_ops + 1;
+        }
+        p->G = mnv2_plan_groups(pl, p->threads);
+        p->S = p->threads / p->G;
+        p->n_stages = stage_starts(pl, p->G, p->S, p->first);
+        /* stage 0 open; a worker still in an earlier run sees the run change and leaves it */
         atomic_store(&p->done, 0);
-        atomic_store(&p->cur, TICKET(run, staged ? 0 : GROUPS));
+        atomic_store(&p->cur, TICKET(run, 0));
         atomic_fetch_add(&p->stage_seq, 1);
         if (atomic_load(&p->stage_sleepers) > 0)
             futex_wake_all(&p->stage_seq);
@@ -632,9 +579,7 @@ static int run_locked(const struct plan *pl, struct pool *p)
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
-    /* The caller's barrier sense tracks the shared one across runs. */
-    int local_sense = atomic_load(&p->all.sense);
-    run_share(p, pl, 0, run, &local_sense);
+    run_share(p, pl, 0, run);
     return 0;
 }
 
@@ -660,22 +605,13 @@ int mnv2_plan_profile(void *plan, void *pool, double *seconds)
 
 void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops)
 {
-    if (n_ops >= GROUPS) /* stage numbers must stay below the marks (networks have ~60 ops) */
+    if (n_ops >= END) /* stage numbers stay below the END mark (networks have ~60 ops) */
         return NULL;
     struct plan *pl = calloc(1, sizeof *pl);
     if (!pl)
         return NULL;
     pl->ops = ops;
     pl->n_ops = n_ops;
-    pl->first = malloc((n_ops + 1) * sizeof *pl->first);
-    if (!pl->first) {
-        free(pl);
-        return NULL;
-    }
-    for (size_t i = 0; i < n_ops; i++)
-        if (i == 0 || ops[i].sync)
-            pl->first[pl->n_stages++] = i;
-    pl->first[pl->n_stages] = n_ops;
     for (size_t i = 0; i < n_ops; i++) {
         const size_t images = ops[i].batch_rows ? ops[i].split_rows : ops[i].n;
         pl->batch = images > pl->batch ? images : pl->batch;
@@ -687,10 +623,7 @@ void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops)
 
 void mnv2_plan_destroy(void *plan)
 {
-    struct plan *pl = plan;
-    if (pl)
-        free(pl->first);
-    free(pl);
+    free(plan);
 }
 
 int mnv2_pool_threads(const void *pool)
@@ -719,8 +652,8 @@ void mnv2_pool_destroy(void *pool)
     for (int i = 0; i < p->threads; i++)
         free(p->workers[i].scratch);
     free(p->workers);
-    free(p->groups);
     free(p->claim);
+    free(p->first);
     free(p);
 }
 
@@ -731,11 +664,9 @@ void *mnv2_pool_create(int threads)
         return NULL;
     p->threads = threads < 1 ? 1 : threads;
     p->workers = calloc((size_t)p->threads, sizeof *p->workers);
-    p->groups = calloc((size_t)p->threads, sizeof *p->groups);
     p->claim = calloc((size_t)p->threads, sizeof *p->claim);
-    if (!p->workers || !p->groups || !p->claim) {
+    if (!p->workers || !p->claim) {
         free(p->workers);
-        free(p->groups);
         free(p->claim);
         free(p);
         return NULL;
@@ -743,14 +674,6 @@ void *mnv2_pool_create(int threads)
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->run_mu, NULL);
     pthread_cond_init(&p->cv, NULL);
-    for (int i = 0; i < p->threads; i++) {
-        atomic_init(&p->groups[i].arrived, 0);
-        atomic_init(&p->groups[i].sense, 0);
-        atomic_init(&p->groups[i].sleepers, 0);
-    }
-    atomic_init(&p->all.arrived, 0);
-    atomic_init(&p->all.sense, 0);
-    atomic_init(&p->all.sleepers, 0);
     atomic_init(&p->published, 0);
     atomic_init(&p->stop, 0);
     atomic_init(&p->cur, TICKET(0, END));
