@@ -9,6 +9,7 @@
  */
 #include "mobilenetv2.h"
 #include "simd.h"
+#include <stdlib.h>
 
 #if MNV2_X86
 #define PANEL MNV2_PANEL
@@ -133,6 +134,67 @@ tile(const float *x, const float *packed, const float *residual, float *y, size_
     } while (k0 < cin);
 }
 
+/* Rows [m, m1) in tiles of RT rows x NP panels from p (as tile, HALF the same) for a sum of one
+ * block (cin < MNV2_KBLOCK_MIN): the loop over the row tiles is here, so the addresses and masks
+ * are set up once per call rather than once per tile (with cin 16-32 a tile is 200-400 cycles of
+ * FMAs, and tile's setup of its general epilogue cost 10-15 % of that).  Returns the first row
+ * not done (fewer than RT left). */
+MNV2_AVX512 static inline __attribute__((always_inline)) size_t
+tiles_short(const float *x, const float *packed, const float *residual, float *y, size_t cin,
+            size_t cout, size_t m, size_t m1, size_t p, const int RT, const int NP, const int HALF,
+            int relu6)
+{
+    const size_t pstride = PANEL * (cin + 1), o = p * PANEL, ol = (p + NP - 1) * PANEL;
+    const float *pw = packed + p * pstride;
+    const __mmask16 last = lanes16(cout - ol); /* the last panel's channels (all 16, 8 or fewer) */
+    for (; m + RT <= m1; m += RT) {
+        const float *xr = x + m * cin;
+        float *yr = y + m * cout + o;
+        const float *rr = residual ? residual + m * cout + o : NULL;
+        __m512 acc[12][4];
+#pragma GCC unroll 4
+        for (int q = 0; q < NP; q++) { /* the bias loaded per tile: 4 registers spared */
+            const __m512 b = HALF && q == NP - 1 ? _mm512_maskz_loadu_ps(0xff, pw + q * pstride)
+                                                : _mm512_loadu_ps(pw + q * pstride);
+#pragma GCC unroll 12
+            for (int r = 0; r < RT; r++)
+                acc[r][q] = b;
+        }
+        const float *wc = pw + PANEL, *wh = pw + (NP - 1) * pstride + PANEL / 2;
+        for (size_t c = 0; c < cin; c++, wc += PANEL, wh += PANEL / 2) {
+            __m512 w[4];
+#pragma GCC unroll 4
+            for (int q = 0; q < NP; q++)
+                w[q] = HALF && q == NP - 1 ? _mm512_maskz_loadu_ps(0xff, wh) : _mm512_loadu_ps(wc + q * pstride);
+#pragma GCC unroll 12
+            for (int r = 0; r < RT; r++) {
+                const __m512 xv = _mm512_set1_ps(xr[r * cin + c]);
+#pragma GCC unroll 4
+                for (int q = 0; q < NP; q++)
+                    acc[r][q] = _mm512_fmadd_ps(xv, w[q], acc[r][q]);
+            }
+        }
+        const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+#pragma GCC unroll 4
+        for (int q = 0; q < NP; q++)
+#pragma GCC unroll 12
+            for (int r = 0; r < RT; r++) {
+                __m512 v = relu6 ? _mm512_min_ps(_mm512_max_ps(acc[r][q], zero), six) : acc[r][q];
+                float *yp = yr + r * cout + q * PANEL;
+                if (q < NP - 1) {
+                    if (rr)
+                        v = _mm512_add_ps(v, _mm512_loadu_ps(rr + r * cout + q * PANEL));
+                    _mm512_storeu_ps(yp, v);
+                } else {
+                    if (rr)
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(last, rr + r * cout + q * PANEL));
+                    _mm512_mask_storeu_ps(yp, last, v);
+                }
+            }
+    }
+    return m;
+}
+
 /* RT rows x the half-width (8-channel) last panel p, channels [o, o + n): ymm accumulators. */
 MNV2_AVX512 static inline __attribute__((always_inline)) void
 tile_half(const float *x, const float *packed, const float *residual, float *y, size_t cin,
@@ -188,6 +250,17 @@ typedef void tile_fn(const float *x, const float *packed, const float *residual,
     {                                                                                              \
         tile_half(x, packed, residual, y, cin, cout, m, p, rt, relu6);                             \
     }
+#define SHORT(rt, np, half)                                                                        \
+    MNV2_AVX512 static size_t short_##rt##x##np##_##half(const float *x, const float *packed,       \
+                                                         const float *residual, float *y,           \
+                                                         size_t cin, size_t cout, size_t m,         \
+                                                         size_t m1, size_t p, int relu6)            \
+    {                                                                                              \
+        return tiles_short(x, packed, residual, y, cin, cout, m, m1, p, rt, np, half, relu6);      \
+    }
+SHORT(6, 4, 0) SHORT(8, 3, 0) SHORT(12, 2, 0) SHORT(12, 1, 0)
+SHORT(6, 4, 1) SHORT(8, 3, 1) SHORT(12, 2, 1) SHORT(12, 1, 1)
+#undef SHORT
 TILE(6, 4) TILE(4, 4) TILE(2, 4) TILE(1, 4)
 TILE(8, 3) TILE(4, 3) TILE(2, 3) TILE(1, 3)
 TILE(12, 2) TILE(8, 2) TILE(4, 2) TILE(2, 2) TILE(1, 2)
@@ -213,11 +286,23 @@ static const struct { int rows[5]; tile_fn *fn[5]; } TILES[8] = {
     {{6, 4, 2, 1, 0}, {tileh_6x4, tileh_4x4, tileh_2x4, tileh_1x4, NULL}},
 };
 
+typedef size_t short_fn(const float *x, const float *packed, const float *residual, float *y,
+                        size_t cin, size_t cout, size_t m, size_t m1, size_t p, int relu6);
+/* TILES[np]'s largest tile as a loop over rows (tiles_short), for sums of one block; the half
+ * panel alone (np 0) as a 1-panel tile with 8 lanes. */
+static short_fn *const SHORTS[8] = {short_12x1_1, short_12x1_0, short_12x2_0, short_8x3_0,
+                                    short_6x4_0, short_12x2_1, short_8x3_1, short_6x4_1};
+
 /* Rows [m, m1) of the panels of TILES[np] from p: the largest tiles that fit. */
 MNV2_AVX512 static void rows_run(const float *x, const float *packed, const float *residual,
                                  float *y, size_t cin, size_t cout, size_t m, size_t m1, size_t p,
                                  int np, int relu6)
 {
+    static int ab_old = -1;
+    if (ab_old < 0)
+        ab_old = getenv("MNV2_AB_OLD") != NULL;
+    if (mnv2_kblock(cin) == cin && !ab_old)
+        m = SHORTS[np](x, packed, residual, y, cin, cout, m, m1, p, relu6);
     int t = 0;
     while (m < m1) {
         while ((size_t)TILES[np].rows[t] > m1 - m)
