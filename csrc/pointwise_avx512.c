@@ -195,6 +195,79 @@ tiles_short(const float *x, const float *packed, const float *residual, float *y
     return m;
 }
 
+/* cout = 24 (a 16-channel panel and the 8-wide one), all of it: RP pairs of rows at a time, a pair's
+ * 48 outputs (contiguous in y) in 3 zmm registers,
+ *   A = row 0 channels 0-15,  B = [row 0 channels 16-23 | row 1 channels 0-7],
+ *   C = [row 1 channels 8-15 | row 1 channels 16-23],
+ * so no lane is idle (the 16 + 8 panels of the 12x2 tile leave a quarter of the FMA lanes empty).
+ * B's and C's weights are the panels' halves put together once per channel and shared by every
+ * pair; B's x is the two rows' broadcasts blended.  Per output the same blocked sum and FMA order
+ * as tile (the block's chain from the bias or 0, added to y's total, ReLU6 and the residual after
+ * the last).  Returns the first row not done (fewer than 2 RP left). */
+#define PAIR_COUT (PANEL + PANEL / 2)
+MNV2_AVX512 static inline __attribute__((always_inline)) size_t
+pairs24(const float *x, const float *packed, const float *residual, float *y, size_t cin, size_t m,
+        size_t m1, const int RP, int relu6)
+{
+    const size_t kb = mnv2_kblock(cin), W = PAIR_COUT;
+    const float *pa = packed, *ph = packed + PANEL * (cin + 1); /* the 16-wide panel, the 8-wide one */
+    for (; m + 2 * (size_t)RP <= m1; m += 2 * (size_t)RP) {
+        const float *xr = x + m * cin;
+        float *yr = y + m * W;
+        const float *rr = residual ? residual + m * W : NULL;
+        size_t k0 = 0;
+        do {
+            const size_t k1 = cin - k0 < kb ? cin : k0 + kb;
+            const int phase = mnv2_phase(k0, k1, cin);
+            __m512 acc[8][3];
+            {
+                __m512 b[3] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+                if (phase & MNV2_FIRST) {
+                    b[0] = _mm512_loadu_ps(pa);
+                    b[1] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(ph)), _mm256_loadu_ps(pa), 1);
+                    b[2] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(pa + 8)), _mm256_loadu_ps(ph), 1);
+                }
+#pragma GCC unroll 8
+                for (int r = 0; r < RP; r++)
+                    for (int j = 0; j < 3; j++)
+                        acc[r][j] = b[j];
+            }
+            const float *wa = pa + PANEL + k0 * PANEL, *wh = ph + PANEL / 2 + k0 * (PANEL / 2);
+            for (size_t c = k0; c < k1; c++, wa += PANEL, wh += PANEL / 2) {
+                const __m512 w0 = _mm512_loadu_ps(wa);
+                const __m512 w1 = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(wh)), _mm256_loadu_ps(wa), 1);
+                const __m512 w2 = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(wa + 8)), _mm256_loadu_ps(wh), 1);
+#pragma GCC unroll 8
+                for (int r = 0; r < RP; r++) {
+                    const __m512 x0 = _mm512_set1_ps(xr[2 * r * cin + c]);
+                    const __m512 x1 = _mm512_set1_ps(xr[(2 * r + 1) * cin + c]);
+                    acc[r][0] = _mm512_fmadd_ps(x0, w0, acc[r][0]);
+                    acc[r][1] = _mm512_fmadd_ps(_mm512_mask_broadcastss_ps(x0, 0xff00, _mm_load_ss(xr + (2 * r + 1) * cin + c)), w1, acc[r][1]);
+                    acc[r][2] = _mm512_fmadd_ps(x1, w2, acc[r][2]);
+                }
+            }
+            const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+#pragma GCC unroll 8
+            for (int r = 0; r < RP; r++)
+                for (int j = 0; j < 3; j++) {
+                    float *yp = yr + (2 * r) * W + j * PANEL;
+                    __m512 v = acc[r][j];
+                    if (!(phase & MNV2_FIRST))
+                        v = _mm512_add_ps(_mm512_loadu_ps(yp), v);
+                    if (phase & MNV2_LAST) {
+                        if (relu6)
+                            v = _mm512_min_ps(_mm512_max_ps(v, zero), six);
+                        if (rr)
+                            v = _mm512_add_ps(v, _mm512_loadu_ps(rr + (2 * r) * W + j * PANEL));
+                    }
+                    _mm512_storeu_ps(yp, v);
+                }
+            k0 = k1;
+        } while (k0 < cin);
+    }
+    return m;
+}
+
 /* RT rows x the half-width (8-channel) last panel p, channels [o, o + n): ymm accumulators. */
 MNV2_AVX512 static inline __attribute__((always_inline)) void
 tile_half(const float *x, const float *packed, const float *residual, float *y, size_t cin,
@@ -261,6 +334,15 @@ typedef void tile_fn(const float *x, const float *packed, const float *residual,
 SHORT(6, 4, 0) SHORT(8, 3, 0) SHORT(12, 2, 0) SHORT(12, 1, 0)
 SHORT(6, 4, 1) SHORT(8, 3, 1) SHORT(12, 2, 1) SHORT(12, 1, 1)
 #undef SHORT
+#define PAIRS(rp)                                                                                  \
+    MNV2_AVX512 static size_t pairs24_##rp(const float *x, const float *packed,                    \
+                                           const float *residual, float *y, size_t cin, size_t m,  \
+                                           size_t m1, int relu6)                                   \
+    {                                                                                              \
+        return pairs24(x, packed, residual, y, cin, m, m1, rp, relu6);                             \
+    }
+PAIRS(8) PAIRS(4) PAIRS(2) PAIRS(1)
+#undef PAIRS
 TILE(6, 4) TILE(4, 4) TILE(2, 4) TILE(1, 4)
 TILE(8, 3) TILE(4, 3) TILE(2, 3) TILE(1, 3)
 TILE(12, 2) TILE(8, 2) TILE(4, 2) TILE(2, 2) TILE(1, 2)
@@ -334,6 +416,19 @@ MNV2_AVX512 void f32_pointwise_part_avx512(const float *x, const float *packed,
     for (size_t mblk = m0; mblk < m1; mblk += mb) {
         const size_t mend = m1 - mblk < mb ? m1 : mblk + mb;
         size_t p = p0;
+        static int ab_old = -1;
+        if (ab_old < 0)
+            ab_old = getenv("MNV2_AB_OLD2") != NULL;
+        if (cout == PAIR_COUT && p0 == 0 && p1 == 2 && !ab_old) { /* all 24 channels: row pairs */
+            size_t m = mblk;
+            m = pairs24_8(x, packed, residual, y, cin, m, mend, relu6);
+            m = pairs24_4(x, packed, residual, y, cin, m, mend, relu6);
+            m = pairs24_2(x, packed, residual, y, cin, m, mend, relu6);
+            m = pairs24_1(x, packed, residual, y, cin, m, mend, relu6);
+            if (m < mend) /* an odd last row */
+                rows_run(x, packed, residual, y, cin, cout, m, mend, 0, 5, relu6);
+            continue;
+        }
         for (; p < full; p += 4) {
             const int np = full - p < 4 ? (int)(full - p) : 4;
             if (np < 4 && full < p1) { /* the half panel joins the last group */
