@@ -4,12 +4,13 @@
  * at most 8 channels 8 wide).  A 16-channel panel is one zmm register: a tile of RT rows x NP
  * panels keeps RT * NP accumulators in the 32 zmm registers (6x4, 8x3, 12x2, 12x1: 24 FMA chains
  * a step, 4-6 loads), each x value broadcast from memory.  Channel tails (cout not a multiple of
- * 16) are stored through k-register masks.  Per output the same FMA sequence and blocked sum as the
- * scalar and AVX2 kernels (simd.h), so the same bits.
+ * 16) are stored through k-register masks.  Sums of one block (cin < 128) run a tile shape over
+ * all its rows in one call (tiles_short); cout = 24 takes rows in pairs, 3 registers a pair
+ * (pairs24).  Per output the same FMA sequence and blocked sum as the scalar and AVX2 kernels
+ * (simd.h), so the same bits.
  */
 #include "mobilenetv2.h"
 #include "simd.h"
-#include <stdlib.h>
 
 #if MNV2_X86
 #define PANEL MNV2_PANEL
@@ -380,10 +381,7 @@ MNV2_AVX512 static void rows_run(const float *x, const float *packed, const floa
                                  float *y, size_t cin, size_t cout, size_t m, size_t m1, size_t p,
                                  int np, int relu6)
 {
-    static int ab_old = -1;
-    if (ab_old < 0)
-        ab_old = getenv("MNV2_AB_OLD") != NULL;
-    if (mnv2_kblock(cin) == cin && !ab_old)
+    if (mnv2_kblock(cin) == cin)
         m = SHORTS[np](x, packed, residual, y, cin, cout, m, m1, p, relu6);
     int t = 0;
     while (m < m1) {
@@ -416,10 +414,7 @@ MNV2_AVX512 void f32_pointwise_part_avx512(const float *x, const float *packed,
     for (size_t mblk = m0; mblk < m1; mblk += mb) {
         const size_t mend = m1 - mblk < mb ? m1 : mblk + mb;
         size_t p = p0;
-        static int ab_old = -1;
-        if (ab_old < 0)
-            ab_old = getenv("MNV2_AB_OLD2") != NULL;
-        if (cout == PAIR_COUT && p0 == 0 && p1 == 2 && !ab_old) { /* all 24 channels: row pairs */
+        if (cout == PAIR_COUT && p0 == 0 && p1 == 2) { /* all 24 channels: row pairs */
             size_t m = mblk;
             m = pairs24_8(x, packed, residual, y, cin, m, mend, relu6);
             m = pairs24_4(x, packed, residual, y, cin, m, mend, relu6);
