@@ -52,6 +52,40 @@ store8(float *yr, const float *rr, __m256 a, size_t n, int relu6, int phase)
     _mm256_mask_storeu_ps(yr, k, a);
 }
 
+/* The sums of RT rows (xr: the first) x NP panels (pw: the first) over channels [k0, k1): each
+ * accumulator from the panel's bias (first block) or 0, then one FMA chain over the channels in
+ * order (HALF: the last panel 8 wide, in the low half of its registers). */
+MNV2_AVX512 static inline __attribute__((always_inline)) void
+chain(__m512 acc[12][4], const float *xr, const float *pw, size_t cin, size_t k0, size_t k1, int first,
+      const int RT, const int NP, const int HALF)
+{
+    const size_t pstride = PANEL * (cin + 1);
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; q++) {
+        const int h = HALF && q == NP - 1;
+        const __m512 b = !first ? _mm512_setzero_ps()
+                         : h ? _mm512_maskz_loadu_ps(0xff, pw + q * pstride) : _mm512_loadu_ps(pw + q * pstride);
+#pragma GCC unroll 12
+        for (int r = 0; r < RT; r++)
+            acc[r][q] = b;
+    }
+    const float *wc = pw + PANEL + k0 * PANEL;
+    const float *wh = pw + (NP - 1) * pstride + PANEL / 2 + k0 * (PANEL / 2); /* HALF's weights */
+    for (size_t c = k0; c < k1; c++, wc += PANEL, wh += PANEL / 2) {
+        __m512 w[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < NP; q++)
+            w[q] = HALF && q == NP - 1 ? _mm512_maskz_loadu_ps(0xff, wh) : _mm512_loadu_ps(wc + q * pstride);
+#pragma GCC unroll 12
+        for (int r = 0; r < RT; r++) {
+            const __m512 xv = _mm512_set1_ps(xr[r * cin + c]);
+#pragma GCC unroll 4
+            for (int q = 0; q < NP; q++)
+                acc[r][q] = _mm512_fmadd_ps(xv, w[q], acc[r][q]);
+        }
+    }
+}
+
 /* RT rows from m x NP panels from p, each 16 packed lanes (the last may hold fewer channels), or
  * with HALF the last one the 8-wide last panel (its 8 lanes loaded into a zmm whose upper half is
  * 0: it shares the rows' broadcasts with the full panels instead of needing its own).  Per block
@@ -68,30 +102,7 @@ tile(const float *x, const float *packed, const float *residual, float *y, size_
         const size_t k1 = cin - k0 < kb ? cin : k0 + kb;
         const int phase = mnv2_phase(k0, k1, cin);
         __m512 acc[12][4];
-#pragma GCC unroll 4
-        for (int q = 0; q < NP; q++) {
-            const int h = HALF && q == NP - 1;
-            const __m512 b = !(phase & MNV2_FIRST) ? _mm512_setzero_ps()
-                             : h ? _mm512_maskz_loadu_ps(0xff, pw + q * pstride) : _mm512_loadu_ps(pw + q * pstride);
-#pragma GCC unroll 12
-            for (int r = 0; r < RT; r++)
-                acc[r][q] = b;
-        }
-        const float *wc = pw + PANEL + k0 * PANEL;
-        const float *wh = pw + (NP - 1) * pstride + PANEL / 2 + k0 * (PANEL / 2); /* HALF's weights */
-        for (size_t c = k0; c < k1; c++, wc += PANEL, wh += PANEL / 2) {
-            __m512 w[4];
-#pragma GCC unroll 4
-            for (int q = 0; q < NP; q++)
-                w[q] = HALF && q == NP - 1 ? _mm512_maskz_loadu_ps(0xff, wh) : _mm512_loadu_ps(wc + q * pstride);
-#pragma GCC unroll 12
-            for (int r = 0; r < RT; r++) {
-                const __m512 xv = _mm512_set1_ps(xr[r * cin + c]);
-#pragma GCC unroll 4
-                for (int q = 0; q < NP; q++)
-                    acc[r][q] = _mm512_fmadd_ps(xv, w[q], acc[r][q]);
-            }
-        }
+        chain(acc, xr, pw, cin, k0, k1, phase & MNV2_FIRST, RT, NP, HALF);
         if (phase == (MNV2_FIRST | MNV2_LAST) && (p + NP - HALF) * PANEL <= cout) {
             /* the common case (one block, full panels but HALF's), straight-line: with a short
              * sum (cin 16-32) the general epilogue's tests cost as much as the FMAs */
@@ -152,29 +163,8 @@ tiles_short(const float *x, const float *packed, const float *residual, float *y
         const float *xr = x + m * cin;
         float *yr = y + m * cout + o;
         const float *rr = residual ? residual + m * cout + o : NULL;
-        __m512 acc[12][4];
-#pragma GCC unroll 4
-        for (int q = 0; q < NP; q++) { /* the bias loaded per tile: 4 registers spared */
-            const __m512 b = HALF && q == NP - 1 ? _mm512_maskz_loadu_ps(0xff, pw + q * pstride)
-                                                : _mm512_loadu_ps(pw + q * pstride);
-#pragma GCC unroll 12
-            for (int r = 0; r < RT; r++)
-                acc[r][q] = b;
-        }
-        const float *wc = pw + PANEL, *wh = pw + (NP - 1) * pstride + PANEL / 2;
-        for (size_t c = 0; c < cin; c++, wc += PANEL, wh += PANEL / 2) {
-            __m512 w[4];
-#pragma GCC unroll 4
-            for (int q = 0; q < NP; q++)
-                w[q] = HALF && q == NP - 1 ? _mm512_maskz_loadu_ps(0xff, wh) : _mm512_loadu_ps(wc + q * pstride);
-#pragma GCC unroll 12
-            for (int r = 0; r < RT; r++) {
-                const __m512 xv = _mm512_set1_ps(xr[r * cin + c]);
-#pragma GCC unroll 4
-                for (int q = 0; q < NP; q++)
-                    acc[r][q] = _mm512_fmadd_ps(xv, w[q], acc[r][q]);
-            }
-        }
+        __m512 acc[12][4]; /* the bias loaded per tile, not kept: 4 registers spared */
+        chain(acc, xr, pw, cin, 0, cin, 1, RT, NP, HALF);
         const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
 #pragma GCC unroll 4
         for (int q = 0; q < NP; q++)
