@@ -4,8 +4,10 @@
  * at most 8 channels 8 wide).  A 16-channel panel is one zmm register: a tile of RT rows x NP
  * panels keeps RT * NP accumulators in the 32 zmm registers (6x4, 8x3, 12x2, 12x1: 24 FMA chains
  * a step, 4-6 loads), each x value broadcast from memory.  Channel tails (cout not a multiple of
- * 16) are stored through k-register masks.  Per output the same FMA sequence and blocked sum as the
- * scalar and AVX2 kernels (simd.h), so the same bits.
+ * 16) are stored through k-register masks.  Sums of one block (cin < 128) run a tile shape over
+ * all its rows in one call (tiles_short); cout = 24 takes rows in pairs, 3 registers a pair
+ * (pairs24).  Per output the same FMA sequence and blocked sum as the scalar and AVX2 kernels
+ * (simd.h), so the same bits.
  */
 #include "mobilenetv2.h"
 #include "simd.h"
@@ -50,6 +52,40 @@ store8(float *yr, const float *rr, __m256 a, size_t n, int relu6, int phase)
     _mm256_mask_storeu_ps(yr, k, a);
 }
 
+/* The sums of RT rows (xr: the first) x NP panels (pw: the first) over channels [k0, k1): each
+ * accumulator from the panel's bias (first block) or 0, then one FMA chain over the channels in
+ * order (HALF: the last panel 8 wide, in the low half of its registers). */
+MNV2_AVX512 static inline __attribute__((always_inline)) void
+chain(__m512 acc[12][4], const float *xr, const float *pw, size_t cin, size_t k0, size_t k1, int first,
+      const int RT, const int NP, const int HALF)
+{
+    const size_t pstride = PANEL * (cin + 1);
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; q++) {
+        const int h = HALF && q == NP - 1;
+        const __m512 b = !first ? _mm512_setzero_ps()
+                         : h ? _mm512_maskz_loadu_ps(0xff, pw + q * pstride) : _mm512_loadu_ps(pw + q * pstride);
+#pragma GCC unroll 12
+        for (int r = 0; r < RT; r++)
+            acc[r][q] = b;
+    }
+    const float *wc = pw + PANEL + k0 * PANEL;
+    const float *wh = pw + (NP - 1) * pstride + PANEL / 2 + k0 * (PANEL / 2); /* HALF's weights */
+    for (size_t c = k0; c < k1; c++, wc += PANEL, wh += PANEL / 2) {
+        __m512 w[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < NP; q++)
+            w[q] = HALF && q == NP - 1 ? _mm512_maskz_loadu_ps(0xff, wh) : _mm512_loadu_ps(wc + q * pstride);
+#pragma GCC unroll 12
+        for (int r = 0; r < RT; r++) {
+            const __m512 xv = _mm512_set1_ps(xr[r * cin + c]);
+#pragma GCC unroll 4
+            for (int q = 0; q < NP; q++)
+                acc[r][q] = _mm512_fmadd_ps(xv, w[q], acc[r][q]);
+        }
+    }
+}
+
 /* RT rows from m x NP panels from p, each 16 packed lanes (the last may hold fewer channels), or
  * with HALF the last one the 8-wide last panel (its 8 lanes loaded into a zmm whose upper half is
  * 0: it shares the rows' broadcasts with the full panels instead of needing its own).  Per block
@@ -66,30 +102,7 @@ tile(const float *x, const float *packed, const float *residual, float *y, size_
         const size_t k1 = cin - k0 < kb ? cin : k0 + kb;
         const int phase = mnv2_phase(k0, k1, cin);
         __m512 acc[12][4];
-#pragma GCC unroll 4
-        for (int q = 0; q < NP; q++) {
-            const int h = HALF && q == NP - 1;
-            const __m512 b = !(phase & MNV2_FIRST) ? _mm512_setzero_ps()
-                             : h ? _mm512_maskz_loadu_ps(0xff, pw + q * pstride) : _mm512_loadu_ps(pw + q * pstride);
-#pragma GCC unroll 12
-            for (int r = 0; r < RT; r++)
-                acc[r][q] = b;
-        }
-        const float *wc = pw + PANEL + k0 * PANEL;
-        const float *wh = pw + (NP - 1) * pstride + PANEL / 2 + k0 * (PANEL / 2); /* HALF's weights */
-        for (size_t c = k0; c < k1; c++, wc += PANEL, wh += PANEL / 2) {
-            __m512 w[4];
-#pragma GCC unroll 4
-            for (int q = 0; q < NP; q++)
-                w[q] = HALF && q == NP - 1 ? _mm512_maskz_loadu_ps(0xff, wh) : _mm512_loadu_ps(wc + q * pstride);
-#pragma GCC unroll 12
-            for (int r = 0; r < RT; r++) {
-                const __m512 xv = _mm512_set1_ps(xr[r * cin + c]);
-#pragma GCC unroll 4
-                for (int q = 0; q < NP; q++)
-                    acc[r][q] = _mm512_fmadd_ps(xv, w[q], acc[r][q]);
-            }
-        }
+        chain(acc, xr, pw, cin, k0, k1, phase & MNV2_FIRST, RT, NP, HALF);
         if (phase == (MNV2_FIRST | MNV2_LAST) && (p + NP - HALF) * PANEL <= cout) {
             /* the common case (one block, full panels but HALF's), straight-line: with a short
              * sum (cin 16-32) the general epilogue's tests cost as much as the FMAs */
@@ -131,6 +144,119 @@ tile(const float *x, const float *packed, const float *residual, float *y, size_
         }
         k0 = k1;
     } while (k0 < cin);
+}
+
+/* Rows [m, m1) in tiles of RT rows x NP panels from p (as tile, HALF the same) for a sum of one
+ * block (cin < MNV2_KBLOCK_MIN): the loop over the row tiles is here, so the addresses and masks
+ * are set up once per call rather than once per tile (with cin 16-32 a tile is 200-400 cycles of
+ * FMAs, and tile's setup of its general epilogue cost 10-15 % of that).  Returns the first row
+ * not done (fewer than RT left). */
+MNV2_AVX512 static inline __attribute__((always_inline)) size_t
+tiles_short(const float *x, const float *packed, const float *residual, float *y, size_t cin,
+            size_t cout, size_t m, size_t m1, size_t p, const int RT, const int NP, const int HALF,
+            int relu6)
+{
+    const size_t pstride = PANEL * (cin + 1), o = p * PANEL, ol = (p + NP - 1) * PANEL;
+    const float *pw = packed + p * pstride;
+    const __mmask16 last = lanes16(cout - ol); /* the last panel's channels (all 16, 8 or fewer) */
+    for (; m + RT <= m1; m += RT) {
+        const float *xr = x + m * cin;
+        float *yr = y + m * cout + o;
+        const float *rr = residual ? residual + m * cout + o : NULL;
+        __m512 acc[12][4]; /* the bias loaded per tile, not kept: 4 registers spared */
+        chain(acc, xr, pw, cin, 0, cin, 1, RT, NP, HALF);
+        const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+#pragma GCC unroll 4
+        for (int q = 0; q < NP; q++)
+#pragma GCC unroll 12
+            for (int r = 0; r < RT; r++) {
+                __m512 v = relu6 ? _mm512_min_ps(_mm512_max_ps(acc[r][q], zero), six) : acc[r][q];
+                float *yp = yr + r * cout + q * PANEL;
+                if (q < NP - 1) {
+                    if (rr)
+                        v = _mm512_add_ps(v, _mm512_loadu_ps(rr + r * cout + q * PANEL));
+                    _mm512_storeu_ps(yp, v);
+                } else {
+                    if (rr)
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(last, rr + r * cout + q * PANEL));
+                    _mm512_mask_storeu_ps(yp, last, v);
+                }
+            }
+    }
+    return m;
+}
+
+/* cout = 24 (a 16-channel panel and the 8-wide one), all of it: RP pairs of rows at a time, a pair's
+ * 48 outputs (contiguous in y) in 3 zmm registers,
+ *   A = row 0 channels 0-15,  B = [row 0 channels 16-23 | row 1 channels 0-7],
+ *   C = [row 1 channels 8-15 | row 1 channels 16-23],
+ * so no lane is idle (the 16 + 8 panels of the 12x2 tile leave a quarter of the FMA lanes empty).
+ * B's and C's weights are the panels' halves put together once per channel and shared by every
+ * pair; B's x is the two rows' broadcasts blended.  Per output the same blocked sum and FMA order
+ * as tile (the block's chain from the bias or 0, added to y's total, ReLU6 and the residual after
+ * the last).  Returns the first row not done (fewer than 2 RP left). */
+#define PAIR_COUT (PANEL + PANEL / 2)
+MNV2_AVX512 static inline __attribute__((always_inline)) size_t
+pairs24(const float *x, const float *packed, const float *residual, float *y, size_t cin, size_t m,
+        size_t m1, const int RP, int relu6)
+{
+    const size_t kb = mnv2_kblock(cin), W = PAIR_COUT;
+    const float *pa = packed, *ph = packed + PANEL * (cin + 1); /* the 16-wide panel, the 8-wide one */
+    for (; m + 2 * (size_t)RP <= m1; m += 2 * (size_t)RP) {
+        const float *xr = x + m * cin;
+        float *yr = y + m * W;
+        const float *rr = residual ? residual + m * W : NULL;
+        size_t k0 = 0;
+        do {
+            const size_t k1 = cin - k0 < kb ? cin : k0 + kb;
+            const int phase = mnv2_phase(k0, k1, cin);
+            __m512 acc[8][3];
+            {
+                __m512 b[3] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+                if (phase & MNV2_FIRST) {
+                    b[0] = _mm512_loadu_ps(pa);
+                    b[1] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(ph)), _mm256_loadu_ps(pa), 1);
+                    b[2] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(pa + 8)), _mm256_loadu_ps(ph), 1);
+                }
+#pragma GCC unroll 8
+                for (int r = 0; r < RP; r++)
+                    for (int j = 0; j < 3; j++)
+                        acc[r][j] = b[j];
+            }
+            const float *wa = pa + PANEL + k0 * PANEL, *wh = ph + PANEL / 2 + k0 * (PANEL / 2);
+            for (size_t c = k0; c < k1; c++, wa += PANEL, wh += PANEL / 2) {
+                const __m512 w0 = _mm512_loadu_ps(wa);
+                const __m512 w1 = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(wh)), _mm256_loadu_ps(wa), 1);
+                const __m512 w2 = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(wa + 8)), _mm256_loadu_ps(wh), 1);
+#pragma GCC unroll 8
+                for (int r = 0; r < RP; r++) {
+                    const __m512 x0 = _mm512_set1_ps(xr[2 * r * cin + c]);
+                    const __m512 x1 = _mm512_set1_ps(xr[(2 * r + 1) * cin + c]);
+                    acc[r][0] = _mm512_fmadd_ps(x0, w0, acc[r][0]);
+                    acc[r][1] = _mm512_fmadd_ps(_mm512_mask_broadcastss_ps(x0, 0xff00, _mm_load_ss(xr + (2 * r + 1) * cin + c)), w1, acc[r][1]);
+                    acc[r][2] = _mm512_fmadd_ps(x1, w2, acc[r][2]);
+                }
+            }
+            const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+#pragma GCC unroll 8
+            for (int r = 0; r < RP; r++)
+                for (int j = 0; j < 3; j++) {
+                    float *yp = yr + (2 * r) * W + j * PANEL;
+                    __m512 v = acc[r][j];
+                    if (!(phase & MNV2_FIRST))
+                        v = _mm512_add_ps(_mm512_loadu_ps(yp), v);
+                    if (phase & MNV2_LAST) {
+                        if (relu6)
+                            v = _mm512_min_ps(_mm512_max_ps(v, zero), six);
+                        if (rr)
+                            v = _mm512_add_ps(v, _mm512_loadu_ps(rr + (2 * r) * W + j * PANEL));
+                    }
+                    _mm512_storeu_ps(yp, v);
+                }
+            k0 = k1;
+        } while (k0 < cin);
+    }
+    return m;
 }
 
 /* RT rows x the half-width (8-channel) last panel p, channels [o, o + n): ymm accumulators. */
@@ -188,6 +314,26 @@ typedef void tile_fn(const float *x, const float *packed, const float *residual,
     {                                                                                              \
         tile_half(x, packed, residual, y, cin, cout, m, p, rt, relu6);                             \
     }
+#define SHORT(rt, np, half)                                                                        \
+    MNV2_AVX512 static size_t short_##rt##x##np##_##half(const float *x, const float *packed,       \
+                                                         const float *residual, float *y,           \
+                                                         size_t cin, size_t cout, size_t m,         \
+                                                         size_t m1, size_t p, int relu6)            \
+    {                                                                                              \
+        return tiles_short(x, packed, residual, y, cin, cout, m, m1, p, rt, np, half, relu6);      \
+    }
+SHORT(6, 4, 0) SHORT(8, 3, 0) SHORT(12, 2, 0) SHORT(12, 1, 0)
+SHORT(6, 4, 1) SHORT(8, 3, 1) SHORT(12, 2, 1) SHORT(12, 1, 1)
+#undef SHORT
+#define PAIRS(rp)                                                                                  \
+    MNV2_AVX512 static size_t pairs24_##rp(const float *x, const float *packed,                    \
+                                           const float *residual, float *y, size_t cin, size_t m,  \
+                                           size_t m1, int relu6)                                   \
+    {                                                                                              \
+        return pairs24(x, packed, residual, y, cin, m, m1, rp, relu6);                             \
+    }
+PAIRS(8) PAIRS(4) PAIRS(2) PAIRS(1)
+#undef PAIRS
 TILE(6, 4) TILE(4, 4) TILE(2, 4) TILE(1, 4)
 TILE(8, 3) TILE(4, 3) TILE(2, 3) TILE(1, 3)
 TILE(12, 2) TILE(8, 2) TILE(4, 2) TILE(2, 2) TILE(1, 2)
@@ -213,11 +359,20 @@ static const struct { int rows[5]; tile_fn *fn[5]; } TILES[8] = {
     {{6, 4, 2, 1, 0}, {tileh_6x4, tileh_4x4, tileh_2x4, tileh_1x4, NULL}},
 };
 
+typedef size_t short_fn(const float *x, const float *packed, const float *residual, float *y,
+                        size_t cin, size_t cout, size_t m, size_t m1, size_t p, int relu6);
+/* TILES[np]'s largest tile as a loop over rows (tiles_short), for sums of one block; the half
+ * panel alone (np 0) as a 1-panel tile with 8 lanes. */
+static short_fn *const SHORTS[8] = {short_12x1_1, short_12x1_0, short_12x2_0, short_8x3_0,
+                                    short_6x4_0, short_12x2_1, short_8x3_1, short_6x4_1};
+
 /* Rows [m, m1) of the panels of TILES[np] from p: the largest tiles that fit. */
 MNV2_AVX512 static void rows_run(const float *x, const float *packed, const float *residual,
                                  float *y, size_t cin, size_t cout, size_t m, size_t m1, size_t p,
                                  int np, int relu6)
 {
+    if (mnv2_kblock(cin) == cin)
+        m = SHORTS[np](x, packed, residual, y, cin, cout, m, m1, p, relu6);
     int t = 0;
     while (m < m1) {
         while ((size_t)TILES[np].rows[t] > m1 - m)
@@ -249,6 +404,16 @@ MNV2_AVX512 void f32_pointwise_part_avx512(const float *x, const float *packed,
     for (size_t mblk = m0; mblk < m1; mblk += mb) {
         const size_t mend = m1 - mblk < mb ? m1 : mblk + mb;
         size_t p = p0;
+        if (cout == PAIR_COUT && p0 == 0 && p1 == 2) { /* all 24 channels: row pairs */
+            size_t m = mblk;
+            m = pairs24_8(x, packed, residual, y, cin, m, mend, relu6);
+            m = pairs24_4(x, packed, residual, y, cin, m, mend, relu6);
+            m = pairs24_2(x, packed, residual, y, cin, m, mend, relu6);
+            m = pairs24_1(x, packed, residual, y, cin, m, mend, relu6);
+            if (m < mend) /* an odd last row */
+                rows_run(x, packed, residual, y, cin, cout, m, mend, 0, 5, relu6);
+            continue;
+        }
         for (; p < full; p += 4) {
             const int np = full - p < 4 ? (int)(full - p) : 4;
             if (np < 4 && full < p1) { /* the half panel joins the last group */

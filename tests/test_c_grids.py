@@ -88,3 +88,25 @@ def test_dilated_depthwise_wide_left_padding(dilation, stride):
                 want = K.depthwise3x3(x.astype(np.float64), k.astype(np.float64), stride, pads,
                                       bias=b.astype(np.float64), relu6=True, dilation=dilation)
                 np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cin", [16, 96, 144])
+def test_pointwise_24_channels_in_row_pairs(cin):
+    """cout = 24 (MobileNetV2's block_1/block_2 projects): the AVX-512 kernel computes all 24
+    channels of two rows in three registers, 8, 4, 2 or 1 pairs at a time, then a last odd row; cin
+    144 is a blocked sum (64 + 64 + 16).  Every remainder of 16 rows, row ranges starting on an odd
+    row, ReLU6 and residual: the float64 twin, and bit for bit every ISA and every split."""
+    rng = np.random.default_rng(cin)
+    cout = 24
+    w, b = rnd(rng, cin, cout) * np.float32(0.3), rnd(rng, cout)
+    packed = C.pack_pointwise(w, b)
+    for m in list(range(1, 34)) + [57]:
+        x, r = rnd(rng, m, cin), rnd(rng, m, cout)
+        for relu6, res in ((False, None), (True, r)):
+            got = same_on_every_isa(lambda isa: C.pointwise(x, packed, cin, cout, relu6, res, scalar=isa))
+            close(got, twin_pointwise(x, w, b, relu6, res))
+            a = m // 2 | 1 if m > 1 else 0  # an odd first row for the second part
+            for isa in ISAS:
+                split = C.pointwise(x, packed, cin, cout, relu6, res, rows=(0, a), scalar=isa) + \
+                    C.pointwise(x, packed, cin, cout, relu6, res, rows=(a, m), scalar=isa)
+                np.testing.assert_array_equal(split, got, err_msg=f"ISA {isa}, rows split at {a}")

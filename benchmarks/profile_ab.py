@@ -1,0 +1,103 @@
+"""Per-op before/after at 1 thread: ``model.profile`` of this checkout's C plan against another
+checkout's (a built copy of an earlier commit), in alternating processes (this, other, other,
+this, ...), so a loaded machine's slow spells land on both.
+
+    python benchmarks/profile_ab.py --other DIR [--variant 1.0_224] [--pairs 11] [--runs 100]
+                                    [--json PATH]
+
+Each process builds the variant with the benchmark's synthetic weights (mobilenetv2.benchmark),
+profiles one batch-1 input ``--runs`` times and reports each op's median.  The table gives, per op,
+the median over the processes of each side and the median of the per-pair ratios this / other
+(with their min and max): the fused block ops, the whole plan, and every op whose ratio is off 1
+by more than 3 %.  Make the other checkout with ``git archive COMMIT | tar -x -C DIR`` and build it
+in place there (setup.py build_ext --inplace).  Writes JSON (CPU, date, commit, load, every figure).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent.parent
+
+CHILD = """
+import json, sys
+sys.path.insert(0, {root!r})
+import numpy as np
+import mobilenetv2
+if not mobilenetv2.__file__.startswith({root!r}):
+    raise SystemExit(f"imported {{mobilenetv2.__file__}}, not the checkout in {root!r}")
+from mobilenetv2.benchmark import _model
+from mobilenetv2.variants import parse_variant
+alpha, res = parse_variant({variant!r})
+model = _model(alpha, res)
+model.threads = 1
+x = np.random.default_rng(0).uniform(-1, 1, (1, res, res, 3)).astype(np.float32)
+model(x)
+rows = model.profile(x, runs={runs})
+out = {{r["layer"]: [r["kind"], r["seconds"]] for r in rows}}
+out["(whole plan)"] = ["plan", sum(r["seconds"] for r in rows)]
+print(json.dumps(out))
+"""
+
+
+def profile(root, variant, runs):
+    """{label: [kind, seconds]} of one process of checkout ``root``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", CHILD.format(root=str(root), variant=variant, runs=runs)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"profiling {root} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--other", required=True, help="a built checkout of another commit")
+    ap.add_argument("--variant", default="1.0_224")
+    ap.add_argument("--pairs", type=int, default=11)
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    from mobilenetv2.benchmark import cpu_model, git_commit
+    other = Path(args.other).resolve()
+    load = os.getloadavg()[0]
+    got = {"this": [], "other": []}
+    for i in range(args.pairs):
+        for side in ("this", "other") if i % 2 == 0 else ("other", "this"):
+            got[side].append(profile(HERE if side == "this" else other, args.variant, args.runs))
+    labels = [k for k in got["this"][0] if all(k in p for p in got["this"] + got["other"])]
+    table = []
+    for k in labels:
+        a = np.array([p[k][1] for p in got["this"]])
+        b = np.array([p[k][1] for p in got["other"]])
+        r = a / b
+        table.append(dict(op=k, kind=got["this"][0][k][0], this_us=float(np.median(a) * 1e6),
+                          other_us=float(np.median(b) * 1e6), ratio=float(np.median(r)),
+                          ratio_min=float(r.min()), ratio_max=float(r.max())))
+    print(f"# {datetime.now(timezone.utc).isoformat(timespec='seconds')}  {cpu_model()}, "
+          f"{os.cpu_count()} CPUs; {args.variant}, batch 1, 1 thread, {args.pairs} pairs of processes, "
+          f"profile runs {args.runs}; load average {load:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(f"# this: {HERE} (commit {git_commit()}); other: {other}")
+    print(f"{'op':<28} {'kind':<9} {'this us':>9} {'other us':>9} {'this/other':>10}  [min, max]")
+    for row in table:
+        if row["kind"] in ("block", "plan") or abs(row["ratio"] - 1) > 0.03:
+            print(f"{row['op']:<28} {row['kind']:<9} {row['this_us']:9.1f} {row['other_us']:9.1f} "
+                  f"{row['ratio']:10.3f}  [{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]")
+    path = Path(args.json) if args.json else \
+        HERE / "benchmarks" / "results" / f"profile-ab-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(cpu=cpu_model(), date=datetime.now(timezone.utc).isoformat(), commit=git_commit(),
+                                    other=str(other), variant=args.variant, pairs=args.pairs, runs=args.runs,
+                                    load_start=load, load_end=os.getloadavg()[0], ops=table, raw=got), indent=1))
+    print(f"# wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
