@@ -227,10 +227,9 @@ void mnv2_pool_destroy(void *pool);
  * threads, no buffers, just the schedule.  NULL if out of memory. */
 void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops);
 /* Run every op in order on the pool's threads.  The T threads form G = mnv2_plan_groups(plan, T)
- * groups.  G = 1: every thread on every image, each op's rows (or panels) in T shares that any
- * thread may take (its own first), so a descheduled thread's share is done by the others.  G > 1:
- * each group takes whole images through every op, its rows split statically among the group's
- * threads; the groups meet only where they could touch the same memory.  Either way the result is
+ * groups of S = T / G threads: a group's images (all of them for G = 1) and a row range of S make
+ * one of T shares of each stage (the ops between two meeting points); any thread may take a share
+ * (its own first), so a descheduled thread's share is done by the others.  The result is
  * bit-identical for every thread count.  Returns 0, or -1 (nothing run) when the threads'
  * scratch for _BLOCK ops cannot be allocated. */
 int mnv2_plan_run(void *plan, void *pool);
