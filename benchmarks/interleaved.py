@@ -1,6 +1,7 @@
 """One-thread latency of every engine in one process, visited in turn call by call.
 
     python benchmarks/interleaved.py [--variants 1.0_224,0.35_96] [--batch 1] [--rounds 150]
+                                     [--gap MS] [--json PATH]
 
 For a busy machine: bench.py times each engine in its own process for a share of its runs, so
 a slow spell of minutes still lands on some engines more than on others.  Here every round
@@ -8,11 +9,18 @@ calls each engine once (the C core on each SIMD ISA this CPU has, then the insta
 1 thread, so no engine keeps worker threads that compete with the next), and the table reports
 the min and the 10th percentile of each engine's calls, and the C core's p10 against the best
 float32 peer's.  Same models and weights as bench.py.
+
+--gap MS keeps the core busy in Python for MS milliseconds before each timed call, as an
+application that runs the network once a camera frame does.  On a shared machine the caches then
+lose the network's weights and buffers between calls (other tenants share L3, and even L2 drifts
+away within tens of ms), so this times the cold call every engine pays there.
 """
 import argparse
+import json
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 try:
@@ -23,7 +31,7 @@ except ImportError:  # run from a checkout: the package beside this folder
 import numpy as np
 
 from mobilenetv2 import native
-from mobilenetv2.benchmark import PEERS, _model, _runner, cpu_model
+from mobilenetv2.benchmark import PEERS, _model, _runner, cpu_model, git_commit
 from mobilenetv2.variants import parse_variant
 
 
@@ -52,8 +60,13 @@ def main(argv=None):
     p.add_argument("--variants", default="1.0_224,1.4_224,0.5_160,0.35_96")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--rounds", type=int, default=150)
+    p.add_argument("--gap", type=float, default=0.0, help="ms of Python work before each timed call")
+    p.add_argument("--json", help="output path")
     args = p.parse_args(argv)
-    print(f"# {cpu_model()}, 1 thread, batch {args.batch}, {args.rounds} rounds; ms: min / p10")
+    gap = f", {args.gap:g} ms gap before each call" if args.gap else ""
+    print(f"# {cpu_model()}, 1 thread, batch {args.batch}, {args.rounds} rounds{gap}; ms: min / p10")
+    report = dict(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), cpu=cpu_model(),
+                  commit=git_commit(), batch=args.batch, rounds=args.rounds, gap_ms=args.gap, variants={})
     with tempfile.TemporaryDirectory() as tmpdir:
         for name in args.variants.split(","):
             alpha, res = parse_variant(name)
@@ -65,6 +78,9 @@ def main(argv=None):
             times = {label: [] for label, _ in calls}
             for _ in range(args.rounds):
                 for label, call in calls:
+                    until = time.perf_counter() + args.gap / 1e3
+                    while time.perf_counter() < until:
+                        pass
                     start = time.perf_counter()
                     call()
                     times[label].append(time.perf_counter() - start)
@@ -73,6 +89,12 @@ def main(argv=None):
             peers = [p10[label] for label in times if label in PEERS]
             best = f"  C {native.isas()[-1]} vs best peer {min(peers) / p10['C ' + native.isas()[-1]]:.2f}x" if peers else ""
             print(f"{name}: {cells}{best}")
+            report["variants"][name] = {label: dict(min_ms=min(t) * 1e3, p10_ms=p10[label],
+                                                    median_ms=float(np.median(t)) * 1e3)
+                                        for label, t in times.items()}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"# wrote {args.json}")
     return 0
 
 

@@ -26,26 +26,13 @@ except ImportError:  # run from a checkout: the package beside this folder
 import numpy as np
 
 from mobilenetv2 import MobileNetV2, arch, layers as L, native
-from mobilenetv2.benchmark import cpu_model
+from mobilenetv2.benchmark import cpu_model, fma_peak_gflops
 from mobilenetv2.plan import aligned_empty
 from mobilenetv2.variants import parse_variant
 
-PEAK_ROUNDS = 20_000_000  # 192 flops a round: ~40 ms at 100 GFLOP/s
-
-
-def peak_gflops(isa=None, repeats=5):
-    """Our FMA loop's GFLOP/s on one core: 12 chains of 16 lanes (AVX-512) or 8 (AVX2); ``isa``
-    None: the ISA the kernels use now.  None where the CPU lacks it."""
-    isa = isa or native.isa()
-    loop, flops = ((native.lib.mnv2_fma_peak_loop512, 384) if isa == "avx512"
-                   else (native.lib.mnv2_fma_peak_loop, 192))
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        if loop(PEAK_ROUNDS) < 0:
-            return None
-        best = max(best, flops * PEAK_ROUNDS / (time.perf_counter() - start) / 1e9)
-    return best
+def peak_gflops(isa=None):
+    """Our FMA loop's GFLOP/s on one core (mobilenetv2.benchmark.fma_peak_gflops, longer rounds)."""
+    return fma_peak_gflops(isa, rounds=20_000_000)
 
 
 def _filled(shape, rng):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenetv2 import MobileNetV2, native
+from mobilenetv2 import MobileNetV2, machine, native
 from mobilenetv2.variants import VARIANTS, parse_variant, variant_name
 
 ENGINES = ("c", "numpy", "ort", "openvino", "litert")
@@ -72,6 +72,30 @@ def summarize(times):
     ms = np.array(times) * 1e3
     return {"median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
             "p90_ms": float(np.percentile(ms, 90)), "min_ms": float(ms.min()), "runs": len(ms)}
+
+
+PEAK_ROUNDS = 4_000_000  # 384 flops a round on AVX-512: about 7 ms at 230 GFLOP/s
+
+
+def fma_peak_gflops(isa=None, rounds=PEAK_ROUNDS, repeats=5):
+    """Our FMA loop's GFLOP/s on one core (csrc/peak.c: twelve independent chains of 16 lanes on
+    AVX-512, 8 on AVX2), the best of ``repeats``: the ceiling to read the GFLOP/s column against.
+    ``isa``: 'avx512' or 'avx2', default the ISA the kernels use now.  None without the C extension,
+    for 'scalar', or where the CPU lacks the ISA."""
+    if not native.available():
+        return None
+    isa = isa or native.isa()
+    if isa not in ("avx512", "avx2") or isa not in native.isas():
+        return None
+    loop, flops = ((native.lib.mnv2_fma_peak_loop512, 384) if isa == "avx512"
+                   else (native.lib.mnv2_fma_peak_loop, 192))
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        if loop(rounds) < 0:
+            return None
+        best = max(best, flops * rounds / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def peak_rss_mb():
@@ -324,7 +348,15 @@ def main(argv=None):
               "backend": native.backend(), "cpu_isa": cpu_isa(), "commit": git_commit(), "compiler": compiler(), "versions": versions(),
               "weights": "synthetic (shared/tools)" if synthetic_weights() else "random init",
               "note": "one shared machine: compare ratios within one run; each row timed in its own process"}
+    # each SIMD ISA's FMA peak on one core, measured here before the children start
+    peaks = {isa: fma_peak_gflops(isa) for isa in ("avx512", "avx2")}
+    header["fma_peak_gflops_per_core"] = peaks = {isa: g for isa, g in peaks.items() if g}
+    top = max(peaks.values()) if peaks else None
     print(f"# {header['date']}  {header['cpu']}, {header['cores']} cores, mobilenetv2 engine: {header['backend']}")
+    if peaks:
+        print("# FMA peak of one core (our loop, csrc/peak.c): " +
+              ", ".join(f"{isa} {g:.0f} GFLOP/s" for isa, g in peaks.items()) +
+              "; '% peak' = GFLOP/s over the best of them times the threads")
     print(f"# C extension built by: {header['compiler']}; weights: {header['weights']}")
     print("# " + ", ".join(f"{k} {v}" for k, v in header["versions"].items()))
     rows, skipped = [], {}
@@ -368,20 +400,24 @@ def main(argv=None):
                                  img_per_s=1e3 * batch / stats["median_ms"],
                                  gflops=flops * batch / stats["median_ms"] / 1e6,
                                  peak_rss_mb=rss[engine, threads])
+                    # of what this CPU's cores the row may use could do at the FMA peak (None for
+                    # the NumPy engine, whose BLAS picks its own threads)
+                    cores = min(threads, machine.CORES) if engine != "numpy" else None
+                    stats["percent_of_peak"] = 100 * stats["gflops"] / (top * cores) if top and cores else None
                     rows.append(stats)
     for r in rows:
         peers = [p["median_ms"] for p in rows if p["engine"] in PEERS and p["variant"] == r["variant"]
                  and p["batch"] == r["batch"] and p["threads"] == r["threads"]]
         r["speedup_vs_best_peer"] = min(peers) / r["median_ms"] if peers else None
-    line = "{:<14} {:<8} {:<6} {:>5} {:>5} {:>9} {:>9} {:>9} {:>8} {:>7} {:>12} {:>8}"
+    line = "{:<14} {:<8} {:<6} {:>5} {:>5} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>12} {:>8}"
     print(line.format("engine", "variant", "prec", "thr", "batch", "median ms", "p10 ms", "p90 ms", "img/s",
-                      "GFLOP/s", "vs best peer", "RSS MB"))
+                      "GFLOP/s", "% peak", "vs best peer", "RSS MB"))
     for r in rows:
         ratio = f"{r['speedup_vs_best_peer']:.2f}x" if r["speedup_vs_best_peer"] else "-"
         print(line.format(r["engine"], r["variant"], {"float32": "f32", "bfloat16": "bf16"}[r["precision"]],
                           r["threads"], r["batch"], f"{r['median_ms']:.2f}",
                           f"{r['p10_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['img_per_s']:.1f}", f"{r['gflops']:.1f}",
-                          ratio, f"{r['peak_rss_mb']:.0f}"))
+                          f"{r['percent_of_peak']:.0f}%" if r["percent_of_peak"] else "-", ratio, f"{r['peak_rss_mb']:.0f}"))
     skipped = {" ".join(k) if isinstance(k, tuple) else k: why for k, why in skipped.items()}
     for engine, why in skipped.items():
         print(f"# skipped {engine}: {why}")

@@ -23,12 +23,28 @@ def test_small_run_writes_consistent_json(tmp_path, capsys):
         assert r["gflops"] == pytest.approx(2 * 11_934_128 / r["median_ms"] / 1e6)
         assert r["gflops"] > 0 and r["peak_rss_mb"] > 0
         assert r["precision"] == "float32" and r["threads"] in (1, "BLAS") and r["isa"]
+    peaks = data["run"]["fma_peak_gflops_per_core"]
     if native.available():
         c_row = next(r for r in data["results"] if r["engine"] == "c")
         assert c_row["isa"] == native.isa()
+        assert set(peaks) == set(native.isas()) - {"scalar"}
+        if peaks:  # no network runs faster than the FMA loop on the cores it used
+            assert 0 < c_row["gflops"] < max(peaks.values())
+            assert c_row["percent_of_peak"] == pytest.approx(100 * c_row["gflops"] / max(peaks.values()))
+            assert f"{c_row['percent_of_peak']:.0f}%" in capsys.readouterr().out.split("\nc ")[1]
     else:  # the C engine cannot run: the run says so instead of timing it
         assert "c" not in engines
-    assert "engine" in capsys.readouterr().out
+    assert peaks or not native.available() or native.isa() == "scalar"
+    numpy_row = next(r for r in data["results"] if r["engine"] == "numpy")
+    assert numpy_row["percent_of_peak"] is None  # its BLAS picks its own threads
+
+
+def test_fma_peak_is_none_where_the_cpu_lacks_the_isa():
+    from mobilenetv2.benchmark import fma_peak_gflops
+    assert fma_peak_gflops("scalar") is None
+    for isa in ("avx2", "avx512"):
+        got = fma_peak_gflops(isa, rounds=100_000, repeats=1)
+        assert (got is not None and got > 0) == (native.available() and isa in native.isas())
 
 
 def test_unknown_variant_is_a_clear_error(capsys):
@@ -124,14 +140,22 @@ def _script(name):
     return module
 
 
-def test_interleaved_times_c_on_every_simd_isa(capsys):
+def test_interleaved_times_c_on_every_simd_isa(capsys, tmp_path):
     if not native.available() or native.isa() == "scalar":
         pytest.skip("needs the C extension with a SIMD ISA")
-    assert _script("interleaved").main(["--variants", "0.35_96", "--rounds", "2"]) == 0
+    out_json = tmp_path / "i.json"
+    assert _script("interleaved").main(["--variants", "0.35_96", "--rounds", "2", "--gap", "0.5",
+                                        "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
+    assert "0.5 ms gap before each call" in out
     line = next(row for row in out.splitlines() if row.startswith("0.35_96:"))
+    report = json.loads(out_json.read_text())
+    assert report["gap_ms"] == 0.5 and report["rounds"] == 2
     for isa in native.isas()[1:]:
         assert f"C {isa} " in line
+        got = report["variants"]["0.35_96"][f"C {isa}"]
+        assert 0 < got["min_ms"] <= got["p10_ms"] <= got["median_ms"]
+        assert f"C {isa} {got['min_ms']:.3f} / {got['p10_ms']:.3f}" in line
 
 
 def test_accuracy_reports_every_isa_against_float64(tmp_path):
