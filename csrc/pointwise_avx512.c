@@ -57,7 +57,7 @@ store8(float *yr, const float *rr, __m256 a, size_t n, int relu6, int phase)
  * order (HALF: the last panel 8 wide, in the low half of its registers). */
 MNV2_AVX512 static inline __attribute__((always_inline)) void
 chain(__m512 acc[12][4], const float *xr, const float *pw, size_t cin, size_t k0, size_t k1, int first,
-      const int RT, const int NP, const int HALF)
+      const int RT, const int NP, const int HALF, const float *pf)
 {
     const size_t pstride = PANEL * (cin + 1);
 #pragma GCC unroll 4
@@ -72,6 +72,8 @@ chain(__m512 acc[12][4], const float *xr, const float *pw, size_t cin, size_t k0
     const float *wc = pw + PANEL + k0 * PANEL;
     const float *wh = pw + (NP - 1) * pstride + PANEL / 2 + k0 * (PANEL / 2); /* HALF's weights */
     for (size_t c = k0; c < k1; c++, wc += PANEL, wh += PANEL / 2) {
+        if (pf) /* a cache line of a panel the next group reads (f32_pointwise_part_avx512) */
+            __builtin_prefetch(pf + c * PANEL, 0, 2);
         __m512 w[4];
 #pragma GCC unroll 4
         for (int q = 0; q < NP; q++)
@@ -93,7 +95,7 @@ chain(__m512 acc[12][4], const float *xr, const float *pw, size_t cin, size_t k0
  * channels in order, then stored (store16). */
 MNV2_AVX512 static inline __attribute__((always_inline)) void
 tile(const float *x, const float *packed, const float *residual, float *y, size_t cin, size_t cout,
-     size_t m, size_t p, const int RT, const int NP, const int HALF, int relu6)
+     size_t m, size_t p, const int RT, const int NP, const int HALF, int relu6, const float *pf)
 {
     const size_t pstride = PANEL * (cin + 1), kb = mnv2_kblock(cin);
     const float *pw = packed + p * pstride, *xr = x + m * cin;
@@ -102,7 +104,7 @@ tile(const float *x, const float *packed, const float *residual, float *y, size_
         const size_t k1 = cin - k0 < kb ? cin : k0 + kb;
         const int phase = mnv2_phase(k0, k1, cin);
         __m512 acc[12][4];
-        chain(acc, xr, pw, cin, k0, k1, phase & MNV2_FIRST, RT, NP, HALF);
+        chain(acc, xr, pw, cin, k0, k1, phase & MNV2_FIRST, RT, NP, HALF, pf);
         if (phase == (MNV2_FIRST | MNV2_LAST) && (p + NP - HALF) * PANEL <= cout) {
             /* the common case (one block, full panels but HALF's), straight-line: with a short
              * sum (cin 16-32) the general epilogue's tests cost as much as the FMAs */
@@ -154,17 +156,18 @@ tile(const float *x, const float *packed, const float *residual, float *y, size_
 MNV2_AVX512 static inline __attribute__((always_inline)) size_t
 tiles_short(const float *x, const float *packed, const float *residual, float *y, size_t cin,
             size_t cout, size_t m, size_t m1, size_t p, const int RT, const int NP, const int HALF,
-            int relu6)
+            int relu6, const float *next, int next_np)
 {
     const size_t pstride = PANEL * (cin + 1), o = p * PANEL, ol = (p + NP - 1) * PANEL;
     const float *pw = packed + p * pstride;
     const __mmask16 last = lanes16(cout - ol); /* the last panel's channels (all 16, 8 or fewer) */
-    for (; m + RT <= m1; m += RT) {
+    for (int i = 0; m + RT <= m1; m += RT, i++) {
+        const float *pf = i < next_np ? next + (size_t)i * pstride : NULL;
         const float *xr = x + m * cin;
         float *yr = y + m * cout + o;
         const float *rr = residual ? residual + m * cout + o : NULL;
         __m512 acc[12][4]; /* the bias loaded per tile, not kept: 4 registers spared */
-        chain(acc, xr, pw, cin, 0, cin, 1, RT, NP, HALF);
+        chain(acc, xr, pw, cin, 0, cin, 1, RT, NP, HALF, pf);
         const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
 #pragma GCC unroll 4
         for (int q = 0; q < NP; q++)
@@ -291,36 +294,41 @@ tile_half(const float *x, const float *packed, const float *residual, float *y, 
 }
 
 typedef void tile_fn(const float *x, const float *packed, const float *residual, float *y,
-                     size_t cin, size_t cout, size_t m, size_t p, int relu6);
+                     size_t cin, size_t cout, size_t m, size_t p, int relu6, const float *pf);
 
 #define TILE(rt, np)                                                                               \
     MNV2_AVX512 static void tile_##rt##x##np(const float *x, const float *packed,                  \
                                              const float *residual, float *y, size_t cin,          \
-                                             size_t cout, size_t m, size_t p, int relu6)           \
+                                             size_t cout, size_t m, size_t p, int relu6,           \
+                                             const float *pf)                                      \
     {                                                                                              \
-        tile(x, packed, residual, y, cin, cout, m, p, rt, np, 0, relu6);                           \
+        tile(x, packed, residual, y, cin, cout, m, p, rt, np, 0, relu6, pf);                       \
     }
 #define TILEH(rt, np)                                                                              \
     MNV2_AVX512 static void tileh_##rt##x##np(const float *x, const float *packed,                 \
                                               const float *residual, float *y, size_t cin,         \
-                                              size_t cout, size_t m, size_t p, int relu6)          \
+                                              size_t cout, size_t m, size_t p, int relu6,          \
+                                              const float *pf)                                     \
     {                                                                                              \
-        tile(x, packed, residual, y, cin, cout, m, p, rt, np, 1, relu6);                           \
+        tile(x, packed, residual, y, cin, cout, m, p, rt, np, 1, relu6, pf);                       \
     }
 #define HALF(rt)                                                                                   \
     MNV2_AVX512 static void half_##rt(const float *x, const float *packed, const float *residual,   \
                                       float *y, size_t cin, size_t cout, size_t m, size_t p,       \
-                                      int relu6)                                                   \
+                                      int relu6, const float *pf)                                  \
     {                                                                                              \
+        (void)pf; /* the last panel: no group after it */                                          \
         tile_half(x, packed, residual, y, cin, cout, m, p, rt, relu6);                             \
     }
 #define SHORT(rt, np, half)                                                                        \
     MNV2_AVX512 static size_t short_##rt##x##np##_##half(const float *x, const float *packed,       \
                                                          const float *residual, float *y,           \
                                                          size_t cin, size_t cout, size_t m,         \
-                                                         size_t m1, size_t p, int relu6)            \
+                                                         size_t m1, size_t p, int relu6,            \
+                                                         const float *next, int next_np)            \
     {                                                                                              \
-        return tiles_short(x, packed, residual, y, cin, cout, m, m1, p, rt, np, half, relu6);      \
+        return tiles_short(x, packed, residual, y, cin, cout, m, m1, p, rt, np, half, relu6, next, \
+                           next_np);                                                               \
     }
 SHORT(6, 4, 0) SHORT(8, 3, 0) SHORT(12, 2, 0) SHORT(12, 1, 0)
 SHORT(6, 4, 1) SHORT(8, 3, 1) SHORT(12, 2, 1) SHORT(12, 1, 1)
@@ -360,27 +368,35 @@ static const struct { int rows[5]; tile_fn *fn[5]; } TILES[8] = {
 };
 
 typedef size_t short_fn(const float *x, const float *packed, const float *residual, float *y,
-                        size_t cin, size_t cout, size_t m, size_t m1, size_t p, int relu6);
+                        size_t cin, size_t cout, size_t m, size_t m1, size_t p, int relu6,
+                        const float *next, int next_np);
 /* TILES[np]'s largest tile as a loop over rows (tiles_short), for sums of one block; the half
  * panel alone (np 0) as a 1-panel tile with 8 lanes. */
 static short_fn *const SHORTS[8] = {short_12x1_1, short_12x1_0, short_12x2_0, short_8x3_0,
                                     short_6x4_0, short_12x2_1, short_8x3_1, short_6x4_1};
 
-/* Rows [m, m1) of the panels of TILES[np] from p: the largest tiles that fit. */
+/* Rows [m, m1) of the panels of TILES[np] from p: the largest tiles that fit.  Tile i (i <
+ * next_np) prefetches panel i of the next group (next: its first panel, or NULL). */
 MNV2_AVX512 static void rows_run(const float *x, const float *packed, const float *residual,
                                  float *y, size_t cin, size_t cout, size_t m, size_t m1, size_t p,
-                                 int np, int relu6)
+                                 int np, int relu6, const float *next, int next_np)
 {
-    if (mnv2_kblock(cin) == cin)
-        m = SHORTS[np](x, packed, residual, y, cin, cout, m, m1, p, relu6);
+    const size_t pstride = PANEL * (cin + 1);
+    int i = 0;
+    if (mnv2_kblock(cin) == cin) {
+        const size_t from = m;
+        m = SHORTS[np](x, packed, residual, y, cin, cout, m, m1, p, relu6, next, next_np);
+        i = (int)((m - from) / (size_t)TILES[np].rows[0]);
+    }
     int t = 0;
     while (m < m1) {
         while ((size_t)TILES[np].rows[t] > m1 - m)
             t++;
         const size_t rt = (size_t)TILES[np].rows[t];
         tile_fn *fn = TILES[np].fn[t];
-        for (; m + rt <= m1; m += rt)
-            fn(x, packed, residual, y, cin, cout, m, p, relu6);
+        for (; m + rt <= m1; m += rt, i++) {
+            fn(x, packed, residual, y, cin, cout, m, p, relu6, i < next_np ? next + (size_t)i * pstride : NULL);
+        }
     }
 }
 
@@ -411,20 +427,26 @@ MNV2_AVX512 void f32_pointwise_part_avx512(const float *x, const float *packed,
             m = pairs24_2(x, packed, residual, y, cin, m, mend, relu6);
             m = pairs24_1(x, packed, residual, y, cin, m, mend, relu6);
             if (m < mend) /* an odd last row */
-                rows_run(x, packed, residual, y, cin, cout, m, mend, 0, 5, relu6);
+                rows_run(x, packed, residual, y, cin, cout, m, mend, 0, 5, relu6, NULL, 0);
             continue;
         }
         for (; p < full; p += 4) {
             const int np = full - p < 4 ? (int)(full - p) : 4;
             if (np < 4 && full < p1) { /* the half panel joins the last group */
-                rows_run(x, packed, residual, y, cin, cout, mblk, mend, p, 4 + np, relu6);
+                rows_run(x, packed, residual, y, cin, cout, mblk, mend, p, 4 + np, relu6, NULL, 0);
                 p = p1;
                 break;
             }
-            rows_run(x, packed, residual, y, cin, cout, mblk, mend, p, np, relu6);
+            /* the next group's full panels, a cache line per channel step of this group's first
+             * tiles: where the weights stream from L3 or memory (the 7x7 layers' 0.4-1.6 MB, read
+             * once a run) they arrive while this group computes instead of stalling the next */
+            const size_t q = p + 4;
+            const int next_np = q < full ? (full - q < 4 ? (int)(full - q) : 4) : 0;
+            rows_run(x, packed, residual, y, cin, cout, mblk, mend, p, np, relu6,
+                     next_np ? packed + q * pstride : NULL, next_np);
         }
         if (p < p1 && full < p1)
-            rows_run(x, packed, residual, y, cin, cout, mblk, mend, full, 0, relu6);
+            rows_run(x, packed, residual, y, cin, cout, mblk, mend, full, 0, relu6, NULL, 0);
     }
 }
 #endif
