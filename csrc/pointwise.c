@@ -181,9 +181,11 @@ MNV2_AVX2 static inline void store_row(float *yr, const float *rr, __m256 a0, __
     }
 
 /* MR (= 6) rows x one 16-channel panel, twelve accumulators kept in registers (named, so the
- * compiler does not keep a memory copy of an accumulator array). */
+ * compiler does not keep a memory copy of an accumulator array).  pf: a full panel to prefetch
+ * into L2, a cache line per channel step (one that a later tile reads), or NULL. */
 MNV2_AVX2 static void tile_mr(const float *x, const float *pw, const float *residual, float *y,
-                              size_t cin, size_t cout, size_t m, size_t o, size_t n, int relu6)
+                              size_t cin, size_t cout, size_t m, size_t o, size_t n, int relu6,
+                              const float *pf)
 {
     const float *x0 = x + m * cin, *x1 = x0 + cin, *x2 = x1 + cin, *x3 = x2 + cin,
                 *x4 = x3 + cin, *x5 = x4 + cin;
@@ -195,6 +197,8 @@ MNV2_AVX2 static void tile_mr(const float *x, const float *pw, const float *resi
         __m256 a40 = a00, a41 = a01, a50 = a00, a51 = a01;
         const float *wc = pw + PANEL + k0 * PANEL;
         for (size_t c = k0; c < k1; c++, wc += PANEL) {
+            if (pf)
+                __builtin_prefetch(pf + c * PANEL, 0, 2);
             const __m256 w0 = _mm256_loadu_ps(wc), w1 = _mm256_loadu_ps(wc + 8);
             __m256 xv = _mm256_broadcast_ss(x0 + c);
             a00 = _mm256_fmadd_ps(xv, w0, a00);
@@ -318,15 +322,16 @@ MNV2_AVX2 static void tile_half_1(const float *x, const float *pw, const float *
 }
 
 /* Rows [m, m1) (a multiple of MR) of panel p: 6-row tiles of a full panel, 12-row tiles (then a
- * 6-row one) of a half panel. */
+ * 6-row one) of a half panel.  The first tile prefetches full panel pf (or NULL). */
 MNV2_AVX2 static void panel_rows(const float *x, const float *packed, const float *residual, float *y,
-                                 size_t cin, size_t cout, size_t m, size_t m1, size_t p, int relu6)
+                                 size_t cin, size_t cout, size_t m, size_t m1, size_t p, int relu6,
+                                 const float *pf)
 {
     const float *pw = packed + p * PANEL * (cin + 1);
     const size_t o = p * PANEL, n = cout - o < PANEL ? cout - o : PANEL;
     if (panel_width(p, cout) == PANEL) {
-        for (; m < m1; m += MR)
-            tile_mr(x, pw, residual, y, cin, cout, m, o, n, relu6);
+        for (; m < m1; m += MR, pf = NULL)
+            tile_mr(x, pw, residual, y, cin, cout, m, o, n, relu6, pf);
         return;
     }
     for (; m + 2 * MR <= m1; m += 2 * MR)
@@ -385,11 +390,12 @@ MNV2_AVX2 static void tail_rows(const float *x, const float *packed, const float
     }
 }
 
-/* Weights of up to this many bytes are read once per MR-row tile (they stay in L2); larger ones
- * (the last layers' 0.6-5 MB) once per block of rows whose input fits in X_BLOCK_BYTES, panel by
- * panel, so the weights stream from memory once per block instead of once per tile. */
-#define W_CACHED_BYTES (256 * 1024)
-#define X_BLOCK_BYTES (128 * 1024)
+/* Weights of up to half of L2 are read once per MR-row tile (they stay in L2); larger ones (the
+ * last layers' 0.6-5 MB) once per block of rows whose input fits in a quarter of L2, panel by
+ * panel, so the weights stream from memory once per block instead of once per tile (measured as
+ * 256 and 128 KB on a 512 KB-L2 Zen 3; the sizes come from the machine, dispatch.c).  While the
+ * first rows of a panel compute, a panel read later is prefetched: the next one but one in the
+ * first row tile (weights kept in L2), the next group's in a panel group (weights streamed). */
 
 MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float *packed,
                                                     const float *residual, float *y, size_t cin,
@@ -397,10 +403,10 @@ MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float 
                                                     size_t np, int relu6)
 {
     const size_t pstride = PANEL * (cin + 1);
-    const int panel_outer = (np - p0) * pstride * sizeof(float) > W_CACHED_BYTES;
+    const int panel_outer = (np - p0) * pstride * sizeof(float) > mnv2_cache_bytes(2) / 2;
     size_t mb = m1 - m0;
     if (panel_outer) {
-        mb = X_BLOCK_BYTES / (cin * sizeof(float));
+        mb = mnv2_cache_bytes(2) / 4 / (cin * sizeof(float));
         mb = mb < MR ? MR : mb - mb % MR;
     }
     for (size_t mblk = m0; mblk < m1; mblk += mb) {
@@ -412,20 +418,23 @@ MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float 
             for (size_t m = mblk; m < mfull; m += MR) {
                 for (size_t p = p0; p < half; p++) {
                     const size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
-                    tile_mr(x, packed + p * pstride, residual, y, cin, cout, m, p * PANEL, n, relu6);
+                    const float *pf = m == mblk && p + 2 < half ? packed + (p + 2) * pstride : NULL;
+                    tile_mr(x, packed + p * pstride, residual, y, cin, cout, m, p * PANEL, n, relu6, pf);
                 }
                 if (half < np && (m - mblk) % (2 * MR) == 0)
                     panel_rows(x, packed, residual, y, cin, cout, m,
-                               mfull - m < 2 * MR ? mfull : m + 2 * MR, half, relu6);
+                               mfull - m < 2 * MR ? mfull : m + 2 * MR, half, relu6, NULL);
             }
             tail_rows(x, packed, residual, y, cin, cout, mfull, mend, p0, np, relu6);
         } else {
             /* four panels at a time, the rows past the last full tile with them while those
              * panels are still in L2 (not in one more pass over every panel) */
+            const size_t full = np > p0 && panel_width(np - 1, cout) != PANEL ? np - 1 : np;
             for (size_t pg = p0; pg < np; pg += 4) {
                 const size_t pe = np - pg < 4 ? np : pg + 4;
                 for (size_t p = pg; p < pe; p++)
-                    panel_rows(x, packed, residual, y, cin, cout, mblk, mfull, p, relu6);
+                    panel_rows(x, packed, residual, y, cin, cout, mblk, mfull, p, relu6,
+                               p + 4 < full ? packed + (p + 4) * pstride : NULL);
                 tail_rows(x, packed, residual, y, cin, cout, mfull, mend, pg, pe, relu6);
             }
         }

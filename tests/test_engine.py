@@ -1,5 +1,6 @@
 """engine= (which engine runs predict), thread counts from the environment, and every public way
 of changing weights reaching both engines."""
+import gc
 import os
 
 import numpy as np
@@ -108,10 +109,11 @@ def test_omp_num_threads_1_gives_a_pool_of_one_thread(monkeypatch):
     _threads_env(monkeypatch, omp="1")
     model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None)
     assert model.threads == 1
+    gc.collect()  # earlier tests' pools join their workers now, not during the count below
     before = os_threads()
     model(rand(2, 64, 64, 3))
     assert native.lib.mnv2_pool_threads(model._pool.handle) == 1
-    assert os_threads() == before  # no worker thread started
+    assert os_threads() <= before  # no worker thread started
 
 
 @needs_c
