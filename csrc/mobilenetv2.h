@@ -214,6 +214,10 @@ struct mnv2_op {
     const float *stem_w;              /* _BLOCK: the fused stem's packed weights, or NULL */
     size_t stem_h, stem_w_, stem_pad_top, stem_pad_left; /* _BLOCK with stem_w: the image, pads */
     int stem_relu6;                   /* _BLOCK with stem_w */
+    const float *after;               /* _POINTWISE: what the next op with weights reads first (its
+                                         first panel group), prefetched while this op's last panels
+                                         compute; or NULL */
+    size_t after_floats;
 };
 /* A thread pool: the caller of a run and threads - 1 workers that wait for the next run
  * (spinning for 2 ms, then asleep).  One per model, shared by all its plans; runs on one pool
@@ -245,7 +249,13 @@ void mnv2_plan_destroy(void *plan);
  * AVX-512 F/VL/BW/DQ); same arguments and results as their dispatchers ---- */
 void f32_pointwise_part_avx512(const float *x, const float *packed, const float *residual, float *y,
                                size_t cin, size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
-                               int relu6);
+                               int relu6, const float *after, size_t after_floats);
+/* f32_pointwise's rows [m0, m1), prefetching [after, after + after_floats) (or nothing for NULL)
+ * into L2 as its last output panels compute: the plan's way to have the next op's first weights
+ * arrive before that op starts.  Same results as f32_pointwise. */
+void f32_pointwise_then(const float *x, const float *packed, const float *residual, float *y,
+                        size_t cin, size_t cout, size_t m0, size_t m1, int relu6, const float *after,
+                        size_t after_floats);
 void f32_dwconv3x3_dilated_row_avx512(const float *const rows[3], const float *w,
                                       const float *bias, float *y, size_t wd, size_t c, size_t stride,
                                       size_t dilation, size_t pad_left, size_t ow, int relu6);

@@ -194,8 +194,9 @@ static void run_op(const struct mnv2_op *op, size_t r0, size_t r1, float *scratc
         break;
     case MNV2_OP_POINTWISE: /* rows [r0, r1) of every image: pixels (b * oh + r) * ow + [0, ow) */
         for (size_t b = 0; b < op->n; b++)
-            f32_pointwise(op->x, op->w, op->residual, op->y, op->c, op->cout, (b * op->oh + r0) * op->ow,
-                          (b * op->oh + r1) * op->ow, op->relu6);
+            f32_pointwise_then(op->x, op->w, op->residual, op->y, op->c, op->cout, (b * op->oh + r0) * op->ow,
+                               (b * op->oh + r1) * op->ow, op->relu6, b + 1 == op->n ? op->after : NULL,
+                               op->after_floats);
         break;
     case MNV2_OP_AVGPOOL:
         f32_global_avgpool(op->x, op->y, op->n, op->h * op->w_, op->c);

@@ -400,9 +400,12 @@ MNV2_AVX2 static void tail_rows(const float *x, const float *packed, const float
 MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float *packed,
                                                     const float *residual, float *y, size_t cin,
                                                     size_t cout, size_t m0, size_t m1, size_t p0,
-                                                    size_t np, int relu6)
+                                                    size_t np, int relu6, const float *after,
+                                                    size_t after_floats)
 {
     const size_t pstride = PANEL * (cin + 1);
+    /* the op's last panels prefetch `after` a panel's channel steps (cin lines) each */
+    const size_t after_n = after && cin ? after_floats / (cin * PANEL) : 0;
     const int panel_outer = (np - p0) * pstride * sizeof(float) > mnv2_cache_bytes(2) / 2;
     size_t mb = m1 - m0;
     if (panel_outer) {
@@ -418,7 +421,8 @@ MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float 
             for (size_t m = mblk; m < mfull; m += MR) {
                 for (size_t p = p0; p < half; p++) {
                     const size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
-                    const float *pf = m == mblk && p + 2 < half ? packed + (p + 2) * pstride : NULL;
+                    const float *pf = m != mblk ? NULL : p + 2 < half ? packed + (p + 2) * pstride
+                                      : p + 2 - half < after_n ? after + (p + 2 - half) * cin * PANEL : NULL;
                     tile_mr(x, packed + p * pstride, residual, y, cin, cout, m, p * PANEL, n, relu6, pf);
                 }
                 if (half < np && (m - mblk) % (2 * MR) == 0)
@@ -434,7 +438,9 @@ MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float 
                 const size_t pe = np - pg < 4 ? np : pg + 4;
                 for (size_t p = pg; p < pe; p++)
                     panel_rows(x, packed, residual, y, cin, cout, mblk, mfull, p, relu6,
-                               p + 4 < full ? packed + (p + 4) * pstride : NULL);
+                               p + 4 < full ? packed + (p + 4) * pstride
+                               : pe == np && mend == m1 && p - pg < after_n ? after + (p - pg) * cin * PANEL
+                                                                           : NULL);
                 tail_rows(x, packed, residual, y, cin, cout, mfull, mend, pg, pe, relu6);
             }
         }
@@ -454,15 +460,36 @@ void f32_pointwise_part(const float *x, const float *packed, const float *residu
 #if MNV2_X86
     const int isa = mnv2_simd_level();
     if (isa >= MNV2_ISA_AVX512) {
-        f32_pointwise_part_avx512(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6);
+        f32_pointwise_part_avx512(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6, NULL, 0);
         return;
     }
     if (isa >= MNV2_ISA_AVX2) {
-        f32_pointwise_bias_relu6_avx2(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6);
+        f32_pointwise_bias_relu6_avx2(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6, NULL, 0);
         return;
     }
 #endif
     f32_pointwise_part_scalar(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6);
+}
+
+void f32_pointwise_then(const float *x, const float *packed, const float *residual, float *y,
+                        size_t cin, size_t cout, size_t m0, size_t m1, int relu6, const float *after,
+                        size_t after_floats)
+{
+#if MNV2_X86
+    const int isa = mnv2_simd_level();
+    if (isa >= MNV2_ISA_AVX512) {
+        f32_pointwise_part_avx512(x, packed, residual, y, cin, cout, m0, m1, 0, panels(cout), relu6,
+                                  after, after_floats);
+        return;
+    }
+    if (isa >= MNV2_ISA_AVX2) {
+        f32_pointwise_bias_relu6_avx2(x, packed, residual, y, cin, cout, m0, m1, 0, panels(cout), relu6,
+                                      after, after_floats);
+        return;
+    }
+#endif
+    (void)after, (void)after_floats;
+    f32_pointwise_part_scalar(x, packed, residual, y, cin, cout, m0, m1, 0, panels(cout), relu6);
 }
 
 void f32_pointwise(const float *x, const float *packed, const float *residual, float *y,

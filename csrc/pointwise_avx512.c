@@ -156,13 +156,13 @@ tile(const float *x, const float *packed, const float *residual, float *y, size_
 MNV2_AVX512 static inline __attribute__((always_inline)) size_t
 tiles_short(const float *x, const float *packed, const float *residual, float *y, size_t cin,
             size_t cout, size_t m, size_t m1, size_t p, const int RT, const int NP, const int HALF,
-            int relu6, const float *next, int next_np)
+            int relu6, const float *pfb, size_t pfs, int pfn)
 {
     const size_t pstride = PANEL * (cin + 1), o = p * PANEL, ol = (p + NP - 1) * PANEL;
     const float *pw = packed + p * pstride;
     const __mmask16 last = lanes16(cout - ol); /* the last panel's channels (all 16, 8 or fewer) */
     for (int i = 0; m + RT <= m1; m += RT, i++) {
-        const float *pf = i < next_np ? next + (size_t)i * pstride : NULL;
+        const float *pf = i < pfn ? pfb + (size_t)i * pfs : NULL;
         const float *xr = x + m * cin;
         float *yr = y + m * cout + o;
         const float *rr = residual ? residual + m * cout + o : NULL;
@@ -325,10 +325,10 @@ typedef void tile_fn(const float *x, const float *packed, const float *residual,
                                                          const float *residual, float *y,           \
                                                          size_t cin, size_t cout, size_t m,         \
                                                          size_t m1, size_t p, int relu6,            \
-                                                         const float *next, int next_np)            \
+                                                         const float *pfb, size_t pfs, int pfn)     \
     {                                                                                              \
-        return tiles_short(x, packed, residual, y, cin, cout, m, m1, p, rt, np, half, relu6, next, \
-                           next_np);                                                               \
+        return tiles_short(x, packed, residual, y, cin, cout, m, m1, p, rt, np, half, relu6, pfb,  \
+                           pfs, pfn);                                                              \
     }
 SHORT(6, 4, 0) SHORT(8, 3, 0) SHORT(12, 2, 0) SHORT(12, 1, 0)
 SHORT(6, 4, 1) SHORT(8, 3, 1) SHORT(12, 2, 1) SHORT(12, 1, 1)
@@ -369,23 +369,29 @@ static const struct { int rows[5]; tile_fn *fn[5]; } TILES[8] = {
 
 typedef size_t short_fn(const float *x, const float *packed, const float *residual, float *y,
                         size_t cin, size_t cout, size_t m, size_t m1, size_t p, int relu6,
-                        const float *next, int next_np);
+                        const float *pfb, size_t pfs, int pfn);
 /* TILES[np]'s largest tile as a loop over rows (tiles_short), for sums of one block; the half
  * panel alone (np 0) as a 1-panel tile with 8 lanes. */
 static short_fn *const SHORTS[8] = {short_12x1_1, short_12x1_0, short_12x2_0, short_8x3_0,
                                     short_6x4_0, short_12x2_1, short_8x3_1, short_6x4_1};
 
-/* Rows [m, m1) of the panels of TILES[np] from p: the largest tiles that fit.  Tile i (i <
- * next_np) prefetches panel i of the next group (next: its first panel, or NULL). */
+/* What the tiles of one rows_run prefetch: tile i < n the cache lines of [base + i step, + cin
+ * lines), a line per channel step. */
+struct ahead {
+    const float *base;
+    size_t step;
+    int n;
+};
+
+/* Rows [m, m1) of the panels of TILES[np] from p: the largest tiles that fit, prefetching `ahead`. */
 MNV2_AVX512 static void rows_run(const float *x, const float *packed, const float *residual,
                                  float *y, size_t cin, size_t cout, size_t m, size_t m1, size_t p,
-                                 int np, int relu6, const float *next, int next_np)
+                                 int np, int relu6, struct ahead a)
 {
-    const size_t pstride = PANEL * (cin + 1);
     int i = 0;
     if (mnv2_kblock(cin) == cin) {
         const size_t from = m;
-        m = SHORTS[np](x, packed, residual, y, cin, cout, m, m1, p, relu6, next, next_np);
+        m = SHORTS[np](x, packed, residual, y, cin, cout, m, m1, p, relu6, a.base, a.step, a.n);
         i = (int)((m - from) / (size_t)TILES[np].rows[0]);
     }
     int t = 0;
@@ -395,7 +401,7 @@ MNV2_AVX512 static void rows_run(const float *x, const float *packed, const floa
         const size_t rt = (size_t)TILES[np].rows[t];
         tile_fn *fn = TILES[np].fn[t];
         for (; m + rt <= m1; m += rt, i++) {
-            fn(x, packed, residual, y, cin, cout, m, p, relu6, i < next_np ? next + (size_t)i * pstride : NULL);
+            fn(x, packed, residual, y, cin, cout, m, p, relu6, i < a.n ? a.base + (size_t)i * a.step : NULL);
         }
     }
 }
@@ -403,14 +409,22 @@ MNV2_AVX512 static void rows_run(const float *x, const float *packed, const floa
 /* Rows are taken in blocks whose input stays in cache while every panel group (4 panels, 4 zmm
  * of weights a channel) runs over it: half of L1 where the layer's weights fit in half of L2
  * (the weights then stay in L2 across blocks), else a quarter of L2 (the weights, streamed from
- * L3 or memory, are read once per block).  Cache sizes come from the machine (dispatch.c). */
+ * L3 or memory, are read once per block).  Cache sizes come from the machine (dispatch.c).
+ * The first tiles of a group prefetch the next group's panels, a cache line per channel step:
+ * where the weights stream from L3 or memory (the 7x7 layers' 0.4-1.6 MB, read once a run) they
+ * arrive while this group computes instead of stalling the next.  The last group's tiles of the
+ * last block prefetch [after, after + after_floats) likewise: what the next op reads first. */
 MNV2_AVX512 void f32_pointwise_part_avx512(const float *x, const float *packed,
                                            const float *residual, float *y, size_t cin,
                                            size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
-                                           int relu6)
+                                           int relu6, const float *after, size_t after_floats)
 {
     if (m1 <= m0 || p1 <= p0)
         return;
+    const struct ahead none = {NULL, 0, 0};
+    struct ahead then = none; /* for the op's last group of rows_run */
+    if (after && cin)
+        then = (struct ahead){after, cin * PANEL, (int)(after_floats / (cin * PANEL))};
     const size_t pstride = PANEL * (cin + 1);
     const size_t wbytes = (p1 - p0) * pstride * sizeof(float), row = (cin ? cin : 1) * sizeof(float);
     const size_t budget = wbytes <= mnv2_cache_bytes(2) / 2 ? mnv2_cache_bytes(1) / 2 : mnv2_cache_bytes(2) / 4;
@@ -427,26 +441,25 @@ MNV2_AVX512 void f32_pointwise_part_avx512(const float *x, const float *packed,
             m = pairs24_2(x, packed, residual, y, cin, m, mend, relu6);
             m = pairs24_1(x, packed, residual, y, cin, m, mend, relu6);
             if (m < mend) /* an odd last row */
-                rows_run(x, packed, residual, y, cin, cout, m, mend, 0, 5, relu6, NULL, 0);
+                rows_run(x, packed, residual, y, cin, cout, m, mend, 0, 5, relu6, none);
             continue;
         }
+        const struct ahead last = mend == m1 ? then : none;
         for (; p < full; p += 4) {
             const int np = full - p < 4 ? (int)(full - p) : 4;
             if (np < 4 && full < p1) { /* the half panel joins the last group */
-                rows_run(x, packed, residual, y, cin, cout, mblk, mend, p, 4 + np, relu6, NULL, 0);
+                rows_run(x, packed, residual, y, cin, cout, mblk, mend, p, 4 + np, relu6, last);
                 p = p1;
                 break;
             }
-            /* the next group's full panels, a cache line per channel step of this group's first
-             * tiles: where the weights stream from L3 or memory (the 7x7 layers' 0.4-1.6 MB, read
-             * once a run) they arrive while this group computes instead of stalling the next */
-            const size_t q = p + 4;
+            const size_t q = p + 4; /* the next group: its full panels, or the half one after */
             const int next_np = q < full ? (full - q < 4 ? (int)(full - q) : 4) : 0;
             rows_run(x, packed, residual, y, cin, cout, mblk, mend, p, np, relu6,
-                     next_np ? packed + q * pstride : NULL, next_np);
+                     next_np ? (struct ahead){packed + q * pstride, pstride, next_np}
+                             : q < p1 ? none : last);
         }
         if (p < p1 && full < p1)
-            rows_run(x, packed, residual, y, cin, cout, mblk, mend, full, 0, relu6, NULL, 0);
+            rows_run(x, packed, residual, y, cin, cout, mblk, mend, full, 0, relu6, last);
     }
 }
 #endif

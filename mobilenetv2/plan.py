@@ -110,6 +110,21 @@ def _mark_syncs(ops):
         since = [op] if clash else since + [op]
 
 
+def _mark_prefetch(ops):
+    """Point each pointwise op at the packed weights of the next pointwise op, whose start its
+    kernel prefetches as its own last panels compute (f32_pointwise_then: as far as those tiles
+    reach).  The weights of the 7x7 layers, Conv_1 and the head come from L3 or memory, and the
+    first of them otherwise arrive only when their op starts."""
+    lib = native.lib
+    for i, op in enumerate(ops):
+        if op["kind"] != lib.MNV2_OP_POINTWISE:
+            continue
+        nxt = next((o for o in ops[i + 1:] if o["kind"] == lib.MNV2_OP_POINTWISE), None)
+        if nxt is not None:
+            op["after"] = nxt["w"]
+            op["after_floats"] = lib.f32_pointwise_packed_floats(nxt["c"], nxt["cout"])
+
+
 # From this machine's caches (machine.py; measured first on a 512 KB-L2 core as 512, 256, 256 KB):
 FUSE_MIN_BYTES = machine.L2   # fuse a block whose expanded tensor is bigger than this (L2)
 FUSE_MIN_ROWS = 8             # ... and has this many output rows to share among threads
@@ -489,6 +504,7 @@ class Plan:
                 if isinstance(v, native.ffi.CData)}
         self.keep = [(addr, a) for addr, a in self.keep if addr in used]
         _mark_syncs(self.ops)
+        _mark_prefetch(self.ops)
         start = self.input.__array_interface__["data"][0]
         self._input_ops = [i for i, op in enumerate(self.ops)
                            if int(native.ffi.cast("uintptr_t", op["x"])) == start]

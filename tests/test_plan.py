@@ -96,6 +96,29 @@ def test_fused_blocks_give_the_same_bits_as_separate_ops(monkeypatch, alpha, sha
         assert kinds.count(6) == 17  # every inverted residual block
 
 
+@pytest.mark.parametrize("isa", [i for i in native.isas() if i != "scalar"] or ["scalar"])
+def test_prefetching_the_next_ops_weights_changes_no_bit(isa):
+    """Each pointwise op prefetches the start of the next pointwise op's packed weights
+    (plan._mark_prefetch); the same plan with those marks cleared gives the same bits."""
+    model = MobileNetV2((96, 96, 3), alpha=0.5, weights=None, threads=1)
+    x = rand(2, 96, 96, 3)
+    with native.use_isa(isa):
+        with_prefetch = model(x)
+        plan = model._plan(x)
+        lib, ffi = native.lib, native.ffi
+        pointwise = [i for i, op in enumerate(plan.ops) if op["kind"] == lib.MNV2_OP_POINTWISE]
+        for i, j in zip(pointwise, pointwise[1:]):  # the next pointwise op's weights, all of them
+            assert plan.c_ops[i].after == plan.c_ops[j].w
+            assert plan.c_ops[i].after_floats == lib.f32_pointwise_packed_floats(plan.ops[j]["c"],
+                                                                                  plan.ops[j]["cout"])
+        assert plan.c_ops[pointwise[-1]].after == ffi.NULL
+        for i in pointwise:
+            plan.c_ops[i].after = ffi.NULL
+        without = model(x)
+    np.testing.assert_array_equal(with_prefetch, without)
+    assert rel_l2(with_prefetch, numpy_engine(model, x)) < 1e-5
+
+
 def test_profile_names_every_op_and_counts_the_models_macs(monkeypatch):
     from mobilenetv2 import arch
     from mobilenetv2 import plan as P
