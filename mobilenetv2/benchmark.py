@@ -56,9 +56,13 @@ def shared_dir():
     return path if path.is_dir() else None
 
 
-def call_times(fn, runs, warmup):
-    """Seconds of each of ``runs`` calls of fn after ``warmup`` untimed ones."""
+def call_times(fn, runs, warmup, warmup_seconds=0.0):
+    """Seconds of each of ``runs`` calls of fn after ``warmup`` untimed ones, and more untimed ones
+    until ``warmup_seconds`` have passed since the first."""
+    start = time.perf_counter()
     for _ in range(warmup):
+        fn()
+    while time.perf_counter() - start < warmup_seconds:
         fn()
     times = []
     for _ in range(runs):
@@ -251,7 +255,10 @@ def parse_args(argv):
     p.add_argument("--threads", default="1,2", help="comma list of thread counts")
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma list from {','.join(ENGINES)}")
     p.add_argument("--runs", type=int, default=200, help="timed batch-1 calls per measurement")
-    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=20, help="untimed calls before each measurement's runs")
+    p.add_argument("--warmup-seconds", type=float, default=0.5,
+                   help="... and untimed calls until this long has passed (a fresh process's first "
+                        "tenths of a second, threads and caches settling, are not what a service sees)")
     p.add_argument("--numpy-runs", type=int, default=10, help="timed calls for the slow NumPy engine")
     p.add_argument("--batch8", action="store_true", help="also time batch-8 throughput")
     p.add_argument("--rounds", type=int, default=3,
@@ -272,6 +279,8 @@ def parse_args(argv):
             args.json = check_output_path(args.json, "--json")
         except OSError as exc:
             p.error(str(exc))
+    if not 0 <= args.warmup_seconds <= 60:
+        p.error(f"--warmup-seconds must be from 0 to 60, got {args.warmup_seconds}")
     for name in ("runs", "warmup", "numpy_runs", "rounds"):
         if not 0 <= getattr(args, name) <= 100_000 or (name != "warmup" and getattr(args, name) < 1):
             p.error(f"--{name.replace('_', '-')} must be from {0 if name == 'warmup' else 1} to 100000, "
@@ -327,14 +336,14 @@ def _model(alpha, res):
     return model
 
 
-def _measure(name, alpha, res, batch, engine, threads, runs, warmup, tmpdir):
+def _measure(name, alpha, res, batch, engine, threads, runs, warmup, warmup_seconds, tmpdir):
     """One measurement (run in its own process): a stats dict, or a reason string if skipped."""
     model = _model(alpha, res)
     x = np.random.default_rng(0).uniform(-1, 1, (batch, res, res, 3)).astype(np.float32)
     run = _runner(engine, model, x, max(threads, 1), tmpdir, name)
     if isinstance(run, str):
         return run
-    return call_times(run, runs, min(warmup, runs)), peak_rss_mb()
+    return call_times(run, runs, min(warmup, runs), warmup_seconds), peak_rss_mb()
 
 
 def main(argv=None):
@@ -347,6 +356,7 @@ def main(argv=None):
     header = {"date": now.isoformat(timespec="seconds"), "cpu": cpu_model(), "cores": os.cpu_count(),
               "backend": native.backend(), "cpu_isa": cpu_isa(), "commit": git_commit(), "compiler": compiler(), "versions": versions(),
               "weights": "synthetic (shared/tools)" if synthetic_weights() else "random init",
+              "warmup": {"calls": args.warmup, "seconds": args.warmup_seconds},
               "note": "one shared machine: compare ratios within one run; each row timed in its own process"}
     # each SIMD ISA's FMA peak on one core, measured here before the children start
     peaks = {isa: fma_peak_gflops(isa) for isa in ("avx512", "avx2")}
@@ -383,7 +393,7 @@ def main(argv=None):
                             continue
                         with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
                             got = pool.submit(_measure, name, alpha, res, batch, engine, threads, share,
-                                              args.warmup, tmpdir).result()
+                                              args.warmup, args.warmup_seconds, tmpdir).result()
                         if isinstance(got, str):
                             # a missing .tflite file skips that variant only; other reasons the engine
                             skipped[(engine, name) if "no .tflite" in got else engine] = got

@@ -1,5 +1,6 @@
 """The benchmark runs, reports consistent numbers and writes its JSON (timing itself is not tested)."""
 import json
+import time
 
 import pytest
 
@@ -10,8 +11,9 @@ from mobilenetv2.benchmark import main
 def test_small_run_writes_consistent_json(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert main(["--variants", "0.35_96", "--runs", "3", "--warmup", "1", "--numpy-runs", "2",
-                 "--engines", "c,numpy", "--threads", "1", "--json", str(out)]) == 0
+                 "--engines", "c,numpy", "--threads", "1", "--warmup-seconds", "0.05", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
+    assert data["run"]["warmup"] == {"calls": 1, "seconds": 0.05}
     assert data["run"]["cores"] >= 1 and data["run"]["backend"]
     engines = {r["engine"] for r in data["results"]}
     assert "numpy" in engines
@@ -37,6 +39,22 @@ def test_small_run_writes_consistent_json(tmp_path, capsys):
     assert peaks or not native.available() or native.isa() == "scalar"
     numpy_row = next(r for r in data["results"] if r["engine"] == "numpy")
     assert numpy_row["percent_of_peak"] is None  # its BLAS picks its own threads
+
+
+def test_warmup_runs_untimed_calls_until_its_time_is_up():
+    from mobilenetv2.benchmark import call_times
+    calls = []
+
+    def fn():
+        calls.append(time.perf_counter())
+        time.sleep(0.01)
+    times = call_times(fn, runs=3, warmup=2, warmup_seconds=0.1)
+    assert len(times) == 3 and all(t >= 0.01 for t in times)
+    assert len(calls) > 3 + 2  # more untimed calls than the 2 asked for ...
+    assert calls[-3] - calls[0] >= 0.099  # ... until 0.1 s had passed
+    calls.clear()
+    call_times(fn, runs=1, warmup=2, warmup_seconds=0.0)
+    assert len(calls) == 3
 
 
 def test_fma_peak_is_none_where_the_cpu_lacks_the_isa():
