@@ -128,10 +128,24 @@ def _mark_prefetch(ops):
 # From this machine's caches (machine.py; measured first on a 512 KB-L2 core as 512, 256, 256 KB):
 FUSE_MIN_BYTES = machine.L2   # fuse a block whose expanded tensor is bigger than this (L2)
 FUSE_MIN_ROWS = 8             # ... and has this many output rows to share among threads
+FUSE_SMALL_MIN_BYTES = 2 * machine.L1D  # or than this, with FUSE_MIN_ROWS rows per core (_worth_fusing)
 BAND_SCRATCH_BYTES = machine.L2 // 2  # a thread's ring of expanded rows plus one band of output
 FUSE_MAX_WEIGHT_BYTES = machine.L2 // 2  # expand + project weights, read again for every band
 MAX_BAND = 4
 STEM_FUSE_MIN_BYTES = machine.L1D  # fuse the stem into the first block when its output is bigger (L1d)
+
+
+def _worth_fusing(dw):
+    """Whether keeping a block's expanded tensor (the input of depthwise op ``dw``) out of memory
+    pays: it is bigger than L2 (FUSE_MIN_BYTES), or bigger than twice L1d (FUSE_SMALL_MIN_BYTES)
+    with FUSE_MIN_ROWS output rows per core, so that splitting the rows among the cores leaves
+    each thread's halo of recomputed expanded rows small.  On Zen 5 (48 KB L1d, 1 MB L2, 2 cores)
+    the second clause fuses 1.0_224's 28x28 blocks (602 KB expanded): whole plan 0.987x at 1
+    thread, 0.981x at 2; 0.5_160 0.975x / 0.951x; 1.4_224 0.992x / 0.984x (6 pairs of processes
+    each, benchmarks/README.md).  Fusing the 14x14 blocks as well (no rows clause) gained about as
+    much at 1 thread but lost at 2 (0.5_160 1.12x), where each thread's 7 rows recompute 2 more."""
+    size = 4 * dw["n"] * dw["h"] * dw["w_"] * dw["c"]
+    return size > FUSE_MIN_BYTES or (size > FUSE_SMALL_MIN_BYTES and dw["oh"] >= FUSE_MIN_ROWS * machine.CORES)
 
 
 def _ring_rows(dw, band):
@@ -214,7 +228,7 @@ def _fuse_blocks(ops, labels):
             stem = ops[i - 1] if e is None and out and out[-1] is ops[i - 1] and \
                 _fusable_stem(ops[i - 1], d, ops[i + 1:]) else None
             if not (d["relu6"] and p["reads"][0] == d["writes"] and d["oh"] >= FUSE_MIN_ROWS and
-                    (stem is not None or 4 * d["n"] * d["h"] * d["w_"] * d["c"] > FUSE_MIN_BYTES)):
+                    (stem is not None or _worth_fusing(d))):
                 continue
             weights = d["c"] * p["cout"] + (e["c"] * d["c"] if e is not None else 0)
             if not _weights_pay(4 * weights, d, _band(d)):

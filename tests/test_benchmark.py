@@ -87,6 +87,7 @@ def test_pointwise_peak_covers_every_pointwise_layer(tmp_path, capsys, monkeypat
     if not native.available() or native.isa() == "scalar":
         pytest.skip("the peak report needs the C extension with AVX2+FMA or AVX-512")
     monkeypatch.setattr(P, "STEM_FUSE_MIN_BYTES", float("inf"))  # the first block stays separate too
+    monkeypatch.setattr(P, "FUSE_SMALL_MIN_BYTES", float("inf"))  # and the blocks inside L2
     out = tmp_path / "p.json"
     assert _pointwise_peak().main(["--variant", "0.35_96", "--runs", "2", "--json", str(out)]) == 0
     data = json.loads(out.read_text())

@@ -1,6 +1,8 @@
 """The machine constants the plan derives its thresholds from: read, not assumed."""
 import os
 
+import pytest
+
 from mobilenetv2 import machine, plan
 
 
@@ -26,4 +28,25 @@ def test_this_machine_s_values_are_sane_and_reach_the_plan():
     assert 4 * 1024 <= sizes[1] <= sizes[2] <= max(sizes[2], sizes[3])
     assert machine.CORES == len(os.sched_getaffinity(0))
     assert plan.FUSE_MIN_BYTES == machine.L2 and plan.BAND_SCRATCH_BYTES == machine.L2 // 2
+    assert plan.FUSE_SMALL_MIN_BYTES == 2 * machine.L1D
     assert plan.BALANCE_THREADS == machine.CORES
+
+
+@pytest.mark.parametrize("cores,h,c,stride,fused", [
+    (2, 56, 144, 1, True),    # 1.8 MB expanded: bigger than L2
+    (2, 28, 192, 1, True),    # 602 KB: inside L2, but > 2 x L1d and 28 rows = 14 a core
+    (2, 14, 576, 1, False),   # 451 KB, 14 rows: 7 a core, each thread would recompute 2 of 9
+    (16, 28, 192, 1, False),  # 28 rows on 16 cores
+    (1, 14, 576, 1, True),    # one core: no halo to recompute
+    (2, 8, 192, 1, False),    # 48 KB: inside 2 x L1d
+    (2, 34, 96, 2, True),     # stride 2: the output's 17 rows count (444 KB)
+    (2, 30, 96, 2, False),    # 15 output rows: 7-8 a core (346 KB)
+])
+def test_which_blocks_are_worth_fusing(monkeypatch, cores, h, c, stride, fused):
+    """plan._worth_fusing on a 48 KB-L1d, 1 MB-L2 core (Zen 5), worked by hand."""
+    monkeypatch.setattr(plan, "FUSE_MIN_BYTES", 1024 * 1024)
+    monkeypatch.setattr(plan, "FUSE_SMALL_MIN_BYTES", 2 * 48 * 1024)
+    monkeypatch.setattr(plan, "FUSE_MIN_ROWS", 8)
+    monkeypatch.setattr(plan.machine, "CORES", cores)
+    oh = (h + stride - 1) // stride
+    assert plan._worth_fusing(dict(n=1, h=h, w_=h, c=c, oh=oh)) is fused

@@ -76,6 +76,7 @@ def test_fused_blocks_give_the_same_bits_as_separate_ops(monkeypatch, alpha, sha
     from mobilenetv2 import plan as P
     x = rand(batch, *shape)
     monkeypatch.setattr(P, "FUSE_MIN_BYTES", float("inf"))
+    monkeypatch.setattr(P, "FUSE_SMALL_MIN_BYTES", float("inf"))
     monkeypatch.setattr(P, "STEM_FUSE_MIN_BYTES", float("inf"))  # nor the stem into the first
     separate = MobileNetV2(shape, alpha=alpha, weights=None, classifier_activation=None, threads=1)
     want = separate.predict(x)
@@ -123,6 +124,7 @@ def test_profile_names_every_op_and_counts_the_models_macs(monkeypatch):
     from mobilenetv2 import arch
     from mobilenetv2 import plan as P
     monkeypatch.setattr(P, "STEM_FUSE_MIN_BYTES", float("inf"))  # (tests/test_plan_stem_fused.py: fused)
+    monkeypatch.setattr(P, "FUSE_SMALL_MIN_BYTES", float("inf"))  # nor the first block
     model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=2)
     rows = model.profile(rand(1, 96, 96, 3), runs=3)
     names = {layer.name for layer in model.layers}

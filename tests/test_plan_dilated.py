@@ -45,6 +45,7 @@ def test_fused_dilated_blocks_give_the_same_bits_as_separate_ops(monkeypatch, is
     x = np.random.default_rng(7).uniform(-1, 1, (batch,) + shape + (3,)).astype(np.float32)
     with native.use_isa(isa):
         monkeypatch.setattr(P, "FUSE_MIN_BYTES", float("inf"))
+        monkeypatch.setattr(P, "FUSE_SMALL_MIN_BYTES", float("inf"))
         monkeypatch.setattr(P, "STEM_FUSE_MIN_BYTES", float("inf"))  # nor the stem into the first
         separate = segmenter(depth_multiplier)
         want = separate.predict(x)

@@ -134,11 +134,14 @@ def test_segmentation_model_fuses_its_stem_with_the_same_bits(monkeypatch, isa):
 
 
 def test_rule_fuses_the_stem_only_where_its_output_outgrows_l1(monkeypatch):
-    """With a 48 KB L1d and a 1 MB L2 (Zen 5): 1.0_224's stem output (112x112x32 floats, 1.6 MB)
+    """With a 48 KB L1d and a 1 MB L2 on 16 cores: 1.0_224's stem output (112x112x32 floats, 1.6 MB)
     and 0.35_96's (48x48x16, 147 KB: in L2, not in L1) are fused away with the first block (the
-    latter although that block alone, its input inside L2, is not fused); 0.35 at 32x32 (16x16x16,
-    16 KB) stays separate, as does 1.0_224's stem with the rule off."""
+    latter although that block alone, its input inside L2 and 48 rows for 16 cores, is not fused);
+    0.35 at 32x32 (16x16x16, 16 KB) stays separate, as does 1.0_224's stem with the rule off.  On
+    2 cores 0.35_96's first block alone is fused (147 KB > 2 x 48 KB, 24 rows a core >= 8)."""
     l2 = 1024 * 1024
+    monkeypatch.setattr(P.machine, "CORES", 16)
+    monkeypatch.setattr(P, "FUSE_SMALL_MIN_BYTES", 2 * 48 * 1024)
     monkeypatch.setattr(P, "FUSE_MIN_BYTES", l2)
     monkeypatch.setattr(P, "BAND_SCRATCH_BYTES", l2 // 2)
     monkeypatch.setattr(P, "FUSE_MAX_WEIGHT_BYTES", l2 // 2)
@@ -155,6 +158,8 @@ def test_rule_fuses_the_stem_only_where_its_output_outgrows_l1(monkeypatch):
     monkeypatch.setattr(P, "STEM_FUSE_MIN_BYTES", float("inf"))
     assert first_two(1.0, 224) == [(STEM, None), (BLOCK, ["expanded_conv_depthwise", "expanded_conv_project"])]
     assert first_two(0.35, 96) == [(STEM, None), (1, None)]
+    monkeypatch.setattr(P.machine, "CORES", 2)
+    assert first_two(0.35, 96) == [(STEM, None), (BLOCK, ["expanded_conv_depthwise", "expanded_conv_project"])]
 
 
 def test_stem_with_a_second_reader_is_not_fused():
