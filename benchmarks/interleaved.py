@@ -32,6 +32,7 @@ import numpy as np
 
 from mobilenetv2 import native
 from mobilenetv2.benchmark import PEERS, _model, _runner, cpu_model, git_commit
+from mobilenetv2.files import atomic_write
 from mobilenetv2.variants import parse_variant
 
 
@@ -93,7 +94,8 @@ def main(argv=None):
                                                     median_ms=float(np.median(t)) * 1e3)
                                         for label, t in times.items()}
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        with atomic_write(Path(args.json), suffix=".json") as f:  # never half a file
+            f.write(json.dumps(report, indent=2).encode())
         print(f"# wrote {args.json}")
     return 0
 

@@ -214,9 +214,9 @@ struct mnv2_op {
     const float *stem_w;              /* _BLOCK: the fused stem's packed weights, or NULL */
     size_t stem_h, stem_w_, stem_pad_top, stem_pad_left; /* _BLOCK with stem_w: the image, pads */
     int stem_relu6;                   /* _BLOCK with stem_w */
-    const float *after;               /* _POINTWISE: what the next op with weights reads first (its
-                                         first panel group), prefetched while this op's last panels
-                                         compute; or NULL */
+    const float *after;               /* _POINTWISE: the next pointwise op's packed weights, whose
+                                         start this op's last tiles prefetch (as far as they reach,
+                                         f32_pointwise_then); or NULL */
     size_t after_floats;
 };
 /* A thread pool: the caller of a run and threads - 1 workers that wait for the next run

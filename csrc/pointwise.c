@@ -453,43 +453,41 @@ size_t f32_pointwise_panels(size_t cout)
     return panels(cout);
 }
 
-void f32_pointwise_part(const float *x, const float *packed, const float *residual, float *y,
-                        size_t cin, size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
-                        int relu6)
+/* Every entry point's dispatch: panels [p0, p1) of rows [m0, m1) on the ISA in use, prefetching
+ * `after` (or nothing for NULL) as the last panels compute. */
+static void part_then(const float *x, const float *packed, const float *residual, float *y, size_t cin,
+                      size_t cout, size_t m0, size_t m1, size_t p0, size_t p1, int relu6,
+                      const float *after, size_t after_floats)
 {
 #if MNV2_X86
     const int isa = mnv2_simd_level();
     if (isa >= MNV2_ISA_AVX512) {
-        f32_pointwise_part_avx512(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6, NULL, 0);
+        f32_pointwise_part_avx512(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6, after,
+                                  after_floats);
         return;
     }
     if (isa >= MNV2_ISA_AVX2) {
-        f32_pointwise_bias_relu6_avx2(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6, NULL, 0);
+        f32_pointwise_bias_relu6_avx2(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6, after,
+                                      after_floats);
         return;
     }
 #endif
+    (void)after, (void)after_floats;
     f32_pointwise_part_scalar(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6);
+}
+
+void f32_pointwise_part(const float *x, const float *packed, const float *residual, float *y,
+                        size_t cin, size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
+                        int relu6)
+{
+    part_then(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6, NULL, 0);
 }
 
 void f32_pointwise_then(const float *x, const float *packed, const float *residual, float *y,
                         size_t cin, size_t cout, size_t m0, size_t m1, int relu6, const float *after,
                         size_t after_floats)
 {
-#if MNV2_X86
-    const int isa = mnv2_simd_level();
-    if (isa >= MNV2_ISA_AVX512) {
-        f32_pointwise_part_avx512(x, packed, residual, y, cin, cout, m0, m1, 0, panels(cout), relu6,
-                                  after, after_floats);
-        return;
-    }
-    if (isa >= MNV2_ISA_AVX2) {
-        f32_pointwise_bias_relu6_avx2(x, packed, residual, y, cin, cout, m0, m1, 0, panels(cout), relu6,
-                                      after, after_floats);
-        return;
-    }
-#endif
-    (void)after, (void)after_floats;
-    f32_pointwise_part_scalar(x, packed, residual, y, cin, cout, m0, m1, 0, panels(cout), relu6);
+    part_then(x, packed, residual, y, cin, cout, m0, m1, 0, panels(cout), relu6, after, after_floats);
 }
 
 void f32_pointwise(const float *x, const float *packed, const float *residual, float *y,

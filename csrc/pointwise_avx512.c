@@ -148,6 +148,14 @@ tile(const float *x, const float *packed, const float *residual, float *y, size_
     } while (k0 < cin);
 }
 
+/* What the tiles of one rows_run prefetch: tile i < n the cache lines of [base + i step, + cin
+ * lines), a line per channel step. */
+struct ahead {
+    const float *base;
+    size_t step;
+    int n;
+};
+
 /* Rows [m, m1) in tiles of RT rows x NP panels from p (as tile, HALF the same) for a sum of one
  * block (cin < MNV2_KBLOCK_MIN): the loop over the row tiles is here, so the addresses and masks
  * are set up once per call rather than once per tile (with cin 16-32 a tile is 200-400 cycles of
@@ -156,13 +164,13 @@ tile(const float *x, const float *packed, const float *residual, float *y, size_
 MNV2_AVX512 static inline __attribute__((always_inline)) size_t
 tiles_short(const float *x, const float *packed, const float *residual, float *y, size_t cin,
             size_t cout, size_t m, size_t m1, size_t p, const int RT, const int NP, const int HALF,
-            int relu6, const float *pfb, size_t pfs, int pfn)
+            int relu6, struct ahead a)
 {
     const size_t pstride = PANEL * (cin + 1), o = p * PANEL, ol = (p + NP - 1) * PANEL;
     const float *pw = packed + p * pstride;
     const __mmask16 last = lanes16(cout - ol); /* the last panel's channels (all 16, 8 or fewer) */
     for (int i = 0; m + RT <= m1; m += RT, i++) {
-        const float *pf = i < pfn ? pfb + (size_t)i * pfs : NULL;
+        const float *pf = i < a.n ? a.base + (size_t)i * a.step : NULL;
         const float *xr = x + m * cin;
         float *yr = y + m * cout + o;
         const float *rr = residual ? residual + m * cout + o : NULL;
@@ -325,10 +333,9 @@ typedef void tile_fn(const float *x, const float *packed, const float *residual,
                                                          const float *residual, float *y,           \
                                                          size_t cin, size_t cout, size_t m,         \
                                                          size_t m1, size_t p, int relu6,            \
-                                                         const float *pfb, size_t pfs, int pfn)     \
+                                                         struct ahead a)                            \
     {                                                                                              \
-        return tiles_short(x, packed, residual, y, cin, cout, m, m1, p, rt, np, half, relu6, pfb,  \
-                           pfs, pfn);                                                              \
+        return tiles_short(x, packed, residual, y, cin, cout, m, m1, p, rt, np, half, relu6, a);   \
     }
 SHORT(6, 4, 0) SHORT(8, 3, 0) SHORT(12, 2, 0) SHORT(12, 1, 0)
 SHORT(6, 4, 1) SHORT(8, 3, 1) SHORT(12, 2, 1) SHORT(12, 1, 1)
@@ -369,19 +376,11 @@ static const struct { int rows[5]; tile_fn *fn[5]; } TILES[8] = {
 
 typedef size_t short_fn(const float *x, const float *packed, const float *residual, float *y,
                         size_t cin, size_t cout, size_t m, size_t m1, size_t p, int relu6,
-                        const float *pfb, size_t pfs, int pfn);
+                        struct ahead a);
 /* TILES[np]'s largest tile as a loop over rows (tiles_short), for sums of one block; the half
  * panel alone (np 0) as a 1-panel tile with 8 lanes. */
 static short_fn *const SHORTS[8] = {short_12x1_1, short_12x1_0, short_12x2_0, short_8x3_0,
                                     short_6x4_0, short_12x2_1, short_8x3_1, short_6x4_1};
-
-/* What the tiles of one rows_run prefetch: tile i < n the cache lines of [base + i step, + cin
- * lines), a line per channel step. */
-struct ahead {
-    const float *base;
-    size_t step;
-    int n;
-};
 
 /* Rows [m, m1) of the panels of TILES[np] from p: the largest tiles that fit, prefetching `ahead`. */
 MNV2_AVX512 static void rows_run(const float *x, const float *packed, const float *residual,
@@ -391,7 +390,7 @@ MNV2_AVX512 static void rows_run(const float *x, const float *packed, const floa
     int i = 0;
     if (mnv2_kblock(cin) == cin) {
         const size_t from = m;
-        m = SHORTS[np](x, packed, residual, y, cin, cout, m, m1, p, relu6, a.base, a.step, a.n);
+        m = SHORTS[np](x, packed, residual, y, cin, cout, m, m1, p, relu6, a);
         i = (int)((m - from) / (size_t)TILES[np].rows[0]);
     }
     int t = 0;
@@ -400,9 +399,8 @@ MNV2_AVX512 static void rows_run(const float *x, const float *packed, const floa
             t++;
         const size_t rt = (size_t)TILES[np].rows[t];
         tile_fn *fn = TILES[np].fn[t];
-        for (; m + rt <= m1; m += rt, i++) {
+        for (; m + rt <= m1; m += rt, i++)
             fn(x, packed, residual, y, cin, cout, m, p, relu6, i < a.n ? a.base + (size_t)i * a.step : NULL);
-        }
     }
 }
 

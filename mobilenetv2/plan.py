@@ -115,14 +115,14 @@ def _mark_prefetch(ops):
     kernel prefetches as its own last panels compute (f32_pointwise_then: as far as those tiles
     reach).  The weights of the 7x7 layers, Conv_1 and the head come from L3 or memory, and the
     first of them otherwise arrive only when their op starts."""
-    lib = native.lib
-    for i, op in enumerate(ops):
+    lib, nxt = native.lib, None
+    for op in reversed(ops):
         if op["kind"] != lib.MNV2_OP_POINTWISE:
             continue
-        nxt = next((o for o in ops[i + 1:] if o["kind"] == lib.MNV2_OP_POINTWISE), None)
         if nxt is not None:
             op["after"] = nxt["w"]
             op["after_floats"] = lib.f32_pointwise_packed_floats(nxt["c"], nxt["cout"])
+        nxt = op
 
 
 # From this machine's caches (machine.py; measured first on a 512 KB-L2 core as 512, 256, 256 KB):
