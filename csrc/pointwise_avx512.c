@@ -404,6 +404,16 @@ MNV2_AVX512 static void rows_run(const float *x, const float *packed, const floa
     }
 }
 
+/* The panels of the next group, `left` full panels from it to the end (`half`: the 8-wide panel
+ * after them).  Groups of 4, but 5 left without a half panel go as 3 + 2: a lone 16-channel panel
+ * (the 12x1 tile) needs a broadcast for every FMA and has 12 chains, where the 8x3 and 12x2
+ * tiles have 24; such a last group comes with cout = 144 (9 panels) and with two threads sharing
+ * 10 (cout = 160: 5 each).  The half panel instead joins the group before it (TILES[4 + np]). */
+static int group_panels(size_t left, int half)
+{
+    return left == 5 && !half ? 3 : left < 4 ? (int)left : 4;
+}
+
 /* Rows are taken in blocks whose input stays in cache while every panel group (4 panels, 4 zmm
  * of weights a channel) runs over it: half of L1 where the layer's weights fit in half of L2
  * (the weights then stay in L2 across blocks), else a quarter of L2 (the weights, streamed from
@@ -443,18 +453,20 @@ MNV2_AVX512 void f32_pointwise_part_avx512(const float *x, const float *packed,
             continue;
         }
         const struct ahead last = mend == m1 ? then : none;
-        for (; p < full; p += 4) {
-            const int np = full - p < 4 ? (int)(full - p) : 4;
-            if (np < 4 && full < p1) { /* the half panel joins the last group */
+        const int half = full < p1;
+        while (p < full) {
+            const int np = group_panels(full - p, half);
+            if (np < 4 && half) { /* the half panel joins the last group */
                 rows_run(x, packed, residual, y, cin, cout, mblk, mend, p, 4 + np, relu6, last);
                 p = p1;
                 break;
             }
-            const size_t q = p + 4; /* the next group: its full panels, or the half one after */
-            const int next_np = q < full ? (full - q < 4 ? (int)(full - q) : 4) : 0;
+            const size_t q = p + (size_t)np; /* the next group: its full panels, or the half one after */
+            const int next_np = q < full ? group_panels(full - q, half) : 0;
             rows_run(x, packed, residual, y, cin, cout, mblk, mend, p, np, relu6,
                      next_np ? (struct ahead){packed + q * pstride, pstride, next_np}
                              : q < p1 ? none : last);
+            p = q;
         }
         if (p < p1 && full < p1)
             rows_run(x, packed, residual, y, cin, cout, mblk, mend, full, 0, relu6, last);

@@ -71,6 +71,23 @@ def test_pointwise_large_weights(m, cin, cout, relu6, res, sc, seed, data):
     np.testing.assert_array_equal(split, got)
 
 
+@pytest.mark.parametrize("cout", [80, 144, 152, 160])
+def test_pointwise_every_panel_split(cout):
+    """Panels [0, a) and [a, end) for every a, as threads sharing a layer's output channels run
+    them: every share's own grouping of its panels (5 left go as 3 + 2, a half panel joins the
+    group before it) gives the bits of the whole layer, on every ISA and the scalar twin."""
+    rng = np.random.default_rng(cout)
+    cin, m = 40, 13
+    w, b, x = rnd(rng, cin, cout), rnd(rng, cout), rnd(rng, m, cin)
+    packed = C.pack_pointwise(w, b)
+    whole = same_on_every_isa(lambda isa: C.pointwise(x, packed, cin, cout, True, scalar=isa))
+    npanels = -(-cout // 16)
+    for a in range(npanels + 1):
+        split = same_on_every_isa(lambda isa: C.pointwise(x, packed, cin, cout, True, panels=(0, a), scalar=isa) +
+                                  C.pointwise(x, packed, cin, cout, True, panels=(a, npanels), scalar=isa))
+        np.testing.assert_array_equal(split, whole, err_msg=f"panels split at {a}")
+
+
 @settings(max_examples=50, deadline=None)
 @given(n=st.integers(1, 3), c=st.integers(1, 1100), scale=st.sampled_from([1.0, 30.0, 1e4]), sc=scalar,
        seed=seeds)
@@ -224,10 +241,12 @@ def same_on_every_isa(call):
 
 @pytest.mark.parametrize("cin", [1, 7, 33, 400])  # 400: a blocked sum (128 + 128 + 128 + 16)
 def test_pointwise_grid_every_channel_count_and_row_remainder(cin):
-    """cout 1..33 (every lane of a 16-wide panel, the 8-wide last panel) and 64..80 (the 4-panel
-    tiles); rows 1..25 (every remainder of the 6-, 8- and 12-row tiles); ReLU6 and residual."""
+    """cout 1..33 (every lane of a 16-wide panel, the 8-wide last panel), 64..80 (the 4-panel
+    tiles; 80: 5 panels, which go as 3 + 2), 144 and 152 (9 panels: 4 + 3 + 2; 9 and the half one:
+    4 + 4 + 1 with it); rows 1..25 (every remainder of the 6-, 8- and 12-row tiles); ReLU6 and
+    residual."""
     rng = np.random.default_rng(cin)
-    couts = list(range(1, 34)) + [64, 72, 80]
+    couts = list(range(1, 34)) + [64, 72, 80, 144, 152]
     rows = range(1, 26) if cin < 400 else (1, 5, 13, 25)
     for cout in couts:
         w, b = rnd(rng, cin, cout), rnd(rng, cout)
