@@ -1,9 +1,9 @@
-"""Per-op before/after at 1 thread: ``model.profile`` of this checkout's C plan against another
+"""Per-op before/after (1 thread unless ``--threads``): ``model.profile`` of this checkout's C plan against another
 checkout's (a built copy of an earlier commit), in alternating processes (this, other, other,
 this, ...), so a loaded machine's slow spells land on both.
 
-    python benchmarks/profile_ab.py --other DIR [--variant 1.0_224] [--pairs 11] [--runs 100]
-                                    [--json PATH]
+    python benchmarks/profile_ab.py --other DIR [--variant 1.0_224] [--threads 1] [--pairs 11]
+                                    [--runs 100] [--json PATH]
 
 Each process builds the variant with the benchmark's synthetic weights (mobilenetv2.benchmark),
 profiles one batch-1 input ``--runs`` times and reports each op's median.  The table gives, per op,
@@ -35,7 +35,7 @@ from mobilenetv2.benchmark import _model
 from mobilenetv2.variants import parse_variant
 alpha, res = parse_variant({variant!r})
 model = _model(alpha, res)
-model.threads = 1
+model.threads = {threads}
 x = np.random.default_rng(0).uniform(-1, 1, (1, res, res, 3)).astype(np.float32)
 model(x)
 rows = model.profile(x, runs={runs})
@@ -47,10 +47,10 @@ print(json.dumps(out))
 """
 
 
-def profile(root, variant, runs):
+def profile(root, variant, runs, threads=1):
     """{label: [kind, seconds]} of one process of checkout ``root``."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", CHILD.format(root=str(root), variant=variant, runs=runs)],
+    done = subprocess.run([sys.executable, "-c", CHILD.format(root=str(root), variant=variant, runs=runs, threads=threads)],
                           env=env, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise SystemExit(f"profiling {root} failed:\n{done.stderr[-2000:]}")
@@ -61,6 +61,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--other", required=True, help="a built checkout of another commit")
     ap.add_argument("--variant", default="1.0_224")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pairs", type=int, default=11)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--json", default=None)
@@ -72,7 +73,7 @@ def main(argv=None):
     got = {"this": [], "other": []}
     for i in range(args.pairs):
         for side in ("this", "other") if i % 2 == 0 else ("other", "this"):
-            got[side].append(profile(HERE if side == "this" else other, args.variant, args.runs))
+            got[side].append(profile(HERE if side == "this" else other, args.variant, args.runs, args.threads))
     labels = [k for k in got["this"][0] if all(k in p for p in got["this"] + got["other"])]
     table = []
     for k in labels:
@@ -83,7 +84,7 @@ def main(argv=None):
                           other_us=float(np.median(b) * 1e6), ratio=float(np.median(r)),
                           ratio_min=float(r.min()), ratio_max=float(r.max())))
     print(f"# {datetime.now(timezone.utc).isoformat(timespec='seconds')}  {cpu_model()}, "
-          f"{os.cpu_count()} CPUs; {args.variant}, batch 1, 1 thread, {args.pairs} pairs of processes, "
+          f"{os.cpu_count()} CPUs; {args.variant}, batch 1, {args.threads} thread(s), {args.pairs} pairs of processes, "
           f"profile runs {args.runs}; load average {load:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"# this: {HERE} (commit {git_commit()}); other: {other}")
     print(f"{'op':<28} {'kind':<9} {'this us':>9} {'other us':>9} {'this/other':>10}  [min, max]")
@@ -95,7 +96,7 @@ def main(argv=None):
         HERE / "benchmarks" / "results" / f"profile-ab-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(cpu=cpu_model(), date=datetime.now(timezone.utc).isoformat(), commit=git_commit(),
-                                    other=str(other), variant=args.variant, pairs=args.pairs, runs=args.runs,
+                                    other=str(other), variant=args.variant, threads=args.threads, pairs=args.pairs, runs=args.runs,
                                     load_start=load, load_end=os.getloadavg()[0], ops=table, raw=got), indent=1))
     print(f"# wrote {path}")
     return 0
