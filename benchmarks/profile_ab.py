@@ -1,6 +1,6 @@
-"""Per-op before/after (1 thread unless ``--threads``): ``model.profile`` of this checkout's C plan against another
-checkout's (a built copy of an earlier commit), in alternating processes (this, other, other,
-this, ...), so a loaded machine's slow spells land on both.
+"""Per-op before/after (1 thread unless ``--threads``): ``model.profile`` of this checkout's C
+plan against another checkout's (a built copy of an earlier commit), in alternating processes
+(this, other, other, this, ...), so a loaded machine's slow spells land on both.
 
     python benchmarks/profile_ab.py --other DIR [--variant 1.0_224] [--threads 1] [--pairs 11]
                                     [--runs 100] [--json PATH]

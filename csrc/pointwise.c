@@ -407,6 +407,8 @@ MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float 
     /* the op's last panels prefetch `after` a panel's channel steps (cin lines) each */
     const size_t after_n = after && cin ? after_floats / (cin * PANEL) : 0;
     const int panel_outer = (np - p0) * pstride * sizeof(float) > mnv2_cache_bytes(2) / 2;
+    /* the end of the full panels: np, or np - 1 where the last is the 8-wide one */
+    const size_t full = np > p0 && panel_width(np - 1, cout) != PANEL ? np - 1 : np;
     size_t mb = m1 - m0;
     if (panel_outer) {
         mb = mnv2_cache_bytes(2) / 4 / (cin * sizeof(float));
@@ -417,23 +419,21 @@ MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float 
         const size_t mfull = mblk + (mend - mblk) / MR * MR;
         if (!panel_outer) {
             /* 6 rows at a time through every full panel; a half panel 12 rows at a time */
-            const size_t half = np > p0 && panel_width(np - 1, cout) != PANEL ? np - 1 : np;
             for (size_t m = mblk; m < mfull; m += MR) {
-                for (size_t p = p0; p < half; p++) {
+                for (size_t p = p0; p < full; p++) {
                     const size_t n = cout - p * PANEL < PANEL ? cout - p * PANEL : PANEL;
-                    const float *pf = m != mblk ? NULL : p + 2 < half ? packed + (p + 2) * pstride
-                                      : p + 2 - half < after_n ? after + (p + 2 - half) * cin * PANEL : NULL;
+                    const float *pf = m != mblk ? NULL : p + 2 < full ? packed + (p + 2) * pstride
+                                      : p + 2 - full < after_n ? after + (p + 2 - full) * cin * PANEL : NULL;
                     tile_mr(x, packed + p * pstride, residual, y, cin, cout, m, p * PANEL, n, relu6, pf);
                 }
-                if (half < np && (m - mblk) % (2 * MR) == 0)
+                if (full < np && (m - mblk) % (2 * MR) == 0)
                     panel_rows(x, packed, residual, y, cin, cout, m,
-                               mfull - m < 2 * MR ? mfull : m + 2 * MR, half, relu6, NULL);
+                               mfull - m < 2 * MR ? mfull : m + 2 * MR, full, relu6, NULL);
             }
             tail_rows(x, packed, residual, y, cin, cout, mfull, mend, p0, np, relu6);
         } else {
             /* four panels at a time, the rows past the last full tile with them while those
              * panels are still in L2 (not in one more pass over every panel) */
-            const size_t full = np > p0 && panel_width(np - 1, cout) != PANEL ? np - 1 : np;
             for (size_t pg = p0; pg < np; pg += 4) {
                 const size_t pe = np - pg < 4 ? np : pg + 4;
                 for (size_t p = pg; p < pe; p++)

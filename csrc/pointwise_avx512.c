@@ -156,6 +156,11 @@ struct ahead {
     int n;
 };
 
+static inline const float *ahead_at(struct ahead a, int i)
+{
+    return i < a.n ? a.base + (size_t)i * a.step : NULL;
+}
+
 /* Rows [m, m1) in tiles of RT rows x NP panels from p (as tile, HALF the same) for a sum of one
  * block (cin < MNV2_KBLOCK_MIN): the loop over the row tiles is here, so the addresses and masks
  * are set up once per call rather than once per tile (with cin 16-32 a tile is 200-400 cycles of
@@ -170,7 +175,7 @@ tiles_short(const float *x, const float *packed, const float *residual, float *y
     const float *pw = packed + p * pstride;
     const __mmask16 last = lanes16(cout - ol); /* the last panel's channels (all 16, 8 or fewer) */
     for (int i = 0; m + RT <= m1; m += RT, i++) {
-        const float *pf = i < a.n ? a.base + (size_t)i * a.step : NULL;
+        const float *pf = ahead_at(a, i);
         const float *xr = x + m * cin;
         float *yr = y + m * cout + o;
         const float *rr = residual ? residual + m * cout + o : NULL;
@@ -400,7 +405,7 @@ MNV2_AVX512 static void rows_run(const float *x, const float *packed, const floa
         const size_t rt = (size_t)TILES[np].rows[t];
         tile_fn *fn = TILES[np].fn[t];
         for (; m + rt <= m1; m += rt, i++)
-            fn(x, packed, residual, y, cin, cout, m, p, relu6, i < a.n ? a.base + (size_t)i * a.step : NULL);
+            fn(x, packed, residual, y, cin, cout, m, p, relu6, ahead_at(a, i));
     }
 }
 
