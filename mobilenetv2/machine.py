@@ -1,4 +1,5 @@
-"""What this machine offers the plan: data cache sizes and the cores this process may use.
+"""What this machine offers the plan: data cache sizes, the cores this process may use and the
+size of a transparent huge page.
 
 Read once at import from Linux's sysfs (/sys/devices/system/cpu/cpu0/cache), else from
 ``os.sysconf``, else common sizes; the usable cores from ``os.sched_getaffinity`` (a container or
@@ -60,6 +61,20 @@ def usable_cores():
         return max(1, os.cpu_count() or 1)
 
 
+def huge_page_bytes(root=Path("/sys/kernel/mm/transparent_hugepage")):
+    """Bytes of a transparent huge page where the kernel backs memory with them on request (THP
+    mode 'always' or 'madvise'); None where it never does or sysfs does not say."""
+    try:
+        mode = (root / "enabled").read_text()
+        size = int((root / "hpage_pmd_size").read_text())
+    except (OSError, ValueError):
+        return None
+    if "[never]" in mode or "[" not in mode or size < 4096 or size & (size - 1):
+        return None
+    return size
+
+
 CACHE = cache_sizes()
 L1D, L2, L3 = CACHE[1], CACHE[2], CACHE[3]
 CORES = usable_cores()
+HUGE_PAGE = huge_page_bytes()

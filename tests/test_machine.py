@@ -50,3 +50,22 @@ def test_which_blocks_are_worth_fusing(monkeypatch, cores, h, c, stride, fused):
     monkeypatch.setattr(plan.machine, "CORES", cores)
     oh = (h + stride - 1) // stride
     assert plan._worth_fusing(dict(n=1, h=h, w_=h, c=c, oh=oh)) is fused
+
+
+@pytest.mark.parametrize("mode,size,want", [
+    ("always [madvise] never\n", "2097152\n", 2097152),
+    ("[always] madvise never\n", "2097152\n", 2097152),
+    ("always madvise [never]\n", "2097152\n", None),   # the kernel never backs memory with them
+    ("always [madvise] never\n", "16777216\n", 16777216),  # a 16 MB page (ppc64)
+    ("always [madvise] never\n", "3000\n", None),      # not a power of two
+    ("always [madvise] never\n", "huge\n", None),
+    ("garbage\n", "2097152\n", None),                  # no mode in force
+])
+def test_huge_page_size_is_read_from_sysfs(tmp_path, mode, size, want):
+    (tmp_path / "enabled").write_text(mode)
+    (tmp_path / "hpage_pmd_size").write_text(size)
+    assert machine.huge_page_bytes(tmp_path) == want
+
+
+def test_no_transparent_huge_pages_in_sysfs_means_none(tmp_path):
+    assert machine.huge_page_bytes(tmp_path / "absent") is None

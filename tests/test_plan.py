@@ -373,12 +373,12 @@ def test_by_images_schedule_waits_after_a_panel_shared_op():
     """Where each thread takes whole images, an op after the panel-shared dense head reads logits
     every thread wrote: the C schedule itself must put a barrier there (the model's own softmax
     also asks for one, being in place, which hid a missing one from every model test)."""
-    from mobilenetv2.plan import _pack
+    from mobilenetv2.plan import _Slab, _pack
     rng = np.random.default_rng(0)
     cin, cout = 1280, 1000
     w = rng.uniform(-0.1, 0.1, (cin, cout)).astype(np.float32)
     b = rng.uniform(-1, 1, cout).astype(np.float32)
-    packed = _pack(w, b)
+    packed = _pack(w, b, _Slab(None))
     # batch = threads: one thread per group; 2 on 4 and 8, 4 on 6: groups of 2, 4 and 3 threads
     for threads, batch in ((2, 2), (3, 3), (4, 4), (8, 8), (4, 2), (8, 2), (6, 4)):
         x = rng.uniform(-1, 1, (batch, cin)).astype(np.float32)
