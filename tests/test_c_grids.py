@@ -42,12 +42,14 @@ def test_pointwise_row_blocked_path_every_panel_group(cout):
     """cin = 960: 16 x 961 floats a panel, so 5+ panels are past the AVX2 kernel's 256 KiB
     cached-weights limit and the AVX-512 kernel's L2 budget: rows go in blocks, panels in groups of
     four (5..10 panels: one, two or three groups, a last group of 1..4, an 8-wide last panel or
-    not); rows 1..70 cross the row blocks (30 rows on AVX2, a multiple of 24 on AVX-512)."""
+    not).  The rows cross the row blocks, whose size comes from L2 (on a 1 MB L2: 66 rows on AVX2,
+    48 on AVX-512), with and without a short last block joining the one before it (49, 59 and 140
+    rows: joined; 70 and 150: not)."""
     rng = np.random.default_rng(cout)
     cin = 960
     w, b = rnd(rng, cin, cout) * np.float32(0.1), rnd(rng, cout)
     packed = C.pack_pointwise(w, b)
-    for m in (1, 7, 31, 70):
+    for m in (1, 7, 31, 49, 59, 70, 140, 150):
         x, r = rnd(rng, m, cin), rnd(rng, m, cout)
         for relu6, res in ((False, None), (True, r)):
             got = same_on_every_isa(lambda isa: C.pointwise(x, packed, cin, cout, relu6, res, scalar=isa))
