@@ -66,7 +66,11 @@ class _Slab:
             page = self.huge_page
             want = max(nbytes, self.CHUNK_PAGES * page, self.expect_bytes if not self.mappings else 0)
             length = -(-want // page) * page
-            m = mmap.mmap(-1, length + page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            try:
+                m = mmap.mmap(-1, length + page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            except OSError:  # no mapping to be had (a memory limit): plain arrays from here on
+                self.huge_page = None
+                return aligned_empty(size)
             raw = np.frombuffer(m, np.uint8)
             start = -raw.ctypes.data % page
             try:

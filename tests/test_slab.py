@@ -58,6 +58,22 @@ def test_without_huge_pages_each_array_is_its_own_allocation():
     assert b.shape == (3, 4) and (b.ravel() == np.arange(12)).all()
 
 
+@pytest.mark.skipif(not hasattr(mmap, "MADV_HUGEPAGE"), reason="no madvise(MADV_HUGEPAGE) on this platform")
+def test_a_refused_mapping_falls_back_to_plain_arrays(monkeypatch):
+    slab = plan._Slab(PAGE)
+    first = slab.empty(10)
+
+    def refuse(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+    monkeypatch.setattr(plan.mmap, "mmap", refuse)
+    big = slab.empty(plan._Slab.CHUNK_PAGES * PAGE)  # needs a new mapping, which is refused
+    assert slab.huge_page is None and slab.mappings == 1
+    assert big.size == plan._Slab.CHUNK_PAGES * PAGE and addr(big) % plan.ALIGN == 0
+    big[...] = 3.0
+    first[...] = 1.0
+    assert (big == 3.0).all() and (first == 1.0).all()
+
+
 @pytest.mark.parametrize("value,on", [("0", False), ("off", False), ("1", True), ("", True)])
 def test_the_environment_turns_huge_pages_off(monkeypatch, value, on):
     monkeypatch.setenv("MNV2_HUGE_PAGES", value)
