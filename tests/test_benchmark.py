@@ -214,3 +214,29 @@ def test_bench_segmentation_refuses_a_folder_that_is_not_a_checkpoint(tmp_path, 
     assert cli(["bench", "--segmentation", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mobilenetv2 bench: error:")
+
+
+def test_huge_pages_script_times_both_sides_and_their_memory(capsys, tmp_path):
+    if not native.available():
+        pytest.skip("needs the C extension (the packed weights are the C plan's)")
+    from mobilenetv2 import machine
+    out_json = tmp_path / "h.json"
+    assert _script("huge_pages").main(["--variants", "0.35_96", "--calls", "3", "--json", str(out_json)]) == 0
+    report = json.loads(out_json.read_text())
+    assert report["huge_page"] == machine.HUGE_PAGE and report["calls"] == 3
+    assert [(r["variant"], r["threads"], r["order"]) for r in report["speed"]] == \
+        [("0.35_96", 1, "huge+plain"), ("0.35_96", 1, "plain+huge")]
+    for r in report["speed"]:
+        assert r["huge_ms"] > 0 and r["plain_ms"] > 0 and r["ratio"] > 0
+    (mem,) = report["memory"]
+    assert mem["variant"] == "0.35_96" and mem["rss_mb_huge"] > 10 and mem["rss_mb_plain"] > 10
+    out = capsys.readouterr().out
+    assert f"huge page {machine.HUGE_PAGE} bytes" in out
+
+
+@pytest.mark.parametrize("argv", [["--calls", "0"], ["--variants", "2.0_224"], ["--threads", "one"],
+                                  ["--threads", "0"]])
+def test_huge_pages_script_refuses_bad_arguments(argv):
+    with pytest.raises(SystemExit) as exc:
+        _script("huge_pages").main(argv)
+    assert exc.value.code == 2
