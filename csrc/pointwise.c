@@ -415,8 +415,7 @@ MNV2_AVX2 static void f32_pointwise_bias_relu6_avx2(const float *x, const float 
         mb = mb < MR ? MR : mb - mb % MR;
     }
     for (size_t mblk = m0, mend; mblk < m1; mblk = mend) {
-        /* a short remainder joins the block before it (as in the AVX-512 kernel) */
-        mend = m1 - mblk < mb + mb / 4 ? m1 : mblk + mb;
+        mend = mnv2_row_block_end(mblk, m1, mb);
         const size_t mfull = mblk + (mend - mblk) / MR * MR;
         if (!panel_outer) {
             /* 6 rows at a time through every full panel; a half panel 12 rows at a time */

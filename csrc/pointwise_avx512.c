@@ -422,8 +422,8 @@ static int group_panels(size_t left, int half)
 /* Rows are taken in blocks whose input stays in cache while every panel group (4 panels, 4 zmm
  * of weights a channel) runs over it: half of L1 where the layer's weights fit in half of L2
  * (the weights then stay in L2 across blocks), else a quarter of L2 (the weights, streamed from
- * L3 or memory, are read once per block).  A last block of under a quarter of that joins the one
- * before it: 49 rows of 960 channels in blocks of 48 read all the weights again for one row.  Cache sizes come from the machine (dispatch.c).
+ * L3 or memory, are read once per block); a short last block joins the one before it
+ * (mnv2_row_block_end).  Cache sizes come from the machine (dispatch.c).
  * The first tiles of a group prefetch the next group's panels, a cache line per channel step:
  * where the weights stream from L3 or memory (the 7x7 layers' 0.4-1.6 MB, read once a run) they
  * arrive while this group computes instead of stalling the next.  The last group's tiles of the
@@ -446,9 +446,7 @@ MNV2_AVX512 void f32_pointwise_part_avx512(const float *x, const float *packed,
     mb = mb < 24 ? 24 : mb - mb % 24;
     const size_t full = mnv2_panel_width(p1 - 1, cout) == PANEL ? p1 : p1 - 1;
     for (size_t mblk = m0, mend; mblk < m1; mblk = mend) {
-        /* a short remainder joins the block before it rather than streaming every panel again
-         * for its few rows (49 rows in blocks of 48 left one) */
-        mend = m1 - mblk < mb + mb / 4 ? m1 : mblk + mb;
+        mend = mnv2_row_block_end(mblk, m1, mb);
         size_t p = p0;
         if (cout == PAIR_COUT && p0 == 0 && p1 == 2) { /* all 24 channels: row pairs */
             size_t m = mblk;

@@ -49,6 +49,14 @@ static inline int mnv2_phase(size_t k0, size_t k1, size_t cin)
     return (k0 == 0 ? MNV2_FIRST : 0) | (k1 >= cin ? MNV2_LAST : 0);
 }
 
+/* The end of the pointwise kernels' row block starting at m of rows [.., m1) in blocks of mb: a
+ * last block under a quarter of mb joins the one before it rather than having every panel
+ * streamed again for its few rows (49 rows in blocks of 48 left one). */
+static inline size_t mnv2_row_block_end(size_t m, size_t m1, size_t mb)
+{
+    return m1 - m < mb + mb / 4 ? m1 : m + mb;
+}
+
 /* Pointwise packed layout: 16-channel panels; a last panel of at most 8 channels is 8 wide. */
 #define MNV2_PANEL 16
 static inline size_t mnv2_panels(size_t cout) { return (cout + MNV2_PANEL - 1) / MNV2_PANEL; }
