@@ -231,14 +231,17 @@ void mnv2_pool_destroy(void *pool);
  * threads, no buffers, just the schedule.  NULL if out of memory. */
 void *mnv2_plan_create(const struct mnv2_op *ops, size_t n_ops);
 /* Run every op in order on the pool's threads.  The T threads form G = mnv2_plan_groups(plan, T)
- * groups of S = T / G threads: a group's images (all of them for G = 1) and a row range of S make
- * one of T shares of each stage (the ops between two meeting points); any thread may take a share
- * (its own first), so a descheduled thread's share is done by the others.  The result is
- * bit-identical for every thread count.  Returns 0, or -1 (nothing run) when the threads'
- * scratch for _BLOCK ops cannot be allocated. */
+ * groups of S = T / G threads; with G > 1 the images form U units (a group's images cut into up to
+ * 4 units of about 2), and a unit and a row range of S make one share of each stage (the ops
+ * between two meeting points); with G = 1 a share is a row range of T over every image
+ * (mnv2_plan_shares: U S or T).  Any thread may take a share (its own first), so a descheduled
+ * thread's shares are done by the others.  The result is bit-identical for every thread count.
+ * Returns 0, or -1 (nothing run) when the threads' scratch for _BLOCK ops cannot be allocated. */
 int mnv2_plan_run(void *plan, void *pool);
 /* The groups of threads a run of this plan on `threads` threads forms: gcd(batch, threads). */
 int mnv2_plan_groups(const void *plan, int threads);
+/* The shares of each stage of such a run (at most 4 per thread). */
+int mnv2_plan_shares(const void *plan, int threads);
 /* Run once as mnv2_plan_run does, writing each op's wall time (seconds, barrier included) to
  * seconds[0..n_ops). */
 int mnv2_plan_profile(void *plan, void *pool, double *seconds);

@@ -319,6 +319,25 @@ def test_threads_form_groups_of_whole_images(batch, threads, groups):
     assert native.lib.mnv2_plan_groups(plan.handle, threads) == groups
 
 
+@pytest.mark.parametrize("batch,threads,shares", [
+    (1, 1, 1), (1, 16, 16), (7, 16, 16), (3, 2, 2),  # one group: a row range of every image each
+    (2, 2, 2), (16, 16, 16), (3, 3, 3),              # one or two images a thread: a unit each
+    (32, 16, 32),                                    # two images a thread: one image a unit
+    (8, 2, 4), (6, 2, 4), (16, 2, 8), (32, 2, 8),    # 3+ images a thread: units of about 2, at most 4
+    (2, 16, 16), (6, 4, 8), (12, 8, 16), (9, 6, 12),  # groups of S threads: units times S
+])
+def test_images_form_units_so_a_thread_has_shares_to_hand_over(batch, threads, shares):
+    """A thread with three or more images has two or more shares (units of about two images, at
+    most four per thread), so a free thread can take a busy one's second unit; worked out by hand:
+    a batch of 8 on 2 threads is 4 shares of 2 images, 6 on 2 units of 1, 2, 1, 2 images, 32 on 2
+    still 8 shares (4 a thread), 12 on 8 (4 groups of 2 threads, 3 images each) 2 units a group
+    times 2 threads."""
+    model = MobileNetV2((32, 32, 3), alpha=0.35, weights=None, threads=1)
+    model(rand(batch, 32, 32, 3))
+    plan = model._plans[(batch, 32, 32, 3)]
+    assert native.lib.mnv2_plan_shares(plan.handle, threads) == shares
+
+
 @pytest.mark.parametrize("alpha,shape,kw", [
     (0.35, (32, 32, 3), dict()),                      # dense head shared by panels + softmax
     (0.5, (97, 113, 3), dict(include_top=False, pooling="avg")),  # fused blocks, odd rows
@@ -326,12 +345,13 @@ def test_threads_form_groups_of_whole_images(batch, threads, groups):
 ])
 def test_thread_groups_give_the_same_bits(alpha, shape, kw):
     """Groups of 2..8 threads each taking whole images (batch 2 on 4, 8 and 16 threads, 4 on 6,
-    6 on 4, 9 on 6, 8 on 12): bit-identical to one thread, run after run on one pool, and within
+    6 on 4, 9 on 6, 8 on 12, 12 on 8) and single threads with units of 1-2 images (8, 6 and 16
+    on 2): bit-identical to one thread, run after run on one pool, and within
     float32 rounding of the NumPy engine.  A missing group or whole-pool barrier shows as a run
     that differs."""
     model = MobileNetV2(shape, alpha=alpha, weights=None, threads=1, **kw)
     model.set_weights([w * 1.5 for w in model.get_weights()])
-    cases = [(2, 4), (2, 8), (2, 16), (4, 6), (6, 4), (9, 6), (8, 12)]
+    cases = [(2, 4), (2, 8), (2, 16), (4, 6), (6, 4), (9, 6), (8, 12), (8, 2), (6, 2), (16, 2), (12, 8)]
     xs = {n: rand(n, *shape, seed=n) for n in {n for n, _ in cases}}
     want = {n: model.predict(x) for n, x in xs.items()}
     for n, x in xs.items():
@@ -341,7 +361,9 @@ def test_thread_groups_give_the_same_bits(alpha, shape, kw):
         for _ in range(3):
             np.testing.assert_array_equal(model.predict(xs[n]), want[n], err_msg=f"{threads} threads, batch {n}")
         plan = model._plans[(n,) + shape]
-        assert 1 < native.lib.mnv2_plan_groups(plan.handle, threads) < threads
+        groups = native.lib.mnv2_plan_groups(plan.handle, threads)
+        assert groups > 1  # and groups of several threads, or threads with several units:
+        assert groups < threads or native.lib.mnv2_plan_shares(plan.handle, threads) > threads
 
 
 def _two_op_schedule(x, packed, cout, threads, runs):
