@@ -2,19 +2,28 @@
 
 The plan's threads share each op; a thread the OS has descheduled (more threads than cores, or
 another process on its core) must not stall the others for a time slice.  For a single image the
-threads take each other's untaken shares of a stage (csrc/plan.c, run_stages); batches run in groups
-with barriers.  Prints median, mean, p90 and max of ``--runs`` runs per (batch, threads) and writes
-JSON.  ``--hogs N`` keeps N busy-looping processes running meanwhile (the loaded machine).
+threads take each other's untaken shares of a stage (csrc/plan.c, run_stages); a batch's images
+form units of about two, so a thread with more images has shares a free thread can take.  Prints
+median, mean, p90 and max of ``--runs`` runs per (batch, threads) and writes JSON.  ``--hogs N``
+keeps N busy-looping processes running meanwhile (the loaded machine); ``--hog-cpus 1`` pins them
+to CPU 1 (one core taken, as by a neighbour on a shared host: the thread there runs at half
+speed for the whole run, where unpinned hogs slow every thread alike).
+
+``--other DIR`` (a built checkout of another commit) times this checkout and DIR in alternating
+fresh processes (``--pairs`` of them, this/other then other/this) and prints each side's median
+and the median of the per-pair ratios this / other.
 
     python benchmarks/oversubscribed.py [--variant 0.35_96] [--threads 1,2,4,8,16] [--batches 1,16]
-                                        [--runs 20] [--hogs 0]
+                                        [--runs 20] [--hogs 0] [--hog-cpus LIST]
+                                        [--other DIR] [--pairs 6]
 """
 import argparse
 import json
-import multiprocessing
 import os
+import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +34,73 @@ except ImportError:  # run from a checkout: the package beside this folder
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def _hog():
-    while True:
-        pass
+HERE = Path(__file__).resolve().parent.parent
+
+CHILD = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+import numpy as np
+import mobilenetv2
+if not mobilenetv2.__file__.startswith({root!r}):
+    raise SystemExit(f"imported {{mobilenetv2.__file__}}, not the checkout in {root!r}")
+from mobilenetv2 import MobileNetV2
+model = MobileNetV2(({res}, {res}, 3), alpha={alpha}, weights=None, threads={threads})
+x = np.random.default_rng(0).uniform(-1, 1, ({batch}, {res}, {res}, 3)).astype(np.float32)
+t0 = time.perf_counter()
+while time.perf_counter() - t0 < {warmup}:  # plan, threads, caches
+    model(x)
+times = []
+for _ in range({runs}):
+    t0 = time.perf_counter()
+    model(x)
+    times.append(time.perf_counter() - t0)
+print(json.dumps(times))
+"""
+
+
+def _hog(cpus=None):
+    """A busy-looping process (on ``cpus`` only, if given)."""
+    pin = f"import os; os.sched_setaffinity(0, {sorted(cpus)!r})\n" if cpus else ""
+    return subprocess.Popen([sys.executable, "-c", pin + "while True:\n    pass"])
+
+
+def _stats(times):
+    ms = np.array(times) * 1e3
+    return dict(median_ms=float(np.median(ms)), mean_ms=float(ms.mean()), p90_ms=float(np.percentile(ms, 90)),
+                min_ms=float(ms.min()), max_ms=float(ms.max()))
+
+
+def _child_times(root, alpha, res, batch, threads, runs, warmup=0.5):
+    """The run times of a fresh process importing the checkout ``root`` (after ``warmup`` seconds
+    of untimed runs)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = CHILD.format(root=str(root), alpha=alpha, res=res, batch=batch, threads=threads, runs=runs, warmup=warmup)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise SystemExit(f"timing {root} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _ab(args, alpha, res, other):
+    """--other: each (batch, threads) in alternating fresh processes of this checkout and ``other``."""
+    print(f"{'batch':>5} {'threads':>7} {'this median ms':>14} {'other median ms':>15} {'this/other':>10}  [min, max]")
+    rows = []
+    for batch in [int(b) for b in args.batches.split(",")]:
+        for threads in [int(t) for t in args.threads.split(",")]:
+            got = {"this": [], "other": []}
+            for i in range(args.pairs):
+                for side in ("this", "other") if i % 2 == 0 else ("other", "this"):
+                    root = HERE if side == "this" else other
+                    got[side].append(_stats(_child_times(root, alpha, res, batch, threads, args.runs)))
+            r = np.array([a["median_ms"] / b["median_ms"] for a, b in zip(got["this"], got["other"])])
+            row = dict(batch=batch, threads=threads, ratio=float(np.median(r)), ratio_min=float(r.min()),
+                       ratio_max=float(r.max()), this=got["this"], other=got["other"],
+                       this_median_ms=float(np.median([g["median_ms"] for g in got["this"]])),
+                       other_median_ms=float(np.median([g["median_ms"] for g in got["other"]])))
+            rows.append(row)
+            print(f"{batch:5d} {threads:7d} {row['this_median_ms']:14.2f} {row['other_median_ms']:15.2f} "
+                  f"{row['ratio']:10.3f}  [{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]")
+    return rows
 
 
 def main(argv=None):
@@ -37,21 +110,42 @@ def main(argv=None):
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--hogs", type=int, default=0, help="busy-looping processes kept running meanwhile")
+    parser.add_argument("--hog-cpus", default=None, help="comma list of CPUs the hogs are pinned to")
+    parser.add_argument("--other", default=None, help="a built checkout of another commit: A/B in fresh processes")
+    parser.add_argument("--pairs", type=int, default=6, help="with --other: pairs of processes")
     parser.add_argument("--json", default="oversubscribed.json")
     args = parser.parse_args(argv)
+    if args.runs < 1 or args.pairs < 1 or args.hogs < 0:
+        parser.error("--runs and --pairs must be at least 1, --hogs at least 0")
+    hog_cpus = None
+    if args.hog_cpus:
+        try:
+            hog_cpus = {int(c) for c in args.hog_cpus.split(",")}
+        except ValueError:
+            parser.error(f"--hog-cpus must be a comma list of CPU numbers, got {args.hog_cpus!r}")
+        if not hog_cpus <= os.sched_getaffinity(0):
+            parser.error(f"--hog-cpus {sorted(hog_cpus)}: this process may run only on CPUs {sorted(os.sched_getaffinity(0))}")
+    other = None
+    if args.other:
+        other = Path(args.other).resolve()
+        if not (other / "mobilenetv2" / "__init__.py").is_file():
+            parser.error(f"--other {args.other}: no mobilenetv2 package there (a checkout built in place)")
     import mobilenetv2
     from mobilenetv2 import MobileNetV2
     from mobilenetv2.benchmark import cpu_model
     from mobilenetv2.variants import parse_variant
     alpha, res = parse_variant(args.variant)
-    model = MobileNetV2((res, res, 3), alpha=alpha, weights=None, threads=1)
-    hogs = [multiprocessing.get_context("spawn").Process(target=_hog, daemon=True) for _ in range(args.hogs)]
-    for h in hogs:
-        h.start()
+    hogs = [_hog(hog_cpus) for _ in range(args.hogs)]
     rows = []
     try:
-        print(f"# {cpu_model()}, {os.cpu_count()} CPUs, backend {mobilenetv2.backend()}, "
-              f"MobileNetV2 {args.variant}, {args.hogs} busy processes alongside")
+        pinned = f" pinned to CPUs {sorted(hog_cpus)}" if hog_cpus else ""
+        print(f"# {datetime.now(timezone.utc).isoformat(timespec='seconds')}  {cpu_model()}, {os.cpu_count()} CPUs, "
+              f"backend {mobilenetv2.backend()}, MobileNetV2 {args.variant}, {args.hogs} busy processes alongside{pinned}")
+        if other is not None:
+            print(f"# this: {HERE}; other: {other}; {args.pairs} pairs of processes, {args.runs} runs each")
+            rows = _ab(args, alpha, res, other)
+            return _write(args, cpu_model(), mobilenetv2.backend(), hog_cpus, other, rows)
+        model = MobileNetV2((res, res, 3), alpha=alpha, weights=None, threads=1)
         print(f"{'batch':>5} {'threads':>7} {'median ms':>10} {'mean ms':>8} {'p90 ms':>8} {'max ms':>8}")
         for batch in [int(b) for b in args.batches.split(",")]:
             x = np.random.default_rng(0).uniform(-1, 1, (batch, res, res, 3)).astype(np.float32)
@@ -63,19 +157,26 @@ def main(argv=None):
                     t0 = time.perf_counter()
                     model(x)
                     times.append(time.perf_counter() - t0)
-                ms = np.array(times) * 1e3
-                rows.append(dict(batch=batch, threads=threads, median_ms=float(np.median(ms)),
-                                 mean_ms=float(ms.mean()), p90_ms=float(np.percentile(ms, 90)),
-                                 min_ms=float(ms.min()), max_ms=float(ms.max())))
-                print(f"{batch:5d} {threads:7d} {np.median(ms):10.2f} {ms.mean():8.2f} "
-                      f"{np.percentile(ms, 90):8.2f} {ms.max():8.2f}")
+                row = dict(batch=batch, threads=threads, **_stats(times))
+                rows.append(row)
+                print(f"{batch:5d} {threads:7d} {row['median_ms']:10.2f} {row['mean_ms']:8.2f} "
+                      f"{row['p90_ms']:8.2f} {row['max_ms']:8.2f}")
     finally:
         for h in hogs:
-            h.terminate()
+            h.kill()
+            h.wait()
+    return _write(args, cpu_model(), mobilenetv2.backend(), hog_cpus, None, rows)
+
+
+def _write(args, cpu, backend, hog_cpus, other, rows):
     with open(args.json, "w") as f:
-        json.dump(dict(cpu=cpu_model(), cpus=os.cpu_count(), backend=mobilenetv2.backend(), variant=args.variant,
-                       hogs=args.hogs, rows=rows), f, indent=1)
+        json.dump(dict(cpu=cpu, cpus=os.cpu_count(), backend=backend, variant=args.variant,
+                       date=datetime.now(timezone.utc).isoformat(timespec="seconds"), hogs=args.hogs,
+                       hog_cpus=sorted(hog_cpus) if hog_cpus else None, other=str(other) if other else None,
+                       rows=rows), f, indent=1)
+    print(f"# wrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

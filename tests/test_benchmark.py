@@ -242,3 +242,37 @@ def test_huge_pages_script_refuses_bad_arguments(argv):
     with pytest.raises(SystemExit) as exc:
         _script("huge_pages").main(argv)
     assert exc.value.code == 2
+
+
+def test_oversubscribed_script_ab_times_both_checkouts_under_a_pinned_hog(capsys, tmp_path):
+    """--other: this checkout against another (here itself) in alternating fresh processes, with a
+    busy process pinned to one of this process's CPUs; each pair's ratio from the two sides'
+    medians."""
+    if not native.available():  # (the run without the extension does not copy benchmarks/ either)
+        pytest.skip("needs the C extension (the script times the C plan)")
+    import os
+    from pathlib import Path
+    here = Path(__file__).resolve().parent.parent
+    cpu = min(os.sched_getaffinity(0))
+    out_json = tmp_path / "o.json"
+    assert _script("oversubscribed").main(["--variant", "0.35_96", "--threads", "2", "--batches", "4", "--runs", "3",
+                                           "--hogs", "1", "--hog-cpus", str(cpu), "--other", str(here),
+                                           "--pairs", "2", "--json", str(out_json)]) == 0
+    report = json.loads(out_json.read_text())
+    assert report["hog_cpus"] == [cpu] and report["other"] == str(here)
+    (row,) = report["rows"]
+    assert (row["batch"], row["threads"]) == (4, 2) and len(row["this"]) == len(row["other"]) == 2
+    ratios = sorted(a["median_ms"] / b["median_ms"] for a, b in zip(row["this"], row["other"]))
+    assert row["ratio"] == pytest.approx(sum(ratios) / 2)  # the median of two
+    assert all(len(r) and r["median_ms"] > 0 for r in row["this"] + row["other"])
+    assert f"pinned to CPUs [{cpu}]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--hog-cpus", "x"], ["--hog-cpus", "100000"], ["--runs", "0"],
+                                  ["--pairs", "0"], ["--hogs", "-1"], ["--other", "/nonexistent"]])
+def test_oversubscribed_script_refuses_bad_arguments(argv):
+    if not native.available():
+        pytest.skip("needs the C extension (the script times the C plan)")
+    with pytest.raises(SystemExit) as exc:
+        _script("oversubscribed").main(argv)
+    assert exc.value.code == 2
