@@ -214,6 +214,12 @@ struct mnv2_op {
     const float *stem_w;              /* _BLOCK: the fused stem's packed weights, or NULL */
     size_t stem_h, stem_w_, stem_pad_top, stem_pad_left; /* _BLOCK with stem_w: the image, pads */
     int stem_relu6;                   /* _BLOCK with stem_w */
+    int *nonfinite;                   /* _STEM, _BLOCK with stem_w: if not NULL, set to 1 when a
+                                         value of the image is NaN or inf.  Stem row o checks the
+                                         image rows [2 o - pad_top, + 2) (the last row: to the
+                                         bottom) as it computes, while they are in cache, so the
+                                         rows of one run check every value of the image between
+                                         them (the plan's input check, mobilenetv2/plan.py) */
     const float *after;               /* _POINTWISE: the next pointwise op's packed weights, whose
                                          start this op's last tiles prefetch (as far as they reach,
                                          f32_pointwise_then); or NULL */

@@ -123,15 +123,31 @@ static const float *input_row(const struct mnv2_op *op, const float *ring, const
     return has_ring(op) ? ring + ((size_t)r % R) * op->w_ * op->ce : xb + (size_t)r * op->w_ * op->ce;
 }
 
+/* The input check of stem rows [o0, o1) of oh over the image xb (h rows of wd pixels, 3
+ * channels, pad_top): the image rows [2 o0 - pad_top, 2 o1 - pad_top) (to the bottom for the last
+ * stem row), which the stem has just read; *flag = 1 if one is NaN or inf (see mnv2_op.nonfinite). */
+static void check_stem_rows(const float *xb, size_t h, size_t wd, size_t pad_top, size_t oh, size_t o0,
+                            size_t o1, int *flag)
+{
+    long lo = 2 * (long)o0 - (long)pad_top, hi = o1 >= oh ? (long)h : 2 * (long)o1 - (long)pad_top;
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > (long)h ? (long)h : hi;
+    if (flag && hi > lo && mnv2_count_nonfinite(xb + (size_t)lo * wd * 3, (size_t)(hi - lo) * wd * 3))
+        __atomic_store_n(flag, 1, __ATOMIC_RELAXED);
+}
+
 /* Rows [r, r + count) of the ring's image xb into consecutive ring slots from dst: the expansion
- * (one pointwise call) or the fused stem (row by row). */
+ * (one pointwise call) or the fused stem (row by row, each checking its image rows). */
 static void fill_ring(const struct mnv2_op *op, const float *xb, size_t r, size_t count, float *dst)
 {
     if (op->stem_w) {
-        for (size_t k = 0; k < count; k++)
+        for (size_t k = 0; k < count; k++) {
             f32_stem3x3s2_row(xb, op->stem_w, dst + k * op->w_ * op->ce, op->stem_h, op->stem_w_,
                               op->ce, op->stem_pad_top, op->stem_pad_left, op->w_, r + k,
                               op->stem_relu6);
+            check_stem_rows(xb, op->stem_h, op->stem_w_, op->stem_pad_top, op->h, r + k, r + k + 1,
+                            op->nonfinite);
+        }
     } else {
         f32_pointwise(xb + r * op->w_ * op->c, op->w, NULL, dst, op->c, op->ce, 0, count * op->w_, 1);
     }
@@ -201,6 +217,9 @@ static void run_op(const struct mnv2_op *op, size_t r0, size_t r1, float *scratc
     case MNV2_OP_STEM:
         f32_stem3x3s2(op->x, op->w, op->y, op->n, op->h, op->w_, op->cout,
                       op->pad_top, op->pad_left, op->oh, op->ow, r0, r1, op->relu6);
+        for (size_t b = 0; op->nonfinite && b < op->n; b++)
+            check_stem_rows(op->x + b * op->h * op->w_ * 3, op->h, op->w_, op->pad_top, op->oh, r0, r1,
+                            op->nonfinite);
         break;
     case MNV2_OP_DWCONV:
         f32_dwconv3x3(op->x, op->w, op->bias, op->y, op->n, op->h, op->w_, op->c, op->stride,

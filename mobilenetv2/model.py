@@ -344,8 +344,8 @@ class MobileNetV2:
     # -- inference -------------------------------------------------------------------------
     def _check_input(self, x, finite=True):
         """The input as a C-contiguous batch of the model's dtype, or a ValueError naming what is
-        wrong.  finite=False leaves the NaN/inf check to the caller (the C plan does it while it
-        copies the batch in)."""
+        wrong.  finite=False leaves the NaN/inf check to the caller (_forward: the C plan's stem
+        as it reads the image, else NumPy before the layers run)."""
         x = np.asarray(x)
         if x.dtype.kind != "f":
             hint = " (scale images with preprocess_input first)" if x.dtype.kind in "ui" else ""
@@ -502,7 +502,7 @@ class MobileNetV2:
 
     def _forward(self, x):
         """Whole-network forward of a checked batch (its values checked for NaN/inf here: by the C
-        plan as it copies them in, else before the NumPy layers run): the C plan for float32 where
+        plan's stem as it reads them, else before the NumPy layers run): the C plan for float32 where
         the extension is built.  Calls on one model are serialized (one arena per shape)."""
         with self._plan_lock:
             plan = self._plan(x)
@@ -547,7 +547,9 @@ class MobileNetV2:
         """Outputs for a batch (N, H, W, C) or one image (H, W, C), run ``batch_size`` at a time."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        x = self._check_input(x)
+        x = self._check_input(x, finite=False)
+        if len(x) > batch_size:  # a NaN in the last chunk fails the call before the first runs
+            _require_finite(x)
         return np.concatenate([self._forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
     def features(self, x, layers):

@@ -165,6 +165,19 @@ def _mark_syncs(ops):
         since = [op] if clash else since + [op]
 
 
+def _checks_its_input(op):
+    """Whether op, reading the network input, checks every value of it for NaN and inf as it runs
+    (mnv2_op.nonfinite): the stem does, row by row; so does a stem fused into a block whose
+    depthwise conv reads every stem row (its last one checks the image rows below it)."""
+    lib = native.lib
+    if op["kind"] == lib.MNV2_OP_STEM:
+        return True
+    if op["kind"] != lib.MNV2_OP_BLOCK or op.get("stem_w") is None:
+        return False
+    last_read = (op["oh"] - 1) * op["stride"] + 2 * op.get("dilation", 1) - op["pad_top"]
+    return last_read >= op["h"] - 1
+
+
 def _mark_prefetch(ops):
     """Point each pointwise op at the packed weights of the next pointwise op, whose start its
     kernel prefetches as its own last panels compute (f32_pointwise_then: as far as those tiles
@@ -584,6 +597,15 @@ class Plan:
         start = self.input.__array_interface__["data"][0]
         self._input_ops = [i for i, op in enumerate(self.ops)
                            if int(native.ffi.cast("uintptr_t", op["x"])) == start]
+        # The stem checks the image for NaN and inf row by row as it reads it (mnv2_op.nonfinite):
+        # no pass of its own over a batch that the run then reads again from memory.  Any other
+        # op reading the input, or a fused stem whose block leaves its last rows unread, leaves
+        # the check to _load.
+        self._nonfinite = native.ffi.new("int *")
+        for i in self._input_ops:
+            if _checks_its_input(self.ops[i]):
+                self.ops[i]["nonfinite"] = self._nonfinite
+        self._precheck = any("nonfinite" not in self.ops[i] for i in self._input_ops)
         self.c_ops = native.ffi.new("struct mnv2_op[]", len(self.ops))
         for i, fields in enumerate(self.ops):
             for key, value in fields.items():
@@ -625,6 +647,7 @@ class Plan:
         times = np.empty((runs, n_ops))
         for r in range(runs):
             self._check(native.lib.mnv2_plan_profile(self.handle, pool.handle, seconds))
+            self._checked()
             times[r] = native.ffi.unpack(seconds, n_ops)
         med = np.median(times, axis=0)
         rows = []
@@ -657,16 +680,25 @@ class Plan:
 
     def _load(self, x):
         """Point the ops that read the network input at a C-contiguous float32 batch of this
-        plan's shape (no copy; the caller keeps it alive during the run), after checking it for
-        NaN and infinity in C."""
+        plan's shape (no copy; the caller keeps it alive during the run).  Its check for NaN and
+        infinity happens in the run, in the stem (_checked after it), or here where another op
+        reads the input."""
         ptr = native.as_float_ptr(x)
-        if native.lib.mnv2_count_nonfinite(ptr, x.size):
+        if self._precheck and native.lib.mnv2_count_nonfinite(ptr, x.size):
             raise ValueError("input contains NaN or inf")
+        self._nonfinite[0] = 0
         for i in self._input_ops:
             self.c_ops[i].x = ptr
+
+    def _checked(self):
+        """After a run: raise if the stem found NaN or inf in the input (the output is then
+        garbage and never returned)."""
+        if self._nonfinite[0]:
+            raise ValueError("input contains NaN or inf")
 
     def run(self, x, pool):
         """The output for a C-contiguous float32 batch of this plan's shape, run on ``pool``."""
         self._load(x)
         self._check(native.lib.mnv2_plan_run(self.handle, pool.handle))
+        self._checked()
         return self.output.copy()

@@ -73,6 +73,26 @@ def test_non_finite_input(small, value):
             call(x)
 
 
+@pytest.mark.parametrize("engine", ["auto", "numpy"])
+def test_predict_in_chunks_refuses_a_nan_in_a_later_chunk_before_running_any(monkeypatch, engine):
+    """predict in several chunks checks the whole batch first (no chunk runs, then fails); in one
+    chunk the run's own check (the C stem's, or NumPy's before the layers) finds it."""
+    model = MobileNetV2((32, 32, 3), alpha=0.35, weights=None, engine=engine)
+    x = rand(3, 32, 32, 3)
+    x[2, 31, 31, 2] = np.nan
+    calls = []
+    forward = model._forward
+    monkeypatch.setattr(model, "_forward", lambda chunk: calls.append(len(chunk)) or forward(chunk))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model.predict(x, batch_size=1)
+    assert calls == []
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model.predict(x, batch_size=3)
+    assert calls == [3]
+    x[2, 31, 31, 2] = 0.5
+    assert model.predict(x, batch_size=1).shape == (3, 1000) and calls == [3, 1, 1, 1]
+
+
 def test_too_small_for_any_size_model():
     model = MobileNetV2(None, alpha=0.35, include_top=False, weights=None)
     assert model.input_shape == (None, None, 3)

@@ -183,3 +183,54 @@ def test_profile_names_the_fused_stem_and_counts_its_macs(monkeypatch):
     assert first["fused"] == ["Conv1", "expanded_conv_depthwise", "expanded_conv_project"]
     assert first["shape"].startswith("64x57x3/s2->32x29x16")
     assert sum(r["macs"] for r in rows) == 2 * sum(arch.layer_macs(model.layers, (64, 57, 3)).values())
+
+
+@pytest.mark.parametrize("stem", [True, False], ids=["stem fused", "stem op"])
+@pytest.mark.parametrize("shape", [(32, 32), (33, 35)])  # even and odd: both TF-SAME paddings
+def test_the_stem_finds_a_nan_or_inf_in_every_row_on_any_thread_count(monkeypatch, stem, shape):
+    """The C plan checks its input for NaN and inf in the stem, row by row as it reads it (no pass
+    of its own): a bad value in any row of any image, first and last column, each kind, on 1-3
+    threads and batches of 1 and 3 (whole images per thread with 3 on 3), is found and raises, the
+    model then runs a clean input as before, and no input check runs outside the run."""
+    fuse_blocks(monkeypatch, stem)
+    model = MobileNetV2(shape + (3,), alpha=0.35, weights=None, include_top=False, threads=1)
+    rng = np.random.default_rng(5)
+    for batch in (1, 3):
+        x = rng.uniform(-1, 1, (batch,) + shape + (3,)).astype(np.float32)
+        want = model(x)
+        plan = model._plans[x.shape]
+        assert stem_fused(model) == stem and not plan._precheck
+        for threads in (1, 2, 3):
+            model.threads = threads
+            for row in range(shape[0]):
+                bad = x.copy()
+                bad[(row * 7) % batch, row, (0, shape[1] - 1)[row % 2], row % 3] = (np.nan, np.inf, -np.inf)[row % 3]
+                with pytest.raises(ValueError, match="NaN or inf"):
+                    model(bad)
+            np.testing.assert_array_equal(model(x), want)
+
+
+def test_an_input_the_stem_does_not_wholly_read_is_checked_before_the_run(monkeypatch):
+    """The rule: a fused stem checks the image only where its block's depthwise conv reads every
+    stem row (a stride-2 block with "valid" rows over 16 stem rows reads rows 0-14: not), and
+    only stems check.  Where no op checks, the plan checks the whole input before the run: a
+    NaN in the image's last row still raises, and a clean input gives the same bits."""
+    fuse_blocks(monkeypatch, True)
+    model = MobileNetV2((32, 32, 3), alpha=0.35, weights=None, include_top=False, threads=1)
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
+    want = model(x)
+    op = dict(model._plans[x.shape].ops[0])
+    assert P._checks_its_input(op) and op["h"] == 16
+    assert P._checks_its_input(dict(op, stride=2, oh=8, pad_top=0))  # SAME: rows 14, 15 (, pad)
+    assert not P._checks_its_input(dict(op, stride=2, oh=7, pad_top=0))  # valid: row 15 unread
+    assert not P._checks_its_input(dict(op, kind=native.lib.MNV2_OP_POINTWISE))
+    monkeypatch.setattr(P, "_checks_its_input", lambda op: False)
+    model.clear_cache()
+    for threads in (1, 2):
+        model.threads = threads
+        bad = x.copy()
+        bad[0, 31, 31, 2] = np.nan
+        with pytest.raises(ValueError, match="NaN or inf"):
+            model(bad)
+        assert model._plans[x.shape]._precheck
+        np.testing.assert_array_equal(model(x), want)
