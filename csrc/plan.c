@@ -73,7 +73,8 @@ struct pool {
      * before it opens stage 0; the stage open now and who took which share of it. */
     int G, S;                 /* G groups of S threads, each group taking whole images */
     int U;                    /* G > 1: the images form U units (UNITS_PER_GROUP), each a share */
-    int NS;                   /* shares per stage: T (G = 1) or U S */
+    atomic_int NS;            /* shares per stage: T (G = 1) or U S (atomic: a thread still in an
+                                 earlier run may read it as the next run sets it; see run_locked) */
     size_t n_stages;          /* stage s is ops [first[s], first[s + 1]) */
     size_t *first;            /* [first_cap] */
     size_t first_cap;
@@ -458,7 +459,8 @@ static void run_share_of_op(const struct pool *p, const struct plan *pl, const s
  * share changes no bit of it. */
 static void run_stages(struct pool *p, const struct plan *pl, int t, unsigned long run)
 {
-    const int T = p->threads, NS = p->NS, mine = t * NS / T; /* thread t's first share */
+    const int T = p->threads, NS = atomic_load_explicit(&p->NS, memory_order_relaxed);
+    const int mine = t * NS / T; /* thread t's first share */
     double *seconds = t == 0 ? p->seconds : NULL;
     for (;;) {
         const unsigned long long ticket = atomic_load(&p->cur);
@@ -617,7 +619,14 @@ static int run_locked(const struct plan *pl, struct pool *p)
         p->G = mnv2_plan_groups(pl, p->threads);
         p->S = p->threads / p->G;
         p->U = p->G > 1 ? image_units(pl->batch, p->G) : 1;
-        p->NS = mnv2_plan_shares(pl, p->threads);
+        const int NS = mnv2_plan_shares(pl, p->threads);
+        atomic_store_explicit(&p->NS, NS, memory_order_relaxed);
+        /* The claims past this run's shares are marked taken for the whole run, so that a thread
+         * still in an earlier run's stage (which may read this run's NS, or a larger one) finds
+         * every share of any stage it knows taken: the claims of the shares every run used hold
+         * that run's tickets, and these a ticket above all of this run's. */
+        for (int c = NS; c < p->threads * MAX_UNITS; c++)
+            atomic_store_explicit(&p->claim[c], TICKET(run, END - 1), memory_order_relaxed);
         p->n_stages = stage_starts(pl, p->G, p->S, p->first);
         /* stage 0 open; a worker still in an earlier run sees the run change and leaves it */
         atomic_store(&p->done, 0);
@@ -731,6 +740,7 @@ void *mnv2_pool_create(int threads)
     atomic_init(&p->stop, 0);
     atomic_init(&p->cur, TICKET(0, END));
     atomic_init(&p->done, 0);
+    atomic_init(&p->NS, 1);
     atomic_init(&p->stage_seq, 0);
     atomic_init(&p->stage_sleepers, 0);
     for (int i = 0; i < p->threads * MAX_UNITS; i++)
