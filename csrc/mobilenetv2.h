@@ -224,6 +224,9 @@ struct mnv2_op {
                                          start this op's last tiles prefetch (as far as they reach,
                                          f32_pointwise_then); or NULL */
     size_t after_floats;
+    size_t after_cin, after_cout;     /* that op's channels, and whether its threads share its */
+    int after_by_panels;              /* output panels: then each share of this op prefetches the
+                                         panels the same share of that op reads */
 };
 /* A thread pool: the caller of a run and threads - 1 workers that wait for the next run
  * (spinning for 2 ms, then asleep).  One per model, shared by all its plans; runs on one pool
@@ -265,6 +268,10 @@ void f32_pointwise_part_avx512(const float *x, const float *packed, const float 
 void f32_pointwise_then(const float *x, const float *packed, const float *residual, float *y,
                         size_t cin, size_t cout, size_t m0, size_t m1, int relu6, const float *after,
                         size_t after_floats);
+/* f32_pointwise_part's panels [p0, p1) of rows [m0, m1), prefetching `after` likewise. */
+void f32_pointwise_part_then(const float *x, const float *packed, const float *residual, float *y,
+                             size_t cin, size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
+                             int relu6, const float *after, size_t after_floats);
 void f32_dwconv3x3_dilated_row_avx512(const float *const rows[3], const float *w,
                                       const float *bias, float *y, size_t wd, size_t c, size_t stride,
                                       size_t dilation, size_t pad_left, size_t ow, int relu6);

@@ -31,6 +31,7 @@
 #include <unistd.h>
 #endif
 #include "mobilenetv2.h"
+#include "simd.h"
 
 struct worker {
     struct pool *pool;
@@ -320,13 +321,24 @@ static int pass_time(unsigned spins, double *until)
     return 1;
 }
 
+/* Share t of `threads` of a pointwise op split by output panels; its last tiles prefetch the
+ * start of what the same share of the next pointwise op reads: its panels where that op is split
+ * by panels too (the 7x7 layers, Conv_1, the head), else the start of all its weights. */
 static void run_panels(const struct mnv2_op *op, int t, int threads)
 {
     size_t np = f32_pointwise_panels(op->cout);
     size_t p0 = split(np, t, threads), p1 = split(np, t + 1, threads);
+    const float *after = op->after;
+    size_t after_floats = op->after_floats;
+    if (after && op->after_by_panels && op->after_cout) {
+        const size_t nq = f32_pointwise_panels(op->after_cout), pstride = MNV2_PANEL * (op->after_cin + 1);
+        const size_t q0 = split(nq, t, threads), q1 = split(nq, t + 1, threads);
+        after = q0 < q1 ? op->after + q0 * pstride : NULL;
+        after_floats = q0 >= q1 ? 0 : q1 == nq ? op->after_floats - q0 * pstride : (q1 - q0) * pstride;
+    }
     if (p0 < p1)
-        f32_pointwise_part(op->x, op->w, op->residual, op->y, op->c, op->cout, 0,
-                           op->n * op->oh * op->ow, p0, p1, op->relu6);
+        f32_pointwise_part_then(op->x, op->w, op->residual, op->y, op->c, op->cout, 0,
+                                op->n * op->oh * op->ow, p0, p1, op->relu6, after, after_floats);
 }
 
 /* Floats per image of an op's input and of its output (and residual). */

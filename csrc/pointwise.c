@@ -483,6 +483,13 @@ void f32_pointwise_part(const float *x, const float *packed, const float *residu
     part_then(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6, NULL, 0);
 }
 
+void f32_pointwise_part_then(const float *x, const float *packed, const float *residual, float *y,
+                             size_t cin, size_t cout, size_t m0, size_t m1, size_t p0, size_t p1,
+                             int relu6, const float *after, size_t after_floats)
+{
+    part_then(x, packed, residual, y, cin, cout, m0, m1, p0, p1, relu6, after, after_floats);
+}
+
 void f32_pointwise_then(const float *x, const float *packed, const float *residual, float *y,
                         size_t cin, size_t cout, size_t m0, size_t m1, int relu6, const float *after,
                         size_t after_floats)

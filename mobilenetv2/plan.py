@@ -181,7 +181,8 @@ def _checks_its_input(op):
 def _mark_prefetch(ops):
     """Point each pointwise op at the packed weights of the next pointwise op, whose start its
     kernel prefetches as its own last panels compute (f32_pointwise_then: as far as those tiles
-    reach).  The weights of the 7x7 layers, Conv_1 and the head come from L3 or memory, and the
+    reach; an op split by panels prefetches, per share, what that share of the next op reads
+    first).  The weights of the 7x7 layers, Conv_1 and the head come from L3 or memory, and the
     first of them otherwise arrive only when their op starts."""
     lib, nxt = native.lib, None
     for op in reversed(ops):
@@ -190,6 +191,8 @@ def _mark_prefetch(ops):
         if nxt is not None:
             op["after"] = nxt["w"]
             op["after_floats"] = lib.f32_pointwise_packed_floats(nxt["c"], nxt["cout"])
+            op["after_cin"], op["after_cout"] = nxt["c"], nxt["cout"]
+            op["after_by_panels"] = int(bool(nxt.get("split_panels")))
         nxt = op
 
 
