@@ -53,8 +53,9 @@ struct plan {
  * and each unit (times the S threads of a group) is a share of a stage that any thread may take.
  * A thread then has two or more shares where its group has three or more images, so a thread on a
  * core another process holds (a loaded or shared machine) hands its second unit to a free thread
- * instead of the whole run waiting for it: 1.0_224, batch 8 on 2 threads with one of the 2 cores
- * busy went from ~1.0x to ~1.5x the 1-thread speed.  Two images per unit, not one: the ops of a
+ * instead of the whole run waiting for it: 1.0_224 on 2 threads with a busy process pinned to one
+ * of the 2 cores took 0.82x the time of whole groups at batch 16, 0.97x at batch 8 (benchmarks/
+ * README.md; idle, 0.95-1.01x).  Two images per unit, not one: the ops of a
  * stage run over a unit's images one op at a time, each op's weights read once per unit, and at
  * 1 thread batch 2 already runs at batch 4's and 8's time per image (1.0_224 on a Zen 5). */
 #define MAX_UNITS 4
@@ -73,7 +74,7 @@ struct pool {
     /* The run in progress (see run_stages): how its threads split the work, set by the caller
      * before it opens stage 0; the stage open now and who took which share of it. */
     int G, S;                 /* G groups of S threads, each group taking whole images */
-    int U;                    /* G > 1: the images form U units (UNITS_PER_GROUP), each a share */
+    int U;                    /* G > 1: the images form U units (image_units), each a share */
     atomic_int NS;            /* shares per stage: T (G = 1) or U S (atomic: a thread still in an
                                  earlier run may read it as the next run sets it; see run_locked) */
     size_t n_stages;          /* stage s is ops [first[s], first[s + 1]) */
