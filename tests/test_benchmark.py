@@ -276,3 +276,69 @@ def test_oversubscribed_script_refuses_bad_arguments(argv):
     with pytest.raises(SystemExit) as exc:
         _script("oversubscribed").main(argv)
     assert exc.value.code == 2
+
+
+def _device_kit():
+    from pathlib import Path
+    if not (Path(__file__).resolve().parent.parent / "benchmarks" / "device_kit.py").exists():
+        pytest.skip("benchmarks/ is not in this copy (the run without the extension copies the package "
+                    "and tests only)")
+    return _script("device_kit")
+
+
+def _wheel(path, files):
+    import zipfile
+    with zipfile.ZipFile(path, "w") as z:
+        for name, size in files.items():
+            z.writestr(name, b"x" * size)
+    return path
+
+
+def test_device_kit_keeps_what_a_cpu_run_loads_and_nothing_else(tmp_path):
+    """The kit's site archive: every file of the wheels but the GPU/NPU plugins, unused frontends,
+    headers and LiteRT's tools, with the shared libraries executable."""
+    import tarfile
+    kit = _device_kit()
+    kept = {"openvino/libs/libopenvino_intel_cpu_plugin.so": 300, "openvino/libs/libopenvino_onnx_frontend.so.2641": 50,
+            "openvino/_pyopenvino.cpython-312-x86_64-linux-gnu.so": 40, "openvino/__init__.py": 7,
+            "ai_edge_litert/interpreter.py": 20, "cffi/__init__.py": 5, "_cffi_backend.cpython-312-x86_64-linux-gnu.so": 9}
+    dropped = {"openvino/libs/libopenvino_intel_gpu_plugin.so": 1000, "openvino/libs/libopenvino_intel_npu_plugin.so": 100,
+               "openvino/libs/libopenvino_pytorch_frontend.so.2641": 70, "openvino/include/ov.h": 3,
+               "ai_edge_litert/tools/x.py": 11, "ai_edge_litert/libLiteRtWebGpuAccelerator.so": 13}
+    wheels = [_wheel(tmp_path / "a.whl", {k: v for k, v in {**kept, **dropped}.items() if k.startswith("openvino")}),
+              _wheel(tmp_path / "b.whl", {k: v for k, v in {**kept, **dropped}.items() if not k.startswith("openvino")})]
+    got_kept, got_dropped = kit.site_archive(wheels, tmp_path / "site.tar.xz")
+    assert (got_kept, got_dropped) == (sum(kept.values()), sum(dropped.values()))
+    with tarfile.open(tmp_path / "site.tar.xz") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert set(members) == set(kept)
+    assert all(m.size == kept[n] for n, m in members.items())
+    assert members["openvino/libs/libopenvino_intel_cpu_plugin.so"].mode == 0o755
+    assert members["openvino/libs/libopenvino_onnx_frontend.so.2641"].mode == 0o755
+    assert members["cffi/__init__.py"].mode == 0o644
+
+
+def test_device_kit_refuses_wheels_that_lost_a_needed_file(tmp_path):
+    kit = _device_kit()
+    wheel = _wheel(tmp_path / "a.whl", {"openvino/libs/libopenvino_intel_cpu_plugin.so": 3, "cffi/__init__.py": 1})
+    with pytest.raises(SystemExit, match="libopenvino_onnx_frontend"):
+        kit.site_archive([wheel], tmp_path / "site.tar.xz")
+
+
+@pytest.mark.parametrize("argv, says", [(["--variants", "2.0_224"], "--variants"), (["--variants", ","], "names none"),
+                                        (["--dest", "/tmp"], "inside the checkout")])
+def test_device_kit_refuses_bad_arguments_before_downloading(argv, says):
+    kit = _device_kit()
+    with pytest.raises(SystemExit, match=says):
+        kit.main(argv)
+
+
+def test_device_run_without_a_kit_says_so(tmp_path):
+    import subprocess
+    from pathlib import Path
+    _device_kit()
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(["bash", str(root / "benchmarks" / "device_run.sh")], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", "KIT": str(tmp_path / "none"), "OUT": str(tmp_path / "out")})
+    assert done.returncode == 2
+    assert "no kit at" in done.stdout and "device_kit.py" in done.stdout

@@ -1,0 +1,61 @@
+#!/bin/bash
+# One prepared run on a lent machine, from the kit benchmarks/device_kit.py made (carried as $KIT):
+# the machine's facts, the extension built there, the kernel and ISA tests, then bench.py with
+# every engine interleaved (threads 1, 2, 4, 8, 16 as the machine has cores; batch 1 and 8).
+# Everything goes to $OUT (log.txt, machine.txt, tests.txt, bench.json); each step has its own
+# time limit so the whole stays under one 10-minute call.
+#   KIT=.device bash benchmarks/device_run.sh
+# Environment: KIT (default .device), OUT (default /tmp/device-out), PYTHON (python3),
+# TEST_SECONDS (150; 0 skips the tests), BENCH_SECONDS (400), RUNS (60), ROUNDS (3),
+# THREADS (1,2,4,8,16, capped at the CPUs), VARIANTS (the kit's).
+set -u -o pipefail
+KIT=${KIT:-.device}
+OUT=${OUT:-/tmp/device-out}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/log.txt") 2>&1
+[ -f "$KIT/site.tar.xz" ] || { echo "device_run: no kit at $KIT (make it with benchmarks/device_kit.py)"; exit 2; }
+start=$(date +%s)
+{
+    date -u
+    echo "nproc: $(nproc)"
+    grep -m1 "model name" /proc/cpuinfo
+    grep -m1 "^flags" /proc/cpuinfo | tr ' ' '\n' | grep -E "^(avx|amx|fma)" | tr '\n' ' '
+    echo
+    lscpu 2>/dev/null
+    for i in /sys/devices/system/cpu/cpu0/cache/index*; do
+        echo "cache L$(cat "$i/level") $(cat "$i/type"): $(cat "$i/size")"
+    done 2>/dev/null
+    $PY --version
+    gcc --version 2>/dev/null | head -1
+} | tee "$OUT/machine.txt"
+
+SITE=$(mktemp -d /tmp/mnv2-site.XXXXXX)
+tar -xJf "$KIT/site.tar.xz" -C "$SITE" || { echo "device_run: could not unpack $KIT/site.tar.xz"; exit 2; }
+export PYTHONPATH="$PWD:$SITE"
+export MOBILENETV2_SHARED="$PWD/$KIT/shared"
+if ! $PY setup.py -q build_ext --inplace >"$OUT/build.txt" 2>&1; then
+    tail -20 "$OUT/build.txt"
+    echo "device_run: the C extension did not build (see build.txt)"
+    exit 3
+fi
+$PY -c "import mobilenetv2; print('mobilenetv2 backend:', mobilenetv2.backend())" || exit 3
+echo "# built after $(( $(date +%s) - start )) s"
+
+TEST_SECONDS=${TEST_SECONDS:-150}
+if [ "$TEST_SECONDS" != 0 ]; then
+    timeout "$TEST_SECONDS" $PY -m pytest -q -p no:cacheprovider tests/test_c_kernels.py tests/test_isa.py \
+        tests/test_c_grids.py 2>&1 | tee "$OUT/tests.txt" | tail -5
+    echo "# tests: exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
+fi
+
+CPUS=$($PY -c "import os; print(len(os.sched_getaffinity(0)))")
+THREADS=${THREADS:-$($PY -c "print(','.join(str(t) for t in (1, 2, 4, 8, 16) if t <= $CPUS))")}
+VARIANTS=${VARIANTS:-$(cat "$KIT/VARIANTS")}
+timeout "${BENCH_SECONDS:-400}" $PY benchmarks/bench.py --variants "$VARIANTS" --threads "$THREADS" --batch8 \
+    --engines c,ort,openvino,litert --runs "${RUNS:-60}" --rounds "${ROUNDS:-3}" --json "$OUT/bench.json" 2>&1 \
+    | grep -v "^INFO: Created TensorFlow Lite XNNPACK delegate"
+status=${PIPESTATUS[0]}
+echo "# bench: exit $status after $(( $(date +%s) - start )) s"
+rm -rf "$SITE"
+exit "$status"
