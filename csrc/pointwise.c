@@ -4,10 +4,11 @@
  * packed: for each panel p of output channels (ceil(cout / 16) panels, at p * 16 * (cin + 1)):
  *   [W] bias, then [cin][W] weights, W = 16, except W = 8 for a last panel of at most 8 channels
  *   (cout = 8, 24, 56, ...: no work on lanes that would only hold zeros); channels past cout are 0.
+ *   With cout = 24, then [cin][48]: each channel's weights for the AVX-512 row pairs (simd.h).
  * Each output is bias + the products over c in increasing order as fused multiply-adds (fmaf in
  * the scalar code), in blocks of MNV2_KBLOCK channels added in order where cin >= MNV2_KBLOCK_MIN
  * (simd.h), whatever ISA, tile or row range it falls in: every path gives the same bits.
- * The AVX-512 kernel (pointwise_avx512.c) reads the same packed layout.
+ * The AVX-512 kernel (pointwise_avx512.c) reads the same packed layout (and the pairs' copy).
  */
 #include <math.h>
 #include <string.h>
@@ -20,7 +21,9 @@
 
 size_t f32_pointwise_packed_floats(size_t cin, size_t cout)
 {
-    return cout == 0 ? 0 : (panels(cout) - 1) * PANEL * (cin + 1) + panel_width(panels(cout) - 1, cout) * (cin + 1);
+    return cout == 0 ? 0
+                     : (panels(cout) - 1) * PANEL * (cin + 1) + panel_width(panels(cout) - 1, cout) * (cin + 1) +
+                           (cout == MNV2_PAIR_COUT ? MNV2_PAIR_FLOATS * cin : 0);
 }
 
 void f32_pointwise_pack(const float *w, const float *bias, size_t cin, size_t cout, float *packed)
@@ -35,6 +38,12 @@ void f32_pointwise_pack(const float *w, const float *bias, size_t cin, size_t co
             for (size_t c = 0; c < cin; c++)
                 dst[wp + c * wp + j] = w[c * cout + o];
         }
+    }
+    if (cout == MNV2_PAIR_COUT) { /* the row-pair kernel's weights (simd.h), a channel's 48 in a row */
+        float *dst = packed + (PANEL + PANEL / 2) * (cin + 1);
+        for (size_t c = 0; c < cin; c++, dst += MNV2_PAIR_FLOATS)
+            for (size_t i = 0; i < MNV2_PAIR_FLOATS; i++)
+                dst[i] = w[c * cout + mnv2_pair_channel(i)];
     }
 }
 

@@ -207,17 +207,20 @@ tiles_short(const float *x, const float *packed, const float *residual, float *y
  *   A = row 0 channels 0-15,  B = [row 0 channels 16-23 | row 1 channels 0-7],
  *   C = [row 1 channels 8-15 | row 1 channels 16-23],
  * so no lane is idle (the 16 + 8 panels of the 12x2 tile leave a quarter of the FMA lanes empty).
- * B's and C's weights are the panels' halves put together once per channel and shared by every
- * pair; B's x is the two rows' broadcasts blended.  Per output the same blocked sum and FMA order
+ * A's, B's and C's weights are a channel's 48 of the pairs' copy packed after the panels (simd.h),
+ * three whole loads shared by every pair (put together from the panels' halves per channel
+ * instead, two loads and two shuffles more a channel, the 96->24 and 144->24 layers ran 3-4 %
+ * slower); B's x is the two rows' broadcasts blended.  Per output the same blocked sum and FMA order
  * as tile (the block's chain from the bias or 0, added to y's total, ReLU6 and the residual after
  * the last).  Returns the first row not done (fewer than 2 RP left). */
-#define PAIR_COUT (PANEL + PANEL / 2)
+#define PAIR_COUT MNV2_PAIR_COUT
 MNV2_AVX512 static inline __attribute__((always_inline)) size_t
 pairs24(const float *x, const float *packed, const float *residual, float *y, size_t cin, size_t m,
         size_t m1, const int RP, int relu6)
 {
     const size_t kb = mnv2_kblock(cin), W = PAIR_COUT;
     const float *pa = packed, *ph = packed + PANEL * (cin + 1); /* the 16-wide panel, the 8-wide one */
+    const float *pw = ph + (PANEL / 2) * (cin + 1);                /* the pairs' weights (simd.h) */
     for (; m + 2 * (size_t)RP <= m1; m += 2 * (size_t)RP) {
         const float *xr = x + m * cin;
         float *yr = y + m * W;
@@ -239,11 +242,10 @@ pairs24(const float *x, const float *packed, const float *residual, float *y, si
                     for (int j = 0; j < 3; j++)
                         acc[r][j] = b[j];
             }
-            const float *wa = pa + PANEL + k0 * PANEL, *wh = ph + PANEL / 2 + k0 * (PANEL / 2);
-            for (size_t c = k0; c < k1; c++, wa += PANEL, wh += PANEL / 2) {
-                const __m512 w0 = _mm512_loadu_ps(wa);
-                const __m512 w1 = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(wh)), _mm256_loadu_ps(wa), 1);
-                const __m512 w2 = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(wa + 8)), _mm256_loadu_ps(wh), 1);
+            const float *wp = pw + k0 * MNV2_PAIR_FLOATS;
+            for (size_t c = k0; c < k1; c++, wp += MNV2_PAIR_FLOATS) {
+                const __m512 w0 = _mm512_loadu_ps(wp), w1 = _mm512_loadu_ps(wp + PANEL),
+                             w2 = _mm512_loadu_ps(wp + 2 * PANEL);
 #pragma GCC unroll 8
                 for (int r = 0; r < RP; r++) {
                     const __m512 x0 = _mm512_set1_ps(xr[2 * r * cin + c]);

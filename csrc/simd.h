@@ -65,6 +65,14 @@ static inline size_t mnv2_panel_width(size_t p, size_t cout)
     return cout - p * MNV2_PANEL <= MNV2_PANEL / 2 ? MNV2_PANEL / 2 : MNV2_PANEL;
 }
 
+/* cout = 24 (a 16-channel panel and the 8-wide one): the packed form also holds, after the
+ * panels, each input channel's weights as three 16-lane vectors for two rows at once,
+ *   [o 0-15 | o 16-23, o 0-7 | o 8-15, o 16-23],
+ * the order of a row pair's 48 outputs in y (the AVX-512 kernel's row pairs load them whole). */
+#define MNV2_PAIR_COUT 24
+#define MNV2_PAIR_FLOATS 48
+static inline size_t mnv2_pair_channel(size_t i) { return i % MNV2_PAIR_COUT; }
+
 /* Data cache sizes in bytes (level 1, 2 or 3) read once from the machine (csrc/dispatch.c). */
 size_t mnv2_cache_bytes(int level);
 
