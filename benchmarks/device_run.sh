@@ -6,7 +6,7 @@
 # time limit so the whole stays under one 10-minute call.
 #   KIT=.device bash benchmarks/device_run.sh
 # Environment: KIT (default .device), OUT (default /tmp/device-out), PYTHON (python3),
-# TEST_SECONDS (150; 0 skips the tests), BENCH_SECONDS (400), RUNS (60), ROUNDS (3),
+# TEST_SECONDS (120; 0 skips the tests), BENCH_SECONDS (400), RUNS (60), ROUNDS (2),
 # THREADS (1,2,4,8,16, capped at the CPUs), VARIANTS (the kit's).
 set -u -o pipefail
 KIT=${KIT:-.device}
@@ -42,7 +42,7 @@ fi
 $PY -c "import mobilenetv2; print('mobilenetv2 backend:', mobilenetv2.backend())" || exit 3
 echo "# built after $(( $(date +%s) - start )) s"
 
-TEST_SECONDS=${TEST_SECONDS:-150}
+TEST_SECONDS=${TEST_SECONDS:-120}
 if [ "$TEST_SECONDS" != 0 ]; then
     timeout "$TEST_SECONDS" $PY -m pytest -q -p no:cacheprovider tests/test_c_kernels.py tests/test_isa.py \
         tests/test_c_grids.py 2>&1 | tee "$OUT/tests.txt" | tail -5
@@ -53,7 +53,7 @@ CPUS=$($PY -c "import os; print(len(os.sched_getaffinity(0)))")
 THREADS=${THREADS:-$($PY -c "print(','.join(str(t) for t in (1, 2, 4, 8, 16) if t <= $CPUS))")}
 VARIANTS=${VARIANTS:-$(cat "$KIT/VARIANTS")}
 timeout "${BENCH_SECONDS:-400}" $PY benchmarks/bench.py --variants "$VARIANTS" --threads "$THREADS" --batch8 \
-    --engines c,ort,openvino,litert --runs "${RUNS:-60}" --rounds "${ROUNDS:-3}" --json "$OUT/bench.json" 2>&1 \
+    --engines c,ort,openvino,litert --runs "${RUNS:-60}" --rounds "${ROUNDS:-2}" --json "$OUT/bench.json" 2>&1 \
     | grep -v "^INFO: Created TensorFlow Lite XNNPACK delegate"
 status=${PIPESTATUS[0]}
 echo "# bench: exit $status after $(( $(date +%s) - start )) s"
