@@ -31,7 +31,9 @@ start=$(date +%s)
 } | tee "$OUT/machine.txt"
 
 SITE=$(mktemp -d /tmp/mnv2-site.XXXXXX)
-tar -xJf "$KIT/site.tar.xz" -C "$SITE" || { echo "device_run: could not unpack $KIT/site.tar.xz"; exit 2; }
+# Python's own tarfile and lzma: the machine's image need not have the xz program
+$PY -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" "$KIT/site.tar.xz" "$SITE" \
+    || { echo "device_run: could not unpack $KIT/site.tar.xz"; exit 2; }
 export PYTHONPATH="$PWD:$SITE"
 export MOBILENETV2_SHARED="$PWD/$KIT/shared"
 if ! $PY setup.py -q build_ext --inplace >"$OUT/build.txt" 2>&1; then
