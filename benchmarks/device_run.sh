@@ -15,6 +15,7 @@ PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/log.txt") 2>&1
 [ -f "$KIT/site.tar.xz" ] || { echo "device_run: no kit at $KIT (make it with benchmarks/device_kit.py)"; exit 2; }
+case "$KIT" in /*) ;; *) KIT="$PWD/$KIT" ;; esac
 start=$(date +%s)
 {
     date -u
@@ -35,7 +36,7 @@ SITE=$(mktemp -d /tmp/mnv2-site.XXXXXX)
 $PY -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" "$KIT/site.tar.xz" "$SITE" \
     || { echo "device_run: could not unpack $KIT/site.tar.xz"; exit 2; }
 export PYTHONPATH="$PWD:$SITE"
-export MOBILENETV2_SHARED="$PWD/$KIT/shared"
+export MOBILENETV2_SHARED="$KIT/shared"
 if ! $PY setup.py -q build_ext --inplace >"$OUT/build.txt" 2>&1; then
     tail -20 "$OUT/build.txt"
     echo "device_run: the C extension did not build (see build.txt)"
