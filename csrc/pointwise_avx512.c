@@ -213,12 +213,11 @@ tiles_short(const float *x, const float *packed, const float *residual, float *y
  * slower); B's x is the two rows' broadcasts blended.  Per output the same blocked sum and FMA order
  * as tile (the block's chain from the bias or 0, added to y's total, ReLU6 and the residual after
  * the last).  Returns the first row not done (fewer than 2 RP left). */
-#define PAIR_COUT MNV2_PAIR_COUT
 MNV2_AVX512 static inline __attribute__((always_inline)) size_t
 pairs24(const float *x, const float *packed, const float *residual, float *y, size_t cin, size_t m,
         size_t m1, const int RP, int relu6)
 {
-    const size_t kb = mnv2_kblock(cin), W = PAIR_COUT;
+    const size_t kb = mnv2_kblock(cin), W = MNV2_PAIR_COUT;
     const float *pa = packed, *ph = packed + PANEL * (cin + 1); /* the 16-wide panel, the 8-wide one */
     const float *pw = ph + (PANEL / 2) * (cin + 1);                /* the pairs' weights (simd.h) */
     for (; m + 2 * (size_t)RP <= m1; m += 2 * (size_t)RP) {
@@ -450,7 +449,7 @@ MNV2_AVX512 void f32_pointwise_part_avx512(const float *x, const float *packed,
     for (size_t mblk = m0, mend; mblk < m1; mblk = mend) {
         mend = mnv2_row_block_end(mblk, m1, mb);
         size_t p = p0;
-        if (cout == PAIR_COUT && p0 == 0 && p1 == 2) { /* all 24 channels: row pairs */
+        if (cout == MNV2_PAIR_COUT && p0 == 0 && p1 == 2) { /* all 24 channels: row pairs */
             size_t m = mblk;
             m = pairs24_8(x, packed, residual, y, cin, m, mend, relu6);
             m = pairs24_4(x, packed, residual, y, cin, m, mend, relu6);
