@@ -5,12 +5,14 @@
  * panels keeps RT * NP accumulators in the 32 zmm registers (6x4, 8x3, 12x2, 12x1: 24 FMA chains
  * a step, 4-6 loads), each x value broadcast from memory.  Channel tails (cout not a multiple of
  * 16) are stored through k-register masks.  Sums of one block (cin < 128) run a tile shape over
- * all its rows in one call (tiles_short); cout = 24 takes rows in pairs, 3 registers a pair
- * (pairs24).  Per output the same FMA sequence and blocked sum as the scalar and AVX2 kernels
- * (simd.h), so the same bits.
+ * all its rows in one call (tiles_short); cout = 24 takes rows in pairs, 3 registers a pair, the
+ * two rows interleaved (pairs24).  Per output the same FMA sequence and blocked sum as the scalar
+ * and AVX2 kernels (simd.h), so the same bits.
  */
 #include "mobilenetv2.h"
 #include "simd.h"
+
+#include <string.h>
 
 #if MNV2_X86
 #define PANEL MNV2_PANEL
@@ -202,17 +204,20 @@ tiles_short(const float *x, const float *packed, const float *residual, float *y
     return m;
 }
 
-/* cout = 24 (a 16-channel panel and the 8-wide one), all of it: RP pairs of rows at a time, a pair's
- * 48 outputs (contiguous in y) in 3 zmm registers,
- *   A = row 0 channels 0-15,  B = [row 0 channels 16-23 | row 1 channels 0-7],
- *   C = [row 1 channels 8-15 | row 1 channels 16-23],
- * so no lane is idle (the 16 + 8 panels of the 12x2 tile leave a quarter of the FMA lanes empty).
- * A's, B's and C's weights are a channel's 48 of the pairs' copy packed after the panels (simd.h),
- * three whole loads shared by every pair (put together from the panels' halves per channel
- * instead, two loads and two shuffles more a channel, the 96->24 and 144->24 layers ran 3-4 %
- * slower); B's x is the two rows' broadcasts blended.  Per output the same blocked sum and FMA order
- * as tile (the block's chain from the bias or 0, added to y's total, ReLU6 and the residual after
- * the last).  Returns the first row not done (fewer than 2 RP left). */
+/* cout = 24 (a 16-channel panel and the 8-wide one), all of it: RP pairs of rows at a time, a
+ * pair's 48 sums in 3 zmm registers with the two rows interleaved,
+ *   vector k, lane 2 j + i = row i of the pair, output channel 8 k + j   (k 0..2, j 0..7, i 0..1),
+ * so no lane is idle (the 16 + 8 panels of the 12x2 tile leave a quarter of the FMA lanes empty)
+ * and every FMA of a channel step takes the same x vector, [x0 x1 x0 x1 ...]: one 8-byte
+ * broadcast of the pair's two inputs, which a copy of the rows' block of channels with the two
+ * rows interleaved (xs: two permutes per 16 channels) puts side by side.  The weights are the
+ * pairs' copy packed after the panels (simd.h), three whole loads a channel shared by every pair.
+ * The sums are put back in y's order (three permutes a pair) before the epilogue.  The earlier
+ * form, [row 0 o 0-15 | row 0 o 16-23, row 1 o 0-7 | row 1 o 8-15, 16-23], needed a broadcast per
+ * row and a blend per pair a channel: on an Intel Xeon (blends share the FMA ports) 224x96->24 ran
+ * at 104-110 GFLOP/s against 145 now (benchmarks/README.md).  Per output the same blocked sum and
+ * FMA order as tile (the block's chain from the bias or 0, added to y's total, ReLU6 and the
+ * residual after the last).  Returns the first row not done (fewer than 2 RP left). */
 MNV2_AVX512 static inline __attribute__((always_inline)) size_t
 pairs24(const float *x, const float *packed, const float *residual, float *y, size_t cin, size_t m,
         size_t m1, const int RP, int relu6)
@@ -220,46 +225,73 @@ pairs24(const float *x, const float *packed, const float *residual, float *y, si
     const size_t kb = mnv2_kblock(cin), W = MNV2_PAIR_COUT;
     const float *pa = packed, *ph = packed + PANEL * (cin + 1); /* the 16-wide panel, the 8-wide one */
     const float *pw = ph + (PANEL / 2) * (cin + 1);                /* the pairs' weights (simd.h) */
+    /* permutes: a weight (bias) per lane pair; rows a, b interleaved (channels 0-7, 8-15); back to
+     * y's order, [row 0 o 0-15], [row 0 o 16-23 | row 1 o 0-7], [row 1 o 8-23] */
+    const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i o1 = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512 bias0 = _mm512_permutexvar_ps(dup, _mm512_loadu_ps(pa)),
+                 bias1 = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(pa + 8))),
+                 bias2 = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(ph)));
+    /* a group's rows, channels [k0, k1) of a block (fewer than MNV2_KBLOCK_MIN, rounded up to 16),
+     * interleaved pair by pair */
+    enum { XS = 2 * (MNV2_KBLOCK_MIN + PANEL) };
+    float xs[8 * XS] __attribute__((aligned(64)));
     for (; m + 2 * (size_t)RP <= m1; m += 2 * (size_t)RP) {
         const float *xr = x + m * cin;
         float *yr = y + m * W;
         const float *rr = residual ? residual + m * W : NULL;
         size_t k0 = 0;
         do {
-            const size_t k1 = cin - k0 < kb ? cin : k0 + kb;
+            const size_t k1 = cin - k0 < kb ? cin : k0 + kb, n = k1 - k0;
             const int phase = mnv2_phase(k0, k1, cin);
+            for (int r = 0; r < RP; r++) {
+                const float *a = xr + 2 * r * cin + k0, *b = a + cin;
+                float *d = xs + r * XS;
+                for (size_t c = 0; c < n; c += PANEL) {
+                    const __mmask16 k = lanes16(n - c);
+                    const __m512 va = _mm512_maskz_loadu_ps(k, a + c), vb = _mm512_maskz_loadu_ps(k, b + c);
+                    _mm512_store_ps(d + 2 * c, _mm512_permutex2var_ps(va, lo, vb));
+                    _mm512_store_ps(d + 2 * c + PANEL, _mm512_permutex2var_ps(va, hi, vb));
+                }
+            }
             __m512 acc[8][3];
             {
-                __m512 b[3] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-                if (phase & MNV2_FIRST) {
-                    b[0] = _mm512_loadu_ps(pa);
-                    b[1] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(ph)), _mm256_loadu_ps(pa), 1);
-                    b[2] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(pa + 8)), _mm256_loadu_ps(ph), 1);
-                }
+                const int f = phase & MNV2_FIRST;
+                const __m512 z = _mm512_setzero_ps();
 #pragma GCC unroll 8
-                for (int r = 0; r < RP; r++)
-                    for (int j = 0; j < 3; j++)
-                        acc[r][j] = b[j];
+                for (int r = 0; r < RP; r++) {
+                    acc[r][0] = f ? bias0 : z;
+                    acc[r][1] = f ? bias1 : z;
+                    acc[r][2] = f ? bias2 : z;
+                }
             }
             const float *wp = pw + k0 * MNV2_PAIR_FLOATS;
-            for (size_t c = k0; c < k1; c++, wp += MNV2_PAIR_FLOATS) {
+            for (size_t c = 0; c < n; c++, wp += MNV2_PAIR_FLOATS) {
                 const __m512 w0 = _mm512_loadu_ps(wp), w1 = _mm512_loadu_ps(wp + PANEL),
                              w2 = _mm512_loadu_ps(wp + 2 * PANEL);
 #pragma GCC unroll 8
                 for (int r = 0; r < RP; r++) {
-                    const __m512 x0 = _mm512_set1_ps(xr[2 * r * cin + c]);
-                    const __m512 x1 = _mm512_set1_ps(xr[(2 * r + 1) * cin + c]);
-                    acc[r][0] = _mm512_fmadd_ps(x0, w0, acc[r][0]);
-                    acc[r][1] = _mm512_fmadd_ps(_mm512_mask_broadcastss_ps(x0, 0xff00, _mm_load_ss(xr + (2 * r + 1) * cin + c)), w1, acc[r][1]);
-                    acc[r][2] = _mm512_fmadd_ps(x1, w2, acc[r][2]);
+                    double two;
+                    memcpy(&two, xs + r * XS + 2 * c, sizeof two); /* x0 x1, as one 8-byte lane */
+                    const __m512 xp = _mm512_castpd_ps(_mm512_set1_pd(two));
+                    acc[r][0] = _mm512_fmadd_ps(xp, w0, acc[r][0]);
+                    acc[r][1] = _mm512_fmadd_ps(xp, w1, acc[r][1]);
+                    acc[r][2] = _mm512_fmadd_ps(xp, w2, acc[r][2]);
                 }
             }
             const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
 #pragma GCC unroll 8
-            for (int r = 0; r < RP; r++)
+            for (int r = 0; r < RP; r++) {
+                const __m512 out[3] = {_mm512_permutex2var_ps(acc[r][0], ev, acc[r][1]),
+                                       _mm512_permutex2var_ps(acc[r][2], o1, acc[r][0]),
+                                       _mm512_permutex2var_ps(acc[r][1], od, acc[r][2])};
                 for (int j = 0; j < 3; j++) {
                     float *yp = yr + (2 * r) * W + j * PANEL;
-                    __m512 v = acc[r][j];
+                    __m512 v = out[j];
                     if (!(phase & MNV2_FIRST))
                         v = _mm512_add_ps(_mm512_loadu_ps(yp), v);
                     if (phase & MNV2_LAST) {
@@ -270,6 +302,7 @@ pairs24(const float *x, const float *packed, const float *residual, float *y, si
                     }
                     _mm512_storeu_ps(yp, v);
                 }
+            }
             k0 = k1;
         } while (k0 < cin);
     }
@@ -443,13 +476,17 @@ MNV2_AVX512 void f32_pointwise_part_avx512(const float *x, const float *packed,
     const size_t pstride = PANEL * (cin + 1);
     const size_t wbytes = (p1 - p0) * pstride * sizeof(float), row = (cin ? cin : 1) * sizeof(float);
     const size_t budget = wbytes <= mnv2_cache_bytes(2) / 2 ? mnv2_cache_bytes(1) / 2 : mnv2_cache_bytes(2) / 4;
+    const int pairs = cout == MNV2_PAIR_COUT && p0 == 0 && p1 == 2; /* all 24 channels: row pairs */
     size_t mb = budget / row;
-    mb = mb < 24 ? 24 : mb - mb % 24;
+    if (pairs) /* whole groups of 8 pairs: a group of 4 left in each block ran a quarter slower */
+        mb = mb < 16 ? 16 : mb - mb % 16;
+    else
+        mb = mb < 24 ? 24 : mb - mb % 24;
     const size_t full = mnv2_panel_width(p1 - 1, cout) == PANEL ? p1 : p1 - 1;
     for (size_t mblk = m0, mend; mblk < m1; mblk = mend) {
         mend = mnv2_row_block_end(mblk, m1, mb);
         size_t p = p0;
-        if (cout == MNV2_PAIR_COUT && p0 == 0 && p1 == 2) { /* all 24 channels: row pairs */
+        if (pairs) {
             size_t m = mblk;
             m = pairs24_8(x, packed, residual, y, cin, m, mend, relu6);
             m = pairs24_4(x, packed, residual, y, cin, m, mend, relu6);

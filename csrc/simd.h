@@ -66,12 +66,13 @@ static inline size_t mnv2_panel_width(size_t p, size_t cout)
 }
 
 /* cout = 24 (a 16-channel panel and the 8-wide one): the packed form also holds, after the
- * panels, each input channel's weights as three 16-lane vectors for two rows at once,
- *   [o 0-15 | o 16-23, o 0-7 | o 8-15, o 16-23],
- * the order of a row pair's 48 outputs in y (the AVX-512 kernel's row pairs load them whole). */
+ * panels, each input channel's weights as three 16-lane vectors for two rows at once, lane l of
+ * vector k holding output channel 8 k + l / 2 (each weight twice, for the two rows of a pair that
+ * the AVX-512 kernel interleaves lane by lane: pointwise_avx512.c's pairs24).
+ */
 #define MNV2_PAIR_COUT 24
 #define MNV2_PAIR_FLOATS 48
-static inline size_t mnv2_pair_channel(size_t i) { return i % MNV2_PAIR_COUT; }
+static inline size_t mnv2_pair_channel(size_t i) { return 8 * (i / 16) + (i % 16) / 2; }
 
 /* Data cache sizes in bytes (level 1, 2 or 3) read once from the machine (csrc/dispatch.c). */
 size_t mnv2_cache_bytes(int level);
