@@ -19,11 +19,15 @@
 #define panels mnv2_panels
 #define panel_width mnv2_panel_width
 
+/* Floats of the panels alone (the pairs' copy, where there is one, follows them). */
+static size_t panels_floats(size_t cin, size_t cout)
+{
+    return cout == 0 ? 0 : (panels(cout) - 1) * PANEL * (cin + 1) + panel_width(panels(cout) - 1, cout) * (cin + 1);
+}
+
 size_t f32_pointwise_packed_floats(size_t cin, size_t cout)
 {
-    return cout == 0 ? 0
-                     : (panels(cout) - 1) * PANEL * (cin + 1) + panel_width(panels(cout) - 1, cout) * (cin + 1) +
-                           (cout == MNV2_PAIR_COUT ? MNV2_PAIR_FLOATS * cin : 0);
+    return panels_floats(cin, cout) + (mnv2_pairs_cout(cout) ? 2 * cout * cin : 0);
 }
 
 void f32_pointwise_pack(const float *w, const float *bias, size_t cin, size_t cout, float *packed)
@@ -39,10 +43,10 @@ void f32_pointwise_pack(const float *w, const float *bias, size_t cin, size_t co
                 dst[wp + c * wp + j] = w[c * cout + o];
         }
     }
-    if (cout == MNV2_PAIR_COUT) { /* the row-pair kernel's weights (simd.h), a channel's 48 in a row */
-        float *dst = packed + (PANEL + PANEL / 2) * (cin + 1);
-        for (size_t c = 0; c < cin; c++, dst += MNV2_PAIR_FLOATS)
-            for (size_t i = 0; i < MNV2_PAIR_FLOATS; i++)
+    if (mnv2_pairs_cout(cout)) { /* the row-pair kernel's weights (simd.h), a channel's 2 cout in a row */
+        float *dst = packed + panels_floats(cin, cout);
+        for (size_t c = 0; c < cin; c++, dst += 2 * cout)
+            for (size_t i = 0; i < 2 * cout; i++)
                 dst[i] = w[c * cout + mnv2_pair_channel(i)];
     }
 }

@@ -5,8 +5,8 @@
  * panels keeps RT * NP accumulators in the 32 zmm registers (6x4, 8x3, 12x2, 12x1: 24 FMA chains
  * a step, 4-6 loads), each x value broadcast from memory.  Channel tails (cout not a multiple of
  * 16) are stored through k-register masks.  Sums of one block (cin < 128) run a tile shape over
- * all its rows in one call (tiles_short); cout = 24 takes rows in pairs, 3 registers a pair, the
- * two rows interleaved (pairs24).  Per output the same FMA sequence and blocked sum as the scalar
+ * all its rows in one call (tiles_short); cout 8, 16 and 24 take rows in pairs, cout / 8
+ * registers a pair, the two rows interleaved (pairs).  Per output the same FMA sequence and blocked sum as the scalar
  * and AVX2 kernels (simd.h), so the same bits.
  */
 #include "mobilenetv2.h"
@@ -204,42 +204,48 @@ tiles_short(const float *x, const float *packed, const float *residual, float *y
     return m;
 }
 
-/* cout = 24 (a 16-channel panel and the 8-wide one), all of it: RP pairs of rows at a time, a
- * pair's 48 sums in 3 zmm registers with the two rows interleaved,
- *   vector k, lane 2 j + i = row i of the pair, output channel 8 k + j   (k 0..2, j 0..7, i 0..1),
- * so no lane is idle (the 16 + 8 panels of the 12x2 tile leave a quarter of the FMA lanes empty)
- * and every FMA of a channel step takes the same x vector, [x0 x1 x0 x1 ...]: one 8-byte
- * broadcast of the pair's two inputs, which a copy of the rows' block of channels with the two
- * rows interleaved (xs: two permutes per 16 channels) puts side by side.  The weights are the
- * pairs' copy packed after the panels (simd.h), three whole loads a channel shared by every pair.
- * The sums are put back in y's order (three permutes a pair) before the epilogue.  The earlier
- * form, [row 0 o 0-15 | row 0 o 16-23, row 1 o 0-7 | row 1 o 8-15, 16-23], needed a broadcast per
- * row and a blend per pair a channel: on an Intel Xeon (blends share the FMA ports) 224x96->24 ran
- * at 104-110 GFLOP/s against 145 now (benchmarks/README.md).  Per output the same blocked sum and
- * FMA order as tile (the block's chain from the bias or 0, added to y's total, ReLU6 and the
- * residual after the last).  Returns the first row not done (fewer than 2 RP left). */
+/* cout = 8 NV (NV 1-3: 8, 16 or 24 channels, mnv2_pairs_cout), all of it: RP pairs of rows at a
+ * time, a pair's 2 cout sums in NV zmm registers with the two rows interleaved,
+ *   vector k, lane 2 j + i = row i of the pair, output channel 8 k + j   (k < NV, j 0..7, i 0..1),
+ * so no lane is idle (cout 24 as panels, 16 + 8, leaves a quarter of the FMA lanes empty, cout 8
+ * half of them) and every FMA of a channel step takes the same x vector, [x0 x1 x0 x1 ...]: one
+ * 8-byte broadcast of the pair's two inputs, which a copy of the rows' block of channels with the
+ * two rows interleaved (xs: two permutes per 16 channels) puts side by side.  The weights are the
+ * pairs' copy packed after the panels (simd.h), NV whole loads a channel shared by every pair.  The
+ * sums are put back in y's order (NV permutes a pair) before the epilogue.  Against the panels'
+ * tiles (12x1: a broadcast per FMA) and the earlier cout-24 form, [row 0 o 0-15 | row 0 o 16-23,
+ * row 1 o 0-7 | row 1 o 8-15, 16-23] (a broadcast per row and a blend per pair a channel, which
+ * shares the FMA ports on Intel), on an Intel Xeon: benchmarks/README.md.  Per output the same
+ * blocked sum and FMA order as tile (the block's chain from the bias or 0, added to y's total,
+ * ReLU6 and the residual after the last).  Returns the first row not done (fewer than 2 RP left). */
 MNV2_AVX512 static inline __attribute__((always_inline)) size_t
-pairs24(const float *x, const float *packed, const float *residual, float *y, size_t cin, size_t m,
-        size_t m1, const int RP, int relu6)
+pairs(const float *x, const float *packed, const float *residual, float *y, size_t cin, size_t m,
+      size_t m1, const int NV, const int RP, int relu6)
 {
-    const size_t kb = mnv2_kblock(cin), W = MNV2_PAIR_COUT;
-    const float *pa = packed, *ph = packed + PANEL * (cin + 1); /* the 16-wide panel, the 8-wide one */
-    const float *pw = ph + (PANEL / 2) * (cin + 1);                /* the pairs' weights (simd.h) */
-    /* permutes: a weight (bias) per lane pair; rows a, b interleaved (channels 0-7, 8-15); back to
-     * y's order, [row 0 o 0-15], [row 0 o 16-23 | row 1 o 0-7], [row 1 o 8-23] */
+    const size_t kb = mnv2_kblock(cin), W = 8 * (size_t)NV;
+    /* the bias of channels 0-15 (the 16-wide panel, or the 8-wide one for cout 8) and 16-23 */
+    const float *b0 = packed, *b1 = packed + PANEL * (cin + 1);
+    const float *pw = packed + (NV == 1 ? PANEL / 2 : NV == 2 ? PANEL : PANEL + PANEL / 2) * (cin + 1);
+    /* permutes: a bias per lane pair; rows a, b interleaved (channels 0-7, 8-15); back to y's
+     * order: cout 24 [row 0 o 0-15], [row 0 o 16-23 | row 1 o 0-7], [row 1 o 8-23]; cout 16
+     * [row 0], [row 1]; cout 8 [row 0 | row 1] */
     const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
     const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i o1 = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    const __m512 bias0 = _mm512_permutexvar_ps(dup, _mm512_loadu_ps(pa)),
-                 bias1 = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(pa + 8))),
-                 bias2 = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(ph)));
+    const __m512i eo = _mm512_set_epi32(15, 13, 11, 9, 7, 5, 3, 1, 14, 12, 10, 8, 6, 4, 2, 0);
+    __m512 bias[3];
+    bias[0] = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(b0)));
+    if (NV >= 2)
+        bias[1] = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(b0 + 8)));
+    if (NV == 3)
+        bias[2] = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(b1)));
     /* a group's rows, channels [k0, k1) of a block (fewer than MNV2_KBLOCK_MIN, rounded up to 16),
      * interleaved pair by pair */
     enum { XS = 2 * (MNV2_KBLOCK_MIN + PANEL) };
-    float xs[8 * XS] __attribute__((aligned(64)));
+    float xs[RP * XS] __attribute__((aligned(64)));
     for (; m + 2 * (size_t)RP <= m1; m += 2 * (size_t)RP) {
         const float *xr = x + m * cin;
         float *yr = y + m * W;
@@ -258,38 +264,47 @@ pairs24(const float *x, const float *packed, const float *residual, float *y, si
                     _mm512_store_ps(d + 2 * c + PANEL, _mm512_permutex2var_ps(va, hi, vb));
                 }
             }
-            __m512 acc[8][3];
+            __m512 acc[16][3];
             {
                 const int f = phase & MNV2_FIRST;
-                const __m512 z = _mm512_setzero_ps();
-#pragma GCC unroll 8
-                for (int r = 0; r < RP; r++) {
-                    acc[r][0] = f ? bias0 : z;
-                    acc[r][1] = f ? bias1 : z;
-                    acc[r][2] = f ? bias2 : z;
-                }
+#pragma GCC unroll 16
+                for (int r = 0; r < RP; r++)
+#pragma GCC unroll 3
+                    for (int v = 0; v < NV; v++)
+                        acc[r][v] = f ? bias[v] : _mm512_setzero_ps();
             }
-            const float *wp = pw + k0 * MNV2_PAIR_FLOATS;
-            for (size_t c = 0; c < n; c++, wp += MNV2_PAIR_FLOATS) {
-                const __m512 w0 = _mm512_loadu_ps(wp), w1 = _mm512_loadu_ps(wp + PANEL),
-                             w2 = _mm512_loadu_ps(wp + 2 * PANEL);
-#pragma GCC unroll 8
+            const float *wp = pw + k0 * 2 * W;
+            for (size_t c = 0; c < n; c++, wp += 2 * W) {
+                __m512 w[3];
+#pragma GCC unroll 3
+                for (int v = 0; v < NV; v++)
+                    w[v] = _mm512_loadu_ps(wp + v * PANEL);
+#pragma GCC unroll 16
                 for (int r = 0; r < RP; r++) {
                     double two;
                     memcpy(&two, xs + r * XS + 2 * c, sizeof two); /* x0 x1, as one 8-byte lane */
                     const __m512 xp = _mm512_castpd_ps(_mm512_set1_pd(two));
-                    acc[r][0] = _mm512_fmadd_ps(xp, w0, acc[r][0]);
-                    acc[r][1] = _mm512_fmadd_ps(xp, w1, acc[r][1]);
-                    acc[r][2] = _mm512_fmadd_ps(xp, w2, acc[r][2]);
+#pragma GCC unroll 3
+                    for (int v = 0; v < NV; v++)
+                        acc[r][v] = _mm512_fmadd_ps(xp, w[v], acc[r][v]);
                 }
             }
             const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
             for (int r = 0; r < RP; r++) {
-                const __m512 out[3] = {_mm512_permutex2var_ps(acc[r][0], ev, acc[r][1]),
-                                       _mm512_permutex2var_ps(acc[r][2], o1, acc[r][0]),
-                                       _mm512_permutex2var_ps(acc[r][1], od, acc[r][2])};
-                for (int j = 0; j < 3; j++) {
+                __m512 out[3];
+                if (NV == 3) {
+                    out[0] = _mm512_permutex2var_ps(acc[r][0], ev, acc[r][1]);
+                    out[1] = _mm512_permutex2var_ps(acc[r][2], o1, acc[r][0]);
+                    out[2] = _mm512_permutex2var_ps(acc[r][1], od, acc[r][2]);
+                } else if (NV == 2) {
+                    out[0] = _mm512_permutex2var_ps(acc[r][0], ev, acc[r][1]);
+                    out[1] = _mm512_permutex2var_ps(acc[r][0], od, acc[r][1]);
+                } else {
+                    out[0] = _mm512_permutexvar_ps(eo, acc[r][0]);
+                }
+#pragma GCC unroll 3
+                for (int j = 0; j < NV; j++) {
                     float *yp = yr + (2 * r) * W + j * PANEL;
                     __m512 v = out[j];
                     if (!(phase & MNV2_FIRST))
@@ -379,15 +394,26 @@ typedef void tile_fn(const float *x, const float *packed, const float *residual,
 SHORT(6, 4, 0) SHORT(8, 3, 0) SHORT(12, 2, 0) SHORT(12, 1, 0)
 SHORT(6, 4, 1) SHORT(8, 3, 1) SHORT(12, 2, 1) SHORT(12, 1, 1)
 #undef SHORT
-#define PAIRS(rp)                                                                                  \
-    MNV2_AVX512 static size_t pairs24_##rp(const float *x, const float *packed,                    \
-                                           const float *residual, float *y, size_t cin, size_t m,  \
-                                           size_t m1, int relu6)                                   \
+typedef size_t pairs_fn(const float *x, const float *packed, const float *residual, float *y,
+                        size_t cin, size_t m, size_t m1, int relu6);
+#define PAIRS(nv, rp)                                                                              \
+    MNV2_AVX512 static size_t pairs##nv##_##rp(const float *x, const float *packed,                \
+                                               const float *residual, float *y, size_t cin,         \
+                                               size_t m, size_t m1, int relu6)                      \
     {                                                                                              \
-        return pairs24(x, packed, residual, y, cin, m, m1, rp, relu6);                             \
+        return pairs(x, packed, residual, y, cin, m, m1, nv, rp, relu6);                           \
     }
-PAIRS(8) PAIRS(4) PAIRS(2) PAIRS(1)
+PAIRS(3, 8) PAIRS(3, 4) PAIRS(3, 2) PAIRS(3, 1)
+PAIRS(2, 12) PAIRS(2, 8) PAIRS(2, 4) PAIRS(2, 2) PAIRS(2, 1)
+PAIRS(1, 16) PAIRS(1, 8) PAIRS(1, 4) PAIRS(1, 2) PAIRS(1, 1)
 #undef PAIRS
+/* Per NV (cout / 8): the pair counts, largest first (at most 24 accumulators). */
+static const struct { int pairs[5]; pairs_fn *fn[5]; } PAIR_RUNS[4] = {
+    {{0}, {NULL}},
+    {{16, 8, 4, 2, 1}, {pairs1_16, pairs1_8, pairs1_4, pairs1_2, pairs1_1}},
+    {{12, 8, 4, 2, 1}, {pairs2_12, pairs2_8, pairs2_4, pairs2_2, pairs2_1}},
+    {{8, 4, 2, 1, 0}, {pairs3_8, pairs3_4, pairs3_2, pairs3_1, NULL}},
+};
 TILE(6, 4) TILE(4, 4) TILE(2, 4) TILE(1, 4)
 TILE(8, 3) TILE(4, 3) TILE(2, 3) TILE(1, 3)
 TILE(12, 2) TILE(8, 2) TILE(4, 2) TILE(2, 2) TILE(1, 2)
@@ -476,24 +502,25 @@ MNV2_AVX512 void f32_pointwise_part_avx512(const float *x, const float *packed,
     const size_t pstride = PANEL * (cin + 1);
     const size_t wbytes = (p1 - p0) * pstride * sizeof(float), row = (cin ? cin : 1) * sizeof(float);
     const size_t budget = wbytes <= mnv2_cache_bytes(2) / 2 ? mnv2_cache_bytes(1) / 2 : mnv2_cache_bytes(2) / 4;
-    const int pairs = cout == MNV2_PAIR_COUT && p0 == 0 && p1 == 2; /* all 24 channels: row pairs */
+    /* cout 8, 16 or 24, all of it: row pairs (NV vectors a pair) */
+    const int nv = mnv2_pairs_cout(cout) && p0 == 0 && p1 == mnv2_panels(cout) ? (int)(cout / 8) : 0;
     size_t mb = budget / row;
-    if (pairs) /* whole groups of 8 pairs: a group of 4 left in each block ran a quarter slower */
-        mb = mb < 16 ? 16 : mb - mb % 16;
-    else
+    if (nv) { /* whole groups of the most pairs: cout 24 with a group of 4 left per block ran a quarter slower */
+        const size_t g = 2 * (size_t)PAIR_RUNS[nv].pairs[0];
+        mb = mb < g ? g : mb - mb % g;
+    } else {
         mb = mb < 24 ? 24 : mb - mb % 24;
+    }
     const size_t full = mnv2_panel_width(p1 - 1, cout) == PANEL ? p1 : p1 - 1;
     for (size_t mblk = m0, mend; mblk < m1; mblk = mend) {
         mend = mnv2_row_block_end(mblk, m1, mb);
         size_t p = p0;
-        if (pairs) {
+        if (nv) {
             size_t m = mblk;
-            m = pairs24_8(x, packed, residual, y, cin, m, mend, relu6);
-            m = pairs24_4(x, packed, residual, y, cin, m, mend, relu6);
-            m = pairs24_2(x, packed, residual, y, cin, m, mend, relu6);
-            m = pairs24_1(x, packed, residual, y, cin, m, mend, relu6);
-            if (m < mend) /* an odd last row */
-                rows_run(x, packed, residual, y, cin, cout, m, mend, 0, 5, relu6, none);
+            for (int t = 0; t < 5 && PAIR_RUNS[nv].fn[t]; t++)
+                m = PAIR_RUNS[nv].fn[t](x, packed, residual, y, cin, m, mend, relu6);
+            if (m < mend) /* an odd last row: TILES[np] of the panels (cout 8: the half one alone) */
+                rows_run(x, packed, residual, y, cin, cout, m, mend, 0, nv == 3 ? 5 : nv == 2 ? 1 : 0, relu6, none);
             continue;
         }
         const struct ahead last = mend == m1 ? then : none;

@@ -65,13 +65,12 @@ static inline size_t mnv2_panel_width(size_t p, size_t cout)
     return cout - p * MNV2_PANEL <= MNV2_PANEL / 2 ? MNV2_PANEL / 2 : MNV2_PANEL;
 }
 
-/* cout = 24 (a 16-channel panel and the 8-wide one): the packed form also holds, after the
- * panels, each input channel's weights as three 16-lane vectors for two rows at once, lane l of
- * vector k holding output channel 8 k + l / 2 (each weight twice, for the two rows of a pair that
- * the AVX-512 kernel interleaves lane by lane: pointwise_avx512.c's pairs24).
+/* cout 8, 16 or 24 (the 8-wide panel, a 16-channel one, or both): the packed form also holds,
+ * after the panels, each input channel's weights as cout / 8 16-lane vectors for two rows at once,
+ * lane l of vector k holding output channel 8 k + l / 2 (each weight twice, for the two rows of a
+ * pair that the AVX-512 kernel interleaves lane by lane: pointwise_avx512.c's pairs).
  */
-#define MNV2_PAIR_COUT 24
-#define MNV2_PAIR_FLOATS 48
+static inline int mnv2_pairs_cout(size_t cout) { return cout == 8 || cout == 16 || cout == 24; }
 static inline size_t mnv2_pair_channel(size_t i) { return 8 * (i / 16) + (i % 16) / 2; }
 
 /* Data cache sizes in bytes (level 1, 2 or 3) read once from the machine (csrc/dispatch.c). */

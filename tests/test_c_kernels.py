@@ -260,17 +260,17 @@ def test_pointwise_grid_every_channel_count_and_row_remainder(cin):
                 close(got, want[0, 0])
 
 
+@pytest.mark.parametrize("cout", [8, 16, 24])
 @pytest.mark.parametrize("cin", [1, 16, 24, 72, 96, 127, 128, 144, 200])
-def test_pointwise_cout_24_row_pairs_every_group_and_block(cin):
-    """cout 24 runs on AVX-512 as row pairs with the two rows interleaved (8 pairs, then 4, 2, 1 and
-    an odd row, in row blocks of 16 rows and more): rows 1..49 and a few hundred, sums of one block
-    and blocked ones (128: 64 + 64; 144: 64 + 64 + 16; 200: 64 x 3 + 8), ReLU6 and residual, the
-    same bits on every ISA and close to float64."""
-    rng = np.random.default_rng(cin + 24)
-    cout = 24
+def test_pointwise_narrow_cout_row_pairs_every_group_and_block(cin, cout):
+    """cout 8, 16 and 24 run on AVX-512 as row pairs with the two rows interleaved (16, 12 or 8
+    pairs at a time, then fewer, and an odd row, in row blocks of whole groups): rows 1..69 and a
+    few hundred, sums of one block and blocked ones (128: 64 + 64; 144: 64 + 64 + 16; 200: 64 x 3
+    + 8), ReLU6 and residual, the same bits on every ISA and close to float64."""
+    rng = np.random.default_rng(cin + cout)
     w, b = rnd(rng, cin, cout), rnd(rng, cout)
     packed = C.pack_pointwise(w, b)
-    for m in list(range(1, 50)) + [224, 225, 3137]:
+    for m in list(range(1, 70)) + [224, 225, 3137]:
         x, r = rnd(rng, m, cin), rnd(rng, m, cout)
         for relu6, res in ((False, None), (True, r)):
             got = same_on_every_isa(lambda isa: C.pointwise(x, packed, cin, cout, relu6, res, scalar=isa))
