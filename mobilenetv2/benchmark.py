@@ -336,10 +336,28 @@ def _model(alpha, res):
     return model
 
 
+def _input(res, batch):
+    """The benchmark's input: the same for every engine and every run."""
+    return np.random.default_rng(0).uniform(-1, 1, (batch, res, res, 3)).astype(np.float32)
+
+
+def output_digest(alpha, res):
+    """The first 16 hex digits of the SHA-256 of the C engine's float32 output (the 1000
+    probabilities) for the benchmark's batch-1 input and weights, or None where the C engine does
+    not run.  The C kernels fix every output's order of operations, so this is the same on every
+    ISA, thread count and x86 CPU: runs on two machines with the synthetic weights and the same
+    NumPy (which draws the input and the weights) can be compared by this value."""
+    if not native.available():
+        return None
+    import hashlib
+    y = _model(alpha, res).predict(_input(res, 1))
+    return hashlib.sha256(np.ascontiguousarray(y, dtype=np.float32).tobytes()).hexdigest()[:16]
+
+
 def _measure(name, alpha, res, batch, engine, threads, runs, warmup, warmup_seconds, tmpdir):
     """One measurement (run in its own process): a stats dict, or a reason string if skipped."""
     model = _model(alpha, res)
-    x = np.random.default_rng(0).uniform(-1, 1, (batch, res, res, 3)).astype(np.float32)
+    x = _input(res, batch)
     run = _runner(engine, model, x, max(threads, 1), tmpdir, name)
     if isinstance(run, str):
         return run
@@ -369,6 +387,12 @@ def main(argv=None):
               "; '% peak' = GFLOP/s over the best of them times the threads")
     print(f"# C extension built by: {header['compiler']}; weights: {header['weights']}")
     print("# " + ", ".join(f"{k} {v}" for k, v in header["versions"].items()))
+    if "c" in args.engines:
+        digests = {name: output_digest(alpha, res) for name, (alpha, res) in args.variants}
+        header["c_output_sha256_16"] = digests = {k: v for k, v in digests.items() if v}
+        if digests:
+            print("# C output, batch 1, SHA-256 (16 hex; the same on every ISA and x86 CPU): " +
+                  ", ".join(f"{k} {v}" for k, v in digests.items()))
     rows, skipped = [], {}
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmpdir:

@@ -342,3 +342,32 @@ def test_device_run_without_a_kit_says_so(tmp_path):
                           text=True, env={"PATH": "/usr/bin:/bin", "KIT": str(tmp_path / "none"), "OUT": str(tmp_path / "out")})
     assert done.returncode == 2
     assert "no kit at" in done.stdout and "device_kit.py" in done.stdout
+
+
+def test_the_output_digest_is_the_c_output_on_every_isa_and_thread_count(tmp_path):
+    """The header's SHA-256 of the C engine's output (what two machines' runs compare) is that of
+    predict() on the benchmark's weights and input on every ISA this CPU has, at 1 and 3 threads,
+    and the output it hashes is the network's answer: close to the float64 engine's."""
+    import hashlib
+
+    import numpy as np
+
+    from mobilenetv2 import MobileNetV2
+    from mobilenetv2.benchmark import _input, _model
+
+    if not native.available():
+        pytest.skip("the C extension is not built: no C output to digest")
+    out = tmp_path / "b.json"
+    assert main(["--variants", "0.35_96", "--runs", "2", "--warmup", "1", "--rounds", "1",
+                 "--engines", "c", "--threads", "1", "--warmup-seconds", "0", "--json", str(out)]) == 0
+    digest = json.loads(out.read_text())["run"]["c_output_sha256_16"]["0.35_96"]
+    model, x = _model(0.35, 96), _input(96, 1)
+    for isa in native.isas():
+        with native.use_isa(isa):
+            for threads in (1, 3):
+                model.threads = threads
+                y = model.predict(x)
+                assert hashlib.sha256(y.astype(np.float32).tobytes()).hexdigest()[:16] == digest, (isa, threads)
+    ref = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, dtype="float64")
+    ref.set_weights([w.astype(np.float64) for w in model.get_weights()])
+    np.testing.assert_allclose(y, ref.predict(x.astype(np.float64)), rtol=1e-4, atol=1e-7)
