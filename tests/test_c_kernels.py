@@ -249,15 +249,21 @@ def test_pointwise_grid_every_channel_count_and_row_remainder(cin):
     couts = list(range(1, 34)) + [64, 72, 80, 144, 152]
     rows = range(1, 26) if cin < 400 else (1, 5, 13, 25)
     for cout in couts:
-        w, b = rnd(rng, cin, cout), rnd(rng, cout)
-        packed = C.pack_pointwise(w, b)
-        for m in rows:
-            x, r = rnd(rng, m, cin), rnd(rng, m, cout)
-            for relu6, res in ((False, None), (True, r)):
-                got = same_on_every_isa(lambda isa: C.pointwise(x, packed, cin, cout, relu6, res, scalar=isa))
-                want = K.pointwise(x.astype(np.float64)[None, None], w.astype(np.float64), bias=b,
-                                   relu6=relu6, residual=None if res is None else res.astype(np.float64)[None, None])
-                close(got, want[0, 0])
+        check_pointwise_rows(rng, cin, cout, rows)
+
+
+def check_pointwise_rows(rng, cin, cout, rows):
+    """For each row count in rows, with and without ReLU6 and residual: the same bits on every ISA
+    and close to the float64 NumPy twin."""
+    w, b = rnd(rng, cin, cout), rnd(rng, cout)
+    packed = C.pack_pointwise(w, b)
+    for m in rows:
+        x, r = rnd(rng, m, cin), rnd(rng, m, cout)
+        for relu6, res in ((False, None), (True, r)):
+            got = same_on_every_isa(lambda isa: C.pointwise(x, packed, cin, cout, relu6, res, scalar=isa))
+            want = K.pointwise(x.astype(np.float64)[None, None], w.astype(np.float64), bias=b,
+                               relu6=relu6, residual=None if res is None else res.astype(np.float64)[None, None])
+            close(got, want[0, 0])
 
 
 @pytest.mark.parametrize("cout", [8, 16, 24])
@@ -267,16 +273,7 @@ def test_pointwise_narrow_cout_row_pairs_every_group_and_block(cin, cout):
     pairs at a time, then fewer, and an odd row, in row blocks of whole groups): rows 1..69 and a
     few hundred, sums of one block and blocked ones (128: 64 + 64; 144: 64 + 64 + 16; 200: 64 x 3
     + 8), ReLU6 and residual, the same bits on every ISA and close to float64."""
-    rng = np.random.default_rng(cin + cout)
-    w, b = rnd(rng, cin, cout), rnd(rng, cout)
-    packed = C.pack_pointwise(w, b)
-    for m in list(range(1, 70)) + [224, 225, 3137]:
-        x, r = rnd(rng, m, cin), rnd(rng, m, cout)
-        for relu6, res in ((False, None), (True, r)):
-            got = same_on_every_isa(lambda isa: C.pointwise(x, packed, cin, cout, relu6, res, scalar=isa))
-            want = K.pointwise(x.astype(np.float64)[None, None], w.astype(np.float64), bias=b,
-                               relu6=relu6, residual=None if res is None else res.astype(np.float64)[None, None])
-            close(got, want[0, 0])
+    check_pointwise_rows(np.random.default_rng(cin + cout), cin, cout, list(range(1, 70)) + [224, 225, 3137])
 
 
 def test_pointwise_long_sums_are_more_accurate_than_one_chain():
