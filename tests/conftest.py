@@ -84,7 +84,10 @@ if _hypothesis_settings is not None:
 def same_values(got, want):
     """Whether a batch run's values equal the model run image by image: bit for bit on the C core
     (its results do not depend on the batch a value was computed in), to float32 rounding on the
-    NumPy engine (its BLAS matmuls round differently for different batch sizes)."""
+    NumPy engine (its BLAS matmuls round differently for different batch sizes; through the
+    network's 50-odd layers, 0.35_96's top probabilities moved by 2.2e-5 relative between one
+    image at a time and the batch command's batches with NumPy 2.4.6's OpenBLAS on an Intel Xeon
+    with AVX-512)."""
     import numpy as np
     from mobilenetv2 import native
     if got is None or want is None:  # a row with an error has no values
@@ -92,4 +95,4 @@ def same_values(got, want):
     got, want = np.asarray(got), np.asarray(want)
     if native.available():
         return np.array_equal(got, want)
-    return got.shape == want.shape and np.allclose(got, want, rtol=1e-5, atol=1e-6)
+    return got.shape == want.shape and np.allclose(got, want, rtol=1e-4, atol=1e-6)

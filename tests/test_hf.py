@@ -200,7 +200,10 @@ def test_segmentation_float32_logits():
 def test_segmentation_float32_at_513_against_our_float64(case):
     """The cases without a float64 reference: our float64 engine (held to transformers' float64 at
     1e-10 above, and within 1e-4 of its float32 here) stands in; the float32 C plan must be within
-    1e-4 of it and, per case, no further from it than transformers' float32 is (5 % slack)."""
+    1e-4 of it and, per case, no further from it than transformers' float32 is (5 % slack).  That
+    second bound is the C plan's (its blocked sums have a fixed order); the NumPy engine's float32
+    error depends on its BLAS (NumPy 2.4.6's OpenBLAS on an Intel Xeon: 1.26e-05 and 1.33e-05
+    against transformers' 1.16e-05 and 1.23e-05 at 513x513 and 321x289), so there only the first."""
     ref = reference(SEGMENTER)
     x = case_input(ref, case)
     golden = model(SEGMENTER, "float64").predict(x.astype(np.float64))
@@ -208,7 +211,9 @@ def test_segmentation_float32_at_513_against_our_float64(case):
     assert theirs < 1e-4
     ours = rel(model(SEGMENTER, "float32").predict(x), golden)
     print(f"{case}: float32 {ours:.2e}, transformers' float32 {theirs:.2e} (from our float64)")
-    assert ours < 1e-4 and ours <= 1.05 * theirs
+    assert ours < 1e-4
+    if native.available():
+        assert ours <= 1.05 * theirs
 
 
 def test_segmentation_does_not_compute_conv_1x1():
