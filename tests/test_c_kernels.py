@@ -322,7 +322,7 @@ def test_dwconv_grid_row_pairs_heights_and_channel_groups(stride):
     row ranges starting on odd rows.  Same bits on every ISA, close to float64."""
     rng = np.random.default_rng(10 + stride)
     widths = (3, 5, 12, 13, 22, 31) if stride == 1 else (3, 6, 23, 24, 43, 61)
-    for c in (1, 15, 17, 33, 65, 97, 130):
+    for c in (1, 15, 17, 33, 64, 65, 97, 128, 130):
         k, b = rnd(rng, 3, 3, c), rnd(rng, c)
         for h in range(1, 13):
             for w in widths[(h + c) % 2::2]:
