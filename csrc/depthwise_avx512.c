@@ -88,7 +88,6 @@ MNV2_AVX512 static void pixel(const float *const rows[3], const float *w, const 
         pixel_chunks(at, w, bias, yp, c, k, k1, blo, bhi, 0, relu6);
 }
 
-
 /* nr (1 or 2) output rows x px interior pixels, 16-channel chunks [k0, k1) (whole chunks with
  * full set, else the one tail chunk through mask m).  in[r]: input row r of the tile ((nr-1)*s + 3
  * of them) at the block's first tap column, channel 0, or NULL; y[o]: output row o at the block's

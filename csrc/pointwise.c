@@ -4,7 +4,8 @@
  * packed: for each panel p of output channels (ceil(cout / 16) panels, at p * 16 * (cin + 1)):
  *   [W] bias, then [cin][W] weights, W = 16, except W = 8 for a last panel of at most 8 channels
  *   (cout = 8, 24, 56, ...: no work on lanes that would only hold zeros); channels past cout are 0.
- *   With cout = 24, then [cin][48]: each channel's weights for the AVX-512 row pairs (simd.h).
+ *   With cout 8, 16 or 24, then [cin][2 cout]: each channel's weights for the AVX-512 row pairs
+ *   (simd.h).
  * Each output is bias + the products over c in increasing order as fused multiply-adds (fmaf in
  * the scalar code), in blocks of MNV2_KBLOCK channels added in order where cin >= MNV2_KBLOCK_MIN
  * (simd.h), whatever ISA, tile or row range it falls in: every path gives the same bits.
@@ -19,15 +20,9 @@
 #define panels mnv2_panels
 #define panel_width mnv2_panel_width
 
-/* Floats of the panels alone (the pairs' copy, where there is one, follows them). */
-static size_t panels_floats(size_t cin, size_t cout)
-{
-    return cout == 0 ? 0 : (panels(cout) - 1) * PANEL * (cin + 1) + panel_width(panels(cout) - 1, cout) * (cin + 1);
-}
-
 size_t f32_pointwise_packed_floats(size_t cin, size_t cout)
 {
-    return panels_floats(cin, cout) + (mnv2_pairs_cout(cout) ? 2 * cout * cin : 0);
+    return mnv2_panels_floats(cin, cout) + (mnv2_pairs_cout(cout) ? 2 * cout * cin : 0);
 }
 
 void f32_pointwise_pack(const float *w, const float *bias, size_t cin, size_t cout, float *packed)
@@ -44,7 +39,7 @@ void f32_pointwise_pack(const float *w, const float *bias, size_t cin, size_t co
         }
     }
     if (mnv2_pairs_cout(cout)) { /* the row-pair kernel's weights (simd.h), a channel's 2 cout in a row */
-        float *dst = packed + panels_floats(cin, cout);
+        float *dst = packed + mnv2_panels_floats(cin, cout);
         for (size_t c = 0; c < cin; c++, dst += 2 * cout)
             for (size_t i = 0; i < 2 * cout; i++)
                 dst[i] = w[c * cout + mnv2_pair_channel(i)];

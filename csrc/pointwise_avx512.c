@@ -6,8 +6,8 @@
  * a step, 4-6 loads), each x value broadcast from memory.  Channel tails (cout not a multiple of
  * 16) are stored through k-register masks.  Sums of one block (cin < 128) run a tile shape over
  * all its rows in one call (tiles_short); cout 8, 16 and 24 take rows in pairs, cout / 8
- * registers a pair, the two rows interleaved (pairs).  Per output the same FMA sequence and blocked sum as the scalar
- * and AVX2 kernels (simd.h), so the same bits.
+ * registers a pair, the two rows interleaved (pairs).  Per output the same FMA sequence and
+ * blocked sum as the scalar and AVX2 kernels (simd.h), so the same bits.
  */
 #include "mobilenetv2.h"
 #include "simd.h"
@@ -225,7 +225,7 @@ pairs(const float *x, const float *packed, const float *residual, float *y, size
     const size_t kb = mnv2_kblock(cin), W = 8 * (size_t)NV;
     /* the bias of channels 0-15 (the 16-wide panel, or the 8-wide one for cout 8) and 16-23 */
     const float *b0 = packed, *b1 = packed + PANEL * (cin + 1);
-    const float *pw = packed + (NV == 1 ? PANEL / 2 : NV == 2 ? PANEL : PANEL + PANEL / 2) * (cin + 1);
+    const float *pw = packed + mnv2_panels_floats(cin, W); /* the pairs' weights (simd.h) */
     /* permutes: a bias per lane pair; rows a, b interleaved (channels 0-7, 8-15); back to y's
      * order: cout 24 [row 0 o 0-15], [row 0 o 16-23 | row 1 o 0-7], [row 1 o 8-23]; cout 16
      * [row 0], [row 1]; cout 8 [row 0 | row 1] */

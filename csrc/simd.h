@@ -71,6 +71,13 @@ static inline size_t mnv2_panel_width(size_t p, size_t cout)
  * pair that the AVX-512 kernel interleaves lane by lane: pointwise_avx512.c's pairs).
  */
 static inline int mnv2_pairs_cout(size_t cout) { return cout == 8 || cout == 16 || cout == 24; }
+/* Floats of the panels alone (bias and weights of each; the pairs' copy, where there is one,
+ * follows them). */
+static inline size_t mnv2_panels_floats(size_t cin, size_t cout)
+{
+    return cout == 0 ? 0 : (mnv2_panels(cout) - 1) * MNV2_PANEL * (cin + 1) +
+                               mnv2_panel_width(mnv2_panels(cout) - 1, cout) * (cin + 1);
+}
 static inline size_t mnv2_pair_channel(size_t i) { return 8 * (i / 16) + (i % 16) / 2; }
 
 /* Data cache sizes in bytes (level 1, 2 or 3) read once from the machine (csrc/dispatch.c). */
