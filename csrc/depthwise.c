@@ -120,7 +120,7 @@ MNV2_AVX2 static void dw_pixel(const float *const rows[3], const float *w, const
  * as in the per-pixel code. */
 MNV2_AVX2 static inline __attribute__((always_inline)) void
 dw_block(const float *const rows[3], const float *w, const float *bias, float *yp, size_t c,
-         size_t cfull, const size_t stride, const int px, int relu6)
+         size_t cfull, const size_t stride, const int px, int lskip, int rskip, int relu6)
 {
     const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
     for (size_t k = 0; k < cfull; k += 8) {
@@ -136,8 +136,11 @@ dw_block(const float *const rows[3], const float *w, const float *bias, float *y
             const float *xp = rows[a] + k; /* advanced a column at a time: few live addresses */
             const __m256 wa0 = _mm256_loadu_ps(w + (3 * a) * c + k), wa1 = _mm256_loadu_ps(w + (3 * a + 1) * c + k),
                          wa2 = _mm256_loadu_ps(w + (3 * a + 2) * c + k);
+            const size_t ncol = stride * (size_t)(px - 1) + 3;
 #pragma GCC unroll 40
-            for (size_t col = 0; col < stride * (size_t)(px - 1) + 3; col++) {
+            for (size_t col = 0; col < ncol; col++) {
+                if ((col == 0 && lskip) || (col == ncol - 1 && rskip))
+                    continue; /* the padding's column (mnv2_blocked): xp is at the image's column 0 */
                 const __m256 v = _mm256_loadu_ps(xp);
                 xp += c;
                 if (col % stride == 0 && col / stride < (size_t)px)
@@ -160,13 +163,13 @@ dw_block(const float *const rows[3], const float *w, const float *bias, float *y
 
 #define DW_PX 8 /* pixels per block at most: enough independent FMA chains to hide the FMA latency */
 typedef void dw_block_fn(const float *const rows[3], const float *w, const float *bias, float *yp,
-                         size_t c, size_t cfull, int relu6);
+                         size_t c, size_t cfull, int lskip, int rskip, int relu6);
 #define DW_BLOCK(s, px)                                                                             \
     MNV2_AVX2 static void dw_block_s##s##_##px(const float *const rows[3], const float *w,           \
                                               const float *bias, float *yp, size_t c, size_t cfull, \
-                                              int relu6)                                            \
+                                              int lskip, int rskip, int relu6)                      \
     {                                                                                               \
-        dw_block(rows, w, bias, yp, c, cfull, s, px, relu6);                                        \
+        dw_block(rows, w, bias, yp, c, cfull, s, px, lskip, rskip, relu6);                          \
     }
 #define DW_BLOCKS(s)                                                                                \
     DW_BLOCK(s, 1) DW_BLOCK(s, 2) DW_BLOCK(s, 3) DW_BLOCK(s, 4)                                     \
@@ -179,40 +182,43 @@ static dw_block_fn *const dw_blocks[2][DW_PX] = {
     {dw_block_s1_1, dw_block_s1_2, dw_block_s1_3, dw_block_s1_4, dw_block_s1_5, dw_block_s1_6, dw_block_s1_7, dw_block_s1_8},
     {dw_block_s2_1, dw_block_s2_2, dw_block_s2_3, dw_block_s2_4, dw_block_s2_5, dw_block_s2_6, dw_block_s2_7, dw_block_s2_8}};
 
-/* Interior pixels [j, j + count) of one output row (rows0 as for dw_block, at pixel j): split into
- * near-equal blocks of at most DW_PX pixels (so no one-pixel block waits on the FMA latency
- * alone), whole channel chunks [0, cfull). */
+/* Pixels [j, j + count) of one output row (rows0 as for dw_block, at pixel j's first tap column
+ * inside the image; lskip, rskip: mnv2_blocked): split into near-equal blocks of at most DW_PX
+ * pixels (so no one-pixel block waits on the FMA latency alone), whole channel chunks [0, cfull). */
 MNV2_AVX2 static void dw_interior(const float *const rows0[3], const float *w, const float *bias,
                                   float *yp, size_t c, size_t cfull, size_t stride, size_t count,
-                                  int relu6)
+                                  int lskip, int rskip, int relu6)
 {
     const float *rows[3] = {rows0[0], rows0[1], rows0[2]};
     const size_t nb = (count + DW_PX - 1) / DW_PX;
     for (size_t i = 0; i < nb; i++) {
         const size_t px = count * (i + 1) / nb - count * i / nb; /* 1..DW_PX */
-        dw_blocks[stride - 1][px - 1](rows, w, bias, yp, c, cfull, relu6);
+        const int l = i == 0 && lskip, r = i + 1 == nb && rskip;
+        dw_blocks[stride - 1][px - 1](rows, w, bias, yp, c, cfull, l, r, relu6);
         for (int a = 0; a < 3; a++)
             if (rows[a])
-                rows[a] += px * stride * c;
+                rows[a] += (px * stride - (size_t)l) * c;
         yp += px * c;
     }
 }
 
-/* One output row: the interior pixels in blocks (above), whole 8-channel chunks; then the border
- * pixels, and the interior pixels' channel tail, pixel by pixel. */
+/* One output row: the interior pixels (and the border pixels mnv2_blocked adds) in blocks (above),
+ * whole 8-channel chunks; then the other border pixels, and the blocks' channel tail, pixel by
+ * pixel. */
 MNV2_AVX2 static void f32_dwconv3x3_row_relu6_avx2(const float *const rows[3], const float *w,
                                                    const float *bias, float *yrow, size_t wd,
                                                    size_t c, size_t stride, size_t pad_left,
                                                    size_t ow, int relu6)
 {
     size_t j0, j1;
-    mnv2_interior(wd, stride, pad_left, ow, &j0, &j1);
+    int lskip, rskip;
+    mnv2_blocked(wd, stride, pad_left, ow, &j0, &j1, &lskip, &rskip);
     const size_t cfull = c - c % 8;
     if (j1 > j0 && cfull) {
         const float *at[3];
         for (int a = 0; a < 3; a++)
-            at[a] = rows[a] ? rows[a] + (j0 * stride - pad_left) * c : NULL;
-        dw_interior(at, w, bias, yrow + j0 * c, c, cfull, stride, j1 - j0, relu6);
+            at[a] = rows[a] ? rows[a] + (j0 * stride + (size_t)lskip - pad_left) * c : NULL;
+        dw_interior(at, w, bias, yrow + j0 * c, c, cfull, stride, j1 - j0, lskip, rskip, relu6);
     }
     for (size_t j = 0; j < ow; j++) {
         const int interior = j >= j0 && j < j1;
@@ -230,7 +236,7 @@ MNV2_AVX2 static void f32_dwconv3x3_row_relu6_avx2(const float *const rows[3], c
 #define DW2_PX 4
 MNV2_AVX2 static inline __attribute__((always_inline)) void
 dw_pair(const float *const in[5], const float *w, const float *bias, float *const y[2], size_t c,
-        size_t cfull, const size_t stride, const int px, int relu6)
+        size_t cfull, const size_t stride, const int px, int lskip, int rskip, int relu6)
 {
     const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
     for (size_t k = 0; k < cfull; k += 8) {
@@ -251,8 +257,11 @@ dw_pair(const float *const in[5], const float *w, const float *bias, float *cons
                 w1[b] = a1 >= 0 && a1 < 3 ? _mm256_loadu_ps(w + (3 * a1 + b) * c + k) : zero;
             }
             const float *xp = in[r] + k;
+            const size_t ncol = stride * (size_t)(px - 1) + 3;
 #pragma GCC unroll 12
-            for (size_t col = 0; col < stride * (size_t)(px - 1) + 3; col++) {
+            for (size_t col = 0; col < ncol; col++) {
+                if ((col == 0 && lskip) || (col == ncol - 1 && rskip))
+                    continue; /* the padding's column (mnv2_blocked) */
                 const __m256 v = _mm256_loadu_ps(xp);
                 xp += c;
 #pragma GCC unroll 3
@@ -280,21 +289,22 @@ dw_pair(const float *const in[5], const float *w, const float *bias, float *cons
 }
 
 typedef void dw_pair_fn(const float *const in[5], const float *w, const float *bias,
-                        float *const y[2], size_t c, size_t cfull, int relu6);
+                        float *const y[2], size_t c, size_t cfull, int lskip, int rskip, int relu6);
 #define DW_PAIR(s, px)                                                                              \
     MNV2_AVX2 static void dw_pair_s##s##_##px(const float *const in[5], const float *w,             \
                                              const float *bias, float *const y[2], size_t c,       \
-                                             size_t cfull, int relu6)                              \
+                                             size_t cfull, int lskip, int rskip, int relu6)        \
     {                                                                                               \
-        dw_pair(in, w, bias, y, c, cfull, s, px, relu6);                                            \
+        dw_pair(in, w, bias, y, c, cfull, s, px, lskip, rskip, relu6);                              \
     }
 DW_PAIR(2, 1) DW_PAIR(2, 2) DW_PAIR(2, 3) DW_PAIR(2, 4)
 #undef DW_PAIR
 static dw_pair_fn *const dw_pairs[DW2_PX] = {dw_pair_s2_1, dw_pair_s2_2, dw_pair_s2_3, dw_pair_s2_4};
 
 /* Two consecutive output rows y[0 .. 2 * ow * c) at stride 2 from their 5 input rows: the
- * interior's whole chunks by dw_pair in near-equal blocks of at most DW2_PX pixels; then, row by
- * row, the border pixels and the interior's channel tail pixel by pixel.  Stride 2 only: there the
+ * interior's (and mnv2_blocked's border pixels') whole chunks by dw_pair in near-equal blocks of at
+ * most DW2_PX pixels; then, row by row, the other border pixels and the blocks' channel tail pixel
+ * by pixel.  Stride 2 only: there the
  * pair reads 5 input rows instead of 6 and was 7 % faster over the network's stride-2 shapes; at
  * stride 1 its 4-pixel blocks (the most the 16 ymm registers hold for two rows) lost 4 % to the
  * one-row kernel's 8-pixel blocks (this Zen 5 forced to AVX2). */
@@ -304,20 +314,22 @@ MNV2_AVX2 static void f32_dwconv3x3_rows2_s2_avx2(const float *const in[5], cons
 {
     const size_t stride = 2;
     size_t j0, j1;
-    mnv2_interior(wd, stride, pad_left, ow, &j0, &j1);
+    int lskip, rskip;
+    mnv2_blocked(wd, stride, pad_left, ow, &j0, &j1, &lskip, &rskip);
     const size_t cfull = c - c % 8;
     if (j1 > j0 && cfull) {
         const size_t count = j1 - j0, nb = (count + DW2_PX - 1) / DW2_PX;
         const float *at[5] = {NULL, NULL, NULL, NULL, NULL};
         for (size_t r = 0; r < stride + 3; r++)
-            at[r] = in[r] ? in[r] + (j0 * stride - pad_left) * c : NULL;
+            at[r] = in[r] ? in[r] + (j0 * stride + (size_t)lskip - pad_left) * c : NULL;
         float *yp[2] = {y + j0 * c, y + (ow + j0) * c};
         for (size_t i = 0; i < nb; i++) {
             const size_t px = count * (i + 1) / nb - count * i / nb; /* 1..DW2_PX */
-            dw_pairs[px - 1](at, w, bias, yp, c, cfull, relu6);
+            const int l = i == 0 && lskip, rs = i + 1 == nb && rskip;
+            dw_pairs[px - 1](at, w, bias, yp, c, cfull, l, rs, relu6);
             for (int r = 0; r < 5; r++)
                 if (at[r])
-                    at[r] += px * stride * c;
+                    at[r] += (px * stride - (size_t)l) * c;
             yp[0] += px * c;
             yp[1] += px * c;
         }

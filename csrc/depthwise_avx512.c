@@ -8,7 +8,9 @@
  * L2 about (s+3)/2 times instead of 3.  Interior pixels in blocks of 1..DW_MAXPX (a row's interior
  * split into near-equal blocks: no latency-bound one-pixel remainder); each block holds
  * 2 x px accumulators in registers and each input vector feeds every pixel of both rows whose
- * window covers it.  Border pixels one at a time with only their taps, four chunks in flight.
+ * window covers it; a border pixel that loses only its outer column to the padding joins the
+ * first or last block, which skips that column (mnv2_blocked).  Other border pixels one at a time
+ * with only their taps, four chunks in flight.
  * Per output: bias, then one FMA per tap in (a, b) order: the scalar and AVX2 kernels' bits.
  */
 #include "mobilenetv2.h"
@@ -96,7 +98,7 @@ MNV2_AVX512 static void pixel(const float *const rows[3], const float *w, const 
 MNV2_AVX512 static inline __attribute__((always_inline)) void
 tile(const float *const in[5], const float *w, const float *bias, float *const y[2], size_t c,
      size_t k0, size_t k1, const int full, __mmask16 m, const size_t stride, const int nr,
-     const int px, int relu6)
+     const int px, int lskip, int rskip, int relu6)
 {
     for (size_t k = k0; k < k1; k += 16) {
         __m512 acc[2][DW_MAXPX], wv[9];
@@ -115,8 +117,12 @@ tile(const float *const in[5], const float *w, const float *bias, float *const y
                 continue;
             const float *xp = in[r] + k; /* advanced a column at a time: few live addresses */
             const int a0 = r, a1 = r - (int)stride; /* kernel row of output 0, of output 1 */
+            const size_t ncol = stride * (size_t)(px - 1) + 3;
 #pragma GCC unroll 24
-            for (size_t col = 0; col < stride * (size_t)(px - 1) + 3; col++) {
+            for (size_t col = 0; col < ncol; col++) {
+                /* a column of the padding: no load, no FMA (xp is at the image's column 0 then) */
+                if ((col == 0 && lskip) || (col == ncol - 1 && rskip))
+                    continue;
                 const __m512 v = LOAD(full, m, xp);
                 xp += c;
 #pragma GCC unroll 3
@@ -146,22 +152,25 @@ tile(const float *const in[5], const float *w, const float *bias, float *const y
 /* Channels [k0, k1): whole chunks, then a masked tail where k1 is not on a chunk. */
 MNV2_AVX512 static inline __attribute__((always_inline)) void
 block(const float *const in[5], const float *w, const float *bias, float *const y[2], size_t c,
-      size_t k0, size_t k1, const size_t stride, const int nr, const int px, int relu6)
+      size_t k0, size_t k1, const size_t stride, const int nr, const int px, int lskip, int rskip,
+      int relu6)
 {
     const size_t kfull = k0 + (k1 - k0) / 16 * 16;
-    tile(in, w, bias, y, c, k0, kfull, 1, 0xffff, stride, nr, px, relu6);
+    tile(in, w, bias, y, c, k0, kfull, 1, 0xffff, stride, nr, px, lskip, rskip, relu6);
     if (kfull < k1)
-        tile(in, w, bias, y, c, kfull, k1, 0, chunk_mask(k1, kfull), stride, nr, px, relu6);
+        tile(in, w, bias, y, c, kfull, k1, 0, chunk_mask(k1, kfull), stride, nr, px, lskip, rskip, relu6);
 }
 
 typedef void block_fn(const float *const in[5], const float *w, const float *bias,
-                      float *const y[2], size_t c, size_t k0, size_t k1, int relu6);
+                      float *const y[2], size_t c, size_t k0, size_t k1, int lskip, int rskip,
+                      int relu6);
 #define BLOCK(s, nr, px)                                                                           \
     MNV2_AVX512 static void block_s##s##_##nr##_##px(const float *const in[5], const float *w,     \
                                                      const float *bias, float *const y[2],         \
-                                                     size_t c, size_t k0, size_t k1, int relu6)    \
+                                                     size_t c, size_t k0, size_t k1, int lskip,    \
+                                                     int rskip, int relu6)                         \
     {                                                                                              \
-        block(in, w, bias, y, c, k0, k1, s, nr, px, relu6);                                                \
+        block(in, w, bias, y, c, k0, k1, s, nr, px, lskip, rskip, relu6);                          \
     }
 #define BLOCKS(s, nr)                                                                              \
     BLOCK(s, nr, 1) BLOCK(s, nr, 2) BLOCK(s, nr, 3) BLOCK(s, nr, 4) BLOCK(s, nr, 5)                \
@@ -181,19 +190,21 @@ MNV2_AVX512 static void rows_tile(const float *const *in, int nr, const float *w
                                   size_t pad_left, size_t ow, int relu6)
 {
     size_t j0, j1;
-    mnv2_interior(wd, stride, pad_left, ow, &j0, &j1);
+    int lskip, rskip; /* the border pixels that join the blocks (simd.h) */
+    mnv2_blocked(wd, stride, pad_left, ow, &j0, &j1, &lskip, &rskip);
     if (j1 > j0) {
         const size_t count = j1 - j0, nb = (count + DW_MAXPX - 1) / DW_MAXPX;
         const float *at[5] = {NULL, NULL, NULL, NULL, NULL};
-        for (int r = 0; r < (nr - 1) * (int)stride + 3; r++)
-            at[r] = in[r] ? in[r] + (j0 * stride - pad_left) * c : NULL;
+        for (int r = 0; r < (nr - 1) * (int)stride + 3; r++) /* the block's first column in the image */
+            at[r] = in[r] ? in[r] + (j0 * stride + (size_t)lskip - pad_left) * c : NULL;
         float *yp[2] = {y + j0 * c, nr == 2 ? y + (ow + j0) * c : y + j0 * c};
         for (size_t i = 0; i < nb; i++) {
             const size_t px = count * (i + 1) / nb - count * i / nb; /* 1..DW_MAXPX */
-            blocks[stride - 1][nr - 1][px - 1](at, w, bias, yp, c, k0, k1, relu6);
+            const int l = i == 0 && lskip, rs = i + 1 == nb && rskip;
+            blocks[stride - 1][nr - 1][px - 1](at, w, bias, yp, c, k0, k1, l, rs, relu6);
             for (int r = 0; r < 5; r++)
                 if (at[r])
-                    at[r] += px * stride * c;
+                    at[r] += (px * stride - (size_t)l) * c;
             yp[0] += px * c;
             yp[1] += px * c;
         }
