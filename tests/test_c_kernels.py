@@ -353,8 +353,9 @@ def test_stem_grid_every_channel_count():
 
 def test_stem_grid_direct_interior_tiles():
     """On AVX-512 a row with its three input rows inside the image computes its interior in tiles of
-    12 (cout 16, 32), 8 (48) or 6 (64) pixels straight from the image, the rest (borders, the tile
-    remainder, rows in the padding, other couts) through the gather: interiors of 11..27 pixels
+    12 (cout 16, 32), 8 (48) or 6 (64) pixels straight from the image, on AVX2 in tiles of 6 pixels
+    x each 16-channel panel (cout a multiple of 16), the rest (borders, the tile remainder, rows in
+    the padding, other couts) through the gather: interiors of 11..27 pixels
     (every remainder of those tiles), each pad pattern the network has and symmetric pads of 0..2,
     several images, ReLU6 on and off.  Same bits on every ISA, close to float64."""
     rng = np.random.default_rng(7)
