@@ -188,6 +188,25 @@ MNV2_AVX2 static inline void store_row(float *yr, const float *rr, __m256 a0, __
         } while (k0 < (cin));                                                                      \
     }
 
+/* One channel step c of a 6-row x 16-channel tile: rows x0..x5's values broadcast, each times the
+ * panel's two weight vectors w0, w1 into the named accumulators a00..a51 (tile_mr and
+ * tile_mr_one_block). */
+#define MR_FMAS(c, w0, w1)                                                                         \
+    do {                                                                                           \
+        __m256 xv = _mm256_broadcast_ss(x0 + (c));                                                 \
+        a00 = _mm256_fmadd_ps(xv, w0, a00), a01 = _mm256_fmadd_ps(xv, w1, a01);                    \
+        xv = _mm256_broadcast_ss(x1 + (c));                                                        \
+        a10 = _mm256_fmadd_ps(xv, w0, a10), a11 = _mm256_fmadd_ps(xv, w1, a11);                    \
+        xv = _mm256_broadcast_ss(x2 + (c));                                                        \
+        a20 = _mm256_fmadd_ps(xv, w0, a20), a21 = _mm256_fmadd_ps(xv, w1, a21);                    \
+        xv = _mm256_broadcast_ss(x3 + (c));                                                        \
+        a30 = _mm256_fmadd_ps(xv, w0, a30), a31 = _mm256_fmadd_ps(xv, w1, a31);                    \
+        xv = _mm256_broadcast_ss(x4 + (c));                                                        \
+        a40 = _mm256_fmadd_ps(xv, w0, a40), a41 = _mm256_fmadd_ps(xv, w1, a41);                    \
+        xv = _mm256_broadcast_ss(x5 + (c));                                                        \
+        a50 = _mm256_fmadd_ps(xv, w0, a50), a51 = _mm256_fmadd_ps(xv, w1, a51);                    \
+    } while (0)
+
 /* MR (= 6) rows x one 16-channel panel, twelve accumulators kept in registers (named, so the
  * compiler does not keep a memory copy of an accumulator array).  pf: a full panel to prefetch
  * into L2, a cache line per channel step (one that a later tile reads), or NULL. */
@@ -208,24 +227,7 @@ MNV2_AVX2 static void tile_mr(const float *x, const float *pw, const float *resi
             if (pf)
                 __builtin_prefetch(pf + c * PANEL, 0, 2);
             const __m256 w0 = _mm256_loadu_ps(wc), w1 = _mm256_loadu_ps(wc + 8);
-            __m256 xv = _mm256_broadcast_ss(x0 + c);
-            a00 = _mm256_fmadd_ps(xv, w0, a00);
-            a01 = _mm256_fmadd_ps(xv, w1, a01);
-            xv = _mm256_broadcast_ss(x1 + c);
-            a10 = _mm256_fmadd_ps(xv, w0, a10);
-            a11 = _mm256_fmadd_ps(xv, w1, a11);
-            xv = _mm256_broadcast_ss(x2 + c);
-            a20 = _mm256_fmadd_ps(xv, w0, a20);
-            a21 = _mm256_fmadd_ps(xv, w1, a21);
-            xv = _mm256_broadcast_ss(x3 + c);
-            a30 = _mm256_fmadd_ps(xv, w0, a30);
-            a31 = _mm256_fmadd_ps(xv, w1, a31);
-            xv = _mm256_broadcast_ss(x4 + c);
-            a40 = _mm256_fmadd_ps(xv, w0, a40);
-            a41 = _mm256_fmadd_ps(xv, w1, a41);
-            xv = _mm256_broadcast_ss(x5 + c);
-            a50 = _mm256_fmadd_ps(xv, w0, a50);
-            a51 = _mm256_fmadd_ps(xv, w1, a51);
+            MR_FMAS(c, w0, w1);
         }
 #define ROW(r, lo, hi) store_row(y + (m + r) * cout + o, residual ? residual + (m + r) * cout + o : NULL, \
                                  lo, hi, n, relu6, phase)
@@ -251,24 +253,7 @@ tile_mr_one_block(const float *x, const float *pw, const float *residual, float 
     const float *wc = pw + PANEL;
     for (size_t c = 0; c < cin; c++, wc += PANEL) {
         const __m256 w0 = _mm256_loadu_ps(wc), w1 = _mm256_loadu_ps(wc + 8);
-        __m256 xv = _mm256_broadcast_ss(x0 + c);
-        a00 = _mm256_fmadd_ps(xv, w0, a00);
-        a01 = _mm256_fmadd_ps(xv, w1, a01);
-        xv = _mm256_broadcast_ss(x1 + c);
-        a10 = _mm256_fmadd_ps(xv, w0, a10);
-        a11 = _mm256_fmadd_ps(xv, w1, a11);
-        xv = _mm256_broadcast_ss(x2 + c);
-        a20 = _mm256_fmadd_ps(xv, w0, a20);
-        a21 = _mm256_fmadd_ps(xv, w1, a21);
-        xv = _mm256_broadcast_ss(x3 + c);
-        a30 = _mm256_fmadd_ps(xv, w0, a30);
-        a31 = _mm256_fmadd_ps(xv, w1, a31);
-        xv = _mm256_broadcast_ss(x4 + c);
-        a40 = _mm256_fmadd_ps(xv, w0, a40);
-        a41 = _mm256_fmadd_ps(xv, w1, a41);
-        xv = _mm256_broadcast_ss(x5 + c);
-        a50 = _mm256_fmadd_ps(xv, w0, a50);
-        a51 = _mm256_fmadd_ps(xv, w1, a51);
+        MR_FMAS(c, w0, w1);
     }
     const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
     __m256 v[2 * MR] = {a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51};
