@@ -139,8 +139,8 @@ dw_block(const float *const rows[3], const float *w, const float *bias, float *y
             const size_t ncol = stride * (size_t)(px - 1) + 3;
 #pragma GCC unroll 40
             for (size_t col = 0; col < ncol; col++) {
-                if ((col == 0 && lskip) || (col == ncol - 1 && rskip))
-                    continue; /* the padding's column (mnv2_blocked): xp is at the image's column 0 */
+                if (mnv2_pad_col(col, ncol, lskip, rskip))
+                    continue; /* xp stays at the image's column 0 */
                 const __m256 v = _mm256_loadu_ps(xp);
                 xp += c;
                 if (col % stride == 0 && col / stride < (size_t)px)
@@ -260,8 +260,8 @@ dw_pair(const float *const in[5], const float *w, const float *bias, float *cons
             const size_t ncol = stride * (size_t)(px - 1) + 3;
 #pragma GCC unroll 12
             for (size_t col = 0; col < ncol; col++) {
-                if ((col == 0 && lskip) || (col == ncol - 1 && rskip))
-                    continue; /* the padding's column (mnv2_blocked) */
+                if (mnv2_pad_col(col, ncol, lskip, rskip))
+                    continue; /* xp stays at the image's column 0 */
                 const __m256 v = _mm256_loadu_ps(xp);
                 xp += c;
 #pragma GCC unroll 3

@@ -120,9 +120,8 @@ tile(const float *const in[5], const float *w, const float *bias, float *const y
             const size_t ncol = stride * (size_t)(px - 1) + 3;
 #pragma GCC unroll 24
             for (size_t col = 0; col < ncol; col++) {
-                /* a column of the padding: no load, no FMA (xp is at the image's column 0 then) */
-                if ((col == 0 && lskip) || (col == ncol - 1 && rskip))
-                    continue;
+                if (mnv2_pad_col(col, ncol, lskip, rskip))
+                    continue; /* xp stays at the image's column 0 */
                 const __m512 v = LOAD(full, m, xp);
                 xp += c;
 #pragma GCC unroll 3

@@ -118,6 +118,13 @@ static inline void mnv2_blocked(size_t wd, size_t stride, size_t pad_left, size_
     }
 }
 
+/* Whether column col of a depthwise block's ncol tap columns is the padding's column that
+ * mnv2_blocked's lskip (the first) or rskip (the last) says to skip: no load, no FMA. */
+static inline int mnv2_pad_col(size_t col, size_t ncol, int lskip, int rskip)
+{
+    return (col == 0 && lskip) || (col + 1 == ncol && rskip);
+}
+
 /* In a depthwise block of px output pixels at `stride` (columns counted from the block's first tap
  * column): whether input column col is tap b of one of its pixels, and which (*p).  The kernels'
  * loops run over constant col, b, stride and px, so this folds away. */
