@@ -278,11 +278,13 @@ void f32_dwconv3x3_dilated_row_avx512(const float *const rows[3], const float *w
 void f32_dwconv3x3_row_avx512(const float *const rows[3], const float *w, const float *bias,
                               float *y, size_t wd, size_t c, size_t stride, size_t pad_left,
                               size_t ow, int relu6);
-/* Stem output pixels [j0, j) of one row, whole tiles of its interior [j0, j1) (every tap inside the
- * image; rows[a]: input row 2i+a-pt, all inside), y: the row's output; returns j (j0 when cout is
- * not 16, 32, 48 or 64: the caller's gather path does them all). */
-size_t f32_stem3x3s2_interior_avx512(const float *const rows[3], const float *packed, float *y,
-                                     size_t cout, size_t pad_left, size_t j0, size_t j1, int relu6);
+/* Whether the AVX-512 stem computes cout channels in its direct tiles (cout 16, 32, 48, 64). */
+int f32_stem3x3s2_direct_avx512(size_t cout);
+/* Stem output pixels [0, count) of one row, from the one whose window starts at column col0 of
+ * in[0..2] (three input rows of [W, 3], every tap inside them), y: their output; cout as
+ * f32_stem3x3s2_direct_avx512 allows. */
+void f32_stem3x3s2_tiles_avx512(const float *const in[3], const float *packed, float *y,
+                                size_t cout, size_t col0, size_t count, int relu6);
 void f32_dwconv3x3_rows_avx512(const float *const *rows, size_t nout, const float *w,
                                const float *bias, float *y, size_t wd, size_t c, size_t stride,
                                size_t pad_left, size_t ow, int relu6);

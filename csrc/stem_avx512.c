@@ -3,7 +3,8 @@
  * the pointwise kernel.  Per output the same operations as that path: from the bias, one FMA chain
  * over the 27 taps in (a, b, c) order (27 < MNV2_KBLOCK_MIN: a single block), then ReLU6: the same
  * bits.  A tile is RT pixels x NP 16-channel panels (cout = 16 * NP, NP <= 4), RT * NP accumulators,
- * each input value broadcast from the image row.
+ * each input value broadcast from the input row (the image's, or stem.c's zero-padded copy of the
+ * columns a border pixel reads).
  */
 #include "mobilenetv2.h"
 #include "simd.h"
@@ -57,26 +58,46 @@ stem_tile(const float *const in[3], const float *packed, float *y, size_t col0, 
 typedef void stem_tile_fn(const float *const in[3], const float *packed, float *y, size_t col0,
                           int relu6);
 #define STEM_TILE(rt, np)                                                                          \
-    MNV2_AVX512 static void stem_tile_##np(const float *const in[3], const float *packed,          \
-                                           float *y, size_t col0, int relu6)                       \
+    MNV2_AVX512 static void stem_tile_##np##_##rt(const float *const in[3], const float *packed,   \
+                                                  float *y, size_t col0, int relu6)                \
     {                                                                                              \
         stem_tile(in, packed, y, col0, rt, np, relu6);                                             \
     }
-STEM_TILE(12, 1) STEM_TILE(12, 2) STEM_TILE(8, 3) STEM_TILE(6, 4)
+#define STEM_TILES6(np)                                                                            \
+    STEM_TILE(1, np) STEM_TILE(2, np) STEM_TILE(3, np) STEM_TILE(4, np) STEM_TILE(5, np)            \
+    STEM_TILE(6, np)
+#define STEM_TILES8(np) STEM_TILES6(np) STEM_TILE(7, np) STEM_TILE(8, np)
+#define STEM_TILES12(np)                                                                           \
+    STEM_TILES8(np) STEM_TILE(9, np) STEM_TILE(10, np) STEM_TILE(11, np) STEM_TILE(12, np)
+STEM_TILES12(1) STEM_TILES12(2) STEM_TILES8(3) STEM_TILES6(4)
+#undef STEM_TILES12
+#undef STEM_TILES8
+#undef STEM_TILES6
 #undef STEM_TILE
+/* The most pixels a tile holds (RT) for NP panels: RT * NP accumulators of the 32 zmm registers. */
 static const int stem_rows[5] = {0, 12, 12, 8, 6};
-static stem_tile_fn *const stem_tiles[5] = {NULL, stem_tile_1, stem_tile_2, stem_tile_3, stem_tile_4};
+#define ROW6(np) stem_tile_##np##_1, stem_tile_##np##_2, stem_tile_##np##_3, stem_tile_##np##_4,      \
+                 stem_tile_##np##_5, stem_tile_##np##_6
+#define ROW8(np) ROW6(np), stem_tile_##np##_7, stem_tile_##np##_8
+#define ROW12(np) ROW8(np), stem_tile_##np##_9, stem_tile_##np##_10, stem_tile_##np##_11, stem_tile_##np##_12
+static stem_tile_fn *const stem_tiles[5][12] = {{NULL}, {ROW12(1)}, {ROW12(2)}, {ROW8(3)}, {ROW6(4)}};
+#undef ROW12
+#undef ROW8
+#undef ROW6
 
-size_t f32_stem3x3s2_interior_avx512(const float *const rows[3], const float *packed, float *y,
-                                     size_t cout, size_t pad_left, size_t j0, size_t j1, int relu6)
+int f32_stem3x3s2_direct_avx512(size_t cout) { return cout % 16 == 0 && cout >= 16 && cout <= 64; }
+
+/* count pixels from the one whose window starts at column col0 of in[] (y: its output) in
+ * near-equal tiles of at most RT pixels: no short remainder tile (111 interior pixels a row at
+ * 224 wide are 9 x 12 + 3 x 11, not 9 x 12 and 3 through the gather). */
+void f32_stem3x3s2_tiles_avx512(const float *const in[3], const float *packed, float *y,
+                                size_t cout, size_t col0, size_t count, int relu6)
 {
-    const size_t np = cout / 16;
-    if (cout % 16 != 0 || np < 1 || np > 4)
-        return j0;
-    const size_t rt = (size_t)stem_rows[np];
-    size_t j = j0;
-    for (; j + rt <= j1; j += rt)
-        stem_tiles[np](rows, packed, y + j * cout, 2 * j - pad_left, relu6);
-    return j;
+    const size_t np = cout / 16, rt = (size_t)stem_rows[np], nb = (count + rt - 1) / rt;
+    for (size_t i = 0, done = 0; i < nb; i++) {
+        const size_t px = count * (i + 1) / nb - count * i / nb; /* 1..rt */
+        stem_tiles[np][px - 1](in, packed, y + done * cout, col0 + 2 * done, relu6);
+        done += px;
+    }
 }
 #endif

@@ -352,12 +352,14 @@ def test_stem_grid_every_channel_count():
 
 
 def test_stem_grid_direct_interior_tiles():
-    """On AVX-512 a row with its three input rows inside the image computes its interior in tiles of
-    12 (cout 16, 32), 8 (48) or 6 (64) pixels straight from the image, on AVX2 in tiles of 6 pixels
-    x each 16-channel panel (cout a multiple of 16), the rest (borders, the tile remainder, rows in
-    the padding, other couts) through the gather: interiors of 11..27 pixels
-    (every remainder of those tiles), each pad pattern the network has and symmetric pads of 0..2,
-    several images, ReLU6 on and off.  Same bits on every ISA, close to float64."""
+    """On AVX-512 (cout 16, 32, 48, 64) and AVX2 (cout a multiple of 16) every stem pixel runs in
+    SIMD tiles: a row's interior (three input rows inside the image) straight from the image in
+    near-equal tiles of at most 12 (cout 16, 32), 8 (48) or 6 (64, and AVX2's 16-channel panels)
+    pixels, the border pixels and the rows over the padding from zero-padded strips of their input
+    columns; other couts (and the scalar twin) through the gather.  Interiors of 11..27 pixels
+    (every tile size and split), each pad pattern the network has and symmetric pads of 0..2
+    (strips with one and two padding columns, top and bottom rows of padding), several images,
+    ReLU6 on and off.  Same bits on every ISA, close to float64."""
     rng = np.random.default_rng(7)
     for cout in (8, 16, 24, 32, 48, 64, 72):
         k, b = rnd(rng, 3, 3, 3, cout), rnd(rng, cout)
