@@ -192,7 +192,7 @@ MNV2_AVX2 static void dw_interior(const float *const rows0[3], const float *w, c
     const float *rows[3] = {rows0[0], rows0[1], rows0[2]};
     const size_t nb = (count + DW_PX - 1) / DW_PX;
     for (size_t i = 0; i < nb; i++) {
-        const size_t px = count * (i + 1) / nb - count * i / nb; /* 1..DW_PX */
+        const size_t px = mnv2_block_len(count, nb, i); /* 1..DW_PX */
         const int l = i == 0 && lskip, r = i + 1 == nb && rskip;
         dw_blocks[stride - 1][px - 1](rows, w, bias, yp, c, cfull, l, r, relu6);
         for (int a = 0; a < 3; a++)
@@ -324,7 +324,7 @@ MNV2_AVX2 static void f32_dwconv3x3_rows2_s2_avx2(const float *const in[5], cons
             at[r] = in[r] ? in[r] + (j0 * stride + (size_t)lskip - pad_left) * c : NULL;
         float *yp[2] = {y + j0 * c, y + (ow + j0) * c};
         for (size_t i = 0; i < nb; i++) {
-            const size_t px = count * (i + 1) / nb - count * i / nb; /* 1..DW2_PX */
+            const size_t px = mnv2_block_len(count, nb, i); /* 1..DW2_PX */
             const int l = i == 0 && lskip, rs = i + 1 == nb && rskip;
             dw_pairs[px - 1](at, w, bias, yp, c, cfull, l, rs, relu6);
             for (int r = 0; r < 5; r++)

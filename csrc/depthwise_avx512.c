@@ -198,7 +198,7 @@ MNV2_AVX512 static void rows_tile(const float *const *in, int nr, const float *w
             at[r] = in[r] ? in[r] + (j0 * stride + (size_t)lskip - pad_left) * c : NULL;
         float *yp[2] = {y + j0 * c, nr == 2 ? y + (ow + j0) * c : y + j0 * c};
         for (size_t i = 0; i < nb; i++) {
-            const size_t px = count * (i + 1) / nb - count * i / nb; /* 1..DW_MAXPX */
+            const size_t px = mnv2_block_len(count, nb, i); /* 1..DW_MAXPX */
             const int l = i == 0 && lskip, rs = i + 1 == nb && rskip;
             blocks[stride - 1][nr - 1][px - 1](at, w, bias, yp, c, k0, k1, l, rs, relu6);
             for (int r = 0; r < 5; r++)

@@ -118,6 +118,14 @@ static inline void mnv2_blocked(size_t wd, size_t stride, size_t pad_left, size_
     }
 }
 
+/* Length of block i of nb near-equal blocks that cut count items in order (the lengths differ by
+ * at most one): the kernels cut a row's pixels so, so no short last block waits on the FMA
+ * latency alone. */
+static inline size_t mnv2_block_len(size_t count, size_t nb, size_t i)
+{
+    return count * (i + 1) / nb - count * i / nb;
+}
+
 /* Whether column col of a depthwise block's ncol tap columns is the padding's column that
  * mnv2_blocked's lskip (the first) or rskip (the last) says to skip: no load, no FMA. */
 static inline int mnv2_pad_col(size_t col, size_t ncol, int lskip, int rskip)

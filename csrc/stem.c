@@ -48,14 +48,14 @@ static void gather(const float *x, size_t h, size_t wd, size_t pad_top, size_t p
 typedef void pointwise_fn(const float *x, const float *packed, const float *residual, float *y,
                           size_t cin, size_t cout, size_t m0, size_t m1, int relu6);
 
-/* Output pixels [j0, j1) of row i (y: that row) by the gather and the pointwise kernel. */
+/* The ow output pixels of row i (y: that row) by the gather and the pointwise kernel. */
 static void gathered(const float *x, const float *packed, float *y, size_t h, size_t wd, size_t cout,
-                     size_t pad_top, size_t pad_left, size_t i, size_t j0, size_t j1, int relu6,
+                     size_t pad_top, size_t pad_left, size_t i, size_t ow, int relu6,
                      pointwise_fn *pointwise)
 {
     float cols[STEM_PIXELS * STEM_K] __attribute__((aligned(64)));
-    for (size_t j = j0; j < j1; j += STEM_PIXELS) {
-        const size_t count = j1 - j < STEM_PIXELS ? j1 - j : STEM_PIXELS;
+    for (size_t j = 0; j < ow; j += STEM_PIXELS) {
+        const size_t count = ow - j < STEM_PIXELS ? ow - j : STEM_PIXELS;
         gather(x, h, wd, pad_top, pad_left, i, j, count, cols);
         pointwise(cols, packed, NULL, y + j * cout, STEM_K, cout, 0, count, relu6);
     }
@@ -126,7 +126,7 @@ static void stem_tiles_avx2(const float *const in[3], const float *packed, float
 {
     const size_t pstride = 16 * (STEM_K + 1), nb = (count + 5) / 6;
     for (size_t i = 0, done = 0; i < nb; i++) {
-        const size_t px = count * (i + 1) / nb - count * i / nb; /* 1..6 */
+        const size_t px = mnv2_block_len(count, nb, i); /* 1..6 */
         for (size_t p = 0; p < cout / 16; p++)
             stem_tile_avx2_of[px - 1](in, packed + p * pstride, y + done * cout, cout, 16 * p,
                                     col0 + 2 * done, relu6);
@@ -183,8 +183,6 @@ static void direct_row(const float *x, const float *packed, float *y, size_t h, 
             for (size_t a = 0; a < 3; a++)
                 rows[a] = x + ((size_t)r0 + a) * wd * 3;
             tiles(rows, packed, y + j0 * cout, cout, 2 * j0 - pad_left, j1 - j0, relu6);
-        } else {
-            j0 = j1 = 0;
         }
     }
     strips(x, packed, y, h, wd, cout, r0, pad_left, 0, j0, relu6, tiles);
@@ -211,7 +209,7 @@ static void stem_row(const float *x, const float *packed, float *y, size_t h, si
 #else
     (void)direct;
 #endif
-    gathered(x, packed, y, h, wd, cout, pad_top, pad_left, i, 0, ow, relu6, pointwise);
+    gathered(x, packed, y, h, wd, cout, pad_top, pad_left, i, ow, relu6, pointwise);
 }
 
 static int stem_direct(void)

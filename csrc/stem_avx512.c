@@ -95,7 +95,7 @@ void f32_stem3x3s2_tiles_avx512(const float *const in[3], const float *packed, f
 {
     const size_t np = cout / 16, rt = (size_t)stem_rows[np], nb = (count + rt - 1) / rt;
     for (size_t i = 0, done = 0; i < nb; i++) {
-        const size_t px = count * (i + 1) / nb - count * i / nb; /* 1..rt */
+        const size_t px = mnv2_block_len(count, nb, i); /* 1..rt */
         stem_tiles[np][px - 1](in, packed, y + done * cout, col0 + 2 * done, relu6);
         done += px;
     }
