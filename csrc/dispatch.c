@@ -97,6 +97,102 @@ int mnv2_set_isa(int isa)
     return l;
 }
 
+#if MNV2_X86 && defined(__x86_64__) && defined(__linux__)
+#include <signal.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#ifndef ARCH_SET_CPUID
+#define ARCH_SET_CPUID 0x1012 /* asm/prctl.h, Linux 4.12 */
+#endif
+
+static struct sigaction before_hiding; /* the SIGSEGV disposition mnv2_hide_avx512 replaced */
+static volatile sig_atomic_t hidden;
+
+/* Bits cleared from CPUID's answers: leaf 7.0 EBX AVX512F/DQ/IFMA/PF/ER/CD/BW/VL, ECX
+ * AVX512_VBMI/VBMI2/VNNI/BITALG/VPOPCNTDQ, EDX AVX512_4VNNIW/4FMAPS/VP2INTERSECT, AMX-BF16,
+ * AVX512_FP16, AMX-TILE, AMX-INT8; leaf 7.1 EAX AVX-VNNI, AVX512_BF16, AMX-FP16, AVX-IFMA; leaf
+ * 0xD.0 EAX the opmask, zmm and AMX tile state components. */
+#define BIT(n) (1u << (n))
+static const unsigned LEAF7_EBX = BIT(16) | BIT(17) | BIT(21) | BIT(26) | BIT(27) | BIT(28) | BIT(30) | BIT(31);
+static const unsigned LEAF7_ECX = BIT(1) | BIT(6) | BIT(11) | BIT(12) | BIT(14);
+static const unsigned LEAF7_EDX = BIT(2) | BIT(3) | BIT(8) | BIT(22) | BIT(23) | BIT(24) | BIT(25);
+static const unsigned LEAF7_1_EAX = BIT(4) | BIT(5) | BIT(21) | BIT(23);
+static const unsigned LEAFD_EAX = BIT(5) | BIT(6) | BIT(7) | BIT(17) | BIT(18);
+#undef BIT
+
+/* A trapped CPUID (the instruction at the fault is 0F A2): the real answer, with CPUID faulting
+ * off for this thread while it runs, less the hidden bits; then past the instruction.  Anything
+ * else is a real fault: the disposition there was before (a handler, or the default action,
+ * which the fault then meets again as the instruction reruns). */
+static void on_sigsegv(int sig, siginfo_t *info, void *context)
+{
+    ucontext_t *uc = context;
+    greg_t *r = uc->uc_mcontext.gregs;
+    const unsigned char *ip = (const unsigned char *)r[REG_RIP];
+    if (info->si_code == SI_KERNEL && ip && ip[0] == 0x0f && ip[1] == 0xa2) {
+        const unsigned leaf = (unsigned)r[REG_RAX], sub = (unsigned)r[REG_RCX];
+        unsigned a, b, c, d;
+        syscall(SYS_arch_prctl, ARCH_SET_CPUID, 1);
+        __cpuid_count(leaf, sub, a, b, c, d);
+        syscall(SYS_arch_prctl, ARCH_SET_CPUID, 0);
+        if (leaf == 7 && sub == 0) {
+            b &= ~LEAF7_EBX;
+            c &= ~LEAF7_ECX;
+            d &= ~LEAF7_EDX;
+        } else if (leaf == 7 && sub == 1) {
+            a &= ~LEAF7_1_EAX;
+        } else if (leaf == 0xd && sub == 0) {
+            a &= ~LEAFD_EAX;
+        }
+        r[REG_RAX] = a;
+        r[REG_RBX] = b;
+        r[REG_RCX] = c;
+        r[REG_RDX] = d;
+        r[REG_RIP] += 2;
+        return;
+    }
+    if ((before_hiding.sa_flags & SA_SIGINFO) && before_hiding.sa_sigaction) {
+        before_hiding.sa_sigaction(sig, info, context);
+    } else if (before_hiding.sa_handler != SIG_DFL && before_hiding.sa_handler != SIG_IGN) {
+        before_hiding.sa_handler(sig);
+    } else {
+        signal(SIGSEGV, SIG_DFL);
+    }
+}
+
+int mnv2_hide_avx512(void)
+{
+    if (hidden)
+        return 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigsegv;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, &before_hiding) != 0)
+        return -1;
+    if (syscall(SYS_arch_prctl, ARCH_SET_CPUID, 0) != 0) { /* no CPUID faulting here */
+        sigaction(SIGSEGV, &before_hiding, NULL);
+        return -1;
+    }
+    hidden = 1;
+    __atomic_store_n(&detected, detect(), __ATOMIC_RELAXED);
+    __atomic_store_n(&level, forced(detected), __ATOMIC_RELAXED);
+    return 0;
+}
+#else
+int mnv2_hide_avx512(void) { return -1; }
+#endif
+
+int mnv2_avx512_hidden(void)
+{
+#if MNV2_X86 && defined(__x86_64__) && defined(__linux__)
+    return hidden;
+#else
+    return 0;
+#endif
+}
+
 /* sysconf's cache sizes (glibc reads them with CPUID); a size it cannot tell is a common one. */
 size_t mnv2_cache_bytes(int lvl)
 {

@@ -20,6 +20,16 @@ int mnv2_isa_detected(void);
 /* Use level isa from now on (capped at mnv2_isa_detected(); isa < 0: back to the environment's
  * choice); returns the level now in use.  Not while a kernel or plan runs. */
 int mnv2_set_isa(int isa);
+/* Hide AVX-512 (and AMX, AVX-VNNI) from everything in this process that asks CPUID from now on,
+ * in the calling thread and the threads it starts later: an AVX2-only CPU emulated on this one, so
+ * that a benchmark can run every engine's AVX2 code here.  The kernel's CPUID faulting
+ * (arch_prctl ARCH_SET_CPUID) traps each CPUID into a SIGSEGV handler that runs the real one and
+ * clears those feature bits; any other SIGSEGV goes on to the handler there was before.  Our own
+ * ISA is detected again.  0 on success (or already hidden), -1 where the kernel or CPU cannot
+ * trap CPUID (no cpuid_fault) or this is not x86-64 Linux.  Never undone; for a whole process. */
+int mnv2_hide_avx512(void);
+/* 1 once mnv2_hide_avx512 succeeded in this process, else 0. */
+int mnv2_avx512_hidden(void);
 
 /* y[i] = min(max(x[i], 0), 6) for i < n.  x and y may be the same array. */
 void f32_relu6(const float *x, float *y, size_t n);

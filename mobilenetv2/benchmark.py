@@ -186,7 +186,10 @@ def _openvino(path, x, threads, precision):
 
 
 def cpu_isa():
-    """The best vector ISA of this CPU as its kernel reports it ('avx512', 'avx2', 'scalar')."""
+    """The best vector ISA of this CPU as its kernel reports it ('avx512', 'avx2', 'scalar'), or
+    'avx2' where --hide-avx512 hid AVX-512 from this process (native.hide_avx512)."""
+    if native.avx512_hidden():
+        return "avx2"
     flags = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -205,7 +208,8 @@ def engine_isa(engine):
     BLAS and the peers choose their own kernels up to what the CPU has."""
     if engine == "c":
         return native.isa()
-    return f"own dispatch (CPU has {cpu_isa()})"
+    hidden = " with AVX-512 hidden" if native.avx512_hidden() else ""
+    return f"own dispatch (CPU has {cpu_isa()}{hidden})"
 
 
 def compiler():
@@ -265,6 +269,9 @@ def parse_args(argv):
                    help="split each measurement's runs over this many rounds through all engines")
     p.add_argument("--bf16", action="store_true",
                    help="also time OpenVINO in bfloat16 (a labelled reduced-precision row, never a 'best peer')")
+    p.add_argument("--hide-avx512", action="store_true",
+                   help="hide AVX-512 (and AMX) from every engine through CPUID faulting, ours included: "
+                        "an AVX2-only CPU emulated on this one's cores and caches (Linux, x86-64)")
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw published top-1 vs measured batch-1 latency (needs matplotlib)")
     p.add_argument("--json", help="output JSON path (default: bench-<time>.json in the current folder)")
@@ -354,8 +361,11 @@ def output_digest(alpha, res):
     return hashlib.sha256(np.ascontiguousarray(y, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 
-def _measure(name, alpha, res, batch, engine, threads, runs, warmup, warmup_seconds, tmpdir):
-    """One measurement (run in its own process): a stats dict, or a reason string if skipped."""
+def _measure(name, alpha, res, batch, engine, threads, runs, warmup, warmup_seconds, tmpdir, hide_avx512=False):
+    """One measurement (run in its own process): a stats dict, or a reason string if skipped.
+    hide_avx512: first hide AVX-512 from this process (before any engine looks at the CPU)."""
+    if hide_avx512:
+        native.hide_avx512()
     model = _model(alpha, res)
     x = _input(res, batch)
     run = _runner(engine, model, x, max(threads, 1), tmpdir, name)
@@ -370,10 +380,20 @@ def main(argv=None):
         from mobilenetv2 import benchmark_segmentation  # the DeepLabV3 model at 513 vs ONNX Runtime
         return benchmark_segmentation.main(argv)
     args = parse_args(argv)
+    if args.hide_avx512:
+        from mobilenetv2.errors import ArgumentError
+        try:  # here too: the peak loop, the digests and the header see what the children see
+            native.hide_avx512()
+        except ArgumentError as exc:
+            print(f"mobilenetv2 bench: error: --hide-avx512: {exc}", file=sys.stderr)
+            return 2
+        # NumPy's OpenBLAS picks its kernels as it loads, before a child could hide anything
+        os.environ["OPENBLAS_CORETYPE"] = "Haswell"
     now = datetime.datetime.now(datetime.timezone.utc)
     header = {"date": now.isoformat(timespec="seconds"), "cpu": cpu_model(), "cores": os.cpu_count(),
               "backend": native.backend(), "cpu_isa": cpu_isa(), "commit": git_commit(), "compiler": compiler(), "versions": versions(),
               "weights": "synthetic (shared/tools)" if synthetic_weights() else "random init",
+              "avx512_hidden": native.avx512_hidden(),
               "warmup": {"calls": args.warmup, "seconds": args.warmup_seconds},
               "note": "one shared machine: compare ratios within one run; each row timed in its own process"}
     # each SIMD ISA's FMA peak on one core, measured here before the children start
@@ -385,6 +405,9 @@ def main(argv=None):
         print("# FMA peak of one core (our loop, csrc/peak.c): " +
               ", ".join(f"{isa} {g:.0f} GFLOP/s" for isa, g in peaks.items()) +
               "; '% peak' = GFLOP/s over the best of them times the threads")
+    if header["avx512_hidden"]:
+        print("# AVX-512 hidden from every engine (--hide-avx512, CPUID faulting): an AVX2-only CPU "
+              "emulated on this one, whose cores, caches and clocks are not an AVX2-only CPU's")
     print(f"# C extension built by: {header['compiler']}; weights: {header['weights']}")
     print("# " + ", ".join(f"{k} {v}" for k, v in header["versions"].items()))
     if "c" in args.engines:
@@ -417,7 +440,8 @@ def main(argv=None):
                             continue
                         with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
                             got = pool.submit(_measure, name, alpha, res, batch, engine, threads, share,
-                                              args.warmup, args.warmup_seconds, tmpdir).result()
+                                              args.warmup, args.warmup_seconds, tmpdir,
+                                              args.hide_avx512).result()
                         if isinstance(got, str):
                             # a missing .tflite file skips that variant only; other reasons the engine
                             skipped[(engine, name) if "no .tflite" in got else engine] = got

@@ -8,7 +8,7 @@ is the best the CPU and OS support (CPUID and XGETBV, in csrc/dispatch.c), cappe
 import contextlib
 import warnings
 
-from mobilenetv2.errors import Error
+from mobilenetv2.errors import ArgumentError, Error
 
 try:
     from mobilenetv2 import _mnv2
@@ -50,6 +50,30 @@ def isa():
 def isas():
     """Every instruction set this CPU and OS can run, lowest first ([] without the C extension)."""
     return [] if lib is None else list(ISA_NAMES[:lib.mnv2_isa_detected() + 1])
+
+
+def hide_avx512():
+    """Hide AVX-512 (and AMX, AVX-VNNI) from everything in this process that asks CPUID from now
+    on, our kernels included, which then run AVX2: an AVX2-only CPU emulated on this one, for
+    benchmarks (``mobilenetv2 bench --hide-avx512``).  Threads started earlier keep seeing the
+    real CPU, and libraries that chose their kernels already keep them: call it first.  Needs
+    Linux's CPUID faulting (``cpuid_fault`` in /proc/cpuinfo); ArgumentError where that or
+    AVX-512 is missing.  Not undone for the life of the process."""
+    if lib is None:
+        raise ArgumentError(f"hiding AVX-512 needs the C extension, which is not available ({IMPORT_ERROR})")
+    if lib.mnv2_avx512_hidden():
+        return
+    if "avx512" not in isas():
+        raise ArgumentError("this CPU (or its OS) has no AVX-512 to hide: it runs AVX2 code already")
+    if lib.mnv2_hide_avx512() != 0:
+        raise ArgumentError("this kernel or CPU cannot trap CPUID (no 'cpuid_fault' in /proc/cpuinfo), "
+                            "so AVX-512 cannot be hidden from the other engines; measure on an "
+                            "AVX2-only CPU instead")
+
+
+def avx512_hidden():
+    """Whether hide_avx512() hid AVX-512 in this process."""
+    return lib is not None and bool(lib.mnv2_avx512_hidden())
 
 
 def backend():
