@@ -108,6 +108,10 @@ void f32_stem3x3s2_row_scalar(const float *x, const float *packed, float *y, siz
 /* Global pooling over H*W pixels: y[n, c] = mean (or max) of x[n, :, c]. x: [N, HW, C]; y: [N, C]. */
 void f32_global_avgpool(const float *x, float *y, size_t n, size_t hw, size_t c);
 void f32_global_maxpool(const float *x, float *y, size_t n, size_t hw, size_t c);
+/* Channels [k0, k1) only (k1 capped at c): what threads sharing the channels compute; the same
+ * bits as the whole call for those channels. */
+void f32_global_avgpool_part(const float *x, float *y, size_t n, size_t hw, size_t c, size_t k0, size_t k1);
+void f32_global_maxpool_part(const float *x, float *y, size_t n, size_t hw, size_t c, size_t k0, size_t k1);
 
 /* Batch-norm folding (load time): for each output channel o of w: [k, c],
  * inv = gamma / sqrt(var + eps), w_out[:, o] = w[:, o] * inv, bias_out[o] = beta - mean * inv,
@@ -207,7 +211,8 @@ struct mnv2_op {
     float *y;
     size_t n, h, w_, c, cout, stride, pad_top, pad_left, oh, ow;
     size_t split_rows;
-    int split_panels; /* pointwise only: threads share output panels, not rows */
+    int split_panels; /* pointwise: threads share output panels, not rows; global pooling: the
+                       * same 16-channel groups of its channels */
     int sync;         /* the threads meet at a barrier before this op; 0 only where each thread
                          reads just what it wrote itself since the last barrier, and writes what
                          no other thread reads or writes there */

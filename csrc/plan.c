@@ -342,6 +342,19 @@ static void run_panels(const struct mnv2_op *op, int t, int threads)
                                 op->n * op->oh * op->ow, p0, p1, op->relu6, after, after_floats);
 }
 
+/* Share t of `threads` of a global pooling op split by channels: the 16-channel groups that share
+ * t of a pointwise op with as many output panels computes (run_panels' split), so that it reads
+ * only what the same share of the op before it wrote (mobilenetv2/plan.py's _mark_syncs). */
+static void run_pool_channels(const struct mnv2_op *op, int t, int threads)
+{
+    const size_t np = f32_pointwise_panels(op->c);
+    const size_t k0 = MNV2_PANEL * split(np, t, threads), k1 = MNV2_PANEL * split(np, t + 1, threads);
+    if (op->kind == MNV2_OP_MAXPOOL)
+        f32_global_maxpool_part(op->x, op->y, op->n, op->h * op->w_, op->c, k0, k1);
+    else
+        f32_global_avgpool_part(op->x, op->y, op->n, op->h * op->w_, op->c, k0, k1);
+}
+
 /* Floats per image of an op's input and of its output (and residual). */
 static size_t in_per_image(const struct mnv2_op *op)
 {
@@ -373,6 +386,8 @@ static void run_op_share(const struct mnv2_op *op, int c, int T, float *scratch)
 {
     if (op->kind == MNV2_OP_POINTWISE && op->split_panels) {
         run_panels(op, c, T);
+    } else if ((op->kind == MNV2_OP_AVGPOOL || op->kind == MNV2_OP_MAXPOOL) && op->split_panels) {
+        run_pool_channels(op, c, T);
     } else if (op->split_rows == 0) {
         if (c == 0)
             run_op(op, 0, 0, scratch);

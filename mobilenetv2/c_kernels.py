@@ -148,18 +148,27 @@ def stem_row(x, w, bias, pads, i, relu6=False, out=None, scalar=False):
     return out
 
 
-def global_pool(x, kind="avg", scalar=False):
-    """[N, H, W, C] -> [N, C], mean or max over H and W."""
+def global_pool(x, kind="avg", scalar=False, channels=None):
+    """[N, H, W, C] -> [N, C], mean or max over H and W; channels=(k0, k1): only those (the
+    rest of y zero), as a thread sharing the channels computes them."""
     x = _f32(x, "x", 4)
     n, h, w, c = x.shape
     if kind not in ("avg", "max"):
         raise ValueError(f"kind must be 'avg' or 'max', got {kind!r}")
     if h * w == 0:
         raise ValueError(f"x {x.shape} has no pixels to pool")
-    y = np.empty((n, c), np.float32)
     if scalar is True:
         scalar = "scalar"  # the pools' twins are reached through the dispatcher
-    _fn({"avg": "f32_global_avgpool", "max": "f32_global_maxpool"}[kind], scalar)(_ptr(x), _ptr(y), n, h * w, c)
+    if channels is None:
+        y = np.empty((n, c), np.float32)
+        _fn({"avg": "f32_global_avgpool", "max": "f32_global_maxpool"}[kind], scalar)(_ptr(x), _ptr(y), n, h * w, c)
+        return y
+    k0, k1 = (int(k) for k in channels)
+    if not 0 <= k0 <= k1 <= c:
+        raise ValueError(f"channels {channels} are not a range within the {c} channels")
+    y = np.zeros((n, c), np.float32)
+    _fn({"avg": "f32_global_avgpool_part", "max": "f32_global_maxpool_part"}[kind], scalar)(
+        _ptr(x), _ptr(y), n, h * w, c, k0, k1)
     return y
 
 

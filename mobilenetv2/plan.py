@@ -140,16 +140,35 @@ def _row_split(op):
     return op["n"], op["split_rows"]
 
 
+def _channel_split(op):
+    """How an op's channels are shared among threads, for the ops whose share reads or writes only
+    its own channels of every pixel: a pointwise op split by output panels, a global pooling op
+    (split by the same 16-channel groups, csrc/plan.c); equal keys, equal channels per thread."""
+    lib = native.lib
+    if not op.get("split_panels") or op.get("batch_rows"):
+        return None
+    if op["kind"] == lib.MNV2_OP_POINTWISE:
+        return op["n"], -(-op["cout"] // 16)
+    if op["kind"] in (lib.MNV2_OP_AVGPOOL, lib.MNV2_OP_MAXPOOL):
+        return op["n"], -(-op["c"] // 16)
+    return None
+
+
 def _mark_syncs(ops):
     """Clear the barrier before each pointwise conv that needs none: its inputs written since the
     last barrier were written with its own row split (so by the same thread, row for row), and
     its output overlaps nothing read or written since that barrier.  A pointwise conv after a
-    depthwise or another pointwise conv at the same resolution thus follows without waiting."""
+    depthwise or another pointwise conv at the same resolution thus follows without waiting.  The
+    same for a global pooling op after a pointwise conv split by the same channels (Conv_1 and
+    the pooling before the head): each thread pools the channels it computed."""
+    lib = native.lib
     since = []  # ops run since the last barrier
     for op in ops:
-        key = _row_split(op)
-        free = op["kind"] == native.lib.MNV2_OP_POINTWISE and key is not None and since and all(
-            _row_split(prev) == key or not any(_overlaps(prev["writes"], r) for r in op["reads"])
+        pooling = op["kind"] in (lib.MNV2_OP_AVGPOOL, lib.MNV2_OP_MAXPOOL)
+        split = _channel_split if pooling else _row_split
+        key = split(op)
+        free = (pooling or op["kind"] == lib.MNV2_OP_POINTWISE) and key is not None and since and all(
+            split(prev) == key or not any(_overlaps(prev["writes"], r) for r in op["reads"])
             for prev in since) and not any(
             _overlaps(op["writes"], s) for prev in since for s in prev["reads"] + [prev["writes"]])
         op["sync"] = int(not free)
@@ -539,7 +558,8 @@ class Plan:
             elif isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
                 buf, y = arena.take((n, x.shape[3]))
                 kind = lib.MNV2_OP_MAXPOOL if isinstance(layer, L.GlobalMaxPooling2D) else lib.MNV2_OP_AVGPOOL
-                self._op(kind, x, y, layer=layer.name, c=x.shape[3])
+                # threads share its channels as the pointwise conv before it shares its panels
+                self._op(kind, x, y, layer=layer.name, c=x.shape[3], split_panels=1)
                 tensors[layer.name] = (buf, y.reshape(n, 1, 1, -1) if layer.keepdims else y)
                 release(src)
             elif isinstance(layer, L.ResizeBilinear):

@@ -387,6 +387,23 @@ def test_pool_softmax_relu6_grid_every_channel_count():
         np.testing.assert_array_equal(same_on_every_isa(lambda isa: C.relu6(v, scalar=isa)), K.relu6(v))
 
 
+@pytest.mark.parametrize("c", [1, 8, 15, 16, 17, 40, 1280])
+def test_global_pooling_every_channel_split(c):
+    """Channels [0, 16 a) and [16 a, c) for every a, as threads sharing the channels of the
+    pointwise conv before the pooling run them (csrc/plan.c): the whole pooling's bits, on every
+    ISA and the scalar twin, and nothing written outside a share's channels."""
+    x = rnd(np.random.default_rng(c), 2, 3, 5, c) * np.float32(4)
+    for kind in ("avg", "max"):
+        whole = same_on_every_isa(lambda isa: C.global_pool(x, kind, scalar=isa))
+        for a in range(-(-c // 16) + 1):
+            k = min(16 * a, c)
+            lo = same_on_every_isa(lambda isa: C.global_pool(x, kind, scalar=isa, channels=(0, k)))
+            hi = same_on_every_isa(lambda isa: C.global_pool(x, kind, scalar=isa, channels=(k, c)))
+            assert not lo[:, k:].any() and not hi[:, :k].any()
+            np.testing.assert_array_equal(lo[:, :k], whole[:, :k])
+            np.testing.assert_array_equal(hi[:, k:], whole[:, k:])
+
+
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
 def test_count_nonfinite_finds_each_kind_in_every_lane_and_tail(bad):
     """Every position of arrays of 1..40 values (the whole 8- and 16-lane steps and every tail)."""

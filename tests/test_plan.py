@@ -243,6 +243,43 @@ def test_bit_identical_for_every_thread_count():
     np.testing.assert_array_equal(model.predict(rand(1, 96, 96, 3)), y3)
 
 
+def test_pooling_after_a_channel_split_conv_skips_the_barrier():
+    """A global pooling op splits its channels as the pointwise conv before it splits its output
+    panels, so each thread pools the channels it computed and no barrier comes between them; after
+    a conv split by rows, or by other channel groups, or with a clash on a buffer, the barrier
+    stays (mobilenetv2/plan.py's _mark_syncs, on hand-made ops)."""
+    from mobilenetv2.plan import _mark_syncs
+    lib = native.lib
+
+    def pw(split_panels, cout, reads, writes):
+        return dict(kind=lib.MNV2_OP_POINTWISE, n=1, split_rows=7, split_panels=split_panels, cout=cout,
+                    reads=[reads], writes=writes)
+
+    def pool(c, reads, writes):
+        return dict(kind=lib.MNV2_OP_AVGPOOL, n=1, split_rows=0, split_panels=1, c=c, reads=[reads], writes=writes)
+
+    a, b, c = (0, 100), (100, 200), (200, 300)
+    cases = [([pw(1, 1280, a, b), pool(1280, b, c)], 0),   # Conv_1 by panels, then its pooling
+             ([pw(0, 1280, a, b), pool(1280, b, c)], 1),   # Conv_1 by rows: every thread wrote some of each channel
+             ([pw(1, 1296, a, b), pool(1280, b, c)], 1),   # other 16-channel groups
+             ([pw(1, 1280, a, b), pool(1280, b, a)], 1)]   # the pooling writes over what Conv_1 read
+    for ops, sync in cases:
+        _mark_syncs(ops)
+        assert ops[1]["sync"] == sync, ops
+    # in a real plan: the classifier's pooling follows Conv_1 without a barrier where Conv_1 shares
+    # its panels, and every thread count gives the same bits, run after run
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=1)
+    x = rand(2, 96, 96, 3)
+    want = model.predict(x[:1])
+    plan = model._plan(x[:1])
+    i = next(i for i, op in enumerate(plan.ops) if op["kind"] == lib.MNV2_OP_AVGPOOL)
+    assert plan.ops[i]["sync"] == (0 if plan.ops[i - 1].get("split_panels") else 1)
+    for threads in (2, 3, 5, 8, 16):
+        model.threads = threads
+        for _ in range(5):
+            np.testing.assert_array_equal(model.predict(x[:1]), want)
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
 def test_bad_thread_counts(bad):
     with pytest.raises(ValueError, match="threads"):
