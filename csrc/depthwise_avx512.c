@@ -4,8 +4,9 @@
  * bias: [C]; y: [nout][OW, C].  16 channels a zmm register; the last c % 16 channels go through
  * k-register masks in the same code (no scalar tail).
  * Two output rows at a time where there are two: their 4 (stride 1) or 5 (stride 2) input rows are
- * loaded once for both, and the 9 weights once per 16-channel chunk, so each input row comes from
- * L2 about (s+3)/2 times instead of 3.  Interior pixels in blocks of 1..DW_MAXPX (a row's interior
+ * loaded once for both, and the 9 weights once per 16-channel chunk; a block of pixels goes down all
+ * the rows of the call before the next block (rows_strips), so what a pair shares with the next
+ * comes from L1.  Interior pixels in blocks of 1..DW_MAXPX (a row's interior
  * split into near-equal blocks: no latency-bound one-pixel remainder); each block holds
  * 2 x px accumulators in registers and each input vector feeds every pixel of both rows whose
  * window covers it; a border pixel that loses only its outer column to the padding joins the
@@ -183,64 +184,71 @@ BLOCKS(1, 1) BLOCKS(1, 2) BLOCKS(2, 1) BLOCKS(2, 2)
 static block_fn *const blocks[2][2][DW_MAXPX] = {{ROW(1, 1), ROW(1, 2)}, {ROW(2, 1), ROW(2, 2)}};
 #undef ROW
 
-/* nr (1 or 2) output rows, channels [k0, k1), from their input rows in[0 .. (nr-1)*s + 3). */
-MNV2_AVX512 static void rows_tile(const float *const *in, int nr, const float *w, const float *bias,
-                                  float *y, size_t wd, size_t c, size_t k0, size_t k1, size_t stride,
-                                  size_t pad_left, size_t ow, int relu6)
+/* Channels a pass covers: near-equal groups (whole 16-channel chunks, at least 64 channels: four
+ * cache lines a pixel, fewer defeat the prefetchers) such that what a row pair's block reads, its
+ * (s + 3) input rows x (s (DW_MAXPX - 1) + 3) columns and the 9 weights, fits in L1 (read from the
+ * machine; its outputs are written once and need not stay): going down the rows block by block
+ * (rows_strips), the rows a pair shares with the next and the column a block shares with the next
+ * are still there.  Measured on an Intel Xeon (48 KB L1d; C harness, AVX-512, GFLOP/s, against the earlier
+ * pass of whole rows per pair): 56x56x144 from a band's ring 125-143 -> 156-157, 112x112x96 at
+ * stride 2 97-98 -> 105-106, 28x28x192 4 rows 145 -> 156 (137 in groups of 96), 14x14x576 8 rows
+ * 151 -> 161 in groups of 192 (150 in 2 of 288), 7x7x960 150 -> 161-166. */
+static size_t channel_group(size_t c, size_t stride)
+{
+    const size_t floats = (stride + 3) * (stride * (DW_MAXPX - 1) + 3) + 9;
+    size_t most = mnv2_cache_bytes(1) / (floats * sizeof(float));
+    most = most < 64 ? 64 : most;
+    const size_t groups = (c + most - 1) / most;
+    const size_t g = ((c + groups - 1) / groups + 15) / 16 * 16;
+    return g >= c ? c : g;
+}
+
+/* nout output rows, channels [k0, k1): a block of pixels at a time (mnv2_blocked's interior and
+ * the border pixels that join it), going down the rows in pairs (the last alone where nout is
+ * odd) before the next block; then the other border pixels.  in[r]: input row r of the window of
+ * the rows, or NULL. */
+MNV2_AVX512 static void rows_strips(const float *const *in, size_t nout, const float *w, const float *bias,
+                                    float *y, size_t wd, size_t c, size_t k0, size_t k1, size_t stride,
+                                    size_t pad_left, size_t ow, int relu6)
 {
     size_t j0, j1;
     int lskip, rskip; /* the border pixels that join the blocks (simd.h) */
     mnv2_blocked(wd, stride, pad_left, ow, &j0, &j1, &lskip, &rskip);
     if (j1 > j0) {
         const size_t count = j1 - j0, nb = (count + DW_MAXPX - 1) / DW_MAXPX;
-        const float *at[5] = {NULL, NULL, NULL, NULL, NULL};
-        for (int r = 0; r < (nr - 1) * (int)stride + 3; r++) /* the block's first column in the image */
-            at[r] = in[r] ? in[r] + (j0 * stride + (size_t)lskip - pad_left) * c : NULL;
-        float *yp[2] = {y + j0 * c, nr == 2 ? y + (ow + j0) * c : y + j0 * c};
+        size_t col = j0 * stride + (size_t)lskip - pad_left; /* the block's first tap column */
+        size_t j = j0;
         for (size_t i = 0; i < nb; i++) {
             const size_t px = mnv2_block_len(count, nb, i); /* 1..DW_MAXPX */
             const int l = i == 0 && lskip, rs = i + 1 == nb && rskip;
-            blocks[stride - 1][nr - 1][px - 1](at, w, bias, yp, c, k0, k1, l, rs, relu6);
-            for (int r = 0; r < 5; r++)
-                if (at[r])
-                    at[r] += (px * stride - (size_t)l) * c;
-            yp[0] += px * c;
-            yp[1] += px * c;
+            for (size_t o = 0; o < nout; o += 2) {
+                const int nr = nout - o >= 2 ? 2 : 1;
+                const float *at[5] = {NULL, NULL, NULL, NULL, NULL};
+                for (int r = 0; r < (nr - 1) * (int)stride + 3; r++)
+                    at[r] = in[o * stride + (size_t)r] ? in[o * stride + (size_t)r] + col * c : NULL;
+                float *yp[2] = {y + (o * ow + j) * c, y + ((o + (size_t)nr - 1) * ow + j) * c};
+                blocks[stride - 1][nr - 1][px - 1](at, w, bias, yp, c, k0, k1, l, rs, relu6);
+            }
+            col += px * stride - (size_t)l;
+            j += px;
         }
     }
-    for (int o = 0; o < nr; o++) {
-        float *yrow = y + (size_t)o * ow * c;
-        for (size_t j = 0; j < j0; j++)
-            pixel(in + (size_t)o * stride, w, bias, yrow, wd, c, k0, k1, stride, pad_left, j, relu6);
-        for (size_t j = j1; j < ow; j++)
-            pixel(in + (size_t)o * stride, w, bias, yrow, wd, c, k0, k1, stride, pad_left, j, relu6);
+    for (size_t o = 0; o < nout; o++) {
+        float *yrow = y + o * ow * c;
+        for (size_t jj = 0; jj < j0; jj++)
+            pixel(in + o * stride, w, bias, yrow, wd, c, k0, k1, stride, pad_left, jj, relu6);
+        for (size_t jj = j1; jj < ow; jj++)
+            pixel(in + o * stride, w, bias, yrow, wd, c, k0, k1, stride, pad_left, jj, relu6);
     }
-}
-
-/* Channels a pass over the rows covers: its (s + 3) input rows' share of them fits in L1, so the
- * rows the next pair of output rows reads again (2 of 4 at stride 1, 1 of 5 at stride 2) are still
- * there for it (half of L1 was 10-20 % slower at stride 1 on 14- to 56-wide maps); at least 64
- * (four whole cache lines a pixel: fewer defeat the prefetchers, measured slower). */
-static size_t channel_group(size_t wd, size_t c, size_t stride)
-{
-    const size_t bytes_per_channel = (stride + 3) * wd * sizeof(float);
-    size_t g = mnv2_cache_bytes(1) / bytes_per_channel / 16 * 16;
-    return g < 64 ? 64 : g >= c ? c : g;
 }
 
 MNV2_AVX512 void f32_dwconv3x3_rows_avx512(const float *const *rows, size_t nout, const float *w,
                                            const float *bias, float *y, size_t wd, size_t c,
                                            size_t stride, size_t pad_left, size_t ow, int relu6)
 {
-    const size_t g = channel_group(wd, c, stride);
-    for (size_t k0 = 0; k0 < c; k0 += g) {
-        const size_t k1 = c - k0 < g ? c : k0 + g;
-        for (size_t o = 0; o < nout; o += 2) {
-            const int nr = nout - o >= 2 ? 2 : 1;
-            rows_tile(rows + o * stride, nr, w, bias, y + o * ow * c, wd, c, k0, k1, stride, pad_left,
-                      ow, relu6);
-        }
-    }
+    const size_t g = channel_group(c, stride);
+    for (size_t k0 = 0; k0 < c; k0 += g)
+        rows_strips(rows, nout, w, bias, y, wd, c, k0, c - k0 < g ? c : k0 + g, stride, pad_left, ow, relu6);
 }
 
 MNV2_AVX512 void f32_dwconv3x3_row_avx512(const float *const rows[3], const float *w,
