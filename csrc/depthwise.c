@@ -6,7 +6,9 @@
  * The work is a few consecutive output rows at a time (f32_dwconv3x3_rows) from the input rows
  * they read, given by pointer, so the fused block op can feed rows from its ring of expanded rows;
  * the vector kernels compute two rows per pass where they can (AVX-512 always, AVX2 at stride 2),
- * loading the input rows the two share once.  The AVX-512 kernel is in depthwise_avx512.c.
+ * loading the input rows the two share once, and take a block of pixels down every row of the call
+ * before the next block, in channel groups sized to L1, so the rows consecutive outputs share come
+ * from L1.  The AVX-512 kernel is in depthwise_avx512.c.
  */
 #include <math.h>
 #include "mobilenetv2.h"
@@ -111,7 +113,7 @@ MNV2_AVX2 static void dw_pixel(const float *const rows[3], const float *w, const
     }
 }
 
-/* One block of px interior output pixels, every whole 8-channel chunk [0, cfull) in turn (rows[a]:
+/* One block of px interior output pixels, whole 8-channel chunks [k0, k1) in turn (rows[a]:
  * the input of kernel row a at the block's first tap column, channel 0, or NULL when that row is
  * padding; yp: the block's first output pixel).  Going through the channels with the pixels fixed
  * uses each input cache line for all its channels while it is in L1.  px accumulators stay in
@@ -120,10 +122,10 @@ MNV2_AVX2 static void dw_pixel(const float *const rows[3], const float *w, const
  * as in the per-pixel code. */
 MNV2_AVX2 static inline __attribute__((always_inline)) void
 dw_block(const float *const rows[3], const float *w, const float *bias, float *yp, size_t c,
-         size_t cfull, const size_t stride, const int px, int lskip, int rskip, int relu6)
+         size_t k0, size_t k1, const size_t stride, const int px, int lskip, int rskip, int relu6)
 {
     const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
-    for (size_t k = 0; k < cfull; k += 8) {
+    for (size_t k = k0; k < k1; k += 8) {
         __m256 acc[16];
         const __m256 bv = _mm256_loadu_ps(bias + k);
 #pragma GCC unroll 16
@@ -163,13 +165,13 @@ dw_block(const float *const rows[3], const float *w, const float *bias, float *y
 
 #define DW_PX 8 /* pixels per block at most: enough independent FMA chains to hide the FMA latency */
 typedef void dw_block_fn(const float *const rows[3], const float *w, const float *bias, float *yp,
-                         size_t c, size_t cfull, int lskip, int rskip, int relu6);
+                         size_t c, size_t k0, size_t k1, int lskip, int rskip, int relu6);
 #define DW_BLOCK(s, px)                                                                             \
     MNV2_AVX2 static void dw_block_s##s##_##px(const float *const rows[3], const float *w,           \
-                                              const float *bias, float *yp, size_t c, size_t cfull, \
-                                              int lskip, int rskip, int relu6)                      \
+                                              const float *bias, float *yp, size_t c, size_t k0,    \
+                                              size_t k1, int lskip, int rskip, int relu6)           \
     {                                                                                               \
-        dw_block(rows, w, bias, yp, c, cfull, s, px, lskip, rskip, relu6);                          \
+        dw_block(rows, w, bias, yp, c, k0, k1, s, px, lskip, rskip, relu6);                         \
     }
 #define DW_BLOCKS(s)                                                                                \
     DW_BLOCK(s, 1) DW_BLOCK(s, 2) DW_BLOCK(s, 3) DW_BLOCK(s, 4)                                     \
@@ -182,51 +184,6 @@ static dw_block_fn *const dw_blocks[2][DW_PX] = {
     {dw_block_s1_1, dw_block_s1_2, dw_block_s1_3, dw_block_s1_4, dw_block_s1_5, dw_block_s1_6, dw_block_s1_7, dw_block_s1_8},
     {dw_block_s2_1, dw_block_s2_2, dw_block_s2_3, dw_block_s2_4, dw_block_s2_5, dw_block_s2_6, dw_block_s2_7, dw_block_s2_8}};
 
-/* Pixels [j, j + count) of one output row (rows0 as for dw_block, at pixel j's first tap column
- * inside the image; lskip, rskip: mnv2_blocked): split into near-equal blocks of at most DW_PX
- * pixels (so no one-pixel block waits on the FMA latency alone), whole channel chunks [0, cfull). */
-MNV2_AVX2 static void dw_interior(const float *const rows0[3], const float *w, const float *bias,
-                                  float *yp, size_t c, size_t cfull, size_t stride, size_t count,
-                                  int lskip, int rskip, int relu6)
-{
-    const float *rows[3] = {rows0[0], rows0[1], rows0[2]};
-    const size_t nb = (count + DW_PX - 1) / DW_PX;
-    for (size_t i = 0; i < nb; i++) {
-        const size_t px = mnv2_block_len(count, nb, i); /* 1..DW_PX */
-        const int l = i == 0 && lskip, r = i + 1 == nb && rskip;
-        dw_blocks[stride - 1][px - 1](rows, w, bias, yp, c, cfull, l, r, relu6);
-        for (int a = 0; a < 3; a++)
-            if (rows[a])
-                rows[a] += (px * stride - (size_t)l) * c;
-        yp += px * c;
-    }
-}
-
-/* One output row: the interior pixels (and the border pixels mnv2_blocked adds) in blocks (above),
- * whole 8-channel chunks; then the other border pixels, and the blocks' channel tail, pixel by
- * pixel. */
-MNV2_AVX2 static void f32_dwconv3x3_row_relu6_avx2(const float *const rows[3], const float *w,
-                                                   const float *bias, float *yrow, size_t wd,
-                                                   size_t c, size_t stride, size_t pad_left,
-                                                   size_t ow, int relu6)
-{
-    size_t j0, j1;
-    int lskip, rskip;
-    mnv2_blocked(wd, stride, pad_left, ow, &j0, &j1, &lskip, &rskip);
-    const size_t cfull = c - c % 8;
-    if (j1 > j0 && cfull) {
-        const float *at[3];
-        for (int a = 0; a < 3; a++)
-            at[a] = rows[a] ? rows[a] + (j0 * stride + (size_t)lskip - pad_left) * c : NULL;
-        dw_interior(at, w, bias, yrow + j0 * c, c, cfull, stride, j1 - j0, lskip, rskip, relu6);
-    }
-    for (size_t j = 0; j < ow; j++) {
-        const int interior = j >= j0 && j < j1;
-        if (!interior || cfull < c)
-            dw_pixel(rows, w, bias, yrow, wd, c, stride, pad_left, j, interior ? cfull : 0, relu6);
-    }
-}
-
 /* Two output rows at once (stride s: their s + 3 input rows in[0 .. s + 3), each at the block's
  * first tap column, channel 0, or NULL; y[o]: output row o at the block's first pixel): px <= 4
  * pixels of each, whole 8-channel chunks [0, cfull).  Input row r is kernel row r of output 0 and
@@ -236,10 +193,10 @@ MNV2_AVX2 static void f32_dwconv3x3_row_relu6_avx2(const float *const rows[3], c
 #define DW2_PX 4
 MNV2_AVX2 static inline __attribute__((always_inline)) void
 dw_pair(const float *const in[5], const float *w, const float *bias, float *const y[2], size_t c,
-        size_t cfull, const size_t stride, const int px, int lskip, int rskip, int relu6)
+        size_t k0, size_t k1, const size_t stride, const int px, int lskip, int rskip, int relu6)
 {
     const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
-    for (size_t k = 0; k < cfull; k += 8) {
+    for (size_t k = k0; k < k1; k += 8) {
         __m256 acc[2][DW2_PX];
         const __m256 bv = _mm256_loadu_ps(bias + k);
 #pragma GCC unroll 4
@@ -289,52 +246,87 @@ dw_pair(const float *const in[5], const float *w, const float *bias, float *cons
 }
 
 typedef void dw_pair_fn(const float *const in[5], const float *w, const float *bias,
-                        float *const y[2], size_t c, size_t cfull, int lskip, int rskip, int relu6);
+                        float *const y[2], size_t c, size_t k0, size_t k1, int lskip, int rskip, int relu6);
 #define DW_PAIR(s, px)                                                                              \
     MNV2_AVX2 static void dw_pair_s##s##_##px(const float *const in[5], const float *w,             \
                                              const float *bias, float *const y[2], size_t c,       \
-                                             size_t cfull, int lskip, int rskip, int relu6)        \
+                                             size_t k0, size_t k1, int lskip, int rskip, int relu6) \
     {                                                                                               \
-        dw_pair(in, w, bias, y, c, cfull, s, px, lskip, rskip, relu6);                              \
+        dw_pair(in, w, bias, y, c, k0, k1, s, px, lskip, rskip, relu6);                             \
     }
 DW_PAIR(2, 1) DW_PAIR(2, 2) DW_PAIR(2, 3) DW_PAIR(2, 4)
 #undef DW_PAIR
 static dw_pair_fn *const dw_pairs[DW2_PX] = {dw_pair_s2_1, dw_pair_s2_2, dw_pair_s2_3, dw_pair_s2_4};
 
-/* Two consecutive output rows y[0 .. 2 * ow * c) at stride 2 from their 5 input rows: the
- * interior's (and mnv2_blocked's border pixels') whole chunks by dw_pair in near-equal blocks of at
- * most DW2_PX pixels; then, row by row, the other border pixels and the blocks' channel tail pixel
- * by pixel.  Stride 2 only: there the
- * pair reads 5 input rows instead of 6 and was 7 % faster over the network's stride-2 shapes; at
- * stride 1 its 4-pixel blocks (the most the 16 ymm registers hold for two rows) lost 4 % to the
- * one-row kernel's 8-pixel blocks (this Zen 5 forced to AVX2). */
-MNV2_AVX2 static void f32_dwconv3x3_rows2_s2_avx2(const float *const in[5], const float *w,
-                                                  const float *bias, float *y, size_t wd, size_t c,
-                                                  size_t pad_left, size_t ow, int relu6)
+/* Channels a pass covers (whole 8-channel chunks, near-equal groups of at least 64): one block's
+ * input, 3 rows x (DW_PX - 1 + 3) columns at stride 1 (one row a block), 5 x (2 (DW2_PX - 1) + 3)
+ * at stride 2 (a row pair), and its weights in L1 (the machine's), so that going down the rows
+ * block by block the rows one output row (pair) shares with the next stay there. */
+static size_t channel_group_avx2(size_t cfull, size_t stride)
 {
-    const size_t stride = 2;
+    const size_t floats = stride == 1 ? 3 * (DW_PX + 2) + 9 : 5 * (2 * (DW2_PX - 1) + 3) + 9;
+    size_t most = mnv2_cache_bytes(1) / (floats * sizeof(float));
+    most = most < 64 ? 64 : most;
+    const size_t groups = (cfull + most - 1) / most;
+    const size_t g = ((cfull + groups - 1) / groups + 7) / 8 * 8;
+    return g >= cfull ? cfull : g;
+}
+
+/* nout output rows from their input rows in[0 .. (nout - 1) s + 3) (NULL: padding): the interior's
+ * whole chunks (and mnv2_blocked's border pixels) a block of pixels at a time going down the rows,
+ * one row a block at stride 1 (near-equal blocks of at most DW_PX pixels) and two at stride 2
+ * (dw_pair, DW2_PX; an odd last row alone, as at stride 1), in channel groups
+ * (channel_group_avx2); then, row by row, the other border pixels and the channel tail pixel by
+ * pixel.  Stride 2 in pairs: there the pair reads 5 input rows instead of 6 and was 7 % faster
+ * over the network's stride-2 shapes; at stride 1 its 4-pixel blocks (the most the 16 ymm
+ * registers hold for two rows) lost 4 % to one row's 8-pixel blocks (a Zen 5 forced to AVX2). */
+MNV2_AVX2 static void f32_dwconv3x3_rows_avx2(const float *const *in, size_t nout, const float *w,
+                                              const float *bias, float *y, size_t wd, size_t c,
+                                              size_t stride, size_t pad_left, size_t ow, int relu6)
+{
     size_t j0, j1;
     int lskip, rskip;
     mnv2_blocked(wd, stride, pad_left, ow, &j0, &j1, &lskip, &rskip);
     const size_t cfull = c - c % 8;
+    const size_t npair = stride == 2 ? nout / 2 : 0; /* row pairs, then single rows */
     if (j1 > j0 && cfull) {
-        const size_t count = j1 - j0, nb = (count + DW2_PX - 1) / DW2_PX;
-        const float *at[5] = {NULL, NULL, NULL, NULL, NULL};
-        for (size_t r = 0; r < stride + 3; r++)
-            at[r] = in[r] ? in[r] + (j0 * stride + (size_t)lskip - pad_left) * c : NULL;
-        float *yp[2] = {y + j0 * c, y + (ow + j0) * c};
-        for (size_t i = 0; i < nb; i++) {
-            const size_t px = mnv2_block_len(count, nb, i); /* 1..DW2_PX */
-            const int l = i == 0 && lskip, rs = i + 1 == nb && rskip;
-            dw_pairs[px - 1](at, w, bias, yp, c, cfull, l, rs, relu6);
-            for (int r = 0; r < 5; r++)
-                if (at[r])
-                    at[r] += (px * stride - (size_t)l) * c;
-            yp[0] += px * c;
-            yp[1] += px * c;
+        const size_t g = channel_group_avx2(cfull, stride), count = j1 - j0;
+        const size_t first = j0 * stride + (size_t)lskip - pad_left; /* the first block's first tap column */
+        for (size_t k0 = 0; k0 < cfull; k0 += g) {
+            const size_t k1 = cfull - k0 < g ? cfull : k0 + g;
+            for (int pass = 0; pass < 2; pass++) { /* the pairs' blocks, then the single rows' */
+                const size_t px_max = pass == 0 ? DW2_PX : DW_PX;
+                const size_t o_lo = pass == 0 ? 0 : 2 * npair, o_hi = pass == 0 ? 2 * npair : nout;
+                if (o_lo >= o_hi)
+                    continue;
+                const size_t nb = (count + px_max - 1) / px_max;
+                size_t col = first, j = j0;
+                for (size_t i = 0; i < nb; i++) {
+                    const size_t px = mnv2_block_len(count, nb, i);
+                    const int l = i == 0 && lskip, rs = i + 1 == nb && rskip;
+                    for (size_t o = o_lo; o < o_hi; o += pass == 0 ? 2 : 1) {
+                        const float *const *rin = in + o * stride;
+                        if (pass == 0) {
+                            const float *at[5];
+                            for (size_t r = 0; r < 5; r++)
+                                at[r] = rin[r] ? rin[r] + col * c : NULL;
+                            float *yp[2] = {y + (o * ow + j) * c, y + ((o + 1) * ow + j) * c};
+                            dw_pairs[px - 1](at, w, bias, yp, c, k0, k1, l, rs, relu6);
+                        } else {
+                            const float *at[3];
+                            for (size_t r = 0; r < 3; r++)
+                                at[r] = rin[r] ? rin[r] + col * c : NULL;
+                            dw_blocks[stride - 1][px - 1](at, w, bias, y + (o * ow + j) * c, c, k0, k1,
+                                                          l, rs, relu6);
+                        }
+                    }
+                    col += px * stride - (size_t)l;
+                    j += px;
+                }
+            }
         }
     }
-    for (size_t o = 0; o < 2; o++)
+    for (size_t o = 0; o < nout; o++)
         for (size_t j = 0; j < ow; j++) {
             const int interior = j >= j0 && j < j1;
             if (!interior || cfull < c)
@@ -354,7 +346,7 @@ void f32_dwconv3x3_row(const float *const rows[3], const float *w, const float *
         return;
     }
     if (isa >= MNV2_ISA_AVX2) {
-        f32_dwconv3x3_row_relu6_avx2(rows, w, bias, y, wd, c, stride, pad_left, ow, relu6);
+        f32_dwconv3x3_rows_avx2(rows, 1, w, bias, y, wd, c, stride, pad_left, ow, relu6);
         return;
     }
 #endif
@@ -371,13 +363,7 @@ void f32_dwconv3x3_rows(const float *const *rows, size_t nout, const float *w, c
         return;
     }
     if (mnv2_simd_level() >= MNV2_ISA_AVX2) {
-        size_t o = 0;
-        for (; stride == 2 && o + 2 <= nout; o += 2)
-            f32_dwconv3x3_rows2_s2_avx2(rows + o * stride, w, bias, y + o * ow * c, wd, c, pad_left,
-                                        ow, relu6);
-        for (; o < nout; o++)
-            f32_dwconv3x3_row_relu6_avx2(rows + o * stride, w, bias, y + o * ow * c, wd, c, stride,
-                                         pad_left, ow, relu6);
+        f32_dwconv3x3_rows_avx2(rows, nout, w, bias, y, wd, c, stride, pad_left, ow, relu6);
         return;
     }
 #endif
