@@ -60,9 +60,17 @@ def engine_call(engine, hf_dir, onnx_path, size, threads):
     return fn
 
 
-def measure(engine, hf_dir, onnx_path, size, threads, runs, warmup, queue):
+def _hide_if(hide):
+    """In a fresh child: hide AVX-512 first (--hide-avx512), before an engine looks at the CPU."""
+    if hide:
+        from mobilenetv2 import native
+        native.hide_avx512()
+
+
+def measure(engine, hf_dir, onnx_path, size, threads, runs, warmup, queue, hide=False):
     """In a child process: time ``runs`` batch-1 calls of one engine (or say why it could not)."""
     try:
+        _hide_if(hide)
         fn = engine_call(engine, hf_dir, onnx_path, size, threads)
         cpu = []
 
@@ -76,8 +84,9 @@ def measure(engine, hf_dir, onnx_path, size, threads, runs, warmup, queue):
         queue.put(f"{engine} at {threads} thread(s): {type(exc).__name__}: {exc}")
 
 
-def serve(engine, hf_dir, onnx_path, size, conn):
+def serve(engine, hf_dir, onnx_path, size, conn, hide=False):
     """In a child process, 1 thread: one timed call (wall, CPU seconds) per request on ``conn``."""
+    _hide_if(hide)
     fn = engine_call(engine, hf_dir, onnx_path, size, 1)
     while conn.recv():
         cpu, wall = time.process_time(), time.perf_counter()
@@ -104,14 +113,14 @@ def alternate(pipes, procs, calls, warmup):
     return got
 
 
-def lockstep(ctx, hf_dir, onnx_path, size, calls, warmup):
+def lockstep(ctx, hf_dir, onnx_path, size, calls, warmup, hide=False):
     """1 thread, each engine in its own process, calls alternating one by one (C, ORT, C, ...): a
     slow spell of a shared machine lands on both within a call.  Per engine: wall and CPU seconds
     of each call, and the median over pairs of ORT's time / C's (wall, CPU)."""
     pipes, procs = {}, []
     for e in ENGINES:
         ours, theirs = ctx.Pipe()
-        procs.append(ctx.Process(target=serve, args=(e, hf_dir, onnx_path, size, theirs)))
+        procs.append(ctx.Process(target=serve, args=(e, hf_dir, onnx_path, size, theirs, hide)))
         procs[-1].start()
         pipes[e] = ours
     got = alternate(pipes, procs, calls, warmup)
@@ -119,9 +128,9 @@ def lockstep(ctx, hf_dir, onnx_path, size, calls, warmup):
     return got, np.median(pairs, axis=0)
 
 
-def run_child(ctx, *args):
+def run_child(ctx, *args, hide=False):
     queue = ctx.Queue()
-    p = ctx.Process(target=measure, args=args + (queue,))
+    p = ctx.Process(target=measure, args=args + (queue, hide))
     p.start()
     while True:  # a child that dies without a word (a signal) must not leave us waiting forever
         try:
@@ -150,7 +159,17 @@ def main(argv=None):
     ap.add_argument("--lockstep", type=int, default=0, metavar="CALLS",
                     help="also time CALLS 1-thread calls per engine alternating one by one, each "
                          "engine in its own process (ratios as medians over the pairs)")
+    ap.add_argument("--hide-avx512", action="store_true",
+                    help="hide AVX-512 (and AMX) from both engines through CPUID faulting: an AVX2-only "
+                         "CPU emulated on this one (as mobilenetv2 bench --hide-avx512)")
     args = ap.parse_args(argv)
+    if args.hide_avx512:  # before ONNX Runtime is imported here, and again in every child
+        from mobilenetv2 import native
+        from mobilenetv2.errors import ArgumentError
+        try:
+            native.hide_avx512()
+        except ArgumentError as exc:
+            ap.exit(2, f"{ap.prog}: error: --hide-avx512: {exc}\n")
     threads = [int(t) for t in args.threads.split(",")]
     hf_dir = None if args.hf == "random" else str(args.hf)
     try:
@@ -171,7 +190,8 @@ def main(argv=None):
 
     print(f"DeepLabV3-MobileNetV2 1.0, {args.size}x{args.size}, batch 1; weights: {hf_dir or 'random'}")
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); Python {platform.python_version()}; "
-          f"C core {native.backend()}; ONNX Runtime {ort_version}")
+          f"C core {native.backend()}; ONNX Runtime {ort_version}" +
+          ("; AVX-512 hidden from both engines (--hide-avx512, CPUID faulting)" if native.avx512_hidden() else ""))
     print(f"C core vs ONNX Runtime outputs: relative L2 {agree:.2e}")
     ctx = multiprocessing.get_context("spawn")
     per_round = max(1, args.runs // args.rounds)
@@ -181,7 +201,8 @@ def main(argv=None):
     for _ in range(args.rounds):
         for t in threads:
             for e in ENGINES:
-                got, got_cpu, mem = run_child(ctx, e, hf_dir, onnx_path, args.size, t, per_round, args.warmup)
+                got, got_cpu, mem = run_child(ctx, e, hf_dir, onnx_path, args.size, t, per_round, args.warmup,
+                                              hide=args.hide_avx512)
                 times[(e, t)] += got
                 cpu[(e, t)] += got_cpu
                 rss[(e, t)] = max(rss.get((e, t), 0), mem)
@@ -203,7 +224,8 @@ def main(argv=None):
             rows.append(dict(engine=e, threads=t, rss_mb=rss[(e, t)], cpu_median_ms=cpu_ms, **s))
     paired = None
     if args.lockstep:
-        got, (wall_ratio, cpu_ratio) = lockstep(ctx, hf_dir, onnx_path, args.size, args.lockstep, args.warmup)
+        got, (wall_ratio, cpu_ratio) = lockstep(ctx, hf_dir, onnx_path, args.size, args.lockstep, args.warmup,
+                                                args.hide_avx512)
         print(f"\nlockstep, 1 thread, {args.lockstep} pairs of calls (load average now "
               f"{os.getloadavg()[0]:.1f}):")
         for e in ENGINES:
@@ -221,6 +243,7 @@ def main(argv=None):
     with atomic_write(path, suffix=".json") as f:
         f.write(json.dumps({"model": "deeplabv3_mobilenet_v2_1.0", "size": args.size, "weights": hf_dir or "random",
                    "cpu": cpu_model(), "cores": os.cpu_count(), "backend": native.backend(),
+                   "avx512_hidden": native.avx512_hidden(),
                    "onnxruntime": ort_version, "agreement_rel_l2": agree, "load_average_end": os.getloadavg()[0],
                    "rows": rows, "lockstep_1_thread": paired}, indent=2).encode())
     print(f"\nwrote {path}")

@@ -190,3 +190,16 @@ def test_bench_hide_avx512_error_is_one_line(monkeypatch, capsys):
     assert benchmark.main(["--hide-avx512", "--variants", "0.35_96", "--engines", "c"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("mobilenetv2 bench: error: --hide-avx512: ")
+
+
+def test_segmentation_bench_hides_avx512_from_both_engines(tmp_path):
+    _require_hiding()
+    pytest.importorskip("onnxruntime", reason="the segmentation bench times ONNX Runtime (pip install onnxruntime)")
+    done = subprocess.run([sys.executable, "-m", "mobilenetv2", "bench", "--segmentation", "random", "--hide-avx512",
+                           "--size", "65", "--threads", "1", "--runs", "2", "--warmup", "1", "--rounds", "1",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "AVX-512 hidden from both engines" in done.stdout and "C core C AVX2" in done.stdout
+    report = json.loads(next(tmp_path.glob("segmentation-*.json")).read_text())
+    assert report["avx512_hidden"] is True and report["backend"] == "C AVX2"
+    assert report["agreement_rel_l2"] < 1e-4
