@@ -258,18 +258,12 @@ DW_PAIR(2, 1) DW_PAIR(2, 2) DW_PAIR(2, 3) DW_PAIR(2, 4)
 #undef DW_PAIR
 static dw_pair_fn *const dw_pairs[DW2_PX] = {dw_pair_s2_1, dw_pair_s2_2, dw_pair_s2_3, dw_pair_s2_4};
 
-/* Channels a pass covers (whole 8-channel chunks, near-equal groups of at least 64): one block's
- * input, 3 rows x (DW_PX - 1 + 3) columns at stride 1 (one row a block), 5 x (2 (DW2_PX - 1) + 3)
- * at stride 2 (a row pair), and its weights in L1 (the machine's), so that going down the rows
- * block by block the rows one output row (pair) shares with the next stay there. */
+/* Channels a pass covers (mnv2_dw_channel_group, whole 8-channel chunks): one block reads 3 rows x
+ * (DW_PX - 1 + 3) columns at stride 1 (one row a block), 5 x (2 (DW2_PX - 1) + 3) at stride 2 (a
+ * row pair), and the 9 weights. */
 static size_t channel_group_avx2(size_t cfull, size_t stride)
 {
-    const size_t floats = stride == 1 ? 3 * (DW_PX + 2) + 9 : 5 * (2 * (DW2_PX - 1) + 3) + 9;
-    size_t most = mnv2_cache_bytes(1) / (floats * sizeof(float));
-    most = most < 64 ? 64 : most;
-    const size_t groups = (cfull + most - 1) / most;
-    const size_t g = ((cfull + groups - 1) / groups + 7) / 8 * 8;
-    return g >= cfull ? cfull : g;
+    return mnv2_dw_channel_group(cfull, stride == 1 ? 3 * (DW_PX + 2) + 9 : 5 * (2 * (DW2_PX - 1) + 3) + 9, 8);
 }
 
 /* nout output rows from their input rows in[0 .. (nout - 1) s + 3) (NULL: padding): the interior's

@@ -184,23 +184,15 @@ BLOCKS(1, 1) BLOCKS(1, 2) BLOCKS(2, 1) BLOCKS(2, 2)
 static block_fn *const blocks[2][2][DW_MAXPX] = {{ROW(1, 1), ROW(1, 2)}, {ROW(2, 1), ROW(2, 2)}};
 #undef ROW
 
-/* Channels a pass covers: near-equal groups (whole 16-channel chunks, at least 64 channels: four
- * cache lines a pixel, fewer defeat the prefetchers) such that what a row pair's block reads, its
- * (s + 3) input rows x (s (DW_MAXPX - 1) + 3) columns and the 9 weights, fits in L1 (read from the
- * machine; its outputs are written once and need not stay): going down the rows block by block
- * (rows_strips), the rows a pair shares with the next and the column a block shares with the next
- * are still there.  Measured on an Intel Xeon (48 KB L1d; C harness, AVX-512, GFLOP/s, against the earlier
- * pass of whole rows per pair): 56x56x144 from a band's ring 125-143 -> 156-157, 112x112x96 at
- * stride 2 97-98 -> 105-106, 28x28x192 4 rows 145 -> 156 (137 in groups of 96), 14x14x576 8 rows
- * 151 -> 161 in groups of 192 (150 in 2 of 288), 7x7x960 150 -> 161-166. */
+/* Channels a pass covers (mnv2_dw_channel_group): what a row pair's block reads is its (s + 3)
+ * input rows x (s (DW_MAXPX - 1) + 3) columns and the 9 weights.  Measured on an Intel Xeon
+ * (48 KB L1d; C harness, AVX-512, GFLOP/s, against the earlier pass of whole rows per pair):
+ * 56x56x144 from a band's ring 125-143 -> 156-157, 112x112x96 at stride 2 97-98 -> 105-106,
+ * 28x28x192 4 rows 145 -> 156 (137 in groups of 96), 14x14x576 8 rows 151 -> 161 in groups of 192
+ * (150 in 2 of 288), 7x7x960 150 -> 161-166. */
 static size_t channel_group(size_t c, size_t stride)
 {
-    const size_t floats = (stride + 3) * (stride * (DW_MAXPX - 1) + 3) + 9;
-    size_t most = mnv2_cache_bytes(1) / (floats * sizeof(float));
-    most = most < 64 ? 64 : most;
-    const size_t groups = (c + most - 1) / most;
-    const size_t g = ((c + groups - 1) / groups + 15) / 16 * 16;
-    return g >= c ? c : g;
+    return mnv2_dw_channel_group(c, (stride + 3) * (stride * (DW_MAXPX - 1) + 3) + 9, 16);
 }
 
 /* nout output rows, channels [k0, k1): a block of pixels at a time (mnv2_blocked's interior and

@@ -97,8 +97,10 @@ int mnv2_set_isa(int isa)
     return l;
 }
 
-#if MNV2_X86 && defined(__x86_64__) && defined(__linux__)
 #include <signal.h>
+static volatile sig_atomic_t hidden; /* mnv2_hide_avx512 succeeded */
+
+#if MNV2_X86 && defined(__x86_64__) && defined(__linux__)
 #include <sys/syscall.h>
 #include <ucontext.h>
 #ifndef ARCH_SET_CPUID
@@ -106,7 +108,6 @@ int mnv2_set_isa(int isa)
 #endif
 
 static struct sigaction before_hiding; /* the SIGSEGV disposition mnv2_hide_avx512 replaced */
-static volatile sig_atomic_t hidden;
 
 /* Bits cleared from CPUID's answers: leaf 7.0 EBX AVX512F/DQ/IFMA/PF/ER/CD/BW/VL, ECX
  * AVX512_VBMI/VBMI2/VNNI/BITALG/VPOPCNTDQ, EDX AVX512_4VNNIW/4FMAPS/VP2INTERSECT, AMX-BF16,
@@ -184,14 +185,7 @@ int mnv2_hide_avx512(void)
 int mnv2_hide_avx512(void) { return -1; }
 #endif
 
-int mnv2_avx512_hidden(void)
-{
-#if MNV2_X86 && defined(__x86_64__) && defined(__linux__)
-    return hidden;
-#else
-    return 0;
-#endif
-}
+int mnv2_avx512_hidden(void) { return hidden; }
 
 /* sysconf's cache sizes (glibc reads them with CPUID); a size it cannot tell is a common one. */
 size_t mnv2_cache_bytes(int lvl)

@@ -126,6 +126,22 @@ static inline size_t mnv2_block_len(size_t count, size_t nb, size_t i)
     return count * (i + 1) / nb - count * i / nb;
 }
 
+/* Channels a depthwise pass covers, for kernels that take a block of pixels down every row of a
+ * call before the next block: near-equal groups of whole `chunk`-channel vectors, at least 64
+ * channels (four cache lines a pixel: fewer defeat the prefetchers), each small enough that what
+ * one block reads, `floats` floats a channel (its input rows x columns and the 9 weights; its
+ * outputs are written once and need not stay), fits in L1 (the machine's): the rows one output
+ * row (or pair) shares with the next, and the column a block shares with the next, are still
+ * there when they are read again. */
+static inline size_t mnv2_dw_channel_group(size_t c, size_t floats, size_t chunk)
+{
+    size_t most = mnv2_cache_bytes(1) / (floats * sizeof(float));
+    most = most < 64 ? 64 : most;
+    const size_t groups = (c + most - 1) / most;
+    const size_t g = ((c + groups - 1) / groups + chunk - 1) / chunk * chunk;
+    return g >= c ? c : g;
+}
+
 /* Whether column col of a depthwise block's ncol tap columns is the padding's column that
  * mnv2_blocked's lskip (the first) or rskip (the last) says to skip: no load, no FMA. */
 static inline int mnv2_pad_col(size_t col, size_t ncol, int lskip, int rskip)

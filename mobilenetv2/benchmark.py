@@ -212,6 +212,17 @@ def engine_isa(engine):
     return f"own dispatch (CPU has {cpu_isa()}{hidden})"
 
 
+def hide_avx512_or_say_why(prog):
+    """--hide-avx512 in a bench command: hide AVX-512 from this process (native.hide_avx512), or
+    the one-line error (``prog: error: --hide-avx512: ...``) saying why it cannot."""
+    from mobilenetv2.errors import ArgumentError
+    try:
+        native.hide_avx512()
+    except ArgumentError as exc:
+        return f"{prog}: error: --hide-avx512: {exc}"
+    return None
+
+
 def compiler():
     """The compiler recorded in the built extension's .comment section, and any MNV2_CFLAGS now set."""
     if not native.available():
@@ -380,12 +391,10 @@ def main(argv=None):
         from mobilenetv2 import benchmark_segmentation  # the DeepLabV3 model at 513 vs ONNX Runtime
         return benchmark_segmentation.main(argv)
     args = parse_args(argv)
-    if args.hide_avx512:
-        from mobilenetv2.errors import ArgumentError
-        try:  # here too: the peak loop, the digests and the header see what the children see
-            native.hide_avx512()
-        except ArgumentError as exc:
-            print(f"mobilenetv2 bench: error: --hide-avx512: {exc}", file=sys.stderr)
+    if args.hide_avx512:  # here too: the peak loop, the digests and the header see what the children see
+        why = hide_avx512_or_say_why("mobilenetv2 bench")
+        if why:
+            print(why, file=sys.stderr)
             return 2
         # NumPy's OpenBLAS picks its kernels as it loads, before a child could hide anything
         os.environ["OPENBLAS_CORETYPE"] = "Haswell"

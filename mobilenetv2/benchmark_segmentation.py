@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from mobilenetv2.benchmark import call_times, cpu_model, peak_rss_mb, summarize
+from mobilenetv2.benchmark import call_times, cpu_model, hide_avx512_or_say_why, peak_rss_mb, summarize
 
 ENGINES = ("c", "ort")
 
@@ -164,12 +164,9 @@ def main(argv=None):
                          "CPU emulated on this one (as mobilenetv2 bench --hide-avx512)")
     args = ap.parse_args(argv)
     if args.hide_avx512:  # before ONNX Runtime is imported here, and again in every child
-        from mobilenetv2 import native
-        from mobilenetv2.errors import ArgumentError
-        try:
-            native.hide_avx512()
-        except ArgumentError as exc:
-            ap.exit(2, f"{ap.prog}: error: --hide-avx512: {exc}\n")
+        why = hide_avx512_or_say_why(ap.prog)
+        if why:
+            ap.exit(2, why + "\n")
     threads = [int(t) for t in args.threads.split(",")]
     hf_dir = None if args.hf == "random" else str(args.hf)
     try:
