@@ -457,6 +457,10 @@ def main(argv=None):
                             continue
                         times[engine, threads] += got[0]
                         rss[engine, threads] = max(rss[engine, threads], got[1])
+                # each block's medians as it finishes, on stderr: a run cut short (a time limit, a
+                # lent machine taken back) still leaves what it measured in its log
+                done = [f"{e} {t}T {summarize(times[e, t])['median_ms']:.3f}" for e, t in configs if times[e, t]]
+                print(f"# measured {name} batch {batch} (ms): " + ", ".join(done), file=sys.stderr, flush=True)
                 for engine, threads in configs:
                     if not times[engine, threads]:
                         continue
