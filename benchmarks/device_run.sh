@@ -2,12 +2,14 @@
 # One prepared run on a lent machine, from the kit benchmarks/device_kit.py made (carried as $KIT):
 # the machine's facts, the extension built there, the kernel and ISA tests, then bench.py with
 # every engine interleaved (threads 1, 2, 4, 8, 16 as the machine has cores; batch 1 and 8).
-# Everything goes to $OUT (log.txt, machine.txt, tests.txt, bench.json); each step has its own
-# time limit so the whole stays under one 10-minute call.
+# Then benchmarks/scaling.py: per op, what each thread count loses against perfect scaling.
+# Everything goes to $OUT (log.txt, machine.txt, tests.txt, bench.json, scaling.json); each step
+# has its own time limit so the whole stays under one 10-minute call.
 #   KIT=.device bash benchmarks/device_run.sh
 # Environment: KIT (default .device), OUT (default /tmp/device-out), PYTHON (python3),
-# TEST_SECONDS (120; 0 skips the tests), BENCH_SECONDS (400), RUNS (60), ROUNDS (2),
-# THREADS (1,2,4,8,16, capped at the CPUs), VARIANTS (the kit's).
+# TEST_SECONDS (90; 0 skips the tests), BENCH_SECONDS (360), RUNS (60), ROUNDS (2),
+# THREADS (1,2,4,8,16, capped at the CPUs), VARIANTS (the kit's), SCALING_SECONDS (60; 0 skips),
+# SCALING_VARIANT (the first of VARIANTS).
 set -u -o pipefail
 KIT=${KIT:-.device}
 OUT=${OUT:-/tmp/device-out}
@@ -45,7 +47,7 @@ fi
 $PY -c "import mobilenetv2; print('mobilenetv2 backend:', mobilenetv2.backend())" || exit 3
 echo "# built after $(( $(date +%s) - start )) s"
 
-TEST_SECONDS=${TEST_SECONDS:-120}
+TEST_SECONDS=${TEST_SECONDS:-90}
 if [ "$TEST_SECONDS" != 0 ]; then
     timeout "$TEST_SECONDS" $PY -m pytest -q -p no:cacheprovider tests/test_c_kernels.py tests/test_isa.py \
         tests/test_c_grids.py 2>&1 | tee "$OUT/tests.txt" | tail -5
@@ -55,10 +57,18 @@ fi
 CPUS=$($PY -c "import os; print(len(os.sched_getaffinity(0)))")
 THREADS=${THREADS:-$($PY -c "print(','.join(str(t) for t in (1, 2, 4, 8, 16) if t <= $CPUS))")}
 VARIANTS=${VARIANTS:-$(cat "$KIT/VARIANTS")}
-timeout "${BENCH_SECONDS:-400}" $PY benchmarks/bench.py --variants "$VARIANTS" --threads "$THREADS" --batch8 \
+timeout "${BENCH_SECONDS:-360}" $PY benchmarks/bench.py --variants "$VARIANTS" --threads "$THREADS" --batch8 \
     --engines c,ort,openvino,litert --runs "${RUNS:-60}" --rounds "${ROUNDS:-2}" --json "$OUT/bench.json" 2>&1 \
     | grep -v "^INFO: Created TensorFlow Lite XNNPACK delegate"
 status=${PIPESTATUS[0]}
 echo "# bench: exit $status after $(( $(date +%s) - start )) s"
+
+# per op, what the threads lose against perfect scaling (benchmarks/scaling.py), for one variant
+SCALING_SECONDS=${SCALING_SECONDS:-60}
+if [ "$SCALING_SECONDS" != 0 ]; then
+    timeout "$SCALING_SECONDS" $PY benchmarks/scaling.py --variant "${SCALING_VARIANT:-${VARIANTS%%,*}}" \
+        --threads "$THREADS" --rounds 2 --runs 50 --json "$OUT/scaling.json" 2>&1 | tee "$OUT/scaling.txt"
+    echo "# scaling: exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
+fi
 rm -rf "$SITE"
 exit "$status"

@@ -278,12 +278,59 @@ def test_oversubscribed_script_refuses_bad_arguments(argv):
     assert exc.value.code == 2
 
 
-def _device_kit():
+def _benchmarks_script(name):
     from pathlib import Path
-    if not (Path(__file__).resolve().parent.parent / "benchmarks" / "device_kit.py").exists():
+    if not (Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py").exists():
         pytest.skip("benchmarks/ is not in this copy (the run without the extension copies the package "
                     "and tests only)")
-    return _script("device_kit")
+    return _script(name)
+
+
+def test_scaling_table_by_hand():
+    """Medians over each thread count's processes, speedup over 1 thread, excess over perfect
+    scaling us(T) - us(1)/T; the whole plan first, then the ops by their excess at the most threads."""
+    got = {1: [{"a": ["pointwise", 4e-6], "b": ["depthwise", 8e-6], "(whole plan)": ["plan", 12e-6]},
+               {"a": ["pointwise", 6e-6], "b": ["depthwise", 8e-6], "(whole plan)": ["plan", 14e-6]},
+               {"a": ["pointwise", 5e-6], "b": ["depthwise", 9e-6], "(whole plan)": ["plan", 13e-6]}],
+           4: [{"a": ["pointwise", 3e-6], "b": ["depthwise", 2e-6], "(whole plan)": ["plan", 5e-6]},
+               {"a": ["pointwise", 3e-6], "b": ["depthwise", 2e-6], "(whole plan)": ["plan", 5e-6]},
+               {"a": ["pointwise", 3e-6], "b": ["depthwise", 2e-6], "(whole plan)": ["plan", 5e-6], "c": ["x", 1.0]}]}
+    rows = _benchmarks_script("scaling").table(got)
+    assert [r["op"] for r in rows] == ["(whole plan)", "a", "b"]  # "c": not in every process
+    plan, a, b = rows
+    assert a["us"] == pytest.approx({1: 5.0, 4: 3.0}) and b["us"] == pytest.approx({1: 8.0, 4: 2.0})
+    assert a["speedup"][4] == pytest.approx(5 / 3) and b["speedup"][4] == pytest.approx(4.0)
+    assert a["excess_us"][4] == pytest.approx(3 - 5 / 4) and b["excess_us"][4] == pytest.approx(0.0)
+    assert plan["us"] == pytest.approx({1: 13.0, 4: 5.0}) and plan["excess_us"][1] == pytest.approx(0.0)
+
+
+def test_scaling_script_profiles_every_thread_count(tmp_path, capsys):
+    if not native.available():
+        pytest.skip("needs the C extension (the script profiles the C plan)")
+    out_json = tmp_path / "s.json"
+    assert _benchmarks_script("scaling").main(["--variant", "0.35_96", "--threads", "2", "--rounds", "1",
+                                               "--runs", "3", "--json", str(out_json)]) == 0
+    report = json.loads(out_json.read_text())
+    assert report["threads"] == [1, 2] and report["variant"] == "0.35_96"
+    assert [len(report["raw"][t]) for t in ("1", "2")] == [1, 1]
+    ops = {r["op"]: r for r in report["ops"]}
+    assert report["ops"][0]["op"] == "(whole plan)" and len(ops) > 10 and "global_average_pooling2d" in ops
+    for t in ("1", "2"):  # one process per count: the plan's time is its ops' sum
+        assert ops["(whole plan)"]["us"][t] == pytest.approx(
+            sum(r["us"][t] for k, r in ops.items() if k != "(whole plan)"), rel=1e-6)
+    assert "excess over perfect scaling" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--threads", "0"], ["--threads", "x"], ["--threads", "65"], ["--rounds", "0"],
+                                  ["--variant", "2.0_224"]])
+def test_scaling_script_refuses_bad_arguments(argv):
+    with pytest.raises(SystemExit) as exc:
+        _benchmarks_script("scaling").main(argv)
+    assert exc.value.code == 2
+
+
+def _device_kit():
+    return _benchmarks_script("device_kit")
 
 
 def _wheel(path, files):
