@@ -48,10 +48,11 @@ print(json.dumps(out))
 
 
 def profile(root, variant, runs, threads=1):
-    """{label: [kind, seconds]} of one process of checkout ``root``."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    """{label: [kind, seconds]} of one process of checkout ``root`` (first on the child's path, so
+    it wins over a PYTHONPATH entry; PYTHONPATH stays for what the checkout needs, such as the
+    lent machine's unpacked cffi and peers)."""
     done = subprocess.run([sys.executable, "-c", CHILD.format(root=str(root), variant=variant, runs=runs, threads=threads)],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise SystemExit(f"profiling {root} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
