@@ -174,6 +174,18 @@ MNV2_AVX2 static inline void store_row(float *yr, const float *rr, __m256 a0, __
     }
 }
 
+/* Eight whole lanes of a finished sum (one block, or the last): ReLU6, the residual, stored to
+ * y + at; the straight-line epilogues' step (store_row's operations for a full panel's half). */
+MNV2_AVX2 static inline __attribute__((always_inline)) void
+store8(float *y, const float *residual, size_t at, __m256 v, int relu6)
+{
+    if (relu6)
+        v = _mm256_min_ps(_mm256_max_ps(v, _mm256_setzero_ps()), _mm256_set1_ps(6.0f));
+    if (residual)
+        v = _mm256_add_ps(v, _mm256_loadu_ps(residual + at));
+    _mm256_storeu_ps(y + at, v);
+}
+
 /* The channel blocks [k0, k1) of a sum over cin (simd.h): the code between BLOCKS_BEGIN and
  * BLOCKS_END runs once per block, with k0, k1 and phase set. */
 #define BLOCKS_BEGIN(cin)                                                                          \
@@ -255,17 +267,10 @@ tile_mr_one_block(const float *x, const float *pw, const float *residual, float 
         const __m256 w0 = _mm256_loadu_ps(wc), w1 = _mm256_loadu_ps(wc + 8);
         MR_FMAS(c, w0, w1);
     }
-    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
-    __m256 v[2 * MR] = {a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51};
+    const __m256 v[2 * MR] = {a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51};
 #pragma GCC unroll 12
-    for (int i = 0; i < 2 * MR; i++) {
-        const size_t at = (m + (size_t)i / 2) * cout + o + 8 * (size_t)(i % 2);
-        if (relu6)
-            v[i] = _mm256_min_ps(_mm256_max_ps(v[i], zero), six);
-        if (residual)
-            v[i] = _mm256_add_ps(v[i], _mm256_loadu_ps(residual + at));
-        _mm256_storeu_ps(y + at, v[i]);
-    }
+    for (int i = 0; i < 2 * MR; i++)
+        store8(y, residual, (m + (size_t)i / 2) * cout + o + 8 * (size_t)(i % 2), v[i], relu6);
 }
 
 /* Rows [m, m + MR) x 16-wide panels [p0, p1) of a sum of one block: tile_mr_one_block for those
@@ -356,17 +361,9 @@ tile_half(const float *x, const float *pw, const float *residual, float *y, size
             /* a sum of one block into all 8 lanes (cout 8, or 16 k + 8): straight-line, as
              * tile_mr_one_block (with 8 input channels store_row's tests and masks cost as much
              * as the FMAs: 16 -> 8 ran at 42 % of the AVX2 loop on an Intel Xeon) */
-            const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
 #pragma GCC unroll 12
-            for (int r = 0; r < rt; r++) {
-                const size_t at = (m + r) * cout + o;
-                __m256 v = acc[r];
-                if (relu6)
-                    v = _mm256_min_ps(_mm256_max_ps(v, zero), six);
-                if (residual)
-                    v = _mm256_add_ps(v, _mm256_loadu_ps(residual + at));
-                _mm256_storeu_ps(y + at, v);
-            }
+            for (int r = 0; r < rt; r++)
+                store8(y, residual, (m + r) * cout + o, acc[r], relu6);
         } else {
 #pragma GCC unroll 12
             for (int r = 0; r < rt; r++)

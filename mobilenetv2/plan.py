@@ -148,9 +148,9 @@ def _channel_split(op):
     if not op.get("split_panels") or op.get("batch_rows"):
         return None
     if op["kind"] == lib.MNV2_OP_POINTWISE:
-        return op["n"], -(-op["cout"] // 16)
+        return op["n"], lib.f32_pointwise_panels(op["cout"])
     if op["kind"] in (lib.MNV2_OP_AVGPOOL, lib.MNV2_OP_MAXPOOL):
-        return op["n"], -(-op["c"] // 16)
+        return op["n"], lib.f32_pointwise_panels(op["c"])  # as run_pool_channels splits them
     return None
 
 
