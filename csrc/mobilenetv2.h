@@ -213,6 +213,9 @@ struct mnv2_op {
     size_t split_rows;
     int split_panels; /* pointwise: threads share output panels, not rows; global pooling: the
                        * same 16-channel groups of its channels */
+    int panel_pixels; /* pointwise split_panels: threads may share a panel's pixels too, where the
+                       * panels do not share out evenly (no op after it in its stage relies on its
+                       * channel split) */
     int sync;         /* the threads meet at a barrier before this op; 0 only where each thread
                          reads just what it wrote itself since the last barrier, and writes what
                          no other thread reads or writes there */
@@ -221,6 +224,9 @@ struct mnv2_op {
     int batch_rows;   /* the op's rows are the batch's images (the dense head: n = 1, oh = batch) */
     int sync_images;  /* with whole images per thread: the barrier before this op is needed (it
                          writes memory an earlier op since the last barrier used) */
+    int split_pixels; /* _DWCONV, _POINTWISE: threads share each image's output pixels (row-major
+                         ranges that may start and end inside a row), not its rows: an even share
+                         where the rows do not divide among the threads (a 14-row map on 8 or 16) */
     size_t dilation;                  /* _DWCONV_DILATED; _BLOCK (0 or 1: not dilated) */
     size_t y_offset, broadcast;       /* _COPY only */
     int align_corners, relu;          /* _RESIZE; _COPY */
@@ -266,6 +272,10 @@ int mnv2_plan_run(void *plan, void *pool);
 int mnv2_plan_groups(const void *plan, int threads);
 /* The shares of each stage of such a run (at most 4 per thread). */
 int mnv2_plan_shares(const void *plan, int threads);
+/* The pixel chunks each output panel of a pointwise op with panel_pixels is cut into on `threads`
+ * threads (np panels over `pixels` pixels): the fewest, up to 8 of at least 8 pixels, that share
+ * the (panel, chunk) cells out within 5 % of even, else the most even. */
+size_t mnv2_panel_chunks(size_t np, size_t pixels, int threads);
 /* Run once as mnv2_plan_run does, writing each op's wall time (seconds, barrier included) to
  * seconds[0..n_ops). */
 int mnv2_plan_profile(void *plan, void *pool, double *seconds);

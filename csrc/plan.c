@@ -322,13 +322,35 @@ static int pass_time(unsigned spins, double *until)
     return 1;
 }
 
-/* Share t of `threads` of a pointwise op split by output panels; its last tiles prefetch the
- * start of what the same share of the next pointwise op reads: its panels where that op is split
- * by panels too (the 7x7 layers, Conv_1, the head), else the start of all its weights. */
+/* Pixel chunks per output panel of a pointwise op split by panels over `threads` (panel_pixels):
+ * the fewest (up to 8, of 8 pixels or more) with which the panel-major cells (panel, chunk) share
+ * out within 5 % of even, else the most even; 1 where panels alone do (a 7x7 project of 10
+ * panels on 8 threads: 2 panels against 1.25 a thread; in 4 chunks, 5 cells of 40 each). */
+size_t mnv2_panel_chunks(size_t np, size_t pixels, int threads)
+{
+    const size_t T = (size_t)threads;
+    size_t best = 1, best_cells = (np + T - 1) / T; /* busiest share, in cells of 1 / (np m) */
+    for (size_t m = 1; m <= 8 && (m == 1 || pixels / m >= 8); m++) {
+        const size_t busiest = (np * m + T - 1) / T;
+        /* busiest / (np m) against best_cells / (np best), and against 1.05 / T */
+        if (busiest * best * np < best_cells * m * np) /* strictly more even */
+            best = m, best_cells = busiest;
+        if (100 * busiest * T <= 105 * np * m)
+            return m;
+    }
+    return best;
+}
+
+/* Share t of `threads` of a pointwise op split by output panels: panels [p0, p1), or with
+ * panel_pixels the cells [u0, u1) of its panels cut into chunks of pixels (mnv2_panel_chunks), at most
+ * a part panel, whole panels, a part panel.  Its last tiles prefetch the start of what the same
+ * share of the next pointwise op reads: its panels where that op is split by panels too (the 7x7
+ * layers, Conv_1, the head), else the start of all its weights. */
 static void run_panels(const struct mnv2_op *op, int t, int threads)
 {
-    size_t np = f32_pointwise_panels(op->cout);
-    size_t p0 = split(np, t, threads), p1 = split(np, t + 1, threads);
+    const size_t np = f32_pointwise_panels(op->cout), pixels = op->n * op->oh * op->ow;
+    const size_t m = op->panel_pixels ? mnv2_panel_chunks(np, pixels, threads) : 1;
+    const size_t u0 = split(np * m, t, threads), u1 = split(np * m, t + 1, threads);
     const float *after = op->after;
     size_t after_floats = op->after_floats;
     if (after && op->after_by_panels && op->after_cout) {
@@ -337,9 +359,18 @@ static void run_panels(const struct mnv2_op *op, int t, int threads)
         after = q0 < q1 ? op->after + q0 * pstride : NULL;
         after_floats = q0 >= q1 ? 0 : q1 == nq ? op->after_floats - q0 * pstride : (q1 - q0) * pstride;
     }
-    if (p0 < p1)
-        f32_pointwise_part_then(op->x, op->w, op->residual, op->y, op->c, op->cout, 0,
-                                op->n * op->oh * op->ow, p0, p1, op->relu6, after, after_floats);
+    for (size_t u = u0; u < u1;) {
+        size_t p0 = u / m, k0 = u % m, p1, k1; /* cells: panels [p0, p1) x chunks [k0, k1) */
+        if (k0 == 0 && u1 - u >= m) /* whole panels */
+            p1 = p0 + (u1 - u) / m, k1 = m;
+        else /* a part of panel p0 */
+            p1 = p0 + 1, k1 = u1 - u < m - k0 ? k0 + (u1 - u) : m;
+        u = (p1 - 1) * m + k1;
+        const int last = u >= u1;
+        f32_pointwise_part_then(op->x, op->w, op->residual, op->y, op->c, op->cout, split(pixels, k0, m),
+                                split(pixels, k1, m), p0, p1, op->relu6, last ? after : NULL,
+                                last ? after_floats : 0);
+    }
 }
 
 /* Share t of `threads` of a global pooling op split by channels: the 16-channel groups that share
@@ -380,14 +411,60 @@ static struct mnv2_op images_of(const struct mnv2_op *op, size_t b0, size_t b1)
     return part;
 }
 
-/* Share c of T of op `op`: its rows (or output panels) [n c / T, n (c + 1) / T); share 0 alone
- * for an op the threads do not split. */
+/* Output columns [j0, j1) of row r of a depthwise op's one image: the row kernel on the input rows
+ * moved to the first column the window of pixel j0 reads (or left where it reads padding), so a
+ * pixel keeps its taps, and each output its bits, wherever a call starts. */
+static void dw_columns(const struct mnv2_op *op, size_t r, size_t j0, size_t j1)
+{
+    const long first = (long)(j0 * op->stride) - (long)op->pad_left;
+    const size_t shift = first > 0 ? (size_t)first : 0, pad = first < 0 ? (size_t)-first : 0;
+    const float *rows[3];
+    for (int a = 0; a < 3; a++) {
+        const long ir = (long)(r * op->stride) + a - (long)op->pad_top;
+        rows[a] = ir < 0 || ir >= (long)op->h ? NULL : op->x + ((size_t)ir * op->w_ + shift) * op->c;
+    }
+    f32_dwconv3x3_rows(rows, 1, op->w, op->bias, op->y + (r * op->ow + j0) * op->c, op->w_ - shift, op->c,
+                       op->stride, pad, j1 - j0, op->relu6);
+}
+
+/* Output pixels [q0, q1) of each image of an op split by pixels (split_pixels): one range of a
+ * pointwise op's pixels, or a depthwise op's whole rows in one call and a part row at either end. */
+static void run_pixels(const struct mnv2_op *op, size_t q0, size_t q1)
+{
+    const size_t P = op->oh * op->ow, ow = op->ow;
+    for (size_t b = 0; b < op->n; b++) {
+        if (op->kind == MNV2_OP_POINTWISE) {
+            f32_pointwise_then(op->x, op->w, op->residual, op->y, op->c, op->cout, b * P + q0, b * P + q1,
+                               op->relu6, b + 1 == op->n ? op->after : NULL, op->after_floats);
+            continue;
+        }
+        const struct mnv2_op img = images_of(op, b, b + 1);
+        for (size_t q = q0; q < q1;) {
+            const size_t r = q / ow, j0 = q % ow, j1 = q1 - r * ow < ow ? q1 - r * ow : ow;
+            if (j0 == 0 && j1 == ow) { /* whole rows [r, q1 / ow) */
+                f32_dwconv3x3(img.x, img.w, img.bias, img.y, 1, img.h, img.w_, img.c, img.stride, img.pad_top,
+                              img.pad_left, img.oh, ow, r, q1 / ow, img.relu6);
+                q = q1 / ow * ow;
+            } else {
+                dw_columns(&img, r, j0, j1);
+                q = r * ow + j1;
+            }
+        }
+    }
+}
+
+/* Share c of T of op `op`: its rows (or output panels, or pixels) [n c / T, n (c + 1) / T); share
+ * 0 alone for an op the threads do not split. */
 static void run_op_share(const struct mnv2_op *op, int c, int T, float *scratch)
 {
     if (op->kind == MNV2_OP_POINTWISE && op->split_panels) {
         run_panels(op, c, T);
     } else if ((op->kind == MNV2_OP_AVGPOOL || op->kind == MNV2_OP_MAXPOOL) && op->split_panels) {
         run_pool_channels(op, c, T);
+    } else if (op->split_pixels) {
+        const size_t P = op->oh * op->ow, q0 = split(P, c, T), q1 = split(P, c + 1, T);
+        if (q0 < q1)
+            run_pixels(op, q0, q1);
     } else if (op->split_rows == 0) {
         if (c == 0)
             run_op(op, 0, 0, scratch);

@@ -134,10 +134,31 @@ def _overlaps(a, b):
 
 
 def _row_split(op):
-    """How an op's output rows are shared among threads: equal keys, equal row ranges per thread."""
+    """How an op's output rows (or pixels) are shared among threads: equal keys, equal ranges per
+    thread."""
+    if op.get("split_pixels"):
+        return op["n"], "pixels", op["oh"] * op["ow"]
     if not op.get("split_rows") or op.get("split_panels"):
         return None
     return op["n"], op["split_rows"]
+
+
+def _mark_pixel_splits(ops):
+    """Split a depthwise conv by each image's pixels rather than its rows, and the pointwise convs
+    that follow it on its output at the same size (the project, the next block's expand): a 14-row
+    map's ranges of rows on 8 threads are 2 and 1 rows, its 196 pixels 24 and 25.  The chain keeps
+    one split, so it still needs no barrier inside (_mark_syncs).  Not a fused block (its ring
+    of expanded rows is cut by rows) or a dilated depthwise conv."""
+    lib, prev = native.lib, None
+    for op in ops:
+        chained = (prev is not None and op["kind"] == lib.MNV2_OP_POINTWISE and not op.get("split_panels")
+                   and not op.get("batch_rows") and op["reads"][0] == prev["writes"]
+                   and (op["n"], op["oh"] * op["ow"]) == (prev["n"], prev["oh"] * prev["ow"]))
+        if (op["kind"] == lib.MNV2_OP_DWCONV and op.get("split_rows")) or chained:
+            op["split_pixels"] = 1
+            prev = op
+        else:
+            prev = None
 
 
 def _channel_split(op):
@@ -182,6 +203,18 @@ def _mark_syncs(ops):
         clash = any(_overlaps(op["writes"], s) for prev in since for s in prev["reads"] + [prev["writes"]])
         op["sync_images"] = int(clash)
         since = [op] if clash else since + [op]
+
+
+def _mark_panel_pixels(ops):
+    """Let the threads of a pointwise conv split by output panels share a panel's pixels too
+    (mnv2_op.panel_pixels; csrc/plan.c cuts the panels into chunks only where they do not share
+    out evenly: a 7x7 project of 10 panels on 8 threads), unless the op after it in the same stage
+    reads by its channel split (the pooling after Conv_1, _mark_syncs)."""
+    lib = native.lib
+    for i, op in enumerate(ops):
+        ends_stage = i + 1 == len(ops) or ops[i + 1]["sync"]
+        if op["kind"] == lib.MNV2_OP_POINTWISE and op.get("split_panels") and not op.get("batch_rows") and ends_stage:
+            op["panel_pixels"] = 1
 
 
 def _checks_its_input(op):
@@ -615,7 +648,9 @@ class Plan:
         used = {int(native.ffi.cast("uintptr_t", v)) for op in self.ops for v in op.values()
                 if isinstance(v, native.ffi.CData)}
         self.keep = [(addr, a) for addr, a in self.keep if addr in used]
+        _mark_pixel_splits(self.ops)
         _mark_syncs(self.ops)
+        _mark_panel_pixels(self.ops)
         _mark_prefetch(self.ops)
         start = self.input.__array_interface__["data"][0]
         self._input_ops = [i for i, op in enumerate(self.ops)

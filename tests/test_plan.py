@@ -280,6 +280,59 @@ def test_pooling_after_a_channel_split_conv_skips_the_barrier():
             np.testing.assert_array_equal(model.predict(x[:1]), want)
 
 
+def test_depthwise_chains_split_pixels_and_7x7_panels_split_pixels_too(monkeypatch):
+    """A plain depthwise conv shares each image's pixels among the threads, not its rows, and so do
+    the pointwise convs after it on its output (project, next expand), with no barrier between
+    them; a pointwise conv after a fused block keeps that block's rows.  A pointwise conv split by
+    output panels that ends its stage may cut its panels' pixels too (panel_pixels), but not
+    Conv_1, whose pooling reads by its channel split.  On threads that cut a 13- or 7-row map
+    inside rows, or 7x7 panels into pixel chunks (3, 5, 8, 16), the bits are those of one thread
+    (on every ISA: tests/test_isa.py), and near the NumPy engine's.  The plan as on 16 cores with
+    a 1 MB L2."""
+    from mobilenetv2 import plan as P
+    lib = native.lib
+    monkeypatch.setattr(P.machine, "CORES", 16)
+    monkeypatch.setattr(P, "BALANCE_THREADS", 16)
+    monkeypatch.setattr(P, "FUSE_MIN_BYTES", 1024 * 1024)
+    model = MobileNetV2((200, 200, 3), alpha=1.0, weights=None, threads=1)
+    x = rand(2, 200, 200, 3)
+    want1, want2 = model.predict(x[:1]), model.predict(x)
+    ops = model._plan(x[:1]).ops
+    chains = 0
+    for i, op in enumerate(ops):
+        if op["kind"] == lib.MNV2_OP_DWCONV:
+            assert op.get("split_pixels") == 1 and op["sync"] == 1
+            chains += 1
+            follow = ops[i + 1]
+            if follow["kind"] == lib.MNV2_OP_POINTWISE and not follow.get("split_panels"):
+                assert follow.get("split_pixels") == 1 and follow["sync"] == 0, follow
+        if op["kind"] == lib.MNV2_OP_BLOCK and ops[i + 1]["kind"] == lib.MNV2_OP_POINTWISE:
+            assert not ops[i + 1].get("split_pixels")
+        if op["kind"] == lib.MNV2_OP_POINTWISE and op.get("split_panels") and not op.get("batch_rows"):
+            assert op.get("panel_pixels", 0) == ops[i + 1]["sync"], (i, op)
+    assert chains >= 5
+    assert sum(op.get("panel_pixels", 0) for op in ops) >= 4  # the 7x7 projects and expands
+    assert rel_l2(want2, numpy_engine(model, x)) <= 1e-5
+    for threads in (3, 5, 8, 16):
+        model.threads = threads
+        for _ in range(3):
+            np.testing.assert_array_equal(model.predict(x[:1]), want1, err_msg=f"{threads} threads")
+            np.testing.assert_array_equal(model.predict(x), want2, err_msg=f"{threads} threads, batch 2")
+
+
+@pytest.mark.parametrize("np_,pixels,threads,chunks", [
+    (10, 49, 8, 4),    # a 7x7 project of 160 channels: 2 panels against 1.25 a thread; 40 cells, 5 each
+    (20, 49, 8, 2),    # 320 channels: 3 panels against 2.5; 40 cells, 5 each
+    (16, 49, 8, 1),    # 2 panels each: even already
+    (60, 49, 16, 4),   # 960 channels: 4 against 3.75 (6.7 % over); 2 and 3 chunks no better; 240 cells, 15 each
+    (10, 9, 16, 1),    # a 3x3 map: chunks of 8 pixels or more only
+    (3, 1000, 16, 5),  # never within 5 %: the most even, 15 cells of 1 (2 of 18, 21 or 24 is worse)
+    (5, 100, 1, 1),    # one thread
+])
+def test_panel_chunks_worked_by_hand(np_, pixels, threads, chunks):
+    assert native.lib.mnv2_panel_chunks(np_, pixels, threads) == chunks
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
 def test_bad_thread_counts(bad):
     with pytest.raises(ValueError, match="threads"):
