@@ -3,9 +3,11 @@
  * A plan (the ops of one input shape) holds no threads; a pool (the threads of one model) runs
  * any plan, one at a time.  The T threads form G = gcd(batch, T) groups of S = T / G threads: a
  * group takes the images [B*g/G, B*(g+1)/G) (all of them for G = 1), and its threads u take rows
- * [R*u/S, R*(u+1)/S) of each op over them (R = op->split_rows; output panels instead for a
- * pointwise op with split_panels).  So a batch of 2 on 16 threads runs as 2 groups of 8, a batch
- * of 8 on 2 threads as one thread per 4 images, one image as one group of all T.  A group's
+ * [R*u/S, R*(u+1)/S) of each op over them (R = op->split_rows; each image's pixels instead for a
+ * depthwise conv and the pointwise convs after it with split_pixels, output panels for a pointwise
+ * op with split_panels, cells of a panel's pixels too with panel_pixels).  So a batch of 2 on 16
+ * threads runs as 2 groups of 8, a batch of 8 on 2 threads as one thread per 4 images, one image
+ * as one group of all T.  A group's
  * images are cut further into units of about two (MAX_UNITS), so a batch of 8 on 2 threads makes
  * 4 shares of 2 images; one image makes T shares of rows.  The shares of the work are not tied to
  * threads: the ops between two meeting points form a stage, each

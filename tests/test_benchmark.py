@@ -329,6 +329,53 @@ def test_scaling_script_refuses_bad_arguments(argv):
     assert exc.value.code == 2
 
 
+def test_balance_shares_worked_by_hand():
+    """benchmarks/balance.py cuts an op as csrc/plan.c does: 14 rows on 8 threads 1,2,2,2,1,2,2,2;
+    196 pixels 24 or 25; 10 panels in 4 pixel chunks 5 cells of 40 each; a fused block at stride 2
+    (8 input rows, 4 output rows) on 2 threads recomputes input row 4 for both halves (rows 0-4
+    and 4-7: 5 and 4 of 8), its other MACs by output rows."""
+    balance = _benchmarks_script("balance")
+    rows = balance.op_shares(dict(split_rows=14), "depthwise", 14.0, 8, None)
+    assert rows.tolist() == [1, 2, 2, 2, 1, 2, 2, 2]
+    pixels = balance.op_shares(dict(split_pixels=1, oh=14, ow=14), "pointwise", 196.0, 8, None)
+    assert sorted(set(pixels.tolist())) == [24, 25] and pixels.sum() == 196
+    cells = balance.op_shares(dict(split_panels=1, panel_pixels=1, cout=160, n=1, oh=7, ow=7), "pointwise",
+                              40.0, 8, lambda np_, px, t: 4 if (np_, px, t) == (10, 49, 8) else None)
+    assert cells.tolist() == [5.0] * 8
+    block = dict(split_rows=4, n=1, h=8, w_=8, c=2, ce=3, stride=2, pad_top=0, has_expand=True)
+    inside = balance.input_side_macs(block, "block")
+    assert inside == 8 * 8 * 2 * 3
+    halves = balance.op_shares(block, "block", inside + 100.0, 2, None)
+    assert halves.tolist() == pytest.approx([50 + inside * 5 / 8, 50 + inside * 4 / 8])
+
+
+def test_balance_script_models_the_real_plan(tmp_path, capsys):
+    """On one thread the busiest share is all the work (efficiency 1); on more, no better than
+    even; the plan as on 16 cores has as many stages at every thread count."""
+    if not native.available():
+        pytest.skip("needs the C extension (the script reads the C plan)")
+    out_json = tmp_path / "b.json"
+    assert _benchmarks_script("balance").main(["--variants", "0.35_96", "--threads", "1,2,16", "--cores", "16",
+                                               "--stages", "--json", str(out_json)]) == 0
+    report = json.loads(out_json.read_text())
+    assert report["cores"] == 16
+    one, two, sixteen = report["variants"]["0.35_96"]
+    assert one["efficiency"] == pytest.approx(1.0) and one["busiest_macs"] == pytest.approx(one["even_macs"])
+    assert two["even_macs"] == pytest.approx(one["even_macs"] / 2)
+    assert 0 < sixteen["efficiency"] <= two["efficiency"] <= 1.0 + 1e-12
+    assert len(one["stages"]) == len(sixteen["stages"]) > 10
+    out = capsys.readouterr().out
+    assert "not a timing" in out and "busiest share" in out
+
+
+@pytest.mark.parametrize("argv", [["--threads", "0"], ["--threads", "x"], ["--variants", "9.9_1"],
+                                  ["--cores", "0"]])
+def test_balance_script_refuses_bad_arguments(argv):
+    with pytest.raises(SystemExit) as exc:
+        _benchmarks_script("balance").main(argv)
+    assert exc.value.code == 2
+
+
 def _device_kit():
     return _benchmarks_script("device_kit")
 
