@@ -2,9 +2,10 @@
 # One prepared run on a lent machine, from the kit benchmarks/device_kit.py made (carried as $KIT):
 # the machine's facts, the extension built there, the kernel and ISA tests, then bench.py with
 # every engine interleaved (threads 1, 2, 4, 8, 16 as the machine has cores; batch 1 and 8).
-# Then benchmarks/scaling.py: per op, what each thread count loses against perfect scaling.
-# Everything goes to $OUT (log.txt, machine.txt, tests.txt, bench.json, scaling.json); each step
-# has its own time limit so the whole stays under one 10-minute call.
+# Then benchmarks/scaling.py: per op, what each thread count loses against perfect scaling
+# (benchmarks/balance.py's model of the schedule before the bench, seconds).
+# Everything goes to $OUT (log.txt, machine.txt, tests.txt, balance.json, bench.json,
+# scaling.json); each step has its own time limit so the whole stays under one 10-minute call.
 #   KIT=.device bash benchmarks/device_run.sh
 # Environment: KIT (default .device), OUT (default /tmp/device-out), PYTHON (python3),
 # TEST_SECONDS (90; 0 skips the tests), BENCH_SECONDS (360), RUNS (60), ROUNDS (2),
@@ -57,6 +58,9 @@ fi
 CPUS=$($PY -c "import os; print(len(os.sched_getaffinity(0)))")
 THREADS=${THREADS:-$($PY -c "print(','.join(str(t) for t in (1, 2, 4, 8, 16) if t <= $CPUS))")}
 VARIANTS=${VARIANTS:-$(cat "$KIT/VARIANTS")}
+# the schedule as a model (no timing, seconds): how evenly this machine's plan shares each variant
+timeout 30 $PY benchmarks/balance.py --variants "$VARIANTS" --threads "$THREADS" --stages \
+    --json "$OUT/balance.json" 2>&1 | tee "$OUT/balance.txt" | grep -v "^#   "
 timeout "${BENCH_SECONDS:-360}" $PY benchmarks/bench.py --variants "$VARIANTS" --threads "$THREADS" --batch8 \
     --engines c,ort,openvino,litert --runs "${RUNS:-60}" --rounds "${ROUNDS:-2}" --json "$OUT/bench.json" 2>&1 \
     | grep -v "^INFO: Created TensorFlow Lite XNNPACK delegate"
