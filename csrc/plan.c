@@ -7,11 +7,10 @@
  * depthwise conv and the pointwise convs after it with split_pixels, output panels for a pointwise
  * op with split_panels, cells of a panel's pixels too with panel_pixels).  So a batch of 2 on 16
  * threads runs as 2 groups of 8, a batch of 8 on 2 threads as one thread per 4 images, one image
- * as one group of all T.  A group's
- * images are cut further into units of about two (MAX_UNITS), so a batch of 8 on 2 threads makes
- * 4 shares of 2 images; one image makes T shares of rows.  The shares of the work are not tied to
- * threads: the ops between two meeting points form a stage, each
- * thread takes its own shares of a stage first, then any share nobody has taken, and whoever
+ * as one group of all T.  A group's images are cut further into units of about two (MAX_UNITS),
+ * so a batch of 8 on 2 threads makes 4 shares of 2 images; one image makes T shares of rows.  The
+ * shares of the work are not tied to threads: the ops between two meeting points form a stage,
+ * each thread takes its own shares of a stage first, then any share nobody has taken, and whoever
  * finishes the last share opens the next stage (run_stages).  No thread waits for another to
  * arrive, only for shares in progress, so a thread the OS has descheduled (other processes on
  * the cores, more threads than cores) does not hold up the rest for a time slice.  The kernels

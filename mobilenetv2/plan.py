@@ -213,7 +213,8 @@ def _mark_panel_pixels(ops):
     lib = native.lib
     for i, op in enumerate(ops):
         ends_stage = i + 1 == len(ops) or ops[i + 1]["sync"]
-        if op["kind"] == lib.MNV2_OP_POINTWISE and op.get("split_panels") and not op.get("batch_rows") and ends_stage:
+        by_panels = op["kind"] == lib.MNV2_OP_POINTWISE and op.get("split_panels") and not op.get("batch_rows")
+        if by_panels and ends_stage:
             op["panel_pixels"] = 1
 
 
