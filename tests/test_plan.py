@@ -320,6 +320,30 @@ def test_depthwise_chains_split_pixels_and_7x7_panels_split_pixels_too(monkeypat
             np.testing.assert_array_equal(model.predict(x), want2, err_msg=f"{threads} threads, batch 2")
 
 
+def test_any_thread_count_on_any_shape_and_core_count_gives_one_thread_s_bits(monkeypatch):
+    """Hypothesis: a random input size, width, batch and head, the plan as built on 2, 4 or 16
+    cores (which moves the row, pixel, panel and fusion choices), and three thread counts in 2-16:
+    the bits of one thread."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    from mobilenetv2 import plan as P
+
+    @hypothesis.settings(max_examples=25, deadline=None)
+    @hypothesis.given(cores=st.sampled_from([2, 4, 16]), h=st.integers(32, 200), w=st.integers(32, 200),
+                      alpha=st.sampled_from([0.35, 0.5, 0.75, 1.0]), batch=st.integers(1, 3),
+                      top=st.booleans(), threads=st.lists(st.integers(2, 16), min_size=3, max_size=3, unique=True))
+    def check(cores, h, w, alpha, batch, top, threads):
+        monkeypatch.setattr(P.machine, "CORES", cores)
+        monkeypatch.setattr(P, "BALANCE_THREADS", cores)
+        model = MobileNetV2((h, w, 3), alpha=alpha, weights=None, include_top=top, pooling="avg", threads=1)
+        x = rand(batch, h, w, 3, seed=h * w)
+        want = model.predict(x)
+        for t in threads:
+            model.threads = t
+            np.testing.assert_array_equal(model.predict(x), want, err_msg=f"{t} threads")
+    check()
+
+
 @pytest.mark.parametrize("np_,pixels,threads,chunks", [
     (10, 49, 8, 4),    # a 7x7 project of 160 channels: 2 panels against 1.25 a thread; 40 cells, 5 each
     (20, 49, 8, 2),    # 320 channels: 3 panels against 2.5; 40 cells, 5 each
