@@ -321,11 +321,14 @@ def test_scaling_script_profiles_every_thread_count(tmp_path, capsys):
     assert "excess over perfect scaling" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [["--threads", "0"], ["--threads", "x"], ["--threads", "65"], ["--rounds", "0"],
-                                  ["--variant", "2.0_224"]])
-def test_scaling_script_refuses_bad_arguments(argv):
+@pytest.mark.parametrize("script,argv", [
+    ("scaling", ["--threads", "0"]), ("scaling", ["--threads", "x"]), ("scaling", ["--threads", "65"]),
+    ("scaling", ["--rounds", "0"]), ("scaling", ["--variant", "2.0_224"]),
+    ("balance", ["--threads", "0"]), ("balance", ["--threads", "x"]), ("balance", ["--variants", "9.9_1"]),
+    ("balance", ["--cores", "0"])])
+def test_scaling_and_balance_scripts_refuse_bad_arguments(script, argv):
     with pytest.raises(SystemExit) as exc:
-        _benchmarks_script("scaling").main(argv)
+        _benchmarks_script(script).main(argv)
     assert exc.value.code == 2
 
 
@@ -366,14 +369,6 @@ def test_balance_script_models_the_real_plan(tmp_path, capsys):
     assert len(one["stages"]) == len(sixteen["stages"]) > 10
     out = capsys.readouterr().out
     assert "not a timing" in out and "busiest share" in out
-
-
-@pytest.mark.parametrize("argv", [["--threads", "0"], ["--threads", "x"], ["--variants", "9.9_1"],
-                                  ["--cores", "0"]])
-def test_balance_script_refuses_bad_arguments(argv):
-    with pytest.raises(SystemExit) as exc:
-        _benchmarks_script("balance").main(argv)
-    assert exc.value.code == 2
 
 
 def _device_kit():
