@@ -105,9 +105,11 @@ BALANCE_THREADS = machine.CORES  # the thread count the row-or-panel choice bala
 WEIGHTS_CACHED_BYTES = machine.L2 // 2  # pointwise weights that stay in L2 beside the rows they meet
 
 
-def _busiest_share(widths, threads=BALANCE_THREADS):
-    """The largest share of the total work one thread gets when ``threads`` split the items of
-    these widths as the C plan does (items [n t / T, n (t + 1) / T) to thread t)."""
+def _busiest_share(widths, threads=None):
+    """The largest share of the total work one thread gets when ``threads`` (BALANCE_THREADS, read
+    at the call, so a caller that sets it plans as on another machine) split the items of these
+    widths as the C plan does (items [n t / T, n (t + 1) / T) to thread t)."""
+    threads = BALANCE_THREADS if threads is None else threads
     n, total = len(widths), sum(widths)
     return max(sum(widths[n * t // threads:n * (t + 1) // threads]) for t in range(threads)) / total
 

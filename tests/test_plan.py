@@ -357,6 +357,17 @@ def test_panel_chunks_worked_by_hand(np_, pixels, threads, chunks):
     assert native.lib.mnv2_panel_chunks(np_, pixels, threads) == chunks
 
 
+@pytest.mark.parametrize("cores,by_panels", [(1, 0), (2, 1), (4, 0), (16, 0)])
+def test_row_or_panel_choice_balances_for_the_cores_it_is_told(monkeypatch, cores, by_panels):
+    """A 3-row map with 32 output channels (2 panels of 16), worked by hand.  Busiest share,
+    panels against rows: 1 thread 1 against 1 (rows: no gain); 2 threads 1/2 against 2/3 (panels);
+    4 and 16 threads 1/2 against 1/3 (rows).  The choice follows BALANCE_THREADS as set at the
+    call (benchmarks/balance.py --cores sets it), not its value when the module was imported."""
+    from mobilenetv2 import plan as P
+    monkeypatch.setattr(P, "BALANCE_THREADS", cores)
+    assert P._by_panels(3, 3, 8, 32) == by_panels
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
 def test_bad_thread_counts(bad):
     with pytest.raises(ValueError, match="threads"):
