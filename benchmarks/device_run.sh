@@ -10,7 +10,8 @@
 # Environment: KIT (default .device), OUT (default /tmp/device-out), PYTHON (python3),
 # TEST_SECONDS (90; 0 skips the tests), BENCH_SECONDS (360), RUNS (60), ROUNDS (2),
 # THREADS (1,2,4,8,16, capped at the CPUs), VARIANTS (the kit's), SCALING_SECONDS (60; 0 skips),
-# SCALING_VARIANT (the first of VARIANTS).
+# SCALING_VARIANT (the first of VARIANTS), AB (plan_ab.py experiments, below; none by default),
+# AB_SECONDS (60 each), AB_VARIANTS, AB_THREADS, AB_BATCHES (1), AB_EACH (2 s per row and side).
 set -u -o pipefail
 KIT=${KIT:-.device}
 OUT=${OUT:-/tmp/device-out}
@@ -73,6 +74,22 @@ if [ "$SCALING_SECONDS" != 0 ]; then
     timeout "$SCALING_SECONDS" $PY benchmarks/scaling.py --variant "${SCALING_VARIANT:-${VARIANTS%%,*}}" \
         --threads "$THREADS" --rounds 2 --runs 50 --json "$OUT/scaling.json" 2>&1 | tee "$OUT/scaling.txt"
     echo "# scaling: exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
+fi
+# the plan's rules against other settings of them (benchmarks/plan_ab.py), one A/B per ';'-separated
+# item of AB, each a ','-separated list of NAME=VALUE, e.g. AB="WEIGHTS_CACHED_BYTES=65536;FUSE_MIN_BYTES=inf"
+if [ -n "${AB:-}" ]; then
+    IFS=';' read -r -a experiments <<< "$AB"
+    i=0
+    for experiment in "${experiments[@]}"; do
+        i=$((i + 1))
+        sets=()
+        IFS=',' read -r -a items <<< "$experiment"
+        for item in "${items[@]}"; do sets+=(--set "$item"); done
+        timeout "${AB_SECONDS:-60}" $PY benchmarks/plan_ab.py "${sets[@]}" --variants "${AB_VARIANTS:-$VARIANTS}" \
+            --threads "${AB_THREADS:-$THREADS}" --batches "${AB_BATCHES:-1}" --seconds "${AB_EACH:-2}" \
+            --json "$OUT/plan_ab-$i.json" 2>&1 | tee "$OUT/plan_ab-$i.txt"
+        echo "# plan_ab $i: exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
+    done
 fi
 rm -rf "$SITE"
 exit "$status"

@@ -325,8 +325,12 @@ def test_scaling_script_profiles_every_thread_count(tmp_path, capsys):
     ("scaling", ["--threads", "0"]), ("scaling", ["--threads", "x"]), ("scaling", ["--threads", "65"]),
     ("scaling", ["--rounds", "0"]), ("scaling", ["--variant", "2.0_224"]),
     ("balance", ["--threads", "0"]), ("balance", ["--threads", "x"]), ("balance", ["--variants", "9.9_1"]),
-    ("balance", ["--cores", "0"])])
-def test_scaling_and_balance_scripts_refuse_bad_arguments(script, argv):
+    ("balance", ["--cores", "0"]),
+    ("plan_ab", []), ("plan_ab", ["--set", "NO_SUCH=1"]), ("plan_ab", ["--set", "MAX_BAND"]),
+    ("plan_ab", ["--set", "MAX_BAND=x"]), ("plan_ab", ["--set", "MAX_BAND=nan"]),
+    ("plan_ab", ["--set", "MAX_BAND=2", "--threads", "0"]), ("plan_ab", ["--set", "MAX_BAND=2", "--batches", ""]),
+    ("plan_ab", ["--set", "MAX_BAND=2", "--variants", "9.9_1"]), ("plan_ab", ["--set", "MAX_BAND=2", "--seconds", "0"])])
+def test_benchmark_scripts_refuse_bad_arguments(script, argv):
     with pytest.raises(SystemExit) as exc:
         _benchmarks_script(script).main(argv)
     assert exc.value.code == 2
@@ -369,6 +373,31 @@ def test_balance_script_models_the_real_plan(tmp_path, capsys):
     assert len(one["stages"]) == len(sixteen["stages"]) > 10
     out = capsys.readouterr().out
     assert "not a timing" in out and "busiest share" in out
+
+
+def test_plan_ab_script_times_two_plans_with_the_same_bits(tmp_path, capsys):
+    """benchmarks/plan_ab.py with every pointwise weight taken as too big for L2: B splits more
+    pointwise convs by panels than A, gives A's bits (the kernels fix the order of operations),
+    and the plan module's constants are as they were afterwards."""
+    if not native.available():
+        pytest.skip("needs the C extension (the script times the C plan)")
+    from mobilenetv2 import plan as P
+    before = P.WEIGHTS_CACHED_BYTES
+    out_json = tmp_path / "ab.json"
+    assert _benchmarks_script("plan_ab").main(["--set", "WEIGHTS_CACHED_BYTES=0", "--variants", "0.35_96",
+                                               "--threads", "1,2", "--batches", "1,3", "--seconds", "0.05",
+                                               "--json", str(out_json)]) == 0
+    assert P.WEIGHTS_CACHED_BYTES == before
+    report = json.loads(out_json.read_text())
+    assert report["b"] == {"WEIGHTS_CACHED_BYTES": 0} and report["a"]["WEIGHTS_CACHED_BYTES"] == before
+    assert report["same_bits"] is True
+    rows = report["results"]
+    assert [(r["threads"], r["batch"]) for r in rows] == [(1, 1), (1, 3), (2, 1), (2, 3)]
+    plans = rows[0]["plans"]
+    assert plans["b"]["by_panels"] > plans["a"]["by_panels"] and plans["b"]["ops"] == plans["a"]["ops"]
+    for r in rows:
+        assert r["pairs"] >= 5 and r["a_median_ms"] > 0 and r["b_median_ms"] > 0 and r["b_over_a"] > 0
+    assert "same bits: yes" in capsys.readouterr().out
 
 
 def _device_kit():
