@@ -11,8 +11,9 @@ row's precision, ISA and thread count; --plot FILE.png draws published top-1 vs 
 Each measurement runs in fresh child processes, so no engine's thread pool (OpenVINO's and ONNX
 Runtime's workers outlive their sessions) competes with the next one for the cores, and "RSS MB"
 is that process's own peak resident memory (VmHWM): Python and NumPy plus the engine.  The runs
-of each measurement are split over --rounds rounds that visit every engine in turn, so a slow
-spell of a shared machine lands on all engines alike; the statistics are over all its runs.
+of each measurement are split over --rounds rounds that visit every engine in turn, each round
+starting further along the list, so a slow spell of a shared machine (or its first minute) lands
+on all engines alike; the statistics are over all its runs.
 """
 import argparse
 import concurrent.futures
@@ -70,6 +71,16 @@ def call_times(fn, runs, warmup, warmup_seconds=0.0):
         fn()
         times.append(time.perf_counter() - t)
     return times
+
+
+def round_order(configs, r, rounds):
+    """The order round r of ``rounds`` visits the measurements in: the list rotated to start
+    len/rounds further on each round, so the first slot of a run and each slot after a given
+    neighbour fall on a different engine each round.  (On the lent 16-core VM the first
+    measurement, always C at 1 thread before, ran 1.2x slower than the same plan timed a minute
+    later in 2 of 4 runs: the one row behind, both times.)"""
+    k = len(configs) * r // rounds
+    return configs[k:] + configs[:k]
 
 
 def summarize(times):
@@ -438,7 +449,7 @@ def main(argv=None):
                 # --rounds rounds, each timing every engine for its share of the runs in turn, so a
                 # slow spell of the shared machine falls on all of them rather than on one
                 for r in range(args.rounds):
-                    for engine, threads in configs:
+                    for engine, threads in round_order(configs, r, args.rounds):
                         if engine in skipped or (engine, name) in skipped:
                             continue
                         runs = args.numpy_runs if engine == "numpy" else args.runs

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from mobilenetv2 import native
-from mobilenetv2.benchmark import main
+from mobilenetv2.benchmark import main, round_order
 
 
 def test_small_run_writes_consistent_json(tmp_path, capsys):
@@ -489,3 +489,21 @@ def test_the_output_digest_is_the_c_output_on_every_isa_and_thread_count(tmp_pat
     ref = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, dtype="float64")
     ref.set_weights([w.astype(np.float64) for w in model.get_weights()])
     np.testing.assert_allclose(y, ref.predict(x.astype(np.float64)), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("n,rounds", [(1, 1), (4, 2), (20, 2), (20, 3), (8, 8), (3, 5)])
+def test_each_round_visits_every_measurement_once_starting_further_on(n, rounds):
+    """round_order: every round is the whole list once (a rotation), round 0 the list itself;
+    with 20 measurements in 2 rounds the second starts at the 11th (C at 1 thread leads only the
+    first), and no measurement leads two rounds unless there are more rounds than measurements."""
+    configs = [("engine", i) for i in range(n)]
+    orders = [round_order(configs, r, rounds) for r in range(rounds)]
+    assert orders[0] == configs
+    for order in orders:
+        assert sorted(order) == configs
+        k = configs.index(order[0])
+        assert order == configs[k:] + configs[:k]
+    leaders = [order[0] for order in orders]
+    assert len(set(leaders)) == min(n, rounds)
+    if (n, rounds) == (20, 2):
+        assert leaders == [("engine", 0), ("engine", 10)]
