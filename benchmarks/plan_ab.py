@@ -37,15 +37,24 @@ class UsageError(ValueError):
     """A bad command-line value (argparse's usage and one line, exit 2)."""
 
 
+def _threshold(name):
+    """A size or row-count threshold (any number from 0, inf: never), as against a count of
+    threads or band rows (a whole number from 1)."""
+    return name.endswith(("_BYTES", "_ROWS"))
+
+
 def constants():
-    """{name: value}: mobilenetv2.plan's numeric rule constants, the ones --set may change."""
+    """{name: value}: mobilenetv2.plan's rule constants, the ones --set may change: its byte and
+    row thresholds, the thread count it balances for and the band height (not ALIGN, which the C
+    kernels' loads need)."""
     from mobilenetv2 import plan as P
-    return {k: v for k, v in vars(P).items()
-            if k.isupper() and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: v for k, v in vars(P).items() if k.isupper() and isinstance(v, (int, float))
+            and not isinstance(v, bool) and (_threshold(k) or k.endswith("_THREADS") or k.startswith("MAX_"))}
 
 
 def parse_sets(items):
-    """['NAME=VALUE', ...] -> {NAME: number}; NAME one of constants(), VALUE a number or 'inf'."""
+    """['NAME=VALUE', ...] -> {NAME: number}; NAME one of constants(); VALUE for a threshold a
+    number from 0 or 'inf', else a whole number from 1."""
     known, out = constants(), {}
     for item in items:
         name, eq, raw = item.partition("=")
@@ -53,11 +62,14 @@ def parse_sets(items):
         if not eq or name not in known:
             raise UsageError(f"--set {item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(known))}")
         try:
-            value = int(raw) if raw.strip().lstrip("-").isdigit() else float(raw)
+            value = int(raw) if raw.strip().isdigit() else float(raw)
         except ValueError:
-            raise UsageError(f"--set {item!r}: {raw!r} is not a number (or 'inf')") from None
-        if isinstance(value, float) and math.isnan(value):
-            raise UsageError(f"--set {item!r}: NaN is not a setting")
+            raise UsageError(f"--set {item!r}: {raw!r} is not a number") from None
+        if _threshold(name):
+            if math.isnan(value) or value < 0:
+                raise UsageError(f"--set {item!r}: a threshold is a number from 0 (or inf)")
+        elif not isinstance(value, int) or value < 1:
+            raise UsageError(f"--set {item!r}: {name} is a whole number from 1")
         out[name] = value
     if not out:
         raise UsageError("give at least one --set NAME=VALUE (the B side)")

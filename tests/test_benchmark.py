@@ -327,7 +327,10 @@ def test_scaling_script_profiles_every_thread_count(tmp_path, capsys):
     ("balance", ["--threads", "0"]), ("balance", ["--threads", "x"]), ("balance", ["--variants", "9.9_1"]),
     ("balance", ["--cores", "0"]),
     ("plan_ab", []), ("plan_ab", ["--set", "NO_SUCH=1"]), ("plan_ab", ["--set", "MAX_BAND"]),
-    ("plan_ab", ["--set", "MAX_BAND=x"]), ("plan_ab", ["--set", "MAX_BAND=nan"]),
+    ("plan_ab", ["--set", "MAX_BAND=x"]), ("plan_ab", ["--set", "FUSE_MIN_BYTES=nan"]),
+    ("plan_ab", ["--set", "FUSE_MIN_BYTES=-1"]), ("plan_ab", ["--set", "MAX_BAND=0"]),
+    ("plan_ab", ["--set", "MAX_BAND=inf"]), ("plan_ab", ["--set", "MAX_BAND=2.5"]),
+    ("plan_ab", ["--set", "BALANCE_THREADS=-2"]), ("plan_ab", ["--set", "ALIGN=32"]),
     ("plan_ab", ["--set", "MAX_BAND=2", "--threads", "0"]), ("plan_ab", ["--set", "MAX_BAND=2", "--batches", ""]),
     ("plan_ab", ["--set", "MAX_BAND=2", "--variants", "9.9_1"]), ("plan_ab", ["--set", "MAX_BAND=2", "--seconds", "0"])])
 def test_benchmark_scripts_refuse_bad_arguments(script, argv):
