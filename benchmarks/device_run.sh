@@ -4,14 +4,17 @@
 # every engine interleaved (threads 1, 2, 4, 8, 16 as the machine has cores; batch 1 and 8).
 # Then benchmarks/scaling.py: per op, what each thread count loses against perfect scaling
 # (benchmarks/balance.py's model of the schedule before the bench, seconds).
-# Everything goes to $OUT (log.txt, machine.txt, tests.txt, balance.json, bench.json,
-# scaling.json); each step has its own time limit so the whole stays under one 10-minute call.
+# Everything goes to $OUT (log.txt, machine.txt, tests.txt, settle.json, balance.json, bench.json,
+# scaling.json, plan_ab-N.json); each step has its own time limit so the whole stays under one
+# 10-minute call.  Before the bench, settle.py times the first variant back to back for
+# SETTLE_SECONDS: whether the fresh machine runs slow at first (and a settled machine for the bench).
 #   KIT=.device bash benchmarks/device_run.sh
 # Environment: KIT (default .device), OUT (default /tmp/device-out), PYTHON (python3),
 # TEST_SECONDS (90; 0 skips the tests), BENCH_SECONDS (360), RUNS (60), ROUNDS (2),
 # THREADS (1,2,4,8,16, capped at the CPUs), VARIANTS (the kit's), SCALING_SECONDS (60; 0 skips),
 # SCALING_VARIANT (the first of VARIANTS), AB (plan_ab.py experiments, below; none by default),
-# AB_SECONDS (60 each), AB_VARIANTS, AB_THREADS, AB_BATCHES (1), AB_EACH (2 s per row and side).
+# AB_SECONDS (60 each), AB_VARIANTS, AB_THREADS, AB_BATCHES (1), AB_EACH (2 s per row and side),
+# SETTLE_SECONDS (20; 0 skips: the first variant at 1 thread back to back before the bench, settle.py).
 set -u -o pipefail
 KIT=${KIT:-.device}
 OUT=${OUT:-/tmp/device-out}
@@ -59,6 +62,13 @@ fi
 CPUS=$($PY -c "import os; print(len(os.sched_getaffinity(0)))")
 THREADS=${THREADS:-$($PY -c "print(','.join(str(t) for t in (1, 2, 4, 8, 16) if t <= $CPUS))")}
 VARIANTS=${VARIANTS:-$(cat "$KIT/VARIANTS")}
+# whether the fresh machine runs slow at first (benchmarks/settle.py; it also settles it for the bench)
+SETTLE_SECONDS=${SETTLE_SECONDS:-20}
+if [ "$SETTLE_SECONDS" != 0 ]; then
+    timeout $((SETTLE_SECONDS + 30)) $PY benchmarks/settle.py --variant "${VARIANTS%%,*}" --seconds "$SETTLE_SECONDS" \
+        --json "$OUT/settle.json"
+    echo "# settle: exit $? after $(( $(date +%s) - start )) s"
+fi
 # the schedule as a model (no timing, seconds): how evenly this machine's plan shares each variant
 timeout 30 $PY benchmarks/balance.py --variants "$VARIANTS" --threads "$THREADS" --stages \
     --json "$OUT/balance.json" 2>&1 | tee "$OUT/balance.txt" | grep -v "^#   "

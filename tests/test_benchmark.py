@@ -332,7 +332,9 @@ def test_scaling_script_profiles_every_thread_count(tmp_path, capsys):
     ("plan_ab", ["--set", "MAX_BAND=inf"]), ("plan_ab", ["--set", "MAX_BAND=2.5"]),
     ("plan_ab", ["--set", "BALANCE_THREADS=-2"]), ("plan_ab", ["--set", "ALIGN=32"]),
     ("plan_ab", ["--set", "MAX_BAND=2", "--threads", "0"]), ("plan_ab", ["--set", "MAX_BAND=2", "--batches", ""]),
-    ("plan_ab", ["--set", "MAX_BAND=2", "--variants", "9.9_1"]), ("plan_ab", ["--set", "MAX_BAND=2", "--seconds", "0"])])
+    ("plan_ab", ["--set", "MAX_BAND=2", "--variants", "9.9_1"]), ("plan_ab", ["--set", "MAX_BAND=2", "--seconds", "0"]),
+    ("settle", ["--variant", "9.9_1"]), ("settle", ["--threads", "0"]), ("settle", ["--every", "0"]),
+    ("settle", ["--seconds", "1", "--every", "2"]), ("settle", ["--seconds", "7200"])])
 def test_benchmark_scripts_refuse_bad_arguments(script, argv):
     with pytest.raises(SystemExit) as exc:
         _benchmarks_script(script).main(argv)
@@ -401,6 +403,30 @@ def test_plan_ab_script_times_two_plans_with_the_same_bits(tmp_path, capsys):
     for r in rows:
         assert r["pairs"] >= 5 and r["a_median_ms"] > 0 and r["b_median_ms"] > 0 and r["b_over_a"] > 0
     assert "same bits: yes" in capsys.readouterr().out
+
+
+def test_settle_intervals_worked_by_hand():
+    """Calls starting at 0.0, 0.5, 1.2, 1.9 and 4.1 s in 1-second intervals: [0, 1) holds the first
+    two (median of 10 and 30 ms: 20), [1, 2) the next two, [2, 3) and [3, 4) none (left out),
+    [4, 5) the last."""
+    rows = _benchmarks_script("settle").intervals([0.0, 0.5, 1.2, 1.9, 4.1], [0.010, 0.030, 0.040, 0.040, 0.005], 1.0)
+    assert [(s, n) for s, _, _, n in rows] == [(0.0, 2), (1.0, 2), (4.0, 1)]
+    assert [m for _, m, _, _ in rows] == pytest.approx([0.020, 0.040, 0.005])
+    assert rows[0][2] == pytest.approx(0.012)  # p10 of 10 and 30 ms, linear as NumPy's percentile
+    assert _benchmarks_script("settle").intervals([], [], 1.0) == []
+
+
+def test_settle_script_times_intervals(tmp_path, capsys):
+    if not native.available():
+        pytest.skip("needs the C extension (the script times the C plan)")
+    out_json = tmp_path / "s.json"
+    assert _benchmarks_script("settle").main(["--variant", "0.35_96", "--seconds", "0.4", "--every", "0.2",
+                                              "--json", str(out_json)]) == 0
+    report = json.loads(out_json.read_text())
+    rows = report["intervals"]
+    assert 1 <= len(rows) <= 3 and all(r["calls"] >= 1 and 0 < r["p10_ms"] <= r["median_ms"] for r in rows)
+    assert report["last_over_first"] == pytest.approx(rows[-1]["median_ms"] / rows[0]["median_ms"])
+    assert "last interval's median / first's" in capsys.readouterr().out
 
 
 def _device_kit():
