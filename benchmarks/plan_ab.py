@@ -146,17 +146,19 @@ def main(argv=None):
     args = p.parse_args(argv)
     from mobilenetv2 import files, machine, native
     from mobilenetv2.benchmark import _input, cpu_model, git_commit
+    from mobilenetv2.pool import check_threads
     from mobilenetv2.variants import parse_variant
     try:
         sets = parse_sets(args.set)
-        threads = parse_ints(args.threads, "threads")
+        # the engine's own limit (4 per usable core, at least 64), so no count fails mid-run
+        threads = [check_threads(t, "--threads") for t in parse_ints(args.threads, "threads")]
         batches = parse_ints(args.batches, "batches")
         variants = [(name, parse_variant(name)) for name in args.variants.split(",") if name.strip()]
         if not variants:
             raise UsageError("--variants: give at least one, like 1.0_224")
         if not args.seconds > 0:
             raise UsageError(f"--seconds {args.seconds}: must be positive")
-    except ValueError as exc:  # UsageError, and parse_variant's own: usage and one line, exit 2
+    except ValueError as exc:  # UsageError, ThreadsError, parse_variant's: usage and one line, exit 2
         p.error(str(exc))
     if not native.available():
         print("plan_ab: the C extension is not built", file=sys.stderr)
