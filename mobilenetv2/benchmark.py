@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenetv2 import MobileNetV2, machine, native
+from mobilenetv2.errors import ArgumentError
 from mobilenetv2.variants import VARIANTS, parse_variant, variant_name
 
 ENGINES = ("c", "numpy", "ort", "openvino", "litert")
@@ -527,7 +528,7 @@ def plot(rows, path, header):
     from mobilenetv2.variants import PUBLISHED
     ones = [r for r in rows if r["batch"] == 1 and r["engine"] != "numpy"]
     if not ones:
-        raise ValueError("--plot needs batch-1 rows of the C engine or a peer")
+        raise ArgumentError("--plot needs batch-1 rows of the C engine or a peer")
     threads = min(r["threads"] for r in ones)
     fig, ax = plt.subplots(figsize=(8, 5.5))
     style = {"c": ("o", "mobilenetv2 C"), "ort": ("s", "ONNX Runtime"), "openvino": ("^", "OpenVINO f32"),

@@ -8,14 +8,15 @@ portable twin instead of the dispatcher (which picks AVX-512 or AVX2+FMA when th
 import numpy as np
 
 from mobilenetv2 import native
+from mobilenetv2.errors import ArgumentError
 
 
 def _f32(a, name, ndim):
     a = np.asarray(a)
     if a.dtype != np.float32:
-        raise ValueError(f"{name} must be float32, got {a.dtype}")
+        raise ArgumentError(f"{name} must be float32, got {a.dtype}")
     if a.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
+        raise ArgumentError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
     return np.ascontiguousarray(a)
 
 
@@ -42,7 +43,7 @@ def _rows(rows, total):
     """(r0, r1) of a row range inside [0, total]; the kernels write exactly those rows."""
     r0, r1 = (0, total) if rows is None else (int(rows[0]), int(rows[1]))
     if not 0 <= r0 <= r1 <= total:
-        raise ValueError(f"rows {rows} outside [0, {total}]")
+        raise ArgumentError(f"rows {rows} outside [0, {total}]")
     return r0, r1
 
 
@@ -52,7 +53,7 @@ def pack_pointwise(w, bias):
     bias = _f32(bias, "bias", 1)
     cin, cout = w.shape
     if bias.shape != (cout,):
-        raise ValueError(f"bias must have shape ({cout},), got {bias.shape}")
+        raise ArgumentError(f"bias must have shape ({cout},), got {bias.shape}")
     packed = np.empty(native.lib.f32_pointwise_packed_floats(cin, cout), np.float32)
     native.lib.f32_pointwise_pack(_ptr(w), _ptr(bias), cin, cout, _ptr(packed))
     return packed
@@ -64,14 +65,14 @@ def pointwise(x, packed, cin, cout, relu6=False, residual=None, rows=None, panel
     x = _f32(x, "x", 2)
     packed = _f32(packed, "packed", 1)
     if x.shape[1] != cin or packed.size != native.lib.f32_pointwise_packed_floats(cin, cout):
-        raise ValueError(f"x {x.shape} / packed {packed.shape} do not fit cin={cin}, cout={cout}")
+        raise ArgumentError(f"x {x.shape} / packed {packed.shape} do not fit cin={cin}, cout={cout}")
     m = x.shape[0]
     y = np.zeros((m, cout), np.float32)
     res = native.ffi.NULL
     if residual is not None:
         residual = _f32(residual, "residual", 2)
         if residual.shape != (m, cout):
-            raise ValueError(f"residual must have shape {(m, cout)}, got {residual.shape}")
+            raise ArgumentError(f"residual must have shape {(m, cout)}, got {residual.shape}")
         res = _ptr(residual)
     m0, m1 = _rows(rows, m)
     if panels is None:
@@ -86,7 +87,7 @@ def pointwise(x, packed, cin, cout, relu6=False, residual=None, rows=None, panel
 def _conv_out(size, pad_before, pad_after, stride):
     out = (size + pad_before + pad_after - 3) // stride + 1
     if out < 1:
-        raise ValueError(f"input of size {size} with pads ({pad_before}, {pad_after}) is too small for a 3x3 window")
+        raise ArgumentError(f"input of size {size} with pads ({pad_before}, {pad_after}) is too small for a 3x3 window")
     return out
 
 
@@ -95,10 +96,10 @@ def dwconv3x3(x, w, bias, stride, pads, relu6=False, rows=None, scalar=False):
     x, w, bias = _f32(x, "x", 4), _f32(w, "w", 3), _f32(bias, "bias", 1)
     n, h, wd, c = x.shape
     if w.shape != (3, 3, c) or bias.shape != (c,) or stride not in (1, 2):
-        raise ValueError(f"w {w.shape}, bias {bias.shape}, stride {stride} do not fit x {x.shape}")
+        raise ArgumentError(f"w {w.shape}, bias {bias.shape}, stride {stride} do not fit x {x.shape}")
     top, bottom, left, right = pads
     if max(pads) > 2 or min(pads) < 0:
-        raise ValueError(f"pads must be in [0, 2], got {pads}")
+        raise ArgumentError(f"pads must be in [0, 2], got {pads}")
     oh, ow = _conv_out(h, top, bottom, stride), _conv_out(wd, left, right, stride)
     y = np.zeros((n, oh, ow, c), np.float32)
     r0, r1 = _rows(rows, oh)
@@ -114,10 +115,10 @@ def _stem_args(x, w, bias, pads):
     _, h, wd, c = x.shape
     cout = w.shape[3]
     if c != 3 or w.shape[:3] != (3, 3, 3) or bias.shape != (cout,):
-        raise ValueError(f"w {w.shape}, bias {bias.shape} do not fit x {x.shape}")
+        raise ArgumentError(f"w {w.shape}, bias {bias.shape} do not fit x {x.shape}")
     top, bottom, left, right = pads
     if max(pads) > 2 or min(pads) < 0:
-        raise ValueError(f"pads must be in [0, 2], got {pads}")
+        raise ArgumentError(f"pads must be in [0, 2], got {pads}")
     oh, ow = _conv_out(h, top, bottom, 2), _conv_out(wd, left, right, 2)
     return x, pack_pointwise(w.reshape(27, cout), bias), h, wd, cout, top, left, oh, ow
 
@@ -137,12 +138,12 @@ def stem_row(x, w, bias, pads, i, relu6=False, out=None, scalar=False):
     (a C-contiguous float32 [OW, cout] array: the fused block's ring slot in the plan) if given."""
     x, packed, h, wd, cout, top, left, oh, ow = _stem_args(_f32(x, "x", 3)[None], w, bias, pads)
     if not 0 <= i < oh:
-        raise ValueError(f"row {i} outside [0, {oh})")
+        raise ArgumentError(f"row {i} outside [0, {oh})")
     if out is None:
         out = np.zeros((ow, cout), np.float32)
     elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (ow, cout)
               and out.flags.c_contiguous and out.flags.writeable):
-        raise ValueError(f"out must be a writeable C-contiguous float32 array of shape {(ow, cout)}")
+        raise ArgumentError(f"out must be a writeable C-contiguous float32 array of shape {(ow, cout)}")
     _fn("f32_stem3x3s2_row", scalar)(_ptr(x), _ptr(packed), _ptr(out), h, wd, cout, top, left, ow,
                                      int(i), int(relu6))
     return out
@@ -154,9 +155,9 @@ def global_pool(x, kind="avg", scalar=False, channels=None):
     x = _f32(x, "x", 4)
     n, h, w, c = x.shape
     if kind not in ("avg", "max"):
-        raise ValueError(f"kind must be 'avg' or 'max', got {kind!r}")
+        raise ArgumentError(f"kind must be 'avg' or 'max', got {kind!r}")
     if h * w == 0:
-        raise ValueError(f"x {x.shape} has no pixels to pool")
+        raise ArgumentError(f"x {x.shape} has no pixels to pool")
     if scalar is True:
         scalar = "scalar"  # the pools' twins are reached through the dispatcher
     if channels is None:
@@ -165,7 +166,7 @@ def global_pool(x, kind="avg", scalar=False, channels=None):
         return y
     k0, k1 = (int(k) for k in channels)
     if not 0 <= k0 <= k1 <= c:
-        raise ValueError(f"channels {channels} are not a range within the {c} channels")
+        raise ArgumentError(f"channels {channels} are not a range within the {c} channels")
     y = np.zeros((n, c), np.float32)
     _fn({"avg": "f32_global_avgpool_part", "max": "f32_global_maxpool_part"}[kind], scalar)(
         _ptr(x), _ptr(y), n, h * w, c, k0, k1)
@@ -176,9 +177,9 @@ def softmax(x, scalar=False):
     """[N, C] -> [N, C], softmax over C shifted by the row maximum."""
     x = _f32(x, "x", 2)
     if x.shape[1] == 0:
-        raise ValueError(f"x {x.shape} has no classes")
+        raise ArgumentError(f"x {x.shape} has no classes")
     if not np.isfinite(x).all():
-        raise ValueError("x contains NaN or inf")
+        raise ArgumentError("x contains NaN or inf")
     y = np.empty_like(x)
     _fn("f32_softmax", scalar)(_ptr(x), _ptr(y), x.shape[0], x.shape[1])
     return y
@@ -189,14 +190,14 @@ def fold_batchnorm(w, gamma, beta, mean, var, eps, scalar=False):
     output channel; the C twin of numpy_kernels.fold_batchnorm for float32 arrays."""
     w = np.ascontiguousarray(w, np.float32)
     if w.ndim < 1:
-        raise ValueError("w must have an output-channel axis")
+        raise ArgumentError("w must have an output-channel axis")
     c = w.shape[-1]
     stats = [_f32(np.ascontiguousarray(a, np.float32), name, 1)
              for a, name in ((gamma, "gamma"), (beta, "beta"), (mean, "mean"), (var, "var"))]
     if any(s.shape != (c,) for s in stats):
-        raise ValueError(f"batch-norm statistics must have shape ({c},), got {[s.shape for s in stats]}")
+        raise ArgumentError(f"batch-norm statistics must have shape ({c},), got {[s.shape for s in stats]}")
     if not all(np.isfinite(a).all() for a in [w] + stats) or (stats[3] + eps <= 0).any():
-        raise ValueError("batch-norm folding needs finite weights and var + eps > 0")
+        raise ArgumentError("batch-norm folding needs finite weights and var + eps > 0")
     w_out, bias = np.empty_like(w), np.empty(c, np.float32)
     _fn("f32_fold_batchnorm", scalar)(_ptr(w), w.size // max(c, 1), c, *[_ptr(s) for s in stats],
                                       float(eps), _ptr(w_out), _ptr(bias))
@@ -209,14 +210,15 @@ def dwconv3x3_dilated(x, w, bias, stride, dilation, pads, relu6=False, rows=None
     x, w, bias = _f32(x, "x", 4), _f32(w, "w", 3), _f32(bias, "bias", 1)
     n, h, wd, c = x.shape
     if w.shape != (3, 3, c) or bias.shape != (c,) or stride not in (1, 2) or not 1 <= dilation <= 64:
-        raise ValueError(f"w {w.shape}, bias {bias.shape}, stride {stride}, dilation {dilation} do not fit x {x.shape}")
+        raise ArgumentError(f"w {w.shape}, bias {bias.shape}, stride {stride}, dilation {dilation} "
+                            f"do not fit x {x.shape}")
     if max(pads) > 2 * dilation or min(pads) < 0:
-        raise ValueError(f"pads must be in [0, {2 * dilation}], got {pads}")
+        raise ArgumentError(f"pads must be in [0, {2 * dilation}], got {pads}")
     top, bottom, left, right = pads
     span = 2 * dilation + 1
     oh, ow = (h + top + bottom - span) // stride + 1, (wd + left + right - span) // stride + 1
     if oh < 1 or ow < 1:
-        raise ValueError(f"input {x.shape} with pads {pads} is too small for a dilated 3x3 window")
+        raise ArgumentError(f"input {x.shape} with pads {pads} is too small for a dilated 3x3 window")
     y = np.zeros((n, oh, ow, c), np.float32)
     r0, r1 = _rows(rows, oh)
     _fn("f32_dwconv3x3_dilated", scalar)(_ptr(x), _ptr(w), _ptr(bias), _ptr(y), n, h, wd, c, stride,
@@ -238,7 +240,7 @@ def resize_bilinear(x, oh, ow, align_corners=False, rows=None):
     x = _f32(x, "x", 4)
     n, h, w, c = x.shape
     if oh < 1 or ow < 1 or h < 1 or w < 1:
-        raise ValueError(f"cannot resize {x.shape} to {oh}x{ow}")
+        raise ArgumentError(f"cannot resize {x.shape} to {oh}x{ow}")
     y = np.zeros((n, oh, ow, c), np.float32)
     r0, r1 = _rows(rows, oh)
     sh, sw = resize_scales(h, w, oh, ow, align_corners)

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 
 from mobilenetv2 import files
-from mobilenetv2.errors import Error, OneLineArgumentParser as _Parser
+from mobilenetv2.errors import ArgumentError, Error, OneLineArgumentParser as _Parser
 
 
 def _positive_int(limit):
@@ -79,7 +79,7 @@ def _classify_hf(args):
     from mobilenetv2.numpy_kernels import softmax
     model = from_pretrained(args.hf, dtype=args.dtype)
     if model.config.head != "classification":
-        raise ValueError(f"{args.hf!r} holds a {model.config.architecture}, not an image classifier")
+        raise ArgumentError(f"{args.hf!r} holds a {model.config.architecture}, not an image classifier")
     x = np.concatenate([hf_preprocess(p, model.processor_config) for p in args.images])
     probs = softmax(model.predict(x.astype(args.dtype)).astype(np.float64))
     results = []
@@ -100,12 +100,12 @@ def _classify_hf(args):
 def cmd_classify(args):
     from mobilenetv2.imagenet import decode_predictions
     if args.top < 1:
-        raise ValueError(f"--top must be at least 1, got {args.top}")
+        raise ArgumentError(f"--top must be at least 1, got {args.top}")
     if args.hf:
         return _classify_hf(args)
     model = _model(args)
     if model.classes != 1000:
-        raise ValueError("classify needs a 1000-class ImageNet head")
+        raise ArgumentError("classify needs a 1000-class ImageNet head")
     preds = model.predict(_load_batch(args.images, args.size, args.dtype))
     decoded = decode_predictions(preds, top=args.top)
     if args.json:
@@ -200,12 +200,12 @@ def cmd_segment(args):
     from mobilenetv2.hf import from_pretrained
     from mobilenetv2.hf_processing import _rgb_image, hf_preprocess, post_process_semantic_segmentation
     if not args.out.lower().endswith(".png"):
-        raise ValueError(f"--out must name a .png file, got {args.out!r}")
+        raise ArgumentError(f"--out must name a .png file, got {args.out!r}")
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise FileNotFoundError(2, "the folder of --out does not exist", args.out)
     model = from_pretrained(args.hf, dtype=args.dtype)
     if model.config.head != "segmentation":
-        raise ValueError(f"{args.hf!r} holds a {model.config.architecture}, not a segmentation model")
+        raise ArgumentError(f"{args.hf!r} holds a {model.config.architecture}, not a segmentation model")
     photo = np.asarray(_rgb_image(args.image))
     logits = model.predict(hf_preprocess(args.image, model.processor_config).astype(args.dtype))
     classes = post_process_semantic_segmentation(logits, [photo.shape[:2]])[0]

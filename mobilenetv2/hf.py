@@ -41,7 +41,7 @@ import numpy as np
 
 from mobilenetv2 import arch, files
 from mobilenetv2 import layers as L
-from mobilenetv2.errors import Error
+from mobilenetv2.errors import ArgumentError, Error
 from mobilenetv2.hf_config import (ConfigError, HFConfig, ProcessorConfig, read_config,
                                    read_processor_config)
 from mobilenetv2.model import MobileNetV2, _check_dtype
@@ -129,7 +129,7 @@ class HFMobileNetV2(MobileNetV2):
         if not isinstance(config, HFConfig):
             raise TypeError("config must be an HFConfig (use from_pretrained to read a folder)")
         if top_pooling not in ("global", "7x7"):
-            raise ValueError(f"top_pooling must be 'global' or '7x7' (TF-slim's head), got {top_pooling!r}")
+            raise ArgumentError(f"top_pooling must be 'global' or '7x7' (TF-slim's head), got {top_pooling!r}")
         self.config = config
         self.alpha = float(config.depth_multiplier)
         self.threads = threads
@@ -171,8 +171,8 @@ class HFMobileNetV2(MobileNetV2):
             return name
         if name in self.hf_names:
             return self.hf_names[name]
-        raise ValueError(f"no layer or transformers module named {name!r} in this model "
-                         "(see model.layers and model.hf_names)")
+        raise ArgumentError(f"no layer or transformers module named {name!r} in this model "
+                            "(see model.layers and model.hf_names)")
 
     def get_layer(self, name):
         return super().get_layer(self.keras_name(name))
@@ -190,7 +190,7 @@ class HFMobileNetV2(MobileNetV2):
         """Every layer's output after the input, in order: by Keras name (``names='keras'``), or
         for each transformers module that has an output of its own (``names='hf'``)."""
         if names not in ("keras", "hf"):
-            raise ValueError(f"names must be 'keras' or 'hf', got {names!r}")
+            raise ArgumentError(f"names must be 'keras' or 'hf', got {names!r}")
         out = super().trace(x)
         if names == "keras":
             return out
@@ -337,12 +337,12 @@ def _config_of(model):
     if not isinstance(model, MobileNetV2):
         raise TypeError(f"save_pretrained takes a MobileNetV2 model, got {type(model).__name__}")
     if getattr(model, "pooling", None) == "max":
-        raise ValueError("a model with pooling='max' has no transformers equivalent")
+        raise ArgumentError("a model with pooling='max' has no transformers equivalent")
     widths = [c for _, _, c, _ in arch.block_specs(model.alpha)]
     hf_widths = [c for _, _, c, _, _ in arch.hf_block_specs(model.alpha)]
     if widths != hf_widths or arch.last_filters(model.alpha) != arch.hf_last_filters(model.alpha):
-        raise ValueError(f"alpha={model.alpha:g} rounds its widths differently in transformers; "
-                         "it has no exact transformers equivalent")
+        raise ArgumentError(f"alpha={model.alpha:g} rounds its widths differently in transformers; "
+                            "it has no exact transformers equivalent")
     id2label = None
     if model.include_top:
         from mobilenetv2.imagenet import class_table
@@ -377,7 +377,7 @@ def save_pretrained(model, path):
     folder = os.path.abspath(os.fspath(path))
     config = _config_of(model)
     if "average_pooling2d" in model._by_name:
-        raise ValueError("a model with TF-slim's 7x7 head has no transformers equivalent")
+        raise ArgumentError("a model with TF-slim's 7x7 head has no transformers equivalent")
     os.makedirs(folder, exist_ok=True)
     save_file(_state_dict(model, config), os.path.join(folder, "model.safetensors"), {"format": "pt"})
     _write_json(os.path.join(folder, "config.json"), config.to_json())

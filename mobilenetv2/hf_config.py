@@ -12,7 +12,7 @@ import math
 import os
 
 from mobilenetv2 import files
-from mobilenetv2.errors import Error
+from mobilenetv2.errors import ArgumentError, Error
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 ARCHITECTURES = {"MobileNetV2Model": None, "MobileNetV2ForImageClassification": "classification",
@@ -152,7 +152,7 @@ def parse_config(obj, path="config.json", head=...):
     if head is ...:
         head = ARCHITECTURES[archs[0]] if archs else None
     if head not in (None, "classification", "segmentation"):
-        raise ValueError(f"head must be None, 'classification' or 'segmentation', got {head!r}")
+        raise ArgumentError(f"head must be None, 'classification' or 'segmentation', got {head!r}")
     labels = obj.get("id2label")
     id2label = None
     if labels is not None:

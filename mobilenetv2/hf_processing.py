@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from mobilenetv2 import c_kernels, files, native
+from mobilenetv2.errors import ArgumentError, ImageError
 from mobilenetv2.hf_config import ConfigError, ProcessorConfig, parse_processor_config, read_processor_config
 from mobilenetv2.numpy_kernels import resize_bilinear
 from mobilenetv2.preprocessing import _open, _to_rgb
@@ -44,7 +45,7 @@ def _rgb_image(image):
     """A Pillow RGB image from a path, file object, PIL image, or (H, W, 3) uint8 array."""
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"an image array must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+            raise ArgumentError(f"an image array must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
         return Image.fromarray(image, "RGB")
     img, _ = _open(image)
     return _to_rgb(ImageOps.exif_transpose(img))
@@ -73,7 +74,7 @@ def hf_preprocess(image, preprocessor_config=None):
         h, w = u.shape[:2]
         ch, cw = cfg.crop_height, cfg.crop_width
         if ch > h or cw > w:
-            raise ValueError(f"the image is {h}x{w} after resizing, smaller than the {ch}x{cw} crop")
+            raise ImageError(f"the image is {h}x{w} after resizing, smaller than the {ch}x{cw} crop")
         top, left = int((h - ch) / 2), int((w - cw) / 2)
         u = u[top:top + ch, left:left + cw]
     x = u.astype(np.float64) * cfg.rescale_factor if cfg.do_rescale else u.astype(np.float64)
@@ -90,16 +91,16 @@ def post_process_semantic_segmentation(logits, target_sizes=None):
     of the logits.  Returns a list of (H, W) int64 class maps."""
     logits = np.asarray(logits)
     if logits.ndim != 4:
-        raise ValueError(f"logits must be (N, h, w, labels) (NHWC), got shape {logits.shape}")
+        raise ArgumentError(f"logits must be (N, h, w, labels) (NHWC), got shape {logits.shape}")
     if target_sizes is not None and len(target_sizes) != len(logits):
-        raise ValueError(f"{len(target_sizes)} target sizes for {len(logits)} images")
+        raise ArgumentError(f"{len(target_sizes)} target sizes for {len(logits)} images")
     out = []
     for i in range(len(logits)):
         y = logits[i:i + 1]
         if target_sizes is not None:
             th, tw = (int(v) for v in target_sizes[i])
             if th < 1 or tw < 1:
-                raise ValueError(f"target size {target_sizes[i]} must be positive")
+                raise ArgumentError(f"target size {target_sizes[i]} must be positive")
             y = _resize_logits(y, th, tw)
         out.append(y[0].argmax(axis=-1))
     return out

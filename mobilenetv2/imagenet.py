@@ -4,6 +4,8 @@ from importlib import resources
 
 import numpy as np
 
+from mobilenetv2.errors import ArgumentError
+
 NUM_CLASSES = 1000
 
 
@@ -24,11 +26,11 @@ def decode_predictions(preds, top=5):
     rather than a silent "all 1000" (top=0) or "all but -top" (top<0).
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
-        raise ValueError(f"top must be a positive integer, got {top!r}")
+        raise ArgumentError(f"top must be a positive integer, got {top!r}")
     preds = np.asarray(preds)
     if preds.ndim != 2 or preds.shape[1] != NUM_CLASSES:
-        raise ValueError("decode_predictions expects a batch of predictions (a 2D array of shape "
-                         f"(samples, {NUM_CLASSES})), got an array of shape {preds.shape}")
+        raise ArgumentError("decode_predictions expects a batch of predictions (a 2D array of shape "
+                            f"(samples, {NUM_CLASSES})), got an array of shape {preds.shape}")
     table = class_table()
     results = []
     for pred in preds:

@@ -8,6 +8,7 @@ Shapes here are per-example ``(H, W, C)`` tuples.
 import numpy as np
 
 from mobilenetv2 import numpy_kernels as K
+from mobilenetv2.errors import ArgumentError, WeightsError
 
 
 def same_pads(size, kernel, stride):
@@ -70,19 +71,19 @@ class Layer:
         arrays = list(arrays)
         shapes = self.weight_shapes()
         if len(arrays) != len(shapes):
-            raise ValueError(f"layer {self.name!r} takes {len(shapes)} weight arrays "
-                             f"({', '.join(self.weight_names)}), got {len(arrays)}")
+            raise WeightsError(f"layer {self.name!r} takes {len(shapes)} weight arrays "
+                               f"({', '.join(self.weight_names)}), got {len(arrays)}")
         out = []
         for wname, shape, a in zip(self.weight_names, shapes, arrays):
             a = np.asarray(a)
             if tuple(a.shape) != tuple(shape):
-                raise ValueError(f"layer {self.name!r} weight {wname!r}: expected shape "
-                                 f"{tuple(shape)}, got {tuple(a.shape)}")
+                raise WeightsError(f"layer {self.name!r} weight {wname!r}: expected shape "
+                                   f"{tuple(shape)}, got {tuple(a.shape)}")
             if not np.isfinite(a).all():
-                raise ValueError(f"layer {self.name!r} weight {wname!r} contains NaN or inf")
+                raise WeightsError(f"layer {self.name!r} weight {wname!r} contains NaN or inf")
             if wname == "moving_variance" and (a < 0).any():  # sqrt(var + eps) would be NaN
-                raise ValueError(f"layer {self.name!r} weight 'moving_variance' has negative values "
-                                 f"(as low as {a.min():g}); a variance is never negative")
+                raise WeightsError(f"layer {self.name!r} weight 'moving_variance' has negative values "
+                                   f"(as low as {a.min():g}); a variance is never negative")
             a = np.array(a, dtype=dtype, order="C", copy=True)  # never the caller's array
             a.setflags(write=False)
             out.append(a)
@@ -217,7 +218,7 @@ class ReLU(Layer):
     def __init__(self, name, inputs, max_value=6.0):
         super().__init__(name, inputs)
         if max_value not in (6.0, None):
-            raise ValueError(f"ReLU {name!r}: max_value must be 6.0 or None, got {max_value!r}")
+            raise ArgumentError(f"ReLU {name!r}: max_value must be 6.0 or None, got {max_value!r}")
         self.max_value = max_value
 
     def __call__(self, x):

@@ -25,7 +25,7 @@ ENGINES = ("auto", "c", "numpy")
 
 def _require_finite(x):
     if not np.isfinite(x).all():
-        raise ValueError("input contains NaN or inf")
+        raise ArgumentError("input contains NaN or inf")
 
 
 # Bounds on what a model may be built with.  Each keeps one model inside what a machine holds,
@@ -133,18 +133,18 @@ def _input_shape(input_shape, include_top, weights):
             raise ArgumentError(f"input_shape channels must be a whole number from 1 to 4096, got "
                                 f"{input_shape!r}")
         if weights == "imagenet" and c != 3:
-            raise ValueError(f"the imagenet weights take 3 input channels, input_shape has {c}")
+            raise ArgumentError(f"the imagenet weights take 3 input channels, input_shape has {c}")
         default = h if (h == w and h in OFFICIAL_ROWS) else 224
     default_shape = (default, default, 3)
     if weights == "imagenet" and include_top:
         if input_shape is not None and input_shape != default_shape:
-            raise ValueError(f"with include_top=True and weights='imagenet', input_shape must be "
-                             f"one of (R, R, 3) for R in {OFFICIAL_ROWS}, got {input_shape}")
+            raise ArgumentError(f"with include_top=True and weights='imagenet', input_shape must be "
+                                f"one of (R, R, 3) for R in {OFFICIAL_ROWS}, got {input_shape}")
         return default_shape, default
     if input_shape is None:
         input_shape = default_shape if include_top else (None, None, 3)
     if include_top and None in input_shape[:2]:
-        raise ValueError("with include_top=True the input_shape must be static (height and width given)")
+        raise ArgumentError("with include_top=True the input_shape must be static (height and width given)")
     h, w = input_shape[:2]
     rows = h if (h == w and h in OFFICIAL_ROWS) else 224
     if weights == "imagenet" and rows != h:
@@ -194,20 +194,21 @@ class MobileNetV2:
         self.threads = threads
         self.dtype = _check_dtype(dtype)
         if not (weights in ("imagenet", None) or isinstance(weights, (str, os.PathLike))):
-            raise ValueError("weights must be 'imagenet', None or the path of a weights file, "
-                             f"got {weights!r}")
+            raise ArgumentError("weights must be 'imagenet', None or the path of a weights file, "
+                                f"got {weights!r}")
         if pooling not in (None, "avg", "max"):
-            raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+            raise ArgumentError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
         if top_pooling not in ("global", "7x7"):
-            raise ValueError(f"top_pooling must be 'global' or '7x7' (TF-slim's head), got {top_pooling!r}")
+            raise ArgumentError(f"top_pooling must be 'global' or '7x7' (TF-slim's head), got {top_pooling!r}")
         if classifier_activation not in ("softmax", None):
-            raise ValueError(f"classifier_activation must be 'softmax' or None, got {classifier_activation!r}")
+            raise ArgumentError(f"classifier_activation must be 'softmax' or None, got {classifier_activation!r}")
         classes = _check_classes(classes)
         if weights == "imagenet":
             if include_top and classes != 1000:
-                raise ValueError(f"with weights='imagenet' and include_top=True, classes must be 1000, got {classes}")
+                raise ArgumentError("with weights='imagenet' and include_top=True, classes must be 1000, "
+                                    f"got {classes}")
             if self.alpha not in OFFICIAL_ALPHAS:
-                raise ValueError(f"imagenet weights exist for alpha in {OFFICIAL_ALPHAS}, got {alpha!r}")
+                raise ArgumentError(f"imagenet weights exist for alpha in {OFFICIAL_ALPHAS}, got {alpha!r}")
         self.input_shape, self.weights_rows = _input_shape(input_shape, include_top, weights)
         self.include_top = bool(include_top)
         self.pooling = pooling
@@ -243,7 +244,7 @@ class MobileNetV2:
         try:
             return self._by_name[name]
         except KeyError:
-            raise ValueError(f"no layer named {name!r} in this model (see model.layers)") from None
+            raise ArgumentError(f"no layer named {name!r} in this model (see model.layers)") from None
 
     def count_params(self):
         return sum(layer.count_params() for layer in self.layers)
@@ -258,7 +259,7 @@ class MobileNetV2:
         arrays = list(arrays)
         need = sum(len(layer.weight_shapes()) for layer in self.weighted_layers())
         if len(arrays) != need:
-            raise ValueError(f"set_weights takes {need} arrays for this model, got {len(arrays)}")
+            raise ArgumentError(f"set_weights takes {need} arrays for this model, got {len(arrays)}")
         i = 0
         for layer in self.weighted_layers():
             n = len(layer.weight_shapes())
@@ -349,23 +350,23 @@ class MobileNetV2:
         x = np.asarray(x)
         if x.dtype.kind != "f":
             hint = " (scale images with preprocess_input first)" if x.dtype.kind in "ui" else ""
-            raise ValueError(f"input must be a floating-point array, got dtype {x.dtype}{hint}")
+            raise ArgumentError(f"input must be a floating-point array, got dtype {x.dtype}{hint}")
         if x.ndim == 3:
             x = x[None]
         if x.ndim != 4:
-            raise ValueError(f"input must be (N, H, W, C) or (H, W, C), got shape {x.shape}")
+            raise ArgumentError(f"input must be (N, H, W, C) or (H, W, C), got shape {x.shape}")
         n, h, w, c = x.shape
         want_h, want_w, want_c = self.input_shape
         if c != want_c:
-            raise ValueError(f"input must have {want_c} channels (NHWC), got shape {x.shape}")
+            raise ArgumentError(f"input must have {want_c} channels (NHWC), got shape {x.shape}")
         if h < MIN_SIZE or w < MIN_SIZE:
-            raise ValueError(f"input height and width must be at least {MIN_SIZE}, got shape {x.shape}")
+            raise ArgumentError(f"input height and width must be at least {MIN_SIZE}, got shape {x.shape}")
         if h > MAX_SIZE or w > MAX_SIZE:
             raise ArgumentError(f"input height and width must be at most {MAX_SIZE}, got shape {x.shape}")
         if (want_h is not None and h != want_h) or (want_w is not None and w != want_w):
-            raise ValueError(f"this model takes inputs of {self.input_shape}, got shape {x.shape}")
+            raise ArgumentError(f"this model takes inputs of {self.input_shape}, got shape {x.shape}")
         if n == 0:
-            raise ValueError("input batch is empty")
+            raise ArgumentError("input batch is empty")
         if x.dtype != self.dtype or not x.flags.c_contiguous:
             with np.errstate(over="ignore"):  # a value past float32's range: the finite check names it
                 x = np.ascontiguousarray(x, dtype=self.dtype)
@@ -442,7 +443,7 @@ class MobileNetV2:
     @engine.setter
     def engine(self, value):
         if value not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {value!r}")
+            raise ArgumentError(f"engine must be one of {ENGINES}, got {value!r}")
         if value == "c":
             reason = self._c_refusal()
             if reason is not None:
@@ -546,7 +547,7 @@ class MobileNetV2:
     def predict(self, x, batch_size=32):
         """Outputs for a batch (N, H, W, C) or one image (H, W, C), run ``batch_size`` at a time."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise ArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
         x = self._check_input(x, finite=False)
         if len(x) > batch_size:  # a NaN in the last chunk fails the call before the first runs
             _require_finite(x)
@@ -559,7 +560,7 @@ class MobileNetV2:
         for name in layers:
             self.get_layer(name)
         if self.layers[0].name in layers:
-            raise ValueError(f"{self.layers[0].name!r} is the input itself, not an activation")
+            raise ArgumentError(f"{self.layers[0].name!r} is the input itself, not an activation")
         out = self._run(self._check_input(x), set(layers))
         return {name: out[name] for name in layers}
 

@@ -86,7 +86,7 @@ def use_isa(name):
     """Run the C kernels on instruction set ``name`` inside the block (it must be in isas());
     the level before is restored after.  Not while another thread runs a kernel or plan."""
     if name not in isas():
-        raise ValueError(f"instruction set {name!r} is not available here (have {isas()})")
+        raise ArgumentError(f"instruction set {name!r} is not available here (have {isas()})")
     before = lib.mnv2_simd_level()
     lib.mnv2_set_isa(ISA_NAMES.index(name))
     try:

@@ -11,6 +11,7 @@ import numpy as np
 
 from mobilenetv2 import arch, files
 from mobilenetv2 import layers as L
+from mobilenetv2.errors import ArgumentError
 from mobilenetv2.numpy_kernels import fold_batchnorm
 
 
@@ -26,7 +27,7 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
     the newest IR the installed onnx knows, so older runtimes load it (ONNX Runtime 1.6+ for the default).
     """
     if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
-        raise ValueError(f"opset must be an integer from {OPSETS[0]} to {OPSETS[-1]}, got {opset!r}")
+        raise ArgumentError(f"opset must be an integer from {OPSETS[0]} to {OPSETS[-1]}, got {opset!r}")
     try:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
@@ -36,8 +37,8 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
     if input_size is not None:
         input_shape = (int(input_size[0]), int(input_size[1]), input_shape[2])
     if None in input_shape:
-        raise ValueError("export_onnx needs a model with a static input_shape (height and width given), "
-                         "or input_size=(H, W)")
+        raise ArgumentError("export_onnx needs a model with a static input_shape (height and width given), "
+                            "or input_size=(H, W)")
     h, w, c = input_shape
     shapes = arch.output_shapes(model.layers, input_shape)
     nodes, inits = [], []
@@ -97,7 +98,7 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
             tensor[out] = out
         elif isinstance(layer, L.ResizeBilinear):
             if batch is None:
-                raise ValueError("export_onnx: a model with a resize (DeepLabV3) needs a fixed batch size")
+                raise ArgumentError("export_onnx: a model with a resize (DeepLabV3) needs a fixed batch size")
             oh, ow, oc = shapes[layer.name]
             inits.append(numpy_helper.from_array(np.array([batch, oc, oh, ow], np.int64),
                                                          out + "/sizes"))

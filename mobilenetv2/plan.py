@@ -20,6 +20,7 @@ from mobilenetv2 import layers as L
 from mobilenetv2 import machine
 from mobilenetv2 import native
 from mobilenetv2.c_kernels import fold_batchnorm, resize_scales
+from mobilenetv2.errors import ArgumentError
 
 
 ALIGN = 64  # bytes: a cache line, so no 32-byte vector load of a buffer straddles two lines
@@ -746,7 +747,7 @@ class Plan:
         reads the input."""
         ptr = native.as_float_ptr(x)
         if self._precheck and native.lib.mnv2_count_nonfinite(ptr, x.size):
-            raise ValueError("input contains NaN or inf")
+            raise ArgumentError("input contains NaN or inf")
         self._nonfinite[0] = 0
         for i in self._input_ops:
             self.c_ops[i].x = ptr
@@ -755,7 +756,7 @@ class Plan:
         """After a run: raise if the stem found NaN or inf in the input (the output is then
         garbage and never returned)."""
         if self._nonfinite[0]:
-            raise ValueError("input contains NaN or inf")
+            raise ArgumentError("input contains NaN or inf")
 
     def run(self, x, pool):
         """The output for a C-contiguous float32 batch of this plan's shape, run on ``pool``."""

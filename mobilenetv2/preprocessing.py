@@ -26,7 +26,7 @@ def preprocess_input(x):
     """
     x = np.asarray(x)
     if x.dtype.kind not in "uif":
-        raise ValueError(f"preprocess_input takes numeric pixel values, got dtype {x.dtype}")
+        raise ArgumentError(f"preprocess_input takes numeric pixel values, got dtype {x.dtype}")
     dt = np.float64 if x.dtype == np.float64 else np.float32
     x = x.astype(dt)
     return x / dt(127.5) - dt(1.0)

@@ -36,6 +36,7 @@ import os
 
 from mobilenetv2 import errors
 from mobilenetv2.batch import require
+from mobilenetv2.errors import ArgumentError
 
 class RayJobFailed(errors.Error, RuntimeError):
     """The Ray job failed (an actor that cannot start, a task out of retries): the message says why."""
@@ -52,14 +53,14 @@ def actor_resources(cluster_cpus, threads=1, actors=None, actor_cpus=None):
     RESERVED_CPUS, so that read and write tasks can always be scheduled; e.g. 2 CPUs, threads=1:
     2 actors x 0.75 CPU.  A ValueError when the choice would leave no room for them."""
     if threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        raise ArgumentError(f"threads must be a positive integer, got {threads!r}")
     actors = actors or max(1, int(cluster_cpus // threads))
     if actor_cpus is None:
         actor_cpus = min(float(threads), (cluster_cpus - RESERVED_CPUS) / actors)
     if actor_cpus <= 0 or actors * actor_cpus + IO_TASK_CPUS > cluster_cpus + 1e-9:
-        raise ValueError(f"{actors} actors x {actor_cpus:g} CPUs leave no CPU for the read and write tasks "
-                         f"on a cluster of {cluster_cpus:g} CPUs (they would wait forever): use fewer actors "
-                         "or a smaller --ray-actor-cpus")
+        raise ArgumentError(f"{actors} actors x {actor_cpus:g} CPUs leave no CPU for the read and write tasks "
+                            f"on a cluster of {cluster_cpus:g} CPUs (they would wait forever): use fewer actors "
+                            "or a smaller --ray-actor-cpus")
     return actors, actor_cpus
 
 
@@ -91,7 +92,7 @@ class Predictor:
         from mobilenetv2.batch.job import blas_single_threaded
         paths = _column(batch, "path")
         if paths is None:
-            raise ValueError("the batch has no 'path' column (the image paths to read)")
+            raise ArgumentError("the batch has no 'path' column (the image paths to read)")
         paths = [str(p) for p in paths]
         ids = _column(batch, "id") or [image_id(p) for p in paths]
         with blas_single_threaded():
@@ -138,7 +139,7 @@ class PartWriter:
         from mobilenetv2.batch.inputs import image_id
         paths = _column(block, "path")
         if paths is None:
-            raise ValueError("the batch has no 'path' column (the image paths to read)")
+            raise ArgumentError("the batch has no 'path' column (the image paths to read)")
         paths = [str(p) for p in paths]
         ids = [str(i) for i in (_column(block, "id") or [image_id(p) for p in paths])]
         result = {"file": [], "rows": [], "errors": []}

@@ -25,7 +25,7 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
-from mobilenetv2.errors import DownloadError  # re-exported: registry.DownloadError
+from mobilenetv2.errors import ArgumentError, DownloadError  # re-exported: registry.DownloadError
 
 ENV_DIR = "MOBILENETV2_WEIGHTS_DIR"
 ENV_URL = "MOBILENETV2_WEIGHTS_URL"
@@ -60,8 +60,8 @@ def _entry(alpha, rows, include_top):
     pairs = sorted({(v["alpha"], v["rows"]) for v in _table()["variants"]})
     same_alpha = [r for a, r in pairs if key and a == key[0]]
     hint = f" (alpha={key[0]} has rows {', '.join(map(str, same_alpha))})" if same_alpha else ""
-    raise ValueError(f"no official MobileNetV2 weights for alpha={alpha!r}, rows={rows!r}{hint}; "
-                     "the 22 variants (alpha, rows) are: " + ", ".join(f"({a}, {r})" for a, r in pairs))
+    raise ArgumentError(f"no official MobileNetV2 weights for alpha={alpha!r}, rows={rows!r}{hint}; "
+                        "the 22 variants (alpha, rows) are: " + ", ".join(f"({a}, {r})" for a, r in pairs))
 
 
 def weights_filename(alpha, rows, include_top=True):

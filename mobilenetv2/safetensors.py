@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from mobilenetv2 import files
-from mobilenetv2.errors import Error
+from mobilenetv2.errors import ArgumentError, Error
 
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation's own cap (its MAX_HEADER_SIZE)
 
@@ -222,13 +222,13 @@ def save_file(tensors, path, metadata=None):
     header, arrays, pos = {}, [], 0
     if metadata:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-            raise ValueError("safetensors metadata must map strings to strings")
+            raise ArgumentError("safetensors metadata must map strings to strings")
         header["__metadata__"] = dict(metadata)
     for name in sorted(tensors):
         a = np.asarray(tensors[name])
         key = _NAMES.get(a.dtype.newbyteorder("<"))
         if key is None:
-            raise ValueError(f"tensor {name!r}: dtype {a.dtype} has no safetensors equivalent")
+            raise ArgumentError(f"tensor {name!r}: dtype {a.dtype} has no safetensors equivalent")
         a = np.ascontiguousarray(a, dtype=DTYPES[key]).reshape(a.shape)  # keeps a 0-d array 0-d
         header[name] = {"dtype": key, "shape": list(a.shape), "data_offsets": [pos, pos + a.nbytes]}
         arrays.append(a)

@@ -6,6 +6,7 @@ and statistics excluded); ``count_params`` is Keras's full count.
 """
 from mobilenetv2 import arch
 from mobilenetv2 import layers as L
+from mobilenetv2.errors import ArgumentError
 
 # (alpha, rows): (MACs M, params M, top-1 %, top-5 %) as published.
 PUBLISHED = {
@@ -47,8 +48,8 @@ def parse_variant(name):
     except ValueError:
         key = None
     if key not in PUBLISHED:
-        raise ValueError(f"unknown variant {name!r}; the 22 are: "
-                         + ", ".join(variant_name(*v) for v in VARIANTS))
+        raise ArgumentError(f"unknown variant {name!r}; the 22 are: "
+                            + ", ".join(variant_name(*v) for v in VARIANTS))
     return key
 
 

@@ -53,3 +53,105 @@ def test_raised_instances_are_caught_by_error(tmp_path):
     cfg.write_text("[1, 2]")
     with pytest.raises(Error, match="config.json"):
         read_json(cfg, "config.json")
+
+
+# -- every refusal of a bad argument is an Error (and still a ValueError) ---------------------------
+def _bad_calls():
+    """(label, call): public calls with one argument wrong, each of which the package refuses."""
+    import numpy as np
+    from mobilenetv2 import MobileNetV2, c_kernels, decode_predictions, export_onnx, preprocess_input
+    from mobilenetv2.hf_processing import hf_preprocess, post_process_semantic_segmentation
+    from mobilenetv2.registry import weights_filename
+    from mobilenetv2.safetensors import save_file
+    from mobilenetv2.variants import parse_variant
+
+    m = MobileNetV2(alpha=0.35, input_shape=(32, 32, 3), include_top=False, weights=None)
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    nan = x.copy()
+    nan[0, 3, 4, 1] = np.nan
+
+    def set_engine():
+        m.engine = "gpu"
+
+    return [
+        ("pooling", lambda: MobileNetV2(pooling="sum", weights=None)),
+        ("imagenet alpha", lambda: MobileNetV2(alpha=0.6)),
+        ("imagenet classes", lambda: MobileNetV2(classes=10)),
+        ("uint8 input", lambda: m(x.astype(np.uint8))),
+        ("input rank", lambda: m(x[0, 0])),
+        ("input channels", lambda: m(np.zeros((1, 32, 32, 4), np.float32))),
+        ("input size", lambda: m(np.zeros((1, 33, 32, 3), np.float32))),
+        ("empty batch", lambda: m(x[:0])),
+        ("NaN input", lambda: m(nan)),
+        ("batch_size", lambda: m.predict(x, batch_size=0)),
+        ("layer name", lambda: m.get_layer("block_99_expand")),
+        ("features of the input", lambda: m.features(x, [m.layers[0].name])),
+        ("set_weights count", lambda: m.set_weights([])),
+        ("engine", set_engine),
+        ("preprocess dtype", lambda: preprocess_input(np.array(["a"]))),
+        ("decode rank", lambda: decode_predictions(np.zeros(1000))),
+        ("decode top", lambda: decode_predictions(np.zeros((1, 1000)), top=0)),
+        ("variant", lambda: parse_variant("2.0_224")),
+        ("registry", lambda: weights_filename(0.6, 224)),
+        ("onnx opset", lambda: export_onnx(m, "unused.onnx", opset=3)),
+        ("hf image array", lambda: hf_preprocess(np.zeros((8, 8), np.uint8))),
+        ("hf logits", lambda: post_process_semantic_segmentation(np.zeros((2, 3)))),
+        ("safetensors metadata", lambda: save_file({}, "unused.safetensors", metadata={"a": 1})),
+        ("kernel dtype", lambda: c_kernels.relu6(np.zeros(4, np.float64))),
+        ("kernel pool kind", lambda: c_kernels.global_pool(x, kind="sum")),
+        ("kernel pads", lambda: c_kernels.dwconv3x3(x, np.zeros((3, 3, 3), np.float32),
+                                                    np.zeros(3, np.float32), 1, (3, 0, 0, 0))),
+    ]
+
+
+BAD_CALLS = ["pooling", "imagenet alpha", "imagenet classes", "uint8 input", "input rank", "input channels",
+             "input size", "empty batch", "NaN input", "batch_size", "layer name", "features of the input",
+             "set_weights count", "engine", "preprocess dtype", "decode rank", "decode top", "variant",
+             "registry", "onnx opset", "hf image array", "hf logits", "safetensors metadata", "kernel dtype",
+             "kernel pool kind", "kernel pads"]
+
+
+def test_the_bad_calls_are_all_listed():
+    assert [label for label, _ in _bad_calls()] == BAD_CALLS
+
+
+@pytest.mark.parametrize("label", BAD_CALLS)
+def test_a_bad_argument_is_refused_with_the_package_s_own_error(label, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    call = dict(_bad_calls())[label]
+    with pytest.raises(Error) as info:
+        call()
+    assert isinstance(info.value, ValueError)
+    assert not any(tmp_path.iterdir())  # nothing written (the safetensors and ONNX refusals)
+
+
+def _raises_of_bare_value_error():
+    """(file, function, line) of each ``raise ValueError(...)`` in the package's source."""
+    import ast
+    from pathlib import Path
+    root = Path(mobilenetv2.__file__).parent
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+            for node in ast.walk(fn):
+                exc = node.exc if isinstance(node, ast.Raise) else None
+                if isinstance(exc, ast.Call) and isinstance(exc.func, ast.Name) and exc.func.id == "ValueError":
+                    out.append((path.relative_to(root).as_posix(), fn.name, node.lineno))
+    return out
+
+
+# A bare ValueError is raised only where a caller turns it into an Error or a usage message:
+# json's parse hooks (the reader wraps what they raise, naming the file), an argparse type
+# function (argparse reports it as a usage error) and the bench's unreachable engine fallback.
+INTERNAL_VALUE_ERRORS = {
+    ("hf_config.py", "_refuse_constant"), ("hf_config.py", "_finite_float"),
+    ("safetensors.py", "_no_duplicates"), ("tools/compare/mapping.py", "_no_constant"),
+    ("batch/command.py", "_positive"), ("benchmark.py", "_runner"),
+}
+
+
+def test_no_bare_value_error_reaches_a_user():
+    bare = {(f, fn) for f, fn, _ in _raises_of_bare_value_error()}
+    assert bare - INTERNAL_VALUE_ERRORS == set(), "raise ArgumentError (or a closer Error) instead"
+    assert INTERNAL_VALUE_ERRORS <= bare  # the list names only raises that exist

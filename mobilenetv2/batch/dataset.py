@@ -22,6 +22,7 @@ import time
 import uuid
 
 from mobilenetv2.batch import require
+from mobilenetv2.errors import ArgumentError
 
 MANIFEST = "_mobilenetv2.json"
 LOCK = ".lock"
@@ -51,7 +52,7 @@ def _lock(lock_path, shown):
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
-        raise ValueError(f"another run is writing to --out {shown!r}; wait for it or choose another --out") from None
+        raise ArgumentError(f"another run is writing to --out {shown!r}; wait for it or choose another --out") from None
     return f
 
 
@@ -81,7 +82,7 @@ class OutputDataset:
     def __init__(self, path, config, overwrite=False):
         self.path = os.path.abspath(os.fspath(path))
         if os.path.exists(self.path) and not os.path.isdir(self.path):
-            raise ValueError(f"--out {path!r} exists and is not a folder (the output is a folder of Parquet parts)")
+            raise ArgumentError(f"--out {path!r} exists and is not a folder (the output is a folder of Parquet parts)")
         os.makedirs(self.path, exist_ok=True)
         self._lock = _lock(os.path.join(self.path, LOCK), path)
         self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
@@ -95,16 +96,16 @@ class OutputDataset:
                 try:
                     old = json.load(f)
                 except ValueError:
-                    raise ValueError(f"{manifest!r} is not valid JSON; use --overwrite to start over") from None
+                    raise ArgumentError(f"{manifest!r} is not valid JSON; use --overwrite to start over") from None
             if old != config:
                 diff = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now"
                                  for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k))
-                raise ValueError(f"--out {path!r} holds results of another configuration ({diff}); "
-                                 "use --overwrite to replace them or choose another --out")
+                raise ArgumentError(f"--out {path!r} holds results of another configuration ({diff}); "
+                                    "use --overwrite to replace them or choose another --out")
         else:
             if self.parts():
-                raise ValueError(f"--out {path!r} has part files but no {MANIFEST}; "
-                                 "use --overwrite to replace them or choose another --out")
+                raise ArgumentError(f"--out {path!r} has part files but no {MANIFEST}; "
+                                    "use --overwrite to replace them or choose another --out")
             _write_json_atomically(manifest, config)
 
     @staticmethod
@@ -128,8 +129,8 @@ class OutputDataset:
             try:
                 done.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
             except Exception as exc:
-                raise ValueError(f"part file {part!r} cannot be read ({exc}); delete it to redo its "
-                                 "images, or use --overwrite") from None
+                raise ArgumentError(f"part file {part!r} cannot be read ({exc}); delete it to redo its "
+                                    "images, or use --overwrite") from None
         return done
 
     def new_part_name(self, tag=""):

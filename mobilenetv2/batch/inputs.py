@@ -17,6 +17,8 @@ import glob
 import hashlib
 import os
 
+from mobilenetv2.errors import ArgumentError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 LIST_SUFFIXES = (".txt", ".lst")
 
@@ -80,12 +82,12 @@ def list_images(specs):
             rel = os.path.relpath(path, root)
             key = image_id(rel)
             if key in seen:
-                raise ValueError(f"{seen[key]!r} and {path!r} have the same path relative to their input "
-                                 f"folders ({rel!r}), so they would get the same id: list each image once, "
-                                 "and run inputs with the same layout as separate jobs (separate --out)")
+                raise ArgumentError(f"{seen[key]!r} and {path!r} have the same path relative to their input "
+                                    f"folders ({rel!r}), so they would get the same id: list each image once, "
+                                    "and run inputs with the same layout as separate jobs (separate --out)")
             seen[key] = path
             items.append((key, path))
     if not items:
-        raise ValueError(f"no image files found in {', '.join(map(repr, map(os.fspath, specs)))} "
-                         f"(image suffixes: {' '.join(IMAGE_SUFFIXES)})")
+        raise ArgumentError(f"no image files found in {', '.join(map(repr, map(os.fspath, specs)))} "
+                            f"(image suffixes: {' '.join(IMAGE_SUFFIXES)})")
     return items

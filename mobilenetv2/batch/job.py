@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from mobilenetv2.batch import require
+from mobilenetv2.errors import ArgumentError
 
 KINDS = ("features", "predict")
 FORMAT_VERSION = 1
@@ -32,7 +33,7 @@ FORMAT_VERSION = 1
 
 def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -73,14 +74,14 @@ class BatchJob:
         from mobilenetv2 import arch
         from mobilenetv2.model import MobileNetV2
         if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+            raise ArgumentError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
         self.size = _positive_int("size", size)
         weights = None if weights in (None, "none") else weights
         self.weights = weights if weights in (None, "imagenet") else os.fspath(weights)
         include_top = kind == "predict"
         if include_top and layer is not None:
-            raise ValueError("--layer is for features; predict writes the top classes")
+            raise ArgumentError("--layer is for features; predict writes the top classes")
         self.model = MobileNetV2((self.size, self.size, 3), alpha=alpha, include_top=include_top,
                                  weights=self.weights, pooling=None if include_top else "avg",
                                  dtype=dtype, threads=threads)
@@ -89,14 +90,14 @@ class BatchJob:
         if include_top:
             self.top = _positive_int("top", top)
             if self.top > self.model.classes:
-                raise ValueError(f"top must be at most the {self.model.classes} classes, got {top}")
+                raise ArgumentError(f"top must be at most the {self.model.classes} classes, got {top}")
             self.layer, self.shape = None, (self.model.classes,)
         else:
             self.top = None
             self.layer = last if layer is None else layer
             self.model.get_layer(self.layer)  # a ValueError naming the layer if it does not exist
             if self.layer == self.model.layers[0].name:
-                raise ValueError(f"{self.layer!r} is the input itself, not an activation")
+                raise ArgumentError(f"{self.layer!r} is the input itself, not an activation")
             self.shape = tuple(int(d) for d in arch.output_shapes(self.model.layers, self.model.input_shape)[self.layer])
         self.width = int(np.prod(self.shape))
         file = weights not in (None, "imagenet")
