@@ -5,9 +5,10 @@ inside a folder of its own (so every run with the same seed makes the same input
 package on it and reports one outcome:
 
   ok        the package accepted the input
-  refused   the package raised its own error (mobilenetv2.errors.Error, or a ValueError/OSError
-            raised by the package's own code, such as FileNotFoundError for a missing path)
-  foreign   any other exception (a library's RuntimeError, KeyError, TypeError, ...)
+  refused   the package raised its own error (mobilenetv2.errors.Error, or an OSError the system
+            raised in the package's own code, such as FileNotFoundError for a missing path)
+  foreign   any other exception (a library's RuntimeError, KeyError, TypeError, a bare ValueError
+            even from the package's own code, ...)
   signal    the child died of a signal (a crash)
   hang      the child did not finish within the timeout (it is killed)
   leak      the sentinel file's bytes showed up in an output, or Python opened the sentinel
@@ -44,12 +45,14 @@ DEFAULT_TIMEOUT = 20.0
 
 
 def package_error(exc):
-    """True for the package's own exceptions: its Error classes, or a ValueError/OSError whose
-    raise statement is in the package's own code."""
+    """True for the package's own exceptions: its Error classes (every ValueError the package
+    raises is one), or an OSError that the system raised in the package's own code (an open() of
+    a missing path: FileNotFoundError, with the file's name).  A bare ValueError is foreign even
+    from the package's code: a user catching mobilenetv2.Error would miss it."""
     from mobilenetv2.errors import Error
     if isinstance(exc, Error):
         return True
-    if isinstance(exc, (ValueError, OSError)):
+    if isinstance(exc, OSError):
         tb = exc.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next

@@ -110,3 +110,22 @@ def test_the_harness_sees_each_failure(monkeypatch, run, outcome):
     monkeypatch.setitem(harness.TIMEOUTS, "selftest", 3.0)
     [result] = harness.run_cases([("selftest", 0)], {"selftest": (_make_nothing, run)}, seed=0, workers=1)
     assert result["outcome"] == outcome, result
+
+
+def test_a_bare_value_error_from_the_package_s_code_is_foreign(tmp_path):
+    """Refused means mobilenetv2.Error (what a user catches), or the system's OSError met in the
+    package's code; a ValueError the package raised bare is not one of them."""
+    from mobilenetv2.errors import ArgumentError
+    code = compile("def bare():\n    raise ValueError('bare')\n"
+                   "def missing(path):\n    open(path)\n"
+                   "def own():\n    raise ArgumentError('own')\n",
+                   str(harness.PACKAGE / "model.py"), "exec")
+    ns = {"ArgumentError": ArgumentError}
+    exec(code, ns)
+    seen = {}
+    for name, args in (("bare", ()), ("missing", (tmp_path / "nope",)), ("own", ())):
+        try:
+            ns[name](*args)
+        except Exception as exc:
+            seen[name] = harness.package_error(exc)
+    assert seen == {"bare": False, "missing": True, "own": True}
