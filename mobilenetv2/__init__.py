@@ -9,6 +9,7 @@ from mobilenetv2.imagenet import decode_predictions
 from mobilenetv2.model import MobileNetV2
 from mobilenetv2.native import EngineUnavailable, backend
 from mobilenetv2.onnx_export import export_onnx
+from mobilenetv2.tflite_export import export_tflite
 from mobilenetv2.pool import ThreadsError
 from mobilenetv2.preprocessing import load_image, preprocess_input
 from mobilenetv2.safetensors import SafetensorsError
@@ -17,7 +18,8 @@ from mobilenetv2.tools.compare.errors import CompareError
 
 __all__ = ["ArgumentError", "CheckpointError", "CompareError", "ConfigError", "DownloadError",
            "EngineUnavailable", "Error", "ImageError", "NotRegularFile", "OutputPathError",
-           "SafetensorsError", "ThreadsError", "WeightsError", "MobileNetV2", "backend", "compare", "decode_predictions", "export_onnx",
+           "SafetensorsError", "ThreadsError", "WeightsError", "MobileNetV2", "backend", "compare", "decode_predictions",
+           "export_onnx", "export_tflite",
            "from_pretrained", "hf_preprocess", "load_image", "post_process_semantic_segmentation",
            "preprocess_input", "save_pretrained"]
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ stride 8 with dilated depthwise convolutions, the 1001-class classifier or the D
 the same block table and the same ``_inverted_res_block``, with Keras's layer names.
 """
 from mobilenetv2 import layers as L
+from mobilenetv2.errors import ArgumentError
 
 # The paper's Table 2: expansion t, output channels c, repeats n, first stride s.
 BLOCKS = (
@@ -244,3 +245,15 @@ def _deeplab_head(layers, x, cin, num_labels):
     proj = _conv_bn_relu(layers, "aspp_projection", "aspp_concat", 2 * ch, ch)
     layers.append(L.Conv2D("logits", [proj], ch, num_labels, kernel=1, use_bias=True))
     return "logits"
+
+
+def export_input_shape(model, input_size, exporter):
+    """The (H, W, C) input an exporter writes for ``model``: its input_shape, with ``input_size=(H,
+    W)`` fixing a size the model leaves open; an ArgumentError naming ``exporter`` if none is fixed."""
+    shape = tuple(model.input_shape)
+    if input_size is not None:
+        shape = (int(input_size[0]), int(input_size[1]), shape[2])
+    if None in shape:
+        raise ArgumentError(f"{exporter} needs a model with a static input_shape (height and width given), "
+                            "or input_size=(H, W)")
+    return shape

@@ -28,17 +28,13 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
     """
     if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
         raise ArgumentError(f"opset must be an integer from {OPSETS[0]} to {OPSETS[-1]}, got {opset!r}")
+    path = os.path.abspath(files.check_output_path(path, "export_onnx"))
     try:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
         raise ImportError('export_onnx needs the onnx package: pip install "mobilenetv2[onnx]"') from None
-    input_shape = tuple(model.input_shape)
-    if input_size is not None:
-        input_shape = (int(input_size[0]), int(input_size[1]), input_shape[2])
-    if None in input_shape:
-        raise ArgumentError("export_onnx needs a model with a static input_shape (height and width given), "
-                            "or input_size=(H, W)")
+    input_shape = arch.export_input_shape(model, input_size, "export_onnx")
     h, w, c = input_shape
     shapes = arch.output_shapes(model.layers, input_shape)
     nodes, inits = [], []
@@ -141,7 +137,6 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="mobilenetv2",
                                    ir_version=helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(onnx_model)
-    path = os.path.abspath(os.fspath(path))
     with files.atomic_path(path, suffix=".onnx") as tmp:
         onnx.save(onnx_model, tmp)
     return path

@@ -96,3 +96,16 @@ def same_values(got, want):
     if native.available():
         return np.array_equal(got, want)
     return got.shape == want.shape and np.allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+# Models the exporters are checked on (tests/test_onnx_export.py, tests/test_tflite_export.py):
+# (input shape, alpha, MobileNetV2 keywords): heads with and without softmax, both poolings, odd
+# and non-square sizes, alpha 0.35's 8-channel layers.
+EXPORT_CASES = [
+    ((96, 96, 3), 0.35, dict()),
+    ((96, 96, 3), 0.35, dict(classifier_activation=None)),
+    ((97, 113, 3), 0.5, dict(include_top=False, pooling="avg")),
+    ((97, 113, 3), 0.35, dict(include_top=False, pooling="max")),
+    ((33, 40, 3), 0.35, dict(include_top=False)),
+]
+

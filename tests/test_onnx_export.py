@@ -5,6 +5,8 @@ import pytest
 
 from mobilenetv2 import MobileNetV2, export_onnx
 
+from conftest import EXPORT_CASES
+
 onnx = pytest.importorskip("onnx", reason="onnx is an optional extra (pip install 'mobilenetv2[onnx]')")
 
 
@@ -12,13 +14,7 @@ def rel_l2(a, b):
     return np.linalg.norm(np.float64(a) - b) / np.linalg.norm(np.float64(b))
 
 
-CASES = [
-    ((96, 96, 3), 0.35, dict()),
-    ((96, 96, 3), 0.35, dict(classifier_activation=None)),
-    ((97, 113, 3), 0.5, dict(include_top=False, pooling="avg")),
-    ((97, 113, 3), 0.35, dict(include_top=False, pooling="max")),
-    ((33, 40, 3), 0.35, dict(include_top=False)),
-]
+CASES = EXPORT_CASES
 
 
 @pytest.mark.parametrize("shape,alpha,kw", CASES)
@@ -42,6 +38,13 @@ def test_onnxruntime(tmp_path, shape, alpha, kw):
     path = export_onnx(model, tmp_path / "m.onnx", batch=None)
     (got,) = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})
     assert rel_l2(got, model.predict(x)) <= 1e-5
+
+
+def test_an_existing_folder_is_not_an_output_path(tmp_path):
+    from mobilenetv2 import OutputPathError
+    with pytest.raises(OutputPathError, match="existing folder"):
+        export_onnx(MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None), tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_needs_a_static_shape(tmp_path):

@@ -1,0 +1,172 @@
+"""The .tflite export computes what the model computes: LiteRT running it against the float64
+engine, against the files TensorFlow's own converter made of the same weights (../shared/peers),
+and read back with the TFLite schema's generated reader that ships with LiteRT."""
+import collections
+
+import numpy as np
+import pytest
+
+from mobilenetv2 import ArgumentError, MobileNetV2, OutputPathError, export_tflite
+
+from conftest import EXPORT_CASES, require_shared, synthetic_weight_fn
+
+litert = pytest.importorskip("ai_edge_litert.interpreter",
+                             reason="LiteRT is an optional extra (pip install 'mobilenetv2[litert]')")
+
+
+def rel_l2(a, b):
+    return np.linalg.norm(np.float64(a) - b) / np.linalg.norm(np.float64(b))
+
+
+def run(path, x, threads=1):
+    """LiteRT's output for x, and the interpreter's ops by name."""
+    it = litert.Interpreter(model_path=str(path), num_threads=threads)
+    inp = it.get_input_details()[0]["index"]
+    if tuple(it.get_input_details()[0]["shape"]) != x.shape:
+        it.resize_tensor_input(inp, list(x.shape))
+    it.allocate_tensors()
+    it.set_tensor(inp, x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"]).copy()
+
+
+def ops_of(path):
+    it = litert.Interpreter(model_path=str(path),
+                            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    return collections.Counter(d["op_name"] for d in it._get_ops_details())
+
+
+# float32 against float64, relative L2 of the outputs: LiteRT on TensorFlow's own files of the
+# synthetic weights measured 0.8e-5 to 1.6e-5 (0.35_96, 1.0_224, three inputs each), on our export
+# 0.6e-5 to 1.3e-5, our C engine 0.3e-5 to 1.5e-5 (the 0.35 transformers checkpoint).
+TOLERANCE = 5e-5
+
+
+def float64_twin(model):
+    """The same network and weights in float64: the reference."""
+    twin = MobileNetV2(model.input_shape, alpha=model.alpha, weights=None, include_top=model.include_top,
+                       pooling=model.pooling, classes=model.classes,
+                       classifier_activation=model.classifier_activation, dtype="float64")
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+CASES = EXPORT_CASES + [((64, 64, 3), 1.3, dict(include_top=False, pooling="avg"))]
+
+
+@pytest.mark.parametrize("shape,alpha,kw", CASES)
+def test_litert_runs_the_export_as_the_float64_engine_computes(tmp_path, shape, alpha, kw):
+    model = MobileNetV2(shape, alpha=alpha, weights=None, **kw)
+    x = np.random.default_rng(0).uniform(-1, 1, (2,) + shape).astype(np.float32)
+    path = export_tflite(model, tmp_path / "m.tflite", batch=2)
+    got = run(path, x)
+    want = float64_twin(model).predict(x.astype(np.float64))
+    assert got.shape == want.shape
+    assert rel_l2(got, want) <= TOLERANCE
+
+
+def test_pads_that_same_does_not_give_become_a_pad_op(tmp_path):
+    """Keras pads the stride-2 depthwise convs of an odd map by 1 on both sides (correct_pad), which
+    TFLite's SAME also does; an even map by 0 and 1, SAME again: so there is no PAD, as in the
+    converter's graph.  A transformers checkpoint with tf_padding false pads 1 and 1 on an even
+    map: a PAD before each stride-2 convolution, then VALID."""
+    import json
+    import shutil
+    from mobilenetv2 import from_pretrained
+    model = MobileNetV2((33, 40, 3), alpha=0.35, weights=None, include_top=False)
+    assert "PAD" not in ops_of(export_tflite(model, tmp_path / "keras.tflite"))
+    hf = require_shared("hf", "mobilenet_v2_0.35_96")
+    folder = tmp_path / "torch_padding"
+    shutil.copytree(hf, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["tf_padding"] = False
+    (folder / "config.json").write_text(json.dumps(config))
+    path = export_tflite(from_pretrained(folder), tmp_path / "hf.tflite", input_size=(96, 96))
+    assert ops_of(path)["PAD"] == 5  # the stem and the four stride-2 depthwise convs
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
+    want = from_pretrained(folder, dtype="float64").predict(x.astype(np.float64))
+    assert rel_l2(run(path, x), want) <= TOLERANCE
+
+
+@pytest.mark.parametrize("variant", ["0.35_96", "0.5_160", "1.0_224", "1.4_224"])
+def test_the_same_graph_and_outputs_as_tensorflow_s_converter(tmp_path, variant):
+    """../shared/peers holds what TensorFlow's converter made of a Keras MobileNetV2 with the
+    synthetic weights: our export of the same weights has the same ops and LiteRT gives the same
+    outputs (to float32 rounding) for both."""
+    theirs = require_shared("peers", f"mobilenet_v2_{variant}_synthetic.tflite")
+    fn = synthetic_weight_fn()
+    alpha, res = float(variant.split("_")[0]), int(variant.split("_")[1])
+    model = MobileNetV2((res, res, 3), alpha=alpha, weights=None)
+    model.set_weights([fn(layer.name, w, s) for layer in model.weighted_layers()
+                       for w, s in zip(layer.weight_names, layer.weight_shapes())])
+    ours = export_tflite(model, tmp_path / "m.tflite")
+    assert ops_of(ours) == ops_of(theirs)
+    x = np.random.default_rng(3).uniform(-1, 1, (1, res, res, 3)).astype(np.float32)
+    want = float64_twin(model).predict(x.astype(np.float64))
+    ours_y, theirs_y = run(ours, x), run(theirs, x)
+    assert rel_l2(theirs_y, want) <= TOLERANCE  # the reference agrees with TensorFlow's file
+    assert rel_l2(ours_y, want) <= TOLERANCE
+    assert rel_l2(ours_y, theirs_y) <= TOLERANCE
+
+
+def test_the_schema_s_own_reader_reads_it(tmp_path):
+    """Read back with LiteRT's generated TFLite schema code (not the exporter's writer): identifier,
+    version, the subgraph's input and output, every constant's bytes where its shape says and on
+    16 bytes, as the schema's force_align asks."""
+    schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    model = MobileNetV2((64, 48, 3), alpha=0.35, weights=None, classes=7)
+    path = export_tflite(model, tmp_path / "m.tflite", batch=3)
+    data = path and open(path, "rb").read()
+    assert data[4:8] == b"TFL3"
+    m = schema.Model.GetRootAs(data, 0)
+    assert m.Version() == 3 and m.SubgraphsLength() == 1
+    g = m.Subgraphs(0)
+    tin, tout = g.Tensors(g.Inputs(0)), g.Tensors(g.Outputs(0))
+    assert tin.ShapeAsNumpy().tolist() == [3, 64, 48, 3] and tout.ShapeAsNumpy().tolist() == [3, 7]
+    assert m.Buffers(0).DataLength() == 0  # buffer 0: the empty one, for tensors without data
+    weights = dict(zip([f"{layer.name}/{w}" for layer in model.weighted_layers() for w in layer.weight_names],
+                       model.get_weights()))
+    constants = 0
+    for i in range(g.TensorsLength()):
+        t = g.Tensors(i)
+        if t.Buffer() == 0:
+            continue
+        constants += 1
+        buf = m.Buffers(t.Buffer())
+        n = int(np.prod(t.ShapeAsNumpy()))
+        assert buf.DataLength() == 4 * n
+        start = buf._tab.Vector(buf._tab.Offset(4))
+        assert start % 16 == 0
+        if t.Name().decode() == "predictions/kernel":  # the head as it is: transposed, not folded
+            got = np.frombuffer(data, "<f4", n, start).reshape(t.ShapeAsNumpy())
+            np.testing.assert_array_equal(got, weights["predictions/kernel"].T)
+    assert constants == 2 * (35 + 17) + 1 + 2  # convolutions' kernels and biases, MEAN's axes, the head
+
+
+def test_refusals(tmp_path):
+    dynamic = MobileNetV2(None, alpha=0.35, include_top=False, weights=None)
+    with pytest.raises(ArgumentError, match="static"):
+        export_tflite(dynamic, tmp_path / "m.tflite")
+    model = MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None)
+    for batch in (0, -1, 1.5, True, 5000):
+        with pytest.raises(ArgumentError, match="batch"):
+            export_tflite(model, tmp_path / "m.tflite", batch=batch)
+    with pytest.raises(OutputPathError):
+        export_tflite(model, tmp_path)
+    slim = MobileNetV2((224, 224, 3), alpha=0.35, weights=None, top_pooling="7x7")
+    with pytest.raises(ArgumentError, match="cannot export layer"):
+        export_tflite(slim, tmp_path / "slim.tflite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_bench_times_litert_on_an_export_where_shared_has_no_file(tmp_path, monkeypatch):
+    """Any variant gets a LiteRT row: without a converter's file in shared/peers the bench exports
+    the model it times for every engine."""
+    from mobilenetv2 import benchmark
+    monkeypatch.setattr(benchmark, "shared_dir", lambda: None)
+    model = MobileNetV2((128, 128, 3), alpha=0.75, weights=None)
+    path = benchmark.litert_file(model, "0.75_128", 2, tmp_path)
+    assert path.parent == tmp_path
+    x = np.random.default_rng(4).uniform(-1, 1, (2, 128, 128, 3)).astype(np.float32)
+    assert rel_l2(run(path, x), float64_twin(model).predict(x.astype(np.float64))) <= TOLERANCE
