@@ -3,7 +3,8 @@
 Batch-1 latency (median, 10th/90th percentiles, min over --runs calls after --warmup) and, with
 --batch8, batch-8 throughput, for any of the 22 variants and thread counts.  Peers run the same
 network: ONNX Runtime and OpenVINO on an ONNX export of the same weights, LiteRT (XNNPACK) on the
-float32 .tflite files in shared/peers.  Every row computes in float32 (OpenVINO is pinned to f32:
+float32 .tflite files TensorFlow's converter made in shared/peers, or for any other variant on an
+export_tflite of the same weights.  Every row computes in float32 (OpenVINO is pinned to f32:
 left alone it runs bfloat16 on CPUs with AVX512_BF16 or AMX); --bf16 adds a labelled bfloat16
 OpenVINO row that never counts as a peer.  Prints what ran and a table; writes JSON recording each
 row's precision, ISA and thread count; --plot FILE.png draws published top-1 vs latency.
@@ -126,6 +127,18 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def litert_file(model, variant, batch, tmpdir):
+    """The .tflite file LiteRT times: TensorFlow's converter's, of the synthetic weights, where
+    shared/peers has one for this variant (the four of the README's tables), else our export of
+    the same model (export_tflite: the same ops, the same speed; benchmarks/README.md)."""
+    shared = shared_dir()
+    tflite = shared / "peers" / f"mobilenet_v2_{variant}_synthetic.tflite" if shared else None
+    if tflite is not None and tflite.exists():
+        return tflite
+    from mobilenetv2.tflite_export import export_tflite
+    return Path(export_tflite(model, Path(tmpdir) / f"{variant}_{batch}.tflite", batch=batch))
+
+
 def _runner(engine, model, x, threads, tmpdir, variant):
     """A zero-argument function running one inference of ``engine`` on ``x``, or a reason string."""
     if engine == "c":
@@ -163,10 +176,7 @@ def _runner(engine, model, x, threads, tmpdir, variant):
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             return "ai-edge-litert is not installed"
-        shared = shared_dir()
-        tflite = shared / "peers" / f"mobilenet_v2_{variant}_synthetic.tflite" if shared else None
-        if tflite is None or not tflite.exists():
-            return f"no .tflite file for {variant} in shared/peers"
+        tflite = litert_file(model, variant, len(x), tmpdir)
         interp = Interpreter(model_path=str(tflite), num_threads=threads)
         inp = interp.get_input_details()[0]["index"]
         if len(x) != 1:
@@ -463,9 +473,8 @@ def main(argv=None):
                             got = pool.submit(_measure, name, alpha, res, batch, engine, threads, share,
                                               args.warmup, args.warmup_seconds, tmpdir,
                                               args.hide_avx512).result()
-                        if isinstance(got, str):
-                            # a missing .tflite file skips that variant only; other reasons the engine
-                            skipped[(engine, name) if "no .tflite" in got else engine] = got
+                        if isinstance(got, str):  # an engine not installed here
+                            skipped[engine] = got
                             continue
                         times[engine, threads] += got[0]
                         rss[engine, threads] = max(rss[engine, threads], got[1])
