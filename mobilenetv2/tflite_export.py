@@ -8,10 +8,10 @@ SAME where the pads are the ones SAME gives, else an explicit PAD and VALID), gl
 MEAN (or REDUCE_MAX) over the rows and columns, the head as FULLY_CONNECTED then SOFTMAX.  The
 flatbuffer is written here (the TFLite schema's few tables this needs), so exporting needs no
 package beyond numpy; running the file needs ``ai-edge-litert`` (``pip install
-"mobilenetv2[litert]"``).  The backbone and classifier layers are supported (Conv2D,
-DepthwiseConv2D with dilation, BatchNormalization, ReLU, ZeroPadding2D, Add, global pooling,
-Dense); a model with other layers (DeepLabV3's resize and concatenation, TF-slim's 7x7 head) is an
-ArgumentError.
+"mobilenetv2[litert]"``).  Every model family the package builds: Keras's and transformers'
+classifiers and backbones, TF-slim's 7x7 head (AVERAGE_POOL_2D, and the dense layer as a 1x1
+CONV_2D over its grid), transformers' DeepLabV3 (dilated depthwise convolutions, RESIZE_BILINEAR
+with PyTorch's align_corners or half-pixel centers, CONCATENATION).
 """
 import os
 import struct
@@ -24,10 +24,12 @@ from mobilenetv2.errors import ArgumentError
 from mobilenetv2.numpy_kernels import fold_batchnorm
 
 # TFLite schema (tensorflow/lite/schema/schema.fbs) values this writer uses
-_OP = {"ADD": 0, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 4, "FULLY_CONNECTED": 9, "RELU": 19, "RELU6": 21,
-       "SOFTMAX": 25, "PAD": 34, "MEAN": 40, "REDUCE_MAX": 82}
-_OPTIONS = {"Conv2DOptions": 1, "DepthwiseConv2DOptions": 2, "FullyConnectedOptions": 8, "SoftmaxOptions": 9,
-            "AddOptions": 11, "PadOptions": 22, "ReducerOptions": 27}
+_OP = {"ADD": 0, "AVERAGE_POOL_2D": 1, "CONCATENATION": 2, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 4,
+       "FULLY_CONNECTED": 9, "RELU": 19, "RELU6": 21, "RESIZE_BILINEAR": 23, "SOFTMAX": 25, "PAD": 34,
+       "MEAN": 40, "REDUCE_MAX": 82}
+_OPTIONS = {"Conv2DOptions": 1, "DepthwiseConv2DOptions": 2, "Pool2DOptions": 5, "FullyConnectedOptions": 8,
+            "SoftmaxOptions": 9, "ConcatenationOptions": 10, "AddOptions": 11, "ResizeBilinearOptions": 15,
+            "PadOptions": 22, "ReducerOptions": 27}
 _SAME, _VALID = 0, 1
 _ACT = {None: 0, "relu": 1, "relu6": 3}
 _FLOAT32, _INT32 = 0, 2
@@ -274,20 +276,44 @@ def export_tflite(model, path, batch=1, input_size=None):
             g.op("REDUCE_MAX" if isinstance(layer, L.GlobalMaxPooling2D) else "MEAN", [src, axes], [out],
                  _Table(1).set(0, "?", bool(layer.keepdims)), "ReducerOptions")
             tensor[layer.name] = out
-        elif isinstance(layer, L.Dense) and len(shapes[layer.inputs[0]]) == 1:
+        elif isinstance(layer, L.Dense):
             kernel, bias = layer.weights
-            wt = g.tensor(layer.name + "/kernel", (layer.cout, layer.cin), kernel.T)
+            shape = (batch,) + tuple(shapes[layer.name])
             bt = g.tensor(layer.name + "/bias", bias.shape, bias)
-            logits = g.tensor(layer.name + ("/logits" if layer.activation else ""), (batch, layer.cout))
-            g.op("FULLY_CONNECTED", [src, wt, bt], [logits], _Table(6).set(0, "b", 0), "FullyConnectedOptions")
+            logits = g.tensor(layer.name + ("/logits" if layer.activation else ""), shape)
+            if len(shape) == 2:
+                wt = g.tensor(layer.name + "/kernel", (layer.cout, layer.cin), kernel.T)
+                g.op("FULLY_CONNECTED", [src, wt, bt], [logits], _Table(6).set(0, "b", 0), "FullyConnectedOptions")
+            else:  # over a grid (TF-slim's 7x7 head on a larger input): a 1x1 convolution
+                wt = g.tensor(layer.name + "/kernel", (layer.cout, 1, 1, layer.cin), kernel.T[:, None, None])
+                g.op("CONV_2D", [src, wt, bt], [logits], _conv_options(False, _VALID, 1, None, 1), "Conv2DOptions")
             out = logits
             if layer.activation == "softmax":
                 out = out_tensor(layer)
                 g.op("SOFTMAX", [logits], [out], _Table(1).set(0, "f", 1.0), "SoftmaxOptions")
             tensor[layer.name] = out
+        elif isinstance(layer, L.AveragePooling2D):
+            kh, kw = layer.window(*shapes[layer.inputs[0]][:2])
+            out = out_tensor(layer)
+            g.op("AVERAGE_POOL_2D", [src], [out],
+                 _Table(6).set(0, "b", _VALID).set(1, "i", 1).set(2, "i", 1).set(3, "i", kw).set(4, "i", kh)
+                 .set(5, "b", 0), "Pool2DOptions")
+            tensor[layer.name] = out
+        elif isinstance(layer, L.ResizeBilinear):  # to the size of its second input
+            oh, ow = shapes[layer.name][:2]
+            size = g.tensor(layer.name + "/size", (2,), np.array([oh, ow]), _INT32)
+            out = out_tensor(layer)
+            g.op("RESIZE_BILINEAR", [src, size], [out],
+                 _Table(4).set(2, "?", bool(layer.align_corners)).set(3, "?", not layer.align_corners),
+                 "ResizeBilinearOptions")
+            tensor[layer.name] = out
+        elif isinstance(layer, L.Concatenate):
+            out = out_tensor(layer)
+            g.op("CONCATENATION", [tensor[i] for i in layer.inputs], [out],
+                 _Table(2).set(0, "i", 3).set(1, "b", 0), "ConcatenationOptions")
+            tensor[layer.name] = out
         else:
-            raise ArgumentError(f"export_tflite cannot export layer {layer.name!r} ({type(layer).__name__}); "
-                                "it writes MobileNetV2 backbones and classifiers (export_onnx writes the rest)")
+            raise ArgumentError(f"export_tflite cannot export layer {layer.name!r} ({type(layer).__name__})")
     data = _serialize(g.model([tensor[first]], [tensor[model.layers[-1].name]],
                               f"mobilenetv2 {model.name}"))
     with files.atomic_path(path, suffix=".tflite") as tmp:

@@ -43,11 +43,11 @@ def ops_of(path):
 TOLERANCE = 5e-5
 
 
-def float64_twin(model):
+def float64_twin(model, **kw):
     """The same network and weights in float64: the reference."""
     twin = MobileNetV2(model.input_shape, alpha=model.alpha, weights=None, include_top=model.include_top,
                        pooling=model.pooling, classes=model.classes,
-                       classifier_activation=model.classifier_activation, dtype="float64")
+                       classifier_activation=model.classifier_activation, dtype="float64", **kw)
     twin.set_weights(model.get_weights())
     return twin
 
@@ -154,19 +154,68 @@ def test_refusals(tmp_path):
             export_tflite(model, tmp_path / "m.tflite", batch=batch)
     with pytest.raises(OutputPathError):
         export_tflite(model, tmp_path)
-    slim = MobileNetV2((224, 224, 3), alpha=0.35, weights=None, top_pooling="7x7")
-    with pytest.raises(ArgumentError, match="cannot export layer"):
-        export_tflite(slim, tmp_path / "slim.tflite")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_the_bench_times_litert_on_an_export_where_shared_has_no_file(tmp_path, monkeypatch):
-    """Any variant gets a LiteRT row: without a converter's file in shared/peers the bench exports
-    the model it times for every engine."""
-    from mobilenetv2 import benchmark
-    monkeypatch.setattr(benchmark, "shared_dir", lambda: None)
-    model = MobileNetV2((128, 128, 3), alpha=0.75, weights=None)
-    path = benchmark.litert_file(model, "0.75_128", 2, tmp_path)
-    assert path.parent == tmp_path
-    x = np.random.default_rng(4).uniform(-1, 1, (2, 128, 128, 3)).astype(np.float32)
-    assert rel_l2(run(path, x), float64_twin(model).predict(x.astype(np.float64))) <= TOLERANCE
+@pytest.mark.parametrize("shape,grid", [((224, 224, 3), 1), ((320, 320, 3), 4)])
+def test_tf_slim_s_7x7_head(tmp_path, shape, grid):
+    """AVERAGE_POOL_2D, then the dense layer as a 1x1 CONV_2D over its grid and a SOFTMAX per cell:
+    a 320x320 input gives a 4x4 grid of scores."""
+    model = MobileNetV2(shape, alpha=0.35, weights=None, top_pooling="7x7")
+    path = export_tflite(model, tmp_path / "slim.tflite")
+    assert ops_of(path)["AVERAGE_POOL_2D"] == 1
+    x = np.random.default_rng(5).uniform(-1, 1, (1,) + shape).astype(np.float32)
+    got = run(path, x)
+    assert got.shape == (1, grid, grid, 1000)
+    assert rel_l2(got, float64_twin(model, top_pooling="7x7").predict(x.astype(np.float64))) <= TOLERANCE
+
+
+def test_deeplabv3_as_transformers_computes_it(tmp_path):
+    """The segmentation checkpoint (dilated depthwise convolutions, the pooled branch resized with
+    align_corners, the concatenation) against the logits transformers computed for the panda."""
+    from mobilenetv2 import from_pretrained
+    folder = require_shared("hf", "deeplabv3_mobilenet_v2_1.0_513")
+    ref = np.load(require_shared("reference", "hf", "deeplabv3_mobilenet_v2_1.0_513.npz"))
+    path = export_tflite(from_pretrained(folder), tmp_path / "deeplab.tflite", input_size=(513, 513))
+    ops = ops_of(path)
+    assert ops["RESIZE_BILINEAR"] == 1 and ops["CONCATENATION"] == 1
+    x = np.ascontiguousarray(ref["panda/pixel_values"].transpose(0, 2, 3, 1))
+    assert rel_l2(run(path, x), ref["panda/logits"].transpose(0, 2, 3, 1)) <= TOLERANCE
+
+
+def test_deeplabv3_at_another_size_as_the_float64_engine(tmp_path):
+    """At 129x97 the pooled branch is resized to 17x13."""
+    from mobilenetv2 import from_pretrained
+    folder = require_shared("hf", "deeplabv3_mobilenet_v2_1.0_513")
+    x = np.random.default_rng(6).uniform(-1, 1, (1, 129, 97, 3)).astype(np.float32)
+    path = export_tflite(from_pretrained(folder), tmp_path / "deeplab.tflite", input_size=(129, 97))
+    assert rel_l2(run(path, x), from_pretrained(folder, dtype="float64").predict(x.astype(np.float64))) <= TOLERANCE
+
+
+class _Tiny:
+    """The exporter's view of a model (its layers in order, input shape, name): a 3x3 stride-2
+    convolution and a resize back to the input's size, which DeepLabV3 only does from 1x1."""
+    name = "tiny"
+    input_shape = (9, 7, 4)
+
+    def __init__(self, align_corners):
+        from mobilenetv2 import layers as L
+        rng = np.random.default_rng(7)
+        conv = L.Conv2D("down", ["input"], 4, 5, kernel=3, stride=2, use_bias=True)
+        conv.set_weights([rng.uniform(-1, 1, (3, 3, 4, 5)), rng.uniform(-1, 1, 5)], np.float64)
+        self.layers = [L.InputLayer("input"), conv,
+                       L.ResizeBilinear("up", ["down", "input"], align_corners=align_corners)]
+
+    def __call__(self, x):
+        return self.layers[2](self.layers[1](x), x)
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_a_resize_from_more_than_one_pixel(tmp_path, align_corners):
+    """PyTorch's bilinear resize: align_corners, or half-pixel centers (TFLite's half_pixel_centers)."""
+    model = _Tiny(align_corners)
+    path = export_tflite(model, tmp_path / "tiny.tflite")
+    x = np.random.default_rng(8).uniform(-1, 1, (1, 9, 7, 4))
+    got = run(path, x.astype(np.float32))
+    assert got.shape == (1, 9, 7, 5)
+    assert rel_l2(got, model(x)) <= TOLERANCE
