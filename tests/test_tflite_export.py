@@ -219,3 +219,17 @@ def test_a_resize_from_more_than_one_pixel(tmp_path, align_corners):
     got = run(path, x.astype(np.float32))
     assert got.shape == (1, 9, 7, 5)
     assert rel_l2(got, model(x)) <= TOLERANCE
+
+
+def test_compare_reads_the_export_back_and_agrees_layer_by_layer(tmp_path):
+    """``mobilenetv2 compare`` on an exported file (a variant TensorFlow made no file of here): it
+    recovers the weights from the file and finds every layer within the float32 noise floor."""
+    import json
+    from mobilenetv2.cli import main
+    path = export_tflite(MobileNetV2((128, 128, 3), alpha=0.75, weights=None), tmp_path / "m.tflite")
+    out = tmp_path / "r.json"
+    assert main(["compare", str(path), "--random", "1", "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["agrees"] and report["other"]["kind"] == "tflite"
+    assert report["weights"]["source"].startswith("read from OTHER")
+    assert len(report["layers"]) == 64  # 52 convolutions' outputs, 10 adds, the pooling, the head
