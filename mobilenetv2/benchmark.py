@@ -127,13 +127,24 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _converter_file(variant):
+    """shared/peers' .tflite of this variant (TensorFlow's converter, the synthetic weights), or None."""
+    shared = shared_dir()
+    tflite = shared / "peers" / f"mobilenet_v2_{variant}_synthetic.tflite" if shared else None
+    return tflite if tflite is not None and tflite.exists() else None
+
+
+def litert_source(variant):
+    """Which file a LiteRT row of this variant times, for the run's header and JSON."""
+    return "TensorFlow's converter (shared/peers)" if _converter_file(variant) else "export_tflite"
+
+
 def litert_file(model, variant, batch, tmpdir):
     """The .tflite file LiteRT times: TensorFlow's converter's, of the synthetic weights, where
     shared/peers has one for this variant (the four of the README's tables), else our export of
-    the same model (export_tflite: the same ops, the same speed; benchmarks/README.md)."""
-    shared = shared_dir()
-    tflite = shared / "peers" / f"mobilenet_v2_{variant}_synthetic.tflite" if shared else None
-    if tflite is not None and tflite.exists():
+    the same model (export_tflite: the same ops, the same speed; README.md)."""
+    tflite = _converter_file(variant)
+    if tflite is not None:
         return tflite
     from mobilenetv2.tflite_export import export_tflite
     return Path(export_tflite(model, Path(tmpdir) / f"{variant}_{batch}.tflite", batch=batch))
@@ -447,6 +458,9 @@ def main(argv=None):
         if digests:
             print("# C output, batch 1, SHA-256 (16 hex; the same on every ISA and x86 CPU): " +
                   ", ".join(f"{k} {v}" for k, v in digests.items()))
+    if "litert" in args.engines:
+        header["litert_model"] = {name: litert_source(name) for name, _ in args.variants}
+        print("# LiteRT runs: " + ", ".join(f"{k} {v}" for k, v in header["litert_model"].items()))
     rows, skipped = [], {}
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmpdir:
