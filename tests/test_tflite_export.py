@@ -233,3 +233,24 @@ def test_compare_reads_the_export_back_and_agrees_layer_by_layer(tmp_path):
     assert report["agrees"] and report["other"]["kind"] == "tflite"
     assert report["weights"]["source"].startswith("read from OTHER")
     assert len(report["layers"]) == 64  # 52 convolutions' outputs, 10 adds, the pooling, the head
+
+
+def test_the_bench_times_litert_on_an_export_where_shared_has_no_file(tmp_path, monkeypatch):
+    """Any variant gets a LiteRT row: without a converter's file in shared/peers the bench exports
+    the model it times for every engine, and the run's header says so."""
+    from mobilenetv2 import benchmark
+    monkeypatch.setattr(benchmark, "shared_dir", lambda: None)
+    assert benchmark.litert_source("0.75_128") == "export_tflite"
+    model = MobileNetV2((128, 128, 3), alpha=0.75, weights=None)
+    path = benchmark.litert_file(model, "0.75_128", 2, tmp_path)
+    assert path.parent == tmp_path
+    x = np.random.default_rng(4).uniform(-1, 1, (2, 128, 128, 3)).astype(np.float32)
+    assert rel_l2(run(path, x), float64_twin(model).predict(x.astype(np.float64))) <= TOLERANCE
+
+
+def test_the_bench_times_tensorflow_s_file_where_there_is_one(monkeypatch):
+    from mobilenetv2 import benchmark
+    theirs = require_shared("peers", "mobilenet_v2_0.35_96_synthetic.tflite")
+    monkeypatch.setattr(benchmark, "shared_dir", lambda: theirs.parent.parent)
+    assert benchmark.litert_file(None, "0.35_96", 1, None) == theirs
+    assert benchmark.litert_source("0.35_96") == "TensorFlow's converter (shared/peers)"
