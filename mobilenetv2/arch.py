@@ -8,6 +8,7 @@ the same block table and the same ``_inverted_res_block``, with Keras's layer na
 """
 from mobilenetv2 import layers as L
 from mobilenetv2.errors import ArgumentError
+from mobilenetv2.numpy_kernels import fold_batchnorm
 
 # The paper's Table 2: expansion t, output channels c, repeats n, first stride s.
 BLOCKS = (
@@ -257,3 +258,16 @@ def export_input_shape(model, input_size, exporter):
         raise ArgumentError(f"{exporter} needs a model with a static input_shape (height and width given), "
                             "or input_size=(H, W)")
     return shape
+
+
+def folded_kernel(conv, bn):
+    """An exporter's view of a convolution: its kernel and bias with the batch norm ``bn`` after it
+    folded in (``bn`` None: a convolution with its own bias): [3, 3, C] for a depthwise one, else
+    Keras's [kh, kw, cin, cout]."""
+    kernel = conv.weights[0]
+    if bn is None:
+        return kernel, conv.weights[1]
+    if isinstance(conv, L.DepthwiseConv2D):
+        kernel = kernel[:, :, :, 0]
+    return fold_batchnorm(kernel, *bn.weights, eps=bn.epsilon)
+

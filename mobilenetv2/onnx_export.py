@@ -12,7 +12,6 @@ import numpy as np
 from mobilenetv2 import arch, files
 from mobilenetv2 import layers as L
 from mobilenetv2.errors import ArgumentError
-from mobilenetv2.numpy_kernels import fold_batchnorm
 
 
 OPSETS = range(13, 22)  # the default ONNX domain's opsets this exporter writes (Clip takes its bounds as inputs from 11)
@@ -64,14 +63,12 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
             continue
         if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D)):
             bn = next(x for x in model.layers if x.inputs == (layer.name,))
-            kernel = layer.weights[0]
             dilation = getattr(layer, "dilation", 1)
+            wk, bias = arch.folded_kernel(layer, bn)
             if isinstance(layer, L.DepthwiseConv2D):
-                wk, bias = fold_batchnorm(kernel[:, :, :, 0], *bn.weights, eps=bn.epsilon)
                 oihw = wk.transpose(2, 0, 1)[:, None]  # [C, 1, 3, 3]
                 group = layer.channels
             else:
-                wk, bias = fold_batchnorm(kernel, *bn.weights, eps=bn.epsilon)
                 oihw = wk.transpose(3, 2, 0, 1)
                 group = 1
             pads = pending_pads.pop(layer.inputs[0], None) or layer.pads(*shapes[layer.inputs[0]][:2])

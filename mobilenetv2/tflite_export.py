@@ -21,7 +21,6 @@ import numpy as np
 from mobilenetv2 import arch, files
 from mobilenetv2 import layers as L
 from mobilenetv2.errors import ArgumentError
-from mobilenetv2.numpy_kernels import fold_batchnorm
 
 # TFLite schema (tensorflow/lite/schema/schema.fbs) values this writer uses
 _OP = {"ADD": 0, "AVERAGE_POOL_2D": 1, "CONCATENATION": 2, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 4,
@@ -200,7 +199,7 @@ def export_tflite(model, path, batch=1, input_size=None):
             tensor[layer.name] = tensor[fused[layer.name]]
             continue
         if isinstance(layer, L.ZeroPadding2D):
-            pending_pads[layer.name] = layer.pads(*shapes[layer.inputs[0]][:2])
+            pending_pads[layer.name] = (layer.pads(*shapes[layer.inputs[0]][:2]), shapes[layer.inputs[0]][:2])
             tensor[layer.name] = src
         elif isinstance(layer, (L.Conv2D, L.DepthwiseConv2D)):
             depthwise = isinstance(layer, L.DepthwiseConv2D)
@@ -209,30 +208,19 @@ def export_tflite(model, path, batch=1, input_size=None):
                 and isinstance(after[0], L.BatchNormalization) else None
             if bn is None and not getattr(layer, "use_bias", False):
                 raise ArgumentError(f"export_tflite: {layer.name!r} has no batch norm or bias after it")
-            kernel = layer.weights[0]
-            if depthwise:
-                wk, bias = fold_batchnorm(kernel[:, :, :, 0], *bn.weights, eps=bn.epsilon)
-                w = wk[None]  # [1, 3, 3, C]
-            elif bn is not None:
-                wk, bias = fold_batchnorm(kernel, *bn.weights, eps=bn.epsilon)
-                w = wk.transpose(3, 0, 1, 2)  # [O, kh, kw, I]
-            else:
-                w, bias = kernel.transpose(3, 0, 1, 2), layer.weights[1]
+            wk, bias = arch.folded_kernel(layer, bn)
+            w = wk[None] if depthwise else wk.transpose(3, 0, 1, 2)  # [1, 3, 3, C] or [O, kh, kw, I]
             last = bn or layer
             act = None
             nxt = consumers.get(last.name, [])
             if len(nxt) == 1 and isinstance(nxt[0], L.ReLU):
                 act = "relu6" if nxt[0].max_value == 6.0 else "relu"
                 fused[nxt[0].name] = last.name
+            pads = layer.pads(*shapes[layer.inputs[0]][:2])
             h_in, w_in = shapes[layer.inputs[0]][:2]
-            pads = pending_pads.pop(layer.inputs[0], None)
-            if pads is not None:  # a ZeroPadding2D before a VALID convolution: its pads are the input's
-                src_name = next(i for i in model.layers if i.name == layer.inputs[0]).inputs[0]
-                h_in, w_in = shapes[src_name][:2]
-                extra = layer.pads(*shapes[layer.inputs[0]][:2])
-                pads = tuple(a + b for a, b in zip(pads, extra))
-            else:
-                pads = layer.pads(h_in, w_in)
+            if layer.inputs[0] in pending_pads:  # a ZeroPadding2D before it: its pads, on its input
+                zero_pads, (h_in, w_in) = pending_pads.pop(layer.inputs[0])
+                pads = tuple(a + b for a, b in zip(zero_pads, pads))
             dilation = getattr(layer, "dilation", 1)
             span = (layer.kernel - 1 if not depthwise else 2) * dilation + 1
             same = _same_pads(h_in, span, layer.stride) + _same_pads(w_in, span, layer.stride)  # (t, b, l, r)
