@@ -133,3 +133,23 @@ def test_every_thread_count_1_to_16_gives_the_same_bits_on_every_isa():
                 reference = (want1, want5)
             np.testing.assert_array_equal(want1, reference[0])
             np.testing.assert_array_equal(want5, reference[1])
+
+
+@pytest.mark.parametrize("checkpoint", ["mobilenet_v2_1.0_224", "mobilenet_v2_0.35_96",
+                                        "deeplabv3_mobilenet_v2_1.0_513"])
+def test_hugging_face_models_give_the_same_bits_on_every_isa_and_thread_count(checkpoint):
+    """transformers' checkpoints lower through the same plan (TF padding, the 1001-class head,
+    DeepLabV3's dilated tail, ASPP and upsampling): an odd size and batch 2, 1 and 3 threads."""
+    if len(native.isas()) < 2:
+        pytest.skip(f"this CPU runs only {native.isas()}: nothing to compare")
+    from conftest import require_shared
+    from mobilenetv2 import from_pretrained
+    model = from_pretrained(require_shared("hf", checkpoint))
+    x = np.random.default_rng(11).uniform(-1, 1, (2, 97, 131, 3)).astype(np.float32)
+    outs = {}
+    for name in native.isas():
+        with native.use_isa(name):
+            for threads in (1, 3):
+                model.threads = threads
+                outs[f"{name}, {threads} threads"] = model.predict(x)
+    _assert_all_equal(outs, checkpoint)
