@@ -6,6 +6,8 @@ transformers ``MobileNetV2Config`` (depth multiplier rounding, TF or symmetric p
 stride 8 with dilated depthwise convolutions, the 1001-class classifier or the DeepLabV3 head) onto
 the same block table and the same ``_inverted_res_block``, with Keras's layer names.
 """
+import numbers
+
 from mobilenetv2 import layers as L
 from mobilenetv2.errors import ArgumentError
 from mobilenetv2.numpy_kernels import fold_batchnorm
@@ -250,10 +252,26 @@ def _deeplab_head(layers, x, cin, num_labels):
 
 def export_input_shape(model, input_size, exporter):
     """The (H, W, C) input an exporter writes for ``model``: its input_shape, with ``input_size=(H,
-    W)`` fixing a size the model leaves open; an ArgumentError naming ``exporter`` if none is fixed."""
+    W)`` fixing a size the model leaves open (each from 32 to 4096, as the model takes; a size the
+    model fixes must be given as it is, since the file would otherwise compute what the model
+    refuses to); an ArgumentError naming ``exporter`` if none is fixed or input_size is not so."""
+    from mobilenetv2.model import MAX_SIZE, MIN_SIZE  # model builds on this module
     shape = tuple(model.input_shape)
     if input_size is not None:
-        shape = (int(input_size[0]), int(input_size[1]), shape[2])
+        if isinstance(input_size, (str, bytes)) or not hasattr(input_size, "__len__") or len(input_size) != 2 \
+                or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in input_size):
+            raise ArgumentError(f"{exporter}: input_size must be (height, width), two whole numbers, "
+                                f"got {input_size!r}")
+        size = tuple(int(d) for d in input_size)
+        if not all(MIN_SIZE <= d <= MAX_SIZE for d in size):
+            raise ArgumentError(f"{exporter}: input_size height and width must be from {MIN_SIZE} to "
+                                f"{MAX_SIZE}, got {size}")
+        for d, fixed in zip(size, shape[:2]):
+            if fixed is not None and d != fixed:
+                raise ArgumentError(f"{exporter}: this model takes inputs of {shape}, not input_size {size}; "
+                                    "leave input_size out, or build the model with input_shape=(None, None, 3) "
+                                    "to export it at another size")
+        shape = size + (shape[2],)
     if None in shape:
         raise ArgumentError(f"{exporter} needs a model with a static input_shape (height and width given), "
                             "or input_size=(H, W)")

@@ -59,7 +59,7 @@ def test_raised_instances_are_caught_by_error(tmp_path):
 def _bad_calls():
     """(label, call): public calls with one argument wrong, each of which the package refuses."""
     import numpy as np
-    from mobilenetv2 import MobileNetV2, c_kernels, decode_predictions, export_onnx, preprocess_input
+    from mobilenetv2 import MobileNetV2, c_kernels, decode_predictions, export_onnx, export_tflite, preprocess_input
     from mobilenetv2.hf_processing import hf_preprocess, post_process_semantic_segmentation
     from mobilenetv2.registry import weights_filename
     from mobilenetv2.safetensors import save_file
@@ -94,6 +94,7 @@ def _bad_calls():
         ("variant", lambda: parse_variant("2.0_224")),
         ("registry", lambda: weights_filename(0.6, 224)),
         ("onnx opset", lambda: export_onnx(m, "unused.onnx", opset=3)),
+        ("export input_size", lambda: export_tflite(m, "unused.tflite", input_size=(16, 16))),
         ("hf image array", lambda: hf_preprocess(np.zeros((8, 8), np.uint8))),
         ("hf logits", lambda: post_process_semantic_segmentation(np.zeros((2, 3)))),
         ("safetensors metadata", lambda: save_file({}, "unused.safetensors", metadata={"a": 1})),
@@ -107,8 +108,8 @@ def _bad_calls():
 BAD_CALLS = ["pooling", "imagenet alpha", "imagenet classes", "uint8 input", "input rank", "input channels",
              "input size", "empty batch", "NaN input", "batch_size", "layer name", "features of the input",
              "set_weights count", "engine", "preprocess dtype", "decode rank", "decode top", "variant",
-             "registry", "onnx opset", "hf image array", "hf logits", "safetensors metadata", "kernel dtype",
-             "kernel pool kind", "kernel pads"]
+             "registry", "onnx opset", "export input_size", "hf image array", "hf logits",
+             "safetensors metadata", "kernel dtype", "kernel pool kind", "kernel pads"]
 
 
 def test_the_bad_calls_are_all_listed():
@@ -155,3 +156,29 @@ def test_no_bare_value_error_reaches_a_user():
     bare = {(f, fn) for f, fn, _ in _raises_of_bare_value_error()}
     assert bare - INTERNAL_VALUE_ERRORS == set(), "raise ArgumentError (or a closer Error) instead"
     assert INTERNAL_VALUE_ERRORS <= bare  # the list names only raises that exist
+
+
+@pytest.mark.parametrize("exporter", ["export_tflite", "export_onnx"])
+def test_an_export_size_is_one_the_model_takes(exporter, tmp_path):
+    """input_size is (height, width), whole numbers in the model's 32..4096, and where the model
+    fixes a size, that size: the file must compute what the model computes (a 5x5 export of a
+    model that refuses 5x5 inputs wrote a file before)."""
+    import numpy as np
+    from mobilenetv2 import ArgumentError, MobileNetV2
+    if exporter == "export_onnx":
+        pytest.importorskip("onnx", reason="export_onnx needs the onnx extra")
+    export = getattr(mobilenetv2, exporter)
+    dynamic = MobileNetV2((None, None, 3), alpha=0.35, include_top=False, weights=None)
+    fixed = MobileNetV2((32, 40, 3), alpha=0.35, include_top=False, weights=None)
+    bad = [(dynamic, (0, 64), "from 32 to 4096"), (dynamic, (5, 5), "from 32 to 4096"),
+           (dynamic, (64, 4097), "from 32 to 4096"), (dynamic, "64", "two whole numbers"),
+           (dynamic, (64,), "two whole numbers"), (dynamic, (64, 64, 3), "two whole numbers"),
+           (dynamic, (64.0, 64), "two whole numbers"), (dynamic, (True, 64), "two whole numbers"),
+           (dynamic, None, "static"), (fixed, (40, 32), "takes inputs of"), (fixed, (32, 48), "takes inputs of")]
+    for model, size, match in bad:
+        with pytest.raises(ArgumentError, match=match):
+            export(model, tmp_path / "m.out", input_size=size)
+    assert not any(tmp_path.iterdir())
+    export(fixed, tmp_path / "fixed.out", input_size=(32, 40))  # the model's own size, spelled out
+    export(dynamic, tmp_path / "dynamic.out", input_size=(np.int64(33), 47))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamic.out", "fixed.out"]
