@@ -34,6 +34,7 @@ norm's gamma, beta, moving mean and variance; ``num_batches_tracked`` is ignored
 checkpoints).  Torch layouts: conv (out, in, kh, kw) = Keras (kh, kw, in, out) transposed
 (3, 2, 0, 1); depthwise (C, 1, kh, kw) = Keras (kh, kw, C, 1) transposed (2, 3, 0, 1).
 """
+import errno
 import json
 import os
 
@@ -311,7 +312,10 @@ def from_pretrained(path, dtype="float32", threads=None, top_pooling="global", e
     """
     folder = os.fsdecode(path)
     if not os.path.isdir(folder):
-        raise FileNotFoundError(2, "Hugging Face checkpoint folder not found", folder)
+        if os.path.exists(folder):
+            raise NotADirectoryError(errno.ENOTDIR, "a Hugging Face checkpoint is a folder (config.json, "
+                                     "model.safetensors), not a file: give the folder that holds them", folder)
+        raise FileNotFoundError(errno.ENOENT, "Hugging Face checkpoint folder not found", folder)
     config_path = _member(folder, "config.json")
     weights = _member(folder, "model.safetensors")
     if not os.path.exists(weights):

@@ -281,7 +281,7 @@ def test_missing_folder_and_wrong_model_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint folder not found"):
         from_pretrained(tmp_path / "nowhere")
     (tmp_path / "afile").write_bytes(b"x")
-    with pytest.raises(FileNotFoundError, match="checkpoint folder not found"):
+    with pytest.raises(NotADirectoryError, match="checkpoint is a folder .* not a file"):
         from_pretrained(tmp_path / "afile")
     with pytest.raises(TypeError, match="save_pretrained takes a MobileNetV2 model, got dict"):
         save_pretrained({}, tmp_path / "out")
