@@ -250,6 +250,21 @@ def _deeplab_head(layers, x, cin, num_labels):
     return "logits"
 
 
+MAX_EXPORT_BATCH = 4096
+
+
+def export_batch(batch, exporter, dynamic=False):
+    """An exporter's batch size: a whole number from 1 to MAX_EXPORT_BATCH (or None where the
+    format has a dynamic batch, ``dynamic``), else an ArgumentError naming ``exporter``."""
+    if batch is None and dynamic:
+        return None
+    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or not 1 <= batch <= MAX_EXPORT_BATCH:
+        what = " (or None for a dynamic one)" if dynamic else ""
+        raise ArgumentError(f"{exporter}: batch must be a whole number from 1 to {MAX_EXPORT_BATCH}{what}, "
+                            f"got {batch!r}")
+    return int(batch)
+
+
 def export_input_shape(model, input_size, exporter):
     """The (H, W, C) input an exporter writes for ``model``: its input_shape, with ``input_size=(H,
     W)`` fixing a size the model leaves open (each from 32 to 4096, as the model takes; a size the

@@ -27,6 +27,7 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
     """
     if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
         raise ArgumentError(f"opset must be an integer from {OPSETS[0]} to {OPSETS[-1]}, got {opset!r}")
+    batch = arch.export_batch(batch, "export_onnx", dynamic=True)
     path = os.path.abspath(files.check_output_path(path, "export_onnx"))
     try:
         import onnx

@@ -176,8 +176,7 @@ def _conv_options(depthwise, padding, stride, act, dilation):
 def export_tflite(model, path, batch=1, input_size=None):
     """Write ``model`` as a float32 ``.tflite`` file at ``path`` (batch size ``batch``; LiteRT can
     resize it).  ``input_size=(H, W)`` fixes the size of a model that takes any.  Returns the path."""
-    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
-        raise ArgumentError(f"batch must be a whole number from 1 to 4096, got {batch!r}")
+    batch = arch.export_batch(batch, "export_tflite")
     path = os.path.abspath(files.check_output_path(path, "export_tflite"))
     input_shape = arch.export_input_shape(model, input_size, "export_tflite")
     shapes = arch.output_shapes(model.layers, input_shape)

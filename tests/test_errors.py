@@ -182,3 +182,22 @@ def test_an_export_size_is_one_the_model_takes(exporter, tmp_path):
     export(fixed, tmp_path / "fixed.out", input_size=(32, 40))  # the model's own size, spelled out
     export(dynamic, tmp_path / "dynamic.out", input_size=(np.int64(33), 47))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamic.out", "fixed.out"]
+
+
+@pytest.mark.parametrize("exporter", ["export_tflite", "export_onnx"])
+def test_an_export_batch_is_a_whole_number_from_1_to_4096(exporter, tmp_path):
+    """export_onnx wrote files for batch 0, -1, 1.5 and "2" before (an input of batch 0 or "2")."""
+    import numpy as np
+    from mobilenetv2 import ArgumentError, MobileNetV2
+    if exporter == "export_onnx":
+        pytest.importorskip("onnx", reason="export_onnx needs the onnx extra")
+    export = getattr(mobilenetv2, exporter)
+    model = MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None)
+    bad = [0, -1, 1.5, "2", True, 4097, np.float32(2)] + ([None] if exporter == "export_tflite" else [])
+    for batch in bad:
+        with pytest.raises(ArgumentError, match="batch must be a whole number from 1 to 4096"):
+            export(model, tmp_path / "m.out", batch=batch)
+    assert not any(tmp_path.iterdir())
+    for batch in [1, np.int32(4096)] + ([None] if exporter == "export_onnx" else []):
+        export(model, tmp_path / f"{batch}.out", batch=batch)
+    assert len(list(tmp_path.iterdir())) == (3 if exporter == "export_onnx" else 2)
