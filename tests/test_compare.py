@@ -266,6 +266,9 @@ def test_usage_errors_exit_2_with_one_line(model, tmp_path, capsys):
         [str(tmp_path / "dump.npz")],                          # a dump without --weights
         [str(tmp_path / "dump.npz"), "--weights", str(tmp_path / "small.onnx")],
         [clean, "--random", "0"],
+        [clean, "--random", "2", "--seed", "-1"],
+        [clean, "--factor", "inf"],
+        [clean, "--factor", "nan"],
         [str(tmp_path / "model.pt")],
     ]
     (tmp_path / "model.pt").write_bytes(b"x")
@@ -273,6 +276,20 @@ def test_usage_errors_exit_2_with_one_line(model, tmp_path, capsys):
         assert main(["compare"] + args + ["--quiet"]) == 2, args
         err = capsys.readouterr().err.strip()
         assert err.startswith("mobilenetv2 compare: error:") and "\n" not in err, (args, err)
+
+
+def test_bad_python_arguments_are_compare_errors(model, tmp_path):
+    """The Python API refuses what argparse's types keep from the CLI: --random 2.5 or "3" ran
+    2 and 3 images, a negative or string seed reached NumPy's own ValueError/TypeError, and
+    factor=inf made every layer agree."""
+    path = export_onnx(model, tmp_path / "m.onnx")
+    for kw, match in [(dict(random=2.5), "random"), (dict(random="3"), "random"), (dict(random=True), "random"),
+                      (dict(seed=-1), "seed"), (dict(seed="a"), "seed"), (dict(seed=1.0), "seed"),
+                      (dict(factor=float("inf")), "factor"), (dict(factor=float("nan")), "factor"),
+                      (dict(factor=True), "factor"), (dict(factor="30"), "factor")]:
+        with pytest.raises(CompareError, match=match):
+            compare(path, **kw)
+    assert compare(path, random=np.int64(1), seed=np.uint32(3), factor=np.float32(10))["agrees"]
 
 
 def test_missing_extra_is_named(monkeypatch, tmp_path, model):

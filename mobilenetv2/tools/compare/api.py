@@ -1,5 +1,7 @@
 """``compare(other, ...)``: where another framework's MobileNetV2 first leaves our float64
 reference by more than rounding, and why.  See mobilenetv2/tools/compare/__init__.py."""
+import math
+import numbers
 import os
 import sys
 
@@ -165,8 +167,8 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     """Compare OTHER with the float64 reference layer by layer; return the report (a dict, the
     JSON schema in the README): per-layer metrics, ``agrees``, ``first_divergent_layer`` and a
     ``diagnosis`` confirmed by re-running the reference with the defect applied."""
-    if not (isinstance(factor, (int, float)) and factor > 1):
-        raise CompareError(f"factor must be a number above 1, got {factor!r}")
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not 1 < factor < math.inf:
+        raise CompareError(f"factor must be a finite number above 1, got {factor!r}")
     tensors_map, map_input, map_layout = M.load_mapping_file(mapping) if mapping else (None, None, None)
     o = open_other(other, map_input, map_layout)
     if o.fixed_input is not None:
