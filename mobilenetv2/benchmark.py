@@ -324,18 +324,15 @@ def parse_args(argv):
                         "instead (mobilenetv2 bench --segmentation DIR --help)")
     args = p.parse_args(argv)
     from mobilenetv2.files import check_output_path
-    from mobilenetv2.pool import max_threads
-    if args.json is not None:
-        try:
-            args.json = check_output_path(args.json, "--json")
-        except OSError as exc:
-            p.error(str(exc))
+    for name in ("json", "plot"):  # before minutes of timing, not after
+        if getattr(args, name) is not None:
+            try:
+                setattr(args, name, check_output_path(getattr(args, name), f"--{name}"))
+            except OSError as exc:
+                p.error(str(exc))
     if not 0 <= args.warmup_seconds <= 60:
         p.error(f"--warmup-seconds must be from 0 to 60, got {args.warmup_seconds}")
-    for name in ("runs", "warmup", "numpy_runs", "rounds"):
-        if not 0 <= getattr(args, name) <= 100_000 or (name != "warmup" and getattr(args, name) < 1):
-            p.error(f"--{name.replace('_', '-')} must be from {0 if name == 'warmup' else 1} to 100000, "
-                    f"got {getattr(args, name)}")
+    check_counts(p, args, ("runs", "numpy_runs", "rounds"), ("warmup",))
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -346,13 +343,7 @@ def parse_args(argv):
         args.variants = [(name, parse_variant(name)) for name in names]
     except ValueError as exc:
         p.error(str(exc))
-    try:
-        args.threads = [int(t) for t in args.threads.split(",")]
-    except ValueError:
-        p.error(f"--threads takes a comma list of whole numbers, got {args.threads!r}")
-    bad = [t for t in args.threads if not 1 <= t <= max_threads()]
-    if bad:
-        p.error(f"--threads must each be from 1 to {max_threads()} (4 per core here, at least 64), got {bad[0]}")
+    args.threads = parse_threads(p, args.threads)
     args.engines = args.engines.split(",")
     for e in args.engines:
         if e not in ENGINES + REDUCED:
@@ -360,6 +351,29 @@ def parse_args(argv):
     if args.bf16 and "openvino-bf16" not in args.engines:
         args.engines.append("openvino-bf16")
     return args
+
+
+def parse_threads(p, text):
+    """--threads: a comma list of thread counts, each from 1 to pool.max_threads(); else the
+    parser's one-line error."""
+    from mobilenetv2.pool import max_threads
+    try:
+        threads = [int(t) for t in text.split(",")]
+    except ValueError:
+        p.error(f"--threads takes a comma list of whole numbers, got {text!r}")
+    bad = [t for t in threads if not 1 <= t <= max_threads()]
+    if bad:
+        p.error(f"--threads must each be from 1 to {max_threads()} (4 per core here, at least 64), got {bad[0]}")
+    return threads
+
+
+def check_counts(p, args, positive, nonnegative=()):
+    """Each named count of ``args`` up to 100000: from 1 for ``positive``, from 0 for
+    ``nonnegative``; else the parser's one-line error."""
+    for names, low in ((positive, 1), (nonnegative, 0)):
+        for name in names:
+            if not low <= getattr(args, name) <= 100_000:
+                p.error(f"--{name.replace('_', '-')} must be from {low} to 100000, got {getattr(args, name)}")
 
 
 def synthetic_weights():
@@ -536,8 +550,7 @@ def main(argv=None):
     if any(r["precision"] != "float32" for r in rows):
         print("# bf16 rows are reduced precision: shown for reference, never counted as a best peer")
     if args.plot:
-        plot(rows, args.plot, header)
-        print(f"# wrote {args.plot}")
+        print(f"# wrote {plot(rows, args.plot, header)}")
     return 0
 
 
@@ -579,5 +592,8 @@ def plot(rows, path, header):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from mobilenetv2.files import save_figure
+    try:
+        return save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)

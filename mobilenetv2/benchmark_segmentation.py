@@ -167,7 +167,14 @@ def main(argv=None):
         why = hide_avx512_or_say_why(ap.prog)
         if why:
             ap.exit(2, why + "\n")
-    threads = [int(t) for t in args.threads.split(",")]
+    from mobilenetv2.benchmark import check_counts, parse_threads
+    from mobilenetv2.model import MAX_SIZE, MIN_SIZE
+    threads = parse_threads(ap, args.threads)
+    check_counts(ap, args, ("runs", "rounds"), ("warmup", "lockstep"))
+    if not MIN_SIZE <= args.size <= MAX_SIZE:
+        ap.error(f"--size must be from {MIN_SIZE} to {MAX_SIZE}, got {args.size}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        ap.error(f"--out {args.out!r} is a file: give the folder the JSON goes in")
     hf_dir = None if args.hf == "random" else str(args.hf)
     try:
         import onnxruntime

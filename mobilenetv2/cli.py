@@ -230,7 +230,11 @@ def cmd_bench(argv):
 def cmd_compare(args):
     """Exit 0 when OTHER agrees with the float64 reference to its noise floor, 1 when not."""
     from mobilenetv2.tools.compare import compare
+    from mobilenetv2.files import check_output_path
     from mobilenetv2.tools.compare.report import format_table, write_json, write_plot
+    for name in ("json", "plot"):  # before the runs, not after
+        if getattr(args, name):
+            check_output_path(getattr(args, name), f"--{name}")
     report = compare(args.other, weights=args.weights, images=args.images, random=args.random,
                      seed=args.seed, batch=args.input, mapping=args.mapping, factor=args.factor,
                      progress=not args.quiet and sys.stderr.isatty())

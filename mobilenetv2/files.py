@@ -148,3 +148,16 @@ def atomic_write(path, suffix=""):
     with atomic_path(path, suffix) as tmp:
         with open(tmp, "wb") as f:
             yield f
+
+
+def save_figure(fig, path, dpi):
+    """Write a matplotlib figure to exactly ``path`` (checked by check_output_path), atomically,
+    in the format its suffix names (png where the suffix names none matplotlib writes): given a
+    path without a suffix, matplotlib's own savefig writes another file, ``path.png``."""
+    path = check_output_path(path, "plot")
+    fmt = os.path.splitext(path)[1][1:].lower()
+    if fmt not in fig.canvas.get_supported_filetypes():
+        fmt = "png"
+    with atomic_write(path, suffix="." + fmt) as f:
+        fig.savefig(f, format=fmt, dpi=dpi)
+    return os.path.abspath(path)

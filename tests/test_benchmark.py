@@ -135,6 +135,32 @@ def test_plot_draws_a_png(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+def test_plot_writes_exactly_the_path_given_and_refuses_a_folder_before_timing(tmp_path, capsys, monkeypatch):
+    """matplotlib's savefig writes 'chart.png' when given 'chart', and '/tmp.png' for a folder
+    '/tmp' (after the whole bench had run): the plot goes to the path as given, in the format its
+    suffix names, and a folder is refused before anything is timed."""
+    pytest.importorskip("matplotlib")
+    from mobilenetv2 import benchmark
+    rows = [dict(engine=e, variant=v, batch=1, threads=1, median_ms=ms)
+            for e, v, ms in [("c", "0.35_96", 0.3), ("c", "0.5_96", 0.4), ("litert", "0.35_96", 0.4)]]
+    header = {"cpu": "test CPU", "date": "2026-12-04"}
+    assert benchmark.plot(rows, str(tmp_path / "chart"), header) == str(tmp_path / "chart")
+    assert (tmp_path / "chart").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    benchmark.plot(rows, str(tmp_path / "chart.svg"), header)
+    assert b"<svg" in (tmp_path / "chart.svg").read_bytes()[:1000]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chart", "chart.svg"]
+
+    def no_timing(*args, **kw):
+        raise AssertionError("timed before refusing the plot path")
+    monkeypatch.setattr(benchmark, "_model", no_timing)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(SystemExit):
+        main(["--variants", "0.35_96", "--engines", "c", "--plot", str(folder)])
+    assert "--plot path" in capsys.readouterr().err and not any(folder.iterdir())
+    assert not (tmp_path / "folder.png").exists()
+
+
 def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
     import builtins
     real_import = builtins.__import__
@@ -214,6 +240,30 @@ def test_bench_segmentation_refuses_a_folder_that_is_not_a_checkpoint(tmp_path, 
     assert cli(["bench", "--segmentation", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mobilenetv2 bench: error:")
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--threads", "a"], "comma list of whole numbers"), (["--threads", "0"], "--threads must each be"),
+    (["--size", "5"], "--size must be from 32"), (["--runs", "0"], "--runs must be from 1"),
+    (["--rounds", "0"], "--rounds must be from 1"), (["--warmup", "-1"], "--warmup must be from 0"),
+    (["--lockstep", "-1"], "--lockstep must be from 0"), (["--out", "AFILE"], "is a file")])
+def test_bench_segmentation_refuses_bad_arguments_before_timing(args, says, tmp_path, capsys, monkeypatch):
+    """Each was an internal error (threads 0, rounds 0, lockstep -1), an empty report (runs 0,
+    warmup -1) or an error after all the timing (--out a file) before."""
+    from mobilenetv2 import benchmark_segmentation
+    from mobilenetv2.cli import main as cli
+
+    def no_model(*a, **kw):
+        raise AssertionError("built the model before refusing the arguments")
+    monkeypatch.setattr(benchmark_segmentation, "load_model", no_model)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "AFILE").write_bytes(b"")
+    with pytest.raises(SystemExit) as info:  # the parser's exit, status 2, as the process gives it
+        cli(["bench", "--segmentation", "random", "--size", "65"] + args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["AFILE"]
 
 
 def test_huge_pages_script_times_both_sides_and_their_memory(capsys, tmp_path):

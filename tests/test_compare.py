@@ -231,6 +231,22 @@ def test_plot(model, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_output_paths_are_checked_before_the_runs(model, tmp_path, capsys, monkeypatch):
+    """A folder as --json or --plot is refused in one line before OTHER and the reference run
+    (it was refused after them, naming the temporary file the rename failed on)."""
+    import mobilenetv2.tools.compare as C
+    path = export_onnx(model, tmp_path / "m.onnx")
+
+    def no_run(*args, **kw):
+        raise AssertionError("ran before checking the output paths")
+    monkeypatch.setattr(C, "compare", no_run)
+    for flag in ("--json", "--plot"):
+        assert main(["compare", str(path), flag, str(tmp_path), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("mobilenetv2 compare: error:") and f"{flag} path" in err and ".tmp" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
 def test_images_go_to_both_sides(model, tmp_path):
     from PIL import Image
     rng = np.random.default_rng(0)

@@ -83,6 +83,7 @@ def _clean(v):
 
 
 def write_json(report, path):
+    path = files.check_output_path(path, "json")
     data = json.dumps(_clean(report), indent=2).encode()
     with files.atomic_write(path, suffix=".json") as f:
         f.write(data)
@@ -118,8 +119,6 @@ def write_plot(report, path):
     ax.legend(fontsize=8)
     fig.tight_layout()
     try:
-        with files.atomic_write(path, suffix=".png") as f:
-            fig.savefig(f, format="png", dpi=110)
-        return os.path.abspath(path)
+        return files.save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
