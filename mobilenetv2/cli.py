@@ -20,19 +20,7 @@ import warnings
 import numpy as np
 
 from mobilenetv2 import files
-from mobilenetv2.errors import ArgumentError, Error, OneLineArgumentParser as _Parser
-
-
-def _positive_int(limit):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not 1 <= value <= limit:
-            raise argparse.ArgumentTypeError(f"must be from 1 to {limit}, got {value}")
-        return value
-    return parse
+from mobilenetv2.errors import ArgumentError, Error, OneLineArgumentParser as _Parser, positive_int
 
 
 def _finite_float(text):
@@ -52,7 +40,7 @@ def _weights_arg(value):
 def _add_model_args(p, top=True):
     from mobilenetv2.model import MAX_SIZE
     p.add_argument("--alpha", type=_finite_float, default=1.0, help="width multiplier (default 1.0)")
-    p.add_argument("--size", type=_positive_int(MAX_SIZE), default=224,
+    p.add_argument("--size", type=positive_int(MAX_SIZE), default=224,
                    help="input height and width (default 224)")
     p.add_argument("--weights", type=_weights_arg, default="imagenet",
                    help="'imagenet' (found or downloaded), 'none' (random), or a Keras .h5 path")
@@ -263,7 +251,7 @@ def build_parser():
     p = sub.add_parser("classify", help="top ImageNet classes of images")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     _add_model_args(p)
-    p.add_argument("--top", type=_positive_int(1000), default=5, help="how many classes to show (default 5)")
+    p.add_argument("--top", type=positive_int(1000), default=5, help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--hf", metavar="DIR", help="a transformers checkpoint folder (config.json, "
                    "model.safetensors, preprocessor_config.json) instead of Keras's weights")

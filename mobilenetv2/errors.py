@@ -34,3 +34,18 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(limit=None):
+    """An argparse ``type``: a whole number from 1 (to ``limit`` where given), else the parser's
+    one-line error saying so (argparse's own would read "invalid parse value")."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < 1 or (limit is not None and value > limit):
+            upto = f" to {limit}" if limit is not None else " up"
+            raise argparse.ArgumentTypeError(f"must be a whole number from 1{upto}, got {value}")
+        return value
+    return parse

@@ -143,12 +143,12 @@ def _raises_of_bare_value_error():
 
 
 # A bare ValueError is raised only where a caller turns it into an Error or a usage message:
-# json's parse hooks (the reader wraps what they raise, naming the file), an argparse type
-# function (argparse reports it as a usage error) and the bench's unreachable engine fallback.
+# json's parse hooks (the reader wraps what they raise, naming the file) and the bench's
+# unreachable engine fallback.
 INTERNAL_VALUE_ERRORS = {
     ("hf_config.py", "_refuse_constant"), ("hf_config.py", "_finite_float"),
     ("safetensors.py", "_no_duplicates"), ("tools/compare/mapping.py", "_no_constant"),
-    ("batch/command.py", "_positive"), ("benchmark.py", "_runner"),
+    ("benchmark.py", "_runner"),
 }
 
 

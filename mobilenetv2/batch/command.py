@@ -8,13 +8,7 @@ import sys
 import time
 
 from mobilenetv2.batch import MissingExtra, require
-
-
-def _positive(value):
-    n = int(value)
-    if n < 1:
-        raise ValueError(value)
-    return n
+from mobilenetv2.errors import positive_int
 
 
 def add_arguments(p, kind):
@@ -33,23 +27,23 @@ def add_arguments(p, kind):
                        help="Keras layer whose output to write, flattened (default: the pooled features, "
                             "global_average_pooling2d)")
     else:
-        p.add_argument("--top", type=_positive, default=5, help="classes per image (default 5)")
-    p.add_argument("--threads", type=_positive, default=1,
+        p.add_argument("--top", type=positive_int(), default=5, help="classes per image (default 5)")
+    p.add_argument("--threads", type=positive_int(), default=1,
                    help="C engine threads of each model replica / Ray actor (default 1)")
-    p.add_argument("--workers", type=_positive, default=None,
+    p.add_argument("--workers", type=positive_int(), default=None,
                    help="model replicas running batches side by side (default: the CPUs / --threads)")
-    p.add_argument("--batch-size", type=_positive, default=32, help="images per batch (default 32)")
-    p.add_argument("--prefetch", type=_positive, default=2,
+    p.add_argument("--batch-size", type=positive_int(), default=32, help="images per batch (default 32)")
+    p.add_argument("--prefetch", type=positive_int(), default=2,
                    help="batches decoded ahead of the models (default 2); memory ~ batch-size x (prefetch + workers)")
-    p.add_argument("--decode-workers", type=_positive, default=None,
+    p.add_argument("--decode-workers", type=positive_int(), default=None,
                    help="threads decoding images (default: the CPUs)")
-    p.add_argument("--rows-per-part", type=_positive, default=4096,
+    p.add_argument("--rows-per-part", type=positive_int(), default=4096,
                    help="rows per part file (default 4096): the unit a killed run loses")
     p.add_argument("--overwrite", action="store_true", help="delete the rows already in --out and start over")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="run on Ray Data: 'auto' (a running cluster, else a local one) or a cluster address")
-    p.add_argument("--ray-actors", type=_positive, default=None,
+    p.add_argument("--ray-actors", type=positive_int(), default=None,
                    help="Ray actors, each with its own model (default: the cluster's CPUs / --threads)")
     p.add_argument("--ray-actor-cpus", type=float, default=None,
                    help="CPUs Ray reserves per actor (default: --threads, less a share that leaves "
