@@ -42,7 +42,7 @@ import numpy as np
 
 from mobilenetv2 import arch, files
 from mobilenetv2 import layers as L
-from mobilenetv2.errors import ArgumentError, Error
+from mobilenetv2.errors import ArgumentError, Error, OutputPathError
 from mobilenetv2.hf_config import (ConfigError, HFConfig, ProcessorConfig, read_config,
                                    read_processor_config)
 from mobilenetv2.model import MobileNetV2, _check_dtype
@@ -378,7 +378,10 @@ def save_pretrained(model, path):
     torch layouts with transformers' names, preprocessor_config.json).  A Keras MobileNetV2 becomes
     a ``MobileNetV2Model`` (no top) or ``MobileNetV2ForImageClassification`` (its own 1000 classes,
     Keras's order).  Returns the folder."""
-    folder = os.path.abspath(os.fspath(path))
+    folder = os.fsdecode(path)
+    if not folder.strip():
+        raise OutputPathError("save_pretrained's folder path is empty: give the folder to write")
+    folder = os.path.abspath(folder)
     config = _config_of(model)
     if "average_pooling2d" in model._by_name:
         raise ArgumentError("a model with TF-slim's 7x7 head has no transformers equivalent")

@@ -10,6 +10,7 @@ test photos its uint8 values differ from Pillow's by one level on 0-0.3 % of the
 rescale ``(u - 127.5) / 127.5`` differs by one float32 ulp for some values (measured distances in
 README.md, "Hugging Face checkpoints").
 """
+import numbers
 import os
 
 import numpy as np
@@ -19,7 +20,7 @@ from mobilenetv2 import c_kernels, files, native
 from mobilenetv2.errors import ArgumentError, ImageError
 from mobilenetv2.hf_config import ConfigError, ProcessorConfig, parse_processor_config, read_processor_config
 from mobilenetv2.numpy_kernels import resize_bilinear
-from mobilenetv2.preprocessing import _open, _to_rgb
+from mobilenetv2.preprocessing import MAX_PIXELS, MAX_TARGET, _open, _to_rgb
 
 
 def processor_config(config):
@@ -98,12 +99,26 @@ def post_process_semantic_segmentation(logits, target_sizes=None):
     for i in range(len(logits)):
         y = logits[i:i + 1]
         if target_sizes is not None:
-            th, tw = (int(v) for v in target_sizes[i])
-            if th < 1 or tw < 1:
-                raise ArgumentError(f"target size {target_sizes[i]} must be positive")
+            th, tw = _target_size(target_sizes[i])
             y = _resize_logits(y, th, tw)
         out.append(y[0].argmax(axis=-1))
     return out
+
+
+def _target_size(size):
+    """(height, width) of one image's class map: whole numbers, each side up to MAX_TARGET and the
+    area up to MAX_PIXELS (a photo's own bounds; the resized logits hold labels floats a pixel)."""
+    try:
+        th, tw = size
+    except (TypeError, ValueError):
+        raise ArgumentError(f"a target size is (height, width), got {size!r}") from None
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (th, tw)):
+        raise ArgumentError(f"a target size is (height, width), two whole numbers, got {size!r}")
+    th, tw = int(th), int(tw)
+    if not (1 <= th <= MAX_TARGET and 1 <= tw <= MAX_TARGET and th * tw <= MAX_PIXELS):
+        raise ArgumentError(f"target size {(th, tw)} must have sides from 1 to {MAX_TARGET} and at most "
+                            f"{MAX_PIXELS:,} pixels (an image's own bounds)")
+    return th, tw
 
 
 def _resize_logits(y, th, tw):

@@ -288,6 +288,17 @@ def test_missing_folder_and_wrong_model_named(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_empty_save_pretrained_path_is_refused(tmp_path, monkeypatch):
+    """"" was the current folder: three files written where the user did not say."""
+    from mobilenetv2 import MobileNetV2, OutputPathError
+    monkeypatch.chdir(tmp_path)
+    model = MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None)
+    for path in ("", "  ", b""):
+        with pytest.raises(OutputPathError, match="empty"):
+            save_pretrained(model, path)
+    assert not any(tmp_path.iterdir())
+
+
 def test_hf_model_needs_a_config_and_describes_itself():
     from mobilenetv2.hf import HFMobileNetV2
     from mobilenetv2.hf_config import parse_config

@@ -19,3 +19,18 @@ def test_float32_logits_resize_in_c_as_numpy_does(monkeypatch, shape, target):
     assert all(np.array_equal(g, w) and g.shape == target for g, w in zip(got, want))
     # float64 logits keep the NumPy kernel (the golden reference's dtype)
     assert hf_processing._resize_logits(logits[:1].astype(np.float64), *target).dtype == np.float64
+
+
+def test_target_sizes_are_bounded_before_anything_is_allocated():
+    """(10**6, 10**6) tried to allocate 29 TiB (a MemoryError); a float or a 3-tuple went through
+    int() or failed inside unpacking.  Each is an ArgumentError now; bounds as for an image."""
+    from mobilenetv2 import ArgumentError
+    from mobilenetv2.preprocessing import MAX_PIXELS, MAX_TARGET
+    logits = np.zeros((1, 4, 5, 3), np.float32)
+    side = int(np.sqrt(MAX_PIXELS)) + 1
+    for bad in [(10 ** 6, 10 ** 6), (0, 5), (5, -1), (MAX_TARGET + 1, 1), (side, side), (5.0, 5),
+                (True, 5), (5, 5, 5), 7, "ab"]:
+        with pytest.raises(ArgumentError, match="target size"):
+            hf_processing.post_process_semantic_segmentation(logits, [bad])
+    got = hf_processing.post_process_semantic_segmentation(logits, [np.array([MAX_TARGET, 1])])
+    assert got[0].shape == (MAX_TARGET, 1)
