@@ -93,6 +93,8 @@ def post_process_semantic_segmentation(logits, target_sizes=None):
     logits = np.asarray(logits)
     if logits.ndim != 4:
         raise ArgumentError(f"logits must be (N, h, w, labels) (NHWC), got shape {logits.shape}")
+    if target_sizes is not None and (isinstance(target_sizes, (str, bytes, dict)) or not hasattr(target_sizes, "__len__")):
+        raise ArgumentError(f"target_sizes must be a list of (height, width), one per image, got {target_sizes!r}")
     if target_sizes is not None and len(target_sizes) != len(logits):
         raise ArgumentError(f"{len(target_sizes)} target sizes for {len(logits)} images")
     out = []

@@ -21,6 +21,7 @@ OFFICIAL_ROWS = (96, 128, 160, 192, 224)
 MIN_SIZE = 32
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 ENGINES = ("auto", "c", "numpy")
+TOP_POOLINGS = ("global", "7x7")
 
 
 def _require_finite(x):
@@ -54,6 +55,15 @@ def _check_alpha(alpha):
     return value
 
 
+def _check_option(value, choices, message):
+    """``value`` if it is one of ``choices`` (strings or None), else an ArgumentError ``message``
+    with the value: the test is on the type first, as ``an_array in ("avg", "max")`` raises
+    NumPy's own ValueError instead of answering."""
+    if (value is None or isinstance(value, str)) and value in choices:
+        return value
+    raise ArgumentError(f"{message}, got {value!r}")
+
+
 def _check_dtype(dtype):
     """float32 or float64, named by a string, NumPy's type or dtype (or Python's float); nothing
     else, not even what np.dtype turns into float64 (None) or a near-miss name ('float33')."""
@@ -62,7 +72,7 @@ def _check_dtype(dtype):
             dt = np.dtype(dtype)  # 'float32', 'f4', 'double', ...
         except TypeError:
             dt = None
-    elif dtype is float or dtype in (np.float32, np.float64) or isinstance(dtype, np.dtype):
+    elif dtype is float or dtype is np.float32 or dtype is np.float64 or isinstance(dtype, np.dtype):
         dt = np.dtype(dtype)
     else:
         dt = None
@@ -193,15 +203,16 @@ class MobileNetV2:
         self.alpha = _check_alpha(alpha)
         self.threads = threads
         self.dtype = _check_dtype(dtype)
-        if not (weights in ("imagenet", None) or isinstance(weights, (str, os.PathLike))):
+        if not (weights is None or isinstance(weights, (str, os.PathLike))):
             raise ArgumentError("weights must be 'imagenet', None or the path of a weights file, "
                                 f"got {weights!r}")
-        if pooling not in (None, "avg", "max"):
-            raise ArgumentError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-        if top_pooling not in ("global", "7x7"):
-            raise ArgumentError(f"top_pooling must be 'global' or '7x7' (TF-slim's head), got {top_pooling!r}")
-        if classifier_activation not in ("softmax", None):
-            raise ArgumentError(f"classifier_activation must be 'softmax' or None, got {classifier_activation!r}")
+        if isinstance(include_top, (bool, np.bool_)) or (isinstance(include_top, numbers.Integral) and include_top in (0, 1)):
+            include_top = bool(include_top)
+        else:
+            raise ArgumentError(f"include_top must be True or False, got {include_top!r}")
+        _check_option(pooling, (None, "avg", "max"), "pooling must be None, 'avg' or 'max'")
+        _check_option(top_pooling, TOP_POOLINGS, "top_pooling must be 'global' or '7x7' (TF-slim's head)")
+        _check_option(classifier_activation, ("softmax", None), "classifier_activation must be 'softmax' or None")
         classes = _check_classes(classes)
         if weights == "imagenet":
             if include_top and classes != 1000:
@@ -243,7 +254,7 @@ class MobileNetV2:
     def get_layer(self, name):
         try:
             return self._by_name[name]
-        except KeyError:
+        except (KeyError, TypeError):  # (an unhashable name: a list, an array)
             raise ArgumentError(f"no layer named {name!r} in this model (see model.layers)") from None
 
     def count_params(self):
@@ -442,8 +453,7 @@ class MobileNetV2:
 
     @engine.setter
     def engine(self, value):
-        if value not in ENGINES:
-            raise ArgumentError(f"engine must be one of {ENGINES}, got {value!r}")
+        _check_option(value, ENGINES, f"engine must be one of {ENGINES}")
         if value == "c":
             reason = self._c_refusal()
             if reason is not None:

@@ -169,7 +169,8 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     ``diagnosis`` confirmed by re-running the reference with the defect applied."""
     if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not 1 < factor < math.inf:
         raise CompareError(f"factor must be a finite number above 1, got {factor!r}")
-    tensors_map, map_input, map_layout = M.load_mapping_file(mapping) if mapping else (None, None, None)
+    tensors_map, map_input, map_layout = (M.load_mapping_file(mapping) if mapping is not None
+                                                  else (None, None, None))
     o = open_other(other, map_input, map_layout)
     if o.fixed_input is not None:
         if images is not None or random is not None or batch is not None:

@@ -1,0 +1,96 @@
+"""Every public call, every argument, a pool of hostile values: each call returns, or raises the
+package's own Error, or (for a path of the wrong type) the TypeError Python's os module raises.
+Nothing else: no bare ValueError from NumPy (``an_array in ("avg", "max")``), no KeyError,
+MemoryError or ZeroDivisionError from inside the package.  Found this way: an array as
+``pooling`` or ``engine``, a dict as ``target_sizes``, (10**6, 10**6) as a target size."""
+import inspect
+import os
+
+import numpy as np
+import pytest
+
+import mobilenetv2 as M
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.hf_config import HFConfig
+
+HOSTILE = [0, -1, 1.5, float("nan"), float("inf"), "x", "", b"", None, True, 10 ** 12, [], (1, 2, 3), (0, 0),
+           np.int64(-3), object(), {"a": 1}, np.zeros((2, 2)), np.full(3, np.nan)]
+
+
+def _path_type_error(exc):
+    return isinstance(exc, TypeError) and "expected str, bytes or os.PathLike" in str(exc)
+
+
+def _calls(tmp_path):
+    """(name, function, keyword arguments that work, the arguments to make hostile)."""
+    model = MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=7)
+    hf_folder = M.save_pretrained(M.hf.HFMobileNetV2(HFConfig(depth_multiplier=0.35, image_size=32,
+                                                             id2label={i: str(i) for i in range(5)})),
+                                  tmp_path / "hf")
+    hf = M.from_pretrained(hf_folder)
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    photo = tmp_path / "photo.png"
+    from PIL import Image
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(photo)
+    calls = [
+        ("MobileNetV2", MobileNetV2, dict(input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=7),
+         ["input_shape", "alpha", "include_top", "weights", "pooling", "classes", "classifier_activation",
+          "dtype", "threads", "top_pooling", "engine"]),
+        ("predict", model.predict, dict(x=x, batch_size=1), ["x", "batch_size"]),
+        ("features", model.features, dict(x=x, layers=["block_1_expand"]), ["x", "layers"]),
+        ("get_layer", model.get_layer, dict(name="Conv1"), ["name"]),
+        ("preprocess_input", M.preprocess_input, dict(x=np.zeros((4, 4, 3), np.uint8)), ["x"]),
+        ("decode_predictions", M.decode_predictions, dict(preds=np.zeros((1, 1000)), top=5), ["preds", "top"]),
+        ("load_image", M.load_image, dict(path=photo, target_size=(32, 32)),
+         ["path", "target_size", "interpolation", "crop"]),
+        ("export_tflite", M.export_tflite, dict(model=model, path=tmp_path / "e.tflite"),
+         ["path", "batch", "input_size"]),
+        ("from_pretrained", M.from_pretrained, dict(path=hf_folder),
+         ["path", "dtype", "threads", "top_pooling", "engine"]),
+        ("save_pretrained", M.save_pretrained, dict(model=model, path=tmp_path / "sp"), ["model", "path"]),
+        ("hf predict", hf.predict, dict(x=x), ["x", "batch_size"]),
+        ("hf_preprocess", M.hf_preprocess, dict(image=np.zeros((40, 50, 3), np.uint8), preprocessor_config=hf_folder),
+         ["image", "preprocessor_config"]),
+        ("post_process_semantic_segmentation", M.post_process_semantic_segmentation,
+         dict(logits=np.zeros((1, 4, 4, 3), np.float32), target_sizes=[(5, 5)]), ["logits", "target_sizes"]),
+    ]
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return calls
+    onnx_path = M.export_onnx(model, tmp_path / "m.onnx")
+    return calls + [
+        ("export_onnx", M.export_onnx, dict(model=model, path=tmp_path / "e.onnx"),
+         ["path", "batch", "opset", "input_size"]),
+        ("compare", M.compare, dict(other=onnx_path, random=1),
+         ["weights", "images", "random", "seed", "batch", "mapping", "factor"]),
+    ]
+
+
+def test_every_public_call_refuses_hostile_arguments_with_its_own_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    foreign = []
+    for name, fn, good, hostile in _calls(tmp_path):
+        params = inspect.signature(fn).parameters
+        assert set(hostile) <= set(params), (name, set(hostile) - set(params))
+        fn(**good)  # the baseline works
+        for arg in hostile:
+            for value in HOSTILE:
+                try:
+                    with np.errstate(all="ignore"):
+                        fn(**dict(good, **{arg: value}))
+                except M.Error:
+                    pass
+                except (TypeError, OSError) as exc:
+                    # an OSError naming its file, os's TypeError for a path of another type, or a
+                    # TypeError of the package's own that names the argument or the call
+                    named = arg in str(exc) or name.split()[-1] in str(exc)
+                    if not (_path_type_error(exc) or (isinstance(exc, OSError) and exc.filename is not None)
+                            or (isinstance(exc, TypeError) and named)):
+                        foreign.append(f"{name}({arg}={value!r:.40}): {type(exc).__name__}: {exc}")
+                except Exception as exc:  # noqa: BLE001 (the point: nothing else may escape)
+                    foreign.append(f"{name}({arg}={value!r:.40}): {type(exc).__name__}: {exc}")
+    assert not foreign, "\n".join(foreign)
+    assert not (tmp_path.parent / (tmp_path.name + ".png")).exists()
+    assert os.getcwd() == str(tmp_path)
