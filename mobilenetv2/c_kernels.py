@@ -5,10 +5,15 @@ C-contiguous and of the shapes the kernel reads before calling in.  ``scalar=Tru
 portable twin instead of the dispatcher (which picks AVX-512 or AVX2+FMA when the CPU has them);
 ``scalar='avx2'`` (any name in native.isas()) runs the dispatcher on that instruction set.
 """
+import math
+import numbers
+
 import numpy as np
 
 from mobilenetv2 import native
 from mobilenetv2.errors import ArgumentError
+
+MAX_RESIZE = 8192  # output side of resize_bilinear (an image's own bound, preprocessing.MAX_TARGET)
 
 
 def _f32(a, name, ndim):
@@ -18,6 +23,37 @@ def _f32(a, name, ndim):
     if a.ndim != ndim:
         raise ArgumentError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
     return np.ascontiguousarray(a)
+
+
+def _as_f32(a, name):
+    """A float array of any float dtype as C-contiguous float32, else an ArgumentError (a string or
+    an object array must not reach float())."""
+    a = np.asarray(a)
+    if a.dtype.kind != "f":
+        raise ArgumentError(f"{name} must be an array of floats, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, np.float32)
+
+
+def _int(value, name):
+    """A whole number (Python's or NumPy's, not a bool) as an int, else an ArgumentError: the
+    kernels' sizes go to C as integers, so 1.5 or "2" must not get as far as cffi."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ArgumentError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _ints(values, name, count):
+    """A sequence of ``count`` whole numbers as a tuple of ints, else an ArgumentError."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != count:
+        raise ArgumentError(f"{name} must be {count} whole numbers, got {values!r}")
+    return tuple(_int(v, name) for v in values)
+
+
+def _flag(value, name):
+    """A bool (or 0/1) as 0 or 1 for C, else an ArgumentError."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        return int(value)
+    raise ArgumentError(f"{name} must be True or False, got {value!r}")
 
 
 def _fn(name, scalar):
@@ -41,7 +77,7 @@ _ptr = native.as_float_ptr
 
 def _rows(rows, total):
     """(r0, r1) of a row range inside [0, total]; the kernels write exactly those rows."""
-    r0, r1 = (0, total) if rows is None else (int(rows[0]), int(rows[1]))
+    r0, r1 = (0, total) if rows is None else _ints(rows, "rows", 2)
     if not 0 <= r0 <= r1 <= total:
         raise ArgumentError(f"rows {rows} outside [0, {total}]")
     return r0, r1
@@ -64,7 +100,8 @@ def pointwise(x, packed, cin, cout, relu6=False, residual=None, rows=None, panel
     rows, ``panels`` = (p0, p1) only output channels [16 p0, 16 p1) (the rest of y stays 0)."""
     x = _f32(x, "x", 2)
     packed = _f32(packed, "packed", 1)
-    if x.shape[1] != cin or packed.size != native.lib.f32_pointwise_packed_floats(cin, cout):
+    cin, cout, relu6 = _int(cin, "cin"), _int(cout, "cout"), _flag(relu6, "relu6")
+    if cin < 1 or cout < 1 or x.shape[1] != cin or packed.size != native.lib.f32_pointwise_packed_floats(cin, cout):
         raise ArgumentError(f"x {x.shape} / packed {packed.shape} do not fit cin={cin}, cout={cout}")
     m = x.shape[0]
     y = np.zeros((m, cout), np.float32)
@@ -76,11 +113,11 @@ def pointwise(x, packed, cin, cout, relu6=False, residual=None, rows=None, panel
         res = _ptr(residual)
     m0, m1 = _rows(rows, m)
     if panels is None:
-        _fn("f32_pointwise", scalar)(_ptr(x), _ptr(packed), res, _ptr(y), cin, cout, m0, m1, int(relu6))
+        _fn("f32_pointwise", scalar)(_ptr(x), _ptr(packed), res, _ptr(y), cin, cout, m0, m1, relu6)
     else:
         p0, p1 = _rows(panels, native.lib.f32_pointwise_panels(cout))
         _fn("f32_pointwise_part", scalar)(_ptr(x), _ptr(packed), res, _ptr(y), cin, cout, m0, m1,
-                                          p0, p1, int(relu6))
+                                          p0, p1, relu6)
     return y
 
 
@@ -94,6 +131,7 @@ def _conv_out(size, pad_before, pad_after, stride):
 def dwconv3x3(x, w, bias, stride, pads, relu6=False, rows=None, scalar=False):
     """Depthwise 3x3 on x: [N, H, W, C] with w: [3, 3, C], bias: [C], pads (top, bottom, left, right)."""
     x, w, bias = _f32(x, "x", 4), _f32(w, "w", 3), _f32(bias, "bias", 1)
+    stride, pads, relu6 = _int(stride, "stride"), _ints(pads, "pads", 4), _flag(relu6, "relu6")
     n, h, wd, c = x.shape
     if w.shape != (3, 3, c) or bias.shape != (c,) or stride not in (1, 2):
         raise ArgumentError(f"w {w.shape}, bias {bias.shape}, stride {stride} do not fit x {x.shape}")
@@ -104,7 +142,7 @@ def dwconv3x3(x, w, bias, stride, pads, relu6=False, rows=None, scalar=False):
     y = np.zeros((n, oh, ow, c), np.float32)
     r0, r1 = _rows(rows, oh)
     _fn("f32_dwconv3x3", scalar)(_ptr(x), _ptr(w), _ptr(bias), _ptr(y), n, h, wd, c, stride,
-                                 top, left, oh, ow, r0, r1, int(relu6))
+                                 top, left, oh, ow, r0, r1, relu6)
     return y
 
 
@@ -116,6 +154,7 @@ def _stem_args(x, w, bias, pads):
     cout = w.shape[3]
     if c != 3 or w.shape[:3] != (3, 3, 3) or bias.shape != (cout,):
         raise ArgumentError(f"w {w.shape}, bias {bias.shape} do not fit x {x.shape}")
+    pads = _ints(pads, "pads", 4)
     top, bottom, left, right = pads
     if max(pads) > 2 or min(pads) < 0:
         raise ArgumentError(f"pads must be in [0, 2], got {pads}")
@@ -129,7 +168,7 @@ def stem(x, w, bias, pads, relu6=False, rows=None, scalar=False):
     y = np.zeros((x.shape[0], oh, ow, cout), np.float32)
     r0, r1 = _rows(rows, oh)
     _fn("f32_stem3x3s2", scalar)(_ptr(x), _ptr(packed), _ptr(y), x.shape[0], h, wd, cout,
-                                 top, left, oh, ow, r0, r1, int(relu6))
+                                 top, left, oh, ow, r0, r1, _flag(relu6, "relu6"))
     return y
 
 
@@ -137,6 +176,7 @@ def stem_row(x, w, bias, pads, i, relu6=False, out=None, scalar=False):
     """Output row ``i`` of ``stem`` for one image x: [H, W, 3]: [OW, cout], written into ``out``
     (a C-contiguous float32 [OW, cout] array: the fused block's ring slot in the plan) if given."""
     x, packed, h, wd, cout, top, left, oh, ow = _stem_args(_f32(x, "x", 3)[None], w, bias, pads)
+    i = _int(i, "i")
     if not 0 <= i < oh:
         raise ArgumentError(f"row {i} outside [0, {oh})")
     if out is None:
@@ -145,7 +185,7 @@ def stem_row(x, w, bias, pads, i, relu6=False, out=None, scalar=False):
               and out.flags.c_contiguous and out.flags.writeable):
         raise ArgumentError(f"out must be a writeable C-contiguous float32 array of shape {(ow, cout)}")
     _fn("f32_stem3x3s2_row", scalar)(_ptr(x), _ptr(packed), _ptr(out), h, wd, cout, top, left, ow,
-                                     int(i), int(relu6))
+                                     i, _flag(relu6, "relu6"))
     return out
 
 
@@ -154,7 +194,7 @@ def global_pool(x, kind="avg", scalar=False, channels=None):
     rest of y zero), as a thread sharing the channels computes them."""
     x = _f32(x, "x", 4)
     n, h, w, c = x.shape
-    if kind not in ("avg", "max"):
+    if not isinstance(kind, str) or kind not in ("avg", "max"):
         raise ArgumentError(f"kind must be 'avg' or 'max', got {kind!r}")
     if h * w == 0:
         raise ArgumentError(f"x {x.shape} has no pixels to pool")
@@ -164,7 +204,7 @@ def global_pool(x, kind="avg", scalar=False, channels=None):
         y = np.empty((n, c), np.float32)
         _fn({"avg": "f32_global_avgpool", "max": "f32_global_maxpool"}[kind], scalar)(_ptr(x), _ptr(y), n, h * w, c)
         return y
-    k0, k1 = (int(k) for k in channels)
+    k0, k1 = _ints(channels, "channels", 2)
     if not 0 <= k0 <= k1 <= c:
         raise ArgumentError(f"channels {channels} are not a range within the {c} channels")
     y = np.zeros((n, c), np.float32)
@@ -188,12 +228,14 @@ def softmax(x, scalar=False):
 def fold_batchnorm(w, gamma, beta, mean, var, eps, scalar=False):
     """(w * inv, beta - mean * inv), inv = gamma / sqrt(var + eps), for w whose last axis is the
     output channel; the C twin of numpy_kernels.fold_batchnorm for float32 arrays."""
-    w = np.ascontiguousarray(w, np.float32)
+    w = _as_f32(w, "w")
     if w.ndim < 1:
         raise ArgumentError("w must have an output-channel axis")
     c = w.shape[-1]
-    stats = [_f32(np.ascontiguousarray(a, np.float32), name, 1)
+    stats = [_f32(_as_f32(a, name), name, 1)
              for a, name in ((gamma, "gamma"), (beta, "beta"), (mean, "mean"), (var, "var"))]
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
+        raise ArgumentError(f"eps must be a finite number from 0 up, got {eps!r}")
     if any(s.shape != (c,) for s in stats):
         raise ArgumentError(f"batch-norm statistics must have shape ({c},), got {[s.shape for s in stats]}")
     if not all(np.isfinite(a).all() for a in [w] + stats) or (stats[3] + eps <= 0).any():
@@ -208,6 +250,8 @@ def dwconv3x3_dilated(x, w, bias, stride, dilation, pads, relu6=False, rows=None
     """Dilated depthwise 3x3 on x: [N, H, W, C] (taps ``dilation`` apart), w: [3, 3, C], bias: [C],
     pads (top, bottom, left, right), each at most ``2 * dilation``."""
     x, w, bias = _f32(x, "x", 4), _f32(w, "w", 3), _f32(bias, "bias", 1)
+    stride, dilation, relu6 = _int(stride, "stride"), _int(dilation, "dilation"), _flag(relu6, "relu6")
+    pads = _ints(pads, "pads", 4)
     n, h, wd, c = x.shape
     if w.shape != (3, 3, c) or bias.shape != (c,) or stride not in (1, 2) or not 1 <= dilation <= 64:
         raise ArgumentError(f"w {w.shape}, bias {bias.shape}, stride {stride}, dilation {dilation} "
@@ -222,12 +266,17 @@ def dwconv3x3_dilated(x, w, bias, stride, dilation, pads, relu6=False, rows=None
     y = np.zeros((n, oh, ow, c), np.float32)
     r0, r1 = _rows(rows, oh)
     _fn("f32_dwconv3x3_dilated", scalar)(_ptr(x), _ptr(w), _ptr(bias), _ptr(y), n, h, wd, c, stride,
-                                         dilation, top, left, oh, ow, r0, r1, int(relu6))
+                                         dilation, top, left, oh, ow, r0, r1, relu6)
     return y
 
 
 def resize_scales(h, w, oh, ow, align_corners):
     """The float32 scales f32_resize_bilinear takes (PyTorch's, rounded as numpy_kernels does)."""
+    h, w, oh, ow = _ints((h, w, oh, ow), "sizes", 4)
+    align_corners = _flag(align_corners, "align_corners")
+    if min(h, w, oh, ow) < 1:
+        raise ArgumentError(f"sizes must be from 1 up, got {(h, w, oh, ow)}")
+
     def one(i, o):
         if align_corners:
             return np.float32((i - 1) / (o - 1)) if o > 1 else np.float32(0)
@@ -238,13 +287,14 @@ def resize_scales(h, w, oh, ow, align_corners):
 def resize_bilinear(x, oh, ow, align_corners=False, rows=None):
     """Bilinear resize of x: [N, H, W, C] to [N, oh, ow, C] (PyTorch's arithmetic)."""
     x = _f32(x, "x", 4)
+    oh, ow, align_corners = _int(oh, "oh"), _int(ow, "ow"), _flag(align_corners, "align_corners")
     n, h, w, c = x.shape
-    if oh < 1 or ow < 1 or h < 1 or w < 1:
-        raise ArgumentError(f"cannot resize {x.shape} to {oh}x{ow}")
+    if not (1 <= oh <= MAX_RESIZE and 1 <= ow <= MAX_RESIZE) or h < 1 or w < 1:
+        raise ArgumentError(f"cannot resize {x.shape} to {oh}x{ow} (sides from 1 to {MAX_RESIZE})")
     y = np.zeros((n, oh, ow, c), np.float32)
     r0, r1 = _rows(rows, oh)
     sh, sw = resize_scales(h, w, oh, ow, align_corners)
-    native.lib.f32_resize_bilinear(_ptr(x), _ptr(y), n, h, w, c, oh, ow, int(align_corners), sh, sw, r0, r1)
+    native.lib.f32_resize_bilinear(_ptr(x), _ptr(y), n, h, w, c, oh, ow, align_corners, sh, sw, r0, r1)
     return y
 
 

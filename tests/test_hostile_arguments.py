@@ -94,3 +94,54 @@ def test_every_public_call_refuses_hostile_arguments_with_its_own_error(tmp_path
     assert not foreign, "\n".join(foreign)
     assert not (tmp_path.parent / (tmp_path.name + ".png")).exists()
     assert os.getcwd() == str(tmp_path)
+
+
+KERNEL_HOSTILE = HOSTILE + [(0, 0, 0, 0), (-1, 0, 0, 0), (10 ** 9, 0, 0, 0), (0, 10 ** 6), (5, 2), (1.5, 0, 0, 0),
+                            np.zeros((1, 8, 8, 3), np.float64), np.zeros((0, 8, 8, 3), np.float32),
+                            np.zeros((1, 8, 8, 0), np.float32), np.zeros((1, 8, 8, 16), np.float32)[:, ::2]]
+
+
+@pytest.mark.skipif(not M.native.available(), reason="the C extension is not built")
+def test_the_kernel_wrappers_refuse_hostile_arguments_before_c_sees_them():
+    """The C side checks nothing: every wrapper argument is checked in Python first.  Sizes that
+    are not whole numbers (1.5, "2", an array) reached cffi's TypeError or NumPy's ValueError, a
+    string eps float()'s; none of them reached C, and none may (this test would crash if one did)."""
+    from mobilenetv2 import c_kernels as ck
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    x = rng.uniform(-1, 1, (1, 8, 8, 16)).astype(f32)
+    w_pw, b24 = rng.uniform(-1, 1, (16, 24)).astype(f32), np.zeros(24, f32)
+    packed = ck.pack_pointwise(w_pw, b24)
+    w_dw, b16 = rng.uniform(-1, 1, (3, 3, 16)).astype(f32), np.zeros(16, f32)
+    xs, w_st = rng.uniform(-1, 1, (1, 9, 9, 3)).astype(f32), rng.uniform(-1, 1, (3, 3, 3, 16)).astype(f32)
+    calls = [
+        ("pack_pointwise", ck.pack_pointwise, dict(w=w_pw, bias=b24)),
+        ("pointwise", ck.pointwise, dict(x=x.reshape(64, 16), packed=packed, cin=16, cout=24, relu6=True,
+                                         residual=np.zeros((64, 24), f32), rows=None, panels=None)),
+        ("dwconv3x3", ck.dwconv3x3, dict(x=x, w=w_dw, bias=b16, stride=1, pads=(1, 1, 1, 1), relu6=True, rows=None)),
+        ("stem", ck.stem, dict(x=xs, w=w_st, bias=b16, pads=(0, 1, 0, 1), relu6=True, rows=None)),
+        ("stem_row", ck.stem_row, dict(x=xs[0], w=w_st, bias=b16, pads=(0, 1, 0, 1), i=0, relu6=True, out=None)),
+        ("global_pool", ck.global_pool, dict(x=x, kind="avg", channels=None)),
+        ("softmax", ck.softmax, dict(x=rng.uniform(-1, 1, (2, 10)).astype(f32))),
+        ("fold_batchnorm", ck.fold_batchnorm, dict(w=rng.uniform(-1, 1, (1, 1, 16, 24)).astype(f32), gamma=b24 + 1,
+                                                   beta=b24, mean=b24, var=b24 + 1, eps=1e-3)),
+        ("dwconv3x3_dilated", ck.dwconv3x3_dilated, dict(x=x, w=w_dw, bias=b16, stride=1, dilation=2,
+                                                         pads=(2, 2, 2, 2), relu6=True, rows=None)),
+        ("resize_scales", ck.resize_scales, dict(h=4, w=5, oh=8, ow=9, align_corners=False)),
+        ("resize_bilinear", ck.resize_bilinear, dict(x=x, oh=9, ow=11, align_corners=False, rows=None)),
+        ("relu6", ck.relu6, dict(x=x)),
+        ("count_nonfinite", ck.count_nonfinite, dict(x=x)),
+    ]
+    foreign = []
+    for name, fn, good in calls:
+        fn(**good)
+        for arg in good:
+            for value in KERNEL_HOSTILE:
+                try:
+                    with np.errstate(all="ignore"):
+                        fn(**dict(good, **{arg: value}))
+                except M.Error:
+                    pass
+                except Exception as exc:  # noqa: BLE001
+                    foreign.append(f"{name}({arg}={value!r:.40}): {type(exc).__name__}: {exc}")
+    assert not foreign, "\n".join(foreign)
