@@ -68,29 +68,39 @@ def _calls(tmp_path):
     ]
 
 
+def _foreign(name, fn, good, args, values, allowed=lambda exc, arg, name: False):
+    """What the call ``fn(**good)`` with each of ``args`` set to each of ``values`` raised besides
+    an Error (and what ``allowed`` lets through), one line each."""
+    fn(**good)  # the baseline works
+    found = []
+    for arg in args:
+        for value in values:
+            try:
+                with np.errstate(all="ignore"):
+                    fn(**dict(good, **{arg: value}))
+            except M.Error:
+                pass
+            except Exception as exc:  # noqa: BLE001 (the point: nothing else may escape)
+                if not allowed(exc, arg, name):
+                    found.append(f"{name}({arg}={value!r:.40}): {type(exc).__name__}: {exc}")
+    return found
+
+
+def _named_type_or_os_error(exc, arg, name):
+    """An OSError naming its file, os's TypeError for a path of another type, or a TypeError of the
+    package's own that names the argument or the call."""
+    if isinstance(exc, OSError):
+        return exc.filename is not None
+    return isinstance(exc, TypeError) and (_path_type_error(exc) or arg in str(exc) or name.split()[-1] in str(exc))
+
+
 def test_every_public_call_refuses_hostile_arguments_with_its_own_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     foreign = []
     for name, fn, good, hostile in _calls(tmp_path):
         params = inspect.signature(fn).parameters
         assert set(hostile) <= set(params), (name, set(hostile) - set(params))
-        fn(**good)  # the baseline works
-        for arg in hostile:
-            for value in HOSTILE:
-                try:
-                    with np.errstate(all="ignore"):
-                        fn(**dict(good, **{arg: value}))
-                except M.Error:
-                    pass
-                except (TypeError, OSError) as exc:
-                    # an OSError naming its file, os's TypeError for a path of another type, or a
-                    # TypeError of the package's own that names the argument or the call
-                    named = arg in str(exc) or name.split()[-1] in str(exc)
-                    if not (_path_type_error(exc) or (isinstance(exc, OSError) and exc.filename is not None)
-                            or (isinstance(exc, TypeError) and named)):
-                        foreign.append(f"{name}({arg}={value!r:.40}): {type(exc).__name__}: {exc}")
-                except Exception as exc:  # noqa: BLE001 (the point: nothing else may escape)
-                    foreign.append(f"{name}({arg}={value!r:.40}): {type(exc).__name__}: {exc}")
+        foreign += _foreign(name, fn, good, hostile, HOSTILE, _named_type_or_os_error)
     assert not foreign, "\n".join(foreign)
     assert not (tmp_path.parent / (tmp_path.name + ".png")).exists()
     assert os.getcwd() == str(tmp_path)
@@ -132,16 +142,5 @@ def test_the_kernel_wrappers_refuse_hostile_arguments_before_c_sees_them():
         ("relu6", ck.relu6, dict(x=x)),
         ("count_nonfinite", ck.count_nonfinite, dict(x=x)),
     ]
-    foreign = []
-    for name, fn, good in calls:
-        fn(**good)
-        for arg in good:
-            for value in KERNEL_HOSTILE:
-                try:
-                    with np.errstate(all="ignore"):
-                        fn(**dict(good, **{arg: value}))
-                except M.Error:
-                    pass
-                except Exception as exc:  # noqa: BLE001
-                    foreign.append(f"{name}({arg}={value!r:.40}): {type(exc).__name__}: {exc}")
+    foreign = [line for name, fn, good in calls for line in _foreign(name, fn, good, good, KERNEL_HOSTILE)]
     assert not foreign, "\n".join(foreign)
