@@ -6,6 +6,7 @@ is the best the CPU and OS support (CPUID and XGETBV, in csrc/dispatch.c), cappe
 ``MNV2_FORCE_ISA=scalar|avx2|avx512`` (or ``MNV2_FORCE_SCALAR=1``); every level gives the same bits.
 """
 import contextlib
+import os
 import warnings
 
 from mobilenetv2.errors import ArgumentError, Error
@@ -24,12 +25,32 @@ _LABELS = {"scalar": "C scalar", "avx2": "C AVX2", "avx512": "C AVX-512"}
 _warned = False
 
 
+def unknown_force_settings(environ):
+    """What the C dispatcher ignores of $MNV2_FORCE_ISA and $MNV2_FORCE_SCALAR (csrc/dispatch.c
+    reads them): a list of lines, empty when both are unset or spelled as it reads them."""
+    lines = []
+    force = environ.get("MNV2_FORCE_ISA", "")
+    if force and force not in ISA_NAMES:
+        lines.append(f"MNV2_FORCE_ISA={force!r} is not one of {', '.join(ISA_NAMES)}: ignored")
+    scalar = environ.get("MNV2_FORCE_SCALAR", "")
+    if scalar and scalar not in ("0", "1"):
+        lines.append(f"MNV2_FORCE_SCALAR={scalar!r} is neither 1 (scalar kernels) nor 0: "
+                     + ("read as 1" if scalar.startswith("1") else "ignored"))
+    return lines
+
+
 class EngineUnavailable(Error, RuntimeError):
     """``engine="c"`` was asked for a model the C core cannot run (the message says why)."""
 
 
 def available():
     return lib is not None
+
+
+if lib is not None:
+    for _line in unknown_force_settings(os.environ):  # a typo must not pass for the ISA asked for
+        warnings.warn(f"mobilenetv2: {_line} (the C kernels run {ISA_NAMES[lib.mnv2_simd_level()]})",
+                      RuntimeWarning, stacklevel=2)
 
 
 def warn_if_missing():

@@ -66,6 +66,23 @@ def test_force_isa_caps_the_level_and_backend_names_it():
     assert _backend_in_subprocess(MNV2_FORCE_SCALAR="1", MNV2_FORCE_ISA="avx512") == "C scalar"
 
 
+def test_a_force_setting_the_dispatcher_ignores_is_said_not_silently_dropped():
+    """MNV2_FORCE_ISA=avx2x (a typo) ran AVX-512 without a word: a benchmark meant for AVX2
+    measured the wrong kernels.  The spellings the dispatcher reads stay silent."""
+    assert native.unknown_force_settings({}) == []
+    assert native.unknown_force_settings({"MNV2_FORCE_ISA": "avx2", "MNV2_FORCE_SCALAR": "0"}) == []
+    assert "ignored" in native.unknown_force_settings({"MNV2_FORCE_ISA": "AVX2"})[0]
+    assert "read as 1" in native.unknown_force_settings({"MNV2_FORCE_SCALAR": "1yes"})[0]
+    code = "import warnings; warnings.simplefilter('error'); import mobilenetv2; print(mobilenetv2.backend())"
+    clean = {k: v for k, v in os.environ.items() if k not in ("MNV2_FORCE_ISA", "MNV2_FORCE_SCALAR")}
+    for env, said in [({"MNV2_FORCE_ISA": "avx2x"}, "MNV2_FORCE_ISA='avx2x' is not one of scalar, avx2, avx512"),
+                      ({"MNV2_FORCE_SCALAR": "yes"}, "MNV2_FORCE_SCALAR='yes' is neither 1")]:
+        done = subprocess.run([sys.executable, "-c", code], env=dict(clean, **env), capture_output=True,
+                              text=True, cwd=Path(__file__).resolve().parent.parent)
+        assert done.returncode != 0 and said in done.stderr, done.stderr
+    assert _backend_in_subprocess(MNV2_FORCE_ISA="avx2x") == LABELS[native.isas()[-1]]  # still runs
+
+
 def test_use_isa_switches_and_restores():
     before = native.isa()
     for name in native.isas():
