@@ -124,6 +124,65 @@ def test_openvino_is_pinned_to_float32_and_bf16_only_when_asked(tmp_path):
     assert c["speedup_vs_best_peer"] == pytest.approx(ov["median_ms"] / c["median_ms"])  # bf16 never the peer
 
 
+FAKE_OPENVINO = """
+# A stand-in for OpenVINO's CPU plugin: records the precision hint asked for and reports back
+# {reports!r} (None: what was asked), as a plugin that defaults to bfloat16 might.
+import time
+__version__ = "0.0-fake"
+
+
+class _Compiled:
+    def __init__(self, config):
+        self.config = config
+
+    def get_property(self, name):
+        return {reports!r} or self.config[name]
+
+    def create_infer_request(self):
+        return self
+
+    def infer(self, inputs):
+        time.sleep(0.002 if self.config["INFERENCE_PRECISION_HINT"] == "f32" else 0.001)
+
+
+class Core:
+    def compile_model(self, path, device, config):
+        assert device == "CPU" and config["INFERENCE_NUM_THREADS"] >= 1
+        return _Compiled(config)
+"""
+
+
+@pytest.mark.parametrize("reports", [None, "bf16"])
+def test_openvino_rows_are_the_precision_asked_for_with_a_stand_in_plugin(reports, tmp_path, monkeypatch, capsys):
+    """Where OpenVINO is not installed (CI) the same logic, on a stand-in plugin in the children's
+    path: the float32 row asks for f32 and the --bf16 row for bf16, each labelled so, the bf16 row
+    never the best peer (its 1 ms against the f32 row's 2); a plugin that runs bfloat16 whatever
+    it is asked (reports "bf16") gets no float32 row, and the bench says why."""
+    pytest.importorskip("onnx")
+    if not native.available():
+        pytest.skip("compares the C core's row with OpenVINO's: the C extension is not built")
+    import sys
+    fake = tmp_path / "fake"
+    (fake / "openvino").mkdir(parents=True)
+    (fake / "openvino" / "__init__.py").write_text(FAKE_OPENVINO.format(reports=reports))
+    monkeypatch.syspath_prepend(str(fake))  # the spawned children get the parent's sys.path
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+    out = tmp_path / "b.json"
+    assert main(["--variants", "0.35_96", "--runs", "4", "--warmup", "1", "--rounds", "1", "--engines",
+                 "c,openvino", "--bf16", "--threads", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    rows = {(r["engine"], r["precision"]): r for r in data["results"]}
+    if reports is None:
+        assert set(rows) == {("c", "float32"), ("openvino", "float32"), ("openvino-bf16", "bfloat16")}
+        assert rows["openvino-bf16", "bfloat16"]["median_ms"] < rows["openvino", "float32"]["median_ms"]
+        assert rows["c", "float32"]["speedup_vs_best_peer"] == pytest.approx(
+            rows["openvino", "float32"]["median_ms"] / rows["c", "float32"]["median_ms"])
+    else:
+        assert ("openvino", "float32") not in rows
+        assert "OpenVINO ran at precision bf16, not f32 as asked" in data["skipped"]["openvino"]
+    assert "bf16 rows are reduced precision" in capsys.readouterr().out or reports == "bf16"
+
+
 def test_plot_draws_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     if not native.available():
