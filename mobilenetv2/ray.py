@@ -32,6 +32,7 @@ image, all of Ray's processes counted, went from 7.6-9.7 ms to 7.3-8.6 ms (decod
 ~6.5), its fixed CPU per job from 4.3-6.4 s to 3.1-4.4 s.
 """
 import math
+import numbers
 import os
 
 from mobilenetv2 import errors
@@ -46,14 +47,27 @@ RESERVED_CPUS = 0.5   # left to read/write tasks by the default actor num_cpus
 IO_TASK_CPUS = 0.25   # what each of run_job's write tasks asks for
 
 
+def _whole(value, name, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ArgumentError(f"{name} must be a whole number from {low} up, got {value!r}")
+    return int(value)
+
+
 def actor_resources(cluster_cpus, threads=1, actors=None, actor_cpus=None):
     """(actors, num_cpus per actor) for a cluster with ``cluster_cpus`` CPUs.
 
     Default: one actor per ``threads`` CPUs, each asking ``threads`` CPUs less its share of
     RESERVED_CPUS, so that read and write tasks can always be scheduled; e.g. 2 CPUs, threads=1:
     2 actors x 0.75 CPU.  A ValueError when the choice would leave no room for them."""
-    if threads < 1:
-        raise ArgumentError(f"threads must be a positive integer, got {threads!r}")
+    _whole(threads, "threads", 1)
+    if isinstance(cluster_cpus, bool) or not isinstance(cluster_cpus, numbers.Real) \
+            or not 0 < cluster_cpus < math.inf:
+        raise ArgumentError(f"cluster_cpus must be a positive number, got {cluster_cpus!r}")
+    if actors is not None:
+        _whole(actors, "actors", 1)
+    if actor_cpus is not None and (isinstance(actor_cpus, bool) or not isinstance(actor_cpus, numbers.Real)
+                                   or not 0 < actor_cpus < math.inf):
+        raise ArgumentError(f"actor_cpus must be a positive number, got {actor_cpus!r}")
     actors = actors or max(1, int(cluster_cpus // threads))
     if actor_cpus is None:
         actor_cpus = min(float(threads), (cluster_cpus - RESERVED_CPUS) / actors)
@@ -164,6 +178,9 @@ def part_rows(images, actors, rows_per_part=4096):
     """Images per part (one Ray block, one task): at most ``rows_per_part``, and small enough that
     every actor gets about 4 parts, so that a short job ends on balanced actors (the last part
     of one actor is the time the other may wait)."""
+    _whole(images, "images", 0)
+    _whole(actors, "actors", 1)
+    _whole(rows_per_part, "rows_per_part", 1)
     return max(1, min(rows_per_part, math.ceil(images / (4 * actors))))
 
 

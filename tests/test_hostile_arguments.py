@@ -144,3 +144,21 @@ def test_the_kernel_wrappers_refuse_hostile_arguments_before_c_sees_them():
     ]
     foreign = [line for name, fn, good in calls for line in _foreign(name, fn, good, good, KERNEL_HOSTILE)]
     assert not foreign, "\n".join(foreign)
+
+
+def test_the_batch_job_and_the_cluster_helpers_refuse_hostile_arguments():
+    """The batch command's job (what features/predict, mobilenetv2.dask and mobilenetv2.ray
+    build) and the Ray helpers users call in their own pipelines: an array as ``kind`` or
+    ``weights`` raised NumPy's ValueError, a list in dask's cached job the cache's "unhashable
+    type", ``part_rows(actors=0)`` a ZeroDivisionError, ``actor_resources("4")`` a TypeError."""
+    from mobilenetv2 import dask as mdask, ray as mray
+    from mobilenetv2.batch.job import BatchJob
+    job = dict(kind="predict", alpha=0.35, size=32, weights=None, layer=None, top=5, dtype="float32", threads=1)
+    foreign = _foreign("BatchJob", BatchJob, job, job, HOSTILE, _named_type_or_os_error)
+    foreign += _foreign("cached_job", mdask.cached_job, job, job, HOSTILE, _named_type_or_os_error)
+    foreign += _foreign("actor_resources", mray.actor_resources, dict(cluster_cpus=4, threads=1, actors=None,
+                                                                      actor_cpus=None),
+                        ["cluster_cpus", "threads", "actors", "actor_cpus"], HOSTILE)
+    foreign += _foreign("part_rows", mray.part_rows, dict(images=10, actors=2, rows_per_part=4096),
+                        ["images", "actors", "rows_per_part"], HOSTILE)
+    assert not foreign, "\n".join(foreign)

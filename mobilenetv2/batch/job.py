@@ -73,10 +73,11 @@ class BatchJob:
                  dtype="float32", threads=None):
         from mobilenetv2 import arch
         from mobilenetv2.model import MobileNetV2
-        if kind not in KINDS:
-            raise ArgumentError(f"kind must be one of {KINDS}, got {kind!r}")
-        self.kind = kind
+        from mobilenetv2.model import _check_option
+        self.kind = _check_option(kind, KINDS, f"kind must be one of {KINDS}")
         self.size = _positive_int("size", size)
+        if not (weights is None or isinstance(weights, (str, os.PathLike))):
+            raise ArgumentError(f"weights must be 'imagenet', None / 'none' or a Keras .h5 path, got {weights!r}")
         weights = None if weights in (None, "none") else weights
         self.weights = weights if weights in (None, "imagenet") else os.fspath(weights)
         include_top = kind == "predict"
