@@ -220,10 +220,14 @@ def save_file(tensors, path, metadata=None):
     to 8 bytes), through a temporary file renamed into place: no half-written file is left."""
     path = os.path.abspath(os.fspath(path))
     header, arrays, pos = {}, [], 0
-    if metadata:
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+    if not isinstance(tensors, dict) or not all(isinstance(k, str) for k in tensors):
+        raise ArgumentError(f"tensors must be a dict of name -> array, got {type(tensors).__name__}")
+    if metadata is not None:
+        if not isinstance(metadata, dict) or \
+                not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise ArgumentError("safetensors metadata must map strings to strings")
-        header["__metadata__"] = dict(metadata)
+        if metadata:
+            header["__metadata__"] = dict(metadata)
     for name in sorted(tensors):
         a = np.asarray(tensors[name])
         key = _NAMES.get(a.dtype.newbyteorder("<"))

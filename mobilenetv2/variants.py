@@ -45,7 +45,7 @@ def parse_variant(name):
     try:
         alpha, rows = name.split("_")
         key = (float(alpha), int(rows))
-    except ValueError:
+    except (AttributeError, TypeError, ValueError):  # not a string, or not two numbers
         key = None
     if key not in PUBLISHED:
         raise ArgumentError(f"unknown variant {name!r}; the 22 are: "

@@ -162,3 +162,15 @@ def test_the_batch_job_and_the_cluster_helpers_refuse_hostile_arguments():
     foreign += _foreign("part_rows", mray.part_rows, dict(images=10, actors=2, rows_per_part=4096),
                         ["images", "actors", "rows_per_part"], HOSTILE)
     assert not foreign, "\n".join(foreign)
+
+
+def test_the_variant_name_and_safetensors_writer_refuse_hostile_arguments(tmp_path):
+    """parse_variant(None) was an AttributeError ('NoneType' has no 'split'); save_file with a
+    tuple of tensors an IndexError, with a number as metadata an AttributeError."""
+    from mobilenetv2.safetensors import save_file
+    from mobilenetv2.variants import parse_variant
+    foreign = _foreign("parse_variant", parse_variant, dict(name="0.35_96"), ["name"], HOSTILE)
+    foreign += _foreign("save_file", save_file, dict(tensors={"a": np.zeros(2, np.float32)},
+                                                     path=tmp_path / "s.safetensors", metadata=None),
+                        ["tensors", "metadata"], HOSTILE)
+    assert not foreign, "\n".join(foreign)
