@@ -52,7 +52,7 @@ def variants():
 def _entry(alpha, rows, include_top):
     try:
         key = (float(alpha), int(rows), bool(include_top))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (rows=inf)
         key = None
     for v in _table()["variants"]:
         if (v["alpha"], v["rows"], v["include_top"]) == key:

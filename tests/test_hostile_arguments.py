@@ -165,11 +165,15 @@ def test_the_batch_job_and_the_cluster_helpers_refuse_hostile_arguments():
 
 
 def test_the_variant_name_and_safetensors_writer_refuse_hostile_arguments(tmp_path):
-    """parse_variant(None) was an AttributeError ('NoneType' has no 'split'); save_file with a
+    """parse_variant(None) was an AttributeError ('NoneType' has no 'split'), the registry's
+    weights_filename(rows=inf) an OverflowError; save_file with a
     tuple of tensors an IndexError, with a number as metadata an AttributeError."""
+    from mobilenetv2.registry import weights_filename
     from mobilenetv2.safetensors import save_file
     from mobilenetv2.variants import parse_variant
     foreign = _foreign("parse_variant", parse_variant, dict(name="0.35_96"), ["name"], HOSTILE)
+    foreign += _foreign("weights_filename", weights_filename, dict(alpha=0.35, rows=96, include_top=True),
+                        ["alpha", "rows"], HOSTILE)  # rows=inf was float->int's OverflowError
     foreign += _foreign("save_file", save_file, dict(tensors={"a": np.zeros(2, np.float32)},
                                                      path=tmp_path / "s.safetensors", metadata=None),
                         ["tensors", "metadata"], HOSTILE)
