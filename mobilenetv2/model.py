@@ -267,6 +267,8 @@ class MobileNetV2:
         return [w for layer in self.weighted_layers() for w in layer.get_weights()]
 
     def set_weights(self, arrays):
+        if isinstance(arrays, (str, bytes, dict)) or not hasattr(arrays, "__iter__"):
+            raise ArgumentError(f"set_weights takes a list of arrays (as get_weights returns), got {arrays!r:.60}")
         arrays = list(arrays)
         need = sum(len(layer.weight_shapes()) for layer in self.weighted_layers())
         if len(arrays) != need:
@@ -322,9 +324,20 @@ class MobileNetV2:
 
     # -- shapes and cost -------------------------------------------------------------------
     def _static_shape(self, input_shape=None):
-        """The example shape used for shapes and MACs (224x224 where the model takes any size)."""
-        shape = tuple(input_shape or self.input_shape)
-        return (224, 224, shape[2]) if None in shape else shape
+        """The example shape used for shapes and MACs (224x224 where the model takes any size);
+        an ``input_shape`` given must be (H, W, C) as ``predict`` would take it."""
+        if input_shape is None:
+            shape = tuple(self.input_shape)
+            return (224, 224, shape[2]) if None in shape else shape
+        if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__") or len(input_shape) != 3:
+            raise ArgumentError(f"input_shape must be (height, width, channels), got {input_shape!r}")
+        h, w, c = (_size_dim(n, d, input_shape) for n, d in zip(("height", "width", "channels"), input_shape))
+        if h is None or w is None or not (MIN_SIZE <= h <= MAX_SIZE and MIN_SIZE <= w <= MAX_SIZE):
+            raise ArgumentError(f"input_shape height and width must be from {MIN_SIZE} to {MAX_SIZE}, "
+                                f"got {input_shape!r}")
+        if c != self.input_shape[2] or (None not in self.input_shape[:2] and (h, w) != self.input_shape[:2]):
+            raise ArgumentError(f"this model takes inputs of {self.input_shape}, not {input_shape!r}")
+        return (h, w, c)
 
     def macs(self, input_shape=None):
         """Multiply-accumulates of one forward pass (convolutions and the dense head)."""
