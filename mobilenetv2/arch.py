@@ -6,10 +6,8 @@ transformers ``MobileNetV2Config`` (depth multiplier rounding, TF or symmetric p
 stride 8 with dilated depthwise convolutions, the 1001-class classifier or the DeepLabV3 head) onto
 the same block table and the same ``_inverted_res_block``, with Keras's layer names.
 """
-import numbers
-
 from mobilenetv2 import layers as L
-from mobilenetv2.errors import ArgumentError
+from mobilenetv2.errors import ArgumentError, is_whole
 from mobilenetv2.numpy_kernels import fold_batchnorm
 
 # The paper's Table 2: expansion t, output channels c, repeats n, first stride s.
@@ -258,7 +256,7 @@ def export_batch(batch, exporter, dynamic=False):
     format has a dynamic batch, ``dynamic``), else an ArgumentError naming ``exporter``."""
     if batch is None and dynamic:
         return None
-    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or not 1 <= batch <= MAX_EXPORT_BATCH:
+    if not is_whole(batch) or not 1 <= batch <= MAX_EXPORT_BATCH:
         what = " (or None for a dynamic one)" if dynamic else ""
         raise ArgumentError(f"{exporter}: batch must be a whole number from 1 to {MAX_EXPORT_BATCH}{what}, "
                             f"got {batch!r}")
@@ -274,7 +272,7 @@ def export_input_shape(model, input_size, exporter):
     shape = tuple(model.input_shape)
     if input_size is not None:
         if isinstance(input_size, (str, bytes)) or not hasattr(input_size, "__len__") or len(input_size) != 2 \
-                or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in input_size):
+                or not all(is_whole(d) for d in input_size):
             raise ArgumentError(f"{exporter}: input_size must be (height, width), two whole numbers, "
                                 f"got {input_size!r}")
         size = tuple(int(d) for d in input_size)

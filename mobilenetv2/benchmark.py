@@ -16,7 +16,6 @@ of each measurement are split over --rounds rounds that visit every engine in tu
 starting further along the list, so a slow spell of a shared machine (or its first minute) lands
 on all engines alike; the statistics are over all its runs.
 """
-import argparse
 import concurrent.futures
 import datetime
 import json

@@ -5,13 +5,10 @@ C-contiguous and of the shapes the kernel reads before calling in.  ``scalar=Tru
 portable twin instead of the dispatcher (which picks AVX-512 or AVX2+FMA when the CPU has them);
 ``scalar='avx2'`` (any name in native.isas()) runs the dispatcher on that instruction set.
 """
-import math
-import numbers
-
 import numpy as np
 
 from mobilenetv2 import native
-from mobilenetv2.errors import ArgumentError
+from mobilenetv2.errors import ArgumentError, is_finite, is_whole
 
 MAX_RESIZE = 8192  # output side of resize_bilinear (an image's own bound, preprocessing.MAX_TARGET)
 
@@ -37,7 +34,7 @@ def _as_f32(a, name):
 def _int(value, name):
     """A whole number (Python's or NumPy's, not a bool) as an int, else an ArgumentError: the
     kernels' sizes go to C as integers, so 1.5 or "2" must not get as far as cffi."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if not is_whole(value):
         raise ArgumentError(f"{name} must be a whole number, got {value!r}")
     return int(value)
 
@@ -51,7 +48,7 @@ def _ints(values, name, count):
 
 def _flag(value, name):
     """A bool (or 0/1) as 0 or 1 for C, else an ArgumentError."""
-    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+    if isinstance(value, (bool, np.bool_)) or (is_whole(value) and value in (0, 1)):
         return int(value)
     raise ArgumentError(f"{name} must be True or False, got {value!r}")
 
@@ -234,7 +231,7 @@ def fold_batchnorm(w, gamma, beta, mean, var, eps, scalar=False):
     c = w.shape[-1]
     stats = [_f32(_as_f32(a, name), name, 1)
              for a, name in ((gamma, "gamma"), (beta, "beta"), (mean, "mean"), (var, "var"))]
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
+    if not is_finite(eps) or eps < 0:
         raise ArgumentError(f"eps must be a finite number from 0 up, got {eps!r}")
     if any(s.shape != (c,) for s in stats):
         raise ArgumentError(f"batch-norm statistics must have shape ({c},), got {[s.shape for s in stats]}")

@@ -36,14 +36,15 @@ def cached_job(kind="features", alpha=1.0, size=224, weights="imagenet", layer=N
     """The BatchJob (its model built once) of this configuration, kept for the life of the process.
     The configuration's values are the cache's key: a list or an array among them is an
     ArgumentError, not the cache's "unhashable type"."""
-    args = (kind, alpha, size, weights, layer, top, dtype, threads)
-    try:
-        hash(args)
-    except TypeError:
-        names = ("kind", "alpha", "size", "weights", "layer", "top", "dtype", "threads")
-        bad = next(f"{n}={v!r}" for n, v in zip(names, args) if getattr(type(v), "__hash__", None) is None)
-        raise ArgumentError(f"the job's settings must be plain values (numbers, strings, None), got {bad}") from None
-    return _cached_job(*args)
+    args = dict(kind=kind, alpha=alpha, size=size, weights=weights, layer=layer, top=top, dtype=dtype,
+                threads=threads)
+    for name, value in args.items():
+        try:
+            hash(value)
+        except TypeError:  # (a list, an array, a tuple holding one)
+            raise ArgumentError(f"the job's settings must be plain values (numbers, strings, None), "
+                                f"got {name}={value!r}") from None
+    return _cached_job(*args.values())
 
 
 cached_job.cache_info, cached_job.cache_clear = _cached_job.cache_info, _cached_job.cache_clear

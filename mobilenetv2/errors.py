@@ -2,6 +2,8 @@
 argument is one of these: a ValueError or OSError subclass (so existing ``except ValueError``
 code keeps working) whose message names the file, layer or argument and what to do."""
 import argparse
+import math
+import numbers
 
 
 class Error(Exception):
@@ -49,3 +51,23 @@ def positive_int(limit=None):
             raise argparse.ArgumentTypeError(f"must be a whole number from 1{upto}, got {value}")
         return value
     return parse
+
+
+def is_whole(value):
+    """A whole number (Python's or NumPy's integer), not a bool (True is not a count)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_finite(value):
+    """A finite real number (Python's or NumPy's), not a bool: NaN and the infinities fail the
+    comparisons, and a huge int compares exactly where float() would overflow."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and -math.inf < value < math.inf
+
+
+def check_option(value, choices, message):
+    """``value`` if it is one of ``choices`` (strings or None), else an ArgumentError ``message``
+    with the value: the test is on the type first, as ``an_array in ("avg", "max")`` raises
+    NumPy's own ValueError instead of answering."""
+    if (value is None or isinstance(value, str)) and value in choices:
+        return value
+    raise ArgumentError(f"{message}, got {value!r}")

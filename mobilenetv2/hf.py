@@ -45,7 +45,7 @@ from mobilenetv2 import layers as L
 from mobilenetv2.errors import ArgumentError, Error, OutputPathError
 from mobilenetv2.hf_config import (ConfigError, HFConfig, ProcessorConfig, read_config,
                                    read_processor_config)
-from mobilenetv2.model import TOP_POOLINGS, MobileNetV2, _check_dtype, _check_option
+from mobilenetv2.model import MobileNetV2, _check_dtype, check_top_pooling
 from mobilenetv2.safetensors import PICKLE_HINT, SafetensorsError, SafetensorsFile, save_file
 
 PREFIX = "mobilenet_v2."
@@ -129,7 +129,7 @@ class HFMobileNetV2(MobileNetV2):
     def __init__(self, config, dtype="float32", threads=None, top_pooling="global", engine="auto"):
         if not isinstance(config, HFConfig):
             raise TypeError("config must be an HFConfig (use from_pretrained to read a folder)")
-        _check_option(top_pooling, TOP_POOLINGS, "top_pooling must be 'global' or '7x7' (TF-slim's head)")
+        check_top_pooling(top_pooling)
         self.config = config
         self.alpha = float(config.depth_multiplier)
         self.threads = threads
@@ -309,7 +309,7 @@ def from_pretrained(path, dtype="float32", threads=None, top_pooling="global", e
     A ``pytorch_model.bin`` (a pickle) is refused: convert it with transformers'
     ``save_pretrained(folder, safe_serialization=True)``.  Arrays are NHWC.
     """
-    _check_option(top_pooling, TOP_POOLINGS, "top_pooling must be 'global' or '7x7' (TF-slim's head)")
+    check_top_pooling(top_pooling)
     folder = os.fsdecode(path)
     if not os.path.isdir(folder):
         if os.path.exists(folder):

@@ -10,14 +10,13 @@ test photos its uint8 values differ from Pillow's by one level on 0-0.3 % of the
 rescale ``(u - 127.5) / 127.5`` differs by one float32 ulp for some values (measured distances in
 README.md, "Hugging Face checkpoints").
 """
-import numbers
 import os
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from mobilenetv2 import c_kernels, files, native
-from mobilenetv2.errors import ArgumentError, ImageError
+from mobilenetv2.errors import ArgumentError, ImageError, is_whole
 from mobilenetv2.hf_config import ConfigError, ProcessorConfig, parse_processor_config, read_processor_config
 from mobilenetv2.numpy_kernels import resize_bilinear
 from mobilenetv2.preprocessing import MAX_PIXELS, MAX_TARGET, _open, _to_rgb
@@ -114,7 +113,7 @@ def _target_size(size):
         th, tw = size
     except (TypeError, ValueError):
         raise ArgumentError(f"a target size is (height, width), got {size!r}") from None
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (th, tw)):
+    if not (is_whole(th) and is_whole(tw)):
         raise ArgumentError(f"a target size is (height, width), two whole numbers, got {size!r}")
     th, tw = int(th), int(tw)
     if not (1 <= th <= MAX_TARGET and 1 <= tw <= MAX_TARGET and th * tw <= MAX_PIXELS):

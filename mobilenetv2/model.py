@@ -13,7 +13,7 @@ from mobilenetv2 import arch
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
 from mobilenetv2 import pool as threadpool
-from mobilenetv2.errors import ArgumentError
+from mobilenetv2.errors import ArgumentError, check_option, is_whole
 from mobilenetv2.plan import PackedWeights, Plan, Unsupported
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -38,10 +38,6 @@ MAX_RUNS = 100_000      # profile() timing runs
 
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
 def _check_alpha(alpha):
     if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
         raise ArgumentError(f"alpha must be a positive number (the width multiplier), got {alpha!r}")
@@ -55,13 +51,9 @@ def _check_alpha(alpha):
     return value
 
 
-def _check_option(value, choices, message):
-    """``value`` if it is one of ``choices`` (strings or None), else an ArgumentError ``message``
-    with the value: the test is on the type first, as ``an_array in ("avg", "max")`` raises
-    NumPy's own ValueError instead of answering."""
-    if (value is None or isinstance(value, str)) and value in choices:
-        return value
-    raise ArgumentError(f"{message}, got {value!r}")
+def check_top_pooling(top_pooling):
+    """'global' or '7x7' (TF-slim's head), else an ArgumentError."""
+    return check_option(top_pooling, TOP_POOLINGS, "top_pooling must be 'global' or '7x7' (TF-slim's head)")
 
 
 def _check_dtype(dtype):
@@ -83,13 +75,13 @@ def _check_dtype(dtype):
 
 
 def _check_classes(classes):
-    if not _is_int(classes) or not 1 <= classes <= MAX_CLASSES:
+    if not is_whole(classes) or not 1 <= classes <= MAX_CLASSES:
         raise ArgumentError(f"classes must be a positive whole number at most {MAX_CLASSES}, got {classes!r}")
     return int(classes)
 
 
 def _check_runs(runs):
-    if not _is_int(runs) or not 1 <= runs <= MAX_RUNS:
+    if not is_whole(runs) or not 1 <= runs <= MAX_RUNS:
         raise ArgumentError(f"runs must be a whole number from 1 to {MAX_RUNS}, got {runs!r}")
     return int(runs)
 
@@ -113,7 +105,7 @@ def _size_dim(name, d, input_shape):
     """One input_shape entry: None or a whole number (an int-valued float is not silently cut)."""
     if d is None:
         return None
-    if _is_int(d):
+    if is_whole(d):
         return int(d)
     raise ArgumentError(f"input_shape {name} must be a whole number or None, got {d!r} "
                         f"(input_shape={input_shape!r})")
@@ -206,13 +198,13 @@ class MobileNetV2:
         if not (weights is None or isinstance(weights, (str, os.PathLike))):
             raise ArgumentError("weights must be 'imagenet', None or the path of a weights file, "
                                 f"got {weights!r}")
-        if isinstance(include_top, (bool, np.bool_)) or (isinstance(include_top, numbers.Integral) and include_top in (0, 1)):
+        if isinstance(include_top, (bool, np.bool_)) or (is_whole(include_top) and include_top in (0, 1)):
             include_top = bool(include_top)
         else:
             raise ArgumentError(f"include_top must be True or False, got {include_top!r}")
-        _check_option(pooling, (None, "avg", "max"), "pooling must be None, 'avg' or 'max'")
-        _check_option(top_pooling, TOP_POOLINGS, "top_pooling must be 'global' or '7x7' (TF-slim's head)")
-        _check_option(classifier_activation, ("softmax", None), "classifier_activation must be 'softmax' or None")
+        check_option(pooling, (None, "avg", "max"), "pooling must be None, 'avg' or 'max'")
+        check_top_pooling(top_pooling)
+        check_option(classifier_activation, ("softmax", None), "classifier_activation must be 'softmax' or None")
         classes = _check_classes(classes)
         if weights == "imagenet":
             if include_top and classes != 1000:
@@ -466,7 +458,7 @@ class MobileNetV2:
 
     @engine.setter
     def engine(self, value):
-        _check_option(value, ENGINES, f"engine must be one of {ENGINES}")
+        check_option(value, ENGINES, f"engine must be one of {ENGINES}")
         if value == "c":
             reason = self._c_refusal()
             if reason is not None:
@@ -569,7 +561,7 @@ class MobileNetV2:
 
     def predict(self, x, batch_size=32):
         """Outputs for a batch (N, H, W, C) or one image (H, W, C), run ``batch_size`` at a time."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        if not is_whole(batch_size) or batch_size < 1:
             raise ArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
         x = self._check_input(x, finite=False)
         if len(x) > batch_size:  # a NaN in the last chunk fails the call before the first runs

@@ -5,13 +5,12 @@ Threads of a parent process do not exist in a child made by ``fork()`` (``multip
 fork start method, ``gunicorn --preload``): every pool is forgotten in the child, without
 touching its locks or joining its threads, and its owner makes a new one on its next run.
 """
-import numbers
 import os
 import weakref
 
 from mobilenetv2 import native
 from mobilenetv2.machine import usable_cores
-from mobilenetv2.errors import ArgumentError
+from mobilenetv2.errors import ArgumentError, is_whole
 
 
 def max_threads():
@@ -33,7 +32,7 @@ def check_threads(value, what="threads"):
     """``value`` as an int in [1, max_threads()], or a ThreadsError naming ``what``."""
     limit = max_threads()
     wrong = f"{what} must be None or a whole number from 1 to {limit} (4 per usable core, at least 64)"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # (an array has __index__ too)
+    if not is_whole(value):  # (an array has __index__ too)
         raise ThreadsError(f"{wrong}, got {value!r}")
     value = int(value)
     if value < 1:

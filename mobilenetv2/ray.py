@@ -32,12 +32,11 @@ image, all of Ray's processes counted, went from 7.6-9.7 ms to 7.3-8.6 ms (decod
 ~6.5), its fixed CPU per job from 4.3-6.4 s to 3.1-4.4 s.
 """
 import math
-import numbers
 import os
 
 from mobilenetv2 import errors
 from mobilenetv2.batch import require
-from mobilenetv2.errors import ArgumentError
+from mobilenetv2.errors import ArgumentError, is_finite, is_whole
 
 class RayJobFailed(errors.Error, RuntimeError):
     """The Ray job failed (an actor that cannot start, a task out of retries): the message says why."""
@@ -48,7 +47,7 @@ IO_TASK_CPUS = 0.25   # what each of run_job's write tasks asks for
 
 
 def _whole(value, name, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+    if not is_whole(value) or value < low:
         raise ArgumentError(f"{name} must be a whole number from {low} up, got {value!r}")
     return int(value)
 
@@ -60,13 +59,11 @@ def actor_resources(cluster_cpus, threads=1, actors=None, actor_cpus=None):
     RESERVED_CPUS, so that read and write tasks can always be scheduled; e.g. 2 CPUs, threads=1:
     2 actors x 0.75 CPU.  A ValueError when the choice would leave no room for them."""
     _whole(threads, "threads", 1)
-    if isinstance(cluster_cpus, bool) or not isinstance(cluster_cpus, numbers.Real) \
-            or not 0 < cluster_cpus < math.inf:
+    if not is_finite(cluster_cpus) or cluster_cpus <= 0:
         raise ArgumentError(f"cluster_cpus must be a positive number, got {cluster_cpus!r}")
     if actors is not None:
         _whole(actors, "actors", 1)
-    if actor_cpus is not None and (isinstance(actor_cpus, bool) or not isinstance(actor_cpus, numbers.Real)
-                                   or not 0 < actor_cpus < math.inf):
+    if actor_cpus is not None and (not is_finite(actor_cpus) or actor_cpus <= 0):
         raise ArgumentError(f"actor_cpus must be a positive number, got {actor_cpus!r}")
     actors = actors or max(1, int(cluster_cpus // threads))
     if actor_cpus is None:

@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from mobilenetv2.batch import require
-from mobilenetv2.errors import ArgumentError
+from mobilenetv2.errors import ArgumentError, check_option
 
 KINDS = ("features", "predict")
 FORMAT_VERSION = 1
@@ -73,8 +73,7 @@ class BatchJob:
                  dtype="float32", threads=None):
         from mobilenetv2 import arch
         from mobilenetv2.model import MobileNetV2
-        from mobilenetv2.model import _check_option
-        self.kind = _check_option(kind, KINDS, f"kind must be one of {KINDS}")
+        self.kind = check_option(kind, KINDS, f"kind must be one of {KINDS}")
         self.size = _positive_int("size", size)
         if not (weights is None or isinstance(weights, (str, os.PathLike))):
             raise ArgumentError(f"weights must be 'imagenet', None / 'none' or a Keras .h5 path, got {weights!r}")

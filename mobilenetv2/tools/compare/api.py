@@ -1,7 +1,5 @@
 """``compare(other, ...)``: where another framework's MobileNetV2 first leaves our float64
 reference by more than rounding, and why.  See mobilenetv2/tools/compare/__init__.py."""
-import math
-import numbers
 import os
 import sys
 
@@ -10,6 +8,7 @@ import numpy as np
 from mobilenetv2.tools.compare import mapping as M
 from mobilenetv2.tools.compare import weights as W
 from mobilenetv2.tools.compare.diagnose import diagnose
+from mobilenetv2.errors import is_finite
 from mobilenetv2.tools.compare.errors import CompareError
 from mobilenetv2.tools.compare.inputs import make_input
 from mobilenetv2.tools.compare.metrics import DEFAULT_FACTOR, layer_row, metrics, noise_floor
@@ -167,7 +166,7 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     """Compare OTHER with the float64 reference layer by layer; return the report (a dict, the
     JSON schema in the README): per-layer metrics, ``agrees``, ``first_divergent_layer`` and a
     ``diagnosis`` confirmed by re-running the reference with the defect applied."""
-    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not 1 < factor < math.inf:
+    if not is_finite(factor) or factor <= 1:
         raise CompareError(f"factor must be a finite number above 1, got {factor!r}")
     tensors_map, map_input, map_layout = (M.load_mapping_file(mapping) if mapping is not None
                                                   else (None, None, None))

@@ -1,10 +1,10 @@
 """The input batch both sides get: images (``load_image`` + ``preprocess_input``), a seeded
 uniform [-1, 1] draw, or an ``.npy`` batch; NHWC float32 here, transposed for OTHER by its reader."""
-import numbers
 import os
 
 import numpy as np
 
+from mobilenetv2.errors import is_whole
 from mobilenetv2.tools.compare.errors import CompareError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -61,9 +61,9 @@ def make_input(hw, images=None, random=None, seed=0, batch=None):
             raise CompareError("input batch contains NaN or inf")
         return np.ascontiguousarray(x, np.float32), src
     n = 1 if random is None else random
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_IMAGES:
+    if not is_whole(n) or not 1 <= n <= MAX_IMAGES:
         raise CompareError(f"--random takes 1 to {MAX_IMAGES} images (a whole number), got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+    if not is_whole(seed) or seed < 0:
         raise CompareError(f"the random input's seed must be a whole number from 0 up, got {seed!r}")
     x = np.random.default_rng(seed).uniform(-1, 1, (n, hw[0], hw[1], 3)).astype(np.float32)
     return x, f"{n} random image(s), uniform [-1, 1], seed {seed}"
