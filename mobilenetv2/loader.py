@@ -58,6 +58,8 @@ MAX_FILE_BYTES = 512 << 20       # the largest official file (1.4_224 with top) 
 MAX_DATASET_ELEMENTS = 1 << 24   # the largest MobileNetV2 weight: 1.4's classifier, 1792x1000
 MAX_TOTAL_BYTES = 1 << 30        # all datasets a file declares, together, as float64
 MAX_ATTR_ELEMENTS = 1 << 16      # a layer_names / weight_names list (MobileNetV2 has 158 layers)
+MAX_ATTR_BYTES = 16 << 20        # one such list as stored (fixed-length names: count x width)
+MIN_CHUNK_CAP = 1 << 16          # a chunk may hold this many values even where the dataset is smaller
 MAX_OBJECTS = 20000              # groups and datasets visited in one file
 MAX_DEPTH = 12                   # nested Keras 3 containers (a model inside a model: 2-3)
 MAX_ARCHIVE_MEMBERS = 64         # a .keras archive holds 3 (config, metadata, weights)
@@ -96,7 +98,7 @@ class _Stored:
 
     def read(self):
         with self.source.guard(f"reading {self.where}"):
-            out = np.empty(self.shape, dtype=self.dtype.newbyteorder("="))
+            out = np.zeros(self.shape, dtype=self.dtype.newbyteorder("="))
             if out.size:
                 self.dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
             return out
@@ -276,7 +278,33 @@ class _Source:
         if self.declared > MAX_TOTAL_BYTES:
             raise WeightsError(f"weights file {self.label}: its datasets declare more than "
                                f"{MAX_TOTAL_BYTES} bytes together: refused")
+        if plist.get_layout() == h5py.h5d.CHUNKED:
+            chunk = plist.get_chunk()
+            if int(np.prod(chunk, dtype=object)) > max(elements, MIN_CHUNK_CAP):
+                raise WeightsError(f"weights file {self.label}: {where} ({shape}) is stored in chunks "
+                                   f"of {chunk} values, each inflated whole when read; chunks larger "
+                                   "than the dataset are refused")
+        if elements and not self._written(dsid, plist, shape):
+            raise WeightsError(f"weights file {self.label}: {where} was never written (HDF5 holds no "
+                               "data for it, or only for part of it): the file is incomplete; give "
+                               "the file Keras wrote")
         return _Stored(self, where, dsid)
+
+    @staticmethod
+    def _written(dsid, plist, shape):
+        """Whether every value of the dataset has storage in the file.  A dataset created but
+        never (wholly) written has none, and with the fill time 'never' HDF5 then leaves the
+        reader's buffer as it was: values no file holds."""
+        layout = plist.get_layout()
+        if layout == h5py.h5d.COMPACT:
+            return True
+        if layout == h5py.h5d.CHUNKED:
+            chunk = plist.get_chunk()
+            needed = 1
+            for n, c in zip(shape, chunk):
+                needed *= -(-int(n) // int(c))
+            return dsid.get_num_chunks() == needed
+        return dsid.get_storage_size() >= int(np.prod(shape, dtype=object)) * dsid.dtype.itemsize
 
     def attr_list(self, obj, name, where):
         """Keras's list attribute ``name`` of an HDF5 object, joined from ``name0, name1, ...``
@@ -298,17 +326,38 @@ class _Source:
             count = int(np.prod(aid.shape, dtype=object)) if aid.shape else 1
             if count == 0:  # Keras writes an empty list as an empty float array
                 continue
-            if aid.dtype.kind not in "SUO" or count + len(out) > MAX_ATTR_ELEMENTS:
+            string = aid.dtype.kind == "S" or h5py.check_string_dtype(aid.dtype) is not None
+            if not string or count + len(out) > MAX_ATTR_ELEMENTS:
                 raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} has dtype "
                                    f"{aid.dtype} and {count} values; expected a list of names")
-            for item in np.atleast_1d(obj.attrs[n]):
-                if isinstance(item, bytes):
-                    item = item.decode("utf8")
-                if not isinstance(item, str):
+            for item in self._names(aid, count, n, where):
+                try:
+                    out.append(item.rstrip(b"\0").decode("utf8"))
+                except UnicodeDecodeError:
                     raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} holds "
-                                       f"{type(item).__name__}, expected names")
-                out.append(item)
+                                       f"a name that is not UTF-8 ({item[:40]!r})") from None
         return out
+
+    def _names(self, aid, count, n, where):
+        """The names of a list attribute as bytes.  Keras writes them as fixed-length strings, so
+        their size (count x width) is known, and bounded, before they are read.  Variable-length
+        strings are refused: their elements point into the file's heap, many may point at one
+        long string, and HDF5 expands every one of them before anything can be checked (a 1 MB
+        file made 4 GB that way)."""
+        if aid.dtype.kind != "S":
+            raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} holds "
+                               "variable-length strings; Keras writes these names as fixed-length "
+                               "strings (variable-length ones are not read: their size is unknown "
+                               "until read): re-save the weights with Keras")
+        width = aid.dtype.itemsize
+        if count * width > MAX_ATTR_BYTES:
+            raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} holds {count} "
+                               f"names of {width} bytes, more than any Keras file ({MAX_ATTR_BYTES} "
+                               "bytes at most): refused")
+        buf = np.zeros(aid.shape or (), dtype=f"S{width}")
+        with self.guard(f"reading attribute {n!r} of {where}"):
+            aid.read(buf)
+        return [bytes(x) for x in np.atleast_1d(buf).ravel()]
 
 
 # -- reading -----------------------------------------------------------------------------------

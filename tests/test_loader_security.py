@@ -145,6 +145,72 @@ def test_non_float_dataset_is_refused_before_reading(tmp_path, small):
     refused(path, small, "has dtype .*expected floating point")
 
 
+def _never_written(chunks=None, write=None):
+    """An attack writing ``bn_Conv1/gamma:0`` (16 values) with HDF5's fill time 'never': where
+    the file holds no data, HDF5 leaves the reader's buffer as it was (values of earlier
+    arrays of the process, a different model each load)."""
+    def attack(group, name):
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        if chunks:
+            dcpl.set_chunk(chunks)
+        h5py.h5d.create(group.id, name.encode(), h5py.h5t.IEEE_F32LE, h5py.h5s.create_simple((16,)),
+                        dcpl=dcpl)
+        if write:
+            group[name][write] = 1.0
+    return attack
+
+
+@pytest.mark.parametrize("chunks, write", [(None, None), ((8,), None), ((8,), slice(0, 8))],
+                         ids=["contiguous", "chunked", "half-written"])
+def test_dataset_never_written_is_refused(tmp_path, small, chunks, write):
+    path = hostile(tmp_path, small, _never_written(chunks, write))
+    refused(path, small, r"bn_Conv1/bn_Conv1/gamma:0 was never written .*incomplete")
+
+
+def test_dataset_written_under_fill_time_never_loads(tmp_path, small):
+    """Fill time 'never' is harmless once every chunk is written: the values are the file's."""
+    path = hostile(tmp_path, small, _never_written((8,), slice(None)))
+    layers = loader.load_by_order(path, expected_of(small))
+    assert np.array_equal(layers[1][0], np.ones(16, np.float32))  # bn_Conv1: gamma first
+
+
+def test_chunk_larger_than_its_dataset_is_refused(tmp_path, small):
+    """16 values in one gzip chunk declared to hold 2**26: each read inflates the whole chunk
+    (256 MB here; HDF5 allows 4 GiB a chunk) from a file of a few hundred KB."""
+    def attack(group, name):
+        group.create_dataset(name, shape=(16,), maxshape=(None,), chunks=(1 << 26,), dtype="<f4",
+                             compression="gzip", data=np.ones(16, np.float32))
+    path = hostile(tmp_path, small, attack)
+    assert path.stat().st_size < 4 << 20  # the small model's 2 MB and a chunk inflating to 256 MB
+    refused(path, small, r"gamma:0 \(\(16,\)\) is stored in chunks of \(67108864,\) values")
+
+
+def test_variable_length_names_are_refused_before_they_expand(tmp_path, small):
+    """Variable-length names point into the file's heap; many may point at one long string, which
+    HDF5 expands once per element.  Keras writes fixed-length names; these are refused unread."""
+    path = tmp_path / "w.h5"
+    write_keras2(path, small)
+    with h5py.File(path, "a") as f:
+        names = [n.decode() for n in f.attrs["layer_names"]]
+        f.attrs.create("layer_names", data=names, dtype=h5py.string_dtype())
+    with pytest.raises(WeightsError, match="'layer_names' of the file holds variable-length strings"):
+        loader.read_weights(path)
+
+
+def test_fixed_length_names_are_bounded_by_their_stored_size(tmp_path, small, monkeypatch):
+    path = tmp_path / "w.h5"
+    write_keras2(path, small)
+    with h5py.File(path, "r") as f:
+        stored = f.attrs.get_id("layer_names")
+        count, width = stored.shape[0], stored.dtype.itemsize
+    size = count * width
+    monkeypatch.setattr(loader, "MAX_ATTR_BYTES", size)
+    assert len(loader.load_by_order(path, expected_of(small))) == len(expected_of(small))
+    monkeypatch.setattr(loader, "MAX_ATTR_BYTES", size - 1)
+    refused(path, small, f"'layer_names' of the file holds {count} names of {width} bytes")
+
+
 @pytest.mark.parametrize("change", ["shape", "count"])
 def test_shapes_and_layer_count_are_checked_before_any_data_is_read(tmp_path, small, monkeypatch, change):
     path = tmp_path / "w.h5"
@@ -296,8 +362,8 @@ def test_declared_size_bounds_are_exact(tmp_path, small, monkeypatch):
     the shape check); one more value is refused by the size check."""
     for n, says in ((loader.MAX_DATASET_ELEMENTS, "does not fit"),
                     (loader.MAX_DATASET_ELEMENTS + 1, "larger than any MobileNetV2 weight")):
-        path = hostile(tmp_path, small, lambda g, name: g.create_dataset(name, shape=(n,), dtype="<f4",
-                                                                          chunks=(1 << 16,)))
+        path = hostile(tmp_path, small, lambda g, name: g.create_dataset(
+            name, data=np.zeros(n, "<f4"), chunks=(1 << 16,), compression="gzip"))
         refused(path, small, says)
 
 
