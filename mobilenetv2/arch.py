@@ -24,6 +24,8 @@ STEM_FILTERS = 32
 LAST_FILTERS = 1280
 
 
+MIN_SIZE = 32          # input height/width a model takes (Keras's minimum)
+MAX_SIZE = 4096        # and at most: at 4096 block_1_expand alone is 2048^2 x 96 = 1.6 GB per image
 BN_EPS = 1e-3          # Keras's and TF-slim's batch-norm epsilon (transformers' layer_norm_eps)
 DEEPLAB_BN_EPS = 1e-5  # transformers' DeepLabV3 head (hard-coded there)
 DEEPLAB_CHANNELS = 256
@@ -268,7 +270,6 @@ def export_input_shape(model, input_size, exporter):
     W)`` fixing a size the model leaves open (each from 32 to 4096, as the model takes; a size the
     model fixes must be given as it is, since the file would otherwise compute what the model
     refuses to); an ArgumentError naming ``exporter`` if none is fixed or input_size is not so."""
-    from mobilenetv2.model import MAX_SIZE, MIN_SIZE  # model builds on this module
     shape = tuple(model.input_shape)
     if input_size is not None:
         if isinstance(input_size, (str, bytes)) or not hasattr(input_size, "__len__") or len(input_size) != 2 \

@@ -10,14 +10,20 @@ import dataclasses
 import json
 import math
 import os
+import re
+
+import numpy as np
 
 from mobilenetv2 import files
+from mobilenetv2.arch import MAX_SIZE, MIN_SIZE
 from mobilenetv2.errors import ArgumentError, Error
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 ARCHITECTURES = {"MobileNetV2Model": None, "MobileNetV2ForImageClassification": "classification",
                  "MobileNetV2ForSemanticSegmentation": "segmentation"}
 SUPPORTED_ACTS = ("relu6",)
+MAX_LABELS = 100_000  # as the model's classes (model.MAX_CLASSES)
+_LABEL_ID = re.compile(r"0|[1-9][0-9]{0,5}")  # a decimal id as transformers writes it: ASCII, no leading 0
 
 
 class ConfigError(Error, ValueError):
@@ -125,7 +131,7 @@ _CHECKS = {  # field: (test, what it must be)
     "tf_padding": (lambda v: isinstance(v, bool), "true or false"),
     "layer_norm_eps": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     "num_channels": (lambda v: _integer(v) and 1 <= v <= 64, "an integer in [1, 64]"),
-    "image_size": (lambda v: _integer(v) and 32 <= v <= 8192, "an integer in [32, 8192]"),
+    "image_size": (lambda v: _integer(v) and MIN_SIZE <= v <= MAX_SIZE, f"an integer in [{MIN_SIZE}, {MAX_SIZE}]"),
     "classifier_dropout_prob": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "semantic_loss_ignore_index": (lambda v: _integer(v), "an integer"),
     "initializer_range": (lambda v: _number(v) and v >= 0, "a non-negative number"),
@@ -156,19 +162,21 @@ def parse_config(obj, path="config.json", head=...):
     labels = obj.get("id2label")
     id2label = None
     if labels is not None:
-        if not isinstance(labels, dict) or not all(isinstance(k, str) and k.isdigit() and isinstance(v, str)
-                                                   for k, v in labels.items()):
-            raise ConfigError(path, "id2label must map decimal ids (strings) to label strings")
+        if not isinstance(labels, dict) or len(labels) > MAX_LABELS or not all(
+                isinstance(k, str) and _LABEL_ID.fullmatch(k) and isinstance(v, str) for k, v in labels.items()):
+            raise ConfigError(path, f"id2label must map at most {MAX_LABELS} decimal ids (strings of "
+                                    "ASCII digits, no leading zero) to label strings")
         id2label = {int(k): v for k, v in labels.items()}
         if sorted(id2label) != list(range(len(id2label))):
             raise ConfigError(path, f"id2label's ids must be 0..{len(id2label) - 1}, each once")
     n = obj.get("num_labels")
-    if n is not None and (not _integer(n) or n < 1 or (id2label and n != len(id2label))):
-        raise ConfigError(path, f"num_labels must be a positive integer equal to id2label's size, got {n!r}")
+    if n is not None and (not _integer(n) or not 1 <= n <= MAX_LABELS or (id2label and n != len(id2label))):
+        raise ConfigError(path, f"num_labels must be an integer from 1 to {MAX_LABELS} equal to id2label's "
+                                f"size, got {str(n)[:40]}")
     if head is not None and id2label is None:
         id2label = {i: f"LABEL_{i}" for i in range(n or 2)}  # transformers' default names
-    if head is not None and not 1 <= len(id2label) <= 100000:
-        raise ConfigError(path, f"a head needs 1 to 100000 labels, id2label has {len(id2label)}")
+    if head is not None and not id2label:
+        raise ConfigError(path, f"a head needs 1 to {MAX_LABELS} labels, id2label is empty")
     return HFConfig(head=head, id2label=id2label if head is not None else None, **fields)
 
 
@@ -224,15 +232,17 @@ def parse_processor_config(obj, path="preprocessor_config.json"):
     if _integer(size):
         size = {"shortest_edge": size}
     if not (isinstance(size, dict) and set(size) == {"shortest_edge"} and _integer(size["shortest_edge"])
-            and 1 <= size["shortest_edge"] <= 16384):
-        fail(f"size must be {{'shortest_edge': N}} with 1 <= N <= 16384, got {str(size)[:80]}")
+            and 1 <= size["shortest_edge"] <= MAX_SIZE):
+        fail(f"size must be {{'shortest_edge': N}} with 1 <= N <= {MAX_SIZE} (the largest side a model "
+             f"takes), got {str(size)[:80]}")
     out["shortest_edge"] = size["shortest_edge"]
     crop = obj.get("crop_size", {"height": 224, "width": 224})
     if _integer(crop):
         crop = {"height": crop, "width": crop}
     if not (isinstance(crop, dict) and set(crop) == {"height", "width"} and
-            all(_integer(v) and 1 <= v <= 16384 for v in crop.values())):
-        fail(f"crop_size must be {{'height': H, 'width': W}}, got {str(crop)[:80]}")
+            all(_integer(v) and MIN_SIZE <= v <= MAX_SIZE for v in crop.values())):
+        fail(f"crop_size must be {{'height': H, 'width': W}}, each from {MIN_SIZE} to {MAX_SIZE} (the "
+             f"sizes a model takes), got {str(crop)[:80]}")
     out["crop_height"], out["crop_width"] = crop["height"], crop["width"]
     if "resample" in obj and obj["resample"] != RESAMPLE_BILINEAR:
         fail(f"resample {obj['resample']!r} is not supported (only 2, bilinear, as the MobileNetV2 "
@@ -250,7 +260,15 @@ def parse_processor_config(obj, path="preprocessor_config.json"):
                     (key == "image_std" and not all(x > 0 for x in v)):
                 fail(f"{key} must be three numbers (std positive), got {str(obj[key])[:60]}")
             out[key] = tuple(v)
-    return ProcessorConfig(**out)
+    cfg = ProcessorConfig(**out)
+    top = 255 * (cfg.rescale_factor if cfg.do_rescale else 1.0)
+    mean, std = (np.asarray(cfg.image_mean), np.asarray(cfg.image_std)) if cfg.do_normalize else (0.0, 1.0)
+    with np.errstate(all="ignore"):
+        worst = np.max(np.maximum(abs(top - mean), abs(mean)) / std)
+    if not worst <= np.finfo(np.float32).max / 1e6:
+        fail(f"rescale_factor, image_mean and image_std turn pixels into values up to {worst:.3g}, beyond "
+             "what float32 holds through the network: a pixel must map to a finite number")
+    return cfg
 
 
 def read_processor_config(path):

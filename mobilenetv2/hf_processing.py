@@ -57,6 +57,9 @@ def resize_shortest_edge(img, shortest_edge):
     short, long = (w, h) if w <= h else (h, w)
     new_long = int(shortest_edge * long / short)
     size = (shortest_edge, new_long) if w <= h else (new_long, shortest_edge)
+    if size[0] * size[1] > MAX_PIXELS:  # a thin image: 1 x 60000 would become 256 x 15,360,000
+        raise ImageError(f"the image is {w}x{h}; resized so its short side is {shortest_edge} it would "
+                         f"be {size[0]}x{size[1]}, more than {MAX_PIXELS:,} pixels: refused")
     return img if size == img.size else img.resize(size, Image.BILINEAR)
 
 

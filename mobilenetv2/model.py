@@ -10,6 +10,7 @@ import weakref
 import numpy as np
 
 from mobilenetv2 import arch
+from mobilenetv2.arch import MAX_SIZE, MIN_SIZE
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
 from mobilenetv2 import pool as threadpool
@@ -18,7 +19,6 @@ from mobilenetv2.plan import PackedWeights, Plan, Unsupported
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 OFFICIAL_ROWS = (96, 128, 160, 192, 224)
-MIN_SIZE = 32
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 ENGINES = ("auto", "c", "numpy")
 TOP_POOLINGS = ("global", "7x7")
@@ -33,7 +33,6 @@ def _require_finite(x):
 # far above anything MobileNetV2 is used at:
 MAX_ALPHA = 4.0         # ~3x the widest published (1.4); 4.0 has ~16x 1.0's weights (~55 M, 440 MB in float64)
 MAX_CLASSES = 100_000   # the dense head is last_channels x classes: 100k x 1280 = 1 GB in float64
-MAX_SIZE = 4096         # input height/width: at 4096 block_1_expand alone is 2048^2 x 96 = 1.6 GB per image
 MAX_RUNS = 100_000      # profile() timing runs
 
 

@@ -9,7 +9,8 @@ import pytest
 from conftest import keras_reference, require_shared
 from mobilenetv2 import MobileNetV2, native
 from mobilenetv2.hf import CheckpointError, from_pretrained, save_pretrained
-from mobilenetv2.hf_config import ConfigError
+from mobilenetv2.errors import ImageError
+from mobilenetv2.hf_config import ConfigError, parse_processor_config
 from mobilenetv2.hf_processing import hf_preprocess
 from mobilenetv2.safetensors import SafetensorsError, load_file, save_file
 
@@ -223,6 +224,45 @@ def test_hf_preprocess_arrays_and_errors(tmp_path):
         hf_preprocess(u, {"do_resize": False, "crop_size": {"height": 500, "width": 500}})
 
 
+@pytest.mark.parametrize("config, says", [
+    # sizes past what a model takes were refused only by predict, after the preprocessing had
+    # allocated them (16384: ~14 GB)
+    ({"size": {"shortest_edge": 4097}}, r"size must be .*1 <= N <= 4096"),
+    ({"crop_size": {"height": 4097, "width": 224}}, r"crop_size .* each from 32 to 4096"),
+    ({"crop_size": 31}, r"crop_size .* each from 32 to 4096"),
+    # values that turn a pixel into inf: the CLI printed NumPy's overflow warning and the model's
+    # NaN error, neither naming this file
+    ({"image_std": [1e-300, 1e-300, 1e-300]}, "turn pixels into values up to 5e\\+299"),
+    ({"image_mean": [1e300, 0, 0]}, "turn pixels into values up to"),
+    ({"rescale_factor": 1e300}, "turn pixels into values up to"),
+    ({"rescale_factor": 1e300, "do_rescale": False, "image_std": 1e-300, "do_normalize": False}, None),
+])
+def test_processor_values_are_checked_against_what_the_model_takes(config, says):
+    if says is None:
+        assert parse_processor_config(config).rescale_factor == 1e300  # unused values: accepted
+        return
+    with pytest.raises(ConfigError, match=says):
+        parse_processor_config(config, "preprocessor_config.json")
+    worst = parse_processor_config({"image_mean": [-1e3] * 3, "image_std": [1e-3] * 3})  # 1e6: fine
+    assert np.isfinite(hf_preprocess(np.zeros((40, 40, 3), np.uint8), worst)).all()
+
+
+def test_thin_image_is_refused_before_resizing():
+    """transformers resizes the short side to 256 whatever the long side: a 1 x 60000 image
+    would become 256 x 15,360,000 (11.8 GB). Refused by its size after resizing, before it."""
+    import tracemalloc
+    thin = np.zeros((1, 60000, 3), np.uint8)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError, match=r"60000x1; resized so its short side is 256 it would be "
+                                             r"15360000x256, more than 67,108,864 pixels"):
+            hf_preprocess(thin)
+        assert tracemalloc.get_traced_memory()[1] < 50 << 20
+    finally:
+        tracemalloc.stop()
+    assert hf_preprocess(np.zeros((4, 1000, 3), np.uint8)).shape == (1, 224, 224, 3)  # 64000x256: taken
+
+
 def test_an_oversized_config_fails_before_allocating_weights(tmp_path):
     """A config describing a far bigger net (depth_multiplier 8: ~300 M weights) than its tensors is
     refused from the safetensors header, before the model's weights exist."""
@@ -259,8 +299,16 @@ def test_label_count_bounds_accepted(obj, labels):
 
 
 @pytest.mark.parametrize("obj, says", [
-    (dict(CLS, num_labels=0), "num_labels must be a positive integer"),
-    (dict(CLS, id2label={str(i): f"c{i}" for i in range(100001)}), "1 to 100000 labels, id2label has 100001"),
+    (dict(CLS, num_labels=0), "num_labels must be an integer from 1 to 100000"),
+    (dict(CLS, id2label={str(i): f"c{i}" for i in range(100001)}), "id2label must map at most 100000 decimal ids"),
+    # checked before transformers' default names are made (10**12 of them took 14 s and a MemoryError)
+    ({"architectures": ["MobileNetV2ForImageClassification"], "num_labels": 10 ** 12},
+     "num_labels must be an integer from 1 to 100000 .* got 1000000000000"),
+    # ids as transformers writes them: ASCII digits, no leading zero ("00" and "0" were one id;
+    # "\u00b2" passed isdigit() and failed int() as a bare ValueError)
+    (dict(CLS, id2label={"0": "a", "00": "b"}), "no leading zero"),
+    (dict(CLS, id2label={"\u00b2": "a"}), "strings of ASCII digits"),
+    (dict(CLS, id2label={"\u0660": "a"}), "strings of ASCII digits"),
 ])
 def test_label_count_bounds_refused(obj, says):
     from mobilenetv2.hf_config import parse_config
@@ -271,9 +319,9 @@ def test_label_count_bounds_refused(obj, says):
 def test_image_size_bounds():
     from mobilenetv2.hf_config import parse_config
     assert parse_config({"image_size": 32}, "config.json").image_size == 32
-    assert parse_config({"image_size": 8192}, "config.json").image_size == 8192
-    for bad in (31, 8193):
-        with pytest.raises(ConfigError, match=r"image_size.*\[32, 8192\]"):
+    assert parse_config({"image_size": 4096}, "config.json").image_size == 4096  # the model's MAX_SIZE
+    for bad in (31, 4097):
+        with pytest.raises(ConfigError, match=r"image_size.*\[32, 4096\]"):
             parse_config({"image_size": bad}, "config.json")
 
 
