@@ -147,12 +147,33 @@ def test_missing_name_is_named(tmp_path):
         SafetensorsFile(path).get("b")
 
 
-@pytest.mark.parametrize("length, says", [
-    (100_000_001, "more than the 100000000 allowed"),   # the reference reader's MAX_HEADER_SIZE
-    (100_000_000, "truncated"),                          # at the cap: only the file's size refuses it
+@pytest.mark.parametrize("extra, says", [
+    (1, "more than the 4194304 allowed"),
+    (0, "truncated"),  # at the cap: only the file's size refuses it
 ])
-def test_header_cap_is_the_reference_readers(tmp_path, length, says):
+def test_header_cap_is_exact(tmp_path, extra, says):
+    """4 MiB, not the reference reader's 100 MB: JSON of empty lists parses to ~20x its size in
+    Python objects (a 99 MB header took 2.7 GB and 17 s before its first check)."""
+    assert safetensors.MAX_HEADER_BYTES == 4 << 20
     p = tmp_path / "model.safetensors"
-    p.write_bytes(length.to_bytes(8, "little") + b"{}")
+    p.write_bytes((safetensors.MAX_HEADER_BYTES + extra).to_bytes(8, "little") + b"{}")
     with pytest.raises(SafetensorsError, match=says):
+        SafetensorsFile(p)
+
+
+def test_real_checkpoint_headers_are_far_under_the_cap():
+    found = sorted(require_shared("hf").glob("*/model.safetensors"))
+    assert found, "../shared/hf holds no model.safetensors"
+    for path in found:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+        assert n < safetensors.MAX_HEADER_BYTES // 32, path
+
+
+@pytest.mark.parametrize("shape", [[0, 2 ** 63], [0, 2 ** 31], [2 ** 40, 0]])
+def test_dimension_beyond_the_bound_is_refused_even_when_empty(tmp_path, shape):
+    """A zero-byte tensor with a dimension NumPy cannot allocate passed the size check (0 bytes)
+    and failed later as NumPy's own ValueError."""
+    p = _raw(tmp_path / "model.safetensors", {"a": {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]}})
+    with pytest.raises(SafetensorsError, match=r"shape must be a list of at most 16 integers from 0 to 2147483647"):
         SafetensorsFile(p)
