@@ -56,6 +56,23 @@ def _size_pair(target_size):
     return int(h), int(w)
 
 
+MAX_TILE_PIXELS = 1 << 20  # a TIFF tile larger than its image is still decoded whole: this much
+
+
+def _check_tiles(img, name):
+    """A TIFF's tiles are decoded whole, each into a buffer of the tile's declared size, however
+    small the image: a 64x64 image in one 26736x26736 deflate tile took 2 GB from a 2 MB file.
+    Tiles may be as large as the image, or MAX_TILE_PIXELS."""
+    tags = getattr(img, "tag_v2", None)
+    if img.format != "TIFF" or tags is None:
+        return
+    tw, th = tags.get(322), tags.get(323)  # TileWidth, TileLength
+    if isinstance(tw, int) and isinstance(th, int) and tw * th > max(img.width * img.height, MAX_TILE_PIXELS):
+        raise ImageError(f"image {name!r} is {img.width}x{img.height} and declares tiles of "
+                         f"{tw}x{th}, each decoded whole: refused (tiles larger than the image and "
+                         f"than {MAX_TILE_PIXELS:,} pixels)")
+
+
 def _open(path):
     """A loaded Pillow image of one of FORMATS, or ImageError; a path must be a regular file
     (a FIFO or device is refused at once, without waiting on it)."""
@@ -81,6 +98,7 @@ def _open(path):
         if img.width * img.height > limit:
             raise ImageError(f"image {name!r} is {img.width}x{img.height}, too large to decode "
                              f"safely (more than {limit} pixels)")
+        _check_tiles(img, name)
         img.load()
         img = ImageOps.exif_transpose(img)
     except UnidentifiedImageError:

@@ -182,3 +182,40 @@ def test_our_pixel_limit_applies_below_pillows_own(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # 6000 pixels: Pillow would only warn
     with pytest.raises(ImageError, match=r"60\b.*too large to decode safely \(more than 5000 pixels\)"):
         load_image(path)
+
+
+def tiled_tiff(width, height, tile):
+    """A little-endian RGB TIFF of one deflate tile of tile x tile pixels (the values: the
+    pixel's x + y, per channel c + that), written byte by byte (Pillow writes no tiles)."""
+    yy, xx = np.mgrid[:tile, :tile]
+    pixels = (xx + yy)[..., None] + np.arange(3)
+    data = zlib.compress(pixels.astype(np.uint8).tobytes())
+    entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, None), (259, 3, 1, 8),
+               (262, 3, 1, 2), (277, 3, 1, 3), (284, 3, 1, 1), (322, 3, 1, tile), (323, 3, 1, tile),
+               (324, 4, 1, None), (325, 4, 1, len(data))]
+    bits_at = 8 + 2 + 12 * len(entries) + 4
+    data_at = bits_at + 6
+    out = b"II*\0" + struct.pack("<IH", 8, len(entries))
+    for tag, kind, count, value in entries:
+        value = {258: bits_at, 324: data_at}.get(tag, value)
+        out += struct.pack("<HHI", tag, kind, count)
+        out += struct.pack("<HH", value, 0) if kind == 3 and count == 1 else struct.pack("<I", value)
+    return out + struct.pack("<I", 0) + struct.pack("<3H", 8, 8, 8) + data, pixels[:height, :width]
+
+
+def test_tiff_tile_larger_than_the_image_within_bounds_decodes(tmp_path):
+    path = tmp_path / "tiled.tif"
+    raw, want = tiled_tiff(64, 48, 256)
+    path.write_bytes(raw)
+    got = load_image(path, target_size=(48, 64))
+    assert np.array_equal(got, want.astype(np.float32))
+
+
+def test_tiff_tile_far_larger_than_the_image_is_refused_before_decoding(tmp_path):
+    """Each tile is inflated whole: a 64x64 image in one 26736x26736 tile took 2 GB from 2 MB."""
+    path = tmp_path / "huge-tile.tif"
+    raw, _ = tiled_tiff(64, 64, 2048)
+    path.write_bytes(raw)
+    assert 2048 * 2048 > preprocessing.MAX_TILE_PIXELS
+    with pytest.raises(ImageError, match=r"is 64x64 and declares tiles of 2048x2048, each decoded whole"):
+        load_image(path, target_size=(64, 64))
