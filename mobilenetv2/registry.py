@@ -14,13 +14,17 @@ Environment:
 """
 import functools
 import hashlib
+import http.client
 import importlib.resources
 import json
 import os
+import socket
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.client import HTTPException
 from pathlib import Path
@@ -267,24 +271,107 @@ def _check_hdf5(path, url):
         raise DownloadError(f"{url} did not send a complete HDF5 file ({exc}); try again") from None
 
 
+class _Watchdog:
+    """The deadline of one download, held on its sockets: when it passes, every socket the
+    download opened is shut down, so a read blocked on a server that sends a byte now and then
+    (headers, chunk-size lines or body: each byte restarts a socket timeout) ends at once."""
+
+    def __init__(self, deadline):
+        self.lock = threading.Lock()
+        self.socks, self.expired = [], False
+        self.timer = threading.Timer(max(deadline - time.monotonic(), 0.0), self.expire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def add(self, sock):
+        with self.lock:
+            self.socks.append(sock)
+            if self.expired:
+                self._shut(sock)
+
+    def expire(self):
+        with self.lock:
+            self.expired = True
+            for sock in self.socks:
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock):
+        try:  # the OS socket under a TLS one too: the reader then sees end of file
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def cancel(self):
+        self.timer.cancel()
+
+    def opener(self):
+        """A urllib opener whose HTTP(S) connections report their sockets to this watchdog, and
+        which refuses a redirect from https to http."""
+        watch = self
+
+        def watched(base):
+            class Connection(base):
+                def connect(self):
+                    super().connect()
+                    watch.add(self.sock)
+            return Connection
+
+        class HTTP(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(watched(http.client.HTTPConnection), req)
+
+        handlers = [HTTP(), _NoDowngrade()]
+        if hasattr(http.client, "HTTPSConnection"):
+            class HTTPS(urllib.request.HTTPSHandler):
+                def https_open(self, req):
+                    return self.do_open(watched(http.client.HTTPSConnection), req,
+                                        context=self._context)
+            handlers.append(HTTPS())
+        return urllib.request.build_opener(*handlers)
+
+
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Redirects as urllib follows them (at most 10, http and https only), except from https to
+    plain http, which would let anyone on the path replace the file."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
+        if urllib.parse.urlsplit(req.full_url).scheme == "https" and target.scheme != "https":
+            raise DownloadError(f"{req.full_url} redirects to {target.geturl()[:200]}, from https to "
+                                f"{target.scheme}: refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def _fetch(url, out, size, progress, deadline):
     """Copy ``url`` into the open file ``out``; return (bytes written, SHA-256 hex)."""
+    watch = _Watchdog(deadline)
+    try:
+        return _fetch_watched(url, out, size, progress, deadline, watch)
+    finally:
+        watch.cancel()
+
+
+def _fetch_watched(url, out, size, progress, deadline, watch):
     limit = size if size is not None else MAX_UNKNOWN_SIZE
     done = 0
 
     def remaining():
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or watch.expired:
             raise DownloadError(f"download of {url} did not finish within its deadline "
                                 f"(after {done} bytes): a stalled or very slow server; try again")
         return left
 
     try:
-        response = urllib.request.urlopen(url, timeout=min(_READ_TIMEOUT, remaining()))
+        response = watch.opener().open(url, timeout=min(_READ_TIMEOUT, remaining()))
     except urllib.error.HTTPError as exc:
         exc.close()
         raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+    except DownloadError:
+        raise
     except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
+        remaining()  # the deadline, where it is what ended the request
         raise DownloadError(f"cannot download {url}: {getattr(exc, 'reason', None) or exc!r}") from None
     digest = hashlib.sha256()
     with response:
@@ -327,9 +414,9 @@ def _fetch(url, out, size, progress, deadline):
         except (HTTPException, OSError, ValueError) as exc:
             if isinstance(exc, DownloadError):
                 raise
-            if time.monotonic() >= deadline:
-                remaining()
+            remaining()
             raise DownloadError(f"download of {url} broke off after {done} bytes ({exc!r})") from None
+        remaining()  # a socket the watchdog shut down reads as the end of the file
         if bar:
             bar.update(done, final=True)
     if length is not None and done != length:

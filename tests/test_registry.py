@@ -362,6 +362,55 @@ def test_trickling_server_hits_the_deadline(isolated, server, monkeypatch):
     only_good_files(cache(isolated))
 
 
+def _trickle_raw(head, byte):
+    """A handler that writes ``head`` raw, then ``byte`` every 20 ms until the client hangs up."""
+    def handler(h):
+        try:
+            h.wfile.write(head)
+            for _ in range(5000):
+                h.wfile.write(byte)
+                h.wfile.flush()
+                time.sleep(0.02)
+        except OSError:
+            pass
+    return handler
+
+
+@pytest.mark.parametrize("head, byte", [
+    (b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a"),  # a header line that never ends
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n" + b"\x89HDF\r\n\x1a\n" + b"\r\n",
+     b"0"),  # a chunk-size line of leading zeros that never ends
+], ids=["headers", "chunk-size-line"])
+def test_trickle_outside_the_body_hits_the_deadline(isolated, server, monkeypatch, head, byte):
+    """Before, the deadline was looked at only between body reads: a server trickling its
+    headers or a chunk-size line kept a download going past any deadline (each byte restarts
+    the socket's timeout); a watchdog now shuts the socket down at the deadline."""
+    monkeypatch.setattr(registry, "DEADLINE", 0.5)
+    server.serve_with(keras_name(*UNKNOWN), _trickle_raw(head, byte))
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="did not finish within its deadline"):
+        registry.resolve(*UNKNOWN)
+    assert time.monotonic() - start < 3
+    only_good_files(cache(isolated))
+
+
+@pytest.mark.parametrize("target, refused", [  # urllib joins a relative Location before this
+    ("http://mirror.example/w.h5", True), ("HTTP://mirror.example/w.h5", True),
+    ("https://cdn.example/w.h5", False), ("https://storage.example/other/w.h5", False)])
+def test_redirect_from_https_to_http_is_refused(target, refused):
+    """Followed as urllib follows them, except a downgrade from https to plain http."""
+    import email.message
+    import urllib.request
+    req = urllib.request.Request("https://storage.example/models/w.h5")
+    handler = registry._NoDowngrade()
+    if refused:
+        with pytest.raises(DownloadError, match="(?i)redirects to http://mirror.example/w.h5, from https to http"):
+            handler.redirect_request(req, None, 302, "Found", email.message.Message(), target)
+    else:
+        new = handler.redirect_request(req, None, 302, "Found", email.message.Message(), target)
+        assert new.full_url.startswith("https://")
+
+
 class RawServer:
     """A TCP server on 127.0.0.1 that answers every connection with ``reply`` bytes."""
 
