@@ -133,19 +133,23 @@ def cmd_info(args):
     return 0
 
 
+def _npz_path(path):
+    """The path np.savez writes for ``path`` (``.npz`` added where missing), checked."""
+    path = files.check_output_path(path, "--out")
+    return os.path.abspath(files.check_output_path(path if path.endswith(".npz") else path + ".npz", "--out"))
+
+
 def _save_npz_atomically(path, arrays):
     """Write arrays to ``path`` (``.npz`` added where missing) through a temporary file in the
     same folder renamed into place, with the umask's permissions: no half-written file remains."""
-    path = os.path.abspath(files.check_output_path(path, "--out"))
-    if not path.endswith(".npz"):
-        path += ".npz"
+    path = _npz_path(path)
     with files.atomic_write(path, suffix=".npz") as f:
         np.savez(f, **arrays)
     return path
 
 
 def cmd_dump(args):
-    files.check_output_path(args.out, "--out")  # before any work: '' or 'dir/' would write elsewhere
+    _npz_path(args.out)  # before any work: '' or 'dir/' would write elsewhere, a folder fail late
     model = _model(args, include_top=args.include_top, pooling=None)
     x = _load_batch([args.image], args.size, args.dtype)
     names = [layer.name for layer in model.layers[1:]] if args.layers == ["all"] else args.layers
@@ -189,8 +193,7 @@ def cmd_segment(args):
     from mobilenetv2.hf_processing import _rgb_image, hf_preprocess, post_process_semantic_segmentation
     if not args.out.lower().endswith(".png"):
         raise ArgumentError(f"--out must name a .png file, got {args.out!r}")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        raise FileNotFoundError(2, "the folder of --out does not exist", args.out)
+    files.check_output_path(args.out, "--out")  # a folder named x.png failed after the model ran
     model = from_pretrained(args.hf, dtype=args.dtype)
     if model.config.head != "segmentation":
         raise ArgumentError(f"{args.hf!r} holds a {model.config.architecture}, not a segmentation model")

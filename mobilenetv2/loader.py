@@ -270,8 +270,11 @@ class _Source:
             raise WeightsError(f"weights file {self.label}: {where} has dtype {dsid.dtype}, "
                                "expected floating point")
         shape = dsid.shape
-        elements = int(np.prod(shape, dtype=object)) if shape is not None else 0
-        if shape is None or elements > MAX_DATASET_ELEMENTS:
+        if shape is None:
+            raise WeightsError(f"weights file {self.label}: {where} is an empty dataset (HDF5's null "
+                               "dataspace: no shape, no values), not a weight")
+        elements = int(np.prod(shape, dtype=object))
+        if elements > MAX_DATASET_ELEMENTS:
             raise WeightsError(f"weights file {self.label}: {where} declares shape {shape}, larger "
                                f"than any MobileNetV2 weight ({MAX_DATASET_ELEMENTS} values at most): refused")
         self.declared += elements * 8

@@ -149,3 +149,21 @@ def test_warnings_are_one_line_too(capsys, monkeypatch):
     assert main(["summary"]) == 0
     assert capsys.readouterr().err == ("mobilenetv2: warning: the C extension is not available (no compiler); "
                                        "running on NumPy\n")
+
+
+@pytest.mark.parametrize("argv, folder", [
+    (["dump", "IMG", *SMALL, "--layers", "Conv1", "--out", "acts"], "acts.npz"),  # .npz is added
+    (["dump", "IMG", *SMALL, "--layers", "Conv1", "--out", "acts.npz"], "acts.npz"),
+    (["segment", "--hf", "/no/such/checkpoint", "IMG", "--out", "mask.png"], "mask.png"),
+])
+def test_an_output_that_is_a_folder_is_refused_before_any_work(tmp_path, image, capsys, monkeypatch,
+                                                              argv, folder):
+    """Refused before the model is built (the missing checkpoint above is never looked at):
+    before, the folder failed after the model ran, naming a temporary file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / folder).mkdir()
+    argv = [str(image) if a == "IMG" else a for a in argv]
+    assert main(argv) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"--out path '{folder}' is an existing folder" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder, image.name])

@@ -145,6 +145,11 @@ def test_non_float_dataset_is_refused_before_reading(tmp_path, small):
     refused(path, small, "has dtype .*expected floating point")
 
 
+def test_empty_dataset_is_named_as_such(tmp_path, small):
+    path = hostile(tmp_path, small, lambda g, n: g.create_dataset(n, data=h5py.Empty("<f4")))
+    refused(path, small, r"bn_Conv1/bn_Conv1/gamma:0 is an empty dataset \(HDF5's null dataspace")
+
+
 def _never_written(chunks=None, write=None):
     """An attack writing ``bn_Conv1/gamma:0`` (16 values) with HDF5's fill time 'never': where
     the file holds no data, HDF5 leaves the reader's buffer as it was (values of earlier
