@@ -1,6 +1,7 @@
 """The batch command (``mobilenetv2 features|predict``): its rows against the model run image by image,
 resuming after SIGKILL, bad images, ids, and the output folder's rules."""
 import os
+import stat
 import re
 import shutil
 import signal
@@ -310,3 +311,24 @@ def test_a_second_run_on_the_same_out_is_refused(tmp_path):
         OutputDataset(tmp_path / "out", config)
     first.close()
     OutputDataset(tmp_path / "out", config).close()
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_dataset_files_get_the_umasks_permissions(tmp_path, capsys, mask):
+    """Parts and _mobilenetv2.json are made by mkstemp (0600); a dataset meant to be read by other
+    users or nodes gets what open(path, 'w') would give, as every other output does."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    write_images(folder, 3)
+    out = tmp_path / "feats"
+    old = os.umask(mask)
+    try:
+        code, _, stderr = run_cli(["features", str(folder), "--out", str(out), "--weights", "none", *SMALL], capsys)
+    finally:
+        os.umask(old)
+    assert code == 0, stderr
+    made = [p for p in out.iterdir() if p.is_file()]
+    names = {p.name for p in made}
+    assert "_mobilenetv2.json" in names and any(n.startswith("part-") for n in names), names
+    for p in made:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask, p.name

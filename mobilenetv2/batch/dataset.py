@@ -23,6 +23,7 @@ import uuid
 
 from mobilenetv2.batch import require
 from mobilenetv2.errors import ArgumentError
+from mobilenetv2.files import current_umask
 
 MANIFEST = "_mobilenetv2.json"
 LOCK = ".lock"
@@ -70,6 +71,7 @@ def _write_json_atomically(path, obj):
             json.dump(obj, f, indent=2, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())  # mkstemp's 0600: a shared dataset is read by others
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -172,6 +174,7 @@ class PartFile:
         self._writer.close()
         with open(self._tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(self._tmp, 0o666 & ~current_umask())  # as open(path, 'w') would give, not mkstemp's 0600
         os.replace(self._tmp, final)
         _fsync_dir(os.path.dirname(final))
         self._writer, self._tmp, self.rows = None, None, 0
