@@ -43,7 +43,7 @@ def _add_model_args(p, top=True):
     p.add_argument("--size", type=positive_int(MAX_SIZE), default=224,
                    help="input height and width (default 224)")
     p.add_argument("--weights", type=_weights_arg, default="imagenet",
-                   help="'imagenet' (found or downloaded), 'none' (random), or a Keras .h5 path")
+                   help="'imagenet' (found or downloaded), 'none' (Keras's initial weights), or a Keras .h5 path")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
 
 
@@ -90,6 +90,11 @@ def cmd_classify(args):
     if args.top < 1:
         raise ArgumentError(f"--top must be at least 1, got {args.top}")
     if args.hf:
+        given = [flag for flag, value, default in (("--alpha", args.alpha, 1.0), ("--size", args.size, 224),
+                                                   ("--weights", args.weights, "imagenet")) if value != default]
+        if given:
+            raise ArgumentError(f"{', '.join(given)} do(es) not apply with --hf: the checkpoint folder "
+                                "fixes the model, its weights and its input size")
         return _classify_hf(args)
     model = _model(args)
     if model.classes != 1000:
@@ -115,8 +120,9 @@ def cmd_info(args):
     rows = variant_table()
     for row in rows:
         for top, key in ((True, "weights_top"), (False, "weights_no_top")):
-            path = registry.find_weights(row["alpha"], row["rows"], top)
+            path, problem = registry.found_weights(row["alpha"], row["rows"], top)
             row[key] = str(path) if path else None
+            row[f"{key}_problem"] = problem  # set where loading would refuse the file found
     if args.json:
         print(json.dumps({"backend": backend(), "variants": rows}, indent=2))
         return 0
@@ -125,11 +131,16 @@ def cmd_info(args):
     print(head)
     print("-" * len(head))
     for r in rows:
-        found = "/".join("found" if r[k] else "-" for k in ("weights_top", "weights_no_top"))
+        found = "/".join(("wrong file" if r[f"{k}_problem"] else "found") if r[k] else "-"
+                         for k in ("weights_top", "weights_no_top"))
         print(f"{r['variant']:<9} {r['keras_params']:>10,} {r['params_m']:>9.2f} {r['macs_m']:>8} "
               f"{r['top1']:>6.1f} {r['top5']:>6.1f}  {found}")
     print("params: Keras count_params() with the 1000-class head; params(M), MACs(M), top-1/top-5: "
           "the published ImageNet table's convention (computed here from the graph).")
+    for r in rows:
+        for k, what in (("weights_top", "with top"), ("weights_no_top", "no top")):
+            if r[f"{k}_problem"]:
+                print(f"wrong file: {r[k]} ({r['variant']}, {what}): {r[f'{k}_problem']}; loading refuses it")
     return 0
 
 
@@ -154,7 +165,9 @@ def cmd_dump(args):
     x = _load_batch([args.image], args.size, args.dtype)
     names = [layer.name for layer in model.layers[1:]] if args.layers == ["all"] else args.layers
     feats = model.features(x, names)
-    path = _save_npz_atomically(args.out, {name: y[0] for name, y in feats.items()})
+    arrays = {name: y[0] for name, y in feats.items()}
+    arrays.setdefault("input", x[0])  # the preprocessed image they came from: compare runs a dump on it
+    path = _save_npz_atomically(args.out, arrays)
     for name, y in feats.items():
         print(f"{name:<32} {str(y.shape[1:]):<20} {y.dtype}")
     print(f"wrote {len(feats)} activations to {path}")
@@ -296,7 +309,7 @@ def build_parser():
     sub.add_parser("bench", help="time the engines and peers (mobilenetv2 bench --help)", add_help=False)
 
     p = sub.add_parser("compare", help="find where another framework's MobileNetV2 leaves the float64 "
-                       "reference, and why (exit 0 agrees, 1 diverges, 2 bad input)")
+                       "reference, and why (exit 0 agrees, 1 diverges, 2 bad input, 3 internal error)")
     p.add_argument("other", metavar="OTHER", help=".onnx, .tflite, .npz, or a folder of .npy files")
     p.add_argument("--weights", help="reference weights: a Keras .h5, a Hugging Face folder or a "
                    "variant name (default: read from OTHER)")

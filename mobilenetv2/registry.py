@@ -104,6 +104,14 @@ def find_weights(alpha, rows, include_top=True):
     return None
 
 
+def found_weights(alpha, rows, include_top=True):
+    """(path, problem): the variant's file in the search folders (or None), and why loading would
+    refuse it (its size or SHA-256 not the registry's; None where it is the official file)."""
+    entry = _entry(alpha, rows, include_top)
+    path = find_weights(alpha, rows, include_top)
+    return path, (verify_file(path, entry["size"], entry["sha256"]) if path is not None else None)
+
+
 def resolve(alpha, rows, include_top=True, download=True, progress=None):
     """The path of the variant's file: found in the search folders, else downloaded into
     Keras's cache.  ``progress`` shows a progress bar on stderr (None: when stderr is a tty).

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import keras_reference, require_shared, set_synthetic_weights
-from mobilenetv2 import MobileNetV2
+from mobilenetv2 import MobileNetV2, registry
 from mobilenetv2.cli import main
 
 
@@ -68,9 +68,10 @@ def test_dump_writes_the_named_activations(synthetic_top_file, tmp_path, capsys)
     model = MobileNetV2((96, 96, 3), alpha=0.35, weights=synthetic_top_file)
     want = model.features(preprocess_input(load_image(img, target_size=96))[None], layers)
     with np.load(out) as acts:
-        assert sorted(acts.files) == sorted(layers)
+        assert sorted(acts.files) == sorted(layers + ["input"])
         for name in layers:
             np.testing.assert_array_equal(acts[name], want[name][0])
+        np.testing.assert_array_equal(acts["input"], preprocess_input(load_image(img, target_size=96)))
     # A bad layer name is an error that writes nothing.
     bad = tmp_path / "bad.npz"
     assert main(["dump", str(img), "--layers", "block_99_add", "--out", str(bad), "--alpha", "0.35",
@@ -90,9 +91,41 @@ def test_info_lists_the_22_variants(monkeypatch, capsys):
     assert rows["1.0_224"]["macs_m"] == 300 and rows["0.35_96"]["params_m"] == 1.66
     assert rows["1.0_224"]["weights_no_top"].endswith("kernels_1.0_224_no_top.h5")
     assert rows["1.0_224"]["weights_top"] is None and rows["0.5_160"]["weights_no_top"] is None
+    # the shared file is not the download (weights/README.md): loading refuses it, and info says so
+    size = (weights / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5").stat().st_size
+    registry_size = next(v["size"] for v in registry.variants() if (v["alpha"], v["rows"], v["include_top"])
+                         == (1.0, 224, False))
+    assert size != registry_size
+    assert rows["1.0_224"]["weights_no_top_problem"] == f"it has {size} bytes, the registry says {registry_size}"
+    assert rows["0.35_96"]["weights_no_top_problem"] is None
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "1.4_224" in text and "0.35_96" in text and "3,538,984" in text
+    assert "-/wrong file" in text and "loading refuses it" in text
+
+
+def test_a_dump_is_what_compare_reads(tmp_path, capsys):
+    """dump writes the input beside the activations, so compare runs the dump as it is; against
+    the float64 reference of the same weights every layer agrees."""
+    from PIL import Image
+    weights = set_synthetic_weights(MobileNetV2((96, 96, 3), alpha=0.35, include_top=False, weights=None))
+    weights = weights.save_weights(tmp_path / "no_top.h5")
+    img = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "acts.npz"
+    assert main(["dump", str(img), "--layers", "all", "--no-top", "--out", str(out), "--alpha", "0.35",
+                 "--size", "96", "--weights", str(weights)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(out), "--weights", str(weights), "--quiet"]) == 0
+    assert "AGREES" in capsys.readouterr().out
+
+
+def test_classify_hf_refuses_keras_model_flags(capsys):
+    folder = require_shared("hf", "mobilenet_v2_0.35_96")
+    image = require_shared("images", "panda.jpg")
+    for flag, value in (("--alpha", "0.5"), ("--size", "96"), ("--weights", "x.h5")):
+        assert main(["classify", "--hf", str(folder), str(image), flag, value]) == 2
+        assert f"{flag} do(es) not apply with --hf" in capsys.readouterr().err
 
 
 def test_python_dash_m_runs_the_cli():
