@@ -298,18 +298,18 @@ def versions():
 def parse_args(argv):
     from mobilenetv2.errors import OneLineArgumentParser
     p = OneLineArgumentParser(prog="mobilenetv2 bench", description=__doc__.splitlines()[0])
-    p.add_argument("--variants", default="1.0_224,0.35_96", help="comma list like 1.0_224,0.35_96, or 'all'")
-    p.add_argument("--threads", default="1,2", help="comma list of thread counts")
-    p.add_argument("--engines", default=",".join(ENGINES), help=f"comma list from {','.join(ENGINES)}")
-    p.add_argument("--runs", type=int, default=200, help="timed batch-1 calls per measurement")
-    p.add_argument("--warmup", type=int, default=20, help="untimed calls before each measurement's runs")
+    p.add_argument("--variants", default="1.0_224,0.35_96", help="comma list like 1.0_224,0.35_96, or 'all' (default %(default)s)")
+    p.add_argument("--threads", default="1,2", help="comma list of thread counts (default %(default)s)")
+    p.add_argument("--engines", default=",".join(ENGINES), help=f"comma list from {','.join(ENGINES)} (default: all)")
+    p.add_argument("--runs", type=int, default=200, help="timed batch-1 calls per measurement (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed calls before each measurement's runs (default %(default)s)")
     p.add_argument("--warmup-seconds", type=float, default=0.5,
                    help="... and untimed calls until this long has passed (a fresh process's first "
-                        "tenths of a second, threads and caches settling, are not what a service sees)")
-    p.add_argument("--numpy-runs", type=int, default=10, help="timed calls for the slow NumPy engine")
+                        "tenths of a second, threads and caches settling, are not what a service sees; default %(default)s)")
+    p.add_argument("--numpy-runs", type=int, default=10, help="timed calls for the slow NumPy engine (default %(default)s)")
     p.add_argument("--batch8", action="store_true", help="also time batch-8 throughput")
     p.add_argument("--rounds", type=int, default=3,
-                   help="split each measurement's runs over this many rounds through all engines")
+                   help="split each measurement's runs over this many rounds through all engines (default %(default)s)")
     p.add_argument("--bf16", action="store_true",
                    help="also time OpenVINO in bfloat16 (a labelled reduced-precision row, never a 'best peer')")
     p.add_argument("--hide-avx512", action="store_true",

@@ -246,7 +246,8 @@ class MobileNetV2:
         try:
             return self._by_name[name]
         except (KeyError, TypeError):  # (an unhashable name: a list, an array)
-            raise ArgumentError(f"no layer named {name!r} in this model (see model.layers)") from None
+            raise ArgumentError(f"no layer named {name!r} in this model (model.layers lists them; "
+                                "`mobilenetv2 summary` on the command line)") from None
 
     def count_params(self):
         return sum(layer.count_params() for layer in self.layers)

@@ -50,7 +50,7 @@ def available():
 if lib is not None:
     for _line in unknown_force_settings(os.environ):  # a typo must not pass for the ISA asked for
         warnings.warn(f"mobilenetv2: {_line} (the C kernels run {ISA_NAMES[lib.mnv2_simd_level()]})",
-                      RuntimeWarning, stacklevel=2)
+                      RuntimeWarning, stacklevel=1)  # at import: the module that reads them
 
 
 def warn_if_missing():
