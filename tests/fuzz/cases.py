@@ -152,7 +152,8 @@ def damage(rng, data, near=None):
 HDF5_ATTACKS = ["external-storage", "external-link", "virtual", "virtual-missing", "soft-link",
                 "soft-cycle", "huge-shape", "int-dtype", "compound", "string-dtype", "scalar",
                 "hard-cycle", "bad-weight-name", "long-names", "names-not-strings", "chunked-lie",
-                "empty-group", "attr-bomb"]
+                "empty-group", "attr-bomb", "never-written", "huge-chunk", "vlen-names"]
+MUST_REFUSE = {"never-written", "huge-chunk", "vlen-names"}  # loading them at all is the defect
 
 
 def _other_h5(ctx, shape):
@@ -185,7 +186,7 @@ def make_hdf5(ctx):
         target = ctx.sentinel if rng.random() < 0.7 else ctx.fifo
         if mode in ("external-storage", "external-link", "virtual", "virtual-missing", "soft-link",
                     "soft-cycle", "huge-shape", "int-dtype", "compound", "string-dtype", "scalar",
-                    "chunked-lie"):
+                    "chunked-lie", "never-written", "huge-chunk"):
             del f[name]
         if mode == "external-storage":
             f.create_dataset(name, shape=shape, dtype="<f4", external=[(str(target), 0, nbytes)])
@@ -231,11 +232,31 @@ def make_hdf5(ctx):
             del f[layer]
         elif mode == "attr-bomb":
             f.attrs.create("layer_names", data=np.array([b"Conv1"] * 200000))
+        elif mode == "never-written":  # fill time 'never': HDF5 leaves the reader's buffer as it was
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+            chunked = rng.random() < 0.5 and shape[0] > 1
+            if chunked:
+                dcpl.set_chunk((max(1, shape[0] // 2),) + tuple(shape[1:]))
+            h5py.h5d.create(f.id, name.encode(), h5py.h5t.IEEE_F32LE, h5py.h5s.create_simple(shape), dcpl=dcpl)
+            if chunked and rng.random() < 0.5:
+                f[name][:1] = 1.0  # one chunk of two written
+        elif mode == "huge-chunk":  # the dataset's values in one chunk that inflates to far more
+            f.create_dataset(name, data=np.ones(shape, np.float32), maxshape=(None,) * len(shape),
+                             chunks=(rng.choice([1 << 22, 1 << 26]),) + (1,) * (len(shape) - 1),
+                             compression="gzip")
+        elif mode == "vlen-names":
+            names = [n.decode() for n in f.attrs["layer_names"]]
+            f.attrs.create("layer_names", data=names, dtype=h5py.string_dtype())
+    ctx.must_refuse = mode in MUST_REFUSE
     return mode
 
 
 def run_hdf5(ctx):
     path = ctx.folder / "w.h5"
+    if getattr(ctx, "must_refuse", False):
+        loader.load_by_order(path, T["expected"])  # its WeightsError is the pass
+        raise AssertionError("loaded values no file holds, or names that expand without bound")
     if ctx.rng.random() < 0.2:
         out = loader.read_weights(path)
         arrays = [a for _, ws in out for _, a in ws]
@@ -339,7 +360,7 @@ def _st_bytes(header, data, length=None):
 ST_ATTACKS = ["bytes", "bytes-header", "length-huge", "length-past-end", "length-short", "length-zero",
               "not-object", "offset-past-end", "offset-overlap", "offset-negative", "offset-reversed",
               "offset-float", "dtype-unknown", "dtype-f16", "dtype-bf16", "dtype-i64", "shape-lie",
-              "shape-huge", "shape-negative", "missing", "extra", "duplicate", "key-not-utf8",
+              "shape-huge", "shape-negative", "shape-empty-huge", "missing", "extra", "duplicate", "key-not-utf8",
               "metadata-odd", "pickle", "truncate-data", "symlink-sentinel", "symlink-fifo", "fifo",
               "good"]
 _VALUES = [-1, 0, 1, 3, 7, 1e308, 2 ** 63, -2 ** 63, 10 ** 30, 0.5, "x", "", None, True, [], {}, [1, 2],
@@ -381,7 +402,8 @@ def make_safetensors(ctx):
         out = _st_bytes(h, data)
     elif attack.startswith("shape"):
         e["shape"] = {"shape-lie": list(reversed(e["shape"])) + [1] if rng.random() < 0.5 else [int(np.prod(e["shape"]))],
-                      "shape-huge": [2 ** 31, 2 ** 31, 4], "shape-negative": [-1] + e["shape"][1:]}[attack]
+                      "shape-huge": [2 ** 31, 2 ** 31, 4], "shape-negative": [-1] + e["shape"][1:],
+                      "shape-empty-huge": [0, rng.choice([2 ** 31, 2 ** 40, 2 ** 63])]}[attack]
         out = _st_bytes(h, data)
     elif attack == "missing":
         del h[name]
@@ -594,11 +616,26 @@ def _png_header(w, h):
             + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
 
 
+def _tiled_tiff(width, height, tile):
+    """A little-endian RGB TIFF of one deflate tile of tile x tile zeros."""
+    data = zlib.compress(bytes(tile * tile * 3))
+    entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, None), (259, 3, 1, 8),
+               (262, 3, 1, 2), (277, 3, 1, 3), (284, 3, 1, 1), (322, 3, 1, tile), (323, 3, 1, tile),
+               (324, 4, 1, None), (325, 4, 1, len(data))]
+    bits_at = 8 + 2 + 12 * len(entries) + 4
+    out = b"II*\0" + struct.pack("<IH", 8, len(entries))
+    for tag, kind, count, value in entries:
+        value = {258: bits_at, 324: bits_at + 6}.get(tag, value)
+        out += struct.pack("<HHI", tag, kind, count)
+        out += struct.pack("<HH", value, 0) if kind == 3 and count == 1 else struct.pack("<I", value)
+    return out + struct.pack("<I", 0) + struct.pack("<3H", 8, 8, 8) + data
+
+
 def make_image(ctx):
     rng = ctx.rng
     fmt = rng.choice(sorted(T["images"]))
     data = T["images"][fmt]
-    mode = rng.choice(["good", "damage", "damage", "damage", "bomb", "tiny"])
+    mode = rng.choice(["good", "damage", "damage", "damage", "bomb", "tiny", "tiff-tile"])
     if mode == "damage":
         how, data = damage(rng, data, near=rng.choice([None, 256]))
         mode = f"damage-{how}"
@@ -606,6 +643,10 @@ def make_image(ctx):
         data = _png_header(rng.choice([9000, 30000, 65535]), rng.choice([9000, 30000, 65535]))
     elif mode == "tiny":
         data = _image_bytes(Image.new("RGB", (rng.randint(1, 40), rng.randint(1, 40))), "PNG")
+    elif mode == "tiff-tile":  # one deflate tile, decoded whole, far larger than the image or not
+        tile = rng.choice([16, 256, 1024, 2048, 8192])
+        data = _tiled_tiff(rng.randint(1, 64), rng.randint(1, 64), tile)
+        mode = f"tiff-tile-{tile}"
     (ctx.folder / "img").write_bytes(data)
     if rng.random() < 0.75:  # mostly valid arguments, so the decoders see the damaged bytes
         ctx.args = dict(target_size=rng.choice([224, 32, (40, 7), 1, (96, 128)]),
@@ -788,6 +829,18 @@ def _start_server():
                 except OSError:
                     pass
                 return
+            elif mode in ("trickle-headers", "trickle-chunked"):  # bytes that never end a line
+                head = (b"HTTP/1.1 200 OK\r\nX-Slow: " if mode == "trickle-headers" else
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n\x89HDF\r\n\x1a\n\r\n")
+                try:
+                    self.wfile.write(head)
+                    for _ in range(2000):
+                        self.wfile.write(b"a" if mode == "trickle-headers" else b"0")
+                        self.wfile.flush()
+                        threading.Event().wait(0.05)
+                except OSError:
+                    pass
+                return
             elif mode in ("404", "500"):
                 status, body = int(mode), b"no"
                 length = len(body)
@@ -816,7 +869,8 @@ def _start_server():
 
 
 DOWNLOAD_MODES = ["good", "html", "short", "short-nolength", "long", "endless", "trickle", "bad-status",
-                  "long-header", "many-headers", "404", "500", "redirect-loop"]
+                  "long-header", "many-headers", "404", "500", "redirect-loop", "trickle-headers",
+                  "trickle-chunked"]
 
 
 def make_download(ctx):
