@@ -242,9 +242,10 @@ def make_hdf5(ctx):
             if chunked and rng.random() < 0.5:
                 f[name][:1] = 1.0  # one chunk of two written
         elif mode == "huge-chunk":  # the dataset's values in one chunk that inflates to far more
-            f.create_dataset(name, data=np.ones(shape, np.float32), maxshape=(None,) * len(shape),
-                             chunks=(rng.choice([1 << 22, 1 << 26]),) + (1,) * (len(shape) - 1),
-                             compression="gzip")
+            rest = int(np.prod(shape[1:]))  # one chunk, whole in the other dimensions, 1-16 MB
+            first = max(2 * shape[0], (1 << rng.choice([18, 22])) // rest)
+            f.create_dataset(name, data=np.ones(shape, np.float32), maxshape=(None,) + tuple(shape[1:]),
+                             chunks=(first,) + tuple(shape[1:]), compression="gzip")
         elif mode == "vlen-names":
             names = [n.decode() for n in f.attrs["layer_names"]]
             f.attrs.create("layer_names", data=names, dtype=h5py.string_dtype())
