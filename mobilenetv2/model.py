@@ -185,8 +185,28 @@ class MobileNetV2:
     # The compiled plans kept (least recently used dropped first): at most this many input shapes,
     # and at most this many bytes of their activation buffers (the newest plan is kept whatever
     # its size).  Packed weights are shared by all plans and not counted here.
-    plan_cache_shapes = 8
-    plan_cache_bytes = 256 * 1024 * 1024
+    _plan_cache_shapes = 8
+    _plan_cache_bytes = 256 * 1024 * 1024
+
+    @property
+    def plan_cache_shapes(self):
+        return self._plan_cache_shapes
+
+    @plan_cache_shapes.setter
+    def plan_cache_shapes(self, value):
+        if not is_whole(value) or not 1 <= value <= 10 ** 6:
+            raise ArgumentError(f"plan_cache_shapes must be a whole number from 1 to 1000000, got {value!r}")
+        self._plan_cache_shapes = int(value)
+
+    @property
+    def plan_cache_bytes(self):
+        return self._plan_cache_bytes
+
+    @plan_cache_bytes.setter
+    def plan_cache_bytes(self, value):
+        if not is_whole(value) or value < 0:
+            raise ArgumentError(f"plan_cache_bytes must be a whole number of bytes, 0 or more, got {value!r}")
+        self._plan_cache_bytes = int(value)
 
     def __init__(self, input_shape=None, alpha=1.0, include_top=True, weights="imagenet",
                  pooling=None, classes=1000, classifier_activation="softmax", dtype="float32",

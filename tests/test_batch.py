@@ -1,10 +1,10 @@
 """The batch command (``mobilenetv2 features|predict``): its rows against the model run image by image,
 resuming after SIGKILL, bad images, ids, and the output folder's rules."""
 import os
-import stat
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from batch_images import write_images
 from conftest import REPO, same_values, set_synthetic_weights
@@ -332,3 +333,115 @@ def test_dataset_files_get_the_umasks_permissions(tmp_path, capsys, mask):
     assert "_mobilenetv2.json" in names and any(n.startswith("part-") for n in names), names
     for p in made:
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask, p.name
+
+
+def test_another_folder_with_the_same_layout_is_refused_a_moved_copy_resumes(tmp_path, capsys):
+    """Ids are paths relative to the input: day2/img00001.png after day1/img00001.png has the same
+    id. It was skipped as done (its row: day1's image); now refused, while a copy of day1 (the
+    same files elsewhere) still resumes."""
+    day1, day2, out = tmp_path / "day1", tmp_path / "day2", tmp_path / "out"
+    write_images(day1, 4, seed=1)
+    write_images(day2, 4, seed=2)  # the same names, other pixels (and sizes)
+    assert (day1 / "img00001.png").stat().st_size != (day2 / "img00001.png").stat().st_size
+    base = ["--out", str(out), "--weights", "none", *SMALL]
+    assert run_cli(["features", str(day1), *base], capsys)[0] == 0
+    code, _, stderr = run_cli(["features", str(day2), *base], capsys)
+    assert code == 2 and "has the id of the row written for" in one_line_of(stderr), stderr
+    assert "another image: run other inputs into another --out" in stderr
+    shutil.copytree(day1, tmp_path / "copy")
+    code, stdout, stderr = run_cli(["features", str(tmp_path / "copy"), *base], capsys)
+    assert code == 0 and PROCESSED.search(stdout).groups() == ("0", "0", "4"), stderr
+
+
+def one_line_of(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_part_of_another_configuration_is_refused(tmp_path, capsys):
+    """A part file of another run (another layer: 11,520 values a row) dropped into --out counted
+    its ids as done, and the dataset then failed to read as one table."""
+    some = tmp_path / "some"
+    write_images(some, 2)
+    pooled, layer = tmp_path / "pooled", tmp_path / "layer"
+    base = ["--weights", "none", *SMALL]
+    assert run_cli(["features", str(some), "--out", str(pooled), *base], capsys)[0] == 0
+    assert run_cli(["features", str(some), "--out", str(layer), "--layer", "out_relu", *base], capsys)[0] == 0
+    stray = next(layer.glob("part-*.parquet"))
+    shutil.copy(stray, pooled / "part-zz-stray.parquet")
+    code, _, stderr = run_cli(["features", str(some), "--out", str(pooled), *base], capsys)
+    assert code == 2 and "part-zz-stray.parquet' holds rows of another configuration" in stderr
+    assert '"layer": "out_relu"' in stderr
+
+
+def test_a_file_name_that_is_not_utf8_is_processed(tmp_path, capsys):
+    """One such name stopped the whole job ('utf-8 codec can't encode')."""
+    folder = tmp_path / "imgs"
+    write_images(folder, 2)
+    raw = os.fsencode(folder) + b"/caf\xe9.png"
+    shutil.copy(folder / "img00001.png", raw)
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli(["features", str(folder), "--out", str(out), "--weights", "none", *SMALL], capsys)
+    assert code == 0 and PROCESSED.search(stdout).groups() == ("3", "0", "0"), stderr
+    rows, _ = read_rows(out)
+    from mobilenetv2.batch.inputs import image_id
+    import hashlib
+    key = hashlib.blake2b(b"caf\xe9.png", digest_size=8).hexdigest()
+    assert rows[key]["path"] == str(folder) + "/caf\\xe9.png" and rows[key]["error"] is None
+    assert image_id("img00001.png") in rows
+    assert rows[key]["features"] == rows[image_id("img00001.png")]["features"]  # the same pixels
+    (tmp_path / "list.txt").write_bytes(b"imgs/caf\xe9.png\n")  # a Latin-1 list names it too
+    code, stdout, stderr = run_cli(["features", str(tmp_path / "list.txt"), "--out", str(tmp_path / "o2"),
+                                    "--weights", "none", *SMALL], capsys)
+    assert code == 0 and PROCESSED.search(stdout).groups() == ("1", "0", "0"), stderr
+
+
+def test_a_glob_through_a_link_loop_lists_each_file_once(tmp_path):
+    from mobilenetv2.batch.inputs import list_images
+    (tmp_path / "loop" / "a").mkdir(parents=True)
+    os.symlink("..", tmp_path / "loop" / "a" / "up")
+    Image.new("RGB", (40, 40)).save(tmp_path / "loop" / "a" / "x.jpg")
+    globbed = list_images([str(tmp_path / "loop" / "**" / "*.jpg")])
+    assert [p for _, p in globbed] == [str(tmp_path / "loop" / "a" / "x.jpg")]  # was 41 rows of it
+    assert [p for _, p in list_images([str(tmp_path / "loop")])] == [p for _, p in globbed]
+
+
+def test_a_folder_tree_deeper_than_the_recursion_limit_is_walked(tmp_path):
+    """os.walk recurses: 1,100 levels were an internal RecursionError."""
+    from mobilenetv2.batch.inputs import list_images
+    deep = tmp_path / "d"
+    deep.mkdir()
+    path = os.fspath(deep)
+    for _ in range(1100):  # one level at a time: os.makedirs recurses too
+        path = os.path.join(path, "a")
+        os.mkdir(path)
+    Image.new("RGB", (40, 40)).save(os.path.join(path, "x.png"))
+    assert [p for _, p in list_images([str(deep)])] == [os.path.join(path, "x.png")]
+
+
+def test_layer_rows_are_the_same_for_any_batch_size(images, tmp_path, capsys):
+    """A --layer runs the NumPy layers, whose BLAS products depend on the batch: the rows of batch 5
+    differed from batch 1 (5.5e-7). Each image now runs on its own there, as float64 does."""
+    folder, _ = images
+    rows = []
+    for bs in ("1", "5"):
+        out = tmp_path / f"b{bs}"
+        code, _, stderr = run_cli(["features", str(folder / "sub"), "--out", str(out), "--weights", "none",
+                                   *SMALL, "--layer", "block_16_project_BN", "--batch-size", bs], capsys)
+        assert code == 0, stderr
+        rows.append(read_rows(out)[0])
+    assert rows[0].keys() == rows[1].keys() and len(rows[0]) > 5
+    for key in rows[0]:
+        assert rows[0][key]["features"] == rows[1][key]["features"], key
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b'"x"', b"null"])
+def test_a_manifest_that_is_not_an_object_is_refused(tmp_path, capsys, content):
+    some = tmp_path / "some"
+    write_images(some, 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_mobilenetv2.json").write_bytes(content)
+    code, _, stderr = run_cli(["features", str(some), "--out", str(out), "--weights", "none", *SMALL], capsys)
+    assert code == 2 and "not a configuration; use --overwrite" in stderr, stderr

@@ -8,7 +8,7 @@ import sys
 import time
 
 from mobilenetv2.batch import MissingExtra, require
-from mobilenetv2.errors import positive_int
+from mobilenetv2.errors import ArgumentError, positive_int
 
 
 def add_arguments(p, kind):
@@ -67,6 +67,10 @@ def run(args, kind):
         job = BatchJob(**job_args)
         out = OutputDataset(args.out, job.config(), overwrite=args.overwrite)
         done = out.done_ids()
+        for key, path in items:
+            clash = inputs.other_image(path, done.get(key))
+            if clash:
+                raise ArgumentError(f"{clash}: run other inputs into another --out, or use --overwrite")
     except (MissingExtra, ValueError, OSError) as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2

@@ -83,6 +83,7 @@ class OutputDataset:
 
     def __init__(self, path, config, overwrite=False):
         self.path = os.path.abspath(os.fspath(path))
+        self.config = config
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise ArgumentError(f"--out {path!r} exists and is not a folder (the output is a folder of Parquet parts)")
         os.makedirs(self.path, exist_ok=True)
@@ -99,6 +100,9 @@ class OutputDataset:
                     old = json.load(f)
                 except ValueError:
                     raise ArgumentError(f"{manifest!r} is not valid JSON; use --overwrite to start over") from None
+            if not isinstance(old, dict):
+                raise ArgumentError(f"{manifest!r} holds {type(old).__name__}, not a configuration; use "
+                                    "--overwrite to start over")
             if old != config:
                 diff = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now"
                                  for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k))
@@ -124,15 +128,22 @@ class OutputDataset:
         return sorted(os.path.join(self.path, n) for n in os.listdir(self.path) if self._is_part(n))
 
     def done_ids(self):
-        """The ids already written (a set of str)."""
+        """The ids already written, each with the path its row was written for ({id: path}).  Every
+        part must hold rows of this folder's configuration (its schema's metadata says which)."""
         pq = require("pyarrow.parquet", "batch")
-        done = set()
+        done = {}
         for part in self.parts():
             try:
-                done.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+                meta = pq.read_schema(part).metadata or {}
+                written = json.loads(meta[b"mobilenetv2"]) if b"mobilenetv2" in meta else None
+                table = pq.read_table(part, columns=["id", "path"])
             except Exception as exc:
                 raise ArgumentError(f"part file {part!r} cannot be read ({exc}); delete it to redo its "
                                     "images, or use --overwrite") from None
+            if written != self.config:
+                raise ArgumentError(f"part file {part!r} holds rows of another configuration than "
+                                    f"{MANIFEST} ({json.dumps(written)[:200]}): move it out, or use --overwrite")
+            done.update(zip(table.column("id").to_pylist(), table.column("path").to_pylist()))
         return done
 
     def new_part_name(self, tag=""):

@@ -8,10 +8,13 @@ An input is one of:
   * any other file: that image.
 
 Each image's **root** is its directory, the glob's fixed leading folders, or the list file's folder
-(a single file's root is its folder).  Its ``id`` is ``image_id(relative path)``: the first 16 hex
-digits of BLAKE2b (8-byte digest) of the path relative to the root, POSIX separators, UTF-8.  So ids
-do not change when the image tree moves or is read on another machine, and a rerun finds the rows
-it already wrote.  Two inputs giving the same relative path would share an id: that is an error.
+(a single file's root is its folder).  A file a glob reaches by several names (``**`` through a
+link to a folder, even a link loop) is listed once, under its shortest name.  Its ``id`` is
+``image_id(relative path)``: the first 16 hex digits of BLAKE2b (8-byte digest) of the path
+relative to the root, POSIX separators, UTF-8 (a name that is not UTF-8: its bytes).  So ids do not
+change when the image tree moves or is read on another machine, and a rerun finds the rows it
+already wrote.  Two inputs giving the same relative path would share an id: that is an error, in
+one run and across runs into one ``--out`` (see ``other_image``).
 """
 import glob
 import hashlib
@@ -24,9 +27,34 @@ LIST_SUFFIXES = (".txt", ".lst")
 
 
 def image_id(relative_path):
-    """The stable id of an image: 16 hex digits of BLAKE2b-64 of its POSIX relative path."""
+    """The stable id of an image: 16 hex digits of BLAKE2b-64 of its POSIX relative path (UTF-8;
+    a name that is not UTF-8 hashes as the bytes the file system holds)."""
     rel = relative_path.replace(os.sep, "/")
-    return hashlib.blake2b(rel.encode("utf-8"), digest_size=8).hexdigest()
+    return hashlib.blake2b(rel.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def shown_path(path):
+    """``path`` as a UTF-8 string for the ``path`` column: a name that is not UTF-8 (bytes the
+    file system holds, decoded by Python as surrogates) with those bytes written ``\\xff``."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def other_image(path, written):
+    """Why ``path`` cannot be the image whose row ``--out`` holds under the same id (written for
+    the path ``written``), or None.  Ids are paths relative to the input, so a moved or copied tree
+    resumes; but another input folder with the same layout (day2/img1.jpg after day1/img1.jpg)
+    has the same ids too.  Where the row's file still exists and is neither this file nor a copy
+    of its size, the images differ."""
+    if written is None or written == shown_path(path):
+        return None
+    try:
+        here, there = os.stat(path), os.stat(written)
+    except OSError:  # the row's file is gone or elsewhere (a moved tree): nothing to compare
+        return None
+    if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino) or here.st_size == there.st_size:
+        return None
+    return (f"{path!r} ({here.st_size} bytes) has the id of the row written for {written!r} "
+            f"({there.st_size} bytes): the same path relative to its input, another image")
 
 
 def _glob_root(pattern):
@@ -40,16 +68,36 @@ def _glob_root(pattern):
 
 
 def _from_dir(root):
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            if name.lower().endswith(IMAGE_SUFFIXES):
-                yield os.path.join(folder, name)
+    """The image files under ``root``, depth first: a folder's files (sorted), then its subfolders
+    in sorted order.  Symbolic links to folders are not entered (a link to a file is a file);
+    unreadable folders are passed over.  A stack, not recursion: any depth the OS allows."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                continue
+            if is_dir:
+                if not entry.is_symlink():
+                    subfolders.append(entry.path)
+            elif entry.name.lower().endswith(IMAGE_SUFFIXES):
+                yield os.path.join(folder, entry.name)
+        stack.extend(reversed(subfolders))
 
 
 def _from_list(list_file):
+    """Paths, one a line; bytes that are not UTF-8 are kept as the file system's (surrogates),
+    so a list written in another encoding names the files it lists on a byte-named file system."""
     folder = os.path.dirname(list_file)
-    with open(list_file, encoding="utf-8") as f:
+    with open(list_file, encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             line = line.strip()
             if line and not line.startswith("#"):
@@ -59,7 +107,18 @@ def _from_list(list_file):
 def _expand(spec):
     """(root, paths) of one input argument."""
     if glob.has_magic(spec):
-        paths = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        try:
+            matches = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        except RecursionError:
+            raise ArgumentError(f"glob pattern {spec!r} goes through folders nested too deep to walk; "
+                                "give the folder itself instead") from None
+        paths, seen = [], set()
+        for p in sorted(matches, key=lambda p: (p.count(os.sep), p)):  # ** follows links to folders:
+            real = os.path.realpath(p)                                  # a loop names a file many times
+            if real not in seen:
+                seen.add(real)
+                paths.append(p)
+        paths.sort()
         if not paths:
             raise FileNotFoundError(2, "the glob pattern matches no file", spec)
         return _glob_root(spec), paths

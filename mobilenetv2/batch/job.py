@@ -13,9 +13,10 @@ becomes an error message for its row, never an exception); ``infer(x)`` runs the
             wnids and names (fixed_size_list<string>[K]); null where the image failed
   error   string   null, or why the image could not be read
 
-float64 runs each image on its own, so its outputs do not depend on which images share its batch (the
-float32 C engine gives bit-identical rows for any batch already): a resumed or distributed run writes
-exactly the values of an uninterrupted one.
+float64 and a ``layer`` other than the pooled output (both run on the NumPy layers, whose BLAS
+products depend on the batch's size) run each image on its own, so their outputs do not depend on
+which images share its batch (the float32 C engine gives bit-identical rows for any batch already):
+a resumed or distributed run writes exactly the values of an uninterrupted one.
 """
 import contextlib
 import hashlib
@@ -137,9 +138,10 @@ class BatchJob:
         """The outputs for a decoded batch, one row per image: (N, D); (0, D) for x None."""
         if x is None:
             return np.zeros((0, self.width), self.dtype)
-        if self.dtype == np.float64 and len(x) > 1:
+        pooled = self.layer is None or self.layer == self.model.layers[-1].name
+        if (self.dtype == np.float64 or not pooled) and len(x) > 1:  # the NumPy layers: one image a call
             return np.concatenate([self.infer(x[i:i + 1]) for i in range(len(x))])
-        if self.layer is None or self.layer == self.model.layers[-1].name:
+        if pooled:
             y = self.model.predict(x, batch_size=len(x))
         else:
             y = self.model.features(x, [self.layer])[self.layer]
@@ -186,7 +188,9 @@ class BatchJob:
             return pa.FixedSizeListArray.from_arrays(pa.array(full.reshape(-1), type=typ), width, mask=mask)
 
         schema = self.schema()
-        columns = [pa.array([str(i) for i in ids], pa.string()), pa.array([str(p) for p in paths], pa.string())]
+        from mobilenetv2.batch.inputs import shown_path
+        columns = [pa.array([str(i) for i in ids], pa.string()),
+                   pa.array([shown_path(str(p)) for p in paths], pa.string())]
         if self.kind == "features":
             columns.append(fixed(y, self.width, schema.field("features").type.value_type))
         else:
