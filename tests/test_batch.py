@@ -1,5 +1,6 @@
 """The batch command (``mobilenetv2 features|predict``): its rows against the model run image by image,
 resuming after SIGKILL, bad images, ids, and the output folder's rules."""
+import contextlib
 import os
 import re
 import shutil
@@ -412,12 +413,19 @@ def test_a_folder_tree_deeper_than_the_recursion_limit_is_walked(tmp_path):
     from mobilenetv2.batch.inputs import list_images
     deep = tmp_path / "d"
     deep.mkdir()
-    path = os.fspath(deep)
-    for _ in range(1100):  # one level at a time: os.makedirs recurses too
-        path = os.path.join(path, "a")
-        os.mkdir(path)
-    Image.new("RGB", (40, 40)).save(os.path.join(path, "x.png"))
-    assert [p for _, p in list_images([str(deep)])] == [os.path.join(path, "x.png")]
+    path, levels = os.fspath(deep), []
+    try:
+        for _ in range(1100):  # one level at a time: os.makedirs recurses too
+            path = os.path.join(path, "a")
+            os.mkdir(path)
+            levels.append(path)
+        Image.new("RGB", (40, 40)).save(os.path.join(path, "x.png"))
+        assert [p for _, p in list_images([str(deep)])] == [os.path.join(path, "x.png")]
+    finally:  # bottom up: shutil.rmtree (pytest's cleanup of old tmp folders) recurses too
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(path, "x.png"))
+        for level in reversed(levels):
+            os.rmdir(level)
 
 
 def test_layer_rows_are_the_same_for_any_batch_size(images, tmp_path, capsys):
