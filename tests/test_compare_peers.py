@@ -101,3 +101,24 @@ def test_real_backbone_export_agrees(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert code == 0 and report["agrees"], [r for r in report["layers"] if not r["agrees"]][:1]
     assert report["layers"][-1]["layer"] == "global_average_pooling2d"
+
+
+def test_real_backbone_in_float16_is_precision_only(tmp_path):
+    """A healthy float16 model: the real backbone exported (batch norms folded in float32, as
+    exporters do), then every initializer rounded to float16.  Folding in float64 and rounding
+    puts ~100 weights one float16 step from the graph's; taking the graph's side there (as the
+    int8 path does at a tie) leaves precision the only cause, every later layer agreeing."""
+    pytest.importorskip("onnxruntime", reason="compare runs ONNX files in onnxruntime (pip install 'mobilenetv2[onnx]')")
+    pytest.importorskip("onnx", reason="the float16 peer is made with onnx (pip install 'mobilenetv2[onnx]')")
+    from onnx_graphs import edit_export
+    weights = require_shared("weights", "mobilenet_v2_1.0_224_no_top.keras3-names.h5")
+    images = [str(require_shared("images", name)) for name in ("panda.jpg", "cat.png")]
+    model = MobileNetV2((224, 224, 3), alpha=1.0, include_top=False, weights=str(weights))
+    path = edit_export(export_onnx(model, tmp_path / "real.onnx", batch=None), tmp_path / "real_f16.onnx",
+                       round_f16=True)
+    report = compare(path, weights=str(weights), images=images)
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("bn_Conv1", "precision", [])
+    assert d["evidence"][0]["detail"] == {"weights": "float16", "folded": True}
+    assert d["after_fix"]["agrees"], d["after_fix"]
+    assert d["further"] == []

@@ -12,7 +12,7 @@ from mobilenetv2.errors import is_finite
 from mobilenetv2.tools.compare.errors import CompareError
 from mobilenetv2.tools.compare.inputs import make_input
 from mobilenetv2.tools.compare.metrics import DEFAULT_FACTOR, layer_row, metrics, noise_floor
-from mobilenetv2.tools.compare.quant import quant_info
+from mobilenetv2.tools.compare.quant import own_weights, quant_info
 from mobilenetv2.tools.compare.reference import NO_PATCH, Reference
 
 SCHEMA = "mobilenetv2.compare/1"
@@ -107,8 +107,12 @@ def _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, b
         return (e / (measured[layer][0] if measured and layer in measured else floor), e)
     score.factor = factor
     i = next(k for k, r in enumerate(rows) if r["layer"] == layer)
-    d = diagnose(ref, layer, score, other_arr, np.shape(other_arr), base=base,
-                 previous=rows[i - 1]["layer"] if i else None, progress=bar)
+    previous = rows[i - 1]["layer"] if i else None
+    d = diagnose(ref, layer, score, other_arr, np.shape(other_arr), base=base, previous=previous, progress=bar)
+    lo = ref.index[previous] if previous else 0
+    gap = [u for u in ref.unmapped if u["layer"] in ref.index and lo < ref.index[u["layer"]] < ref.index[layer]]
+    if gap:  # what OTHER does not run right before this layer: said whatever the cause found
+        d["unmapped_before"] = gap
     patch = d.pop("patch")
     alternatives = d.pop("alternatives", [])
     if patch is None:
@@ -146,8 +150,22 @@ def _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, b
     worst = max(fixed, key=lambda r: -1 if r["ratio"] is None else r["ratio"])
     d["after_fix"] = {"agrees": nxt is None, "first_divergent_layer": None if nxt is None else nxt["layer"],
                       "worst_layer": worst["layer"], "worst_ratio": worst["ratio"],
-                      "floor": "float32" if patch.steps is None else f"measured {patch.detail.get('weights')} (quant.py)"}
+                      "floor": "float32" if patch.steps is None else f"measured {_rounded_kind(patch)} (quant.py)"}
     return d, patch, nxt
+
+
+def _rounded_kind(patch):
+    """What a patch rounding activations rounds to: its activations' type where named, else its
+    weights' (int8)."""
+    acts = patch.detail.get("activations")
+    return acts if isinstance(acts, str) else patch.detail.get("weights")
+
+
+def _is_probabilities(a):
+    """Rows of non-negative values summing to 1: a softmax's output, not logits."""
+    a = np.atleast_2d(np.asarray(a, np.float64))  # a dump may keep one image's vector unbatched
+    return (a.ndim == 2 and a.shape[1] > 1 and bool(np.all(np.isfinite(a))) and float(a.min()) >= 0
+            and float(np.max(np.abs(a.sum(axis=1) - 1.0))) <= 1e-3)
 
 
 def _defect_first(found):
@@ -191,13 +209,14 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     if weights is not None:
         m64, m32, wdesc, cannot = W.from_user(weights, hw, include_top, pooling)
     elif o.nodes:
-        m64, m32, wdesc, cannot, _ = W.from_other(o, hw, include_top, pooling)
+        m64, m32, wdesc, cannot = W.from_other(o, hw, include_top, pooling)
     elif o.keras_weights is not None:
         m64, m32, wdesc, cannot = W.from_keras_object(o, hw)
     else:
         raise CompareError(f"{o.source!r} is a tensor dump and carries no weights: name the reference "
                            "weights with --weights (a Keras .h5, a Hugging Face folder or a variant name)")
     ref = Reference(m64, m32, x)
+    unmapped = []  # Keras layers OTHER's graph has no counterpart of
     if tensors_map is not None:
         matches = M.map_by_names(tensors_map, m64.layers, "mapping file")
     elif not o.nodes:
@@ -208,17 +227,27 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
             raise CompareError(f"dump {o.source!r}: no array is named as a Keras layer; give a --mapping "
                                'file {"input": NAME, "tensors": {ARRAY: KERAS_LAYER}}')
     else:
-        matches = M.map_by_topology(o, m64.layers)
+        matches = M.map_by_topology(o, m64.layers, unmapped)
     for m in matches:
         if m.layer == m64.layers[0].name:
             raise CompareError("the mapping names the input layer; map it with the \"input\" key instead")
     ref.quant = quant_info(o, matches, m64.layers)
+    ref.unmapped = unmapped
+    ref.other_weights = own_weights(o, m64.layers) if o.nodes else {}
     bar = _Progress(progress, 4 + 40)
     bar("running OTHER")
     other_out = o.run(x)
     missing = [m.tensor for m in matches if m.tensor not in other_out]
     if missing:
         raise CompareError(f"OTHER has no tensor(s) {missing[:5]} named in the mapping")
+    head = None
+    top = next((m for m in matches if m.layer == "predictions"), None)
+    if top is not None and any(layer.name == "predictions" for layer in m64.layers):
+        # OTHER's final output compared as OTHER computes it: probabilities against the
+        # reference's softmax, logits against its logits (anything else is a defect at the head)
+        head = "softmax" if _is_probabilities(other_out[top.tensor]) else "logits"
+        for model in (m64, m32):
+            model.get_layer("predictions").activation = "softmax" if head == "softmax" else None
     bar("running the float64 reference")
     ref_trace = ref.base()
     bar("running our float32 engine (noise floor)")
@@ -240,6 +269,8 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         "factor": float(factor),
         "floor": "our float32 NumPy engine's relative L2 error against float64 at each layer, same input",
         "layers": rows,
+        "unmapped": unmapped,
+        "head": head,
         "agrees": first is None,
         "first_divergent_layer": None if first is None else first["layer"],
         "diagnosis": None,

@@ -5,10 +5,14 @@ with it to its floor at that layer.
 Causes (a fixed vocabulary): ``padding`` (other pads on the layer's convolution), ``bn_epsilon``
 (another epsilon, fitted per channel), ``activation`` (ReLU where ReLU6 belongs), ``layout`` (the
 input's channels permuted, e.g. BGR, its height and width transposed, or an NHWC buffer read as
-NCHW), ``preprocessing`` (an affine map of the input, fitted per channel), ``class_offset`` (a
-1001-class head, or the class axis shifted by one), ``precision`` (weights rounded to float16 or
-bfloat16, folded or not; int8 weights, and for a quantized graph int8 as it computes: see
-quant.py), ``unexplained`` (nothing tried brings OTHER to its floor).  Where no
+NCHW), ``preprocessing`` (an affine map of the input: the usual ones by name, else fitted per channel),
+``class_offset`` (a 1001-class head on either side, or the class axis shifted by one), ``head``
+(OTHER applies something else than softmax to its logits: sigmoid, a scale), ``missing_layer``
+(a Keras layer OTHER's graph has no counterpart of, e.g. a residual Add, left out of the
+reference), ``precision`` (weights rounded to float16 or bfloat16, folded or not, a weight
+within one step of OTHER's own taking OTHER's side; activations rounded where OTHER casts them,
+with or without its weights rounded; int8 weights, and for a quantized graph int8 as it
+computes: see quant.py), ``unexplained`` (nothing tried brings OTHER to its floor).  Where no
 single defect explains the layer, the best one is kept and the others are tried on top of it: two
 defects found together are reported with the one that explains most first, the other in ``also``.
 """
@@ -17,12 +21,12 @@ import itertools
 import numpy as np
 
 from mobilenetv2 import layers as L
-from mobilenetv2.numpy_kernels import fold_batchnorm
-from mobilenetv2.tools.compare.quant import int8_patches, rounded_compute
-from mobilenetv2.tools.compare.reference import NO_PATCH, Patch, PlainReLU, clone, fixed_pads
+from mobilenetv2.numpy_kernels import fold_batchnorm, softmax
+from mobilenetv2.tools.compare.quant import int8_patches, rounded_activations, rounded_compute
+from mobilenetv2.tools.compare.reference import NO_PATCH, Bypass, Patch, PlainReLU, clone, fixed_pads
 
-CAUSES = ("padding", "bn_epsilon", "activation", "layout", "preprocessing", "class_offset",
-          "precision", "unexplained")
+CAUSES = ("padding", "bn_epsilon", "activation", "layout", "preprocessing", "class_offset", "head",
+          "missing_layer", "precision", "unexplained")
 CHANNEL_NAMES = "RGB"
 
 
@@ -108,7 +112,7 @@ def _bn_epsilon(ref, layer, other_arr, base):
         values.append(fitted["median"])
     out = []
     for e in values:
-        if e == bn.epsilon:
+        if e == bn.epsilon or f"{e:.3g}" == f"{bn.epsilon:.3g}":  # no patch that reads as a no-op
             continue
         text = f"epsilon {e:.3g} instead of {bn.epsilon:g} in {bn.name}"
         if fitted is not None:
@@ -155,26 +159,43 @@ def _layout(ref, layer, first_visible):
 IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
-def _affine(a, b, how):
+def _clean(v, width):
+    """``v`` rounded to the nearest of 0, a whole number or two decimals where that moves it by
+    under 0.1 % of ``width`` (a fitted range end like 1.7e-06 of [0, 255] reads 0)."""
+    for digits in (0, 1, 2):
+        r = round(float(v), digits)
+        if abs(r - v) <= 1e-3 * width:
+            return r + 0.0
+    return float(v)
+
+
+def _affine(a, b, how, expects=None):
+    """The patch of OTHER mapping its input x to a*x + b; ``expects``: the input range OTHER
+    wants, named (a usual scaling), else derived from a and b."""
     a, b = np.broadcast_to(np.asarray(a, np.float64), (3,)), np.broadcast_to(np.asarray(b, np.float64), (3,))
     lo, hi = (-1 - b) / a, (1 - b) / a
-    rng = (f"[{lo[0]:.4g}, {hi[0]:.4g}]" if np.allclose(lo, lo[0]) and np.allclose(hi, hi[0])
-           else ", ".join(f"{ch} [{l_:.4g}, {h_:.4g}]" for ch, l_, h_ in zip(CHANNEL_NAMES, lo, hi)))
+    lo, hi = (np.array([_clean(v, abs(h - l_)) for v, l_, h in zip(ends, lo, hi)]) for ends in (lo, hi))
+    if expects is None:
+        expects = (f"[{lo[0]:.4g}, {hi[0]:.4g}]" if np.allclose(lo, lo[0]) and np.allclose(hi, hi[0])
+                   else ", ".join(f"{ch} [{l_:.4g}, {h_:.4g}]" for ch, l_, h_ in zip(CHANNEL_NAMES, lo, hi)))
+    ab = f"a = {np.array2string(a, precision=4)}, b = {np.array2string(b, precision=4)}"
     return Patch("preprocessing",
-                 f"OTHER maps its input x to a*x + b with a = {np.array2string(a, precision=4)}, "
-                 f"b = {np.array2string(b, precision=4)} ({how}): it expects input in {rng}, "
-                 "where the reference takes [-1, 1]",
+                 (f"OTHER maps its input x to a*x + b with {ab} ({how}): it expects input in {expects}, "
+                  if how else f"OTHER expects input in {expects}: it maps its input x to a*x + b with {ab}, ")
+                 + "where the reference takes [-1, 1]",
                  input_fn=lambda x: x * a + b,
                  detail={"scale": a.tolist(), "offset": b.tolist(), "expects_range": [lo.tolist(), hi.tolist()]})
 
 
 def _preprocessing_named(ref, layer, first_visible):
-    """The usual input scalings, for a first divergent layer deeper than the stem."""
-    if ref.unit_of(layer) is ref.layers[1] or not first_visible:
+    """The usual input scalings, tried by name (at the stem before the fitted map, so that a
+    confirmed one reads simply) where OTHER's first divergent layer is its first visible one."""
+    if not first_visible:
         return []
     # [0, 1] mapped by 2u - 1; [0, 255] by u / 127.5 - 1; torchvision's (u - mean) / std on [0, 1]
-    return [_affine(2.0, -1.0, "input expected in [0, 1]"), _affine(1 / 127.5, -1.0, "input expected in [0, 255]"),
-            _affine(1 / IMAGENET_STD, -IMAGENET_MEAN / IMAGENET_STD, "ImageNet mean/std normalization")]
+    return [_affine(2.0, -1.0, None, "[0, 1]"), _affine(1 / 127.5, -1.0, None, "[0, 255]"),
+            _affine(1 / IMAGENET_STD, -IMAGENET_MEAN / IMAGENET_STD, None,
+                    "[0, 1] and normalizes each channel by the ImageNet mean/std itself (as torchvision does)")]
 
 
 def _preprocessing(ref, layer, other_arr, base):
@@ -228,12 +249,43 @@ def _round(w, kind):
     return np.ldexp(np.round(m * 256.0) / 256.0, e)
 
 
+def _ulp(r, kind):
+    """One step of ``kind`` (float16 / bfloat16) at the values ``r``."""
+    m, e = np.frexp(np.abs(np.asarray(r, np.float64)))
+    step = np.ldexp(1.0, e - (11 if kind == "float16" else 8))
+    return np.maximum(step, 2.0 ** -24 if kind == "float16" else 2.0 ** -133)
+
+
+def _graph_side(exact, kind, theirs):
+    """``exact`` rounded to ``kind``, each value taking OTHER's own (``theirs``) where that is on
+    the ``kind`` grid and within one step of the exact value: the other neighbour of a value
+    near halfway, where OTHER rounded another computation of it (a batch norm folded in float32,
+    then rounded) as the int8 path takes the graph's side at a tie."""
+    r = _round(exact, kind)
+    if theirs is None or np.shape(theirs) != np.shape(r):
+        return r
+    theirs = np.asarray(theirs, np.float64)
+    take = (_round(theirs, kind) == theirs) & (np.abs(theirs - exact) < _ulp(r, kind))
+    return np.where(take, theirs, r)
+
+
 def _precision(ref):
     out = []
     convs = [x for x in ref.layers if isinstance(x, (L.Conv2D, L.DepthwiseConv2D))]
+    own = getattr(ref, "other_weights", None) or {}
     for kind in ("float16", "bfloat16"):
-        plain = {x.name: (lambda layer, kind=kind: clone(layer, weights=[_round(w, kind) for w in layer.weights]))
-                 for x in ref.layers if x.weight_shapes()}
+        def rounded_weights(layer, kind=kind):
+            ws = [_round(w, kind) for w in layer.weights]
+            theirs = own.get(layer.name)
+            if theirs is not None and isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.Dense)):
+                k = np.asarray(layer.weights[0], np.float64)
+                flat = k[..., 0] if isinstance(layer, L.DepthwiseConv2D) else k
+                side = _graph_side(flat, kind, theirs[0])
+                ws[0] = side[..., None] if isinstance(layer, L.DepthwiseConv2D) else side
+                if isinstance(layer, L.Dense) and len(ws) > 1:
+                    ws[1] = _graph_side(layer.weights[1], kind, theirs[1])
+            return clone(layer, weights=[w.astype(layer.weights[0].dtype) for w in ws])
+        plain = {x.name: rounded_weights for x in ref.layers if x.weight_shapes()}
         out.append(Patch("precision", f"every weight rounded to {kind}", plain,
                          detail={"weights": kind, "folded": False}))
         folded = {}
@@ -242,11 +294,12 @@ def _precision(ref):
             k = conv.weights[0]
             w, bias = fold_batchnorm(k[..., 0] if isinstance(conv, L.DepthwiseConv2D) else k,
                                      *bn.weights, eps=bn.epsilon)
-            w = _round(w, kind)
+            theirs = own.get(conv.name, (None, None))
+            w = _graph_side(w, kind, theirs[0])
             w = w[..., None] if isinstance(conv, L.DepthwiseConv2D) else w
             ones = np.ones_like(bias)
             folded[conv.name] = lambda layer, w=w: clone(layer, weights=[w])
-            folded[bn.name] = lambda layer, bias=_round(bias, kind), ones=ones: clone(
+            folded[bn.name] = lambda layer, bias=_graph_side(bias, kind, theirs[1]), ones=ones: clone(
                 layer, epsilon=0.0, weights=[ones, bias, np.zeros_like(ones), ones])
         for x in ref.layers:
             if isinstance(x, L.Dense):
@@ -256,6 +309,7 @@ def _precision(ref):
         computing = rounded_compute(ref, kind, lambda y, kind=kind: _round(y, kind), out[-1])
         if computing is not None:
             out.append(computing)
+            out.append(rounded_activations(ref, kind, lambda y, kind=kind: _round(y, kind)))
     return out + int8_patches(ref)
 
 
@@ -263,12 +317,34 @@ def _class_offset(ref, layer, other_shape):
     if layer != "predictions" or other_shape is None or len(other_shape) != 2:
         return []
     k_other, k_ref = other_shape[1], ref.model.classes
+    if ref.layers[ref.index[layer]].activation == "softmax":  # probabilities: the kept classes sum to 1
+        return [Patch(p.cause, p.text, other_fn={k: _renormalized(f) for k, f in p.other_fn.items()},
+                      ref_fn={k: _renormalized(f) for k, f in p.ref_fn.items()}, detail=p.detail)
+                for p in _class_offsets(k_other, k_ref, layer)]
+    return _class_offsets(k_other, k_ref, layer)
+
+
+def _renormalized(f):
+    def g(a):
+        a = f(a)
+        return a / a.sum(axis=1, keepdims=True)
+    return g
+
+
+def _class_offsets(k_other, k_ref, layer):
     if k_other == k_ref + 1:
         return [Patch("class_offset", f"OTHER has {k_other} classes: its class 0 is a background class, "
                       "Keras class i is OTHER's class i + 1", other_fn={layer: lambda a: a[:, 1:]},
                       detail={"other_classes": k_other, "shift": 1}),
                 Patch("class_offset", f"OTHER has {k_other} classes: an extra last class",
                       other_fn={layer: lambda a: a[:, :-1]}, detail={"other_classes": k_other, "shift": 0})]
+    if k_other + 1 == k_ref:
+        return [Patch("class_offset", f"the reference has {k_ref} classes, OTHER {k_other}: the reference's class 0 "
+                      "is a background class OTHER does not have (dropped), OTHER's class i is the reference's i + 1",
+                      ref_fn={layer: lambda r: r[:, 1:]}, detail={"reference_classes": k_ref, "shift": 1}),
+                Patch("class_offset", f"the reference has {k_ref} classes, OTHER {k_other}: the reference's last "
+                      "class dropped", ref_fn={layer: lambda r: r[:, :-1]},
+                      detail={"reference_classes": k_ref, "shift": 0})]
     if k_other == k_ref:
         return [Patch("class_offset", "OTHER's classes shifted by one (Keras class i is OTHER's i + 1)",
                       other_fn={layer: lambda a: a[:, 1:]}, ref_fn={layer: lambda r: r[:, :-1]},
@@ -276,13 +352,60 @@ def _class_offset(ref, layer, other_shape):
     return []
 
 
+def _sigmoid(r):
+    return 0.5 * (1.0 + np.tanh(0.5 * r))  # 1 / (1 + exp(-r)), with no overflow
+
+
+def _head(ref, layer, other_arr, base):
+    """What OTHER may apply to its logits where the reference compares logits: sigmoid, softmax,
+    a scale (fitted: a temperature, or weights and bias scaled alike)."""
+    dense = ref.layers[ref.index[layer]]
+    if not isinstance(dense, L.Dense) or dense.activation is not None or other_arr is None:
+        return []
+    out = [Patch("head", "OTHER applies sigmoid after the logits", ref_fn={layer: _sigmoid},
+                 detail={"applies": "sigmoid"}),
+           Patch("head", "OTHER applies softmax after the logits", ref_fn={layer: softmax},
+                 detail={"applies": "softmax"})]
+    r = ref.trace(base, stop=layer)[layer]
+    o = np.asarray(other_arr, np.float64)
+    if o.shape == r.shape and np.vdot(r, r) > 0:
+        s = float(np.vdot(o, r) / np.vdot(r, r))
+        for v in dict.fromkeys((float(f"{s:.3g}"), s)):
+            if v != 1.0 and v != 0.0:
+                out.append(Patch("head", f"OTHER scales the logits by {v:.4g}", ref_fn={layer: lambda a, v=v: a * v},
+                                 detail={"applies": "scale", "scale": v}))
+    return out
+
+
+def _missing_layer(ref, layer, previous):
+    """The Keras layers OTHER has no counterpart of (``ref.unmapped``) between the last layer
+    compared and ``layer``, each left out of the reference: its output is one of its inputs."""
+    lo = ref.index[previous] if previous else 0
+    out = []
+    for u in getattr(ref, "unmapped", None) or []:
+        name = u["layer"]
+        if name not in ref.index or not lo < ref.index[name] < ref.index[layer]:
+            continue
+        x = ref.layers[ref.index[name]]
+        for keep in reversed(range(len(x.inputs))):  # an Add's residual branch is its second input
+            out.append(Patch("missing_layer",
+                             f"{name} left out of the reference ({u['why']}): its output taken as {x.inputs[keep]}",
+                             {name: lambda layer, keep=keep: Bypass(layer, keep)},
+                             detail={"layer": name, "kept_input": x.inputs[keep]}))
+    return out
+
+
 def candidates(ref, layer, other_arr, other_shape, base=NO_PATCH, skip=(), previous=None):
     """Every suspected defect that could show first at ``layer``, as patches on top of ``base``;
     ``previous`` is the last layer compared before it (agreeing), None where it is the first."""
     out = []
     first_visible = previous is None
+    if "missing_layer" not in skip:
+        out += _missing_layer(ref, layer, previous)
     if "class_offset" not in skip:
         out += _class_offset(ref, layer, other_shape)
+    if "head" not in skip:
+        out += _head(ref, layer, other_arr, base)
     if "padding" not in skip:
         out += _padding(ref, layer, other_shape, base) + _padding_unseen(ref, layer, previous)
     if "bn_epsilon" not in skip:
@@ -292,10 +415,13 @@ def candidates(ref, layer, other_arr, other_shape, base=NO_PATCH, skip=(), previ
     if "layout" not in skip:
         out += _layout(ref, layer, first_visible)
     if "preprocessing" not in skip:
-        out += _preprocessing(ref, layer, other_arr, base) + _preprocessing_named(ref, layer, first_visible)
+        out += _preprocessing_named(ref, layer, first_visible) + _preprocessing(ref, layer, other_arr, base)
     if "precision" not in skip:
         out += _precision(ref)
     return out
+
+
+CLOSEST = 0.9  # a candidate not confirmed is shown as the closest only where it cuts the error by 10 %
 
 
 def diagnose(ref, layer, score, other_arr, other_shape, previous=None, progress=None, base=NO_PATCH):
@@ -333,6 +459,8 @@ def diagnose(ref, layer, score, other_arr, other_shape, previous=None, progress=
                 "patch": full(p), "tried": tried,
                 "alternatives": [(evidence(q, a), full(q)) for a, q in ok[1:] if q.cause == p.cause]}
     finite = [s for s in scored if s[0][0] is not None and np.isfinite(s[0][0])]
+    if finite and np.isfinite(before[0]) and min(s[0][0] for s in finite) > CLOSEST * before[0]:
+        finite = []  # nothing tried reduced the error: no closest candidate to show
     if finite:
         (after1, p1) = min(finite, key=lambda s: s[0][0])
         if before[0] is None or after1[0] < before[0] / 2:

@@ -8,7 +8,11 @@ in (conv + bias) maps to the Keras ``*_BN`` layer; one that also carries its ReL
 ``*_relu``.  In a quantized graph the layer's tensor is the one after its QuantizeLinear ->
 DequantizeLinear pair (or a QOperator op's integer output); a conv whose output grid starts at
 zero carries its ReLU6 in that grid (ONNX Runtime's quantizer drops the Clip) and maps to
-``*_relu``.  A JSON mapping file (``{"input": ..., "layout": ..., "tensors": {OTHER: KERAS}}``)
+``*_relu``; in a graph computing in float16 or bfloat16, the one after its Cast pair.  A Keras
+layer OTHER has no counterpart of (a residual Add it does not run) is reported, not skipped
+silently.  ``predictions`` is OTHER's final output: the dense layer, its bias, and whatever
+OTHER applies after them (a Softmax, a Sigmoid, a scale), each named in the row's ``how``.
+A JSON mapping file (``{"input": ..., "layout": ..., "tensors": {OTHER: KERAS}}``)
 overrides all of this and is how a tensor dump is mapped (or its arrays are named as Keras's).
 """
 import json
@@ -93,11 +97,33 @@ def check_convs(convs, ref_layers):
     return None
 
 
-def map_by_topology(other, ref_layers):
+def _alpha_of(convs, ref_layers):
+    """The official alpha whose convolutions OTHER's have, where it is not the reference's."""
+    from mobilenetv2 import arch
+    for alpha in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4):
+        if check_convs(convs, arch.build_layers(alpha, include_top=False)) is None:
+            return alpha
+    return None
+
+
+HEAD_OPS = {"Sigmoid": "sigmoid", "Softmax": "softmax", "LogSoftmax": "log-softmax", "Tanh": "tanh",
+            "Relu": "ReLU", "Exp": "exp"}
+
+
+def map_by_topology(other, ref_layers, missing=None):
+    """Matches by topology (see the module's text).  ``missing``: a list that receives
+    ``{"layer": KERAS, "why": ...}`` for each Keras layer OTHER's graph shows no counterpart of
+    (a residual Add it does not run, a ReLU6 it skips, a head it lacks)."""
     nodes = other.nodes
+    missing = [] if missing is None else missing
     convs = [n for n in nodes if n.op == "conv"]
     why = check_convs(convs, ref_layers)
     if why:
+        alpha = _alpha_of(convs, ref_layers) if len(convs) == len(keras_convs(ref_layers)) else None
+        if alpha is not None:
+            raise CompareError(f"cannot map {other.source!r} onto the reference: the widths differ ({why}); "
+                               f"OTHER's convolutions are those of a MobileNetV2 alpha={alpha:g} (different "
+                               "alpha? give reference weights of that alpha with --weights)")
         raise CompareError(f"cannot map {other.source!r} onto MobileNetV2 by topology: {why} "
                            "(give a --mapping file)")
     consumers = {}
@@ -163,7 +189,7 @@ def map_by_topology(other, ref_layers):
                 add(act.name, q, f"{where} with BN folded in, ReLU6 in its int8 output grid (zero point at its minimum)")
                 continue
             how = f"{where} with BN folded in" + (" (BN as Mul/Add)" if chain else "")
-            how += ", after its QuantizeLinear/DequantizeLinear" if q != t else (", its int8 output" if t in grids else "")
+            how += _after_rounding(other, q) if q != t else (", its int8 output" if t in grids else "")
             t = q
             add(bn.name, t, how)
         if act is not None:
@@ -173,6 +199,8 @@ def map_by_topology(other, ref_layers):
                 if nxt2 is not None and a.op == "clip" and a.attrs.get("op"):
                     a = nxt2
                 add(act.name, rounded(a.output), f"{a.op} node after {bn.name}")
+            elif not other.fused_activations and not any(c.op in ("clip", "relu") for c in consumers.get(t, [])):
+                missing.append({"layer": act.name, "why": f"no Clip/Relu after {bn.name}: a missing ReLU6?"})
         if residual is not None:
             seen, add_node = [t], None
             while add_node is None and seen:  # through layout changes, as above
@@ -184,6 +212,9 @@ def map_by_topology(other, ref_layers):
                         seen.append(n.output)
             if add_node is not None:
                 add(residual.name, rounded(add_node.output), "Add of two activations after " + bn.name)
+            else:
+                missing.append({"layer": residual.name,
+                                "why": f"no Add after {bn.name}: a missing residual add?"})
     # the head: pooling, then the dense classifier
     last = matches[-1].tensor
     names = {x.name: x for x in ref_layers}
@@ -201,11 +232,52 @@ def map_by_topology(other, ref_layers):
         if dense is not None and "predictions" in names:
             t, how = rounded(dense.output), "dense layer after the pooling"
             nxt = only(t, ("affine",))
-            if nxt is not None:
+            if nxt is not None and nxt.attrs["kind"] in ("Add", "Sub"):
                 t, how = rounded(nxt.output), how + " + bias"
+            t, how = _head_chain(t, how, only, rounded)
             add("predictions", t, how)
+        elif "predictions" in names:
+            missing.append({"layer": "predictions", "why": "no dense layer after the pooling"})
+    elif gap is not None:
+        missing.append({"layer": gap, "why": "no global average pooling after the last convolution"})
+        if "predictions" in names:
+            missing.append({"layer": "predictions", "why": "no dense layer after a global average pooling"})
     order = {x.name: i for i, x in enumerate(ref_layers)}
     return sorted(matches, key=lambda m: order[m.layer])
+
+
+def _after_rounding(other, q):
+    """How the tensor ``q`` that rounds a layer's output is reached: a Q/DQ pair or a Cast pair."""
+    kind = (getattr(other, "float_rounding", None) or {}).get(q)
+    if kind is not None:
+        return f", after its Cast to {kind} and back to float32"
+    return ", after its QuantizeLinear/DequantizeLinear"
+
+
+def _head_chain(t, how, only, rounded):
+    """OTHER's final output after its logits ``t``: what it applies to them (softmax, sigmoid, a
+    scale, ...) up to its graph output, each op named in ``how``; the predictions are compared
+    there, as OTHER computes them."""
+    best = (t, how)  # the last tensor an op changed: a trailing Identity keeps the logits' name
+    for _ in range(16):
+        nxt = only(t, ("softmax", "affine", "reshape", "other"))
+        if nxt is None or (nxt.op == "other" and nxt.attrs.get("kind") not in HEAD_OPS):
+            break
+        if nxt.op == "reshape":
+            if nxt.attrs.get("kind") not in ("Identity", "Dropout", "Flatten", "Reshape", "Squeeze"):
+                break
+            t = rounded(nxt.output)
+            continue
+        if nxt.op == "softmax":
+            how += " + Softmax"
+        elif nxt.op == "affine":
+            v = np.asarray(nxt.attrs["value"]).reshape(-1)
+            how += f" + {nxt.attrs['kind']} by " + (f"{v[0]:.4g}" if v.size == 1 else f"a {v.size}-vector")
+        else:
+            how += f" + {nxt.attrs['kind']}"
+        t = rounded(nxt.output)
+        best = (t, how)
+    return best
 
 
 def head_classes(other):

@@ -11,7 +11,7 @@ from mobilenetv2.tools.compare.graph import Node, OtherModel
 _RESHAPES = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 _FLOAT_OPS = {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "Mul", "Sub", "Div", "Pad",
               "Transpose", "Reshape", "Flatten", "Squeeze", "GlobalAveragePool", "ReduceMean",
-              "Gemm", "MatMul", "Softmax", "Max", "Min", "Identity", "Cast"}
+              "Gemm", "MatMul", "Softmax", "Max", "Min", "Identity", "Cast", "Sigmoid", "LogSoftmax", "Tanh", "Exp"}
 
 
 def _constants(graph, numpy_helper):

@@ -72,6 +72,42 @@ def rounded_compute(ref, kind, round_fn, folded):
                              inputs="each layer run from OTHER's own tensors at its inputs"))
 
 
+def rounded_activations(ref, kind, round_fn):
+    """The patch of a graph with float32 weights computing in ``kind``: only the outputs OTHER
+    rounds (its Cast pairs) rounded by ``round_fn``, the weights as they are."""
+    info = getattr(ref, "quant", None)
+    names = [k for k, v in ((info.rounding or {}) if info else {}).items() if v == kind and k in ref.index]
+    base = ref.base()
+    bits = 8 if kind == "bfloat16" else 11
+    post = {k: (lambda y: round_fn(y).astype(y.dtype)) for k in names}
+    steps = {k: float(np.max(np.abs(base[k]))) * 2.0 ** -bits for k in names}
+    return Patch("precision", f"the outputs of {len(names)} layers rounded to {kind} where OTHER casts them "
+                 f"(its Cast to {kind} and back), the weights as they are", {}, post=post, steps=steps,
+                 detail={"weights": "as given", "folded": False, "activations": kind, "rounded_layers": len(names),
+                         "inputs": "each layer run from OTHER's own tensors at its inputs"})
+
+
+def own_weights(other, ref_layers):
+    """OTHER's float weights by Keras conv / dense name, in the reference's layout (a depthwise
+    kernel as (kh, kw, C)): (kernel, bias or None).  What a rounded weight may take the side of."""
+    out = {}
+    convs = [n for n in other.nodes if n.op == "conv"]
+    for node, layer in zip(convs, keras_convs(ref_layers)):
+        w = node.attrs.get("weight")
+        if w is None:
+            continue
+        w = np.asarray(w, np.float64)
+        w = w[:, 0].transpose(1, 2, 0) if isinstance(layer, L.DepthwiseConv2D) else w.transpose(2, 3, 1, 0)
+        b = node.attrs.get("bias")
+        out[layer.name] = (w, None if b is None else np.asarray(b, np.float64))
+    dense = [n for n in other.nodes if n.op == "dense" and n.attrs.get("weight") is not None]
+    if dense and any(x.name == "predictions" for x in ref_layers):
+        b = dense[-1].attrs.get("bias")
+        out["predictions"] = (np.asarray(dense[-1].attrs["weight"], np.float64).T,
+                              None if b is None else np.asarray(b, np.float64))
+    return out
+
+
 def _last_axis(v, n):
     v = np.asarray(v, np.float64).reshape(-1)
     return v if v.size in (1, n) else None

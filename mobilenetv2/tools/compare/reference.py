@@ -38,6 +38,17 @@ class PlainReLU(L.ReLU):
         return np.maximum(x, 0.0).astype(x.dtype, copy=False)
 
 
+class Bypass:
+    """A layer OTHER does not run (a residual Add left out): its output is its input number
+    ``keep``, unchanged."""
+
+    def __init__(self, layer, keep):
+        self.name, self.inputs, self.keep = layer.name, layer.inputs, keep
+
+    def __call__(self, *xs):
+        return xs[self.keep]
+
+
 def fixed_pads(pads):
     return lambda h, w: tuple(pads)
 

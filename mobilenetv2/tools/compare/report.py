@@ -23,7 +23,13 @@ def format_table(report, all_layers=False):
              f"weights: {report['weights']['source']}",
              f"         cannot detect: {report['weights']['cannot_detect']}",
              f"input:   {report['input']['source']}, shape {report['input']['shape']} (NHWC)",
-             f"floor:   {report['floor']}; a layer diverges above {report['factor']:g} x its floor", ""]
+             f"floor:   {report['floor']}; a layer diverges above {report['factor']:g} x its floor"]
+    if report.get("head") == "softmax":
+        lines.append("head:    OTHER's predictions are probabilities (rows sum to 1): compared with the "
+                     "softmax of the reference's logits")
+    for u in report.get("unmapped") or []:
+        lines.append(f"unmapped: {u['layer']} has no counterpart in OTHER ({u['why']})")
+    lines.append("")
     head = f"   {'layer':<{name_w}}  {'max abs':>9}  {'rel L2':>9}  {'cosine':>10}  {'floor':>9}  {'x floor':>9}"
     lines += [head, "-" * len(head)]
     for r in shown:
@@ -39,6 +45,9 @@ def format_table(report, all_layers=False):
         worst = max(rows, key=lambda r: r["ratio"] or 0)
         lines.append(f"AGREES: all {len(rows)} compared layers within {report['factor']:g} x their float32 noise floor "
                      f"(worst {worst['layer']}: {worst['ratio']:.1f} x)")
+        if report.get("unmapped"):
+            lines.append(f"  not compared: {len(report['unmapped'])} layer(s) with no counterpart in OTHER "
+                         "(unmapped, above)")
         return "\n".join(lines)
     r = rows[idx]
     lines.append(f"DIVERGES at {first} ({r['how']}): " + (
@@ -52,13 +61,18 @@ def format_table(report, all_layers=False):
         also = f" (also: {', '.join(d['also'])})" if d["also"] else ""
         at = f" at {d['layer']}" if k == 0 and d["layer"] != first else ""
         lines.append(f"cause: {d['cause']}{also}{at}" + (f", in {d['scope']}" if d.get("scope") not in (None, "this layer") else ""))
+        for u in d.get("unmapped_before") or []:
+            lines.append(f"  note: {u['layer']} has no counterpart in OTHER ({u['why']}), right before this layer")
+        if d["cause"] == "unexplained" and not d["evidence"]:
+            lines.append("  no candidate reduced the error")
         for e in d["evidence"]:
             b, a = e["before"], e["after"]
             label = "closest (not confirmed)" if d["cause"] == "unexplained" else "confirmed"
             lines.append(f"  {label}: {e['applied']}")
-            lines.append(f"    before: rel L2 {_num(b['rel_l2'])} = {_num(b['ratio'], '{:.3g}')} x floor;  "
-                         f"with it applied to the float64 reference: rel L2 {_num(a['rel_l2'])} = "
-                         f"{_num(a['ratio'], '{:.3g}')} x floor")
+            before = (f"rel L2 {_num(b['rel_l2'])} = {_num(b['ratio'], '{:.3g}')} x floor"
+                      if _finite(b["rel_l2"]) else "the shapes differ")
+            lines.append(f"    before: {before};  with it applied to the float64 reference: rel L2 "
+                         f"{_num(a['rel_l2'])} = {_num(a['ratio'], '{:.3g}')} x floor")
         if d.get("equivalent"):
             lines.append(f"  {len(d['equivalent'])} more patch(es) of this kind equally confirmed (listed in the JSON)")
         fix = d.get("after_fix")
@@ -70,6 +84,10 @@ def format_table(report, all_layers=False):
                          f"  with the diagnosis applied, the next divergent layer is {fix['first_divergent_layer']}")
         lines.append(f"  ({d['tried']} suspected defects tried)")
     return "\n".join(lines)
+
+
+def _finite(v):
+    return v is not None and math.isfinite(v)
 
 
 def _clean(v):

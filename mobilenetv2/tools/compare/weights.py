@@ -38,7 +38,7 @@ def infer_alpha(other):
 
 
 def from_other(other, hw, include_top, pooling=None):
-    """(float64 model, float32 model, description) with OTHER's own weights."""
+    """(float64 model, float32 model, description, cannot-detect note) with OTHER's own weights."""
     alpha = infer_alpha(other)
     convs = [n for n in other.nodes if n.op == "conv"]
     if any(n.attrs.get("weight") is None for n in convs):
@@ -46,11 +46,9 @@ def from_other(other, hw, include_top, pooling=None):
                            "not stored; give the reference weights with --weights")
     classes = head_classes(other) if include_top else None
     note = ""
-    drop = 0
     if include_top and classes == 1001:
-        classes, drop = 1000, 1
-        note = ("; OTHER's head has 1001 classes: the reference takes rows 1..1000 (TF-slim's "
-                "background class 0 dropped), so Keras class i is OTHER's class i + 1")
+        note = ("; OTHER's head has 1001 classes (class 0 TF-slim's background class): the reference "
+                "keeps all 1001 as OTHER's weights have them")
     models = []
     folded = 0
     for dtype in ("float64", "float32"):
@@ -80,13 +78,12 @@ def from_other(other, hw, include_top, pooling=None):
                 folded += dtype == "float64"
         if include_top:
             dense = [n for n in other.nodes if n.op == "dense"][-1]
-            w = dense.attrs["weight"][drop:]
+            w = dense.attrs["weight"]
             b = dense.attrs.get("bias")
             b = np.zeros(dense.attrs["weight"].shape[0]) if b is None else np.asarray(b, np.float64)
             scale, b = _affine_after(dense, consumers, b)  # MatMul + Add (tf2onnx)
             if scale is not None:
-                w = w * scale[drop:, None]
-            b = b[drop:]
+                w = w * scale[:, None]
             m.get_layer("predictions").set_weights([w.T, b], m.dtype)
         models.append(m)
     desc = (f"read from OTHER ({other.kind}): MobileNetV2 alpha={alpha:g}, {len(convs)} convolutions, "
@@ -95,7 +92,7 @@ def from_other(other, hw, include_top, pooling=None):
               "epsilon folded into the conv weights, or weights already rounded (float16/bfloat16/int8)")
     if folded == 0:
         cannot = "weights read from OTHER cannot show weights already rounded (float16/bfloat16/int8) in them"
-    return models[0], models[1], desc + note, cannot, drop
+    return models[0], models[1], desc + note, cannot
 
 
 def _affine_after(conv, consumers, bias):

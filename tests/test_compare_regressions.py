@@ -1,0 +1,249 @@
+"""``compare`` on peers a reviewer built to catch false alarms and wrong blame: each peer's defect
+(or health) is constructed here, so the truth the report is checked against is known before the
+report is read.  Our own ONNX export (export_onnx: BN folded in float32, Keras layer names as tensor
+names) is edited by hand; see test_compare.py for the torch-style graphs."""
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="compare's ONNX tests need the onnx extra (pip install 'mobilenetv2[onnx]')")
+pytest.importorskip("onnxruntime", reason="compare runs ONNX files in onnxruntime (pip install 'mobilenetv2[onnx]')")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from mobilenetv2 import MobileNetV2, export_onnx  # noqa: E402
+from mobilenetv2.cli import main  # noqa: E402
+from mobilenetv2.tools.compare import CAUSES, CompareError, compare  # noqa: E402
+from onnx_graphs import lively_weights, torch_style  # noqa: E402
+
+SHAPE = (96, 96, 3)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return lively_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None, classifier_activation=None), seed=3)
+
+
+@pytest.fixture(scope="module")
+def clean(model, tmp_path_factory):
+    return export_onnx(model, tmp_path_factory.mktemp("clean") / "clean.onnx", batch=None)
+
+
+def _edit(src, dst, fn):
+    m = onnx.load(src)
+    fn(m.graph)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(dst))
+    return str(dst)
+
+
+def _node(g, output):
+    return next(n for n in g.node if n.output[0] == output)
+
+
+def _init(g, name):
+    return next(t for t in g.initializer if t.name == name)
+
+
+def _after_logits(g, op, const=None):
+    """``op`` applied to the logits before the graph's output (export_onnx's final Identity)."""
+    _node(g, "output").input[0] = "head_out"
+    ins = ["predictions"]
+    if const is not None:
+        g.initializer.append(numpy_helper.from_array(np.array(const, np.float32), "head_const"))
+        ins.append("head_const")
+    kw = {"axis": 1} if op == "Softmax" else {}
+    g.node.insert(len(g.node) - 1, helper.make_node(op, ins, ["head_out"], **kw))
+
+
+# -- 2: 1001-class heads ----------------------------------------------------------------------------
+def test_a_1001_class_graph_with_its_own_weights_agrees(model, tmp_path):
+    """The weights read from OTHER are the truth about OTHER: its 1001-class head (TF-slim's
+    background class 0) is the reference's head too, nothing to blame."""
+    report = compare(torch_style(model, tmp_path / "h1001.onnx", classes_1001=True), random=2)
+    assert report["agrees"], [r for r in report["layers"] if not r["agrees"]][:1]
+    assert report["layers"][-1]["layer"] == "predictions" and report["layers"][-1]["shape"] == [1001]
+    assert "1001 classes" in report["weights"]["source"]
+
+
+def test_a_1000_class_graph_against_1001_class_weights(model, tmp_path):
+    """Reference weights with a background class 0 (a Hugging Face / TF-slim checkpoint), OTHER a
+    Keras-style 1000-class head: the reference's class 0 dropped explains it."""
+    ref = MobileNetV2(SHAPE, alpha=0.35, weights=None, classes=1001, classifier_activation=None)
+    ws = list(model.get_weights())
+    kernel, bias = ws[-2], ws[-1]
+    ws[-2] = np.concatenate([np.full((kernel.shape[0], 1), 0.01, kernel.dtype), kernel], axis=1)
+    ws[-1] = np.concatenate([np.array([0.5], bias.dtype), bias])
+    ref.set_weights(ws)
+    report = compare(torch_style(model, tmp_path / "h1000.onnx"), weights=ref, random=2)
+    d = report["diagnosis"]
+    assert report["first_divergent_layer"] == "predictions"
+    assert d["cause"] == "class_offset" and d["evidence"][0]["detail"]["shift"] == 1
+    assert d["evidence"][0]["detail"]["reference_classes"] == 1001
+    assert d["after_fix"]["agrees"]
+
+
+# -- 3: a layer OTHER does not have -------------------------------------------------------------
+def _no_block_2_add(g):
+    n = _node(g, "block_2_add")  # the Add made an Identity of the project output: no residual
+    n.op_type = "Identity"
+    del n.input[:]
+    n.input.append("block_2_project_BN")
+
+
+def test_a_missing_residual_add_is_named(model, clean, tmp_path, capsys):
+    path = _edit(clean, tmp_path / "no_add.onnx", _no_block_2_add)
+    w, out = tmp_path / "w.h5", tmp_path / "r.json"
+    model.save_weights(w)
+    assert main(["compare", path, "--weights", str(w), "--random", "2", "--seed", "1", "--json", str(out)]) == 1
+    text = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert [u["layer"] for u in report["unmapped"]] == ["block_2_add"]
+    assert "missing residual add" in report["unmapped"][0]["why"]
+    assert "block_2_add" not in [r["layer"] for r in report["layers"]]
+    d = report["diagnosis"]
+    assert report["first_divergent_layer"] == "block_3_expand_BN"
+    assert [u["layer"] for u in d["unmapped_before"]] == ["block_2_add"]
+    # confirmed: the reference without its block_2 Add (the project output passed on) is OTHER
+    assert d["cause"] == "missing_layer" and d["evidence"][0]["detail"]["kept_input"] == "block_2_project_BN"
+    assert d["after_fix"]["agrees"] and "missing_layer" in CAUSES
+    assert "unmapped: block_2_add has no counterpart in OTHER" in text
+    assert ("note: block_2_add has no counterpart in OTHER (no Add after block_2_project_BN: a missing "
+            "residual add?), right before this layer") in text
+
+
+# -- 4: the final output as OTHER computes it -------------------------------------------------------
+def test_probabilities_are_compared_with_softmax(model, clean, tmp_path):
+    """A dump named as Keras layers by our own float32 engine with its default softmax head (what
+    ``mobilenetv2 dump --layers all`` writes), and a graph with a Softmax after its logits: both
+    are healthy; their predictions are compared against the reference's softmax."""
+    m = MobileNetV2(SHAPE, alpha=0.35, weights=None)  # classifier_activation='softmax'
+    m.set_weights(model.get_weights())
+    x = np.random.default_rng(5).uniform(-1, 1, (2,) + SHAPE).astype(np.float32)
+    t = m.trace(x)
+    assert np.allclose(t["predictions"].sum(axis=1), 1)
+    np.savez(tmp_path / "dump.npz", input=x, **t)
+    report = compare(str(tmp_path / "dump.npz"), weights=model)
+    assert report["agrees"], [r for r in report["layers"] if not r["agrees"]][:1]
+    assert report["head"] == "softmax" and report["layers"][-1]["layer"] == "predictions"
+    # one image, unbatched arrays (as `mobilenetv2 dump IMAGE --layers all` writes them)
+    np.savez(tmp_path / "one.npz", input=x[0], **{k: v[0] for k, v in m.trace(x[:1]).items()})
+    report = compare(str(tmp_path / "one.npz"), weights=model)
+    assert report["agrees"] and report["head"] == "softmax"
+    report = compare(_edit(clean, tmp_path / "softmax.onnx", lambda g: _after_logits(g, "Softmax")), weights=model)
+    assert report["agrees"] and report["head"] == "softmax" and report["unmapped"] == []
+    assert report["layers"][-1]["tensor"] == "head_out" and "Softmax" in report["layers"][-1]["how"]
+
+
+@pytest.mark.parametrize("op,const,applies,text", [
+    ("Sigmoid", None, "sigmoid", "OTHER applies sigmoid after the logits"),
+    ("Mul", 0.5, "scale", "OTHER scales the logits by 0.5"),
+])
+def test_anything_else_after_the_logits_is_a_divergence_at_the_head(model, clean, tmp_path, op, const, applies, text):
+    path = _edit(clean, tmp_path / f"{op}.onnx", lambda g: _after_logits(g, op, const))
+    report = compare(path, weights=model, random=1)
+    d = report["diagnosis"]
+    assert not report["agrees"] and report["first_divergent_layer"] == "predictions"
+    assert report["head"] == "logits"
+    assert "bias" not in report["layers"][-1]["how"] and op in report["layers"][-1]["how"]
+    assert d["cause"] == "head" and d["evidence"][0]["detail"]["applies"] == applies
+    assert d["evidence"][0]["applied"] == text and d["after_fix"]["agrees"]
+    assert "head" in CAUSES
+
+
+# -- 5: a closest candidate only where it helps ---------------------------------------------------
+def test_no_closest_candidate_that_does_not_reduce_the_error(model, clean, tmp_path, capsys):
+    """One channel of one depthwise kernel scaled by 1.01: nothing compare models explains it,
+    and no candidate that leaves the error as it was (an epsilon equal to the reference's once
+    printed) is offered as the closest."""
+    def one_channel(g):
+        t = _init(g, "block_7_depthwise/W")
+        a = numpy_helper.to_array(t).copy()
+        a[5] *= 1.01
+        t.CopyFrom(numpy_helper.from_array(a, t.name))
+    path = _edit(clean, tmp_path / "chan.onnx", one_channel)
+    w = tmp_path / "w.h5"
+    model.save_weights(w)
+    assert main(["compare", path, "--weights", str(w), "--json", str(tmp_path / "r.json")]) == 1
+    text = capsys.readouterr().out
+    d = json.loads((tmp_path / "r.json").read_text())["diagnosis"]
+    assert d["layer"] == "block_7_depthwise_BN" and d["cause"] == "unexplained" and d["evidence"] == []
+    assert "no candidate reduced the error" in text and "closest (not confirmed)" not in text
+
+
+# -- 6: float16 activations, float32 weights ---------------------------------------------------------
+def test_float16_activations_with_float32_weights(model, clean, tmp_path, capsys):
+    """A Cast to float16 and back after every Conv, Clip and Add, the weights left float32: the
+    activations rounded alone explain it, and the report says so (not 'every weight rounded')."""
+    def casts(g):
+        nodes = []
+        for n in g.node:
+            nodes.append(n)
+            if n.op_type in ("Conv", "Clip", "Add"):
+                out = n.output[0]
+                n.output[0] = out + "_f32"
+                nodes.append(helper.make_node("Cast", [out + "_f32"], [out + "_h"], to=TensorProto.FLOAT16))
+                nodes.append(helper.make_node("Cast", [out + "_h"], [out], to=TensorProto.FLOAT))
+        del g.node[:]
+        g.node.extend(nodes)
+    path = _edit(clean, tmp_path / "f16act.onnx", casts)
+    report = compare(path, weights=model, random=1, seed=7)
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("bn_Conv1", "precision", [])
+    ev = d["evidence"][0]
+    assert ev["detail"]["activations"] == "float16" and ev["detail"]["weights"] == "as given"
+    assert "weights as they are" in ev["applied"] and "every weight" not in ev["applied"]
+    assert d["after_fix"]["agrees"] and d["after_fix"]["floor"] == "measured float16 (quant.py)"
+    assert d["further"] == []
+    how = report["layers"][0]["how"]
+    assert "Cast to float16 and back" in how and "QuantizeLinear" not in how
+
+
+# -- 7: smaller wording defects ---------------------------------------------------------------------------
+def _input_map(g, ops):
+    first = g.node[0]
+    first.input[0] = "pre_out"
+    prev, new = "input", []
+    for i, (op, value) in enumerate(ops):
+        g.initializer.append(numpy_helper.from_array(np.asarray(value, np.float32), f"pre_c{i}"))
+        out = "pre_out" if i == len(ops) - 1 else f"pre_{i}"
+        new.append(helper.make_node(op, [prev, f"pre_c{i}"], [out]))
+        prev = out
+    for n in reversed(new):
+        g.node.insert(0, n)
+
+
+def test_input_in_0_255_reads_cleanly(model, clean, tmp_path):
+    path = _edit(clean, tmp_path / "e255.onnx", lambda g: _input_map(g, [("Mul", 1 / 127.5), ("Sub", 1.0)]))
+    d = compare(path, weights=model)["diagnosis"]
+    assert d["cause"] == "preprocessing" and d["after_fix"]["agrees"]
+    assert "expects input in [0, 255]" in d["evidence"][0]["applied"] and "e-0" not in d["evidence"][0]["applied"]
+
+
+def test_imagenet_mean_std_inside_the_graph_is_named(model, clean, tmp_path):
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    nhwc = (1, 1, 1, 3)  # export_onnx's input is NHWC
+    path = _edit(clean, tmp_path / "meanstd.onnx",
+                 lambda g: _input_map(g, [("Sub", mean.reshape(nhwc)), ("Div", std.reshape(nhwc))]))
+    d = compare(path, weights=model)["diagnosis"]
+    assert d["cause"] == "preprocessing" and d["after_fix"]["agrees"]
+    ev = d["evidence"][0]
+    assert "ImageNet mean/std" in ev["applied"] and "[0, 1]" in ev["applied"]
+    assert np.allclose(ev["detail"]["scale"], 1 / std) and np.allclose(ev["detail"]["offset"], -mean / std)
+
+
+def test_shapes_that_differ_are_said_so(model, tmp_path, capsys):
+    path = torch_style(model, tmp_path / "h1001.onnx", classes_1001=True)
+    w = tmp_path / "w.h5"
+    model.save_weights(w)
+    assert main(["compare", path, "--weights", str(w)]) == 1
+    text = capsys.readouterr().out
+    assert "before: the shapes differ" in text and "inf" not in text
+
+
+def test_weights_of_another_alpha_say_the_widths_differ(model, tmp_path):
+    other_alpha = MobileNetV2(SHAPE, alpha=0.5, weights=None, classifier_activation=None)
+    with pytest.raises(CompareError, match=r"widths differ.*alpha=0.35.*different alpha") as err:
+        compare(torch_style(model, tmp_path / "a.onnx"), weights=other_alpha)
+    assert "--mapping" not in str(err.value)
