@@ -241,8 +241,8 @@ static void run_op(const struct mnv2_op *op, size_t r0, size_t r1, float *scratc
     case MNV2_OP_MAXPOOL:
         f32_global_maxpool(op->x, op->y, op->n, op->h * op->w_, op->c);
         break;
-    case MNV2_OP_SOFTMAX:
-        f32_softmax(op->x, op->y, op->n, op->c);
+    case MNV2_OP_SOFTMAX: /* over c, for each of n x oh x ow rows (a 2-D [N, C]: oh = ow = 1) */
+        f32_softmax(op->x, op->y, op->n * op->oh * op->ow, op->c);
         break;
     case MNV2_OP_BLOCK:
         run_block(op, r0, r1, scratch);

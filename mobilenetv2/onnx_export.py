@@ -112,15 +112,24 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
             nodes.append(helper.make_node(op, [src], [out + "/4d"]))
             nodes.append(helper.make_node("Flatten", [out + "/4d"], [out]))
             tensor[out] = out
+        elif isinstance(layer, L.AveragePooling2D):  # TF-slim's head: VALID, stride 1
+            kh, kw = layer.window(*shapes[layer.inputs[0]][:2])
+            nodes.append(helper.make_node("AveragePool", [src], [out], kernel_shape=[kh, kw], strides=[1, 1]))
+            tensor[out] = out
         elif isinstance(layer, L.Dense):
             kernel, bias = layer.weights
-            nodes.append(helper.make_node("Gemm", [src, const(out + "/W", kernel), const(out + "/B", bias)],
-                                          [out + "/logits" if layer.activation else out]))
-            if layer.activation == "softmax":
-                nodes.append(helper.make_node("Softmax", [out + "/logits"], [out], axis=1))
+            logits = out + "/logits" if layer.activation else out
+            if len(shapes[layer.name]) == 3:  # over a grid (TF-slim's 7x7 head above 224): a 1x1 conv
+                nodes.append(helper.make_node("Conv", [src, const(out + "/W", kernel.T[:, :, None, None]),
+                                                       const(out + "/B", bias)], [logits], kernel_shape=[1, 1]))
+            else:
+                nodes.append(helper.make_node("Gemm", [src, const(out + "/W", kernel), const(out + "/B", bias)],
+                                              [logits]))
+            if layer.activation == "softmax":  # over the classes: axis 1 of [N, K] and of NCHW alike
+                nodes.append(helper.make_node("Softmax", [logits], [out], axis=1))
             tensor[out] = out
-        else:
-            raise NotImplementedError(f"export_onnx cannot export layer {layer.name!r}")
+        else:  # every layer the package builds is written above: a new one must be too
+            raise ArgumentError(f"export_onnx cannot export layer {layer.name!r} ({type(layer).__name__})")
     last = model.layers[-1].name
     out_shape = [batch] + list(shapes[last])
     final = tensor[last]

@@ -627,13 +627,15 @@ class Plan:
                          pool_h=kh, pool_w=kw)
                 tensors[layer.name] = (buf, y)
                 release(src)
-            elif isinstance(layer, L.Dense) and x.ndim == 4 and layer.activation is None:  # over a grid
+            elif isinstance(layer, L.Dense) and x.ndim == 4 and layer.activation in (None, "softmax"):  # a grid
                 buf, y = arena.take((n,) + shapes[layer.name])
                 self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=packed.dense(layer)["w"], c=layer.cin,
                          cout=layer.cout, split_rows=y.shape[1],
                          split_panels=_by_panels(int(np.prod(y.shape[:3])), y.shape[1], layer.cin, layer.cout))
                 tensors[layer.name] = (buf, y)
                 release(src)
+                if layer.activation == "softmax":  # each cell's scores (Keras's Dense on a 4-D tensor)
+                    self._op(lib.MNV2_OP_SOFTMAX, y, y, layer=layer.name, c=layer.cout)
             elif isinstance(layer, L.Dense) and x.ndim == 2:
                 buf, y = arena.take((n, layer.cout))
                 self._op(lib.MNV2_OP_POINTWISE, x, y, layer=layer.name, w=packed.dense(layer)["w"],

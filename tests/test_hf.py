@@ -289,6 +289,24 @@ def test_tf_slim_7x7_head_gives_a_grid():
 
 
 # -- names ---------------------------------------------------------------------------------------
+def test_keras_tf_slim_head_with_softmax_runs_on_the_c_core():
+    """The per-cell softmax is the C core's softmax on each cell's scores: the whole model runs
+    there (it ran wholly on NumPy, 6x slower, its bits depending on the batch), the same bits
+    for any batch and thread count, and the float64 engine's values to float32 rounding."""
+    from mobilenetv2 import MobileNetV2
+    slim = MobileNetV2((320, 288, 3), alpha=0.35, weights=None, top_pooling="7x7", engine="c")
+    twin = MobileNetV2((320, 288, 3), alpha=0.35, weights=None, top_pooling="7x7", dtype="float64")
+    x = np.random.default_rng(4).uniform(-1, 1, (3, 320, 288, 3)).astype(np.float32)
+    grid = slim.predict(x)
+    assert grid.shape == (3, 4, 3, 1000) and np.allclose(grid.sum(axis=-1), 1.0, atol=1e-5)
+    want = twin.predict(x.astype(np.float64))
+    assert np.linalg.norm(grid - want) / np.linalg.norm(want) < 1e-5
+    for threads in (1, 3):
+        slim.threads = threads
+        assert np.array_equal(slim.predict(x[1:2]), grid[1:2])
+        assert np.array_equal(slim.predict(x[::-1])[::-1], grid)
+
+
 def test_transformers_names_work_in_features_and_trace():
     m = model("mobilenet_v2_0.35_96", "float64")
     ref = reference("mobilenet_v2_0.35_96")

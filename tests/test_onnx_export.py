@@ -114,3 +114,34 @@ def test_the_oldest_claimed_onnx_runtime_runs_every_opset_it_reads(tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1]) == OLDEST_ORT
     for x, f, _ in files:
         assert rel_l2(np.load(f + ".out.npy"), model.predict(x)) <= 1e-5, f
+
+
+@pytest.mark.parametrize("shape,grid,activation", [((320, 320, 3), 4, "softmax"), ((224, 224, 3), 1, "softmax"),
+                                                   ((288, 256, 3), 3, None)])
+def test_tf_slim_s_7x7_head(tmp_path, shape, grid, activation):
+    """AveragePool 7x7 (VALID, stride 1), then the dense layer as a 1x1 Conv over its grid and a
+    Softmax per cell (was a NotImplementedError), against the float64 engine in ONNX Runtime."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (a benchmark peer)")
+    model = MobileNetV2(shape, alpha=0.35, weights=None, top_pooling="7x7", classifier_activation=activation)
+    twin = MobileNetV2(shape, alpha=0.35, weights=None, top_pooling="7x7", classifier_activation=activation,
+                       dtype="float64")
+    x = np.random.default_rng(4).uniform(-1, 1, (2,) + shape).astype(np.float32)
+    path = export_onnx(model, tmp_path / "slim.onnx", batch=None)
+    (got,) = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    want = twin.predict(x.astype(np.float64))
+    assert got.shape == want.shape and want.shape[1] == grid
+    assert rel_l2(got, want) <= max(1e-5, 3 * rel_l2(model.predict(x), want))  # float32 rounding, as ours
+
+
+def test_transformers_checkpoint_with_the_7x7_head(tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (a benchmark peer)")
+    from conftest import require_shared
+    from mobilenetv2 import from_pretrained
+    folder = require_shared("hf", "mobilenet_v2_0.35_96")
+    model = from_pretrained(folder, top_pooling="7x7")
+    x = np.random.default_rng(5).uniform(-1, 1, (1, 320, 256, 3)).astype(np.float32)
+    path = export_onnx(model, tmp_path / "slim.onnx", input_size=(320, 256))
+    (got,) = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    want = from_pretrained(folder, top_pooling="7x7", dtype="float64").predict(x.astype(np.float64))
+    assert got.shape == want.shape == (1, 4, 2, 1001)  # a 10x8 map: a 4x2 grid of 7x7 windows
+    assert rel_l2(got, want) <= max(1e-5, 3 * rel_l2(model.predict(x), want))  # float32 rounding, as ours
