@@ -195,6 +195,12 @@ def edit_export(path, out, stem_pads=None, conv_pads=None, clip_to_relu=None, ro
     return str(out)
 
 
+def lively_model(shape=(96, 96, 3)):
+    """The 0.35 model the compare tests break on purpose: logits out, lively weights (seed 3)."""
+    from mobilenetv2 import MobileNetV2
+    return lively_weights(MobileNetV2(shape, alpha=0.35, weights=None, classifier_activation=None), seed=3)
+
+
 def lively_weights(model, seed=0):
     """Seeded weights under which every ReLU6 clips at both ends and batch norms matter (the
     initial Keras weights keep activations small and batch norms at identity)."""

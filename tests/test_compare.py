@@ -13,14 +13,14 @@ pytest.importorskip("onnxruntime", reason="compare runs ONNX files in onnxruntim
 from mobilenetv2 import MobileNetV2, export_onnx  # noqa: E402
 from mobilenetv2.cli import main  # noqa: E402
 from mobilenetv2.tools.compare import CAUSES, CompareError, compare  # noqa: E402
-from onnx_graphs import edit_export, lively_weights, tf_style, torch_style  # noqa: E402
+from onnx_graphs import edit_export, lively_model, lively_weights, tf_style, torch_style  # noqa: E402
 
 SHAPE = (96, 96, 3)
 
 
 @pytest.fixture(scope="module")
 def model():
-    return lively_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None, classifier_activation=None), seed=3)
+    return lively_model(SHAPE)
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,14 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from mobilenetv2 import MobileNetV2, export_onnx  # noqa: E402
 from mobilenetv2.cli import main  # noqa: E402
 from mobilenetv2.tools.compare import CAUSES, CompareError, compare  # noqa: E402
-from onnx_graphs import lively_weights, torch_style  # noqa: E402
+from onnx_graphs import lively_model, torch_style  # noqa: E402
 
 SHAPE = (96, 96, 3)
 
 
 @pytest.fixture(scope="module")
 def model():
-    return lively_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None, classifier_activation=None), seed=3)
+    return lively_model(SHAPE)
 
 
 @pytest.fixture(scope="module")
