@@ -149,15 +149,21 @@ def litert_file(model, variant, batch, tmpdir):
     return Path(export_tflite(model, Path(tmpdir) / f"{variant}_{batch}.tflite", batch=batch))
 
 
-def _runner(engine, model, x, threads, tmpdir, variant):
-    """A zero-argument function running one inference of ``engine`` on ``x``, or a reason string."""
+def _runner(engine, model, x, threads, tmpdir, variant, settings=None):
+    """A zero-argument function running one inference of ``engine`` on ``x`` and returning its
+    output (every engine hands its output back, as a caller needs it), or a reason string.
+    ``settings`` (a dict) receives the engine's version and the settings it runs with, read back
+    from the engine where it has them."""
+    settings = {} if settings is None else settings
     if engine == "c":
         if not native.available():
             return "the C extension is not built"
         model.threads = threads
+        settings.update(version=_package_version(), threads=model.threads, isa=native.isa())
         return lambda: model(x)  # the public call: input checks included, as the peers convert theirs
     if engine == "numpy":
         checked = model._check_input(x)
+        settings.update(version=np.__version__, threads="BLAS's own")
         return lambda: model._run(checked)
     if engine in ("ort", "openvino"):
         try:
@@ -175,12 +181,18 @@ def _runner(engine, model, x, threads, tmpdir, variant):
             opts.inter_op_num_threads = 1
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            return lambda: sess.run(None, {"input": x})
-        return _openvino(path, x, threads, "f32")
+            try:
+                spinning = opts.get_session_config_entry("session.intra_op.allow_spinning")
+            except Exception:  # not set: ONNX Runtime's default, spinning on
+                spinning = "default (1)"
+            settings.update(version=ort.__version__, threads=threads, inter_op_threads=1,
+                            execution_mode="sequential", providers=sess.get_providers(), allow_spinning=spinning)
+            return lambda: sess.run(None, {"input": x})[0]
+        return _openvino(path, x, threads, "f32", settings)
     if engine == "openvino-bf16":
         from mobilenetv2.onnx_export import export_onnx
         path = export_onnx(model, Path(tmpdir) / f"{variant}_{len(x)}.onnx", batch=len(x))
-        return _openvino(path, x, threads, "bf16")
+        return _openvino(path, x, threads, "bf16", settings)
     if engine == "litert":
         try:
             from ai_edge_litert.interpreter import Interpreter
@@ -189,20 +201,24 @@ def _runner(engine, model, x, threads, tmpdir, variant):
         tflite = litert_file(model, variant, len(x), tmpdir)
         interp = Interpreter(model_path=str(tflite), num_threads=threads)
         inp = interp.get_input_details()[0]["index"]
+        out = interp.get_output_details()[0]["index"]
         if len(x) != 1:
             interp.resize_tensor_input(inp, list(x.shape))
         interp.allocate_tensors()
+        settings.update(version=_dist_version("ai-edge-litert"), threads=threads, file=litert_source(variant))
 
         def run():
             interp.set_tensor(inp, x)
             interp.invoke()
+            return interp.get_tensor(out)
         return run
     raise ValueError(engine)
 
 
-def _openvino(path, x, threads, precision):
+def _openvino(path, x, threads, precision, settings):
     """OpenVINO's CPU plugin pinned to ``precision`` ('f32' or 'bf16'): left alone it computes in
-    bfloat16 on CPUs with AVX512_BF16 or AMX, which is not a float32 result."""
+    bfloat16 on CPUs with AVX512_BF16 or AMX, which is not a float32 result.  Its thread count,
+    streams and pinning are read back (it caps the threads at the cores it may use)."""
     try:
         import openvino as ov
     except ImportError:
@@ -213,8 +229,15 @@ def _openvino(path, x, threads, precision):
     got = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
     if not any(name in got for name in {"f32": ("f32", "float32"), "bf16": ("bf16", "bfloat16")}[precision]):
         return f"OpenVINO ran at precision {got}, not {precision} as asked"
+    settings.update(version=ov.__version__, precision=got, hint="LATENCY")
+    for key, name in (("threads", "INFERENCE_NUM_THREADS"), ("streams", "NUM_STREAMS"),
+                      ("cpu_pinning", "ENABLE_CPU_PINNING"), ("hyper_threading", "ENABLE_HYPER_THREADING")):
+        try:
+            settings[key] = str(compiled.get_property(name))
+        except Exception:  # a property this OpenVINO does not have
+            pass
     request = compiled.create_infer_request()
-    return lambda: request.infer({0: x})
+    return lambda: next(iter(request.infer({0: x}).values()))
 
 
 def cpu_isa():
@@ -283,15 +306,71 @@ def git_commit():
     return (head + ("+changes" if dirty else "")) or None
 
 
+def _dist_version(name):
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:
+        return None
+
+
+def _package_version():
+    from mobilenetv2 import __version__
+    return __version__
+
+
 def versions():
-    out = {"numpy": np.__version__, "python": platform.python_version()}
-    for name, module in (("onnxruntime", "onnxruntime"), ("openvino", "openvino"), ("onnx", "onnx"),
-                         ("ai-edge-litert", "ai_edge_litert")):
-        try:
-            from importlib.metadata import version
-            out[name] = version(name)
-        except Exception:
-            pass
+    """The installed versions (package metadata) of NumPy, Python, this package and the peers;
+    each row's ``settings.version`` is the one its engine actually imported."""
+    out = {"numpy": np.__version__, "python": platform.python_version(), "mobilenetv2": _package_version()}
+    for name in ("onnxruntime", "openvino", "onnx", "ai-edge-litert"):
+        v = _dist_version(name)
+        if v is not None:
+            out[name] = v
+    return out
+
+
+def cpu_identity():
+    """Family, model, stepping, microcode and flags of CPU 0 (/proc/cpuinfo): a masked model
+    name ('AMD EPYC') still says which core it is."""
+    out = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("cpu family", "model", "stepping", "microcode", "flags") and key not in out:
+                out[key] = value.strip()
+            if not line.strip() and out:
+                break
+    except OSError:
+        pass
+    return out
+
+
+def _tree_digest(root, pattern):
+    """16 hex digits of the SHA-256 of the files matching ``pattern`` under ``root`` (names and
+    bytes, sorted), or None where there are none."""
+    import hashlib
+    files = sorted(Path(root).glob(pattern)) if root else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def provenance():
+    """What the C extension is: the SHA-256 of the built module and of csrc/ as it is in the
+    checkout now (a rebuild after editing csrc/ changes the first; a tree edited since the build
+    shows as csrc differing from what a fresh build of it would be)."""
+    out = {}
+    try:
+        from mobilenetv2 import _mnv2
+        out["extension_sha256_16"] = _tree_digest(Path(_mnv2.__file__).parent, Path(_mnv2.__file__).name)
+    except (ImportError, OSError, AttributeError):
+        pass
+    out["csrc_sha256_16"] = _tree_digest(Path(__file__).resolve().parent.parent / "csrc", "*.[ch]")
     return out
 
 
@@ -301,7 +380,8 @@ def parse_args(argv):
     p.add_argument("--variants", default="1.0_224,0.35_96", help="comma list like 1.0_224,0.35_96, or 'all' (default %(default)s)")
     p.add_argument("--threads", default="1,2", help="comma list of thread counts (default %(default)s)")
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma list from {','.join(ENGINES)} (default: all)")
-    p.add_argument("--runs", type=int, default=200, help="timed batch-1 calls per measurement (default %(default)s)")
+    p.add_argument("--runs", type=int, default=200,
+                   help="timed batch-1 calls per measurement (default %(default)s; batch 8: a quarter, at least 3)")
     p.add_argument("--warmup", type=int, default=20, help="untimed calls before each measurement's runs (default %(default)s)")
     p.add_argument("--warmup-seconds", type=float, default=0.5,
                    help="... and untimed calls until this long has passed (a fresh process's first "
@@ -346,7 +426,7 @@ def parse_args(argv):
     args.engines = args.engines.split(",")
     for e in args.engines:
         if e not in ENGINES + REDUCED:
-            p.error(f"unknown engine {e!r}; choose from {', '.join(ENGINES)}")
+            p.error(f"unknown engine {e!r}; choose from {', '.join(ENGINES + REDUCED)}")
     if args.bf16 and "openvino-bf16" not in args.engines:
         args.engines.append("openvino-bf16")
     return args
@@ -418,17 +498,59 @@ def output_digest(alpha, res):
     return hashlib.sha256(np.ascontiguousarray(y, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 
-def _measure(name, alpha, res, batch, engine, threads, runs, warmup, warmup_seconds, tmpdir, hide_avx512=False):
-    """One measurement (run in its own process): a stats dict, or a reason string if skipped.
-    hide_avx512: first hide AVX-512 from this process (before any engine looks at the CPU)."""
+# Every float32 peer of the same network and input lands 0.5-2e-5 (relative L2 of the 1000
+# probabilities) from the C engine (4 variants, batch 1 and 8, Zen 4, 2026-12-05); another
+# network (another alpha in the .tflite) is of order 1 away.
+MAX_REL_L2 = 3e-4
+
+
+def reference_output(alpha, res, batch):
+    """What every engine must compute before it is timed: the C engine's float32 output for the
+    benchmark's input (the NumPy engine's where the C extension is not built)."""
+    model = _model(alpha, res)
+    if not native.available():
+        model.engine = "numpy"
+    return np.asarray(model.predict(_input(res, batch)), np.float32)
+
+
+def check_output(got, expected):
+    """(relative L2 error against ``expected``, or None where the shapes differ; a reason string
+    where the engine does not compute the benchmarked network, else None)."""
+    got = np.asarray(got, np.float64)
+    if got.shape != expected.shape:
+        return None, f"its output has shape {got.shape}, the network's is {expected.shape}"
+    err = float(np.linalg.norm(got - expected) / max(np.linalg.norm(expected), 1e-30))
+    if not np.isfinite(err) or err > MAX_REL_L2:
+        return err, (f"its output is {err:.2e} (relative L2) from the C engine's for the same input: "
+                     "it does not compute the benchmarked network, so it is not timed")
+    flat, ref = got.reshape(-1, got.shape[-1]), expected.reshape(-1, expected.shape[-1])
+    top = np.take_along_axis(ref, flat.argmax(axis=-1)[:, None], axis=-1)[:, 0]
+    if np.any(top < ref.max(axis=-1) * (1 - 1e-3)):  # its top class is not the C engine's (nor a near tie)
+        return err, "its top class differs from the C engine's for the same input: not timed"
+    return err, None
+
+
+def _measure(name, alpha, res, batch, engine, threads, runs, warmup, warmup_seconds, tmpdir, hide_avx512=False,
+             expected=None):
+    """One measurement (run in its own process): (call times, peak RSS MB, settings, relative L2
+    error of its output against ``expected``), or a reason string if skipped.  hide_avx512: first
+    hide AVX-512 from this process (before any engine looks at the CPU).  The engine's output is
+    checked against ``expected`` before it is timed: an engine computing something else (another
+    file, another precision) is not timed."""
     if hide_avx512:
         native.hide_avx512()
     model = _model(alpha, res)
     x = _input(res, batch)
-    run = _runner(engine, model, x, max(threads, 1), tmpdir, name)
+    settings = {}
+    run = _runner(engine, model, x, max(threads, 1), tmpdir, name, settings)
     if isinstance(run, str):
         return run
-    return call_times(run, runs, min(warmup, runs), warmup_seconds), peak_rss_mb()
+    err = None
+    if expected is not None:
+        err, wrong = check_output(run(), expected)
+        if wrong and PRECISION[engine] == "float32":
+            return "mismatch: " + wrong
+    return call_times(run, runs, min(warmup, runs), warmup_seconds), peak_rss_mb(), settings, err
 
 
 def main(argv=None):
@@ -445,11 +567,23 @@ def main(argv=None):
         # NumPy's OpenBLAS picks its kernels as it loads, before a child could hide anything
         os.environ["OPENBLAS_CORETYPE"] = "Haswell"
     now = datetime.datetime.now(datetime.timezone.utc)
-    header = {"date": now.isoformat(timespec="seconds"), "cpu": cpu_model(), "cores": os.cpu_count(),
-              "backend": native.backend(), "cpu_isa": cpu_isa(), "commit": git_commit(), "compiler": compiler(), "versions": versions(),
+    header = {"date": now.isoformat(timespec="seconds"), "cpu": cpu_model(), "cpu_id": cpu_identity(),
+              "cores": machine.CORES, "cpus_online": os.cpu_count(),
+              "backend": native.backend(), "cpu_isa": cpu_isa(), "commit": git_commit(), "compiler": compiler(),
+              "provenance": provenance(), "versions": versions(), "kernel": platform.release(),
+              "command": ["mobilenetv2", "bench"] + list(argv),
+              "environment": {k: v for k, v in os.environ.items()
+                              if k.startswith(("MNV2_", "OMP_", "OPENBLAS_", "MKL_")) or k == "MOBILENETV2_SHARED"},
+              "load_average_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
               "weights": "synthetic (shared/tools)" if synthetic_weights() else "random init",
               "avx512_hidden": native.avx512_hidden(),
               "warmup": {"calls": args.warmup, "seconds": args.warmup_seconds},
+              "runs": {"batch1": args.runs, "batch8": max(3, args.runs // 4), "numpy": args.numpy_runs,
+                       "rounds": args.rounds},
+              "statistic": "median of each row's runs (all rounds pooled); p10/p90 beside; the ratio's "
+                           "range over the rounds (each round's medians) in speedup_vs_best_peer_by_round",
+              "output_check": f"every engine's output checked against the C engine's before timing "
+                              f"(relative L2 <= {MAX_REL_L2:g} and the same top class, float32 rows)",
               "note": "one shared machine: compare ratios within one run; each row timed in its own process"}
     # each SIMD ISA's FMA peak on one core, measured here before the children start
     peaks = {isa: fma_peak_gflops(isa) for isa in ("avx512", "avx2")}
@@ -474,6 +608,13 @@ def main(argv=None):
     if "litert" in args.engines:
         header["litert_model"] = {name: litert_source(name) for name, _ in args.variants}
         print("# LiteRT runs: " + ", ".join(f"{k} {v}" for k, v in header["litert_model"].items()))
+    over = [t for t in args.threads if t > machine.CORES]
+    if over:
+        print(f"# warning: --threads {','.join(map(str, over))} exceeds the {machine.CORES} cores this process "
+              "may use: those rows are oversubscribed (OpenVINO caps its threads at the cores; each row's "
+              "settings record what its engine runs with)", file=sys.stderr)
+    print(f"# each row: median of {args.runs} batch-1 runs ({max(3, args.runs // 4)} at batch 8) in "
+          f"{args.rounds} rounds, engines in turn; every engine's output checked against the C engine's first")
     rows, skipped = [], {}
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -483,12 +624,15 @@ def main(argv=None):
                 configs = [(engine, threads) for engine in args.engines
                            for threads in (args.threads if engine != "numpy" else [0])]
                 times = {config: [] for config in configs}
+                by_round = {config: {} for config in configs}
                 rss = {config: 0.0 for config in configs}
+                info = {config: ({}, None) for config in configs}
+                expected = reference_output(alpha, res, batch)
                 # --rounds rounds, each timing every engine for its share of the runs in turn, so a
                 # slow spell of the shared machine falls on all of them rather than on one
                 for r in range(args.rounds):
                     for engine, threads in round_order(configs, r, args.rounds):
-                        if engine in skipped or (engine, name) in skipped:
+                        if engine in skipped or (engine, name, batch) in skipped:
                             continue
                         runs = args.numpy_runs if engine == "numpy" else args.runs
                         if batch > 1:
@@ -496,15 +640,21 @@ def main(argv=None):
                         share = runs * (r + 1) // args.rounds - runs * r // args.rounds
                         if share == 0:
                             continue
-                        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                            got = pool.submit(_measure, name, alpha, res, batch, engine, threads, share,
-                                              args.warmup, args.warmup_seconds, tmpdir,
-                                              args.hide_avx512).result()
-                        if isinstance(got, str):  # an engine not installed here
-                            skipped[engine] = got
+                        try:
+                            with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                                got = pool.submit(_measure, name, alpha, res, batch, engine, threads, share,
+                                                  args.warmup, args.warmup_seconds, tmpdir,
+                                                  args.hide_avx512, expected).result()
+                        except Exception as exc:  # one engine failing on one variant: the run goes on
+                            got = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+                        if isinstance(got, str):  # not installed (every variant), or this variant's failure
+                            one = got.startswith(("mismatch", "failed"))
+                            skipped[(engine, name, batch) if one else engine] = got
                             continue
                         times[engine, threads] += got[0]
+                        by_round[engine, threads][r] = float(np.median(got[0])) * 1e3
                         rss[engine, threads] = max(rss[engine, threads], got[1])
+                        info[engine, threads] = (got[2], got[3])
                 # each block's medians as it finishes, on stderr: a run cut short (a time limit, a
                 # lent machine taken back) still leaves what it measured in its log
                 done = [f"{e} {t}T {summarize(times[e, t])['median_ms']:.3f}" for e, t in configs if times[e, t]]
@@ -513,8 +663,12 @@ def main(argv=None):
                     if not times[engine, threads]:
                         continue
                     stats = summarize(times[engine, threads])
+                    settings, err = info[engine, threads]
                     stats.update(engine=engine, variant=name, batch=batch,
                                  threads=threads if engine != "numpy" else "BLAS",
+                                 oversubscribed=engine != "numpy" and threads > machine.CORES,
+                                 settings=settings, output_rel_l2_vs_c=err,
+                                 round_medians_ms=[by_round[engine, threads].get(k) for k in range(args.rounds)],
                                  precision=PRECISION[engine], isa=engine_isa(engine),
                                  img_per_s=1e3 * batch / stats["median_ms"],
                                  gflops=flops * batch / stats["median_ms"] / 1e6,
@@ -524,22 +678,34 @@ def main(argv=None):
                     cores = min(threads, machine.CORES) if engine != "numpy" else None
                     stats["percent_of_peak"] = 100 * stats["gflops"] / (top * cores) if top and cores else None
                     rows.append(stats)
+    header["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     for r in rows:
-        peers = [p["median_ms"] for p in rows if p["engine"] in PEERS and p["variant"] == r["variant"]
+        peers = [p for p in rows if p["engine"] in PEERS and p["variant"] == r["variant"]
                  and p["batch"] == r["batch"] and p["threads"] == r["threads"]]
-        r["speedup_vs_best_peer"] = min(peers) / r["median_ms"] if peers else None
-    line = "{:<14} {:<8} {:<6} {:>5} {:>5} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>12} {:>8}"
+        r["speedup_vs_best_peer"] = min(p["median_ms"] for p in peers) / r["median_ms"] if peers else None
+        r["best_peer"] = min(peers, key=lambda p: p["median_ms"])["engine"] if peers else None
+        # the same ratio within each round (each round's medians): how far the machine moved it
+        ratios = [min(p["round_medians_ms"][k] for p in peers if p["round_medians_ms"][k]) / r["round_medians_ms"][k]
+                  for k in range(args.rounds) if r["round_medians_ms"][k]
+                  and any(p["round_medians_ms"][k] for p in peers)]
+        r["speedup_vs_best_peer_by_round"] = [min(ratios), max(ratios)] if ratios else None
+    line = "{:<14} {:<8} {:<6} {:>5} {:>5} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>20} {:>8}"
     print(line.format("engine", "variant", "prec", "thr", "batch", "median ms", "p10 ms", "p90 ms", "img/s",
-                      "GFLOP/s", "% peak", "vs best peer", "RSS MB"))
+                      "GFLOP/s", "% peak", "vs best peer (rounds)", "RSS MB"))
     for r in rows:
         ratio = f"{r['speedup_vs_best_peer']:.2f}x" if r["speedup_vs_best_peer"] else "-"
+        if r["speedup_vs_best_peer_by_round"] and r["speedup_vs_best_peer"]:
+            ratio += " ({:.2f}-{:.2f})".format(*r["speedup_vs_best_peer_by_round"])
         print(line.format(r["engine"], r["variant"], {"float32": "f32", "bfloat16": "bf16"}[r["precision"]],
                           r["threads"], r["batch"], f"{r['median_ms']:.2f}",
                           f"{r['p10_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['img_per_s']:.1f}", f"{r['gflops']:.1f}",
                           f"{r['percent_of_peak']:.0f}%" if r["percent_of_peak"] else "-", ratio, f"{r['peak_rss_mb']:.0f}"))
-    skipped = {" ".join(k) if isinstance(k, tuple) else k: why for k, why in skipped.items()}
-    for engine, why in skipped.items():
+    skipped = {" ".join(map(str, k)) if isinstance(k, tuple) else k: why for k, why in skipped.items()}
+    for engine, why in skipped.items():  # "ort" for every variant, "ort 1.0_224 8" for one
         print(f"# skipped {engine}: {why}")
+    if any(r["oversubscribed"] for r in rows):
+        print(f"# rows with more threads than the {machine.CORES} usable cores are oversubscribed "
+              "(JSON: oversubscribed, settings.threads)")
     # Where the user said, else the current folder: never inside the installed package.
     out = Path(args.json) if args.json else Path.cwd() / f"bench-{now:%Y%m%dT%H%M%SZ}.json"
     from mobilenetv2.files import atomic_write
@@ -585,9 +751,13 @@ def plot(rows, path, header):
             for res, ms, top1, name in line:
                 ax.annotate(name, (ms, top1), textcoords="offset points", xytext=(4, -3), fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel(f"measured latency, batch 1, {threads} thread(s), ms (log)")
+    ax.set_xlabel(f"median latency, batch 1, {threads} thread(s), ms (log)")
     ax.set_ylabel("published ImageNet top-1, %")
-    ax.set_title(f"MobileNetV2 variants: accuracy vs latency\n{header['cpu']}, {header['date']}", fontsize=9)
+    hidden = ", AVX-512 hidden" if header.get("avx512_hidden") else ""
+    isa = f" ({header['cpu_isa']}{hidden})" if header.get("cpu_isa") else ""
+    commit = f", commit {header['commit']}" if header.get("commit") else ""
+    ax.set_title(f"MobileNetV2 variants: accuracy vs latency\n{header['cpu']}{isa}, {header['date']}{commit}",
+                 fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

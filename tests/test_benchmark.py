@@ -143,6 +143,11 @@ class _Compiled:
 
     def infer(self, inputs):
         time.sleep(0.002 if self.config["INFERENCE_PRECISION_HINT"] == "f32" else 0.001)
+        if not hasattr(self, "y"):  # the network's output, as the bench checks before timing
+            from mobilenetv2.benchmark import reference_output
+            x = inputs[0]
+            self.y = reference_output(0.35, x.shape[1], len(x))
+        return {{"output": self.y}}
 
 
 class Core:
@@ -645,3 +650,86 @@ def test_each_round_visits_every_measurement_once_starting_further_on(n, rounds)
     assert len(set(leaders)) == min(n, rounds)
     if (n, rounds) == (20, 2):
         assert leaders == [("engine", 0), ("engine", 10)]
+
+
+def test_output_check_refuses_another_network_and_takes_float32_noise():
+    """The check every engine passes before it is timed, against outputs built by hand."""
+    import numpy as np
+    from mobilenetv2.benchmark import MAX_REL_L2, check_output
+    rng = np.random.default_rng(0)
+    ref = rng.dirichlet(np.ones(1000), size=2).astype(np.float32)
+    noisy = ref * (1 + rng.normal(0, 1e-5, ref.shape))  # float32 engines: 0.5-2e-5 apart
+    err, why = check_output(noisy, ref)
+    assert why is None and 0 < err < 3e-5
+    other = rng.dirichlet(np.ones(1000), size=2)  # another network's probabilities
+    err, why = check_output(other, ref)
+    assert err > MAX_REL_L2 and "does not compute the benchmarked network" in why
+    assert "shape" in check_output(ref[:, :999], ref)[1]
+    swapped = ref.copy()  # the top class moved, the rest the same: small L2, wrong answer
+    best = ref.argmax(axis=1)
+    swapped[0, best[0]], swapped[0, (best[0] + 1) % 1000] = ref[0, (best[0] + 1) % 1000], ref[0, best[0]]
+    if np.linalg.norm(swapped - ref) / np.linalg.norm(ref) <= MAX_REL_L2:
+        assert "top class differs" in check_output(swapped, ref)[1]
+    tie = ref.copy()  # two classes within 1e-6: either may come out on top
+    tie[1, (best[1] + 1) % 1000] = ref[1, best[1]] * (1 + 1e-7)
+    assert check_output(tie, np.where(tie == tie[1, (best[1] + 1) % 1000], ref[1, best[1]], tie))[1] is None
+
+
+def test_a_peer_computing_another_network_is_not_timed(tmp_path, monkeypatch, capsys):
+    """LiteRT timed a .tflite of another network (alpha 0.1, same shapes) and came out fastest:
+    now every engine's output is checked against the C engine's first, and this one is refused."""
+    pytest.importorskip("ai_edge_litert", reason="LiteRT is a benchmark peer, not a test extra")
+    if not native.available():
+        pytest.skip("the check compares with the C engine's output")
+    from mobilenetv2 import MobileNetV2
+    from mobilenetv2.tflite_export import export_tflite
+    fake = tmp_path / "shared"
+    (fake / "peers").mkdir(parents=True)
+    # the bench's model without shared/tools is the random init: the file is another network
+    import numpy as np
+    other = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
+    other.set_weights([w * np.float32(1.5) for w in other.get_weights()])
+    export_tflite(other, fake / "peers" / "mobilenet_v2_0.35_96_synthetic.tflite")
+    monkeypatch.setenv("MOBILENETV2_SHARED", str(fake))
+    out = tmp_path / "b.json"
+    assert main(["--variants", "0.35_96", "--runs", "3", "--warmup", "1", "--rounds", "1", "--engines", "c,litert",
+                 "--threads", "1", "--warmup-seconds", "0", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["engine"] for r in data["results"]] == ["c"]
+    assert data["results"][0]["speedup_vs_best_peer"] is None
+    why = data["skipped"]["litert 0.35_96 1"]
+    assert why.startswith("mismatch: its output is") and "not timed" in why
+    assert "# skipped litert 0.35_96 1: mismatch" in capsys.readouterr().out
+
+
+def test_rows_record_what_each_engine_ran_with(tmp_path):
+    """Each row: the engine's version and settings as read back, its output's distance from the
+    C engine's, the per-round medians and the ratio's range; the run: the command, the CPU's
+    family/model, the extension's and csrc's digests, the runs and rounds."""
+    out = tmp_path / "b.json"
+    assert main(["--variants", "0.35_96", "--runs", "4", "--warmup", "1", "--rounds", "2", "--engines", "c,numpy",
+                 "--numpy-runs", "2", "--threads", "1", "--warmup-seconds", "0", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    run = data["run"]
+    assert run["command"][:2] == ["mobilenetv2", "bench"] and "--rounds" in run["command"]
+    assert run["runs"] == {"batch1": 4, "batch8": 3, "numpy": 2, "rounds": 2}
+    assert run["versions"]["mobilenetv2"] and "csrc_sha256_16" in run["provenance"]
+    for r in data["results"]:
+        assert len(r["round_medians_ms"]) == 2 and all(m > 0 for m in r["round_medians_ms"])
+        assert r["settings"]["version"] and r["oversubscribed"] is False
+        if r["engine"] == "c":
+            assert r["output_rel_l2_vs_c"] == 0.0 and r["settings"]["threads"] == 1
+        else:
+            assert 0 <= r["output_rel_l2_vs_c"] < 1e-4
+
+
+def test_threads_past_the_cores_are_said_and_marked(tmp_path, capsys):
+    from mobilenetv2 import machine
+    out = tmp_path / "b.json"
+    t = machine.CORES + 1
+    assert main(["--variants", "0.35_96", "--runs", "2", "--warmup", "1", "--rounds", "1", "--engines", "c",
+                 "--threads", f"1,{t}", "--warmup-seconds", "0", "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"--threads {t} exceeds the {machine.CORES} cores" in err
+    rows = {r["threads"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows[1]["oversubscribed"] is False and rows[t]["oversubscribed"] is True
