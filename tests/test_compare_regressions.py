@@ -247,3 +247,30 @@ def test_weights_of_another_alpha_say_the_widths_differ(model, tmp_path):
     with pytest.raises(CompareError, match=r"widths differ.*alpha=0.35.*different alpha") as err:
         compare(torch_style(model, tmp_path / "a.onnx"), weights=other_alpha)
     assert "--mapping" not in str(err.value)
+
+
+# -- hidden states only: defects inside a block OTHER shows only the output of ---------------------
+@pytest.mark.parametrize("change,cause,text", [
+    (lambda m: setattr(m.get_layer("block_5_depthwise_BN"), "epsilon", 1e-5), "bn_epsilon",
+     "epsilon 1e-05 instead of 0.001 in block_5_depthwise_BN (not compared"),
+    (lambda m: setattr(m.get_layer("block_5_expand_relu"), "max_value", None), "activation",
+     "ReLU (no cap at 6) instead of ReLU6 in block_5_expand_relu (not compared"),
+])
+def test_a_defect_inside_a_block_a_hidden_states_dump_does_not_show(model, tmp_path, change, cause, text):
+    """A dump of block outputs only (as transformers' output_hidden_states gives): a wrong epsilon
+    in a depthwise batch norm, or ReLU for ReLU6 after an expand, shows first at the block's
+    output. Only pads were tried in the layers between (an epsilon in the block's project BN was
+    offered instead); now each unseen batch norm's usual epsilons and each unseen ReLU6."""
+    broken = MobileNetV2(SHAPE, alpha=0.35, weights=None, classifier_activation=None, dtype="float64")
+    broken.set_weights(model.get_weights())
+    change(broken)
+    x = np.random.default_rng(5).uniform(-1, 1, (2,) + SHAPE)
+    names = [n.name for n in broken.layers if n.name.endswith(("_add", "_project_BN"))
+             and n.name != "expanded_conv_project_BN"]
+    np.savez(tmp_path / "hidden.npz", input=x.astype(np.float32),
+             **{k: v.astype(np.float32) for k, v in broken.features(x, names).items()})
+    report = compare(str(tmp_path / "hidden.npz"), weights=model)
+    d = report["diagnosis"]
+    assert report["first_divergent_layer"] == "block_5_project_BN"
+    assert d["cause"] == cause and d["evidence"][0]["applied"].startswith(text)
+    assert d["after_fix"]["agrees"]

@@ -134,6 +134,44 @@ def _activation(ref, layer):
                   {act.name: lambda x: PlainReLU(x.name, x.inputs)}, detail={"layer": act.name, "activation": "relu"})]
 
 
+def _unseen(ref, layer, previous, kind):
+    """The layers of ``kind`` OTHER ran where nothing could be compared: after the last agreeing
+    layer ``previous`` and before ``layer`` (a dump of block outputs only, as transformers'
+    hidden states give, shows none of a block's batch norms or activations)."""
+    lo = ref.index[previous] if previous else 0
+    return [x for x in ref.layers[lo + 1:ref.index[layer]] if isinstance(x, kind)]
+
+
+def _activation_unseen(ref, layer, previous):
+    """ReLU instead of ReLU6 in each activation that could not be compared, one at a time."""
+    seen = {p.detail["layer"] for p in _activation(ref, layer)}
+    return [Patch("activation", f"ReLU (no cap at 6) instead of ReLU6 in {x.name} (not compared: "
+                  f"OTHER shows nothing between {previous} and {layer})",
+                  {x.name: lambda y: PlainReLU(y.name, y.inputs)},
+                  detail={"layer": x.name, "activation": "relu", "unseen": True})
+            for x in _unseen(ref, layer, previous, L.ReLU) if x.max_value == 6 and x.name not in seen] if previous else []
+
+
+def _bn_epsilon_unseen(ref, layer, previous):
+    """The usual other epsilons in each batch norm that could not be compared, one at a time (no
+    fit: OTHER shows neither its input nor its output)."""
+    if not previous:
+        return []
+    own = ref.reader_of(ref.unit_of(layer).name, L.BatchNormalization)
+    out = []
+    for bn in _unseen(ref, layer, previous, L.BatchNormalization):
+        if bn is own or bn.epsilon == 0.0:
+            continue
+        for e in (1e-5, 1e-3):
+            if f"{e:.3g}" != f"{bn.epsilon:.3g}":
+                out.append(Patch("bn_epsilon", f"epsilon {e:.3g} instead of {bn.epsilon:g} in {bn.name} (not "
+                                 f"compared: OTHER shows nothing between {previous} and {layer})",
+                                 {bn.name: lambda x, e=e: clone(x, epsilon=e)},
+                                 detail={"layer": bn.name, "epsilon": e, "reference_epsilon": bn.epsilon,
+                                         "fitted": None, "unseen": True}))
+    return out
+
+
 def _layout(ref, layer, first_visible):
     if ref.unit_of(layer) is not ref.layers[1] and not first_visible:
         return []
@@ -409,9 +447,9 @@ def candidates(ref, layer, other_arr, other_shape, base=NO_PATCH, skip=(), previ
     if "padding" not in skip:
         out += _padding(ref, layer, other_shape, base) + _padding_unseen(ref, layer, previous)
     if "bn_epsilon" not in skip:
-        out += _bn_epsilon(ref, layer, other_arr, base)
+        out += _bn_epsilon(ref, layer, other_arr, base) + _bn_epsilon_unseen(ref, layer, previous)
     if "activation" not in skip:
-        out += _activation(ref, layer)
+        out += _activation(ref, layer) + _activation_unseen(ref, layer, previous)
     if "layout" not in skip:
         out += _layout(ref, layer, first_visible)
     if "preprocessing" not in skip:
