@@ -289,6 +289,7 @@ def test_tf_slim_7x7_head_gives_a_grid():
 
 
 # -- names ---------------------------------------------------------------------------------------
+@pytest.mark.skipif(not native.available(), reason="runs the model on the C core: the C extension is not built")
 def test_keras_tf_slim_head_with_softmax_runs_on_the_c_core():
     """The per-cell softmax is the C core's softmax on each cell's scores: the whole model runs
     there (it ran wholly on NumPy, 6x slower, its bits depending on the batch), the same bits
