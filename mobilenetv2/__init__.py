@@ -1,6 +1,6 @@
 """mobilenetv2: a dependency-light MobileNetV2 inference engine with Keras's names and numerics."""
-from mobilenetv2.errors import (ArgumentError, DownloadError, Error, ImageError, OutputPathError,
-                                WeightsError)
+from mobilenetv2.errors import (ArgumentError, DownloadError, Error, ImageError, InsufficientMemory,
+                                OutputPathError, WeightsError)
 from mobilenetv2.files import NotRegularFile
 from mobilenetv2.hf import CheckpointError, from_pretrained, save_pretrained
 from mobilenetv2.hf_config import ConfigError
@@ -17,7 +17,7 @@ from mobilenetv2.tools.compare import compare
 from mobilenetv2.tools.compare.errors import CompareError
 
 __all__ = ["ArgumentError", "CheckpointError", "CompareError", "ConfigError", "DownloadError",
-           "EngineUnavailable", "Error", "ImageError", "NotRegularFile", "OutputPathError",
+           "EngineUnavailable", "Error", "ImageError", "InsufficientMemory", "NotRegularFile", "OutputPathError",
            "SafetensorsError", "ThreadsError", "WeightsError", "MobileNetV2", "backend", "compare", "decode_predictions",
            "export_onnx", "export_tflite",
            "from_pretrained", "hf_preprocess", "load_image", "post_process_semantic_segmentation",

@@ -350,8 +350,9 @@ def main(argv=None):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
-    except MemoryError:
-        _fail(command, "out of memory (try a smaller --size or batch, or fewer images at once)")
+    except MemoryError as exc:  # the package's InsufficientMemory says how much and what to do
+        _fail(command, f"error: {exc}" if isinstance(exc, Error) else
+              "out of memory (try a smaller --size or batch, or fewer images at once)")
         return 2
     except (Error, ValueError, OSError) as exc:
         _fail(command, f"error: {exc}")

@@ -26,6 +26,11 @@ class ArgumentError(Error, ValueError):
     """An argument outside what the model, the machine or the command can take."""
 
 
+class InsufficientMemory(Error, MemoryError):
+    """A call whose buffers this machine cannot hold (a batch too large): the message says how
+    much it needs and what to do."""
+
+
 class OutputPathError(Error, OSError):
     """An output path the package will not write to (empty, a folder, or a folder's name)."""
 

@@ -66,6 +66,17 @@ class Layer:
     def set_weights(self, arrays, dtype=None):
         """Replace the weights by copies of ``arrays`` (checked against the layer's shapes, and
         finite) in ``dtype``: by default the dtype the layer has (float32 for a new layer)."""
+        self.replace_weights(self.checked_weights(arrays, dtype))
+
+    def replace_weights(self, checked):
+        """Take ``checked`` (what checked_weights returned) as the weights."""
+        self._weights = checked
+        if self.on_weights_change is not None:
+            self.on_weights_change()
+
+    def checked_weights(self, arrays, dtype=None):
+        """Read-only copies of ``arrays`` in ``dtype`` as set_weights would take them, checked
+        (shapes, finite, variances), or a WeightsError; the layer is not changed."""
         if dtype is None:
             dtype = self._weights[0].dtype if self._weights else np.float32
         arrays = list(arrays)
@@ -87,9 +98,7 @@ class Layer:
             a = np.array(a, dtype=dtype, order="C", copy=True)  # never the caller's array
             a.setflags(write=False)
             out.append(a)
-        self._weights = tuple(out)
-        if self.on_weights_change is not None:
-            self.on_weights_change()
+        return tuple(out)
 
     def get_weights(self):
         return [w.copy() for w in self.weights]

@@ -78,3 +78,15 @@ CACHE = cache_sizes()
 L1D, L2, L3 = CACHE[1], CACHE[2], CACHE[3]
 CORES = usable_cores()
 HUGE_PAGE = huge_page_bytes()
+
+
+def available_memory(meminfo=Path("/proc/meminfo")):
+    """Bytes of memory the kernel says a new allocation can have now without swapping
+    (MemAvailable), or None where it does not say.  Read at each call: it changes."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

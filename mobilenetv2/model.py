@@ -9,12 +9,12 @@ import weakref
 
 import numpy as np
 
-from mobilenetv2 import arch
+from mobilenetv2 import arch, machine
 from mobilenetv2.arch import MAX_SIZE, MIN_SIZE
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
 from mobilenetv2 import pool as threadpool
-from mobilenetv2.errors import ArgumentError, check_option, is_whole
+from mobilenetv2.errors import ArgumentError, InsufficientMemory, check_option, is_whole
 from mobilenetv2.plan import PackedWeights, Plan, Unsupported
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -27,6 +27,14 @@ TOP_POOLINGS = ("global", "7x7")
 def _require_finite(x):
     if not np.isfinite(x).all():
         raise ArgumentError("input contains NaN or inf")
+
+
+def _out_of_memory(x, needed=None, available=None):
+    n, h, w = x.shape[:3]
+    need = f": its activation buffers take {needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB is available" \
+        if needed is not None else ""
+    return InsufficientMemory(f"out of memory for a batch of {n} at {h}x{w}{need}; use a smaller batch "
+                              "(predict(x, batch_size=...))")
 
 
 # Bounds on what a model may be built with.  Each keeps one model inside what a machine holds,
@@ -249,8 +257,7 @@ class MobileNetV2:
         Every model family (Keras's, transformers') comes through here."""
         self.layers = layers
         self.weights_epoch = 0  # bumped when any layer's weights are replaced: compiled plans rebuild
-        for layer in self.layers:
-            layer.on_weights_change = self._weights_changed
+        self._watch_layers()
         self._by_name = {layer.name: layer for layer in self.layers}
         native.warn_if_missing()
         self._reset_compiled()
@@ -285,11 +292,22 @@ class MobileNetV2:
         need = sum(len(layer.weight_shapes()) for layer in self.weighted_layers())
         if len(arrays) != need:
             raise ArgumentError(f"set_weights takes {need} arrays for this model, got {len(arrays)}")
-        i = 0
+        i, per_layer = 0, []
         for layer in self.weighted_layers():
             n = len(layer.weight_shapes())
-            layer.set_weights(arrays[i:i + n], self.dtype)
+            per_layer.append(arrays[i:i + n])
             i += n
+        self._replace_weights(per_layer)
+
+    def _replace_weights(self, per_layer):
+        """Every weighted layer's arrays replaced at once: all checked first (a bad array leaves
+        the model as it was), then swapped under the plan lock, so a C-engine call running
+        meanwhile computes with the old weights or the new, never a mix of the two."""
+        layers = self.weighted_layers()
+        checked = [layer.checked_weights(arrays, self.dtype) for layer, arrays in zip(layers, per_layer)]
+        with self._plan_lock:
+            for layer, weights in zip(layers, checked):
+                layer.replace_weights(weights)
 
     def _init_random_weights(self, seed=0):
         """Keras's initial values: Glorot-uniform kernels, zero biases, identity batch norms."""
@@ -320,9 +338,7 @@ class MobileNetV2:
             path = os.fspath(weights)
         expected = [(layer.name, list(zip(layer.weight_names, layer.weight_shapes())))
                     for layer in self.weighted_layers()]
-        arrays = loader.load_by_order(path, expected, context=self.describe())
-        for layer, layer_arrays in zip(self.weighted_layers(), arrays):
-            layer.set_weights(layer_arrays, self.dtype)
+        self._replace_weights(loader.load_by_order(path, expected, context=self.describe()))
 
     def save_weights(self, path):
         """Save the weights as a Keras 2 ``.h5`` weights file (Keras's names; loads back here and in Keras)."""
@@ -379,10 +395,11 @@ class MobileNetV2:
         print_fn(f"Total MACs: {total:,} ({total / 1e6:.1f} M)")
 
     # -- inference -------------------------------------------------------------------------
-    def _check_input(self, x, finite=True):
+    def _check_input(self, x, finite=True, convert=True):
         """The input as a C-contiguous batch of the model's dtype, or a ValueError naming what is
         wrong.  finite=False leaves the NaN/inf check to the caller (_forward: the C plan's stem
-        as it reads the image, else NumPy before the layers run)."""
+        as it reads the image, else NumPy before the layers run); convert=False checks the shape
+        and dtype only and returns the array as given (predict converts it a chunk at a time)."""
         x = np.asarray(x)
         if x.dtype.kind != "f":
             hint = " (scale images with preprocess_input first)" if x.dtype.kind in "ui" else ""
@@ -403,9 +420,20 @@ class MobileNetV2:
             raise ArgumentError(f"this model takes inputs of {self.input_shape}, got shape {x.shape}")
         if n == 0:
             raise ArgumentError("input batch is empty")
+        return self._converted(x, finite) if convert else x
+
+    def _converted(self, x, finite=True):
+        """A checked batch (or part of one) as a C-contiguous array of the model's dtype; a value
+        beyond the dtype's range (a float64 1e300 for a float32 model) is an ArgumentError saying
+        so, not 'NaN or inf'.  finite: also refuse NaN and inf here."""
         if x.dtype != self.dtype or not x.flags.c_contiguous:
-            with np.errstate(over="ignore"):  # a value past float32's range: the finite check names it
-                x = np.ascontiguousarray(x, dtype=self.dtype)
+            try:
+                with np.errstate(over="raise"):
+                    x = np.ascontiguousarray(x, dtype=self.dtype)
+            except FloatingPointError:
+                big = np.finfo(self.dtype).max
+                raise ArgumentError(f"input has values beyond the range of {np.dtype(self.dtype).name} "
+                                    f"(|x| > {big:.3g}), the model's dtype") from None
         if finite:
             _require_finite(x)
         return x
@@ -503,6 +531,13 @@ class MobileNetV2:
             if self._engine == "c":
                 raise native.EngineUnavailable(f"engine='c' cannot run {self.describe()}: {exc}") from None
             return None
+        except MemoryError:  # an address-space limit: the arena's allocation itself failed
+            raise _out_of_memory(x) from None
+        # Linux hands out address space it does not have (overcommit): a plan larger than the
+        # memory available would be killed while it runs, not refused.  Refused here, before.
+        available = machine.available_memory()
+        if available is not None and plan.nbytes > available:
+            raise _out_of_memory(x, plan.nbytes, available)
         self._plans[x.shape] = plan
         total = sum(p.nbytes for p in self._plans.values())
         while len(self._plans) > 1 and (len(self._plans) > self.plan_cache_shapes or
@@ -545,7 +580,10 @@ class MobileNetV2:
             if plan is not None:
                 return plan.run(x, self._thread_pool())
         _require_finite(x)
-        return self._run(x)
+        try:
+            return self._run(x)
+        except MemoryError:
+            raise _out_of_memory(x) from None
 
     @property
     def threads(self):
@@ -573,8 +611,21 @@ class MobileNetV2:
         if self._threads_arg is None:
             self.threads = None
         self._reset_compiled()
+        self._watch_layers()
+
+    def _watch_layers(self):
+        """Each layer tells the model when its weights are replaced, through a weak reference: a
+        bound method would make every model a reference cycle, kept (its C threads, its plans)
+        after its last reference is dropped until Python's cycle collector runs, or for good where
+        a service disables it."""
+        model = weakref.ref(self)
+
+        def changed():
+            m = model()
+            if m is not None:
+                m._weights_changed()
         for layer in self.layers:
-            layer.on_weights_change = self._weights_changed
+            layer.on_weights_change = changed
 
     def __call__(self, x):
         return self._forward(self._check_input(x, finite=False))
@@ -583,10 +634,12 @@ class MobileNetV2:
         """Outputs for a batch (N, H, W, C) or one image (H, W, C), run ``batch_size`` at a time."""
         if not is_whole(batch_size) or batch_size < 1:
             raise ArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
-        x = self._check_input(x, finite=False)
+        x = self._check_input(x, finite=False, convert=False)
+        starts = range(0, len(x), batch_size)
         if len(x) > batch_size:  # a NaN in the last chunk fails the call before the first runs
-            _require_finite(x)
-        return np.concatenate([self._forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+            for i in starts:  # a chunk at a time: memory as batch_size asks, not as the whole input
+                self._converted(x[i:i + batch_size])
+        return np.concatenate([self._forward(self._converted(x[i:i + batch_size], finite=False)) for i in starts])
 
     def features(self, x, layers):
         """The named layers' outputs as a dict (in the order asked), computing nothing after

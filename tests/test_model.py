@@ -63,13 +63,17 @@ def test_bad_inputs(small, x, match):
         small.predict(x)
 
 
-@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 1e39])
-def test_non_finite_input(small, value):
-    """NaN, infinity, and a float64 value that is infinite once cast to the model's float32."""
+@pytest.mark.parametrize("value, says", [(np.nan, "NaN or inf"), (np.inf, "NaN or inf"), (-np.inf, "NaN or inf"),
+                                         (1e39, r"values beyond the range of float32 \(\|x\| > 3.4e\+38\)"),
+                                         (-1e300, r"values beyond the range of float32")])
+def test_non_finite_input(small, value, says):
+    """NaN, infinity, and a finite float64 value that is infinite once cast to the model's float32
+    (said as such: it was 'NaN or inf', which the input did not hold)."""
     x = rand(2, 96, 96, 3).astype(np.float64)
     x[1, 50, 3, 2] = value
-    for call in (small.predict, small, lambda x: small.features(x, "Conv1"), small.trace):
-        with pytest.raises(ValueError, match="NaN or inf"):
+    for call in (small.predict, small, lambda x: small.features(x, "Conv1"), small.trace,
+                 lambda x: small.predict(x, batch_size=1)):
+        with pytest.raises(ValueError, match=says):
             call(x)
 
 

@@ -140,3 +140,103 @@ def test_eight_python_threads_on_one_model_match_serial():
         assert len(outs) == 6
         for g in outs:
             np.testing.assert_array_equal(g, w)
+
+
+def test_a_dropped_model_frees_its_threads_and_plans_without_the_cycle_collector():
+    """Each layer held a bound method of its model: every model was a reference cycle, so its C
+    threads and plans outlived `del model` until the cycle collector ran (with gc disabled, 10
+    swaps grew to 32 threads and 764 MiB)."""
+    import weakref
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        base_threads = proc_status()[1]
+        for _ in range(5):
+            model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=4)
+            model.predict(rand(2, 96, 96, 3))
+            assert proc_status()[1] >= base_threads + 3  # its pool's workers are running
+            ref = weakref.ref(model)
+            del model
+            assert ref() is None  # freed by its reference count alone
+            assert proc_status()[1] == base_threads
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def test_a_failed_set_weights_leaves_the_model_as_it_was():
+    """All arrays are checked before any layer changes (a bad last array left 52 of 262 replaced)."""
+    from mobilenetv2.errors import WeightsError
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
+    x = rand(1, 96, 96, 3)
+    before, want = model.get_weights(), model.predict(x)
+    new = [w * np.float32(1.1) for w in before]
+    new[-1] = np.full_like(new[-1], np.nan)
+    with pytest.raises(WeightsError, match="NaN"):
+        model.set_weights(new)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
+    assert np.array_equal(model.predict(x), want)
+
+
+def test_set_weights_while_others_predict_gives_old_or_new_never_a_mix():
+    """The swap happens under the plan lock: 22 of 4,000 C-engine outputs matched neither weight
+    set when layers were replaced one by one while calls ran."""
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=1)
+    x = rand(1, 96, 96, 3)
+    a = model.get_weights()
+    b = [w * np.float32(0.9) if w.ndim > 1 else w for w in a]
+    want_a = model.predict(x)
+    model.set_weights(b)
+    want_b = model.predict(x)
+    seen, stop = [], threading.Event()
+
+    def call():
+        while not stop.is_set():
+            y = model.predict(x)
+            seen.append("a" if np.array_equal(y, want_a) else "b" if np.array_equal(y, want_b) else "mix")
+
+    workers = [threading.Thread(target=call) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for i in range(60):
+        model.set_weights(a if i % 2 else b)
+    stop.set()
+    for w in workers:
+        w.join()
+    assert "mix" not in seen and len(seen) > 10
+
+
+def test_a_batch_larger_than_the_memory_available_is_refused_before_it_runs(monkeypatch):
+    """Linux lends address space it has not got: a batch-2048 plan took 23.7 GiB of buffers on a
+    23.5 GiB machine without complaint (the OOM killer would have ended the run)."""
+    from mobilenetv2 import InsufficientMemory, machine
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
+    x = rand(4, 96, 96, 3)
+    want = model.predict(x)
+    model.clear_cache()
+    monkeypatch.setattr(machine, "available_memory", lambda: 1 << 20)  # 1 MiB free
+    with pytest.raises(InsufficientMemory, match=r"out of memory for a batch of 4 at 96x96: its activation "
+                                                 r"buffers take .* GiB, 0.0 GiB is available; use a smaller batch"):
+        model(x)
+    monkeypatch.setattr(machine, "available_memory", lambda: None)  # not known: run
+    assert np.array_equal(model(x), want)
+    assert isinstance(InsufficientMemory("x"), MemoryError)
+
+
+def test_predict_in_chunks_holds_memory_as_batch_size_asks():
+    """The whole input was converted (and a bool array of it made) before the first chunk ran:
+    a non-contiguous float64 input of 400 images took 287 MiB for a batch_size of 8."""
+    import tracemalloc
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, classifier_activation=None)
+    big = rand(200, 96, 96, 6, seed=3)[..., ::2].astype(np.float64)  # 200 images, non-contiguous, 44 MB
+    want = np.concatenate([model.predict(big[i:i + 8]) for i in range(0, 200, 8)])
+    model.predict(big[:8], batch_size=8)
+    tracemalloc.start()
+    try:
+        got = model.predict(big, batch_size=8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(got, want)
+    assert peak < 8 << 20, peak  # a chunk's copies (1.8 MB) and the outputs, not the 22 MB input copy
