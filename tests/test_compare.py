@@ -24,6 +24,12 @@ def model():
 
 
 @pytest.fixture(scope="module")
+def clean(model, tmp_path_factory):
+    """The model exported as it is (a dynamic batch): the healthy peer others are edited from."""
+    return export_onnx(model, tmp_path_factory.mktemp("clean") / "clean.onnx", batch=None)
+
+
+@pytest.fixture(scope="module")
 def weights_file(model, tmp_path_factory):
     path = tmp_path_factory.mktemp("w") / "lively_0.35_96.h5"
     model.save_weights(path)

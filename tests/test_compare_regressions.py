@@ -7,27 +7,16 @@ import json
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx", reason="compare's ONNX tests need the onnx extra (pip install 'mobilenetv2[onnx]')")
-pytest.importorskip("onnxruntime", reason="compare runs ONNX files in onnxruntime (pip install 'mobilenetv2[onnx]')")
+# test_compare's module: its skips (onnx, onnxruntime), its input shape, and its lively 0.35
+# model and clean export as this module's fixtures too
+from test_compare import SHAPE, clean, model, onnx  # noqa: F401 (fixtures)
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from mobilenetv2 import MobileNetV2, export_onnx  # noqa: E402
+from mobilenetv2 import MobileNetV2  # noqa: E402
 from mobilenetv2.cli import main  # noqa: E402
 from mobilenetv2.tools.compare import CAUSES, CompareError, compare  # noqa: E402
-from onnx_graphs import lively_model, torch_style  # noqa: E402
-
-SHAPE = (96, 96, 3)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return lively_model(SHAPE)
-
-
-@pytest.fixture(scope="module")
-def clean(model, tmp_path_factory):
-    return export_onnx(model, tmp_path_factory.mktemp("clean") / "clean.onnx", batch=None)
+from onnx_graphs import torch_style  # noqa: E402
 
 
 def _edit(src, dst, fn):
