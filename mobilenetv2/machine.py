@@ -80,13 +80,26 @@ CORES = usable_cores()
 HUGE_PAGE = huge_page_bytes()
 
 
-def available_memory(meminfo=Path("/proc/meminfo")):
-    """Bytes of memory the kernel says a new allocation can have now without swapping
-    (MemAvailable), or None where it does not say.  Read at each call: it changes."""
+def available_memory(meminfo=Path("/proc/meminfo"), cgroup=Path("/sys/fs/cgroup")):
+    """Bytes of memory a new allocation can have now: the kernel's MemAvailable (without
+    swapping), or less where this process's memory cgroup (a container's limit; v2 memory.max
+    less memory.current, v1 memory.limit_in_bytes less usage) leaves less.  None where neither
+    says.  Read at each call: it changes."""
+    found = []
     try:
         for line in meminfo.read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                found.append(int(line.split()[1]) * 1024)
+                break
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    for limit, used in (("memory.max", "memory.current"),
+                        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            cap = (cgroup / limit).read_text().strip()
+            if cap != "max" and int(cap) < 1 << 60:  # v1 writes 'no limit' as a huge number
+                found.append(max(int(cap) - int((cgroup / used).read_text()), 0))
+            break
+        except (OSError, ValueError):
+            continue
+    return min(found) if found else None

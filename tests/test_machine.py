@@ -69,3 +69,28 @@ def test_huge_page_size_is_read_from_sysfs(tmp_path, mode, size, want):
 
 def test_no_transparent_huge_pages_in_sysfs_means_none(tmp_path):
     assert machine.huge_page_bytes(tmp_path / "absent") is None
+
+
+def test_available_memory_is_the_kernel_s_or_the_cgroup_s_if_less(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       32000000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n")
+    cg = tmp_path / "cg"
+    cg.mkdir()
+    assert machine.available_memory(meminfo, cg) == 20000000 * 1024  # no cgroup files: the kernel's
+    (cg / "memory.max").write_text("max\n")
+    (cg / "memory.current").write_text("5\n")
+    assert machine.available_memory(meminfo, cg) == 20000000 * 1024  # v2, no limit
+    (cg / "memory.max").write_text(f"{8 << 30}\n")
+    (cg / "memory.current").write_text(f"{3 << 30}\n")
+    assert machine.available_memory(meminfo, cg) == 5 << 30  # a container's 8 GiB, 3 used
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("4487241728\n")
+    assert machine.available_memory(meminfo, v1) == 20000000 * 1024
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(f"{6 << 30}\n")
+    assert machine.available_memory(meminfo, v1) == (6 << 30) - 4487241728
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(f"{2 << 30}\n")  # over its limit already
+    assert machine.available_memory(meminfo, v1) == 0
+    assert machine.available_memory(tmp_path / "none", tmp_path / "none") is None
+    assert machine.available_memory() is None or machine.available_memory() > 0  # this machine's
