@@ -309,6 +309,21 @@ class MobileNetV2:
             for layer, weights in zip(layers, checked):
                 layer.replace_weights(weights)
 
+    @property
+    def _plan_lock(self):
+        """The lock serializing this model's C runs and weight swaps.  A child forked from C code
+        (a library calling fork(), which skips Python's at-fork handlers) inherits it as it was:
+        held, if another thread of the parent was running the model, and never released there.
+        So the lock belongs to the process that made it, and a process that did not make it
+        makes its own (its threads, like the pool's, are the parent's and gone)."""
+        if self.__dict__.get("_lock_pid") != os.getpid():
+            self._plan_lock = threading.Lock()
+        return self.__dict__["_lock"]
+
+    @_plan_lock.setter
+    def _plan_lock(self, lock):
+        self.__dict__["_lock"], self.__dict__["_lock_pid"] = lock, os.getpid()
+
     def _init_random_weights(self, seed=0):
         """Keras's initial values: Glorot-uniform kernels, zero biases, identity batch norms."""
         rng = np.random.default_rng(seed)
@@ -600,7 +615,7 @@ class MobileNetV2:
     # -- pickling: the weights and settings travel, compiled state is rebuilt on first use ----
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("_plan_lock", "_plans", "_packed", "_pool"):
+        for key in ("_lock", "_lock_pid", "_plans", "_packed", "_pool"):
             state.pop(key, None)
         if state.get("_threads_arg") is None:
             state.pop("_threads", None)  # resolved again where the copy is loaded
