@@ -42,14 +42,24 @@ PRECISION = {"c": "float32", "numpy": "float32", "ort": "float32", "openvino": "
              "litert": "float32", "openvino-bf16": "bfloat16"}
 
 
-def cpu_model():
+def cpuinfo():
+    """The fields of the first processor in /proc/cpuinfo ({} where there is none)."""
+    out = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if not line.strip():
+                if out:
+                    break
+                continue
+            key, _, value = line.partition(":")
+            out.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return out
+
+
+def cpu_model():
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def shared_dir():
@@ -245,14 +255,7 @@ def cpu_isa():
     'avx2' where --hide-avx512 hid AVX-512 from this process (native.hide_avx512)."""
     if native.avx512_hidden():
         return "avx2"
-    flags = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = set(cpuinfo().get("flags", "").split())
     if {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags:
         return "avx512"
     return "avx2" if {"avx2", "fma"} <= flags else "scalar"
@@ -333,18 +336,8 @@ def versions():
 def cpu_identity():
     """Family, model, stepping, microcode and flags of CPU 0 (/proc/cpuinfo): a masked model
     name ('AMD EPYC') still says which core it is."""
-    out = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("cpu family", "model", "stepping", "microcode", "flags") and key not in out:
-                out[key] = value.strip()
-            if not line.strip() and out:
-                break
-    except OSError:
-        pass
-    return out
+    info = cpuinfo()
+    return {k: info[k] for k in ("cpu family", "model", "stepping", "microcode", "flags") if k in info}
 
 
 def _tree_digest(root, pattern):

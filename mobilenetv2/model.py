@@ -166,11 +166,10 @@ _LIVE_MODELS = weakref.WeakSet()  # for the fork handler below
 
 
 def _after_fork_in_child():
-    """In a child made by fork(): the parent's threads are gone; a lock another thread of the
-    parent held would never be released.  Every model starts over lazily (the pools themselves are
+    """In a child made by fork(): the parent's threads are gone.  Every model starts over lazily
+    (its plan lock is the process's own: MobileNetV2._plan_lock; the pools themselves are
     forgotten by mobilenetv2.pool's own handler)."""
     for model in list(_LIVE_MODELS):
-        model._plan_lock = threading.Lock()
         if model._pool is not None:
             model._pool.forget()  # whichever fork handler runs first: never joined here
         model._pool = None
