@@ -141,6 +141,56 @@ def test_anything_else_after_the_logits_is_a_divergence_at_the_head(model, clean
     assert "head" in CAUSES
 
 
+def _pool_as(op, **attrs):
+    def edit(g):
+        for i, n in enumerate(g.node):
+            if n.op_type == "GlobalAveragePool":
+                g.node[i].CopyFrom(helper.make_node(op, list(n.input), list(n.output), name=n.name, **attrs))
+    return edit
+
+
+def test_a_max_pooling_head_is_named(model, clean, tmp_path, capsys):
+    """OTHER pools by max where Keras averages: its pooling row diverges (it read as unmapped,
+    and compare agreed with exit 0), and the diagnosis confirms the max on the reference."""
+    path = _edit(clean, tmp_path / "max.onnx", _pool_as("GlobalMaxPool"))
+    w = tmp_path / "w.h5"
+    model.save_weights(w)
+    assert main(["compare", path, "--weights", str(w), "--random", "2", "--quiet"]) == 1
+    text = capsys.readouterr().out
+    assert "DIVERGES at global_average_pooling2d (global max pooling" in text
+    report = compare(path, weights=model, random=2)
+    d = report["diagnosis"]
+    assert report["unmapped"] == [] and report["first_divergent_layer"] == "global_average_pooling2d"
+    assert d["cause"] == "pooling" and d["evidence"][0]["detail"]["other_pooling"] == "max"
+    assert d["after_fix"]["agrees"] and "pooling" in CAUSES
+
+
+def test_a_head_not_recognised_is_still_compared_at_the_output(model, clean, tmp_path, capsys):
+    """A pooling compare has no name for (an L2 pooling): the pooling is unmapped, but OTHER's
+    graph output is still compared as the predictions, so the run diverges (it agreed, exit 0)."""
+    path = _edit(clean, tmp_path / "lp.onnx", _pool_as("GlobalLpPool", p=2))
+    w = tmp_path / "w.h5"
+    model.save_weights(w)
+    assert main(["compare", path, "--weights", str(w), "--quiet"]) == 1
+    assert "DIVERGES at predictions (OTHER's final output" in capsys.readouterr().out
+    report = compare(path, weights=model)
+    assert [u["layer"] for u in report["unmapped"]] == ["global_average_pooling2d"]
+    assert report["layers"][-1]["layer"] == "predictions" and report["layers"][-1]["tensor"] == "output"
+    assert report["first_divergent_layer"] == "predictions"
+
+
+def test_a_headless_max_pooling_export_agrees_with_keras_max_pooling(model, tmp_path):
+    """include_top=False, pooling='max' (Keras's own option): our export's GlobalMaxPool is
+    compared with a reference pooling by max, and agrees (it was unmapped)."""
+    from mobilenetv2 import export_onnx
+    m = MobileNetV2(SHAPE, alpha=0.35, weights=None, include_top=False, pooling="max")
+    m.set_weights(model.get_weights()[:len(m.get_weights())])
+    report = compare(export_onnx(m, tmp_path / "max.onnx"), weights=m, random=2)
+    assert report["agrees"] and report["unmapped"] == []
+    assert report["layers"][-1]["layer"] == "global_max_pooling2d"
+    assert "global max pooling" in report["layers"][-1]["how"]
+
+
 # -- 5: a closest candidate only where it helps ---------------------------------------------------
 def test_no_closest_candidate_that_does_not_reduce_the_error(model, clean, tmp_path, capsys):
     """One channel of one depthwise kernel scaled by 1.01: nothing compare models explains it,

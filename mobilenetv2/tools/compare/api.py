@@ -205,7 +205,10 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         x, input_desc = make_input(hw, images, random, seed, batch)
         hw = tuple(x.shape[1:3])
     include_top = M.has_head(o) if o.nodes else True
-    pooling = "avg" if any(n.op == "pool" for n in o.nodes) and not include_top else None
+    pool = next((n for n in o.nodes if n.op == "pool"), None)
+    # without a head, Keras pools as asked (pooling='avg' or 'max'): the reference pools as OTHER
+    # does; with one, Keras averages, and a max pooling in OTHER is a defect the diagnosis names
+    pooling = None if pool is None or include_top else ("max" if pool.attrs.get("kind") == "max" else "avg")
     if weights is not None:
         m64, m32, wdesc, cannot = W.from_user(weights, hw, include_top, pooling)
     elif o.nodes:

@@ -7,7 +7,8 @@ Causes (a fixed vocabulary): ``padding`` (other pads on the layer's convolution)
 input's channels permuted, e.g. BGR, its height and width transposed, or an NHWC buffer read as
 NCHW), ``preprocessing`` (an affine map of the input: the usual ones by name, else fitted per channel),
 ``class_offset`` (a 1001-class head on either side, or the class axis shifted by one), ``head``
-(OTHER applies something else than softmax to its logits: sigmoid, a scale), ``missing_layer``
+(OTHER applies something else than softmax to its logits: sigmoid, a scale), ``pooling`` (a
+global max pooling where Keras averages, or the reverse), ``missing_layer``
 (a Keras layer OTHER's graph has no counterpart of, e.g. a residual Add, left out of the
 reference), ``precision`` (weights rounded to float16 or bfloat16, folded or not, a weight
 within one step of OTHER's own taking OTHER's side; activations rounded where OTHER casts them,
@@ -26,7 +27,7 @@ from mobilenetv2.tools.compare.quant import int8_patches, rounded_activations, r
 from mobilenetv2.tools.compare.reference import NO_PATCH, Bypass, Patch, PlainReLU, clone, fixed_pads
 
 CAUSES = ("padding", "bn_epsilon", "activation", "layout", "preprocessing", "class_offset", "head",
-          "missing_layer", "precision", "unexplained")
+          "pooling", "missing_layer", "precision", "unexplained")
 CHANNEL_NAMES = "RGB"
 
 
@@ -415,6 +416,22 @@ def _head(ref, layer, other_arr, base):
     return out
 
 
+def _pooling(ref, layer, previous):
+    """The other global pooling (max for average, or average for max) at ``layer`` or, where
+    nothing between was compared, at the pooling between ``previous`` and ``layer``."""
+    x = ref.layers[ref.index[layer]]
+    pools = [x] if isinstance(x, L.GlobalAveragePooling2D) else (
+        _unseen(ref, layer, previous, L.GlobalAveragePooling2D) if previous else [])
+    out = []
+    for p in pools:
+        theirs, ours, swap = (("average", "max", L.GlobalAveragePooling2D) if isinstance(p, L.GlobalMaxPooling2D)
+                              else ("max", "average", L.GlobalMaxPooling2D))
+        out.append(Patch("pooling", f"OTHER's global pooling takes the {theirs} where the reference's {p.name} "
+                         f"takes the {ours}", {p.name: lambda y, swap=swap: swap(y.name, y.inputs)},
+                         detail={"layer": p.name, "other_pooling": theirs}))
+    return out
+
+
 def _missing_layer(ref, layer, previous):
     """The Keras layers OTHER has no counterpart of (``ref.unmapped``) between the last layer
     compared and ``layer``, each left out of the reference: its output is one of its inputs."""
@@ -442,6 +459,8 @@ def candidates(ref, layer, other_arr, other_shape, base=NO_PATCH, skip=(), previ
         out += _missing_layer(ref, layer, previous)
     if "class_offset" not in skip:
         out += _class_offset(ref, layer, other_shape)
+    if "pooling" not in skip:
+        out += _pooling(ref, layer, previous)
     if "head" not in skip:
         out += _head(ref, layer, other_arr, base)
     if "padding" not in skip:

@@ -6,7 +6,7 @@ Every reader (ONNX, TFLite, a tensor dump, a live torch/Keras object) produces a
   None, ``bias``, ``group``, ``stride``), ``bn`` (``gamma``, ``beta``, ``mean``, ``var``, ``eps``),
   ``relu``, ``clip`` (``lo``, ``hi``), ``add`` (two activations), ``affine`` (a Mul/Add/Sub/Div by
   a constant), ``pad``, ``reshape`` (Transpose, Reshape, Flatten, Squeeze, Identity), ``pool``
-  (global average), ``dense`` (``weight`` (out, in), ``bias``), ``softmax``, ``qdq`` (a
+  (global, ``kind`` 'average' or 'max'), ``dense`` (``weight`` (out, in), ``bias``), ``softmax``, ``qdq`` (a
   QuantizeLinear -> DequantizeLinear pair: the values rounded onto an integer grid), ``other``;
   a conv or dense read from a quantized graph carries ``weight_q`` / ``bias_q``, the graph's own
   quantization of its weights (``QParams``), its ``weight`` being their dequantized values;
@@ -78,6 +78,7 @@ class OtherModel:
     quant: dict = None               # tensor name -> QParams: OTHER's values there lie on that grid
     input_quant: object = None       # QParams of the rounding OTHER applies to its input, or None
     float_rounding: dict = None      # tensor name -> 'bfloat16' / 'float16': OTHER rounds it there (Casts)
+    outputs: list = None             # OTHER's own output tensors (its graph's outputs), where the reader knows them
 
     def layout_of(self, tensor):
         return (self.layouts or {}).get(tensor) or self.activation_layout

@@ -11,7 +11,11 @@ zero carries its ReLU6 in that grid (ONNX Runtime's quantizer drops the Clip) an
 ``*_relu``; in a graph computing in float16 or bfloat16, the one after its Cast pair.  A Keras
 layer OTHER has no counterpart of (a residual Add it does not run) is reported, not skipped
 silently.  ``predictions`` is OTHER's final output: the dense layer, its bias, and whatever
-OTHER applies after them (a Softmax, a Sigmoid, a scale), each named in the row's ``how``.
+OTHER applies after them (a Softmax, a Sigmoid, a scale), each named in the row's ``how``; where
+the head is not recognised op by op (a pooling compare has no name for), OTHER's one graph output
+is still compared as ``predictions``, so a head that differs can never read as agreeing.  A
+global max pooling maps to Keras's pooling layer (the reference pools by max only without a head,
+Keras's ``pooling='max'``; with one, the diagnosis names it).
 A JSON mapping file (``{"input": ..., "layout": ..., "tensors": {OTHER: KERAS}}``)
 overrides all of this and is how a tensor dump is mapped (or its arrays are named as Keras's).
 """
@@ -221,7 +225,7 @@ def map_by_topology(other, ref_layers, missing=None):
     pool = next((n for n in nodes if n.op == "pool" and last in n.inputs), None)
     gap = next((x.name for x in ref_layers if isinstance(x, L.GlobalAveragePooling2D)), None)
     if pool is not None and gap is not None:
-        t, how = rounded(pool.output), "global average pooling"
+        t, how = rounded(pool.output), f"global {pool.attrs.get('kind', 'average')} pooling"
         while True:
             nxt = only(t, ("reshape",))
             if nxt is None:
@@ -242,8 +246,21 @@ def map_by_topology(other, ref_layers, missing=None):
         missing.append({"layer": gap, "why": "no global average pooling after the last convolution"})
         if "predictions" in names:
             missing.append({"layer": "predictions", "why": "no dense layer after a global average pooling"})
+    if "predictions" in names and not any(m.layer == "predictions" for m in matches):
+        final = _final_output(other, last)
+        if final is not None:  # a head not recognised is still compared where it ends: OTHER's output
+            missing[:] = [u for u in missing if u["layer"] != "predictions"]
+            add("predictions", final, "OTHER's final output (its head as OTHER computes it; not "
+                "recognised op by op)")
     order = {x.name: i for i, x in enumerate(ref_layers)}
     return sorted(matches, key=lambda m: order[m.layer])
+
+
+def _final_output(other, last):
+    """OTHER's one output tensor, where it has exactly one and it is not the last convolution's
+    ``last``; else None."""
+    ends = [t for t in other.outputs or () if t != last]
+    return ends[0] if len(ends) == 1 else None
 
 
 def _after_rounding(other, q):

@@ -63,8 +63,8 @@ def _read_torch(module):
             nodes.append(Node("dense", [prev], name, name, dict(
                 weight=m.weight.detach().double().numpy(),
                 bias=None if m.bias is None else m.bias.detach().double().numpy())))
-        elif cls in ("AdaptiveAvgPool2d",):
-            nodes.append(Node("pool", [prev], name, name))
+        elif cls in ("AdaptiveAvgPool2d", "AdaptiveMaxPool2d"):
+            nodes.append(Node("pool", [prev], name, name, dict(kind="max" if "Max" in cls else "average")))
         else:
             continue
         prev = name

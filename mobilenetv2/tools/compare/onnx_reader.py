@@ -11,6 +11,7 @@ from mobilenetv2.tools.compare.graph import Node, OtherModel
 _RESHAPES = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 _FLOAT_OPS = {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "Mul", "Sub", "Div", "Pad",
               "Transpose", "Reshape", "Flatten", "Squeeze", "GlobalAveragePool", "ReduceMean",
+              "GlobalMaxPool", "ReduceMax",
               "Gemm", "MatMul", "Softmax", "Max", "Min", "Identity", "Cast", "Sigmoid", "LogSoftmax", "Tanh", "Exp"}
 
 
@@ -79,8 +80,8 @@ def _normalize(node, consts, helper, grids):
         return Node("pad", [ins[0]], out, node.name)
     if op in _RESHAPES:
         return Node("reshape", [ins[0]], out, node.name, dict(kind=op, perm=a.get("perm")))
-    if op == "GlobalAveragePool" or op == "ReduceMean":
-        return Node("pool", [ins[0]], out, node.name)
+    if op in ("GlobalAveragePool", "ReduceMean", "GlobalMaxPool", "ReduceMax"):
+        return Node("pool", [ins[0]], out, node.name, dict(kind="max" if "Max" in op else "average"))
     if op in ("Gemm", "MatMul") and len(data) == 1:
         w = consts.get(ins[1])
         if w is not None:
@@ -219,6 +220,7 @@ def read_onnx(path):
     other = OtherModel("onnx", path, nodes, layout, hw, "NCHW", runner=run)
     other.layouts = layouts
     other.float_rounding = float_rounded or None
+    other.outputs = [o.name for o in graph.output]
     if on_grid:
         other.quant = on_grid
         other.input_quant = onnx_quant.input_grid(nodes, inp.name)

@@ -7,7 +7,7 @@ import numpy as np
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
 from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams
 
-_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "conv", "ADD": "add", "PAD": "pad", "MEAN": "pool",
+_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "conv", "ADD": "add", "PAD": "pad", "MEAN": "pool", "REDUCE_MAX": "pool",
         "FULLY_CONNECTED": "dense", "SOFTMAX": "softmax", "RESHAPE": "reshape", "RELU6": "clip",
         "RELU": "relu", "TRANSPOSE": "reshape", "MUL": "affine", "SUB": "affine", "QUANTIZE": "quant",
         "DEQUANTIZE": "dequant"}
@@ -84,6 +84,8 @@ def read_tflite(path):
             nodes.append(Node("quant", [str(ins[0])], out, name, dict(grid=grids.get(int(out)))))
         elif kind == "add":
             nodes.append(Node("add", [str(i) for i in ins], out, name))
+        elif kind == "pool":
+            nodes.append(Node("pool", [str(ins[0])], out, name, dict(kind="max" if op["op_name"] == "REDUCE_MAX" else "average")))
         else:
             nodes.append(Node(kind, [str(ins[0])], out, name))
     hw = (int(inp["shape"][1]), int(inp["shape"][2]))
@@ -109,6 +111,7 @@ def read_tflite(path):
         return out
 
     other = OtherModel("tflite", path, nodes, "NHWC", hw, "NHWC", runner=run, fused_activations=True)
+    other.outputs = [str(int(d["index"])) for d in interp.get_output_details()]
     on_grid = {n.output: grids[int(n.output)] for n in nodes if grids.get(int(n.output)) is not None}
     if on_grid:  # an int8 model: its activations lie on these grids
         from mobilenetv2.tools.compare.onnx_quant import input_grid
