@@ -25,9 +25,12 @@ class KerasOrderNet(nn.Module):
     as a ZeroPad2d before each stride-2 conv, residual adds in forward, AdaptiveAvgPool2d + Linear.
     ``relu``: layers made nn.ReLU; ``eps``: {BN layer: epsilon}."""
 
-    def __init__(self, model, relu=(), eps=None):
+    def __init__(self, model, relu=(), eps=None, pool_in_forward=None):
+        """``pool_in_forward``: 'mean' or 'amax': the pooling done in forward with no module to
+        hook (torchvision's ``adaptive_avg_pool2d`` call), by mean or by max."""
         super().__init__()
         eps = eps or {}
+        self.pool_in_forward = pool_in_forward
         self.mods = nn.ModuleDict()
         self.plan = []
         shapes = {model.layers[0].name: model.input_shape}
@@ -61,7 +64,7 @@ class KerasOrderNet(nn.Module):
             elif isinstance(layer, L.ReLU):
                 self.mods[key] = nn.ReLU() if layer.name in relu else nn.ReLU6()
             elif isinstance(layer, L.GlobalAveragePooling2D):
-                self.mods[key] = nn.AdaptiveAvgPool2d(1)
+                self.mods[key] = nn.AdaptiveAvgPool2d(1) if pool_in_forward is None else nn.Identity()
             elif isinstance(layer, L.Dense):
                 k, bias = (torch.tensor(np.asarray(a, np.float32)) for a in layer.weights)
                 lin = nn.Linear(k.shape[0], k.shape[1])
@@ -78,6 +81,8 @@ class KerasOrderNet(nn.Module):
                 out[key] = out[ins[0]] + out[ins[1]]
             else:
                 y = out[ins[0]]
+                if isinstance(self.mods[key], nn.Identity):  # the pooling, in forward
+                    y = getattr(torch, self.pool_in_forward)(y, dim=(2, 3))
                 if isinstance(self.mods[key], nn.Linear):
                     y = y.flatten(1)
                 out[key] = self.mods[key](y)
@@ -109,6 +114,18 @@ def test_torch_module_built_from_our_weights_agrees(model, x):
         assert len(layers) == sum(isinstance(x_, (L.Conv2D, L.DepthwiseConv2D, L.BatchNormalization, L.ReLU))
                                   for x_ in model.layers) + 2
     assert "0 with the batch norm folded in" in compare(net, batch=x)["weights"]["source"]
+
+
+def test_pooling_in_forward_still_compares_the_output(model, x):
+    """torchvision pools in forward (no module to hook): the Linear's output is still compared as
+    the predictions (it was left unmapped, and a max pooling there agreed)."""
+    report = compare(KerasOrderNet(model, pool_in_forward="mean").eval(), weights=model, batch=x)
+    assert report["agrees"] and report["layers"][-1]["layer"] == "predictions"
+    assert "global_average_pooling2d" in [u["layer"] for u in report["unmapped"]]
+    report = compare(KerasOrderNet(model, pool_in_forward="amax").eval(), weights=model, batch=x)
+    assert report["first_divergent_layer"] == "predictions"
+    d = report["diagnosis"]
+    assert d["cause"] == "pooling" and d["evidence"][0]["detail"]["other_pooling"] == "max"
 
 
 @pytest.mark.parametrize("defect,layer,cause", [

@@ -68,7 +68,11 @@ def _read_torch(module):
         else:
             continue
         prev = name
-    return OtherModel("torch", type(module).__name__, nodes, "NCHW", None, "NCHW", runner=run)
+    other = OtherModel("torch", type(module).__name__, nodes, "NCHW", None, "NCHW", runner=run)
+    # its final output: the last leaf's (torchvision pools in forward, with no module to hook,
+    # so its classifier's Linear is mapped there rather than after a pooling)
+    other.outputs = [nodes[-1].output] if nodes else None
+    return other
 
 
 def _read_keras(model):
