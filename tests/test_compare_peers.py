@@ -89,6 +89,62 @@ def test_hf_tf_padding_false_is_a_padding_mismatch(tmp_path, case, first):
     assert compare(dump, weights=str(folder), mapping=mapping)["agrees"]
 
 
+def _copy_checkpoint(tmp_path, name, **config):
+    """A copy of a shared checkpoint folder with some config.json fields changed."""
+    folder = tmp_path / name
+    folder.mkdir()
+    for f in ("model.safetensors", "preprocessor_config.json"):
+        (folder / f).write_bytes(require_shared("hf", name, f).read_bytes())
+    obj = json.loads(require_shared("hf", name, "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(obj, **config)))
+    return str(folder)
+
+
+def test_the_reference_is_the_checkpoints_own_graph(tmp_path):
+    """A checkpoint whose config.json says tf_padding=false is its model: transformers' own
+    hidden states for it agree (the reference was Keras's graph with its weights: 'padding')."""
+    folder = _copy_checkpoint(tmp_path, "mobilenet_v2_0.35_96", tf_padding=False)
+    dump, mapping = _hf_dump(tmp_path, "tf_padding_false/random_33x40", _random_input(33, 40))
+    report = compare(dump, weights=folder, mapping=mapping)
+    assert report["agrees"], report["diagnosis"]
+
+
+def _deeplab_dump(tmp_path, logits_key):
+    """transformers' DeepLabV3 hidden states and logits at 64x48 (+ the input) and their mapping."""
+    ref = np.load(require_shared("reference", "hf", "deeplabv3_mobilenet_v2_1.0_513.npz"))
+    x = _random_input(64, 48)
+    check = ref["random_64x48/input_check"]
+    assert np.allclose([x.astype(np.float64).sum(), (x.astype(np.float64) ** 2).sum()], check[:2])
+    arrays = {"pixel_values": x, "logits": ref[logits_key]}
+    names = {"logits": "logits"}
+    for i, layer in enumerate(HF_BLOCK_OUTPUT):
+        arrays[f"hidden_states/{i:02d}"] = ref[f"random_64x48/hidden_states/{i:02d}"]
+        names[f"hidden_states/{i:02d}"] = layer
+    np.savez(tmp_path / "seg.npz", **arrays)
+    (tmp_path / "seg.json").write_text(json.dumps({"input": "pixel_values", "layout": "NCHW", "tensors": names}))
+    return str(tmp_path / "seg.npz"), str(tmp_path / "seg.json")
+
+
+def test_deeplabv3_against_its_checkpoint(tmp_path):
+    """The segmentation checkpoint as reference weights (it has no Keras graph: 'no layer
+    Conv_1'): transformers' outputs agree, and its tf_padding=False logits (block outputs as
+    with tf_padding=True: 64x48 meets an even side first in the stem) are diagnosed as padding."""
+    folder = str(require_shared("hf", "deeplabv3_mobilenet_v2_1.0_513"))
+    dump, mapping = _deeplab_dump(tmp_path, "random_64x48/logits")
+    out = tmp_path / "r.json"
+    assert main(["compare", dump, "--weights", folder, "--mapping", mapping, "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["agrees"] and [r["layer"] for r in report["layers"]][-2:] == ["block_16_project_BN", "logits"]
+    arrays = dict(np.load(dump))
+    mapping_logits = tmp_path / "logits.json"
+    mapping_logits.write_text(json.dumps({"input": "pixel_values", "layout": "NCHW", "tensors": {"logits": "logits"}}))
+    ref = np.load(require_shared("reference", "hf", "deeplabv3_mobilenet_v2_1.0_513.npz"))
+    np.savez(tmp_path / "bad.npz", pixel_values=arrays["pixel_values"], logits=ref["tf_padding_false/random_64x48/logits"])
+    report = compare(str(tmp_path / "bad.npz"), weights=folder, mapping=str(mapping_logits))
+    assert report["first_divergent_layer"] == "logits" and report["diagnosis"]["cause"] == "padding"
+    assert report["diagnosis"]["after_fix"]["agrees"]
+
+
 # -- the real backbone, converted ------------------------------------------------------------------
 def test_real_backbone_export_agrees(tmp_path, capsys):
     pytest.importorskip("onnxruntime", reason="compare runs ONNX files in onnxruntime (pip install 'mobilenetv2[onnx]')")

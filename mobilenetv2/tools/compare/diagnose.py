@@ -330,6 +330,9 @@ def _precision(ref):
         folded = {}
         for conv in convs:
             bn = ref.reader_of(conv.name, L.BatchNormalization)
+            if bn is None:  # a conv with a bias of its own (DeepLabV3's logits): nothing folds into it
+                folded[conv.name] = plain[conv.name]
+                continue
             k = conv.weights[0]
             w, bias = fold_batchnorm(k[..., 0] if isinstance(conv, L.DepthwiseConv2D) else k,
                                      *bn.weights, eps=bn.epsilon)

@@ -165,11 +165,15 @@ def _round_as_quantizer(w, grid, other=None):
 
 
 def _folded(ref, conv):
+    """(its batch norm, kernel with the batch norm folded in, bias, depthwise) of a conv; a conv
+    with a bias of its own and no batch norm (DeepLabV3's logits) gives None, its kernel and bias."""
     bn = ref.reader_of(conv.name, L.BatchNormalization)
     k = np.asarray(conv.weights[0], np.float64)
     depthwise = isinstance(conv, L.DepthwiseConv2D)
-    w, bias = fold_batchnorm(k[..., 0] if depthwise else k, *(np.asarray(a, np.float64) for a in bn.weights),
-                             eps=bn.epsilon)
+    k = k[..., 0] if depthwise else k
+    if bn is None:
+        return None, k, np.asarray(conv.weights[1], np.float64), depthwise
+    w, bias = fold_batchnorm(k, *(np.asarray(a, np.float64) for a in bn.weights), eps=bn.epsilon)
     return bn, w, bias, depthwise
 
 
@@ -203,6 +207,10 @@ def _int8_patch(ref, weight_grids, acts, input_grid):
         if bq is not None and _last_axis(bq.scale, bias.size) is not None:
             bias = round_to_grid(bias, _last_axis(bq.scale, bias.size), 0.0, bq.qmin, bq.qmax)
         w = w[..., None] if depthwise else w
+        if bn is None:
+            layers[conv.name] = lambda layer, w=w, b=bias: clone(
+                layer, weights=[a.astype(layer.weights[0].dtype) for a in (w, b)])
+            continue
         ones = np.ones_like(bias)
         layers[conv.name] = lambda layer, w=w: clone(layer, weights=[w.astype(layer.weights[0].dtype)])
         layers[bn.name] = lambda layer, b=bias, ones=ones: clone(

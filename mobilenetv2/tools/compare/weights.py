@@ -8,6 +8,7 @@ precision.  A separate BatchNormalization node's own statistics are used as they
 Keras's epsilon (1e-3): an epsilon written into OTHER's node is then a defect compare can see;
 a folded one cannot be seen (the fold already multiplied it in).
 """
+import dataclasses
 import os
 
 import numpy as np
@@ -125,9 +126,18 @@ def _affine_after(conv, consumers, bias):
 
 
 def _copy(model, dtype, hw, include_top, pooling=None):
-    """A model with ``model``'s weights (a MobileNetV2 object given as weights)."""
-    classes = model.classes if model.include_top else 1000
-    m = _model(model.alpha, hw, include_top and model.include_top, classes, dtype, pooling)
+    """A model with ``model``'s weights (a MobileNetV2 object given as weights).  A transformers
+    checkpoint keeps the graph its config.json describes (its padding, output stride, DeepLabV3
+    head): Keras's graph with its weights would be another model."""
+    from mobilenetv2.hf import HFMobileNetV2
+    if isinstance(model, HFMobileNetV2):
+        config = model.config
+        if config.head == "classification" and not include_top:
+            config = dataclasses.replace(config, head=None, id2label=None)
+        m = HFMobileNetV2(config, dtype=dtype)
+    else:
+        classes = model.classes if model.include_top else 1000
+        m = _model(model.alpha, hw, include_top and model.include_top, classes, dtype, pooling)
     for layer in m.weighted_layers():
         src = model.get_layer(layer.name)
         if isinstance(src, L.BatchNormalization):
