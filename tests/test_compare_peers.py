@@ -145,6 +145,26 @@ def test_deeplabv3_against_its_checkpoint(tmp_path):
     assert report["diagnosis"]["after_fix"]["agrees"]
 
 
+def test_deeplabv3_onnx_mapped_by_topology(tmp_path):
+    """An ONNX DeepLabV3 (our export) against its checkpoint: the head's convs map by topology
+    (the classifier conv has a bias and no batch norm), clean agrees through the logits, and a
+    stem padded symmetrically is found (the mapping read every conv as conv + batch norm and the
+    DeepLabV3 graph failed on a bare ValueError)."""
+    pytest.importorskip("onnxruntime", reason="compare runs ONNX files in onnxruntime (pip install 'mobilenetv2[onnx]')")
+    pytest.importorskip("onnx", reason="the defective peer is made with onnx (pip install 'mobilenetv2[onnx]')")
+    from onnx_graphs import edit_export
+    from mobilenetv2 import from_pretrained
+    folder = str(require_shared("hf", "deeplabv3_mobilenet_v2_1.0_513"))
+    path = export_onnx(from_pretrained(folder), tmp_path / "seg.onnx", batch=1, input_size=(64, 48))
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 64, 48, 3)).astype(np.float32)
+    report = compare(path, weights=folder, batch=x)
+    assert report["agrees"] and report["layers"][-1]["layer"] == "logits" and not report["unmapped"]
+    assert {"aspp_pool_conv_relu", "aspp_conv_relu", "aspp_projection_relu"} <= {r["layer"] for r in report["layers"]}
+    bad = edit_export(path, tmp_path / "pads.onnx", conv_pads={"bn_Conv1": [1, 1, 1, 1]})
+    d = compare(bad, weights=folder, batch=x)["diagnosis"]
+    assert (d["layer"], d["cause"], d["after_fix"]["agrees"]) == ("bn_Conv1", "padding", True)
+
+
 # -- the real backbone, converted ------------------------------------------------------------------
 def test_real_backbone_export_agrees(tmp_path, capsys):
     pytest.importorskip("onnxruntime", reason="compare runs ONNX files in onnxruntime (pip install 'mobilenetv2[onnx]')")

@@ -79,8 +79,7 @@ def _keras_follow(ref_layers):
 
 
 def _expected_oihw(layer):
-    (shape,) = layer.weight_shapes()
-    kh, kw, a, b = shape
+    kh, kw, a, b = layer.weight_shapes()[0]  # (a conv with a bias of its own: kernel, bias)
     return (a, 1, kh, kw) if isinstance(layer, L.DepthwiseConv2D) else (b, a, kh, kw)
 
 
@@ -163,14 +162,20 @@ def map_by_topology(other, ref_layers, missing=None):
         return g is not None and np.all(g.zero_point == g.qmin) and only(tensor, ("clip", "relu")) is None
 
     for i, (node, layer) in enumerate(zip(convs, keras_convs(ref_layers))):
-        bn = readers[layer.name][0]
-        after = readers.get(bn.name, [])
-        act = next((x for x in after if isinstance(x, L.ReLU)), None)
-        residual = next((x for x in after if isinstance(x, L.Add) and x.inputs[1] == bn.name), None)
         kind = "depthwise " if isinstance(layer, L.DepthwiseConv2D) else ""
         where = f"conv #{i + 1} {node.name or node.output!r} ({kind}{layer.kernel if hasattr(layer, 'kernel') else 3}x"
         where += f"{layer.kernel if hasattr(layer, 'kernel') else 3}, stride {layer.stride})"
         t = node.output
+        bn = readers[layer.name][0] if layer.name in readers else None
+        if not isinstance(bn, L.BatchNormalization):  # a conv with a bias of its own (DeepLabV3's logits)
+            nxt = only(t, ("affine",))
+            if nxt is not None and nxt.attrs["kind"] in ("Add", "Sub"):
+                t, where = nxt.output, where + " + bias"
+            add(layer.name, rounded(t), where)
+            continue
+        after = readers.get(bn.name, [])
+        act = next((x for x in after if isinstance(x, L.ReLU)), None)
+        residual = next((x for x in after if isinstance(x, L.Add) and x.inputs[1] == bn.name), None)
         nxt = only(t, ("bn",))
         if nxt is not None:
             add(layer.name, t, f"{where}, its BatchNormalization separate")
@@ -223,7 +228,9 @@ def map_by_topology(other, ref_layers, missing=None):
     last = matches[-1].tensor
     names = {x.name: x for x in ref_layers}
     pool = next((n for n in nodes if n.op == "pool" and last in n.inputs), None)
-    gap = next((x.name for x in ref_layers if isinstance(x, L.GlobalAveragePooling2D)), None)
+    order = {x.name: i for i, x in enumerate(ref_layers)}
+    gap = next((x.name for x in ref_layers if isinstance(x, L.GlobalAveragePooling2D)  # the classifier's,
+                and order[x.name] > order[matches[-1].layer]), None)  # not DeepLabV3's image pooling
     if pool is not None and gap is not None:
         t, how = rounded(pool.output), f"global {pool.attrs.get('kind', 'average')} pooling"
         while True:
@@ -252,7 +259,6 @@ def map_by_topology(other, ref_layers, missing=None):
             missing[:] = [u for u in missing if u["layer"] != "predictions"]
             add("predictions", final, "OTHER's final output (its head as OTHER computes it; not "
                 "recognised op by op)")
-    order = {x.name: i for i, x in enumerate(ref_layers)}
     return sorted(matches, key=lambda m: order[m.layer])
 
 

@@ -35,7 +35,8 @@ def infer_alpha(other):
             return alpha
     why = check_convs(convs, arch.build_layers(1.0, include_top=False))
     raise CompareError(f"{other.source!r} does not have the convolutions of a MobileNetV2 with any "
-                       f"alpha in {OFFICIAL_ALPHAS} ({why} at alpha 1.0)")
+                       f"alpha in {OFFICIAL_ALPHAS} ({why} at alpha 1.0); for another graph of MobileNetV2 "
+                       "(a DeepLabV3) name its checkpoint folder with --weights")
 
 
 def from_other(other, hw, include_top, pooling=None):
