@@ -34,3 +34,25 @@ def test_target_sizes_are_bounded_before_anything_is_allocated():
             hf_processing.post_process_semantic_segmentation(logits, [bad])
     got = hf_processing.post_process_semantic_segmentation(logits, [np.array([MAX_TARGET, 1])])
     assert got[0].shape == (MAX_TARGET, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_class_maps_are_made_a_few_labels_at_a_time(monkeypatch, dtype):
+    """The labels are resized RESIZE_CHUNK_BYTES at a time (all 21 of a 64-megapixel photo were
+    5.6 GB at once in float32; in float64 a 3-megapixel photo took 2.1 GB): every resize stays
+    within the bound, and the map is still the argmax of the whole resize (NumPy's, here), ties
+    and NaN included (the first of equal maxima, the first NaN)."""
+    logits = np.random.default_rng(3).standard_normal((2, 9, 7, 21)).astype(dtype)
+    logits[0, :, :, [4, 13]] = logits[0].max() + 1       # a tie across chunks: 4 wins
+    logits[1, 2, 3, [6, 17]] = np.nan                    # NaN wins, the first one (6, not 17)
+    logits[1, 7, 0, 19] = np.nan                         # a NaN in the last chunk only
+    target = (37, 50)
+    want = [resize_bilinear(logits[i:i + 1], *target, align_corners=False)[0].argmax(axis=-1) for i in range(2)]
+    sizes = []
+    resize = hf_processing._resize_logits
+    monkeypatch.setattr(hf_processing, "_resize_logits", lambda y, th, tw: sizes.append(y.shape[-1]) or resize(y, th, tw))
+    monkeypatch.setattr(hf_processing, "RESIZE_CHUNK_BYTES", 5 * 37 * 50 * np.dtype(dtype).itemsize)
+    got = hf_processing.post_process_semantic_segmentation(logits, [target, target])
+    assert sizes == [5, 5, 5, 5, 1] * 2
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    assert (got[0] == 4).all() and {6, 19} <= set(np.unique(got[1]))  # where the NaNs spread
