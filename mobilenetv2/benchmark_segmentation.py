@@ -33,10 +33,10 @@ ENGINES = ("c", "ort")
 
 
 def load_model(hf_dir):
-    from mobilenetv2.hf import HFMobileNetV2, from_pretrained
+    from mobilenetv2.hf import HFMobileNetV2, expect_head, from_pretrained
     from mobilenetv2.hf_config import HFConfig
-    if hf_dir:
-        return from_pretrained(hf_dir)
+    if hf_dir:  # a classifier ran and was reported as DeepLabV3
+        return expect_head(from_pretrained(hf_dir), "segmentation", hf_dir)
     labels = {i: str(i) for i in range(21)}
     return HFMobileNetV2(HFConfig(output_stride=8, head="segmentation", id2label=labels, image_size=513))
 

@@ -62,12 +62,10 @@ def _load_batch(paths, size, dtype):
 
 def _classify_hf(args):
     """classify with a transformers checkpoint folder: its processor, its labels."""
-    from mobilenetv2.hf import from_pretrained
+    from mobilenetv2.hf import expect_head, from_pretrained
     from mobilenetv2.hf_processing import hf_preprocess
     from mobilenetv2.numpy_kernels import softmax
-    model = from_pretrained(args.hf, dtype=args.dtype)
-    if model.config.head != "classification":
-        raise ArgumentError(f"{args.hf!r} holds a {model.config.architecture}, not an image classifier")
+    model = expect_head(from_pretrained(args.hf, dtype=args.dtype), "classification", args.hf)
     x = np.concatenate([hf_preprocess(p, model.processor_config) for p in args.images])
     probs = softmax(model.predict(x.astype(args.dtype)).astype(np.float64))
     results = []
@@ -202,14 +200,12 @@ def _save_png_atomically(path, array):
 
 def cmd_segment(args):
     """The class map of a photo at its own size (transformers' post-processing), colour-coded."""
-    from mobilenetv2.hf import from_pretrained
+    from mobilenetv2.hf import expect_head, from_pretrained
     from mobilenetv2.hf_processing import _rgb_image, hf_preprocess, post_process_semantic_segmentation
     if not args.out.lower().endswith(".png"):
         raise ArgumentError(f"--out must name a .png file, got {args.out!r}")
     files.check_output_path(args.out, "--out")  # a folder named x.png failed after the model ran
-    model = from_pretrained(args.hf, dtype=args.dtype)
-    if model.config.head != "segmentation":
-        raise ArgumentError(f"{args.hf!r} holds a {model.config.architecture}, not a segmentation model")
+    model = expect_head(from_pretrained(args.hf, dtype=args.dtype), "segmentation", args.hf)
     photo = np.asarray(_rgb_image(args.image))
     logits = model.predict(hf_preprocess(args.image, model.processor_config).astype(args.dtype))
     classes = post_process_semantic_segmentation(logits, [photo.shape[:2]])[0]

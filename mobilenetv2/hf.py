@@ -334,6 +334,15 @@ def from_pretrained(path, dtype="float32", threads=None, top_pooling="global", e
     return model
 
 
+def expect_head(model, head, folder):
+    """``model`` (from ``folder``) where its checkpoint has ``head`` ('classification' or
+    'segmentation'), else an ArgumentError naming the folder and what it holds."""
+    if model.config.head != head:
+        want = {"classification": "an image classifier", "segmentation": "a segmentation model"}[head]
+        raise ArgumentError(f"{os.fsdecode(folder)!r} holds a {model.config.architecture}, not {want}")
+    return model
+
+
 def _config_of(model):
     """The HFConfig describing a model of this package (an HFMobileNetV2, or Keras's MobileNetV2)."""
     if isinstance(model, HFMobileNetV2):
@@ -393,5 +402,5 @@ def save_pretrained(model, path):
     return folder
 
 
-__all__ = ["CheckpointError", "ConfigError", "HFMobileNetV2", "from_pretrained", "hf_name_map",
+__all__ = ["CheckpointError", "ConfigError", "HFMobileNetV2", "expect_head", "from_pretrained", "hf_name_map",
            "save_pretrained"]

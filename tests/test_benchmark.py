@@ -306,6 +306,20 @@ def test_bench_segmentation_refuses_a_folder_that_is_not_a_checkpoint(tmp_path, 
     assert len(err) == 1 and err[0].startswith("mobilenetv2 bench: error:")
 
 
+def test_bench_segmentation_refuses_a_classification_checkpoint(tmp_path, capsys, monkeypatch):
+    """A classifier's folder was timed and reported as DeepLabV3 (JSON "model": "deeplabv3_...")."""
+    pytest.importorskip("onnxruntime", reason="the segmentation bench times ONNX Runtime")
+    from conftest import require_shared
+    from mobilenetv2.cli import main as cli
+    folder = str(require_shared("hf", "mobilenet_v2_0.35_96"))
+    monkeypatch.chdir(tmp_path)
+    assert cli(["bench", "--segmentation", folder, "--size", "65", "--threads", "1", "--runs", "1",
+                "--warmup", "0", "--rounds", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MobileNetV2ForImageClassification, not a segmentation model" in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("args,says", [
     (["--threads", "a"], "comma list of whole numbers"), (["--threads", "0"], "--threads must each be"),
     (["--size", "5"], "--size must be from 32"), (["--runs", "0"], "--runs must be from 1"),
