@@ -191,10 +191,17 @@ def _palette(n):
     return out
 
 
-def _save_png_atomically(path, array):
+def _save_png_atomically(path, array, palette=None):
+    """``array`` as a PNG: RGB, or with ``palette`` ((n, 3) uint8, n <= 256) an indexed PNG whose
+    pixel values are ``array``'s (PASCAL VOC's mask format: the class ids read back as they are)."""
     from PIL import Image
+    if palette is None:
+        image = Image.fromarray(array)
+    else:
+        image = Image.fromarray(array.astype(np.uint8), mode="P")
+        image.putpalette(np.asarray(palette, np.uint8).ravel().tolist())
     with files.atomic_write(path, suffix=".png") as f:
-        Image.fromarray(array).save(f, format="PNG")
+        image.save(f, format="PNG")
     return os.path.abspath(path)
 
 
@@ -210,10 +217,12 @@ def cmd_segment(args):
     logits = model.predict(hf_preprocess(args.image, model.processor_config).astype(args.dtype))
     classes = post_process_semantic_segmentation(logits, [photo.shape[:2]])[0]
     colours = _palette(max(model.classes, 1))
-    image = colours[classes]
     if args.overlay:
-        image = (0.5 * photo + 0.5 * image).round().astype(np.uint8)
-    path = _save_png_atomically(args.out, image)
+        path = _save_png_atomically(args.out, (0.5 * photo + 0.5 * colours[classes]).round().astype(np.uint8))
+    elif len(colours) <= 256:  # the class ids themselves, shown in the palette's colours
+        path = _save_png_atomically(args.out, classes, palette=colours)
+    else:
+        path = _save_png_atomically(args.out, colours[classes])
     ids, counts = np.unique(classes, return_counts=True)
     print(f"{args.image}: {classes.shape[1]}x{classes.shape[0]} class map written to {path}")
     for i, n in sorted(zip(ids, counts), key=lambda t: -t[1]):
@@ -272,7 +281,8 @@ def build_parser():
     p = sub.add_parser("segment", help="class map of a photo with a transformers DeepLabV3 checkpoint")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--hf", metavar="DIR", required=True, help="a transformers segmentation checkpoint folder")
-    p.add_argument("--out", required=True, help="output .png (the class map, colour-coded, at the image's size)")
+    p.add_argument("--out", required=True, help="output .png: the class map at the image's size, an indexed PNG whose "
+                   "pixel values are the class ids (colour-coded by its palette)")
     p.add_argument("--overlay", action="store_true", help="blend the colours over the photo")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.set_defaults(func=cmd_segment)

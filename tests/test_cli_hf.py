@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from conftest import require_shared
+from mobilenetv2 import from_pretrained, hf_preprocess, post_process_semantic_segmentation
 from mobilenetv2.cli import main
 
 
@@ -28,9 +29,16 @@ def test_segment_writes_the_class_map_at_the_image_size(tmp_path, capsys):
     out = tmp_path / "mask.png"
     assert main(["segment", "--hf", str(folder), photo, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    mask = np.asarray(Image.open(out))
-    assert mask.shape == (613, 696, 3)
+    mask = Image.open(out)
+    assert mask.mode == "P" and mask.size == (696, 613)  # indexed: its values are the class ids
     assert "person" in printed and "#" in printed
+    # shown in PASCAL VOC's colours (class 15, person: #c08080); the values are the class map
+    # (test_hf_postprocess.py holds that map to transformers')
+    assert mask.getpalette()[15 * 3:16 * 3] == [0xc0, 0x80, 0x80]
+    model = from_pretrained(folder)
+    want = post_process_semantic_segmentation(model.predict(hf_preprocess(photo, model.processor_config)),
+                                              [(613, 696)])[0]
+    assert np.array_equal(np.asarray(mask), want) and len(np.unique(want)) > 1
     assert main(["segment", "--hf", str(folder), photo, "--out", str(tmp_path / "o.png"), "--overlay"]) == 0
     assert np.asarray(Image.open(tmp_path / "o.png")).shape == (613, 696, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.png", "o.png"]  # no temporary left
