@@ -151,3 +151,32 @@ def test_transformers_model_agrees():
     report = compare(hf, batch=x)  # weights from the module; its tf_padding is functional, not a module
     assert report["agrees"], (report["first_divergent_layer"], report["diagnosis"])
     assert len(report["layers"]) >= 100 and report["layers"][-1]["layer"] == "global_average_pooling2d"
+
+
+def test_torchvision_model_given_keras_weights_is_explained(model, x):
+    """torchvision's own MobileNetV2 (in-place ReLU6s, residual adds and the pooling in forward,
+    padding=1 on every conv, batch-norm epsilon 1e-5) given our weights, conv by conv: compare
+    names its three differences from Keras's graph, and with them applied every layer agrees.
+    (Its in-place ReLU6 used to change the batch norms' hooked outputs: unexplained at bn_Conv1.)"""
+    torchvision = pytest.importorskip("torchvision", reason="torchvision is not installed")
+    m = lively_weights(MobileNetV2(SHAPE, alpha=1.0, weights=None, classifier_activation=None), seed=3)
+    net = torchvision.models.mobilenet_v2(weights=None).eval()
+    convs = [k for k in m.layers if isinstance(k, (L.Conv2D, L.DepthwiseConv2D))]
+    for k, t in zip(convs, [t for t in net.modules() if isinstance(t, nn.Conv2d)], strict=True):
+        w = np.asarray(k.weights[0], np.float32)
+        w = w[:, :, :, 0].transpose(2, 0, 1)[:, None] if isinstance(k, L.DepthwiseConv2D) else w.transpose(3, 2, 0, 1)
+        t.weight.data = torch.from_numpy(np.ascontiguousarray(w))
+    bns = [k for k in m.layers if isinstance(k, L.BatchNormalization)]
+    for k, t in zip(bns, [t for t in net.modules() if isinstance(t, nn.BatchNorm2d)], strict=True):
+        t.weight.data, t.bias.data, t.running_mean.data, t.running_var.data = (
+            torch.from_numpy(np.array(a, np.float32)) for a in k.weights)
+    kernel, bias = m.get_layer("predictions").weights
+    net.classifier[1].weight.data = torch.from_numpy(np.ascontiguousarray(np.asarray(kernel, np.float32).T))
+    net.classifier[1].bias.data = torch.from_numpy(np.asarray(bias, np.float32))
+    report = compare(net, weights=m, batch=x[:1])
+    found = [report["diagnosis"]] + report["diagnosis"]["further"]
+    assert [(d["layer"], d["cause"]) for d in found] == [
+        ("Conv1", "padding"), ("bn_Conv1", "bn_epsilon"), ("block_1_depthwise", "padding")]
+    assert found[1]["evidence"][0]["detail"]["epsilon"] == 1e-5 and found[1]["scope"] == "every batch norm"
+    assert found[-1]["after_fix"]["agrees"] and report["layers"][-1]["layer"] == "predictions"
+    assert all("forward" in u["why"] for u in report["unmapped"] if u["layer"].endswith("_add"))

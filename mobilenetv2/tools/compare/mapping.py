@@ -222,8 +222,9 @@ def map_by_topology(other, ref_layers, missing=None):
             if add_node is not None:
                 add(residual.name, rounded(add_node.output), "Add of two activations after " + bn.name)
             else:
-                missing.append({"layer": residual.name,
-                                "why": f"no Add after {bn.name}: a missing residual add?"})
+                missing.append({"layer": residual.name, "why": (
+                    f"no Add after {bn.name}: a torch module's adds are in its forward, which hooks "
+                    "cannot see" if other.kind == "torch" else f"no Add after {bn.name}: a missing residual add?")})
     # the head: pooling, then the dense classifier
     last = matches[-1].tensor
     names = {x.name: x for x in ref_layers}

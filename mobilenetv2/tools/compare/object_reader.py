@@ -27,7 +27,9 @@ def _read_torch(module):
 
     def hook_for(name, m):
         def hook(mod, inputs, output):
-            order.append((name, mod, output))
+            # a copy: an in-place op after this module (torchvision's ReLU6(inplace=True) after
+            # each batch norm) would otherwise change the tensor kept here
+            order.append((name, mod, output.detach().clone() if isinstance(output, torch.Tensor) else output))
         return hook
 
     def run(x):
