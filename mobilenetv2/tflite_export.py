@@ -215,6 +215,9 @@ def export_tflite(model, path, batch=1, input_size=None):
             if len(nxt) == 1 and isinstance(nxt[0], L.ReLU):
                 act = "relu6" if nxt[0].max_value == 6.0 else "relu"
                 fused[nxt[0].name] = last.name
+                named = nxt[0].name  # the tensor holds the activation's output: named after it, as TF's converter does
+            else:
+                named = last.name
             pads = layer.pads(*shapes[layer.inputs[0]][:2])
             h_in, w_in = shapes[layer.inputs[0]][:2]
             if layer.inputs[0] in pending_pads:  # a ZeroPadding2D before it: its pads, on its input
@@ -237,7 +240,7 @@ def export_tflite(model, path, batch=1, input_size=None):
                     src = padded
             wt = g.tensor(layer.name + "/kernel", w.shape, w)
             bt = g.tensor(layer.name + "/bias", bias.shape, bias)
-            out = g.tensor(last.name, (batch,) + tuple(shapes[last.name]))
+            out = g.tensor(named, (batch,) + tuple(shapes[last.name]))
             name = "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"
             g.op(name, [src, wt, bt], [out], _conv_options(depthwise, padding, layer.stride, act, dilation),
                  "DepthwiseConv2DOptions" if depthwise else "Conv2DOptions",

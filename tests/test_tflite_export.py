@@ -144,6 +144,26 @@ def test_the_schema_s_own_reader_reads_it(tmp_path):
     assert constants == 2 * (35 + 17) + 1 + 2  # convolutions' kernels and biases, MEAN's axes, the head
 
 
+def test_every_tensor_named_after_a_keras_layer_holds_that_layer(tmp_path):
+    """A tensor's name is the Keras layer whose output it holds, so a dump of LiteRT's tensors by
+    name reads as our own ``dump``: a convolution with its batch norm folded and ReLU6 fused
+    outputs the ReLU6's values (``Conv1_relu``), and was named after the batch norm (``bn_Conv1``)."""
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, classifier_activation=None)
+    x = np.random.default_rng(6).uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
+    it = litert.Interpreter(model_path=str(export_tflite(model, tmp_path / "m.tflite")),
+                            experimental_preserve_all_tensors=True,
+                            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    want = float64_twin(model).trace(x.astype(np.float64))
+    got = {d["name"]: it.get_tensor(d["index"]) for d in it.get_tensor_details() if d["name"] in want}
+    assert "Conv1_relu" in got and "bn_Conv1" not in got  # a fused conv's output is its activation's
+    assert len(got) == 35 + 17 + 10 + 2  # convolutions' outputs, adds, the pooling, the head
+    for name, array in got.items():
+        assert rel_l2(array, want[name]) <= TOLERANCE, name
+
+
 def test_refusals(tmp_path):
     dynamic = MobileNetV2(None, alpha=0.35, include_top=False, weights=None)
     with pytest.raises(ArgumentError, match="static"):
