@@ -24,7 +24,8 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
     ``opset`` (13..21) is the default domain's opset; the file's IR version is the oldest one that
     opset goes with in onnx's own release table (opset 13 -> IR 7, 15 -> 8, 19 -> 9, 21 -> 10), not
     the newest IR the installed onnx knows, so older runtimes load it: ONNX Runtime 1.15.1, the
-    oldest tested (README), runs opsets 13-19 with a fixed batch and 13-18 with ``batch=None``.
+    oldest tested (README), runs opsets 13-19 with a fixed batch and 13-18 with ``batch=None``
+    (TF-slim's 7x7 head 13-18: it has no AveragePool-19).
     """
     if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
         raise ArgumentError(f"opset must be an integer from {OPSETS[0]} to {OPSETS[-1]}, got {opset!r}")

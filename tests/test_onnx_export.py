@@ -82,9 +82,22 @@ def test_opset_out_of_range(tmp_path, opset):
 
 # The oldest ONNX Runtime the README claims: the first release with wheels for the Pythons we support
 # (3.11) is 1.15.1. It runs opsets 13-19 with a fixed batch, 13-18 with a dynamic one (at 19 the
-# dynamic batch's Reshape is Reshape-19, which 1.15 has no kernel for). CI installs it in a venv of
-# its own (.ci/run).
-OLDEST_ORT, OLDEST_ORT_OPSETS = "1.15.1", {1: range(13, 20), None: range(13, 19)}
+# dynamic batch's Reshape is Reshape-19, which 1.15 has no kernel for), and TF-slim's 7x7 head at
+# 13-18 only (AveragePool-19 has none either). CI installs it in a venv of its own (.ci/run).
+OLDEST_ORT = "1.15.1"
+
+
+def oldest_ort_cases():
+    """(model, batch, input_size, opsets) for each model family the README says 1.15.1 runs."""
+    from mobilenetv2.hf import HFMobileNetV2
+    from mobilenetv2.hf_config import HFConfig
+    plain = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
+    slim = MobileNetV2((256, 224, 3), alpha=0.35, weights=None, top_pooling="7x7")  # a 2x1 grid of scores
+    deeplab = HFMobileNetV2(HFConfig(depth_multiplier=0.35, output_stride=8, head="segmentation",
+                                     id2label={i: str(i) for i in range(5)}))
+    return [(plain, 1, None, range(13, 20)), (plain, None, None, range(13, 19)),
+            (slim, 1, None, range(13, 19)), (slim, None, None, range(13, 19)),
+            (deeplab, 1, (64, 48), range(13, 20))]
 
 
 def test_the_oldest_claimed_onnx_runtime_runs_every_opset_it_reads(tmp_path):
@@ -95,13 +108,12 @@ def test_the_oldest_claimed_onnx_runtime_runs_every_opset_it_reads(tmp_path):
     if not python:
         pytest.skip(f"needs MOBILENETV2_OLDEST_ORT_PYTHON: a Python with onnxruntime=={OLDEST_ORT} and "
                     "numpy<2 (CI makes one in .ci/run)")
-    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
     files = []
-    for batch, opsets in OLDEST_ORT_OPSETS.items():
-        x = np.random.default_rng(7).uniform(-1, 1, (batch or 2, 96, 96, 3)).astype(np.float32)
-        np.save(tmp_path / f"x{batch}.npy", x)
-        files += [(x, str(export_onnx(model, tmp_path / f"m{opset}-{batch}.onnx", opset=opset, batch=batch)),
-                   str(tmp_path / f"x{batch}.npy")) for opset in opsets]
+    for i, (model, batch, size, opsets) in enumerate(oldest_ort_cases()):
+        x = np.random.default_rng(7).uniform(-1, 1, (batch or 2,) + (size or model.input_shape[:2]) + (3,))
+        np.save(tmp_path / f"x{i}.npy", x.astype(np.float32))
+        files += [(model, str(export_onnx(model, tmp_path / f"m{i}-{opset}.onnx", opset=opset, batch=batch,
+                                          input_size=size)), str(tmp_path / f"x{i}.npy")) for opset in opsets]
     script = (
         "import json, sys, numpy as np, onnxruntime as ort\n"
         "for f, x in zip(sys.argv[1::2], sys.argv[2::2]):\n"
@@ -112,8 +124,8 @@ def test_the_oldest_claimed_onnx_runtime_runs_every_opset_it_reads(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == OLDEST_ORT
-    for x, f, _ in files:
-        assert rel_l2(np.load(f + ".out.npy"), model.predict(x)) <= 1e-5, f
+    for model, f, xf in files:
+        assert rel_l2(np.load(f + ".out.npy"), model.predict(np.load(xf))) <= 1e-5, f
 
 
 @pytest.mark.parametrize("shape,grid,activation", [((320, 320, 3), 4, "softmax"), ((224, 224, 3), 1, "softmax"),
