@@ -129,16 +129,21 @@ def atomic_path(path, suffix=""):
     """Yield a temporary path in ``path``'s folder; when the block ends without an exception it
     gets the umask's permissions and is renamed to ``path``; otherwise it is removed."""
     path = os.path.abspath(os.fspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix + ".tmp",
-                               dir=os.path.dirname(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix + ".tmp",
+                                   dir=os.path.dirname(path))
+    except OSError as e:  # a read-only folder: said of the file asked for, not of our temporary one
+        raise OSError(e.errno, e.strerror, path) from None
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno and e.filename in (None, tmp):  # a full disk: the same
+            raise OSError(e.errno, e.strerror, path) from None
         raise
 
 

@@ -20,6 +20,25 @@ def test_a_failed_write_raises_and_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
 
+@pytest.mark.parametrize("where", ["making the temporary file", "writing it"])
+def test_a_system_error_names_the_file_asked_for(tmp_path, monkeypatch, where):
+    """A read-only folder or a full disk was reported of the temporary file ('.out.bin.x1y2.tmp')
+    or of no file at all ('[Errno 28] No space left on device'): it names the output path."""
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    if where == "making the temporary file":
+        def mkstemp(prefix, suffix, dir):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.path.join(dir, prefix + "x1y2" + suffix))
+        monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
+    with pytest.raises(OSError) as caught:
+        with files.atomic_write(target) as f:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write to a full disk does
+    assert caught.value.errno == (errno.EROFS if where == "making the temporary file" else errno.ENOSPC)
+    assert caught.value.filename == str(target) and str(target) in str(caught.value)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
 def test_a_write_replaces_the_file_whole(tmp_path):
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")
