@@ -270,6 +270,9 @@ def export_input_shape(model, input_size, exporter):
     W)`` fixing a size the model leaves open (each from 32 to 4096, as the model takes; a size the
     model fixes must be given as it is, since the file would otherwise compute what the model
     refuses to); an ArgumentError naming ``exporter`` if none is fixed or input_size is not so."""
+    if not (hasattr(model, "input_shape") and hasattr(model, "layers")):
+        raise ArgumentError(f"{exporter} takes a model (MobileNetV2(...) or from_pretrained(...)), "
+                            f"got {model!r:.60}")
     shape = tuple(model.input_shape)
     if input_size is not None:
         if isinstance(input_size, (str, bytes)) or not hasattr(input_size, "__len__") or len(input_size) != 2 \

@@ -52,6 +52,14 @@ def test_needs_a_static_shape(tmp_path):
         export_onnx(MobileNetV2(None, alpha=0.35, include_top=False, weights=None), tmp_path / "m.onnx")
 
 
+@pytest.mark.parametrize("not_a_model", ["m.h5", None])
+def test_needs_a_model(tmp_path, not_a_model):
+    from mobilenetv2 import ArgumentError
+    with pytest.raises(ArgumentError, match="export_onnx takes a model"):  # was an AttributeError
+        export_onnx(not_a_model, tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
 # The IR version each opset first shipped with, from onnx's release table (onnx.helper.VERSION_TABLE):
 # written out here so the test does not check the exporter against the function the exporter calls.
 IR_FOR_OPSET = {13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10}

@@ -174,6 +174,9 @@ def test_refusals(tmp_path):
             export_tflite(model, tmp_path / "m.tflite", batch=batch)
     with pytest.raises(OutputPathError):
         export_tflite(model, tmp_path)
+    for not_a_model in ("m.h5", None, model.layers):  # was an AttributeError
+        with pytest.raises(ArgumentError, match="takes a model"):
+            export_tflite(not_a_model, tmp_path / "m.tflite")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
