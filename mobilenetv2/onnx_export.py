@@ -11,7 +11,7 @@ import numpy as np
 
 from mobilenetv2 import arch, files
 from mobilenetv2 import layers as L
-from mobilenetv2.errors import ArgumentError
+from mobilenetv2.errors import ArgumentError, is_whole
 
 
 OPSETS = range(13, 22)  # the default ONNX domain's opsets this exporter writes (Clip takes its bounds as inputs from 11)
@@ -27,8 +27,10 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
     oldest tested (README), runs opsets 13-19 with a fixed batch and 13-18 with ``batch=None``
     (TF-slim's 7x7 head 13-18: it has no AveragePool-19).
     """
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
-        raise ArgumentError(f"opset must be an integer from {OPSETS[0]} to {OPSETS[-1]}, got {opset!r}")
+    if not is_whole(opset) or opset not in OPSETS:
+        raise ArgumentError(f"export_onnx: opset must be a whole number from {OPSETS[0]} to {OPSETS[-1]}, "
+                            f"got {opset!r}")
+    opset = int(opset)
     batch = arch.export_batch(batch, "export_onnx", dynamic=True)
     path = os.path.abspath(files.check_output_path(path, "export_onnx"))
     try:

@@ -81,11 +81,18 @@ def test_ir_version_goes_with_the_opset(tmp_path, opset):
     assert rel_l2(got, model.predict(x)) <= 1e-5
 
 
-@pytest.mark.parametrize("opset", [12, 22, "13", True])
+@pytest.mark.parametrize("opset", [12, 22, "13", True, 13.0, np.int8(12)])
 def test_opset_out_of_range(tmp_path, opset):
     model = MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None)
     with pytest.raises(ValueError, match="opset"):
         export_onnx(model, tmp_path / "m.onnx", opset=opset)
+
+
+def test_opset_a_numpy_integer(tmp_path):
+    """As batch takes one: was refused as 'opset must be an integer ..., got np.int64(17)'."""
+    path = export_onnx(MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None), tmp_path / "m.onnx",
+                       opset=np.int64(17))
+    assert [(o.domain, o.version) for o in onnx.load(path).opset_import] == [("", 17)]
 
 
 # The oldest ONNX Runtime the README claims: the first release with wheels for the Pythons we support
