@@ -6,6 +6,8 @@ transformers ``MobileNetV2Config`` (depth multiplier rounding, TF or symmetric p
 stride 8 with dilated depthwise convolutions, the 1001-class classifier or the DeepLabV3 head) onto
 the same block table and the same ``_inverted_res_block``, with Keras's layer names.
 """
+import math
+
 from mobilenetv2 import layers as L
 from mobilenetv2.errors import ArgumentError, is_whole
 from mobilenetv2.numpy_kernels import fold_batchnorm
@@ -263,6 +265,25 @@ def export_batch(batch, exporter, dynamic=False):
         raise ArgumentError(f"{exporter}: batch must be a whole number from 1 to {MAX_EXPORT_BATCH}{what}, "
                             f"got {batch!r}")
     return int(batch)
+
+
+MAX_EXPORT_BYTES = 2 ** 31 - 1  # an ONNX file (one protobuf message) or a .tflite (a flatbuffer) holds 2 GiB
+
+
+def export_bytes(model):
+    """The bytes of the float32 weights an exporter writes for ``model``: every weight but the
+    batch norms', each of which folds into a bias of its channels."""
+    return 4 * sum(layer.channels if isinstance(layer, L.BatchNormalization) else
+                   sum(math.prod(shape) for shape in layer.weight_shapes()) for layer in model.layers)
+
+
+def check_export_bytes(model, exporter):
+    """An ArgumentError naming ``exporter`` where the file could not hold ``model``'s weights (onnx
+    fails to serialize such a model; LiteRT refuses such a flatbuffer), with 1 MiB for the graph."""
+    size = export_bytes(model)
+    if size + 2 ** 20 > MAX_EXPORT_BYTES:
+        raise ArgumentError(f"{exporter}: this model's weights are {size / 2 ** 30:.2f} GiB in float32, more than "
+                            "the 2 GiB an ONNX or TFLite file holds (a smaller alpha or fewer classes)")
 
 
 def export_input_shape(model, input_size, exporter):

@@ -39,6 +39,7 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
     except ImportError:
         raise ImportError('export_onnx needs the onnx package: pip install "mobilenetv2[onnx]"') from None
     input_shape = arch.export_input_shape(model, input_size, "export_onnx")
+    arch.check_export_bytes(model, "export_onnx")
     h, w, c = input_shape
     shapes = arch.output_shapes(model.layers, input_shape)
     nodes, inits = [], []

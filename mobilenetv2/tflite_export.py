@@ -179,6 +179,7 @@ def export_tflite(model, path, batch=1, input_size=None):
     batch = arch.export_batch(batch, "export_tflite")
     path = os.path.abspath(files.check_output_path(path, "export_tflite"))
     input_shape = arch.export_input_shape(model, input_size, "export_tflite")
+    arch.check_export_bytes(model, "export_tflite")
     shapes = arch.output_shapes(model.layers, input_shape)
     consumers = {}
     for layer in model.layers:

@@ -1,5 +1,7 @@
 """The ONNX export computes what the model computes (checked with onnx's reference evaluator,
 and ONNX Runtime where installed)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,25 @@ def test_needs_a_model(tmp_path, not_a_model):
     with pytest.raises(ArgumentError, match="export_onnx takes a model"):  # was an AttributeError
         export_onnx(not_a_model, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_over_2_gib_is_refused_before_any_work(tmp_path):
+    """alpha=4 with 100,000 classes (each within its bounds) is 2.04 GiB of float32 weights: onnx
+    failed after 37 s with protobuf's 'EncodeError: Failed to serialize proto', and export_tflite
+    wrote a 2.2 GB file LiteRT refuses ('not a valid Flatbuffer buffer'). Refused up front, by the
+    weights' size: a file is its float32 weights and under 1 MiB more (measured below)."""
+    import types
+    from mobilenetv2 import ArgumentError, arch, export_tflite
+    huge = types.SimpleNamespace(input_shape=(32, 32, 3), layers=arch.build_layers(4.0, classes=100000))
+    for export in (export_onnx, export_tflite):
+        with pytest.raises(ArgumentError, match=r"2\.04 GiB .* more than the 2 GiB"):
+            export(huge, tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+    for kw in (dict(classes=7), dict(include_top=False), dict(top_pooling="7x7")):
+        model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, **kw)
+        for export in (export_onnx, export_tflite):
+            size = os.path.getsize(export(model, tmp_path / "m"))
+            assert 0 <= size - arch.export_bytes(model) < 2 ** 20, (kw, export)
 
 
 # The IR version each opset first shipped with, from onnx's release table (onnx.helper.VERSION_TABLE):
