@@ -71,6 +71,27 @@ def test_own_export_agrees_every_layer(model, weights_file, tmp_path, capsys):
     assert report["layers"][-1]["layer"] == "predictions"
 
 
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_own_export_of_a_pooled_backbone_compares_its_pooling(tmp_path, pooling):
+    """The pooled output of our export is compared with the reference's pooling: a GlobalMaxPool
+    (REDUCE_MAX in a .tflite) was no pooling node to compare, so compare built a reference without
+    one, and reported AGREES on the layers before it, never looking at the file's output."""
+    from mobilenetv2 import export_tflite
+    backbone = lively_weights(MobileNetV2(SHAPE, alpha=0.35, include_top=False, pooling=pooling, weights=None))
+    pooled = "global_max_pooling2d" if pooling == "max" else "global_average_pooling2d"
+    files = [export_onnx(backbone, tmp_path / "m.onnx")]
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+        files.append(export_tflite(backbone, tmp_path / "m.tflite"))
+    except ImportError:
+        pass
+    for path in files:
+        report = compare(path, random=1, seed=3)
+        assert report["agrees"] and report["unmapped"] == []
+        assert report["layers"][-1]["layer"] == pooled, path
+        assert report["layers"][-1]["how"].startswith(f"global {'max' if pooling == 'max' else 'average'} pooling")
+
+
 def test_weights_read_from_other_agree_and_say_what_they_hide(model, tmp_path):
     path = torch_style(model, tmp_path / "clean.onnx")
     report = compare(path, random=1, seed=2)
