@@ -30,3 +30,7 @@ def test_onnx_export_of_hf_models(tmp_path, head, size, tf_padding):
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
     with pytest.raises(ValueError, match="input_size"):
         export_onnx(model, tmp_path / "n.onnx")
+    if head == "segmentation":  # its Resize has the output's whole size: a fixed batch (README)
+        with pytest.raises(ValueError, match="fixed batch size"):
+            export_onnx(model, tmp_path / "n.onnx", batch=None, input_size=size)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
