@@ -241,6 +241,7 @@ class MobileNetV2:
         self.input_shape, self.weights_rows = _input_shape(input_shape, include_top, weights)
         self.include_top = bool(include_top)
         self.pooling = pooling
+        self.top_pooling = top_pooling
         self.classes = int(classes)
         self.classifier_activation = classifier_activation
         layers = arch.build_layers(self.alpha, self.include_top, pooling, self.classes,
@@ -361,7 +362,8 @@ class MobileNetV2:
 
     def describe(self):
         top = "with top" if self.include_top else "without top"
-        return f"MobileNetV2 alpha={self.alpha:g} {top} ({self.classes} classes)" if self.include_top \
+        head = ", TF-slim's 7x7 head" if getattr(self, "top_pooling", "global") == "7x7" else ""
+        return f"MobileNetV2 alpha={self.alpha:g} {top} ({self.classes} classes{head})" if self.include_top \
             else f"MobileNetV2 alpha={self.alpha:g} {top}"
 
     # -- shapes and cost -------------------------------------------------------------------

@@ -191,6 +191,36 @@ def test_a_headless_max_pooling_export_agrees_with_keras_max_pooling(model, tmp_
     assert "global max pooling" in report["layers"][-1]["how"]
 
 
+def test_tf_slim_7x7_head_is_compared_as_tf_slim_computes_it(tmp_path):
+    """TF-slim's head (a 7x7 average pooling window, then the logits as a 1x1 conv: a grid of
+    scores above 224), as our export writes it, for ONNX and TFLite: it was refused ('53
+    convolutions, MobileNetV2 has 52'); the reference now has that head too, and agrees through
+    the pooling window and the grid of probabilities."""
+    from mobilenetv2 import export_tflite
+    from mobilenetv2 import export_onnx
+    from onnx_graphs import lively_weights
+    slim = lively_weights(MobileNetV2((256, 256, 3), alpha=0.35, weights=None, top_pooling="7x7"), seed=4)
+    files = [export_onnx(slim, tmp_path / "slim.onnx")]
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+        files.append(export_tflite(slim, tmp_path / "slim.tflite"))
+    except ImportError:
+        pass
+    for path in files:
+        for weights in (None, slim):  # OTHER's own weights, or ours
+            report = compare(path, weights=weights, random=1)
+            assert report["agrees"] and report["unmapped"] == [], path
+            assert [r["layer"] for r in report["layers"][-2:]] == ["average_pooling2d", "predictions"]
+            assert report["layers"][-1]["shape"] == [2, 2, 1000] and report["head"] == "softmax"
+    assert report["layers"][-2]["how"].startswith("average pooling window")
+    # the same graph with a global pooling where TF-slim's window belongs diverges there
+    path = _edit(files[0], tmp_path / "global.onnx", lambda g: [
+        n.CopyFrom(helper.make_node("GlobalAveragePool", list(n.input), list(n.output), name=n.name))
+        for n in g.node if n.op_type == "AveragePool"])
+    report = compare(path, weights=slim, random=1)
+    assert report["first_divergent_layer"] == "average_pooling2d"
+
+
 # -- 5: a closest candidate only where it helps ---------------------------------------------------
 def test_no_closest_candidate_that_does_not_reduce_the_error(model, clean, tmp_path, capsys):
     """One channel of one depthwise kernel scaled by 1.01: nothing compare models explains it,

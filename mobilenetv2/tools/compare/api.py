@@ -162,10 +162,13 @@ def _rounded_kind(patch):
 
 
 def _is_probabilities(a):
-    """Rows of non-negative values summing to 1: a softmax's output, not logits."""
+    """Non-negative values summing to 1 over the class axis (rows, or a grid's channels, NCHW or
+    NHWC, as TF-slim's 7x7 head gives above 224): a softmax's output, not logits."""
     a = np.atleast_2d(np.asarray(a, np.float64))  # a dump may keep one image's vector unbatched
-    return (a.ndim == 2 and a.shape[1] > 1 and bool(np.all(np.isfinite(a))) and float(a.min()) >= 0
-            and float(np.max(np.abs(a.sum(axis=1) - 1.0))) <= 1e-3)
+    if a.ndim not in (2, 4) or not np.all(np.isfinite(a)) or float(a.min()) < 0:
+        return False
+    return any(a.shape[axis] > 1 and float(np.max(np.abs(a.sum(axis=axis) - 1.0))) <= 1e-3
+               for axis in {1, a.ndim - 1})
 
 
 def _defect_first(found):
@@ -204,15 +207,18 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
             hw = tuple(b.shape[1:3]) if b.shape[-1] == 3 else tuple(b.shape[2:4])
         x, input_desc = make_input(hw, images, random, seed, batch)
         hw = tuple(x.shape[1:3])
+    o.nodes = M.head_convs_as_dense(o.nodes)
     include_top = M.has_head(o) if o.nodes else True
     pool = next((n for n in o.nodes if n.op == "pool"), None)
+    # TF-slim's head (a 7x7 average pooling window, then the logits): the reference's too
+    top_pooling = "7x7" if include_top and pool is not None and pool.attrs.get("kind") == "window" else "global"
     # without a head, Keras pools as asked (pooling='avg' or 'max'): the reference pools as OTHER
     # does; with one, Keras averages, and a max pooling in OTHER is a defect the diagnosis names
     pooling = None if pool is None or include_top else ("max" if pool.attrs.get("kind") == "max" else "avg")
     if weights is not None:
-        m64, m32, wdesc, cannot = W.from_user(weights, hw, include_top, pooling)
+        m64, m32, wdesc, cannot = W.from_user(weights, hw, include_top, pooling, top_pooling=top_pooling)
     elif o.nodes:
-        m64, m32, wdesc, cannot = W.from_other(o, hw, include_top, pooling)
+        m64, m32, wdesc, cannot = W.from_other(o, hw, include_top, pooling, top_pooling)
     elif o.keras_weights is not None:
         m64, m32, wdesc, cannot = W.from_keras_object(o, hw)
     else:

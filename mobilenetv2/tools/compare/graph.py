@@ -6,7 +6,8 @@ Every reader (ONNX, TFLite, a tensor dump, a live torch/Keras object) produces a
   None, ``bias``, ``group``, ``stride``), ``bn`` (``gamma``, ``beta``, ``mean``, ``var``, ``eps``),
   ``relu``, ``clip`` (``lo``, ``hi``), ``add`` (two activations), ``affine`` (a Mul/Add/Sub/Div by
   a constant), ``pad``, ``reshape`` (Transpose, Reshape, Flatten, Squeeze, Identity), ``pool``
-  (global, ``kind`` 'average' or 'max'), ``dense`` (``weight`` (out, in), ``bias``), ``softmax``, ``qdq`` (a
+  (``kind`` 'average' or 'max' over the whole map, or 'window': an average pooling window
+  (``kernel``), TF-slim's 7x7 head), ``dense`` (``weight`` (out, in), ``bias``), ``softmax``, ``qdq`` (a
   QuantizeLinear -> DequantizeLinear pair: the values rounded onto an integer grid), ``other``;
   a conv or dense read from a quantized graph carries ``weight_q`` / ``bias_q``, the graph's own
   quantization of its weights (``QParams``), its ``weight`` being their dequantized values;

@@ -27,6 +27,7 @@ import numpy as np
 
 from mobilenetv2 import layers as L
 from mobilenetv2.tools.compare.errors import CompareError, read_input
+from mobilenetv2.tools.compare.graph import Node
 
 MAX_MAPPING_BYTES = 1 << 20
 
@@ -230,10 +231,12 @@ def map_by_topology(other, ref_layers, missing=None):
     names = {x.name: x for x in ref_layers}
     pool = next((n for n in nodes if n.op == "pool" and last in n.inputs), None)
     order = {x.name: i for i, x in enumerate(ref_layers)}
-    gap = next((x.name for x in ref_layers if isinstance(x, L.GlobalAveragePooling2D)  # the classifier's,
+    gap = next((x.name for x in ref_layers if isinstance(x, (L.GlobalAveragePooling2D, L.AveragePooling2D))  # the classifier's,
                 and order[x.name] > order[matches[-1].layer]), None)  # not DeepLabV3's image pooling
     if pool is not None and gap is not None:
-        t, how = rounded(pool.output), f"global {pool.attrs.get('kind', 'average')} pooling"
+        kind = pool.attrs.get("kind", "average")
+        t, how = rounded(pool.output), ("average pooling window " + "x".join(map(str, pool.attrs.get("kernel") or ()))
+                                        if kind == "window" else f"global {kind} pooling")
         while True:
             nxt = only(t, ("reshape",))
             if nxt is None:
@@ -302,6 +305,25 @@ def _head_chain(t, how, only, rounded):
         t = rounded(nxt.output)
         best = (t, how)
     return best
+
+
+def head_convs_as_dense(nodes):
+    """``nodes`` with the last convolution made a dense node where it is a 1x1 one that reads a
+    pooling's output (through reshapes): the classifier as TF-slim writes it (its logits conv
+    after the 7x7 pooling) and as our export of that head does.  (DeepLabV3's image-pooling conv
+    reads a pooling too, but it is not the last.)"""
+    pooled = {n.output for n in nodes if n.op == "pool"}
+    last = next((n for n in reversed(nodes) if n.op == "conv"), None)
+    out = []
+    for n in nodes:
+        w = n.attrs.get("weight")
+        if n.op == "reshape" and n.inputs[0] in pooled:
+            pooled.add(n.output)
+        elif (n is last and n.inputs[0] in pooled and w is not None and w.shape[2:] == (1, 1)
+              and n.attrs.get("group", 1) == 1):
+            n = Node("dense", n.inputs, n.output, n.name, dict(n.attrs, weight=w[:, :, 0, 0]))
+        out.append(n)
+    return out
 
 
 def head_classes(other):

@@ -11,7 +11,7 @@ from mobilenetv2.tools.compare.graph import Node, OtherModel
 _RESHAPES = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 _FLOAT_OPS = {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "Mul", "Sub", "Div", "Pad",
               "Transpose", "Reshape", "Flatten", "Squeeze", "GlobalAveragePool", "ReduceMean",
-              "GlobalMaxPool", "ReduceMax",
+              "GlobalMaxPool", "ReduceMax", "AveragePool",
               "Gemm", "MatMul", "Softmax", "Max", "Min", "Identity", "Cast", "Sigmoid", "LogSoftmax", "Tanh", "Exp"}
 
 
@@ -82,6 +82,8 @@ def _normalize(node, consts, helper, grids):
         return Node("reshape", [ins[0]], out, node.name, dict(kind=op, perm=a.get("perm")))
     if op in ("GlobalAveragePool", "ReduceMean", "GlobalMaxPool", "ReduceMax"):
         return Node("pool", [ins[0]], out, node.name, dict(kind="max" if "Max" in op else "average"))
+    if op == "AveragePool":  # TF-slim's head: a window, not the whole map
+        return Node("pool", [ins[0]], out, node.name, dict(kind="window", kernel=tuple(a.get("kernel_shape", ()))))
     if op in ("Gemm", "MatMul") and len(data) == 1:
         w = consts.get(ins[1])
         if w is not None:

@@ -8,6 +8,7 @@ from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read
 from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams
 
 _OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "conv", "ADD": "add", "PAD": "pad", "MEAN": "pool", "REDUCE_MAX": "pool",
+        "AVERAGE_POOL_2D": "pool",
         "FULLY_CONNECTED": "dense", "SOFTMAX": "softmax", "RESHAPE": "reshape", "RELU6": "clip",
         "RELU": "relu", "TRANSPOSE": "reshape", "MUL": "affine", "SUB": "affine", "QUANTIZE": "quant",
         "DEQUANTIZE": "dequant"}
@@ -85,7 +86,8 @@ def read_tflite(path):
         elif kind == "add":
             nodes.append(Node("add", [str(i) for i in ins], out, name))
         elif kind == "pool":
-            nodes.append(Node("pool", [str(ins[0])], out, name, dict(kind="max" if op["op_name"] == "REDUCE_MAX" else "average")))
+            kind = {"REDUCE_MAX": "max", "AVERAGE_POOL_2D": "window"}.get(op["op_name"], "average")
+            nodes.append(Node("pool", [str(ins[0])], out, name, dict(kind=kind)))
         else:
             nodes.append(Node(kind, [str(ins[0])], out, name))
     hw = (int(inp["shape"][1]), int(inp["shape"][2]))

@@ -21,11 +21,12 @@ from mobilenetv2.tools.compare.mapping import check_convs, head_classes, keras_c
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
 
-def _model(alpha, hw, include_top, classes, dtype, pooling=None):
+def _model(alpha, hw, include_top, classes, dtype, pooling=None, top_pooling="global"):
     from mobilenetv2 import MobileNetV2
     return MobileNetV2((hw[0], hw[1], 3), alpha=alpha, include_top=include_top, weights=None,
                        classes=classes, classifier_activation=None, dtype=dtype,
-                       pooling=None if include_top else pooling)
+                       pooling=None if include_top else pooling,
+                       top_pooling=top_pooling if include_top else "global")
 
 
 def infer_alpha(other):
@@ -39,8 +40,9 @@ def infer_alpha(other):
                        "(a DeepLabV3) name its checkpoint folder with --weights")
 
 
-def from_other(other, hw, include_top, pooling=None):
-    """(float64 model, float32 model, description, cannot-detect note) with OTHER's own weights."""
+def from_other(other, hw, include_top, pooling=None, top_pooling="global"):
+    """(float64 model, float32 model, description, cannot-detect note) with OTHER's own weights;
+    ``top_pooling`` as MobileNetV2's (TF-slim's '7x7' head where OTHER has it)."""
     alpha = infer_alpha(other)
     convs = [n for n in other.nodes if n.op == "conv"]
     if any(n.attrs.get("weight") is None for n in convs):
@@ -54,7 +56,7 @@ def from_other(other, hw, include_top, pooling=None):
     models = []
     folded = 0
     for dtype in ("float64", "float32"):
-        m = _model(alpha, hw, include_top, classes or 1000, dtype, pooling)
+        m = _model(alpha, hw, include_top, classes or 1000, dtype, pooling, top_pooling)
         consumers = {}
         for n in other.nodes:
             for i in n.inputs:
@@ -126,7 +128,7 @@ def _affine_after(conv, consumers, bias):
     return scale, bias
 
 
-def _copy(model, dtype, hw, include_top, pooling=None):
+def _copy(model, dtype, hw, include_top, pooling=None, top_pooling="global"):
     """A model with ``model``'s weights (a MobileNetV2 object given as weights).  A transformers
     checkpoint keeps the graph its config.json describes (its padding, output stride, DeepLabV3
     head): Keras's graph with its weights would be another model."""
@@ -135,10 +137,10 @@ def _copy(model, dtype, hw, include_top, pooling=None):
         config = model.config
         if config.head == "classification" and not include_top:
             config = dataclasses.replace(config, head=None, id2label=None)
-        m = HFMobileNetV2(config, dtype=dtype)
+        m = HFMobileNetV2(config, dtype=dtype, top_pooling=top_pooling if config.head == "classification" else "global")
     else:
         classes = model.classes if model.include_top else 1000
-        m = _model(model.alpha, hw, include_top and model.include_top, classes, dtype, pooling)
+        m = _model(model.alpha, hw, include_top and model.include_top, classes, dtype, pooling, top_pooling)
     for layer in m.weighted_layers():
         src = model.get_layer(layer.name)
         if isinstance(src, L.BatchNormalization):
@@ -147,13 +149,16 @@ def _copy(model, dtype, hw, include_top, pooling=None):
     return m
 
 
-def from_user(weights, hw, include_top, pooling=None, alpha_hint=None):
+def from_user(weights, hw, include_top, pooling=None, alpha_hint=None, top_pooling="global"):
     """(float64 model, float32 model, description, cannot-detect note) from --weights: a
     MobileNetV2 object, a Keras .h5, a Hugging Face folder, or a variant name like '1.0_224'."""
     from mobilenetv2 import MobileNetV2
     import mobilenetv2
     if isinstance(weights, MobileNetV2):
         src, desc = weights, f"the given model object ({weights.describe()})"
+        # the model given says which head is meant: its pooling, not OTHER's, is the reference's
+        top_pooling = getattr(weights, "top_pooling", top_pooling) if weights.include_top else top_pooling
+        pooling = weights.pooling or pooling
     elif isinstance(weights, (str, os.PathLike)) and os.path.isdir(weights):
         loader = getattr(mobilenetv2, "from_pretrained", None)
         if loader is None:
@@ -187,8 +192,8 @@ def from_user(weights, hw, include_top, pooling=None, alpha_hint=None):
         src = MobileNetV2((rows, rows, 3), alpha=alpha, include_top=include_top, weights="imagenet",
                           classifier_activation=None, dtype="float64")
         desc = f"imagenet weights of variant {weights} (Keras's file)"
-    m64 = _copy(src, "float64", hw, include_top, pooling)
-    m32 = _copy(src, "float32", hw, include_top, pooling)
+    m64 = _copy(src, "float64", hw, include_top, pooling, top_pooling)
+    m32 = _copy(src, "float32", hw, include_top, pooling, top_pooling)
     cannot = ("reference weights given by the user: every defect in OTHER, weights included, is "
               "visible; a wrong class head shows only if OTHER's head is compared")
     return m64, m32, desc, cannot
