@@ -452,3 +452,32 @@ def test_a_manifest_that_is_not_an_object_is_refused(tmp_path, capsys, content):
     (out / "_mobilenetv2.json").write_bytes(content)
     code, _, stderr = run_cli(["features", str(some), "--out", str(out), "--weights", "none", *SMALL], capsys)
     assert code == 2 and "not a configuration; use --overwrite" in stderr, stderr
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_folder_this_command_did_not_write_is_refused_and_left_alone(tmp_path, capsys, overwrite):
+    """--out naming a folder of other files (a Spark dataset's part-*.parquet, someone's .tmp-* folder):
+    nothing deleted, nothing added, one line."""
+    some = tmp_path / "some"
+    write_images(some, 1)
+    out = tmp_path / "shared"
+    (out / ".tmp-build").mkdir(parents=True)
+    (out / ".tmp-build" / "data").write_text("keep")
+    (out / "part-00000-1b2c.snappy.parquet").write_text("keep")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    code, _, stderr = run_cli(["features", str(some), "--out", str(out), "--weights", "none", *SMALL, *overwrite],
+                              capsys)
+    assert code == 2 and "has no _mobilenetv2.json" in stderr and "new or empty folder" in stderr, stderr
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_an_empty_folder_and_one_a_run_left_before_its_manifest_are_used(tmp_path, capsys):
+    some = tmp_path / "some"
+    write_images(some, 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lock").touch()
+    (out / ".tmp-abcd1234.json").write_text("{")  # a run killed while writing its manifest
+    code, stdout, stderr = run_cli(["features", str(some), "--out", str(out), "--weights", "none", *SMALL], capsys)
+    assert code == 0 and PROCESSED.search(stdout).groups() == ("2", "0", "0"), stderr
+    assert not list(out.glob(".tmp-*"))

@@ -11,6 +11,9 @@ or ``pandas.read_parquet(out)``):
   .tmp-*                   a part being written (a folder with --ray: Ray's files, moved in as parts
                            when the Ray job ends); a killed run leaves one, the next run deletes it
 
+A folder that exists must be one this command wrote (it has ``_mobilenetv2.json``) or be empty:
+another folder is refused, so that no file of someone else's is deleted or mixed into the dataset.
+
 On a rerun, the ids in the part files are done (rows with an error included: ``--overwrite`` redoes
 everything) and only the other images are processed.
 """
@@ -87,6 +90,7 @@ class OutputDataset:
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise ArgumentError(f"--out {path!r} exists and is not a folder (the output is a folder of Parquet parts)")
         os.makedirs(self.path, exist_ok=True)
+        self._check_ours(path)
         self._lock = _lock(os.path.join(self.path, LOCK), path)
         self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         self._seq = 0
@@ -109,10 +113,22 @@ class OutputDataset:
                 raise ArgumentError(f"--out {path!r} holds results of another configuration ({diff}); "
                                     "use --overwrite to replace them or choose another --out")
         else:
-            if self.parts():
-                raise ArgumentError(f"--out {path!r} has part files but no {MANIFEST}; "
-                                    "use --overwrite to replace them or choose another --out")
             _write_json_atomically(manifest, config)
+
+    def _check_ours(self, shown):
+        """Refuse a folder this command did not make: one without MANIFEST holding anything but what a
+        run leaves before writing MANIFEST (LOCK, a ``.tmp-*.json``).  Its ``.tmp-*`` entries would be
+        deleted, ``--overwrite`` would delete its ``part-*.parquet`` (a Spark dataset's names), and its
+        files would make the dataset unreadable."""
+        names = os.listdir(self.path)
+        if MANIFEST in names:
+            return
+        others = sorted(n for n in names if n != LOCK and not (n.startswith(TMP_PREFIX) and n.endswith(".json")))
+        if others:
+            raise ArgumentError(f"--out {shown!r} is not empty and has no {MANIFEST}: it is not an output "
+                                f"folder of this command (it holds {others[0]!r}"
+                                f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}); "
+                                "choose a new or empty folder")
 
     @staticmethod
     def _is_part(name):
