@@ -181,6 +181,15 @@ def part_rows(images, actors, rows_per_part=4096):
     return max(1, min(rows_per_part, math.ceil(images / (4 * actors))))
 
 
+def _cause(exc):
+    """The line of a Ray error that says what went wrong: the last line of the first exception of the
+    traceback text Ray carries back (an actor's OSError, say), not of the exceptions raised from it
+    (Ray Data's own, whose last line is advice about retries)."""
+    text = str(exc).split("The above exception was the direct cause of the following exception")[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, batch_size=32, quiet=False,
             predictor=Predictor, rows_per_part=4096, progress=None):
     """Run ``items`` [(id, path)] on Ray Data into the OutputDataset ``out``; returns (rows, errors).
@@ -226,8 +235,7 @@ def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, 
                 if progress is not None:
                     progress.update(n, bad)
     except ray.exceptions.RayError as exc:
-        lines = [line for line in str(exc).splitlines() if line.strip()]
-        raise RayJobFailed(f"the Ray job failed ({type(exc).__name__}: {lines[-1] if lines else ''}); "
+        raise RayJobFailed(f"the Ray job failed ({type(exc).__name__}: {_cause(exc)}); "
                            "the parts already in --out stay: rerun to resume") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # a killed actor's temporary or unreported files

@@ -164,8 +164,28 @@ def test_a_job_whose_actors_cannot_start_fails_in_one_line(local_ray, images, tm
 
     job_args = dict(kind="features", alpha=0.35, size=96, weights="none", threads=1)
     out = OutputDataset(tmp_path / "out", BatchJob(**job_args).config())
-    with pytest.raises(RayJobFailed, match="rerun to resume"):
+    with pytest.raises(RayJobFailed, match="not found on this node.*rerun to resume"):
         run_job(job_args, list_images([str(images)])[:4], out, batch_size=2, quiet=True, predictor=NoWeightsHere)
+    assert not out.parts()
+
+
+def test_a_job_whose_actors_raise_says_why(local_ray, images, tmp_path):
+    """An actor's error (a full disk) is the message, not Ray Data's advice about retries that follows it."""
+    from mobilenetv2.batch.dataset import OutputDataset
+    from mobilenetv2.batch.inputs import list_images
+    from mobilenetv2.batch.job import BatchJob
+    from mobilenetv2.ray import RayJobFailed, run_job
+
+    class DiskFull(Predictor):
+        def __call__(self, batch):
+            raise OSError(28, "No space left on device")
+
+    job_args = dict(kind="features", alpha=0.35, size=96, weights="none", threads=1)
+    out = OutputDataset(tmp_path / "out", BatchJob(**job_args).config())
+    with pytest.raises(RayJobFailed) as failed:
+        run_job(job_args, list_images([str(images)])[:4], out, batch_size=2, quiet=True, predictor=DiskFull)
+    assert "OSError: [Errno 28] No space left on device); the parts already in --out stay" in str(failed.value)
+    assert "retr" not in str(failed.value)
     assert not out.parts()
 
 
