@@ -481,3 +481,21 @@ def test_an_empty_folder_and_one_a_run_left_before_its_manifest_are_used(tmp_pat
     code, stdout, stderr = run_cli(["features", str(some), "--out", str(out), "--weights", "none", *SMALL], capsys)
     assert code == 0 and PROCESSED.search(stdout).groups() == ("2", "0", "0"), stderr
     assert not list(out.glob(".tmp-*"))
+
+
+def test_a_folder_or_file_whose_name_looks_like_a_glob_is_itself(tmp_path, capsys):
+    """'Trip [2019]' exists: it is that folder, not a pattern matching 'Trip 2' (which matched nothing)."""
+    from mobilenetv2.batch.inputs import image_id
+    trip = tmp_path / "Trip [2019]"
+    paths = write_images(trip, 2)
+    photo = tmp_path / "photo [1].jpg"
+    shutil.copy(paths[0], photo)
+    for spec, n in ((trip, 2), (photo, 1)):
+        out = tmp_path / f"out{n}"
+        code, stdout, stderr = run_cli(["features", str(spec), "--out", str(out), "--weights", "none", *SMALL], capsys)
+        assert code == 0 and PROCESSED.search(stdout).groups() == (str(n), "0", "0"), stderr
+        assert sorted(read_rows(out)[0]) == sorted(image_id(os.path.relpath(p, spec if n == 2 else tmp_path))
+                                                   for p in (paths if n == 2 else [str(photo)]))
+    code, _, stderr = run_cli(["features", str(trip / "*.jpg"), "--out", str(tmp_path / "o3"), "--weights", "none",
+                               *SMALL], capsys)
+    assert code == 2 and "matches no file" in stderr and "[[]" in stderr, stderr

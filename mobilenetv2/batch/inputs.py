@@ -2,7 +2,8 @@
 
 An input is one of:
   * a directory: every file under it (recursively) whose suffix is an image suffix, sorted;
-  * a glob pattern (``*``, ``?``, ``[``; ``**`` matches any depth): the files it matches, sorted;
+  * a glob pattern (``*``, ``?``, ``[``; ``**`` matches any depth) that is not an existing path:
+    the files it matches, sorted;
   * a ``.txt`` or ``.lst`` file: one image path per line (blank lines and ``#`` lines ignored),
     relative paths taken from the list file's folder;
   * any other file: that image.
@@ -105,8 +106,9 @@ def _from_list(list_file):
 
 
 def _expand(spec):
-    """(root, paths) of one input argument."""
-    if glob.has_magic(spec):
+    """(root, paths) of one input argument (an existing folder or file is itself, whatever its name:
+    'Trip [2019]' is not a pattern matching 'Trip 2')."""
+    if glob.has_magic(spec) and not os.path.exists(spec):
         try:
             matches = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
         except RecursionError:
@@ -120,7 +122,8 @@ def _expand(spec):
                 paths.append(p)
         paths.sort()
         if not paths:
-            raise FileNotFoundError(2, "the glob pattern matches no file", spec)
+            raise FileNotFoundError(2, "the glob pattern matches no file (in a pattern, a name's own *, ? or [ "
+                                       "is written [*], [?] or [[])", spec)
         return _glob_root(spec), paths
     if os.path.isdir(spec):
         return spec, list(_from_dir(spec))
