@@ -499,3 +499,27 @@ def test_a_folder_or_file_whose_name_looks_like_a_glob_is_itself(tmp_path, capsy
     code, _, stderr = run_cli(["features", str(trip / "*.jpg"), "--out", str(tmp_path / "o3"), "--weights", "none",
                                *SMALL], capsys)
     assert code == 2 and "matches no file" in stderr and "[[]" in stderr, stderr
+
+
+def test_nothing_under_a_folder_input_is_left_out_silently(tmp_path, capsys, monkeypatch):
+    """A link loop named like an image gets a row saying why; a folder that cannot be listed is named
+    in a warning (both were left out without a word: the run said all was done)."""
+    some = tmp_path / "some"
+    write_images(some, 2)
+    os.symlink("loop.jpg", some / "loop.jpg")
+    (some / "locked").mkdir()
+    Image.new("RGB", (40, 40)).save(some / "locked" / "x.jpg")
+    scandir = os.scandir
+
+    def no_entry(path):
+        if os.fspath(path).endswith("locked"):  # (root reads any folder: chmod 0 would not do)
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", no_entry)
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli(["features", str(some), "--out", str(out), "--weights", "none", *SMALL], capsys)
+    assert code == 0 and PROCESSED.search(stdout).groups() == ("3", "1", "0"), stderr
+    assert "warning: folder" in stderr and "locked' cannot be listed (Permission denied)" in stderr, stderr
+    loop = [row for row in read_rows(out)[0].values() if row["path"].endswith("loop.jpg")]
+    assert len(loop) == 1 and "symbolic links" in loop[0]["error"], loop

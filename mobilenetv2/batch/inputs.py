@@ -20,6 +20,7 @@ one run and across runs into one ``--out`` (see ``other_image``).
 import glob
 import hashlib
 import os
+import warnings
 
 from mobilenetv2.errors import ArgumentError
 
@@ -70,22 +71,25 @@ def _glob_root(pattern):
 
 def _from_dir(root):
     """The image files under ``root``, depth first: a folder's files (sorted), then its subfolders
-    in sorted order.  Symbolic links to folders are not entered (a link to a file is a file);
-    unreadable folders are passed over.  A stack, not recursion: any depth the OS allows."""
+    in sorted order.  Symbolic links to folders are not entered (a link to a file is a file, a link
+    loop named like an image is listed: its row says why it cannot be read); an unreadable folder is
+    passed over with a warning naming it.  A stack, not recursion: any depth the OS allows."""
     stack = [root]
     while stack:
         folder = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
-        except OSError:
+        except OSError as exc:
+            warnings.warn(f"folder {shown_path(folder)!r} cannot be listed ({exc.strerror or exc}): "
+                          "its images are left out", stacklevel=2)
             continue
         subfolders = []
         for entry in entries:
             try:
                 is_dir = entry.is_dir()
-            except OSError:
-                continue
+            except OSError:  # a link loop (ELOOP): not a folder to enter
+                is_dir = False
             if is_dir:
                 if not entry.is_symlink():
                     subfolders.append(entry.path)
