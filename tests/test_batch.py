@@ -523,3 +523,30 @@ def test_nothing_under_a_folder_input_is_left_out_silently(tmp_path, capsys, mon
     assert "warning: folder" in stderr and "locked' cannot be listed (Permission denied)" in stderr, stderr
     loop = [row for row in read_rows(out)[0].values() if row["path"].endswith("loop.jpg")]
     assert len(loop) == 1 and "symbolic links" in loop[0]["error"], loop
+
+
+def test_an_overwrite_killed_half_way_can_be_run_again(tmp_path, capsys, monkeypatch):
+    """--overwrite deletes the old parts, then the manifest: killed in between, the folder is still one
+    this command wrote (a folder of parts without a manifest is refused as someone else's)."""
+    from mobilenetv2.batch import dataset
+    some = tmp_path / "some"
+    write_images(some, 4)
+    out = tmp_path / "out"
+    base = ["features", str(some), "--out", str(out), "--weights", "none", *SMALL, "--batch-size", "1",
+            "--rows-per-part", "1"]
+    assert run_cli(base, capsys)[0] == 0
+    (out / ".DS_Store").write_bytes(b"\0")  # a hidden file some file browsers add is no obstacle
+    remove = dataset._remove
+
+    def killed_after_one(path):
+        remove(path)
+        raise KeyboardInterrupt
+
+    listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: sorted(listdir(path), key=lambda n: n != dataset.MANIFEST))
+    monkeypatch.setattr(dataset, "_remove", killed_after_one)
+    assert run_cli(base + ["--overwrite"], capsys)[0] == 130
+    monkeypatch.undo()
+    code, stdout, stderr = run_cli(base + ["--overwrite"], capsys)
+    assert code == 0 and PROCESSED.search(stdout).groups() == ("4", "0", "0"), stderr
+    assert read_rows(out)[1].num_rows == 4

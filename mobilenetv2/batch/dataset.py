@@ -96,8 +96,10 @@ class OutputDataset:
         self._seq = 0
         manifest = os.path.join(self.path, MANIFEST)
         for name in os.listdir(self.path):
-            if name.startswith(TMP_PREFIX) or (overwrite and (name == MANIFEST or self._is_part(name))):
+            if name.startswith(TMP_PREFIX) or (overwrite and self._is_part(name)):
                 _remove(os.path.join(self.path, name))  # a killed run's temporaries, or --overwrite
+        if overwrite and os.path.exists(manifest):
+            os.unlink(manifest)  # last: a killed --overwrite leaves a folder that is still this command's
         if os.path.exists(manifest):
             with open(manifest, encoding="utf-8") as f:
                 try:
@@ -117,13 +119,15 @@ class OutputDataset:
 
     def _check_ours(self, shown):
         """Refuse a folder this command did not make: one without MANIFEST holding anything but what a
-        run leaves before writing MANIFEST (LOCK, a ``.tmp-*.json``).  Its ``.tmp-*`` entries would be
+        run leaves before writing MANIFEST (LOCK, a ``.tmp-*.json``) or other hidden files (which
+        Parquet readers pass over, as this does).  Its ``.tmp-*`` entries would be
         deleted, ``--overwrite`` would delete its ``part-*.parquet`` (a Spark dataset's names), and its
         files would make the dataset unreadable."""
         names = os.listdir(self.path)
         if MANIFEST in names:
             return
-        others = sorted(n for n in names if n != LOCK and not (n.startswith(TMP_PREFIX) and n.endswith(".json")))
+        others = sorted(n for n in names if not n.startswith(".")  # LOCK, a Finder's .DS_Store: not read
+                        or (n.startswith(TMP_PREFIX) and not n.endswith(".json")))
         if others:
             raise ArgumentError(f"--out {shown!r} is not empty and has no {MANIFEST}: it is not an output "
                                 f"folder of this command (it holds {others[0]!r}"
