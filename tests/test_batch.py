@@ -550,3 +550,22 @@ def test_an_overwrite_killed_half_way_can_be_run_again(tmp_path, capsys, monkeyp
     code, stdout, stderr = run_cli(base + ["--overwrite"], capsys)
     assert code == 0 and PROCESSED.search(stdout).groups() == ("4", "0", "0"), stderr
     assert read_rows(out)[1].num_rows == 4
+
+
+def test_ctrl_c_just_after_a_part_is_renamed_reads_as_an_interruption(tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the folder is synced after a part's rename: exit 130 and 'interrupted', not
+    "error: No such file or directory: '.tmp-....parquet'" from deleting the renamed temporary."""
+    from mobilenetv2.batch import dataset
+    some = tmp_path / "some"
+    write_images(some, 2)
+    out = tmp_path / "out"
+
+    def interrupted(folder):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dataset, "_fsync_dir", interrupted)
+    code, _, stderr = run_cli(["features", str(some), "--out", str(out), "--weights", "none", *SMALL], capsys)
+    assert code == 130 and "interrupted; the finished parts stay" in stderr, stderr
+    monkeypatch.undo()
+    code, stdout, stderr = run_cli(["features", str(some), "--out", str(out), "--weights", "none", *SMALL], capsys)
+    assert code == 0 and PROCESSED.search(stdout).groups() == ("0", "0", "2"), stderr

@@ -17,6 +17,7 @@ another folder is refused, so that no file of someone else's is deleted or mixed
 On a rerun, the ids in the part files are done (rows with an error included: ``--overwrite`` redoes
 everything) and only the other images are processed.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -216,7 +217,8 @@ class PartFile:
             try:
                 self._writer.close()
             finally:
-                os.unlink(self._tmp)
+                with contextlib.suppress(FileNotFoundError):  # published already (interrupted after the rename)
+                    os.unlink(self._tmp)
                 self._writer, self._tmp, self.rows = None, None, 0
 
 
