@@ -110,12 +110,28 @@ class Predictor:
             return self.job.run([str(i) for i in ids], paths)
 
 
+def _reachable(address, timeout=10.0):
+    """A RayJobFailed unless a ``host:port`` address takes a TCP connection: ray.init retries an
+    address where nothing listens for ever (a typo hung the command, 10 minutes and counting).
+    Other forms (``ray://...``) are left to Ray."""
+    import socket
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RayJobFailed(f"no Ray cluster answers at {address!r} ({exc.strerror or exc}): start one "
+                           "(ray start --head) or give its address (HOST:6379 by default)") from None
+
+
 def _connect(address):
     ray = require("ray", "ray")
     if not ray.is_initialized():
         if address in (None, "auto"):
             ray.init()  # a cluster already running here (or at RAY_ADDRESS), else a local one
         else:
+            _reachable(address)
             ray.init(address=address)
     return ray
 

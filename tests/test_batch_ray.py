@@ -214,3 +214,16 @@ def test_a_model_sent_through_ray_put_predicts_the_same_bits_with_the_workers_th
         got_threads, omp, got = ray.get(predict.remote(ray.put(sent), ray.put(x)))
         assert (got_threads, omp) == (threads, "1")
         assert same_values(got, want)
+
+
+def test_an_address_where_no_cluster_listens_fails_at_once(images, tmp_path):
+    """ray.init retried such an address for ever (a typo hung the command): now one line, exit 2."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed: nothing listens there
+    result = subprocess.run([sys.executable, "-m", "mobilenetv2", "features", str(images), "--out", str(tmp_path / "o"),
+                             *SMALL, "--quiet", "--ray", f"127.0.0.1:{port}"], capture_output=True, text=True,
+                            timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 2, result.stderr
+    assert f"no Ray cluster answers at '127.0.0.1:{port}'" in result.stderr.strip().splitlines()[-1], result.stderr
