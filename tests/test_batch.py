@@ -569,3 +569,21 @@ def test_ctrl_c_just_after_a_part_is_renamed_reads_as_an_interruption(tmp_path, 
     monkeypatch.undo()
     code, stdout, stderr = run_cli(["features", str(some), "--out", str(out), "--weights", "none", *SMALL], capsys)
     assert code == 0 and PROCESSED.search(stdout).groups() == ("0", "0", "2"), stderr
+
+
+def test_an_out_folder_that_cannot_be_locked_is_not_said_to_be_busy(tmp_path, capsys, monkeypatch):
+    """flock's ENOLCK (an NFS mount without its lock daemon) read as 'another run is writing to --out',
+    so no run could ever write there: now a warning, and the run."""
+    import errno
+    import fcntl
+    some = tmp_path / "some"
+    write_images(some, 2)
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    code, stdout, stderr = run_cli(["features", str(some), "--out", str(tmp_path / "out"), "--weights", "none", *SMALL],
+                                   capsys)
+    assert code == 0 and PROCESSED.search(stdout).groups() == ("2", "0", "0"), stderr
+    assert "warning: --out" in stderr and "cannot be locked (No locks available)" in stderr, stderr

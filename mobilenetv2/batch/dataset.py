@@ -8,6 +8,7 @@ or ``pandas.read_parquet(out)``):
   part-<run>-<n>.parquet   the rows, one row group per batch; each file is written as .tmp-*, synced,
                            then renamed, so a file with this name is always complete
   .lock                    held (flock) by the run writing here: a second run on the same folder is refused
+                           (a file system without locks: a warning)
   .tmp-*                   a part being written (a folder with --ray: Ray's files, moved in as parts
                            when the Ray job ends); a killed run leaves one, the next run deletes it
 
@@ -24,6 +25,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import warnings
 
 from mobilenetv2.batch import require
 from mobilenetv2.errors import ArgumentError
@@ -55,9 +57,12 @@ def _lock(lock_path, shown):
     f = open(lock_path, "a")
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         f.close()
         raise ArgumentError(f"another run is writing to --out {shown!r}; wait for it or choose another --out") from None
+    except OSError as exc:  # ENOLCK: an NFS mount without its lock daemon; not another run
+        warnings.warn(f"--out {shown!r} cannot be locked ({exc.strerror or exc}): make sure no other run "
+                      "writes there at the same time", stacklevel=3)
     return f
 
 
