@@ -16,8 +16,8 @@ def add_arguments(p, kind):
     p.add_argument("inputs", nargs="+", metavar="DIR_OR_GLOB_OR_LIST",
                    help="a folder (searched recursively), a quoted glob ('imgs/**/*.jpg'), a .txt file "
                         "of image paths, or an image")
-    p.add_argument("--out", required=True, help="output folder (new, empty, or one this command wrote): a Parquet dataset, "
-                        "resumed if it exists")
+    p.add_argument("--out", required=True,
+                   help="output folder (new, empty, or one this command wrote): a Parquet dataset, resumed if it exists")
     p.add_argument("--alpha", type=float, default=1.0, help="width multiplier (default 1.0)")
     p.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
     p.add_argument("--weights", default="imagenet",
