@@ -587,3 +587,18 @@ def test_an_out_folder_that_cannot_be_locked_is_not_said_to_be_busy(tmp_path, ca
                                    capsys)
     assert code == 0 and PROCESSED.search(stdout).groups() == ("2", "0", "0"), stderr
     assert "warning: --out" in stderr and "cannot be locked (No locks available)" in stderr, stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--ray", "auto", "--workers", "2", "--prefetch", "4"], "--workers, --prefetch size the local engine"),
+    (["--ray", "auto", "--decode-workers", "3"], "--decode-workers size the local engine"),
+    (["--ray-actors", "2"], "--ray-actors apply to --ray only"),
+    (["--ray-actor-cpus", "0.5"], "--ray-actor-cpus apply to --ray only"),
+])
+def test_an_option_of_the_other_engine_is_refused_not_ignored(tmp_path, capsys, extra, message):
+    """--workers with --ray (or --ray-actors without it) did nothing, silently."""
+    write_images(tmp_path / "i", 1)
+    code, _, err = run_cli(["features", str(tmp_path / "i"), "--out", str(tmp_path / "out"), "--weights", "none",
+                            *SMALL, *extra], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

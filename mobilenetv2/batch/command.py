@@ -34,7 +34,7 @@ def add_arguments(p, kind):
     p.add_argument("--workers", type=positive_int(), default=None,
                    help="model replicas running batches side by side (default: the CPUs / --threads)")
     p.add_argument("--batch-size", type=positive_int(), default=32, help="images per batch (default 32)")
-    p.add_argument("--prefetch", type=positive_int(), default=2,
+    p.add_argument("--prefetch", type=positive_int(), default=None,
                    help="batches decoded ahead of the models (default 2); memory ~ batch-size x (prefetch + workers)")
     p.add_argument("--decode-workers", type=positive_int(), default=None,
                    help="threads decoding images (default: the CPUs)")
@@ -51,6 +51,18 @@ def add_arguments(p, kind):
                         "half a CPU of the cluster to the read and write tasks)")
 
 
+def _refuse_unused(args):
+    """Options of the other engine are refused, not ignored: --workers, --prefetch and
+    --decode-workers size the local stream, --ray-actors and --ray-actor-cpus Ray's actors."""
+    local = [f"--{n.replace('_', '-')}" for n in ("workers", "prefetch", "decode_workers") if getattr(args, n) is not None]
+    ray = [f"--{n.replace('_', '-')}" for n in ("ray_actors", "ray_actor_cpus") if getattr(args, n) is not None]
+    if args.ray and local:
+        raise ArgumentError(f"{', '.join(local)} size the local engine and do nothing with --ray "
+                            "(use --ray-actors and --ray-actor-cpus)")
+    if not args.ray and ray:
+        raise ArgumentError(f"{', '.join(ray)} apply to --ray only (the local engine takes --workers)")
+
+
 def run(args, kind):
     """Run the subcommand; returns the exit status (2 with one line on stderr for a usage error)."""
     from mobilenetv2.batch import inputs
@@ -58,6 +70,7 @@ def run(args, kind):
     from mobilenetv2.batch.job import BatchJob
     name = f"mobilenetv2 {kind}"
     try:
+        _refuse_unused(args)
         require("pyarrow", "batch")
         if args.ray:
             require("ray.data", "ray")
@@ -103,7 +116,7 @@ def run(args, kind):
             workers = args.workers or max(1, local.available_cpus() // args.threads)
             jobs = [job] + [BatchJob(**job_args) for _ in range(min(workers, len(todo)) - 1)]
             progress = local.Progress(len(todo), enabled=not args.quiet)
-            written, errors = local.run(jobs, todo, out, batch_size=args.batch_size, prefetch=args.prefetch,
+            written, errors = local.run(jobs, todo, out, batch_size=args.batch_size, prefetch=args.prefetch or 2,
                                         decode_workers=args.decode_workers, rows_per_part=args.rows_per_part,
                                         progress=progress)
             progress.finish()
