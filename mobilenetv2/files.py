@@ -106,12 +106,17 @@ def folder_member(folder, name):
     return member
 
 
+def output_str(path, what="output"):
+    """An output path (str, bytes or os.PathLike) as a str; anything else is refused."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise OutputPathError(f"{what} path must be a str or os.PathLike, got {type(path).__name__} {path!r:.80}")
+    return os.fsdecode(path)
+
+
 def check_output_path(path, what="output"):
     """``path`` as a str, refusing what would silently write somewhere else: an empty path, a
     path ending in a separator, or an existing folder."""
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    path = os.fspath(path)
+    path = output_str(path, what)
     if not path or not path.strip():
         raise OutputPathError(f"{what} path is empty: give a file name")
     if path.endswith((os.sep, "/")) or (os.altsep and path.endswith(os.altsep)):

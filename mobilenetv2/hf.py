@@ -387,7 +387,7 @@ def save_pretrained(model, path):
     torch layouts with transformers' names, preprocessor_config.json).  A Keras MobileNetV2 becomes
     a ``MobileNetV2Model`` (no top) or ``MobileNetV2ForImageClassification`` (its own 1000 classes,
     Keras's order).  Returns the folder."""
-    folder = os.fsdecode(path)
+    folder = files.output_str(path, "save_pretrained's folder")
     if not folder.strip():
         raise OutputPathError("save_pretrained's folder path is empty: give the folder to write")
     folder = os.path.abspath(folder)
