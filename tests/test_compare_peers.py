@@ -163,6 +163,21 @@ def test_deeplabv3_onnx_mapped_by_topology(tmp_path):
     bad = edit_export(path, tmp_path / "pads.onnx", conv_pads={"bn_Conv1": [1, 1, 1, 1]})
     d = compare(bad, weights=folder, batch=x)["diagnosis"]
     assert (d["layer"], d["cause"], d["after_fix"]["agrees"]) == ("bn_Conv1", "padding", True)
+    # the ASPP's plain ReLU capped at 6 (a port that writes ReLU6 everywhere): it was unexplained
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(path)
+    relu = next(n for n in m.graph.node if n.output[0] == "aspp_conv_relu")
+    assert relu.op_type == "Relu"
+    relu.op_type = "Clip"
+    m.graph.initializer.extend([numpy_helper.from_array(np.array(v, np.float32), name)
+                                for v, name in ((0.0, "cap_lo"), (6.0, "cap_hi"))])
+    relu.input.extend(["cap_lo", "cap_hi"])
+    onnx.save(m, str(tmp_path / "relu6.onnx"))
+    report = compare(str(tmp_path / "relu6.onnx"), weights=folder, batch=x * 8)
+    d = report["diagnosis"]
+    assert (d["layer"], d["cause"], d["after_fix"]["agrees"]) == ("aspp_conv_relu", "activation", True)
+    assert d["evidence"][0]["detail"]["activation"] == "relu6"
 
 
 # -- the real backbone, converted ------------------------------------------------------------------

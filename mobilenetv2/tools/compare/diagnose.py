@@ -3,7 +3,8 @@ re-running the float64 reference with that defect applied and checking that OTHE
 with it to its floor at that layer.
 
 Causes (a fixed vocabulary): ``padding`` (other pads on the layer's convolution), ``bn_epsilon``
-(another epsilon, fitted per channel), ``activation`` (ReLU where ReLU6 belongs), ``layout`` (the
+(another epsilon, fitted per channel), ``activation`` (ReLU where ReLU6 belongs, or
+ReLU6 where a plain ReLU does), ``layout`` (the
 input's channels permuted, e.g. BGR, its height and width transposed, or an NHWC buffer read as
 NCHW), ``preprocessing`` (an affine map of the input: the usual ones by name, else fitted per channel),
 ``class_offset`` (a 1001-class head on either side, or the class axis shifted by one), ``head``
@@ -131,6 +132,10 @@ def _activation(ref, layer):
     act = ref.reader_of(bn.name, L.ReLU) if bn is not None else None
     if act is None or ref.index[act.name] > ref.index[layer]:
         return []
+    if act.max_value is None:  # a plain ReLU (DeepLabV3's head): OTHER may cap it
+        return [Patch("activation", f"ReLU6 instead of ReLU (no cap) in {act.name}",
+                      {act.name: lambda x: L.ReLU(x.name, x.inputs, max_value=6.0)},
+                      detail={"layer": act.name, "activation": "relu6"})]
     return [Patch("activation", f"ReLU (no cap at 6) instead of ReLU6 in {act.name}",
                   {act.name: lambda x: PlainReLU(x.name, x.inputs)}, detail={"layer": act.name, "activation": "relu"})]
 
