@@ -192,7 +192,8 @@ def main(argv=None):
     theirs = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     agree = float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
 
-    print(f"DeepLabV3-MobileNetV2 1.0, {args.size}x{args.size}, batch 1; weights: {hf_dir or 'random'}")
+    alpha = f"{model.config.depth_multiplier:g}"  # the checkpoint's, not the default's 1.0
+    print(f"DeepLabV3-MobileNetV2 {alpha}, {args.size}x{args.size}, batch 1; weights: {hf_dir or 'random'}")
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); Python {platform.python_version()}; "
           f"C core {native.backend()}; ONNX Runtime {ort_version}" +
           ("; AVX-512 hidden from both engines (--hide-avx512, CPUID faulting)" if native.avx512_hidden() else ""))
@@ -245,7 +246,7 @@ def main(argv=None):
     path = os.path.join(args.out, f"segmentation-{stamp}.json")
     from mobilenetv2.files import atomic_write
     with atomic_write(path, suffix=".json") as f:
-        f.write(json.dumps({"model": "deeplabv3_mobilenet_v2_1.0", "size": args.size, "weights": hf_dir or "random",
+        f.write(json.dumps({"model": f"deeplabv3_mobilenet_v2_{alpha}", "size": args.size, "weights": hf_dir or "random",
                    "cpu": cpu_model(), "cores": os.cpu_count(), "backend": native.backend(),
                    "avx512_hidden": native.avx512_hidden(),
                    "onnxruntime": ort_version, "agreement_rel_l2": agree, "load_average_end": os.getloadavg()[0],

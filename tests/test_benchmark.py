@@ -749,3 +749,21 @@ def test_threads_past_the_cores_are_said_and_marked(tmp_path, capsys):
     assert f"--threads {t} exceeds the {machine.CORES} cores" in err
     rows = {r["threads"]: r for r in json.loads(out.read_text())["results"]}
     assert rows[1]["oversubscribed"] is False and rows[t]["oversubscribed"] is True
+
+
+def test_bench_segmentation_names_the_checkpoints_depth_multiplier(tmp_path, capsys):
+    """A 0.5 DeepLabV3 checkpoint was printed and written as 'DeepLabV3-MobileNetV2 1.0'."""
+    pytest.importorskip("onnxruntime", reason="the segmentation bench times ONNX Runtime (pip install onnxruntime)")
+    if not native.available():
+        pytest.skip("the segmentation bench times the C core: the C extension is not built")
+    from mobilenetv2 import save_pretrained
+    from mobilenetv2.cli import main as cli
+    from mobilenetv2.hf import HFMobileNetV2
+    from mobilenetv2.hf_config import HFConfig
+    folder = tmp_path / "half"
+    save_pretrained(HFMobileNetV2(HFConfig(depth_multiplier=0.5, output_stride=8, head="segmentation",
+                                           id2label={i: str(i) for i in range(3)}, image_size=65)), folder)
+    assert cli(["bench", "--segmentation", str(folder), "--size", "65", "--threads", "1", "--runs", "1",
+                "--warmup", "0", "--rounds", "1", "--out", str(tmp_path)]) == 0
+    assert "DeepLabV3-MobileNetV2 0.5, 65x65" in capsys.readouterr().out
+    assert json.loads(next(tmp_path.glob("segmentation-*.json")).read_text())["model"] == "deeplabv3_mobilenet_v2_0.5"
