@@ -465,22 +465,41 @@ class MobileNetV2:
         if wanted is not None:
             last = max(i for i, layer in enumerate(layers) if layer.name in wanted)
             layers = layers[:last + 1]
+        self._check_memory(x, layers, wanted)
         uses = {}
         for layer in layers:
             for i in layer.inputs:
                 uses[i] = uses.get(i, 0) + 1
         outputs = {layers[0].name: x}
         kept = {}
-        for layer in layers[1:]:
-            y = layer(*[outputs[i] for i in layer.inputs])
-            for i in layer.inputs:
-                uses[i] -= 1
-                if uses[i] == 0:
-                    del outputs[i]
-            outputs[layer.name] = y
-            if wanted is not None and layer.name in wanted:
-                kept[layer.name] = y
+        try:
+            for layer in layers[1:]:
+                y = layer(*[outputs[i] for i in layer.inputs])
+                for i in layer.inputs:
+                    uses[i] -= 1
+                    if uses[i] == 0:
+                        del outputs[i]
+                outputs[layer.name] = y
+                if wanted is not None and layer.name in wanted:
+                    kept[layer.name] = y
+        except MemoryError:  # an address-space limit: an allocation itself failed
+            raise _out_of_memory(x) from None
         return kept if wanted is not None else outputs[layers[-1].name]
+
+    @staticmethod
+    def _check_memory(x, layers, wanted):
+        """Refuse a batch whose NumPy run certainly exceeds the memory available, before it runs
+        (as _plan does for the C core: Linux lends the address space, then kills the process):
+        at least the outputs kept for the caller and the largest layer's inputs and output."""
+        available = machine.available_memory()
+        if available is None:
+            return
+        size = {name: math.prod(shape) for name, shape in arch.output_shapes(layers, x.shape[1:]).items()}
+        step = max(sum(size[i] for i in layer.inputs) + size[layer.name] for layer in layers[1:])
+        kept = sum(size[name] for name in wanted) if wanted is not None else 0
+        needed = len(x) * x.itemsize * (kept + step)
+        if needed > available:
+            raise _out_of_memory(x, needed, available)
 
     def _weights_changed(self):
         self.weights_epoch += 1
@@ -596,10 +615,7 @@ class MobileNetV2:
             if plan is not None:
                 return plan.run(x, self._thread_pool())
         _require_finite(x)
-        try:
-            return self._run(x)
-        except MemoryError:
-            raise _out_of_memory(x) from None
+        return self._run(x)
 
     @property
     def threads(self):

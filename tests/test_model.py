@@ -251,3 +251,33 @@ def test_imagenet_top_takes_each_official_square_size_and_no_other():
     with pytest.raises(ValueError, match="input_shape must be one of"):
         _input_shape((192, 160, 3), True, "imagenet")
     assert _input_shape((192, 160, 3), False, None) == ((192, 160, 3), 224)
+
+
+def test_numpy_runs_larger_than_the_memory_available_are_refused_before_they_run(monkeypatch):
+    """The NumPy engine, features() and trace() had no memory check: Linux lends the address space
+    (a float64 trace of 1.0 at 224x224 keeps 173 MB of activations per image: 347 GB for 2000
+    images), then kills the process; under an address-space limit, features() and trace() raised
+    NumPy's own MemoryError."""
+    from mobilenetv2 import InsufficientMemory, machine
+    model = MobileNetV2((None, None, 3), alpha=0.35, include_top=False, weights=None, dtype="float64")
+    x = rand(3, 64, 48, 3)
+    want = model.trace(x)
+    # What the float64 trace keeps for the caller alone: every layer's output (the input's excluded).
+    kept = 3 * 8 * sum(int(np.prod(s)) for s in list(arch.output_shapes(model.layers, (64, 48, 3)).values())[1:])
+    for available, call in ((kept, lambda: model.trace(x)),  # not enough: the layers' work too
+                            (1 << 16, lambda: model.features(x, ["block_1_expand", "out_relu"])),
+                            (1 << 16, lambda: model.predict(x, batch_size=3))):
+        monkeypatch.setattr(machine, "available_memory", lambda: available)
+        with pytest.raises(InsufficientMemory, match=r"out of memory for a batch of 3 at 64x48: its activation "
+                                                     r"buffers take .* GiB, 0.0 GiB is available; use a smaller"):
+            call()
+    monkeypatch.setattr(machine, "available_memory", lambda: None)  # not known: run
+    got = model.trace(x)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+    def no_memory(*args, **kwargs):  # under an address-space limit (ulimit -v) an allocation fails
+        raise MemoryError("Unable to allocate")
+    monkeypatch.setattr(type(model.get_layer("block_1_expand")), "__call__", no_memory)
+    for call in (lambda: model.trace(x), lambda: model.features(x, "out_relu"), lambda: model.predict(x)):
+        with pytest.raises(InsufficientMemory, match="out of memory for a batch of 3 at 64x48; use a smaller"):
+            call()
