@@ -601,9 +601,10 @@ class MobileNetV2:
         with self._plan_lock:
             plan = self._plan(x)
             if plan is None:
-                raise RuntimeError(f"profile() times the C plan, which does not run here "
-                                   f"(backend: {native.backend()}, dtype: {np.dtype(self.dtype).name}, "
-                                   f"engine: {self._engine})")
+                why = self._c_refusal() or ("its engine is 'numpy'" if self._engine == "numpy"
+                                            else "the C plan does not take this input")
+                raise native.EngineUnavailable(f"profile() times the C plan, which cannot run "
+                                               f"{self.describe()}: {why}")
             return plan.profile(x, self._thread_pool(), runs)
 
     def _forward(self, x):
