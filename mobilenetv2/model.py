@@ -29,9 +29,9 @@ def _require_finite(x):
         raise ArgumentError("input contains NaN or inf")
 
 
-def _out_of_memory(x, needed=None, available=None):
+def _out_of_memory(x, needed=None, available=None, what="its activation buffers take"):
     n, h, w = x.shape[:3]
-    need = f": its activation buffers take {needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB is available" \
+    need = f": {what} {needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB is available" \
         if needed is not None else ""
     return InsufficientMemory(f"out of memory for a batch of {n} at {h}x{w}{need}; use a smaller batch "
                               "(predict(x, batch_size=...))")
@@ -443,6 +443,10 @@ class MobileNetV2:
         beyond the dtype's range (a float64 1e300 for a float32 model) is an ArgumentError saying
         so, not 'NaN or inf'.  finite: also refuse NaN and inf here."""
         if x.dtype != self.dtype or not x.flags.c_contiguous:
+            what = f"a copy of it as {self.dtype.name} takes"
+            needed, available = x.size * self.dtype.itemsize, machine.available_memory()
+            if available is not None and needed > available:
+                raise _out_of_memory(x, needed, available, what)
             try:
                 with np.errstate(over="raise"):
                     x = np.ascontiguousarray(x, dtype=self.dtype)
@@ -450,6 +454,8 @@ class MobileNetV2:
                 big = np.finfo(self.dtype).max
                 raise ArgumentError(f"input has values beyond the range of {np.dtype(self.dtype).name} "
                                     f"(|x| > {big:.3g}), the model's dtype") from None
+            except MemoryError:  # an address-space limit: the copy's allocation failed
+                raise _out_of_memory(x) from None
         if finite:
             _require_finite(x)
         return x

@@ -260,7 +260,7 @@ def test_numpy_runs_larger_than_the_memory_available_are_refused_before_they_run
     NumPy's own MemoryError."""
     from mobilenetv2 import InsufficientMemory, machine
     model = MobileNetV2((None, None, 3), alpha=0.35, include_top=False, weights=None, dtype="float64")
-    x = rand(3, 64, 48, 3)
+    x = rand(3, 64, 48, 3).astype(np.float64)  # (not copied: the input's copy is checked on its own)
     want = model.trace(x)
     # What the float64 trace keeps for the caller alone: every layer's output (the input's excluded).
     kept = 3 * 8 * sum(int(np.prod(s)) for s in list(arch.output_shapes(model.layers, (64, 48, 3)).values())[1:])
@@ -280,4 +280,29 @@ def test_numpy_runs_larger_than_the_memory_available_are_refused_before_they_run
     monkeypatch.setattr(type(model.get_layer("block_1_expand")), "__call__", no_memory)
     for call in (lambda: model.trace(x), lambda: model.features(x, "out_relu"), lambda: model.predict(x)):
         with pytest.raises(InsufficientMemory, match="out of memory for a batch of 3 at 64x48; use a smaller"):
+            call()
+
+
+def test_an_input_whose_copy_does_not_fit_in_memory_is_refused_before_it_is_made(monkeypatch):
+    """A non-contiguous or other-dtype input is copied before anything runs: a broadcast view of
+    5000 images at 224x224 (no memory itself) was copied as 5.6 GB of float64 without a check, and
+    under an address-space limit raised NumPy's own MemoryError from model(x), features() and trace()."""
+    from mobilenetv2 import InsufficientMemory, machine
+    model = MobileNetV2((None, None, 3), alpha=0.35, include_top=False, weights=None, dtype="float64")
+    x = np.broadcast_to(rand(1, 64, 48, 3), (5, 64, 48, 3))  # float32, not contiguous: copied as float64
+    want = model(np.ascontiguousarray(x, np.float64))
+    monkeypatch.setattr(machine, "available_memory", lambda: 5 * 64 * 48 * 3 * 8 - 1)  # the copy's bytes, less one
+    for call in (lambda: model(x), lambda: model.predict(x, batch_size=5), lambda: model.features(x, "Conv1"),
+                 lambda: model.trace(x)):
+        with pytest.raises(InsufficientMemory, match=r"out of memory for a batch of 5 at 64x48: a copy of it as "
+                                                     r"float64 takes 0.0 GiB, 0.0 GiB is available; use a smaller"):
+            call()
+    monkeypatch.setattr(machine, "available_memory", lambda: None)
+    assert np.array_equal(model.predict(x, batch_size=1), want)  # a copy of 1 image at a time
+
+    def no_memory(*args, **kwargs):  # under an address-space limit (ulimit -v) the allocation fails
+        raise MemoryError("Unable to allocate")
+    monkeypatch.setattr(np, "ascontiguousarray", no_memory)
+    for call in (lambda: model(x), lambda: model.features(x, "Conv1"), lambda: model.trace(x)):
+        with pytest.raises(InsufficientMemory, match="out of memory for a batch of 5 at 64x48; use a smaller"):
             call()
