@@ -249,13 +249,17 @@ from mobilenetv2 import MobileNetV2
 model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=2)
 x = np.random.default_rng(0).uniform(-1, 1, (4, 96, 96, 3)).astype(np.float32)
 want = model.predict(x)
-stop = threading.Event()
-def spin():
-    while not stop.is_set():
-        model.predict(x)
-busy = threading.Thread(target=spin)
+# The other thread is inside a call: it holds the model's lock, blocked without the GIL and not
+# asking for it (a thread waiting for the GIL at the fork leaves the child's only thread handing
+# the GIL to a thread that is not there, forever: CPython's, whatever this package does).
+inside, stop = threading.Event(), threading.Event()
+def call():
+    with model._plan_lock:
+        inside.set()
+        stop.wait()
+busy = threading.Thread(target=call)
 busy.start()
-time.sleep(0.05)
+inside.wait()
 bad = 0
 for _ in range(8):
     pid = ctypes.PyDLL(None).fork()
