@@ -90,12 +90,21 @@ class Layer:
             if tuple(a.shape) != tuple(shape):
                 raise WeightsError(f"layer {self.name!r} weight {wname!r}: expected shape "
                                    f"{tuple(shape)}, got {tuple(a.shape)}")
+            # Real numbers (ml_dtypes' bfloat16 too); not complex (it lost its imaginary part), strings
+            # (NumPy's TypeError), dates or objects.
+            if not np.can_cast(a.dtype, np.float64, "same_kind"):
+                raise WeightsError(f"layer {self.name!r} weight {wname!r}: expected real numbers, got dtype {a.dtype}")
             if not np.isfinite(a).all():
                 raise WeightsError(f"layer {self.name!r} weight {wname!r} contains NaN or inf")
             if wname == "moving_variance" and (a < 0).any():  # sqrt(var + eps) would be NaN
                 raise WeightsError(f"layer {self.name!r} weight 'moving_variance' has negative values "
                                    f"(as low as {a.min():g}); a variance is never negative")
-            a = np.array(a, dtype=dtype, order="C", copy=True)  # never the caller's array
+            try:
+                with np.errstate(over="raise"):
+                    a = np.array(a, dtype=dtype, order="C", copy=True)  # never the caller's array
+            except FloatingPointError:  # (it became inf)
+                raise WeightsError(f"layer {self.name!r} weight {wname!r} has values beyond the range of "
+                                   f"{np.dtype(dtype).name}, the model's dtype (as large as {np.abs(a).max():g})") from None
             a.setflags(write=False)
             out.append(a)
         return tuple(out)

@@ -97,3 +97,48 @@ def test_set_weights_refuses_a_negative_moving_variance():
     arrays[k][3] = -0.25
     with pytest.raises(ValueError, match=r"'block_1_project_BN' weight 'moving_variance' has negative values \(as low as -0\.25\)"):
         m.set_weights(arrays)
+
+
+@pytest.mark.parametrize("dtype,bad,match", [
+    (np.float64, 1e39, r"'Conv1' weight 'kernel' has values beyond the range of float32, the model's dtype "
+                       r"\(as large as 1e\+39\)"),
+    (np.complex128, 1j, r"'Conv1' weight 'kernel': expected real numbers, got dtype complex128"),
+    (np.str_, "0.5", r"'Conv1' weight 'kernel': expected real numbers, got dtype <U1"),
+    ("M8[s]", 1, r"'Conv1' weight 'kernel': expected real numbers, got dtype datetime64\[s\]"),
+])
+def test_set_weights_refuses_what_the_model_s_dtype_cannot_hold(dtype, bad, match):
+    """A float64 weight past float32's range became inf in a float32 model (the NumPy engine then
+    answered, wrongly; the C engine failed its next call with 'batch-norm folding needs finite
+    weights'); a complex one lost its imaginary part; a string one was NumPy's TypeError."""
+    from mobilenetv2.errors import WeightsError
+    m = MobileNetV2((48, 48, 3), alpha=0.35, weights=None, classes=3)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 48, 48, 3)).astype(np.float32)
+    want = m.predict(x)
+    arrays = m.get_weights()
+    arrays[0] = np.zeros(arrays[0].shape, dtype)
+    arrays[0][0, 0, 0, 0] = bad
+    for call in (lambda: m.set_weights(arrays), lambda: m.get_layer("Conv1").set_weights(arrays[:1])):
+        with pytest.raises(WeightsError, match=match):
+            call()
+    assert np.array_equal(m.predict(x), want)  # unchanged
+    if dtype is np.float64:  # a float64 model holds it
+        f64 = MobileNetV2((48, 48, 3), alpha=0.35, weights=None, classes=3, dtype="float64")
+        f64.set_weights(arrays)
+        assert f64.get_layer("Conv1").weights[0][0, 0, 0, 0] == 1e39
+
+
+def test_set_weights_takes_real_numbers_of_any_width():
+    """Integers, bools, float16 and ml_dtypes' bfloat16 (what onnx reads a bfloat16 initializer as)
+    are numbers: taken exactly."""
+    m = MobileNetV2((48, 48, 3), alpha=0.35, weights=None, classes=3)
+    layer = m.get_layer("Conv1")
+    kernels = [np.arange(layer.weights[0].size).reshape(layer.weights[0].shape) % 7 - 3,
+               layer.weights[0] > 0, layer.weights[0].astype(np.float16)]
+    try:
+        import ml_dtypes
+        kernels.append(layer.weights[0].astype(ml_dtypes.bfloat16))
+    except ImportError:
+        pass
+    for kernel in kernels:
+        layer.set_weights([kernel])
+        assert np.array_equal(layer.weights[0], kernel.astype(np.float32))
