@@ -179,6 +179,18 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class _Watchers:
+    """A layer's ``on_weights_change``: tells every model holding the layer (weakly) that its
+    weights were replaced."""
+
+    def __init__(self):
+        self.models = weakref.WeakSet()
+
+    def __call__(self):
+        for model in list(self.models):
+            model._weights_changed()
+
+
 class MobileNetV2:
     """MobileNetV2 with the arguments and meaning of ``keras.applications.MobileNetV2``.
 
@@ -653,18 +665,15 @@ class MobileNetV2:
         self._watch_layers()
 
     def _watch_layers(self):
-        """Each layer tells the model when its weights are replaced, through a weak reference: a
-        bound method would make every model a reference cycle, kept (its C threads, its plans)
-        after its last reference is dropped until Python's cycle collector runs, or for good where
-        a service disables it."""
-        model = weakref.ref(self)
-
-        def changed():
-            m = model()
-            if m is not None:
-                m._weights_changed()
+        """Each layer tells the models that hold it when its weights are replaced, through weak
+        references: a bound method would make every model a reference cycle, kept (its C threads,
+        its plans) after its last reference is dropped until Python's cycle collector runs, or for
+        good where a service disables it.  Models made by copy.copy share their layers: a
+        replacement through either is seen by both."""
         for layer in self.layers:
-            layer.on_weights_change = changed
+            if not isinstance(layer.on_weights_change, _Watchers):
+                layer.on_weights_change = _Watchers()
+            layer.on_weights_change.models.add(self)
 
     def __call__(self, x):
         return self._forward(self._check_input(x, finite=False))

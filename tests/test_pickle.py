@@ -76,3 +76,23 @@ def test_c_handles_refuse_to_be_pickled_with_a_reason_and_deepcopy_works():
     assert twin._plans == {} and twin._pool is None
     np.testing.assert_array_equal(twin(x), y)
     assert not twin.get_layer("Conv1").weights[0].flags.writeable
+
+
+def test_a_shallow_copy_shares_the_layers_and_both_models_follow_their_weights():
+    """copy.copy(model) shares the layers, but the layers told only the newest model of a change:
+    the original's C engine kept computing with the old weights after model.load_weights or a
+    layer's set_weights (7e-5 from its own NumPy engine, silently)."""
+    import copy
+    model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, classifier_activation=None, threads=2)
+    x = rand(1, 64, 64, 3)
+    y = model.predict(x)
+    twin = copy.copy(model)
+    assert twin.get_layer("predictions") is model.get_layer("predictions")
+    for changed in (model, twin):
+        layer = changed.get_layer("predictions")
+        layer.set_weights([layer.weights[0], layer.weights[1] + 1.0])
+        y = y + 1.0
+        for m in (model, twin):
+            np.testing.assert_allclose(m.predict(x), y, rtol=1e-5, atol=1e-5)
+    twin.threads = 1  # a copy's own settings stay its own
+    assert model.threads == 2
