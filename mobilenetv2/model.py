@@ -359,6 +359,8 @@ class MobileNetV2:
     def load_weights(self, weights="imagenet"):
         """Load 'imagenet' (found or downloaded, see mobilenetv2.registry) or a Keras .h5 file."""
         from mobilenetv2 import loader, registry
+        if not isinstance(weights, (str, bytes, os.PathLike)):
+            raise ArgumentError(f"weights must be 'imagenet' or the path of a weights file, got {weights!r:.60}")
         if weights == "imagenet":
             path = registry.resolve(self.alpha, self.weights_rows, self.include_top)
         else:

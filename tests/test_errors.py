@@ -87,6 +87,8 @@ def _bad_calls():
         ("layer name", lambda: m.get_layer("block_99_expand")),
         ("features of the input", lambda: m.features(x, [m.layers[0].name])),
         ("set_weights count", lambda: m.set_weights([])),
+        ("load_weights path", lambda: m.load_weights(None)),  # (these two were TypeErrors)
+        ("save_weights path", lambda: m.save_weights(None)),
         ("engine", set_engine),
         ("preprocess dtype", lambda: preprocess_input(np.array(["a"]))),
         ("decode rank", lambda: decode_predictions(np.zeros(1000))),
@@ -107,7 +109,7 @@ def _bad_calls():
 
 BAD_CALLS = ["pooling", "imagenet alpha", "imagenet classes", "uint8 input", "input rank", "input channels",
              "input size", "empty batch", "NaN input", "batch_size", "layer name", "features of the input",
-             "set_weights count", "engine", "preprocess dtype", "decode rank", "decode top", "variant",
+             "set_weights count", "load_weights path", "save_weights path", "engine", "preprocess dtype", "decode rank", "decode top", "variant",
              "registry", "onnx opset", "export input_size", "hf image array", "hf logits",
              "safetensors metadata", "kernel dtype", "kernel pool kind", "kernel pads"]
 
