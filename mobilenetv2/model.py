@@ -457,10 +457,9 @@ class MobileNetV2:
         beyond the dtype's range (a float64 1e300 for a float32 model) is an ArgumentError saying
         so, not 'NaN or inf'.  finite: also refuse NaN and inf here."""
         if x.dtype != self.dtype or not x.flags.c_contiguous:
-            what = f"a copy of it as {self.dtype.name} takes"
             needed, available = x.size * self.dtype.itemsize, machine.available_memory()
             if available is not None and needed > available:
-                raise _out_of_memory(x, needed, available, what)
+                raise _out_of_memory(x, needed, available, f"a copy of it as {self.dtype.name} takes")
             try:
                 with np.errstate(over="raise"):
                     x = np.ascontiguousarray(x, dtype=self.dtype)
