@@ -5,6 +5,8 @@ import argparse
 import math
 import numbers
 
+import numpy as np
+
 
 class Error(Exception):
     """Base of every mobilenetv2 exception."""
@@ -76,3 +78,12 @@ def check_option(value, choices, message):
     if (value is None or isinstance(value, str)) and value in choices:
         return value
     raise ArgumentError(f"{message}, got {value!r}")
+
+
+def as_array(value, what):
+    """``np.asarray(value)``, or an ArgumentError naming ``what`` where NumPy cannot make one array
+    of it (a list of images of different sizes is NumPy's own ValueError)."""
+    try:
+        return np.asarray(value)
+    except ValueError as exc:
+        raise ArgumentError(f"{what} must be one array (a list of arrays must share one shape): {exc}") from None

@@ -4,7 +4,7 @@ from importlib import resources
 
 import numpy as np
 
-from mobilenetv2.errors import ArgumentError
+from mobilenetv2.errors import ArgumentError, as_array
 
 NUM_CLASSES = 1000
 
@@ -27,7 +27,7 @@ def decode_predictions(preds, top=5):
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise ArgumentError(f"top must be a positive integer, got {top!r}")
-    preds = np.asarray(preds)
+    preds = as_array(preds, "decode_predictions' preds")
     if preds.ndim != 2 or preds.shape[1] != NUM_CLASSES:
         raise ArgumentError("decode_predictions expects a batch of predictions (a 2D array of shape "
                             f"(samples, {NUM_CLASSES})), got an array of shape {preds.shape}")

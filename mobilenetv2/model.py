@@ -14,7 +14,7 @@ from mobilenetv2.arch import MAX_SIZE, MIN_SIZE
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
 from mobilenetv2 import pool as threadpool
-from mobilenetv2.errors import ArgumentError, InsufficientMemory, check_option, is_whole
+from mobilenetv2.errors import ArgumentError, InsufficientMemory, as_array, check_option, is_whole
 from mobilenetv2.plan import PackedWeights, Plan, Unsupported
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -430,7 +430,7 @@ class MobileNetV2:
         wrong.  finite=False leaves the NaN/inf check to the caller (_forward: the C plan's stem
         as it reads the image, else NumPy before the layers run); convert=False checks the shape
         and dtype only and returns the array as given (predict converts it a chunk at a time)."""
-        x = np.asarray(x)
+        x = as_array(x, "input")
         if x.dtype.kind != "f":
             hint = " (scale images with preprocess_input first)" if x.dtype.kind in "ui" else ""
             raise ArgumentError(f"input must be a floating-point array, got dtype {x.dtype}{hint}")

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mobilenetv2 import files
-from mobilenetv2.errors import ArgumentError, ImageError
+from mobilenetv2.errors import ArgumentError, ImageError, as_array
 
 MIN_SIZE = 32
 INTERPOLATIONS = {
@@ -24,7 +24,7 @@ def preprocess_input(x):
     Integer and float32 input gives float32, as Keras does; float64 input stays float64 (the
     float64 reference path).
     """
-    x = np.asarray(x)
+    x = as_array(x, "preprocess_input's input")
     if x.dtype.kind not in "uif":
         raise ArgumentError(f"preprocess_input takes numeric pixel values, got dtype {x.dtype}")
     dt = np.float64 if x.dtype == np.float64 else np.float32

@@ -82,6 +82,10 @@ def _bad_calls():
         ("input channels", lambda: m(np.zeros((1, 32, 32, 4), np.float32))),
         ("input size", lambda: m(np.zeros((1, 33, 32, 3), np.float32))),
         ("empty batch", lambda: m(x[:0])),
+        # lists of arrays of different shapes (these three were NumPy's ValueErrors)
+        ("ragged images", lambda: m.predict([x[0], np.zeros((32, 40, 3), np.float32)])),
+        ("ragged preprocess", lambda: preprocess_input([x[0], x[0, :5]])),
+        ("ragged decode", lambda: decode_predictions([np.zeros(1000), np.zeros(10)])),
         ("NaN input", lambda: m(nan)),
         ("batch_size", lambda: m.predict(x, batch_size=0)),
         ("layer name", lambda: m.get_layer("block_99_expand")),
@@ -108,10 +112,11 @@ def _bad_calls():
 
 
 BAD_CALLS = ["pooling", "imagenet alpha", "imagenet classes", "uint8 input", "input rank", "input channels",
-             "input size", "empty batch", "NaN input", "batch_size", "layer name", "features of the input",
-             "set_weights count", "load_weights path", "save_weights path", "engine", "preprocess dtype", "decode rank", "decode top", "variant",
-             "registry", "onnx opset", "export input_size", "hf image array", "hf logits",
-             "safetensors metadata", "kernel dtype", "kernel pool kind", "kernel pads"]
+             "input size", "empty batch", "ragged images", "ragged preprocess", "ragged decode",
+             "NaN input", "batch_size", "layer name", "features of the input", "set_weights count",
+             "load_weights path", "save_weights path", "engine", "preprocess dtype", "decode rank",
+             "decode top", "variant", "registry", "onnx opset", "export input_size", "hf image array",
+             "hf logits", "safetensors metadata", "kernel dtype", "kernel pool kind", "kernel pads"]
 
 
 def test_the_bad_calls_are_all_listed():
