@@ -7,7 +7,7 @@ import stat
 import tempfile
 import threading
 
-from mobilenetv2.errors import Error, OutputPathError
+from mobilenetv2.errors import ArgumentError, Error, OutputPathError
 
 _UMASK_LOCK = threading.Lock()
 
@@ -107,9 +107,9 @@ def folder_member(folder, name):
 
 
 def output_str(path, what="output"):
-    """An output path (str, bytes or os.PathLike) as a str; anything else is refused."""
+    """An output path (str, bytes or os.PathLike) as a str; anything else is a bad argument."""
     if not isinstance(path, (str, bytes, os.PathLike)):
-        raise OutputPathError(f"{what} path must be a str or os.PathLike, got {type(path).__name__} {path!r:.80}")
+        raise ArgumentError(f"{what} path must be a str or os.PathLike, got {type(path).__name__} {path!r:.80}")
     return os.fsdecode(path)
 
 

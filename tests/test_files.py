@@ -99,14 +99,15 @@ def test_open_regular(tmp_path):
 
 @pytest.mark.parametrize("bad", [5, None, 3.0, ["m.onnx"]])
 def test_an_output_path_of_another_type_is_the_packages_error(tmp_path, monkeypatch, bad):
-    """Every writer refuses a path that is not one with OutputPathError naming the argument (it was
+    """Every writer refuses a path that is not one with ArgumentError naming the argument (it was
     os.fspath's TypeError), before anything is written."""
+    from mobilenetv2.errors import ArgumentError
     import mobilenetv2
     monkeypatch.chdir(tmp_path)
     model = mobilenetv2.MobileNetV2((32, 32, 3), alpha=0.35, weights=None)
     for write, what in [(lambda p: mobilenetv2.export_onnx(model, p), "export_onnx path"),
                         (model.save_weights, "weights path"),
                         (lambda p: mobilenetv2.save_pretrained(model, p), "save_pretrained's folder path")]:
-        with pytest.raises(OutputPathError, match=f"{what} must be a str or os.PathLike, got {type(bad).__name__}"):
+        with pytest.raises(ArgumentError, match=f"{what} must be a str or os.PathLike, got {type(bad).__name__}"):
             write(bad)
     assert list(tmp_path.iterdir()) == []
