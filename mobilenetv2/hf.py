@@ -130,6 +130,10 @@ class HFMobileNetV2(MobileNetV2):
         if not isinstance(config, HFConfig):
             raise TypeError("config must be an HFConfig (use from_pretrained to read a folder)")
         check_top_pooling(top_pooling)
+        if top_pooling == "7x7" and config.head != "classification":
+            raise ArgumentError(f"top_pooling='7x7' is TF-slim's classification head; this checkpoint has "
+                                f"{'no head' if config.head is None else 'a ' + config.head + ' head'} "
+                                "(leave top_pooling as 'global')")
         self.config = config
         self.alpha = float(config.depth_multiplier)
         self.threads = threads

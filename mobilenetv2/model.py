@@ -242,6 +242,9 @@ class MobileNetV2:
             raise ArgumentError(f"include_top must be True or False, got {include_top!r}")
         check_option(pooling, (None, "avg", "max"), "pooling must be None, 'avg' or 'max'")
         check_top_pooling(top_pooling)
+        if top_pooling == "7x7" and not include_top:
+            raise ArgumentError("top_pooling='7x7' is TF-slim's classification head: it needs include_top=True "
+                                "(without the top, pooling='avg' or 'max' pools the features)")
         check_option(classifier_activation, ("softmax", None), "classifier_activation must be 'softmax' or None")
         classes = _check_classes(classes)
         if weights == "imagenet":

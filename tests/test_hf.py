@@ -271,6 +271,17 @@ def test_first_layer_not_expansion_adds_the_stem_expand():
     assert m.get_layer("expanded_conv_expand").cin == m.get_layer("expanded_conv_expand").cout == 32
 
 
+def test_tf_slim_7x7_head_without_a_head_is_refused():
+    """top_pooling='7x7' where there is no classification head did nothing, silently."""
+    from mobilenetv2 import ArgumentError, MobileNetV2
+    with pytest.raises(ArgumentError, match="needs include_top=True"):
+        MobileNetV2((256, 256, 3), alpha=0.35, weights=None, include_top=False, top_pooling="7x7")
+    with pytest.raises(ArgumentError, match="this checkpoint has a segmentation head"):
+        from_pretrained(require_shared("hf", "deeplabv3_mobilenet_v2_1.0_513"), top_pooling="7x7")
+    with pytest.raises(ArgumentError, match="this checkpoint has no head"):
+        from_pretrained(require_shared("hf", "mobilenet_v2_1.0_224_backbone_real"), top_pooling="7x7")
+
+
 def test_tf_slim_7x7_head_gives_a_grid():
     folder = require_shared("hf", "mobilenet_v2_0.35_96")
     grid = from_pretrained(folder, dtype="float64", top_pooling="7x7")
