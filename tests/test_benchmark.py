@@ -30,8 +30,9 @@ def test_small_run_writes_consistent_json(tmp_path, capsys):
         c_row = next(r for r in data["results"] if r["engine"] == "c")
         assert c_row["isa"] == native.isa()
         assert set(peaks) == set(native.isas()) - {"scalar"}
-        if peaks:  # no network runs faster than the FMA loop on the cores it used
-            assert 0 < c_row["gflops"] < max(peaks.values())
+        if peaks:  # the share of the FMA loop's peak is the two measured numbers' ratio (both are
+            # timings: on a busy machine either may be slowed, so no order between them is asserted)
+            assert c_row["gflops"] > 0 and all(p > 0 for p in peaks.values())
             assert c_row["percent_of_peak"] == pytest.approx(100 * c_row["gflops"] / max(peaks.values()))
             assert f"{c_row['percent_of_peak']:.0f}%" in capsys.readouterr().out.split("\nc ")[1]
     else:  # the C engine cannot run: the run says so instead of timing it
