@@ -117,8 +117,10 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
     Keras's cache.  ``progress`` shows a progress bar on stderr (None: when stderr is a tty).
 
     A file found is checked against the registry's size and SHA-256 (where recorded) the first
-    time this process uses it; a wrong file in Keras's cache (ours to manage) is removed and
-    downloaded again, a wrong file in $MOBILENETV2_WEIGHTS_DIR is an error naming it."""
+    time this process uses it; a wrong file in Keras's cache (ours to manage) is replaced by a
+    download (said on stderr; kept where the download fails), a wrong file in
+    $MOBILENETV2_WEIGHTS_DIR is an error naming it.  A failed download says where the file may
+    be put instead."""
     entry = _entry(alpha, rows, include_top)
     url = _base_url() + entry["file"]
     allowed = download and os.environ.get(ENV_NO_DOWNLOAD, "") in ("", "0")
@@ -131,17 +133,25 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
         if found != cache or not allowed:
             raise DownloadError(f"weights file {str(found)!r} is not the official "
                                 f"{entry['file']}: {problem}; delete it (or download {url} again)")
-        cache.unlink()  # ours: a wrong file in Keras's cache is replaced, never used
+        # ours: a wrong file in Keras's cache is never used, and replaced only by a good download
+        print(f"mobilenetv2: {str(cache)!r} is not the official {entry['file']} ({problem}): "
+              "downloading it again", file=sys.stderr)
     if not allowed:
         looked = ", ".join(str(d) for d in search_dirs())
         why = f"{ENV_NO_DOWNLOAD} is set" if download else "download=False"
         raise FileNotFoundError(
             f"MobileNetV2 weights file {entry['file']!r} not found (looked in: {looked}) and "
             f"downloading is off ({why}); download {url} into one of those folders "
-            f"(or set {ENV_DIR}), or pass weights='path/to/file.h5'")
+            f"(or set {ENV_DIR}), or pass weights='path/to/file.h5' (--weights on the command line)")
     if progress is None:
         progress = sys.stderr.isatty()
-    return download_file(url, cache, entry["size"], entry["sha256"], progress)
+    try:
+        return download_file(url, cache, entry["size"], entry["sha256"], progress)
+    except DownloadError as exc:
+        kept = f"; the wrong file {str(cache)!r} is kept" if found is not None else ""
+        raise DownloadError(f"{exc}{kept}. Without a download: put the official file in {cache.parent} "
+                            f"(or in a folder named by {ENV_DIR}), or pass weights='path/to/file.h5' "
+                            f"(--weights on the command line); {ENV_NO_DOWNLOAD}=1 turns downloading off") from None
 
 
 _VERIFIED = {}  # (path, device, inode, size, mtime_ns) -> None (good) or the problem found

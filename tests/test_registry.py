@@ -520,6 +520,23 @@ def test_wrong_file_in_the_keras_cache_is_replaced(isolated, server, monkeypatch
     only_good_files(target.parent, [v["file"]])
 
 
+def test_a_wrong_file_in_the_keras_cache_stays_when_the_download_fails(isolated, monkeypatch, capsys):
+    """It was deleted before the download, which then failed (no network): the user's file gone
+    and the error only 'cannot download'.  Now it stays, and the error says what to do."""
+    v = next(v for v in registry.variants() if v["size"] is not None)
+    target = cache(isolated) / v["file"]
+    target.parent.mkdir(parents=True)
+    target.write_bytes(PAYLOAD)
+    monkeypatch.setenv(registry.ENV_URL, (isolated / "no-such-mirror").as_uri())
+    with pytest.raises(DownloadError) as info:
+        registry.resolve(v["alpha"], v["rows"], v["include_top"])
+    msg = str(info.value)
+    assert f"the wrong file {str(target)!r} is kept" in msg
+    assert f"put the official file in {target.parent}" in msg and "--weights" in msg and registry.ENV_DIR in msg
+    assert "is not the official" in capsys.readouterr().err
+    assert target.read_bytes() == PAYLOAD
+
+
 def test_wrong_file_in_the_weights_dir_is_an_error_naming_it(isolated, monkeypatch):
     v = next(v for v in registry.variants() if v["size"] is not None)
     mine = isolated / "mine"
