@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import queue as queue_module
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -186,73 +187,76 @@ def main(argv=None):
     if not native.available():
         sys.exit("mobilenetv2 bench --segmentation: the C extension is not built, so there is no C core to time")
     tmp = tempfile.mkdtemp(prefix="bench-seg-")
-    onnx_path = export_onnx(model, os.path.join(tmp, "deeplabv3.onnx"), batch=1, input_size=(args.size, args.size))
-    x = np.random.default_rng(0).uniform(-1, 1, (1, args.size, args.size, 3)).astype(np.float32)
-    ours = model.predict(x)
-    theirs = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    agree = float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+    try:
+        onnx_path = export_onnx(model, os.path.join(tmp, "deeplabv3.onnx"), batch=1, input_size=(args.size, args.size))
+        x = np.random.default_rng(0).uniform(-1, 1, (1, args.size, args.size, 3)).astype(np.float32)
+        ours = model.predict(x)
+        theirs = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        agree = float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
 
-    alpha = f"{model.config.depth_multiplier:g}"  # the checkpoint's, not the default's 1.0
-    print(f"DeepLabV3-MobileNetV2 {alpha}, {args.size}x{args.size}, batch 1; weights: {hf_dir or 'random'}")
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); Python {platform.python_version()}; "
-          f"C core {native.backend()}; ONNX Runtime {ort_version}" +
-          ("; AVX-512 hidden from both engines (--hide-avx512, CPUID faulting)" if native.avx512_hidden() else ""))
-    print(f"C core vs ONNX Runtime outputs: relative L2 {agree:.2e}")
-    ctx = multiprocessing.get_context("spawn")
-    per_round = max(1, args.runs // args.rounds)
-    times = {(e, t): [] for e in ENGINES for t in threads}
-    cpu = {(e, t): [] for e in ENGINES for t in threads}
-    rss = {}
-    for _ in range(args.rounds):
+        alpha = f"{model.config.depth_multiplier:g}"  # the checkpoint's, not the default's 1.0
+        print(f"DeepLabV3-MobileNetV2 {alpha}, {args.size}x{args.size}, batch 1; weights: {hf_dir or 'random'}")
+        print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); Python {platform.python_version()}; "
+              f"C core {native.backend()}; ONNX Runtime {ort_version}" +
+              ("; AVX-512 hidden from both engines (--hide-avx512, CPUID faulting)" if native.avx512_hidden() else ""))
+        print(f"C core vs ONNX Runtime outputs: relative L2 {agree:.2e}")
+        ctx = multiprocessing.get_context("spawn")
+        per_round = max(1, args.runs // args.rounds)
+        times = {(e, t): [] for e in ENGINES for t in threads}
+        cpu = {(e, t): [] for e in ENGINES for t in threads}
+        rss = {}
+        for _ in range(args.rounds):
+            for t in threads:
+                for e in ENGINES:
+                    got, got_cpu, mem = run_child(ctx, e, hf_dir, onnx_path, args.size, t, per_round, args.warmup,
+                                                  hide=args.hide_avx512)
+                    times[(e, t)] += got
+                    cpu[(e, t)] += got_cpu
+                    rss[(e, t)] = max(rss.get((e, t), 0), mem)
+        rows = []
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} (CPU ms: process CPU time per call)")
+        print(f"\n{'engine':<14} {'threads':>7} {'median ms':>10} {'p10':>8} {'p90':>8} {'min':>8} {'RSS MB':>7} "
+              f"{'C vs ORT':>9} {'CPU ms':>7} {'by CPU':>7}")
         for t in threads:
+            ort_median = summarize(times[("ort", t)])["median_ms"]
+            ort_cpu = float(np.median(cpu[("ort", t)])) * 1e3
             for e in ENGINES:
-                got, got_cpu, mem = run_child(ctx, e, hf_dir, onnx_path, args.size, t, per_round, args.warmup,
-                                              hide=args.hide_avx512)
-                times[(e, t)] += got
-                cpu[(e, t)] += got_cpu
-                rss[(e, t)] = max(rss.get((e, t), 0), mem)
-    rows = []
-    print(f"load average at the end: {os.getloadavg()[0]:.1f} (CPU ms: process CPU time per call)")
-    print(f"\n{'engine':<14} {'threads':>7} {'median ms':>10} {'p10':>8} {'p90':>8} {'min':>8} {'RSS MB':>7} "
-          f"{'C vs ORT':>9} {'CPU ms':>7} {'by CPU':>7}")
-    for t in threads:
-        ort_median = summarize(times[("ort", t)])["median_ms"]
-        ort_cpu = float(np.median(cpu[("ort", t)])) * 1e3
-        for e in ENGINES:
-            s = summarize(times[(e, t)])
-            cpu_ms = float(np.median(cpu[(e, t)])) * 1e3
-            ratio, cpu_ratio = ort_median / s["median_ms"], ort_cpu / cpu_ms
-            name = {"c": "C core", "ort": "ONNX Runtime"}[e]
-            by_cpu = f"{cpu_ratio if e == 'c' else 1.0:>6.2f}x" if t == 1 else f"{'-':>7}"
-            print(f"{name:<14} {t:>7} {s['median_ms']:>10.1f} {s['p10_ms']:>8.1f} {s['p90_ms']:>8.1f} "
-                  f"{s['min_ms']:>8.1f} {rss[(e, t)]:>7.0f} {ratio if e == 'c' else 1.0:>8.2f}x {cpu_ms:>7.1f} {by_cpu}")
-            rows.append(dict(engine=e, threads=t, rss_mb=rss[(e, t)], cpu_median_ms=cpu_ms, **s))
-    paired = None
-    if args.lockstep:
-        got, (wall_ratio, cpu_ratio) = lockstep(ctx, hf_dir, onnx_path, args.size, args.lockstep, args.warmup,
-                                                args.hide_avx512)
-        print(f"\nlockstep, 1 thread, {args.lockstep} pairs of calls (load average now "
-              f"{os.getloadavg()[0]:.1f}):")
-        for e in ENGINES:
-            wall, cpu_s = (np.array([g[k] for g in got[e]]) * 1e3 for k in (0, 1))
-            print(f"  {e:<4} wall median {np.median(wall):7.1f} ms  p10 {np.percentile(wall, 10):7.1f}  "
-                  f"CPU median {np.median(cpu_s):7.1f} ms")
-        print(f"  C vs ORT, median over pairs: wall {wall_ratio:.2f}x, CPU {cpu_ratio:.2f}x")
-        paired = dict(calls=args.lockstep, wall_ratio=float(wall_ratio), cpu_ratio=float(cpu_ratio),
-                      **{f"{e}_{k}_ms": [g[i] * 1e3 for g in got[e]] for e in ENGINES
-                         for i, k in enumerate(("wall", "cpu"))})
-    os.makedirs(args.out, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = os.path.join(args.out, f"segmentation-{stamp}.json")
-    from mobilenetv2.files import atomic_write
-    with atomic_write(path, suffix=".json") as f:
-        f.write(json.dumps({"model": f"deeplabv3_mobilenet_v2_{alpha}", "size": args.size, "weights": hf_dir or "random",
-                   "cpu": cpu_model(), "cores": os.cpu_count(), "backend": native.backend(),
-                   "avx512_hidden": native.avx512_hidden(),
-                   "onnxruntime": ort_version, "agreement_rel_l2": agree, "load_average_end": os.getloadavg()[0],
-                   "rows": rows, "lockstep_1_thread": paired}, indent=2).encode())
-    print(f"\nwrote {path}")
-    return 0
+                s = summarize(times[(e, t)])
+                cpu_ms = float(np.median(cpu[(e, t)])) * 1e3
+                ratio, cpu_ratio = ort_median / s["median_ms"], ort_cpu / cpu_ms
+                name = {"c": "C core", "ort": "ONNX Runtime"}[e]
+                by_cpu = f"{cpu_ratio if e == 'c' else 1.0:>6.2f}x" if t == 1 else f"{'-':>7}"
+                print(f"{name:<14} {t:>7} {s['median_ms']:>10.1f} {s['p10_ms']:>8.1f} {s['p90_ms']:>8.1f} "
+                      f"{s['min_ms']:>8.1f} {rss[(e, t)]:>7.0f} {ratio if e == 'c' else 1.0:>8.2f}x {cpu_ms:>7.1f} {by_cpu}")
+                rows.append(dict(engine=e, threads=t, rss_mb=rss[(e, t)], cpu_median_ms=cpu_ms, **s))
+        paired = None
+        if args.lockstep:
+            got, (wall_ratio, cpu_ratio) = lockstep(ctx, hf_dir, onnx_path, args.size, args.lockstep, args.warmup,
+                                                    args.hide_avx512)
+            print(f"\nlockstep, 1 thread, {args.lockstep} pairs of calls (load average now "
+                  f"{os.getloadavg()[0]:.1f}):")
+            for e in ENGINES:
+                wall, cpu_s = (np.array([g[k] for g in got[e]]) * 1e3 for k in (0, 1))
+                print(f"  {e:<4} wall median {np.median(wall):7.1f} ms  p10 {np.percentile(wall, 10):7.1f}  "
+                      f"CPU median {np.median(cpu_s):7.1f} ms")
+            print(f"  C vs ORT, median over pairs: wall {wall_ratio:.2f}x, CPU {cpu_ratio:.2f}x")
+            paired = dict(calls=args.lockstep, wall_ratio=float(wall_ratio), cpu_ratio=float(cpu_ratio),
+                          **{f"{e}_{k}_ms": [g[i] * 1e3 for g in got[e]] for e in ENGINES
+                             for i, k in enumerate(("wall", "cpu"))})
+        os.makedirs(args.out, exist_ok=True)
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        path = os.path.join(args.out, f"segmentation-{stamp}.json")
+        from mobilenetv2.files import atomic_write
+        with atomic_write(path, suffix=".json") as f:
+            f.write(json.dumps({"model": f"deeplabv3_mobilenet_v2_{alpha}", "size": args.size, "weights": hf_dir or "random",
+                       "cpu": cpu_model(), "cores": os.cpu_count(), "backend": native.backend(),
+                       "avx512_hidden": native.avx512_hidden(),
+                       "onnxruntime": ort_version, "agreement_rel_l2": agree, "load_average_end": os.getloadavg()[0],
+                       "rows": rows, "lockstep_1_thread": paired}, indent=2).encode())
+        print(f"\nwrote {path}")
+        return 0
+    finally:  # the ONNX export timed (8 MB at 513) is not left in the temporary folder
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
