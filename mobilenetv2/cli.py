@@ -37,14 +37,28 @@ def _weights_arg(value):
     return value if value in ("imagenet", "none") else os.fspath(value)
 
 
+MODEL_DEFAULTS = {"alpha": 1.0, "size": 224, "weights": "imagenet"}
+
+
 def _add_model_args(p, top=True):
+    """--alpha, --size, --weights (None where not given: see _model_args) and --dtype."""
     from mobilenetv2.model import MAX_SIZE
-    p.add_argument("--alpha", type=_finite_float, default=1.0, help="width multiplier (default 1.0)")
-    p.add_argument("--size", type=positive_int(MAX_SIZE), default=224,
+    p.add_argument("--alpha", type=_finite_float, default=None, help="width multiplier (default 1.0)")
+    p.add_argument("--size", type=positive_int(MAX_SIZE), default=None,
                    help="input height and width (default 224)")
-    p.add_argument("--weights", type=_weights_arg, default="imagenet",
+    p.add_argument("--weights", type=_weights_arg, default=None,
                    help="'imagenet' (found or downloaded), 'none' (Keras's initial weights), or a Keras .h5 path")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+
+
+def _model_args(args):
+    """The model flags the user gave (their names), after which ``args`` holds the defaults of
+    the others."""
+    given = [f"--{k}" for k in MODEL_DEFAULTS if getattr(args, k) is not None]
+    for k, v in MODEL_DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return given
 
 
 def _model(args, include_top=True, pooling=None):
@@ -87,9 +101,8 @@ def cmd_classify(args):
     from mobilenetv2.imagenet import decode_predictions
     if args.top < 1:
         raise ArgumentError(f"--top must be at least 1, got {args.top}")
+    given = _model_args(args)
     if args.hf:
-        given = [flag for flag, value, default in (("--alpha", args.alpha, 1.0), ("--size", args.size, 224),
-                                                   ("--weights", args.weights, "imagenet")) if value != default]
         if given:
             raise ArgumentError(f"{', '.join(given)} do(es) not apply with --hf: the checkpoint folder "
                                 "fixes the model, its weights and its input size")
@@ -348,6 +361,8 @@ def main(argv=None):
             if argv and argv[0] == "bench":
                 return cmd_bench(argv[1:])
             args = build_parser().parse_args(argv)
+            if hasattr(args, "alpha") and args.func is not cmd_classify:  # classify checks them first
+                _model_args(args)
             return args.func(args)
     except KeyboardInterrupt:
         print(f"mobilenetv2 {command}: interrupted", file=sys.stderr)
