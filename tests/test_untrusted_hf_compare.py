@@ -236,6 +236,9 @@ def test_onnx_external_data_refused_everywhere(tmp_path):
     with pytest.raises(CompareError, match="external file") as info:
         read_onnx(path)
     assert "m.onnx" in str(info.value)
+    # it names the file it refused to read and says how to put the weights inside (the dynamo
+    # exporter of torch.onnx writes a .data file beside the .onnx by default)
+    assert "'secret.bin'" in str(info.value) and "external_data=False" in str(info.value)
     box = _in_thread(read_onnx, _fifo(tmp_path, "p.onnx"))
     assert isinstance(box.get("error"), CompareError) and "FIFO" in str(box["error"])
 

@@ -118,8 +118,11 @@ def _refuse_external(graph, path, TensorProto):
                 stack += ([a.g] if a.HasField("g") else []) + list(a.graphs)
         for t in tensors:
             if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
-                raise CompareError(f"{path!r} keeps tensor {t.name!r} in an external file; compare reads "
-                                   "only the file given (save the model with its weights inside)")
+                where = dict((e.key, e.value) for e in t.external_data).get("location", "")[:100]
+                raise CompareError(f"{path!r} keeps tensor {t.name!r} in an external file ({where!r}); compare "
+                                   "reads only the file given: save the model with its weights inside "
+                                   "(torch.onnx.export(..., external_data=False), the dynamo exporter's "
+                                   "default being a .data file beside it; or onnx.save(onnx.load(PATH), NEW_PATH))")
 
 
 def read_onnx(path):
