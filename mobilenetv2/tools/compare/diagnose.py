@@ -73,11 +73,15 @@ def _symmetric(ref, convs, text, detail):
 def _padding_unseen(ref, layer, previous):
     """Symmetric pads on the stride-2 3x3 convs OTHER ran where nothing could be compared
     (between the last agreeing layer and ``layer``), and on every stride-2 3x3 conv (a
-    framework-wide setting such as transformers' tf_padding=False)."""
+    framework-wide setting such as transformers' tf_padding=False), where one of them shows
+    first at ``layer``: none once every one before it has been compared and agreed (pads there
+    would break that agreement: not a cause to blame, even as the closest)."""
     s2 = [x for x in ref.layers if isinstance(x, (L.Conv2D, L.DepthwiseConv2D))
           and getattr(x, "kernel", 3) == 3 and x.stride == 2]
     lo = ref.index[previous] if previous else 0
     gap = [x for x in s2 if lo < ref.index[x.name] < ref.index[layer]]
+    if not any(lo < ref.index[x.name] <= ref.index[layer] for x in s2):
+        return []
     out = []
     if gap and len(gap) < len(s2):
         names = [x.name for x in gap]
