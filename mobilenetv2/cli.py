@@ -237,7 +237,8 @@ def cmd_segment(args):
     else:
         path = _save_png_atomically(args.out, colours[classes])
     ids, counts = np.unique(classes, return_counts=True)
-    print(f"{args.image}: {classes.shape[1]}x{classes.shape[0]} class map written to {path}")
+    what = "class map over the photo" if args.overlay else "class map"
+    print(f"{args.image}: {classes.shape[1]}x{classes.shape[0]} {what} written to {path}")
     for i, n in sorted(zip(ids, counts), key=lambda t: -t[1]):
         r, g, b = colours[i]
         print(f"  {model.id2label.get(int(i), str(i)):<16} {int(i):>3}  #{r:02x}{g:02x}{b:02x}  {n / classes.size:7.2%}")

@@ -551,7 +551,7 @@ def _hints(expected, found):
                      "include_top=True, or the _no_top file")
     elif model_top and not file_top:
         hints.append("the model has a classifier layer and the file has none (a _no_top file?): "
-                     "use include_top=False, or the file with the top")
+                     "use include_top=False (dump --no-top on the command line), or the file with the top")
     elif model_top and file_top and model_shapes[-1][0][1] != file_shapes[-1][0][1]:
         hints.append(f"the file's classifier has {file_shapes[-1][0][1]} classes and the model's "
                      f"{model_shapes[-1][0][1]}: use classes={file_shapes[-1][0][1]}")
