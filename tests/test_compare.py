@@ -249,6 +249,30 @@ def test_tf2onnx_style_graph(model, tmp_path):
     assert (report["first_divergent_layer"], report["diagnosis"]["cause"]) == ("block_7_expand_relu", "activation")
 
 
+def test_keras3_torch_export_style_casts_are_looked_through(model, tmp_path):
+    """Keras 3's ONNX export on its torch backend writes a float-to-float Cast after every op
+    (and around the pooling): compare read them as ops, mapped 53 of 99 layers, listed every
+    ReLU6 as missing and diverged at bn_Conv1 on a healthy graph.  A Cast to float is an
+    Identity to the topology; a Cast pair through float16 still rounds (test_compare_quant)."""
+    from onnx import TensorProto, helper
+    path = tf_style(model, tmp_path / "tf.onnx")
+    m = onnx.load(path)
+    nodes = []
+    for n in m.graph.node:
+        nodes.append(n)
+        if n.op_type in ("Conv", "Transpose", "Mul", "Add", "Clip", "ReduceMean", "Squeeze", "MatMul"):
+            out = n.output[0]
+            n.output[0] = out + "/pre_cast"
+            nodes.append(helper.make_node("Cast", [out + "/pre_cast"], [out], to=TensorProto.FLOAT))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.save(m, str(tmp_path / "casts.onnx"))
+    for weights in (model, None):
+        report = compare(str(tmp_path / "casts.onnx"), weights=weights)
+        assert report["agrees"] and report["unmapped"] == []
+        assert len(report["layers"]) == n_keras_outputs(model)
+
+
 # -- output -----------------------------------------------------------------------------------
 def test_plot(model, tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib (pip install 'mobilenetv2[plot]')")

@@ -229,7 +229,7 @@ def map_by_topology(other, ref_layers, missing=None):
     # the head: pooling, then the dense classifier
     last = matches[-1].tensor
     names = {x.name: x for x in ref_layers}
-    pool = next((n for n in nodes if n.op == "pool" and last in n.inputs), None)
+    pool = next((n for n in nodes if n.op == "pool" and last in n.inputs), None) or only(last, ("pool",))
     order = {x.name: i for i, x in enumerate(ref_layers)}
     gap = next((x.name for x in ref_layers if isinstance(x, (L.GlobalAveragePooling2D, L.AveragePooling2D))  # the classifier's,
                 and order[x.name] > order[matches[-1].layer]), None)  # not DeepLabV3's image pooling

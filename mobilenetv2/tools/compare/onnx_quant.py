@@ -152,7 +152,8 @@ def input_grid(nodes, input_name):
 def collapse_casts(nodes, TensorProto):
     """Each Cast to bfloat16 or float16 read only by a Cast back to float, as one ``qdq`` node
     (``kind`` the narrow type, no grid): a graph computing in bfloat16 rounds its activations
-    there.  Return (nodes, {the float tensor after the pair: kind})."""
+    there; any other Cast to float as an Identity.  Return (nodes, {the float tensor after the
+    pair: kind})."""
     narrow = {TensorProto.BFLOAT16: "bfloat16", TensorProto.FLOAT16: "float16"}
     consumers = {}
     for n in nodes:
@@ -169,5 +170,9 @@ def collapse_casts(nodes, TensorProto):
                 out.append(Node("qdq", n.inputs, c[0].output, n.name, dict(grid=None, kind=narrow[n.attrs["to"]])))
                 rounded[c[0].output] = narrow[n.attrs["to"]]
                 continue
+        if n.op == "cast" and n.attrs.get("to") == TensorProto.FLOAT:
+            # any other Cast to float (float to float, as Keras 3's torch export writes around
+            # every op): the topology looks through it, as through an Identity
+            n = Node("reshape", n.inputs, n.output, n.name, dict(kind="Identity"))
         out.append(n)
     return out, rounded
