@@ -116,6 +116,15 @@ def test_torch_module_built_from_our_weights_agrees(model, x):
     assert "0 with the batch norm folded in" in compare(net, batch=x)["weights"]["source"]
 
 
+def test_the_module_is_run_in_eval_mode_and_left_as_found(model, x):
+    """compare ran the module in eval mode and left it there: a module being trained was
+    switched to eval for good."""
+    net = KerasOrderNet(model).train()
+    net.mods["bn_Conv1"].eval()  # one submodule in its own mode
+    assert compare(net, weights=model, batch=x)["agrees"]  # batch norms with running statistics
+    assert net.training and not net.mods["bn_Conv1"].training and net.mods["Conv1"].training
+
+
 def test_pooling_in_forward_still_compares_the_output(model, x):
     """torchvision pools in forward (no module to hook): the Linear's output is still compared as
     the predictions (it was left unmapped, and a max pooling there agreed)."""

@@ -21,7 +21,6 @@ def read_object(obj):
 
 def _read_torch(module):
     torch = require("torch", "comparing a torch module", "torch")
-    module.eval()
     leaves = [(n, m) for n, m in module.named_modules() if not list(m.children())]
     order = []
 
@@ -35,6 +34,8 @@ def _read_torch(module):
     def run(x):
         order.clear()
         handles = [m.register_forward_hook(hook_for(n, m)) for n, m in leaves]
+        training = [(m, m.training) for m in module.modules()]  # run in eval mode, left as found
+        module.eval()
         try:
             with torch.no_grad():
                 t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
@@ -42,6 +43,8 @@ def _read_torch(module):
         finally:
             for h in handles:
                 h.remove()
+            for m, mode in training:
+                m.training = mode
         return {name: out.detach().double().numpy() for name, _, out in order
                 if isinstance(out, torch.Tensor)}
 
