@@ -288,3 +288,14 @@ def tf_style(model, path, relu=(), eps=None):
     m = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
     onnx.save(m, str(path))
     return str(path)
+
+
+def our_exports(model, folder, name):
+    """``model`` exported by export_onnx and, where LiteRT is installed to run it, export_tflite."""
+    from mobilenetv2 import export_onnx, export_tflite
+    files = [export_onnx(model, folder / f"{name}.onnx")]
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return files
+    return files + [export_tflite(model, folder / f"{name}.tflite")]

@@ -76,16 +76,10 @@ def test_own_export_of_a_pooled_backbone_compares_its_pooling(tmp_path, pooling)
     """The pooled output of our export is compared with the reference's pooling: a GlobalMaxPool
     (REDUCE_MAX in a .tflite) was no pooling node to compare, so compare built a reference without
     one, and reported AGREES on the layers before it, never looking at the file's output."""
-    from mobilenetv2 import export_tflite
+    from onnx_graphs import our_exports
     backbone = lively_weights(MobileNetV2(SHAPE, alpha=0.35, include_top=False, pooling=pooling, weights=None))
     pooled = "global_max_pooling2d" if pooling == "max" else "global_average_pooling2d"
-    files = [export_onnx(backbone, tmp_path / "m.onnx")]
-    try:
-        import ai_edge_litert.interpreter  # noqa: F401
-        files.append(export_tflite(backbone, tmp_path / "m.tflite"))
-    except ImportError:
-        pass
-    for path in files:
+    for path in our_exports(backbone, tmp_path, "m"):
         report = compare(path, random=1, seed=3)
         assert report["agrees"] and report["unmapped"] == []
         assert report["layers"][-1]["layer"] == pooled, path

@@ -196,16 +196,9 @@ def test_tf_slim_7x7_head_is_compared_as_tf_slim_computes_it(tmp_path):
     scores above 224), as our export writes it, for ONNX and TFLite: it was refused ('53
     convolutions, MobileNetV2 has 52'); the reference now has that head too, and agrees through
     the pooling window and the grid of probabilities."""
-    from mobilenetv2 import export_tflite
-    from mobilenetv2 import export_onnx
-    from onnx_graphs import lively_weights
+    from onnx_graphs import lively_weights, our_exports
     slim = lively_weights(MobileNetV2((256, 256, 3), alpha=0.35, weights=None, top_pooling="7x7"), seed=4)
-    files = [export_onnx(slim, tmp_path / "slim.onnx")]
-    try:
-        import ai_edge_litert.interpreter  # noqa: F401
-        files.append(export_tflite(slim, tmp_path / "slim.tflite"))
-    except ImportError:
-        pass
+    files = our_exports(slim, tmp_path, "slim")
     for path in files:
         for weights in (None, slim):  # OTHER's own weights, or ours
             report = compare(path, weights=weights, random=1)
