@@ -101,11 +101,10 @@ def cmd_classify(args):
     from mobilenetv2.imagenet import decode_predictions
     if args.top < 1:
         raise ArgumentError(f"--top must be at least 1, got {args.top}")
-    given = _model_args(args)
     if args.hf:
-        if given:
-            raise ArgumentError(f"{', '.join(given)} do(es) not apply with --hf: the checkpoint folder "
-                                "fixes the model, its weights and its input size")
+        if args.model_flags_given:
+            raise ArgumentError(f"{', '.join(args.model_flags_given)} do(es) not apply with --hf: the "
+                                "checkpoint folder fixes the model, its weights and its input size")
         return _classify_hf(args)
     model = _model(args)
     if model.classes != 1000:
@@ -362,8 +361,8 @@ def main(argv=None):
             if argv and argv[0] == "bench":
                 return cmd_bench(argv[1:])
             args = build_parser().parse_args(argv)
-            if hasattr(args, "alpha") and args.func is not cmd_classify:  # classify checks them first
-                _model_args(args)
+            if hasattr(args, "alpha"):
+                args.model_flags_given = _model_args(args)
             return args.func(args)
     except KeyboardInterrupt:
         print(f"mobilenetv2 {command}: interrupted", file=sys.stderr)

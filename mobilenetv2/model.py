@@ -379,7 +379,7 @@ class MobileNetV2:
 
     def describe(self):
         top = "with top" if self.include_top else "without top"
-        head = ", TF-slim's 7x7 head" if getattr(self, "top_pooling", "global") == "7x7" else ""
+        head = ", TF-slim's 7x7 head" if self.top_pooling == "7x7" else ""
         return f"MobileNetV2 alpha={self.alpha:g} {top} ({self.classes} classes{head})" if self.include_top \
             else f"MobileNetV2 alpha={self.alpha:g} {top}"
 

@@ -112,6 +112,9 @@ def found_weights(alpha, rows, include_top=True):
     return path, (verify_file(path, entry["size"], entry["sha256"]) if path is not None else None)
 
 
+_GIVE_A_FILE = "pass weights='path/to/file.h5' (--weights on the command line)"
+
+
 def resolve(alpha, rows, include_top=True, download=True, progress=None):
     """The path of the variant's file: found in the search folders, else downloaded into
     Keras's cache.  ``progress`` shows a progress bar on stderr (None: when stderr is a tty).
@@ -142,7 +145,7 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
         raise FileNotFoundError(
             f"MobileNetV2 weights file {entry['file']!r} not found (looked in: {looked}) and "
             f"downloading is off ({why}); download {url} into one of those folders "
-            f"(or set {ENV_DIR}), or pass weights='path/to/file.h5' (--weights on the command line)")
+            f"(or set {ENV_DIR}), or {_GIVE_A_FILE}")
     if progress is None:
         progress = sys.stderr.isatty()
     try:
@@ -150,8 +153,8 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
     except DownloadError as exc:
         kept = f"; the wrong file {str(cache)!r} is kept" if found is not None else ""
         raise DownloadError(f"{exc}{kept}. Without a download: put the official file in {cache.parent} "
-                            f"(or in a folder named by {ENV_DIR}), or pass weights='path/to/file.h5' "
-                            f"(--weights on the command line); {ENV_NO_DOWNLOAD}=1 turns downloading off") from None
+                            f"(or in a folder named by {ENV_DIR}), or {_GIVE_A_FILE}; "
+                            f"{ENV_NO_DOWNLOAD}=1 turns downloading off") from None
 
 
 _VERIFIED = {}  # (path, device, inode, size, mtime_ns) -> None (good) or the problem found

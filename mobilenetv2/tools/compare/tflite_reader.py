@@ -86,8 +86,8 @@ def read_tflite(path):
         elif kind == "add":
             nodes.append(Node("add", [str(i) for i in ins], out, name))
         elif kind == "pool":
-            kind = {"REDUCE_MAX": "max", "AVERAGE_POOL_2D": "window"}.get(op["op_name"], "average")
-            nodes.append(Node("pool", [str(ins[0])], out, name, dict(kind=kind)))
+            pooling = {"REDUCE_MAX": "max", "AVERAGE_POOL_2D": "window"}.get(op["op_name"], "average")
+            nodes.append(Node("pool", [str(ins[0])], out, name, dict(kind=pooling)))
         else:
             nodes.append(Node(kind, [str(ins[0])], out, name))
     hw = (int(inp["shape"][1]), int(inp["shape"][2]))

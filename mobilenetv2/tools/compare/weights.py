@@ -157,7 +157,7 @@ def from_user(weights, hw, include_top, pooling=None, alpha_hint=None, top_pooli
     if isinstance(weights, MobileNetV2):
         src, desc = weights, f"the given model object ({weights.describe()})"
         # the model given says which head is meant: its pooling, not OTHER's, is the reference's
-        top_pooling = getattr(weights, "top_pooling", top_pooling) if weights.include_top else top_pooling
+        top_pooling = weights.top_pooling if weights.include_top else top_pooling
         pooling = weights.pooling or pooling
     elif isinstance(weights, (str, os.PathLike)) and os.path.isdir(weights):
         loader = getattr(mobilenetv2, "from_pretrained", None)
