@@ -254,9 +254,12 @@ def download_file(url, dest, size=None, sha256=None, progress=False, deadline=No
     permissions the user's umask gives."""
     from mobilenetv2.files import current_umask
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale_parts(dest.parent, dest.name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale_parts(dest.parent, dest.name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as exc:
+        raise _cannot_save(url, dest, exc) from None
     _lock(fd)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -274,14 +277,23 @@ def download_file(url, dest, size=None, sha256=None, progress=False, deadline=No
             os.fsync(out.fileno())
             os.fchmod(out.fileno(), 0o666 & ~current_umask())
             os.replace(tmp, dest)  # while the lock is held: never removed as stale
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and not isinstance(exc, DownloadError):
+            raise _cannot_save(url, dest, exc) from None
         raise
     _VERIFIED[_file_key(dest)[0]] = None
     return dest
+
+
+def _cannot_save(url, dest, exc):
+    """The error for a download the local file system could not take (the network is not to
+    blame): a folder that cannot be made or written, a full disk, a folder where the file goes."""
+    return DownloadError(f"cannot save the download of {url} as {str(dest)!r}: {exc} (its folder "
+                         "must be writable, with room for the file)")
 
 
 def _check_hdf5(path, url):
@@ -409,34 +421,32 @@ def _fetch_watched(url, out, size, progress, deadline, watch):
                                 f"({limit} bytes at most): not a weights file")
         bar = _Progress(url.rsplit("/", 1)[-1], length or size) if progress else None
         head = b""
-        try:
-            while True:
-                _sock_timeout(response, min(_READ_TIMEOUT, remaining()))
+        while True:
+            _sock_timeout(response, min(_READ_TIMEOUT, remaining()))
+            try:
                 chunk = response.read1(min(_CHUNK, limit + 1 - done)) if hasattr(response, "read1") \
                     else response.read(min(_CHUNK, limit + 1 - done))
+            except (HTTPException, OSError, ValueError) as exc:
                 remaining()
-                if not chunk:
-                    break
-                done += len(chunk)
-                if done > limit:
-                    raise DownloadError(f"{url} sent more than {limit} bytes, "
-                                        + ("the registry's size of the file" if size is not None
-                                           else "more than any MobileNetV2 weights file")
-                                        + ": not the expected file")
-                if len(head) < len(HDF5_MAGIC):
-                    head += chunk[:len(HDF5_MAGIC) - len(head)]
-                    if head != HDF5_MAGIC[:len(head)]:
-                        raise DownloadError(f"{url} did not send an HDF5 file (it starts with "
-                                            f"{head!r}; an error page?)")
-                out.write(chunk)
-                digest.update(chunk)
-                if bar:
-                    bar.update(done)
-        except (HTTPException, OSError, ValueError) as exc:
-            if isinstance(exc, DownloadError):
-                raise
+                raise DownloadError(f"download of {url} broke off after {done} bytes ({exc!r})") from None
             remaining()
-            raise DownloadError(f"download of {url} broke off after {done} bytes ({exc!r})") from None
+            if not chunk:
+                break
+            done += len(chunk)
+            if done > limit:
+                raise DownloadError(f"{url} sent more than {limit} bytes, "
+                                    + ("the registry's size of the file" if size is not None
+                                       else "more than any MobileNetV2 weights file")
+                                    + ": not the expected file")
+            if len(head) < len(HDF5_MAGIC):
+                head += chunk[:len(HDF5_MAGIC) - len(head)]
+                if head != HDF5_MAGIC[:len(head)]:
+                    raise DownloadError(f"{url} did not send an HDF5 file (it starts with "
+                                        f"{head!r}; an error page?)")
+            out.write(chunk)  # a local failure (a full disk): download_file says so
+            digest.update(chunk)
+            if bar:
+                bar.update(done)
         remaining()  # a socket the watchdog shut down reads as the end of the file
         if bar:
             bar.update(done, final=True)

@@ -599,3 +599,51 @@ def test_progress_bar_without_a_known_total(isolated, server, capsys):
     registry.resolve(*UNKNOWN, progress=True)
     err = capsys.readouterr().err
     assert err.endswith(f": {len(PAYLOAD) / 1e6:.1f} MB\n") and "%" not in err
+
+
+# -- a cache the file system refuses ----------------------------------------------------------
+def test_a_cache_folder_that_is_a_file_is_a_download_error_naming_it(isolated, server):
+    """mkdir of Keras's cache folder failed with a bare FileExistsError, before any download."""
+    server.serve(keras_name(*UNKNOWN), PAYLOAD)
+    (isolated / "keras").mkdir()
+    cache(isolated).write_bytes(b"not a folder")
+    with pytest.raises(DownloadError, match=re.escape(f"cannot save the download of {server.url}")
+                       + ".*File exists: " + re.escape(repr(str(cache(isolated))))) as info:
+        registry.resolve(*UNKNOWN)
+    assert "pass weights=" in str(info.value)
+    assert cache(isolated).read_bytes() == b"not a folder"
+
+
+def test_a_folder_where_the_file_goes_is_a_download_error_naming_it(isolated, server):
+    """The whole download was made, then os.replace failed with a bare IsADirectoryError."""
+    server.serve(keras_name(*UNKNOWN), PAYLOAD)
+    (cache(isolated) / keras_name(*UNKNOWN)).mkdir(parents=True)
+    with pytest.raises(DownloadError, match=r"cannot save the download of .* Is a directory"):
+        registry.resolve(*UNKNOWN)
+    only_good_files(cache(isolated), [keras_name(*UNKNOWN)])  # the folder, and no part file
+
+
+FULL_DISK_SCRIPT = """
+import resource
+from mobilenetv2 import registry
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))  # Python ignores SIGXFSZ: writes fail
+try:
+    registry.resolve(0.75, 160, True, progress=False)
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.parametrize("copies", [20, 1])  # one fails in a write, one in the last flush (by chunk sizes)
+def test_a_full_disk_is_said_as_such_and_leaves_nothing(isolated, server, copies):
+    """A write refused by the file system (EFBIG here, ENOSPC on a full disk) was said as
+    'download ... broke off' (blaming the server), or was a bare OSError naming no file."""
+    limit = 4000
+    server.serve(keras_name(*UNKNOWN), PAYLOAD * copies)
+    env = dict(os.environ, PYTHONPATH=str(registry.Path(registry.__file__).resolve().parent.parent))
+    out = subprocess.run([sys.executable, "-c", FULL_DISK_SCRIPT.format(limit=limit)], env=env,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert out.startswith("DownloadError cannot save the download of "), out
+    assert "File too large" in out and str(cache(isolated) / keras_name(*UNKNOWN)) in out, out
+    assert "broke off" not in out
+    only_good_files(cache(isolated))
