@@ -8,10 +8,12 @@ files are downloaded into Keras's cache with urllib.
 
 Environment:
   MOBILENETV2_WEIGHTS_DIR   a folder searched first (several may be joined with os.pathsep)
-  MOBILENETV2_WEIGHTS_URL   the base URL to download from (a mirror; file:// works too)
+  MOBILENETV2_WEIGHTS_URL   the base URL to download from (a mirror; file:// works too; user:password@
+                            is sent as HTTP Basic authentication, never shown)
   MOBILENETV2_NO_DOWNLOAD   set to 1 to make a missing file an error instead of a download
   KERAS_HOME                Keras's folder, as Keras reads it
 """
+import base64
 import functools
 import hashlib
 import http.client
@@ -78,6 +80,22 @@ def _base_url():
     return base if base.endswith("/") else base + "/"
 
 
+def _credentials(url):
+    """(``url`` without the ``user:password@`` a mirror's URL may hold, the HTTP Basic
+    Authorization they make or None): credentials are sent to that host, never shown in a
+    message, never sent on to where it redirects."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:  # not a URL: opening it says so
+        return url, None
+    if user is None:
+        return url, None
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password or '')}"
+    return bare, "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+
 def weights_url(alpha, rows, include_top=True):
     """Where the file is downloaded from ($MOBILENETV2_WEIGHTS_URL replaces the base)."""
     return _base_url() + weights_filename(alpha, rows, include_top)
@@ -126,6 +144,7 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
     be put instead."""
     entry = _entry(alpha, rows, include_top)
     url = _base_url() + entry["file"]
+    shown = _credentials(url)[0]
     allowed = download and os.environ.get(ENV_NO_DOWNLOAD, "") in ("", "0")
     found = find_weights(alpha, rows, include_top)
     cache = keras_cache_dir() / entry["file"]
@@ -135,7 +154,7 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
             return found
         if found != cache or not allowed:
             raise DownloadError(f"weights file {str(found)!r} is not the official "
-                                f"{entry['file']}: {problem}; delete it (or download {url} again)")
+                                f"{entry['file']}: {problem}; delete it (or download {shown} again)")
         # ours: a wrong file in Keras's cache is never used, and replaced only by a good download
         print(f"mobilenetv2: {str(cache)!r} is not the official {entry['file']} ({problem}): "
               "downloading it again", file=sys.stderr)
@@ -144,7 +163,7 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
         why = f"{ENV_NO_DOWNLOAD} is set" if download else "download=False"
         raise FileNotFoundError(
             f"MobileNetV2 weights file {entry['file']!r} not found (looked in: {looked}) and "
-            f"downloading is off ({why}); download {url} into one of those folders "
+            f"downloading is off ({why}); download {shown} into one of those folders "
             f"(or set {ENV_DIR}), or {_GIVE_A_FILE}")
     if progress is None:
         progress = sys.stderr.isatty()
@@ -251,9 +270,11 @@ def download_file(url, dest, size=None, sha256=None, progress=False, deadline=No
     start like an HDF5 file.  The whole download must finish within ``deadline`` seconds
     (default DEADLINE).  On any failure or interruption the part file is removed and ``dest``
     is untouched; part files left by killed processes are removed first.  The file gets the
-    permissions the user's umask gives."""
+    permissions the user's umask gives.  A ``user:password@`` in the URL is sent as HTTP Basic
+    authentication, and never shown in a message."""
     from mobilenetv2.files import current_umask
     dest = Path(dest)
+    url, auth = _credentials(url)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         _clean_stale_parts(dest.parent, dest.name)
@@ -263,7 +284,7 @@ def download_file(url, dest, size=None, sha256=None, progress=False, deadline=No
     _lock(fd)
     try:
         with os.fdopen(fd, "wb") as out:
-            done, digest = _fetch(url, out, size, progress,
+            done, digest = _fetch(url, auth, out, size, progress,
                                   time.monotonic() + (DEADLINE if deadline is None else deadline))
             if size is not None and done != size:
                 raise DownloadError(f"downloaded {done} bytes from {url}, the registry says the file "
@@ -376,16 +397,16 @@ class _NoDowngrade(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _fetch(url, out, size, progress, deadline):
+def _fetch(url, auth, out, size, progress, deadline):
     """Copy ``url`` into the open file ``out``; return (bytes written, SHA-256 hex)."""
     watch = _Watchdog(deadline)
     try:
-        return _fetch_watched(url, out, size, progress, deadline, watch)
+        return _fetch_watched(url, auth, out, size, progress, deadline, watch)
     finally:
         watch.cancel()
 
 
-def _fetch_watched(url, out, size, progress, deadline, watch):
+def _fetch_watched(url, auth, out, size, progress, deadline, watch):
     limit = size if size is not None else MAX_UNKNOWN_SIZE
     done = 0
 
@@ -397,7 +418,10 @@ def _fetch_watched(url, out, size, progress, deadline, watch):
         return left
 
     try:
-        response = watch.opener().open(url, timeout=min(_READ_TIMEOUT, remaining()))
+        request = urllib.request.Request(url)
+        if auth:
+            request.add_unredirected_header("Authorization", auth)
+        response = watch.opener().open(request, timeout=min(_READ_TIMEOUT, remaining()))
     except urllib.error.HTTPError as exc:
         exc.close()
         raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None

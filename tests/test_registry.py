@@ -647,3 +647,58 @@ def test_a_full_disk_is_said_as_such_and_leaves_nothing(isolated, server, copies
     assert "File too large" in out and str(cache(isolated) / keras_name(*UNKNOWN)) in out, out
     assert "broke off" not in out
     only_good_files(cache(isolated))
+
+
+# -- a mirror with credentials in its URL ------------------------------------------------------
+def basic_auth_route(expected, body, seen):
+    """A route that sends ``body`` to a request with that Basic Authorization, else 401."""
+    def route(handler):
+        seen.append(handler.headers.get("Authorization"))
+        if seen[-1] == expected:
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+        else:
+            handler.send_response(401)
+            handler.send_header("WWW-Authenticate", 'Basic realm="mirror"')
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+    return route
+
+
+def test_credentials_in_the_mirror_url_are_sent_and_never_shown(isolated, server, monkeypatch):
+    """user:password@ in $MOBILENETV2_WEIGHTS_URL went into the host name (a DNS error for
+    'user:s3cret@127.0.0.1'), and every error message printed the password."""
+    import base64
+    seen = []
+    expected = "Basic " + base64.b64encode(b"us@er:s3:cret").decode()  # RFC 7617, from the decoded pair
+    for name in (keras_name(*UNKNOWN), keras_name(0.5, 96, True)):
+        server.serve_with(name, basic_auth_route(expected, PAYLOAD, seen))
+    host = server.url.split("//", 1)[1]
+    monkeypatch.setenv(registry.ENV_URL, f"http://us%40er:s3%3Acret@{host}")
+    assert registry.resolve(*UNKNOWN).read_bytes() == PAYLOAD
+    assert seen == [expected]
+
+    monkeypatch.setenv(registry.ENV_URL, f"http://us%40er:wrong-s3cret@{host}")
+    with pytest.raises(DownloadError, match="HTTP 401") as info:
+        registry.resolve(0.5, 96, True)
+    monkeypatch.setenv(registry.ENV_NO_DOWNLOAD, "1")
+    with pytest.raises(FileNotFoundError) as off:
+        registry.resolve(0.5, 96, True)
+    for message in (str(info.value), str(off.value)):
+        assert f"http://{host}{keras_name(0.5, 96, True)}" in message
+        assert "s3cret" not in message and "us%40er" not in message
+
+
+def test_credentials_are_not_sent_where_the_mirror_redirects(isolated, server, monkeypatch):
+    other, seen = Server(), []
+    try:
+        other.serve_with(keras_name(*UNKNOWN), basic_auth_route(None, PAYLOAD, seen))
+        server.serve(keras_name(*UNKNOWN), b"", headers={"Location": other.url + keras_name(*UNKNOWN)},
+                     status=302)
+        monkeypatch.setenv(registry.ENV_URL, server.url.replace("//", "//user:s3cret@", 1))
+        assert registry.resolve(*UNKNOWN).read_bytes() == PAYLOAD
+        assert seen == [None]
+    finally:
+        other.close()
