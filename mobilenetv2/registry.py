@@ -255,12 +255,28 @@ def _clean_stale_parts(folder, name):
         os.close(fd)
 
 
+def _new_part(dest):
+    """(fd, path) of a new part file beside ``dest``, locked.  Another download's clean-up may
+    open and lock a part file between its creation and its lock, to remove it: such a file is
+    given up for another."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        if _lock(fd):
+            return fd, tmp
+        os.close(fd)
+
+
 def _lock(fd):
+    """Lock ``fd``: False where another process holds its lock; True where it is ours, or where
+    there are no locks (no flock, a file system without them), and it stays unlocked."""
     try:
         import fcntl
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
     except (ImportError, OSError):
         pass
+    return True
 
 
 def download_file(url, dest, size=None, sha256=None, progress=False, deadline=None):
@@ -278,10 +294,9 @@ def download_file(url, dest, size=None, sha256=None, progress=False, deadline=No
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         _clean_stale_parts(dest.parent, dest.name)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        fd, tmp = _new_part(dest)
     except OSError as exc:
         raise _cannot_save(url, dest, exc) from None
-    _lock(fd)
     try:
         with os.fdopen(fd, "wb") as out:
             done, digest = _fetch(url, auth, out, size, progress,

@@ -702,3 +702,32 @@ def test_credentials_are_not_sent_where_the_mirror_redirects(isolated, server, m
         assert seen == [None]
     finally:
         other.close()
+
+
+def test_a_part_file_cleaned_before_its_lock_is_taken_is_replaced(isolated, server, monkeypatch):
+    """Two downloads at once: the second's clean-up could open and lock the first's part file
+    between its creation and its lock, and remove it; the first then wrote into a removed file
+    and failed ('did not send a complete HDF5 file ... try again', or at the rename).  A part
+    file whose lock cannot be taken is given up for a new one."""
+    import tempfile
+    server.serve(keras_name(*UNKNOWN), PAYLOAD)
+    real, cleaned = tempfile.mkstemp, []
+
+    def mkstemp_then_another_process_cleans(*args, **kwargs):
+        fd, path = real(*args, **kwargs)
+        if not cleaned:  # the other process's _clean_stale_parts, run in that gap (flock is per open)
+            other = os.open(path, os.O_RDWR)
+            import fcntl
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(path)
+            cleaned.append(other)
+        return fd, path
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_another_process_cleans)
+    try:
+        path = registry.resolve(*UNKNOWN)
+    finally:
+        for fd in cleaned:
+            os.close(fd)
+    assert path.read_bytes() == PAYLOAD
+    only_good_files(cache(isolated), [keras_name(*UNKNOWN)])
