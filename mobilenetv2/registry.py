@@ -401,11 +401,15 @@ class _Watchdog:
 
 
 class _NoDowngrade(urllib.request.HTTPRedirectHandler):
-    """Redirects as urllib follows them (at most 10, http and https only), except from https to
-    plain http, which would let anyone on the path replace the file."""
+    """Redirects as urllib follows them (at most 10), to http and https only (urllib follows one
+    to ftp too, whose sockets the deadline does not hold), and never from https to plain http,
+    which would let anyone on the path replace the file."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         target = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
+        if target.scheme not in ("http", "https"):
+            raise DownloadError(f"{req.full_url} redirects to {target.geturl()[:200]}: only http and "
+                                "https are followed")
         if urllib.parse.urlsplit(req.full_url).scheme == "https" and target.scheme != "https":
             raise DownloadError(f"{req.full_url} redirects to {target.geturl()[:200]}, from https to "
                                 f"{target.scheme}: refused")

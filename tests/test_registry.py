@@ -411,6 +411,14 @@ def test_redirect_from_https_to_http_is_refused(target, refused):
         assert new.full_url.startswith("https://")
 
 
+def test_a_redirect_to_ftp_is_refused(isolated, server):
+    """urllib follows a redirect to ftp://, outside the deadline's watch on the sockets."""
+    server.serve(keras_name(*UNKNOWN), b"", headers={"Location": "ftp://127.0.0.1:9/w.h5"}, status=302)
+    with pytest.raises(DownloadError, match=r"redirects to ftp://127\.0\.0\.1:9/w\.h5: only http and https"):
+        registry.resolve(*UNKNOWN)
+    only_good_files(cache(isolated))
+
+
 class RawServer:
     """A TCP server on 127.0.0.1 that answers every connection with ``reply`` bytes."""
 
