@@ -443,12 +443,13 @@ def _fetch_watched(url, auth, out, size, progress, deadline, watch):
         response = watch.opener().open(request, timeout=min(_READ_TIMEOUT, remaining()))
     except urllib.error.HTTPError as exc:
         exc.close()
-        raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+        raise DownloadError(f"cannot download {url}{_via_proxy(url)}: HTTP {exc.code} {exc.reason}") from None
     except DownloadError:
         raise
     except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
         remaining()  # the deadline, where it is what ended the request
-        raise DownloadError(f"cannot download {url}: {getattr(exc, 'reason', None) or exc!r}") from None
+        raise DownloadError(f"cannot download {url}{_via_proxy(url)}: "
+                            f"{getattr(exc, 'reason', None) or exc!r}") from None
     digest = hashlib.sha256()
     with response:
         status = getattr(response, "status", 200)
@@ -498,6 +499,19 @@ def _fetch_watched(url, auth, out, size, progress, deadline, watch):
     if done < len(HDF5_MAGIC):
         raise DownloadError(f"{url} sent {done} bytes: not a weights file")
     return done, digest.hexdigest()
+
+
+def _via_proxy(url):
+    """' (through the proxy P, from $scheme_proxy)' where urllib sends ``url`` through a proxy
+    the environment names (its refusal is not the server's), else ''."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        proxy = urllib.request.getproxies().get(parts.scheme)
+        if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+            return ""
+    except ValueError:
+        return ""
+    return f" (through the proxy {_credentials(proxy)[0]}, from ${parts.scheme}_proxy)"
 
 
 def _sock_timeout(response, seconds):

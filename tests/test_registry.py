@@ -419,6 +419,19 @@ def test_a_redirect_to_ftp_is_refused(isolated, server):
     only_good_files(cache(isolated))
 
 
+def test_a_proxy_that_refuses_is_named(isolated, server, monkeypatch):
+    """The error read as the server's ('cannot download http://host/...: Connection refused')
+    where the proxy the environment names refused."""
+    monkeypatch.setenv("http_proxy", "http://proxy-user:pr0xy-pw@127.0.0.1:9")  # a closed port
+    monkeypatch.setenv("no_proxy", "")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(DownloadError, match=re.escape(
+            f"cannot download {server.url}{keras_name(*UNKNOWN)} (through the proxy http://127.0.0.1:9, "
+            "from $http_proxy): ")) as info:
+        registry.resolve(*UNKNOWN)
+    assert "pr0xy-pw" not in str(info.value)
+
+
 class RawServer:
     """A TCP server on 127.0.0.1 that answers every connection with ``reply`` bytes."""
 
