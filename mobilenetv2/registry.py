@@ -455,6 +455,10 @@ def _fetch_watched(url, auth, out, size, progress, deadline, watch):
         status = getattr(response, "status", 200)
         if status is not None and status != 200:
             raise DownloadError(f"cannot download {url}: HTTP {status} (expected 200)")
+        encoding = (response.headers.get("Content-Encoding") or "identity").strip()
+        if encoding.lower() != "identity":  # never asked for (no Accept-Encoding is sent)
+            raise DownloadError(f"{url} sent the file with Content-Encoding {encoding[:40]!r}: only the "
+                                ".h5 file as it is is taken (a mirror must serve it uncompressed)")
         length = response.headers.get("Content-Length")
         length = int(length) if length and length.strip().isdigit() else None
         if length is not None and size is not None and length != size:

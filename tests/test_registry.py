@@ -293,6 +293,16 @@ def test_html_error_page_with_status_200_is_refused(isolated, server):
     only_good_files(cache(isolated))
 
 
+def test_a_compressed_body_is_refused_as_such(isolated, server):
+    """A mirror serving a gzip-encoded object (stored so, sent whatever the request asks) was
+    refused as 'did not send an HDF5 file (it starts with b'\\x1f\\x8b...'; an error page?)'."""
+    import gzip
+    server.serve(keras_name(*UNKNOWN), gzip.compress(PAYLOAD), headers={"Content-Encoding": "gzip"})
+    with pytest.raises(DownloadError, match="sent the file with Content-Encoding 'gzip'"):
+        registry.resolve(*UNKNOWN)
+    only_good_files(cache(isolated))
+
+
 def test_truncated_body_without_content_length_is_refused(isolated, server):
     """No size in the registry and no Content-Length: the HDF5 superblock's end-of-file address
     says the body is short."""
