@@ -104,6 +104,18 @@ def test_info_lists_the_22_variants(monkeypatch, capsys):
     assert "-/wrong file" in text and "loading refuses it" in text
 
 
+def test_info_params_are_keras_count_params_for_the_22_variants(monkeypatch, capsys):
+    """Keras 3's count_params() of each variant with its head (../shared/reference), not a figure
+    of this package's own."""
+    keras = json.loads(require_shared("reference", "synthetic_keras.json").read_text())
+    monkeypatch.setenv("KERAS_HOME", "/nonexistent-keras-home")
+    assert main(["info", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["variants"]
+    assert len(rows) == 22
+    assert {r["variant"]: r["keras_params"] for r in rows} == {r["variant"]: keras[r["variant"]]["params"]
+                                                               for r in rows}
+
+
 def test_a_dump_is_what_compare_reads(tmp_path, capsys):
     """dump writes the input beside the activations, so compare runs the dump as it is; against
     the float64 reference of the same weights every layer agrees."""
