@@ -132,7 +132,9 @@ def cmd_info(args):
         for top, key in ((True, "weights_top"), (False, "weights_no_top")):
             path, problem = registry.found_weights(row["alpha"], row["rows"], top)
             row[key] = str(path) if path else None
-            row[f"{key}_problem"] = problem  # set where loading would refuse the file found
+            row[f"{key}_problem"] = problem  # set where the file found is not the registry's
+            row[f"{key}_action"] = registry.what_loading_does(path, row["alpha"], row["rows"], top) \
+                if problem else None
     if args.json:
         print(json.dumps({"backend": backend(), "variants": rows}, indent=2))
         return 0
@@ -150,7 +152,7 @@ def cmd_info(args):
     for r in rows:
         for k, what in (("weights_top", "with top"), ("weights_no_top", "no top")):
             if r[f"{k}_problem"]:
-                print(f"wrong file: {r[k]} ({r['variant']}, {what}): {r[f'{k}_problem']}; loading refuses it")
+                print(f"wrong file: {r[k]} ({r['variant']}, {what}): {r[f'{k}_problem']}; {r[f'{k}_action']}")
     return 0
 
 

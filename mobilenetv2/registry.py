@@ -10,7 +10,8 @@ Environment:
   MOBILENETV2_WEIGHTS_DIR   a folder searched first (several may be joined with os.pathsep)
   MOBILENETV2_WEIGHTS_URL   the base URL to download from (a mirror; file:// works too; user:password@
                             is sent as HTTP Basic authentication, never shown)
-  MOBILENETV2_NO_DOWNLOAD   set to 1 to make a missing file an error instead of a download
+  MOBILENETV2_NO_DOWNLOAD   set to 1 to make a missing file an error instead of a download ("", 0,
+                            false, no and off leave downloading on)
   KERAS_HOME                Keras's folder, as Keras reads it
 """
 import base64
@@ -96,6 +97,21 @@ def _credentials(url):
     return bare, "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
+def downloads_allowed():
+    """False where $MOBILENETV2_NO_DOWNLOAD turns downloading off: any value but "", 0, false, no
+    and off (in any case; "false" turned it off, as every value but "" and "0" did)."""
+    return os.environ.get(ENV_NO_DOWNLOAD, "").strip().lower() in ("", "0", "false", "no", "off")
+
+
+def what_loading_does(path, alpha, rows, include_top=True):
+    """What loading does with ``path``, a file found for the variant that is not the registry's:
+    one in Keras's cache is downloaded over where downloading is on, any other is refused."""
+    cache = keras_cache_dir() / _entry(alpha, rows, include_top)["file"]
+    if Path(path) == cache and downloads_allowed():
+        return "loading downloads the official file over it"
+    return "loading refuses it"
+
+
 def weights_url(alpha, rows, include_top=True):
     """Where the file is downloaded from ($MOBILENETV2_WEIGHTS_URL replaces the base)."""
     return _base_url() + weights_filename(alpha, rows, include_top)
@@ -145,7 +161,7 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
     entry = _entry(alpha, rows, include_top)
     url = _base_url() + entry["file"]
     shown = _credentials(url)[0]
-    allowed = download and os.environ.get(ENV_NO_DOWNLOAD, "") in ("", "0")
+    allowed = download and downloads_allowed()
     found = find_weights(alpha, rows, include_top)
     cache = keras_cache_dir() / entry["file"]
     if found is not None:

@@ -1,6 +1,7 @@
 """The weights registry: the 22 published variants, where files are looked for, and downloads
 from a local HTTP server on 127.0.0.1 (or a file:// folder).  Nothing here touches the internet."""
 import http.server
+import json
 import os
 import re
 import signal
@@ -578,6 +579,43 @@ def test_wrong_file_in_the_weights_dir_is_an_error_naming_it(isolated, monkeypat
                                                       f"official {v['file']}: it has {len(PAYLOAD)} bytes")):
         registry.resolve(v["alpha"], v["rows"], v["include_top"])
     assert (mine / v["file"]).read_bytes() == PAYLOAD  # the user's file is never deleted
+
+
+@pytest.mark.parametrize("value, off", [("1", True), ("yes", True), ("anything", True), ("", False),
+                                        ("0", False), ("false", False), ("No", False), (" off ", False)])
+def test_no_download_is_read_as_a_switch(isolated, monkeypatch, value, off):
+    """MOBILENETV2_NO_DOWNLOAD=false turned downloading off, as every value but '' and '0' did."""
+    monkeypatch.setenv(registry.ENV_NO_DOWNLOAD, value)
+    with pytest.raises((FileNotFoundError, DownloadError)) as info:  # the mirror is a closed port
+        registry.resolve(1.0, 224, include_top=False)
+    assert isinstance(info.value, FileNotFoundError) is off
+    assert ("downloading is off" in str(info.value)) is off
+
+
+def test_info_says_what_loading_does_with_a_wrong_file(isolated, monkeypatch, capsys):
+    """A wrong file in Keras's cache is downloaded over (where downloading is on), one in
+    $MOBILENETV2_WEIGHTS_DIR refused: info said 'loading refuses it' of both."""
+    from mobilenetv2.cli import main
+    v = next(v for v in registry.variants() if v["size"] is not None and v["include_top"])
+    target = cache(isolated) / v["file"]
+    target.parent.mkdir(parents=True)
+    target.write_bytes(PAYLOAD)
+    variant = f"{v['alpha']}_{v['rows']}"
+    assert main(["info"]) == 0
+    assert f"wrong file: {target} ({variant}, with top): it has {len(PAYLOAD)} bytes, the registry says " \
+           f"{v['size']}; loading downloads the official file over it" in capsys.readouterr().out
+    monkeypatch.setenv(registry.ENV_NO_DOWNLOAD, "1")
+    assert main(["info"]) == 0
+    assert f"({variant}, with top): it has {len(PAYLOAD)} bytes, the registry says {v['size']}; loading " \
+           "refuses it" in capsys.readouterr().out
+    monkeypatch.delenv(registry.ENV_NO_DOWNLOAD)
+    mine = isolated / "mine"
+    mine.mkdir()
+    (mine / v["file"]).write_bytes(PAYLOAD)
+    monkeypatch.setenv(registry.ENV_DIR, str(mine))
+    assert main(["info", "--json"]) == 0
+    row = next(r for r in json.loads(capsys.readouterr().out)["variants"] if r["variant"] == variant)
+    assert row["weights_top"] == str(mine / v["file"]) and row["weights_top_action"] == "loading refuses it"
 
 
 def test_a_file_is_hashed_once_per_process_until_it_changes(isolated, monkeypatch):
