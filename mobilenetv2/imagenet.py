@@ -27,6 +27,7 @@ def decode_predictions(preds, top=5):
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise ArgumentError(f"top must be a positive integer, got {top!r}")
+    top = int(top)  # (-np.uint8(5) is 251: the slice below would keep 749 classes)
     preds = as_array(preds, "decode_predictions' preds")
     if preds.ndim != 2 or preds.shape[1] != NUM_CLASSES:
         raise ArgumentError("decode_predictions expects a batch of predictions (a 2D array of shape "

@@ -686,6 +686,7 @@ class MobileNetV2:
         """Outputs for a batch (N, H, W, C) or one image (H, W, C), run ``batch_size`` at a time."""
         if not is_whole(batch_size) or batch_size < 1:
             raise ArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = int(batch_size)  # (i + np.uint8(128) wraps or overflows past 255)
         x = self._check_input(x, finite=False, convert=False)
         starts = range(0, len(x), batch_size)
         if len(x) > batch_size:  # a NaN in the last chunk fails the call before the first runs

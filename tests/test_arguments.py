@@ -62,6 +62,21 @@ def test_numpy_scalars_are_accepted():
     assert m.input_shape == (96, 96, 3) and m.classes == 10 and m.threads == 2 and m.dtype == np.float64
 
 
+def test_unsigned_numpy_counts_are_used_as_their_value():
+    """-np.uint8(5) is 251 and 256 + np.uint8(128) overflows: decode_predictions(top=np.uint8(5))
+    gave 749 classes (np.uint64: none), predict(batch_size=np.uint8(128)) on 300 images NumPy's
+    OverflowError."""
+    from mobilenetv2 import decode_predictions
+    preds = np.arange(1000, dtype=np.float64)[None] / 1000
+    for top in (np.uint8(5), np.uint64(5), np.int8(5)):
+        assert [row[2] for row in decode_predictions(preds, top=top)[0]] == [0.999, 0.998, 0.997, 0.996, 0.995]
+    m = MobileNetV2((32, 32, 3), alpha=0.35, weights=None, include_top=False, pooling="avg")
+    x = np.random.default_rng(0).uniform(-1, 1, (300, 32, 32, 3)).astype(np.float32)
+    out = m.predict(x, batch_size=np.uint8(128))
+    assert out.shape == (300, 1280)  # (1280 features at any alpha up to 1)
+    assert np.array_equal(out[256:], m.predict(x[256:]))
+
+
 def test_thread_limit_follows_the_machine():
     import os
     cores = len(os.sched_getaffinity(0))
