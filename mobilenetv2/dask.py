@@ -21,7 +21,7 @@ are one NumPy array per row.
 """
 import functools
 
-from mobilenetv2.errors import ArgumentError
+from mobilenetv2.errors import ArgumentError, is_whole
 
 
 @functools.lru_cache(maxsize=4)
@@ -39,6 +39,8 @@ def cached_job(kind="features", alpha=1.0, size=224, weights="imagenet", layer=N
     args = dict(kind=kind, alpha=alpha, size=size, weights=weights, layer=layer, top=top, dtype=dtype,
                 threads=threads)
     for name, value in args.items():
+        if is_whole(value):  # (np.array(2), unhashable, is the number 2)
+            args[name] = value = int(value)
         try:
             hash(value)
         except TypeError:  # (a list, an array, a tuple holding one)

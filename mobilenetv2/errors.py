@@ -61,7 +61,11 @@ def positive_int(limit=None):
 
 
 def is_whole(value):
-    """A whole number (Python's or NumPy's integer), not a bool (True is not a count)."""
+    """A whole number: Python's or NumPy's integer, or a 0-d integer array such as ``np.array(2)``
+    (what operator.index takes), not a bool (True is not a count).  Callers go on with
+    ``int(value)``, not the value itself."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 0 and value.dtype.kind in "iu"
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 

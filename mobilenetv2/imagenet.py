@@ -2,9 +2,7 @@
 import functools
 from importlib import resources
 
-import numpy as np
-
-from mobilenetv2.errors import ArgumentError, as_array
+from mobilenetv2.errors import ArgumentError, as_array, is_whole
 
 NUM_CLASSES = 1000
 
@@ -25,7 +23,7 @@ def decode_predictions(preds, top=5):
     The same selection as Keras's (ties included); unlike Keras, ``top`` below 1 is an error
     rather than a silent "all 1000" (top=0) or "all but -top" (top<0).
     """
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+    if not is_whole(top) or top < 1:
         raise ArgumentError(f"top must be a positive integer, got {top!r}")
     top = int(top)  # (-np.uint8(5) is 251: the slice below would keep 749 classes)
     preds = as_array(preds, "decode_predictions' preds")

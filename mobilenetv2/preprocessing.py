@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mobilenetv2 import files
-from mobilenetv2.errors import ArgumentError, ImageError, as_array
+from mobilenetv2.errors import ArgumentError, ImageError, as_array, is_whole
 
 MIN_SIZE = 32
 INTERPOLATIONS = {
@@ -44,13 +44,13 @@ _DECODER_ERRORS = (OSError, SyntaxError, ValueError, RuntimeError, EOFError, Ind
 
 
 def _size_pair(target_size):
-    pair = (target_size, target_size) if isinstance(target_size, (int, np.integer)) else target_size
+    pair = (target_size, target_size) if is_whole(target_size) else target_size
     try:
         h, w = pair
     except (TypeError, ValueError):
         raise ArgumentError(f"target_size must be an int or (height, width), got {target_size!r}") from None
     for v in (h, w):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not 1 <= v <= MAX_TARGET:
+        if not is_whole(v) or not 1 <= v <= MAX_TARGET:
             raise ArgumentError(f"target_size must be whole numbers from 1 to {MAX_TARGET}, got "
                                 f"{target_size!r}")
     return int(h), int(w)

@@ -77,6 +77,39 @@ def test_unsigned_numpy_counts_are_used_as_their_value():
     assert np.array_equal(out[256:], m.predict(x[256:]))
 
 
+def test_zero_d_integer_arrays_are_whole_numbers(tmp_path):
+    """np.array(2) is a whole number to operator.index (and what a computation on arrays often
+    hands on): every count takes it as its value, stored as an int.  It was refused everywhere
+    ('classes must be a positive whole number ..., got array(7)'); a 0-d bool array is not a count."""
+    from PIL import Image
+    from mobilenetv2 import decode_predictions, load_image, post_process_semantic_segmentation, ray as mray
+    from mobilenetv2.batch.job import BatchJob
+    from mobilenetv2.dask import cached_job
+    a = np.array
+    m = MobileNetV2((a(32), 32, a(3)), alpha=0.35, weights=None, classes=a(7), threads=a(2))
+    assert (m.input_shape, m.classes, m.threads) == ((32, 32, 3), 7, 2)
+    assert all(type(v) is int for v in (*m.input_shape, m.classes, m.threads))
+    x = np.zeros((3, 32, 32, 3), np.float32)
+    assert m.predict(x, batch_size=a(2)).shape == (3, 7)
+    assert m.macs(input_shape=(a(32), 32, 3)) == m.macs()
+    assert [len(r) for r in decode_predictions(np.eye(2, 1000), top=a(3))] == [3, 3]
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(photo)
+    assert load_image(photo, target_size=a(33)).shape == (33, 33, 3)
+    assert load_image(photo, target_size=(a(34), a(35))).shape == (34, 35, 3)
+    assert post_process_semantic_segmentation(np.zeros((1, 4, 4, 2)), [(a(5), a(6))])[0].shape == (5, 6)
+    assert mray.part_rows(a(10), a(2), a(3)) == mray.part_rows(10, 2, 3)
+    assert mray.actor_resources(4, threads=a(1), actors=a(2)) == mray.actor_resources(4, threads=1, actors=2)
+    job = BatchJob(kind="predict", alpha=0.35, size=a(32), weights=None, top=a(4), threads=a(1))
+    assert (job.size, job.top, job.model.threads) == (32, 4, 1)
+    assert cached_job(kind="predict", alpha=0.35, size=a(32), weights=None, top=a(4), threads=a(1)).top == 4
+    for bad in (a(True), np.bool_(True), a(2.0), a([2])):
+        with pytest.raises(ArgumentError, match="classes must be"):
+            MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=bad)
+        with pytest.raises(ArgumentError, match="batch_size must be"):
+            m.predict(x, batch_size=bad)
+
+
 def test_thread_limit_follows_the_machine():
     import os
     cores = len(os.sched_getaffinity(0))

@@ -26,14 +26,14 @@ import os
 import numpy as np
 
 from mobilenetv2.batch import require
-from mobilenetv2.errors import ArgumentError, check_option
+from mobilenetv2.errors import ArgumentError, check_option, is_whole
 
 KINDS = ("features", "predict")
 FORMAT_VERSION = 1
 
 
 def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_whole(value) or value < 1:
         raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 

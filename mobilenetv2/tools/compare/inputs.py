@@ -65,5 +65,6 @@ def make_input(hw, images=None, random=None, seed=0, batch=None):
         raise CompareError(f"--random takes 1 to {MAX_IMAGES} images (a whole number), got {n!r}")
     if not is_whole(seed) or seed < 0:
         raise CompareError(f"the random input's seed must be a whole number from 0 up, got {seed!r}")
+    n, seed = int(n), int(seed)
     x = np.random.default_rng(seed).uniform(-1, 1, (n, hw[0], hw[1], 3)).astype(np.float32)
     return x, f"{n} random image(s), uniform [-1, 1], seed {seed}"
