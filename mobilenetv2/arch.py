@@ -9,7 +9,7 @@ the same block table and the same ``_inverted_res_block``, with Keras's layer na
 import math
 
 from mobilenetv2 import layers as L
-from mobilenetv2.errors import ArgumentError, is_whole
+from mobilenetv2.errors import ArgumentError, is_items, is_whole
 from mobilenetv2.numpy_kernels import fold_batchnorm
 
 # The paper's Table 2: expansion t, output channels c, repeats n, first stride s.
@@ -296,7 +296,7 @@ def export_input_shape(model, input_size, exporter):
                             f"got {model!r:.60}")
     shape = tuple(model.input_shape)
     if input_size is not None:
-        if isinstance(input_size, (str, bytes)) or not hasattr(input_size, "__len__") or len(input_size) != 2 \
+        if not is_items(input_size) or not hasattr(input_size, "__len__") or len(input_size) != 2 \
                 or not all(is_whole(d) for d in input_size):
             raise ArgumentError(f"{exporter}: input_size must be (height, width), two whole numbers, "
                                 f"got {input_size!r}")

@@ -8,7 +8,7 @@ portable twin instead of the dispatcher (which picks AVX-512 or AVX2+FMA when th
 import numpy as np
 
 from mobilenetv2 import native
-from mobilenetv2.errors import ArgumentError, is_finite, is_whole
+from mobilenetv2.errors import ArgumentError, is_finite, is_items, is_whole
 
 MAX_RESIZE = 8192  # output side of resize_bilinear (an image's own bound, preprocessing.MAX_TARGET)
 
@@ -41,7 +41,7 @@ def _int(value, name):
 
 def _ints(values, name, count):
     """A sequence of ``count`` whole numbers as a tuple of ints, else an ArgumentError."""
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != count:
+    if not is_items(values) or not hasattr(values, "__len__") or len(values) != count:
         raise ArgumentError(f"{name} must be {count} whole numbers, got {values!r}")
     return tuple(_int(v, name) for v in values)
 

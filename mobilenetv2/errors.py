@@ -69,6 +69,14 @@ def is_whole(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def is_items(value):
+    """Items to go through (a list, tuple, generator, an array of one or more dimensions): not a
+    string (str or bytes: not a list of names or numbers) and not a 0-d array, whose __iter__ and
+    __len__ exist and raise TypeError."""
+    return (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))
+            and not (isinstance(value, np.ndarray) and value.ndim == 0))
+
+
 def is_finite(value):
     """A finite real number (Python's or NumPy's), not a bool: NaN and the infinities fail the
     comparisons, and a huge int compares exactly where float() would overflow."""

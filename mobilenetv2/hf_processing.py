@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from mobilenetv2 import c_kernels, files, native
-from mobilenetv2.errors import ArgumentError, ImageError, is_whole
+from mobilenetv2.errors import ArgumentError, ImageError, is_items, is_whole
 from mobilenetv2.hf_config import ConfigError, ProcessorConfig, parse_processor_config, read_processor_config
 from mobilenetv2.numpy_kernels import resize_bilinear
 from mobilenetv2.preprocessing import MAX_PIXELS, MAX_TARGET, _open, _to_rgb
@@ -95,7 +95,8 @@ def post_process_semantic_segmentation(logits, target_sizes=None):
     logits = np.asarray(logits)
     if logits.ndim != 4:
         raise ArgumentError(f"logits must be (N, h, w, labels) (NHWC), got shape {logits.shape}")
-    if target_sizes is not None and (isinstance(target_sizes, (str, bytes, dict)) or not hasattr(target_sizes, "__len__")):
+    if target_sizes is not None and (isinstance(target_sizes, dict) or not is_items(target_sizes)
+                                     or not hasattr(target_sizes, "__len__")):
         raise ArgumentError(f"target_sizes must be a list of (height, width), one per image, got {target_sizes!r}")
     if target_sizes is not None and len(target_sizes) != len(logits):
         raise ArgumentError(f"{len(target_sizes)} target sizes for {len(logits)} images")

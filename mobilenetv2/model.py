@@ -14,7 +14,7 @@ from mobilenetv2.arch import MAX_SIZE, MIN_SIZE
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
 from mobilenetv2 import pool as threadpool
-from mobilenetv2.errors import ArgumentError, InsufficientMemory, as_array, check_option, is_whole
+from mobilenetv2.errors import ArgumentError, InsufficientMemory, as_array, check_option, is_items, is_whole
 from mobilenetv2.plan import PackedWeights, Plan, Unsupported
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -97,7 +97,7 @@ def _check_layer_names(layers):
     """features()'s layer names: one name or an iterable of names, at least one."""
     if isinstance(layers, str):
         return [layers]
-    if layers is None or isinstance(layers, (bytes, numbers.Number)) or not hasattr(layers, "__iter__"):
+    if not is_items(layers):
         raise ArgumentError(f"layers must be a layer name or a list of layer names, got {layers!r}")
     layers = list(layers)
     bad = [n for n in layers if not isinstance(n, str)]
@@ -301,7 +301,7 @@ class MobileNetV2:
         return [w for layer in self.weighted_layers() for w in layer.get_weights()]
 
     def set_weights(self, arrays):
-        if isinstance(arrays, (str, bytes, dict)) or not hasattr(arrays, "__iter__"):
+        if isinstance(arrays, dict) or not is_items(arrays):
             raise ArgumentError(f"set_weights takes a list of arrays (as get_weights returns), got {arrays!r:.60}")
         arrays = list(arrays)
         need = sum(len(layer.weight_shapes()) for layer in self.weighted_layers())
@@ -390,7 +390,7 @@ class MobileNetV2:
         if input_shape is None:
             shape = tuple(self.input_shape)
             return (224, 224, shape[2]) if None in shape else shape
-        if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__") or len(input_shape) != 3:
+        if not is_items(input_shape) or not hasattr(input_shape, "__len__") or len(input_shape) != 3:
             raise ArgumentError(f"input_shape must be (height, width, channels), got {input_shape!r}")
         h, w, c = (_size_dim(n, d, input_shape) for n, d in zip(("height", "width", "channels"), input_shape))
         if h is None or w is None or not (MIN_SIZE <= h <= MAX_SIZE and MIN_SIZE <= w <= MAX_SIZE):

@@ -110,6 +110,29 @@ def test_zero_d_integer_arrays_are_whole_numbers(tmp_path):
             m.predict(x, batch_size=bad)
 
 
+def test_a_zero_d_array_where_items_belong_is_an_argument_error(tmp_path):
+    """A 0-d array has __iter__ and __len__, and both raise TypeError: as features' layers,
+    set_weights' arrays, summary/macs' input_shape, an export's input_size, the segmentation
+    post-processing's target_sizes or a kernel's pads it got past the checks to a bare TypeError
+    ('iteration over a 0-d array', 'len() of unsized object')."""
+    from mobilenetv2 import export_tflite, post_process_semantic_segmentation, native
+    m = MobileNetV2((None, None, 3), alpha=0.35, weights=None, include_top=False)
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    calls = {"layers": lambda v: m.features(x, v), "set_weights": m.set_weights,
+             "input_shape": lambda v: m.macs(input_shape=v), "summary": lambda v: m.summary(v, print_fn=print),
+             "input_size": lambda v: export_tflite(m, tmp_path / "e.tflite", input_size=v),
+             "target_sizes": lambda v: post_process_semantic_segmentation(np.zeros((1, 4, 4, 2)), v)}
+    if native.available():
+        from mobilenetv2 import c_kernels
+        calls["pads"] = lambda v: c_kernels.dwconv3x3(np.zeros((1, 8, 8, 16), np.float32),
+                                                     np.zeros((3, 3, 16), np.float32), np.zeros(16, np.float32),
+                                                     1, v, True)
+    for what, call in calls.items():
+        for value in (np.array(2), np.array("Conv1"), np.array(None, dtype=object)):
+            with pytest.raises(ArgumentError):
+                call(value)
+
+
 def test_thread_limit_follows_the_machine():
     import os
     cores = len(os.sched_getaffinity(0))

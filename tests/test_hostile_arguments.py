@@ -14,7 +14,7 @@ from mobilenetv2 import MobileNetV2
 from mobilenetv2.hf_config import HFConfig
 
 HOSTILE = [0, -1, 1.5, float("nan"), float("inf"), "x", "", b"", None, True, 10 ** 12, [], (1, 2, 3), (0, 0),
-           np.int64(-3), object(), {"a": 1}, np.zeros((2, 2)), np.full(3, np.nan)]
+           np.int64(-3), object(), {"a": 1}, np.zeros((2, 2)), np.full(3, np.nan), np.array(7)]
 
 
 def _path_type_error(exc):
