@@ -29,8 +29,8 @@ def processor_config(config):
         return config
     if isinstance(config, dict):
         return parse_processor_config(config, "<dict>")
-    if isinstance(config, (str, os.PathLike)):
-        path = os.fspath(config)
+    if isinstance(config, (str, bytes, os.PathLike)):
+        path = os.fsdecode(config)
         if os.path.isdir(path):
             try:
                 path = files.folder_member(path, "preprocessor_config.json")

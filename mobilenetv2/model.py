@@ -233,7 +233,7 @@ class MobileNetV2:
         self.alpha = _check_alpha(alpha)
         self.threads = threads
         self.dtype = _check_dtype(dtype)
-        if not (weights is None or isinstance(weights, (str, os.PathLike))):
+        if not (weights is None or isinstance(weights, (str, bytes, os.PathLike))):
             raise ArgumentError("weights must be 'imagenet', None or the path of a weights file, "
                                 f"got {weights!r}")
         if isinstance(include_top, (bool, np.bool_)) or (is_whole(include_top) and include_top in (0, 1)):

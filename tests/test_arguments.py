@@ -133,6 +133,41 @@ def test_a_zero_d_array_where_items_belong_is_an_argument_error(tmp_path):
                 call(value)
 
 
+def test_a_bytes_path_is_a_path_wherever_one_is_taken(tmp_path):
+    """model.load_weights, from_pretrained and load_image took a bytes path; MobileNetV2(weights=...)
+    and the batch job refused it ('weights must be ... the path of a weights file, got b...'),
+    hf_preprocess raised a bare TypeError and compare a CompareError ('OTHER must be a path')."""
+    import json
+    import os
+    import mobilenetv2 as M
+    from mobilenetv2.batch.job import BatchJob
+    from mobilenetv2.hf_config import HFConfig
+    saved = MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=7)
+    saved.set_weights([w + 0.5 for w in saved.get_weights()])  # not the initial weights
+    h5 = os.fsencode(saved.save_weights(tmp_path / "w.h5"))
+    loaded = MobileNetV2((32, 32, 3), alpha=0.35, weights=h5, classes=7)
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), saved.get_weights()))
+    backbone = os.fsencode(MobileNetV2((32, 32, 3), alpha=0.35, weights=None, include_top=False)
+                           .save_weights(tmp_path / "no_top.h5"))
+    job = BatchJob(kind="features", alpha=0.35, size=32, weights=backbone, threads=1)
+    assert job.weights == os.fsdecode(backbone) and json.dumps(job.config())
+    folder = M.save_pretrained(M.hf.HFMobileNetV2(HFConfig(depth_multiplier=0.35, image_size=40,
+                                                             id2label={0: "a", 1: "b"})), tmp_path / "hf")
+    image = np.random.default_rng(0).integers(0, 256, (50, 60, 3), np.uint8)
+    assert np.array_equal(M.hf_preprocess(image, os.fsencode(folder)), M.hf_preprocess(image, str(folder)))
+    assert M.hf_preprocess(image, os.fsencode(folder)).shape == (1, 40, 40, 3)  # its config's size, not 224
+    try:
+        onnx_path = M.export_onnx(MobileNetV2((32, 32, 3), alpha=0.35, weights=backbone, include_top=False),
+                                  tmp_path / "m.onnx")
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return
+    np.save(tmp_path / "x.npy", np.zeros((1, 32, 32, 3), np.float32))
+    report = M.compare(os.fsencode(onnx_path), weights=backbone, batch=os.fsencode(tmp_path / "x.npy"))
+    assert report["agrees"] and report["other"]["source"] == str(onnx_path)
+    assert str(tmp_path / "x.npy") in report["input"]["source"] and os.fsdecode(backbone) in report["weights"]["source"]
+
+
 def test_thread_limit_follows_the_machine():
     import os
     cores = len(os.sched_getaffinity(0))

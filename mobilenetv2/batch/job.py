@@ -76,10 +76,10 @@ class BatchJob:
         from mobilenetv2.model import MobileNetV2
         self.kind = check_option(kind, KINDS, f"kind must be one of {KINDS}")
         self.size = _positive_int("size", size)
-        if not (weights is None or isinstance(weights, (str, os.PathLike))):
+        if not (weights is None or isinstance(weights, (str, bytes, os.PathLike))):
             raise ArgumentError(f"weights must be 'imagenet', None / 'none' or a Keras .h5 path, got {weights!r}")
         weights = None if weights in (None, "none") else weights
-        self.weights = weights if weights in (None, "imagenet") else os.fspath(weights)
+        self.weights = weights if weights in (None, "imagenet") else os.fsdecode(weights)
         include_top = kind == "predict"
         if include_top and layer is not None:
             raise ArgumentError("--layer is for features; predict writes the top classes")

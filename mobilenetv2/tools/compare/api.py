@@ -21,8 +21,8 @@ SCHEMA = "mobilenetv2.compare/1"
 def open_other(other, mapping_input=None, mapping_layout=None):
     """OTHER as an OtherModel: a path (.onnx, .tflite, .npz, a folder of .npy) or a live
     torch / Keras model object."""
-    if isinstance(other, (str, os.PathLike)):
-        path = os.fspath(other)
+    if isinstance(other, (str, bytes, os.PathLike)):
+        path = os.fsdecode(other)
         if not os.path.exists(path):
             raise CompareError(f"OTHER {path!r} does not exist")
         low = path.lower()
@@ -202,7 +202,7 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         hw = o.input_hw
         if hw is None and images is None and batch is None:
             hw = (224, 224)
-        if hw is None and batch is not None and not isinstance(batch, (str, os.PathLike)):
+        if hw is None and batch is not None and not isinstance(batch, (str, bytes, os.PathLike)):
             b = np.asarray(batch)
             hw = tuple(b.shape[1:3]) if b.shape[-1] == 3 else tuple(b.shape[2:4])
         x, input_desc = make_input(hw, images, random, seed, batch)

@@ -41,12 +41,13 @@ def make_input(hw, images=None, random=None, seed=0, batch=None):
         x = np.stack([load_image(p, target_size=hw) for p in paths])
         return preprocess_input(x.astype(np.float32)), f"{len(paths)} image(s) via load_image + preprocess_input"
     if batch is not None:
-        if isinstance(batch, (str, os.PathLike)):
+        if isinstance(batch, (str, bytes, os.PathLike)):
+            batch = os.fsdecode(batch)
             try:
-                x = np.load(os.fspath(batch), allow_pickle=False)
+                x = np.load(batch, allow_pickle=False)
             except (OSError, ValueError) as exc:
-                raise CompareError(f"input batch {os.fspath(batch)!r} is not an .npy array: {exc}") from None
-            src = f"the batch in {os.fspath(batch)!r}"
+                raise CompareError(f"input batch {batch!r} is not an .npy array: {exc}") from None
+            src = f"the batch in {batch!r}"
         else:
             x, src = np.asarray(batch), "the given batch"
         if x.ndim == 3:

@@ -159,15 +159,15 @@ def from_user(weights, hw, include_top, pooling=None, alpha_hint=None, top_pooli
         # the model given says which head is meant: its pooling, not OTHER's, is the reference's
         top_pooling = weights.top_pooling if weights.include_top else top_pooling
         pooling = weights.pooling or pooling
-    elif isinstance(weights, (str, os.PathLike)) and os.path.isdir(weights):
+    elif isinstance(weights, (str, bytes, os.PathLike)) and os.path.isdir(weights):
         loader = getattr(mobilenetv2, "from_pretrained", None)
         if loader is None:
-            raise CompareError(f"--weights {os.fspath(weights)!r} is a folder (a Hugging Face checkpoint?), "
+            raise CompareError(f"--weights {os.fsdecode(weights)!r} is a folder (a Hugging Face checkpoint?), "
                                "and this build of mobilenetv2 has no from_pretrained() to read it; "
                                "give a Keras .h5 file or a variant name")
-        src, desc = loader(weights, dtype="float64"), f"Hugging Face checkpoint {os.fspath(weights)!r}"
-    elif isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
-        path = os.fspath(weights)
+        src, desc = loader(weights, dtype="float64"), f"Hugging Face checkpoint {os.fsdecode(weights)!r}"
+    elif isinstance(weights, (str, bytes, os.PathLike)) and os.path.isfile(weights):
+        path = os.fsdecode(weights)
         src = None
         for top in ((True, False) if include_top else (False,)):
             for alpha in ([alpha_hint] if alpha_hint else []) + [a for a in OFFICIAL_ALPHAS if a != alpha_hint]:
