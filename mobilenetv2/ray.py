@@ -65,6 +65,8 @@ def actor_resources(cluster_cpus, threads=1, actors=None, actor_cpus=None):
         _whole(actors, "actors", 1)
     if actor_cpus is not None and (not is_finite(actor_cpus) or actor_cpus <= 0):
         raise ArgumentError(f"actor_cpus must be a positive number, got {actor_cpus!r}")
+    cluster_cpus = float(cluster_cpus)  # (a Fraction has no :g format for the message below)
+    actor_cpus = None if actor_cpus is None else float(actor_cpus)
     actors = actors or max(1, int(cluster_cpus // threads))
     if actor_cpus is None:
         actor_cpus = min(float(threads), (cluster_cpus - RESERVED_CPUS) / actors)

@@ -168,6 +168,16 @@ def test_a_bytes_path_is_a_path_wherever_one_is_taken(tmp_path):
     assert str(tmp_path / "x.npy") in report["input"]["source"] and os.fsdecode(backbone) in report["weights"]["source"]
 
 
+def test_ray_cpu_counts_take_any_real_number():
+    """actor_resources(Fraction(1, 2)) raised a TypeError formatting its own message (a Fraction has
+    no ':g'); a Fraction of CPUs is the float it equals."""
+    from mobilenetv2 import ray as mray
+    assert mray.actor_resources(Fraction(5, 2)) == mray.actor_resources(2.5) == (2, 1.0)
+    assert mray.actor_resources(4, actors=2, actor_cpus=Fraction(3, 2)) == (2, 1.5)
+    with pytest.raises(ArgumentError, match="leave no CPU for the read and write tasks on a cluster of 0.5 CPUs"):
+        mray.actor_resources(Fraction(1, 2))
+
+
 def test_thread_limit_follows_the_machine():
     import os
     cores = len(os.sched_getaffinity(0))
