@@ -24,7 +24,7 @@ import functools
 from mobilenetv2.errors import ArgumentError, is_whole
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=4, typed=True)  # typed: True and 2.0 equal 1 and 2, and must still be refused
 def _cached_job(kind, alpha, size, weights, layer, top, dtype, threads):
     from mobilenetv2.batch.job import BatchJob
     return BatchJob(kind=kind, alpha=alpha, size=size, weights=weights, layer=layer, top=top, dtype=dtype,

@@ -178,6 +178,18 @@ def test_ray_cpu_counts_take_any_real_number():
         mray.actor_resources(Fraction(1, 2))
 
 
+def test_the_dask_job_cache_does_not_take_a_bad_setting_for_an_equal_good_one():
+    """True == 1 and 32.0 == 32 hash alike: once the job with threads=1 and size=32 was cached,
+    cached_job(threads=True) or cached_job(size=32.0) returned it instead of refusing the setting
+    (as BatchJob and a first call do)."""
+    from mobilenetv2.dask import cached_job
+    job = dict(kind="predict", alpha=0.35, size=32, weights=None, top=5, threads=1)
+    cached_job(**job)
+    for name, bad in (("threads", True), ("size", 32.0), ("top", np.float64(5))):
+        with pytest.raises(ArgumentError, match=f"{name} must be"):
+            cached_job(**dict(job, **{name: bad}))
+
+
 def test_thread_limit_follows_the_machine():
     import os
     cores = len(os.sched_getaffinity(0))
