@@ -508,23 +508,35 @@ class MobileNetV2:
             raise _out_of_memory(x) from None
         return kept if wanted is not None else outputs[layers[-1].name]
 
-    @staticmethod
-    def _check_memory(x, layers, wanted):
+    # The NumPy runs' memory needs kept (per input shape and layers asked for): at most this many.
+    _memory_cache_size = 256
+
+    def _check_memory(self, x, layers, wanted):
         """Refuse a batch whose NumPy run certainly exceeds the memory available, before it runs
         (as _plan does for the C core: Linux lends the address space, then kills the process):
-        at least the outputs kept for the caller and the largest layer's inputs and output."""
+        at least the outputs kept for the caller and the largest layer's inputs and output.
+        The values an example needs are worked out once per input shape and layers asked for
+        (the network's shapes took 0.2 ms a call), until the weights are replaced."""
         available = machine.available_memory()
         if available is None:
             return
-        size = {name: math.prod(shape) for name, shape in arch.output_shapes(layers, x.shape[1:]).items()}
-        step = max(sum(size[i] for i in layer.inputs) + size[layer.name] for layer in layers[1:])
-        kept = sum(size[name] for name in wanted) if wanted is not None else 0
-        needed = len(x) * x.itemsize * (kept + step)
+        key = (x.shape[1:], None if wanted is None else frozenset(wanted))
+        cache = self._memory_needs  # (dict operations are atomic: threads may share it)
+        per_example = cache.get(key)
+        if per_example is None:
+            size = {name: math.prod(shape) for name, shape in arch.output_shapes(layers, x.shape[1:]).items()}
+            step = max(sum(size[i] for i in layer.inputs) + size[layer.name] for layer in layers[1:])
+            per_example = step + (sum(size[name] for name in wanted) if wanted is not None else 0)
+            if len(cache) >= self._memory_cache_size:
+                cache.clear()
+            cache[key] = per_example
+        needed = len(x) * x.itemsize * per_example
         if needed > available:
             raise _out_of_memory(x, needed, available)
 
     def _weights_changed(self):
         self.weights_epoch += 1
+        self._memory_needs = {}
 
     # -- the C engine's compiled state: packed weights, plans per shape, the thread pool -------
     def _reset_compiled(self):
@@ -534,6 +546,7 @@ class MobileNetV2:
         self._plans = collections.OrderedDict()  # input shape -> Plan, least recently used first
         self._packed = None
         self._pool = None
+        self._memory_needs = {}  # (example shape, layers kept) -> values per example (_check_memory)
         _LIVE_MODELS.add(self)
 
     def clear_cache(self):
@@ -543,6 +556,7 @@ class MobileNetV2:
             self._plans.clear()
             self._packed = None
             self._pool = None
+            self._memory_needs = {}
 
     def _c_refusal(self):
         """Why the C core cannot run this model, or None."""
@@ -655,7 +669,7 @@ class MobileNetV2:
     # -- pickling: the weights and settings travel, compiled state is rebuilt on first use ----
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("_lock", "_lock_pid", "_plans", "_packed", "_pool"):
+        for key in ("_lock", "_lock_pid", "_plans", "_packed", "_pool", "_memory_needs"):
             state.pop(key, None)
         if state.get("_threads_arg") is None:
             state.pop("_threads", None)  # resolved again where the copy is loaded

@@ -283,6 +283,45 @@ def test_numpy_runs_larger_than_the_memory_available_are_refused_before_they_run
             call()
 
 
+def test_the_numpy_memory_check_works_out_each_input_shape_once(monkeypatch, tmp_path):
+    """The memory check recomputed the whole network's shapes on every NumPy call (0.2-0.3 ms: more
+    than features(x, 'Conv1') itself).  Now once per input shape and layers asked for, again after
+    any weights are replaced (set_weights, a layer's set_weights, load_weights) and in a copy made
+    by pickle; the refusal still scales with the batch."""
+    import pickle
+    from mobilenetv2 import InsufficientMemory, machine
+    shapes = []
+    output_shapes = arch.output_shapes
+    monkeypatch.setattr(arch, "output_shapes", lambda layers, shape: shapes.append(tuple(shape))
+                        or output_shapes(layers, shape))
+    monkeypatch.setattr(machine, "available_memory", lambda: 1 << 40)
+    model = MobileNetV2((None, None, 3), alpha=0.35, include_top=False, weights=None, dtype="float64")
+    x = rand(1, 32, 32, 3)
+    model.predict(x), model(x[0]), model.trace(x), model.trace(x), model.features(x, "Conv1")
+    model.features(x, ["Conv1"]), model.predict(rand(2, 32, 32, 3), batch_size=1)
+    assert shapes == [(32, 32, 3)] * 3  # the whole network, every layer kept, Conv1 kept
+    model.predict(rand(1, 40, 32, 3))
+    assert shapes[3:] == [(40, 32, 3)]
+    h5 = model.save_weights(tmp_path / "w.h5")
+    for replace in (lambda: model.set_weights(model.get_weights()),
+                    lambda: model.get_layer("Conv1").set_weights(model.get_layer("Conv1").get_weights()),
+                    lambda: model.load_weights(h5)):
+        del shapes[:]
+        replace()
+        model.predict(x), model.predict(x)
+        assert shapes == [(32, 32, 3)]
+    copy = pickle.loads(pickle.dumps(model))
+    del shapes[:]
+    copy.predict(x), copy.predict(x)
+    assert shapes == [(32, 32, 3)]
+    # What a float64 trace keeps for the caller alone, per image: every layer's output but the input.
+    kept = 8 * sum(int(np.prod(s)) for s in list(output_shapes(model.layers, (32, 32, 3)).values())[1:])
+    monkeypatch.setattr(machine, "available_memory", lambda: 2 * kept)
+    model.trace(x)  # one image fits (with its largest layer's work)
+    with pytest.raises(InsufficientMemory, match="out of memory for a batch of 3 at 32x32"):
+        model.trace(rand(3, 32, 32, 3))
+
+
 def test_an_input_whose_copy_does_not_fit_in_memory_is_refused_before_it_is_made(monkeypatch):
     """A non-contiguous or other-dtype input is copied before anything runs: a broadcast view of
     5000 images at 224x224 (no memory itself) was copied as 5.6 GB of float64 without a check, and
