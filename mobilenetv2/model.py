@@ -482,7 +482,21 @@ class MobileNetV2:
         wanted=None returns the last layer's output; otherwise a dict of the named layers'
         outputs, computing nothing after the last of them.  Outputs are freed as soon as no
         later layer reads them.
+
+        The layers run without the plan lock (NumPy calls on one model run in parallel), so
+        weights swapped meanwhile (set_weights swaps every layer under that lock) would give a
+        mix of old and new: the weights' version is read under the lock before and after, and a
+        run that saw a swap runs again, holding the lock (no further swap can starve it).
         """
+        with self._plan_lock:
+            epoch = self.weights_epoch
+        out = self._run_layers(x, wanted)
+        with self._plan_lock:
+            if self.weights_epoch == epoch:
+                return out
+            return self._run_layers(x, wanted)
+
+    def _run_layers(self, x, wanted):
         layers = self.layers
         if wanted is not None:
             last = max(i for i, layer in enumerate(layers) if layer.name in wanted)

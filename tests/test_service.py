@@ -207,6 +207,35 @@ def test_set_weights_while_others_predict_gives_old_or_new_never_a_mix():
     assert "mix" not in seen and len(seen) > 10
 
 
+def test_set_weights_while_the_numpy_engine_runs_gives_old_or_new_never_a_mix():
+    """The NumPy layers (float64, engine='numpy', features() and trace()) ran without the plan lock
+    and read each layer's weights as they reached it: 24 of 27 float64 outputs computed while
+    set_weights swapped two weight sets matched neither."""
+    model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, classes=10, dtype="float64")
+    x = rand(2, 64, 64, 3).astype(np.float64)
+    a = model.get_weights()
+    b = [w * 0.9 if w.ndim > 1 else w for w in a]
+    want_a = model.predict(x), model.features(x, "block_16_project")["block_16_project"]
+    model.set_weights(b)
+    want_b = model.predict(x), model.features(x, "block_16_project")["block_16_project"]
+    seen, stop = [], threading.Event()
+
+    def call(i):
+        while not stop.is_set():
+            y = model.features(x, "block_16_project")["block_16_project"] if i else model.predict(x)
+            seen.append("a" if np.array_equal(y, want_a[i]) else "b" if np.array_equal(y, want_b[i]) else "mix")
+
+    workers = [threading.Thread(target=call, args=(i,)) for i in (0, 1)]
+    for w in workers:
+        w.start()
+    for i in range(40):
+        model.set_weights(a if i % 2 else b)
+    stop.set()
+    for w in workers:
+        w.join()
+    assert "mix" not in seen and len(seen) > 10
+
+
 def test_a_batch_larger_than_the_memory_available_is_refused_before_it_runs(monkeypatch):
     """Linux lends address space it has not got: a batch-2048 plan took 23.7 GiB of buffers on a
     23.5 GiB machine without complaint (the OOM killer would have ended the run)."""
