@@ -404,8 +404,13 @@ class MobileNetV2:
         """Multiply-accumulates of one forward pass (convolutions and the dense head)."""
         return sum(arch.layer_macs(self.layers, self._static_shape(input_shape)).values())
 
-    def summary(self, input_shape=None, print_fn=print):
-        """Print every layer with its output shape, parameters and multiply-accumulates."""
+    def summary(self, input_shape=None, print_fn=None):
+        """Print every layer with its output shape, parameters and multiply-accumulates, a line at
+        a time through ``print_fn`` (None: ``print``, as Keras's summary takes it)."""
+        if print_fn is None:
+            print_fn = print
+        if not callable(print_fn):
+            raise ArgumentError(f"print_fn must be a function taking a line, or None (print), got {print_fn!r:.60}")
         shape0 = self._static_shape(input_shape)
         shapes = arch.output_shapes(self.layers, shape0)
         macs = arch.layer_macs(self.layers, shape0)

@@ -190,6 +190,16 @@ def test_the_dask_job_cache_does_not_take_a_bad_setting_for_an_equal_good_one():
             cached_job(**dict(job, **{name: bad}))
 
 
+def test_summary_prints_with_print_fn_none_as_keras_does(small, capsys):
+    """Keras's summary(print_fn=None) prints; ours raised "'NoneType' object is not callable"."""
+    small.summary(print_fn=None)
+    lines = []
+    small.summary(print_fn=lines.append)
+    assert capsys.readouterr().out.splitlines() == lines and any("block_1_expand" in line for line in lines)
+    with pytest.raises(ArgumentError, match="print_fn must be a function"):
+        small.summary(print_fn="x")
+
+
 def test_thread_limit_follows_the_machine():
     import os
     cores = len(os.sched_getaffinity(0))
