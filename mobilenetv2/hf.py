@@ -42,10 +42,10 @@ import numpy as np
 
 from mobilenetv2 import arch, files
 from mobilenetv2 import layers as L
-from mobilenetv2.errors import ArgumentError, Error, OutputPathError
+from mobilenetv2.errors import ArgumentError, Error, OutputPathError, check_option
 from mobilenetv2.hf_config import (ConfigError, HFConfig, ProcessorConfig, read_config,
                                    read_processor_config)
-from mobilenetv2.model import MobileNetV2, _check_dtype, check_top_pooling
+from mobilenetv2.model import MobileNetV2, _check_dtype, _check_layer_names, check_top_pooling
 from mobilenetv2.safetensors import PICKLE_HINT, SafetensorsError, SafetensorsFile, save_file
 
 PREFIX = "mobilenet_v2."
@@ -171,9 +171,9 @@ class HFMobileNetV2(MobileNetV2):
 
     def keras_name(self, name):
         """The Keras layer name for a Keras or transformers name."""
-        if name in self._by_name:
+        if isinstance(name, str) and name in self._by_name:
             return name
-        if name in self.hf_names:
+        if isinstance(name, str) and name in self.hf_names:
             return self.hf_names[name]
         raise ArgumentError(f"no layer or transformers module named {name!r} in this model "
                             "(see model.layers and model.hf_names)")
@@ -184,17 +184,14 @@ class HFMobileNetV2(MobileNetV2):
     def features(self, x, layers):
         """The named layers' outputs (NHWC) as a dict keyed by the names asked (Keras layer names
         or transformers module names), computing nothing after the last one needed."""
-        if isinstance(layers, str):
-            layers = [layers]
-        layers = list(layers)
+        layers = _check_layer_names(layers)
         out = super().features(x, [self.keras_name(n) for n in layers])
         return {n: out[self.keras_name(n)] for n in layers}
 
     def trace(self, x, names="keras"):
         """Every layer's output after the input, in order: by Keras name (``names='keras'``), or
         for each transformers module that has an output of its own (``names='hf'``)."""
-        if names not in ("keras", "hf"):
-            raise ArgumentError(f"names must be 'keras' or 'hf', got {names!r}")
+        check_option(names, ("keras", "hf"), "names must be 'keras' or 'hf'")
         out = super().trace(x)
         if names == "keras":
             return out

@@ -53,6 +53,9 @@ def _calls(tmp_path):
          ["path", "dtype", "threads", "top_pooling", "engine"]),
         ("save_pretrained", M.save_pretrained, dict(model=model, path=tmp_path / "sp"), ["model", "path"]),
         ("hf predict", hf.predict, dict(x=x), ["x", "batch_size"]),
+        ("hf features", hf.features, dict(x=x, layers=["layer.0"]), ["x", "layers"]),  # (5: 'int' not iterable)
+        ("hf trace", hf.trace, dict(x=x, names="hf"), ["x", "names"]),  # (an array: NumPy's ValueError)
+        ("hf get_layer", hf.get_layer, dict(name="layer.0"), ["name"]),  # (a list: 'unhashable type')
         ("hf_preprocess", M.hf_preprocess, dict(image=np.zeros((40, 50, 3), np.uint8), preprocessor_config=hf_folder),
          ["image", "preprocessor_config"]),
         ("post_process_semantic_segmentation", M.post_process_semantic_segmentation,
