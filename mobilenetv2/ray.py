@@ -27,9 +27,10 @@ pipeline waits forever (2 actors x num_cpus=1 on 2 CPUs hung).  ``actor_resource
 sees, its actors are ``PartWriter``s, which write each block's rows as one Parquet part themselves
 and return only (file, rows, errors).  The vectors then never cross Ray's object store, no write
 task (nor the worker process Ray starts for it) takes CPU from the actors, and the driver adopts
-each part as it is reported.  Measured on 2 busy cores (benchmarks/README.md): the job's CPU per
-image, all of Ray's processes counted, went from 7.6-9.7 ms to 7.3-8.6 ms (decode and inference:
-~6.5), its fixed CPU per job from 4.3-6.4 s to 3.1-4.4 s.
+the parts in the input order (Ray's ``preserve_order``: the rows come as the local engine writes
+them).  Measured on 2 busy cores (benchmarks/README.md): the job's CPU per image, all of Ray's
+processes counted, went from 7.6-9.7 ms to 7.3-8.6 ms (decode and inference: ~6.5), its fixed CPU
+per job from 4.3-6.4 s to 3.1-4.4 s.
 """
 import math
 import os
@@ -214,10 +215,11 @@ def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, 
 
     from_items (blocks of ``part_rows`` images) -> map_batches(PartWriter, actors x actor_cpus): each
     actor decodes, infers and writes its block's part into a ``.tmp-ray-*`` folder of ``out``; the
-    driver moves each reported part into ``out`` as it arrives, so a killed job keeps its finished
-    parts (a rerun does the rest) and a file a killed actor left behind is never adopted.  ``out``
-    must be on a file system every node sees (one machine, or NFS); for object stores use the
-    Predictor recipe above.  ``progress``: a mobilenetv2.batch.local.Progress (replaces Ray's bars)."""
+    driver moves the reported parts into ``out`` in the input order (the rows' order is the local
+    engine's), so a killed job keeps its parts moved in (a rerun does the rest) and a file a killed
+    actor left behind is never adopted.  ``out`` must be on a file system every node sees (one
+    machine, or NFS); for object stores use the Predictor recipe above.  ``progress``: a
+    mobilenetv2.batch.local.Progress (replaces Ray's bars)."""
     import shutil
     if not items:
         return 0, 0
@@ -239,6 +241,10 @@ def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, 
                         fn_constructor_kwargs=dict(job_args, threads=threads, folder=staging, batch_size=batch_size,
                                                    predictor=predictor),
                         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=actor_cpus)
+    # The parts in the input order, as the local engine writes them (users diff runs and join on
+    # position): Ray hands the blocks' results over in their input order.  The actors still run side
+    # by side; a part finished early waits in the staging folder for those before it.
+    ds.context.execution_options.preserve_order = True
     written = errors = 0
     adopted = set()
     try:

@@ -104,6 +104,45 @@ def test_an_actor_killed_once_loses_and_duplicates_nothing(local_ray, images, lo
     assert_same_rows(sorted_table(out.path), local_rows)
 
 
+def test_rows_keep_the_input_order_when_a_later_block_finishes_first(local_ray, images, tmp_path):
+    """Users diff two runs and join on position: the rows come in the input order, as the local
+    engine writes them, whatever order the actors finish their blocks in.  Here the first block
+    waits until a later block's part is written (so the two actors run side by side) and, where the
+    driver takes parts as they come, until that part is in --out."""
+    import glob
+    import time
+    from mobilenetv2.batch.dataset import OutputDataset
+    from mobilenetv2.batch.inputs import list_images
+    from mobilenetv2.batch.job import BatchJob
+    from mobilenetv2.ray import run_job
+    items = list_images([str(images)])
+    out_dir, seen = str(tmp_path / "out"), str(tmp_path / "later-block-first")
+
+    class FirstBlockWaits(Predictor):  # defined here: Ray ships it to the actors by value
+        def __call__(self, batch):
+            if items[0][0] in batch["id"]:
+                staged, deadline = None, time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if glob.glob(os.path.join(out_dir, "part-*.parquet")):
+                        staged = staged or time.monotonic()  # a later block is in --out already
+                        break
+                    if staged is None and glob.glob(os.path.join(out_dir, ".tmp-ray-*", "part-*.parquet")):
+                        staged = time.monotonic()  # a later block is written
+                    if staged is not None and time.monotonic() > staged + 2:
+                        break  # and not moved into --out: the driver waits for this block
+                    time.sleep(0.05)
+                if staged is not None:
+                    open(seen, "w").close()
+            return super().__call__(batch)
+
+    job_args = dict(kind="features", alpha=0.35, size=96, weights="none", threads=1)
+    out = OutputDataset(out_dir, BatchJob(**job_args).config())
+    assert run_job(job_args, items, out, batch_size=8, quiet=True, predictor=FirstBlockWaits) == (61, 1)
+    assert os.path.exists(seen), "no later block finished before the first: the test proved nothing"
+    assert len(out.parts()) > 2
+    assert pads.dataset(out_dir, format="parquet").to_table().column("id").to_pylist() == [i for i, _ in items]
+
+
 def test_default_actors_leave_cpu_for_reads_and_writes():
     assert actor_resources(2, threads=1) == (2, 0.75)
     assert actor_resources(64, threads=4) == (16, (64 - 0.5) / 16)
