@@ -56,11 +56,10 @@ def predict_partition(frame, kind="features", alpha=1.0, size=224, weights="imag
                       dtype="float32", threads=1):
     """A pandas DataFrame with a ``path`` column (and optionally ``id``) -> its rows as a DataFrame
     (columns id, path, features or classes/scores[/wnids/names], error)."""
-    from mobilenetv2.batch.inputs import image_id
+    from mobilenetv2.batch.inputs import given_rows
     from mobilenetv2.batch.job import blas_single_threaded
     job = cached_job(kind, alpha, size, weights, layer, top, dtype, threads)
-    paths = [str(p) for p in frame["path"]]
-    ids = [str(i) for i in frame["id"]] if "id" in frame else [image_id(p) for p in paths]
+    ids, paths = given_rows(frame["id"] if "id" in frame else None, frame["path"])
     with blas_single_threaded():
         return job.run(ids, paths).to_pandas()
 

@@ -88,6 +88,15 @@ def _column(batch, name):
     return col.to_pylist() if hasattr(col, "to_pylist") else list(col)
 
 
+def _rows(batch):
+    """The (ids, paths) of a batch's rows as strings (see mobilenetv2.batch.inputs.given_rows)."""
+    from mobilenetv2.batch.inputs import given_rows
+    paths = _column(batch, "path")
+    if paths is None:
+        raise ArgumentError("the batch has no 'path' column (the image paths to read)")
+    return given_rows(_column(batch, "id"), paths)
+
+
 class Predictor:
     """A Ray Data callable class: ``ds.map_batches(Predictor, fn_constructor_kwargs=...)``.
 
@@ -102,15 +111,10 @@ class Predictor:
                             dtype=dtype, threads=threads)
 
     def __call__(self, batch):
-        from mobilenetv2.batch.inputs import image_id
         from mobilenetv2.batch.job import blas_single_threaded
-        paths = _column(batch, "path")
-        if paths is None:
-            raise ArgumentError("the batch has no 'path' column (the image paths to read)")
-        paths = [str(p) for p in paths]
-        ids = _column(batch, "id") or [image_id(p) for p in paths]
+        ids, paths = _rows(batch)
         with blas_single_threaded():
-            return self.job.run([str(i) for i in ids], paths)
+            return self.job.run(ids, paths)
 
 
 def _reachable(address, timeout=10.0):
@@ -166,12 +170,7 @@ class PartWriter:
     def __call__(self, block):
         pa = require("pyarrow", "batch")
         from mobilenetv2.batch.dataset import PartFile
-        from mobilenetv2.batch.inputs import image_id
-        paths = _column(block, "path")
-        if paths is None:
-            raise ArgumentError("the batch has no 'path' column (the image paths to read)")
-        paths = [str(p) for p in paths]
-        ids = [str(i) for i in (_column(block, "id") or [image_id(p) for p in paths])]
+        ids, paths = _rows(block)
         result = {"file": [], "rows": [], "errors": []}
         if paths:
             part, errors = PartFile(self.folder, self.predictor.job.schema()), 0

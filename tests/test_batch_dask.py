@@ -42,6 +42,27 @@ def test_partition_rows_equal_the_batch_command_and_the_model_is_built_once(loca
     assert list(meta.columns) == list(parts[0].columns) and len(meta) == 0
 
 
+def test_a_missing_path_is_a_row_saying_so_and_a_missing_id_an_error_naming_its_row(local_rows):
+    """None, NaN and pandas' NA in the path column were str()'d: rows about files named 'None', 'nan'
+    and '<NA>'; in the id column they became the ids 'nan'."""
+    from mobilenetv2.errors import ArgumentError
+    good = local_rows[local_rows["error"].isna()].iloc[:1]
+    frame = pd.DataFrame({"id": ["a", "b", "c", good.index[0]],
+                          "path": pd.Series([None, np.nan, pd.NA, good["path"].iloc[0]], dtype=object)})
+    rows = mnv2_dask.predict_partition(frame, **CONFIG)
+    assert list(rows["id"]) == list(frame["id"])
+    assert list(rows["path"][:3]) == ["", "", ""]
+    assert all(e.startswith("the path is missing") for e in rows["error"][:3])
+    assert all(f is None for f in rows["features"][:3])
+    assert_same(rows.iloc[3:], good)
+    string_paths = frame.astype({"path": "string"}).drop(columns="id")  # missing: pd.NA; ids: the paths' hashes
+    assert list(mnv2_dask.predict_partition(string_paths, **CONFIG)["error"].isna()) == [False] * 3 + [True]
+    for missing in (None, np.nan, pd.NA):
+        frame = pd.DataFrame({"id": pd.Series(["a", missing], dtype=object), "path": ["x.jpg", "y.jpg"]})
+        with pytest.raises(ArgumentError, match="row 1 of the batch \\(path 'y.jpg'\\) has no id"):
+            mnv2_dask.predict_partition(frame, **CONFIG)
+
+
 def test_on_dask_processes_and_to_parquet(local_rows, tmp_path):
     dd = pytest.importorskip("dask.dataframe", reason="the Dask test needs dask[dataframe]")
     import dask

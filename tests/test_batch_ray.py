@@ -185,6 +185,23 @@ def test_a_retried_block_publishes_the_same_part_again(images, local_rows, tmp_p
     assert part_name(other["id"]) != name
 
 
+def test_a_missing_path_is_a_row_saying_so_and_a_missing_id_an_error_naming_its_row(images, local_rows):
+    """A null path was str()'d into a row about a file named 'None', a binary one into "b'...'"."""
+    import pyarrow as pa
+    from mobilenetv2.errors import ArgumentError
+    good = os.path.join(str(images), "img00001.png")
+    batch = pa.table({"path": pa.array([None, os.fsencode(good)], pa.binary())})
+    rows = Predictor(alpha=0.35, size=96, weights="none").__call__(batch).to_pylist()
+    assert rows[0]["path"] == "" and rows[0]["features"] is None
+    assert rows[0]["error"].startswith("the path is missing")
+    want = local_rows.filter(pads.field("path") == good).to_pylist()[0]
+    assert (rows[1]["path"], rows[1]["error"]) == (good, None)
+    assert same_values(np.array(rows[1]["features"]), np.array(want["features"]))
+    batch = pa.table({"id": ["a", None], "path": [good, good]})
+    with pytest.raises(ArgumentError, match=f"row 1 of the batch \\(path {good!r}\\) has no id"):
+        Predictor(alpha=0.35, size=96, weights="none")(batch)
+
+
 def test_importing_the_recipe_does_not_import_ray():
     code = "import sys, mobilenetv2, mobilenetv2.ray, mobilenetv2.cli; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))

@@ -41,6 +41,33 @@ def shown_path(path):
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def _missing(value):
+    """Whether a table's cell holds no value: None, or what pandas writes for one (NaN, NaT, NA)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN and NaT differ from themselves
+    except TypeError:  # pandas.NA: its truth is ambiguous
+        return True
+
+
+def given_rows(ids, paths):
+    """The (ids, paths) of a caller's rows (a Dask partition, a Ray batch) as strings.  ``ids`` None (no
+    id column): each path's ``image_id``.  A missing path (None, NaN, pandas' NA) is '', which
+    BatchJob writes as a row whose error says the path is missing; a missing id is an ArgumentError
+    naming its row (an id made up for it could not be joined on)."""
+    paths = ["" if _missing(p) else os.fsdecode(p) if isinstance(p, (bytes, os.PathLike)) else str(p)
+             for p in paths]
+    if ids is None:
+        return [image_id(p) for p in paths], paths
+    ids = list(ids)
+    for n, (key, path) in enumerate(zip(ids, paths)):
+        if _missing(key):
+            raise ArgumentError(f"row {n} of the batch (path {shown_path(path)!r}) has no id ({key!r}): give "
+                                "every row an id, or leave out the id column to have each path's hash")
+    return [str(key) for key in ids], paths
+
+
 def other_image(path, written):
     """Why ``path`` cannot be the image whose row ``--out`` holds under the same id (written for
     the path ``written``), or None.  Ids are paths relative to the input, so a moved or copied tree

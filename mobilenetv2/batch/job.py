@@ -121,6 +121,8 @@ class BatchJob:
     def load(self, path):
         """One image as (size, size, 3) uint8, or the message saying why it cannot be read."""
         from mobilenetv2.preprocessing import load_image
+        if path == "":  # a missing path of a caller's table (see inputs.given_rows)
+            return "the path is missing (an empty, None or NaN value in the path column)"
         try:
             return load_image(path, target_size=(self.size, self.size))
         except Exception as exc:  # a stranger's file: any failure is that row's error, not the run's
