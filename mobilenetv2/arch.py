@@ -151,6 +151,17 @@ def output_shapes(layers, input_shape):
     return shapes
 
 
+def run_values(layers, input_shape, wanted=None):
+    """Values per example a run of ``layers`` holds at least (the memory checks' lower bound): the
+    largest layer's inputs and output, and the outputs of the ``wanted`` layer names kept for the
+    caller (then only the layers up to the last of them run)."""
+    if wanted is not None:
+        layers = layers[:max(i for i, layer in enumerate(layers) if layer.name in wanted) + 1]
+    size = {name: math.prod(shape) for name, shape in output_shapes(layers, input_shape).items()}
+    step = max(sum(size[i] for i in layer.inputs) + size[layer.name] for layer in layers[1:])
+    return step + (sum(size[name] for name in wanted) if wanted is not None else 0)
+
+
 def layer_macs(layers, input_shape):
     """Multiply-accumulates of each layer (convolutions and the dense head), by name."""
     shapes = output_shapes(layers, input_shape)

@@ -543,9 +543,7 @@ class MobileNetV2:
         cache = self._memory_needs  # (dict operations are atomic: threads may share it)
         per_example = cache.get(key)
         if per_example is None:
-            size = {name: math.prod(shape) for name, shape in arch.output_shapes(layers, x.shape[1:]).items()}
-            step = max(sum(size[i] for i in layer.inputs) + size[layer.name] for layer in layers[1:])
-            per_example = step + (sum(size[name] for name in wanted) if wanted is not None else 0)
+            per_example = arch.run_values(layers, x.shape[1:], wanted)
             if len(cache) >= self._memory_cache_size:
                 cache.clear()
             cache[key] = per_example

@@ -189,6 +189,24 @@ class PartWriter:
                                                   ("errors", pa.int64())]))
 
 
+def check_memory(nodes, actors, actor_cpus, actor_memory):
+    """Refuse a job whose ``actors`` cannot all be placed on the alive ``nodes`` (``ray.nodes()``)
+    once each asks Ray for ``actor_memory`` bytes (its model and the batch it runs): Ray puts no more
+    actors on a node than its memory resource holds, so that actors that each fit do not together
+    take more than the node has; an actor that cannot be placed would be waited for for ever."""
+    fit = by_cpu = 0
+    for node in nodes:
+        if node.get("Alive", True):
+            resources = node.get("Resources", {})
+            cpus = int(resources.get("CPU", 0) / actor_cpus + 1e-9)
+            by_cpu += cpus
+            fit += min(cpus, int(resources.get("memory", 0) // actor_memory))
+    if fit < actors <= by_cpu:
+        raise ArgumentError(f"{actors} Ray actors need at least {actor_memory / 2 ** 20:.1f} MiB each (a model "
+                            f"and its batch), and the nodes' memory holds {fit} of them: lower --ray-actors or "
+                            "--batch-size")
+
+
 def part_rows(images, actors, rows_per_part=4096):
     """Images per part (one Ray block, one task): at most ``rows_per_part``, and small enough that
     every actor gets about 4 parts, so that a short job ends on balanced actors (the last part
@@ -209,7 +227,7 @@ def _cause(exc):
 
 
 def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, batch_size=32, quiet=False,
-            predictor=Predictor, rows_per_part=4096, progress=None):
+            predictor=Predictor, rows_per_part=4096, progress=None, actor_memory=None):
     """Run ``items`` [(id, path)] on Ray Data into the OutputDataset ``out``; returns (rows, errors).
 
     from_items (blocks of ``part_rows`` images) -> map_batches(PartWriter, actors x actor_cpus): each
@@ -218,7 +236,8 @@ def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, 
     engine's), so a killed job keeps its parts moved in (a rerun does the rest) and a file a killed
     actor left behind is never adopted.  ``out`` must be on a file system every node sees (one
     machine, or NFS); for object stores use the Predictor recipe above.  ``progress``: a
-    mobilenetv2.batch.local.Progress (replaces Ray's bars)."""
+    mobilenetv2.batch.local.Progress (replaces Ray's bars).  ``actor_memory``: the bytes each actor
+    asks Ray for (see check_memory; None: none)."""
     import shutil
     if not items:
         return 0, 0
@@ -233,13 +252,17 @@ def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, 
     rows = part_rows(len(items), actors, rows_per_part)
     blocks = math.ceil(len(items) / rows)
     actors = min(actors, blocks)  # an actor without a block would only build a model
+    memory = {}
+    if actor_memory:
+        check_memory(ray.nodes(), actors, actor_cpus, actor_memory)
+        memory = dict(memory=actor_memory)
     staging = os.path.join(out.path, f".tmp-ray-{out.run_id}")
     os.makedirs(staging, exist_ok=True)
     ds = ray.data.from_items([{"id": i, "path": p} for i, p in items], override_num_blocks=blocks)
     ds = ds.map_batches(PartWriter, batch_size=None, batch_format="pyarrow",
                         fn_constructor_kwargs=dict(job_args, threads=threads, folder=staging, batch_size=batch_size,
                                                    predictor=predictor),
-                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=actor_cpus)
+                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=actor_cpus, **memory)
     # The parts in the input order, as the local engine writes them (users diff runs and join on
     # position): Ray hands the blocks' results over in their input order.  The actors still run side
     # by side; a part finished early waits in the staging folder for those before it.

@@ -251,6 +251,25 @@ def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
     assert peaks["2000"] <= 1.5 * peaks["200"], peaks
 
 
+def test_the_memory_check_counts_every_worker(images, tmp_path, capsys, monkeypatch):
+    """Each replica's model checks only its own buffers against the memory available: two replicas
+    that each fit ran side by side where together they could not (Linux lends the address space,
+    then kills the process).  12 MiB holds one replica of 0.35_96 with batches of 8 (the run at the
+    end), not two: refused before any replica is built, saying what to lower."""
+    from mobilenetv2 import machine
+    folder, _ = images
+    monkeypatch.setattr(machine, "available_memory", lambda: 12 << 20)
+    argv = ["features", str(folder), "--weights", "none", *SMALL, "--batch-size", "8", "--quiet"]
+    code, stdout, stderr = run_cli(argv + ["--out", str(tmp_path / "two"), "--workers", "2"], capsys)
+    assert code == 2 and len(stderr.splitlines()) == 1, stderr
+    assert "2 workers running batches of 8 at 96x96 (float32) need at least" in stderr
+    assert stderr.rstrip().endswith("12.0 MiB is available: lower --workers or --batch-size"), stderr
+    assert not list((tmp_path / "two").glob("part-*"))
+    code, stdout, stderr = run_cli(argv + ["--out", str(tmp_path / "one"), "--workers", "1"], capsys)
+    assert code == 0, stderr
+    assert PROCESSED.search(stdout).groups() == ("241", "1", "0")
+
+
 def test_ray_without_ray_names_the_extra(tmp_path, monkeypatch, capsys):
     write_images(tmp_path / "i", 2)
     monkeypatch.setitem(sys.modules, "ray", None)

@@ -143,6 +143,24 @@ def test_rows_keep_the_input_order_when_a_later_block_finishes_first(local_ray, 
     assert pads.dataset(out_dir, format="parquet").to_table().column("id").to_pylist() == [i for i, _ in items]
 
 
+def test_actors_that_a_node_s_memory_cannot_hold_together_are_refused(local_ray, images, tmp_path, capsys,
+                                                                      monkeypatch):
+    """Each actor's model checks only its own buffers: Ray put two actors that each fit side by side on
+    a node that could not hold both.  Each now asks Ray for its memory, and a job whose actors the
+    nodes cannot hold is refused, not waited for.  12 MiB holds one actor of 0.35_96 with batches of
+    8 (the run at the end), not two."""
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0, "memory": 12 << 20}}])
+    argv = ["features", str(images), *SMALL, "--ray", "auto", "--quiet"]
+    assert main(argv + ["--out", str(tmp_path / "two"), "--ray-actors", "2"]) == 2
+    stderr = capsys.readouterr().err
+    assert len(stderr.splitlines()) == 1, stderr
+    assert "2 Ray actors need at least" in stderr
+    assert "the nodes' memory holds 1 of them: lower --ray-actors or --batch-size" in stderr
+    assert not list((tmp_path / "two").glob("part-*"))
+    assert main(argv + ["--out", str(tmp_path / "one"), "--ray-actors", "1"]) == 0
+    assert sorted_table(tmp_path / "one").num_rows == 61
+
+
 def test_default_actors_leave_cpu_for_reads_and_writes():
     assert actor_resources(2, threads=1) == (2, 0.75)
     assert actor_resources(64, threads=4) == (16, (64 - 0.5) / 16)

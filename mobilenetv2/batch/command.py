@@ -109,12 +109,14 @@ def run(args, kind):
             written, errors = mnv2_ray.run_job(job_args, todo, out, address=args.ray, actors=args.ray_actors,
                                                actor_cpus=args.ray_actor_cpus, batch_size=args.batch_size,
                                                quiet=args.quiet, rows_per_part=args.rows_per_part,
-                                               progress=progress)
+                                               progress=progress,
+                                               actor_memory=job.memory_bytes(args.batch_size) + job.weights_bytes())
             progress.finish()
         else:
             from mobilenetv2.batch import local
-            workers = args.workers or max(1, local.available_cpus() // args.threads)
-            jobs = [job] + [BatchJob(**job_args) for _ in range(min(workers, len(todo)) - 1)]
+            workers = max(1, min(args.workers or local.available_cpus() // args.threads, len(todo)))
+            local.check_memory(job, workers, args.batch_size, args.prefetch or 2)
+            jobs = [job] + [BatchJob(**job_args) for _ in range(workers - 1)]
             progress = local.Progress(len(todo), enabled=not args.quiet)
             written, errors = local.run(jobs, todo, out, batch_size=args.batch_size, prefetch=args.prefetch or 2,
                                         decode_workers=args.decode_workers, rows_per_part=args.rows_per_part,

@@ -136,12 +136,36 @@ class BatchJob:
         x = preprocess_input(np.stack([loaded[i] for i in ok]).astype(self.dtype)) if ok else None
         return x, ok, errors
 
+    def _pooled(self):
+        """Whether the rows are the model's last output (predict, the C plan in float32); else
+        ``layer``'s output, from the NumPy layers."""
+        return self.layer is None or self.layer == self.model.layers[-1].name
+
+    def _one_by_one(self):
+        """Whether the NumPy layers run the batch, one image a call (see same_values in the tests)."""
+        return self.dtype == np.float64 or not self._pooled()
+
+    def memory_bytes(self, batch_size):
+        """Bytes one replica holds at least while it runs a batch of ``batch_size`` images: the batch
+        decoded and as floats, the activations of a run (of one image where the NumPy layers run them
+        one by one) and the outputs.  Its weights are apart: ``weights_bytes()``."""
+        from mobilenetv2 import arch
+        pixels = self.size * self.size * 3
+        run = 1 if self._one_by_one() else batch_size
+        wanted = None if self._pooled() else [self.layer]
+        activations = run * arch.run_values(self.model.layers, (self.size, self.size, 3), wanted)
+        return batch_size * pixels + self.dtype.itemsize * (batch_size * (pixels + self.width) + activations)
+
+    def weights_bytes(self):
+        """Bytes of the model's weights (each replica holds its own)."""
+        return self.model.count_params() * self.dtype.itemsize
+
     def infer(self, x):
         """The outputs for a decoded batch, one row per image: (N, D); (0, D) for x None."""
         if x is None:
             return np.zeros((0, self.width), self.dtype)
-        pooled = self.layer is None or self.layer == self.model.layers[-1].name
-        if (self.dtype == np.float64 or not pooled) and len(x) > 1:  # the NumPy layers: one image a call
+        pooled = self._pooled()
+        if self._one_by_one() and len(x) > 1:  # the NumPy layers: one image a call
             return np.concatenate([self.infer(x[i:i + 1]) for i in range(len(x))])
         if pooled:
             y = self.model.predict(x, batch_size=len(x))

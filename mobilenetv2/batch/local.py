@@ -31,6 +31,27 @@ def available_cpus():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def check_memory(job, workers, batch_size, prefetch):
+    """Refuse, before the replicas are built, a run whose ``workers`` replicas of ``job`` (built
+    already: its weights are in use) and ``prefetch`` decoded batches waiting for them certainly exceed
+    the memory available: each model checks its own buffers alone, and replicas that each fit could
+    together take more than the machine has (Linux lends the address space, then kills the process)."""
+    from mobilenetv2 import machine
+    from mobilenetv2.errors import InsufficientMemory
+    available = machine.available_memory()
+    if available is None:
+        return
+    replicas = workers * job.memory_bytes(batch_size) + (workers - 1) * job.weights_bytes()
+    waiting = prefetch * batch_size * job.size * job.size * 3
+    if replicas + waiting > available:
+        mib = 2 ** 20
+        raise InsufficientMemory(
+            f"{workers} workers running batches of {batch_size} at {job.size}x{job.size} ({job.dtype.name}) "
+            f"need at least {(replicas + waiting) / mib:.1f} MiB ({workers} model replicas {replicas / mib:.1f}, "
+            f"{prefetch} decoded batches waiting {waiting / mib:.1f}), {available / mib:.1f} MiB is available: "
+            "lower --workers or --batch-size")
+
+
 def _duration(seconds):
     """'1d 02:03:04' / '02:03:04'."""
     minutes, secs = divmod(int(round(seconds)), 60)
