@@ -59,7 +59,7 @@ def predict_partition(frame, kind="features", alpha=1.0, size=224, weights="imag
     from mobilenetv2.batch.inputs import given_rows
     from mobilenetv2.batch.job import blas_single_threaded
     job = cached_job(kind, alpha, size, weights, layer, top, dtype, threads)
-    ids, paths = given_rows(frame["id"] if "id" in frame else None, frame["path"])
+    ids, paths = given_rows(frame)
     with blas_single_threaded():
         return job.run(ids, paths).to_pandas()
 

@@ -78,25 +78,6 @@ def actor_resources(cluster_cpus, threads=1, actors=None, actor_cpus=None):
     return actors, actor_cpus
 
 
-def _column(batch, name):
-    if isinstance(batch, dict):
-        return list(batch[name]) if name in batch else None
-    names = batch.column_names if hasattr(batch, "column_names") else list(batch.columns)
-    if name not in names:
-        return None
-    col = batch[name]
-    return col.to_pylist() if hasattr(col, "to_pylist") else list(col)
-
-
-def _rows(batch):
-    """The (ids, paths) of a batch's rows as strings (see mobilenetv2.batch.inputs.given_rows)."""
-    from mobilenetv2.batch.inputs import given_rows
-    paths = _column(batch, "path")
-    if paths is None:
-        raise ArgumentError("the batch has no 'path' column (the image paths to read)")
-    return given_rows(_column(batch, "id"), paths)
-
-
 class Predictor:
     """A Ray Data callable class: ``ds.map_batches(Predictor, fn_constructor_kwargs=...)``.
 
@@ -111,8 +92,9 @@ class Predictor:
                             dtype=dtype, threads=threads)
 
     def __call__(self, batch):
+        from mobilenetv2.batch.inputs import given_rows
         from mobilenetv2.batch.job import blas_single_threaded
-        ids, paths = _rows(batch)
+        ids, paths = given_rows(batch)
         with blas_single_threaded():
             return self.job.run(ids, paths)
 
@@ -170,7 +152,8 @@ class PartWriter:
     def __call__(self, block):
         pa = require("pyarrow", "batch")
         from mobilenetv2.batch.dataset import PartFile
-        ids, paths = _rows(block)
+        from mobilenetv2.batch.inputs import given_rows
+        ids, paths = given_rows(block)
         result = {"file": [], "rows": [], "errors": []}
         if paths:
             part, errors = PartFile(self.folder, self.predictor.job.schema()), 0

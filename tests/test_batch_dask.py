@@ -63,6 +63,13 @@ def test_a_missing_path_is_a_row_saying_so_and_a_missing_id_an_error_naming_its_
             mnv2_dask.predict_partition(frame, **CONFIG)
 
 
+def test_a_partition_without_a_path_column_is_an_error_naming_it():
+    """It was pandas' KeyError: 'path' (Ray's Predictor said what was missing)."""
+    from mobilenetv2.errors import ArgumentError
+    with pytest.raises(ArgumentError, match="the batch has no 'path' column"):
+        mnv2_dask.predict_partition(pd.DataFrame({"paths": ["a.jpg"]}), **CONFIG)
+
+
 def test_on_dask_processes_and_to_parquet(local_rows, tmp_path):
     dd = pytest.importorskip("dask.dataframe", reason="the Dask test needs dask[dataframe]")
     import dask

@@ -51,16 +51,30 @@ def _missing(value):
         return True
 
 
-def given_rows(ids, paths):
-    """The (ids, paths) of a caller's rows (a Dask partition, a Ray batch) as strings.  ``ids`` None (no
-    id column): each path's ``image_id``.  A missing path (None, NaN, pandas' NA) is '', which
-    BatchJob writes as a row whose error says the path is missing; a missing id is an ArgumentError
-    naming its row (an id made up for it could not be joined on)."""
+def _column(batch, name):
+    """Column ``name`` of a pyarrow Table, a dict of arrays or a pandas DataFrame as a list (None if absent)."""
+    if isinstance(batch, dict):
+        return list(batch[name]) if name in batch else None
+    names = batch.column_names if hasattr(batch, "column_names") else list(batch.columns)
+    if name not in names:
+        return None
+    col = batch[name]
+    return col.to_pylist() if hasattr(col, "to_pylist") else list(col)
+
+
+def given_rows(batch):
+    """The (ids, paths) of a caller's rows (a Dask partition, a Ray batch: a pandas DataFrame, a pyarrow
+    Table or a dict of arrays) as strings.  The ``path`` column is required; without an ``id`` column
+    each id is the path's ``image_id``.  A missing path (None, NaN, pandas' NA) is '', which BatchJob
+    writes as a row whose error says the path is missing; a missing id is an ArgumentError naming its
+    row (an id made up for it could not be joined on)."""
+    paths, ids = _column(batch, "path"), _column(batch, "id")
+    if paths is None:
+        raise ArgumentError("the batch has no 'path' column (the image paths to read)")
     paths = ["" if _missing(p) else os.fsdecode(p) if isinstance(p, (bytes, os.PathLike)) else str(p)
              for p in paths]
     if ids is None:
         return [image_id(p) for p in paths], paths
-    ids = list(ids)
     for n, (key, path) in enumerate(zip(ids, paths)):
         if _missing(key):
             raise ArgumentError(f"row {n} of the batch (path {shown_path(path)!r}) has no id ({key!r}): give "
