@@ -172,7 +172,7 @@ class PartWriter:
                                                   ("errors", pa.int64())]))
 
 
-def check_memory(nodes, actors, actor_cpus, actor_memory):
+def _check_memory(nodes, actors, actor_cpus, actor_memory):
     """Refuse a job whose ``actors`` cannot all be placed on the alive ``nodes`` (``ray.nodes()``)
     once each asks Ray for ``actor_memory`` bytes (its model and the batch it runs): Ray puts no more
     actors on a node than its memory resource holds, so that actors that each fit do not together
@@ -220,7 +220,7 @@ def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, 
     actor left behind is never adopted.  ``out`` must be on a file system every node sees (one
     machine, or NFS); for object stores use the Predictor recipe above.  ``progress``: a
     mobilenetv2.batch.local.Progress (replaces Ray's bars).  ``actor_memory``: the bytes each actor
-    asks Ray for (see check_memory; None: none)."""
+    asks Ray for (see _check_memory; None: none)."""
     import shutil
     if not items:
         return 0, 0
@@ -237,7 +237,7 @@ def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, 
     actors = min(actors, blocks)  # an actor without a block would only build a model
     memory = {}
     if actor_memory:
-        check_memory(ray.nodes(), actors, actor_cpus, actor_memory)
+        _check_memory(ray.nodes(), actors, actor_cpus, actor_memory)
         memory = dict(memory=actor_memory)
     staging = os.path.join(out.path, f".tmp-ray-{out.run_id}")
     os.makedirs(staging, exist_ok=True)

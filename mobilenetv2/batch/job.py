@@ -150,6 +150,7 @@ class BatchJob:
         decoded and as floats, the activations of a run (of one image where the NumPy layers run them
         one by one) and the outputs.  Its weights are apart: ``weights_bytes()``."""
         from mobilenetv2 import arch
+        batch_size = _positive_int("batch_size", batch_size)
         pixels = self.size * self.size * 3
         run = 1 if self._one_by_one() else batch_size
         wanted = None if self._pooled() else [self.layer]
