@@ -268,6 +268,13 @@ def test_the_memory_check_counts_every_worker(images, tmp_path, capsys, monkeypa
     code, stdout, stderr = run_cli(argv + ["--out", str(tmp_path / "one"), "--workers", "1"], capsys)
     assert code == 0, stderr
     assert PROCESSED.search(stdout).groups() == ("241", "1", "0")
+    # a short run counts the batch it has: 3 images are one batch of 3 for one replica, whatever is asked
+    write_images(tmp_path / "few", 3)
+    code, stdout, stderr = run_cli(["features", str(tmp_path / "few"), "--weights", "none", *SMALL, "--quiet",
+                                    "--batch-size", "100000", "--workers", "2", "--out", str(tmp_path / "few-out")],
+                                   capsys)
+    assert code == 0, stderr
+    assert PROCESSED.search(stdout).groups() == ("3", "0", "0")
 
 
 def test_ray_without_ray_names_the_extra(tmp_path, monkeypatch, capsys):

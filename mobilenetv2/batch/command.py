@@ -106,16 +106,18 @@ def run(args, kind):
                 job_args["weights"] = os.path.abspath(job_args["weights"])
             from mobilenetv2.batch import local
             progress = local.Progress(len(todo), enabled=not args.quiet)
+            # what each actor holds at least: its model and a batch (a short run's is shorter)
+            actor_memory = job.memory_bytes(max(1, min(args.batch_size, len(todo)))) + job.weights_bytes()
             written, errors = mnv2_ray.run_job(job_args, todo, out, address=args.ray, actors=args.ray_actors,
                                                actor_cpus=args.ray_actor_cpus, batch_size=args.batch_size,
                                                quiet=args.quiet, rows_per_part=args.rows_per_part,
-                                               progress=progress,
-                                               actor_memory=job.memory_bytes(args.batch_size) + job.weights_bytes())
+                                               progress=progress, actor_memory=actor_memory)
             progress.finish()
         else:
             from mobilenetv2.batch import local
-            workers = max(1, min(args.workers or local.available_cpus() // args.threads, len(todo)))
-            local.check_memory(job, workers, args.batch_size, args.prefetch or 2)
+            batches = -(-len(todo) // args.batch_size)  # a replica more would never run
+            workers = max(1, min(args.workers or local.available_cpus() // args.threads, batches))
+            local.check_memory(job, workers, args.batch_size, args.prefetch or 2, len(todo))
             jobs = [job] + [BatchJob(**job_args) for _ in range(workers - 1)]
             progress = local.Progress(len(todo), enabled=not args.quiet)
             written, errors = local.run(jobs, todo, out, batch_size=args.batch_size, prefetch=args.prefetch or 2,

@@ -18,6 +18,7 @@ the only things that grow with it).
 """
 import collections
 import concurrent.futures
+import math
 import os
 import queue
 import sys
@@ -31,16 +32,20 @@ def available_cpus():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def check_memory(job, workers, batch_size, prefetch):
-    """Refuse, before the replicas are built, a run whose ``workers`` replicas of ``job`` (built
-    already: its weights are in use) and ``prefetch`` decoded batches waiting for them certainly exceed
-    the memory available: each model checks its own buffers alone, and replicas that each fit could
-    together take more than the machine has (Linux lends the address space, then kills the process)."""
+def check_memory(job, workers, batch_size, prefetch, images):
+    """Refuse, before the replicas are built, a run of ``images`` whose ``workers`` replicas of ``job``
+    (built already: its weights are in use) and ``prefetch`` decoded batches waiting for them certainly
+    exceed the memory available: each model checks its own buffers alone, and replicas that each fit
+    could together take more than the machine has (Linux lends the address space, then kills the
+    process).  A short run counts the batches it has: ``--batch-size 4096`` on 20 images is one of 20."""
     from mobilenetv2 import machine
     from mobilenetv2.errors import InsufficientMemory
     available = machine.available_memory()
-    if available is None:
+    if available is None or not images:
         return
+    batch_size = min(batch_size, images)
+    batches = math.ceil(images / batch_size)
+    workers, prefetch = min(workers, batches), min(prefetch, batches - min(workers, batches))
     replicas = workers * job.memory_bytes(batch_size) + (workers - 1) * job.weights_bytes()
     waiting = prefetch * batch_size * job.size * job.size * 3
     if replicas + waiting > available:
