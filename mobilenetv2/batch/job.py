@@ -142,7 +142,8 @@ class BatchJob:
         return self.layer is None or self.layer == self.model.layers[-1].name
 
     def _one_by_one(self):
-        """Whether the NumPy layers run the batch, one image a call (see same_values in the tests)."""
+        """Whether ``infer`` runs the NumPy layers, one image a call (float64, or a layer other than
+        the pooled output), so that an image's row is the same in any batch."""
         return self.dtype == np.float64 or not self._pooled()
 
     def memory_bytes(self, batch_size):

@@ -45,7 +45,8 @@ def check_memory(job, workers, batch_size, prefetch, images):
         return
     batch_size = min(batch_size, images)
     batches = math.ceil(images / batch_size)
-    workers, prefetch = min(workers, batches), min(prefetch, batches - min(workers, batches))
+    workers = min(workers, batches)
+    prefetch = min(prefetch, batches - workers)
     replicas = workers * job.memory_bytes(batch_size) + (workers - 1) * job.weights_bytes()
     waiting = prefetch * batch_size * job.size * job.size * 3
     if replicas + waiting > available:
