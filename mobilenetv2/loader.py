@@ -510,6 +510,17 @@ def _as_float32(src, lname, wname, array):
 
 
 # -- diagnosis: which model does a file fit? ------------------------------------------------
+def classifier_classes(path):
+    """The classes of a Keras weights file's classifier (its one layer with a 2-D kernel, the
+    dense head), or None where it has none (a _no_top file).  Only the layer list and the
+    datasets' declared shapes are read."""
+    path = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
+    with _Source(path) as src:
+        layers, _ = _read_layers(src)
+    dense = [layer for layer in layers if layer.weights and len(layer.weights[0][1].shape) == 2]
+    return int(dense[-1].weights[0][1].shape[1]) if dense else None
+
+
 @functools.lru_cache(maxsize=None)
 def _backbone_shapes(alpha):
     """Weight shapes of each weighted backbone layer of MobileNetV2 ``alpha`` (no classifier)."""

@@ -418,3 +418,21 @@ def test_local_functions_are_inlined(model, tmp_path):
     onnx.save(m, tmp_path / "functions.onnx")
     report = compare(str(tmp_path / "functions.onnx"), weights=model)
     assert report["agrees"] and len(report["layers"]) == n_keras_outputs(model)
+
+
+def test_a_fine_tuned_head_in_the_weights_file_is_the_reference(tmp_path):
+    """A Keras .h5 of a 7-class fine-tuned MobileNetV2 as --weights: compare built 1000-class models
+    to load it into and refused it ('loads into no MobileNetV2 of alpha ...')."""
+    m7 = lively_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None, classes=7, classifier_activation=None))
+    h5 = tmp_path / "fine_tuned.h5"
+    m7.save_weights(h5)
+    path = export_onnx(m7, tmp_path / "fine_tuned.onnx", batch=None)
+    report = compare(path, weights=str(h5), random=1, seed=4)
+    assert report["agrees"] and report["layers"][-1]["layer"] == "predictions"
+    assert "7 classes" in report["weights"]["source"]
+    # ... and a head that differs from the file's is found there
+    other = m7.get_weights()
+    other[-2] = other[-2][:, ::-1].copy()  # the classes' columns in reverse order
+    m7.set_weights(other)
+    report = compare(export_onnx(m7, tmp_path / "swapped.onnx", batch=None), weights=str(h5), random=1, seed=4)
+    assert not report["agrees"] and report["first_divergent_layer"] == "predictions"

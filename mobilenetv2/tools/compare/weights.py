@@ -167,13 +167,19 @@ def from_user(weights, hw, include_top, pooling=None, alpha_hint=None, top_pooli
                                "give a Keras .h5 file or a variant name")
         src, desc = loader(weights, dtype="float64"), f"Hugging Face checkpoint {os.fsdecode(weights)!r}"
     elif isinstance(weights, (str, bytes, os.PathLike)) and os.path.isfile(weights):
+        from mobilenetv2.loader import classifier_classes
         path = os.fsdecode(weights)
+        try:  # a fine-tuned head has the classes it was trained on
+            classes = classifier_classes(path) or 1000
+        except ValueError:  # not a Keras weights file: the loads below say so
+            classes = 1000
         src = None
         for top in ((True, False) if include_top else (False,)):
             for alpha in ([alpha_hint] if alpha_hint else []) + [a for a in OFFICIAL_ALPHAS if a != alpha_hint]:
                 try:
                     src = MobileNetV2((hw[0], hw[1], 3), alpha=alpha, include_top=top, weights=path,
-                                      classifier_activation=None, dtype="float64")
+                                      classes=classes if top else 1000, classifier_activation=None,
+                                      dtype="float64")
                     break
                 except ValueError:
                     continue
@@ -182,7 +188,8 @@ def from_user(weights, hw, include_top, pooling=None, alpha_hint=None, top_pooli
         if src is None:
             raise CompareError(f"--weights {path!r} loads into no MobileNetV2 of alpha {OFFICIAL_ALPHAS} "
                                "(is it a Keras MobileNetV2 .h5 weights file?)")
-        desc = f"Keras weights file {path!r} (alpha={src.alpha:g})"
+        desc = f"Keras weights file {path!r} (alpha={src.alpha:g}" + \
+            (f", {src.classes} classes)" if src.include_top and src.classes != 1000 else ")")
     else:
         from mobilenetv2.variants import parse_variant
         try:
