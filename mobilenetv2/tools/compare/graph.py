@@ -88,3 +88,23 @@ class OtherModel:
         if self.runner is None:
             return dict(self.fixed_tensors)
         return self.runner(x)
+
+
+def tensor_layouts(nodes, input_name, input_layout):
+    """The layout of each 4-d tensor: a Conv writes NCHW, a Transpose (0,3,1,2) or (0,2,3,1)
+    switches, anything else keeps its input's (what tells a 48x48x48 map's axes apart)."""
+    lay = {input_name: input_layout}
+    for n in nodes:
+        src = lay.get(n.inputs[0]) if n.inputs else None
+        perm = list(n.attrs.get("perm") or [])
+        if n.op == "conv":
+            lay[n.output] = "NCHW"
+        elif perm == [0, 3, 1, 2]:
+            lay[n.output] = "NCHW" if src == "NHWC" else None
+        elif perm == [0, 2, 3, 1]:
+            lay[n.output] = "NHWC" if src == "NCHW" else None
+        elif n.op in ("reshape",) and n.attrs.get("kind") not in ("Identity", "Dropout"):
+            lay[n.output] = None
+        else:
+            lay[n.output] = src
+    return lay

@@ -6,7 +6,7 @@ import numpy as np
 
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
 from mobilenetv2.tools.compare import onnx_quant
-from mobilenetv2.tools.compare.graph import Node, OtherModel
+from mobilenetv2.tools.compare.graph import Node, OtherModel, tensor_layouts
 
 _RESHAPES = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 _FLOAT_OPS = {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "Mul", "Sub", "Div", "Pad",
@@ -165,7 +165,7 @@ def read_onnx(path):
     nodes, on_grid, to_dequantize = onnx_quant.collapse_qdq(nodes)
     nodes, float_rounded = onnx_quant.collapse_casts(nodes, TensorProto)
     qoperator = any(n.op_type in onnx_quant.QOPERATOR_OPS for n in graph.node)
-    layouts = _layouts(nodes, inp.name, layout)
+    layouts = tensor_layouts(nodes, inp.name, layout)
 
     # A copy with every float intermediate tensor as an output (types from shape inference).
     probe = onnx.ModelProto()
@@ -232,22 +232,3 @@ def read_onnx(path):
         other.kind = "onnx (int8)" if all(g.bits <= 8 for g in on_grid.values()) else "onnx (quantized)"
     return other
 
-
-def _layouts(nodes, input_name, input_layout):
-    """The layout of each 4-d tensor: a Conv writes NCHW, a Transpose (0,3,1,2) or (0,2,3,1)
-    switches, anything else keeps its input's (what tells a 48x48x48 map's axes apart)."""
-    lay = {input_name: input_layout}
-    for n in nodes:
-        src = lay.get(n.inputs[0]) if n.inputs else None
-        perm = list(n.attrs.get("perm") or [])
-        if n.op == "conv":
-            lay[n.output] = "NCHW"
-        elif perm == [0, 3, 1, 2]:
-            lay[n.output] = "NCHW" if src == "NHWC" else None
-        elif perm == [0, 2, 3, 1]:
-            lay[n.output] = "NHWC" if src == "NCHW" else None
-        elif n.op in ("reshape",) and n.attrs.get("kind") not in ("Identity", "Dropout"):
-            lay[n.output] = None
-        else:
-            lay[n.output] = src
-    return lay
