@@ -331,7 +331,8 @@ def build_parser():
 
     p = sub.add_parser("compare", help="find where another framework's MobileNetV2 leaves the float64 "
                        "reference, and why (exit 0 agrees, 1 diverges, 2 bad input, 3 internal error)")
-    p.add_argument("other", metavar="OTHER", help=".onnx, .tflite, .npz, or a folder of .npy files")
+    p.add_argument("other", metavar="OTHER", help=".onnx, .tflite, an OpenVINO IR .xml (its .bin beside it), .npz, "
+                   "or a folder of .npy files")
     p.add_argument("--weights", help="reference weights: a Keras .h5, a Hugging Face folder or a "
                    "variant name (default: read from OTHER)")
     src = p.add_mutually_exclusive_group()

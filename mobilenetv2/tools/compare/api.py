@@ -19,8 +19,8 @@ SCHEMA = "mobilenetv2.compare/1"
 
 
 def open_other(other, mapping_input=None, mapping_layout=None):
-    """OTHER as an OtherModel: a path (.onnx, .tflite, .npz, a folder of .npy) or a live
-    torch / Keras model object."""
+    """OTHER as an OtherModel: a path (.onnx, .tflite, an OpenVINO IR .xml, .npz, a folder of
+    .npy) or a live torch / Keras / OpenVINO model object."""
     if isinstance(other, (str, bytes, os.PathLike)):
         path = os.fsdecode(other)
         if not os.path.exists(path):
@@ -32,10 +32,14 @@ def open_other(other, mapping_input=None, mapping_layout=None):
         if low.endswith(".tflite"):
             from mobilenetv2.tools.compare.tflite_reader import read_tflite
             return read_tflite(path)
+        if low.endswith(".xml"):
+            from mobilenetv2.tools.compare.openvino_reader import read_openvino
+            return read_openvino(path)
         if low.endswith(".npz") or os.path.isdir(path):
             from mobilenetv2.tools.compare.dump_reader import read_dump
             return read_dump(path, mapping_input or "input", mapping_layout)
-        raise CompareError(f"OTHER {path!r}: compare reads .onnx, .tflite, .npz or a folder of .npy files")
+        raise CompareError(f"OTHER {path!r}: compare reads .onnx, .tflite, .xml (OpenVINO IR), .npz or a "
+                           "folder of .npy files")
     from mobilenetv2.tools.compare.object_reader import read_object
     return read_object(other)
 
@@ -272,7 +276,7 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     report = {
         "schema": SCHEMA,
         "other": {"source": o.source if isinstance(o.source, str) else repr(o.source), "kind": o.kind,
-                  "input_layout": o.input_layout},
+                  "input_layout": o.input_layout, "runtime": o.runtime},
         "weights": {"source": wdesc, "cannot_detect": cannot},
         "input": {"source": input_desc, "shape": list(x.shape)},
         "factor": float(factor),

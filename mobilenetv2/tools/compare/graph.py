@@ -80,6 +80,7 @@ class OtherModel:
     input_quant: object = None       # QParams of the rounding OTHER applies to its input, or None
     float_rounding: dict = None      # tensor name -> 'bfloat16' / 'float16': OTHER rounds it there (Casts)
     outputs: list = None             # OTHER's own output tensors (its graph's outputs), where the reader knows them
+    runtime: str = None              # how OTHER was run, where the reader chose settings (OpenVINO's precision)
 
     def layout_of(self, tensor):
         return (self.layouts or {}).get(tensor) or self.activation_layout

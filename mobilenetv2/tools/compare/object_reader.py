@@ -1,7 +1,7 @@
 """Live model objects as OTHER: a torch ``nn.Module`` (a torchvision or Hugging Face
 MobileNetV2) through forward hooks on its leaf modules, or a Keras model through a model that
-outputs every layer (its layers carry Keras's names, so they map by name).  Each is an optional
-extra."""
+outputs every layer (its layers carry Keras's names, so they map by name); an ``openvino.Model``
+goes to ``openvino_reader``.  Each is an optional extra."""
 import numpy as np
 
 from mobilenetv2.tools.compare.errors import CompareError, require
@@ -15,8 +15,11 @@ def read_object(obj):
         return _read_keras(obj)
     if kind in ("torch", "torchvision", "transformers", "timm") or hasattr(obj, "register_forward_hook"):
         return _read_torch(obj)
-    raise CompareError(f"OTHER must be a path (.onnx, .tflite, .npz, a folder of .npy) or a torch "
-                       f"module, got {type(obj).__name__}")
+    if kind == "openvino":
+        from mobilenetv2.tools.compare.openvino_reader import read_model
+        return read_model(obj)
+    raise CompareError(f"OTHER must be a path (.onnx, .tflite, .xml, .npz, a folder of .npy), a torch "
+                       f"module, a Keras model or an openvino.Model, got {type(obj).__name__}")
 
 
 def _read_torch(module):

@@ -20,6 +20,7 @@ def format_table(report, all_layers=False):
     shown = rows if all_layers or idx is None else rows[:idx + 4]
     name_w = max([len(r["layer"]) for r in shown] + [5])
     lines = [f"OTHER:   {report['other']['source']} ({report['other']['kind']}, input {report['other']['input_layout']})",
+             *([f"         runs on {report['other']['runtime']}"] if report["other"].get("runtime") else []),
              f"weights: {report['weights']['source']}",
              f"         cannot detect: {report['weights']['cannot_detect']}",
              f"input:   {report['input']['source']}, shape {report['input']['shape']} (NHWC)",

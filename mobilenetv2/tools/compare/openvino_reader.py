@@ -1,0 +1,245 @@
+"""Read an OpenVINO IR (``model.xml`` and the ``model.bin`` beside it) or an ``openvino.Model`` as
+OTHER: its ops in the compare vocabulary, and OpenVINO's CPU plugin running a copy of it with
+every op's output made a model output.
+
+The CPU plugin runs in float32 (``INFERENCE_PRECISION_HINT``: on a CPU with AVX512_BF16 or AMX
+it computes in bfloat16 by default) and one stream; the report says so.  Weights are read from
+the Constant ops, float16 ones (``ov.save_model`` compresses to float16 by default: a Constant
+f16, then a Convert to f32) as their float16 values.  A conv's bias (an Add of a per-channel
+Constant after a Convolution or GroupConvolution) and the classifier's (after its MatMul) are
+the node's own bias, as an ONNX Conv or Gemm carries it.
+"""
+import os
+import re
+import types
+
+import numpy as np
+
+from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
+from mobilenetv2.tools.compare.graph import Node, OtherModel, tensor_layouts
+from mobilenetv2.tools.compare.onnx_quant import collapse_casts
+
+MAX_XML_BYTES = 64 << 20  # a MobileNetV2 IR's .xml is ~0.2 MB; its .bin holds the weights
+CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1"}
+_TYPES = types.SimpleNamespace(BFLOAT16="bf16", FLOAT16="f16", FLOAT="f32")  # collapse_casts' type names
+_RESHAPES = {"Transpose", "Reshape", "Squeeze", "Unsqueeze"}
+_AFFINE = {"Add": "Add", "Subtract": "Sub", "Multiply": "Mul", "Divide": "Div"}
+_POOLS = {"ReduceMean": "average", "ReduceMax": "max", "MaxPool": "max", "AvgPool": "window"}
+_IR_ROOT = re.compile(rb"\A(\xef\xbb\xbf)?\s*(<\?xml[^>]*\?>\s*)?(<!--.*?-->\s*)*<net[\s>]", re.S)
+
+
+def _message(exc):
+    """The last line of an OpenVINO exception (the first ones name its C++ source files)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:200]
+
+
+def read_openvino(path):
+    """OTHER from an IR's ``.xml`` path; its weights are the ``.bin`` of the same name beside it."""
+    ov = require("openvino", "comparing an OpenVINO IR", "openvino")
+    path = os.fsdecode(path)
+    xml = read_input(path, "OpenVINO IR", MAX_XML_BYTES)
+    if not _IR_ROOT.match(xml[:4096]):
+        raise CompareError(f"{path!r} is not an OpenVINO IR (an XML file whose root element is <net>); "
+                           "write one with openvino.save_model(model, 'model.xml')")
+    weights = os.path.splitext(path)[0] + ".bin"
+    if not os.path.lexists(weights):
+        raise CompareError(f"OpenVINO IR {path!r} has no weights file {weights!r} beside it: keep the .bin "
+                           "that openvino.save_model wrote with the .xml, under the same name")
+    data = read_input(weights, "OpenVINO IR weights", MAX_MODEL_BYTES)
+    try:
+        model = ov.Core().read_model(xml, ov.Tensor(np.frombuffer(data, np.uint8)) if data
+                                     else ov.Tensor(ov.Type.u8, [0]))
+    except Exception as exc:  # OpenVINO raises RuntimeError (and friends) with its C++ trace
+        raise CompareError(f"OpenVINO cannot read the IR {path!r} with its weights {weights!r}: {_message(exc)} "
+                           "(a .bin cut short or of another model?)") from None
+    return read_model(model, path)
+
+
+def read_model(model, source=None):
+    """OTHER from an ``openvino.Model`` (left as it is: a clone of it is run)."""
+    ov = require("openvino", "comparing an OpenVINO model", "openvino")
+    source = source or f"openvino.Model {model.get_friendly_name()!r}"
+    model = model.clone()
+    params = model.get_parameters()
+    if len(params) != 1:
+        raise CompareError(f"{source!r} has {len(params)} inputs ({[p.get_friendly_name() for p in params]}); "
+                           "a MobileNetV2 takes one image batch")
+    shape = params[0].get_partial_shape()
+    dims = [d.get_length() if d.is_static else None for d in shape] if shape.rank.is_static else []
+    if len(dims) != 4:
+        raise CompareError(f"{source!r}: input {params[0].get_friendly_name()!r} has shape {shape}, "
+                           "expected an image batch (rank 4)")
+    if dims[1] == 3:
+        layout, hw = "NCHW", (dims[2], dims[3])
+    elif dims[3] == 3:
+        layout, hw = "NHWC", (dims[1], dims[2])
+    else:
+        raise CompareError(f"{source!r}: input shape {shape} has 3 channels neither at axis 1 (NCHW) "
+                           "nor at axis 3 (NHWC)")
+    names, consts, ports, nodes = {}, {}, {}, []
+    compressed = False
+
+    def key(output):  # a tensor's name: its op's friendly name (unique), ':k' for its k-th output
+        node, k = output.get_node(), output.get_index()
+        if node.get_name() not in names:
+            names[node.get_name()] = _unique(node.get_friendly_name(), set(names.values()))
+        base = names[node.get_name()]
+        return base if k == 0 else f"{base}:{k}"
+
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        ins = [key(i.get_source_output()) for i in op.inputs()]
+        out = key(op.output(0))
+        if kind == "Constant":
+            consts[out] = _constant(op)
+            continue
+        if ins and all(i in consts for i in ins):  # a computation on constants: a weight's decompression
+            value = _on_constants(op, [consts[i] for i in ins])
+            if value is not None:
+                consts[out] = value
+                compressed |= kind == "Convert" and op.input(0).get_element_type().get_type_name() == "f16"
+            continue
+        if kind in ("Parameter", "Result"):
+            continue
+        ports[out] = op.output(0)
+        nodes.append(_normalize(op, kind, ins, out, consts))
+    nodes, float_rounded = collapse_casts(_fold_biases(nodes), _TYPES)
+    input_name = key(params[0].output(0))
+    outputs = [key(r.input_value(0)) for r in model.get_results()]
+
+    wanted = [ports[n.output] for n in nodes if n.output in ports
+              and ports[n.output].get_element_type().is_real() and n.output not in outputs]
+    model.add_outputs(wanted)
+    results = [key(r.input_value(0)) for r in model.get_results()]
+    try:
+        compiled = ov.Core().compile_model(model, "CPU", CONFIG)
+    except Exception as exc:
+        raise CompareError(f"OpenVINO's CPU plugin cannot compile {source!r}: {_message(exc)}") from None
+    request = compiled.create_infer_request()
+    batch = dims[0]  # a static batch size: run the input that many images at a time
+
+    def run_one(feed):
+        try:
+            return request.infer({0: feed}).to_tuple()
+        except Exception as exc:
+            raise CompareError(f"OpenVINO failed running {source!r} on input {list(feed.shape)}: "
+                               f"{_message(exc)}") from None
+
+    def run(x):
+        feed = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "NCHW" else x, np.float32)
+        if not batch or len(feed) == batch or len(feed) % batch:
+            parts = [run_one(feed)]
+        else:
+            parts = [run_one(feed[i:i + batch]) for i in range(0, len(feed), batch)]
+        return {n: np.concatenate([np.asarray(p[k]) for p in parts]) for k, n in enumerate(results)}
+
+    other = OtherModel("openvino", source, nodes, layout, None if None in hw else hw, "NCHW", runner=run)
+    other.layouts = tensor_layouts(nodes, input_name, layout)
+    other.float_rounding = float_rounded or None
+    other.outputs = outputs
+    other.runtime = (f"OpenVINO {ov.get_version().split('-')[0]} CPU plugin, inference precision f32 "
+                     "(INFERENCE_PRECISION_HINT), 1 stream" +
+                     ("; weights stored as float16 in the model, decompressed to f32" if compressed else ""))
+    return other
+
+
+def _unique(name, taken):
+    if name not in taken:
+        return name
+    return next(f"{name}#{i}" for i in range(2, len(taken) + 3) if f"{name}#{i}" not in taken)
+
+
+def _constant(op):
+    """A Constant's value: float64 for a floating type (bfloat16 widened bit by bit), else as stored."""
+    t = op.get_element_type().get_type_name()
+    try:
+        value = np.array(op.get_data())
+    except (RuntimeError, TypeError, ValueError):  # a type NumPy has no dtype for (u1, i4, ...)
+        return None
+    if t == "bf16":  # get_data gives bfloat16's bits in a float16 array
+        value = (value.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return value.astype(np.float64) if op.get_element_type().is_real() else value
+
+
+def _on_constants(op, values):
+    """What a Convert, Reshape-like op or Transpose of constants computes, or None."""
+    kind = op.get_type_name()
+    if values[0] is None or not op.get_output_partial_shape(0).is_static:
+        return None
+    if kind == "Convert":
+        if not op.get_output_element_type(0).is_real():
+            return None
+        return np.asarray(values[0], np.float64)
+    if kind == "Transpose":
+        return np.transpose(values[0], np.asarray(values[1], np.int64))
+    if kind in _RESHAPES:
+        return np.reshape(values[0], list(op.get_output_shape(0)))
+    return None
+
+
+def _normalize(op, kind, ins, out, consts):
+    """One OpenVINO op as a compare Node."""
+    a = op.get_attributes()
+    name = op.get_friendly_name()
+    data = [i for i in ins if i not in consts]
+    if kind in ("Convolution", "GroupConvolution"):
+        w = consts.get(ins[1])
+        group = 1
+        if w is not None and kind == "GroupConvolution":  # [G, O/G, I/G, kh, kw] -> OIHW
+            group = w.shape[0]
+            w = w.reshape((w.shape[0] * w.shape[1],) + w.shape[2:])
+        begin, end = list(a.get("pads_begin", (0, 0))), list(a.get("pads_end", (0, 0)))
+        return Node("conv", [ins[0]], out, name, dict(
+            weight=w, bias=None, group=group, stride=tuple(a.get("strides", (1, 1))), pads=begin + end))
+    if kind == "BatchNormInference":  # opset1 reads (gamma, beta, data, ...), opset5 (data, gamma, ...)
+        g, b, m, v = (consts.get(i) for i in ins if i in consts)
+        return Node("bn", data, out, name, dict(gamma=g, beta=b, mean=m, var=v, eps=a.get("epsilon", 1e-5)))
+    if kind == "Relu":
+        return Node("relu", data, out, name)
+    if kind == "Clamp":
+        return Node("clip", data, out, name, dict(lo=float(a["min"]), hi=float(a["max"])))
+    if kind in ("Maximum", "Minimum") and len(data) == 1:
+        return Node("clip", data, out, name, dict(op=kind[:3]))
+    if kind == "Add" and len(data) == 2:
+        return Node("add", data, out, name)
+    if kind in _AFFINE and len(data) == 1:
+        const = next(consts[i] for i in ins if i in consts)
+        return Node("affine", data, out, name, dict(kind=_AFFINE[kind], value=np.asarray(const, np.float64),
+                                                     data_first=ins[0] == data[0]))
+    if kind == "Pad":
+        return Node("pad", [ins[0]], out, name)
+    if kind in _RESHAPES:
+        perm = consts.get(ins[1]) if kind == "Transpose" and len(ins) > 1 else None
+        return Node("reshape", [ins[0]], out, name, dict(kind=kind, perm=None if perm is None else perm.tolist()))
+    if kind == "Convert":
+        return Node("cast", [ins[0]], out, name, dict(to=op.get_output_element_type(0).get_type_name()))
+    if kind in _POOLS:
+        return Node("pool", [ins[0]], out, name, dict(kind=_POOLS[kind], kernel=tuple(a.get("kernel", ()))))
+    if kind == "MatMul" and len(data) == 1 and ins[1] in consts:
+        w = consts[ins[1]]
+        return Node("dense", data, out, name, dict(weight=w if a.get("transpose_b") else w.T, bias=None))
+    if kind == "Softmax":
+        return Node("softmax", data, out, name)
+    return Node("other", data, out, name, dict(kind=kind))
+
+
+def _fold_biases(nodes):
+    """``nodes`` with each conv's or dense's Add of a per-channel constant (its only reader) made
+    that node's bias: OpenVINO writes a conv's bias as an Add after it."""
+    readers = {}
+    for n in nodes:
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n)
+    out, folded = [], set()
+    for n in nodes:
+        if id(n) in folded:
+            continue
+        nxt = readers.get(n.output, [])
+        w = n.attrs.get("weight")
+        if (n.op in ("conv", "dense") and w is not None and len(nxt) == 1 and nxt[0].op == "affine"
+                and nxt[0].attrs["kind"] == "Add" and nxt[0].attrs["value"].size == w.shape[0]):
+            folded.add(id(nxt[0]))
+            n = Node(n.op, n.inputs, nxt[0].output, n.name, dict(n.attrs, bias=nxt[0].attrs["value"].reshape(-1)))
+        out.append(n)
+    return out

@@ -1,0 +1,184 @@
+"""``mobilenetv2 compare`` on OpenVINO IR (``model.xml`` + ``model.bin``) and ``openvino.Model``
+objects.  The IRs are made here as OpenVINO users make them (``openvino.convert_model`` +
+``openvino.save_model``, with and without its default float16 compression) from the ONNX graphs
+of test_compare.py (our export and the torch-style graph, each defect built in on purpose) and
+from the LiteRT peer in ../shared/peers: a healthy IR agrees at every layer, each defect is named
+with the cause the ONNX path names, hostile files are refused in one line."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+ov = pytest.importorskip("openvino", reason="compare's OpenVINO tests need the openvino extra "
+                         "(pip install 'mobilenetv2[openvino]')")
+# test_compare's module: its skips (the IRs are converted from ONNX graphs; the ONNX path is what
+# each diagnosis is checked against), its input shape, and its lively 0.35 model as fixtures
+from test_compare import (EXPORT_DEFECTS, SHAPE, TORCH_STYLE_DEFECTS, clean, model,  # noqa: E402,F401 (fixtures)
+                          n_keras_outputs, weights_file)
+from test_compare_regressions import _edit, _no_block_2_add  # noqa: E402
+from test_untrusted_hf_compare import _fifo, _in_thread  # noqa: E402
+
+from conftest import require_shared, set_synthetic_weights  # noqa: E402
+from mobilenetv2 import MobileNetV2  # noqa: E402
+from mobilenetv2.cli import main  # noqa: E402
+from mobilenetv2.tools.compare import CompareError, MissingExtra, compare  # noqa: E402
+from mobilenetv2.tools.compare.openvino_reader import read_openvino  # noqa: E402
+from onnx_graphs import edit_export, torch_style  # noqa: E402
+
+
+def ir(source, xml, compress=False):
+    """``source`` (.onnx or .tflite) converted by OpenVINO and saved as the IR ``xml`` (+ .bin)."""
+    ov.save_model(ov.convert_model(str(source)), str(xml), compress_to_fp16=compress)
+    return str(xml)
+
+
+@pytest.fixture(scope="module")
+def clean_ir(clean, tmp_path_factory):
+    return ir(clean, tmp_path_factory.mktemp("ir") / "clean.xml")
+
+
+def _conv_weights(path):
+    return [n.attrs["weight"] for n in read_openvino(path).nodes if n.op == "conv"]
+
+
+# -- healthy IR agrees --------------------------------------------------------------------------
+def test_healthy_ir_agrees_at_every_layer(model, clean_ir, weights_file, tmp_path, capsys):
+    """Run in float32 (this machine's CPU plugin computes in bfloat16 unless told, ~4e-2 off)."""
+    out = tmp_path / "r.json"
+    assert main(["compare", clean_ir, "--weights", weights_file, "--random", "2", "--seed", "5",
+                 "--json", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert "AGREES" in text and "runs on OpenVINO" in text
+    assert report["other"]["kind"] == "openvino" and report["other"]["input_layout"] == "NHWC"
+    assert "inference precision f32" in report["other"]["runtime"] and "1 stream" in report["other"]["runtime"]
+    assert report["agrees"] and report["unmapped"] == []
+    assert len(report["layers"]) == n_keras_outputs(model)  # every conv+BN, ReLU6, Add, pooling, head
+    for row in report["layers"]:
+        assert row["agrees"] and row["cosine"] > 0.999999
+    # our export names each op of the backbone as its Keras layer and OpenVINO keeps the names:
+    # the topology mapped every tensor to the layer it is
+    backbone = report["layers"][:-2]  # (the pooling and the head are named otherwise)
+    assert [r["tensor"] for r in backbone] == [r["layer"] for r in backbone]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_weights_read_from_the_ir(clean, clean_ir, tmp_path, compress):
+    """Weights read from the IR's Constants (float16 ones with compress_to_fp16, the default)
+    agree, and the report says what they cannot show, as for the ONNX file they came from."""
+    path = ir(clean, tmp_path / "m.xml", compress) if compress else clean_ir
+    report = compare(path, random=1, seed=2)
+    assert report["agrees"], [r for r in report["layers"] if not r["agrees"]][:1]
+    assert report["weights"]["source"].startswith("read from OTHER (openvino): MobileNetV2 alpha=0.35, "
+                                                  "52 convolutions, 52 with the batch norm folded in")
+    assert report["weights"]["cannot_detect"] == compare(clean, random=1)["weights"]["cannot_detect"]
+    assert "float16" in report["weights"]["cannot_detect"]
+    assert ("weights stored as float16" in report["other"]["runtime"]) == compress
+    # the values read are the IR's: on the float16 grid exactly when compressed
+    on_f16 = [np.array_equal(w.astype(np.float16).astype(np.float64), w) for w in _conv_weights(path)]
+    assert all(on_f16) if compress else not any(on_f16)
+
+
+def test_float16_ir_against_exact_weights_is_precision(model, clean, tmp_path):
+    """ov.save_model's default float16 compression, against the float32 weights it was made
+    from: precision (batch norms folded, then rounded), as ONNX's float16 initializers are."""
+    report = compare(ir(clean, tmp_path / "f16.xml", compress=True), weights=model, random=1, seed=7)
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"]) == EXPORT_DEFECTS["float16_weights"][1:]
+    assert d["evidence"][0]["detail"] == {"weights": "float16", "folded": True} and d["after_fix"]["agrees"]
+
+
+# -- each defect: the layer and cause the ONNX path names (test_compare's tables) -----------------
+DEFECTS = {
+    # torch-style: TF's "same" pads as explicit Pad ops, the stem's conv padded 1 all round
+    "stem_symmetric_pads": (lambda m, c, p, kw: torch_style(m, p, **kw), TORCH_STYLE_DEFECTS),
+    "eps_one_layer": (lambda m, c, p, kw: torch_style(m, p, **kw), TORCH_STYLE_DEFECTS),
+    # our export, a depthwise conv's pads_begin / pads_end made symmetric, a Clamp made a ReLU
+    "depthwise_symmetric_pads": (lambda m, c, p, kw: edit_export(c, p, **kw), EXPORT_DEFECTS),
+    "relu_for_relu6": (lambda m, c, p, kw: edit_export(c, p, **kw), EXPORT_DEFECTS),
+    # block_2's residual Add made an Identity (test_compare_regressions' case)
+    "missing_residual": (lambda m, c, p, kw: _edit(c, p, _no_block_2_add),
+                         {"missing_residual": (None, "block_3_expand_BN", "missing_layer")}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEFECTS))
+def test_defect_found_as_in_onnx(model, clean, tmp_path, case):
+    build, table = DEFECTS[case]
+    kw, layer, cause = table[case][:3]
+    path = ir(build(model, clean, tmp_path / f"{case}.onnx", kw), tmp_path / f"{case}.xml")
+    report = compare(path, weights=model, random=1, seed=7)
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == (layer, cause, []), d["evidence"]
+    assert d["evidence"][0]["after"]["ratio"] <= report["factor"] < d["evidence"][0]["before"]["ratio"]
+    assert d["after_fix"]["agrees"]
+    if case == "missing_residual":
+        assert [u["layer"] for u in report["unmapped"]] == ["block_2_add"]
+
+
+# -- the LiteRT peer, converted by OpenVINO ------------------------------------------------------
+def test_tflite_peer_converted_to_ir(tmp_path):
+    """OpenVINO reads .tflite: the ../shared peer as an IR agrees with the synthetic weights it
+    was made with (its softmax head compared as probabilities) and with its own weights."""
+    path = ir(require_shared("peers", "mobilenet_v2_0.35_96_synthetic.tflite"), tmp_path / "peer.xml")
+    weights = set_synthetic_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None))
+    for w in (weights, None):
+        report = compare(path, weights=w, random=1, seed=1)
+        assert report["agrees"] and report["head"] == "softmax" and report["unmapped"] == []
+        assert len(report["layers"]) == n_keras_outputs(weights)
+
+
+# -- an openvino.Model object ------------------------------------------------------------------
+def test_openvino_model_object(model, clean_ir):
+    other = ov.Core().read_model(clean_ir)
+    n_outputs = len(other.outputs)
+    report = compare(other, weights=model, random=1)
+    assert report["agrees"] and len(report["layers"]) == n_keras_outputs(model)
+    assert report["other"]["source"].startswith("openvino.Model")
+    assert len(other.outputs) == n_outputs  # the user's model is left as it was (a copy is run)
+
+
+# -- hostile files: CompareError naming the file, exit 2 with one line ------------------------------
+def _hostile(clean, clean_ir, folder):
+    """{name: (path, what the error says)} of broken IRs."""
+    xml, bin_ = open(clean_ir, "rb").read(), open(clean_ir[:-4] + ".bin", "rb").read()
+    cases = {}
+
+    def write(name, data, weights=None, says=None):
+        (folder / f"{name}.xml").write_bytes(data)
+        if weights is not None:
+            (folder / f"{name}.bin").write_bytes(weights)
+        cases[name] = (str(folder / f"{name}.xml"), says or f"{name}.xml")
+
+    write("no_bin", xml, says="no_bin.bin")
+    write("short_bin", xml, bin_[:len(bin_) // 2], says="short_bin.bin")
+    write("empty_bin", xml, b"", says="empty_bin.bin")
+    write("html", b"<html><body>not a model</body></html>", b"", says="not an OpenVINO IR")
+    write("onnx_renamed", open(clean, "rb").read(), b"", says="not an OpenVINO IR")  # OpenVINO would read it as ONNX
+    write("truncated_xml", xml[:len(xml) // 2], bin_, says="truncated_xml.xml")
+    os.mkdir(folder / "dir.xml")
+    cases["dir"] = (str(folder / "dir.xml"), "dir.xml")
+    shutil.copy(clean_ir, folder / "fifo_bin.xml")
+    _fifo(folder, "fifo_bin.bin")
+    cases["fifo_bin"] = (str(folder / "fifo_bin.xml"), "FIFO")
+    cases["fifo_xml"] = (str(_fifo(folder, "fifo.xml")), "FIFO")
+    return cases
+
+
+def test_hostile_ir_files_exit_2_with_one_line(clean, clean_ir, tmp_path, capsys):
+    for name, (path, says) in _hostile(clean, clean_ir, tmp_path).items():
+        box = _in_thread(main, ["compare", path, "--quiet"])
+        assert box.get("value") == 2, (name, box)
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("mobilenetv2 compare: error:") and "\n" not in err and says in err, (name, err)
+        box = _in_thread(compare, path)
+        assert isinstance(box.get("error"), CompareError) and says in str(box["error"]), (name, box)
+
+
+def test_missing_extra_is_named(monkeypatch, clean_ir):
+    import sys
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(MissingExtra, match=r'pip install "mobilenetv2\[openvino\]"'):
+        compare(clean_ir)
