@@ -243,6 +243,25 @@ def test_onnx_external_data_refused_everywhere(tmp_path):
     assert isinstance(box.get("error"), CompareError) and "FIFO" in str(box["error"])
 
 
+@pytest.mark.parametrize("h, w", [(60000, 60000), (4100, 96), (8, 8)])
+def test_declared_input_size_checked_before_the_input_is_drawn(tmp_path, monkeypatch, h, w):
+    """An ONNX file declaring a 60000 x 60000 input made compare draw its random input at that
+    size (86 GB in float64) before anything looked at it; a MobileNetV2 takes sides 32..4096."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+    import mobilenetv2.tools.compare.api as api
+    monkeypatch.setattr(api, "make_input", lambda *a, **k: pytest.fail("the input was drawn before its size was checked"))
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, h, w])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, h, w])])
+    path = tmp_path / "big.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
+                     .SerializeToString())
+    with pytest.raises(CompareError, match=f"big.onnx.* takes {h}x{w} images; .* from 32 to 4096"):
+        api.compare(str(path))
+
+
 def test_tflite_fifo_and_garbage(tmp_path):
     pytest.importorskip("ai_edge_litert")
     from mobilenetv2.tools.compare.tflite_reader import read_tflite

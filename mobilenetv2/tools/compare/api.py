@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+from mobilenetv2 import arch
 from mobilenetv2.tools.compare import mapping as M
 from mobilenetv2.tools.compare import weights as W
 from mobilenetv2.tools.compare.diagnose import diagnose
@@ -204,6 +205,10 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         hw = tuple(x.shape[1:3])
     else:
         hw = o.input_hw
+        if hw is not None and not all(arch.MIN_SIZE <= d <= arch.MAX_SIZE for d in hw):
+            # refused before an input of that size is drawn (a file may declare 60000 x 60000)
+            raise CompareError(f"{o.source!r} takes {hw[0]}x{hw[1]} images; a MobileNetV2 takes sides from "
+                               f"{arch.MIN_SIZE} to {arch.MAX_SIZE}")
         if hw is None and images is None and batch is None:
             hw = (224, 224)
         if hw is None and batch is not None and not isinstance(batch, (str, bytes, os.PathLike)):
