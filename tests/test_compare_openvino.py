@@ -24,7 +24,7 @@ from conftest import require_shared, set_synthetic_weights  # noqa: E402
 from mobilenetv2 import MobileNetV2  # noqa: E402
 from mobilenetv2.cli import main  # noqa: E402
 from mobilenetv2.tools.compare import CompareError, MissingExtra, compare  # noqa: E402
-from mobilenetv2.tools.compare.openvino_reader import read_openvino  # noqa: E402
+from mobilenetv2.tools.compare.openvino_reader import read_model, read_openvino  # noqa: E402
 from onnx_graphs import edit_export, torch_style  # noqa: E402
 
 
@@ -182,3 +182,22 @@ def test_missing_extra_is_named(monkeypatch, clean_ir):
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     with pytest.raises(MissingExtra, match=r'pip install "mobilenetv2\[openvino\]"'):
         compare(clean_ir)
+
+
+@pytest.mark.parametrize("opset", ["opset1", "opset5"])
+def test_batch_norm_inference_read_in_either_input_order(opset):
+    """opset1's BatchNormInference takes (gamma, beta, data, mean, variance), opset5's (data, gamma,
+    ...); statistics computed rather than stored are None (a Multiply of Constants made the reader
+    unpack three values into four names: a bare ValueError)."""
+    import importlib
+    ops = importlib.import_module(f"openvino.{opset}")
+    x = ops.parameter([1, 3, 32, 32], np.float32, name="x")
+
+    def c(v):
+        return ops.constant(np.full(3, v, np.float32))
+    for gamma, want in ((c(2.0), 2.0), (ops.multiply(c(1.0), c(2.0)), None)):
+        bn = ops.batch_norm_inference(x, gamma, c(0.5), c(0.25), c(4.0), 1e-3)
+        (node,) = [n for n in read_model(ov.Model([bn], [x], "bn")).nodes if n.op == "bn"]
+        assert node.inputs == ["x"] and node.attrs["eps"] == pytest.approx(1e-3)
+        assert [None if v is None else float(v[0]) for v in (node.attrs[k] for k in ("gamma", "beta", "mean", "var"))] \
+            == [want, 0.5, 0.25, 4.0]

@@ -193,8 +193,9 @@ def _normalize(op, kind, ins, out, consts):
         return Node("conv", [ins[0]], out, name, dict(
             weight=w, bias=None, group=group, stride=tuple(a.get("strides", (1, 1))), pads=begin + end))
     if kind == "BatchNormInference":  # opset1 reads (gamma, beta, data, ...), opset5 (data, gamma, ...)
-        g, b, m, v = (consts.get(i) for i in ins if i in consts)
-        return Node("bn", data, out, name, dict(gamma=g, beta=b, mean=m, var=v, eps=a.get("epsilon", 1e-5)))
+        x = ins[2] if op.get_type_info().version_id == "opset1" else ins[0]
+        g, b, m, v = (consts.get(i) for i in ins if i != x)  # None where computed, not stored
+        return Node("bn", [x], out, name, dict(gamma=g, beta=b, mean=m, var=v, eps=a.get("epsilon", 1e-5)))
     if kind == "Relu":
         return Node("relu", data, out, name)
     if kind == "Clamp":
