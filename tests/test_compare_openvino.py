@@ -201,3 +201,20 @@ def test_batch_norm_inference_read_in_either_input_order(opset):
         assert node.inputs == ["x"] and node.attrs["eps"] == pytest.approx(1e-3)
         assert [None if v is None else float(v[0]) for v in (node.attrs[k] for k in ("gamma", "beta", "mean", "var"))] \
             == [want, 0.5, 0.25, 4.0]
+
+
+def test_packed_constants_are_not_read_as_weights():
+    """OpenVINO hands a u4 / i4 / nf4 Constant to NumPy as its packed bytes (half as many values,
+    another shape) and an f8 one as raw bytes: such weights (NNCF's compression) were read as those
+    bytes; they are unknown to the reader, as computed weights are."""
+    from openvino import opset13 as ops
+    x = ops.parameter([1, 3, 32, 32], np.float32, name="x")
+    rng = np.random.default_rng(0)
+    for t in (ov.Type.u4, ov.Type.i4, ov.Type.nf4, ov.Type.f8e4m3, ov.Type.f16):
+        w = ops.convert(ops.constant(rng.integers(0, 4, (16, 3, 3, 3)).astype(np.float32), dtype=t), ov.Type.f32)
+        conv = ops.convolution(x, w, [2, 2], [0, 0], [1, 1], [1, 1])
+        (node,) = [n for n in read_model(ov.Model([conv], [x], "m")).nodes if n.op == "conv"]
+        if t == ov.Type.f16:  # a type NumPy holds: the values themselves
+            assert node.attrs["weight"].shape == (16, 3, 3, 3) and set(np.unique(node.attrs["weight"])) <= {0, 1, 2, 3}
+        else:
+            assert node.attrs["weight"] is None, t

@@ -24,6 +24,7 @@ CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1"}
 _TYPES = types.SimpleNamespace(BFLOAT16="bf16", FLOAT16="f16", FLOAT="f32")  # collapse_casts' type names
 _RESHAPES = {"Transpose", "Reshape", "Squeeze", "Unsqueeze"}
 _AFFINE = {"Add": "Add", "Subtract": "Sub", "Multiply": "Mul", "Divide": "Div"}
+_ARRAY_TYPES = {"f16", "bf16", "f32", "f64", "i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64", "boolean"}
 _POOLS = {"ReduceMean": "average", "ReduceMax": "max", "MaxPool": "max", "AvgPool": "window"}
 _IR_ROOT = re.compile(rb"\A(\xef\xbb\xbf)?\s*(<\?xml[^>]*\?>\s*)?(<!--.*?-->\s*)*<net[\s>]", re.S)
 
@@ -92,7 +93,9 @@ def read_model(model, source=None):
         ins = [key(i.get_source_output()) for i in op.inputs()]
         out = key(op.output(0))
         if kind == "Constant":
-            consts[out] = _constant(op)
+            value = _constant(op)
+            if value is not None:  # else a type NumPy cannot hold: a computed tensor to the reader
+                consts[out] = value
             continue
         if ins and all(i in consts for i in ins):  # a computation on constants: a weight's decompression
             value = _on_constants(op, [consts[i] for i in ins])
@@ -151,12 +154,13 @@ def _unique(name, taken):
 
 
 def _constant(op):
-    """A Constant's value: float64 for a floating type (bfloat16 widened bit by bit), else as stored."""
+    """A Constant's value: float64 for a floating type (bfloat16 widened bit by bit), integers as
+    stored; None for the types OpenVINO hands NumPy packed or as raw bytes (u4, i4, nf4, f8, u1,
+    string: read as they are they would be other values of another shape)."""
     t = op.get_element_type().get_type_name()
-    try:
-        value = np.array(op.get_data())
-    except (RuntimeError, TypeError, ValueError):  # a type NumPy has no dtype for (u1, i4, ...)
+    if t not in _ARRAY_TYPES:
         return None
+    value = np.array(op.get_data())
     if t == "bf16":  # get_data gives bfloat16's bits in a float16 array
         value = (value.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     return value.astype(np.float64) if op.get_element_type().is_real() else value
@@ -165,7 +169,7 @@ def _constant(op):
 def _on_constants(op, values):
     """What a Convert, Reshape-like op or Transpose of constants computes, or None."""
     kind = op.get_type_name()
-    if values[0] is None or not op.get_output_partial_shape(0).is_static:
+    if not op.get_output_partial_shape(0).is_static:
         return None
     if kind == "Convert":
         if not op.get_output_element_type(0).is_real():
