@@ -156,7 +156,8 @@ def _hostile(clean, clean_ir, folder):
     write("short_bin", xml, bin_[:len(bin_) // 2], says="short_bin.bin")
     write("empty_bin", xml, b"", says="empty_bin.bin")
     write("html", b"<html><body>not a model</body></html>", b"", says="not an OpenVINO IR")
-    write("onnx_renamed", open(clean, "rb").read(), b"", says="not an OpenVINO IR")  # OpenVINO would read it as ONNX
+    # an ONNX file named .xml: OpenVINO would read it (as ONNX), not what the name says
+    write("onnx_renamed", open(clean, "rb").read(), b"", says="not an OpenVINO IR")
     write("truncated_xml", xml[:len(xml) // 2], bin_, says="truncated_xml.xml")
     os.mkdir(folder / "dir.xml")
     cases["dir"] = (str(folder / "dir.xml"), "dir.xml")
@@ -199,8 +200,8 @@ def test_batch_norm_inference_read_in_either_input_order(opset):
         bn = ops.batch_norm_inference(x, gamma, c(0.5), c(0.25), c(4.0), 1e-3)
         (node,) = [n for n in read_model(ov.Model([bn], [x], "bn")).nodes if n.op == "bn"]
         assert node.inputs == ["x"] and node.attrs["eps"] == pytest.approx(1e-3)
-        assert [None if v is None else float(v[0]) for v in (node.attrs[k] for k in ("gamma", "beta", "mean", "var"))] \
-            == [want, 0.5, 0.25, 4.0]
+        stats = [node.attrs[k] for k in ("gamma", "beta", "mean", "var")]
+        assert [None if v is None else float(v[0]) for v in stats] == [want, 0.5, 0.25, 4.0]
 
 
 def test_packed_constants_are_not_read_as_weights():
@@ -215,6 +216,7 @@ def test_packed_constants_are_not_read_as_weights():
         conv = ops.convolution(x, w, [2, 2], [0, 0], [1, 1], [1, 1])
         (node,) = [n for n in read_model(ov.Model([conv], [x], "m")).nodes if n.op == "conv"]
         if t == ov.Type.f16:  # a type NumPy holds: the values themselves
-            assert node.attrs["weight"].shape == (16, 3, 3, 3) and set(np.unique(node.attrs["weight"])) <= {0, 1, 2, 3}
+            w = node.attrs["weight"]
+            assert w.shape == (16, 3, 3, 3) and set(np.unique(w)) <= {0, 1, 2, 3}
         else:
             assert node.attrs["weight"] is None, t

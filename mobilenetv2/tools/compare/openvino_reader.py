@@ -39,7 +39,7 @@ def read_openvino(path):
     """OTHER from an IR's ``.xml`` path; its weights are the ``.bin`` of the same name beside it."""
     ov = require("openvino", "comparing an OpenVINO IR", "openvino")
     path = os.fsdecode(path)
-    xml = read_input(path, "OpenVINO IR", MAX_XML_BYTES)
+    xml = read_input(path, "model .xml file", MAX_XML_BYTES)
     if not _IR_ROOT.match(xml[:4096]):
         raise CompareError(f"{path!r} is not an OpenVINO IR (an XML file whose root element is <net>); "
                            "write one with openvino.save_model(model, 'model.xml')")
@@ -47,7 +47,7 @@ def read_openvino(path):
     if not os.path.lexists(weights):
         raise CompareError(f"OpenVINO IR {path!r} has no weights file {weights!r} beside it: keep the .bin "
                            "that openvino.save_model wrote with the .xml, under the same name")
-    data = read_input(weights, "OpenVINO IR weights", MAX_MODEL_BYTES)
+    data = read_input(weights, "weights .bin file", MAX_MODEL_BYTES)
     try:
         model = ov.Core().read_model(xml, ov.Tensor(np.frombuffer(data, np.uint8)) if data
                                      else ov.Tensor(ov.Type.u8, [0]))
