@@ -229,9 +229,6 @@ def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, 
     require("pyarrow", "batch")
     threads = job_args.get("threads") or 1
     actors, actor_cpus = actor_resources(ray.cluster_resources().get("CPU", 0), threads, actors, actor_cpus)
-    ctx = ray.data.DataContext.get_current()
-    if quiet or progress is not None:
-        ctx.enable_progress_bars = False
     rows = part_rows(len(items), actors, rows_per_part)
     blocks = math.ceil(len(items) / rows)
     actors = min(actors, blocks)  # an actor without a block would only build a model
@@ -241,18 +238,24 @@ def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, 
         memory = dict(memory=actor_memory)
     staging = os.path.join(out.path, f".tmp-ray-{out.run_id}")
     os.makedirs(staging, exist_ok=True)
-    ds = ray.data.from_items([{"id": i, "path": p} for i, p in items], override_num_blocks=blocks)
-    ds = ds.map_batches(PartWriter, batch_size=None, batch_format="pyarrow",
-                        fn_constructor_kwargs=dict(job_args, threads=threads, folder=staging, batch_size=batch_size,
-                                                   predictor=predictor),
-                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=actor_cpus, **memory)
-    # The parts in the input order, as the local engine writes them (users diff runs and join on
-    # position): Ray hands the blocks' results over in their input order.  The actors still run side
-    # by side; a part finished early waits in the staging folder for those before it.
-    ds.context.execution_options.preserve_order = True
+    # Ray's bars off for this job only: the DataContext is the process's, and the user's later
+    # datasets keep the setting they had (it is put back when the job ends, or fails).
+    ctx = ray.data.DataContext.get_current()
+    bars = ctx.enable_progress_bars
+    if quiet or progress is not None:
+        ctx.enable_progress_bars = False
     written = errors = 0
     adopted = set()
     try:
+        ds = ray.data.from_items([{"id": i, "path": p} for i, p in items], override_num_blocks=blocks)
+        ds = ds.map_batches(PartWriter, batch_size=None, batch_format="pyarrow",
+                            fn_constructor_kwargs=dict(job_args, threads=threads, folder=staging,
+                                                       batch_size=batch_size, predictor=predictor),
+                            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=actor_cpus, **memory)
+        # The parts in the input order, as the local engine writes them (users diff runs and join on
+        # position): Ray hands the blocks' results over in their input order.  The actors still run
+        # side by side; a part finished early waits in the staging folder for those before it.
+        ds.context.execution_options.preserve_order = True
         for result in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             for name, n, bad in zip(*(result.column(c).to_pylist() for c in ("file", "rows", "errors"))):
                 if name in adopted:  # cannot happen (ids are unique); never count a part twice
@@ -267,5 +270,6 @@ def run_job(job_args, items, out, address="auto", actors=None, actor_cpus=None, 
         raise RayJobFailed(f"the Ray job failed ({type(exc).__name__}: {_cause(exc)}); "
                            "the parts already in --out stay: rerun to resume") from exc
     finally:
+        ctx.enable_progress_bars = bars
         shutil.rmtree(staging, ignore_errors=True)  # a killed actor's temporary or unreported files
     return written, errors

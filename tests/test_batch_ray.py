@@ -1,5 +1,6 @@
 """The batch command on Ray Data (a local 2-CPU instance): the same rows as without Ray, and an actor
 killed mid-run loses and duplicates nothing."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -63,6 +64,18 @@ def assert_same_rows(got, want):
                                                           want.column(name).to_pylist())), name
         else:
             assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+
+
+@contextlib.contextmanager
+def users_progress_bars():
+    """Ray Data's bars on in the process's DataContext (the user's setting, which run_job's quiet
+    job must leave as it found it), and Ray's default back after the test."""
+    ctx = ray.data.DataContext.get_current()
+    before, ctx.enable_progress_bars = ctx.enable_progress_bars, True
+    try:
+        yield ctx
+    finally:
+        ctx.enable_progress_bars = before
 
 
 def test_ray_rows_equal_the_local_run(local_ray, images, local_rows, tmp_path):
@@ -137,7 +150,9 @@ def test_rows_keep_the_input_order_when_a_later_block_finishes_first(local_ray, 
 
     job_args = dict(kind="features", alpha=0.35, size=96, weights="none", threads=1)
     out = OutputDataset(out_dir, BatchJob(**job_args).config())
-    assert run_job(job_args, items, out, batch_size=8, quiet=True, predictor=FirstBlockWaits) == (61, 1)
+    with users_progress_bars() as ctx:
+        assert run_job(job_args, items, out, batch_size=8, quiet=True, predictor=FirstBlockWaits) == (61, 1)
+        assert ctx.enable_progress_bars, "a quiet job turned off the bars of the user's later datasets"
     assert os.path.exists(seen), "no later block finished before the first: the test proved nothing"
     assert len(out.parts()) > 2
     assert pads.dataset(out_dir, format="parquet").to_table().column("id").to_pylist() == [i for i, _ in items]
@@ -256,8 +271,10 @@ def test_a_job_whose_actors_raise_says_why(local_ray, images, tmp_path):
 
     job_args = dict(kind="features", alpha=0.35, size=96, weights="none", threads=1)
     out = OutputDataset(tmp_path / "out", BatchJob(**job_args).config())
-    with pytest.raises(RayJobFailed) as failed:
-        run_job(job_args, list_images([str(images)])[:4], out, batch_size=2, quiet=True, predictor=DiskFull)
+    with users_progress_bars() as ctx:
+        with pytest.raises(RayJobFailed) as failed:
+            run_job(job_args, list_images([str(images)])[:4], out, batch_size=2, quiet=True, predictor=DiskFull)
+        assert ctx.enable_progress_bars, "a quiet job that failed turned off the bars of the user's later datasets"
     assert "OSError: [Errno 28] No space left on device); the parts already in --out stay" in str(failed.value)
     assert "retr" not in str(failed.value)
     assert not out.parts()
