@@ -83,6 +83,21 @@ def is_finite(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and -math.inf < value < math.inf
 
 
+def a_or_an(noun):
+    """``noun`` after the indefinite article its sound takes: "an ONNX file", "an OpenVINO IR", "an
+    HDF5 file", "an 8-vector", "an int", but "a TFLite file", "a .tflite file", "a URL", "a unit".
+    A word in capitals is read letter by letter (H is "aitch"); a number by its first digits."""
+    word = noun.split()[0] if noun.strip() else noun
+    digits = len(word) - len(word.lstrip("0123456789"))
+    if digits:  # "an 8", "an 80", "an 11", "an 18000" (eighteen thousand), "a 1100"
+        vowel = word[0] == "8" or (word[:2] in ("11", "18") and digits % 3 == 2)
+    elif word[:2].isupper():  # a name spelt letter by letter: "an HDF5", "an MNV2", "a TFLite"
+        vowel = word[0] in "AEFHILMNORSX"
+    else:  # "a unit", "a user", "a one-line", as they sound
+        vowel = word[:1].lower() in ("a", "e", "i", "o", "u") and not word.lower().startswith(("uni", "use", "usu", "uti", "one"))
+    return f"{'an' if vowel else 'a'} {noun}"
+
+
 def check_option(value, choices, message):
     """``value`` if it is one of ``choices`` (strings or None), else an ArgumentError ``message``
     with the value: the test is on the type first, as ``an_array in ("avg", "max")`` raises

@@ -7,7 +7,7 @@ import stat
 import tempfile
 import threading
 
-from mobilenetv2.errors import ArgumentError, Error, OutputPathError
+from mobilenetv2.errors import ArgumentError, Error, OutputPathError, a_or_an
 
 _UMASK_LOCK = threading.Lock()
 
@@ -46,7 +46,7 @@ def open_regular(path, what="file"):
                     "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
                     "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
             raise NotRegularFile(f"{what} {os.fsdecode(path)!r} is {kind}, not a regular file; "
-                                 f"give the path of a {what}")
+                                 f"give the path of {a_or_an(what)}")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return fd

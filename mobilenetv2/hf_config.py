@@ -16,7 +16,7 @@ import numpy as np
 
 from mobilenetv2 import files
 from mobilenetv2.arch import MAX_SIZE, MIN_SIZE
-from mobilenetv2.errors import ArgumentError, Error
+from mobilenetv2.errors import ArgumentError, Error, a_or_an
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 ARCHITECTURES = {"MobileNetV2Model": None, "MobileNetV2ForImageClassification": "classification",
@@ -62,7 +62,7 @@ def read_json(path, what):
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ConfigError(path, f"{what} is not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(obj, dict):
-        raise ConfigError(path, f"{what} must be a JSON object, got a {type(obj).__name__}")
+        raise ConfigError(path, f"{what} must be a JSON object, got {a_or_an(type(obj).__name__)}")
     return obj
 
 

@@ -139,7 +139,7 @@ def _npz_bytes(**arrays):
     ("d.npz", lambda p: p.write_bytes(_npz_bytes(input=np.zeros((1, 8, 8, 3), np.float32),
                                                  evil=np.array([{}], dtype=object))), "pickle"),
     ("d.npz", lambda p: os.mkfifo(p), "FIFO"),
-    ("m.onnx", lambda p: os.mkfifo(p), "FIFO"),
+    ("m.onnx", lambda p: os.mkfifo(p), "FIFO (named pipe), not a regular file; give the path of an ONNX file"),
     ("m.onnx", lambda p: p.write_bytes(b"\x08\x07garbage" * 30), "m.onnx"),
     ("missing.onnx", lambda p: None, "does not exist"),
 ])

@@ -55,6 +55,20 @@ def test_raised_instances_are_caught_by_error(tmp_path):
         read_json(cfg, "config.json")
 
 
+@pytest.mark.parametrize("noun, says", [
+    ("ONNX file", "an ONNX file"), ("OpenVINO IR", "an OpenVINO IR"), ("TFLite file", "a TFLite file"),
+    (".tflite file", "a .tflite file"), ("HDF5 file", "an HDF5 file"), ("URL", "a URL"),
+    ("image file", "an image file"), ("array file", "an array file"), ("weights file", "a weights file"),
+    ("int", "an int"), ("unit", "a unit"), ("user", "a user"), ("8-vector", "an 8-vector"),
+    ("11-vector", "an 11-vector"), ("18000-vector", "an 18000-vector"), ("16-vector", "a 16-vector"),
+    ("1100-vector", "a 1100-vector"), ("", "a "),
+])
+def test_a_or_an_goes_by_the_sound(noun, says):
+    """The article the refusals put before a file's kind ("give the path of a ONNX file" read badly)."""
+    from mobilenetv2.errors import a_or_an
+    assert a_or_an(noun) == says
+
+
 # -- every refusal of a bad argument is an Error (and still a ValueError) ---------------------------
 def _bad_calls():
     """(label, call): public calls with one argument wrong, each of which the package refuses."""

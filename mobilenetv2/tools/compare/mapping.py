@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mobilenetv2 import layers as L
+from mobilenetv2.errors import a_or_an
 from mobilenetv2.tools.compare.errors import CompareError, read_input
 from mobilenetv2.tools.compare.graph import Node
 
@@ -299,7 +300,7 @@ def _head_chain(t, how, only, rounded):
             how += " + Softmax"
         elif nxt.op == "affine":
             v = np.asarray(nxt.attrs["value"]).reshape(-1)
-            how += f" + {nxt.attrs['kind']} by " + (f"{v[0]:.4g}" if v.size == 1 else f"a {v.size}-vector")
+            how += f" + {nxt.attrs['kind']} by " + (f"{v[0]:.4g}" if v.size == 1 else a_or_an(f"{v.size}-vector"))
         else:
             how += f" + {nxt.attrs['kind']}"
         t = rounded(nxt.output)
