@@ -21,7 +21,7 @@ are one NumPy array per row.
 """
 import functools
 
-from mobilenetv2.errors import ArgumentError, is_whole
+from mobilenetv2.errors import ArgumentError, is_whole, real
 
 
 @functools.lru_cache(maxsize=4, typed=True)  # typed: True and 2.0 equal 1 and 2, and must still be refused
@@ -41,6 +41,8 @@ def cached_job(kind="features", alpha=1.0, size=224, weights="imagenet", layer=N
     for name, value in args.items():
         if is_whole(value):  # (np.array(2), unhashable, is the number 2)
             args[name] = value = int(value)
+        elif real(value) is not None:  # (np.array(0.35) too: the float it holds)
+            args[name] = value = real(value)
         try:
             hash(value)
         except TypeError:  # (a list, an array, a tuple holding one)

@@ -77,10 +77,26 @@ def is_items(value):
             and not (isinstance(value, np.ndarray) and value.ndim == 0))
 
 
+def real(value):
+    """The float a real number holds: Python's or NumPy's int or float, or a 0-d array of one such
+    as ``np.array(0.5)`` (what is_whole takes for counts); None for anything else, a bool or bool
+    array among them (True is not a number).  An int too large for a float is +-inf, which the
+    callers' range checks refuse as they refuse NaN."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 0 or value.dtype.kind not in "iuf":
+            return None
+    elif not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def is_finite(value):
-    """A finite real number (Python's or NumPy's), not a bool: NaN and the infinities fail the
-    comparisons, and a huge int compares exactly where float() would overflow."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and -math.inf < value < math.inf
+    """A finite real number (see real): NaN, the infinities and an int past float's range are not."""
+    number = real(value)
+    return number is not None and math.isfinite(number)
 
 
 def a_or_an(noun):

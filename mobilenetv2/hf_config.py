@@ -16,7 +16,7 @@ import numpy as np
 
 from mobilenetv2 import files
 from mobilenetv2.arch import MAX_SIZE, MIN_SIZE
-from mobilenetv2.errors import ArgumentError, Error, a_or_an
+from mobilenetv2.errors import ArgumentError, Error, a_or_an, is_finite
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 ARCHITECTURES = {"MobileNetV2Model": None, "MobileNetV2ForImageClassification": "classification",
@@ -66,8 +66,7 @@ def read_json(path, what):
     return obj
 
 
-def _number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+_number = is_finite  # (JSON's numbers; a dict's may be NumPy's too)
 
 
 def _integer(v):
@@ -250,7 +249,7 @@ def parse_processor_config(obj, path="preprocessor_config.json"):
     if "rescale_factor" in obj:
         if not (_number(obj["rescale_factor"]) and obj["rescale_factor"] > 0):
             fail("rescale_factor must be a positive number")
-        out["rescale_factor"] = obj["rescale_factor"]
+        out["rescale_factor"] = float(obj["rescale_factor"])
     for key in ("image_mean", "image_std"):
         if key in obj:
             v = obj[key]
@@ -259,7 +258,7 @@ def parse_processor_config(obj, path="preprocessor_config.json"):
             if not (isinstance(v, list) and len(v) == 3 and all(_number(x) for x in v)) or \
                     (key == "image_std" and not all(x > 0 for x in v)):
                 fail(f"{key} must be three numbers (std positive), got {str(obj[key])[:60]}")
-            out[key] = tuple(v)
+            out[key] = tuple(map(float, v))
     cfg = ProcessorConfig(**out)
     top = 255 * (cfg.rescale_factor if cfg.do_rescale else 1.0)
     mean, std = (np.asarray(cfg.image_mean), np.asarray(cfg.image_std)) if cfg.do_normalize else (0.0, 1.0)

@@ -1,7 +1,6 @@
 """The MobileNetV2 model object: Keras's constructor arguments, layers, weights and forward pass."""
 import collections
 import math
-import numbers
 import os
 import threading
 import warnings
@@ -14,7 +13,7 @@ from mobilenetv2.arch import MAX_SIZE, MIN_SIZE
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
 from mobilenetv2 import pool as threadpool
-from mobilenetv2.errors import ArgumentError, InsufficientMemory, as_array, check_option, is_items, is_whole
+from mobilenetv2.errors import ArgumentError, InsufficientMemory, as_array, check_option, is_items, is_whole, real
 from mobilenetv2.plan import PackedWeights, Plan, Unsupported
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -46,12 +45,9 @@ MAX_RUNS = 100_000      # profile() timing runs
 
 
 def _check_alpha(alpha):
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
+    value = real(alpha)
+    if value is None:
         raise ArgumentError(f"alpha must be a positive number (the width multiplier), got {alpha!r}")
-    try:
-        value = float(alpha)
-    except (OverflowError, ValueError, TypeError):
-        value = math.inf
     if not (math.isfinite(value) and 0 < value <= MAX_ALPHA):
         raise ArgumentError(f"alpha must be a positive number at most {MAX_ALPHA:g} (the width multiplier; the "
                             f"published ones are {', '.join(map(str, OFFICIAL_ALPHAS))}), got {alpha!r}")

@@ -1,6 +1,5 @@
 """Images in, network inputs out: Pillow loading and Keras's 'tf' preprocessing."""
 import math
-import numbers
 import os
 import struct
 import zlib
@@ -9,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mobilenetv2 import files
-from mobilenetv2.errors import ArgumentError, ImageError, as_array, is_whole
+from mobilenetv2.errors import ArgumentError, ImageError, as_array, is_whole, real
 
 MIN_SIZE = 32
 INTERPOLATIONS = {
@@ -180,8 +179,8 @@ def load_image(path, target_size=(224, 224), interpolation="bilinear", crop=None
         raise ArgumentError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
     if isinstance(crop, str) and crop == "center":
         crop = 1.0
-    if crop is not None and (isinstance(crop, bool) or not isinstance(crop, numbers.Real)
-                             or not 0 < float(crop) <= 1):
+    fraction = None if crop is None else real(crop)
+    if crop is not None and (fraction is None or not 0 < fraction <= 1):
         raise ArgumentError(f"crop must be None, 'center' or a fraction in (0, 1], got {crop!r}")
     img, name = _open(path)
     if img.width < MIN_SIZE or img.height < MIN_SIZE:
@@ -190,7 +189,7 @@ def load_image(path, target_size=(224, 224), interpolation="bilinear", crop=None
     try:
         img = _to_rgb(img)
         if crop is not None:
-            img = _center_crop(img, w / h, float(crop), name)
+            img = _center_crop(img, w / h, fraction, name)
         if img.size != (w, h):
             img = img.resize((w, h), INTERPOLATIONS[interpolation])
     except MemoryError:

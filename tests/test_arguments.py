@@ -110,6 +110,43 @@ def test_zero_d_integer_arrays_are_whole_numbers(tmp_path):
             m.predict(x, batch_size=bad)
 
 
+def test_zero_d_float_arrays_are_real_numbers(tmp_path):
+    """np.array(0.35) is the float it holds (what a computation on arrays hands on), as np.array(2)
+    is a count: every real-valued argument takes it, stored as Python's float (a JSON report or
+    config writes it).  It was refused ('alpha must be a positive number ..., got array(0.35)');
+    a bool, a 1-d array, a complex number and an int past float's range (ray's cluster_cpus:
+    OverflowError) are not."""
+    import json
+    from PIL import Image
+    from mobilenetv2 import load_image, ray as mray
+    from mobilenetv2.dask import cached_job
+    from mobilenetv2.hf_config import ConfigError
+    from mobilenetv2.hf_processing import processor_config
+    from mobilenetv2.tools.compare import CompareError, compare
+    a = np.array
+    assert MobileNetV2((32, 32, 3), alpha=a(0.35), weights=None).alpha == 0.35
+    assert cached_job(kind="predict", alpha=a(0.35), size=32, weights=None, top=4).model.alpha == 0.35
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.arange(40 * 50 * 3, dtype=np.uint8).reshape(40, 50, 3)).save(photo)
+    assert np.array_equal(load_image(photo, target_size=20, crop=a(0.5)), load_image(photo, target_size=20, crop=0.5))
+    resources = mray.actor_resources(a(4.0), actor_cpus=a(0.5))
+    assert resources == (4, 0.5) and type(resources[1]) is float
+    cfg = processor_config({"image_mean": a(0.5), "image_std": np.float32(0.25), "rescale_factor": a(0.5)})
+    assert (cfg.image_mean, cfg.image_std, cfg.rescale_factor) == ((0.5,) * 3, (0.25,) * 3, 0.5)
+    assert json.loads(json.dumps(cfg.to_json()))["image_std"] == [0.25] * 3
+    for bad in (a(True), np.bool_(True), a([0.5]), a(0.5j), 10 ** 400):
+        with pytest.raises(ArgumentError, match="alpha must be"):
+            MobileNetV2((32, 32, 3), alpha=bad, weights=None)
+        with pytest.raises(ArgumentError, match="crop must be"):
+            load_image(photo, crop=bad)
+        with pytest.raises(ArgumentError, match="cluster_cpus must be"):
+            mray.actor_resources(bad)
+        with pytest.raises(ConfigError, match="image_mean must be"):
+            processor_config({"image_mean": bad})
+        with pytest.raises(CompareError, match="factor must be"):
+            compare(tmp_path / "m.onnx", factor=bad)
+
+
 def test_a_zero_d_array_where_items_belong_is_an_argument_error(tmp_path):
     """A 0-d array has __iter__ and __len__, and both raise TypeError: as features' layers,
     set_weights' arrays, summary/macs' input_shape, an export's input_size, the segmentation

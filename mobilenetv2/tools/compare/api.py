@@ -194,6 +194,7 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     ``diagnosis`` confirmed by re-running the reference with the defect applied."""
     if not is_finite(factor) or factor <= 1:
         raise CompareError(f"factor must be a finite number above 1, got {factor!r}")
+    factor = float(factor)  # (np.array(30.0) too: the report holds Python's float)
     tensors_map, map_input, map_layout = (M.load_mapping_file(mapping) if mapping is not None
                                                   else (None, None, None))
     o = open_other(other, map_input, map_layout)
