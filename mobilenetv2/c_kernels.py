@@ -8,7 +8,7 @@ portable twin instead of the dispatcher (which picks AVX-512 or AVX2+FMA when th
 import numpy as np
 
 from mobilenetv2 import native
-from mobilenetv2.errors import ArgumentError, is_finite, is_items, is_whole
+from mobilenetv2.errors import ArgumentError, flag, is_finite, is_items, is_whole
 
 MAX_RESIZE = 8192  # output side of resize_bilinear (an image's own bound, preprocessing.MAX_TARGET)
 
@@ -47,9 +47,9 @@ def _ints(values, name, count):
 
 
 def _flag(value, name):
-    """A bool (or 0/1) as 0 or 1 for C, else an ArgumentError."""
-    if isinstance(value, (bool, np.bool_)) or (is_whole(value) and value in (0, 1)):
-        return int(value)
+    """A flag (see errors.flag: a bool, np.array(True), 0 or 1) as 0 or 1 for C, else an ArgumentError."""
+    if flag(value) is not None:
+        return int(flag(value))
     raise ArgumentError(f"{name} must be True or False, got {value!r}")
 
 

@@ -69,6 +69,17 @@ def is_whole(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def flag(value):
+    """The bool a flag holds: Python's or NumPy's bool, a 0-d bool array such as ``np.array(True)``,
+    or a whole number 0 or 1 (Keras's ``if include_top:`` takes them); None for anything else (2,
+    0.5, "yes", None, a 1-d array)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind == "b":
+        value = value[()]  # (its np.bool_)
+    if isinstance(value, (bool, np.bool_)) or (is_whole(value) and value in (0, 1)):
+        return bool(value)
+    return None
+
+
 def is_items(value):
     """Items to go through (a list, tuple, generator, an array of one or more dimensions): not a
     string (str or bytes: not a list of names or numbers) and not a 0-d array, whose __iter__ and

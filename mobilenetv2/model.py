@@ -13,7 +13,8 @@ from mobilenetv2.arch import MAX_SIZE, MIN_SIZE
 from mobilenetv2 import layers as L
 from mobilenetv2 import native
 from mobilenetv2 import pool as threadpool
-from mobilenetv2.errors import ArgumentError, InsufficientMemory, as_array, check_option, is_items, is_whole, real
+from mobilenetv2.errors import (ArgumentError, InsufficientMemory, as_array, check_option, flag, is_items, is_whole,
+                                real)
 from mobilenetv2.plan import PackedWeights, Plan, Unsupported
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -232,10 +233,9 @@ class MobileNetV2:
         if not (weights is None or isinstance(weights, (str, bytes, os.PathLike))):
             raise ArgumentError("weights must be 'imagenet', None or the path of a weights file, "
                                 f"got {weights!r}")
-        if isinstance(include_top, (bool, np.bool_)) or (is_whole(include_top) and include_top in (0, 1)):
-            include_top = bool(include_top)
-        else:
+        if flag(include_top) is None:
             raise ArgumentError(f"include_top must be True or False, got {include_top!r}")
+        include_top = flag(include_top)
         check_option(pooling, (None, "avg", "max"), "pooling must be None, 'avg' or 'max'")
         check_top_pooling(top_pooling)
         if top_pooling == "7x7" and not include_top:

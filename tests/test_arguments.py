@@ -147,6 +147,34 @@ def test_zero_d_float_arrays_are_real_numbers(tmp_path):
             compare(tmp_path / "m.onnx", factor=bad)
 
 
+def test_a_zero_d_bool_array_is_a_flag():
+    """np.array(True) is the flag it holds, as np.bool_(True) and 1 are (Keras's ``if include_top:``
+    takes them all): include_top and the C kernels' flags refused it ('include_top must be True or
+    False, got array(True)'); 2, 0.5, "yes", None and a 1-d array are still refused."""
+    from mobilenetv2 import native
+    a = np.array
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    for on in (True, np.bool_(True), a(True), 1, a(1)):
+        m = MobileNetV2((32, 32, 3), alpha=0.35, weights=None, include_top=on)
+        assert m.include_top is True and m.predict(x).shape == (1, 1000)
+    for off in (False, np.bool_(False), a(False), 0, a(0)):
+        m = MobileNetV2((32, 32, 3), alpha=0.35, weights=None, include_top=off)
+        assert m.include_top is False and m.predict(x).shape == (1, 1, 1, 1280)
+    for bad in (2, 0.5, "yes", None, a([True]), a(2)):
+        with pytest.raises(ArgumentError, match="include_top must be True or False"):
+            MobileNetV2((32, 32, 3), alpha=0.35, weights=None, include_top=bad)
+    if native.available():
+        from mobilenetv2 import c_kernels
+        rng = np.random.default_rng(0)
+        v, packed = rng.normal(0, 4, (5, 8)).astype(np.float32), c_kernels.pack_pointwise(
+            rng.normal(0, 1, (8, 16)).astype(np.float32), np.zeros(16, np.float32))
+        linear = c_kernels.pointwise(v, packed, 8, 16, relu6=a(False))
+        assert (linear < 0).any() and (linear > 6).any()
+        assert np.array_equal(c_kernels.pointwise(v, packed, 8, 16, relu6=a(True)), np.clip(linear, 0, 6))
+        with pytest.raises(ArgumentError, match="relu6 must be True or False"):
+            c_kernels.pointwise(v, packed, 8, 16, relu6=a([True]))
+
+
 def test_a_zero_d_array_where_items_belong_is_an_argument_error(tmp_path):
     """A 0-d array has __iter__ and __len__, and both raise TypeError: as features' layers,
     set_weights' arrays, summary/macs' input_shape, an export's input_size, the segmentation
