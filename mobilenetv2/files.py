@@ -28,6 +28,13 @@ def current_umask():
     return mask
 
 
+def path_str(path):
+    """A path (str, bytes or os.PathLike) as Python's own str, to use and to name in messages:
+    os.fsdecode hands NumPy's np.str_ (an element of an array of paths) back as it is, and its
+    repr reads "np.str_('x.h5')" in a message."""
+    return str(os.fsdecode(path))
+
+
 def open_regular(path, what="file"):
     """A read-only descriptor on ``path`` (str, bytes or PathLike) that is a regular file.
 
@@ -40,12 +47,12 @@ def open_regular(path, what="file"):
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(21, f"{what} path is a directory", os.fsdecode(path))
+            raise IsADirectoryError(21, f"{what} path is a directory", path_str(path))
         if not stat.S_ISREG(st.st_mode):
             kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
                     "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
                     "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-            raise NotRegularFile(f"{what} {os.fsdecode(path)!r} is {kind}, not a regular file; "
+            raise NotRegularFile(f"{what} {path_str(path)!r} is {kind}, not a regular file; "
                                  f"give the path of {a_or_an(what)}")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
@@ -71,7 +78,7 @@ def read_regular(path, what, max_bytes):
         size = os.fstat(f.fileno()).st_size
         data = f.read(max_bytes + 1) if size <= max_bytes else b""
     if size > max_bytes or len(data) > max_bytes:
-        raise TooLarge(f"{what} {os.fsdecode(path)!r} is larger than {max_bytes} bytes")
+        raise TooLarge(f"{what} {path_str(path)!r} is larger than {max_bytes} bytes")
     return data
 
 
@@ -80,8 +87,8 @@ def outside_folder(folder, path):
     ``folder``, or inside the ``blobs/`` of a Hugging Face hub cache when ``folder`` is one of its
     ``snapshots/<revision>`` folders (the hub links every file there); else the resolved path,
     which a reader of ``folder`` must not open."""
-    real_folder = os.path.realpath(os.fsdecode(folder))
-    real = os.path.realpath(os.fsdecode(path))
+    real_folder = os.path.realpath(path_str(folder))
+    real = os.path.realpath(path_str(path))
     allowed = [real_folder]
     parent = os.path.dirname(real_folder)
     if os.path.basename(parent) == "snapshots":
@@ -98,7 +105,7 @@ class OutsideFolder(NotRegularFile):
 def folder_member(folder, name):
     """``folder/name``, or OutsideFolder when it is a symbolic link resolving outside the folder
     (outside_folder's rule): a folder from a stranger must not make us read another file."""
-    member = os.path.join(os.fsdecode(folder), name)
+    member = os.path.join(path_str(folder), name)
     target = outside_folder(folder, member) if os.path.lexists(member) else None
     if target is not None:
         raise OutsideFolder(f"{member!r} is a symbolic link to {target!r}, outside the checkpoint "
@@ -110,7 +117,7 @@ def output_str(path, what="output"):
     """An output path (str, bytes or os.PathLike) as a str; anything else is a bad argument."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise ArgumentError(f"{what} path must be a str or os.PathLike, got {type(path).__name__} {path!r:.80}")
-    return os.fsdecode(path)
+    return path_str(path)
 
 
 def check_output_path(path, what="output"):

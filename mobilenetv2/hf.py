@@ -311,7 +311,7 @@ def from_pretrained(path, dtype="float32", threads=None, top_pooling="global", e
     ``save_pretrained(folder, safe_serialization=True)``.  Arrays are NHWC.
     """
     check_top_pooling(top_pooling)
-    folder = os.fsdecode(path)
+    folder = files.path_str(path)
     if not os.path.isdir(folder):
         if os.path.exists(folder):
             raise NotADirectoryError(errno.ENOTDIR, "a Hugging Face checkpoint is a folder (config.json, "
@@ -340,7 +340,7 @@ def expect_head(model, head, folder):
     'segmentation'), else an ArgumentError naming the folder and what it holds."""
     if model.config.head != head:
         want = {"classification": "an image classifier", "segmentation": "a segmentation model"}[head]
-        raise ArgumentError(f"{os.fsdecode(folder)!r} holds a {model.config.architecture}, not {want}")
+        raise ArgumentError(f"{files.path_str(folder)!r} holds a {model.config.architecture}, not {want}")
     return model
 
 

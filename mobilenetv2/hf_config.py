@@ -30,7 +30,7 @@ class ConfigError(Error, ValueError):
     """A config.json or preprocessor_config.json that is malformed or describes something else."""
 
     def __init__(self, path, problem):
-        super().__init__(f"{os.fsdecode(path)!r}: {problem}")
+        super().__init__(f"{files.path_str(path)!r}: {problem}")
 
 
 def _refuse_constant(name):

@@ -30,7 +30,7 @@ def processor_config(config):
     if isinstance(config, dict):
         return parse_processor_config(config, "<dict>")
     if isinstance(config, (str, bytes, os.PathLike)):
-        path = os.fsdecode(config)
+        path = files.path_str(config)
         if os.path.isdir(path):
             try:
                 path = files.folder_member(path, "preprocessor_config.json")

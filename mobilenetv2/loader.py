@@ -112,7 +112,7 @@ class _Source:
     storage and unknown filters are refused before a byte of data is read."""
 
     def __init__(self, path):
-        self.path = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
+        self.path = files.path_str(path)
         self.label = repr(self.path)
         self.objects = 0
         self.declared = 0
@@ -514,7 +514,7 @@ def classifier_classes(path):
     """The classes of a Keras weights file's classifier (its one layer with a 2-D kernel, the
     dense head), or None where it has none (a _no_top file).  Only the layer list and the
     datasets' declared shapes are read."""
-    path = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
+    path = files.path_str(path)
     with _Source(path) as src:
         layers, _ = _read_layers(src)
     dense = [layer for layer in layers if layer.weights and len(layer.weights[0][1].shape) == 2]
@@ -612,7 +612,7 @@ def load_by_order(path, expected, context=None):
     are checked before any data is read.  Raises WeightsError naming the file, the layer and
     the shapes, with the likely cause; NaN, inf and negative moving variances are refused.
     """
-    path = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
+    path = files.path_str(path)
     expected = [(name, [(w, tuple(int(d) for d in s)) for w, s in weights]) for name, weights in expected]
     with _Source(path) as src:
         found, layout = _read_layers(src)

@@ -80,7 +80,7 @@ def _open(path):
     name = getattr(path, "name", None) or "<file object>"
     owned = None
     if isinstance(path, (str, bytes, os.PathLike)):
-        name = os.fsdecode(path)
+        name = files.path_str(path)
         try:
             fd = files.open_regular(path, "image file")
         except FileNotFoundError:

@@ -48,8 +48,8 @@ class SafetensorsError(Error, ValueError):
     """A safetensors file that is malformed, or does not hold what the caller needs."""
 
     def __init__(self, path, problem):
-        super().__init__(f"safetensors file {os.fsdecode(path)!r}: {problem}")
-        self.path, self.problem = os.fsdecode(path), problem
+        super().__init__(f"safetensors file {files.path_str(path)!r}: {problem}")
+        self.path, self.problem = files.path_str(path), problem
 
 
 def _refuse_pickle(path, head):

@@ -233,6 +233,27 @@ def test_a_bytes_path_is_a_path_wherever_one_is_taken(tmp_path):
     assert str(tmp_path / "x.npy") in report["input"]["source"] and os.fsdecode(backbone) in report["weights"]["source"]
 
 
+def test_a_numpy_string_path_is_named_as_a_str(tmp_path):
+    """np.str_ (an element of an array of paths) is a str whose repr reads np.str_('x.h5'): the
+    messages named the file so ('[Errno 2] weights file not found: np.str_('/.../x.h5')')."""
+    import mobilenetv2 as M
+    from mobilenetv2.errors import Error
+    (tmp_path / "bad.h5").write_bytes(b"not HDF5")
+    paths = np.array([str(tmp_path / name) for name in ("x.h5", "bad.h5", "x.png", "hf", "m.onnx")])
+    m = MobileNetV2((32, 32, 3), alpha=0.35, weights=None)
+    calls = [(paths[0], lambda: MobileNetV2((32, 32, 3), alpha=0.35, weights=paths[0])),
+             (paths[0], lambda: m.load_weights(paths[0])),
+             (paths[1], lambda: MobileNetV2((32, 32, 3), alpha=0.35, weights=paths[1])),
+             (paths[2], lambda: M.load_image(paths[2])),
+             (paths[3], lambda: M.from_pretrained(paths[3])),
+             (paths[4], lambda: M.compare(paths[4])),
+             (tmp_path, lambda: M.export_onnx(m, np.str_(tmp_path)))]
+    for path, call in calls:
+        with pytest.raises((Error, OSError)) as raised:
+            call()
+        assert repr(str(path)) in str(raised.value) and "np.str_" not in str(raised.value), str(raised.value)
+
+
 def test_ray_cpu_counts_take_any_real_number():
     """actor_resources(Fraction(1, 2)) raised a TypeError formatting its own message (a Fraction has
     no ':g'); a Fraction of CPUs is the float it equals."""

@@ -22,6 +22,7 @@ import hashlib
 import os
 import warnings
 
+from mobilenetv2 import files
 from mobilenetv2.errors import ArgumentError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -71,7 +72,7 @@ def given_rows(batch):
     paths, ids = _column(batch, "path"), _column(batch, "id")
     if paths is None:
         raise ArgumentError("the batch has no 'path' column (the image paths to read)")
-    paths = ["" if _missing(p) else os.fsdecode(p) if isinstance(p, (bytes, os.PathLike)) else str(p)
+    paths = ["" if _missing(p) else files.path_str(p) if isinstance(p, (bytes, os.PathLike)) else str(p)
              for p in paths]
     if ids is None:
         return [image_id(p) for p in paths], paths

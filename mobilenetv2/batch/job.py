@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from mobilenetv2 import files
 from mobilenetv2.batch import require
 from mobilenetv2.errors import ArgumentError, check_option, is_whole
 
@@ -79,7 +80,7 @@ class BatchJob:
         if not (weights is None or isinstance(weights, (str, bytes, os.PathLike))):
             raise ArgumentError(f"weights must be 'imagenet', None / 'none' or a Keras .h5 path, got {weights!r}")
         weights = None if weights in (None, "none") else weights
-        self.weights = weights if weights in (None, "imagenet") else os.fsdecode(weights)
+        self.weights = weights if weights in (None, "imagenet") else files.path_str(weights)
         include_top = kind == "predict"
         if include_top and layer is not None:
             raise ArgumentError("--layer is for features; predict writes the top classes")

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from mobilenetv2 import arch
+from mobilenetv2 import arch, files
 from mobilenetv2.tools.compare import mapping as M
 from mobilenetv2.tools.compare import weights as W
 from mobilenetv2.tools.compare.diagnose import diagnose
@@ -23,7 +23,7 @@ def open_other(other, mapping_input=None, mapping_layout=None):
     """OTHER as an OtherModel: a path (.onnx, .tflite, an OpenVINO IR .xml, .npz, a folder of
     .npy) or a live torch / Keras / OpenVINO model object."""
     if isinstance(other, (str, bytes, os.PathLike)):
-        path = os.fsdecode(other)
+        path = files.path_str(other)
         if not os.path.exists(path):
             raise CompareError(f"OTHER {path!r} does not exist")
         low = path.lower()

@@ -35,7 +35,7 @@ def open_input(path, what):
     except files.NotRegularFile as exc:
         raise CompareError(str(exc)) from None
     except OSError as exc:
-        raise CompareError(f"{what} {os.fsdecode(path)!r} cannot be read: {exc.strerror or exc}") from None
+        raise CompareError(f"{what} {files.path_str(path)!r} cannot be read: {exc.strerror or exc}") from None
 
 
 def read_input(path, what, max_bytes):
@@ -45,4 +45,4 @@ def read_input(path, what, max_bytes):
     except files.NotRegularFile as exc:
         raise CompareError(str(exc)) from None
     except OSError as exc:
-        raise CompareError(f"{what} {os.fsdecode(path)!r} cannot be read: {exc.strerror or exc}") from None
+        raise CompareError(f"{what} {files.path_str(path)!r} cannot be read: {exc.strerror or exc}") from None

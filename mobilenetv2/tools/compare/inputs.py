@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from mobilenetv2 import files
 from mobilenetv2.errors import is_whole
 from mobilenetv2.tools.compare.errors import CompareError
 
@@ -42,7 +43,7 @@ def make_input(hw, images=None, random=None, seed=0, batch=None):
         return preprocess_input(x.astype(np.float32)), f"{len(paths)} image(s) via load_image + preprocess_input"
     if batch is not None:
         if isinstance(batch, (str, bytes, os.PathLike)):
-            batch = os.fsdecode(batch)
+            batch = files.path_str(batch)
             try:
                 x = np.load(batch, allow_pickle=False)
             except (OSError, ValueError) as exc:

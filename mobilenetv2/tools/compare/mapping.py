@@ -20,11 +20,11 @@ A JSON mapping file (``{"input": ..., "layout": ..., "tensors": {OTHER: KERAS}}`
 overrides all of this and is how a tensor dump is mapped (or its arrays are named as Keras's).
 """
 import json
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from mobilenetv2 import files
 from mobilenetv2 import layers as L
 from mobilenetv2.errors import a_or_an
 from mobilenetv2.tools.compare.errors import CompareError, read_input
@@ -46,7 +46,7 @@ def _no_constant(name):
 
 def load_mapping_file(path):
     """The mapping file as (tensors {OTHER: KERAS}, input name or None, layout or None)."""
-    path = os.fsdecode(path)
+    path = files.path_str(path)
     raw = read_input(path, "mapping file", MAX_MAPPING_BYTES)
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)

@@ -1,9 +1,9 @@
 """Read an ONNX file as OTHER: its nodes in the compare vocabulary, and ONNX Runtime running a
 copy of it with every intermediate float tensor made a graph output."""
-import os
 
 import numpy as np
 
+from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
 from mobilenetv2.tools.compare import onnx_quant
 from mobilenetv2.tools.compare.graph import Node, OtherModel, tensor_layouts
@@ -129,7 +129,7 @@ def read_onnx(path):
     onnx = require("onnx", "comparing an ONNX file", "onnx")
     ort = require("onnxruntime", "running an ONNX file", "onnx")
     from onnx import TensorProto, helper, numpy_helper
-    path = os.fsdecode(path)
+    path = files.path_str(path)
     data = read_input(path, "ONNX file", MAX_MODEL_BYTES)
     try:
         model = onnx.load_model_from_string(data)

@@ -15,6 +15,7 @@ import types
 
 import numpy as np
 
+from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
 from mobilenetv2.tools.compare.graph import Node, OtherModel, tensor_layouts
 from mobilenetv2.tools.compare.onnx_quant import collapse_casts
@@ -38,7 +39,7 @@ def _message(exc):
 def read_openvino(path):
     """OTHER from an IR's ``.xml`` path; its weights are the ``.bin`` of the same name beside it."""
     ov = require("openvino", "comparing an OpenVINO IR", "openvino")
-    path = os.fsdecode(path)
+    path = files.path_str(path)
     xml = read_input(path, "model .xml file", MAX_XML_BYTES)
     if not _IR_ROOT.match(xml[:4096]):
         raise CompareError(f"{path!r} is not an OpenVINO IR (an XML file whose root element is <net>); "

@@ -1,9 +1,9 @@
 """Read a ``.tflite`` file as OTHER: LiteRT's interpreter with every tensor preserved (and no
 delegate, which would hide the intermediate tensors), its ops in the compare vocabulary."""
-import os
 
 import numpy as np
 
+from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
 from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams
 
@@ -30,7 +30,7 @@ def _grid(t):
 
 def read_tflite(path):
     lite = require("ai_edge_litert.interpreter", "comparing a .tflite file", "litert")
-    path = os.fsdecode(path)
+    path = files.path_str(path)
     data = read_input(path, ".tflite file", MAX_MODEL_BYTES)
     try:
         interp = lite.Interpreter(

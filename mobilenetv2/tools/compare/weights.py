@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from mobilenetv2 import arch
+from mobilenetv2 import arch, files
 from mobilenetv2 import layers as L
 from mobilenetv2.tools.compare.errors import CompareError
 from mobilenetv2.tools.compare.mapping import check_convs, head_classes, keras_convs
@@ -162,13 +162,13 @@ def from_user(weights, hw, include_top, pooling=None, alpha_hint=None, top_pooli
     elif isinstance(weights, (str, bytes, os.PathLike)) and os.path.isdir(weights):
         loader = getattr(mobilenetv2, "from_pretrained", None)
         if loader is None:
-            raise CompareError(f"--weights {os.fsdecode(weights)!r} is a folder (a Hugging Face checkpoint?), "
+            raise CompareError(f"--weights {files.path_str(weights)!r} is a folder (a Hugging Face checkpoint?), "
                                "and this build of mobilenetv2 has no from_pretrained() to read it; "
                                "give a Keras .h5 file or a variant name")
-        src, desc = loader(weights, dtype="float64"), f"Hugging Face checkpoint {os.fsdecode(weights)!r}"
+        src, desc = loader(weights, dtype="float64"), f"Hugging Face checkpoint {files.path_str(weights)!r}"
     elif isinstance(weights, (str, bytes, os.PathLike)) and os.path.isfile(weights):
         from mobilenetv2.loader import classifier_classes
-        path = os.fsdecode(weights)
+        path = files.path_str(weights)
         try:  # a fine-tuned head has the classes it was trained on
             classes = classifier_classes(path) or 1000
         except ValueError:  # not a Keras weights file: the loads below say so
