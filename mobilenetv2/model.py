@@ -600,7 +600,12 @@ class MobileNetV2:
     def _plan(self, x):
         """The C plan for a checked float32 batch's shape (built on first use), or None where the
         NumPy engine runs.  Called with the plan lock held."""
-        if self._engine == "numpy" or self._c_refusal() is not None:
+        if self._engine == "numpy":
+            return None
+        reason = self._c_refusal()
+        if reason is not None:
+            if self._engine == "c":  # (a model pickled where the C extension is built, loaded where it is not)
+                raise native.EngineUnavailable(f"engine='c' cannot run {self.describe()}: {reason}")
             return None
         if self._packed is None or self._packed.epoch != self.weights_epoch:
             self._plans.clear()

@@ -96,3 +96,23 @@ def test_a_shallow_copy_shares_the_layers_and_both_models_follow_their_weights()
             np.testing.assert_allclose(m.predict(x), y, rtol=1e-5, atol=1e-5)
     twin.threads = 1  # a copy's own settings stay its own
     assert model.threads == 2
+
+
+@pytest.mark.skipif(not native.available(), reason="the C extension is not built")
+def test_an_engine_c_model_loaded_where_the_extension_is_not_built_says_so(monkeypatch):
+    """A model pickled with engine='c' (on a machine with the C extension) and loaded where it is
+    not built ran predict on NumPy without a word, where MobileNetV2(engine='c') there raises
+    EngineUnavailable: it raises it too, and engine='auto' then runs the NumPy engine."""
+    from mobilenetv2 import EngineUnavailable
+    blob = pickle.dumps(MobileNetV2((32, 32, 3), alpha=0.35, weights=None, engine="c"))
+    monkeypatch.setattr(native, "lib", None)  # as in a process without the extension (.ci/no-ext)
+    monkeypatch.setattr(native, "IMPORT_ERROR", ImportError("no _mnv2"))
+    monkeypatch.setattr(native, "_warned", True)
+    model = pickle.loads(blob)
+    x = rand(1, 32, 32, 3)
+    with pytest.raises(EngineUnavailable, match=r"engine='c' cannot run .* the C extension is not built \(no _mnv2\)"):
+        model.predict(x)
+    with pytest.raises(EngineUnavailable, match="the C extension is not built"):
+        model(x)
+    model.engine = "auto"
+    np.testing.assert_array_equal(model.predict(x), model.trace(x)["predictions"])
