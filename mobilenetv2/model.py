@@ -574,7 +574,7 @@ class MobileNetV2:
     def _c_refusal(self):
         """Why the C core cannot run this model, or None."""
         if not native.available():
-            return f"the C extension is not built ({native.IMPORT_ERROR})"
+            return f"the C extension is not built ({native.missing_reason()})"
         if self.dtype != np.float32:
             return (f"the C core computes in float32 and this model is {self.dtype.name} "
                     "(use engine='numpy' or 'auto')")

@@ -19,6 +19,19 @@ except ImportError as exc:  # not compiled (no compiler at install time) or remo
     ffi = lib = None
     IMPORT_ERROR = exc
 
+
+def missing_reason():
+    """Why the C extension is not there, as a user can act on it: Python's own words for a
+    module file that is absent ('cannot import name ... (most likely due to a circular
+    import)') point at a bug that is not there."""
+    import glob
+    here = os.path.dirname(os.path.abspath(__file__))
+    built = glob.glob(os.path.join(here, "_mnv2*.so")) + glob.glob(os.path.join(here, "_mnv2*.pyd"))
+    if not built:
+        return (f"no compiled module _mnv2 in {here}, not built at install time: was a C compiler "
+                "there? `pip install -v` shows the build's output")
+    return f"{os.path.basename(built[0])} does not load: {IMPORT_ERROR}"
+
 ISA_NAMES = ("scalar", "avx2", "avx512")  # index = the C level (MNV2_ISA_*)
 _LABELS = {"scalar": "C scalar", "avx2": "C AVX2", "avx512": "C AVX-512"}
 
@@ -58,7 +71,7 @@ def warn_if_missing():
     global _warned
     if lib is None and not _warned:
         _warned = True
-        warnings.warn(f"mobilenetv2: the C extension is not available ({IMPORT_ERROR}); "
+        warnings.warn(f"mobilenetv2: the C extension is not available ({missing_reason()}); "
                       "running on the NumPy engine, which is correct but slower.",
                       RuntimeWarning, stacklevel=3)
 
@@ -81,7 +94,7 @@ def hide_avx512():
     Linux's CPUID faulting (``cpuid_fault`` in /proc/cpuinfo); ArgumentError where that or
     AVX-512 is missing.  Not undone for the life of the process."""
     if lib is None:
-        raise ArgumentError(f"hiding AVX-512 needs the C extension, which is not available ({IMPORT_ERROR})")
+        raise ArgumentError(f"hiding AVX-512 needs the C extension, which is not available ({missing_reason()})")
     if lib.mnv2_avx512_hidden():
         return
     if "avx512" not in isas():

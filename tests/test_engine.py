@@ -83,11 +83,25 @@ def test_engine_c_without_the_extension_says_so(monkeypatch):
     monkeypatch.setattr(native, "lib", None)
     monkeypatch.setattr(native, "IMPORT_ERROR", ImportError("no _mnv2"))
     monkeypatch.setattr(native, "_warned", True)
-    with pytest.raises(EngineUnavailable, match=r"the C extension is not built \(no _mnv2\)"):
+    with pytest.raises(EngineUnavailable, match=r"the C extension is not built \(.*no _mnv2\)"):
         MobileNetV2((64, 64, 3), alpha=0.35, weights=None, engine="c")
     model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None)
     x = rand(1, 64, 64, 3)
     np.testing.assert_array_equal(model.predict(x), model.trace(x)["predictions"])
+
+
+def test_a_missing_extension_is_named_as_such(monkeypatch, tmp_path):
+    """Python's error for a module file that is absent reads 'cannot import name '_mnv2' from
+    partially initialized module ... (most likely due to a circular import)': the warning and
+    EngineUnavailable quoted it, pointing at a bug that is not there."""
+    circular = ImportError("cannot import name '_mnv2' from partially initialized module 'mobilenetv2' "
+                           "(most likely due to a circular import)")
+    monkeypatch.setattr(native, "IMPORT_ERROR", circular)
+    monkeypatch.setattr(native, "__file__", str(tmp_path / "native.py"))  # a package folder without it
+    why = native.missing_reason()
+    assert "circular" not in why and "not built at install time" in why and str(tmp_path) in why
+    (tmp_path / "_mnv2.abi3.so").write_bytes(b"")  # there, but it does not load: Python's words say why
+    assert native.missing_reason() == f"_mnv2.abi3.so does not load: {circular}"
 
 
 # -- threads from the environment ------------------------------------------------------------

@@ -110,7 +110,7 @@ def test_an_engine_c_model_loaded_where_the_extension_is_not_built_says_so(monke
     monkeypatch.setattr(native, "_warned", True)
     model = pickle.loads(blob)
     x = rand(1, 32, 32, 3)
-    with pytest.raises(EngineUnavailable, match=r"engine='c' cannot run .* the C extension is not built \(no _mnv2\)"):
+    with pytest.raises(EngineUnavailable, match=r"engine='c' cannot run .* the C extension is not built \(.*no _mnv2\)"):
         model.predict(x)
     with pytest.raises(EngineUnavailable, match="the C extension is not built"):
         model(x)
