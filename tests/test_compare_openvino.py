@@ -220,3 +220,15 @@ def test_packed_constants_are_not_read_as_weights():
             assert w.shape == (16, 3, 3, 3) and set(np.unique(w)) <= {0, 1, 2, 3}
         else:
             assert node.attrs["weight"] is None, t
+
+
+def test_integer_input_from_pre_post_processor_is_refused(clean_ir):
+    """A deployment's PrePostProcessor often makes the input u8 (then converts and scales it):
+    OpenVINO cast the float images compare fed to u8 without a word, and the report said the stem
+    diverged, 'unexplained'."""
+    from openvino.preprocess import PrePostProcessor
+    ppp = PrePostProcessor(ov.Core().read_model(clean_ir))
+    ppp.input().tensor().set_element_type(ov.Type.u8)
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).mean(127.5).scale(127.5)
+    with pytest.raises(CompareError, match=r"input 'input' is u8, not float .*set_element_type"):
+        compare(ppp.build(), random=1)
