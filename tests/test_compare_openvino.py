@@ -118,6 +118,29 @@ def test_defect_found_as_in_onnx(model, clean, tmp_path, case):
         assert [u["layer"] for u in report["unmapped"]] == ["block_2_add"]
 
 
+# -- int8 IR -------------------------------------------------------------------------------------
+def test_int8_ir_is_precision_at_int8_level(model, clean, tmp_path):
+    """An int8 IR (FakeQuantize on the activations; weights i8 and biases i32, each a Convert
+    then a Multiply by its scales), as OpenVINO converts onnxruntime's QDQ graph and as
+    nncf.quantize writes it: every layer mapped through its FakeQuantize and precision at int8
+    confirmed with the IR's own grids, as for the QDQ graph.  It was refused without --weights
+    ('weights computed at run time'), and with them 'unexplained' with ten residual Adds called
+    missing.  The input is 8-bit pixels: each sits on a rounding tie of the input's grid, which
+    the reference breaks as the CPU plugin's FakeQuantize does."""
+    quant = pytest.importorskip("test_compare_quant", reason="int8 graphs are made by onnxruntime.quantization")
+    path = ir(quant.quantize(clean, tmp_path / "int8.onnx"), tmp_path / "int8.xml")
+    for weights in (model, None):
+        report = compare(path, weights=weights, batch=quant.pixels(2, 7))
+        d = report["diagnosis"]
+        assert report["other"]["kind"] == "openvino (int8)" and report["unmapped"] == []
+        assert len(report["layers"]) == 64  # every layer, through its FakeQuantize
+        assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("Conv1_relu", "precision", [])
+        ev = d["evidence"][0]
+        assert ev["detail"]["weights"] == "int8" and ev["detail"]["grid"] == "OTHER's own, per channel"
+        assert ev["detail"]["input"] and "biases onto their int32 grids" in ev["applied"]
+        assert ev["after"]["ratio"] <= 1 and d["after_fix"]["agrees"], d["after_fix"]
+
+
 # -- the LiteRT peer, converted by OpenVINO ------------------------------------------------------
 def test_tflite_peer_converted_to_ir(tmp_path):
     """OpenVINO reads .tflite: the ../shared peer as an IR agrees with the synthetic weights it
@@ -188,15 +211,16 @@ def test_missing_extra_is_named(monkeypatch, clean_ir):
 @pytest.mark.parametrize("opset", ["opset1", "opset5"])
 def test_batch_norm_inference_read_in_either_input_order(opset):
     """opset1's BatchNormInference takes (gamma, beta, data, mean, variance), opset5's (data, gamma,
-    ...); statistics computed rather than stored are None (a Multiply of Constants made the reader
-    unpack three values into four names: a bare ValueError)."""
+    ...); statistics the reader cannot compute are None (a computed one made the reader unpack three
+    values into four names: a bare ValueError); arithmetic on Constants is computed."""
     import importlib
     ops = importlib.import_module(f"openvino.{opset}")
     x = ops.parameter([1, 3, 32, 32], np.float32, name="x")
 
     def c(v):
         return ops.constant(np.full(3, v, np.float32))
-    for gamma, want in ((c(2.0), 2.0), (ops.multiply(c(1.0), c(2.0)), None)):
+    unknown = ops.convert(ops.constant(np.full(3, 2.0, np.float32), dtype=ov.Type.u4), ov.Type.f32)
+    for gamma, want in ((c(2.0), 2.0), (ops.multiply(c(1.0), c(2.0)), 2.0), (unknown, None)):
         bn = ops.batch_norm_inference(x, gamma, c(0.5), c(0.25), c(4.0), 1e-3)
         (node,) = [n for n in read_model(ov.Model([bn], [x], "bn")).nodes if n.op == "bn"]
         assert node.inputs == ["x"] and node.attrs["eps"] == pytest.approx(1e-3)

@@ -25,12 +25,14 @@ import numpy as np
 @dataclass
 class QParams:
     """An integer grid: value = (q - zero_point) * scale, q in [qmin, qmax]; ``scale`` and
-    ``zero_point`` per tensor (scalars) or per channel along ``axis``."""
+    ``zero_point`` per tensor (scalars) or per channel along ``axis``.  ``fq_range``: (lo, hi) where
+    an OpenVINO FakeQuantize rounds onto the grid (it computes in float32 from them: quant.activation_fn)."""
     scale: object
     zero_point: object
     qmin: int
     qmax: int
     axis: int = 1
+    fq_range: object = None
 
     @classmethod
     def of(cls, scale, zero_point, dtype, axis=1):

@@ -279,7 +279,7 @@ def _after_rounding(other, q):
     kind = (getattr(other, "float_rounding", None) or {}).get(q)
     if kind is not None:
         return f", after its Cast to {kind} and back to float32"
-    return ", after its QuantizeLinear/DequantizeLinear"
+    return ", after its FakeQuantize" if other.kind.startswith("openvino") else ", after its QuantizeLinear/DequantizeLinear"
 
 
 def _head_chain(t, how, only, rounded):

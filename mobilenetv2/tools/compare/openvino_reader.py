@@ -8,6 +8,12 @@ the Constant ops, float16 ones (``ov.save_model`` compresses to float16 by defau
 f16, then a Convert to f32) as their float16 values.  A conv's bias (an Add of a per-channel
 Constant after a Convolution or GroupConvolution) and the classifier's (after its MatMul) are
 the node's own bias, as an ONNX Conv or Gemm carries it.
+
+An int8 IR (``nncf.quantize``) is read as a QDQ ONNX graph is (onnx_quant.py): a FakeQuantize
+of an activation whose input and output ranges are the same constants is a ``qdq`` node on its
+grid ((hi - lo) / (levels - 1) apart, the zero point where lo lies), and a weight stored as
+integers (Constant i8 / u8, Convert, Subtract of its zero point, Multiply by its scales) is read
+dequantized, its conv or dense keeping that grid (``weight_q``) for quant.py's int8 reference.
 """
 import os
 import re
@@ -17,8 +23,8 @@ import numpy as np
 
 from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
-from mobilenetv2.tools.compare.graph import Node, OtherModel, tensor_layouts
-from mobilenetv2.tools.compare.onnx_quant import collapse_casts
+from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams, tensor_layouts
+from mobilenetv2.tools.compare.onnx_quant import collapse_casts, input_grid
 
 MAX_XML_BYTES = 64 << 20  # a MobileNetV2 IR's .xml is ~0.2 MB; its .bin holds the weights
 CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1"}
@@ -26,6 +32,7 @@ _TYPES = types.SimpleNamespace(BFLOAT16="bf16", FLOAT16="f16", FLOAT="f32")  # c
 _RESHAPES = {"Transpose", "Reshape", "Squeeze", "Unsqueeze"}
 _AFFINE = {"Add": "Add", "Subtract": "Sub", "Multiply": "Mul", "Divide": "Div"}
 _ARRAY_TYPES = {"f16", "bf16", "f32", "f64", "i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64", "boolean"}
+_INTEGERS = {"i8": np.int8, "u8": np.uint8, "i32": np.int32}  # an int8 IR's weights, biases
 _POOLS = {"ReduceMean": "average", "ReduceMax": "max", "MaxPool": "max", "AvgPool": "window"}
 _IR_ROOT = re.compile(rb"\A(\xef\xbb\xbf)?\s*(<\?xml[^>]*\?>\s*)?(<!--.*?-->\s*)*<net[\s>]", re.S)
 
@@ -85,6 +92,7 @@ def read_model(model, source=None):
         raise CompareError(f"{source!r}: input shape {shape} has 3 channels neither at axis 1 (NCHW) "
                            "nor at axis 3 (NHWC)")
     names, consts, ports, nodes = {}, {}, {}, []
+    integers, grids = {}, {}  # constants holding integers: (dtype, zero point); dequantized weights: QParams
     compressed = False
 
     def key(output):  # a tensor's name: its op's friendly name (unique), ':k' for its k-th output
@@ -108,14 +116,16 @@ def read_model(model, source=None):
             if value is not None:
                 consts[out] = value
                 compressed |= kind == "Convert" and op.input(0).get_element_type().get_type_name() == "f16"
+                _dequantized(op, kind, ins, out, consts, integers, grids)
             continue
         if kind in ("Parameter", "Result"):
             continue
         ports[out] = op.output(0)
-        nodes.append(_normalize(op, kind, ins, out, consts))
+        nodes.append(_normalize(op, kind, ins, out, consts, grids))
     nodes, float_rounded = collapse_casts(_fold_biases(nodes), _TYPES)
     input_name = key(params[0].output(0))
     outputs = [key(r.input_value(0)) for r in model.get_results()]
+    on_grid = {n.output: n.attrs["grid"] for n in nodes if n.op == "qdq" and n.attrs.get("grid") is not None}
 
     wanted = [ports[n.output] for n in nodes if n.output in ports
               and ports[n.output].get_element_type().is_real() and n.output not in outputs]
@@ -147,9 +157,16 @@ def read_model(model, source=None):
     other.layouts = tensor_layouts(nodes, input_name, layout)
     other.float_rounding = float_rounded or None
     other.outputs = outputs
+    if on_grid:
+        other.quant, other.input_quant = on_grid, input_grid(nodes, input_name)
+        other.kind = "openvino (int8)" if all(g.bits <= 8 for g in on_grid.values()) else "openvino (quantized)"
     other.runtime = (f"OpenVINO {ov.get_version().split('-')[0]} CPU plugin, inference precision f32 "
                      "(INFERENCE_PRECISION_HINT), 1 stream" +
-                     ("; weights stored as float16 in the model, decompressed to f32" if compressed else ""))
+                     ("; weights stored as float16 in the model, decompressed to f32" if compressed else "") +
+                     # measured with 2026.4.1: its convolutions run u8 without the added outputs, f32 with them
+                     ("; int8: with every layer's output requested the plugin runs the FakeQuantize ops and "
+                      "convolutions in f32 arithmetic, not the fused int8 kernels it runs the IR with as it is"
+                      if on_grid else ""))
     return other
 
 
@@ -173,7 +190,8 @@ def _constant(op):
 
 
 def _on_constants(op, values):
-    """What a Convert, Reshape-like op or Transpose of constants computes, or None."""
+    """What a Convert, Reshape-like op, Transpose or arithmetic of constants (an int8 weight's
+    dequantization) computes, or None."""
     kind = op.get_type_name()
     if not op.get_output_partial_shape(0).is_static:
         return None
@@ -185,10 +203,59 @@ def _on_constants(op, values):
         return np.transpose(values[0], np.asarray(values[1], np.int64))
     if kind in _RESHAPES:
         return np.reshape(values[0], list(op.get_output_shape(0)))
+    if kind in _AFFINE and op.get_output_element_type(0).is_real():
+        a, b = (np.asarray(v, np.float64) for v in values)
+        return {"Add": np.add, "Subtract": np.subtract, "Multiply": np.multiply, "Divide": np.divide}[kind](a, b)
     return None
 
 
-def _normalize(op, kind, ins, out, consts):
+def _per_channel(v):
+    """A scale or zero point as a scalar, or a vector where it varies along one axis."""
+    v = np.asarray(v, np.float64)
+    return v.reshape(-1) if v.size > 1 else v.reshape(())
+
+
+def _dequantized(op, kind, ins, out, consts, integers, grids):
+    """Follow an integer weight through its dequantization: a Convert of an i8 / u8 (a bias:
+    i32) Constant (``integers``: its dtype, zero point 0), a Subtract of its zero point, then the
+    Multiply by its scales gives the dequantized weight's grid (``grids``, per output channel or
+    tensor), kept through a Reshape or Transpose that keeps the output channels first."""
+    if kind == "Convert" and op.input(0).get_element_type().get_type_name() in _INTEGERS:
+        integers[out] = (_INTEGERS[op.input(0).get_element_type().get_type_name()], 0)
+    elif kind == "Subtract" and ins[0] in integers:
+        integers[out] = (integers[ins[0]][0], consts[ins[1]])
+    elif kind == "Multiply" and any(i in integers for i in ins):
+        q, s = ins if ins[0] in integers else ins[::-1]
+        dtype, zp = integers[q]
+        scale, zp = np.broadcast_arrays(np.asarray(consts[s], np.float64), np.asarray(zp, np.float64))
+        if np.all(zp == np.round(zp)) and np.all(scale > 0):
+            grids[out] = QParams.of(_per_channel(scale), _per_channel(zp), dtype, 0)
+    elif kind in _RESHAPES and ins[0] in grids and np.size(grids[ins[0]].scale) in (1, consts[out].shape[0],
+                                                                                    consts[out].size):
+        grids[out] = grids[ins[0]]
+
+
+def _fake_quantize(op, ins, consts):
+    """The grid of a FakeQuantize whose input and output ranges are the same constants (what
+    nncf.quantize writes): ``levels`` values from lo to hi, (q - zp) * scale with q in
+    [0, levels - 1], its zero point an integer; None for any other."""
+    ranges = [consts.get(i) for i in ins[1:5]]
+    if any(r is None for r in ranges) or len(ranges) != 4:
+        return None
+    lo, hi, out_lo, out_hi = np.broadcast_arrays(*(np.asarray(r, np.float64) for r in ranges))
+    if not (np.array_equal(lo, out_lo) and np.array_equal(hi, out_hi)):
+        return None
+    levels = int(op.get_attributes()["levels"])
+    with np.errstate(all="ignore"):
+        scale = (hi - lo) / (levels - 1)
+        zp = -lo / scale
+    if not (np.all(scale > 0) and np.all(np.isfinite(scale)) and np.all(np.abs(zp - np.round(zp)) < 1e-3)):
+        return None
+    return QParams(_per_channel(scale), _per_channel(np.round(zp)).astype(np.int64), 0, levels - 1,
+                   fq_range=(_per_channel(lo), _per_channel(hi)))
+
+
+def _normalize(op, kind, ins, out, consts, grids):
     """One OpenVINO op as a compare Node."""
     a = op.get_attributes()
     name = op.get_friendly_name()
@@ -201,7 +268,8 @@ def _normalize(op, kind, ins, out, consts):
             w = w.reshape((w.shape[0] * w.shape[1],) + w.shape[2:])
         begin, end = list(a.get("pads_begin", (0, 0))), list(a.get("pads_end", (0, 0)))
         return Node("conv", [ins[0]], out, name, dict(
-            weight=w, bias=None, group=group, stride=tuple(a.get("strides", (1, 1))), pads=begin + end))
+            weight=w, bias=None, group=group, stride=tuple(a.get("strides", (1, 1))), pads=begin + end,
+            weight_q=grids.get(ins[1])))
     if kind == "BatchNormInference":  # opset1 reads (gamma, beta, data, ...), opset5 (data, gamma, ...)
         x = ins[2] if op.get_type_info().version_id == "opset1" else ins[0]
         g, b, m, v = (consts.get(i) for i in ins if i != x)  # None where computed, not stored
@@ -216,8 +284,9 @@ def _normalize(op, kind, ins, out, consts):
         return Node("add", data, out, name)
     if kind in _AFFINE and len(data) == 1:
         const = next(consts[i] for i in ins if i in consts)
+        grid = next((grids[i] for i in ins if i in grids), None)  # an int32 bias's
         return Node("affine", data, out, name, dict(kind=_AFFINE[kind], value=np.asarray(const, np.float64),
-                                                     data_first=ins[0] == data[0]))
+                                                     data_first=ins[0] == data[0], grid=grid))
     if kind == "Pad":
         return Node("pad", [ins[0]], out, name)
     if kind in _RESHAPES:
@@ -229,7 +298,12 @@ def _normalize(op, kind, ins, out, consts):
         return Node("pool", [ins[0]], out, name, dict(kind=_POOLS[kind], kernel=tuple(a.get("kernel", ()))))
     if kind == "MatMul" and len(data) == 1 and ins[1] in consts:
         w = consts[ins[1]]
-        return Node("dense", data, out, name, dict(weight=w if a.get("transpose_b") else w.T, bias=None))
+        return Node("dense", data, out, name, dict(weight=w if a.get("transpose_b") else w.T, bias=None,
+                                                    weight_q=grids.get(ins[1])))
+    if kind == "FakeQuantize" and ins[0] in data:
+        grid = _fake_quantize(op, ins, consts)
+        if grid is not None:
+            return Node("qdq", [ins[0]], out, name, dict(grid=grid))
     if kind == "Softmax":
         return Node("softmax", data, out, name)
     return Node("other", data, out, name, dict(kind=kind))
@@ -251,6 +325,7 @@ def _fold_biases(nodes):
         if (n.op in ("conv", "dense") and w is not None and len(nxt) == 1 and nxt[0].op == "affine"
                 and nxt[0].attrs["kind"] == "Add" and nxt[0].attrs["value"].size == w.shape[0]):
             folded.add(id(nxt[0]))
-            n = Node(n.op, n.inputs, nxt[0].output, n.name, dict(n.attrs, bias=nxt[0].attrs["value"].reshape(-1)))
+            n = Node(n.op, n.inputs, nxt[0].output, n.name, dict(n.attrs, bias=nxt[0].attrs["value"].reshape(-1),
+                                                                 bias_q=nxt[0].attrs["grid"]))
         out.append(n)
     return out

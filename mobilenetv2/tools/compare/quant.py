@@ -124,10 +124,18 @@ def activation_fn(grid, as_quantize_linear=False):
     """The rounding of a layer's NHWC output (or (N, C) vector) onto an activation grid.
     ``as_quantize_linear``: divide in float32 as ONNX Runtime's QuantizeLinear does, for the
     input: preprocessed pixels (p / 127.5 - 1) on a 2/255 grid all sit on ties, which float32
-    and float64 division break differently."""
+    and float64 division break differently; an OpenVINO FakeQuantize's grid (``fq_range``) as
+    its CPU plugin's kernel computes it: x * isc + ish in one fused multiply-add rounded to
+    float32, isc = (levels - 1) / (hi - lo) and ish = -lo * isc in float32 (OpenVINO 2026.4)."""
     def fn(y):
         c = y.shape[-1]
         s, z = _last_axis(grid.scale, c), _last_axis(grid.zero_point, c)
+        if as_quantize_linear and grid.fq_range is not None:
+            lo, hi = (_last_axis(v, c).astype(np.float32) for v in grid.fq_range)
+            isc = np.float32(grid.qmax - grid.qmin) / (hi - lo)
+            fma = (y.astype(np.float32).astype(np.float64) * isc + (-lo * isc)).astype(np.float32)
+            q = np.clip(np.round(fma), grid.qmin, grid.qmax)
+            return ((q - z) * s).astype(y.dtype)
         if as_quantize_linear:
             q = np.clip(np.round(y.astype(np.float32) / s.astype(np.float32)) + z, grid.qmin, grid.qmax)
             return ((q - z) * s).astype(y.dtype)
@@ -193,7 +201,7 @@ def int8_patches(ref):
 
 
 def _int8_patch(ref, weight_grids, acts, input_grid):
-    layers, per_channel = {}, set()
+    layers, per_channel, bias_grids = {}, set(), False
     for conv in keras_convs(ref.layers):
         wq, bq, own = (weight_grids or {}).get(conv.name, (None, None, None))
         if weight_grids is not None and wq is None:
@@ -206,6 +214,7 @@ def _int8_patch(ref, weight_grids, acts, input_grid):
         w = _round_as_quantizer(w, g, own)
         if bq is not None and _last_axis(bq.scale, bias.size) is not None:
             bias = round_to_grid(bias, _last_axis(bq.scale, bias.size), 0.0, bq.qmin, bq.qmax)
+            bias_grids = True
         w = w[..., None] if depthwise else w
         if bn is None:
             layers[conv.name] = lambda layer, w=w, b=bias: clone(
@@ -233,14 +242,15 @@ def _int8_patch(ref, weight_grids, acts, input_grid):
         return Patch("precision", "batch norms folded into the convolutions, then every weight rounded to int8 "
                      "(per channel, symmetric, max |w| / 127)", layers,
                      detail={"weights": "int8", "folded": True, "grid": "per-channel symmetric, max |w| / 127"})
+    biases = "biases onto their int32 grids" if bias_grids else "biases in float as OTHER stores them"
     post = {name: activation_fn(grid) for name, grid in acts.items() if name in ref.index}
     steps = {name: float(np.max(grid.scale)) for name, grid in acts.items() if name in ref.index}
     if not post and input_grid is None:  # int8 weights, float compute
         return Patch("precision", f"batch norms folded, weights rounded onto the graph's own int8 grids ({kind}), "
-                     "biases onto their int32 grids; activations in float as OTHER computes them", layers,
+                     f"{biases}; activations in float as OTHER computes them", layers,
                      detail={"weights": "int8", "folded": True, "grid": f"OTHER's own, {kind}"})
     text = (f"int8 as OTHER computes it: batch norms folded, weights rounded onto the graph's own int8 grids "
-            f"({kind}), biases onto their int32 grids, and the outputs of {len(post)} layers rounded with "
+            f"({kind}), {biases}, and the outputs of {len(post)} layers rounded with "
             "the graph's scales and zero points")
     input_fn = None
     if input_grid is not None:
