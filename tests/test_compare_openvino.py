@@ -246,13 +246,14 @@ def test_packed_constants_are_not_read_as_weights():
             assert node.attrs["weight"] is None, t
 
 
-def test_integer_input_from_pre_post_processor_is_refused(clean_ir):
-    """A deployment's PrePostProcessor often makes the input u8 (then converts and scales it):
-    OpenVINO cast the float images compare fed to u8 without a word, and the report said the stem
-    diverged, 'unexplained'."""
+@pytest.mark.parametrize("etype", ["u8", "f16"])
+def test_input_not_float32_from_pre_post_processor_is_refused(clean_ir, etype):
+    """A deployment's PrePostProcessor often makes the input u8 (then converts and scales it), or
+    f16: OpenVINO cast the float32 images compare fed to u8 (or rounded them to f16) without a
+    word, and the report said the stem diverged, 'unexplained'."""
     from openvino.preprocess import PrePostProcessor
     ppp = PrePostProcessor(ov.Core().read_model(clean_ir))
-    ppp.input().tensor().set_element_type(ov.Type.u8)
+    ppp.input().tensor().set_element_type(getattr(ov.Type, etype))
     ppp.input().preprocess().convert_element_type(ov.Type.f32).mean(127.5).scale(127.5)
-    with pytest.raises(CompareError, match=r"input 'input' is u8, not float .*set_element_type"):
+    with pytest.raises(CompareError, match=rf"input 'input' is {etype}, not float32 .*set_element_type"):
         compare(ppp.build(), random=1)

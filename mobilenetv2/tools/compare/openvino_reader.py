@@ -74,11 +74,11 @@ def read_model(model, source=None):
     if len(params) != 1:
         raise CompareError(f"{source!r} has {len(params)} inputs ({[p.get_friendly_name() for p in params]}); "
                            "a MobileNetV2 takes one image batch")
-    etype = params[0].get_element_type()
-    if not etype.is_real():  # OpenVINO would cast the float images compare feeds to it, silently
-        raise CompareError(f"{source!r}: input {params[0].get_friendly_name()!r} is {etype.get_type_name()}, "
-                           "not float (a PrePostProcessor's input().tensor().set_element_type?); compare feeds "
-                           "float images in [-1, 1]: give the model without that step")
+    etype = params[0].get_element_type().get_type_name()
+    if etype not in ("f32", "f64"):  # OpenVINO would cast (or round) the float32 images compare feeds, silently
+        raise CompareError(f"{source!r}: input {params[0].get_friendly_name()!r} is {etype}, not float32 (a "
+                           "PrePostProcessor's input().tensor().set_element_type?); compare feeds float32 "
+                           "images in [-1, 1]: give the model without that step")
     shape = params[0].get_partial_shape()
     dims = [d.get_length() if d.is_static else None for d in shape] if shape.rank.is_static else []
     if len(dims) != 4:
