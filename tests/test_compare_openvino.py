@@ -246,6 +246,21 @@ def test_packed_constants_are_not_read_as_weights():
             assert node.attrs["weight"] is None, t
 
 
+def test_channel_swap_folded_into_the_stem_is_named_as_unseen(model, clean_ir):
+    """A PrePostProcessor's BGR -> RGB conversion is folded by OpenVINO into the first conv's
+    weights: against weights read from OTHER it AGREES, and the report said nothing of it;
+    against the float weights it is the input layout."""
+    from openvino.preprocess import ColorFormat, PrePostProcessor
+    ppp = PrePostProcessor(ov.Core().read_model(clean_ir))
+    ppp.input().tensor().set_color_format(ColorFormat.BGR)
+    ppp.input().preprocess().convert_color(ColorFormat.RGB)
+    bgr = ppp.build()
+    report = compare(bgr, random=1)
+    assert report["agrees"] and "channel order (BGR) folded into the first conv" in report["weights"]["cannot_detect"]
+    report = compare(bgr, weights=model, random=1)
+    assert (report["first_divergent_layer"], report["diagnosis"]["cause"]) == ("bn_Conv1", "layout")
+
+
 @pytest.mark.parametrize("etype", ["u8", "f16"])
 def test_input_not_float32_from_pre_post_processor_is_refused(clean_ir, etype):
     """A deployment's PrePostProcessor often makes the input u8 (then converts and scales it), or

@@ -92,10 +92,12 @@ def from_other(other, hw, include_top, pooling=None, top_pooling="global"):
         models.append(m)
     desc = (f"read from OTHER ({other.kind}): MobileNetV2 alpha={alpha:g}, {len(convs)} convolutions, "
             f"{folded} with the batch norm folded in")
+    # a converter folds an input channel swap into the stem (OpenVINO's PrePostProcessor convert_color)
+    swap = ", or an input channel order (BGR) folded into the first conv's weights"
     cannot = ("weights read from OTHER cannot show a defect baked into them: a wrong batch-norm "
-              "epsilon folded into the conv weights, or weights already rounded (float16/bfloat16/int8)")
+              "epsilon folded into the conv weights, weights already rounded (float16/bfloat16/int8)" + swap)
     if folded == 0:
-        cannot = "weights read from OTHER cannot show weights already rounded (float16/bfloat16/int8) in them"
+        cannot = "weights read from OTHER cannot show weights already rounded (float16/bfloat16/int8) in them" + swap
     return models[0], models[1], desc + note, cannot
 
 
