@@ -275,18 +275,20 @@ def check_tensors(f, layers, config):
 
 def load_safetensors(model, path):
     """Read a transformers model.safetensors into ``model``'s layers (see check_tensors: shapes
-    and names are checked from the header before any tensor is read)."""
+    and names are checked from the header before any tensor is read).  Every layer's tensors are
+    checked before any is taken, and all are swapped at once (model.set_weights' rule): a bad
+    tensor leaves the model as it was, and a call running meanwhile sees the old weights or the new."""
     path = os.fspath(path)
     f = SafetensorsFile(path)
     expected = check_tensors(f, model.layers, model.config)
     by_layer = {}
     for name, (_, layer, index, kind) in expected.items():
-        by_layer.setdefault(layer.name, (layer, {}))[1][index] = _to_keras(f.get(name), kind)
-    for layer, arrays in by_layer.values():
-        try:
-            layer.set_weights([arrays[i] for i in range(len(layer.weight_shapes()))], model.dtype)
-        except ValueError as exc:
-            raise CheckpointError(f"{path!r}: {exc}") from None
+        by_layer.setdefault(layer.name, {})[index] = _to_keras(f.get(name), kind)
+    try:
+        model.set_weights([by_layer[layer.name][i] for layer in model.weighted_layers()
+                           for i in range(len(layer.weight_shapes()))])
+    except ValueError as exc:
+        raise CheckpointError(f"{path!r}: {exc}") from None
 
 
 def _member(folder, name):

@@ -82,6 +82,25 @@ def test_checkpoint_mismatches_are_named(tmp_path, edit, message):
         from_pretrained(folder)
 
 
+def test_a_refused_load_weights_leaves_the_model_as_it_was(tmp_path):
+    """load_weights set each layer as it went: a NaN in the classifier's bias (read last) was
+    refused after 208 of the 262 arrays had taken the checkpoint's values, as set_weights and
+    the Keras model's load_weights never leave a model."""
+    folder = _copy("mobilenet_v2_0.35_96", tmp_path)
+    model = from_pretrained(folder)
+    before = model.get_weights()
+
+    def edit(tensors):  # other weights, and a NaN in the last tensor read
+        for name in tensors:
+            tensors[name] *= 2
+        tensors["classifier.bias"][3] = np.nan
+
+    _rewrite(folder, edit)
+    with pytest.raises(CheckpointError, match="NaN or inf"):
+        model.load_weights(folder / "model.safetensors")
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
+
+
 @pytest.mark.parametrize("field, value", [
     ("depth_multiplier", -1), ("depth_multiplier", "1.0"), ("output_stride", 4), ("tf_padding", 1),
     ("hidden_act", "gelu"), ("layer_norm_eps", 0), ("model_type", "resnet"), ("id2label", {"0": 1}),
