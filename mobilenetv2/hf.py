@@ -278,7 +278,7 @@ def load_safetensors(model, path):
     and names are checked from the header before any tensor is read).  Every layer's tensors are
     checked before any is taken, and all are swapped at once (model.set_weights' rule): a bad
     tensor leaves the model as it was, and a call running meanwhile sees the old weights or the new."""
-    path = os.fspath(path)
+    path = files.path_str(path)
     f = SafetensorsFile(path)
     expected = check_tensors(f, model.layers, model.config)
     by_layer = {}

@@ -145,7 +145,7 @@ class SafetensorsFile:
     """
 
     def __init__(self, path):
-        self.path = os.fspath(path)
+        self.path = files.path_str(path)
         try:
             fd = files.open_regular(self.path, "safetensors file")
         except files.NotRegularFile as exc:

@@ -221,6 +221,10 @@ def test_a_bytes_path_is_a_path_wherever_one_is_taken(tmp_path):
     image = np.random.default_rng(0).integers(0, 256, (50, 60, 3), np.uint8)
     assert np.array_equal(M.hf_preprocess(image, os.fsencode(folder)), M.hf_preprocess(image, str(folder)))
     assert M.hf_preprocess(image, os.fsencode(folder)).shape == (1, 40, 40, 3)  # its config's size, not 224
+    hf = M.from_pretrained(os.fsencode(folder))  # a transformers model's load_weights: a bare TypeError
+    hf.set_weights([w + 0.5 for w in hf.get_weights()])
+    hf.load_weights(os.fsencode(os.path.join(folder, "model.safetensors")))
+    assert all(np.array_equal(a, b) for a, b in zip(hf.get_weights(), M.from_pretrained(folder).get_weights()))
     try:
         onnx_path = M.export_onnx(MobileNetV2((32, 32, 3), alpha=0.35, weights=backbone, include_top=False),
                                   tmp_path / "m.onnx")
