@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mobilenetv2.tools.compare.errors import CompareError
+
 
 @dataclass
 class QParams:
@@ -91,6 +93,20 @@ class OtherModel:
         if self.runner is None:
             return dict(self.fixed_tensors)
         return self.runner(x)
+
+
+def image_input(dims, source, shape):
+    """(layout, (H, W) or None where a side is dynamic) of an image batch input whose ``dims`` are
+    ``shape`` (a side None where dynamic), by the axis that holds its 3 channels: 1 (NCHW) or 3
+    (NHWC); else a CompareError naming ``source``."""
+    if dims[1] == 3:
+        layout, hw = "NCHW", (dims[2], dims[3])
+    elif dims[3] == 3:
+        layout, hw = "NHWC", (dims[1], dims[2])
+    else:
+        raise CompareError(f"{source!r}: input shape {shape} has 3 channels neither at axis 1 (NCHW) "
+                           "nor at axis 3 (NHWC)")
+    return layout, None if None in hw else hw
 
 
 def tensor_layouts(nodes, input_name, input_layout):

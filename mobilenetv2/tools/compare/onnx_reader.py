@@ -6,7 +6,7 @@ import numpy as np
 from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
 from mobilenetv2.tools.compare import onnx_quant
-from mobilenetv2.tools.compare.graph import Node, OtherModel, tensor_layouts
+from mobilenetv2.tools.compare.graph import Node, OtherModel, image_input, tensor_layouts
 
 _RESHAPES = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 _FLOAT_OPS = {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "Mul", "Sub", "Div", "Pad",
@@ -153,14 +153,7 @@ def read_onnx(path):
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
     if len(dims) != 4:
         raise CompareError(f"{path!r}: input {inp.name!r} has rank {len(dims)}, expected an image batch (rank 4)")
-    if dims[1] == 3:
-        layout, hw = "NCHW", (dims[2], dims[3])
-    elif dims[3] == 3:
-        layout, hw = "NHWC", (dims[1], dims[2])
-    else:
-        raise CompareError(f"{path!r}: input shape {dims} has 3 channels neither at axis 1 (NCHW) "
-                           "nor at axis 3 (NHWC)")
-    hw = None if None in hw else hw
+    layout, hw = image_input(dims, path, dims)
     nodes = [n for n in (_normalize(node, consts, helper, grids) for node in graph.node) if n is not None]
     nodes, on_grid, to_dequantize = onnx_quant.collapse_qdq(nodes)
     nodes, float_rounded = onnx_quant.collapse_casts(nodes, TensorProto)

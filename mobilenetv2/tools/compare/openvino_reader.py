@@ -23,7 +23,7 @@ import numpy as np
 
 from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
-from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams, tensor_layouts
+from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams, image_input, tensor_layouts
 from mobilenetv2.tools.compare.onnx_quant import collapse_casts, input_grid
 
 MAX_XML_BYTES = 64 << 20  # a MobileNetV2 IR's .xml is ~0.2 MB; its .bin holds the weights
@@ -84,13 +84,7 @@ def read_model(model, source=None):
     if len(dims) != 4:
         raise CompareError(f"{source!r}: input {params[0].get_friendly_name()!r} has shape {shape}, "
                            "expected an image batch (rank 4)")
-    if dims[1] == 3:
-        layout, hw = "NCHW", (dims[2], dims[3])
-    elif dims[3] == 3:
-        layout, hw = "NHWC", (dims[1], dims[2])
-    else:
-        raise CompareError(f"{source!r}: input shape {shape} has 3 channels neither at axis 1 (NCHW) "
-                           "nor at axis 3 (NHWC)")
+    layout, hw = image_input(dims, source, shape)
     names, taken, consts, ports, nodes = {}, {}, {}, {}, []
     integers, grids = {}, {}  # constants holding integers: (dtype, zero point); dequantized weights: QParams
     compressed = False
@@ -153,7 +147,7 @@ def read_model(model, source=None):
             parts = [run_one(feed[i:i + batch]) for i in range(0, len(feed), batch)]
         return {n: np.concatenate([np.asarray(p[k]) for p in parts]) for k, n in enumerate(results)}
 
-    other = OtherModel("openvino", source, nodes, layout, None if None in hw else hw, "NCHW", runner=run)
+    other = OtherModel("openvino", source, nodes, layout, hw, "NCHW", runner=run)
     other.layouts = tensor_layouts(nodes, input_name, layout)
     other.float_rounding = float_rounded or None
     other.outputs = outputs
