@@ -59,11 +59,11 @@ def actor_resources(cluster_cpus, threads=1, actors=None, actor_cpus=None):
     Default: one actor per ``threads`` CPUs, each asking ``threads`` CPUs less its share of
     RESERVED_CPUS, so that read and write tasks can always be scheduled; e.g. 2 CPUs, threads=1:
     2 actors x 0.75 CPU.  A ValueError when the choice would leave no room for them."""
-    _whole(threads, "threads", 1)
+    threads = _whole(threads, "threads", 1)
     if not is_finite(cluster_cpus) or cluster_cpus <= 0:
         raise ArgumentError(f"cluster_cpus must be a positive number, got {cluster_cpus!r}")
     if actors is not None:
-        _whole(actors, "actors", 1)
+        actors = _whole(actors, "actors", 1)
     if actor_cpus is not None and (not is_finite(actor_cpus) or actor_cpus <= 0):
         raise ArgumentError(f"actor_cpus must be a positive number, got {actor_cpus!r}")
     cluster_cpus = float(cluster_cpus)  # (a Fraction has no :g format for the message below)
