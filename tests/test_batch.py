@@ -628,3 +628,14 @@ def test_an_option_of_the_other_engine_is_refused_not_ignored(tmp_path, capsys, 
                             *SMALL, *extra], capsys)
     assert code == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("cell", [np.array(["a.jpg", "b.jpg"]), ["a.jpg"], ("a.jpg",)])
+def test_a_path_cell_holding_several_values_is_an_argument_error(cell):
+    """The recipes' rows (a Dask partition, a Ray batch) with an array or a list where one path goes:
+    NumPy's 'truth value of an array ... is ambiguous' ValueError escaped from the empty-cell test."""
+    from mobilenetv2.batch.inputs import given_rows
+    from mobilenetv2.errors import ArgumentError
+    with pytest.raises(ArgumentError, match=r"row 1 of the batch has .* as its path: give one path"):
+        given_rows({"path": ["ok.jpg", cell]})
+    assert given_rows({"path": ["ok.jpg", None]})[1] == ["ok.jpg", ""]

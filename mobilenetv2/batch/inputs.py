@@ -22,6 +22,8 @@ import hashlib
 import os
 import warnings
 
+import numpy as np
+
 from mobilenetv2 import files
 from mobilenetv2.errors import ArgumentError
 
@@ -52,6 +54,17 @@ def _missing(value):
         return True
 
 
+def _path_cell(n, value):
+    """Row ``n``'s path as a str ('' where the cell is empty): a list or an array there is no path
+    (its truth in _missing was NumPy's 'ambiguous' ValueError)."""
+    if isinstance(value, (list, tuple, dict, set, np.ndarray)):
+        raise ArgumentError(f"row {n} of the batch has {type(value).__name__} {str(value)[:80]} as its path: "
+                            "give one path (a string) per row")
+    if _missing(value):
+        return ""
+    return files.path_str(value) if isinstance(value, (bytes, os.PathLike)) else str(value)
+
+
 def _column(batch, name):
     """Column ``name`` of a pyarrow Table, a dict of arrays or a pandas DataFrame as a list (None if absent)."""
     if isinstance(batch, dict):
@@ -72,8 +85,7 @@ def given_rows(batch):
     paths, ids = _column(batch, "path"), _column(batch, "id")
     if paths is None:
         raise ArgumentError("the batch has no 'path' column (the image paths to read)")
-    paths = ["" if _missing(p) else files.path_str(p) if isinstance(p, (bytes, os.PathLike)) else str(p)
-             for p in paths]
+    paths = [_path_cell(n, p) for n, p in enumerate(paths)]
     if ids is None:
         return [image_id(p) for p in paths], paths
     for n, (key, path) in enumerate(zip(ids, paths)):
