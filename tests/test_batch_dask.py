@@ -35,6 +35,7 @@ def assert_same(got, want):
 
 def test_partition_rows_equal_the_batch_command_and_the_model_is_built_once(local_rows):
     frame = pd.DataFrame({"id": local_rows.index, "path": local_rows["path"]})
+    mnv2_dask.cached_job.cache_clear()  # (other test files' jobs are in the process's cache)
     parts = [mnv2_dask.predict_partition(frame.iloc[i:i + 7], **CONFIG) for i in range(0, len(frame), 7)]
     assert_same(pd.concat(parts), local_rows)
     assert mnv2_dask.cached_job.cache_info().misses == 1
