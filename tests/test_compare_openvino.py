@@ -24,6 +24,8 @@ from conftest import require_shared, set_synthetic_weights  # noqa: E402
 from mobilenetv2 import MobileNetV2  # noqa: E402
 from mobilenetv2.cli import main  # noqa: E402
 from mobilenetv2.tools.compare import CompareError, MissingExtra, compare  # noqa: E402
+from mobilenetv2.tools.compare.metrics import rel_l2  # noqa: E402
+from mobilenetv2.tools.compare.report import format_table  # noqa: E402
 from mobilenetv2.tools.compare.openvino_reader import read_model, read_openvino  # noqa: E402
 from onnx_graphs import edit_export, torch_style  # noqa: E402
 
@@ -56,6 +58,10 @@ def test_healthy_ir_agrees_at_every_layer(model, clean_ir, weights_file, tmp_pat
     assert "inference precision f32" in report["other"]["runtime"] and "1 stream" in report["other"]["runtime"]
     assert report["agrees"] and report["unmapped"] == []
     assert len(report["layers"]) == n_keras_outputs(model)  # every conv+BN, ReLU6, Add, pooling, head
+    # the IR compiled as it is (its own outputs only) gives the same logits, to its floor
+    dep = report["deployed"]
+    assert (dep["layer"], dep["agrees"]) == ("predictions", True) and "deployed: predictions" in text
+    assert dep["instrumented"]["agrees"] and dep["instrumented"]["rel_l2"] <= dep["floor_rel_l2"]
     for row in report["layers"]:
         assert row["agrees"] and row["cosine"] > 0.999999
     # our export names each op of the backbone as its Keras layer and OpenVINO keeps the names:
@@ -129,8 +135,10 @@ def test_int8_ir_is_precision_at_int8_level(model, clean, tmp_path):
     the reference breaks as the CPU plugin's FakeQuantize does."""
     quant = pytest.importorskip("test_compare_quant", reason="int8 graphs are made by onnxruntime.quantization")
     path = ir(quant.quantize(clean, tmp_path / "int8.onnx"), tmp_path / "int8.xml")
-    for weights in (model, None):
-        report = compare(path, weights=weights, batch=quant.pixels(2, 7))
+    x = quant.pixels(2, 7)
+    reports = [compare(path, weights=weights, batch=x) for weights in (model, None)]
+    assert "the run above leaves this floor too" in format_table(reports[0])  # the deployed line: not judged
+    for report in reports:
         d = report["diagnosis"]
         assert report["other"]["kind"] == "openvino (int8)" and report["unmapped"] == []
         assert len(report["layers"]) == 64  # every layer, through its FakeQuantize
@@ -139,6 +147,52 @@ def test_int8_ir_is_precision_at_int8_level(model, clean, tmp_path):
         assert ev["detail"]["weights"] == "int8" and ev["detail"]["grid"] == "OTHER's own, per channel"
         assert ev["detail"]["input"] and "biases onto their int32 grids" in ev["applied"]
         assert ev["after"]["ratio"] <= 1 and d["after_fix"]["agrees"], d["after_fix"]
+        assert "deployed_kernels" not in [f["cause"] for f in d["further"]]  # the run compared diverges too
+    # the deployed row: the IR as OpenVINO runs it without compare's outputs (its u8 convolutions),
+    # checked against that run made here, and a measured step away from the run compared layer by layer
+    dep = reports[0]["deployed"]  # (against the float weights given: the logits model.predict gives)
+    plain = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+    assert dep["rel_l2"] == pytest.approx(rel_l2(plain, model.predict(x)), rel=1e-3)
+    assert not dep["agrees"] and not dep["instrumented"]["bit_equal"]
+    assert 0 < dep["instrumented"]["rel_l2"] < dep["rel_l2"], dep
+
+
+def test_deployed_output_that_leaves_its_floor_diverges(clean_ir, weights_file, tmp_path, capsys, monkeypatch):
+    """The IR compiled as it is computes otherwise than the copy compare reads every op's output
+    of (faked: its logits 1 % larger): the layers all agree, the deployed output does not, and
+    the verdict is DIVERGES with the cause deployed_kernels."""
+    from mobilenetv2.tools.compare import CAUSES, openvino_reader
+    runner = openvino_reader.deployed_runner
+
+    def off_by_one_percent(*args):
+        run = runner(*args)
+        return lambda x: {k: v * np.float32(1.01) for k, v in run(x).items()}
+    monkeypatch.setattr(openvino_reader, "deployed_runner", off_by_one_percent)
+    out = tmp_path / "r.json"
+    assert main(["compare", clean_ir, "--weights", weights_file, "--random", "1", "--json", str(out),
+                 "--quiet"]) == 1
+    text = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert all(r["agrees"] for r in report["layers"]) and "deployed_kernels" in CAUSES
+    assert (report["agrees"], report["first_divergent_layer"]) == (False, "predictions")
+    d, dep = report["diagnosis"], report["deployed"]
+    assert (d["cause"], d["layer"], d["further"]) == ("deployed_kernels", "predictions", [])
+    assert dep["instrumented"]["rel_l2"] == pytest.approx(0.01, rel=1e-4)  # 1.01 x the run compared
+    assert dep["instrumented"]["agrees"] and dep["ratio"] > report["factor"] and not dep["agrees"]
+    assert "DIVERGES at predictions as deployed" in text and "cause: deployed_kernels" in text
+
+
+def test_deployed_output_of_a_backbone_is_out_relu_through_its_transpose(tmp_path):
+    """A backbone's output is out_relu through a Transpose to NHWC (our export's): the deployed
+    row is that layer, read as it is laid out (it was left out: no compared tensor is an output)."""
+    from mobilenetv2 import export_onnx
+    backbone = MobileNetV2(SHAPE, alpha=0.35, include_top=False, weights=None)
+    path = ir(export_onnx(backbone, tmp_path / "bb.onnx"), tmp_path / "bb.xml")
+    report = compare(path, random=1)
+    dep = report["deployed"]
+    assert report["agrees"] and report["layers"][-1]["layer"] == "out_relu"
+    assert (dep["layer"], dep["layout"], dep["agrees"]) == ("out_relu", "NHWC", True)
+    assert dep["tensor"] != report["layers"][-1]["tensor"]  # the Transpose after it
 
 
 # -- the LiteRT peer, converted by OpenVINO ------------------------------------------------------

@@ -187,6 +187,49 @@ def _defect_first(found):
     return dict(lead, further=found[:k] + found[k + 1:])
 
 
+def _deployed(o, x, matches, other_out, ref_trace, floors, factor):
+    """OTHER's final output as it runs deployed (``o.deployed``: compiled as it is, its own outputs
+    only) against the run compare instrumented and against the reference on that layer's floor;
+    None where the reader runs OTHER one way only.  An output that is a compared tensor seen
+    through the ops the mapping looks through (a backbone's Transpose to NHWC) is that layer."""
+    if o.deployed is None:
+        return None
+    made_by = {n.output: n for n in o.nodes}
+    mapped = {m.tensor: m for m in matches if m.layer in ref_trace}
+
+    def layer_of(t):
+        while t not in mapped and t in made_by and made_by[t].op in ("reshape", "cast") and made_by[t].inputs:
+            t = made_by[t].inputs[0]
+        return mapped.get(t)
+    finals = [(t, layer_of(t)) for t in o.outputs or () if layer_of(t) is not None]
+    if not finals:
+        return None
+    order = list(ref_trace)
+    tensor, m = max(finals, key=lambda f: order.index(f[1].layer))
+    want = ref_trace[m.layer]
+    got, read_as = M.to_nhwc(o.deployed(x)[tensor], want.shape, o.layout_of(tensor))
+    seen, _ = M.to_nhwc(other_out[tensor], want.shape, o.layout_of(tensor))
+    row = layer_row(m.layer, got, want, floors[m.layer], factor, m.how)
+    instrumented = layer_row(m.layer, seen, want, floors[m.layer], factor, m.how)
+    vs = metrics(got, seen) if np.shape(got) == np.shape(seen) else {"max_abs": None, "rel_l2": None}
+    return dict(row, tensor=tensor, layout=read_as, instrumented={
+        "max_abs": vs["max_abs"], "rel_l2": vs["rel_l2"], "bit_equal": bool(np.array_equal(got, seen)),
+        "ratio": instrumented["ratio"], "agrees": instrumented["agrees"]})
+
+
+def _deployed_diagnosis(row):
+    """``deployed_kernels``: the deployed run leaves the floor at OTHER's final output where the
+    instrumented run (the graph compare reads, every tensor requested) agrees there."""
+    ins = row["instrumented"]
+    return {"layer": row["layer"], "cause": "deployed_kernels", "also": [], "tried": 0, "evidence": [{
+        "cause": "deployed_kernels", "layer": row["layer"],
+        "applied": "OTHER's final output as compiled with every tensor requested (the graph compare reads) in "
+                   "place of its output as compiled as it is (its own outputs only: the kernels it is deployed with)",
+        "before": {"rel_l2": row["rel_l2"], "ratio": row["ratio"]},
+        "after": {"rel_l2": None, "ratio": ins["ratio"]},
+        "detail": {"rel_l2_vs_instrumented": ins["rel_l2"], "max_abs_vs_instrumented": ins["max_abs"]}}]}
+
+
 def compare(other, weights=None, images=None, random=None, seed=0, batch=None, mapping=None,
             factor=DEFAULT_FACTOR, progress=False):
     """Compare OTHER with the float64 reference layer by layer; return the report (a dict, the
@@ -253,7 +296,7 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     ref.quant = quant_info(o, matches, m64.layers)
     ref.unmapped = unmapped
     ref.other_weights = own_weights(o, m64.layers) if o.nodes else {}
-    bar = _Progress(progress, 4 + 40)
+    bar = _Progress(progress, 5 + 40)
     bar("running OTHER")
     other_out = o.run(x)
     missing = [m.tensor for m in matches if m.tensor not in other_out]
@@ -279,6 +322,8 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         ref.quant.forced = {k: v for k, v in ref.quant.forced.items() if v.shape == ref_trace[k].shape}
     rows = _rows(ref_trace, floors, other_out, matches, o, factor)
     first = next((r for r in rows if not r["agrees"]), None)
+    bar("running OTHER as deployed")
+    deployed = _deployed(o, x, matches, other_out, ref_trace, floors, factor)
     report = {
         "schema": SCHEMA,
         "other": {"source": o.source if isinstance(o.source, str) else repr(o.source), "kind": o.kind,
@@ -290,6 +335,7 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         "layers": rows,
         "unmapped": unmapped,
         "head": head,
+        "deployed": deployed,
         "agrees": first is None,
         "first_divergent_layer": None if first is None else first["layer"],
         "diagnosis": None,
@@ -303,5 +349,11 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
             break
     if further:
         report["diagnosis"] = _defect_first(further)
+    if deployed is not None and deployed["instrumented"]["agrees"] and not deployed["agrees"]:
+        if report["diagnosis"] is None:
+            report.update(agrees=False, first_divergent_layer=deployed["layer"],
+                          diagnosis=dict(_deployed_diagnosis(deployed), further=[]))
+        else:
+            report["diagnosis"]["further"].append(_deployed_diagnosis(deployed))
     bar.close()
     return report

@@ -14,9 +14,12 @@ global max pooling where Keras averages, or the reverse), ``missing_layer``
 reference), ``precision`` (weights rounded to float16 or bfloat16, folded or not, a weight
 within one step of OTHER's own taking OTHER's side; activations rounded where OTHER casts them,
 with or without its weights rounded; int8 weights, and for a quantized graph int8 as it
-computes: see quant.py), ``unexplained`` (nothing tried brings OTHER to its floor).  Where no
-single defect explains the layer, the best one is kept and the others are tried on top of it: two
-defects found together are reported with the one that explains most first, the other in ``also``.
+computes: see quant.py), ``deployed_kernels`` (OTHER run as it is deployed leaves the floor at
+its final output where the copy compare reads every tensor of agrees there: the runtime compiles
+the two otherwise; found by api.py, not by a patch), ``unexplained`` (nothing tried brings OTHER
+to its floor).  Where no single defect explains the layer, the best one is kept and the others
+are tried on top of it: two defects found together are reported with the one that explains most
+first, the other in ``also``.
 """
 import itertools
 
@@ -28,7 +31,7 @@ from mobilenetv2.tools.compare.quant import int8_patches, rounded_activations, r
 from mobilenetv2.tools.compare.reference import NO_PATCH, Bypass, Patch, PlainReLU, clone, fixed_pads
 
 CAUSES = ("padding", "bn_epsilon", "activation", "layout", "preprocessing", "class_offset", "head",
-          "pooling", "missing_layer", "precision", "unexplained")
+          "pooling", "missing_layer", "precision", "deployed_kernels", "unexplained")
 CHANNEL_NAMES = "RGB"
 
 

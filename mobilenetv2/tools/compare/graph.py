@@ -85,6 +85,8 @@ class OtherModel:
     float_rounding: dict = None      # tensor name -> 'bfloat16' / 'float16': OTHER rounds it there (Casts)
     outputs: list = None             # OTHER's own output tensors (its graph's outputs), where the reader knows them
     runtime: str = None              # how OTHER was run, where the reader chose settings (OpenVINO's precision)
+    deployed: object = None          # x -> {output tensor: array}: OTHER run as it is deployed, where
+                                     # run() requests every tensor of a copy the runtime compiles otherwise
 
     def layout_of(self, tensor):
         return (self.layouts or {}).get(tensor) or self.activation_layout

@@ -121,36 +121,22 @@ def read_model(model, source=None):
     outputs = [key(r.input_value(0)) for r in model.get_results()]
     on_grid = {n.output: n.attrs["grid"] for n in nodes if n.op == "qdq" and n.attrs.get("grid") is not None}
 
+    deployed = model.clone()  # as the user runs it: its own outputs only, so the plugin fuses as it does then
     wanted = [ports[n.output] for n in nodes if n.output in ports
               and ports[n.output].get_element_type().is_real() and n.output not in outputs]
     model.add_outputs(wanted)
     results = [key(r.input_value(0)) for r in model.get_results()]
-    try:
-        compiled = ov.Core().compile_model(model, "CPU", CONFIG)
-    except Exception as exc:
-        raise CompareError(f"OpenVINO's CPU plugin cannot compile {source!r}: {_message(exc)}") from None
-    request = compiled.create_infer_request()
+    request = _compile(ov, model, source).create_infer_request()
     batch = dims[0]  # a static batch size: run the input that many images at a time
 
-    def run_one(feed):
-        try:
-            return request.infer({0: feed}).to_tuple()
-        except Exception as exc:
-            raise CompareError(f"OpenVINO failed running {source!r} on input {list(feed.shape)}: "
-                               f"{_message(exc)}") from None
-
     def run(x):
-        feed = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "NCHW" else x, np.float32)
-        if not batch or len(feed) == batch or len(feed) % batch:
-            parts = [run_one(feed)]
-        else:
-            parts = [run_one(feed[i:i + batch]) for i in range(0, len(feed), batch)]
-        return {n: np.concatenate([np.asarray(p[k]) for p in parts]) for k, n in enumerate(results)}
+        return dict(zip(results, _infer(request, x, layout, batch, source)))
 
     other = OtherModel("openvino", source, nodes, layout, hw, "NCHW", runner=run)
     other.layouts = tensor_layouts(nodes, input_name, layout)
     other.float_rounding = float_rounded or None
     other.outputs = outputs
+    other.deployed = deployed_runner(ov, deployed, outputs, layout, batch, source)
     if on_grid:
         other.quant, other.input_quant = on_grid, input_grid(nodes, input_name)
         other.kind = "openvino (int8)" if all(g.bits <= 8 for g in on_grid.values()) else "openvino (quantized)"
@@ -159,9 +145,49 @@ def read_model(model, source=None):
                      ("; weights stored as float16 in the model, decompressed to f32" if compressed else "") +
                      # measured with 2026.4.1: its convolutions run u8 without the added outputs, f32 with them
                      ("; int8: with every layer's output requested the plugin runs the FakeQuantize ops and "
-                      "convolutions in f32 arithmetic, not the fused int8 kernels it runs the IR with as it is"
+                      "convolutions in f32 arithmetic, not the fused int8 kernels it runs the IR with as it is "
+                      "(its final output as it is: the deployed line)"
                       if on_grid else ""))
     return other
+
+
+def _compile(ov, model, source):
+    try:
+        return ov.Core().compile_model(model, "CPU", CONFIG)
+    except Exception as exc:
+        raise CompareError(f"OpenVINO's CPU plugin cannot compile {source!r}: {_message(exc)}") from None
+
+
+def _infer(request, x, layout, batch, source):
+    """The compiled model's outputs, in its order, for the NHWC batch ``x`` (fed in OTHER's layout,
+    ``batch`` images at a time where the model's batch size is static and divides ``x``'s)."""
+    def run_one(feed):
+        try:
+            return request.infer({0: feed}).to_tuple()
+        except Exception as exc:
+            raise CompareError(f"OpenVINO failed running {source!r} on input {list(feed.shape)}: "
+                               f"{_message(exc)}") from None
+
+    feed = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "NCHW" else x, np.float32)
+    if not batch or len(feed) == batch or len(feed) % batch:
+        parts = [run_one(feed)]
+    else:
+        parts = [run_one(feed[i:i + batch]) for i in range(0, len(feed), batch)]
+    return [np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(parts[0]))]
+
+
+def deployed_runner(ov, model, outputs, layout, batch, source):
+    """OTHER as deployed: ``model`` compiled as it is, with the same settings (compiled on first
+    use): {output tensor: array} for an NHWC batch.  With every op's output requested the CPU
+    plugin cannot fuse what it fuses here (an int8 IR's convolutions run in f32 arithmetic there,
+    u8 here: measured with 2026.4.1), so compare checks this run's final output too."""
+    compiled = []
+
+    def run(x):
+        if not compiled:
+            compiled.append(_compile(ov, model, source).create_infer_request())
+        return dict(zip(outputs, _infer(compiled[0], x, layout, batch, source)))
+    return run
 
 
 def _unique(name, taken):

@@ -41,6 +41,16 @@ def format_table(report, all_layers=False):
                      f"{_num(r['floor_rel_l2'])}  {ratio:>9}" + (f"  {r['note']}" if r.get("note") else ""))
     if len(shown) < len(rows):
         lines.append(f"   ... {len(rows) - len(shown)} more layers (--all to show them)")
+    dep = report.get("deployed")
+    if dep:
+        ins = dep["instrumented"]
+        against = ("bit-equal" if ins["bit_equal"] else
+                   f"rel L2 {_num(ins['rel_l2'])}, max abs {_num(ins['max_abs'])}")
+        ratio = (f"{dep['ratio']:.3g} x its floor" + ("" if dep["agrees"] else f", above {report['factor']:g} x")
+                 if dep["ratio"] is not None else dep.get("note", "-"))
+        lines.append(f"deployed: {dep['layer']} with OTHER compiled as it is (its own outputs only): "
+                     f"rel L2 {_num(dep['rel_l2'])} = {ratio}; against the run above: {against}" +
+                     ("" if ins["agrees"] else " (not judged: the run above leaves this floor too)"))
     lines.append("")
     if report["agrees"]:
         worst = max(rows, key=lambda r: r["ratio"] or 0)
@@ -51,12 +61,19 @@ def format_table(report, all_layers=False):
                          "(unmapped, above)")
         return "\n".join(lines)
     r = rows[idx]
-    lines.append(f"DIVERGES at {first} ({r['how']}): " + (
-        r.get("note") or f"rel L2 {r['rel_l2']:.3e} = {r['ratio']:.3g} x its floor {r['floor_rel_l2']:.2e}"))
     d = report["diagnosis"]
+    if d and d["cause"] == "deployed_kernels":
+        lines.append(f"DIVERGES at {first} as deployed: rel L2 {dep['rel_l2']:.3e} = {dep['ratio']:.3g} x its "
+                     f"floor {dep['floor_rel_l2']:.2e}, where the run with every tensor requested agrees "
+                     f"({dep['instrumented']['ratio']:.3g} x)")
+    else:
+        lines.append(f"DIVERGES at {first} ({r['how']}): " + (
+            r.get("note") or f"rel L2 {r['rel_l2']:.3e} = {r['ratio']:.3g} x its floor {r['floor_rel_l2']:.2e}"))
     for k, d in enumerate([d] + d.get("further", []) if d else []):
         if k and k == 1 and d["cause"] == "precision" and "precision" in report["diagnosis"]["also"]:
             lines.append(f"found first, at {d['layer']} (the rounding the cause above was diagnosed with):")
+        elif k and d["cause"] == "deployed_kernels":
+            lines.append(f"and as deployed, where the run above agrees at {d['layer']}:")
         elif k:
             lines.append(f"next divergent layer with the causes above applied: {d['layer']}")
         also = f" (also: {', '.join(d['also'])})" if d["also"] else ""
@@ -66,6 +83,12 @@ def format_table(report, all_layers=False):
             lines.append(f"  note: {u['layer']} has no counterpart in OTHER ({u['why']}), right before this layer")
         if d["cause"] == "unexplained" and not d["evidence"]:
             lines.append("  no candidate reduced the error")
+        if d["cause"] == "deployed_kernels":
+            e = d["evidence"][0]
+            lines.append(f"  OTHER compiled as it is computes {d['layer']} otherwise than the copy compare reads "
+                         f"every tensor of (rel L2 {_num(e['detail']['rel_l2_vs_instrumented'])} between them): "
+                         "the kernels it is deployed with differ from the graph compared layer by layer")
+            continue
         for e in d["evidence"]:
             b, a = e["before"], e["after"]
             label = "closest (not confirmed)" if d["cause"] == "unexplained" else "confirmed"
