@@ -82,6 +82,7 @@ class OtherModel:
     keras_weights: object = None     # Keras layer name -> its weight arrays (a Keras model)
     quant: dict = None               # tensor name -> QParams: OTHER's values there lie on that grid
     input_quant: object = None       # QParams of the rounding OTHER applies to its input, or None
+    input_quant_tensor: str = None   # the tensor OTHER writes that rounding to, where the reader knows it
     float_rounding: dict = None      # tensor name -> 'bfloat16' / 'float16': OTHER rounds it there (Casts)
     outputs: list = None             # OTHER's own output tensors (its graph's outputs), where the reader knows them
     runtime: str = None              # how OTHER was run, where the reader chose settings (OpenVINO's precision)

@@ -139,14 +139,19 @@ def collapse_qdq(nodes):
 
 def input_grid(nodes, input_name):
     """The grid OTHER rounds its input to (a Q right after the input, through layout ops), or None."""
+    return input_rounding(nodes, input_name)[0]
+
+
+def input_rounding(nodes, input_name):
+    """(the grid OTHER rounds its input to, the tensor it writes there) or (None, None)."""
     seen = {input_name}
     for n in nodes:
         if n.inputs and n.inputs[0] in seen:
             if n.op == "reshape":
                 seen.add(n.output)
             elif n.op in ("qdq", "quant"):
-                return n.attrs["grid"]
-    return None
+                return n.attrs["grid"], n.output
+    return None, None
 
 
 def collapse_casts(nodes, TensorProto):

@@ -24,7 +24,7 @@ import numpy as np
 from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
 from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams, image_input, tensor_layouts
-from mobilenetv2.tools.compare.onnx_quant import collapse_casts, input_grid
+from mobilenetv2.tools.compare.onnx_quant import collapse_casts, input_rounding
 
 MAX_XML_BYTES = 64 << 20  # a MobileNetV2 IR's .xml is ~0.2 MB; its .bin holds the weights
 CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1"}
@@ -138,7 +138,8 @@ def read_model(model, source=None):
     other.outputs = outputs
     other.deployed = deployed_runner(ov, deployed, outputs, layout, batch, source)
     if on_grid:
-        other.quant, other.input_quant = on_grid, input_grid(nodes, input_name)
+        other.quant = on_grid
+        other.input_quant, other.input_quant_tensor = input_rounding(nodes, input_name)
         other.kind = "openvino (int8)" if all(g.bits <= 8 for g in on_grid.values()) else "openvino (quantized)"
     other.runtime = (f"OpenVINO {ov.get_version().split('-')[0]} CPU plugin, inference precision f32 "
                      "(INFERENCE_PRECISION_HINT), 1 stream" +

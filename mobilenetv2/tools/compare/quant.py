@@ -31,6 +31,7 @@ class QuantInfo:
     weights: dict   # Keras conv / dense name -> (weight QParams, bias QParams or None, OTHER's
                     # dequantized weights in the Keras layout: the side it took at a rounding tie)
     forced: dict = None  # Keras layer -> OTHER's tensor there (NHWC): what the int8 reference runs from
+    input_seen: object = None  # OTHER's rounded input (NHWC), where its run shows it: its side at a tie
     rounding: dict = None  # Keras layer -> 'bfloat16' / 'float16': OTHER rounds its output (Cast pairs)
 
 
@@ -120,21 +121,30 @@ def round_to_grid(x, scale, zero_point, qmin, qmax):
     return (q - zero_point) * scale
 
 
-def activation_fn(grid, as_quantize_linear=False):
+def activation_fn(grid, as_quantize_linear=False, seen=None):
     """The rounding of a layer's NHWC output (or (N, C) vector) onto an activation grid.
     ``as_quantize_linear``: divide in float32 as ONNX Runtime's QuantizeLinear does, for the
     input: preprocessed pixels (p / 127.5 - 1) on a 2/255 grid all sit on ties, which float32
     and float64 division break differently; an OpenVINO FakeQuantize's grid (``fq_range``) as
     its CPU plugin's kernel computes it: x * isc + ish in one fused multiply-add rounded to
-    float32, isc = (levels - 1) / (hi - lo) and ish = -lo * isc in float32 (OpenVINO 2026.4)."""
+    float32, isc = (levels - 1) / (hi - lo) and ish = -lo * isc in float32 (OpenVINO 2026.4).
+    The plugin computes some of them with a multiply and an add instead (a FakeQuantize run on its
+    own: with every tensor requested, one value in 301,056 of two random images fell in the next
+    bin): where the two forms round apart, ``seen`` (OTHER's own rounded values for the same
+    batch, where its run shows them) decides."""
     def fn(y):
         c = y.shape[-1]
         s, z = _last_axis(grid.scale, c), _last_axis(grid.zero_point, c)
         if as_quantize_linear and grid.fq_range is not None:
             lo, hi = (_last_axis(v, c).astype(np.float32) for v in grid.fq_range)
             isc = np.float32(grid.qmax - grid.qmin) / (hi - lo)
-            fma = (y.astype(np.float32).astype(np.float64) * isc + (-lo * isc)).astype(np.float32)
-            q = np.clip(np.round(fma), grid.qmin, grid.qmax)
+            x32 = y.astype(np.float32)
+            fma = (x32.astype(np.float64) * isc + (-lo * isc)).astype(np.float32)
+            q = np.round(fma)
+            if seen is not None and seen.shape == y.shape:
+                apart = np.round((x32 * isc).astype(np.float32) + (-lo * isc)) != q
+                q = np.where(apart, np.round(seen.astype(np.float64) / s) + z, q)
+            q = np.clip(q, grid.qmin, grid.qmax)
             return ((q - z) * s).astype(y.dtype)
         if as_quantize_linear:
             q = np.clip(np.round(y.astype(np.float32) / s.astype(np.float32)) + z, grid.qmin, grid.qmax)
@@ -191,7 +201,7 @@ def int8_patches(ref):
     info = getattr(ref, "quant", None)
     out = []
     if info is not None and (info.acts or info.weights):
-        p = _int8_patch(ref, info.weights, info.acts, info.input)
+        p = _int8_patch(ref, info.weights, info.acts, info.input, info.input_seen)
         if p is not None:
             out.append(p)
     p = _int8_patch(ref, None, {}, None)
@@ -200,7 +210,7 @@ def int8_patches(ref):
     return out
 
 
-def _int8_patch(ref, weight_grids, acts, input_grid):
+def _int8_patch(ref, weight_grids, acts, input_grid, input_seen=None):
     layers, per_channel, bias_grids = {}, set(), False
     for conv in keras_convs(ref.layers):
         wq, bq, own = (weight_grids or {}).get(conv.name, (None, None, None))
@@ -254,7 +264,7 @@ def _int8_patch(ref, weight_grids, acts, input_grid):
             "the graph's scales and zero points")
     input_fn = None
     if input_grid is not None:
-        input_fn = activation_fn(input_grid, as_quantize_linear=True)
+        input_fn = activation_fn(input_grid, as_quantize_linear=True, seen=input_seen)
         text += ", the input included"
     return Patch("precision", text, layers, input_fn=input_fn, post=post, steps=steps,
                  detail={"weights": "int8", "folded": True, "grid": f"OTHER's own, {kind}",
