@@ -19,7 +19,7 @@ def _f32(a, name, ndim):
         raise ArgumentError(f"{name} must be float32, got {a.dtype}")
     if a.ndim != ndim:
         raise ArgumentError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
-    return np.ascontiguousarray(a)
+    return np.require(a, None, ("C", "A"))  # C-contiguous at a float's alignment, as C loads it
 
 
 def _as_f32(a, name):
@@ -28,7 +28,7 @@ def _as_f32(a, name):
     a = np.asarray(a)
     if a.dtype.kind != "f":
         raise ArgumentError(f"{name} must be an array of floats, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, np.float32)
+    return np.require(a, np.float32, ("C", "A"))
 
 
 def _int(value, name):
@@ -179,8 +179,8 @@ def stem_row(x, w, bias, pads, i, relu6=False, out=None, scalar=False):
     if out is None:
         out = np.zeros((ow, cout), np.float32)
     elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (ow, cout)
-              and out.flags.c_contiguous and out.flags.writeable):
-        raise ArgumentError(f"out must be a writeable C-contiguous float32 array of shape {(ow, cout)}")
+              and out.flags.c_contiguous and out.flags.aligned and out.flags.writeable):
+        raise ArgumentError(f"out must be a writeable, aligned, C-contiguous float32 array of shape {(ow, cout)}")
     _fn("f32_stem3x3s2_row", scalar)(_ptr(x), _ptr(packed), _ptr(out), h, wd, cout, top, left, ow,
                                      i, _flag(relu6, "relu6"))
     return out

@@ -460,13 +460,13 @@ class MobileNetV2:
         """A checked batch (or part of one) as a C-contiguous array of the model's dtype; a value
         beyond the dtype's range (a float64 1e300 for a float32 model) is an ArgumentError saying
         so, not 'NaN or inf'.  finite: also refuse NaN and inf here."""
-        if x.dtype != self.dtype or not x.flags.c_contiguous:
+        if x.dtype != self.dtype or not (x.flags.c_contiguous and x.flags.aligned):
             needed, available = x.size * self.dtype.itemsize, machine.available_memory()
             if available is not None and needed > available:
                 raise _out_of_memory(x, needed, available, f"a copy of it as {self.dtype.name} takes")
             try:
                 with np.errstate(over="raise"):
-                    x = np.ascontiguousarray(x, dtype=self.dtype)
+                    x = np.require(x, self.dtype, ("C", "A"))  # an odd address too: the C kernels load floats
             except FloatingPointError:
                 big = np.finfo(self.dtype).max
                 raise ArgumentError(f"input has values beyond the range of {np.dtype(self.dtype).name} "

@@ -193,6 +193,31 @@ def test_wrappers_reject_bad_arrays():
                     np.zeros(4, np.float32), 1, (1, 1, 1, 1))
 
 
+def test_wrappers_copy_arrays_at_an_odd_address_before_c_reads_them(monkeypatch):
+    """A C-contiguous float32 array one byte off alignment (np.frombuffer at an offset) is copied
+    to an aligned one: C loads its floats as floats (UBSan: 'load of misaligned address' in
+    f32_resize_bilinear, reached from hf_processing.post_process_semantic_segmentation)."""
+    def odd(a):
+        out = np.frombuffer(b"\0" + a.tobytes(), a.dtype, offset=1).reshape(a.shape)
+        assert not out.flags.aligned
+        return out
+
+    def checked(a):
+        assert a.flags.aligned and a.ctypes.data % 4 == 0, "a misaligned array went to C"
+        return native.as_float_ptr(a)
+    monkeypatch.setattr(C, "_ptr", checked)
+    rng = np.random.default_rng(0)
+    x = rnd(rng, 1, 9, 7, 5)
+    want = K.resize_bilinear(x.astype(np.float64), 33, 20)
+    close(C.resize_bilinear(odd(x), 33, 20), want)
+    np.testing.assert_array_equal(C.relu6(odd(x)), np.clip(x, 0, 6))
+    w, b = rnd(rng, 4, 5), rnd(rng, 5)
+    np.testing.assert_array_equal(C.pack_pointwise(odd(w), odd(b)), C.pack_pointwise(w, b))
+    with pytest.raises(ValueError, match="aligned"):  # an output C would write: refused, not copied
+        C.stem_row(rnd(rng, 5, 5, 3), rnd(rng, 3, 3, 3, 8), rnd(rng, 8), (1, 1, 1, 1), 0,
+                   out=np.frombuffer(bytearray(3 * 8 * 4 + 1), np.float32, offset=1).reshape(3, 8))
+
+
 def test_wrappers_reject_rows_and_pools_that_would_leave_the_arrays():
     x = np.zeros((1, 5, 5, 4), np.float32)
     k, b = np.zeros((3, 3, 4), np.float32), np.zeros(4, np.float32)

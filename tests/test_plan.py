@@ -156,6 +156,37 @@ def test_plan_reads_the_callers_array_in_place_and_leaves_it_alone():
     np.testing.assert_array_equal(model(kept), got)  # a new array for the same plan
 
 
+def at_odd_address(a):
+    """A C-contiguous copy of ``a`` one byte past an aligned address (np.frombuffer at an offset,
+    a field of a packed record): NumPy calls it unaligned."""
+    out = np.frombuffer(b"\0" + a.tobytes(), a.dtype, offset=1).reshape(a.shape)
+    assert out.flags.c_contiguous and not out.flags.aligned
+    return out
+
+
+def floats_aligned_pointer(monkeypatch):
+    """Make every array given to C as a float * prove it is aligned for floats: a misaligned one
+    is undefined behaviour in the kernels (UBSan: 'load of misaligned address')."""
+    as_float_ptr = native.as_float_ptr
+
+    def checked(a):
+        assert a.flags.aligned and a.ctypes.data % 4 == 0, "a misaligned array went to C"
+        return as_float_ptr(a)
+    monkeypatch.setattr(native, "as_float_ptr", checked)
+
+
+@pytest.mark.parametrize("isa", native.isas() or ["scalar"])
+def test_a_batch_at_an_odd_address_is_copied_before_c_reads_it(monkeypatch, isa):
+    model = MobileNetV2((None, None, 3), alpha=0.35, include_top=False, weights=None, threads=1)
+    x = rand(2, 40, 45, 3)
+    want = model.predict(x)
+    floats_aligned_pointer(monkeypatch)
+    with native.use_isa(isa):
+        np.testing.assert_array_equal(model.predict(at_odd_address(x)), want)
+        np.testing.assert_array_equal(model(at_odd_address(x)), want)
+        np.testing.assert_array_equal(model.predict(at_odd_address(x), batch_size=1), want)
+
+
 @pytest.mark.parametrize("index", [0, 1234, -1])
 def test_plan_input_copy_finds_a_nan_anywhere(index):
     """The C copy checks 8 values a vector and the rest one by one: 1 x 33 x 35 x 3 = 3465 values."""
