@@ -101,3 +101,38 @@ def test_weights_pay_only_when_they_cost_less_than_the_traffic_saved():
     assert P._weights_pay(P.FUSE_MAX_WEIGHT_BYTES, dw, 1)
     assert P._weights_pay(4 * band_bytes, dw, 4)
     assert not P._weights_pay(max(4 * band_bytes, P.FUSE_MAX_WEIGHT_BYTES) + 4, dw, 4)
+
+
+def labels(n):
+    return {i: str(i) for i in range(n)}
+
+
+@pytest.mark.parametrize("config,top_pooling,shape,batch", [
+    # channel counts off every vector width (depth_divisible_by 1 or 3, expand ratios 1.5 to 3.3),
+    # each head and output stride, sizes that leave every stride, band and thread split a remainder
+    (dict(depth_multiplier=0.1, depth_divisible_by=1, min_depth=1, expand_ratio=2.5, output_stride=16,
+          tf_padding=False, head="segmentation", id2label=labels(3)), "global", (37, 50), 2),
+    (dict(depth_multiplier=0.35, depth_divisible_by=3, min_depth=3, expand_ratio=1.5, first_layer_is_expansion=False,
+          finegrained_output=False, head="classification", id2label=labels(7)), "7x7", (33, 1030), 1),
+    (dict(depth_multiplier=0.2, depth_divisible_by=1, min_depth=5, expand_ratio=3.3, output_stride=8, head=None),
+     "global", (65, 34), 3),
+])
+def test_odd_channel_counts_on_every_isa_and_thread_count(monkeypatch, config, top_pooling, shape, batch):
+    """transformers configs whose every layer has a channel count no kernel's vector width divides,
+    every block fused in bands of 3 rows (the stem too where the first block has no expansion):
+    the float64 engine within float32 rounding, and the same bits on every ISA and thread count."""
+    x = np.random.default_rng(5).uniform(-1, 1, (batch,) + shape + (3,)).astype(np.float32)
+    fuse_everything(monkeypatch)
+    monkeypatch.setattr(P, "MAX_BAND", 3)
+    monkeypatch.setattr(P, "STEM_FUSE_MIN_BYTES", 0)
+    f32 = HFMobileNetV2(HFConfig(**config), threads=1, top_pooling=top_pooling)
+    f64 = HFMobileNetV2(HFConfig(**config), "float64", top_pooling=top_pooling)
+    f64.set_weights(f32.get_weights())
+    got, want = f32.predict(x), f64.predict(x.astype(np.float64))
+    assert fused_blocks(f32) and got.shape == want.shape
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
+    for isa in native.isas():
+        for threads in (1, 3, 17):
+            f32.threads = threads
+            with native.use_isa(isa):
+                np.testing.assert_array_equal(f32.predict(x), got, err_msg=f"{isa} {threads} threads")
