@@ -128,10 +128,10 @@ def activation_fn(grid, as_quantize_linear=False, seen=None):
     and float64 division break differently; an OpenVINO FakeQuantize's grid (``fq_range``) as
     its CPU plugin's kernel computes it: x * isc + ish in one fused multiply-add rounded to
     float32, isc = (levels - 1) / (hi - lo) and ish = -lo * isc in float32 (OpenVINO 2026.4).
-    The plugin computes some of them with a multiply and an add instead (a FakeQuantize run on its
-    own: with every tensor requested, one value in 301,056 of two random images fell in the next
-    bin): where the two forms round apart, ``seen`` (OTHER's own rounded values for the same
-    batch, where its run shows them) decides."""
+    The plugin computes some of them with a multiply and an add instead (the input FakeQuantize of
+    an nncf int8 backbone, its output requested: one value in 301,056 of two random images fell in
+    the other bin): where the two forms round apart, ``seen`` (OTHER's own rounded values for the
+    same batch, where its run shows them) decides."""
     def fn(y):
         c = y.shape[-1]
         s, z = _last_axis(grid.scale, c), _last_axis(grid.zero_point, c)
