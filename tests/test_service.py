@@ -186,25 +186,34 @@ def test_set_weights_while_others_predict_gives_old_or_new_never_a_mix():
     x = rand(1, 96, 96, 3)
     a = model.get_weights()
     b = [w * np.float32(0.9) if w.ndim > 1 else w for w in a]
-    want_a = model.predict(x)
-    model.set_weights(b)
-    want_b = model.predict(x)
+    seen = _swapping(model, a, b, [lambda: model.predict(x)] * 3, swaps=60)
+    assert "mix" not in seen and len(seen) > 10
+
+
+def _swapping(model, a, b, calls, swaps):
+    """What each call gave ('a', 'b' or 'mix': the result under weights a, under b, or neither)
+    while the model's weights were swapped between a and b ``swaps`` times, each call in a thread
+    of its own, over and over."""
+    want = []
+    for weights in (a, b):
+        model.set_weights(weights)
+        want.append([call() for call in calls])
     seen, stop = [], threading.Event()
 
-    def call():
+    def run(i):
         while not stop.is_set():
-            y = model.predict(x)
-            seen.append("a" if np.array_equal(y, want_a) else "b" if np.array_equal(y, want_b) else "mix")
+            y = calls[i]()
+            seen.append("a" if np.array_equal(y, want[0][i]) else "b" if np.array_equal(y, want[1][i]) else "mix")
 
-    workers = [threading.Thread(target=call) for _ in range(3)]
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
     for w in workers:
         w.start()
-    for i in range(60):
+    for i in range(swaps):
         model.set_weights(a if i % 2 else b)
     stop.set()
     for w in workers:
         w.join()
-    assert "mix" not in seen and len(seen) > 10
+    return seen
 
 
 def test_set_weights_while_the_numpy_engine_runs_gives_old_or_new_never_a_mix():
@@ -215,24 +224,8 @@ def test_set_weights_while_the_numpy_engine_runs_gives_old_or_new_never_a_mix():
     x = rand(2, 64, 64, 3).astype(np.float64)
     a = model.get_weights()
     b = [w * 0.9 if w.ndim > 1 else w for w in a]
-    want_a = model.predict(x), model.features(x, "block_16_project")["block_16_project"]
-    model.set_weights(b)
-    want_b = model.predict(x), model.features(x, "block_16_project")["block_16_project"]
-    seen, stop = [], threading.Event()
-
-    def call(i):
-        while not stop.is_set():
-            y = model.features(x, "block_16_project")["block_16_project"] if i else model.predict(x)
-            seen.append("a" if np.array_equal(y, want_a[i]) else "b" if np.array_equal(y, want_b[i]) else "mix")
-
-    workers = [threading.Thread(target=call, args=(i,)) for i in (0, 1)]
-    for w in workers:
-        w.start()
-    for i in range(40):
-        model.set_weights(a if i % 2 else b)
-    stop.set()
-    for w in workers:
-        w.join()
+    calls = [lambda: model.predict(x), lambda: model.features(x, "block_16_project")["block_16_project"]]
+    seen = _swapping(model, a, b, calls, swaps=40)
     assert "mix" not in seen and len(seen) > 10
 
 
