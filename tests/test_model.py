@@ -341,7 +341,7 @@ def test_an_input_whose_copy_does_not_fit_in_memory_is_refused_before_it_is_made
 
     def no_memory(*args, **kwargs):  # under an address-space limit (ulimit -v) the allocation fails
         raise MemoryError("Unable to allocate")
-    monkeypatch.setattr(np, "ascontiguousarray", no_memory)
+    monkeypatch.setattr(np, "require", no_memory)  # (how the batch is copied: aligned and C-contiguous)
     for call in (lambda: model(x), lambda: model.features(x, "Conv1"), lambda: model.trace(x)):
         with pytest.raises(InsufficientMemory, match="out of memory for a batch of 5 at 64x48; use a smaller"):
             call()
