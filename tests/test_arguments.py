@@ -74,7 +74,7 @@ def test_unsigned_numpy_counts_are_used_as_their_value():
     x = np.random.default_rng(0).uniform(-1, 1, (300, 32, 32, 3)).astype(np.float32)
     out = m.predict(x, batch_size=np.uint8(128))
     assert out.shape == (300, 1280)  # (1280 features at any alpha up to 1)
-    assert np.array_equal(out[256:], m.predict(x[256:]))
+    assert np.array_equal(out, m.predict(x, batch_size=128))  # the same chunks (NumPy's BLAS rounds by batch)
 
 
 def test_zero_d_integer_arrays_are_whole_numbers(tmp_path):
