@@ -301,8 +301,7 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     other_out = o.run(x)
     seen = other_out.get(o.input_quant_tensor) if ref.quant is not None and o.input_quant_tensor else None
     if seen is not None:  # OTHER's rounded input: its side where float32 rounds a tie either way
-        seen = np.asarray(seen)
-        ref.quant.input_seen = seen.transpose(0, 2, 3, 1) if o.layout_of(o.input_quant_tensor) == "NCHW" else seen
+        ref.quant.input_seen = M.to_nhwc(seen, x.shape, o.layout_of(o.input_quant_tensor))[0]
     missing = [m.tensor for m in matches if m.tensor not in other_out]
     if missing:
         raise CompareError(f"OTHER has no tensor(s) {missing[:5]} named in the mapping")

@@ -31,6 +31,7 @@ CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1"}
 _TYPES = types.SimpleNamespace(BFLOAT16="bf16", FLOAT16="f16", FLOAT="f32")  # collapse_casts' type names
 _RESHAPES = {"Transpose", "Reshape", "Squeeze", "Unsqueeze"}
 _AFFINE = {"Add": "Add", "Subtract": "Sub", "Multiply": "Mul", "Divide": "Div"}
+_ARITHMETIC = {"Add": np.add, "Subtract": np.subtract, "Multiply": np.multiply, "Divide": np.divide}  # on constants
 _ARRAY_TYPES = {"f16", "bf16", "f32", "f64", "i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64", "boolean"}
 _INTEGERS = {"i8": np.int8, "u8": np.uint8, "i32": np.int32}  # an int8 IR's weights, biases
 _POOLS = {"ReduceMean": "average", "ReduceMax": "max", "MaxPool": "max", "AvgPool": "window"}
@@ -230,9 +231,8 @@ def _on_constants(op, values):
         return np.transpose(values[0], np.asarray(values[1], np.int64))
     if kind in _RESHAPES:
         return np.reshape(values[0], list(op.get_output_shape(0)))
-    if kind in _AFFINE and op.get_output_element_type(0).is_real():
-        a, b = (np.asarray(v, np.float64) for v in values)
-        return {"Add": np.add, "Subtract": np.subtract, "Multiply": np.multiply, "Divide": np.divide}[kind](a, b)
+    if kind in _ARITHMETIC and op.get_output_element_type(0).is_real():
+        return _ARITHMETIC[kind](*(np.asarray(v, np.float64) for v in values))
     return None
 
 
