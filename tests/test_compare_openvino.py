@@ -242,6 +242,13 @@ def _hostile(clean, clean_ir, folder):
     _fifo(folder, "fifo_bin.bin")
     cases["fifo_bin"] = (str(folder / "fifo_bin.xml"), "FIFO")
     cases["fifo_xml"] = (str(_fifo(folder, "fifo.xml")), "FIFO")
+    # a .bin that is a link to a file outside the IR's folder (the file given is the .xml)
+    elsewhere = folder.parent / f"{folder.name}_elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret").write_bytes(bin_)
+    write("linked_bin", xml)
+    os.symlink(elsewhere / "secret", folder / "linked_bin.bin")
+    cases["linked_bin"] = (str(folder / "linked_bin.xml"), "outside")
     return cases
 
 

@@ -56,6 +56,10 @@ def read_openvino(path):
     if not os.path.lexists(weights):
         raise CompareError(f"OpenVINO IR {path!r} has no weights file {weights!r} beside it: keep the .bin "
                            "that openvino.save_model wrote with the .xml, under the same name")
+    try:  # the file given is the .xml: its .bin must not make us read a file elsewhere
+        files.folder_member(os.path.dirname(path) or ".", os.path.basename(weights))
+    except files.OutsideFolder as exc:
+        raise CompareError(str(exc)) from None
     data = read_input(weights, "weights .bin file", MAX_MODEL_BYTES)
     try:
         model = ov.Core().read_model(xml, ov.Tensor(np.frombuffer(data, np.uint8)) if data
