@@ -103,8 +103,9 @@ def cmd_classify(args):
         raise ArgumentError(f"--top must be at least 1, got {args.top}")
     if args.hf:
         if args.model_flags_given:
-            raise ArgumentError(f"{', '.join(args.model_flags_given)} do(es) not apply with --hf: the "
-                                "checkpoint folder fixes the model, its weights and its input size")
+            flags = args.model_flags_given
+            raise ArgumentError(f"{', '.join(flags)} {'does' if len(flags) == 1 else 'do'} not apply with "
+                                "--hf: the checkpoint folder fixes the model, its weights and its input size")
         return _classify_hf(args)
     model = _model(args)
     if model.classes != 1000:

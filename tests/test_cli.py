@@ -137,7 +137,7 @@ def test_classify_hf_refuses_keras_model_flags(capsys):
     image = require_shared("images", "panda.jpg")
     for flag, value in (("--alpha", "0.5"), ("--size", "96"), ("--weights", "x.h5")):
         assert main(["classify", "--hf", str(folder), str(image), flag, value]) == 2
-        assert f"{flag} do(es) not apply with --hf" in capsys.readouterr().err
+        assert f"{flag} does not apply with --hf" in capsys.readouterr().err
 
 
 def test_python_dash_m_runs_the_cli():

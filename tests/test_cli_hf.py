@@ -50,8 +50,8 @@ def test_segment_writes_the_class_map_at_the_image_size(tmp_path, capsys):
     (["classify", "--hf", "HF_SEG", "IMG"], "not an image classifier"),
     (["classify", "--hf", "/nonexistent", "IMG"], "not found"),
     # the defaults' values given were accepted and ignored (only other values were refused)
-    (["classify", "--hf", "HF_CLS", "IMG", "--alpha", "1.0", "--size", "224"], "--alpha, --size do(es) not apply"),
-    (["classify", "--hf", "HF_CLS", "IMG", "--weights", "imagenet"], "--weights do(es) not apply"),
+    (["classify", "--hf", "HF_CLS", "IMG", "--alpha", "1.0", "--size", "224"], "--alpha, --size do not apply"),
+    (["classify", "--hf", "HF_CLS", "IMG", "--weights", "imagenet"], "--weights does not apply"),
 ])
 def test_errors_are_one_line(tmp_path, capsys, argv, message):
     subs = {"HF_CLS": str(require_shared("hf", "mobilenet_v2_0.35_96")),
