@@ -169,7 +169,7 @@ def _named(weights):
     return named
 
 
-def from_user(weights, hw, include_top, pooling=None, alpha_hint=None, top_pooling="global"):
+def from_user(weights, hw, include_top, pooling=None, top_pooling="global"):
     """(float64 model, float32 model, description, cannot-detect note) from --weights: a
     MobileNetV2 object, a Keras .h5, a Hugging Face folder, or a variant name like '1.0_224'."""
     from mobilenetv2 import MobileNetV2
@@ -197,7 +197,7 @@ def from_user(weights, hw, include_top, pooling=None, alpha_hint=None, top_pooli
             classes = 1000
         src = None
         for top in ((True, False) if include_top else (False,)):
-            for alpha in ([alpha_hint] if alpha_hint else []) + [a for a in OFFICIAL_ALPHAS if a != alpha_hint]:
+            for alpha in OFFICIAL_ALPHAS:
                 try:
                     src = MobileNetV2((hw[0], hw[1], 3), alpha=alpha, include_top=top, weights=path,
                                       classes=classes if top else 1000, classifier_activation=None,
