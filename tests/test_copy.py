@@ -3,8 +3,10 @@ caches, threads), which runs beside the original from other threads, and whose w
 never the original's (nor the original's its).  copy.copy shares the read-only weight arrays and
 their packed C form; copy.deepcopy copies the weights."""
 import copy
+import gc
 import pickle
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -73,6 +75,14 @@ def test_a_shallow_copy_packs_no_weights_again():
     np.testing.assert_array_equal(deep(x), want)
     assert not any(np.shares_memory(deep._packed._arrays[name]["w"], arrays["w"])
                    for name, arrays in model._packed._arrays.items())
+    x2 = rand(2, 64, 64, 3, seed=1)
+    want2 = model(x2)
+    gone = weakref.ref(model)
+    del model, deep  # the packed arrays' memory lives as long as the copy reads it
+    gc.collect()
+    assert gone() is None
+    np.testing.assert_array_equal(twin(x), want)
+    np.testing.assert_array_equal(twin(x2), want2)  # a plan built after the original is gone
 
 
 def _change(model, how, weights, tmp_path):
