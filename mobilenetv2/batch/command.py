@@ -115,7 +115,7 @@ def run(args, kind):
             batches = -(-len(todo) // args.batch_size)  # a replica more would never run
             workers = max(1, min(args.workers or local.available_cpus() // args.threads, batches))
             local.check_memory(job, workers, args.batch_size, args.prefetch or 2, len(todo))
-            jobs = [job] + [BatchJob(**job_args) for _ in range(workers - 1)]
+            jobs = job.replicas(workers)  # one weight set, loaded and packed once
             progress = local.Progress(len(todo), enabled=not args.quiet)
             written, errors = local.run(jobs, todo, out, batch_size=args.batch_size, prefetch=args.prefetch or 2,
                                         decode_workers=args.decode_workers, rows_per_part=args.rows_per_part,
