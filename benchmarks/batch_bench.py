@@ -225,9 +225,9 @@ def main(argv=None):
     cases = [("float32", items), ("float64", items[:args.float64_images])]
     jobs = {dt: BatchJob("features", alpha=args.alpha, size=args.size, weights="none", dtype=dt, threads=cores)
             for dt, _ in cases}
-    # the CLI's defaults: one single-threaded replica per core (and one BLAS thread)
-    replicas = {dt: [BatchJob("features", alpha=args.alpha, size=args.size, weights="none", dtype=dt, threads=1)
-                     for _ in range(cores)] for dt, _ in cases}
+    # the CLI's defaults: one single-threaded replica per core (and one BLAS thread), one weight set
+    replicas = {dt: BatchJob("features", alpha=args.alpha, size=args.size, weights="none", dtype=dt,
+                             threads=1).replicas(cores) for dt, _ in cases}
     engines = ["naive", "stream"]
     if args.ray:
         import ray

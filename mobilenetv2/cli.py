@@ -1,17 +1,23 @@
 """The ``mobilenetv2`` command: classify images, list the variants, dump activations, benchmark.
 
-    mobilenetv2 classify IMAGE... [--alpha A] [--size S] [--weights PATH] [--top K] [--json]
+    mobilenetv2 classify IMAGE... [--alpha A] [--size S] [--weights W] [--top K] [--json]
     mobilenetv2 classify --hf DIR IMAGE... [--top K] [--json]     (a transformers checkpoint folder)
     mobilenetv2 segment --hf DIR IMAGE --out mask.png [--overlay]
     mobilenetv2 info [--json]
-    mobilenetv2 dump IMAGE --layers NAME... --out acts.npz [--alpha A] [--size S] [--weights PATH]
-    mobilenetv2 summary [--alpha A] [--size S]
+    mobilenetv2 dump IMAGE --layers NAME... --out acts.npz [--alpha A] [--size S] [--weights W]
+    mobilenetv2 summary [--alpha A] [--size S] [--weights W]
     mobilenetv2 bench ...            (see mobilenetv2 bench --help)
     mobilenetv2 compare OTHER [--weights W] [--images F|DIR... | --random N --seed S | --input X.npy]
                         [--mapping M.json] [--json OUT] [--plot OUT.png] [--factor F]
-    mobilenetv2 features|predict DIR_OR_GLOB_OR_LIST... --out DIR   (a resumable Parquet dataset)
+    mobilenetv2 features|predict DIR_OR_GLOB_OR_LIST... --out DIR [--alpha A] [--size S] [--weights W]
+                                     (a resumable Parquet dataset)
+
+--weights W is read one way everywhere (mobilenetv2.model_options): 'imagenet' (the default; summary's
+is 'none'), 'none' (Keras's initial weights), a variant name such as 1.0_224 (its imagenet weights with
+its alpha and size; an --alpha or --size that differs is refused; mobilenetv2 info lists the 22) or a
+Keras .h5 file. compare's W is a Keras .h5, a Hugging Face checkpoint folder or a variant name; a
+checkpoint folder goes to classify and segment with --hf DIR (their --weights refuses a folder).
 """
-import argparse
 import json
 import os
 import sys
@@ -21,44 +27,7 @@ import numpy as np
 
 from mobilenetv2 import files
 from mobilenetv2.errors import ArgumentError, Error, OneLineArgumentParser as _Parser, positive_int
-
-
-def _finite_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
-def _weights_arg(value):
-    return value if value in ("imagenet", "none") else os.fspath(value)
-
-
-MODEL_DEFAULTS = {"alpha": 1.0, "size": 224, "weights": "imagenet"}
-
-
-def _add_model_args(p, top=True):
-    """--alpha, --size, --weights (None where not given: see _model_args) and --dtype."""
-    from mobilenetv2.model import MAX_SIZE
-    p.add_argument("--alpha", type=_finite_float, default=None, help="width multiplier (default 1.0)")
-    p.add_argument("--size", type=positive_int(MAX_SIZE), default=None,
-                   help="input height and width (default 224)")
-    p.add_argument("--weights", type=_weights_arg, default=None,
-                   help="'imagenet' (found or downloaded), 'none' (Keras's initial weights), or a Keras .h5 path")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-
-
-def _model_args(args):
-    """The model flags the user gave (their names), after which ``args`` holds the defaults of
-    the others."""
-    given = [f"--{k}" for k in MODEL_DEFAULTS if getattr(args, k) is not None]
-    for k, v in MODEL_DEFAULTS.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    return given
+from mobilenetv2.model_options import add_model_args, model_args
 
 
 def _model(args, include_top=True, pooling=None):
@@ -102,10 +71,6 @@ def cmd_classify(args):
     if args.top < 1:
         raise ArgumentError(f"--top must be at least 1, got {args.top}")
     if args.hf:
-        if args.model_flags_given:
-            flags = args.model_flags_given
-            raise ArgumentError(f"{', '.join(flags)} {'does' if len(flags) == 1 else 'do'} not apply with "
-                                "--hf: the checkpoint folder fixes the model, its weights and its input size")
         return _classify_hf(args)
     model = _model(args)
     if model.classes != 1000:
@@ -287,7 +252,7 @@ def build_parser():
 
     p = sub.add_parser("classify", help="top ImageNet classes of images")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--top", type=positive_int(1000), default=5, help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--hf", metavar="DIR", help="a transformers checkpoint folder (config.json, "
@@ -312,12 +277,12 @@ def build_parser():
     p.add_argument("--layers", nargs="+", required=True, metavar="NAME", help="Keras layer names, or 'all'")
     p.add_argument("--out", required=True, help="output .npz path")
     p.add_argument("--no-top", dest="include_top", action="store_false", help="model without the classifier")
-    _add_model_args(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_dump)
 
     p = sub.add_parser("summary", help="print the layers, output shapes, params and MACs")
-    _add_model_args(p)
-    p.set_defaults(func=cmd_summary, weights="none")
+    add_model_args(p, weights="none")
+    p.set_defaults(func=cmd_summary)
 
     from mobilenetv2.batch.command import add_arguments as add_batch_arguments
     p = sub.add_parser("features", help="features of many images into a resumable Parquet dataset")
@@ -334,8 +299,8 @@ def build_parser():
                        "reference, and why (exit 0 agrees, 1 diverges, 2 bad input, 3 internal error)")
     p.add_argument("other", metavar="OTHER", help=".onnx, .tflite, an OpenVINO IR .xml (its .bin beside it), .npz, "
                    "or a folder of .npy files")
-    p.add_argument("--weights", help="reference weights: a Keras .h5, a Hugging Face folder or a "
-                   "variant name (default: read from OTHER)")
+    p.add_argument("--weights", help="reference weights: a Keras .h5, a Hugging Face checkpoint folder or a "
+                   "variant name such as 1.0_224 (mobilenetv2 info lists the 22); default: read from OTHER")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--images", nargs="+", metavar="FILE|DIR", help="images (load_image + preprocess_input)")
     src.add_argument("--random", type=int, metavar="N", help="N random images, uniform [-1, 1] (default 1)")
@@ -366,7 +331,7 @@ def main(argv=None):
                 return cmd_bench(argv[1:])
             args = build_parser().parse_args(argv)
             if hasattr(args, "alpha"):
-                args.model_flags_given = _model_args(args)
+                model_args(args, args.command)
             return args.func(args)
     except KeyboardInterrupt:
         print(f"mobilenetv2 {command}: interrupted", file=sys.stderr)

@@ -1,5 +1,6 @@
 """The MobileNetV2 model object: Keras's constructor arguments, layers, weights and forward pass."""
 import collections
+import copy
 import math
 import os
 import threading
@@ -196,6 +197,11 @@ class MobileNetV2:
     ``"auto"`` (the C core where it can serve the model, else NumPy), ``"c"`` (the C core or an
     EngineUnavailable error saying why not) or ``"numpy"``.  ``threads`` is the C core's thread
     count (None: see ``pool.default_threads``).
+
+    Calls from several threads on one model take turns.  ``copy.copy(model)`` is a model of its
+    own (layers, lock, plans, caches, threads) that runs at the same time as the original: it
+    shares the read-only weight arrays and their packed C form, and a weight change to either is
+    never the other's.  ``copy.deepcopy(model)`` copies the weights too.
     """
 
     # The compiled plans kept (least recently used dropped first): at most this many input shapes,
@@ -684,28 +690,55 @@ class MobileNetV2:
         self._threads = threadpool.default_threads() if value is None else threadpool.check_threads(value)
         self._threads_arg = value if value is None else self._threads
 
-    # -- pickling: the weights and settings travel, compiled state is rebuilt on first use ----
-    def __getstate__(self):
+    # -- copies and pickling: the weights and settings go, compiled state is rebuilt on first use --
+    def _state(self):
+        """The settings and the layers as they are now, without compiled state: each layer a
+        shallow copy holding the same read-only weight arrays.  Called with the plan lock held, so
+        a swap (set_weights, load_weights) is in the copy whole or not at all."""
         state = self.__dict__.copy()
-        for key in ("_lock", "_lock_pid", "_plans", "_packed", "_pool", "_memory_needs"):
+        for key in ("_lock", "_lock_pid", "_plans", "_packed", "_pool", "_memory_needs", "_by_name"):
             state.pop(key, None)
         if state.get("_threads_arg") is None:
             state.pop("_threads", None)  # resolved again where the copy is loaded
+        state["layers"] = [copy.copy(layer) for layer in self.layers]
         return state
+
+    def __getstate__(self):
+        with self._plan_lock:
+            return self._state()
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         if self._threads_arg is None:
             self.threads = None
+        self._by_name = {layer.name: layer for layer in self.layers}
         self._reset_compiled()
         self._watch_layers()
+
+    def __copy__(self):
+        """A model of its own (layers, lock, plans, caches, threads) that shares this one's
+        read-only weight arrays and the C engine's packed form of them: no weights are copied or
+        packed again.  A weight change through either model is the other's no more (set_weights
+        gives the changed model new arrays), and the two may run at once in different threads.
+        (copy.deepcopy, like pickling, copies the weights too and packs them again on first use.)"""
+        with self._plan_lock:
+            state = self._state()
+            current = self._packed is not None and self._packed.epoch == self.weights_epoch
+            packed = self._packed.so_far() if current else None
+        # everything else is copied deeply (a transformers model's id2label, config, hf_names)
+        shared = {id(w): w for layer in state["layers"] for w in layer.weights}
+        twin = type(self).__new__(type(self))
+        twin.__setstate__(copy.deepcopy(state, shared))
+        if packed is not None:
+            twin._packed = PackedWeights(twin, packed)
+        return twin
 
     def _watch_layers(self):
         """Each layer tells the models that hold it when its weights are replaced, through weak
         references: a bound method would make every model a reference cycle, kept (its C threads,
         its plans) after its last reference is dropped until Python's cycle collector runs, or for
-        good where a service disables it.  Models made by copy.copy share their layers: a
-        replacement through either is seen by both."""
+        good where a service disables it.  (A model's copies have layers of their own: see
+        __copy__.)"""
         for layer in self.layers:
             if not isinstance(layer.on_weights_change, _Watchers):
                 layer.on_weights_change = _Watchers()

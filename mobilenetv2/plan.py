@@ -397,12 +397,20 @@ class PackedWeights:
     computed per layer on first use and shared by every plan of that version.  They are carved
     from one _Slab in the order the first plan asks for them, which is the order it runs."""
 
-    def __init__(self, model):
+    def __init__(self, model, so_far=None):
+        """``so_far``: what another's ``so_far()`` gave, at the same weights (``model`` is a copy
+        of its model): taken as they are, and only what they lack is packed here."""
         self.epoch = model.weights_epoch
-        self._arrays = {}  # conv or dense layer name -> dict of aligned float32 arrays
+        self._arrays = so_far or {}  # conv or dense layer name -> dict of aligned float32 arrays
         # the packed form is about as big as the model's parameters (batch norms folded away,
         # panels padded): one mapping in the usual case, a second one if it is bigger
         self._slab = _Slab(huge_pages(), expect_bytes=4 * model.count_params())
+
+    def so_far(self):
+        """{layer name: its packed arrays} packed so far, for a copy of the model to start from
+        (model.__copy__ takes them under the model's plan lock: no plan is packing meanwhile).
+        The kernels only read them: plans of both models may run on them at once."""
+        return dict(self._arrays)
 
     def _get(self, name, make):
         arrays = self._arrays.get(name)

@@ -52,8 +52,9 @@ def _table():
 
 
 def variants():
-    """Every official weights file: dicts with alpha, rows, include_top, file, size, sha256, url."""
-    return [dict(v, url=_base_url() + v["file"]) for v in _table()["variants"]]
+    """Every official weights file: dicts with alpha, rows, include_top, file, size, sha256, url
+    (without the user:password@ a mirror's URL may hold)."""
+    return [dict(v, url=_split_userinfo(_base_url() + v["file"])[0]) for v in _table()["variants"]]
 
 
 def _entry(alpha, rows, include_top):
@@ -81,19 +82,35 @@ def _base_url():
     return base if base.endswith("/") else base + "/"
 
 
+def _split_userinfo(url, proxy=False):
+    """(``url`` without the ``user:password@`` before its host, that ``user:password`` or None):
+    the URL as a browser shows it, every other character as given (percent-encoding, port,
+    [IPv6] brackets).  The host part is read as urllib reads it: a URL's ends at its first '/',
+    '?' or '#'; a proxy's, which may lack its scheme:// (``user:pw@host:3128``), at the first '/'
+    after its first '@' (urllib.request's _parse_proxy)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if proxy and "@" in rest:
+        end = rest.find("/", rest.find("@"))
+    else:
+        end = min((i for i in map(rest.find, "/?#") if i >= 0), default=-1)
+    authority = rest if end < 0 else rest[:end]
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return url, None
+    return scheme + sep + host + rest[len(authority):], userinfo
+
+
 def _credentials(url):
     """(``url`` without the ``user:password@`` a mirror's URL may hold, the HTTP Basic
     Authorization they make or None): credentials are sent to that host, never shown in a
     message, never sent on to where it redirects."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        user, password = parts.username, parts.password
-    except ValueError:  # not a URL: opening it says so
-        return url, None
-    if user is None:
-        return url, None
-    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password or '')}"
+    bare, userinfo = _split_userinfo(url)
+    if userinfo is None:
+        return bare, None
+    user, _, password = userinfo.partition(":")
+    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
     return bare, "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
@@ -113,8 +130,9 @@ def what_loading_does(path, alpha, rows, include_top=True):
 
 
 def weights_url(alpha, rows, include_top=True):
-    """Where the file is downloaded from ($MOBILENETV2_WEIGHTS_URL replaces the base)."""
-    return _base_url() + weights_filename(alpha, rows, include_top)
+    """Where the file is downloaded from ($MOBILENETV2_WEIGHTS_URL replaces the base), without
+    the user:password@ a mirror's URL may hold."""
+    return _split_userinfo(_base_url() + weights_filename(alpha, rows, include_top))[0]
 
 
 def keras_cache_dir():
@@ -160,7 +178,7 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
     be put instead."""
     entry = _entry(alpha, rows, include_top)
     url = _base_url() + entry["file"]
-    shown = _credentials(url)[0]
+    shown = _split_userinfo(url)[0]
     allowed = download and downloads_allowed()
     found = find_weights(alpha, rows, include_top)
     cache = keras_cache_dir() / entry["file"]
@@ -423,12 +441,11 @@ class _NoDowngrade(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         target = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
+        here, there = _split_userinfo(req.full_url)[0], _split_userinfo(target.geturl())[0][:200]
         if target.scheme not in ("http", "https"):
-            raise DownloadError(f"{req.full_url} redirects to {target.geturl()[:200]}: only http and "
-                                "https are followed")
+            raise DownloadError(f"{here} redirects to {there}: only http and https are followed")
         if urllib.parse.urlsplit(req.full_url).scheme == "https" and target.scheme != "https":
-            raise DownloadError(f"{req.full_url} redirects to {target.geturl()[:200]}, from https to "
-                                f"{target.scheme}: refused")
+            raise DownloadError(f"{here} redirects to {there}, from https to {target.scheme}: refused")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -464,8 +481,8 @@ def _fetch_watched(url, auth, out, size, progress, deadline, watch):
         raise
     except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
         remaining()  # the deadline, where it is what ended the request
-        raise DownloadError(f"cannot download {url}{_via_proxy(url)}: "
-                            f"{getattr(exc, 'reason', None) or exc!r}") from None
+        why = _without_proxy_credentials(str(getattr(exc, "reason", None) or repr(exc)))
+        raise DownloadError(f"cannot download {url}{_via_proxy(url)}: {why}") from None
     digest = hashlib.sha256()
     with response:
         status = getattr(response, "status", 200)
@@ -531,7 +548,21 @@ def _via_proxy(url):
             return ""
     except ValueError:
         return ""
-    return f" (through the proxy {_credentials(proxy)[0]}, from ${parts.scheme}_proxy)"
+    return f" (through the proxy {_split_userinfo(proxy, proxy=True)[0]}, from ${parts.scheme}_proxy)"
+
+
+def _without_proxy_credentials(text):
+    """``text`` (urllib's, which quotes a proxy it cannot read: 'proxy URL with no authority:
+    ...') with the user:password of every proxy the environment names, and each password,
+    replaced by '***'."""
+    for proxy in urllib.request.getproxies().values():
+        userinfo = _split_userinfo(proxy, proxy=True)[1]
+        if userinfo:
+            password = userinfo.partition(":")[2]
+            for secret in (userinfo, password, urllib.parse.unquote(password)):
+                if secret:
+                    text = text.replace(secret, "***")
+    return text
 
 
 def _sock_timeout(response, seconds):

@@ -277,6 +277,100 @@ def test_the_memory_check_counts_every_worker(images, tmp_path, capsys, monkeypa
     assert PROCESSED.search(stdout).groups() == ("3", "0", "0")
 
 
+@pytest.mark.parametrize("extra", [[], ["--dtype", "float64"], ["--layer", "block_6_project_BN"]],
+                         ids=["float32-c", "float64", "layer-numpy"])
+def test_three_replicas_write_the_rows_of_one(tmp_path, capsys, monkeypatch, extra):
+    """The replicas are copies of the first job's model (its weight arrays, its packed C form):
+    their rows are those of one model, bit for bit, on the C plan (float32) and on the NumPy layers
+    (float64, or a layer other than the pooled output, run image by image)."""
+    from mobilenetv2.batch.job import BatchJob
+    write_images(tmp_path / "i", 23, seed=5, bad=["broken.png"])
+    tables, users = {}, {}
+    table = BatchJob.table
+    for workers in ("1", "3"):
+        used = users[workers] = set()
+        monkeypatch.setattr(BatchJob, "table", lambda self, *a: used.add(id(self)) or table(self, *a))
+        code, stdout, stderr = run_cli(["features", str(tmp_path / "i"), "--out", str(tmp_path / workers), *SMALL,
+                                        "--weights", "none", "--batch-size", "3", "--workers", workers, "--quiet",
+                                        *extra], capsys)
+        assert code == 0, stderr
+        assert PROCESSED.search(stdout).groups() == ("24", "1", "0")
+        tables[workers] = pads.dataset(str(tmp_path / workers), format="parquet").to_table()
+    assert len(users["1"]) == 1 and len(users["3"]) == 3  # (8 batches taken in turn by 3 replicas)
+    one, three = tables["1"], tables["3"]
+    assert one.schema == three.schema and one.column("id").to_pylist() == three.column("id").to_pylist()
+    assert one.column("error").to_pylist() == three.column("error").to_pylist()
+    want, got = (t.column("features").combine_chunks().flatten().to_numpy() for t in (one, three))
+    assert want.dtype == (np.float64 if extra[:1] == ["--dtype"] else np.float32) and want.size > 0
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_replicas_share_the_weights_but_not_the_locks(dtype):
+    """Each replica's model is a copy.copy of the first's: its own lock, layers and plans over the
+    same weight arrays and, where the C plan runs, the same packed arrays (the first model packs
+    them before it is copied, else each copy would pack its own).  Running in three threads at once,
+    each computes what the first computes alone."""
+    import threading
+
+    from mobilenetv2 import native
+    from mobilenetv2.batch.job import BatchJob
+    job = BatchJob(alpha=0.35, size=96, weights=None, dtype=dtype, threads=1)
+    jobs = job.replicas(3)
+    assert len(jobs) == 3 and jobs[0] is job and job.replicas(1) == [job]
+    for twin in jobs[1:]:
+        assert twin.model is not job.model and twin.config() == job.config()
+        assert twin.model._plan_lock is not job.model._plan_lock
+        assert twin.model.get_layer("block_3_expand") is not job.model.get_layer("block_3_expand")
+        for name in ("Conv1", "block_3_expand", "block_16_project"):
+            for w, v in zip(twin.model.get_layer(name).weights, job.model.get_layer(name).weights):
+                assert np.shares_memory(w, v)
+        if dtype == "float32" and native.available():
+            packed = job.model._packed._arrays
+            assert packed.keys() == twin.model._packed._arrays.keys() and "block_16_project" in packed
+            assert all(np.shares_memory(twin.model._packed._arrays[name]["w"], arrays["w"])
+                       for name, arrays in packed.items())
+    x = preprocess_input(np.random.default_rng(3).integers(0, 256, (4, 96, 96, 3)).astype(dtype))
+    want = job.infer(x)
+    got = [None] * 3
+    start = threading.Barrier(3)
+
+    def run(i):
+        start.wait()
+        got[i] = jobs[i].infer(x)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for y in got:
+        np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_memory_check_counts_the_shared_weights_once(dtype, monkeypatch):
+    """The figure of W replicas: W batches' buffers, and the weights once: the loaded ones are in use
+    already (shared by the replicas), and the C plan's packed form of them (float32, as big as
+    the float32 weights within 4 %) is made once for all.  Before, each replica past the first
+    counted a weight set of its own."""
+    from mobilenetv2 import machine, native
+    from mobilenetv2.batch import local
+    from mobilenetv2.batch.job import BatchJob
+    from mobilenetv2.errors import InsufficientMemory
+    monkeypatch.setattr(machine, "available_memory", lambda: 1 << 20)
+    job = BatchJob(alpha=0.35, size=96, weights=None, dtype=dtype)
+    packed = 4 * job.model.count_params() if dtype == "float32" and native.available() else 0
+    mib = 2 ** 20
+    for workers in (1, 3):
+        with pytest.raises(InsufficientMemory) as info:
+            local.check_memory(job, workers, 8, 2, 100)  # 13 batches of 8: 2 waiting
+        replicas = workers * job.memory_bytes(8) + packed
+        waiting = 2 * 8 * 96 * 96 * 3
+        assert (f"need at least {(replicas + waiting) / mib:.1f} MiB ({workers} model replicas "
+                f"{replicas / mib:.1f}, 2 decoded batches waiting {waiting / mib:.1f})") in str(info.value)
+
+
 def test_ray_without_ray_names_the_extra(tmp_path, monkeypatch, capsys):
     write_images(tmp_path / "i", 2)
     monkeypatch.setitem(sys.modules, "ray", None)

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import keras_reference, require_shared, set_synthetic_weights
+from conftest import keras_reference, require_shared, same_values, set_synthetic_weights
 from mobilenetv2 import MobileNetV2, registry
 from mobilenetv2.cli import main
 
@@ -145,3 +145,132 @@ def test_python_dash_m_runs_the_cli():
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "Total params: 1,691,208" in run.stdout and "block_16_project" in run.stdout
+
+
+@pytest.fixture(scope="module")
+def variant_files(tmp_path_factory):
+    """The synthetic 0.35_96 weights under the official file names, with and without top, alone in
+    a folder: weights/registry.json records no size or SHA-256 for 0.35_96, so they load as the
+    variant's imagenet files.  The no-top file's Conv1 kernel is halved, so a test that loaded one
+    file where it meant the other would see it."""
+    folder = tmp_path_factory.mktemp("weights_dir")
+    paths = {}
+    for top in (True, False):
+        model = set_synthetic_weights(MobileNetV2((96, 96, 3), alpha=0.35, include_top=top, weights=None))
+        if not top:
+            conv = model.get_layer("Conv1")
+            conv.set_weights([w * 0.5 for w in conv.get_weights()], model.dtype)
+        paths[top] = str(model.save_weights(folder / registry.weights_filename(0.35, 96, top)))
+    return folder, paths
+
+
+@pytest.fixture
+def weights_dir(variant_files, monkeypatch):
+    """$MOBILENETV2_WEIGHTS_DIR holds the variant files; nothing may download."""
+    folder, paths = variant_files
+    monkeypatch.setenv(registry.ENV_DIR, str(folder))
+    monkeypatch.setenv(registry.ENV_NO_DOWNLOAD, "1")
+    monkeypatch.setenv("KERAS_HOME", "/nonexistent-keras-home")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def three_images(tmp_path_factory):
+    from PIL import Image
+    folder = tmp_path_factory.mktemp("three")
+    rng = np.random.default_rng(5)
+    for i, (h, w) in enumerate(((70, 90), (96, 96), (120, 64))):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder, sorted(str(p) for p in folder.iterdir())
+
+
+SAME_WEIGHTS = [["--weights", "0.35_96"], ["--alpha", "0.35", "--size", "96"],
+                ["--weights", "0.35_96", "--alpha", "0.35", "--size", "96"]]
+
+
+@pytest.mark.parametrize("flags", SAME_WEIGHTS)
+def test_classify_a_variant_name_loads_its_weights(weights_dir, flags, capsys):
+    """--weights 0.35_96 is --alpha 0.35 --size 96 (imagenet): the variant's file, found through
+    $MOBILENETV2_WEIGHTS_DIR; the ranking is Keras's with those weights, the scores the Python
+    API's with the file named."""
+    from mobilenetv2.preprocessing import load_image, preprocess_input
+    panda = require_shared("images", "panda.jpg")
+    classes = json.loads(require_shared("imagenet_class_index.json").read_text())
+    assert main(["classify", str(panda), *flags, "--top", "5", "--json"]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    keras = keras_reference("synthetic_keras.npz")["0.35_96/logits"][0].astype(np.float64)
+    want = np.argsort(-keras)[:5]
+    assert [p["wnid"] for p in result["predictions"]] == [classes[str(i)][0] for i in want]
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=weights_dir[True])
+    probs = model.predict(preprocess_input(load_image(panda, target_size=96))[None])[0]
+    np.testing.assert_allclose([p["score"] for p in result["predictions"]], probs[want], rtol=1e-6)
+
+
+@pytest.mark.parametrize("flags", SAME_WEIGHTS)
+def test_dump_a_variant_name_loads_its_weights(weights_dir, three_images, flags, tmp_path):
+    from mobilenetv2.preprocessing import load_image, preprocess_input
+    image = three_images[1][0]
+    x = preprocess_input(load_image(image, target_size=96))[None]
+    layers = ["Conv1", "block_5_add", "out_relu"]
+    for top, extra in ((True, []), (False, ["--no-top"])):
+        out = tmp_path / f"acts_{top}.npz"
+        assert main(["dump", image, "--layers", *layers, "--out", str(out), *flags, *extra]) == 0
+        model = MobileNetV2((96, 96, 3), alpha=0.35, include_top=top, weights=weights_dir[top])
+        want = model.features(x, layers)
+        with np.load(out) as acts:
+            for name in layers:
+                np.testing.assert_array_equal(acts[name], want[name][0])
+    # the two files differ: the loop above tells the no-top file from the other
+    with np.load(tmp_path / "acts_True.npz") as a, np.load(tmp_path / "acts_False.npz") as b:
+        assert not np.allclose(a["Conv1"], b["Conv1"])
+
+
+def test_summary_a_variant_name_is_its_alpha_and_size(weights_dir, capsys):
+    assert main(["summary", "--weights", "0.35_96"]) == 0
+    text = capsys.readouterr().out
+    assert "Total params: 1,691,208" in text and "(None, 3, 3, 1280)" in text  # Keras's 0.35_96
+    assert main(["summary", "--alpha", "0.35", "--size", "96", "--weights", "imagenet"]) == 0
+    assert capsys.readouterr().out == text
+
+
+@pytest.mark.parametrize("kind", ["features", "predict"])
+def test_batch_commands_a_variant_name_loads_its_weights(weights_dir, three_images, kind, tmp_path, capsys):
+    """The rows are the Python API's with the variant's file, and the run is the one --alpha and
+    --size name: a rerun with them into the same --out resumes it (same configuration)."""
+    pytest.importorskip("pyarrow", reason="the batch command needs the 'batch' extra (pyarrow)")
+    import pyarrow.dataset as pads
+    from mobilenetv2.preprocessing import load_image, preprocess_input
+    folder, paths = three_images
+    out = tmp_path / "out"
+    assert main([kind, str(folder), "--out", str(out), "--weights", "0.35_96", "--quiet"]) == 0
+    assert "processed 3 images" in capsys.readouterr().out
+    top = kind == "predict"
+    model = MobileNetV2((96, 96, 3), alpha=0.35, include_top=top, weights=weights_dir[top],
+                        pooling=None if top else "avg")
+    rows = {r["path"]: r for r in pads.dataset(str(out), format="parquet").to_table().to_pylist()}
+    assert sorted(rows) == paths
+    for path in paths:
+        y = model.predict(preprocess_input(load_image(path, target_size=96))[None])[0]
+        if top:
+            best = list(np.argsort(-y, kind="stable")[:5])
+            assert rows[path]["classes"] == best
+            assert same_values(np.array(rows[path]["scores"], np.float32), y[best])
+        else:
+            assert same_values(np.array(rows[path]["features"], np.float32), y)
+    assert main([kind, str(folder), "--out", str(out), "--alpha", "0.35", "--size", "96", "--quiet"]) == 0
+    assert "processed 0 images (0 unreadable), skipped 3" in capsys.readouterr().out
+
+
+def test_compare_a_variant_name_is_its_imagenet_file(weights_dir, three_images, tmp_path, capsys):
+    """compare's --weights reads a variant name as the other subcommands do: a dump made with
+    --weights 0.35_96 agrees with the reference of --weights 0.35_96 and of the file's path."""
+    out = tmp_path / "acts.npz"
+    assert main(["dump", three_images[1][0], "--layers", "all", "--out", str(out), "--weights", "0.35_96"]) == 0
+    for weights in ("0.35_96", weights_dir[True]):
+        capsys.readouterr()
+        assert main(["compare", str(out), "--weights", weights, "--quiet"]) == 0
+        assert "AGREES" in capsys.readouterr().out
+    # 0.35_128's file is not in the folder (and nothing downloads): the name chose the file
+    assert main(["compare", str(out), "--weights", "0.35_128", "--quiet"]) == 2
+    assert "'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_128.h5' not found" \
+        in capsys.readouterr().err

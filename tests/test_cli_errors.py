@@ -57,6 +57,24 @@ def run_cli(*args, cwd=None):
     (["dump", "IMG", "--layers", "Conv1", "--out", "OUTDIR"] + SMALL, "is an existing folder"),
     (["dump", "IMG", "--layers", "Conv1", "--out", "nowhere/x.npz"] + SMALL, "does not exist"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    # --weights, read one way by every subcommand (mobilenetv2.model_options)
+    (["classify", "IMG", "--weights", "0.35_96", "--alpha", "0.5"],
+     "--alpha 0.5 conflicts with --weights 0.35_96, whose alpha is 0.35: drop --alpha"),
+    (["dump", "IMG", "--layers", "Conv1", "--out", "x.npz", "--weights", "0.35_96", "--size", "128"],
+     "--size 128 conflicts with --weights 0.35_96, whose size is 96: drop --size"),
+    (["predict", "IMG", "--out", "OUTDIR", "--weights", "1.0_96", "--alpha", "0.35", "--size", "96"],
+     "--alpha 0.35 conflicts with --weights 1.0_96"),
+    (["features", "IMG", "--out", "OUTDIR", "--weights", "1.0_225"],
+     "--weights: unknown variant '1.0_225'; the 22 are: 1.4_224, 1.3_224, 1.0_224,"),
+    (["summary", "--weights", "0.3_96"], "(mobilenetv2 info shows them)"),
+    (["classify", "IMG", "--weights", "missing.h5"],
+     "--weights 'missing.h5': no such file or folder; --weights takes 'imagenet', 'none', a variant name"),
+    (["predict", "IMG", "--out", "OUTDIR", "--weights", "nowhere/w.h5"], "'nowhere/w.h5': no such file or folder"),
+    (["classify", "IMG", "--weights", "OUTDIR"],
+     "--weights 'OUTDIR' is a folder (a Hugging Face checkpoint?); classify takes a checkpoint folder with --hf DIR"),
+    (["dump", "IMG", "--layers", "Conv1", "--out", "x.npz", "--weights", "OUTDIR"],
+     "is a folder (a Hugging Face checkpoint?); dump reads Keras weights: 'imagenet', 'none', a variant name"),
+    (["features", "IMG", "--out", "x", "--weights", "OUTDIR"], "features reads Keras weights"),
 ])
 def test_failures_are_one_line(tmp_path, image, capsys, monkeypatch, args, says):
     monkeypatch.chdir(tmp_path)
@@ -167,3 +185,20 @@ def test_an_output_that_is_a_folder_is_refused_before_any_work(tmp_path, image, 
     line = one_line(capsys.readouterr().err)
     assert f"--out path '{folder}' is an existing folder" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder, image.name])
+
+
+@pytest.mark.parametrize("weights, says", [
+    ("imagenet", "--weights 'imagenet' does not say which weights the reference takes; compare's --weights "
+                 "takes a Keras .h5 file, a Hugging Face checkpoint folder or a variant name"),
+    ("none", "--weights 'none' does not say which weights"),
+    ("2.0_224", "--weights: unknown variant '2.0_224'; the 22 are: 1.4_224"),
+    ("missing.h5", "--weights 'missing.h5': no such file or folder; --weights takes a Keras .h5 file"),
+    ("/dev/zero", "weights file '/dev/zero' is a device, not a regular file"),
+])
+def test_compare_weights_errors_are_one_line(tmp_path, weights, says, capsys, monkeypatch):
+    """compare reads --weights as the other subcommands do (a folder is a checkpoint there)."""
+    monkeypatch.chdir(tmp_path)
+    dump = tmp_path / "acts.npz"
+    np.savez(dump, input=np.zeros((32, 32, 3), np.float32), Conv1=np.zeros((16, 16, 32), np.float32))
+    assert main(["compare", str(dump), "--weights", weights, "--quiet"]) == 2
+    assert says in one_line(capsys.readouterr().err)

@@ -162,6 +162,7 @@ def test_the_batch_job_and_the_cluster_helpers_refuse_hostile_arguments():
     from mobilenetv2.batch.job import BatchJob
     job = dict(kind="predict", alpha=0.35, size=32, weights=None, layer=None, top=5, dtype="float32", threads=1)
     foreign = _foreign("BatchJob", BatchJob, job, job, HOSTILE, _named_type_or_os_error)
+    foreign += _foreign("replicas", BatchJob(**job).replicas, dict(count=2), ["count"], HOSTILE)
     foreign += _foreign("cached_job", mdask.cached_job, job, job, HOSTILE, _named_type_or_os_error)
     foreign += _foreign("actor_resources", mray.actor_resources, dict(cluster_cpus=4, threads=1, actors=None,
                                                                       actor_cpus=None),

@@ -78,26 +78,6 @@ def test_c_handles_refuse_to_be_pickled_with_a_reason_and_deepcopy_works():
     assert not twin.get_layer("Conv1").weights[0].flags.writeable
 
 
-def test_a_shallow_copy_shares_the_layers_and_both_models_follow_their_weights():
-    """copy.copy(model) shares the layers, but the layers told only the newest model of a change:
-    the original's C engine kept computing with the old weights after model.load_weights or a
-    layer's set_weights (7e-5 from its own NumPy engine, silently)."""
-    import copy
-    model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, classifier_activation=None, threads=2)
-    x = rand(1, 64, 64, 3)
-    y = model.predict(x)
-    twin = copy.copy(model)
-    assert twin.get_layer("predictions") is model.get_layer("predictions")
-    for changed in (model, twin):
-        layer = changed.get_layer("predictions")
-        layer.set_weights([layer.weights[0], layer.weights[1] + 1.0])
-        y = y + 1.0
-        for m in (model, twin):
-            np.testing.assert_allclose(m.predict(x), y, rtol=1e-5, atol=1e-5)
-    twin.threads = 1  # a copy's own settings stay its own
-    assert model.threads == 2
-
-
 @pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 def test_an_engine_c_model_loaded_where_the_extension_is_not_built_says_so(monkeypatch):
     """A model pickled with engine='c' (on a machine with the C extension) and loaded where it is

@@ -407,7 +407,8 @@ def test_trickle_outside_the_body_hits_the_deadline(isolated, server, monkeypatc
 
 @pytest.mark.parametrize("target, refused", [  # urllib joins a relative Location before this
     ("http://mirror.example/w.h5", True), ("HTTP://mirror.example/w.h5", True),
-    ("https://cdn.example/w.h5", False), ("https://storage.example/other/w.h5", False)])
+    ("https://cdn.example/w.h5", False), ("https://storage.example/other/w.h5", False),
+    ("http://user:pa55@mirror.example/w.h5", True)])  # said without the credentials it holds
 def test_redirect_from_https_to_http_is_refused(target, refused):
     """Followed as urllib follows them, except a downgrade from https to plain http."""
     import email.message
@@ -430,17 +431,24 @@ def test_a_redirect_to_ftp_is_refused(isolated, server):
     only_good_files(cache(isolated))
 
 
-def test_a_proxy_that_refuses_is_named(isolated, server, monkeypatch):
+@pytest.mark.parametrize("proxy, shown", [
+    ("http://proxy-user:pr0xy-pw@127.0.0.1:9", "http://127.0.0.1:9"),  # a closed port
+    ("proxy-user:pr0xy-pw@127.0.0.1:9", "127.0.0.1:9"),                # no scheme://, as urllib takes it
+    ("http://proxy-user:pr0xy/pw@127.0.0.1:9", "http://127.0.0.1:9"),  # urllib: host after the first '@'
+    ("http:/proxy-user:pr0xy-pw@127.0.0.1:9", "127.0.0.1:9"),          # urllib's ValueError quotes it
+], ids=["url", "no-scheme", "slash-in-password", "unreadable"])
+def test_a_proxy_that_refuses_is_named_without_its_credentials(isolated, server, monkeypatch, proxy, shown):
     """The error read as the server's ('cannot download http://host/...: Connection refused')
-    where the proxy the environment names refused."""
-    monkeypatch.setenv("http_proxy", "http://proxy-user:pr0xy-pw@127.0.0.1:9")  # a closed port
+    where the proxy the environment names refused.  A proxy without scheme://, or whose password
+    holds a '/', was shown with its password, as was one urllib could not read (in its error)."""
+    monkeypatch.setenv("http_proxy", proxy)
     monkeypatch.setenv("no_proxy", "")
     monkeypatch.delenv("NO_PROXY", raising=False)
     with pytest.raises(DownloadError, match=re.escape(
-            f"cannot download {server.url}{keras_name(*UNKNOWN)} (through the proxy http://127.0.0.1:9, "
+            f"cannot download {server.url}{keras_name(*UNKNOWN)} (through the proxy {shown}, "
             "from $http_proxy): ")) as info:
         registry.resolve(*UNKNOWN)
-    assert "pr0xy-pw" not in str(info.value)
+    assert "pr0xy" not in str(info.value)
 
 
 class RawServer:
@@ -719,15 +727,16 @@ def test_a_full_disk_is_said_as_such_and_leaves_nothing(isolated, server, copies
 
 
 # -- a mirror with credentials in its URL ------------------------------------------------------
-def basic_auth_route(expected, body, seen):
-    """A route that sends ``body`` to a request with that Basic Authorization, else 401."""
+def basic_auth_route(expected, body, seen, send=None):
+    """A route that sends ``body`` (its first ``send`` bytes, where given) to a request with that
+    Basic Authorization, else 401."""
     def route(handler):
         seen.append(handler.headers.get("Authorization"))
         if seen[-1] == expected:
             handler.send_response(200)
             handler.send_header("Content-Length", str(len(body)))
             handler.end_headers()
-            handler.wfile.write(body)
+            handler.wfile.write(body[:send])
         else:
             handler.send_response(401)
             handler.send_header("WWW-Authenticate", 'Basic realm="mirror"')
@@ -758,6 +767,86 @@ def test_credentials_in_the_mirror_url_are_sent_and_never_shown(isolated, server
     for message in (str(info.value), str(off.value)):
         assert f"http://{host}{keras_name(0.5, 96, True)}" in message
         assert "s3cret" not in message and "us%40er" not in message
+
+
+@pytest.mark.parametrize("base, shown", [
+    ("https://us%40er:pa55%2Fw0rd@mirror.example:8443/keras%2Dapps/", "https://mirror.example:8443/keras%2Dapps/"),
+    ("HTTP://user:pa55@[fe80::1%25eth0]:8080/w", "HTTP://[fe80::1%25eth0]:8080/w/"),
+    ("http://user:pa55@w0rd@mirror.example/w/", "http://mirror.example/w/"),  # '@' in the password
+    ("http://:pa55@mirror.example/w/", "http://mirror.example/w/"),
+    ("http://mirror.example/@pa55/", "http://mirror.example/@pa55/"),  # an '@' in the path is no user
+])
+def test_urls_returned_are_the_mirror_url_without_its_credentials(monkeypatch, base, shown):
+    """variants() and weights_url() returned $MOBILENETV2_WEIGHTS_URL with its password; the URL
+    they return now is the one a browser shows, every other character as given (the scheme's
+    case, percent-encoding, port, IPv6 brackets and zone)."""
+    monkeypatch.setenv(registry.ENV_URL, base)
+    assert registry.weights_url(1.0, 224) == shown + keras_name(1.0, 224, True)
+    assert [v["url"] for v in registry.variants()] == [shown + v["file"] for v in registry.variants()]
+    if "@pa55" not in shown:
+        assert "pa55" not in repr(registry.variants())
+
+
+def test_a_mirror_password_is_in_no_url_message_warning_or_output(isolated, server, monkeypatch, capsys):
+    """The download with the password succeeds; then no URL returned, no error of a failed
+    download (its message and args), no warning, nothing on stderr (the progress bar) and
+    nothing `mobilenetv2 info` prints holds it."""
+    import base64
+    import warnings
+    password = "pa55/w0rd"
+    good = "Basic " + base64.b64encode(f"user:{password}".encode()).decode()
+    host = server.url.split("//", 1)[1]
+    seen = []
+    sized = next(v for v in registry.variants() if v["size"] is not None and v["sha256"] is None)
+    hashed = next(v for v in registry.variants() if v["sha256"] is not None)
+    broken = keras_name(0.5, 96, True)
+    for name in (keras_name(*UNKNOWN), keras_name(*UNKNOWN[:2], False)):  # the second: a 401
+        server.serve_with(name, basic_auth_route(good, PAYLOAD, seen))
+    server.serve_with(sized["file"], basic_auth_route(good, PAYLOAD, seen))             # wrong size
+    server.serve_with(hashed["file"], basic_auth_route(                                 # wrong bytes
+        good, registry.HDF5_MAGIC + bytes(hashed["size"] - 8), seen))
+    server.serve_with(broken, basic_auth_route(good, PAYLOAD, seen, send=len(PAYLOAD) // 3))
+    mirror = f"http://user:pa55%2Fw0rd@{host}"
+    monkeypatch.setenv(registry.ENV_URL, mirror)
+    errors = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert registry.resolve(*UNKNOWN, progress=True).read_bytes() == PAYLOAD
+        assert seen == [good]
+        urls = [registry.weights_url(*UNKNOWN)] + [v["url"] for v in registry.variants()]
+        for what, variant, expect in [
+                ("404", (1.3, 224, True), "HTTP 404"),
+                ("size", (sized["alpha"], sized["rows"], sized["include_top"]), "the registry says the file has"),
+                ("sha256", (hashed["alpha"], hashed["rows"], hashed["include_top"]), "SHA-256"),
+                ("broken", (0.5, 96, True), "broke off")]:
+            with pytest.raises(DownloadError, match=expect) as info:
+                registry.resolve(*variant)
+            errors[what] = info.value
+        monkeypatch.setenv(registry.ENV_URL, f"http://user:pa55-wr0ng@{host}")
+        with pytest.raises(DownloadError, match="HTTP 401") as info:
+            registry.resolve(*UNKNOWN[:2], False)
+        errors["401"] = info.value
+        monkeypatch.setenv(registry.ENV_NO_DOWNLOAD, "1")
+        with pytest.raises(FileNotFoundError, match="downloading is off") as info:
+            registry.resolve(*UNKNOWN[:2], False)
+        errors["off"] = info.value
+    assert urls[0] == f"http://{host}{keras_name(*UNKNOWN)}" and urls[0] in urls[1:]
+    for what, exc in errors.items():
+        assert f"http://{host}" in str(exc), what
+        assert "pa55" not in str(exc) and "pa55" not in repr(exc.args), (what, str(exc))
+    assert all("pa55" not in str(w.message) for w in caught)
+    err = capsys.readouterr().err
+    assert keras_name(*UNKNOWN) in err and "pa55" not in err  # the progress bar names the file only
+
+    env = dict(os.environ, PYTHONPATH=str(registry.Path(registry.__file__).resolve().parent.parent))
+    env[registry.ENV_URL] = mirror
+    env.pop(registry.ENV_NO_DOWNLOAD)
+    downloaded = str(cache(isolated) / keras_name(*UNKNOWN))
+    for args, says in ((["info"], "found/-"), (["info", "--json"], json.dumps(downloaded))):
+        run = subprocess.run([sys.executable, "-m", "mobilenetv2"] + args, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert says in run.stdout and "pa55" not in run.stdout + run.stderr
 
 
 def test_credentials_are_not_sent_where_the_mirror_redirects(isolated, server, monkeypatch):

@@ -9,6 +9,7 @@ import time
 
 from mobilenetv2.batch import MissingExtra, require
 from mobilenetv2.errors import ArgumentError, positive_int
+from mobilenetv2.model_options import add_model_args
 
 
 def add_arguments(p, kind):
@@ -18,11 +19,7 @@ def add_arguments(p, kind):
                         "of image paths, or an image")
     p.add_argument("--out", required=True,
                    help="output folder (new, empty, or one this command wrote): a Parquet dataset, resumed if it exists")
-    p.add_argument("--alpha", type=float, default=1.0, help="width multiplier (default 1.0)")
-    p.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
-    p.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (found or downloaded), 'none' (Keras's initial weights), or a Keras .h5 path")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    add_model_args(p)
     if kind == "features":
         p.add_argument("--layer", metavar="NAME", default=None,
                        help="Keras layer whose output to write, flattened (default: the pooled features, "
@@ -118,7 +115,7 @@ def run(args, kind):
             batches = -(-len(todo) // args.batch_size)  # a replica more would never run
             workers = max(1, min(args.workers or local.available_cpus() // args.threads, batches))
             local.check_memory(job, workers, args.batch_size, args.prefetch or 2, len(todo))
-            jobs = [job] + [BatchJob(**job_args) for _ in range(workers - 1)]
+            jobs = job.replicas(workers)  # one weight set, loaded and packed once
             progress = local.Progress(len(todo), enabled=not args.quiet)
             written, errors = local.run(jobs, todo, out, batch_size=args.batch_size, prefetch=args.prefetch or 2,
                                         decode_workers=args.decode_workers, rows_per_part=args.rows_per_part,

@@ -1,8 +1,9 @@
 """What a batch job computes, the same on every engine (the local stream, Ray actors, Dask workers).
 
-``BatchJob(kind, ...)`` builds the model once; ``decode(paths)`` reads a batch of images (a bad image
-becomes an error message for its row, never an exception); ``infer(x)`` runs the model;
-``table(...)`` lays the rows out in the one Arrow schema of every engine:
+``BatchJob(kind, ...)`` builds the model once (``replicas(n)``: n jobs over its one weight set, to
+run in threads); ``decode(paths)`` reads a batch of images (a bad image becomes an error message for
+its row, never an exception); ``infer(x)`` runs the model; ``table(...)`` lays the rows out in the
+one Arrow schema of every engine:
 
   id      string   the stable id (see mobilenetv2.batch.inputs)
   path    string   the image path as listed
@@ -19,6 +20,7 @@ which images share its batch (the float32 C engine gives bit-identical rows for 
 a resumed or distributed run writes exactly the values of an uninterrupted one.
 """
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -150,7 +152,7 @@ class BatchJob:
     def memory_bytes(self, batch_size):
         """Bytes one replica holds at least while it runs a batch of ``batch_size`` images: the batch
         decoded and as floats, the activations of a run (of one image where the NumPy layers run them
-        one by one) and the outputs.  Its weights are apart: ``weights_bytes()``."""
+        one by one) and the outputs.  Its weights are apart: ``weights_bytes()``, ``packed_bytes()``."""
         from mobilenetv2 import arch
         batch_size = _positive_int("batch_size", batch_size)
         pixels = self.size * self.size * 3
@@ -160,8 +162,44 @@ class BatchJob:
         return batch_size * pixels + self.dtype.itemsize * (batch_size * (pixels + self.width) + activations)
 
     def weights_bytes(self):
-        """Bytes of the model's weights (each replica holds its own)."""
+        """Bytes of the model's weights, as loaded.  The local engine's replicas (``replicas``) share
+        one set; each Ray actor and each Dask worker is a process of its own and holds its own."""
         return self.model.count_params() * self.dtype.itemsize
+
+    def _packs(self):
+        """Whether ``infer`` runs the C plan, which packs the weights into its own layout on its
+        first run (float32, the pooled output, the C extension built)."""
+        from mobilenetv2 import native
+        return not self._one_by_one() and native.available() and self.model.engine != "numpy"
+
+    def packed_bytes(self):
+        """Bytes of the C plan's packed form of the weights, made on the job's first batch and shared
+        by its replicas (0 where the NumPy layers run the job): counted as the float32 weights' size,
+        which it is within 4 % (batch norms folded into biases, panels padded)."""
+        return self.model.count_params() * 4 if self._packs() else 0
+
+    def replicas(self, count):
+        """This job and ``count - 1`` others of its configuration, to run batches side by side in
+        threads: each around a ``copy.copy`` of this job's model, a model of its own (layers, lock,
+        C plans and their buffers, caches, C threads) over the same read-only weight arrays and the
+        same packed C form of them, so that the ``count`` replicas hold one weight set, loaded and
+        packed once.  Where the C plan runs the job, this model first runs one image of zeros, which
+        packs the weights: a copy shares only what its original has packed, and would pack the rest
+        into memory of its own.  Each replica runs in a thread: at most ``pool.max_threads()``."""
+        from mobilenetv2 import pool
+        count = _positive_int("count", count)
+        if count > pool.max_threads():
+            raise ArgumentError(f"{count} replicas, each running in a thread of its own, are more than the "
+                                f"{pool.max_threads()} threads a model may start here (4 per usable core, at "
+                                "least 64): use fewer workers")
+        if count > 1 and self._packs():
+            self.infer(np.zeros((1, self.size, self.size, 3), self.dtype))
+        jobs = [self]
+        for _ in range(count - 1):
+            twin = copy.copy(self)  # the settings, the configuration and the schema are only read
+            twin.model = copy.copy(self.model)
+            jobs.append(twin)
+        return jobs
 
     def infer(self, x):
         """The outputs for a decoded batch, one row per image: (N, D); (0, D) for x None."""

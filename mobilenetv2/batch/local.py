@@ -6,7 +6,9 @@
 Replicas rather than one model on every core: a C plan's threads meet at a barrier after each layer,
 so one of them descheduled by a decoding thread stalls the others; single-threaded replicas just
 share the cores with the decoders (measured on 2 cores: see benchmarks/README.md).  Pillow and the C
-engine release the GIL, so Python threads are enough.
+engine release the GIL, so Python threads are enough, and the replicas are copies of one model
+(BatchJob.replicas) that share its weights and their packed C form: one weight set in memory,
+loaded and packed once, whatever W.
 
 The replicas also mean one BLAS thread (threadpoolctl, in the ``batch`` extra): the float64 NumPy
 engine's matmuls are small, and OpenBLAS threads spinning at their own barriers cost far more than
@@ -34,10 +36,12 @@ def available_cpus():
 
 def check_memory(job, workers, batch_size, prefetch, images):
     """Refuse, before the replicas are built, a run of ``images`` whose ``workers`` replicas of ``job``
-    (built already: its weights are in use) and ``prefetch`` decoded batches waiting for them certainly
-    exceed the memory available: each model checks its own buffers alone, and replicas that each fit
-    could together take more than the machine has (Linux lends the address space, then kills the
-    process).  A short run counts the batches it has: ``--batch-size 4096`` on 20 images is one of 20."""
+    and ``prefetch`` decoded batches waiting for them certainly exceed the memory available: each
+    model checks its own buffers alone, and replicas that each fit could together take more than the
+    machine has (Linux lends the address space, then kills the process).  The weights count once:
+    the replicas share ``job``'s (``job.replicas``), loaded already, and the C plan's packed form of
+    them, still to be made.  A short run counts the batches it has: ``--batch-size 4096`` on 20
+    images is one of 20."""
     from mobilenetv2 import machine
     from mobilenetv2.errors import InsufficientMemory
     available = machine.available_memory()
@@ -47,7 +51,7 @@ def check_memory(job, workers, batch_size, prefetch, images):
     batches = math.ceil(images / batch_size)
     workers = min(workers, batches)
     prefetch = min(prefetch, batches - workers)
-    replicas = workers * job.memory_bytes(batch_size) + (workers - 1) * job.weights_bytes()
+    replicas = workers * job.memory_bytes(batch_size) + job.packed_bytes()
     waiting = prefetch * batch_size * job.size * job.size * 3
     if replicas + waiting > available:
         mib = 2 ** 20

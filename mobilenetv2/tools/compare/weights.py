@@ -15,8 +15,10 @@ import numpy as np
 
 from mobilenetv2 import arch, files
 from mobilenetv2 import layers as L
+from mobilenetv2.model_options import read_weights
 from mobilenetv2.tools.compare.errors import CompareError
 from mobilenetv2.tools.compare.mapping import check_convs, head_classes, keras_convs
+from mobilenetv2.variants import variant_name
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
@@ -151,33 +153,51 @@ def _copy(model, dtype, hw, include_top, pooling=None, top_pooling="global"):
     return m
 
 
-def from_user(weights, hw, include_top, pooling=None, alpha_hint=None, top_pooling="global"):
+_ACCEPTS = ("a Keras .h5 file, a Hugging Face checkpoint folder or a variant name such as 1.0_224 "
+            "(mobilenetv2 info lists the 22)")
+
+
+def _named(weights):
+    """What a --weights value names, read as every subcommand reads it (model_options.read_weights);
+    'imagenet' and 'none' name no weights compare can use (which alpha? which size?)."""
+    if not isinstance(weights, (str, bytes, os.PathLike)):
+        raise CompareError(f"weights must be a MobileNetV2 object, a path or a variant name, got {weights!r:.60}")
+    named = read_weights(weights, _ACCEPTS)
+    if named.kind in ("imagenet", "none"):
+        raise CompareError(f"--weights {named.kind!r} does not say which weights the reference takes; "
+                           f"compare's --weights takes {_ACCEPTS}")
+    return named
+
+
+def from_user(weights, hw, include_top, pooling=None, top_pooling="global"):
     """(float64 model, float32 model, description, cannot-detect note) from --weights: a
     MobileNetV2 object, a Keras .h5, a Hugging Face folder, or a variant name like '1.0_224'."""
     from mobilenetv2 import MobileNetV2
     import mobilenetv2
-    if isinstance(weights, MobileNetV2):
+    named = None if isinstance(weights, MobileNetV2) else _named(weights)
+    if named is None:
         src, desc = weights, f"the given model object ({weights.describe()})"
         # the model given says which head is meant: its pooling, not OTHER's, is the reference's
         top_pooling = weights.top_pooling if weights.include_top else top_pooling
         pooling = weights.pooling or pooling
-    elif isinstance(weights, (str, bytes, os.PathLike)) and os.path.isdir(weights):
+    elif named.kind == "hf":
         loader = getattr(mobilenetv2, "from_pretrained", None)
         if loader is None:
-            raise CompareError(f"--weights {files.path_str(weights)!r} is a folder (a Hugging Face checkpoint?), "
+            raise CompareError(f"--weights {named.path!r} is a folder (a Hugging Face checkpoint?), "
                                "and this build of mobilenetv2 has no from_pretrained() to read it; "
                                "give a Keras .h5 file or a variant name")
-        src, desc = loader(weights, dtype="float64"), f"Hugging Face checkpoint {files.path_str(weights)!r}"
-    elif isinstance(weights, (str, bytes, os.PathLike)) and os.path.isfile(weights):
+        src, desc = loader(named.path, dtype="float64"), f"Hugging Face checkpoint {named.path!r}"
+    elif named.kind == "keras":
         from mobilenetv2.loader import classifier_classes
-        path = files.path_str(weights)
+        path = named.path
+        os.close(files.open_regular(path, "weights file"))  # a FIFO or device: said as such, not as no alpha
         try:  # a fine-tuned head has the classes it was trained on
             classes = classifier_classes(path) or 1000
         except ValueError:  # not a Keras weights file: the loads below say so
             classes = 1000
         src = None
         for top in ((True, False) if include_top else (False,)):
-            for alpha in ([alpha_hint] if alpha_hint else []) + [a for a in OFFICIAL_ALPHAS if a != alpha_hint]:
+            for alpha in OFFICIAL_ALPHAS:
                 try:
                     src = MobileNetV2((hw[0], hw[1], 3), alpha=alpha, include_top=top, weights=path,
                                       classes=classes if top else 1000, classifier_activation=None,
@@ -192,15 +212,10 @@ def from_user(weights, hw, include_top, pooling=None, alpha_hint=None, top_pooli
                                "(is it a Keras MobileNetV2 .h5 weights file?)")
         desc = f"Keras weights file {path!r} (alpha={src.alpha:g}" + \
             (f", {src.classes} classes)" if src.include_top and src.classes != 1000 else ")")
-    else:
-        from mobilenetv2.variants import parse_variant
-        try:
-            alpha, rows = parse_variant(str(weights))
-        except ValueError as exc:
-            raise CompareError(f"--weights {weights!r}: not a file, folder or variant name ({exc})") from None
-        src = MobileNetV2((rows, rows, 3), alpha=alpha, include_top=include_top, weights="imagenet",
-                          classifier_activation=None, dtype="float64")
-        desc = f"imagenet weights of variant {weights} (Keras's file)"
+    else:  # a variant name
+        src = MobileNetV2((named.rows, named.rows, 3), alpha=named.alpha, include_top=include_top,
+                          weights="imagenet", classifier_activation=None, dtype="float64")
+        desc = f"imagenet weights of variant {variant_name(named.alpha, named.rows)} (Keras's file)"
     m64 = _copy(src, "float64", hw, include_top, pooling, top_pooling)
     m32 = _copy(src, "float32", hw, include_top, pooling, top_pooling)
     cannot = ("reference weights given by the user: every defect in OTHER, weights included, is "
