@@ -75,7 +75,7 @@ def test_features_equal_the_model_image_by_image(images, tmp_path, capsys):
     assert broken["features"] is None and "not an image file" in broken["error"]
     assert len(list(out.glob("part-*.parquet"))) == 5  # 241 rows, 50 a part (batches of 7: 56 56 56 56 17)
     assert not list(out.glob(".tmp-*"))
-    assert "1 images could not be read" in stderr
+    assert "1 image could not be read" in stderr
 
 
 def test_features_of_a_named_layer_and_float64(images, tmp_path, capsys):

@@ -132,6 +132,6 @@ def run(args, kind):
     print(f"processed {written} images ({errors} unreadable), skipped {skipped} already in {out.path}, "
           f"in {elapsed:.1f} s ({rate:.1f} images/s)")
     if errors:
-        print(f"{name}: {errors} images could not be read: their rows have the reason in the 'error' column",
+        print(f"{name}: {errors} {'image' if errors == 1 else 'images'} could not be read: their rows have the reason in the 'error' column",
               file=sys.stderr)
     return 0

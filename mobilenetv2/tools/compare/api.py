@@ -245,7 +245,8 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         if images is not None or random is not None or batch is not None:
             raise CompareError(f"{o.source!r} is a tensor dump: it carries its own input, so --images, "
                                "--random and an input batch do not apply")
-        x, input_desc = o.fixed_input, f"the input stored in the dump ({o.input_layout})"
+        x, input_desc = o.fixed_input, "the input stored in the dump" + \
+            ("" if o.input_layout == "NHWC" else f" (stored {o.input_layout})")
         hw = tuple(x.shape[1:3])
     else:
         hw = o.input_hw
