@@ -9,7 +9,8 @@ files are downloaded into Keras's cache with urllib.
 Environment:
   MOBILENETV2_WEIGHTS_DIR   a folder searched first (several may be joined with os.pathsep)
   MOBILENETV2_WEIGHTS_URL   the base URL to download from (a mirror; file:// works too; user:password@
-                            is sent as HTTP Basic authentication, never shown)
+                            is sent as HTTP Basic authentication, never shown; '/', '?', '#' and '@'
+                            in them percent-encoded)
   MOBILENETV2_NO_DOWNLOAD   set to 1 to make a missing file an error instead of a download ("", 0,
                             false, no and off leave downloading on)
   KERAS_HOME                Keras's folder, as Keras reads it
@@ -79,7 +80,33 @@ def weights_filename(alpha, rows, include_top=True):
 
 def _base_url():
     base = os.environ.get(ENV_URL) or _table()["base_url"]
+    _check_userinfo_encoded(base)
     return base if base.endswith("/") else base + "/"
+
+
+def _check_userinfo_encoded(url, what=f"${ENV_URL}"):
+    """A DownloadError, before any request, where ``url`` has a user name or password holding an
+    unencoded '/', '?' or '#': urllib ends the host part there, so ``https://u:pa/ss@host/x/`` is
+    host 'u', port 'pa' and path '/ss@host/x/' (a request to the wrong host, and a URL shown with
+    the password in it).  The sign is a port that is not a number (or an empty one with an '@'
+    after the host part).  The message, about ``what``, repeats nothing of the URL: any part of
+    it may be the password."""
+    _, sep, rest = url.partition("://")
+    if not sep:
+        return
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    host = rest[:end].rpartition("@")[2]
+    port = host.rpartition("]")[2] if host.startswith("[") else host
+    if ":" not in port:
+        return
+    port = port.rpartition(":")[2]
+    if (port.isascii() and port.isdigit()) or (not port and "@" not in rest[end:]):
+        return
+    raise DownloadError(f"{what} has a port that is not a number: urllib ends the host part at the first "
+                        "'/', '?' or '#', so one in a user name or password makes the user name the host "
+                        "and the rest the port and path "
+                        "(the URL is not shown: it may hold the password); percent-encode '/', '?', '#' "
+                        "and '@' in the user name and password (%2F, %3F, %23, %40)")
 
 
 def _split_userinfo(url, proxy=False):
@@ -106,6 +133,7 @@ def _credentials(url):
     """(``url`` without the ``user:password@`` a mirror's URL may hold, the HTTP Basic
     Authorization they make or None): credentials are sent to that host, never shown in a
     message, never sent on to where it redirects."""
+    _check_userinfo_encoded(url, "the download URL")
     bare, userinfo = _split_userinfo(url)
     if userinfo is None:
         return bare, None
@@ -177,8 +205,6 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
     $MOBILENETV2_WEIGHTS_DIR is an error naming it.  A failed download says where the file may
     be put instead."""
     entry = _entry(alpha, rows, include_top)
-    url = _base_url() + entry["file"]
-    shown = _split_userinfo(url)[0]
     allowed = download and downloads_allowed()
     found = find_weights(alpha, rows, include_top)
     cache = keras_cache_dir() / entry["file"]
@@ -186,6 +212,9 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
         problem = verify_file(found, entry["size"], entry["sha256"])
         if problem is None:
             return found
+    url = _base_url() + entry["file"]  # from here on: a mirror URL urllib misreads is refused
+    shown = _split_userinfo(url)[0]
+    if found is not None:
         if found != cache or not allowed:
             raise DownloadError(f"weights file {str(found)!r} is not the official "
                                 f"{entry['file']}: {problem}; delete it (or download {shown} again)")

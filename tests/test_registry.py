@@ -862,6 +862,60 @@ def test_credentials_are_not_sent_where_the_mirror_redirects(isolated, server, m
         other.close()
 
 
+@pytest.mark.parametrize("userinfo", ["mirr0r-user:s3cr/3t", "mirr0r-user:s3cr?3t", "mirr0r-user:s3cr#3t",
+                                      "localhost:/s3cr3t"])  # (were it read: a closed local port)
+def test_a_slash_question_mark_or_hash_in_the_mirror_password_is_refused_unshown(
+        isolated, server, monkeypatch, userinfo, tmp_path):
+    """urllib ends the host part at the first '/', '?' or '#': 'http://u:s3cr/3t@host/w/' was a
+    request to host 'u', port 's3cr', and every message quoted the URL whole, password and all.
+    Such a URL is refused before any request, by a message that repeats none of it."""
+    host = server.url.split("//", 1)[1]
+    seen = []
+    server.serve_with(keras_name(*UNKNOWN), basic_auth_route(None, PAYLOAD, seen))
+    mirror = f"http://{userinfo}@{host}"
+    monkeypatch.setenv(registry.ENV_URL, mirror)
+    secrets = (userinfo.partition(":")[0], "s3cr", "3t", "127.0.0.1", str(server.httpd.server_address[1]))
+    errors = []
+    for call in (lambda: registry.resolve(*UNKNOWN), lambda: registry.weights_url(*UNKNOWN),
+                 registry.variants, lambda: registry.download_file(mirror + "x.h5", tmp_path / "x.h5")):
+        with pytest.raises(DownloadError, match="percent-encode '/', '[?]', '#' and '@' in the user name "
+                                                "and password") as info:
+            call()
+        errors.append(info.value)
+    for text in [str(e) for e in errors] + [repr(e) for e in errors]:
+        assert not [s for s in secrets if s in text], text
+    assert seen == [] and not (tmp_path / "x.h5").exists() and not cache(isolated).exists()
+
+    # a file found needs no URL: it is used as it is
+    found = tmp_path / "dir"
+    found.mkdir()
+    (found / keras_name(*UNKNOWN)).write_bytes(PAYLOAD)
+    monkeypatch.setenv(registry.ENV_DIR, str(found))
+    assert registry.resolve(*UNKNOWN) == found / keras_name(*UNKNOWN)
+    monkeypatch.delenv(registry.ENV_DIR)
+
+    # the command line: one line on stderr, exit 2, nothing of the URL in it
+    from PIL import Image
+    image = tmp_path / "img.png"
+    Image.fromarray(np.zeros((96, 96, 3), np.uint8)).save(image)
+    env = dict(os.environ, PYTHONPATH=str(registry.Path(registry.__file__).resolve().parent.parent))
+    run = subprocess.run([sys.executable, "-m", "mobilenetv2", "classify", str(image), "--weights", "0.5_96"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stdout == "", run.stderr
+    assert run.stderr.count("\n") == 1 and "percent-encode" in run.stderr, run.stderr
+    assert not [s for s in secrets if s in run.stderr], run.stderr
+    assert seen == [] and not cache(isolated).exists()
+
+
+@pytest.mark.parametrize("base", ["http://mirror.example:8080/w/", "http://user:pa55@mirror.example:8080/w/",
+                                  "http://user:pa55@[fe80::1]:8080/w/", "http://user:pa55@[fe80::1]/w/",
+                                  "http://mirror.example:/w/", "file:///srv/mirror/@x:y/"])
+def test_a_numeric_or_no_port_is_taken(monkeypatch, base):
+    """The refusal above is for a port that is not a number only."""
+    monkeypatch.setenv(registry.ENV_URL, base)
+    assert registry.weights_url(1.0, 224).endswith(keras_name(1.0, 224, True))
+
+
 def test_a_part_file_cleaned_before_its_lock_is_taken_is_replaced(isolated, server, monkeypatch):
     """Two downloads at once: the second's clean-up could open and lock the first's part file
     between its creation and its lock, and remove it; the first then wrote into a removed file
