@@ -153,6 +153,14 @@ def cmd_dump(args):
 
 
 def cmd_summary(args):
+    """The layers' output shapes, parameters and MACs depend on --alpha and --size alone, not on
+    the weights' values: 'imagenet' (a variant name too) must name one of the 22 official files,
+    but the file is not loaded, so a summary needs neither the file nor a network.  A .h5 file
+    given is loaded: the summary is then of the model that file fits (or says why it fits none)."""
+    if args.weights == "imagenet":
+        from mobilenetv2 import registry
+        registry.weights_filename(args.alpha, args.size)  # the ArgumentError loading it would give
+        args.weights = "none"
     _model(args).summary()
     return 0
 

@@ -233,6 +233,31 @@ def test_summary_a_variant_name_is_its_alpha_and_size(weights_dir, capsys):
     assert capsys.readouterr().out == text
 
 
+def test_summary_needs_no_weights_file(weights_dir, tmp_path, monkeypatch, capsys):
+    """summary loaded the imagenet file to print shapes, parameters and MACs, none of which
+    depend on its values: without the file (an empty weights folder, downloads off) it failed.
+    It prints what it prints with the file present; a variant with no official file is still
+    refused, as loading it was."""
+    with_file = {}
+    for flags in (["--weights", "0.35_96"], ["--alpha", "0.35", "--size", "96", "--weights", "imagenet"]):
+        assert main(["summary", *flags]) == 0
+        with_file[tuple(flags)] = capsys.readouterr().out
+    monkeypatch.setenv(registry.ENV_DIR, str(tmp_path))  # empty
+    assert registry.find_weights(0.35, 96) is None and registry.find_weights(1.0, 224) is None
+    for flags, text in with_file.items():
+        assert main(["summary", *flags]) == 0
+        assert capsys.readouterr().out == text
+    assert "Total params: 1,691,208" in text
+    assert main(["summary", "--weights", "imagenet"]) == 0  # 1.0_224, whose file is nowhere
+    text = capsys.readouterr().out
+    assert "Total params: 3,538,984" in text and '"mobilenetv2_1_224"' in text  # Keras's count
+    assert main(["summary", "--weights", "none"]) == 0
+    assert capsys.readouterr().out == text
+    assert main(["summary", "--alpha", "1.3", "--size", "96", "--weights", "imagenet"]) == 2
+    err = capsys.readouterr().err
+    assert "no official MobileNetV2 weights for alpha=1.3, rows=96" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("kind", ["features", "predict"])
 def test_batch_commands_a_variant_name_loads_its_weights(weights_dir, three_images, kind, tmp_path, capsys):
     """The rows are the Python API's with the variant's file, and the run is the one --alpha and
