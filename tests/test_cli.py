@@ -299,3 +299,56 @@ def test_compare_a_variant_name_is_its_imagenet_file(weights_dir, three_images, 
     assert main(["compare", str(out), "--weights", "0.35_128", "--quiet"]) == 2
     assert "'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_128.h5' not found" \
         in capsys.readouterr().err
+
+
+def test_compare_a_dump_without_the_classifier_loads_the_no_top_file(weights_dir, three_images, tmp_path,
+                                                                     monkeypatch, capsys):
+    """compare --weights 0.35_96 loaded the file with the classifier for every dump: a dump of the
+    backbone (dump --no-top, made with the no-top file) was compared with the other file's Conv1
+    (halved here: it diverged), and a user with the no-top file alone could not compare at all.
+    A dump with no 'predictions' (or Keras 2's 'Logits') array gets the no-top file; one with it,
+    the file with the classifier."""
+    import shutil
+    image = three_images[1][0]
+
+    def compare(dump, weights):
+        report = tmp_path / "report.json"
+        code = main(["compare", str(dump), "--weights", weights, "--quiet", "--json", str(report)])
+        capsys.readouterr()
+        return code, json.loads(report.read_text()) if code in (0, 1) else None
+
+    no_top = tmp_path / "no_top.npz"
+    assert main(["dump", image, "--layers", "all", "--no-top", "--out", str(no_top), "--weights", "0.35_96"]) == 0
+    code, report = compare(no_top, "0.35_96")
+    assert code == 0 and report["agrees"]
+    assert registry.weights_filename(0.35, 96, False) in report["weights"]["source"]
+
+    # a dump of the model with the classifier: with its 'predictions' (or named 'Logits') the file
+    # with it; without, the no-top file, whose Conv1 is not the one the dump was made with
+    top = tmp_path / "top.npz"
+    assert main(["dump", image, "--layers", "all", "--out", str(top), "--weights", "0.35_96"]) == 0
+    with np.load(top) as acts:
+        acts = dict(acts)
+    logits, headless = tmp_path / "logits.npz", tmp_path / "headless.npz"
+    np.savez(logits, Logits=acts["predictions"], **{k: v for k, v in acts.items() if k != "predictions"})
+    np.savez(headless, **{k: v for k, v in acts.items() if k != "predictions"})
+    for dump in (top, logits):
+        code, report = compare(dump, "0.35_96")
+        assert code == 0 and registry.weights_filename(0.35, 96, True) in report["weights"]["source"], dump
+    code, report = compare(headless, "0.35_96")
+    assert code == 1 and report["first_divergent_layer"] == "Conv1"
+    assert registry.weights_filename(0.35, 96, False) in report["weights"]["source"]
+    # the file with the classifier named by its path serves a headless dump (its head left out),
+    # and the dump's pooled features are compared
+    code, report = compare(headless, weights_dir[True])
+    assert code == 0 and "global_average_pooling2d" in [r["layer"] for r in report["layers"]]
+    assert "predictions" not in [r["layer"] for r in report["layers"]]
+
+    # the no-top file alone, nothing to download: the backbone's dump is compared
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(weights_dir[False], alone)
+    monkeypatch.setenv(registry.ENV_DIR, str(alone))
+    assert compare(no_top, "0.35_96")[0] == 0
+    assert main(["compare", str(top), "--weights", "0.35_96", "--quiet"]) == 2  # this one needs the other
+    assert f"{registry.weights_filename(0.35, 96, True)!r} not found" in capsys.readouterr().err

@@ -230,6 +230,20 @@ def _deployed_diagnosis(row):
         "detail": {"rel_l2_vs_instrumented": ins["rel_l2"], "max_abs_vs_instrumented": ins["max_abs"]}}]}
 
 
+def _head_by_names(o, tensors_map):
+    """(include_top, pooling) of the reference for OTHER without a graph (a dump, a Keras model):
+    the Keras layers its tensors are compared as (the mapping file's, else its tensors' own names)
+    say whether it has the classifier ('predictions', or 'Logits' as Keras 2's older files name
+    it), and where not whether it pools.  A dump without the classifier then gets a reference
+    without one: a variant name loads the _no_top file (it loaded the file with the classifier,
+    which the dump has no use for and a user of the backbone alone may not have)."""
+    names = set(tensors_map.values()) if tensors_map is not None else set(o.tensor_names or o.fixed_tensors or ())
+    if names & {"predictions", "Logits"}:
+        return True, None
+    pools = {"global_average_pooling2d": "avg", "global_max_pooling2d": "max"}  # Keras's names for pooling=
+    return False, next((p for name, p in pools.items() if name in names), None)
+
+
 def compare(other, weights=None, images=None, random=None, seed=0, batch=None, mapping=None,
             factor=DEFAULT_FACTOR, progress=False):
     """Compare OTHER with the float64 reference layer by layer; return the report (a dict, the
@@ -262,13 +276,16 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         x, input_desc = make_input(hw, images, random, seed, batch)
         hw = tuple(x.shape[1:3])
     o.nodes = M.head_convs_as_dense(o.nodes)
-    include_top = M.has_head(o) if o.nodes else True
     pool = next((n for n in o.nodes if n.op == "pool"), None)
+    if o.nodes:
+        include_top = M.has_head(o)
+        # without a head, Keras pools as asked (pooling='avg' or 'max'): the reference pools as
+        # OTHER does; with one, Keras averages, and a max pooling in OTHER is a defect the diagnosis names
+        pooling = None if pool is None or include_top else ("max" if pool.attrs.get("kind") == "max" else "avg")
+    else:
+        include_top, pooling = _head_by_names(o, tensors_map)
     # TF-slim's head (a 7x7 average pooling window, then the logits): the reference's too
     top_pooling = "7x7" if include_top and pool is not None and pool.attrs.get("kind") == "window" else "global"
-    # without a head, Keras pools as asked (pooling='avg' or 'max'): the reference pools as OTHER
-    # does; with one, Keras averages, and a max pooling in OTHER is a defect the diagnosis names
-    pooling = None if pool is None or include_top else ("max" if pool.attrs.get("kind") == "max" else "avg")
     if weights is not None:
         m64, m32, wdesc, cannot = W.from_user(weights, hw, include_top, pooling, top_pooling=top_pooling)
     elif o.nodes:

@@ -196,7 +196,7 @@ def from_user(weights, hw, include_top, pooling=None, top_pooling="global"):
         except ValueError:  # not a Keras weights file: the loads below say so
             classes = 1000
         src = None
-        for top in ((True, False) if include_top else (False,)):
+        for top in ((True, False) if include_top else (False, True)):  # a head OTHER lacks is dropped
             for alpha in OFFICIAL_ALPHAS:
                 try:
                     src = MobileNetV2((hw[0], hw[1], 3), alpha=alpha, include_top=top, weights=path,
@@ -212,10 +212,12 @@ def from_user(weights, hw, include_top, pooling=None, top_pooling="global"):
                                "(is it a Keras MobileNetV2 .h5 weights file?)")
         desc = f"Keras weights file {path!r} (alpha={src.alpha:g}" + \
             (f", {src.classes} classes)" if src.include_top and src.classes != 1000 else ")")
-    else:  # a variant name
+    else:  # a variant name: the _no_top file where OTHER has no head
+        from mobilenetv2.registry import weights_filename
         src = MobileNetV2((named.rows, named.rows, 3), alpha=named.alpha, include_top=include_top,
                           weights="imagenet", classifier_activation=None, dtype="float64")
-        desc = f"imagenet weights of variant {variant_name(named.alpha, named.rows)} (Keras's file)"
+        desc = (f"imagenet weights of variant {variant_name(named.alpha, named.rows)} "
+                f"(Keras's {weights_filename(named.alpha, named.rows, include_top)})")
     m64 = _copy(src, "float64", hw, include_top, pooling, top_pooling)
     m32 = _copy(src, "float32", hw, include_top, pooling, top_pooling)
     cannot = ("reference weights given by the user: every defect in OTHER, weights included, is "
