@@ -27,7 +27,8 @@ from mobilenetv2.tools.compare import CompareError, MissingExtra, compare  # noq
 from mobilenetv2.tools.compare.metrics import rel_l2  # noqa: E402
 from mobilenetv2.tools.compare.report import format_table  # noqa: E402
 from mobilenetv2.tools.compare.openvino_reader import read_model, read_openvino  # noqa: E402
-from onnx_graphs import edit_export, torch_style  # noqa: E402
+from onnx_graphs import edit_export, lively_weights, torch_style  # noqa: E402
+from openvino_graphs import int8_ir  # noqa: E402
 
 
 def ir(source, xml, compress=False):
@@ -155,6 +156,65 @@ def test_int8_ir_is_precision_at_int8_level(model, clean, tmp_path):
     assert dep["rel_l2"] == pytest.approx(rel_l2(plain, model.predict(x)), rel=1e-3)
     assert not dep["agrees"] and not dep["instrumented"]["bit_equal"]
     assert 0 < dep["instrumented"]["rel_l2"] < dep["rel_l2"], dep
+
+
+# -- an int8 IR against the float weights it was quantized from: the two weight sets compared -----
+CALIBRATION = np.random.default_rng(0).uniform(-1, 1, (4,) + SHAPE).astype(np.float32)
+
+
+def _weight_layers(d):
+    return sorted(x["layer"] for x in d["evidence"][0]["detail"]["layers"])
+
+
+@pytest.mark.parametrize("shift", [{"block_3_project": 0.05, "block_8_expand": -0.03},
+                                   {"Conv1": 0.02, "block_16_project": -0.01, "predictions": 0.04}])
+def test_int8_ir_with_moved_biases_is_bias_correction(model, shift):
+    """NNCF's quantize corrects biases by default: its IR against the float weights stayed
+    'unexplained' (the IR agreed with its own weights).  Here an NNCF-like int8 IR (built op by op)
+    has the biases of some layers moved by known amounts: the cause is bias_correction, naming
+    exactly those layers with their shift, in units of each layer's bias scale (input scale x
+    kernel scale) too; with them applied every layer agrees.  Its own weights: precision alone.
+    Moved at the first conv, the cause is found there; else after precision, which it leads."""
+    ir_model, scales = int8_ir(model, CALIBRATION, bias_shift=shift)
+    report = compare(ir_model, weights=model, random=1, seed=3)
+    d = report["diagnosis"]
+    assert (d["cause"], d["after_fix"]["agrees"]) == ("bias_correction", True), format_table(report)
+    assert d["also"] == ([] if "Conv1" in shift else ["precision"])
+    assert _weight_layers(d) == sorted(shift)
+    for x in d["evidence"][0]["detail"]["layers"]:
+        delta = abs(shift[x["layer"]])
+        assert x["kernel_values_off"] == 0 and x["max_bias_shift"] == pytest.approx(delta, abs=1e-6)
+        assert x["max_bias_shift_in_bias_scales"] == pytest.approx(delta / scales[x["layer"]].min(), rel=1e-4)
+    text = format_table(report)
+    assert "bias correction, as NNCF's quantize applies by default; compare without --weights" in text
+    assert f"    {sorted(shift)[0]}: " in text and "x its bias scale" in text
+    own = compare(ir_model, random=1, seed=3)["diagnosis"]
+    assert (own["cause"], own["also"], own["after_fix"]["agrees"]) == ("precision", [], True)
+    unshifted = compare(int8_ir(model, CALIBRATION)[0], weights=model, random=1, seed=3)["diagnosis"]
+    assert (unshifted["cause"], unshifted["after_fix"]["agrees"]) == ("precision", True)
+
+
+def test_int8_ir_with_another_kernel_is_different_weights(model):
+    """One conv's kernel not the float weights' (another draw): different_weights, that layer alone."""
+    other = lively_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None, classifier_activation=None), seed=11)
+    kernel = np.asarray(other.get_layer("block_5_expand").weights[0], np.float64)
+    kernel = kernel * np.abs(np.asarray(model.get_layer("block_5_expand").weights[0])).max() / np.abs(kernel).max()
+    report = compare(int8_ir(model, CALIBRATION, kernels={"block_5_expand": kernel})[0], weights=model, random=1)
+    d = report["diagnosis"]
+    assert (d["cause"], d["after_fix"]["agrees"]) == ("different_weights", True), format_table(report)
+    assert _weight_layers(d) == ["block_5_expand"]
+    assert d["evidence"][0]["detail"]["layers"][0]["kernel_values_off"] > 0
+
+
+def test_float_ir_against_other_weights_is_different_weights(clean_ir):
+    """A float IR compared with weights it was not made from (another draw): every conv and the
+    dense layer differ, named as different_weights; with OTHER's own weights every layer agrees."""
+    other = lively_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None, classifier_activation=None), seed=11)
+    report = compare(clean_ir, weights=other, random=1)
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"], d["after_fix"]["agrees"]) == \
+        ("bn_Conv1", "different_weights", True)
+    assert len(d["evidence"][0]["detail"]["layers"]) == 53  # 52 convolutions and the dense layer
 
 
 def test_deployed_output_that_leaves_its_floor_diverges(clean_ir, weights_file, tmp_path, capsys, monkeypatch):
@@ -361,3 +421,4 @@ def test_input_not_float32_from_pre_post_processor_is_refused(clean_ir, etype):
     ppp.input().preprocess().convert_element_type(ov.Type.f32).mean(127.5).scale(127.5)
     with pytest.raises(CompareError, match=rf"input 'input' is {etype}, not float32 .*set_element_type"):
         compare(ppp.build(), random=1)
+

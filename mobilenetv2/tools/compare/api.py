@@ -286,8 +286,10 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         include_top, pooling = _head_by_names(o, tensors_map)
     # TF-slim's head (a 7x7 average pooling window, then the logits): the reference's too
     top_pooling = "7x7" if include_top and pool is not None and pool.attrs.get("kind") == "window" else "global"
+    other_model = None  # OTHER's own weights, where the reference's are the user's: compared per layer
     if weights is not None:
         m64, m32, wdesc, cannot = W.from_user(weights, hw, include_top, pooling, top_pooling=top_pooling)
+        other_model = W.own_model(o, hw, include_top, pooling, top_pooling) if o.nodes else None
     elif o.nodes:
         m64, m32, wdesc, cannot = W.from_other(o, hw, include_top, pooling, top_pooling)
     elif o.keras_weights is not None:
@@ -314,6 +316,7 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     ref.quant = quant_info(o, matches, m64.layers)
     ref.unmapped = unmapped
     ref.other_weights = own_weights(o, m64.layers) if o.nodes else {}
+    ref.other_model = other_model
     bar = _Progress(progress, 5 + 40)
     bar("running OTHER")
     other_out = o.run(x)

@@ -14,7 +14,9 @@ global max pooling where Keras averages, or the reverse), ``missing_layer``
 reference), ``precision`` (weights rounded to float16 or bfloat16, folded or not, a weight
 within one step of OTHER's own taking OTHER's side; activations rounded where OTHER casts them,
 with or without its weights rounded; int8 weights, and for a quantized graph int8 as it
-computes: see quant.py), ``deployed_kernels`` (OTHER run as it is deployed leaves the floor at
+computes: see quant.py), ``bias_correction`` (a quantized OTHER's kernels are the given weights
+rounded onto its grid, its biases moved: NNCF's bias correction) and ``different_weights`` (OTHER's
+kernels are not the given weights: weight_diff.py, tried after every other cause), ``deployed_kernels`` (OTHER run as it is deployed leaves the floor at
 its final output where the copy compare reads every tensor of agrees there: the runtime compiles
 the two otherwise; found by api.py, not by a patch), ``unexplained`` (nothing tried brings OTHER
 to its floor).  Where no single defect explains the layer, the best one is kept and the others
@@ -29,9 +31,11 @@ from mobilenetv2 import layers as L
 from mobilenetv2.numpy_kernels import fold_batchnorm, softmax
 from mobilenetv2.tools.compare.quant import int8_patches, rounded_activations, rounded_compute
 from mobilenetv2.tools.compare.reference import NO_PATCH, Bypass, Patch, PlainReLU, clone, fixed_pads
+from mobilenetv2.tools.compare.weight_diff import weight_patches
 
 CAUSES = ("padding", "bn_epsilon", "activation", "layout", "preprocessing", "class_offset", "head",
-          "pooling", "missing_layer", "precision", "deployed_kernels", "unexplained")
+          "pooling", "missing_layer", "precision", "bias_correction", "different_weights", "deployed_kernels",
+          "unexplained")
 CHANNEL_NAMES = "RGB"
 
 
@@ -244,9 +248,10 @@ def _preprocessing_named(ref, layer, first_visible):
     if not first_visible:
         return []
     # [0, 1] mapped by 2u - 1; [0, 255] by u / 127.5 - 1; torchvision's (u - mean) / std on [0, 1]
-    return [_affine(2.0, -1.0, None, "[0, 1]"), _affine(1 / 127.5, -1.0, None, "[0, 255]"),
-            _affine(1 / IMAGENET_STD, -IMAGENET_MEAN / IMAGENET_STD, None,
-                    "[0, 1] and normalizes each channel by the ImageNet mean/std itself (as torchvision does)")]
+    out = [_affine(2.0, -1.0, None, "[0, 1]"), _affine(1 / 127.5, -1.0, None, "[0, 255]"),
+           _affine(1 / IMAGENET_STD, -IMAGENET_MEAN / IMAGENET_STD, None,
+                   "[0, 1] and normalizes each channel by the ImageNet mean/std itself (as torchvision does)")]
+    return out
 
 
 def _preprocessing(ref, layer, other_arr, base):
@@ -490,7 +495,7 @@ def candidates(ref, layer, other_arr, other_shape, base=NO_PATCH, skip=(), previ
         out += _preprocessing_named(ref, layer, first_visible) + _preprocessing(ref, layer, other_arr, base)
     if "precision" not in skip:
         out += _precision(ref)
-    return out
+    return out + [p for p in weight_patches(ref) if p.cause not in skip]  # the last resort: OTHER's own weights
 
 
 CLOSEST = 0.9  # a candidate not confirmed is shown as the closest only where it cuts the error by 10 %
@@ -545,6 +550,8 @@ def diagnose(ref, layer, score, other_arr, other_shape, previous=None, progress=
                 both = p1 + p2
                 alone2 = min((s[0] for s, q in scored if q.cause == p2.cause), default=None)
                 first, rest = (p1.cause, p2.cause) if alone2 is None or after1[0] <= alone2 else (p2.cause, p1.cause)
+                if first == "precision":  # rounding is not what the user must fix: the defect found with it leads
+                    first, rest = rest, first
                 both.cause = first
                 return {"layer": layer, "cause": first, "also": [rest],
                         "evidence": [evidence(both, after2)], "patch": full(both), "tried": tried}

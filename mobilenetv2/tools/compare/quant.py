@@ -130,8 +130,10 @@ def activation_fn(grid, as_quantize_linear=False, seen=None):
     float32, isc = (levels - 1) / (hi - lo) and ish = -lo * isc in float32 (OpenVINO 2026.4).
     The plugin computes some of them with a multiply and an add instead (the input FakeQuantize of
     an nncf int8 backbone, its output requested: one value in 301,056 of two random images fell in
-    the other bin): where the two forms round apart, ``seen`` (OTHER's own rounded values for the
-    same batch, where its run shows them) decides."""
+    the other bin), and a value 1.5e-5 steps above halfway went down in another (a FakeQuantize
+    built with openvino.opset13, on the input only; 1 value in 27,648 of one random image): where
+    the two forms round apart or a value is within ``TIE`` steps of halfway, ``seen`` (OTHER's own
+    rounded values for the same batch, where its run shows them) decides."""
     def fn(y):
         c = y.shape[-1]
         s, z = _last_axis(grid.scale, c), _last_axis(grid.zero_point, c)
@@ -143,6 +145,7 @@ def activation_fn(grid, as_quantize_linear=False, seen=None):
             q = np.round(fma)
             if seen is not None and seen.shape == y.shape:
                 apart = np.round((x32 * isc).astype(np.float32) + (-lo * isc)) != q
+                apart |= np.abs(np.abs(fma - np.floor(fma)) - 0.5) < TIE  # within TIE steps of halfway
                 q = np.where(apart, np.round(seen.astype(np.float64) / s) + z, q)
             q = np.clip(q, grid.qmin, grid.qmax)
             return ((q - z) * s).astype(y.dtype)
@@ -182,32 +185,55 @@ def _round_as_quantizer(w, grid, other=None):
     return (q - z) * np.asarray(s, np.float64)
 
 
-def _folded(ref, conv):
-    """(its batch norm, kernel with the batch norm folded in, bias, depthwise) of a conv; a conv
-    with a bias of its own and no batch norm (DeepLabV3's logits) gives None, its kernel and bias."""
-    bn = ref.reader_of(conv.name, L.BatchNormalization)
+def rounded_as_other(w, grid, other):
+    """Float weights ``w`` (output channels last) rounded onto OTHER's int8 ``grid`` as its
+    quantizer did (``other``: OTHER's own, whose side a tie takes); None where ``grid`` does not fit."""
+    g = _weight_grid(grid, w.shape[-1], w)
+    return None if g is None else _round_as_quantizer(w, g, other)
+
+
+def folded(conv, bn):
+    """(kernel, bias) of ``conv`` with its batch norm ``bn`` (or None) folded in, in float64; a
+    depthwise kernel as (kh, kw, C)."""
     k = np.asarray(conv.weights[0], np.float64)
-    depthwise = isinstance(conv, L.DepthwiseConv2D)
-    k = k[..., 0] if depthwise else k
+    k = k[..., 0] if isinstance(conv, L.DepthwiseConv2D) else k
     if bn is None:
-        return None, k, np.asarray(conv.weights[1], np.float64), depthwise
-    w, bias = fold_batchnorm(k, *(np.asarray(a, np.float64) for a in bn.weights), eps=bn.epsilon)
-    return bn, w, bias, depthwise
+        return k, np.asarray(conv.weights[1], np.float64)
+    return fold_batchnorm(k, *(np.asarray(a, np.float64) for a in bn.weights), eps=bn.epsilon)
+
+
+def set_folded(layers, conv, bn, w, bias):
+    """Patch entries (``layers``: name -> function(layer)) making ``conv`` compute with the folded
+    kernel ``w`` (a depthwise one as (kh, kw, C)) and ``bias``: its batch norm ``bn`` (or, with
+    none, the conv's own bias) adds the bias and nothing else."""
+    w = w[..., None] if isinstance(conv, L.DepthwiseConv2D) else w
+    if bn is None:
+        layers[conv.name] = lambda layer, w=w, b=bias: clone(
+            layer, weights=[a.astype(layer.weights[0].dtype) for a in (w, b)])
+        return
+    ones = np.ones_like(bias)
+    layers[conv.name] = lambda layer, w=w: clone(layer, weights=[w.astype(layer.weights[0].dtype)])
+    layers[bn.name] = lambda layer, b=bias, ones=ones: clone(
+        layer, epsilon=0.0, weights=[a.astype(layer.weights[0].dtype) for a in (ones, b, np.zeros_like(ones), ones)])
 
 
 def int8_patches(ref):
     """The int8 patches to try: OTHER's own grids (a quantized graph), and int8 weights alone
     (per-channel symmetric, for a graph that stores int8 weights but computes in float)."""
-    info = getattr(ref, "quant", None)
-    out = []
-    if info is not None and (info.acts or info.weights):
-        p = _int8_patch(ref, info.weights, info.acts, info.input, info.input_seen)
-        if p is not None:
-            out.append(p)
+    p = own_int8_patch(ref)
+    out = [] if p is None else [p]
     p = _int8_patch(ref, None, {}, None)
     if p is not None:
         out.append(p)
     return out
+
+
+def own_int8_patch(ref):
+    """The int8 patch with OTHER's own grids, or None where OTHER is not a quantized graph."""
+    info = getattr(ref, "quant", None)
+    if info is None or not (info.acts or info.weights):
+        return None
+    return _int8_patch(ref, info.weights, info.acts, info.input, info.input_seen)
 
 
 def _int8_patch(ref, weight_grids, acts, input_grid, input_seen=None):
@@ -216,7 +242,8 @@ def _int8_patch(ref, weight_grids, acts, input_grid, input_seen=None):
         wq, bq, own = (weight_grids or {}).get(conv.name, (None, None, None))
         if weight_grids is not None and wq is None:
             continue
-        bn, w, bias, depthwise = _folded(ref, conv)
+        bn = ref.reader_of(conv.name, L.BatchNormalization)  # None: a conv with a bias of its own (DeepLabV3's logits)
+        w, bias = folded(conv, bn)
         g = _weight_grid(wq, w.shape[-1], w)
         if g is None:
             return None
@@ -225,15 +252,7 @@ def _int8_patch(ref, weight_grids, acts, input_grid, input_seen=None):
         if bq is not None and _last_axis(bq.scale, bias.size) is not None:
             bias = round_to_grid(bias, _last_axis(bq.scale, bias.size), 0.0, bq.qmin, bq.qmax)
             bias_grids = True
-        w = w[..., None] if depthwise else w
-        if bn is None:
-            layers[conv.name] = lambda layer, w=w, b=bias: clone(
-                layer, weights=[a.astype(layer.weights[0].dtype) for a in (w, b)])
-            continue
-        ones = np.ones_like(bias)
-        layers[conv.name] = lambda layer, w=w: clone(layer, weights=[w.astype(layer.weights[0].dtype)])
-        layers[bn.name] = lambda layer, b=bias, ones=ones: clone(
-            layer, epsilon=0.0, weights=[a.astype(layer.weights[0].dtype) for a in (ones, b, np.zeros_like(ones), ones)])
+        set_folded(layers, conv, bn, w, bias)
     dense = next((x for x in ref.layers if isinstance(x, L.Dense)), None)
     if dense is not None and (weight_grids is None or dense.name in weight_grids):
         wq, bq, own = (weight_grids or {}).get(dense.name, (None, None, None))

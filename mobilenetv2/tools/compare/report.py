@@ -97,6 +97,8 @@ def format_table(report, all_layers=False):
                       if _finite(b["rel_l2"]) else "the shapes differ")
             lines.append(f"    before: {before};  with it applied to the float64 reference: rel L2 "
                          f"{_num(a['rel_l2'])} = {_num(a['ratio'], '{:.3g}')} x floor")
+            lines += _weight_lines(e["detail"].get("layers") if e["cause"] in ("bias_correction", "different_weights")
+                                   else None)
         if d.get("equivalent"):
             lines.append(f"  {len(d['equivalent'])} more patch(es) of this kind equally confirmed (listed in the JSON)")
         fix = d.get("after_fix")
@@ -108,6 +110,27 @@ def format_table(report, all_layers=False):
                          f"  with the diagnosis applied, the next divergent layer is {fix['first_divergent_layer']}")
         lines.append(f"  ({d['tried']} suspected defects tried)")
     return "\n".join(lines)
+
+
+WEIGHT_LINES = 8  # layers listed under a weights cause (the JSON's detail lists them all)
+
+
+def _weight_lines(layers):
+    """A line per layer whose weights differ from the reference's (weight_diff.LayerDiff.report)."""
+    out = []
+    for x in (layers or [])[:WEIGHT_LINES]:
+        parts = ([f"{x['max_bias_shift_in_bias_scales']:.3g} x its bias scale"]
+                 if x["max_bias_shift_in_bias_scales"] is not None else []) + \
+                ([f"{100 * x['max_bias_shift_of_max_bias']:.3g} % of its largest bias"]
+                 if x["max_bias_shift_of_max_bias"] is not None else [])
+        kernel = (f"{x['kernel_values_off']} of {x['kernel_values']} kernel values off" if x["kernel_values_off"]
+                  else "kernel within rounding of the reference's")
+        bias = (f"; {x['bias_channels_shifted']} bias channel(s) moved, by up to {x['max_bias_shift']:.3g}" +
+                (f" ({', '.join(parts)})" if parts else "")) if x["bias_channels_shifted"] else ""
+        out.append(f"    {x['layer']}: {kernel}{bias}")
+    if layers and len(layers) > WEIGHT_LINES:
+        out.append(f"    ... {len(layers) - WEIGHT_LINES} more layers (listed in the JSON)")
+    return out
 
 
 def _finite(v):

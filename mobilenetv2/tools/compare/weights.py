@@ -103,6 +103,15 @@ def from_other(other, hw, include_top, pooling=None, top_pooling="global"):
     return models[0], models[1], desc + note, cannot
 
 
+def own_model(other, hw, include_top, pooling=None, top_pooling="global"):
+    """OTHER's own weights as a float64 MobileNetV2 (as ``from_other`` reads them), or None where
+    they cannot be read so (computed at run time, not a MobileNetV2 of an official alpha)."""
+    try:
+        return from_other(other, hw, include_top, pooling, top_pooling)[0]
+    except CompareError:
+        return None
+
+
 def _affine_after(conv, consumers, bias):
     """(per-channel scale or None, bias) of the Mul/Add/Sub/Div-by-constant chain after a conv
     (through Transpose/Identity): a batch norm a converter wrote out as arithmetic."""
