@@ -422,3 +422,69 @@ def test_input_not_float32_from_pre_post_processor_is_refused(clean_ir, etype):
     with pytest.raises(CompareError, match=rf"input 'input' is {etype}, not float32 .*set_element_type"):
         compare(ppp.build(), random=1)
 
+
+@pytest.mark.parametrize("mean,scale", [(127.5, 127.5), ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375])])
+def test_pre_post_processor_mean_scale_on_an_int8_ir_is_preprocessing(model, mean, scale):
+    """A PrePostProcessor's mean/scale on an int8 IR (a Subtract and a Multiply before the input's
+    FakeQuantize) was 'unexplained': the input rounding was not found behind them, and the map
+    fitted on the stem's output (rounded to int8) was off.  The map is now read from the IR
+    itself and confirmed with the int8 rounding behind it, as a float IR's is (preprocessing)."""
+    from openvino.preprocess import PrePostProcessor
+    ppp = PrePostProcessor(int8_ir(model, CALIBRATION)[0])
+    ppp.input().model().set_layout(ov.Layout("NHWC"))
+    ppp.input().preprocess().mean(mean).scale(scale)
+    bgr = ppp.build()
+    pixels = np.random.default_rng(7).integers(0, 256, (2,) + SHAPE).astype(np.float32)
+    for weights in (model, None):
+        report = compare(bgr, weights=weights, batch=pixels)
+        d = report["diagnosis"]
+        assert (report["first_divergent_layer"], d["cause"], d["also"], d["after_fix"]["agrees"]) == \
+            ("bn_Conv1", "preprocessing", ["precision"], True), format_table(report)
+        detail = d["evidence"][0]["detail"]
+        assert detail["scale"] == pytest.approx(1 / np.broadcast_to(scale, 3), rel=1e-6)
+        assert detail["offset"] == pytest.approx(-np.broadcast_to(mean, 3) / np.broadcast_to(scale, 3), rel=1e-6)
+        assert detail["weights"] == "int8" and detail["input"]  # the input rounded behind the map
+
+
+@pytest.mark.parametrize("size", [(128, 128), None])
+def test_pre_post_processor_resize_is_named_and_the_reference_starts_after_it(model, clean_ir, size):
+    """A PrePostProcessor's resize (an Interpolate before the first conv) made the reference run
+    at OTHER's input size: every layer's shape differed, 'unexplained'.  The reference now starts
+    from OTHER's resized tensor, and the report says so (the resize itself is not checked): the
+    float IR agrees, an int8 IR against the float weights is precision, as without the resize."""
+    from openvino.preprocess import PrePostProcessor, ResizeAlgorithm
+
+    def resized(m):
+        ppp = PrePostProcessor(m)
+        if size:
+            ppp.input().tensor().set_spatial_static_shape(*size)
+        else:
+            ppp.input().tensor().set_spatial_dynamic_shape()
+        ppp.input().model().set_layout(ov.Layout("NHWC"))
+        ppp.input().preprocess().resize(ResizeAlgorithm.RESIZE_LINEAR)
+        return ppp.build()
+    report = compare(resized(ov.Core().read_model(clean_ir)), random=1)
+    assert report["agrees"], format_table(report)
+    assert report["input"]["shape"] == [1, *(size or (224, 224)), 3]
+    assert "resizes it to 96x96 before its first conv" in report["input"]["source"]
+    assert "OTHER's own resize of its input" in report["weights"]["cannot_detect"]
+    if size:
+        report = compare(resized(int8_ir(model, CALIBRATION)[0]), weights=model, random=1, seed=3)
+        d = report["diagnosis"]
+        assert (d["cause"], d["also"], d["after_fix"]["agrees"]) == ("precision", [], True), format_table(report)
+
+
+def test_input_affine_composes_the_input_arithmetic_and_stops_at_anything_else():
+    """Hand-computed: 4 - (x - m) * 0.5, through a Transpose, is -0.5 x + (4 + 0.5 m); a division
+    of a constant by the input is no affine map (None), nor is a graph that starts with a conv."""
+    from mobilenetv2.tools.compare.graph import Node, input_affine
+
+    def affine(kind, v, src, out, data_first=True):
+        return Node("affine", [src], out, attrs=dict(kind=kind, value=np.asarray(v, np.float64), data_first=data_first))
+    m = np.array([1.0, 2.0, 3.0])
+    nodes = [affine("Sub", m, "x", "a"), Node("reshape", ["a"], "b", attrs={"kind": "Transpose"}),
+             affine("Mul", 0.5, "b", "c"), affine("Sub", 4.0, "c", "d", data_first=False), Node("conv", ["d"], "e")]
+    a, b = input_affine(nodes, "x")
+    assert np.broadcast_to(a, 3).tolist() == [-0.5] * 3 and b.tolist() == (4 + 0.5 * m).tolist()
+    assert input_affine([affine("Mul", 2.0, "x", "a"), affine("Div", 2.0, "a", "b", data_first=False)], "x") is None
+    assert input_affine(nodes[-1:], "d") is None

@@ -244,6 +244,13 @@ def _head_by_names(o, tensors_map):
     return False, next((p for name, p in pools.items() if name in names), None)
 
 
+def _resized(a, layout):
+    """OTHER's resized input (an image batch, in its layout) as NHWC."""
+    a = np.asarray(a)
+    return M.to_nhwc(a, (a.shape[0],) + ((a.shape[2], a.shape[3], a.shape[1]) if layout == "NCHW" else a.shape[1:]),
+                     layout)[0]
+
+
 def compare(other, weights=None, images=None, random=None, seed=0, batch=None, mapping=None,
             factor=DEFAULT_FACTOR, progress=False):
     """Compare OTHER with the float64 reference layer by layer; return the report (a dict, the
@@ -275,6 +282,14 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
             hw = tuple(b.shape[1:3]) if b.shape[-1] == 3 else tuple(b.shape[2:4])
         x, input_desc = make_input(hw, images, random, seed, batch)
         hw = tuple(x.shape[1:3])
+    other_out, x_ref = None, x
+    if o.input_resize is not None:  # OTHER resizes its input itself: the reference starts from its resized tensor
+        other_out = o.run(x)
+        x_ref = np.asarray(_resized(other_out[o.input_resize], o.layout_of(o.input_resize)), np.float32)
+        hw = tuple(x_ref.shape[1:3])
+        input_desc += (f"; OTHER resizes it to {hw[0]}x{hw[1]} before its first conv (an Interpolate, as a "
+                       "PrePostProcessor's resize writes it): the reference is given OTHER's resized tensor "
+                       f"{o.input_resize!r}")
     o.nodes = M.head_convs_as_dense(o.nodes)
     pool = next((n for n in o.nodes if n.op == "pool"), None)
     if o.nodes:
@@ -297,7 +312,10 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     else:
         raise CompareError(f"{o.source!r} is a tensor dump and carries no weights: name the reference "
                            "weights with --weights (a Keras .h5, a Hugging Face folder or a variant name)")
-    ref = Reference(m64, m32, x)
+    if o.input_resize is not None:
+        cannot += ("; OTHER's own resize of its input (an Interpolate before its first conv, as a "
+                   "PrePostProcessor's resize writes it): the reference starts from OTHER's resized tensor")
+    ref = Reference(m64, m32, x_ref)
     unmapped = []  # Keras layers OTHER's graph has no counterpart of
     if tensors_map is not None:
         matches = M.map_by_names(tensors_map, m64.layers, "mapping file")
@@ -317,12 +335,13 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     ref.unmapped = unmapped
     ref.other_weights = own_weights(o, m64.layers) if o.nodes else {}
     ref.other_model = other_model
+    ref.input_affine = o.input_affine
     bar = _Progress(progress, 5 + 40)
     bar("running OTHER")
-    other_out = o.run(x)
+    other_out = o.run(x) if other_out is None else other_out
     seen = other_out.get(o.input_quant_tensor) if ref.quant is not None and o.input_quant_tensor else None
     if seen is not None:  # OTHER's rounded input: its side where float32 rounds a tie either way
-        ref.quant.input_seen = M.to_nhwc(seen, x.shape, o.layout_of(o.input_quant_tensor))[0]
+        ref.quant.input_seen = M.to_nhwc(seen, ref.x.shape, o.layout_of(o.input_quant_tensor))[0]
     missing = [m.tensor for m in matches if m.tensor not in other_out]
     if missing:
         raise CompareError(f"OTHER has no tensor(s) {missing[:5]} named in the mapping")

@@ -251,12 +251,17 @@ def _preprocessing_named(ref, layer, first_visible):
     out = [_affine(2.0, -1.0, None, "[0, 1]"), _affine(1 / 127.5, -1.0, None, "[0, 255]"),
            _affine(1 / IMAGENET_STD, -IMAGENET_MEAN / IMAGENET_STD, None,
                    "[0, 1] and normalizes each channel by the ImageNet mean/std itself (as torchvision does)")]
+    own = getattr(ref, "input_affine", None)
+    if own is not None:  # OTHER's own arithmetic on its input, read from its graph: the exact map
+        out.append(_affine(*own, "its own arithmetic on the input before its first layer, as a "
+                           "PrePostProcessor's mean/scale writes it"))
     return out
 
 
 def _preprocessing(ref, layer, other_arr, base):
-    """Fit OTHER's stem output as the reference stem applied to a*x + b (per channel a, b)."""
-    if ref.unit_of(layer) is not ref.layers[1] or other_arr is None:
+    """Fit OTHER's stem output as the reference stem applied to a*x + b (per channel a, b); none
+    where OTHER's graph shows its own map (``ref.input_affine``: a candidate of its own)."""
+    if ref.unit_of(layer) is not ref.layers[1] or other_arr is None or getattr(ref, "input_affine", None) is not None:
         return []
     layers = ref.patched_layers(base)
     conv, bn = layers[1], layers[2]

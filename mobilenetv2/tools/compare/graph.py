@@ -83,6 +83,10 @@ class OtherModel:
     quant: dict = None               # tensor name -> QParams: OTHER's values there lie on that grid
     input_quant: object = None       # QParams of the rounding OTHER applies to its input, or None
     input_quant_tensor: str = None   # the tensor OTHER writes that rounding to, where the reader knows it
+    input_affine: object = None      # (a, b) per channel: OTHER computes a * x + b from its input x itself
+                                     # before its first layer (a PrePostProcessor's mean/scale), or None
+    input_resize: str = None         # the tensor of OTHER's own resize of its input before its first
+                                     # conv (a PrePostProcessor's resize: an Interpolate), or None
     float_rounding: dict = None      # tensor name -> 'bfloat16' / 'float16': OTHER rounds it there (Casts)
     outputs: list = None             # OTHER's own output tensors (its graph's outputs), where the reader knows them
     runtime: str = None              # how OTHER was run, where the reader chose settings (OpenVINO's precision)
@@ -130,3 +134,49 @@ def tensor_layouts(nodes, input_name, input_layout):
         else:
             lay[n.output] = src
     return lay
+
+
+def input_affine(nodes, input_name):
+    """(a, b), each one value or one per channel: OTHER maps its input x to a * x + b by
+    ``affine`` nodes (an Add, Sub, Mul or Div by a constant) before anything else reads it, as an
+    OpenVINO PrePostProcessor's mean/scale writes them; layout changes and casts between are looked
+    through.  None where OTHER's first op on its input is not such arithmetic."""
+    readers = {}
+    for n in nodes:
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n)
+    a, b, seen, t = np.ones(1), np.zeros(1), False, input_name
+    while len(readers.get(t, [])) == 1:
+        n = readers[t][0]
+        if n.op in ("reshape", "cast"):
+            t = n.output
+            continue
+        if n.op != "affine" or n.attrs["value"].size not in (1, 3):
+            break
+        v, kind = n.attrs["value"].reshape(-1), n.attrs["kind"]
+        if kind == "Div" and not n.attrs["data_first"]:
+            return None  # v / x: not affine
+        if kind == "Sub" and not n.attrs["data_first"]:
+            a, b = -a, v - b
+        elif kind in ("Mul", "Div"):
+            f = v if kind == "Mul" else 1.0 / v
+            a, b = a * f, b * f
+        else:
+            b = b + (v if kind == "Add" else -v)
+        seen, t = True, n.output
+    return (a, b) if seen else None
+
+
+def input_resize(nodes, input_name):
+    """The tensor of the resize (an OpenVINO Interpolate) OTHER applies to its input before its
+    first conv, through layout changes, casts, arithmetic by constants and rounding; or None."""
+    seen = {input_name}
+    for n in nodes:
+        if n.op == "conv":
+            return None
+        if n.inputs and n.inputs[0] in seen:
+            if n.op == "other" and n.attrs.get("kind") == "Interpolate":
+                return n.output
+            if n.op in ("reshape", "cast", "affine", "qdq"):
+                seen.add(n.output)
+    return None

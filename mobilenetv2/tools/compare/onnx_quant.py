@@ -143,11 +143,12 @@ def input_grid(nodes, input_name):
 
 
 def input_rounding(nodes, input_name):
-    """(the grid OTHER rounds its input to, the tensor it writes there) or (None, None)."""
+    """(the grid OTHER rounds its input to, the tensor it writes there) or (None, None); layout
+    changes and arithmetic by constants before it (a PrePostProcessor's mean/scale) looked through."""
     seen = {input_name}
     for n in nodes:
         if n.inputs and n.inputs[0] in seen:
-            if n.op == "reshape":
+            if n.op in ("reshape", "cast", "affine"):
                 seen.add(n.output)
             elif n.op in ("qdq", "quant"):
                 return n.attrs["grid"], n.output

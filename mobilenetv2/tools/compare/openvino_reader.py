@@ -23,7 +23,7 @@ import numpy as np
 
 from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
-from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams, image_input, tensor_layouts
+from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams, image_input, input_affine, input_resize, tensor_layouts
 from mobilenetv2.tools.compare.onnx_quant import collapse_casts, input_rounding
 
 MAX_XML_BYTES = 64 << 20  # a MobileNetV2 IR's .xml is ~0.2 MB; its .bin holds the weights
@@ -139,12 +139,15 @@ def read_model(model, source=None):
 
     other = OtherModel("openvino", source, nodes, layout, hw, "NCHW", runner=run)
     other.layouts = tensor_layouts(nodes, input_name, layout)
+    other.input_resize = input_resize(nodes, input_name)
+    first = other.input_resize or input_name  # what the reference's input is: OTHER's resized tensor where it resizes
+    other.input_affine = input_affine(nodes, first)
     other.float_rounding = float_rounded or None
     other.outputs = outputs
     other.deployed = deployed_runner(ov, deployed, outputs, layout, batch, source)
     if on_grid:
         other.quant = on_grid
-        other.input_quant, other.input_quant_tensor = input_rounding(nodes, input_name)
+        other.input_quant, other.input_quant_tensor = input_rounding(nodes, first)
         other.kind = "openvino (int8)" if all(g.bits <= 8 for g in on_grid.values()) else "openvino (quantized)"
     other.runtime = (f"OpenVINO {ov.get_version().split('-')[0]} CPU plugin, inference precision f32 "
                      "(INFERENCE_PRECISION_HINT), 1 stream" +
