@@ -216,22 +216,42 @@ def test_tf_slim_7x7_head_is_compared_as_tf_slim_computes_it(tmp_path):
 
 # -- 5: a closest candidate only where it helps ---------------------------------------------------
 def test_no_closest_candidate_that_does_not_reduce_the_error(model, clean, tmp_path, capsys):
-    """One channel of one depthwise kernel scaled by 1.01: nothing compare models explains it,
-    and no candidate that leaves the error as it was (an epsilon equal to the reference's once
-    printed) is offered as the closest."""
+    """One channel of block_7's depthwise output scaled by 1.01 after its ReLU6 (a Mul no layer
+    of MobileNetV2 has): nothing compare models explains it, and no candidate that leaves the error
+    as it was (an epsilon equal to the reference's once printed) is offered as the closest."""
     def one_channel(g):
-        t = _init(g, "block_7_depthwise/W")
-        a = numpy_helper.to_array(t).copy()
-        a[5] *= 1.01
-        t.CopyFrom(numpy_helper.from_array(a, t.name))
+        channels = numpy_helper.to_array(_init(g, "block_7_depthwise/W")).shape[0]
+        scale = np.ones((1, channels, 1, 1), np.float32)
+        scale[0, 5] = 1.01
+        g.initializer.append(numpy_helper.from_array(scale, "one_channel"))
+        for n in g.node:
+            n.input[:] = ["scaled" if i == "block_7_depthwise_relu" else i for i in n.input]
+        i = next(k for k, n in enumerate(g.node) if n.output[0] == "block_7_depthwise_relu")
+        g.node.insert(i + 1, helper.make_node("Mul", ["block_7_depthwise_relu", "one_channel"], ["scaled"]))
     path = _edit(clean, tmp_path / "chan.onnx", one_channel)
     w = tmp_path / "w.h5"
     model.save_weights(w)
     assert main(["compare", path, "--weights", str(w), "--json", str(tmp_path / "r.json")]) == 1
     text = capsys.readouterr().out
     d = json.loads((tmp_path / "r.json").read_text())["diagnosis"]
-    assert d["layer"] == "block_7_depthwise_BN" and d["cause"] == "unexplained" and d["evidence"] == []
+    assert d["layer"] == "block_7_project_BN" and d["cause"] == "unexplained" and d["evidence"] == [], text
     assert "no candidate reduced the error" in text and "closest (not confirmed)" not in text
+
+
+def test_one_kernel_channel_off_is_different_weights(model, clean, tmp_path):
+    """One channel of one depthwise kernel scaled by 1.01 against the weights it was exported from
+    (the case above was 'unexplained' before OTHER's weights were compared with them): different
+    weights in that layer alone, its 3x3 values of that channel off, its bias as the reference's."""
+    def one_channel(g):
+        t = _init(g, "block_7_depthwise/W")
+        a = numpy_helper.to_array(t).copy()
+        a[5] *= 1.01
+        t.CopyFrom(numpy_helper.from_array(a, t.name))
+    report = compare(_edit(clean, tmp_path / "chan.onnx", one_channel), weights=model, random=1)
+    d = report["diagnosis"]
+    assert (d["layer"], d["cause"], d["after_fix"]["agrees"]) == ("block_7_depthwise_BN", "different_weights", True)
+    (layer,) = d["evidence"][0]["detail"]["layers"]
+    assert (layer["layer"], layer["kernel_values_off"], layer["bias_channels_shifted"]) == ("block_7_depthwise", 9, 0)
 
 
 # -- 6: float16 activations, float32 weights ---------------------------------------------------------

@@ -118,7 +118,7 @@ def weight_patches(ref):
     different = [d for d in diffs.values() if not quantized or d.kernel_off]
     out = []
     if corrected:
-        worst = max(corrected, key=lambda d: d.steps if d.steps is not None else d.of_max_bias or 0)
+        worst = max(corrected, key=lambda d: (d.steps is not None, d.steps or d.of_max_bias or 0))
         how = (f"{worst.steps:.3g} x its bias scale" if worst.steps is not None else
                f"{100 * (worst.of_max_bias or 0):.3g} % of its largest bias")
         out.append(_patch(base, "bias_correction", corrected,
@@ -147,7 +147,7 @@ def _patch(base, cause, diffs, text):
     layers = {}
     for d in diffs:
         x, bn = d.layers
-        if bn is None and isinstance(x, L.Dense):
+        if isinstance(x, L.Dense):
             layers[x.name] = lambda layer, w=d.kernel, b=d.bias: clone(
                 layer, weights=[a.astype(layer.weights[0].dtype) for a in (w, b)])
         else:
