@@ -21,7 +21,7 @@ its final output where the copy compare reads every tensor of agrees there: the 
 the two otherwise; found by api.py, not by a patch), ``unexplained`` (nothing tried brings OTHER
 to its floor).  Where no single defect explains the layer, the best one is kept and the others
 are tried on top of it: two defects found together are reported with the one that explains most
-first, the other in ``also``.
+first (never ``precision``: the defect found with the rounding leads), the other in ``also``.
 """
 import itertools
 
