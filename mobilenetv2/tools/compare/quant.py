@@ -271,7 +271,7 @@ def _int8_patch(ref, weight_grids, acts, input_grid, input_seen=None):
         return Patch("precision", "batch norms folded into the convolutions, then every weight rounded to int8 "
                      "(per channel, symmetric, max |w| / 127)", layers,
                      detail={"weights": "int8", "folded": True, "grid": "per-channel symmetric, max |w| / 127"})
-    biases = "biases onto their int32 grids" if bias_grids else "biases in float as OTHER stores them"
+    biases = "biases onto their int32 grids" if bias_grids else "biases left in float, not rounded"
     post = {name: activation_fn(grid) for name, grid in acts.items() if name in ref.index}
     steps = {name: float(np.max(grid.scale)) for name, grid in acts.items() if name in ref.index}
     if not post and input_grid is None:  # int8 weights, float compute
