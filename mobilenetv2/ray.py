@@ -78,6 +78,16 @@ def actor_resources(cluster_cpus, threads=1, actors=None, actor_cpus=None):
     return actors, actor_cpus
 
 
+def actor_memory_bytes(job, batch_size, images):
+    """The bytes each actor of a ``--ray`` run of ``images`` images asks Ray for (``memory=``): what an
+    actor running the BatchJob ``job`` holds at least.  An actor is a process with a model of its own:
+    a batch (``job.memory_bytes``; a short job's is shorter), the weights as loaded
+    (``job.weights_bytes()``) and, where the C plan runs the job, their packed form as well
+    (``job.packed_bytes()``, made on the actor's first batch).  Its Python process itself is left out."""
+    return (job.memory_bytes(max(1, min(batch_size, images))) + job.weights_bytes()
+            + job.packed_bytes())
+
+
 class Predictor:
     """A Ray Data callable class: ``ds.map_batches(Predictor, fn_constructor_kwargs=...)``.
 
@@ -174,9 +184,10 @@ class PartWriter:
 
 def _check_memory(nodes, actors, actor_cpus, actor_memory):
     """Refuse a job whose ``actors`` cannot all be placed on the alive ``nodes`` (``ray.nodes()``)
-    once each asks Ray for ``actor_memory`` bytes (its model and the batch it runs): Ray puts no more
-    actors on a node than its memory resource holds, so that actors that each fit do not together
-    take more than the node has; an actor that cannot be placed would be waited for for ever."""
+    once each asks Ray for ``actor_memory`` bytes (its model and the batch it runs: see
+    ``actor_memory_bytes``): Ray puts no more actors on a node than its memory resource holds, so
+    that actors that each fit do not together take more than the node has; an actor that cannot be
+    placed would be waited for for ever."""
     fit = by_cpu = 0
     for node in nodes:
         if node.get("Alive", True):

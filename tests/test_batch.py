@@ -371,6 +371,25 @@ def test_the_memory_check_counts_the_shared_weights_once(dtype, monkeypatch):
                 f"{replicas / mib:.1f}, 2 decoded batches waiting {waiting / mib:.1f})") in str(info.value)
 
 
+@pytest.mark.parametrize("dtype, layer", [("float32", None), ("float64", None), ("float32", "block_6_project_BN")],
+                         ids=["float32-c", "float64", "layer-numpy"])
+def test_each_ray_actor_asks_for_its_own_weights_and_their_packed_copy(dtype, layer):
+    """An actor is a process with a model of its own: its batch, the weights as loaded and, where the C
+    plan runs the job (float32, the pooled output, the extension built), the packed float32 copy it
+    makes on its first batch.  Before, the packed copy was left out of the actor's request.  The
+    figure is computed before Ray is used (mobilenetv2.ray imports Ray only to run a job)."""
+    from mobilenetv2 import native
+    from mobilenetv2.batch.job import BatchJob
+    from mobilenetv2.ray import actor_memory_bytes
+    job = BatchJob(alpha=0.35, size=96, weights=None, dtype=dtype, layer=layer)
+    params = sum(w.size for w in job.model.get_weights())
+    loaded = params * np.dtype(dtype).itemsize
+    packed = 4 * params if dtype == "float32" and layer is None and native.available() else 0
+    assert actor_memory_bytes(job, 8, 100) == job.memory_bytes(8) + loaded + packed
+    # a short job's batch is the images it has: 3 images, batches of 8, are one batch of 3
+    assert actor_memory_bytes(job, 8, 3) == job.memory_bytes(3) + loaded + packed
+
+
 def test_ray_without_ray_names_the_extra(tmp_path, monkeypatch, capsys):
     write_images(tmp_path / "i", 2)
     monkeypatch.setitem(sys.modules, "ray", None)

@@ -164,12 +164,16 @@ def test_actors_that_a_node_s_memory_cannot_hold_together_are_refused(local_ray,
     a node that could not hold both.  Each now asks Ray for its memory, and a job whose actors the
     nodes cannot hold is refused, not waited for.  12 MiB holds one actor of 0.35_96 with batches of
     8 (the run at the end), not two."""
+    from mobilenetv2.batch.job import BatchJob
+    from mobilenetv2.ray import actor_memory_bytes
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0, "memory": 12 << 20}}])
     argv = ["features", str(images), *SMALL, "--ray", "auto", "--quiet"]
     assert main(argv + ["--out", str(tmp_path / "two"), "--ray-actors", "2"]) == 2
     stderr = capsys.readouterr().err
     assert len(stderr.splitlines()) == 1, stderr
-    assert "2 Ray actors need at least" in stderr
+    # the figure each actor asks Ray for: a batch of 8, the weights and, on the C engine, their packed copy
+    each = actor_memory_bytes(BatchJob(alpha=0.35, size=96, weights="none"), 8, 61) / 2 ** 20
+    assert f"2 Ray actors need at least {each:.1f} MiB each" in stderr
     assert "the nodes' memory holds 1 of them: lower --ray-actors or --batch-size" in stderr
     assert not list((tmp_path / "two").glob("part-*"))
     assert main(argv + ["--out", str(tmp_path / "one"), "--ray-actors", "1"]) == 0

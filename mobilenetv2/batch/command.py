@@ -103,8 +103,7 @@ def run(args, kind):
                 job_args["weights"] = os.path.abspath(job_args["weights"])
             from mobilenetv2.batch import local
             progress = local.Progress(len(todo), enabled=not args.quiet)
-            # what each actor holds at least: its model and a batch (a short run's is shorter)
-            actor_memory = job.memory_bytes(max(1, min(args.batch_size, len(todo)))) + job.weights_bytes()
+            actor_memory = mnv2_ray.actor_memory_bytes(job, args.batch_size, len(todo))
             written, errors = mnv2_ray.run_job(job_args, todo, out, address=args.ray, actors=args.ray_actors,
                                                actor_cpus=args.ray_actor_cpus, batch_size=args.batch_size,
                                                quiet=args.quiet, rows_per_part=args.rows_per_part,
