@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import require_shared
+from conftest import cli_error_lines, require_shared
 from mobilenetv2 import from_pretrained, hf_preprocess, post_process_semantic_segmentation
 from mobilenetv2.cli import main
 
@@ -60,5 +60,6 @@ def test_errors_are_one_line(tmp_path, capsys, argv, message):
             "OUT.txt": str(tmp_path / "m.txt")}
     assert main([subs.get(a, a) for a in argv]) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    lines = cli_error_lines(err)
+    assert len(lines) == 1 and message in lines[0], err
     assert list(tmp_path.iterdir()) == []
