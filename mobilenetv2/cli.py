@@ -363,7 +363,8 @@ def main(argv=None):
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"mobilenetv2: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    text = " ".join(str(message).split()).removeprefix("mobilenetv2: ")  # the package's own say so already
+    print(f"mobilenetv2: warning: {text}", file=sys.stderr)
 
 
 def _fail(command, message):

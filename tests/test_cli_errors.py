@@ -169,6 +169,23 @@ def test_warnings_are_one_line_too(capsys, monkeypatch):
                                        "running on NumPy\n")
 
 
+def test_the_missing_extension_warning_names_the_package_once(capsys, monkeypatch):
+    """The package's own warning starts 'mobilenetv2:' (it is seen outside the CLI too): the
+    CLI's line said 'mobilenetv2: warning: mobilenetv2: the C extension ...'."""
+    from mobilenetv2 import native
+
+    def warn(args):
+        native.warn_if_missing()
+        return 0
+    monkeypatch.setattr(native, "lib", None)
+    monkeypatch.setattr(native, "_warned", False)
+    monkeypatch.setattr(native, "missing_reason", lambda: "not built")
+    monkeypatch.setattr(cli, "cmd_summary", warn)
+    assert main(["summary"]) == 0
+    assert capsys.readouterr().err == ("mobilenetv2: warning: the C extension is not available (not built); "
+                                       "running on the NumPy engine, which is correct but slower.\n")
+
+
 @pytest.mark.parametrize("argv, folder", [
     (["dump", "IMG", *SMALL, "--layers", "Conv1", "--out", "acts"], "acts.npz"),  # .npz is added
     (["dump", "IMG", *SMALL, "--layers", "Conv1", "--out", "acts.npz"], "acts.npz"),
