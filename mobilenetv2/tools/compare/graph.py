@@ -105,7 +105,7 @@ class OtherModel:
 def image_input(dims, source, shape):
     """(layout, (H, W) or None where a side is dynamic) of an image batch input whose ``dims`` are
     ``shape`` (a side None where dynamic), by the axis that holds its 3 channels: 1 (NCHW) or 3
-    (NHWC); else a CompareError naming ``source``."""
+    (NHWC); else a CompareError naming ``source`` (as for a batch size below 1)."""
     if dims[1] == 3:
         layout, hw = "NCHW", (dims[2], dims[3])
     elif dims[3] == 3:
@@ -113,6 +113,8 @@ def image_input(dims, source, shape):
     else:
         raise CompareError(f"{source!r}: input shape {shape} has 3 channels neither at axis 1 (NCHW) "
                            "nor at axis 3 (NHWC)")
+    if dims[0] is not None and dims[0] < 1:  # (a negative one split the input into no parts at all)
+        raise CompareError(f"{source!r}: input shape {shape} declares a batch of {dims[0]} images")
     return layout, None if None in hw else hw
 
 

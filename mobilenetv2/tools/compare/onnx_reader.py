@@ -8,6 +8,7 @@ from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read
 from mobilenetv2.tools.compare import onnx_quant
 from mobilenetv2.tools.compare.graph import Node, OtherModel, image_input, tensor_layouts
 
+MAX_NODES = 20000  # exports of MobileNetV2 (QDQ int8, tf2onnx's transposes, local functions inlined) have < 1,000
 _RESHAPES = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 _FLOAT_OPS = {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "Mul", "Sub", "Div", "Pad",
               "Transpose", "Reshape", "Flatten", "Squeeze", "GlobalAveragePool", "ReduceMean",
@@ -15,14 +16,34 @@ _FLOAT_OPS = {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "Mul", "Sub",
               "Gemm", "MatMul", "Softmax", "Max", "Min", "Identity", "Cast", "Sigmoid", "LogSoftmax", "Tanh", "Exp"}
 
 
-def _constants(graph, numpy_helper):
+def _tensor(t, path, numpy_helper):
+    """The value of an initializer or a Constant's tensor, its declared dims checked against the
+    values it stores before NumPy reads them (a tensor of 2**40 elements over 432 bytes, bytes
+    left over); None for a type that holds no numbers (strings: the runtime judges them)."""
+    n = 1
+    for d in t.dims:
+        n *= d
+    stored = len(t.raw_data) if t.HasField("raw_data") else sum(len(f) for f in (
+        t.float_data, t.int32_data, t.int64_data, t.double_data, t.uint64_data, t.string_data))
+    if any(d < 0 for d in t.dims) or n > 2 * stored:  # no type packs more than 2 values a byte or entry
+        raise CompareError(f"{path!r}: tensor {t.name[:80]!r} declares dims {list(t.dims)[:8]} ({n} values) "
+                           f"but stores {stored} {'bytes' if t.HasField('raw_data') else 'values'} (a damaged file)")
+    try:
+        value = numpy_helper.to_array(t)
+    except (ValueError, TypeError, KeyError) as exc:  # raw bytes that do not fill the dims, an unknown data type
+        raise CompareError(f"{path!r}: tensor {t.name[:80]!r} of dims {list(t.dims)[:8]} cannot be read: "
+                           f"{str(exc)[:120]} (a damaged file)") from None
+    return value if value.dtype.kind in "biuf" else None
+
+
+def _constants(graph, path, numpy_helper):
     """Initializers and Constant-node values by tensor name (Identity of a constant included)."""
-    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    consts = {t.name: _tensor(t, path, numpy_helper) for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant":
             for a in node.attribute:
                 if a.name == "value":
-                    consts[node.output[0]] = numpy_helper.to_array(a.t)
+                    consts[node.output[0]] = _tensor(a.t, path, numpy_helper)
                 elif a.name == "value_float":
                     consts[node.output[0]] = np.array(a.f, np.float32)
                 elif a.name == "value_floats":
@@ -33,7 +54,52 @@ def _constants(graph, numpy_helper):
                     consts[node.output[0]] = np.array(a.ints, np.int64)
         elif node.op_type == "Identity" and node.input[0] in consts:
             consts[node.output[0]] = consts[node.input[0]]
-    return consts
+    return {name: value for name, value in consts.items() if value is not None}
+
+
+def _inlined_nodes(model, depth=0, nodes=None, sizes=None):
+    """How many nodes the graph has with its local functions inlined, counted up to past MAX_NODES
+    without inlining them (a function calling another twice, 40 deep, is 2**40 nodes in a few KB;
+    one calling itself, endless): a call nested past 64 functions counts as past MAX_NODES."""
+    functions = {(f.domain, f.name): f for f in model.functions}
+    sizes = {} if sizes is None else sizes
+    total = 0
+    for node in model.graph.node if nodes is None else nodes:
+        key = (node.domain, node.op_type)
+        if key in functions and key not in sizes:
+            sizes[key] = (MAX_NODES + 1 if depth >= 64
+                          else _inlined_nodes(model, depth + 1, functions[key].node, sizes))
+        total += sizes.get(key, 1) if key in functions else 1
+        if total > MAX_NODES:
+            break
+    return total
+
+
+def _check_schema(model, path, defs):
+    """Refuse a node whose inputs, outputs or attribute types its op's schema does not allow (a
+    Conv without its weight, a node with no output, strides given as floats): the readers below
+    index and convert them as the schema promises, before the runtime sees the graph."""
+    opsets = {"" if o.domain == "ai.onnx" else o.domain: o.version for o in model.opset_import}
+    for node in model.graph.node:
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        try:
+            schema = defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
+        except defs.SchemaError:  # an op onnx does not know (com.microsoft's, a custom one): the runtime judges it
+            schema = None
+        least, most = (schema.min_input, schema.max_input) if schema is not None else (0, len(node.input))
+        declared = schema.attributes if schema is not None else {}
+        wrong = [a.name for a in node.attribute if a.name in declared and int(declared[a.name].type.value) != a.type]
+        if wrong or not (node.output and node.output[0] and least <= len(node.input) <= most
+                         and all(node.input[:least])):
+            raise CompareError(f"{path!r}: node {(node.name or node.op_type)[:80]!r} ({node.op_type[:40]}) has inputs "
+                               f"{[i[:40] for i in node.input[:6]]}, outputs {[o[:40] for o in node.output[:4]]}"
+                               + (f" and attributes {wrong[:4]} of a type" if wrong else "")
+                               + " its op does not take (a damaged file)")
+
+
+def _scalar(value):
+    """A Clip bound as a float; None where absent or not one value (the runtime refuses that)."""
+    return float(np.ravel(value)[0]) if value is not None and np.size(value) == 1 else None
 
 
 def _attrs(node, helper):
@@ -66,8 +132,7 @@ def _normalize(node, consts, helper, grids):
     if op == "Clip":
         lo = consts.get(ins[1]) if len(ins) > 1 and ins[1] else a.get("min")
         hi = consts.get(ins[2]) if len(ins) > 2 and ins[2] else a.get("max")
-        return Node("clip", [ins[0]], out, node.name,
-                    dict(lo=None if lo is None else float(np.ravel(lo)[0]), hi=None if hi is None else float(np.ravel(hi)[0])))
+        return Node("clip", [ins[0]], out, node.name, dict(lo=_scalar(lo), hi=_scalar(hi)))
     if op in ("Max", "Min") and len(data) == 1:
         return Node("clip", data, out, node.name, dict(op=op))
     if op == "Add" and len(data) == 2:
@@ -128,7 +193,7 @@ def _refuse_external(graph, path, TensorProto):
 def read_onnx(path):
     onnx = require("onnx", "comparing an ONNX file", "onnx")
     ort = require("onnxruntime", "running an ONNX file", "onnx")
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, defs, helper, numpy_helper
     path = files.path_str(path)
     data = read_input(path, "ONNX file", MAX_MODEL_BYTES)
     try:
@@ -136,14 +201,18 @@ def read_onnx(path):
     except Exception as exc:  # protobuf's DecodeError and friends
         raise CompareError(f"{path!r} is not an ONNX file onnx can read: {str(exc)[:200]}") from None
     _refuse_external(model.graph, path, TensorProto)
+    if _inlined_nodes(model) > MAX_NODES:  # before ONNX Runtime is asked for every node's output
+        raise CompareError(f"{path!r} has more than {MAX_NODES} nodes (its local functions inlined), more than "
+                           "an ONNX graph of MobileNetV2 could need (a damaged or hostile file)")
     if len(model.functions):  # torch.onnx's dynamo exporter wraps modules in local functions
         try:
             from onnx import inliner
             model = inliner.inline_local_functions(model)
         except (ImportError, AttributeError):
             raise CompareError(f"{path!r} uses ONNX local functions: install onnx >= 1.16 to inline them") from None
+    _check_schema(model, path, defs)
     graph = model.graph
-    consts = _constants(graph, numpy_helper)
+    consts = _constants(graph, path, numpy_helper)
     grids = onnx_quant.dequantize_constants(graph, consts, helper)
     inputs = [i for i in graph.input if i.name not in consts]
     if len(inputs) != 1:
