@@ -28,6 +28,20 @@ def _grid(t):
     return grid
 
 
+def _numeric(t):
+    """Whether LiteRT hands the tensor ``t`` to NumPy as numbers: get_tensor on a STRING tensor
+    parses its bytes as string offsets (a constant of float bytes typed STRING crashed it)."""
+    return np.dtype(t["dtype"]).kind in "biuf"
+
+
+def _float_or_quantized(t, grid, path):
+    """Refuse a conv's or dense's weight of integers without the scales that make them values
+    (they would be read, and used as the reference's weights, as the integers themselves)."""
+    if np.dtype(t["dtype"]).kind != "f" and grid is None:
+        raise CompareError(f"{path!r}: weight tensor {t['name'][:80]!r} is {np.dtype(t['dtype'])} with no "
+                           "quantization parameters (a damaged file)")
+
+
 def read_tflite(path):
     lite = require("ai_edge_litert.interpreter", "comparing a .tflite file", "litert")
     path = files.path_str(path)
@@ -37,10 +51,14 @@ def read_tflite(path):
             model_content=data, experimental_preserve_all_tensors=True,
             experimental_op_resolver_type=lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         interp.allocate_tensors()
+        details = {t["index"]: t for t in interp.get_tensor_details()}  # (names decoded: UTF-8 or a ValueError)
+        inputs, ops = interp.get_input_details(), interp._get_ops_details()
     except (ValueError, RuntimeError) as exc:
         raise CompareError(f"LiteRT cannot load {path!r}: {exc}") from None
-    details = {t["index"]: t for t in interp.get_tensor_details()}
-    (inp,) = interp.get_input_details()
+    if len(inputs) != 1:
+        raise CompareError(f"{path!r} has {len(inputs)} inputs ({[t['name'][:40] for t in inputs[:8]]}); "
+                           "a MobileNetV2 takes one image batch")
+    (inp,) = inputs
     grids = {i: _grid(t) for i, t in details.items()}
     in_grid = grids.get(int(inp["index"]))
     if np.dtype(inp["dtype"]).kind != "f" and in_grid is None:
@@ -51,7 +69,7 @@ def read_tflite(path):
     consts = {}
 
     def const(index):
-        if index < 0:
+        if index < 0 or not _numeric(details[index]):
             return None
         if index not in consts:
             try:
@@ -63,11 +81,13 @@ def read_tflite(path):
         return consts[index]
 
     nodes = []
-    for op in interp._get_ops_details():
+    for op in ops:
         kind = _OPS.get(op["op_name"], "other")
         ins = [int(i) for i in op["inputs"]]
         out = str(int(op["outputs"][0]))
         name = details[int(op["outputs"][0])]["name"]
+        if kind in ("conv", "dense"):
+            _float_or_quantized(details[ins[1]], grids.get(ins[1]), path)
         if kind == "conv":
             w, b = const(ins[1]), const(ins[2]) if len(ins) > 2 else None
             if op["op_name"] == "DEPTHWISE_CONV_2D":  # (1, KH, KW, C) -> (C, 1, KH, KW)
@@ -107,6 +127,8 @@ def read_tflite(path):
             raise CompareError(f"LiteRT failed running {path!r} on input {list(x.shape)}: {exc}") from None
         out = {}
         for n in nodes:
+            if not _numeric(details[int(n.output)]):
+                continue
             value = np.array(interp.get_tensor(int(n.output)))
             grid = grids.get(int(n.output))
             out[n.output] = grid.dequantize(value) if grid is not None and value.dtype.kind in "iu" else value
