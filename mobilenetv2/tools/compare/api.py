@@ -9,7 +9,7 @@ from mobilenetv2 import arch, files
 from mobilenetv2.tools.compare import mapping as M
 from mobilenetv2.tools.compare import weights as W
 from mobilenetv2.tools.compare.diagnose import diagnose
-from mobilenetv2.errors import is_finite
+from mobilenetv2.errors import WeightsError, is_finite
 from mobilenetv2.tools.compare.errors import CompareError
 from mobilenetv2.tools.compare.inputs import make_input
 from mobilenetv2.tools.compare.metrics import DEFAULT_FACTOR, layer_row, metrics, noise_floor
@@ -306,7 +306,11 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         m64, m32, wdesc, cannot = W.from_user(weights, hw, include_top, pooling, top_pooling=top_pooling)
         other_model = W.own_model(o, hw, include_top, pooling, top_pooling) if o.nodes else None
     elif o.nodes:
-        m64, m32, wdesc, cannot = W.from_other(o, hw, include_top, pooling, top_pooling)
+        try:  # OTHER's arrays (NaN, inf, a variance below zero) are checked as a weights file's are
+            m64, m32, wdesc, cannot = W.from_other(o, hw, include_top, pooling, top_pooling)
+        except WeightsError as exc:
+            raise CompareError(f"{o.source!r}: its own weights cannot be the reference's ({exc}); name the "
+                               "reference weights with --weights to compare it with them") from None
     elif o.keras_weights is not None:
         m64, m32, wdesc, cannot = W.from_keras_object(o, hw)
     else:

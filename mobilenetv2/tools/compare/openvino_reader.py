@@ -27,6 +27,7 @@ from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams, image_inp
 from mobilenetv2.tools.compare.onnx_quant import collapse_casts, input_rounding
 
 MAX_XML_BYTES = 64 << 20  # a MobileNetV2 IR's .xml is ~0.2 MB; its .bin holds the weights
+MAX_XML_TAGS = 1 << 20    # and ~7,300 tags at alpha 0.35 (each a node OpenVINO's parser keeps, nested as deep)
 CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1"}
 _TYPES = types.SimpleNamespace(BFLOAT16="bf16", FLOAT16="f16", FLOAT="f32")  # collapse_casts' type names
 _RESHAPES = {"Transpose", "Reshape", "Squeeze", "Unsqueeze"}
@@ -52,6 +53,9 @@ def read_openvino(path):
     if not _IR_ROOT.match(xml[:4096]):
         raise CompareError(f"{path!r} is not an OpenVINO IR (an XML file whose root element is <net>); "
                            "write one with openvino.save_model(model, 'model.xml')")
+    if xml.count(b"<") > MAX_XML_TAGS:  # bounds the elements OpenVINO would parse, and their depth
+        raise CompareError(f"{path!r} holds {xml.count(b'<')} XML tags, more than the {MAX_XML_TAGS} an IR of "
+                           "MobileNetV2 could need (a damaged or hostile file)")
     weights = os.path.splitext(path)[0] + ".bin"
     if not os.path.lexists(weights):
         raise CompareError(f"OpenVINO IR {path!r} has no weights file {weights!r} beside it: keep the .bin "
@@ -67,7 +71,11 @@ def read_openvino(path):
     except Exception as exc:  # OpenVINO raises RuntimeError (and friends) with its C++ trace
         raise CompareError(f"OpenVINO cannot read the IR {path!r} with its weights {weights!r}: {_message(exc)} "
                            "(a .bin cut short or of another model?)") from None
-    return read_model(model, path)
+    try:
+        return read_model(model, path)
+    except UnicodeDecodeError as exc:  # pybind11 decodes every name OpenVINO hands Python as UTF-8
+        raise CompareError(f"{path!r} names an op in bytes that are not UTF-8 ({exc.reason}; a damaged "
+                           "file)") from None
 
 
 def read_model(model, source=None):
