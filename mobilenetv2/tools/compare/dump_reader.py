@@ -8,6 +8,7 @@ import numpy as np
 
 from mobilenetv2.tools.compare.errors import CompareError, open_input
 from mobilenetv2.tools.compare.graph import OtherModel
+from mobilenetv2.tools.compare.inputs import check_images
 
 MAX_TENSORS = 4096
 
@@ -15,7 +16,7 @@ MAX_TENSORS = 4096
 MAX_BYTES = 8 << 30  # a float64 dump of every layer of 1.4_224 at batch 8 is under 4 GB
 
 
-def _read_npy(f, size, where):
+def read_npy(f, size, where):
     """The array in the .npy stream ``f`` of ``size`` bytes, its header's shape and dtype checked
     against ``size`` before anything is allocated (np.load allocates the declared shape first);
     object dtypes (pickles) refused."""
@@ -55,7 +56,7 @@ def _load_npz(path):
                 if not info.filename.endswith(".npy"):
                     raise CompareError(f"{path!r} holds {info.filename!r}, not an .npy array (not a NumPy .npz?)")
                 with zf.open(info) as m:
-                    out[info.filename[:-4]] = _read_npy(m, info.file_size, f"{path!r}, array {info.filename!r}")
+                    out[info.filename[:-4]] = read_npy(m, info.file_size, f"{path!r}, array {info.filename!r}")
             return out
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError,
             zlib.error, KeyError) as exc:
@@ -77,7 +78,7 @@ def _load_folder(path):
             raise CompareError(f"{full!r} is not a plain file (links are not followed)")
         try:
             with open_input(full, "array file") as fh:
-                out[f[:-4]] = _read_npy(fh, os.fstat(fh.fileno()).st_size, repr(full))
+                out[f[:-4]] = read_npy(fh, os.fstat(fh.fileno()).st_size, repr(full))
         except (OSError, ValueError, EOFError) as exc:
             raise CompareError(f"{full!r} is not an .npy array NumPy can read without pickles: {exc}") from None
     return out
@@ -105,6 +106,7 @@ def read_dump(path, input_name="input", layout=None):
     if (x.shape[1] if layout == "NCHW" else x.shape[3]) != 3:
         raise CompareError(f"dump {path!r}: input {input_name!r} of shape {x.shape} has no 3-channel axis in {layout}")
     nhwc = x.transpose(0, 2, 3, 1) if layout == "NCHW" else x
+    check_images(nhwc, f"dump {path!r}: input {input_name!r}")
     tensors = {k: (v if v.ndim == 0 or v.shape[0] == nhwc.shape[0] or v.ndim < 2 else v[None])
                for k, v in arrays.items() if v.dtype.kind == "f"}
     return OtherModel("dump", path, [], layout, nhwc.shape[1:3], layout,

@@ -6,7 +6,7 @@ import numpy as np
 
 from mobilenetv2 import files
 from mobilenetv2.errors import is_whole
-from mobilenetv2.tools.compare.errors import CompareError
+from mobilenetv2.tools.compare.errors import CompareError, open_input
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MAX_IMAGES = 32  # every layer of both sides is kept for the diagnosis: ~0.1 GB per 224x224 image
@@ -28,6 +28,15 @@ def _image_paths(items):
     return paths
 
 
+def check_images(x, what):
+    """Refuse an NHWC batch (``what`` names it) of no images or more than MAX_IMAGES (an empty
+    batch compared nothing and agreed), or holding NaN or inf."""
+    if not 1 <= len(x) <= MAX_IMAGES:
+        raise CompareError(f"{what} holds {len(x)} images; compare runs 1 to {MAX_IMAGES} at once")
+    if not np.isfinite(x).all():
+        raise CompareError(f"{what} contains NaN or inf")
+
+
 def make_input(hw, images=None, random=None, seed=0, batch=None):
     """(NHWC float32 batch, description).  Exactly one of images / random / batch, or none
     (one random image with seed 0)."""
@@ -43,10 +52,14 @@ def make_input(hw, images=None, random=None, seed=0, batch=None):
         return preprocess_input(x.astype(np.float32)), f"{len(paths)} image(s) via load_image + preprocess_input"
     if batch is not None:
         if isinstance(batch, (str, bytes, os.PathLike)):
+            from mobilenetv2.tools.compare.dump_reader import read_npy
             batch = files.path_str(batch)
-            try:
-                x = np.load(batch, allow_pickle=False)
-            except (OSError, ValueError) as exc:
+            try:  # a regular file (a FIFO refused at once), its header checked against its size
+                with open_input(batch, "input batch") as f:
+                    x = read_npy(f, os.fstat(f.fileno()).st_size, f"input batch {batch!r}")
+            except (OSError, ValueError, EOFError) as exc:
+                if isinstance(exc, CompareError):
+                    raise
                 raise CompareError(f"input batch {batch!r} is not an .npy array: {exc}") from None
             src = f"the batch in {batch!r}"
         else:
@@ -59,8 +72,7 @@ def make_input(hw, images=None, random=None, seed=0, batch=None):
             x = x.transpose(0, 2, 3, 1)
         if tuple(x.shape[1:3]) != tuple(hw) or x.shape[3] != 3:
             raise CompareError(f"input batch has shape {x.shape}; OTHER takes (N, {hw[0]}, {hw[1]}, 3)")
-        if not np.isfinite(x).all():
-            raise CompareError("input batch contains NaN or inf")
+        check_images(x, "input batch")
         return np.ascontiguousarray(x, np.float32), src
     n = 1 if random is None else random
     if not is_whole(n) or not 1 <= n <= MAX_IMAGES:

@@ -55,7 +55,8 @@ def load_mapping_file(path):
     if isinstance(data, dict) and "tensors" not in data:
         data = {"tensors": data}
     if not isinstance(data, dict) or not isinstance(data.get("tensors"), dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in data["tensors"].items()):
+            isinstance(k, str) and isinstance(v, str) for k, v in data["tensors"].items()) or not all(
+            isinstance(data.get(k), (str, type(None))) for k in ("input", "layout")):
         raise CompareError(f"mapping file {path!r} must be a JSON object "
                            '{"input": NAME, "layout": "NCHW"|"NHWC", "tensors": {OTHER_NAME: KERAS_LAYER}}')
     return data["tensors"], data.get("input"), data.get("layout")

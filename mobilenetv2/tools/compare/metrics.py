@@ -43,5 +43,7 @@ def layer_row(name, other, ref, floor, factor, how=""):
         return row
     row.update(metrics(other, ref))
     row["ratio"] = row["rel_l2"] / row["floor_rel_l2"]
-    row["agrees"] = bool(row["ratio"] <= factor)
+    row["agrees"] = bool(row["ratio"] <= factor and np.isfinite(row["floor_rel_l2"]))  # NaN: no
+    if not np.isfinite(row["floor_rel_l2"]):  # an error over an infinite floor is no agreement
+        row["note"] = "no noise floor: our float32 engine overflows here (an input far outside [-1, 1]?)"
     return row

@@ -1,0 +1,375 @@
+"""Hostile files given to ``compare``: each case is a healthy OTHER (the package's own ONNX,
+TFLite and OpenVINO exports of a headless 0.35 model at 32x32, a dump, a batch, a mapping) with one
+defect built in here, and the truth is that compare refuses it with a CompareError naming the file
+and the defect: never another exception, a crash, a wait, an allocation of what a header claims,
+or a report that agrees.  Each was a foreign exception, a crash, a hang or a wrong answer before
+(the message in each case's comment).  Random damage of every format is tests/fuzz's (kinds onnx,
+tflite, openvino, compare); truncations and bit flips are hypothesis's here."""
+import io
+import os
+import re
+import threading
+
+import numpy as np
+import pytest
+
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.cli import main
+from mobilenetv2.tools.compare import CompareError, compare
+from mobilenetv2.tools.compare.inputs import MAX_IMAGES
+from mobilenetv2.tools.compare.metrics import layer_row
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None)
+
+
+@pytest.fixture(scope="module")
+def onnx_bytes(backbone, tmp_path_factory):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from mobilenetv2.onnx_export import export_onnx
+    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    export_onnx(backbone, path, batch=1)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def tflite_bytes(backbone, tmp_path_factory):
+    pytest.importorskip("ai_edge_litert")
+    from mobilenetv2.tflite_export import export_tflite
+    path = tmp_path_factory.mktemp("tflite") / "m.tflite"
+    export_tflite(backbone, path, batch=1)
+    return path.read_bytes()
+
+
+def _refused(path, says, **kw):
+    """compare(path) raises a CompareError naming the file and saying ``says``."""
+    with pytest.raises(CompareError) as info:
+        compare(str(path), **kw)
+    text = str(info.value)
+    assert os.path.basename(str(path)) in text and re.search(says, text), text
+    return text
+
+
+# -- ONNX ---------------------------------------------------------------------------------------------
+def _onnx_edit(onnx_bytes, edit):
+    import onnx
+    m = onnx.load_model_from_string(onnx_bytes)
+    edit(m.graph)
+    return m.SerializeToString()
+
+
+def _weight(g):
+    conv = next(n for n in g.node if n.op_type == "Conv")
+    return next(t for t in g.initializer if t.name == conv.input[1])
+
+
+def _drop_inputs(op, keep):
+    def edit(g):
+        del next(n for n in g.node if n.op_type == op).input[keep:]
+    return edit
+
+
+def _attribute(op, name, value):
+    def edit(g):
+        from onnx import helper
+        node = next(n for n in g.node if n.op_type == op)
+        node.attribute.remove(next(a for a in node.attribute if a.name == name))
+        node.attribute.append(helper.make_attribute(name, value))
+    return edit
+
+
+def _set(fn):
+    def edit(g):
+        fn(g)
+    return edit
+
+
+def _identity_of_nothing(g):
+    from onnx import helper
+    g.node.insert(0, helper.make_node("Identity", [], ["nothing"]))
+
+
+def _add_of_one(g):
+    next(n for n in g.node if n.op_type == "Add").input[1] = ""
+
+
+def _batch_norm_of_one(g):
+    from onnx import helper
+    g.node.insert(1, helper.make_node("BatchNormalization", [g.node[0].output[0]], ["bn"]))
+
+
+def _many_relus(g):
+    from onnx import helper
+    last = g.output[0].name
+    for i in range(30000):
+        g.node.append(helper.make_node("Relu", [last], [f"r{i}"]))
+        last = f"r{i}"
+
+
+def _nan_weight(g):
+    from onnx import numpy_helper
+    t = _weight(g)
+    a = numpy_helper.to_array(t).copy()
+    a.flat[5] = np.nan
+    t.CopyFrom(numpy_helper.from_array(a, t.name))
+
+
+@pytest.mark.parametrize("edit, says", [
+    # numpy_helper's ValueError 'cannot reshape array of size 432 into shape (1099511627776,3,3,3)'
+    (_set(lambda g: _weight(g).dims.__setitem__(0, 1 << 40)), r"declares dims \[1099511627776, 3, 3, 3\].*stores 1728 bytes"),
+    (_set(lambda g: _weight(g).dims.__setitem__(0, -5)), r"declares dims \[-5, 3, 3, 3\]"),
+    # 'buffer size must be a multiple of element size'; 'cannot reshape array of size 1456'
+    (_set(lambda g: setattr(_weight(g), "raw_data", _weight(g).raw_data[:10])), "stores 10 bytes"),
+    (_set(lambda g: setattr(_weight(g), "raw_data", _weight(g).raw_data + bytes(4096))), "cannot be read"),
+    # IndexError: list index out of range (a Conv, a Gemm-less head's Identity without inputs)
+    (_drop_inputs("Conv", 1), r"\(Conv\) has inputs \['nchw'\].* its op does not take"),
+    (_identity_of_nothing, r"\(Identity\) has inputs \[\]"),
+    # RuntimeError: generator raised StopIteration; ValueError: not enough values to unpack
+    (_add_of_one, r"\(Add\) has inputs \[.*, ''\]"),
+    (_batch_norm_of_one, r"\(BatchNormalization\) has inputs"),
+    # strides of floats reached tuple(int) in the reader before ONNX Runtime saw them
+    (_attribute("Conv", "strides", [1.5, 1.5]), r"attributes \['strides'\] of a type its op does not take"),
+    # ONNX Runtime asked for 200,000 outputs: more than a minute before it answered
+    (_many_relus, "has more than 20000 nodes"),
+    # KeyError: 999 (a data type onnx has no NumPy type for)
+    (_set(lambda g: setattr(_weight(g), "data_type", 999)), "tensor 'Conv1/W' of dims .* cannot be read"),
+    # a batch of -1 images split the input into no parts: np.concatenate's ValueError
+    (_set(lambda g: setattr(g.input[0].type.tensor_type.shape.dim[0], "dim_value", -1)), "declares a batch of -1"),
+    # WeightsError "layer 'Conv1' weight 'kernel' contains NaN or inf", naming no file
+    (_nan_weight, "its own weights cannot be the reference's .*NaN or inf.*--weights"),
+])
+def test_a_damaged_onnx_graph_is_refused_naming_the_file(onnx_bytes, tmp_path, edit, says):
+    path = tmp_path / "hostile.onnx"
+    path.write_bytes(_onnx_edit(onnx_bytes, edit))
+    _refused(path, says)
+
+
+def test_local_functions_that_inline_to_2_to_the_40_nodes_are_refused_before_inlining(tmp_path):
+    """Each function calls the one below twice: 2**40 Relus once inlined, from 2 KB (onnx's
+    inliner would build them all); a function that calls itself never ends."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("bomb", 1)]
+
+    def model(functions, top):
+        graph = helper.make_graph([helper.make_node(top, ["x"], ["y"], domain="bomb")], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        return helper.make_model(graph, opset_imports=opsets, functions=functions).SerializeToString()
+    doubling = [helper.make_function("bomb", "f0", ["a"], ["b"], [helper.make_node("Relu", ["a"], ["b"])], opsets)]
+    for i in range(1, 41):
+        doubling.append(helper.make_function("bomb", f"f{i}", ["a"], ["b"], [
+            helper.make_node(f"f{i - 1}", ["a"], ["m"], domain="bomb"),
+            helper.make_node(f"f{i - 1}", ["m"], ["b"], domain="bomb")], opsets))
+    itself = [helper.make_function("bomb", "f", ["a"], ["b"], [helper.make_node("f", ["a"], ["b"], domain="bomb")], opsets)]
+    for name, (functions, top) in {"doubling": (doubling, "f40"), "itself": (itself, "f")}.items():
+        path = tmp_path / f"{name}.onnx"
+        path.write_bytes(model(functions, top))
+        assert path.stat().st_size < 4096
+        _refused(path, "has more than 20000 nodes \\(its local functions inlined\\)")
+
+
+def test_onnx_weights_of_nan_against_named_weights_diverge_at_the_layer(onnx_bytes, backbone, tmp_path):
+    """With --weights, OTHER's NaN is what compare reports: the layer it reaches first diverges."""
+    path = tmp_path / "nan.onnx"
+    path.write_bytes(_onnx_edit(onnx_bytes, _nan_weight))
+    weights = tmp_path / "w.h5"
+    backbone.save_weights(weights)
+    report = compare(str(path), weights=str(weights))
+    assert not report["agrees"] and report["first_divergent_layer"] in ("Conv1", "bn_Conv1", "Conv1_relu")
+
+
+# -- TFLite -------------------------------------------------------------------------------------------
+def _tflite_edit(tflite_bytes, edit):
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAs(tflite_bytes, 0))
+    edit(m, m.subgraphs[0], schema)
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def _conv_kernel(m, g):
+    return next(t for t in g.tensors if t.name == b"Conv1/kernel")
+
+
+@pytest.mark.parametrize("edit, says", [
+    # a float kernel typed STRING: LiteRT's get_tensor read its bytes as string offsets (SIGSEGV)
+    (lambda m, g, s: setattr(_conv_kernel(m, g), "type", s.TensorType.STRING), "Conv1/kernel' is .* no quantization"),
+    # the same bytes typed INT32 were read as integers: the reference's weights, 'NaN or inf' after
+    (lambda m, g, s: setattr(_conv_kernel(m, g), "type", s.TensorType.INT32), "Conv1/kernel' is int32 with no quantization"),
+    # ValueError: not enough values to unpack / too many values to unpack
+    (lambda m, g, s: setattr(g, "inputs", []), "has 0 inputs"),
+    (lambda m, g, s: setattr(g, "inputs", list(g.inputs) * 2), "has 2 inputs"),
+    # UnicodeDecodeError from LiteRT's tensor details, a ValueError none caught
+    (lambda m, g, s: setattr(_conv_kernel(m, g), "name", b"\xff\xfe"), "LiteRT cannot load .*utf-8"),
+])
+def test_a_damaged_tflite_model_is_refused_naming_the_file(tflite_bytes, tmp_path, edit, says):
+    path = tmp_path / "hostile.tflite"
+    path.write_bytes(_tflite_edit(tflite_bytes, edit))
+    _refused(path, says)
+
+
+# -- truncations and bit flips: a CompareError, nothing else ---------------------------------------
+def _damaged(data, cut, flips):
+    data = bytearray(data[:cut] if cut < len(data) else data)
+    for at, bits in flips:
+        data[at % len(data)] ^= bits
+    return bytes(data)
+
+
+_DAMAGE = dict(cut=st.integers(1, 1 << 22), flips=st.lists(st.tuples(st.integers(0, 1 << 22), st.integers(1, 255)),
+                                                           max_size=4))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(**_DAMAGE)
+def test_damaged_onnx_bytes_are_refused_or_read(onnx_bytes, tmp_path, cut, flips):
+    _refused_or_read(tmp_path / "d.onnx", _damaged(onnx_bytes, cut, flips))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(**_DAMAGE)
+def test_damaged_tflite_bytes_are_refused_or_read(tflite_bytes, tmp_path, cut, flips):
+    _refused_or_read(tmp_path / "d.tflite", _damaged(tflite_bytes, cut, flips))
+
+
+def _refused_or_read(path, data):
+    path.write_bytes(data)
+    from mobilenetv2.tools.compare.api import open_other
+    try:
+        open_other(str(path))
+    except CompareError as exc:
+        assert path.name in str(exc)
+
+
+# -- OpenVINO IR ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ir(onnx_bytes, tmp_path_factory):
+    ov = pytest.importorskip("openvino")
+    folder = tmp_path_factory.mktemp("ir")
+    (folder / "m.onnx").write_bytes(onnx_bytes)
+    ov.save_model(ov.convert_model(str(folder / "m.onnx")), str(folder / "m.xml"), compress_to_fp16=False)
+    return (folder / "m.xml").read_text(), (folder / "m.bin").read_bytes()
+
+
+def test_an_ir_of_millions_of_tags_is_refused_before_openvino_parses_it(ir, tmp_path):
+    """3 million empty elements (12 MB) were parsed, kept and ignored by OpenVINO (~20 s, 1 GB)."""
+    xml, weights = ir
+    (tmp_path / "m.xml").write_text(xml.replace("</net>", "<x/>" * (1 << 21) + "</net>"))
+    (tmp_path / "m.bin").write_bytes(weights)
+    _refused(tmp_path / "m.xml", r"holds 2[0-9]{6} XML tags, more than the 1048576")
+
+
+def test_an_ir_naming_an_op_in_bytes_that_are_not_utf8_is_refused(ir, tmp_path):
+    """pybind11's UnicodeDecodeError from get_friendly_name (found by tests/fuzz's openvino kind)."""
+    xml, weights = ir
+    name = re.search(r'<layer id="\d+" name="([^"]+)" type="Convolution"', xml).group(1)
+    (tmp_path / "m.xml").write_bytes(xml.replace(f'name="{name}"', f'name="{name}\xfd"', 1).encode("latin-1"))
+    (tmp_path / "m.bin").write_bytes(weights)
+    _refused(tmp_path / "m.xml", "names an op in bytes that are not UTF-8")
+
+
+def test_an_ir_of_nan_weights_is_refused_naming_the_file(ir, tmp_path):
+    xml, weights = ir
+    at = re.search(r'<data element_type="f32" shape="16, 3, 3, 3" offset="(\d+)"', xml)
+    assert at, "the stem's kernel is not where the test looks"
+    off = int(at.group(1))
+    (tmp_path / "m.xml").write_text(xml)
+    (tmp_path / "m.bin").write_bytes(weights[:off] + np.float32(np.inf).tobytes() + weights[off + 4:])
+    _refused(tmp_path / "m.xml", "its own weights cannot be the reference's .*NaN or inf")
+
+
+# -- dumps, input batches, mappings ----------------------------------------------------------------------
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def _x(n=1):
+    return np.random.default_rng(0).uniform(-1, 1, (n, 32, 32, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("x, says", [
+    (np.zeros((0, 32, 32, 3), np.float32), "holds 0 images"),       # compared nothing, and agreed
+    (np.full((1, 32, 32, 3), np.nan, np.float32), "NaN or inf"),    # diverged, 'unexplained'
+    (_x(MAX_IMAGES + 1), f"holds {MAX_IMAGES + 1} images"),
+])
+def test_a_dump_s_input_is_checked_as_a_batch_is(backbone, tmp_path, x, says):
+    weights = tmp_path / "w.h5"
+    backbone.save_weights(weights)
+    dump = _npz(tmp_path / "d.npz", input=x, Conv1=np.zeros((len(x), 16, 16, 16), np.float32))
+    _refused(dump, says, weights=str(weights))
+
+
+def test_a_layer_whose_float32_floor_overflows_never_agrees():
+    """An input of 3e38 (finite) overflows our float32 engine: a floor of inf made the ratio of
+    any error 0, and a dump of zeros agreed with the reference's 1e39 values."""
+    ref = np.full((1, 4), 1e39)
+    row = layer_row("Conv1", np.zeros((1, 4)), ref, (np.inf, np.inf), 30.0)
+    assert row["rel_l2"] == 1.0 and not row["agrees"] and "overflows" in row["note"]
+    row = layer_row("Conv1", np.full((1, 4), np.nan), ref, (1e-7, 0.0), 30.0)
+    assert not row["agrees"]
+
+
+def _npy_bytes(a):
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def test_an_input_batch_s_header_is_checked_before_allocating(onnx_bytes, tmp_path):
+    """np.load allocated the 14.6 TiB the header declared: a MemoryError."""
+    other = tmp_path / "m.onnx"
+    other.write_bytes(onnx_bytes)
+    raw = _npy_bytes(np.zeros(4, np.float32))
+    lie = raw.replace(b"(4,), }" + b" " * 12, b"(4000000000000,), }")
+    assert len(lie) == len(raw)
+    (tmp_path / "lie.npy").write_bytes(lie)
+    with pytest.raises(CompareError, match="lie.npy.* declares .*more than the 144 bytes stored"):
+        compare(str(other), batch=str(tmp_path / "lie.npy"))
+    for n in (0, MAX_IMAGES + 1):  # np.concatenate's ValueError for 0 images
+        (tmp_path / "b.npy").write_bytes(_npy_bytes(_x(n) if n else np.zeros((0, 32, 32, 3), np.float32)))
+        with pytest.raises(CompareError, match=f"input batch holds {n} images"):
+            compare(str(other), batch=str(tmp_path / "b.npy"))
+
+
+def test_an_input_batch_that_is_a_fifo_is_refused_at_once(onnx_bytes, tmp_path):
+    """np.load opened it and waited for a writer."""
+    other = tmp_path / "m.onnx"
+    other.write_bytes(onnx_bytes)
+    os.mkfifo(tmp_path / "x.npy")
+    box = {}
+
+    def go():
+        try:
+            compare(str(other), batch=str(tmp_path / "x.npy"))
+        except CompareError as exc:
+            box["error"] = str(exc)
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "compare waited on the FIFO"
+    assert "x.npy" in box.get("error", "") and "FIFO" in box["error"]
+
+
+@pytest.mark.parametrize("field, value", [("input", ["x"]), ("input", {"a": 1}), ("layout", 3), ("layout", ["NCHW"])])
+def test_a_mapping_s_input_and_layout_are_strings(tmp_path, capsys, field, value):
+    """{"input": ["x"]} was a TypeError (unhashable type: 'list') where the dump looked it up."""
+    import json
+    dump = _npz(tmp_path / "d.npz", input=_x(), Conv1=np.zeros((1, 16, 16, 16), np.float32))
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"tensors": {"Conv1": "Conv1"}, field: value}))
+    with pytest.raises(CompareError, match="map.json.* must be a JSON object"):
+        compare(str(dump), weights="none", mapping=str(mapping))
+    assert main(["compare", str(dump), "--mapping", str(mapping), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "map.json" in err
