@@ -116,6 +116,7 @@ def prepare():
     T["model"] = MobileNetV2((32, 32, 3), alpha=ALPHA, include_top=False, weights=None)
     T["flex"] = MobileNetV2(None, alpha=ALPHA, include_top=False, weights=None)
     _hf_templates()
+    _model_templates()
     _start_server()
 
 
@@ -609,6 +610,292 @@ def run_compare(ctx):
         ctx.seen.append(repr((tensors, inp, layout)).encode())
 
 
+# -- compare's OTHER as a model file: ONNX, TFLite, OpenVINO IR ------------------------------------
+def model_formats():
+    """{kind: whether its runtime is installed} for the three model formats compare reads."""
+    import importlib.util
+    have = lambda *mods: all(importlib.util.find_spec(m) is not None for m in mods)  # noqa: E731
+    return {"onnx": have("onnx", "onnxruntime"), "tflite": have("ai_edge_litert"), "openvino": have("openvino", "onnx")}
+
+
+def _model_templates():
+    """The headless 0.35 model at 32x32 as compare's OTHER: .onnx and .tflite from the package's
+    exporters; the IR converted from the .onnx by OpenVINO in a child process (the parent of the
+    fuzz children never imports a runtime: they fork)."""
+    import subprocess
+    import sys
+    import tempfile
+    from mobilenetv2.onnx_export import export_onnx
+    from mobilenetv2.tflite_export import export_tflite
+    have = model_formats()
+    with tempfile.TemporaryDirectory() as tmp:
+        if have["tflite"]:
+            export_tflite(T["model"], os.path.join(tmp, "m.tflite"), batch=1)
+            T["tflite"] = Path(tmp, "m.tflite").read_bytes()
+        if have["onnx"] or have["openvino"]:
+            export_onnx(T["model"], os.path.join(tmp, "m.onnx"), batch=1)
+            T["onnx"] = Path(tmp, "m.onnx").read_bytes()
+        if have["openvino"]:
+            subprocess.run([sys.executable, "-c", "import openvino as ov, sys; ov.save_model(ov.convert_model("
+                            "sys.argv[1]), sys.argv[2], compress_to_fp16=False)", os.path.join(tmp, "m.onnx"),
+                            os.path.join(tmp, "m.xml")], check=True, capture_output=True, timeout=120)
+            T["ir"] = (Path(tmp, "m.xml").read_text(), Path(tmp, "m.bin").read_bytes())
+
+
+def _varint(n):
+    out = b""
+    while n > 0x7F:
+        out, n = out + bytes([n & 0x7F | 0x80]), n >> 7
+    return out + bytes([n])
+
+
+def _run_model(ctx):
+    """The whole compare on OTHER (its own weights as the reference), with its report seen."""
+    from mobilenetv2.tools.compare import compare
+    report = compare(str(ctx.other), random=1)
+    ctx.seen.append(repr(report).encode())
+
+
+ONNX_ATTACKS = ["damage", "damage", "truncate", "dims-huge", "dims-negative", "raw-short", "raw-long", "nan",
+                "dtype", "zero-size", "drop-inputs", "no-output", "cycle", "duplicate-output", "duplicate-init",
+                "attr-type", "external", "deep", "input-dims", "input-type", "many-nodes"]
+
+
+def make_onnx(ctx):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = ctx.rng
+    attack = rng.choice(ONNX_ATTACKS)
+    ctx.other = ctx.folder / "m.onnx"
+    if attack in ("damage", "truncate"):
+        data = T["onnx"][:rng.randrange(1, len(T["onnx"]))] if attack == "truncate" else damage(rng, T["onnx"])[1]
+        ctx.other.write_bytes(data)
+        return attack
+    m = onnx.load_model_from_string(T["onnx"])
+    g = m.graph
+    weights = [t for t in g.initializer if len(t.dims) == 4]
+    t = rng.choice(weights)
+    node = rng.choice(list(g.node))
+    if attack == "dims-huge":
+        t.dims[rng.randrange(4)] = rng.choice([1 << 31, 1 << 40, 1 << 62])
+    elif attack == "dims-negative":
+        t.dims[rng.randrange(4)] = -rng.randint(1, 1 << 40)
+    elif attack == "raw-short":
+        t.raw_data = t.raw_data[:rng.randrange(len(t.raw_data))]
+    elif attack == "raw-long":
+        t.raw_data = t.raw_data + bytes(rng.randint(1, 4096))
+    elif attack == "nan":
+        a = numpy_helper.to_array(t).copy()
+        a.flat[rng.randrange(a.size)] = rng.choice([np.nan, np.inf, -np.inf])
+        t.CopyFrom(numpy_helper.from_array(a, t.name))
+    elif attack == "dtype":
+        kind = rng.choice([TensorProto.INT64, TensorProto.STRING, TensorProto.BOOL, TensorProto.FLOAT16,
+                           TensorProto.COMPLEX64, TensorProto.UINT4, 999])
+        t.data_type = kind
+    elif attack == "zero-size":
+        t.dims[rng.randrange(4)] = 0
+        t.raw_data = b"" if rng.random() < 0.5 else t.raw_data
+    elif attack == "drop-inputs":
+        del node.input[rng.randrange(len(node.input) + 1):]
+        if node.input and rng.random() < 0.5:
+            node.input[rng.randrange(len(node.input))] = ""
+    elif attack == "no-output":
+        del node.output[:]
+    elif attack == "cycle":  # a node reads a tensor a later node writes (or its own)
+        i = rng.randrange(len(g.node))
+        g.node[i].input[0] = g.node[rng.randrange(i, len(g.node))].output[0]
+    elif attack == "duplicate-output":
+        node.output[0] = rng.choice(list(g.node)).output[0]
+    elif attack == "duplicate-init":
+        other = rng.choice(weights)
+        dup = g.initializer.add()
+        dup.CopyFrom(other)
+        dup.name = t.name
+    elif attack == "attr-type":
+        with_attrs = [n for n in g.node if n.attribute]
+        node = rng.choice(with_attrs)
+        a = rng.choice(list(node.attribute))
+        node.attribute.remove(a)
+        node.attribute.append(rng.choice([helper.make_attribute(a.name, "x"), helper.make_attribute(a.name, 1.5),
+                                          helper.make_attribute(a.name, [1.5, 2.5]), helper.make_attribute(a.name, -7)]))
+    elif attack == "external":  # the data said to be elsewhere: beside, above, absolute, a link, the FIFO
+        where = rng.choice(["../sentinel.bin", str(ctx.sentinel), "link.bin", "fifo.bin", "/dev/zero", "a/../../x"])
+        if where == "link.bin":
+            os.symlink(ctx.sentinel, ctx.folder / where)
+        elif where == "fifo.bin":
+            os.symlink(ctx.fifo, ctx.folder / where)
+        t.ClearField("raw_data")
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", where), ("offset", str(rng.choice([0, 64, -8]))), ("length", str(4 * int(np.prod(t.dims))))):
+            e = t.external_data.add()
+            e.key, e.value = k, v
+    elif attack == "input-dims":
+        d = g.input[0].type.tensor_type.shape.dim[rng.randrange(4)]
+        d.dim_value = rng.choice([0, -1, 1 << 40, 60000, 31])
+    elif attack == "input-type":
+        g.input[0].type.tensor_type.elem_type = rng.choice([TensorProto.INT64, TensorProto.STRING, TensorProto.DOUBLE])
+    elif attack == "many-nodes":
+        last = g.output[0].name
+        for i in range(rng.choice([5000, 30000])):
+            g.node.append(helper.make_node("Relu", [last], [f"relu{i}"]))
+            last = f"relu{i}"
+    data = m.SerializeToString()
+    if attack == "deep":  # a graph in an attribute of a node of a graph in an attribute ... 3000 deep
+        inner = b""
+        for _ in range(3000):
+            node = b"\x2a" + _varint(len(inner)) + inner if inner else b""  # NodeProto.attribute
+            graph = b"\x0a" + _varint(len(node)) + node                    # GraphProto.node
+            inner = b"\x0a\x01g\x32" + _varint(len(graph)) + graph          # AttributeProto name, g
+        node = b"\x2a" + _varint(len(inner)) + inner
+        graph = b"\x0a" + _varint(len(node)) + node
+        data += b"\x3a" + _varint(len(graph)) + graph  # a second ModelProto.graph: protobuf merges it in
+    ctx.other.write_bytes(data)
+    return attack
+
+
+TFLITE_ATTACKS = ["damage", "damage", "truncate", "offset", "shape-huge", "shape-negative", "buffer-index",
+                  "tensor-index", "no-outputs", "one-input", "weight-type", "nan", "zero-size", "inputs",
+                  "input-shape", "cycle", "names", "quantization", "opcode", "buffer-offset"]
+
+
+def make_tflite(ctx):
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+    rng = ctx.rng
+    attack = rng.choice(TFLITE_ATTACKS)
+    ctx.other = ctx.folder / "m.tflite"
+    data = T["tflite"]
+    if attack in ("damage", "truncate", "offset"):
+        if attack == "damage":
+            data = damage(rng, data, near=rng.choice([512, 4096, None]))[1]
+        elif attack == "truncate":
+            data = data[:rng.randrange(1, len(data))]
+        else:  # a uoffset or vector length among the tables (before the 16-aligned buffers) set far off
+            data = bytearray(data)
+            at = 4 * rng.randrange(1, min(len(data), 8192) // 4)
+            data[at:at + 4] = struct.pack("<I", rng.choice([0x7FFFFFFF, 0xFFFFFFF0, len(data), 1 << 24]))
+        ctx.other.write_bytes(bytes(data))
+        return attack
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
+    g = m.subgraphs[0]
+    ops = g.operators
+    op = rng.choice(ops)
+    with_buffer = [t for t in g.tensors if t.buffer and m.buffers[t.buffer].data is not None]
+    t = rng.choice(with_buffer)
+    if attack == "shape-huge":
+        t.shape = [rng.choice([1 << 30, 1 << 31 - 1, 65536])] * len(t.shape)
+    elif attack == "shape-negative":
+        t.shape = [-1] + list(t.shape[1:])
+    elif attack == "buffer-index":
+        t.buffer = rng.choice([len(m.buffers), 1 << 31 - 1])
+    elif attack == "tensor-index":
+        op.inputs = [rng.choice([len(g.tensors), -2, 1 << 30])] + list(op.inputs[1:])
+    elif attack == "no-outputs":
+        op.outputs = rng.choice([[], [-1], [len(g.tensors)]])
+    elif attack == "one-input":
+        op.inputs = list(op.inputs[:1])
+    elif attack == "weight-type":
+        t.type = rng.choice([schema.TensorType.STRING, schema.TensorType.INT32, schema.TensorType.INT8,
+                             schema.TensorType.BOOL, schema.TensorType.FLOAT16, schema.TensorType.COMPLEX64,
+                             schema.TensorType.RESOURCE, schema.TensorType.INT4, 99])
+    elif attack == "nan":
+        a = np.frombuffer(bytes(m.buffers[t.buffer].data), np.float32).copy()
+        a[rng.randrange(a.size)] = rng.choice([np.nan, np.inf])
+        m.buffers[t.buffer].data = np.frombuffer(a.tobytes(), np.uint8)
+    elif attack == "zero-size":
+        t.shape = [0] + list(t.shape[1:])
+    elif attack == "inputs":
+        g.inputs = rng.choice([[], list(g.inputs) * 2, [len(g.tensors)]])
+    elif attack == "input-shape":
+        g.tensors[g.inputs[0]].shape = rng.choice([[32, 96], [1, 60000, 60000, 3], [1, 32, 32, 4], [0, 32, 32, 3]])
+    elif attack == "cycle":
+        i = rng.randrange(len(ops))
+        ops[i].inputs = [ops[rng.randrange(i, len(ops))].outputs[0]] + list(ops[i].inputs[1:])
+    elif attack == "names":
+        for x in g.tensors:
+            x.name = rng.choice([b"x", b"", b"\xff\xfe", b"a" * 100000])
+    elif attack == "quantization":
+        q = schema.QuantizationParametersT()
+        q.scale = rng.choice([[0.0], [float("nan")], [-1.0], [0.1] * 3, [0.1] * (int(t.shape[0]) if len(t.shape) else 1)])
+        q.zeroPoint = rng.choice([[0], [1 << 40], [0] * 7])
+        q.quantizedDimension = rng.choice([0, 3, 7, -1])
+        t.quantization = q
+        t.type = rng.choice([schema.TensorType.INT8, t.type])
+    elif attack == "opcode":
+        op.opcodeIndex = rng.choice([len(m.operatorCodes), 1 << 20])
+    elif attack == "buffer-offset":  # the >2 GB layout: the data said to lie past the file's end
+        m.buffers[t.buffer].data = None
+        m.buffers[t.buffer].offset = rng.choice([1 << 40, 1 << 63, 8])
+        m.buffers[t.buffer].size = rng.choice([4 * 432, 1 << 40])
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    ctx.other.write_bytes(bytes(b.Output()))
+    return attack
+
+
+IR_ATTACKS = ["damage-xml", "damage-bin", "truncate-xml", "truncate-bin", "size", "offset", "shape",
+              "element-type", "nan", "doctype", "tags", "duplicate-id", "edge", "bin-link", "bin-fifo"]
+
+
+def make_openvino(ctx):
+    import re
+    rng = ctx.rng
+    attack = rng.choice(IR_ATTACKS)
+    xml, weights = T["ir"]
+    ctx.other = ctx.folder / "m.xml"
+    consts = list(re.finditer(r'<data element_type="f32" shape="([^"]*)" offset="(\d+)" size="(\d+)"', xml))
+    c = rng.choice(consts)
+
+    def edit(attr, value):
+        return xml[:c.start()] + re.sub(f'{attr}="[^"]*"', f'{attr}="{value}"', c.group(0)) + xml[c.end():]
+    if attack == "damage-xml":
+        xml = damage(rng, xml.encode())[1].decode("latin-1")  # (written back as the same bytes)
+    elif attack == "damage-bin":
+        weights = damage(rng, weights)[1]
+    elif attack == "truncate-xml":
+        xml = xml[:rng.randrange(1, len(xml))]
+    elif attack == "truncate-bin":
+        weights = weights[:rng.randrange(len(weights))]
+    elif attack == "size":
+        xml = edit("size", rng.choice([0, 1, 10 ** 14, 2 ** 64 - 1, -4]))
+    elif attack == "offset":
+        xml = edit("offset", rng.choice([len(weights), 2 ** 64 - 8, -64, 10 ** 30, "0x10"]))
+    elif attack == "shape":
+        xml = edit("shape", rng.choice(["1000000,1000000,1000,1000", "2,2", "", "-1,3", "0,3,3,3", "a,b"]))
+    elif attack == "element-type":
+        xml = edit("element_type", rng.choice(["string", "u1", "u4", "nf4", "f8e4m3", "boolean", "i64", "undefined", "x"]))
+    elif attack == "nan":
+        off, size = int(c.group(2)), int(c.group(3))
+        a = np.frombuffer(weights[off:off + size], np.float32).copy()
+        a[rng.randrange(a.size)] = rng.choice([np.nan, np.inf])
+        weights = weights[:off] + a.tobytes() + weights[off + size:]
+    elif attack == "doctype":  # entity expansion and an external entity at the sentinel
+        sentinel = f"file://{ctx.sentinel}"
+        dtd = rng.choice(['<!DOCTYPE net [<!ENTITY a "aaaaaaaaaa">' + "".join(
+            f'<!ENTITY {chr(98 + i)} "' + f"&{chr(97 + i)};" * 10 + '">' for i in range(9)) + "]>",
+            f'<!DOCTYPE net [<!ENTITY x SYSTEM "{sentinel}">]>', f'<!DOCTYPE net SYSTEM "{sentinel}">'])
+        body = xml.split("?>", 1)[1] if xml.startswith("<?xml") else xml
+        xml = '<?xml version="1.0"?>\n' + dtd + body.replace('name="', 'name="&' + rng.choice("jx") + ';', 1)
+    elif attack == "tags":
+        n = rng.choice([1 << 21, 1 << 16])
+        xml = xml.replace("</net>", rng.choice(["<x/>" * n, "<a>" * n + "</a>" * n]) + "</net>")
+    elif attack == "duplicate-id":
+        ids = re.findall(r'<layer id="(\d+)"', xml)
+        xml = xml.replace(f'<layer id="{rng.choice(ids)}"', f'<layer id="{rng.choice(ids)}"', 1)
+    elif attack == "edge":
+        edges = list(re.finditer(r'<edge from-layer="(\d+)" from-port="(\d+)"', xml))
+        e = rng.choice(edges)
+        xml = xml[:e.start()] + f'<edge from-layer="{rng.choice([e.group(1), 10 ** 9, -1, 3])}" from-port="{rng.choice([99, -1, 0])}"' + xml[e.end():]
+    ctx.other.write_bytes(xml.encode("latin-1"))
+    if attack == "bin-link":
+        os.symlink(ctx.sentinel, ctx.folder / "m.bin")
+    elif attack == "bin-fifo":
+        os.symlink(ctx.fifo, ctx.folder / "m.bin")
+    else:
+        (ctx.folder / "m.bin").write_bytes(weights)
+    return attack
+
+
 # -- images ----------------------------------------------------------------------------------------
 def _png_header(w, h):
     def chunk(kind, body):
@@ -910,4 +1197,7 @@ GENERATORS = {
     "download": (_make_download, run_download),
     "hf": (make_hf, run_hf),
     "compare": (make_compare, run_compare),
+    "onnx": (make_onnx, _run_model),
+    "tflite": (make_tflite, _run_model),
+    "openvino": (make_openvino, _run_model),
 }

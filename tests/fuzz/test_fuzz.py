@@ -1,4 +1,4 @@
-"""The fuzz suite under pytest: the CI profile by default (about 300 cases, under a minute on
+"""The fuzz suite under pytest: the CI profile by default (about 360 cases, under a minute on
 two cores); the long one with ``-m fuzz_long`` or MNV2_FUZZ_PROFILE=long.  The seed is
 MNV2_FUZZ_SEED (default 0): a failing case is replayed by its seed, kind and index.
 
