@@ -137,6 +137,8 @@ def _nan_weight(g):
     (_attribute("Conv", "strides", [1.5, 1.5]), r"attributes \['strides'\] of a type its op does not take"),
     # ONNX Runtime asked for 200,000 outputs: more than a minute before it answered
     (_many_relus, "has more than 20000 nodes"),
+    # two weights of one name: the reader kept the last, ONNX Runtime ran one of them
+    (_set(lambda g: g.initializer.add().CopyFrom(_weight(g))), "two initializers named 'Conv1/W'"),
     # KeyError: 999 (a data type onnx has no NumPy type for)
     (_set(lambda g: setattr(_weight(g), "data_type", 999)), "tensor 'Conv1/W' of dims .* cannot be read"),
     # a batch of -1 images split the input into no parts: np.concatenate's ValueError

@@ -39,6 +39,10 @@ def _tensor(t, path, numpy_helper):
 def _constants(graph, path, numpy_helper):
     """Initializers and Constant-node values by tensor name (Identity of a constant included)."""
     consts = {t.name: _tensor(t, path, numpy_helper) for t in graph.initializer}
+    if len(consts) != len(graph.initializer):  # which one ONNX Runtime runs is not the file's to leave open
+        seen = set()
+        twice = next(t.name for t in graph.initializer if t.name in seen or seen.add(t.name))
+        raise CompareError(f"{path!r} holds two initializers named {twice[:80]!r} (a damaged file)")
     for node in graph.node:
         if node.op_type == "Constant":
             for a in node.attribute:
