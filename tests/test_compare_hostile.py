@@ -323,6 +323,8 @@ def _x(n=1):
 
 @pytest.mark.parametrize("x, says", [
     (np.zeros((0, 32, 32, 3), np.float32), "holds 0 images"),       # compared nothing, and agreed
+    (np.zeros((1, 1, 1, 3), np.float32), "takes 1x1 images; .* from 32 to 4096"),  # '--weights loads into no'
+    (np.zeros((1, 5000, 33, 3), np.float32), "takes 5000x33 images"),
     (np.full((1, 32, 32, 3), np.nan, np.float32), "NaN or inf"),    # diverged, 'unexplained'
     (_x(MAX_IMAGES + 1), f"holds {MAX_IMAGES + 1} images"),
 ])

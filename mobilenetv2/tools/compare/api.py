@@ -268,13 +268,13 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
                                "--random and an input batch do not apply")
         x, input_desc = o.fixed_input, "the input stored in the dump" + \
             ("" if o.input_layout == "NHWC" else f" (stored {o.input_layout})")
-        hw = tuple(x.shape[1:3])
-    else:
-        hw = o.input_hw
-        if hw is not None and not all(arch.MIN_SIZE <= d <= arch.MAX_SIZE for d in hw):
-            # refused before an input of that size is drawn (a file may declare 60000 x 60000)
-            raise CompareError(f"{o.source!r} takes {hw[0]}x{hw[1]} images; a MobileNetV2 takes sides from "
-                               f"{arch.MIN_SIZE} to {arch.MAX_SIZE}")
+    hw = tuple(o.fixed_input.shape[1:3]) if o.fixed_input is not None else o.input_hw
+    if hw is not None and not all(arch.MIN_SIZE <= d <= arch.MAX_SIZE for d in hw):
+        # refused before an input of that size is drawn (a file may declare 60000 x 60000), and a
+        # dump's before the weights are blamed for fitting no model of its size
+        raise CompareError(f"{o.source!r} takes {hw[0]}x{hw[1]} images; a MobileNetV2 takes sides from "
+                           f"{arch.MIN_SIZE} to {arch.MAX_SIZE}")
+    if o.fixed_input is None:
         if hw is None and images is None and batch is None:
             hw = (224, 224)
         if hw is None and batch is not None and not isinstance(batch, (str, bytes, os.PathLike)):
