@@ -168,6 +168,15 @@ def test_a_damaged_onnx_graph_is_refused_naming_the_file(onnx_bytes, tmp_path, e
     _refused(path, says)
 
 
+def test_an_onnx_name_that_is_not_utf8_is_refused(onnx_bytes, tmp_path):
+    """protobuf hands such a name to Python as bytes: onnx.helper's UnicodeDecodeError where the
+    reader made it a graph output (found by tests/fuzz's onnx kind)."""
+    assert onnx_bytes.count(b"Conv1_relu") > 1
+    path = tmp_path / "names.onnx"
+    path.write_bytes(onnx_bytes.replace(b"Conv1_relu", b"Conv1_rel\xff"))
+    _refused(path, "names a node or tensor in bytes that are not UTF-8")
+
+
 def test_local_functions_that_inline_to_2_to_the_40_nodes_are_refused_before_inlining(tmp_path):
     """Each function calls the one below twice: 2**40 Relus once inlined, from 2 KB (onnx's
     inliner would build them all); a function that calls itself never ends."""

@@ -654,6 +654,7 @@ def _run_model(ctx):
     from mobilenetv2.tools.compare import compare
     report = compare(str(ctx.other), random=1)
     ctx.seen.append(repr(report).encode())
+    return {"detail": f"agrees: {report['agrees']}, first divergent layer: {report['first_divergent_layer']}"}
 
 
 ONNX_ATTACKS = ["damage", "damage", "truncate", "dims-huge", "dims-negative", "raw-short", "raw-long", "nan",

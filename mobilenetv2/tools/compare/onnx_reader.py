@@ -81,8 +81,14 @@ def _inlined_nodes(model, depth=0, nodes=None, sizes=None):
 
 def _check_schema(model, path, defs):
     """Refuse a node whose inputs, outputs or attribute types its op's schema does not allow (a
-    Conv without its weight, a node with no output, strides given as floats): the readers below
-    index and convert them as the schema promises, before the runtime sees the graph."""
+    Conv without its weight, a node with no output, strides given as floats), or a name protobuf
+    hands Python as bytes (not UTF-8): the readers below index and convert them as the schema
+    promises, before the runtime sees the graph."""
+    g = model.graph
+    names = [t.name for t in g.initializer] + [v.name for v in list(g.input) + list(g.output)]
+    if not all(isinstance(n, str) for n in names + [x for node in g.node for x in (
+            node.name, node.op_type, node.domain, *node.input, *node.output)]):
+        raise CompareError(f"{path!r} names a node or tensor in bytes that are not UTF-8 (a damaged file)")
     opsets = {"" if o.domain == "ai.onnx" else o.domain: o.version for o in model.opset_import}
     for node in model.graph.node:
         domain = "" if node.domain == "ai.onnx" else node.domain
