@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from mobilenetv2 import arch, files
+from mobilenetv2.errors import WeightsError
 from mobilenetv2 import layers as L
 from mobilenetv2.model_options import read_weights
 from mobilenetv2.tools.compare.errors import CompareError
@@ -105,10 +106,11 @@ def from_other(other, hw, include_top, pooling=None, top_pooling="global"):
 
 def own_model(other, hw, include_top, pooling=None, top_pooling="global"):
     """OTHER's own weights as a float64 MobileNetV2 (as ``from_other`` reads them), or None where
-    they cannot be read so (computed at run time, not a MobileNetV2 of an official alpha)."""
+    they cannot be read so (computed at run time, not a MobileNetV2 of an official alpha, NaN or
+    inf among them: the layer-by-layer comparison against the given weights shows those)."""
     try:
         return from_other(other, hw, include_top, pooling, top_pooling)[0]
-    except CompareError:
+    except (CompareError, WeightsError):
         return None
 
 
