@@ -176,6 +176,7 @@ def test_float_image_over_255_is_scaled_from_16_bits():
     assert (got == want).mean() > 0.99
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's own, at open
 def test_our_pixel_limit_applies_below_pillows_own(tmp_path, monkeypatch):
     """Pillow only warns between its limit and twice it; the package refuses from its limit."""
     path = save(Image.fromarray(np.zeros((60, 100, 3), np.uint8)), tmp_path / "x.png")
