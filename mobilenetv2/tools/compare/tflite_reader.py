@@ -42,6 +42,21 @@ def _float_or_quantized(t, grid, path):
                            "quantization parameters (a damaged file)")
 
 
+def _stored(data):
+    """The indices of the main graph's tensors whose values the file stores (a buffer holding
+    data; buffer 0 is the empty one by the schema's convention).  A weight of another is computed
+    at run time: before a run LiteRT hands back whatever memory it allocated for it."""
+    from ai_edge_litert import schema_py_generated as schema  # (LiteRT has verified the file)
+    model = schema.Model.GetRootAs(data, 0)
+    graph, n = model.Subgraphs(0), model.BuffersLength()
+    out = set()
+    for i in range(graph.TensorsLength()):
+        b = graph.Tensors(i).Buffer()
+        if 0 < b < n and (model.Buffers(b).DataLength() or model.Buffers(b).Offset() > 1):
+            out.add(i)
+    return out
+
+
 def read_tflite(path):
     lite = require("ai_edge_litert.interpreter", "comparing a .tflite file", "litert")
     path = files.path_str(path)
@@ -66,7 +81,7 @@ def read_tflite(path):
                            "compare feeds float images")
     if len(inp["shape"]) != 4 or inp["shape"][3] != 3:
         raise CompareError(f"{path!r}: input shape {list(inp['shape'])} is not an NHWC image batch")
-    consts = {}
+    consts, stored = {}, _stored(data)
 
     def const(index):
         if index < 0 or not _numeric(details[index]):
@@ -81,26 +96,31 @@ def read_tflite(path):
         return consts[index]
 
     nodes = []
-    for op in ops:
+    for k, op in enumerate(ops):
         kind = _OPS.get(op["op_name"], "other")
         ins = [int(i) for i in op["inputs"]]
         out = str(int(op["outputs"][0]))
         name = details[int(op["outputs"][0])]["name"]
         if kind in ("conv", "dense"):
             _float_or_quantized(details[ins[1]], grids.get(ins[1]), path)
+            bi = ins[2] if len(ins) > 2 and ins[2] >= 0 else None
+            computed = next((i for i in (ins[1], bi) if i is not None and i not in stored), None)
+            # weights computed at run time are not read (None: compare's 'not stored'), the bias with them
+            w, b = (None, None) if computed is not None else (const(ins[1]), None if bi is None else const(bi))
+            wq, bq = (None, None) if computed is not None else (grids.get(ins[1]), grids.get(bi))
+            attrs = dict(weight=w, bias=b, weight_q=wq, bias_q=bq)
+            if computed is not None:
+                attrs["computed"] = (f"op {k} ({op['op_name']} {name[:80]!r}) reads tensor "
+                                     f"{details[computed]['name'][:80]!r}, which the file does not store")
         if kind == "conv":
-            w, b = const(ins[1]), const(ins[2]) if len(ins) > 2 else None
+            shape = details[ins[1]]["shape"]
             if op["op_name"] == "DEPTHWISE_CONV_2D":  # (1, KH, KW, C) -> (C, 1, KH, KW)
-                w, group = w.transpose(3, 0, 1, 2), w.shape[3]
+                attrs["weight"], attrs["group"] = None if w is None else w.transpose(3, 0, 1, 2), int(shape[3])
             else:  # (O, KH, KW, I) -> OIHW
-                w, group = w.transpose(0, 3, 1, 2), 1
-            nodes.append(Node("conv", [str(ins[0])], out, name, dict(
-                weight=w, bias=b, group=group, weight_q=grids.get(ins[1]),
-                bias_q=grids.get(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None)))
+                attrs["weight"], attrs["group"] = None if w is None else w.transpose(0, 3, 1, 2), 1
+            nodes.append(Node("conv", [str(ins[0])], out, name, attrs))
         elif kind == "dense":
-            nodes.append(Node("dense", [str(ins[0])], out, name, dict(
-                weight=const(ins[1]), bias=const(ins[2]) if len(ins) > 2 else None, weight_q=grids.get(ins[1]),
-                bias_q=grids.get(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None)))
+            nodes.append(Node("dense", [str(ins[0])], out, name, attrs))
         elif kind == "quant":
             nodes.append(Node("quant", [str(ins[0])], out, name, dict(grid=grids.get(int(out)))))
         elif kind == "add":

@@ -48,9 +48,12 @@ def from_other(other, hw, include_top, pooling=None, top_pooling="global"):
     ``top_pooling`` as MobileNetV2's (TF-slim's '7x7' head where OTHER has it)."""
     alpha = infer_alpha(other)
     convs = [n for n in other.nodes if n.op == "conv"]
-    if any(n.attrs.get("weight") is None for n in convs):
-        raise CompareError(f"{other.source!r}: some convolution weights are computed at run time, "
-                           "not stored; give the reference weights with --weights")
+    dense = [n for n in other.nodes if n.op == "dense"][-1:] if include_top else []
+    computed = next((n for n in convs + dense if n.attrs.get("weight") is None), None)
+    if computed is not None:
+        where = computed.attrs.get("computed") or f"{computed.op} {(computed.name or computed.output)[:80]!r}"
+        raise CompareError(f"{other.source!r}: {where}: weights computed at run time are not read; "
+                           "give the reference weights with --weights")
     classes = head_classes(other) if include_top else None
     note = ""
     if include_top and classes == 1001:
