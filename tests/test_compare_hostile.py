@@ -341,6 +341,36 @@ def ir(onnx_bytes, tmp_path_factory):
     return (folder / "m.xml").read_text(), (folder / "m.bin").read_bytes()
 
 
+def _cut_bin(xml, weights):
+    return xml, weights[:len(weights) // 2]
+
+
+def _constant_past_the_end(xml, weights):
+    return re.sub(r'offset="\d+"', 'offset="99999999"', xml, count=1), weights
+
+
+@pytest.mark.parametrize("edit, at_fault", [
+    (lambda xml, w: (xml[:-200], w), ".xml 'm.xml': Error parsing"),              # XML cut short
+    (lambda xml, w: (xml.replace('type="Convolution"', 'type="Convolutionx"', 1), w),
+     ".xml 'm.xml': Opset .* the operation with type: Convolutionx"),             # an unknown op
+    (lambda xml, w: (re.sub(r'strides="[^"]*"', 'strides="a,b"', xml, count=1), w),
+     ".xml 'm.xml': Cannot parse 'a'"),                                             # an attribute's value
+    (_cut_bin, "weights 'm.bin' of the IR 'm.xml': .*cut short or of another model"),
+    (_constant_past_the_end, "weights 'm.bin' of the IR 'm.xml': .*cut short or of another model"),
+])
+def test_an_ir_that_openvino_cannot_read_names_the_file_at_fault(ir, tmp_path, edit, at_fault):
+    """Every read error ended '(a .bin cut short or of another model?)', an .xml that does not
+    parse or names an op OpenVINO does not know too."""
+    xml, weights = edit(*ir)
+    (tmp_path / "m.xml").write_text(xml)
+    (tmp_path / "m.bin").write_bytes(weights)
+    with pytest.raises(CompareError) as info:
+        compare(str(tmp_path / "m.xml"))
+    text = re.sub(r"'[^']*/(m\.(xml|bin))'", r"'\1'", str(info.value))
+    assert re.search(at_fault, text), text
+    assert ("another model" in text) == (edit in (_cut_bin, _constant_past_the_end)), text
+
+
 def test_an_ir_of_millions_of_tags_is_refused_before_openvino_parses_it(ir, tmp_path):
     """3 million empty elements (12 MB) were parsed, kept and ignored by OpenVINO (~20 s, 1 GB)."""
     xml, weights = ir

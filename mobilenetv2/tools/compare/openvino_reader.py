@@ -45,6 +45,22 @@ def _message(exc):
     return (lines[-1] if lines else type(exc).__name__)[:200]
 
 
+_BIN_FAULT = "Incorrect weights in bin file"  # a Constant's offset + size past the .bin's end (OpenVINO 2026)
+_XML_FAULT = re.compile(r"Error parsing|doesn't contain the operation|Cannot parse|Unable to read the model")
+
+
+def _read_error(path, weights, message):
+    """What OpenVINO's ``message`` says is wrong, naming the file at fault where it can be told:
+    the .bin where a Constant lies past its end, the .xml where it does not parse or names an op or
+    an attribute value OpenVINO does not know; both where OpenVINO does not say."""
+    if _BIN_FAULT in message:
+        return (f"OpenVINO cannot read the weights {weights!r} of the IR {path!r}: {message} (its Constants "
+                "lie past the .bin's end: a .bin cut short or of another model?)")
+    if _XML_FAULT.search(message):
+        return f"OpenVINO cannot read the IR's .xml {path!r}: {message} (a damaged .xml, or one of another OpenVINO)"
+    return f"OpenVINO cannot read the IR {path!r} with its weights {weights!r}: {message}"
+
+
 def read_openvino(path):
     """OTHER from an IR's ``.xml`` path; its weights are the ``.bin`` of the same name beside it."""
     ov = require("openvino", "comparing an OpenVINO IR", "openvino")
@@ -69,8 +85,7 @@ def read_openvino(path):
         model = ov.Core().read_model(xml, ov.Tensor(np.frombuffer(data, np.uint8)) if data
                                      else ov.Tensor(ov.Type.u8, [0]))
     except Exception as exc:  # OpenVINO raises RuntimeError (and friends) with its C++ trace
-        raise CompareError(f"OpenVINO cannot read the IR {path!r} with its weights {weights!r}: {_message(exc)} "
-                           "(a .bin cut short or of another model?)") from None
+        raise CompareError(_read_error(path, weights, _message(exc))) from None
     try:
         return read_model(model, path)
     except UnicodeDecodeError as exc:  # pybind11 decodes every name OpenVINO hands Python as UTF-8
