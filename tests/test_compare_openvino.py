@@ -474,6 +474,30 @@ def test_pre_post_processor_resize_is_named_and_the_reference_starts_after_it(mo
         assert (d["cause"], d["also"], d["after_fix"]["agrees"]) == ("precision", [], True), format_table(report)
 
 
+@pytest.mark.parametrize("mean,scale", [(127.5, 127.5), ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375])])
+def test_pre_post_processor_mean_scale_before_its_resize_is_checked(model, clean_ir, mean, scale):
+    """A PrePostProcessor's mean/scale applied before its resize: the reference started from
+    OTHER's resized tensor, the mean/scale already in it, and the IR (taking [0, 255] pixels)
+    agreed at every layer on images in [-1, 1].  The map, read from the IR ahead of the
+    Interpolate, is undone on the resized tensor (a per-channel map and a resize commute), so the
+    reference is given the resized image and the map is preprocessing, as without a resize."""
+    from openvino.preprocess import PrePostProcessor, ResizeAlgorithm
+    ppp = PrePostProcessor(ov.Core().read_model(clean_ir))
+    ppp.input().tensor().set_spatial_static_shape(128, 128)
+    ppp.input().model().set_layout(ov.Layout("NHWC"))
+    ppp.input().preprocess().mean(mean).scale(scale).resize(ResizeAlgorithm.RESIZE_LINEAR)
+    scaled = ppp.build()
+    for weights in (model, None):
+        report = compare(scaled, weights=weights, random=1)
+        d = report["diagnosis"]
+        assert (report["first_divergent_layer"], d["cause"], d["after_fix"]["agrees"]) == \
+            ("bn_Conv1", "preprocessing", True), format_table(report)
+        detail = d["evidence"][0]["detail"]
+        assert detail["scale"] == pytest.approx(1 / np.broadcast_to(scale, 3), rel=1e-6)
+        assert detail["offset"] == pytest.approx(-np.broadcast_to(mean, 3) / np.broadcast_to(scale, 3), rel=1e-6)
+        assert "its mean/scale ahead of the resize undone" in report["input"]["source"]
+
+
 def test_input_affine_composes_the_input_arithmetic_and_stops_at_anything_else():
     """Hand-computed: 4 - (x - m) * 0.5, through a Transpose, is -0.5 x + (4 + 0.5 m); a division
     of a constant by the input is no affine map (None), nor is a graph that starts with a conv."""

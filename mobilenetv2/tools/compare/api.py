@@ -290,6 +290,11 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         input_desc += (f"; OTHER resizes it to {hw[0]}x{hw[1]} before its first conv (an Interpolate, as a "
                        "PrePostProcessor's resize writes it): the reference is given OTHER's resized tensor "
                        f"{o.input_resize!r}")
+        if o.affine_before_resize:  # a per-channel a * x + b commutes with a resize (its weights sum to 1)
+            a, b = (np.asarray(v, np.float64).reshape(-1) for v in o.input_affine)
+            x_ref = np.asarray((x_ref - b) / a, np.float32)
+            input_desc += (", its mean/scale ahead of the resize undone on it (a per-channel map commutes with a "
+                           "resize): the mean/scale is checked as without a resize")
     o.nodes = M.head_convs_as_dense(o.nodes)
     pool = next((n for n in o.nodes if n.op == "pool"), None)
     if o.nodes:

@@ -87,6 +87,8 @@ class OtherModel:
                                      # before its first layer (a PrePostProcessor's mean/scale), or None
     input_resize: str = None         # the tensor of OTHER's own resize of its input before its first
                                      # conv (a PrePostProcessor's resize: an Interpolate), or None
+    affine_before_resize: bool = False  # input_affine is computed ahead of input_resize: the reference's
+                                     # input is OTHER's resized tensor mapped back by it
     float_rounding: dict = None      # tensor name -> 'bfloat16' / 'float16': OTHER rounds it there (Casts)
     outputs: list = None             # OTHER's own output tensors (its graph's outputs), where the reader knows them
     runtime: str = None              # how OTHER was run, where the reader chose settings (OpenVINO's precision)
