@@ -9,8 +9,10 @@ Every reader (ONNX, TFLite, a tensor dump, a live torch/Keras object) produces a
   (``kind`` 'average' or 'max' over the whole map, or 'window': an average pooling window
   (``kernel``), TF-slim's 7x7 head), ``dense`` (``weight`` (out, in), ``bias``), ``softmax``, ``qdq`` (a
   QuantizeLinear -> DequantizeLinear pair: the values rounded onto an integer grid), ``other``;
-  a conv or dense read from a quantized graph carries ``weight_q`` / ``bias_q``, the graph's own
-  quantization of its weights (``QParams``), its ``weight`` being their dequantized values;
+  a conv or dense whose weights are computed at run time has ``weight`` None (and ``computed``, the
+  op and tensor, where the reader can name them); one read from a quantized graph carries
+  ``weight_q`` / ``bias_q``, the graph's own quantization of its weights (``QParams``), its
+  ``weight`` being their dequantized values;
 - ``run(x)``: the named tensors OTHER computed for an NHWC float32 batch ``x`` (transposed to
   OTHER's input layout by the reader);
 - ``input_layout`` ('NCHW' or 'NHWC'), ``input_hw`` ((H, W) or None where dynamic),
