@@ -437,3 +437,138 @@ def test_a_fine_tuned_head_in_the_weights_file_is_the_reference(tmp_path):
     m7.set_weights(other)
     report = compare(export_onnx(m7, tmp_path / "swapped.onnx", batch=None), weights=str(h5), random=1, seed=4)
     assert not report["agrees"] and report["first_divergent_layer"] == "predictions"
+
+
+# -- OTHER's own input map, read from its graph -----------------------------------------------------
+MEAN255, STD255 = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])  # torchvision's, on [0, 255]
+
+
+def _pixels(n, seed):
+    return np.random.default_rng(seed).integers(0, 256, (n,) + SHAPE).astype(np.float32)
+
+
+def _map_at(src, out, at, ops):
+    """The export ``src`` with ``ops`` ((op_type, constant), or ("BatchNormalization", (gamma,
+    beta, mean, var)), or ("Cast", None) to float) computed on tensor ``at`` before the nodes
+    that read it: "input" (NHWC, ahead of the export's Transpose), "nchw" (after it) or
+    "bn_Conv1" (after the first conv)."""
+    from onnx import TensorProto, helper, numpy_helper
+    m = onnx.load(str(src))
+    g = m.graph
+    readers = [n for n in g.node if at in n.input]
+    prev, new = at, []
+    for i, (op, value) in enumerate(ops):
+        out_t = f"pre_{at}_{i}"
+        if op == "Cast":
+            new.append(helper.make_node("Cast", [prev], [out_t], to=TensorProto.FLOAT))
+        elif op == "BatchNormalization":
+            names = [f"pre_bn{i}_{k}" for k in range(4)]
+            g.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), n) for v, n in zip(value, names))
+            new.append(helper.make_node(op, [prev] + names, [out_t], epsilon=1e-3))
+        else:
+            g.initializer.append(numpy_helper.from_array(np.asarray(value, np.float32), f"pre_c{i}"))
+            new.append(helper.make_node(op, [prev, f"pre_c{i}"], [out_t]))
+        prev = out_t
+    for n in readers:
+        n.input[list(n.input).index(at)] = prev
+    first = list(g.node).index(readers[0])
+    for n in reversed(new):
+        g.node.insert(first, n)
+    onnx.save(m, str(out))
+    return str(out)
+
+
+NCHW_C = (1, 3, 1, 1)
+OWN_MAPS = {  # name: (where, ops), each mapping [0, 255] pixels by torchvision's mean/std
+    "sub_div_nchw": ("nchw", [("Sub", MEAN255.reshape(NCHW_C)), ("Div", STD255.reshape(NCHW_C))]),
+    "sub_mul_nchw": ("nchw", [("Sub", MEAN255.reshape(NCHW_C)), ("Mul", (1 / STD255).reshape(NCHW_C))]),
+    "before_the_transpose_nhwc": ("input", [("Sub", MEAN255), ("Cast", None), ("Div", STD255)]),
+    "tf2onnx_add_mul": ("input", [("Add", -MEAN255), ("Mul", 1 / STD255)]),
+    "batch_norm": ("nchw", [("BatchNormalization", (np.ones(3), np.zeros(3), MEAN255, STD255 ** 2 - 1e-3))]),
+}
+
+
+def test_input_affine_composes_the_input_arithmetic_and_stops_at_anything_else():
+    """Hand-computed: 4 - (x - m) * 0.5, through a Transpose, is -0.5 x + (4 + 0.5 m); a division
+    of a constant by the input is no affine map (None), nor is a graph that starts with a conv."""
+    from mobilenetv2.tools.compare.graph import Node, input_affine
+
+    def affine(kind, v, src, out, data_first=True):
+        return Node("affine", [src], out, attrs=dict(kind=kind, value=np.asarray(v, np.float64), data_first=data_first))
+    m = np.array([1.0, 2.0, 3.0])
+    nodes = [affine("Sub", m, "x", "a"), Node("reshape", ["a"], "b", attrs={"kind": "Transpose"}),
+             affine("Mul", 0.5, "b", "c"), affine("Sub", 4.0, "c", "d", data_first=False), Node("conv", ["d"], "e")]
+    a, b = input_affine(nodes, "x")
+    assert np.broadcast_to(a, 3).tolist() == [-0.5] * 3 and b.tolist() == (4 + 0.5 * m).tolist()
+    assert input_affine([affine("Mul", 2.0, "x", "a"), affine("Div", 2.0, "a", "b", data_first=False)], "x") is None
+    assert input_affine(nodes[-1:], "d") is None
+    # a batch norm of constants: gamma (x - mean) / sqrt(var + eps) + beta, per channel
+    bn = Node("bn", ["x"], "y", attrs=dict(gamma=np.array([2.0, 1, 1]), beta=np.array([0.5, 0, 0]),
+                                            mean=m, var=np.array([3.0, 0, 0]), eps=1.0))
+    a, b = input_affine([bn], "x")
+    assert a.tolist() == [1.0, 1.0, 1.0] and b.tolist() == [-0.5, -2.0, -3.0]
+    # three values along the image's height are no per-channel map where the layout is known
+    along_h = affine("Mul", m.reshape(1, 1, 3, 1), "x", "a")
+    assert input_affine([along_h], "x", {"x": "NCHW"}) is None
+    assert input_affine([affine("Mul", m.reshape(1, 3, 1, 1), "x", "a")], "x", {"x": "NCHW"})[0].tolist() == m.tolist()
+
+
+@pytest.mark.parametrize("case", sorted(OWN_MAPS))
+def test_a_graphs_own_mean_std_is_read_and_named(model, clean, tmp_path, case):
+    """A torch-style graph taking [0, 255] RGB with the ImageNet mean/std baked in (per channel,
+    by Div or Mul, through the export's Transpose and a Cast, as tf2onnx's Add + Mul or as a
+    BatchNormalization), against Keras's weights: the map is read from the graph itself, exactly,
+    as the preprocessing candidate (no named scaling, nor the fit, made it exact before)."""
+    from mobilenetv2.tools.compare.onnx_reader import read_onnx
+    where, ops = OWN_MAPS[case]
+    path = _map_at(clean, tmp_path / f"{case}.onnx", where, ops)
+    a, b = read_onnx(path).input_affine
+    assert np.broadcast_to(a, 3) == pytest.approx(1 / STD255, rel=1e-6)
+    assert b == pytest.approx(-MEAN255 / STD255, rel=1e-6)
+    report = compare(path, weights=model, batch=_pixels(2, 3))
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"], d["also"], d["after_fix"]["agrees"]) == \
+        ("bn_Conv1", "preprocessing", [], True)
+    ev = d["evidence"][0]
+    assert "read from its graph" in ev["applied"]
+    assert ev["detail"]["scale"] == pytest.approx(1 / STD255, rel=1e-6)
+    # what it expects: the pixels its map sends to Keras's [-1, 1], mean -/+ std (not [0, 255]),
+    # rounded for reading (to within 0.1 % of the range)
+    assert ev["detail"]["expects_range"] == [pytest.approx(MEAN255 - STD255, abs=0.12),
+                                             pytest.approx(MEAN255 + STD255, abs=0.12)]
+
+
+@pytest.mark.parametrize("ops,scale,named", [
+    ([("Div", 127.5), ("Sub", 1.0)], 1 / 127.5, True),    # Keras's own x / 127.5 - 1
+    ([("Sub", 128.0), ("Div", 128.0)], 1 / 128, False),   # (x - 128) / 128: close to Keras's, not it
+])
+def test_a_graphs_own_scalar_map(model, clean, tmp_path, ops, scale, named):
+    """A scalar map on [0, 255] pixels: Keras's own is found as the [0, 255] scaling (every layer
+    agreeing once the pixels are mapped), and one a little off it is the graph's own, exact:
+    the named [0, 255] scaling does not explain it."""
+    path = _map_at(clean, tmp_path / "scalar.onnx", "input", ops)
+    report = compare(path, weights=model, batch=_pixels(2, 5))
+    d = report["diagnosis"]
+    assert (d["cause"], d["after_fix"]["agrees"]) == ("preprocessing", True), d
+    ev = d["evidence"][0]
+    assert ev["detail"]["scale"] == pytest.approx([scale] * 3, rel=1e-6)
+    assert ev["detail"]["offset"] == pytest.approx([-1.0] * 3, rel=1e-6)
+    assert ("expects input in [0, 255]" in ev["applied"]) == named
+    assert ("read from its graph" in ev["applied"]) != named
+
+
+def test_a_map_after_the_first_conv_is_no_input_map(model, clean, tmp_path):
+    """Arithmetic by constants on the first conv's output (here a Mul and a Div that cancel) is
+    the network's, not OTHER's input map: none is read, and the graph agrees."""
+    from mobilenetv2.tools.compare.onnx_reader import read_onnx
+    path = _map_at(clean, tmp_path / "after.onnx", "bn_Conv1", [("Mul", 4.0), ("Div", 4.0)])
+    assert read_onnx(path).input_affine is None
+    assert compare(path, weights=model, random=1)["agrees"]
+    # nor is a map whose input is read by something else too (the input, not only the map, goes on)
+    two = _map_at(clean, tmp_path / "mid.onnx", "nchw", [("Mul", 2.0)])
+    m = onnx.load(two)
+    m.graph.node.append(onnx.helper.make_node("Identity", ["nchw"], ["input_too"]))
+    m.graph.output.append(onnx.helper.make_tensor_value_info("input_too", onnx.TensorProto.FLOAT, None))
+    onnx.save(m, str(tmp_path / "twice.onnx"))
+    assert read_onnx(str(tmp_path / "twice.onnx")).input_affine is None
+

@@ -497,18 +497,3 @@ def test_pre_post_processor_mean_scale_before_its_resize_is_checked(model, clean
         assert detail["offset"] == pytest.approx(-np.broadcast_to(mean, 3) / np.broadcast_to(scale, 3), rel=1e-6)
         assert "its mean/scale ahead of the resize undone" in report["input"]["source"]
 
-
-def test_input_affine_composes_the_input_arithmetic_and_stops_at_anything_else():
-    """Hand-computed: 4 - (x - m) * 0.5, through a Transpose, is -0.5 x + (4 + 0.5 m); a division
-    of a constant by the input is no affine map (None), nor is a graph that starts with a conv."""
-    from mobilenetv2.tools.compare.graph import Node, input_affine
-
-    def affine(kind, v, src, out, data_first=True):
-        return Node("affine", [src], out, attrs=dict(kind=kind, value=np.asarray(v, np.float64), data_first=data_first))
-    m = np.array([1.0, 2.0, 3.0])
-    nodes = [affine("Sub", m, "x", "a"), Node("reshape", ["a"], "b", attrs={"kind": "Transpose"}),
-             affine("Mul", 0.5, "b", "c"), affine("Sub", 4.0, "c", "d", data_first=False), Node("conv", ["d"], "e")]
-    a, b = input_affine(nodes, "x")
-    assert np.broadcast_to(a, 3).tolist() == [-0.5] * 3 and b.tolist() == (4 + 0.5 * m).tolist()
-    assert input_affine([affine("Mul", 2.0, "x", "a"), affine("Div", 2.0, "a", "b", data_first=False)], "x") is None
-    assert input_affine(nodes[-1:], "d") is None

@@ -6,7 +6,8 @@ Causes (a fixed vocabulary): ``padding`` (other pads on the layer's convolution)
 (another epsilon, fitted per channel), ``activation`` (ReLU where ReLU6 belongs, or
 ReLU6 where a plain ReLU does), ``layout`` (the
 input's channels permuted, e.g. BGR, its height and width transposed, or an NHWC buffer read as
-NCHW), ``preprocessing`` (an affine map of the input: the usual ones by name, else fitted per channel),
+NCHW), ``preprocessing`` (an affine map of the input: the usual ones by name, OTHER's own where its graph
+computes one on its input (``graph.input_affine``), else fitted per channel),
 ``class_offset`` (a 1001-class head on either side, or the class axis shifted by one), ``head``
 (OTHER applies something else than softmax to its logits: sigmoid, a scale), ``pooling`` (a
 global max pooling where Keras averages, or the reverse), ``missing_layer``
@@ -253,8 +254,8 @@ def _preprocessing_named(ref, layer, first_visible):
                    "[0, 1] and normalizes each channel by the ImageNet mean/std itself (as torchvision does)")]
     own = getattr(ref, "input_affine", None)
     if own is not None:  # OTHER's own arithmetic on its input, read from its graph: the exact map
-        out.append(_affine(*own, "its own arithmetic on the input before its first layer, as a "
-                           "PrePostProcessor's mean/scale writes it"))
+        out.append(_affine(*own, "its own arithmetic on the input before its first layer, read from its "
+                           "graph: a PrePostProcessor's mean/scale, an export's (x - mean) / std"))
     return out
 
 

@@ -142,11 +142,48 @@ def tensor_layouts(nodes, input_name, input_layout):
     return lay
 
 
-def input_affine(nodes, input_name):
-    """(a, b), each one value or one per channel: OTHER maps its input x to a * x + b by
-    ``affine`` nodes (an Add, Sub, Mul or Div by a constant) before anything else reads it, as an
-    OpenVINO PrePostProcessor's mean/scale writes them; layout changes and casts between are looked
-    through.  None where OTHER's first op on its input is not such arithmetic."""
+def _per_channel_on(value, layout):
+    """``value`` (a constant OTHER's arithmetic broadcasts over a 4-d tensor) as one value or
+    one per channel, or None where it varies along another axis than ``layout``'s channels (or
+    along several); a layout None (not known) takes any 3 values."""
+    if value.size == 1:
+        return value.reshape(-1)
+    shape = (1,) * (4 - value.ndim) + value.shape if value.ndim <= 4 else None
+    if value.size != 3 or shape is None or (layout is not None and shape.index(3) != (1 if layout == "NCHW" else 3)):
+        return None
+    return value.reshape(-1)
+
+
+def affine_step(n, layout=None):
+    """(f, c): node ``n`` computes f * x + c of its input x, per channel of ``layout``, for an
+    Add, Sub, Mul or Div by a constant (``affine``) or a batch norm whose statistics are
+    constants; None for anything else."""
+    if n.op == "bn":
+        g, beta, mean, var = (n.attrs.get(k) for k in ("gamma", "beta", "mean", "var"))
+        if any(v is None or np.size(v) not in (1, 3) for v in (g, beta, mean, var)):
+            return None
+        f = np.asarray(g, np.float64).reshape(-1) / np.sqrt(np.asarray(var, np.float64).reshape(-1) + n.attrs["eps"])
+        return f, np.asarray(beta, np.float64).reshape(-1) - np.asarray(mean, np.float64).reshape(-1) * f
+    if n.op != "affine":
+        return None
+    v, kind = _per_channel_on(n.attrs["value"], layout), n.attrs["kind"]
+    if v is None or (kind == "Div" and not n.attrs["data_first"]):
+        return None
+    if kind == "Sub":
+        return (-np.ones(1), v) if not n.attrs["data_first"] else (np.ones(1), -v)  # v - x, x - v
+    if kind == "Add":
+        return np.ones(1), v
+    return (v if kind == "Mul" else 1.0 / v), np.zeros(1)
+
+
+def input_affine(nodes, input_name, layouts=None):
+    """(a, b), each one value or one per channel: OTHER maps its input x to a * x + b by its
+    own arithmetic before anything else reads it (each node an ``affine_step``: an OpenVINO
+    PrePostProcessor's mean/scale, an ONNX export's ``(x - mean) / std`` or ``x / 127.5 - 1``, a
+    BatchNormalization on the input); layout changes and casts between are looked through.
+    ``layouts`` (tensor -> layout, where known) tells a per-channel constant from one along
+    another axis.  None where OTHER's first op on its input is not such arithmetic, or where its
+    arithmetic there is not one (v / x, a constant along the image's height)."""
     readers = {}
     for n in nodes:
         for i in n.inputs:
@@ -157,19 +194,15 @@ def input_affine(nodes, input_name):
         if n.op in ("reshape", "cast"):
             t = n.output
             continue
-        if n.op != "affine" or n.attrs["value"].size not in (1, 3):
+        step = affine_step(n, (layouts or {}).get(t))
+        if step is None and n.op == "affine":
+            return None  # arithmetic on the input that is no per-channel affine map (v / x)
+        if step is None:
             break
-        v, kind = n.attrs["value"].reshape(-1), n.attrs["kind"]
-        if kind == "Div" and not n.attrs["data_first"]:
-            return None  # v / x: not affine
-        if kind == "Sub" and not n.attrs["data_first"]:
-            a, b = -a, v - b
-        elif kind in ("Mul", "Div"):
-            f = v if kind == "Mul" else 1.0 / v
-            a, b = a * f, b * f
-        else:
-            b = b + (v if kind == "Add" else -v)
-        seen, t = True, n.output
+        f, c = step
+        a, b, seen, t = a * f, b * f + c, True, n.output
+    if seen and not (np.all(np.isfinite(a)) and np.all(a != 0) and np.all(np.isfinite(b))):
+        return None  # a map that loses the image (a Mul by 0) explains nothing
     return (a, b) if seen else None
 
 

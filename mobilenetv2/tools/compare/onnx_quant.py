@@ -11,7 +11,7 @@ a QOperator op's integer output is dequantized with its own scale and zero point
 import numpy as np
 
 from mobilenetv2.tools.compare.errors import CompareError
-from mobilenetv2.tools.compare.graph import Node, QParams
+from mobilenetv2.tools.compare.graph import Node, QParams, affine_step
 
 QOPERATOR_OPS = {"QLinearConv", "QLinearAdd", "QLinearGlobalAveragePool", "QGemm", "QLinearMul",
                  "QLinearAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu"}
@@ -144,11 +144,12 @@ def input_grid(nodes, input_name):
 
 def input_rounding(nodes, input_name):
     """(the grid OTHER rounds its input to, the tensor it writes there) or (None, None); layout
-    changes and arithmetic by constants before it (a PrePostProcessor's mean/scale) looked through."""
+    changes and OTHER's own input map before it (``graph.input_affine``: a PrePostProcessor's
+    mean/scale, an export's ``(x - mean) / std``) looked through."""
     seen = {input_name}
     for n in nodes:
         if n.inputs and n.inputs[0] in seen:
-            if n.op in ("reshape", "cast", "affine"):
+            if n.op in ("reshape", "cast", "affine") or affine_step(n) is not None:
                 seen.add(n.output)
             elif n.op in ("qdq", "quant"):
                 return n.attrs["grid"], n.output

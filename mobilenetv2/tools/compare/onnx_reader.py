@@ -6,7 +6,7 @@ import numpy as np
 from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
 from mobilenetv2.tools.compare import onnx_quant
-from mobilenetv2.tools.compare.graph import Node, OtherModel, image_input, tensor_layouts
+from mobilenetv2.tools.compare.graph import Node, OtherModel, image_input, input_affine, tensor_layouts
 
 MAX_NODES = 20000  # exports of MobileNetV2 (QDQ int8, tf2onnx's transposes, local functions inlined) have < 1,000
 _RESHAPES = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
@@ -296,6 +296,7 @@ def read_onnx(path):
 
     other = OtherModel("onnx", path, nodes, layout, hw, "NCHW", runner=run)
     other.layouts = layouts
+    other.input_affine = input_affine(nodes, inp.name, layouts)  # an export's (x - mean) / std in its graph
     other.float_rounding = float_rounded or None
     other.outputs = [o.name for o in graph.output]
     if on_grid:
