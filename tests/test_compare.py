@@ -572,3 +572,33 @@ def test_a_map_after_the_first_conv_is_no_input_map(model, clean, tmp_path):
     onnx.save(m, str(tmp_path / "twice.onnx"))
     assert read_onnx(str(tmp_path / "twice.onnx")).input_affine is None
 
+
+def test_a_qdq_graph_rounding_its_input_behind_its_own_map(model, clean, tmp_path):
+    """An int8 QDQ graph (ONNX Runtime's quantizer) whose QuantizeLinear follows the graph's
+    mean/std: the map is read, the input rounding found behind it, and the stem is
+    preprocessing (also precision), every layer agreeing once both are applied."""
+    quantization = pytest.importorskip("onnxruntime.quantization",
+                                       reason="int8 graphs are made by onnxruntime.quantization")
+    path = _map_at(clean, tmp_path / "meanstd.onnx", "nchw", OWN_MAPS["sub_div_nchw"][1])
+
+    class Calibration(quantization.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": _pixels(1, seed)} for seed in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+    int8 = str(tmp_path / "int8.onnx")
+    quantization.quantize_static(path, int8, Calibration(), quant_format=quantization.QuantFormat.QDQ,
+                                 per_channel=True, activation_type=quantization.QuantType.QUInt8,
+                                 weight_type=quantization.QuantType.QInt8, op_types_to_quantize=["Conv", "Gemm", "Add"])
+    g = onnx.load(int8).graph
+    consts = {t.name for t in g.initializer}
+    kinds = [n.op_type for n in g.node if not set(n.input) <= consts]  # not a weight's DequantizeLinear
+    assert kinds[:6] == ["Transpose", "Sub", "Div", "QuantizeLinear", "DequantizeLinear", "Conv"], kinds[:6]
+    report = compare(int8, weights=model, batch=_pixels(2, 7))
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"], d["also"], d["after_fix"]["agrees"]) == \
+        ("bn_Conv1", "preprocessing", ["precision"], True), d
+    detail = d["evidence"][0]["detail"]
+    assert detail["scale"] == pytest.approx(1 / STD255, rel=1e-6)
+    assert detail["weights"] == "int8" and detail["input"]  # the input rounded behind the map

@@ -76,8 +76,10 @@ class Patch:
         for k, fn in other.post.items():
             post[k] = compose(post.get(k), fn)
         steps = None if self.steps is None and other.steps is None else {**(self.steps or {}), **(other.steps or {})}
+        # OTHER rounds its input (precision) last, right before its first conv: after its own map
+        inputs = (other.input_fn, self.input_fn) if self.cause == "precision" else (self.input_fn, other.input_fn)
         return Patch(self.cause, self.text + "; " + other.text, layers,
-                     compose(self.input_fn, other.input_fn), {**self.other_fn, **other.other_fn},
+                     compose(*inputs), {**self.other_fn, **other.other_fn},
                      {**self.ref_fn, **other.ref_fn}, {**self.detail, **other.detail}, post, steps)
 
 
