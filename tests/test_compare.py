@@ -518,7 +518,7 @@ def test_a_graphs_own_mean_std_is_read_and_named(model, clean, tmp_path, case):
     """A torch-style graph taking [0, 255] RGB with the ImageNet mean/std baked in (per channel,
     by Div or Mul, through the export's Transpose and a Cast, as tf2onnx's Add + Mul or as a
     BatchNormalization), against Keras's weights: the map is read from the graph itself, exactly,
-    as the preprocessing candidate (no named scaling, nor the fit, made it exact before)."""
+    as the preprocessing candidate (before, only the map fitted on the stem found it)."""
     from mobilenetv2.tools.compare.onnx_reader import read_onnx
     where, ops = OWN_MAPS[case]
     path = _map_at(clean, tmp_path / f"{case}.onnx", where, ops)
