@@ -296,3 +296,41 @@ def test_hf_preprocess_folder_with_a_link_out_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="outside the checkpoint folder"):
         processor_config(folder)
     assert processor_config(outside).shortest_edge == 64      # the file given directly is read
+
+
+@pytest.mark.parametrize("tensor, value", [
+    ("layer.14.reduce_1x1.normalization.bias", 1e6),     # past float16's range (65504)
+    ("layer.11.reduce_1x1.normalization.weight", 1e-45),  # a channel whose int8 step is 0 in float32
+])
+def test_a_checkpoint_with_extreme_finite_weights_is_compared(tmp_path, capsys, tensor, value):
+    """Found by the fuzz suite's hf kind: a Hugging Face folder whose weights differ from the
+    dump's in one value of block 15 or block 12, finite but extreme, given as --weights.  The report
+    must say the dump diverges first at out_relu (its first layer after that block); compare
+    instead failed with "layer 'block_15_project_BN' weight 'beta' contains NaN or inf" (about
+    finite weights, naming no file): the diagnosis rounded the weights to float16 (1e6 is inf
+    there) or onto an int8 grid whose step was 0 in float32 (0 / 0), and the command line printed
+    NumPy's "overflow encountered in cast" as a warning."""
+    import warnings
+    from conftest import cli_error_lines
+    from mobilenetv2 import MobileNetV2
+    from mobilenetv2.cli import main
+    from mobilenetv2.hf import save_pretrained
+    from mobilenetv2.safetensors import load_file, save_file
+    from mobilenetv2.tools.compare import compare
+    model = MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None)
+    x = np.random.default_rng(5).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    trace = model.trace(x)
+    dump = tmp_path / "dump.npz"
+    np.savez(dump, input=x, **{k: trace[k] for k in ("Conv1_relu", "block_2_add", "out_relu")})
+    folder = save_pretrained(model, tmp_path / "ckpt")
+    tensors = {k: np.array(v) for k, v in load_file(f"{folder}/model.safetensors").items()}
+    tensors[tensor][0] = value
+    save_file(tensors, f"{folder}/model.safetensors", {"format": "pt"})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        report = compare(str(dump), weights=str(folder))
+    assert [r["agrees"] for r in report["layers"]] == [True, True, False]
+    assert report["first_divergent_layer"] == "out_relu"
+    assert not [w for w in seen if issubclass(w.category, RuntimeWarning) and "encountered" in str(w.message)]
+    assert main(["compare", str(dump), "--weights", str(folder), "--quiet"]) == 1
+    assert cli_error_lines(capsys.readouterr().err) == []

@@ -101,7 +101,10 @@ def _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, b
     floor = row["floor_rel_l2"]
 
     def score(patch):
-        want = ref.trace(patch, stop=layer)[layer]
+        try:
+            want = ref.trace(patch, stop=layer)[layer]
+        except WeightsError:  # weights rounded to float16 past its range (inf): not what OTHER ran
+            return (np.inf, np.inf)
         got = patch.other_fn[layer](other_arr) if layer in patch.other_fn else other_arr
         if layer in patch.ref_fn:
             want = patch.ref_fn[layer](want)

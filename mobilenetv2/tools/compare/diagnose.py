@@ -304,7 +304,8 @@ def _preprocessing(ref, layer, other_arr, base):
 def _round(w, kind):
     w = np.asarray(w, np.float64)
     if kind == "float16":
-        return w.astype(np.float16).astype(np.float64)
+        with np.errstate(over="ignore"):  # a weight past float16's range is inf: no candidate (api's score)
+            return w.astype(np.float16).astype(np.float64)
     # bfloat16 keeps 8 significant bits: round the float64 value to them once, ties to even (going
     # through float32 first would round twice, and a weight near a tie would land an ulp away)
     m, e = np.frexp(w)

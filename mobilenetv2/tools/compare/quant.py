@@ -159,8 +159,10 @@ def activation_fn(grid, as_quantize_linear=False, seen=None):
 def _weight_grid(grid, cout, w):
     """(scale, zero point, qmin, qmax) per output channel (the last axis of ``w``)."""
     if grid is None:  # no grid in OTHER: per-channel symmetric, max |w| / 127
-        amax = np.abs(w).reshape(-1, cout).max(axis=0)
-        return np.where(amax > 0, amax / 127.0, 1.0), np.zeros(cout), -127, 127
+        s = np.abs(w).reshape(-1, cout).max(axis=0) / 127.0
+        # a channel of zeros, or of weights so small that their step is 0 in float32 (where the
+        # quantizer divides by it; 0 / 0 was NaN weights): step 1, its weights all round to 0
+        return np.where(s.astype(np.float32) > 0, s, 1.0), np.zeros(cout), -127, 127
     s, z = _last_axis(grid.scale, cout), _last_axis(grid.zero_point, cout)
     if s is None or z is None or not np.all(np.isfinite(s) & (s > 0)):
         return None  # not a grid these weights can be rounded onto: no int8 patch
