@@ -90,6 +90,18 @@ def cli_error_lines(err):
             if not (line.startswith("mobilenetv2: warning: ") and "the C extension is not available" in line)]
 
 
+def one_line(err):
+    """The one line of a CLI failure: ``err`` is its stderr, or the finished subprocess (whose exit
+    status must then be 2).  Besides that line only the missing-C-extension warning
+    (cli_error_lines) may be there; any other warning, or a traceback, fails the test."""
+    if not isinstance(err, str):
+        assert err.returncode == 2, err
+        err = err.stderr
+    lines = cli_error_lines(err.strip("\n"))
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
 def same_values(got, want):
     """Whether a batch run's values equal the model run image by image: bit for bit on the C core
     (its results do not depend on the batch a value was computed in), to float32 rounding on the

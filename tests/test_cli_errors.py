@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import one_line
 from mobilenetv2 import MobileNetV2, cli
 from mobilenetv2.cli import main
 from mobilenetv2.errors import OutputPathError
@@ -23,13 +24,6 @@ def image(tmp_path):
     path = tmp_path / "img.png"
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (60, 70, 3), dtype=np.uint8)).save(path)
     return path
-
-
-def one_line(err):
-    """The one line of a failure (besides one-line warnings, such as the C extension's absence)."""
-    lines = [line for line in err.strip("\n").split("\n") if not line.startswith("mobilenetv2: warning: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def run_cli(*args, cwd=None):

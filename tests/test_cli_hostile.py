@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import one_line
 from mobilenetv2 import MobileNetV2, cli
 from mobilenetv2.hf import save_pretrained
 
@@ -23,13 +24,6 @@ def run_cli(*args, cwd=None):
     env.pop("MOBILENETV2_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "mobilenetv2", *map(str, args)], capture_output=True,
                           text=True, timeout=120, cwd=cwd, env=env)
-
-
-def one_line(result, status=2):
-    lines = [ln for ln in result.stderr.strip("\n").split("\n") if not ln.startswith("mobilenetv2: warning: ")]
-    assert result.returncode == status, result
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
