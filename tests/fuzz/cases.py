@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from mobilenetv2 import MobileNetV2, arch, cli, loader, preprocessing, registry
-from mobilenetv2.errors import Error
+from mobilenetv2.errors import Error, ImageError
 
 T = {}  # templates, built by prepare()
 ALPHA = 0.35
@@ -350,6 +350,9 @@ def _hf_templates():
     T["st_header"] = json.loads(st[8:8 + n])
     T["st_data"] = st[8 + n:]
     T["hf_config"] = json.loads(T["hf"]["config.json"])
+    x = np.random.default_rng(2).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    trace = T["model"].trace(x)
+    T["hf_dump"] = _npz_bytes({"input": x, **{k: trace[k] for k in ("Conv1_relu", "block_2_add", "out_relu")}})
     T["hf_proc"] = json.loads(T["hf"]["preprocessor_config.json"])
 
 
@@ -369,7 +372,9 @@ _VALUES = [-1, 0, 1, 3, 7, 1e308, 2 ** 63, -2 ** 63, 10 ** 30, 0.5, "x", "", Non
            {"a": 1}, "relu", "NaN-literal", "deep"]
 
 
-def make_safetensors(ctx):
+def _damage_safetensors(ctx, target):
+    """Write ``target`` as the template checkpoint's model.safetensors with one ST_ATTACKS damage
+    (or none: "good"); returns the label."""
     import copy
     rng = ctx.rng
     h, data = copy.deepcopy(T["st_header"]), T["st_data"]
@@ -377,7 +382,7 @@ def make_safetensors(ctx):
     attack = rng.choice(ST_ATTACKS)
     name = rng.choice(names)
     e = h[name]
-    out, target = None, ctx.folder / "model.safetensors"
+    out = None
     if attack == "bytes":
         out = damage(rng, _st_bytes(h, data))[1]
     elif attack == "bytes-header":
@@ -437,10 +442,15 @@ def make_safetensors(ctx):
         out = _st_bytes(h, data)
     if out is not None:
         target.write_bytes(out)
-    (ctx.folder / "config.json").write_bytes(T["hf"]["config.json"])
     ctx.attack = attack
-    ctx.direct = rng.random() < 0.3
-    return f"{attack} {name}" + (" direct" if ctx.direct else "")
+    return f"{attack} {name}"
+
+
+def make_safetensors(ctx):
+    label = _damage_safetensors(ctx, ctx.folder / "model.safetensors")
+    (ctx.folder / "config.json").write_bytes(T["hf"]["config.json"])
+    ctx.direct = ctx.rng.random() < 0.3
+    return label + (" direct" if ctx.direct else "")
 
 
 def _run_folder(ctx):
@@ -462,14 +472,47 @@ def run_safetensors(ctx):
     _run_folder(ctx)
 
 
-HF_ATTACKS = ["field", "field", "field", "delete", "bytes", "nan", "deep", "huge", "not-object",
-              "symlink-sentinel", "symlink-fifo", "fifo", "good", "proc-field", "proc-delete", "proc-bytes",
-              "proc-symlink", "pytorch-bin"]
+# The hf kind: a Hugging Face folder given to compare as --weights (OTHER a dump of the template
+# model, which the undamaged folder agrees with), by the API or the command line; a damaged
+# preprocessor_config.json (which compare reads but never uses) through from_pretrained,
+# hf_preprocess and predict instead; and the folder given as OTHER itself, which compare refuses.
+HF_ATTACKS = ["field", "field", "number", "number", "delete", "bytes", "nan", "deep", "duplicate",
+              "not-utf8", "huge", "not-object", "symlink-sentinel", "symlink-fifo", "fifo", "good",
+              "safetensors", "safetensors", "safetensors", "proc-field", "proc-number", "proc-delete",
+              "proc-bytes", "proc-symlink", "pytorch-bin", "as-other", "values", "values", "valid", "valid"]
+_NUMBERS = [b"-1", b"0", b"-0.0", b"5e-324", b"1e-310", b"1e308", b"1e999", b"-1e999", b"9223372036854775808",
+            b"1" + b"0" * 400, b"9" * 5000, b"0.999999999999999999", b"NaN", b"Infinity", b"1.5", b"2", b"8"]
+HUGE_JSON = 100 << 20  # a config.json string this long is refused by its size, before it is parsed
+_WEIGHT_VALUES = [float("nan"), float("inf"), -float("inf"), 3e38, -3e38, 1e20, 1e6, -1.0, 0.0, 1e-45, -1e-30]
+_VALID = {"tf_padding": [False], "output_stride": [8, 16], "layer_norm_eps": [1e-5, 0.9, 1e-300],
+          "image_size": [96, 4096], "num_labels": [1, 7], "model_type": ["mobilenet_v2"],
+          "architectures": [["MobileNetV2Model"]], "depth_multiplier": [0.35000001]}
+
+
+def _weights_changed(rng):
+    """The template's model.safetensors, its header intact, with a few of one float32 tensor's
+    values replaced (NaN, infinities, huge, negative, zero, subnormal): a file that reads."""
+    names = [k for k, e in T["st_header"].items() if k != "__metadata__" and e["dtype"] == "F32"]
+    name = rng.choice(names)
+    a, b = T["st_header"][name]["data_offsets"]
+    data = bytearray(T["st_data"])
+    value = rng.choice(_WEIGHT_VALUES)
+    for _ in range(rng.choice([1, 1, 4, (b - a) // 4])):
+        i = a + 4 * rng.randrange((b - a) // 4)
+        data[i:i + 4] = struct.pack("<f", value)
+    n = int.from_bytes(T["hf"]["model.safetensors"][:8], "little")
+    return f"{name}={value:g}", T["hf"]["model.safetensors"][:8 + n] + bytes(data)
 
 
 def _json_value(rng):
     v = rng.choice(_VALUES)
     return {"NaN-literal": float("nan"), "deep": [[[[[[[[1]]]]]]]]}.get(v, v) if isinstance(v, str) else v
+
+
+def _with_field(text, key, raw):
+    """JSON object ``text`` with ``"key": raw`` (raw JSON bytes) added as its last member."""
+    import json
+    return text.rstrip()[:-1] + b", " + json.dumps(key).encode() + b": " + raw + b"}"
 
 
 def make_hf(ctx):
@@ -478,7 +521,7 @@ def make_hf(ctx):
     rng = ctx.rng
     cfg, proc = copy.deepcopy(T["hf_config"]), copy.deepcopy(T["hf_proc"])
     attack = rng.choice(HF_ATTACKS)
-    files = {"model.safetensors": T["hf"]["model.safetensors"]}
+    files = {"model.safetensors": T["hf"]["model.safetensors"], "other.npz": T["hf_dump"]}
     label = attack
     if attack == "field":
         key = rng.choice(sorted(cfg) + ["id2label", "num_labels", "architectures"])
@@ -491,6 +534,13 @@ def make_hf(ctx):
         key = rng.choice(sorted(cfg))
         del cfg[key]
         label += f" {key}"
+    elif attack == "valid":  # another computation, described in the file's own terms
+        key = rng.choice(sorted(_VALID))
+        cfg[key] = rng.choice(_VALID[key])
+        label += f" {key}={cfg[key]}"
+    elif attack == "values":
+        what, files["model.safetensors"] = _weights_changed(rng)
+        label += f" {what}"
     elif attack == "proc-field":
         key = rng.choice(sorted(proc) + ["size", "crop_size"])
         proc[key] = _json_value(rng) if rng.random() < 0.6 else {"shortest_edge": _json_value(rng)}
@@ -499,7 +549,20 @@ def make_hf(ctx):
         del proc[rng.choice(sorted(proc))]
     text_cfg = json.dumps(cfg).encode()
     text_proc = json.dumps(proc).encode()
-    if attack == "bytes":
+    if attack in ("number", "proc-number", "duplicate"):
+        # a number as JSON text (json.dumps cannot write 1e999 or 5000 digits), or a key given twice
+        # (the last one counts, as in transformers' json.loads): a member added at the end
+        on_proc = attack == "proc-number"
+        keys = sorted(proc if on_proc else cfg)
+        key = rng.choice([k for k in keys if isinstance((proc if on_proc else cfg)[k], (int, float))] or keys)
+        raw = rng.choice(_NUMBERS) if attack != "duplicate" or rng.random() < 0.5 else \
+            json.dumps(_json_value(rng)).encode()
+        if on_proc:
+            text_proc = _with_field(text_proc, key, raw)
+        else:
+            text_cfg = _with_field(text_cfg, key, raw)
+        label += f" {key}={raw[:20].decode()}"
+    elif attack == "bytes":
         text_cfg = damage(rng, text_cfg)[1]
     elif attack == "proc-bytes":
         text_proc = damage(rng, text_proc)[1]
@@ -507,11 +570,24 @@ def make_hf(ctx):
         text_cfg = text_cfg.replace(b'"layer_norm_eps": 0.001', rng.choice([b'"layer_norm_eps": NaN',
                                     b'"layer_norm_eps": -Infinity', b'"layer_norm_eps": 1e999']))
     elif attack == "deep":
-        text_cfg = text_cfg[:-1] + b', "x": ' + b"[" * 200000 + b"]" * 200000 + b"}"
+        depth = rng.choice([50, 5000, 200000])
+        text_cfg = _with_field(text_cfg, "x", b"[" * depth + b"]" * depth if rng.random() < 0.5 else
+                               b'{"a": ' * depth + b"1" + b"}" * depth)
+        label += f" {depth}"
+    elif attack == "not-utf8":
+        how = rng.choice(["byte", "utf16", "bom", "surrogate"])
+        text_cfg = {"byte": text_cfg.replace(b'"mobilenet_v2"', b'"mobilenet_v2\xff"'),
+                    "utf16": json.dumps(cfg).encode("utf-16"),
+                    "bom": b"\xef\xbb\xbf" + text_cfg,
+                    "surrogate": text_cfg.replace(b'"mobilenet_v2"', b'"mobilenet_v2\xed\xa0\x80"')}[how]
+        label += f" {how}"
     elif attack == "huge":
-        text_cfg = text_cfg[:-1] + b', "x": "' + b"a" * (17 << 20) + b'"}'
+        n = rng.choice([HUGE_JSON, 15 << 20])
+        text_cfg = _with_field(text_cfg, "x", b'"' + b"a" * n + b'"')
+        label += f" {n >> 20} MiB"
+        ctx.must_refuse = "larger than" if n == HUGE_JSON else None
     elif attack == "not-object":
-        text_cfg = rng.choice([b"[]", b"null", b"1", b""])
+        text_cfg = rng.choice([b"[]", b"null", b"1", b"", b'"x"'])
     files["config.json"] = text_cfg
     files["preprocessor_config.json"] = text_proc
     if attack in ("symlink-sentinel", "symlink-fifo", "fifo", "proc-symlink"):
@@ -523,13 +599,79 @@ def make_hf(ctx):
             os.symlink(ctx.fifo if attack == "symlink-fifo" else ctx.sentinel, ctx.folder / victim)
     if attack == "pytorch-bin":
         files["pytorch_model.bin"] = files.pop("model.safetensors")
+    if attack == "safetensors":
+        del files["model.safetensors"]
+        label += " " + _damage_safetensors(ctx, ctx.folder / "model.safetensors")
     for name, data in files.items():
         (ctx.folder / name).write_bytes(data)
-    return label
+    ctx.route = "proc" if attack.startswith("proc") else "as-other" if attack == "as-other" else \
+        rng.choice(["api", "api", "cli"])
+    ctx.good = attack == "good"
+    return f"{label} ({ctx.route})"
+
+
+def _no_nan(report, where="report"):
+    """The report holds no NaN (a silent NaN: a number no one can act on)."""
+    if isinstance(report, float) and report != report:
+        raise AssertionError(f"NaN in the compare report at {where}")
+    if isinstance(report, dict):
+        for k, v in report.items():
+            _no_nan(v, f"{where}[{k!r}]")
+    elif isinstance(report, (list, tuple)):
+        for i, v in enumerate(report):
+            _no_nan(v, f"{where}[{i}]")
+
+
+def _run_hf_cli(ctx):
+    """``mobilenetv2 compare other.npz --weights FOLDER``: a report (exit 0 or 1) with no NaN, or
+    one line on stderr with exit status 2."""
+    import re
+    code, report = _cli(ctx, ["compare", str(ctx.folder / "other.npz"), "--weights", str(ctx.folder), "--quiet"])
+    if re.search(r"\bnan\b", report, re.IGNORECASE):
+        raise AssertionError(f"NaN in compare's table: {report[-1500:]}")
+    if ctx.good and code != 0:
+        raise AssertionError(f"the undamaged folder does not agree with its own dump: {report[-1500:]}")
+    return {"detail": f"exit {code}"}
+
+
+def _run_hf_proc(ctx):
+    from mobilenetv2.hf import from_pretrained
+    from mobilenetv2.hf_processing import hf_preprocess
+    m = from_pretrained(ctx.folder)
+    x = hf_preprocess(io.BytesIO(T["images"]["png"]), m.processor_config)
+    if not np.isfinite(x).all():
+        raise AssertionError(f"{m.processor_config} made a non-finite input of a photo")
+    out = np.asarray(m.predict(x))
+    ctx.seen.append(out.tobytes())
+    if not np.isfinite(out).all():
+        raise AssertionError("a checkpoint that loaded gave a non-finite output on a photo")
 
 
 def run_hf(ctx):
-    _run_folder(ctx)
+    from mobilenetv2.tools.compare import compare
+    must = getattr(ctx, "must_refuse", None)
+    try:
+        if ctx.route == "proc":
+            return _run_hf_proc(ctx)
+        if ctx.route == "cli":
+            return _run_hf_cli(ctx)
+        if ctx.route == "as-other":
+            compare(str(ctx.folder))
+            raise AssertionError("compare took a Hugging Face folder as OTHER")
+        report = compare(str(ctx.folder / "other.npz"), weights=str(ctx.folder))
+    except Error as exc:
+        if must and must not in str(exc):
+            raise AssertionError(f"refused, but not by its size before parsing ({must!r}): {exc}") from None
+        if str(ctx.folder) not in str(exc) and not isinstance(exc, ImageError):  # (a photo smaller than the crop)
+            raise AssertionError(f"a refusal that names no file of the folder: {type(exc).__name__}: {exc}") from None
+        raise
+    if must:
+        raise AssertionError(f"accepted; it must be refused ({must!r})")
+    ctx.seen.append(repr(report).encode())
+    _no_nan(report)
+    if ctx.good and not report["agrees"]:
+        raise AssertionError(f"the undamaged folder does not agree with its own dump: {report['first_divergent_layer']}")
+    return {"detail": f"agrees: {report['agrees']}, first divergent layer: {report['first_divergent_layer']}"}
 
 
 # -- compare's inputs: .npz dumps and mapping JSON --------------------------------------------------
@@ -1050,23 +1192,33 @@ def make_cli(ctx):
     return " ".join(a if len(a) < 30 else "..." + a[-20:] for a in argv)
 
 
-def run_cli(ctx):
+def _cli(ctx, argv):
+    """(exit status, stdout) of ``mobilenetv2 ARGV`` run in this process, where it succeeded (0, or
+    compare's 1: a report) with nothing on stderr; CliRefusal where it failed the way it should: one
+    line on stderr, exit status 2 or 130; a RuntimeError otherwise.  The C extension's missing
+    warning (once a process) is the one line allowed beside either (as conftest.cli_error_lines)."""
     import contextlib
     out, err = io.StringIO(), io.StringIO()
-    os.environ.update({"MOBILENETV2_NO_DOWNLOAD": "1", "KERAS_HOME": str(ctx.folder / "keras")})
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = cli.main(ctx.argv)
+            code = cli.main(argv)
         except SystemExit as exc:
             code = exc.code
     text = err.getvalue()
     ctx.seen += [out.getvalue().encode(), text.encode()]
-    if code == 0:
-        return {"outputs": [p.name for p in ctx.folder.iterdir() if p.name.startswith("out")]}
-    lines = [line for line in text.strip("\n").split("\n") if not line.startswith("mobilenetv2: warning: ")]
+    lines = [line for line in text.splitlines()
+             if not (line.startswith("mobilenetv2: warning: ") and "the C extension is not available" in line)]
+    if code in ((0, 1) if argv[0] == "compare" else (0,)) and not lines:
+        return code, out.getvalue()
     if code in (2, 130) and len(lines) == 1 and "Traceback" not in text:
         raise CliRefusal(lines[0])
     raise RuntimeError(f"exit status {code}, stderr: {text[-1500:]!r}")
+
+
+def run_cli(ctx):
+    os.environ.update({"MOBILENETV2_NO_DOWNLOAD": "1", "KERAS_HOME": str(ctx.folder / "keras")})
+    _cli(ctx, ctx.argv)
+    return {"outputs": [p.name for p in ctx.folder.iterdir() if p.name.startswith("out")]}
 
 
 # -- downloads -------------------------------------------------------------------------------------
