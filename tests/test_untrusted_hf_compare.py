@@ -334,3 +334,18 @@ def test_a_checkpoint_with_extreme_finite_weights_is_compared(tmp_path, capsys, 
     assert not [w for w in seen if issubclass(w.category, RuntimeWarning) and "encountered" in str(w.message)]
     assert main(["compare", str(dump), "--weights", str(folder), "--quiet"]) == 1
     assert cli_error_lines(capsys.readouterr().err) == []
+
+
+def test_a_checkpoint_folder_given_as_other_says_to_give_it_with_weights(tmp_path):
+    """compare reads a folder as OTHER as a dump of .npy files; a Hugging Face checkpoint given
+    there (the fuzz suite's hf kind does) was refused as "has no .npy files" alone."""
+    from mobilenetv2 import MobileNetV2
+    from mobilenetv2.hf import save_pretrained
+    from mobilenetv2.tools.compare import compare
+    folder = save_pretrained(MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None), tmp_path / "ckpt")
+    with pytest.raises(CompareError, match="no .npy files: it holds a config.json.* given with --weights") as info:
+        compare(folder)
+    assert "ckpt" in str(info.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CompareError, match=r"no \.npy files$"):
+        compare(str(tmp_path / "empty"))

@@ -68,7 +68,10 @@ def _load_npz(path):
 def _load_folder(path):
     names = sorted(f for f in os.listdir(path) if f.endswith(".npy"))
     if not names:
-        raise CompareError(f"folder {path!r} has no .npy files")
+        hint = (": it holds a config.json, as a Hugging Face checkpoint does; a checkpoint is the reference's "
+                "weights, given with --weights, and OTHER the model or dump checked against them"
+                if os.path.lexists(os.path.join(path, "config.json")) else "")
+        raise CompareError(f"folder {path!r} has no .npy files{hint}")
     if len(names) > MAX_TENSORS:
         raise CompareError(f"folder {path!r} holds {len(names)} .npy files, more than {MAX_TENSORS}")
     out = {}
