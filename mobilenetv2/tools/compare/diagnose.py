@@ -12,7 +12,8 @@ computes one on its input (``graph.input_affine``), else fitted per channel),
 (OTHER applies something else than softmax to its logits: sigmoid, a scale), ``pooling`` (a
 global max pooling where Keras averages, or the reverse), ``missing_layer``
 (a Keras layer OTHER's graph has no counterpart of, e.g. a residual Add, left out of the
-reference), ``precision`` (weights rounded to float16 or bfloat16, folded or not, a weight
+reference), ``precision`` (weights rounded to float16 or bfloat16, folded or not, every layer's or
+those whose own weights in OTHER lie on that grid (a TFLite file float16 in some layers), a weight
 within one step of OTHER's own taking OTHER's side; activations rounded where OTHER casts them,
 with or without its weights rounded; int8 weights, and for a quantized graph int8 as it
 computes: see quant.py), ``bias_correction`` (a quantized OTHER's kernels are the given weights
@@ -372,6 +373,16 @@ def _precision(ref):
                 folded[x.name] = plain[x.name]
         out.append(Patch("precision", f"batch norms folded into the convolutions, then every weight rounded to {kind}",
                          folded, detail={"weights": kind, "folded": True}))
+        # a model storing some layers' weights so (a TFLite file with float16 DEQUANTIZEs for some):
+        # those whose own weights all lie on the grid, their batch norms folded with them
+        stored = {x.name for x in convs + [x for x in ref.layers if isinstance(x, L.Dense)]
+                  if own.get(x.name) is not None and np.all(_round(own[x.name][0], kind) == own[x.name][0])}
+        if 0 < len(stored) < len(own):
+            bns = {getattr(ref.reader_of(c, L.BatchNormalization), "name", None) for c in stored}
+            out.append(Patch("precision", f"batch norms folded into the convolutions, then the weights of the "
+                             f"{len(stored)} of {len(own)} layers whose own weights are {kind} values rounded to it",
+                             {k: v for k, v in folded.items() if k in stored | bns},
+                             detail={"weights": kind, "folded": True, "layers": len(stored)}))
         computing = rounded_compute(ref, kind, lambda y, kind=kind: _round(y, kind), out[-1])
         if computing is not None:
             out.append(computing)
