@@ -130,3 +130,49 @@ EXPORT_CASES = [
     ((33, 40, 3), 0.35, dict(include_top=False)),
 ]
 
+
+
+def tflite_edit(data, edit):
+    """``data`` (a .tflite file's bytes) rewritten through the TFLite schema code LiteRT ships:
+    ``edit(model, its main graph, the schema module)`` changes the unpacked model in place."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
+    edit(m, m.subgraphs[0], schema)
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def tflite_float16(which=lambda k: True):
+    """An edit for ``tflite_edit``: each float32 weight and bias of the ``which(k)``-th conv or dense
+    op (k from 0) stored as TensorFlow's float16 quantization stores it: a FLOAT16 constant (the
+    float32 values rounded to nearest), a DEQUANTIZE op to the float32 tensor the op reads (which
+    then has no data, buffer 0), the DEQUANTIZE ops ahead of the others."""
+    import numpy as np
+
+    def edit(m, g, s):
+        weighted = (s.BuiltinOperator.CONV_2D, s.BuiltinOperator.DEPTHWISE_CONV_2D, s.BuiltinOperator.FULLY_CONNECTED)
+        code = s.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.DEQUANTIZE
+        code.version = 3  # (DEQUANTIZE of float16)
+        m.operatorCodes.append(code)
+        ops = [op for op in g.operators if m.operatorCodes[op.opcodeIndex].builtinCode in weighted]
+        dequantize = []
+        for op in (op for k, op in enumerate(ops) if which(k)):
+            for i in op.inputs[1:3]:
+                t = g.tensors[i] if i >= 0 else None
+                if t is None or t.type != s.TensorType.FLOAT32 or not t.buffer:
+                    continue
+                half = s.BufferT()
+                half.data = np.frombuffer(bytes(m.buffers[t.buffer].data), np.float32).astype(np.float16).view(np.uint8)
+                m.buffers.append(half)
+                h = s.TensorT()
+                h.name, h.shape, h.type, h.buffer = t.name + b"_fp16", list(t.shape), s.TensorType.FLOAT16, len(m.buffers) - 1
+                g.tensors.append(h)
+                d = s.OperatorT()
+                d.opcodeIndex, d.inputs, d.outputs = len(m.operatorCodes) - 1, [len(g.tensors) - 1], [i]
+                dequantize.append(d)
+                t.buffer = 0
+        g.operators[:0] = dequantize
+    return edit

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import require_shared, set_synthetic_weights
+from conftest import require_shared, set_synthetic_weights, tflite_edit, tflite_float16
 from mobilenetv2 import MobileNetV2, export_onnx
 from mobilenetv2.cli import main
 from mobilenetv2.tools.compare import compare
@@ -31,6 +31,44 @@ def test_tflite_peer_agrees(variant, tmp_path, capsys):
     assert main(["compare", str(path), "--weights", str(weights), "--random", "1", "--json", str(out),
                  "--quiet"]) == 0
     assert json.loads(out.read_text())["weights"]["source"].startswith("Keras weights file")
+
+
+@pytest.mark.parametrize("which, stored", [
+    (lambda k: True, "; weights stored as float16"),
+    (lambda k: k % 2 == 1, "the weights of 26 of its 53 convolution and dense layers stored as float16")])
+def test_a_float16_tflite_peer_is_read_through_its_dequantize_ops(which, stored, tmp_path):
+    """TensorFlow's float16 quantization (the 0.35_96 peer's weights and biases, every layer's or
+    every other one's, as FLOAT16 constants each DEQUANTIZEd to the float32 tensor the op reads):
+    those tensors hold nothing before LiteRT runs, so such a file was refused without --weights.
+    Its weights are the float16 constants' values: with them it agrees (float16 weights, float32
+    arithmetic); against the float weights it was made from, the rounding is found at its first
+    float16 layer, and once applied every layer agrees."""
+    litert = pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT is an optional extra")
+    src = require_shared("peers", "mobilenet_v2_0.35_96_synthetic.tflite")
+    path = tmp_path / "fp16.tflite"
+    path.write_bytes(tflite_edit(src.read_bytes(), tflite_float16(which)))
+    x = np.random.default_rng(3).uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
+    probs = []
+    for f in (src, path):  # LiteRT runs the file, to within float16 weights of the float one
+        it = litert.Interpreter(model_path=str(f))
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        probs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+    assert 0 < np.abs(probs[1] - probs[0]).max() < 1e-2, np.abs(probs[1] - probs[0]).max()
+
+    report = compare(str(path), random=1)
+    assert report["agrees"] and report["other"]["kind"] == "tflite" and len(report["layers"]) == 64, report
+    assert report["other"]["runtime"].endswith(f"{stored} in the model, dequantized to float32"), report["other"]
+    m = set_synthetic_weights(MobileNetV2((96, 96, 3), alpha=0.35, weights=None))
+    weights = tmp_path / "w.h5"
+    m.save_weights(weights)
+    report = compare(str(path), weights=str(weights), random=1)
+    d = report["diagnosis"]
+    first = "Conv1_relu" if which(0) else "expanded_conv_depthwise_relu"
+    assert report["first_divergent_layer"] == first and d["cause"] == "precision", d
+    assert d["evidence"][0]["detail"]["weights"] == "float16" and d["evidence"][0]["after"]["ratio"] < 2, d
+    assert d["after_fix"]["agrees"], d
 
 
 # -- Hugging Face hidden states through the .npz path -------------------------------------------

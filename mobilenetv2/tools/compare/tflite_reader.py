@@ -1,5 +1,12 @@
 """Read a ``.tflite`` file as OTHER: LiteRT's interpreter with every tensor preserved (and no
-delegate, which would hide the intermediate tensors), its ops in the compare vocabulary."""
+delegate, which would hide the intermediate tensors), its ops in the compare vocabulary.
+
+A float16 model (TensorFlow's converter with ``target_spec.supported_types=[tf.float16]``) stores
+each weight and bias as a float16 constant that a DEQUANTIZE op turns into the float32 tensor the
+conv reads: that weight is read as the float16 constant's values (as an OpenVINO IR's compressed
+Constant f16 + Convert is), the DEQUANTIZE is no node of OTHER's, and the ``runs on`` line says
+which weights are stored so.
+"""
 
 import numpy as np
 
@@ -57,6 +64,18 @@ def _stored(data):
     return out
 
 
+def _float16_sources(ops, details, stored):
+    """{tensor: the float16 constant it is the DEQUANTIZE of}, for each DEQUANTIZE of a stored
+    float16 tensor (a float16 model's weights and biases, dequantized to float32 at run time)."""
+    out = {}
+    for op in ops:
+        if op["op_name"] == "DEQUANTIZE" and len(op["inputs"]) == 1:
+            src = int(op["inputs"][0])
+            if src in stored and np.dtype(details[src]["dtype"]) == np.float16:
+                out[int(op["outputs"][0])] = src
+    return out
+
+
 def read_tflite(path):
     lite = require("ai_edge_litert.interpreter", "comparing a .tflite file", "litert")
     path = files.path_str(path)
@@ -82,6 +101,8 @@ def read_tflite(path):
     if len(inp["shape"]) != 4 or inp["shape"][3] != 3:
         raise CompareError(f"{path!r}: input shape {list(inp['shape'])} is not an NHWC image batch")
     consts, stored = {}, _stored(data)
+    halves = _float16_sources(ops, details, stored)
+    weighted = halved = 0  # convs and dense layers; those whose weight is a float16 constant
 
     def const(index):
         if index < 0 or not _numeric(details[index]):
@@ -101,7 +122,11 @@ def read_tflite(path):
         ins = [int(i) for i in op["inputs"]]
         out = str(int(op["outputs"][0]))
         name = details[int(op["outputs"][0])]["name"]
+        if int(out) in halves:  # a weight's decompression, read through by its conv or dense
+            continue
         if kind in ("conv", "dense"):
+            weighted, halved = weighted + 1, halved + (ins[1] in halves)
+            ins[1:3] = [halves.get(i, i) for i in ins[1:3]]  # a float16 model's weight and bias: their float16 values
             _float_or_quantized(details[ins[1]], grids.get(ins[1]), path)
             bi = ins[2] if len(ins) > 2 and ins[2] >= 0 else None
             computed = next((i for i in (ins[1], bi) if i is not None and i not in stored), None)
@@ -156,9 +181,17 @@ def read_tflite(path):
 
     other = OtherModel("tflite", path, nodes, "NHWC", hw, "NHWC", runner=run, fused_activations=True)
     other.outputs = [str(int(d["index"])) for d in interp.get_output_details()]
+    which = "weights" if halved == weighted else f"the weights of {halved} of its {weighted} convolution and dense layers"
+    other.runtime = (f"LiteRT {_version()} interpreter, built-in kernels without delegates (no XNNPACK)" +
+                     (f"; {which} stored as float16 in the model, dequantized to float32" if halved else ""))
     on_grid = {n.output: grids[int(n.output)] for n in nodes if grids.get(int(n.output)) is not None}
     if on_grid:  # an int8 model: its activations lie on these grids
         from mobilenetv2.tools.compare.onnx_quant import input_grid
         other.quant, other.kind = on_grid, "tflite (int8)"
         other.input_quant = in_grid or input_grid(nodes, str(int(inp["index"])))
     return other
+
+
+def _version():
+    import ai_edge_litert
+    return getattr(ai_edge_litert, "__version__", "(version unknown)")
