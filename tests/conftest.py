@@ -6,6 +6,7 @@ where $MOBILENETV2_SHARED points.  Tests that need it skip with a reason when it
 import functools
 import importlib.util
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,15 @@ def tflite_float16(which=lambda k: True):
                 t.buffer = 0
         g.operators[:0] = dequantize
     return edit
+
+
+def fail_after(seconds, what):
+    """Fixture body: a test that blocks in Python (a FIFO opened for reading, a parser that never
+    returns) raises TimeoutError(what) after ``seconds`` instead of hanging the run."""
+    def expire(*_):
+        raise TimeoutError(what)
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)

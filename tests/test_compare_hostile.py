@@ -8,7 +8,6 @@ tflite, openvino, compare); truncations and bit flips are hypothesis's here."""
 import io
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import tflite_edit
+from conftest import fail_after, tflite_edit
 from mobilenetv2 import MobileNetV2
 from mobilenetv2.cli import main
 from mobilenetv2.tools.compare import CompareError, compare
@@ -31,13 +30,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 def no_hang():
     """A test that blocks in Python fails after 60 s instead of hanging (one that can block in a
     runtime's C++ runs compare in a child process with a timeout)."""
-    def expire(*_):
-        raise TimeoutError("compare did not answer in 60 s")
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    yield from fail_after(60, "compare did not answer in 60 s")
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,13 @@ Each hostile file is built from a good Keras 2 file with one dataset swapped for
 and where the attack points at a sentinel file of random bytes, the test first shows that
 plain h5py does read the sentinel through it (so the refusal is what keeps it out)."""
 import os
-import signal
 import zipfile
 
 import h5py
 import numpy as np
 import pytest
 
+from conftest import fail_after
 from mobilenetv2 import MobileNetV2, loader
 from mobilenetv2.errors import Error, WeightsError
 from test_loader import expected_of, model_layers, write_keras2, write_keras3
@@ -36,14 +36,7 @@ def sentinel(tmp_path):
 @pytest.fixture(autouse=True)
 def no_hang():
     """A test that blocks (a FIFO opened for reading) fails after 10 s instead of hanging."""
-    def expire(*_):
-        raise TimeoutError("the loader blocked")
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(10)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    yield from fail_after(10, "the loader blocked")
 
 
 def hostile(tmp_path, small, attack):
