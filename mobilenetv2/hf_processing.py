@@ -3,11 +3,12 @@
 
 The processor: RGB uint8 image -> resize (Pillow bilinear) so the short side is
 ``size.shortest_edge`` and the long side ``int(S * long / short)`` -> center crop ``crop_size``
-(top ``int((h - ch) / 2)``, left ``int((w - cw) / 2)``) -> ``u * rescale_factor`` in float64,
-rounded to float32 -> ``(x - mean) / std`` in float32.  transformers 5's default torchvision backend
-resizes with ``torchvision.transforms.v2.functional.resize(antialias=True)`` instead: on the three
-test photos its uint8 values differ from Pillow's by one level on 0-0.3 % of the values, and its
-rescale ``(u - 127.5) / 127.5`` differs by one float32 ulp for some values (measured distances in
+(top ``(h - ch) // 2``, left ``(w - cw) // 2``; zero-padded where the image is smaller) ->
+``u * rescale_factor`` in float64, rounded to float32 -> ``(x - mean) / std`` in float32.
+transformers 5's default torchvision backend resizes with
+``torchvision.transforms.v2.functional.resize(antialias=True)`` instead: on the three test photos
+its uint8 values differ from Pillow's by one level on 0-0.3 % of the values, and its rescale
+``(u - 127.5) / 127.5`` differs by one float32 ulp for some values (measured distances in
 README.md, "Hugging Face checkpoints").
 """
 import os
@@ -63,6 +64,29 @@ def resize_shortest_edge(img, shortest_edge):
     return img if size == img.size else img.resize(size, Image.BILINEAR)
 
 
+def _crop_axis(side, crop):
+    """(source, destination) slices of one axis for center_crop."""
+    if crop <= side:
+        start = (side - crop) // 2
+        return slice(start, start + crop), slice(0, crop)
+    pad = -(-(crop - side) // 2)  # ceil((crop - side) / 2)
+    return slice(0, side), slice(pad, pad + side)
+
+
+def center_crop(u, ch, cw):
+    """transformers' ``image_transforms.center_crop`` (the Pillow backend's) of an (H, W, 3) uint8
+    image: the ch x cw window at top ``(H - ch) // 2``, left ``(W - cw) // 2``; along a side shorter
+    than the crop, the whole side sits inside zeros at ``ceil((crop - side) / 2)`` (an odd
+    difference puts the extra zero above / to the left; the torchvision backend puts it below / to
+    the right).  The zeros are uint8 pixels, rescaled and normalized as black pixels are."""
+    (src_h, dst_h), (src_w, dst_w) = _crop_axis(u.shape[0], ch), _crop_axis(u.shape[1], cw)
+    if ch <= u.shape[0] and cw <= u.shape[1]:
+        return u[src_h, src_w]
+    out = np.zeros((ch, cw) + u.shape[2:], u.dtype)
+    out[dst_h, dst_w] = u[src_h, src_w]
+    return out
+
+
 def hf_preprocess(image, preprocessor_config=None):
     """The model input for one image as transformers' Pillow-backend MobileNetV2ImageProcessor
     computes it, as an NHWC float32 array (1, crop_h, crop_w, 3) (transformers' is NCHW:
@@ -74,12 +98,7 @@ def hf_preprocess(image, preprocessor_config=None):
         img = resize_shortest_edge(img, cfg.shortest_edge)
     u = np.asarray(img, dtype=np.uint8)
     if cfg.do_center_crop:
-        h, w = u.shape[:2]
-        ch, cw = cfg.crop_height, cfg.crop_width
-        if ch > h or cw > w:
-            raise ImageError(f"the image is {h}x{w} after resizing, smaller than the {ch}x{cw} crop")
-        top, left = int((h - ch) / 2), int((w - cw) / 2)
-        u = u[top:top + ch, left:left + cw]
+        u = center_crop(u, cfg.crop_height, cfg.crop_width)
     x = u.astype(np.float64) * cfg.rescale_factor if cfg.do_rescale else u.astype(np.float64)
     x = x.astype(np.float32)
     if cfg.do_normalize:

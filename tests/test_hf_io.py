@@ -10,7 +10,7 @@ from conftest import keras_reference, require_shared
 from mobilenetv2 import MobileNetV2, native
 from mobilenetv2.hf import CheckpointError, from_pretrained, save_pretrained
 from mobilenetv2.errors import ImageError
-from mobilenetv2.hf_config import ConfigError, parse_processor_config
+from mobilenetv2.hf_config import ConfigError, ProcessorConfig, parse_processor_config
 from mobilenetv2.hf_processing import hf_preprocess
 from mobilenetv2.safetensors import SafetensorsError, load_file, save_file
 
@@ -239,8 +239,44 @@ def test_hf_preprocess_arrays_and_errors(tmp_path):
     assert x.shape == (1, 224, 224, 3)
     with pytest.raises(ConfigError, match="resample"):
         hf_preprocess(u, {"resample": 3})
-    with pytest.raises(ValueError, match="smaller than"):
-        hf_preprocess(u, {"do_resize": False, "crop_size": {"height": 500, "width": 500}})
+    x = hf_preprocess(u, {"do_resize": False, "crop_size": {"height": 500, "width": 500}})
+    assert x.shape == (1, 500, 500, 3)  # refused before; padded as below
+
+
+# A 3x5 image, pixel (i, j) of channel 0 is 10 (i + 1) + (j + 1); channels 1 and 2 add 100 and 200.
+SMALL = (np.add.outer(10 * np.arange(1, 4), np.arange(1, 6))[..., None] + [0, 100, 200]).astype(np.uint8)
+Z = [0] * 8
+
+
+@pytest.mark.parametrize("crop, rows", [
+    # height 3 -> 4: one zero row, above (ceil(1 / 2) = 1); width 5 -> 4: left (5 - 4) // 2 = 0
+    ((4, 4), [Z[:4], [11, 12, 13, 14], [21, 22, 23, 24], [31, 32, 33, 34]]),
+    # 3 -> 5 and 5 -> 7: one zero on each side of both
+    ((5, 7), [Z[:7], [0, 11, 12, 13, 14, 15, 0], [0, 21, 22, 23, 24, 25, 0], [0, 31, 32, 33, 34, 35, 0], Z[:7]]),
+    # 3 -> 4 and 5 -> 6: the odd zero row and column both above / to the left
+    ((4, 6), [Z[:6], [0, 11, 12, 13, 14, 15], [0, 21, 22, 23, 24, 25], [0, 31, 32, 33, 34, 35]]),
+    # only the width is short: rows cropped at (3 - 2) // 2 = 0, columns 5 -> 8 padded ceil(3 / 2) = 2, 1
+    ((2, 8), [[0, 0, 11, 12, 13, 14, 15, 0], [0, 0, 21, 22, 23, 24, 25, 0]]),
+    # only the height is short: 3 -> 6 padded 2 above, 1 below; columns cropped at (5 - 3) // 2 = 1
+    ((6, 3), [Z[:3], Z[:3], [12, 13, 14], [22, 23, 24], [32, 33, 34], Z[:3]]),
+    ((3, 5), [[11, 12, 13, 14, 15], [21, 22, 23, 24, 25], [31, 32, 33, 34, 35]]),
+])
+def test_a_crop_larger_than_the_image_is_padded_with_zeros_as_transformers_does(crop, rows):
+    """transformers' Pillow-backend MobileNetV2ImageProcessor (models/mobilenet_v2/
+    image_processing_pil_mobilenet_v2.py, ``_preprocess``: resize, center_crop, rescale, normalize)
+    crops with src/transformers/image_transforms.py ``center_crop``: top = (h - ch) // 2; where the
+    crop is larger it places the image in zeros at ceil((ch - h) / 2) (the same for the width) and
+    takes the whole crop.  The zeros are uint8, before rescale and normalize, so they come out as
+    (0 - mean) / std.  Expected pixels written out by hand from those rules (transformers is not
+    installed here)."""
+    e0 = np.array(rows, np.uint8)
+    expected_u = (e0[..., None] + (e0 > 0)[..., None] * np.array([0, 100, 200])).astype(np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    cfg = ProcessorConfig(do_resize=False, crop_height=crop[0], crop_width=crop[1], image_mean=mean, image_std=std)
+    x = hf_preprocess(SMALL, cfg)
+    expected = ((expected_u.astype(np.float64) * (1 / 255)).astype(np.float32) - np.float32(mean)) / np.float32(std)
+    assert x.shape == (1, *crop, 3) and np.array_equal(x[0], expected)
+    assert np.array_equal(x[0][e0 == 0], np.broadcast_to(-np.float32(mean) / np.float32(std), ((e0 == 0).sum(), 3)))
 
 
 @pytest.mark.parametrize("config, says", [
