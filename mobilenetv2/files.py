@@ -76,7 +76,15 @@ def read_regular(path, what, max_bytes):
     fd = open_regular(path, what)
     with os.fdopen(fd, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        data = f.read(max_bytes + 1) if size <= max_bytes else b""
+        # what fstat says is there, and a byte more: read(n) sets aside n bytes before it reads,
+        # and max_bytes may be GiB for a file of a few KB
+        data = f.read(size + 1) if size <= max_bytes else b""
+        if len(data) > size:  # it grew since: read on, in bounded pieces, to the limit
+            parts, total = [data], len(data)
+            while total <= max_bytes and (part := f.read(min(1 << 20, max_bytes + 1 - total))):
+                parts.append(part)
+                total += len(part)
+            data = b"".join(parts)
     if size > max_bytes or len(data) > max_bytes:
         raise TooLarge(f"{what} {path_str(path)!r} is larger than {max_bytes} bytes")
     return data

@@ -111,3 +111,37 @@ def test_an_output_path_of_another_type_is_the_packages_error(tmp_path, monkeypa
         with pytest.raises(ArgumentError, match=f"{what} must be a str or os.PathLike, got {type(bad).__name__}"):
             write(bad)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_read_regular_sets_aside_what_the_file_holds_not_its_limit(tmp_path):
+    """A 3 KB file read with a 2 GiB limit, in a process of 1 GiB of address space: read(limit + 1)
+    set aside the limit before reading (MemoryError; the fuzz harness's model files met it)."""
+    import subprocess
+    import sys
+    path = tmp_path / "small"
+    path.write_bytes(b"abc" * 1000)
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
+            "from mobilenetv2 import files; "
+            f"sys.stdout.write(str(len(files.read_regular({str(path)!r}, 'model file', 2 << 30))))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout == "3000", run.stderr
+
+
+@pytest.mark.parametrize("limit, whole", [(10_000, True), (2_000, False)])
+def test_read_regular_reads_a_file_that_grew_after_its_size_was_read(tmp_path, monkeypatch, limit, whole):
+    """fstat said 100 bytes, the file holds 3,000: all of it is read, up to the limit, past
+    which it is TooLarge as a file that big from the start is."""
+    path = tmp_path / "grown"
+    path.write_bytes(bytes(range(256)) * 11 + b"x" * 184)
+    real = os.fstat
+
+    def fstat(fd):
+        st = real(fd)
+        return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, 100,
+                               st.st_atime, st.st_mtime, st.st_ctime))
+    monkeypatch.setattr(files.os, "fstat", fstat)
+    if whole:
+        assert files.read_regular(path, "file", limit) == path.read_bytes()
+    else:
+        with pytest.raises(files.TooLarge, match="larger than 2000 bytes"):
+            files.read_regular(path, "file", limit)
