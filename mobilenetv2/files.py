@@ -75,19 +75,28 @@ def read_regular(path, what, max_bytes):
     ``max_bytes`` (TooLarge) before reading past that bound."""
     fd = open_regular(path, what)
     with os.fdopen(fd, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        # what fstat says is there, and a byte more: read(n) sets aside n bytes before it reads,
-        # and max_bytes may be GiB for a file of a few KB
-        data = f.read(size + 1) if size <= max_bytes else b""
-        if len(data) > size:  # it grew since: read on, in bounded pieces, to the limit
-            parts, total = [data], len(data)
-            while total <= max_bytes and (part := f.read(min(1 << 20, max_bytes + 1 - total))):
-                parts.append(part)
-                total += len(part)
-            data = b"".join(parts)
-    if size > max_bytes or len(data) > max_bytes:
+        data = read_bounded(f, max_bytes)
+    if data is None:
         raise TooLarge(f"{what} {path_str(path)!r} is larger than {max_bytes} bytes")
     return data
+
+
+def read_bounded(f, max_bytes):
+    """The bytes of the open file ``f`` from its start, or None where it holds more than
+    ``max_bytes`` (found before reading past that bound).  What fstat says is there is read, and
+    a byte more: ``f.read(n)`` sets aside n bytes before it reads, and a limit may be GiB for a
+    file of a few KB.  A file that grew since is read on, in 1 MiB pieces, to the limit."""
+    size = os.fstat(f.fileno()).st_size
+    if size > max_bytes:
+        return None
+    data = f.read(size + 1)
+    if len(data) > size:
+        parts, total = [data], len(data)
+        while total <= max_bytes and (part := f.read(min(1 << 20, max_bytes + 1 - total))):
+            parts.append(part)
+            total += len(part)
+        data = b"".join(parts)
+    return data if len(data) <= max_bytes else None
 
 
 def outside_folder(folder, path):

@@ -54,8 +54,8 @@ def read_json(path, what):
     except files.NotRegularFile as exc:
         raise ConfigError(path, str(exc)) from None
     with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_JSON_BYTES + 1)
-    if len(data) > MAX_JSON_BYTES:
+        data = files.read_bounded(f, MAX_JSON_BYTES)
+    if data is None:
         raise ConfigError(path, f"{what} is larger than {MAX_JSON_BYTES} bytes")
     try:
         obj = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)

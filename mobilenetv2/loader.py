@@ -144,7 +144,11 @@ class _Source:
             if size > MAX_FILE_BYTES:
                 raise WeightsError(f"weights file {self.label} is {size} bytes, more than any "
                                    f"MobileNetV2 weights file ({MAX_FILE_BYTES} at most)")
-            return f.read(MAX_FILE_BYTES + 1)
+            data = files.read_bounded(f, MAX_FILE_BYTES)
+        if data is None:  # it grew past the bound since its size was read
+            raise WeightsError(f"weights file {self.label} is more than any MobileNetV2 weights "
+                               f"file ({MAX_FILE_BYTES} bytes at most)")
+        return data
 
     def _from_archive(self, data):
         """model.weights.h5 from a Keras 3 archive: stored or deflated only, not encrypted,
