@@ -97,6 +97,12 @@ def _check_userinfo_encoded(url, what=f"${ENV_URL}"):
     end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
     host = rest[:end].rpartition("@")[2]
     port = host.rpartition("]")[2] if host.startswith("[") else host
+    if _userinfo_cut_at_slash(rest[:end], rest[end:], port):
+        raise DownloadError(f"{what} has an '@' in its first path segment after what reads as a user name and "
+                            "password, or a host and port: a '/', '?' or '#' in a user name or password ends "
+                            "the host part there (the URL is not shown: it may hold the password); "
+                            "percent-encode '/', '?', '#' and '@' in the user name and password (%2F, %3F, "
+                            "%23, %40), and an '@' in the path as %40")
     if ":" not in port:
         return
     port = port.rpartition(":")[2]
@@ -107,6 +113,20 @@ def _check_userinfo_encoded(url, what=f"${ENV_URL}"):
                         "and the rest the port and path "
                         "(the URL is not shown: it may hold the password); percent-encode '/', '?', '#' "
                         "and '@' in the user name and password (%2F, %3F, %23, %40)")
+
+
+def _userinfo_cut_at_slash(authority, after, port):
+    """Whether a URL whose host part is ``authority``, followed by ``after`` (from its '/', '?'
+    or '#' on), is one whose user name or password held an unencoded '/', '?' or '#' that ended
+    the host part early, though the port left reads as a number: ``u:12/ss@host`` (host 'u',
+    port 12, password '12/ss') or ``us/er:pw@host`` (user 'us/er').  The sign: no '@' in the host
+    part, an '@' past the start of the first path segment, and a ':' before it, in that segment
+    or as the host part's port.  A path with an '@' alone (``unpkg.com/pkg@1.0/``) is taken."""
+    if not after or "@" in authority:
+        return False
+    segment = after[1:].split("/", 1)[0]
+    head, at, _ = segment.partition("@")
+    return bool(at and head) and (":" in head or ":" in port)
 
 
 def _split_userinfo(url, proxy=False):

@@ -864,7 +864,9 @@ def test_credentials_are_not_sent_where_the_mirror_redirects(isolated, server, m
 
 
 @pytest.mark.parametrize("userinfo", ["mirr0r-user:s3cr/3t", "mirr0r-user:s3cr?3t", "mirr0r-user:s3cr#3t",
-                                      "localhost:/s3cr3t"])  # (were it read: a closed local port)
+                                      "localhost:/s3cr3t",  # (were it read: a closed local port)
+                                      "mirr0r-user:1234/s3cr3t", "mirr0r/us3r:s3cr3t",  # (a port that is a number)
+                                      "mirr0r-user:1234?s3cr3t"])
 def test_a_slash_question_mark_or_hash_in_the_mirror_password_is_refused_unshown(
         isolated, server, monkeypatch, userinfo, tmp_path):
     """urllib ends the host part at the first '/', '?' or '#': 'http://u:s3cr/3t@host/w/' was a
@@ -911,9 +913,12 @@ def test_a_slash_question_mark_or_hash_in_the_mirror_password_is_refused_unshown
 
 @pytest.mark.parametrize("base", ["http://mirror.example:8080/w/", "http://user:pa55@mirror.example:8080/w/",
                                   "http://user:pa55@[fe80::1]:8080/w/", "http://user:pa55@[fe80::1]/w/",
-                                  "http://mirror.example:/w/", "file:///srv/mirror/@x:y/"])
+                                  "http://mirror.example:/w/", "file:///srv/mirror/@x:y/",
+                                  "http://unpkg.example/mobilenet@1.0/", "http://mirror.example/@scope/w/",
+                                  "http://user:pa55@mirror.example:8080/pkg@1.0/"])
 def test_a_numeric_or_no_port_is_taken(monkeypatch, base):
-    """The refusal above is for a port that is not a number only."""
+    """The refusal above is for a port that is not a number, or a password cut at a '/' only: an '@'
+    in a path (a package@version) is taken."""
     monkeypatch.setenv(registry.ENV_URL, base)
     assert registry.weights_url(1.0, 224).endswith(keras_name(1.0, 224, True))
 
