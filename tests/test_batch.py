@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from batch_images import write_images
-from conftest import REPO, cli_error_lines, same_values, set_synthetic_weights
+from conftest import REPO, cli_error_lines, one_line, same_values, set_synthetic_weights
 from mobilenetv2 import MobileNetV2, load_image, preprocess_input
 from mobilenetv2.cli import main
 
@@ -486,17 +486,11 @@ def test_another_folder_with_the_same_layout_is_refused_a_moved_copy_resumes(tmp
     base = ["--out", str(out), "--weights", "none", *SMALL]
     assert run_cli(["features", str(day1), *base], capsys)[0] == 0
     code, _, stderr = run_cli(["features", str(day2), *base], capsys)
-    assert code == 2 and "has the id of the row written for" in one_line_of(stderr), stderr
+    assert code == 2 and "has the id of the row written for" in one_line(stderr), stderr
     assert "another image: run other inputs into another --out" in stderr
     shutil.copytree(day1, tmp_path / "copy")
     code, stdout, stderr = run_cli(["features", str(tmp_path / "copy"), *base], capsys)
     assert code == 0 and PROCESSED.search(stdout).groups() == ("0", "0", "4"), stderr
-
-
-def one_line_of(err):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_a_part_of_another_configuration_is_refused(tmp_path, capsys):
