@@ -254,6 +254,12 @@ def _resized(a, layout):
                      layout)[0]
 
 
+def _same_map(m1, m2):
+    """Whether two per-channel maps (a, b) are the same: OTHER's whole input map is the one ahead
+    of its resize, no map after it."""
+    return all(np.array_equal(np.asarray(u).reshape(-1), np.asarray(v).reshape(-1)) for u, v in zip(m1, m2))
+
+
 def compare(other, weights=None, images=None, random=None, seed=0, batch=None, mapping=None,
             factor=DEFAULT_FACTOR, progress=False):
     """Compare OTHER with the float64 reference layer by layer; return the report (a dict, the
@@ -290,14 +296,15 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         other_out = o.run(x)
         x_ref = np.asarray(_resized(other_out[o.input_resize], o.layout_of(o.input_resize)), np.float32)
         hw = tuple(x_ref.shape[1:3])
-        input_desc += (f"; OTHER resizes it to {hw[0]}x{hw[1]} before its first conv (an Interpolate, as a "
-                       "PrePostProcessor's resize writes it): the reference is given OTHER's resized tensor "
-                       f"{o.input_resize!r}")
-        if o.affine_before_resize:  # a per-channel a * x + b commutes with a resize (its weights sum to 1)
-            a, b = (np.asarray(v, np.float64).reshape(-1) for v in o.input_affine)
+        input_desc += (f"; OTHER resizes it to {hw[0]}x{hw[1]} before its first conv ({o.input_resize_op}): "
+                       f"the reference is given OTHER's resized tensor {o.input_resize!r}")
+        if o.affine_before_resize is not None:  # a per-channel a * x + b commutes with a resize (its weights sum to 1)
+            a, b = (np.asarray(v, np.float64).reshape(-1) for v in o.affine_before_resize)
             x_ref = np.asarray((x_ref - b) / a, np.float32)
             input_desc += (", its mean/scale ahead of the resize undone on it (a per-channel map commutes with a "
-                           "resize): the mean/scale is checked as without a resize")
+                           "resize): the mean/scale is checked as without a resize" +
+                           (", together with OTHER's map after the resize"
+                            if not _same_map(o.input_affine, o.affine_before_resize) else ""))
     o.nodes = M.head_convs_as_dense(o.nodes)
     pool = next((n for n in o.nodes if n.op == "pool"), None)
     if o.nodes:
@@ -325,8 +332,8 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         raise CompareError(f"{o.source!r} is a tensor dump and carries no weights: name the reference "
                            "weights with --weights (a Keras .h5, a Hugging Face folder or a variant name)")
     if o.input_resize is not None:
-        cannot += ("; OTHER's own resize of its input (an Interpolate before its first conv, as a "
-                   "PrePostProcessor's resize writes it): the reference starts from OTHER's resized tensor")
+        cannot += (f"; OTHER's own resize of its input ({o.input_resize_op}, before its first conv): the "
+                   "reference starts from OTHER's resized tensor")
     ref = Reference(m64, m32, x_ref)
     unmapped = []  # Keras layers OTHER's graph has no counterpart of
     if tensors_map is not None:

@@ -88,9 +88,11 @@ class OtherModel:
     input_affine: object = None      # (a, b) per channel: OTHER computes a * x + b from its input x itself
                                      # before its first layer (a PrePostProcessor's mean/scale), or None
     input_resize: str = None         # the tensor of OTHER's own resize of its input before its first
-                                     # conv (a PrePostProcessor's resize: an Interpolate), or None
-    affine_before_resize: bool = False  # input_affine is computed ahead of input_resize: the reference's
-                                     # input is OTHER's resized tensor mapped back by it
+                                     # conv (an OpenVINO Interpolate, an ONNX Resize), or None
+    input_resize_op: str = None      # what op that resize is, for the report ("an ONNX Resize (linear)")
+    affine_before_resize: object = None  # (a, b) per channel: the part of input_affine OTHER computes
+                                     # ahead of input_resize, undone on its resized tensor (the
+                                     # reference's input), or None
     float_rounding: dict = None      # tensor name -> 'bfloat16' / 'float16': OTHER rounds it there (Casts)
     outputs: list = None             # OTHER's own output tensors (its graph's outputs), where the reader knows them
     runtime: str = None              # how OTHER was run, where the reader chose settings (OpenVINO's precision)
@@ -206,16 +208,50 @@ def input_affine(nodes, input_name, layouts=None):
     return (a, b) if seen else None
 
 
+RESIZE_OPS = {"Interpolate": "an OpenVINO Interpolate (a PrePostProcessor's resize writes one)",
+              "Resize": "an ONNX Resize", "Upsample": "an ONNX Upsample",
+              "RESIZE_BILINEAR": "a TFLite RESIZE_BILINEAR",
+              "RESIZE_NEAREST_NEIGHBOR": "a TFLite RESIZE_NEAREST_NEIGHBOR"}
+
+
 def input_resize(nodes, input_name):
-    """The tensor of the resize (an OpenVINO Interpolate) OTHER applies to its input before its
-    first conv, through layout changes, casts, arithmetic by constants and rounding; or None."""
+    """The node of the resize (an OpenVINO Interpolate, an ONNX Resize or Upsample, a TFLite
+    RESIZE_*) OTHER applies to its input before its first conv, through layout changes, casts,
+    arithmetic by constants and rounding; or None (a resize after a conv is a layer of OTHER's)."""
     seen = {input_name}
     for n in nodes:
         if n.op == "conv":
             return None
         if n.inputs and n.inputs[0] in seen:
-            if n.op == "other" and n.attrs.get("kind") == "Interpolate":
-                return n.output
+            if n.op == "other" and n.attrs.get("kind") in RESIZE_OPS:
+                return n
             if n.op in ("reshape", "cast", "affine", "qdq"):
                 seen.add(n.output)
     return None
+
+
+def input_maps(other, input_name):
+    """Set OTHER's ``input_resize`` (its resized tensor, ``input_resize_op`` saying what op it is:
+    ``RESIZE_OPS`` and its ``mode`` where the reader gives one) and ``input_affine`` from its nodes, and
+    return the tensor the reference's input stands for: OTHER's resized tensor where it resizes
+    its input itself, else its input.  A per-channel a * x + b commutes with a resize (each output
+    is a weighted sum of inputs whose weights sum to 1), so where OTHER maps its input by
+    (a1, b1) before the resize and by (a2, b2) after it, it computes (a2 a1) R(x) + (a2 b1 + b2):
+    ``input_affine`` is that whole map, ``affine_before_resize`` (a1, b1), which the reference's
+    input, OTHER's resized tensor, is mapped back by to R(x)."""
+    layouts = other.layouts or {}
+    node = input_resize(other.nodes, input_name)
+    if node is None:
+        other.input_affine = input_affine(other.nodes, input_name, layouts)
+        return input_name
+    other.input_resize = node.output
+    mode = node.attrs.get("mode")
+    other.input_resize_op = RESIZE_OPS[node.attrs["kind"]] + (f", mode {mode}" if mode else "")
+    before = input_affine(other.nodes, input_name, layouts)
+    after = input_affine(other.nodes, node.output, layouts)
+    if before is None:
+        other.input_affine = after
+        return node.output
+    (a1, b1), (a2, b2) = before, after or (np.ones(1), np.zeros(1))
+    other.input_affine, other.affine_before_resize = (a2 * a1, a2 * b1 + b2), before
+    return node.output

@@ -6,14 +6,15 @@ import numpy as np
 from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
 from mobilenetv2.tools.compare import onnx_quant
-from mobilenetv2.tools.compare.graph import Node, OtherModel, image_input, input_affine, tensor_layouts
+from mobilenetv2.tools.compare.graph import Node, OtherModel, image_input, input_maps, tensor_layouts
 
 MAX_NODES = 20000  # exports of MobileNetV2 (QDQ int8, tf2onnx's transposes, local functions inlined) have < 1,000
 _RESHAPES = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 _FLOAT_OPS = {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "Mul", "Sub", "Div", "Pad",
               "Transpose", "Reshape", "Flatten", "Squeeze", "GlobalAveragePool", "ReduceMean",
               "GlobalMaxPool", "ReduceMax", "AveragePool",
-              "Gemm", "MatMul", "Softmax", "Max", "Min", "Identity", "Cast", "Sigmoid", "LogSoftmax", "Tanh", "Exp"}
+              "Gemm", "MatMul", "Softmax", "Max", "Min", "Identity", "Cast", "Sigmoid", "LogSoftmax", "Tanh", "Exp",
+              "Resize", "Upsample"}
 
 
 def _tensor(t, path, numpy_helper):
@@ -175,6 +176,10 @@ def _normalize(node, consts, helper, grids):
         return Node("softmax", [ins[0]], out, node.name)
     if op == "Cast":
         return Node("cast", [ins[0]], out, node.name, dict(to=a.get("to")))
+    if op in ("Resize", "Upsample"):  # (a resize of OTHER's input: graph.input_maps); nearest by default
+        mode = a.get("mode", b"nearest")
+        return Node("other", data, out, node.name, dict(
+            kind=op, mode=mode.decode(errors="replace") if isinstance(mode, bytes) else str(mode)))
     return Node("other", data, out, node.name, dict(kind=op))
 
 
@@ -296,12 +301,13 @@ def read_onnx(path):
 
     other = OtherModel("onnx", path, nodes, layout, hw, "NCHW", runner=run)
     other.layouts = layouts
-    other.input_affine = input_affine(nodes, inp.name, layouts)  # an export's (x - mean) / std in its graph
+    # an export's (x - mean) / std in its graph; a Resize of its input (the reference starts from its output)
+    first = input_maps(other, inp.name)
     other.float_rounding = float_rounded or None
     other.outputs = [o.name for o in graph.output]
     if on_grid:
         other.quant = on_grid
-        other.input_quant = onnx_quant.input_grid(nodes, inp.name)
+        other.input_quant = onnx_quant.input_grid(nodes, first)
         other.kind = "onnx (int8)" if all(g.bits <= 8 for g in on_grid.values()) else "onnx (quantized)"
     return other
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
-from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams, image_input, input_affine, input_resize, tensor_layouts
+from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams, image_input, input_maps, tensor_layouts
 from mobilenetv2.tools.compare.onnx_quant import collapse_casts, input_rounding
 
 MAX_XML_BYTES = 64 << 20  # a MobileNetV2 IR's .xml is ~0.2 MB; its .bin holds the weights
@@ -162,12 +162,8 @@ def read_model(model, source=None):
 
     other = OtherModel("openvino", source, nodes, layout, hw, "NCHW", runner=run)
     other.layouts = tensor_layouts(nodes, input_name, layout)
-    other.input_resize = input_resize(nodes, input_name)
-    first = other.input_resize or input_name  # what the reference's input is: OTHER's resized tensor where it resizes
-    other.input_affine = input_affine(nodes, first, other.layouts)
-    ahead = input_affine(nodes, input_name, other.layouts) if other.input_resize and other.input_affine is None else None
-    if ahead is not None and np.all(ahead[0] != 0):  # a mean/scale before the resize: undone after it
-        other.input_affine, other.affine_before_resize = ahead, True
+    # what the reference's input is: OTHER's resized tensor where it resizes (a PrePostProcessor's resize)
+    first = input_maps(other, input_name)
     other.float_rounding = float_rounded or None
     other.outputs = outputs
     other.deployed = deployed_runner(ov, deployed, outputs, layout, batch, source)
@@ -366,6 +362,8 @@ def _normalize(op, kind, ins, out, consts, grids):
             return Node("qdq", [ins[0]], out, name, dict(grid=grid))
     if kind == "Softmax":
         return Node("softmax", data, out, name)
+    if kind == "Interpolate":  # (a resize of OTHER's input: graph.input_maps)
+        return Node("other", data, out, name, dict(kind=kind, mode=str(a.get("mode", ""))))
     return Node("other", data, out, name, dict(kind=kind))
 
 
