@@ -12,7 +12,7 @@ import numpy as np
 
 from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
-from mobilenetv2.tools.compare.graph import Node, OtherModel, QParams
+from mobilenetv2.tools.compare.graph import RESIZE_OPS, Node, OtherModel, QParams, input_resize
 
 _OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "conv", "ADD": "add", "PAD": "pad", "MEAN": "pool", "REDUCE_MAX": "pool",
         "AVERAGE_POOL_2D": "pool",
@@ -153,8 +153,9 @@ def read_tflite(path):
         elif kind == "pool":
             pooling = {"REDUCE_MAX": "max", "AVERAGE_POOL_2D": "window"}.get(op["op_name"], "average")
             nodes.append(Node("pool", [str(ins[0])], out, name, dict(kind=pooling)))
-        else:
-            nodes.append(Node(kind, [str(ins[0])], out, name))
+        else:  # a RESIZE_* op named by its kind (a resize of OTHER's input: below)
+            nodes.append(Node(kind, [str(ins[0])], out, name,
+                              dict(kind=op["op_name"]) if op["op_name"] in RESIZE_OPS else {}))
     hw = (int(inp["shape"][1]), int(inp["shape"][2]))
 
     def run(x):
@@ -181,6 +182,12 @@ def read_tflite(path):
 
     other = OtherModel("tflite", path, nodes, "NHWC", hw, "NHWC", runner=run, fused_activations=True)
     other.outputs = [str(int(d["index"])) for d in interp.get_output_details()]
+    # a RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR of the input itself: the reference starts from its
+    # output.  The reader keeps no MUL/SUB constants, so a resize behind arithmetic (which could not be
+    # undone on the resized tensor) is not taken: the affine nodes are left out of the walk.
+    resize = input_resize([n for n in nodes if n.op != "affine"], str(int(inp["index"])))
+    if resize is not None and in_grid is None:
+        other.input_resize, other.input_resize_op = resize.output, RESIZE_OPS[resize.attrs["kind"]]
     which = "weights" if halved == weighted else f"the weights of {halved} of its {weighted} convolution and dense layers"
     other.runtime = (f"LiteRT {_version()} interpreter, built-in kernels without delegates (no XNNPACK)" +
                      (f"; {which} stored as float16 in the model, dequantized to float32" if halved else ""))
