@@ -299,3 +299,53 @@ def our_exports(model, folder, name):
     except ImportError:
         return files
     return files + [export_tflite(model, folder / f"{name}.tflite")]
+
+
+
+def with_input_resize(path, out, hw, mode="linear", before=None, after=None, by="scales", at="input"):
+    """An ``export_onnx`` file (NHWC input, a Transpose to NCHW, the stem conv) taking ``hw``
+    images that it resizes itself to the size the export took (an ONNX Resize, ``mode``, given
+    ``by`` scales or sizes: sizes need the export's static batch), with per-channel maps (a, b)
+    x -> a * x + b ``before`` the resize (on the NHWC input) and ``after`` it (on the NCHW
+    tensor).  ``at="stem"``: a Resize to the same size (an identity) reads the stem's ReLU6
+    instead, a layer of the graph's, the input left as it is."""
+    m = onnx.load(str(path))
+    g = m.graph
+    dims = g.input[0].type.tensor_type.shape.dim
+    size = [dims[1].dim_value, dims[2].dim_value]
+    conv = next(n for n in g.node if n.op_type == "Conv")
+    src = conv.input[0] if at == "input" else next(n.output[0] for n in g.node if n.op_type == "Clip")
+    readers = [n for n in g.node if src in n.input]
+
+    def const(name, value, dtype=np.float32):
+        g.initializer.append(numpy_helper.from_array(np.asarray(value, dtype), name))
+        return name
+
+    def affine(x, ab, shape, tag):
+        return [helper.make_node("Mul", [x, const(f"{tag}_a", np.reshape(ab[0], shape))], [f"{tag}_mul"]),
+                helper.make_node("Add", [f"{tag}_mul", const(f"{tag}_b", np.reshape(ab[1], shape))], [f"{tag}_add"])]
+
+    if before is not None:  # ahead of the Transpose: per channel of the NHWC input
+        g.node[0].input[0] = "pre_add"
+        for n in reversed(affine("input", before, (-1,), "pre")):
+            g.node.insert(0, n)
+    if by == "scales":
+        sides = [1.0, 1.0] if at == "stem" else [size[0] / hw[0], size[1] / hw[1]]
+        ins = [src, "", const(f"{at}_resize_scales", [1.0, 1.0] + sides)]
+    else:
+        w = next(numpy_helper.to_array(t) for t in g.initializer if t.name == conv.input[1])
+        ins = [src, "", "", const(f"{at}_resize_sizes", [dims[0].dim_value, 3 if at == "input" else w.shape[0]] + size,
+                                  np.int64)]
+    added = [helper.make_node("Resize", ins, [f"{at}_resized"], name=f"/{at}/Resize", mode=mode)]
+    if after is not None:
+        added += affine(f"{at}_resized", after, (1, -1, 1, 1), "post")
+    for r in readers:
+        r.input[:] = [added[-1].output[0] if i == src else i for i in r.input]
+    k = next(i for i, n in enumerate(g.node) if src in n.output) + 1
+    for n in reversed(added):
+        g.node.insert(k, n)
+    if at == "input":
+        dims[1].dim_value, dims[2].dim_value = hw
+    onnx.checker.check_model(m)
+    onnx.save(m, str(out))
+    return str(out)
