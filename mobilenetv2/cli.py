@@ -2,7 +2,8 @@
 
     mobilenetv2 classify IMAGE... [--alpha A] [--size S] [--weights W] [--top K] [--json]
     mobilenetv2 classify --hf DIR IMAGE... [--top K] [--json]     (a transformers checkpoint folder)
-    mobilenetv2 segment --hf DIR IMAGE --out mask.png [--overlay]
+                         [--hf-backend pillow|torchvision]
+    mobilenetv2 segment --hf DIR IMAGE --out mask.png [--overlay] [--hf-backend pillow|torchvision]
     mobilenetv2 info [--json]
     mobilenetv2 dump IMAGE --layers NAME... --out acts.npz [--alpha A] [--size S] [--weights W]
     mobilenetv2 summary [--alpha A] [--size S] [--weights W]
@@ -49,7 +50,8 @@ def _classify_hf(args):
     from mobilenetv2.hf_processing import hf_preprocess
     from mobilenetv2.numpy_kernels import softmax
     model = expect_head(from_pretrained(args.hf, dtype=args.dtype), "classification", args.hf)
-    x = np.concatenate([hf_preprocess(p, model.processor_config) for p in args.images])
+    x = np.concatenate([hf_preprocess(p, model.processor_config, args.hf_backend or "pillow")
+                        for p in args.images])
     probs = softmax(model.predict(x.astype(args.dtype)).astype(np.float64))
     results = []
     for path, p in zip(args.images, probs):
@@ -72,6 +74,8 @@ def cmd_classify(args):
         raise ArgumentError(f"--top must be at least 1, got {args.top}")
     if args.hf:
         return _classify_hf(args)
+    if args.hf_backend is not None:
+        raise ArgumentError("--hf-backend applies only with --hf (a transformers checkpoint's processor)")
     model = _model(args)
     if model.classes != 1000:
         raise ArgumentError("classify needs a 1000-class ImageNet head")
@@ -202,7 +206,7 @@ def cmd_segment(args):
     files.check_output_path(args.out, "--out")  # a folder named x.png failed after the model ran
     model = expect_head(from_pretrained(args.hf, dtype=args.dtype), "segmentation", args.hf)
     photo = np.asarray(_rgb_image(args.image))
-    logits = model.predict(hf_preprocess(args.image, model.processor_config).astype(args.dtype))
+    logits = model.predict(hf_preprocess(args.image, model.processor_config, args.hf_backend).astype(args.dtype))
     classes = post_process_semantic_segmentation(logits, [photo.shape[:2]])[0]
     colours = _palette(max(model.classes, 1))
     if args.overlay:
@@ -254,7 +258,13 @@ def cmd_predict(args):
     return command.run(args, "predict")
 
 
+HF_BACKEND_HELP = ("which of transformers 5's MobileNetV2 image processors to reproduce, bit for bit: 'pillow' "
+                   "(MobileNetV2ImageProcessorPil, as transformers 4.x; the default) or 'torchvision' "
+                   "(MobileNetV2ImageProcessor, what AutoImageProcessor gives where torchvision is installed)")
+
+
 def build_parser():
+    from mobilenetv2.hf_processing import BACKENDS
     parser = _Parser(prog="mobilenetv2", description="MobileNetV2 inference with Keras's weights and names.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -265,6 +275,7 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--hf", metavar="DIR", help="a transformers checkpoint folder (config.json, "
                    "model.safetensors, preprocessor_config.json) instead of Keras's weights")
+    p.add_argument("--hf-backend", choices=BACKENDS, default=None, help=HF_BACKEND_HELP + " (only with --hf)")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("segment", help="class map of a photo with a transformers DeepLabV3 checkpoint")
@@ -274,6 +285,7 @@ def build_parser():
                    "pixel values are the class ids (colour-coded by its palette)")
     p.add_argument("--overlay", action="store_true", help="blend the colours over the photo")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--hf-backend", choices=BACKENDS, default="pillow", help=HF_BACKEND_HELP)
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("info", help="the 22 variants: params, MACs, published accuracy, weights found")

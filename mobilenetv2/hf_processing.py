@@ -1,15 +1,21 @@
-"""transformers' MobileNetV2ImageProcessor (its Pillow backend, bit for bit) and DeepLabV3's
-``post_process_semantic_segmentation``, with NumPy and Pillow alone.  Arrays are NHWC.
+"""transformers' MobileNetV2ImageProcessor, both of transformers 5's backends bit for bit, and
+DeepLabV3's ``post_process_semantic_segmentation``, with NumPy and Pillow alone.  Arrays are NHWC.
 
-The processor: RGB uint8 image -> resize (Pillow bilinear) so the short side is
-``size.shortest_edge`` and the long side ``int(S * long / short)`` -> center crop ``crop_size``
-(top ``(h - ch) // 2``, left ``(w - cw) // 2``; zero-padded where the image is smaller) ->
-``u * rescale_factor`` in float64, rounded to float32 -> ``(x - mean) / std`` in float32.
-transformers 5's default torchvision backend resizes with
-``torchvision.transforms.v2.functional.resize(antialias=True)`` instead: on the three test photos
-its uint8 values differ from Pillow's by one level on 0-0.3 % of the values, and its rescale
-``(u - 127.5) / 127.5`` differs by one float32 ulp for some values (measured distances in
-README.md, "Hugging Face checkpoints").
+The processor: RGB uint8 image -> bilinear resize so the short side is ``size.shortest_edge`` and
+the long side ``int(S * long / short)`` -> center crop ``crop_size`` (top ``(h - ch) // 2``, left
+``(w - cw) // 2``; zero-padded where the image is smaller) -> rescale and normalize.  The two
+backends (``BACKENDS``) differ in three places:
+
+- "pillow" (``MobileNetV2ImageProcessorPil``, and transformers 4.x's processor): Pillow's resize
+  (22-bit fixed-point weights); an odd padding's extra zero goes above / left;
+  ``u * rescale_factor`` in float64, rounded to float32, then ``(x - mean) / std`` in float32.
+- "torchvision" (``MobileNetV2ImageProcessor``, what ``AutoImageProcessor`` gives when
+  torchvision is installed): torch's uint8 resize (``torch_resize``: the same filter, int16
+  weights, so one level off Pillow's on 0-0.3 % of the values); the extra zero goes below /
+  right; rescale and normalize fused in float32, ``(u - mean / r) / (std / r)`` with
+  ``mean / r = float32(mean) * float32(1 / r)``, i.e. ``(u - 127.5) / 127.5`` for the hub's
+  checkpoints.  That resize is what torchvision runs on CPUs with AVX2 or AVX-512 and on Arm
+  64; elsewhere (older x86, GPUs) torchvision resizes in float32 and rounds, which can differ.
 """
 import os
 
@@ -21,6 +27,9 @@ from mobilenetv2.errors import ArgumentError, ImageError, is_items, is_whole
 from mobilenetv2.hf_config import ConfigError, ProcessorConfig, parse_processor_config, read_processor_config
 from mobilenetv2.numpy_kernels import resize_bilinear
 from mobilenetv2.preprocessing import MAX_PIXELS, MAX_TARGET, _open, _to_rgb
+from mobilenetv2.torch_resize import resize_bilinear_aa_u8
+
+BACKENDS = ("pillow", "torchvision")  # transformers 5's MobileNetV2ImageProcessorPil / MobileNetV2ImageProcessor
 
 
 def processor_config(config):
@@ -52,34 +61,42 @@ def _rgb_image(image):
     return _to_rgb(ImageOps.exif_transpose(img))
 
 
-def resize_shortest_edge(img, shortest_edge):
-    """Pillow bilinear resize so the short side is ``shortest_edge`` (transformers' size rule)."""
-    w, h = img.size
+def resized_size(w, h, shortest_edge):
+    """(width, height) with the short side ``shortest_edge`` and the long side
+    ``int(S * long / short)`` (transformers' size rule), refused past MAX_PIXELS."""
     short, long = (w, h) if w <= h else (h, w)
     new_long = int(shortest_edge * long / short)
     size = (shortest_edge, new_long) if w <= h else (new_long, shortest_edge)
     if size[0] * size[1] > MAX_PIXELS:  # a thin image: 1 x 60000 would become 256 x 15,360,000
         raise ImageError(f"the image is {w}x{h}; resized so its short side is {shortest_edge} it would "
                          f"be {size[0]}x{size[1]}, more than {MAX_PIXELS:,} pixels: refused")
+    return size
+
+
+def resize_shortest_edge(img, shortest_edge):
+    """Pillow bilinear resize so the short side is ``shortest_edge`` (transformers' size rule)."""
+    size = resized_size(*img.size, shortest_edge)
     return img if size == img.size else img.resize(size, Image.BILINEAR)
 
 
-def _crop_axis(side, crop):
+def _crop_axis(side, crop, extra_zero_first):
     """(source, destination) slices of one axis for center_crop."""
     if crop <= side:
         start = (side - crop) // 2
         return slice(start, start + crop), slice(0, crop)
-    pad = -(-(crop - side) // 2)  # ceil((crop - side) / 2)
+    pad = (crop - side + (1 if extra_zero_first else 0)) // 2  # an odd difference's extra zero: before, after
     return slice(0, side), slice(pad, pad + side)
 
 
-def center_crop(u, ch, cw):
-    """transformers' ``image_transforms.center_crop`` (the Pillow backend's) of an (H, W, 3) uint8
-    image: the ch x cw window at top ``(H - ch) // 2``, left ``(W - cw) // 2``; along a side shorter
-    than the crop, the whole side sits inside zeros at ``ceil((crop - side) / 2)`` (an odd
-    difference puts the extra zero above / to the left; the torchvision backend puts it below / to
-    the right).  The zeros are uint8 pixels, rescaled and normalized as black pixels are."""
-    (src_h, dst_h), (src_w, dst_w) = _crop_axis(u.shape[0], ch), _crop_axis(u.shape[1], cw)
+def center_crop(u, ch, cw, backend="pillow"):
+    """transformers' center crop of an (H, W, 3) uint8 image: the ch x cw window at top
+    ``(H - ch) // 2``, left ``(W - cw) // 2``; along a side shorter than the crop, the whole side
+    sits inside zeros.  An odd difference puts the extra zero above / to the left in the Pillow
+    backend (``image_transforms.center_crop``: the side at ``ceil((crop - side) / 2)``) and below /
+    to the right in the torchvision one (``tvF.pad`` by ``(crop - side) // 2`` before, the rest
+    after).  The zeros are uint8 pixels, rescaled and normalized as black pixels are."""
+    first = backend == "pillow"
+    (src_h, dst_h), (src_w, dst_w) = _crop_axis(u.shape[0], ch, first), _crop_axis(u.shape[1], cw, first)
     if ch <= u.shape[0] and cw <= u.shape[1]:
         return u[src_h, src_w]
     out = np.zeros((ch, cw) + u.shape[2:], u.dtype)
@@ -87,23 +104,58 @@ def center_crop(u, ch, cw):
     return out
 
 
-def hf_preprocess(image, preprocessor_config=None):
-    """The model input for one image as transformers' Pillow-backend MobileNetV2ImageProcessor
-    computes it, as an NHWC float32 array (1, crop_h, crop_w, 3) (transformers' is NCHW:
+def hf_preprocess(image, preprocessor_config=None, backend="pillow"):
+    """The model input for one image as transformers' MobileNetV2ImageProcessor computes it, bit
+    for bit, as an NHWC float32 array (1, crop_h, crop_w, 3) (transformers' is NCHW:
     ``ours.transpose(0, 3, 1, 2)``).  ``image``: a path, file object, PIL image or uint8 RGB
-    array; ``preprocessor_config``: a ProcessorConfig, dict, file or folder (default: 224's)."""
+    array; ``preprocessor_config``: a ProcessorConfig, dict, file or folder (default: 224's);
+    ``backend``: "pillow" (``MobileNetV2ImageProcessorPil``, transformers 4.x's) or
+    "torchvision" (transformers 5's default ``MobileNetV2ImageProcessor``): see the module's
+    docstring for where they differ."""
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ArgumentError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     cfg = processor_config(preprocessor_config) if preprocessor_config is not None else ProcessorConfig()
     img = _rgb_image(image)
-    if cfg.do_resize:
-        img = resize_shortest_edge(img, cfg.shortest_edge)
-    u = np.asarray(img, dtype=np.uint8)
+    if backend == "pillow":
+        if cfg.do_resize:
+            img = resize_shortest_edge(img, cfg.shortest_edge)
+        u = np.asarray(img, dtype=np.uint8)
+    else:
+        u = np.asarray(img, dtype=np.uint8)
+        if cfg.do_resize:
+            w, h = resized_size(u.shape[1], u.shape[0], cfg.shortest_edge)
+            u = resize_bilinear_aa_u8(u, h, w)
     if cfg.do_center_crop:
-        u = center_crop(u, cfg.crop_height, cfg.crop_width)
+        u = center_crop(u, cfg.crop_height, cfg.crop_width, backend)
+    x = _rescale_normalize(u, cfg) if backend == "pillow" else _rescale_normalize_fused(u, cfg)
+    return np.ascontiguousarray(x[None])
+
+
+def _rescale_normalize(u, cfg):
+    """The Pillow backend's: ``u * rescale_factor`` in float64 to float32, then
+    ``(x - mean) / std`` in float32."""
     x = u.astype(np.float64) * cfg.rescale_factor if cfg.do_rescale else u.astype(np.float64)
     x = x.astype(np.float32)
     if cfg.do_normalize:
         x = (x - np.asarray(cfg.image_mean, np.float32)) / np.asarray(cfg.image_std, np.float32)
-    return np.ascontiguousarray(x[None])
+    return x
+
+
+def _rescale_normalize_fused(u, cfg):
+    """The torchvision backend's, all in float32: with both steps, the mean and std divided by
+    the factor first (``float32(mean) * float32(1 / rescale_factor)``), then ``(u - mean) / std``;
+    a rescale alone is ``u * float32(rescale_factor)``.  (With neither, transformers returns the
+    uint8 values themselves; here they come as float32, the same numbers.)"""
+    x = u.astype(np.float32)
+    mean, std = np.asarray(cfg.image_mean, np.float32), np.asarray(cfg.image_std, np.float32)
+    if cfg.do_normalize and cfg.do_rescale:
+        inverse = np.float32(1.0 / cfg.rescale_factor)
+        return (x - mean * inverse) / (std * inverse)
+    if cfg.do_normalize:
+        return (x - mean) / std
+    if cfg.do_rescale:
+        return x * np.float32(cfg.rescale_factor)
+    return x
 
 
 def post_process_semantic_segmentation(logits, target_sizes=None):

@@ -57,7 +57,7 @@ def _calls(tmp_path):
         ("hf trace", hf.trace, dict(x=x, names="hf"), ["x", "names"]),  # (an array: NumPy's ValueError)
         ("hf get_layer", hf.get_layer, dict(name="layer.0"), ["name"]),  # (a list: 'unhashable type')
         ("hf_preprocess", M.hf_preprocess, dict(image=np.zeros((40, 50, 3), np.uint8), preprocessor_config=hf_folder),
-         ["image", "preprocessor_config"]),
+         ["image", "preprocessor_config", "backend"]),
         ("post_process_semantic_segmentation", M.post_process_semantic_segmentation,
          dict(logits=np.zeros((1, 4, 4, 3), np.float32), target_sizes=[(5, 5)]), ["logits", "target_sizes"]),
     ]
