@@ -4,8 +4,8 @@ CPU), bit for bit, in NumPy.  Images are (H, W, C) uint8.
 
 The filter is Pillow's: output pixel i of an axis (input n, output m, scale s = n / m) averages
 the inputs around its centre c = s * (i + 0.5) with the triangle weights
-w(j) = max(0, 1 - |j + 0.5 - c| / max(s, 1)), j from ``int(c - r + 0.5)`` (at least 0) to
-``int(c + r + 0.5)`` (at most n), r = max(s, 1), divided by their sum, all in float64.  What
+w(j) = max(0, 1 - |j + 0.5 - c| / max(s, 1)), j from ``int(c - r + 0.5)`` (at least 0) up to,
+not including, ``int(c + r + 0.5)`` (at most n), r = max(s, 1), divided by their sum, in float64.  What
 differs from Pillow is the fixed point: torch rounds the weights to integers with p fractional
 bits, p the largest up to 22 that keeps every rounded weight of the axis below 2**15 (int16),
 where Pillow always takes 22.  Each pass is then

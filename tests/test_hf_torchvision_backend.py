@@ -160,6 +160,14 @@ def test_backend_is_checked(backend):
     assert BACKENDS == ("pillow", "torchvision")
 
 
+@pytest.mark.parametrize("u, size", [(np.zeros((4, 4), np.uint8), (2, 2)), (np.zeros((4, 4, 3)), (2, 2)),
+                                     (np.zeros((0, 4, 3), np.uint8), (2, 2)), (np.zeros((4, 4, 3), np.uint8), (0, 2)),
+                                     (np.zeros((4, 4, 3), np.uint8), (2.5, 2))])
+def test_resize_refuses_what_it_cannot_take(u, size):
+    with pytest.raises(ArgumentError, match="resize_bilinear_aa_u8"):
+        resize_bilinear_aa_u8(u, *size)
+
+
 def test_classify_hf_backend_torchvision_gives_transformers_default_top5(capsys):
     import json
     folder = require_shared("hf", "mobilenet_v2_1.0_224")
