@@ -261,3 +261,21 @@ def test_an_openvino_input_rounding_takes_other_side_where_float32_rounds_a_tie_
     np.testing.assert_array_equal(got[apart], seen[apart])
     np.testing.assert_array_equal(got[~apart], as_value(fused)[~apart])
     np.testing.assert_array_equal(activation_fn(grid, True, seen=seen[:1])(x), as_value(fused))  # another batch: not used
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_an_onnx_input_rounding_is_read_from_the_graph_s_own_run(clean_export, tmp_path, fmt):
+    """Like OpenVINO's reader, the ONNX reader names the tensor OTHER writes its rounded input
+    to, so compare takes OTHER's side where float32 rounds x / scale at a tie either way.  That
+    tensor, run, holds float values (QOperator's integers dequantized) equal to ONNX's own
+    QuantizeLinear rule, saturate(round_half_even(x / scale) + zero_point), computed here."""
+    from mobilenetv2.tools.compare.onnx_reader import read_onnx
+    other = read_onnx(quantize(clean_export, tmp_path / "q.onnx", fmt))
+    assert other.input_quant is not None and other.input_quant_tensor is not None
+    grid = other.input_quant
+    x = pixels(2, seed=9)
+    seen = other.run(x)[other.input_quant_tensor]
+    scale, zero = np.float32(grid.scale.reshape(-1)[0]), int(grid.zero_point.reshape(-1)[0])
+    q = np.clip(np.rint(x / scale) + zero, grid.qmin, grid.qmax)
+    want = ((q - zero) * scale).astype(np.float32).transpose(0, 3, 1, 2)  # the graph's NCHW
+    np.testing.assert_array_equal(np.asarray(seen, np.float32), want)

@@ -307,7 +307,10 @@ def read_onnx(path):
     other.outputs = [o.name for o in graph.output]
     if on_grid:
         other.quant = on_grid
-        other.input_quant = onnx_quant.input_grid(nodes, first)
+        # and the tensor it writes its rounded input to: run() returns it as float values, OTHER's side
+        # where float32 rounds x / scale at a tie either way (as OpenVINO's reader does)
+        other.input_quant, tensor = onnx_quant.input_rounding(nodes, first)
+        other.input_quant_tensor = tensor if tensor in names else None
         other.kind = "onnx (int8)" if all(g.bits <= 8 for g in on_grid.values()) else "onnx (quantized)"
     return other
 
