@@ -6,19 +6,23 @@ each weight and bias as a float16 constant that a DEQUANTIZE op turns into the f
 conv reads: that weight is read as the float16 constant's values (as an OpenVINO IR's compressed
 Constant f16 + Convert is), the DEQUANTIZE is no node of OTHER's, and the ``runs on`` line says
 which weights are stored so.
+
+An ADD, SUB, MUL or DIV by a constant the file stores is an ``affine`` node (as the ONNX and OpenVINO
+readers write theirs), so that a map the model applies to its own input (``(x - 127.5) / 127.5``, a
+mean/std baked in by the converter) is read as OTHER's ``input_affine`` (graph.input_maps).
 """
 
 import numpy as np
 
 from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
-from mobilenetv2.tools.compare.graph import RESIZE_OPS, Node, OtherModel, QParams, input_resize
+from mobilenetv2.tools.compare.graph import RESIZE_OPS, Node, OtherModel, QParams, input_affine, input_maps
 
-_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "conv", "ADD": "add", "PAD": "pad", "MEAN": "pool", "REDUCE_MAX": "pool",
+_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "conv", "PAD": "pad", "MEAN": "pool", "REDUCE_MAX": "pool",
         "AVERAGE_POOL_2D": "pool",
         "FULLY_CONNECTED": "dense", "SOFTMAX": "softmax", "RESHAPE": "reshape", "RELU6": "clip",
-        "RELU": "relu", "TRANSPOSE": "reshape", "MUL": "affine", "SUB": "affine", "QUANTIZE": "quant",
-        "DEQUANTIZE": "dequant"}
+        "RELU": "relu", "TRANSPOSE": "reshape", "QUANTIZE": "quant", "DEQUANTIZE": "dequant"}
+_ARITHMETIC = {"ADD": "Add", "SUB": "Sub", "MUL": "Mul", "DIV": "Div"}  # by a constant: an ``affine`` node
 
 
 def _grid(t):
@@ -64,6 +68,25 @@ def _stored(data):
     return out
 
 
+def _fused_arithmetic(data):
+    """The indices of the main graph's ADD, SUB, MUL and DIV ops that fuse an activation (their
+    options' fused_activation_function is not NONE): no affine map, even by a constant."""
+    from ai_edge_litert import schema_py_generated as schema
+    model = schema.Model.GetRootAs(data, 0)
+    graph, out = model.Subgraphs(0), set()
+    kinds = {getattr(schema.BuiltinOptions, f"{k}Options"): getattr(schema, f"{k}Options")
+             for k in ("Add", "Sub", "Mul", "Div")}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        table = op.BuiltinOptions()
+        if op.BuiltinOptionsType() in kinds and table is not None:
+            options = kinds[op.BuiltinOptionsType()]()
+            options.Init(table.Bytes, table.Pos)
+            if options.FusedActivationFunction() != schema.ActivationFunctionType.NONE:
+                out.add(i)
+    return out
+
+
 def _float16_sources(ops, details, stored):
     """{tensor: the float16 constant it is the DEQUANTIZE of}, for each DEQUANTIZE of a stored
     float16 tensor (a float16 model's weights and biases, dequantized to float32 at run time)."""
@@ -102,6 +125,7 @@ def read_tflite(path):
         raise CompareError(f"{path!r}: input shape {list(inp['shape'])} is not an NHWC image batch")
     consts, stored = {}, _stored(data)
     halves = _float16_sources(ops, details, stored)
+    fused = _fused_arithmetic(data)
     weighted = halved = 0  # convs and dense layers; those whose weight is a float16 constant
 
     def const(index):
@@ -123,6 +147,9 @@ def read_tflite(path):
         out = str(int(op["outputs"][0]))
         name = details[int(op["outputs"][0])]["name"]
         if int(out) in halves:  # a weight's decompression, read through by its conv or dense
+            continue
+        if op["op_name"] in _ARITHMETIC:
+            nodes.append(_arithmetic(op, ins, out, name, stored, const, fused))
             continue
         if kind in ("conv", "dense"):
             weighted, halved = weighted + 1, halved + (ins[1] in halves)
@@ -148,8 +175,6 @@ def read_tflite(path):
             nodes.append(Node("dense", [str(ins[0])], out, name, attrs))
         elif kind == "quant":
             nodes.append(Node("quant", [str(ins[0])], out, name, dict(grid=grids.get(int(out)))))
-        elif kind == "add":
-            nodes.append(Node("add", [str(i) for i in ins], out, name))
         elif kind == "pool":
             pooling = {"REDUCE_MAX": "max", "AVERAGE_POOL_2D": "window"}.get(op["op_name"], "average")
             nodes.append(Node("pool", [str(ins[0])], out, name, dict(kind=pooling)))
@@ -182,12 +207,14 @@ def read_tflite(path):
 
     other = OtherModel("tflite", path, nodes, "NHWC", hw, "NHWC", runner=run, fused_activations=True)
     other.outputs = [str(int(d["index"])) for d in interp.get_output_details()]
-    # a RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR of the input itself: the reference starts from its
-    # output.  The reader keeps no MUL/SUB constants, so a resize behind arithmetic (which could not be
-    # undone on the resized tensor) is not taken: the affine nodes are left out of the walk.
-    resize = input_resize([n for n in nodes if n.op != "affine"], str(int(inp["index"])))
-    if resize is not None and in_grid is None:
-        other.input_resize, other.input_resize_op = resize.output, RESIZE_OPS[resize.attrs["kind"]]
+    other.layouts = {str(i): "NHWC" for i, t in details.items() if len(t["shape"]) == 4}
+    # OTHER's own map of its input ((x - 127.5) / 127.5, a mean/std: its MUL/SUB/ADD/DIV by constants) and
+    # a RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR of it (the reference starts from its output), as for ONNX
+    input_name = str(int(inp["index"]))
+    first = input_maps(other, input_name)
+    if in_grid is not None and other.input_resize is not None:  # an int8 input: its own resize is not undone
+        other.input_resize = other.input_resize_op = other.affine_before_resize = None
+        other.input_affine, first = input_affine(nodes, input_name, other.layouts), input_name
     which = "weights" if halved == weighted else f"the weights of {halved} of its {weighted} convolution and dense layers"
     other.runtime = (f"LiteRT {_version()} interpreter, built-in kernels without delegates (no XNNPACK)" +
                      (f"; {which} stored as float16 in the model, dequantized to float32" if halved else ""))
@@ -195,8 +222,23 @@ def read_tflite(path):
     if on_grid:  # an int8 model: its activations lie on these grids
         from mobilenetv2.tools.compare.onnx_quant import input_grid
         other.quant, other.kind = on_grid, "tflite (int8)"
-        other.input_quant = in_grid or input_grid(nodes, str(int(inp["index"])))
+        other.input_quant = in_grid or input_grid(nodes, first)
     return other
+
+
+def _arithmetic(op, ins, out, name, stored, const, fused):
+    """The node of an ADD, SUB, MUL or DIV: ``affine`` (``kind``, ``value``, ``data_first``: as the
+    ONNX and OpenVINO readers write them) where one operand is a constant the file stores and the op
+    fuses no activation; an ADD of two computed tensors is ``add`` (a residual), anything else
+    ``other``."""
+    data = [i for i in ins if i not in stored]
+    value = None if len(ins) != 2 or len(data) != 1 else const(next(i for i in ins if i in stored))
+    if value is not None and op["index"] not in fused:
+        return Node("affine", [str(data[0])], out, name, dict(kind=_ARITHMETIC[op["op_name"]], value=value,
+                                                               data_first=ins[0] == data[0]))
+    if op["op_name"] == "ADD" and len(data) == 2:
+        return Node("add", [str(i) for i in ins], out, name)
+    return Node("other", [str(i) for i in data], out, name, dict(kind=op["op_name"]))
 
 
 def _version():
