@@ -230,17 +230,18 @@ def input_resize(nodes, input_name):
     return None
 
 
-def input_maps(other, input_name):
+def input_maps(other, input_name, resize=True):
     """Set OTHER's ``input_resize`` (its resized tensor, ``input_resize_op`` saying what op it is:
     ``RESIZE_OPS`` and its ``mode`` where the reader gives one) and ``input_affine`` from its nodes, and
     return the tensor the reference's input stands for: OTHER's resized tensor where it resizes
-    its input itself, else its input.  A per-channel a * x + b commutes with a resize (each output
+    its input itself, else its input.  ``resize`` False: a resize is not taken (an int8 input,
+    whose own resize could not be undone on a float tensor); the map on the input alone is read.  A per-channel a * x + b commutes with a resize (each output
     is a weighted sum of inputs whose weights sum to 1), so where OTHER maps its input by
     (a1, b1) before the resize and by (a2, b2) after it, it computes (a2 a1) R(x) + (a2 b1 + b2):
     ``input_affine`` is that whole map, ``affine_before_resize`` (a1, b1), which the reference's
     input, OTHER's resized tensor, is mapped back by to R(x)."""
     layouts = other.layouts or {}
-    node = input_resize(other.nodes, input_name)
+    node = input_resize(other.nodes, input_name) if resize else None
     if node is None:
         other.input_affine = input_affine(other.nodes, input_name, layouts)
         return input_name

@@ -16,7 +16,7 @@ import numpy as np
 
 from mobilenetv2 import files
 from mobilenetv2.tools.compare.errors import MAX_MODEL_BYTES, CompareError, read_input, require
-from mobilenetv2.tools.compare.graph import RESIZE_OPS, Node, OtherModel, QParams, input_affine, input_maps
+from mobilenetv2.tools.compare.graph import RESIZE_OPS, Node, OtherModel, QParams, input_maps
 
 _OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "conv", "PAD": "pad", "MEAN": "pool", "REDUCE_MAX": "pool",
         "AVERAGE_POOL_2D": "pool",
@@ -211,10 +211,7 @@ def read_tflite(path):
     # OTHER's own map of its input ((x - 127.5) / 127.5, a mean/std: its MUL/SUB/ADD/DIV by constants) and
     # a RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR of it (the reference starts from its output), as for ONNX
     input_name = str(int(inp["index"]))
-    first = input_maps(other, input_name)
-    if in_grid is not None and other.input_resize is not None:  # an int8 input: its own resize is not undone
-        other.input_resize = other.input_resize_op = other.affine_before_resize = None
-        other.input_affine, first = input_affine(nodes, input_name, other.layouts), input_name
+    first = input_maps(other, input_name, resize=in_grid is None)  # an int8 input's own resize is not undone
     which = "weights" if halved == weighted else f"the weights of {halved} of its {weighted} convolution and dense layers"
     other.runtime = (f"LiteRT {_version()} interpreter, built-in kernels without delegates (no XNNPACK)" +
                      (f"; {which} stored as float16 in the model, dequantized to float32" if halved else ""))
