@@ -24,6 +24,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <limits.h>
 #ifdef __linux__
@@ -61,7 +62,19 @@ struct plan {
  * 1 thread batch 2 already runs at batch 4's and 8's time per image (1.0_224 on a Zen 5). */
 #define MAX_UNITS 4
 
-/* The threads, shared by every plan of a model; one run at a time (run_mu). */
+/* The claim of one share (run_stages), on a cache line of its own: a thread takes its own shares
+ * on lines it wrote itself at the stage before, without a transfer from another core's cache. */
+struct claim {
+    _Alignas(64) atomic_ullong ticket; /* the newest ticket the share was taken under */
+};
+
+/* The threads, shared by every plan of a model; one run at a time (run_mu).  The fields written
+ * at every stage (cur, done) and at every run (published) sit on cache lines of their own, apart
+ * from the ones only read during a run: each change of stage then moves two lines between the
+ * cores (done to the last finisher, cur to the waiters) and no line the waiters read to find their
+ * work.  Where the two cores share no cache (the two vCPUs of a virtual machine on different dies
+ * of the host: 330 ns for a cache line's round trip against 60 ns), each line moved costs
+ * hundreds of nanoseconds, at each of the 25-30 stages of a run (benchmarks/README.md). */
 struct pool {
     int threads;
     struct worker *workers;
@@ -69,7 +82,6 @@ struct pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned long generation; /* bumped by each run, under mu */
-    atomic_ulong published;   /* the same, read by spinning workers without the lock */
     int quit;
     atomic_int stop;          /* quit, readable without the lock */
     /* The run in progress (see run_stages): how its threads split the work, set by the caller
@@ -81,13 +93,15 @@ struct pool {
     size_t n_stages;          /* stage s is ops [first[s], first[s + 1]) */
     size_t *first;            /* [first_cap] */
     size_t first_cap;
-    atomic_ullong cur;        /* TICKET(run, stage) of the open stage; stage END: none */
-    atomic_ullong *claim;     /* [MAX_UNITS * threads]: the newest ticket each share was taken under */
-    atomic_int done;          /* shares of the open stage finished */
-    atomic_int stage_seq;     /* bumped at each change of cur: the futex word of its waiters */
-    atomic_int stage_sleepers;
+    struct claim *claim;      /* [MAX_UNITS * threads], each share's */
     const struct plan *plan;  /* the run in progress, set under mu before it is published */
     double *seconds;          /* per-op wall time of a profiled run, written by the caller's thread */
+    _Alignas(64) atomic_ullong cur; /* TICKET(run, stage) of the open stage; stage END: none */
+    atomic_int stage_seq;     /* bumped at a change of cur that a thread asleep may wait for: the
+                                 futex word of the waiters */
+    atomic_int stage_sleepers;
+    _Alignas(64) atomic_int done; /* shares of the run finished: stage s ends at NS (s + 1) */
+    _Alignas(64) atomic_ulong published; /* generation, read by spinning workers without the lock */
 };
 
 static double now(void)
@@ -496,31 +510,34 @@ static void run_group_share(const struct mnv2_op *op, size_t b0, size_t b1, int 
 #define TICKET(run, stage) (((unsigned long long)(run) << STAGE_BITS) | (unsigned long long)(stage))
 
 /* Wait until the open stage is no longer `ticket` (or the pool stops): spin, yield, then sleep
- * on stage_seq. */
+ * on stage_seq.  A sleeper counts itself in stage_sleepers before it reads stage_seq and looks at
+ * cur again, and whoever changes cur (open_stage) looks at stage_sleepers after, so either the
+ * sleeper sees the change or the changer bumps stage_seq and wakes it (all seq_cst). */
 static void wait_stage_change(struct pool *p, unsigned long long ticket)
 {
     double until = 0.0;
     for (unsigned spins = 0;; spins++) {
-        const int seq = atomic_load(&p->stage_seq);
         if (atomic_load(&p->cur) != ticket || atomic_load(&p->stop))
             return;
         if (pass_time(spins, &until)) {
             atomic_fetch_add(&p->stage_sleepers, 1);
-            if (atomic_load(&p->stage_seq) == seq)
+            const int seq = atomic_load(&p->stage_seq);
+            if (atomic_load(&p->cur) == ticket && !atomic_load(&p->stop))
                 futex_wait(&p->stage_seq, seq);
             atomic_fetch_sub(&p->stage_sleepers, 1);
         }
     }
 }
 
-/* Open the stage named `next` (the finisher of the last share of the current one). */
+/* Open the stage named `next` (the finisher of the last share of the current one, or the caller
+ * for stage 0): one store the waiters see, and a futex wake only where one sleeps. */
 static void open_stage(struct pool *p, unsigned long long next)
 {
-    atomic_store(&p->done, 0);
     atomic_store(&p->cur, next);
-    atomic_fetch_add(&p->stage_seq, 1);
-    if (atomic_load(&p->stage_sleepers) > 0)
+    if (atomic_load(&p->stage_sleepers) > 0) {
+        atomic_fetch_add(&p->stage_seq, 1);
         futex_wake_all(&p->stage_seq);
+    }
 }
 
 /* Whether a dense head splits its output panels among all threads (it streams megabytes of
@@ -577,8 +594,8 @@ static void run_stages(struct pool *p, const struct plan *pl, int t, unsigned lo
         double own = 0.0;
         for (int k = 0; k < NS; k++) {
             const int c = (mine + k) % NS;
-            unsigned long long v = atomic_load(&p->claim[c]);
-            if (v >= ticket || !atomic_compare_exchange_strong(&p->claim[c], &v, ticket))
+            unsigned long long v = atomic_load(&p->claim[c].ticket);
+            if (v >= ticket || !atomic_compare_exchange_strong(&p->claim[c].ticket, &v, ticket))
                 continue;
             /* share c of this stage is ours: the run is not over, the plan is alive */
             for (size_t i = p->first[stage]; i < p->first[stage + 1]; i++) {
@@ -590,7 +607,7 @@ static void run_stages(struct pool *p, const struct plan *pl, int t, unsigned lo
                     own += took;
                 }
             }
-            if (atomic_fetch_add(&p->done, 1) + 1 == NS)
+            if (atomic_fetch_add(&p->done, 1) + 1 == NS * (int)(stage + 1))
                 open_stage(p, stage + 1 < p->n_stages ? ticket + 1 : TICKET(run, END));
         }
         wait_stage_change(p, ticket);
@@ -732,14 +749,11 @@ static int run_locked(const struct plan *pl, struct pool *p)
          * every share of any stage it knows taken: the claims of the shares every run used hold
          * that run's tickets, and these a ticket above all of this run's. */
         for (int c = NS; c < p->threads * MAX_UNITS; c++)
-            atomic_store_explicit(&p->claim[c], TICKET(run, END - 1), memory_order_relaxed);
+            atomic_store_explicit(&p->claim[c].ticket, TICKET(run, END - 1), memory_order_relaxed);
         p->n_stages = stage_starts(pl, p->G, p->S, p->first);
         /* stage 0 open; a worker still in an earlier run sees the run change and leaves it */
         atomic_store(&p->done, 0);
-        atomic_store(&p->cur, TICKET(run, 0));
-        atomic_fetch_add(&p->stage_seq, 1);
-        if (atomic_load(&p->stage_sleepers) > 0)
-            futex_wake_all(&p->stage_seq);
+        open_stage(p, TICKET(run, 0));
         pthread_mutex_lock(&p->mu);
         p->plan = pl;
         p->generation = run;
@@ -827,12 +841,15 @@ void mnv2_pool_destroy(void *pool)
 
 void *mnv2_pool_create(int threads)
 {
-    struct pool *p = calloc(1, sizeof *p);
-    if (!p)
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, sizeof(struct pool)) != 0)
         return NULL;
+    struct pool *p = memset(mem, 0, sizeof *p);
     p->threads = threads < 1 ? 1 : threads;
     p->workers = calloc((size_t)p->threads, sizeof *p->workers);
-    p->claim = calloc((size_t)p->threads * MAX_UNITS, sizeof *p->claim);
+    const size_t claims = (size_t)p->threads * MAX_UNITS;
+    p->claim = posix_memalign(&mem, 64, claims * sizeof *p->claim) == 0 ? memset(mem, 0, claims * sizeof *p->claim)
+                                                                         : NULL;
     if (!p->workers || !p->claim) {
         free(p->workers);
         free(p->claim);
@@ -850,7 +867,7 @@ void *mnv2_pool_create(int threads)
     atomic_init(&p->stage_seq, 0);
     atomic_init(&p->stage_sleepers, 0);
     for (int i = 0; i < p->threads * MAX_UNITS; i++)
-        atomic_init(&p->claim[i], 0);
+        atomic_init(&p->claim[i].ticket, 0);
     for (int i = 1; i < p->threads; i++) {
         p->workers[i].pool = p;
         p->workers[i].index = i;
