@@ -174,6 +174,10 @@ size_t mnv2_count_nonfinite(const float *x, size_t n);
 float mnv2_fma_peak_loop(size_t iters);
 /* The same with 16-lane AVX-512 FMAs (384 flops a round); -1 where AVX-512 is absent. */
 float mnv2_fma_peak_loop512(size_t iters);
+/* Nanoseconds of one round trip of a cache line between CPUs cpu_a and cpu_b (two threads bound
+ * to them passing a counter `rounds` times), or -1 where a thread cannot run there or waited a
+ * second for the other.  The caller checks both CPUs are in its affinity set and rounds >= 1. */
+double mnv2_core_round_trip_ns(int cpu_a, int cpu_b, long rounds);
 
 /* ---- the plan (csrc/plan.c): every op of a lowered network, run by one call ----
  * kind: MNV2_OP_STEM, _DWCONV, _POINTWISE (x: [n * oh * ow, c] -> y: [n * oh * ow, cout]),

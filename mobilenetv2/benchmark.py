@@ -124,6 +124,51 @@ def fma_peak_gflops(isa=None, rounds=PEAK_ROUNDS, repeats=5):
     return best
 
 
+ROUND_TRIP_ROUNDS = 50_000  # at most half a second (csrc/peak.c stops the timed rounds there)
+
+
+def core_pairs(cpus=None):
+    """The CPU pairs whose cache-line round trip the bench records: the first two CPUs this
+    process may run on, and the first and the last where there are more (on a many-core CPU the
+    last lies on another die more often than not)."""
+    cpus = sorted(os.sched_getaffinity(0) if cpus is None else cpus)
+    pairs = [(cpus[0], cpus[1])] if len(cpus) >= 2 else []
+    if len(cpus) > 2:
+        pairs.append((cpus[0], cpus[-1]))
+    return pairs
+
+
+def core_round_trip_ns(a, b, rounds=ROUND_TRIP_ROUNDS):
+    """Nanoseconds a cache line takes from CPU ``a`` to CPU ``b`` and back (csrc/peak.c: two
+    threads bound to them pass a counter ``rounds`` times, at most half a second), or None without
+    the C extension, where ``a`` or ``b`` is not a CPU this process may run on, or where a thread
+    waited a second for the other.  This is what the C engine's threads pay each time they meet (25-30
+    times a run): some 60 ns between cores that share a cache, over 300 where the two vCPUs of a
+    virtual machine sit on different dies of the host (AMD EPYC Zen 4, 2026-12-06), which moves
+    every multi-thread row of a small model (benchmarks/README.md)."""
+    if not native.available() or not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = os.sched_getaffinity(0)
+    if a == b or a not in allowed or b not in allowed or not 1 <= rounds <= 10**9:
+        return None
+    if max(a, b) >= 1024:  # glibc's cpu_set_t (CPU_SETSIZE), which csrc/peak.c binds the threads with
+        return None
+    ns = native.lib.mnv2_core_round_trip_ns(a, b, rounds)
+    return float(ns) if ns > 0 else None
+
+
+def round_trips():
+    """{"a-b": ns} for core_pairs() (None where a pair could not be measured); {} on one CPU."""
+    if not hasattr(os, "sched_getaffinity"):
+        return {}
+    return {f"{a}-{b}": core_round_trip_ns(a, b) for a, b in core_pairs()}
+
+
+def describe_round_trips(trips):
+    """'CPUs 0-1 62 ns, 0-15 310 ns' for round_trips()' result."""
+    return ", ".join(f"CPUs {k} {v:.0f} ns" if v else f"CPUs {k} not measured" for k, v in trips.items())
+
+
 def peak_rss_mb():
     """This process's peak resident memory since it started (VmHWM: ru_maxrss would carry the
     parent's peak over a fork and exec)."""
@@ -582,11 +627,16 @@ def main(argv=None):
     peaks = {isa: fma_peak_gflops(isa) for isa in ("avx512", "avx2")}
     header["fma_peak_gflops_per_core"] = peaks = {isa: g for isa, g in peaks.items() if g}
     top = max(peaks.values()) if peaks else None
+    header["core_round_trip_ns"] = {"start": round_trips()}
     print(f"# {header['date']}  {header['cpu']}, {header['cores']} cores, mobilenetv2 engine: {header['backend']}")
     if peaks:
         print("# FMA peak of one core (our loop, csrc/peak.c): " +
               ", ".join(f"{isa} {g:.0f} GFLOP/s" for isa, g in peaks.items()) +
               "; '% peak' = GFLOP/s over the best of them times the threads")
+    if header["core_round_trip_ns"]["start"]:
+        print("# cache-line round trip between cores (where the threads meet; csrc/peak.c): " +
+              describe_round_trips(header["core_round_trip_ns"]["start"]) +
+              " (some 60 ns within a die, 300+ across dies; it is measured again for each block of rows)")
     if header["avx512_hidden"]:
         print("# AVX-512 hidden from every engine (--hide-avx512, CPUID faulting): an AVX2-only CPU "
               "emulated on this one, whose cores, caches and clocks are not an AVX2-only CPU's")
@@ -621,6 +671,7 @@ def main(argv=None):
                 rss = {config: 0.0 for config in configs}
                 info = {config: ({}, None) for config in configs}
                 expected = reference_output(alpha, res, batch)
+                trips = round_trips()  # where this block's threads meet: within a die or across
                 # --rounds rounds, each timing every engine for its share of the runs in turn, so a
                 # slow spell of the shared machine falls on all of them rather than on one
                 for r in range(args.rounds):
@@ -651,7 +702,10 @@ def main(argv=None):
                 # each block's medians as it finishes, on stderr: a run cut short (a time limit, a
                 # lent machine taken back) still leaves what it measured in its log
                 done = [f"{e} {t}T {summarize(times[e, t])['median_ms']:.3f}" for e, t in configs if times[e, t]]
-                print(f"# measured {name} batch {batch} (ms): " + ", ".join(done), file=sys.stderr, flush=True)
+                trips_after = round_trips()
+                print(f"# measured {name} batch {batch} (ms): " + ", ".join(done) +
+                      (f"; round trip before {describe_round_trips(trips)}, after {describe_round_trips(trips_after)}"
+                       if trips else ""), file=sys.stderr, flush=True)
                 for engine, threads in configs:
                     if not times[engine, threads]:
                         continue
@@ -665,13 +719,15 @@ def main(argv=None):
                                  precision=PRECISION[engine], isa=engine_isa(engine),
                                  img_per_s=1e3 * batch / stats["median_ms"],
                                  gflops=flops * batch / stats["median_ms"] / 1e6,
-                                 peak_rss_mb=rss[engine, threads])
+                                 peak_rss_mb=rss[engine, threads],
+                                 core_round_trip_ns={"before": trips, "after": trips_after})
                     # of what this CPU's cores the row may use could do at the FMA peak (None for
                     # the NumPy engine, whose BLAS picks its own threads)
                     cores = min(threads, machine.CORES) if engine != "numpy" else None
                     stats["percent_of_peak"] = 100 * stats["gflops"] / (top * cores) if top and cores else None
                     rows.append(stats)
     header["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    header["core_round_trip_ns"]["end"] = round_trips()
     for r in rows:
         peers = [p for p in rows if p["engine"] in PEERS and p["variant"] == r["variant"]
                  and p["batch"] == r["batch"] and p["threads"] == r["threads"]]

@@ -40,6 +40,14 @@ def test_small_run_writes_consistent_json(tmp_path, capsys):
     assert peaks or not native.available() or native.isa() == "scalar"
     numpy_row = next(r for r in data["results"] if r["engine"] == "numpy")
     assert numpy_row["percent_of_peak"] is None  # its BLAS picks its own threads
+    # the cache-line round trip between the first CPUs, at the start, the end and around each block
+    from mobilenetv2.benchmark import core_pairs
+    pairs = {f"{a}-{b}" for a, b in core_pairs()}
+    trips = data["run"]["core_round_trip_ns"]
+    blocks = [r["core_round_trip_ns"][k] for r in data["results"] for k in ("before", "after")]
+    for measured in [trips["start"], trips["end"]] + blocks:
+        assert set(measured) == pairs
+        assert all((ns is not None and ns > 0) == native.available() for ns in measured.values())
 
 
 def test_warmup_runs_untimed_calls_until_its_time_is_up():
@@ -64,6 +72,44 @@ def test_fma_peak_is_none_where_the_cpu_lacks_the_isa():
     for isa in ("avx2", "avx512"):
         got = fma_peak_gflops(isa, rounds=100_000, repeats=1)
         assert (got is not None and got > 0) == (native.available() and isa in native.isas())
+
+
+def test_core_pairs_are_the_first_two_cpus_and_the_first_and_last():
+    from mobilenetv2.benchmark import core_pairs
+    assert core_pairs([3]) == []
+    assert core_pairs([1, 0]) == [(0, 1)]
+    assert core_pairs([7, 0, 5, 2]) == [(0, 2), (0, 7)]
+
+
+def test_core_round_trip_refuses_what_it_cannot_measure():
+    import os
+    from mobilenetv2.benchmark import core_round_trip_ns
+    allowed = sorted(os.sched_getaffinity(0))
+    outside = max(allowed) + 1
+    assert core_round_trip_ns(allowed[0], allowed[0]) is None  # one CPU with itself: no line moves
+    assert core_round_trip_ns(allowed[0], outside) is None
+    assert core_round_trip_ns(outside, allowed[0]) is None
+    assert core_round_trip_ns(-1, allowed[0]) is None
+    if len(allowed) >= 2:
+        assert core_round_trip_ns(allowed[0], allowed[1], rounds=0) is None
+
+
+@pytest.mark.skipif(not native.available(), reason="the round trip is timed by the C extension (csrc/peak.c)")
+def test_core_round_trip_is_timed_and_bounded():
+    import os
+    from mobilenetv2.benchmark import core_round_trip_ns
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip(f"the round trip needs two CPUs; this process may run on {allowed} only")
+    a, b = allowed[0], allowed[-1]
+    for rounds in (1, 1000):
+        got = core_round_trip_ns(a, b, rounds)
+        # a line's round trip between two cores: tens to hundreds of nanoseconds; up to two time
+        # slices where another process holds a CPU (a shared machine), never zero
+        assert got is not None and 1.0 < got < 50e6
+    start = time.perf_counter()
+    assert core_round_trip_ns(a, b, 10**9) is not None  # a billion rounds asked: stops at half a second
+    assert time.perf_counter() - start < 5.0
 
 
 def test_unknown_variant_is_a_clear_error(capsys):

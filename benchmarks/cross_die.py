@@ -1,0 +1,144 @@
+"""Threads on cores that share a cache and on cores that do not: the time of one run, side by side.
+
+The C engine's threads meet 25-30 times a run (csrc/plan.c), and each meeting moves cache lines
+between their cores: some 60 ns for a round trip between cores of one die, over 300 ns between
+dies.  A virtual machine's vCPUs move between the host's dies from minute to minute, so the same
+command gives two speeds (0.35_96 at 2 threads: 0.19 or 0.30 ms on a 2-vCPU AMD EPYC Zen 4 guest,
+2026-12-06).  This script times the C engine in fresh processes, block after block, measures the
+round trip between the first two usable CPUs (csrc/peak.c) before and after each block, and sorts
+the blocks by it: a block whose two round trips both lie under ``--near-ns`` ran on one die, one
+whose two both lie over ``--far-ns`` across dies, the rest (the placement moved) are left out.
+Prints the median ms per variant and thread count for each placement and writes JSON.
+
+``--other DIR`` (a built checkout of another commit) times DIR too in each block, right after
+this checkout (the order alternating from block to block), for an A/B that both placements see.
+
+    python benchmarks/cross_die.py [--variants 0.35_96,0.5_160] [--threads 2] [--batch 1]
+                                   [--blocks 20] [--runs 300] [--other DIR] [--json FILE]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import mobilenetv2  # noqa: F401  (installed)
+except ImportError:  # run from a checkout: the package beside this folder
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mobilenetv2 import native  # noqa: E402
+from mobilenetv2.benchmark import core_pairs, core_round_trip_ns, cpu_model  # noqa: E402
+from mobilenetv2.variants import parse_variant  # noqa: E402
+
+HERE = Path(__file__).resolve().parent.parent
+
+CHILD = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+import numpy as np
+import mobilenetv2
+if not mobilenetv2.__file__.startswith({root!r}):
+    raise SystemExit(f"imported {{mobilenetv2.__file__}}, not the checkout in {root!r}")
+from mobilenetv2 import MobileNetV2
+out = {{}}
+for name, alpha, res in {variants!r}:
+    x = np.random.default_rng(0).uniform(-1, 1, ({batch}, res, res, 3)).astype(np.float32)
+    for threads in {threads!r}:
+        model = MobileNetV2((res, res, 3), alpha=alpha, weights=None, threads=threads)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.3:  # plan, threads, caches
+            model(x)
+        times = []
+        for _ in range({runs}):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+        out[f"{{name}} {{threads}}"] = float(np.median(times)) * 1e3
+print(json.dumps(out))
+"""
+
+
+def child(root, variants, threads, batch, runs):
+    code = CHILD.format(root=str(root), variants=variants, threads=threads, batch=batch, runs=runs)
+    env = dict(os.environ, PYTHONPATH=str(root))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"cross_die.py: the timing process for {root} failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variants", default="0.35_96,0.5_160")
+    p.add_argument("--threads", default="2", help="thread counts, comma-separated")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--blocks", type=int, default=20)
+    p.add_argument("--runs", type=int, default=300, help="timed calls per variant and thread count per block")
+    p.add_argument("--near-ns", type=float, default=150.0, help="round trips under this: one die")
+    p.add_argument("--far-ns", type=float, default=200.0, help="round trips over this: across dies")
+    p.add_argument("--other", help="a built checkout of another commit, timed in the same blocks")
+    p.add_argument("--json", default="cross_die.json")
+    args = p.parse_args()
+    if not native.available():
+        raise SystemExit(f"cross_die.py times the C engine, which is not built: {native.missing_reason()}")
+    pairs = core_pairs()
+    if not pairs:
+        raise SystemExit("cross_die.py needs two CPUs to place threads on; this process may use one")
+    a, b = pairs[0]
+    variants = []
+    for name in args.variants.split(","):
+        alpha, res = parse_variant(name)
+        variants.append((name, alpha, res))
+    threads = [int(t) for t in args.threads.split(",")]
+    roots = {"this": HERE}
+    if args.other:
+        roots["other"] = Path(args.other).resolve()
+    blocks = []
+    for k in range(args.blocks):
+        before = core_round_trip_ns(a, b)
+        order = list(roots) if k % 2 == 0 else list(reversed(roots))
+        times = {side: child(roots[side], variants, threads, args.batch, args.runs) for side in order}
+        after = core_round_trip_ns(a, b)
+        near = before is not None and after is not None and max(before, after) < args.near_ns
+        far = before is not None and after is not None and min(before, after) > args.far_ns
+        blocks.append({"round_trip_ns": [before, after], "placement": "near" if near else "far" if far else "moved",
+                       "ms": times})
+        ns = " / ".join(f"{v:.0f}" if v else "?" for v in (before, after))
+        print(f"# block {k + 1}/{args.blocks}: round trip {ns} ns ({blocks[-1]['placement']}); "
+              + "; ".join(f"{side} " + ", ".join(f"{key}T {ms:.3f}" for key, ms in t.items())
+                          for side, t in times.items()), file=sys.stderr, flush=True)
+    print(f"# {cpu_model()}, CPUs {a} and {b}, batch {args.batch}, {args.runs} runs per block; median over blocks "
+          "of each block's median ms")
+    line = "{:<10} {:>4} {:<6} {:>14} {:>14} {:>10}"
+    print(line.format("variant", "thr", "side", "one die (n)", "across (n)", "across/one"))
+    summary = []
+    for name, _, _ in variants:
+        for t in threads:
+            for side in roots:
+                got = {}
+                for placement in ("near", "far"):
+                    ms = [blk["ms"][side][f"{name} {t}"] for blk in blocks if blk["placement"] == placement]
+                    got[placement] = (float(np.median(ms)) if ms else None, len(ms))
+                (near, n_near), (far, n_far) = got["near"], got["far"]
+                summary.append({"variant": name, "threads": t, "side": side, "near_ms": near, "near_blocks": n_near,
+                                "far_ms": far, "far_blocks": n_far})
+                print(line.format(name, t, side, f"{near:.3f} ({n_near})" if near else f"- ({n_near})",
+                                  f"{far:.3f} ({n_far})" if far else f"- ({n_far})",
+                                  f"{far / near:.2f}x" if near and far else "-"))
+    Path(args.json).write_text(json.dumps({
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_model(), "cpus": [a, b],
+        "argv": sys.argv[1:], "roots": {k: str(v) for k, v in roots.items()}, "summary": summary,
+        "blocks": blocks}, indent=2))
+    print(f"# wrote {args.json}")
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"# {time.perf_counter() - t0:.0f} s", file=sys.stderr)
