@@ -4,10 +4,11 @@ The C engine's threads meet 25-30 times a run (csrc/plan.c), and each meeting mo
 between their cores: some 60 ns for a round trip between cores of one die, over 300 ns between
 dies.  A virtual machine's vCPUs move between the host's dies from minute to minute, so the same
 command gives two speeds (0.35_96 at 2 threads: 0.19 or 0.30 ms on a 2-vCPU AMD EPYC Zen 4 guest,
-2026-12-06).  This script times the C engine in fresh processes, block after block, measures the
-round trip between the first two usable CPUs (csrc/peak.c) before and after each block, and sorts
-the blocks by it: a block whose two round trips both lie under ``--near-ns`` ran on one die, one
-whose two both lie over ``--far-ns`` across dies, the rest (the placement moved) are left out.
+2026-12-06).  This script times the C engine in fresh processes (one per variant and thread
+count, as oversubscribed.py does), block after block, measures the round trip between the first
+two usable CPUs (csrc/peak.c) before and after each block, and sorts the blocks by it: a block
+whose two round trips both lie under ``--near-ns`` ran on one die, one whose two both lie over
+``--far-ns`` across dies, the rest (the placement moved) are left out.
 Prints the median ms per variant and thread count for each placement and writes JSON.
 
 ``--other DIR`` (a built checkout of another commit) times DIR too in each block, right after
@@ -18,8 +19,6 @@ this checkout (the order alternating from block to block), for an A/B that both 
 """
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -36,41 +35,16 @@ from mobilenetv2 import native  # noqa: E402
 from mobilenetv2.benchmark import core_pairs, core_round_trip_ns, cpu_model  # noqa: E402
 from mobilenetv2.variants import parse_variant  # noqa: E402
 
-HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # oversubscribed.py's fresh timing processes
+from oversubscribed import _child_times  # noqa: E402
 
-CHILD = """
-import json, sys, time
-sys.path.insert(0, {root!r})
-import numpy as np
-import mobilenetv2
-if not mobilenetv2.__file__.startswith({root!r}):
-    raise SystemExit(f"imported {{mobilenetv2.__file__}}, not the checkout in {root!r}")
-from mobilenetv2 import MobileNetV2
-out = {{}}
-for name, alpha, res in {variants!r}:
-    x = np.random.default_rng(0).uniform(-1, 1, ({batch}, res, res, 3)).astype(np.float32)
-    for threads in {threads!r}:
-        model = MobileNetV2((res, res, 3), alpha=alpha, weights=None, threads=threads)
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < 0.3:  # plan, threads, caches
-            model(x)
-        times = []
-        for _ in range({runs}):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
-        out[f"{{name}} {{threads}}"] = float(np.median(times)) * 1e3
-print(json.dumps(out))
-"""
+HERE = Path(__file__).resolve().parent.parent
 
 
 def child(root, variants, threads, batch, runs):
-    code = CHILD.format(root=str(root), variants=variants, threads=threads, batch=batch, runs=runs)
-    env = dict(os.environ, PYTHONPATH=str(root))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"cross_die.py: the timing process for {root} failed: {done.stderr.strip()[-500:]}")
-    return json.loads(done.stdout)
+    """{"VARIANT THREADS": median ms} of the checkout ``root``, each in a fresh process."""
+    return {f"{name} {t}": float(np.median(_child_times(root, alpha, res, batch, t, runs, warmup=0.3))) * 1e3
+            for name, alpha, res in variants for t in threads}
 
 
 def main():
