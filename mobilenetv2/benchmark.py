@@ -164,6 +164,19 @@ def round_trips():
     return {f"{a}-{b}": core_round_trip_ns(a, b) for a, b in core_pairs()}
 
 
+def cores_apart(before, after, lowest, factor=2.0):
+    """The CPU pairs whose round trip ``before`` or ``after`` a block of rows (dicts as round_trips()
+    gives) exceeded ``factor`` times the lowest the run saw for the pair (``lowest``, a dict too):
+    the block's threads ran on cores apart (two dies of a virtual machine's host) for part of it or
+    all of it.  {"a-b": (before, after, lowest)}."""
+    out = {}
+    for pair, b in before.items():
+        a, low = after.get(pair), lowest.get(pair)
+        if b and a and low and max(b, a) > factor * low:
+            out[pair] = (b, a, low)
+    return out
+
+
 def describe_round_trips(trips):
     """'CPUs 0-1 62 ns, 0-15 310 ns' for round_trips()' result."""
     return ", ".join(f"CPUs {k} {v:.0f} ns" if v else f"CPUs {k} not measured" for k, v in trips.items())
@@ -749,6 +762,24 @@ def main(argv=None):
                           r["threads"], r["batch"], f"{r['median_ms']:.2f}",
                           f"{r['p10_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['img_per_s']:.1f}", f"{r['gflops']:.1f}",
                           f"{r['percent_of_peak']:.0f}%" if r["percent_of_peak"] else "-", ratio, f"{r['peak_rss_mb']:.0f}"))
+    # blocks whose threads' cores moved apart (or were apart): their multi-thread rows, every engine's
+    lowest = {}
+    for trips in [header["core_round_trip_ns"]["start"], header["core_round_trip_ns"]["end"]] + \
+            [r["core_round_trip_ns"][k] for r in rows for k in ("before", "after")]:
+        for pair, ns in trips.items():
+            if ns:
+                lowest[pair] = min(ns, lowest.get(pair, ns))
+    flagged = set()
+    for r in rows:
+        apart = cores_apart(r["core_round_trip_ns"]["before"], r["core_round_trip_ns"]["after"], lowest)
+        r["cores_apart"] = bool(apart)
+        if apart and (r["variant"], r["batch"]) not in flagged:
+            flagged.add((r["variant"], r["batch"]))
+            print(f"# {r['variant']} batch {r['batch']}: the cache-line round trip between CPUs " +
+                  ", ".join(f"{pair} went {b:.0f} -> {a:.0f} ns (lowest of the run {low:.0f})"
+                            for pair, (b, a, low) in apart.items()) +
+                  ": its multi-thread rows ran on cores apart for part of the time, every engine's alike "
+                  "(JSON: cores_apart; benchmarks/cross_die.py)")
     skipped = {" ".join(map(str, k)) if isinstance(k, tuple) else k: why for k, why in skipped.items()}
     for engine, why in skipped.items():  # "ort" for every variant, "ort 1.0_224 8" for one
         print(f"# skipped {engine}: {why}")

@@ -45,6 +45,7 @@ def test_small_run_writes_consistent_json(tmp_path, capsys):
     pairs = {f"{a}-{b}" for a, b in core_pairs()}
     trips = data["run"]["core_round_trip_ns"]
     blocks = [r["core_round_trip_ns"][k] for r in data["results"] for k in ("before", "after")]
+    assert all(isinstance(r["cores_apart"], bool) for r in data["results"])
     for measured in [trips["start"], trips["end"]] + blocks:
         assert set(measured) == pairs
         assert all((ns is not None and ns > 0) == native.available() for ns in measured.values())
@@ -79,6 +80,33 @@ def test_core_pairs_are_the_first_two_cpus_and_the_first_and_last():
     assert core_pairs([3]) == []
     assert core_pairs([1, 0]) == [(0, 1)]
     assert core_pairs([7, 0, 5, 2]) == [(0, 2), (0, 7)]
+
+
+def test_cores_apart_flags_a_block_whose_round_trip_rose_past_twice_the_runs_lowest():
+    from mobilenetv2.benchmark import cores_apart
+    lowest = {"0-1": 53.0, "0-15": 150.0}
+    assert cores_apart({"0-1": 59.0}, {"0-1": 320.0}, lowest) == {"0-1": (59.0, 320.0, 53.0)}  # moved apart
+    assert cores_apart({"0-1": 341.0}, {"0-1": 62.0}, lowest) == {"0-1": (341.0, 62.0, 53.0)}  # came together
+    assert cores_apart({"0-1": 59.0}, {"0-1": 106.0}, lowest) == {}  # 2x the lowest exactly: not flagged
+    assert cores_apart({"0-1": 59.0, "0-15": 160.0}, {"0-1": 62.0, "0-15": 340.0}, lowest) == {
+        "0-15": (160.0, 340.0, 150.0)}
+    assert cores_apart({"0-1": None}, {"0-1": 320.0}, lowest) == {}  # a pair not measured says nothing
+    assert cores_apart({}, {}, {}) == {}  # one CPU: no pairs
+
+
+def test_a_block_whose_cores_moved_apart_is_flagged_in_the_table_and_json(tmp_path, capsys, monkeypatch):
+    from mobilenetv2 import benchmark
+    measured = iter([{"0-1": 50.0}, {"0-1": 50.0}, {"0-1": 400.0}, {"0-1": 55.0}])  # start, before, after, end
+    monkeypatch.setattr(benchmark, "round_trips", lambda: next(measured))
+    out = tmp_path / "b.json"
+    assert main(["--variants", "0.35_96", "--runs", "2", "--warmup", "1", "--engines", "numpy",
+                 "--numpy-runs", "1", "--warmup-seconds", "0", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "# 0.35_96 batch 1: the cache-line round trip between CPUs 0-1 went 50 -> 400 ns (lowest of the run 50)" \
+        in printed
+    data = json.loads(out.read_text())
+    assert [r["cores_apart"] for r in data["results"]] == [True]
+    assert data["run"]["core_round_trip_ns"] == {"start": {"0-1": 50.0}, "end": {"0-1": 55.0}}
 
 
 def test_core_round_trip_refuses_what_it_cannot_measure():
