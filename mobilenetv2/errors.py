@@ -64,6 +64,8 @@ def is_whole(value):
     """A whole number: Python's or NumPy's integer, or a 0-d integer array such as ``np.array(2)``
     (what operator.index takes), not a bool (True is not a count).  Callers go on with
     ``int(value)``, not the value itself."""
+    if type(value) is int:  # the usual case, before the slower checks (predict's batch_size, per call)
+        return True
     if isinstance(value, np.ndarray):
         return value.ndim == 0 and value.dtype.kind in "iu"
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -757,7 +757,10 @@ class MobileNetV2:
         if len(x) > batch_size:  # a NaN in the last chunk fails the call before the first runs
             for i in starts:  # a chunk at a time: memory as batch_size asks, not as the whole input
                 self._converted(x[i:i + batch_size])
-        return np.concatenate([self._forward(self._converted(x[i:i + batch_size], finite=False)) for i in starts])
+        outs = [self._forward(self._converted(x[i:i + batch_size], finite=False)) for i in starts]
+        if len(outs) == 1 and not np.may_share_memory(outs[0], x):  # one chunk: already an array of its own
+            return outs[0]
+        return np.concatenate(outs)
 
     def features(self, x, layers):
         """The named layers' outputs as a dict (in the order asked), computing nothing after

@@ -75,13 +75,15 @@ class Pool:
             raise RuntimeError(f"could not start {threads} threads for the C engine "
                                "(try fewer: threads=N or MNV2_NUM_THREADS)")
         self.handle = native.ffi.gc(handle, native.lib.mnv2_pool_destroy)
+        self._threads = native.lib.mnv2_pool_threads(handle)  # fixed for the pool's life
         self.pid = os.getpid()
         _POOLS.add(self)
 
     @property
     def threads(self):
-        """The pool's thread count, as the C side reads it."""
-        return native.lib.mnv2_pool_threads(self.handle)
+        """The pool's thread count, as the C side read it when the pool started (it never changes;
+        read once, not on every run)."""
+        return self._threads
 
     def usable(self):
         """False in a forked child (or once forgotten): its owner must make a new pool."""

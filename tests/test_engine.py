@@ -51,6 +51,23 @@ def test_engine_c_and_auto_run_the_plan_and_agree_with_numpy():
     assert rel_l2(c, n) <= 1e-5 and not np.array_equal(c, n)  # two engines, two roundings
 
 
+@pytest.mark.parametrize("engine", ["numpy", pytest.param("c", marks=needs_c)])
+@pytest.mark.parametrize("kw", [{}, {"include_top": False}, {"include_top": False, "pooling": "avg"}])
+def test_predict_returns_an_array_of_its_own(engine, kw):
+    """predict's output (one chunk: no concatenation) shares no memory with the input or with
+    another call's output, and writing to it changes neither the next call's output nor the input."""
+    model = MobileNetV2((32, 32, 3), alpha=0.35, weights=None, engine=engine, **kw)
+    x = rand(1, 32, 32, 3)
+    kept = x.copy()
+    first, second = model.predict(x), model.predict(x)
+    assert not np.may_share_memory(first, x) and not np.may_share_memory(first, second)
+    assert first.flags.c_contiguous and first.flags.writeable and first.flags.owndata
+    want = second.copy()
+    first[...] = -1.0
+    np.testing.assert_array_equal(model.predict(x), want)
+    np.testing.assert_array_equal(x, kept)
+
+
 @pytest.mark.parametrize("bad", ["C", "cpu", None, 1])
 def test_engine_must_be_one_of_three(bad):
     with pytest.raises(ValueError, match="engine must be one of"):
