@@ -177,6 +177,36 @@ def cores_apart(before, after, lowest, factor=2.0):
     return out
 
 
+STEAL_FLAG = 0.05  # a block whose CPUs the host took for more than this share of their time is flagged
+
+
+def cpu_jiffies(text=None):
+    """(all, steal): the machine's CPU time since boot in clock ticks, every state summed, and the
+    part of it the hypervisor ran something else on our vCPUs (steal), from /proc/stat's first
+    line (``text``: that file's content, for tests); None where it cannot be read (not Linux)."""
+    try:
+        if text is None:
+            with open("/proc/stat") as f:
+                text = f.readline()
+        fields = text.split("\n", 1)[0].split()
+        if fields[0] != "cpu":
+            return None
+        ticks = [int(v) for v in fields[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    # user nice system idle iowait irq softirq steal guest guest_nice: guest time is already
+    # counted in user and nice, so it is left out of the sum
+    return sum(ticks[:8]), (ticks[7] if len(ticks) > 7 else 0)
+
+
+def steal_share(before, after):
+    """The share of the CPUs' time between two cpu_jiffies() readings that the host stole, or
+    None where either is missing or no tick passed."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return (after[1] - before[1]) / (after[0] - before[0])
+
+
 def describe_round_trips(trips):
     """'CPUs 0-1 62 ns, 0-15 310 ns' for round_trips()' result."""
     return ", ".join(f"CPUs {k} {v:.0f} ns" if v else f"CPUs {k} not measured" for k, v in trips.items())
@@ -641,6 +671,7 @@ def main(argv=None):
     header["fma_peak_gflops_per_core"] = peaks = {isa: g for isa, g in peaks.items() if g}
     top = max(peaks.values()) if peaks else None
     header["core_round_trip_ns"] = {"start": round_trips()}
+    run_jiffies = cpu_jiffies()
     print(f"# {header['date']}  {header['cpu']}, {header['cores']} cores, mobilenetv2 engine: {header['backend']}")
     if peaks:
         print("# FMA peak of one core (our loop, csrc/peak.c): " +
@@ -685,6 +716,7 @@ def main(argv=None):
                 info = {config: ({}, None) for config in configs}
                 expected = reference_output(alpha, res, batch)
                 trips = round_trips()  # where this block's threads meet: within a die or across
+                jiffies = cpu_jiffies()  # and how much of our CPUs' time the host takes meanwhile
                 # --rounds rounds, each timing every engine for its share of the runs in turn, so a
                 # slow spell of the shared machine falls on all of them rather than on one
                 for r in range(args.rounds):
@@ -716,9 +748,11 @@ def main(argv=None):
                 # lent machine taken back) still leaves what it measured in its log
                 done = [f"{e} {t}T {summarize(times[e, t])['median_ms']:.3f}" for e, t in configs if times[e, t]]
                 trips_after = round_trips()
+                stolen = steal_share(jiffies, cpu_jiffies())
                 print(f"# measured {name} batch {batch} (ms): " + ", ".join(done) +
                       (f"; round trip before {describe_round_trips(trips)}, after {describe_round_trips(trips_after)}"
-                       if trips else ""), file=sys.stderr, flush=True)
+                       if trips else "") + (f"; steal {100 * stolen:.1f} %" if stolen is not None else ""),
+                      file=sys.stderr, flush=True)
                 for engine, threads in configs:
                     if not times[engine, threads]:
                         continue
@@ -733,7 +767,8 @@ def main(argv=None):
                                  img_per_s=1e3 * batch / stats["median_ms"],
                                  gflops=flops * batch / stats["median_ms"] / 1e6,
                                  peak_rss_mb=rss[engine, threads],
-                                 core_round_trip_ns={"before": trips, "after": trips_after})
+                                 core_round_trip_ns={"before": trips, "after": trips_after},
+                                 steal_share=stolen)
                     # of what this CPU's cores the row may use could do at the FMA peak (None for
                     # the NumPy engine, whose BLAS picks its own threads)
                     cores = min(threads, machine.CORES) if engine != "numpy" else None
@@ -741,6 +776,7 @@ def main(argv=None):
                     rows.append(stats)
     header["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     header["core_round_trip_ns"]["end"] = round_trips()
+    header["steal_share"] = steal_share(run_jiffies, cpu_jiffies())
     for r in rows:
         peers = [p for p in rows if p["engine"] in PEERS and p["variant"] == r["variant"]
                  and p["batch"] == r["batch"] and p["threads"] == r["threads"]]
@@ -780,6 +816,10 @@ def main(argv=None):
                             for pair, (b, a, low) in apart.items()) +
                   ": its multi-thread rows ran on cores apart for part of the time, every engine's alike "
                   "(JSON: cores_apart; benchmarks/cross_die.py)")
+    stolen = {(r["variant"], r["batch"]): r["steal_share"] for r in rows if (r["steal_share"] or 0) > STEAL_FLAG}
+    for (variant, batch), share in stolen.items():
+        print(f"# {variant} batch {batch}: the host ran other work on our CPUs for {100 * share:.0f} % of their "
+              "time during this block (steal, /proc/stat): every engine's rows in it ran slower (JSON: steal_share)")
     skipped = {" ".join(map(str, k)) if isinstance(k, tuple) else k: why for k, why in skipped.items()}
     for engine, why in skipped.items():  # "ort" for every variant, "ort 1.0_224 8" for one
         print(f"# skipped {engine}: {why}")

@@ -46,6 +46,7 @@ def test_small_run_writes_consistent_json(tmp_path, capsys):
     trips = data["run"]["core_round_trip_ns"]
     blocks = [r["core_round_trip_ns"][k] for r in data["results"] for k in ("before", "after")]
     assert all(isinstance(r["cores_apart"], bool) for r in data["results"])
+    assert all(r["steal_share"] is None or 0 <= r["steal_share"] <= 1 for r in data["results"])
     for measured in [trips["start"], trips["end"]] + blocks:
         assert set(measured) == pairs
         assert all((ns is not None and ns > 0) == native.available() for ns in measured.values())
@@ -107,6 +108,32 @@ def test_a_block_whose_cores_moved_apart_is_flagged_in_the_table_and_json(tmp_pa
     data = json.loads(out.read_text())
     assert [r["cores_apart"] for r in data["results"]] == [True]
     assert data["run"]["core_round_trip_ns"] == {"start": {"0-1": 50.0}, "end": {"0-1": 55.0}}
+
+
+def test_cpu_jiffies_and_steal_share_read_proc_stat_as_the_kernel_writes_it():
+    from mobilenetv2.benchmark import cpu_jiffies, steal_share
+    # user nice system idle iowait irq softirq steal guest guest_nice (guest counted in user)
+    assert cpu_jiffies("cpu  100 0 50 800 10 0 5 35 20 0\ncpu0 50 0 25 400 5 0 2 18 10 0\n") == (1000, 35)
+    assert cpu_jiffies("cpu 1 2 3 4 5 6 7\n") == (28, 0)  # a kernel without the steal column
+    assert cpu_jiffies("intr 1 2 3\n") is None and cpu_jiffies("") is None and cpu_jiffies("cpu 1 x\n") is None
+    assert steal_share((1000, 35), (1200, 55)) == pytest.approx(0.1)
+    assert steal_share((1000, 35), (1000, 35)) is None  # no tick passed
+    assert steal_share(None, (1200, 55)) is None and steal_share((1000, 35), None) is None
+    got = cpu_jiffies()  # this machine's own (Linux, where the tests run)
+    assert got is None or (got[0] > 0 and 0 <= got[1] <= got[0])
+
+
+def test_a_block_the_host_stole_from_is_flagged(tmp_path, capsys, monkeypatch):
+    from mobilenetv2 import benchmark
+    readings = iter([(1000, 10), (1100, 10), (1300, 50), (1400, 51)])  # run start, block before/after, run end
+    monkeypatch.setattr(benchmark, "cpu_jiffies", lambda text=None: next(readings))
+    out = tmp_path / "b.json"
+    assert main(["--variants", "0.35_96", "--runs", "2", "--warmup", "1", "--engines", "numpy",
+                 "--numpy-runs", "1", "--warmup-seconds", "0", "--json", str(out)]) == 0
+    assert "# 0.35_96 batch 1: the host ran other work on our CPUs for 20 % of their time" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert [r["steal_share"] for r in data["results"]] == [pytest.approx(0.2)]
+    assert data["run"]["steal_share"] == pytest.approx(41 / 400)
 
 
 def test_core_round_trip_refuses_what_it_cannot_measure():
