@@ -207,6 +207,24 @@ def steal_share(before, after):
     return (after[1] - before[1]) / (after[0] - before[0])
 
 
+def ahead_summary(rows):
+    """One line on the C engine against its best float32 peer over ``rows`` (the bench's result
+    rows): in how many rows it is ahead, the range of its ratios, and how many of the rows behind
+    lie in flagged blocks (cores apart, or steal past STEAL_FLAG); None where no C row has a peer."""
+    c = [r for r in rows if r["engine"] == "c" and r.get("speedup_vs_best_peer")]
+    if not c:
+        return None
+    ratios = [r["speedup_vs_best_peer"] for r in c]
+    behind = [r for r in c if r["speedup_vs_best_peer"] < 1]
+    flagged = [r for r in behind if r.get("cores_apart") or (r.get("steal_share") or 0) > STEAL_FLAG]
+    line = (f"C vs the best float32 peer: ahead in {len(c) - len(behind)} of {len(c)} rows "
+            f"({min(ratios):.2f}x-{max(ratios):.2f}x)")
+    if behind:
+        line += f"; {len(flagged)} of the {len(behind)} behind in flagged blocks" if flagged else \
+            f"; none of the {len(behind)} behind in a flagged block"
+    return line
+
+
 def describe_round_trips(trips):
     """'CPUs 0-1 62 ns, 0-15 310 ns' for round_trips()' result."""
     return ", ".join(f"CPUs {k} {v:.0f} ns" if v else f"CPUs {k} not measured" for k, v in trips.items())
@@ -820,6 +838,9 @@ def main(argv=None):
     for (variant, batch), share in stolen.items():
         print(f"# {variant} batch {batch}: the host ran other work on our CPUs for {100 * share:.0f} % of their "
               "time during this block (steal, /proc/stat): every engine's rows in it ran slower (JSON: steal_share)")
+    summary = header["summary"] = ahead_summary(rows)
+    if summary:
+        print(f"# {summary}")
     skipped = {" ".join(map(str, k)) if isinstance(k, tuple) else k: why for k, why in skipped.items()}
     for engine, why in skipped.items():  # "ort" for every variant, "ort 1.0_224 8" for one
         print(f"# skipped {engine}: {why}")

@@ -47,6 +47,8 @@ def test_small_run_writes_consistent_json(tmp_path, capsys):
     blocks = [r["core_round_trip_ns"][k] for r in data["results"] for k in ("before", "after")]
     assert all(isinstance(r["cores_apart"], bool) for r in data["results"])
     assert all(r["steal_share"] is None or 0 <= r["steal_share"] <= 1 for r in data["results"])
+    if native.available():  # the C row against no float32 peer (NumPy is none): no summary to give
+        assert data["run"]["summary"] is None
     for measured in [trips["start"], trips["end"]] + blocks:
         assert set(measured) == pairs
         assert all((ns is not None and ns > 0) == native.available() for ns in measured.values())
@@ -134,6 +136,20 @@ def test_a_block_the_host_stole_from_is_flagged(tmp_path, capsys, monkeypatch):
     data = json.loads(out.read_text())
     assert [r["steal_share"] for r in data["results"]] == [pytest.approx(0.2)]
     assert data["run"]["steal_share"] == pytest.approx(41 / 400)
+
+
+def test_ahead_summary_counts_rows_ahead_and_the_flagged_ones_behind():
+    from mobilenetv2.benchmark import ahead_summary
+
+    def row(engine, ratio, apart=False, steal=0.0):
+        return {"engine": engine, "speedup_vs_best_peer": ratio, "cores_apart": apart, "steal_share": steal}
+    rows = [row("c", 1.25), row("c", 0.92, apart=True), row("c", 1.02), row("c", 0.98, steal=0.2),
+            row("c", 0.99, steal=0.01), row("litert", 1.0), row("numpy", None)]
+    assert ahead_summary(rows) == ("C vs the best float32 peer: ahead in 2 of 5 rows (0.92x-1.25x); "
+                                   "2 of the 3 behind in flagged blocks")
+    assert ahead_summary(rows[:1] + rows[2:3]) == "C vs the best float32 peer: ahead in 2 of 2 rows (1.02x-1.25x)"
+    assert ahead_summary([row("c", 0.9)]).endswith("; none of the 1 behind in a flagged block")
+    assert ahead_summary([row("c", None), row("ort", 1.0)]) is None  # no peer ran: no summary
 
 
 def test_core_round_trip_refuses_what_it_cannot_measure():
