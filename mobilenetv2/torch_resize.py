@@ -45,7 +45,7 @@ def aa_taps(n, m):
     return first, np.trunc(0.5 + w * (1 << precision)).astype(np.int32), precision
 
 
-CHUNK_VALUES = 1 << 20  # int32 sums held at once (4 MiB): a 64-megapixel upsample stays small
+CHUNK_VALUES = 1 << 20  # int32 sums held at once (4 MiB, and as much for one tap's products): a 64-megapixel upsample stays small
 
 
 def _resample_rows(u, m):
@@ -61,8 +61,11 @@ def _resample_rows(u, m):
     for start in range(0, length, band):
         part = u[:, start:start + band]
         acc = np.full((m,) + part.shape[1:], 1 << (precision - 1), np.int32)  # < 255 * (2**p + taps)
-        for ij, kj in zip(idx, weights):
-            acc += kj * part[ij].astype(np.int32)
+        gathered, term = np.empty(acc.shape, np.uint8), np.empty(acc.shape, np.int32)
+        for ij, kj in zip(idx, weights):  # into buffers made once: no array allocated per tap
+            np.take(part, ij, axis=0, out=gathered)
+            np.multiply(gathered, kj, out=term)
+            acc += term
         acc >>= precision
         out[:, start:start + band] = np.clip(acc, 0, 255, out=acc)
     return out
