@@ -832,12 +832,13 @@ def main(argv=None):
             print(f"# {r['variant']} batch {r['batch']}: the cache-line round trip between CPUs " +
                   ", ".join(f"{pair} went {b:.0f} -> {a:.0f} ns (lowest of the run {low:.0f})"
                             for pair, (b, a, low) in apart.items()) +
-                  ": its multi-thread rows ran on cores apart for part of the time, every engine's alike "
+                  ": its multi-thread rows ran on cores apart for part of the time (the C engine's are 1.2-1.6x "
+                  "slower so on a 2-vCPU Zen 4 guest) "
                   "(JSON: cores_apart; benchmarks/cross_die.py)")
     stolen = {(r["variant"], r["batch"]): r["steal_share"] for r in rows if (r["steal_share"] or 0) > STEAL_FLAG}
     for (variant, batch), share in stolen.items():
         print(f"# {variant} batch {batch}: the host ran other work on our CPUs for {100 * share:.0f} % of their "
-              "time during this block (steal, /proc/stat): every engine's rows in it ran slower (JSON: steal_share)")
+              "time during this block (steal, /proc/stat): the rows in it ran on CPUs shared with other work (JSON: steal_share)")
     summary = header["summary"] = ahead_summary(rows)
     if summary:
         print(f"# {summary}")
