@@ -144,8 +144,8 @@ def core_round_trip_ns(a, b, rounds=ROUND_TRIP_ROUNDS):
     the C extension, where ``a`` or ``b`` is not a CPU this process may run on, or where a thread
     waited a second for the other.  This is what the C engine's threads pay each time they meet (25-30
     times a run): some 60 ns between cores that share a cache, over 300 where the two vCPUs of a
-    virtual machine sit on different dies of the host (AMD EPYC Zen 4, 2026-12-06), which moves
-    every multi-thread row of a small model (benchmarks/README.md)."""
+    virtual machine sit on different dies of the host (AMD EPYC Zen 4, 2026-12-06), which slows
+    the C engine's multi-thread rows of a small model 1.2-1.6x (benchmarks/README.md)."""
     if not native.available() or not hasattr(os, "sched_getaffinity"):
         return None
     allowed = os.sched_getaffinity(0)
