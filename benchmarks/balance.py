@@ -14,8 +14,12 @@ busiest share is the run's critical path if every MAC took the same time; agains
 
 ``--cores N`` builds the plan as on an N-core machine (the row-or-panel and fusion choices read the
 core count; the caches stay this machine's), so the 16-core schedule can be studied on 2 cores.
-``--stages`` prints, for the largest T, the stages that lose most.  Writes JSON (CPU, date, commit,
-every figure) to ``--json`` or benchmarks/results.
+``--stages`` prints, for the largest T, the stages that lose most.  ``--lines`` adds, per T, the
+cache lines of activations a run writes and how many of them another thread wrote last (the C
+plan's output addresses, each share on the thread it belongs to, over a second run so the first
+run's lines count too): each such line moves between the cores' caches, some 300 ns where they
+sit on two dies of a virtual machine's host.  Writes JSON (CPU, date, commit, every figure) to
+``--json`` or benchmarks/results.
 """
 import argparse
 import json
@@ -77,6 +81,55 @@ def op_shares(op, kind, macs, threads, panel_chunks):
     return shares
 
 
+def op_writes(op, kind, threads, panel_chunks):
+    """(share, first byte, end byte) of each range of its output that each of ``threads`` shares of
+    one batch-1 op writes: csrc/plan.c's cuts (run_panels' cells of a panel's pixels, pixel and
+    row ranges), share 0 alone for an op not split."""
+    y = op["y_addr"]
+    channels = op.get("cout") if kind in ("pointwise", "block", "stem", "copy") else op.get("c")
+    channels = channels or op["c"]
+    pixels = op["n"] * op["oh"] * op["ow"]
+    out = []
+    if op.get("split_panels") and kind == "pointwise":
+        panels = -(-channels // 16)
+        m = panel_chunks(panels, pixels, threads) if op.get("panel_pixels") else 1
+        for t in range(threads):
+            for u in range(split(panels * m, t, threads), split(panels * m, t + 1, threads)):
+                p, k = divmod(u, m)
+                c0, c1 = 16 * p, min(16 * p + 16, channels)
+                for px in range(split(pixels, k, m), split(pixels, k + 1, m)):
+                    out.append((t, y + 4 * (px * channels + c0), y + 4 * (px * channels + c1)))
+    elif op.get("split_panels"):  # global pooling: the same 16-channel groups, one row of output
+        groups = -(-channels // 16)
+        for t in range(threads):
+            c0, c1 = 16 * split(groups, t, threads), min(16 * split(groups, t + 1, threads), channels)
+            out.append((t, y + 4 * c0, y + 4 * c1))
+    elif op.get("split_pixels"):
+        for t in range(threads):
+            out.append((t, y + 4 * split(pixels, t, threads) * channels, y + 4 * split(pixels, t + 1, threads) * channels))
+    elif op.get("split_rows"):
+        rows, row = op["split_rows"], op["ow"] * channels
+        for t in range(threads):
+            out.append((t, y + 4 * split(rows, t, threads) * row, y + 4 * split(rows, t + 1, threads) * row))
+    else:
+        out.append((0, y, y + 4 * pixels * channels))
+    return out
+
+
+def lines_taken_over(ops, rows, threads, panel_chunks):
+    """Cache lines of output one run writes, and how many of them another thread wrote last."""
+    owner = {}
+    for count in (False, True):
+        written = taken = 0
+        for op, row in zip(ops, rows):
+            for t, b0, b1 in op_writes(op, row["kind"], threads, panel_chunks):
+                for line in range(b0 // 64, -(-b1 // 64)):
+                    written += 1
+                    taken += owner.get(line, t) != t
+                    owner[line] = t
+    return dict(lines_written=written, lines_taken_over=taken)
+
+
 def stages(ops):
     """Indices of the ops of each stage of a batch-1 run (one group): a new stage at each op
     marked sync (csrc/plan.c's stage_starts with G = 1)."""
@@ -122,6 +175,7 @@ def plan_of(alpha, res, cores):
         fields = {k: v for k, v in op.items() if not isinstance(v, native.ffi.CData)}
         fields["has_expand"] = op.get("w", null) != null
         fields["has_stem"] = op.get("stem_w", null) not in (null, None)
+        fields["y_addr"] = int(native.ffi.cast("uintptr_t", op["y"]))
         ops.append(fields)
     return ops, rows
 
@@ -135,6 +189,8 @@ def main(argv=None):
     parser.add_argument("--threads", default="2,4,8,16")
     parser.add_argument("--cores", type=int, default=None, help="build the plan as on this many cores")
     parser.add_argument("--stages", action="store_true", help="the stages that lose most, at the most threads")
+    parser.add_argument("--lines", action="store_true",
+                        help="the cache lines a run writes that another thread wrote last")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     try:
@@ -159,7 +215,8 @@ def main(argv=None):
     print(f"# {datetime.now(timezone.utc).isoformat(timespec='seconds')}  {cpu_model()}; plan as on "
           f"{cores} cores with this machine's caches (L1d {machine.L1D // 1024} KB, L2 {machine.L2 // 1024} KB); "
           f"batch 1; a model of the schedule (MACs), not a timing")
-    print(f"{'variant':9s} {'threads':>7s} {'stages':>6s} {'even MMAC':>10s} {'busiest MMAC':>13s} {'efficiency':>10s}")
+    print(f"{'variant':9s} {'threads':>7s} {'stages':>6s} {'even MMAC':>10s} {'busiest MMAC':>13s} {'efficiency':>10s}"
+          + (f" {'lines written':>13s} {'taken over':>10s}" if args.lines else ""))
     report = dict(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), cpu=cpu_model(),
                   commit=git_commit(), cores=cores, l1d=machine.L1D, l2=machine.L2, variants={})
     for alpha, res in variants:
@@ -167,8 +224,12 @@ def main(argv=None):
         ops, rows = plan_of(alpha, res, cores)
         results = [model(ops, rows, t, panel_chunks) for t in threads]
         for r in results:
+            if args.lines:
+                r.update(lines_taken_over(ops, rows, r["threads"], panel_chunks))
             print(f"{name:9s} {r['threads']:7d} {len(r['stages']):6d} {r['even_macs'] / 1e6:10.2f} "
-                  f"{r['busiest_macs'] / 1e6:13.2f} {r['efficiency']:10.3f}")
+                  f"{r['busiest_macs'] / 1e6:13.2f} {r['efficiency']:10.3f}"
+                  + (f" {r['lines_written']:13d} {r['lines_taken_over'] / r['lines_written']:10.1%}"
+                     if args.lines else ""))
         if args.stages:
             top = results[-1]
             worst = sorted(top["stages"], key=lambda s: s["even_macs"] - s["busiest_macs"])[:6]

@@ -451,8 +451,46 @@ class Unsupported(Exception):
     """The graph has a layer the C kernels do not cover; the NumPy layers run it instead."""
 
 
+def _first_half(shape):
+    """Floats of a tensor of ``shape`` before the point where two threads split it: the first of
+    two groups' images (an even batch), or the first half of one image's pixels (csrc/plan.c:
+    row and pixel splits both cut there where the rows are even); half the floats otherwise."""
+    n, size = shape[0], int(np.prod(shape))
+    if n > 1 and n % 2 == 0:
+        return n // 2 * (size // n)
+    if n == 1 and len(shape) == 4:
+        return shape[1] * shape[2] // 2 * shape[3]
+    return size // 2
+
+
+class _Buffer:
+    """One arena buffer: ``lo`` floats before its middle and ``hi`` after it.  Each tensor placed
+    in it puts the point where two threads split it (_first_half) at the middle (to within a
+    cache line: its start stays 64-byte aligned), so the first thread's share of every tensor the
+    buffer ever holds lies below the middle and the second's above (with more threads, the middle
+    boundary of an even count): a thread writes the lines it wrote itself in the ops before, not
+    lines the other thread's cache holds.  Where the two threads run on cores that share no cache
+    (a virtual machine's vCPUs on two dies of the host), each line taken over from the other core
+    costs some 300 ns: with tensors from the buffer's start, 2 threads took 1.04-1.05x longer on
+    a batch of 8 across dies than on one die (1.0_224, 1.4_224), now the same (benchmarks/
+    README.md).  Split by output panels (the 7x7 layers, Conv_1, the head), a tensor's shares
+    interleave and still share lines."""
+
+    def __init__(self, lo, hi):
+        self.lo = -(-lo // (ALIGN // 4)) * (ALIGN // 4)
+        self.hi = hi
+        self.data = aligned_empty(self.lo + hi)
+
+    def fits(self, size, half):
+        return self.lo >= half and self.hi >= size - half
+
+    def view(self, shape, size, half):
+        start = (self.lo - half) // (ALIGN // 4) * (ALIGN // 4)
+        return self.data[start:start + size].reshape(shape)
+
+
 class _Buffers:
-    """Flat float32 arrays handed out and taken back by liveness, at plan-build time.
+    """Arena buffers (_Buffer) handed out and taken back by liveness, at plan-build time.
 
     One take per op.  A buffer given back is not handed out again for QUARANTINE more ops, so an
     op's output never lands on memory that the ops just before it read or wrote: then the threads
@@ -468,15 +506,15 @@ class _Buffers:
 
     def take(self, shape):
         self.clock += 1
-        size = int(np.prod(shape))
-        fits = [(b, t) for b, t in self.free if b.size >= size and t + self.QUARANTINE <= self.clock]
+        size, half = int(np.prod(shape)), _first_half(shape)
+        fits = [(b, t) for b, t in self.free if b.fits(size, half) and t + self.QUARANTINE <= self.clock]
         if fits:
-            buf = min(fits, key=lambda bt: bt[0].size)[0]
+            buf = min(fits, key=lambda bt: bt[0].data.size)[0]
             self.free = [(b, t) for b, t in self.free if b is not buf]
         else:
-            buf = aligned_empty(size)
-            self.nbytes += buf.nbytes
-        return buf, buf[:size].reshape(shape)
+            buf = _Buffer(half, size - half)
+            self.nbytes += buf.data.nbytes
+        return buf, buf.view(shape, size, half)
 
     def give(self, buf):
         self.free.append((buf, self.clock))

@@ -626,6 +626,38 @@ def test_balance_script_models_the_real_plan(tmp_path, capsys):
     assert "not a timing" in out and "busiest share" in out
 
 
+def test_balance_lines_taken_over_worked_by_hand():
+    """Two ops on one buffer, 2 threads: A splits 4 rows of 16 channels (a line a row: thread 0
+    lines 0-1, thread 1 lines 2-3), B 2 pixels of 64 channels (4 lines a pixel: 0-3 and 4-7).  Over
+    the second run thread 1 takes lines 2-3 back from thread 0 in A, thread 0 takes them in B: 4 of
+    12.  A 1-pixel op of 32 channels split by panels: one line each, nothing taken over."""
+    balance = _benchmarks_script("balance")
+    a = dict(y_addr=0, split_rows=4, n=1, oh=4, ow=1, c=16, cout=16)
+    b = dict(y_addr=0, split_pixels=1, split_rows=2, n=1, oh=2, ow=1, c=64, cout=64)
+    assert balance.op_writes(a, "pointwise", 2, None) == [(0, 0, 128), (1, 128, 256)]
+    assert balance.op_writes(b, "depthwise", 2, None) == [(0, 0, 256), (1, 256, 512)]
+    kinds = [dict(kind="pointwise"), dict(kind="depthwise")]
+    assert balance.lines_taken_over([a, b], kinds, 2, None) == dict(lines_written=12, lines_taken_over=4)
+    assert balance.lines_taken_over([a, b], kinds, 1, None) == dict(lines_written=12, lines_taken_over=0)
+    panels = dict(y_addr=0, split_panels=1, n=1, oh=1, ow=1, c=8, cout=32)
+    assert balance.op_writes(panels, "pointwise", 2, None) == [(0, 0, 64), (1, 64, 128)]
+    assert balance.lines_taken_over([panels], [dict(kind="pointwise")], 2, None)["lines_taken_over"] == 0
+
+
+def test_balance_lines_of_the_real_plan_stay_with_their_thread(tmp_path):
+    """The arena puts each tensor's 2-thread split at its buffer's middle (mobilenetv2/plan.py's
+    _Buffer): in 0.35_96's plan at 2 threads at most 10 % of the lines a run writes were written
+    last by the other thread (a third with every tensor at its buffer's start), none at 1."""
+    if not native.available():
+        pytest.skip("needs the C extension (the script reads the C plan)")
+    out_json = tmp_path / "b.json"
+    assert _benchmarks_script("balance").main(["--variants", "0.35_96", "--threads", "1,2", "--lines",
+                                               "--json", str(out_json)]) == 0
+    one, two = json.loads(out_json.read_text())["variants"]["0.35_96"]
+    assert one["lines_taken_over"] == 0 and one["lines_written"] == two["lines_written"] > 10_000
+    assert 0 < two["lines_taken_over"] <= 0.10 * two["lines_written"]
+
+
 def test_plan_ab_script_times_two_plans_with_the_same_bits(tmp_path, capsys):
     """benchmarks/plan_ab.py with every pointwise weight taken as too big for L2: B splits more
     pointwise convs by panels than A, gives A's bits (the kernels fix the order of operations),

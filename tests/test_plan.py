@@ -382,6 +382,56 @@ def test_any_thread_count_on_any_shape_and_core_count_gives_one_thread_s_bits(mo
     check()
 
 
+@pytest.mark.parametrize("alpha,shape,batch", [
+    (0.35, (96, 96, 3), 1), (0.35, (96, 96, 3), 8), (1.0, (64, 64, 3), 2), (0.5, (97, 113, 3), 1)])
+def test_arena_puts_every_tensors_two_thread_split_at_its_buffers_middle(monkeypatch, alpha, shape, batch):
+    """Where two threads (or two groups of threads) split an op's output, the first float of the
+    second share lies in the cache line that ends at the middle of the arena buffer holding it,
+    for every tensor the buffer holds: so each thread writes the same lines op after op, never
+    lines the other thread wrote last.  The split is the C plan's (csrc/plan.c), worked out here
+    from the op: half the images of an even batch, else half the pixels (split_pixels) or half the
+    rows (split_rows; an odd row count is placed by pixels, so those ops are not checked)."""
+    from mobilenetv2 import plan as P
+    made = []
+    take = P._Buffers.take
+
+    def recording(self, shp):
+        buf, view = take(self, shp)
+        if all(b is not buf for b in made):
+            made.append(buf)
+        return buf, view
+
+    monkeypatch.setattr(P._Buffers, "take", recording)
+    model = MobileNetV2(shape, alpha=alpha, weights=None, threads=2)
+    x = rand(batch, *shape)
+    plan = model._plan(x)
+    middles = [(b.data.ctypes.data, b.data.ctypes.data + b.data.nbytes, b.data.ctypes.data + 4 * b.lo) for b in made]
+    checked = 0
+    for op in plan.ops:
+        if op.get("split_panels") or op.get("batch_rows") or not op.get("split_rows"):
+            continue
+        n, oh, ow = op["n"], op["oh"], op["ow"]
+        channels = op.get("cout") or op["c"]
+        if n % 2 == 0:
+            first = n // 2 * oh * ow * channels
+        elif n > 1:
+            continue  # an odd batch: every image's rows split, no one point
+        elif op.get("split_pixels"):
+            first = oh * ow // 2 * channels
+        elif op["split_rows"] % 2 == 0:
+            first = op["split_rows"] // 2 * ow * channels
+        else:
+            continue
+        y = int(native.ffi.cast("uintptr_t", op["y"]))
+        (middle,) = [m for lo, hi, m in middles if lo <= y < hi]
+        assert -64 < y + 4 * first - middle <= 0, (op["kind"], n, oh, ow, channels)
+        checked += 1
+    assert checked >= 15
+    want = model.predict(x)
+    model.threads = 1
+    np.testing.assert_array_equal(model.predict(x), want)
+
+
 @pytest.mark.parametrize("np_,pixels,threads,chunks", [
     (10, 49, 8, 4),    # a 7x7 project of 160 channels: 2 panels against 1.25 a thread; 40 cells, 5 each
     (20, 49, 8, 2),    # 320 channels: 3 panels against 2.5; 40 cells, 5 each
