@@ -210,7 +210,8 @@ def steal_share(before, after):
 def ahead_summary(rows):
     """One line on the C engine against its best float32 peer over ``rows`` (the bench's result
     rows): in how many rows it is ahead, the range of its ratios, and how many of the rows behind
-    lie in flagged blocks (cores apart, or steal past STEAL_FLAG); None where no C row has a peer."""
+    are flagged (their threads' cores apart around their block or one of their own measurements, or
+    steal past STEAL_FLAG in their block); None where no C row has a peer."""
     c = [r for r in rows if r["engine"] == "c" and r.get("speedup_vs_best_peer")]
     if not c:
         return None
@@ -220,8 +221,8 @@ def ahead_summary(rows):
     line = (f"C vs the best float32 peer: ahead in {len(c) - len(behind)} of {len(c)} rows "
             f"({min(ratios):.2f}x-{max(ratios):.2f}x)")
     if behind:
-        line += f"; {len(flagged)} of the {len(behind)} behind in flagged blocks" if flagged else \
-            f"; none of the {len(behind)} behind in a flagged block"
+        line += f"; {len(flagged)} of the {len(behind)} behind flagged (cores apart or CPU time stolen)" \
+            if flagged else f"; none of the {len(behind)} behind flagged"
     return line
 
 
@@ -730,6 +731,7 @@ def main(argv=None):
                            for threads in (args.threads if engine != "numpy" else [0])]
                 times = {config: [] for config in configs}
                 by_round = {config: {} for config in configs}
+                trips_by_round = {config: {} for config in configs}  # around each measurement
                 rss = {config: 0.0 for config in configs}
                 info = {config: ({}, None) for config in configs}
                 expected = reference_output(alpha, res, batch)
@@ -747,6 +749,7 @@ def main(argv=None):
                         share = runs * (r + 1) // args.rounds - runs * r // args.rounds
                         if share == 0:
                             continue
+                        trips_before = round_trips()  # the host may move our vCPUs inside a block
                         try:
                             with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
                                 got = pool.submit(_measure, name, alpha, res, batch, engine, threads, share,
@@ -754,6 +757,7 @@ def main(argv=None):
                                                   args.hide_avx512, expected).result()
                         except Exception as exc:  # one engine failing on one variant: the run goes on
                             got = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+                        trips_by_round[engine, threads][r] = {"before": trips_before, "after": round_trips()}
                         if isinstance(got, str):  # not installed (every variant), or this variant's failure
                             one = got.startswith(("mismatch", "failed"))
                             skipped[(engine, name, batch) if one else engine] = got
@@ -786,6 +790,8 @@ def main(argv=None):
                                  gflops=flops * batch / stats["median_ms"] / 1e6,
                                  peak_rss_mb=rss[engine, threads],
                                  core_round_trip_ns={"before": trips, "after": trips_after},
+                                 core_round_trip_ns_by_round=[trips_by_round[engine, threads].get(k)
+                                                              for k in range(args.rounds)],
                                  steal_share=stolen)
                     # of what this CPU's cores the row may use could do at the FMA peak (None for
                     # the NumPy engine, whose BLAS picks its own threads)
@@ -819,14 +825,27 @@ def main(argv=None):
     # blocks whose threads' cores moved apart (or were apart): their multi-thread rows, every engine's
     lowest = {}
     for trips in [header["core_round_trip_ns"]["start"], header["core_round_trip_ns"]["end"]] + \
-            [r["core_round_trip_ns"][k] for r in rows for k in ("before", "after")]:
+            [r["core_round_trip_ns"][k] for r in rows for k in ("before", "after")] + \
+            [t[k] for r in rows for t in r["core_round_trip_ns_by_round"] if t for k in ("before", "after")]:
         for pair, ns in trips.items():
             if ns:
                 lowest[pair] = min(ns, lowest.get(pair, ns))
     flagged = set()
     for r in rows:
         apart = cores_apart(r["core_round_trip_ns"]["before"], r["core_round_trip_ns"]["after"], lowest)
-        r["cores_apart"] = bool(apart)
+        # the row's own measurements: the placement can move and come back within a block
+        own = {k: cores_apart(t["before"], t["after"], lowest)
+               for k, t in enumerate(r["core_round_trip_ns_by_round"]) if t}
+        r["rounds_cores_apart"] = [k for k, a in own.items() if a]
+        r["cores_apart"] = bool(apart) or bool(r["rounds_cores_apart"])
+        if not apart and r["rounds_cores_apart"]:
+            k = r["rounds_cores_apart"][0]
+            print(f"# {r['variant']} batch {r['batch']}, {r['engine']} at {r['threads']} threads: the cache-line "
+                  "round trip between CPUs " +
+                  ", ".join(f"{pair} went {b:.0f} -> {a:.0f} ns" for pair, (b, a, low) in own[k].items()) +
+                  f" around its measurement in round {k + 1} (lowest of the run "
+                  f"{min(low for b, a, low in own[k].values()):.0f}), though not around the block: the row ran "
+                  "on cores apart for part of the time (JSON: rounds_cores_apart)")
         if apart and (r["variant"], r["batch"]) not in flagged:
             flagged.add((r["variant"], r["batch"]))
             print(f"# {r['variant']} batch {r['batch']}: the cache-line round trip between CPUs " +
