@@ -830,22 +830,21 @@ def main(argv=None):
         for pair, ns in trips.items():
             if ns:
                 lowest[pair] = min(ns, lowest.get(pair, ns))
-    flagged = set()
+    flagged, moved = set(), {}
     for r in rows:
         apart = cores_apart(r["core_round_trip_ns"]["before"], r["core_round_trip_ns"]["after"], lowest)
-        # the row's own measurements: the placement can move and come back within a block
+        # the row's own measurements: the placement can move and come back within a block; only
+        # rows of more than one thread (NumPy's BLAS threads included) slow down for it
         own = {k: cores_apart(t["before"], t["after"], lowest)
                for k, t in enumerate(r["core_round_trip_ns_by_round"]) if t}
         r["rounds_cores_apart"] = [k for k, a in own.items() if a]
-        r["cores_apart"] = bool(apart) or bool(r["rounds_cores_apart"])
-        if not apart and r["rounds_cores_apart"]:
-            k = r["rounds_cores_apart"][0]
-            print(f"# {r['variant']} batch {r['batch']}, {r['engine']} at {r['threads']} threads: the cache-line "
-                  "round trip between CPUs " +
-                  ", ".join(f"{pair} went {b:.0f} -> {a:.0f} ns" for pair, (b, a, low) in own[k].items()) +
-                  f" around its measurement in round {k + 1} (lowest of the run "
-                  f"{min(low for b, a, low in own[k].values()):.0f}), though not around the block: the row ran "
-                  "on cores apart for part of the time (JSON: rounds_cores_apart)")
+        many = r["threads"] == "BLAS" or r["threads"] > 1
+        r["cores_apart"] = bool(apart) or (many and bool(r["rounds_cores_apart"]))
+        if not apart and many and r["rounds_cores_apart"]:
+            moved.setdefault((r["variant"], r["batch"]), []).append(
+                f"{r['engine']} {r['threads']}{'T' if r['threads'] != 'BLAS' else ''} " + ", ".join(
+                    f"round {k + 1} (" + ", ".join(f"{pair} {b:.0f} -> {a:.0f} ns" for pair, (b, a, low) in own[k].items())
+                    + ")" for k in r["rounds_cores_apart"]))
         if apart and (r["variant"], r["batch"]) not in flagged:
             flagged.add((r["variant"], r["batch"]))
             print(f"# {r['variant']} batch {r['batch']}: the cache-line round trip between CPUs " +
@@ -854,6 +853,11 @@ def main(argv=None):
                   ": its multi-thread rows ran on cores apart for part of the time (the C engine's are 1.2-1.6x "
                   "slower so on a 2-vCPU Zen 4 guest) "
                   "(JSON: cores_apart; benchmarks/cross_die.py)")
+    for (variant, batch), which in moved.items():
+        print(f"# {variant} batch {batch}: the cache-line round trip went past twice the run's lowest around "
+              f"these multi-thread rows' own measurements, though not around the block: {'; '.join(which)} "
+              f"(lowest {', '.join(f'{pair} {ns:.0f} ns' for pair, ns in lowest.items())}): they ran on cores apart "
+              "for part of the time (JSON: rounds_cores_apart)")
     stolen = {(r["variant"], r["batch"]): r["steal_share"] for r in rows if (r["steal_share"] or 0) > STEAL_FLAG}
     for (variant, batch), share in stolen.items():
         print(f"# {variant} batch {batch}: the host ran other work on our CPUs for {100 * share:.0f} % of their "

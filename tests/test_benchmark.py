@@ -134,10 +134,10 @@ def test_a_row_whose_own_measurement_saw_the_cores_apart_is_flagged(tmp_path, ca
     assert main(["--variants", "0.35_96", "--runs", "2", "--warmup", "1", "--engines", "numpy",
                  "--numpy-runs", "1", "--warmup-seconds", "0", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert ("# 0.35_96 batch 1, numpy at BLAS threads: the cache-line round trip between CPUs 0-1 went "
-            "330 -> 55 ns around its measurement in round 3 (lowest of the run 50), though not around the block"
-            ) in printed
-    assert "# 0.35_96 batch 1: the cache-line" not in printed
+    assert ("# 0.35_96 batch 1: the cache-line round trip went past twice the run's lowest around these "
+            "multi-thread rows' own measurements, though not around the block: numpy BLAS round 3 "
+            "(0-1 330 -> 55 ns) (lowest 0-1 50 ns)") in printed
+    assert "# 0.35_96 batch 1: the cache-line round trip between" not in printed
     (row,) = json.loads(out.read_text())["results"]
     assert row["cores_apart"] is True and row["rounds_cores_apart"] == [2]
 
