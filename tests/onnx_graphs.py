@@ -302,13 +302,15 @@ def our_exports(model, folder, name):
 
 
 
-def with_input_resize(path, out, hw, mode="linear", before=None, after=None, by="scales", at="input"):
+def with_input_resize(path, out, hw, mode="linear", before=None, after=None, by="scales", at="input", roi=None):
     """An ``export_onnx`` file (NHWC input, a Transpose to NCHW, the stem conv) taking ``hw``
     images that it resizes itself to the size the export took (an ONNX Resize, ``mode``, given
     ``by`` scales or sizes: sizes need the export's static batch), with per-channel maps (a, b)
     x -> a * x + b ``before`` the resize (on the NHWC input) and ``after`` it (on the NCHW
     tensor).  ``at="stem"``: a Resize to the same size (an identity) reads the stem's ReLU6
-    instead, a layer of the graph's, the input left as it is."""
+    instead, a layer of the graph's, the input left as it is.  ``roi``: a crop, the Resize's
+    coordinate_transformation_mode tf_crop_and_resize with that region of interest (NCHW starts,
+    then ends, normalized; with ``by="sizes"``), extrapolating 0 past the image."""
     m = onnx.load(str(path))
     g = m.graph
     dims = g.input[0].type.tensor_type.shape.dim
@@ -336,7 +338,11 @@ def with_input_resize(path, out, hw, mode="linear", before=None, after=None, by=
         w = next(numpy_helper.to_array(t) for t in g.initializer if t.name == conv.input[1])
         ins = [src, "", "", const(f"{at}_resize_sizes", [dims[0].dim_value, 3 if at == "input" else w.shape[0]] + size,
                                   np.int64)]
-    added = [helper.make_node("Resize", ins, [f"{at}_resized"], name=f"/{at}/Resize", mode=mode)]
+    crop = {}
+    if roi is not None:
+        ins[1] = const(f"{at}_resize_roi", roi)
+        crop = dict(coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=0.0)
+    added = [helper.make_node("Resize", ins, [f"{at}_resized"], name=f"/{at}/Resize", mode=mode, **crop)]
     if after is not None:
         added += affine(f"{at}_resized", after, (1, -1, 1, 1), "post")
     for r in readers:

@@ -95,6 +95,29 @@ def test_mean_scale_on_both_sides_of_the_resize(exports, tmp_path):
     assert d["evidence"][0]["detail"]["offset"] == pytest.approx((127.5 - MEAN) / STD, rel=1e-5)
 
 
+@pytest.mark.parametrize("roi", [[0, 0, 0.1, 0.05, 1, 1, 0.9, 1.0],      # a crop inside the image
+                                 [0, 0, -0.1, -0.1, 1, 1, 1.1, 1.1]])    # past it: extrapolated pixels
+def test_a_crop_and_resize_with_maps_on_both_sides(exports, tmp_path, roi):
+    """An ONNX Resize in tf_crop_and_resize mode, with a map to [0, 255] before it and back after it:
+    where its region of interest reaches past the image it writes its extrapolation value (0, in
+    the mapped domain), which is no weighted sum of the input.  The reference still starts from
+    OTHER's resized tensor with the map before undone on it, extrapolated pixels included, and the
+    whole map then gives exactly OTHER's tensor after the resize: every layer agrees, inside the
+    image or past it; a wrong map after the resize is still the preprocessing."""
+    path = with_input_resize(exports["sizes"], tmp_path / "crop.onnx", (128, 128), by="sizes", before=TO_PIXELS,
+                             after=FROM_PIXELS, roi=roi)
+    report = compare(path, random=2, seed=3)
+    assert report["agrees"] and report["diagnosis"] is None, format_table(report)
+    assert len(report["layers"]) > 50 and all(r["agrees"] for r in report["layers"])
+    assert "its mean/scale ahead of the resize undone on it" in report["input"]["source"]
+    wrong = with_input_resize(exports["sizes"], tmp_path / "wrong.onnx", (128, 128), by="sizes", before=TO_PIXELS,
+                              after=(1 / STD, -MEAN / STD), roi=roi)
+    report = compare(wrong, random=1)
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"], d["after_fix"]["agrees"]) == \
+        ("bn_Conv1", "preprocessing", True), format_table(report)
+
+
 def test_mean_scale_on_both_sides_of_a_pre_post_processor_resize(exports):
     """The same in an OpenVINO model: a PrePostProcessor's mean/scale to [0, 255] before its resize
     and back to [-1, 1] after it agree (the reader used to take the one after alone)."""
