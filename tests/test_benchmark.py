@@ -103,20 +103,24 @@ def test_cores_apart_flags_a_block_whose_round_trip_rose_past_twice_the_runs_low
     assert cores_apart({}, {}, {}) == {}  # one CPU: no pairs
 
 
-def test_a_block_whose_cores_moved_apart_is_flagged_in_the_table_and_json(tmp_path, capsys, monkeypatch):
+def _bench_with_round_trips(tmp_path, capsys, monkeypatch, readings):
+    """A one-measurement bench (NumPy, round 3 of 3) whose round_trips() read ``readings`` (ns
+    between CPUs 0 and 1): the run's start, the block's before, the measurement's before and
+    after, the block's after, the run's end.  (what it printed, its JSON)"""
     from mobilenetv2 import benchmark
-    # the run's start, the block's before, the one measurement's (round 3 of 3) before and after,
-    # the block's after, the run's end
-    measured = iter([{"0-1": 50.0}, {"0-1": 50.0}, {"0-1": 60.0}, {"0-1": 60.0}, {"0-1": 400.0}, {"0-1": 55.0}])
+    measured = iter([{"0-1": ns} for ns in readings])
     monkeypatch.setattr(benchmark, "round_trips", lambda: next(measured))
     out = tmp_path / "b.json"
     assert main(["--variants", "0.35_96", "--runs", "2", "--warmup", "1", "--engines", "numpy",
                  "--numpy-runs", "1", "--warmup-seconds", "0", "--json", str(out)]) == 0
-    printed = capsys.readouterr().out
+    return capsys.readouterr().out, json.loads(out.read_text())
+
+
+def test_a_block_whose_cores_moved_apart_is_flagged_in_the_table_and_json(tmp_path, capsys, monkeypatch):
+    printed, data = _bench_with_round_trips(tmp_path, capsys, monkeypatch, [50.0, 50.0, 60.0, 60.0, 400.0, 55.0])
     assert "# 0.35_96 batch 1: the cache-line round trip between CPUs 0-1 went 50 -> 400 ns (lowest of the run 50)" \
         in printed
-    assert "around its measurement" not in printed
-    data = json.loads(out.read_text())
+    assert "own measurements" not in printed
     assert [r["cores_apart"] for r in data["results"]] == [True]
     assert [r["rounds_cores_apart"] for r in data["results"]] == [[]]
     assert data["results"][0]["core_round_trip_ns_by_round"] == [None, None, {"before": {"0-1": 60.0},
@@ -127,18 +131,12 @@ def test_a_block_whose_cores_moved_apart_is_flagged_in_the_table_and_json(tmp_pa
 def test_a_row_whose_own_measurement_saw_the_cores_apart_is_flagged(tmp_path, capsys, monkeypatch):
     """The host can move the vCPUs apart and back inside a block: the round trip around each
     measurement flags the row though the block's before and after look alike."""
-    from mobilenetv2 import benchmark
-    measured = iter([{"0-1": 50.0}, {"0-1": 52.0}, {"0-1": 330.0}, {"0-1": 55.0}, {"0-1": 51.0}, {"0-1": 53.0}])
-    monkeypatch.setattr(benchmark, "round_trips", lambda: next(measured))
-    out = tmp_path / "b.json"
-    assert main(["--variants", "0.35_96", "--runs", "2", "--warmup", "1", "--engines", "numpy",
-                 "--numpy-runs", "1", "--warmup-seconds", "0", "--json", str(out)]) == 0
-    printed = capsys.readouterr().out
+    printed, data = _bench_with_round_trips(tmp_path, capsys, monkeypatch, [50.0, 52.0, 330.0, 55.0, 51.0, 53.0])
     assert ("# 0.35_96 batch 1: the cache-line round trip went past twice the run's lowest around these "
             "multi-thread rows' own measurements, though not around the block: numpy BLAS round 3 "
             "(0-1 330 -> 55 ns) (lowest 0-1 50 ns)") in printed
     assert "# 0.35_96 batch 1: the cache-line round trip between" not in printed
-    (row,) = json.loads(out.read_text())["results"]
+    (row,) = data["results"]
     assert row["cores_apart"] is True and row["rounds_cores_apart"] == [2]
 
 
