@@ -14,8 +14,15 @@ Prints the median ms per variant and thread count for each placement and writes 
 ``--other DIR`` (a built checkout of another commit) times DIR too in each block, right after
 this checkout (the order alternating from block to block), for an A/B that both placements see.
 
+``--from-bench FILE`` times nothing: it reads a ``mobilenetv2 bench`` JSON, whose every row keeps
+each round's median and the round trip measured before and after that round's measurement
+(``round_medians_ms``, ``core_round_trip_ns_by_round``), sorts the rounds of every multi-thread
+row the same way, and prints each engine's median on one die and across dies: whether the peers
+pay what the C engine pays.
+
     python benchmarks/cross_die.py [--variants 0.35_96,0.5_160] [--threads 2] [--batch 1]
                                    [--blocks 20] [--runs 300] [--other DIR] [--json FILE]
+    python benchmarks/cross_die.py --from-bench bench.json
 """
 import argparse
 import json
@@ -47,6 +54,49 @@ def child(root, variants, threads, batch, runs):
             for name, alpha, res in variants for t in threads}
 
 
+def from_bench(report, near_ns=150.0, far_ns=200.0):
+    """Per multi-thread row of a bench JSON (``report``): the median of its rounds' medians whose
+    measurement had the round trip between the first CPU pair under ``near_ns`` before and after
+    (one die), and over ``far_ns`` both times (across dies), with how many rounds each."""
+    out = []
+    for r in report["results"]:
+        if not isinstance(r.get("threads"), int) or r["threads"] < 2:
+            continue
+        near, far = [], []
+        for ms, trips in zip(r.get("round_medians_ms") or [], r.get("core_round_trip_ns_by_round") or []):
+            if ms is None or not trips:
+                continue
+            pair = next(iter(trips["before"]), None)
+            b, a = trips["before"].get(pair), trips["after"].get(pair)
+            if b is None or a is None:
+                continue
+            if max(b, a) < near_ns:
+                near.append(ms)
+            elif min(b, a) > far_ns:
+                far.append(ms)
+        out.append({"variant": r["variant"], "batch": r["batch"], "threads": r["threads"], "engine": r["engine"],
+                    "near_ms": float(np.median(near)) if near else None, "near_rounds": len(near),
+                    "far_ms": float(np.median(far)) if far else None, "far_rounds": len(far)})
+    return out
+
+
+def print_from_bench(path, near_ns, far_ns):
+    report = json.loads(Path(path).read_text())
+    rows = from_bench(report, near_ns, far_ns)
+    run = report.get("run", {})
+    print(f"# {path}: {run.get('cpu')}, {run.get('date')}; each multi-thread row's rounds by the round trip "
+          f"around their own measurement (one die: both under {near_ns:.0f} ns, across: both over {far_ns:.0f})")
+    line = "{:<10} {:>5} {:>4} {:<10} {:>14} {:>14} {:>10}"
+    print(line.format("variant", "batch", "thr", "engine", "one die (n)", "across (n)", "across/one"))
+    for r in rows:
+        near, far = r["near_ms"], r["far_ms"]
+        print(line.format(r["variant"], r["batch"], r["threads"], r["engine"],
+                          f"{near:.3f} ({r['near_rounds']})" if near else f"- ({r['near_rounds']})",
+                          f"{far:.3f} ({r['far_rounds']})" if far else f"- ({r['far_rounds']})",
+                          f"{far / near:.2f}x" if near and far else "-"))
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variants", default="0.35_96,0.5_160")
@@ -58,7 +108,15 @@ def main():
     p.add_argument("--far-ns", type=float, default=200.0, help="round trips over this: across dies")
     p.add_argument("--other", help="a built checkout of another commit, timed in the same blocks")
     p.add_argument("--json", default="cross_die.json")
+    p.add_argument("--from-bench", metavar="FILE", help="read a bench JSON's rounds instead of timing")
     args = p.parse_args()
+    if args.from_bench:
+        try:
+            print_from_bench(args.from_bench, args.near_ns, args.far_ns)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise SystemExit(f"cross_die.py: {args.from_bench!r} is no bench JSON with round trips per round: "
+                             f"{type(e).__name__}: {e}")
+        return
     if not native.available():
         raise SystemExit(f"cross_die.py times the C engine, which is not built: {native.missing_reason()}")
     pairs = core_pairs()

@@ -145,7 +145,8 @@ def core_round_trip_ns(a, b, rounds=ROUND_TRIP_ROUNDS):
     waited a second for the other.  This is what the C engine's threads pay each time they meet (25-30
     times a run): some 60 ns between cores that share a cache, over 300 where the two vCPUs of a
     virtual machine sit on different dies of the host (AMD EPYC Zen 4, 2026-12-06), which slows
-    the C engine's multi-thread rows of one image 1.1-1.6x (benchmarks/README.md)."""
+    the C engine's multi-thread rows of one image 1.1-1.8x and the peers' 1.2-2.1x
+    (benchmarks/README.md)."""
     if not native.available() or not hasattr(os, "sched_getaffinity"):
         return None
     allowed = os.sched_getaffinity(0)
@@ -850,8 +851,8 @@ def main(argv=None):
             print(f"# {r['variant']} batch {r['batch']}: the cache-line round trip between CPUs " +
                   ", ".join(f"{pair} went {b:.0f} -> {a:.0f} ns (lowest of the run {low:.0f})"
                             for pair, (b, a, low) in apart.items()) +
-                  ": its multi-thread rows ran on cores apart for part of the time (the C engine's of one image are "
-                  "1.1-1.6x slower so on a 2-vCPU Zen 4 guest) "
+                  ": its multi-thread rows ran on cores apart for part of the time (every engine's are slower so: on a "
+                  "2-vCPU Zen 4 guest the C engine's of one image 1.1-1.8x, the peers' 1.2-2.1x) "
                   "(JSON: cores_apart; benchmarks/cross_die.py)")
     for (variant, batch), which in moved.items():
         print(f"# {variant} batch {batch}: the cache-line round trip went past twice the run's lowest around "

@@ -560,6 +560,42 @@ def _benchmarks_script(name):
     return _script(name)
 
 
+def test_cross_die_reads_a_bench_json_s_rounds_by_their_own_round_trips(tmp_path, capsys, monkeypatch):
+    """cross_die.py --from-bench: each multi-thread row's rounds sorted by the round trip measured
+    before and after that round's own measurement (one die: both under 150 ns; across: both over
+    200; one that moved, one not timed, or one without a reading left out); 1-thread and NumPy
+    rows skipped; a file that is no bench JSON is one line and exit 1."""
+    cross_die = _benchmarks_script("cross_die")
+
+    def trips(b, a):
+        return {"before": {"0-1": b}, "after": {"0-1": a}}
+    rows = [{"variant": "0.35_96", "batch": 1, "threads": 2, "engine": "c",
+             "round_medians_ms": [0.18, 0.29, 0.19, 0.30, 0.25, None],
+             "core_round_trip_ns_by_round": [trips(55, 60), trips(330, 340), trips(58, 57), trips(350, 320),
+                                             trips(60, 330), None]},
+            {"variant": "0.35_96", "batch": 1, "threads": 2, "engine": "litert",
+             "round_medians_ms": [0.24, 0.50], "core_round_trip_ns_by_round": [trips(56, 59), trips(None, 340)]},
+            {"variant": "0.35_96", "batch": 1, "threads": 1, "engine": "c",
+             "round_medians_ms": [0.31], "core_round_trip_ns_by_round": [trips(330, 330)]},
+            {"variant": "0.35_96", "batch": 1, "threads": "BLAS", "engine": "numpy",
+             "round_medians_ms": [5.0], "core_round_trip_ns_by_round": [trips(55, 55)]}]
+    got = cross_die.from_bench({"results": rows})
+    assert got == [{"variant": "0.35_96", "batch": 1, "threads": 2, "engine": "c", "near_ms": pytest.approx(0.185),
+                    "near_rounds": 2, "far_ms": pytest.approx(0.295), "far_rounds": 2},
+                   {"variant": "0.35_96", "batch": 1, "threads": 2, "engine": "litert", "near_ms": 0.24,
+                    "near_rounds": 1, "far_ms": None, "far_rounds": 0}]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"run": {"cpu": "x", "date": "d"}, "results": rows}))
+    monkeypatch.setattr("sys.argv", ["cross_die.py", "--from-bench", str(path)])
+    cross_die.main()
+    out = capsys.readouterr().out
+    assert "1.59x" in out and "0.185 (2)" in out and "- (0)" in out
+    (tmp_path / "bad.json").write_text('{"results": 3}')
+    monkeypatch.setattr("sys.argv", ["cross_die.py", "--from-bench", str(tmp_path / "bad.json")])
+    with pytest.raises(SystemExit, match="is no bench JSON with round trips per round"):
+        cross_die.main()
+
+
 def test_scaling_table_by_hand():
     """Medians over each thread count's processes, speedup over 1 thread, excess over perfect
     scaling us(T) - us(1)/T; the whole plan first, then the ops by their excess at the most threads."""
