@@ -48,6 +48,14 @@ from oversubscribed import _child_times  # noqa: E402
 HERE = Path(__file__).resolve().parent.parent
 
 
+def placement_of(before, after, near_ns, far_ns):
+    """"near" where both round trips (ns, None: not measured) lie under ``near_ns`` (one die),
+    "far" where both lie over ``far_ns`` (across dies), else "moved"."""
+    if before is None or after is None:
+        return "moved"
+    return "near" if max(before, after) < near_ns else "far" if min(before, after) > far_ns else "moved"
+
+
 def child(root, variants, threads, batch, runs):
     """{"VARIANT THREADS": median ms} of the checkout ``root``, each in a fresh process."""
     return {f"{name} {t}": float(np.median(_child_times(root, alpha, res, batch, t, runs, warmup=0.3))) * 1e3
@@ -67,13 +75,8 @@ def from_bench(report, near_ns=150.0, far_ns=200.0):
             if ms is None or not trips:
                 continue
             pair = next(iter(trips["before"]), None)
-            b, a = trips["before"].get(pair), trips["after"].get(pair)
-            if b is None or a is None:
-                continue
-            if max(b, a) < near_ns:
-                near.append(ms)
-            elif min(b, a) > far_ns:
-                far.append(ms)
+            where = placement_of(trips["before"].get(pair), trips["after"].get(pair), near_ns, far_ns)
+            {"near": near, "far": far}.get(where, []).append(ms)
         out.append({"variant": r["variant"], "batch": r["batch"], "threads": r["threads"], "engine": r["engine"],
                     "near_ms": float(np.median(near)) if near else None, "near_rounds": len(near),
                     "far_ms": float(np.median(far)) if far else None, "far_rounds": len(far)})
@@ -137,10 +140,8 @@ def main():
         order = list(roots) if k % 2 == 0 else list(reversed(roots))
         times = {side: child(roots[side], variants, threads, args.batch, args.runs) for side in order}
         after = core_round_trip_ns(a, b)
-        near = before is not None and after is not None and max(before, after) < args.near_ns
-        far = before is not None and after is not None and min(before, after) > args.far_ns
-        blocks.append({"round_trip_ns": [before, after], "placement": "near" if near else "far" if far else "moved",
-                       "ms": times})
+        blocks.append({"round_trip_ns": [before, after],
+                       "placement": placement_of(before, after, args.near_ns, args.far_ns), "ms": times})
         ns = " / ".join(f"{v:.0f}" if v else "?" for v in (before, after))
         print(f"# block {k + 1}/{args.blocks}: round trip {ns} ns ({blocks[-1]['placement']}); "
               + "; ".join(f"{side} " + ", ".join(f"{key}T {ms:.3f}" for key, ms in t.items())
