@@ -95,7 +95,12 @@ struct pool {
     size_t first_cap;
     struct claim *claim;      /* [MAX_UNITS * threads], each share's */
     const struct plan *plan;  /* the run in progress, set under mu before it is published */
-    double *seconds;          /* per-op wall time of a profiled run, written by the caller's thread */
+    /* A profiled run (mnv2_plan_profile; NULL otherwise): busy[t n_ops + i], thread t's time in
+     * its shares of op i, written by t alone; opened[s], when stage s opened (s = n_stages: the
+     * run ended), written by whoever opens it.  Read by the caller once the run is over. */
+    double *seconds;          /* per-op result, [n_ops] */
+    double *busy;
+    double *opened;
     _Alignas(64) atomic_ullong cur; /* TICKET(run, stage) of the open stage; stage END: none */
     atomic_int stage_seq;     /* bumped at a change of cur that a thread asleep may wait for: the
                                  futex word of the waiters */
@@ -584,35 +589,32 @@ static void run_stages(struct pool *p, const struct plan *pl, int t, unsigned lo
 {
     const int T = p->threads, NS = atomic_load_explicit(&p->NS, memory_order_relaxed);
     const int mine = t * NS / T; /* thread t's first share */
-    double *seconds = t == 0 ? p->seconds : NULL;
     for (;;) {
         const unsigned long long ticket = atomic_load(&p->cur);
         if (ticket >> STAGE_BITS != run || (ticket & END) == END || atomic_load(&p->stop))
             return;
         const size_t stage = (size_t)(ticket & END);
-        const double stage_start = seconds ? now() : 0.0;
-        double own = 0.0;
         for (int k = 0; k < NS; k++) {
             const int c = (mine + k) % NS;
             unsigned long long v = atomic_load(&p->claim[c].ticket);
             if (v >= ticket || !atomic_compare_exchange_strong(&p->claim[c].ticket, &v, ticket))
                 continue;
-            /* share c of this stage is ours: the run is not over, the plan is alive */
+            /* share c of this stage is ours: the run is not over, the plan (and a profiled run's
+             * busy and opened) alive */
+            double *busy = p->busy ? p->busy + (size_t)t * pl->n_ops : NULL;
             for (size_t i = p->first[stage]; i < p->first[stage + 1]; i++) {
-                const double start = seconds ? now() : 0.0;
+                const double start = busy ? now() : 0.0;
                 run_share_of_op(p, pl, &pl->ops[i], c, p->workers[t].scratch);
-                if (seconds) {
-                    const double took = now() - start;
-                    seconds[i] += took;
-                    own += took;
-                }
+                if (busy)
+                    busy[i] += now() - start;
             }
-            if (atomic_fetch_add(&p->done, 1) + 1 == NS * (int)(stage + 1))
+            if (atomic_fetch_add(&p->done, 1) + 1 == NS * (int)(stage + 1)) {
+                if (p->opened)
+                    p->opened[stage + 1] = now();
                 open_stage(p, stage + 1 < p->n_stages ? ticket + 1 : TICKET(run, END));
+            }
         }
         wait_stage_change(p, ticket);
-        if (seconds) /* the stage's wall time beyond thread 0's own work: its last op's wait */
-            seconds[p->first[stage + 1] - 1] += now() - stage_start - own;
     }
 }
 
@@ -726,9 +728,6 @@ static int run_locked(const struct plan *pl, struct pool *p)
 {
     if (reserve_scratch(p, pl->scratch_floats) != 0)
         return -1;
-    if (p->seconds)
-        for (size_t i = 0; i < pl->n_ops; i++)
-            p->seconds[i] = 0.0;
     const unsigned long run = p->generation + 1;
     if (p->threads > 1) {
         if (p->first_cap < pl->n_ops + 1) { /* no worker reads it now: the last run is over */
@@ -753,6 +752,8 @@ static int run_locked(const struct plan *pl, struct pool *p)
         p->n_stages = stage_starts(pl, p->G, p->S, p->first);
         /* stage 0 open; a worker still in an earlier run sees the run change and leaves it */
         atomic_store(&p->done, 0);
+        if (p->opened)
+            p->opened[0] = now();
         open_stage(p, TICKET(run, 0));
         pthread_mutex_lock(&p->mu);
         p->plan = pl;
@@ -774,14 +775,51 @@ int mnv2_plan_run(void *plan, void *pool)
     return rc;
 }
 
+/* One run with each op timed into seconds[n_ops].  On one thread, each op's wall time.  On more,
+ * each stage's wall time (from the moment it opened to the moment the next did, whoever opened
+ * them) is shared among its ops by the time all threads spent in each: so the ops sum to the run,
+ * waits and imbalance included, whichever threads ran which shares.  (Timing only the caller's
+ * thread, as before, gave 0 to every op of a stage it took no share of: the whole run, where more
+ * threads than cores ran it while the OS held the caller back.) */
 int mnv2_plan_profile(void *plan, void *pool, double *seconds)
 {
     struct pool *p = pool;
+    const struct plan *pl = plan;
+    const size_t n = pl->n_ops, T = (size_t)p->threads;
+    double *busy = calloc(T * n, sizeof *busy), *opened = calloc(n + 1, sizeof *opened);
+    if (!busy || !opened) {
+        free(busy);
+        free(opened);
+        return -1;
+    }
     pthread_mutex_lock(&p->run_mu);
+    for (size_t i = 0; i < n; i++)
+        seconds[i] = 0.0;
     p->seconds = seconds;
+    p->busy = T > 1 ? busy : NULL;
+    p->opened = T > 1 ? opened : NULL;
     int rc = run_locked(plan, p);
     p->seconds = NULL;
+    p->busy = NULL;
+    p->opened = NULL;
+    if (rc == 0 && T > 1)
+        for (size_t s = 0; s < p->n_stages; s++) {
+            const size_t a = p->first[s], b = p->first[s + 1];
+            double total = 0.0;
+            for (size_t i = a; i < b; i++)
+                for (size_t t = 0; t < T; t++)
+                    total += busy[t * n + i];
+            const double wall = opened[s + 1] - opened[s];
+            for (size_t i = a; i < b; i++) {
+                double op = 0.0;
+                for (size_t t = 0; t < T; t++)
+                    op += busy[t * n + i];
+                seconds[i] = total > 0.0 ? wall * (op / total) : wall / (double)(b - a);
+            }
+        }
     pthread_mutex_unlock(&p->run_mu);
+    free(busy);
+    free(opened);
     return rc;
 }
 

@@ -746,11 +746,14 @@ class Plan:
 
     def _check(self, rc):
         if rc != 0:
-            raise MemoryError(f"no memory for the C threads' scratch (input shape {self.shape})")
+            raise MemoryError(f"no memory for the C threads' scratch or a profile's timings (input shape {self.shape})")
 
     def profile(self, x, pool, runs=30):
         """Per op: its layer, kind, shapes, multiply-accumulates and median wall time over ``runs``
-        runs on ``pool`` (barrier waits included)."""
+        runs on ``pool``.  On more than one thread, each stage's wall time (its ops between two
+        meeting points, waits and imbalance included) is shared among its ops by the time all
+        threads spent in each, so every op gets its part whichever threads ran it, and a run's ops
+        sum to its wall time (csrc/plan.c, mnv2_plan_profile)."""
         self._load(x)
         n_ops = len(self.ops)
         seconds = native.ffi.new("double[]", n_ops)
