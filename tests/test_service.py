@@ -3,6 +3,7 @@ after a multithreaded run, many Python threads on one model."""
 import gc
 import multiprocessing
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -24,6 +25,18 @@ def proc_status():
             key, _, value = line.partition(":")
             fields[key] = value.split()
     return int(fields["VmRSS"][0]) / 1024, int(fields["Threads"][0])
+
+
+def os_threads_within(limit, seconds=5.0):
+    """This process's OS threads once they are at most ``limit``, or after ``seconds`` as they
+    are then.  A pool joins its workers before it is freed, but the kernel's count drops a
+    moment after a join returns (a worker between clearing its thread id and leaving the thread
+    group: seen as 3 against 2 under TSan with the machine's 2 cores busy); workers kept alive
+    would never leave."""
+    deadline = time.monotonic() + seconds
+    while proc_status()[1] > limit and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc_status()[1]
 
 
 def test_many_shapes_keep_memory_and_threads_bounded():
@@ -58,7 +71,7 @@ def test_many_shapes_keep_memory_and_threads_bounded():
     model.clear_cache()
     fresh.clear_cache()
     assert len(model._plans) == 0 and model._pool is None
-    assert proc_status()[1] <= threads0 - 1  # the worker of the model's pool has stopped
+    assert os_threads_within(threads0 - 1) <= threads0 - 1  # the worker of the model's pool has stopped
     i, y = checks[(1, 32, 32, 3)]
     np.testing.assert_array_equal(model(rand(1, 32, 32, 3, seed=i)), y)  # rebuilt on demand
 
@@ -159,7 +172,7 @@ def test_a_dropped_model_frees_its_threads_and_plans_without_the_cycle_collector
             ref = weakref.ref(model)
             del model
             assert ref() is None  # freed by its reference count alone
-            assert proc_status()[1] == base_threads
+            assert os_threads_within(base_threads) == base_threads
     finally:
         if was_enabled:
             gc.enable()
