@@ -802,21 +802,20 @@ int mnv2_plan_profile(void *plan, void *pool, double *seconds)
     p->seconds = NULL;
     p->busy = NULL;
     p->opened = NULL;
-    if (rc == 0 && T > 1)
+    if (rc == 0 && T > 1) {
+        for (size_t i = 0; i < n; i++) /* every thread's time in op i, into busy[i] */
+            for (size_t t = 1; t < T; t++)
+                busy[i] += busy[t * n + i];
         for (size_t s = 0; s < p->n_stages; s++) {
             const size_t a = p->first[s], b = p->first[s + 1];
             double total = 0.0;
             for (size_t i = a; i < b; i++)
-                for (size_t t = 0; t < T; t++)
-                    total += busy[t * n + i];
+                total += busy[i];
             const double wall = opened[s + 1] - opened[s];
-            for (size_t i = a; i < b; i++) {
-                double op = 0.0;
-                for (size_t t = 0; t < T; t++)
-                    op += busy[t * n + i];
-                seconds[i] = total > 0.0 ? wall * (op / total) : wall / (double)(b - a);
-            }
+            for (size_t i = a; i < b; i++)
+                seconds[i] = total > 0.0 ? wall * (busy[i] / total) : wall / (double)(b - a);
         }
+    }
     pthread_mutex_unlock(&p->run_mu);
     free(busy);
     free(opened);
