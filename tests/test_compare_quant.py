@@ -90,6 +90,49 @@ def test_int8_graph_is_precision_at_int8_level(model, clean_export, tmp_path, fm
     assert compare(clean_export, weights=model, batch=x)["agrees"]
 
 
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_int8_graph_with_its_softmax_compares_the_probabilities(tmp_path, fmt):
+    """A model with its softmax, quantized: the probabilities OTHER gives are on a grid of 1/256
+    (uint8 from 0), where the 1,000 small ones all round down and a row sums to about 0.85, not
+    1.  They are still read as a softmax's (the Softmax's Q/DQ pair, or QLinearSoftmax mapped
+    as one) and compared with the reference's probabilities on that grid: precision, agreeing
+    everywhere once applied (read as logits, the predictions diverged by ~6,000 x the floor)."""
+    model = lively_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None), seed=3)
+    path = quantize(export_onnx(model, tmp_path / "softmax.onnx", batch=None), tmp_path / "int8.onnx", fmt)
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert ("QLinearSoftmax" in ops) == (fmt == "QOperator") and ("Softmax" in ops) == (fmt == "QDQ")
+    x = pixels(2, 5)
+    probs = _ort_logits(path, x)
+    assert np.all(probs >= 0) and np.all(np.abs(probs.sum(axis=1) - 1) > 0.05)  # far from 1: the case
+    report = compare(path, weights=model, batch=x)
+    assert report["head"] == "softmax"
+    top = next(r for r in report["layers"] if r["layer"] == "predictions")
+    assert "Softmax" in top["how"]
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("Conv1_relu", "precision", [])
+    assert d["after_fix"]["agrees"] and d["after_fix"]["worst_ratio"] <= report["factor"]
+
+
+def test_probabilities_on_an_integer_grid_are_told_from_logits_and_from_scaled_probabilities():
+    """Hand-made rows: read as a softmax where some probability vector rounds to them on the grid
+    (each value within half a step, a sum of 1 within those bounds), not otherwise."""
+    from mobilenetv2.tools.compare.api import _is_probabilities
+    from mobilenetv2.tools.compare.graph import QParams
+    u8 = QParams.of(np.float32(1 / 256), np.uint8(0), np.uint8)  # QLinearSoftmax's / LiteRT's output grid
+    i8 = QParams.of(np.float32(1 / 256), np.int8(-128), np.int8)
+    uniform = np.zeros((1, 1000))  # 1,000 classes of 0.001 each: every one rounds to 0
+    assert _is_probabilities(uniform, u8) and _is_probabilities(uniform, i8)
+    assert not _is_probabilities(uniform)  # no grid: the sum must be 1
+    four = np.array([[0.5, 0.25, 0.125, 0.125]])
+    assert _is_probabilities(four) and _is_probabilities(four, u8)
+    assert not _is_probabilities(four / 2, u8)  # sums to 0.5: at most 0.5 + 4 half steps = 0.508
+    assert not _is_probabilities(four * 2 - 0.5, u8)  # a negative value: logits
+    assert _is_probabilities(np.array([[255 / 256, 0, 0, 0]]), u8)  # p = (1, 0, 0, 0) clipped to the grid's top
+    assert not _is_probabilities(np.array([[128 / 256, 0, 0, 0]]), u8)
+    # a batch: every row must be one
+    assert not _is_probabilities(np.concatenate([four, four / 2]), u8)
+
+
 def test_int8_weights_in_a_float_graph(model, clean_export, tmp_path):
     """Weights stored as int8 (DequantizeLinear of int8 initializers, per output channel), the
     graph computing in float: precision at int8 level from the graph's own weight grids, and no

@@ -169,14 +169,25 @@ def _rounded_kind(patch):
     return acts if isinstance(acts, str) else patch.detail.get("weights")
 
 
-def _is_probabilities(a):
+def _is_probabilities(a, grid=None):
     """Non-negative values summing to 1 over the class axis (rows, or a grid's channels, NCHW or
-    NHWC, as TF-slim's 7x7 head gives above 224): a softmax's output, not logits."""
+    NHWC, as TF-slim's 7x7 head gives above 224): a softmax's output, not logits.  ``grid``: the
+    integer grid OTHER stores them on (an int8 softmax: steps of 1/256 from 0), where the sum
+    drifts far from 1 (the many small probabilities all round to 0: 0.84 over 1000 classes):
+    there, values that are some probability vector's rounding onto the grid, each value within
+    half a step of it (the top of the grid: anything above it) and a sum of 1 in those bounds."""
     a = np.atleast_2d(np.asarray(a, np.float64))  # a dump may keep one image's vector unbatched
     if a.ndim not in (2, 4) or not np.all(np.isfinite(a)) or float(a.min()) < 0:
         return False
-    return any(a.shape[axis] > 1 and float(np.max(np.abs(a.sum(axis=axis) - 1.0))) <= 1e-3
-               for axis in {1, a.ndim - 1})
+    if grid is None:
+        lo = hi = a
+    else:
+        step = float(np.max(grid.scale))
+        top = (grid.qmax - float(np.max(grid.zero_point))) * step if np.size(grid.scale) == 1 else np.inf
+        lo = np.maximum(a - step / 2, 0.0)
+        hi = np.where(a >= top - step / 4, np.inf, a + step / 2)
+    return any(a.shape[axis] > 1 and float(np.max(lo.sum(axis=axis))) <= 1.0 + 1e-3
+               and float(np.min(hi.sum(axis=axis))) >= 1.0 - 1e-3 for axis in {1, a.ndim - 1})
 
 
 def _defect_first(found):
@@ -369,7 +380,7 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     if top is not None and any(layer.name == "predictions" for layer in m64.layers):
         # OTHER's final output compared as OTHER computes it: probabilities against the
         # reference's softmax, logits against its logits (anything else is a defect at the head)
-        head = "softmax" if _is_probabilities(other_out[top.tensor]) else "logits"
+        head = "softmax" if _is_probabilities(other_out[top.tensor], (o.quant or {}).get(top.tensor)) else "logits"
         for model in (m64, m32):
             model.get_layer("predictions").activation = "softmax" if head == "softmax" else None
     bar("running the float64 reference")

@@ -1,7 +1,7 @@
 """Quantized ONNX graphs as OTHER: QDQ graphs (QuantizeLinear / DequantizeLinear around float
 ops, what ``onnxruntime.quantization.quantize_static(..., quant_format=QuantFormat.QDQ)`` writes,
 per-tensor or per-channel weights) and QOperator graphs (QLinearConv, QLinearAdd,
-QLinearGlobalAveragePool, QGemm).
+QLinearGlobalAveragePool, QGemm, QLinearSoftmax).
 
 Weights are read dequantized (``(q - zero_point) * scale``), each conv keeping the graph's own
 grid (``weight_q``, ``bias_q``) for the reference's fake quantization.  A Q -> DQ pair on an
@@ -14,7 +14,7 @@ from mobilenetv2.tools.compare.errors import CompareError
 from mobilenetv2.tools.compare.graph import Node, QParams, affine_step
 
 QOPERATOR_OPS = {"QLinearConv", "QLinearAdd", "QLinearGlobalAveragePool", "QGemm", "QLinearMul",
-                 "QLinearAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu"}
+                 "QLinearAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax"}
 
 
 def _axis(node, helper, default=1):
@@ -98,6 +98,8 @@ def normalize(node, consts, grids, attrs):
                 bias = np.asarray(consts[ins[6]], np.float64) * np.asarray(x_grid.scale) * w_grid.scale
         return Node("dense", [ins[0]], out, node.name, dict(weight=weight, bias=bias, weight_q=w_grid,
                                                             out_grid=_grid(consts, ins[7], ins[8])))
+    if op == "QLinearSoftmax":  # (com.microsoft) X, X_scale, X_zero_point, Y_scale, Y_zero_point
+        return Node("softmax", [ins[0]], out, node.name, dict(out_grid=_grid(consts, ins[3], ins[4])))
     if op in QOPERATOR_OPS:
         return Node("other", [i for i in ins if i and i not in consts], out, node.name, dict(kind=op))
     return None
