@@ -534,10 +534,6 @@ class Plan:
     def __getstate__(self):
         raise TypeError("a compiled C plan cannot be pickled (a model drops its plans when pickled)")
 
-    def valid_for(self, model):
-        """Whether none of the model's layers has had its weights replaced since this plan was built."""
-        return model.weights_epoch == self.epoch
-
     def _p(self, a):
         ptr = native.as_float_ptr(a)
         self.keep.append((int(native.ffi.cast("uintptr_t", ptr)), a))

@@ -127,12 +127,16 @@ def test_read_regular_sets_aside_what_the_file_holds_not_its_limit(tmp_path):
     assert run.returncode == 0 and run.stdout == "3000", run.stderr
 
 
-@pytest.mark.parametrize("limit, whole", [(10_000, True), (2_000, False)])
-def test_read_regular_reads_a_file_that_grew_after_its_size_was_read(tmp_path, monkeypatch, limit, whole):
-    """fstat said 100 bytes, the file holds 3,000: all of it is read, up to the limit, past
+@pytest.mark.parametrize("size, limit, whole", [
+    (3_000, 10_000, True), (3_000, 2_000, False), (3_000, 3_000, True),
+    # the 101 bytes fstat's size allows, then a 1 MiB piece ends exactly at the limit: one
+    # more byte is asked for, which tells a file of exactly the limit from a longer one
+    ((1 << 20) + 101, (1 << 20) + 101, True), ((1 << 20) + 102, (1 << 20) + 101, False)])
+def test_read_regular_reads_a_file_that_grew_after_its_size_was_read(tmp_path, monkeypatch, size, limit, whole):
+    """fstat said 100 bytes, the file holds more: all of it is read, up to the limit, past
     which it is TooLarge as a file that big from the start is."""
     path = tmp_path / "grown"
-    path.write_bytes(bytes(range(256)) * 11 + b"x" * 184)
+    path.write_bytes((bytes(range(256)) * (size // 256 + 1))[:size])
     real = os.fstat
 
     def fstat(fd):
@@ -143,5 +147,5 @@ def test_read_regular_reads_a_file_that_grew_after_its_size_was_read(tmp_path, m
     if whole:
         assert files.read_regular(path, "file", limit) == path.read_bytes()
     else:
-        with pytest.raises(files.TooLarge, match="larger than 2000 bytes"):
+        with pytest.raises(files.TooLarge, match=f"larger than {limit} bytes"):
             files.read_regular(path, "file", limit)

@@ -8,6 +8,9 @@ grid (``weight_q``, ``bias_q``) for the reference's fake quantization.  A Q -> D
 activation becomes one ``qdq`` node whose output (the DQ's float tensor) is the layer's tensor;
 a QOperator op's integer output is dequantized with its own scale and zero point after the run.
 """
+import os
+import tempfile
+
 import numpy as np
 
 from mobilenetv2.tools.compare.errors import CompareError
@@ -103,6 +106,53 @@ def normalize(node, consts, grids, attrs):
     if op in QOPERATOR_OPS:
         return Node("other", [i for i in ins if i and i not in consts], out, node.name, dict(kind=op))
     return None
+
+
+def runtime_weight_grids(model, ort, onnx, helper, numpy_helper, outputs, max_bytes):
+    """{a Conv's or Gemm's output: (weight, its grid, bias, its grid)} for the float layers among
+    ``outputs`` whose weights ONNX Runtime quantizes itself.  Its WeightBiasQuantization optimizer
+    (microsoft/onnxruntime#22969, merged January 2025; from the basic level, on by default) gives
+    a float Conv or Gemm that reads a DequantizeLinear and feeds a QuantizeLinear int8 weights and
+    an int32 bias of its own (1.32: per tensor, asymmetric), so a layer left out of quantization
+    (``nodes_to_exclude``) computes in int8 all the same.  Read from the graph it optimizes at
+    that level, written to a temporary folder (which holds nothing else); an ONNX Runtime that
+    keeps the weights float gives {}."""
+    with tempfile.TemporaryDirectory(prefix="mnv2-ort-") as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = path
+        try:
+            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            if os.path.getsize(path) > max_bytes:  # its constants folded into more than a model may hold
+                return {}
+            optimized = onnx.load(path, load_external_data=False)
+        except Exception:  # (the caller's own session reports a model ONNX Runtime refuses)
+            return {}
+    graph = optimized.graph
+    if any(t.data_location == 1 for t in graph.initializer):  # EXTERNAL: never followed
+        return {}
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    try:
+        grids = dequantize_constants(graph, consts, helper)
+    except CompareError:
+        return {}
+    out = {}
+    for node in graph.node:
+        ins = list(node.input) + ["", ""]
+        if node.op_type not in ("Conv", "Gemm") or not node.output or node.output[0] not in outputs or \
+                ins[1] not in grids:
+            continue
+        weight, bias = np.asarray(consts[ins[1]], np.float64), consts.get(ins[2]) if ins[2] else None
+        if node.op_type == "Gemm":
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
+                continue
+            weight = weight if attrs.get("transB", 0) else weight.T  # to (out, in)
+        out[node.output[0]] = (weight, grids[ins[1]], None if bias is None else np.asarray(bias, np.float64),
+                               grids.get(ins[2]) if ins[2] else None)
+    return out
 
 
 def collapse_qdq(nodes):

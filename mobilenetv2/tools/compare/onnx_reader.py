@@ -240,6 +240,17 @@ def read_onnx(path):
     layout, hw = image_input(dims, path, dims)
     nodes = [n for n in (_normalize(node, consts, helper, grids) for node in graph.node) if n is not None]
     nodes, on_grid, to_dequantize = onnx_quant.collapse_qdq(nodes)
+    float_layers = {n.output: n for n in nodes if n.op in ("conv", "dense") and n.attrs.get("weight") is not None
+                    and n.attrs.get("weight_q") is None}
+    requantized = onnx_quant.runtime_weight_grids(model, ort, onnx, helper, numpy_helper, float_layers,
+                                                  MAX_MODEL_BYTES) \
+        if on_grid and float_layers else {}
+    requantized = {name: r for name, r in requantized.items()  # the shapes the file gave (else not read)
+                   if r[0].shape == np.shape(float_layers[name].attrs["weight"]) and
+                   (r[2] is None) == (float_layers[name].attrs.get("bias") is None) and
+                   (r[2] is None or r[2].shape == np.shape(float_layers[name].attrs["bias"]))}
+    for name, (weight, wq, bias, bq) in requantized.items():  # OTHER's weights as ONNX Runtime runs them
+        float_layers[name].attrs.update(weight=weight, weight_q=wq, bias=bias, bias_q=bq)
     nodes, float_rounded = onnx_quant.collapse_casts(nodes, TensorProto)
     qoperator = any(n.op_type in onnx_quant.QOPERATOR_OPS for n in graph.node)
     layouts = tensor_layouts(nodes, inp.name, layout)
@@ -304,6 +315,12 @@ def read_onnx(path):
     # an export's (x - mean) / std in its graph; a Resize of its input (the reference starts from its output)
     first = input_maps(other, inp.name)
     other.float_rounding = float_rounded or None
+    if requantized:
+        layers = "layer" if len(requantized) == 1 else "layers"
+        other.runtime = (f"ONNX Runtime {ort.__version__}, whose optimizer gives {len(requantized)} float {layers} "
+                         "between int8 tensors int8 weights of its own "
+                         f"({', '.join(sorted(requantized)[:3])}{', ...' if len(requantized) > 3 else ''}): read from "
+                         "the graph it optimizes")
     other.outputs = [o.name for o in graph.output]
     if on_grid:
         other.quant = on_grid
