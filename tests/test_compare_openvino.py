@@ -166,6 +166,16 @@ def _weight_layers(d):
     return sorted(x["layer"] for x in d["evidence"][0]["detail"]["layers"])
 
 
+def _folded_max_bias(model, name):
+    """max |bias| of a layer once its batch norm is folded in (beta - mean * gamma / sqrt(var + eps):
+    the convs have no bias of their own), or of the dense layer."""
+    if name == "predictions":
+        return float(np.max(np.abs(model.get_layer(name).weights[1])))
+    bn = model.get_layer("bn_Conv1" if name == "Conv1" else name + "_BN")
+    gamma, beta, mean, var = (np.asarray(w, np.float64) for w in bn.weights)
+    return float(np.max(np.abs(beta - mean * gamma / np.sqrt(var + bn.epsilon))))
+
+
 @pytest.mark.parametrize("shift", [{"block_3_project": 0.05, "block_8_expand": -0.03},
                                    {"Conv1": 0.02, "block_16_project": -0.01, "predictions": 0.04}])
 def test_int8_ir_with_moved_biases_is_bias_correction(model, shift):
@@ -185,6 +195,7 @@ def test_int8_ir_with_moved_biases_is_bias_correction(model, shift):
         delta = abs(shift[x["layer"]])
         assert x["kernel_values_off"] == 0 and x["max_bias_shift"] == pytest.approx(delta, abs=1e-6)
         assert x["max_bias_shift_in_bias_scales"] == pytest.approx(delta / scales[x["layer"]].min(), rel=1e-4)
+        assert x["max_bias_shift_of_max_bias"] == pytest.approx(delta / _folded_max_bias(model, x["layer"]), rel=1e-4)
     text = format_table(report)
     assert "bias correction, as NNCF's quantize applies by default; compare without --weights" in text
     assert f"    {sorted(shift)[0]}: " in text and "x its bias scale" in text
