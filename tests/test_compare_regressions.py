@@ -254,6 +254,23 @@ def test_one_kernel_channel_off_is_different_weights(model, clean, tmp_path):
     assert (layer["layer"], layer["kernel_values_off"], layer["bias_channels_shifted"]) == ("block_7_depthwise", 9, 0)
 
 
+def test_one_bias_channel_moved_in_a_float_graph_is_different_weights(model, clean, tmp_path):
+    """One channel of one conv's (folded) bias moved by 0.05 in a float export, its kernels left
+    as they were: a float graph has no rounding to put that on, so it is different weights in that
+    layer alone, one bias channel shifted by 0.05 and no kernel value off."""
+    def one_bias(g):
+        t = _init(g, "block_5_project/B")
+        a = numpy_helper.to_array(t).copy()
+        a[3] += 0.05
+        t.CopyFrom(numpy_helper.from_array(a, t.name))
+    report = compare(_edit(clean, tmp_path / "bias.onnx", one_bias), weights=model, random=1)
+    d = report["diagnosis"]
+    assert (d["cause"], d["after_fix"]["agrees"]) == ("different_weights", True), d
+    (layer,) = d["evidence"][0]["detail"]["layers"]
+    assert (layer["layer"], layer["kernel_values_off"], layer["bias_channels_shifted"]) == ("block_5_project", 0, 1)
+    assert layer["max_bias_shift"] == pytest.approx(0.05, abs=1e-6)
+
+
 # -- 6: float16 activations, float32 weights ---------------------------------------------------------
 def test_float16_activations_with_float32_weights(model, clean, tmp_path, capsys):
     """A Cast to float16 and back after every Conv, Clip and Add, the weights left float32: the
