@@ -284,28 +284,101 @@ def test_a_graph_computing_in_bfloat16(model, tmp_path):
     assert d["after_fix"]["agrees"] and d["after_fix"]["floor"] == "measured bfloat16 (quant.py)"
 
 
-def test_int8_tflite_made_by_ai_edge_quantizer(tmp_path):
-    """LiteRT int8: ../shared/peers' float .tflite quantized by Google's ai-edge-quantizer
-    (static int8 weights and activations, no TensorFlow) reads, maps and is precision at int8."""
+def _ai_edge_quantized(tmp_path, recipe):
+    """../shared/peers' float 0.35_96 .tflite quantized by Google's ai-edge-quantizer (no
+    TensorFlow) with ``recipe``, calibrated on four random 8-bit images where it is static."""
     pytest.importorskip("ai_edge_litert", reason="LiteRT is an optional extra (pip install 'mobilenetv2[litert]')")
     aeq = pytest.importorskip("ai_edge_quantizer", reason="int8 .tflite files are made with ai-edge-quantizer "
-                                                          "(not a test extra)")
+                                                          "(pip install 'mobilenetv2[quantize]')")
     from conftest import require_shared
     from ai_edge_litert.interpreter import Interpreter
     src = str(require_shared("peers", "mobilenet_v2_0.35_96_synthetic.tflite"))
-    sig = Interpreter(model_path=src).get_signature_list()
-    key = next(iter(sig))
     q = aeq.quantizer.Quantizer(src)
-    q.load_quantization_recipe(aeq.recipe.static_wi8_ai8())
-    calibration = q.calibrate({key: [{sig[key]["inputs"][0]: pixels(1, seed)} for seed in range(4)]})
-    path = str(tmp_path / "int8.tflite")
-    q.quantize(calibration).export_model(path, overwrite=True)
-    report = compare(path, random=2, seed=3)
+    q.load_quantization_recipe(getattr(aeq.recipe, recipe)())
+    if recipe.startswith("static"):
+        sig = Interpreter(model_path=src).get_signature_list()
+        key = next(iter(sig))
+        result = q.quantize(q.calibrate({key: [{sig[key]["inputs"][0]: pixels(1, seed)} for seed in range(4)]}))
+    else:
+        result = q.quantize()
+    path = str(tmp_path / f"{recipe}.tflite")
+    result.export_model(path, overwrite=True)
+    return path
+
+
+@pytest.mark.parametrize("recipe, kind, activations", [
+    ("static_wi8_ai8", "tflite (int8)", 64), ("static_wi8_ai16", "tflite (quantized)", 64),
+    ("dynamic_wi8_afp32", "tflite (dynamic int8)", "dynamic, per image (asymmetric / symmetric)")])
+def test_int8_tflite_made_by_ai_edge_quantizer(tmp_path, recipe, kind, activations):
+    """LiteRT int8 three ways, from ../shared/peers' float file: static int8 or int16 activations
+    (every tensor on a grid of its own), and dynamic range (int8 weights, float activations: the
+    hybrid kernels round each conv's and the dense layer's input onto int8 per image as they run;
+    'unexplained' at the stem, 3.7e4 x its floor, before the reference did the same).  Each reads,
+    maps and is precision, agreeing everywhere once applied."""
+    report = compare(_ai_edge_quantized(tmp_path, recipe), random=2, seed=3)
     d = report["diagnosis"]
-    assert report["other"]["kind"] == "tflite (int8)" and len(report["layers"]) == 64
+    assert report["other"]["kind"] == kind and len(report["layers"]) == 64
     assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("Conv1_relu", "precision", [])
-    assert d["evidence"][0]["detail"]["weights"] == "int8" and d["evidence"][0]["detail"]["input"] is True
-    assert d["evidence"][0]["after"]["ratio"] <= report["factor"] and d["after_fix"]["agrees"]
+    ev = d["evidence"][0]
+    assert ev["detail"]["weights"] == "int8" and ev["detail"]["activations"] == activations
+    assert ev["after"]["ratio"] <= report["factor"] and d["after_fix"]["agrees"], d["after_fix"]
+    if recipe.startswith("dynamic"):
+        assert ev["detail"]["dynamic_layers"] == 53  # 52 convolutions and the dense layer
+        assert "quantize their float input per image at run time" in report["other"]["runtime"]
+    else:
+        assert ev["detail"]["input"] is True
+
+
+def test_weight_only_int8_tflite_is_read_through_its_dequantize_ops(tmp_path):
+    """ai-edge-quantizer's weight-only recipe stores int8 weights that a DEQUANTIZE op turns into
+    float32 at run time (the arithmetic in float): such a file was refused ('reads a tensor the
+    file does not store').  Its weights are read as the int8 constants' values on their grids:
+    with them it agrees; against the float weights it was made from it is precision (int8
+    weights on OTHER's own grids, float compute) at the float32 floor."""
+    path = _ai_edge_quantized(tmp_path, "weight_only_wi8_afp32")
+    report = compare(path, random=1, seed=3)
+    assert report["agrees"] and report["other"]["kind"] == "tflite" and len(report["layers"]) == 64
+    assert report["other"]["runtime"].endswith("weights stored as int8 in the model, dequantized to float32")
+    from conftest import set_synthetic_weights
+    weights = tmp_path / "w.h5"
+    set_synthetic_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None)).save_weights(weights)
+    d = compare(path, weights=str(weights), random=1, seed=3)["diagnosis"]
+    assert (d["cause"], d["also"]) == ("precision", []), d
+    assert d["evidence"][0]["detail"] == {"weights": "int8", "folded": True, "grid": "OTHER's own, per channel"}
+    assert d["after_fix"]["agrees"] and d["after_fix"]["floor"] == "float32"
+
+
+def test_a_weight_defect_inside_a_dynamic_range_tflite_is_still_named(tmp_path):
+    """The dynamic range file against its float weights with one output channel of
+    block_5_project's kernel 5 % off: the hybrid kernels' rounding does not hide it, the cause is
+    different_weights in that layer, with precision in ``also``."""
+    path = _ai_edge_quantized(tmp_path, "dynamic_wi8_afp32")
+    from conftest import set_synthetic_weights
+    m = set_synthetic_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None))
+    layer = m.get_layer("block_5_project")
+    kernel = np.array(layer.weights[0])
+    kernel[..., 3] *= 1.05
+    layer.set_weights([kernel])
+    m.save_weights(tmp_path / "w.h5")
+    d = compare(path, weights=str(tmp_path / "w.h5"), random=2, seed=3)["diagnosis"]
+    assert (d["cause"], d["also"], d["after_fix"]["agrees"]) == ("different_weights", ["precision"], True), d
+    assert [x["layer"] for x in d["evidence"][0]["detail"]["layers"]] == ["block_5_project"]
+
+
+def test_dynamic_int8_rounds_each_image_as_litert_s_hybrid_kernels_do():
+    """Hand-computed: symmetric, step max |x| / 127 and halves away from zero (NumPy's rounds
+    them to even); asymmetric, the range [min(0, min), max(0, max)] in 255 steps and the zero
+    point from it; each image of a batch on its own grid; an image of zeros stays zeros."""
+    from mobilenetv2.tools.compare.quant import dynamic_int8
+    sym = dynamic_int8(np.array([[0.5, -127 / 64, 1 / 128]]), "symmetric")  # step 1/64: 0.5 step rounds up
+    np.testing.assert_array_equal(sym, [[0.5, -127 / 64, 1 / 64]])
+    # [-0.5, 1]: step 1.5 / 255, zero point -128 + 85 = -43; 0.004 and 0.006 are 0.68 and 1.02 steps
+    step = 1.5 / 255
+    asym = dynamic_int8(np.array([[0.004, 0.006, -0.5, 1.0]]), "asymmetric")
+    np.testing.assert_allclose(asym, [[step, step, -0.5, 1.0]], rtol=1e-6)
+    batch = dynamic_int8(np.array([[0.5, 1.0], [0.0, 0.0], [0.5, 2.0]]), "symmetric")
+    np.testing.assert_allclose(batch, [[round(63.5 + 0.5) / 127, 1.0], [0, 0], [round(31.75) * 2 / 127, 2.0]],
+                               rtol=1e-6)
 
 
 def test_an_openvino_input_rounding_takes_other_side_where_float32_rounds_a_tie_either_way():

@@ -13,7 +13,12 @@ value a step away from exact arithmetic, and a step flipped early becomes hundre
 run on OTHER's inputs, a layer that computes what the patched reference computes differs only by
 such steps, and that is what "agrees" means at int8.  A defect is still local to its layer and
 shows there (other pads on one conv change a whole border).
+
+Dynamic range quantization (LiteRT's hybrid kernels: int8 weights, float activations) rounds
+each conv's and dense layer's float input onto an int8 grid of its own per image as it runs
+(``dynamic_int8``); the int8 patch does the same to the reference's input of those layers.
 """
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +38,7 @@ class QuantInfo:
     forced: dict = None  # Keras layer -> OTHER's tensor there (NHWC): what the int8 reference runs from
     input_seen: object = None  # OTHER's rounded input (NHWC), where its run shows it: its side at a tie
     rounding: dict = None  # Keras layer -> 'bfloat16' / 'float16': OTHER rounds its output (Cast pairs)
+    dynamic: dict = None   # Keras conv / dense name -> 'asymmetric' / 'symmetric': its input rounded per image at run time
 
 
 def quant_info(other, matches, ref_layers):
@@ -40,19 +46,23 @@ def quant_info(other, matches, ref_layers):
     acts = {m.layer: other.quant[m.tensor] for m in matches if m.tensor in (other.quant or {})}
     rounding = {m.layer: other.float_rounding[m.tensor] for m in matches
                 if m.tensor in (getattr(other, "float_rounding", None) or {})}
-    weights = {}
+    weights, dynamic = {}, {}
     convs = [n for n in other.nodes if n.op == "conv"]
     for node, layer in zip(convs, keras_convs(ref_layers)):
         if node.attrs.get("weight_q") is not None:
             w = node.attrs["weight"]
             w = w[:, 0].transpose(1, 2, 0) if isinstance(layer, L.DepthwiseConv2D) else w.transpose(2, 3, 1, 0)
             weights[layer.name] = (node.attrs["weight_q"], node.attrs.get("bias_q"), w)
+            if node.attrs.get("dynamic"):
+                dynamic[layer.name] = node.attrs["dynamic"]
     dense = [n for n in other.nodes if n.op == "dense"]
     if dense and dense[-1].attrs.get("weight_q") is not None and any(x.name == "predictions" for x in ref_layers):
         weights["predictions"] = (dense[-1].attrs["weight_q"], dense[-1].attrs.get("bias_q"), dense[-1].attrs["weight"].T)
+        if dense[-1].attrs.get("dynamic"):
+            dynamic["predictions"] = dense[-1].attrs["dynamic"]
     if not acts and not weights and not rounding:
         return None
-    return QuantInfo(acts, other.input_quant, weights, rounding=rounding or None)
+    return QuantInfo(acts, other.input_quant, weights, rounding=rounding or None, dynamic=dynamic or None)
 
 
 def rounded_compute(ref, kind, round_fn, folded):
@@ -219,6 +229,97 @@ def set_folded(layers, conv, bn, w, bias):
         layer, epsilon=0.0, weights=[a.astype(layer.weights[0].dtype) for a in (ones, b, np.zeros_like(ones), ones)])
 
 
+def _round_half_away(a):
+    """C's round(): halves away from zero (LiteRT's TfLiteRound), not NumPy's to even."""
+    a = np.asarray(a, np.float64)
+    return np.copysign(np.floor(np.abs(a) + 0.5), a)
+
+
+def dynamic_int8(x, mode):
+    """``x`` (a batch) as LiteRT's hybrid kernels see it: each image's float32 values rounded onto
+    an int8 grid of their own, then back to values.  'symmetric': step max |x| / 127, q in
+    [-127, 127]; 'asymmetric': the range [min(0, min x), max(0, max x)] in 255 steps, the zero
+    point (from the end whose error is smaller) nudged onto [-128, 127], q = round(zp + x / step)
+    in float32.  An image of zeros stays zeros."""
+    x32 = np.asarray(x, np.float32)
+    out = np.zeros(x32.shape, np.float64)
+    for b, v in enumerate(x32):
+        lo, hi = float(v.min()), float(v.max())
+        if mode == "asymmetric":
+            rmin, rmax = min(0.0, lo), max(0.0, hi)
+            if rmin == rmax:
+                continue
+            step = (rmax - rmin) / 255.0
+            from_min, from_max = -128.0 - rmin / step, 127.0 - rmax / step
+            z = from_min if 128.0 + abs(rmin / step) < 127.0 + abs(rmax / step) else from_max
+            z = -128.0 if z < -128.0 else 127.0 if z > 127.0 else float(_round_half_away(z))
+            s = np.float32(step)
+            inv = np.float32(1.0 / float(s))
+            q = np.clip(_round_half_away(np.float32(z) + v * inv), -128, 127)
+            out[b] = (q - z) * float(s)
+        else:
+            r = np.float32(max(abs(lo), abs(hi)))
+            if r == 0:
+                continue
+            q = np.clip(_round_half_away(v * (np.float32(127) / r)), -127, 127)
+            out[b] = q * float(r / np.float32(127))
+    return out.astype(np.asarray(x).dtype, copy=False)
+
+
+_DYNAMIC_CLASSES = {}
+
+
+def _dynamic_steps(ref, dynamic, layers):
+    """{Keras layer: what one input value rounded a step the other way does to it (L2)} for the
+    units (conv, batch norm, ReLU6, residual add) of the layers whose input LiteRT rounds as it
+    runs: a value on a tie (x / step within float32 rounding of halfway) goes either way by the
+    kernel's arithmetic (one rounding or two, the zero point added before or after: a 1x1 conv
+    of 0.35_96 took -112.49999934 up where float32 gives -112.5, rounded down), and every output
+    that value feeds moves by step x its weights.  The step is the largest over the images of the
+    layer's input (OTHER's own tensor there, else the reference's)."""
+    base, forced = ref.base(), (ref.quant.forced or {}) if ref.quant is not None else {}
+    flip = {}
+    for name, mode in dynamic.items():
+        if name not in ref.index:
+            continue
+        layer = ref.layers[ref.index[name]]
+        src = layer.inputs[0]
+        if isinstance(ref.layers[ref.index[src]], L.ZeroPadding2D):
+            src = ref.layers[ref.index[src]].inputs[0]
+        x = np.asarray(forced.get(src, base[src]), np.float64)
+        x = x.reshape(len(x), -1)
+        if mode == "asymmetric":
+            step = float(np.max(np.maximum(x.max(axis=1), 0) - np.minimum(x.min(axis=1), 0))) / 255.0
+        else:
+            step = float(np.max(np.abs(x))) / 127.0
+        k = np.asarray((layers[name](layer) if name in layers else layer).weights[0], np.float64)
+        if isinstance(layer, L.DepthwiseConv2D):  # (kh, kw, C, 1): a value feeds its own channel
+            per_input = np.sqrt((k ** 2).sum(axis=(0, 1, 3)))
+        elif isinstance(layer, L.Dense):  # (in, out)
+            per_input = np.sqrt((k ** 2).sum(axis=1))
+        else:  # (kh, kw, in, out)
+            per_input = np.sqrt((k ** 2).sum(axis=(0, 1, 3)))
+        flip[name] = step * float(per_input.max())
+    return {x.name: flip[u.name] for x in ref.layers[1:] if (u := ref.unit_of(x.name)).name in flip}
+
+
+def _with_dynamic_input(make, mode):
+    """A patch entry (function(layer) -> layer) that makes the layer ``make`` gives round its
+    input as ``dynamic_int8`` does before computing (a subclass of its own class, so the layer
+    stays what it was to every other reader)."""
+    def patched(layer):
+        inner = make(layer) if make is not None else layer
+        cls = type(inner)
+        if cls not in _DYNAMIC_CLASSES:
+            _DYNAMIC_CLASSES[cls] = type(f"DynamicInt8{cls.__name__}", (cls,), {
+                "__call__": lambda self, x: cls.__call__(self, dynamic_int8(x, self.dynamic_mode))})
+        c = copy.copy(inner)
+        c.__class__ = _DYNAMIC_CLASSES[cls]
+        c.dynamic_mode = mode
+        return c
+    return patched
+
+
 def int8_patches(ref):
     """The int8 patches to try: OTHER's own grids (a quantized graph), and int8 weights alone
     (per-channel symmetric, for a graph that stores int8 weights but computes in float)."""
@@ -235,10 +336,10 @@ def own_int8_patch(ref):
     info = getattr(ref, "quant", None)
     if info is None or not (info.acts or info.weights):
         return None
-    return _int8_patch(ref, info.weights, info.acts, info.input, info.input_seen)
+    return _int8_patch(ref, info.weights, info.acts, info.input, info.input_seen, info.dynamic)
 
 
-def _int8_patch(ref, weight_grids, acts, input_grid, input_seen=None):
+def _int8_patch(ref, weight_grids, acts, input_grid, input_seen=None, dynamic=None):
     layers, per_channel, bias_grids = {}, set(), False
     for conv in keras_convs(ref.layers):
         wq, bq, own = (weight_grids or {}).get(conv.name, (None, None, None))
@@ -276,6 +377,21 @@ def _int8_patch(ref, weight_grids, acts, input_grid, input_seen=None):
     biases = "biases onto their int32 grids" if bias_grids else "biases left in float, not rounded"
     post = {name: activation_fn(grid) for name, grid in acts.items() if name in ref.index}
     steps = {name: float(np.max(grid.scale)) for name, grid in acts.items() if name in ref.index}
+    if dynamic:  # hybrid kernels: each of those layers' input rounded per image as it runs
+        for name, mode in dynamic.items():
+            if name in ref.index:
+                layers[name] = _with_dynamic_input(layers.get(name), mode)
+        steps = _dynamic_steps(ref, dynamic, layers)
+        modes = " / ".join(sorted(set(dynamic.values())))
+        return Patch("precision", f"dynamic range int8 as OTHER computes it: batch norms folded, weights rounded "
+                     f"onto the graph's own int8 grids ({kind}), {biases}, and the input of {len(dynamic)} layers "
+                     f"rounded onto int8 per image at run time ({modes}, as LiteRT's hybrid kernels do)", layers,
+                     post=post, steps=steps,
+                     detail={"weights": "int8", "folded": True, "grid": f"OTHER's own, {kind}",
+                             "activations": f"dynamic, per image ({modes})", "dynamic_layers": len(dynamic),
+                             "floor": "measured: this reference run by our float32 engine against float64, at "
+                                      "least one input value a step off per layer",
+                             "inputs": "each layer run from OTHER's own tensors at its inputs"})
     if not post and input_grid is None:  # int8 weights, float compute
         return Patch("precision", f"batch norms folded, weights rounded onto the graph's own int8 grids ({kind}), "
                      f"{biases}; activations in float as OTHER computes them", layers,

@@ -5,7 +5,8 @@ A float16 model (TensorFlow's converter with ``target_spec.supported_types=[tf.f
 each weight and bias as a float16 constant that a DEQUANTIZE op turns into the float32 tensor the
 conv reads: that weight is read as the float16 constant's values (as an OpenVINO IR's compressed
 Constant f16 + Convert is), the DEQUANTIZE is no node of OTHER's, and the ``runs on`` line says
-which weights are stored so.
+which weights are stored so.  The same for int8 weights a DEQUANTIZE turns into float32
+(ai-edge-quantizer's weight-only recipe), each keeping its grid.
 
 An ADD, SUB, MUL or DIV by a constant the file stores is an ``affine`` node (as the ONNX and OpenVINO
 readers write theirs), so that a map the model applies to its own input (``(x - 127.5) / 127.5``, a
@@ -87,14 +88,47 @@ def _fused_arithmetic(data):
     return out
 
 
-def _float16_sources(ops, details, stored):
-    """{tensor: the float16 constant it is the DEQUANTIZE of}, for each DEQUANTIZE of a stored
-    float16 tensor (a float16 model's weights and biases, dequantized to float32 at run time)."""
+def _asymmetric_fc(data):
+    """The indices of the main graph's FULLY_CONNECTED ops whose options ask a hybrid kernel to
+    quantize its float input asymmetrically (``asymmetric_quantize_inputs``)."""
+    from ai_edge_litert import schema_py_generated as schema
+    model = schema.Model.GetRootAs(data, 0)
+    graph, out = model.Subgraphs(0), set()
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        table = op.BuiltinOptions()
+        if op.BuiltinOptionsType() == schema.BuiltinOptions.FullyConnectedOptions and table is not None:
+            options = schema.FullyConnectedOptions()
+            options.Init(table.Bytes, table.Pos)
+            if options.AsymmetricQuantizeInputs():
+                out.add(i)
+    return out
+
+
+def _dynamic_input(op_name, index, weight_grid, asymmetric_fc):
+    """How LiteRT's hybrid kernel (float input, int8 weights read as they are stored: dynamic
+    range quantization) rounds each image's input onto int8 before its integer arithmetic:
+    'asymmetric' (the range [min(0, min x), max(0, max x)] over 255 steps, a zero point) for a
+    depthwise conv and a conv with per-channel scales, 'symmetric' (max |x| / 127) for a conv with
+    one scale, and for a dense layer as its options say."""
+    if op_name == "DEPTHWISE_CONV_2D":
+        return "asymmetric"
+    if op_name == "CONV_2D":
+        return "asymmetric" if np.unique(np.asarray(weight_grid.scale)).size > 1 else "symmetric"
+    return "asymmetric" if index in asymmetric_fc else "symmetric"
+
+
+def _decompressed_sources(ops, details, stored, grids):
+    """{tensor: the constant it is the DEQUANTIZE of}, for each DEQUANTIZE of a stored float16
+    tensor (a float16 model's weights and biases, dequantized to float32 at run time) or of a
+    stored integer tensor on a grid (int8 weights dequantized at run time: ai-edge-quantizer's
+    weight_only_wi8_afp32, the computation in float)."""
     out = {}
     for op in ops:
         if op["op_name"] == "DEQUANTIZE" and len(op["inputs"]) == 1:
             src = int(op["inputs"][0])
-            if src in stored and np.dtype(details[src]["dtype"]) == np.float16:
+            dtype = np.dtype(details[src]["dtype"])
+            if src in stored and (dtype == np.float16 or (dtype.kind in "iu" and grids.get(src) is not None)):
                 out[int(op["outputs"][0])] = src
     return out
 
@@ -124,9 +158,10 @@ def read_tflite(path):
     if len(inp["shape"]) != 4 or inp["shape"][3] != 3:
         raise CompareError(f"{path!r}: input shape {list(inp['shape'])} is not an NHWC image batch")
     consts, stored = {}, _stored(data)
-    halves = _float16_sources(ops, details, stored)
-    fused = _fused_arithmetic(data)
-    weighted = halved = 0  # convs and dense layers; those whose weight is a float16 constant
+    halves = _decompressed_sources(ops, details, stored, grids)
+    fused, asymmetric_fc = _fused_arithmetic(data), _asymmetric_fc(data)
+    hybrid = {}  # mode -> convolution and dense layers quantizing their float input at run time
+    weighted, halved = 0, {}  # convs and dense layers; {type: those whose weight is a constant of it, dequantized}
 
     def const(index):
         if index < 0 or not _numeric(details[index]):
@@ -152,15 +187,23 @@ def read_tflite(path):
             nodes.append(_arithmetic(op, ins, out, name, stored, const, fused))
             continue
         if kind in ("conv", "dense"):
-            weighted, halved = weighted + 1, halved + (ins[1] in halves)
-            ins[1:3] = [halves.get(i, i) for i in ins[1:3]]  # a float16 model's weight and bias: their float16 values
+            weighted += 1
+            dynamic = None
+            if ins[1] not in halves and grids.get(ins[1]) is not None and ins[0] in details and \
+                    np.dtype(details[ins[0]]["dtype"]).kind == "f":
+                dynamic = _dynamic_input(op["op_name"], op["index"], grids[ins[1]], asymmetric_fc)
+                hybrid[dynamic] = hybrid.get(dynamic, 0) + 1
+            if ins[1] in halves:
+                kind_of = np.dtype(details[halves[ins[1]]]["dtype"]).name
+                halved[kind_of] = halved.get(kind_of, 0) + 1
+            ins[1:3] = [halves.get(i, i) for i in ins[1:3]]  # weight and bias dequantized at run time: their stored values
             _float_or_quantized(details[ins[1]], grids.get(ins[1]), path)
             bi = ins[2] if len(ins) > 2 and ins[2] >= 0 else None
             computed = next((i for i in (ins[1], bi) if i is not None and i not in stored), None)
             # weights computed at run time are not read (None: compare's 'not stored'), the bias with them
             w, b = (None, None) if computed is not None else (const(ins[1]), None if bi is None else const(bi))
             wq, bq = (None, None) if computed is not None else (grids.get(ins[1]), grids.get(bi))
-            attrs = dict(weight=w, bias=b, weight_q=wq, bias_q=bq)
+            attrs = dict(weight=w, bias=b, weight_q=wq, bias_q=bq, dynamic=dynamic)
             if computed is not None:
                 attrs["computed"] = (f"op {k} ({op['op_name']} {name[:80]!r}) reads tensor "
                                      f"{details[computed]['name'][:80]!r}, which the file does not store")
@@ -212,13 +255,21 @@ def read_tflite(path):
     # a RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR of it (the reference starts from its output), as for ONNX
     input_name = str(int(inp["index"]))
     first = input_maps(other, input_name, resize=in_grid is None)  # an int8 input's own resize is not undone
-    which = "weights" if halved == weighted else f"the weights of {halved} of its {weighted} convolution and dense layers"
+    stored_as = "; ".join(
+        ("weights" if n == weighted else f"the weights of {n} of its {weighted} convolution and dense layers") +
+        f" stored as {kind} in the model, dequantized to float32" for kind, n in sorted(halved.items()))
+    dynamic = "; ".join(
+        f"{n} of its {weighted} convolution and dense layers with int8 weights quantize their float input per "
+        f"image at run time ({mode}: hybrid kernels, dynamic range quantization)" for mode, n in sorted(hybrid.items()))
     other.runtime = (f"LiteRT {_version()} interpreter, built-in kernels without delegates (no XNNPACK)" +
-                     (f"; {which} stored as float16 in the model, dequantized to float32" if halved else ""))
+                     "".join(f"; {t}" for t in (stored_as, dynamic) if t))
+    if hybrid:  # int8 weights, float activations
+        other.kind = "tflite (dynamic int8)"
     on_grid = {n.output: grids[int(n.output)] for n in nodes if grids.get(int(n.output)) is not None}
     if on_grid:  # an int8 model: its activations lie on these grids
         from mobilenetv2.tools.compare.onnx_quant import input_grid
-        other.quant, other.kind = on_grid, "tflite (int8)"
+        other.quant = on_grid
+        other.kind = "tflite (int8)" if all(g.bits <= 8 for g in on_grid.values()) else "tflite (quantized)"
         other.input_quant = in_grid or input_grid(nodes, first)
     return other
 
