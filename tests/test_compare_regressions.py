@@ -271,6 +271,34 @@ def test_one_bias_channel_moved_in_a_float_graph_is_different_weights(model, cle
     assert layer["max_bias_shift"] == pytest.approx(0.05, abs=1e-6)
 
 
+def _einsum_head(g):
+    """The classifier's Gemm written as Einsum + Add (the same arithmetic; an op compare does not
+    read as a dense layer)."""
+    gemm = _node(g, "predictions")
+    x, w, b = gemm.input
+    i = list(g.node).index(gemm)
+    g.node.remove(gemm)
+    g.node.insert(i, helper.make_node("Add", ["logits_einsum", b], ["predictions"]))
+    g.node.insert(i, helper.make_node("Einsum", [x, w], ["logits_einsum"], equation="bi,io->bo"))
+
+
+def test_a_head_not_read_as_a_dense_layer_is_compared_where_it_ends_or_said_not_compared(model, clean, tmp_path):
+    """OTHER's classifier in ops compare does not read as a dense layer: the reference dropped
+    its head and the report said AGREES over the layers up to the pooling, never saying the
+    classifier went unchecked (so an ONNX Runtime dynamically quantized MatMulInteger head, 1.4 %
+    off, read as agreeing).  With weights that have the classifier its final output is compared
+    (the same arithmetic here: it agrees); with weights read from OTHER, which has no dense layer
+    to read, the report names predictions as not compared and the ops it did not read."""
+    path = _edit(clean, tmp_path / "einsum.onnx", _einsum_head)
+    report = compare(path, weights=model, random=1)
+    top = report["layers"][-1]
+    assert top["layer"] == "predictions" and top["how"].startswith("OTHER's final output") and report["agrees"], top
+    report = compare(path, random=1)
+    assert report["layers"][-1]["layer"] == "global_average_pooling2d" and report["agrees"]
+    (u,) = report["unmapped"]
+    assert u["layer"] == "predictions" and "(Einsum, Add)" in u["why"] and "not compared" in u["why"], u
+
+
 # -- 6: float16 activations, float32 weights ---------------------------------------------------------
 def test_float16_activations_with_float32_weights(model, clean, tmp_path, capsys):
     """A Cast to float16 and back after every Conv, Clip and Add, the weights left float32: the

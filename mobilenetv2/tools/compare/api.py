@@ -318,8 +318,11 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
                             if not _same_map(o.input_affine, o.affine_before_resize) else ""))
     o.nodes = M.head_convs_as_dense(o.nodes)
     pool = next((n for n in o.nodes if n.op == "pool"), None)
+    unread = M.unread_head(o) if o.nodes else []
     if o.nodes:
-        include_top = M.has_head(o)
+        # a head OTHER computes with ops not read as a dense layer: compared where it ends, as OTHER's
+        # final output, against the head of the weights given (none to compare it with otherwise)
+        include_top = M.has_head(o) or (bool(unread) and weights is not None)
         # without a head, Keras pools as asked (pooling='avg' or 'max'): the reference pools as
         # OTHER does; with one, Keras averages, and a max pooling in OTHER is a defect the diagnosis names
         pooling = None if pool is None or include_top else ("max" if pool.attrs.get("kind") == "max" else "avg")
@@ -330,7 +333,7 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     other_model = None  # OTHER's own weights, where the reference's are the user's: compared per layer
     if weights is not None:
         m64, m32, wdesc, cannot = W.from_user(weights, hw, include_top, pooling, top_pooling=top_pooling)
-        other_model = W.own_model(o, hw, include_top, pooling, top_pooling) if o.nodes else None
+        other_model = W.own_model(o, hw, include_top and M.has_head(o), pooling, top_pooling) if o.nodes else None
     elif o.nodes:
         try:  # OTHER's arrays (NaN, inf, a variance below zero) are checked as a weights file's are
             m64, m32, wdesc, cannot = W.from_other(o, hw, include_top, pooling, top_pooling)
@@ -358,6 +361,11 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
                                'file {"input": NAME, "tensors": {ARRAY: KERAS_LAYER}}')
     else:
         matches = M.map_by_topology(o, m64.layers, unmapped)
+    if unread and not any(layer.name == "predictions" for layer in m64.layers):
+        unmapped.append({"layer": "predictions", "why": (
+            f"OTHER computes past its pooling with ops not read as a dense layer ({', '.join(unread[:6])}"
+            f"{', ...' if len(unread) > 6 else ''}), and the reference has no head: its final output is not "
+            "compared; name weights with the classifier (--weights) to compare it")})
     for m in matches:
         if m.layer == m64.layers[0].name:
             raise CompareError("the mapping names the input layer; map it with the \"input\" key instead")

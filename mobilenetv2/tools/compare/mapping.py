@@ -338,6 +338,26 @@ def has_head(other):
     return any(n.op == "dense" for n in other.nodes)
 
 
+def unread_head(other):
+    """The kinds of OTHER's ops after its global pooling, where OTHER computes past it (its one
+    output is not the pooling's, through reshapes) with no dense node compare reads (an ONNX
+    Runtime dynamically quantized MatMulInteger, a custom op): [] where there is none such."""
+    pool = next((n for n in reversed(other.nodes) if n.op == "pool"), None)
+    ends = list(other.outputs or ())
+    if pool is None or has_head(other) or len(ends) != 1:
+        return []
+    chain, after = {pool.output}, {pool.output}
+    for n in other.nodes:
+        if n.inputs and n.inputs[0] in chain and n.op == "reshape":
+            chain.add(n.output)
+        if any(i in after for i in n.inputs):
+            after.add(n.output)
+    if ends[0] in chain:
+        return []
+    return list(dict.fromkeys(n.attrs.get("kind", n.op) for n in other.nodes  # (layout ops left out)
+                              if any(i in after for i in n.inputs) and n.output not in chain and n.op != "reshape"))
+
+
 def to_nhwc(array, want_shape, layout):
     """OTHER's array as NHWC to compare with a reference of shape ``want_shape`` (N, ...), and
     how it was read: its own layout where the shape allows, else whichever layout fits."""

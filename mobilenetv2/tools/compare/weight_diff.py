@@ -58,7 +58,7 @@ def _diffs(ref):
     theirs = {x.name: x for x in ref.other_model.layers}
     out = {}
     pairs = [(conv, ref.reader_of(conv.name, L.BatchNormalization)) for conv in keras_convs(ref.layers)]
-    pairs += [(x, None) for x in ref.layers if isinstance(x, L.Dense)]
+    pairs += [(x, None) for x in ref.layers if isinstance(x, L.Dense) and x.name in theirs]  # (a head OTHER has)
     for conv, bn in pairs:
         if conv.name not in theirs or (bn is not None and bn.name not in theirs):
             return {}  # another graph (a DeepLabV3 checkpoint's): not compared
