@@ -163,6 +163,28 @@ def test_a_layer_left_out_of_quantization_is_compared_as_onnx_runtime_runs_it(mo
     assert (left_out in (report["other"]["runtime"] or "")) == (requantized and recent)
 
 
+@pytest.mark.parametrize("ops, layers", [(None, 53), (["MatMul", "Gemm"], 1)])
+def test_onnx_runtime_dynamic_quantization_is_precision(model, clean_export, tmp_path, ops, layers):
+    """quantize_dynamic: DynamicQuantizeLinear -> ConvInteger / MatMulInteger -> Cast -> Mul by
+    the scales -> Add of the bias, every conv and the classifier (or the classifier alone).  The
+    graph was refused ('OTHER runs 0 convolutions'), and with its head alone quantized it read as
+    agreeing with that head never compared.  Each chain reads as one conv or dense layer with int8
+    weights whose input ONNX Runtime rounds onto uint8 as it runs, one grid for the whole batch;
+    the reference does the same: precision, every layer agreeing once applied."""
+    path = str(tmp_path / "dynamic.onnx")
+    quantization.quantize_dynamic(clean_export, path, weight_type=quantization.QuantType.QInt8,
+                                  op_types_to_quantize=ops)
+    assert ("ConvInteger" in [n.op_type for n in onnx.load(path).graph.node]) == (ops is None)
+    report = compare(path, weights=model, batch=pixels(2, 7))
+    d = report["diagnosis"]
+    assert report["other"]["kind"] == "onnx (dynamic int8)" and report["layers"][-1]["layer"] == "predictions"
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == (
+        "bn_Conv1" if ops is None else "predictions", "precision", [])
+    ev = d["evidence"][0]
+    assert ev["detail"]["activations"] == "dynamic (per-tensor uint8)" and ev["detail"]["dynamic_layers"] == layers
+    assert d["after_fix"]["agrees"] and d["after_fix"]["worst_ratio"] <= report["factor"], d["after_fix"]
+
+
 def test_int8_weights_in_a_float_graph(model, clean_export, tmp_path):
     """Weights stored as int8 (DequantizeLinear of int8 initializers, per output channel), the
     graph computing in float: precision at int8 level from the graph's own weight grids, and no
@@ -370,6 +392,11 @@ def test_dynamic_int8_rounds_each_image_as_litert_s_hybrid_kernels_do():
     them to even); asymmetric, the range [min(0, min), max(0, max)] in 255 steps and the zero
     point from it; each image of a batch on its own grid; an image of zeros stays zeros."""
     from mobilenetv2.tools.compare.quant import dynamic_int8
+    # ONNX's DynamicQuantizeLinear, one grid for the whole batch: [-127/128, 1] in 255 steps of
+    # 1/128, zero point 127; halves to even (2.5 steps -> 2, 3.5 -> 4), 0.004 = 0.512 steps -> 1
+    s = 1 / 128
+    onnx_q = dynamic_int8(np.array([[2.5 * s, 3.5 * s, 1.0], [-127 / 128, 0.004, 0.0]]), "per-tensor uint8")
+    np.testing.assert_array_equal(onnx_q, [[2 * s, 4 * s, 1.0], [-127 / 128, s, 0.0]])
     sym = dynamic_int8(np.array([[0.5, -127 / 64, 1 / 128]]), "symmetric")  # step 1/64: 0.5 step rounds up
     np.testing.assert_array_equal(sym, [[0.5, -127 / 64, 1 / 64]])
     # [-0.5, 1]: step 1.5 / 255, zero point -128 + 85 = -43; 0.004 and 0.006 are 0.68 and 1.02 steps

@@ -155,6 +155,83 @@ def runtime_weight_grids(model, ort, onnx, helper, numpy_helper, outputs, max_by
     return out
 
 
+def collapse_dynamic(graph, consts, helper):
+    """ONNX Runtime's dynamic quantization (``quantize_dynamic``) as compare nodes: each
+    DynamicQuantizeLinear -> ConvInteger / MatMulInteger (int8 weights) -> Cast -> Mul by the two
+    scales' product -> Add of a constant bias is one ``conv`` or ``dense`` node from the float
+    input to the Add's output, its weights dequantized on their grid and ``dynamic`` set: the input
+    is rounded onto uint8 as it runs, one grid for the whole tensor (the batch).  Returns
+    ({index of the ConvInteger / MatMulInteger: the node}, {indices of the other nodes it takes
+    in}); a chain that is not exactly this is left as it is (its ops then read as unknown)."""
+    producer, users = {}, {}
+    for i, node in enumerate(graph.node):
+        for o in node.output:
+            producer[o] = i
+        for name in node.input:
+            users.setdefault(name, []).append(i)
+    nodes = list(graph.node)
+
+    def only_user(name, op):
+        u = users.get(name, [])
+        return u[0] if len(u) == 1 and nodes[u[0]].op_type == op else None
+
+    collapsed, consumed = {}, set()
+    for i, node in enumerate(nodes):
+        if node.op_type not in ("ConvInteger", "MatMulInteger") or len(node.input) < 2:
+            continue
+        ins = list(node.input) + ["", ""]
+        wq, d = consts.get(ins[1]), nodes[producer[ins[0]]] if ins[0] in producer else None
+        if wq is None or wq.dtype.kind not in "iu" or d is None or d.op_type != "DynamicQuantizeLinear" or \
+                list(d.output[:3]) != [ins[0], d.output[1], ins[2]] or len(d.output) < 3:
+            continue
+        wzp = consts.get(ins[3]) if ins[3] else np.zeros((), wq.dtype)
+        cast = only_user(node.output[0], "Cast")
+        mul = only_user(nodes[cast].output[0], "Mul") if cast is not None else None
+        if wzp is None or mul is None:
+            continue
+        scale_mul = next((producer.get(x) for x in nodes[mul].input if x != nodes[cast].output[0]), None)
+        if scale_mul is None or nodes[scale_mul].op_type != "Mul":
+            continue
+        w_scale = next((consts[x] for x in nodes[scale_mul].input if x != d.output[1] and x in consts), None)
+        if w_scale is None or d.output[1] not in nodes[scale_mul].input:
+            continue
+        out, end = nodes[mul].output[0], mul
+        add = only_user(out, "Add")
+        bias = None
+        if add is not None:
+            other = next((x for x in nodes[add].input if x != out), None)
+            if other in consts and consts[other].size > 1:
+                bias, out, end = np.asarray(consts[other], np.float64).reshape(-1), nodes[add].output[0], add
+        try:
+            w_scale, wzp = np.asarray(w_scale, np.float64), np.asarray(wzp, np.int64)
+            if not (np.all(np.isfinite(w_scale)) and np.all(w_scale > 0)):
+                continue
+            if node.op_type == "ConvInteger":  # (O, I / group, kh, kw); one scale or one per output channel
+                shape = (-1, 1, 1, 1) if w_scale.size > 1 else ()
+                weight = (wq.astype(np.int64) - wzp.reshape(shape)) * w_scale.reshape(shape)
+                grid = QParams.of(w_scale, wzp, wq.dtype, 0)
+            else:  # B (in, out): to (out, in)
+                weight = ((wq.astype(np.int64) - wzp) * w_scale).T
+                grid = QParams.of(w_scale, wzp, wq.dtype, 1)
+        except ValueError:  # a scale or zero point that does not fit the weights
+            continue
+        if bias is not None and bias.size != weight.shape[0]:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "ConvInteger":
+            collapsed[i] = Node("conv", [d.input[0]], out, node.name, dict(
+                weight=np.asarray(weight, np.float64), bias=bias, group=attrs.get("group", 1),
+                stride=tuple(attrs.get("strides", (1, 1))), pads=attrs.get("pads"), weight_q=grid, bias_q=None,
+                dynamic="per-tensor uint8"))
+        else:
+            collapsed[i] = Node("dense", [d.input[0]], out, node.name, dict(
+                weight=np.asarray(weight, np.float64), bias=bias, weight_q=grid, bias_q=None,
+                dynamic="per-tensor uint8"))
+        consumed.update({producer[ins[0]], cast, mul, scale_mul, end})
+    consumed -= set(collapsed)
+    return collapsed, consumed
+
+
 def collapse_qdq(nodes):
     """Each QuantizeLinear -> DequantizeLinear pair (the Q's output read by that DQ alone) as one
     ``qdq`` node from the Q's input to the DQ's output; return (nodes, grids, integer): ``grids``

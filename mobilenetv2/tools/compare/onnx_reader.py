@@ -59,6 +59,14 @@ def _constants(graph, path, numpy_helper):
                     consts[node.output[0]] = np.array(a.ints, np.int64)
         elif node.op_type == "Identity" and node.input[0] in consts:
             consts[node.output[0]] = consts[node.input[0]]
+        elif node.op_type == "Reshape" and len(node.input) == 2 and all(i in consts for i in node.input):
+            # a bias reshaped to (1, C, 1, 1) (ONNX Runtime's quantize_dynamic writes one per conv)
+            value, shape = consts[node.input[0]], consts[node.input[1]]
+            if value is not None and shape is not None and shape.ndim == 1 and shape.dtype.kind == "i" and \
+                    np.all((shape >= 1) | (shape == -1)) and np.sum(shape == -1) <= 1 and shape.size <= 8:
+                known = int(np.prod(shape[shape >= 1]))
+                if known and value.size % known == 0 and (value.size == known or np.any(shape == -1)):
+                    consts[node.output[0]] = value.reshape(tuple(int(d) for d in shape))
     return {name: value for name, value in consts.items() if value is not None}
 
 
@@ -238,7 +246,9 @@ def read_onnx(path):
     if len(dims) != 4:
         raise CompareError(f"{path!r}: input {inp.name!r} has rank {len(dims)}, expected an image batch (rank 4)")
     layout, hw = image_input(dims, path, dims)
-    nodes = [n for n in (_normalize(node, consts, helper, grids) for node in graph.node) if n is not None]
+    collapsed, consumed = onnx_quant.collapse_dynamic(graph, consts, helper)
+    nodes = [n for n in (collapsed.get(i) or (None if i in consumed else _normalize(node, consts, helper, grids))
+                         for i, node in enumerate(graph.node)) if n is not None]
     nodes, on_grid, to_dequantize = onnx_quant.collapse_qdq(nodes)
     float_layers = {n.output: n for n in nodes if n.op in ("conv", "dense") and n.attrs.get("weight") is not None
                     and n.attrs.get("weight_q") is None}
@@ -322,6 +332,8 @@ def read_onnx(path):
                          f"({', '.join(sorted(requantized)[:3])}{', ...' if len(requantized) > 3 else ''}): read from "
                          "the graph it optimizes")
     other.outputs = [o.name for o in graph.output]
+    if collapsed:  # int8 weights, float activations rounded as the graph runs
+        other.kind = "onnx (dynamic int8)"
     if on_grid:
         other.quant = on_grid
         # and the tensor it writes its rounded input to: run() returns it as float values, OTHER's side

@@ -240,9 +240,19 @@ def dynamic_int8(x, mode):
     an int8 grid of their own, then back to values.  'symmetric': step max |x| / 127, q in
     [-127, 127]; 'asymmetric': the range [min(0, min x), max(0, max x)] in 255 steps, the zero
     point (from the end whose error is smaller) nudged onto [-128, 127], q = round(zp + x / step)
-    in float32.  An image of zeros stays zeros."""
+    in float32.  An image of zeros stays zeros.  'per-tensor uint8': ONNX's DynamicQuantizeLinear,
+    one grid for the whole batch: step (max(0, max x) - min(0, min x)) / 255 in float32, the zero
+    point round(-min / step) onto [0, 255], q = round(x / step) + zero point (halves to even)."""
     x32 = np.asarray(x, np.float32)
     out = np.zeros(x32.shape, np.float64)
+    if mode == "per-tensor uint8":
+        lo, hi = min(np.float32(0), x32.min()), max(np.float32(0), x32.max())
+        if lo == hi:
+            return out.astype(np.asarray(x).dtype, copy=False)
+        s = np.float32((hi - lo) / np.float32(255))
+        z = float(np.round(np.clip(np.float32(0) - lo / s, 0, 255)))
+        q = np.clip(np.round(x32 / s) + z, 0, 255)
+        return ((q - z) * float(s)).astype(np.asarray(x).dtype, copy=False)
     for b, v in enumerate(x32):
         lo, hi = float(v.min()), float(v.max())
         if mode == "asymmetric":
@@ -288,7 +298,9 @@ def _dynamic_steps(ref, dynamic, layers):
             src = ref.layers[ref.index[src]].inputs[0]
         x = np.asarray(forced.get(src, base[src]), np.float64)
         x = x.reshape(len(x), -1)
-        if mode == "asymmetric":
+        if mode == "per-tensor uint8":
+            step = float(np.maximum(x.max(), 0) - np.minimum(x.min(), 0)) / 255.0
+        elif mode == "asymmetric":
             step = float(np.max(np.maximum(x.max(axis=1), 0) - np.minimum(x.min(axis=1), 0))) / 255.0
         else:
             step = float(np.max(np.abs(x))) / 127.0
@@ -385,10 +397,13 @@ def _int8_patch(ref, weight_grids, acts, input_grid, input_seen=None, dynamic=No
         modes = " / ".join(sorted(set(dynamic.values())))
         return Patch("precision", f"dynamic range int8 as OTHER computes it: batch norms folded, weights rounded "
                      f"onto the graph's own int8 grids ({kind}), {biases}, and the input of {len(dynamic)} layers "
-                     f"rounded onto int8 per image at run time ({modes}, as LiteRT's hybrid kernels do)", layers,
+                     f"rounded onto an 8-bit grid of its own at run time ({modes}: "
+                     + ("ONNX Runtime's DynamicQuantizeLinear, one grid per tensor)" if "per-tensor uint8" in dynamic.values()
+                        else "LiteRT's hybrid kernels, one grid per image)"), layers,
                      post=post, steps=steps,
                      detail={"weights": "int8", "folded": True, "grid": f"OTHER's own, {kind}",
-                             "activations": f"dynamic, per image ({modes})", "dynamic_layers": len(dynamic),
+                             "activations": f"dynamic ({modes})" if "per-tensor uint8" in dynamic.values()
+                             else f"dynamic, per image ({modes})", "dynamic_layers": len(dynamic),
                              "floor": "measured: this reference run by our float32 engine against float64, at "
                                       "least one input value a step off per layer",
                              "inputs": "each layer run from OTHER's own tensors at its inputs"})
