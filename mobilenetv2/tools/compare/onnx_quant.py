@@ -213,7 +213,7 @@ def collapse_dynamic(graph, consts, helper):
             else:  # B (in, out): to (out, in)
                 weight = ((wq.astype(np.int64) - wzp) * w_scale).T
                 grid = QParams.of(w_scale, wzp, wq.dtype, 1)
-        except ValueError:  # a scale or zero point that does not fit the weights
+        except (ValueError, TypeError):  # a scale or zero point that does not fit the weights
             continue
         if bias is not None and bias.size != weight.shape[0]:
             continue
