@@ -352,7 +352,8 @@ def unread_head(other):
             chain.add(n.output)
         if any(i in after for i in n.inputs):
             after.add(n.output)
-    if ends[0] in chain:
+    if ends[0] in chain or any(n.op in ("conv", "pool", "add") for n in other.nodes
+                               if any(i in after for i in n.inputs)):  # not a classifier: DeepLabV3's image pooling
         return []
     return list(dict.fromkeys(n.attrs.get("kind", n.op) for n in other.nodes  # (layout ops left out)
                               if any(i in after for i in n.inputs) and n.output not in chain and n.op != "reshape"))
