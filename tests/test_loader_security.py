@@ -380,3 +380,29 @@ def test_is_a_directory_error_carries_its_errno(tmp_path):
     with pytest.raises(IsADirectoryError) as info:
         loader.read_weights(tmp_path)
     assert info.value.errno == errno.EISDIR
+
+
+@pytest.mark.parametrize("libver", ["earliest", "latest"])  # superblock version 0, and 3
+def test_the_superblock_end_address_is_read_for_each_superblock_version(tmp_path, libver):
+    """The end-of-file address the download check compares with the file's size, read from the
+    superblock h5py writes with each library version bound: it is the file's size."""
+    import h5py
+    from mobilenetv2.loader import _superblock_end
+    path = tmp_path / f"{libver}.h5"
+    with h5py.File(path, "w", libver=libver) as f:
+        f.attrs["layer_names"] = np.array([b"dense"], dtype="S5")
+        f.create_dataset("dense/kernel:0", data=np.arange(12, dtype=np.float32).reshape(3, 4))
+    head = path.read_bytes()[:64]
+    assert head[8] == (0 if libver == "earliest" else 3)  # the superblock's version byte
+    assert _superblock_end(head) == path.stat().st_size
+
+
+def test_a_listed_layer_that_is_a_dataset_is_refused_naming_it(tmp_path):
+    """layer_names lists 'Conv1', and 'Conv1' is a dataset, not the group of its weights: the
+    package's error naming the layer, not whatever reading a dataset as a group would raise."""
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([b"Conv1"], dtype="S5")  # fixed-length, as Keras writes it
+        f.create_dataset("Conv1", data=np.zeros((3, 3, 3, 16), np.float32))
+    with pytest.raises(WeightsError, match="lists layer 'Conv1' but has no group for it"):
+        loader.read_weights(str(path))
