@@ -163,17 +163,18 @@ def test_a_layer_left_out_of_quantization_is_compared_as_onnx_runtime_runs_it(mo
     assert (left_out in (report["other"]["runtime"] or "")) == (requantized and recent)
 
 
-@pytest.mark.parametrize("ops, layers", [(None, 53), (["MatMul", "Gemm"], 1)])
-def test_onnx_runtime_dynamic_quantization_is_precision(model, clean_export, tmp_path, ops, layers):
+@pytest.mark.parametrize("ops, layers, batch", [(None, 53, None), (["MatMul", "Gemm"], 1, None), (None, 53, 1)])
+def test_onnx_runtime_dynamic_quantization_is_precision(model, clean_export, tmp_path, ops, layers, batch):
     """quantize_dynamic: DynamicQuantizeLinear -> ConvInteger / MatMulInteger -> Cast -> Mul by
     the scales -> Add of the bias, every conv and the classifier (or the classifier alone).  The
     graph was refused ('OTHER runs 0 convolutions'), and with its head alone quantized it read as
     agreeing with that head never compared.  Each chain reads as one conv or dense layer with int8
     weights whose input ONNX Runtime rounds onto uint8 as it runs, one grid for the whole batch;
-    the reference does the same: precision, every layer agreeing once applied."""
+    the reference does the same: precision, every layer agreeing once applied.  With a fixed batch
+    of 1 compare runs the two images one at a time, and so does the reference's rounding."""
     path = str(tmp_path / "dynamic.onnx")
-    quantization.quantize_dynamic(clean_export, path, weight_type=quantization.QuantType.QInt8,
-                                  op_types_to_quantize=ops)
+    src = clean_export if batch is None else export_onnx(model, tmp_path / "b1.onnx", batch=batch)
+    quantization.quantize_dynamic(src, path, weight_type=quantization.QuantType.QInt8, op_types_to_quantize=ops)
     assert ("ConvInteger" in [n.op_type for n in onnx.load(path).graph.node]) == (ops is None)
     report = compare(path, weights=model, batch=pixels(2, 7))
     d = report["diagnosis"]
@@ -397,6 +398,10 @@ def test_dynamic_int8_rounds_each_image_as_litert_s_hybrid_kernels_do():
     s = 1 / 128
     onnx_q = dynamic_int8(np.array([[2.5 * s, 3.5 * s, 1.0], [-127 / 128, 0.004, 0.0]]), "per-tensor uint8")
     np.testing.assert_array_equal(onnx_q, [[2 * s, 4 * s, 1.0], [-127 / 128, s, 0.0]])
+    # one image at a time (a graph with a fixed batch of 1): the first row's grid is [0, 1] in
+    # 255 steps, zero point 0, so 2.5 / 128 = 4.98 steps -> 5
+    rows = dynamic_int8(np.array([[2.5 * s, 1.0], [-127 / 128, 0.0]]), "per-tensor uint8", group=1)
+    np.testing.assert_allclose(rows, [[5 / 255, 1.0], [-127 / 128, 0.0]], rtol=1e-6)
     sym = dynamic_int8(np.array([[0.5, -127 / 64, 1 / 128]]), "symmetric")  # step 1/64: 0.5 step rounds up
     np.testing.assert_array_equal(sym, [[0.5, -127 / 64, 1 / 64]])
     # [-0.5, 1]: step 1.5 / 255, zero point -128 + 85 = -43; 0.004 and 0.006 are 0.68 and 1.02 steps

@@ -249,6 +249,9 @@ def read_onnx(path):
     collapsed, consumed = onnx_quant.collapse_dynamic(graph, consts, helper)
     nodes = [n for n in (collapsed.get(i) or (None if i in consumed else _normalize(node, consts, helper, grids))
                          for i, node in enumerate(graph.node)) if n is not None]
+    for n in collapsed.values():  # a fixed batch size: run that many images at a time, a grid for each run
+        n.attrs["dynamic_group"] = dims[0]
+    ends = {n.output for n in collapsed.values()}
     nodes, on_grid, to_dequantize = onnx_quant.collapse_qdq(nodes)
     float_layers = {n.output: n for n in nodes if n.op in ("conv", "dense") and n.attrs.get("weight") is not None
                     and n.attrs.get("weight_q") is None}
@@ -277,7 +280,9 @@ def read_onnx(path):
     # In a quantized graph a float tensor read only by a QuantizeLinear is one ONNX Runtime fuses
     # away (DQ -> Conv -> Q becomes QLinearConv): asking for it would make ORT run the float op.
     quantizes = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
-    for node in graph.node:
+    for i, node in enumerate(graph.node):
+        if i in consumed and node.output[0] not in ends:  # inside a dynamically quantized conv: no layer's
+            continue
         wanted = node.op_type in _FLOAT_OPS or node.op_type in onnx_quant.QOPERATOR_OPS or (
             node.op_type in ("DequantizeLinear", "QuantizeLinear") and node.output and node.output[0] in on_grid)
         if not wanted:
@@ -311,7 +316,8 @@ def read_onnx(path):
         if not batch or len(feed) == batch or len(feed) % batch:
             return dict(zip(names, run_one(feed)))
         parts = [run_one(feed[i:i + batch]) for i in range(0, len(feed), batch)]
-        return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)}
+        return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)
+                if np.ndim(parts[0][k])}  # (a scalar of each run is no layer's tensor)
 
     def run(x):
         out = run_all(x)

@@ -14,9 +14,10 @@ run on OTHER's inputs, a layer that computes what the patched reference computes
 such steps, and that is what "agrees" means at int8.  A defect is still local to its layer and
 shows there (other pads on one conv change a whole border).
 
-Dynamic range quantization (LiteRT's hybrid kernels: int8 weights, float activations) rounds
-each conv's and dense layer's float input onto an int8 grid of its own per image as it runs
-(``dynamic_int8``); the int8 patch does the same to the reference's input of those layers.
+Dynamic quantization (LiteRT's hybrid kernels, ONNX Runtime's DynamicQuantizeLinear: int8
+weights, float activations) rounds each conv's and dense layer's float input onto an 8-bit grid
+of its own as it runs, per image or per tensor (``dynamic_int8``); the int8 patch does the same
+to the reference's input of those layers.
 """
 import copy
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class QuantInfo:
     forced: dict = None  # Keras layer -> OTHER's tensor there (NHWC): what the int8 reference runs from
     input_seen: object = None  # OTHER's rounded input (NHWC), where its run shows it: its side at a tie
     rounding: dict = None  # Keras layer -> 'bfloat16' / 'float16': OTHER rounds its output (Cast pairs)
-    dynamic: dict = None   # Keras conv / dense name -> 'asymmetric' / 'symmetric': its input rounded per image at run time
+    dynamic: dict = None   # Keras conv / dense name -> (mode, group): its input rounded as OTHER runs (dynamic_int8)
 
 
 def quant_info(other, matches, ref_layers):
@@ -54,12 +55,12 @@ def quant_info(other, matches, ref_layers):
             w = w[:, 0].transpose(1, 2, 0) if isinstance(layer, L.DepthwiseConv2D) else w.transpose(2, 3, 1, 0)
             weights[layer.name] = (node.attrs["weight_q"], node.attrs.get("bias_q"), w)
             if node.attrs.get("dynamic"):
-                dynamic[layer.name] = node.attrs["dynamic"]
+                dynamic[layer.name] = (node.attrs["dynamic"], node.attrs.get("dynamic_group"))
     dense = [n for n in other.nodes if n.op == "dense"]
     if dense and dense[-1].attrs.get("weight_q") is not None and any(x.name == "predictions" for x in ref_layers):
         weights["predictions"] = (dense[-1].attrs["weight_q"], dense[-1].attrs.get("bias_q"), dense[-1].attrs["weight"].T)
         if dense[-1].attrs.get("dynamic"):
-            dynamic["predictions"] = dense[-1].attrs["dynamic"]
+            dynamic["predictions"] = (dense[-1].attrs["dynamic"], dense[-1].attrs.get("dynamic_group"))
     if not acts and not weights and not rounding:
         return None
     return QuantInfo(acts, other.input_quant, weights, rounding=rounding or None, dynamic=dynamic or None)
@@ -235,16 +236,20 @@ def _round_half_away(a):
     return np.copysign(np.floor(np.abs(a) + 0.5), a)
 
 
-def dynamic_int8(x, mode):
+def dynamic_int8(x, mode, group=None):
     """``x`` (a batch) as LiteRT's hybrid kernels see it: each image's float32 values rounded onto
     an int8 grid of their own, then back to values.  'symmetric': step max |x| / 127, q in
     [-127, 127]; 'asymmetric': the range [min(0, min x), max(0, max x)] in 255 steps, the zero
     point (from the end whose error is smaller) nudged onto [-128, 127], q = round(zp + x / step)
     in float32.  An image of zeros stays zeros.  'per-tensor uint8': ONNX's DynamicQuantizeLinear,
     one grid for the whole batch: step (max(0, max x) - min(0, min x)) / 255 in float32, the zero
-    point round(-min / step) onto [0, 255], q = round(x / step) + zero point (halves to even)."""
+    point round(-min / step) onto [0, 255], q = round(x / step) + zero point (halves to even);
+    ``group``: the images OTHER runs at a time (a graph with a fixed batch size is run that many
+    at once), each group on a grid of its own."""
     x32 = np.asarray(x, np.float32)
     out = np.zeros(x32.shape, np.float64)
+    if mode == "per-tensor uint8" and group and len(x32) > group:
+        return np.concatenate([dynamic_int8(x[i:i + group], mode) for i in range(0, len(x32), group)])
     if mode == "per-tensor uint8":
         lo, hi = min(np.float32(0), x32.min()), max(np.float32(0), x32.max())
         if lo == hi:
@@ -289,7 +294,7 @@ def _dynamic_steps(ref, dynamic, layers):
     layer's input (OTHER's own tensor there, else the reference's)."""
     base, forced = ref.base(), (ref.quant.forced or {}) if ref.quant is not None else {}
     flip = {}
-    for name, mode in dynamic.items():
+    for name, (mode, _) in dynamic.items():
         if name not in ref.index:
             continue
         layer = ref.layers[ref.index[name]]
@@ -315,7 +320,7 @@ def _dynamic_steps(ref, dynamic, layers):
     return {x.name: flip[u.name] for x in ref.layers[1:] if (u := ref.unit_of(x.name)).name in flip}
 
 
-def _with_dynamic_input(make, mode):
+def _with_dynamic_input(make, mode, group=None):
     """A patch entry (function(layer) -> layer) that makes the layer ``make`` gives round its
     input as ``dynamic_int8`` does before computing (a subclass of its own class, so the layer
     stays what it was to every other reader)."""
@@ -324,10 +329,10 @@ def _with_dynamic_input(make, mode):
         cls = type(inner)
         if cls not in _DYNAMIC_CLASSES:
             _DYNAMIC_CLASSES[cls] = type(f"DynamicInt8{cls.__name__}", (cls,), {
-                "__call__": lambda self, x: cls.__call__(self, dynamic_int8(x, self.dynamic_mode))})
+                "__call__": lambda self, x: cls.__call__(self, dynamic_int8(x, *self.dynamic_mode))})
         c = copy.copy(inner)
         c.__class__ = _DYNAMIC_CLASSES[cls]
-        c.dynamic_mode = mode
+        c.dynamic_mode = (mode, group)
         return c
     return patched
 
@@ -390,19 +395,20 @@ def _int8_patch(ref, weight_grids, acts, input_grid, input_seen=None, dynamic=No
     post = {name: activation_fn(grid) for name, grid in acts.items() if name in ref.index}
     steps = {name: float(np.max(grid.scale)) for name, grid in acts.items() if name in ref.index}
     if dynamic:  # hybrid kernels: each of those layers' input rounded per image as it runs
-        for name, mode in dynamic.items():
+        for name, (mode, group) in dynamic.items():
             if name in ref.index:
-                layers[name] = _with_dynamic_input(layers.get(name), mode)
-        steps = _dynamic_steps(ref, dynamic, layers)
-        modes = " / ".join(sorted(set(dynamic.values())))
+                layers[name] = _with_dynamic_input(layers.get(name), mode, group)
+        flips = _dynamic_steps(ref, dynamic, layers)  # (a graph with int8 activations too: the larger)
+        steps = {**flips, **{k: max(v, flips.get(k, 0.0)) for k, v in steps.items()}}
+        modes = " / ".join(sorted({mode for mode, _ in dynamic.values()}))
         return Patch("precision", f"dynamic range int8 as OTHER computes it: batch norms folded, weights rounded "
                      f"onto the graph's own int8 grids ({kind}), {biases}, and the input of {len(dynamic)} layers "
                      f"rounded onto an 8-bit grid of its own at run time ({modes}: "
-                     + ("ONNX Runtime's DynamicQuantizeLinear, one grid per tensor)" if "per-tensor uint8" in dynamic.values()
+                     + ("ONNX Runtime's DynamicQuantizeLinear, one grid per tensor)" if "per-tensor uint8" in modes
                         else "LiteRT's hybrid kernels, one grid per image)"), layers,
                      post=post, steps=steps,
                      detail={"weights": "int8", "folded": True, "grid": f"OTHER's own, {kind}",
-                             "activations": f"dynamic ({modes})" if "per-tensor uint8" in dynamic.values()
+                             "activations": f"dynamic ({modes})" if "per-tensor uint8" in modes
                              else f"dynamic, per image ({modes})", "dynamic_layers": len(dynamic),
                              "floor": "measured: this reference run by our float32 engine against float64, at "
                                       "least one input value a step off per layer",
