@@ -519,12 +519,20 @@ def test_a_file_name_that_is_not_utf8_is_processed(tmp_path, capsys):
     code, stdout, stderr = run_cli(["features", str(folder), "--out", str(out), "--weights", "none", *SMALL], capsys)
     assert code == 0 and PROCESSED.search(stdout).groups() == ("3", "0", "0"), stderr
     rows, _ = read_rows(out)
-    from mobilenetv2.batch.inputs import image_id
     import hashlib
+
+    from mobilenetv2 import native
+    from mobilenetv2.batch.inputs import image_id
     key = hashlib.blake2b(b"caf\xe9.png", digest_size=8).hexdigest()
     assert rows[key]["path"] == str(folder) + "/caf\\xe9.png" and rows[key]["error"] is None
     assert image_id("img00001.png") in rows
-    assert rows[key]["features"] == rows[image_id("img00001.png")]["features"]  # the same pixels
+    # The same pixels: the same bits from the C engine, whatever else shares the batch; the NumPy
+    # engine's matmul rounds a row by where BLAS puts it (Zen 5's OpenBLAS kernels: 5e-7 relative).
+    same, twin = rows[key]["features"], rows[image_id("img00001.png")]["features"]
+    if native.available():
+        assert same == twin
+    else:
+        np.testing.assert_allclose(same, twin, rtol=1e-5, atol=1e-9)
     (tmp_path / "list.txt").write_bytes(b"imgs/caf\xe9.png\n")  # a Latin-1 list names it too
     code, stdout, stderr = run_cli(["features", str(tmp_path / "list.txt"), "--out", str(tmp_path / "o2"),
                                     "--weights", "none", *SMALL], capsys)
