@@ -885,6 +885,39 @@ def main(argv=None):
     return 0
 
 
+def _label_points(fig, ax, names):
+    """Name each C point beside it, at the first of a few places where its label meets no label
+    placed before it and no other C point's marker: the 22 variants' points crowd (1.0_160 and
+    0.75_192 lie a few pixels apart), and labels written over each other, or over a neighbour's
+    marker, named the wrong point or none.  A label set off from its point gets a leader line."""
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+    fig.canvas.draw()  # until the figure has been drawn once, every text's extent is the unit box
+    renderer = fig.canvas.get_renderer()
+    r = 3.5 * fig.dpi / 72  # a marker's radius (6 points across), in pixels
+    markers = [Bbox.from_extents(x - r, y - r, x + r, y + r)
+               for x, y in (ax.transData.transform((ms, top1)) for _, ms, top1 in names)]
+    offsets = ((6, -2), (-6, -2), (12, 9), (-12, 9), (12, -13), (-12, -13), (0, 14), (0, -18))
+    placed = []
+    order = sorted(range(len(names)), key=lambda i: -names[i][2])
+    for i in order:
+        name, ms, top1 = names[i]
+        others = placed + markers[:i] + markers[i + 1:]
+        for dx, dy in offsets + (None,):
+            at = offsets[0] if dx is None else (dx, dy)  # crowded everywhere: the first place
+            lead = dict(arrowprops=dict(arrowstyle="-", lw=0.6, color="0.3", shrinkB=3)) if abs(at[1]) > 2 else {}
+            label = ax.annotate(name, (ms, top1), textcoords="offset points", xytext=at, fontsize=7,
+                                ha="left" if at[0] > 0 else "right" if at[0] < 0 else "center", va="center", **lead)
+            # the words alone (an Annotation's own extent takes in its leader line, which reaches
+            # the point), where they stand once drawn
+            label.update_positions(renderer)
+            box = Text.get_window_extent(label, renderer)
+            if dx is None or not any(box.overlaps(other) for other in others):
+                break
+            label.remove()
+        placed.append(box)
+
+
 def plot(rows, path, header):
     """The paper's accuracy-vs-cost chart with measured cost: each variant's published top-1
     (variants.PUBLISHED) against its batch-1 median latency at the lowest thread count measured;
@@ -898,6 +931,7 @@ def plot(rows, path, header):
         raise ArgumentError("--plot needs batch-1 rows of the C engine or a peer")
     threads = min(r["threads"] for r in ones)
     fig, ax = plt.subplots(figsize=(8, 5.5))
+    names = []
     style = {"c": ("o", "mobilenetv2 C"), "ort": ("s", "ONNX Runtime"), "openvino": ("^", "OpenVINO f32"),
              "litert": ("D", "LiteRT"), "openvino-bf16": ("v", "OpenVINO bf16 (reduced precision)")}
     for engine, (marker, label) in style.items():
@@ -914,9 +948,12 @@ def plot(rows, path, header):
             line = sorted((p[1][1], p[0], PUBLISHED[p[1]][2], p[2]) for p in pts if p[1][0] == alpha)
             ax.plot([q[1] for q in line], [q[2] for q in line], marker=marker, color="tab:blue",
                     label=label if i == 0 else None, linewidth=1)
-            for res, ms, top1, name in line:
-                ax.annotate(name, (ms, top1), textcoords="offset points", xytext=(4, -3), fontsize=7)
+            names += [(name, ms, top1) for res, ms, top1, name in line]
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 0.2, 0.5, 1, 2, 5 ms: plain numbers,
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # not 2x10^-1 over 3x10^-1
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"median latency, batch 1, {threads} thread(s), ms (log)")
     ax.set_ylabel("published ImageNet top-1, %")
     hidden = ", AVX-512 hidden" if header.get("avx512_hidden") else ""
@@ -927,6 +964,7 @@ def plot(rows, path, header):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    _label_points(fig, ax, names)
     from mobilenetv2.files import save_figure
     try:
         return save_figure(fig, path, dpi=120)

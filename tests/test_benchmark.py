@@ -986,3 +986,49 @@ def test_bench_segmentation_names_the_checkpoints_depth_multiplier(tmp_path, cap
     assert "DeepLabV3-MobileNetV2 0.5, 65x65" in capsys.readouterr().out
     assert json.loads(next(tmp_path.glob("segmentation-*.json")).read_text())["model"] == "deeplabv3_mobilenet_v2_0.5"
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+# One thread's batch-1 medians of the 22 variants (ms), as a Zen 5 gave them on 2026-12-06: the
+# points crowd (1.0_160 at 1.530 ms and 0.75_192 at 1.663 lie a few pixels apart, and so do 0.5_96
+# and 0.35_128), and every label at the same place beside its point wrote names over each other.
+CROWDED_MS = {"1.4_224": 5.680, "1.3_224": 4.869, "1.0_224": 2.772, "1.0_192": 2.096, "1.0_160": 1.530,
+              "1.0_128": 1.096, "1.0_96": 0.643, "0.75_224": 2.180, "0.75_192": 1.663, "0.75_160": 1.166,
+              "0.75_128": 0.744, "0.75_96": 0.452, "0.5_224": 1.009, "0.5_192": 0.732, "0.5_160": 0.545,
+              "0.5_128": 0.372, "0.5_96": 0.247, "0.35_224": 0.660, "0.35_192": 0.503, "0.35_160": 0.384,
+              "0.35_128": 0.255, "0.35_96": 0.184}
+
+
+def test_plot_labels_name_their_own_points_and_never_overlap(tmp_path, monkeypatch):
+    """Each C point's label stands clear of every other label and every other C point's marker,
+    and near its own point (within 30 points), on the crowded chart of all 22 variants."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.text import Text
+
+    from mobilenetv2 import benchmark, files
+    from mobilenetv2.variants import PUBLISHED, parse_variant
+    rows = [dict(engine="c", variant=v, batch=1, threads=1, median_ms=ms) for v, ms in CROWDED_MS.items()]
+    seen = {}
+
+    def keep(fig, path, dpi):
+        ax = fig.axes[0]
+        renderer = fig.canvas.get_renderer()
+        for t in ax.texts:
+            t.update_positions(renderer)
+            seen[t.get_text()] = (Text.get_window_extent(t, renderer), ax.transData.transform(t.xy),
+                                  fig.dpi / 72, t.xy)
+        return path
+    monkeypatch.setattr(files, "save_figure", keep)
+    benchmark.plot(rows, str(tmp_path / "chart.png"), {"cpu": "test CPU", "date": "2026-12-06"})
+    assert sorted(seen) == sorted(CROWDED_MS)
+    for name, (box, (x, y), px_per_pt, anchor) in seen.items():
+        # the label points at its own variant: its latency and published top-1
+        assert tuple(anchor) == (CROWDED_MS[name], PUBLISHED[parse_variant(name)][2])
+        for other, (box2, (x2, y2), _, _) in seen.items():
+            if other == name:
+                continue
+            assert not box.overlaps(box2), (name, other)
+            assert not box.contains(x2, y2), f"{name}'s label covers {other}'s point"
+        # the label's nearest edge is within 30 points of its point
+        dx = max(box.x0 - x, 0, x - box.x1)
+        dy = max(box.y0 - y, 0, y - box.y1)
+        assert (dx * dx + dy * dy) ** 0.5 < 30 * px_per_pt, name
