@@ -903,8 +903,8 @@ def _label_points(fig, ax, names):
     for i in order:
         name, ms, top1 = names[i]
         others = placed + markers[:i] + markers[i + 1:]
-        for dx, dy in offsets + (None,):
-            at = offsets[0] if dx is None else (dx, dy)  # crowded everywhere: the first place
+        for tried in offsets + (None,):
+            at = offsets[0] if tried is None else tried  # crowded everywhere: the first place
             lead = dict(arrowprops=dict(arrowstyle="-", lw=0.6, color="0.3", shrinkB=3)) if abs(at[1]) > 2 else {}
             label = ax.annotate(name, (ms, top1), textcoords="offset points", xytext=at, fontsize=7,
                                 ha="left" if at[0] > 0 else "right" if at[0] < 0 else "center", va="center", **lead)
@@ -912,7 +912,7 @@ def _label_points(fig, ax, names):
             # the point), where they stand once drawn
             label.update_positions(renderer)
             box = Text.get_window_extent(label, renderer)
-            if dx is None or not any(box.overlaps(other) for other in others):
+            if tried is None or not any(box.overlaps(other) for other in others):
                 break
             label.remove()
         placed.append(box)

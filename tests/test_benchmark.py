@@ -1032,3 +1032,21 @@ def test_plot_labels_name_their_own_points_and_never_overlap(tmp_path, monkeypat
         dx = max(box.x0 - x, 0, x - box.x1)
         dy = max(box.y0 - y, 0, y - box.y1)
         assert (dx * dx + dy * dy) ** 0.5 < 30 * px_per_pt, name
+
+
+def test_plot_labels_with_no_free_place_take_the_first():
+    """Labels that find every place taken (a dozen variants at one point) go beside the point
+    at the first place instead of failing the whole plot."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mobilenetv2 import benchmark
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [50, 60])
+    benchmark._label_points(fig, ax, [(f"v{i}", 1.5, 55.0) for i in range(12)])
+    assert sorted(t.get_text() for t in ax.texts) == sorted(f"v{i}" for i in range(12))
+    assert all(t.xy == (1.5, 55.0) for t in ax.texts)
+    assert sum(t.xyann == (6, -2) for t in ax.texts) >= 12 - 8  # past the eight places: the first
+    plt.close(fig)
