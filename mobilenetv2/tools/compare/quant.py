@@ -310,12 +310,8 @@ def _dynamic_steps(ref, dynamic, layers):
         else:
             step = float(np.max(np.abs(x))) / 127.0
         k = np.asarray((layers[name](layer) if name in layers else layer).weights[0], np.float64)
-        if isinstance(layer, L.DepthwiseConv2D):  # (kh, kw, C, 1): a value feeds its own channel
-            per_input = np.sqrt((k ** 2).sum(axis=(0, 1, 3)))
-        elif isinstance(layer, L.Dense):  # (in, out)
-            per_input = np.sqrt((k ** 2).sum(axis=1))
-        else:  # (kh, kw, in, out)
-            per_input = np.sqrt((k ** 2).sum(axis=(0, 1, 3)))
+        # Dense (in, out); a conv (kh, kw, in, out), a depthwise one (kh, kw, C, 1): each input's weights
+        per_input = np.sqrt((k ** 2).sum(axis=1 if isinstance(layer, L.Dense) else (0, 1, 3)))
         flip[name] = step * float(per_input.max())
     return {x.name: flip[u.name] for x in ref.layers[1:] if (u := ref.unit_of(x.name)).name in flip}
 
