@@ -134,14 +134,8 @@ MNV2_AVX2 static void f32_dwconv3x3_dilated_row_relu6_avx2(const float *const ro
                                                            size_t c, size_t stride, size_t dilation,
                                                            size_t pad_left, size_t ow, int relu6)
 {
-    /* interior columns [j0, j1): all three column taps inside the image */
-    size_t j0 = (pad_left + stride - 1) / stride, j1 = 0;
-    if (wd + pad_left >= 2 * dilation + 1)
-        j1 = (wd + pad_left - 2 * dilation - 1) / stride + 1;
-    if (j1 > ow)
-        j1 = ow;
-    if (j0 > j1)
-        j0 = j1;
+    size_t j0, j1; /* interior columns: all three column taps inside the image */
+    mnv2_interior_dilated(wd, stride, dilation, pad_left, ow, &j0, &j1);
     const size_t cfull = c - c % 8;
     size_t j = 0;
     while (j < ow) {

@@ -20,17 +20,24 @@
 
 #include <stddef.h>
 
-/* The interior output columns [j0, j1) of a 3x3 row at `stride` with `pad_left` leading zeros over
- * an input of `wd` columns: every j whose three column taps are inside the image. */
-static inline void mnv2_interior(size_t wd, size_t stride, size_t pad_left, size_t ow, size_t *j0,
-                                 size_t *j1)
+/* The interior output columns [j0, j1) of a 3x3 row at `stride` and `dilation` (taps `dilation`
+ * apart, a window 2 * dilation + 1 wide) with `pad_left` leading zeros over an input of `wd`
+ * columns: every j whose three column taps are inside the image. */
+static inline void mnv2_interior_dilated(size_t wd, size_t stride, size_t dilation, size_t pad_left,
+                                         size_t ow, size_t *j0, size_t *j1)
 {
+    const size_t span = 2 * dilation + 1;
     *j0 = (pad_left + stride - 1) / stride;
-    *j1 = wd + pad_left >= 3 ? (wd + pad_left - 3) / stride + 1 : 0;
+    *j1 = wd + pad_left >= span ? (wd + pad_left - span) / stride + 1 : 0;
     if (*j1 > ow)
         *j1 = ow;
     if (*j0 > *j1)
         *j0 = *j1;
+}
+static inline void mnv2_interior(size_t wd, size_t stride, size_t pad_left, size_t ow, size_t *j0,
+                                 size_t *j1)
+{
+    mnv2_interior_dilated(wd, stride, 1, pad_left, ow, j0, j1);
 }
 
 /* Long reductions (a pointwise conv or the dense head with at least MNV2_KBLOCK_MIN input
