@@ -61,6 +61,17 @@ TARGETS = {
     "machine": ["tests/test_machine.py", "tests/test_plan_pool.py"],
     "tools/compare/quant": ["tests/test_compare_quant.py", "tests/test_compare_regressions.py"],
     "tools/compare/weight_diff": ["tests/test_compare_regressions.py", "tests/test_compare_openvino.py"],
+    "numpy_kernels": ["tests/test_layers.py", "tests/test_keras_reference.py", "tests/test_engine.py",
+                      "tests/test_real_backbone.py", "tests/test_c_kernels.py", "tests/test_c_kernels_seg.py",
+                      "tests/test_hf_postprocess.py", "tests/test_hf.py"],
+    "layers": ["tests/test_layers.py", "tests/test_keras_reference.py", "tests/test_engine.py", "tests/test_model.py",
+               "tests/test_real_backbone.py", "tests/test_hf.py", "tests/test_plan_dilated.py"],
+    "arch": ["tests/test_model.py", "tests/test_plan.py", "tests/test_hf.py", "tests/test_hf_io.py", "tests/test_loader.py",
+             "tests/test_keras_reference.py", "tests/test_onnx_export.py", "tests/test_tflite_export.py"],
+    "onnx_export": ["tests/test_onnx_export.py", "tests/test_onnx_export_hf.py"],
+    "tflite_export": ["tests/test_tflite_export.py"],
+    "torch_resize": ["tests/test_hf_torchvision_backend.py"],
+    "variants": ["tests/test_registry.py", "tests/test_model.py", "tests/test_errors.py", "tests/test_cli_errors.py"],
 }
 SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
          ast.NotEq: ast.Eq, ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv,
@@ -130,9 +141,17 @@ class _Mutate(ast.NodeTransformer):
         return node
 
 
+def mutated_source(source, index, kind):
+    """The module's source with mutant (index, kind) applied, and the mutant's line as it reads
+    then (where the unparsed original and mutant first differ), for reading a survivor by hand."""
+    plain = ast.unparse(ast.parse(source))
+    mutated = ast.unparse(ast.fix_missing_locations(_Mutate(index, kind).run(ast.parse(source))))
+    changed = next((b.strip() for a, b in zip(plain.splitlines(), mutated.splitlines()) if a != b), "")
+    return mutated, changed
+
+
 def run_mutant(module, source, index, kind, tests, timeout):
-    tree = ast.parse(source)
-    mutated = ast.unparse(ast.fix_missing_locations(_Mutate(index, kind).run(tree)))
+    mutated, _ = mutated_source(source, index, kind)
     work = Path(tempfile.mkdtemp(prefix="mnv2-mut-"))
     try:
         shutil.copytree(REPO / "mobilenetv2", work / "mobilenetv2",
@@ -330,7 +349,12 @@ def run_tests(work, tests, timeout):
     try:
         done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
                               cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
-        return "survived" if done.returncode == 0 else "killed"
+        if done.returncode in (1, 2):  # a test failed, or collecting the tests did (the mutant broke an import)
+            return "killed"
+        if done.returncode == 0:
+            return "survived"
+        # 3-5: pytest's internal error, a usage error, no tests collected: the mutant was not tested
+        return f"not run (pytest exit {done.returncode}: {(done.stdout + done.stderr).strip()[-200:]})"
     except subprocess.TimeoutExpired:
         return "killed (timeout)"
 
@@ -384,7 +408,8 @@ def main(argv=None):
     p.add_argument("--max", type=int, default=40, help="mutants per module (a seeded sample)")
     p.add_argument("--c", action="store_true", help="mutate csrc/ (C_TARGETS) instead of the Python modules")
     p.add_argument("--cfile", action="append", choices=sorted(C_TARGETS), help="with --c: only these files")
-    p.add_argument("--only", action="append", help="with --c: run exactly these mutant ids (file:line:col:kind)")
+    p.add_argument("--only", action="append",
+                   help="run exactly these mutant ids: with --c file:line:col:kind, else module:index (as printed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--json")
@@ -397,24 +422,33 @@ def main(argv=None):
             cfiles = [f for f in cfiles if any(o.startswith(f + ":") for o in args.only)]
         results = run_c_mutants(cfiles, args.seed, args.timeout, only=set(args.only) if args.only else None,
                                 log=lambda line: print(line, flush=True))
-    for module in [] if args.c else args.module or sorted(TARGETS):
+    modules = args.module or sorted(TARGETS)
+    if args.only and not args.c:
+        modules = [m for m in modules if any(o.startswith(m + ":") for o in args.only)]
+    for module in [] if args.c else modules:
         source = (REPO / "mobilenetv2" / f"{module}.py").read_text()
         points = mutation_points(ast.parse(source))
         sample = random.Random(f"{args.seed}/{module}").sample(points, min(args.max, len(points)))
+        if args.only:
+            sample = [pt for pt in points if f"{module}:{pt[0]}" in args.only]
         for index, kind, what in sorted(sample, key=lambda p: p[0]):
+            _, line = mutated_source(source, index, kind)
             outcome = run_mutant(module, source, index, kind, TARGETS[module], args.timeout)
-            results.append({"module": module, "change": what, "outcome": outcome})
-            print(f"{module:<14} {what:<44} {outcome}", flush=True)
-    scored = [r for r in results if not r["outcome"].startswith("equivalent")]
+            results.append({"module": module, "id": f"{module}:{index}", "change": what, "outcome": outcome,
+                            "source": line})
+            print(f"{module + ':' + str(index):<20} {what:<44} {outcome}", flush=True)
+    scored = [r for r in results if not r["outcome"].startswith(("equivalent", "not run"))]
     killed = sum(r["outcome"].startswith("killed") for r in scored)
+    equivalent = sum(r["outcome"].startswith("equivalent") for r in results)
     print(f"\n{killed}/{len(scored)} mutants killed ({100 * killed / max(len(scored), 1):.1f} %) "
-          f"in {time.monotonic() - start:.0f} s; {len(results) - len(scored)} equivalent by object code not run")
+          f"in {time.monotonic() - start:.0f} s; {equivalent} equivalent by object code not run")
     for module in sorted({r["module"] for r in scored}):
         mine = [r for r in scored if r["module"] == module]
         print(f"  {module:<24} {sum(r['outcome'].startswith('killed') for r in mine)}/{len(mine)}")
     for r in results:
-        if r["outcome"] == "survived":
-            print(f"survivor: {r.get('id', r['module'])} {r['change']}  [{r.get('source', '')}]")
+        if r["outcome"] == "survived" or r["outcome"].startswith("not run"):
+            what = "survivor" if r["outcome"] == "survived" else r["outcome"]
+            print(f"{what}: {r.get('id', r['module'])} {r['change']}  [{r.get('source', '')}]")
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "seed": args.seed, "results": results}, indent=1))
     return 0

@@ -33,8 +33,9 @@ DEEPLAB_BN_EPS = 1e-5  # transformers' DeepLabV3 head (hard-coded there)
 DEEPLAB_CHANNELS = 256
 
 
-def make_divisible(v, divisor=8, min_value=None):
-    """Keras's ``_make_divisible``: round to a multiple of ``divisor``, never below 90 % of v."""
+def make_divisible(v, divisor, min_value=None):
+    """Keras's ``_make_divisible``: round to a multiple of ``divisor``, never below 90 % of v (the
+    divisor is given, as Keras gives it, by every caller: 8 for Keras, transformers' config's)."""
     if min_value is None:
         min_value = divisor
     new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)

@@ -94,6 +94,21 @@ def test_six_to_one_breaks_a_tie_as_torch_does_not_as_pillow():
     assert np.asarray(Image.fromarray(u).resize((1, 1), Image.BILINEAR))[0, 0].tolist() == [87, 87, 87]
 
 
+def test_precision_stops_at_22_bits_as_torch_s_does():
+    """600 -> 1 (a short side of 1 in a preprocessor config, or a thin image): s = 600, centre 300,
+    all 600 inputs, weights 1 - |j + 1/2 - 300| / 600 summing to 600 - 150 = 450; the largest,
+    (1199/1200) / 450, times 2**23 is 18,626, below 2**15, so the bit rule alone would give 23 bits;
+    torch stops at 22 (its int32 sums of 255 * 2**bits must not overflow).  300 -> 1 reaches 22 by
+    the rule: (599/600) / 225 times 2**23 passes 2**15."""
+    for n in (600, 300):
+        first, k, bits = aa_taps(n, 1)
+        total = Fraction(n * n - n * n // 4, n)  # n - (sum over j of |j + 1/2 - n/2|) / n = 3n/4
+        assert bits == 22 and first.tolist() == [0]
+        assert k[0].tolist()[:n] == [_fixed((1 - abs(Fraction(2 * j + 1 - n, 2)) / n) / total, 22) for j in range(n)]
+    u = np.full((1, 600, 3), 255, np.uint8)
+    assert resize_bilinear_aa_u8(u, 1, 1).tolist() == [[[255, 255, 255]]]
+
+
 def test_upsampling_two_to_three_by_hand():
     """2 -> 3: s = 2/3 < 1, so the support is 1 input: centres 1/3, 1, 5/3 take input 0, both (1/2
     each), input 1; the largest weight, 1, takes 14 bits; the middle is (a + b + 1) // 2."""

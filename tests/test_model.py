@@ -253,6 +253,15 @@ def test_imagenet_top_takes_each_official_square_size_and_no_other():
     assert _input_shape((192, 160, 3), False, None) == ((192, 160, 3), 224)
 
 
+def test_the_memory_checks_lower_bound_is_the_largest_step_and_what_is_kept():
+    """arch.run_values, the values per example below which a run is refused, worked out by hand for
+    1.0 at 224 (the Keras shapes): its largest step is block_1_pad, 112x112x96 in and 113x113x96 out;
+    asking for Conv1 alone runs the stem only (224x224x3 in, 112x112x32 out) and keeps Conv1's output."""
+    model = MobileNetV2((224, 224, 3), include_top=False, weights=None)
+    assert arch.run_values(model.layers, (224, 224, 3)) == 112 * 112 * 96 + 113 * 113 * 96
+    assert arch.run_values(model.layers, (224, 224, 3), ["Conv1"]) == 224 * 224 * 3 + 2 * 112 * 112 * 32
+
+
 def test_numpy_runs_larger_than_the_memory_available_are_refused_before_they_run(monkeypatch):
     """The NumPy engine, features() and trace() had no memory check: Linux lends the address space
     (a float64 trace of 1.0 at 224x224 keeps 173 MB of activations per image: 347 GB for 2000

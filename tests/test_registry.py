@@ -125,6 +125,16 @@ def test_the_22_variants_with_and_without_top():
     assert sum(v["include_top"] for v in vs) == 22
 
 
+def test_all_variants_run_largest_first():
+    """`bench --variants all` and the unknown-variant message list the 22 as the paper's table does:
+    width multiplier from 1.4 down, each width's resolutions from 224 down."""
+    from mobilenetv2.variants import VARIANTS, variant_name
+    names = [variant_name(*v) for v in VARIANTS]
+    assert names[:7] == ["1.4_224", "1.3_224", "1.0_224", "1.0_192", "1.0_160", "1.0_128", "1.0_96"]
+    assert names[-5:] == ["0.35_224", "0.35_192", "0.35_160", "0.35_128", "0.35_96"]
+    assert len(names) == len(set(names)) == 22
+
+
 def test_names_and_urls(monkeypatch):
     monkeypatch.delenv(registry.ENV_URL)
     assert registry.weights_filename(1, 224) == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"

@@ -202,6 +202,9 @@ def test_deeplabv3_as_transformers_computes_it(tmp_path):
     path = export_tflite(from_pretrained(folder), tmp_path / "deeplab.tflite", input_size=(513, 513))
     ops = ops_of(path)
     assert ops["RESIZE_BILINEAR"] == 1 and ops["CONCATENATION"] == 1
+    # tf_padding: every convolution pads TF-SAME, the dilated depthwise ones over their 2d+1 window:
+    # each is written with padding SAME, as TensorFlow's converter writes them, and no PAD op
+    assert ops["DEPTHWISE_CONV_2D"] == 17 and "PAD" not in ops
     x = np.ascontiguousarray(ref["panda/pixel_values"].transpose(0, 2, 3, 1))
     assert rel_l2(run(path, x), ref["panda/logits"].transpose(0, 2, 3, 1)) <= TOLERANCE
 
@@ -212,6 +215,7 @@ def test_deeplabv3_at_another_size_as_the_float64_engine(tmp_path):
     folder = require_shared("hf", "deeplabv3_mobilenet_v2_1.0_513")
     x = np.random.default_rng(6).uniform(-1, 1, (1, 129, 97, 3)).astype(np.float32)
     path = export_tflite(from_pretrained(folder), tmp_path / "deeplab.tflite", input_size=(129, 97))
+    assert "PAD" not in ops_of(path)  # at this size too
     assert rel_l2(run(path, x), from_pretrained(folder, dtype="float64").predict(x.astype(np.float64))) <= TOLERANCE
 
 
