@@ -35,3 +35,14 @@ def test_missing_extension_warns_once(monkeypatch):
         native.warn_if_missing()
     assert len(caught) == 1 and "NumPy engine" in str(caught[0].message)
     assert native.backend() == "NumPy"
+
+
+def test_the_c_kernel_wrappers_say_when_the_extension_is_missing(monkeypatch):
+    """c_kernels (the NumPy twins' tests call the C kernels through it) checks its arguments, then
+    says the extension is not built: on any machine, with or without it."""
+    from mobilenetv2 import c_kernels
+    monkeypatch.setattr(native, "lib", None)
+    with pytest.raises(RuntimeError, match="the C extension is not built"):
+        c_kernels.softmax(np.zeros((1, 3), np.float32))
+    with pytest.raises(ValueError, match="no classes"):  # the arguments first
+        c_kernels.softmax(np.zeros((1, 0), np.float32))

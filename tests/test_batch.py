@@ -125,6 +125,16 @@ def test_predict_writes_the_top_classes(images, synthetic_top_file, tmp_path, ca
         assert row["names"] == [table_names[i][1] for i in best]
 
 
+def test_top_past_the_head_s_classes_is_refused(images, synthetic_top_file, tmp_path, capsys):
+    folder, _ = images
+    out = tmp_path / "preds"
+    code, _, stderr = run_cli(["predict", str(folder / "sub"), "--out", str(out), *SMALL,
+                               "--weights", synthetic_top_file, "--top", "1001"], capsys)
+    assert code == 2 and stderr.count("\n") == 1
+    assert "top must be at most the 1000 classes, got 1001" in stderr
+    assert not out.exists()
+
+
 def _ids(files):
     ids = []
     for f in files:

@@ -100,7 +100,7 @@ def test_softmax(n, c, scale, sc, seed):
 
 
 @settings(max_examples=60, deadline=None)
-@given(shape=st.sampled_from([(1, 1, 5, 7), (3, 3, 13), (3, 3, 3, 32), (40, 1), (1, 1)]),
+@given(shape=st.sampled_from([(1, 1, 5, 7), (3, 3, 13), (3, 3, 3, 32), (40, 1), (1, 1), (13,)]),
        sc=scalar, seed=seeds)
 def test_fold_batchnorm_gives_the_numpy_twins_bits(shape, sc, seed):
     rng = np.random.default_rng(seed)
@@ -120,6 +120,14 @@ def test_fold_batchnorm_rejects_what_would_be_nan():
         C.fold_batchnorm(w, ones, ones, ones, -ones, 1e-3)
     with pytest.raises(ValueError, match="shape"):
         C.fold_batchnorm(w, ones[:3], ones, ones, ones, 1e-3)
+
+
+def test_softmax_refuses_rows_of_no_classes_and_non_finite_values():
+    """The C softmax reads a row's first value for its maximum: a row of no classes never reaches it."""
+    for x, says in ((np.zeros((2, 0), np.float32), "no classes"), (np.float32([[1.0, np.nan]]), "NaN or inf"),
+                    (np.float32([[np.inf, 0.0]]), "NaN or inf")):
+        with pytest.raises(ValueError, match=says):
+            C.softmax(x)
 
 
 def test_pointwise_panels_write_only_their_channels():

@@ -192,7 +192,7 @@ def test_export_with_a_wrong_epsilon(model, tmp_path):
     assert report["diagnosis"]["cause"] == "bn_epsilon"
 
 
-def test_padding_seen_only_after_the_layers_that_caused_it(tmp_path):
+def test_padding_seen_only_after_the_layers_that_caused_it(tmp_path, capsys):
     """A dump with block outputs only (as transformers' hidden states), from a graph padding every
     stride-2 conv symmetrically at 33x40 (an even side): the first layer compare can see is
     block_1_project_BN, three convs after the stem, and the cause named there is padding."""
@@ -213,10 +213,15 @@ def test_padding_seen_only_after_the_layers_that_caused_it(tmp_path):
     np.savez(dump, **arrays)
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps({"input": "pixel_values", "layout": "NCHW", "tensors": names}))
-    report = compare(str(dump), weights=m, mapping=str(mapping))
+    report = compare(str(dump), weights=m, mapping=str(mapping), progress=True)
     assert report["first_divergent_layer"] == "block_1_project_BN"
     assert report["diagnosis"]["cause"] == "padding"
     assert report["diagnosis"]["after_fix"]["agrees"]
+    # what the report says was applied and how many candidates were tried: the progress bar
+    # names each candidate as it is run
+    assert report["diagnosis"]["evidence"][0]["detail"] == {"layers": "all stride-2", "pads": [1, 1, 1, 1]}
+    tried = capsys.readouterr().err.count("diagnosing block_1_project_BN: ")
+    assert report["diagnosis"]["tried"] == tried > 1
     # the same dump of the clean graph agrees
     clean = read_onnx(torch_style(m, tmp_path / "clean.onnx")).run(x)
     for key, name in names.items():

@@ -376,6 +376,32 @@ def test_a_dump_s_input_is_checked_as_a_batch_is(backbone, tmp_path, x, says):
     _refused(dump, says, weights=str(weights))
 
 
+def test_metrics_by_hand():
+    """rel_l2 |a - b| / |b| (|d| where b is 0), cosine 1 for two zero arrays and 0 for one, the
+    floor of a layer float32 computes exactly 2**-30, and a ratio of exactly the factor agrees."""
+    from mobilenetv2.tools.compare.metrics import TINY, metrics, noise_floor, rel_l2
+    assert rel_l2([0.5], [0.25]) == 1.0 and rel_l2([3.0, 4.0], [0.0, 0.0]) == 5.0
+    m = metrics(np.array([[0.0, 3.0]]), np.array([[4.0, 0.0]]))
+    assert m == {"max_abs": 4.0, "rel_l2": 1.25, "cosine": 0.0}
+    assert metrics(np.array([0.3, 0.4]), np.array([0.4, 0.3]))["cosine"] == pytest.approx(0.24 / 0.25)  # norms 0.5
+    assert metrics(np.zeros(3), np.zeros(3))["cosine"] == 1.0
+    assert metrics(np.zeros(3), np.ones(3))["cosine"] == 0.0 == metrics(np.ones(3), np.zeros(3))["cosine"]
+    assert noise_floor(np.float32([1.0, 2.0]), np.array([1.0, 2.0])) == (TINY, 0.0) and TINY == 2.0 ** -30
+    ref = np.array([[3.0, 4.0]])  # |ref| = 5; an error of 0.5 is rel L2 0.1 = 10 x a floor of 0.01
+    assert layer_row("Conv1", ref + [[0.5, 0.0]], ref, (0.01, 0.0), 10.0)["agrees"]
+    assert not layer_row("Conv1", ref + [[0.5, 0.0]], ref, (0.01, 0.0), 9.99)["agrees"]
+
+
+def test_one_float16_and_bfloat16_step_by_hand():
+    """The step of float16 at a value is NumPy's np.spacing of it (10 stored bits; 2**-24 below
+    the normal range); of bfloat16, 2**-7 at [1, 2) (7 stored bits), 2**-133 at the bottom."""
+    from mobilenetv2.tools.compare.diagnose import _ulp
+    v = np.array([1.0, 0.75, 1000.0, 2.0 ** -14, 2.0 ** -20, 0.0, -3.0])
+    want = np.spacing(np.abs(v).astype(np.float16)).astype(np.float64)
+    assert np.array_equal(_ulp(v, "float16"), want) and want[4] == want[5] == 2.0 ** -24
+    assert _ulp(np.array([1.0, 1.5, 0.75, 0.0]), "bfloat16").tolist() == [2.0 ** -7, 2.0 ** -7, 2.0 ** -8, 2.0 ** -133]
+
+
 def test_a_layer_whose_float32_floor_overflows_never_agrees():
     """An input of 3e38 (finite) overflows our float32 engine: a floor of inf made the ratio of
     any error 0, and a dump of zeros agreed with the reference's 1e39 values."""

@@ -315,8 +315,10 @@ def _round(w, kind):
 
 def _ulp(r, kind):
     """One step of ``kind`` (float16 / bfloat16) at the values ``r``."""
-    m, e = np.frexp(np.abs(np.asarray(r, np.float64)))
-    step = np.ldexp(1.0, e - (11 if kind == "float16" else 8))
+    a = np.abs(np.asarray(r, np.float64))
+    m, e = np.frexp(a)
+    # frexp(0) is (0, 0): a step of 2**-11 there, where the grid's is its smallest subnormal
+    step = np.where(a > 0, np.ldexp(1.0, e - (11 if kind == "float16" else 8)), 0.0)
     return np.maximum(step, 2.0 ** -24 if kind == "float16" else 2.0 ** -133)
 
 
