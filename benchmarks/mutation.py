@@ -1,15 +1,16 @@
 """A small mutation-testing driver for the Python package and the C core: single-point changes,
 the tests that cover the module, and the score.
 
-    python benchmarks/mutation.py [--module loader] [--max 40] [--seed 0] [--json out.json]
+    python benchmarks/mutation.py [--module loader] [--max 40] [--seed 0] [--json out.json] [--only MODULE:INDEX]
     python benchmarks/mutation.py --c [--cfile plan.c] [--seed 0] [--json out.json] [--only ID]
 
 Each mutant changes one thing in one module (a comparison flipped or made strict, an arithmetic
 operator swapped, a whole-number constant moved by one, ``and``/``or`` swapped, a ``not``
 dropped, a ``raise`` replaced by ``pass``: a deleted check), is written into a temporary copy
 of the package, and the module's tests run against it (``pytest -x``, with a timeout).  A mutant
-is killed when a test fails or the run times out.  Prints every survivor (module, line, change)
-and the score; survivors are read by hand: some are equivalent (the change cannot alter
+is killed when a test fails (or collecting them does: the mutant broke an import) or the run times
+out; a pytest exit of 3-5 (nothing tested) is "not run".  Prints every survivor (its id, line,
+change and the mutated line as it reads; ``--only`` reruns it by that id) and the score; survivors are read by hand: some are equivalent (the change cannot alter
 behaviour), the rest are missing tests.
 
 ``--c`` mutates csrc/ instead (the C half is in ``c_mutation_points`` / ``run_c_mutants``): a
