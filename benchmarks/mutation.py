@@ -9,7 +9,7 @@ operator swapped, a whole-number constant moved by one, ``and``/``or`` swapped, 
 dropped, a ``raise`` replaced by ``pass``: a deleted check), is written into a temporary copy
 of the package, and the module's tests run against it (``pytest -x``, with a timeout).  A mutant
 is killed when a test fails (or collecting them does: the mutant broke an import) or the run times
-out; a pytest exit of 3-5 (nothing tested) is "not run".  Prints every survivor (its id, line,
+out or a signal ends it; a pytest exit of 3-5 (nothing tested) is "not run".  Prints every survivor (its id, line,
 change and the mutated line as it reads; ``--only`` reruns it by that id) and the score; survivors are read by hand: some are equivalent (the change cannot alter
 behaviour), the rest are missing tests.
 
@@ -84,6 +84,15 @@ TARGETS = {
                                "tests/test_compare_hostile.py"],
     "tools/compare/metrics": ["tests/test_compare.py", "tests/test_compare_hostile.py", "tests/test_compare_regressions.py"],
     "tools/compare/mapping": ["tests/test_compare.py", "tests/test_compare_tflite_map.py", "tests/test_compare_regressions.py"],
+    "tools/compare/api": ["tests/test_compare_hostile.py", "tests/test_compare.py", "tests/test_compare_regressions.py"],
+    "tools/compare/onnx_reader": ["tests/test_compare_hostile.py", "tests/test_compare.py", "tests/test_compare_resize.py",
+                                  "tests/test_compare_regressions.py", "tests/test_compare_quant.py"],
+    "tools/compare/tflite_reader": ["tests/test_compare_tflite_map.py", "tests/test_compare_peers.py",
+                                    "tests/test_compare_hostile.py", "tests/test_compare_quant.py"],
+    "tools/compare/report": ["tests/test_compare_hostile.py", "tests/test_compare.py", "tests/test_cli.py",
+                             "tests/test_compare_regressions.py"],
+    "tools/compare/weights": ["tests/test_compare_hostile.py", "tests/test_compare_regressions.py", "tests/test_compare.py"],
+    "batch/inputs": ["tests/test_batch.py", "tests/test_hostile_arguments.py"],
 }
 SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
          ast.NotEq: ast.Eq, ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv,
@@ -361,8 +370,10 @@ def run_tests(work, tests, timeout):
     try:
         done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
                               cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
-        if done.returncode in (1, 2):  # a test failed, or collecting the tests did (the mutant broke an import)
-            return "killed"
+        if done.returncode in (1, 2) or done.returncode < 0:
+            # a test failed, collecting them did (the mutant broke an import), or a signal ended
+            # the run (a C mutant's SIGSEGV, an abort)
+            return "killed" if done.returncode > 0 else f"killed (signal {-done.returncode})"
         if done.returncode == 0:
             return "survived"
         # 3-5: pytest's internal error, a usage error, no tests collected: the mutant was not tested

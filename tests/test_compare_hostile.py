@@ -376,6 +376,36 @@ def test_a_dump_s_input_is_checked_as_a_batch_is(backbone, tmp_path, x, says):
     _refused(dump, says, weights=str(weights))
 
 
+class _KerasLike:
+    """A Keras model as compare reads one: weights by layer name, get_layer's ValueError for a
+    name it does not have (object_reader.py wraps a real one so)."""
+    def __init__(self, store):
+        self.store = store
+
+    def keras_weights(self, name):
+        if name not in self.store:
+            raise ValueError(f"No such layer: {name}. Existing layers are: ...")
+        return [np.asarray(w, np.float64) for w in self.store[name]]
+
+
+def test_a_keras_model_is_read_by_layer_name_and_a_missing_layer_named():
+    """A Keras model without block_16_project ended in a NameError (cout unset: get_layer's
+    ValueError was taken for a missing head), one without another layer in Keras's own ValueError."""
+    from mobilenetv2.tools.compare.weights import from_keras_object
+    model = MobileNetV2((96, 96, 3), alpha=0.35, include_top=False, weights=None)
+    rng = np.random.default_rng(0)
+    store = {x.name: [rng.uniform(0.5, 1.5, shape) for shape in x.weight_shapes()] for x in model.weighted_layers()}
+    m64, m32, desc, _ = from_keras_object(_KerasLike(store), (96, 96))
+    assert "alpha=0.35" in desc and not m64.include_top and (m64.dtype, m32.dtype) == (np.float64, np.float32)
+    assert all(np.array_equal(a, b) for x in m64.weighted_layers() for a, b in zip(x.get_weights(), store[x.name]))
+    for gone in ("block_16_project", "block_3_expand"):
+        with pytest.raises(CompareError, match=f"the Keras model has no (MobileNetV2 )?layer {gone}"):
+            from_keras_object(_KerasLike({k: v for k, v in store.items() if k != gone}), (96, 96))
+    odd = dict(store, block_16_project=[np.ones((1, 1, 112, 100))])  # 100 filters: no alpha's 320 x alpha
+    with pytest.raises(CompareError, match="block_16_project has 100 filters: no MobileNetV2 alpha"):
+        from_keras_object(_KerasLike(odd), (96, 96))
+
+
 def test_metrics_by_hand():
     """rel_l2 |a - b| / |b| (|d| where b is 0), cosine 1 for two zero arrays and 0 for one, the
     floor of a layer float32 computes exactly 2**-30, and a ratio of exactly the factor agrees."""

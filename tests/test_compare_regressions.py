@@ -238,6 +238,66 @@ def test_no_closest_candidate_that_does_not_reduce_the_error(model, clean, tmp_p
     assert "no candidate reduced the error" in text and "closest (not confirmed)" not in text
 
 
+def _report(diagnosis):
+    """The least report format_table prints: one divergent layer and ``diagnosis``."""
+    row = {"layer": "Conv1", "how": "Conv", "agrees": False, "ratio": 500.0, "rel_l2": 5e-5, "max_abs": 1e-4,
+           "cosine": 0.99999, "floor_rel_l2": 1e-7}
+    return {"layers": [row], "first_divergent_layer": "Conv1", "agrees": False, "factor": 30.0, "floor": "float32",
+            "other": {"source": "m.onnx", "kind": "onnx", "input_layout": "NCHW"},
+            "weights": {"source": "w.h5", "cannot_detect": "-"}, "input": {"source": "random", "shape": [1, 8, 8, 3]},
+            "diagnosis": dict({"layer": "Conv1", "also": [], "further": [], "tried": 7}, **diagnosis)}
+
+
+def test_an_unexplained_layer_names_its_closest_candidate_only_where_there_is_one():
+    from mobilenetv2.tools.compare.report import format_table
+    closest = {"cause": "unexplained", "applied": "epsilon 1e-5 in bn_Conv1", "detail": {},
+               "before": {"rel_l2": 5e-5, "ratio": 500.0}, "after": {"rel_l2": 2e-5, "ratio": 200.0}}
+    text = format_table(_report({"cause": "unexplained", "evidence": [closest]}))
+    assert "closest (not confirmed): epsilon 1e-5 in bn_Conv1" in text and "no candidate reduced" not in text
+    text = format_table(_report({"cause": "unexplained", "evidence": []}))
+    assert "no candidate reduced the error" in text and "closest" not in text and "(7 suspected defects tried)" in text
+
+
+def test_the_table_shows_three_layers_past_the_first_divergent_one():
+    from mobilenetv2.tools.compare.report import format_table
+    report = _report({"cause": "unexplained", "evidence": []})
+    rows = [dict(report["layers"][0], layer=f"layer_{i}", agrees=i < 2) for i in range(10)]
+    report.update(layers=rows, first_divergent_layer="layer_2")
+    text = format_table(report)
+    assert ">> layer_2" in text and "layer_5" in text and "layer_6" not in text
+    assert "... 4 more layers (--all to show them)" in text
+    assert "layer_9" in format_table(report, all_layers=True)
+
+
+def test_the_lines_of_layers_whose_weights_differ():
+    from mobilenetv2.tools.compare.report import WEIGHT_LINES, _weight_lines
+    moved = {"layer": "Conv1", "kernel_values_off": 0, "kernel_values": 864, "bias_channels_shifted": 3,
+             "max_bias_shift": 0.01, "max_bias_shift_in_bias_scales": 2.0, "max_bias_shift_of_max_bias": 0.05}
+    off = dict(moved, layer="block_1_project", kernel_values_off=5, bias_channels_shifted=0,
+               max_bias_shift_in_bias_scales=None, max_bias_shift_of_max_bias=None)
+    assert _weight_lines([moved, off]) == [
+        "    Conv1: kernel within rounding of the reference's; 3 bias channel(s) moved, by up to 0.01 "
+        "(2 x its bias scale, 5 % of its largest bias)",
+        "    block_1_project: 5 of 864 kernel values off"]
+    many = _weight_lines([off] * (WEIGHT_LINES + 2))
+    assert len(many) == WEIGHT_LINES + 1 and many[-1] == "    ... 2 more layers (listed in the JSON)"
+
+
+def test_a_defect_found_after_rounding_leads_and_keeps_every_other_cause():
+    """compare's diagnosis from the causes found in turn: rounding (precision) found first goes to
+    the defect's ``also`` and to ``further`` with every cause after the defect, in order."""
+    from mobilenetv2.tools.compare.api import _defect_first
+    found = [{"cause": c, "also": [], "layer": f"L{i}"} for i, c in
+             enumerate(["precision", "padding", "bn_epsilon", "activation"])]
+    d = _defect_first(found)
+    assert (d["cause"], d["layer"], d["also"]) == ("padding", "L1", ["precision"])
+    assert [f["cause"] for f in d["further"]] == ["precision", "bn_epsilon", "activation"]
+    d = _defect_first(found[1:])
+    assert d["cause"] == "padding" and [f["cause"] for f in d["further"]] == ["bn_epsilon", "activation"]
+    d = _defect_first([found[0], {"cause": "unexplained", "also": [], "layer": "L9"}])
+    assert d["cause"] == "precision" and [f["cause"] for f in d["further"]] == ["unexplained"]
+
+
 def test_one_kernel_channel_off_is_different_weights(model, clean, tmp_path):
     """One channel of one depthwise kernel scaled by 1.01 against the weights it was exported from
     (the case above was 'unexplained' before OTHER's weights were compared with them): different

@@ -241,13 +241,14 @@ def from_user(weights, hw, include_top, pooling=None, top_pooling="global"):
 
 def from_keras_object(other, hw):
     """The reference with a Keras model's own weights, by layer name (its epsilon stays Keras's)."""
-    try:
+    try:  # (Keras's get_layer raises ValueError for a name it does not have)
         cout = other.keras_weights("block_16_project")[0].shape[-1]
-        top = other.keras_weights("predictions")
-    except ValueError:
-        top = None
     except Exception as exc:
         raise CompareError(f"the Keras model has no MobileNetV2 layer block_16_project ({exc})") from None
+    try:
+        top = other.keras_weights("predictions")
+    except ValueError:  # no classifier head
+        top = None
     alpha = next((a for a in OFFICIAL_ALPHAS if arch.make_divisible(int(320 * a), 8) == cout), None)
     if alpha is None:
         raise CompareError(f"the Keras model's block_16_project has {cout} filters: no MobileNetV2 alpha "
@@ -256,7 +257,12 @@ def from_keras_object(other, hw):
     for dtype in ("float64", "float32"):
         m = _model(alpha, hw, top is not None, top[0].shape[1] if top else 1000, dtype)
         for layer in m.weighted_layers():
-            layer.set_weights(other.keras_weights(layer.name), m.dtype)
+            try:
+                weights = other.keras_weights(layer.name)
+            except Exception as exc:
+                raise CompareError(f"the Keras model has no layer {layer.name}, which MobileNetV2 of alpha "
+                                   f"{alpha:g} has ({exc})") from None
+            layer.set_weights(weights, m.dtype)
         models.append(m)
     return (models[0], models[1], f"read from the Keras model by layer name (alpha={alpha:g})",
             "weights read from OTHER cannot show weights already rounded (float16/bfloat16) in them")
