@@ -92,7 +92,7 @@ TARGETS = {
     "tools/compare/report": ["tests/test_compare_hostile.py", "tests/test_compare.py", "tests/test_cli.py",
                              "tests/test_compare_regressions.py"],
     "tools/compare/weights": ["tests/test_compare_hostile.py", "tests/test_compare_regressions.py", "tests/test_compare.py"],
-    "batch/inputs": ["tests/test_batch.py", "tests/test_hostile_arguments.py"],
+    "batch/inputs": ["tests/test_batch.py", "tests/test_hostile_arguments.py", "tests/test_batch_dask.py"],
 }
 SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
          ast.NotEq: ast.Eq, ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv,

@@ -156,6 +156,19 @@ def test_crop_that_rounds_to_an_empty_box():
     assert load_image(tall, target_size=(1000, 1), crop=Fraction(1, 1)).shape == (1000, 1, 3)
 
 
+def test_an_error_while_converting_is_an_image_error_not_a_half_done_array(monkeypatch):
+    """A decoder's error raised while converting or resizing (after the file was read) ends in
+    ImageError naming the image and the error; the package's own ImageError passes unchanged."""
+    def broken(self, *args, **kwargs):
+        raise OSError("broken data stream when reading image file")
+    monkeypatch.setattr(Image.Image, "resize", broken)
+    with pytest.raises(ImageError, match=r"^image '<PIL image>' cannot be converted: OSError: broken data stream"):
+        load_image(Image.fromarray(np.zeros((40, 50, 3), np.uint8)), target_size=(32, 32))
+    tall = Image.fromarray(np.zeros((1000, 32, 3), np.uint8))
+    with pytest.raises(ImageError, match=r"^crop=0\.3 of image"):
+        load_image(tall, target_size=(1000, 1), crop=0.3)
+
+
 def test_not_a_path_or_file():
     with pytest.raises(ArgumentError, match="takes a file path, a binary file or a PIL image, got int"):
         load_image(42)
