@@ -93,6 +93,11 @@ TARGETS = {
                              "tests/test_compare_regressions.py"],
     "tools/compare/weights": ["tests/test_compare_hostile.py", "tests/test_compare_regressions.py", "tests/test_compare.py"],
     "batch/inputs": ["tests/test_batch.py", "tests/test_hostile_arguments.py", "tests/test_batch_dask.py"],
+    "tools/compare/inputs": ["tests/test_compare_hostile.py", "tests/test_compare.py"],
+    "tools/compare/dump_reader": ["tests/test_compare_hostile.py", "tests/test_compare.py", "tests/test_compare_regressions.py"],
+    "tools/compare/onnx_quant": ["tests/test_compare_quant.py"],
+    "tools/compare/graph": ["tests/test_compare.py", "tests/test_compare_hostile.py", "tests/test_compare_quant.py"],
+    "batch/dataset": ["tests/test_batch.py", "tests/test_batch_dask.py"],
 }
 SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
          ast.NotEq: ast.Eq, ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv,

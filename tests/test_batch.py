@@ -222,6 +222,19 @@ def test_out_folder_rules(images, tmp_path, capsys):
     afile.write_text("x")
     code, _, stderr = run_cli(["features", str(some), "--out", str(afile), "--weights", "none", *SMALL], capsys)
     assert code == 2 and "not a folder" in stderr
+    # a folder of someone else's files (no manifest of this command) is never written into
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "part-00000.parquet").write_bytes(b"not ours")
+    for extra in ([], ["notes.txt", "b.csv"]):
+        for name in extra:
+            (theirs / name).write_text("x")
+        code, _, stderr = run_cli(["features", str(some), "--out", str(theirs), "--weights", "none", *SMALL], capsys)
+        more = f" and {len(extra)} more" if extra else ""
+        assert code == 2 and stderr.count("\n") == 1
+        assert f"is not empty and has no _mobilenetv2.json: it is not an output folder of this command (it holds " \
+               f"'b.csv'{more})" in stderr if extra else "(it holds 'part-00000.parquet')" in stderr
+    assert sorted(p.name for p in theirs.iterdir()) == ["b.csv", "notes.txt", "part-00000.parquet"]
 
 
 def test_missing_pyarrow_names_the_extra(tmp_path, monkeypatch, capsys):

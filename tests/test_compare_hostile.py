@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import threading
+import zipfile
 
 import numpy as np
 import pytest
@@ -360,6 +361,42 @@ def _npz(path, **arrays):
 
 def _x(n=1):
     return np.random.default_rng(0).uniform(-1, 1, (n, 32, 32, 3)).astype(np.float32)
+
+
+def test_a_dump_s_archive_and_folder_are_checked_before_reading(tmp_path, monkeypatch):
+    """The .npz's declared sizes are summed before any array is read; a member that is not an .npy
+    is named; a link in a dump folder is not followed; a 0-d array in a dump is kept as it is."""
+    from mobilenetv2.tools.compare import dump_reader
+    from mobilenetv2.tools.compare.dump_reader import read_dump
+    big = _npz(tmp_path / "big.npz", input=_x(), Conv1=np.zeros((1, 16, 16, 16), np.float32))
+    monkeypatch.setattr(dump_reader, "MAX_BYTES", 16 * 16 * 16 * 4)  # Conv1 alone fills it
+    with pytest.raises(CompareError, match=r"big\.npz' unpacks to .* GB, more than a MobileNetV2 dump needs"):
+        read_dump(big)
+    monkeypatch.undo()
+    odd = tmp_path / "odd.npz"
+    with zipfile.ZipFile(odd, "w") as zf:
+        zf.writestr("input.npy", _npy_bytes(_x()))
+        zf.writestr("notes.txt", b"hello")
+    with pytest.raises(CompareError, match=r"odd\.npz' holds 'notes\.txt', not an \.npy array"):
+        read_dump(odd)
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    np.save(folder / "input.npy", _x())
+    np.save(tmp_path / "elsewhere.npy", np.zeros((1, 16, 16, 16), np.float32))
+    os.symlink(tmp_path / "elsewhere.npy", folder / "Conv1.npy")
+    with pytest.raises(CompareError, match=r"Conv1\.npy' is not a plain file \(links are not followed\)"):
+        read_dump(folder)
+    other = read_dump(_npz(tmp_path / "s.npz", input=_x(2), scale=np.float32(0.5), Conv1=np.ones((2, 4), np.float32)))
+    assert other.fixed_tensors["scale"].shape == () and other.fixed_tensors["Conv1"].shape == (2, 4)
+
+
+def test_an_input_batch_in_nchw_is_read_as_nhwc_and_one_input_only():
+    from mobilenetv2.tools.compare.inputs import make_input
+    x = _x(2)
+    got, _ = make_input((32, 32), batch=x.transpose(0, 3, 1, 2))
+    assert np.array_equal(got, x)
+    with pytest.raises(CompareError, match="give one input: --images, --random or an .npy batch, not several"):
+        make_input((32, 32), random=2, batch=x)
 
 
 @pytest.mark.parametrize("x, says", [
