@@ -176,8 +176,8 @@ def mutated_source(source, index, kind):
     return mutated, changed
 
 
-def run_mutant(module, source, index, kind, tests, timeout):
-    mutated, _ = mutated_source(source, index, kind)
+def run_mutant(module, mutated, tests, timeout):
+    """Run ``tests`` against the package with ``module``'s source replaced by ``mutated``."""
     work = Path(tempfile.mkdtemp(prefix="mnv2-mut-"))
     try:
         shutil.copytree(REPO / "mobilenetv2", work / "mobilenetv2",
@@ -460,8 +460,8 @@ def main(argv=None):
         if args.only:
             sample = [pt for pt in points if f"{module}:{pt[0]}" in args.only]
         for index, kind, what in sorted(sample, key=lambda p: p[0]):
-            _, line = mutated_source(source, index, kind)
-            outcome = run_mutant(module, source, index, kind, TARGETS[module], args.timeout)
+            mutated, line = mutated_source(source, index, kind)
+            outcome = run_mutant(module, mutated, TARGETS[module], args.timeout)
             results.append({"module": module, "id": f"{module}:{index}", "change": what, "outcome": outcome,
                             "source": line})
             print(f"{module + ':' + str(index):<20} {what:<44} {outcome}", flush=True)

@@ -253,16 +253,15 @@ def from_keras_object(other, hw):
     if alpha is None:
         raise CompareError(f"the Keras model's block_16_project has {cout} filters: no MobileNetV2 alpha "
                            f"in {OFFICIAL_ALPHAS} gives that")
-    models = []
-    for dtype in ("float64", "float32"):
-        m = _model(alpha, hw, top is not None, top[0].shape[1] if top else 1000, dtype)
-        for layer in m.weighted_layers():
-            try:
-                weights = other.keras_weights(layer.name)
-            except Exception as exc:
-                raise CompareError(f"the Keras model has no layer {layer.name}, which MobileNetV2 of alpha "
-                                   f"{alpha:g} has ({exc})") from None
+    models = [_model(alpha, hw, top is not None, top[0].shape[1] if top else 1000, dtype)
+              for dtype in ("float64", "float32")]
+    for layers in zip(*(m.weighted_layers() for m in models)):  # each layer's weights read once
+        try:
+            weights = other.keras_weights(layers[0].name)
+        except Exception as exc:
+            raise CompareError(f"the Keras model has no layer {layers[0].name}, which MobileNetV2 of alpha "
+                               f"{alpha:g} has ({exc})") from None
+        for layer, m in zip(layers, models):
             layer.set_weights(weights, m.dtype)
-        models.append(m)
     return (models[0], models[1], f"read from the Keras model by layer name (alpha={alpha:g})",
             "weights read from OTHER cannot show weights already rounded (float16/bfloat16) in them")
