@@ -3,18 +3,38 @@ matched by Keras's layer names, and reads the weights by name): ``keras.applicat
 given our weights agrees; with one ReLU6 made a ReLU, or one batch norm's epsilon set to 1e-5, it is
 caught at that layer with that cause; the real 1.0_224 backbone loaded into Keras from
 ../shared/weights (checked against Keras's recorded features of real photos) agrees, and with one
-batch norm's epsilon at 1e-5 is caught there.  Keras is not a test extra (CI has none): these tests skip
-there and run where Keras 3 is installed (any backend; torch is used when none is chosen)."""
+batch norm's epsilon at 1e-5 is caught there.  Keras is not a test extra; CI installs Keras 3 with
+JAX (.ci/run), and where Keras 3 or a backend for it is absent these tests skip saying so.  With no
+KERAS_BACKEND set, the first backend installed of torch, JAX and TensorFlow is used."""
+import importlib.util
 import os
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("KERAS_BACKEND", "torch")
-keras = pytest.importorskip("keras", reason="the Keras reader's tests need Keras 3, which is not a test extra "
-                                            "(pip install keras torch to run them)")
+
+def _unavailable(reason):
+    """Skip this module saying why; where Keras was installed on purpose (.ci/run sets
+    MOBILENETV2_REQUIRE_KERAS=1) a skip would hide these tests, so fail instead."""
+    if os.environ.get("MOBILENETV2_REQUIRE_KERAS") == "1":
+        pytest.fail(f"MOBILENETV2_REQUIRE_KERAS=1: {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+if "KERAS_BACKEND" not in os.environ:
+    _backend = next((name for name, module in (("torch", "torch"), ("jax", "jax"), ("tensorflow", "tensorflow"))
+                     if importlib.util.find_spec(module) is not None), None)
+    if _backend is None:
+        _unavailable("the Keras reader's tests need a Keras backend: none of torch, jax and tensorflow is installed "
+                     "(pip install keras jax to run them)")
+    os.environ["KERAS_BACKEND"] = _backend
+try:
+    import keras
+except ImportError as e:
+    _unavailable(f"the Keras reader's tests need Keras 3, which is not a test extra (pip install keras jax to run "
+                 f"them): {e}")
 if int(keras.__version__.split(".")[0]) < 3:
-    pytest.skip(f"the Keras reader's tests need Keras 3, found {keras.__version__}", allow_module_level=True)
+    _unavailable(f"the Keras reader's tests need Keras 3, found {keras.__version__}")
 
 from conftest import keras_reference, require_shared  # noqa: E402
 from mobilenetv2 import MobileNetV2  # noqa: E402
@@ -52,6 +72,32 @@ def test_keras_model_with_our_weights_agrees(model, kmodel, x):
     assert all(r["agrees"] for r in report["layers"])
     names = [r["layer"] for r in report["layers"]]
     assert names == [layer.name for layer in model.layers[1:]]  # every layer but the input, by name
+
+
+def test_keras_model_input_size_from_the_model_or_the_batch_and_dynamic_pads(model, kmodel, x):
+    """With no input given, compare draws one at the Keras model's own 96x96 (not its 224 default);
+    a Keras model of any input size (no head) takes the batch's size.  Built with input size None,
+    Keras pads every stride-2 conv as for an even side (its correct_pad cannot see the side): at
+    64x80, block_13's input is 4x5 and Keras pads its width (0, 1) where a model built at 64x80
+    pads (1, 1); compare names that pad and its fix."""
+    report = compare(kmodel, random=1, seed=0)
+    assert report["input"]["shape"] == [1, 96, 96, 3] and report["agrees"]
+    k = keras.applications.MobileNetV2(input_shape=(None, None, 3), alpha=0.35, include_top=False, weights=None)
+    for layer in model.weighted_layers():
+        if layer.name != "predictions":
+            k.get_layer(layer.name).set_weights([np.asarray(w, np.float32) for w in layer.weights])
+    report = compare(k, batch=x[:1, :64, :64])  # every stride-2 conv's input even: the same pads
+    assert report["input"]["shape"] == [1, 64, 64, 3] and report["agrees"]
+    assert report["layers"][-1]["layer"] == "out_relu"
+    report = compare(k, batch=x[:1, :64, :80])
+    assert report["first_divergent_layer"] == "block_13_pad"
+    row = next(r for r in report["layers"] if r["layer"] == "block_13_pad")
+    assert row["note"] == "shape [1, 5, 6, 192] where the reference has [1, 5, 7, 192]"
+    d = report["diagnosis"]
+    assert d["cause"] == "padding" and d["also"] == [] and d["after_fix"]["agrees"]
+    assert d["evidence"][0]["detail"] == {"layer": "block_13_depthwise", "pads": [0, 1, 0, 1],
+                                          "reference_pads": [0, 1, 1, 1]}
+    assert "input size None" in d["evidence"][0]["applied"]
 
 
 def _set(layer, attr, value):

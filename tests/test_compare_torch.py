@@ -25,9 +25,10 @@ class KerasOrderNet(nn.Module):
     as a ZeroPad2d before each stride-2 conv, residual adds in forward, AdaptiveAvgPool2d + Linear.
     ``relu``: layers made nn.ReLU; ``eps``: {BN layer: epsilon}."""
 
-    def __init__(self, model, relu=(), eps=None, pool_in_forward=None):
+    def __init__(self, model, relu=(), eps=None, pool_in_forward=None, max_pool=False):
         """``pool_in_forward``: 'mean' or 'amax': the pooling done in forward with no module to
-        hook (torchvision's ``adaptive_avg_pool2d`` call), by mean or by max."""
+        hook (torchvision's ``adaptive_avg_pool2d`` call), by mean or by max; ``max_pool``: the
+        pooling module is an AdaptiveMaxPool2d."""
         super().__init__()
         eps = eps or {}
         self.pool_in_forward = pool_in_forward
@@ -64,7 +65,8 @@ class KerasOrderNet(nn.Module):
             elif isinstance(layer, L.ReLU):
                 self.mods[key] = nn.ReLU() if layer.name in relu else nn.ReLU6()
             elif isinstance(layer, L.GlobalAveragePooling2D):
-                self.mods[key] = nn.AdaptiveAvgPool2d(1) if pool_in_forward is None else nn.Identity()
+                self.mods[key] = (nn.Identity() if pool_in_forward is not None else
+                                  nn.AdaptiveMaxPool2d(1) if max_pool else nn.AdaptiveAvgPool2d(1))
             elif isinstance(layer, L.Dense):
                 k, bias = (torch.tensor(np.asarray(a, np.float32)) for a in layer.weights)
                 lin = nn.Linear(k.shape[0], k.shape[1])
@@ -135,6 +137,16 @@ def test_pooling_in_forward_still_compares_the_output(model, x):
     assert report["first_divergent_layer"] == "predictions"
     d = report["diagnosis"]
     assert d["cause"] == "pooling" and d["evidence"][0]["detail"]["other_pooling"] == "max"
+
+
+def test_max_pooling_module_found_at_the_pooling(model, x):
+    """A hooked AdaptiveMaxPool2d where Keras averages: the pooling layer diverges, diagnosed as
+    OTHER's max pooling (the module's kind, read from its class)."""
+    report = compare(KerasOrderNet(model, max_pool=True).eval(), weights=model, batch=x)
+    assert report["first_divergent_layer"] == "global_average_pooling2d"
+    d = report["diagnosis"]
+    assert d["cause"] == "pooling" and d["evidence"][0]["detail"]["other_pooling"] == "max"
+    assert d["after_fix"]["agrees"]
 
 
 @pytest.mark.parametrize("defect,layer,cause", [

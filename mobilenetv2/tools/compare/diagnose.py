@@ -41,8 +41,17 @@ CAUSES = ("padding", "bn_epsilon", "activation", "layout", "preprocessing", "cla
 CHANNEL_NAMES = "RGB"
 
 
+# What Keras's ZeroPadding2D before a stride-2 conv pads on every side when the model's input size is
+# not fixed (None): correct_pad takes the side for even, so an odd side gets (0, 1) where (1, 1) belongs
+DYNAMIC_KERAS_PADS = (0, 1, 0, 1)
+
+
 def _padding(ref, layer, other_shape, base):
-    unit = ref.unit_of(layer)
+    here = ref.layers[ref.index[layer]]
+    # the layer compared may be the conv's ZeroPadding2D itself (a Keras model's tensors): then
+    # OTHER's shape there is the padded one, not the conv's output
+    padded = isinstance(here, L.ZeroPadding2D)
+    unit = ref.reader_of(layer, (L.Conv2D, L.DepthwiseConv2D)) if padded else ref.unit_of(layer)
     if not isinstance(unit, (L.Conv2D, L.DepthwiseConv2D)) or getattr(unit, "kernel", 3) == 1:
         return []
     pad_layer = ref.layers[ref.index[unit.inputs[0]]]
@@ -57,11 +66,14 @@ def _padding(ref, layer, other_shape, base):
                     key=lambda p: (p != (1, 1, 1, 1), p != (0, 0, 0, 0), p[0] != p[1] or p[2] != p[3], p))
     for p in combos:
         t, b, l, r = p
-        size = ((h + t + b - 3) // s + 1, (w + l + r - 3) // s + 1)
+        size = (h + t + b, w + l + r) if padded else ((h + t + b - 3) // s + 1, (w + l + r - 3) // s + 1)
         if p == current or (want is not None and size != want) or min(size) < 1:
             continue
-        out.append(Patch("padding", f"pads (top, bottom, left, right) {p} instead of {current} for {unit.name}",
-                         {target.name: lambda x, p=p: clone(x, pads=fixed_pads(p))},
+        text = f"pads (top, bottom, left, right) {p} instead of {current} for {unit.name}"
+        if target is pad_layer and p == DYNAMIC_KERAS_PADS:
+            text += (" (the pads of an even side on an odd one: Keras's MobileNetV2 pads so when built with "
+                     "input size None)")
+        out.append(Patch("padding", text, {target.name: lambda x, p=p: clone(x, pads=fixed_pads(p))},
                          detail={"layer": unit.name, "pads": list(p), "reference_pads": list(current)}))
     return out
 
