@@ -778,3 +778,84 @@ def test_a_path_cell_holding_several_values_is_an_argument_error(cell):
     with pytest.raises(ArgumentError, match=r"row 1 of the batch has .* as its path: give one path"):
         given_rows({"path": ["ok.jpg", cell]})
     assert given_rows({"path": ["ok.jpg", None]})[1] == ["ok.jpg", ""]
+
+
+def test_disk_full_while_publishing_a_part_exits_2_and_keeps_the_finished_parts(tmp_path, capsys, monkeypatch):
+    """An OSError while writing (here ENOSPC on the second part's publish): one line, exit 2, the
+    first part (exactly --rows-per-part rows: a part is closed when it holds that many) kept, no
+    temporary file left, and the rerun writes the rest."""
+    import errno
+
+    from mobilenetv2.batch import dataset
+    write_images(tmp_path / "i", 12, seed=3)
+    out = tmp_path / "out"
+    argv = ["features", str(tmp_path / "i"), "--out", str(out), "--weights", "none", *SMALL, "--batch-size", "2",
+            "--rows-per-part", "4", "--workers", "1", "--quiet"]
+    publish, calls = dataset.PartFile.publish, []
+
+    def full_on_the_second(self, final):
+        calls.append(final)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return publish(self, final)
+
+    monkeypatch.setattr(dataset.PartFile, "publish", full_on_the_second)
+    code, stdout, stderr = run_cli(argv, capsys)
+    assert code == 2 and cli_error_lines(stderr) == ["mobilenetv2 features: error: [Errno 28] No space left on device"]
+    parts = sorted(out.glob("part-*.parquet"))
+    assert len(parts) == 1 and pq.read_table(parts[0]).num_rows == 4
+    assert not list(out.glob(".tmp-*"))
+    monkeypatch.undo()
+    code, stdout, stderr = run_cli(argv, capsys)
+    assert code == 0 and PROCESSED.search(stdout).groups() == ("8", "0", "4"), stderr
+    assert [pq.read_table(p).num_rows for p in sorted(out.glob("part-*.parquet"))] == [4, 4, 4]
+
+
+def test_progress_on_stderr_unless_quiet(tmp_path, capsys):
+    write_images(tmp_path / "i", 3, seed=4)
+    base = ["features", str(tmp_path / "i"), "--weights", "none", *SMALL, "--batch-size", "2"]
+    code, _, stderr = run_cli(base + ["--out", str(tmp_path / "loud")], capsys)
+    lines = cli_error_lines(stderr)
+    assert code == 0 and lines[0].startswith("mobilenetv2 features: 3 images, 0 already in ")
+    assert lines[-1].startswith("3/3 images  ") and " images/s  ETA 00:00:00" in lines[-1]
+    code, _, stderr = run_cli(base + ["--out", str(tmp_path / "quiet"), "--quiet"], capsys)
+    assert code == 0 and cli_error_lines(stderr) == []
+
+
+def test_workers_default_to_the_cpus_over_the_threads_and_decoders_as_asked(tmp_path, capsys, monkeypatch):
+    """Without --workers: one replica per --threads CPUs of the affinity mask (4 CPUs, 2 threads: 2
+    replicas); --decode-workers 1 decodes every image on one thread."""
+    import threading
+
+    from mobilenetv2.batch import job as batch_job
+    from mobilenetv2.batch import local
+    write_images(tmp_path / "i", 12, seed=6)
+    seen, threads = [], set()
+    run, load = local.run, batch_job.BatchJob.load
+
+    def recording_run(jobs, *a, **k):
+        seen.append(len(jobs))
+        return run(jobs, *a, **k)
+
+    def recording_load(self, path):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.005)  # long enough that a second decoder, were there one, would take some
+        return load(self, path)
+
+    monkeypatch.setattr(local, "available_cpus", lambda: 4)
+    monkeypatch.setattr(local, "run", recording_run)
+    monkeypatch.setattr(batch_job.BatchJob, "load", recording_load)
+    code, stdout, stderr = run_cli(["features", str(tmp_path / "i"), "--out", str(tmp_path / "o"), "--weights", "none",
+                                    *SMALL, "--batch-size", "1", "--threads", "2", "--decode-workers", "1",
+                                    "--quiet"], capsys)
+    assert code == 0, stderr
+    assert seen == [2] and len(threads) == 1 and next(iter(threads)).startswith("mnv2-decode")
+
+
+def test_available_cpus_without_an_affinity_mask(monkeypatch):
+    from mobilenetv2.batch import local
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert local.available_cpus() == 6
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # "undeterminable"
+    assert local.available_cpus() == 1

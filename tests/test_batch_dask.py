@@ -104,3 +104,25 @@ def test_map_partitions_with_the_model_as_an_argument_on_processes(dtype):
     for (_, threads, g), (_, _, w) in zip(got, want):
         assert threads == 2
         np.testing.assert_array_equal(g, w)
+
+
+def test_the_recipes_defaults_are_the_batch_jobs_at_one_thread():
+    """The Dask functions and the Ray Predictor take the batch job's configuration with its defaults
+    (1.0_224 ImageNet features, top 5, float32), but one thread each: the parallelism is the workers
+    (the module's text).  A default that drifted would make a partition's rows another model's."""
+    import inspect
+
+    from mobilenetv2 import dask as mdask
+    from mobilenetv2 import ray as mray
+    from mobilenetv2.batch.job import BatchJob
+
+    def defaults(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
+    job = defaults(BatchJob.__init__)
+    assert job == {"kind": "features", "alpha": 1.0, "size": 224, "weights": "imagenet", "layer": None, "top": 5,
+                   "dtype": "float32", "threads": None}
+    for fn in (mdask.cached_job, mdask.predict_partition, mdask.partition_meta, mdask.partition_schema,
+               mray.Predictor.__init__):
+        assert defaults(fn) == {**job, "threads": 1}, fn.__qualname__

@@ -78,9 +78,11 @@ def users_progress_bars():
         ctx.enable_progress_bars = before
 
 
-def test_ray_rows_equal_the_local_run(local_ray, images, local_rows, tmp_path):
+def test_ray_rows_equal_the_local_run(local_ray, images, local_rows, tmp_path, capsys):
     out = tmp_path / "ray"
-    assert main(["features", str(images), "--out", str(out), *SMALL, "--ray", "auto", "--quiet"]) == 0
+    assert main(["features", str(images), "--out", str(out), *SMALL, "--ray", "auto"]) == 0
+    # not --quiet: our own count of images done (beside Ray's bars), its final line forced at the end
+    assert any(line.startswith("61/61 images  ") for line in capsys.readouterr().err.splitlines())
     got = sorted_table(out)
     assert_same_rows(got, local_rows)
     assert same_values(np.array(got.column("features").to_pylist()[1]),
@@ -185,6 +187,8 @@ def test_default_actors_leave_cpu_for_reads_and_writes():
     assert actor_resources(2, threads=1) == (2, 0.75)
     assert actor_resources(64, threads=4) == (16, (64 - 0.5) / 16)
     assert actor_resources(8, threads=1, actors=2) == (2, 1.0)
+    assert actor_resources(2, threads=2) == (1, 1.5)     # one actor of 2 threads: 2 CPUs less 0.5
+    assert actor_resources(1, threads=4) == (1, 0.5)     # fewer CPUs than threads: still one actor
     with pytest.raises(ValueError, match="leave no CPU"):
         actor_resources(2, threads=1, actors=2, actor_cpus=1)
 

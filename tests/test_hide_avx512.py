@@ -182,6 +182,9 @@ def test_hiding_refuses_where_it_cannot(monkeypatch):
     with pytest.raises(ArgumentError, match="cannot trap CPUID"):
         native.hide_avx512()
     assert stub.calls == 1
+    stub = Stub(0)  # the C side hid it: no error
+    monkeypatch.setattr(native, "lib", stub)
+    assert native.hide_avx512() is None and stub.calls == 1
     monkeypatch.setattr(native, "isas", lambda: ["scalar", "avx2"])
     with pytest.raises(ArgumentError, match="no AVX-512 to hide"):
         native.hide_avx512()

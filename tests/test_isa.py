@@ -81,6 +81,13 @@ def test_a_force_setting_the_dispatcher_ignores_is_said_not_silently_dropped():
                               text=True, cwd=Path(__file__).resolve().parent.parent)
         assert done.returncode != 0 and said in done.stderr, done.stderr
     assert _backend_in_subprocess(MNV2_FORCE_ISA="avx2x") == LABELS[native.isas()[-1]]  # still runs
+    # shown at the module that reads the settings, not at importlib's frozen frames
+    done = subprocess.run([sys.executable, "-c", "import warnings; warnings.simplefilter('always'); import mobilenetv2"],
+                          env=dict(clean, MNV2_FORCE_ISA="avx2x"), capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    said = [line for line in done.stderr.splitlines() if "MNV2_FORCE_ISA='avx2x'" in line]
+    assert done.returncode == 0 and len(said) == 1, done.stderr
+    assert os.path.join("mobilenetv2", "native.py:") in said[0] and "RuntimeWarning" in said[0], said
 
 
 def test_use_isa_switches_and_restores():

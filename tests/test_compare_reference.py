@@ -1,0 +1,101 @@
+"""compare's float64 reference by hand: how two patches combine (``Patch.__add__``), the floors of a
+patch that rounds activations (``Reference.floors``: a rounding step of s at a layer puts its
+floor at s / ||reference|| at least, and at s in max abs, with no division where the layer is all
+zeros), and which convolution a layer's unit is (``Reference.unit_of``), against Keras's layer
+names."""
+import numpy as np
+import pytest
+
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.tools.compare.metrics import noise_floor
+from mobilenetv2.tools.compare.reference import Patch, Reference, clone
+
+SHAPE = (32, 32, 3)
+
+
+def _models(zero=False):
+    """A 0.35 model at 32x32, float64 and float32, with lively weights or (``zero``) every weight 0
+    but the batch norms' variances (1): then every layer's output is exactly 0."""
+    rng = np.random.default_rng(5)
+    out = []
+    for dtype in ("float64", "float32"):
+        m = MobileNetV2(SHAPE, alpha=0.35, weights=None, classifier_activation=None, dtype=dtype)
+        out.append(m)
+    for layer in out[0].weighted_layers():
+        shapes = layer.weight_shapes()
+        if zero:
+            ws = [np.ones(s) if n == "moving_variance" else np.zeros(s) for n, s in zip(layer.weight_names, shapes)]
+        else:
+            ws = [rng.uniform(0.5, 1.5, s) if n in ("gamma", "moving_variance") else rng.normal(0, 0.3, s)
+                  for n, s in zip(layer.weight_names, shapes)]
+        for m in out:
+            m.get_layer(layer.name).set_weights(ws, m.dtype)
+    return out
+
+
+def test_patches_add_their_steps_layers_rounding_and_input_maps_in_order():
+    assert (Patch("a", "a") + Patch("b", "b")).steps is None
+    assert (Patch("a", "a") + Patch("b", "b", steps={"x": 2.0})).steps == {"x": 2.0}
+    assert (Patch("a", "a", steps={"x": 1.0}) + Patch("b", "b")).steps == {"x": 1.0}
+    both = Patch("a", "a", steps={"x": 1.0, "y": 1.0}) + Patch("b", "b", steps={"x": 3.0, "z": 4.0})
+    assert both.steps == {"x": 3.0, "y": 1.0, "z": 4.0}  # the later patch's step where both round
+    assert both.cause == "a" and both.text == "a; b"
+    trail = []
+    first = Patch("a", "a", layers={"L": lambda layer: layer + ["a"]}, post={"L": lambda v: v * 2},
+                  input_fn=lambda x: x + 1, detail={"k": 1})
+    second = Patch("b", "b", layers={"L": lambda layer: layer + ["b"], "M": lambda layer: trail},
+                   post={"L": lambda v: v + 3}, input_fn=lambda x: x * 10, detail={"k": 2, "j": 3})
+    s = first + second
+    assert s.layers["L"]([]) == ["a", "b"] and s.layers["M"](None) is trail
+    assert s.post["L"](1) == 5            # first's rounding, then second's: (1 * 2) + 3
+    assert s.input_fn(1) == 20            # first's input map, then second's: (1 + 1) * 10
+    assert s.detail == {"k": 2, "j": 3}
+    # OTHER rounds its input (precision) right before its first conv: after the other patch's map
+    rounding = Patch("precision", "p", input_fn=lambda x: x + 1)
+    assert (rounding + Patch("b", "b", input_fn=lambda x: x * 10)).input_fn(1) == 11  # 1 * 10 + 1
+
+
+def test_floors_of_a_rounding_patch_by_hand():
+    m64, m32 = _models()
+    x = np.random.default_rng(2).uniform(-1, 1, (1,) + SHAPE)
+    ref = Reference(m64, m32, x)
+    assert ref.floors(Patch("b", "b")) is None  # no rounding: the float32 floors hold
+    step = 0.25
+    floors = ref.floors(Patch("precision", "p", steps={"Conv1": step}))
+    assert set(floors) == {layer.name for layer in m64.layers[1:]}  # every layer but the input
+    t64 = ref.trace()
+    t32 = {}
+    y = x.astype(np.float32)
+    for layer in m32.layers[1:]:  # our float32 engine layer by layer, as the floor's other side
+        y = t32[layer.name] = layer(*[t32.get(i, y if i == m32.layers[0].name else None) for i in layer.inputs])
+    norm = np.sqrt(np.sum(t64["Conv1"] ** 2))
+    rel, mx = noise_floor(t32["Conv1"], t64["Conv1"])
+    assert floors["Conv1"] == pytest.approx((max(rel, step / norm), max(mx, step)), rel=1e-12)
+    assert floors["Conv1"][1] == step and floors["Conv1"][0] >= step / norm
+    assert floors["bn_Conv1"] == pytest.approx(noise_floor(t32["bn_Conv1"], t64["bn_Conv1"]), rel=1e-12)
+    assert set(ref.floors(Patch("p", "p", steps={}), names=("Conv1", "out_relu"))) == {"Conv1", "out_relu"}
+
+
+def test_floors_where_the_layer_is_all_zeros():
+    m64, m32 = _models(zero=True)
+    ref = Reference(m64, m32, np.random.default_rng(2).uniform(-1, 1, (1,) + SHAPE))
+    assert not ref.trace()["Conv1"].any()
+    rel, mx = ref.floors(Patch("precision", "p", steps={"Conv1": 0.5}))["Conv1"]
+    assert mx == 0.5 and rel == noise_floor(np.zeros(1), np.zeros(1))[0]  # no step / 0
+
+
+def test_unit_of_a_layer_is_its_convolution():
+    m64, m32 = _models()
+    ref = Reference(m64, m32, np.zeros((1,) + SHAPE))
+    unit = {name: ref.unit_of(name).name for name in ("Conv1", "bn_Conv1", "Conv1_relu", "block_1_pad",
+                                                       "block_2_project_BN", "block_2_add", "block_16_project",
+                                                       "out_relu", "global_average_pooling2d", "predictions")}
+    assert unit == {"Conv1": "Conv1", "bn_Conv1": "Conv1", "Conv1_relu": "Conv1",
+                    "block_1_pad": "block_1_expand",         # a pad belongs to the unit before it
+                    "block_2_project_BN": "block_2_project",
+                    "block_2_add": "block_2_project",        # the residual's own branch, not the skip
+                    "block_16_project": "block_16_project", "out_relu": "Conv_1",
+                    "global_average_pooling2d": "global_average_pooling2d", "predictions": "predictions"}
+    assert ref.unit_of(m64.layers[0].name) is m64.layers[0]
+    pad = ref.layers[ref.index["block_1_pad"]]
+    assert clone(pad, name="copy").name == "copy" and pad.name == "block_1_pad"  # the model's layer untouched
