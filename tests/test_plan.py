@@ -85,7 +85,9 @@ def test_fused_blocks_give_the_same_bits_as_separate_ops(monkeypatch, alpha, sha
     monkeypatch.setattr(P, "FUSE_MIN_ROWS", 1)
     monkeypatch.setattr(P, "FUSE_MAX_WEIGHT_BYTES", float("inf"))
     monkeypatch.setattr(P, "_by_panels", lambda *args: 0)  # small maps too
-    for band_bytes, max_band in ((10 ** 9, 1), (64 * 1024, 4), (10 ** 9, 4)):  # bands of 1 row ... 4 rows
+    # bands of 1 row ... 4 rows (the plan's cap), and past the cap as plan_ab.py --set MAX_BAND sets it:
+    # 8 (the depthwise rows kernel's full group, DW_GROUP) and 11 (a group and 3 rows)
+    for band_bytes, max_band in ((10 ** 9, 1), (64 * 1024, 4), (10 ** 9, 4), (10 ** 9, 8), (10 ** 9, 11)):
         monkeypatch.setattr(P, "BAND_SCRATCH_BYTES", band_bytes)
         monkeypatch.setattr(P, "MAX_BAND", max_band)
         fused = MobileNetV2(shape, alpha=alpha, weights=None, classifier_activation=None, threads=1)
