@@ -161,6 +161,20 @@ def test_found_details(model, tmp_path):
     assert d["scope"] == "every batch norm"
 
 
+def test_two_defects_at_two_layers_each_diagnosed_the_second_on_top_of_the_first(model, tmp_path):
+    """A graph with epsilon 1e-5 in block_4_expand_BN and ReLU for ReLU6 at block_10_depthwise_relu:
+    the first divergent layer gets bn_epsilon; compare applies it and looks again, and the second
+    layer is diagnosed with the first defect kept applied (``further``): activation, after which
+    every layer agrees."""
+    path = torch_style(model, tmp_path / "two.onnx", eps={"block_4_expand_BN": 1e-5}, relu=("block_10_depthwise_relu",))
+    d = compare(path, weights=model)["diagnosis"]
+    assert (d["layer"], d["cause"], d["also"]) == ("block_4_expand_BN", "bn_epsilon", [])
+    assert not d["after_fix"]["agrees"] and d["after_fix"]["first_divergent_layer"] == "block_10_depthwise_relu"
+    assert [(f["layer"], f["cause"], f["also"]) for f in d["further"]] == [("block_10_depthwise_relu", "activation", [])]
+    f = d["further"][0]
+    assert f["after_fix"]["agrees"] and f["evidence"][0]["after"]["ratio"] <= 30 < f["evidence"][0]["before"]["ratio"]
+
+
 EXPORT_DEFECTS = {
     "stem_symmetric_pads": (dict(conv_pads={"bn_Conv1": [1, 1, 1, 1]}), "bn_Conv1", "padding"),
     "depthwise_symmetric_pads": (dict(conv_pads={"block_3_depthwise_BN": [1, 1, 1, 1]}), "block_3_depthwise_BN", "padding"),
@@ -352,11 +366,13 @@ def test_bad_python_arguments_are_compare_errors(model, tmp_path):
     for kw, match in [(dict(random=2.5), "random"), (dict(random="3"), "random"), (dict(random=True), "random"),
                       (dict(seed=-1), "seed"), (dict(seed="a"), "seed"), (dict(seed=1.0), "seed"),
                       (dict(factor=float("inf")), "factor"), (dict(factor=float("nan")), "factor"),
-                      (dict(factor=True), "factor"), (dict(factor="30"), "factor")]:
+                      (dict(factor=True), "factor"), (dict(factor="30"), "factor"), (dict(factor=1), "factor"),
+                      (dict(factor=0.5), "factor")]:
         with pytest.raises(CompareError, match=match):
             compare(path, **kw)
     report = compare(path, random=np.int64(1), seed=np.uint32(3), factor=np.array(10.0))
     assert report["agrees"] and type(report["factor"]) is float
+    assert compare(path, factor=1.5)["factor"] == 1.5  # any finite factor above 1
 
 
 def test_missing_extra_is_named(monkeypatch, tmp_path, model):
@@ -607,3 +623,40 @@ def test_a_qdq_graph_rounding_its_input_behind_its_own_map(model, clean, tmp_pat
     detail = d["evidence"][0]["detail"]
     assert detail["scale"] == pytest.approx(1 / STD255, rel=1e-6)
     assert detail["weights"] == "int8" and detail["input"]  # the input rounded behind the map
+
+
+def test_a_classifier_checkpoint_as_weights_for_a_backbone(tmp_path):
+    """transformers' 0.35_96 classifier checkpoint (../shared/hf) given as --weights for a graph with
+    no head (our export of its backbone): the reference keeps the checkpoint's graph without its
+    classifier, and every layer agrees up to out_relu (the graph has no pooling: said unmapped)."""
+    from conftest import require_shared
+    from mobilenetv2 import from_pretrained
+    folder = require_shared("hf", "mobilenet_v2_0.35_96")
+    hf = from_pretrained(folder)
+    assert hf.config.head == "classification"
+    backbone = MobileNetV2((96, 96, 3), alpha=0.35, include_top=False, weights=None)
+    for layer in backbone.weighted_layers():
+        src = hf.get_layer(layer.name)
+        if hasattr(src, "epsilon"):
+            layer.epsilon = src.epsilon
+        layer.set_weights(src.get_weights(), backbone.dtype)
+    report = compare(export_onnx(backbone, tmp_path / "backbone.onnx"), weights=str(folder))
+    assert report["agrees"] and report["layers"][-1]["layer"] == "out_relu"
+    assert report["weights"]["source"] == f"Hugging Face checkpoint {str(folder)!r}"
+    assert [u["layer"] for u in report["unmapped"]] == ["global_average_pooling2d"]
+
+
+def test_symmetric_pads_on_every_stride_2_conv_one_diagnosis_and_its_equivalents_simplest_first(model, tmp_path):
+    """PyTorch's padding=1 on every stride-2 conv at 96x96: one diagnosis at bn_Conv1 explains every
+    layer (the pads on every stride-2 conv, not the stem's alone).  At an even side a stride-2 conv
+    never reads its bottom or right pad, so the stem's own pads (1, 1, 1, 1), (1, 0, 1, 0),
+    (1, 0, 1, 1) and (1, 1, 1, 0) explain bn_Conv1 too: listed as equivalent, symmetric first, then
+    per-axis-uniform pads, then the rest in order, then the stem alone (the first found, (1, 1, 1, 1)
+    on the stem, is kept in the list when the pads on every stride-2 conv replace it)."""
+    s2 = {x.name for x in model.layers if getattr(x, "stride", 1) == 2}
+    d = compare(torch_style(model, tmp_path / "sym.onnx", sym_pads=s2), weights=model)["diagnosis"]
+    assert (d["layer"], d["cause"], d["further"]) == ("bn_Conv1", "padding", [])
+    assert d["evidence"][0]["detail"] == {"layers": "all stride-2", "pads": [1, 1, 1, 1]} and d["after_fix"]["agrees"]
+    assert d["equivalent"] == [f"pads (top, bottom, left, right) {p} instead of (0, 1, 0, 1) for Conv1"
+                               for p in ((1, 1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 1), (1, 1, 1, 0))] + [
+        "symmetric pads (1, 1, 1, 1) on the stride-2 convs before bn_Conv1 that could not be compared: Conv1"]

@@ -89,6 +89,8 @@ def test_keras_model_input_size_from_the_model_or_the_batch_and_dynamic_pads(mod
     report = compare(k, batch=x[:1, :64, :64])  # every stride-2 conv's input even: the same pads
     assert report["input"]["shape"] == [1, 64, 64, 3] and report["agrees"]
     assert report["layers"][-1]["layer"] == "out_relu"
+    nchw = compare(k, batch=np.ascontiguousarray(x[:1, :64, :64].transpose(0, 3, 1, 2)))  # read by its 3 channels
+    assert nchw["input"]["shape"] == [1, 64, 64, 3] and nchw["agrees"]
     report = compare(k, batch=x[:1, :64, :80])
     assert report["first_divergent_layer"] == "block_13_pad"
     row = next(r for r in report["layers"] if r["layer"] == "block_13_pad")

@@ -99,3 +99,22 @@ def test_unit_of_a_layer_is_its_convolution():
     assert ref.unit_of(m64.layers[0].name) is m64.layers[0]
     pad = ref.layers[ref.index["block_1_pad"]]
     assert clone(pad, name="copy").name == "copy" and pad.name == "block_1_pad"  # the model's layer untouched
+
+
+def test_symmetric_pads_before_a_layer_are_suspected_where_a_stride_2_conv_shows_first():
+    """``_padding_unseen``: symmetric pads on the stride-2 3x3 convs OTHER ran between the last
+    agreeing layer and this one (where some were), and on every stride-2 3x3 conv; none once every
+    stride-2 conv up to this layer was compared and agreed.  By hand, on Keras's layer order."""
+    from mobilenetv2.tools.compare.diagnose import _padding_unseen
+    m64, m32 = _models()
+    ref = Reference(m64, m32, np.zeros((1,) + SHAPE))
+
+    def suspects(layer, previous):
+        return [p.detail["layers"] for p in _padding_unseen(ref, layer, previous)]
+
+    assert suspects("Conv1", None) == ["all stride-2"]             # the stem is the first thing seen
+    assert suspects("bn_Conv1", None) == [["Conv1"], "all stride-2"]  # the stem ran unseen before it
+    assert suspects("bn_Conv1", "Conv1") == []                     # the stem compared and agreed
+    assert suspects("block_1_project_BN", "expanded_conv_project_BN") == [["block_1_depthwise"], "all stride-2"]
+    assert suspects("block_1_depthwise", "block_1_pad") == ["all stride-2"]  # itself the stride-2 conv
+    assert suspects("block_2_add", "block_1_project_BN") == []     # no stride-2 conv in between

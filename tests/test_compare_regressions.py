@@ -206,6 +206,14 @@ def test_tf_slim_7x7_head_is_compared_as_tf_slim_computes_it(tmp_path):
             assert [r["layer"] for r in report["layers"][-2:]] == ["average_pooling2d", "predictions"]
             assert report["layers"][-1]["shape"] == [2, 2, 1000] and report["head"] == "softmax"
     assert report["layers"][-2]["how"].startswith("average pooling window")
+    # the weights as a transformers checkpoint: the reference is the checkpoint's graph with
+    # OTHER's head (the pooling window), not transformers' global pooling
+    from mobilenetv2.hf import save_pretrained
+    plain = MobileNetV2((256, 256, 3), alpha=0.35, weights=None)  # transformers pools globally
+    plain.set_weights(slim.get_weights())
+    folder = save_pretrained(plain, tmp_path / "ckpt")
+    report = compare(files[0], weights=str(folder), random=1)
+    assert report["agrees"] and report["layers"][-1]["shape"] == [2, 2, 1000], report["first_divergent_layer"]
     # the same graph with a global pooling where TF-slim's window belongs diverges there
     path = _edit(files[0], tmp_path / "global.onnx", lambda g: [
         n.CopyFrom(helper.make_node("GlobalAveragePool", list(n.input), list(n.output), name=n.name))

@@ -39,6 +39,16 @@ def _causes(report):
     return [] if d is None else [d["cause"]] + [f["cause"] for f in d["further"]]
 
 
+def test_an_input_resize_to_a_non_square_model(tmp_path):
+    """The resized tensor OTHER writes (NCHW) read as NHWC by its own sides: a model at 80x112
+    fed 64x64 images agrees at every layer."""
+    path = with_input_resize(export_onnx(lively_model((80, 112, 3)), tmp_path / "wide.onnx"), tmp_path / "r.onnx",
+                             (64, 64), mode="linear", by="sizes")
+    report = compare(path, random=1, seed=3)
+    assert report["agrees"] and report["input"]["shape"] == [1, 64, 64, 3], format_table(report)
+    assert "resizes it to 80x112 before its first conv" in report["input"]["source"]
+
+
 @pytest.mark.parametrize("hw,mode,by", [((64, 64), "linear", "scales"),      # upsampling
                                         ((48, 72), "nearest", "scales"),     # upsampling, other sides
                                         ((128, 160), "linear", "sizes"),     # downsampling

@@ -187,7 +187,6 @@ def from_user(weights, hw, include_top, pooling=None, top_pooling="global"):
     """(float64 model, float32 model, description, cannot-detect note) from --weights: a
     MobileNetV2 object, a Keras .h5, a Hugging Face folder, or a variant name like '1.0_224'."""
     from mobilenetv2 import MobileNetV2
-    import mobilenetv2
     named = None if isinstance(weights, MobileNetV2) else _named(weights)
     if named is None:
         src, desc = weights, f"the given model object ({weights.describe()})"
@@ -195,12 +194,8 @@ def from_user(weights, hw, include_top, pooling=None, top_pooling="global"):
         top_pooling = weights.top_pooling if weights.include_top else top_pooling
         pooling = weights.pooling or pooling
     elif named.kind == "hf":
-        loader = getattr(mobilenetv2, "from_pretrained", None)
-        if loader is None:
-            raise CompareError(f"--weights {named.path!r} is a folder (a Hugging Face checkpoint?), "
-                               "and this build of mobilenetv2 has no from_pretrained() to read it; "
-                               "give a Keras .h5 file or a variant name")
-        src, desc = loader(named.path, dtype="float64"), f"Hugging Face checkpoint {named.path!r}"
+        from mobilenetv2.hf import from_pretrained
+        src, desc = from_pretrained(named.path, dtype="float64"), f"Hugging Face checkpoint {named.path!r}"
     elif named.kind == "keras":
         from mobilenetv2.loader import classifier_classes
         path = named.path
