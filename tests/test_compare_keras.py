@@ -22,8 +22,7 @@ def _unavailable(reason):
 
 
 if "KERAS_BACKEND" not in os.environ:
-    _backend = next((name for name, module in (("torch", "torch"), ("jax", "jax"), ("tensorflow", "tensorflow"))
-                     if importlib.util.find_spec(module) is not None), None)
+    _backend = next((b for b in ("torch", "jax", "tensorflow") if importlib.util.find_spec(b) is not None), None)
     if _backend is None:
         _unavailable("the Keras reader's tests need a Keras backend: none of torch, jax and tensorflow is installed "
                      "(pip install keras jax to run them)")

@@ -137,7 +137,7 @@ def _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, b
     # equally confirmed here but touching other layers (pads on the stem only, or on every
     # stride-2 conv): keep the one that explains the most layers after it
     tried = {touches(patch)}
-    found = d["evidence"][0] if d["evidence"] else None  # listed as equivalent if an alternative replaces it
+    found = d["evidence"][0]  # (a patch has its evidence) listed as equivalent if an alternative replaces it
     for ev, alt in alternatives:
         if nxt is None or len(tried) > 6:
             break
@@ -148,7 +148,7 @@ def _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, b
         if n2 is None or ref.index[n2["layer"]] > ref.index[nxt["layer"]]:
             nxt, patch, d["evidence"] = n2, alt, [ev]
     d["equivalent"] = [e["applied"] for e in [found] + [e for e, _ in alternatives]
-                       if e is not None and e["applied"] != d["evidence"][0]["applied"]][:8]
+                       if e["applied"] != d["evidence"][0]["applied"]][:8]
     d["scope"] = "this layer"
     if nxt is not None and d["cause"] == "bn_epsilon" and not d["also"]:
         everywhere = patch + _epsilon_everywhere(ref, patch)  # the same epsilon in every batch norm?
