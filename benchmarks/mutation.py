@@ -51,7 +51,7 @@ TARGETS = {
     "registry": ["tests/test_registry.py"],
     "preprocessing": ["tests/test_preprocessing.py", "tests/test_preprocessing_hostile.py"],
     "files": ["tests/test_files.py", "tests/test_cli_errors.py"],
-    "cli": ["tests/test_cli.py", "tests/test_cli_errors.py"],
+    "cli": ["tests/test_cli.py", "tests/test_cli_errors.py", "tests/test_cli_hf.py"],
     "safetensors": ["tests/test_safetensors.py", "tests/test_untrusted_hf_compare.py", "tests/test_errors.py"],
     "hf_config": ["tests/test_hf_io.py", "tests/test_untrusted_hf_compare.py"],
     "hf": ["tests/test_hf_io.py", "tests/test_untrusted_hf_compare.py", "tests/test_hf.py"],

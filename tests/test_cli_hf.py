@@ -32,6 +32,8 @@ def test_segment_writes_the_class_map_at_the_image_size(tmp_path, capsys):
     mask = Image.open(out)
     assert mask.mode == "P" and mask.size == (696, 613)  # indexed: its values are the class ids
     assert "person" in printed and "#" in printed
+    shares = [float(line.rsplit(None, 1)[1].rstrip("%")) for line in printed.splitlines()[1:]]
+    assert len(shares) > 1 and shares == sorted(shares, reverse=True)  # the largest class first
     # shown in PASCAL VOC's colours (class 15, person: #c08080); the values are the class map
     # (test_hf_postprocess.py holds that map to transformers')
     assert mask.getpalette()[15 * 3:16 * 3] == [0xc0, 0x80, 0x80]
@@ -63,3 +65,16 @@ def test_errors_are_one_line(tmp_path, capsys, argv, message):
     lines = cli_error_lines(err)
     assert len(lines) == 1 and message in lines[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_palette_is_pascal_vocs():
+    """PASCAL VOC's colour map as its devkit lists it: background black, then the bits of the id
+    spread over the channels' high bits (aeroplane #800000, ..., person #c08080, tvmonitor #004080)."""
+    from mobilenetv2.cli import _palette
+    voc = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 128, 0), 3: (128, 128, 0), 4: (0, 0, 128), 5: (128, 0, 128),
+           6: (0, 128, 128), 7: (128, 128, 128), 8: (64, 0, 0), 9: (192, 0, 0), 15: (192, 128, 128),
+           20: (0, 64, 128), 255: (224, 224, 192)}  # 255: VOC's 'void' border
+    colours = _palette(256)
+    assert colours.shape == (256, 3) and colours.dtype == np.uint8
+    assert {i: tuple(int(v) for v in colours[i]) for i in voc} == voc
+    assert len({tuple(c) for c in colours}) == 256  # distinct

@@ -149,3 +149,20 @@ def test_read_regular_reads_a_file_that_grew_after_its_size_was_read(tmp_path, m
     else:
         with pytest.raises(files.TooLarge, match=f"larger than {limit} bytes"):
             files.read_regular(path, "file", limit)
+
+
+@pytest.mark.parametrize("name, magic", [("chart.png", b"\x89PNG"), ("chart.PDF", b"%PDF"), ("chart.svg", b"<?xml"),
+                                         ("chart", b"\x89PNG"), ("chart.weird", b"\x89PNG")])
+def test_save_figure_writes_the_format_its_suffix_names_at_exactly_that_path(tmp_path, name, magic):
+    """matplotlib's formats by suffix (any case); PNG where the suffix names none of them, still
+    at exactly the path given (matplotlib alone would add '.png'), and nothing else left."""
+    matplotlib = pytest.importorskip("matplotlib", reason="save_figure draws with matplotlib (the plot extra)")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig = plt.figure()
+    try:
+        got = files.save_figure(fig, str(tmp_path / name), dpi=50)
+    finally:
+        plt.close(fig)
+    assert got == str(tmp_path / name) and (tmp_path / name).read_bytes().startswith(magic)
+    assert [p.name for p in tmp_path.iterdir()] == [name]

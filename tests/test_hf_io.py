@@ -1,6 +1,7 @@
 """Hugging Face folders in and out: from_pretrained's checks, save_pretrained (Keras .h5 -> the shared
 converted folder, exactly), the real backbone on 101 photos, and hf_preprocess against transformers."""
 import json
+import re
 import shutil
 
 import numpy as np
@@ -471,3 +472,39 @@ def test_missing_tensors_message_lists_four_then_dots(tmp_path, drop, dots):
         from_pretrained(folder)
     assert (", ..." in str(info.value)) == dots
     assert all(n in str(info.value) for n in names[:4])
+
+
+def _bounds():
+    """Every ranged config field with its range as its own refusal message states it."""
+    from mobilenetv2 import hf_config
+    for field, (_, want) in hf_config._CHECKS.items():
+        m = re.fullmatch(r"(a number|an integer) in ([\[(])(-?[\d.]+), (-?[\d.]+)([\])])", want)
+        if m:
+            yield field, m.group(1) == "an integer", m.group(2) == "[", float(m.group(3)), float(m.group(4)), \
+                m.group(5) == "]"
+
+
+@pytest.mark.parametrize("field, integer, low_in, low, high, high_in", list(_bounds()))
+def test_config_ranges_hold_at_both_ends_as_their_messages_say(field, integer, low_in, low, high, high_in):
+    """Each end of a range is in or out as the message shows it ('(0, 8]': 8 taken, 0 refused), and
+    a step past a closed end is refused (an integer's step: 1; a number's: a millionth)."""
+    from mobilenetv2.hf_config import parse_config
+    step = 1 if integer else 1e-6
+    kind = int if integer else float
+
+    def taken(v):
+        try:
+            parse_config({field: kind(v)})
+            return True
+        except ConfigError as exc:
+            assert field in str(exc)
+            return False
+
+    assert taken(low) == low_in and taken(high) == high_in
+    assert not taken(low - step) and not taken(high + step)
+    assert taken(low + step) and taken(high - step)
+
+
+def test_every_numeric_config_field_has_a_checked_range():
+    assert {f for f, *_ in _bounds()} == {"depth_multiplier", "depth_divisible_by", "min_depth", "expand_ratio",
+                                          "layer_norm_eps", "num_channels", "image_size", "classifier_dropout_prob"}

@@ -177,6 +177,52 @@ def test_weights_stored_by_name_in_another_order_and_dtype(tmp_path, small):
     assert_arrays_equal(loader.load_by_order(path, expected_of(small)), arrays_of(small))
 
 
+def test_float16_weights_load_as_their_exact_float32_values(tmp_path, small):
+    """A file saved in half precision (a mixed-precision model's weights cast down) is read: every
+    float16 is a float32 exactly, so the loaded arrays are the written ones, widened."""
+    path = tmp_path / "w.h5"
+    write_keras2(path, small, dtype=np.float16)
+    halves = [[a.astype(np.float16).astype(np.float32) for a in ws] for ws in arrays_of(small)]
+    assert any(not np.array_equal(h, a) for hs, ws in zip(halves, arrays_of(small)) for h, a in zip(hs, ws))
+    assert_arrays_equal(loader.load_by_order(path, expected_of(small)), halves)
+
+
+@pytest.mark.parametrize("width, refused", [(256, False), (257, True)])
+def test_a_name_list_over_16_mib_is_refused_before_it_is_read(tmp_path, width, refused):
+    """65,536 names (the most a list may hold) of 256 bytes is 16 MiB, the largest list read;
+    one byte wider per name and the attribute is refused before any of it is read."""
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w", libver="latest") as f:  # dense attribute storage: over 64 KB
+        f.attrs["layer_names"] = np.array([b"x" * width] * loader.MAX_ATTR_ELEMENTS)
+    with pytest.raises(WeightsError) as info:
+        loader.read_weights(path)
+    said = str(info.value)
+    if refused:
+        assert f"holds 65536 names of {width} bytes, more than any Keras file (16777216 bytes" in said
+    else:  # read whole: the first name listed has no group
+        assert "more than any Keras file" not in said and "lists layer 'xxx" in said
+
+
+def test_check_file_holds_hdf5_to_its_superblock_and_passes_an_archive(tmp_path, small):
+    """The download check: an HDF5 file must end where its superblock says; a .keras archive
+    (a zip: no HDF5 superblock at offset 0 to hold it to) passes once it opens safely."""
+    path = tmp_path / "w.h5"
+    write_keras2(path, small)
+    loader.check_file(path)
+    data = path.read_bytes()
+    (tmp_path / "long.h5").write_bytes(data + b"\0" * 16)
+    with pytest.raises(WeightsError, match=f"is {len(data) + 16} bytes and its HDF5 superblock says "
+                                           f"{len(data)}: bytes were appended"):
+        loader.check_file(tmp_path / "long.h5")
+    inner = tmp_path / "model.weights.h5"
+    write_keras3(inner, small)
+    archive = tmp_path / "m.keras"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("config.json", "{}")
+        zf.write(inner, "model.weights.h5")
+    loader.check_file(archive)
+
+
 def test_model_loads_a_file(tmp_path):
     layers = model_layers(0.5, include_top=True, classes=7)
     path = tmp_path / "w.h5"

@@ -225,6 +225,33 @@ def test_tiff_tile_larger_than_the_image_within_bounds_decodes(tmp_path):
     assert np.array_equal(got, want.astype(np.float32))
 
 
+@pytest.mark.parametrize("tile, refused", [(1024, False), (1025, True)])
+def test_tiff_tiles_past_the_image_may_reach_2_to_the_20_pixels(tmp_path, tile, refused):
+    """A tile larger than its image is decoded whole up to 1024x1024 = 2**20 pixels (4 MB of
+    RGBA buffer); one more row and column and it is refused."""
+    path = tmp_path / "tiled.tif"
+    raw, want = tiled_tiff(64, 48, tile)
+    path.write_bytes(raw)
+    if refused:
+        with pytest.raises(ImageError, match=f"declares tiles of {tile}x{tile}, each decoded whole: "
+                                             r"refused \(tiles larger than the image and than 1,048,576"):
+            load_image(path, target_size=(48, 64))
+    else:
+        assert np.array_equal(load_image(path, target_size=(48, 64)), want.astype(np.float32))
+
+
+@pytest.mark.parametrize("width, height", [(32, 32), (32, 31), (31, 32), (31, 31), (400, 31), (31, 400)])
+def test_images_under_32_pixels_on_either_side_are_refused(tmp_path, width, height):
+    """Keras's smallest input is 32x32: a photo must be at least that on both sides."""
+    path = save(Image.fromarray(np.full((height, width, 3), 7, np.uint8)), tmp_path / "x.png")
+    if min(width, height) >= 32:
+        got = load_image(path, target_size=(height, width))
+        assert got.shape == (height, width, 3) and np.all(got == 7)
+    else:
+        with pytest.raises(ImageError, match=f"is {width}x{height}; MobileNetV2 needs at least 32x32"):
+            load_image(path)
+
+
 def test_tiff_tile_far_larger_than_the_image_is_refused_before_decoding(tmp_path):
     """Each tile is inflated whole: a 64x64 image in one 26736x26736 tile took 2 GB from 2 MB."""
     path = tmp_path / "huge-tile.tif"

@@ -434,6 +434,21 @@ def test_redirect_from_https_to_http_is_refused(target, refused):
         assert new.full_url.startswith("https://")
 
 
+def test_a_refused_redirect_names_its_source_without_the_mirrors_credentials():
+    """The mirror's own URL may carry user:password: the refusal shows where it came from, the
+    URL a browser shows, never the password."""
+    import email.message
+    import urllib.request
+    req = urllib.request.Request("https://mirr0r-user:s3cret@storage.example/models/w.h5")
+    for target, why in (("http://mirror.example/w.h5", "from https to http"),
+                        ("ftp://mirror.example/w.h5", "only http and https")):
+        with pytest.raises(DownloadError) as info:
+            registry._NoDowngrade().redirect_request(req, None, 302, "Found", email.message.Message(), target)
+        said = str(info.value)
+        assert said.startswith(f"https://storage.example/models/w.h5 redirects to {target}") and why in said
+        assert "s3cret" not in said and "mirr0r-user" not in said
+
+
 def test_a_redirect_to_ftp_is_refused(isolated, server):
     """urllib follows a redirect to ftp://, outside the deadline's watch on the sockets."""
     server.serve(keras_name(*UNKNOWN), b"", headers={"Location": "ftp://127.0.0.1:9/w.h5"}, status=302)

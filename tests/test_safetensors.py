@@ -177,3 +177,10 @@ def test_dimension_beyond_the_bound_is_refused_even_when_empty(tmp_path, shape):
     p = _raw(tmp_path / "model.safetensors", {"a": {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]}})
     with pytest.raises(SafetensorsError, match=r"shape must be a list of at most 16 integers from 0 to 2147483647"):
         SafetensorsFile(p)
+
+
+def test_the_shortest_header_an_empty_object_reads_as_no_tensors(tmp_path):
+    """'{}' unpadded (2 bytes, the least a header can be) is a file of no tensors; 1 byte is refused
+    (MALFORMED's 'header too short')."""
+    f = SafetensorsFile(_raw(tmp_path / "empty.safetensors", b"{}"))
+    assert len(f) == 0 and list(f.names()) == [] and safetensors.load_file(tmp_path / "empty.safetensors") == {}
