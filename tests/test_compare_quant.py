@@ -307,9 +307,11 @@ def test_a_graph_computing_in_bfloat16(model, tmp_path):
     assert d["after_fix"]["agrees"] and d["after_fix"]["floor"] == "measured bfloat16 (quant.py)"
 
 
-def _ai_edge_quantized(tmp_path, recipe):
+def _ai_edge_quantized(tmp_path, recipe, left_float=None):
     """../shared/peers' float 0.35_96 .tflite quantized by Google's ai-edge-quantizer (no
-    TensorFlow) with ``recipe``, calibrated on four random 8-bit images where it is static."""
+    TensorFlow) with ``recipe``, calibrated on four random 8-bit images where it is static;
+    ``left_float``: the op whose output tensor's name holds it stays in float (a QUANTIZE after it,
+    a DEQUANTIZE before it where its input is int8)."""
     pytest.importorskip("ai_edge_litert", reason="LiteRT is an optional extra (pip install 'mobilenetv2[litert]')")
     aeq = pytest.importorskip("ai_edge_quantizer", reason="int8 .tflite files are made with ai-edge-quantizer "
                                                           "(pip install 'mobilenetv2[quantize]')")
@@ -318,6 +320,14 @@ def _ai_edge_quantized(tmp_path, recipe):
     src = str(require_shared("peers", "mobilenet_v2_0.35_96_synthetic.tflite"))
     q = aeq.quantizer.Quantizer(src)
     q.load_quantization_recipe(getattr(aeq.recipe, recipe)())
+    if left_float is not None:
+        import re
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+        interp = Interpreter(model_path=src)
+        names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+        op = next(o for o in interp._get_ops_details() if left_float in names[int(o["outputs"][0])])
+        q.update_quantization_recipe(regex=re.escape(names[int(op["outputs"][0])]), operation_name=op["op_name"],
+                                     algorithm_key=AlgorithmName.NO_QUANTIZE)
     if recipe.startswith("static"):
         sig = Interpreter(model_path=src).get_signature_list()
         key = next(iter(sig))
@@ -341,6 +351,7 @@ def test_int8_tflite_made_by_ai_edge_quantizer(tmp_path, recipe, kind, activatio
     report = compare(_ai_edge_quantized(tmp_path, recipe), random=2, seed=3)
     d = report["diagnosis"]
     assert report["other"]["kind"] == kind and len(report["layers"]) == 64
+    assert "left in float" not in report["other"]["runtime"]  # every layer quantized
     assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("Conv1_relu", "precision", [])
     ev = d["evidence"][0]
     assert ev["detail"]["weights"] == "int8" and ev["detail"]["activations"] == activations
@@ -350,6 +361,27 @@ def test_int8_tflite_made_by_ai_edge_quantizer(tmp_path, recipe, kind, activatio
         assert "quantize their float input per image at run time" in report["other"]["runtime"]
     else:
         assert ev["detail"]["input"] is True
+
+
+@pytest.mark.parametrize("left_float, op", [("Conv1_1/convolution", "CONV_2D"),
+                                           ("block_1_project_1/convolution", "CONV_2D"),
+                                           ("predictions_1/MatMul", "FULLY_CONNECTED")])
+def test_a_layer_left_in_float_in_an_int8_tflite_is_compared_as_litert_runs_it(tmp_path, left_float, op):
+    """ai-edge-quantizer with one op kept in float (as users keep a sensitive layer), so LiteRT
+    runs it on float weights and a QUANTIZE puts its output on an int8 grid for the next layer.
+    The reference took that layer's float output for what the next layer reads: after the fix it
+    disagreed (Conv1 left float: 99 x the floor at expanded_conv_depthwise; block_1_project: 186 x
+    at block_2_expand).  The layer maps to the QUANTIZE's output now, and the int8 reference agrees."""
+    from ai_edge_litert.interpreter import Interpreter
+    path = _ai_edge_quantized(tmp_path, "static_wi8_ai8", left_float)
+    ops = Interpreter(model_path=path)._get_ops_details()
+    assert [o["op_name"] for o in ops].count("QUANTIZE") == 1 and sum(o["op_name"] == op for o in ops) >= 1
+    report = compare(path, random=2, seed=3)
+    d = report["diagnosis"]
+    assert report["other"]["kind"] == "tflite (int8)" and len(report["layers"]) == 64
+    assert "; 1 of its 53 convolution and dense layers left in float" in report["other"]["runtime"]
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("Conv1_relu", "precision", [])
+    assert d["after_fix"]["agrees"] and d["after_fix"]["worst_ratio"] <= report["factor"], d["after_fix"]
 
 
 def test_weight_only_int8_tflite_is_read_through_its_dequantize_ops(tmp_path):

@@ -156,9 +156,11 @@ def map_by_topology(other, ref_layers, missing=None):
     grids = other.quant or {}
 
     def rounded(tensor):
-        """``tensor``, or the output of the Q -> DQ pair that rounds it onto an integer grid."""
-        q = only(tensor, ("qdq",))
-        return q.output if q is not None else tensor
+        """``tensor``, or the output of the Q -> DQ pair that rounds it onto an integer grid; in a
+        LiteRT graph (fused activations) also of the QUANTIZE after a layer left in float (a
+        partly quantized file: the next layer reads its output on that int8 grid)."""
+        q = only(tensor, ("qdq", "quant") if other.fused_activations else ("qdq",))
+        return q.output if q is not None and (q.op == "qdq" or q.attrs.get("grid") is not None) else tensor
 
     def relu_in_grid(tensor):
         g = grids.get(tensor)
@@ -194,7 +196,9 @@ def map_by_topology(other, ref_layers, missing=None):
                 chain.append(nxt)
                 t = nxt.output
             if other.fused_activations and act is not None:
-                add(act.name, t, f"{where} with BN and ReLU6 fused into it (activation by topology)")
+                q = rounded(t)
+                add(act.name, q, f"{where} with BN and ReLU6 fused into it (activation by topology)" +
+                    (", then QUANTIZE onto int8" if q != t else ""))
                 continue
             q = rounded(t)
             if act is not None and relu_in_grid(q):

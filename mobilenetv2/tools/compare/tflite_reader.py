@@ -271,6 +271,12 @@ def read_tflite(path):
         other.quant = on_grid
         other.kind = "tflite (int8)" if all(g.bits <= 8 for g in on_grid.values()) else "tflite (quantized)"
         other.input_quant = in_grid or input_grid(nodes, first)
+        floats = sum(n.op in ("conv", "dense") and n.attrs.get("weight") is not None and
+                     n.attrs.get("weight_q") is None for n in nodes)
+        if floats:  # left out of quantization: float weights, a QUANTIZE after (and DEQUANTIZE before)
+            other.runtime += (f"; {floats} of its {weighted} convolution and dense layers left in float "
+                              "(float32 weights, computed in float; a QUANTIZE puts the output on the next "
+                              "layer's int8 grid)")
     return other
 
 
