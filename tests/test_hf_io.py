@@ -508,3 +508,17 @@ def test_config_ranges_hold_at_both_ends_as_their_messages_say(field, integer, l
 def test_every_numeric_config_field_has_a_checked_range():
     assert {f for f, *_ in _bounds()} == {"depth_multiplier", "depth_divisible_by", "min_depth", "expand_ratio",
                                           "layer_norm_eps", "num_channels", "image_size", "classifier_dropout_prob"}
+
+
+@pytest.mark.parametrize("classes", [1000, 7])
+def test_save_pretrained_names_imagenet_classes_or_transformers_defaults(tmp_path, classes):
+    """Keras's 1000 ImageNet classes keep their names in id2label (0 tench, 999 toilet_tissue, as
+    Keras's imagenet_class_index lists them); any other head gets transformers' LABEL_i."""
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, classes=classes)
+    config = json.load(open(f"{save_pretrained(model, tmp_path / 'out')}/config.json"))
+    labels = config["id2label"]
+    assert len(labels) == classes and config["architectures"] == ["MobileNetV2ForImageClassification"]
+    if classes == 1000:
+        assert (labels["0"], labels["1"], labels["999"]) == ("tench", "goldfish", "toilet_tissue")
+    else:
+        assert labels == {str(i): f"LABEL_{i}" for i in range(7)}

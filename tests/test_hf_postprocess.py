@@ -56,3 +56,8 @@ def test_class_maps_are_made_a_few_labels_at_a_time(monkeypatch, dtype):
     assert sizes == [5, 5, 5, 5, 1] * 2
     assert all(np.array_equal(g, w) for g, w in zip(got, want))
     assert (got[0] == 4).all() and {6, 19} <= set(np.unique(got[1]))  # where the NaNs spread
+    # a bound under one label's resize: one label at a time, the same map
+    sizes.clear()
+    monkeypatch.setattr(hf_processing, "RESIZE_CHUNK_BYTES", 37 * 50 * np.dtype(dtype).itemsize - 1)
+    got = hf_processing.post_process_semantic_segmentation(logits, [target, target])
+    assert sizes == [1] * 42 and all(np.array_equal(g, w) for g, w in zip(got, want))

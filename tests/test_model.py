@@ -151,7 +151,7 @@ def test_features_errors(small):
         small.features(x, ["Conv1", "nope"])
     with pytest.raises(ValueError, match="at least one"):
         small.features(x, [])
-    with pytest.raises(ValueError, match="input itself"):
+    with pytest.raises(ValueError, match="^'input_layer' is the input itself, not an activation"):
         small.features(x, ["input_layer"])
 
 

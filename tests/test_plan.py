@@ -645,3 +645,52 @@ def test_by_images_schedule_waits_after_a_panel_shared_op():
         np.testing.assert_allclose(one, want, rtol=1e-4, atol=1e-7)
         for probs in _two_op_schedule(x, packed, cout, threads, 20):
             np.testing.assert_array_equal(probs, one, err_msg=f"{threads} threads")
+
+
+def test_a_fused_blocks_band_is_the_most_rows_whose_scratch_fits(monkeypatch):
+    """Hand-computed: a band of b output rows at stride s and dilation d reads (b - 1) s + 2 d + 1
+    expanded rows (the ring, input width w_) and writes b rows of width ow, c channels, 4 bytes
+    each; the band is the most rows up to MAX_BAND whose ring and output fit BAND_SCRATCH_BYTES,
+    and MAX_BAND where not even one row fits (the ring lives in L3 then whatever the band)."""
+    from mobilenetv2 import plan as P
+    monkeypatch.setattr(P, "MAX_BAND", 4)
+    s2 = dict(stride=2, w_=10, ow=5, c=1)  # 4 ((2b + 1) 10 + 5b) = 100b + 40: 140, 240, 340, 440 bytes
+    s1d2 = dict(stride=1, dilation=2, w_=10, ow=10, c=1)  # 4 ((b + 4) 10 + 10b) = 80b + 160: 240, 320, 400, 480
+    for dw, budget, band in ((s2, 140, 1), (s2, 239, 1), (s2, 240, 2), (s2, 360, 3), (s2, 440, 4), (s2, 10 ** 6, 4),
+                             (s2, 139, 4), (s1d2, 400, 3), (s1d2, 479, 3), (s1d2, 480, 4), (s1d2, 320, 2)):
+        monkeypatch.setattr(P, "BAND_SCRATCH_BYTES", budget)
+        assert P._band(dw) == band, (dw, budget)
+
+
+def test_the_stem_fuses_where_its_whole_batchs_output_passes_l1d(monkeypatch):
+    """The stem's output for the batch (4 n h w c bytes) against STEM_FUSE_MIN_BYTES: 10x10x16
+    floats are 6,400 bytes an image, so a batch of 8 (51,200) passes 48 KiB and one image does not;
+    a later op reading the stem's output keeps it separate."""
+    from mobilenetv2 import plan as P
+    monkeypatch.setattr(P, "STEM_FUSE_MIN_BYTES", 48 * 1024)
+    span = (0, 4 * 8 * 10 * 10 * 16)
+
+    def fusable(n, later=()):
+        stem = dict(kind=native.lib.MNV2_OP_STEM, writes=span, n=n)
+        return P._fusable_stem(stem, dict(reads=[span], n=n, h=10, w_=10, c=16), list(later))
+    assert fusable(8) and not fusable(1) and not fusable(7)  # 7 images: 44,800 bytes
+    assert not fusable(8, [dict(reads=[span], writes=(10 ** 6, 10 ** 6 + 4))])
+
+
+def test_a_stem_fused_block_checks_the_image_only_where_its_depthwise_reads_every_stem_row():
+    """Hand-computed: the last stem row a fused block's depthwise conv reads is (oh - 1) s + 2 d -
+    pad_top; the block checks the image for NaN and inf as it runs only where that reaches the
+    stem's last row h - 1 (else a separate check must).  A separate stem always checks."""
+    from mobilenetv2 import plan as P
+    lib = native.lib
+
+    def checks(**op):
+        return P._checks_its_input(dict(kind=lib.MNV2_OP_BLOCK, stem_w=object(), **op))
+    assert checks(oh=112, stride=1, pad_top=1, h=112)           # 111 + 2 - 1 = 112 >= 111
+    assert checks(oh=56, stride=2, pad_top=0, h=112)            # 110 + 2 = 112
+    assert checks(oh=4, stride=2, pad_top=1, h=8)               # 6 + 2 - 1 = 7 = h - 1
+    assert not checks(oh=3, stride=2, pad_top=1, h=8)           # 4 + 2 - 1 = 5 < 7
+    assert not checks(oh=4, stride=2, pad_top=0, dilation=1, h=10)  # 8 < 9
+    assert checks(oh=4, stride=1, pad_top=0, dilation=3, h=9)   # 3 + 6 = 9 >= 8
+    assert P._checks_its_input(dict(kind=lib.MNV2_OP_STEM))
+    assert not P._checks_its_input(dict(kind=lib.MNV2_OP_BLOCK, stem_w=None, oh=1, stride=1, pad_top=0, h=1))
