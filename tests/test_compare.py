@@ -534,6 +534,29 @@ def test_input_affine_composes_the_input_arithmetic_and_stops_at_anything_else()
     assert input_affine([affine("Mul", m.reshape(1, 3, 1, 1), "x", "a")], "x", {"x": "NCHW"})[0].tolist() == m.tolist()
 
 
+def test_input_maps_composes_the_maps_before_and_after_the_inputs_resize():
+    """Hand-computed: (x - 100) / 50 before a resize R and 2 y + 0.5 after it is, since a
+    per-channel a x + b commutes with R, 0.04 R(x) - 3.5: a2 a1 = 2 / 50, a2 b1 + b2 = 2 (-2) + 0.5;
+    the reference's input is the resized tensor, mapped back by the part before the resize."""
+    from mobilenetv2.tools.compare.graph import Node, OtherModel, input_maps
+
+    def affine(kind, v, src, out):
+        return Node("affine", [src], out, attrs=dict(kind=kind, value=np.asarray(v, np.float64), data_first=True))
+    nodes = [affine("Sub", 100.0, "x", "a"), affine("Div", 50.0, "a", "b"),
+             Node("other", ["b"], "r", attrs=dict(kind="Resize", mode="linear")),
+             affine("Mul", 2.0, "r", "c"), affine("Add", 0.5, "c", "d"), Node("conv", ["d"], "e")]
+    other = OtherModel("onnx", "m.onnx", nodes, "NHWC", (8, 8), "NHWC")
+    assert input_maps(other, "x") == "r" and other.input_resize == "r"
+    assert other.input_resize_op == "an ONNX Resize, mode linear"
+    (a, b), (a1, b1) = other.input_affine, other.affine_before_resize
+    assert np.ravel(a).tolist() == pytest.approx([0.04]) and np.ravel(b).tolist() == pytest.approx([-3.5])
+    assert np.ravel(a1).tolist() == pytest.approx([0.02]) and np.ravel(b1).tolist() == pytest.approx([-2.0])
+    # no map after the resize: the whole map is the one before it
+    other = OtherModel("onnx", "m.onnx", nodes[:3] + [Node("conv", ["r"], "e")], "NHWC", (8, 8), "NHWC")
+    input_maps(other, "x")
+    assert np.ravel(other.input_affine[1]).tolist() == pytest.approx([-2.0])
+
+
 @pytest.mark.parametrize("case", sorted(OWN_MAPS))
 def test_a_graphs_own_mean_std_is_read_and_named(model, clean, tmp_path, case):
     """A torch-style graph taking [0, 255] RGB with the ImageNet mean/std baked in (per channel,

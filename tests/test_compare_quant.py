@@ -60,6 +60,28 @@ def _ort_logits(path, x):
     return s.run(None, {s.get_inputs()[0].name: x})[0]
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_uint8_weights_are_read_with_their_zero_points(model, clean_export, tmp_path, per_channel):
+    """quantize_static(weight_type=QUInt8): each weight's DequantizeLinear has a zero point of its
+    own (not 0, as int8 weights' are), which the weights' values are read with: precision, every
+    layer agreeing once applied."""
+    path = str(tmp_path / "u8.onnx")
+    quantization.quantize_static(str(clean_export), path, _Calibration(), quant_format=quantization.QuantFormat.QDQ,
+                                 per_channel=per_channel, activation_type=quantization.QuantType.QUInt8,
+                                 weight_type=quantization.QuantType.QUInt8)
+    m = onnx.load(path)
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    weights = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in init
+               and init[n.input[0]].dtype == np.uint8]
+    assert len(weights) == 53 and all(np.any(init[n.input[2]] != 0) for n in weights)  # 52 convs, the dense
+    report = compare(path, weights=model, batch=pixels(2, 7))
+    d = report["diagnosis"]
+    assert (report["other"]["kind"], report["first_divergent_layer"], d["cause"], d["also"]) == \
+        ("onnx (int8)", "Conv1_relu", "precision", [])
+    assert d["evidence"][0]["detail"]["grid"] == "OTHER's own, " + ("per channel" if per_channel else "per tensor")
+    assert d["after_fix"]["agrees"] and d["after_fix"]["worst_ratio"] <= report["factor"], d["after_fix"]
+
+
 @pytest.mark.parametrize("fmt,per_channel", [("QDQ", True), ("QDQ", False), ("QOperator", True)])
 def test_int8_graph_is_precision_at_int8_level(model, clean_export, tmp_path, fmt, per_channel):
     path = quantize(clean_export, tmp_path / "int8.onnx", fmt, per_channel)
