@@ -532,3 +532,27 @@ def test_a_mapping_s_input_and_layout_are_strings(tmp_path, capsys, field, value
     assert main(["compare", str(dump), "--mapping", str(mapping), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "map.json" in err
+
+
+def test_an_input_without_3_channels_at_axis_1_or_3_is_refused_by_name(tmp_path):
+    """An image input holds its 3 channels at axis 1 (NCHW) or 3 (NHWC); any other 4-d input is
+    refused naming the file and its shape (by hand: (1, 32, 32, 4), (1, 4, 32, 32), (1, 32, 3, 32));
+    a batch declared below 1 is refused too."""
+    from mobilenetv2.tools.compare.graph import image_input
+    assert image_input((1, 3, 32, 40), "m", "s") == ("NCHW", (32, 40))
+    assert image_input((None, 32, None, 3), "m", "s") == ("NHWC", None)
+    for dims in ((1, 32, 32, 4), (1, 4, 32, 32), (1, 32, 3, 32)):
+        with pytest.raises(CompareError, match=r"'m': input shape s has 3 channels neither at axis 1 \(NCHW\) "
+                                               r"nor at axis 3 \(NHWC\)"):
+            image_input(dims, "m", "s")
+    with pytest.raises(CompareError, match="declares a batch of 0 images"):
+        image_input((0, 3, 32, 32), "m", "s")
+    onnx = pytest.importorskip("onnx", reason="an ONNX file is built with the onnx extra")
+    h = onnx.helper
+    graph = h.make_graph([h.make_node("Identity", ["x"], ["y"])], "g",
+                         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 32, 32, 4])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 32, 32, 4])])
+    path = str(tmp_path / "four.onnx")
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)]), path)
+    with pytest.raises(CompareError, match=re.escape(repr(path)) + r": input shape \[1, 32, 32, 4\] has 3 channels neither"):
+        compare(path, random=1)
