@@ -159,13 +159,19 @@ def test_keras3_weights_h5(tmp_path, container, wrap):
     np.testing.assert_array_equal(read[prefix + "depthwise_conv2d_10"][0][1], block_10[0][1])
 
 
-def test_keras_archive(tmp_path, small):
+def keras_archive(tmp_path, layers):
+    """A .keras file as Keras 3 writes one: config.json and model.weights.h5 in a zip."""
     inner = tmp_path / "model.weights.h5"
-    write_keras3(inner, small)
+    write_keras3(inner, layers)
     path = tmp_path / "m.keras"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("config.json", "{}")
         zf.write(inner, "model.weights.h5")
+    return path
+
+
+def test_keras_archive(tmp_path, small):
+    path = keras_archive(tmp_path, small)
     assert_arrays_equal(loader.load_by_order(path, expected_of(small)), arrays_of(small))
 
 
@@ -214,13 +220,7 @@ def test_check_file_holds_hdf5_to_its_superblock_and_passes_an_archive(tmp_path,
     with pytest.raises(WeightsError, match=f"is {len(data) + 16} bytes and its HDF5 superblock says "
                                            f"{len(data)}: bytes were appended"):
         loader.check_file(tmp_path / "long.h5")
-    inner = tmp_path / "model.weights.h5"
-    write_keras3(inner, small)
-    archive = tmp_path / "m.keras"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("config.json", "{}")
-        zf.write(inner, "model.weights.h5")
-    loader.check_file(archive)
+    loader.check_file(keras_archive(tmp_path, small))
 
 
 def test_model_loads_a_file(tmp_path):
