@@ -118,3 +118,15 @@ def test_symmetric_pads_before_a_layer_are_suspected_where_a_stride_2_conv_shows
     assert suspects("block_1_project_BN", "expanded_conv_project_BN") == [["block_1_depthwise"], "all stride-2"]
     assert suspects("block_1_depthwise", "block_1_pad") == ["all stride-2"]  # itself the stride-2 conv
     assert suspects("block_2_add", "block_1_project_BN") == []     # no stride-2 conv in between
+
+
+def test_to_nhwc_reads_a_pooled_tensor_in_either_layout_against_a_flat_reference():
+    """By hand: a global pool's (N, C, 1, 1) (ONNX, torch) or (N, 1, 1, C) (TFLite) output against
+    Keras's (N, C) is the (N, C) of its values; a single image without its batch axis gains one."""
+    from mobilenetv2.tools.compare.mapping import to_nhwc
+    flat = np.arange(10.0).reshape(2, 5)
+    for array in (flat.reshape(2, 5, 1, 1), flat.reshape(2, 1, 1, 5)):
+        got, _ = to_nhwc(array, (2, 5), "NCHW")
+        assert got.shape == (2, 5) and np.array_equal(got, flat)
+    got, how = to_nhwc(flat[0], (1, 5), "NHWC")
+    assert np.array_equal(got, flat[:1]) and how == "as is"
