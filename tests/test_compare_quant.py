@@ -42,11 +42,11 @@ class _Calibration(quantization.CalibrationDataReader):
         return next(self.batches, None)
 
 
-def quantize(src, dst, fmt="QDQ", per_channel=True):
+def quantize(src, dst, fmt="QDQ", per_channel=True, weight_type="QInt8"):
     quantization.quantize_static(str(src), str(dst), _Calibration(),
                                  quant_format=getattr(quantization.QuantFormat, fmt), per_channel=per_channel,
                                  activation_type=quantization.QuantType.QUInt8,
-                                 weight_type=quantization.QuantType.QInt8)
+                                 weight_type=getattr(quantization.QuantType, weight_type))
     return str(dst)
 
 
@@ -65,10 +65,7 @@ def test_uint8_weights_are_read_with_their_zero_points(model, clean_export, tmp_
     """quantize_static(weight_type=QUInt8): each weight's DequantizeLinear has a zero point of its
     own (not 0, as int8 weights' are), which the weights' values are read with: precision, every
     layer agreeing once applied."""
-    path = str(tmp_path / "u8.onnx")
-    quantization.quantize_static(str(clean_export), path, _Calibration(), quant_format=quantization.QuantFormat.QDQ,
-                                 per_channel=per_channel, activation_type=quantization.QuantType.QUInt8,
-                                 weight_type=quantization.QuantType.QUInt8)
+    path = quantize(clean_export, tmp_path / "u8.onnx", "QDQ", per_channel, weight_type="QUInt8")
     m = onnx.load(path)
     init = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
     weights = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in init

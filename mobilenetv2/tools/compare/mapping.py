@@ -195,12 +195,11 @@ def map_by_topology(other, ref_layers, missing=None):
                     break
                 chain.append(nxt)
                 t = nxt.output
+            q = rounded(t)
             if other.fused_activations and act is not None:
-                q = rounded(t)
                 add(act.name, q, f"{where} with BN and ReLU6 fused into it (activation by topology)" +
                     (", then QUANTIZE onto int8" if q != t else ""))
                 continue
-            q = rounded(t)
             if act is not None and relu_in_grid(q):
                 add(act.name, q, f"{where} with BN folded in, ReLU6 in its int8 output grid (zero point at its minimum)")
                 continue
