@@ -19,9 +19,10 @@ except ImportError:  # run from a checkout: the package beside this folder
 
 import numpy as np
 
-from mobilenetv2 import MobileNetV2, native
-from mobilenetv2.benchmark import shared_dir, synthetic_weights
-from mobilenetv2.variants import parse_variant
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.engines import native
+from mobilenetv2.tools.benchmark import shared_dir, synthetic_weights
+from mobilenetv2.network.variants import parse_variant
 
 
 def inputs(res):
@@ -29,7 +30,7 @@ def inputs(res):
     shared = shared_dir()
     panda = shared / "images" / "panda.jpg" if shared else None
     if panda is not None and panda.exists():
-        from mobilenetv2.preprocessing import load_image, preprocess_input
+        from mobilenetv2.processing.preprocessing import load_image, preprocess_input
         xs.append(preprocess_input(load_image(str(panda), target_size=(res, res)).astype(np.float32)))
     rng = np.random.default_rng(8)
     xs += [rng.uniform(-1, 1, (res, res, 3)).astype(np.float32) for _ in range(8)]
@@ -66,7 +67,7 @@ def main(argv=None):
     try:
         import tempfile
         import onnxruntime as ort
-        from mobilenetv2.onnx_export import export_onnx
+        from mobilenetv2.tools.onnx_export import export_onnx
         with tempfile.TemporaryDirectory() as tmp:
             path = export_onnx(m32, os.path.join(tmp, "m.onnx"), batch=1)
             sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

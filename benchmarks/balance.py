@@ -157,8 +157,9 @@ def model(ops, rows, threads, panel_chunks):
 
 def plan_of(alpha, res, cores):
     """The batch-1 plan's op fields and profile rows (MACs) for one variant, built as on `cores`."""
-    from mobilenetv2 import benchmark, machine, native
-    from mobilenetv2 import plan as P
+    from mobilenetv2.tools import benchmark
+    from mobilenetv2.engines import machine, native
+    from mobilenetv2.engines import plan as P
     saved = machine.CORES, P.BALANCE_THREADS
     machine.CORES = P.BALANCE_THREADS = cores
     try:
@@ -181,9 +182,9 @@ def plan_of(alpha, res, cores):
 
 
 def main(argv=None):
-    from mobilenetv2 import machine, native
-    from mobilenetv2.benchmark import cpu_model, git_commit
-    from mobilenetv2.variants import parse_variant, variant_name
+    from mobilenetv2.engines import machine, native
+    from mobilenetv2.tools.benchmark import cpu_model, git_commit
+    from mobilenetv2.network.variants import parse_variant, variant_name
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", default="1.0_224,1.4_224,0.5_160,0.35_96")
     parser.add_argument("--threads", default="2,4,8,16")

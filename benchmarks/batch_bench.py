@@ -52,12 +52,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from mobilenetv2 import load_image, native, preprocess_input  # noqa: E402
+from mobilenetv2 import load_image, preprocess_input  # noqa: E402
+from mobilenetv2.engines import native
 from mobilenetv2.batch import local  # noqa: E402
 from mobilenetv2.batch.dataset import OutputDataset  # noqa: E402
 from mobilenetv2.batch.inputs import list_images  # noqa: E402
 from mobilenetv2.batch.job import BatchJob  # noqa: E402
-from mobilenetv2.benchmark import cpu_model  # noqa: E402
+from mobilenetv2.tools.benchmark import cpu_model  # noqa: E402
 
 
 def make_images(folder, n):

@@ -7,7 +7,7 @@ try:
 except ImportError:  # run from a checkout: the package beside this folder
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mobilenetv2.benchmark import main
+from mobilenetv2.tools.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mobilenetv2 import benchmark_segmentation  # noqa: E402
+from mobilenetv2.tools import benchmark_segmentation  # noqa: E402
 
 
 def main(argv):

@@ -38,9 +38,9 @@ try:
 except ImportError:  # run from a checkout: the package beside this folder
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mobilenetv2 import native  # noqa: E402
-from mobilenetv2.benchmark import core_pairs, core_round_trip_ns, cpu_model  # noqa: E402
-from mobilenetv2.variants import parse_variant  # noqa: E402
+from mobilenetv2.engines import native  # noqa: E402
+from mobilenetv2.tools.benchmark import core_pairs, core_round_trip_ns, cpu_model  # noqa: E402
+from mobilenetv2.network.variants import parse_variant  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # oversubscribed.py's fresh timing processes
 from oversubscribed import _child_times  # noqa: E402

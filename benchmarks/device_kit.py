@@ -33,8 +33,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from mobilenetv2.benchmark import shared_dir  # noqa: E402
-from mobilenetv2.variants import parse_variant, variant_name  # noqa: E402
+from mobilenetv2.tools.benchmark import shared_dir  # noqa: E402
+from mobilenetv2.network.variants import parse_variant, variant_name  # noqa: E402
 
 CARRY_LIMIT = 64 * 2**20  # what one call may carry: the working tree and the carried paths
 # what a float32 CPU run of OpenVINO and LiteRT never loads (prefixes inside the wheels)

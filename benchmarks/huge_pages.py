@@ -24,8 +24,8 @@ SPEED = """
 import json, os, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
-from mobilenetv2.benchmark import _model
-from mobilenetv2.variants import parse_variant
+from mobilenetv2.tools.benchmark import _model
+from mobilenetv2.network.variants import parse_variant
 alpha, res = parse_variant({variant!r})
 x = np.random.default_rng(0).uniform(-1, 1, (1, res, res, 3)).astype(np.float32)
 models = {{}}
@@ -51,8 +51,8 @@ MEMORY = """
 import resource, sys
 sys.path.insert(0, {root!r})
 import numpy as np
-from mobilenetv2.benchmark import _model
-from mobilenetv2.variants import parse_variant
+from mobilenetv2.tools.benchmark import _model
+from mobilenetv2.network.variants import parse_variant
 alpha, res = parse_variant({variant!r})
 m = _model(alpha, res)
 x = np.zeros((1, res, res, 3), np.float32)
@@ -81,9 +81,9 @@ def main(argv=None):
         ap.error(f"--calls must be at least 1, got {args.calls}")
     sys.path.insert(0, str(HERE))
     import numpy as np
-    from mobilenetv2 import machine
-    from mobilenetv2.benchmark import cpu_model, git_commit
-    from mobilenetv2.variants import parse_variant
+    from mobilenetv2.engines import machine
+    from mobilenetv2.tools.benchmark import cpu_model, git_commit
+    from mobilenetv2.network.variants import parse_variant
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     for v in variants:
         try:

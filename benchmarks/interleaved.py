@@ -30,10 +30,10 @@ except ImportError:  # run from a checkout: the package beside this folder
 
 import numpy as np
 
-from mobilenetv2 import native
-from mobilenetv2.benchmark import PEERS, _model, _runner, cpu_model, git_commit
+from mobilenetv2.engines import native
+from mobilenetv2.tools.benchmark import PEERS, _model, _runner, cpu_model, git_commit
 from mobilenetv2.files import atomic_write
-from mobilenetv2.variants import parse_variant
+from mobilenetv2.network.variants import parse_variant
 
 
 def engines(alpha, res, x, tmpdir, name):

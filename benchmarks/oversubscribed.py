@@ -132,8 +132,8 @@ def main(argv=None):
             parser.error(f"--other {args.other}: no mobilenetv2 package there (a checkout built in place)")
     import mobilenetv2
     from mobilenetv2 import MobileNetV2
-    from mobilenetv2.benchmark import cpu_model
-    from mobilenetv2.variants import parse_variant
+    from mobilenetv2.tools.benchmark import cpu_model
+    from mobilenetv2.network.variants import parse_variant
     alpha, res = parse_variant(args.variant)
     hogs = [_hog(hog_cpus) for _ in range(args.hogs)]
     rows = []

@@ -5,7 +5,7 @@
                                  [--seconds 4] [--json PATH]
 
 The plan's choices (rows, pixels or panels; which blocks fuse; band heights) follow constants in
-mobilenetv2/plan.py derived from this machine's caches and cores.  For each variant this builds two
+mobilenetv2/engines/plan.py derived from this machine's caches and cores.  For each variant this builds two
 C models with the benchmark's synthetic weights: A with the constants as they are, B with the
 ``--set`` ones changed while its plans are built (one per batch size), and checks that both give
 the same bits (every plan must: the kernels fix each output's order of operations).  Then, per
@@ -44,10 +44,10 @@ def _threshold(name):
 
 
 def constants():
-    """{name: value}: mobilenetv2.plan's rule constants, the ones --set may change: its byte and
+    """{name: value}: mobilenetv2.engines.plan's rule constants, the ones --set may change: its byte and
     row thresholds, the thread count it balances for and the band height (not ALIGN, which the C
     kernels' loads need)."""
-    from mobilenetv2 import plan as P
+    from mobilenetv2.engines import plan as P
     return {k: v for k, v in vars(P).items() if k.isupper() and isinstance(v, (int, float))
             and not isinstance(v, bool) and (_threshold(k) or k.endswith("_THREADS") or k.startswith("MAX_"))}
 
@@ -89,7 +89,7 @@ def parse_ints(text, what):
 def plan_shape(plan):
     """What a plan chose, in counts: ops, barriers, fused blocks, pointwise ops split by panels,
     ops split by pixels."""
-    from mobilenetv2 import native
+    from mobilenetv2.engines import native
     lib = native.lib
     ops = plan.ops
     return dict(ops=len(ops), barriers=sum(int(op.get("sync", 1)) for op in ops),
@@ -99,10 +99,10 @@ def plan_shape(plan):
 
 
 def build(alpha, res, inputs, sets):
-    """A model whose plans for these inputs are built with mobilenetv2.plan's constants set as
+    """A model whose plans for these inputs are built with mobilenetv2.engines.plan's constants set as
     ``sets`` says (restored afterwards), and its outputs for them."""
-    from mobilenetv2 import plan as P
-    from mobilenetv2.benchmark import _model
+    from mobilenetv2.engines import plan as P
+    from mobilenetv2.tools.benchmark import _model
     saved = {k: getattr(P, k) for k in sets}
     model = _model(alpha, res)
     try:
@@ -137,17 +137,18 @@ def alternate(a, b, x, seconds):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="a mobilenetv2.plan constant for the B side (repeat for several)")
+                   help="a mobilenetv2.engines.plan constant for the B side (repeat for several)")
     p.add_argument("--variants", default="1.0_224")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--batches", default="1")
     p.add_argument("--seconds", type=float, default=4.0, help="per variant, thread count and batch")
     p.add_argument("--json", default=None, help="default: benchmarks/results/plan_ab-<time>.json")
     args = p.parse_args(argv)
-    from mobilenetv2 import files, machine, native
-    from mobilenetv2.benchmark import _input, cpu_model, git_commit
-    from mobilenetv2.pool import check_threads
-    from mobilenetv2.variants import parse_variant
+    from mobilenetv2 import files
+    from mobilenetv2.engines import machine, native
+    from mobilenetv2.tools.benchmark import _input, cpu_model, git_commit
+    from mobilenetv2.engines.pool import check_threads
+    from mobilenetv2.network.variants import parse_variant
     try:
         sets = parse_sets(args.set)
         # the engine's own limit (4 per usable core, at least 64), so no count fails mid-run

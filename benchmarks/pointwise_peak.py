@@ -25,13 +25,15 @@ except ImportError:  # run from a checkout: the package beside this folder
 
 import numpy as np
 
-from mobilenetv2 import MobileNetV2, arch, layers as L, native
-from mobilenetv2.benchmark import cpu_model, fma_peak_gflops
-from mobilenetv2.plan import aligned_empty
-from mobilenetv2.variants import parse_variant
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.network import arch, layers as L
+from mobilenetv2.engines import native
+from mobilenetv2.tools.benchmark import cpu_model, fma_peak_gflops
+from mobilenetv2.engines.plan import aligned_empty
+from mobilenetv2.network.variants import parse_variant
 
 def peak_gflops(isa=None):
-    """Our FMA loop's GFLOP/s on one core (mobilenetv2.benchmark.fma_peak_gflops, longer rounds)."""
+    """Our FMA loop's GFLOP/s on one core (mobilenetv2.tools.benchmark.fma_peak_gflops, longer rounds)."""
     return fma_peak_gflops(isa, rounds=20_000_000)
 
 

@@ -5,7 +5,7 @@ plan against another checkout's (a built copy of an earlier commit), in alternat
     python benchmarks/profile_ab.py --other DIR [--variant 1.0_224] [--threads 1] [--pairs 11]
                                     [--runs 100] [--json PATH]
 
-Each process builds the variant with the benchmark's synthetic weights (mobilenetv2.benchmark),
+Each process builds the variant with the benchmark's synthetic weights (mobilenetv2.tools.benchmark),
 profiles one batch-1 input ``--runs`` times and reports each op's median.  The table gives, per op,
 the median over the processes of each side and the median of the per-pair ratios this / other
 (with their min and max): the fused block ops, the whole plan, and every op whose ratio is off 1
@@ -31,8 +31,8 @@ import numpy as np
 import mobilenetv2
 if not mobilenetv2.__file__.startswith({root!r}):
     raise SystemExit(f"imported {{mobilenetv2.__file__}}, not the checkout in {root!r}")
-from mobilenetv2.benchmark import _model
-from mobilenetv2.variants import parse_variant
+from mobilenetv2.tools.benchmark import _model
+from mobilenetv2.network.variants import parse_variant
 alpha, res = parse_variant({variant!r})
 model = _model(alpha, res)
 model.threads = {threads}
@@ -68,7 +68,7 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
-    from mobilenetv2.benchmark import cpu_model, git_commit
+    from mobilenetv2.tools.benchmark import cpu_model, git_commit
     other = Path(args.other).resolve()
     load = os.getloadavg()[0]
     got = {"this": [], "other": []}

@@ -73,8 +73,8 @@ def main(argv=None):
     threads = parse_threads(args.threads)
     if threads is None:
         ap.error(f"--threads takes a comma list of counts in 1..64, got {args.threads!r}")
-    from mobilenetv2.benchmark import cpu_model, git_commit
-    from mobilenetv2.variants import parse_variant, variant_name
+    from mobilenetv2.tools.benchmark import cpu_model, git_commit
+    from mobilenetv2.network.variants import parse_variant, variant_name
     try:
         variant = variant_name(*parse_variant(args.variant))
     except ValueError as exc:

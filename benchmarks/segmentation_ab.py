@@ -56,7 +56,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from mobilenetv2 import export_onnx
-    from mobilenetv2.benchmark_segmentation import alternate
+    from mobilenetv2.tools.benchmark_segmentation import alternate
     from mobilenetv2.hf import from_pretrained
     onnx_path = export_onnx(from_pretrained(args.hf), os.path.join(tempfile.mkdtemp(), "seg.onnx"), batch=1,
                             input_size=(args.size, args.size))

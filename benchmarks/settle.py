@@ -51,10 +51,11 @@ def main(argv=None):
     p.add_argument("--every", type=float, default=2.0)
     p.add_argument("--json", default=None, help="default: benchmarks/results/settle-<time>.json")
     args = p.parse_args(argv)
-    from mobilenetv2 import files, native
-    from mobilenetv2.benchmark import _input, _model, cpu_model, git_commit
-    from mobilenetv2.pool import check_threads
-    from mobilenetv2.variants import parse_variant
+    from mobilenetv2 import files
+    from mobilenetv2.engines import native
+    from mobilenetv2.tools.benchmark import _input, _model, cpu_model, git_commit
+    from mobilenetv2.engines.pool import check_threads
+    from mobilenetv2.network.variants import parse_variant
     try:
         alpha, res = parse_variant(args.variant)
         check_threads(args.threads, "--threads")  # the engine's own limit, so none fails mid-run

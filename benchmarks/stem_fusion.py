@@ -33,11 +33,11 @@ except ImportError:  # run from a checkout: the package beside this folder
 import numpy as np
 
 from mobilenetv2 import files
-from mobilenetv2 import machine
-from mobilenetv2 import native
-from mobilenetv2 import plan as P
-from mobilenetv2.benchmark import PEERS, _model, _runner, cpu_model
-from mobilenetv2.variants import parse_variant
+from mobilenetv2.engines import machine
+from mobilenetv2.engines import native
+from mobilenetv2.engines import plan as P
+from mobilenetv2.tools.benchmark import PEERS, _model, _runner, cpu_model
+from mobilenetv2.network.variants import parse_variant
 
 
 def _models(alpha, res, x, threads):

@@ -244,7 +244,7 @@ struct mnv2_op {
                                          image rows [2 o - pad_top, + 2) (the last row: to the
                                          bottom) as it computes, while they are in cache, so the
                                          rows of one run check every value of the image between
-                                         them (the plan's input check, mobilenetv2/plan.py) */
+                                         them (the plan's input check, mobilenetv2/engines/plan.py) */
     const float *after;               /* _POINTWISE: the next pointwise op's packed weights, whose
                                          start this op's last tiles prefetch (as far as they reach,
                                          f32_pointwise_then); or NULL */

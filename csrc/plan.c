@@ -395,7 +395,7 @@ static void run_panels(const struct mnv2_op *op, int t, int threads)
 
 /* Share t of `threads` of a global pooling op split by channels: the 16-channel groups that share
  * t of a pointwise op with as many output panels computes (run_panels' split), so that it reads
- * only what the same share of the op before it wrote (mobilenetv2/plan.py's _mark_syncs). */
+ * only what the same share of the op before it wrote (mobilenetv2/engines/plan.py's _mark_syncs). */
 static void run_pool_channels(const struct mnv2_op *op, int t, int threads)
 {
     const size_t np = f32_pointwise_panels(op->c);

@@ -39,7 +39,7 @@ def _model(args, include_top=True, pooling=None):
 
 
 def _load_batch(paths, size, dtype):
-    from mobilenetv2.preprocessing import load_image, preprocess_input
+    from mobilenetv2.processing.preprocessing import load_image, preprocess_input
     images = np.stack([load_image(p, target_size=(size, size)) for p in paths])
     return preprocess_input(images.astype(dtype))
 
@@ -47,8 +47,8 @@ def _load_batch(paths, size, dtype):
 def _classify_hf(args):
     """classify with a transformers checkpoint folder: its processor, its labels."""
     from mobilenetv2.hf import expect_head, from_pretrained
-    from mobilenetv2.hf_processing import hf_preprocess
-    from mobilenetv2.numpy_kernels import softmax
+    from mobilenetv2.processing.hf_processing import hf_preprocess
+    from mobilenetv2.engines.numpy_kernels import softmax
     model = expect_head(from_pretrained(args.hf, dtype=args.dtype), "classification", args.hf)
     x = np.concatenate([hf_preprocess(p, model.processor_config, args.hf_backend or "pillow")
                         for p in args.images])
@@ -69,7 +69,7 @@ def _classify_hf(args):
 
 
 def cmd_classify(args):
-    from mobilenetv2.imagenet import decode_predictions
+    from mobilenetv2.processing.imagenet import decode_predictions
     if args.top < 1:
         raise ArgumentError(f"--top must be at least 1, got {args.top}")
     if args.hf:
@@ -94,9 +94,9 @@ def cmd_classify(args):
 
 
 def cmd_info(args):
-    from mobilenetv2 import registry
-    from mobilenetv2.native import backend
-    from mobilenetv2.variants import variant_table
+    from mobilenetv2.formats import registry
+    from mobilenetv2.engines.native import backend
+    from mobilenetv2.network.variants import variant_table
     rows = variant_table()
     for row in rows:
         for top, key in ((True, "weights_top"), (False, "weights_no_top")):
@@ -162,7 +162,7 @@ def cmd_summary(args):
     but the file is not loaded, so a summary needs neither the file nor a network.  A .h5 file
     given is loaded: the summary is then of the model that file fits (or says why it fits none)."""
     if args.weights == "imagenet":
-        from mobilenetv2 import registry
+        from mobilenetv2.formats import registry
         registry.weights_filename(args.alpha, args.size)  # the ArgumentError loading it would give
         args.weights = "none"
     _model(args).summary()
@@ -200,7 +200,7 @@ def _save_png_atomically(path, array, palette=None):
 def cmd_segment(args):
     """The class map of a photo at its own size (transformers' post-processing), colour-coded."""
     from mobilenetv2.hf import expect_head, from_pretrained
-    from mobilenetv2.hf_processing import _rgb_image, hf_preprocess, post_process_semantic_segmentation
+    from mobilenetv2.processing.hf_processing import _rgb_image, hf_preprocess, post_process_semantic_segmentation
     if not args.out.lower().endswith(".png"):
         raise ArgumentError(f"--out must name a .png file, got {args.out!r}")
     files.check_output_path(args.out, "--out")  # a folder named x.png failed after the model ran
@@ -225,7 +225,7 @@ def cmd_segment(args):
 
 
 def cmd_bench(argv):
-    from mobilenetv2 import benchmark
+    from mobilenetv2.tools import benchmark
     return benchmark.main(argv)
 
 
@@ -264,7 +264,7 @@ HF_BACKEND_HELP = ("which of transformers 5's MobileNetV2 image processors to re
 
 
 def build_parser():
-    from mobilenetv2.hf_processing import BACKENDS
+    from mobilenetv2.processing.hf_processing import BACKENDS
     parser = _Parser(prog="mobilenetv2", description="MobileNetV2 inference with Keras's weights and names.")
     sub = parser.add_subparsers(dest="command", required=True)
 

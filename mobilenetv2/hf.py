@@ -40,13 +40,14 @@ import os
 
 import numpy as np
 
-from mobilenetv2 import arch, files
-from mobilenetv2 import layers as L
+from mobilenetv2 import files
+from mobilenetv2.network import arch
+from mobilenetv2.network import layers as L
 from mobilenetv2.errors import ArgumentError, Error, OutputPathError, check_option
-from mobilenetv2.hf_config import (ConfigError, HFConfig, ProcessorConfig, read_config,
+from mobilenetv2.formats.hf_config import (ConfigError, HFConfig, ProcessorConfig, read_config,
                                    read_processor_config)
 from mobilenetv2.model import MobileNetV2, _check_dtype, _check_layer_names, check_top_pooling
-from mobilenetv2.safetensors import PICKLE_HINT, SafetensorsError, SafetensorsFile, save_file
+from mobilenetv2.formats.safetensors import PICKLE_HINT, SafetensorsError, SafetensorsFile, save_file
 
 PREFIX = "mobilenet_v2."
 _BN = ("weight", "bias", "running_mean", "running_var")
@@ -361,7 +362,7 @@ def _config_of(model):
                             "it has no exact transformers equivalent")
     id2label = None
     if model.include_top:
-        from mobilenetv2.imagenet import class_table
+        from mobilenetv2.processing.imagenet import class_table
         names = [name for _, name in class_table()] if model.classes == 1000 else \
             [f"LABEL_{i}" for i in range(model.classes)]
         id2label = dict(enumerate(names))

@@ -9,14 +9,15 @@ import weakref
 
 import numpy as np
 
-from mobilenetv2 import arch, machine
-from mobilenetv2.arch import MAX_SIZE, MIN_SIZE
-from mobilenetv2 import layers as L
-from mobilenetv2 import native
-from mobilenetv2 import pool as threadpool
+from mobilenetv2.network import arch
+from mobilenetv2.engines import machine
+from mobilenetv2.network.arch import MAX_SIZE, MIN_SIZE
+from mobilenetv2.network import layers as L
+from mobilenetv2.engines import native
+from mobilenetv2.engines import pool as threadpool
 from mobilenetv2.errors import (ArgumentError, InsufficientMemory, as_array, check_option, flag, is_items, is_whole,
                                 real)
-from mobilenetv2.plan import PackedWeights, Plan, Unsupported
+from mobilenetv2.engines.plan import PackedWeights, Plan, Unsupported
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 OFFICIAL_ROWS = (96, 128, 160, 192, 224)
@@ -166,7 +167,7 @@ _LIVE_MODELS = weakref.WeakSet()  # for the fork handler below
 def _after_fork_in_child():
     """In a child made by fork(): the parent's threads are gone.  Every model starts over lazily
     (its plan lock is the process's own: MobileNetV2._plan_lock; the pools themselves are
-    forgotten by mobilenetv2.pool's own handler)."""
+    forgotten by mobilenetv2.engines.pool's own handler)."""
     for model in list(_LIVE_MODELS):
         if model._pool is not None:
             model._pool.forget()  # whichever fork handler runs first: never joined here
@@ -362,8 +363,8 @@ class MobileNetV2:
             layer.set_weights(arrays, self.dtype)
 
     def load_weights(self, weights="imagenet"):
-        """Load 'imagenet' (found or downloaded, see mobilenetv2.registry) or a Keras .h5 file."""
-        from mobilenetv2 import loader, registry
+        """Load 'imagenet' (found or downloaded, see mobilenetv2.formats.registry) or a Keras .h5 file."""
+        from mobilenetv2.formats import loader, registry
         if not isinstance(weights, (str, bytes, os.PathLike)):
             raise ArgumentError(f"weights must be 'imagenet' or the path of a weights file, got {weights!r:.60}")
         if weights == "imagenet":
@@ -376,7 +377,7 @@ class MobileNetV2:
 
     def save_weights(self, path):
         """Save the weights as a Keras 2 ``.h5`` weights file (Keras's names; loads back here and in Keras)."""
-        from mobilenetv2 import loader
+        from mobilenetv2.formats import loader
         return loader.save_weights(path, self.layers)
 
     def describe(self):

@@ -12,7 +12,7 @@ from typing import NamedTuple, Optional
 
 from mobilenetv2 import files
 from mobilenetv2.errors import ArgumentError, positive_int
-from mobilenetv2.variants import parse_variant
+from mobilenetv2.network.variants import parse_variant
 
 KERAS_WEIGHTS = ("'imagenet', 'none', a variant name such as 1.0_224 (mobilenetv2 info lists the 22) "
                  "or a Keras .h5 file")

@@ -111,7 +111,7 @@ def same_values(got, want):
     image at a time and the batch command's batches with NumPy 2.4.6's OpenBLAS on an Intel Xeon
     with AVX-512)."""
     import numpy as np
-    from mobilenetv2 import native
+    from mobilenetv2.engines import native
     if got is None or want is None:  # a row with an error has no values
         return got is None and want is None
     got, want = np.asarray(got), np.asarray(want)

@@ -34,8 +34,8 @@ def guarded(values, at_end=True):
 
 
 def main():
-    from mobilenetv2 import native, c_kernels as C
-    from mobilenetv2.layers import same_pads
+    from mobilenetv2.engines import native, c_kernels as C
+    from mobilenetv2.network.layers import same_pads
 
     rng = np.random.default_rng(0)
     isas = [True] + native.isas()

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from mobilenetv2 import layers as L
-from mobilenetv2.numpy_kernels import fold_batchnorm
+from mobilenetv2.network import layers as L
+from mobilenetv2.engines.numpy_kernels import fold_batchnorm
 
 
 def _unit_prefix(i):
@@ -229,7 +229,7 @@ def tf_style(model, path, relu=(), eps=None):
     eps = eps or {}
     nodes, inits = [], []
     shapes = {}
-    from mobilenetv2 import arch
+    from mobilenetv2.network import arch
     shapes = arch.output_shapes(model.layers, model.input_shape)
 
     def const(name, array, dtype=np.float32):

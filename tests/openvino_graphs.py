@@ -8,8 +8,8 @@ import numpy as np
 from openvino import Model, PartialShape, Type
 from openvino import opset13 as ops
 
-from mobilenetv2 import layers as L
-from mobilenetv2.numpy_kernels import fold_batchnorm
+from mobilenetv2.network import layers as L
+from mobilenetv2.engines.numpy_kernels import fold_batchnorm
 from mobilenetv2.tools.compare.reference import run_layers
 
 LEVELS = 256

@@ -5,7 +5,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from mobilenetv2 import MobileNetV2, model as model_module, pool as threadpool
+from mobilenetv2 import MobileNetV2, model as model_module
+from mobilenetv2.engines import pool as threadpool
 from mobilenetv2.errors import ArgumentError
 
 
@@ -121,8 +122,8 @@ def test_zero_d_float_arrays_are_real_numbers(tmp_path):
     from PIL import Image
     from mobilenetv2 import load_image, ray as mray
     from mobilenetv2.dask import cached_job
-    from mobilenetv2.hf_config import ConfigError
-    from mobilenetv2.hf_processing import processor_config
+    from mobilenetv2.formats.hf_config import ConfigError
+    from mobilenetv2.processing.hf_processing import processor_config
     from mobilenetv2.tools.compare import CompareError, compare
     a = np.array
     assert MobileNetV2((32, 32, 3), alpha=a(0.35), weights=None).alpha == 0.35
@@ -152,7 +153,7 @@ def test_a_zero_d_bool_array_is_a_flag():
     """np.array(True) is the flag it holds, as np.bool_(True) and 1 are (Keras's ``if include_top:``
     takes them all): include_top and the C kernels' flags refused it ('include_top must be True or
     False, got array(True)'); 2, 0.5, "yes", None and a 1-d array are still refused."""
-    from mobilenetv2 import native
+    from mobilenetv2.engines import native
     a = np.array
     x = np.zeros((1, 32, 32, 3), np.float32)
     for on in (True, np.bool_(True), a(True), 1, a(1)):
@@ -165,7 +166,7 @@ def test_a_zero_d_bool_array_is_a_flag():
         with pytest.raises(ArgumentError, match="include_top must be True or False"):
             MobileNetV2((32, 32, 3), alpha=0.35, weights=None, include_top=bad)
     if native.available():
-        from mobilenetv2 import c_kernels
+        from mobilenetv2.engines import c_kernels
         rng = np.random.default_rng(0)
         v, packed = rng.normal(0, 4, (5, 8)).astype(np.float32), c_kernels.pack_pointwise(
             rng.normal(0, 1, (8, 16)).astype(np.float32), np.zeros(16, np.float32))
@@ -181,7 +182,8 @@ def test_a_zero_d_array_where_items_belong_is_an_argument_error(tmp_path):
     set_weights' arrays, summary/macs' input_shape, an export's input_size, the segmentation
     post-processing's target_sizes or a kernel's pads it got past the checks to a bare TypeError
     ('iteration over a 0-d array', 'len() of unsized object')."""
-    from mobilenetv2 import export_tflite, post_process_semantic_segmentation, native
+    from mobilenetv2 import export_tflite, post_process_semantic_segmentation
+    from mobilenetv2.engines import native
     m = MobileNetV2((None, None, 3), alpha=0.35, weights=None, include_top=False)
     x = np.zeros((1, 32, 32, 3), np.float32)
     calls = {"layers": lambda v: m.features(x, v), "set_weights": m.set_weights,
@@ -189,7 +191,7 @@ def test_a_zero_d_array_where_items_belong_is_an_argument_error(tmp_path):
              "input_size": lambda v: export_tflite(m, tmp_path / "e.tflite", input_size=v),
              "target_sizes": lambda v: post_process_semantic_segmentation(np.zeros((1, 4, 4, 2)), v)}
     if native.available():
-        from mobilenetv2 import c_kernels
+        from mobilenetv2.engines import c_kernels
         calls["pads"] = lambda v: c_kernels.dwconv3x3(np.zeros((1, 8, 8, 16), np.float32),
                                                      np.zeros((3, 3, 16), np.float32), np.zeros(16, np.float32),
                                                      1, v, True)
@@ -207,7 +209,7 @@ def test_a_bytes_path_is_a_path_wherever_one_is_taken(tmp_path):
     import os
     import mobilenetv2 as M
     from mobilenetv2.batch.job import BatchJob
-    from mobilenetv2.hf_config import HFConfig
+    from mobilenetv2.formats.hf_config import HFConfig
     saved = MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=7)
     saved.set_weights([w + 0.5 for w in saved.get_weights()])  # not the initial weights
     h5 = os.fsencode(saved.save_weights(tmp_path / "w.h5"))

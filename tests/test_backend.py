@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mobilenetv2
-from mobilenetv2 import native
+from mobilenetv2.engines import native
 
 
 def test_backend_names_the_engine():
@@ -18,7 +18,7 @@ def test_backend_names_the_engine():
 
 @pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 def test_c_relu6_against_numpy_twin():
-    from mobilenetv2.numpy_kernels import relu6
+    from mobilenetv2.engines.numpy_kernels import relu6
     x = np.random.default_rng(0).uniform(-3, 9, 1001).astype(np.float32)
     for fn in (native.lib.f32_relu6, native.lib.f32_relu6_scalar):
         y = np.empty_like(x)
@@ -40,7 +40,7 @@ def test_missing_extension_warns_once(monkeypatch):
 def test_the_c_kernel_wrappers_say_when_the_extension_is_missing(monkeypatch):
     """c_kernels (the NumPy twins' tests call the C kernels through it) checks its arguments, then
     says the extension is not built: on any machine, with or without it."""
-    from mobilenetv2 import c_kernels
+    from mobilenetv2.engines import c_kernels
     monkeypatch.setattr(native, "lib", None)
     with pytest.raises(RuntimeError, match="the C extension is not built"):
         c_kernels.softmax(np.zeros((1, 3), np.float32))

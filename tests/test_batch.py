@@ -104,7 +104,7 @@ def synthetic_top_file(tmp_path_factory):
 
 
 def test_predict_writes_the_top_classes(images, synthetic_top_file, tmp_path, capsys):
-    from mobilenetv2.imagenet import class_table
+    from mobilenetv2.processing.imagenet import class_table
     folder, paths = images
     out = tmp_path / "preds"
     code, _, stderr = run_cli(["predict", str(folder / "sub"), "--out", str(out), *SMALL,
@@ -279,7 +279,7 @@ def test_the_memory_check_counts_every_worker(images, tmp_path, capsys, monkeypa
     that each fit ran side by side where together they could not (Linux lends the address space,
     then kills the process).  12 MiB holds one replica of 0.35_96 with batches of 8 (the run at the
     end), not two: refused before any replica is built, saying what to lower."""
-    from mobilenetv2 import machine
+    from mobilenetv2.engines import machine
     folder, _ = images
     monkeypatch.setattr(machine, "available_memory", lambda: 12 << 20)
     argv = ["features", str(folder), "--weights", "none", *SMALL, "--batch-size", "8", "--quiet"]
@@ -337,7 +337,7 @@ def test_replicas_share_the_weights_but_not_the_locks(dtype):
     each computes what the first computes alone."""
     import threading
 
-    from mobilenetv2 import native
+    from mobilenetv2.engines import native
     from mobilenetv2.batch.job import BatchJob
     job = BatchJob(alpha=0.35, size=96, weights=None, dtype=dtype, threads=1)
     jobs = job.replicas(3)
@@ -378,7 +378,7 @@ def test_the_memory_check_counts_the_shared_weights_once(dtype, monkeypatch):
     already (shared by the replicas), and the C plan's packed form of them (float32, as big as
     the float32 weights within 4 %) is made once for all.  Before, each replica past the first
     counted a weight set of its own."""
-    from mobilenetv2 import machine, native
+    from mobilenetv2.engines import machine, native
     from mobilenetv2.batch import local
     from mobilenetv2.batch.job import BatchJob
     from mobilenetv2.errors import InsufficientMemory
@@ -402,7 +402,7 @@ def test_each_ray_actor_asks_for_its_own_weights_and_their_packed_copy(dtype, la
     plan runs the job (float32, the pooled output, the extension built), the packed float32 copy it
     makes on its first batch.  Before, the packed copy was left out of the actor's request.  The
     figure is computed before Ray is used (mobilenetv2.ray imports Ray only to run a job)."""
-    from mobilenetv2 import native
+    from mobilenetv2.engines import native
     from mobilenetv2.batch.job import BatchJob
     from mobilenetv2.ray import actor_memory_bytes
     job = BatchJob(alpha=0.35, size=96, weights=None, dtype=dtype, layer=layer)
@@ -544,7 +544,7 @@ def test_a_file_name_that_is_not_utf8_is_processed(tmp_path, capsys):
     rows, _ = read_rows(out)
     import hashlib
 
-    from mobilenetv2 import native
+    from mobilenetv2.engines import native
     from mobilenetv2.batch.inputs import image_id
     key = hashlib.blake2b(b"caf\xe9.png", digest_size=8).hexdigest()
     assert rows[key]["path"] == str(folder) + "/caf\\xe9.png" and rows[key]["error"] is None

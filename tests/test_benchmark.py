@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from mobilenetv2 import native
-from mobilenetv2.benchmark import main, round_order
+from mobilenetv2.engines import native
+from mobilenetv2.tools.benchmark import main, round_order
 
 
 def test_small_run_writes_consistent_json(tmp_path, capsys):
@@ -41,7 +41,7 @@ def test_small_run_writes_consistent_json(tmp_path, capsys):
     numpy_row = next(r for r in data["results"] if r["engine"] == "numpy")
     assert numpy_row["percent_of_peak"] is None  # its BLAS picks its own threads
     # the cache-line round trip between the first CPUs, at the start, the end and around each block
-    from mobilenetv2.benchmark import core_pairs
+    from mobilenetv2.tools.benchmark import core_pairs
     pairs = {f"{a}-{b}" for a, b in core_pairs()}
     trips = data["run"]["core_round_trip_ns"]
     blocks = [r["core_round_trip_ns"][k] for r in data["results"] for k in ("before", "after")]
@@ -61,7 +61,7 @@ def test_small_run_writes_consistent_json(tmp_path, capsys):
 
 
 def test_warmup_runs_untimed_calls_until_its_time_is_up():
-    from mobilenetv2.benchmark import call_times
+    from mobilenetv2.tools.benchmark import call_times
     calls = []
 
     def fn():
@@ -77,7 +77,7 @@ def test_warmup_runs_untimed_calls_until_its_time_is_up():
 
 
 def test_fma_peak_is_none_where_the_cpu_lacks_the_isa():
-    from mobilenetv2.benchmark import fma_peak_gflops
+    from mobilenetv2.tools.benchmark import fma_peak_gflops
     assert fma_peak_gflops("scalar") is None
     for isa in ("avx2", "avx512"):
         got = fma_peak_gflops(isa, rounds=100_000, repeats=1)
@@ -85,14 +85,14 @@ def test_fma_peak_is_none_where_the_cpu_lacks_the_isa():
 
 
 def test_core_pairs_are_the_first_two_cpus_and_the_first_and_last():
-    from mobilenetv2.benchmark import core_pairs
+    from mobilenetv2.tools.benchmark import core_pairs
     assert core_pairs([3]) == []
     assert core_pairs([1, 0]) == [(0, 1)]
     assert core_pairs([7, 0, 5, 2]) == [(0, 2), (0, 7)]
 
 
 def test_cores_apart_flags_a_block_whose_round_trip_rose_past_twice_the_runs_lowest():
-    from mobilenetv2.benchmark import cores_apart
+    from mobilenetv2.tools.benchmark import cores_apart
     lowest = {"0-1": 53.0, "0-15": 150.0}
     assert cores_apart({"0-1": 59.0}, {"0-1": 320.0}, lowest) == {"0-1": (59.0, 320.0, 53.0)}  # moved apart
     assert cores_apart({"0-1": 341.0}, {"0-1": 62.0}, lowest) == {"0-1": (341.0, 62.0, 53.0)}  # came together
@@ -107,7 +107,7 @@ def _bench_with_round_trips(tmp_path, capsys, monkeypatch, readings):
     """A one-measurement bench (NumPy, round 3 of 3) whose round_trips() read ``readings`` (ns
     between CPUs 0 and 1): the run's start, the block's before, the measurement's before and
     after, the block's after, the run's end.  (what it printed, its JSON)"""
-    from mobilenetv2 import benchmark
+    from mobilenetv2.tools import benchmark
     measured = iter([{"0-1": ns} for ns in readings])
     monkeypatch.setattr(benchmark, "round_trips", lambda: next(measured))
     out = tmp_path / "b.json"
@@ -141,7 +141,7 @@ def test_a_row_whose_own_measurement_saw_the_cores_apart_is_flagged(tmp_path, ca
 
 
 def test_cpu_jiffies_and_steal_share_read_proc_stat_as_the_kernel_writes_it():
-    from mobilenetv2.benchmark import cpu_jiffies, steal_share
+    from mobilenetv2.tools.benchmark import cpu_jiffies, steal_share
     # user nice system idle iowait irq softirq steal guest guest_nice (guest counted in user)
     assert cpu_jiffies("cpu  100 0 50 800 10 0 5 35 20 0\ncpu0 50 0 25 400 5 0 2 18 10 0\n") == (1000, 35)
     assert cpu_jiffies("cpu 1 2 3 4 5 6 7\n") == (28, 0)  # a kernel without the steal column
@@ -154,7 +154,7 @@ def test_cpu_jiffies_and_steal_share_read_proc_stat_as_the_kernel_writes_it():
 
 
 def test_a_block_the_host_stole_from_is_flagged(tmp_path, capsys, monkeypatch):
-    from mobilenetv2 import benchmark
+    from mobilenetv2.tools import benchmark
     readings = iter([(1000, 10), (1100, 10), (1300, 50), (1400, 51)])  # run start, block before/after, run end
     monkeypatch.setattr(benchmark, "cpu_jiffies", lambda text=None: next(readings))
     out = tmp_path / "b.json"
@@ -167,7 +167,7 @@ def test_a_block_the_host_stole_from_is_flagged(tmp_path, capsys, monkeypatch):
 
 
 def test_ahead_summary_counts_rows_ahead_and_the_flagged_ones_behind():
-    from mobilenetv2.benchmark import ahead_summary
+    from mobilenetv2.tools.benchmark import ahead_summary
 
     def row(engine, ratio, apart=False, steal=0.0):
         return {"engine": engine, "speedup_vs_best_peer": ratio, "cores_apart": apart, "steal_share": steal}
@@ -182,7 +182,7 @@ def test_ahead_summary_counts_rows_ahead_and_the_flagged_ones_behind():
 
 def test_core_round_trip_refuses_what_it_cannot_measure():
     import os
-    from mobilenetv2.benchmark import core_round_trip_ns
+    from mobilenetv2.tools.benchmark import core_round_trip_ns
     allowed = sorted(os.sched_getaffinity(0))
     outside = max(allowed) + 1
     assert core_round_trip_ns(allowed[0], allowed[0]) is None  # one CPU with itself: no line moves
@@ -196,7 +196,7 @@ def test_core_round_trip_refuses_what_it_cannot_measure():
 @pytest.mark.skipif(not native.available(), reason="the round trip is timed by the C extension (csrc/peak.c)")
 def test_core_round_trip_is_timed_and_bounded():
     import os
-    from mobilenetv2.benchmark import core_round_trip_ns
+    from mobilenetv2.tools.benchmark import core_round_trip_ns
     allowed = sorted(os.sched_getaffinity(0))
     if len(allowed) < 2:
         pytest.skip(f"the round trip needs two CPUs; this process may run on {allowed} only")
@@ -228,8 +228,9 @@ def _pointwise_peak():
 
 
 def test_pointwise_peak_covers_every_pointwise_layer(tmp_path, capsys, monkeypatch):
-    from mobilenetv2 import MobileNetV2, arch, layers as L
-    from mobilenetv2 import plan as P
+    from mobilenetv2 import MobileNetV2
+    from mobilenetv2.network import arch, layers as L
+    from mobilenetv2.engines import plan as P
     if not native.available() or native.isa() == "scalar":
         pytest.skip("the peak report needs the C extension with AVX2+FMA or AVX-512")
     monkeypatch.setattr(P, "STEM_FUSE_MIN_BYTES", float("inf"))  # the first block stays separate too
@@ -290,7 +291,7 @@ class _Compiled:
     def infer(self, inputs):
         time.sleep(0.002 if self.config["INFERENCE_PRECISION_HINT"] == "f32" else 0.001)
         if not hasattr(self, "y"):  # the network's output, as the bench checks before timing
-            from mobilenetv2.benchmark import reference_output
+            from mobilenetv2.tools.benchmark import reference_output
             x = inputs[0]
             self.y = reference_output(0.35, x.shape[1], len(x))
         return {{"output": self.y}}
@@ -350,7 +351,7 @@ def test_plot_writes_exactly_the_path_given_and_refuses_a_folder_before_timing(t
     '/tmp' (after the whole bench had run): the plot goes to the path as given, in the format its
     suffix names, and a folder is refused before anything is timed."""
     pytest.importorskip("matplotlib")
-    from mobilenetv2 import benchmark
+    from mobilenetv2.tools import benchmark
     rows = [dict(engine=e, variant=v, batch=1, threads=1, median_ms=ms)
             for e, v, ms in [("c", "0.35_96", 0.3), ("c", "0.5_96", 0.4), ("litert", "0.35_96", 0.4)]]
     header = {"cpu": "test CPU", "date": "2026-12-04"}
@@ -474,7 +475,7 @@ def test_bench_segmentation_refuses_a_classification_checkpoint(tmp_path, capsys
 def test_bench_segmentation_refuses_bad_arguments_before_timing(args, says, tmp_path, capsys, monkeypatch):
     """Each was an internal error (threads 0, rounds 0, lockstep -1), an empty report (runs 0,
     warmup -1) or an error after all the timing (--out a file) before."""
-    from mobilenetv2 import benchmark_segmentation
+    from mobilenetv2.tools import benchmark_segmentation
     from mobilenetv2.cli import main as cli
 
     def no_model(*a, **kw):
@@ -493,7 +494,7 @@ def test_bench_segmentation_refuses_bad_arguments_before_timing(args, says, tmp_
 def test_huge_pages_script_times_both_sides_and_their_memory(capsys, tmp_path):
     if not native.available():
         pytest.skip("needs the C extension (the packed weights are the C plan's)")
-    from mobilenetv2 import machine
+    from mobilenetv2.engines import machine
     out_json = tmp_path / "h.json"
     assert _script("huge_pages").main(["--variants", "0.35_96", "--calls", "3", "--json", str(out_json)]) == 0
     report = json.loads(out_json.read_text())
@@ -709,7 +710,7 @@ def test_balance_lines_taken_over_worked_by_hand():
 
 
 def test_balance_lines_of_the_real_plan_stay_with_their_thread(tmp_path):
-    """The arena puts each tensor's 2-thread split at its buffer's middle (mobilenetv2/plan.py's
+    """The arena puts each tensor's 2-thread split at its buffer's middle (mobilenetv2/engines/plan.py's
     _Buffer): in 0.35_96's plan at 2 threads at most 10 % of the lines a run writes were written
     last by the other thread (a third with every tensor at its buffer's start), none at 1."""
     if not native.available():
@@ -728,7 +729,7 @@ def test_plan_ab_script_times_two_plans_with_the_same_bits(tmp_path, capsys):
     and the plan module's constants are as they were afterwards."""
     if not native.available():
         pytest.skip("needs the C extension (the script times the C plan)")
-    from mobilenetv2 import plan as P
+    from mobilenetv2.engines import plan as P
     before = P.WEIGHTS_CACHED_BYTES
     out_json = tmp_path / "ab.json"
     assert _benchmarks_script("plan_ab").main(["--set", "WEIGHTS_CACHED_BYTES=0", "--variants", "0.35_96",
@@ -842,7 +843,7 @@ def test_the_output_digest_is_the_c_output_on_every_isa_and_thread_count(tmp_pat
     import numpy as np
 
     from mobilenetv2 import MobileNetV2
-    from mobilenetv2.benchmark import _input, _model
+    from mobilenetv2.tools.benchmark import _input, _model
 
     if not native.available():
         pytest.skip("the C extension is not built: no C output to digest")
@@ -883,7 +884,7 @@ def test_each_round_visits_every_measurement_once_starting_further_on(n, rounds)
 def test_output_check_refuses_another_network_and_takes_float32_noise():
     """The check every engine passes before it is timed, against outputs built by hand."""
     import numpy as np
-    from mobilenetv2.benchmark import MAX_REL_L2, check_output
+    from mobilenetv2.tools.benchmark import MAX_REL_L2, check_output
     rng = np.random.default_rng(0)
     ref = rng.dirichlet(np.ones(1000), size=2).astype(np.float32)
     noisy = ref * (1 + rng.normal(0, 1e-5, ref.shape))  # float32 engines: 0.5-2e-5 apart
@@ -910,7 +911,7 @@ def test_a_peer_computing_another_network_is_not_timed(tmp_path, monkeypatch, ca
     if not native.available():
         pytest.skip("the check compares with the C engine's output")
     from mobilenetv2 import MobileNetV2
-    from mobilenetv2.tflite_export import export_tflite
+    from mobilenetv2.tools.tflite_export import export_tflite
     fake = tmp_path / "shared"
     (fake / "peers").mkdir(parents=True)
     # the bench's model without shared/tools is the random init: the file is another network
@@ -954,7 +955,7 @@ def test_rows_record_what_each_engine_ran_with(tmp_path):
 def test_threads_past_the_cores_are_said_and_marked(tmp_path, capsys):
     if not native.available():
         pytest.skip("times the C engine's rows: the C extension is not built")
-    from mobilenetv2 import machine
+    from mobilenetv2.engines import machine
     out = tmp_path / "b.json"
     t = machine.CORES + 1
     assert main(["--variants", "0.35_96", "--runs", "2", "--warmup", "1", "--rounds", "1", "--engines", "c",
@@ -977,7 +978,7 @@ def test_bench_segmentation_names_the_checkpoints_depth_multiplier(tmp_path, cap
     from mobilenetv2 import save_pretrained
     from mobilenetv2.cli import main as cli
     from mobilenetv2.hf import HFMobileNetV2
-    from mobilenetv2.hf_config import HFConfig
+    from mobilenetv2.formats.hf_config import HFConfig
     folder = tmp_path / "half"
     save_pretrained(HFMobileNetV2(HFConfig(depth_multiplier=0.5, output_stride=8, head="segmentation",
                                            id2label={i: str(i) for i in range(3)}, image_size=65)), folder)
@@ -1004,8 +1005,9 @@ def test_plot_labels_name_their_own_points_and_never_overlap(tmp_path, monkeypat
     pytest.importorskip("matplotlib")
     from matplotlib.text import Text
 
-    from mobilenetv2 import benchmark, files
-    from mobilenetv2.variants import PUBLISHED, parse_variant
+    from mobilenetv2 import files
+    from mobilenetv2.tools import benchmark
+    from mobilenetv2.network.variants import PUBLISHED, parse_variant
     rows = [dict(engine="c", variant=v, batch=1, threads=1, median_ms=ms) for v, ms in CROWDED_MS.items()]
     seen = {}
 
@@ -1042,7 +1044,7 @@ def test_plot_labels_with_no_free_place_take_the_first():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mobilenetv2 import benchmark
+    from mobilenetv2.tools import benchmark
     fig, ax = plt.subplots()
     ax.plot([1, 2], [50, 60])
     benchmark._label_points(fig, ax, [(f"v{i}", 1.5, 55.0) for i in range(12)])

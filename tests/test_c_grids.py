@@ -6,12 +6,12 @@ NumPy twin and across ISAs bit for bit."""
 import numpy as np
 import pytest
 
-from mobilenetv2 import native
-from mobilenetv2 import numpy_kernels as K
+from mobilenetv2.engines import native
+from mobilenetv2.engines import numpy_kernels as K
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 if native.available():
-    from mobilenetv2 import c_kernels as C
+    from mobilenetv2.engines import c_kernels as C
 
 ISAS = native.isas()
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mobilenetv2 import native
-from mobilenetv2 import numpy_kernels as K
-from mobilenetv2.layers import same_pads
+from mobilenetv2.engines import native
+from mobilenetv2.engines import numpy_kernels as K
+from mobilenetv2.network.layers import same_pads
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 if native.available():
-    from mobilenetv2 import c_kernels as C
+    from mobilenetv2.engines import c_kernels as C
 
 seeds = st.integers(0, 2 ** 32 - 1)
 # True: the portable _scalar twin; an ISA name: the dispatcher on that ISA (every one this CPU has)
@@ -250,7 +250,7 @@ def test_pooling_on_the_scalar_path():
     import sys
     code = (
         "import numpy as np\n"
-        "from mobilenetv2 import native, c_kernels as C, numpy_kernels as K\n"
+        "from mobilenetv2.engines import native, c_kernels as C, numpy_kernels as K\n"
         "assert native.backend() == 'C scalar', native.backend()\n"
         "x = np.random.default_rng(1).standard_normal((2, 5, 3, 13)).astype(np.float32)\n"
         "np.testing.assert_allclose(C.global_pool(x, 'avg'), K.global_avg_pool(x.astype(np.float64)),"

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mobilenetv2 import native
-from mobilenetv2 import numpy_kernels as K
+from mobilenetv2.engines import native
+from mobilenetv2.engines import numpy_kernels as K
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 if native.available():
-    from mobilenetv2 import c_kernels as C
+    from mobilenetv2.engines import c_kernels as C
 
 
 @settings(max_examples=80, deadline=None)
@@ -79,7 +79,7 @@ def test_segmentation_plan_against_float64(size, tf_padding, threads):
     """A whole DeepLabV3 (random weights, depth 0.35, no shared data needed) through the C plan, batch
     of 3, against the float64 NumPy engine; any thread count gives the same bits."""
     from mobilenetv2.hf import HFMobileNetV2
-    from mobilenetv2.hf_config import HFConfig
+    from mobilenetv2.formats.hf_config import HFConfig
     config = HFConfig(depth_multiplier=0.35, output_stride=8, tf_padding=tf_padding, head="segmentation",
                       id2label={i: str(i) for i in range(5)})
     f32, f64 = HFMobileNetV2(config, threads=threads), HFMobileNetV2(config, dtype="float64")
@@ -130,7 +130,7 @@ def test_tf_slim_head_runs_on_the_c_plan():
     """transformers' classifier with TF-slim's 7x7 head (random weights): the C plan, any size,
     against the float64 engine; 1 and 2 threads give the same bits."""
     from mobilenetv2.hf import HFMobileNetV2
-    from mobilenetv2.hf_config import HFConfig
+    from mobilenetv2.formats.hf_config import HFConfig
     config = HFConfig(depth_multiplier=0.35, head="classification", id2label={i: str(i) for i in range(11)})
     f32, f64 = HFMobileNetV2(config, top_pooling="7x7", threads=2), HFMobileNetV2(config, "float64", top_pooling="7x7")
     f64.set_weights(f32.get_weights())

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import keras_reference, require_shared, same_values, set_synthetic_weights
-from mobilenetv2 import MobileNetV2, registry
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.formats import registry
 from mobilenetv2.cli import main
 
 
@@ -57,7 +58,7 @@ def test_classify_text_output_and_errors(synthetic_top_file, tmp_path, capsys):
 
 
 def test_dump_writes_the_named_activations(synthetic_top_file, tmp_path, capsys):
-    from mobilenetv2.preprocessing import load_image, preprocess_input
+    from mobilenetv2.processing.preprocessing import load_image, preprocess_input
     from PIL import Image
     img = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(img)
@@ -193,7 +194,7 @@ def test_classify_a_variant_name_loads_its_weights(weights_dir, flags, capsys):
     """--weights 0.35_96 is --alpha 0.35 --size 96 (imagenet): the variant's file, found through
     $MOBILENETV2_WEIGHTS_DIR; the ranking is Keras's with those weights, the scores the Python
     API's with the file named."""
-    from mobilenetv2.preprocessing import load_image, preprocess_input
+    from mobilenetv2.processing.preprocessing import load_image, preprocess_input
     panda = require_shared("images", "panda.jpg")
     classes = json.loads(require_shared("imagenet_class_index.json").read_text())
     assert main(["classify", str(panda), *flags, "--top", "5", "--json"]) == 0
@@ -208,7 +209,7 @@ def test_classify_a_variant_name_loads_its_weights(weights_dir, flags, capsys):
 
 @pytest.mark.parametrize("flags", SAME_WEIGHTS)
 def test_dump_a_variant_name_loads_its_weights(weights_dir, three_images, flags, tmp_path):
-    from mobilenetv2.preprocessing import load_image, preprocess_input
+    from mobilenetv2.processing.preprocessing import load_image, preprocess_input
     image = three_images[1][0]
     x = preprocess_input(load_image(image, target_size=96))[None]
     layers = ["Conv1", "block_5_add", "out_relu"]
@@ -264,7 +265,7 @@ def test_batch_commands_a_variant_name_loads_its_weights(weights_dir, three_imag
     --size name: a rerun with them into the same --out resumes it (same configuration)."""
     pytest.importorskip("pyarrow", reason="the batch command needs the 'batch' extra (pyarrow)")
     import pyarrow.dataset as pads
-    from mobilenetv2.preprocessing import load_image, preprocess_input
+    from mobilenetv2.processing.preprocessing import load_image, preprocess_input
     folder, paths = three_images
     out = tmp_path / "out"
     assert main([kind, str(folder), "--out", str(out), "--weights", "0.35_96", "--quiet"]) == 0

@@ -166,7 +166,7 @@ def test_warnings_are_one_line_too(capsys, monkeypatch):
 def test_the_missing_extension_warning_names_the_package_once(capsys, monkeypatch):
     """The package's own warning starts 'mobilenetv2:' (it is seen outside the CLI too): the
     CLI's line said 'mobilenetv2: warning: mobilenetv2: the C extension ...'."""
-    from mobilenetv2 import native
+    from mobilenetv2.engines import native
 
     def warn(args):
         native.warn_if_missing()

@@ -47,7 +47,7 @@ def _model_with_eps(model, eps):
 
 def n_keras_outputs(model):
     """Layers a fused ONNX graph shows: every BN (conv+BN), ReLU6, Add, the pooling and the head."""
-    from mobilenetv2 import layers as L
+    from mobilenetv2.network import layers as L
     return sum(isinstance(x, (L.BatchNormalization, L.ReLU, L.Add, L.GlobalAveragePooling2D, L.Dense))
                for x in model.layers)
 

@@ -43,7 +43,7 @@ def backbone():
 def onnx_bytes(backbone, tmp_path_factory):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from mobilenetv2.onnx_export import export_onnx
+    from mobilenetv2.tools.onnx_export import export_onnx
     path = tmp_path_factory.mktemp("onnx") / "m.onnx"
     export_onnx(backbone, path, batch=1)
     return path.read_bytes()
@@ -52,7 +52,7 @@ def onnx_bytes(backbone, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tflite_bytes(backbone, tmp_path_factory):
     pytest.importorskip("ai_edge_litert")
-    from mobilenetv2.tflite_export import export_tflite
+    from mobilenetv2.tools.tflite_export import export_tflite
     path = tmp_path_factory.mktemp("tflite") / "m.tflite"
     export_tflite(backbone, path, batch=1)
     return path.read_bytes()

@@ -12,7 +12,7 @@ nn = torch.nn
 
 from conftest import require_shared  # noqa: E402
 from mobilenetv2 import MobileNetV2  # noqa: E402
-from mobilenetv2 import layers as L  # noqa: E402
+from mobilenetv2.network import layers as L  # noqa: E402
 from mobilenetv2.tools.compare import compare  # noqa: E402
 from onnx_graphs import lively_weights  # noqa: E402
 

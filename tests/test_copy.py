@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import require_shared
-from mobilenetv2 import MobileNetV2, native
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.engines import native
 
 needs_c = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 ENGINES = [pytest.param("c", marks=needs_c), "numpy"]

@@ -6,8 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from mobilenetv2 import EngineUnavailable, MobileNetV2, native
-from mobilenetv2 import pool as threadpool
+from mobilenetv2 import EngineUnavailable, MobileNetV2
+from mobilenetv2.engines import native
+from mobilenetv2.engines import pool as threadpool
 
 needs_c = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 
@@ -116,7 +117,7 @@ def test_a_missing_extension_is_named_as_such(monkeypatch, tmp_path):
     circular = ImportError("cannot import name '_mnv2' from partially initialized module 'mobilenetv2' "
                            "(most likely due to a circular import)")
     monkeypatch.setattr(native, "IMPORT_ERROR", circular)
-    monkeypatch.setattr(native, "__file__", str(tmp_path / "native.py"))  # a package folder without it
+    monkeypatch.setattr(native, "__file__", str(tmp_path / "engines" / "native.py"))  # a package without it
     why = native.missing_reason()
     assert "circular" not in why and "not built at install time" in why and str(tmp_path) in why
     (tmp_path / "_mnv2.abi3.so").write_bytes(b"")  # there, but it does not load: Python's words say why

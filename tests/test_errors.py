@@ -14,13 +14,13 @@ CLASSES = [
     ("mobilenetv2.errors", "ArgumentError", ValueError),
     ("mobilenetv2.errors", "DownloadError", OSError),
     ("mobilenetv2.errors", "OutputPathError", OSError),
-    ("mobilenetv2.pool", "ThreadsError", ValueError),
-    ("mobilenetv2.safetensors", "SafetensorsError", ValueError),
+    ("mobilenetv2.engines.pool", "ThreadsError", ValueError),
+    ("mobilenetv2.formats.safetensors", "SafetensorsError", ValueError),
     ("mobilenetv2.hf", "CheckpointError", ValueError),
-    ("mobilenetv2.hf_config", "ConfigError", ValueError),
+    ("mobilenetv2.formats.hf_config", "ConfigError", ValueError),
     ("mobilenetv2.tools.compare.errors", "CompareError", ValueError),
     ("mobilenetv2.tools.compare.errors", "MissingExtra", ImportError),
-    ("mobilenetv2.native", "EngineUnavailable", RuntimeError),
+    ("mobilenetv2.engines.native", "EngineUnavailable", RuntimeError),
     ("mobilenetv2.files", "NotRegularFile", ValueError),
     ("mobilenetv2.ray", "RayJobFailed", RuntimeError),
 ]
@@ -43,12 +43,12 @@ def test_exported_from_the_package(name):
 
 
 def test_raised_instances_are_caught_by_error(tmp_path):
-    from mobilenetv2.safetensors import SafetensorsFile
+    from mobilenetv2.formats.safetensors import SafetensorsFile
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(b"\x00" * 4)          # shorter than the 8-byte header length
     with pytest.raises(Error, match="model.safetensors"):
         SafetensorsFile(bad)
-    from mobilenetv2.hf_config import read_json
+    from mobilenetv2.formats.hf_config import read_json
     cfg = tmp_path / "config.json"
     cfg.write_text("[1, 2]")
     with pytest.raises(Error, match="config.json"):
@@ -73,11 +73,12 @@ def test_a_or_an_goes_by_the_sound(noun, says):
 def _bad_calls():
     """(label, call): public calls with one argument wrong, each of which the package refuses."""
     import numpy as np
-    from mobilenetv2 import MobileNetV2, c_kernels, decode_predictions, export_onnx, export_tflite, preprocess_input
-    from mobilenetv2.hf_processing import hf_preprocess, post_process_semantic_segmentation
-    from mobilenetv2.registry import weights_filename
-    from mobilenetv2.safetensors import save_file
-    from mobilenetv2.variants import parse_variant
+    from mobilenetv2 import MobileNetV2, decode_predictions, export_onnx, export_tflite, preprocess_input
+    from mobilenetv2.engines import c_kernels
+    from mobilenetv2.processing.hf_processing import hf_preprocess, post_process_semantic_segmentation
+    from mobilenetv2.formats.registry import weights_filename
+    from mobilenetv2.formats.safetensors import save_file
+    from mobilenetv2.network.variants import parse_variant
 
     m = MobileNetV2(alpha=0.35, input_shape=(32, 32, 3), include_top=False, weights=None)
     x = np.zeros((1, 32, 32, 3), np.float32)
@@ -167,9 +168,9 @@ def _raises_of_bare_value_error():
 # json's parse hooks (the reader wraps what they raise, naming the file) and the bench's
 # unreachable engine fallback.
 INTERNAL_VALUE_ERRORS = {
-    ("hf_config.py", "_refuse_constant"), ("hf_config.py", "_finite_float"),
-    ("safetensors.py", "_no_duplicates"), ("tools/compare/mapping.py", "_no_constant"),
-    ("benchmark.py", "_runner"),
+    ("formats/hf_config.py", "_refuse_constant"), ("formats/hf_config.py", "_finite_float"),
+    ("formats/safetensors.py", "_no_duplicates"), ("tools/compare/mapping.py", "_no_constant"),
+    ("tools/benchmark.py", "_runner"),
 }
 
 

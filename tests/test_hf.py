@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import require_shared
-from mobilenetv2 import arch, native
+from mobilenetv2.network import arch
+from mobilenetv2.engines import native
 from mobilenetv2.hf import HFMobileNetV2, from_pretrained
-from mobilenetv2.hf_config import read_config
+from mobilenetv2.formats.hf_config import read_config
 
 CLASSIFIERS = ("mobilenet_v2_1.0_224", "mobilenet_v2_0.35_96")
 SEGMENTER = "deeplabv3_mobilenet_v2_1.0_513"
@@ -228,8 +229,8 @@ def test_class_maps_equal_transformers_except_near_ties():
     float64 map; our float32 map differs from transformers' float32 and float64 maps only at
     near-ties of the float64 scores (best two within 1e-3, about 3x float32's largest logit error;
     transformers' own float32 and float64 maps differ at 4 such pixels)."""
-    from mobilenetv2.hf_processing import post_process_semantic_segmentation
-    from mobilenetv2.numpy_kernels import resize_bilinear
+    from mobilenetv2.processing.hf_processing import post_process_semantic_segmentation
+    from mobilenetv2.engines.numpy_kernels import resize_bilinear
     ref = reference(SEGMENTER)
     x = case_input(ref, "panda")
     size = tuple(ref["panda/original_size"])

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from conftest import keras_reference, require_shared
-from mobilenetv2 import MobileNetV2, native
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.engines import native
 from mobilenetv2.hf import CheckpointError, from_pretrained, save_pretrained
 from mobilenetv2.errors import ImageError
-from mobilenetv2.hf_config import ConfigError, ProcessorConfig, parse_processor_config
-from mobilenetv2.hf_processing import hf_preprocess
-from mobilenetv2.safetensors import SafetensorsError, load_file, save_file
+from mobilenetv2.formats.hf_config import ConfigError, ProcessorConfig, parse_processor_config
+from mobilenetv2.processing.hf_processing import hf_preprocess
+from mobilenetv2.formats.safetensors import SafetensorsError, load_file, save_file
 
 PHOTOS = {"panda": "panda.jpg", "cat": "cat.png", "grace_hopper": "grace_hopper.bmp"}
 
@@ -346,7 +347,7 @@ CLS = {"architectures": ["MobileNetV2ForImageClassification"]}
     (dict(CLS, id2label={str(i): f"c{i}" for i in range(100000)}), None),
 ])
 def test_label_count_bounds_accepted(obj, labels):
-    from mobilenetv2.hf_config import parse_config
+    from mobilenetv2.formats.hf_config import parse_config
     config = parse_config(obj, "config.json")
     if labels is not None:
         assert config.id2label == labels
@@ -367,13 +368,13 @@ def test_label_count_bounds_accepted(obj, labels):
     (dict(CLS, id2label={"\u0660": "a"}), "strings of ASCII digits"),
 ])
 def test_label_count_bounds_refused(obj, says):
-    from mobilenetv2.hf_config import parse_config
+    from mobilenetv2.formats.hf_config import parse_config
     with pytest.raises(ConfigError, match=says):
         parse_config(obj, "config.json")
 
 
 def test_image_size_bounds():
-    from mobilenetv2.hf_config import parse_config
+    from mobilenetv2.formats.hf_config import parse_config
     assert parse_config({"image_size": 32}, "config.json").image_size == 32
     assert parse_config({"image_size": 4096}, "config.json").image_size == 4096  # the model's MAX_SIZE
     for bad in (31, 4097):
@@ -405,7 +406,7 @@ def test_an_empty_save_pretrained_path_is_refused(tmp_path, monkeypatch):
 
 def test_hf_model_needs_a_config_and_describes_itself():
     from mobilenetv2.hf import HFMobileNetV2
-    from mobilenetv2.hf_config import parse_config
+    from mobilenetv2.formats.hf_config import parse_config
     with pytest.raises(TypeError, match="config must be an HFConfig"):
         HFMobileNetV2({"depth_multiplier": 0.35})
     backbone = HFMobileNetV2(parse_config({"depth_multiplier": 0.35}, "config.json"))
@@ -415,7 +416,7 @@ def test_hf_model_needs_a_config_and_describes_itself():
 
 
 def test_config_json_cap_is_16_mib(tmp_path):
-    from mobilenetv2.hf_config import read_json
+    from mobilenetv2.formats.hf_config import read_json
     p = tmp_path / "config.json"
     body = b'{"a": 1}'
     p.write_bytes(body + b" " * (16 * 1024 * 1024 - len(body)))     # exactly 16 MiB: read
@@ -427,7 +428,7 @@ def test_config_json_cap_is_16_mib(tmp_path):
 
 # -- survivors of the second mutation pass (seed 1) --------------------------------------------------
 def test_config_defaults_and_exact_edges():
-    from mobilenetv2.hf_config import parse_config, parse_processor_config
+    from mobilenetv2.formats.hf_config import parse_config, parse_processor_config
     # transformers' default for a head without labels: two, named LABEL_0 and LABEL_1
     assert parse_config(CLS, "config.json").id2label == {0: "LABEL_0", 1: "LABEL_1"}
     assert parse_config({"layer_norm_eps": 0.999}, "config.json").layer_norm_eps == 0.999
@@ -446,7 +447,7 @@ def test_config_defaults_and_exact_edges():
 def test_safetensors_header_alignment_and_a_0x80_length_byte(tmp_path):
     """save_file pads the header to 8 bytes (the data stays aligned, as the reference writer
     does); a header whose length's first byte is 0x80 is not mistaken for a pickle."""
-    from mobilenetv2.safetensors import SafetensorsFile
+    from mobilenetv2.formats.safetensors import SafetensorsFile
     for name_len in range(1, 10):
         p = tmp_path / f"a{name_len}.safetensors"
         save_file({"x" * name_len: np.arange(3, dtype=np.float32)}, p)
@@ -476,7 +477,7 @@ def test_missing_tensors_message_lists_four_then_dots(tmp_path, drop, dots):
 
 def _bounds():
     """Every ranged config field with its range as its own refusal message states it."""
-    from mobilenetv2 import hf_config
+    from mobilenetv2.formats import hf_config
     for field, (_, want) in hf_config._CHECKS.items():
         m = re.fullmatch(r"(a number|an integer) in ([\[(])(-?[\d.]+), (-?[\d.]+)([\])])", want)
         if m:
@@ -488,7 +489,7 @@ def _bounds():
 def test_config_ranges_hold_at_both_ends_as_their_messages_say(field, integer, low_in, low, high, high_in):
     """Each end of a range is in or out as the message shows it ('(0, 8]': 8 taken, 0 refused), and
     a step past a closed end is refused (an integer's step: 1; a number's: a millionth)."""
-    from mobilenetv2.hf_config import parse_config
+    from mobilenetv2.formats.hf_config import parse_config
     step = 1 if integer else 1e-6
     kind = int if integer else float
 

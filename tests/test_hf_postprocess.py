@@ -3,8 +3,9 @@ against its NumPy twin: the same class maps, from the same resized bits."""
 import numpy as np
 import pytest
 
-from mobilenetv2 import hf_processing, native
-from mobilenetv2.numpy_kernels import resize_bilinear
+from mobilenetv2.processing import hf_processing
+from mobilenetv2.engines import native
+from mobilenetv2.engines.numpy_kernels import resize_bilinear
 
 
 @pytest.mark.skipif(not native.available(), reason="the C extension is not built")
@@ -25,7 +26,7 @@ def test_target_sizes_are_bounded_before_anything_is_allocated():
     """(10**6, 10**6) tried to allocate 29 TiB (a MemoryError); a float or a 3-tuple went through
     int() or failed inside unpacking.  Each is an ArgumentError now; bounds as for an image."""
     from mobilenetv2 import ArgumentError
-    from mobilenetv2.preprocessing import MAX_PIXELS, MAX_TARGET
+    from mobilenetv2.processing.preprocessing import MAX_PIXELS, MAX_TARGET
     logits = np.zeros((1, 4, 5, 3), np.float32)
     side = int(np.sqrt(MAX_PIXELS)) + 1
     for bad in [(10 ** 6, 10 ** 6), (0, 5), (5, -1), (MAX_TARGET + 1, 1), (side, side), (5.0, 5),

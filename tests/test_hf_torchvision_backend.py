@@ -1,7 +1,7 @@
 """hf_preprocess(backend="torchvision"): transformers 5's default MobileNetV2ImageProcessor bit for bit,
 without torch.  Against transformers' own ``pixel_values`` (three photos at 224 and 96, the panda at
 513), and against cases worked by hand from the definitions: torch's uint8 antialiased resize
-(mobilenetv2/torch_resize.py), the torchvision backend's zero padding, its fused rescale/normalize."""
+(mobilenetv2/processing/torch_resize.py), the torchvision backend's zero padding, its fused rescale/normalize."""
 from fractions import Fraction
 
 import numpy as np
@@ -11,8 +11,8 @@ from PIL import Image
 from conftest import require_shared
 from mobilenetv2.cli import main
 from mobilenetv2.errors import ArgumentError
-from mobilenetv2.hf_processing import BACKENDS, hf_preprocess
-from mobilenetv2.torch_resize import aa_taps, resize_bilinear_aa_u8
+from mobilenetv2.processing.hf_processing import BACKENDS, hf_preprocess
+from mobilenetv2.processing.torch_resize import aa_taps, resize_bilinear_aa_u8
 
 PHOTOS = {"panda": "panda.jpg", "cat": "cat.png", "grace_hopper": "grace_hopper.bmp"}
 CASES = [(model, photo) for model in ("mobilenet_v2_1.0_224", "mobilenet_v2_0.35_96") for photo in PHOTOS]

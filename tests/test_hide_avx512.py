@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobilenetv2 import native
+from mobilenetv2.engines import native
 from mobilenetv2.errors import ArgumentError
 
 
@@ -71,11 +71,12 @@ def test_hidden_in_this_thread_and_in_threads_started_later():
     _require_hiding()
     done = _child("""
         import json
-        from mobilenetv2 import native
-        out = {"before": avx512f(), "backend_before": native.backend()}
-        native.hide_avx512()
-        native.hide_avx512()  # a second call changes nothing
-        out.update(after=avx512f(), thread=in_new_thread(avx512f), backend=native.backend(),
+        import mobilenetv2  # the public names, as the README gives them
+        from mobilenetv2.engines import native
+        out = {"before": avx512f(), "backend_before": mobilenetv2.backend()}
+        mobilenetv2.hide_avx512()
+        mobilenetv2.hide_avx512()  # a second call changes nothing
+        out.update(after=avx512f(), thread=in_new_thread(avx512f), backend=mobilenetv2.backend(),
                    isas=native.isas(), hidden=native.avx512_hidden())
         print(json.dumps(out))
     """)
@@ -91,7 +92,7 @@ def test_a_real_segfault_still_ends_the_process():
     default action (killed by SIGSEGV) or Python's faulthandler."""
     _require_hiding()
     body = """
-        from mobilenetv2 import native
+        from mobilenetv2.engines import native
         native.hide_avx512()
         assert not avx512f()
         ctypes.string_at(0)
@@ -122,7 +123,8 @@ def test_the_hidden_network_gives_the_same_bits():
         assert native.backend() == "C AVX-512"
     done = _child("""
         import sys, numpy as np
-        from mobilenetv2 import MobileNetV2, native
+        from mobilenetv2 import MobileNetV2
+        from mobilenetv2.engines import native
         native.hide_avx512()
         model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
         rng = np.random.default_rng(3)
@@ -192,7 +194,7 @@ def test_hiding_refuses_where_it_cannot(monkeypatch):
 
 
 def test_bench_hide_avx512_error_is_one_line(monkeypatch, capsys):
-    from mobilenetv2 import benchmark
+    from mobilenetv2.tools import benchmark
 
     def refuse():
         raise ArgumentError("this CPU (or its OS) has no AVX-512 to hide: it runs AVX2 code already")

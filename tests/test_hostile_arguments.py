@@ -11,7 +11,7 @@ import pytest
 
 import mobilenetv2 as M
 from mobilenetv2 import MobileNetV2
-from mobilenetv2.hf_config import HFConfig
+from mobilenetv2.formats.hf_config import HFConfig
 
 HOSTILE = [0, -1, 1.5, float("nan"), float("inf"), "x", "", b"", None, True, 10 ** 12, [], (1, 2, 3), (0, 0),
            np.int64(-3), object(), {"a": 1}, np.zeros((2, 2)), np.full(3, np.nan), np.array(7)]
@@ -39,7 +39,7 @@ def _calls(tmp_path):
         ("predict", model.predict, dict(x=x, batch_size=1), ["x", "batch_size"]),
         ("features", model.features, dict(x=x, layers=["block_1_expand"]), ["x", "layers"]),
         ("get_layer", model.get_layer, dict(name="Conv1"), ["name"]),
-        ("profile", model.profile, dict(x=x, runs=1), ["x", "runs"]) if M.native.available() else None,
+        ("profile", model.profile, dict(x=x, runs=1), ["x", "runs"]) if M.engines.native.available() else None,
         ("set_weights", model.set_weights, dict(arrays=model.get_weights()), ["arrays"]),
         ("summary", model.summary, dict(input_shape=None, print_fn=lambda line: None), ["input_shape"]),
         ("macs", model.macs, dict(input_shape=(32, 32, 3)), ["input_shape"]),
@@ -118,12 +118,12 @@ KERNEL_HOSTILE = HOSTILE + [(0, 0, 0, 0), (-1, 0, 0, 0), (10 ** 9, 0, 0, 0), (0,
                             np.zeros((1, 8, 8, 0), np.float32), np.zeros((1, 8, 8, 16), np.float32)[:, ::2]]
 
 
-@pytest.mark.skipif(not M.native.available(), reason="the C extension is not built")
+@pytest.mark.skipif(not M.engines.native.available(), reason="the C extension is not built")
 def test_the_kernel_wrappers_refuse_hostile_arguments_before_c_sees_them():
     """The C side checks nothing: every wrapper argument is checked in Python first.  Sizes that
     are not whole numbers (1.5, "2", an array) reached cffi's TypeError or NumPy's ValueError, a
     string eps float()'s; none of them reached C, and none may (this test would crash if one did)."""
-    from mobilenetv2 import c_kernels as ck
+    from mobilenetv2.engines import c_kernels as ck
     rng = np.random.default_rng(0)
     f32 = np.float32
     x = rng.uniform(-1, 1, (1, 8, 8, 16)).astype(f32)
@@ -176,9 +176,9 @@ def test_the_variant_name_and_safetensors_writer_refuse_hostile_arguments(tmp_pa
     """parse_variant(None) was an AttributeError ('NoneType' has no 'split'), the registry's
     weights_filename(rows=inf) an OverflowError; save_file with a
     tuple of tensors an IndexError, with a number as metadata an AttributeError."""
-    from mobilenetv2.registry import weights_filename
-    from mobilenetv2.safetensors import save_file
-    from mobilenetv2.variants import parse_variant
+    from mobilenetv2.formats.registry import weights_filename
+    from mobilenetv2.formats.safetensors import save_file
+    from mobilenetv2.network.variants import parse_variant
     foreign = _foreign("parse_variant", parse_variant, dict(name="0.35_96"), ["name"], HOSTILE)
     foreign += _foreign("weights_filename", weights_filename, dict(alpha=0.35, rows=96, include_top=True),
                         ["alpha", "rows"], HOSTILE)  # rows=inf was float->int's OverflowError

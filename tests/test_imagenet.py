@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import require_shared
 from mobilenetv2 import decode_predictions
-from mobilenetv2.imagenet import class_table
+from mobilenetv2.processing.imagenet import class_table
 
 
 def test_table_equals_keras_entry_for_entry():

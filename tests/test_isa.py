@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobilenetv2 import MobileNetV2, native
-from mobilenetv2.variants import VARIANTS, variant_name
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.engines import native
+from mobilenetv2.network.variants import VARIANTS, variant_name
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 
@@ -87,7 +88,7 @@ def test_a_force_setting_the_dispatcher_ignores_is_said_not_silently_dropped():
                           cwd=Path(__file__).resolve().parent.parent)
     said = [line for line in done.stderr.splitlines() if "MNV2_FORCE_ISA='avx2x'" in line]
     assert done.returncode == 0 and len(said) == 1, done.stderr
-    assert os.path.join("mobilenetv2", "native.py:") in said[0] and "RuntimeWarning" in said[0], said
+    assert os.path.join("mobilenetv2", "engines", "native.py:") in said[0] and "RuntimeWarning" in said[0], said
 
 
 def test_use_isa_switches_and_restores():

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import keras_reference, require_shared, set_synthetic_weights
-from mobilenetv2 import MobileNetV2, native
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.engines import native
 
 VARIANTS = [f"{a}_{r}" for a in ("0.35", "0.5", "0.75", "1.0") for r in (96, 128, 160, 192, 224)] + [
     "1.3_224", "1.4_224"]

@@ -6,7 +6,7 @@ output element at a time in float64, sharing no code with the engine.
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from mobilenetv2 import layers as L
+from mobilenetv2.network import layers as L
 
 
 def naive_same_pads(size, k, s):

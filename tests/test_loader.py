@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import require_shared
-from mobilenetv2 import MobileNetV2, arch, loader
-from mobilenetv2.loader import WeightsError
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.network import arch
+from mobilenetv2.formats import loader
+from mobilenetv2.formats.loader import WeightsError
 
 KERAS3_CLASS = {"Conv2D": "conv2d", "DepthwiseConv2D": "depthwise_conv2d",
                 "BatchNormalization": "batch_normalization", "Dense": "dense", "ReLU": "re_lu",

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import fail_after
-from mobilenetv2 import MobileNetV2, loader
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.formats import loader
 from mobilenetv2.errors import Error, WeightsError
 from test_loader import expected_of, model_layers, write_keras2, write_keras3
 
@@ -387,7 +388,7 @@ def test_the_superblock_end_address_is_read_for_each_superblock_version(tmp_path
     """The end-of-file address the download check compares with the file's size, read from the
     superblock h5py writes with each library version bound: it is the file's size."""
     import h5py
-    from mobilenetv2.loader import _superblock_end
+    from mobilenetv2.formats.loader import _superblock_end
     path = tmp_path / f"{libver}.h5"
     with h5py.File(path, "w", libver=libver) as f:
         f.attrs["layer_names"] = np.array([b"dense"], dtype="S5")

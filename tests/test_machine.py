@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from mobilenetv2 import machine, plan
+from mobilenetv2.engines import machine, plan
 
 
 def test_sysfs_sizes_are_parsed_and_only_data_caches_count(tmp_path):

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from mobilenetv2 import MobileNetV2, arch
-from mobilenetv2.variants import VARIANTS, PUBLISHED, variant_table
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.network import arch
+from mobilenetv2.network.variants import VARIANTS, PUBLISHED, variant_table
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +268,8 @@ def test_numpy_runs_larger_than_the_memory_available_are_refused_before_they_run
     (a float64 trace of 1.0 at 224x224 keeps 173 MB of activations per image: 347 GB for 2000
     images), then kills the process; under an address-space limit, features() and trace() raised
     NumPy's own MemoryError."""
-    from mobilenetv2 import InsufficientMemory, machine
+    from mobilenetv2 import InsufficientMemory
+    from mobilenetv2.engines import machine
     model = MobileNetV2((None, None, 3), alpha=0.35, include_top=False, weights=None, dtype="float64")
     x = rand(3, 64, 48, 3).astype(np.float64)  # (not copied: the input's copy is checked on its own)
     want = model.trace(x)
@@ -298,7 +300,8 @@ def test_the_numpy_memory_check_works_out_each_input_shape_once(monkeypatch, tmp
     any weights are replaced (set_weights, a layer's set_weights, load_weights) and in a copy made
     by pickle; the refusal still scales with the batch."""
     import pickle
-    from mobilenetv2 import InsufficientMemory, machine
+    from mobilenetv2 import InsufficientMemory
+    from mobilenetv2.engines import machine
     shapes = []
     output_shapes = arch.output_shapes
     monkeypatch.setattr(arch, "output_shapes", lambda layers, shape: shapes.append(tuple(shape))
@@ -335,7 +338,8 @@ def test_an_input_whose_copy_does_not_fit_in_memory_is_refused_before_it_is_made
     """A non-contiguous or other-dtype input is copied before anything runs: a broadcast view of
     5000 images at 224x224 (no memory itself) was copied as 5.6 GB of float64 without a check, and
     under an address-space limit raised NumPy's own MemoryError from model(x), features() and trace()."""
-    from mobilenetv2 import InsufficientMemory, machine
+    from mobilenetv2 import InsufficientMemory
+    from mobilenetv2.engines import machine
     model = MobileNetV2((None, None, 3), alpha=0.35, include_top=False, weights=None, dtype="float64")
     x = np.broadcast_to(rand(1, 64, 48, 3), (5, 64, 48, 3))  # float32, not contiguous: copied as float64
     want = model(np.ascontiguousarray(x, np.float64))

@@ -68,7 +68,8 @@ def test_a_model_over_2_gib_is_refused_before_any_work(tmp_path):
     wrote a 2.2 GB file LiteRT refuses ('not a valid Flatbuffer buffer'). Refused up front, by the
     weights' size: a file is its float32 weights and under 1 MiB more (measured below)."""
     import types
-    from mobilenetv2 import ArgumentError, arch, export_tflite
+    from mobilenetv2 import ArgumentError, export_tflite
+    from mobilenetv2.network import arch
     huge = types.SimpleNamespace(input_shape=(32, 32, 3), layers=arch.build_layers(4.0, classes=100000))
     for export in (export_onnx, export_tflite):
         with pytest.raises(ArgumentError, match=r"2\.04 GiB .* more than the 2 GiB"):
@@ -126,7 +127,7 @@ OLDEST_ORT = "1.15.1"
 def oldest_ort_cases():
     """(model, batch, input_size, opsets) for each model family the README says 1.15.1 runs."""
     from mobilenetv2.hf import HFMobileNetV2
-    from mobilenetv2.hf_config import HFConfig
+    from mobilenetv2.formats.hf_config import HFConfig
     plain = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
     slim = MobileNetV2((256, 224, 3), alpha=0.35, weights=None, top_pooling="7x7")  # a 2x1 grid of scores
     deeplab = HFMobileNetV2(HFConfig(depth_multiplier=0.35, output_stride=8, head="segmentation",
@@ -198,7 +199,7 @@ def test_transformers_checkpoint_with_the_7x7_head(tmp_path):
 def test_an_export_past_2_gib_is_refused_before_writing(tmp_path, monkeypatch):
     """A protobuf message holds 2**31 - 1 bytes; with 1 MiB kept for the graph, weights of
     2**31 - 1 - 2**20 bytes are the most exported.  (No real model is that big: the count is set.)"""
-    from mobilenetv2 import arch
+    from mobilenetv2.network import arch
     model = MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None)
     monkeypatch.setattr(arch, "export_bytes", lambda m: 2 ** 31 - 1 - 2 ** 20)
     arch.check_export_bytes(model, "export_onnx")

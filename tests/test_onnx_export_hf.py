@@ -5,7 +5,7 @@ import pytest
 
 from mobilenetv2 import export_onnx
 from mobilenetv2.hf import HFMobileNetV2
-from mobilenetv2.hf_config import HFConfig
+from mobilenetv2.formats.hf_config import HFConfig
 
 ort = pytest.importorskip("onnxruntime")
 

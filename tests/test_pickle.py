@@ -5,7 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from mobilenetv2 import MobileNetV2, native
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.engines import native
 
 
 def rand(*shape, seed=0):
@@ -64,7 +65,7 @@ def test_default_threads_are_resolved_again_where_the_copy_is_loaded(monkeypatch
 @pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 def test_c_handles_refuse_to_be_pickled_with_a_reason_and_deepcopy_works():
     import copy
-    from mobilenetv2.pool import Pool
+    from mobilenetv2.engines.pool import Pool
     with pytest.raises(TypeError, match="pool cannot be pickled"):
         pickle.dumps(Pool(1))
     model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=2)

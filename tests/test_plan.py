@@ -7,7 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from mobilenetv2 import MobileNetV2, native
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.engines import native
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 
@@ -73,7 +74,7 @@ def test_fused_blocks_give_the_same_bits_as_separate_ops(monkeypatch, alpha, sha
     """Every block fused (ring of expanded rows, bands of output rows, odd sizes, stride 2 with
     Keras's asymmetric padding, several images) against no block fused, for 1 to 4 threads: each
     output is computed by the same operations either way, so the bits must agree."""
-    from mobilenetv2 import plan as P
+    from mobilenetv2.engines import plan as P
     x = rand(batch, *shape)
     monkeypatch.setattr(P, "FUSE_MIN_BYTES", float("inf"))
     monkeypatch.setattr(P, "FUSE_SMALL_MIN_BYTES", float("inf"))
@@ -123,8 +124,8 @@ def test_prefetching_the_next_ops_weights_changes_no_bit(isa):
 
 
 def test_profile_names_every_op_and_counts_the_models_macs(monkeypatch):
-    from mobilenetv2 import arch
-    from mobilenetv2 import plan as P
+    from mobilenetv2.network import arch
+    from mobilenetv2.engines import plan as P
     monkeypatch.setattr(P, "STEM_FUSE_MIN_BYTES", float("inf"))  # (tests/test_plan_stem_fused.py: fused)
     monkeypatch.setattr(P, "FUSE_SMALL_MIN_BYTES", float("inf"))  # nor the first block
     model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, threads=2)
@@ -306,8 +307,8 @@ def test_pooling_after_a_channel_split_conv_skips_the_barrier():
     """A global pooling op splits its channels as the pointwise conv before it splits its output
     panels, so each thread pools the channels it computed and no barrier comes between them; after
     a conv split by rows, or by other channel groups, or with a clash on a buffer, the barrier
-    stays (mobilenetv2/plan.py's _mark_syncs, on hand-made ops)."""
-    from mobilenetv2.plan import _mark_syncs
+    stays (mobilenetv2/engines/plan.py's _mark_syncs, on hand-made ops)."""
+    from mobilenetv2.engines.plan import _mark_syncs
     lib = native.lib
 
     def pw(split_panels, cout, reads, writes):
@@ -348,7 +349,7 @@ def test_depthwise_chains_split_pixels_and_7x7_panels_split_pixels_too(monkeypat
     inside rows, or 7x7 panels into pixel chunks (3, 5, 8, 16), the bits are those of one thread
     (on every ISA: tests/test_isa.py), and near the NumPy engine's.  The plan as on 16 cores with
     a 1 MB L2."""
-    from mobilenetv2 import plan as P
+    from mobilenetv2.engines import plan as P
     lib = native.lib
     monkeypatch.setattr(P.machine, "CORES", 16)
     monkeypatch.setattr(P, "BALANCE_THREADS", 16)
@@ -385,7 +386,7 @@ def test_any_thread_count_on_any_shape_and_core_count_gives_one_thread_s_bits(mo
     the bits of one thread."""
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
-    from mobilenetv2 import plan as P
+    from mobilenetv2.engines import plan as P
 
     @hypothesis.settings(max_examples=25, deadline=None)
     @hypothesis.given(cores=st.sampled_from([2, 4, 16]), h=st.integers(32, 200), w=st.integers(32, 200),
@@ -412,7 +413,7 @@ def test_arena_puts_every_tensors_two_thread_split_at_its_buffers_middle(monkeyp
     lines the other thread wrote last.  The split is the C plan's (csrc/plan.c), worked out here
     from the op: half the images of an even batch, else half the pixels (split_pixels) or half the
     rows (split_rows; an odd row count is placed by pixels, so those ops are not checked)."""
-    from mobilenetv2 import plan as P
+    from mobilenetv2.engines import plan as P
     made = []
     take = P._Buffers.take
 
@@ -472,7 +473,7 @@ def test_row_or_panel_choice_balances_for_the_cores_it_is_told(monkeypatch, core
     panels against rows: 1 thread 1 against 1 (rows: no gain); 2 threads 1/2 against 2/3 (panels);
     4 and 16 threads 1/2 against 1/3 (rows).  The choice follows BALANCE_THREADS as set at the
     call (benchmarks/balance.py --cores sets it), not its value when the module was imported."""
-    from mobilenetv2 import plan as P
+    from mobilenetv2.engines import plan as P
     monkeypatch.setattr(P, "BALANCE_THREADS", cores)
     assert P._by_panels(3, 3, 8, 32) == by_panels
 
@@ -604,7 +605,7 @@ def _two_op_schedule(x, packed, cout, threads, runs):
     """A plan of a dense layer shared by output panels (as the head is) then an out-of-place
     softmax that marks no barrier of its own, run ``runs`` times on ``threads`` threads with the
     logits poisoned before each run: the probabilities of every run."""
-    from mobilenetv2.pool import Pool
+    from mobilenetv2.engines.pool import Pool
     lib, ffi, ptr = native.lib, native.ffi, native.as_float_ptr
     n, cin = x.shape
     logits, probs = np.zeros((n, cout), np.float32), np.zeros((n, cout), np.float32)
@@ -629,7 +630,7 @@ def test_by_images_schedule_waits_after_a_panel_shared_op():
     """Where each thread takes whole images, an op after the panel-shared dense head reads logits
     every thread wrote: the C schedule itself must put a barrier there (the model's own softmax
     also asks for one, being in place, which hid a missing one from every model test)."""
-    from mobilenetv2.plan import _Slab, _pack
+    from mobilenetv2.engines.plan import _Slab, _pack
     rng = np.random.default_rng(0)
     cin, cout = 1280, 1000
     w = rng.uniform(-0.1, 0.1, (cin, cout)).astype(np.float32)
@@ -652,7 +653,7 @@ def test_a_fused_blocks_band_is_the_most_rows_whose_scratch_fits(monkeypatch):
     expanded rows (the ring, input width w_) and writes b rows of width ow, c channels, 4 bytes
     each; the band is the most rows up to MAX_BAND whose ring and output fit BAND_SCRATCH_BYTES,
     and MAX_BAND where not even one row fits (the ring lives in L3 then whatever the band)."""
-    from mobilenetv2 import plan as P
+    from mobilenetv2.engines import plan as P
     monkeypatch.setattr(P, "MAX_BAND", 4)
     s2 = dict(stride=2, w_=10, ow=5, c=1)  # 4 ((2b + 1) 10 + 5b) = 100b + 40: 140, 240, 340, 440 bytes
     s1d2 = dict(stride=1, dilation=2, w_=10, ow=10, c=1)  # 4 ((b + 4) 10 + 10b) = 80b + 160: 240, 320, 400, 480
@@ -666,7 +667,7 @@ def test_the_stem_fuses_where_its_whole_batchs_output_passes_l1d(monkeypatch):
     """The stem's output for the batch (4 n h w c bytes) against STEM_FUSE_MIN_BYTES: 10x10x16
     floats are 6,400 bytes an image, so a batch of 8 (51,200) passes 48 KiB and one image does not;
     a later op reading the stem's output keeps it separate."""
-    from mobilenetv2 import plan as P
+    from mobilenetv2.engines import plan as P
     monkeypatch.setattr(P, "STEM_FUSE_MIN_BYTES", 48 * 1024)
     span = (0, 4 * 8 * 10 * 10 * 16)
 
@@ -681,7 +682,7 @@ def test_a_stem_fused_block_checks_the_image_only_where_its_depthwise_reads_ever
     """Hand-computed: the last stem row a fused block's depthwise conv reads is (oh - 1) s + 2 d -
     pad_top; the block checks the image for NaN and inf as it runs only where that reaches the
     stem's last row h - 1 (else a separate check must).  A separate stem always checks."""
-    from mobilenetv2 import plan as P
+    from mobilenetv2.engines import plan as P
     lib = native.lib
 
     def checks(**op):

@@ -4,10 +4,10 @@ threads, and against the float64 NumPy engine; and which blocks the plan fuses a
 import numpy as np
 import pytest
 
-from mobilenetv2 import native
-from mobilenetv2 import plan as P
+from mobilenetv2.engines import native
+from mobilenetv2.engines import plan as P
 from mobilenetv2.hf import HFMobileNetV2
-from mobilenetv2.hf_config import HFConfig
+from mobilenetv2.formats.hf_config import HFConfig
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 

@@ -1,4 +1,4 @@
-"""What the mutation pass over mobilenetv2/plan.py and pool.py let through (benchmarks/mutation.py;
+"""What the mutation pass over mobilenetv2/engines/plan.py and pool.py let through (benchmarks/mutation.py;
 survivors and verdicts in benchmarks/README.md): the MAC count of fused blocks in profile(), the
 weight-size limit on fusing a block, the thread limit on a big machine, and the pool's own
 refusals (pickling, a forgotten pool, threads that cannot start)."""
@@ -8,7 +8,8 @@ import types
 import numpy as np
 import pytest
 
-from mobilenetv2 import MobileNetV2, native
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.engines import native
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 
@@ -18,7 +19,7 @@ def rand(*shape, seed=0):
 
 
 def force_fusion(monkeypatch, max_weight_bytes=float("inf")):
-    from mobilenetv2 import plan as P
+    from mobilenetv2.engines import plan as P
     monkeypatch.setattr(P, "FUSE_MIN_BYTES", 0)
     monkeypatch.setattr(P, "FUSE_MIN_ROWS", 1)
     monkeypatch.setattr(P, "FUSE_MAX_WEIGHT_BYTES", max_weight_bytes)
@@ -28,7 +29,7 @@ def force_fusion(monkeypatch, max_weight_bytes=float("inf")):
 def test_profile_counts_the_macs_of_fused_blocks(monkeypatch):
     """Every block fused (expansion included): profile()'s MACs still add up to the model's, as
     arch.layer_macs counts them layer by layer."""
-    from mobilenetv2 import arch
+    from mobilenetv2.network import arch
     force_fusion(monkeypatch)
     model = MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=1)
     rows = model.profile(rand(1, 64, 64, 3), runs=1)
@@ -71,7 +72,7 @@ def test_blocks_whose_weights_pass_the_limit_are_not_fused(monkeypatch):
 
 
 def test_thread_limit_is_four_per_usable_core_and_at_least_64(monkeypatch):
-    from mobilenetv2 import pool
+    from mobilenetv2.engines import pool
     monkeypatch.setattr(pool, "usable_cores", lambda: 40)
     assert pool.max_threads() == 160
     monkeypatch.setattr(pool, "usable_cores", lambda: 3)
@@ -79,7 +80,7 @@ def test_thread_limit_is_four_per_usable_core_and_at_least_64(monkeypatch):
 
 
 def test_a_pool_refuses_pickling_and_is_unusable_once_forgotten():
-    from mobilenetv2 import pool
+    from mobilenetv2.engines import pool
     p = pool.Pool(2)
     assert p.usable() and p.threads == 2
     with pytest.raises(TypeError, match="cannot be pickled"):
@@ -90,7 +91,7 @@ def test_a_pool_refuses_pickling_and_is_unusable_once_forgotten():
 
 def test_threads_that_cannot_start_are_a_clear_error(monkeypatch):
     """mnv2_pool_create returns NULL where pthread_create fails (a process or memory limit)."""
-    from mobilenetv2 import pool
+    from mobilenetv2.engines import pool
     fake = types.SimpleNamespace(ffi=native.ffi, lib=types.SimpleNamespace(mnv2_pool_create=lambda n: native.ffi.NULL))
     monkeypatch.setattr(pool, "native", fake)
     with pytest.raises(RuntimeError, match="could not start 3 threads"):

@@ -5,14 +5,14 @@ float64 NumPy engine; the DeepLabV3 lowering; the fusion rule; the profile's nam
 import numpy as np
 import pytest
 
-from mobilenetv2 import arch
-from mobilenetv2 import c_kernels as C
-from mobilenetv2 import numpy_kernels as K
-from mobilenetv2 import native
-from mobilenetv2 import plan as P
+from mobilenetv2.network import arch
+from mobilenetv2.engines import c_kernels as C
+from mobilenetv2.engines import numpy_kernels as K
+from mobilenetv2.engines import native
+from mobilenetv2.engines import plan as P
 from mobilenetv2.hf import HFMobileNetV2
-from mobilenetv2.hf_config import HFConfig
-from mobilenetv2.layers import same_pads
+from mobilenetv2.formats.hf_config import HFConfig
+from mobilenetv2.network.layers import same_pads
 from mobilenetv2.model import MobileNetV2
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from mobilenetv2 import preprocessing
+from mobilenetv2.processing import preprocessing
 from mobilenetv2.errors import ArgumentError, ImageError
-from mobilenetv2.preprocessing import load_image
+from mobilenetv2.processing.preprocessing import load_image
 
 
 def save(img, path, fmt=None, **kw):

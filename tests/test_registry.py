@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from conftest import cli_error_lines
-from mobilenetv2 import MobileNetV2, registry
-from mobilenetv2.registry import DownloadError
-from mobilenetv2.variants import PUBLISHED
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.formats import registry
+from mobilenetv2.formats.registry import DownloadError
+from mobilenetv2.network.variants import PUBLISHED
 from test_loader import arrays_of, model_layers, write_keras2
 
 OFFICIAL_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
@@ -128,7 +129,7 @@ def test_the_22_variants_with_and_without_top():
 def test_all_variants_run_largest_first():
     """`bench --variants all` and the unknown-variant message list the 22 as the paper's table does:
     width multiplier from 1.4 down, each width's resolutions from 224 down."""
-    from mobilenetv2.variants import VARIANTS, variant_name
+    from mobilenetv2.network.variants import VARIANTS, variant_name
     names = [variant_name(*v) for v in VARIANTS]
     assert names[:7] == ["1.4_224", "1.3_224", "1.0_224", "1.0_192", "1.0_160", "1.0_128", "1.0_96"]
     assert names[-5:] == ["0.35_224", "0.35_192", "0.35_160", "0.35_128", "0.35_96"]
@@ -518,7 +519,7 @@ def test_broken_http_replies_are_download_errors(isolated, monkeypatch, reply):
 
 KILL_SCRIPT = """
 import sys
-from mobilenetv2 import registry
+from mobilenetv2.formats import registry
 registry.resolve(0.75, 160, True, progress=False)
 """
 
@@ -537,7 +538,7 @@ def test_killed_mid_download_then_rerun_leaves_only_the_good_file(isolated, serv
         release.wait(30)
 
     server.serve_with(keras_name(*UNKNOWN), stall_half_way)
-    env = dict(os.environ, PYTHONPATH=str(registry.Path(registry.__file__).resolve().parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(registry.Path(registry.__file__).resolve().parents[2]))
     child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT], env=env)
     folder = cache(isolated)
     deadline = time.monotonic() + 30
@@ -728,7 +729,7 @@ def test_a_folder_where_the_file_goes_is_a_download_error_naming_it(isolated, se
 
 FULL_DISK_SCRIPT = """
 import resource
-from mobilenetv2 import registry
+from mobilenetv2.formats import registry
 resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))  # Python ignores SIGXFSZ: writes fail
 try:
     registry.resolve(0.75, 160, True, progress=False)
@@ -743,7 +744,7 @@ def test_a_full_disk_is_said_as_such_and_leaves_nothing(isolated, server, copies
     'download ... broke off' (blaming the server), or was a bare OSError naming no file."""
     limit = 4000
     server.serve(keras_name(*UNKNOWN), PAYLOAD * copies)
-    env = dict(os.environ, PYTHONPATH=str(registry.Path(registry.__file__).resolve().parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(registry.Path(registry.__file__).resolve().parents[2]))
     out = subprocess.run([sys.executable, "-c", FULL_DISK_SCRIPT.format(limit=limit)], env=env,
                          capture_output=True, text=True, timeout=120).stdout
     assert out.startswith("DownloadError cannot save the download of "), out
@@ -864,7 +865,7 @@ def test_a_mirror_password_is_in_no_url_message_warning_or_output(isolated, serv
     err = capsys.readouterr().err
     assert keras_name(*UNKNOWN) in err and "pa55" not in err  # the progress bar names the file only
 
-    env = dict(os.environ, PYTHONPATH=str(registry.Path(registry.__file__).resolve().parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(registry.Path(registry.__file__).resolve().parents[2]))
     env[registry.ENV_URL] = mirror
     env.pop(registry.ENV_NO_DOWNLOAD)
     downloaded = str(cache(isolated) / keras_name(*UNKNOWN))
@@ -926,7 +927,7 @@ def test_a_slash_question_mark_or_hash_in_the_mirror_password_is_refused_unshown
     from PIL import Image
     image = tmp_path / "img.png"
     Image.fromarray(np.zeros((96, 96, 3), np.uint8)).save(image)
-    env = dict(os.environ, PYTHONPATH=str(registry.Path(registry.__file__).resolve().parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(registry.Path(registry.__file__).resolve().parents[2]))
     run = subprocess.run([sys.executable, "-m", "mobilenetv2", "classify", str(image), "--weights", "0.5_96"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and run.stdout == "", run.stderr

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mobilenetv2 import safetensors
-from mobilenetv2.safetensors import SafetensorsError, SafetensorsFile
+from mobilenetv2.formats import safetensors
+from mobilenetv2.formats.safetensors import SafetensorsError, SafetensorsFile
 from conftest import require_shared
 
 

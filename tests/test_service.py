@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from mobilenetv2 import MobileNetV2, native
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.engines import native
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 
@@ -245,7 +246,8 @@ def test_set_weights_while_the_numpy_engine_runs_gives_old_or_new_never_a_mix():
 def test_a_batch_larger_than_the_memory_available_is_refused_before_it_runs(monkeypatch):
     """Linux lends address space it has not got: a batch-2048 plan took 23.7 GiB of buffers on a
     23.5 GiB machine without complaint (the OOM killer would have ended the run)."""
-    from mobilenetv2 import InsufficientMemory, machine
+    from mobilenetv2 import InsufficientMemory
+    from mobilenetv2.engines import machine
     model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None)
     x = rand(4, 96, 96, 3)
     want = model.predict(x)

@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from mobilenetv2 import MobileNetV2, machine, native, plan
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.engines import machine, native, plan
 
 PAGE = 64 * 1024  # a small stand-in for the huge page: several mappings at test sizes
 

@@ -226,7 +226,7 @@ class _Tiny:
     input_shape = (9, 7, 4)
 
     def __init__(self, align_corners):
-        from mobilenetv2 import layers as L
+        from mobilenetv2.network import layers as L
         rng = np.random.default_rng(7)
         conv = L.Conv2D("down", ["input"], 4, 5, kernel=3, stride=2, use_bias=True)
         conv.set_weights([rng.uniform(-1, 1, (3, 3, 4, 5)), rng.uniform(-1, 1, 5)], np.float64)
@@ -265,7 +265,7 @@ def test_compare_reads_the_export_back_and_agrees_layer_by_layer(tmp_path):
 def test_the_bench_times_litert_on_an_export_where_shared_has_no_file(tmp_path, monkeypatch):
     """Any variant gets a LiteRT row: without a converter's file in shared/peers the bench exports
     the model it times for every engine, and the run's header says so."""
-    from mobilenetv2 import benchmark
+    from mobilenetv2.tools import benchmark
     monkeypatch.setattr(benchmark, "shared_dir", lambda: None)
     assert benchmark.litert_source("0.75_128") == "export_tflite"
     model = MobileNetV2((128, 128, 3), alpha=0.75, weights=None)
@@ -276,7 +276,7 @@ def test_the_bench_times_litert_on_an_export_where_shared_has_no_file(tmp_path, 
 
 
 def test_the_bench_times_tensorflow_s_file_where_there_is_one(monkeypatch):
-    from mobilenetv2 import benchmark
+    from mobilenetv2.tools import benchmark
     theirs = require_shared("peers", "mobilenet_v2_0.35_96_synthetic.tflite")
     monkeypatch.setattr(benchmark, "shared_dir", lambda: theirs.parent.parent)
     assert benchmark.litert_file(None, "0.35_96", 1, None) == theirs

@@ -14,8 +14,8 @@ import pytest
 from conftest import require_shared
 from mobilenetv2 import Error
 from mobilenetv2.hf import CheckpointError, from_pretrained
-from mobilenetv2.hf_config import MAX_JSON_BYTES, ConfigError, read_config, read_json
-from mobilenetv2.safetensors import SafetensorsError, SafetensorsFile
+from mobilenetv2.formats.hf_config import MAX_JSON_BYTES, ConfigError, read_config, read_json
+from mobilenetv2.formats.safetensors import SafetensorsError, SafetensorsFile
 from mobilenetv2.tools.compare.dump_reader import read_dump
 from mobilenetv2.tools.compare.errors import CompareError
 from mobilenetv2.tools.compare.mapping import load_mapping_file
@@ -281,13 +281,13 @@ def test_every_refusal_is_an_error():
 @pytest.mark.parametrize("archs", [[["MobileNetV2Model"]], [{"a": 1}], [None], "MobileNetV2Model", [1]])
 def test_architectures_of_any_json_type_refused_cleanly(tmp_path, archs):
     """Found by the fuzz suite: a list inside "architectures" was a TypeError (unhashable)."""
-    from mobilenetv2.hf_config import parse_config
+    from mobilenetv2.formats.hf_config import parse_config
     with pytest.raises(ConfigError, match="architectures must be one of"):
         parse_config({"architectures": archs}, "config.json")
 
 
 def test_hf_preprocess_folder_with_a_link_out_is_refused(tmp_path):
-    from mobilenetv2.hf_processing import processor_config
+    from mobilenetv2.processing.hf_processing import processor_config
     folder = tmp_path / "ckpt"
     folder.mkdir()
     outside = tmp_path / "proc.json"
@@ -315,7 +315,7 @@ def test_a_checkpoint_with_extreme_finite_weights_is_compared(tmp_path, capsys, 
     from mobilenetv2 import MobileNetV2
     from mobilenetv2.cli import main
     from mobilenetv2.hf import save_pretrained
-    from mobilenetv2.safetensors import load_file, save_file
+    from mobilenetv2.formats.safetensors import load_file, save_file
     from mobilenetv2.tools.compare import compare
     model = MobileNetV2((32, 32, 3), alpha=0.35, include_top=False, weights=None)
     x = np.random.default_rng(5).standard_normal((1, 32, 32, 3)).astype(np.float32)

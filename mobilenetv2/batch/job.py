@@ -75,7 +75,7 @@ class BatchJob:
 
     def __init__(self, kind="features", alpha=1.0, size=224, weights="imagenet", layer=None, top=5,
                  dtype="float32", threads=None):
-        from mobilenetv2 import arch
+        from mobilenetv2.network import arch
         from mobilenetv2.model import MobileNetV2
         self.kind = check_option(kind, KINDS, f"kind must be one of {KINDS}")
         self.size = _positive_int("size", size)
@@ -123,7 +123,7 @@ class BatchJob:
 
     def load(self, path):
         """One image as (size, size, 3) uint8, or the message saying why it cannot be read."""
-        from mobilenetv2.preprocessing import load_image
+        from mobilenetv2.processing.preprocessing import load_image
         if path == "":  # a missing path of a caller's table (see inputs.given_rows)
             return "the path is missing (an empty, None or NaN value in the path column)"
         try:
@@ -133,7 +133,7 @@ class BatchJob:
 
     def assemble(self, loaded):
         """``decode``'s result from the ``load`` results of a batch's images."""
-        from mobilenetv2.preprocessing import preprocess_input
+        from mobilenetv2.processing.preprocessing import preprocess_input
         ok = [i for i, v in enumerate(loaded) if not isinstance(v, str)]
         errors = {i: v for i, v in enumerate(loaded) if isinstance(v, str)}
         x = preprocess_input(np.stack([loaded[i] for i in ok]).astype(self.dtype)) if ok else None
@@ -153,7 +153,7 @@ class BatchJob:
         """Bytes one replica holds at least while it runs a batch of ``batch_size`` images: the batch
         decoded and as floats, the activations of a run (of one image where the NumPy layers run them
         one by one) and the outputs.  Its weights are apart: ``weights_bytes()``, ``packed_bytes()``."""
-        from mobilenetv2 import arch
+        from mobilenetv2.network import arch
         batch_size = _positive_int("batch_size", batch_size)
         pixels = self.size * self.size * 3
         run = 1 if self._one_by_one() else batch_size
@@ -169,7 +169,7 @@ class BatchJob:
     def _packs(self):
         """Whether ``infer`` runs the C plan, which packs the weights into its own layout on its
         first run (float32, the pooled output, the C extension built)."""
-        from mobilenetv2 import native
+        from mobilenetv2.engines import native
         return not self._one_by_one() and native.available() and self.model.engine != "numpy"
 
     def packed_bytes(self):
@@ -186,7 +186,7 @@ class BatchJob:
         packed once.  Where the C plan runs the job, this model first runs one image of zeros, which
         packs the weights: a copy shares only what its original has packed, and would pack the rest
         into memory of its own.  Each replica runs in a thread: at most ``pool.max_threads()``."""
-        from mobilenetv2 import pool
+        from mobilenetv2.engines import pool
         count = _positive_int("count", count)
         if count > pool.max_threads():
             raise ArgumentError(f"{count} replicas, each running in a thread of its own, are more than the "
@@ -265,7 +265,7 @@ class BatchJob:
             columns += [fixed(best.astype(np.int32), self.top, pa.int32()),
                         fixed(np.take_along_axis(y, best, axis=1), self.top, schema.field("scores").type.value_type)]
             if self.model.classes == 1000:
-                from mobilenetv2.imagenet import class_table
+                from mobilenetv2.processing.imagenet import class_table
                 wnids, names = (np.array(col, dtype=object) for col in zip(*class_table()))
                 columns += [fixed(wnids[best], self.top, pa.string()), fixed(names[best], self.top, pa.string())]
         columns.append(pa.array([errors.get(i) for i in range(n)], pa.string()))

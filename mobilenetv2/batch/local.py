@@ -42,7 +42,7 @@ def check_memory(job, workers, batch_size, prefetch, images):
     the replicas share ``job``'s (``job.replicas``), loaded already, and the C plan's packed form of
     them, still to be made.  A short run counts the batches it has: ``--batch-size 4096`` on 20
     images is one of 20."""
-    from mobilenetv2 import machine
+    from mobilenetv2.engines import machine
     from mobilenetv2.errors import InsufficientMemory
     available = machine.available_memory()
     if available is None or not images:

@@ -1,1 +1,3 @@
-"""Tools built on the network: comparing another framework's MobileNetV2 with ours (compare/)."""
+"""Tools built on the model: comparing another framework's MobileNetV2 with ours (compare/),
+timing it against peers (benchmark, benchmark_segmentation) and exporting it for them
+(onnx_export, tflite_export)."""

@@ -17,7 +17,10 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from mobilenetv2 import MobileNetV2, arch, cli, loader, preprocessing, registry
+from mobilenetv2 import MobileNetV2, cli
+from mobilenetv2.network import arch
+from mobilenetv2.formats import loader, registry
+from mobilenetv2.processing import preprocessing
 from mobilenetv2.errors import Error
 
 T = {}  # templates, built by prepare()
@@ -328,7 +331,7 @@ def run_keras(ctx):
 def safetensors_available():
     """The safetensors reader is in the tree (it is since branch i8 was merged)."""
     import importlib.util
-    return importlib.util.find_spec("mobilenetv2.safetensors") is not None
+    return importlib.util.find_spec("mobilenetv2.formats.safetensors") is not None
 
 
 # -- Hugging Face folders: safetensors, config.json, preprocessor_config.json ---------------------
@@ -464,7 +467,7 @@ def _run_folder(ctx):
 
 def run_safetensors(ctx):
     if ctx.direct:
-        from mobilenetv2.safetensors import SafetensorsFile
+        from mobilenetv2.formats.safetensors import SafetensorsFile
         with SafetensorsFile(ctx.folder / "model.safetensors") as f:
             for name in f.names():
                 ctx.seen.append(np.ascontiguousarray(f.get(name)).tobytes())
@@ -636,7 +639,7 @@ def _run_hf_cli(ctx):
 
 def _run_hf_proc(ctx):
     from mobilenetv2.hf import from_pretrained
-    from mobilenetv2.hf_processing import hf_preprocess
+    from mobilenetv2.processing.hf_processing import hf_preprocess
     m = from_pretrained(ctx.folder)
     x = hf_preprocess(io.BytesIO(T["images"]["png"]), m.processor_config)
     if not np.isfinite(x).all():
@@ -767,8 +770,8 @@ def _model_templates():
     import subprocess
     import sys
     import tempfile
-    from mobilenetv2.onnx_export import export_onnx
-    from mobilenetv2.tflite_export import export_tflite
+    from mobilenetv2.tools.onnx_export import export_onnx
+    from mobilenetv2.tools.tflite_export import export_tflite
     have = model_formats()
     with tempfile.TemporaryDirectory() as tmp:
         if have["tflite"]:

@@ -48,7 +48,7 @@ def report(results, skipped, seconds, print_fn=print):
     total = {o: sum(row.get(o, 0) for row in table.values()) for o in outcomes}
     print_fn(f"{'all':<12}{len(results):>7}" + "".join(f"{total[o]:>9}" for o in outcomes))
     for kind in skipped:
-        print_fn(f"{kind}: skipped (" + ("mobilenetv2/safetensors.py is not in this tree; see cases.safetensors_available"
+        print_fn(f"{kind}: skipped (" + ("mobilenetv2/formats/safetensors.py is not in this tree; see cases.safetensors_available"
                                           if kind == "safetensors" else "its runtime is not installed") + ")")
     refusals = harness.refusal_classes(results)
     print_fn("refusals by class: " + ", ".join(f"{k} {v}" for k, v in sorted(refusals.items(), key=lambda kv: -kv[1])))

@@ -5,7 +5,8 @@ import sys
 
 import numpy as np
 
-from mobilenetv2 import arch, files
+from mobilenetv2 import files
+from mobilenetv2.network import arch
 from mobilenetv2.tools.compare import mapping as M
 from mobilenetv2.tools.compare import weights as W
 from mobilenetv2.tools.compare.diagnose import diagnose
@@ -82,7 +83,7 @@ def _rows(ref_trace, floors, other_out, matches, other, factor, patch=NO_PATCH):
 
 
 def _epsilon_everywhere(ref, patch):
-    from mobilenetv2 import layers as L
+    from mobilenetv2.network import layers as L
     from mobilenetv2.tools.compare.reference import Patch, clone
     e = patch.detail["epsilon"]
     return Patch("bn_epsilon", patch.text, {x.name: (lambda layer: clone(layer, epsilon=e)) for x in ref.layers

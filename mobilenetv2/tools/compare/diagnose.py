@@ -29,8 +29,8 @@ import itertools
 
 import numpy as np
 
-from mobilenetv2 import layers as L
-from mobilenetv2.numpy_kernels import fold_batchnorm, softmax
+from mobilenetv2.network import layers as L
+from mobilenetv2.engines.numpy_kernels import fold_batchnorm, softmax
 from mobilenetv2.tools.compare.quant import int8_patches, rounded_activations, rounded_compute
 from mobilenetv2.tools.compare.reference import NO_PATCH, Bypass, Patch, PlainReLU, clone, fixed_pads
 from mobilenetv2.tools.compare.weight_diff import weight_patches

@@ -46,7 +46,7 @@ def make_input(hw, images=None, random=None, seed=0, batch=None):
     if hw is None:
         hw = (224, 224)
     if images is not None:
-        from mobilenetv2.preprocessing import load_image, preprocess_input
+        from mobilenetv2.processing.preprocessing import load_image, preprocess_input
         paths = _image_paths(images if isinstance(images, (list, tuple)) else [images])
         x = np.stack([load_image(p, target_size=hw) for p in paths])
         return preprocess_input(x.astype(np.float32)), f"{len(paths)} image(s) via load_image + preprocess_input"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mobilenetv2 import files
-from mobilenetv2 import layers as L
+from mobilenetv2.network import layers as L
 from mobilenetv2.errors import a_or_an
 from mobilenetv2.tools.compare.errors import CompareError, read_input
 from mobilenetv2.tools.compare.graph import Node
@@ -105,7 +105,7 @@ def check_convs(convs, ref_layers):
 
 def _alpha_of(convs, ref_layers):
     """The official alpha whose convolutions OTHER's have, where it is not the reference's."""
-    from mobilenetv2 import arch
+    from mobilenetv2.network import arch
     for alpha in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4):
         if check_convs(convs, arch.build_layers(alpha, include_top=False)) is None:
             return alpha

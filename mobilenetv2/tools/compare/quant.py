@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mobilenetv2 import layers as L
-from mobilenetv2.numpy_kernels import fold_batchnorm
+from mobilenetv2.network import layers as L
+from mobilenetv2.engines.numpy_kernels import fold_batchnorm
 from mobilenetv2.tools.compare.mapping import keras_convs
 from mobilenetv2.tools.compare.reference import Patch, clone
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mobilenetv2 import layers as L
+from mobilenetv2.network import layers as L
 
 
 def clone(layer, **attrs):

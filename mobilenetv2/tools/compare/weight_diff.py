@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mobilenetv2 import layers as L
+from mobilenetv2.network import layers as L
 from mobilenetv2.tools.compare.mapping import keras_convs
 from mobilenetv2.tools.compare.quant import folded, own_int8_patch, rounded_as_other, set_folded
 from mobilenetv2.tools.compare.reference import Patch, clone

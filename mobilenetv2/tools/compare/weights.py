@@ -13,13 +13,14 @@ import os
 
 import numpy as np
 
-from mobilenetv2 import arch, files
+from mobilenetv2 import files
+from mobilenetv2.network import arch
 from mobilenetv2.errors import WeightsError
-from mobilenetv2 import layers as L
+from mobilenetv2.network import layers as L
 from mobilenetv2.model_options import read_weights
 from mobilenetv2.tools.compare.errors import CompareError
 from mobilenetv2.tools.compare.mapping import check_convs, head_classes, keras_convs
-from mobilenetv2.variants import variant_name
+from mobilenetv2.network.variants import variant_name
 
 OFFICIAL_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
@@ -197,7 +198,7 @@ def from_user(weights, hw, include_top, pooling=None, top_pooling="global"):
         from mobilenetv2.hf import from_pretrained
         src, desc = from_pretrained(named.path, dtype="float64"), f"Hugging Face checkpoint {named.path!r}"
     elif named.kind == "keras":
-        from mobilenetv2.loader import classifier_classes
+        from mobilenetv2.formats.loader import classifier_classes
         path = named.path
         os.close(files.open_regular(path, "weights file"))  # a FIFO or device: said as such, not as no alpha
         try:  # a fine-tuned head has the classes it was trained on
@@ -222,7 +223,7 @@ def from_user(weights, hw, include_top, pooling=None, top_pooling="global"):
         desc = f"Keras weights file {path!r} (alpha={src.alpha:g}" + \
             (f", {src.classes} classes)" if src.include_top and src.classes != 1000 else ")")
     else:  # a variant name: the _no_top file where OTHER has no head
-        from mobilenetv2.registry import weights_filename
+        from mobilenetv2.formats.registry import weights_filename
         src = MobileNetV2((named.rows, named.rows, 3), alpha=named.alpha, include_top=include_top,
                           weights="imagenet", classifier_activation=None, dtype="float64")
         desc = (f"imagenet weights of variant {variant_name(named.alpha, named.rows)} "

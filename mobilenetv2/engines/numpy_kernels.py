@@ -3,7 +3,7 @@
 Every function takes and returns NHWC arrays (``x: [N, H, W, C]``) and computes in the dtype of
 its input, so the same code is the float32 engine and the float64 golden reference.  Padding is
 given explicitly as ``(top, bottom, left, right)``: the callers decide TF-SAME or Keras
-``correct_pad`` (see :mod:`mobilenetv2.arch`).  Optional ``bias``/``relu6``/``residual``
+``correct_pad`` (see :mod:`mobilenetv2.network.arch`).  Optional ``bias``/``relu6``/``residual``
 arguments describe the fused forms the C kernels implement; the layer-by-layer engine calls the
 kernels unfused, exactly as Keras computes them.
 """

@@ -22,12 +22,13 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
-from mobilenetv2 import c_kernels, files, native
+from mobilenetv2 import files
+from mobilenetv2.engines import c_kernels, native
 from mobilenetv2.errors import ArgumentError, ImageError, is_items, is_whole
-from mobilenetv2.hf_config import ConfigError, ProcessorConfig, parse_processor_config, read_processor_config
-from mobilenetv2.numpy_kernels import resize_bilinear
-from mobilenetv2.preprocessing import MAX_PIXELS, MAX_TARGET, _open, _to_rgb
-from mobilenetv2.torch_resize import resize_bilinear_aa_u8
+from mobilenetv2.formats.hf_config import ConfigError, ProcessorConfig, parse_processor_config, read_processor_config
+from mobilenetv2.engines.numpy_kernels import resize_bilinear
+from mobilenetv2.processing.preprocessing import MAX_PIXELS, MAX_TARGET, _open, _to_rgb
+from mobilenetv2.processing.torch_resize import resize_bilinear_aa_u8
 
 BACKENDS = ("pillow", "torchvision")  # transformers 5's MobileNetV2ImageProcessorPil / MobileNetV2ImageProcessor
 

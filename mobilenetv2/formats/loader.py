@@ -528,7 +528,7 @@ def classifier_classes(path):
 @functools.lru_cache(maxsize=None)
 def _backbone_shapes(alpha):
     """Weight shapes of each weighted backbone layer of MobileNetV2 ``alpha`` (no classifier)."""
-    from mobilenetv2 import arch
+    from mobilenetv2.network import arch
     return tuple(tuple(tuple(s) for s in layer.weight_shapes())
                  for layer in arch.build_layers(alpha, include_top=False) if layer.weight_shapes())
 

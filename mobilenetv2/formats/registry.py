@@ -48,7 +48,7 @@ def _table():
     try:
         text = importlib.resources.files("mobilenetv2._registry").joinpath("registry.json").read_text()
     except ModuleNotFoundError:  # a source checkout, not installed: the file beside the package
-        text = (Path(__file__).resolve().parent.parent / "weights" / "registry.json").read_text()
+        text = (Path(__file__).resolve().parents[2] / "weights" / "registry.json").read_text()
     return json.loads(text)
 
 
@@ -416,7 +416,7 @@ def _cannot_save(url, dest, exc):
 
 
 def _check_hdf5(path, url):
-    from mobilenetv2 import loader
+    from mobilenetv2.formats import loader
     try:
         loader.check_file(path)
     except (loader.WeightsError, OSError) as exc:

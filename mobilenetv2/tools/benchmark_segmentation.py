@@ -28,14 +28,14 @@ import time
 
 import numpy as np
 
-from mobilenetv2.benchmark import call_times, cpu_model, hide_avx512_or_say_why, peak_rss_mb, summarize
+from mobilenetv2.tools.benchmark import call_times, cpu_model, hide_avx512_or_say_why, peak_rss_mb, summarize
 
 ENGINES = ("c", "ort")
 
 
 def load_model(hf_dir):
     from mobilenetv2.hf import HFMobileNetV2, expect_head, from_pretrained
-    from mobilenetv2.hf_config import HFConfig
+    from mobilenetv2.formats.hf_config import HFConfig
     if hf_dir:  # a classifier ran and was reported as DeepLabV3
         return expect_head(from_pretrained(hf_dir), "segmentation", hf_dir)
     labels = {i: str(i) for i in range(21)}
@@ -64,7 +64,7 @@ def engine_call(engine, hf_dir, onnx_path, size, threads):
 def _hide_if(hide):
     """In a fresh child: hide AVX-512 first (--hide-avx512), before an engine looks at the CPU."""
     if hide:
-        from mobilenetv2 import native
+        from mobilenetv2.engines import native
         native.hide_avx512()
 
 
@@ -168,7 +168,7 @@ def main(argv=None):
         why = hide_avx512_or_say_why(ap.prog)
         if why:
             ap.exit(2, why + "\n")
-    from mobilenetv2.benchmark import check_counts, parse_threads
+    from mobilenetv2.tools.benchmark import check_counts, parse_threads
     from mobilenetv2.model import MAX_SIZE, MIN_SIZE
     threads = parse_threads(ap, args.threads)
     check_counts(ap, args, ("runs", "rounds"), ("warmup", "lockstep"))
@@ -182,7 +182,8 @@ def main(argv=None):
         ort_version = onnxruntime.__version__
     except ImportError:
         sys.exit("mobilenetv2 bench --segmentation: needs onnxruntime (pip install onnxruntime)")
-    from mobilenetv2 import export_onnx, native
+    from mobilenetv2 import export_onnx
+    from mobilenetv2.engines import native
     model = load_model(hf_dir)
     if not native.available():
         sys.exit("mobilenetv2 bench --segmentation: the C extension is not built, so there is no C core to time")

@@ -25,7 +25,7 @@ def missing_reason():
     module file that is absent ('cannot import name ... (most likely due to a circular
     import)') point at a bug that is not there."""
     import glob
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the package folder
     built = glob.glob(os.path.join(here, "_mnv2*.so")) + glob.glob(os.path.join(here, "_mnv2*.pyd"))
     if not built:
         return (f"no compiled module _mnv2 in {here}, not built at install time: was a C compiler "

@@ -9,8 +9,9 @@ import os
 
 import numpy as np
 
-from mobilenetv2 import arch, files
-from mobilenetv2 import layers as L
+from mobilenetv2 import files
+from mobilenetv2.network import arch
+from mobilenetv2.network import layers as L
 from mobilenetv2.errors import ArgumentError, is_whole
 
 

@@ -7,7 +7,7 @@ Shapes here are per-example ``(H, W, C)`` tuples.
 """
 import numpy as np
 
-from mobilenetv2 import numpy_kernels as K
+from mobilenetv2.engines import numpy_kernels as K
 from mobilenetv2.errors import ArgumentError, WeightsError
 
 

@@ -15,11 +15,11 @@ import os
 
 import numpy as np
 
-from mobilenetv2 import arch
-from mobilenetv2 import layers as L
-from mobilenetv2 import machine
-from mobilenetv2 import native
-from mobilenetv2.c_kernels import fold_batchnorm, resize_scales
+from mobilenetv2.network import arch
+from mobilenetv2.network import layers as L
+from mobilenetv2.engines import machine
+from mobilenetv2.engines import native
+from mobilenetv2.engines.c_kernels import fold_batchnorm, resize_scales
 from mobilenetv2.errors import ArgumentError
 
 

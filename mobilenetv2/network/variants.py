@@ -4,8 +4,8 @@ published with the ImageNet checkpoints (TF-slim's table, repeated in Keras's do
 Published "Parameters (M)" count the convolution and classifier weights (batch-norm parameters
 and statistics excluded); ``count_params`` is Keras's full count.
 """
-from mobilenetv2 import arch
-from mobilenetv2 import layers as L
+from mobilenetv2.network import arch
+from mobilenetv2.network import layers as L
 from mobilenetv2.errors import ArgumentError
 
 # (alpha, rows): (MACs M, params M, top-1 %, top-5 %) as published.

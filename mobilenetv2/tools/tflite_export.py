@@ -18,8 +18,9 @@ import struct
 
 import numpy as np
 
-from mobilenetv2 import arch, files
-from mobilenetv2 import layers as L
+from mobilenetv2 import files
+from mobilenetv2.network import arch
+from mobilenetv2.network import layers as L
 from mobilenetv2.errors import ArgumentError
 
 # TFLite schema (tensorflow/lite/schema/schema.fbs) values this writer uses

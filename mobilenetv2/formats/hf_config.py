@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from mobilenetv2 import files
-from mobilenetv2.arch import MAX_SIZE, MIN_SIZE
+from mobilenetv2.network.arch import MAX_SIZE, MIN_SIZE
 from mobilenetv2.errors import ArgumentError, Error, a_or_an, is_finite
 
 MAX_JSON_BYTES = 16 * 1024 * 1024

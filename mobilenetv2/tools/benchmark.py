@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenetv2 import MobileNetV2, machine, native
+from mobilenetv2 import MobileNetV2
+from mobilenetv2.engines import machine, native
 from mobilenetv2.errors import ArgumentError
-from mobilenetv2.variants import VARIANTS, parse_variant, variant_name
+from mobilenetv2.network.variants import VARIANTS, parse_variant, variant_name
 
 ENGINES = ("c", "numpy", "ort", "openvino", "litert")
 PEERS = ("ort", "openvino", "litert")  # float32 peers: "vs best peer" compares with these only
@@ -64,7 +65,7 @@ def cpu_model():
 
 def shared_dir():
     env = os.environ.get("MOBILENETV2_SHARED")
-    path = Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared"
+    path = Path(env) if env else Path(__file__).resolve().parents[3] / "shared"
     return path if path.is_dir() else None
 
 
@@ -263,7 +264,7 @@ def litert_file(model, variant, batch, tmpdir):
     tflite = _converter_file(variant)
     if tflite is not None:
         return tflite
-    from mobilenetv2.tflite_export import export_tflite
+    from mobilenetv2.tools.tflite_export import export_tflite
     return Path(export_tflite(model, Path(tmpdir) / f"{variant}_{batch}.tflite", batch=batch))
 
 
@@ -285,7 +286,7 @@ def _runner(engine, model, x, threads, tmpdir, variant, settings=None):
         return lambda: model._run(checked)
     if engine in ("ort", "openvino"):
         try:
-            from mobilenetv2.onnx_export import export_onnx
+            from mobilenetv2.tools.onnx_export import export_onnx
             path = export_onnx(model, Path(tmpdir) / f"{variant}_{len(x)}.onnx", batch=len(x))
         except ImportError as exc:
             return str(exc)
@@ -308,7 +309,7 @@ def _runner(engine, model, x, threads, tmpdir, variant, settings=None):
             return lambda: sess.run(None, {"input": x})[0]
         return _openvino(path, x, threads, "f32", settings)
     if engine == "openvino-bf16":
-        from mobilenetv2.onnx_export import export_onnx
+        from mobilenetv2.tools.onnx_export import export_onnx
         path = export_onnx(model, Path(tmpdir) / f"{variant}_{len(x)}.onnx", batch=len(x))
         return _openvino(path, x, threads, "bf16", settings)
     if engine == "litert":
@@ -406,7 +407,7 @@ def compiler():
 def git_commit():
     """The checkout's commit (with '+changes' if the tree differs), or None outside git."""
     import subprocess
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                               text=True, timeout=5).stdout.strip()
@@ -471,7 +472,7 @@ def provenance():
         out["extension_sha256_16"] = _tree_digest(Path(_mnv2.__file__).parent, Path(_mnv2.__file__).name)
     except (ImportError, OSError, AttributeError):
         pass
-    out["csrc_sha256_16"] = _tree_digest(Path(__file__).resolve().parent.parent / "csrc", "*.[ch]")
+    out["csrc_sha256_16"] = _tree_digest(Path(__file__).resolve().parents[2] / "csrc", "*.[ch]")
     return out
 
 
@@ -536,7 +537,7 @@ def parse_args(argv):
 def parse_threads(p, text):
     """--threads: a comma list of thread counts, each from 1 to pool.max_threads(); else the
     parser's one-line error."""
-    from mobilenetv2.pool import max_threads
+    from mobilenetv2.engines.pool import max_threads
     try:
         threads = [int(t) for t in text.split(",")]
     except ValueError:
@@ -657,7 +658,7 @@ def _measure(name, alpha, res, batch, engine, threads, runs, warmup, warmup_seco
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a == "--segmentation" or a.startswith("--segmentation=") for a in argv):
-        from mobilenetv2 import benchmark_segmentation  # the DeepLabV3 model at 513 vs ONNX Runtime
+        from mobilenetv2.tools import benchmark_segmentation  # the DeepLabV3 model at 513 vs ONNX Runtime
         return benchmark_segmentation.main(argv)
     args = parse_args(argv)
     if args.hide_avx512:  # here too: the peak loop, the digests and the header see what the children see
@@ -925,7 +926,7 @@ def plot(rows, path, header):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from mobilenetv2.variants import PUBLISHED
+    from mobilenetv2.network.variants import PUBLISHED
     ones = [r for r in rows if r["batch"] == 1 and r["engine"] != "numpy"]
     if not ones:
         raise ArgumentError("--plot needs batch-1 rows of the C engine or a peer")

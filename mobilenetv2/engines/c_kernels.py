@@ -7,7 +7,7 @@ portable twin instead of the dispatcher (which picks AVX-512 or AVX2+FMA when th
 """
 import numpy as np
 
-from mobilenetv2 import native
+from mobilenetv2.engines import native
 from mobilenetv2.errors import ArgumentError, flag, is_finite, is_items, is_whole
 
 MAX_RESIZE = 8192  # output side of resize_bilinear (an image's own bound, preprocessing.MAX_TARGET)

@@ -8,9 +8,9 @@ the same block table and the same ``_inverted_res_block``, with Keras's layer na
 """
 import math
 
-from mobilenetv2 import layers as L
+from mobilenetv2.network import layers as L
 from mobilenetv2.errors import ArgumentError, is_items, is_whole
-from mobilenetv2.numpy_kernels import fold_batchnorm
+from mobilenetv2.engines.numpy_kernels import fold_batchnorm
 
 # The paper's Table 2: expansion t, output channels c, repeats n, first stride s.
 BLOCKS = (

@@ -8,8 +8,8 @@ touching its locks or joining its threads, and its owner makes a new one on its 
 import os
 import weakref
 
-from mobilenetv2 import native
-from mobilenetv2.machine import usable_cores
+from mobilenetv2.engines import native
+from mobilenetv2.engines.machine import usable_cores
 from mobilenetv2.errors import ArgumentError, is_whole
 
 
