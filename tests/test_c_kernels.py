@@ -452,3 +452,29 @@ def test_count_nonfinite_finds_each_kind_in_every_lane_and_tail(bad):
         for isa in [True] + ISAS:
             assert C.count_nonfinite(x, scalar=isa) == n
             assert C.count_nonfinite(np.zeros(n, np.float32), scalar=isa) == 0
+
+
+@pytest.mark.parametrize("sc", [True] + ISAS)
+def test_relu6_of_minus_zero_is_plus_zero_and_a_linear_minus_zero_stays(sc):
+    """A zero input against negative weights, with a bias of -0.0, sums to -0.0 on every path:
+    0 x -w is -0.0 and -0.0 + -0.0 is -0.0.  ReLU6 gives +0.0 there (max(-0, +0) as the vector
+    paths' max instruction returns its second operand: the same bits on every ISA), and the linear
+    output keeps -0.0.  Channel counts with a vector part and a tail (19)."""
+    minus = np.float32(-0.0)
+
+    def signs(a):
+        return set(np.signbit(a).ravel().tolist())
+
+    x = np.zeros((37, 11), np.float32)
+    packed = C.pack_pointwise(-np.ones((11, 19), np.float32), np.full(19, minus))
+    assert signs(C.pointwise(x, packed, 11, 19, relu6=True, scalar=sc)) == {False}
+    assert signs(C.pointwise(x, packed, 11, 19, relu6=False, scalar=sc)) == {True}
+    for stride in (1, 2):
+        x = np.zeros((1, 7, 9, 19), np.float32)
+        w, b = -np.ones((3, 3, 19), np.float32), np.full(19, minus)
+        assert signs(C.dwconv3x3(x, w, b, stride, (1, 1, 1, 1), relu6=True, scalar=sc)) == {False}
+        assert signs(C.dwconv3x3(x, w, b, stride, (1, 1, 1, 1), relu6=False, scalar=sc)) == {True}
+    x = np.zeros((1, 9, 11, 3), np.float32)
+    w, b = -np.ones((3, 3, 3, 19), np.float32), np.full(19, minus)
+    assert signs(C.stem(x, w, b, (0, 1, 0, 1), relu6=True, scalar=sc)) == {False}
+    assert signs(C.stem(x, w, b, (0, 1, 0, 1), relu6=False, scalar=sc)) == {True}

@@ -106,6 +106,19 @@ def test_a_real_segfault_still_ends_the_process():
     done = _child(body, "-X", "faulthandler")
     assert done.returncode == -signal.SIGSEGV
     assert "Segmentation fault" in done.stderr and "string_at" in done.stderr
+    # a three-argument (SA_SIGINFO) handler, as sanitizers and crash reporters install: here
+    # libc's _exit, so reaching it ends the process with status 11 (SIGSEGV's number, its first
+    # argument); a fault not passed on would return to the faulting load and repeat forever
+    installed = """
+        libc = ctypes.CDLL(None, use_errno=True)
+        class Sigaction(ctypes.Structure):  # glibc's struct sigaction on x86-64
+            _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * 16),
+                        ("flags", ctypes.c_int), ("restorer", ctypes.c_void_p)]
+        sa = Sigaction(handler=ctypes.cast(libc._exit, ctypes.c_void_p).value, flags=4)  # SA_SIGINFO
+        assert libc.sigaction(11, ctypes.byref(sa), None) == 0, ctypes.get_errno()
+    """
+    done = _child(textwrap.dedent(installed) + textwrap.dedent(body))
+    assert done.returncode == signal.SIGSEGV, (done.returncode, done.stderr[-2000:])
 
 
 def test_the_hidden_network_gives_the_same_bits():
