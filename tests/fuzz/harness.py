@@ -33,7 +33,15 @@ import traceback
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent.parent / "mobilenetv2"
-MEMORY_LIMIT = 3 << 30  # address space of a child: far above any valid case (~0.6 GB)
+MEMORY_LIMIT = 3 << 30  # address space a case may add to its child: far above any valid case (~0.6 GB)
+
+
+def _address_space():
+    """This process's mapped address space in bytes (/proc/self/statm's first field), 0 where unknown."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
 PROFILES = {  # cases per kind
     "ci": {"hdf5": 60, "keras": 30, "safetensors": 30, "image": 50, "array": 40, "cli": 25, "download": 20,
            "hf": 25, "compare": 20, "onnx": 24, "tflite": 24, "openvino": 12},
@@ -80,7 +88,11 @@ def _leaked(ctx, sentinel_bytes, opened):
 def _child(kind, index, seed, folder, sentinel, fifo, shared, out_fd, generators):
     import faulthandler
     faulthandler.disable()  # pytest's handler would print a crash to the parent's terminal
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    # on top of what the forked child maps already: a pytest process that collected the whole
+    # suite holds torch's, JAX's and OpenVINO's libraries (over 3 GiB of address space where torch
+    # is installed), and a fixed limit left a case no room for its thread stacks or its images
+    limit = _address_space() + MEMORY_LIMIT
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.chdir(folder)
     tmp = folder / "TMPDIR"
