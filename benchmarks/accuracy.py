@@ -21,7 +21,7 @@ import numpy as np
 
 from mobilenetv2 import MobileNetV2
 from mobilenetv2.engines import native
-from mobilenetv2.tools.benchmark import shared_dir, synthetic_weights
+from mobilenetv2.tools.benchmark import shared_dir, with_synthetic_weights
 from mobilenetv2.network.variants import parse_variant
 
 
@@ -38,12 +38,8 @@ def inputs(res):
 
 
 def model(alpha, res, dtype):
-    m = MobileNetV2((res, res, 3), alpha=alpha, weights=None, classifier_activation=None, dtype=dtype)
-    fn = synthetic_weights()
-    if fn is not None:
-        m.set_weights([fn(layer.name, wname, shape) for layer in m.weighted_layers()
-                       for wname, shape in zip(layer.weight_names, layer.weight_shapes())])
-    return m
+    return with_synthetic_weights(MobileNetV2((res, res, 3), alpha=alpha, weights=None,
+                                              classifier_activation=None, dtype=dtype))
 
 
 def errors(got, ref):

@@ -571,15 +571,19 @@ def synthetic_weights():
     return module.synthetic_weight
 
 
-def _model(alpha, res):
-    """The benchmarked network: the synthetic weights where shared/ has them, so every engine
-    (LiteRT's .tflite files included) computes with the same numbers; else the random init."""
-    model = MobileNetV2((res, res, 3), alpha=alpha, weights=None)
+def with_synthetic_weights(model):
+    """``model`` with the synthetic weights set where shared/ has them (else as it was)."""
     fn = synthetic_weights()
     if fn is not None:
         model.set_weights([fn(layer.name, wname, shape) for layer in model.weighted_layers()
                            for wname, shape in zip(layer.weight_names, layer.weight_shapes())])
     return model
+
+
+def _model(alpha, res):
+    """The benchmarked network: the synthetic weights where shared/ has them, so every engine
+    (LiteRT's .tflite files included) computes with the same numbers; else the random init."""
+    return with_synthetic_weights(MobileNetV2((res, res, 3), alpha=alpha, weights=None))
 
 
 def _input(res, batch):
