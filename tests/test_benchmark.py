@@ -140,6 +140,24 @@ def test_a_row_whose_own_measurement_saw_the_cores_apart_is_flagged(tmp_path, ca
     assert row["cores_apart"] is True and row["rounds_cores_apart"] == [2]
 
 
+def test_a_one_thread_row_is_not_excused_by_cores_apart(tmp_path, capsys, monkeypatch):
+    """Two vCPUs on two dies slow the threads that meet, not a row of one thread: such a row in a
+    block whose round trip rose is not flagged, so the summary does not count it as excused (a
+    1-thread row behind was counted among '2 of the 2 behind flagged')."""
+    from mobilenetv2.engines import native
+    from mobilenetv2.tools import benchmark
+    if not native.available():
+        pytest.skip("the C extension is not built")
+    calls = iter(range(10 ** 6))
+    monkeypatch.setattr(benchmark, "round_trips", lambda: {"0-1": 50.0 if next(calls) < 2 else 400.0})
+    out = tmp_path / "b.json"
+    assert main(["--variants", "0.35_96", "--runs", "2", "--warmup", "1", "--engines", "c", "--threads", "1,2",
+                 "--warmup-seconds", "0", "--json", str(out)]) == 0
+    assert "# 0.35_96 batch 1: the cache-line round trip between CPUs 0-1 went 50 -> 400 ns" in capsys.readouterr().out
+    rows = {r["threads"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows[1]["cores_apart"] is False and rows[2]["cores_apart"] is True
+
+
 def test_cpu_jiffies_and_steal_share_read_proc_stat_as_the_kernel_writes_it():
     from mobilenetv2.tools.benchmark import cpu_jiffies, steal_share
     # user nice system idle iowait irq softirq steal guest guest_nice (guest counted in user)

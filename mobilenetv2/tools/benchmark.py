@@ -845,7 +845,7 @@ def main(argv=None):
                for k, t in enumerate(r["core_round_trip_ns_by_round"]) if t}
         r["rounds_cores_apart"] = [k for k, a in own.items() if a]
         many = r["threads"] == "BLAS" or r["threads"] > 1
-        r["cores_apart"] = bool(apart) or (many and bool(r["rounds_cores_apart"]))
+        r["cores_apart"] = many and (bool(apart) or bool(r["rounds_cores_apart"]))
         if not apart and many and r["rounds_cores_apart"]:
             moved.setdefault((r["variant"], r["batch"]), []).append(
                 f"{r['engine']} {r['threads']}{'T' if r['threads'] != 'BLAS' else ''} " + ", ".join(
