@@ -23,6 +23,29 @@ def test_unreadable_sysfs_gives_nothing_and_bad_sizes_are_refused(tmp_path):
     assert machine._parse_size("512") == 512
 
 
+def test_caches_sysfs_does_not_list_come_from_sysconf_within_bounds(monkeypatch):
+    """Where sysfs lists no cache (a container without /sys, another OS), each level is sysconf's
+    own name for it; a size sysconf cannot give (0, -1, an error) or past 2 GiB is the common one."""
+    monkeypatch.setattr(machine, "_sysfs_caches", lambda: {})
+    asked = []
+
+    def sysconf(name):
+        asked.append(name)
+        return {"SC_LEVEL1_DCACHE_SIZE": 48 << 10, "SC_LEVEL2_CACHE_SIZE": 2 << 20,
+                "SC_LEVEL3_CACHE_SIZE": (2 << 30) - 1}[name]
+    monkeypatch.setattr(os, "sysconf", sysconf)
+    assert machine.cache_sizes() == {1: 48 << 10, 2: 2 << 20, 3: (2 << 30) - 1}
+    assert asked == ["SC_LEVEL1_DCACHE_SIZE", "SC_LEVEL2_CACHE_SIZE", "SC_LEVEL3_CACHE_SIZE"]
+    for bad in (0, -1, 2 << 30):
+        monkeypatch.setattr(os, "sysconf", lambda name, bad=bad: bad)
+        assert machine.cache_sizes() == machine.DEFAULTS
+    monkeypatch.setattr(os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
+    assert machine.cache_sizes() == machine.DEFAULTS
+    monkeypatch.setattr(machine, "_sysfs_caches", lambda: {2: 1 << 20})  # sysfs's size wins where it has one
+    monkeypatch.setattr(os, "sysconf", lambda name: 64 << 10)
+    assert machine.cache_sizes() == {1: 64 << 10, 2: 1 << 20, 3: 64 << 10}
+
+
 def test_this_machine_s_values_are_sane_and_reach_the_plan():
     sizes = machine.cache_sizes()
     assert 4 * 1024 <= sizes[1] <= sizes[2] <= max(sizes[2], sizes[3])
