@@ -43,7 +43,7 @@ def modules():
     for path in sorted(ROOT.rglob("*.py")):
         rel = path.relative_to(ROOT).with_suffix("").as_posix()
         if not rel.startswith("data/"):
-            out[rel.removesuffix("/__init__") if rel.endswith("/__init__") else rel] = path
+            out[rel.removesuffix("/__init__")] = path
     return out
 
 
