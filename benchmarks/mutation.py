@@ -51,7 +51,7 @@ TARGETS = {
     "formats/registry": ["tests/test_registry.py"],
     "processing/preprocessing": ["tests/test_preprocessing.py", "tests/test_preprocessing_hostile.py"],
     "files": ["tests/test_files.py", "tests/test_cli_errors.py"],
-    "cli": ["tests/test_cli.py", "tests/test_cli_errors.py", "tests/test_cli_hf.py"],
+    "cli": ["tests/test_cli.py", "tests/test_cli_errors.py", "tests/test_cli_hf.py", "tests/test_cli_hostile.py"],
     "formats/safetensors": ["tests/test_safetensors.py", "tests/test_untrusted_hf_compare.py", "tests/test_errors.py"],
     "formats/hf_config": ["tests/test_hf_io.py", "tests/test_untrusted_hf_compare.py"],
     "hf": ["tests/test_hf_io.py", "tests/test_untrusted_hf_compare.py", "tests/test_hf.py"],

@@ -736,6 +736,28 @@ def test_ctrl_c_just_after_a_part_is_renamed_reads_as_an_interruption(tmp_path, 
     assert code == 0 and PROCESSED.search(stdout).groups() == ("0", "0", "2"), stderr
 
 
+def test_a_manifest_that_cannot_be_written_fails_the_run(tmp_path, capsys, monkeypatch):
+    """A disk that fills while the manifest is written: one line and a non-zero exit, no
+    manifest and no temporary left, and the run goes once there is room (a lost error here
+    ran the job into a folder no later run would know as its own)."""
+    import errno
+    from mobilenetv2.batch import dataset
+    some = tmp_path / "some"
+    write_images(some, 2)
+    out = tmp_path / "out"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(dataset.os, "fsync", full)
+    code, _, stderr = run_cli(["features", str(some), "--out", str(out), "--weights", "none", *SMALL], capsys)
+    assert code == 2 and stderr.count("\n") == 1 and os.strerror(errno.ENOSPC) in stderr, stderr
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".json")]
+    monkeypatch.undo()
+    code, stdout, stderr = run_cli(["features", str(some), "--out", str(out), "--weights", "none", *SMALL], capsys)
+    assert code == 0 and PROCESSED.search(stdout).groups() == ("2", "0", "0"), stderr
+
+
 def test_an_out_folder_that_cannot_be_locked_is_not_said_to_be_busy(tmp_path, capsys, monkeypatch):
     """flock's ENOLCK (an NFS mount without its lock daemon) read as 'another run is writing to --out',
     so no run could ever write there: now a warning, and the run."""

@@ -193,6 +193,54 @@ def test_default_actors_leave_cpu_for_reads_and_writes():
         actor_resources(2, threads=1, actors=2, actor_cpus=1)
 
 
+def test_a_job_s_threads_size_its_actors(local_ray, monkeypatch):
+    """Each actor's model runs the job's --threads: the actors are sized for that many (one where
+    the job sets none), not for one thread each whatever was asked."""
+    import mobilenetv2.ray as R
+
+    class Sized(Exception):
+        pass
+
+    seen = []
+
+    def sizing(cluster_cpus, threads=1, actors=None, actor_cpus=None):
+        seen.append(threads)
+        raise Sized
+
+    monkeypatch.setattr(R, "actor_resources", sizing)
+    for job_args in (dict(threads=2), dict(threads=None), dict()):
+        with pytest.raises(Sized):
+            R.run_job(dict(kind="features", alpha=0.35, size=96, weights="none", **job_args),
+                      [(0, "a.png")], None, quiet=True)
+    assert seen == [2, 1, 1]
+
+
+def test_a_quiet_job_runs_without_ray_s_bars(local_ray, tmp_path, monkeypatch):
+    """--quiet turns Ray Data's bars off for the job (as a progress of our own does), and the
+    user's setting is back afterwards."""
+    import types
+    from mobilenetv2.ray import run_job
+
+    class Started(Exception):
+        pass
+
+    seen = []
+
+    def from_items(*a, **k):
+        seen.append(ray.data.DataContext.get_current().enable_progress_bars)
+        raise Started
+
+    monkeypatch.setattr(ray.data, "from_items", from_items)
+    out = types.SimpleNamespace(path=str(tmp_path), run_id="t")
+    job_args = dict(kind="features", alpha=0.35, size=96, weights="none", threads=1)
+    with users_progress_bars() as ctx:
+        for quiet in (True, False):
+            with pytest.raises(Started):
+                run_job(job_args, [(0, "a.png")], out, quiet=quiet)
+            assert ctx.enable_progress_bars is True
+    assert seen == [False, True] and list(tmp_path.iterdir()) == []  # the staging folder is gone too
+
+
 def test_parts_hold_a_few_blocks_per_actor_within_the_part_limit():
     from mobilenetv2.ray import part_rows
     assert part_rows(800, actors=2) == 100                       # 800 / (4 x 2)

@@ -46,6 +46,22 @@ def test_dilation_1_is_the_plain_depthwise():
                                C.dwconv3x3(x, k, b, 1, (1, 1, 1, 1), True), rtol=1e-6, atol=1e-6)
 
 
+def test_dilation_up_to_64():
+    """The kernel's wrapper takes dilations 1-64 (and pads up to 2 d): 64 runs against the NumPy
+    twin, 65 and 0 are refused before any C runs."""
+    from mobilenetv2.errors import ArgumentError
+    rng = np.random.default_rng(64)
+    x = rng.standard_normal((1, 5, 4, 3)).astype(np.float32)
+    k, b = rng.standard_normal((3, 3, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    pads = (64, 64, 63, 64)
+    want = K.depthwise3x3(x.astype(np.float64), k.astype(np.float64), 1, pads, bias=b.astype(np.float64),
+                          relu6=False, dilation=64)
+    np.testing.assert_allclose(C.dwconv3x3_dilated(x, k, b, 1, 64, pads), want, rtol=1e-6, atol=1e-6)
+    for d in (0, 65):
+        with pytest.raises(ArgumentError, match=f"dilation {d} do not fit"):
+            C.dwconv3x3_dilated(x, k, b, 1, d, (0, 0, 0, 0))
+
+
 @settings(max_examples=60, deadline=None)
 @given(h=st.integers(1, 12), w=st.integers(1, 12), oh=st.integers(1, 30), ow=st.integers(1, 30),
        c=st.integers(1, 21), align=st.booleans(), seed=st.integers(0, 2 ** 32 - 1))

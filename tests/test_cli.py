@@ -117,9 +117,10 @@ def test_info_params_are_keras_count_params_for_the_22_variants(monkeypatch, cap
                                                                for r in rows}
 
 
-def test_a_dump_is_what_compare_reads(tmp_path, capsys):
+def test_a_dump_is_what_compare_reads(tmp_path, capsys, monkeypatch):
     """dump writes the input beside the activations, so compare runs the dump as it is; against
-    the float64 reference of the same weights every layer agrees."""
+    the float64 reference of the same weights every layer agrees.  Its progress bar is drawn
+    for a person at a terminal only: not into a log (stderr not a terminal), not with --quiet."""
     from PIL import Image
     weights = set_synthetic_weights(MobileNetV2((96, 96, 3), alpha=0.35, include_top=False, weights=None))
     weights = weights.save_weights(tmp_path / "no_top.h5")
@@ -131,6 +132,14 @@ def test_a_dump_is_what_compare_reads(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(out), "--weights", str(weights), "--quiet"]) == 0
     assert "AGREES" in capsys.readouterr().out
+    assert main(["compare", str(out), "--weights", str(weights)]) == 0
+    assert capsys.readouterr().err == ""  # stderr is no terminal here
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["compare", str(out), "--weights", str(weights), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["compare", str(out), "--weights", str(weights)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("\r[...") and "\r[#" in err and err.endswith("\r" + " " * 96 + "\r")  # drawn, then wiped
 
 
 def test_classify_hf_refuses_keras_model_flags(capsys):

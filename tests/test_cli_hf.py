@@ -42,7 +42,10 @@ def test_segment_writes_the_class_map_at_the_image_size(tmp_path, capsys):
                                               [(613, 696)])[0]
     assert np.array_equal(np.asarray(mask), want) and len(np.unique(want)) > 1
     assert main(["segment", "--hf", str(folder), photo, "--out", str(tmp_path / "o.png"), "--overlay"]) == 0
-    assert np.asarray(Image.open(tmp_path / "o.png")).shape == (613, 696, 3)
+    # the overlay: photo and class colour half and half, rounded
+    colours = np.array(mask.getpalette()[:3 * 256], dtype=np.float64).reshape(-1, 3)
+    blend = (np.asarray(Image.open(photo).convert("RGB"), dtype=np.float64) + colours[want]) / 2
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), np.round(blend))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.png", "o.png"]  # no temporary left
 
 
