@@ -1,6 +1,7 @@
 """The batch command (``mobilenetv2 features|predict``): its rows against the model run image by image,
 resuming after SIGKILL, bad images, ids, and the output folder's rules."""
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -195,8 +196,16 @@ def test_ids_follow_the_relative_path(tmp_path, capsys):
     assert dict(globbed)[image_id("sub/img00003.png")] == str(a / "sub" / "img00003.png")
     with pytest.raises(ValueError, match="same path relative"):
         list_images([str(a), str(tmp_path / "moved" / "b")])
-    with pytest.raises(FileNotFoundError, match="matches no file"):
+    with pytest.raises(FileNotFoundError, match="matches no file") as info:
         list_images([str(a / "*.gif")])
+    assert info.value.errno == errno.ENOENT and info.value.filename == str(a / "*.gif")
+    with pytest.raises(FileNotFoundError) as info:
+        list_images([str(tmp_path / "nowhere")])
+    assert info.value.errno == errno.ENOENT and info.value.filename == str(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no image here")
+    with pytest.raises(ValueError, match="no image files found in '.*empty'"):
+        list_images([str(tmp_path / "empty")])
     code, _, stderr = run_cli(["features", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "nowhere" in stderr and "Traceback" not in stderr
 
@@ -393,6 +402,13 @@ def test_the_memory_check_counts_the_shared_weights_once(dtype, monkeypatch):
         waiting = 2 * 8 * 96 * 96 * 3
         assert (f"need at least {(replicas + waiting) / mib:.1f} MiB ({workers} model replicas "
                 f"{replicas / mib:.1f}, 2 decoded batches waiting {waiting / mib:.1f})") in str(info.value)
+        for available, enough in ((replicas + waiting - 1, False), (replicas + waiting, True)):
+            monkeypatch.setattr(machine, "available_memory", lambda: available)
+            if enough:  # the waiting batches count as much as the replicas: a byte less is refused
+                local.check_memory(job, workers, 8, 2, 100)
+            else:
+                with pytest.raises(InsufficientMemory):
+                    local.check_memory(job, workers, 8, 2, 100)
 
 
 @pytest.mark.parametrize("dtype, layer", [("float32", None), ("float64", None), ("float32", "block_6_project_BN")],
@@ -435,6 +451,13 @@ def test_progress_line_counts_rate_and_eta():
     assert line.startswith("800/10000000 images") and "2 errors" in line and 7.9 < rate <= 8.0
     days, h, m, s = map(int, re.search(r"ETA (\d+)d (\d\d):(\d\d):(\d\d)", line).groups())
     assert abs(days * 86400 + h * 3600 + m * 60 + s - (10_000_000 - 800) / rate) < 2  # ~14.5 days at 8/s
+    # nothing done yet (every image still decoding): no rate, so no ETA; no images: no line at all
+    stream = io.StringIO()
+    Progress(5, stream=stream, every=0).finish()
+    assert stream.getvalue() == "0/5 images  0.0 images/s  ETA --:--:--\n"
+    stream = io.StringIO()
+    Progress(0, stream=stream, every=0).finish()
+    assert stream.getvalue() == ""
 
 
 def test_the_stream_holds_blas_to_one_thread_while_it_runs(tmp_path):

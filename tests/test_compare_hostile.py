@@ -80,9 +80,12 @@ def _weight(g):
     return next(t for t in g.initializer if t.name == conv.input[1])
 
 
-def _drop_inputs(op, keep):
+def _drop_inputs(op, keep, name=None):
     def edit(g):
-        del next(n for n in g.node if n.op_type == op).input[keep:]
+        node = next(n for n in g.node if n.op_type == op)
+        del node.input[keep:]
+        if name:
+            node.name = name
     return edit
 
 
@@ -139,8 +142,8 @@ def _nan_weight(g):
     (_set(lambda g: setattr(_weight(g), "raw_data", _weight(g).raw_data[:10])), "stores 10 bytes"),
     (_set(lambda g: setattr(_weight(g), "raw_data", _weight(g).raw_data + bytes(4096))), "cannot be read"),
     # IndexError: list index out of range (a Conv, a Gemm-less head's Identity without inputs)
-    (_drop_inputs("Conv", 1), r"\(Conv\) has inputs \['nchw'\].* its op does not take"),
-    (_identity_of_nothing, r"\(Identity\) has inputs \[\]"),
+    (_drop_inputs("Conv", 1, name="stem/conv"), r"node 'stem/conv' \(Conv\) has inputs \['nchw'\].* its op does not take"),
+    (_identity_of_nothing, r"node 'Identity' \(Identity\) has inputs \[\]"),  # a node without a name
     # RuntimeError: generator raised StopIteration; ValueError: not enough values to unpack
     (_add_of_one, r"\(Add\) has inputs \[.*, ''\]"),
     (_batch_norm_of_one, r"\(BatchNormalization\) has inputs"),

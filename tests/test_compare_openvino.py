@@ -71,6 +71,19 @@ def test_healthy_ir_agrees_at_every_layer(model, clean_ir, weights_file, tmp_pat
     assert [r["tensor"] for r in backbone] == [r["layer"] for r in backbone]
 
 
+def test_a_static_batch_runs_the_images_that_many_at_a_time(model, clean, tmp_path):
+    """An IR whose batch size is fixed (1, as IRs reshaped for deployment often are) takes
+    compare's 3 images one at a time, in order: every layer agrees, and the deployed logits are
+    the reference model's for each image."""
+    static = ov.convert_model(str(clean))
+    static.reshape([1, *SHAPE])
+    ov.save_model(static, str(tmp_path / "b1.xml"), compress_to_fp16=False)
+    x = np.random.default_rng(6).uniform(-1, 1, (3, *SHAPE)).astype(np.float32)
+    report = compare(str(tmp_path / "b1.xml"), weights=model, batch=x)
+    assert report["agrees"] and report["unmapped"] == [] and report["deployed"]["agrees"]
+    assert len(report["layers"]) == n_keras_outputs(model)
+
+
 @pytest.mark.parametrize("compress", [False, True])
 def test_weights_read_from_the_ir(clean, clean_ir, tmp_path, compress):
     """Weights read from the IR's Constants (float16 ones with compress_to_fp16, the default)

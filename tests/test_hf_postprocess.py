@@ -33,8 +33,11 @@ def test_target_sizes_are_bounded_before_anything_is_allocated():
                 (True, 5), (5, 5, 5), 7, "ab"]:
         with pytest.raises(ArgumentError, match="target size"):
             hf_processing.post_process_semantic_segmentation(logits, [bad])
-    got = hf_processing.post_process_semantic_segmentation(logits, [np.array([MAX_TARGET, 1])])
-    assert got[0].shape == (MAX_TARGET, 1)
+    got = hf_processing.post_process_semantic_segmentation(np.concatenate([logits, logits]),
+                                                           [np.array([MAX_TARGET, 1]), (1, MAX_TARGET)])
+    assert [g.shape for g in got] == [(MAX_TARGET, 1), (1, MAX_TARGET)]
+    # the largest map taken, MAX_TARGET a side: MAX_PIXELS exactly (checked, not made: 64 M labels)
+    assert MAX_TARGET ** 2 == MAX_PIXELS and hf_processing._target_size((MAX_TARGET, MAX_TARGET)) == (MAX_TARGET,) * 2
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
