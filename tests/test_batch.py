@@ -298,6 +298,10 @@ def test_the_memory_check_counts_every_worker(images, tmp_path, capsys, monkeypa
     assert "2 workers running batches of 8 at 96x96 (float32) need at least" in lines[0]
     assert lines[0].endswith("12.0 MiB is available: lower --workers or --batch-size"), stderr
     assert not list((tmp_path / "two").glob("part-*"))
+    # without --batch-size: batches of 32, as --help says
+    code, _, stderr = run_cli([a for a in argv if a not in ("--batch-size", "8")] +
+                              ["--out", str(tmp_path / "default"), "--workers", "2"], capsys)
+    assert code == 2 and "2 workers running batches of 32 at 96x96" in stderr, stderr
     code, stdout, stderr = run_cli(argv + ["--out", str(tmp_path / "one"), "--workers", "1"], capsys)
     assert code == 0, stderr
     assert PROCESSED.search(stdout).groups() == ("241", "1", "0")
@@ -779,6 +783,8 @@ def test_a_manifest_that_cannot_be_written_fails_the_run(tmp_path, capsys, monke
     monkeypatch.undo()
     code, stdout, stderr = run_cli(["features", str(some), "--out", str(out), "--weights", "none", *SMALL], capsys)
     assert code == 0 and PROCESSED.search(stdout).groups() == ("2", "0", "0"), stderr
+    seconds, rate = map(float, re.search(r"in ([\d.]+) s \(([\d.]+) images/s\)", stdout).groups())
+    assert rate > 0 and (seconds < 0.1 or abs(rate * seconds - 2) < 0.1 * rate + 0.2)  # a run under 1 s has a rate too
 
 
 def test_an_out_folder_that_cannot_be_locked_is_not_said_to_be_busy(tmp_path, capsys, monkeypatch):

@@ -262,6 +262,27 @@ def test_tf2onnx_style_graph(model, tmp_path):
     assert (report["first_divergent_layer"], report["diagnosis"]["cause"]) == ("block_7_expand_relu", "activation")
 
 
+def test_batch_norms_as_arithmetic_in_either_operand_order(model, tmp_path):
+    """A converter may write a batch norm's Mul and Add with the constant first (both commute)
+    and its shift as a Sub of the negated constant: the weights read from OTHER fold each alike,
+    and every layer agrees with the model the graph was written from."""
+    from onnx import numpy_helper
+    from mobilenetv2.tools.compare.report import format_table
+    m = onnx.load(tf_style(model, tmp_path / "tf.onnx"))
+    inits = {t.name: t for t in m.graph.initializer}
+    bn = [n for n in m.graph.node if n.name.endswith(("/batchnorm/mul", "/batchnorm/add_1"))]
+    for n in bn:
+        n.input[0], n.input[1] = n.input[1], n.input[0]
+    shift = bn[1]  # bn_Conv1's Add: x + b as x - (-b)
+    neg = numpy_helper.from_array(-numpy_helper.to_array(inits[shift.input[0]]), shift.input[0] + "/neg")
+    m.graph.initializer.append(neg)
+    shift.op_type, shift.input[:] = "Sub", [shift.input[1], neg.name]
+    onnx.save(m, str(tmp_path / "swapped.onnx"))
+    report = compare(str(tmp_path / "swapped.onnx"))
+    assert report["agrees"] and report["unmapped"] == [] and len(report["layers"]) == n_keras_outputs(model)
+    assert "weights: read from OTHER" in format_table(report)
+
+
 def test_keras3_torch_export_style_casts_are_looked_through(model, tmp_path):
     """Keras 3's ONNX export on its torch backend writes a float-to-float Cast after every op
     (and around the pooling): compare read them as ops, mapped 53 of 99 layers, listed every

@@ -373,7 +373,8 @@ def test_a_dump_s_archive_and_folder_are_checked_before_reading(tmp_path, monkey
     from mobilenetv2.tools.compare.dump_reader import read_dump
     big = _npz(tmp_path / "big.npz", input=_x(), Conv1=np.zeros((1, 16, 16, 16), np.float32))
     monkeypatch.setattr(dump_reader, "MAX_BYTES", 16 * 16 * 16 * 4)  # Conv1 alone fills it
-    with pytest.raises(CompareError, match=r"big\.npz' unpacks to .* GB, more than a MobileNetV2 dump needs"):
+    with pytest.raises(CompareError, match=r"big\.npz' unpacks to 0\.0 GB, more than a MobileNetV2 dump needs "
+                                           r"\(0 GB\): dump fewer layers"):  # 28 kB, over the 16 kB patched in
         read_dump(big)
     monkeypatch.undo()
     odd = tmp_path / "odd.npz"
@@ -400,6 +401,26 @@ def test_an_input_batch_in_nchw_is_read_as_nhwc_and_one_input_only():
     assert np.array_equal(got, x)
     with pytest.raises(CompareError, match="give one input: --images, --random or an .npy batch, not several"):
         make_input((32, 32), random=2, batch=x)
+    with pytest.raises(CompareError, match=r"input batch has shape \(2, 32, 32, 3\); OTHER takes \(N, 32, 48, 3\)"):
+        make_input((32, 48), batch=x)  # an image of another size
+    got, what = make_input((32, 48), random=3, seed=9)  # as the report says: uniform [-1, 1]
+    assert got.shape == (3, 32, 48, 3) and -1 <= got.min() < -0.99 and 0.99 < got.max() <= 1
+    assert what == "3 random image(s), uniform [-1, 1], seed 9"
+
+
+def test_an_npy_batch_s_own_errors_reach_the_user_as_they_are(tmp_path):
+    """read_npy's refusal of a file (a pickle, a header past the file's size) is the message, not
+    wrapped in 'is not an .npy array' with its text repeated."""
+    from mobilenetv2.tools.compare.inputs import make_input
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(CompareError) as info:
+        make_input((32, 32), batch=str(path))
+    assert "holds Python objects (a pickle), which compare never loads" in str(info.value)
+    assert "is not an .npy array" not in str(info.value)
+    (tmp_path / "text.npy").write_text("0.5, 0.25\n")  # numpy's own refusal is named as such
+    with pytest.raises(CompareError, match=r"input batch '.*text\.npy' is not an \.npy array: "):
+        make_input((32, 32), batch=str(tmp_path / "text.npy"))
 
 
 @pytest.mark.parametrize("x, says", [

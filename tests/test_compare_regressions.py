@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from mobilenetv2 import MobileNetV2  # noqa: E402
 from mobilenetv2.cli import main  # noqa: E402
 from mobilenetv2.tools.compare import CAUSES, CompareError, compare  # noqa: E402
-from onnx_graphs import torch_style  # noqa: E402
+from onnx_graphs import lively_weights, torch_style  # noqa: E402
 
 
 def _edit(src, dst, fn):
@@ -276,6 +276,36 @@ def test_the_table_shows_three_layers_past_the_first_divergent_one():
     assert "... 4 more layers (--all to show them)" in text
     every = format_table(report, all_layers=True)
     assert "layer_9" in every and "more layers" not in every
+
+
+def _weight_ref(model, other_layers):
+    """What weight_diffs reads of compare's reference: its layers, OTHER's own model, no grids."""
+    import types
+    ref = types.SimpleNamespace(quant=None, layers=model.layers,
+                                other_model=types.SimpleNamespace(layers=other_layers))
+    ref.reader_of = lambda name, kind: next((x for x in model.layers if name in x.inputs and isinstance(x, kind)), None)
+    return ref
+
+
+def test_weight_diffs_of_a_layer_without_bias_and_of_another_graph():
+    """A layer whose reference bias is 0 everywhere (beta = mean = 0) has no 'share of the
+    largest bias' (None, not inf); OTHER's model missing a batch norm the reference has is
+    another graph (a DeepLabV3's): nothing compared, no KeyError."""
+    import copy
+    from mobilenetv2.tools.compare.weight_diff import weight_diffs
+    model = lively_weights(MobileNetV2((32, 32, 3), alpha=0.35, weights=None, include_top=False), seed=4)
+    bn = model.get_layer("bn_Conv1")
+    g, beta, mean, var = bn.get_weights()
+    bn.set_weights([g, np.zeros_like(beta), np.zeros_like(mean), var])
+    other = [copy.deepcopy(x) for x in model.layers]
+    theirs = next(x for x in other if x.name == "bn_Conv1")
+    theirs.set_weights([g, np.full_like(beta, 0.01), np.zeros_like(mean), var])  # every bias moved by 0.01
+    diffs = weight_diffs(_weight_ref(model, other))
+    assert list(diffs) == ["Conv1"]
+    row = diffs["Conv1"].report()
+    assert row["bias_channels_shifted"] == beta.size and row["max_bias_shift"] == pytest.approx(0.01, rel=1e-6)
+    assert row["max_bias_shift_of_max_bias"] is None and row["kernel_values_off"] == 0
+    assert weight_diffs(_weight_ref(model, [x for x in other if x.name != "bn_Conv1"])) == {}
 
 
 def test_the_lines_of_layers_whose_weights_differ():

@@ -398,6 +398,30 @@ def test_the_superblock_end_address_is_read_for_each_superblock_version(tmp_path
     assert _superblock_end(head) == path.stat().st_size
 
 
+def test_a_superblock_with_4_byte_lengths_is_still_read(tmp_path):
+    """A superblock's address size is what locates its end-of-file address; its length size may
+    differ: HDF5 writes a file of 4-byte lengths with a version-2 superblock (address size at byte
+    9, length size at 10), and its end is found."""
+    import h5py
+    from mobilenetv2.formats.loader import _superblock_end
+    path = tmp_path / "lengths4.h5"
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_sizes(8, 4)
+    fid = h5py.h5f.create(str(path).encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl)
+    with h5py.File(fid) as f:
+        f.create_dataset("dense/kernel:0", data=np.arange(12, dtype=np.float32).reshape(3, 4))
+    head = path.read_bytes()[:64]
+    assert (head[8], head[9], head[10]) == (2, 8, 4)
+    assert _superblock_end(head) == path.stat().st_size
+
+
+def test_a_weight_that_is_a_group_is_refused_naming_it(tmp_path, small):
+    """A weight the layer's list names that is a group, not a dataset: the package's error naming
+    it, not whatever reading a group's id as a dataset's would raise."""
+    path = hostile(tmp_path, small, lambda group, name: group.create_group(name))
+    refused(path, small, "bn_Conv1/gamma:0 is not a dataset")
+
+
 def test_a_listed_layer_that_is_a_dataset_is_refused_naming_it(tmp_path):
     """layer_names lists 'Conv1', and 'Conv1' is a dataset, not the group of its weights: the
     package's error naming the layer, not whatever reading a dataset as a group would raise."""
