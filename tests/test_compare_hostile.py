@@ -544,6 +544,20 @@ def test_an_input_batch_that_is_a_fifo_is_refused_at_once(onnx_bytes, tmp_path):
     assert "x.npy" in box.get("error", "") and "FIFO" in box["error"]
 
 
+def test_a_mapping_file_is_read_up_to_1_mib(tmp_path):
+    """A mapping file of 1 MiB (a JSON object padded with spaces) is read; a byte more is refused
+    before it is read, naming the file and the bound."""
+    import json
+    from mobilenetv2.tools.compare.mapping import load_mapping_file
+    body = json.dumps({"tensors": {"Conv1": "Conv1"}}).encode()
+    path = tmp_path / "map.json"
+    path.write_bytes(body + b" " * ((1 << 20) - len(body)))
+    assert load_mapping_file(path)[0] == {"Conv1": "Conv1"}
+    path.write_bytes(path.read_bytes() + b" ")
+    with pytest.raises(CompareError, match=r"mapping file '.*map\.json' is larger than 1048576 bytes"):
+        load_mapping_file(path)
+
+
 @pytest.mark.parametrize("field, value", [("input", ["x"]), ("input", {"a": 1}), ("layout", 3), ("layout", ["NCHW"])])
 def test_a_mapping_s_input_and_layout_are_strings(tmp_path, capsys, field, value):
     """{"input": ["x"]} was a TypeError (unhashable type: 'list') where the dump looked it up."""

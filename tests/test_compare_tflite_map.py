@@ -202,3 +202,16 @@ def _first_conv_output(data):
     conv = next(op for op in g.operators
                 if m.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.CONV_2D)
     return g.tensors[conv.outputs[0]].name.decode()
+
+
+def test_a_tensor_grid_of_two_channels_is_per_channel():
+    """Two scales (and zero points) are a grid per channel, as any other count above one: the
+    second channel's values dequantize with the second scale, not the first's."""
+    from mobilenetv2.tools.compare.tflite_reader import _grid
+    t = {"name": "w", "dtype": np.int8, "quantization_parameters": {
+        "scales": [0.5, 0.25], "zero_points": [0, 3], "quantized_dimension": 0}}
+    grid = _grid(t)
+    assert grid.scale.tolist() == [0.5, 0.25] and grid.zero_point.tolist() == [0, 3]
+    assert grid.dequantize(np.array([[4, 4], [7, 7]], np.int8)).tolist() == [[2.0, 2.0], [1.0, 1.0]]
+    one = _grid(dict(t, quantization_parameters={"scales": [0.5], "zero_points": [1]}))
+    assert np.ndim(one.scale) == 0 and one.dequantize(np.array([3], np.int8)).tolist() == [1.0]

@@ -184,3 +184,10 @@ def test_the_shortest_header_an_empty_object_reads_as_no_tensors(tmp_path):
     (MALFORMED's 'header too short')."""
     f = SafetensorsFile(_raw(tmp_path / "empty.safetensors", b"{}"))
     assert len(f) == 0 and list(f.names()) == [] and safetensors.load_file(tmp_path / "empty.safetensors") == {}
+
+
+def test_a_header_length_past_the_file_names_both_sizes(tmp_path):
+    path = MALFORMED["header length past the file"](tmp_path / "m.safetensors")
+    after = path.stat().st_size - 8  # the bytes after the 8-byte length field
+    with pytest.raises(SafetensorsError, match=f"header length field says 4000 bytes and the file has {after} after it"):
+        SafetensorsFile(path)
