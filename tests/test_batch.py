@@ -767,7 +767,6 @@ def test_a_manifest_that_cannot_be_written_fails_the_run(tmp_path, capsys, monke
     """A disk that fills while the manifest is written: one line and a non-zero exit, no
     manifest and no temporary left, and the run goes once there is room (a lost error here
     ran the job into a folder no later run would know as its own)."""
-    import errno
     from mobilenetv2.batch import dataset
     some = tmp_path / "some"
     write_images(some, 2)

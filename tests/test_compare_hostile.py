@@ -409,8 +409,8 @@ def test_an_input_batch_in_nchw_is_read_as_nhwc_and_one_input_only():
 
 
 def test_an_npy_batch_s_own_errors_reach_the_user_as_they_are(tmp_path):
-    """read_npy's refusal of a file (a pickle, a header past the file's size) is the message, not
-    wrapped in 'is not an .npy array' with its text repeated."""
+    """read_npy's own refusal of a file (here a pickle) is the message, not wrapped in 'is not an
+    .npy array' with its text repeated; what numpy itself refuses is wrapped so."""
     from mobilenetv2.tools.compare.inputs import make_input
     path = tmp_path / "objects.npy"
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)

@@ -42,6 +42,8 @@ def _address_space():
         return int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
     except (OSError, ValueError, IndexError):
         return 0
+
+
 PROFILES = {  # cases per kind
     "ci": {"hdf5": 60, "keras": 30, "safetensors": 30, "image": 50, "array": 40, "cli": 25, "download": 20,
            "hf": 25, "compare": 20, "onnx": 24, "tflite": 24, "openvino": 12},
