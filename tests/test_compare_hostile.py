@@ -474,6 +474,7 @@ def test_metrics_by_hand():
     assert rel_l2([0.5], [0.25]) == 1.0 and rel_l2([3.0, 4.0], [0.0, 0.0]) == 5.0
     m = metrics(np.array([[0.0, 3.0]]), np.array([[4.0, 0.0]]))
     assert m == {"max_abs": 4.0, "rel_l2": 1.25, "cosine": 0.0}
+    assert metrics(np.array([1.0, -2.0]), np.array([1.5, -1.0]))["max_abs"] == 1.0  # |a - b|, not |a + b| (3)
     assert metrics(np.array([0.3, 0.4]), np.array([0.4, 0.3]))["cosine"] == pytest.approx(0.24 / 0.25)  # norms 0.5
     assert metrics(np.zeros(3), np.zeros(3))["cosine"] == 1.0
     assert metrics(np.zeros(3), np.ones(3))["cosine"] == 0.0 == metrics(np.ones(3), np.zeros(3))["cosine"]

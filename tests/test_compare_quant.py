@@ -182,6 +182,32 @@ def test_a_layer_left_out_of_quantization_is_compared_as_onnx_runtime_runs_it(mo
     assert (left_out in (report["other"]["runtime"] or "")) == (requantized and recent)
 
 
+def test_a_classifier_left_out_of_quantization_before_a_quantized_softmax(tmp_path):
+    """The Gemm kept in float where a quantized Softmax follows it: it sits between a
+    DequantizeLinear and a QuantizeLinear, so ONNX Runtime's optimizer gives it int8 weights of its
+    own, as it does a conv's; read from the graph it optimizes (the Gemm's own path: a conv's
+    layers never reach it), compare names it and the reference agrees once those are applied."""
+    model = lively_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None), seed=3)
+    m = onnx.load(export_onnx(model, tmp_path / "softmax.onnx", batch=None))
+    for i, node in enumerate(m.graph.node):
+        node.name = f"{node.op_type}_{i}"
+    onnx.save(m, tmp_path / "named.onnx")
+    gemm = next(n for n in m.graph.node if n.op_type == "Gemm")
+    path = str(tmp_path / "mixed.onnx")
+    quantization.quantize_static(str(tmp_path / "named.onnx"), path, _Calibration(),
+                                 quant_format=quantization.QuantFormat.QDQ,
+                                 per_channel=True, activation_type=quantization.QuantType.QUInt8,
+                                 weight_type=quantization.QuantType.QInt8, nodes_to_exclude=[gemm.name])
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert ops[ops.index("Gemm") + 1] == "QuantizeLinear"  # the case: a float Gemm feeding a Q
+    report = compare(path, weights=model, batch=pixels(2, 7))
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("Conv1_relu", "precision", [])
+    assert d["after_fix"]["agrees"] and d["after_fix"]["worst_ratio"] <= report["factor"], d["after_fix"]
+    if tuple(int(v) for v in ort.__version__.split(".")[:2]) >= (1, 21):
+        assert gemm.output[0] in report["other"]["runtime"]
+
+
 @pytest.mark.parametrize("ops, layers, batch", [(None, 53, None), (["MatMul", "Gemm"], 1, None), (None, 53, 1)])
 def test_onnx_runtime_dynamic_quantization_is_precision(model, clean_export, tmp_path, ops, layers, batch):
     """quantize_dynamic: DynamicQuantizeLinear -> ConvInteger / MatMulInteger -> Cast -> Mul by
@@ -502,6 +528,14 @@ def test_an_onnx_input_rounding_is_read_from_the_graph_s_own_run(clean_export, t
     other = read_onnx(quantize(clean_export, tmp_path / "q.onnx", fmt))
     assert other.input_quant is not None and other.input_quant_tensor is not None
     grid = other.input_quant
+    # the graph as written: the first conv reads that tensor, every conv and the classifier a
+    # tensor an op before it wrote (a QLinearConv's scale read as its input went unseen)
+    produced = {other.input_quant_tensor}
+    for n in other.nodes:
+        if n.op in ("conv", "dense"):
+            assert n.inputs and n.inputs[0] in produced, (n.name, n.inputs)
+        produced.add(n.output)
+    assert next(n for n in other.nodes if n.op == "conv").inputs == [other.input_quant_tensor]
     x = pixels(2, seed=9)
     seen = other.run(x)[other.input_quant_tensor]
     scale, zero = np.float32(grid.scale.reshape(-1)[0]), int(grid.zero_point.reshape(-1)[0])

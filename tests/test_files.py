@@ -127,6 +127,14 @@ def test_read_regular_sets_aside_what_the_file_holds_not_its_limit(tmp_path):
     assert run.returncode == 0 and run.stdout == "3000", run.stderr
 
 
+def test_read_regular_takes_a_file_of_exactly_its_limit(tmp_path):
+    path = tmp_path / "exact"
+    path.write_bytes(bytes(range(256)) * 4)
+    assert files.read_regular(path, "file", 1024) == path.read_bytes()
+    with pytest.raises(files.TooLarge, match="larger than 1023 bytes"):
+        files.read_regular(path, "file", 1023)
+
+
 @pytest.mark.parametrize("size, limit, whole", [
     (3_000, 10_000, True), (3_000, 2_000, False), (3_000, 3_000, True),
     # the 101 bytes fstat's size allows, then a 1 MiB piece ends exactly at the limit: one

@@ -55,6 +55,19 @@ def test_this_machine_s_values_are_sane_and_reach_the_plan():
     assert plan.BALANCE_THREADS == machine.CORES
 
 
+def test_usable_cores_without_an_affinity_mask_is_the_cpu_count(monkeypatch):
+    """Where the OS has no affinity call (macOS) or refuses it, every CPU counts; none known is 1."""
+    def refused(pid):
+        raise OSError("not permitted")
+    monkeypatch.setattr(os, "sched_getaffinity", refused)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert machine.usable_cores() == 6
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert machine.usable_cores() == 6
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert machine.usable_cores() == 1
+
+
 @pytest.mark.parametrize("cores,h,c,stride,fused", [
     (2, 56, 144, 1, True),    # 1.8 MB expanded: bigger than L2
     (2, 28, 192, 1, True),    # 602 KB: inside L2, but > 2 x L1d and 28 rows = 14 a core

@@ -427,6 +427,8 @@ def test_arena_puts_every_tensors_two_thread_split_at_its_buffers_middle(monkeyp
     model = MobileNetV2(shape, alpha=alpha, weights=None, threads=2)
     x = rand(batch, *shape)
     plan = model._plan(x)
+    # what the memory check and the plan cache count: every buffer the arena made, to the byte
+    assert plan.nbytes == sum(b.data.nbytes for b in made) > 0
     middles = [(b.data.ctypes.data, b.data.ctypes.data + b.data.nbytes, b.data.ctypes.data + 4 * b.lo) for b in made]
     checked = 0
     for op in plan.ops:

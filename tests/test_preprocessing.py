@@ -130,12 +130,15 @@ def test_other_inputs_and_errors(tmp_path):
         load_image(good, interpolation="cubic-ish")
 
 
-def test_palette_with_transparency_keeps_its_colours(tmp_path):
+@pytest.mark.parametrize("transparency", [1, bytes([255, 0, 128])])  # one entry; an alpha for each
+def test_palette_with_transparency_keeps_its_colours(tmp_path, transparency):
+    """Without a warning: Pillow warns converting a palette whose transparency is bytes straight
+    to RGB, so it goes through RGBA (the same colours)."""
     colours = np.array([[250, 0, 0], [0, 120, 0], [0, 0, 60]], np.uint8)
     idx = np.arange(40 * 64).reshape(40, 64) % 3
     img = Image.fromarray(idx.astype(np.uint8), "P")
     img.putpalette(colours.ravel().tolist())
-    path = _save(img, tmp_path, "pt.png", transparency=1)  # the green entry is transparent
+    path = _save(img, tmp_path, "pt.png", transparency=transparency)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = load_image(path, target_size=(40, 64))

@@ -164,6 +164,11 @@ def test_an_error_while_converting_is_an_image_error_not_a_half_done_array(monke
     monkeypatch.setattr(Image.Image, "resize", broken)
     with pytest.raises(ImageError, match=r"^image '<PIL image>' cannot be converted: OSError: broken data stream"):
         load_image(Image.fromarray(np.zeros((40, 50, 3), np.uint8)), target_size=(32, 32))
+    def exhausted(self, *args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(Image.Image, "resize", exhausted)  # not the unresized image handed back
+    with pytest.raises(ImageError, match=r"^image '<PIL image>': out of memory while converting it$"):
+        load_image(Image.fromarray(np.zeros((40, 50, 3), np.uint8)), target_size=(32, 32))
     tall = Image.fromarray(np.zeros((1000, 32, 3), np.uint8))
     with pytest.raises(ImageError, match=r"^crop=0\.3 of image"):
         load_image(tall, target_size=(1000, 1), crop=0.3)
