@@ -94,7 +94,7 @@ TARGETS = {
     "tools/compare/tflite_reader": ["tests/test_compare_tflite_map.py", "tests/test_compare_peers.py",
                                     "tests/test_compare_hostile.py", "tests/test_compare_quant.py"],
     "tools/compare/report": ["tests/test_compare_hostile.py", "tests/test_compare.py", "tests/test_cli.py",
-                             "tests/test_compare_regressions.py"],
+                             "tests/test_compare_regressions.py", "tests/test_compare_quant.py"],
     "tools/compare/weights": ["tests/test_compare_hostile.py", "tests/test_compare_regressions.py", "tests/test_compare.py",
                               "tests/test_compare_openvino.py", "tests/test_compare_peers.py", "tests/test_compare_quant.py"],
     "batch/inputs": ["tests/test_batch.py", "tests/test_hostile_arguments.py", "tests/test_batch_dask.py"],

@@ -5,6 +5,7 @@ the graph's own grids for weights and activations) until OTHER agrees with it to
 floor; a real defect inside an int8 graph is still named as that defect, with ``precision`` in
 ``also``.  The quantized files are made by onnxruntime.quantization from our own export."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -272,6 +273,9 @@ def test_padding_defect_inside_an_int8_graph(model, clean_export, tmp_path, caps
                  "--quiet"]) == 1
     text = capsys.readouterr().out
     assert "cause: padding (also: precision) at block_6_depthwise_relu" in text
+    # the rounding found first, told as such; the fix's worst layer against the int8 floor measured
+    assert "\nfound first, at Conv1_relu (the rounding the cause above was diagnosed with):\ncause: precision\n" in text
+    assert re.search(r"every compared layer agrees \(worst \w+: [0-9.e+-]+ x its measured int8 floor\)\n", text)
     report = json.loads(out.read_text())
     d = report["diagnosis"]
     assert report["first_divergent_layer"] == "Conv1_relu"  # int8 rounding shows from the first layer
@@ -536,6 +540,15 @@ def test_an_onnx_input_rounding_is_read_from_the_graph_s_own_run(clean_export, t
             assert n.inputs and n.inputs[0] in produced, (n.name, n.inputs)
         produced.add(n.output)
     assert next(n for n in other.nodes if n.op == "conv").inputs == [other.input_quant_tensor]
+    if fmt == "QDQ":  # the classifier's int32 bias grid, as the file's DequantizeLinear gives it
+        from onnx import numpy_helper
+        g = onnx.load(other.source).graph
+        gemm = next(n for n in g.node if n.op_type == "Gemm")
+        dq = next(n for n in g.node if n.output[0] == gemm.input[2] and n.op_type == "DequantizeLinear")
+        scale = next(numpy_helper.to_array(t) for t in g.initializer if t.name == dq.input[1])
+        bias_q = [n for n in other.nodes if n.op == "dense"][-1].attrs["bias_q"]
+        assert bias_q is not None and bias_q.qmax == 2 ** 31 - 1
+        np.testing.assert_array_equal(np.ravel(bias_q.scale), scale)
     x = pixels(2, seed=9)
     seen = other.run(x)[other.input_quant_tensor]
     scale, zero = np.float32(grid.scale.reshape(-1)[0]), int(grid.zero_point.reshape(-1)[0])
