@@ -116,6 +116,12 @@ def test_fold_batchnorm_gives_the_numpy_twins_bits(shape, sc, seed):
 
 def test_fold_batchnorm_rejects_what_would_be_nan():
     w, ones = np.ones((3, 4), np.float32), np.ones(4, np.float32)
+    # eps 0 is allowed (var > 0 alone keeps it finite): var 4 halves w, bias beta - mean / 2
+    got_w, got_b = C.fold_batchnorm(w, ones, ones, ones, 4 * ones, 0.0)
+    np.testing.assert_array_equal(got_w, w / 2)
+    np.testing.assert_array_equal(got_b, ones / 2)
+    with pytest.raises(ValueError, match="eps must be a finite number from 0 up"):
+        C.fold_batchnorm(w, ones, ones, ones, ones, -1e-3)
     with pytest.raises(ValueError, match="var"):
         C.fold_batchnorm(w, ones, ones, ones, -ones, 1e-3)
     with pytest.raises(ValueError, match="shape"):

@@ -183,3 +183,14 @@ def test_dilated_depthwise_grid_on_every_isa(isa, dilation, stride):
             want = K.depthwise3x3(x.astype(np.float64), k.astype(np.float64), stride, pads,
                                   bias=b.astype(np.float64), relu6=True, dilation=dilation)
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_resize_scales_refuse_an_empty_side_and_are_pytorch_s():
+    """PyTorch's scales: in / out, or (in - 1) / (out - 1) with align_corners (0 for one output);
+    a side of 0 is refused, not a division by zero."""
+    from mobilenetv2.errors import ArgumentError
+    assert C.resize_scales(4, 5, 8, 10, False) == (np.float32(0.5), np.float32(0.5))
+    assert C.resize_scales(5, 3, 9, 1, True) == (np.float32(0.5), np.float32(0))
+    for sizes in [(0, 5, 8, 9), (4, 5, 0, 9), (4, 5, 8, 0)]:
+        with pytest.raises(ArgumentError, match=r"sizes must be from 1 up"):
+            C.resize_scales(*sizes, False)
