@@ -599,3 +599,14 @@ def test_an_input_without_3_channels_at_axis_1_or_3_is_refused_by_name(tmp_path)
     onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)]), path)
     with pytest.raises(CompareError, match=re.escape(repr(path)) + r": input shape \[1, 32, 32, 4\] has 3 channels neither"):
         compare(path, random=1)
+
+
+def test_an_image_input_s_layout_and_sides_come_from_its_channel_axis():
+    """3 channels at axis 1: NCHW, sides at 2 and 3; at axis 3: NHWC, sides at 1 and 2 (a
+    non-square input tells them apart); a dynamic side gives no size; neither axis is refused."""
+    from mobilenetv2.tools.compare.graph import image_input
+    assert image_input((None, 96, 128, 3), "m.onnx", "[N, 96, 128, 3]") == ("NHWC", (96, 128))
+    assert image_input((1, 3, 96, 128), "m.onnx", "[1, 3, 96, 128]") == ("NCHW", (96, 128))
+    assert image_input((1, 96, None, 3), "m.onnx", "[1, 96, W, 3]") == ("NHWC", None)
+    with pytest.raises(CompareError, match=r"^'m\.onnx': input shape \[1, 5, 5, 5\] has 3 channels neither at axis 1"):
+        image_input((1, 5, 5, 5), "m.onnx", "[1, 5, 5, 5]")

@@ -483,8 +483,8 @@ def test_dynamic_int8_rounds_each_image_as_litert_s_hybrid_kernels_do():
     # 255 steps, zero point 0, so 2.5 / 128 = 4.98 steps -> 5
     rows = dynamic_int8(np.array([[2.5 * s, 1.0], [-127 / 128, 0.0]]), "per-tensor uint8", group=1)
     np.testing.assert_allclose(rows, [[5 / 255, 1.0], [-127 / 128, 0.0]], rtol=1e-6)
-    sym = dynamic_int8(np.array([[0.5, -127 / 64, 1 / 128]]), "symmetric")  # step 1/64: 0.5 step rounds up
-    np.testing.assert_array_equal(sym, [[0.5, -127 / 64, 1 / 64]])
+    sym = dynamic_int8(np.array([[0.5, -127 / 64, 1 / 128, 1.5]]), "symmetric")  # step 1/64: 0.5 step rounds up
+    np.testing.assert_array_equal(sym, [[0.5, -127 / 64, 1 / 64, 1.5]])  # 1.5: 96 steps exactly
     # [-0.5, 1]: step 1.5 / 255, zero point -128 + 85 = -43; 0.004 and 0.006 are 0.68 and 1.02 steps
     step = 1.5 / 255
     asym = dynamic_int8(np.array([[0.004, 0.006, -0.5, 1.0]]), "asymmetric")

@@ -500,3 +500,15 @@ def test_a_defect_inside_a_block_a_hidden_states_dump_does_not_show(model, tmp_p
     assert report["first_divergent_layer"] == "block_5_project_BN"
     assert d["cause"] == cause and d["evidence"][0]["applied"].startswith(text)
     assert d["after_fix"]["agrees"]
+
+
+def test_a_weights_patch_names_its_layers_in_the_plural_and_how_many_more():
+    """The text of a weights cause: one layer, two (plural), all three shown, then 'and N more'."""
+    from types import SimpleNamespace
+    from mobilenetv2.tools.compare.weight_diff import SHOWN, _names
+    assert SHOWN == 3
+    layers = [SimpleNamespace(layer=f"l{i}") for i in range(5)]
+    assert _names(layers[:1]) == "1 layer (l0)"
+    assert _names(layers[:2]) == "2 layers (l0, l1)"
+    assert _names(layers[:3]) == "3 layers (l0, l1, l2)"
+    assert _names(layers) == "5 layers (l0, l1, l2 and 2 more)"

@@ -49,6 +49,9 @@ def test_caches_sysfs_does_not_list_come_from_sysconf_within_bounds(monkeypatch)
 def test_this_machine_s_values_are_sane_and_reach_the_plan():
     sizes = machine.cache_sizes()
     assert 4 * 1024 <= sizes[1] <= sizes[2] <= max(sizes[2], sizes[3])
+    # each level's constant is that level's size (an L1 read as L2 went unseen: the plan's
+    # thresholds were only checked against the constants themselves)
+    assert (machine.L1D, machine.L2, machine.L3) == (sizes[1], sizes[2], sizes[3]) and machine.L1D < machine.L2
     assert machine.CORES == len(os.sched_getaffinity(0))
     assert plan.FUSE_MIN_BYTES == machine.L2 and plan.BAND_SCRATCH_BYTES == machine.L2 // 2
     assert plan.FUSE_SMALL_MIN_BYTES == 2 * machine.L1D
