@@ -610,3 +610,14 @@ def test_an_image_input_s_layout_and_sides_come_from_its_channel_axis():
     assert image_input((1, 96, None, 3), "m.onnx", "[1, 96, W, 3]") == ("NHWC", None)
     with pytest.raises(CompareError, match=r"^'m\.onnx': input shape \[1, 5, 5, 5\] has 3 channels neither at axis 1"):
         image_input((1, 5, 5, 5), "m.onnx", "[1, 5, 5, 5]")
+
+
+def test_compare_takes_1_to_32_images_and_one_random_224_image_by_default():
+    from mobilenetv2.tools.compare.inputs import MAX_IMAGES, check_images, make_input
+    assert MAX_IMAGES == 32
+    check_images(np.zeros((32, 2, 2, 3), np.float32), "batch")  # exactly the most
+    for n in (0, 33):
+        with pytest.raises(CompareError, match=rf"^batch holds {n} images; compare runs 1 to 32 at once$"):
+            check_images(np.zeros((n, 2, 2, 3), np.float32), "batch")
+    x, what = make_input(None)  # no size known (a dynamic input) and no input given
+    assert x.shape == (1, 224, 224, 3) and what == "1 random image(s), uniform [-1, 1], seed 0"

@@ -285,6 +285,7 @@ def test_a_crop_larger_than_the_image_is_padded_with_zeros_as_transformers_does(
     # sizes past what a model takes were refused only by predict, after the preprocessing had
     # allocated them (16384: ~14 GB)
     ({"size": {"shortest_edge": 4097}}, r"size must be .*1 <= N <= 4096"),
+    ({"size": {"shortest_edge": 0}}, r"size must be .*1 <= N <= 4096"),
     ({"crop_size": {"height": 4097, "width": 224}}, r"crop_size .* each from 32 to 4096"),
     ({"crop_size": 31}, r"crop_size .* each from 32 to 4096"),
     # values that turn a pixel into inf: the CLI printed NumPy's overflow warning and the model's
@@ -300,6 +301,8 @@ def test_processor_values_are_checked_against_what_the_model_takes(config, says)
         return
     with pytest.raises(ConfigError, match=says):
         parse_processor_config(config, "preprocessor_config.json")
+    assert parse_processor_config({"size": {"shortest_edge": 1}}).shortest_edge == 1  # both bounds taken
+    assert parse_processor_config({"size": 4096}).shortest_edge == 4096
     worst = parse_processor_config({"image_mean": [-1e3] * 3, "image_std": [1e-3] * 3})  # 1e6: fine
     assert np.isfinite(hf_preprocess(np.zeros((40, 40, 3), np.uint8), worst)).all()
 

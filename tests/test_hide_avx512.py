@@ -170,6 +170,12 @@ def test_bench_runs_every_engine_with_avx512_hidden_and_says_so(tmp_path):
     assert [r["isa"] for r in data["results"]] == ["avx2"]
 
 
+def test_hiding_without_the_extension_says_so_on_any_machine(monkeypatch):
+    monkeypatch.setattr(native, "lib", None)
+    with pytest.raises(ArgumentError, match=r"^hiding AVX-512 needs the C extension, which is not available"):
+        native.hide_avx512()
+
+
 def test_hiding_refuses_where_it_cannot(monkeypatch):
     """No AVX-512 to hide, or no CPUID faulting: an ArgumentError that says so, nothing hidden
     (the C calls are stubbed, so this runs on any machine)."""
