@@ -153,6 +153,23 @@ def test_probabilities_on_an_integer_grid_are_told_from_logits_and_from_scaled_p
     assert not _is_probabilities(np.concatenate([four, four / 2]), u8)
 
 
+def _quantized_without(src, tmp_path, pick):
+    """(path, name): ``src`` quantized QDQ (per channel, uint8 activations, int8 weights) with the
+    first node ``pick`` accepts left in float, as users keep a sensitive layer, and that node's name
+    (our export leaves nodes unnamed: each is named first, so one can be excluded)."""
+    m = onnx.load(src)
+    for i, node in enumerate(m.graph.node):
+        node.name = f"{node.op_type}_{i}_{node.output[0]}"
+    onnx.save(m, tmp_path / "named.onnx")
+    excluded = next(n.name for n in m.graph.node if pick(n))
+    path = str(tmp_path / "mixed.onnx")
+    quantization.quantize_static(str(tmp_path / "named.onnx"), path, _Calibration(),
+                                 quant_format=quantization.QuantFormat.QDQ,
+                                 per_channel=True, activation_type=quantization.QuantType.QUInt8,
+                                 weight_type=quantization.QuantType.QInt8, nodes_to_exclude=[excluded])
+    return path, excluded
+
+
 @pytest.mark.parametrize("left_out", ["bn_Conv1", "block_1_project_BN", "Conv_1_bn", "predictions"])
 def test_a_layer_left_out_of_quantization_is_compared_as_onnx_runtime_runs_it(model, clean_export, tmp_path, left_out):
     """quantize_static(nodes_to_exclude=[one layer]), as users keep a sensitive layer in float:
@@ -162,16 +179,7 @@ def test_a_layer_left_out_of_quantization_is_compared_as_onnx_runtime_runs_it(mo
     its output sits up to a step off a float conv's on 1,893 of block_1_project's 9,216 values.
     Read from the graph ONNX Runtime optimizes, the int8 reference agrees everywhere, where it
     left block_1_project in float before (43 x its floor there: a false 'unexplained')."""
-    m = onnx.load(clean_export)
-    for i, node in enumerate(m.graph.node):  # our export leaves nodes unnamed: name them to exclude one
-        node.name = f"{node.op_type}_{i}_{node.output[0]}"
-    onnx.save(m, tmp_path / "named.onnx")
-    excluded = next(n.name for n in m.graph.node if n.output[0] == left_out)
-    path = str(tmp_path / "mixed.onnx")
-    quantization.quantize_static(str(tmp_path / "named.onnx"), path, _Calibration(),
-                                 quant_format=quantization.QuantFormat.QDQ,
-                                 per_channel=True, activation_type=quantization.QuantType.QUInt8,
-                                 weight_type=quantization.QuantType.QInt8, nodes_to_exclude=[excluded])
+    path, excluded = _quantized_without(clean_export, tmp_path, lambda n: n.output[0] == left_out)
     float_conv = next(n for n in onnx.load(path).graph.node if n.name == excluded)
     assert not float_conv.input[1].endswith("DequantizeLinear_Output")  # its weights stay float in the file
     report = compare(path, weights=model, batch=pixels(2, 7))
@@ -189,16 +197,9 @@ def test_a_classifier_left_out_of_quantization_before_a_quantized_softmax(tmp_pa
     own, as it does a conv's; read from the graph it optimizes (the Gemm's own path: a conv's
     layers never reach it), compare names it and the reference agrees once those are applied."""
     model = lively_weights(MobileNetV2(SHAPE, alpha=0.35, weights=None), seed=3)
-    m = onnx.load(export_onnx(model, tmp_path / "softmax.onnx", batch=None))
-    for i, node in enumerate(m.graph.node):
-        node.name = f"{node.op_type}_{i}"
-    onnx.save(m, tmp_path / "named.onnx")
-    gemm = next(n for n in m.graph.node if n.op_type == "Gemm")
-    path = str(tmp_path / "mixed.onnx")
-    quantization.quantize_static(str(tmp_path / "named.onnx"), path, _Calibration(),
-                                 quant_format=quantization.QuantFormat.QDQ,
-                                 per_channel=True, activation_type=quantization.QuantType.QUInt8,
-                                 weight_type=quantization.QuantType.QInt8, nodes_to_exclude=[gemm.name])
+    src = export_onnx(model, tmp_path / "softmax.onnx", batch=None)
+    path, excluded = _quantized_without(src, tmp_path, lambda n: n.op_type == "Gemm")
+    gemm = next(n for n in onnx.load(path).graph.node if n.name == excluded)
     ops = [n.op_type for n in onnx.load(path).graph.node]
     assert ops[ops.index("Gemm") + 1] == "QuantizeLinear"  # the case: a float Gemm feeding a Q
     report = compare(path, weights=model, batch=pixels(2, 7))
