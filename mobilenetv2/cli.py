@@ -70,8 +70,6 @@ def _classify_hf(args):
 
 def cmd_classify(args):
     from mobilenetv2.processing.imagenet import decode_predictions
-    if args.top < 1:
-        raise ArgumentError(f"--top must be at least 1, got {args.top}")
     if args.hf:
         return _classify_hf(args)
     if args.hf_backend is not None:

@@ -1,5 +1,6 @@
 """The command line, as a user runs it."""
 import json
+import re
 import subprocess
 import sys
 
@@ -66,6 +67,13 @@ def test_dump_writes_the_named_activations(synthetic_top_file, tmp_path, capsys)
     layers = ["block_1_pad", "block_2_add", "out_relu"]
     assert main(["dump", str(img), "--layers", *layers, "--out", str(out), "--alpha", "0.35",
                  "--size", "96", "--weights", synthetic_top_file]) == 0
+    # one line per layer: its name and one image's shape (96 -> 48, padded to 49; 0.35 x 16 -> 8
+    # channels expanded x 6; 24 -> 8 at 24x24; 1280 at 3x3), then where they went
+    printed = [re.fullmatch(r"(\S+) +(\(.*\)) +(\S+)", line) for line in capsys.readouterr().out.splitlines()]
+    assert [m.groups() for m in printed[:3]] == [("block_1_pad", "(49, 49, 48)", "float32"),
+                                                 ("block_2_add", "(24, 24, 8)", "float32"),
+                                                 ("out_relu", "(3, 3, 1280)", "float32")]
+    assert len(printed) == 4 and printed[3] is None  # "wrote 3 activations to ..."
     model = MobileNetV2((96, 96, 3), alpha=0.35, weights=synthetic_top_file)
     want = model.features(preprocess_input(load_image(img, target_size=96))[None], layers)
     with np.load(out) as acts:

@@ -51,6 +51,8 @@ def run_cli(*args, cwd=None):
     (["dump", "IMG", "--layers", "Conv1", "--out", "OUTDIR"] + SMALL, "is an existing folder"),
     (["dump", "IMG", "--layers", "Conv1", "--out", "nowhere/x.npz"] + SMALL, "does not exist"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ([], "mobilenetv2: error: the following arguments are required: command (see mobilenetv2 --help)"),
+    (["--bogus"], "mobilenetv2: error: the following arguments are required: command"),
     # --weights, read one way by every subcommand (mobilenetv2.model_options)
     (["classify", "IMG", "--weights", "0.35_96", "--alpha", "0.5"],
      "--alpha 0.5 conflicts with --weights 0.35_96, whose alpha is 0.35: drop --alpha"),
