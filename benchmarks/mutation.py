@@ -57,7 +57,7 @@ TARGETS = {
     "hf": ["tests/test_hf_io.py", "tests/test_untrusted_hf_compare.py", "tests/test_hf.py"],
     "model": ["tests/test_model.py", "tests/test_arguments.py", "tests/test_engine.py", "tests/test_pickle.py"],
     "engines/plan": ["tests/test_plan.py", "tests/test_plan_pool.py", "tests/test_plan_stem_fused.py", "tests/test_c_kernels_seg.py",
-             "tests/test_engine.py"],
+             "tests/test_engine.py", "tests/test_machine.py", "tests/test_slab.py"],
     "engines/pool": ["tests/test_plan.py", "tests/test_plan_pool.py", "tests/test_arguments.py", "tests/test_engine.py", "tests/test_service.py"],
     "engines/machine": ["tests/test_machine.py", "tests/test_plan_pool.py"],
     "tools/compare/quant": ["tests/test_compare_quant.py", "tests/test_compare_regressions.py"],

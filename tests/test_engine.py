@@ -180,6 +180,16 @@ def test_bad_thread_variables_name_the_variable(monkeypatch, name, value, why):
     MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=1)  # an explicit count needs no variable
 
 
+def test_thread_variables_are_read_as_decimal_numbers():
+    """"10" is ten threads and "a" is no number (hex, or any base past 10, would read both)."""
+    assert threadpool.default_threads({"MNV2_NUM_THREADS": "10"}) == 10
+    assert threadpool.default_threads({"OMP_NUM_THREADS": " 12 ,3"}) == 12
+    assert threadpool.default_threads({"MNV2_NUM_THREADS": "", "OMP_NUM_THREADS": "7"}) == 7
+    for raw in ("a", "0x10", "1e1"):
+        with pytest.raises(threadpool.ThreadsError, match="not a positive integer"):
+            threadpool.default_threads({"MNV2_NUM_THREADS": raw})
+
+
 def test_thread_count_bound(monkeypatch):
     _threads_env(monkeypatch)
     limit = threadpool.max_threads()
@@ -190,6 +200,26 @@ def test_thread_count_bound(monkeypatch):
     with pytest.raises(ValueError, match=f"more than the {limit} threads"):
         MobileNetV2((64, 64, 3), alpha=0.35, weights=None, threads=10 ** 30)
     assert model.threads == limit
+
+
+@needs_c
+def test_the_plan_cache_keeps_shapes_in_least_recently_used_order():
+    """Within its bounds the cache keeps every shape's plan (the same object on each call) and,
+    past plan_cache_shapes, forgets the one used longest ago, not all but the newest."""
+    model = MobileNetV2(None, alpha=0.35, include_top=False, pooling="avg", weights=None, threads=1)
+    model.plan_cache_shapes = 2
+    a, b, c = rand(1, 32, 32, 3), rand(1, 40, 32, 3), rand(2, 32, 32, 3)
+    model(a)
+    model(b)
+    assert list(model._plans) == [a.shape, b.shape]
+    plan_a = model._plans[a.shape]
+    model(a)  # a hit: the same plan, now the most recently used
+    assert model._plans[a.shape] is plan_a and list(model._plans) == [b.shape, a.shape]
+    model(c)
+    assert list(model._plans) == [a.shape, c.shape] and model._plans[a.shape] is plan_a
+    model.plan_cache_bytes = 0  # the newest plan stays whatever its size
+    model(b)
+    assert list(model._plans) == [b.shape]
 
 
 # -- weights: every public way of changing them reaches both engines ---------------------------

@@ -219,6 +219,20 @@ def test_summary_lists_layers_params_and_macs():
     assert "(None, 112, 112, 32)" in conv1 and "864" in conv1 and "10,838,016" in conv1
 
 
+def test_macs_of_another_input_shape():
+    """A model of any size counts the shape asked for (MACs grow with the pixels); a model of one
+    size counts that size and refuses any other."""
+    flexible = MobileNetV2((None, None, 3), alpha=0.35, weights=None, include_top=False)
+    fixed = MobileNetV2((96, 128, 3), alpha=0.35, weights=None, include_top=False)
+    assert flexible.macs((96, 128, 3)) == fixed.macs() == fixed.macs((96, 128, 3))
+    assert flexible.macs((224, 224, 3)) == flexible.macs() > fixed.macs()
+    for shape in ((128, 96, 3), (96, 96, 3), (96, 128, 1)):
+        with pytest.raises(ValueError, match="takes inputs of"):
+            fixed.macs(shape)
+    with pytest.raises(ValueError, match="takes inputs of"):
+        flexible.macs((96, 128, 4))
+
+
 def test_variant_table_reproduces_the_published_figures():
     table = variant_table()
     assert len(table) == len(VARIANTS) == 22

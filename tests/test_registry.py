@@ -202,7 +202,7 @@ def test_progress_bar_goes_to_stderr(isolated, server, capsys):
     err = capsys.readouterr().err
     assert keras_name(0.5, 96, False) in err and err.endswith("\n")
     mb = f"{len(PAYLOAD) / 1e6:.1f}"
-    assert f"{mb}/{mb} MB (100%)" in err
+    assert err.endswith(f"{keras_name(0.5, 96, False)}: {mb}/{mb} MB (100%)\n")
 
 
 def test_body_shorter_than_content_length_leaves_nothing(isolated, server):
