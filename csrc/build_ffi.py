@@ -40,7 +40,10 @@ ffibuilder.set_source(
     # a changed header (simd.h's block sizes, the op struct) rebuilds every source
     depends=sorted(str(p.relative_to(HERE.parent)) for p in HERE.glob("*.h")),
     include_dirs=[str(HERE.relative_to(HERE.parent))],
-    extra_compile_args=["-O3", "-std=c11", "-fno-math-errno", "-ffp-contract=off", "-pthread"]
+    # a call to an undeclared function is an error (as GCC 14 and clang 16 make it), not a module
+    # built with an undefined symbol that then fails to load
+    extra_compile_args=["-O3", "-std=c11", "-fno-math-errno", "-ffp-contract=off", "-pthread",
+                        "-Werror=implicit-function-declaration"]
     + shlex.split(os.environ.get("MNV2_CFLAGS", "")),
     extra_link_args=["-pthread"] + shlex.split(os.environ.get("MNV2_LDFLAGS", "")),
 )
