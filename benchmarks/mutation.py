@@ -20,8 +20,8 @@ and ``-`` swapped (also ``+=``/``-=``), ``&&``/``||`` swapped, a number moved by
 ``sub`` swapped in an intrinsic, or a whole statement replaced by ``;`` (a deleted residual add,
 clamp, barrier, tail store or check).  Comments and preprocessor lines are never mutated.  The
 sites are every such point of each file, shuffled by ``--seed`` and taken in that order until the
-file's quota (C_TARGETS) of mutants has been run: a mutant that does not compile is stillborn and
-not counted; one whose object code (debug info stripped) is the original's is equivalent by
+file's quota (C_TARGETS) of mutants has been run: a mutant that does not compile, or whose module
+does not load (every C test would skip), is stillborn and not counted; one whose object code (debug info stripped) is the original's is equivalent by
 construction (the compiler proved it) and not run.  The package is copied once into a scratch
 folder and built there with ``setup.py build_ext --inplace`` (the worktree is never written); each
 mutant recompiles its one file with the build's own compiler command, relinks the extension and
@@ -375,10 +375,19 @@ class CBuild:
             if self._code(obj) == self.base_code[cfile]:
                 return "equivalent (same object code)"
             subprocess.run(self.link, cwd=self.work, capture_output=True, check=True)
+            if not self._loads():  # the tests would skip every C test and call it survived
+                return "stillborn"
             return run_tests(self.work, tests, timeout)
         finally:
             src.write_text(original)
             obj.write_bytes(self.base_objects[cfile])
+
+    def _loads(self):
+        """Whether the relinked extension loads (an undefined symbol fails only here)."""
+        probe = "from mobilenetv2.engines import native; raise SystemExit(0 if native.available() else 1)"
+        env = dict(os.environ, PYTHONPATH=str(self.work), PYTHONDONTWRITEBYTECODE="1")
+        return subprocess.run([sys.executable, "-c", probe], cwd=self.work, env=env,
+                              capture_output=True).returncode == 0
 
     def close(self):
         subprocess.run(self.link, cwd=self.work, capture_output=True)
