@@ -414,6 +414,24 @@ def test_the_memory_check_counts_the_shared_weights_once(dtype, monkeypatch):
             else:
                 with pytest.raises(InsufficientMemory):
                     local.check_memory(job, workers, 8, 2, 100)
+    # 24 images in batches of 8 on 3 workers: every batch has a worker, none waits decoded
+    replicas = 3 * job.memory_bytes(8) + packed
+    monkeypatch.setattr(machine, "available_memory", lambda: replicas)
+    local.check_memory(job, 3, 8, 2, 24)
+    monkeypatch.setattr(machine, "available_memory", lambda: replicas - 1)
+    with pytest.raises(InsufficientMemory, match="0 decoded batches waiting 0.0"):
+        local.check_memory(job, 3, 8, 2, 24)
+
+
+def test_a_numpy_replica_s_memory_grows_by_one_image_s_pixels_and_output_per_image():
+    """float64 runs the NumPy layers one image at a time: one more image in a batch is its
+    decoded bytes (96 x 96 x 3), their float64 copy and its float64 row of 1000 classes."""
+    from mobilenetv2.batch.job import BatchJob
+    job = BatchJob(kind="predict", alpha=0.35, size=96, weights=None, dtype="float64", top=1000)
+    assert job.top == 1000  # as many as the head has: allowed
+    pixels = 96 * 96 * 3
+    for n in (1, 8, 31):
+        assert job.memory_bytes(n + 1) - job.memory_bytes(n) == pixels + 8 * (pixels + 1000)
 
 
 @pytest.mark.parametrize("dtype, layer", [("float32", None), ("float64", None), ("float32", "block_6_project_BN")],
@@ -460,6 +478,11 @@ def test_progress_line_counts_rate_and_eta():
     stream = io.StringIO()
     Progress(5, stream=stream, every=0).finish()
     assert stream.getvalue() == "0/5 images  0.0 images/s  ETA --:--:--\n"
+    stream = io.StringIO()
+    progress = Progress(1, stream=stream, every=0)  # one image is a job too
+    progress.update(1)
+    progress.finish()
+    assert stream.getvalue().startswith("1/1 images") and stream.getvalue().endswith("\n")
     stream = io.StringIO()
     Progress(0, stream=stream, every=0).finish()
     assert stream.getvalue() == ""

@@ -370,3 +370,35 @@ def test_compare_a_dump_without_the_classifier_loads_the_no_top_file(weights_dir
     assert compare(no_top, "0.35_96")[0] == 0
     assert main(["compare", str(top), "--weights", "0.35_96", "--quiet"]) == 2  # this one needs the other
     assert f"{registry.weights_filename(0.35, 96, True)!r} not found" in capsys.readouterr().err
+
+
+def _parsers(parser, name="mobilenetv2"):
+    """Every (sub)command's parser, by its command line."""
+    import argparse
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, subparser in action.choices.items():
+                yield from _parsers(subparser, f"{name} {sub}")
+
+
+def test_every_default_the_help_states_is_the_default():
+    """An option whose help says "(default N)" takes N when it is left out: where argparse holds the
+    default, its value; where the command fills it in later (default None), the value it uses."""
+    import argparse
+    from mobilenetv2.batch import local
+    from mobilenetv2.cli import build_parser
+    from mobilenetv2.model_options import MODEL_DEFAULTS
+    filled_later = {"--prefetch": local.PREFETCH, "--random": 1, "--weights": MODEL_DEFAULTS["weights"]}
+    checked = 0
+    for name, parser in _parsers(build_parser()):
+        for action in parser._actions:
+            said = re.search(r"\(default:? (-?[0-9.]+|'[^']*')\)", action.help or "")
+            if said is None or action.help == argparse.SUPPRESS:
+                continue
+            value = said.group(1).strip("'")
+            default = action.default if action.default is not None else filled_later.get(action.option_strings[-1])
+            assert default is not None, (name, action.option_strings)
+            assert str(default) == value or float(default) == float(value), (name, action.option_strings, default)
+            checked += 1
+    assert checked >= 15

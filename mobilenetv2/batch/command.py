@@ -113,10 +113,11 @@ def run(args, kind):
             from mobilenetv2.batch import local
             batches = -(-len(todo) // args.batch_size)  # a replica more would never run
             workers = max(1, min(args.workers or local.available_cpus() // args.threads, batches))
-            local.check_memory(job, workers, args.batch_size, args.prefetch or 2, len(todo))
+            prefetch = args.prefetch or local.PREFETCH
+            local.check_memory(job, workers, args.batch_size, prefetch, len(todo))
             jobs = job.replicas(workers)  # one weight set, loaded and packed once
             progress = local.Progress(len(todo), enabled=not args.quiet)
-            written, errors = local.run(jobs, todo, out, batch_size=args.batch_size, prefetch=args.prefetch or 2,
+            written, errors = local.run(jobs, todo, out, batch_size=args.batch_size, prefetch=prefetch,
                                         decode_workers=args.decode_workers, rows_per_part=args.rows_per_part,
                                         progress=progress)
             progress.finish()

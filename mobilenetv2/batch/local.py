@@ -115,7 +115,10 @@ def _batches(items, batch_size):
         yield [k for k, _ in chunk], [p for _, p in chunk]
 
 
-def run(jobs, items, dataset, batch_size=32, prefetch=2, decode_workers=None, rows_per_part=4096,
+PREFETCH = 2  # decoded batches waiting for the models, by default
+
+
+def run(jobs, items, dataset, batch_size=32, prefetch=PREFETCH, decode_workers=None, rows_per_part=4096,
         progress=None):
     """Process ``items`` [(id, path)] into ``dataset`` with the model replicas ``jobs`` (BatchJobs of
     one configuration; one is fine); returns (rows, errors) written."""
