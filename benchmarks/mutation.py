@@ -107,7 +107,7 @@ TARGETS = {
     "tools/compare/object_reader": ["tests/test_compare_hostile.py", "tests/test_compare_torch.py", "tests/test_compare_keras.py",
                                     "tests/test_compare_openvino.py"],
     "tools/compare/reference": ["tests/test_compare_reference.py", "tests/test_compare.py", "tests/test_compare_hostile.py", "tests/test_compare_regressions.py"],
-    "batch/local": ["tests/test_batch.py", "tests/test_hostile_arguments.py"],
+    "batch/local": ["tests/test_batch.py", "tests/test_hostile_arguments.py", "tests/test_cli.py"],
     "batch/command": ["tests/test_batch.py", "tests/test_cli.py", "tests/test_hostile_arguments.py", "tests/test_batch_ray.py"],
     "model_options": ["tests/test_cli_errors.py", "tests/test_cli.py"],
     "engines/native": ["tests/test_backend.py", "tests/test_isa.py", "tests/test_errors.py", "tests/test_arguments.py",

@@ -391,6 +391,24 @@ def test_packed_constants_are_not_read_as_weights():
             assert node.attrs["weight"] is None, t
 
 
+def test_bfloat16_and_transposed_constant_weights_are_read_as_their_values():
+    """A bfloat16 Constant (get_data gives its bits in a float16 array: widened to float32 by a
+    16-bit shift) and a weight stored HWIO behind a constant Transpose to OIHW are the values the
+    convolution uses: here chosen exactly representable in bfloat16 and all different."""
+    from openvino import opset13 as ops
+    x = ops.parameter([1, 3, 32, 32], np.float32, name="x")
+    w = np.arange(16 * 3 * 3 * 3, dtype=np.float32).reshape(16, 3, 3, 3) / 64 - 3.140625
+    w.flat[:3] = [3.140625, -0.0078125, 448.0]
+    bf16 = ops.convert(ops.constant(w, dtype=ov.Type.bf16), ov.Type.f32)
+    hwio = ops.transpose(ops.constant(np.ascontiguousarray(w.transpose(2, 3, 1, 0))),
+                         ops.constant(np.array([3, 2, 0, 1], np.int64)))
+    for weight in (bf16, hwio):
+        conv = ops.convolution(x, weight, [1, 1], [0, 0], [0, 0], [1, 1])
+        (node,) = [n for n in read_model(ov.Model([conv], [x], "m")).nodes if n.op == "conv"]
+        assert node.attrs["weight"].shape == w.shape
+        np.testing.assert_array_equal(node.attrs["weight"], w)
+
+
 def test_ops_of_one_name_are_named_apart_in_linear_time():
     """Each op's tensor is named by its friendly name, '#2', '#3', ... where names repeat: the reader
     scanned every name given so far for each op (a set of them built per op, then the numbers from

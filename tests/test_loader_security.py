@@ -88,6 +88,23 @@ def test_soft_link_to_another_dataset(tmp_path, small):
     refused(path, small, "a soft link")
 
 
+def test_the_link_access_list_follows_one_soft_link_at_most(tmp_path):
+    """Beneath the reader's own refusal of every soft link, the HDF5 link access list it opens
+    objects with stops a chain after one step, so a check missed somewhere still reaches nothing
+    two links away (HDF5's own default follows 16)."""
+    path = tmp_path / "links.h5"
+    with h5py.File(path, "w") as f:
+        f["d"] = np.arange(3.0)
+        f["one"] = h5py.SoftLink("/d")
+        f["two"] = h5py.SoftLink("/one")
+    lapl, _ = loader._access_lists()
+    with h5py.File(path, "r") as f:
+        assert h5py.h5o.get_info(f.id, b"one", lapl=lapl).type == h5py.h5o.TYPE_DATASET
+        assert h5py.h5o.get_info(f.id, b"two").type == h5py.h5o.TYPE_DATASET
+        with pytest.raises(RuntimeError, match="too many links"):
+            h5py.h5o.get_info(f.id, b"two", lapl=lapl)
+
+
 def test_soft_link_cycle(tmp_path, small):
     def attack(g, n):
         g["bn_Conv1/loop"] = h5py.SoftLink("/bn_Conv1/bn_Conv1/loop")
