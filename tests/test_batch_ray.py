@@ -193,6 +193,34 @@ def test_default_actors_leave_cpu_for_reads_and_writes():
         actor_resources(2, threads=1, actors=2, actor_cpus=1)
 
 
+def test_a_node_without_cpus_holds_no_actor(monkeypatch):
+    """A head node started with num_cpus=0 lists no "CPU" resource: it holds no actor, however much
+    memory it has, so two actors on the one 2-CPU node of 12 MiB are refused (one of 8 MiB fits)."""
+    from mobilenetv2 import ray as mray
+    from mobilenetv2.errors import ArgumentError
+    nodes = [{"Alive": True, "Resources": {"memory": 1 << 30}},
+             {"Alive": True, "Resources": {"CPU": 2.0, "memory": 12 << 20}},
+             {"Alive": False, "Resources": {"CPU": 8.0, "memory": 1 << 30}}]
+    with pytest.raises(ArgumentError, match="the nodes' memory holds 1 of them"):
+        mray._check_memory(nodes, 2, 1.0, 8 << 20)
+    mray._check_memory(nodes, 1, 1.0, 8 << 20)
+
+
+def test_only_host_port_addresses_are_probed_and_an_empty_job_starts_nothing(monkeypatch):
+    """'auto', a ray:// address and other forms than host:port are Ray's to resolve: no connection
+    is tried for them; a job of no images returns before Ray is reached."""
+    import socket
+    from mobilenetv2 import ray as mray
+
+    def no_connection(*args, **kwargs):
+        raise AssertionError(f"connected to {args}")
+    monkeypatch.setattr(socket, "create_connection", no_connection)
+    for address in ("auto", "ray://head:10001", "head", ":6379", "head:", "head:port"):
+        assert mray._reachable(address) is None, address
+    monkeypatch.setattr(mray, "_connect", no_connection)
+    assert mray.run_job({}, [], None) == (0, 0)
+
+
 def test_a_job_s_threads_size_its_actors(local_ray, monkeypatch):
     """Each actor's model runs the job's --threads: the actors are sized for that many (one where
     the job sets none), not for one thread each whatever was asked."""

@@ -84,6 +84,29 @@ def test_floors_where_the_layer_is_all_zeros():
     assert mx == 0.5 and rel == noise_floor(np.zeros(1), np.zeros(1))[0]  # no step / 0
 
 
+def test_a_layer_missing_from_other_is_suspected_only_between_the_layers_compared():
+    """OTHER lacks two layers; a divergence first seen at block_6_expand after block_3_project_BN
+    agreed can only be the missing block_5_add (one patch per input it could stand for), not
+    block_2_add, which lies before the agreeing layer."""
+    from mobilenetv2.tools.compare.diagnose import _missing_layer
+    m64, m32 = _models()
+    ref = Reference(m64, m32, np.zeros((1,) + SHAPE))
+    ref.unmapped = [{"layer": "block_2_add", "why": "no Add"}, {"layer": "block_5_add", "why": "no Add"}]
+    found = _missing_layer(ref, "block_6_expand", "block_3_project_BN")
+    assert [(p.detail["layer"], p.detail["kept_input"]) for p in found] == [
+        ("block_5_add", "block_5_project_BN"), ("block_5_add", "block_4_add")]
+    assert [p.detail["layer"] for p in _missing_layer(ref, "block_3_expand", None)] == ["block_2_add"] * 2
+
+
+def test_fitted_range_ends_are_shown_as_the_round_numbers_they_are():
+    """An end within 0.1 % of the range's width of 0, a whole number or two decimals reads as that."""
+    from mobilenetv2.tools.compare.diagnose import _clean
+    assert _clean(1.7e-06, 255.0) == 0.0 and str(_clean(-1.7e-06, 255.0)) == "0.0"
+    assert _clean(127.50004, 255.0) == 127.5 and _clean(254.5, 255.0) == 254.5 and _clean(254.9, 255.0) == 255.0
+    assert _clean(0.4999, 1.0) == 0.5 and _clean(-0.99995, 2.0) == -1.0
+    assert _clean(0.123456, 0.01) == 0.123456  # a narrow range: the value as it is
+
+
 def test_unit_of_a_layer_is_its_convolution():
     m64, m32 = _models()
     ref = Reference(m64, m32, np.zeros((1,) + SHAPE))
@@ -130,3 +153,26 @@ def test_to_nhwc_reads_a_pooled_tensor_in_either_layout_against_a_flat_reference
         assert got.shape == (2, 5) and np.array_equal(got, flat)
     got, how = to_nhwc(flat[0], (1, 5), "NHWC")
     assert np.array_equal(got, flat[:1]) and how == "as is"
+
+
+def test_to_nhwc_follows_the_layout_said_where_both_fit_and_the_shape_where_one_does():
+    """By hand, against a (1, 2, 3, 4) NHWC reference: an NCHW (1, 4, 2, 3) array is transposed
+    whatever layout OTHER declares (or none), an NHWC one kept; a (1, 3, 3, 3) array fits both and
+    is read as declared; one that fits neither is read as declared (NHWC where none is), so the
+    shape mismatch shows against the reference."""
+    from mobilenetv2.tools.compare.mapping import to_nhwc
+    nhwc = np.arange(24.0).reshape(1, 2, 3, 4)
+    nchw = np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))
+    for layout in (None, "NHWC", "NCHW"):
+        got, how = to_nhwc(nchw, nhwc.shape, layout)
+        assert how == "NCHW" and np.array_equal(got, nhwc), layout
+        got, how = to_nhwc(nhwc, nhwc.shape, layout)
+        assert how == "NHWC" and np.array_equal(got, nhwc), layout
+    cube = np.arange(27.0).reshape(1, 3, 3, 3)
+    assert to_nhwc(cube, (1, 3, 3, 3), "NHWC")[1] == "NHWC"
+    got, how = to_nhwc(cube, (1, 3, 3, 3), "NCHW")
+    assert how == "NCHW" and np.array_equal(got, cube.transpose(0, 2, 3, 1))
+    odd = np.zeros((1, 5, 6, 7))
+    assert to_nhwc(odd, nhwc.shape, "NCHW")[0].shape == (1, 6, 7, 5)
+    got, how = to_nhwc(odd, nhwc.shape, None)
+    assert how == "NHWC" and got is odd
