@@ -206,6 +206,19 @@ def test_export_with_a_wrong_epsilon(model, tmp_path):
     assert report["diagnosis"]["cause"] == "bn_epsilon"
 
 
+def test_an_epsilon_behind_a_fused_relu6_is_fitted_on_the_unclipped_values(model, tmp_path):
+    """Our .tflite export fuses each batch norm and its ReLU6 into the conv, so a wrong epsilon in
+    block_4_expand_BN first shows at block_4_expand_relu; the fit of the epsilon leaves out the
+    values the ReLU6 clipped (0 and 6) and finds the file's 1e-5 to 0.5 %."""
+    pytest.importorskip("ai_edge_litert.interpreter", reason="running a .tflite needs LiteRT (ai-edge-litert)")
+    from mobilenetv2 import export_tflite
+    path = export_tflite(_model_with_eps(model, {"block_4_expand_BN": 1e-5}), tmp_path / "eps.tflite")
+    report = compare(path, weights=model, random=3)
+    d = report["diagnosis"]
+    assert (report["first_divergent_layer"], d["cause"]) == ("block_4_expand_relu", "bn_epsilon")
+    assert d["evidence"][0]["detail"]["fitted"]["median"] == pytest.approx(1e-5, rel=0.005)
+
+
 def test_padding_seen_only_after_the_layers_that_caused_it(tmp_path, capsys):
     """A dump with block outputs only (as transformers' hidden states), from a graph padding every
     stride-2 conv symmetrically at 33x40 (an even side): the first layer compare can see is

@@ -149,6 +149,11 @@ def test_probabilities_on_an_integer_grid_are_told_from_logits_and_from_scaled_p
     assert not _is_probabilities(four * 2 - 0.5, u8)  # a negative value: logits
     assert _is_probabilities(np.array([[255 / 256, 0, 0, 0]]), u8)  # p = (1, 0, 0, 0) clipped to the grid's top
     assert not _is_probabilities(np.array([[128 / 256, 0, 0, 0]]), u8)
+    # a grid calibrated on images whose top probability was about 0.5 tops out at 255/512: a value
+    # there is anything from 0.498 up (clipped), so (0.498, 0, 0, 0) can be a softmax's rounding
+    half = QParams.of(np.float32(1 / 512), np.uint8(0), np.uint8)
+    assert _is_probabilities(np.array([[255 / 512, 0, 0, 0]]), half)
+    assert not _is_probabilities(np.array([[254 / 512, 0, 0, 0]]), half)
     # a batch: every row must be one
     assert not _is_probabilities(np.concatenate([four, four / 2]), u8)
 

@@ -50,6 +50,16 @@ def test_tensors_are_views_of_the_mapped_file(tmp_path):
     assert np.array_equal(got, a)
 
 
+def test_an_array_safetensors_cannot_hold_is_refused_naming_it(tmp_path):
+    """Complex, string and object arrays have no safetensors dtype: the writer names the tensor
+    and its dtype, and leaves no file."""
+    from mobilenetv2.errors import ArgumentError
+    for bad in (np.zeros(2, np.complex64), np.array(["x"]), np.array([None])):
+        with pytest.raises(ArgumentError, match=f"tensor 'b': dtype {bad.dtype} has no safetensors equivalent"):
+            safetensors.save_file({"a": np.zeros(1, np.float32), "b": bad}, tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bf16_widens_to_float32(tmp_path):
     values = np.array([1.0, -2.5, 0.15625], np.float32)
     bits = (values.view(np.uint32) >> 16).astype("<u2")
@@ -109,6 +119,23 @@ MALFORMED = {
     "metadata not strings": lambda p: _raw(p, {"__metadata__": {"x": 1}}),
 }
 
+# what each refusal says is wrong (a later check refusing the file with another reason, or none,
+# would hide a check gone missing)
+REASONS = {
+    "header length past the file": "header length field says 4000 bytes", "huge header length": "more than the",
+    "header over the cap": "more than the", "header too short": "says 1 bytes and the file has 1",
+    "file shorter than 8 bytes": "fewer than the 8", "header not JSON": "not valid JSON",
+    "header not UTF-8": "not UTF-8", "header a list": "a JSON list", "header deeply nested": "nests too deeply",
+    "duplicate names": "'a' appears twice", "unknown dtype": "unknown dtype 'F128'",
+    "dtype not a string": "unknown dtype", "negative dimension": "got [-1]", "float dimension": "got [1.0]",
+    "huge shape": "got [1099511627776", "offsets past the end": "run past the end of the file",
+    "offsets reversed": "0 <= begin <= end, got [4, 0]", "offsets negative": "got [-4, 0]",
+    "shape and offsets disagree": "take 12 bytes, data_offsets [0, 8] span 8",
+    "overlapping tensors": "'a' and 'b' overlap", "gap between tensors": "belong to no tensor",
+    "trailing bytes": "the tensors cover 4", "extra key in an entry": "exactly dtype, shape and data_offsets",
+    "metadata not strings": "__metadata__ must be an object of strings",
+}
+
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_files_are_refused(tmp_path, case):
@@ -121,7 +148,7 @@ def test_malformed_files_are_refused(tmp_path, case):
     finally:
         tracemalloc.stop()
     assert isinstance(info.value, ValueError)
-    assert "bad.safetensors" in str(info.value)
+    assert "bad.safetensors" in str(info.value) and REASONS[case] in str(info.value)
     assert peak < 8 * 1024 * 1024, f"{case}: {peak} bytes allocated"
 
 
