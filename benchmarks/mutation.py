@@ -21,14 +21,15 @@ and ``-`` swapped (also ``+=``/``-=``), ``&&``/``||`` swapped, a number moved by
 clamp, barrier, tail store or check).  Comments and preprocessor lines are never mutated.  The
 sites are every such point of each file, shuffled by ``--seed`` and taken in that order until the
 file's quota (C_TARGETS) of mutants has been run: a mutant that does not compile, or whose module
-does not load (every C test would skip), is stillborn and not counted; one whose object code (debug info stripped) is the original's is equivalent by
-construction (the compiler proved it) and not run.  The package is copied once into a scratch
-folder and built there with ``setup.py build_ext --inplace`` (the worktree is never written); each
-mutant recompiles its one file with the build's own compiler command, relinks the extension and
-runs the file's tests (HYPOTHESIS_PROFILE=ci: derandomised), then the original file and object
-are put back.  The kernel tests run every ISA this CPU has through ``scalar=<isa>`` and the plan
-tests switch ISA with ``mnv2_set_isa``, so AVX2 code runs on an AVX-512 machine without
-MNV2_FORCE_ISA; AVX-512 code is only reached on a CPU that has it (the JSON records the CPU).
+does not load (every C test would skip), is stillborn and not counted; one whose object code (debug
+info stripped) is the original's is equivalent by construction (the compiler proved it) and not run.
+The package is copied once into a scratch folder and built there with ``setup.py build_ext --inplace``
+(the worktree is never written); each mutant recompiles its one file with the build's own compiler
+command, relinks the extension, checks that it loads and runs the file's tests (HYPOTHESIS_PROFILE=ci:
+derandomised), then the original file and object are put back.  The kernel tests run every ISA this CPU
+has through ``scalar=<isa>`` and the plan tests switch ISA with ``mnv2_set_isa``, so AVX2 code runs on
+an AVX-512 machine without MNV2_FORCE_ISA; AVX-512 code is only reached on a CPU that has it (the JSON
+records the CPU).
 """
 import argparse
 import ast
