@@ -88,58 +88,68 @@ def test_reads_the_shared_checkpoint():
     assert f.shape("classifier.weight") == (1001, 1280)
 
 
+# each malformed file: how it is made, and what its refusal says is wrong (a later check refusing
+# the file with another reason, or none, would hide a check gone missing)
 MALFORMED = {
-    "header length past the file": lambda p: _raw(p, {"a": _t("F32", [1], 0, 4)}, b"\0" * 4, length=4000),
-    "huge header length": lambda p: _raw(p, b"{}", length=2 ** 62),
-    "header over the cap": lambda p: _raw(p, b"{}", length=safetensors.MAX_HEADER_BYTES + 1),
-    "header too short": lambda p: _raw(p, b"{", length=1),
-    "file shorter than 8 bytes": lambda p: (p.write_bytes(b"\x05\0\0"), p)[1],
-    "header not JSON": lambda p: _raw(p, b"{not json}"),
-    "header not UTF-8": lambda p: _raw(p, b'{"\xff": 1}'),
-    "header a list": lambda p: _raw(p, b"[1, 2, 3]"),
-    "header deeply nested": lambda p: _raw(p, b"[" * 100000 + b"]" * 100000),
-    "duplicate names": lambda p: _raw(p, b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},'
-                                         b' "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}',
-                                      b"\0" * 4),
-    "unknown dtype": lambda p: _raw(p, {"a": _t("F128", [1], 0, 16)}, b"\0" * 16),
-    "dtype not a string": lambda p: _raw(p, {"a": _t(["F32"], [1], 0, 4)}, b"\0" * 4),
-    "negative dimension": lambda p: _raw(p, {"a": _t("F32", [-1], 0, 4)}, b"\0" * 4),
-    "float dimension": lambda p: _raw(p, {"a": _t("F32", [1.0], 0, 4)}, b"\0" * 4),
-    "huge shape": lambda p: _raw(p, {"a": _t("F32", [2 ** 40, 2 ** 40], 0, 4)}, b"\0" * 4),
-    "offsets past the end": lambda p: _raw(p, {"a": _t("F32", [4], 0, 16)}, b"\0" * 8),
-    "offsets reversed": lambda p: _raw(p, {"a": _t("F32", [1], 4, 0)}, b"\0" * 4),
-    "offsets negative": lambda p: _raw(p, {"a": _t("F32", [1], -4, 0)}, b"\0" * 4),
-    "shape and offsets disagree": lambda p: _raw(p, {"a": _t("F32", [3], 0, 8)}, b"\0" * 8),
-    "overlapping tensors": lambda p: _raw(p, {"a": _t("F32", [2], 0, 8), "b": _t("F32", [2], 4, 12)},
-                                          b"\0" * 12),
-    "gap between tensors": lambda p: _raw(p, {"a": _t("F32", [1], 0, 4), "b": _t("F32", [1], 8, 12)},
-                                          b"\0" * 12),
-    "trailing bytes": lambda p: _raw(p, {"a": _t("F32", [1], 0, 4)}, b"\0" * 8),
-    "extra key in an entry": lambda p: _raw(p, {"a": dict(_t("F32", [1], 0, 4), more=1)}, b"\0" * 4),
-    "metadata not strings": lambda p: _raw(p, {"__metadata__": {"x": 1}}),
-}
-
-# what each refusal says is wrong (a later check refusing the file with another reason, or none,
-# would hide a check gone missing)
-REASONS = {
-    "header length past the file": "header length field says 4000 bytes", "huge header length": "more than the",
-    "header over the cap": "more than the", "header too short": "says 1 bytes and the file has 1",
-    "file shorter than 8 bytes": "fewer than the 8", "header not JSON": "not valid JSON",
-    "header not UTF-8": "not UTF-8", "header a list": "a JSON list", "header deeply nested": "nests too deeply",
-    "duplicate names": "'a' appears twice", "unknown dtype": "unknown dtype 'F128'",
-    "dtype not a string": "unknown dtype", "negative dimension": "got [-1]", "float dimension": "got [1.0]",
-    "huge shape": "got [1099511627776", "offsets past the end": "run past the end of the file",
-    "offsets reversed": "0 <= begin <= end, got [4, 0]", "offsets negative": "got [-4, 0]",
-    "shape and offsets disagree": "take 12 bytes, data_offsets [0, 8] span 8",
-    "overlapping tensors": "'a' and 'b' overlap", "gap between tensors": "belong to no tensor",
-    "trailing bytes": "the tensors cover 4", "extra key in an entry": "exactly dtype, shape and data_offsets",
-    "metadata not strings": "__metadata__ must be an object of strings",
+    "header length past the file": (lambda p: _raw(p, {"a": _t("F32", [1], 0, 4)}, b"\0" * 4, length=4000),
+        "header length field says 4000 bytes"),
+    "huge header length": (lambda p: _raw(p, b"{}", length=2 ** 62),
+        "more than the"),
+    "header over the cap": (lambda p: _raw(p, b"{}", length=safetensors.MAX_HEADER_BYTES + 1),
+        "more than the"),
+    "header too short": (lambda p: _raw(p, b"{", length=1),
+        "says 1 bytes and the file has 1"),
+    "file shorter than 8 bytes": (lambda p: (p.write_bytes(b"\x05\0\0"), p)[1],
+        "fewer than the 8"),
+    "header not JSON": (lambda p: _raw(p, b"{not json}"),
+        "not valid JSON"),
+    "header not UTF-8": (lambda p: _raw(p, b'{"\xff": 1}'),
+        "not UTF-8"),
+    "header a list": (lambda p: _raw(p, b"[1, 2, 3]"),
+        "a JSON list"),
+    "header deeply nested": (lambda p: _raw(p, b"[" * 100000 + b"]" * 100000),
+        "nests too deeply"),
+    "duplicate names": (lambda p: _raw(p, b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},'
+                                          b' "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}',
+                                       b"\0" * 4),
+        "'a' appears twice"),
+    "unknown dtype": (lambda p: _raw(p, {"a": _t("F128", [1], 0, 16)}, b"\0" * 16),
+        "unknown dtype 'F128'"),
+    "dtype not a string": (lambda p: _raw(p, {"a": _t(["F32"], [1], 0, 4)}, b"\0" * 4),
+        "unknown dtype"),
+    "negative dimension": (lambda p: _raw(p, {"a": _t("F32", [-1], 0, 4)}, b"\0" * 4),
+        "got [-1]"),
+    "float dimension": (lambda p: _raw(p, {"a": _t("F32", [1.0], 0, 4)}, b"\0" * 4),
+        "got [1.0]"),
+    "huge shape": (lambda p: _raw(p, {"a": _t("F32", [2 ** 40, 2 ** 40], 0, 4)}, b"\0" * 4),
+        "got [1099511627776"),
+    "offsets past the end": (lambda p: _raw(p, {"a": _t("F32", [4], 0, 16)}, b"\0" * 8),
+        "run past the end of the file"),
+    "offsets reversed": (lambda p: _raw(p, {"a": _t("F32", [1], 4, 0)}, b"\0" * 4),
+        "0 <= begin <= end, got [4, 0]"),
+    "offsets negative": (lambda p: _raw(p, {"a": _t("F32", [1], -4, 0)}, b"\0" * 4),
+        "got [-4, 0]"),
+    "shape and offsets disagree": (lambda p: _raw(p, {"a": _t("F32", [3], 0, 8)}, b"\0" * 8),
+        "take 12 bytes, data_offsets [0, 8] span 8"),
+    "overlapping tensors": (lambda p: _raw(p, {"a": _t("F32", [2], 0, 8), "b": _t("F32", [2], 4, 12)},
+                                           b"\0" * 12),
+        "'a' and 'b' overlap"),
+    "gap between tensors": (lambda p: _raw(p, {"a": _t("F32", [1], 0, 4), "b": _t("F32", [1], 8, 12)},
+                                           b"\0" * 12),
+        "belong to no tensor"),
+    "trailing bytes": (lambda p: _raw(p, {"a": _t("F32", [1], 0, 4)}, b"\0" * 8),
+        "the tensors cover 4"),
+    "extra key in an entry": (lambda p: _raw(p, {"a": dict(_t("F32", [1], 0, 4), more=1)}, b"\0" * 4),
+        "exactly dtype, shape and data_offsets"),
+    "metadata not strings": (lambda p: _raw(p, {"__metadata__": {"x": 1}}),
+        "__metadata__ must be an object of strings"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_files_are_refused(tmp_path, case):
-    path = MALFORMED[case](tmp_path / "bad.safetensors")
+    make, reason = MALFORMED[case]
+    path = make(tmp_path / "bad.safetensors")
     tracemalloc.start()
     try:
         with pytest.raises(SafetensorsError) as info:
@@ -148,7 +158,7 @@ def test_malformed_files_are_refused(tmp_path, case):
     finally:
         tracemalloc.stop()
     assert isinstance(info.value, ValueError)
-    assert "bad.safetensors" in str(info.value) and REASONS[case] in str(info.value)
+    assert "bad.safetensors" in str(info.value) and reason in str(info.value)
     assert peak < 8 * 1024 * 1024, f"{case}: {peak} bytes allocated"
 
 
@@ -214,7 +224,7 @@ def test_the_shortest_header_an_empty_object_reads_as_no_tensors(tmp_path):
 
 
 def test_a_header_length_past_the_file_names_both_sizes(tmp_path):
-    path = MALFORMED["header length past the file"](tmp_path / "m.safetensors")
+    path = MALFORMED["header length past the file"][0](tmp_path / "m.safetensors")
     after = path.stat().st_size - 8  # the bytes after the 8-byte length field
     with pytest.raises(SafetensorsError, match=f"header length field says 4000 bytes and the file has {after} after it"):
         SafetensorsFile(path)
