@@ -427,7 +427,8 @@ def test_a_layer_left_in_float_in_an_int8_tflite_is_compared_as_litert_runs_it(t
     The reference took that layer's float output for what the next layer reads: after the fix it
     disagreed (Conv1 left float: 99 x the floor at expanded_conv_depthwise; block_1_project: 186 x
     at block_2_expand).  The layer maps to the QUANTIZE's output now, and the int8 reference agrees."""
-    from ai_edge_litert.interpreter import Interpreter
+    Interpreter = pytest.importorskip("ai_edge_litert.interpreter",
+                                      reason="LiteRT is an optional extra (pip install 'mobilenetv2[litert]')").Interpreter
     path = _ai_edge_quantized(tmp_path, "static_wi8_ai8", left_float)
     ops = Interpreter(model_path=path)._get_ops_details()
     assert [o["op_name"] for o in ops].count("QUANTIZE") == 1 and sum(o["op_name"] == op for o in ops) >= 1
