@@ -31,17 +31,23 @@ from mobilenetv2.errors import ArgumentError, Error, OneLineArgumentParser as _P
 from mobilenetv2.model_options import add_model_args, model_args
 
 
-def _model(args, include_top=True, pooling=None):
+def _model(args, include_top=True, pooling=None, classes=1000):
     from mobilenetv2 import MobileNetV2
     weights = None if args.weights == "none" else args.weights
     return MobileNetV2((args.size, args.size, 3), alpha=args.alpha, include_top=include_top,
-                       weights=weights, pooling=pooling, dtype=args.dtype)
+                       weights=weights, pooling=pooling, classes=classes, dtype=args.dtype)
 
 
 def _load_batch(paths, size, dtype):
     from mobilenetv2.processing.preprocessing import load_image, preprocess_input
     images = np.stack([load_image(p, target_size=(size, size)) for p in paths])
     return preprocess_input(images.astype(dtype))
+
+
+def _check_images(paths):
+    """Each image path exists and is a regular file, before any model is built or weights read."""
+    from mobilenetv2.processing.preprocessing import check_image_paths
+    check_image_paths(paths)
 
 
 def _classify_hf(args):
@@ -70,10 +76,11 @@ def _classify_hf(args):
 
 def cmd_classify(args):
     from mobilenetv2.processing.imagenet import decode_predictions
+    if args.hf_backend is not None and not args.hf:
+        raise ArgumentError("--hf-backend applies only with --hf (a transformers checkpoint's processor)")
+    _check_images(args.images)
     if args.hf:
         return _classify_hf(args)
-    if args.hf_backend is not None:
-        raise ArgumentError("--hf-backend applies only with --hf (a transformers checkpoint's processor)")
     model = _model(args)
     if model.classes != 1000:
         raise ArgumentError("classify needs a 1000-class ImageNet head")
@@ -141,6 +148,7 @@ def _save_npz_atomically(path, arrays):
 
 def cmd_dump(args):
     _npz_path(args.out)  # before any work: '' or 'dir/' would write elsewhere, a folder fail late
+    _check_images([args.image])
     model = _model(args, include_top=args.include_top, pooling=None)
     x = _load_batch([args.image], args.size, args.dtype)
     names = [layer.name for layer in model.layers[1:]] if args.layers == ["all"] else args.layers
@@ -158,12 +166,18 @@ def cmd_summary(args):
     """The layers' output shapes, parameters and MACs depend on --alpha and --size alone, not on
     the weights' values: 'imagenet' (a variant name too) must name one of the 22 official files,
     but the file is not loaded, so a summary needs neither the file nor a network.  A .h5 file
-    given is loaded: the summary is then of the model that file fits (or says why it fits none)."""
+    given is loaded: the summary is then of the model that file fits, with its classifier's
+    classes or, for a _no_top file, without a classifier (or it says why the file fits none)."""
+    include_top, classes = True, 1000
     if args.weights == "imagenet":
         from mobilenetv2.formats import registry
         registry.weights_filename(args.alpha, args.size)  # the ArgumentError loading it would give
         args.weights = "none"
-    _model(args).summary()
+    elif args.weights != "none":  # a file: its head, or none (a _no_top file), is the model's
+        from mobilenetv2.formats.loader import classifier_classes
+        classes = classifier_classes(args.weights)
+        include_top, classes = classes is not None, classes or 1000
+    _model(args, include_top=include_top, classes=classes).summary()
     return 0
 
 
@@ -202,6 +216,7 @@ def cmd_segment(args):
     if not args.out.lower().endswith(".png"):
         raise ArgumentError(f"--out must name a .png file, got {args.out!r}")
     files.check_output_path(args.out, "--out")  # a folder named x.png failed after the model ran
+    _check_images([args.image])
     model = expect_head(from_pretrained(args.hf, dtype=args.dtype), "segmentation", args.hf)
     photo = np.asarray(_rgb_image(args.image))
     logits = model.predict(hf_preprocess(args.image, model.processor_config, args.hf_backend).astype(args.dtype))
@@ -235,6 +250,9 @@ def cmd_compare(args):
     for name in ("json", "plot"):  # before the runs, not after
         if getattr(args, name):
             check_output_path(getattr(args, name), f"--{name}")
+    if args.plot:  # the extra too: the report once printed, then --plot failed without matplotlib
+        from mobilenetv2.tools.compare.errors import require
+        require("matplotlib.pyplot", "--plot", "plot")
     report = compare(args.other, weights=args.weights, images=args.images, random=args.random,
                      seed=args.seed, batch=args.input, mapping=args.mapping, factor=args.factor,
                      progress=not args.quiet and sys.stderr.isatty())

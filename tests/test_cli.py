@@ -276,6 +276,90 @@ def test_summary_needs_no_weights_file(weights_dir, tmp_path, monkeypatch, capsy
     assert "no official MobileNetV2 weights for alpha=1.3, rows=96" in err and err.count("\n") == 1
 
 
+def test_summary_of_a_weights_file_is_of_the_model_that_file_fits(weights_dir, tmp_path, capsys):
+    """summary --weights FILE built the model with the 1000-class classifier whatever the file:
+    a _no_top file (Keras's own backbone among them) was refused, 'use include_top=False (dump
+    --no-top ...)', though summary has no such option.  Keras's counts for alpha 0.35: 1,691,208
+    with the 1000-class head, so 410,208 without it (1280 x 1000 + 1000 fewer), 419,175 with a
+    7-class head."""
+    flags = ["--alpha", "0.35", "--size", "96"]
+    assert main(["summary", *flags, "--weights", weights_dir[False]]) == 0
+    text = capsys.readouterr().out
+    assert "Total params: 410,208" in text and "predictions" not in text and "(None, 3, 3, 1280)" in text
+    assert main(["summary", *flags, "--weights", weights_dir[True]]) == 0
+    assert "Total params: 1,691,208" in capsys.readouterr().out
+    seven = tmp_path / "seven.h5"
+    MobileNetV2((96, 96, 3), alpha=0.35, weights=None, classes=7).save_weights(seven)
+    assert main(["summary", *flags, "--weights", str(seven)]) == 0
+    text = capsys.readouterr().out
+    assert "Total params: 419,175" in text and "(None, 7)" in text
+    # the file still decides nothing but the head: another alpha is refused, saying which it is
+    assert main(["summary", "--weights", weights_dir[False]]) == 2
+    err = capsys.readouterr().err
+    assert "alpha=0.35" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["classify", "dump", "segment"])
+def test_a_missing_image_is_said_before_any_weights_are_looked_for(command, tmp_path, monkeypatch, capsys):
+    """classify photo.jpg with a mistyped photo and no weights file said only that the weights
+    were not found (downloads off); the image was looked at once the model had loaded.  The image
+    paths are checked first now, each as load_image checks it: missing, or not a regular file."""
+    monkeypatch.setenv(registry.ENV_DIR, str(tmp_path))  # empty: no weights anywhere
+    monkeypatch.setenv(registry.ENV_NO_DOWNLOAD, "1")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-home"))
+    rest = {"classify": [], "dump": ["--layers", "Conv1", "--out", str(tmp_path / "a.npz")],
+            "segment": ["--hf", str(tmp_path / "no-checkpoint"), "--out", str(tmp_path / "m.png")]}[command]
+    missing = str(tmp_path / "phtoo.jpg")
+    assert main([command, missing, *rest]) == 2
+    err = capsys.readouterr().err
+    assert "image file not found" in err and "phtoo.jpg" in err and "weights" not in err
+    assert err.count("\n") == 1
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    assert main([command, str(folder), *rest]) == 2
+    err = capsys.readouterr().err
+    assert "'photos' is not a file (an image file path was expected)" in err.replace(str(tmp_path) + "/", "")
+    assert not any(p.suffix in (".npz", ".png") for p in tmp_path.iterdir())
+
+
+def test_compare_without_matplotlib_refuses_plot_before_the_run(weights_dir, three_images, tmp_path,
+                                                               monkeypatch, capsys):
+    """compare --plot without matplotlib ran the whole comparison, printed its report and wrote
+    --json, then failed on --plot: the missing extra is said before any work, nothing written."""
+    out = tmp_path / "acts.npz"
+    assert main(["dump", three_images[1][0], "--layers", "Conv1", "--no-top", "--out", str(out),
+                 "--weights", "0.35_96"]) == 0
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    report = tmp_path / "report.json"
+    assert main(["compare", str(out), "--weights", "0.35_96", "--quiet", "--json", str(report),
+                 "--plot", str(tmp_path / "p.png")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "--plot" in captured.err and "mobilenetv2[plot]" in captured.err
+    assert not report.exists() and not (tmp_path / "p.png").exists()
+
+
+def test_compare_a_truncated_weights_file_is_said_to_be_one(weights_dir, three_images, tmp_path, capsys):
+    """compare --weights trunc.h5 answered 'loads into no MobileNetV2 of alpha (...)': the search
+    over alphas hid the loader's reason, which every other subcommand gives."""
+    out = tmp_path / "acts.npz"
+    assert main(["dump", three_images[1][0], "--layers", "Conv1", "--no-top", "--out", str(out),
+                 "--weights", "0.35_96"]) == 0
+    data = open(weights_dir[False], "rb").read()
+    trunc = tmp_path / "trunc.h5"
+    trunc.write_bytes(data[:len(data) // 2])
+    capsys.readouterr()
+    assert main(["compare", str(out), "--weights", str(trunc), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "'" + str(trunc) + "' is truncated or corrupt" in err and "loads into no" not in err
+    assert err.count("\n") == 1
+    assert main(["dump", three_images[1][0], "--layers", "Conv1", "--no-top", "--out", str(out),
+                 "--weights", str(trunc), "--alpha", "0.35", "--size", "96"]) == 2
+    assert "is truncated or corrupt" in capsys.readouterr().err  # what dump says of it
+
+
 @pytest.mark.parametrize("kind", ["features", "predict"])
 def test_batch_commands_a_variant_name_loads_its_weights(weights_dir, three_images, kind, tmp_path, capsys):
     """The rows are the Python API's with the variant's file, and the run is the one --alpha and

@@ -72,6 +72,26 @@ def _check_tiles(img, name):
                          f"than {MAX_TILE_PIXELS:,} pixels)")
 
 
+def _open_regular(path):
+    """(file descriptor, name) of the image file ``path``: FileNotFoundError where it does not
+    exist, ImageError where it is not a regular file (a FIFO or device at once, without waiting)."""
+    name = files.path_str(path)
+    try:
+        return files.open_regular(path, "image file"), name
+    except FileNotFoundError:
+        raise FileNotFoundError(2, "image file not found", name) from None
+    except (IsADirectoryError, files.NotRegularFile):
+        raise ImageError(f"{name!r} is not a file (an image file path was expected)") from None
+
+
+def check_image_paths(paths):
+    """Raise what load_image would for the first of ``paths`` that is missing, unreadable or not
+    a regular file, without decoding anything: the commands check their images before loading a
+    model (a typo in an image path is said at once, not after the weights)."""
+    for path in paths:
+        os.close(_open_regular(path)[0])
+
+
 def _open(path):
     """A loaded Pillow image of one of FORMATS, or ImageError; a path must be a regular file
     (a FIFO or device is refused at once, without waiting on it)."""
@@ -80,13 +100,7 @@ def _open(path):
     name = getattr(path, "name", None) or "<file object>"
     owned = None
     if isinstance(path, (str, bytes, os.PathLike)):
-        name = files.path_str(path)
-        try:
-            fd = files.open_regular(path, "image file")
-        except FileNotFoundError:
-            raise FileNotFoundError(2, "image file not found", name) from None
-        except (IsADirectoryError, files.NotRegularFile):
-            raise ImageError(f"{name!r} is not a file (an image file path was expected)") from None
+        fd, name = _open_regular(path)
         owned = path = os.fdopen(fd, "rb")
     elif not hasattr(path, "read"):
         raise ArgumentError(f"load_image takes a file path, a binary file or a PIL image, got "

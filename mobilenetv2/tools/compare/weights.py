@@ -201,10 +201,10 @@ def from_user(weights, hw, include_top, pooling=None, top_pooling="global"):
         from mobilenetv2.formats.loader import classifier_classes
         path = named.path
         os.close(files.open_regular(path, "weights file"))  # a FIFO or device: said as such, not as no alpha
-        try:  # a fine-tuned head has the classes it was trained on
-            classes = classifier_classes(path) or 1000
-        except ValueError:  # not a Keras weights file: the loads below say so
-            classes = 1000
+        # a fine-tuned head has the classes it was trained on; a file no reader opens (truncated,
+        # not HDF5, no layers) fails here with the loader's own reason, which every load below would
+        # give too and the search over alphas would hide
+        classes = classifier_classes(path) or 1000
         src = None
         for top in ((True, False) if include_top else (False, True)):  # a head OTHER lacks is dropped
             for alpha in OFFICIAL_ALPHAS:
