@@ -49,6 +49,40 @@ def test_an_existing_folder_is_not_an_output_path(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("size", [(224,), (224, 224, 3), (224.5, 224), ("96", "96"), (96, None), 96, "96"])
+def test_an_input_size_that_is_not_two_whole_numbers_is_refused(tmp_path, size):
+    """input_size is (height, width): one number, three, a fraction, strings or a None among
+    them are refused with the argument named, before a file exists (the other size checks,
+    32..4096 and against a fixed input, come after this one)."""
+    from mobilenetv2 import ArgumentError
+    model = MobileNetV2((None, None, 3), alpha=0.35, weights=None, include_top=False)
+    with pytest.raises(ArgumentError, match=r"^export_onnx: input_size must be \(height, width\), two whole numbers"):
+        export_onnx(model, tmp_path / "m.onnx", input_size=size)
+    assert not os.listdir(tmp_path)
+
+
+def test_a_layer_the_exporter_does_not_write_is_refused(tmp_path):
+    """Every layer the package builds is written by its own branch; a layer of a kind the
+    exporter has none for (a new one, or a user's) is refused by name, not left out of the
+    graph (the file would then compute another network), and nothing is written."""
+    from mobilenetv2 import ArgumentError
+    from mobilenetv2.network import layers as L
+
+    class Mystery(L.Layer):  # an identity the shapes pass through
+        def output_shape(self, shape):
+            return shape
+
+        def __call__(self, x):
+            return x
+
+    model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, include_top=False)
+    i = next(i for i, layer in enumerate(model.layers) if layer.name == "block_3_expand_relu")
+    model.layers[i] = Mystery("block_3_expand_relu", model.layers[i].inputs)
+    with pytest.raises(ArgumentError, match=r"export_onnx cannot export layer 'block_3_expand_relu' \(Mystery\)"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert not os.listdir(tmp_path)
+
+
 def test_needs_a_static_shape(tmp_path):
     with pytest.raises(ValueError, match="static"):
         export_onnx(MobileNetV2(None, alpha=0.35, include_top=False, weights=None), tmp_path / "m.onnx")
