@@ -34,7 +34,7 @@ def run_cli(*args, cwd=None):
 
 @pytest.mark.parametrize("args, says", [
     (["classify", "missing.jpg"] + SMALL, "missing.jpg"),
-    (["classify", "/dev/zero"] + SMALL, "is not a file"),
+    (["classify", "/dev/zero"] + SMALL, "is a device, not a regular file"),
     (["classify", "IMG", "--size", "0", "--alpha", "0.35"], "--size: must be a whole number from 1 to 4096, got 0"),
     (["classify", "IMG", "--size", str(10 ** 9)], "--size: must be a whole number from 1 to 4096"),
     (["classify", "IMG", "--size", "1e3"], "--size: '1e3' is not a whole number"),

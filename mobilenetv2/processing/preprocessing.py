@@ -80,8 +80,10 @@ def _open_regular(path):
         return files.open_regular(path, "image file"), name
     except FileNotFoundError:
         raise FileNotFoundError(2, "image file not found", name) from None
-    except (IsADirectoryError, files.NotRegularFile):
+    except IsADirectoryError:
         raise ImageError(f"{name!r} is not a file (an image file path was expected)") from None
+    except files.NotRegularFile as exc:  # it says which: a FIFO, a device, a socket
+        raise ImageError(str(exc)) from None
 
 
 def check_image_paths(paths):
