@@ -4,25 +4,21 @@ The network is 1.0_224 (or --variant) with shared/tools' synthetic weights and n
 logits are compared, where the long sums of the dense head show).  Inputs: the panda photo
 (shared/images/panda.jpg, preprocessed as Keras does) and 8 uniform random images in [-1, 1].
 Per engine: the largest |logit32 - logit64| over those 9 inputs divided by the largest |logit64|
-of that input, and the mean of that ratio.  Writes a table; --json writes the figures.
+of that input, and the mean of that ratio.  Writes a table; --json writes the figures (only then).
 """
-import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-try:
-    import mobilenetv2  # noqa: F401  (installed)
-except ImportError:  # run from a checkout: the package beside this folder
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 
-from mobilenetv2 import MobileNetV2
-from mobilenetv2.engines import native
-from mobilenetv2.tools.benchmark import shared_dir, with_synthetic_weights
-from mobilenetv2.network.variants import parse_variant
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _args.py: the scripts' shared arguments
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
+
+from mobilenetv2 import MobileNetV2  # noqa: E402
+from mobilenetv2.engines import native  # noqa: E402
+from mobilenetv2.tools.benchmark import shared_dir, with_synthetic_weights  # noqa: E402
+from mobilenetv2.network.variants import parse_variant  # noqa: E402
 
 
 def inputs(res):
@@ -48,9 +44,9 @@ def errors(got, ref):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variant", default="1.0_224")
-    p.add_argument("--json")
+    p = _args.parser(__doc__, __file__)
+    p.add_argument("--variant", type=_args.variant, default="1.0_224", help="(default %(default)s)")
+    p.add_argument("--json", type=_args.output_path, help="write the figures to this file (default: none)")
     args = p.parse_args(argv)
     alpha, res = parse_variant(args.variant)
     x = inputs(res)
@@ -76,8 +72,7 @@ def main(argv=None):
     for name, e in rows.items():
         print(f"{name:<14} {e['max_rel']:10.3e} {e['mean_rel']:10.3e}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"variant": args.variant, "errors": rows}, f, indent=2)
+        _args.write_json(args.json, {"variant": args.variant, "errors": rows}, indent=2)
     return 0
 
 

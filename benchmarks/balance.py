@@ -21,17 +21,15 @@ run's lines count too): each such line moves between the cores' caches, some 300
 sit on two dies of a virtual machine's host.  Writes JSON (CPU, date, commit, every figure) to
 ``--json`` or benchmarks/results.
 """
-import argparse
-import json
 import sys
 from datetime import datetime, timezone
-from math import gcd
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))  # _args.py: the scripts' shared arguments
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
 
 
 def split(n, t, threads):
@@ -185,30 +183,22 @@ def main(argv=None):
     from mobilenetv2.engines import machine, native
     from mobilenetv2.tools.benchmark import cpu_model, git_commit
     from mobilenetv2.network.variants import parse_variant, variant_name
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variants", default="1.0_224,1.4_224,0.5_160,0.35_96")
-    parser.add_argument("--threads", default="2,4,8,16")
-    parser.add_argument("--cores", type=int, default=None, help="build the plan as on this many cores")
+    parser = _args.parser(__doc__, __file__)
+    parser.add_argument("--variants", type=_args.variants, default="1.0_224,1.4_224,0.5_160,0.35_96",
+                        help="comma list (default %(default)s)")
+    parser.add_argument("--threads", type=_args.thread_list, default="2,4,8,16",
+                        help="comma list (default %(default)s)")
+    parser.add_argument("--cores", type=_args.count(1, 1024), default=None,
+                        help="build the plan as on this many cores (default: this machine's)")
     parser.add_argument("--stages", action="store_true", help="the stages that lose most, at the most threads")
     parser.add_argument("--lines", action="store_true",
                         help="the cache lines a run writes that another thread wrote last")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", type=_args.output_path,
+                        help="output path (default: benchmarks/results/balance-<time>.json)")
     args = parser.parse_args(argv)
-    try:
-        threads = sorted({int(t) for t in args.threads.split(",") if t.strip()})
-    except ValueError:
-        threads = []
-    if not threads or threads[0] < 1 or threads[-1] > 64:
-        parser.error("--threads: a comma list of counts in 1..64")
+    threads = sorted(set(args.threads))
     cores = args.cores if args.cores is not None else machine.CORES
-    if not 1 <= cores <= 1024:
-        parser.error("--cores: 1..1024")
-    try:
-        variants = [parse_variant(v.strip()) for v in args.variants.split(",") if v.strip()]
-    except ValueError as e:
-        parser.error(f"--variants: {e}")
-    if not variants:
-        parser.error("--variants: none given")
+    variants = [parse_variant(v) for v in args.variants]
     if not native.available():
         print("balance.py models the C plan: the C extension is not built", file=sys.stderr)
         return 1
@@ -238,11 +228,7 @@ def main(argv=None):
                 print(f"#   {name} at {top['threads']} threads: busiest share {s['busiest_macs'] / 1e6:.2f} MMAC, "
                       f"even {s['even_macs'] / 1e6:.2f}: {' + '.join(s['ops'])}")
         report["variants"][name] = results
-    path = Path(args.json) if args.json else (
-        HERE / "results" / f"balance-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1))
-    print(f"# wrote {path}")
+    _args.write_json(_args.json_path(args.json, "balance"), report)
     return 0
 
 

@@ -32,14 +32,15 @@ ImageNet's); float32 uses the C engine, float64 the NumPy reference (--float64-i
 Images: the 100 ImageNet photos of ../shared/images/imagenet-sample (about 500x375 JPEG), linked
 --images / 100 times under different folders; generated 400x300 JPEGs where ../shared is absent.
 
+Writes JSON (benchmarks/results/batch-bench-<time>.json unless --json PATH).
+
     python benchmarks/batch_bench.py --images 800 --rounds 3 --ray
 """
-import argparse
-import json
 import math
 import os
 import platform
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -48,12 +49,15 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _args.py: the scripts' shared arguments
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
+
+REPO = _args.ROOT
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from mobilenetv2 import load_image, preprocess_input  # noqa: E402
-from mobilenetv2.engines import native
+from mobilenetv2.engines import native  # noqa: E402
 from mobilenetv2.batch import local  # noqa: E402
 from mobilenetv2.batch.dataset import OutputDataset  # noqa: E402
 from mobilenetv2.batch.inputs import list_images  # noqa: E402
@@ -205,27 +209,45 @@ class CpuMeter:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--images", type=int, default=800)
-    p.add_argument("--float64-images", type=int, default=48)
-    p.add_argument("--alpha", type=float, default=1.0)
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=3)
+    p = _args.parser(__doc__, __file__)
+    p.add_argument("--images", type=_args.count(1), default=800, help="(default %(default)s)")
+    p.add_argument("--float64-images", type=_args.count(1), default=48, help="(default %(default)s)")
+    p.add_argument("--alpha", type=_args.number(0, 10), default=1.0, help="(default %(default)s)")
+    p.add_argument("--size", type=_args.count(1, 4096), default=224, help="(default %(default)s)")
+    p.add_argument("--batch-size", type=_args.count(1, 4096), default=32, help="(default %(default)s)")
+    p.add_argument("--rounds", type=_args.count(1), default=3, help="(default %(default)s)")
     p.add_argument("--ray", action="store_true", help="also time the Ray Data path (needs the 'ray' extra)")
-    p.add_argument("--ray-actors", type=int, default=None, help="default: one per core")
-    p.add_argument("--ray-nice", type=int, default=0,
+    p.add_argument("--ray-actors", type=_args.count(1, 1024), default=None, help="default: one per core")
+    p.add_argument("--ray-nice", type=_args.count(0, 19), default=0,
                    help="niceness of Ray's workers (default 0, that of the other engines; Ray's own default is 15)")
-    p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "batch_bench.json"))
+    p.add_argument("--json", type=_args.output_path,
+                   help="output path (default: benchmarks/results/batch-bench-<time>.json)")
     args = p.parse_args(argv)
+    if args.ray:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            p.error("--ray needs ray (pip install 'mobilenetv2[ray]')")
     load_start = os.getloadavg()[0]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:  # the model's arguments, before any image is made
+        cases = ("float32", "float64")
+        jobs = {dt: BatchJob("features", alpha=args.alpha, size=args.size, weights="none", dtype=dt, threads=cores)
+                for dt in cases}
+    except ValueError as exc:
+        p.error(str(exc))
     tmp = Path(tempfile.mkdtemp(prefix="mnv2-batch-bench-"))
+    try:
+        return bench(args, cores, load_start, jobs, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench(args, cores, load_start, jobs, tmp):
+    """main's run, in its temporary folder ``tmp`` (the images, the parts written)."""
     source = make_images(tmp / "images", args.images)
     items = list_images([str(tmp / "images")])
     cases = [("float32", items), ("float64", items[:args.float64_images])]
-    jobs = {dt: BatchJob("features", alpha=args.alpha, size=args.size, weights="none", dtype=dt, threads=cores)
-            for dt, _ in cases}
     # the CLI's defaults: one single-threaded replica per core (and one BLAS thread), one weight set
     replicas = {dt: BatchJob("features", alpha=args.alpha, size=args.size, weights="none", dtype=dt,
                              threads=1).replicas(cores) for dt, _ in cases}
@@ -334,16 +356,14 @@ def main(argv=None):
               f"{r['vs_stream']:>9.2f}x{sec(r['cpu_ms_per_image']):>12}{sec(r['cores_busy']):>6}")
     for line in cpu_bound:
         print(line)
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"header": header, "cpu": cpu_model(), "cores": cores, "rows": rows,
-                   "decode_ms": 1000 * decode, "infer_ms": {str(k): 1000 * v for k, v in infer.items()},
-                   "best_overlap": ideal,
-                   "times": {f"{e}/{d}": t for (e, d), t in times.items()},
-                   "cpu_s": {f"{e}/{d}": c for (e, d), c in cpu.items()},
-                   "ray_running_images_per_s": running, "ray_steady_images_per_s": steady,
-                   "cpu_bound": cpu_bound}, f, indent=2)
-    print(f"wrote {args.json}", file=sys.stderr)
+    _args.write_json(_args.json_path(args.json, "batch-bench"), {
+        "header": header, "cpu": cpu_model(), "cores": cores, "rows": rows,
+        "decode_ms": 1000 * decode, "infer_ms": {str(k): 1000 * v for k, v in infer.items()},
+        "best_overlap": ideal,
+        "times": {f"{e}/{d}": t for (e, d), t in times.items()},
+        "cpu_s": {f"{e}/{d}": c for (e, d), c in cpu.items()},
+        "ray_running_images_per_s": running, "ray_steady_images_per_s": steady,
+        "cpu_bound": cpu_bound}, indent=2)
     return 0
 
 

@@ -1,13 +1,17 @@
-"""Benchmark script: ``python benchmarks/bench.py --help`` (the same as ``mobilenetv2 bench``)."""
+"""Benchmark script: ``python benchmarks/bench.py --help`` (the same as ``mobilenetv2 bench``, and
+failing as it does: one line on stderr, never a traceback)."""
 import sys
 from pathlib import Path
 
-try:
-    import mobilenetv2  # noqa: F401  (installed)
-except ImportError:  # run from a checkout: the package beside this folder
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _args.py: the scripts' shared arguments
+import _args  # noqa: E402, F401  (puts the checkout's package on the path where it is not installed)
 
-from mobilenetv2.tools.benchmark import main
+from mobilenetv2 import cli  # noqa: E402
+
+
+def main(argv=None):
+    return cli.main(["bench", *(sys.argv[1:] if argv is None else argv)])
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,11 +20,12 @@ each round's median and the round trip measured before and after that round's me
 row the same way, and prints each engine's median on one die and across dies: whether the peers
 pay what the C engine pays.
 
+The JSON goes to benchmarks/results/ (``--json FILE`` elsewhere).
+
     python benchmarks/cross_die.py [--variants 0.35_96,0.5_160] [--threads 2] [--batch 1]
                                    [--blocks 20] [--runs 300] [--other DIR] [--json FILE]
     python benchmarks/cross_die.py --from-bench bench.json
 """
-import argparse
 import json
 import sys
 import time
@@ -33,19 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import mobilenetv2  # noqa: F401  (installed)
-except ImportError:  # run from a checkout: the package beside this folder
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _args.py, and oversubscribed.py's timing processes
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
 
 from mobilenetv2.engines import native  # noqa: E402
 from mobilenetv2.tools.benchmark import core_pairs, core_round_trip_ns, cpu_model  # noqa: E402
 from mobilenetv2.network.variants import parse_variant  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # oversubscribed.py's fresh timing processes
 from oversubscribed import _child_times  # noqa: E402
 
-HERE = Path(__file__).resolve().parent.parent
+HERE = _args.ROOT
 
 
 def placement_of(before, after, near_ns, far_ns):
@@ -100,40 +98,45 @@ def print_from_bench(path, near_ns, far_ns):
     return rows
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", default="0.35_96,0.5_160")
-    p.add_argument("--threads", default="2", help="thread counts, comma-separated")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--blocks", type=int, default=20)
-    p.add_argument("--runs", type=int, default=300, help="timed calls per variant and thread count per block")
-    p.add_argument("--near-ns", type=float, default=150.0, help="round trips under this: one die")
-    p.add_argument("--far-ns", type=float, default=200.0, help="round trips over this: across dies")
-    p.add_argument("--other", help="a built checkout of another commit, timed in the same blocks")
-    p.add_argument("--json", default="cross_die.json")
+def main(argv=None):
+    p = _args.parser(__doc__, __file__)
+    p.add_argument("--variants", type=_args.variants, default="0.35_96,0.5_160",
+                   help="comma list (default %(default)s)")
+    p.add_argument("--threads", type=_args.thread_list, default="2", help="comma list (default %(default)s)")
+    p.add_argument("--batch", type=_args.count(1, 1024), default=1, help="(default %(default)s)")
+    p.add_argument("--blocks", type=_args.count(1), default=20, help="(default %(default)s)")
+    p.add_argument("--runs", type=_args.count(1), default=300,
+                   help="timed calls per variant and thread count per block (default %(default)s)")
+    p.add_argument("--near-ns", type=_args.number(0, 1e6), default=150.0,
+                   help="round trips under this: one die (default %(default)s)")
+    p.add_argument("--far-ns", type=_args.number(0, 1e6), default=200.0,
+                   help="round trips over this: across dies (default %(default)s)")
+    p.add_argument("--other", type=_args.checkout, help="a built checkout of another commit, timed in the same blocks")
+    p.add_argument("--json", type=_args.output_path,
+                   help="output path (default: benchmarks/results/cross-die-<time>.json)")
     p.add_argument("--from-bench", metavar="FILE", help="read a bench JSON's rounds instead of timing")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.near_ns > args.far_ns:
+        p.error(f"--near-ns {args.near_ns:g} is over --far-ns {args.far_ns:g}")
     if args.from_bench:
         try:
             print_from_bench(args.from_bench, args.near_ns, args.far_ns)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise SystemExit(f"cross_die.py: {args.from_bench!r} is no bench JSON with round trips per round: "
                              f"{type(e).__name__}: {e}")
-        return
+        return 0
     if not native.available():
         raise SystemExit(f"cross_die.py times the C engine, which is not built: {native.missing_reason()}")
     pairs = core_pairs()
     if not pairs:
         raise SystemExit("cross_die.py needs two CPUs to place threads on; this process may use one")
     a, b = pairs[0]
-    variants = []
-    for name in args.variants.split(","):
-        alpha, res = parse_variant(name)
-        variants.append((name, alpha, res))
-    threads = [int(t) for t in args.threads.split(",")]
+    variants = [(name, *parse_variant(name)) for name in args.variants]
+    threads = args.threads
+    path = _args.json_path(args.json, "cross-die")
     roots = {"this": HERE}
     if args.other:
-        roots["other"] = Path(args.other).resolve()
+        roots["other"] = args.other
     blocks = []
     for k in range(args.blocks):
         before = core_round_trip_ns(a, b)
@@ -164,14 +167,15 @@ def main():
                 print(line.format(name, t, side, f"{near:.3f} ({n_near})" if near else f"- ({n_near})",
                                   f"{far:.3f} ({n_far})" if far else f"- ({n_far})",
                                   f"{far / near:.2f}x" if near and far else "-"))
-    Path(args.json).write_text(json.dumps({
+    _args.write_json(path, {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_model(), "cpus": [a, b],
-        "argv": sys.argv[1:], "roots": {k: str(v) for k, v in roots.items()}, "summary": summary,
-        "blocks": blocks}, indent=2))
-    print(f"# wrote {args.json}")
+        "argv": sys.argv[1:] if argv is None else list(argv), "roots": {k: str(v) for k, v in roots.items()},
+        "summary": summary, "blocks": blocks}, indent=2)
+    return 0
 
 
 if __name__ == "__main__":
     t0 = time.perf_counter()
-    main()
+    status = main()
     print(f"# {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    sys.exit(status)

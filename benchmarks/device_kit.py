@@ -109,6 +109,28 @@ def tracked_bytes():
     return sum((ROOT / f).stat().st_size for f in files.decode().split("\0") if f and (ROOT / f).is_file())
 
 
+MARKER = ".device_kit"  # written first into every kit folder: the only kind --dest replaces
+
+
+def check_dest(dest):
+    """``dest`` may be replaced whole: a folder inside the checkout that git tracks nothing in, and
+    absent, empty or a kit made here (an earlier one's VARIANTS file counts); else SystemExit."""
+    if ROOT not in dest.parents:
+        raise SystemExit(f"device_kit: --dest must be a folder inside the checkout {ROOT}, got {dest}")
+    rel = dest.relative_to(ROOT).as_posix()
+    tracked = subprocess.run(["git", "ls-files", "-z", "--", rel], cwd=ROOT, capture_output=True,
+                             check=True).stdout.split(b"\0")[0]
+    if tracked:
+        raise SystemExit(f"device_kit: --dest {rel} holds files git tracks ({tracked.decode()}), and the "
+                         "kit's folder is replaced whole: name a new folder such as .device")
+    if dest.exists() or dest.is_symlink():
+        if not dest.is_dir() or dest.is_symlink():
+            raise SystemExit(f"device_kit: --dest {rel} exists and is not a folder: name a new folder")
+        if any(dest.iterdir()) and not ((dest / MARKER).is_file() or (dest / "VARIANTS").is_file()):
+            raise SystemExit(f"device_kit: --dest {rel} is a folder that no device_kit.py made, and the "
+                             "kit's folder is replaced whole: name a new folder, or empty that one")
+
+
 def ensure_ignored(dest):
     rel = dest.resolve().relative_to(ROOT)
     if subprocess.run(["git", "check-ignore", "-q", str(rel)], cwd=ROOT).returncode == 0:
@@ -125,7 +147,8 @@ def main(argv=None):
     p.add_argument("--variants", default="1.0_224,0.35_96",
                    help="comma list: whose LiteRT .tflite files travel (1.4_224's is 24 MB)")
     p.add_argument("--python", default="3.12", help="the Python version of the machine the kit is for")
-    p.add_argument("--dest", default=".device", help="the kit's folder, inside the checkout")
+    p.add_argument("--dest", default=".device", help="the kit's folder, inside the checkout: new, empty or an "
+                   "earlier kit (it is replaced whole; one holding files git tracks, or others, is refused)")
     args = p.parse_args(argv)
     try:
         variants = [variant_name(*parse_variant(v.strip())) for v in args.variants.split(",") if v.strip()]
@@ -133,9 +156,8 @@ def main(argv=None):
         raise SystemExit(f"device_kit: --variants: {exc}") from None
     if not variants:
         raise SystemExit("device_kit: --variants names none")
-    dest = (ROOT / args.dest).resolve()
-    if ROOT not in dest.parents:
-        raise SystemExit(f"device_kit: --dest must be a folder inside the checkout {ROOT}, got {dest}")
+    dest = Path(os.path.abspath(ROOT / args.dest))  # a link itself, not where it points
+    check_dest(dest)
     shared = shared_dir()
     if shared is None:
         raise SystemExit("device_kit: ../shared (or $MOBILENETV2_SHARED) is absent: the .tflite files "
@@ -147,6 +169,7 @@ def main(argv=None):
     ensure_ignored(dest)
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "shared" / "peers").mkdir(parents=True)
+    (dest / MARKER).write_text("a kit of benchmarks/device_kit.py: --dest replaces this folder whole\n")
     (dest / "shared" / "tools").mkdir(parents=True)
     versions = pins()
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,17 +8,18 @@ model with its packed weights on huge pages and one with plain arrays and callin
 ``--calls`` times, so a slow spell of a shared machine lands on both; the table gives each
 side's median ms and the median of the per-call ratios huge / plain.  Memory: the peak RSS of a
 process that builds one model and calls it 5 times, with and without.  Writes JSON (CPU, date,
-commit, the huge-page size this kernel offers, every figure).
+commit, the huge-page size this kernel offers, every figure; by default benchmarks/results/
+huge-pages-<time>.json).
 """
-import argparse
-import json
 import os
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _args.py: the scripts' shared arguments
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
+
+HERE = _args.ROOT
 
 SPEED = """
 import json, os, sys, time
@@ -62,40 +63,19 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
-def child(code, env=None):
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
-                          env={**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **(env or {})})
-    if done.returncode != 0:
-        raise SystemExit(f"child failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", default="1.0_224,1.4_224,0.5_160,0.35_96")
-    ap.add_argument("--threads", default="1", help="comma-separated thread counts")
-    ap.add_argument("--calls", type=int, default=300)
-    ap.add_argument("--json", default=None)
+    ap = _args.parser(__doc__, __file__)
+    ap.add_argument("--variants", type=_args.variants, default="1.0_224,1.4_224,0.5_160,0.35_96",
+                    help="comma list (default %(default)s)")
+    ap.add_argument("--threads", type=_args.thread_list, default="1", help="comma list (default %(default)s)")
+    ap.add_argument("--calls", type=_args.count(1), default=300, help="(default %(default)s)")
+    ap.add_argument("--json", type=_args.output_path,
+                    help="output path (default: benchmarks/results/huge-pages-<time>.json)")
     args = ap.parse_args(argv)
-    if args.calls < 1:
-        ap.error(f"--calls must be at least 1, got {args.calls}")
-    sys.path.insert(0, str(HERE))
     import numpy as np
     from mobilenetv2.engines import machine
     from mobilenetv2.tools.benchmark import cpu_model, git_commit
-    from mobilenetv2.network.variants import parse_variant
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for v in variants:
-        try:
-            parse_variant(v)
-        except ValueError as exc:
-            ap.error(str(exc))
-    try:
-        threads = [int(t) for t in args.threads.split(",")]
-    except ValueError:
-        threads = []
-    if not threads or min(threads) < 1:
-        ap.error(f"--threads must be comma-separated positive integers, got {args.threads!r}")
+    variants, threads = args.variants, args.threads
     now = datetime.now(timezone.utc)
     print(f"# {now.isoformat(timespec='seconds')}  {cpu_model()}, {os.cpu_count()} CPUs; commit {git_commit()}; "
           f"huge page {machine.HUGE_PAGE} bytes; batch 1; {args.calls} calls each, models called in turn")
@@ -106,7 +86,8 @@ def main(argv=None):
     for v in variants:
         for t in threads:
             for order in (("huge", "plain"), ("plain", "huge")):
-                times = child(SPEED.format(root=str(HERE), variant=v, order=order, threads=t, calls=args.calls))
+                times = _args.child_json(SPEED.format(root=str(HERE), variant=v, order=order, threads=t,
+                                                      calls=args.calls), f"timing {v} at {t} thread(s)")
                 h, p = np.array(times["huge"]), np.array(times["plain"])
                 row = dict(variant=v, threads=t, order="+".join(order),
                            huge_ms=float(np.median(h) * 1e3), plain_ms=float(np.median(p) * 1e3),
@@ -116,16 +97,14 @@ def main(argv=None):
     print(f"{'variant':<9} {'RSS MB huge':>12} {'RSS MB plain':>13}")
     memory = []
     for v in variants:
-        rss = {side: child(MEMORY.format(root=str(HERE), variant=v), {"MNV2_HUGE_PAGES": "1" if side == "huge" else "0"})
+        rss = {side: _args.child_json(MEMORY.format(root=str(HERE), variant=v), f"the memory of {v} ({side})",
+                                      {"MNV2_HUGE_PAGES": "1" if side == "huge" else "0"})
                for side in ("huge", "plain")}
         memory.append(dict(variant=v, rss_mb_huge=rss["huge"], rss_mb_plain=rss["plain"]))
         print(f"{v:<9} {rss['huge']:12.1f} {rss['plain']:13.1f}")
-    path = Path(args.json) if args.json else \
-        HERE / "benchmarks" / "results" / f"huge-pages-{now:%Y%m%dT%H%M%SZ}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(cpu=cpu_model(), date=now.isoformat(), commit=git_commit(),
-                                    huge_page=machine.HUGE_PAGE, calls=args.calls, speed=rows, memory=memory), indent=1))
-    print(f"# wrote {path}")
+    _args.write_json(_args.json_path(args.json, "huge-pages"), dict(
+        cpu=cpu_model(), date=now.isoformat(), commit=git_commit(), huge_page=machine.HUGE_PAGE, calls=args.calls,
+        speed=rows, memory=memory))
     return 0
 
 

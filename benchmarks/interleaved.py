@@ -15,25 +15,20 @@ application that runs the network once a camera frame does.  On a shared machine
 lose the network's weights and buffers between calls (other tenants share L3, and even L2 drifts
 away within tens of ms), so this times the cold call every engine pays there.
 """
-import argparse
-import json
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-try:
-    import mobilenetv2  # noqa: F401  (installed)
-except ImportError:  # run from a checkout: the package beside this folder
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 
-from mobilenetv2.engines import native
-from mobilenetv2.tools.benchmark import PEERS, _model, _runner, cpu_model, git_commit
-from mobilenetv2.files import atomic_write
-from mobilenetv2.network.variants import parse_variant
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _args.py: the scripts' shared arguments
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
+
+from mobilenetv2.engines import native  # noqa: E402
+from mobilenetv2.tools.benchmark import PEERS, _model, _runner, cpu_model, git_commit  # noqa: E402
+from mobilenetv2.network.variants import parse_variant  # noqa: E402
 
 
 def engines(alpha, res, x, tmpdir, name):
@@ -57,19 +52,21 @@ def engines(alpha, res, x, tmpdir, name):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variants", default="1.0_224,1.4_224,0.5_160,0.35_96")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=150)
-    p.add_argument("--gap", type=float, default=0.0, help="ms of Python work before each timed call")
-    p.add_argument("--json", help="output path")
+    p = _args.parser(__doc__, __file__)
+    p.add_argument("--variants", type=_args.variants, default="1.0_224,1.4_224,0.5_160,0.35_96",
+                   help="comma list (default %(default)s)")
+    p.add_argument("--batch", type=_args.count(1, 1024), default=1, help="(default %(default)s)")
+    p.add_argument("--rounds", type=_args.count(1), default=150, help="(default %(default)s)")
+    p.add_argument("--gap", type=_args.number(0, 10_000), default=0.0,
+                   help="ms of Python work before each timed call (default %(default)s)")
+    p.add_argument("--json", type=_args.output_path, help="write the figures to this file (default: none)")
     args = p.parse_args(argv)
     gap = f", {args.gap:g} ms gap before each call" if args.gap else ""
     print(f"# {cpu_model()}, 1 thread, batch {args.batch}, {args.rounds} rounds{gap}; ms: min / p10")
     report = dict(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), cpu=cpu_model(),
                   commit=git_commit(), batch=args.batch, rounds=args.rounds, gap_ms=args.gap, variants={})
     with tempfile.TemporaryDirectory() as tmpdir:
-        for name in args.variants.split(","):
+        for name in args.variants:
             alpha, res = parse_variant(name)
             x = np.random.default_rng(0).uniform(-1, 1, (args.batch, res, res, 3)).astype(np.float32)
             calls = engines(alpha, res, x, tmpdir, name)
@@ -94,9 +91,7 @@ def main(argv=None):
                                                     median_ms=float(np.median(t)) * 1e3)
                                         for label, t in times.items()}
     if args.json:
-        with atomic_write(Path(args.json), suffix=".json") as f:  # never half a file
-            f.write(json.dumps(report, indent=2).encode())
-        print(f"# wrote {args.json}")
+        _args.write_json(args.json, report, indent=2)
     return 0
 
 

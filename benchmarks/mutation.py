@@ -461,7 +461,7 @@ def run_c_mutants(cfiles, seed, timeout, only=None, tests_from=REPO, log=print):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--module", action="append", choices=sorted(TARGETS))
     p.add_argument("--max", type=int, default=40, help="mutants per module (a seeded sample)")
     p.add_argument("--c", action="store_true", help="mutate csrc/ (C_TARGETS) instead of the Python modules")
@@ -483,6 +483,11 @@ def main(argv=None):
     modules = args.module or sorted(TARGETS)
     if args.only and not args.c:
         modules = [m for m in modules if any(o.startswith(m + ":") for o in args.only)]
+        known = {f"{m}:{pt[0]}" for m in modules
+                 for pt in mutation_points(ast.parse((REPO / "mobilenetv2" / f"{m}.py").read_text()))}
+        if set(args.only) - known:  # as --c says it: a mistyped id ran nothing and scored 0/0
+            raise SystemExit(f"no such mutant: {', '.join(sorted(set(args.only) - known))} (ids as printed: "
+                             "module:index, of a module --module names where it is given)")
     for module in [] if args.c else modules:
         source = (REPO / "mobilenetv2" / f"{module}.py").read_text()
         points = mutation_points(ast.parse(source))

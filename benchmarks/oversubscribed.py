@@ -11,14 +11,13 @@ speed for the whole run, where unpinned hogs slow every thread alike).
 
 ``--other DIR`` (a built checkout of another commit) times this checkout and DIR in alternating
 fresh processes (``--pairs`` of them, this/other then other/this) and prints each side's median
-and the median of the per-pair ratios this / other.
+and the median of the per-pair ratios this / other.  The JSON goes to benchmarks/results/
+(``--json PATH`` elsewhere).
 
     python benchmarks/oversubscribed.py [--variant 0.35_96] [--threads 1,2,4,8,16] [--batches 1,16]
                                         [--runs 20] [--hogs 0] [--hog-cpus LIST]
-                                        [--other DIR] [--pairs 6]
+                                        [--other DIR] [--pairs 6] [--json PATH]
 """
-import argparse
-import json
 import os
 import subprocess
 import sys
@@ -28,13 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import mobilenetv2  # noqa: F401  (installed)
-except ImportError:  # run from a checkout: the package beside this folder
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _args.py: the scripts' shared arguments
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
 
-
-HERE = Path(__file__).resolve().parent.parent
+HERE = _args.ROOT
 
 CHILD = """
 import json, sys, time
@@ -73,20 +69,16 @@ def _stats(times):
 def _child_times(root, alpha, res, batch, threads, runs, warmup=0.5):
     """The run times of a fresh process importing the checkout ``root`` (after ``warmup`` seconds
     of untimed runs)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     code = CHILD.format(root=str(root), alpha=alpha, res=res, batch=batch, threads=threads, runs=runs, warmup=warmup)
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        raise SystemExit(f"timing {root} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _args.child_json(code, f"timing {root}")
 
 
 def _ab(args, alpha, res, other):
     """--other: each (batch, threads) in alternating fresh processes of this checkout and ``other``."""
     print(f"{'batch':>5} {'threads':>7} {'this median ms':>14} {'other median ms':>15} {'this/other':>10}  [min, max]")
     rows = []
-    for batch in [int(b) for b in args.batches.split(",")]:
-        for threads in [int(t) for t in args.threads.split(",")]:
+    for batch in args.batches:
+        for threads in args.threads:
             got = {"this": [], "other": []}
             for i in range(args.pairs):
                 for side in ("this", "other") if i % 2 == 0 else ("other", "this"):
@@ -104,19 +96,23 @@ def _ab(args, alpha, res, other):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="0.35_96")
-    parser.add_argument("--threads", default="1,2,4,8,16")
-    parser.add_argument("--batches", default="1,16")
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--hogs", type=int, default=0, help="busy-looping processes kept running meanwhile")
+    parser = _args.parser(__doc__, __file__)
+    parser.add_argument("--variant", type=_args.variant, default="0.35_96", help="(default %(default)s)")
+    parser.add_argument("--threads", type=_args.thread_list, default="1,2,4,8,16",
+                        help="comma list (default %(default)s)")
+    parser.add_argument("--batches", type=_args.counts(1, 1024), default="1,16",
+                        help="comma list (default %(default)s)")
+    parser.add_argument("--runs", type=_args.count(1), default=20, help="(default %(default)s)")
+    parser.add_argument("--hogs", type=_args.count(0, 256), default=0,
+                        help="busy-looping processes kept running meanwhile (default %(default)s)")
     parser.add_argument("--hog-cpus", default=None, help="comma list of CPUs the hogs are pinned to")
-    parser.add_argument("--other", default=None, help="a built checkout of another commit: A/B in fresh processes")
-    parser.add_argument("--pairs", type=int, default=6, help="with --other: pairs of processes")
-    parser.add_argument("--json", default="oversubscribed.json")
+    parser.add_argument("--other", type=_args.checkout, default=None,
+                        help="a built checkout of another commit: A/B in fresh processes")
+    parser.add_argument("--pairs", type=_args.count(1), default=6,
+                        help="with --other: pairs of processes (default %(default)s)")
+    parser.add_argument("--json", type=_args.output_path,
+                        help="output path (default: benchmarks/results/oversubscribed-<time>.json)")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.pairs < 1 or args.hogs < 0:
-        parser.error("--runs and --pairs must be at least 1, --hogs at least 0")
     hog_cpus = None
     if args.hog_cpus:
         try:
@@ -125,16 +121,13 @@ def main(argv=None):
             parser.error(f"--hog-cpus must be a comma list of CPU numbers, got {args.hog_cpus!r}")
         if not hog_cpus <= os.sched_getaffinity(0):
             parser.error(f"--hog-cpus {sorted(hog_cpus)}: this process may run only on CPUs {sorted(os.sched_getaffinity(0))}")
-    other = None
-    if args.other:
-        other = Path(args.other).resolve()
-        if not (other / "mobilenetv2" / "__init__.py").is_file():
-            parser.error(f"--other {args.other}: no mobilenetv2 package there (a checkout built in place)")
+    other = args.other
     import mobilenetv2
     from mobilenetv2 import MobileNetV2
     from mobilenetv2.tools.benchmark import cpu_model
     from mobilenetv2.network.variants import parse_variant
     alpha, res = parse_variant(args.variant)
+    args.json = _args.json_path(args.json, "oversubscribed")
     hogs = [_hog(hog_cpus) for _ in range(args.hogs)]
     rows = []
     try:
@@ -147,9 +140,9 @@ def main(argv=None):
             return _write(args, cpu_model(), mobilenetv2.backend(), hog_cpus, other, rows)
         model = MobileNetV2((res, res, 3), alpha=alpha, weights=None, threads=1)
         print(f"{'batch':>5} {'threads':>7} {'median ms':>10} {'mean ms':>8} {'p90 ms':>8} {'max ms':>8}")
-        for batch in [int(b) for b in args.batches.split(",")]:
+        for batch in args.batches:
             x = np.random.default_rng(0).uniform(-1, 1, (batch, res, res, 3)).astype(np.float32)
-            for threads in [int(t) for t in args.threads.split(",")]:
+            for threads in args.threads:
                 model.threads = threads
                 model(x)  # warm-up: plan and threads
                 times = []
@@ -169,12 +162,10 @@ def main(argv=None):
 
 
 def _write(args, cpu, backend, hog_cpus, other, rows):
-    with open(args.json, "w") as f:
-        json.dump(dict(cpu=cpu, cpus=os.cpu_count(), backend=backend, variant=args.variant,
-                       date=datetime.now(timezone.utc).isoformat(timespec="seconds"), hogs=args.hogs,
-                       hog_cpus=sorted(hog_cpus) if hog_cpus else None, other=str(other) if other else None,
-                       rows=rows), f, indent=1)
-    print(f"# wrote {args.json}")
+    _args.write_json(args.json, dict(cpu=cpu, cpus=os.cpu_count(), backend=backend, variant=args.variant,
+                                     date=datetime.now(timezone.utc).isoformat(timespec="seconds"), hogs=args.hogs,
+                                     hog_cpus=sorted(hog_cpus) if hog_cpus else None,
+                                     other=str(other) if other else None, rows=rows))
     return 0
 
 

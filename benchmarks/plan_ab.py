@@ -15,8 +15,6 @@ one process and alternate call by call, so a noisy machine's slow spells land on
 for the lent 16-core machine, where one call must settle a question (benchmarks/README.md), and
 usable anywhere.  Writes JSON (CPU, date, commit, the constants, each plan's shape, every figure).
 """
-import argparse
-import json
 import math
 import os
 import sys
@@ -26,15 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-try:
-    import mobilenetv2  # noqa: F401  (installed)
-except ImportError:  # run from a checkout: the package beside this folder
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _args.py: the scripts' shared arguments
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
 
 
 class UsageError(ValueError):
-    """A bad command-line value (argparse's usage and one line, exit 2)."""
+    """A bad command-line value (one line, exit 2)."""
 
 
 def _threshold(name):
@@ -74,16 +69,6 @@ def parse_sets(items):
     if not out:
         raise UsageError("give at least one --set NAME=VALUE (the B side)")
     return out
-
-
-def parse_ints(text, what):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise UsageError(f"--{what} {text!r}: expected a comma list of positive integers")
-    return values
 
 
 def plan_shape(plan):
@@ -135,32 +120,28 @@ def alternate(a, b, x, seconds):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = _args.parser(__doc__, __file__)
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a mobilenetv2.engines.plan constant for the B side (repeat for several)")
-    p.add_argument("--variants", default="1.0_224")
-    p.add_argument("--threads", default="1,2")
-    p.add_argument("--batches", default="1")
-    p.add_argument("--seconds", type=float, default=4.0, help="per variant, thread count and batch")
-    p.add_argument("--json", default=None, help="default: benchmarks/results/plan_ab-<time>.json")
+    p.add_argument("--variants", type=_args.variants, default="1.0_224", help="comma list (default %(default)s)")
+    p.add_argument("--threads", type=_args.thread_list, default="1,2", help="comma list (default %(default)s)")
+    p.add_argument("--batches", type=_args.counts(1, 1024), default="1", help="comma list (default %(default)s)")
+    p.add_argument("--seconds", type=_args.number(0, 3600), default=4.0,
+                   help="per variant, thread count and batch (default %(default)s)")
+    p.add_argument("--json", type=_args.output_path,
+                   help="output path (default: benchmarks/results/plan_ab-<time>.json)")
     args = p.parse_args(argv)
-    from mobilenetv2 import files
     from mobilenetv2.engines import machine, native
     from mobilenetv2.tools.benchmark import _input, cpu_model, git_commit
-    from mobilenetv2.engines.pool import check_threads
     from mobilenetv2.network.variants import parse_variant
     try:
         sets = parse_sets(args.set)
-        # the engine's own limit (4 per usable core, at least 64), so no count fails mid-run
-        threads = [check_threads(t, "--threads") for t in parse_ints(args.threads, "threads")]
-        batches = parse_ints(args.batches, "batches")
-        variants = [(name, parse_variant(name)) for name in args.variants.split(",") if name.strip()]
-        if not variants:
-            raise UsageError("--variants: give at least one, like 1.0_224")
         if not args.seconds > 0:
             raise UsageError(f"--seconds {args.seconds}: must be positive")
-    except ValueError as exc:  # UsageError, ThreadsError, parse_variant's: usage and one line, exit 2
+    except UsageError as exc:
         p.error(str(exc))
+    threads, batches = args.threads, args.batches
+    variants = [(name, parse_variant(name)) for name in args.variants]
     if not native.available():
         print("plan_ab: the C extension is not built", file=sys.stderr)
         return 1
@@ -200,11 +181,7 @@ def main(argv=None):
                 print(f"{name:9s} {t:3d} {batch:5d} {row['a_median_ms']:9.3f} {row['a_p10_ms']:8.3f} "
                       f"{row['b_median_ms']:9.3f} {row['b_p10_ms']:8.3f} {ratio:6.3f} {n:6d}", flush=True)
     meta["load_average_end"] = os.getloadavg()[0]
-    path = Path(args.json or ROOT / "benchmarks" / "results" / f"plan_ab-{now:%Y%m%dT%H%M%S}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with files.atomic_write(str(path)) as f:  # never a half-written file
-        f.write(json.dumps(dict(meta, same_bits=same, results=results), indent=1).encode())
-    print(f"# wrote {path}")
+    _args.write_json(_args.json_path(args.json, "plan_ab"), dict(meta, same_bits=same, results=results))
     if not same:
         print("plan_ab: A and B gave different bits: a plan broke the fixed order of operations", file=sys.stderr)
         return 1

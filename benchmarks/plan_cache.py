@@ -2,18 +2,21 @@
 
 Runs one MobileNetV2 0.35/96 (float32, the C engine) on batch sizes 1..N (default 100), one call
 each, then a no-top model on input sizes 32..32+S-1, and prints RSS (VmRSS) and the OS thread
-count (Threads, /proc/self/status) as it goes; writes the figures as JSON.
+count (Threads, /proc/self/status) as it goes; writes the figures as JSON (benchmarks/results/
+by default).
 
-    python benchmarks/plan_cache.py [--batches 100] [--sizes 50] [--threads 2] [--json out.json]
+    python benchmarks/plan_cache.py [--batches 100] [--sizes 50] [--threads 2] [--json PATH]
 """
-import argparse
-import json
 import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _args.py: the scripts' shared arguments
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
 
 
 def status():
@@ -40,12 +43,17 @@ def cpu_name():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=100)
-    parser.add_argument("--sizes", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default="plan_cache.json")
+    from mobilenetv2.network.arch import MAX_SIZE
+    parser = _args.parser(__doc__, __file__)
+    parser.add_argument("--batches", type=_args.count(1, 1024), default=100,
+                        help="batch sizes 1..N, one call each (default %(default)s)")
+    parser.add_argument("--sizes", type=_args.count(1, MAX_SIZE - 31), default=50,
+                        help="input sizes 32..32+S-1, one call each (default %(default)s)")
+    parser.add_argument("--threads", type=_args.thread_count, default=2, help="(default %(default)s)")
+    parser.add_argument("--json", type=_args.output_path,
+                        help="output path (default: benchmarks/results/plan-cache-<time>.json)")
     args = parser.parse_args(argv)
+    path = _args.json_path(args.json, "plan-cache")
     import mobilenetv2
     from mobilenetv2 import MobileNetV2
     rng = np.random.default_rng(0)
@@ -73,12 +81,12 @@ def main(argv=None):
     peak_rss = max(r["rss_mb"] for r in rows)
     peak_threads = max(r["threads"] for r in rows)
     print(f"peak RSS {peak_rss:.1f} MB, peak threads {peak_threads}, {elapsed:.1f} s")
-    with open(args.json, "w") as f:
-        json.dump(dict(cpu=cpu_name(), cpus=os.cpu_count(), backend=mobilenetv2.backend(),
-                       threads=args.threads, python=sys.version.split()[0], start_rss_mb=start[0],
-                       start_threads=start[1], peak_rss_mb=peak_rss, peak_threads=peak_threads,
-                       seconds=elapsed, rows=rows), f, indent=1)
+    _args.write_json(path, dict(cpu=cpu_name(), cpus=os.cpu_count(), backend=mobilenetv2.backend(),
+                                threads=args.threads, python=sys.version.split()[0], start_rss_mb=start[0],
+                                start_threads=start[1], peak_rss_mb=peak_rss, peak_threads=peak_threads,
+                                seconds=elapsed, rows=rows))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

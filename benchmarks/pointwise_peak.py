@@ -11,26 +11,23 @@
    those blocks are reported whole (expand + depthwise + project).
 Prints a table, writes JSON (default benchmarks/results/pointwise-peak-<time>.json).
 """
-import argparse
-import json
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-try:
-    import mobilenetv2  # noqa: F401  (installed)
-except ImportError:  # run from a checkout: the package beside this folder
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 
-from mobilenetv2 import MobileNetV2
-from mobilenetv2.network import arch, layers as L
-from mobilenetv2.engines import native
-from mobilenetv2.tools.benchmark import cpu_model, fma_peak_gflops
-from mobilenetv2.engines.plan import aligned_empty
-from mobilenetv2.network.variants import parse_variant
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _args.py: the scripts' shared arguments
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
+
+from mobilenetv2 import MobileNetV2  # noqa: E402
+from mobilenetv2.network import arch, layers as L  # noqa: E402
+from mobilenetv2.engines import native  # noqa: E402
+from mobilenetv2.tools.benchmark import cpu_model, fma_peak_gflops  # noqa: E402
+from mobilenetv2.engines.plan import aligned_empty  # noqa: E402
+from mobilenetv2.network.variants import parse_variant  # noqa: E402
+
 
 def peak_gflops(isa=None):
     """Our FMA loop's GFLOP/s on one core (mobilenetv2.tools.benchmark.fma_peak_gflops, longer rounds)."""
@@ -69,10 +66,12 @@ def kernel_gflops(rows, cin, cout, min_seconds=0.2):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variant", default="1.0_224")
-    p.add_argument("--runs", type=int, default=50, help="whole-network runs for the in-run column")
-    p.add_argument("--json", help="output path")
+    p = _args.parser(__doc__, __file__)
+    p.add_argument("--variant", type=_args.variant, default="1.0_224", help="(default %(default)s)")
+    p.add_argument("--runs", type=_args.count(1), default=50,
+                   help="whole-network runs for the in-run column (default %(default)s)")
+    p.add_argument("--json", type=_args.output_path,
+                   help="output path (default: benchmarks/results/pointwise-peak-<time>.json)")
     args = p.parse_args(argv)
     if not native.available() or native.isa() == "scalar":
         print(f"needs the C extension with AVX2+FMA or AVX-512 (backend: {native.backend()})", file=sys.stderr)
@@ -137,12 +136,7 @@ def main(argv=None):
         print(f"# {len(blocks)} fused blocks in the run (expand + depthwise + project): "
               f"{summary['fused_block_gflops']:.1f} GFLOP/s, "
               f"{100 * summary['fused_block_gflops'] / peak:.0f}% of peak")
-    now = datetime.now(timezone.utc)
-    out = Path(args.json) if args.json else (
-        Path(__file__).resolve().parent / "results" / f"pointwise-peak-{now:%Y%m%dT%H%M%SZ}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"summary": summary, "shapes": table}, indent=2))
-    print(f"# wrote {out}")
+    _args.write_json(_args.json_path(args.json, "pointwise-peak"), {"summary": summary, "shapes": table}, indent=2)
     return 0
 
 

@@ -10,19 +10,20 @@ profiles one batch-1 input ``--runs`` times and reports each op's median.  The t
 the median over the processes of each side and the median of the per-pair ratios this / other
 (with their min and max): the fused block ops, the whole plan, and every op whose ratio is off 1
 by more than 3 %.  Make the other checkout with ``git archive COMMIT | tar -x -C DIR`` and build it
-in place there (setup.py build_ext --inplace).  Writes JSON (CPU, date, commit, load, every figure).
+in place there (setup.py build_ext --inplace).  Writes JSON (CPU, date, commit, load, every figure;
+by default benchmarks/results/profile-ab-<time>.json).
 """
-import argparse
-import json
 import os
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _args.py: the scripts' shared arguments
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
+
+HERE = _args.ROOT
 
 CHILD = """
 import json, sys
@@ -51,25 +52,22 @@ def profile(root, variant, runs, threads=1):
     """{label: [kind, seconds]} of one process of checkout ``root`` (first on the child's path, so
     it wins over a PYTHONPATH entry; PYTHONPATH stays for what the checkout needs, such as the
     lent machine's unpacked cffi and peers)."""
-    done = subprocess.run([sys.executable, "-c", CHILD.format(root=str(root), variant=variant, runs=runs, threads=threads)],
-                          capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise SystemExit(f"profiling {root} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _args.child_json(CHILD.format(root=str(root), variant=variant, runs=runs, threads=threads),
+                            f"profiling {root}", timeout=600, keep_pythonpath=True)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--other", required=True, help="a built checkout of another commit")
-    ap.add_argument("--variant", default="1.0_224")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--pairs", type=int, default=11)
-    ap.add_argument("--runs", type=int, default=100)
-    ap.add_argument("--json", default=None)
+    ap = _args.parser(__doc__, __file__)
+    ap.add_argument("--other", type=_args.checkout, required=True, help="a built checkout of another commit")
+    ap.add_argument("--variant", type=_args.variant, default="1.0_224", help="(default %(default)s)")
+    ap.add_argument("--threads", type=_args.thread_count, default=1, help="(default %(default)s)")
+    ap.add_argument("--pairs", type=_args.count(1), default=11, help="(default %(default)s)")
+    ap.add_argument("--runs", type=_args.count(1), default=100, help="profile runs per process (default %(default)s)")
+    ap.add_argument("--json", type=_args.output_path,
+                    help="output path (default: benchmarks/results/profile-ab-<time>.json)")
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(HERE))
     from mobilenetv2.tools.benchmark import cpu_model, git_commit
-    other = Path(args.other).resolve()
+    other = args.other
     load = os.getloadavg()[0]
     got = {"this": [], "other": []}
     for i in range(args.pairs):
@@ -93,13 +91,10 @@ def main(argv=None):
         if row["kind"] in ("block", "plan") or abs(row["ratio"] - 1) > 0.03:
             print(f"{row['op']:<28} {row['kind']:<9} {row['this_us']:9.1f} {row['other_us']:9.1f} "
                   f"{row['ratio']:10.3f}  [{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]")
-    path = Path(args.json) if args.json else \
-        HERE / "benchmarks" / "results" / f"profile-ab-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(cpu=cpu_model(), date=datetime.now(timezone.utc).isoformat(), commit=git_commit(),
-                                    other=str(other), variant=args.variant, threads=args.threads, pairs=args.pairs, runs=args.runs,
-                                    load_start=load, load_end=os.getloadavg()[0], ops=table, raw=got), indent=1))
-    print(f"# wrote {path}")
+    _args.write_json(_args.json_path(args.json, "profile-ab"), dict(
+        cpu=cpu_model(), date=datetime.now(timezone.utc).isoformat(), commit=git_commit(), other=str(other),
+        variant=args.variant, threads=args.threads, pairs=args.pairs, runs=args.runs, load_start=load,
+        load_end=os.getloadavg()[0], ops=table, raw=got))
     return 0
 
 

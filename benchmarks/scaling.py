@@ -13,8 +13,6 @@ excess at the largest T, with the whole plan first.  Written for the lent 16-cor
 2-thread batch-1 rows scaled worse than the peers' (README.md); on any machine it says which ops
 stop scaling.  Writes JSON (CPU, date, commit, every figure) to ``--json`` or benchmarks/results.
 """
-import argparse
-import json
 import os
 import sys
 from datetime import datetime, timezone
@@ -23,22 +21,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))  # _args.py and profile_ab.py
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
 
 from profile_ab import profile  # noqa: E402
-
-
-def parse_threads(text):
-    """Sorted thread counts of a comma list, 1 first (the excess needs the 1-thread time); None
-    if the list is not counts in 1..64."""
-    try:
-        threads = sorted({int(t) for t in text.split(",") if t.strip()})
-    except ValueError:
-        return None
-    if not threads or threads[0] < 1 or threads[-1] > 64:
-        return None
-    return threads if threads[0] == 1 else [1] + threads
 
 
 def table(runs_by_threads):
@@ -60,25 +46,22 @@ def table(runs_by_threads):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variant", default="1.4_224")
-    ap.add_argument("--threads", default="1,2", help="comma list of thread counts (1 is always added)")
-    ap.add_argument("--rounds", type=int, default=3, help="processes per thread count, interleaved")
-    ap.add_argument("--runs", type=int, default=100, help="profile runs per process")
-    ap.add_argument("--top", type=int, default=15, help="ops to print (by excess at the most threads)")
-    ap.add_argument("--json", default=None)
+    ap = _args.parser(__doc__, __file__)
+    ap.add_argument("--variant", type=_args.variant, default="1.4_224", help="(default %(default)s)")
+    ap.add_argument("--threads", type=_args.thread_list, default="1,2",
+                    help="comma list of thread counts (1 is always added; default %(default)s)")
+    ap.add_argument("--rounds", type=_args.count(1, 100), default=3,
+                    help="processes per thread count, interleaved (default %(default)s)")
+    ap.add_argument("--runs", type=_args.count(1, 10_000), default=100,
+                    help="profile runs per process (default %(default)s)")
+    ap.add_argument("--top", type=_args.count(0), default=15,
+                    help="ops to print (by excess at the most threads; default %(default)s)")
+    ap.add_argument("--json", type=_args.output_path,
+                    help="output path (default: benchmarks/results/scaling-<time>.json)")
     args = ap.parse_args(argv)
-    if not 1 <= args.rounds <= 100 or not 1 <= args.runs <= 10000:
-        ap.error("--rounds must be 1..100 and --runs 1..10000")
-    threads = parse_threads(args.threads)
-    if threads is None:
-        ap.error(f"--threads takes a comma list of counts in 1..64, got {args.threads!r}")
+    threads = sorted(set(args.threads) | {1})  # the excess needs the 1-thread time
     from mobilenetv2.tools.benchmark import cpu_model, git_commit
-    from mobilenetv2.network.variants import parse_variant, variant_name
-    try:
-        variant = variant_name(*parse_variant(args.variant))
-    except ValueError as exc:
-        ap.error(f"--variant: {exc}")
+    variant = args.variant
     load = os.getloadavg()[0]
     got = {t: [] for t in threads}
     for r in range(args.rounds):
@@ -97,12 +80,10 @@ def main(argv=None):
         for t in threads[1:]:
             line += f" {row['us'][t]:8.1f} {row['speedup'][t]:5.2f} {row['excess_us'][t]:7.1f}"
         print(line)
-    path = Path(args.json) if args.json else HERE / "results" / f"scaling-{now:%Y%m%dT%H%M%SZ}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(cpu=cpu_model(), cpus=os.cpu_count(), date=now.isoformat(), commit=git_commit(),
-                                    variant=variant, threads=threads, rounds=args.rounds, runs=args.runs,
-                                    load_start=load, load_end=os.getloadavg()[0], ops=rows, raw=got), indent=1))
-    print(f"# wrote {path}")
+    _args.write_json(_args.json_path(args.json, "scaling"), dict(
+        cpu=cpu_model(), cpus=os.cpu_count(), date=now.isoformat(), commit=git_commit(), variant=variant,
+        threads=threads, rounds=args.rounds, runs=args.runs, load_start=load, load_end=os.getloadavg()[0],
+        ops=rows, raw=got))
     return 0
 
 

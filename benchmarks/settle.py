@@ -11,8 +11,6 @@ interval's median over the first's: a machine that settles shows a ratio under 1
 runs it before the bench (``SETTLE_SECONDS``), which also leaves the bench a settled machine.
 Writes JSON (CPU, date, commit, every interval).
 """
-import argparse
-import json
 import os
 import sys
 import time
@@ -21,11 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-try:
-    import mobilenetv2  # noqa: F401  (installed)
-except ImportError:  # run from a checkout: the package beside this folder
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _args.py: the scripts' shared arguments
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
 
 
 def intervals(stamps, times, every):
@@ -44,23 +39,18 @@ def intervals(stamps, times, every):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variant", default="1.0_224")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seconds", type=float, default=20.0)
-    p.add_argument("--every", type=float, default=2.0)
-    p.add_argument("--json", default=None, help="default: benchmarks/results/settle-<time>.json")
+    p = _args.parser(__doc__, __file__)
+    p.add_argument("--variant", type=_args.variant, default="1.0_224", help="(default %(default)s)")
+    p.add_argument("--threads", type=_args.thread_count, default=1, help="(default %(default)s)")
+    p.add_argument("--seconds", type=_args.number(0, 3600), default=20.0, help="(default %(default)s)")
+    p.add_argument("--every", type=_args.number(0, 3600), default=2.0, help="(default %(default)s)")
+    p.add_argument("--json", type=_args.output_path,
+                   help="output path (default: benchmarks/results/settle-<time>.json)")
     args = p.parse_args(argv)
-    from mobilenetv2 import files
     from mobilenetv2.engines import native
     from mobilenetv2.tools.benchmark import _input, _model, cpu_model, git_commit
-    from mobilenetv2.engines.pool import check_threads
     from mobilenetv2.network.variants import parse_variant
-    try:
-        alpha, res = parse_variant(args.variant)
-        check_threads(args.threads, "--threads")  # the engine's own limit, so none fails mid-run
-    except ValueError as exc:
-        p.error(str(exc))
+    alpha, res = parse_variant(args.variant)
     if not (0 < args.every <= args.seconds <= 3600):
         p.error("--every and --seconds: 0 < every <= seconds <= 3600")
     if not native.available():
@@ -86,15 +76,11 @@ def main(argv=None):
         print(f"{start:7.1f} {med * 1e3:10.3f} {p10 * 1e3:8.3f} {n:6d}")
     ratio = rows[-1][1] / rows[0][1]
     print(f"# last interval's median / first's: {ratio:.3f}")
-    path = Path(args.json or ROOT / "benchmarks" / "results" / f"settle-{now:%Y%m%dT%H%M%S}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
     report = dict(cpu=cpu_model(), date=now.isoformat(timespec="seconds"), commit=git_commit(),
                   backend=native.backend(), variant=args.variant, threads=args.threads, every_s=args.every,
                   load_average=os.getloadavg()[0], last_over_first=ratio,
                   intervals=[dict(start_s=s, median_ms=m * 1e3, p10_ms=q * 1e3, calls=n) for s, m, q, n in rows])
-    with files.atomic_write(str(path)) as f:  # never a half-written file
-        f.write(json.dumps(report, indent=1).encode())
-    print(f"# wrote {path}")
+    _args.write_json(_args.json_path(args.json, "settle"), report)
     return 0
 
 

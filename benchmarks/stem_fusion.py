@@ -1,7 +1,7 @@
 """The stem fused into the first inverted-residual block, against the separate stem: A/B in one run.
 
     python benchmarks/stem_fusion.py [--variants 1.0_224,0.35_96] [--rounds 200] [--threads 1]
-                                     [--json benchmarks/results/stem_fusion.json]
+                                     [--json PATH]
 
 Two C models per variant, same weights: one with the plan's rule (plan.STEM_FUSE_MIN_BYTES, from
 the machine's L1d), one with the stem fusion off.  Two measurements:
@@ -12,11 +12,10 @@ the machine's L1d), one with the stem fusion off.  Two measurements:
   thread, as benchmarks/interleaved.py runs them), all the peers between the two C models' calls:
   min, p10 and median ms of each engine, and the fused model's p10 against the separate one's and
   against the best peer's.
-Prints a table and writes the JSON (CPU, date, commit, load average, every figure).
+Prints a table and writes the JSON (CPU, date, commit, load average, every figure; by default
+benchmarks/results/stem-fusion-<time>.json).
 """
-import argparse
 import datetime
-import json
 import os
 import subprocess
 import sys
@@ -24,20 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-try:
-    import mobilenetv2  # noqa: F401  (installed)
-except ImportError:  # run from a checkout: the package beside this folder
-    sys.path.insert(0, str(ROOT))
-
 import numpy as np
 
-from mobilenetv2 import files
-from mobilenetv2.engines import machine
-from mobilenetv2.engines import native
-from mobilenetv2.engines import plan as P
-from mobilenetv2.tools.benchmark import PEERS, _model, _runner, cpu_model
-from mobilenetv2.network.variants import parse_variant
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _args.py: the scripts' shared arguments
+import _args  # noqa: E402  (puts the checkout's package on the path where it is not installed)
+
+from mobilenetv2.engines import machine  # noqa: E402
+from mobilenetv2.engines import native  # noqa: E402
+from mobilenetv2.engines import plan as P  # noqa: E402
+from mobilenetv2.tools.benchmark import PEERS, _model, _runner, cpu_model  # noqa: E402
+from mobilenetv2.network.variants import parse_variant  # noqa: E402
+
+ROOT = _args.ROOT
 
 
 def _models(alpha, res, x, threads):
@@ -117,11 +114,15 @@ def _commit():
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variants", default="1.0_224,1.4_224,0.5_160,0.35_96")
-    p.add_argument("--rounds", type=int, default=200, help="interleaved rounds (per-op: a third of them)")
-    p.add_argument("--threads", type=int, default=1, help="the C models' threads (peers: 1)")
-    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "stem_fusion.json"))
+    p = _args.parser(__doc__, __file__)
+    p.add_argument("--variants", type=_args.variants, default="1.0_224,1.4_224,0.5_160,0.35_96",
+                   help="comma list (default %(default)s)")
+    p.add_argument("--rounds", type=_args.count(1), default=200,
+                   help="interleaved rounds (per-op: a third of them, at least 5; default %(default)s)")
+    p.add_argument("--threads", type=_args.thread_count, default=1,
+                   help="the C models' threads (peers: 1; default %(default)s)")
+    p.add_argument("--json", type=_args.output_path,
+                   help="output path (default: benchmarks/results/stem-fusion-<time>.json)")
     args = p.parse_args(argv)
     if not native.available():
         print("the C extension is not built", file=sys.stderr)
@@ -138,7 +139,7 @@ def main(argv=None):
           "interleaved: ms min / p10 / median")
     results = []
     with tempfile.TemporaryDirectory() as tmpdir:
-        for name in args.variants.split(","):
+        for name in args.variants:
             alpha, res = parse_variant(name)
             x = np.random.default_rng(0).uniform(-1, 1, (1, res, res, 3)).astype(np.float32)
             models = _models(alpha, res, x, args.threads)
@@ -157,10 +158,7 @@ def main(argv=None):
             print("  " + "  ".join(f"{k} {v['min']:.3f} / {v['p10']:.3f} / {v['median']:.3f}" for k, v in calls.items()))
             print(f"  fused / separate p10 {ratio:.3f}" + (f"; best peer / C fused p10 {best:.2f}x" if best else ""))
     meta["load_average_end"] = os.getloadavg()[0]
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    with files.atomic_write(args.json) as f:  # never a half-written file
-        f.write(json.dumps(dict(meta, results=results), indent=1).encode())
-    print(f"# wrote {args.json}")
+    _args.write_json(_args.json_path(args.json, "stem-fusion"), dict(meta, results=results))
     return 0
 
 

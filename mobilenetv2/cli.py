@@ -360,15 +360,24 @@ def main(argv=None):
     (set MOBILENETV2_DEBUG=1 to see one)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv and not argv[0].startswith("-") else "mobilenetv2"
+
+    def run():
+        if argv and argv[0] == "bench":
+            return cmd_bench(argv[1:])
+        args = build_parser().parse_args(argv)
+        if hasattr(args, "alpha"):
+            model_args(args, args.command)
+        return args.func(args)
+    return run_command(command, run)
+
+
+def run_command(command, run):
+    """``run()``'s exit status, with main's handling of every failure (one line on stderr, see
+    main): also for the scripts in benchmarks/ that call a command's own main."""
     try:
         with warnings.catch_warnings():  # warnings (no C extension, ...) on one line each too
             warnings.showwarning = _one_line_warning
-            if argv and argv[0] == "bench":
-                return cmd_bench(argv[1:])
-            args = build_parser().parse_args(argv)
-            if hasattr(args, "alpha"):
-                model_args(args, args.command)
-            return args.func(args)
+            return run()
     except KeyboardInterrupt:
         print(f"mobilenetv2 {command}: interrupted", file=sys.stderr)
         return 130

@@ -48,14 +48,20 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 def positive_int(limit=None):
     """An argparse ``type``: a whole number from 1 (to ``limit`` where given), else the parser's
     one-line error saying so (argparse's own would read "invalid parse value")."""
+    return whole_number(1, limit)
+
+
+def whole_number(low, high=None):
+    """An argparse ``type``: a whole number from ``low`` (to ``high`` where given), else the
+    parser's one-line error saying so."""
     def parse(text):
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < 1 or (limit is not None and value > limit):
-            upto = f" to {limit}" if limit is not None else " up"
-            raise argparse.ArgumentTypeError(f"must be a whole number from 1{upto}, got {value}")
+        if value < low or (high is not None and value > high):
+            upto = f" to {high}" if high is not None else " up"
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low}{upto}, got {value}")
         return value
     return parse
 

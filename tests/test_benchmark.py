@@ -650,8 +650,20 @@ def test_scaling_script_profiles_every_thread_count(tmp_path, capsys):
     assert "excess over perfect scaling" in capsys.readouterr().out
 
 
+_REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def _exit_status(call):
+    """The exit status of a script's ``main``: its return value, or its SystemExit's code (the
+    parser's refusal)."""
+    try:
+        return call()
+    except SystemExit as exc:
+        return exc.code
+
+
 @pytest.mark.parametrize("script,argv", [
-    ("scaling", ["--threads", "0"]), ("scaling", ["--threads", "x"]), ("scaling", ["--threads", "65"]),
+    ("scaling", ["--threads", "0"]), ("scaling", ["--threads", "x"]), ("scaling", ["--threads", "100000"]),
     ("scaling", ["--rounds", "0"]), ("scaling", ["--variant", "2.0_224"]),
     ("balance", ["--threads", "0"]), ("balance", ["--threads", "x"]), ("balance", ["--variants", "9.9_1"]),
     ("balance", ["--cores", "0"]),
@@ -663,11 +675,138 @@ def test_scaling_script_profiles_every_thread_count(tmp_path, capsys):
     ("plan_ab", ["--set", "MAX_BAND=2", "--threads", "0"]), ("plan_ab", ["--set", "MAX_BAND=2", "--batches", ""]),
     ("plan_ab", ["--set", "MAX_BAND=2", "--variants", "9.9_1"]), ("plan_ab", ["--set", "MAX_BAND=2", "--seconds", "0"]),
     ("settle", ["--variant", "9.9_1"]), ("settle", ["--threads", "0"]), ("settle", ["--every", "0"]),
-    ("settle", ["--seconds", "1", "--every", "2"]), ("settle", ["--seconds", "7200"])])
-def test_benchmark_scripts_refuse_bad_arguments(script, argv):
+    ("settle", ["--seconds", "1", "--every", "2"]), ("settle", ["--seconds", "7200"]),
+    ("huge_pages", ["--calls", "0"]), ("huge_pages", ["--threads", "one"]),
+    ("pointwise_peak", ["--variant", "nope"]), ("pointwise_peak", ["--runs", "0"]),
+    ("interleaved", ["--variants", "nope"]), ("interleaved", ["--rounds", "0"]), ("interleaved", ["--batch", "0"]),
+    ("interleaved", ["--gap", "-1"]), ("interleaved", ["--gap", "nan"]),
+    ("accuracy", ["--variant", "nope"]),
+    ("cross_die", ["--variants", "nope"]), ("cross_die", ["--threads", "0"]), ("cross_die", ["--blocks", "0"]),
+    ("cross_die", ["--runs", "0"]), ("cross_die", ["--other", "/nonexistent"]),
+    ("cross_die", ["--near-ns", "300", "--far-ns", "200"]),
+    ("oversubscribed", ["--variant", "nope"]), ("oversubscribed", ["--threads", "0"]),
+    ("oversubscribed", ["--threads", "x"]), ("oversubscribed", ["--batches", "0"]), ("oversubscribed", ["--runs", "0"]),
+    ("oversubscribed", ["--hog-cpus", "x"]), ("oversubscribed", ["--other", "/nonexistent"]),
+    ("plan_cache", ["--threads", "0"]), ("plan_cache", ["--batches", "0"]), ("plan_cache", ["--sizes", "0"]),
+    ("stem_fusion", ["--variants", "nope"]), ("stem_fusion", ["--threads", "0"]), ("stem_fusion", ["--rounds", "0"]),
+    ("profile_ab", ["--other", str(_REPO), "--variant", "nope"]),
+    ("profile_ab", ["--other", str(_REPO), "--threads", "0"]),
+    ("profile_ab", ["--other", str(_REPO), "--runs", "0"]), ("profile_ab", ["--other", str(_REPO), "--pairs", "0"]),
+    ("profile_ab", ["--other", "/nonexistent"]), ("profile_ab", []),
+    ("batch_bench", ["--images", "0"]), ("batch_bench", ["--batch-size", "0"]), ("batch_bench", ["--rounds", "0"]),
+    ("batch_bench", ["--size", "5"]),
+    ("segmentation_ab", ["--other", str(_REPO), "--size", "0"]),
+    ("segmentation_ab", ["--other", str(_REPO), "--rounds", "0"]),
+    ("segmentation_ab", ["--other", str(_REPO), "--hf", "/nonexistent"]),
+    ("segmentation_ab", ["--other", "/nonexistent"]),
+    ("bench", ["--segmentation", "/nonexistent"]), ("bench", ["--variants", "nope"]),
+    ("bench_segmentation", ["--segmentation", "/nonexistent"]), ("bench_segmentation", ["--hf", "/nonexistent"])])
+def test_benchmark_scripts_refuse_bad_arguments(script, argv, capsys, tmp_path, monkeypatch):
+    """Every script answers a bad argument with one line on stderr and exit status 2: no
+    traceback, no usage block, nothing started (no hang: segmentation_ab's --hf was a
+    RuntimeError in its children and a parent waiting on their pipes)."""
+    monkeypatch.chdir(tmp_path)  # a script that went on would write its JSON here, not into the checkout
+    assert _exit_status(lambda: _benchmarks_script(script).main(argv)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+_NEEDS = {"profile_ab": ["--other", str(_REPO)], "segmentation_ab": ["--other", str(_REPO)],
+          "plan_ab": ["--set", "MAX_BAND=2"]}
+
+
+@pytest.mark.parametrize("script", ["pointwise_peak", "interleaved", "accuracy", "cross_die", "oversubscribed",
+                                    "plan_cache", "stem_fusion", "profile_ab", "batch_bench", "scaling", "balance",
+                                    "plan_ab", "settle", "huge_pages", "bench"])
+def test_benchmark_scripts_refuse_a_json_in_a_missing_folder_before_any_work(script, capsys, tmp_path, monkeypatch):
+    """--json into a folder that does not exist: one line and exit 2 from the parser, before any
+    model is built or process started; the folder is not made (bench.py's check, for all)."""
+    from mobilenetv2.tools import benchmark
+
+    def no_work(*a, **kw):
+        raise AssertionError("started work before refusing --json")
+    monkeypatch.setattr(benchmark, "_model", no_work)
+    monkeypatch.setattr("mobilenetv2.MobileNetV2.__init__", no_work)
+    monkeypatch.setattr("subprocess.run", no_work)
+    missing = tmp_path / "missing" / "x.json"
+    assert _exit_status(lambda: _benchmarks_script(script).main(_NEEDS.get(script, []) + ["--json", str(missing)])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0], err
+    assert not missing.parent.exists()
+
+
+def test_bench_segmentation_script_refuses_a_missing_out_folder_and_says_its_default(tmp_path, capsys):
+    """benchmarks/bench_segmentation.py --out: an existing folder (the package command's check);
+    its help gives its own default, benchmarks/results/, not the command's current folder."""
+    script = _benchmarks_script("bench_segmentation")
+    assert _exit_status(lambda: script.main(["--hf", "random", "--out", str(tmp_path / "missing")])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0], err
+    assert not (tmp_path / "missing").exists()
     with pytest.raises(SystemExit) as exc:
-        _benchmarks_script(script).main(argv)
-    assert exc.value.code == 2
+        script.main(["--help"])
+    assert exc.value.code == 0
+    assert "benchmarks/results/" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("script,argv", [
+    ("plan_cache", ["--batches", "1", "--sizes", "1", "--threads", "1"]),
+    ("oversubscribed", ["--threads", "1", "--batches", "1", "--runs", "1"]),
+    ("cross_die", ["--variants", "0.35_96", "--threads", "2", "--blocks", "1", "--runs", "1"])])
+def test_benchmark_scripts_write_their_json_in_results_by_default(script, argv, tmp_path, capsys, monkeypatch):
+    """cross_die.py, oversubscribed.py and plan_cache.py wrote into the current folder: their JSON
+    goes to benchmarks/results/ (here the module's RESULTS, pointed at a temporary folder) under a
+    timestamped name, as the other scripts' (cross_die's children and round trips faked)."""
+    import types
+    module = _benchmarks_script(script)
+    assert module._args.RESULTS == _REPO / "benchmarks" / "results"
+    monkeypatch.setattr(module._args, "RESULTS", tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    if script == "cross_die":
+        monkeypatch.setattr(module, "native", types.SimpleNamespace(available=lambda: True))
+        monkeypatch.setattr(module, "core_pairs", lambda: [(0, 1)])
+        monkeypatch.setattr(module, "core_round_trip_ns", lambda a, b: 60.0)
+        monkeypatch.setattr(module, "child", lambda root, variants, threads, batch, runs: {"0.35_96 2": 0.2})
+    assert _exit_status(lambda: module.main(argv)) == 0
+    (written,) = (tmp_path / "results").iterdir()
+    assert written.name.startswith(script.replace("_", "-") + "-") and written.suffix == ".json"
+    assert json.loads(written.read_text())
+    assert [p.name for p in tmp_path.iterdir()] == ["results"]
+
+
+def _broken_checkout(folder, body):
+    (folder / "mobilenetv2").mkdir(parents=True)
+    (folder / "mobilenetv2" / "__init__.py").write_text(body)
+    return str(folder)
+
+
+@pytest.mark.parametrize("body,says", [('raise ImportError("this checkout is broken")', "this checkout is broken"),
+                                       ("import os; os._exit(3)", "stopped without a reply")])
+def test_segmentation_ab_says_in_one_line_that_a_child_failed(body, says, tmp_path, capsys, monkeypatch):
+    """A serving process that cannot start (an exception) or dies without a word: one line in the
+    parent, no child traceback, no wait for ever on its pipe (both were a hang)."""
+    pytest.importorskip("onnxruntime", reason="segmentation_ab.py times ONNX Runtime")
+    from conftest import require_shared
+    checkpoint = require_shared("hf", "deeplabv3_mobilenet_v2_1.0_513")
+    other = _broken_checkout(tmp_path / "other", body)
+    script = _benchmarks_script("segmentation_ab")
+    monkeypatch.setitem(__import__("sys").modules, "segmentation_ab", script)  # what the spawned children import
+    status = _exit_status(lambda: script.main(
+        ["--other", other, "--hf", str(checkpoint), "--size", "33", "--rounds", "1", "--warmup", "0"]))
+    # SystemExit's message, which Python prints as the one line on stderr (exit status 1)
+    assert isinstance(status, str) and len(status.splitlines()) == 1 and says in status, status
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_profile_ab_says_in_one_line_that_a_child_failed(tmp_path, capsys):
+    """The other checkout's process fails: its last line (the exception), not its traceback."""
+    other = _broken_checkout(tmp_path / "other", 'raise ImportError("this checkout is broken")')
+    status = _exit_status(lambda: _benchmarks_script("profile_ab").main(
+        ["--other", other, "--variant", "0.35_96", "--pairs", "1", "--runs", "1", "--json", str(tmp_path / "p.json")]))
+    assert isinstance(status, str) and len(status.splitlines()) == 1 and "this checkout is broken" in status, status
+    assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()
 
 
 def test_balance_shares_worked_by_hand():
@@ -839,6 +978,116 @@ def test_device_kit_refuses_bad_arguments_before_downloading(argv, says):
     kit = _device_kit()
     with pytest.raises(SystemExit, match=says):
         kit.main(argv)
+
+
+@pytest.mark.parametrize("dest, says", [("weights", "holds files git tracks (weights/"),
+                                        ("tests", "holds files git tracks (tests/"),
+                                        (".", "inside the checkout")])
+def test_device_kit_never_replaces_a_folder_of_the_checkout(dest, says, monkeypatch):
+    """--dest weights (any folder inside the checkout) was wiped whole before the download: the
+    registry's tracked files went with it.  A folder git tracks anything in is refused before
+    anything is written or downloaded (what would write or download fails the test here)."""
+    import re
+    from pathlib import Path
+    kit = _device_kit()
+
+    def must_not(*args, **kw):
+        raise AssertionError("device_kit went on to write or download")
+    for name in ("ensure_ignored", "download", "pins"):
+        monkeypatch.setattr(kit, name, must_not)
+    monkeypatch.setattr(kit.shutil, "rmtree", must_not)
+    root = Path(__file__).resolve().parent.parent
+    before = sorted(p.name for p in (root / "weights").iterdir())
+    with pytest.raises(SystemExit, match=re.escape(says)):
+        kit.main(["--dest", dest, "--variants", "0.35_96"])
+    assert sorted(p.name for p in (root / "weights").iterdir()) == before
+
+
+def test_device_kit_replaces_only_an_empty_folder_or_an_earlier_kit(tmp_path, monkeypatch):
+    """An untracked folder holding anything but a kit (results, a venv) is refused too; an empty
+    one or a kit made before (its marker, or an older kit's VARIANTS) may be replaced."""
+    import subprocess
+    kit = _device_kit()
+    monkeypatch.setattr(kit, "ROOT", tmp_path)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "tracked").mkdir()
+    (tmp_path / "tracked" / "a.txt").write_text("a")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "tracked/a.txt"], check=True)
+    with pytest.raises(SystemExit, match=r"--dest tracked holds files git tracks \(tracked/a.txt\)"):
+        kit.check_dest(tmp_path / "tracked")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "run.json").write_text("{}")
+    with pytest.raises(SystemExit, match="a folder that no device_kit.py made"):
+        kit.check_dest(tmp_path / "results")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit, match="exists and is not a folder"):
+        kit.check_dest(tmp_path / "afile")
+    for name, marker in (("new", None), ("empty", ""), ("kit", kit.MARKER), ("old_kit", "VARIANTS")):
+        if marker is not None:
+            (tmp_path / name).mkdir()
+            if marker:
+                (tmp_path / name / marker).write_text("x")
+                (tmp_path / name / "site.tar.xz").write_text("x")
+        kit.check_dest(tmp_path / name)  # no SystemExit
+
+
+def _device_run_stubbed(tmp_path, call_seconds):
+    """device_run.sh on a kit of nothing, with a python that answers its -c questions and a
+    timeout that records each step's limit and runs nothing: [(limit, what)], and its output."""
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+    bin_ = tmp_path / "bin"
+    bin_.mkdir(exist_ok=True)
+    kit_dir = tmp_path / "kit"
+    kit_dir.mkdir(exist_ok=True)
+    tarfile.open(kit_dir / "site.tar.xz", "w:xz").close()
+    (kit_dir / "VARIANTS").write_text("0.35_96\n")
+    (bin_ / "timeout").write_text('#!/bin/bash\necho "$1 ${2##*/} $3 $4" >> "$LOG"\n')
+    (bin_ / "py").write_text('#!/bin/bash\ncase "$*" in\n  *sched_getaffinity*) echo 16 ;;\n'
+                             '  *"print(\',\'.join"*) echo 1,2,4,8,16 ;;\n'
+                             f'  *tarfile*) "{sys.executable}" "$@" ;;\n  *) exit 0 ;;\nesac\n')
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    log = tmp_path / f"log{call_seconds}"
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(["bash", str(root / "benchmarks" / "device_run.sh")], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PATH": f"{bin_}:/usr/bin:/bin", "LOG": str(log), "KIT": str(kit_dir),
+                                          "OUT": str(tmp_path / "out"), "PYTHON": str(bin_ / "py"),
+                                          "CALL_SECONDS": str(call_seconds)})
+    words = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+    steps = [(int(w[0]), w[3] if w[2] == "-m" else w[2]) for w in words]  # limit, script (or module)
+    return steps, done
+
+
+def test_device_run_cuts_each_step_to_what_is_left_of_the_call(tmp_path):
+    """device_run.sh's steps had limits of their own only: with settle.py and balance.py added they
+    came to 52 s of build + 90 + 50 + 30 + 360 + 60, past the 590 s call.  Each limit is now cut
+    to what is left of CALL_SECONDS less 10 s (the stubs take no time: the bench's 360 s becomes
+    290 of a 300 s call), and with nothing left each step is skipped, saying so."""
+    _device_kit()
+    steps, done = _device_run_stubbed(tmp_path, 590)
+    assert done.returncode == 0, done.stdout[-500:]
+    assert steps == [(90, "pytest"), (50, "benchmarks/settle.py"), (30, "benchmarks/balance.py"),
+                     (360, "benchmarks/bench.py"), (60, "benchmarks/scaling.py")]
+    steps, done = _device_run_stubbed(tmp_path, 300)
+    assert [s for s, _ in steps] == [90, 50, 30, 290, 60]
+    steps, done = _device_run_stubbed(tmp_path, 5)
+    assert steps == [] and done.returncode == 124
+    for name in ("tests", "settle", "balance", "bench", "scaling"):
+        assert f"# {name}: skipped, no time left of the call's 5 s" in done.stdout
+
+
+@pytest.mark.parametrize("argv, says", [(["--only", "bogus"], "no such mutant: bogus"),
+                                        (["--only", "cli:99999"], "no such mutant: cli:99999"),
+                                        (["--module", "cli", "--only", "hf:5"], "no such mutant: hf:5")])
+def test_mutation_only_with_an_id_it_does_not_know_says_so(argv, says):
+    """mutation.py --only with a mistyped id ran nothing and printed '0/0 mutants killed', exit 0
+    (--c --only said 'no such mutant'); now both do, exit 1, before anything runs."""
+    import re
+    with pytest.raises(SystemExit, match=re.escape(says)):
+        _benchmarks_script("mutation").main(argv)
 
 
 def test_device_run_without_a_kit_says_so(tmp_path):

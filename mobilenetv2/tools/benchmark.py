@@ -537,14 +537,23 @@ def parse_args(argv):
 def parse_threads(p, text):
     """--threads: a comma list of thread counts, each from 1 to pool.max_threads(); else the
     parser's one-line error."""
+    try:
+        return thread_counts(text)
+    except ArgumentError as exc:
+        p.error(f"--threads {exc}")
+
+
+def thread_counts(text):
+    """The thread counts of a comma list, each from 1 to pool.max_threads(); else an
+    ArgumentError saying what was wrong (for the option's name to go in front)."""
     from mobilenetv2.engines.pool import max_threads
     try:
         threads = [int(t) for t in text.split(",")]
     except ValueError:
-        p.error(f"--threads takes a comma list of whole numbers, got {text!r}")
+        raise ArgumentError(f"takes a comma list of whole numbers, got {text!r}") from None
     bad = [t for t in threads if not 1 <= t <= max_threads()]
     if bad:
-        p.error(f"--threads must each be from 1 to {max_threads()} (4 per core here, at least 64), got {bad[0]}")
+        raise ArgumentError(f"must each be from 1 to {max_threads()} (4 per core here, at least 64), got {bad[0]}")
     return threads
 
 

@@ -85,45 +85,84 @@ def measure(engine, hf_dir, onnx_path, size, threads, runs, warmup, queue, hide=
         queue.put(f"{engine} at {threads} thread(s): {type(exc).__name__}: {exc}")
 
 
-def serve(engine, hf_dir, onnx_path, size, conn, hide=False):
-    """In a child process, 1 thread: one timed call (wall, CPU seconds) per request on ``conn``."""
-    _hide_if(hide)
-    fn = engine_call(engine, hf_dir, onnx_path, size, 1)
+def serve(engine, hf_dir, onnx_path, size, hide, conn):
+    """In a child process, 1 thread: "ready" (or why not, and stop), then one timed call (wall,
+    CPU seconds) per request on ``conn``."""
+    try:
+        _hide_if(hide)
+        fn = engine_call(engine, hf_dir, onnx_path, size, 1)
+    except Exception as exc:
+        conn.send(f"{engine}: {type(exc).__name__}: {exc}")
+        return
+    conn.send("ready")
     while conn.recv():
         cpu, wall = time.process_time(), time.perf_counter()
         fn()
         conn.send((time.perf_counter() - wall, time.process_time() - cpu))
 
 
+def _reply(name, pipe):
+    """The next reply of serving process ``name``; a RuntimeError (one line) where it said why it
+    cannot serve or stopped (the parent holds no copy of the child's end, so a child that dies
+    is an EOFError here, not a wait for ever)."""
+    try:
+        out = pipe.recv()
+    except (EOFError, OSError):
+        raise RuntimeError(f"the {name} process stopped without a reply") from None
+    if isinstance(out, str) and out != "ready":
+        raise RuntimeError(f"the {name} process: {out}")
+    return out
+
+
 def alternate(pipes, procs, calls, warmup):
-    """Ask each serving process in ``pipes`` (name -> connection) for one call in turn, warmup +
-    calls times; then stop them (``procs``).  Per name: the replies after the warmup."""
+    """Wait for each serving process in ``pipes`` (name -> connection, see serve) to be ready, then
+    ask each for one call in turn, warmup + calls times; then stop them (``procs``).  Per name:
+    the replies after the warmup.  A process that cannot serve or stops is a RuntimeError."""
     got = {name: [] for name in pipes}
     try:
+        for name, pipe in pipes.items():
+            _reply(name, pipe)
         for i in range(warmup + calls):
             for name, pipe in pipes.items():
-                pipe.send(True)
-                result = pipe.recv()
+                try:
+                    pipe.send(True)
+                except OSError:
+                    raise RuntimeError(f"the {name} process stopped") from None
+                result = _reply(name, pipe)
                 if i >= warmup:
                     got[name].append(result)
     finally:
         for pipe in pipes.values():
-            pipe.send(False)
+            try:
+                pipe.send(False)
+            except OSError:  # already gone
+                pass
         for p in procs:
-            p.join()
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+                p.join()
     return got
+
+
+def start_servers(ctx, target, argss):
+    """{name: our end of the pipe}, [processes]: one spawned ``target(*args, their end)`` per
+    (name, args) of ``argss``, our copy of their end closed (so their exit reads as EOF here)."""
+    pipes, procs = {}, []
+    for name, args in argss.items():
+        ours, theirs = ctx.Pipe()
+        procs.append(ctx.Process(target=target, args=args + (theirs,)))
+        procs[-1].start()
+        theirs.close()
+        pipes[name] = ours
+    return pipes, procs
 
 
 def lockstep(ctx, hf_dir, onnx_path, size, calls, warmup, hide=False):
     """1 thread, each engine in its own process, calls alternating one by one (C, ORT, C, ...): a
     slow spell of a shared machine lands on both within a call.  Per engine: wall and CPU seconds
     of each call, and the median over pairs of ORT's time / C's (wall, CPU)."""
-    pipes, procs = {}, []
-    for e in ENGINES:
-        ours, theirs = ctx.Pipe()
-        procs.append(ctx.Process(target=serve, args=(e, hf_dir, onnx_path, size, theirs, hide)))
-        procs[-1].start()
-        pipes[e] = ours
+    pipes, procs = start_servers(ctx, serve, {e: (e, hf_dir, onnx_path, size, hide) for e in ENGINES})
     got = alternate(pipes, procs, calls, warmup)
     pairs = np.array([[o[k] / c[k] for k in (0, 1)] for c, o in zip(got["c"], got["ort"])])
     return got, np.median(pairs, axis=0)
@@ -146,7 +185,9 @@ def run_child(ctx, *args, hide=False):
     return out
 
 
-def main(argv=None):
+def main(argv=None, out=".", out_help="the current folder"):
+    """The command; ``out`` (described as ``out_help``) is --out's default: benchmarks/
+    bench_segmentation.py gives its results folder."""
     from mobilenetv2.errors import OneLineArgumentParser
     ap = OneLineArgumentParser(prog="mobilenetv2 bench --segmentation", description=__doc__.split("\n\n")[0])
     ap.add_argument("--segmentation", "--hf", dest="hf", required=True, metavar="DIR",
@@ -156,7 +197,8 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", default=".", metavar="FOLDER", help="where the JSON goes (default: the current folder)")
+    ap.add_argument("--out", default=out, metavar="FOLDER",
+                    help=f"the existing folder the JSON goes in (default: {out_help})")
     ap.add_argument("--lockstep", type=int, default=0, metavar="CALLS",
                     help="also time CALLS 1-thread calls per engine alternating one by one, each "
                          "engine in its own process (ratios as medians over the pairs)")
@@ -174,8 +216,9 @@ def main(argv=None):
     check_counts(ap, args, ("runs", "rounds"), ("warmup", "lockstep"))
     if not MIN_SIZE <= args.size <= MAX_SIZE:
         ap.error(f"--size must be from {MIN_SIZE} to {MAX_SIZE}, got {args.size}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        ap.error(f"--out {args.out!r} is a file: give the folder the JSON goes in")
+    if not os.path.isdir(args.out):  # before the timing, not after (and never a folder made of a typo)
+        ap.error(f"--out {args.out!r} " + ("is a file" if os.path.exists(args.out) else "does not exist")
+                 + ": give the folder the JSON goes in")
     hf_dir = None if args.hf == "random" else str(args.hf)
     try:
         import onnxruntime
@@ -244,7 +287,6 @@ def main(argv=None):
             paired = dict(calls=args.lockstep, wall_ratio=float(wall_ratio), cpu_ratio=float(cpu_ratio),
                           **{f"{e}_{k}_ms": [g[i] * 1e3 for g in got[e]] for e in ENGINES
                              for i, k in enumerate(("wall", "cpu"))})
-        os.makedirs(args.out, exist_ok=True)
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         path = os.path.join(args.out, f"segmentation-{stamp}.json")
         from mobilenetv2.files import atomic_write
