@@ -155,6 +155,12 @@ def test_deep_grey_modes(tmp_path):
     for arr, mode in ((values.astype(np.int32) * 4, "I"), (values.astype(np.float32) * 4, "F")):
         out = load_image(Image.fromarray(arr, mode), target_size=(40, 64))
         np.testing.assert_array_equal(out[:, :, 2], values * 4, err_msg=mode)
+    # ... up to 255 itself, the top of 8 bits (scaled, 255 would become 1)
+    top = np.minimum(values * 5, 255)
+    for arr, mode in ((top.astype(np.int32), "I"), (top.astype(np.float32), "F")):
+        out = load_image(Image.fromarray(arr, mode), target_size=(40, 64))
+        assert out.max() == 255
+        np.testing.assert_array_equal(out[:, :, 0], top, err_msg=mode)
 
 
 def test_paths_that_are_not_image_files(tmp_path, monkeypatch):

@@ -126,6 +126,28 @@ def test_the_22_variants_with_and_without_top():
     assert sum(v["include_top"] for v in vs) == 22
 
 
+def test_a_source_checkout_reads_the_table_beside_the_package(monkeypatch):
+    """Not installed (a checkout on PYTHONPATH, as .ci's NumPy-only run uses it), there is no
+    mobilenetv2._registry package: the table is then the checkout's weights/registry.json, the
+    same 44 entries, read from the folder above the package's."""
+    from pathlib import Path
+    real = registry.importlib.resources.files
+
+    def files(package):
+        if package == "mobilenetv2._registry":
+            raise ModuleNotFoundError(f"No module named {package!r}")
+        return real(package)
+    monkeypatch.setattr(registry.importlib.resources, "files", files)
+    registry._table.cache_clear()
+    try:
+        here = Path(__file__).resolve().parent.parent / "weights" / "registry.json"
+        assert registry._table() == json.loads(here.read_text())
+        assert len(registry.variants()) == 44
+    finally:
+        monkeypatch.undo()
+        registry._table.cache_clear()
+
+
 def test_all_variants_run_largest_first():
     """`bench --variants all` and the unknown-variant message list the 22 as the paper's table does:
     width multiplier from 1.4 down, each width's resolutions from 224 down."""

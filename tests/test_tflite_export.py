@@ -37,6 +37,35 @@ def ops_of(path):
     return collections.Counter(d["op_name"] for d in it._get_ops_details())
 
 
+def declared_shapes_are_litert_s(path, dilated_depthwise_version=2):
+    """Every tensor's shape as the file declares it (read with LiteRT's generated schema code) is
+    the shape LiteRT's own shape inference gives it (a file's declared shapes are what other
+    readers, converters and viewers take as they are); and a depthwise convolution with dilation
+    is written with that op's version 2, the version TFLite gives dilation (TensorFlow's converter
+    writes it so).  Returns the number of tensors checked."""
+    schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    data = open(path, "rb").read()
+    g = schema.Model.GetRootAs(data, 0).Subgraphs(0)
+    declared = {i: (g.Tensors(i).Name().decode(), g.Tensors(i).ShapeAsNumpy().tolist())
+                for i in range(g.TensorsLength())}
+    it = litert.Interpreter(model_path=str(path),
+                            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    # (the kernels' own scratch tensors, unnamed, come after the file's)
+    inferred = {d["index"]: (d["name"], d["shape"].tolist()) for d in it.get_tensor_details() if d["index"] in declared}
+    assert declared == inferred
+    m = schema.Model.GetRootAs(data, 0)
+    for i in range(g.OperatorsLength()):
+        op = g.Operators(i)
+        code = m.OperatorCodes(op.OpcodeIndex())
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == schema.BuiltinOperator.DEPTHWISE_CONV_2D:
+            options = schema.DepthwiseConv2DOptions()
+            options.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
+            dilated = max(options.DilationHFactor(), options.DilationWFactor()) > 1
+            assert code.Version() == (dilated_depthwise_version if dilated else 1)
+    return len(declared)
+
+
 # float32 against float64, relative L2 of the outputs: LiteRT on TensorFlow's own files of the
 # synthetic weights measured 0.8e-5 to 1.6e-5 (0.35_96, 1.0_224, three inputs each), on our export
 # 0.6e-5 to 1.3e-5, our C engine 0.3e-5 to 1.5e-5 (the 0.35 transformers checkpoint).
@@ -84,6 +113,7 @@ def test_pads_that_same_does_not_give_become_a_pad_op(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     path = export_tflite(from_pretrained(folder), tmp_path / "hf.tflite", input_size=(96, 96))
     assert ops_of(path)["PAD"] == 5  # the stem and the four stride-2 depthwise convs
+    assert declared_shapes_are_litert_s(path) > 100  # the padded maps' among them
     x = np.random.default_rng(2).uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
     want = from_pretrained(folder, dtype="float64").predict(x.astype(np.float64))
     assert rel_l2(run(path, x), want) <= TOLERANCE
@@ -216,6 +246,7 @@ def test_deeplabv3_at_another_size_as_the_float64_engine(tmp_path):
     x = np.random.default_rng(6).uniform(-1, 1, (1, 129, 97, 3)).astype(np.float32)
     path = export_tflite(from_pretrained(folder), tmp_path / "deeplab.tflite", input_size=(129, 97))
     assert "PAD" not in ops_of(path)  # at this size too
+    assert declared_shapes_are_litert_s(path) > 100  # dilated depthwise convolutions: version 2
     assert rel_l2(run(path, x), from_pretrained(folder, dtype="float64").predict(x.astype(np.float64))) <= TOLERANCE
 
 
