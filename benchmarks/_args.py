@@ -137,6 +137,19 @@ def write_json(path, report, indent=1):
     print(f"# wrote {path}")
 
 
+CHILD_HEAD = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+import numpy as np
+import mobilenetv2
+if not mobilenetv2.__file__.startswith({root!r}):
+    raise SystemExit(f"imported {{mobilenetv2.__file__}}, not the checkout in {root!r}")
+"""
+"""The start of a child script (a str.format template, ``root`` the checkout) that times the
+checkout at ``root``: its package first on the path, and refused where another one was imported
+(an installed copy, or the checkout of the script's parent)."""
+
+
 def child_json(code, what, env=None, timeout=900, keep_pythonpath=False):
     """What a fresh ``python -c code`` printed as JSON on its last line; where it fails, one line
     (its last line on stderr: the exception, not its traceback) and exit status 1.  ``env``:

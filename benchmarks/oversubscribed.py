@@ -32,14 +32,7 @@ import _args  # noqa: E402  (puts the checkout's package on the path where it is
 
 HERE = _args.ROOT
 
-CHILD = """
-import json, sys, time
-sys.path.insert(0, {root!r})
-import numpy as np
-import mobilenetv2
-if not mobilenetv2.__file__.startswith({root!r}):
-    raise SystemExit(f"imported {{mobilenetv2.__file__}}, not the checkout in {root!r}")
-from mobilenetv2 import MobileNetV2
+CHILD = _args.CHILD_HEAD + """from mobilenetv2 import MobileNetV2
 model = MobileNetV2(({res}, {res}, 3), alpha={alpha}, weights=None, threads={threads})
 x = np.random.default_rng(0).uniform(-1, 1, ({batch}, {res}, {res}, 3)).astype(np.float32)
 t0 = time.perf_counter()

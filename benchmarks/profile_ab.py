@@ -25,14 +25,7 @@ import _args  # noqa: E402  (puts the checkout's package on the path where it is
 
 HERE = _args.ROOT
 
-CHILD = """
-import json, sys
-sys.path.insert(0, {root!r})
-import numpy as np
-import mobilenetv2
-if not mobilenetv2.__file__.startswith({root!r}):
-    raise SystemExit(f"imported {{mobilenetv2.__file__}}, not the checkout in {root!r}")
-from mobilenetv2.tools.benchmark import _model
+CHILD = _args.CHILD_HEAD + """from mobilenetv2.tools.benchmark import _model
 from mobilenetv2.network.variants import parse_variant
 alpha, res = parse_variant({variant!r})
 model = _model(alpha, res)
