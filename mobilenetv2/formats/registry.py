@@ -8,7 +8,7 @@ files are downloaded into Keras's cache with urllib.
 
 Environment:
   MOBILENETV2_WEIGHTS_DIR   a folder searched first (several may be joined with os.pathsep)
-  MOBILENETV2_WEIGHTS_URL   the base URL to download from (a mirror; file:// works too; user:password@
+  MOBILENETV2_WEIGHTS_URL   the base URL to download from (a mirror: http, https or file; user:password@
                             is sent as HTTP Basic authentication, never shown; '/', '?', '#' and '@'
                             in them percent-encoded)
   MOBILENETV2_NO_DOWNLOAD   set to 1 to make a missing file an error instead of a download ("", 0,
@@ -106,6 +106,10 @@ def _check_userinfo_encoded(url, what=f"${ENV_URL}"):
     if ":" not in port:
         return
     port = port.rpartition(":")[2]
+    if port.isascii() and port.isdigit() and int(port) > 65535:  # getaddrinfo takes it modulo 65536
+        raise DownloadError(f"{what} has a port above 65535, which would be read as another port "
+                            "(the URL is not shown: it may hold the password); give the port as a "
+                            "number from 0 to 65535")
     if (port.isascii() and port.isdigit()) or (not port and "@" not in rest[end:]):
         return
     raise DownloadError(f"{what} has a port that is not a number: urllib ends the host part at the first "
@@ -259,7 +263,7 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
                             f"{ENV_NO_DOWNLOAD}=1 turns downloading off") from None
 
 
-_VERIFIED = {}  # (path, device, inode, size, mtime_ns) -> None (good) or the problem found
+_VERIFIED = {}  # (path, device, inode, size, mtime_ns, size and sha256 asked for) -> None (good) or the problem
 
 
 def _file_key(path):
@@ -270,8 +274,10 @@ def _file_key(path):
 def verify_file(path, size, sha256):
     """None where ``path`` has the registry's ``size`` and ``sha256`` (each checked where not
     None), else what is wrong.  The answer is kept per process for the file's identity, size and
-    modification time, so a file is hashed once however many models load it."""
+    modification time, and the ``size`` and ``sha256`` asked for, so a file is hashed once however
+    many models load it."""
     key, actual = _file_key(path)
+    key += (size, sha256)  # the answer holds for what was checked, not for any size or hash
     if key in _VERIFIED:
         return _VERIFIED[key]
     problem = None
@@ -340,13 +346,23 @@ def _clean_stale_parts(folder, name):
 
 def _new_part(dest):
     """(fd, path) of a new part file beside ``dest``, locked.  Another download's clean-up may
-    open and lock a part file between its creation and its lock, to remove it: such a file is
-    given up for another."""
+    open and lock a part file between its creation and its lock, to remove it: such a file
+    (still locked by it, or already gone from its path once locked here) is given up for
+    another."""
     while True:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        if _lock(fd):
+        if _lock(fd) and _still_at(fd, tmp):
             return fd, tmp
         os.close(fd)
+
+
+def _still_at(fd, path):
+    """Whether ``path`` is still the file open as ``fd`` (not removed, nor replaced)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _lock(fd):
@@ -374,6 +390,10 @@ def download_file(url, dest, size=None, sha256=None, progress=False, deadline=No
     from mobilenetv2.files import current_umask
     dest = Path(dest)
     url, auth = _credentials(url)
+    if url.partition(":")[0].lower() not in ("http", "https", "file"):
+        # urllib reads ftp:// (and data:) too, through sockets the deadline does not hold
+        raise DownloadError(f"cannot download {url}: only http://, https:// or file:// URLs are "
+                            f"downloaded from (set {ENV_URL} to a mirror's)")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         _clean_stale_parts(dest.parent, dest.name)
@@ -404,7 +424,7 @@ def download_file(url, dest, size=None, sha256=None, progress=False, deadline=No
         if isinstance(exc, OSError) and not isinstance(exc, DownloadError):
             raise _cannot_save(url, dest, exc) from None
         raise
-    _VERIFIED[_file_key(dest)[0]] = None
+    _VERIFIED[_file_key(dest)[0] + (size, sha256)] = None
     return dest
 
 
@@ -464,9 +484,19 @@ class _Watchdog:
 
         def watched(base):
             class Connection(base):
+                def __init__(self, *args, **kwargs):
+                    super().__init__(*args, **kwargs)
+                    create = self._create_connection
+
+                    def create_watched(*args, **kwargs):  # from the start: a proxy's reply to
+                        sock = create(*args, **kwargs)    # CONNECT and the TLS handshake too
+                        watch.add(sock)
+                        return sock
+                    self._create_connection = create_watched
+
                 def connect(self):
                     super().connect()
-                    watch.add(self.sock)
+                    watch.add(self.sock)  # the TLS socket, which took over the one above
             return Connection
 
         class HTTP(urllib.request.HTTPHandler):
@@ -490,12 +520,24 @@ class _NoDowngrade(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         target = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
-        here, there = _split_userinfo(req.full_url)[0], _split_userinfo(target.geturl())[0][:200]
+        here, there = _split_userinfo(req.full_url)[0], _printable(_split_userinfo(target.geturl())[0])
         if target.scheme not in ("http", "https"):
             raise DownloadError(f"{here} redirects to {there}: only http and https are followed")
         if urllib.parse.urlsplit(req.full_url).scheme == "https" and target.scheme != "https":
             raise DownloadError(f"{here} redirects to {there}, from https to {target.scheme}: refused")
+        if not _port_in_range(target.netloc):
+            raise DownloadError(f"{here} redirects to {there}: its port is not a number from 0 to "
+                                "65535 (a larger one would be read as another port)")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _port_in_range(netloc):
+    """Whether the port of a URL's ``netloc`` (user:password@host:port) is absent, empty, or a
+    number from 0 to 65535: a larger one reaches getaddrinfo, which takes it modulo 65536."""
+    host = netloc.rpartition("@")[2]
+    port = host.rpartition("]")[2] if host.startswith("[") else host
+    port = port.rpartition(":")[2] if ":" in port else ""
+    return not port or (port.isascii() and port.isdigit() and int(port) <= 65535)
 
 
 def _fetch(url, auth, out, size, progress, deadline):
@@ -525,13 +567,17 @@ def _fetch_watched(url, auth, out, size, progress, deadline, watch):
         response = watch.opener().open(request, timeout=min(_READ_TIMEOUT, remaining()))
     except urllib.error.HTTPError as exc:
         exc.close()
-        raise DownloadError(f"cannot download {url}{_via_proxy(url)}: HTTP {exc.code} {exc.reason}") from None
+        reason = str(exc.reason)
+        if 300 <= exc.code < 400 and reason.startswith(urllib.request.HTTPRedirectHandler.inf_msg):
+            reason = "redirects in a loop, or more than 10 times"  # urllib's says it in three lines
+        raise DownloadError(f"cannot download {url}{_via_proxy(url)}: HTTP {exc.code} "
+                            f"{_printable(reason)}") from None
     except DownloadError:
         raise
     except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
         remaining()  # the deadline, where it is what ended the request
         why = _without_proxy_credentials(str(getattr(exc, "reason", None) or repr(exc)))
-        raise DownloadError(f"cannot download {url}{_via_proxy(url)}: {why}") from None
+        raise DownloadError(f"cannot download {url}{_via_proxy(url)}: {_printable(why, 1000)}") from None
     digest = hashlib.sha256()
     with response:
         status = getattr(response, "status", 200)
@@ -585,6 +631,14 @@ def _fetch_watched(url, auth, out, size, progress, deadline, watch):
     if done < len(HDF5_MAGIC):
         raise DownloadError(f"{url} sent {done} bytes: not a weights file")
     return done, digest.hexdigest()
+
+
+def _printable(text, limit=200):
+    """``text`` a server sent (a reason phrase, a Location) as one line safe to print: at most
+    ``limit`` characters, anything unprintable (a newline, a terminal's escape sequence) written
+    as a Python escape, so a server cannot clear, recolour or rewrite the user's terminal."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
 
 
 def _via_proxy(url):
