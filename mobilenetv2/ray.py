@@ -156,7 +156,7 @@ class PartWriter:
 
     def __init__(self, folder, batch_size=32, predictor=Predictor, **job_args):
         self.folder = os.fspath(folder)
-        self.batch_size = int(batch_size)
+        self.batch_size = _whole(batch_size, "batch_size", 1)
         self.predictor = predictor(**job_args)
 
     def __call__(self, block):

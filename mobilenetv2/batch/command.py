@@ -3,6 +3,8 @@
 Progress goes to stderr; the last line on stdout says what this run did:
 ``processed N images (E unreadable), skipped S already in OUT, in T s (R images/s)``.
 """
+import argparse
+import math
 import os
 import sys
 import time
@@ -10,6 +12,17 @@ import time
 from mobilenetv2.batch import MissingExtra, require
 from mobilenetv2.errors import ArgumentError, positive_int
 from mobilenetv2.model_options import add_model_args
+
+
+def _cpus(text):
+    """An argparse ``type``: a positive, finite number of CPUs (Ray takes fractions)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of CPUs") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of CPUs, got {text}")
+    return value
 
 
 def add_arguments(p, kind):
@@ -43,14 +56,18 @@ def add_arguments(p, kind):
                    help="run on Ray Data: 'auto' (a running cluster, else a local one) or a cluster address")
     p.add_argument("--ray-actors", type=positive_int(), default=None,
                    help="Ray actors, each with its own model (default: the cluster's CPUs / --threads)")
-    p.add_argument("--ray-actor-cpus", type=float, default=None,
+    p.add_argument("--ray-actor-cpus", type=_cpus, default=None,
                    help="CPUs Ray reserves per actor (default: --threads, less a share that leaves "
                         "half a CPU of the cluster to the read and write tasks)")
 
 
 def _refuse_unused(args):
     """Options of the other engine are refused, not ignored: --workers, --prefetch and
-    --decode-workers size the local stream, --ray-actors and --ray-actor-cpus Ray's actors."""
+    --decode-workers size the local stream, --ray-actors and --ray-actor-cpus Ray's actors.  So are
+    an empty --ray address and --workers past the threads a model may start, before anything runs."""
+    if args.ray is not None and not args.ray.strip():  # --ray "$RAY_ADDRESS" with the variable unset
+        raise ArgumentError("--ray needs an address: 'auto' (a running cluster, else a local one) or HOST:PORT, "
+                            "got ''")
     local = [f"--{n.replace('_', '-')}" for n in ("workers", "prefetch", "decode_workers") if getattr(args, n) is not None]
     ray = [f"--{n.replace('_', '-')}" for n in ("ray_actors", "ray_actor_cpus") if getattr(args, n) is not None]
     if args.ray and local:
@@ -58,6 +75,11 @@ def _refuse_unused(args):
                             "(use --ray-actors and --ray-actor-cpus)")
     if not args.ray and ray:
         raise ArgumentError(f"{', '.join(ray)} apply to --ray only (the local engine takes --workers)")
+    if args.workers is not None:  # the limit holds for the option, whatever the number of images
+        from mobilenetv2.engines import pool
+        if args.workers > pool.max_threads():
+            raise ArgumentError(f"--workers {args.workers}: at most {pool.max_threads()} here (each replica runs "
+                                "in a thread of its own, and a model may start 4 per usable core, at least 64)")
 
 
 def run(args, kind):

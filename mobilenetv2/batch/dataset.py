@@ -115,7 +115,10 @@ class OutputDataset:
             if not isinstance(old, dict):
                 raise ArgumentError(f"{manifest!r} holds {type(old).__name__}, not a configuration; use "
                                     "--overwrite to start over")
-            if old != config:
+            if old != config and not self.parts():
+                # no rows yet (a run refused or stopped before its first part): nothing to mix up
+                _write_json_atomically(manifest, config)
+            elif old != config:
                 diff = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now"
                                  for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k))
                 raise ArgumentError(f"--out {path!r} holds results of another configuration ({diff}); "

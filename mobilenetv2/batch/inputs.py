@@ -120,6 +120,8 @@ def _glob_root(pattern):
             break
         parts.append(part)
     root = "/".join(parts)
+    if not root and pattern.startswith(("/", os.sep)):  # '/*/photos/*.jpg': the file system's root,
+        return "/"                                      # not the current folder
     return root if root else "."
 
 
@@ -154,9 +156,10 @@ def _from_dir(root):
 
 def _from_list(list_file):
     """Paths, one a line; bytes that are not UTF-8 are kept as the file system's (surrogates),
-    so a list written in another encoding names the files it lists on a byte-named file system."""
+    so a list written in another encoding names the files it lists on a byte-named file system.
+    A UTF-8 byte order mark (Windows Notepad writes one) is no part of the first path."""
     folder = os.path.dirname(list_file)
-    with open(list_file, encoding="utf-8", errors="surrogateescape") as f:
+    with open(list_file, encoding="utf-8-sig", errors="surrogateescape") as f:
         for line in f:
             line = line.strip()
             if line and not line.startswith("#"):

@@ -121,7 +121,10 @@ PREFETCH = 2  # decoded batches waiting for the models, by default
 def run(jobs, items, dataset, batch_size=32, prefetch=PREFETCH, decode_workers=None, rows_per_part=4096,
         progress=None):
     """Process ``items`` [(id, path)] into ``dataset`` with the model replicas ``jobs`` (BatchJobs of
-    one configuration; one is fine); returns (rows, errors) written."""
+    one configuration; one is fine); returns (rows, errors) written.  Each part file holds
+    ``rows_per_part`` rows (the last the rest): a batch that crosses a part's end is split there."""
+    from mobilenetv2.batch.job import _positive_int
+    rows_per_part = _positive_int("rows_per_part", rows_per_part)
     jobs = list(jobs) if isinstance(jobs, (list, tuple)) else [jobs]
     decode_workers = decode_workers or available_cpus()
     replicas = queue.SimpleQueue()
@@ -156,13 +159,17 @@ def run(jobs, items, dataset, batch_size=32, prefetch=PREFETCH, decode_workers=N
                 if not pending:
                     break
                 table, bad = pending.popleft()[1].result()
-                writer.write(table)
-                written += table.num_rows
+                rows = table.num_rows
+                while table.num_rows:  # a batch that crosses a part's end is split there
+                    room = rows_per_part - writer.rows
+                    writer.write(table.slice(0, room))
+                    table = table.slice(room)
+                    if writer.rows >= rows_per_part:
+                        writer.commit()
+                written += rows
                 errors += bad
-                if writer.rows >= rows_per_part:
-                    writer.commit()
                 if progress is not None:
-                    progress.update(table.num_rows, bad)
+                    progress.update(rows, bad)
             writer.commit()
         except BaseException:
             for loads, inference in pending:
