@@ -9,6 +9,7 @@ import weakref
 
 import numpy as np
 
+from mobilenetv2 import files
 from mobilenetv2.network import arch
 from mobilenetv2.engines import machine
 from mobilenetv2.network.arch import MAX_SIZE, MIN_SIZE
@@ -48,13 +49,35 @@ MAX_RUNS = 100_000      # profile() timing runs
 
 
 def _check_alpha(alpha):
+    """alpha as a float; a NumPy float narrower than Python's (float32, float16) that is one of
+    OFFICIAL_ALPHAS at its own precision is that alpha: np.float32(0.35) is 0.35, as Keras's
+    ``alpha not in [0.35, ...]`` (compared in float32) takes it, not 0.3499999940395355."""
     value = real(alpha)
     if value is None:
         raise ArgumentError(f"alpha must be a positive number (the width multiplier), got {alpha!r}")
     if not (math.isfinite(value) and 0 < value <= MAX_ALPHA):
         raise ArgumentError(f"alpha must be a positive number at most {MAX_ALPHA:g} (the width multiplier; the "
                             f"published ones are {', '.join(map(str, OFFICIAL_ALPHAS))}), got {alpha!r}")
+    narrow = np.asarray(alpha).dtype
+    if narrow.kind == "f" and narrow.itemsize < 8:
+        value = next((a for a in OFFICIAL_ALPHAS if narrow.type(a) == narrow.type(value)), value)
     return value
+
+
+def _check_weights(weights, none_too=True):
+    """'imagenet' or a path (str, bytes, os.PathLike), else an ArgumentError saying that weights
+    takes those (and None, ``none_too``: where the caller takes it).  A string that is no
+    file and reads as a keyword misspelt ('none', 'Imagenet', '') is refused as one, not looked
+    for as a file name (FileNotFoundError: 'none'): Python's word for no weights is None."""
+    wrong = ("weights must be 'imagenet', None (no weights: Python's None) or the path of a weights file" if none_too
+             else "weights must be 'imagenet' or the path of a weights file")
+    if not isinstance(weights, (str, bytes, os.PathLike)):
+        raise ArgumentError(f"{wrong}, got {weights!r:.60}")
+    if "\0" in files.path_str(weights):  # (os.open's own ValueError: "embedded null byte")
+        raise ArgumentError(f"{wrong}; a path has no NUL character, got {weights!r:.60}")
+    if isinstance(weights, str) and weights != "imagenet" and weights.strip().lower() in ("imagenet", "none", "") \
+            and not os.path.lexists(weights):
+        raise ArgumentError(f"{wrong}, got {weights!r}")
 
 
 def check_top_pooling(top_pooling):
@@ -197,7 +220,9 @@ class MobileNetV2:
     float32 numerics of other frameworks.  ``engine`` picks what runs ``predict``/``model(x)``:
     ``"auto"`` (the C core where it can serve the model, else NumPy), ``"c"`` (the C core or an
     EngineUnavailable error saying why not) or ``"numpy"``.  ``threads`` is the C core's thread
-    count (None: see ``pool.default_threads``).
+    count (None: see ``pool.default_threads``).  ``top_pooling='7x7'`` gives the classification
+    head TF-slim's 7x7 average pooling instead of the global average: outputs (N, h, w, classes),
+    a 1x1 grid where the input is at most 224 on each side, a larger one beyond.
 
     Calls from several threads on one model take turns.  ``copy.copy(model)`` is a model of its
     own (layers, lock, plans, caches, threads) that runs at the same time as the original: it
@@ -213,6 +238,7 @@ class MobileNetV2:
 
     @property
     def plan_cache_shapes(self):
+        """How many input shapes' C plans are kept (1 to 1000000; least recently used dropped first)."""
         return self._plan_cache_shapes
 
     @plan_cache_shapes.setter
@@ -223,6 +249,7 @@ class MobileNetV2:
 
     @property
     def plan_cache_bytes(self):
+        """How many bytes of activation buffers the kept C plans may hold (the newest is kept whatever its size)."""
         return self._plan_cache_bytes
 
     @plan_cache_bytes.setter
@@ -237,9 +264,8 @@ class MobileNetV2:
         self.alpha = _check_alpha(alpha)
         self.threads = threads
         self.dtype = _check_dtype(dtype)
-        if not (weights is None or isinstance(weights, (str, bytes, os.PathLike))):
-            raise ArgumentError("weights must be 'imagenet', None or the path of a weights file, "
-                                f"got {weights!r}")
+        if weights is not None:
+            _check_weights(weights)
         if flag(include_top) is None:
             raise ArgumentError(f"include_top must be True or False, got {include_top!r}")
         include_top = flag(include_top)
@@ -285,9 +311,17 @@ class MobileNetV2:
     # -- layers and weights ----------------------------------------------------------------
     @property
     def name(self):
+        """The model's name, ``mobilenetv2_{alpha}_{rows}`` (rows: the size of the imagenet file it
+        takes), as ``summary()`` prints it."""
         return f"mobilenetv2_{self.alpha:g}_{self.weights_rows}"
 
     def get_layer(self, name):
+        """The layer named ``name`` (a Keras layer name such as 'Conv1' or 'block_3_expand'): its
+        ``weights`` (a tuple of read-only arrays), ``get_weights()`` and ``set_weights()``.  An
+        ArgumentError for a name the model does not have; ``model.layers[i]`` is the i-th layer."""
+        if is_whole(name):
+            raise ArgumentError(f"get_layer takes a layer's name, got {name!r}; the layer at a position is "
+                                f"model.layers[{int(name)}] ({len(self.layers)} layers)")
         try:
             return self._by_name[name]
         except (KeyError, TypeError):  # (an unhashable name: a list, an array)
@@ -295,15 +329,22 @@ class MobileNetV2:
                                 "`mobilenetv2 summary` on the command line)") from None
 
     def count_params(self):
+        """The number of weights (every layer's, batch norms' moving statistics included), as Keras counts them."""
         return sum(layer.count_params() for layer in self.layers)
 
     def weighted_layers(self):
+        """The layers that have weights, in order: the layers whose arrays get_weights() lists."""
         return [layer for layer in self.layers if layer.weight_shapes()]
 
     def get_weights(self):
+        """Every weight array (copies, writable), layer by layer in Keras's order, as Keras's
+        ``model.get_weights()`` lists them."""
         return [w for layer in self.weighted_layers() for w in layer.get_weights()]
 
     def set_weights(self, arrays):
+        """Replace every weight by ``arrays``, a list as get_weights() returns (the same count,
+        order and shapes; any real dtype, stored in the model's).  All are checked before any is
+        taken: a WeightsError or ArgumentError leaves the model as it was."""
         if isinstance(arrays, dict) or not is_items(arrays):
             raise ArgumentError(f"set_weights takes a list of arrays (as get_weights returns), got {arrays!r:.60}")
         arrays = list(arrays)
@@ -365,8 +406,7 @@ class MobileNetV2:
     def load_weights(self, weights="imagenet"):
         """Load 'imagenet' (found or downloaded, see mobilenetv2.formats.registry) or a Keras .h5 file."""
         from mobilenetv2.formats import loader, registry
-        if not isinstance(weights, (str, bytes, os.PathLike)):
-            raise ArgumentError(f"weights must be 'imagenet' or the path of a weights file, got {weights!r:.60}")
+        _check_weights(weights, none_too=False)
         if weights == "imagenet":
             path = registry.resolve(self.alpha, self.weights_rows, self.include_top)
         else:
@@ -381,6 +421,7 @@ class MobileNetV2:
         return loader.save_weights(path, self.layers)
 
     def describe(self):
+        """The model in a few words, as messages name it: 'MobileNetV2 alpha=1 with top (1000 classes)'."""
         top = "with top" if self.include_top else "without top"
         head = ", TF-slim's 7x7 head" if self.top_pooling == "7x7" else ""
         return f"MobileNetV2 alpha={self.alpha:g} {top} ({self.classes} classes{head})" if self.include_top \
@@ -642,6 +683,16 @@ class MobileNetV2:
             total -= old.nbytes
         return plan
 
+    def _check_fits(self, shape):
+        """An InsufficientMemory where a batch of ``shape`` (checked) cannot run, as its run would
+        say, without reading or copying any input: the C plan of that shape is built (and kept),
+        or the NumPy run's memory worked out."""
+        probe = np.broadcast_to(np.zeros((), self.dtype), shape)  # a shape and dtype, no memory
+        with self._plan_lock:
+            if self._plan(probe) is not None:
+                return
+        self._check_memory(probe, self.layers, None)
+
     def _thread_pool(self):
         """The model's C thread pool with model.threads threads (a new one after fork or a
         change of model.threads).  Called with the plan lock held."""
@@ -746,16 +797,22 @@ class MobileNetV2:
             layer.on_weights_change.models.add(self)
 
     def __call__(self, x):
+        """``model(x)``: predict(x) in one batch (the outputs of the whole batch at once)."""
         return self._forward(self._check_input(x, finite=False))
 
     def predict(self, x, batch_size=32):
-        """Outputs for a batch (N, H, W, C) or one image (H, W, C), run ``batch_size`` at a time."""
+        """Outputs for a batch (N, H, W, C) or one image (H, W, C) (a batch of one), run
+        ``batch_size`` at a time: an array of the model's dtype, (N, classes) with the top, (N, h, w,
+        classes) with TF-slim's 7x7 head, (N, h, w, channels) without the top, (N, channels) with
+        ``pooling``.  Float input only (preprocess_input scales images); NaN or inf, a wrong shape or
+        an empty batch is an ArgumentError, a batch_size this machine cannot hold InsufficientMemory."""
         if not is_whole(batch_size) or batch_size < 1:
             raise ArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
         batch_size = int(batch_size)  # (i + np.uint8(128) wraps or overflows past 255)
         x = self._check_input(x, finite=False, convert=False)
         starts = range(0, len(x), batch_size)
         if len(x) > batch_size:  # a NaN in the last chunk fails the call before the first runs
+            self._check_fits((batch_size,) + x.shape[1:])  # ... and a chunk too large before any is read
             for i in starts:  # a chunk at a time: memory as batch_size asks, not as the whole input
                 self._converted(x[i:i + batch_size])
         outs = [self._forward(self._converted(x[i:i + batch_size], finite=False)) for i in starts]
@@ -764,8 +821,9 @@ class MobileNetV2:
         return np.concatenate(outs)
 
     def features(self, x, layers):
-        """The named layers' outputs as a dict (in the order asked), computing nothing after
-        the last layer needed."""
+        """The named layers' outputs (``layers``: a name or a list of names) as a dict by name, in
+        the order asked (a name asked twice is one entry), each (N, h, w, channels) in the model's
+        dtype, computing nothing after the last layer needed.  Runs the NumPy layers."""
         layers = _check_layer_names(layers)
         for name in layers:
             self.get_layer(name)

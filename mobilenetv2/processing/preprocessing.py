@@ -1,4 +1,5 @@
 """Images in, network inputs out: Pillow loading and Keras's 'tf' preprocessing."""
+import io
 import math
 import os
 import struct
@@ -20,8 +21,9 @@ INTERPOLATIONS = {
 def preprocess_input(x):
     """Keras's mode 'tf': ``x / 127.5 - 1``, mapping [0, 255] to [-1, 1].
 
-    Integer and float32 input gives float32, as Keras does; float64 input stays float64 (the
-    float64 reference path).
+    A new array of the input's shape (the input is not changed): float64 input stays float64
+    (the float64 reference path); integer, float16 and float32 input give float32, as Keras's
+    do for integers.  Strings, bools and complex numbers are an ArgumentError.
     """
     x = as_array(x, "preprocess_input's input")
     if x.dtype.kind not in "uif":
@@ -43,8 +45,12 @@ _DECODER_ERRORS = (OSError, SyntaxError, ValueError, RuntimeError, EOFError, Ind
 
 
 def _size_pair(target_size):
+    """(height, width) from an int or an ordered pair (a tuple, list or 1-d array): not a dict or
+    a set, which unpack to their keys or in hash order."""
     pair = (target_size, target_size) if is_whole(target_size) else target_size
     try:
+        if not isinstance(pair, (tuple, list, np.ndarray)):
+            raise TypeError
         h, w = pair
     except (TypeError, ValueError):
         raise ArgumentError(f"target_size must be an int or (height, width), got {target_size!r}") from None
@@ -102,8 +108,14 @@ def _open(path):
     name = getattr(path, "name", None) or "<file object>"
     owned = None
     if isinstance(path, (str, bytes, os.PathLike)):
+        if "\0" in files.path_str(path):  # (os.open's own ValueError: "embedded null byte")
+            hint = " (an image's content? pass io.BytesIO(data))" if isinstance(path, bytes) else ""
+            raise ArgumentError(f"load_image's path contains a NUL character, which no file name has{hint}")
         fd, name = _open_regular(path)
         owned = path = os.fdopen(fd, "rb")
+    elif isinstance(path, io.TextIOBase):  # (read as text, an image is a UnicodeDecodeError: "corrupt?")
+        raise ArgumentError(f"load_image reads images from binary files: open {name!r} with mode 'rb', not "
+                            f"{getattr(path, 'mode', 'text')!r}")
     elif not hasattr(path, "read"):
         raise ArgumentError(f"load_image takes a file path, a binary file or a PIL image, got "
                             f"{type(path).__name__}")
