@@ -41,7 +41,10 @@ def open_regular(path, what="file"):
     The file is opened with O_NONBLOCK, so a FIFO or a device returns at once instead of
     hanging, then checked with fstat on that same descriptor (no race between check and use).
     Raises FileNotFoundError, IsADirectoryError or PermissionError as os.open does, and
-    NotRegularFile (which callers turn into their own error) for a FIFO, device or socket."""
+    NotRegularFile (which callers turn into their own error) for a FIFO, device or socket, or a
+    path with a NUL character."""
+    if "\0" in path_str(path):  # (os.open's own ValueError, "embedded null byte", escaped every caller)
+        raise NotRegularFile(f"{what} path {path_str(path)!r} contains a NUL character, which no file name has")
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     fd = os.open(path, flags)
     try:
@@ -134,6 +137,8 @@ def output_str(path, what="output"):
     """An output path (str, bytes or os.PathLike) as a str; anything else is a bad argument."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise ArgumentError(f"{what} path must be a str or os.PathLike, got {type(path).__name__} {path!r:.80}")
+    if "\0" in path_str(path):  # (os's own ValueError: "embedded null byte")
+        raise ArgumentError(f"{what} path {path_str(path)!r:.80} contains a NUL character, which no file name has")
     return path_str(path)
 
 

@@ -113,6 +113,24 @@ def test_an_output_path_of_another_type_is_the_packages_error(tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("kind", [str, os.fsencode])
+def test_a_path_with_a_nul_is_the_packages_error_before_anything_is_written(tmp_path, monkeypatch, kind):
+    """A NUL in a path reached os's own ValueError ("embedded null byte"), a traceback from deep
+    inside every writer and reader: each says what is wrong in its own error, writing nothing."""
+    from mobilenetv2.errors import ArgumentError
+    import mobilenetv2
+    monkeypatch.chdir(tmp_path)
+    model = mobilenetv2.MobileNetV2((32, 32, 3), alpha=0.35, weights=None)
+    for write in [lambda p: mobilenetv2.export_onnx(model, p), model.save_weights,
+                  lambda p: mobilenetv2.save_pretrained(model, p)]:
+        with pytest.raises(ArgumentError, match="NUL character"):
+            write(kind(str(tmp_path / "out\0.x")))
+    for read in [files.open_regular, lambda p: files.read_regular(p, "file", 10)]:
+        with pytest.raises(files.NotRegularFile, match="NUL character"):
+            read(kind(str(tmp_path / "in\0.x")))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_read_regular_sets_aside_what_the_file_holds_not_its_limit(tmp_path):
     """A 3 KB file read with a 2 GiB limit, in a process of 1 GiB of address space: read(limit + 1)
     set aside the limit before reading (MemoryError; the fuzz harness's model files met it)."""
