@@ -283,6 +283,7 @@ class MobileNetV2:
             if self.alpha not in OFFICIAL_ALPHAS:
                 raise ArgumentError(f"imagenet weights exist for alpha in {OFFICIAL_ALPHAS}, got {alpha!r}")
         self.input_shape, self.weights_rows = _input_shape(input_shape, include_top, weights)
+        self._name_rows = self.weights_rows if weights == "imagenet" else self.input_shape[0]  # Keras's `rows`
         self.include_top = bool(include_top)
         self.pooling = pooling
         self.top_pooling = top_pooling
@@ -311,9 +312,10 @@ class MobileNetV2:
     # -- layers and weights ----------------------------------------------------------------
     @property
     def name(self):
-        """The model's name, ``mobilenetv2_{alpha}_{rows}`` (rows: the size of the imagenet file it
-        takes), as ``summary()`` prints it."""
-        return f"mobilenetv2_{self.alpha:g}_{self.weights_rows}"
+        """The model's name as Keras names it, ``mobilenetv2_{alpha:0.2f}_{rows}`` (rows: the
+        imagenet file's size with weights='imagenet', else the input's height, None where it is
+        any), as ``summary()`` prints it: 'mobilenetv2_1.00_224'."""
+        return f"mobilenetv2_{self.alpha:0.2f}_{getattr(self, '_name_rows', self.weights_rows)}"
 
     def get_layer(self, name):
         """The layer named ``name`` (a Keras layer name such as 'Conv1' or 'block_3_expand'): its

@@ -268,7 +268,7 @@ def test_summary_needs_no_weights_file(weights_dir, tmp_path, monkeypatch, capsy
     assert "Total params: 1,691,208" in text
     assert main(["summary", "--weights", "imagenet"]) == 0  # 1.0_224, whose file is nowhere
     text = capsys.readouterr().out
-    assert "Total params: 3,538,984" in text and '"mobilenetv2_1_224"' in text  # Keras's count
+    assert "Total params: 3,538,984" in text and '"mobilenetv2_1.00_224"' in text  # Keras's count and name
     assert main(["summary", "--weights", "none"]) == 0
     assert capsys.readouterr().out == text
     assert main(["summary", "--alpha", "1.3", "--size", "96", "--weights", "imagenet"]) == 2

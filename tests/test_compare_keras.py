@@ -144,3 +144,13 @@ def test_real_backbone_in_keras_agrees_and_epsilon_defect_found():
     d = report["diagnosis"]
     assert (report["first_divergent_layer"], d["cause"], d["also"]) == ("block_12_project_BN", "bn_epsilon", [])
     assert d["evidence"][0]["detail"]["epsilon"] == 1e-5 and d["after_fix"]["agrees"]
+
+
+@pytest.mark.parametrize("shape, alpha, include_top", [((96, 96, 3), 0.35, True), (None, 1.0, True),
+                                                       (None, 1.3, False), ((100, 120, 3), 0.75, False)])
+def test_the_models_name_is_keras_s(shape, alpha, include_top):
+    """``name`` (what summary() prints) is Keras's: the alpha with two decimals and the input's
+    rows, None where any ('mobilenetv2_1_224' it was, for Keras's 'mobilenetv2_1.00_224')."""
+    k = keras.applications.MobileNetV2(input_shape=shape, alpha=alpha, include_top=include_top, weights=None)
+    keras.backend.clear_session()  # Keras names a later model's layers apart from these otherwise
+    assert MobileNetV2(shape, alpha=alpha, include_top=include_top, weights=None).name == k.name
