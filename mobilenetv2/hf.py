@@ -44,10 +44,10 @@ from mobilenetv2 import files
 from mobilenetv2.network import arch
 from mobilenetv2.network import layers as L
 from mobilenetv2.errors import ArgumentError, Error, OutputPathError, check_option
-from mobilenetv2.formats.hf_config import (ConfigError, HFConfig, ProcessorConfig, read_config,
-                                   read_processor_config)
+from mobilenetv2.formats.hf_config import (ARCHITECTURES, ConfigError, HFConfig, ProcessorConfig, parse_config,
+                                           read_json, read_processor_config)
 from mobilenetv2.model import MobileNetV2, _check_dtype, _check_layer_names, check_top_pooling
-from mobilenetv2.formats.safetensors import PICKLE_HINT, SafetensorsError, SafetensorsFile, save_file
+from mobilenetv2.formats.safetensors import SafetensorsError, SafetensorsFile, pickle_hint, save_file
 
 PREFIX = "mobilenet_v2."
 _BN = ("weight", "bias", "running_mean", "running_var")
@@ -302,6 +302,24 @@ def _member(folder, name):
         raise CheckpointError(str(exc)) from None
 
 
+def _architecture_named(config_path):
+    """The transformers class a config.json's ``architectures`` names, or None where it names
+    none this package knows (or cannot be read)."""
+    try:
+        archs = read_json(config_path, "config.json").get("architectures")
+    except (Error, OSError):
+        return None
+    ok = isinstance(archs, list) and len(archs) == 1 and isinstance(archs[0], str) and archs[0] in ARCHITECTURES
+    return archs[0] if ok else None
+
+
+def _head_of(names):
+    """The head a state dict's tensor names hold: 'classification', 'segmentation' or None."""
+    if any(n.startswith("segmentation_head.") for n in names):
+        return "segmentation"
+    return "classification" if any(n.startswith("classifier.") for n in names) else None
+
+
 def from_pretrained(path, dtype="float32", threads=None, top_pooling="global", engine="auto"):
     """An HFMobileNetV2 from a Hugging Face folder: config.json + model.safetensors (+
     preprocessor_config.json, kept as ``model.processor_config``).
@@ -311,7 +329,9 @@ def from_pretrained(path, dtype="float32", threads=None, top_pooling="global", e
     ``top_pooling="7x7"`` gives a
     classification model TF-slim's 7x7 average-pooling head (a grid of scores above 224).
     A ``pytorch_model.bin`` (a pickle) is refused: convert it with transformers'
-    ``save_pretrained(folder, safe_serialization=True)``.  Arrays are NHWC.
+    ``<the class config.json's architectures names>.from_pretrained(folder).save_pretrained(folder,
+    safe_serialization=True)`` (AutoModel would drop the head).  A config.json without
+    ``architectures`` gets the head its tensors hold.  Arrays are NHWC.
     """
     check_top_pooling(top_pooling)
     folder = files.path_str(path)
@@ -324,12 +344,18 @@ def from_pretrained(path, dtype="float32", threads=None, top_pooling="global", e
     weights = _member(folder, "model.safetensors")
     if not os.path.exists(weights):
         if os.path.lexists(os.path.join(folder, "pytorch_model.bin")):
-            raise SafetensorsError(os.path.join(folder, "pytorch_model.bin"),
-                                   "there is no model.safetensors beside it, and " + PICKLE_HINT)
+            raise SafetensorsError(os.path.join(folder, "pytorch_model.bin"), "there is no model.safetensors "
+                                   "beside it, and " + pickle_hint(_architecture_named(config_path)))
         raise FileNotFoundError(2, "no model.safetensors in the checkpoint folder", folder)
-    config = read_config(config_path)
+    obj = read_json(config_path, "config.json")
+    config = parse_config(obj, config_path)
+    tensors = SafetensorsFile(weights)
+    if obj.get("architectures") is None:
+        # transformers' Auto classes go by model_type: a config.json without architectures (as
+        # MobileNetV2Config(...).save_pretrained writes it) has the head its tensors hold
+        config = parse_config(obj, config_path, _head_of(tensors.names()))
     # the header against the graph the config describes, before any weight is allocated
-    check_tensors(SafetensorsFile(weights), _build_layers(config, top_pooling), config)
+    check_tensors(tensors, _build_layers(config, top_pooling), config)
     model = HFMobileNetV2(config, dtype=dtype, threads=threads, top_pooling=top_pooling, engine=engine)
     model.load_weights(weights)
     proc = _member(folder, "preprocessor_config.json")
@@ -367,6 +393,7 @@ def _config_of(model):
             [f"LABEL_{i}" for i in range(model.classes)]
         id2label = dict(enumerate(names))
     return HFConfig(depth_multiplier=float(model.alpha), image_size=int(model.weights_rows),
+                    num_channels=int(model.get_layer("Conv1").cin),  # 1 (grayscale) or 4 as well as RGB
                     head="classification" if model.include_top else None, id2label=id2label)
 
 

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 
 import numpy as np
 
@@ -146,6 +147,10 @@ def parse_config(obj, path="config.json", head=...):
             if not test(obj[name]):
                 raise ConfigError(path, f"{name} must be {want}, got {str(obj[name])[:60]!r}")
             fields[name] = obj[name]
+    if fields.get("layer_norm_eps", 1) < np.finfo(np.float32).tiny:  # float32 would lose it (1e-300 is 0)
+        raise ConfigError(path, f"layer_norm_eps {fields['layer_norm_eps']!r} is below float32's smallest normal "
+                                f"number ({np.finfo(np.float32).tiny:.4g}): the float32 model would divide a "
+                                "channel of variance 0 by 0")
     if "model_type" in obj and obj["model_type"] != "mobilenet_v2":
         raise ConfigError(path, f"model_type is {str(obj['model_type'])[:40]!r}, not 'mobilenet_v2' "
                                 "(this package runs MobileNetV2 checkpoints only)")
@@ -166,6 +171,11 @@ def parse_config(obj, path="config.json", head=...):
             raise ConfigError(path, f"id2label must map at most {MAX_LABELS} decimal ids (strings of "
                                     "ASCII digits, no leading zero) to label strings")
         id2label = {int(k): v for k, v in labels.items()}
+        for i, label in id2label.items():
+            bad = next((ch for ch in label if unicodedata.category(ch) in ("Cc", "Cs")), None)
+            if bad is not None:  # printed as they are by classify and segment
+                raise ConfigError(path, f"id2label's label for id {i} holds U+{ord(bad):04X}, a control character "
+                                        "or a lone surrogate: a label must be printable text")
         if sorted(id2label) != list(range(len(id2label))):
             raise ConfigError(path, f"id2label's ids must be 0..{len(id2label) - 1}, each once")
     n = obj.get("num_labels")

@@ -38,10 +38,21 @@ DTYPES = {
 }
 _NAMES = {dt: name for name, dt in DTYPES.items() if name != "BF16"}
 
-PICKLE_HINT = ("it is a PyTorch pickle, which can run code when loaded and is never opened here; "
-               "convert it once where torch and transformers are installed: "
-               "AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True) "
-               "writes model.safetensors")
+
+def pickle_hint(architecture=None):
+    """Why a PyTorch pickle is refused, and the conversion to run: with the class config.json's
+    ``architectures`` names, as transformers' AutoModel is the bare MobileNetV2Model, whose
+    save_pretrained would drop the classifier or segmentation head."""
+    return ("it is a PyTorch pickle, which can run code when loaded and is never opened here; "
+            "convert it once where torch and transformers are installed: "
+            f"transformers.{architecture or 'CLASS'}.from_pretrained(folder).save_pretrained(folder, "
+            "safe_serialization=True) writes model.safetensors" +
+            ("" if architecture else ", CLASS being the one config.json's architectures names "
+             "(MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation or MobileNetV2Model)") +
+            " (not AutoModel, which would drop the head)")
+
+
+PICKLE_HINT = pickle_hint()
 
 
 class SafetensorsError(Error, ValueError):
