@@ -246,6 +246,7 @@ class MobileNetV2:
         if not is_whole(value) or not 1 <= value <= 10 ** 6:
             raise ArgumentError(f"plan_cache_shapes must be a whole number from 1 to 1000000, got {value!r}")
         self._plan_cache_shapes = int(value)
+        self._trim_plans()  # a lower bound frees what it no longer allows now, not at the next new shape
 
     @property
     def plan_cache_bytes(self):
@@ -257,6 +258,7 @@ class MobileNetV2:
         if not is_whole(value) or value < 0:
             raise ArgumentError(f"plan_cache_bytes must be a whole number of bytes, 0 or more, got {value!r}")
         self._plan_cache_bytes = int(value)
+        self._trim_plans()  # a lower bound frees what it no longer allows now, not at the next new shape
 
     def __init__(self, input_shape=None, alpha=1.0, include_top=True, weights="imagenet",
                  pooling=None, classes=1000, classifier_activation="softmax", dtype="float32",
@@ -678,12 +680,24 @@ class MobileNetV2:
         if available is not None and plan.nbytes > available:
             raise _out_of_memory(x, plan.nbytes, available)
         self._plans[x.shape] = plan
+        self._drop_plans()
+        return plan
+
+    def _drop_plans(self):
+        """Drop the least recently used plans beyond plan_cache_shapes and plan_cache_bytes (the
+        newest is kept whatever its size).  Called with the plan lock held."""
         total = sum(p.nbytes for p in self._plans.values())
         while len(self._plans) > 1 and (len(self._plans) > self.plan_cache_shapes or
                                         total > self.plan_cache_bytes):
             _, old = self._plans.popitem(last=False)
             total -= old.nbytes
-        return plan
+
+    def _trim_plans(self):
+        """_drop_plans under the plan lock, where the model has plans yet (not while __init__
+        sets the bounds)."""
+        if "_plans" in self.__dict__:
+            with self._plan_lock:
+                self._drop_plans()
 
     def _check_fits(self, shape):
         """An InsufficientMemory where a batch of ``shape`` (checked) cannot run, as its run would

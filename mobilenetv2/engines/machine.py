@@ -80,11 +80,65 @@ CORES = usable_cores()
 HUGE_PAGE = huge_page_bytes()
 
 
-def available_memory(meminfo=Path("/proc/meminfo"), cgroup=Path("/sys/fs/cgroup")):
+def _read(path):
+    with open(path) as f:  # (not Path.read_text: this runs on every NumPy predict)
+        return f.read()
+
+
+def _cgroup_folders(base, path):
+    """The folders of cgroup ``path`` (as /proc/self/cgroup gives it) and of every cgroup above it,
+    innermost first, under the hierarchy mounted at ``base``.  Folders not in this mount (a
+    container whose cgroup is not namespaced sees the host's path but has its own cgroup mounted
+    as the root) are skipped; a path out of the mount ('/..', outside a namespace) is not followed."""
+    parts = [p for p in path.strip().split("/") if p and p != "."]
+    if ".." in parts:
+        parts = []
+    return [os.path.join(base, *parts[:k]) for k in range(len(parts), -1, -1)]
+
+
+_SELF_CGROUP = Path("/proc/self/cgroup")
+_OWN_CGROUPS = {}  # pid -> _own_cgroups(_SELF_CGROUP): read once per process (half the cost of a call)
+
+
+def _own_cgroups(proc_cgroup):
+    """{'v2': path, 'v1': path} of this process's memory cgroups, from /proc/self/cgroup's
+    'id:controllers:path' lines; '/' for a hierarchy it does not name.  This process's own are
+    read once (a forked child reads its own again)."""
+    if proc_cgroup == _SELF_CGROUP:
+        pid = os.getpid()
+        own = _OWN_CGROUPS.get(pid)
+        if own is None:  # (threads may race here: each reads the same and stores it)
+            own = _read_own_cgroups(proc_cgroup)
+            _OWN_CGROUPS.clear()
+            _OWN_CGROUPS[pid] = own
+        return own
+    return _read_own_cgroups(proc_cgroup)
+
+
+def _read_own_cgroups(proc_cgroup):
+    found = {"v2": "/", "v1": "/"}
+    try:
+        lines = _read(proc_cgroup).splitlines()
+    except (OSError, UnicodeDecodeError):
+        return found
+    for line in lines:
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        if fields[0] == "0" and not fields[1]:
+            found["v2"] = fields[2] or "/"
+        elif "memory" in fields[1].split(","):
+            found["v1"] = fields[2] or "/"
+    return found
+
+
+def available_memory(meminfo=Path("/proc/meminfo"), cgroup=Path("/sys/fs/cgroup"),
+                     proc_cgroup=_SELF_CGROUP):
     """Bytes of memory a new allocation can have now: the kernel's MemAvailable (without
-    swapping), or less where this process's memory cgroup (a container's limit; v2 memory.max
-    less memory.current, v1 memory.limit_in_bytes less usage) leaves less.  None where neither
-    says.  Read at each call: it changes."""
+    swapping), or less where a memory cgroup leaves less: this process's own (where
+    ``proc_cgroup`` says: a systemd service's MemoryMax=, a job scheduler's cgroup, a container's)
+    or any above it (v2 memory.max less memory.current, v1 memory.limit_in_bytes less usage).
+    None where none says.  Read at each call: it changes."""
     found = []
     try:
         for line in meminfo.read_text().splitlines():
@@ -93,13 +147,18 @@ def available_memory(meminfo=Path("/proc/meminfo"), cgroup=Path("/sys/fs/cgroup"
                 break
     except (OSError, ValueError, IndexError):
         pass
-    for limit, used in (("memory.max", "memory.current"),
-                        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
-        try:
-            cap = (cgroup / limit).read_text().strip()
-            if cap != "max" and int(cap) < 1 << 60:  # v1 writes 'no limit' as a huge number
-                found.append(max(int(cap) - int((cgroup / used).read_text()), 0))
+    own = _own_cgroups(proc_cgroup)
+    for base, limit, used, version in ((cgroup, "memory.max", "memory.current", "v2"),
+                                       (cgroup / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "v1")):
+        read = False
+        for folder in _cgroup_folders(base, own[version]):
+            try:
+                cap = _read(os.path.join(folder, limit)).strip()
+                read = True
+                if cap != "max" and int(cap) < 1 << 60:  # v1 writes 'no limit' as a huge number
+                    found.append(max(int(cap) - int(_read(os.path.join(folder, used))), 0))
+            except (OSError, ValueError):
+                continue
+        if read:  # cgroup v2, or else v1
             break
-        except (OSError, ValueError):
-            continue
     return min(found) if found else None

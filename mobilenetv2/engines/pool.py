@@ -70,11 +70,22 @@ class Pool:
 
     def __init__(self, threads):
         threads = check_threads(threads)
-        handle = native.lib.mnv2_pool_create(threads)
+        # An interrupt (Ctrl-C, a signal handler's exception) that arrives while the threads start
+        # is raised as the C call returns, before its result is stored: the handle would be lost
+        # and its threads run on.  So the handle goes into a list from C (extend over map calls
+        # the function with no check for interrupts between), and whatever is raised after it,
+        # the finally below hands it to the garbage collector, which stops the threads.
+        started = []
+        try:
+            started.extend(map(native.lib.mnv2_pool_create, (threads,)))
+        finally:
+            handle = started[0] if started else native.ffi.NULL  # (indexing calls nothing)
+            if handle != native.ffi.NULL:
+                handle = native.ffi.gc(handle, native.lib.mnv2_pool_destroy)  # dropped: destroyed
         if handle == native.ffi.NULL:
             raise RuntimeError(f"could not start {threads} threads for the C engine "
                                "(try fewer: threads=N or MNV2_NUM_THREADS)")
-        self.handle = native.ffi.gc(handle, native.lib.mnv2_pool_destroy)
+        self.handle = handle
         self._threads = native.lib.mnv2_pool_threads(handle)  # fixed for the pool's life
         self.pid = os.getpid()
         _POOLS.add(self)
