@@ -1090,6 +1090,19 @@ def test_mutation_only_with_an_id_it_does_not_know_says_so(argv, says):
         _benchmarks_script("mutation").main(argv)
 
 
+def test_mutation_runs_its_tests_on_the_shared_data_the_user_names(tmp_path, monkeypatch, capsys):
+    """The mutants' tests were always pointed at ../shared beside the checkout: in a clone made
+    elsewhere (/tmp) every test needing shared/ skipped and 5 of 8 preprocessing mutants
+    'survived'.  $MOBILENETV2_SHARED is passed on, and a missing folder is said before any run."""
+    mutation = _benchmarks_script("mutation")
+    monkeypatch.setenv("MOBILENETV2_SHARED", str(tmp_path))
+    assert mutation.shared_folder() == tmp_path
+    monkeypatch.setenv("MOBILENETV2_SHARED", str(tmp_path / "absent"))
+    with pytest.raises(SystemExit):
+        mutation.main(["--only", "bogus"])
+    assert "no shared test data at" in capsys.readouterr().err
+
+
 def test_device_run_without_a_kit_says_so(tmp_path):
     import subprocess
     from pathlib import Path
