@@ -336,7 +336,10 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     other_model = None  # OTHER's own weights, where the reference's are the user's: compared per layer
     if weights is not None:
         m64, m32, wdesc, cannot = W.from_user(weights, hw, include_top, pooling, top_pooling=top_pooling)
-        other_model = W.own_model(o, hw, include_top and M.has_head(o), pooling, top_pooling) if o.nodes else None
+        if o.nodes:
+            other_model = W.own_model(o, hw, include_top and M.has_head(o), pooling, top_pooling)
+        elif o.keras_weights is not None:  # a Keras model stores its own weights too: compared per layer
+            other_model = W.own_keras_model(o, hw)
     elif o.nodes:
         try:  # OTHER's arrays (NaN, inf, a variance below zero) are checked as a weights file's are
             m64, m32, wdesc, cannot = W.from_other(o, hw, include_top, pooling, top_pooling)

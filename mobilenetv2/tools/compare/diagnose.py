@@ -4,7 +4,7 @@ with it to its floor at that layer.
 
 Causes (a fixed vocabulary): ``padding`` (other pads on the layer's convolution), ``bn_epsilon``
 (another epsilon, fitted per channel), ``activation`` (ReLU where ReLU6 belongs, or
-ReLU6 where a plain ReLU does), ``layout`` (the
+ReLU6 where a plain ReLU does, or a clip at the other bounds OTHER's output is pinned at), ``layout`` (the
 input's channels permuted, e.g. BGR, its height and width transposed, or an NHWC buffer read as
 NCHW), ``preprocessing`` (an affine map of the input: the usual ones by name, OTHER's own where its graph
 computes one on its input (``graph.input_affine``), else fitted per channel),
@@ -32,7 +32,7 @@ import numpy as np
 from mobilenetv2.network import layers as L
 from mobilenetv2.engines.numpy_kernels import fold_batchnorm, softmax
 from mobilenetv2.tools.compare.quant import int8_patches, rounded_activations, rounded_compute
-from mobilenetv2.tools.compare.reference import NO_PATCH, Bypass, Patch, PlainReLU, clone, fixed_pads
+from mobilenetv2.tools.compare.reference import NO_PATCH, Bypass, ClipReLU, Patch, PlainReLU, clone, fixed_pads
 from mobilenetv2.tools.compare.weight_diff import weight_patches
 
 CAUSES = ("padding", "bn_epsilon", "activation", "layout", "preprocessing", "class_offset", "head",
@@ -151,7 +151,32 @@ def _bn_epsilon(ref, layer, other_arr, base):
     return out
 
 
-def _activation(ref, layer):
+def _pinned(a, end):
+    """The value ``end`` (min or max) of ``a`` where at least two values sit exactly on it (a bound
+    that clips), else None (nothing clipped there)."""
+    v = end(a)
+    return float(v) if np.count_nonzero(a == v) >= 2 else None
+
+
+def _fitted_clip(ref, act, other_arr):
+    """The activation clipped at the bounds OTHER's own output at ``act`` is pinned at (Clip(0, 4),
+    a Clip with no lower bound, Keras's ReLU(max_value=4)), where they are not ReLU6's or ReLU's; not
+    for a graph that rounds its tensors (its extremes are its grid's ends)."""
+    if other_arr is None or getattr(ref, "quant", None) is not None or not np.size(other_arr):
+        return []
+    a = np.asarray(other_arr)
+    if not np.all(np.isfinite(a)):
+        return []
+    lo, hi = _pinned(a, np.min), _pinned(a, np.max)
+    if (lo, hi) in ((0.0, 6.0), (0.0, None), (None, None)) or (lo is not None and hi is not None and lo >= hi):
+        return []
+    text = f"Clip({'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'})"
+    return [Patch("activation", f"{text} instead of ReLU6 in {act.name} (the bounds OTHER's output is pinned at)",
+                  {act.name: lambda x: ClipReLU(x.name, x.inputs, lo, hi)},
+                  detail={"layer": act.name, "activation": "clip", "min": lo, "max": hi})]
+
+
+def _activation(ref, layer, other_arr=None):
     unit = ref.unit_of(layer)
     bn = ref.reader_of(unit.name, L.BatchNormalization)
     act = ref.reader_of(bn.name, L.ReLU) if bn is not None else None
@@ -161,8 +186,9 @@ def _activation(ref, layer):
         return [Patch("activation", f"ReLU6 instead of ReLU (no cap) in {act.name}",
                       {act.name: lambda x: L.ReLU(x.name, x.inputs, max_value=6.0)},
                       detail={"layer": act.name, "activation": "relu6"})]
-    return [Patch("activation", f"ReLU (no cap at 6) instead of ReLU6 in {act.name}",
-                  {act.name: lambda x: PlainReLU(x.name, x.inputs)}, detail={"layer": act.name, "activation": "relu"})]
+    relu = Patch("activation", f"ReLU (no cap at 6) instead of ReLU6 in {act.name}",
+                 {act.name: lambda x: PlainReLU(x.name, x.inputs)}, detail={"layer": act.name, "activation": "relu"})
+    return [relu] + (_fitted_clip(ref, act, other_arr) if act.name == layer else [])
 
 
 def _unseen(ref, layer, previous, kind):
@@ -520,7 +546,7 @@ def candidates(ref, layer, other_arr, other_shape, base=NO_PATCH, skip=(), previ
     if "bn_epsilon" not in skip:
         out += _bn_epsilon(ref, layer, other_arr, base) + _bn_epsilon_unseen(ref, layer, previous)
     if "activation" not in skip:
-        out += _activation(ref, layer) + _activation_unseen(ref, layer, previous)
+        out += _activation(ref, layer, other_arr) + _activation_unseen(ref, layer, previous)
     if "layout" not in skip:
         out += _layout(ref, layer, first_visible)
     if "preprocessing" not in skip:

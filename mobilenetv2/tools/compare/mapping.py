@@ -2,7 +2,8 @@
 
 By the network's fixed topology: the i-th convolution OTHER runs is the i-th of MobileNetV2
 (checked by kind and weight shape where OTHER's weights are readable); what follows it (a
-BatchNormalization node, a Clip/Relu, an Add of two activations, the pooling and the dense head)
+BatchNormalization node, a Clip/Relu (or Max then Min, or Relu then Min: one ReLU6, read at the
+Min), an Add of two activations, the pooling and the dense head)
 is named from the Keras layers that follow that convolution.  A conv with its batch norm folded
 in (conv + bias) maps to the Keras ``*_BN`` layer; one that also carries its ReLU6 (TFLite) to
 ``*_relu``.  In a quantized graph the layer's tensor is the one after its QuantizeLinear ->
@@ -210,8 +211,8 @@ def map_by_topology(other, ref_layers, missing=None):
         if act is not None:
             a = only(t, ("clip", "relu"))
             if a is not None:
-                nxt2 = only(a.output, ("clip",))  # Max then Min
-                if nxt2 is not None and a.op == "clip" and a.attrs.get("op"):
+                nxt2 = only(a.output, ("clip",))  # Max then Min, or Relu then Min (tf.minimum(tf.nn.relu(x), 6))
+                if nxt2 is not None and (a.op == "relu" or a.attrs.get("op")):
                     a = nxt2
                 add(act.name, rounded(a.output), f"{a.op} node after {bn.name}")
             elif not other.fused_activations and not any(c.op in ("clip", "relu") for c in consumers.get(t, [])):

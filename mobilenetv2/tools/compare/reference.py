@@ -38,6 +38,19 @@ class PlainReLU(L.ReLU):
         return np.maximum(x, 0.0).astype(x.dtype, copy=False)
 
 
+class ClipReLU(L.ReLU):
+    """min(max(x, lo), hi), a bound of None none: a ReLU6 a converter wrote with other bounds
+    (Clip(0, 4), a Clip with no lower bound)."""
+
+    def __init__(self, name, inputs, lo, hi):
+        super().__init__(name, inputs)
+        self.lo, self.hi = lo, hi
+
+    def __call__(self, x):
+        return np.clip(x, -np.inf if self.lo is None else self.lo,
+                       np.inf if self.hi is None else self.hi).astype(x.dtype, copy=False)
+
+
 class Bypass:
     """A layer OTHER does not run (a residual Add left out): its output is its input number
     ``keep``, unchanged."""

@@ -36,6 +36,7 @@ class LayerDiff:
     kernel: np.ndarray    # OTHER's folded kernel (a depthwise one as (kh, kw, C)) and bias
     bias: np.ndarray
     layers: tuple         # the reference's (conv or dense, its batch norm or None)
+    own: tuple = None     # OTHER's own (conv or dense, its batch norm or None), unfolded
 
     def report(self):
         return {"layer": self.layer, "kernel_values": int(self.kernel.size), "kernel_values_off": self.kernel_off,
@@ -87,7 +88,8 @@ def _diffs(ref):
             out[conv.name] = LayerDiff(
                 conv.name, int(off.sum()), int(moved.sum()), float(shift.max()),
                 None if scale is None else float(np.max(shift / scale)),
-                float(shift.max() / big) if big > 0 else None, w2, b2, (conv, bn))
+                float(shift.max() / big) if big > 0 else None, w2, b2, (conv, bn),
+                (theirs[conv.name], None if bn is None else theirs[bn.name]))
     return out
 
 
@@ -150,6 +152,14 @@ def _patch(base, cause, diffs, text):
         if isinstance(x, L.Dense):
             layers[x.name] = lambda layer, w=d.kernel, b=d.bias: clone(
                 layer, weights=[a.astype(layer.weights[0].dtype) for a in (w, b)])
+        elif base is None and d.own is not None and bn is not None and d.own[1].epsilon != 0:
+            # a float OTHER whose batch norm is not folded (a Keras model, an ONNX BatchNormalization
+            # node): its own conv and batch norm as they are (the reference's epsilon kept), so that
+            # the conv's output it shows before its batch norm is its own; folded into the conv,
+            # that output would be the batch norm's
+            for mine, theirs in zip((x, bn), d.own):
+                layers[mine.name] = lambda layer, t=theirs: clone(layer, weights=[
+                    np.asarray(a).astype(layer.weights[0].dtype) for a in t.weights])
         else:
             set_folded(layers, x, bn, d.kernel, d.bias)
     local = Patch(cause, text, layers, detail={"layers": [d.report() for d in diffs]})

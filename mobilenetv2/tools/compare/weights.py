@@ -235,6 +235,15 @@ def from_user(weights, hw, include_top, pooling=None, top_pooling="global"):
     return m64, m32, desc, cannot
 
 
+def own_keras_model(other, hw):
+    """A Keras model's own weights as a float64 MobileNetV2 (as ``from_keras_object`` reads them),
+    or None where they cannot be read so (the layer-by-layer comparison shows those)."""
+    try:
+        return from_keras_object(other, hw)[0]
+    except (CompareError, WeightsError):
+        return None
+
+
 def from_keras_object(other, hw):
     """The reference with a Keras model's own weights, by layer name (its epsilon stays Keras's)."""
     try:  # (Keras's get_layer raises ValueError for a name it does not have)
