@@ -192,3 +192,29 @@ def test_save_figure_writes_the_format_its_suffix_names_at_exactly_that_path(tmp
         plt.close(fig)
     assert got == str(tmp_path / name) and (tmp_path / name).read_bytes().startswith(magic)
     assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_folder_member_takes_links_inside_and_refuses_links_out(tmp_path):
+    """A checkpoint folder's member may be a file or a link within the folder (or, in a Hugging
+    Face hub cache, a link from snapshots/<rev>/ into blobs/); a link anywhere else is refused."""
+    hub = tmp_path / "models--x" / "snapshots" / "abc"
+    hub.mkdir(parents=True)
+    (tmp_path / "models--x" / "blobs").mkdir()
+    (tmp_path / "models--x" / "blobs" / "f00d").write_bytes(b"w")
+    (tmp_path / "secret").write_bytes(b"s")
+    (hub / "plain.json").write_bytes(b"{}")
+    (hub / "sub").mkdir()
+    (hub / "sub" / "inner").write_bytes(b"i")
+    os.symlink(hub / "sub" / "inner", hub / "inside")
+    os.symlink(tmp_path / "models--x" / "blobs" / "f00d", hub / "model.safetensors")
+    os.symlink(tmp_path / "secret", hub / "out")
+    for name in ("plain.json", "inside", "model.safetensors", "missing"):
+        assert files.folder_member(hub, name) == os.path.join(str(hub), name)
+    with pytest.raises(files.OutsideFolder, match="outside the checkpoint folder"):
+        files.folder_member(hub, "out")
+    assert files.outside_folder(hub, hub / "out") == str(tmp_path / "secret")
+    plain = tmp_path / "plain"  # not a hub snapshot: its parent's blobs/ is no exception
+    plain.mkdir()
+    os.symlink(tmp_path / "models--x" / "blobs" / "f00d", plain / "model.safetensors")
+    with pytest.raises(files.OutsideFolder):
+        files.folder_member(plain, "model.safetensors")

@@ -159,6 +159,6 @@ def test_a_folder_with_such_an_eps_is_refused_at_load_naming_its_config(tmp_path
         from_pretrained(folder)
 
 
-@pytest.mark.parametrize("eps", [np.finfo(np.float32).tiny, 1e-12, 1e-5, 0.001])
+@pytest.mark.parametrize("eps", [np.finfo(np.float32).tiny, 1e-12, 1e-5, 0.001, 0.999])
 def test_layer_norm_eps_float32_holds_is_kept(eps):
     assert parse_config({"layer_norm_eps": float(eps)}).layer_norm_eps == float(eps)

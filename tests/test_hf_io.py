@@ -105,7 +105,7 @@ def test_a_refused_load_weights_leaves_the_model_as_it_was(tmp_path):
 
 @pytest.mark.parametrize("field, value", [
     ("depth_multiplier", -1), ("depth_multiplier", "1.0"), ("output_stride", 4), ("tf_padding", 1),
-    ("hidden_act", "gelu"), ("layer_norm_eps", 0), ("model_type", "resnet"), ("id2label", {"0": 1}),
+    ("hidden_act", "gelu"), ("layer_norm_eps", 0), ("layer_norm_eps", 1), ("model_type", "resnet"), ("id2label", {"0": 1}),
     ("id2label", {"1": "a"}), ("id2label", {}), ("architectures", ["EvilModel"]), ("image_size", True),
 ])
 def test_bad_config_fields_are_refused(tmp_path, field, value):

@@ -266,3 +266,33 @@ def test_tiff_tile_far_larger_than_the_image_is_refused_before_decoding(tmp_path
     assert 2048 * 2048 > preprocessing.MAX_TILE_PIXELS
     with pytest.raises(ImageError, match=r"is 64x64 and declares tiles of 2048x2048, each decoded whole"):
         load_image(path, target_size=(64, 64))
+
+
+def test_our_own_refusals_inside_decoding_are_said_as_they_are(tmp_path, monkeypatch):
+    """The pixel limit and the tile check raise ImageError inside the decoding block, whose
+    handler for decoder errors must pass them on unchanged, not reword them as 'cannot be read
+    (truncated or corrupt?)': the file is sound, only too large."""
+    path = save(Image.fromarray(np.zeros((60, 100, 3), np.uint8)), tmp_path / "x.png")
+    monkeypatch.setattr(preprocessing, "MAX_PIXELS", 5000)
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    assert str(info.value).startswith(f"image {str(path)!r} is 100x60, too large to decode safely")
+    assert "truncated or corrupt" not in str(info.value)
+
+
+def test_a_float_image_past_65535_is_white_not_wrapped_to_black():
+    """F images whose values exceed 255 are scaled by 255/65535; a value past 65535 (or +inf
+    there) is then past 255 and must clip to 255, not wrap to 0 in the uint8 cast."""
+    a = np.full((32, 32), 30000.0, np.float32)
+    a[0, 0], a[0, 1], a[0, 2] = 70000.0, 1e9, np.inf
+    out = load_image(Image.fromarray(a, "F"), target_size=(32, 32))[:, :, 0]
+    assert (out[0, :3] == 255).all()
+    assert out[1, 1] == round(30000 * 255 / 65535)  # 117: the scale applies to the rest
+
+
+def test_a_crop_of_exactly_one_pixel_is_that_pixel():
+    """crop=1/32 of a 32x32 image is its 1x1 centre, rounded down-right: pixel (16, 16); one
+    pixel is a region, only zero is refused."""
+    a = np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    out = load_image(Image.fromarray(a), target_size=1, crop=1 / 32)
+    np.testing.assert_array_equal(out[0, 0], a[16, 16])
