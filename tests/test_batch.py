@@ -474,6 +474,11 @@ def test_progress_line_counts_rate_and_eta():
     assert line.startswith("800/10000000 images") and "2 errors" in line and 7.9 < rate <= 8.0
     days, h, m, s = map(int, re.search(r"ETA (\d+)d (\d\d):(\d\d):(\d\d)", line).groups())
     assert abs(days * 86400 + h * 3600 + m * 60 + s - (10_000_000 - 800) / rate) < 2  # ~14.5 days at 8/s
+    stream = io.StringIO()  # slower than an image a second (float64 on huge images): still an ETA
+    progress = Progress(10, stream=stream, every=0)
+    progress.start -= 100.0
+    progress.update(5)
+    assert re.search(r"images/s  ETA 00:01:(39|40)$", stream.getvalue().strip())  # 5 more at 0.05/s
     # nothing done yet (every image still decoding): no rate, so no ETA; no images: no line at all
     stream = io.StringIO()
     Progress(5, stream=stream, every=0).finish()
