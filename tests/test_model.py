@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from mobilenetv2 import MobileNetV2
+from mobilenetv2.errors import ArgumentError
 from mobilenetv2.network import arch
 from mobilenetv2.network.variants import VARIANTS, PUBLISHED, variant_table
 
@@ -260,12 +261,37 @@ def test_save_weights_roundtrip_leaves_one_file(tmp_path, small):
 def test_imagenet_top_takes_each_official_square_size_and_no_other():
     """Keras's obtain_input_shape: with the classifier and imagenet weights, (R, R, 3) for an
     official R loads R's weights; a non-square shape is refused (survivor of the mutation pass)."""
-    from mobilenetv2.model import OFFICIAL_ROWS, _input_shape
-    for r in OFFICIAL_ROWS:
+    from mobilenetv2.model import _input_shape
+    for r in (96, 128, 160, 192, 224):  # Keras's list, not ours read back
         assert _input_shape((r, r, 3), True, "imagenet") == ((r, r, 3), r)
-    with pytest.raises(ValueError, match="input_shape must be one of"):
-        _input_shape((192, 160, 3), True, "imagenet")
+    for shape in ((192, 160, 3), (225, 225, 3), (100, 100, 3)):
+        with pytest.raises(ValueError, match="input_shape must be one of"):
+            _input_shape(shape, True, "imagenet")
     assert _input_shape((192, 160, 3), False, None) == ((192, 160, 3), 224)
+
+
+def test_imagenet_backbone_warns_exactly_where_224_is_loaded_for_another_size():
+    """Keras warns when input_shape is undefined, non-square or not an official size and loads the
+    224 weights; an official square size loads its own file, silently."""
+    import warnings
+    from mobilenetv2.model import _input_shape
+    for shape in (None, (100, 100, 3), (160, 192, 3)):
+        with pytest.warns(UserWarning, match="the weights for 224x224 are loaded"):
+            assert _input_shape(shape, False, "imagenet")[1] == 224
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _input_shape((160, 160, 3), False, "imagenet") == ((160, 160, 3), 160)
+        assert _input_shape((100, 100, 3), False, None) == ((100, 100, 3), 224)  # no weights: no warning
+
+
+@pytest.mark.parametrize("name, bad", [("plan_cache_bytes", -1), ("plan_cache_bytes", 2.5), ("plan_cache_bytes", None),
+                                       ("plan_cache_shapes", 0), ("plan_cache_shapes", 10 ** 6 + 1)])
+def test_plan_cache_bounds_refuse_what_they_cannot_be(name, bad):
+    model = MobileNetV2((32, 32, 3), alpha=0.35, weights=None)
+    before = getattr(model, name)
+    with pytest.raises(ArgumentError, match=name):
+        setattr(model, name, bad)
+    assert getattr(model, name) == before
 
 
 def test_the_memory_checks_lower_bound_is_the_largest_step_and_what_is_kept():
