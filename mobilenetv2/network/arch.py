@@ -289,6 +289,15 @@ def export_bytes(model):
                    sum(math.prod(shape) for shape in layer.weight_shapes()) for layer in model.layers)
 
 
+def check_export_weights(model, exporter):
+    """An ArgumentError naming ``exporter`` and the first layer whose weights are not set (a network
+    built without them): the exporters read every layer's weights, which would fail half way."""
+    for layer in model.layers:
+        if len(layer.weights) != len(layer.weight_shapes()):
+            raise ArgumentError(f"{exporter}: layer {layer.name!r} has no weights (it takes "
+                                f"{', '.join(layer.weight_names)}): set them with set_weights first")
+
+
 def check_export_bytes(model, exporter):
     """An ArgumentError naming ``exporter`` where the file could not hold ``model``'s weights (onnx
     fails to serialize such a model; LiteRT refuses such a flatbuffer), with 1 MiB for the graph."""

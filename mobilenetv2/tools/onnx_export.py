@@ -19,7 +19,8 @@ OPSETS = range(13, 22)  # the default ONNX domain's opsets this exporter writes 
 
 
 def export_onnx(model, path, batch=1, opset=13, input_size=None):
-    """Write ``model`` as an ONNX file at ``path``; ``batch=None`` leaves the batch size dynamic.
+    """Write ``model`` as an ONNX file at ``path``; ``batch=None`` leaves the batch size dynamic
+    (the symbolic axis ``batch`` of the input ``input`` and the output ``output``).
     ``input_size=(H, W)`` fixes the size of a model that takes any (a transformers checkpoint).
 
     ``opset`` (13..21) is the default domain's opset; the file's IR version is the oldest one that
@@ -41,6 +42,7 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
         raise ImportError('export_onnx needs the onnx package: pip install "mobilenetv2[onnx]"') from None
     input_shape = arch.export_input_shape(model, input_size, "export_onnx")
     arch.check_export_bytes(model, "export_onnx")
+    arch.check_export_weights(model, "export_onnx")
     h, w, c = input_shape
     shapes = arch.output_shapes(model.layers, input_shape)
     nodes, inits = [], []
@@ -136,7 +138,8 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
         else:  # every layer the package builds is written above: a new one must be too
             raise ArgumentError(f"export_onnx cannot export layer {layer.name!r} ({type(layer).__name__})")
     last = model.layers[-1].name
-    out_shape = [batch] + list(shapes[last])
+    n = "batch" if batch is None else batch  # a dynamic batch is one named axis, the input's and the output's
+    out_shape = [n] + list(shapes[last])
     final = tensor[last]
     if len(shapes[last]) == 3:  # a feature map: back to NHWC
         nodes.append(helper.make_node("Transpose", [final], ["output"], perm=[0, 2, 3, 1]))
@@ -144,7 +147,7 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
         nodes.append(helper.make_node("Identity", [final], ["output"]))
     graph = helper.make_graph(
         nodes, model.name,
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, h, w, c])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [n, h, w, c])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)], inits)
     opsets = [helper.make_opsetid("", opset)]
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="mobilenetv2",

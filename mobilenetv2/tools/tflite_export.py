@@ -158,12 +158,19 @@ class _Graph:
         self.operators.append(o)
 
     def model(self, inputs, outputs, description):
+        """The Model table: one subgraph, with the one SignatureDef TensorFlow's converter writes
+        ("serving_default"), its input and output named "input" and "output" as in the ONNX export
+        (LiteRT's signature runner and ai-edge-quantizer's calibration find a model by it)."""
         codes = [_Table(4).set(0, "b", min(code, 127)).set(2, "i", version).set(3, "i", code)
                  for code, version in self.codes]
         subgraph = (_Table(6).set(0, "tables", self.tensors).set(1, "ints", inputs).set(2, "ints", outputs)
                     .set(3, "tables", self.operators).set(4, "string", "main"))
-        return (_Table(10).set(0, "I", 3).set(1, "tables", codes).set(2, "tables", [subgraph])
-                .set(3, "string", description).set(4, "tables", self.buffers))
+        (i,), (o,) = inputs, outputs
+        signature = (_Table(5).set(0, "tables", [_Table(2).set(0, "string", "input").set(1, "I", i)])
+                     .set(1, "tables", [_Table(2).set(0, "string", "output").set(1, "I", o)])
+                     .set(2, "string", "serving_default").set(4, "I", 0))
+        return (_Table(8).set(0, "I", 3).set(1, "tables", codes).set(2, "tables", [subgraph])
+                .set(3, "string", description).set(4, "tables", self.buffers).set(7, "tables", [signature]))
 
 
 def _conv_options(depthwise, padding, stride, act, dilation):
@@ -181,6 +188,7 @@ def export_tflite(model, path, batch=1, input_size=None):
     path = os.path.abspath(files.check_output_path(path, "export_tflite"))
     input_shape = arch.export_input_shape(model, input_size, "export_tflite")
     arch.check_export_bytes(model, "export_tflite")
+    arch.check_export_weights(model, "export_tflite")
     shapes = arch.output_shapes(model.layers, input_shape)
     consumers = {}
     for layer in model.layers:
