@@ -143,8 +143,9 @@ def output_str(path, what="output"):
 
 
 def check_output_path(path, what="output"):
-    """``path`` as a str, refusing what would silently write somewhere else: an empty path, a
-    path ending in a separator, or an existing folder."""
+    """``path`` as a str, refusing what would silently write somewhere else (an empty path, a
+    path ending in a separator, or an existing folder) or fail only once the work is done (a
+    folder that does not exist or that this process may not write to)."""
     path = output_str(path, what)
     if not path or not path.strip():
         raise OutputPathError(f"{what} path is empty: give a file name")
@@ -155,6 +156,9 @@ def check_output_path(path, what="output"):
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise OutputPathError(f"{what} path {path!r}: folder {parent!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):  # said now, not as the file is written after the work
+        raise OutputPathError(f"{what} path {path!r}: folder {parent!r} is not writable (give a path in a "
+                              "folder you may write to)")
     return path
 
 

@@ -218,3 +218,23 @@ def test_folder_member_takes_links_inside_and_refuses_links_out(tmp_path):
     os.symlink(tmp_path / "models--x" / "blobs" / "f00d", plain / "model.safetensors")
     with pytest.raises(files.OutsideFolder):
         files.folder_member(plain, "model.safetensors")
+
+
+def test_an_output_in_a_folder_we_may_not_write_is_refused_before_any_work(tmp_path, monkeypatch):
+    """export_onnx into a read-only folder built the whole graph, then failed with Python's
+    PermissionError as it wrote; every writer now refuses it first, with the package's error.
+    (Tests run as root, whom permission bits do not stop, so os.access answers as for a user.)"""
+    import mobilenetv2
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.fspath(p) == str(locked)
+                        else real_access(p, mode, **kw))
+    model = mobilenetv2.MobileNetV2((32, 32, 3), alpha=0.35, weights=None)
+    monkeypatch.setattr("mobilenetv2.network.arch.output_shapes",
+                        lambda *a: pytest.fail("the graph was built before the path was checked"))
+    for write in [lambda p: mobilenetv2.export_onnx(model, p), lambda p: mobilenetv2.export_tflite(model, p),
+                  model.save_weights]:
+        with pytest.raises(OutputPathError, match="is not writable"):
+            write(str(locked / "out.x"))
+    assert list(locked.iterdir()) == []
