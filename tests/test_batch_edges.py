@@ -98,6 +98,26 @@ def test_a_folder_a_refused_run_left_takes_a_corrected_configuration(images, tmp
     assert code == 2 and "holds results of another configuration" in one_line(err), err
 
 
+@pytest.mark.parametrize("manifest, says", [(b"{not json", "is not valid JSON"),
+                                             (b"[1, 2]", "holds list, not a configuration")])
+def test_a_damaged_manifest_is_said_in_one_line_and_overwrite_starts_over(images, tmp_path, capsys,
+                                                                         manifest, says):
+    """A manifest a crash or an editor damaged: one line saying so and what to do, exit 2, the
+    folder left as it is; --overwrite then starts over."""
+    from mobilenetv2.batch.dataset import MANIFEST
+    folder, paths = images
+    out = tmp_path / "out"
+    assert main(["features", str(folder), "--out", str(out), *SMALL]) == 0
+    (out / MANIFEST).write_bytes(manifest)
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["features", str(folder), "--out", str(out), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert says in one_line(err) and "--overwrite" in err, err
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert main(["features", str(folder), "--out", str(out), *SMALL, "--overwrite"]) == 0
+    assert len(rows(out)) == len(paths)
+
+
 @pytest.mark.parametrize("images_count", [3, 70])
 def test_workers_past_the_limit_are_refused_whatever_the_number_of_images(tmp_path, capsys, images_count):
     """--workers 10000 ran with 3 images (clamped to one batch) and was refused with 70 as "70
