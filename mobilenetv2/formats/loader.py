@@ -21,7 +21,9 @@ official files use older names (``mobl1_conv_1_expand``, ``bn1_conv_1_bn_expand`
 Files come from strangers, so nothing outside the given file is ever read (see _Source): the
 path is opened once as a regular file and read into memory, only hard links are walked,
 external links, soft links, virtual datasets, external storage and unknown filters are refused,
-and every declared shape, dtype and the layer count are checked before any data is read.
+every declared shape, dtype and the layer count are checked before any data is read, each
+compressed chunk is inflated here, no further than its size, before HDF5 inflates it, and a
+layer or weight reached twice (listed twice, or through a hard link) is refused.
 Every error of h5py, zipfile and the decompressors becomes a WeightsError naming the file.
 """
 import collections
@@ -65,6 +67,7 @@ MAX_DEPTH = 12                   # nested Keras 3 containers (a model inside a m
 MAX_ARCHIVE_MEMBERS = 64         # a .keras archive holds 3 (config, metadata, weights)
 _ALLOWED_FILTERS = {h5py.h5z.FILTER_DEFLATE: "gzip", h5py.h5z.FILTER_SHUFFLE: "shuffle",
                     h5py.h5z.FILTER_FLETCHER32: "fletcher32", 32000: "lzf"}
+_COMPRESSORS = (h5py.h5z.FILTER_DEFLATE, 32000)
 # Errors the HDF5, zip and decompression libraries raise on damaged input: turned into WeightsError.
 _LIBRARY_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, OverflowError,
                    RecursionError, NotImplementedError, EOFError, zlib.error, lzma.LZMAError,
@@ -98,6 +101,7 @@ class _Stored:
 
     def read(self):
         with self.source.guard(f"reading {self.where}"):
+            self.source.check_chunks(self.dsid, self.where)
             out = np.zeros(self.shape, dtype=self.dtype.newbyteorder("="))
             if out.size:
                 self.dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
@@ -116,6 +120,7 @@ class _Source:
         self.label = repr(self.path)
         self.objects = 0
         self.declared = 0
+        self.reached = {}  # object address -> where it was first reached
         self.lapl, self.dapl = _access_lists()
         data = self._read_file(path)
         if data.startswith(b"PK\x03\x04"):
@@ -163,7 +168,12 @@ class _Source:
                 if total > MAX_FILE_BYTES:
                     raise WeightsError(f"weights file {self.path!r}: its members would inflate to "
                                        f"{total} bytes (at most {MAX_FILE_BYTES}): refused")
-                info = next((m for m in members if m.filename == "model.weights.h5"), None)
+                found = [m for m in members if m.filename == "model.weights.h5"]
+                if len(found) > 1:
+                    raise WeightsError(f"weights file {self.path!r} holds {len(found)} members named "
+                                       "model.weights.h5 (zipfile, and so Keras, reads the last; a "
+                                       ".keras archive has one): refused")
+                info = found[0] if found else None
                 if info is None:
                     raise WeightsError(f"weights file {self.path!r} is a zip archive without "
                                        "model.weights.h5 (expected a Keras .h5 weights file or a "
@@ -265,11 +275,18 @@ class _Source:
             raise WeightsError(f"weights file {self.label}: {where} keeps its data in external "
                                f"file(s) ({plist.get_external(0)[0]!r}); a weights file must hold "
                                "its data itself: refused")
-        for i in range(plist.get_nfilters()):
-            code = plist.get_filter(i)[0]
+        codes = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+        for code in codes:
             if code not in _ALLOWED_FILTERS:
                 raise WeightsError(f"weights file {self.label}: {where} uses HDF5 filter {code}; only "
                                    f"{', '.join(sorted(_ALLOWED_FILTERS.values()))} are read: refused")
+        compressors = [i for i, code in enumerate(codes) if code in _COMPRESSORS]
+        if len(set(codes)) != len(codes) or len(compressors) > 1 or (
+                compressors and h5py.h5z.FILTER_SHUFFLE in codes[compressors[0]:]):
+            raise WeightsError(f"weights file {self.label}: {where} uses the HDF5 filters "
+                               f"{', '.join(_ALLOWED_FILTERS[c] for c in codes)}; a weights file uses "
+                               "each at most once, one compressor at most, shuffle before it (as h5py "
+                               "and h5repack write them): refused")
         if dsid.get_type().get_class() != h5py.h5t.FLOAT or dsid.dtype.itemsize not in (2, 4, 8):
             raise WeightsError(f"weights file {self.label}: {where} has dtype {dsid.dtype}, "
                                "expected floating point")
@@ -295,7 +312,55 @@ class _Source:
             raise WeightsError(f"weights file {self.label}: {where} was never written (HDF5 holds no "
                                "data for it, or only for part of it): the file is incomplete; give "
                                "the file Keras wrote")
+        self.once(obj, where)
         return _Stored(self, where, dsid)
+
+    def once(self, obj, where):
+        """Refuse a layer group or weight dataset reached a second time: listed twice, named
+        through an alias (a hard link), so that by order one layer's weights would fill another's."""
+        addr = h5py.h5o.get_info(obj.id).addr
+        if addr in self.reached:
+            raise WeightsError(f"weights file {self.label}: {where} is {self.reached[addr]} again (listed "
+                               "twice, or a hard link to it); a Keras file stores each layer and weight "
+                               "once: refused")
+        self.reached[addr] = where
+
+    def check_chunks(self, dsid, where):
+        """Before HDF5 decompresses a filtered dataset, inflate each stored chunk here, no further
+        than the chunk's size: HDF5's deflate and LZF filters grow their buffer until the stream
+        ends, so a few hundred KB stored for a chunk of 64 bytes would take GBs.  Each chunk must
+        come back to exactly its size, as every writer leaves it."""
+        plist = dsid.get_create_plist()
+        if plist.get_layout() != h5py.h5d.CHUNKED or not plist.get_nfilters():
+            return
+        codes = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+        size = int(np.prod(plist.get_chunk(), dtype=object)) * dsid.get_type().get_size()
+
+        def check(info):  # called by HDF5 for each stored chunk (get_chunk_info(k) is O(k))
+            mask, data = dsid.read_direct_chunk(info.chunk_offset)
+            stored = length = len(data)
+            for i in reversed(range(len(codes))):  # the read order: the last filter written first
+                if mask & (1 << i):  # an optional filter that did not apply to this chunk
+                    continue
+                if codes[i] == h5py.h5z.FILTER_FLETCHER32:
+                    length -= 4
+                    data = data[:-4] if data is not None else None
+                elif codes[i] == h5py.h5z.FILTER_DEFLATE:
+                    inflater = zlib.decompressobj()
+                    data = inflater.decompress(data, size + 8)
+                    length = len(data) if inflater.eof or len(data) > size else -1
+                elif codes[i] == 32000:
+                    length, data = _lzf_length(data, size + 8), None
+                if length < 0:
+                    break
+            if length != size:
+                at = tuple(int(n) for n in info.chunk_offset)
+                got = ("inflates to more than its" if length > size else "ends before its stream does "
+                       "for its" if length < 0 else f"inflates to {length} bytes, not its")
+                raise WeightsError(f"weights file {self.label}: {where} has a chunk at {at} of {stored} "
+                                   f"stored bytes that {got} {size} bytes (a decompression bomb, or "
+                                   "damaged): refused")
+        dsid.chunk_iter(check)
 
     @staticmethod
     def _written(dsid, plist, shape):
@@ -338,8 +403,12 @@ class _Source:
                 raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} has dtype "
                                    f"{aid.dtype} and {count} values; expected a list of names")
             for item in self._names(aid, count, n, where):
+                item = item.rstrip(b"\0")
+                if b"\0" in item:  # HDF5 would read the name up to it: another name's alias
+                    raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} holds "
+                                       f"a name with a NUL byte inside ({item[:40]!r}): refused")
                 try:
-                    out.append(item.rstrip(b"\0").decode("utf8"))
+                    out.append(item.decode("utf8"))
                 except UnicodeDecodeError:
                     raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} holds "
                                        f"a name that is not UTF-8 ({item[:40]!r})") from None
@@ -367,6 +436,29 @@ class _Source:
         return [bytes(x) for x in np.atleast_1d(buf).ravel()]
 
 
+def _lzf_length(data, limit):
+    """The length an LZF stream decompresses to, counted from its tokens without decompressing,
+    ``limit`` + 1 once past ``limit``, -1 where a token runs past the end (a literal run
+    ``0LLLLL``: L+1 bytes follow; a back reference ``LLLooooo [L] oooooooo``: L+2 bytes, L = 7
+    + the next byte where the 3 bits say 7)."""
+    at, end, out = 0, len(data), 0
+    while at < end:
+        ctrl = data[at]
+        if ctrl < 32:
+            at, out = at + ctrl + 2, out + ctrl + 1
+        else:
+            run = ctrl >> 5
+            if run == 7:
+                run += data[at + 1] if at + 1 < end else 0
+                at += 1
+            at, out = at + 2, out + run + 2
+        if at > end:
+            return -1
+        if out > limit:
+            return limit + 1
+    return out
+
+
 # -- reading -----------------------------------------------------------------------------------
 def _short_name(weight_name):
     """'block_1_expand/kernel:0' -> 'kernel'."""
@@ -379,6 +471,7 @@ def _read_legacy(src, root, where):
         group = src.child(root, lname, f"layer {lname!r}")
         if not isinstance(group, h5py.Group):
             raise WeightsError(f"weights file {src.label} lists layer {lname!r} but has no group for it")
+        src.once(group, f"layer {lname!r}")
         # A model saved as one layer of another holds all its layers' weights, named
         # '<inner layer>/<weight>', trainable ones first: split them back by inner layer.
         inner = {}
@@ -422,9 +515,16 @@ def _read_keras3(src, container, prefix="", depth=0, seen=None):
         name = f"{prefix}{key}"
         variables = src.child(group, "vars", f"{name}/vars")
         if isinstance(variables, h5py.Group) and len(variables):
+            src.once(group, name)
             kind = _natural_key(key)[0]
-            keys = sorted(src.keys(variables, f"{name}/vars"),
-                          key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+            keys = src.keys(variables, f"{name}/vars")
+            if set(keys) != {str(i) for i in range(len(keys))}:
+                held = sorted(keys, key=lambda k: (len(k), k))
+                raise WeightsError(f"weights file {src.label}: {name}/vars holds "
+                                   f"{', '.join(held[:8])}{', ...' if len(held) > 8 else ''}; Keras 3 "
+                                   f"writes a layer's variables as vars/0 to vars/{len(keys) - 1} (and "
+                                   "reads no other): refused")
+            keys = [str(i) for i in range(len(keys))]
             known = _KERAS3_WEIGHT_NAMES.get(kind, ())
             names = list(known[:len(keys)]) if len(keys) <= len(known) else keys
             layers.append(_FileLayer(name, kind, [
