@@ -48,7 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 # module -> the tests that exercise it
 TARGETS = {
-    "formats/loader": ["tests/test_loader.py", "tests/test_loader_security.py"],
+    "formats/loader": ["tests/test_loader.py", "tests/test_loader_security.py", "tests/test_loader_edges.py"],
     "formats/registry": ["tests/test_registry.py", "tests/test_registry_downloads.py"],
     "processing/preprocessing": ["tests/test_preprocessing.py", "tests/test_preprocessing_hostile.py", "tests/test_api_edges.py"],
     "files": ["tests/test_files.py", "tests/test_cli_errors.py"],
@@ -118,7 +118,7 @@ TARGETS = {
     "dask": ["tests/test_batch_dask.py", "tests/test_arguments.py", "tests/test_hostile_arguments.py"],
     "ray": ["tests/test_batch_ray.py", "tests/test_batch_edges.py", "tests/test_errors.py", "tests/test_hostile_arguments.py", "tests/test_batch_dask.py",
             "tests/test_batch.py"],
-    "tools/benchmark": ["tests/test_benchmark.py"],
+    "tools/benchmark": ["tests/test_bench_numbers.py", "tests/test_benchmark.py"],
     "tools/benchmark_segmentation": ["tests/test_benchmark.py"],
 }
 SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,

@@ -10,7 +10,7 @@ OpenVINO row that never counts as a peer.  Prints what ran and a table; writes J
 row's precision, ISA and thread count; --plot FILE.png draws published top-1 vs latency.
 
 Each measurement runs in fresh child processes, so no engine's thread pool (OpenVINO's and ONNX
-Runtime's workers outlive their sessions) competes with the next one for the cores, and "RSS MB"
+Runtime's workers outlive their sessions) competes with the next one for the cores, and "RSS MiB"
 is that process's own peak resident memory (VmHWM): Python and NumPy plus the engine.  The runs
 of each measurement are split over --rounds rounds that visit every engine in turn, each round
 starting further along the list, so a slow spell of a shared machine (or its first minute) lands
@@ -99,6 +99,41 @@ def summarize(times):
     ms = np.array(times) * 1e3
     return {"median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
             "p90_ms": float(np.percentile(ms, 90)), "min_ms": float(ms.min()), "runs": len(ms)}
+
+
+def row_figures(times_by_round, batch, macs, threads, peak_per_core, cores):
+    """A row's figures from its call times (seconds, one list per round): median, p10, p90 and min
+    over all its runs (ms; a call is one batch), images per second (``batch`` images a call),
+    GFLOP/s (2 flops per MAC, ``macs`` per image), the share of ``peak_per_core`` GFLOP/s times
+    the cores its ``threads`` can use (at most ``cores``; None for ``threads`` None, the NumPy
+    engine's BLAS, or without a peak), and the times themselves in ms by round, so that every
+    figure can be recomputed from the JSON."""
+    stats = summarize([t for r in times_by_round for t in r])
+    stats["img_per_s"] = 1e3 * batch / stats["median_ms"]
+    stats["gflops"] = 2 * macs * batch / stats["median_ms"] / 1e6
+    used = min(threads, cores) if threads is not None else None
+    stats["percent_of_peak"] = 100 * stats["gflops"] / (peak_per_core * used) if peak_per_core and used else None
+    stats["macs_per_image"] = macs
+    stats["times_ms_by_round"] = [[t * 1e3 for t in r] for r in times_by_round]
+    return stats
+
+
+def compare_with_peers(rows, rounds):
+    """Set each row's ``speedup_vs_best_peer`` (the fastest float32 peer's median over the row's,
+    at the same variant, batch and threads; a bf16 row never counts), ``best_peer`` and
+    ``speedup_vs_best_peer_by_round`` (the lowest and highest of the same ratio taken round by
+    round from ``round_medians_ms``), None where no peer ran."""
+    for r in rows:
+        peers = [p for p in rows if p["engine"] in PEERS and PRECISION[p["engine"]] == "float32"
+                 and p["variant"] == r["variant"] and p["batch"] == r["batch"] and p["threads"] == r["threads"]]
+        r["speedup_vs_best_peer"] = min(p["median_ms"] for p in peers) / r["median_ms"] if peers else None
+        r["best_peer"] = min(peers, key=lambda p: p["median_ms"])["engine"] if peers else None
+        # the same ratio within each round (each round's medians): how far the machine moved it
+        ratios = [min(p["round_medians_ms"][k] for p in peers if p["round_medians_ms"][k]) / r["round_medians_ms"][k]
+                  for k in range(rounds) if r["round_medians_ms"][k]
+                  and any(p["round_medians_ms"][k] for p in peers)]
+        r["speedup_vs_best_peer_by_round"] = [min(ratios), max(ratios)] if ratios else None
+    return rows
 
 
 PEAK_ROUNDS = 4_000_000  # 384 flops a round on AVX-512: about 7 ms at 230 GFLOP/s
@@ -647,7 +682,7 @@ def check_output(got, expected):
 
 def _measure(name, alpha, res, batch, engine, threads, runs, warmup, warmup_seconds, tmpdir, hide_avx512=False,
              expected=None):
-    """One measurement (run in its own process): (call times, peak RSS MB, settings, relative L2
+    """One measurement (run in its own process): (call times, peak RSS MiB, settings, relative L2
     error of its output against ``expected``), or a reason string if skipped.  hide_avx512: first
     hide AVX-512 from this process (before any engine looks at the CPU).  The engine's output is
     checked against ``expected`` before it is timed: an engine computing something else (another
@@ -695,8 +730,14 @@ def main(argv=None):
               "warmup": {"calls": args.warmup, "seconds": args.warmup_seconds},
               "runs": {"batch1": args.runs, "batch8": max(3, args.runs // 4), "numpy": args.numpy_runs,
                        "rounds": args.rounds},
-              "statistic": "median of each row's runs (all rounds pooled); p10/p90 beside; the ratio's "
-                           "range over the rounds (each round's medians) in speedup_vs_best_peer_by_round",
+              "statistic": "median of each row's runs (all rounds pooled, times_ms_by_round); p10/p90 beside; "
+                           "the ratio's range over the rounds (each round's medians) in speedup_vs_best_peer_by_round; "
+                           "each round warms up for --warmup calls, at most the round's timed runs "
+                           "(warmup_calls_by_round), and then until --warmup-seconds have passed",
+              "units": {"median_ms": "ms per call (one batch)", "img_per_s": "images (not batches) per second",
+                        "gflops": "2 x macs_per_image x batch / median, in GFLOP/s",
+                        "percent_of_peak": "gflops / (fma_peak_gflops_per_core's best x min(threads, cores))",
+                        "peak_rss_mb": "MiB (VmHWM / 1024) of the measuring process"},
               "output_check": f"every engine's output checked against the C engine's before timing "
                               f"(relative L2 <= {MAX_REL_L2:g} and the same top class, float32 rows)",
               "note": "one shared machine: compare ratios within one run; each row timed in its own process"}
@@ -710,7 +751,7 @@ def main(argv=None):
     if peaks:
         print("# FMA peak of one core (our loop, csrc/peak.c): " +
               ", ".join(f"{isa} {g:.0f} GFLOP/s" for isa, g in peaks.items()) +
-              "; '% peak' = GFLOP/s over the best of them times the threads")
+              f"; '% peak' = GFLOP/s over the best of them times the threads (at most the {header['cores']} cores)")
     if header["core_round_trip_ns"]["start"]:
         print("# cache-line round trip between cores (where the threads meet; csrc/peak.c): " +
               describe_round_trips(header["core_round_trip_ns"]["start"]) +
@@ -734,17 +775,22 @@ def main(argv=None):
         print(f"# warning: --threads {','.join(map(str, over))} exceeds the {machine.CORES} cores this process "
               "may use: those rows are oversubscribed (OpenVINO caps its threads at the cores; each row's "
               "settings record what its engine runs with)", file=sys.stderr)
-    print(f"# each row: median of {args.runs} batch-1 runs ({max(3, args.runs // 4)} at batch 8) in "
-          f"{args.rounds} rounds, engines in turn; every engine's output checked against the C engine's first")
+    counts = f"{args.runs} batch-1 runs" + (f" ({max(3, args.runs // 4)} at batch 8)" if args.batch8 else "")
+    if "numpy" in args.engines:
+        counts += f", NumPy {args.numpy_runs}" + (f" ({max(3, args.numpy_runs // 4)})" if args.batch8 else "")
+    print(f"# each row: median of {counts} in {args.rounds} rounds, engines in turn; every engine's output "
+          "checked against the C engine's first")
     rows, skipped = [], {}
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmpdir:
         for name, (alpha, res) in args.variants:
-            flops = 2 * MobileNetV2((res, res, 3), alpha=alpha, weights=None).macs()
+            macs = MobileNetV2((res, res, 3), alpha=alpha, weights=None).macs()
             for batch in ([1, 8] if args.batch8 else [1]):
                 configs = [(engine, threads) for engine in args.engines
                            for threads in (args.threads if engine != "numpy" else [0])]
                 times = {config: [] for config in configs}
+                times_by_round = {config: [[] for _ in range(args.rounds)] for config in configs}
+                warmups = {config: [0] * args.rounds for config in configs}
                 by_round = {config: {} for config in configs}
                 trips_by_round = {config: {} for config in configs}  # around each measurement
                 rss = {config: 0.0 for config in configs}
@@ -778,6 +824,8 @@ def main(argv=None):
                             skipped[(engine, name, batch) if one else engine] = got
                             continue
                         times[engine, threads] += got[0]
+                        times_by_round[engine, threads][r] = list(got[0])
+                        warmups[engine, threads][r] = min(args.warmup, share)  # as _measure warms up
                         by_round[engine, threads][r] = float(np.median(got[0])) * 1e3
                         rss[engine, threads] = max(rss[engine, threads], got[1])
                         info[engine, threads] = (got[2], got[3])
@@ -793,7 +841,8 @@ def main(argv=None):
                 for engine, threads in configs:
                     if not times[engine, threads]:
                         continue
-                    stats = summarize(times[engine, threads])
+                    stats = row_figures(times_by_round[engine, threads], batch, macs,
+                                        threads if engine != "numpy" else None, top, machine.CORES)
                     settings, err = info[engine, threads]
                     stats.update(engine=engine, variant=name, batch=batch,
                                  threads=threads if engine != "numpy" else "BLAS",
@@ -801,34 +850,20 @@ def main(argv=None):
                                  settings=settings, output_rel_l2_vs_c=err,
                                  round_medians_ms=[by_round[engine, threads].get(k) for k in range(args.rounds)],
                                  precision=PRECISION[engine], isa=engine_isa(engine),
-                                 img_per_s=1e3 * batch / stats["median_ms"],
-                                 gflops=flops * batch / stats["median_ms"] / 1e6,
+                                 warmup_calls_by_round=warmups[engine, threads],
                                  peak_rss_mb=rss[engine, threads],
                                  core_round_trip_ns={"before": trips, "after": trips_after},
                                  core_round_trip_ns_by_round=[trips_by_round[engine, threads].get(k)
                                                               for k in range(args.rounds)],
                                  steal_share=stolen)
-                    # of what this CPU's cores the row may use could do at the FMA peak (None for
-                    # the NumPy engine, whose BLAS picks its own threads)
-                    cores = min(threads, machine.CORES) if engine != "numpy" else None
-                    stats["percent_of_peak"] = 100 * stats["gflops"] / (top * cores) if top and cores else None
                     rows.append(stats)
     header["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     header["core_round_trip_ns"]["end"] = round_trips()
     header["steal_share"] = steal_share(run_jiffies, cpu_jiffies())
-    for r in rows:
-        peers = [p for p in rows if p["engine"] in PEERS and p["variant"] == r["variant"]
-                 and p["batch"] == r["batch"] and p["threads"] == r["threads"]]
-        r["speedup_vs_best_peer"] = min(p["median_ms"] for p in peers) / r["median_ms"] if peers else None
-        r["best_peer"] = min(peers, key=lambda p: p["median_ms"])["engine"] if peers else None
-        # the same ratio within each round (each round's medians): how far the machine moved it
-        ratios = [min(p["round_medians_ms"][k] for p in peers if p["round_medians_ms"][k]) / r["round_medians_ms"][k]
-                  for k in range(args.rounds) if r["round_medians_ms"][k]
-                  and any(p["round_medians_ms"][k] for p in peers)]
-        r["speedup_vs_best_peer_by_round"] = [min(ratios), max(ratios)] if ratios else None
+    compare_with_peers(rows, args.rounds)
     line = "{:<14} {:<8} {:<6} {:>5} {:>5} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>20} {:>8}"
     print(line.format("engine", "variant", "prec", "thr", "batch", "median ms", "p10 ms", "p90 ms", "img/s",
-                      "GFLOP/s", "% peak", "vs best peer (rounds)", "RSS MB"))
+                      "GFLOP/s", "% peak", "vs best peer (rounds)", "RSS MiB"))
     for r in rows:
         ratio = f"{r['speedup_vs_best_peer']:.2f}x" if r["speedup_vs_best_peer"] else "-"
         if r["speedup_vs_best_peer_by_round"] and r["speedup_vs_best_peer"]:
@@ -860,7 +895,7 @@ def main(argv=None):
                 f"{r['engine']} {r['threads']}{'T' if r['threads'] != 'BLAS' else ''} " + ", ".join(
                     f"round {k + 1} (" + ", ".join(f"{pair} {b:.0f} -> {a:.0f} ns" for pair, (b, a, low) in own[k].items())
                     + ")" for k in r["rounds_cores_apart"]))
-        if apart and (r["variant"], r["batch"]) not in flagged:
+        if apart and many and (r["variant"], r["batch"]) not in flagged:  # a block of 1-thread rows: nothing to say
             flagged.add((r["variant"], r["batch"]))
             print(f"# {r['variant']} batch {r['batch']}: the cache-line round trip between CPUs " +
                   ", ".join(f"{pair} went {b:.0f} -> {a:.0f} ns (lowest of the run {low:.0f})"
@@ -946,21 +981,23 @@ def plot(rows, path, header):
     threads = min(r["threads"] for r in ones)
     fig, ax = plt.subplots(figsize=(8, 5.5))
     names = []
-    style = {"c": ("o", "mobilenetv2 C"), "ort": ("s", "ONNX Runtime"), "openvino": ("^", "OpenVINO f32"),
-             "litert": ("D", "LiteRT"), "openvino-bf16": ("v", "OpenVINO bf16 (reduced precision)")}
-    for engine, (marker, label) in style.items():
+    # each engine its own colour (matplotlib's cycle starts at the C engine's tab:blue)
+    style = {"c": ("o", "mobilenetv2 C", "tab:blue"), "ort": ("s", "ONNX Runtime", "tab:orange"),
+             "openvino": ("^", "OpenVINO f32", "tab:green"), "litert": ("D", "LiteRT", "tab:red"),
+             "openvino-bf16": ("v", "OpenVINO bf16 (reduced precision)", "tab:purple")}
+    for engine, (marker, label, colour) in style.items():
         pts = [(r["median_ms"], parse_variant(r["variant"]), r["variant"])
                for r in ones if r["engine"] == engine and r["threads"] == threads]
         if not pts:
             continue
         if engine != "c":
             ax.plot([p[0] for p in pts], [PUBLISHED[p[1]][2] for p in pts], marker=marker, label=label,
-                    linestyle="none", markersize=8, fillstyle="none")
+                    linestyle="none", markersize=8, fillstyle="none", color=colour)
             continue
         # the C engine: one line per width multiplier across resolutions, as the paper draws them
         for i, alpha in enumerate(sorted({p[1][0] for p in pts})):
             line = sorted((p[1][1], p[0], PUBLISHED[p[1]][2], p[2]) for p in pts if p[1][0] == alpha)
-            ax.plot([q[1] for q in line], [q[2] for q in line], marker=marker, color="tab:blue",
+            ax.plot([q[1] for q in line], [q[2] for q in line], marker=marker, color=colour,
                     label=label if i == 0 else None, linewidth=1)
             names += [(name, ms, top1) for res, ms, top1, name in line]
     ax.set_xscale("log")
