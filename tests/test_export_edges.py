@@ -27,6 +27,7 @@ def test_a_dynamic_batch_is_one_named_axis_of_the_input_and_the_output(tmp_path)
     None on the input and the output alike (two unrelated unknowns; onnx's shape inference calls
     the output's 'unk__0'), and a deployment could not fix it by name
     (SessionOptions.add_free_dimension_override_by_name, as for torch.onnx's files)."""
+    pytest.importorskip("onnx", reason="export_onnx needs the onnx extra")
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (a benchmark peer)")
     kw = dict(include_top=False, pooling="avg")
     model = MobileNetV2((33, 47, 3), alpha=0.35, weights=None, **kw)
@@ -50,7 +51,8 @@ def test_the_tflite_file_has_the_signature_tensorflow_s_converter_writes(tmp_pat
     """TensorFlow's converter's files (../shared/peers) carry one SignatureDef, 'serving_default';
     ours had none, so LiteRT's signature runner refused it ('model has 0 Signatures') and
     ai-edge-quantizer could not calibrate it for int8 ('Invalid signature_key')."""
-    from ai_edge_litert.interpreter import Interpreter
+    litert = pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT is not installed (the litert extra)")
+    Interpreter = litert.Interpreter
     theirs = require_shared("peers", "mobilenet_v2_0.35_96_synthetic.tflite")
     assert list(Interpreter(model_path=str(theirs)).get_signature_list()) == ["serving_default"]
     model = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, classes=7)
@@ -73,6 +75,8 @@ def test_a_network_without_weights_is_refused_by_name(tmp_path, export):
     """Layers built without weights (the exporters' view of a model, as in the 2 GiB test) failed
     with IndexError('tuple index out of range') half way through: refused, naming the layer."""
     from mobilenetv2.network import arch
+    if export is export_onnx:
+        pytest.importorskip("onnx", reason="export_onnx needs the onnx extra")
     bare = types.SimpleNamespace(input_shape=(32, 32, 3), layers=arch.build_layers(0.35, include_top=False),
                                  name="bare")
     with pytest.raises(ArgumentError, match=rf"^{export.__name__}: layer 'Conv1' has no weights \(it takes kernel\)"):
@@ -85,6 +89,7 @@ def test_a_network_without_weights_is_refused_by_name(tmp_path, export):
 def test_openvino_runs_both_exports_as_the_float64_engine(tmp_path, shape, alpha, kw):
     """OpenVINO reads the ONNX file (a dynamic batch) and the .tflite one; in f32 (its CPU plugin's
     default on a bfloat16 CPU is bf16, 1e-2 off) both give the float64 engine's values."""
+    pytest.importorskip("onnx", reason="export_onnx needs the onnx extra")
     ov = pytest.importorskip("openvino", reason="openvino is not installed (a benchmark peer)")
     model = MobileNetV2(shape, alpha=alpha, weights=None, **kw)
     x = np.random.default_rng(2).uniform(-1, 1, (2,) + shape).astype(np.float32)
