@@ -12,21 +12,9 @@ onnx = pytest.importorskip("onnx", reason="compare's ONNX tests need the onnx ex
 ort = pytest.importorskip("onnxruntime", reason="compare runs ONNX files in onnxruntime (pip install 'mobilenetv2[onnx]')")
 from onnx import helper, numpy_helper  # noqa: E402
 
-from mobilenetv2 import export_onnx  # noqa: E402
 from mobilenetv2.tools.compare import compare  # noqa: E402
 from onnx_graphs import lively_model  # noqa: E402
-
-SHAPE = (96, 96, 3)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return lively_model(SHAPE)
-
-
-@pytest.fixture(scope="module")
-def clean(model, tmp_path_factory):
-    return export_onnx(model, tmp_path_factory.mktemp("clean") / "clean.onnx", batch=None)
+from test_compare import SHAPE, clean, model  # noqa: E402,F401  (the lively model and its clean export)
 
 
 def _node(g, output):

@@ -3,7 +3,6 @@ folder tells the user to run, labels that cannot be printed, a config.json witho
 ``architectures`` (transformers loads it by model_type), save_pretrained of a model whose input
 is not RGB, and a ``layer_norm_eps`` that float32 cannot hold."""
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -14,13 +13,7 @@ from mobilenetv2.formats.hf_config import ConfigError, parse_config
 from mobilenetv2.formats.safetensors import SafetensorsError, SafetensorsFile
 from mobilenetv2.hf import CheckpointError, from_pretrained, save_pretrained
 
-
-def _copy(name, tmp_path):
-    dst = tmp_path / name
-    shutil.copytree(require_shared("hf", name), dst)
-    for p in dst.iterdir():
-        p.chmod(0o644)
-    return dst
+from test_hf_io import _copy  # noqa: E402  (a writable copy of a shared checkpoint)
 
 
 def _edit_config(folder, edit):
