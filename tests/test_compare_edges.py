@@ -114,6 +114,7 @@ def _keras():
 
 def _keras_model(keras, model=None):
     model = model or lively_model(SHAPE)
+    keras.backend.clear_session()  # Keras's own layer names, whatever models this process made before
     k = keras.applications.MobileNetV2(input_shape=SHAPE, alpha=0.35, weights=None, classifier_activation=None)
     for layer in model.weighted_layers():
         k.get_layer(layer.name).set_weights([np.asarray(w, np.float32) for w in layer.weights])

@@ -50,6 +50,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def kmodel(model):
+    keras.backend.clear_session()  # Keras's layer names without the _N other tests' models leave in this process
     k = keras.applications.MobileNetV2(input_shape=SHAPE, alpha=0.35, weights=None, classifier_activation=None)
     for layer in model.weighted_layers():  # Keras's layer names are ours
         k.get_layer(layer.name).set_weights([np.asarray(w, np.float32) for w in layer.weights])
