@@ -65,6 +65,11 @@ def keras_reference(name):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "fuzz_long: the long fuzz profile of tests/fuzz (or MNV2_FUZZ_PROFILE=long)")
+    config.addinivalue_line(
+        "markers", "engine_independent: the code under test runs the same with or without the C extension "
+        "(compare, whose reference is the NumPy engine in float64 and float32 either way; the weights "
+        "registry and downloads; the loaders' refusals; the build): .ci/no-ext leaves it out, as the "
+        "main suite runs it")
 
 
 # Hypothesis: derandomised on CI (CI=true, as CI services set it), so a red run replays exactly;

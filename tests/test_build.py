@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# the code under test runs the same with or without the C extension: .ci/no-ext leaves it out
+pytestmark = pytest.mark.engine_independent
+
 REPO = Path(__file__).resolve().parent.parent
 pytest.importorskip("setuptools", reason="building the extension needs setuptools (pip install setuptools)")
 pytest.importorskip("cffi", reason="building the extension needs cffi")

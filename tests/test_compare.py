@@ -15,6 +15,9 @@ from mobilenetv2.cli import main  # noqa: E402
 from mobilenetv2.tools.compare import CAUSES, CompareError, compare  # noqa: E402
 from onnx_graphs import edit_export, lively_model, lively_weights, tf_style, torch_style  # noqa: E402
 
+# the code under test runs the same with or without the C extension: .ci/no-ext leaves it out
+pytestmark = pytest.mark.engine_independent
+
 SHAPE = (96, 96, 3)
 
 

@@ -26,6 +26,9 @@ from mobilenetv2.tools.compare.metrics import layer_row
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
+# the code under test runs the same with or without the C extension: .ci/no-ext leaves it out
+pytestmark = pytest.mark.engine_independent
+
 
 @pytest.fixture(autouse=True)
 def no_hang():

@@ -12,6 +12,9 @@ import os
 import numpy as np
 import pytest
 
+# the code under test runs the same with or without the C extension: .ci/no-ext leaves it out
+pytestmark = pytest.mark.engine_independent
+
 
 def _unavailable(reason):
     """Skip this module saying why; where Keras was installed on purpose (.ci/run sets

@@ -30,6 +30,9 @@ from mobilenetv2.tools.compare.openvino_reader import read_model, read_openvino 
 from onnx_graphs import edit_export, lively_weights, torch_style  # noqa: E402
 from openvino_graphs import int8_ir  # noqa: E402
 
+# the code under test runs the same with or without the C extension: .ci/no-ext leaves it out
+pytestmark = pytest.mark.engine_independent
+
 
 def ir(source, xml, compress=False):
     """``source`` (.onnx or .tflite) converted by OpenVINO and saved as the IR ``xml`` (+ .bin)."""

@@ -18,6 +18,9 @@ from mobilenetv2.cli import main  # noqa: E402
 from mobilenetv2.tools.compare import CAUSES, CompareError, compare  # noqa: E402
 from onnx_graphs import lively_weights, torch_style  # noqa: E402
 
+# the code under test runs the same with or without the C extension: .ci/no-ext leaves it out
+pytestmark = pytest.mark.engine_independent
+
 
 def _edit(src, dst, fn):
     m = onnx.load(src)

@@ -15,6 +15,9 @@ from mobilenetv2.tools.compare.onnx_reader import read_onnx  # noqa: E402
 from mobilenetv2.tools.compare.report import format_table  # noqa: E402
 from onnx_graphs import lively_model, with_input_resize  # noqa: E402
 
+# the code under test runs the same with or without the C extension: .ci/no-ext leaves it out
+pytestmark = pytest.mark.engine_independent
+
 SHAPE = (96, 96, 3)
 TO_PIXELS = ([127.5] * 3, [127.5] * 3)            # [-1, 1] -> [0, 255]
 FROM_PIXELS = ([1 / 127.5] * 3, [-1.0] * 3)       # [0, 255] -> [-1, 1]

@@ -16,6 +16,9 @@ from mobilenetv2.tools.compare.report import format_table  # noqa: E402
 from mobilenetv2.tools.compare.tflite_reader import read_tflite  # noqa: E402
 from onnx_graphs import lively_model  # noqa: E402
 
+# the code under test runs the same with or without the C extension: .ci/no-ext leaves it out
+pytestmark = pytest.mark.engine_independent
+
 SHAPE = (96, 96, 3)
 MEAN255, STD255 = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])  # torchvision's, on [0, 255]
 

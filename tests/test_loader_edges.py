@@ -16,6 +16,9 @@ from mobilenetv2.formats import loader
 from mobilenetv2.errors import WeightsError
 from test_loader import expected_of, model_layers, write_keras2, write_keras3
 
+# the code under test runs the same with or without the C extension: .ci/no-ext leaves it out
+pytestmark = pytest.mark.engine_independent
+
 GAMMA = "bn_Conv1/gamma:0"  # bn_Conv1's first weight: 16 float32 for alpha 0.35
 
 

@@ -18,6 +18,9 @@ from mobilenetv2.formats import loader
 from mobilenetv2.errors import Error, WeightsError
 from test_loader import expected_of, model_layers, write_keras2, write_keras3
 
+# the code under test runs the same with or without the C extension: .ci/no-ext leaves it out
+pytestmark = pytest.mark.engine_independent
+
 TARGET = "bn_Conv1/bn_Conv1/gamma:0"  # the dataset each attack replaces (16 float32 for 0.35)
 
 

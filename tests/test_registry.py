@@ -23,6 +23,9 @@ from mobilenetv2.formats.registry import DownloadError
 from mobilenetv2.network.variants import PUBLISHED
 from test_loader import arrays_of, model_layers, write_keras2
 
+# the code under test runs the same with or without the C extension: .ci/no-ext leaves it out
+pytestmark = pytest.mark.engine_independent
+
 OFFICIAL_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
 def _small_h5():
     import io

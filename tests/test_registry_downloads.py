@@ -15,6 +15,9 @@ from mobilenetv2.formats.registry import DownloadError
 from test_registry import (KNOWN, PAYLOAD, UNKNOWN, Server, cache, isolated, keras_name,  # noqa: F401
                            only_good_files, server)
 
+# the code under test runs the same with or without the C extension: .ci/no-ext leaves it out
+pytestmark = pytest.mark.engine_independent
+
 
 class TrickleServer:
     """A TCP server on 127.0.0.1 that reads what the client sends first (where ``read``), then
