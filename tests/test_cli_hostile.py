@@ -1,11 +1,9 @@
 """The command line on hostile files, run as a subprocess: classify --hf, segment, compare,
 features and predict each fail with exactly one line on stderr, no traceback, the documented exit
 status, and nothing written."""
-import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np

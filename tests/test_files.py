@@ -31,7 +31,7 @@ def test_a_system_error_names_the_file_asked_for(tmp_path, monkeypatch, where):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.path.join(dir, prefix + "x1y2" + suffix))
         monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
     with pytest.raises(OSError) as caught:
-        with files.atomic_write(target) as f:
+        with files.atomic_write(target):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write to a full disk does
     assert caught.value.errno == (errno.EROFS if where == "making the temporary file" else errno.ENOSPC)
     assert caught.value.filename == str(target) and str(target) in str(caught.value)

@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import socketserver
 import stat
 import subprocess

@@ -2,7 +2,6 @@
 only (a FIFO is refused at once, never waited on), no symbolic link out of a checkpoint folder,
 capped and strict JSON, no pickles or external data; every failure the package's own error
 naming the file."""
-import json
 import os
 import shutil
 import threading
