@@ -246,16 +246,21 @@ def test_tiff_tiles_past_the_image_may_reach_2_to_the_20_pixels(tmp_path, tile, 
         assert np.array_equal(load_image(path, target_size=(48, 64)), want.astype(np.float32))
 
 
-@pytest.mark.parametrize("width, height", [(32, 32), (32, 31), (31, 32), (31, 31), (400, 31), (31, 400)])
-def test_images_under_32_pixels_on_either_side_are_refused(tmp_path, width, height):
-    """Keras's smallest input is 32x32: a photo must be at least that on both sides."""
+@pytest.mark.parametrize("width, height", [(1, 1), (31, 31), (400, 31), (31, 400), (2, 300)])
+def test_images_under_32_pixels_on_a_side_are_resized_as_keras_does(tmp_path, width, height):
+    """The model's 32-pixel minimum is on its input, the resized image: a 1x1 icon or a 400x31
+    banner loads as Keras's load_img loads it (it was refused, where Keras and hf_preprocess
+    take it).  A flat colour stays that colour at any size."""
     path = save(Image.fromarray(np.full((height, width, 3), 7, np.uint8)), tmp_path / "x.png")
-    if min(width, height) >= 32:
-        got = load_image(path, target_size=(height, width))
-        assert got.shape == (height, width, 3) and np.all(got == 7)
-    else:
-        with pytest.raises(ImageError, match=f"is {width}x{height}; MobileNetV2 needs at least 32x32"):
-            load_image(path)
+    got = load_image(path)
+    assert got.shape == (224, 224, 3) and np.all(got == 7)
+    rng = np.random.default_rng(width * 1000 + height)
+    path = save(Image.fromarray(rng.integers(0, 256, (height, width, 3), np.uint8)), tmp_path / "r.png")
+    # what keras.utils.load_img(path, target_size=(224, 224)) does: convert("RGB"), then resize
+    # (width, height) with Pillow's bilinear filter
+    with Image.open(path) as img:
+        want = np.asarray(img.convert("RGB").resize((224, 224), Image.BILINEAR))
+    assert np.array_equal(load_image(path), want)
 
 
 def test_tiff_tile_far_larger_than_the_image_is_refused_before_decoding(tmp_path):

@@ -3,6 +3,7 @@ import io
 import math
 import os
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -11,7 +12,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mobilenetv2 import files
 from mobilenetv2.errors import ArgumentError, ImageError, as_array, is_whole, real
 
-MIN_SIZE = 32
 INTERPOLATIONS = {
     "nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
     "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING,
@@ -101,13 +101,14 @@ def check_image_paths(paths):
 
 
 def _open(path):
-    """A loaded Pillow image of one of FORMATS, or ImageError; a path must be a regular file
-    (a FIFO or device is refused at once, without waiting on it)."""
-    if isinstance(path, Image.Image):
-        return path, "<PIL image>"
-    name = getattr(path, "name", None) or "<file object>"
-    owned = None
-    if isinstance(path, (str, bytes, os.PathLike)):
+    """A loaded Pillow image of one of FORMATS (or the PIL image given), EXIF orientation applied,
+    and its name; ImageError where it cannot be; a path must be a regular file (a FIFO or device
+    is refused at once, without waiting on it)."""
+    owned = img = None
+    name = "<PIL image>" if isinstance(path, Image.Image) else getattr(path, "name", None) or "<file object>"
+    if isinstance(path, Image.Image):  # loaded and turned as a file's image: load_image(Image.open(p)) is
+        img = path                     # load_image(p)
+    elif isinstance(path, (str, bytes, os.PathLike)):
         if "\0" in files.path_str(path):  # (os.open's own ValueError: "embedded null byte")
             hint = " (an image's content? pass io.BytesIO(data))" if isinstance(path, bytes) else ""
             raise ArgumentError(f"load_image's path contains a NUL character, which no file name has{hint}")
@@ -120,13 +121,18 @@ def _open(path):
         raise ArgumentError(f"load_image takes a file path, a binary file or a PIL image, got "
                             f"{type(path).__name__}")
     try:
-        img = Image.open(path, formats=FORMATS)
-        limit = min(MAX_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_PIXELS)
-        if img.width * img.height > limit:
-            raise ImageError(f"image {name!r} is {img.width}x{img.height}, too large to decode "
-                             f"safely (more than {limit} pixels)")
-        _check_tiles(img, name)
+        if img is None:
+            with warnings.catch_warnings():  # Pillow warns from its own limit, which is at least ours:
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused just below
+                img = Image.open(path, formats=FORMATS)
+            limit = min(MAX_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_PIXELS)
+            if img.width * img.height > limit:
+                raise ImageError(f"image {name!r} is {img.width}x{img.height}, too large to decode "
+                                 f"safely (more than {limit} pixels)")
+            _check_tiles(img, name)
         img.load()
+        if img.format == "PPM" and img.mode == "I":  # a PGM of maxval 256 to 65535, which Pillow
+            img = img.convert("I;16")                # reads as 0..65535 in mode I: 16 bits, however dark
         img = ImageOps.exif_transpose(img)
     except UnidentifiedImageError:
         raise ImageError(f"{name!r} is not an image file of a format load_image reads "
@@ -150,8 +156,9 @@ def _to_rgb(img):
     """Any Pillow mode to 8-bit RGB, as Keras's ``load_img`` does for 8-bit modes.
 
     Alpha is dropped (not composited), palettes are expanded, CMYK is converted.  Deeper grey is
-    scaled to 8 bits, not clipped: I;16 always by 255/65535; I and F (whose range Pillow does
-    not record) by 255/65535 only when a value exceeds 255, else taken as 0..255 already.
+    scaled to 8 bits, not clipped: I;16 always by 255/65535 (a 16-bit PGM too, which Pillow reads
+    as I and _open makes I;16); other I and F (whose range Pillow does not record) by 255/65535
+    only when a value exceeds 255, else taken as 0..255 already.
     Integer modes are scaled in integers (one uint32 copy, rounding to nearest: x*255/65535 is
     never a half), F in one float32 copy changed in place: never float64 copies of the image.
     """
@@ -211,9 +218,6 @@ def load_image(path, target_size=(224, 224), interpolation="bilinear", crop=None
     if crop is not None and (fraction is None or not 0 < fraction <= 1):
         raise ArgumentError(f"crop must be None, 'center' or a fraction in (0, 1], got {crop!r}")
     img, name = _open(path)
-    if img.width < MIN_SIZE or img.height < MIN_SIZE:
-        raise ImageError(f"image {name!r} is {img.width}x{img.height}; "
-                         f"MobileNetV2 needs at least {MIN_SIZE}x{MIN_SIZE}")
     try:
         img = _to_rgb(img)
         if crop is not None:
@@ -226,4 +230,4 @@ def load_image(path, target_size=(224, 224), interpolation="bilinear", crop=None
         if isinstance(exc, ImageError):
             raise
         raise ImageError(f"image {name!r} cannot be converted: {type(exc).__name__}: {exc}") from None
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)  # the caller's, writable (np.asarray's view of Pillow's bytes is not)
