@@ -27,7 +27,7 @@ from mobilenetv2.engines import c_kernels, native
 from mobilenetv2.errors import ArgumentError, ImageError, is_items, is_whole
 from mobilenetv2.formats.hf_config import ConfigError, ProcessorConfig, parse_processor_config, read_processor_config
 from mobilenetv2.engines.numpy_kernels import resize_bilinear
-from mobilenetv2.processing.preprocessing import MAX_PIXELS, MAX_TARGET, _open, _to_rgb
+from mobilenetv2.processing.preprocessing import MAX_PIXELS, _open, _to_rgb
 from mobilenetv2.processing.torch_resize import resize_bilinear_aa_u8
 
 BACKENDS = ("pillow", "torchvision")  # transformers 5's MobileNetV2ImageProcessorPil / MobileNetV2ImageProcessor
@@ -35,9 +35,11 @@ BACKENDS = ("pillow", "torchvision")  # transformers 5's MobileNetV2ImageProcess
 
 def processor_config(config):
     """A ProcessorConfig from a ProcessorConfig, a dict of preprocessor_config.json's keys, the
-    path of such a file, or a checkpoint folder holding one."""
+    path of such a file, or a checkpoint folder holding one.  A ProcessorConfig is checked as its
+    JSON would be (one made or changed by hand, ``model.processor_config.shortest_edge = 0``, went
+    unchecked into the resize: a bare ValueError, an empty crop, or infinities from a std of 0)."""
     if isinstance(config, ProcessorConfig):
-        return config
+        return parse_processor_config(config.to_json(), "<ProcessorConfig>")
     if isinstance(config, dict):
         return parse_processor_config(config, "<dict>")
     if isinstance(config, (str, bytes, os.PathLike)):
@@ -53,12 +55,17 @@ def processor_config(config):
 
 
 def _rgb_image(image):
-    """A Pillow RGB image from a path, file object, PIL image, or (H, W, 3) uint8 array."""
+    """A Pillow RGB image from a path, file object, PIL image, or (H, W, 3) uint8 array; one
+    without pixels (a side of 0, which the resize divides by) is an ArgumentError."""
     if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ArgumentError(f"an image array must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+            raise ArgumentError(f"an image array must be (H, W, 3) uint8 RGB with H, W >= 1, got "
+                                f"{image.shape} {image.dtype}")
         return Image.fromarray(image, "RGB")
-    img, _ = _open(image)
+    img, name = _open(image)
+    if img.width < 1 or img.height < 1:
+        error = ArgumentError if isinstance(image, Image.Image) else ImageError
+        raise error(f"image {name!r} is {img.width}x{img.height}: it has no pixels to process")
     return _to_rgb(ImageOps.exif_transpose(img))
 
 
@@ -167,6 +174,11 @@ def post_process_semantic_segmentation(logits, target_sizes=None):
     logits = np.asarray(logits)
     if logits.ndim != 4:
         raise ArgumentError(f"logits must be (N, h, w, labels) (NHWC), got shape {logits.shape}")
+    if logits.dtype.kind != "f":  # integers resized in integers made a wrong map (torch refuses them)
+        raise ArgumentError(f"logits must be floats (float32 or float64), got {logits.dtype}")
+    if logits.shape[-1] < 1 or (target_sizes is not None and 0 in logits.shape[1:3]):
+        raise ArgumentError(f"logits must have at least one label, and a pixel to resize from, got shape "
+                            f"{logits.shape}")
     if target_sizes is not None and (isinstance(target_sizes, dict) or not is_items(target_sizes)
                                      or not hasattr(target_sizes, "__len__")):
         raise ArgumentError(f"target_sizes must be a list of (height, width), one per image, got {target_sizes!r}")
@@ -207,8 +219,9 @@ def _resized_argmax(y, th, tw):
 
 
 def _target_size(size):
-    """(height, width) of one image's class map: whole numbers, each side up to MAX_TARGET and the
-    area up to MAX_PIXELS (a photo's own bounds; the resized logits hold labels floats a pixel)."""
+    """(height, width) of one image's class map: whole numbers from 1, the area up to MAX_PIXELS
+    (a photo's own bound, which holds no side to 8192: a 12000x2000 panorama is a photo; the
+    resized logits are made a few labels at a time)."""
     try:
         th, tw = size
     except (TypeError, ValueError):
@@ -216,16 +229,16 @@ def _target_size(size):
     if not (is_whole(th) and is_whole(tw)):
         raise ArgumentError(f"a target size is (height, width), two whole numbers, got {size!r}")
     th, tw = int(th), int(tw)
-    if not (1 <= th <= MAX_TARGET and 1 <= tw <= MAX_TARGET and th * tw <= MAX_PIXELS):
-        raise ArgumentError(f"target size {(th, tw)} must have sides from 1 to {MAX_TARGET} and at most "
-                            f"{MAX_PIXELS:,} pixels (an image's own bounds)")
+    if not (1 <= th and 1 <= tw and th * tw <= MAX_PIXELS):
+        raise ArgumentError(f"target size {(th, tw)} must have sides from 1 and at most {MAX_PIXELS:,} "
+                            "pixels (an image's own bound)")
     return th, tw
 
 
 def _resize_logits(y, th, tw):
     """Bilinear resize (align_corners False) of one image's logits: float32 through the C kernel
-    where it is built (its NumPy twin's bits, tests/test_c_kernels_seg.py; 65x65x21 -> 513x513 in
-    9 ms instead of 57 ms on a Zen 5 core), else the NumPy kernel."""
-    if y.dtype == np.float32 and native.available():
+    where it is built and takes the size (its NumPy twin's bits, tests/test_c_kernels_seg.py;
+    65x65x21 -> 513x513 in 9 ms instead of 57 ms on a Zen 5 core), else the NumPy kernel."""
+    if y.dtype == np.float32 and native.available() and max(th, tw) <= c_kernels.MAX_RESIZE:
         return c_kernels.resize_bilinear(y, th, tw, align_corners=False)
-    return resize_bilinear(y, th, tw, align_corners=False)
+    return resize_bilinear(y, th, tw, align_corners=False)  # (a side past the C wrapper's bound: the same bits)

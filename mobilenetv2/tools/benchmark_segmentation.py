@@ -36,7 +36,7 @@ ENGINES = ("c", "ort")
 def load_model(hf_dir):
     from mobilenetv2.hf import HFMobileNetV2, expect_head, from_pretrained
     from mobilenetv2.formats.hf_config import HFConfig
-    if hf_dir:  # a classifier ran and was reported as DeepLabV3
+    if hf_dir is not None:  # a classifier ran and was reported as DeepLabV3
         return expect_head(from_pretrained(hf_dir), "segmentation", hf_dir)
     labels = {i: str(i) for i in range(21)}
     return HFMobileNetV2(HFConfig(output_stride=8, head="segmentation", id2label=labels, image_size=513))
@@ -185,6 +185,14 @@ def run_child(ctx, *args, hide=False):
     return out
 
 
+def runs_per_round(runs, rounds):
+    """How many of ``runs`` timed calls each round makes: ``runs`` in all, over ``rounds`` rounds
+    (or ``runs`` of one call, where fewer), the first ``runs % rounds`` one more (20 over 3: 7, 7,
+    6; it was 6 each, 18 in all, and --runs 2 over 3 rounds made 3)."""
+    rounds = min(rounds, runs)
+    return [runs // rounds + (i < runs % rounds) for i in range(rounds)]
+
+
 def main(argv=None, out=".", out_help="the current folder"):
     """The command; ``out`` (described as ``out_help``) is --out's default: benchmarks/
     bench_segmentation.py gives its results folder."""
@@ -214,6 +222,8 @@ def main(argv=None, out=".", out_help="the current folder"):
     from mobilenetv2.model import MAX_SIZE, MIN_SIZE
     threads = parse_threads(ap, args.threads)
     check_counts(ap, args, ("runs", "rounds"), ("warmup", "lockstep"))
+    if not args.hf:  # '' named no folder, and ran on random weights
+        ap.error("--segmentation takes a DeepLabV3 checkpoint folder, or 'random' for random weights; got ''")
     if not MIN_SIZE <= args.size <= MAX_SIZE:
         ap.error(f"--size must be from {MIN_SIZE} to {MAX_SIZE}, got {args.size}")
     if not os.path.isdir(args.out):  # before the timing, not after (and never a folder made of a typo)
@@ -245,34 +255,37 @@ def main(argv=None, out=".", out_help="the current folder"):
               ("; AVX-512 hidden from both engines (--hide-avx512, CPUID faulting)" if native.avx512_hidden() else ""))
         print(f"C core vs ONNX Runtime outputs: relative L2 {agree:.2e}")
         ctx = multiprocessing.get_context("spawn")
-        per_round = max(1, args.runs // args.rounds)
-        times = {(e, t): [] for e in ENGINES for t in threads}
+        times = {(e, t): [] for e in ENGINES for t in threads}  # seconds, one list per round
         cpu = {(e, t): [] for e in ENGINES for t in threads}
         rss = {}
-        for _ in range(args.rounds):
+        for calls in runs_per_round(args.runs, args.rounds):
             for t in threads:
                 for e in ENGINES:
-                    got, got_cpu, mem = run_child(ctx, e, hf_dir, onnx_path, args.size, t, per_round, args.warmup,
+                    got, got_cpu, mem = run_child(ctx, e, hf_dir, onnx_path, args.size, t, calls, args.warmup,
                                                   hide=args.hide_avx512)
-                    times[(e, t)] += got
-                    cpu[(e, t)] += got_cpu
+                    times[(e, t)].append(list(got))
+                    cpu[(e, t)].append(list(got_cpu))
                     rss[(e, t)] = max(rss.get((e, t), 0), mem)
+        every = {k: [v for r in rounds for v in r] for k, rounds in times.items()}
+        every_cpu = {k: [v for r in rounds for v in r] for k, rounds in cpu.items()}
         rows = []
         print(f"load average at the end: {os.getloadavg()[0]:.1f} (CPU ms: process CPU time per call)")
         print(f"\n{'engine':<14} {'threads':>7} {'median ms':>10} {'p10':>8} {'p90':>8} {'min':>8} {'RSS MB':>7} "
               f"{'C vs ORT':>9} {'CPU ms':>7} {'by CPU':>7}")
         for t in threads:
-            ort_median = summarize(times[("ort", t)])["median_ms"]
-            ort_cpu = float(np.median(cpu[("ort", t)])) * 1e3
+            ort_median = summarize(every[("ort", t)])["median_ms"]
+            ort_cpu = float(np.median(every_cpu[("ort", t)])) * 1e3
             for e in ENGINES:
-                s = summarize(times[(e, t)])
-                cpu_ms = float(np.median(cpu[(e, t)])) * 1e3
+                s = summarize(every[(e, t)])
+                cpu_ms = float(np.median(every_cpu[(e, t)])) * 1e3
                 ratio, cpu_ratio = ort_median / s["median_ms"], ort_cpu / cpu_ms
                 name = {"c": "C core", "ort": "ONNX Runtime"}[e]
                 by_cpu = f"{cpu_ratio if e == 'c' else 1.0:>6.2f}x" if t == 1 else f"{'-':>7}"
                 print(f"{name:<14} {t:>7} {s['median_ms']:>10.1f} {s['p10_ms']:>8.1f} {s['p90_ms']:>8.1f} "
                       f"{s['min_ms']:>8.1f} {rss[(e, t)]:>7.0f} {ratio if e == 'c' else 1.0:>8.2f}x {cpu_ms:>7.1f} {by_cpu}")
-                rows.append(dict(engine=e, threads=t, rss_mb=rss[(e, t)], cpu_median_ms=cpu_ms, **s))
+                rows.append(dict(engine=e, threads=t, rss_mb=rss[(e, t)], cpu_median_ms=cpu_ms, **s,
+                                 times_ms_by_round=[[v * 1e3 for v in r] for r in times[(e, t)]],
+                                 cpu_ms_by_round=[[v * 1e3 for v in r] for r in cpu[(e, t)]]))
         paired = None
         if args.lockstep:
             got, (wall_ratio, cpu_ratio) = lockstep(ctx, hf_dir, onnx_path, args.size, args.lockstep, args.warmup,
@@ -295,6 +308,8 @@ def main(argv=None, out=".", out_help="the current folder"):
                        "cpu": cpu_model(), "cores": os.cpu_count(), "backend": native.backend(),
                        "avx512_hidden": native.avx512_hidden(),
                        "onnxruntime": ort_version, "agreement_rel_l2": agree, "load_average_end": os.getloadavg()[0],
+                       "threads": threads, "runs": args.runs, "rounds": min(args.rounds, args.runs),
+                       "warmup": args.warmup,
                        "rows": rows, "lockstep_1_thread": paired}, indent=2).encode())
         print(f"\nwrote {path}")
         return 0
