@@ -226,8 +226,11 @@ class ProcessorConfig:
 RESAMPLE_BILINEAR = 2
 
 
-def parse_processor_config(obj, path="preprocessor_config.json"):
-    """A ProcessorConfig from a preprocessor_config.json object (or a dict of the same keys)."""
+def parse_processor_config(obj, path="preprocessor_config.json", min_crop=MIN_SIZE):
+    """A ProcessorConfig from a preprocessor_config.json object (or a dict of the same keys).  A
+    file's crop is at least ``min_crop`` (MIN_SIZE, the smallest input a model takes); a
+    ProcessorConfig made by hand is checked with 1 (hf_preprocess alone takes a 4x4 crop, as
+    transformers does)."""
     def fail(problem):
         raise ConfigError(path, problem)
 
@@ -249,9 +252,10 @@ def parse_processor_config(obj, path="preprocessor_config.json"):
     if _integer(crop):
         crop = {"height": crop, "width": crop}
     if not (isinstance(crop, dict) and set(crop) == {"height", "width"} and
-            all(_integer(v) and MIN_SIZE <= v <= MAX_SIZE for v in crop.values())):
-        fail(f"crop_size must be {{'height': H, 'width': W}}, each from {MIN_SIZE} to {MAX_SIZE} (the "
-             f"sizes a model takes), got {str(crop)[:80]}")
+            all(_integer(v) and min_crop <= v <= MAX_SIZE for v in crop.values())):
+        why = " (the sizes a model takes)" if min_crop == MIN_SIZE else ""
+        fail(f"crop_size must be {{'height': H, 'width': W}}, each from {min_crop} to {MAX_SIZE}{why}, "
+             f"got {str(crop)[:80]}")
     out["crop_height"], out["crop_width"] = crop["height"], crop["width"]
     if "resample" in obj and obj["resample"] != RESAMPLE_BILINEAR:
         fail(f"resample {obj['resample']!r} is not supported (only 2, bilinear, as the MobileNetV2 "

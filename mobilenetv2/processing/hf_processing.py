@@ -20,7 +20,7 @@ backends (``BACKENDS``) differ in three places:
 import os
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from mobilenetv2 import files
 from mobilenetv2.engines import c_kernels, native
@@ -39,7 +39,7 @@ def processor_config(config):
     JSON would be (one made or changed by hand, ``model.processor_config.shortest_edge = 0``, went
     unchecked into the resize: a bare ValueError, an empty crop, or infinities from a std of 0)."""
     if isinstance(config, ProcessorConfig):
-        return parse_processor_config(config.to_json(), "<ProcessorConfig>")
+        return parse_processor_config(config.to_json(), "<ProcessorConfig>", min_crop=1)
     if isinstance(config, dict):
         return parse_processor_config(config, "<dict>")
     if isinstance(config, (str, bytes, os.PathLike)):
@@ -66,7 +66,7 @@ def _rgb_image(image):
     if img.width < 1 or img.height < 1:
         error = ArgumentError if isinstance(image, Image.Image) else ImageError
         raise error(f"image {name!r} is {img.width}x{img.height}: it has no pixels to process")
-    return _to_rgb(ImageOps.exif_transpose(img))
+    return _to_rgb(img)  # (_open applied its EXIF orientation)
 
 
 def resized_size(w, h, shortest_edge):
