@@ -1,12 +1,13 @@
 """The ``mobilenetv2`` command: classify images, list the variants, dump activations, benchmark.
 
-    mobilenetv2 classify IMAGE... [--alpha A] [--size S] [--weights W] [--top K] [--json]
-    mobilenetv2 classify --hf DIR IMAGE... [--top K] [--json]     (a transformers checkpoint folder)
-                         [--hf-backend pillow|torchvision]
-    mobilenetv2 segment --hf DIR IMAGE --out mask.png [--overlay] [--hf-backend pillow|torchvision]
+    mobilenetv2 classify IMAGE... [--alpha A] [--size S] [--weights W] [--dtype D] [--top K] [--json]
+    mobilenetv2 classify --hf DIR IMAGE... [--dtype D] [--top K] [--json]   (a transformers checkpoint
+                         [--hf-backend pillow|torchvision]                   folder)
+    mobilenetv2 segment --hf DIR IMAGE --out mask.png [--overlay] [--dtype D] [--hf-backend pillow|torchvision]
     mobilenetv2 info [--json]
-    mobilenetv2 dump IMAGE --layers NAME... --out acts.npz [--alpha A] [--size S] [--weights W]
-    mobilenetv2 summary [--alpha A] [--size S] [--weights W]
+    mobilenetv2 dump IMAGE --layers NAME...|all --out acts.npz [--no-top] [--alpha A] [--size S] [--weights W]
+                     [--dtype D]
+    mobilenetv2 summary [--alpha A] [--size S] [--weights W] [--dtype D]
     mobilenetv2 bench ...            (see mobilenetv2 bench --help)
     mobilenetv2 compare OTHER [--weights W] [--images F|DIR... | --random N --seed S | --input X.npy]
                         [--mapping M.json] [--json OUT] [--plot OUT.png] [--factor F]
@@ -19,6 +20,8 @@ its alpha and size; an --alpha or --size that differs is refused; mobilenetv2 in
 Keras .h5 file. compare's W is a Keras .h5, a Hugging Face checkpoint folder or a variant name; a
 checkpoint folder goes to classify and segment with --hf DIR (their --weights refuses a folder).
 """
+import argparse
+import contextlib
 import json
 import os
 import sys
@@ -27,8 +30,28 @@ import warnings
 import numpy as np
 
 from mobilenetv2 import files
-from mobilenetv2.errors import ArgumentError, Error, OneLineArgumentParser as _Parser, positive_int
+from mobilenetv2.errors import ArgumentError, Error, OneLineArgumentParser, OutputPathError, positive_int
 from mobilenetv2.model_options import add_model_args, model_args
+
+
+def _folder(text):
+    """--hf's type: an empty path names no folder (it was taken for no --hf at all: classify then
+    ran Keras's ImageNet model on the images instead of the checkpoint asked for)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path names no folder: give the checkpoint folder")
+    return text
+
+
+def _not_the_image(out, images):
+    """Refuse an output path that is one of the input images: the photo was replaced by its own
+    class map (segment photo.png --out photo.png)."""
+    for image in images:
+        try:
+            same = os.path.samefile(out, image)
+        except OSError:  # either missing: not the same file (a missing image is said next)
+            same = False
+        if same:
+            raise OutputPathError(f"--out {out!r} is the input image {image!r}: give another file name")
 
 
 def _model(args, include_top=True, pooling=None, classes=1000):
@@ -147,11 +170,14 @@ def _save_npz_atomically(path, arrays):
 
 
 def cmd_dump(args):
-    _npz_path(args.out)  # before any work: '' or 'dir/' would write elsewhere, a folder fail late
-    _check_images([args.image])
+    every = "all" in args.layers
+    if every and set(args.layers) != {"all"}:
+        raise ArgumentError("--layers: 'all' means every layer; give it alone, or name the layers")
+    _not_the_image(_npz_path(args.out), [args.image])  # before any work: '' or 'dir/' would write
+    _check_images([args.image])                         # elsewhere, a folder fail late
     model = _model(args, include_top=args.include_top, pooling=None)
     x = _load_batch([args.image], args.size, args.dtype)
-    names = [layer.name for layer in model.layers[1:]] if args.layers == ["all"] else args.layers
+    names = [layer.name for layer in model.layers[1:]] if every else list(dict.fromkeys(args.layers))
     feats = model.features(x, names)
     arrays = {name: y[0] for name, y in feats.items()}
     arrays.setdefault("input", x[0])  # the preprocessed image they came from: compare runs a dump on it
@@ -216,6 +242,7 @@ def cmd_segment(args):
     if not args.out.lower().endswith(".png"):
         raise ArgumentError(f"--out must name a .png file, got {args.out!r}")
     files.check_output_path(args.out, "--out")  # a folder named x.png failed after the model ran
+    _not_the_image(args.out, [args.image])
     _check_images([args.image])
     model = expect_head(from_pretrained(args.hf, dtype=args.dtype), "segmentation", args.hf)
     photo = np.asarray(_rgb_image(args.image))
@@ -281,7 +308,7 @@ HF_BACKEND_HELP = ("which of transformers 5's MobileNetV2 image processors to re
 
 def build_parser():
     from mobilenetv2.processing.hf_processing import BACKENDS
-    parser = _Parser(prog="mobilenetv2", description="MobileNetV2 inference with Keras's weights and names.")
+    parser = OneLineArgumentParser(prog="mobilenetv2", description="MobileNetV2 inference with Keras's weights and names.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("classify", help="top ImageNet classes of images")
@@ -289,14 +316,15 @@ def build_parser():
     add_model_args(p)
     p.add_argument("--top", type=positive_int(1000), default=5, help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--hf", metavar="DIR", help="a transformers checkpoint folder (config.json, "
+    p.add_argument("--hf", metavar="DIR", type=_folder, help="a transformers checkpoint folder (config.json, "
                    "model.safetensors, preprocessor_config.json) instead of Keras's weights")
     p.add_argument("--hf-backend", choices=BACKENDS, default=None, help=HF_BACKEND_HELP + " (only with --hf)")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("segment", help="class map of a photo with a transformers DeepLabV3 checkpoint")
     p.add_argument("image", metavar="IMAGE")
-    p.add_argument("--hf", metavar="DIR", required=True, help="a transformers segmentation checkpoint folder")
+    p.add_argument("--hf", metavar="DIR", type=_folder, required=True,
+                   help="a transformers segmentation checkpoint folder")
     p.add_argument("--out", required=True, help="output .png: the class map at the image's size, an indexed PNG whose "
                    "pixel values are the class ids (colour-coded by its palette)")
     p.add_argument("--overlay", action="store_true", help="blend the colours over the photo")
@@ -310,7 +338,8 @@ def build_parser():
 
     p = sub.add_parser("dump", help="save activations by Keras layer name to an .npz file")
     p.add_argument("image", metavar="IMAGE")
-    p.add_argument("--layers", nargs="+", required=True, metavar="NAME", help="Keras layer names, or 'all'")
+    p.add_argument("--layers", nargs="+", action="extend", required=True, metavar="NAME",
+                   help="Keras layer names, or 'all' (given twice, --layers adds to the names)")
     p.add_argument("--out", required=True, help="output .npz path")
     p.add_argument("--no-top", dest="include_top", action="store_false", help="model without the classifier")
     add_model_args(p)
@@ -375,15 +404,23 @@ def run_command(command, run):
     """``run()``'s exit status, with main's handling of every failure (one line on stderr, see
     main): also for the scripts in benchmarks/ that call a command's own main."""
     try:
-        with warnings.catch_warnings():  # warnings (no C extension, ...) on one line each too
-            warnings.showwarning = _one_line_warning
-            return run()
+        return _run_command(command, run)
+    finally:
+        _settle_stdout()
+
+
+def _run_command(command, run):
+    try:
+        with warnings.catch_warnings(), _file_names_on_stdout():  # warnings (no C extension, ...)
+            warnings.showwarning = _one_line_warning                # on one line each too
+            status = run()
+            _flush_stdout()
+            return status
     except KeyboardInterrupt:
         print(f"mobilenetv2 {command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into a program that stopped reading (| head)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _drop_stdout()
         return 141
     except MemoryError as exc:  # the package's InsufficientMemory says how much and what to do
         _fail(command, f"error: {exc}" if isinstance(exc, Error) else
@@ -397,6 +434,63 @@ def run_command(command, run):
                        "MOBILENETV2_DEBUG=1 shows the traceback)")
         # compare's 1 means "OTHER diverges": a bug there must not read as a verdict
         return 3 if command == "compare" else 1
+
+
+def _flush_stdout():
+    """Write what stdout still buffers now, where its failure is said as any other (a reader gone:
+    exit status 141; a full disk: one line, 2): left to Python's exit, which writes it after main
+    has returned, it was "Exception ignored in: <_io.TextIOWrapper name='<stdout>' ...>" and a
+    BrokenPipeError or OSError on stderr, exit status 120, as `classify x.jpg | true` and
+    `classify x.jpg > /dev/full` did wherever stdout is buffered (not under PYTHONUNBUFFERED)."""
+    if sys.stdout is None:
+        return
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write the output to stdout: {exc.strerror}") from None
+
+
+def _drop_stdout():
+    """Send what stdout still buffers, and anything after, to the null device: it cannot be
+    written, and Python's exit would try again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _settle_stdout():
+    """After a failure said on stderr, what stdout could not take is dropped (a second message
+    from Python's exit would follow the one line)."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError):
+        _drop_stdout()
+
+
+@contextlib.contextmanager
+def _file_names_on_stdout():
+    """stdout writes a file name that is not text in the locale's encoding (its bytes, which
+    Python reads as lone surrogates) as those bytes, as ls does and as Python itself does in the
+    C and C.UTF-8 locales: under en_US.UTF-8 its strict stdout failed on `classify caf\\xe9.jpg`,
+    after the work (dump's file written), with "surrogates not allowed" and exit status 2."""
+    stream, errors = sys.stdout, getattr(sys.stdout, "errors", None)
+    if errors != "strict" or not callable(getattr(stream, "reconfigure", None)):
+        errors = None  # surrogateescape already (C locales), or not a text file: left as it is
+    else:
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except Exception:  # (a stdout closed or detached: said where it is written to, if it is)
+            errors = None
+    try:
+        yield
+    finally:
+        if errors is not None:
+            with contextlib.suppress(Exception):  # (a stdout gone: | head)
+                stream.reconfigure(errors=errors)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):

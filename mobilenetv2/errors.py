@@ -39,9 +39,12 @@ class OutputPathError(Error, OSError):
 
 class OneLineArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are one line on stderr (no usage block), exit status 2: the
-    command line's failures look like every other failure of the package."""
+    command line's failures look like every other failure of the package.  What argparse quotes
+    of the command line unquoted ("unrecognized arguments: ...", "ambiguous option: ...") is
+    written with its control characters escaped: a word holding a newline made it two lines."""
 
     def error(self, message):
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

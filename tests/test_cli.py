@@ -52,8 +52,11 @@ def test_classify_text_output_and_errors(synthetic_top_file, tmp_path, capsys):
     assert "missing.jpg" in capsys.readouterr().err
     tiny = tmp_path / "tiny.png"
     Image.fromarray(np.zeros((20, 64, 3), np.uint8)).save(tiny)
-    assert main(["classify", str(tiny)] + args) == 2
-    assert "32" in capsys.readouterr().err
+    black = tmp_path / "black.png"
+    Image.fromarray(np.zeros((96, 96, 3), np.uint8)).save(black)
+    assert main(["classify", str(tiny), str(black)] + args) == 0  # resized to 96x96 as Keras resizes it
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == str(tiny) and out[6] == str(black) and out[1:6] == out[7:12]  # both all black
     assert main(["classify", str(img), "--alpha", "0.5", "--size", "96", "--weights", synthetic_top_file]) == 2
     assert "alpha" in capsys.readouterr().err
 
