@@ -55,8 +55,8 @@ def open_regular(path, what="file"):
             kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
                     "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
                     "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-            raise NotRegularFile(f"{what} {path_str(path)!r} is {kind}, not a regular file; "
-                                 f"give the path of {a_or_an(what)}")
+            problem = f"is {kind}, not a regular file; give the path of {a_or_an(what)}"
+            raise NotRegularFile(f"{what} {path_str(path)!r} {problem}", problem)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return fd
@@ -66,7 +66,12 @@ def open_regular(path, what="file"):
 
 
 class NotRegularFile(Error, ValueError):
-    """Raised by open_regular; callers re-raise it as their own error class."""
+    """Raised by open_regular; callers re-raise it as their own error class (``problem``: the
+    message without the file's name, for an error class that names the file itself)."""
+
+    def __init__(self, message, problem=None):
+        super().__init__(message)
+        self.problem = problem or message
 
 
 class TooLarge(NotRegularFile):

@@ -339,7 +339,9 @@ def from_pretrained(path, dtype="float32", threads=None, top_pooling="global", e
         if os.path.exists(folder):
             raise NotADirectoryError(errno.ENOTDIR, "a Hugging Face checkpoint is a folder (config.json, "
                                      "model.safetensors), not a file: give the folder that holds them", folder)
-        raise FileNotFoundError(errno.ENOENT, "Hugging Face checkpoint folder not found", folder)
+        raise FileNotFoundError(errno.ENOENT, "Hugging Face checkpoint folder not found (from_pretrained reads a "
+                                "local folder and downloads nothing: get a hub checkpoint with huggingface_hub."
+                                "snapshot_download('<name>'), which returns its path, or git clone it)", folder)
     config_path = _member(folder, "config.json")
     weights = _member(folder, "model.safetensors")
     if not os.path.exists(weights):

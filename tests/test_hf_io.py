@@ -1,5 +1,6 @@
 """Hugging Face folders in and out: from_pretrained's checks, save_pretrained (Keras .h5 -> the shared
 converted folder, exactly), the real backbone on 101 photos, and hf_preprocess against transformers."""
+import errno
 import json
 import re
 import shutil
@@ -388,6 +389,10 @@ def test_image_size_bounds():
 def test_missing_folder_and_wrong_model_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint folder not found"):
         from_pretrained(tmp_path / "nowhere")
+    # a hub name, as transformers takes it: what to do, as nothing is downloaded
+    with pytest.raises(FileNotFoundError, match=r"downloads nothing.*snapshot_download\('<name>'\)") as info:
+        from_pretrained(str(tmp_path / "google/mobilenet_v2_1.0_224"))
+    assert info.value.errno == errno.ENOENT and info.value.filename.endswith("google/mobilenet_v2_1.0_224")
     (tmp_path / "afile").write_bytes(b"x")
     with pytest.raises(NotADirectoryError, match="checkpoint is a folder .* not a file"):
         from_pretrained(tmp_path / "afile")

@@ -63,6 +63,8 @@ def test_fifo_config_and_safetensors_refused_at_once(tmp_path, as_bytes):
         box = _in_thread(fn, arg)
         assert isinstance(box.get("error"), cls), box
         assert "FIFO" in str(box["error"]) and name in str(box["error"])
+        assert str(box["error"]).count(os.fspath(p)) == 1, box["error"]  # the file named once, not
+                                                     # "safetensors file 'x': safetensors file 'x' is a FIFO"
 
 
 @pytest.mark.parametrize("text,problem", [

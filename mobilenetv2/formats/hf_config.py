@@ -53,7 +53,7 @@ def read_json(path, what):
     try:
         fd = files.open_regular(path, what)
     except files.NotRegularFile as exc:
-        raise ConfigError(path, str(exc)) from None
+        raise ConfigError(path, exc.problem) from None  # (which names the file)
     with os.fdopen(fd, "rb") as f:
         data = files.read_bounded(f, MAX_JSON_BYTES)
     if data is None:

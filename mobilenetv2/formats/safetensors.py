@@ -160,7 +160,7 @@ class SafetensorsFile:
         try:
             fd = files.open_regular(self.path, "safetensors file")
         except files.NotRegularFile as exc:
-            raise SafetensorsError(self.path, str(exc)) from None
+            raise SafetensorsError(self.path, exc.problem) from None  # (which names the file)
         with os.fdopen(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(9)
