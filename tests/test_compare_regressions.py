@@ -515,3 +515,41 @@ def test_a_weights_patch_names_its_layers_in_the_plural_and_how_many_more():
     assert _names(layers[:2]) == "2 layers (l0, l1)"
     assert _names(layers[:3]) == "3 layers (l0, l1, l2)"
     assert _names(layers) == "5 layers (l0, l1, l2 and 2 more)"
+
+
+def test_a_dump_of_a_variant_compares_with_the_with_top_file_it_was_made_with(tmp_path, monkeypatch, capsys):
+    """`dump --weights 0.35_96` then `compare acts.npz --weights 0.35_96` (the README's recipe):
+    a dump of chosen layers has no head, so compare asked for the variant's _no_top file, and with
+    downloading off failed (exit 2) where the with-top file the dump was made with, found, holds
+    every weight it needs.  Here that file is a lively 0.35_96 model saved under the official
+    name, the registry's size and SHA-256 made its."""
+    import hashlib
+
+    from PIL import Image
+
+    from mobilenetv2.formats import registry
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    name = registry.weights_filename(0.35, 96, True)
+    src = lively_weights(MobileNetV2((96, 96, 3), alpha=0.35, weights=None), seed=11)
+    src.save_weights(str(folder / name))
+    data = (folder / name).read_bytes()
+    real_entry = registry._entry
+
+    def entry(alpha, rows, include_top):
+        e = real_entry(alpha, rows, include_top)
+        return dict(e, size=len(data), sha256=hashlib.sha256(data).hexdigest()) if e["file"] == name else e
+    monkeypatch.setattr(registry, "_entry", entry)
+    monkeypatch.setenv("MOBILENETV2_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # an empty Keras cache
+    monkeypatch.setenv("MOBILENETV2_NO_DOWNLOAD", "1")
+    img = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (120, 90, 3), np.uint8)).save(img)
+    acts = tmp_path / "acts.npz"
+    assert main(["dump", str(img), "--layers", "block_3_expand_relu", "out_relu", "--out", str(acts),
+                 "--weights", "0.35_96"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(acts), "--weights", "0.35_96"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "AGREES" in out and name in out  # the with-top file named as the reference's weights
+    assert registry.find_weights(0.35, 96, False) is None  # and no _no_top file came from anywhere

@@ -222,17 +222,30 @@ def from_user(weights, hw, include_top, pooling=None, top_pooling="global"):
                                "(is it a Keras MobileNetV2 .h5 weights file?)")
         desc = f"Keras weights file {path!r} (alpha={src.alpha:g}" + \
             (f", {src.classes} classes)" if src.include_top and src.classes != 1000 else ")")
-    else:  # a variant name: the _no_top file where OTHER has no head
+    else:  # a variant name: the _no_top file where OTHER has no head, or the with-top file found
         from mobilenetv2.formats.registry import weights_filename
-        src = MobileNetV2((named.rows, named.rows, 3), alpha=named.alpha, include_top=include_top,
+        top = include_top or _only_the_top_file_found(named.alpha, named.rows)
+        src = MobileNetV2((named.rows, named.rows, 3), alpha=named.alpha, include_top=top,
                           weights="imagenet", classifier_activation=None, dtype="float64")
         desc = (f"imagenet weights of variant {variant_name(named.alpha, named.rows)} "
-                f"(Keras's {weights_filename(named.alpha, named.rows, include_top)})")
+                f"(Keras's {weights_filename(named.alpha, named.rows, top)})")
     m64 = _copy(src, "float64", hw, include_top, pooling, top_pooling)
     m32 = _copy(src, "float32", hw, include_top, pooling, top_pooling)
     cannot = ("reference weights given by the user: every defect in OTHER, weights included, is "
               "visible; a wrong class head shows only if OTHER's head is compared")
     return m64, m32, desc, cannot
+
+
+def _only_the_top_file_found(alpha, rows):
+    """Whether the variant's official with-top file is in the search folders and its _no_top file
+    is not: that file holds every weight a headless OTHER needs (its head is dropped), where the
+    _no_top file would be downloaded, or refused with downloading off (`dump --weights V` then
+    `compare acts.npz --weights V` needed a second file for the same weights)."""
+    from mobilenetv2.formats.registry import found_weights
+    if found_weights(alpha, rows, False)[0] is not None:
+        return False
+    path, problem = found_weights(alpha, rows, True)
+    return path is not None and problem is None
 
 
 def own_keras_model(other, hw):
