@@ -179,8 +179,9 @@ class HFMobileNetV2(MobileNetV2):
         raise ArgumentError(f"no layer or transformers module named {name!r} in this model "
                             "(see model.layers and model.hf_names)")
 
-    def get_layer(self, name):
-        return super().get_layer(self.keras_name(name))
+    def get_layer(self, name=None, index=None):
+        """The layer by its Keras or transformers name, or at ``index`` (as MobileNetV2.get_layer)."""
+        return super().get_layer(self.keras_name(name) if isinstance(name, str) else name, index)
 
     def features(self, x, layers):
         """The named layers' outputs (NHWC) as a dict keyed by the names asked (Keras layer names

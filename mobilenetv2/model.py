@@ -103,6 +103,36 @@ def _check_dtype(dtype):
 
 
 
+def _check_name(name):
+    """Keras's model name: None (``mobilenetv2_{alpha:0.2f}_{rows}``) or a string without '/' (and,
+    as the exporters write it into the file, one UTF-8 can encode: no lone surrogate)."""
+    if name is None:
+        return None
+    if isinstance(name, str) and "/" not in name:
+        try:
+            name.encode("utf-8")
+            return str(name)
+        except UnicodeEncodeError:
+            pass
+    raise ArgumentError(f"name must be a string without '/' (the model's name, in UTF-8), or None for Keras's "
+                        f"'mobilenetv2_<alpha>_<rows>', got {name!r:.60}")
+
+
+def _check_input_tensor(input_tensor):
+    """Keras's input_tensor: None only (this model is no Keras graph to build on a tensor)."""
+    if input_tensor is not None:
+        raise ArgumentError("input_tensor (a Keras tensor to build the model on) is not taken here: the model is "
+                            "not a Keras graph; give the tensor's shape as input_shape=(height, width, channels), "
+                            f"got input_tensor={input_tensor!r:.60}")
+
+
+def _check_classifier_activation(activation):
+    """'softmax' or None; 'linear', Keras's name for no activation (``activations.get(None)``), is None."""
+    check_option(activation, ("softmax", "linear", None),
+                 "classifier_activation must be 'softmax', None or 'linear' (Keras's name for None)")
+    return None if activation == "linear" else activation
+
+
 def _check_classes(classes):
     if not is_whole(classes) or not 1 <= classes <= MAX_CLASSES:
         raise ArgumentError(f"classes must be a positive whole number at most {MAX_CLASSES}, got {classes!r}")
@@ -140,9 +170,12 @@ def _size_dim(name, d, input_shape):
                         f"(input_shape={input_shape!r})")
 
 
-def _input_shape(input_shape, include_top, weights):
+def _input_shape(input_shape, include_top, weights, top_pooling="global"):
     """Keras's ``obtain_input_shape`` for MobileNetV2: returns (H, W, C) with None for any size,
-    and the rows of the imagenet weights file to load."""
+    and the rows of the imagenet weights file to load.  Keras's rule that its head with the imagenet
+    weights takes (R, R, 3) for an official R only is its global head's; TF-slim's 7x7 head
+    (``top_pooling='7x7'``) takes any static size, as the backbone does (an official square size
+    loads its own file, any other the 224 one, with Keras's warning)."""
     if input_shape is None:
         default = 224
     else:
@@ -167,10 +200,11 @@ def _input_shape(input_shape, include_top, weights):
             raise ArgumentError(f"the imagenet weights take 3 input channels, input_shape has {c}")
         default = h if (h == w and h in OFFICIAL_ROWS) else 224
     default_shape = (default, default, 3)
-    if weights == "imagenet" and include_top:
+    if weights == "imagenet" and include_top and top_pooling == "global":
         if input_shape is not None and input_shape != default_shape:
             raise ArgumentError(f"with include_top=True and weights='imagenet', input_shape must be "
-                                f"one of (R, R, 3) for R in {OFFICIAL_ROWS}, got {input_shape}")
+                                f"one of (R, R, 3) for R in {OFFICIAL_ROWS}, got {input_shape} (Keras's global "
+                                "head; top_pooling='7x7', TF-slim's head, takes other sizes)")
         return default_shape, default
     if input_shape is None:
         input_shape = default_shape if include_top else (None, None, 3)
@@ -214,7 +248,9 @@ class _Watchers:
 
 
 class MobileNetV2:
-    """MobileNetV2 with the arguments and meaning of ``keras.applications.MobileNetV2``.
+    """MobileNetV2 with the arguments and meaning of ``keras.applications.MobileNetV2``, in Keras's
+    order (``input_tensor`` takes None only: give ``input_shape``; ``classifier_activation`` is
+    'softmax', None or 'linear', Keras's None; ``pooling`` applies without the top only).
 
     ``dtype='float64'`` runs the whole network in float64: a golden reference for checking the
     float32 numerics of other frameworks.  ``engine`` picks what runs ``predict``/``model(x)``:
@@ -260,9 +296,11 @@ class MobileNetV2:
         self._plan_cache_bytes = int(value)
         self._trim_plans()  # a lower bound frees what it no longer allows now, not at the next new shape
 
-    def __init__(self, input_shape=None, alpha=1.0, include_top=True, weights="imagenet",
-                 pooling=None, classes=1000, classifier_activation="softmax", dtype="float32",
+    def __init__(self, input_shape=None, alpha=1.0, include_top=True, weights="imagenet", input_tensor=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None, dtype="float32",
                  threads=None, top_pooling="global", engine="auto"):
+        _check_input_tensor(input_tensor)
+        self._name = _check_name(name)
         self.alpha = _check_alpha(alpha)
         self.threads = threads
         self.dtype = _check_dtype(dtype)
@@ -276,7 +314,7 @@ class MobileNetV2:
         if top_pooling == "7x7" and not include_top:
             raise ArgumentError("top_pooling='7x7' is TF-slim's classification head: it needs include_top=True "
                                 "(without the top, pooling='avg' or 'max' pools the features)")
-        check_option(classifier_activation, ("softmax", None), "classifier_activation must be 'softmax' or None")
+        classifier_activation = _check_classifier_activation(classifier_activation)
         classes = _check_classes(classes)
         if weights == "imagenet":
             if include_top and classes != 1000:
@@ -284,10 +322,10 @@ class MobileNetV2:
                                     f"got {classes}")
             if self.alpha not in OFFICIAL_ALPHAS:
                 raise ArgumentError(f"imagenet weights exist for alpha in {OFFICIAL_ALPHAS}, got {alpha!r}")
-        self.input_shape, self.weights_rows = _input_shape(input_shape, include_top, weights)
+        self.input_shape, self.weights_rows = _input_shape(input_shape, include_top, weights, top_pooling)
         self._name_rows = self.weights_rows if weights == "imagenet" else self.input_shape[0]  # Keras's `rows`
         self.include_top = bool(include_top)
-        self.pooling = pooling
+        self.pooling = None if include_top else pooling  # (ignored with the top, as Keras ignores it: the head averages)
         self.top_pooling = top_pooling
         self.classes = int(classes)
         self.classifier_activation = classifier_activation
@@ -316,16 +354,31 @@ class MobileNetV2:
     def name(self):
         """The model's name as Keras names it, ``mobilenetv2_{alpha:0.2f}_{rows}`` (rows: the
         imagenet file's size with weights='imagenet', else the input's height, None where it is
-        any), as ``summary()`` prints it: 'mobilenetv2_1.00_224'."""
+        any), as ``summary()`` prints it: 'mobilenetv2_1.00_224'; or the ``name`` it was built with."""
+        name = self.__dict__.get("_name")
+        if name is not None:
+            return name
         return f"mobilenetv2_{self.alpha:0.2f}_{getattr(self, '_name_rows', self.weights_rows)}"
 
-    def get_layer(self, name):
-        """The layer named ``name`` (a Keras layer name such as 'Conv1' or 'block_3_expand'): its
-        ``weights`` (a tuple of read-only arrays), ``get_weights()`` and ``set_weights()``.  An
-        ArgumentError for a name the model does not have; ``model.layers[i]`` is the i-th layer."""
+    def get_layer(self, name=None, index=None):
+        """The layer named ``name`` (a Keras layer name such as 'Conv1' or 'block_3_expand'), or at
+        position ``index`` (Keras's ``get_layer(index=i)``: ``model.layers[i]``, negative from the
+        end): its ``weights`` (a tuple of read-only arrays), ``get_weights()`` and ``set_weights()``.
+        An ArgumentError for a name the model does not have, an index out of range, or both."""
+        n = len(self.layers)
+        if index is not None:
+            if name is not None:
+                raise ArgumentError(f"get_layer takes a layer's name or its index, not both: got name={name!r:.60} "
+                                    f"and index={index!r:.60}")
+            if not is_whole(index) or not -n <= index < n:
+                raise ArgumentError(f"get_layer: index must be a whole number from {-n} to {n - 1} (this model has "
+                                    f"{n} layers), got {index!r:.60}")
+            return self.layers[int(index)]
+        if name is None:
+            raise ArgumentError("get_layer takes a layer's name (get_layer('Conv1')) or index (get_layer(index=1))")
         if is_whole(name):
             raise ArgumentError(f"get_layer takes a layer's name, got {name!r}; the layer at a position is "
-                                f"model.layers[{int(name)}] ({len(self.layers)} layers)")
+                                f"get_layer(index={int(name)}) or model.layers[{int(name)}] ({n} layers)")
         try:
             return self._by_name[name]
         except (KeyError, TypeError):  # (an unhashable name: a list, an array)
@@ -412,12 +465,22 @@ class MobileNetV2:
         from mobilenetv2.formats import loader, registry
         _check_weights(weights, none_too=False)
         if weights == "imagenet":
+            self._check_imagenet_fits()
             path = registry.resolve(self.alpha, self.weights_rows, self.include_top)
         else:
             path = os.fspath(weights)
         expected = [(layer.name, list(zip(layer.weight_names, layer.weight_shapes())))
                     for layer in self.weighted_layers()]
         self._replace_weights(loader.load_by_order(path, expected, context=self.describe()))
+
+    def _check_imagenet_fits(self):
+        """An ArgumentError where the imagenet files cannot fit this model, as the constructor says
+        with weights='imagenet', before a file is looked for or downloaded (only to be refused)."""
+        if self.input_shape[2] != 3:
+            raise ArgumentError(f"the imagenet weights take 3 input channels, this model has {self.input_shape[2]}")
+        if self.include_top and self.classes != 1000:
+            raise ArgumentError(f"the imagenet weights with the top have 1000 classes, this model has {self.classes} "
+                                "(build it with include_top=False to load the imagenet backbone)")
 
     def save_weights(self, path):
         """Save the weights as a Keras 2 ``.h5`` weights file (Keras's names; loads back here and in Keras)."""

@@ -155,3 +155,17 @@ def test_a_folder_with_such_an_eps_is_refused_at_load_naming_its_config(tmp_path
 @pytest.mark.parametrize("eps", [np.finfo(np.float32).tiny, 1e-12, 1e-5, 0.001, 0.999])
 def test_layer_norm_eps_float32_holds_is_kept(eps):
     assert parse_config({"layer_norm_eps": float(eps)}).layer_norm_eps == float(eps)
+
+
+def test_a_checkpoint_model_s_get_layer_takes_an_index_as_keras_does(tmp_path):
+    """HFMobileNetV2.get_layer(index=i) was a TypeError (its override took a name only); by
+    transformers' name, Keras's name and index it is the same layer."""
+    from mobilenetv2 import ArgumentError, from_pretrained
+    m = from_pretrained(require_shared("hf", "mobilenet_v2_0.35_96"))
+    assert m.get_layer(index=1) is m.layers[1] and m.get_layer(index=-1) is m.layers[-1]
+    i = [layer.name for layer in m.layers].index("Conv1_relu")  # transformers' conv_stem.first_conv
+    assert m.get_layer("conv_stem.first_conv") is m.get_layer("Conv1_relu") is m.get_layer(index=i)
+    with pytest.raises(ArgumentError, match=r"get_layer\(index=3\)"):
+        m.get_layer(3)
+    with pytest.raises(ArgumentError, match="not both"):
+        m.get_layer("Conv1", index=1)
