@@ -175,7 +175,11 @@ def cmd_dump(args):
         raise ArgumentError("--layers: 'all' means every layer; give it alone, or name the layers")
     _not_the_image(_npz_path(args.out), [args.image])  # before any work: '' or 'dir/' would write
     _check_images([args.image])                         # elsewhere, a folder fail late
-    model = _model(args, include_top=args.include_top, pooling=None)
+    classes = 1000
+    if args.include_top and args.weights not in ("imagenet", "none"):  # a fine-tuned file's own head, as
+        from mobilenetv2.formats.loader import classifier_classes       # summary reads it (a 7-class .h5
+        classes = classifier_classes(args.weights) or 1000               # was refused for its 1000)
+    model = _model(args, include_top=args.include_top, pooling=None, classes=classes)
     x = _load_batch([args.image], args.size, args.dtype)
     names = [layer.name for layer in model.layers[1:]] if every else list(dict.fromkeys(args.layers))
     feats = model.features(x, names)

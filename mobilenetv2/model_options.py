@@ -64,10 +64,16 @@ def add_model_args(p, weights="imagenet"):
                    help="width multiplier (default 1.0, or the variant's of --weights)")
     p.add_argument("--size", type=positive_int(MAX_SIZE), default=None,
                    help="input height and width (default 224, or the variant's of --weights)")
+    if weights == "none":  # summary: the shapes and costs need no file (README, Command line)
+        what = ("'imagenet' or a variant name such as 1.0_224 (checked against the 22 of mobilenetv2 info, "
+                "with its alpha and size; no file is found, loaded or downloaded), 'none' (Keras's initial "
+                "weights), or a Keras .h5 path (loaded: the summary is of the model it fits)")
+    else:
+        what = ("'imagenet' (found or downloaded), 'none' (Keras's initial weights), a variant name such as "
+                "1.0_224 (its imagenet weights, with its alpha and size: mobilenetv2 info lists the 22), or a "
+                "Keras .h5 path")
     p.add_argument("--weights", default=None if weights == MODEL_DEFAULTS["weights"] else weights,
-                   help=f"'imagenet' (found or downloaded), 'none' (Keras's initial weights), a variant name "
-                        "such as 1.0_224 (its imagenet weights, with its alpha and size: mobilenetv2 info "
-                        f"lists the 22), or a Keras .h5 path (default {weights!r})")
+                   help=f"{what} (default {weights!r})")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
 
 

@@ -182,3 +182,37 @@ def test_an_output_nobody_reads_is_exit_141_and_a_full_disk_one_line(tmp_path, i
     line = failure(run)
     assert line.endswith("error: [Errno 28] cannot write the output to stdout: No space left on device") or \
         line.endswith("error: [Errno 28] No space left on device"), line
+
+
+def test_dump_takes_a_fine_tuned_file_with_its_own_classes(tmp_path):
+    """A fine-tuned .h5 (a 7-class head) was refused by dump for not having 1000 classes, where
+    summary reads the file's classes: dump now builds the model the file fits, and its
+    predictions are the 7 the file's head gives (the float64 engine on the same input)."""
+    rng = np.random.default_rng(4)
+    tuned = MobileNetV2((96, 96, 3), alpha=0.35, weights=None, classes=7)
+    for layer in tuned.weighted_layers():
+        layer.set_weights([rng.normal(0, 0.1, s).astype(np.float32) if "variance" not in w else
+                           rng.uniform(0.5, 1.5, s).astype(np.float32)
+                           for w, s in zip(layer.weight_names, layer.weight_shapes())], tuned.dtype)
+    h5 = tmp_path / "tuned.h5"
+    tuned.save_weights(str(h5))
+    img = tmp_path / "x.png"
+    Image.fromarray(rng.integers(0, 256, (96, 96, 3), np.uint8)).save(img)
+    out = tmp_path / "acts.npz"
+    run = run_cli("dump", str(img), "--layers", "predictions", "--out", str(out), "--weights", str(h5),
+                  "--alpha", "0.35", "--size", "96", "--dtype", "float64", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    ref = MobileNetV2((96, 96, 3), alpha=0.35, weights=str(h5), classes=7, dtype="float64")
+    with np.load(out) as got:
+        assert got["predictions"].shape == (7,)
+        assert np.allclose(got["predictions"], ref.predict(got["input"][None])[0], rtol=1e-12, atol=1e-15)
+
+
+def test_summary_s_help_says_it_loads_no_imagenet_file(tmp_path):
+    """summary --weights imagenet checks the variant and reads no file (the README), while its help
+    said 'imagenet' (found or downloaded), the other commands' text."""
+    run = run_cli("summary", "--help", cwd=tmp_path)
+    text = " ".join(run.stdout.decode().split())
+    assert run.returncode == 0 and "found or downloaded" not in text
+    assert "no file is found, loaded or downloaded" in text
+    assert "found or downloaded" in " ".join(run_cli("dump", "--help", cwd=tmp_path).stdout.decode().split())
