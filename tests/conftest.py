@@ -56,6 +56,15 @@ def set_synthetic_weights(model):
     return model
 
 
+def keras3(why):
+    """Keras 3 (on JAX where no backend is set), or skip saying ``why`` it was needed."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    keras = pytest.importorskip("keras", reason=f"{why} needs Keras 3 (not a test extra)")
+    if int(keras.__version__.split(".")[0]) < 3:
+        pytest.skip(f"{why} needs Keras 3, found {keras.__version__}")
+    return keras
+
+
 @functools.lru_cache(maxsize=None)
 def keras_reference(name):
     """A reference .npz from shared/reference, loaded once."""

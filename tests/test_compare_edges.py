@@ -3,7 +3,6 @@ written as Relu then Min (a correct graph), a ReLU6 clipped at other bounds (Cli
 with no lower bound, a Keras ``ReLU(max_value=4)``), and a Keras model whose weights differ from
 the ones given.  Each graph is our own export edited by hand, so where the defect is and what it
 is are known; the report's numbers are checked against NumPy."""
-import os
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ onnx = pytest.importorskip("onnx", reason="compare's ONNX tests need the onnx ex
 ort = pytest.importorskip("onnxruntime", reason="compare runs ONNX files in onnxruntime (pip install 'mobilenetv2[onnx]')")
 from onnx import helper, numpy_helper  # noqa: E402
 
+from conftest import keras3  # noqa: E402
 from mobilenetv2.tools.compare import compare  # noqa: E402
 from onnx_graphs import lively_model  # noqa: E402
 from test_compare import SHAPE, clean, model  # noqa: E402,F401  (the lively model and its clean export)
@@ -108,11 +108,7 @@ def test_a_keras_relu_with_another_max_value_is_an_activation():
 
 # -- a Keras model against the weights given --------------------------------------------------
 def _keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    keras = pytest.importorskip("keras", reason="a Keras model as OTHER needs Keras 3 (not a test extra)")
-    if int(keras.__version__.split(".")[0]) < 3:
-        pytest.skip(f"a Keras model as OTHER needs Keras 3, found {keras.__version__}")
-    return keras
+    return keras3("a Keras model as OTHER")
 
 
 def _keras_model(keras, model=None):

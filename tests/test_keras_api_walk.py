@@ -6,24 +6,19 @@ that cannot take the imagenet weights says so before any file is looked for or d
 
 Keras is not a test extra: the tests that build a Keras model skip where it is absent, and each
 builds its model after ``keras.backend.clear_session()`` (Keras's layer-name counters are global)."""
-import os
 import warnings
 
 import numpy as np
 import pytest
 
-from conftest import set_synthetic_weights
+from conftest import keras3, set_synthetic_weights
 from mobilenetv2 import MobileNetV2
 from mobilenetv2.errors import ArgumentError, DownloadError
 from mobilenetv2.formats import registry
 
 
 def _keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    keras = pytest.importorskip("keras", reason="the Keras comparisons need Keras 3 (not a test extra)")
-    if int(keras.__version__.split(".")[0]) < 3:
-        pytest.skip(f"the Keras comparisons need Keras 3, found {keras.__version__}")
-    return keras
+    return keras3("the Keras comparisons")
 
 
 def _keras_model(**kwargs):
