@@ -263,6 +263,14 @@ def test_images_under_32_pixels_on_a_side_are_resized_as_keras_does(tmp_path, wi
     assert np.array_equal(load_image(path), want)
 
 
+@pytest.mark.parametrize("size", [(0, 5), (5, 0), (0, 0)])
+def test_a_pil_image_without_pixels_is_an_argument_error(size):
+    """Any image of a pixel is taken; a PIL image of none (no file holds one) came back as a black
+    224x224 array, Pillow's resize of nothing."""
+    with pytest.raises(ArgumentError, match=f"is {size[0]}x{size[1]}: it has no pixels"):
+        load_image(Image.new("RGB", size))
+
+
 def test_tiff_tile_far_larger_than_the_image_is_refused_before_decoding(tmp_path):
     """Each tile is inflated whole: a 64x64 image in one 26736x26736 tile took 2 GB from 2 MB."""
     path = tmp_path / "huge-tile.tif"

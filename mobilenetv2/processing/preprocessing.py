@@ -218,6 +218,8 @@ def load_image(path, target_size=(224, 224), interpolation="bilinear", crop=None
     if crop is not None and (fraction is None or not 0 < fraction <= 1):
         raise ArgumentError(f"crop must be None, 'center' or a fraction in (0, 1], got {crop!r}")
     img, name = _open(path)
+    if img.width < 1 or img.height < 1:  # (a PIL image made so: Pillow resizes it to black)
+        raise ArgumentError(f"image {name!r} is {img.width}x{img.height}: it has no pixels to load")
     try:
         img = _to_rgb(img)
         if crop is not None:
