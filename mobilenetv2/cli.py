@@ -42,16 +42,24 @@ def _folder(text):
     return text
 
 
-def _not_the_image(out, images):
-    """Refuse an output path that is one of the input images: the photo was replaced by its own
-    class map (segment photo.png --out photo.png)."""
-    for image in images:
-        try:
-            same = os.path.samefile(out, image)
-        except OSError:  # either missing: not the same file (a missing image is said next)
-            same = False
-        if same:
-            raise OutputPathError(f"--out {out!r} is the input image {image!r}: give another file name")
+def _not_the_image(out, image):
+    """Refuse an output path that is the input image: the photo was replaced by its own class map
+    (segment photo.png --out photo.png)."""
+    try:
+        same = os.path.samefile(out, image)
+    except OSError:  # either missing: not the same file (a missing image is said next)
+        same = False
+    if same:
+        raise OutputPathError(f"--out {out!r} is the input image {image!r}: give another file name")
+
+
+def _file_classes(weights):
+    """The classes of the classifier in --weights's .h5 file (None for a _no_top file, 'imagenet'
+    or 'none'): the model a fine-tuned file fits."""
+    if weights in ("imagenet", "none"):
+        return None
+    from mobilenetv2.formats.loader import classifier_classes
+    return classifier_classes(weights)
 
 
 def _model(args, include_top=True, pooling=None, classes=1000):
@@ -173,12 +181,9 @@ def cmd_dump(args):
     every = "all" in args.layers
     if every and set(args.layers) != {"all"}:
         raise ArgumentError("--layers: 'all' means every layer; give it alone, or name the layers")
-    _not_the_image(_npz_path(args.out), [args.image])  # before any work: '' or 'dir/' would write
+    _not_the_image(_npz_path(args.out), args.image)  # before any work: '' or 'dir/' would write
     _check_images([args.image])                         # elsewhere, a folder fail late
-    classes = 1000
-    if args.include_top and args.weights not in ("imagenet", "none"):  # a fine-tuned file's own head, as
-        from mobilenetv2.formats.loader import classifier_classes       # summary reads it (a 7-class .h5
-        classes = classifier_classes(args.weights) or 1000               # was refused for its 1000)
+    classes = (args.include_top and _file_classes(args.weights)) or 1000  # a fine-tuned file's own head
     model = _model(args, include_top=args.include_top, pooling=None, classes=classes)
     x = _load_batch([args.image], args.size, args.dtype)
     names = [layer.name for layer in model.layers[1:]] if every else list(dict.fromkeys(args.layers))
@@ -204,8 +209,7 @@ def cmd_summary(args):
         registry.weights_filename(args.alpha, args.size)  # the ArgumentError loading it would give
         args.weights = "none"
     elif args.weights != "none":  # a file: its head, or none (a _no_top file), is the model's
-        from mobilenetv2.formats.loader import classifier_classes
-        classes = classifier_classes(args.weights)
+        classes = _file_classes(args.weights)
         include_top, classes = classes is not None, classes or 1000
     _model(args, include_top=include_top, classes=classes).summary()
     return 0
@@ -246,7 +250,7 @@ def cmd_segment(args):
     if not args.out.lower().endswith(".png"):
         raise ArgumentError(f"--out must name a .png file, got {args.out!r}")
     files.check_output_path(args.out, "--out")  # a folder named x.png failed after the model ran
-    _not_the_image(args.out, [args.image])
+    _not_the_image(args.out, args.image)
     _check_images([args.image])
     model = expect_head(from_pretrained(args.hf, dtype=args.dtype), "segmentation", args.hf)
     photo = np.asarray(_rgb_image(args.image))

@@ -62,11 +62,7 @@ def _rgb_image(image):
             raise ArgumentError(f"an image array must be (H, W, 3) uint8 RGB with H, W >= 1, got "
                                 f"{image.shape} {image.dtype}")
         return Image.fromarray(image, "RGB")
-    img, name = _open(image)
-    if img.width < 1 or img.height < 1:
-        error = ArgumentError if isinstance(image, Image.Image) else ImageError
-        raise error(f"image {name!r} is {img.width}x{img.height}: it has no pixels to process")
-    return _to_rgb(img)  # (_open applied its EXIF orientation)
+    return _to_rgb(_open(image)[0])  # (_open applied its EXIF orientation, refused an image of no pixels)
 
 
 def resized_size(w, h, shortest_edge):

@@ -102,7 +102,8 @@ def check_image_paths(paths):
 
 def _open(path):
     """A loaded Pillow image of one of FORMATS (or the PIL image given), EXIF orientation applied,
-    and its name; ImageError where it cannot be; a path must be a regular file (a FIFO or device
+    and its name; ImageError where it cannot be (ArgumentError for a PIL image without pixels); a
+    path must be a regular file (a FIFO or device
     is refused at once, without waiting on it)."""
     owned = img = None
     name = "<PIL image>" if isinstance(path, Image.Image) else getattr(path, "name", None) or "<file object>"
@@ -149,6 +150,9 @@ def _open(path):
     finally:
         if owned is not None:
             owned.close()
+    if img.width < 1 or img.height < 1:  # (a PIL image made so: load_image's resize made it black,
+        error = ArgumentError if isinstance(path, Image.Image) else ImageError  # hf_preprocess's divided by 0)
+        raise error(f"image {name!r} is {img.width}x{img.height}: it has no pixels")
     return img, name
 
 
@@ -218,8 +222,6 @@ def load_image(path, target_size=(224, 224), interpolation="bilinear", crop=None
     if crop is not None and (fraction is None or not 0 < fraction <= 1):
         raise ArgumentError(f"crop must be None, 'center' or a fraction in (0, 1], got {crop!r}")
     img, name = _open(path)
-    if img.width < 1 or img.height < 1:  # (a PIL image made so: Pillow resizes it to black)
-        raise ArgumentError(f"image {name!r} is {img.width}x{img.height}: it has no pixels to load")
     try:
         img = _to_rgb(img)
         if crop is not None:

@@ -241,8 +241,8 @@ def _only_the_top_file_found(alpha, rows):
     is not: that file holds every weight a headless OTHER needs (its head is dropped), where the
     _no_top file would be downloaded, or refused with downloading off (`dump --weights V` then
     `compare acts.npz --weights V` needed a second file for the same weights)."""
-    from mobilenetv2.formats.registry import found_weights
-    if found_weights(alpha, rows, False)[0] is not None:
+    from mobilenetv2.formats.registry import find_weights, found_weights
+    if find_weights(alpha, rows, False) is not None:
         return False
     path, problem = found_weights(alpha, rows, True)
     return path is not None and problem is None
