@@ -7,6 +7,7 @@ stride 8 with dilated depthwise convolutions, the 1001-class classifier or the D
 the same block table and the same ``_inverted_res_block``, with Keras's layer names.
 """
 import math
+from collections.abc import Mapping, Set as AbstractSet
 
 from mobilenetv2.network import layers as L
 from mobilenetv2.errors import ArgumentError, is_items, is_whole
@@ -317,18 +318,21 @@ def export_input_shape(model, input_size, exporter):
                             f"got {model!r:.60}")
     shape = tuple(model.input_shape)
     if input_size is not None:
-        if not is_items(input_size) or not hasattr(input_size, "__len__") or len(input_size) != 2 \
-                or not all(is_whole(d) for d in input_size):
+        if not is_items(input_size) or isinstance(input_size, (AbstractSet, Mapping)) \
+                or not hasattr(input_size, "__len__") or len(input_size) != 2 \
+                or not all(is_whole(d) for d in input_size):  # a set or dict has no height-then-width order
             raise ArgumentError(f"{exporter}: input_size must be (height, width), two whole numbers, "
                                 f"got {input_size!r}")
         size = tuple(int(d) for d in input_size)
         if not all(MIN_SIZE <= d <= MAX_SIZE for d in size):
             raise ArgumentError(f"{exporter}: input_size height and width must be from {MIN_SIZE} to "
                                 f"{MAX_SIZE}, got {size}")
-        for d, fixed in zip(size, shape[:2]):
+        for d, fixed, side in zip(size, shape[:2], ("height", "width")):
             if fixed is not None and d != fixed:
+                how = ("leave input_size out" if None not in shape[:2] else
+                       f"give input_size with the {side} {fixed}")
                 raise ArgumentError(f"{exporter}: this model takes inputs of {shape}, not input_size {size}; "
-                                    "leave input_size out, or build the model with input_shape=(None, None, 3) "
+                                    f"{how}, or build the model with input_shape=(None, None, 3) "
                                     "to export it at another size")
         shape = size + (shape[2],)
     if None in shape:

@@ -63,15 +63,10 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
             pending_pads[layer.name] = layer.pads(*shapes[layer.inputs[0]][:2])
             tensor[layer.name] = src
             continue
-        if isinstance(layer, L.Conv2D) and layer.use_bias:  # no batch norm after it
-            kernel, bias = layer.weights
-            nodes.append(helper.make_node("Conv", [src, const(out + "/W", kernel.transpose(3, 2, 0, 1)),
-                                                   const(out + "/B", bias)], [out],
-                                          kernel_shape=[layer.kernel] * 2, strides=[layer.stride] * 2))
-            tensor[out] = out
-            continue
         if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D)):
-            bn = next(x for x in model.layers if x.inputs == (layer.name,))
+            # a convolution with its own bias has no batch norm after it (DeepLabV3's logits)
+            bn = None if getattr(layer, "use_bias", False) else next(x for x in model.layers
+                                                                     if x.inputs == (layer.name,))
             dilation = getattr(layer, "dilation", 1)
             wk, bias = arch.folded_kernel(layer, bn)
             if isinstance(layer, L.DepthwiseConv2D):
@@ -80,13 +75,17 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
             else:
                 oihw = wk.transpose(3, 2, 0, 1)
                 group = 1
-            pads = pending_pads.pop(layer.inputs[0], None) or layer.pads(*shapes[layer.inputs[0]][:2])
-            top, bottom, left, right = pads
+            # its own padding (on its input: a ZeroPadding2D's output where one comes before it), plus
+            # that ZeroPadding2D's, as export_tflite writes them
+            own = layer.pads(*shapes[layer.inputs[0]][:2])
+            zero = pending_pads.pop(layer.inputs[0], (0, 0, 0, 0))
+            top, bottom, left, right = (a + b for a, b in zip(zero, own))
+            result = bn.name if bn is not None else out
             nodes.append(helper.make_node(
-                "Conv", [src, const(out + "/W", oihw), const(out + "/B", bias)], [bn.name],
+                "Conv", [src, const(out + "/W", oihw), const(out + "/B", bias)], [result],
                 kernel_shape=list(oihw.shape[2:]), strides=[layer.stride] * 2,
                 pads=[top, left, bottom, right], group=group, dilations=[dilation] * 2))
-            tensor[layer.name] = tensor[bn.name] = bn.name
+            tensor[layer.name] = tensor[result] = result
         elif isinstance(layer, L.BatchNormalization):
             continue  # folded into its convolution
         elif isinstance(layer, L.ReLU):
@@ -145,8 +144,8 @@ def export_onnx(model, path, batch=1, opset=13, input_size=None):
         nodes.append(helper.make_node("Transpose", [final], ["output"], perm=[0, 2, 3, 1]))
     else:
         nodes.append(helper.make_node("Identity", [final], ["output"]))
-    graph = helper.make_graph(
-        nodes, model.name,
+    graph = helper.make_graph(  # (onnx requires a graph name: MobileNetV2(name="") has none)
+        nodes, model.name or "mobilenetv2",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [n, h, w, c])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)], inits)
     opsets = [helper.make_opsetid("", opset)]
