@@ -129,6 +129,7 @@ class _Source:
         if not data.startswith(HDF5_MAGIC):
             raise WeightsError(f"weights file {self.label} is not an HDF5 file (it starts with "
                                f"{data[:8]!r}); expected a Keras .h5 weights file or a .keras archive")
+        self.data = data  # the bytes HDF5 reads: where a variable-length name list's lengths are checked
         with self.guard("opening it"):
             self.file = h5py.File(io.BytesIO(data), "r")
 
@@ -402,7 +403,7 @@ class _Source:
             if not string or count + len(out) > MAX_ATTR_ELEMENTS:
                 raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} has dtype "
                                    f"{aid.dtype} and {count} values; expected a list of names")
-            for item in self._names(aid, count, n, where):
+            for item in self._names(obj, aid, count, n, where):
                 item = item.rstrip(b"\0")
                 if b"\0" in item:  # HDF5 would read the name up to it: another name's alias
                     raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} holds "
@@ -414,17 +415,29 @@ class _Source:
                                        f"a name that is not UTF-8 ({item[:40]!r})") from None
         return out
 
-    def _names(self, aid, count, n, where):
-        """The names of a list attribute as bytes.  Keras writes them as fixed-length strings, so
-        their size (count x width) is known, and bounded, before they are read.  Variable-length
-        strings are refused: their elements point into the file's heap, many may point at one
-        long string, and HDF5 expands every one of them before anything can be checked (a 1 MB
-        file made 4 GB that way)."""
+    def _names(self, obj, aid, count, n, where):
+        """The names of a list attribute as bytes, their size known, and bounded, before they are
+        read.  Keras 2 with h5py 2 wrote fixed-length strings (count x width); Keras 3's
+        ``model.save('x.h5')`` (and any Keras with h5py 3) writes variable-length ones, whose
+        elements point into the file's global heap, where many may point at one long string and
+        each says its own length, which HDF5 allocates before reading (a 1 MB file made 4 GB
+        that way): their lengths are read first, from the attribute as stored (_vlen_lengths),
+        and the list is read only where they add up to no more than a fixed-length list may."""
         if aid.dtype.kind != "S":
-            raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} holds "
-                               "variable-length strings; Keras writes these names as fixed-length "
-                               "strings (variable-length ones are not read: their size is unknown "
-                               "until read): re-save the weights with Keras")
+            lengths = _vlen_lengths(self.data, obj, n, count) if h5py.check_string_dtype(aid.dtype) else None
+            if lengths is None:
+                raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} holds "
+                                   "variable-length strings stored where their lengths cannot be read "
+                                   "before them (shared, in dense attribute storage, or not as Keras and "
+                                   "h5py write them): refused; re-save the weights with Keras")
+            if sum(lengths) > MAX_ATTR_BYTES:
+                raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} holds {count} "
+                                   f"names of {sum(lengths)} bytes together, more than any Keras file "
+                                   f"({MAX_ATTR_BYTES} bytes at most): refused")
+            buf = np.empty(aid.shape or (), dtype=aid.dtype)
+            with self.guard(f"reading attribute {n!r} of {where}"):
+                aid.read(buf)
+            return [x if isinstance(x, bytes) else str(x).encode("utf8") for x in np.atleast_1d(buf).ravel()]
         width = aid.dtype.itemsize
         if count * width > MAX_ATTR_BYTES:
             raise WeightsError(f"weights file {self.label}: attribute {n!r} of {where} holds {count} "
@@ -434,6 +447,157 @@ class _Source:
         with self.guard(f"reading attribute {n!r} of {where}"):
             aid.read(buf)
         return [bytes(x) for x in np.atleast_1d(buf).ravel()]
+
+
+# -- variable-length name lists: their lengths, from the attribute as stored --------------------
+_UNDEFINED = (1 << 64) - 1  # HDF5's undefined address
+
+
+class _Unreadable(Exception):
+    """An object header or attribute message _vlen_lengths cannot read (it then refuses the list)."""
+
+_MAX_HEADER_CHUNKS = 1024    # object header chunks followed for one object (continuations)
+
+
+def _vlen_lengths(data, obj, name, count):
+    """The stored length of each element of the variable-length string attribute ``name`` of
+    the HDF5 object ``obj``, read from the file's bytes ``data`` as HDF5 reads them: the
+    attribute message found by walking the object's header (version 1 or 2, continuation
+    chunks followed), its elements' descriptors (length, global heap collection, index).
+    None where this cannot be done as surely as HDF5 would find the attribute: 8-byte offsets
+    and lengths only, no dense attribute storage, no shared message or datatype, one message
+    of that name, a variable-length string type and ``count`` elements."""
+    try:
+        sb = _superblock(data)
+        if sb is None:
+            return None
+        addr = sb + h5py.h5o.get_info(obj.id).addr
+        found = []
+        for mtype, flags, body in _header_messages(data, addr):
+            if mtype == 0x15 and _dense_attributes(body):
+                return None
+            if mtype == 0x0C:
+                if flags & 0x02:  # a shared attribute: stored elsewhere
+                    return None
+                attr = _attribute(body)
+                if attr is None:
+                    return None
+                if attr[0] == name.encode("utf8"):
+                    found.append(attr)
+        if len(found) != 1:
+            return None
+        _, vlen_string, n, raw = found[0]
+        if not vlen_string or n != count or len(raw) < 16 * count:
+            return None
+        return [struct.unpack_from("<I", raw, 16 * i)[0] for i in range(count)]
+    except (_Unreadable, struct.error, IndexError, ValueError, KeyError, TypeError, RuntimeError):
+        return None
+
+
+def _superblock(data):
+    """The base address of an HDF5 superblock (versions 0-3) at offset 0 with 8-byte offsets and
+    lengths, else None."""
+    if not data.startswith(HDF5_MAGIC) or len(data) < 48:
+        return None
+    version = data[8]
+    if version in (0, 1) and data[13] == 8 and data[14] == 8:
+        return struct.unpack_from("<Q", data, 24 + (4 if version == 1 else 0))[0]
+    if version in (2, 3) and data[9] == 8 and data[10] == 8:
+        return struct.unpack_from("<Q", data, 12)[0]
+    return None
+
+
+def _header_messages(data, addr):
+    """(type, flags, body) of every message of the object header at ``addr`` (version 1 or 2),
+    continuation chunks included; _Unreadable where it is not one or runs past the file."""
+    def within(start, end):
+        if not 0 <= start <= end <= len(data):
+            raise _Unreadable("past the end of the file")
+
+    if data[addr:addr + 4] == b"OHDR":
+        if data[addr + 4] != 2:
+            raise _Unreadable("object header version")
+        hflags = data[addr + 5]
+        at = addr + 6 + (16 if hflags & 0x20 else 0) + (4 if hflags & 0x10 else 0)
+        width = 1 << (hflags & 0x03)
+        size = int.from_bytes(data[at:at + width], "little")
+        chunks, v2 = [(at + width, at + width + size)], True
+        head = 4 + (2 if hflags & 0x04 else 0)
+    elif data[addr] == 1:
+        size = struct.unpack_from("<I", data, addr + 8)[0]
+        chunks, v2, head = [(addr + 16, addr + 16 + size)], False, 8
+    else:
+        raise _Unreadable("not an object header")
+    seen = set()
+    while chunks:
+        start, end = chunks.pop(0)
+        within(start, end)
+        if (start, end) in seen or len(seen) >= _MAX_HEADER_CHUNKS:
+            raise _Unreadable("a loop of continuation chunks")
+        seen.add((start, end))
+        at = start
+        while at + head <= end:
+            if v2:
+                mtype, msize, mflags = data[at], struct.unpack_from("<H", data, at + 1)[0], data[at + 3]
+            else:
+                mtype, msize, mflags = struct.unpack_from("<HHB", data, at)
+            body = at + head
+            within(body, body + msize)
+            if body + msize > end:
+                raise _Unreadable("a message past its chunk")
+            if mtype == 0x10:  # continuation: offset, length
+                where, length = struct.unpack_from("<QQ", data, body)
+                where += _superblock(data)
+                if v2:
+                    if data[where:where + 4] != b"OCHK":
+                        raise _Unreadable("a continuation chunk without its signature")
+                    chunks.append((where + 4, where + length - 4))
+                else:
+                    chunks.append((where, where + length))
+            yield mtype, mflags, data[body:body + msize]
+            at = body + msize
+
+
+def _dense_attributes(body):
+    """Whether an attribute info message says the object's attributes are in dense storage."""
+    flags = body[1]
+    heap = struct.unpack_from("<Q", body, 2 + (2 if flags & 0x01 else 0))[0]
+    return heap != _UNDEFINED
+
+
+def _attribute(body):
+    """(name, is a variable-length string, element count, raw data) of an attribute message
+    (versions 1-3); None where its datatype or dataspace is shared."""
+    version = body[0]
+    if version not in (1, 2, 3):
+        raise _Unreadable("attribute message version")
+    if version > 1 and body[1] & 0x03:
+        return None
+    name_size, type_size, space_size = struct.unpack_from("<HHH", body, 2)
+    at = 8 + (1 if version == 3 else 0)
+    pad = (lambda n: (n + 7) & ~7) if version == 1 else (lambda n: n)
+    name = body[at:at + name_size].split(b"\0", 1)[0]
+    at += pad(name_size)
+    dtype = body[at:at + type_size]
+    at += pad(type_size)
+    space = body[at:at + space_size]
+    at += pad(space_size)
+    vlen_string = (len(dtype) >= 8 and dtype[0] & 0x0F == 9 and dtype[1] & 0x0F == 1
+                   and struct.unpack_from("<I", dtype, 4)[0] == 16)
+    sversion, rank = space[0], space[1]
+    if sversion == 1:
+        dims_at = 8
+    elif sversion == 2:
+        dims_at = 4
+        if space[3] == 2:  # the null dataspace: no elements
+            rank = 0
+            return name, vlen_string, 0, body[at:]
+    else:
+        raise _Unreadable("dataspace message version")
+    count = 1
+    for i in range(rank):
+        count *= struct.unpack_from("<Q", space, dims_at + 8 * i)[0]
+    return name, vlen_string, count, body[at:]
 
 
 def _lzf_length(data, limit):

@@ -30,10 +30,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import urllib.response
 from http.client import HTTPException
 from pathlib import Path
 
-from mobilenetv2.errors import ArgumentError, DownloadError  # re-exported: registry.DownloadError
+import numpy as np
+
+from mobilenetv2.errors import ArgumentError, DownloadError, flag, is_whole, real  # re-exported: registry.DownloadError
 
 ENV_DIR = "MOBILENETV2_WEIGHTS_DIR"
 ENV_URL = "MOBILENETV2_WEIGHTS_URL"
@@ -55,14 +58,31 @@ def _table():
 def variants():
     """Every official weights file: dicts with alpha, rows, include_top, file, size, sha256, url
     (without the user:password@ a mirror's URL may hold)."""
-    return [dict(v, url=_split_userinfo(_base_url() + v["file"])[0]) for v in _table()["variants"]]
+    return [dict(v, url=_split_userinfo(_file_url(v["file"]))[0]) for v in _table()["variants"]]
+
+
+def _key(alpha, rows, include_top):
+    """(alpha, rows, include_top) as the table holds them, or None where alpha or rows is no
+    number of the kind the model takes (rows a whole number, not 224.7 or "224"; alpha a real
+    number, not True or "1.0"); a NumPy float narrower than Python's that is an official alpha
+    at its own precision is that alpha (np.float32(0.35) is 0.35, as the model reads it).  An
+    include_top that is no flag (2, "False", None) is an ArgumentError: read as a bool, "False"
+    was the file with the top."""
+    top = flag(include_top)
+    if top is None:
+        raise ArgumentError(f"include_top must be True or False, got {include_top!r:.60}")
+    value = real(alpha)
+    if value is None or not is_whole(rows):
+        return None
+    narrow = np.asarray(alpha).dtype
+    if narrow.kind == "f" and narrow.itemsize < 8:
+        value = next((v["alpha"] for v in _table()["variants"]
+                      if narrow.type(v["alpha"]) == narrow.type(value)), value)
+    return value, int(rows), top
 
 
 def _entry(alpha, rows, include_top):
-    try:
-        key = (float(alpha), int(rows), bool(include_top))
-    except (TypeError, ValueError, OverflowError):  # (rows=inf)
-        key = None
+    key = _key(alpha, rows, include_top)
     for v in _table()["variants"]:
         if (v["alpha"], v["rows"], v["include_top"]) == key:
             return v
@@ -78,10 +98,16 @@ def weights_filename(alpha, rows, include_top=True):
     return _entry(alpha, rows, include_top)["file"]
 
 
-def _base_url():
+def _file_url(name):
+    """The URL of the file ``name`` at the mirror (or Keras's address): the name is the last
+    segment of the base's path, before a query the base may hold (``https://host/w?token=x``:
+    ``https://host/w/<name>?token=x``, not ``...w?token=x/<name>``, a request for ``/w``); a
+    fragment, never sent, is left out."""
     base = os.environ.get(ENV_URL) or _table()["base_url"]
     _check_userinfo_encoded(base)
-    return base if base.endswith("/") else base + "/"
+    base = base.partition("#")[0]
+    path, mark, query = base.partition("?")
+    return path + ("" if path.endswith("/") else "/") + name + mark + query
 
 
 def _check_userinfo_encoded(url, what=f"${ENV_URL}"):
@@ -184,7 +210,7 @@ def what_loading_does(path, alpha, rows, include_top=True):
 def weights_url(alpha, rows, include_top=True):
     """Where the file is downloaded from ($MOBILENETV2_WEIGHTS_URL replaces the base), without
     the user:password@ a mirror's URL may hold."""
-    return _split_userinfo(_base_url() + weights_filename(alpha, rows, include_top))[0]
+    return _split_userinfo(_file_url(weights_filename(alpha, rows, include_top)))[0]
 
 
 def keras_cache_dir():
@@ -213,7 +239,16 @@ def found_weights(alpha, rows, include_top=True):
     refuse it (its size or SHA-256 not the registry's; None where it is the official file)."""
     entry = _entry(alpha, rows, include_top)
     path = find_weights(alpha, rows, include_top)
-    return path, (verify_file(path, entry["size"], entry["sha256"]) if path is not None else None)
+    return path, (_verify_found(path, entry) if path is not None else None)
+
+
+def _verify_found(path, entry):
+    """verify_file for a file found in the search folders: one in Keras's cache, ours to manage,
+    must also be a whole HDF5 file where the registry records no SHA-256 (Keras writes a download
+    into the file's own name, so a Keras download killed part way leaves a truncated file there;
+    a download of those bytes would be refused); the user's own folder's files are theirs."""
+    whole = Path(path) == keras_cache_dir() / entry["file"]
+    return verify_file(path, entry["size"], entry["sha256"], whole=whole)
 
 
 _GIVE_A_FILE = "pass weights='path/to/file.h5' (--weights on the command line)"
@@ -233,10 +268,10 @@ def resolve(alpha, rows, include_top=True, download=True, progress=None):
     found = find_weights(alpha, rows, include_top)
     cache = keras_cache_dir() / entry["file"]
     if found is not None:
-        problem = verify_file(found, entry["size"], entry["sha256"])
+        problem = _verify_found(found, entry)
         if problem is None:
             return found
-    url = _base_url() + entry["file"]  # from here on: a mirror URL urllib misreads is refused
+    url = _file_url(entry["file"])  # from here on: a mirror URL urllib misreads is refused
     shown = _split_userinfo(url)[0]
     if found is not None:
         if found != cache or not allowed:
@@ -271,19 +306,24 @@ def _file_key(path):
     return (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), st.st_size
 
 
-def verify_file(path, size, sha256):
+def verify_file(path, size, sha256, whole=False):
     """None where ``path`` has the registry's ``size`` and ``sha256`` (each checked where not
-    None), else what is wrong.  The answer is kept per process for the file's identity, size and
-    modification time, and the ``size`` and ``sha256`` asked for, so a file is hashed once however
+    None), and, where ``whole`` and no ``sha256`` is given, starts as HDF5 and ends where its
+    superblock says; else what is wrong.  The answer is kept per process for the file's identity,
+    size and modification time, and what it was checked against, so a file is hashed once however
     many models load it."""
+    whole = bool(whole) and sha256 is None  # a SHA-256 checks every byte
     key, actual = _file_key(path)
-    key += (size, sha256)  # the answer holds for what was checked, not for any size or hash
+    key += (size, sha256, whole)  # the answer holds for what was checked, not for any size or hash
     if key in _VERIFIED:
         return _VERIFIED[key]
     problem = None
     if size is not None and actual != size:
         problem = f"it has {actual} bytes, the registry says {size}"
-    elif sha256 is not None:
+    elif sha256 is None:
+        if whole:  # nothing to compare its bytes with: at least whole, as a download must be
+            problem = _incomplete_hdf5(path, actual)
+    else:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(_CHUNK), b""):
@@ -292,6 +332,24 @@ def verify_file(path, size, sha256):
             problem = f"its SHA-256 is {digest.hexdigest()}, the registry says {sha256}"
     _VERIFIED[key] = problem
     return problem
+
+
+def _incomplete_hdf5(path, actual):
+    """Why ``path`` (``actual`` bytes) is not a whole HDF5 file, or None: it must start with
+    the HDF5 signature and end where its superblock says (a download killed part way, by Keras,
+    which writes into the file's own name, or by power loss, is shorter)."""
+    from mobilenetv2.formats import loader
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not actual:
+        return "it is empty (0 bytes)"
+    if not head.startswith(HDF5_MAGIC):
+        return f"it is not an HDF5 file ({actual} bytes, starting with {head[:8]!r})"
+    end = loader._superblock_end(head)
+    if end is not None and end != actual:
+        return (f"it has {actual} bytes and its HDF5 superblock says {end}: "
+                + ("truncated (an interrupted download?)" if actual < end else "bytes were appended"))
+    return None
 
 
 class _Progress:
@@ -424,7 +482,7 @@ def download_file(url, dest, size=None, sha256=None, progress=False, deadline=No
         if isinstance(exc, OSError) and not isinstance(exc, DownloadError):
             raise _cannot_save(url, dest, exc) from None
         raise
-    _VERIFIED[_file_key(dest)[0] + (size, sha256)] = None
+    _VERIFIED[_file_key(dest)[0] + (size, sha256, sha256 is None)] = None  # (whole: _check_hdf5)
     return dest
 
 
@@ -503,7 +561,7 @@ class _Watchdog:
             def http_open(self, req):
                 return self.do_open(watched(http.client.HTTPConnection), req)
 
-        handlers = [HTTP(), _NoDowngrade()]
+        handlers = [HTTP(), _NoDowngrade(), _RegularFileHandler()]
         if hasattr(http.client, "HTTPSConnection"):
             class HTTPS(urllib.request.HTTPSHandler):
                 def https_open(self, req):
@@ -511,6 +569,34 @@ class _Watchdog:
                                         context=self._context)
             handlers.append(HTTPS())
         return urllib.request.build_opener(*handlers)
+
+
+class _RegularFileHandler(urllib.request.FileHandler):
+    """file:// as urllib opens it (a path on this machine), but a regular file only, opened
+    without waiting: urllib's open() of a FIFO blocks until something writes to it, where no
+    deadline reaches (the watchdog holds sockets), and a device is no weights file."""
+
+    def open_local_file(self, req):
+        import email.utils
+        from mobilenetv2 import files
+        if req.host:  # as urllib: the host must be this machine's, without a port
+            try:
+                parts = urllib.parse.urlsplit("//" + req.host)
+                local = parts.port is None and socket.gethostbyname(parts.hostname or "") in self.get_names()
+            except (ValueError, OSError):
+                local = False
+            if not local:
+                raise urllib.error.URLError("file not on local host")
+        try:
+            fd = files.open_regular(urllib.request.url2pathname(req.selector), "file")
+        except files.NotRegularFile as exc:
+            raise urllib.error.URLError(exc.problem) from None
+        except OSError as exc:
+            raise urllib.error.URLError(exc) from None
+        st = os.fstat(fd)
+        headers = email.message_from_string(f"Content-length: {st.st_size}\nLast-modified: "
+                                            f"{email.utils.formatdate(st.st_mtime, usegmt=True)}\n")
+        return urllib.response.addinfourl(os.fdopen(fd, "rb"), headers, req.full_url)
 
 
 class _NoDowngrade(urllib.request.HTTPRedirectHandler):
