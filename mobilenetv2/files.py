@@ -158,6 +158,7 @@ def check_output_path(path, what="output"):
         raise OutputPathError(f"{what} path {path!r} ends with a path separator (a folder): give a file name")
     if os.path.isdir(path):
         raise OutputPathError(f"{what} path {path!r} is an existing folder: give a file name inside it")
+    _refuse_a_special_file(path, what)
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise OutputPathError(f"{what} path {path!r}: folder {parent!r} does not exist")
@@ -165,6 +166,15 @@ def check_output_path(path, what="output"):
         raise OutputPathError(f"{what} path {path!r}: folder {parent!r} is not writable (give a path in a "
                               "folder you may write to)")
     return path
+
+
+def _refuse_a_special_file(path, what):
+    """An OutputPathError where ``path`` exists and is no regular file (a FIFO, a device such as
+    /dev/null or /dev/stdout, a socket): the rename that writes an output would replace it, for
+    every user of the system where this process is root."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise OutputPathError(f"{what} path {path!r} exists and is not a regular file (a FIFO, device or "
+                              "socket, which writing the file would replace): give the path of a file")
 
 
 @contextlib.contextmanager
@@ -181,6 +191,7 @@ def atomic_path(path, suffix=""):
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())
+        _refuse_a_special_file(path, "output")  # (made since check_output_path looked)
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):

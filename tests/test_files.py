@@ -238,3 +238,38 @@ def test_an_output_in_a_folder_we_may_not_write_is_refused_before_any_work(tmp_p
         with pytest.raises(OutputPathError, match="is not writable"):
             write(str(locked / "out.x"))
     assert list(locked.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/null"])
+def test_an_output_path_that_is_no_regular_file_is_refused_and_left_alone(tmp_path, kind):
+    """Writing is a rename over the path, which replaced a FIFO or a device with a regular file
+    (as root, `export_onnx(model, "/dev/null")` replaced /dev/null for the whole system). Such a
+    path is refused, checked first and again just before the rename."""
+    target = tmp_path / "out"
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        os.symlink(os.devnull, target)
+    with pytest.raises(OutputPathError, match="exists and is not a regular file"):
+        files.check_output_path(target)
+    with pytest.raises(OutputPathError, match="exists and is not a regular file"):
+        with files.atomic_write(target) as f:
+            f.write(b"data")
+    if kind == "fifo":
+        assert stat.S_ISFIFO(os.lstat(target).st_mode)
+    else:
+        assert os.readlink(target) == os.devnull and stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary file left
+
+
+@pytest.mark.parametrize("exporter", ["export_onnx", "export_tflite"])
+def test_an_exporter_refuses_a_fifo_before_any_work(tmp_path, exporter):
+    if exporter == "export_onnx":
+        pytest.importorskip("onnx", reason="export_onnx needs the onnx extra")
+    import mobilenetv2
+    fifo = tmp_path / "m.out"
+    os.mkfifo(fifo)
+    model = mobilenetv2.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, include_top=False)
+    with pytest.raises(OutputPathError, match="not a regular file"):
+        getattr(mobilenetv2, exporter)(model, fifo)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
