@@ -87,9 +87,20 @@ def _classify_hf(args):
     from mobilenetv2.processing.hf_processing import hf_preprocess
     from mobilenetv2.engines.numpy_kernels import softmax
     model = expect_head(from_pretrained(args.hf, dtype=args.dtype), "classification", args.hf)
-    x = np.concatenate([hf_preprocess(p, model.processor_config, args.hf_backend or "pillow")
-                        for p in args.images])
-    probs = softmax(model.predict(x.astype(args.dtype)).astype(np.float64))
+    xs = [hf_preprocess(p, model.processor_config, args.hf_backend or "pillow").astype(args.dtype)
+          for p in args.images]
+    if len({x.shape for x in xs}) == 1:
+        logits = model.predict(np.concatenate(xs))
+    else:  # a processor without a center crop keeps each image's own aspect: one image at a time
+        logits = np.concatenate([model.predict(x) for x in xs])
+    logits = logits.astype(np.float64)
+    # scored as transformers' image-classification pipeline scores them: a sigmoid per class for a
+    # multi-label checkpoint or a single label, else a softmax
+    if model.config.problem_type == "multi_label_classification" or model.config.num_labels == 1:
+        with np.errstate(over="ignore"):
+            probs = 1.0 / (1.0 + np.exp(-logits))
+    else:
+        probs = softmax(logits)
     results = []
     for path, p in zip(args.images, probs):
         best = np.argsort(-p, kind="stable")[:args.top]

@@ -275,6 +275,24 @@ def check_tensors(f, layers, config):
     return expected
 
 
+def _check_values(path, name, a, dtype):
+    """set_weights' refusals of a tensor's values (NaN or inf, a negative variance, a value the
+    model's dtype cannot hold), by the name the file gives the tensor: set_weights names the Keras
+    layer ('Conv_1' weight 'kernel'), which a checkpoint's reader has never seen."""
+    where = f"{path!r}: tensor {name!r}"
+    if not np.isfinite(a).all():
+        raise CheckpointError(f"{where} holds NaN or inf: the checkpoint is damaged, or was saved from a "
+                              "training run that diverged (use an intact copy)")
+    if name.endswith(".running_var") and (a < 0).any():
+        raise CheckpointError(f"{where} (a batch norm's variance) has negative values (as low as {a.min():g}): "
+                              "a variance is never negative, so the checkpoint is damaged (use an intact copy)")
+    with np.errstate(over="ignore"):
+        overflows = a.dtype.itemsize > np.dtype(dtype).itemsize and np.isinf(a.astype(dtype)).any()
+    if overflows:
+        raise CheckpointError(f"{where} has values beyond the range of {np.dtype(dtype).name}, the model's dtype "
+                              f"(as large as {np.abs(a).max():g}): load it with dtype='float64'")
+
+
 def load_safetensors(model, path):
     """Read a transformers model.safetensors into ``model``'s layers (see check_tensors: shapes
     and names are checked from the header before any tensor is read).  Every layer's tensors are
@@ -285,7 +303,9 @@ def load_safetensors(model, path):
     expected = check_tensors(f, model.layers, model.config)
     by_layer = {}
     for name, (_, layer, index, kind) in expected.items():
-        by_layer.setdefault(layer.name, {})[index] = _to_keras(f.get(name), kind)
+        a = f.get(name)
+        _check_values(path, name, a, model.dtype)
+        by_layer.setdefault(layer.name, {})[index] = _to_keras(a, kind)
     try:
         model.set_weights([by_layer[layer.name][i] for layer in model.weighted_layers()
                            for i in range(len(layer.weight_shapes()))])
@@ -389,6 +409,10 @@ def _config_of(model):
     if widths != hf_widths or arch.last_filters(model.alpha) != arch.hf_last_filters(model.alpha):
         raise ArgumentError(f"alpha={model.alpha:g} rounds its widths differently in transformers; "
                             "it has no exact transformers equivalent")
+    if "expanded_conv_add" in model._by_name:  # (transformers' stem never adds: arch.build_hf_layers)
+        raise ArgumentError(f"alpha={model.alpha:g}: Keras's first block adds its input to its output (both "
+                            f"{widths[0]} channels), which transformers' stem never does; it has no exact "
+                            "transformers equivalent")
     id2label = None
     if model.include_top:
         from mobilenetv2.processing.imagenet import class_table

@@ -4,7 +4,8 @@
 Nothing in these files is evaluated.  Fields that do not change the computation (``dtype``,
 ``torch_dtype``, ``transformers_version``, ``classifier_dropout_prob``, ``initializer_range``,
 ``semantic_loss_ignore_index``, ``label2id`` and transformers' generic keys) are type-checked where
-they matter and otherwise ignored.
+they matter and otherwise ignored; ``problem_type`` (which makes transformers' pipeline score with a
+sigmoid instead of a softmax) is checked as transformers checks it and kept, for save_pretrained.
 """
 import dataclasses
 import json
@@ -23,6 +24,7 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 ARCHITECTURES = {"MobileNetV2Model": None, "MobileNetV2ForImageClassification": "classification",
                  "MobileNetV2ForSemanticSegmentation": "segmentation"}
 SUPPORTED_ACTS = ("relu6",)
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")  # as transformers allows
 MAX_LABELS = 100_000  # as the model's classes (model.MAX_CLASSES)
 _LABEL_ID = re.compile(r"0|[1-9][0-9]{0,5}")  # a decimal id as transformers writes it: ASCII, no leading 0
 
@@ -95,6 +97,7 @@ class HFConfig:
     classifier_dropout_prob: float = 0.8
     semantic_loss_ignore_index: int = 255
     initializer_range: float = 0.02
+    problem_type: str = None   # transformers' pipeline scores with sigmoid for multi-label or regression
 
     @property
     def num_labels(self):
@@ -108,7 +111,7 @@ class HFConfig:
         """config.json as transformers writes it for this model."""
         out = {"architectures": [self.architecture]}
         for f in dataclasses.fields(self):
-            if f.name not in ("head", "id2label"):
+            if f.name not in ("head", "id2label") and not (f.name == "problem_type" and self.problem_type is None):
                 out[f.name] = getattr(self, f.name)
         if self.head is not None:
             out["id2label"] = {str(k): v for k, v in sorted(self.id2label.items())}
@@ -135,6 +138,7 @@ _CHECKS = {  # field: (test, what it must be)
     "classifier_dropout_prob": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "semantic_loss_ignore_index": (lambda v: _integer(v), "an integer"),
     "initializer_range": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "problem_type": (lambda v: v is None or v in PROBLEM_TYPES, f"null or one of {PROBLEM_TYPES}"),
 }
 
 
@@ -211,8 +215,9 @@ class ProcessorConfig:
 
     @classmethod
     def for_image_size(cls, image_size):
-        """The hub conversion script's rule: crop image_size, shortest edge image_size + 32."""
-        return cls(shortest_edge=image_size + 32, crop_height=image_size, crop_width=image_size)
+        """The hub conversion script's rule: crop image_size, shortest edge image_size + 32 (at most
+        MAX_SIZE, the bound a preprocessor_config.json's is held to: 4080's 4112 was refused)."""
+        return cls(shortest_edge=min(image_size + 32, MAX_SIZE), crop_height=image_size, crop_width=image_size)
 
     def to_json(self):
         return {"crop_size": {"height": self.crop_height, "width": self.crop_width},

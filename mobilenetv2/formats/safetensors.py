@@ -214,8 +214,10 @@ class SafetensorsFile:
             a.flags.writeable = False
         else:
             a = np.frombuffer(self._map, dtype=dt, count=count, offset=self._start + begin).reshape(shape)
-        if dtype == "BF16":
-            a = (a.astype(np.uint32) << 16).view(np.float32)
+        if dtype == "BF16":  # (in place: ``<<`` made a 0-d array a NumPy scalar)
+            wide = a.astype(np.uint32)
+            wide <<= 16
+            a = wide.view(np.float32)
         return a
 
     def __enter__(self):
@@ -238,6 +240,9 @@ def save_file(tensors, path, metadata=None):
     header, arrays, pos = {}, [], 0
     if not isinstance(tensors, dict) or not all(isinstance(k, str) for k in tensors):
         raise ArgumentError(f"tensors must be a dict of name -> array, got {type(tensors).__name__}")
+    if "__metadata__" in tensors:  # the header's key for the metadata: the file would be unreadable
+        raise ArgumentError("a tensor cannot be named '__metadata__', the safetensors header's key for the "
+                            "metadata (give the metadata as metadata=)")
     if metadata is not None:
         if not isinstance(metadata, dict) or \
                 not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):

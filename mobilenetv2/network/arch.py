@@ -59,13 +59,14 @@ def last_filters(alpha):
 
 
 def _inverted_res_block(layers, x, cin, block_id, expansion, cout, stride, dilation=1,
-                        tf_padding=True, hidden=None, eps=BN_EPS):
+                        tf_padding=True, hidden=None, eps=BN_EPS, residual=True):
     """Append one block's layers after layer ``x``; return (last layer name, channels).
 
     ``hidden`` (default ``expansion * cin``) is the expanded width; the expand conv is there when
     ``block_id`` is not 0 or the expansion is not 1.  ``tf_padding`` pads the depthwise conv as
     Keras does (TF-SAME, a ZeroPadding2D before a stride-2 one); False pads ``dilation`` zeros on
-    every side, as PyTorch's ``padding=dilation``."""
+    every side, as PyTorch's ``padding=dilation``.  ``residual`` False: no Add even where the
+    input and output widths match (transformers' stem, its block 0, never adds one)."""
     def add(layer):
         layers.append(layer)
         return layer.name
@@ -89,7 +90,7 @@ def _inverted_res_block(layers, x, cin, block_id, expansion, cout, stride, dilat
     x = add(L.ReLU(prefix + "depthwise_relu", [x]))
     x = add(L.Conv2D(prefix + "project", [x], hidden, cout, kernel=1))
     x = add(L.BatchNormalization(prefix + "project_BN", [x], cout, eps))
-    if cin == cout and stride == 1:
+    if residual and cin == cout and stride == 1:
         x = add(L.Add(prefix + "add", [inputs, x]))
     return x, cout
 
@@ -229,8 +230,11 @@ def build_hf_layers(depth_multiplier=1.0, depth_divisible_by=8, min_depth=8, exp
     for block_id, hidden, cout, stride, dilation in hf_block_specs(
             depth_multiplier, depth_divisible_by, min_depth, expand_ratio, output_stride):
         expansion = 6 if block_id or not first_layer_is_expansion else 1
+        # transformers' stem (MobileNetV2Stem, Keras's block 0) adds no residual, where Keras's
+        # first block does if its widths match (depth_multiplier <= 0.265, 0.532-0.546, min_depth
+        # or depth_divisible_by 32): with it such a checkpoint's logits were 11-132 % off
         x, c = _inverted_res_block(layers, x, c, block_id, expansion, cout, stride, dilation,
-                                   tf_padding, hidden, eps)
+                                   tf_padding, hidden, eps, residual=block_id > 0)
     if head == "segmentation":
         _deeplab_head(layers, x, c, num_labels)
         return layers
