@@ -203,7 +203,8 @@ class HFMobileNetV2(MobileNetV2):
         """transformers' ``output_hidden_states``: the outputs of the 16 blocks ``layer.0`` ..
         ``layer.15`` (not the stem's, not conv_1x1's), a list of NHWC arrays."""
         names = _block_outputs(self.layers)
-        out = self._run(self._check_input(x), set(names))
+        wanted = set(names)  # (refused for memory before the input is copied or read, as features())
+        out = self._run(self._fitted_input(x, wanted), wanted, checked=True)
         return [out[n] for n in names]
 
 

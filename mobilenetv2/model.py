@@ -27,9 +27,16 @@ ENGINES = ("auto", "c", "numpy")
 TOP_POOLINGS = ("global", "7x7")
 
 
+_FINITE_CHUNK = 1 << 16  # values _require_finite checks at a time (a 64 KiB temporary)
+
+
 def _require_finite(x):
-    if not np.isfinite(x).all():
-        raise ArgumentError("input contains NaN or inf")
+    """An ArgumentError where the C-contiguous ``x`` holds NaN or inf, checked a chunk at a time:
+    np.isfinite(x) of a whole batch is a temporary a quarter of a float32 batch's size."""
+    flat = x.reshape(-1)
+    for start in range(0, flat.size, _FINITE_CHUNK):
+        if not np.isfinite(flat[start:start + _FINITE_CHUNK]).all():
+            raise ArgumentError("input contains NaN or inf")
 
 
 def _out_of_memory(x, needed=None, available=None, what="its activation buffers take"):
@@ -38,6 +45,20 @@ def _out_of_memory(x, needed=None, available=None, what="its activation buffers 
         if needed is not None else ""
     return InsufficientMemory(f"out of memory for a batch of {n} at {h}x{w}{need}; use a smaller batch "
                               "(predict(x, batch_size=...))")
+
+
+def _refuse(x, needed, extra, available, dtype, about=""):
+    """An InsufficientMemory where a run's ``needed`` bytes of buffers and ``extra`` bytes of the
+    input's copy in ``dtype`` (0: none is made) exceed ``available`` (None: unknown).  (Raised
+    here, never held in a variable: a frame of its traceback holding it is a reference cycle,
+    which keeps the model, its threads and plans, until the cycle collector runs.)"""
+    if available is None:
+        return
+    if extra > available:  # the copy alone, said as such
+        raise _out_of_memory(x, extra, available, f"a copy of it as {dtype.name} takes")
+    if needed + extra > available:
+        what = f"its activation buffers and a {dtype.name} copy of it take" if extra else "its activation buffers take"
+        raise _out_of_memory(x, needed + extra, available, what + about)
 
 
 # Bounds on what a model may be built with.  Each keeps one model inside what a machine holds,
@@ -571,14 +592,15 @@ class MobileNetV2:
             raise ArgumentError("input batch is empty")
         return self._converted(x, finite) if convert else x
 
-    def _converted(self, x, finite=True):
+    def _converted(self, x, finite=True, checked=False):
         """A checked batch (or part of one) as a C-contiguous array of the model's dtype; a value
         beyond the dtype's range (a float64 1e300 for a float32 model) is an ArgumentError saying
-        so, not 'NaN or inf'.  finite: also refuse NaN and inf here."""
-        if x.dtype != self.dtype or not (x.flags.c_contiguous and x.flags.aligned):
-            needed, available = x.size * self.dtype.itemsize, machine.available_memory()
-            if available is not None and needed > available:
-                raise _out_of_memory(x, needed, available, f"a copy of it as {self.dtype.name} takes")
+        so, not 'NaN or inf'.  finite: also refuse NaN and inf here.  checked: the copy's memory
+        was checked already (_check_fits, with the run's)."""
+        needed = self._copy_bytes(x)
+        if needed:
+            if not checked:
+                _refuse(x, 0, needed, machine.available_memory(), self.dtype)
             try:
                 with np.errstate(over="raise"):
                     x = np.require(x, self.dtype, ("C", "A"))  # an odd address too: the C kernels load floats
@@ -592,7 +614,24 @@ class MobileNetV2:
             _require_finite(x)
         return x
 
-    def _run(self, x, wanted=None):
+    def _copy_bytes(self, x):
+        """Bytes of the copy _converted makes of ``x`` (0: it takes ``x`` as it is)."""
+        if x.dtype == self.dtype and x.flags.c_contiguous and x.flags.aligned:
+            return 0
+        return x.size * self.dtype.itemsize
+
+    def _fitted_input(self, x, wanted=None, finite=True):
+        """_check_input, refusing a batch whose run cannot fit (InsufficientMemory) before its copy
+        in the model's dtype is made or its values are read for NaN: the run of predict's engine
+        (``wanted=None``), or of the NumPy layers keeping the ``wanted`` outputs, with that copy."""
+        x = self._check_input(x, finite=False, convert=False)
+        extra = self._copy_bytes(x)
+        checked = bool(extra or finite or wanted is not None)  # (else _forward or the plan checks, before any read)
+        if checked:
+            self._check_fits(x.shape, extra, wanted)
+        return self._converted(x, finite, checked)
+
+    def _run(self, x, wanted=None, checked=False):
         """Run the layers in order on a checked batch.
 
         wanted=None returns the last layer's output; otherwise a dict of the named layers'
@@ -603,21 +642,23 @@ class MobileNetV2:
         weights swapped meanwhile (set_weights swaps every layer under that lock) would give a
         mix of old and new: the weights' version is read under the lock before and after, and a
         run that saw a swap runs again, holding the lock (no further swap can starve it).
+        checked: the batch's memory was checked for this run already (_check_fits, _forward).
         """
         with self._plan_lock:
             epoch = self.weights_epoch
-        out = self._run_layers(x, wanted)
+        out = self._run_layers(x, wanted, checked)
         with self._plan_lock:
             if self.weights_epoch == epoch:
                 return out
-            return self._run_layers(x, wanted)
+            return self._run_layers(x, wanted, checked)
 
-    def _run_layers(self, x, wanted):
+    def _run_layers(self, x, wanted, checked=False):
         layers = self.layers
         if wanted is not None:
             last = max(i for i, layer in enumerate(layers) if layer.name in wanted)
             layers = layers[:last + 1]
-        self._check_memory(x, layers, wanted)
+        if not checked:
+            self._check_memory(x, layers, wanted)
         uses = {}
         for layer in layers:
             for i in layer.inputs:
@@ -641,12 +682,13 @@ class MobileNetV2:
     # The NumPy runs' memory needs kept (per input shape and layers asked for): at most this many.
     _memory_cache_size = 256
 
-    def _check_memory(self, x, layers, wanted):
+    def _check_memory(self, x, layers, wanted, extra=0):
         """Refuse a batch whose NumPy run certainly exceeds the memory available, before it runs
         (as _plan does for the C core: Linux lends the address space, then kills the process):
         at least the outputs kept for the caller and the largest layer's inputs and output.
         The values an example needs are worked out once per input shape and layers asked for
-        (the network's shapes took 0.2 ms a call), until the weights are replaced."""
+        (the network's shapes took 0.2 ms a call), until the weights are replaced.  ``extra``:
+        bytes the caller is about to allocate besides (a copy of the input)."""
         available = machine.available_memory()
         if available is None:
             return
@@ -658,9 +700,7 @@ class MobileNetV2:
             if len(cache) >= self._memory_cache_size:
                 cache.clear()
             cache[key] = per_example
-        needed = len(x) * x.itemsize * per_example
-        if needed > available:
-            raise _out_of_memory(x, needed, available)
+        _refuse(x, len(x) * x.itemsize * per_example, extra, available, self.dtype)
 
     def _weights_changed(self):
         self.weights_epoch += 1
@@ -712,9 +752,11 @@ class MobileNetV2:
                 raise native.EngineUnavailable(f"engine='c' cannot run {self.describe()}: {reason}")
         self._engine = value
 
-    def _plan(self, x):
+    def _plan(self, x, extra=0):
         """The C plan for a checked float32 batch's shape (built on first use), or None where the
-        NumPy engine runs.  Called with the plan lock held."""
+        NumPy engine runs.  A new plan whose buffers, with ``extra`` bytes the caller is about to
+        allocate (a copy of the input), exceed the memory available is refused.  Called with the
+        plan lock held."""
         if self._engine == "numpy":
             return None
         reason = self._c_refusal()
@@ -729,22 +771,35 @@ class MobileNetV2:
         if plan is not None:
             self._plans.move_to_end(x.shape)
             return plan
+        if extra:  # a copy that cannot fit alone is refused before the plan's buffers are allocated
+            _refuse(x, 0, extra, machine.available_memory(), self.dtype)
         try:
             plan = Plan(self, x.shape, self._packed)
         except Unsupported as exc:
             if self._engine == "c":
                 raise native.EngineUnavailable(f"engine='c' cannot run {self.describe()}: {exc}") from None
             return None
-        except MemoryError:  # an address-space limit: the arena's allocation itself failed
-            raise _out_of_memory(x) from None
+        except MemoryError:  # the arena's allocation itself failed (an address-space limit, or
+            plan = None  # more than Linux lends at all)
+        if plan is None:
+            self._refuse_unallocated(x, extra)
         # Linux hands out address space it does not have (overcommit): a plan larger than the
         # memory available would be killed while it runs, not refused.  Refused here, before.
-        available = machine.available_memory()
-        if available is not None and plan.nbytes > available:
-            raise _out_of_memory(x, plan.nbytes, available)
+        _refuse(x, plan.nbytes, extra, machine.available_memory(), self.dtype)
         self._plans[x.shape] = plan
         self._drop_plans()
         return plan
+
+    def _refuse_unallocated(self, x, extra):
+        """The InsufficientMemory for a batch whose plan could not even be allocated, saying how
+        much it needs: its buffers grow with the batch, so about the batch size times one image's."""
+        try:
+            one = Plan(self, (1,) + x.shape[1:], self._packed).nbytes
+        except (MemoryError, Unsupported):
+            one = None
+        if one is not None:
+            _refuse(x, one * len(x), extra, machine.available_memory(), self.dtype, " about")
+        raise _out_of_memory(x)  # (an address-space limit below what is available)
 
     def _drop_plans(self):
         """Drop the least recently used plans beyond plan_cache_shapes and plan_cache_bytes (the
@@ -762,15 +817,22 @@ class MobileNetV2:
             with self._plan_lock:
                 self._drop_plans()
 
-    def _check_fits(self, shape):
+    def _check_fits(self, shape, extra=0, wanted=None):
         """An InsufficientMemory where a batch of ``shape`` (checked) cannot run, as its run would
         say, without reading or copying any input: the C plan of that shape is built (and kept),
-        or the NumPy run's memory worked out."""
+        or the NumPy run's memory worked out (``wanted``: of the layers up to those names, keeping
+        their outputs, as features() and trace() run), with ``extra`` bytes besides (the copy of
+        the input about to be made; a plan already kept is counted as in use: it has run, as a rule)."""
         probe = np.broadcast_to(np.zeros((), self.dtype), shape)  # a shape and dtype, no memory
-        with self._plan_lock:
-            if self._plan(probe) is not None:
+        if wanted is None:
+            with self._plan_lock:
+                kept = self._plans.get(shape)
+                plan = self._plan(probe, extra)  # (a new plan is checked with the copy)
+            if plan is not None:
+                if plan is kept and extra:
+                    _refuse(probe, 0, extra, machine.available_memory(), self.dtype)
                 return
-        self._check_memory(probe, self.layers, None)
+        self._check_memory(probe, self.layers, wanted, extra)
 
     def _thread_pool(self):
         """The model's C thread pool with model.threads threads (a new one after fork or a
@@ -788,7 +850,7 @@ class MobileNetV2:
         Keras layer it computes (fused BN/ReLU6/add included), kind, shape, multiply-accumulates
         and median seconds over ``runs`` runs.  Needs the C extension and float32."""
         runs = _check_runs(runs)
-        x = self._check_input(x)
+        x = self._fitted_input(x)
         with self._plan_lock:
             plan = self._plan(x)
             if plan is None:
@@ -806,8 +868,9 @@ class MobileNetV2:
             plan = self._plan(x)
             if plan is not None:
                 return plan.run(x, self._thread_pool())
+        self._check_memory(x, self.layers, None)  # refused before a pass over the values
         _require_finite(x)
-        return self._run(x)
+        return self._run(x, checked=True)
 
     @property
     def threads(self):
@@ -877,7 +940,7 @@ class MobileNetV2:
 
     def __call__(self, x):
         """``model(x)``: predict(x) in one batch (the outputs of the whole batch at once)."""
-        return self._forward(self._check_input(x, finite=False))
+        return self._forward(self._fitted_input(x, finite=False))
 
     def predict(self, x, batch_size=32):
         """Outputs for a batch (N, H, W, C) or one image (H, W, C) (a batch of one), run
@@ -890,8 +953,10 @@ class MobileNetV2:
         batch_size = int(batch_size)  # (i + np.uint8(128) wraps or overflows past 255)
         x = self._check_input(x, finite=False, convert=False)
         starts = range(0, len(x), batch_size)
+        extra = self._copy_bytes(x[:batch_size])  # (a chunk's copy, where one is made)
+        if len(x) > batch_size or extra:  # a chunk too large is refused before any is read or copied
+            self._check_fits(x[:batch_size].shape, extra)
         if len(x) > batch_size:  # a NaN in the last chunk fails the call before the first runs
-            self._check_fits((batch_size,) + x.shape[1:])  # ... and a chunk too large before any is read
             for i in starts:  # a chunk at a time: memory as batch_size asks, not as the whole input
                 self._converted(x[i:i + batch_size])
         outs = [self._forward(self._converted(x[i:i + batch_size], finite=False)) for i in starts]
@@ -908,10 +973,11 @@ class MobileNetV2:
             self.get_layer(name)
         if self.layers[0].name in layers:
             raise ArgumentError(f"{self.layers[0].name!r} is the input itself, not an activation")
-        out = self._run(self._check_input(x), set(layers))
+        wanted = set(layers)
+        out = self._run(self._fitted_input(x, wanted), wanted, checked=True)
         return {name: out[name] for name in layers}
 
     def trace(self, x):
         """Every layer's output after the input layer, in order, as a dict by Keras name."""
-        names = [layer.name for layer in self.layers[1:]]
-        return self._run(self._check_input(x), set(names))
+        wanted = {layer.name for layer in self.layers[1:]}
+        return self._run(self._fitted_input(x, wanted), wanted, checked=True)

@@ -170,7 +170,7 @@ def test_threads_order_mnv2_then_omp_then_affinity(monkeypatch):
 
 @pytest.mark.parametrize("name", ["MNV2_NUM_THREADS", "OMP_NUM_THREADS"])
 @pytest.mark.parametrize("value,why", [("abc", "not a positive integer"), ("0", "whole number from 1 to"),
-                                       ("-2", "whole number from 1 to"), ("1.5", "not a positive integer"),
+                                       ("-2", "not a positive integer"), ("1.5", "not a positive integer"),
                                        ("100000", "is more than the")])
 def test_bad_thread_variables_name_the_variable(monkeypatch, name, value, why):
     _threads_env(monkeypatch)
@@ -185,9 +185,11 @@ def test_thread_variables_are_read_as_decimal_numbers():
     assert threadpool.default_threads({"MNV2_NUM_THREADS": "10"}) == 10
     assert threadpool.default_threads({"OMP_NUM_THREADS": " 12 ,3"}) == 12
     assert threadpool.default_threads({"MNV2_NUM_THREADS": "", "OMP_NUM_THREADS": "7"}) == 7
-    for raw in ("a", "0x10", "1e1"):
+    for raw in ("a", "0x10", "1e1", "1_0", "\u0663"):  # int() took "1_0" as 10 and Arabic-Indic 3 as 3
         with pytest.raises(threadpool.ThreadsError, match="not a positive integer"):
             threadpool.default_threads({"MNV2_NUM_THREADS": raw})
+    with pytest.raises(threadpool.ThreadsError, match="^environment variable OMP_NUM_THREADS must be a whole"):
+        threadpool.default_threads({"OMP_NUM_THREADS": "0"})  # (was "must be None or ...": it cannot be None)
 
 
 def test_thread_count_bound(monkeypatch):

@@ -6,6 +6,7 @@ fork start method, ``gunicorn --preload``): every pool is forgotten in the child
 touching its locks or joining its threads, and its owner makes a new one on its next run.
 """
 import os
+import re
 import weakref
 
 from mobilenetv2.engines import native
@@ -31,7 +32,8 @@ class ThreadsError(ArgumentError):
 def check_threads(value, what="threads"):
     """``value`` as an int in [1, max_threads()], or a ThreadsError naming ``what``."""
     limit = max_threads()
-    wrong = f"{what} must be None or a whole number from 1 to {limit} (4 per usable core, at least 64)"
+    none = "None or " if what == "threads" else ""  # (an environment variable is set or not: never None)
+    wrong = f"{what} must be {none}a whole number from 1 to {limit} (4 per usable core, at least 64)"
     if not is_whole(value):  # (an array has __index__ too)
         raise ThreadsError(f"{wrong}, got {value!r}")
     value = int(value)
@@ -53,8 +55,8 @@ def default_threads(environ=None):
         if not raw:
             continue
         first = raw.split(",")[0].strip()
-        try:
-            value = int(first, 10)
+        try:  # ASCII digits, as OpenMP reads them (int() takes "1_0" as 10 and Arabic-Indic digits)
+            value = int(first, 10) if re.fullmatch(r"[0-9]+", first) else int("x")
         except ValueError:
             raise ThreadsError(f"environment variable {name}={raw!r} is not a positive integer "
                                "(unset it or give a thread count)") from None
