@@ -285,8 +285,8 @@ def test_a_crop_larger_than_the_image_is_padded_with_zeros_as_transformers_does(
 @pytest.mark.parametrize("config, says", [
     # sizes past what a model takes were refused only by predict, after the preprocessing had
     # allocated them (16384: ~14 GB)
-    ({"size": {"shortest_edge": 4097}}, r"size must be .*1 <= N <= 4096"),
-    ({"size": {"shortest_edge": 0}}, r"size must be .*1 <= N <= 4096"),
+    ({"size": {"shortest_edge": 4097}}, r"size must be .*each from 1 to 4096"),
+    ({"size": {"shortest_edge": 0}}, r"size must be .*each from 1 to 4096"),
     ({"crop_size": {"height": 4097, "width": 224}}, r"crop_size .* each from 32 to 4096"),
     ({"crop_size": 31}, r"crop_size .* each from 32 to 4096"),
     # values that turn a pixel into inf: the CLI printed NumPy's overflow warning and the model's
@@ -531,3 +531,38 @@ def test_save_pretrained_names_imagenet_classes_or_transformers_defaults(tmp_pat
         assert (labels["0"], labels["1"], labels["999"]) == ("tench", "goldfish", "toilet_tissue")
     else:
         assert labels == {str(i): f"LABEL_{i}" for i in range(7)}
+
+
+@pytest.mark.parametrize("crop", [None, (96, 128)])
+def test_a_height_and_width_size_resizes_to_exactly_that(crop):
+    """transformers' MobileNetV2ImageProcessor takes size {"height": H, "width": W} (resized to
+    exactly H x W, the aspect not kept) as well as {"shortest_edge": N}; it was refused. Pillow
+    backend: Pillow's bilinear resize to (W, H) itself, then the crop at int((h - ch) / 2); torchvision
+    backend: torch's antialiased uint8 resize (torch itself where it is installed)."""
+    from PIL import Image
+    path = require_shared("images", "panda.jpg")
+    config = {"size": {"height": 100, "width": 150}, "do_center_crop": crop is not None}
+    if crop:
+        config["crop_size"] = {"height": crop[0], "width": crop[1]}
+    ch, cw = crop or (100, 150)
+    top, left = int((100 - ch) / 2), int((150 - cw) / 2)
+    with Image.open(path) as im:
+        u = np.asarray(im.convert("RGB").resize((150, 100), Image.BILINEAR))[top:top + ch, left:left + cw]
+    want = ((u.astype(np.float64) * (1 / 255)).astype(np.float32) - np.float32(0.5)) / np.float32(0.5)
+    x = hf_preprocess(path, config)
+    assert x.shape == (1, ch, cw, 3) and np.array_equal(x[0], want)
+    assert parse_processor_config(config).to_json()["size"] == {"height": 100, "width": 150}  # round trip
+    torch = pytest.importorskip("torch", reason="torch checks the torchvision backend's resize")
+    with Image.open(path) as im:
+        t = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)[None]
+    r = torch.nn.functional.interpolate(t, size=(100, 150), mode="bilinear", antialias=True, align_corners=False)
+    u = r[0].permute(1, 2, 0).numpy()[top:top + ch, left:left + cw]
+    want = (u.astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
+    assert np.array_equal(hf_preprocess(path, config, backend="torchvision")[0], want)
+
+
+@pytest.mark.parametrize("size", [{"height": 100}, {"height": 100, "width": 0}, {"height": 4097, "width": 5},
+                                  {"shortest_edge": 8, "height": 8, "width": 8}])
+def test_a_size_of_neither_form_is_refused(size):
+    with pytest.raises(ConfigError, match="size must be"):
+        parse_processor_config({"size": size})

@@ -203,6 +203,8 @@ class ProcessorConfig:
 
     do_resize: bool = True
     shortest_edge: int = 256
+    resize_height: int = None  # size {"height": H, "width": W}: resized to exactly H x W (shortest_edge unused)
+    resize_width: int = None
     resample: int = 2
     do_center_crop: bool = True
     crop_height: int = 224
@@ -225,7 +227,9 @@ class ProcessorConfig:
                 "do_reduce_labels": False, "do_rescale": self.do_rescale, "do_resize": self.do_resize,
                 "image_mean": list(self.image_mean), "image_processor_type": "MobileNetV2ImageProcessor",
                 "image_std": list(self.image_std), "resample": self.resample,
-                "rescale_factor": self.rescale_factor, "size": {"shortest_edge": self.shortest_edge}}
+                "rescale_factor": self.rescale_factor,
+                "size": ({"shortest_edge": self.shortest_edge} if self.resize_height is None
+                         else {"height": self.resize_height, "width": self.resize_width})}
 
 
 RESAMPLE_BILINEAR = 2
@@ -248,11 +252,16 @@ def parse_processor_config(obj, path="preprocessor_config.json", min_crop=MIN_SI
     size = obj.get("size", {"shortest_edge": 256})
     if _integer(size):
         size = {"shortest_edge": size}
-    if not (isinstance(size, dict) and set(size) == {"shortest_edge"} and _integer(size["shortest_edge"])
-            and 1 <= size["shortest_edge"] <= MAX_SIZE):
-        fail(f"size must be {{'shortest_edge': N}} with 1 <= N <= {MAX_SIZE} (the largest side a model "
-             f"takes), got {str(size)[:80]}")
-    out["shortest_edge"] = size["shortest_edge"]
+    # transformers' MobileNetV2ImageProcessor takes either: the short side to N, the long side in
+    # proportion; or exactly H x W
+    if not (isinstance(size, dict) and set(size) in ({"shortest_edge"}, {"height", "width"})
+            and all(_integer(v) and 1 <= v <= MAX_SIZE for v in size.values())):
+        fail(f"size must be {{'shortest_edge': N}} or {{'height': H, 'width': W}}, each from 1 to {MAX_SIZE} "
+             f"(the largest side a model takes), got {str(size)[:80]}")
+    if "shortest_edge" in size:
+        out["shortest_edge"] = size["shortest_edge"]
+    else:
+        out["resize_height"], out["resize_width"] = size["height"], size["width"]
     crop = obj.get("crop_size", {"height": 224, "width": 224})
     if _integer(crop):
         crop = {"height": crop, "width": crop}

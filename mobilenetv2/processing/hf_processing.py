@@ -2,7 +2,8 @@
 DeepLabV3's ``post_process_semantic_segmentation``, with NumPy and Pillow alone.  Arrays are NHWC.
 
 The processor: RGB uint8 image -> bilinear resize so the short side is ``size.shortest_edge`` and
-the long side ``int(S * long / short)`` -> center crop ``crop_size`` (top ``(h - ch) // 2``, left
+the long side ``int(S * long / short)`` (or, where ``size`` is ``{height, width}``, to exactly
+that) -> center crop ``crop_size`` (top ``(h - ch) // 2``, left
 ``(w - cw) // 2``; zero-padded where the image is smaller) -> rescale and normalize.  The two
 backends (``BACKENDS``) differ in three places:
 
@@ -77,12 +78,6 @@ def resized_size(w, h, shortest_edge):
     return size
 
 
-def resize_shortest_edge(img, shortest_edge):
-    """Pillow bilinear resize so the short side is ``shortest_edge`` (transformers' size rule)."""
-    size = resized_size(*img.size, shortest_edge)
-    return img if size == img.size else img.resize(size, Image.BILINEAR)
-
-
 def _crop_axis(side, crop, extra_zero_first):
     """(source, destination) slices of one axis for center_crop."""
     if crop <= side:
@@ -120,15 +115,17 @@ def hf_preprocess(image, preprocessor_config=None, backend="pillow"):
         raise ArgumentError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     cfg = processor_config(preprocessor_config) if preprocessor_config is not None else ProcessorConfig()
     img = _rgb_image(image)
+    if cfg.do_resize:
+        size = (resized_size(*img.size, cfg.shortest_edge) if cfg.resize_height is None
+                else (cfg.resize_width, cfg.resize_height))  # (width, height)
     if backend == "pillow":
-        if cfg.do_resize:
-            img = resize_shortest_edge(img, cfg.shortest_edge)
+        if cfg.do_resize and size != img.size:
+            img = img.resize(size, Image.BILINEAR)
         u = np.asarray(img, dtype=np.uint8)
     else:
         u = np.asarray(img, dtype=np.uint8)
         if cfg.do_resize:
-            w, h = resized_size(u.shape[1], u.shape[0], cfg.shortest_edge)
-            u = resize_bilinear_aa_u8(u, h, w)
+            u = resize_bilinear_aa_u8(u, size[1], size[0])
     if cfg.do_center_crop:
         u = center_crop(u, cfg.crop_height, cfg.crop_width, backend)
     x = _rescale_normalize(u, cfg) if backend == "pillow" else _rescale_normalize_fused(u, cfg)
