@@ -292,10 +292,12 @@ def cmd_compare(args):
     """Exit 0 when OTHER agrees with the float64 reference to its noise floor, 1 when not."""
     from mobilenetv2.tools.compare import compare
     from mobilenetv2.files import check_output_path
-    from mobilenetv2.tools.compare.report import format_table, write_json, write_plot
-    for name in ("json", "plot"):  # before the runs, not after
+    from mobilenetv2.tools.compare.api import input_files
+    from mobilenetv2.tools.compare.report import format_table, refuse_an_input, write_json, write_plot
+    read = input_files(args.other, args.weights, args.images, args.input, args.mapping)
+    for name in ("json", "plot"):  # before the runs, not after (and never over a file compare reads)
         if getattr(args, name):
-            check_output_path(getattr(args, name), f"--{name}")
+            refuse_an_input(read, check_output_path(getattr(args, name), f"--{name}"), name)
     if args.plot:  # the extra too: the report once printed, then --plot failed without matplotlib
         from mobilenetv2.tools.compare.errors import require
         require("matplotlib.pyplot", "--plot", "plot")

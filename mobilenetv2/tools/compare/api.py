@@ -12,7 +12,7 @@ from mobilenetv2.tools.compare import weights as W
 from mobilenetv2.tools.compare.diagnose import diagnose
 from mobilenetv2.errors import WeightsError, is_finite
 from mobilenetv2.tools.compare.errors import CompareError
-from mobilenetv2.tools.compare.inputs import make_input
+from mobilenetv2.tools.compare.inputs import MAX_IMAGES, make_input
 from mobilenetv2.tools.compare.metrics import DEFAULT_FACTOR, layer_row, metrics, noise_floor
 from mobilenetv2.tools.compare.quant import own_weights, quant_info
 from mobilenetv2.tools.compare.reference import NO_PATCH, Reference
@@ -82,6 +82,29 @@ def _rows(ref_trace, floors, other_out, matches, other, factor, patch=NO_PATCH):
     return rows
 
 
+KEPT_BYTES = 8 + 4  # per value of every layer, at least: the float64 reference's and our float32 engine's
+
+
+def _check_memory(layers, x):
+    """An InsufficientMemory where the batch ``x`` certainly needs more memory than this machine has
+    now, before anything runs: compare keeps every layer of both sides (a file may declare a
+    4096x4096 input: its run was killed by the kernel, no word said, past 24 GB)."""
+    from mobilenetv2.engines import machine
+    from mobilenetv2.errors import InsufficientMemory
+    available = machine.available_memory()
+    if available is None:
+        return
+    per_image = sum(int(np.prod(s)) for s in arch.output_shapes(layers, x.shape[1:]).values())
+    needed = len(x) * per_image * KEPT_BYTES
+    if needed > available:
+        n, h, w = x.shape[:3]
+        raise InsufficientMemory(
+            f"out of memory for comparing {n} image(s) at {h}x{w}: compare keeps every layer of the reference "
+            f"in float64 and float32 (and OTHER's), at "
+            f"least {needed / 2**30:.1f} GiB, and {available / 2**30:.1f} GiB is available; compare fewer images "
+            "(--random 1) or a model of a smaller input size")
+
+
 def _epsilon_everywhere(ref, patch):
     from mobilenetv2.network import layers as L
     from mobilenetv2.tools.compare.reference import Patch, clone
@@ -124,7 +147,8 @@ def _diagnose_one(ref, row, rows, base, matches, other_out, floors, o, factor, b
         d["unmapped_before"] = gap
     patch = d.pop("patch")
     alternatives = d.pop("alternatives", [])
-    if patch is None:
+    if patch is None:  # unexplained: nothing applied, the schema's keys there all the same
+        d.update(equivalent=[], scope=None, after_fix=None)
         return d, None, None
     bar("checking every layer with the diagnosis applied")
 
@@ -274,6 +298,22 @@ def _same_map(m1, m2):
     return all(np.array_equal(np.asarray(u).reshape(-1), np.asarray(v).reshape(-1)) for u, v in zip(m1, m2))
 
 
+class Report(dict):
+    """The report (the JSON schema's dict), knowing the files it was made from (``inputs``), which
+    ``report.write_json`` and ``write_plot`` do not write over (--json model.onnx replaced the model)."""
+    inputs = ()
+
+
+def input_files(other, weights, images, batch, mapping):
+    """The paths compare reads: OTHER (and an IR's .bin beside it), the weights, the images, the
+    input batch and the mapping file, as given."""
+    paths = [other, weights, batch, mapping] + (list(images) if isinstance(images, (list, tuple)) else [images])
+    paths = [files.path_str(p) for p in paths if isinstance(p, (str, bytes, os.PathLike))]
+    if paths and paths[0].lower().endswith(".xml"):
+        paths.append(os.path.splitext(paths[0])[0] + ".bin")
+    return tuple(paths)
+
+
 def compare(other, weights=None, images=None, random=None, seed=0, batch=None, mapping=None,
             factor=DEFAULT_FACTOR, progress=False):
     """Compare OTHER with the float64 reference layer by layer; return the report (a dict, the
@@ -285,6 +325,10 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     tensors_map, map_input, map_layout = (M.load_mapping_file(mapping) if mapping is not None
                                                   else (None, None, None))
     o = open_other(other, map_input, map_layout)
+    if not o.nodes and o.fixed_input is None and o.tensor_names is None:
+        # a graph (or module) none of whose ops compare reads: not a tensor dump, whatever its lack of nodes
+        raise CompareError(f"{o.source!r} ({o.kind}) runs no operation compare reads as a layer (no convolution, "
+                           "batch norm, activation or pooling): it is no MobileNetV2")
     if o.fixed_input is not None:
         if images is not None or random is not None or batch is not None:
             raise CompareError(f"{o.source!r} is a tensor dump: it carries its own input, so --images, "
@@ -297,14 +341,22 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         # dump's before the weights are blamed for fitting no model of its size
         raise CompareError(f"{o.source!r} takes {hw[0]}x{hw[1]} images; a MobileNetV2 takes sides from "
                            f"{arch.MIN_SIZE} to {arch.MAX_SIZE}")
+    fixed = o.fixed_batch if o.fixed_input is None and o.fixed_batch and o.fixed_batch > 1 else None
+    if fixed is not None and images is None and random is None and batch is None and fixed <= MAX_IMAGES:
+        random = fixed  # the default input: one batch of the size OTHER declares (one image did not run)
     if o.fixed_input is None:
-        if hw is None and images is None and batch is None:
-            hw = (224, 224)
-        if hw is None and batch is not None and not isinstance(batch, (str, bytes, os.PathLike)):
-            b = np.asarray(batch)
-            hw = tuple(b.shape[1:3]) if b.shape[-1] == 3 else tuple(b.shape[2:4])
+        # (an OTHER of any size: images and random ones at 224x224, a batch at its own size)
         x, input_desc = make_input(hw, images, random, seed, batch)
+        if hw is None and not all(arch.MIN_SIZE <= d <= arch.MAX_SIZE for d in x.shape[1:3]):
+            raise CompareError(f"input batch has shape {x.shape}; a MobileNetV2 takes sides from "
+                               f"{arch.MIN_SIZE} to {arch.MAX_SIZE}")
         hw = tuple(x.shape[1:3])
+        if fixed is not None and len(x) % fixed:  # before the runtime refuses it in its own words
+            raise CompareError(f"{o.source!r} takes batches of {fixed} images (its input's fixed batch size), and "
+                               f"the input holds {len(x)}: " + (
+                                   f"give a multiple of {fixed} (--random {fixed}, or {fixed} images)"
+                                   if fixed <= MAX_IMAGES else f"compare runs at most {MAX_IMAGES} images: export "
+                                   "it with a dynamic batch size or a smaller fixed one"))
     other_out, x_ref = None, x
     if o.input_resize is not None:  # OTHER resizes its input itself: the reference starts from its resized tensor
         other_out = o.run(x)
@@ -354,8 +406,17 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     if o.input_resize is not None:
         cannot += (f"; OTHER's own resize of its input ({o.input_resize_op}, before its first conv): the "
                    "reference starts from OTHER's resized tensor")
+    _check_memory(m64.layers, x_ref)  # before OTHER runs (every tensor kept) and the reference does
     ref = Reference(m64, m32, x_ref)
     unmapped = []  # Keras layers OTHER's graph has no counterpart of
+    if o.non_float:  # a dump's integer arrays named as (or mapped to) Keras layers: left out, they hid a layer
+        wanted = set(tensors_map) if tensors_map is not None else {layer.name for layer in m64.layers}
+        ints = sorted(k for k in o.non_float if k in wanted)
+        if ints:
+            raise CompareError(f"dump {o.source!r}: array {ints[0]!r} is {o.non_float[ints[0]]}"
+                               + (f" (and {len(ints) - 1} more)" if len(ints) > 1 else "")
+                               + "; compare compares float tensors: dump the layers' float values (an int8 "
+                               "tensor dequantized with its scale and zero point)")
     if tensors_map is not None:
         matches = M.map_by_names(tensors_map, m64.layers, "mapping file")
     elif not o.nodes:
@@ -372,6 +433,9 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
             f"OTHER computes past its pooling with ops not read as a dense layer ({', '.join(unread[:6])}"
             f"{', ...' if len(unread) > 6 else ''}), and the reference has no head: its final output is not "
             "compared; name weights with the classifier (--weights) to compare it")})
+    if not matches:  # nothing compared would read as agreeing
+        raise CompareError("the mapping maps none of OTHER's tensors to a Keras layer: nothing to compare; "
+                           'give {"tensors": {OTHER_NAME: KERAS_LAYER, ...}}')
     for m in matches:
         if m.layer == m64.layers[0].name:
             raise CompareError("the mapping names the input layer; map it with the \"input\" key instead")
@@ -411,7 +475,7 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
     first = next((r for r in rows if not r["agrees"]), None)
     bar("running OTHER as deployed")
     deployed = _deployed(o, x, matches, other_out, ref_trace, floors, factor)
-    report = {
+    report = Report({
         "schema": SCHEMA,
         "other": {"source": o.source if isinstance(o.source, str) else repr(o.source), "kind": o.kind,
                   "input_layout": o.input_layout, "runtime": o.runtime},
@@ -426,7 +490,8 @@ def compare(other, weights=None, images=None, random=None, seed=0, batch=None, m
         "agrees": first is None,
         "first_divergent_layer": None if first is None else first["layer"],
         "diagnosis": None,
-    }
+    })
+    report.inputs = input_files(other, weights, images, batch, mapping)
     further = []
     base, row = NO_PATCH, first
     while row is not None and len(further) < MAX_DIAGNOSES:

@@ -122,8 +122,8 @@ def _bn_epsilon(ref, layer, other_arr, base):
     fitted = None
     if other_arr is not None and ref.index[layer] in (ref.index[bn.name], ref.index[bn.name] + 1):
         z = ref.trace(base, stop=unit.name)[unit.name] - mean
-        y = np.asarray(other_arr, np.float64) - beta
-        if z.shape == y.shape:
+        if z.shape == np.shape(other_arr):  # (OTHER's of another shape: no fit, and no broadcast of beta)
+            y = np.asarray(other_arr, np.float64) - beta
             m = (other_arr > 0) & (other_arr < 6) if layer != bn.name else np.ones(y.shape, bool)
             axes = tuple(range(z.ndim - 1))
             num = np.where(m, y * z, 0).sum(axis=axes)

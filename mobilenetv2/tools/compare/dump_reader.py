@@ -112,5 +112,7 @@ def read_dump(path, input_name="input", layout=None):
     check_images(nhwc, f"dump {path!r}: input {input_name!r}")
     tensors = {k: (v if v.ndim == 0 or v.shape[0] == nhwc.shape[0] or v.ndim < 2 else v[None])
                for k, v in arrays.items() if v.dtype.kind == "f"}
-    return OtherModel("dump", path, [], layout, nhwc.shape[1:3], layout,
-                      fixed_input=np.ascontiguousarray(nhwc), fixed_tensors=tensors)
+    other = OtherModel("dump", path, [], layout, nhwc.shape[1:3], layout,
+                       fixed_input=np.ascontiguousarray(nhwc), fixed_tensors=tensors)
+    other.non_float = {k: str(v.dtype) for k, v in arrays.items() if v.dtype.kind != "f"}
+    return other

@@ -78,6 +78,8 @@ class OtherModel:
     runner: object = None
     fixed_input: object = None
     fixed_tensors: dict = None
+    non_float: dict = None           # a dump's arrays of integers or booleans, not compared: name -> dtype
+    fixed_batch: int = None          # the batch size OTHER's input declares, where static (it runs that many at a time)
     fused_activations: bool = False  # a conv op may carry its BN and ReLU6 (TFLite)
     layouts: dict = None             # tensor name -> 'NCHW' / 'NHWC' where the reader knows it
     tensor_names: list = None        # names OTHER's run() returns where it has no nodes (a Keras model)

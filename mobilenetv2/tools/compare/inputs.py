@@ -15,7 +15,10 @@ MAX_IMAGES = 32  # every layer of both sides is kept for the diagnosis: ~0.1 GB 
 def _image_paths(items):
     paths = []
     for item in items:
-        item = os.fspath(item)
+        if not isinstance(item, (str, bytes, os.PathLike)):
+            raise CompareError(f"images must be paths of image files or folders, got {type(item).__name__} "
+                               f"{str(item)[:80]!r}")
+        item = files.path_str(item)
         if os.path.isdir(item):
             paths += sorted(os.path.join(item, f) for f in os.listdir(item)
                             if f.lower().endswith(IMAGE_EXTENSIONS))
@@ -39,16 +42,15 @@ def check_images(x, what):
 
 def make_input(hw, images=None, random=None, seed=0, batch=None):
     """(NHWC float32 batch, description).  Exactly one of images / random / batch, or none
-    (one random image with seed 0)."""
+    (one random image with seed 0).  ``hw``: OTHER's (H, W), or None where any (images and
+    random ones then 224x224, a batch its own size)."""
     given = [v is not None for v in (images, random, batch)]
     if sum(given) > 1:
         raise CompareError("give one input: --images, --random or an .npy batch, not several")
-    if hw is None:
-        hw = (224, 224)
     if images is not None:
         from mobilenetv2.processing.preprocessing import load_image, preprocess_input
         paths = _image_paths(images if isinstance(images, (list, tuple)) else [images])
-        x = np.stack([load_image(p, target_size=hw) for p in paths])
+        x = np.stack([load_image(p, target_size=hw or (224, 224)) for p in paths])
         return preprocess_input(x.astype(np.float32)), f"{len(paths)} image(s) via load_image + preprocess_input"
     if batch is not None:
         if isinstance(batch, (str, bytes, os.PathLike)):
@@ -70,15 +72,21 @@ def make_input(hw, images=None, random=None, seed=0, batch=None):
             raise CompareError(f"input batch must be a float (N, H, W, 3) array, got {x.dtype} {x.shape}")
         if x.shape[3] != 3 and x.shape[1] == 3:
             x = x.transpose(0, 2, 3, 1)
-        if tuple(x.shape[1:3]) != tuple(hw) or x.shape[3] != 3:
-            raise CompareError(f"input batch has shape {x.shape}; OTHER takes (N, {hw[0]}, {hw[1]}, 3)")
+        if (hw is not None and tuple(x.shape[1:3]) != tuple(hw)) or x.shape[3] != 3:
+            raise CompareError(f"input batch has shape {x.shape}; OTHER takes (N, {hw[0] if hw else 'H'}, "
+                               f"{hw[1] if hw else 'W'}, 3)")
         check_images(x, "input batch")
-        return np.ascontiguousarray(x, np.float32), src
+        with np.errstate(over="ignore"):
+            x32 = np.ascontiguousarray(x, np.float32)  # what both sides are fed
+        if not np.isfinite(x32).all():  # a float64 value past float32's range: inf once fed
+            raise CompareError(f"input batch holds values beyond float32's range (up to {np.max(np.abs(x)):.3g}; "
+                               f"float32 ends at {np.finfo(np.float32).max:.3g}): compare feeds both sides float32")
+        return x32, src
     n = 1 if random is None else random
     if not is_whole(n) or not 1 <= n <= MAX_IMAGES:
         raise CompareError(f"--random takes 1 to {MAX_IMAGES} images (a whole number), got {n!r}")
     if not is_whole(seed) or seed < 0:
         raise CompareError(f"the random input's seed must be a whole number from 0 up, got {seed!r}")
-    n, seed = int(n), int(seed)
+    n, seed, hw = int(n), int(seed), hw or (224, 224)
     x = np.random.default_rng(seed).uniform(-1, 1, (n, hw[0], hw[1], 3)).astype(np.float32)
     return x, f"{n} random image(s), uniform [-1, 1], seed {seed}"

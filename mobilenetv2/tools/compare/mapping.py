@@ -21,6 +21,7 @@ A JSON mapping file (``{"input": ..., "layout": ..., "tensors": {OTHER: KERAS}}`
 overrides all of this and is how a tensor dump is mapped (or its arrays are named as Keras's).
 """
 import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,19 +47,27 @@ def _no_constant(name):
 
 
 def load_mapping_file(path):
-    """The mapping file as (tensors {OTHER: KERAS}, input name or None, layout or None)."""
-    path = files.path_str(path)
-    raw = read_input(path, "mapping file", MAX_MAPPING_BYTES)
-    try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CompareError(f"mapping file {path!r} is not valid JSON: {str(exc)[:120]}") from None
+    """The mapping file as (tensors {OTHER: KERAS}, input name or None, layout or None); from
+    Python also the dict such a file holds."""
+    if isinstance(path, dict):
+        data, where = path, "the mapping given"
+    elif not isinstance(path, (str, bytes, os.PathLike)):
+        raise CompareError(f"mapping must be the path of a JSON mapping file (or, from Python, the dict it "
+                           f"holds), got {type(path).__name__}")
+    else:
+        path = files.path_str(path)
+        where = f"mapping file {path!r}"
+        raw = read_input(path, "mapping file", MAX_MAPPING_BYTES)
+        try:
+            data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise CompareError(f"mapping file {path!r} is not valid JSON: {str(exc)[:120]}") from None
     if isinstance(data, dict) and "tensors" not in data:
         data = {"tensors": data}
     if not isinstance(data, dict) or not isinstance(data.get("tensors"), dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in data["tensors"].items()) or not all(
             isinstance(data.get(k), (str, type(None))) for k in ("input", "layout")):
-        raise CompareError(f"mapping file {path!r} must be a JSON object "
+        raise CompareError(f"{where} must be a JSON object "
                            '{"input": NAME, "layout": "NCHW"|"NHWC", "tensors": {OTHER_NAME: KERAS_LAYER}}')
     return data["tensors"], data.get("input"), data.get("layout")
 
@@ -373,7 +382,7 @@ def to_nhwc(array, want_shape, layout):
         a = a[:, :, 0, 0]  # pooled (N, C, 1, 1)
     if a.ndim == 4 and len(want_shape) == 2 and a.shape[1:3] == (1, 1):
         a = a[:, 0, 0, :]
-    if a.ndim != 4:
+    if a.ndim != 4 or len(want_shape) != 4:  # (a feature map mapped to a vector layer: its shape differs)
         return a, "as is"
     nchw_ok = a.shape[1:] == (want_shape[3], want_shape[1], want_shape[2])
     nhwc_ok = tuple(a.shape[1:]) == tuple(want_shape[1:])

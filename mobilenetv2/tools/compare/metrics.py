@@ -11,19 +11,21 @@ TINY = 2.0 ** -30  # a floor of exactly 0 (a layer float32 computes exactly) sti
 
 
 def rel_l2(a, b):
-    d = np.linalg.norm((np.asarray(a, np.float64) - b).ravel())
-    n = np.linalg.norm(np.asarray(b, np.float64).ravel())
-    return float(d / n) if n > 0 else float(d)
+    with np.errstate(over="ignore", invalid="ignore"):  # OTHER's inf or NaN: an inf or NaN error, no warning
+        d = np.linalg.norm((np.asarray(a, np.float64) - b).ravel())
+        n = np.linalg.norm(np.asarray(b, np.float64).ravel())
+        return float(d / n) if n > 0 else float(d)
 
 
 def metrics(other, ref):
     """max abs, relative L2 and cosine of OTHER's array against the reference's (same shape)."""
     a = np.asarray(other, np.float64).ravel()
     b = np.asarray(ref, np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    cos = float(a @ b / (na * nb)) if na > 0 and nb > 0 else float(na == nb)
-    return {"max_abs": float(np.max(np.abs(a - b))) if a.size else 0.0,
-            "rel_l2": rel_l2(a, b), "cosine": cos}
+    with np.errstate(over="ignore", invalid="ignore"):  # (as rel_l2: the row says so, not NumPy on stderr)
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        cos = float(a @ b / (na * nb)) if na > 0 and nb > 0 else float(na == nb)
+        max_abs = float(np.max(np.abs(a - b))) if a.size else 0.0
+    return {"max_abs": max_abs, "rel_l2": rel_l2(a, b), "cosine": cos}
 
 
 def noise_floor(ref32, ref):

@@ -328,6 +328,7 @@ def read_onnx(path):
 
     other = OtherModel("onnx", path, nodes, layout, hw, "NCHW", runner=run)
     other.layouts = layouts
+    other.fixed_batch = batch
     # an export's (x - mean) / std in its graph; a Resize of its input (the reference starts from its output)
     first = input_maps(other, inp.name)
     other.float_rounding = float_rounded or None

@@ -167,6 +167,7 @@ def read_model(model, source=None):
     other.float_rounding = float_rounded or None
     other.outputs = outputs
     other.deployed = deployed_runner(ov, deployed, outputs, layout, batch, source)
+    other.fixed_batch = batch
     if on_grid:
         other.quant = on_grid
         other.input_quant, other.input_quant_tensor = input_rounding(nodes, first)

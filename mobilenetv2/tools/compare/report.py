@@ -5,6 +5,7 @@ import os
 
 from mobilenetv2.tools.compare.errors import require
 from mobilenetv2 import files
+from mobilenetv2.errors import OutputPathError
 
 
 def _num(v, fmt="{:.2e}"):
@@ -147,8 +148,22 @@ def _clean(v):
     return v
 
 
+def refuse_an_input(inputs, path, what):
+    """Refuse to write over a file a report is made from (``inputs``, api.input_files: OTHER, its
+    weights, an image, the input batch, the mapping): --json model.onnx replaced the model."""
+    for given in inputs:
+        try:
+            same = os.path.samefile(path, given)
+        except OSError:  # either missing: not the same file
+            same = False
+        if same:
+            raise OutputPathError(f"--{what} {path!r} is a file compare read ({given!r}): writing the report "
+                                  "there would replace it; give another file name")
+
+
 def write_json(report, path):
     path = files.check_output_path(path, "json")
+    refuse_an_input(getattr(report, "inputs", ()), path, "json")
     data = json.dumps(_clean(report), indent=2).encode()
     with files.atomic_write(path, suffix=".json") as f:
         f.write(data)
@@ -158,6 +173,7 @@ def write_json(report, path):
 def write_plot(report, path):
     """Relative L2 per layer against the noise floor and the factor line, log scale."""
     require("matplotlib", "--plot", "plot")
+    refuse_an_input(getattr(report, "inputs", ()), files.check_output_path(path, "plot"), "plot")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

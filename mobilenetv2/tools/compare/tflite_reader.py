@@ -69,6 +69,29 @@ def _stored(data):
     return out
 
 
+def _preset(data):
+    """The indices of the main graph's tensors no op has to write: constants (a buffer of their
+    own, even an empty one) and variables (state an op keeps between runs)."""
+    from ai_edge_litert import schema_py_generated as schema
+    graph = schema.Model.GetRootAs(data, 0).Subgraphs(0)
+    return {i for i in range(graph.TensorsLength()) if graph.Tensors(i).IsVariable() or graph.Tensors(i).Buffer() > 0}
+
+
+def _read_before_written(ops, inputs, preset, details, path):
+    """Refuse an op that reads a tensor no earlier op writes, that is no input, constant or
+    variable (a cycle: op 0 reading op 3's output): LiteRT runs it on memory nothing wrote.  (A
+    conv's or dense layer's weight and bias are judged as weights: read_tflite's ``computed``.)"""
+    written = {int(t["index"]) for t in inputs} | preset
+    for k, op in enumerate(ops):
+        data = op["inputs"][:1] if _OPS.get(op["op_name"]) in ("conv", "dense") else op["inputs"]
+        for i in (int(i) for i in data):
+            if i >= 0 and i not in written:
+                raise CompareError(f"{path!r}: op {k} ({op['op_name']}) reads tensor "
+                                   f"{details[i]['name'][:80]!r} before any op writes it (a cycle in the "
+                                   "graph, or a damaged file)")
+        written.update(int(i) for i in op["outputs"])
+
+
 def _fused_arithmetic(data):
     """The indices of the main graph's ADD, SUB, MUL and DIV ops that fuse an activation (their
     options' fused_activation_function is not NONE): no affine map, even by a constant."""
@@ -158,6 +181,7 @@ def read_tflite(path):
     if len(inp["shape"]) != 4 or inp["shape"][3] != 3:
         raise CompareError(f"{path!r}: input shape {list(inp['shape'])} is not an NHWC image batch")
     consts, stored = {}, _stored(data)
+    _read_before_written(ops, inputs, _preset(data), details, path)
     halves = _decompressed_sources(ops, details, stored, grids)
     fused, asymmetric_fc = _fused_arithmetic(data), _asymmetric_fc(data)
     hybrid = {}  # mode -> convolution and dense layers quantizing their float input at run time
