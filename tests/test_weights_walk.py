@@ -20,6 +20,8 @@ from mobilenetv2.formats.registry import DownloadError
 from test_loader import arrays_of, assert_arrays_equal, expected_of, model_layers, write_keras2
 from test_registry import PAYLOAD, cache, isolated, keras_name, only_good_files, server  # noqa: F401
 
+pytestmark = pytest.mark.engine_independent  # loading and downloading: the same code with or without the C extension
+
 OFFICIAL_LAYOUT = ("weights", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
 
 
