@@ -156,8 +156,9 @@ def damage(rng, data, near=None):
 HDF5_ATTACKS = ["external-storage", "external-link", "virtual", "virtual-missing", "soft-link",
                 "soft-cycle", "huge-shape", "int-dtype", "compound", "string-dtype", "scalar",
                 "hard-cycle", "bad-weight-name", "long-names", "names-not-strings", "chunked-lie",
-                "empty-group", "attr-bomb", "never-written", "huge-chunk", "vlen-names"]
-MUST_REFUSE = {"never-written", "huge-chunk", "vlen-names"}  # loading them at all is the defect
+                "empty-group", "attr-bomb", "never-written", "huge-chunk", "vlen-names", "vlen-bomb"]
+# loading them at all is the defect ("vlen-names", the names as Keras 3 writes them, loads)
+MUST_REFUSE = {"never-written", "huge-chunk", "vlen-bomb"}
 
 
 def _other_h5(ctx, shape):
@@ -250,8 +251,12 @@ def make_hdf5(ctx):
             first = max(2 * shape[0], (1 << rng.choice([18, 22])) // rest)
             f.create_dataset(name, data=np.ones(shape, np.float32), maxshape=(None,) + tuple(shape[1:]),
                              chunks=(first,) + tuple(shape[1:]), compression="gzip")
-        elif mode == "vlen-names":
+        elif mode == "vlen-names":  # what Keras 3 (and Keras under h5py 3) writes: to be read
             names = [n.decode() for n in f.attrs["layer_names"]]
+            f.attrs.create("layer_names", data=names, dtype=h5py.string_dtype())
+        elif mode == "vlen-bomb":  # variable-length names of 17-20 MB together: past the 16 MB bound
+            names = [n.decode() for n in f.attrs["layer_names"]]
+            names[0] += "x" * (rng.randint(17, 20) << 20)
             f.attrs.create("layer_names", data=names, dtype=h5py.string_dtype())
     ctx.must_refuse = mode in MUST_REFUSE
     return mode
