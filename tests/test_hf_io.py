@@ -538,7 +538,8 @@ def test_a_height_and_width_size_resizes_to_exactly_that(crop):
     """transformers' MobileNetV2ImageProcessor takes size {"height": H, "width": W} (resized to
     exactly H x W, the aspect not kept) as well as {"shortest_edge": N}; it was refused. Pillow
     backend: Pillow's bilinear resize to (W, H) itself, then the crop at int((h - ch) / 2); torchvision
-    backend: torch's antialiased uint8 resize (torch itself where it is installed)."""
+    backend: torch's antialiased uint8 resize as torch_resize computes it (by hand elsewhere; torch
+    itself in the next test)."""
     from PIL import Image
     path = require_shared("images", "panda.jpg")
     config = {"size": {"height": 100, "width": 150}, "do_center_crop": crop is not None}
@@ -552,7 +553,25 @@ def test_a_height_and_width_size_resizes_to_exactly_that(crop):
     x = hf_preprocess(path, config)
     assert x.shape == (1, ch, cw, 3) and np.array_equal(x[0], want)
     assert parse_processor_config(config).to_json()["size"] == {"height": 100, "width": 150}  # round trip
-    torch = pytest.importorskip("torch", reason="torch checks the torchvision backend's resize")
+    from mobilenetv2.processing.torch_resize import resize_bilinear_aa_u8  # (by hand: test_hf_torchvision_backend)
+    with Image.open(path) as im:
+        u = resize_bilinear_aa_u8(np.asarray(im.convert("RGB")), 100, 150)[top:top + ch, left:left + cw]
+    want = (u.astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
+    assert np.array_equal(hf_preprocess(path, config, backend="torchvision")[0], want)
+
+
+@pytest.mark.parametrize("crop", [None, (96, 128)])
+def test_a_height_and_width_size_is_torch_s_own_resize(crop):
+    """The torchvision backend at size {"height": H, "width": W}: torch's own antialiased uint8
+    resize to (H, W), then the crop, rescale and normalize fused."""
+    from PIL import Image
+    torch = pytest.importorskip("torch", reason="torch (not a test extra) runs its own resize here")
+    path = require_shared("images", "panda.jpg")
+    config = {"size": {"height": 100, "width": 150}, "do_center_crop": crop is not None}
+    if crop:
+        config["crop_size"] = {"height": crop[0], "width": crop[1]}
+    ch, cw = crop or (100, 150)
+    top, left = int((100 - ch) / 2), int((150 - cw) / 2)
     with Image.open(path) as im:
         t = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)[None]
     r = torch.nn.functional.interpolate(t, size=(100, 150), mode="bilinear", antialias=True, align_corners=False)
