@@ -533,6 +533,25 @@ def test_save_pretrained_names_imagenet_classes_or_transformers_defaults(tmp_pat
         assert labels == {str(i): f"LABEL_{i}" for i in range(7)}
 
 
+def _height_width_case(crop):
+    """The panda, a size {"height": 100, "width": 150} config with the crop ``crop`` (None: no
+    crop), as (RGB uint8 photo, config, the crop's window of the 100x150 resize as slices)."""
+    from PIL import Image
+    config = {"size": {"height": 100, "width": 150}, "do_center_crop": crop is not None}
+    if crop:
+        config["crop_size"] = {"height": crop[0], "width": crop[1]}
+    ch, cw = crop or (100, 150)
+    top, left = int((100 - ch) / 2), int((150 - cw) / 2)
+    with Image.open(require_shared("images", "panda.jpg")) as im:
+        photo = np.asarray(im.convert("RGB"))
+    return photo, config, (slice(top, top + ch), slice(left, left + cw))
+
+
+def _fused(u):
+    """The torchvision backend's rescale and normalize of the hub's checkpoints, in float32."""
+    return (u.astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
+
+
 @pytest.mark.parametrize("crop", [None, (96, 128)])
 def test_a_height_and_width_size_resizes_to_exactly_that(crop):
     """transformers' MobileNetV2ImageProcessor takes size {"height": H, "width": W} (resized to
@@ -541,43 +560,27 @@ def test_a_height_and_width_size_resizes_to_exactly_that(crop):
     backend: torch's antialiased uint8 resize as torch_resize computes it (by hand elsewhere; torch
     itself in the next test)."""
     from PIL import Image
-    path = require_shared("images", "panda.jpg")
-    config = {"size": {"height": 100, "width": 150}, "do_center_crop": crop is not None}
-    if crop:
-        config["crop_size"] = {"height": crop[0], "width": crop[1]}
-    ch, cw = crop or (100, 150)
-    top, left = int((100 - ch) / 2), int((150 - cw) / 2)
-    with Image.open(path) as im:
-        u = np.asarray(im.convert("RGB").resize((150, 100), Image.BILINEAR))[top:top + ch, left:left + cw]
-    want = ((u.astype(np.float64) * (1 / 255)).astype(np.float32) - np.float32(0.5)) / np.float32(0.5)
-    x = hf_preprocess(path, config)
-    assert x.shape == (1, ch, cw, 3) and np.array_equal(x[0], want)
-    assert parse_processor_config(config).to_json()["size"] == {"height": 100, "width": 150}  # round trip
     from mobilenetv2.processing.torch_resize import resize_bilinear_aa_u8  # (by hand: test_hf_torchvision_backend)
-    with Image.open(path) as im:
-        u = resize_bilinear_aa_u8(np.asarray(im.convert("RGB")), 100, 150)[top:top + ch, left:left + cw]
-    want = (u.astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
-    assert np.array_equal(hf_preprocess(path, config, backend="torchvision")[0], want)
+    photo, config, window = _height_width_case(crop)
+    u = np.asarray(Image.fromarray(photo).resize((150, 100), Image.BILINEAR))[window]
+    want = ((u.astype(np.float64) * (1 / 255)).astype(np.float32) - np.float32(0.5)) / np.float32(0.5)
+    x = hf_preprocess(photo, config)
+    assert x.shape == (1,) + u.shape and np.array_equal(x[0], want)
+    assert parse_processor_config(config).to_json()["size"] == {"height": 100, "width": 150}  # round trip
+    want = _fused(resize_bilinear_aa_u8(photo, 100, 150)[window])
+    assert np.array_equal(hf_preprocess(photo, config, backend="torchvision")[0], want)
 
 
 @pytest.mark.parametrize("crop", [None, (96, 128)])
 def test_a_height_and_width_size_is_torch_s_own_resize(crop):
     """The torchvision backend at size {"height": H, "width": W}: torch's own antialiased uint8
     resize to (H, W), then the crop, rescale and normalize fused."""
-    from PIL import Image
     torch = pytest.importorskip("torch", reason="torch (not a test extra) runs its own resize here")
-    path = require_shared("images", "panda.jpg")
-    config = {"size": {"height": 100, "width": 150}, "do_center_crop": crop is not None}
-    if crop:
-        config["crop_size"] = {"height": crop[0], "width": crop[1]}
-    ch, cw = crop or (100, 150)
-    top, left = int((100 - ch) / 2), int((150 - cw) / 2)
-    with Image.open(path) as im:
-        t = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)[None]
+    photo, config, window = _height_width_case(crop)
+    t = torch.from_numpy(photo.copy()).permute(2, 0, 1)[None]
     r = torch.nn.functional.interpolate(t, size=(100, 150), mode="bilinear", antialias=True, align_corners=False)
-    u = r[0].permute(1, 2, 0).numpy()[top:top + ch, left:left + cw]
-    want = (u.astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
-    assert np.array_equal(hf_preprocess(path, config, backend="torchvision")[0], want)
+    want = _fused(r[0].permute(1, 2, 0).numpy()[window])
+    assert np.array_equal(hf_preprocess(photo, config, backend="torchvision")[0], want)
 
 
 @pytest.mark.parametrize("size", [{"height": 100}, {"height": 100, "width": 0}, {"height": 4097, "width": 5},
