@@ -473,7 +473,7 @@ def _vlen_lengths(data, obj, name, count):
             return None
         addr = sb + h5py.h5o.get_info(obj.id).addr
         found = []
-        for mtype, flags, body in _header_messages(data, addr):
+        for mtype, flags, body in _header_messages(data, addr, sb):
             if mtype == 0x15 and _dense_attributes(body):
                 return None
             if mtype == 0x0C:
@@ -497,19 +497,14 @@ def _vlen_lengths(data, obj, name, count):
 def _superblock(data):
     """The base address of an HDF5 superblock (versions 0-3) at offset 0 with 8-byte offsets and
     lengths, else None."""
-    if not data.startswith(HDF5_MAGIC) or len(data) < 48:
-        return None
-    version = data[8]
-    if version in (0, 1) and data[13] == 8 and data[14] == 8:
-        return struct.unpack_from("<Q", data, 24 + (4 if version == 1 else 0))[0]
-    if version in (2, 3) and data[9] == 8 and data[10] == 8:
-        return struct.unpack_from("<Q", data, 12)[0]
-    return None
+    found = _superblock_addresses(data)
+    return found[0] if found is not None and found[2] == 8 else None
 
 
-def _header_messages(data, addr):
+def _header_messages(data, addr, base):
     """(type, flags, body) of every message of the object header at ``addr`` (version 1 or 2),
-    continuation chunks included; _Unreadable where it is not one or runs past the file."""
+    continuation chunks (at addresses relative to the superblock's ``base``) included;
+    _Unreadable where it is not one or runs past the file."""
     def within(start, end):
         if not 0 <= start <= end <= len(data):
             raise _Unreadable("past the end of the file")
@@ -547,7 +542,7 @@ def _header_messages(data, addr):
                 raise _Unreadable("a message past its chunk")
             if mtype == 0x10:  # continuation: offset, length
                 where, length = struct.unpack_from("<QQ", data, body)
-                where += _superblock(data)
+                where += base
                 if v2:
                     if data[where:where + 4] != b"OCHK":
                         raise _Unreadable("a continuation chunk without its signature")
@@ -736,24 +731,29 @@ def check_file(path):
                                f"{end}: {'bytes were appended' if size > end else 'it is truncated'}")
 
 
-def _superblock_end(head):
-    """The end-of-file address an HDF5 superblock at offset 0 records, or None where the
-    superblock is not one of versions 0-3 with 8-byte addresses at offset 0."""
+def _superblock_addresses(head):
+    """(base address, end-of-file address, size of lengths) that an HDF5 superblock at offset 0
+    records, or None where it is not one of versions 0-3 with 8-byte offsets."""
     if not head.startswith(HDF5_MAGIC) or len(head) < 48:
         return None
     version = head[8]
-    if version in (0, 1):
-        if head[13] != 8:  # size of offsets
-            return None
-        at = 24 + (4 if version == 1 else 0) + 16  # past base and free-space addresses
-    elif version in (2, 3):
-        if head[9] != 8:
-            return None
-        at = 12 + 16  # past base and superblock-extension addresses
+    if version in (0, 1):  # sizes of offsets and lengths at 13 and 14; base, free space, end from 24 (28)
+        offsets, lengths, at = head[13], head[14], 24 + (4 if version == 1 else 0)
+    elif version in (2, 3):  # at 9 and 10; base, superblock extension, end from 12
+        offsets, lengths, at = head[9], head[10], 12
     else:
         return None
-    base = struct.unpack_from("<Q", head, at - 16)[0]
-    return base + struct.unpack_from("<Q", head, at)[0]
+    if offsets != 8:
+        return None
+    base = struct.unpack_from("<Q", head, at)[0]
+    return base, base + struct.unpack_from("<Q", head, at + 16)[0], lengths
+
+
+def _superblock_end(head):
+    """The end-of-file address an HDF5 superblock at offset 0 records, or None where the
+    superblock is not one of versions 0-3 with 8-byte addresses at offset 0."""
+    found = _superblock_addresses(head)
+    return None if found is None else found[1]
 
 
 def read_weights(path):
